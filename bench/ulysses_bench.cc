@@ -1,0 +1,397 @@
+// ulysses-bench: runs distributed attention, checks it against the unsharded run, and times it.
+//
+// Every row carries performance and correctness together: ms per forward+backward step, the max
+// error of O, dQ, dK, dV against the unsharded reference, and pass/fail. Exit code 0 only if every
+// row passed; 2 for invalid arguments (with the library's validation message), 1 for a failed
+// check.
+//
+// This build's path: host ranks on the loopback communicator with the FP64 reference kernel (the
+// whole algorithm on CPU). Times here are CPU times of the reference, not GPU performance.
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/dtype_convert.h"
+#include "ulysses/ulysses.h"
+
+namespace {
+
+using namespace ulysses;
+
+struct Options {
+  std::vector<int> cp = {1, 2, 4};
+  std::vector<std::int64_t> seq = {256};
+  std::int64_t batch = 1;
+  int heads = 8;
+  int kv_heads = 2;
+  int head_dim = 64;
+  std::string dtype = "bf16";
+  bool causal = true;
+  std::vector<int> window = {-1, -1};
+  bool sinks = false;
+  int varlen = 0;  // number of packed sequences (0: fixed-length batch)
+  std::string strategy = "ulysses";
+  int iters = 3;
+  bool check = true;
+  std::string json;
+  std::uint64_t seed = 0;  // 0: fresh
+};
+
+struct Row {
+  int cp = 1;
+  std::int64_t seq = 0;
+  std::string strategy;
+  double ms_median = 0, ms_max_rank = 0;
+  double err_o = 0, err_dq = 0, err_dk = 0, err_dv = 0;
+  bool exact = false;  // bitwise equal to the unsharded run where expected
+  bool checked = false;
+  bool pass = true;
+  std::string note;
+  std::string repro;
+};
+
+// Owning host tensor (contiguous).
+struct Tensor {
+  std::vector<unsigned char> bytes;
+  TensorView view;
+  Tensor() = default;
+  Tensor(DType dtype, std::initializer_list<std::int64_t> shape) {
+    std::int64_t n = 1;
+    for (auto s : shape) n *= s;
+    bytes.assign(static_cast<std::size_t>(n) * dtype_size(dtype), 0);
+    view = TensorView::contiguous(bytes.data(), dtype, shape);
+  }
+  Tensor(const Tensor& o) : bytes(o.bytes), view(o.view) { view.data = bytes.data(); }
+  Tensor& operator=(const Tensor& o) {
+    bytes = o.bytes;
+    view = o.view;
+    view.data = bytes.data();
+    return *this;
+  }
+  double at(std::int64_t i) const { return detail::load_as_double(view.data, view.dtype, i); }
+  void set(std::int64_t i, double v) { detail::store_from_double(view.data, view.dtype, i, v); }
+};
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  double m = 0;
+  for (std::int64_t i = 0; i < a.view.numel(); ++i) {
+    const double x = a.at(i), y = b.at(i);
+    if (std::isnan(x) || std::isnan(y)) return INFINITY;
+    if (x == y) continue;  // also equal infinities
+    m = std::max(m, std::fabs(x - y));
+  }
+  return m;
+}
+
+bool bitwise_equal(const Tensor& a, const Tensor& b) { return a.bytes == b.bytes; }
+
+std::string repro_command(const Options& o, int cp, std::int64_t seq) {
+  std::ostringstream os;
+  os << "ulysses-bench --cp " << cp << " --seq " << seq << " --batch " << o.batch << " --heads "
+     << o.heads << " --kv-heads " << o.kv_heads << " --head-dim " << o.head_dim << " --dtype "
+     << o.dtype << (o.causal ? " --causal" : " --no-causal") << " --window " << o.window[0] << ","
+     << o.window[1] << (o.sinks ? " --sinks" : "") << " --varlen " << o.varlen << " --strategy "
+     << o.strategy << " --iters " << o.iters;
+  return os.str();
+}
+
+// Packs `n` sequences of pseudo-random lengths into at most `total` tokens (the rest is padding).
+std::vector<std::int32_t> make_cu_seqlens(int n, std::int64_t total, std::mt19937_64& rng) {
+  std::vector<std::int32_t> cu = {0};
+  std::uniform_real_distribution<double> u(0.5, 1.5);
+  std::vector<double> w(static_cast<std::size_t>(n));
+  double sum = 0;
+  for (double& x : w) sum += (x = u(rng));
+  const double real = static_cast<double>(total) * 0.9;  // leave ~10% padding
+  for (int i = 0; i < n; ++i) {
+    cu.push_back(cu.back() +
+                 static_cast<std::int32_t>(real * w[static_cast<std::size_t>(i)] / sum));
+  }
+  return cu;
+}
+
+// Runs one (cp, seq) case on the loopback communicator; returns the row, or a Status for bad input.
+Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype,
+                         Strategy strategy) {
+  Row row;
+  row.cp = cp;
+  row.seq = seq;
+  row.strategy = std::string(strategy_name(strategy));
+  row.repro = repro_command(o, cp, seq);
+  const bool thd = o.varlen > 0;
+  const std::int64_t B = thd ? 1 : o.batch;
+  const PlanConfig cfg{.attention = {.num_heads_q = o.heads,
+                                     .num_heads_kv = o.kv_heads,
+                                     .head_dim = o.head_dim,
+                                     .causal = o.causal,
+                                     .window_left = o.window[0],
+                                     .window_right = o.window[1],
+                                     .sinks = o.sinks},
+                       .parallel = {.strategy = strategy, .cp = cp},
+                       .layout = thd ? Layout::kTHD : Layout::kBSHD,
+                       .dtype = dtype,
+                       .batch = B,
+                       .seqlen = seq,
+                       .training = true};
+  if (Status s = cfg.validate(); !s.is_ok()) return s;
+
+  std::mt19937_64 rng(o.seed ? o.seed : std::random_device{}());
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  const std::int64_t D = o.head_dim;
+  auto act = [&](int heads) { return Tensor(dtype, {B, seq, heads, D}); };
+  Tensor q = act(o.heads), k = act(o.kv_heads), v = act(o.kv_heads), d_o = act(o.heads);
+  Tensor sinks(DType::kFloat32, {o.heads});
+  for (Tensor* t : {&q, &k, &v, &d_o, &sinks}) {
+    for (std::int64_t i = 0; i < t->view.numel(); ++i) t->set(i, u(rng));
+  }
+  const std::vector<std::int32_t> cu =
+      thd ? make_cu_seqlens(o.varlen, seq, rng) : std::vector<std::int32_t>{};
+
+  // Views in the layout the user passes: [B, S, H, D], or [T, H, D] for packed batches.
+  auto user_view = [&](const Tensor& t) {
+    if (!thd) return t.view;
+    return TensorView::contiguous(t.view.data, t.view.dtype, {seq, t.view.shape[2], D});
+  };
+  auto lse_view = [&](Tensor& t) {
+    if (!thd) return t.view;
+    return TensorView::contiguous(t.view.data, DType::kFloat32, {o.heads, seq});
+  };
+
+  // Distributed run: every rank times its own steps.
+  Tensor o_d = act(o.heads), dq_d = act(o.heads), dk_d = act(o.kv_heads), dv_d = act(o.kv_heads);
+  Tensor lse_d(DType::kFloat32, {B, o.heads, seq});
+  std::vector<Tensor> dsinks_d(static_cast<std::size_t>(cp), Tensor(DType::kFloat32, {o.heads}));
+  auto kernel = make_reference_attention();
+  auto comms_or = create_loopback_group(cp);
+  if (!comms_or.is_ok()) return comms_or.status();
+  auto& comms = *comms_or;
+  std::vector<Status> status(static_cast<std::size_t>(cp));
+  std::vector<std::vector<double>> times(static_cast<std::size_t>(cp));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < cp; ++r) {
+    threads.emplace_back([&, r] {
+      auto& st = status[static_cast<std::size_t>(r)];
+      auto plan = DistributedAttention::create(cfg, *comms[static_cast<std::size_t>(r)], *kernel);
+      if (!plan.is_ok()) {
+        st = plan.status();
+        return;
+      }
+      std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
+      const Layout layout = cfg.layout;
+      auto shard = [&](const Tensor& t) { return shard_view(user_view(t), layout, cp, r).value(); };
+      ForwardArgs f{.q = shard(q),
+                    .k = shard(k),
+                    .v = shard(v),
+                    .o = shard(o_d),
+                    .lse = shard_lse_view(lse_view(lse_d), layout, cp, r).value(),
+                    .cu_seqlens = cu,
+                    .workspace = ws.data(),
+                    .saved = saved.data()};
+      BackwardArgs b{.d_o = shard(d_o),
+                     .dq = shard(dq_d),
+                     .dk = shard(dk_d),
+                     .dv = shard(dv_d),
+                     .cu_seqlens = cu,
+                     .workspace = ws.data(),
+                     .saved = saved.data()};
+      if (o.sinks) {
+        f.sinks = b.sinks = sinks.view;
+        b.dsinks = dsinks_d[static_cast<std::size_t>(r)].view;
+      }
+      for (int it = 0; it < std::max(1, o.iters); ++it) {
+        const auto t0 = std::chrono::steady_clock::now();
+        if ((st = (*plan)->forward(f, nullptr)).is_ok()) st = (*plan)->backward(b, nullptr);
+        if (!st.is_ok()) return;
+        times[static_cast<std::size_t>(r)].push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const Status& s : status) {
+    if (!s.is_ok()) return s;
+  }
+  std::vector<double> rank_medians;
+  for (auto& t : times) {
+    std::sort(t.begin(), t.end());
+    rank_medians.push_back(t[t.size() / 2]);
+  }
+  row.ms_median = rank_medians[0];
+  row.ms_max_rank = *std::max_element(rank_medians.begin(), rank_medians.end());
+
+  if (!o.check) return row;
+  // Unsharded reference on the full sequence.
+  Tensor o_r = act(o.heads), dq_r = act(o.heads), dk_r = act(o.kv_heads), dv_r = act(o.kv_heads);
+  Tensor lse_r(DType::kFloat32, {B, o.heads, seq}), dsinks_r(DType::kFloat32, {o.heads});
+  const LocalProblem p = LocalProblem::unsharded(cfg.attention, dtype, B, seq, thd);
+  LocalForwardArgs lf{
+      .q = q.view, .k = k.view, .v = v.view, .o = o_r.view, .lse = lse_r.view, .cu_seqlens = cu};
+  LocalBackwardArgs lb{.q = q.view,
+                       .k = k.view,
+                       .v = v.view,
+                       .o = o_r.view,
+                       .lse = lse_r.view,
+                       .d_o = d_o.view,
+                       .dq = dq_r.view,
+                       .dk = dk_r.view,
+                       .dv = dv_r.view,
+                       .cu_seqlens = cu};
+  if (o.sinks) {
+    lf.sinks = lb.sinks = sinks.view;
+    lb.dsinks = dsinks_r.view;
+  }
+  if (Status s = reference_forward(p, lf); !s.is_ok()) return s;
+  if (Status s = reference_backward(p, lb); !s.is_ok()) return s;
+  row.checked = true;
+  row.err_o = max_abs_diff(o_r, o_d);
+  row.err_dq = max_abs_diff(dq_r, dq_d);
+  row.err_dk = max_abs_diff(dk_r, dk_d);
+  row.err_dv = max_abs_diff(dv_r, dv_d);
+  // Exact equality is the bar wherever heads are independent; replicated KV heads (cp > kv_heads)
+  // sum fp32 partials, which only a tolerance can hold: |dK - ref| within 2 ulp of the dtype.
+  const bool replicated = cp > o.kv_heads;
+  bool exact = bitwise_equal(o_r, o_d) && bitwise_equal(lse_r, lse_d) && bitwise_equal(dq_r, dq_d);
+  for (const Tensor& ds : dsinks_d) exact = exact && (!o.sinks || bitwise_equal(dsinks_r, ds));
+  const bool kv_exact = bitwise_equal(dk_r, dk_d) && bitwise_equal(dv_r, dv_d);
+  row.exact = exact && kv_exact;
+  if (replicated) {
+    const double ulp = std::ldexp(1.0, dtype == DType::kFloat32 ? -23 : -7);
+    double scale = 0;
+    for (std::int64_t i = 0; i < dk_r.view.numel(); ++i)
+      scale = std::max({scale, std::fabs(dk_r.at(i)), std::fabs(dv_r.at(i))});
+    row.pass = exact && std::max(row.err_dk, row.err_dv) <= 2 * ulp * scale;
+    row.note = "kv replicated: dK/dV held to 2 ulp";
+  } else {
+    row.pass = row.exact;
+  }
+  return row;
+}
+
+void print_table(const std::vector<Row>& rows, const Options& o) {
+  std::printf(
+      "# ulysses-bench, host loopback + FP64 reference kernel (CPU times, not GPU performance)\n");
+  std::printf("# B=%lld Hq=%d Hkv=%d D=%d %s causal=%d window=%d,%d sinks=%d varlen=%d iters=%d\n",
+              static_cast<long long>(o.batch), o.heads, o.kv_heads, o.head_dim, o.dtype.c_str(),
+              o.causal ? 1 : 0, o.window[0], o.window[1], o.sinks ? 1 : 0, o.varlen, o.iters);
+  std::printf("%4s %8s %-8s %12s %12s %10s %10s %10s %10s %6s %5s\n", "cp", "seq", "strategy",
+              "ms/step", "ms max-rank", "err O", "err dQ", "err dK", "err dV", "exact", "check");
+  for (const Row& r : rows) {
+    std::printf("%4d %8lld %-8s %12.2f %12.2f %10.3g %10.3g %10.3g %10.3g %6s %5s\n", r.cp,
+                static_cast<long long>(r.seq), r.strategy.c_str(), r.ms_median, r.ms_max_rank,
+                r.err_o, r.err_dq, r.err_dk, r.err_dv, r.checked ? (r.exact ? "yes" : "no") : "-",
+                r.checked ? (r.pass ? "PASS" : "FAIL") : "-");
+  }
+  for (const Row& r : rows) {
+    if (!r.note.empty())
+      std::printf("# cp=%d seq=%lld: %s\n", r.cp, static_cast<long long>(r.seq), r.note.c_str());
+  }
+  for (const Row& r : rows) std::printf("# repro: %s\n", r.repro.c_str());
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+bool write_json(const std::string& path, const std::vector<Row>& rows, const Options& o) {
+  std::ofstream f(path);
+  if (!f) return false;
+  f << "{\n  \"tool\": \"ulysses-bench\",\n  \"path\": \"host-loopback-reference\",\n"
+    << "  \"config\": {\"batch\": " << o.batch << ", \"heads\": " << o.heads
+    << ", \"kv_heads\": " << o.kv_heads << ", \"head_dim\": " << o.head_dim << ", \"dtype\": \""
+    << o.dtype << "\", \"causal\": " << (o.causal ? "true" : "false") << ", \"window\": ["
+    << o.window[0] << ", " << o.window[1] << "], \"sinks\": " << (o.sinks ? "true" : "false")
+    << ", \"varlen\": " << o.varlen << ", \"iters\": " << o.iters << "},\n  \"rows\": [\n";
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const Row& r = rows[i];
+    f << "    {\"cp\": " << r.cp << ", \"seq\": " << r.seq << ", \"strategy\": \"" << r.strategy
+      << "\", \"ms_per_step\": " << r.ms_median << ", \"ms_per_step_max_rank\": " << r.ms_max_rank
+      << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq << ", \"err_dk\": " << r.err_dk
+      << ", \"err_dv\": " << r.err_dv << ", \"exact\": " << (r.exact ? "true" : "false")
+      << ", \"checked\": " << (r.checked ? "true" : "false")
+      << ", \"pass\": " << (r.pass ? "true" : "false") << ", \"repro\": \"" << json_escape(r.repro)
+      << "\"}" << (i + 1 < rows.size() ? "," : "") << "\n";
+  }
+  f << "  ]\n}\n";
+  return static_cast<bool>(f);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{
+      "ulysses-bench: context-parallel attention, checked against the unsharded run and timed.\n"
+      "This build runs the CPU path: P host ranks on the loopback communicator with the FP64\n"
+      "reference kernel. Lists (--cp 1,2,4) sweep; one row per (cp, seq)."};
+  app.add_option("--cp", o.cp, "ranks sharing one sequence (list)")->delimiter(',');
+  app.add_option("--seq", o.seq,
+                 "global tokens per sequence, or packed tokens with --varlen (list)")
+      ->delimiter(',');
+  app.add_option("--batch", o.batch, "sequences per step (fixed-length layout)");
+  app.add_option("--heads", o.heads, "query heads");
+  app.add_option("--kv-heads", o.kv_heads, "key/value heads (GQA/MQA)");
+  app.add_option("--head-dim", o.head_dim, "head dimension");
+  app.add_option("--dtype", o.dtype, "fp32, bf16, fp16, fp8e4m3, fp8e5m2");
+  app.add_flag("--causal,!--no-causal", o.causal, "causal mask (default on)");
+  app.add_option("--window", o.window, "sliding window LEFT,RIGHT in tokens (-1: unbounded)")
+      ->delimiter(',')
+      ->expected(2);
+  app.add_flag("--sinks", o.sinks, "learnable per-head attention sinks");
+  app.add_option("--varlen", o.varlen, "pack N variable-length sequences (layout thd); 0: off");
+  app.add_option("--strategy", o.strategy, "ulysses (ring and hybrid: not yet)");
+  app.add_option("--iters", o.iters, "timed steps per row (median reported)");
+  app.add_flag("--check,!--no-check", o.check, "compare with the unsharded run (default on)");
+  app.add_option("--json", o.json, "also write the rows as JSON to this file");
+  app.add_option("--seed", o.seed, "random seed (0: fresh)");
+  CLI11_PARSE(app, argc, argv);
+
+  auto dtype = parse_dtype(o.dtype);
+  if (!dtype.is_ok()) {
+    std::fprintf(stderr, "ulysses-bench: %s\n", dtype.status().to_string().c_str());
+    return 2;
+  }
+  auto strategy = parse_strategy(o.strategy);
+  if (!strategy.is_ok()) {
+    std::fprintf(stderr, "ulysses-bench: %s\n", strategy.status().to_string().c_str());
+    return 2;
+  }
+  std::vector<Row> rows;
+  for (std::int64_t seq : o.seq) {
+    for (int cp : o.cp) {
+      auto row = run_cpu_case(o, cp, seq, *dtype, *strategy);
+      if (!row.is_ok()) {
+        std::fprintf(stderr, "ulysses-bench: cp=%d seq=%lld: %s\n", cp, static_cast<long long>(seq),
+                     row.status().to_string().c_str());
+        return row.status().code() == StatusCode::kInvalidArgument ||
+                       row.status().code() == StatusCode::kUnsupported
+                   ? 2
+                   : 1;
+      }
+      rows.push_back(*row);
+    }
+  }
+  print_table(rows, o);
+  if (!o.json.empty() && !write_json(o.json, rows, o)) {
+    std::fprintf(stderr, "ulysses-bench: cannot write %s\n", o.json.c_str());
+    return 1;
+  }
+  const bool all_pass = std::all_of(rows.begin(), rows.end(), [](const Row& r) { return r.pass; });
+  std::printf("%s\n", all_pass ? "ALL PASS" : "SOME ROWS FAILED");
+  return all_pass ? 0 : 1;
+}

@@ -1,0 +1,211 @@
+// ulysses: the local attention kernel interface, and the distributed attention plan built on it.
+//
+// Two layers:
+//
+//  * LocalAttention is an ordinary attention kernel: it sees the *full* sequence for a slice of the
+//  heads
+//    and knows nothing of parallelism. ulysses ships an FP64 host reference (reference.h) and, on
+//    GPUs, a cuDNN backend; users can plug in their own.
+//
+//  * DistributedAttention is a plan: created once per shape (collectively, on every rank of the cp
+//    group), it validates everything, agrees on the configuration across ranks and sizes the
+//    buffers. forward()/backward() then only move data and call the kernel.
+//
+// Ulysses, per layer (P ranks, each holding S/P tokens of every head):
+//
+//        rank 0          rank 1                        rank 0            rank 1
+//     +---------+     +---------+    all-to-all     +---------+       +---------+
+//     | s 0..3  |     | s 4..7  |   (Q, K, V in     | s 0..7  |       | s 0..7  |
+//     | h 0..3  |     | h 0..3  |    one message)   | h 0..1  |       | h 2..3  |
+//     +---------+     +---------+   ------------->  +---------+       +---------+
+//                                                        | local attention, full sequence
+//     O for s 0..3 <------------- all-to-all ------- O for h 0..1 ...
+//
+// Host-only header: no CUDA, NCCL or cuDNN include.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+
+#include "ulysses/communicator.h"
+#include "ulysses/config.h"
+#include "ulysses/status.h"
+#include "ulysses/types.h"
+
+namespace ulysses {
+
+// ---------------------------------------------------------------------------------------------------
+// Local attention kernels
+// ---------------------------------------------------------------------------------------------------
+
+/// The problem one local kernel call solves: all `seqlen` positions for heads
+/// [head_offset_q, head_offset_q + num_heads_q_local) of `config.num_heads_q` query heads (and the
+/// matching key/value heads). Per-head parameters (sinks) are indexed with the *global* head index
+/// head_offset_q + h, so they are right on every rank.
+struct LocalProblem {
+  AttentionConfig config;  // global head counts, scale, masks, sinks
+  DType dtype =
+      DType::kBFloat16;  // of q, k, v, o, do, dq (and dk, dv unless grad_kv_dtype says else)
+  std::int64_t batch = 1;
+  std::int64_t seqlen =
+      0;                // full sequence length (kBSHD), or all packed tokens incl. padding (varlen)
+  bool varlen = false;  // packed batch: batch == 1, cu_seqlens given with each call
+  int head_offset_q = 0;
+  int num_heads_q_local = 0;
+  int head_offset_kv = 0;
+  int num_heads_kv_local = 0;
+  /// dtype of dk/dv written by backward: `dtype`, or kFloat32 when ulysses sums partial dK/dV of a
+  /// KV head that several ranks share.
+  DType grad_kv_dtype = DType::kBFloat16;
+
+  /// The whole problem on one device: every head, grad_kv_dtype == dtype.
+  static LocalProblem unsharded(const AttentionConfig& config, DType dtype, std::int64_t batch,
+                                std::int64_t seqlen, bool varlen = false);
+};
+
+/// Views for one forward call. Activations are [batch, seqlen, heads, head_dim] with any strides.
+struct LocalForwardArgs {
+  TensorView q;      // [B, S, num_heads_q_local, D]
+  TensorView k;      // [B, S, num_heads_kv_local, D]
+  TensorView v;      // [B, S, num_heads_kv_local, D]
+  TensorView sinks;  // [config.num_heads_q] fp32, every head; empty unless config.sinks
+  TensorView o;      // out: [B, S, num_heads_q_local, D]
+  TensorView lse;    // out: [B, num_heads_q_local, S] fp32, natural log; empty if not wanted
+  std::span<const std::int32_t> cu_seqlens;  // varlen: [num_seqs + 1] host copy, global positions
+  const std::int32_t* cu_seqlens_device = nullptr;  // varlen on a device: the same in device memory
+  void* workspace = nullptr;  // workspace_bytes(problem) bytes on the kernel's device
+};
+
+/// Views for one backward call. o and lse are what forward produced.
+struct LocalBackwardArgs {
+  TensorView q, k, v, o, lse, d_o;
+  TensorView sinks;   // as in forward
+  TensorView dq;      // out: like q
+  TensorView dk;      // out: like k, dtype problem.grad_kv_dtype
+  TensorView dv;      // out: like v, dtype problem.grad_kv_dtype
+  TensorView dsinks;  // out: [config.num_heads_q] fp32; the kernel writes only its heads' entries
+  std::span<const std::int32_t> cu_seqlens;
+  const std::int32_t* cu_seqlens_device = nullptr;
+  void* workspace = nullptr;
+};
+
+/// An attention kernel for the full sequence and a slice of heads.
+///
+/// Contract: a kernel must compute each head independently of the others present (so that running a
+/// subset of heads gives the same numbers as running all of them), honour the masks in the
+/// positions it is given (0..seqlen-1, or positions within each packed sequence), write zeros to O
+/// and dQ/dK/dV and -inf to LSE for positions past cu_seqlens.back(), and enqueue its work on
+/// `stream` without synchronising the device.
+class LocalAttention {
+ public:
+  virtual ~LocalAttention() = default;
+
+  virtual std::string_view name() const = 0;
+  /// Device whose memory the kernel reads and writes.
+  virtual Device device() const = 0;
+  /// Whether forward writes the softmax log-sum-exp (ring attention needs it to merge blocks).
+  virtual bool provides_lse() const = 0;
+  virtual bool supports_backward() const = 0;
+  /// OK if the kernel can run `problem`; otherwise kUnsupported naming the feature.
+  virtual Status check_support(const LocalProblem& problem) const = 0;
+  /// Scratch bytes one call needs (0 if none).
+  virtual std::size_t workspace_bytes(const LocalProblem& problem) const {
+    (void)problem;
+    return 0;
+  }
+  virtual Status forward(const LocalProblem& problem, const LocalForwardArgs& args,
+                         Stream stream) = 0;
+  virtual Status backward(const LocalProblem& problem, const LocalBackwardArgs& args,
+                          Stream stream) = 0;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Distributed attention
+// ---------------------------------------------------------------------------------------------------
+
+/// Everything that fixes a plan. Must be identical on every rank of the group (create() checks).
+struct PlanConfig {
+  AttentionConfig attention;
+  ParallelConfig parallel;
+  Layout layout = Layout::kBSHD;
+  DType dtype = DType::kBFloat16;
+  std::int64_t batch = 1;  // kBSHD: sequences per step; kTHD: must be 1
+  std::int64_t seqlen =
+      0;  // global: tokens per sequence (kBSHD) or packed tokens incl. padding (kTHD)
+  /// Keep the head-sharded Q, K, V, O and LSE between forward and backward (in the caller's `saved`
+  /// buffer of saved_bytes()), so backward only moves dO in and dQ/dK/dV out. false: inference.
+  bool training = true;
+
+  Status validate() const;
+};
+
+/// One rank's inputs and outputs for forward. Activations are this rank's contiguous shard of the
+/// sequence: [batch, seqlen/cp, heads, head_dim] (kBSHD) or [seqlen/cp, heads, head_dim] (kTHD),
+/// any strides with head_dim contiguous.
+struct ForwardArgs {
+  TensorView q;      // [.., num_heads_q, head_dim]
+  TensorView k;      // [.., num_heads_kv, head_dim]
+  TensorView v;      // [.., num_heads_kv, head_dim]
+  TensorView sinks;  // [num_heads_q] fp32 (every head, same on all ranks) when attention.sinks
+  TensorView o;      // out, like q
+  TensorView
+      lse;  // optional out: [batch, num_heads_q, seqlen/cp] (kBSHD) or [num_heads_q, seqlen/cp]
+  std::span<const std::int32_t> cu_seqlens;  // kTHD: global, host, same on every rank
+  const std::int32_t* cu_seqlens_device =
+      nullptr;                // kTHD with a device kernel: same values on device
+  void* workspace = nullptr;  // workspace_bytes(), on the communicator's device
+  void* saved = nullptr;      // training: saved_bytes(), kept untouched until backward
+};
+
+/// One rank's inputs and outputs for backward, after forward() with the same `saved` buffer.
+struct BackwardArgs {
+  TensorView d_o;     // like ForwardArgs::o
+  TensorView sinks;   // as in forward
+  TensorView dq;      // out, like q
+  TensorView dk;      // out, like k
+  TensorView dv;      // out, like v
+  TensorView dsinks;  // out when attention.sinks: [num_heads_q] fp32, complete on every rank
+  std::span<const std::int32_t> cu_seqlens;
+  const std::int32_t* cu_seqlens_device = nullptr;
+  void* workspace = nullptr;
+  void* saved = nullptr;
+};
+
+/// A context-parallel attention plan for one rank.
+///
+/// Collective: create(), forward() and backward() must be called by every rank of `comm` in the
+/// same order. Argument errors that only depend on the PlanConfig are caught in create() on every
+/// rank (the configs are compared across ranks, and a difference is kConfigMismatch everywhere).
+/// Per-call views are checked against the plan before any data moves; a rank whose views are wrong
+/// returns kInvalidArgument at once and its peers get kTimeout (or the device backend's error)
+/// rather than hang.
+class DistributedAttention {
+ public:
+  virtual ~DistributedAttention() = default;
+
+  /// Checks, without communicating, whether this rank could run `config` with `comm` and `kernel`.
+  static Status check_support(const PlanConfig& config, const Communicator& comm,
+                              const LocalAttention& kernel);
+
+  /// Validates, agrees on the config across the ranks of `comm` (one all-gather), sizes buffers.
+  /// `comm` and `kernel` must outlive the plan.
+  static Result<std::unique_ptr<DistributedAttention>> create(const PlanConfig& config,
+                                                              Communicator& comm,
+                                                              LocalAttention& kernel);
+
+  virtual const PlanConfig& config() const = 0;
+  /// Scratch for one forward or backward call, on the communicator's device.
+  virtual std::size_t workspace_bytes() const = 0;
+  /// What training keeps from forward to backward (0 when !training).
+  virtual std::size_t saved_bytes() const = 0;
+
+  /// Enqueues forward on `stream`. Inputs may be reused once the stream reaches this point.
+  virtual Status forward(const ForwardArgs& args, Stream stream) = 0;
+  /// Enqueues backward on `stream`; needs the `saved` buffer of the matching forward.
+  virtual Status backward(const BackwardArgs& args, Stream stream) = 0;
+};
+
+}  // namespace ulysses

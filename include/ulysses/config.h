@@ -1,0 +1,58 @@
+// ulysses: plain configuration structs. Each has validate(), which returns an InvalidArgument
+// Status naming the field, its value and the constraint.
+//
+// Host-only header: no CUDA, NCCL or cuDNN include.
+#pragma once
+
+#include <optional>
+#include <string_view>
+
+#include "ulysses/status.h"
+
+namespace ulysses {
+
+/// What one attention layer computes, independent of how it is parallelised.
+///
+/// Masks are in *global* token positions (for packed batches: positions inside each sequence), so
+/// the same config gives the same math on 1 or on P ranks. Query i may see key j when
+///   - causal:        j <= i
+///   - window_left:   j >= i - window_left   (-1 = unbounded)
+///   - window_right:  j <= i + window_right  (-1 = unbounded)
+/// With causal = true, window_right must be -1 or 0 (causal already bounds the right side).
+///
+/// Sinks (GPT-OSS style): each query head h has a learnable logit sink[h] that joins the softmax
+/// denominator, exp(sink[h]), and contributes no value. Its gradient is dSinks[h].
+struct AttentionConfig {
+  int num_heads_q = 0;   // query heads, a multiple of num_heads_kv
+  int num_heads_kv = 0;  // key/value heads (== num_heads_q: MHA, 1: MQA, else GQA)
+  int head_dim = 0;      // 1..kMaxHeadDim; backends may require more (cuDNN: a multiple of 8)
+  std::optional<float> softmax_scale;  // default 1/sqrt(head_dim)
+  bool causal = false;
+  int window_left = -1;
+  int window_right = -1;
+  bool sinks = false;
+
+  static constexpr int kMaxHeadDim = 256;
+
+  float scale() const;
+  Status validate() const;
+};
+
+/// How the ranks of one sequence share the work.
+enum class Strategy : int {
+  kUlysses = 0,  // all-to-all sequence <-> heads (DeepSpeed-Ulysses)
+  kRing = 1,     // K/V blocks circulate around the ranks (not available yet)
+  kHybrid = 2,   // Ulysses inside a group, ring across groups (not available yet)
+};
+std::string_view strategy_name(Strategy strategy);
+Result<Strategy> parse_strategy(std::string_view name);
+
+/// Parallel layout of one attention call.
+struct ParallelConfig {
+  Strategy strategy = Strategy::kUlysses;
+  int cp = 1;  // ranks sharing one sequence (context-parallel degree); equals the communicator size
+
+  Status validate() const;
+};
+
+}  // namespace ulysses

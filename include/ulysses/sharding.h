@@ -1,0 +1,63 @@
+// ulysses: helpers to cut a sequence into per-rank shards and put it back together.
+//
+// Ulysses gives rank r the contiguous token range [r * n / cp, (r + 1) * n / cp) of every sequence
+// (kBSHD: of each of the `batch` sequences; kTHD: of the whole packed token stream, so one packed
+// sequence may span ranks; masks stay right because they use global positions).
+//
+// Host-only header: no CUDA, NCCL or cuDNN include.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "ulysses/communicator.h"
+#include "ulysses/status.h"
+#include "ulysses/types.h"
+
+namespace ulysses {
+
+/// Index of the sequence dimension of an activation view: 1 for kBSHD [B, S, H, D], 0 for kTHD [T,
+/// H, D].
+int sequence_dim(Layout layout);
+
+/// A view (no copy) of rank `rank`'s shard of a global activation, lse ([B, H, S] or [H, T])
+/// excluded. InvalidArgument when the sequence length is not divisible by cp or rank is out of
+/// range.
+Result<TensorView> shard_view(const TensorView& global, Layout layout, int cp, int rank);
+
+/// Like shard_view() for an LSE tensor: [B, H, S] (kBSHD) or [H, T] (kTHD), sliced along the last
+/// dim.
+Result<TensorView> shard_lse_view(const TensorView& global_lse, Layout layout, int cp, int rank);
+
+/// Copies every element of `src` into `dst` (same shape and dtype, any strides; host memory).
+Status copy_tensor(const TensorView& dst, const TensorView& src);
+
+/// Gathers every rank's shard into `global` on every rank (host communicators): one all-gather of
+/// the shards into `scratch` (cp * shard bytes, host), then a strided copy into `global`.
+Status gather_sequence(Communicator& comm, const TensorView& shard, const TensorView& global,
+                       Layout layout, void* scratch, Stream stream);
+
+/// Position ids of rank `rank`'s tokens, e.g. for rotary embeddings: for kBSHD the global position
+/// r * S/cp + i (the same for each batch entry); for kTHD the position inside each token's own
+/// packed sequence, and 0 for padding past cu_seqlens.back(). `seqlen` is the global length.
+Result<std::vector<std::int32_t>> shard_position_ids(Layout layout, std::int64_t seqlen,
+                                                     std::span<const std::int32_t> cu_seqlens,
+                                                     int cp, int rank);
+
+/// Checks global cu_seqlens for `total_tokens` packed tokens: starts at 0, never decreases, last <=
+/// total.
+Status validate_cu_seqlens(std::span<const std::int32_t> cu_seqlens, std::int64_t total_tokens,
+                           std::string_view api);
+
+/// Packed-batch padding: the number of tokens to allocate so that the stream divides evenly by cp
+/// (and, when page_size > 0, fills whole pages: a multiple of lcm(cp, page_size)). The sequences
+/// keep their cu_seqlens; tokens past cu_seqlens.back() are padding that attention masks out.
+Result<std::int64_t> padded_token_count(std::span<const std::int32_t> cu_seqlens, int cp,
+                                        int page_size = 0);
+
+/// Copies a packed [T, H, D] tensor into a padded [T_padded, H, D] one and zero-fills the tail
+/// (host).
+Status pad_packed_tokens(const TensorView& src, const TensorView& dst);
+
+}  // namespace ulysses

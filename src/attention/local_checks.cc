@@ -1,0 +1,152 @@
+#include "attention/local_checks.h"
+
+#include <sstream>
+
+#include "common/check.h"
+#include "ulysses/sharding.h"
+
+namespace ulysses::detail {
+
+namespace {
+std::string shape_string(std::initializer_list<std::int64_t> shape) {
+  std::ostringstream os;
+  os << "[";
+  bool first = true;
+  for (std::int64_t s : shape) {
+    os << (first ? "" : ", ") << s;
+    first = false;
+  }
+  os << "]";
+  return os.str();
+}
+}  // namespace
+
+Status check_view(const TensorView& view, std::string_view name,
+                  std::initializer_list<std::int64_t> shape, DType dtype, Device device,
+                  bool last_dim_contiguous, std::string_view api) {
+  const int ndim = static_cast<int>(shape.size());
+  bool same_shape = view.ndim == ndim;
+  if (same_shape) {
+    int d = 0;
+    for (std::int64_t s : shape) same_shape = same_shape && view.size(d++) == s;
+  }
+  if (!same_shape) {
+    return arg_error(api, name, "has the wrong shape", view.to_string(), shape_string(shape));
+  }
+  if (view.dtype != dtype) {
+    return arg_error(api, name, "has the wrong dtype", dtype_name(view.dtype), dtype_name(dtype));
+  }
+  if (view.device != device) {
+    return arg_error(api, name, "is on the wrong device", view.device.to_string(),
+                     device.to_string());
+  }
+  if (view.numel() > 0 && view.data == nullptr) {
+    return arg_error(api, name, "has no data", "nullptr", "a valid pointer");
+  }
+  for (int d = 0; d < ndim; ++d) {
+    if (view.stride(d) < 0) {
+      return arg_error(api, str_cat(name, ".strides[", d, "]"), "is negative", view.stride(d),
+                       ">= 0");
+    }
+  }
+  if (last_dim_contiguous && ndim > 0 && view.size(ndim - 1) > 1 && view.stride(ndim - 1) != 1) {
+    return arg_error(api, str_cat(name, ".strides[", ndim - 1, "]"),
+                     "must be 1 (head_dim contiguous)", view.stride(ndim - 1), "1");
+  }
+  return Status::ok();
+}
+
+Status check_local_problem(const LocalProblem& p, std::string_view api) {
+  ULYSSES_RETURN_IF_ERROR(p.config.validate());
+  const AttentionConfig& c = p.config;
+  if (p.batch < 1) return arg_error(api, "batch", "must be positive", p.batch, ">= 1");
+  if (p.seqlen < 1) return arg_error(api, "seqlen", "must be positive", p.seqlen, ">= 1");
+  if (p.varlen && p.batch != 1) {
+    return arg_error(api, "batch", "must be 1 for a packed (varlen) batch", p.batch, "1");
+  }
+  if (p.num_heads_q_local < 1 || p.head_offset_q < 0 ||
+      p.head_offset_q + p.num_heads_q_local > c.num_heads_q) {
+    return arg_error(
+        api, "query head slice", "is out of range",
+        str_cat("[", p.head_offset_q, ", ", p.head_offset_q + p.num_heads_q_local, ")"),
+        str_cat("a non-empty range inside [0, ", c.num_heads_q, ")"));
+  }
+  if (p.num_heads_kv_local < 1 || p.head_offset_kv < 0 ||
+      p.head_offset_kv + p.num_heads_kv_local > c.num_heads_kv) {
+    return arg_error(
+        api, "key/value head slice", "is out of range",
+        str_cat("[", p.head_offset_kv, ", ", p.head_offset_kv + p.num_heads_kv_local, ")"),
+        str_cat("a non-empty range inside [0, ", c.num_heads_kv, ")"));
+  }
+  const int ratio = c.num_heads_q / c.num_heads_kv;
+  const int first_kv = p.head_offset_q / ratio;
+  const int last_kv = (p.head_offset_q + p.num_heads_q_local - 1) / ratio;
+  if (first_kv < p.head_offset_kv || last_kv >= p.head_offset_kv + p.num_heads_kv_local) {
+    return arg_error(
+        api, "key/value head slice", "does not hold the heads the query slice uses",
+        str_cat("[", p.head_offset_kv, ", ", p.head_offset_kv + p.num_heads_kv_local, ")"),
+        str_cat("a range covering [", first_kv, ", ", last_kv + 1, ")"));
+  }
+  if (p.grad_kv_dtype != p.dtype && p.grad_kv_dtype != DType::kFloat32) {
+    return arg_error(api, "grad_kv_dtype", "is not supported", dtype_name(p.grad_kv_dtype),
+                     str_cat(dtype_name(p.dtype), " or fp32"));
+  }
+  return Status::ok();
+}
+
+namespace {
+Status check_varlen(const LocalProblem& p, std::span<const std::int32_t> cu_seqlens,
+                    std::string_view api) {
+  if (!p.varlen) return Status::ok();
+  return validate_cu_seqlens(cu_seqlens, p.seqlen, api);
+}
+
+Status check_sinks(const LocalProblem& p, const TensorView& sinks, std::string_view name,
+                   Device device, std::string_view api) {
+  if (!p.config.sinks) return Status::ok();
+  return check_view(sinks, name, {p.config.num_heads_q}, DType::kFloat32, device, false, api);
+}
+}  // namespace
+
+Status check_local_forward_args(const LocalProblem& p, const LocalForwardArgs& a, Device device,
+                                std::string_view api) {
+  ULYSSES_RETURN_IF_ERROR(check_local_problem(p, api));
+  const std::int64_t B = p.batch, S = p.seqlen, D = p.config.head_dim;
+  const std::int64_t hq = p.num_heads_q_local, hkv = p.num_heads_kv_local;
+  ULYSSES_RETURN_IF_ERROR(check_view(a.q, "q", {B, S, hq, D}, p.dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(check_view(a.k, "k", {B, S, hkv, D}, p.dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(check_view(a.v, "v", {B, S, hkv, D}, p.dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(check_view(a.o, "o", {B, S, hq, D}, p.dtype, device, true, api));
+  if (!a.lse.empty_view()) {
+    ULYSSES_RETURN_IF_ERROR(
+        check_view(a.lse, "lse", {B, hq, S}, DType::kFloat32, device, false, api));
+  }
+  ULYSSES_RETURN_IF_ERROR(check_sinks(p, a.sinks, "sinks", device, api));
+  return check_varlen(p, a.cu_seqlens, api);
+}
+
+Status check_local_backward_args(const LocalProblem& p, const LocalBackwardArgs& a, Device device,
+                                 bool needs_o_lse, std::string_view api) {
+  ULYSSES_RETURN_IF_ERROR(check_local_problem(p, api));
+  const std::int64_t B = p.batch, S = p.seqlen, D = p.config.head_dim;
+  const std::int64_t hq = p.num_heads_q_local, hkv = p.num_heads_kv_local;
+  ULYSSES_RETURN_IF_ERROR(check_view(a.q, "q", {B, S, hq, D}, p.dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(check_view(a.k, "k", {B, S, hkv, D}, p.dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(check_view(a.v, "v", {B, S, hkv, D}, p.dtype, device, true, api));
+  if (needs_o_lse) {
+    ULYSSES_RETURN_IF_ERROR(check_view(a.o, "o", {B, S, hq, D}, p.dtype, device, true, api));
+    ULYSSES_RETURN_IF_ERROR(
+        check_view(a.lse, "lse", {B, hq, S}, DType::kFloat32, device, false, api));
+  }
+  ULYSSES_RETURN_IF_ERROR(check_view(a.d_o, "d_o", {B, S, hq, D}, p.dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(check_view(a.dq, "dq", {B, S, hq, D}, p.dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(
+      check_view(a.dk, "dk", {B, S, hkv, D}, p.grad_kv_dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(
+      check_view(a.dv, "dv", {B, S, hkv, D}, p.grad_kv_dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(check_sinks(p, a.sinks, "sinks", device, api));
+  ULYSSES_RETURN_IF_ERROR(check_sinks(p, a.dsinks, "dsinks", device, api));
+  return check_varlen(p, a.cu_seqlens, api);
+}
+
+}  // namespace ulysses::detail

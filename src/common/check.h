@@ -1,0 +1,47 @@
+// ulysses: internal check macros and message helpers (one error model: Status / Result).
+#pragma once
+
+#include <sstream>
+#include <string>
+#include <utility>
+
+#include "ulysses/status.h"
+
+namespace ulysses::detail {
+
+/// Concatenates anything streamable into one string.
+template <typename... Args>
+std::string str_cat(Args&&... args) {
+  std::ostringstream os;
+  (os << ... << std::forward<Args>(args));
+  return os.str();
+}
+
+/// The one template for argument errors:
+///   "<api>: <argument> <problem> (got <value>, expected <constraint>)"
+template <typename V>
+Status arg_error(std::string_view api, std::string_view argument, std::string_view problem,
+                 const V& value, std::string_view constraint) {
+  return invalid_argument(
+      str_cat(api, ": ", argument, " ", problem, " (got ", value, ", expected ", constraint, ")"));
+}
+
+}  // namespace ulysses::detail
+
+/// Returns the Status of `expr` from the calling function when it is not OK.
+#define ULYSSES_RETURN_IF_ERROR(expr)                     \
+  do {                                                    \
+    ::ulysses::Status ulysses_status_ = (expr);           \
+    if (!ulysses_status_.is_ok()) return ulysses_status_; \
+  } while (0)
+
+#define ULYSSES_CONCAT_INNER_(a, b) a##b
+#define ULYSSES_CONCAT_(a, b) ULYSSES_CONCAT_INNER_(a, b)
+
+/// `ULYSSES_ASSIGN_OR_RETURN(auto x, make_x());` declares x from a Result or returns its Status.
+#define ULYSSES_ASSIGN_OR_RETURN(lhs, rexpr) \
+  ULYSSES_ASSIGN_OR_RETURN_IMPL_(ULYSSES_CONCAT_(ulysses_result_, __LINE__), lhs, rexpr)
+#define ULYSSES_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, rexpr) \
+  auto tmp = (rexpr);                                   \
+  if (!tmp.is_ok()) return tmp.status();                \
+  lhs = std::move(tmp).value()

@@ -1,0 +1,80 @@
+#include "ulysses/config.h"
+
+#include <cmath>
+
+#include "common/check.h"
+
+namespace ulysses {
+
+using detail::arg_error;
+
+float AttentionConfig::scale() const {
+  if (softmax_scale.has_value()) return *softmax_scale;
+  return head_dim > 0 ? 1.0f / std::sqrt(static_cast<float>(head_dim)) : 0.0f;
+}
+
+Status AttentionConfig::validate() const {
+  constexpr std::string_view kApi = "ulysses::AttentionConfig";
+  if (num_heads_q < 1) {
+    return arg_error(kApi, "num_heads_q", "must be positive", num_heads_q, ">= 1");
+  }
+  if (num_heads_kv < 1) {
+    return arg_error(kApi, "num_heads_kv", "must be positive", num_heads_kv, ">= 1");
+  }
+  if (num_heads_q % num_heads_kv != 0) {
+    return arg_error(kApi, "num_heads_q",
+                     detail::str_cat("must be a multiple of num_heads_kv ", num_heads_kv),
+                     num_heads_q, detail::str_cat("a multiple of ", num_heads_kv));
+  }
+  if (head_dim < 1 || head_dim > kMaxHeadDim) {
+    return arg_error(kApi, "head_dim", "is out of range", head_dim,
+                     detail::str_cat("1..", kMaxHeadDim));
+  }
+  if (softmax_scale.has_value() && !(std::isfinite(*softmax_scale) && *softmax_scale > 0.0f)) {
+    return arg_error(kApi, "softmax_scale", "must be finite and positive", *softmax_scale, "> 0");
+  }
+  if (window_left < -1) {
+    return arg_error(kApi, "window_left", "is below -1", window_left, "-1 (unbounded) or >= 0");
+  }
+  if (window_right < -1) {
+    return arg_error(kApi, "window_right", "is below -1", window_right, "-1 (unbounded) or >= 0");
+  }
+  if (causal && window_right > 0) {
+    return arg_error(kApi, "window_right", "contradicts causal = true", window_right,
+                     "-1 or 0 when causal");
+  }
+  return Status::ok();
+}
+
+std::string_view strategy_name(Strategy strategy) {
+  switch (strategy) {
+    case Strategy::kUlysses:
+      return "ulysses";
+    case Strategy::kRing:
+      return "ring";
+    case Strategy::kHybrid:
+      return "hybrid";
+  }
+  return "unknown";
+}
+
+Result<Strategy> parse_strategy(std::string_view name) {
+  if (name == "ulysses") return Strategy::kUlysses;
+  if (name == "ring") return Strategy::kRing;
+  if (name == "hybrid") return Strategy::kHybrid;
+  return arg_error("ulysses::parse_strategy", "strategy", "is not known", name,
+                   "ulysses, ring or hybrid");
+}
+
+Status ParallelConfig::validate() const {
+  constexpr std::string_view kApi = "ulysses::ParallelConfig";
+  if (cp < 1) return arg_error(kApi, "cp", "must be positive", cp, ">= 1");
+  if (strategy != Strategy::kUlysses) {
+    return unsupported(detail::str_cat(kApi, ": strategy ", strategy_name(strategy),
+                                       " is not implemented yet (got ", strategy_name(strategy),
+                                       ", expected ulysses)"));
+  }
+  return Status::ok();
+}
+
+}  // namespace ulysses

@@ -1,0 +1,133 @@
+// Host implementations of the pack/unpack operations (see layout.h). Copies are whole head_dim
+// rows, memcpy'd, so data movement is bit-exact for every dtype.
+#include <cstring>
+#include <vector>
+
+#include "common/check.h"
+#include "common/dtype_convert.h"
+#include "kernels/layout.h"
+
+namespace ulysses::kernels {
+namespace {
+
+char* msg_row(const MessageLayout& m, int p, std::int64_t s, std::int64_t b, int c) {
+  const std::int64_t row =
+      ((static_cast<std::int64_t>(p) * m.seq_per_peer + s) * m.batch + b) * m.channels + c;
+  return static_cast<char*>(m.data) +
+         row * m.head_dim * static_cast<std::int64_t>(dtype_size(m.dtype));
+}
+
+char* act_row(const TensorView& t, std::int64_t b, std::int64_t s, std::int64_t h) {
+  return static_cast<char*>(t.data) +
+         t.offset({b, s, h, 0}) * static_cast<std::int64_t>(dtype_size(t.dtype));
+}
+
+Status check_geometry(const TensorView& act, std::span<const int> head_begin, int heads,
+                      const MessageLayout& m, int c_begin, std::string_view api) {
+  if (act.ndim != 4 || act.size(0) != m.batch || act.size(1) != m.seq_per_peer ||
+      act.size(3) != m.head_dim || (act.size(3) > 1 && act.stride(3) != 1)) {
+    return internal_error(
+        detail::str_cat(api, ": activation ", act.to_string(), " does not fit the message layout"));
+  }
+  if (static_cast<int>(head_begin.size()) != m.peers || c_begin < 0 ||
+      c_begin + heads > m.channels) {
+    return internal_error(detail::str_cat(api, ": head routing does not fit the message layout"));
+  }
+  for (int hb : head_begin) {
+    if (hb < 0 || hb + heads > act.size(2)) {
+      return internal_error(detail::str_cat(api, ": head_begin ", hb, " out of range"));
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status pack_heads(const TensorView& act, std::span<const int> head_begin, int heads,
+                  const MessageLayout& msg, int c_begin) {
+  ULYSSES_RETURN_IF_ERROR(check_geometry(act, head_begin, heads, msg, c_begin, "pack_heads"));
+  if (act.dtype != msg.dtype) return internal_error("pack_heads: dtype mismatch");
+  const std::size_t row_bytes = static_cast<std::size_t>(msg.head_dim) * dtype_size(msg.dtype);
+  for (int p = 0; p < msg.peers; ++p) {
+    for (std::int64_t s = 0; s < msg.seq_per_peer; ++s) {
+      for (std::int64_t b = 0; b < msg.batch; ++b) {
+        for (int h = 0; h < heads; ++h) {
+          std::memcpy(msg_row(msg, p, s, b, c_begin + h),
+                      act_row(act, b, s, head_begin[static_cast<std::size_t>(p)] + h), row_bytes);
+        }
+      }
+    }
+  }
+  return Status::ok();
+}
+
+Status unpack_heads(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
+                    int heads, const TensorView& act) {
+  ULYSSES_RETURN_IF_ERROR(check_geometry(act, head_begin, heads, msg, c_begin, "unpack_heads"));
+  if (act.dtype != msg.dtype) return internal_error("unpack_heads: dtype mismatch");
+  const std::size_t row_bytes = static_cast<std::size_t>(msg.head_dim) * dtype_size(msg.dtype);
+  for (int p = 0; p < msg.peers; ++p) {
+    for (std::int64_t s = 0; s < msg.seq_per_peer; ++s) {
+      for (std::int64_t b = 0; b < msg.batch; ++b) {
+        for (int h = 0; h < heads; ++h) {
+          std::memcpy(act_row(act, b, s, head_begin[static_cast<std::size_t>(p)] + h),
+                      msg_row(msg, p, s, b, c_begin + h), row_bytes);
+        }
+      }
+    }
+  }
+  return Status::ok();
+}
+
+Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
+                           const TensorView& act) {
+  ULYSSES_RETURN_IF_ERROR(check_geometry(act, head_begin, 1, msg, c_begin, "unpack_sum_replicas"));
+  if (msg.dtype != DType::kFloat32) return internal_error("unpack_sum_replicas: msg must be fp32");
+  const std::int64_t D = msg.head_dim;
+  std::vector<float> acc(static_cast<std::size_t>(D));
+  for (std::int64_t g = 0; g < act.size(2); ++g) {
+    for (std::int64_t s = 0; s < msg.seq_per_peer; ++s) {
+      for (std::int64_t b = 0; b < msg.batch; ++b) {
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (int p = 0; p < msg.peers; ++p) {  // peer order: deterministic
+          if (head_begin[static_cast<std::size_t>(p)] != g) continue;
+          const auto* part = reinterpret_cast<const float*>(msg_row(msg, p, s, b, c_begin));
+          for (std::int64_t d = 0; d < D; ++d) acc[static_cast<std::size_t>(d)] += part[d];
+        }
+        const std::int64_t base = act.offset({b, s, g, 0});
+        for (std::int64_t d = 0; d < D; ++d) {
+          detail::store_from_double(act.data, act.dtype, base + d,
+                                    acc[static_cast<std::size_t>(d)]);
+        }
+      }
+    }
+  }
+  return Status::ok();
+}
+
+Status unpack_lse(const MessageLayout& msg, std::span<const int> head_begin,
+                  const TensorView& lse) {
+  if (lse.ndim != 3 || lse.size(0) != msg.batch || lse.size(2) != msg.seq_per_peer ||
+      msg.dtype != DType::kFloat32 || lse.dtype != DType::kFloat32 ||
+      static_cast<int>(head_begin.size()) != msg.peers) {
+    return internal_error("unpack_lse: geometry mismatch");
+  }
+  const auto* src = static_cast<const float*>(msg.data);
+  auto* dst = static_cast<float*>(lse.data);
+  for (int p = 0; p < msg.peers; ++p) {
+    for (std::int64_t s = 0; s < msg.seq_per_peer; ++s) {
+      for (std::int64_t b = 0; b < msg.batch; ++b) {
+        for (int h = 0; h < msg.channels; ++h) {
+          const std::int64_t i =
+              ((static_cast<std::int64_t>(p) * msg.seq_per_peer + s) * msg.batch + b) *
+                  msg.channels +
+              h;
+          dst[lse.offset({b, head_begin[static_cast<std::size_t>(p)] + h, s})] = src[i];
+        }
+      }
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace ulysses::kernels

@@ -1,0 +1,578 @@
+// Ulysses attention: sequence-sharded -> head-sharded all-to-all, local attention on the full
+// sequence, and back. Forward and backward.
+//
+// Legend: P = cp ranks, this rank r; B batch; S global tokens, Sl = S / P per shard; D head_dim;
+// hq / hkv query / KV heads per rank after the exchange; C = hq + 2 hkv channels of a QKV message
+// row.
+//
+// Forward, on rank r:
+//
+//   q, k, v [B, Sl, H*, D] (any strides)
+//      | pack (one pass; picks each peer's heads, incl. KV replicas when P > Hkv)
+//      v
+//   send_qkv [p][Sl][B][C][D]     C = | q heads of p | k heads of p | v heads of p |
+//      | ONE all-to-all (Q, K and V together)
+//      v
+//   qkv_full [P*Sl = S][B][C][D]  <- the local kernel reads q, k, v through strides straight from
+//   here
+//      | local attention (heads q_begin[r] .., full sequence)
+//      v
+//   o_head [S][B][hq][D], lse_head [S][B][hq]   rows [p*Sl, (p+1)*Sl) are peer p's message: no copy
+//      | ONE batched exchange (O and LSE of each peer together)
+//      v
+//   o_recv [p][Sl][B][hq][D] --unpack--> o [B, Sl, Hq, D];  lse_recv --> lse [B, Hq, Sl]
+//
+// Backward moves dO in with one all-to-all (the saved qkv_full, o_head and lse_head are reused),
+// writes dQ and dK/dV straight into the returning message buffers (grad_q [S][B][hq][D], grad_kv
+// [S][B][2 hkv][D]), sends them back in one batched exchange and unpacks; replicated KV heads
+// arrive as fp32 partials from each replica and are summed in rank order.
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cstring>
+#include <vector>
+
+#include "attention/local_checks.h"
+#include "common/check.h"
+#include "kernels/layout.h"
+#include "parallel/head_routing.h"
+#include "ulysses/attention.h"
+#include "ulysses/sharding.h"
+
+namespace ulysses {
+
+using detail::arg_error;
+using detail::str_cat;
+
+namespace {
+
+constexpr std::string_view kCreateApi = "ulysses::DistributedAttention::create";
+constexpr std::string_view kForwardApi = "ulysses::DistributedAttention::forward";
+constexpr std::string_view kBackwardApi = "ulysses::DistributedAttention::backward";
+constexpr std::size_t kAlign = 256;
+
+std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// Carves aligned regions out of one caller-provided buffer.
+class Arena {
+ public:
+  std::size_t take(std::size_t bytes) {
+    const std::size_t offset = total_;
+    total_ += align_up(bytes);
+    return offset;
+  }
+  std::size_t total() const { return total_; }
+
+ private:
+  std::size_t total_ = 0;
+};
+
+char* at(void* base, std::size_t offset) { return static_cast<char*>(base) + offset; }
+
+// A [T, H, D] (kTHD) view as [1, T, H, D]; kBSHD views pass through.
+TensorView as_bshd(const TensorView& t, Layout layout) {
+  if (layout == Layout::kBSHD || t.ndim != 3) return t;
+  TensorView out = t;
+  out.ndim = 4;
+  for (int d = 3; d >= 1; --d) {
+    out.shape[static_cast<std::size_t>(d)] = t.shape[static_cast<std::size_t>(d - 1)];
+    out.strides[static_cast<std::size_t>(d)] = t.strides[static_cast<std::size_t>(d - 1)];
+  }
+  out.shape[0] = 1;
+  out.strides[0] = 0;
+  return out;
+}
+
+// A [H, T] (kTHD) LSE view as [1, H, T].
+TensorView lse_as_bhs(const TensorView& t, Layout layout) {
+  if (layout == Layout::kBSHD || t.ndim != 2) return t;
+  TensorView out = t;
+  out.ndim = 3;
+  out.shape = {1, t.shape[0], t.shape[1], 0};
+  out.strides = {0, t.strides[0], t.strides[1], 0};
+  return out;
+}
+
+// Every field that must agree across ranks, as integers (for the create-time consensus).
+struct Fingerprint {
+  static constexpr int kFields = 17;
+  static constexpr std::array<std::string_view, kFields> kNames = {"format",
+                                                                   "layout",
+                                                                   "dtype",
+                                                                   "batch",
+                                                                   "seqlen",
+                                                                   "training",
+                                                                   "strategy",
+                                                                   "cp",
+                                                                   "num_heads_q",
+                                                                   "num_heads_kv",
+                                                                   "head_dim",
+                                                                   "softmax_scale",
+                                                                   "causal",
+                                                                   "window_left",
+                                                                   "window_right",
+                                                                   "sinks",
+                                                                   "local validation status"};
+  std::array<std::int64_t, kFields> v{};
+
+  static Fingerprint of(const PlanConfig& c, StatusCode local_status) {
+    Fingerprint f;
+    const AttentionConfig& a = c.attention;
+    f.v = {0x554c5953,  // "ULYS": catches ranks running different library builds
+           static_cast<std::int64_t>(c.layout),
+           static_cast<std::int64_t>(c.dtype),
+           c.batch,
+           c.seqlen,
+           c.training ? 1 : 0,
+           static_cast<std::int64_t>(c.parallel.strategy),
+           c.parallel.cp,
+           a.num_heads_q,
+           a.num_heads_kv,
+           a.head_dim,
+           a.softmax_scale
+               ? static_cast<std::int64_t>(std::bit_cast<std::uint32_t>(*a.softmax_scale))
+               : -1,
+           a.causal ? 1 : 0,
+           a.window_left,
+           a.window_right,
+           a.sinks ? 1 : 0,
+           static_cast<std::int64_t>(local_status)};
+    return f;
+  }
+};
+
+class UlyssesAttention final : public DistributedAttention {
+ public:
+  UlyssesAttention(const PlanConfig& config, Communicator& comm, LocalAttention& kernel,
+                   parallel::HeadRouting routing)
+      : config_(config), comm_(comm), kernel_(kernel), routing_(std::move(routing)) {
+    P_ = config.parallel.cp;
+    rank_ = comm.rank();
+    B_ = config.batch;
+    S_ = config.seqlen;
+    Sl_ = S_ / P_;
+    D_ = config.attention.head_dim;
+    hq_ = routing_.heads_q_local;
+    hkv_ = routing_.heads_kv_local;
+    C_ = hq_ + 2 * hkv_;
+    dtype_ = config.dtype;
+    kv_grad_dtype_ = routing_.replicated() ? DType::kFloat32 : dtype_;
+    has_lse_ = kernel.provides_lse();
+    problem_ = local_problem(config, routing_, rank_);
+    layout_buffers();
+  }
+
+  static LocalProblem local_problem(const PlanConfig& c, const parallel::HeadRouting& r, int rank) {
+    LocalProblem p;
+    p.config = c.attention;
+    p.dtype = c.dtype;
+    p.batch = c.batch;
+    p.seqlen = c.seqlen;
+    p.varlen = c.layout == Layout::kTHD;
+    p.head_offset_q = r.q_begin[static_cast<std::size_t>(rank)];
+    p.num_heads_q_local = r.heads_q_local;
+    p.head_offset_kv = r.kv_begin[static_cast<std::size_t>(rank)];
+    p.num_heads_kv_local = r.heads_kv_local;
+    p.grad_kv_dtype = r.replicated() ? DType::kFloat32 : c.dtype;
+    return p;
+  }
+
+  const PlanConfig& config() const override { return config_; }
+  std::size_t workspace_bytes() const override { return workspace_bytes_; }
+  std::size_t saved_bytes() const override { return saved_bytes_; }
+
+  Status forward(const ForwardArgs& a, Stream stream) override {
+    ULYSSES_RETURN_IF_ERROR(check_forward(a));
+    void* saved_base = config_.training ? a.saved : a.workspace;
+    char* qkv_full = at(saved_base, qkv_full_);
+    char* o_head = at(saved_base, o_head_);
+    char* lse_head = has_lse_ ? at(saved_base, lse_head_) : nullptr;
+    char* send_qkv = at(a.workspace, send_qkv_);
+    char* o_recv = at(a.workspace, o_recv_);
+    char* lse_recv = at(a.workspace, lse_recv_);
+
+    // 1. Pack Q, K, V into one message buffer; 2. one all-to-all.
+    const kernels::MessageLayout send_msg{send_qkv, dtype_, P_, Sl_, B_, C_, D_};
+    ULYSSES_RETURN_IF_ERROR(
+        kernels::pack_heads(as_bshd(a.q, config_.layout), routing_.q_begin, hq_, send_msg, 0));
+    ULYSSES_RETURN_IF_ERROR(
+        kernels::pack_heads(as_bshd(a.k, config_.layout), routing_.kv_begin, hkv_, send_msg, hq_));
+    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.v, config_.layout), routing_.kv_begin,
+                                                hkv_, send_msg, hq_ + hkv_));
+    ULYSSES_RETURN_IF_ERROR(exchange_uniform(send_qkv, qkv_full, rows_bytes(C_, dtype_), stream));
+
+    // 3. Local attention on the full sequence, reading the receive buffer in place.
+    LocalForwardArgs la;
+    la.q = full_view(qkv_full, C_, 0, hq_, dtype_);
+    la.k = full_view(qkv_full, C_, hq_, hkv_, dtype_);
+    la.v = full_view(qkv_full, C_, hq_ + hkv_, hkv_, dtype_);
+    la.sinks = a.sinks;
+    la.o = full_view(o_head, hq_, 0, hq_, dtype_);
+    if (has_lse_) la.lse = lse_head_view(lse_head);
+    la.cu_seqlens = a.cu_seqlens;
+    la.cu_seqlens_device = a.cu_seqlens_device;
+    la.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
+    ULYSSES_RETURN_IF_ERROR(kernel_.forward(problem_, la, stream));
+
+    // 4. O (and LSE) back to the sequence owners in one batched exchange; 5. unpack.
+    ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+    for (int p = 0; p < P_; ++p) {
+      ULYSSES_RETURN_IF_ERROR(send_rows(o_head, hq_, dtype_, p, stream));
+      if (has_lse_)
+        ULYSSES_RETURN_IF_ERROR(send_rows(lse_head, hq_, DType::kFloat32, p, stream, 1));
+      ULYSSES_RETURN_IF_ERROR(recv_rows(o_recv, hq_, dtype_, p, stream));
+      if (has_lse_)
+        ULYSSES_RETURN_IF_ERROR(recv_rows(lse_recv, hq_, DType::kFloat32, p, stream, 1));
+    }
+    ULYSSES_RETURN_IF_ERROR(comm_.group_end());
+    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_recv, dtype_, P_, Sl_, B_, hq_, D_}, 0,
+                                                  routing_.q_begin, hq_,
+                                                  as_bshd(a.o, config_.layout)));
+    if (!a.lse.empty_view()) {
+      ULYSSES_RETURN_IF_ERROR(kernels::unpack_lse({lse_recv, DType::kFloat32, P_, Sl_, B_, hq_, 1},
+                                                  routing_.q_begin,
+                                                  lse_as_bhs(a.lse, config_.layout)));
+    }
+    return Status::ok();
+  }
+
+  Status backward(const BackwardArgs& a, Stream stream) override {
+    ULYSSES_RETURN_IF_ERROR(check_backward(a));
+    char* qkv_full = at(a.saved, qkv_full_);
+    char* o_head = at(a.saved, o_head_);
+    char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
+    char* send_do = at(a.workspace, send_do_);
+    char* do_head = at(a.workspace, do_head_);
+    char* grad_q = at(a.workspace, grad_q_);
+    char* grad_kv = at(a.workspace, grad_kv_);
+    char* dq_recv = at(a.workspace, dq_recv_);
+    char* dkv_recv = at(a.workspace, dkv_recv_);
+    auto* dsinks_local = reinterpret_cast<float*>(at(a.workspace, dsinks_local_));
+
+    // 1. dO to the head owners: one all-to-all.
+    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.d_o, config_.layout), routing_.q_begin,
+                                                hq_, {send_do, dtype_, P_, Sl_, B_, hq_, D_}, 0));
+    ULYSSES_RETURN_IF_ERROR(exchange_uniform(send_do, do_head, rows_bytes(hq_, dtype_), stream));
+
+    // 2. Local backward; dQ, dK, dV land in the returning message buffers.
+    LocalBackwardArgs lb;
+    lb.q = full_view(qkv_full, C_, 0, hq_, dtype_);
+    lb.k = full_view(qkv_full, C_, hq_, hkv_, dtype_);
+    lb.v = full_view(qkv_full, C_, hq_ + hkv_, hkv_, dtype_);
+    lb.o = full_view(o_head, hq_, 0, hq_, dtype_);
+    if (has_lse_) lb.lse = lse_head_view(lse_head);
+    lb.d_o = full_view(do_head, hq_, 0, hq_, dtype_);
+    lb.sinks = a.sinks;
+    lb.dq = full_view(grad_q, hq_, 0, hq_, dtype_);
+    lb.dk = full_view(grad_kv, 2 * hkv_, 0, hkv_, kv_grad_dtype_);
+    lb.dv = full_view(grad_kv, 2 * hkv_, hkv_, hkv_, kv_grad_dtype_);
+    if (config_.attention.sinks) {
+      lb.dsinks = TensorView::contiguous(dsinks_local, DType::kFloat32,
+                                         {config_.attention.num_heads_q}, comm_.device());
+    }
+    lb.cu_seqlens = a.cu_seqlens;
+    lb.cu_seqlens_device = a.cu_seqlens_device;
+    lb.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
+    ULYSSES_RETURN_IF_ERROR(kernel_.backward(problem_, lb, stream));
+
+    // 3. dQ and dK/dV back in one batched exchange; 4. unpack (summing KV replicas).
+    ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+    for (int p = 0; p < P_; ++p) {
+      ULYSSES_RETURN_IF_ERROR(send_rows(grad_q, hq_, dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(send_rows(grad_kv, 2 * hkv_, kv_grad_dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(recv_rows(dq_recv, hq_, dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(recv_rows(dkv_recv, 2 * hkv_, kv_grad_dtype_, p, stream));
+    }
+    ULYSSES_RETURN_IF_ERROR(comm_.group_end());
+    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({dq_recv, dtype_, P_, Sl_, B_, hq_, D_}, 0,
+                                                  routing_.q_begin, hq_,
+                                                  as_bshd(a.dq, config_.layout)));
+    const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, P_, Sl_, B_, 2 * hkv_, D_};
+    const TensorView dk = as_bshd(a.dk, config_.layout), dv = as_bshd(a.dv, config_.layout);
+    if (routing_.replicated()) {
+      ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 0, routing_.kv_begin, dk));
+      ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 1, routing_.kv_begin, dv));
+    } else {
+      ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(kv_msg, 0, routing_.kv_begin, hkv_, dk));
+      ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(kv_msg, hkv_, routing_.kv_begin, hkv_, dv));
+    }
+
+    // 5. dSinks: each rank has the complete gradient of its own heads; gather them everywhere.
+    if (config_.attention.sinks) {
+      ULYSSES_RETURN_IF_ERROR(
+          comm_.all_gather(dsinks_local + routing_.q_begin[static_cast<std::size_t>(rank_)],
+                           a.dsinks.data, static_cast<std::size_t>(hq_) * sizeof(float), stream));
+    }
+    return Status::ok();
+  }
+
+ private:
+  std::size_t rows_bytes(int channels, DType dtype) const {
+    return static_cast<std::size_t>(Sl_ * B_ * channels * D_) * dtype_size(dtype);
+  }
+
+  // Equal-sized all-to-all: peer p's message is [p * bytes, (p + 1) * bytes) on both sides.
+  Status exchange_uniform(const void* send, void* recv, std::size_t bytes, Stream stream) {
+    std::vector<std::size_t> counts(static_cast<std::size_t>(P_), bytes), offsets(counts.size());
+    for (std::size_t p = 0; p < offsets.size(); ++p) offsets[p] = p * bytes;
+    return comm_.all_to_all_v(send, counts, offsets, recv, counts, offsets, stream);
+  }
+
+  // Rows [p * Sl, (p + 1) * Sl) of a [S][B][channels][width] buffer: peer p's contiguous message.
+  Status send_rows(const char* buf, int channels, DType dtype, int p, Stream stream,
+                   std::int64_t width = -1) {
+    const std::size_t bytes =
+        static_cast<std::size_t>(Sl_ * B_ * channels * (width < 0 ? D_ : width)) *
+        dtype_size(dtype);
+    return comm_.send(buf + static_cast<std::size_t>(p) * bytes, bytes, p, stream);
+  }
+  Status recv_rows(char* buf, int channels, DType dtype, int p, Stream stream,
+                   std::int64_t width = -1) {
+    const std::size_t bytes =
+        static_cast<std::size_t>(Sl_ * B_ * channels * (width < 0 ? D_ : width)) *
+        dtype_size(dtype);
+    return comm_.recv(buf + static_cast<std::size_t>(p) * bytes, bytes, p, stream);
+  }
+
+  // [B, S, heads, D] view of channels [c_begin, c_begin + heads) of a [S][B][channels][D] buffer.
+  TensorView full_view(void* base, int channels, int c_begin, int heads, DType dtype) const {
+    const std::int64_t row = static_cast<std::int64_t>(channels) * D_;
+    return TensorView::strided(
+        static_cast<char*>(base) + static_cast<std::size_t>(c_begin * D_) * dtype_size(dtype),
+        dtype, {B_, S_, heads, D_}, {row, B_ * row, D_, 1}, comm_.device());
+  }
+  // [B, hq, S] view of a [S][B][hq] fp32 buffer.
+  TensorView lse_head_view(void* base) const {
+    return TensorView::strided(base, DType::kFloat32, {B_, hq_, S_}, {hq_, 1, B_ * hq_},
+                               comm_.device());
+  }
+
+  void layout_buffers() {
+    const std::size_t e = dtype_size(dtype_);
+    const std::size_t tokens = static_cast<std::size_t>(S_ * B_);  // all P shards
+    const std::size_t d = static_cast<std::size_t>(D_);
+    const std::size_t qkv_bytes = tokens * static_cast<std::size_t>(C_) * d * e;
+    const std::size_t o_bytes = tokens * static_cast<std::size_t>(hq_) * d * e;
+    const std::size_t lse_bytes = has_lse_ ? tokens * static_cast<std::size_t>(hq_) * 4 : 0;
+    kernel_ws_bytes_ = kernel_.workspace_bytes(problem_);
+
+    // What forward produces and backward reads: in `saved` when training, else in the workspace.
+    Arena saved, fwd;
+    Arena& keep = config_.training ? saved : fwd;
+    qkv_full_ = keep.take(qkv_bytes);
+    o_head_ = keep.take(o_bytes);
+    lse_head_ = keep.take(lse_bytes);
+    send_qkv_ = fwd.take(qkv_bytes);
+    o_recv_ = fwd.take(o_bytes);
+    lse_recv_ = fwd.take(lse_bytes);
+    kernel_ws_ = fwd.take(kernel_ws_bytes_);
+
+    Arena bwd;
+    if (config_.training) {
+      const std::size_t kv_e = dtype_size(kv_grad_dtype_);
+      const std::size_t gkv_bytes = tokens * static_cast<std::size_t>(2 * hkv_) * d * kv_e;
+      send_do_ = bwd.take(o_bytes);
+      do_head_ = bwd.take(o_bytes);
+      grad_q_ = bwd.take(o_bytes);
+      grad_kv_ = bwd.take(gkv_bytes);
+      dq_recv_ = bwd.take(o_bytes);
+      dkv_recv_ = bwd.take(gkv_bytes);
+      dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
+      // The kernel's workspace sits at the same offset in both passes.
+      const std::size_t kw = std::max(fwd.total(), bwd.total());
+      kernel_ws_ = kw;
+      workspace_bytes_ = kw + align_up(kernel_ws_bytes_);
+    } else {
+      workspace_bytes_ = fwd.total();
+    }
+    saved_bytes_ = saved.total();
+  }
+
+  Status check_activation(const TensorView& t, std::string_view name, int heads, DType dtype,
+                          std::string_view api) const {
+    if (config_.layout == Layout::kTHD) {
+      return detail::check_view(t, name, {Sl_, heads, D_}, dtype, comm_.device(), true, api);
+    }
+    return detail::check_view(t, name, {B_, Sl_, heads, D_}, dtype, comm_.device(), true, api);
+  }
+
+  Status check_common(const TensorView& sinks, std::span<const std::int32_t> cu_seqlens,
+                      const std::int32_t* cu_seqlens_device, const void* workspace,
+                      std::string_view api) const {
+    const AttentionConfig& c = config_.attention;
+    if (c.sinks) {
+      ULYSSES_RETURN_IF_ERROR(detail::check_view(sinks, "sinks", {c.num_heads_q}, DType::kFloat32,
+                                                 comm_.device(), true, api));
+    } else if (!sinks.empty_view()) {
+      return arg_error(api, "sinks", "is given but attention.sinks is false", sinks.to_string(),
+                       "an empty view");
+    }
+    if (config_.layout == Layout::kTHD) {
+      ULYSSES_RETURN_IF_ERROR(validate_cu_seqlens(cu_seqlens, S_, api));
+      if (!kernel_.device().is_host() && cu_seqlens_device == nullptr) {
+        return arg_error(api, "cu_seqlens_device", "is null", "nullptr",
+                         "the cu_seqlens values in device memory");
+      }
+    } else if (!cu_seqlens.empty()) {
+      return arg_error(api, "cu_seqlens", "is given for layout bshd", cu_seqlens.size(),
+                       "empty (cu_seqlens needs layout thd)");
+    }
+    if (workspace_bytes_ > 0 && workspace == nullptr) {
+      return arg_error(api, "workspace", "is null", "nullptr",
+                       str_cat(workspace_bytes_, " bytes (workspace_bytes())"));
+    }
+    return Status::ok();
+  }
+
+  Status check_forward(const ForwardArgs& a) const {
+    constexpr std::string_view api = kForwardApi;
+    const AttentionConfig& c = config_.attention;
+    ULYSSES_RETURN_IF_ERROR(check_activation(a.q, "q", c.num_heads_q, dtype_, api));
+    ULYSSES_RETURN_IF_ERROR(check_activation(a.k, "k", c.num_heads_kv, dtype_, api));
+    ULYSSES_RETURN_IF_ERROR(check_activation(a.v, "v", c.num_heads_kv, dtype_, api));
+    ULYSSES_RETURN_IF_ERROR(check_activation(a.o, "o", c.num_heads_q, dtype_, api));
+    if (!a.lse.empty_view()) {
+      if (!has_lse_) {
+        return unsupported(str_cat(api, ": lse was requested but kernel ", kernel_.name(),
+                                   " provides no softmax statistics (got an lse view, expected an "
+                                   "empty one)"));
+      }
+      if (config_.layout == Layout::kTHD) {
+        ULYSSES_RETURN_IF_ERROR(detail::check_view(a.lse, "lse", {c.num_heads_q, Sl_},
+                                                   DType::kFloat32, comm_.device(), false, api));
+      } else {
+        ULYSSES_RETURN_IF_ERROR(detail::check_view(a.lse, "lse", {B_, c.num_heads_q, Sl_},
+                                                   DType::kFloat32, comm_.device(), false, api));
+      }
+    }
+    ULYSSES_RETURN_IF_ERROR(
+        check_common(a.sinks, a.cu_seqlens, a.cu_seqlens_device, a.workspace, api));
+    if (config_.training && saved_bytes_ > 0 && a.saved == nullptr) {
+      return arg_error(api, "saved", "is null while training", "nullptr",
+                       str_cat(saved_bytes_, " bytes (saved_bytes())"));
+    }
+    return Status::ok();
+  }
+
+  Status check_backward(const BackwardArgs& a) const {
+    constexpr std::string_view api = kBackwardApi;
+    const AttentionConfig& c = config_.attention;
+    if (!config_.training) {
+      return arg_error(api, "config.training", "is false", "false",
+                       "a plan created with training = true");
+    }
+    if (!kernel_.supports_backward()) {
+      return unsupported(str_cat(api, ": kernel ", kernel_.name(), " has no backward"));
+    }
+    ULYSSES_RETURN_IF_ERROR(check_activation(a.d_o, "d_o", c.num_heads_q, dtype_, api));
+    ULYSSES_RETURN_IF_ERROR(check_activation(a.dq, "dq", c.num_heads_q, dtype_, api));
+    ULYSSES_RETURN_IF_ERROR(check_activation(a.dk, "dk", c.num_heads_kv, dtype_, api));
+    ULYSSES_RETURN_IF_ERROR(check_activation(a.dv, "dv", c.num_heads_kv, dtype_, api));
+    if (c.sinks) {
+      ULYSSES_RETURN_IF_ERROR(detail::check_view(a.dsinks, "dsinks", {c.num_heads_q},
+                                                 DType::kFloat32, comm_.device(), true, api));
+    }
+    ULYSSES_RETURN_IF_ERROR(
+        check_common(a.sinks, a.cu_seqlens, a.cu_seqlens_device, a.workspace, api));
+    if (saved_bytes_ > 0 && a.saved == nullptr) {
+      return arg_error(api, "saved", "is null", "nullptr",
+                       str_cat(saved_bytes_, " bytes from the matching forward()"));
+    }
+    return Status::ok();
+  }
+
+  PlanConfig config_;
+  Communicator& comm_;
+  LocalAttention& kernel_;
+  parallel::HeadRouting routing_;
+  LocalProblem problem_;
+  int P_ = 1, rank_ = 0, hq_ = 0, hkv_ = 0, C_ = 0;
+  std::int64_t B_ = 1, S_ = 0, Sl_ = 0, D_ = 0;
+  DType dtype_ = DType::kBFloat16, kv_grad_dtype_ = DType::kBFloat16;
+  bool has_lse_ = true;
+  // Offsets into `saved` (training) or the workspace, and into the workspace.
+  std::size_t qkv_full_ = 0, o_head_ = 0, lse_head_ = 0, send_qkv_ = 0, o_recv_ = 0, lse_recv_ = 0;
+  std::size_t send_do_ = 0, do_head_ = 0, grad_q_ = 0, grad_kv_ = 0, dq_recv_ = 0, dkv_recv_ = 0;
+  std::size_t dsinks_local_ = 0, kernel_ws_ = 0, kernel_ws_bytes_ = 0;
+  std::size_t workspace_bytes_ = 0, saved_bytes_ = 0;
+};
+
+}  // namespace
+
+Status PlanConfig::validate() const {
+  constexpr std::string_view api = "ulysses::PlanConfig";
+  ULYSSES_RETURN_IF_ERROR(attention.validate());
+  ULYSSES_RETURN_IF_ERROR(parallel.validate());
+  if (batch < 1) return arg_error(api, "batch", "must be positive", batch, ">= 1");
+  if (layout == Layout::kTHD && batch != 1) {
+    return arg_error(api, "batch", "must be 1 for layout thd (packed sequences)", batch, "1");
+  }
+  if (seqlen < 1) return arg_error(api, "seqlen", "must be positive", seqlen, ">= 1");
+  if (seqlen % parallel.cp != 0) {
+    return arg_error(
+        api, "seqlen",
+        str_cat("must be divisible by cp ", parallel.cp,
+                layout == Layout::kTHD ? " (pad the packed batch: padded_token_count())" : ""),
+        seqlen, str_cat("a multiple of ", parallel.cp));
+  }
+  return parallel::HeadRouting::create(attention, parallel.cp, api).status();
+}
+
+Status DistributedAttention::check_support(const PlanConfig& config, const Communicator& comm,
+                                           const LocalAttention& kernel) {
+  ULYSSES_RETURN_IF_ERROR(config.validate());
+  if (comm.size() != config.parallel.cp) {
+    return arg_error(kCreateApi, "parallel.cp", "differs from the communicator size",
+                     config.parallel.cp, str_cat(comm.size(), " (comm.size())"));
+  }
+  if (kernel.device() != comm.device()) {
+    return arg_error(kCreateApi, "kernel", "runs on another device than the communicator",
+                     str_cat(kernel.name(), " on ", kernel.device().to_string()),
+                     comm.device().to_string());
+  }
+  ULYSSES_ASSIGN_OR_RETURN(auto routing, parallel::HeadRouting::create(
+                                             config.attention, config.parallel.cp, kCreateApi));
+  return kernel.check_support(UlyssesAttention::local_problem(config, routing, comm.rank()));
+}
+
+Result<std::unique_ptr<DistributedAttention>> DistributedAttention::create(const PlanConfig& config,
+                                                                           Communicator& comm,
+                                                                           LocalAttention& kernel) {
+  // Validate locally, but report only after the ranks have compared configs: a config that is bad
+  // on one rank and fine on another must fail everywhere, not leave the good ranks waiting.
+  const Status local = check_support(config, comm, kernel);
+  const Fingerprint mine = Fingerprint::of(config, local.code());
+  std::vector<Fingerprint> all(static_cast<std::size_t>(comm.size()));
+  std::vector<std::int64_t> host_all(all.size() * Fingerprint::kFields);
+  if (!comm.device().is_host()) {
+    return unsupported(
+        str_cat(kCreateApi, ": device communicators are not available in this build"));
+  }
+  ULYSSES_RETURN_IF_ERROR(comm.all_gather(mine.v.data(), host_all.data(), sizeof(mine.v), nullptr));
+  for (int r = 0; r < comm.size(); ++r) {
+    for (int f = 0; f < Fingerprint::kFields; ++f) {
+      const std::int64_t theirs = host_all[static_cast<std::size_t>(r * Fingerprint::kFields + f)];
+      if (theirs != mine.v[static_cast<std::size_t>(f)]) {
+        if (f == Fingerprint::kFields - 1 && local.is_ok()) {
+          return Status(StatusCode::kConfigMismatch,
+                        str_cat(kCreateApi, ": rank ", r, " rejected the configuration (status ",
+                                status_code_name(static_cast<StatusCode>(theirs)),
+                                "); see that rank's error"));
+        }
+        if (f == Fingerprint::kFields - 1) return local;
+        return Status(StatusCode::kConfigMismatch,
+                      str_cat(kCreateApi, ": ", Fingerprint::kNames[static_cast<std::size_t>(f)],
+                              " differs between ranks (got ", mine.v[static_cast<std::size_t>(f)],
+                              " on rank ", comm.rank(), ", ", theirs, " on rank ", r,
+                              "; expected the same PlanConfig on every rank)"));
+      }
+    }
+  }
+  ULYSSES_RETURN_IF_ERROR(local);
+  ULYSSES_ASSIGN_OR_RETURN(auto routing, parallel::HeadRouting::create(
+                                             config.attention, config.parallel.cp, kCreateApi));
+  return std::unique_ptr<DistributedAttention>(
+      std::make_unique<UlyssesAttention>(config, comm, kernel, std::move(routing)));
+}
+
+}  // namespace ulysses

@@ -1,0 +1,177 @@
+// Test helpers: owning host tensors, fresh random inputs, NaN poisoning, bitwise and numeric
+// comparisons that name the first mismatch, and a runner for N loopback ranks on N threads.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/dtype_convert.h"
+#include "ulysses/ulysses.h"
+
+namespace ulysses::testing {
+
+/// A host tensor that owns its (contiguous) storage.
+struct HostTensor {
+  std::vector<unsigned char> storage;
+  TensorView view;
+
+  HostTensor() = default;
+  HostTensor(DType dtype, std::initializer_list<std::int64_t> shape) {
+    std::int64_t n = 1;
+    for (auto s : shape) n *= s;
+    storage.assign(static_cast<std::size_t>(n) * dtype_size(dtype), 0);
+    view = TensorView::contiguous(storage.data(), dtype, shape);
+  }
+  HostTensor(const HostTensor& o) : storage(o.storage), view(o.view) { view.data = storage.data(); }
+  HostTensor& operator=(const HostTensor& o) {
+    storage = o.storage;
+    view = o.view;
+    view.data = storage.data();
+    return *this;
+  }
+  std::int64_t numel() const { return view.numel(); }
+  double at(std::int64_t i) const { return detail::load_as_double(view.data, view.dtype, i); }
+  void set(std::int64_t i, double v) { detail::store_from_double(view.data, view.dtype, i, v); }
+};
+
+/// A fresh seed per check (printed by SCOPED_TRACE so a failure can be replayed).
+inline std::uint64_t fresh_seed() {
+  std::random_device rd;
+  return (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+}
+
+/// Uniform values in [lo, hi), rounded to the tensor's dtype.
+inline void fill_uniform(HostTensor& t, std::mt19937_64& rng, double lo = -1.0, double hi = 1.0) {
+  std::uniform_real_distribution<double> dist(lo, hi);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.set(i, dist(rng));
+}
+
+/// Fills every element with NaN (so an element an operation forgot to write is caught).
+inline void poison(HostTensor& t) {
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.set(i, std::nan(""));
+}
+
+/// Same dtype and shape, converted element by element (e.g. bf16 inputs as fp64 for the truth).
+inline HostTensor convert(const HostTensor& src, DType dtype) {
+  HostTensor out;
+  out.storage.assign(static_cast<std::size_t>(src.numel()) * dtype_size(dtype), 0);
+  out.view = src.view;
+  out.view.dtype = dtype;
+  out.view.data = out.storage.data();
+  for (std::int64_t i = 0; i < src.numel(); ++i) out.set(i, src.at(i));
+  return out;
+}
+
+struct Mismatch {
+  std::int64_t count = 0;
+  std::int64_t first = -1;
+  double expected = 0, got = 0;
+  double max_abs = 0;
+};
+
+/// Bitwise comparison of two contiguous tensors of one dtype (NaN == NaN only if same bits).
+inline Mismatch compare_bits(const HostTensor& expected, const HostTensor& got) {
+  Mismatch m;
+  const std::size_t e = dtype_size(expected.view.dtype);
+  for (std::int64_t i = 0; i < expected.numel(); ++i) {
+    if (std::memcmp(&expected.storage[static_cast<std::size_t>(i) * e],
+                    &got.storage[static_cast<std::size_t>(i) * e], e) != 0) {
+      if (m.count == 0) {
+        m.first = i;
+        m.expected = expected.at(i);
+        m.got = got.at(i);
+      }
+      ++m.count;
+      m.max_abs = std::max(m.max_abs, std::fabs(expected.at(i) - got.at(i)));
+    }
+  }
+  return m;
+}
+
+inline std::string describe(const Mismatch& m, const std::string& what) {
+  std::ostringstream os;
+  os << what << ": " << m.count << " elements differ; first at flat index " << m.first
+     << " (expected " << m.expected << ", got " << m.got << "), max |diff| " << m.max_abs;
+  return os.str();
+}
+
+#define EXPECT_BITWISE_EQ(expected, got, what)                                                   \
+  do {                                                                                           \
+    const ::ulysses::testing::Mismatch m_ = ::ulysses::testing::compare_bits((expected), (got)); \
+    EXPECT_EQ(m_.count, 0) << ::ulysses::testing::describe(m_, (what));                          \
+  } while (0)
+
+/// max |a - b| over elements (inf if a NaN appears in b where a is not NaN).
+inline double max_abs_diff(const HostTensor& a, const HostTensor& b) {
+  double m = 0;
+  for (std::int64_t i = 0; i < a.numel(); ++i) {
+    const double x = a.at(i), y = b.at(i);
+    if (std::isnan(x) != std::isnan(y)) return INFINITY;
+    if (std::isinf(x) || std::isinf(y)) {
+      if (x != y) return INFINITY;
+      continue;
+    }
+    m = std::max(m, std::fabs(x - y));
+  }
+  return m;
+}
+
+inline double max_abs(const HostTensor& a) {
+  double m = 0;
+  for (std::int64_t i = 0; i < a.numel(); ++i) {
+    if (std::isfinite(a.at(i))) m = std::max(m, std::fabs(a.at(i)));
+  }
+  return m;
+}
+
+inline std::int64_t count_nan(const HostTensor& a) {
+  std::int64_t n = 0;
+  for (std::int64_t i = 0; i < a.numel(); ++i) n += std::isnan(a.at(i)) ? 1 : 0;
+  return n;
+}
+
+/// STYLE.md's rule for results that cannot be bitwise: max|out - ref| <= 2 max|plain - ref| +
+/// floor, with ref in FP64 and plain a straightforward same-dtype computation.
+inline ::testing::AssertionResult within_2x_rule(const HostTensor& out, const HostTensor& plain,
+                                                 const HostTensor& ref64, double floor) {
+  const double e_out = max_abs_diff(out, ref64), e_plain = max_abs_diff(plain, ref64);
+  if (e_out <= 2 * e_plain + floor) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "max|out - ref| = " << e_out << " > 2 * max|plain - ref| (" << e_plain << ") + floor ("
+         << floor << ")";
+}
+
+/// Runs fn(rank, comm) on `size` threads with a fresh loopback group; returns each rank's Status.
+inline std::vector<Status> run_ranks(int size, const std::function<Status(int, Communicator&)>& fn,
+                                     LoopbackOptions options = {}) {
+  auto comms = create_loopback_group(size, options);
+  EXPECT_TRUE(comms.is_ok()) << comms.status().to_string();
+  std::vector<Status> out(static_cast<std::size_t>(size));
+  if (!comms.is_ok()) return out;
+  std::vector<std::thread> threads;
+  for (int r = 0; r < size; ++r) {
+    threads.emplace_back([&, r] {
+      out[static_cast<std::size_t>(r)] = fn(r, *(*comms)[static_cast<std::size_t>(r)]);
+    });
+  }
+  for (auto& t : threads) t.join();
+  return out;
+}
+
+#define EXPECT_ALL_OK(statuses)                                                   \
+  do {                                                                            \
+    const auto& s_ = (statuses);                                                  \
+    for (std::size_t r_ = 0; r_ < s_.size(); ++r_) {                              \
+      EXPECT_TRUE(s_[r_].is_ok()) << "rank " << r_ << ": " << s_[r_].to_string(); \
+    }                                                                             \
+  } while (0)
+
+}  // namespace ulysses::testing

@@ -1,0 +1,187 @@
+// Loopback communicator: every operation moves rank- and position-stamped data bit-exactly, batches
+// do not deadlock, and failures (missing peer, size mismatch) end in a Status on every rank.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+#include "common/test_util.h"
+
+namespace ulysses {
+namespace {
+
+using testing::run_ranks;
+
+// A stamp that names its source, destination and position: a misrouted word says where it came
+// from.
+std::uint32_t stamp(int src, int dst, std::size_t i) {
+  return (static_cast<std::uint32_t>(src) << 24) | (static_cast<std::uint32_t>(dst) << 16) |
+         static_cast<std::uint32_t>(i & 0xFFFF);
+}
+
+// Uneven per-pair sizes, so offsets matter: src sends (src + 2 * dst + 1) words to dst.
+std::size_t words(int src, int dst) { return static_cast<std::size_t>(src + 2 * dst + 1); }
+
+class LoopbackRanks : public ::testing::TestWithParam<int> {};
+
+TEST_P(LoopbackRanks, AllToAllVIsBitExact) {
+  const int P = GetParam();
+  std::atomic<std::int64_t> wrong{0};
+  auto st = run_ranks(P, [&](int r, Communicator& comm) -> Status {
+    std::vector<std::size_t> sc(P), so(P), rc(P), ro(P);
+    std::size_t s_total = 0, r_total = 0;
+    for (int p = 0; p < P; ++p) {
+      sc[p] = words(r, p) * 4;
+      so[p] = s_total;
+      s_total += sc[p];
+      rc[p] = words(p, r) * 4;
+      ro[p] = r_total;
+      r_total += rc[p];
+    }
+    std::vector<std::uint32_t> send(s_total / 4), recv(r_total / 4, 0xDEADBEEF);
+    for (int p = 0; p < P; ++p) {
+      for (std::size_t i = 0; i < words(r, p); ++i) send[so[p] / 4 + i] = stamp(r, p, i);
+    }
+    Status s = comm.all_to_all_v(send.data(), sc, so, recv.data(), rc, ro, nullptr);
+    if (!s.is_ok()) return s;
+    for (int p = 0; p < P; ++p) {
+      for (std::size_t i = 0; i < words(p, r); ++i) {
+        if (recv[ro[p] / 4 + i] != stamp(p, r, i)) ++wrong;
+      }
+    }
+    return Status::ok();
+  });
+  EXPECT_ALL_OK(st);
+  EXPECT_EQ(wrong.load(), 0) << "misrouted words";
+}
+
+TEST_P(LoopbackRanks, AllGatherAllReduceBarrier) {
+  const int P = GetParam();
+  std::atomic<std::int64_t> wrong{0};
+  auto st = run_ranks(P, [&](int r, Communicator& comm) -> Status {
+    std::vector<std::uint32_t> mine(5), all(5 * static_cast<std::size_t>(P), 0);
+    for (std::size_t i = 0; i < 5; ++i) mine[i] = stamp(r, 0, i);
+    if (Status s = comm.all_gather(mine.data(), all.data(), 5 * 4, nullptr); !s.is_ok()) return s;
+    for (int p = 0; p < P; ++p) {
+      for (std::size_t i = 0; i < 5; ++i) wrong += all[p * 5 + i] != stamp(p, 0, i);
+    }
+    // Integers in fp32 sum exactly: the result must be exact and identical on every rank.
+    std::vector<float> x = {static_cast<float>(r + 1), static_cast<float>(100 * r)};
+    if (Status s = comm.all_reduce_sum(x.data(), x.data(), 2, DType::kFloat32, nullptr);
+        !s.is_ok()) {
+      return s;
+    }
+    wrong += x[0] != static_cast<float>(P * (P + 1) / 2);
+    wrong += x[1] != static_cast<float>(100 * P * (P - 1) / 2);
+    std::vector<double> y = {0.5 * r};
+    if (Status s = comm.all_reduce_sum(y.data(), y.data(), 1, DType::kFloat64, nullptr);
+        !s.is_ok()) {
+      return s;
+    }
+    wrong += y[0] != 0.25 * P * (P - 1);
+    return comm.barrier(nullptr);
+  });
+  EXPECT_ALL_OK(st);
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST_P(LoopbackRanks, GroupedRingExchangeDoesNotDeadlock) {
+  // Every rank sends to its right neighbour and receives from its left, all in one group: with
+  // blocking sends this would deadlock; batched it must complete.
+  const int P = GetParam();
+  std::atomic<std::int64_t> wrong{0};
+  auto st = run_ranks(P, [&](int r, Communicator& comm) -> Status {
+    const int right = (r + 1) % P, left = (r + P - 1) % P;
+    std::vector<std::uint32_t> out(17), in(17, 0);
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = stamp(r, right, i);
+    if (Status s = comm.group_start(); !s.is_ok()) return s;
+    if (Status s = comm.send(out.data(), 17 * 4, right, nullptr); !s.is_ok()) return s;
+    if (Status s = comm.recv(in.data(), 17 * 4, left, nullptr); !s.is_ok()) return s;
+    if (Status s = comm.group_end(); !s.is_ok()) return s;
+    for (std::size_t i = 0; i < in.size(); ++i) wrong += in[i] != stamp(left, r, i);
+    return Status::ok();
+  });
+  EXPECT_ALL_OK(st);
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, LoopbackRanks, ::testing::Values(1, 2, 3, 4, 8));
+
+TEST(Loopback, MissingPeerTimesOutOnEveryRank) {
+  // Rank 2 never calls the barrier: the others must come back with kTimeout/kCommError, not hang.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto st = run_ranks(
+      3,
+      [&](int r, Communicator& comm) -> Status {
+        if (r == 2) return Status::ok();
+        return comm.barrier(nullptr);
+      },
+      LoopbackOptions{std::chrono::milliseconds(200)});
+  EXPECT_TRUE(st[2].is_ok());
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(st[static_cast<std::size_t>(r)].code(), StatusCode::kTimeout)
+        << st[static_cast<std::size_t>(r)].to_string();
+    EXPECT_NE(st[static_cast<std::size_t>(r)].message().find("timed out"), std::string::npos);
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20));
+}
+
+TEST(Loopback, AfterATimeoutEveryOperationFails) {
+  auto st = run_ranks(
+      2,
+      [&](int r, Communicator& comm) -> Status {
+        if (r == 0) {
+          float x = 1;
+          Status first = comm.recv(&x, 4, 1, nullptr);  // rank 1 never sends
+          if (first.code() != StatusCode::kTimeout) return internal_error("expected a timeout");
+          return comm.barrier(nullptr);  // the group is aborted: must fail at once
+        }
+        return Status::ok();
+      },
+      LoopbackOptions{std::chrono::milliseconds(100)});
+  EXPECT_EQ(st[0].code(), StatusCode::kTimeout) << st[0].to_string();
+}
+
+TEST(Loopback, SizeMismatchIsAnErrorOnBothSides) {
+  auto st = run_ranks(2, [&](int r, Communicator& comm) -> Status {
+    std::vector<char> buf(64);
+    if (r == 0) return comm.send(buf.data(), 32, 1, nullptr);
+    return comm.recv(buf.data(), 64, 0, nullptr);
+  });
+  for (const Status& s : st) {
+    EXPECT_EQ(s.code(), StatusCode::kCommError) << s.to_string();
+    EXPECT_NE(s.message().find("expects 64 bytes from rank 0, which sends 32"), std::string::npos)
+        << s.message();
+  }
+}
+
+TEST(Loopback, MismatchedCollectiveSizesAreConfigMismatchEverywhere) {
+  auto st = run_ranks(3, [&](int r, Communicator& comm) -> Status {
+    std::vector<char> send(16), recv(64);
+    return comm.all_gather(send.data(), recv.data(), r == 1 ? 8 : 16, nullptr);
+  });
+  for (const Status& s : st) EXPECT_EQ(s.code(), StatusCode::kConfigMismatch) << s.to_string();
+}
+
+TEST(Loopback, ArgumentErrors) {
+  auto comms = create_loopback_group(2);
+  ASSERT_TRUE(comms.is_ok());
+  Communicator& c = *(*comms)[0];
+  char b = 0;
+  Status s = c.send(&b, 1, 5, nullptr);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("peer"), std::string::npos);
+  std::vector<std::size_t> one(1, 0);
+  s = c.all_to_all_v(&b, one, one, &b, one, one, nullptr);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("counts/offsets"), std::string::npos);
+  EXPECT_EQ(c.group_end().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(create_loopback_group(0).status().code(), StatusCode::kInvalidArgument);
+  float f = 0;
+  s = c.all_reduce_sum(&f, &f, 1, DType::kBFloat16, nullptr);
+  EXPECT_NE(s.message().find("dtype"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ulysses

@@ -1,0 +1,398 @@
+// The FP64 reference: checked against an independently written mask-predicate formulation, its
+// gradients against FP64 central finite differences, and its contract (padding, fully masked rows,
+// head independence, every output written).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "common/test_util.h"
+
+namespace ulysses {
+namespace {
+
+using testing::HostTensor;
+
+struct Problem {
+  AttentionConfig cfg;
+  std::int64_t B = 1, S = 8;
+  std::vector<std::int32_t> cu;  // non-empty: varlen (B must be 1)
+  DType dtype = DType::kFloat64;
+  std::string name;
+};
+
+// Everything one reference call needs, with fresh random inputs.
+struct Tensors {
+  HostTensor q, k, v, sinks, o, lse, d_o, dq, dk, dv, dsinks;
+  Tensors(const Problem& p, std::mt19937_64& rng) {
+    const auto& c = p.cfg;
+    q = HostTensor(p.dtype, {p.B, p.S, c.num_heads_q, c.head_dim});
+    k = HostTensor(p.dtype, {p.B, p.S, c.num_heads_kv, c.head_dim});
+    v = HostTensor(p.dtype, {p.B, p.S, c.num_heads_kv, c.head_dim});
+    sinks = HostTensor(DType::kFloat32, {c.num_heads_q});
+    o = HostTensor(p.dtype, {p.B, p.S, c.num_heads_q, c.head_dim});
+    lse = HostTensor(DType::kFloat32, {p.B, c.num_heads_q, p.S});
+    d_o = o;
+    dq = q;
+    dk = k;
+    dv = v;
+    dsinks = sinks;
+    for (HostTensor* t : {&q, &k, &v, &d_o}) testing::fill_uniform(*t, rng, -1.5, 1.5);
+    testing::fill_uniform(sinks, rng, -1.0, 1.0);
+    for (HostTensor* t : {&o, &lse, &dq, &dk, &dv, &dsinks}) testing::poison(*t);
+  }
+  LocalForwardArgs fwd(const Problem& p) {
+    LocalForwardArgs a;
+    a.q = q.view;
+    a.k = k.view;
+    a.v = v.view;
+    if (p.cfg.sinks) a.sinks = sinks.view;
+    a.o = o.view;
+    a.lse = lse.view;
+    a.cu_seqlens = p.cu;
+    return a;
+  }
+  LocalBackwardArgs bwd(const Problem& p) {
+    LocalBackwardArgs a;
+    a.q = q.view;
+    a.k = k.view;
+    a.v = v.view;
+    a.o = o.view;
+    a.lse = lse.view;
+    a.d_o = d_o.view;
+    if (p.cfg.sinks) {
+      a.sinks = sinks.view;
+      a.dsinks = dsinks.view;
+    }
+    a.dq = dq.view;
+    a.dk = dk.view;
+    a.dv = dv.view;
+    a.cu_seqlens = p.cu;
+    return a;
+  }
+};
+
+LocalProblem local(const Problem& p) {
+  return LocalProblem::unsharded(p.cfg, p.dtype, p.B, p.S, !p.cu.empty());
+}
+
+// Independent formulation: an explicit visibility predicate over all (i, j) pairs.
+bool visible(const Problem& p, std::int64_t i, std::int64_t j) {
+  if (!p.cu.empty()) {
+    std::int64_t si = -1, sj = -1;
+    for (std::size_t s = 0; s + 1 < p.cu.size(); ++s) {
+      if (i >= p.cu[s] && i < p.cu[s + 1]) si = static_cast<std::int64_t>(s);
+      if (j >= p.cu[s] && j < p.cu[s + 1]) sj = static_cast<std::int64_t>(s);
+    }
+    if (si < 0 || si != sj) return false;
+  }
+  if (p.cfg.causal && j > i) return false;
+  if (p.cfg.window_left >= 0 && i - j > p.cfg.window_left) return false;
+  if (p.cfg.window_right >= 0 && j - i > p.cfg.window_right) return false;
+  return true;
+}
+
+bool is_padding(const Problem& p, std::int64_t i) { return !p.cu.empty() && i >= p.cu.back(); }
+
+void naive_forward(const Problem& p, Tensors& t, HostTensor& o, HostTensor& lse) {
+  const auto& c = p.cfg;
+  const int ratio = c.num_heads_q / c.num_heads_kv;
+  for (std::int64_t b = 0; b < p.B; ++b) {
+    for (int h = 0; h < c.num_heads_q; ++h) {
+      const int g = h / ratio;
+      for (std::int64_t i = 0; i < p.S; ++i) {
+        std::vector<double> w(static_cast<std::size_t>(p.S), 0.0);
+        double mx = -INFINITY;
+        for (std::int64_t j = 0; j < p.S; ++j) {
+          if (!visible(p, i, j)) continue;
+          double s = 0;
+          for (int d = 0; d < c.head_dim; ++d) {
+            s += t.q.at(t.q.view.offset({b, i, h, d})) * t.k.at(t.k.view.offset({b, j, g, d}));
+          }
+          w[static_cast<std::size_t>(j)] = s * c.scale();
+          mx = std::max(mx, w[static_cast<std::size_t>(j)]);
+        }
+        const bool sink = c.sinks && !is_padding(p, i);
+        if (sink) mx = std::max(mx, t.sinks.at(h));
+        double denom = sink ? std::exp(t.sinks.at(h) - mx) : 0.0;
+        std::vector<double> acc(static_cast<std::size_t>(c.head_dim), 0.0);
+        for (std::int64_t j = 0; j < p.S; ++j) {
+          if (!visible(p, i, j)) continue;
+          const double e = std::exp(w[static_cast<std::size_t>(j)] - mx);
+          denom += e;
+          for (int d = 0; d < c.head_dim; ++d) {
+            acc[static_cast<std::size_t>(d)] += e * t.v.at(t.v.view.offset({b, j, g, d}));
+          }
+        }
+        for (int d = 0; d < c.head_dim; ++d) {
+          o.set(o.view.offset({b, i, h, d}),
+                denom > 0 ? acc[static_cast<std::size_t>(d)] / denom : 0.0);
+        }
+        lse.set(lse.view.offset({b, h, i}), denom > 0 ? mx + std::log(denom) : -INFINITY);
+      }
+    }
+  }
+}
+
+std::vector<Problem> problems() {
+  std::vector<Problem> ps;
+  ps.push_back(
+      {{.num_heads_q = 2, .num_heads_kv = 2, .head_dim = 5}, 2, 7, {}, DType::kFloat64, "mha"});
+  ps.push_back({{.num_heads_q = 4, .num_heads_kv = 2, .head_dim = 4, .causal = true, .sinks = true},
+                1,
+                9,
+                {},
+                DType::kFloat64,
+                "gqa_causal_sinks"});
+  ps.push_back(
+      {{.num_heads_q = 3, .num_heads_kv = 1, .head_dim = 3, .window_left = 2, .window_right = 1},
+       2,
+       8,
+       {},
+       DType::kFloat64,
+       "mqa_window"});
+  ps.push_back({{.num_heads_q = 2,
+                 .num_heads_kv = 1,
+                 .head_dim = 4,
+                 .causal = true,
+                 .window_left = 3,
+                 .sinks = true},
+                1,
+                12,
+                {0, 3, 4, 9},
+                DType::kFloat64,
+                "varlen_padding_causal_window_sinks"});
+  ps.push_back({{.num_heads_q = 2, .num_heads_kv = 2, .head_dim = 6, .softmax_scale = 0.7f},
+                1,
+                10,
+                {0, 6, 10},
+                DType::kFloat64,
+                "varlen_full_custom_scale"});
+  return ps;
+}
+
+class ReferenceProblems : public ::testing::TestWithParam<Problem> {};
+
+TEST_P(ReferenceProblems, ForwardMatchesIndependentFormulation) {
+  const Problem p = GetParam();
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Tensors t(p, rng);
+  ASSERT_TRUE(reference_forward(local(p), t.fwd(p)).is_ok());
+  EXPECT_EQ(testing::count_nan(t.o), 0) << "unwritten outputs";
+  EXPECT_EQ(testing::count_nan(t.lse), 0) << "unwritten lse";
+  HostTensor o = t.o, lse = t.lse;
+  testing::poison(o);
+  testing::poison(lse);
+  naive_forward(p, t, o, lse);
+  EXPECT_LE(testing::max_abs_diff(t.o, o), 1e-13);
+  EXPECT_LE(testing::max_abs_diff(t.lse, lse), 1e-5);  // lse is stored as fp32
+}
+
+// FP64 central differences of L = sum(W * O) against the analytic backward (dO = W).
+TEST_P(ReferenceProblems, GradientsMatchFiniteDifferences) {
+  const Problem p = GetParam();
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Tensors t(p, rng);
+  ASSERT_TRUE(reference_forward(local(p), t.fwd(p)).is_ok());
+  ASSERT_TRUE(reference_backward(local(p), t.bwd(p)).is_ok());
+  auto loss = [&]() {
+    HostTensor o = t.o;
+    LocalForwardArgs a = t.fwd(p);
+    a.o = o.view;
+    a.lse = TensorView{};
+    EXPECT_TRUE(reference_forward(local(p), a).is_ok());
+    double l = 0;
+    for (std::int64_t i = 0; i < o.numel(); ++i) l += o.at(i) * t.d_o.at(i);
+    return l;
+  };
+  auto check = [&](HostTensor& x, const HostTensor& grad, const char* what) {
+    const double h = 1e-5;
+    double max_err = 0, max_grad = 0;
+    for (std::int64_t i = 0; i < x.numel(); ++i) {
+      const double x0 = x.at(i);
+      x.set(i, x0 + h);
+      const double lp = loss();
+      x.set(i, x0 - h);
+      const double lm = loss();
+      x.set(i, x0);
+      const double fd = (lp - lm) / (2 * h);
+      max_err = std::max(max_err, std::fabs(fd - grad.at(i)));
+      max_grad = std::max(max_grad, std::fabs(grad.at(i)));
+    }
+    EXPECT_GT(max_grad, 0.0) << what << ": gradient is identically zero";
+    EXPECT_LE(max_err, 1e-6 * max_grad)
+        << what << ": max |fd - analytic| " << max_err << " vs max |grad| " << max_grad;
+  };
+  check(t.q, t.dq, "dq");
+  check(t.k, t.dk, "dk");
+  check(t.v, t.dv, "dv");
+  if (p.cfg.sinks) {
+    // Sinks are fp32 parameters: perturb by an exactly representable fp32 step (2^-12); the
+    // second-order error ~ h^2 |L'''| stays far below the tolerance.
+    for (int hh = 0; hh < p.cfg.num_heads_q; ++hh) {
+      const float base = static_cast<float>(t.sinks.at(hh));
+      const float up = base + 0x1p-12f, down = base - 0x1p-12f;
+      t.sinks.set(hh, up);
+      const double lp = loss();
+      t.sinks.set(hh, down);
+      const double lm = loss();
+      t.sinks.set(hh, base);
+      const double fd = (lp - lm) / (static_cast<double>(up) - static_cast<double>(down));
+      EXPECT_NEAR(fd, t.dsinks.at(hh), 1e-6 * std::max(1.0, std::fabs(fd)))
+          << "dsinks[" << hh << "]";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Reference, ReferenceProblems, ::testing::ValuesIn(problems()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+TEST(Reference, PaddingRowsAreZeroWithInfiniteLse) {
+  Problem p{{.num_heads_q = 2, .num_heads_kv = 1, .head_dim = 4, .causal = true, .sinks = true},
+            1,
+            10,
+            {0, 3, 7},
+            DType::kBFloat16,
+            "pad"};
+  std::mt19937_64 rng(testing::fresh_seed());
+  Tensors t(p, rng);
+  ASSERT_TRUE(reference_forward(local(p), t.fwd(p)).is_ok());
+  ASSERT_TRUE(reference_backward(local(p), t.bwd(p)).is_ok());
+  for (std::int64_t i = 7; i < 10; ++i) {
+    for (int h = 0; h < 2; ++h) {
+      EXPECT_EQ(t.lse.at(t.lse.view.offset({0, h, i})), -std::numeric_limits<double>::infinity());
+      for (int d = 0; d < 4; ++d) {
+        EXPECT_EQ(t.o.at(t.o.view.offset({0, i, h, d})), 0.0);
+        EXPECT_EQ(t.dq.at(t.dq.view.offset({0, i, h, d})), 0.0);
+      }
+    }
+    for (int d = 0; d < 4; ++d) {
+      EXPECT_EQ(t.dk.at(t.dk.view.offset({0, i, 0, d})), 0.0);
+      EXPECT_EQ(t.dv.at(t.dv.view.offset({0, i, 0, d})), 0.0);
+    }
+  }
+  for (HostTensor* g : {&t.dq, &t.dk, &t.dv, &t.dsinks}) {
+    for (std::int64_t i = 0; i < g->numel(); ++i) ASSERT_TRUE(std::isfinite(g->at(i)));
+  }
+}
+
+TEST(Reference, EmptyAndOneTokenSequencesWithSinks) {
+  // cu_seqlens with an empty sequence (3, 3) and a one-token sequence (3, 4): the lone token's
+  // softmax runs over itself and the sink only.
+  Problem p{{.num_heads_q = 1, .num_heads_kv = 1, .head_dim = 2, .sinks = true},
+            1,
+            4,
+            {0, 3, 3, 4},
+            DType::kFloat64,
+            "sink_only"};
+  std::mt19937_64 rng(testing::fresh_seed());
+  Tensors t(p, rng);
+  ASSERT_TRUE(reference_forward(local(p), t.fwd(p)).is_ok());
+  // Row 3 is a one-token sequence: softmax over {itself, sink}.
+  const double s3 = p.cfg.scale() *
+                    (t.q.at(t.q.view.offset({0, 3, 0, 0})) * t.k.at(t.k.view.offset({0, 3, 0, 0})) +
+                     t.q.at(t.q.view.offset({0, 3, 0, 1})) * t.k.at(t.k.view.offset({0, 3, 0, 1})));
+  const double sink = t.sinks.at(0);
+  const double lse = std::log(std::exp(s3) + std::exp(sink));
+  EXPECT_NEAR(t.lse.at(t.lse.view.offset({0, 0, 3})), lse, 1e-6);
+  const double w = std::exp(s3 - lse);
+  EXPECT_NEAR(t.o.at(t.o.view.offset({0, 3, 0, 1})), w * t.v.at(t.v.view.offset({0, 3, 0, 1})),
+              1e-14);
+}
+
+TEST(Reference, HeadSubsetIsBitwiseEqualToAllHeads) {
+  // The contract Ulysses relies on: a slice of heads computes exactly what the full run computes.
+  for (DType dtype : {DType::kFloat32, DType::kBFloat16}) {
+    Problem p{{.num_heads_q = 6, .num_heads_kv = 3, .head_dim = 8, .causal = true, .sinks = true},
+              2,
+              11,
+              {},
+              dtype,
+              "slice"};
+    std::mt19937_64 rng(testing::fresh_seed());
+    Tensors t(p, rng);
+    ASSERT_TRUE(reference_forward(local(p), t.fwd(p)).is_ok());
+    ASSERT_TRUE(reference_backward(local(p), t.bwd(p)).is_ok());
+    // Heads 2..3 use KV head 1.
+    LocalProblem lp = local(p);
+    lp.head_offset_q = 2;
+    lp.num_heads_q_local = 2;
+    lp.head_offset_kv = 1;
+    lp.num_heads_kv_local = 1;
+    auto slice = [](const HostTensor& x, int h0, int n) {
+      TensorView v = x.view;
+      v.data = static_cast<char*>(v.data) +
+               h0 * v.stride(2) * static_cast<std::int64_t>(dtype_size(v.dtype));
+      v.shape[2] = n;
+      return v;
+    };
+    Tensors s = t;
+    for (HostTensor* x : {&s.o, &s.lse, &s.dq, &s.dk, &s.dv, &s.dsinks}) testing::poison(*x);
+    LocalForwardArgs fa;
+    fa.q = slice(s.q, 2, 2);
+    fa.k = slice(s.k, 1, 1);
+    fa.v = slice(s.v, 1, 1);
+    fa.sinks = s.sinks.view;
+    fa.o = slice(s.o, 2, 2);
+    fa.lse = s.lse.view;
+    fa.lse.data = static_cast<float*>(fa.lse.data) + 2 * fa.lse.stride(1);
+    fa.lse.shape[1] = 2;
+    ASSERT_TRUE(reference_forward(lp, fa).is_ok());
+    LocalBackwardArgs ba;
+    ba.q = fa.q;
+    ba.k = fa.k;
+    ba.v = fa.v;
+    ba.o = fa.o;
+    ba.lse = fa.lse;
+    ba.d_o = slice(s.d_o, 2, 2);
+    ba.sinks = s.sinks.view;
+    ba.dsinks = s.dsinks.view;
+    ba.dq = slice(s.dq, 2, 2);
+    ba.dk = slice(s.dk, 1, 1);
+    ba.dv = slice(s.dv, 1, 1);
+    ASSERT_TRUE(reference_backward(lp, ba).is_ok());
+    std::int64_t diff = 0;
+    for (std::int64_t b = 0; b < 2; ++b) {
+      for (std::int64_t i = 0; i < 11; ++i) {
+        for (int d = 0; d < 8; ++d) {
+          for (int h = 2; h < 4; ++h) {
+            diff += t.o.at(t.o.view.offset({b, i, h, d})) != s.o.at(s.o.view.offset({b, i, h, d}));
+            diff +=
+                t.dq.at(t.dq.view.offset({b, i, h, d})) != s.dq.at(s.dq.view.offset({b, i, h, d}));
+          }
+          diff +=
+              t.dk.at(t.dk.view.offset({b, i, 1, d})) != s.dk.at(s.dk.view.offset({b, i, 1, d}));
+          diff +=
+              t.dv.at(t.dv.view.offset({b, i, 1, d})) != s.dv.at(s.dv.view.offset({b, i, 1, d}));
+        }
+      }
+    }
+    for (int h = 2; h < 4; ++h) diff += t.dsinks.at(h) != s.dsinks.at(h);
+    EXPECT_EQ(diff, 0) << dtype_name(dtype);
+    EXPECT_TRUE(std::isnan(s.dsinks.at(0))) << "wrote dsinks of a head it does not own";
+  }
+}
+
+TEST(Reference, CausalFirstRowCopiesFirstValue) {
+  Problem p{{.num_heads_q = 2, .num_heads_kv = 2, .head_dim = 3, .causal = true},
+            1,
+            5,
+            {},
+            DType::kFloat32,
+            "causal"};
+  std::mt19937_64 rng(testing::fresh_seed());
+  Tensors t(p, rng);
+  ASSERT_TRUE(reference_forward(local(p), t.fwd(p)).is_ok());
+  for (int h = 0; h < 2; ++h) {
+    for (int d = 0; d < 3; ++d) {
+      EXPECT_EQ(t.o.at(t.o.view.offset({0, 0, h, d})), t.v.at(t.v.view.offset({0, 0, h, d})));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ulysses

@@ -1,0 +1,301 @@
+// Ulysses forward and backward on the loopback communicator against the unsharded FP64 reference.
+//
+// Heads are independent and the transport is a copy, so every rank's local kernel computes exactly
+// what the unsharded run computes for those heads: O, LSE, dQ and dSinks must be bitwise equal, and
+// so must dK/dV whenever each KV head's query group lives on one rank. When ranks outnumber KV
+// heads (P > Hkv) a KV head's dK/dV is the sum of partials from P/Hkv ranks; floating-point
+// addition is not associative, so those two are held to STYLE.md's 2x rule against an FP64 truth
+// instead (the partials travel in fp32 and are summed in rank order, so they are still
+// deterministic).
+#include <gtest/gtest.h>
+
+#include "common/test_util.h"
+
+namespace ulysses {
+namespace {
+
+using testing::HostTensor;
+
+struct Case {
+  std::string name;
+  int P;
+  Layout layout;
+  std::int64_t B, S;  // S: global tokens (per sequence, or packed incl. padding)
+  int Hq, Hkv, D;
+  DType dtype;
+  bool causal = false;
+  int wl = -1, wr = -1;
+  bool sinks = false;
+  std::vector<std::int32_t> cu = {};
+  bool training = true;
+};
+
+AttentionConfig attention(const Case& c) {
+  return {.num_heads_q = c.Hq,
+          .num_heads_kv = c.Hkv,
+          .head_dim = c.D,
+          .causal = c.causal,
+          .window_left = c.wl,
+          .window_right = c.wr,
+          .sinks = c.sinks};
+}
+
+HostTensor activation(const Case& c, DType dtype, int heads) {
+  if (c.layout == Layout::kTHD) return HostTensor(dtype, {c.S, heads, c.D});
+  return HostTensor(dtype, {c.B, c.S, heads, c.D});
+}
+HostTensor lse_tensor(const Case& c) {
+  if (c.layout == Layout::kTHD) return HostTensor(DType::kFloat32, {c.Hq, c.S});
+  return HostTensor(DType::kFloat32, {c.B, c.Hq, c.S});
+}
+// Any activation as [B, S, H, D] for the local kernel; any lse as [B, H, S].
+TensorView as4(const HostTensor& t) {
+  if (t.view.ndim == 4) return t.view;
+  return TensorView::contiguous(t.view.data, t.view.dtype,
+                                {1, t.view.shape[0], t.view.shape[1], t.view.shape[2]});
+}
+TensorView as3(const HostTensor& t) {
+  if (t.view.ndim == 3) return t.view;
+  return TensorView::contiguous(t.view.data, t.view.dtype, {1, t.view.shape[0], t.view.shape[1]});
+}
+
+struct Outputs {
+  HostTensor o, lse, dq, dk, dv, dsinks;
+};
+
+struct Inputs {
+  HostTensor q, k, v, d_o, sinks;
+};
+
+Inputs make_inputs(const Case& c, std::mt19937_64& rng) {
+  Inputs in{activation(c, c.dtype, c.Hq), activation(c, c.dtype, c.Hkv),
+            activation(c, c.dtype, c.Hkv), activation(c, c.dtype, c.Hq),
+            HostTensor(DType::kFloat32, {c.Hq})};
+  for (HostTensor* t : {&in.q, &in.k, &in.v, &in.d_o}) testing::fill_uniform(*t, rng, -2.0, 2.0);
+  testing::fill_uniform(in.sinks, rng, -1.0, 1.0);
+  return in;
+}
+
+Outputs poisoned_outputs(const Case& c, DType dtype) {
+  Outputs r{activation(c, dtype, c.Hq),  lse_tensor(c),
+            activation(c, dtype, c.Hq),  activation(c, dtype, c.Hkv),
+            activation(c, dtype, c.Hkv), HostTensor(DType::kFloat32, {c.Hq})};
+  for (HostTensor* t : {&r.o, &r.lse, &r.dq, &r.dk, &r.dv, &r.dsinks}) testing::poison(*t);
+  return r;
+}
+
+// The unsharded reference on one "device", in `dtype` (the inputs are converted if needed).
+Outputs unsharded(const Case& c, const Inputs& in_any, DType dtype) {
+  Inputs in{testing::convert(in_any.q, dtype), testing::convert(in_any.k, dtype),
+            testing::convert(in_any.v, dtype), testing::convert(in_any.d_o, dtype), in_any.sinks};
+  Outputs r = poisoned_outputs(c, dtype);
+  const LocalProblem p = LocalProblem::unsharded(
+      attention(c), dtype, c.layout == Layout::kTHD ? 1 : c.B, c.S, c.layout == Layout::kTHD);
+  LocalForwardArgs f;
+  f.q = as4(in.q);
+  f.k = as4(in.k);
+  f.v = as4(in.v);
+  if (c.sinks) f.sinks = in.sinks.view;
+  f.o = as4(r.o);
+  f.lse = as3(r.lse);
+  f.cu_seqlens = c.cu;
+  EXPECT_TRUE(reference_forward(p, f).is_ok());
+  LocalBackwardArgs b;
+  b.q = f.q;
+  b.k = f.k;
+  b.v = f.v;
+  b.o = f.o;
+  b.lse = f.lse;
+  b.d_o = as4(in.d_o);
+  if (c.sinks) {
+    b.sinks = in.sinks.view;
+    b.dsinks = r.dsinks.view;
+  }
+  b.dq = as4(r.dq);
+  b.dk = as4(r.dk);
+  b.dv = as4(r.dv);
+  b.cu_seqlens = c.cu;
+  if (c.training) {
+    EXPECT_TRUE(reference_backward(p, b).is_ok());
+  }
+  return r;
+}
+
+// Ulysses on P loopback ranks; each rank reads its shard of the global inputs and writes its shard
+// of the global outputs (dsinks: rank r's complete copy in per_rank_dsinks[r]).
+Outputs ulysses(const Case& c, const Inputs& in, std::vector<HostTensor>& per_rank_dsinks) {
+  Outputs out = poisoned_outputs(c, c.dtype);
+  per_rank_dsinks.assign(static_cast<std::size_t>(c.P), out.dsinks);
+  auto kernel = make_reference_attention();
+  const PlanConfig cfg{.attention = attention(c),
+                       .parallel = {.cp = c.P},
+                       .layout = c.layout,
+                       .dtype = c.dtype,
+                       .batch = c.layout == Layout::kTHD ? 1 : c.B,
+                       .seqlen = c.S,
+                       .training = c.training};
+  auto st = testing::run_ranks(c.P, [&](int r, Communicator& comm) -> Status {
+    auto plan = DistributedAttention::create(cfg, comm, *kernel);
+    if (!plan.is_ok()) return plan.status();
+    std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
+    auto shard = [&](const HostTensor& t) { return shard_view(t.view, c.layout, c.P, r).value(); };
+    ForwardArgs f;
+    f.q = shard(in.q);
+    f.k = shard(in.k);
+    f.v = shard(in.v);
+    if (c.sinks) f.sinks = in.sinks.view;
+    f.o = shard(out.o);
+    f.lse = shard_lse_view(out.lse.view, c.layout, c.P, r).value();
+    f.cu_seqlens = c.cu;
+    f.workspace = ws.data();
+    f.saved = saved.data();
+    if (Status s = (*plan)->forward(f, nullptr); !s.is_ok()) return s;
+    if (!c.training) return Status::ok();
+    BackwardArgs b;
+    b.d_o = shard(in.d_o);
+    if (c.sinks) {
+      b.sinks = in.sinks.view;
+      b.dsinks = per_rank_dsinks[static_cast<std::size_t>(r)].view;
+    }
+    b.dq = shard(out.dq);
+    b.dk = shard(out.dk);
+    b.dv = shard(out.dv);
+    b.cu_seqlens = c.cu;
+    b.workspace = ws.data();
+    b.saved = saved.data();
+    return (*plan)->backward(b, nullptr);
+  });
+  EXPECT_ALL_OK(st);
+  return out;
+}
+
+class UlyssesVsReference : public ::testing::TestWithParam<Case> {};
+
+TEST_P(UlyssesVsReference, ExactWhereHeadsAreIndependent) {
+  const Case c = GetParam();
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Inputs in = make_inputs(c, rng);
+  const Outputs ref = unsharded(c, in, c.dtype);
+  std::vector<HostTensor> dsinks;
+  const Outputs got = ulysses(c, in, dsinks);
+
+  EXPECT_EQ(testing::count_nan(got.o), 0) << "O elements never written";
+  EXPECT_BITWISE_EQ(ref.o, got.o, "O");
+  EXPECT_BITWISE_EQ(ref.lse, got.lse, "LSE");
+  if (!c.training) return;
+  EXPECT_EQ(testing::count_nan(got.dq) + testing::count_nan(got.dk) + testing::count_nan(got.dv), 0)
+      << "gradient elements never written";
+  EXPECT_BITWISE_EQ(ref.dq, got.dq, "dQ");
+  const bool replicated = c.P > c.Hkv;
+  if (!replicated) {
+    EXPECT_BITWISE_EQ(ref.dk, got.dk, "dK");
+    EXPECT_BITWISE_EQ(ref.dv, got.dv, "dV");
+  } else {
+    const Outputs truth = unsharded(c, in, DType::kFloat64);
+    for (auto [name, g, plain, t] : {std::tuple{"dK", &got.dk, &ref.dk, &truth.dk},
+                                     std::tuple{"dV", &got.dv, &ref.dv, &truth.dv}}) {
+      // floor: a few fp32 ulps of the largest value (the partials are fp32).
+      EXPECT_TRUE(testing::within_2x_rule(*g, *plain, *t, 0x1p-20 * testing::max_abs(*t))) << name;
+    }
+  }
+  if (c.sinks) {
+    for (int r = 0; r < c.P; ++r) {
+      EXPECT_BITWISE_EQ(ref.dsinks, dsinks[static_cast<std::size_t>(r)],
+                        "dSinks on rank " + std::to_string(r));
+    }
+  }
+}
+
+std::vector<Case> cases() {
+  const auto bf16 = DType::kBFloat16, fp32 = DType::kFloat32;
+  const auto bshd = Layout::kBSHD, thd = Layout::kTHD;
+  return {
+      // P = 1: the plan degenerates to the kernel itself.
+      {"p1_mha_fp32_odd", 1, bshd, 2, 7, 3, 3, 8, fp32},
+      // P = 2
+      {"p2_gqa_bf16_causal_sinks", 2, bshd, 2, 18, 4, 2, 16, bf16, true, -1, -1, true},
+      {"p2_mqa_fp32_window", 2, bshd, 1, 22, 4, 1, 8, fp32, false, 3, 2},
+      {"p2_mha_bf16_thd_varlen",
+       2,
+       thd,
+       1,
+       24,
+       2,
+       2,
+       16,
+       bf16,
+       true,
+       -1,
+       -1,
+       false,
+       {0, 5, 13, 21}},
+      {"p2_inference_bf16", 2, bshd, 1, 16, 4, 2, 16, bf16, true, -1, -1, true, {}, false},
+      // P = 3: odd rank count, odd head counts and lengths.
+      {"p3_gqa_bf16_causal_odd", 3, bshd, 1, 21, 9, 3, 8, bf16, true},
+      {"p3_mqa_bf16_thd_sinks",
+       3,
+       thd,
+       1,
+       27,
+       6,
+       1,
+       8,
+       bf16,
+       false,
+       -1,
+       -1,
+       true,
+       {0, 4, 4, 19, 26}},
+      {"p3_mha_fp32_causal_window_sinks", 3, bshd, 2, 15, 3, 3, 4, fp32, true, 4, 0, true},
+      // P = 4
+      {"p4_gqa_bf16_window", 4, bshd, 1, 28, 8, 4, 16, bf16, true, 5},
+      {"p4_gqa_replicated_fp32_causal_sinks", 4, bshd, 1, 20, 8, 2, 8, fp32, true, -1, -1, true},
+      {"p4_mqa_bf16_thd_window", 4, thd, 1, 32, 4, 1, 8, bf16, false, 2, 3, false, {0, 9, 10, 30}},
+      // P = 8
+      {"p8_mha_fp32_thd_causal", 8, thd, 1, 40, 8, 8, 8, fp32, true, -1, -1, false, {0, 7, 23, 38}},
+      {"p8_gqa_replicated_bf16_causal_sinks", 8, bshd, 1, 24, 16, 4, 8, bf16, true, -1, -1, true},
+      {"p8_mqa_fp32_varlen_sinks",
+       8,
+       thd,
+       1,
+       48,
+       8,
+       1,
+       4,
+       fp32,
+       true,
+       6,
+       -1,
+       true,
+       {0, 11, 12, 40}},
+      {"p8_inference_fp32_gqa", 8, bshd, 2, 16, 8, 8, 8, fp32, false, -1, -1, false, {}, false},
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(Loopback, UlyssesVsReference, ::testing::ValuesIn(cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+TEST(Ulysses, ShardsOfAPackedSequenceSpanningRanksSeeEachOther) {
+  // One 24-token sequence over 4 ranks with a causal mask: the last rank's queries must attend to
+  // keys held by rank 0, i.e. masks use global positions. With Q = 0 the softmax is uniform over
+  // the visible keys, so a large value planted in V at position 0 shows in O at every position.
+  const Case c{"span",          4,    Layout::kTHD, 1,  24,    4,      4, 8,
+               DType::kFloat32, true, -1,           -1, false, {0, 24}};
+  std::mt19937_64 rng(testing::fresh_seed());
+  Inputs in = make_inputs(c, rng);
+  for (std::int64_t i = 0; i < in.q.numel(); ++i) in.q.set(i, 0.0);
+  for (int h = 0; h < 4; ++h) {
+    for (int d = 0; d < 8; ++d) in.v.set(in.v.view.offset({0, h, d}), 1000.0);
+  }
+  std::vector<HostTensor> dsinks;
+  const Outputs got = ulysses(c, in, dsinks);
+  for (std::int64_t t = 0; t < 24; ++t) {
+    // mean of V[0..t]: >= (1000 - 2 t) / (t + 1) >= 39.75 for t <= 23; without position 0, <= 2.
+    EXPECT_GT(got.o.at(got.o.view.offset({t, 0, 0})), 30.0) << "position " << t;
+  }
+}
+
+}  // namespace
+}  // namespace ulysses

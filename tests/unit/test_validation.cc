@@ -1,0 +1,429 @@
+// Every validation rule: the code, the argument named in the message, and (for plan-level rules)
+// the same verdict on every rank, before any data moves.
+#include <gtest/gtest.h>
+
+#include "common/test_util.h"
+
+namespace ulysses {
+namespace {
+
+using testing::HostTensor;
+
+PlanConfig good_config(int cp = 2) {
+  return PlanConfig{
+      .attention = {.num_heads_q = 8, .num_heads_kv = 4, .head_dim = 16, .causal = true},
+      .parallel = {.cp = cp},
+      .layout = Layout::kBSHD,
+      .dtype = DType::kBFloat16,
+      .batch = 2,
+      .seqlen = 16};
+}
+
+// create() on every rank of a loopback group with per-rank configs; returns each rank's status.
+std::vector<Status> create_everywhere(int cp, const std::function<PlanConfig(int)>& config_of) {
+  auto kernel = make_reference_attention();
+  return testing::run_ranks(cp, [&](int r, Communicator& comm) -> Status {
+    return DistributedAttention::create(config_of(r), comm, *kernel).status();
+  });
+}
+
+// Expects `code` on every rank, the same message everywhere, and every `needle` in it.
+void expect_everywhere(const std::vector<Status>& st, StatusCode code,
+                       std::initializer_list<std::string_view> needles) {
+  ASSERT_FALSE(st.empty());
+  for (std::size_t r = 0; r < st.size(); ++r) {
+    EXPECT_EQ(st[r].code(), code) << "rank " << r << ": " << st[r].to_string();
+    EXPECT_EQ(st[r].message(), st[0].message()) << "rank " << r << " reports differently";
+    for (std::string_view n : needles) {
+      EXPECT_NE(st[r].message().find(n), std::string::npos)
+          << "message of rank " << r << " lacks '" << n << "': " << st[r].message();
+    }
+  }
+}
+
+struct PlanRule {
+  std::string name;
+  std::function<void(PlanConfig&)> mutate;
+  StatusCode code;
+  std::vector<std::string> needles;
+};
+
+class PlanRules : public ::testing::TestWithParam<PlanRule> {};
+
+TEST_P(PlanRules, RejectedOnEveryRankWithTheArgumentNamed) {
+  const PlanRule rule = GetParam();
+  const auto st = create_everywhere(2, [&](int) {
+    PlanConfig c = good_config();
+    rule.mutate(c);
+    return c;
+  });
+  ASSERT_FALSE(st.empty());
+  for (std::size_t r = 0; r < st.size(); ++r) {
+    EXPECT_EQ(st[r].code(), rule.code) << st[r].to_string();
+    EXPECT_EQ(st[r].message(), st[0].message());
+    for (const std::string& n : rule.needles) {
+      EXPECT_NE(st[r].message().find(n), std::string::npos)
+          << "'" << n << "' not in: " << st[r].message();
+    }
+  }
+}
+
+std::vector<PlanRule> plan_rules() {
+  using SC = StatusCode;
+  return {
+      {"heads_not_divisible_by_cp",
+       [](PlanConfig& c) {
+         c.attention.num_heads_q = 9;
+         c.attention.num_heads_kv = 3;
+       },
+       SC::kInvalidArgument,
+       {"num_heads_q", "got 9", "divisible by cp 2"}},
+      {"seqlen_not_divisible_by_cp",
+       [](PlanConfig& c) { c.seqlen = 15; },
+       SC::kInvalidArgument,
+       {"seqlen", "got 15", "multiple of 2"}},
+      {"thd_seqlen_not_divisible_mentions_padding",
+       [](PlanConfig& c) {
+         c.layout = Layout::kTHD;
+         c.batch = 1;
+         c.seqlen = 17;
+       },
+       SC::kInvalidArgument,
+       {"seqlen", "padded_token_count"}},
+      {"head_dim_zero",
+       [](PlanConfig& c) { c.attention.head_dim = 0; },
+       SC::kInvalidArgument,
+       {"head_dim", "got 0", "1..256"}},
+      {"head_dim_too_large",
+       [](PlanConfig& c) { c.attention.head_dim = 300; },
+       SC::kInvalidArgument,
+       {"head_dim", "got 300"}},
+      {"window_left_below_minus_one",
+       [](PlanConfig& c) { c.attention.window_left = -2; },
+       SC::kInvalidArgument,
+       {"window_left", "got -2"}},
+      {"window_right_below_minus_one",
+       [](PlanConfig& c) {
+         c.attention.causal = false;
+         c.attention.window_right = -5;
+       },
+       SC::kInvalidArgument,
+       {"window_right", "got -5"}},
+      {"window_right_with_causal",
+       [](PlanConfig& c) { c.attention.window_right = 3; },
+       SC::kInvalidArgument,
+       {"window_right", "causal"}},
+      {"gqa_heads_not_multiple",
+       [](PlanConfig& c) {
+         c.attention.num_heads_q = 8;
+         c.attention.num_heads_kv = 3;
+       },
+       SC::kInvalidArgument,
+       {"num_heads_q", "num_heads_kv 3"}},
+      {"gqa_unroutable",
+       [](PlanConfig& c) {
+         c.parallel.cp = 2;
+         c.attention.num_heads_q = 6;
+         c.attention.num_heads_kv = 3;
+       },
+       SC::kInvalidArgument,
+       {"num_heads_kv", "got 3", "cp 2"}},
+      {"thd_with_batch",
+       [](PlanConfig& c) {
+         c.layout = Layout::kTHD;
+         c.batch = 2;
+       },
+       SC::kInvalidArgument,
+       {"batch", "thd", "got 2"}},
+      {"batch_zero", [](PlanConfig& c) { c.batch = 0; }, SC::kInvalidArgument, {"batch", "got 0"}},
+      {"num_heads_kv_zero",
+       [](PlanConfig& c) { c.attention.num_heads_kv = 0; },
+       SC::kInvalidArgument,
+       {"num_heads_kv", "got 0"}},
+      {"bad_scale",
+       [](PlanConfig& c) { c.attention.softmax_scale = -1.0f; },
+       SC::kInvalidArgument,
+       {"softmax_scale"}},
+      {"cp_differs_from_comm",
+       [](PlanConfig& c) {
+         c.parallel.cp = 4;
+         c.seqlen = 16;
+       },
+       SC::kInvalidArgument,
+       {"parallel.cp", "got 4", "comm.size()"}},
+      {"ring_not_yet",
+       [](PlanConfig& c) { c.parallel.strategy = Strategy::kRing; },
+       SC::kUnsupported,
+       {"strategy", "ring"}},
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(Validation, PlanRules, ::testing::ValuesIn(plan_rules()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+TEST(Validation, GqaUnroutableNamesBothNumbers) {
+  // P = 4 with 6 KV heads: neither divides the other.
+  const auto st = create_everywhere(4, [](int) {
+    PlanConfig c = good_config(4);
+    c.attention.num_heads_q = 12;
+    c.attention.num_heads_kv = 6;
+    return c;
+  });
+  expect_everywhere(st, StatusCode::kInvalidArgument,
+                    {"num_heads_kv", "got 6", "cp 4", "num_heads_q 12"});
+}
+
+TEST(Validation, ConfigsThatDifferBetweenRanksFailEverywhere) {
+  const auto st = create_everywhere(3, [](int r) {
+    PlanConfig c = good_config(3);
+    c.attention.num_heads_q = 12;
+    c.attention.num_heads_kv = 3;
+    c.seqlen = 24;
+    if (r == 2) c.attention.causal = false;
+    return c;
+  });
+  for (const Status& s : st) {
+    EXPECT_EQ(s.code(), StatusCode::kConfigMismatch) << s.to_string();
+    EXPECT_NE(s.message().find("causal"), std::string::npos) << s.message();
+  }
+}
+
+TEST(Validation, AConfigBadOnOneRankOnlyFailsEverywhere) {
+  // Rank 1 asks for a KV head count that cannot be routed; ranks 0 and 2 would be fine on their
+  // own.
+  const auto st = create_everywhere(3, [](int r) {
+    PlanConfig c = good_config(3);
+    c.attention.num_heads_q = 12;
+    c.attention.num_heads_kv = r == 1 ? 2 : 3;
+    c.seqlen = 24;
+    return c;
+  });
+  for (const Status& s : st) EXPECT_FALSE(s.is_ok());
+  EXPECT_EQ(st[1].code(), StatusCode::kConfigMismatch);
+}
+
+// --- per-call view checks
+// --------------------------------------------------------------------------
+
+struct Fixture {
+  PlanConfig cfg;
+  HostTensor q, k, v, o, lse, d_o, dq, dk, dv, sinks, dsinks;
+  std::vector<std::int32_t> cu;
+  explicit Fixture(PlanConfig c) : cfg(c) {
+    const auto& a = c.attention;
+    const std::int64_t sl = c.seqlen / c.parallel.cp;
+    auto act = [&](int h) {
+      return c.layout == Layout::kTHD ? HostTensor(c.dtype, {sl, h, a.head_dim})
+                                      : HostTensor(c.dtype, {c.batch, sl, h, a.head_dim});
+    };
+    q = act(a.num_heads_q);
+    k = act(a.num_heads_kv);
+    v = act(a.num_heads_kv);
+    o = act(a.num_heads_q);
+    d_o = act(a.num_heads_q);
+    dq = act(a.num_heads_q);
+    dk = act(a.num_heads_kv);
+    dv = act(a.num_heads_kv);
+    lse = c.layout == Layout::kTHD ? HostTensor(DType::kFloat32, {a.num_heads_q, sl})
+                                   : HostTensor(DType::kFloat32, {c.batch, a.num_heads_q, sl});
+    sinks = HostTensor(DType::kFloat32, {a.num_heads_q});
+    dsinks = sinks;
+  }
+};
+
+// Spoils rank 0's arguments with `mutate` and returns what rank 0's call reported. The check must
+// happen before any data moves, so the peers do not take part in the rejected call:
+//  - forward: only rank 0 calls it;
+//  - backward: every rank runs a valid forward first, then only rank 0 calls backward.
+enum class Call { kForward, kBackward };
+Status call_with(PlanConfig cfg, Call call,
+                 const std::function<void(ForwardArgs&, BackwardArgs&, Fixture&)>& mutate) {
+  auto kernel = make_reference_attention();
+  Status rank0;
+  auto st = testing::run_ranks(
+      cfg.parallel.cp,
+      [&](int r, Communicator& comm) -> Status {
+        Fixture fx(cfg);
+        auto plan = DistributedAttention::create(cfg, comm, *kernel);
+        if (!plan.is_ok()) return plan.status();
+        std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
+        ForwardArgs f{.q = fx.q.view,
+                      .k = fx.k.view,
+                      .v = fx.v.view,
+                      .o = fx.o.view,
+                      .lse = fx.lse.view,
+                      .workspace = ws.data(),
+                      .saved = saved.data()};
+        BackwardArgs b{.d_o = fx.d_o.view,
+                       .dq = fx.dq.view,
+                       .dk = fx.dk.view,
+                       .dv = fx.dv.view,
+                       .workspace = ws.data(),
+                       .saved = saved.data()};
+        if (cfg.attention.sinks) {
+          f.sinks = b.sinks = fx.sinks.view;
+          b.dsinks = fx.dsinks.view;
+        }
+        if (cfg.layout == Layout::kTHD) {
+          fx.cu = {0, static_cast<std::int32_t>(cfg.seqlen)};
+          f.cu_seqlens = b.cu_seqlens = fx.cu;
+        }
+        if (call == Call::kBackward) {
+          if (Status s = (*plan)->forward(f, nullptr); !s.is_ok()) return s;
+        }
+        if (r != 0) return Status::ok();
+        mutate(f, b, fx);
+        rank0 =
+            call == Call::kForward ? (*plan)->forward(f, nullptr) : (*plan)->backward(b, nullptr);
+        return Status::ok();
+      },
+      LoopbackOptions{std::chrono::milliseconds(5000)});
+  EXPECT_ALL_OK(st);
+  return rank0;
+}
+
+void expect_rejected(const Status& s, StatusCode code,
+                     std::initializer_list<std::string_view> needles) {
+  EXPECT_EQ(s.code(), code) << s.to_string();
+  for (std::string_view n : needles) {
+    EXPECT_NE(s.message().find(n), std::string::npos) << "'" << n << "' not in: " << s.message();
+  }
+}
+
+TEST(CallValidation, ShapesOfQkvMustAgree) {
+  Status r =
+      call_with(good_config(), Call::kForward, [](ForwardArgs& f, BackwardArgs&, Fixture& fx) {
+        fx.k = HostTensor(DType::kBFloat16, {2, 8, 2, 16});  // 2 KV heads, the plan says 4
+        f.k = fx.k.view;
+      });
+  expect_rejected(r, StatusCode::kInvalidArgument,
+                  {"forward", " k ", "[2, 8, 2, 16]", "[2, 8, 4, 16]"});
+}
+
+TEST(CallValidation, DtypesMustAgree) {
+  Status r =
+      call_with(good_config(), Call::kForward, [](ForwardArgs& f, BackwardArgs&, Fixture& fx) {
+        fx.v = HostTensor(DType::kFloat32, {2, 8, 4, 16});
+        f.v = fx.v.view;
+      });
+  expect_rejected(r, StatusCode::kInvalidArgument, {" v ", "dtype", "got fp32", "bf16"});
+}
+
+TEST(CallValidation, HeadDimMustBeContiguous) {
+  Status r = call_with(good_config(), Call::kForward,
+                       [](ForwardArgs& f, BackwardArgs&, Fixture&) { f.q.strides[3] = 2; });
+  expect_rejected(r, StatusCode::kInvalidArgument, {"q.strides[3]", "got 2"});
+}
+
+TEST(CallValidation, NegativeStridesAreRejected) {
+  Status r = call_with(good_config(), Call::kForward,
+                       [](ForwardArgs& f, BackwardArgs&, Fixture&) { f.o.strides[1] = -64; });
+  expect_rejected(r, StatusCode::kInvalidArgument, {"o.strides[1]", "negative"});
+}
+
+TEST(CallValidation, ShapeAndStridesOfDifferentRank) {
+  Status r =
+      call_with(good_config(), Call::kForward, [](ForwardArgs& f, BackwardArgs&, Fixture& fx) {
+        f.q = TensorView::strided(fx.q.view.data, DType::kBFloat16, {2, 8, 8, 16}, {1024, 128, 16});
+      });
+  expect_rejected(r, StatusCode::kInvalidArgument, {" q ", "shape"});
+}
+
+TEST(CallValidation, LseShapeMustMatch) {
+  Status r =
+      call_with(good_config(), Call::kForward, [](ForwardArgs& f, BackwardArgs&, Fixture& fx) {
+        fx.lse = HostTensor(DType::kFloat32, {2, 8, 16});
+        f.lse = fx.lse.view;
+      });
+  expect_rejected(r, StatusCode::kInvalidArgument, {"lse", "[2, 8, 8]"});
+}
+
+TEST(CallValidation, MissingWorkspaceAndSaved) {
+  Status fwd = call_with(good_config(), Call::kForward,
+                         [](ForwardArgs& f, BackwardArgs&, Fixture&) { f.workspace = nullptr; });
+  expect_rejected(fwd, StatusCode::kInvalidArgument, {"workspace", "workspace_bytes()"});
+  Status fwd_saved = call_with(good_config(), Call::kForward,
+                               [](ForwardArgs& f, BackwardArgs&, Fixture&) { f.saved = nullptr; });
+  expect_rejected(fwd_saved, StatusCode::kInvalidArgument, {"saved", "saved_bytes()"});
+  Status bwd = call_with(good_config(), Call::kBackward,
+                         [](ForwardArgs&, BackwardArgs& b, Fixture&) { b.saved = nullptr; });
+  expect_rejected(bwd, StatusCode::kInvalidArgument, {"saved", "matching forward()"});
+}
+
+TEST(CallValidation, SinksMissingOrUnexpected) {
+  PlanConfig c = good_config();
+  c.attention.sinks = true;
+  Status missing = call_with(
+      c, Call::kForward, [](ForwardArgs& f, BackwardArgs&, Fixture&) { f.sinks = TensorView{}; });
+  expect_rejected(missing, StatusCode::kInvalidArgument, {"sinks", "shape"});
+  Status missing_grad = call_with(
+      c, Call::kBackward, [](ForwardArgs&, BackwardArgs& b, Fixture&) { b.dsinks = TensorView{}; });
+  expect_rejected(missing_grad, StatusCode::kInvalidArgument, {"dsinks"});
+  Status unexpected =
+      call_with(good_config(), Call::kForward,
+                [](ForwardArgs& f, BackwardArgs&, Fixture& fx) { f.sinks = fx.sinks.view; });
+  expect_rejected(unexpected, StatusCode::kInvalidArgument, {"sinks", "attention.sinks is false"});
+}
+
+PlanConfig thd_config() {
+  PlanConfig c = good_config();
+  c.layout = Layout::kTHD;
+  c.batch = 1;
+  c.seqlen = 16;
+  return c;
+}
+
+TEST(CallValidation, CuSeqlensMustStartAtZero) {
+  Status r =
+      call_with(thd_config(), Call::kForward, [](ForwardArgs& f, BackwardArgs&, Fixture& fx) {
+        fx.cu = {1, 5, 16};
+        f.cu_seqlens = fx.cu;
+      });
+  expect_rejected(r, StatusCode::kInvalidArgument, {"cu_seqlens[0]", "got 1"});
+}
+
+TEST(CallValidation, CuSeqlensMustNotDecrease) {
+  Status r =
+      call_with(thd_config(), Call::kForward, [](ForwardArgs& f, BackwardArgs&, Fixture& fx) {
+        fx.cu = {0, 9, 4, 16};
+        f.cu_seqlens = fx.cu;
+      });
+  expect_rejected(r, StatusCode::kInvalidArgument, {"cu_seqlens[2]", "decreases", "got 4"});
+}
+
+TEST(CallValidation, CuSeqlensMustFitTheTokens) {
+  Status r =
+      call_with(thd_config(), Call::kForward, [](ForwardArgs& f, BackwardArgs&, Fixture& fx) {
+        fx.cu = {0, 9, 17};
+        f.cu_seqlens = fx.cu;
+      });
+  expect_rejected(r, StatusCode::kInvalidArgument, {"cu_seqlens[2]", "got 17", "<= 16"});
+}
+
+TEST(CallValidation, CuSeqlensOnlyForThd) {
+  Status r =
+      call_with(good_config(), Call::kForward, [](ForwardArgs& f, BackwardArgs&, Fixture& fx) {
+        fx.cu = {0, 16};
+        f.cu_seqlens = fx.cu;
+      });
+  expect_rejected(r, StatusCode::kInvalidArgument, {"cu_seqlens", "bshd"});
+}
+
+TEST(CallValidation, BackwardNeedsTrainingPlan) {
+  PlanConfig c = good_config();
+  c.training = false;
+  Status r = call_with(c, Call::kBackward, [](ForwardArgs&, BackwardArgs&, Fixture&) {});
+  expect_rejected(r, StatusCode::kInvalidArgument, {"training"});
+}
+
+TEST(CallValidation, GradientShapesChecked) {
+  Status r =
+      call_with(good_config(), Call::kBackward, [](ForwardArgs&, BackwardArgs& b, Fixture& fx) {
+        fx.dk = HostTensor(DType::kBFloat16, {2, 8, 8, 16});
+        b.dk = fx.dk.view;
+      });
+  expect_rejected(r, StatusCode::kInvalidArgument, {"dk", "[2, 8, 4, 16]"});
+}
+
+}  // namespace
+}  // namespace ulysses
