@@ -21,31 +21,15 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_options.h"
 #include "common/dtype_convert.h"
+#include "ulysses/gpu.h"
 #include "ulysses/ulysses.h"
 
 namespace {
 
 using namespace ulysses;
-
-struct Options {
-  std::vector<int> cp = {1, 2, 4};
-  std::vector<std::int64_t> seq = {256};
-  std::int64_t batch = 1;
-  int heads = 8;
-  int kv_heads = 2;
-  int head_dim = 64;
-  std::string dtype = "bf16";
-  bool causal = true;
-  std::vector<int> window = {-1, -1};
-  bool sinks = false;
-  int varlen = 0;  // number of packed sequences (0: fixed-length batch)
-  std::string strategy = "ulysses";
-  int iters = 3;
-  bool check = true;
-  std::string json;
-  std::uint64_t seed = 0;  // 0: fresh
-};
+using bench::Options;
 
 struct Row {
   int cp = 1;
@@ -337,8 +321,10 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{
       "ulysses-bench: context-parallel attention, checked against the unsharded run and timed.\n"
-      "This build runs the CPU path: P host ranks on the loopback communicator with the FP64\n"
-      "reference kernel. Lists (--cp 1,2,4) sweep; one row per (cp, seq)."};
+      "GPU path (default when GPUs are present): cuDNN attention, NCCL across every local GPU;\n"
+      "each row puts cp=1 (one GPU, whole sequence) beside cp=P. Defaults: seq 8k,32k,128k,\n"
+      "B=1 Hq=32 Hkv=8 D=128 causal bf16. CPU path (--device cpu, or no GPU): P host ranks on\n"
+      "the loopback communicator with the FP64 reference kernel. Lists (--cp 1,2,4) sweep."};
   app.add_option("--cp", o.cp, "ranks sharing one sequence (list)")->delimiter(',');
   app.add_option("--seq", o.seq,
                  "global tokens per sequence, or packed tokens with --varlen (list)")
@@ -359,7 +345,24 @@ int main(int argc, char** argv) {
   app.add_flag("--check,!--no-check", o.check, "compare with the unsharded run (default on)");
   app.add_option("--json", o.json, "also write the rows as JSON to this file");
   app.add_option("--seed", o.seed, "random seed (0: fresh)");
+  app.add_option("--device", o.device,
+                 "auto (GPUs when present), gpu, or cpu (host loopback + FP64 reference)");
   CLI11_PARSE(app, argc, argv);
+
+  const bool gpu = o.device == "gpu" || (o.device == "auto" && cuda_device_count() > 0);
+  if (gpu) {
+    std::set<std::string> given;
+    for (const char* flag :
+         {"--cp", "--seq", "--batch", "--heads", "--kv-heads", "--head-dim", "--iters"}) {
+      if (app.count(flag) > 0) given.insert(flag);
+    }
+    return bench::run_gpu_bench(o, given);
+  }
+  if (o.device != "cpu" && o.device != "auto") {
+    std::fprintf(stderr, "ulysses-bench: --device %s is not one of auto, gpu, cpu\n",
+                 o.device.c_str());
+    return 2;
+  }
 
   auto dtype = parse_dtype(o.dtype);
   if (!dtype.is_ok()) {

@@ -70,6 +70,14 @@ class Communicator {
   /// Returns once every rank has entered the barrier (device communicators: orders the stream).
   virtual Status barrier(Stream stream) = 0;
 
+  /// Establishes the connections the exchanges of this group need (collective, blocking), so that
+  /// the first real step allocates nothing. Called once by DistributedAttention::create().
+  virtual Status warm_up() { return Status::ok(); }
+
+  /// Blocking all-gather of small *host* buffers, for agreement at set-up time (plan creation), not
+  /// for the hot path: device communicators stage through device memory and synchronise.
+  virtual Status host_all_gather(const void* send, void* recv, std::size_t bytes_per_rank) = 0;
+
   /// Start / end a batch of send, recv and all_to_all_v calls (see the file comment). Not nestable
   /// beyond what the backend allows; collectives other than all_to_all_v are not batched.
   virtual Status group_start() = 0;

@@ -1,23 +1,8 @@
-// Host loopback communicator: N ranks as threads of one process.
-//
-// Two mechanisms, both guarded by one mutex and condition variable in a Hub shared by the N ranks:
-//
-//  * Point to point (send/recv, and all_to_all_v, which is a batch of them). A send posts a
-//  descriptor
-//    {pointer, bytes} in the FIFO mailbox of its (source, destination) pair; the matching recv
-//    copies straight out of the sender's buffer and marks the descriptor consumed. Outside a group
-//    a send waits until it is consumed; inside a group all sends are posted first and group_end()
-//    waits for them after serving its receives, so batches never deadlock.
-//
-//  * Collectives (all_gather, all_reduce_sum, barrier): every rank posts its arguments in its slot,
-//  waits
-//    until all have arrived (generation counter), checks that all ranks called the same thing,
-//    reads its peers' buffers, and waits again before anyone may return (so no buffer is reused
-//    while a peer reads).
-//
-// Every wait is bounded by LoopbackOptions::timeout. A rank that times out marks the hub broken and
-// wakes everybody: all pending and later operations on any rank fail with kCommError naming the
-// cause, instead of hanging.
+// Loopback communicator: N ranks as threads of one process, sharing a Hub (loopback_hub.h). A
+// transport moves the bytes: host memcpy here, device copies ordered by CUDA events in
+// device_loopback.cc. Either way data movement is a plain copy, so it is bit-exact. Outside a group
+// a send waits until it is consumed; inside a group all sends are posted first and group_end()
+// waits for them after serving its receives.
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
@@ -26,194 +11,35 @@
 #include <mutex>
 #include <vector>
 
+#include "comm/loopback_hub.h"
+#include "comm/loopback_transport.h"
 #include "common/check.h"
 #include "ulysses/communicator.h"
 
 namespace ulysses {
 namespace {
 
+using comm::CollKind;
+using comm::CollSlot;
+using comm::Hub;
+using comm::PostedSend;
 using detail::str_cat;
-
-struct PostedSend {
-  const void* data = nullptr;
-  std::size_t bytes = 0;
-  bool consumed = false;
-  Status status;  // set by the receiver when the sizes disagree
-};
-
-enum class CollKind : int { kNone, kAllGather, kAllReduce, kBarrier };
-
-struct CollSlot {
-  CollKind kind = CollKind::kNone;
-  const void* send = nullptr;
-  void* recv = nullptr;
-  std::size_t bytes = 0;  // all_gather: per rank; all_reduce: count
-  DType dtype = DType::kFloat32;
-};
-
-class Hub {
- public:
-  Hub(int size, LoopbackOptions options)
-      : size_(size),
-        options_(options),
-        mailbox_(static_cast<std::size_t>(size) * static_cast<std::size_t>(size)),
-        slots_(static_cast<std::size_t>(size)) {}
-
-  int size() const { return size_; }
-
-  // --- point to point
-  // -------------------------------------------------------------------------------
-
-  std::shared_ptr<PostedSend> post_send(int src, int dst, const void* data, std::size_t bytes) {
-    auto s = std::make_shared<PostedSend>();
-    s->data = data;
-    s->bytes = bytes;
-    std::lock_guard<std::mutex> lock(mu_);
-    box(src, dst).push_back(s);
-    cv_.notify_all();
-    return s;
-  }
-
-  Status wait_consumed(const std::shared_ptr<PostedSend>& s, int src, int dst) {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!wait(
-            lock, [&] { return s->consumed; },
-            str_cat("rank ", src, " waiting for rank ", dst, " to receive ", s->bytes, " bytes"))) {
-      return broken_status_;
-    }
-    return s->status;
-  }
-
-  Status receive(int src, int dst, void* data, std::size_t bytes) {
-    std::unique_lock<std::mutex> lock(mu_);
-    auto& q = box(src, dst);
-    if (!wait(
-            lock, [&] { return !q.empty(); },
-            str_cat("rank ", dst, " waiting for ", bytes, " bytes from rank ", src))) {
-      return broken_status_;
-    }
-    std::shared_ptr<PostedSend> s = q.front();
-    q.pop_front();
-    Status st;
-    if (s->bytes != bytes) {
-      st = Status(StatusCode::kCommError, str_cat("ulysses::LoopbackComm: rank ", dst, " expects ",
-                                                  bytes, " bytes from rank ", src, ", which sends ",
-                                                  s->bytes, " (send and recv sizes must match)"));
-    } else if (bytes > 0) {
-      // Copying under the lock keeps the protocol trivially race-free; the loopback is for
-      // correctness, not speed.
-      std::memcpy(data, s->data, bytes);
-    }
-    s->status = st;
-    s->consumed = true;
-    cv_.notify_all();
-    return st;
-  }
-
-  // --- collectives
-  // -----------------------------------------------------------------------------------
-
-  // Posts `slot` for `rank`, waits for all ranks, runs `body` (which may read every slot), waits
-  // again.
-  template <typename Body>
-  Status collective(int rank, const CollSlot& slot, std::string_view what, Body&& body) {
-    std::unique_lock<std::mutex> lock(mu_);
-    slots_[static_cast<std::size_t>(rank)] = slot;
-    if (!arrive(lock, str_cat("rank ", rank, " in ", what, " (first barrier)"))) {
-      return broken_status_;
-    }
-    // All slots are posted and stay untouched until everybody passed the second barrier.
-    Status verdict = check_same_kind(what);
-    if (verdict.is_ok()) {
-      lock.unlock();
-      body(slots_);
-      lock.lock();
-    }
-    if (!arrive(lock, str_cat("rank ", rank, " in ", what, " (second barrier)"))) {
-      return broken_status_;
-    }
-    return verdict;
-  }
-
- private:
-  std::deque<std::shared_ptr<PostedSend>>& box(int src, int dst) {
-    return mailbox_[static_cast<std::size_t>(src * size_ + dst)];
-  }
-
-  // Generation barrier. Returns false (and the hub is broken) on timeout or when another rank broke
-  // it.
-  bool arrive(std::unique_lock<std::mutex>& lock, const std::string& who) {
-    const std::uint64_t gen = generation_;
-    if (++arrived_ == size_) {
-      arrived_ = 0;
-      ++generation_;
-      cv_.notify_all();
-      return !broken_;
-    }
-    return wait(
-        lock, [&] { return generation_ != gen; }, who);
-  }
-
-  template <typename Pred>
-  bool wait(std::unique_lock<std::mutex>& lock, Pred pred, const std::string& who) {
-    const bool done = cv_.wait_for(lock, options_.timeout, [&] { return broken_ || pred(); });
-    if (broken_) return false;
-    if (!done) {
-      broken_ = true;
-      broken_status_ = Status(
-          StatusCode::kTimeout,
-          str_cat("ulysses::LoopbackComm: timed out after ", options_.timeout.count(), " ms: ", who,
-                  " (a peer never arrived; every communicator of this group is now aborted)"));
-      cv_.notify_all();
-      return false;
-    }
-    return true;
-  }
-
-  Status check_same_kind(std::string_view what) const {
-    const CollSlot& first = slots_[0];
-    for (int r = 1; r < size_; ++r) {
-      const CollSlot& s = slots_[static_cast<std::size_t>(r)];
-      if (s.kind != first.kind) {
-        return Status(StatusCode::kConfigMismatch,
-                      str_cat("ulysses::LoopbackComm::", what, ": rank ", r,
-                              " called a different collective than rank 0"));
-      }
-      if (s.bytes != first.bytes || s.dtype != first.dtype) {
-        return Status(StatusCode::kConfigMismatch,
-                      str_cat("ulysses::LoopbackComm::", what, ": rank ", r, " passed size ",
-                              s.bytes, " but rank 0 passed ", first.bytes,
-                              " (every rank must pass the same size and dtype)"));
-      }
-    }
-    return Status::ok();
-  }
-
-  const int size_;
-  const LoopbackOptions options_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<std::deque<std::shared_ptr<PostedSend>>> mailbox_;
-  std::vector<CollSlot> slots_;
-  int arrived_ = 0;
-  std::uint64_t generation_ = 0;
-  bool broken_ = false;
-  Status broken_status_;
-};
 
 class LoopbackComm final : public Communicator {
  public:
-  LoopbackComm(std::shared_ptr<Hub> hub, int rank) : hub_(std::move(hub)), rank_(rank) {}
+  LoopbackComm(std::shared_ptr<Hub> hub, int rank,
+               std::shared_ptr<comm::LoopbackTransport> transport)
+      : hub_(std::move(hub)), rank_(rank), transport_(std::move(transport)) {}
 
   int rank() const override { return rank_; }
   int size() const override { return hub_->size(); }
-  Device device() const override { return Device::host(); }
-  std::string_view backend_name() const override { return "loopback"; }
+  Device device() const override { return transport_->device(); }
+  std::string_view backend_name() const override { return transport_->name(); }
 
   Status all_to_all_v(const void* send, std::span<const std::size_t> send_counts,
                       std::span<const std::size_t> send_offsets, void* recv,
                       std::span<const std::size_t> recv_counts,
-                      std::span<const std::size_t> recv_offsets, Stream) override {
+                      std::span<const std::size_t> recv_offsets, Stream stream) override {
     constexpr std::string_view kApi = "ulysses::LoopbackComm::all_to_all_v";
     const auto n = static_cast<std::size_t>(size());
     if (send_counts.size() != n || send_offsets.size() != n || recv_counts.size() != n ||
@@ -225,7 +51,7 @@ class LoopbackComm final : public Communicator {
     }
     for (std::size_t p = 0; p < n; ++p) {  // validate everything before queueing anything
       if ((send_counts[p] > 0 && send == nullptr) || (recv_counts[p] > 0 && recv == nullptr)) {
-        return detail::arg_error(kApi, "send/recv", "is null", "nullptr", "host pointers");
+        return detail::arg_error(kApi, "send/recv", "is null", "nullptr", "valid pointers");
       }
     }
     const bool own_group = !in_group_;
@@ -234,61 +60,75 @@ class LoopbackComm final : public Communicator {
       const int peer = static_cast<int>(p);
       pending_.push_back(Op{true,
                             const_cast<char*>(static_cast<const char*>(send)) + send_offsets[p],
-                            send_counts[p], peer});
+                            send_counts[p], peer, stream});
       pending_.push_back(
-          Op{false, static_cast<char*>(recv) + recv_offsets[p], recv_counts[p], peer});
+          Op{false, static_cast<char*>(recv) + recv_offsets[p], recv_counts[p], peer, stream});
     }
     return own_group ? group_end() : Status::ok();
   }
 
-  Status send(const void* data, std::size_t bytes, int peer, Stream) override {
+  Status send(const void* data, std::size_t bytes, int peer, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(check_p2p("send", data, bytes, peer));
-    if (in_group_) {
-      pending_.push_back(Op{true, const_cast<void*>(data), bytes, peer});
-      return Status::ok();
-    }
-    auto s = hub_->post_send(rank_, peer, data, bytes);
-    return hub_->wait_consumed(s, rank_, peer);
+    const bool own_group = !in_group_;
+    if (own_group) ULYSSES_RETURN_IF_ERROR(group_start());
+    pending_.push_back(Op{true, const_cast<void*>(data), bytes, peer, stream});
+    return own_group ? group_end() : Status::ok();
   }
 
-  Status recv(void* data, std::size_t bytes, int peer, Stream) override {
+  Status recv(void* data, std::size_t bytes, int peer, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(check_p2p("recv", data, bytes, peer));
-    if (in_group_) {
-      pending_.push_back(Op{false, data, bytes, peer});
-      return Status::ok();
-    }
-    return hub_->receive(peer, rank_, data, bytes);
+    const bool own_group = !in_group_;
+    if (own_group) ULYSSES_RETURN_IF_ERROR(group_start());
+    pending_.push_back(Op{false, data, bytes, peer, stream});
+    return own_group ? group_end() : Status::ok();
   }
 
-  Status all_gather(const void* send, void* recv, std::size_t bytes_per_rank, Stream) override {
+  Status all_gather(const void* send, void* recv, std::size_t bytes_per_rank,
+                    Stream stream) override {
     if (bytes_per_rank > 0 && (send == nullptr || recv == nullptr)) {
       return detail::arg_error("ulysses::LoopbackComm::all_gather", "send/recv", "is null",
-                               "nullptr", "host pointers");
+                               "nullptr", "valid pointers");
     }
-    CollSlot slot{CollKind::kAllGather, send, recv, bytes_per_rank, DType::kFloat32};
-    return hub_->collective(rank_, slot, "all_gather", [&](const std::vector<CollSlot>& slots) {
-      for (int r = 0; r < size(); ++r) {
-        if (bytes_per_rank == 0) continue;
-        std::memcpy(static_cast<char*>(recv) + static_cast<std::size_t>(r) * bytes_per_rank,
-                    slots[static_cast<std::size_t>(r)].send, bytes_per_rank);
+    // Every rank must pass the same size: compare on the host first, so a mismatch is a
+    // ConfigMismatch on every rank rather than a failed pairwise copy.
+    std::vector<std::size_t> sizes(static_cast<std::size_t>(size()));
+    ULYSSES_RETURN_IF_ERROR(host_all_gather(&bytes_per_rank, sizes.data(), sizeof(std::size_t)));
+    for (int r = 0; r < size(); ++r) {
+      if (sizes[static_cast<std::size_t>(r)] != bytes_per_rank) {
+        return Status(StatusCode::kConfigMismatch,
+                      str_cat("ulysses::LoopbackComm::all_gather: rank ", r, " passed size ",
+                              sizes[static_cast<std::size_t>(r)], " but rank ", rank_, " passed ",
+                              bytes_per_rank, " (every rank must pass the same size)"));
       }
-    });
+    }
+    ULYSSES_RETURN_IF_ERROR(group_start());
+    for (int p = 0; p < size(); ++p) {
+      pending_.push_back(Op{true, const_cast<void*>(send), bytes_per_rank, p, stream});
+      pending_.push_back(Op{false,
+                            static_cast<char*>(recv) + static_cast<std::size_t>(p) * bytes_per_rank,
+                            bytes_per_rank, p, stream});
+    }
+    return group_end();
   }
 
   Status all_reduce_sum(const void* send, void* recv, std::size_t count, DType dtype,
-                        Stream) override {
+                        Stream stream) override {
     constexpr std::string_view kApi = "ulysses::LoopbackComm::all_reduce_sum";
     if (dtype != DType::kFloat32 && dtype != DType::kFloat64) {
       return detail::arg_error(kApi, "dtype", "is not supported", dtype_name(dtype),
                                "fp32 or fp64");
     }
     if (count > 0 && (send == nullptr || recv == nullptr)) {
-      return detail::arg_error(kApi, "send/recv", "is null", "nullptr", "host pointers");
+      return detail::arg_error(kApi, "send/recv", "is null", "nullptr", "valid pointers");
     }
+    // Device memory is staged through the host (the loopback is for correctness, not speed).
+    const std::size_t bytes = count * dtype_size(dtype);
+    std::vector<unsigned char> mine(bytes), out(bytes);
+    ULYSSES_RETURN_IF_ERROR(transport_->to_host(mine.data(), send, bytes, stream));
     // send may alias recv: every rank first sums into private storage (reading all peers' send
     // buffers), and writes recv only after the second barrier, when no peer reads any more.
     std::vector<double> acc(count, 0.0);
-    CollSlot slot{CollKind::kAllReduce, send, recv, count, dtype};
+    CollSlot slot{CollKind::kAllReduce, mine.data(), out.data(), count, dtype};
     Status st =
         hub_->collective(rank_, slot, "all_reduce_sum", [&](const std::vector<CollSlot>& s) {
           for (int r = 0; r < size(); ++r) {  // rank order: every rank gets bit-identical sums
@@ -305,15 +145,32 @@ class LoopbackComm final : public Communicator {
     ULYSSES_RETURN_IF_ERROR(st);
     for (std::size_t i = 0; i < count; ++i) {
       if (dtype == DType::kFloat32) {
-        static_cast<float*>(recv)[i] = static_cast<float>(acc[i]);
+        reinterpret_cast<float*>(out.data())[i] = static_cast<float>(acc[i]);
       } else {
-        static_cast<double*>(recv)[i] = acc[i];
+        reinterpret_cast<double*>(out.data())[i] = acc[i];
       }
     }
-    return Status::ok();
+    return transport_->from_host(recv, out.data(), bytes, stream);
   }
 
-  Status barrier(Stream) override {
+  Status host_all_gather(const void* send, void* recv, std::size_t bytes_per_rank) override {
+    if (bytes_per_rank > 0 && (send == nullptr || recv == nullptr)) {
+      return detail::arg_error("ulysses::LoopbackComm::host_all_gather", "send/recv", "is null",
+                               "nullptr", "host pointers");
+    }
+    CollSlot slot{CollKind::kAllGather, send, recv, bytes_per_rank, DType::kFloat32};
+    return hub_->collective(
+        rank_, slot, "host_all_gather", [&](const std::vector<CollSlot>& slots) {
+          for (int r = 0; r < size(); ++r) {
+            if (bytes_per_rank == 0) continue;
+            std::memcpy(static_cast<char*>(recv) + static_cast<std::size_t>(r) * bytes_per_rank,
+                        slots[static_cast<std::size_t>(r)].send, bytes_per_rank);
+          }
+        });
+  }
+
+  Status barrier(Stream stream) override {
+    ULYSSES_RETURN_IF_ERROR(transport_->to_host(nullptr, nullptr, 0, stream));  // drains the stream
     CollSlot slot{CollKind::kBarrier, nullptr, nullptr, 0, DType::kFloat32};
     return hub_->collective(rank_, slot, "barrier", [](const std::vector<CollSlot>&) {});
   }
@@ -336,20 +193,28 @@ class LoopbackComm final : public Communicator {
     in_group_ = false;
     std::vector<Op> ops;
     ops.swap(pending_);
-    std::vector<std::pair<std::shared_ptr<PostedSend>, int>> posted;
+    struct Posted {
+      std::shared_ptr<PostedSend> send;
+      const Op* op;
+    };
+    std::vector<Posted> posted;
     for (const Op& op : ops) {
-      if (op.is_send)
-        posted.emplace_back(hub_->post_send(rank_, op.peer, op.data, op.bytes), op.peer);
+      if (!op.is_send) continue;
+      ULYSSES_ASSIGN_OR_RETURN(auto ready, transport_->ready_token(op.stream));
+      posted.push_back({hub_->post_send(rank_, op.peer, op.data, op.bytes, std::move(ready)), &op});
     }
     Status first;
     for (const Op& op : ops) {
       if (op.is_send) continue;
-      Status st = hub_->receive(op.peer, rank_, op.data, op.bytes);
+      Status st = hub_->receive(op.peer, rank_, op.data, op.bytes, [&](void* dst, PostedSend& s) {
+        return transport_->copy(dst, s, op.stream);
+      });
       if (first.is_ok() && !st.is_ok()) first = st;
       if (st.code() == StatusCode::kTimeout) break;  // the hub is broken: nothing more can complete
     }
-    for (const auto& [s, peer] : posted) {
-      Status st = hub_->wait_consumed(s, rank_, peer);
+    for (const Posted& p : posted) {
+      Status st = hub_->wait_consumed(p.send, rank_, p.op->peer);
+      if (st.is_ok()) st = transport_->after_consumed(*p.send, p.op->stream);
       if (first.is_ok() && !st.is_ok()) first = st;
       if (st.code() == StatusCode::kTimeout) break;
     }
@@ -362,6 +227,7 @@ class LoopbackComm final : public Communicator {
     void* data;
     std::size_t bytes;
     int peer;
+    Stream stream;
   };
 
   Status check_p2p(std::string_view what, const void* data, std::size_t bytes, int peer) const {
@@ -370,18 +236,46 @@ class LoopbackComm final : public Communicator {
       return detail::arg_error(api, "peer", "is out of range", peer, str_cat("0..", size() - 1));
     }
     if (bytes > 0 && data == nullptr) {
-      return detail::arg_error(api, "data", "is null", "nullptr", "a host pointer");
+      return detail::arg_error(api, "data", "is null", "nullptr", "a valid pointer");
     }
     return Status::ok();
   }
 
   std::shared_ptr<Hub> hub_;
   const int rank_;
+  std::shared_ptr<comm::LoopbackTransport> transport_;
   bool in_group_ = false;
   std::vector<Op> pending_;
 };
 
+class HostTransport final : public comm::LoopbackTransport {
+ public:
+  Device device() const override { return Device::host(); }
+  std::string_view name() const override { return "loopback"; }
+  Result<std::shared_ptr<void>> ready_token(Stream) override { return std::shared_ptr<void>(); }
+  Status copy(void* dst, PostedSend& send, Stream) override { return comm::host_copy(dst, send); }
+  Status after_consumed(const PostedSend&, Stream) override { return Status::ok(); }
+  Status to_host(void* dst, const void* src, std::size_t bytes, Stream) override {
+    if (bytes > 0) std::memcpy(dst, src, bytes);
+    return Status::ok();
+  }
+  Status from_host(void* dst, const void* src, std::size_t bytes, Stream) override {
+    if (bytes > 0) std::memcpy(dst, src, bytes);
+    return Status::ok();
+  }
+};
+
 }  // namespace
+
+namespace comm {
+std::vector<std::unique_ptr<Communicator>> make_loopback_comms(
+    int size, LoopbackOptions options, std::shared_ptr<LoopbackTransport> transport) {
+  auto hub = std::make_shared<Hub>(size, options);
+  std::vector<std::unique_ptr<Communicator>> comms;
+  for (int r = 0; r < size; ++r) comms.push_back(std::make_unique<LoopbackComm>(hub, r, transport));
+  return comms;
+}
+}  // namespace comm
 
 Result<std::vector<std::unique_ptr<Communicator>>> create_loopback_group(int size,
                                                                          LoopbackOptions options) {
@@ -393,10 +287,7 @@ Result<std::vector<std::unique_ptr<Communicator>>> create_loopback_group(int siz
     return detail::arg_error("ulysses::create_loopback_group", "options.timeout",
                              "must be positive", str_cat(options.timeout.count(), " ms"), "> 0 ms");
   }
-  auto hub = std::make_shared<Hub>(size, options);
-  std::vector<std::unique_ptr<Communicator>> comms;
-  for (int r = 0; r < size; ++r) comms.push_back(std::make_unique<LoopbackComm>(hub, r));
-  return comms;
+  return comm::make_loopback_comms(size, options, std::make_shared<HostTransport>());
 }
 
 }  // namespace ulysses

@@ -36,20 +36,46 @@ struct MessageLayout {
 
 /// msg[p][s][b][c_begin + h][:] = act[b][s][head_begin[p] + h][:] for h < heads, every p.
 Status pack_heads(const TensorView& act, std::span<const int> head_begin, int heads,
-                  const MessageLayout& msg, int c_begin);
+                  const MessageLayout& msg, int c_begin, Stream stream);
 
 /// act[b][s][head_begin[p] + h][:] = msg[p][s][b][c_begin + h][:] for h < heads, every p.
 /// Requires the destination heads of different peers to be disjoint.
 Status unpack_heads(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
-                    int heads, const TensorView& act);
+                    int heads, const TensorView& act, Stream stream);
 
 /// Sums replicated partials: act[b][s][g][:] = sum over p with head_begin[p] == g (in p order,
 /// fp32) of msg[p][s][b][c_begin][:] for the single channel c_begin; msg is fp32, act any float
 /// dtype.
 Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
-                           const TensorView& act);
+                           const TensorView& act, Stream stream);
 
 /// LSE: msg[p][s][b][h] (fp32, C = heads) -> lse[b][head_begin[p] + h][s] for the [B, H, Sl] view.
+Status unpack_lse(const MessageLayout& msg, std::span<const int> head_begin, const TensorView& lse,
+                  Stream stream);
+
+/// Largest peer count the device kernels take (head maps travel as kernel parameters).
+inline constexpr int kMaxPeers = 256;
+
+// Backend implementations (same contracts; no device dispatch).
+namespace host {
+Status pack_heads(const TensorView& act, std::span<const int> head_begin, int heads,
+                  const MessageLayout& msg, int c_begin);
+Status unpack_heads(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
+                    int heads, const TensorView& act);
+Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
+                           const TensorView& act);
 Status unpack_lse(const MessageLayout& msg, std::span<const int> head_begin, const TensorView& lse);
+}  // namespace host
+
+namespace cuda {
+Status pack_heads(const TensorView& act, std::span<const int> head_begin, int heads,
+                  const MessageLayout& msg, int c_begin, Stream stream);
+Status unpack_heads(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
+                    int heads, const TensorView& act, Stream stream);
+Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
+                           const TensorView& act, Stream stream);
+Status unpack_lse(const MessageLayout& msg, std::span<const int> head_begin, const TensorView& lse,
+                  Stream stream);
+}  // namespace cuda
 
 }  // namespace ulysses::kernels

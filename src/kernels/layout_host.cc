@@ -7,7 +7,7 @@
 #include "common/dtype_convert.h"
 #include "kernels/layout.h"
 
-namespace ulysses::kernels {
+namespace ulysses::kernels::host {
 namespace {
 
 char* msg_row(const MessageLayout& m, int p, std::int64_t s, std::int64_t b, int c) {
@@ -130,4 +130,4 @@ Status unpack_lse(const MessageLayout& msg, std::span<const int> head_begin,
   return Status::ok();
 }
 
-}  // namespace ulysses::kernels
+}  // namespace ulysses::kernels::host

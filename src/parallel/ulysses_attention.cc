@@ -193,12 +193,12 @@ class UlyssesAttention final : public DistributedAttention {
 
     // 1. Pack Q, K, V into one message buffer; 2. one all-to-all.
     const kernels::MessageLayout send_msg{send_qkv, dtype_, P_, Sl_, B_, C_, D_};
-    ULYSSES_RETURN_IF_ERROR(
-        kernels::pack_heads(as_bshd(a.q, config_.layout), routing_.q_begin, hq_, send_msg, 0));
-    ULYSSES_RETURN_IF_ERROR(
-        kernels::pack_heads(as_bshd(a.k, config_.layout), routing_.kv_begin, hkv_, send_msg, hq_));
+    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.q, config_.layout), routing_.q_begin, hq_,
+                                                send_msg, 0, stream));
+    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.k, config_.layout), routing_.kv_begin,
+                                                hkv_, send_msg, hq_, stream));
     ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.v, config_.layout), routing_.kv_begin,
-                                                hkv_, send_msg, hq_ + hkv_));
+                                                hkv_, send_msg, hq_ + hkv_, stream));
     ULYSSES_RETURN_IF_ERROR(exchange_uniform(send_qkv, qkv_full, rows_bytes(C_, dtype_), stream));
 
     // 3. Local attention on the full sequence, reading the receive buffer in place.
@@ -227,11 +227,11 @@ class UlyssesAttention final : public DistributedAttention {
     ULYSSES_RETURN_IF_ERROR(comm_.group_end());
     ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_recv, dtype_, P_, Sl_, B_, hq_, D_}, 0,
                                                   routing_.q_begin, hq_,
-                                                  as_bshd(a.o, config_.layout)));
+                                                  as_bshd(a.o, config_.layout), stream));
     if (!a.lse.empty_view()) {
       ULYSSES_RETURN_IF_ERROR(kernels::unpack_lse({lse_recv, DType::kFloat32, P_, Sl_, B_, hq_, 1},
                                                   routing_.q_begin,
-                                                  lse_as_bhs(a.lse, config_.layout)));
+                                                  lse_as_bhs(a.lse, config_.layout), stream));
     }
     return Status::ok();
   }
@@ -251,7 +251,8 @@ class UlyssesAttention final : public DistributedAttention {
 
     // 1. dO to the head owners: one all-to-all.
     ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.d_o, config_.layout), routing_.q_begin,
-                                                hq_, {send_do, dtype_, P_, Sl_, B_, hq_, D_}, 0));
+                                                hq_, {send_do, dtype_, P_, Sl_, B_, hq_, D_}, 0,
+                                                stream));
     ULYSSES_RETURN_IF_ERROR(exchange_uniform(send_do, do_head, rows_bytes(hq_, dtype_), stream));
 
     // 2. Local backward; dQ, dK, dV land in the returning message buffers.
@@ -286,15 +287,19 @@ class UlyssesAttention final : public DistributedAttention {
     ULYSSES_RETURN_IF_ERROR(comm_.group_end());
     ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({dq_recv, dtype_, P_, Sl_, B_, hq_, D_}, 0,
                                                   routing_.q_begin, hq_,
-                                                  as_bshd(a.dq, config_.layout)));
+                                                  as_bshd(a.dq, config_.layout), stream));
     const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, P_, Sl_, B_, 2 * hkv_, D_};
     const TensorView dk = as_bshd(a.dk, config_.layout), dv = as_bshd(a.dv, config_.layout);
     if (routing_.replicated()) {
-      ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 0, routing_.kv_begin, dk));
-      ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 1, routing_.kv_begin, dv));
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::unpack_sum_replicas(kv_msg, 0, routing_.kv_begin, dk, stream));
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::unpack_sum_replicas(kv_msg, 1, routing_.kv_begin, dv, stream));
     } else {
-      ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(kv_msg, 0, routing_.kv_begin, hkv_, dk));
-      ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(kv_msg, hkv_, routing_.kv_begin, hkv_, dv));
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::unpack_heads(kv_msg, 0, routing_.kv_begin, hkv_, dk, stream));
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::unpack_heads(kv_msg, hkv_, routing_.kv_begin, hkv_, dv, stream));
     }
 
     // 5. dSinks: each rank has the complete gradient of its own heads; gather them everywhere.
@@ -362,29 +367,35 @@ class UlyssesAttention final : public DistributedAttention {
     qkv_full_ = keep.take(qkv_bytes);
     o_head_ = keep.take(o_bytes);
     lse_head_ = keep.take(lse_bytes);
+    // Forward scratch. send_qkv is dead once the first exchange has sent it, so the second exchange
+    // receives O and LSE into the same region when they fit.
     send_qkv_ = fwd.take(qkv_bytes);
-    o_recv_ = fwd.take(o_bytes);
-    lse_recv_ = fwd.take(lse_bytes);
-    kernel_ws_ = fwd.take(kernel_ws_bytes_);
-
-    Arena bwd;
+    if (align_up(o_bytes) + lse_bytes <= align_up(qkv_bytes)) {
+      o_recv_ = send_qkv_;
+      lse_recv_ = send_qkv_ + align_up(o_bytes);
+    } else {
+      o_recv_ = fwd.take(o_bytes);
+      lse_recv_ = fwd.take(lse_bytes);
+    }
+    std::size_t scratch = fwd.total();
     if (config_.training) {
+      // Backward scratch: dq_recv reuses send_do (dead after the dO exchange); dkv_recv reuses
+      // do_head (dead after the kernel) when it fits.
       const std::size_t kv_e = dtype_size(kv_grad_dtype_);
       const std::size_t gkv_bytes = tokens * static_cast<std::size_t>(2 * hkv_) * d * kv_e;
+      Arena bwd;
       send_do_ = bwd.take(o_bytes);
+      dq_recv_ = send_do_;
       do_head_ = bwd.take(o_bytes);
+      dkv_recv_ = gkv_bytes <= o_bytes ? do_head_ : bwd.take(gkv_bytes);
       grad_q_ = bwd.take(o_bytes);
       grad_kv_ = bwd.take(gkv_bytes);
-      dq_recv_ = bwd.take(o_bytes);
-      dkv_recv_ = bwd.take(gkv_bytes);
       dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
-      // The kernel's workspace sits at the same offset in both passes.
-      const std::size_t kw = std::max(fwd.total(), bwd.total());
-      kernel_ws_ = kw;
-      workspace_bytes_ = kw + align_up(kernel_ws_bytes_);
-    } else {
-      workspace_bytes_ = fwd.total();
+      scratch = std::max(scratch, bwd.total());
     }
+    // The kernel's workspace sits after both, at the same offset in both passes.
+    kernel_ws_ = scratch;
+    workspace_bytes_ = scratch + align_up(kernel_ws_bytes_);
     saved_bytes_ = saved.total();
   }
 
@@ -542,13 +553,8 @@ Result<std::unique_ptr<DistributedAttention>> DistributedAttention::create(const
   // on one rank and fine on another must fail everywhere, not leave the good ranks waiting.
   const Status local = check_support(config, comm, kernel);
   const Fingerprint mine = Fingerprint::of(config, local.code());
-  std::vector<Fingerprint> all(static_cast<std::size_t>(comm.size()));
-  std::vector<std::int64_t> host_all(all.size() * Fingerprint::kFields);
-  if (!comm.device().is_host()) {
-    return unsupported(
-        str_cat(kCreateApi, ": device communicators are not available in this build"));
-  }
-  ULYSSES_RETURN_IF_ERROR(comm.all_gather(mine.v.data(), host_all.data(), sizeof(mine.v), nullptr));
+  std::vector<std::int64_t> host_all(static_cast<std::size_t>(comm.size()) * Fingerprint::kFields);
+  ULYSSES_RETURN_IF_ERROR(comm.host_all_gather(mine.v.data(), host_all.data(), sizeof(mine.v)));
   for (int r = 0; r < comm.size(); ++r) {
     for (int f = 0; f < Fingerprint::kFields; ++f) {
       const std::int64_t theirs = host_all[static_cast<std::size_t>(r * Fingerprint::kFields + f)];
@@ -569,6 +575,8 @@ Result<std::unique_ptr<DistributedAttention>> DistributedAttention::create(const
     }
   }
   ULYSSES_RETURN_IF_ERROR(local);
+  // Connections now, so that the first step allocates and connects nothing.
+  ULYSSES_RETURN_IF_ERROR(comm.warm_up());
   ULYSSES_ASSIGN_OR_RETURN(auto routing, parallel::HeadRouting::create(
                                              config.attention, config.parallel.cp, kCreateApi));
   return std::unique_ptr<DistributedAttention>(

@@ -21,6 +21,8 @@ struct Problem {
   std::string name;
 };
 
+void PrintTo(const Problem& p, std::ostream* os) { *os << p.name; }
+
 // Everything one reference call needs, with fresh random inputs.
 struct Tensors {
   HostTensor q, k, v, sinks, o, lse, d_o, dq, dk, dv, dsinks;

@@ -30,6 +30,8 @@ struct Case {
   bool training = true;
 };
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
 AttentionConfig attention(const Case& c) {
   return {.num_heads_q = c.Hq,
           .num_heads_kv = c.Hkv,

@@ -48,6 +48,8 @@ struct PlanRule {
   std::vector<std::string> needles;
 };
 
+void PrintTo(const PlanRule& r, std::ostream* os) { *os << r.name; }
+
 class PlanRules : public ::testing::TestWithParam<PlanRule> {};
 
 TEST_P(PlanRules, RejectedOnEveryRankWithTheArgumentNamed) {

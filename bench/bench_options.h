@@ -1,0 +1,35 @@
+// ulysses-bench options, shared by the CPU path (ulysses_bench.cc) and the GPU path (gpu_bench.cc).
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace ulysses::bench {
+
+struct Options {
+  std::string device = "auto";  // auto: GPUs when present, else the CPU path
+  std::vector<int> cp = {1, 2, 4};
+  std::vector<std::int64_t> seq = {256};
+  std::int64_t batch = 1;
+  int heads = 8;
+  int kv_heads = 2;
+  int head_dim = 64;
+  std::string dtype = "bf16";
+  bool causal = true;
+  std::vector<int> window = {-1, -1};
+  bool sinks = false;
+  int varlen = 0;  // number of packed sequences (0: fixed-length batch)
+  std::string strategy = "ulysses";
+  int iters = 3;
+  bool check = true;
+  std::string json;
+  std::uint64_t seed = 0;  // 0: fresh
+};
+
+/// The GPU path: returns the process exit code (0 all rows passed, 1 a check failed, 2 bad input).
+/// `given`: the flags the user set (the others take the GPU defaults).
+int run_gpu_bench(Options o, const std::set<std::string>& given);
+
+}  // namespace ulysses::bench

@@ -1,0 +1,558 @@
+// ulysses-bench, GPU path: for each total sequence length, one GPU running the whole sequence with
+// cuDNN (cp=1) beside Ulysses over P GPUs (NCCL, one host thread per GPU), in one run.
+//
+// Per row: ms per forward+backward step (median over iterations, slowest rank), TFLOP/s per GPU
+// (backward counted as 2.5x forward, causal halves the work), per-GPU efficiency T1 / (P * TP),
+// all-to-all GB/s of ulysses' exchange and of NCCL's own ncclAlltoAll for the same bytes, peak
+// device memory of the step, and the max difference of O, dQ, dK, dV from the cp=1 run.
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "bench/bench_options.h"
+#include "common/dtype_convert.h"
+#include "ulysses/gpu.h"
+#include "ulysses/ulysses.h"
+
+namespace ulysses::bench {
+namespace {
+
+#define BENCH_CUDA(expr)                                                              \
+  do {                                                                                \
+    cudaError_t e_ = (expr);                                                          \
+    if (e_ != cudaSuccess) {                                                          \
+      std::fprintf(stderr, "ulysses-bench: %s: %s\n", #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                   \
+    }                                                                                 \
+  } while (0)
+
+struct GpuRow {
+  std::int64_t seq = 0;
+  int cp = 1;
+  double ms = 0, tflops = 0, efficiency = 1;
+  double a2a_gbs = 0, nccl_gbs = 0, a2a_mib = 0;
+  double peak_gib = 0;
+  double err_o = 0, err_dq = 0, err_dk = 0, err_dv = 0;
+  bool exact_o = true, exact_dkv = true;
+  bool pass = true;
+  std::string repro;
+};
+
+struct Shape {
+  std::int64_t B, S;
+  int Hq, Hkv, D;
+  DType dtype;
+  AttentionConfig att;
+  std::size_t act_bytes(int heads) const {
+    return static_cast<std::size_t>(B * S * heads * D) * dtype_size(dtype);
+  }
+};
+
+double flops_per_step(const Shape& s) {
+  const double fwd = 4.0 * static_cast<double>(s.B) * static_cast<double>(s.S) *
+                     static_cast<double>(s.S) * s.Hq * s.D * (s.att.causal ? 0.5 : 1.0);
+  return 3.5 * fwd;
+}
+
+std::size_t used_bytes(int device) {
+  std::size_t free = 0, total = 0;
+  cudaSetDevice(device);
+  cudaMemGetInfo(&free, &total);
+  return total - free;
+}
+
+// Host copies of one run's outputs (fp32 for comparison).
+struct HostOut {
+  std::vector<float> o, dq, dk, dv;
+};
+
+// bf16 -> fp32 is exact: the bf16 bits are the high half of the fp32 bits.
+std::vector<float> to_float(const std::vector<std::uint16_t>& bits) {
+  std::vector<float> out(bits.size());
+  for (std::size_t i = 0; i < bits.size(); ++i) {
+    const std::uint32_t w = static_cast<std::uint32_t>(bits[i]) << 16;
+    std::memcpy(&out[i], &w, 4);
+  }
+  return out;
+}
+
+struct Cmp {
+  double max_abs = 0;
+  bool bitwise = true;
+};
+Cmp compare(const std::vector<float>& a, const std::vector<float>& b) {
+  Cmp c;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::memcmp(&a[i], &b[i], 4) != 0) c.bitwise = false;
+    const double d = std::fabs(static_cast<double>(a[i]) - b[i]);
+    if (!(d <= c.max_abs)) c.max_abs = std::isnan(d) ? INFINITY : d;
+  }
+  return c;
+}
+
+double max_abs_of(const std::vector<float>& a) {
+  double m = 0;
+  for (float x : a) m = std::max(m, static_cast<double>(std::fabs(x)));
+  return m;
+}
+
+// Global inputs, generated once per sequence length (bf16 bits on the host).
+struct Inputs {
+  std::vector<std::uint16_t> q, k, v, d_o;
+};
+
+Inputs make_inputs(const Shape& s, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  auto fill = [&](int heads) {
+    std::vector<std::uint16_t> x(static_cast<std::size_t>(s.B * s.S * heads * s.D));
+    for (auto& e : x) e = detail::double_to_bf16_bits(u(rng));
+    return x;
+  };
+  Inputs in;
+  in.q = fill(s.Hq);
+  in.k = fill(s.Hkv);
+  in.v = fill(s.Hkv);
+  in.d_o = fill(s.Hq);
+  return in;
+}
+
+struct Timing {
+  double ms = 0;
+};
+
+// One GPU, whole sequence, the cuDNN kernel called directly (no ulysses data movement).
+double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, double* peak_gib) {
+  cudaSetDevice(0);
+  const std::size_t base = used_bytes(0);
+  auto kernel = create_cudnn_attention(0);
+  if (!kernel.is_ok()) {
+    std::fprintf(stderr, "ulysses-bench: %s\n", kernel.status().to_string().c_str());
+    std::exit(1);
+  }
+  const LocalProblem p = LocalProblem::unsharded(s.att, s.dtype, s.B, s.S);
+  void *q, *k, *v, *o, *d_o, *dq, *dk, *dv, *lse, *ws;
+  BENCH_CUDA(cudaMalloc(&q, s.act_bytes(s.Hq)));
+  BENCH_CUDA(cudaMalloc(&k, s.act_bytes(s.Hkv)));
+  BENCH_CUDA(cudaMalloc(&v, s.act_bytes(s.Hkv)));
+  BENCH_CUDA(cudaMalloc(&o, s.act_bytes(s.Hq)));
+  BENCH_CUDA(cudaMalloc(&d_o, s.act_bytes(s.Hq)));
+  BENCH_CUDA(cudaMalloc(&dq, s.act_bytes(s.Hq)));
+  BENCH_CUDA(cudaMalloc(&dk, s.act_bytes(s.Hkv)));
+  BENCH_CUDA(cudaMalloc(&dv, s.act_bytes(s.Hkv)));
+  BENCH_CUDA(cudaMalloc(&lse, static_cast<std::size_t>(s.B * s.Hq * s.S) * 4));
+  const std::size_t ws_bytes = (*kernel)->workspace_bytes(p);
+  BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
+  BENCH_CUDA(cudaMemcpy(q, in.q.data(), s.act_bytes(s.Hq), cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMemcpy(k, in.k.data(), s.act_bytes(s.Hkv), cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMemcpy(v, in.v.data(), s.act_bytes(s.Hkv), cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMemcpy(d_o, in.d_o.data(), s.act_bytes(s.Hq), cudaMemcpyHostToDevice));
+  auto act = [&](void* ptr, int heads) {
+    return TensorView::contiguous(ptr, s.dtype, {s.B, s.S, heads, s.D}, Device::cuda(0));
+  };
+  const TensorView lse_v =
+      TensorView::contiguous(lse, DType::kFloat32, {s.B, s.Hq, s.S}, Device::cuda(0));
+  LocalForwardArgs f{.q = act(q, s.Hq),
+                     .k = act(k, s.Hkv),
+                     .v = act(v, s.Hkv),
+                     .o = act(o, s.Hq),
+                     .lse = lse_v,
+                     .workspace = ws};
+  LocalBackwardArgs b{.q = f.q,
+                      .k = f.k,
+                      .v = f.v,
+                      .o = f.o,
+                      .lse = lse_v,
+                      .d_o = act(d_o, s.Hq),
+                      .dq = act(dq, s.Hq),
+                      .dk = act(dk, s.Hkv),
+                      .dv = act(dv, s.Hkv),
+                      .workspace = ws};
+  cudaStream_t st;
+  BENCH_CUDA(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  std::vector<double> ms;
+  std::size_t peak = 0;
+  for (int it = 0; it < iters + 2; ++it) {
+    cudaEventRecord(e0, st);
+    Status status = (*kernel)->forward(p, f, st);
+    if (status.is_ok()) status = (*kernel)->backward(p, b, st);
+    if (!status.is_ok()) {
+      std::fprintf(stderr, "ulysses-bench: cp=1: %s\n", status.to_string().c_str());
+      std::exit(1);
+    }
+    cudaEventRecord(e1, st);
+    BENCH_CUDA(cudaEventSynchronize(e1));
+    peak = std::max(peak, used_bytes(0) - base);
+    float t = 0;
+    cudaEventElapsedTime(&t, e0, e1);
+    if (it >= 2) ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  *peak_gib = static_cast<double>(peak) / (1u << 30);
+  if (out) {
+    auto down = [&](void* ptr, int heads) {
+      std::vector<std::uint16_t> h(static_cast<std::size_t>(s.B * s.S * heads * s.D));
+      BENCH_CUDA(cudaMemcpy(h.data(), ptr, h.size() * 2, cudaMemcpyDeviceToHost));
+      return to_float(h);
+    };
+    out->o = down(o, s.Hq);
+    out->dq = down(dq, s.Hq);
+    out->dk = down(dk, s.Hkv);
+    out->dv = down(dv, s.Hkv);
+  }
+  for (void* x : {q, k, v, o, d_o, dq, dk, dv, lse, ws}) cudaFree(x);
+  cudaStreamDestroy(st);
+  return ms[ms.size() / 2];
+}
+
+// NCCL's own all-to-all and ulysses' exchange on the same bytes per peer, GB/s sent per GPU.
+void measure_a2a(std::vector<std::unique_ptr<Communicator>>& comms,
+                 const std::vector<ncclComm_t>& raw, std::size_t bytes_per_peer,
+                 double* ulysses_gbs, double* nccl_gbs) {
+  const int P = static_cast<int>(comms.size());
+  std::vector<double> t_u(static_cast<std::size_t>(P)), t_n(static_cast<std::size_t>(P));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < P; ++r) {
+    threads.emplace_back([&, r] {
+      cudaSetDevice(r);
+      void *send, *recv;
+      BENCH_CUDA(cudaMalloc(&send, bytes_per_peer * P));
+      BENCH_CUDA(cudaMalloc(&recv, bytes_per_peer * P));
+      cudaMemset(send, 1, bytes_per_peer * P);
+      cudaStream_t st;
+      cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking);
+      std::vector<std::size_t> counts(static_cast<std::size_t>(P), bytes_per_peer),
+          offs(counts.size());
+      for (int p = 0; p < P; ++p)
+        offs[static_cast<std::size_t>(p)] = bytes_per_peer * static_cast<std::size_t>(p);
+      cudaEvent_t e0, e1;
+      cudaEventCreate(&e0);
+      cudaEventCreate(&e1);
+      auto time = [&](auto&& op) {
+        for (int i = 0; i < 3; ++i) op();
+        cudaEventRecord(e0, st);
+        const int n = 10;
+        for (int i = 0; i < n; ++i) op();
+        cudaEventRecord(e1, st);
+        cudaEventSynchronize(e1);
+        float ms = 0;
+        cudaEventElapsedTime(&ms, e0, e1);
+        return ms / n;
+      };
+      t_u[static_cast<std::size_t>(r)] = time([&] {
+        (void)comms[static_cast<std::size_t>(r)]->all_to_all_v(send, counts, offs, recv, counts,
+                                                               offs, st);
+      });
+      t_n[static_cast<std::size_t>(r)] = time([&] {
+        ncclAlltoAll(send, recv, bytes_per_peer, ncclUint8, raw[static_cast<std::size_t>(r)], st);
+      });
+      cudaFree(send);
+      cudaFree(recv);
+      cudaStreamDestroy(st);
+    });
+  }
+  for (auto& t : threads) t.join();
+  const double sent = static_cast<double>(bytes_per_peer) * (P - 1);
+  *ulysses_gbs = sent / (*std::max_element(t_u.begin(), t_u.end()) * 1e-3) / 1e9;
+  *nccl_gbs = sent / (*std::max_element(t_n.begin(), t_n.end()) * 1e-3) / 1e9;
+}
+
+// Ulysses over P GPUs; each rank holds its shard; results gathered to the host for the check.
+double run_ulysses(const Shape& s, const Inputs& in,
+                   std::vector<std::unique_ptr<Communicator>>& comms, int iters, HostOut* out,
+                   double* peak_gib) {
+  const int P = static_cast<int>(comms.size());
+  const std::int64_t Sl = s.S / P;
+  const PlanConfig cfg{.attention = s.att,
+                       .parallel = {.cp = P},
+                       .dtype = s.dtype,
+                       .batch = s.B,
+                       .seqlen = s.S,
+                       .training = true};
+  std::vector<double> rank_ms(static_cast<std::size_t>(P));
+  std::vector<std::size_t> rank_peak(static_cast<std::size_t>(P));
+  if (out) {
+    out->o.assign(in.q.size(), 0);
+    out->dq.assign(in.q.size(), 0);
+    out->dk.assign(in.k.size(), 0);
+    out->dv.assign(in.k.size(), 0);
+  }
+  std::vector<std::thread> threads;
+  for (int r = 0; r < P; ++r) {
+    threads.emplace_back([&, r] {
+      cudaSetDevice(r);
+      const std::size_t base = used_bytes(r);
+      auto kernel = create_cudnn_attention(r);
+      auto plan = DistributedAttention::create(cfg, *comms[static_cast<std::size_t>(r)], **kernel);
+      if (!plan.is_ok()) {
+        std::fprintf(stderr, "ulysses-bench: rank %d: %s\n", r, plan.status().to_string().c_str());
+        std::exit(2);
+      }
+      auto shard_bytes = [&](int heads) {
+        return static_cast<std::size_t>(s.B * Sl * heads * s.D) * 2;
+      };
+      void *q, *k, *v, *o, *d_o, *dq, *dk, *dv, *ws, *saved;
+      BENCH_CUDA(cudaMalloc(&q, shard_bytes(s.Hq)));
+      BENCH_CUDA(cudaMalloc(&k, shard_bytes(s.Hkv)));
+      BENCH_CUDA(cudaMalloc(&v, shard_bytes(s.Hkv)));
+      BENCH_CUDA(cudaMalloc(&o, shard_bytes(s.Hq)));
+      BENCH_CUDA(cudaMalloc(&d_o, shard_bytes(s.Hq)));
+      BENCH_CUDA(cudaMalloc(&dq, shard_bytes(s.Hq)));
+      BENCH_CUDA(cudaMalloc(&dk, shard_bytes(s.Hkv)));
+      BENCH_CUDA(cudaMalloc(&dv, shard_bytes(s.Hkv)));
+      BENCH_CUDA(cudaMalloc(&ws, (*plan)->workspace_bytes()));
+      BENCH_CUDA(cudaMalloc(&saved, (*plan)->saved_bytes()));
+      // Shard r of [B, S, H, D]: rows [r Sl, (r+1) Sl) of each batch entry.
+      auto upload = [&](void* dst, const std::vector<std::uint16_t>& src, int heads) {
+        const std::size_t row = static_cast<std::size_t>(Sl * heads * s.D) * 2;
+        for (std::int64_t b = 0; b < s.B; ++b) {
+          const std::size_t off = static_cast<std::size_t>((b * s.S + r * Sl) * heads * s.D);
+          BENCH_CUDA(cudaMemcpy(static_cast<char*>(dst) + static_cast<std::size_t>(b) * row,
+                                src.data() + off, row, cudaMemcpyHostToDevice));
+        }
+      };
+      upload(q, in.q, s.Hq);
+      upload(k, in.k, s.Hkv);
+      upload(v, in.v, s.Hkv);
+      upload(d_o, in.d_o, s.Hq);
+      auto act = [&](void* ptr, int heads) {
+        return TensorView::contiguous(ptr, s.dtype, {s.B, Sl, heads, s.D}, Device::cuda(r));
+      };
+      ForwardArgs f{.q = act(q, s.Hq),
+                    .k = act(k, s.Hkv),
+                    .v = act(v, s.Hkv),
+                    .o = act(o, s.Hq),
+                    .workspace = ws,
+                    .saved = saved};
+      BackwardArgs b{.d_o = act(d_o, s.Hq),
+                     .dq = act(dq, s.Hq),
+                     .dk = act(dk, s.Hkv),
+                     .dv = act(dv, s.Hkv),
+                     .workspace = ws,
+                     .saved = saved};
+      cudaStream_t st;
+      cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking);
+      cudaEvent_t e0, e1;
+      cudaEventCreate(&e0);
+      cudaEventCreate(&e1);
+      std::vector<double> ms;
+      std::size_t peak = 0;
+      for (int it = 0; it < iters + 2; ++it) {
+        cudaEventRecord(e0, st);
+        Status status = (*plan)->forward(f, st);
+        if (status.is_ok()) status = (*plan)->backward(b, st);
+        if (!status.is_ok()) {
+          std::fprintf(stderr, "ulysses-bench: rank %d: %s\n", r, status.to_string().c_str());
+          std::exit(1);
+        }
+        cudaEventRecord(e1, st);
+        status = synchronize(*comms[static_cast<std::size_t>(r)], st);
+        if (!status.is_ok()) {
+          std::fprintf(stderr, "ulysses-bench: rank %d: %s\n", r, status.to_string().c_str());
+          std::exit(1);
+        }
+        peak = std::max(peak, used_bytes(r) - base);
+        float t = 0;
+        cudaEventElapsedTime(&t, e0, e1);
+        if (it >= 2) ms.push_back(t);
+      }
+      std::sort(ms.begin(), ms.end());
+      rank_ms[static_cast<std::size_t>(r)] = ms[ms.size() / 2];
+      rank_peak[static_cast<std::size_t>(r)] = peak;
+      if (out) {
+        auto down = [&](void* src, std::vector<float>& dst, int heads) {
+          const std::size_t row = static_cast<std::size_t>(Sl * heads * s.D);
+          std::vector<std::uint16_t> h(row * static_cast<std::size_t>(s.B));
+          BENCH_CUDA(cudaMemcpy(h.data(), src, h.size() * 2, cudaMemcpyDeviceToHost));
+          const std::vector<float> fl = to_float(h);
+          for (std::int64_t bb = 0; bb < s.B; ++bb) {
+            std::copy(
+                fl.begin() + static_cast<std::ptrdiff_t>(bb * static_cast<std::int64_t>(row)),
+                fl.begin() + static_cast<std::ptrdiff_t>((bb + 1) * static_cast<std::int64_t>(row)),
+                dst.begin() + static_cast<std::ptrdiff_t>((bb * s.S + r * Sl) * heads * s.D));
+          }
+        };
+        down(o, out->o, s.Hq);
+        down(dq, out->dq, s.Hq);
+        down(dk, out->dk, s.Hkv);
+        down(dv, out->dv, s.Hkv);
+      }
+      for (void* x : {q, k, v, o, d_o, dq, dk, dv, ws, saved}) cudaFree(x);
+      cudaStreamDestroy(st);
+    });
+  }
+  for (auto& t : threads) t.join();
+  *peak_gib =
+      static_cast<double>(*std::max_element(rank_peak.begin(), rank_peak.end())) / (1u << 30);
+  return *std::max_element(rank_ms.begin(), rank_ms.end());
+}
+
+std::string repro(const Shape& s, int cp, int iters) {
+  std::ostringstream os;
+  os << "ulysses-bench --device gpu --cp " << cp << " --seq " << s.S << " --batch " << s.B
+     << " --heads " << s.Hq << " --kv-heads " << s.Hkv << " --head-dim " << s.D << " --dtype bf16"
+     << (s.att.causal ? " --causal" : " --no-causal") << " --iters " << iters;
+  return os.str();
+}
+
+}  // namespace
+
+int run_gpu_bench(Options o, const std::set<std::string>& given) {
+  const int ngpu = cuda_device_count();
+  if (ngpu < 1) {
+    std::fprintf(stderr, "ulysses-bench: --device gpu but no GPU is visible\n");
+    return 2;
+  }
+  if (!given.count("--seq")) o.seq = {8192, 32768, 131072};
+  if (!given.count("--heads")) o.heads = 32;
+  if (!given.count("--kv-heads")) o.kv_heads = 8;
+  if (!given.count("--head-dim")) o.head_dim = 128;
+  if (!given.count("--iters")) o.iters = 5;
+  std::vector<int> cps = given.count("--cp") ? o.cp : std::vector<int>{ngpu};
+  if (o.dtype != "bf16" || o.varlen != 0 || o.sinks || o.window[0] != -1 || o.window[1] != -1) {
+    std::fprintf(stderr,
+                 "ulysses-bench: the GPU benchmark covers bf16 fixed-length batches without "
+                 "sinks or windows (got dtype %s varlen %d sinks %d window %d,%d); the GPU tests "
+                 "cover the rest\n",
+                 o.dtype.c_str(), o.varlen, o.sinks ? 1 : 0, o.window[0], o.window[1]);
+    return 2;
+  }
+  const int max_cp = *std::max_element(cps.begin(), cps.end());
+  if (max_cp > ngpu) {
+    std::fprintf(stderr, "ulysses-bench: --cp %d needs %d GPUs, found %d\n", max_cp, max_cp, ngpu);
+    return 2;
+  }
+  std::printf(
+      "# ulysses-bench GPU path: %d GPU(s), cuDNN %d; B=%lld Hq=%d Hkv=%d D=%d bf16 %s, "
+      "fwd+bwd, %d timed iterations (median), backward counted as 2.5x forward\n",
+      ngpu, cudnn_runtime_version(), static_cast<long long>(o.batch), o.heads, o.kv_heads,
+      o.head_dim, o.causal ? "causal" : "full", o.iters);
+  std::printf("%8s %3s %10s %10s %6s %10s %10s %8s %9s %9s %9s %9s %9s %5s\n", "seq", "cp",
+              "ms/step", "TFLOP/s/GPU", "eff", "a2a GB/s", "NCCL GB/s", "peak GiB", "errO", "errdQ",
+              "errdK", "errdV", "exact", "check");
+  std::vector<GpuRow> rows;
+  bool all_pass = true;
+  for (std::int64_t seq : o.seq) {
+    Shape s{o.batch,
+            seq,
+            o.heads,
+            o.kv_heads,
+            o.head_dim,
+            DType::kBFloat16,
+            AttentionConfig{.num_heads_q = o.heads,
+                            .num_heads_kv = o.kv_heads,
+                            .head_dim = o.head_dim,
+                            .causal = o.causal}};
+    const Inputs in = make_inputs(s, o.seed ? o.seed : std::random_device{}());
+    HostOut ref;
+    double peak1 = 0;
+    const double t1 = run_single(s, in, o.iters, o.check ? &ref : nullptr, &peak1);
+    GpuRow r1{seq, 1, t1, flops_per_step(s) / (t1 * 1e-3) / 1e12, 1.0, 0, 0, 0, peak1};
+    r1.repro = repro(s, 1, o.iters);
+    rows.push_back(r1);
+    for (int cp : cps) {
+      if (cp == 1) continue;
+      if (seq % cp != 0 || o.heads % cp != 0) {
+        std::fprintf(stderr, "ulysses-bench: seq %lld / heads %d not divisible by cp %d\n",
+                     static_cast<long long>(seq), o.heads, cp);
+        return 2;
+      }
+      // Communicators: ulysses' NCCL wrapper and a raw NCCL communicator for the reference a2a.
+      auto id = create_nccl_unique_id();
+      std::vector<std::unique_ptr<Communicator>> comms(static_cast<std::size_t>(cp));
+      std::vector<std::thread> init;
+      for (int r = 0; r < cp; ++r) {
+        init.emplace_back([&, r] {
+          auto c = create_nccl_communicator(*id, cp, r, r);
+          if (!c.is_ok()) {
+            std::fprintf(stderr, "ulysses-bench: %s\n", c.status().to_string().c_str());
+            std::exit(1);
+          }
+          comms[static_cast<std::size_t>(r)] = std::move(c).value();
+        });
+      }
+      for (auto& t : init) t.join();
+      std::vector<ncclComm_t> raw(static_cast<std::size_t>(cp));
+      std::vector<int> devs(static_cast<std::size_t>(cp));
+      for (int r = 0; r < cp; ++r) devs[static_cast<std::size_t>(r)] = r;
+      ncclCommInitAll(raw.data(), cp, devs.data());
+
+      HostOut got;
+      double peak = 0;
+      const double tp = run_ulysses(s, in, comms, o.iters, o.check ? &got : nullptr, &peak);
+      GpuRow row{seq, cp, tp, flops_per_step(s) / cp / (tp * 1e-3) / 1e12, t1 / (cp * tp)};
+      row.peak_gib = peak;
+      // The forward Q/K/V message: Sl * B * (hq + 2 hkv) * D elements per peer.
+      const std::int64_t hq = o.heads / cp, hkv = std::max(1, o.kv_heads / cp);
+      const std::size_t msg =
+          static_cast<std::size_t>(seq / cp * o.batch * (hq + 2 * hkv) * o.head_dim) * 2;
+      row.a2a_mib = static_cast<double>(msg) * cp / (1 << 20);
+      measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs);
+      for (ncclComm_t c : raw) ncclCommDestroy(c);
+      if (o.check) {
+        const Cmp co = compare(ref.o, got.o), cq = compare(ref.dq, got.dq),
+                  ck = compare(ref.dk, got.dk), cv = compare(ref.dv, got.dv);
+        row.err_o = co.max_abs;
+        row.err_dq = cq.max_abs;
+        row.err_dk = ck.max_abs;
+        row.err_dv = cv.max_abs;
+        row.exact_o = co.bitwise;
+        row.exact_dkv = ck.bitwise && cv.bitwise;
+        // O/dK/dV are expected bitwise (heads independent); dQ (atomic accumulation in cuDNN) and
+        // replicated KV heads within 2 bf16 ulps of the largest value.
+        const double tol = 2 * 0x1p-7;
+        row.pass = row.err_o <= tol * max_abs_of(ref.o) && row.err_dq <= tol * max_abs_of(ref.dq) &&
+                   row.err_dk <= tol * max_abs_of(ref.dk) && row.err_dv <= tol * max_abs_of(ref.dv);
+      }
+      row.repro = repro(s, cp, o.iters);
+      rows.push_back(row);
+    }
+    for (const GpuRow& r : rows) {
+      if (r.seq != seq) continue;
+      std::printf(
+          "%8lld %3d %10.2f %10.1f %6.3f %10.1f %10.1f %8.2f %9.2e %9.2e %9.2e %9.2e %9s %5s\n",
+          static_cast<long long>(r.seq), r.cp, r.ms, r.tflops, r.efficiency, r.a2a_gbs, r.nccl_gbs,
+          r.peak_gib, r.err_o, r.err_dq, r.err_dk, r.err_dv,
+          r.cp == 1 ? "-" : (r.exact_o && r.exact_dkv ? "O,dK,dV" : (r.exact_o ? "O" : "no")),
+          r.pass ? "PASS" : "FAIL");
+      all_pass = all_pass && r.pass;
+    }
+    std::fflush(stdout);
+  }
+  for (const GpuRow& r : rows) std::printf("# repro: %s\n", r.repro.c_str());
+  if (!o.json.empty()) {
+    std::ofstream f(o.json);
+    f << "{\n  \"tool\": \"ulysses-bench\",\n  \"path\": \"gpu\",\n  \"gpus\": " << ngpu
+      << ",\n  \"cudnn\": " << cudnn_runtime_version() << ",\n  \"rows\": [\n";
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const GpuRow& r = rows[i];
+      f << "    {\"seq\": " << r.seq << ", \"cp\": " << r.cp << ", \"ms_per_step\": " << r.ms
+        << ", \"tflops_per_gpu\": " << r.tflops << ", \"efficiency\": " << r.efficiency
+        << ", \"a2a_gbs\": " << r.a2a_gbs << ", \"nccl_a2a_gbs\": " << r.nccl_gbs
+        << ", \"a2a_mib_per_gpu\": " << r.a2a_mib << ", \"peak_gib\": " << r.peak_gib
+        << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
+        << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
+        << ", \"exact_o\": " << (r.exact_o ? "true" : "false")
+        << ", \"exact_dkv\": " << (r.exact_dkv ? "true" : "false")
+        << ", \"pass\": " << (r.pass ? "true" : "false") << ", \"repro\": \"" << r.repro << "\"}"
+        << (i + 1 < rows.size() ? "," : "") << "\n";
+    }
+    f << "  ]\n}\n";
+  }
+  std::printf("%s\n", all_pass ? "ALL PASS" : "SOME ROWS FAILED");
+  return all_pass ? 0 : 1;
+}
+
+}  // namespace ulysses::bench

@@ -1,0 +1,98 @@
+// ulysses: CUDA backends — NCCL communicator, device loopback, cuDNN attention.
+//
+// Declared in every build; in a build without CUDA each factory returns kUnsupported (and
+// cuda_device_count() returns 0), so callers need no #ifdef.
+//
+// Host-only header: no CUDA, NCCL or cuDNN include (NCCL's communicator handle is
+// forward-declared).
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "ulysses/attention.h"
+#include "ulysses/communicator.h"
+#include "ulysses/mesh.h"
+
+struct ncclComm;  // ncclComm_t is `ncclComm*`
+
+namespace ulysses {
+
+/// Number of visible CUDA devices (0 without CUDA, without a driver, or without a GPU).
+int cuda_device_count();
+
+/// Whether this build has the CUDA backends.
+bool built_with_cuda();
+
+// --- NCCL
+// ------------------------------------------------------------------------------------------
+
+/// NCCL's 128-byte unique id, created on one rank and shared with the others (MPI broadcast, a
+/// file, or plain memory for one process driving several GPUs).
+struct NcclUniqueId {
+  std::array<char, 128> bytes{};
+};
+Result<NcclUniqueId> create_nccl_unique_id();
+
+struct NcclOptions {
+  /// Longest any wait may take: communicator set-up, a non-blocking call that is still in progress,
+  /// and synchronize(). When it expires, every communicator ulysses created or wraps is aborted and
+  /// each returns kTimeout (the caller's rank) or kCommError (afterwards).
+  std::chrono::milliseconds timeout{std::chrono::minutes(5)};
+};
+
+/// Creates an NCCL communicator of `size` ranks on CUDA device `device` and owns it. Every rank
+/// calls this with the same id at the same time (one process per GPU under mpirun, or one thread
+/// per GPU). The communicator is non-blocking (config.blocking = 0); NVLink multicast (NVLS) is
+/// off.
+Result<std::unique_ptr<Communicator>> create_nccl_communicator(const NcclUniqueId& id, int size,
+                                                               int rank, int device,
+                                                               NcclOptions options = {});
+
+/// Wraps an NCCL communicator the caller already has (e.g. a framework's). Not owned: never
+/// destroyed by ulysses (but aborted together with the others on a timeout).
+Result<std::unique_ptr<Communicator>> wrap_nccl_communicator(ncclComm* comm, int device,
+                                                             NcclOptions options = {});
+
+/// The sub-communicator of `parent` (an NCCL communicator over the whole mesh) along `axis`:
+/// ncclCommSplit with colour = mesh.group_color(axis, rank) and key = the rank's index on that
+/// axis. Collective over `parent`.
+Result<std::unique_ptr<Communicator>> split_nccl_communicator(Communicator& parent,
+                                                              const Mesh& mesh, MeshAxis axis);
+
+/// Waits until the work enqueued on `stream` has finished, for at most the communicator's timeout,
+/// watching for NCCL asynchronous errors. On a timeout or an error every communicator of the
+/// library is aborted (a hung peer cannot stall the others forever). Host communicators return at
+/// once.
+Status synchronize(Communicator& comm, Stream stream);
+
+// --- device loopback
+// -------------------------------------------------------------------------------
+
+/// `size` virtual ranks on one GPU: buffers in device memory, data moved with device copies ordered
+/// by events (no host synchronisation). Give each communicator to its own host thread, each with
+/// its own stream. For testing P ranks on one GPU; not for speed.
+Result<std::vector<std::unique_ptr<Communicator>>> create_device_loopback_group(
+    int size, int device, LoopbackOptions options = {});
+
+// --- cuDNN attention
+// -------------------------------------------------------------------------------
+
+struct CudnnOptions {
+  /// Use cuDNN's deterministic backward (bitwise-reproducible dQ; somewhat slower).
+  bool deterministic = false;
+};
+
+/// A LocalAttention running cuDNN's fused SDPA (through cudnn-frontend) on `device`: fp16/bf16,
+/// head_dim a multiple of 8 up to 256, causal and sliding-window masks, GQA/MQA, sinks, packed
+/// varlen (ragged offsets), LSE output. Graphs are built on first use of each shape and cached.
+/// One instance per rank (it owns a cuDNN handle); not thread-safe.
+Result<std::unique_ptr<LocalAttention>> create_cudnn_attention(int device,
+                                                               CudnnOptions options = {});
+
+/// The cuDNN library version at run time (e.g. 91900), 0 without CUDA.
+int cudnn_runtime_version();
+
+}  // namespace ulysses

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine: GPU tests, then (unless --tests-only) the benchmark sweep.
+# Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and writes logs and JSON to
+# $OUT (or ./gpu-out). Keeps NVLink multicast off for every process it starts.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+# cuDNN 9.19 (what the build's headers are) ships in PyTorch's wheel there; the system copy is older.
+for d in /opt/torch/.venv/lib/python3.12/site-packages/nvidia/cudnn/lib; do
+  [[ -d $d ]] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
+done
+BIN=.carry/bin
+mode=${1:-all}
+{
+  date -u
+  nvidia-smi -L
+  nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv
+  nvidia-smi topo -m 2>/dev/null | head -5
+  ldd $BIN/test_gpu_cudnn | grep -E "cudnn|nccl|cudart|nvrtc"
+} 2>&1 | tee "$OUT/env.txt"
+ngpu=$(nvidia-smi -L | wc -l)
+rc=0
+run() {  # name, timeout, command...
+  local name=$1 limit=$2
+  shift 2
+  echo "=== $name" | tee -a "$OUT/summary.txt"
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local r=$?
+  grep -E "^\[  (PASSED|FAILED) |tests? ran|FAILED TEST|timeout path" "$OUT/$name.log" | tail -15 | tee -a "$OUT/summary.txt"
+  [[ $r -ne 0 ]] && { echo "$name: exit $r" | tee -a "$OUT/summary.txt"; rc=1; }
+  return 0
+}
+if [[ $mode != bench-only ]]; then
+  run gpu_layout 120 $BIN/test_gpu_layout
+  run gpu_cudnn 300 $BIN/test_gpu_cudnn
+  run gpu_ulysses 400 $BIN/test_gpu_ulysses
+  if ((ngpu >= 2)); then run multigpu 300 $BIN/test_multigpu; fi
+fi
+if [[ $mode != tests-only && -x $BIN/ulysses-bench ]]; then
+  run bench 540 $BIN/ulysses-bench --json "$OUT/bench.json"
+  cat "$OUT/bench.log"
+fi
+grep -h -A12 "Failure\|error:" "$OUT"/*.log 2>/dev/null | head -150
+exit $rc

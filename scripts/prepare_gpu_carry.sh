@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds here and copies what a GPU machine needs into .carry/bin (git-ignored), for device runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/build.sh
+mkdir -p .carry/bin
+cp build/tests/test_gpu_layout build/tests/test_gpu_cudnn build/tests/test_gpu_ulysses \
+   build/tests/test_multigpu build/bench/ulysses-bench .carry/bin/
+du -sh .carry

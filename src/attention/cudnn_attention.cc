@@ -1,0 +1,737 @@
+// cuDNN fused attention (SDPA) through cudnn-frontend, as a LocalAttention.
+//
+// Views map straight onto cuDNN's [B, H, S, D] tensors through strides: an activation view
+// [B, S, H, D] with strides (sb, ss, sh, sd) is the cuDNN tensor dims {B, H, S, D}, strides
+// {sb, sh, ss, sd}. So Ulysses' receive buffer is read in place and gradients land in place.
+//
+// Packed (varlen) batches use cuDNN's ragged layout: B = number of sequences (rounded up to a power
+// of two with empty tail sequences, so that a few graphs serve every batch), S = longest sequence
+// (rounded up likewise), and per-sequence ragged offsets cu_seqlens[i] * token_stride computed on
+// the device. Tokens past cu_seqlens.back() are written here: O, dQ, dK, dV = 0, LSE = -inf.
+//
+// Masks: causal is right bound 0 (top-left diagonal); window_left w is cuDNN's left bound w + 1
+// (cuDNN keeps keys j > i - bound); window_right w is the right bound w.
+//
+// Graphs are built on first use of a descriptor (shape, strides, masks, dtypes) and cached.
+#include <cudnn.h>
+#include <cudnn_frontend.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "attention/local_checks.h"
+#include "common/cuda_check.h"
+#include "kernels/attention_aux.h"
+#include "ulysses/gpu.h"
+
+namespace ulysses {
+namespace {
+
+namespace fe = cudnn_frontend;
+using detail::str_cat;
+
+constexpr std::string_view kApi = "ulysses::CudnnAttention";
+
+enum Uid : std::int64_t {
+  kQ = 1,
+  kK,
+  kV,
+  kO,
+  kStats,
+  kDO,
+  kDQ,
+  kDK,
+  kDV,
+  kSink,
+  kDSink,
+  kSeqQ,
+  kSeqKV,
+  kRagged = 100,  // kRagged + tensor uid: that tensor's ragged offsets
+};
+
+constexpr std::size_t kAlign = 256;
+std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+fe::DataType_t fe_type(DType t) {
+  switch (t) {
+    case DType::kFloat16:
+      return fe::DataType_t::HALF;
+    case DType::kBFloat16:
+      return fe::DataType_t::BFLOAT16;
+    case DType::kFloat32:
+      return fe::DataType_t::FLOAT;
+    default:
+      return fe::DataType_t::NOT_SET;
+  }
+}
+
+std::int64_t next_pow2(std::int64_t n) {
+  std::int64_t p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+// Geometry of a packed batch for one call.
+struct Varlen {
+  bool on = false;
+  int num_seqs = 0;
+  std::int64_t padded = 1;   // cuDNN batch
+  std::int64_t max_len = 1;  // cuDNN S
+  std::int64_t valid = 0;    // cu_seqlens.back()
+};
+
+// One tensor as cuDNN sees it.
+struct TensorDesc {
+  std::vector<std::int64_t> dim, stride;
+};
+
+std::ostream& operator<<(std::ostream& os, const TensorDesc& d) {
+  for (auto x : d.dim) os << x << ",";
+  os << "/";
+  for (auto x : d.stride) os << x << ",";
+  return os;
+}
+
+TensorDesc act_desc(const TensorView& v, const Varlen& vl) {
+  if (!vl.on)
+    return {{v.size(0), v.size(2), v.size(1), v.size(3)},
+            {v.stride(0), v.stride(2), v.stride(1), v.stride(3)}};
+  return {{vl.padded, v.size(2), vl.max_len, v.size(3)},
+          {vl.max_len * v.stride(1), v.stride(2), v.stride(1), v.stride(3)}};
+}
+
+TensorDesc lse_desc(const TensorView& v, const Varlen& vl) {
+  if (!vl.on)
+    return {{v.size(0), v.size(1), v.size(2), 1}, {v.stride(0), v.stride(1), v.stride(2), 1}};
+  return {{vl.padded, v.size(1), vl.max_len, 1},
+          {vl.max_len * v.stride(2), v.stride(1), v.stride(2), 1}};
+}
+
+// Token strides of the ragged tensors, deduplicated: each tensor points at one offsets row.
+struct RaggedRows {
+  std::vector<std::int64_t> strides;
+  int row(std::int64_t stride) {
+    auto it = std::find(strides.begin(), strides.end(), stride);
+    if (it != strides.end()) return static_cast<int>(it - strides.begin());
+    strides.push_back(stride);
+    return static_cast<int>(strides.size()) - 1;
+  }
+};
+
+struct BuiltGraph {
+  std::shared_ptr<fe::graph::Graph> graph;
+  std::int64_t workspace = 0;
+};
+
+class CudnnAttention final : public LocalAttention {
+ public:
+  CudnnAttention(int device, CudnnOptions options, cudnnHandle_t handle)
+      : device_(device), options_(options), handle_(handle) {}
+  ~CudnnAttention() override {
+    cudaSetDevice(device_);
+    if (overflow_) cudaFree(overflow_);
+    cache_.clear();
+    cudnnDestroy(handle_);
+  }
+
+  std::string_view name() const override { return "cudnn-sdpa"; }
+  Device device() const override { return Device::cuda(device_); }
+  bool provides_lse() const override { return true; }
+  bool supports_backward() const override { return true; }
+
+  Status check_support(const LocalProblem& p) const override {
+    ULYSSES_RETURN_IF_ERROR(detail::check_local_problem(p, kApi));
+    const int version = static_cast<int>(cudnnGetVersion());
+    if (p.dtype != DType::kFloat16 && p.dtype != DType::kBFloat16) {
+      return unsupported(str_cat(kApi, ": dtype ", dtype_name(p.dtype), " is not supported (got ",
+                                 dtype_name(p.dtype), ", expected fp16 or bf16)"));
+    }
+    if (p.config.head_dim % 8 != 0 || p.config.head_dim > 256) {
+      return unsupported(str_cat(kApi, ": head_dim ", p.config.head_dim,
+                                 " is not supported by cuDNN SDPA (got ", p.config.head_dim,
+                                 ", expected a multiple of 8 up to 256)"));
+    }
+    if (p.config.sinks && version < 91300) {
+      return unsupported(
+          str_cat(kApi, ": attention sinks need cuDNN 9.13 or newer (running ", version, ")"));
+    }
+    return Status::ok();
+  }
+
+  std::size_t workspace_bytes(const LocalProblem& p) const override {
+    // cuDNN's own workspace: the larger of an analytic bound and what canonical graphs of this
+    // problem report. Measured on H100 with cuDNN 9.19 (docs/PERF.md): backward needs an fp32 dQ
+    // accumulator [B, hq, S, D], the softmax sums [B, hq, S], and, with GQA, deterministic mode or
+    // packed batches, fp32 full-head dK and dV [B, hq, S, D] each. Plus room for varlen metadata,
+    // packed backward stats and dK/dV staging.
+    const std::size_t B = static_cast<std::size_t>(p.batch), S = static_cast<std::size_t>(p.seqlen);
+    const std::size_t hq = static_cast<std::size_t>(p.num_heads_q_local);
+    const std::size_t hkv = static_cast<std::size_t>(p.num_heads_kv_local);
+    const std::size_t D = static_cast<std::size_t>(p.config.head_dim);
+    const std::size_t dq_acc = align_up(B * hq * S * D * 4), sums = align_up(B * hq * S * 4);
+    const bool full_heads = hq != hkv || options_.deterministic || p.varlen;
+    std::size_t bound = dq_acc + sums + (full_heads ? 2 * dq_acc : 0);
+    if (check_support(p).is_ok()) {
+      // Prefer what cuDNN reports for canonical graphs of this problem; keep the bound if a probe
+      // cannot be built.
+      auto* self = const_cast<CudnnAttention*>(this);
+      const std::int64_t fwd = self->canonical_workspace(p, false);
+      const std::int64_t bwd = self->canonical_workspace(p, true);
+      if (fwd >= 0 && bwd >= 0) bound = static_cast<std::size_t>(std::max(fwd, bwd));
+    }
+    std::size_t extra = align_up(meta_bytes(p)) + align_up(B * hq * S * 4);
+    if (p.grad_kv_dtype != p.dtype) extra += 2 * align_up(B * S * hkv * D * dtype_size(p.dtype));
+    if (p.varlen) extra += align_up(B * S * hq * D * dtype_size(p.dtype));
+    return align_up(bound + bound / 8 + (1u << 20)) + extra;
+  }
+
+  Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream stream) override {
+    ULYSSES_RETURN_IF_ERROR(
+        detail::check_local_forward_args(p, a, device(), str_cat(kApi, "::forward")));
+    ULYSSES_RETURN_IF_ERROR(check_support(p));
+    ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
+    Varlen vl;
+    ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, vl));
+    Layout ws = workspace_layout(p, a.workspace);
+    RaggedRows rows;
+    const bool stats = !a.lse.empty_view();
+    const TensorDesc q = act_desc(a.q, vl), k = act_desc(a.k, vl), v = act_desc(a.v, vl),
+                     o = act_desc(a.o, vl);
+    const TensorDesc l = stats ? lse_desc(a.lse, vl) : TensorDesc{};
+    std::map<std::int64_t, int> ragged;  // uid -> offsets row
+    if (vl.on) {
+      ragged[kQ] = rows.row(a.q.stride(1));
+      ragged[kK] = rows.row(a.k.stride(1));
+      ragged[kV] = rows.row(a.v.stride(1));
+      ragged[kO] = rows.row(a.o.stride(1));
+      if (stats) ragged[kStats] = rows.row(a.lse.stride(2));
+    }
+    std::ostringstream key;
+    key << "fwd|" << describe(p, vl) << "|q" << q << "|k" << k << "|v" << v << "|o" << o << "|l"
+        << (stats ? str_cat(l) : "-") << "|r" << ragged_key(ragged);
+    auto built = cached(key.str(), [&]() -> Result<BuiltGraph> {
+      auto g = new_graph(p);
+      auto Q = g->tensor(tensor("Q", kQ, q));
+      auto K = g->tensor(tensor("K", kK, k));
+      auto V = g->tensor(tensor("V", kV, v));
+      fe::graph::SDPA_attributes at;
+      at.set_name("sdpa").set_generate_stats(stats).set_attn_scale(p.config.scale());
+      apply_masks(at, p);
+      if (p.config.sinks) at.set_sink_token(g->tensor(sink_tensor("sink", kSink, p)));
+      if (vl.on) {
+        auto [sq, skv] = seq_len_tensors(*g, vl);
+        at.set_padding_mask(true).set_seq_len_q(sq).set_seq_len_kv(skv);
+        at.set_max_total_seq_len_q(p.seqlen).set_max_total_seq_len_kv(p.seqlen);
+        Q->set_ragged_offset(g->tensor(ragged_tensor(kQ, vl)));
+        K->set_ragged_offset(g->tensor(ragged_tensor(kK, vl)));
+        V->set_ragged_offset(g->tensor(ragged_tensor(kV, vl)));
+      }
+      auto [O, Stats] = g->sdpa(Q, K, V, at);
+      O->set_output(true).set_uid(kO).set_dim(o.dim).set_stride(o.stride);
+      if (vl.on) O->set_ragged_offset(g->tensor(ragged_tensor(kO, vl)));
+      if (stats) {
+        Stats->set_output(true)
+            .set_uid(kStats)
+            .set_data_type(fe::DataType_t::FLOAT)
+            .set_dim(l.dim)
+            .set_stride(l.stride);
+        if (vl.on) Stats->set_ragged_offset(g->tensor(ragged_tensor(kStats, vl)));
+      }
+      return build(g, "forward", p);
+    });
+    if (!built.is_ok()) return built.status();
+    std::unordered_map<std::int64_t, void*> pack = {
+        {kQ, a.q.data}, {kK, a.k.data}, {kV, a.v.data}, {kO, a.o.data}};
+    if (stats) pack[kStats] = a.lse.data;
+    if (p.config.sinks) pack[kSink] = sink_ptr(a.sinks, p);
+    if (vl.on)
+      ULYSSES_RETURN_IF_ERROR(fill_varlen(a.cu_seqlens_device, vl, rows, ragged, ws, pack, stream));
+    ULYSSES_RETURN_IF_ERROR(execute(**built, pack, ws, stream));
+    if (vl.on) {
+      ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(a.o, vl.valid, stream));
+      if (stats) ULYSSES_RETURN_IF_ERROR(kernels::cuda::fill_lse_from(a.lse, vl.valid, stream));
+    }
+    return Status::ok();
+  }
+
+  Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream stream) override {
+    ULYSSES_RETURN_IF_ERROR(
+        detail::check_local_backward_args(p, a, device(), true, str_cat(kApi, "::backward")));
+    ULYSSES_RETURN_IF_ERROR(check_support(p));
+    const int version = static_cast<int>(cudnnGetVersion());
+    if (p.config.sinks && p.varlen && version < 92600) {
+      return unsupported(str_cat(kApi,
+                                 "::backward: sinks with packed (varlen) batches need cuDNN "
+                                 "9.26 or newer (running ",
+                                 version, ")"));
+    }
+    ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
+    Varlen vl;
+    ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, vl));
+    Layout ws = workspace_layout(p, a.workspace);
+
+    // Stats: before cuDNN 9.26 the backward reads a non-ragged Stats input as packed [B, H, S].
+    TensorView lse = a.lse;
+    if (!vl.on) {
+      lse = TensorView::contiguous(ws.stats, DType::kFloat32,
+                                   {p.batch, p.num_heads_q_local, p.seqlen}, device());
+      ULYSSES_RETURN_IF_ERROR(kernels::cuda::copy_lse(lse, a.lse, stream));
+    }
+    // Packed batches: cuDNN 9.19's backward reads O (for rowsum(dO * O)) with Q's ragged offsets,
+    // so Q, O, dO and dQ must share one token stride (seen on H100/H200: dV right, dQ/dK wrong when
+    // they differ). Ulysses reads Q from the packed Q|K|V buffer, so stage Q in O's layout then.
+    TensorView q_in = a.q;
+    if (p.varlen && (a.q.stride(1) != a.o.stride(1) || a.d_o.stride(1) != a.o.stride(1) ||
+                     a.dq.stride(1) != a.o.stride(1))) {
+      if (a.d_o.stride(1) != a.o.stride(1) || a.dq.stride(1) != a.o.stride(1)) {
+        return unsupported(str_cat(kApi,
+                                   "::backward: packed batches need o, d_o and dq with one token "
+                                   "stride (got ",
+                                   a.o.stride(1), ", ", a.d_o.stride(1), ", ", a.dq.stride(1),
+                                   ")"));
+      }
+      q_in = TensorView::contiguous(ws.q_stage, p.dtype,
+                                    {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
+                                    device());
+      q_in.strides = a.o.strides;
+      ULYSSES_RETURN_IF_ERROR(kernels::cuda::copy_act(q_in, a.q, stream));
+    }
+    // dK/dV in fp32 (partials summed across ranks) come from cuDNN in the I/O dtype, then widen.
+    const bool widen = p.grad_kv_dtype != p.dtype;
+    TensorView dk = a.dk, dv = a.dv;
+    if (widen) {
+      const std::int64_t B = p.batch, S = p.seqlen, H = p.num_heads_kv_local, D = p.config.head_dim;
+      dk = TensorView::contiguous(ws.dk, p.dtype, {B, S, H, D}, device());
+      dv = TensorView::contiguous(ws.dv, p.dtype, {B, S, H, D}, device());
+    }
+    RaggedRows rows;
+    const TensorDesc q = act_desc(q_in, vl), k = act_desc(a.k, vl), v = act_desc(a.v, vl),
+                     o = act_desc(a.o, vl), d_o = act_desc(a.d_o, vl), dq = act_desc(a.dq, vl),
+                     dkd = act_desc(dk, vl), dvd = act_desc(dv, vl), l = lse_desc(lse, vl);
+    std::map<std::int64_t, int> ragged;
+    if (vl.on) {
+      using Entry = std::pair<std::int64_t, const TensorView*>;
+      const Entry entries[] = {{kQ, &q_in},   {kK, &a.k},   {kV, &a.v}, {kO, &a.o},
+                               {kDO, &a.d_o}, {kDQ, &a.dq}, {kDK, &dk}, {kDV, &dv}};
+      for (const auto& [uid, view] : entries) ragged[uid] = rows.row(view->stride(1));
+      ragged[kStats] = rows.row(lse.stride(2));
+    }
+    std::ostringstream key;
+    key << "bwd|" << describe(p, vl) << "|q" << q << "|k" << k << "|v" << v << "|o" << o << "|do"
+        << d_o << "|dq" << dq << "|dk" << dkd << "|dv" << dvd << "|l" << l << "|r"
+        << ragged_key(ragged) << "|det" << options_.deterministic;
+    auto built = cached(key.str(), [&]() -> Result<BuiltGraph> {
+      auto g = new_graph(p);
+      auto Q = g->tensor(tensor("Q", kQ, q));
+      auto K = g->tensor(tensor("K", kK, k));
+      auto V = g->tensor(tensor("V", kV, v));
+      auto O = g->tensor(tensor("O", kO, o));
+      auto dO = g->tensor(tensor("dO", kDO, d_o));
+      auto Stats = g->tensor(tensor("Stats", kStats, l).set_data_type(fe::DataType_t::FLOAT));
+      fe::graph::SDPA_backward_attributes at;
+      at.set_name("sdpa_backward").set_attn_scale(p.config.scale());
+      at.set_deterministic_algorithm(options_.deterministic);
+      apply_masks(at, p);
+      if (p.config.sinks) {
+        at.set_sink_token(g->tensor(sink_tensor("sink", kSink, p)));
+        at.set_dsink_token(g->tensor(sink_tensor("dsink", kDSink, p)));
+      }
+      if (vl.on) {
+        auto [sq, skv] = seq_len_tensors(*g, vl);
+        at.set_padding_mask(true).set_seq_len_q(sq).set_seq_len_kv(skv);
+        at.set_max_total_seq_len_q(p.seqlen).set_max_total_seq_len_kv(p.seqlen);
+        using Entry = std::pair<std::shared_ptr<fe::graph::Tensor_attributes>, std::int64_t>;
+        const Entry entries[] = {{Q, kQ}, {K, kK}, {V, kV}, {O, kO}, {dO, kDO}, {Stats, kStats}};
+        for (const auto& [t, uid] : entries)
+          t->set_ragged_offset(g->tensor(ragged_tensor(uid, vl)));
+      }
+      auto [dQ, dK, dV] = g->sdpa_backward(Q, K, V, O, dO, Stats, at);
+      dQ->set_output(true).set_uid(kDQ).set_dim(dq.dim).set_stride(dq.stride);
+      dK->set_output(true).set_uid(kDK).set_dim(dkd.dim).set_stride(dkd.stride);
+      dV->set_output(true).set_uid(kDV).set_dim(dvd.dim).set_stride(dvd.stride);
+      if (vl.on) {
+        dQ->set_ragged_offset(g->tensor(ragged_tensor(kDQ, vl)));
+        dK->set_ragged_offset(g->tensor(ragged_tensor(kDK, vl)));
+        dV->set_ragged_offset(g->tensor(ragged_tensor(kDV, vl)));
+      }
+      if (p.config.sinks) {
+        // dsink is declared through the attributes; mark it as an output of the graph.
+        at.outputs[fe::graph::SDPA_backward_attributes::output_names::DSINK_TOKEN]->set_output(
+            true);
+      }
+      return build(g, "backward", p);
+    });
+    if (!built.is_ok()) return built.status();
+    std::unordered_map<std::int64_t, void*> pack = {
+        {kQ, q_in.data},    {kK, a.k.data},   {kV, a.v.data}, {kO, a.o.data}, {kDO, a.d_o.data},
+        {kStats, lse.data}, {kDQ, a.dq.data}, {kDK, dk.data}, {kDV, dv.data}};
+    if (p.config.sinks) {
+      pack[kSink] = sink_ptr(a.sinks, p);
+      pack[kDSink] = sink_ptr(a.dsinks, p);
+    }
+    if (vl.on)
+      ULYSSES_RETURN_IF_ERROR(fill_varlen(a.cu_seqlens_device, vl, rows, ragged, ws, pack, stream));
+    ULYSSES_RETURN_IF_ERROR(execute(**built, pack, ws, stream));
+    if (vl.on) {
+      for (const TensorView* t :
+           {&a.dq, static_cast<const TensorView*>(&dk), static_cast<const TensorView*>(&dv)}) {
+        ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(*t, vl.valid, stream));
+      }
+    }
+    if (widen) {
+      ULYSSES_RETURN_IF_ERROR(kernels::cuda::convert_to_f32(a.dk, dk, stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::cuda::convert_to_f32(a.dv, dv, stream));
+    }
+    return Status::ok();
+  }
+
+ private:
+  // Where this call's scratch lives inside the caller's workspace.
+  struct Layout {
+    void* cudnn = nullptr;
+    std::size_t cudnn_bytes = 0;
+    std::int32_t* meta = nullptr;
+    std::size_t meta_bytes = 0;
+    void* stats = nullptr;
+    void* dk = nullptr;
+    void* dv = nullptr;
+    void* q_stage = nullptr;
+  };
+
+  static std::size_t meta_bytes(const LocalProblem& p) {
+    if (!p.varlen) return 0;
+    // seq_len[padded] + up to 8 offset rows of padded + 1, padded <= 2 * seqlen + 2.
+    const std::size_t padded = static_cast<std::size_t>(next_pow2(2 * p.seqlen + 2));
+    return (padded + 8 * (padded + 1)) * sizeof(std::int32_t);
+  }
+
+  Layout workspace_layout(const LocalProblem& p, void* base) const {
+    Layout l;
+    const std::size_t total = workspace_bytes_cached(p);
+    const std::size_t B = static_cast<std::size_t>(p.batch), S = static_cast<std::size_t>(p.seqlen);
+    const std::size_t hq = static_cast<std::size_t>(p.num_heads_q_local);
+    const std::size_t hkv = static_cast<std::size_t>(p.num_heads_kv_local);
+    const std::size_t D = static_cast<std::size_t>(p.config.head_dim);
+    const std::size_t kv_bytes =
+        p.grad_kv_dtype != p.dtype ? align_up(B * S * hkv * D * dtype_size(p.dtype)) : 0;
+    const std::size_t stats_bytes = align_up(B * hq * S * 4);
+    const std::size_t q_bytes = p.varlen ? align_up(B * S * hq * D * dtype_size(p.dtype)) : 0;
+    l.meta_bytes = align_up(meta_bytes(p));
+    l.cudnn_bytes = total - l.meta_bytes - stats_bytes - 2 * kv_bytes - q_bytes;
+    char* c = static_cast<char*>(base);
+    l.cudnn = c;
+    l.meta = reinterpret_cast<std::int32_t*>(c + l.cudnn_bytes);
+    l.stats = c + l.cudnn_bytes + l.meta_bytes;
+    l.dk = c + l.cudnn_bytes + l.meta_bytes + stats_bytes;
+    l.dv = static_cast<char*>(l.dk) + kv_bytes;
+    l.q_stage = static_cast<char*>(l.dv) + kv_bytes;
+    return l;
+  }
+
+  std::size_t workspace_bytes_cached(const LocalProblem& p) const {
+    const std::string key = describe(p, Varlen{});
+    auto it = ws_cache_.find(key);
+    if (it != ws_cache_.end()) return it->second;
+    const std::size_t n = workspace_bytes(p);
+    ws_cache_[key] = n;
+    return n;
+  }
+
+  std::int64_t canonical_workspace(const LocalProblem& p, bool backward) {
+    // Packed [B, S, H, D] views on a null base: only shapes and strides matter for building.
+    const std::int64_t B = p.batch, S = p.seqlen, D = p.config.head_dim;
+    const std::int64_t hq = p.num_heads_q_local, hkv = p.num_heads_kv_local;
+    Varlen vl;
+    if (p.varlen) vl = Varlen{true, 1, 1, S, S};
+    auto act = [&](std::int64_t h) {
+      return TensorView::contiguous(nullptr, p.dtype, {B, S, h, D}, device());
+    };
+    const TensorView q = act(hq), k = act(hkv), o = act(hq);
+    const TensorView lse = TensorView::contiguous(nullptr, DType::kFloat32, {B, hq, S}, device());
+    std::ostringstream key;
+    key << (backward ? "canon-bwd|" : "canon-fwd|") << describe(p, vl);
+    auto built = cached(key.str(), [&]() -> Result<BuiltGraph> {
+      auto g = new_graph(p);
+      auto Q = g->tensor(tensor("Q", kQ, act_desc(q, vl)));
+      auto K = g->tensor(tensor("K", kK, act_desc(k, vl)));
+      auto V = g->tensor(tensor("V", kV, act_desc(k, vl)));
+      std::shared_ptr<fe::graph::Tensor_attributes> sq, skv;
+      if (vl.on) std::tie(sq, skv) = seq_len_tensors(*g, vl);
+      auto ragged = [&](auto& t, std::int64_t uid) {
+        if (vl.on) t->set_ragged_offset(g->tensor(ragged_tensor(uid, vl)));
+      };
+      ragged(Q, kQ);
+      ragged(K, kK);
+      ragged(V, kV);
+      if (!backward) {
+        fe::graph::SDPA_attributes at;
+        at.set_name("sdpa").set_generate_stats(true).set_attn_scale(p.config.scale());
+        apply_masks(at, p);
+        if (p.config.sinks) at.set_sink_token(g->tensor(sink_tensor("sink", kSink, p)));
+        if (vl.on)
+          at.set_padding_mask(true)
+              .set_seq_len_q(sq)
+              .set_seq_len_kv(skv)
+              .set_max_total_seq_len_q(S)
+              .set_max_total_seq_len_kv(S);
+        auto [O, Stats] = g->sdpa(Q, K, V, at);
+        const TensorDesc od = act_desc(o, vl), ld = lse_desc(lse, vl);
+        O->set_output(true).set_uid(kO).set_dim(od.dim).set_stride(od.stride);
+        Stats->set_output(true)
+            .set_uid(kStats)
+            .set_data_type(fe::DataType_t::FLOAT)
+            .set_dim(ld.dim)
+            .set_stride(ld.stride);
+        ragged(O, kO);
+        ragged(Stats, kStats);
+      } else {
+        auto O = g->tensor(tensor("O", kO, act_desc(o, vl)));
+        auto dO = g->tensor(tensor("dO", kDO, act_desc(o, vl)));
+        auto Stats = g->tensor(
+            tensor("Stats", kStats, lse_desc(lse, vl)).set_data_type(fe::DataType_t::FLOAT));
+        ragged(O, kO);
+        ragged(dO, kDO);
+        ragged(Stats, kStats);
+        fe::graph::SDPA_backward_attributes at;
+        at.set_name("sdpa_backward")
+            .set_attn_scale(p.config.scale())
+            .set_deterministic_algorithm(options_.deterministic);
+        apply_masks(at, p);
+        if (p.config.sinks && !vl.on) {
+          at.set_sink_token(g->tensor(sink_tensor("sink", kSink, p)));
+          at.set_dsink_token(g->tensor(sink_tensor("dsink", kDSink, p)));
+        }
+        if (vl.on)
+          at.set_padding_mask(true)
+              .set_seq_len_q(sq)
+              .set_seq_len_kv(skv)
+              .set_max_total_seq_len_q(S)
+              .set_max_total_seq_len_kv(S);
+        auto [dQ, dK, dV] = g->sdpa_backward(Q, K, V, O, dO, Stats, at);
+        const TensorDesc qd = act_desc(q, vl), kd = act_desc(k, vl);
+        dQ->set_output(true).set_uid(kDQ).set_dim(qd.dim).set_stride(qd.stride);
+        dK->set_output(true).set_uid(kDK).set_dim(kd.dim).set_stride(kd.stride);
+        dV->set_output(true).set_uid(kDV).set_dim(kd.dim).set_stride(kd.stride);
+        ragged(dQ, kDQ);
+        ragged(dK, kDK);
+        ragged(dV, kDV);
+        if (p.config.sinks && !vl.on) {
+          at.outputs[fe::graph::SDPA_backward_attributes::output_names::DSINK_TOKEN]->set_output(
+              true);
+        }
+      }
+      return build(g, backward ? "backward" : "forward", p);
+    });
+    return built.is_ok() ? (*built)->workspace : -1;
+  }
+
+  template <typename Make>
+  Result<BuiltGraph*> cached(const std::string& key, Make&& make) {
+    auto it = cache_.find(key);
+    if (it != cache_.end()) return &it->second;
+    ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
+    auto built = make();
+    if (!built.is_ok()) return built.status();
+    return &(cache_[key] = std::move(built).value());
+  }
+
+  std::shared_ptr<fe::graph::Graph> new_graph(const LocalProblem& p) const {
+    auto g = std::make_shared<fe::graph::Graph>();
+    g->set_io_data_type(fe_type(p.dtype))
+        .set_intermediate_data_type(fe::DataType_t::FLOAT)
+        .set_compute_data_type(fe::DataType_t::FLOAT);
+    return g;
+  }
+
+  static fe::graph::Tensor_attributes tensor(const char* name, std::int64_t uid,
+                                             const TensorDesc& d) {
+    return fe::graph::Tensor_attributes().set_name(name).set_uid(uid).set_dim(d.dim).set_stride(
+        d.stride);
+  }
+
+  static fe::graph::Tensor_attributes sink_tensor(const char* name, std::int64_t uid,
+                                                  const LocalProblem& p) {
+    const std::int64_t h = p.num_heads_q_local;
+    return fe::graph::Tensor_attributes()
+        .set_name(name)
+        .set_uid(uid)
+        .set_dim({1, h, 1, 1})
+        .set_stride({h, 1, 1, 1})
+        .set_data_type(fe::DataType_t::FLOAT);
+  }
+
+  static fe::graph::Tensor_attributes ragged_tensor(std::int64_t uid, const Varlen& vl) {
+    return fe::graph::Tensor_attributes()
+        .set_name(str_cat("ragged_", uid))
+        .set_uid(kRagged + uid)
+        .set_dim({vl.padded + 1, 1, 1, 1})
+        .set_stride({1, 1, 1, 1})
+        .set_data_type(fe::DataType_t::INT32);
+  }
+
+  static std::pair<std::shared_ptr<fe::graph::Tensor_attributes>,
+                   std::shared_ptr<fe::graph::Tensor_attributes>>
+  seq_len_tensors(fe::graph::Graph& g, const Varlen& vl) {
+    auto mk = [&](const char* name, std::int64_t uid) {
+      return g.tensor(fe::graph::Tensor_attributes()
+                          .set_name(name)
+                          .set_uid(uid)
+                          .set_dim({vl.padded, 1, 1, 1})
+                          .set_stride({1, 1, 1, 1})
+                          .set_data_type(fe::DataType_t::INT32));
+    };
+    return {mk("seq_len_q", kSeqQ), mk("seq_len_kv", kSeqKV)};
+  }
+
+  template <typename Attrs>
+  static void apply_masks(Attrs& at, const LocalProblem& p) {
+    const AttentionConfig& c = p.config;
+    if (c.causal || c.window_right >= 0) {
+      at.set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT);
+      at.set_diagonal_band_right_bound(c.causal ? 0 : c.window_right);
+    }
+    if (c.window_left >= 0) at.set_diagonal_band_left_bound(c.window_left + 1);
+  }
+
+  static void* sink_ptr(const TensorView& sinks, const LocalProblem& p) {
+    return static_cast<float*>(sinks.data) + p.head_offset_q * sinks.stride(0);
+  }
+
+  Result<BuiltGraph> build(const std::shared_ptr<fe::graph::Graph>& g, const char* what,
+                           const LocalProblem& p) {
+    auto fail = [&](fe::error_t e, const char* step) {
+      return unsupported(str_cat(kApi, ": cuDNN ", cudnnGetVersion(), " cannot build the ", what,
+                                 " graph (", step, ") for ", describe(p, Varlen{}), ": ",
+                                 e.get_message()));
+    };
+    if (auto e = g->validate(); !e.is_good()) return fail(e, "validate");
+    if (auto e = g->build_operation_graph(handle_); !e.is_good())
+      return fail(e, "build_operation_graph");
+    if (auto e = g->create_execution_plans({fe::HeurMode_t::A}); !e.is_good())
+      return fail(e, "create_execution_plans");
+    if (auto e = g->check_support(handle_); !e.is_good()) return fail(e, "check_support");
+    if (auto e = g->build_plans(handle_); !e.is_good()) return fail(e, "build_plans");
+    BuiltGraph out;
+    out.graph = g;
+    if (auto e = g->get_workspace_size(out.workspace); !e.is_good())
+      return fail(e, "get_workspace_size");
+    return out;
+  }
+
+  Status execute(const BuiltGraph& b, std::unordered_map<std::int64_t, void*>& pack,
+                 const Layout& ws, Stream stream) {
+    void* workspace = ws.cudnn;
+    const auto needed = static_cast<std::size_t>(b.workspace);
+    if (needed > ws.cudnn_bytes) {
+      // Only packed batches get here: their graph depends on the batch's geometry (sequence count
+      // and longest sequence, bucketed), which the plan cannot know. Grow-only and stream-ordered,
+      // so a new bucket allocates once and steady state allocates nothing.
+      if (needed > overflow_bytes_) {
+        if (overflow_) ULYSSES_CUDA_CHECK(cudaFreeAsync(overflow_, stream));
+        overflow_ = nullptr;
+        ULYSSES_CUDA_CHECK(cudaMallocAsync(&overflow_, needed, stream));
+        overflow_bytes_ = needed;
+      }
+      workspace = overflow_;
+    }
+    if (cudnnStatus_t s = cudnnSetStream(handle_, stream); s != CUDNN_STATUS_SUCCESS) {
+      return internal_error(str_cat(kApi, ": cudnnSetStream: ", cudnnGetErrorString(s)));
+    }
+    if (auto e = b.graph->execute(handle_, pack, workspace); !e.is_good()) {
+      return internal_error(str_cat(kApi, ": cuDNN execute failed: ", e.get_message()));
+    }
+    ULYSSES_CUDA_CHECK_LAUNCH();
+    return Status::ok();
+  }
+
+  Status varlen_geometry(const LocalProblem& p, std::span<const std::int32_t> cu,
+                         const std::int32_t* cu_device, Varlen& vl) const {
+    if (!p.varlen) return Status::ok();
+    if (cu_device == nullptr) {
+      return detail::arg_error(kApi, "cu_seqlens_device", "is null", "nullptr",
+                               "cu_seqlens in device memory");
+    }
+    vl.on = true;
+    vl.num_seqs = static_cast<int>(cu.size()) - 1;
+    vl.valid = cu.back();
+    std::int64_t longest = 1;
+    for (std::size_t i = 0; i + 1 < cu.size(); ++i)
+      longest = std::max<std::int64_t>(longest, cu[i + 1] - cu[i]);
+    vl.max_len = std::max<std::int64_t>(64, next_pow2(longest));
+    vl.padded = next_pow2(std::max(1, vl.num_seqs));
+    if (vl.padded > next_pow2(2 * p.seqlen + 2)) {
+      return unsupported(str_cat(kApi, ": ", vl.num_seqs, " packed sequences in ", p.seqlen,
+                                 " tokens (got ", vl.num_seqs, ", expected at most ",
+                                 2 * p.seqlen + 2, ")"));
+    }
+    // int32 ragged offsets: the last element of every tensor must be addressable.
+    if (p.seqlen * (p.num_heads_q_local + 2 * p.num_heads_kv_local) * p.config.head_dim >=
+        (1ll << 31)) {
+      return unsupported(str_cat(kApi, ": packed batch of ", p.seqlen,
+                                 " tokens is too large for int32 ragged offsets"));
+    }
+    return Status::ok();
+  }
+
+  Status fill_varlen(const std::int32_t* cu_device, const Varlen& vl, const RaggedRows& rows,
+                     const std::map<std::int64_t, int>& ragged, const Layout& ws,
+                     std::unordered_map<std::int64_t, void*>& pack, Stream stream) {
+    if (rows.strides.size() > 8) return internal_error(str_cat(kApi, ": too many ragged layouts"));
+    std::int32_t* seq_len = ws.meta;
+    std::int32_t* offsets = ws.meta + vl.padded;
+    ULYSSES_RETURN_IF_ERROR(kernels::cuda::varlen_metadata(cu_device, vl.num_seqs,
+                                                           static_cast<int>(vl.padded),
+                                                           rows.strides, seq_len, offsets, stream));
+    pack[kSeqQ] = seq_len;
+    pack[kSeqKV] = seq_len;
+    for (const auto& [uid, row] : ragged) pack[kRagged + uid] = offsets + row * (vl.padded + 1);
+    return Status::ok();
+  }
+
+  std::string describe(const LocalProblem& p, const Varlen& vl) const {
+    const AttentionConfig& c = p.config;
+    return str_cat(dtype_name(p.dtype), " B", p.batch, " S", p.seqlen, " hq", p.num_heads_q_local,
+                   " hkv", p.num_heads_kv_local, " D", c.head_dim, " scale", c.scale(), " causal",
+                   c.causal, " win", c.window_left, ",", c.window_right, " sinks", c.sinks,
+                   " varlen", p.varlen,
+                   vl.on ? str_cat(" nb", vl.padded, " smax", vl.max_len) : std::string(), " gkv",
+                   dtype_name(p.grad_kv_dtype));
+  }
+
+  static std::string ragged_key(const std::map<std::int64_t, int>& r) {
+    std::ostringstream os;
+    for (const auto& [uid, row] : r) os << uid << ":" << row << ",";
+    return os.str();
+  }
+
+  int device_;
+  CudnnOptions options_;
+  cudnnHandle_t handle_;
+  std::map<std::string, BuiltGraph> cache_;
+  mutable std::map<std::string, std::size_t> ws_cache_;
+  void* overflow_ = nullptr;  // see execute()
+  std::size_t overflow_bytes_ = 0;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<LocalAttention>> create_cudnn_attention(int device, CudnnOptions options) {
+  const int n = cuda_device_count();
+  if (device < 0 || device >= n) {
+    return detail::arg_error("ulysses::create_cudnn_attention", "device",
+                             "is not a visible CUDA device", device,
+                             str_cat("0..", n - 1, " (", n, " visible)"));
+  }
+  ULYSSES_CUDA_CHECK(cudaSetDevice(device));
+  cudnnHandle_t handle = nullptr;
+  if (cudnnStatus_t s = cudnnCreate(&handle); s != CUDNN_STATUS_SUCCESS) {
+    return internal_error(
+        str_cat("ulysses::create_cudnn_attention: cudnnCreate: ", cudnnGetErrorString(s)));
+  }
+  return std::unique_ptr<LocalAttention>(std::make_unique<CudnnAttention>(device, options, handle));
+}
+
+}  // namespace ulysses

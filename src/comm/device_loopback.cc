@@ -1,0 +1,91 @@
+// Device loopback: P virtual ranks on one GPU. Each rank is a host thread with its own stream; a
+// send records an event when its data is ready, the matching receive makes its own stream wait for
+// that event and copies device to device, then records an event the sender's stream waits on before
+// it may overwrite the buffer. No host synchronisation on the data path; copies are bit-exact.
+#include <cuda_runtime.h>
+
+#include "comm/loopback_transport.h"
+#include "common/cuda_check.h"
+#include "ulysses/gpu.h"
+
+namespace ulysses {
+namespace {
+
+using comm::PostedSend;
+
+std::shared_ptr<void> wrap_event(cudaEvent_t e) {
+  return std::shared_ptr<void>(e, [](void* p) { cudaEventDestroy(static_cast<cudaEvent_t>(p)); });
+}
+
+class DeviceTransport final : public comm::LoopbackTransport {
+ public:
+  explicit DeviceTransport(int device) : device_(device) {}
+  Device device() const override { return Device::cuda(device_); }
+  std::string_view name() const override { return "device-loopback"; }
+
+  Result<std::shared_ptr<void>> ready_token(Stream stream) override {
+    ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
+    cudaEvent_t e = nullptr;
+    ULYSSES_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    auto token = wrap_event(e);
+    ULYSSES_CUDA_CHECK(cudaEventRecord(e, stream));
+    return token;
+  }
+
+  Status copy(void* dst, PostedSend& send, Stream stream) override {
+    ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
+    if (send.ready) {
+      ULYSSES_CUDA_CHECK(
+          cudaStreamWaitEvent(stream, static_cast<cudaEvent_t>(send.ready.get()), 0));
+    }
+    ULYSSES_CUDA_CHECK(
+        cudaMemcpyAsync(dst, send.data, send.bytes, cudaMemcpyDeviceToDevice, stream));
+    cudaEvent_t done = nullptr;
+    ULYSSES_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+    send.done = wrap_event(done);
+    ULYSSES_CUDA_CHECK(cudaEventRecord(done, stream));
+    return Status::ok();
+  }
+
+  Status after_consumed(const PostedSend& send, Stream stream) override {
+    if (!send.done) return Status::ok();
+    ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
+    ULYSSES_CUDA_CHECK(cudaStreamWaitEvent(stream, static_cast<cudaEvent_t>(send.done.get()), 0));
+    return Status::ok();
+  }
+
+  Status to_host(void* dst, const void* src, std::size_t bytes, Stream stream) override {
+    ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
+    if (bytes > 0)
+      ULYSSES_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream));
+    ULYSSES_CUDA_CHECK(cudaStreamSynchronize(stream));
+    return Status::ok();
+  }
+
+  Status from_host(void* dst, const void* src, std::size_t bytes, Stream stream) override {
+    ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
+    if (bytes > 0)
+      ULYSSES_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+    ULYSSES_CUDA_CHECK(cudaStreamSynchronize(stream));  // `src` is a temporary host buffer
+    return Status::ok();
+  }
+
+ private:
+  int device_;
+};
+
+}  // namespace
+
+Result<std::vector<std::unique_ptr<Communicator>>> create_device_loopback_group(
+    int size, int device, LoopbackOptions options) {
+  constexpr std::string_view api = "ulysses::create_device_loopback_group";
+  if (size < 1) return detail::arg_error(api, "size", "must be positive", size, ">= 1");
+  const int n = cuda_device_count();
+  if (device < 0 || device >= n) {
+    return detail::arg_error(api, "device", "is not a visible CUDA device", device,
+                             detail::str_cat("0..", n - 1, " (", n, " devices visible)"));
+  }
+  return comm::make_loopback_comms(size, options, std::make_shared<DeviceTransport>(device));
+}
+
+}  // namespace ulysses

@@ -1,0 +1,208 @@
+// Small device kernels around the cuDNN attention graphs (see attention_aux.h). Legend: b batch,
+// t token, h head, d head_dim element. Grid-stride loops over one flat index.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+
+#include "common/cuda_check.h"
+#include "kernels/attention_aux.h"
+
+namespace ulysses::kernels::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMaxStrides = 8;
+
+int blocks(std::int64_t n) {
+  const std::int64_t b = (n + kThreads - 1) / kThreads;
+  return static_cast<int>(b < 1 ? 1 : (b > 65535 * 8 ? 65535 * 8 : b));
+}
+
+#define ULYSSES_GRID_LOOP(i, n)                                                                    \
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+
+struct Strides {
+  std::int64_t v[kMaxStrides];
+};
+
+__global__ void varlen_metadata_kernel(const std::int32_t* cu, int num_seqs, int padded, int kinds,
+                                       Strides strides, std::int32_t* seq_len,
+                                       std::int32_t* offsets) {
+  ULYSSES_GRID_LOOP(i, static_cast<std::int64_t>(padded) + 1) {
+    const int s = static_cast<int>(i < num_seqs ? i : num_seqs);
+    const std::int64_t start = cu[s];
+    if (i < padded) seq_len[i] = i < num_seqs ? cu[i + 1] - cu[i] : 0;
+    for (int k = 0; k < kinds; ++k) {
+      offsets[k * (padded + 1) + i] = static_cast<std::int32_t>(start * strides.v[k]);
+    }
+  }
+}
+
+template <typename T>
+__global__ void zero_tokens_kernel(T* data, std::int64_t B, std::int64_t tokens, std::int64_t H,
+                                   std::int64_t D, std::int64_t sb, std::int64_t ss,
+                                   std::int64_t sh, std::int64_t first) {
+  const std::int64_t n = B * tokens * H * D;
+  ULYSSES_GRID_LOOP(i, n) {
+    std::int64_t r = i;
+    const std::int64_t d = r % D;
+    r /= D;
+    const std::int64_t h = r % H;
+    r /= H;
+    const std::int64_t t = first + r % tokens;
+    const std::int64_t b = r / tokens;
+    data[b * sb + t * ss + h * sh + d] = T(0);
+  }
+}
+
+__global__ void fill_lse_kernel(float* lse, std::int64_t B, std::int64_t H, std::int64_t tokens,
+                                std::int64_t sb, std::int64_t sh, std::int64_t st,
+                                std::int64_t first) {
+  ULYSSES_GRID_LOOP(i, B * H * tokens) {
+    const std::int64_t t = first + i % tokens;
+    const std::int64_t h = (i / tokens) % H;
+    const std::int64_t b = i / (tokens * H);
+    lse[b * sb + h * sh + t * st] = -INFINITY;
+  }
+}
+
+__global__ void copy_lse_kernel(float* dst, const float* src, std::int64_t B, std::int64_t H,
+                                std::int64_t S, std::int64_t db, std::int64_t dh, std::int64_t ds,
+                                std::int64_t sb, std::int64_t sh, std::int64_t ss) {
+  ULYSSES_GRID_LOOP(i, B * H * S) {
+    const std::int64_t s = i % S, h = (i / S) % H, b = i / (S * H);
+    dst[b * db + h * dh + s * ds] = src[b * sb + h * sh + s * ss];
+  }
+}
+
+template <typename T>
+__global__ void convert_kernel(float* dst, const T* src, std::int64_t B, std::int64_t S,
+                               std::int64_t H, std::int64_t D, Strides ds, Strides ss) {
+  ULYSSES_GRID_LOOP(i, B * S * H * D) {
+    std::int64_t r = i;
+    const std::int64_t d = r % D;
+    r /= D;
+    const std::int64_t h = r % H;
+    r /= H;
+    const std::int64_t s = r % S;
+    const std::int64_t b = r / S;
+    dst[b * ds.v[0] + s * ds.v[1] + h * ds.v[2] + d * ds.v[3]] =
+        static_cast<float>(src[b * ss.v[0] + s * ss.v[1] + h * ss.v[2] + d * ss.v[3]]);
+  }
+}
+
+__global__ void copy_act_kernel(unsigned short* dst, const unsigned short* src, std::int64_t B,
+                                std::int64_t S, std::int64_t H, std::int64_t D, Strides ds,
+                                Strides ss) {
+  ULYSSES_GRID_LOOP(i, B * S * H * D) {
+    std::int64_t r = i;
+    const std::int64_t d = r % D;
+    r /= D;
+    const std::int64_t h = r % H;
+    r /= H;
+    const std::int64_t s = r % S;
+    const std::int64_t b = r / S;
+    dst[b * ds.v[0] + s * ds.v[1] + h * ds.v[2] + d * ds.v[3]] =
+        src[b * ss.v[0] + s * ss.v[1] + h * ss.v[2] + d * ss.v[3]];
+  }
+}
+
+}  // namespace
+
+Status copy_act(const TensorView& dst, const TensorView& src, Stream stream) {
+  if (dtype_size(src.dtype) != 2 || dst.dtype != src.dtype) {
+    return internal_error("ulysses::kernels::cuda::copy_act: unsupported dtype");
+  }
+  Strides ds{}, ss{};
+  for (int k = 0; k < 4; ++k) {
+    ds.v[k] = dst.stride(k);
+    ss.v[k] = src.stride(k);
+  }
+  copy_act_kernel<<<blocks(src.numel()), kThreads, 0, stream>>>(
+      static_cast<unsigned short*>(dst.data), static_cast<const unsigned short*>(src.data),
+      src.size(0), src.size(1), src.size(2), src.size(3), ds, ss);
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+Status varlen_metadata(const std::int32_t* cu_seqlens, int num_seqs, int padded,
+                       std::span<const std::int64_t> token_strides, std::int32_t* seq_len,
+                       std::int32_t* offsets, Stream stream) {
+  if (token_strides.size() > static_cast<std::size_t>(kMaxStrides) || padded < num_seqs) {
+    return internal_error("ulysses::kernels::cuda::varlen_metadata: bad arguments");
+  }
+  Strides s{};
+  for (std::size_t k = 0; k < token_strides.size(); ++k) s.v[k] = token_strides[k];
+  varlen_metadata_kernel<<<blocks(padded + 1), kThreads, 0, stream>>>(
+      cu_seqlens, num_seqs, padded, static_cast<int>(token_strides.size()), s, seq_len, offsets);
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+Status zero_tokens_from(const TensorView& a, std::int64_t first, Stream stream) {
+  const std::int64_t tokens = a.size(1) - first;
+  if (tokens <= 0) return Status::ok();
+  const std::int64_t n = a.size(0) * tokens * a.size(2) * a.size(3);
+  switch (dtype_size(a.dtype)) {
+    case 2:
+      zero_tokens_kernel<<<blocks(n), kThreads, 0, stream>>>(
+          static_cast<unsigned short*>(a.data), a.size(0), tokens, a.size(2), a.size(3),
+          a.stride(0), a.stride(1), a.stride(2), first);
+      break;
+    case 4:
+      zero_tokens_kernel<<<blocks(n), kThreads, 0, stream>>>(
+          static_cast<unsigned*>(a.data), a.size(0), tokens, a.size(2), a.size(3), a.stride(0),
+          a.stride(1), a.stride(2), first);
+      break;
+    default:
+      return internal_error("ulysses::kernels::cuda::zero_tokens_from: unsupported dtype");
+  }
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+Status fill_lse_from(const TensorView& l, std::int64_t first, Stream stream) {
+  const std::int64_t tokens = l.size(2) - first;
+  if (tokens <= 0) return Status::ok();
+  fill_lse_kernel<<<blocks(l.size(0) * l.size(1) * tokens), kThreads, 0, stream>>>(
+      static_cast<float*>(l.data), l.size(0), l.size(1), tokens, l.stride(0), l.stride(1),
+      l.stride(2), first);
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+Status copy_lse(const TensorView& dst, const TensorView& src, Stream stream) {
+  const std::int64_t n = src.size(0) * src.size(1) * src.size(2);
+  copy_lse_kernel<<<blocks(n), kThreads, 0, stream>>>(
+      static_cast<float*>(dst.data), static_cast<const float*>(src.data), src.size(0), src.size(1),
+      src.size(2), dst.stride(0), dst.stride(1), dst.stride(2), src.stride(0), src.stride(1),
+      src.stride(2));
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+Status convert_to_f32(const TensorView& dst, const TensorView& src, Stream stream) {
+  Strides ds{}, ss{};
+  for (int k = 0; k < 4; ++k) {
+    ds.v[k] = dst.stride(k);
+    ss.v[k] = src.stride(k);
+  }
+  const std::int64_t n = src.numel();
+  if (src.dtype == DType::kBFloat16) {
+    convert_kernel<<<blocks(n), kThreads, 0, stream>>>(
+        static_cast<float*>(dst.data), static_cast<const __nv_bfloat16*>(src.data), src.size(0),
+        src.size(1), src.size(2), src.size(3), ds, ss);
+  } else if (src.dtype == DType::kFloat16) {
+    convert_kernel<<<blocks(n), kThreads, 0, stream>>>(
+        static_cast<float*>(dst.data), static_cast<const __half*>(src.data), src.size(0),
+        src.size(1), src.size(2), src.size(3), ds, ss);
+  } else {
+    return internal_error("ulysses::kernels::cuda::convert_to_f32: unsupported dtype");
+  }
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+}  // namespace ulysses::kernels::cuda

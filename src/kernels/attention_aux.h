@@ -1,0 +1,36 @@
+// ulysses: small device kernels the cuDNN attention backend needs around its graphs (CUDA only).
+//
+// Views follow LocalAttention's conventions: activations [B, S, H, D], LSE [B, H, S], any strides.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "ulysses/status.h"
+#include "ulysses/types.h"
+
+namespace ulysses::kernels::cuda {
+
+/// From device cu_seqlens[num_seqs + 1]: seq_len[i] (i < padded; 0 past num_seqs) and, for each
+/// token stride in `token_strides`, ragged offsets[k][i] = cu_seqlens[min(i, num_seqs)] * stride
+/// (i <= padded), written at offsets + k * (padded + 1). int32 throughout.
+Status varlen_metadata(const std::int32_t* cu_seqlens, int num_seqs, int padded,
+                       std::span<const std::int64_t> token_strides, std::int32_t* seq_len,
+                       std::int32_t* offsets, Stream stream);
+
+/// Writes zeros to act[:, t, :, :] for t >= first_token (padding rows).
+Status zero_tokens_from(const TensorView& act, std::int64_t first_token, Stream stream);
+
+/// Writes -inf to lse[:, :, t] for t >= first_token.
+Status fill_lse_from(const TensorView& lse, std::int64_t first_token, Stream stream);
+
+/// dst = src for fp32 [B, H, S] views with any strides.
+Status copy_lse(const TensorView& dst, const TensorView& src, Stream stream);
+
+/// dst = src for [B, S, H, D] views of one 2-byte dtype with any strides.
+Status copy_act(const TensorView& dst, const TensorView& src, Stream stream);
+
+/// dst (fp32, any strides) = src (fp16/bf16, any strides), both [B, S, H, D].
+Status convert_to_f32(const TensorView& dst, const TensorView& src, Stream stream);
+
+}  // namespace ulysses::kernels::cuda

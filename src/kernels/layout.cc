@@ -1,0 +1,31 @@
+// Dispatch of the layout operations to the host or CUDA implementation, by the activation's device.
+#include "kernels/layout.h"
+#include "common/check.h"
+
+namespace ulysses::kernels {
+
+Status pack_heads(const TensorView& act, std::span<const int> head_begin, int heads,
+                  const MessageLayout& msg, int c_begin, Stream stream) {
+  if (act.device.is_host()) return host::pack_heads(act, head_begin, heads, msg, c_begin);
+  return cuda::pack_heads(act, head_begin, heads, msg, c_begin, stream);
+}
+
+Status unpack_heads(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
+                    int heads, const TensorView& act, Stream stream) {
+  if (act.device.is_host()) return host::unpack_heads(msg, c_begin, head_begin, heads, act);
+  return cuda::unpack_heads(msg, c_begin, head_begin, heads, act, stream);
+}
+
+Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
+                           const TensorView& act, Stream stream) {
+  if (act.device.is_host()) return host::unpack_sum_replicas(msg, c_begin, head_begin, act);
+  return cuda::unpack_sum_replicas(msg, c_begin, head_begin, act, stream);
+}
+
+Status unpack_lse(const MessageLayout& msg, std::span<const int> head_begin, const TensorView& lse,
+                  Stream stream) {
+  if (lse.device.is_host()) return host::unpack_lse(msg, head_begin, lse);
+  return cuda::unpack_lse(msg, head_begin, lse, stream);
+}
+
+}  // namespace ulysses::kernels

@@ -1,0 +1,305 @@
+// Shared by the device-loopback and NCCL Ulysses tests: run one case unsharded on one GPU with
+// cuDNN, and distributed over P ranks (one host thread each, own stream, own cuDNN instance), then
+// compare.
+#pragma once
+
+#include <cstring>
+#include <functional>
+#include <thread>
+
+#include "gpu/gpu_util.h"
+
+namespace ulysses::testing {
+
+struct GpuCase {
+  std::string name;
+  int P;
+  Layout layout;
+  std::int64_t B, S;
+  int Hq, Hkv, D;
+  DType dtype = DType::kBFloat16;
+  bool causal = true;
+  int wl = -1, wr = -1;
+  bool sinks = false;
+  std::vector<std::int32_t> cu = {};
+  bool deterministic = false;
+};
+
+inline void PrintTo(const GpuCase& c, std::ostream* os) { *os << c.name; }
+
+inline AttentionConfig attention_of(const GpuCase& c) {
+  return {.num_heads_q = c.Hq,
+          .num_heads_kv = c.Hkv,
+          .head_dim = c.D,
+          .causal = c.causal,
+          .window_left = c.wl,
+          .window_right = c.wr,
+          .sinks = c.sinks};
+}
+
+struct GpuOutputs {
+  HostTensor o, lse, dq, dk, dv, dsinks;
+};
+
+struct GpuInputs {
+  HostTensor q, k, v, d_o, sinks, cu;
+  GpuOutputs shapes;
+};
+
+inline HostTensor act_of(const GpuCase& c, int heads) {
+  if (c.layout == Layout::kTHD) return HostTensor(c.dtype, {c.S, heads, c.D});
+  return HostTensor(c.dtype, {c.B, c.S, heads, c.D});
+}
+
+inline GpuInputs make_gpu_inputs(const GpuCase& c, std::mt19937_64& rng) {
+  GpuInputs in{act_of(c, c.Hq),
+               act_of(c, c.Hkv),
+               act_of(c, c.Hkv),
+               act_of(c, c.Hq),
+               HostTensor(DType::kFloat32, {c.Hq}),
+               HostTensor(DType::kFloat32,
+                          {static_cast<std::int64_t>(std::max<std::size_t>(c.cu.size(), 1))}),
+               {}};
+  for (HostTensor* t : {&in.q, &in.k, &in.v, &in.d_o}) fill_uniform(*t, rng, -1.0, 1.0);
+  fill_uniform(in.sinks, rng, -0.5, 1.5);
+  std::memcpy(in.cu.storage.data(), c.cu.data(), c.cu.size() * 4);
+  in.shapes = {act_of(c, c.Hq),
+               c.layout == Layout::kTHD ? HostTensor(DType::kFloat32, {c.Hq, c.S})
+                                        : HostTensor(DType::kFloat32, {c.B, c.Hq, c.S}),
+               act_of(c, c.Hq),
+               act_of(c, c.Hkv),
+               act_of(c, c.Hkv),
+               HostTensor(DType::kFloat32, {c.Hq})};
+  for (HostTensor* t : {&in.shapes.o, &in.shapes.lse, &in.shapes.dq, &in.shapes.dk, &in.shapes.dv,
+                        &in.shapes.dsinks}) {
+    poison(*t);
+  }
+  return in;
+}
+
+inline TensorView as4d(const TensorView& t) {
+  if (t.ndim == 4) return t;
+  TensorView o = t;
+  o.ndim = 4;
+  o.shape = {1, t.shape[0], t.shape[1], t.shape[2]};
+  o.strides = {0, t.strides[0], t.strides[1], t.strides[2]};
+  return o;
+}
+inline TensorView as3d(const TensorView& t) {
+  if (t.ndim == 3) return t;
+  TensorView o = t;
+  o.ndim = 3;
+  o.shape = {1, t.shape[0], t.shape[1], 0};
+  o.strides = {0, t.strides[0], t.strides[1], 0};
+  return o;
+}
+
+/// One GPU, full sequence, plain cuDNN call.
+inline GpuOutputs run_single_gpu(const GpuCase& c, const GpuInputs& in, int device = 0) {
+  cudaSetDevice(device);
+  auto kernel = create_cudnn_attention(device, {.deterministic = c.deterministic});
+  EXPECT_TRUE(kernel.is_ok()) << kernel.status().to_string();
+  const bool thd = c.layout == Layout::kTHD;
+  const LocalProblem p = LocalProblem::unsharded(attention_of(c), c.dtype, thd ? 1 : c.B, c.S, thd);
+  DeviceTensor q = DeviceTensor::of(in.q, device), k = DeviceTensor::of(in.k, device),
+               v = DeviceTensor::of(in.v, device), d_o = DeviceTensor::of(in.d_o, device),
+               sinks = DeviceTensor::of(in.sinks, device), cu = DeviceTensor::of(in.cu, device);
+  DeviceTensor o = DeviceTensor::of(in.shapes.o, device),
+               lse = DeviceTensor::of(in.shapes.lse, device),
+               dq = DeviceTensor::of(in.shapes.dq, device),
+               dk = DeviceTensor::of(in.shapes.dk, device),
+               dv = DeviceTensor::of(in.shapes.dv, device),
+               dsinks = DeviceTensor::of(in.shapes.dsinks, device);
+  DeviceBytes ws((*kernel)->workspace_bytes(p), device);
+  const auto* cu_d = static_cast<const std::int32_t*>(cu.ptr);
+  LocalForwardArgs f{.q = as4d(q.view),
+                     .k = as4d(k.view),
+                     .v = as4d(v.view),
+                     .o = as4d(o.view),
+                     .lse = as3d(lse.view),
+                     .cu_seqlens = c.cu,
+                     .cu_seqlens_device = cu_d,
+                     .workspace = ws.ptr};
+  LocalBackwardArgs b{.q = f.q,
+                      .k = f.k,
+                      .v = f.v,
+                      .o = f.o,
+                      .lse = f.lse,
+                      .d_o = as4d(d_o.view),
+                      .dq = as4d(dq.view),
+                      .dk = as4d(dk.view),
+                      .dv = as4d(dv.view),
+                      .cu_seqlens = c.cu,
+                      .cu_seqlens_device = cu_d,
+                      .workspace = ws.ptr};
+  if (c.sinks) {
+    f.sinks = b.sinks = sinks.view;
+    b.dsinks = dsinks.view;
+  }
+  Status s = (*kernel)->forward(p, f, nullptr);
+  EXPECT_TRUE(s.is_ok()) << s.to_string();
+  s = (*kernel)->backward(p, b, nullptr);
+  EXPECT_TRUE(s.is_ok()) << s.to_string();
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  return {o.download(in.shapes.o),   lse.download(in.shapes.lse),
+          dq.download(in.shapes.dq), dk.download(in.shapes.dk),
+          dv.download(in.shapes.dv), dsinks.download(in.shapes.dsinks)};
+}
+
+/// P ranks: rank r uses comms[r] on device device_of(r); each rank's outputs land in its shard of
+/// the global outputs (dsinks: rank 0's copy, and every rank's copy is checked equal to it).
+inline GpuOutputs run_distributed(const GpuCase& c, const GpuInputs& in,
+                                  std::vector<std::unique_ptr<Communicator>>& comms,
+                                  const std::function<int(int)>& device_of,
+                                  std::vector<Status>* statuses = nullptr) {
+  const int P = c.P;
+  GpuOutputs out = in.shapes;
+  std::vector<HostTensor> dsinks(static_cast<std::size_t>(P), in.shapes.dsinks);
+  std::vector<Status> st(static_cast<std::size_t>(P));
+  const bool thd = c.layout == Layout::kTHD;
+  const PlanConfig cfg{.attention = attention_of(c),
+                       .parallel = {.cp = P},
+                       .layout = c.layout,
+                       .dtype = c.dtype,
+                       .batch = thd ? 1 : c.B,
+                       .seqlen = c.S,
+                       .training = true};
+  std::vector<std::thread> threads;
+  std::mutex mu;
+  for (int r = 0; r < P; ++r) {
+    threads.emplace_back([&, r] {
+      auto& s = st[static_cast<std::size_t>(r)];
+      const int dev = device_of(r);
+      cudaSetDevice(dev);
+      cudaStream_t stream = nullptr;
+      cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+      auto kernel = create_cudnn_attention(dev, {.deterministic = c.deterministic});
+      if (!kernel.is_ok()) {
+        s = kernel.status();
+        return;
+      }
+      auto plan = DistributedAttention::create(cfg, *comms[static_cast<std::size_t>(r)], **kernel);
+      if (!plan.is_ok()) {
+        s = plan.status();
+        return;
+      }
+      // Each rank holds only its shard (copied from the global host tensors).
+      auto shard_host = [&](const HostTensor& g) {
+        HostTensor t = g;  // same dtype; shape fixed below
+        TensorView sv = shard_view(g.view, c.layout, P, r).value();
+        HostTensor h(g.view.dtype, {1});
+        h.storage.assign(static_cast<std::size_t>(sv.numel()) * dtype_size(sv.dtype), 0);
+        h.view = sv;
+        std::int64_t stride = 1;
+        for (int d = sv.ndim - 1; d >= 0; --d) {
+          h.view.strides[static_cast<std::size_t>(d)] = stride;
+          stride *= sv.shape[static_cast<std::size_t>(d)];
+        }
+        h.view.data = h.storage.data();
+        EXPECT_TRUE(copy_tensor(h.view, sv).is_ok());
+        return h;
+      };
+      HostTensor qh = shard_host(in.q), kh = shard_host(in.k), vh = shard_host(in.v),
+                 doh = shard_host(in.d_o);
+      HostTensor oh = shard_host(out.o), dqh = shard_host(out.dq), dkh = shard_host(out.dk),
+                 dvh = shard_host(out.dv);
+      HostTensor lseh(DType::kFloat32, {1});
+      {
+        TensorView lv = shard_lse_view(out.lse.view, c.layout, P, r).value();
+        lseh = thd ? HostTensor(DType::kFloat32, {lv.shape[0], lv.shape[1]})
+                   : HostTensor(DType::kFloat32, {lv.shape[0], lv.shape[1], lv.shape[2]});
+        poison(lseh);
+      }
+      DeviceTensor q = DeviceTensor::of(qh, dev), k = DeviceTensor::of(kh, dev),
+                   v = DeviceTensor::of(vh, dev), d_o = DeviceTensor::of(doh, dev),
+                   o = DeviceTensor::of(oh, dev), lse = DeviceTensor::of(lseh, dev),
+                   dq = DeviceTensor::of(dqh, dev), dk = DeviceTensor::of(dkh, dev),
+                   dv = DeviceTensor::of(dvh, dev), sinks = DeviceTensor::of(in.sinks, dev),
+                   ds = DeviceTensor::of(dsinks[static_cast<std::size_t>(r)], dev),
+                   cu = DeviceTensor::of(in.cu, dev);
+      DeviceBytes ws((*plan)->workspace_bytes(), dev), saved((*plan)->saved_bytes(), dev);
+      const auto* cu_d = static_cast<const std::int32_t*>(cu.ptr);
+      ForwardArgs f{.q = q.view,
+                    .k = k.view,
+                    .v = v.view,
+                    .o = o.view,
+                    .lse = lse.view,
+                    .cu_seqlens = c.cu,
+                    .cu_seqlens_device = cu_d,
+                    .workspace = ws.ptr,
+                    .saved = saved.ptr};
+      BackwardArgs b{.d_o = d_o.view,
+                     .dq = dq.view,
+                     .dk = dk.view,
+                     .dv = dv.view,
+                     .cu_seqlens = c.cu,
+                     .cu_seqlens_device = cu_d,
+                     .workspace = ws.ptr,
+                     .saved = saved.ptr};
+      if (c.sinks) {
+        f.sinks = b.sinks = sinks.view;
+        b.dsinks = ds.view;
+      }
+      if ((s = (*plan)->forward(f, stream)).is_ok()) s = (*plan)->backward(b, stream);
+      if (s.is_ok()) s = synchronize(*comms[static_cast<std::size_t>(r)], stream);
+      if (!s.is_ok()) return;
+      // Scatter this rank's results into the global host outputs.
+      std::lock_guard<std::mutex> lock(mu);
+      auto put = [&](const DeviceTensor& d, const HostTensor& like, HostTensor& global) {
+        HostTensor h = d.download(like);
+        EXPECT_TRUE(copy_tensor(shard_view(global.view, c.layout, P, r).value(), h.view).is_ok());
+      };
+      put(o, oh, out.o);
+      put(dq, dqh, out.dq);
+      put(dk, dkh, out.dk);
+      put(dv, dvh, out.dv);
+      HostTensor lh = lse.download(lseh);
+      EXPECT_TRUE(
+          copy_tensor(shard_lse_view(out.lse.view, c.layout, P, r).value(), lh.view).is_ok());
+      dsinks[static_cast<std::size_t>(r)] = ds.download(dsinks[static_cast<std::size_t>(r)]);
+      cudaStreamDestroy(stream);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < P; ++r) {
+    EXPECT_TRUE(st[static_cast<std::size_t>(r)].is_ok())
+        << "rank " << r << ": " << st[static_cast<std::size_t>(r)].to_string();
+  }
+  if (statuses) *statuses = st;
+  out.dsinks = dsinks[0];
+  for (int r = 1; r < P && c.sinks; ++r)
+    EXPECT_BITWISE_EQ(dsinks[0], dsinks[static_cast<std::size_t>(r)],
+                      "dsinks rank " + std::to_string(r));
+  return out;
+}
+
+/// Expected: O, LSE, dK, dV (and dSinks) bitwise equal to the single-GPU run wherever heads are
+/// independent; dQ bitwise only with the deterministic backward (cuDNN accumulates dQ atomically
+/// otherwise), else within 2 ulps of the dtype at its largest magnitude. Replicated KV heads
+/// (P > Hkv): dK/dV are sums of per-rank partials, held to the same tolerance.
+inline void expect_matches_single_gpu(const GpuCase& c, const GpuOutputs& single,
+                                      const GpuOutputs& dist) {
+  const double ulp = c.dtype == DType::kFloat16 ? 0x1p-10 : 0x1p-7;
+  auto close = [&](const HostTensor& a, const HostTensor& b, const char* what) {
+    const double err = max_abs_diff(a, b), tol = 2 * ulp * max_abs(a);
+    EXPECT_LE(err, tol) << what << ": max |single - distributed| = " << err << " > " << tol;
+  };
+  EXPECT_EQ(count_nan(dist.o) + count_nan(dist.dq) + count_nan(dist.dk) + count_nan(dist.dv), 0);
+  EXPECT_BITWISE_EQ(single.o, dist.o, "O");
+  EXPECT_BITWISE_EQ(single.lse, dist.lse, "LSE");
+  if (c.deterministic) {
+    EXPECT_BITWISE_EQ(single.dq, dist.dq, "dQ (deterministic)");
+  } else {
+    close(single.dq, dist.dq, "dQ");
+  }
+  if (c.P > c.Hkv) {
+    close(single.dk, dist.dk, "dK (replicated KV)");
+    close(single.dv, dist.dv, "dV (replicated KV)");
+  } else {
+    EXPECT_BITWISE_EQ(single.dk, dist.dk, "dK");
+    EXPECT_BITWISE_EQ(single.dv, dist.dv, "dV");
+  }
+  if (c.sinks) close(single.dsinks, dist.dsinks, "dSinks");
+}
+
+}  // namespace ulysses::testing

@@ -1,0 +1,208 @@
+// Ulysses on one GPU through the device loopback (P virtual ranks), with cuDNN, against the
+// single-GPU cuDNN run on the full sequence; plus stream safety and memory stability.
+#include <gtest/gtest.h>
+
+#include <barrier>
+
+#include "common/check.h"
+#include "gpu/gpu_ulysses_common.h"
+
+namespace ulysses {
+namespace {
+
+using testing::GpuCase;
+
+class DeviceLoopbackUlysses : public ::testing::TestWithParam<GpuCase> {};
+
+TEST_P(DeviceLoopbackUlysses, MatchesSingleGpu) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const GpuCase c = GetParam();
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const testing::GpuInputs in = testing::make_gpu_inputs(c, rng);
+  const testing::GpuOutputs single = testing::run_single_gpu(c, in);
+  auto comms = create_device_loopback_group(c.P, 0);
+  ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
+  const testing::GpuOutputs dist = testing::run_distributed(c, in, *comms, [](int) { return 0; });
+  testing::expect_matches_single_gpu(c, single, dist);
+}
+
+std::vector<GpuCase> cases() {
+  const auto bshd = Layout::kBSHD, thd = Layout::kTHD;
+  const auto bf16 = DType::kBFloat16, fp16 = DType::kFloat16;
+  return {
+      {"p2_gqa_causal", 2, bshd, 2, 512, 8, 4, 128, bf16},
+      {"p2_gqa_causal_deterministic",
+       2,
+       bshd,
+       1,
+       512,
+       8,
+       2,
+       128,
+       bf16,
+       true,
+       -1,
+       -1,
+       false,
+       {},
+       true},
+      {"p4_mha_full_fp16", 4, bshd, 1, 256, 8, 8, 64, fp16, false},
+      {"p4_gqa_window", 4, bshd, 1, 512, 8, 4, 128, bf16, true, 100},
+      {"p4_replicated_kv", 4, bshd, 1, 256, 8, 2, 128, bf16},
+      {"p8_mqa_replicated_sinks", 8, bshd, 1, 512, 16, 1, 64, bf16, true, -1, -1, true},
+      {"p2_varlen_causal",
+       2,
+       thd,
+       1,
+       512,
+       4,
+       2,
+       128,
+       bf16,
+       true,
+       -1,
+       -1,
+       false,
+       {0, 100, 101, 300, 480}},
+      {"p8_varlen_gqa", 8, thd, 1, 1024, 8, 8, 64, bf16, true, 64, -1, false, {0, 333, 700, 1000}},
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(Gpu, DeviceLoopbackUlysses, ::testing::ValuesIn(cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+// Inputs produced on a non-default stream and freed (stream-ordered) right after the call returns
+// must still give the right results: ulysses reads them in stream order, never later.
+TEST(GpuStreams, InputsFreedRightAfterTheCallStayCorrect) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const GpuCase c{"streams", 1, Layout::kBSHD, 1, 256, 4, 2, 64, DType::kBFloat16};
+  std::mt19937_64 rng(testing::fresh_seed());
+  const testing::GpuInputs in = testing::make_gpu_inputs(c, rng);
+  const testing::GpuOutputs single = testing::run_single_gpu(c, in);
+  auto comms = create_device_loopback_group(1, 0);
+  ASSERT_TRUE(comms.is_ok());
+  auto kernel = create_cudnn_attention(0);
+  ASSERT_TRUE(kernel.is_ok());
+  const PlanConfig cfg{.attention = testing::attention_of(c),
+                       .parallel = {.cp = 1},
+                       .dtype = c.dtype,
+                       .batch = c.B,
+                       .seqlen = c.S,
+                       .training = false};
+  auto plan = DistributedAttention::create(cfg, *(*comms)[0], **kernel);
+  ASSERT_TRUE(plan.is_ok()) << plan.status().to_string();
+  cudaStream_t s = nullptr;
+  ASSERT_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  testing::DeviceBytes ws((*plan)->workspace_bytes());
+  testing::DeviceTensor o(in.shapes.o);
+  for (int it = 0; it < 50; ++it) {
+    void *q = nullptr, *k = nullptr, *v = nullptr;
+    ASSERT_CUDA(cudaMallocAsync(&q, in.q.storage.size(), s));
+    ASSERT_CUDA(cudaMallocAsync(&k, in.k.storage.size(), s));
+    ASSERT_CUDA(cudaMallocAsync(&v, in.v.storage.size(), s));
+    ASSERT_CUDA(
+        cudaMemcpyAsync(q, in.q.storage.data(), in.q.storage.size(), cudaMemcpyHostToDevice, s));
+    ASSERT_CUDA(
+        cudaMemcpyAsync(k, in.k.storage.data(), in.k.storage.size(), cudaMemcpyHostToDevice, s));
+    ASSERT_CUDA(
+        cudaMemcpyAsync(v, in.v.storage.data(), in.v.storage.size(), cudaMemcpyHostToDevice, s));
+    auto view = [](const testing::HostTensor& h, void* p) {
+      TensorView t = h.view;
+      t.data = p;
+      t.device = Device::cuda(0);
+      return t;
+    };
+    ForwardArgs f{.q = view(in.q, q),
+                  .k = view(in.k, k),
+                  .v = view(in.v, v),
+                  .o = o.view,
+                  .workspace = ws.ptr};
+    ASSERT_TRUE((*plan)->forward(f, s).is_ok());
+    ASSERT_CUDA(cudaFreeAsync(q, s));
+    ASSERT_CUDA(cudaFreeAsync(k, s));
+    ASSERT_CUDA(cudaFreeAsync(v, s));
+    // Another allocation of the same size now reuses the freed memory; poison it.
+    void* junk = nullptr;
+    ASSERT_CUDA(cudaMallocAsync(&junk, in.q.storage.size(), s));
+    ASSERT_CUDA(cudaMemsetAsync(junk, 0xFF, in.q.storage.size(), s));
+    ASSERT_CUDA(cudaFreeAsync(junk, s));
+  }
+  ASSERT_CUDA(cudaStreamSynchronize(s));
+  EXPECT_BITWISE_EQ(single.o, o.download(in.shapes.o), "O after 50 stream-ordered iterations");
+  cudaStreamDestroy(s);
+}
+
+TEST(GpuStreams, NoDeviceMemoryGrowthOver1000Steps) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const GpuCase c{"growth", 2, Layout::kBSHD, 1, 256, 4, 2, 64, DType::kBFloat16};
+  std::mt19937_64 rng(testing::fresh_seed());
+  const testing::GpuInputs in = testing::make_gpu_inputs(c, rng);
+  auto comms = create_device_loopback_group(2, 0);
+  ASSERT_TRUE(comms.is_ok());
+  std::size_t free_after_warmup = 0, free_at_end = 0, total = 0;
+  std::vector<Status> st(2);
+  std::vector<std::thread> threads;
+  std::barrier rendezvous(2);
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      cudaSetDevice(0);
+      cudaStream_t s = nullptr;
+      cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+      auto kernel = create_cudnn_attention(0);
+      const PlanConfig cfg{.attention = testing::attention_of(c),
+                           .parallel = {.cp = 2},
+                           .dtype = c.dtype,
+                           .batch = 1,
+                           .seqlen = c.S};
+      auto plan =
+          DistributedAttention::create(cfg, *(*comms)[static_cast<std::size_t>(r)], **kernel);
+      if (!plan.is_ok()) {
+        st[static_cast<std::size_t>(r)] = plan.status();
+        return;
+      }
+      auto shard = [&](const testing::HostTensor& h) {
+        return testing::DeviceTensor::of(h);  // full-size buffers; views below are shard-sized
+      };
+      testing::DeviceTensor q = shard(in.q), k = shard(in.k), v = shard(in.v), d_o = shard(in.d_o),
+                            o = shard(in.shapes.o), dq = shard(in.shapes.dq),
+                            dk = shard(in.shapes.dk), dv = shard(in.shapes.dv);
+      auto sv = [&](const testing::DeviceTensor& d) {
+        return shard_view(d.view, Layout::kBSHD, 2, r).value();
+      };
+      testing::DeviceBytes ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
+      ForwardArgs f{
+          .q = sv(q), .k = sv(k), .v = sv(v), .o = sv(o), .workspace = ws.ptr, .saved = saved.ptr};
+      BackwardArgs b{.d_o = sv(d_o),
+                     .dq = sv(dq),
+                     .dk = sv(dk),
+                     .dv = sv(dv),
+                     .workspace = ws.ptr,
+                     .saved = saved.ptr};
+      auto step = [&]() -> Status {
+        ULYSSES_RETURN_IF_ERROR((*plan)->forward(f, s));
+        return (*plan)->backward(b, s);
+      };
+      for (int i = 0; i < 10 && st[static_cast<std::size_t>(r)].is_ok(); ++i)
+        st[static_cast<std::size_t>(r)] = step();
+      cudaStreamSynchronize(s);
+      rendezvous.arrive_and_wait();
+      if (r == 0) cudaMemGetInfo(&free_after_warmup, &total);
+      rendezvous.arrive_and_wait();
+      for (int i = 0; i < 1000 && st[static_cast<std::size_t>(r)].is_ok(); ++i)
+        st[static_cast<std::size_t>(r)] = step();
+      cudaStreamSynchronize(s);
+      rendezvous.arrive_and_wait();
+      if (r == 0) cudaMemGetInfo(&free_at_end, &total);
+      rendezvous.arrive_and_wait();
+      cudaStreamDestroy(s);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_ALL_OK(st);
+  EXPECT_EQ(free_after_warmup, free_at_end) << "device memory changed over 1000 steps";
+}
+
+}  // namespace
+}  // namespace ulysses

@@ -1,0 +1,200 @@
+// NCCL across every local GPU (one host thread per GPU): data movement bit-exact, Ulysses against
+// the single-GPU cuDNN run, mesh splits, and the timeout path (a peer that never calls).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+
+#include "gpu/gpu_ulysses_common.h"
+
+namespace ulysses {
+namespace {
+
+using testing::GpuCase;
+
+std::vector<std::unique_ptr<Communicator>> nccl_group(int n, NcclOptions options = {}) {
+  auto id = create_nccl_unique_id();
+  EXPECT_TRUE(id.is_ok()) << id.status().to_string();
+  std::vector<std::unique_ptr<Communicator>> comms(static_cast<std::size_t>(n));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] {
+      auto c = create_nccl_communicator(*id, n, r, r, options);
+      EXPECT_TRUE(c.is_ok()) << c.status().to_string();
+      if (c.is_ok()) comms[static_cast<std::size_t>(r)] = std::move(c).value();
+    });
+  }
+  for (auto& t : threads) t.join();
+  return comms;
+}
+
+TEST(Nccl, AllToAllVIsBitExact) {
+  ULYSSES_REQUIRE_GPUS(2);
+  const int n = cuda_device_count();
+  auto comms = nccl_group(n);
+  std::atomic<std::int64_t> wrong{0};
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] {
+      cudaSetDevice(r);
+      std::vector<std::size_t> sc(n), so(n), rc(n), ro(n);
+      std::size_t st = 0, rt = 0;
+      for (int p = 0; p < n; ++p) {
+        sc[p] = 4 * static_cast<std::size_t>(r + 2 * p + 1000);
+        so[p] = st;
+        st += sc[p];
+        rc[p] = 4 * static_cast<std::size_t>(p + 2 * r + 1000);
+        ro[p] = rt;
+        rt += rc[p];
+      }
+      std::vector<std::uint32_t> send(st / 4), recv(rt / 4, 0);
+      for (int p = 0; p < n; ++p) {
+        for (std::size_t i = 0; i < sc[p] / 4; ++i)
+          send[so[p] / 4 + i] = (r << 24) | (p << 16) | static_cast<std::uint32_t>(i);
+      }
+      void *ds = nullptr, *dr = nullptr;
+      cudaMalloc(&ds, st);
+      cudaMalloc(&dr, rt);
+      cudaMemcpy(ds, send.data(), st, cudaMemcpyHostToDevice);
+      cudaStream_t s = nullptr;
+      cudaStreamCreate(&s);
+      Status status = comms[r]->all_to_all_v(ds, sc, so, dr, rc, ro, s);
+      if (status.is_ok()) status = synchronize(*comms[r], s);
+      EXPECT_TRUE(status.is_ok()) << status.to_string();
+      cudaMemcpy(recv.data(), dr, rt, cudaMemcpyDeviceToHost);
+      for (int p = 0; p < n; ++p) {
+        for (std::size_t i = 0; i < rc[p] / 4; ++i) {
+          wrong += recv[ro[p] / 4 + i] !=
+                   ((static_cast<std::uint32_t>(p) << 24) | (static_cast<std::uint32_t>(r) << 16) |
+                    static_cast<std::uint32_t>(i));
+        }
+      }
+      cudaFree(ds);
+      cudaFree(dr);
+      cudaStreamDestroy(s);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+class NcclUlysses : public ::testing::TestWithParam<GpuCase> {};
+
+TEST_P(NcclUlysses, MatchesSingleGpu) {
+  ULYSSES_REQUIRE_GPUS(2);
+  GpuCase c = GetParam();
+  c.P = cuda_device_count();
+  if (c.Hq % c.P != 0) GTEST_SKIP() << "heads do not divide over " << c.P << " GPUs";
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const testing::GpuInputs in = testing::make_gpu_inputs(c, rng);
+  const testing::GpuOutputs single = testing::run_single_gpu(c, in, 0);
+  auto comms = nccl_group(c.P);
+  const testing::GpuOutputs dist = testing::run_distributed(c, in, comms, [](int r) { return r; });
+  testing::expect_matches_single_gpu(c, single, dist);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllGpus, NcclUlysses,
+                         ::testing::Values(GpuCase{"gqa_causal", 0, Layout::kBSHD, 1, 2048, 16, 8,
+                                                   128},
+                                           GpuCase{"deterministic",
+                                                   0,
+                                                   Layout::kBSHD,
+                                                   2,
+                                                   1024,
+                                                   8,
+                                                   8,
+                                                   128,
+                                                   DType::kBFloat16,
+                                                   true,
+                                                   -1,
+                                                   -1,
+                                                   false,
+                                                   {},
+                                                   true},
+                                           GpuCase{"mqa_sinks_window", 0, Layout::kBSHD, 1, 1024, 8,
+                                                   1, 64, DType::kBFloat16, true, 200, -1, true},
+                                           GpuCase{"varlen",
+                                                   0,
+                                                   Layout::kTHD,
+                                                   1,
+                                                   2048,
+                                                   8,
+                                                   4,
+                                                   128,
+                                                   DType::kBFloat16,
+                                                   true,
+                                                   -1,
+                                                   -1,
+                                                   false,
+                                                   {0, 700, 701, 1900}}),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+TEST(Nccl, MeshSplitGivesWorkingGroups) {
+  ULYSSES_REQUIRE_GPUS(2);
+  const int n = cuda_device_count();
+  auto world = nccl_group(n);
+  auto mesh = Mesh::create({.dp = n / 2, .cp = 2, .tp = 1}, (n / 2) * 2);
+  ASSERT_TRUE(mesh.is_ok());
+  if (mesh->world_size() != n) GTEST_SKIP() << "needs an even GPU count";
+  std::vector<Status> st(static_cast<std::size_t>(n));
+  std::vector<float> sums(static_cast<std::size_t>(n), 0);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] {
+      cudaSetDevice(r);
+      auto cp = split_nccl_communicator(*world[static_cast<std::size_t>(r)], *mesh, MeshAxis::kCp);
+      if (!cp.is_ok()) {
+        st[static_cast<std::size_t>(r)] = cp.status();
+        return;
+      }
+      // Sum of global ranks over the cp group: 2g + (2g + 1) for group g.
+      float* d = nullptr;
+      cudaMalloc(&d, 4);
+      const float mine = static_cast<float>(r);
+      cudaMemcpy(d, &mine, 4, cudaMemcpyHostToDevice);
+      cudaStream_t s = nullptr;
+      cudaStreamCreate(&s);
+      st[static_cast<std::size_t>(r)] = (*cp)->all_reduce_sum(d, d, 1, DType::kFloat32, s);
+      if (st[static_cast<std::size_t>(r)].is_ok())
+        st[static_cast<std::size_t>(r)] = synchronize(**cp, s);
+      cudaMemcpy(&sums[static_cast<std::size_t>(r)], d, 4, cudaMemcpyDeviceToHost);
+      EXPECT_EQ((*cp)->size(), 2);
+      cudaFree(d);
+      cudaStreamDestroy(s);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_ALL_OK(st);
+  for (int r = 0; r < n; ++r)
+    EXPECT_EQ(sums[static_cast<std::size_t>(r)], static_cast<float>(4 * (r / 2) + 1)) << r;
+}
+
+TEST(Nccl, APeerThatNeverCallsEndsInTimeoutNotAHang) {
+  ULYSSES_REQUIRE_GPUS(2);
+  // Rank 1 never enters the all-to-all: rank 0's kernel waits forever on the GPU. synchronize()
+  // must come back with kTimeout after the configured timeout, having aborted the communicators.
+  auto comms = nccl_group(2, NcclOptions{std::chrono::milliseconds(3000)});
+  cudaSetDevice(0);
+  void* buf = nullptr;
+  cudaMalloc(&buf, 2 << 20);
+  cudaStream_t s = nullptr;
+  cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+  std::vector<std::size_t> counts = {1 << 20, 1 << 20}, offsets = {0, 1 << 20};
+  const auto t0 = std::chrono::steady_clock::now();
+  Status st = comms[0]->all_to_all_v(buf, counts, offsets, buf, counts, offsets, s);
+  if (st.is_ok()) st = synchronize(*comms[0], s);
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(st.code(), StatusCode::kTimeout) << st.to_string();
+  EXPECT_LT(waited, 60.0);
+  // Every later call on any ulysses communicator reports the abort instead of hanging.
+  Status after = comms[1]->barrier(nullptr);
+  EXPECT_EQ(after.code(), StatusCode::kCommError) << after.to_string();
+  std::printf("timeout path: rank 0 returned %s after %.1f s\n", status_code_name(st.code()).data(),
+              waited);
+}
+
+}  // namespace
+}  // namespace ulysses
