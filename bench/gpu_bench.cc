@@ -42,6 +42,7 @@ struct GpuRow {
   double a2a_gbs = 0, nccl_gbs = 0, a2a_mib = 0;
   double peak_gib = 0;
   double err_o = 0, err_dq = 0, err_dk = 0, err_dv = 0;
+  double kernel_contiguous_ms = 0, kernel_inplace_ms = 0;  // the local kernel alone (cp > 1 rows)
   bool exact_o = true, exact_dkv = true;
   bool pass = true;
   std::string repro;
@@ -214,6 +215,93 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, dou
   }
   for (void* x : {q, k, v, o, d_o, dq, dk, dv, lse, ws}) cudaFree(x);
   cudaStreamDestroy(st);
+  return ms[ms.size() / 2];
+}
+
+// The local kernel alone on one rank's problem (all S tokens, Hq/P and Hkv/P heads), fwd+bwd:
+// `packed` reads Q/K/V from a [S][B][hq + 2 hkv][D] receive buffer and writes O, dQ, dK/dV in the
+// layouts ulysses uses; otherwise every tensor is contiguous [B, S, H, D]. Separates what the
+// kernel costs on ulysses' layout from what the exchanges cost.
+double time_local_kernel(const Shape& s, int P, bool packed, int iters) {
+  cudaSetDevice(0);
+  auto kernel = create_cudnn_attention(0);
+  const int hq = s.Hq / P, hkv = std::max(1, s.Hkv / P);
+  LocalProblem p = LocalProblem::unsharded(s.att, s.dtype, s.B, s.S);
+  p.num_heads_q_local = hq;
+  p.num_heads_kv_local = hkv;
+  const std::int64_t C = hq + 2 * hkv, D = s.D, B = s.B, S = s.S;
+  const std::size_t e = 2, tok = static_cast<std::size_t>(B * S);
+  void *qkv, *o, *d_o, *dq, *dkv, *lse, *ws;
+  BENCH_CUDA(cudaMalloc(&qkv, tok * static_cast<std::size_t>(C * D) * e));
+  BENCH_CUDA(cudaMalloc(&o, tok * static_cast<std::size_t>(hq * D) * e));
+  BENCH_CUDA(cudaMalloc(&d_o, tok * static_cast<std::size_t>(hq * D) * e));
+  BENCH_CUDA(cudaMalloc(&dq, tok * static_cast<std::size_t>(hq * D) * e));
+  BENCH_CUDA(cudaMalloc(&dkv, tok * static_cast<std::size_t>(2 * hkv * D) * e));
+  BENCH_CUDA(cudaMalloc(&lse, tok * static_cast<std::size_t>(hq) * 4));
+  const std::size_t ws_bytes = (*kernel)->workspace_bytes(p);
+  BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
+  {  // Random inputs: constant data runs measurably faster than real data (docs/PERF.md).
+    std::mt19937_64 rng(1234);
+    std::uniform_real_distribution<double> u(-1.0, 1.0);
+    std::vector<std::uint16_t> h(tok * static_cast<std::size_t>(C * D));
+    for (auto& x : h) x = detail::double_to_bf16_bits(u(rng));
+    BENCH_CUDA(cudaMemcpy(qkv, h.data(), h.size() * e, cudaMemcpyHostToDevice));
+    BENCH_CUDA(cudaMemcpy(d_o, h.data(), tok * static_cast<std::size_t>(hq * D) * e,
+                          cudaMemcpyHostToDevice));
+  }
+  const Device dev = Device::cuda(0);
+  auto view = [&](void* base, std::int64_t channels, std::int64_t c0, std::int64_t h) {
+    char* ptr = static_cast<char*>(base) + static_cast<std::size_t>(c0 * D) * e;
+    if (packed) {
+      return TensorView::strided(ptr, s.dtype, {B, S, h, D}, {channels * D, B * channels * D, D, 1},
+                                 dev);
+    }
+    return TensorView::contiguous(
+        static_cast<char*>(base) + static_cast<std::size_t>(c0 * D) * e * tok, s.dtype,
+        {B, S, h, D}, dev);
+  };
+  const TensorView lse_v =
+      packed ? TensorView::strided(lse, DType::kFloat32, {B, hq, S}, {hq, 1, B * hq}, dev)
+             : TensorView::contiguous(lse, DType::kFloat32, {B, hq, S}, dev);
+  LocalForwardArgs f{.q = view(qkv, C, 0, hq),
+                     .k = view(qkv, C, hq, hkv),
+                     .v = view(qkv, C, hq + hkv, hkv),
+                     .o = view(o, hq, 0, hq),
+                     .lse = lse_v,
+                     .workspace = ws};
+  LocalBackwardArgs b{.q = f.q,
+                      .k = f.k,
+                      .v = f.v,
+                      .o = f.o,
+                      .lse = lse_v,
+                      .d_o = view(d_o, hq, 0, hq),
+                      .dq = view(dq, hq, 0, hq),
+                      .dk = view(dkv, 2 * hkv, 0, hkv),
+                      .dv = view(dkv, 2 * hkv, hkv, hkv),
+                      .workspace = ws};
+  cudaStream_t st;
+  cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  std::vector<double> ms;
+  for (int it = 0; it < iters + 2; ++it) {
+    cudaEventRecord(e0, st);
+    Status status = (*kernel)->forward(p, f, st);
+    if (status.is_ok()) status = (*kernel)->backward(p, b, st);
+    if (!status.is_ok()) {
+      std::fprintf(stderr, "ulysses-bench: local kernel: %s\n", status.to_string().c_str());
+      std::exit(1);
+    }
+    cudaEventRecord(e1, st);
+    cudaEventSynchronize(e1);
+    float t = 0;
+    cudaEventElapsedTime(&t, e0, e1);
+    if (it >= 2) ms.push_back(t);
+  }
+  for (void* x : {qkv, o, d_o, dq, dkv, lse, ws}) cudaFree(x);
+  cudaStreamDestroy(st);
+  std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
 }
 
@@ -529,6 +617,24 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           r.pass ? "PASS" : "FAIL");
       all_pass = all_pass && r.pass;
     }
+    for (int cp : cps) {
+      if (cp == 1) continue;
+      const double contiguous = time_local_kernel(s, cp, false, o.iters);
+      const double in_place = time_local_kernel(s, cp, true, o.iters);
+      GpuRow* row = nullptr;
+      for (GpuRow& r : rows) {
+        if (r.seq == seq && r.cp == cp) row = &r;
+      }
+      if (row) {
+        row->kernel_contiguous_ms = contiguous;
+        row->kernel_inplace_ms = in_place;
+      }
+      std::printf(
+          "#   seq %lld cp %d breakdown: T1/cp %.2f ms | local kernel alone %.2f ms contiguous, "
+          "%.2f ms on ulysses' layout | rest of the step (exchanges + pack/unpack) %.2f ms\n",
+          static_cast<long long>(seq), cp, t1 / cp, contiguous, in_place,
+          row ? row->ms - in_place : 0.0);
+    }
     std::fflush(stdout);
   }
   for (const GpuRow& r : rows) std::printf("# repro: %s\n", r.repro.c_str());
@@ -544,6 +650,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         << ", \"a2a_mib_per_gpu\": " << r.a2a_mib << ", \"peak_gib\": " << r.peak_gib
         << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
         << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
+        << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
+        << ", \"kernel_inplace_ms\": " << r.kernel_inplace_ms
         << ", \"exact_o\": " << (r.exact_o ? "true" : "false")
         << ", \"exact_dkv\": " << (r.exact_dkv ? "true" : "false")
         << ", \"pass\": " << (r.pass ? "true" : "false") << ", \"repro\": \"" << r.repro << "\"}"
