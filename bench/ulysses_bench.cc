@@ -23,6 +23,7 @@
 
 #include "bench/bench_options.h"
 #include "common/dtype_convert.h"
+#include "common/host_tensor.h"
 #include "ulysses/gpu.h"
 #include "ulysses/ulysses.h"
 
@@ -44,27 +45,7 @@ struct Row {
   std::string repro;
 };
 
-// Owning host tensor (contiguous).
-struct Tensor {
-  std::vector<unsigned char> bytes;
-  TensorView view;
-  Tensor() = default;
-  Tensor(DType dtype, std::initializer_list<std::int64_t> shape) {
-    std::int64_t n = 1;
-    for (auto s : shape) n *= s;
-    bytes.assign(static_cast<std::size_t>(n) * dtype_size(dtype), 0);
-    view = TensorView::contiguous(bytes.data(), dtype, shape);
-  }
-  Tensor(const Tensor& o) : bytes(o.bytes), view(o.view) { view.data = bytes.data(); }
-  Tensor& operator=(const Tensor& o) {
-    bytes = o.bytes;
-    view = o.view;
-    view.data = bytes.data();
-    return *this;
-  }
-  double at(std::int64_t i) const { return detail::load_as_double(view.data, view.dtype, i); }
-  void set(std::int64_t i, double v) { detail::store_from_double(view.data, view.dtype, i, v); }
-};
+using Tensor = detail::HostTensor;
 
 double max_abs_diff(const Tensor& a, const Tensor& b) {
   double m = 0;
@@ -77,15 +58,15 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
   return m;
 }
 
-bool bitwise_equal(const Tensor& a, const Tensor& b) { return a.bytes == b.bytes; }
+bool bitwise_equal(const Tensor& a, const Tensor& b) { return a.storage == b.storage; }
 
 std::string repro_command(const Options& o, int cp, std::int64_t seq) {
   std::ostringstream os;
-  os << "ulysses-bench --cp " << cp << " --seq " << seq << " --batch " << o.batch << " --heads "
-     << o.heads << " --kv-heads " << o.kv_heads << " --head-dim " << o.head_dim << " --dtype "
-     << o.dtype << (o.causal ? " --causal" : " --no-causal") << " --window " << o.window[0] << ","
-     << o.window[1] << (o.sinks ? " --sinks" : "") << " --varlen " << o.varlen << " --strategy "
-     << o.strategy << " --iters " << o.iters;
+  os << "ulysses-bench --device cpu --cp " << cp << " --seq " << seq << " --batch " << o.batch
+     << " --heads " << o.heads << " --kv-heads " << o.kv_heads << " --head-dim " << o.head_dim
+     << " --dtype " << o.dtype << (o.causal ? " --causal" : " --no-causal") << " --window "
+     << o.window[0] << "," << o.window[1] << (o.sinks ? " --sinks" : "") << " --varlen " << o.varlen
+     << " --strategy " << o.strategy << " --iters " << o.iters;
   return os.str();
 }
 
