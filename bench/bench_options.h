@@ -22,6 +22,7 @@ struct Options {
   bool sinks = false;
   int varlen = 0;  // number of packed sequences (0: fixed-length batch)
   std::string strategy = "ulysses";
+  std::vector<int> chunks = {1};  // PlanConfig::overlap_chunks (GPU default: 1, 2, 4 where valid)
   int iters = 3;
   bool check = true;
   std::string json;

@@ -38,6 +38,7 @@ namespace {
 struct GpuRow {
   std::int64_t seq = 0;
   int cp = 1;
+  int chunks = 1;
   double ms = 0, tflops = 0, efficiency = 1;
   double a2a_gbs = 0, nccl_gbs = 0, a2a_mib = 0;
   double peak_gib = 0;
@@ -359,8 +360,8 @@ void measure_a2a(std::vector<std::unique_ptr<Communicator>>& comms,
 
 // Ulysses over P GPUs; each rank holds its shard; results gathered to the host for the check.
 double run_ulysses(const Shape& s, const Inputs& in,
-                   std::vector<std::unique_ptr<Communicator>>& comms, int iters, HostOut* out,
-                   double* peak_gib) {
+                   std::vector<std::unique_ptr<Communicator>>& comms, int chunks, int iters,
+                   HostOut* out, double* peak_gib) {
   const int P = static_cast<int>(comms.size());
   const std::int64_t Sl = s.S / P;
   const PlanConfig cfg{.attention = s.att,
@@ -368,7 +369,8 @@ double run_ulysses(const Shape& s, const Inputs& in,
                        .dtype = s.dtype,
                        .batch = s.B,
                        .seqlen = s.S,
-                       .training = true};
+                       .training = true,
+                       .overlap_chunks = chunks};
   std::vector<double> rank_ms(static_cast<std::size_t>(P));
   std::vector<std::size_t> rank_peak(static_cast<std::size_t>(P));
   if (out) {
@@ -487,11 +489,12 @@ double run_ulysses(const Shape& s, const Inputs& in,
   return *std::max_element(rank_ms.begin(), rank_ms.end());
 }
 
-std::string repro(const Shape& s, int cp, int iters) {
+std::string repro(const Shape& s, int cp, int chunks, int iters) {
   std::ostringstream os;
-  os << "ulysses-bench --device gpu --cp " << cp << " --seq " << s.S << " --batch " << s.B
-     << " --heads " << s.Hq << " --kv-heads " << s.Hkv << " --head-dim " << s.D << " --dtype bf16"
-     << (s.att.causal ? " --causal" : " --no-causal") << " --iters " << iters;
+  os << "ulysses-bench --device gpu --cp " << cp << " --chunks " << chunks << " --seq " << s.S
+     << " --batch " << s.B << " --heads " << s.Hq << " --kv-heads " << s.Hkv << " --head-dim "
+     << s.D << " --dtype bf16" << (s.att.causal ? " --causal" : " --no-causal") << " --iters "
+     << iters;
   return os.str();
 }
 
@@ -508,6 +511,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
   if (!given.count("--kv-heads")) o.kv_heads = 8;
   if (!given.count("--head-dim")) o.head_dim = 128;
   if (!given.count("--iters")) o.iters = 5;
+  if (!given.count("--chunks")) o.chunks = {1, 2, 4};
   std::vector<int> cps = given.count("--cp") ? o.cp : std::vector<int>{ngpu};
   if (o.dtype != "bf16" || o.varlen != 0 || o.sinks || o.window[0] != -1 || o.window[1] != -1) {
     std::fprintf(stderr,
@@ -547,8 +551,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     HostOut ref;
     double peak1 = 0;
     const double t1 = run_single(s, in, o.iters, o.check ? &ref : nullptr, &peak1);
-    GpuRow r1{seq, 1, t1, flops_per_step(s) / (t1 * 1e-3) / 1e12, 1.0, 0, 0, 0, peak1};
-    r1.repro = repro(s, 1, o.iters);
+    GpuRow r1{seq, 1, 1, t1, flops_per_step(s) / (t1 * 1e-3) / 1e12, 1.0, 0, 0, 0, peak1};
+    r1.repro = repro(s, 1, 1, o.iters);
     rows.push_back(r1);
     for (int cp : cps) {
       if (cp == 1) continue;
@@ -577,35 +581,42 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       for (int r = 0; r < cp; ++r) devs[static_cast<std::size_t>(r)] = r;
       ncclCommInitAll(raw.data(), cp, devs.data());
 
-      HostOut got;
-      double peak = 0;
-      const double tp = run_ulysses(s, in, comms, o.iters, o.check ? &got : nullptr, &peak);
-      GpuRow row{seq, cp, tp, flops_per_step(s) / cp / (tp * 1e-3) / 1e12, t1 / (cp * tp)};
-      row.peak_gib = peak;
-      // The forward Q/K/V message: Sl * B * (hq + 2 hkv) * D elements per peer.
-      const std::int64_t hq = o.heads / cp, hkv = std::max(1, o.kv_heads / cp);
-      const std::size_t msg =
-          static_cast<std::size_t>(seq / cp * o.batch * (hq + 2 * hkv) * o.head_dim) * 2;
-      row.a2a_mib = static_cast<double>(msg) * cp / (1 << 20);
-      measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs);
-      for (ncclComm_t c : raw) ncclCommDestroy(c);
-      if (o.check) {
-        const Cmp co = compare(ref.o, got.o), cq = compare(ref.dq, got.dq),
-                  ck = compare(ref.dk, got.dk), cv = compare(ref.dv, got.dv);
-        row.err_o = co.max_abs;
-        row.err_dq = cq.max_abs;
-        row.err_dk = ck.max_abs;
-        row.err_dv = cv.max_abs;
-        row.exact_o = co.bitwise;
-        row.exact_dkv = ck.bitwise && cv.bitwise;
-        // O/dK/dV are expected bitwise (heads independent); dQ (atomic accumulation in cuDNN) and
-        // replicated KV heads within 2 bf16 ulps of the largest value.
-        const double tol = 2 * 0x1p-7;
-        row.pass = row.err_o <= tol * max_abs_of(ref.o) && row.err_dq <= tol * max_abs_of(ref.dq) &&
-                   row.err_dk <= tol * max_abs_of(ref.dk) && row.err_dv <= tol * max_abs_of(ref.dv);
+      const int hkv_local = o.kv_heads / cp;
+      for (int chunks : o.chunks) {
+        if (chunks > 1 && (hkv_local < 1 || hkv_local % chunks != 0)) continue;
+        HostOut got;
+        double peak = 0;
+        const double tp =
+            run_ulysses(s, in, comms, chunks, o.iters, o.check ? &got : nullptr, &peak);
+        GpuRow row{seq,           cp, chunks, tp, flops_per_step(s) / cp / (tp * 1e-3) / 1e12,
+                   t1 / (cp * tp)};
+        row.peak_gib = peak;
+        // The forward Q/K/V message: Sl * B * (hq + 2 hkv) * D elements per peer.
+        const std::int64_t hq = o.heads / cp, hkv = std::max(1, o.kv_heads / cp);
+        const std::size_t msg =
+            static_cast<std::size_t>(seq / cp * o.batch * (hq + 2 * hkv) * o.head_dim) * 2;
+        row.a2a_mib = static_cast<double>(msg) * cp / (1 << 20);
+        if (chunks == 1) measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs);
+        if (o.check) {
+          const Cmp co = compare(ref.o, got.o), cq = compare(ref.dq, got.dq),
+                    ck = compare(ref.dk, got.dk), cv = compare(ref.dv, got.dv);
+          row.err_o = co.max_abs;
+          row.err_dq = cq.max_abs;
+          row.err_dk = ck.max_abs;
+          row.err_dv = cv.max_abs;
+          row.exact_o = co.bitwise;
+          row.exact_dkv = ck.bitwise && cv.bitwise;
+          // O/dK/dV are expected bitwise (heads independent); dQ (atomic accumulation in cuDNN) and
+          // replicated KV heads within 2 bf16 ulps of the largest value.
+          const double tol = 2 * 0x1p-7;
+          row.pass =
+              row.err_o <= tol * max_abs_of(ref.o) && row.err_dq <= tol * max_abs_of(ref.dq) &&
+              row.err_dk <= tol * max_abs_of(ref.dk) && row.err_dv <= tol * max_abs_of(ref.dv);
+        }
+        row.repro = repro(s, cp, chunks, o.iters);
+        rows.push_back(row);
       }
-      row.repro = repro(s, cp, o.iters);
-      rows.push_back(row);
+      for (ncclComm_t c : raw) ncclCommDestroy(c);
     }
     for (const GpuRow& r : rows) {
       if (r.seq != seq) continue;
@@ -623,7 +634,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       const double in_place = time_local_kernel(s, cp, true, o.iters);
       GpuRow* row = nullptr;
       for (GpuRow& r : rows) {
-        if (r.seq == seq && r.cp == cp) row = &r;
+        if (r.seq == seq && r.cp == cp && r.chunks == 1) row = &r;
       }
       if (row) {
         row->kernel_contiguous_ms = contiguous;
@@ -644,13 +655,13 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       << ",\n  \"cudnn\": " << cudnn_runtime_version() << ",\n  \"rows\": [\n";
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const GpuRow& r = rows[i];
-      f << "    {\"seq\": " << r.seq << ", \"cp\": " << r.cp << ", \"ms_per_step\": " << r.ms
-        << ", \"tflops_per_gpu\": " << r.tflops << ", \"efficiency\": " << r.efficiency
-        << ", \"a2a_gbs\": " << r.a2a_gbs << ", \"nccl_a2a_gbs\": " << r.nccl_gbs
-        << ", \"a2a_mib_per_gpu\": " << r.a2a_mib << ", \"peak_gib\": " << r.peak_gib
-        << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
-        << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
-        << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
+      f << "    {\"seq\": " << r.seq << ", \"cp\": " << r.cp << ", \"chunks\": " << r.chunks
+        << ", \"ms_per_step\": " << r.ms << ", \"tflops_per_gpu\": " << r.tflops
+        << ", \"efficiency\": " << r.efficiency << ", \"a2a_gbs\": " << r.a2a_gbs
+        << ", \"nccl_a2a_gbs\": " << r.nccl_gbs << ", \"a2a_mib_per_gpu\": " << r.a2a_mib
+        << ", \"peak_gib\": " << r.peak_gib << ", \"err_o\": " << r.err_o
+        << ", \"err_dq\": " << r.err_dq << ", \"err_dk\": " << r.err_dk
+        << ", \"err_dv\": " << r.err_dv << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
         << ", \"kernel_inplace_ms\": " << r.kernel_inplace_ms
         << ", \"exact_o\": " << (r.exact_o ? "true" : "false")
         << ", \"exact_dkv\": " << (r.exact_dkv ? "true" : "false")

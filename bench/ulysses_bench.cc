@@ -107,7 +107,8 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
                        .dtype = dtype,
                        .batch = B,
                        .seqlen = seq,
-                       .training = true};
+                       .training = true,
+                       .overlap_chunks = o.chunks.empty() ? 1 : o.chunks.front()};
   if (Status s = cfg.validate(); !s.is_ok()) return s;
 
   std::mt19937_64 rng(o.seed ? o.seed : std::random_device{}());
@@ -322,6 +323,10 @@ int main(int argc, char** argv) {
   app.add_flag("--sinks", o.sinks, "learnable per-head attention sinks");
   app.add_option("--varlen", o.varlen, "pack N variable-length sequences (layout thd); 0: off");
   app.add_option("--strategy", o.strategy, "ulysses (ring and hybrid: not yet)");
+  app.add_option("--chunks", o.chunks,
+                 "overlap_chunks: pipeline the exchanges with the kernel in this many head chunks "
+                 "(list; GPU default 1,2,4 where they divide the KV heads per rank)")
+      ->delimiter(',');
   app.add_option("--iters", o.iters, "timed steps per row (median reported)");
   app.add_flag("--check,!--no-check", o.check, "compare with the unsharded run (default on)");
   app.add_option("--json", o.json, "also write the rows as JSON to this file");

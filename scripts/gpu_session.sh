@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine: GPU tests, then (unless --tests-only) the benchmark sweep.
+# One call on a lent GPU machine: GPU tests, then the benchmark sweep. Modes: all (default),
+# tests-only, bench-only, distributed (only the multi-rank tests and a shorter bench).
 # Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and writes logs and JSON to
 # $OUT (or ./gpu-out). Keeps NVLink multicast off for every process it starts.
 set -uo pipefail
@@ -32,14 +33,20 @@ run() {  # name, timeout, command...
   [[ $r -ne 0 ]] && { echo "$name: exit $r" | tee -a "$OUT/summary.txt"; rc=1; }
   return 0
 }
+bench_args=()
+if [[ $mode == distributed ]]; then  # the distributed tests and a shorter bench only
+  bench_args=(--iters 3)
+fi
 if [[ $mode != bench-only ]]; then
-  run gpu_layout 120 $BIN/test_gpu_layout
-  run gpu_cudnn 300 $BIN/test_gpu_cudnn
+  if [[ $mode != distributed ]]; then
+    run gpu_layout 120 $BIN/test_gpu_layout
+    run gpu_cudnn 300 $BIN/test_gpu_cudnn
+  fi
   run gpu_ulysses 400 $BIN/test_gpu_ulysses
   if ((ngpu >= 2)); then run multigpu 300 $BIN/test_multigpu; fi
 fi
 if [[ $mode != tests-only && -x $BIN/ulysses-bench ]]; then
-  run bench 540 $BIN/ulysses-bench --json "$OUT/bench.json"
+  run bench 540 $BIN/ulysses-bench --json "$OUT/bench.json" "${bench_args[@]}"
   cat "$OUT/bench.log"
 fi
 grep -h -A12 "Failure\|error:" "$OUT"/*.log 2>/dev/null | head -150

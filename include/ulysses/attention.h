@@ -138,6 +138,11 @@ struct PlanConfig {
   /// Keep the head-sharded Q, K, V, O and LSE between forward and backward (in the caller's `saved`
   /// buffer of saved_bytes()), so backward only moves dO in and dQ/dK/dV out. false: inference.
   bool training = true;
+  /// Pipeline the exchanges with the kernel: split each rank's heads into this many chunks (by KV
+  /// head) and exchange chunk c + 1 while the kernel runs on chunk c (on GPUs the exchanges then
+  /// run on a side stream). 1: no pipeline. Must divide the KV heads per rank; 1 when cp >
+  /// num_heads_kv. Results are bitwise the same for every value (heads are independent).
+  int overlap_chunks = 1;
 
   Status validate() const;
 };

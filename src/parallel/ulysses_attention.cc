@@ -35,6 +35,7 @@
 #include "attention/local_checks.h"
 #include "common/check.h"
 #include "kernels/layout.h"
+#include "kernels/streams.h"
 #include "parallel/head_routing.h"
 #include "ulysses/attention.h"
 #include "ulysses/sharding.h"
@@ -95,7 +96,7 @@ TensorView lse_as_bhs(const TensorView& t, Layout layout) {
 
 // Every field that must agree across ranks, as integers (for the create-time consensus).
 struct Fingerprint {
-  static constexpr int kFields = 17;
+  static constexpr int kFields = 18;
   static constexpr std::array<std::string_view, kFields> kNames = {"format",
                                                                    "layout",
                                                                    "dtype",
@@ -144,8 +145,12 @@ struct Fingerprint {
 class UlyssesAttention final : public DistributedAttention {
  public:
   UlyssesAttention(const PlanConfig& config, Communicator& comm, LocalAttention& kernel,
-                   parallel::HeadRouting routing)
-      : config_(config), comm_(comm), kernel_(kernel), routing_(std::move(routing)) {
+                   parallel::HeadRouting routing, std::unique_ptr<kernels::StreamSet> streams)
+      : config_(config),
+        comm_(comm),
+        kernel_(kernel),
+        routing_(std::move(routing)),
+        streams_(std::move(streams)) {
     P_ = config.parallel.cp;
     rank_ = comm.rank();
     B_ = config.batch;
@@ -155,6 +160,10 @@ class UlyssesAttention final : public DistributedAttention {
     hq_ = routing_.heads_q_local;
     hkv_ = routing_.heads_kv_local;
     C_ = hq_ + 2 * hkv_;
+    K_ = config.overlap_chunks;
+    qc_ = hq_ / K_;
+    kc_ = hkv_ / K_;
+    Cc_ = qc_ + 2 * kc_;
     dtype_ = config.dtype;
     kv_grad_dtype_ = routing_.replicated() ? DType::kFloat32 : dtype_;
     has_lse_ = kernel.provides_lse();
@@ -190,48 +199,73 @@ class UlyssesAttention final : public DistributedAttention {
     char* send_qkv = at(a.workspace, send_qkv_);
     char* o_recv = at(a.workspace, o_recv_);
     char* lse_recv = at(a.workspace, lse_recv_);
+    const Stream side = exchange_stream(stream);
 
-    // 1. Pack Q, K, V into one message buffer; 2. one all-to-all.
-    const kernels::MessageLayout send_msg{send_qkv, dtype_, P_, Sl_, B_, C_, D_};
-    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.q, config_.layout), routing_.q_begin, hq_,
-                                                send_msg, 0, stream));
-    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.k, config_.layout), routing_.kv_begin,
-                                                hkv_, send_msg, hq_, stream));
-    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.v, config_.layout), routing_.kv_begin,
-                                                hkv_, send_msg, hq_ + hkv_, stream));
-    ULYSSES_RETURN_IF_ERROR(exchange_uniform(send_qkv, qkv_full, rows_bytes(C_, dtype_), stream));
-
-    // 3. Local attention on the full sequence, reading the receive buffer in place.
-    LocalForwardArgs la;
-    la.q = full_view(qkv_full, C_, 0, hq_, dtype_);
-    la.k = full_view(qkv_full, C_, hq_, hkv_, dtype_);
-    la.v = full_view(qkv_full, C_, hq_ + hkv_, hkv_, dtype_);
-    la.sinks = a.sinks;
-    la.o = full_view(o_head, hq_, 0, hq_, dtype_);
-    if (has_lse_) la.lse = lse_head_view(lse_head);
-    la.cu_seqlens = a.cu_seqlens;
-    la.cu_seqlens_device = a.cu_seqlens_device;
-    la.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
-    ULYSSES_RETURN_IF_ERROR(kernel_.forward(problem_, la, stream));
-
-    // 4. O (and LSE) back to the sequence owners in one batched exchange; 5. unpack.
-    ULYSSES_RETURN_IF_ERROR(comm_.group_start());
-    for (int p = 0; p < P_; ++p) {
-      ULYSSES_RETURN_IF_ERROR(send_rows(o_head, hq_, dtype_, p, stream));
-      if (has_lse_)
-        ULYSSES_RETURN_IF_ERROR(send_rows(lse_head, hq_, DType::kFloat32, p, stream, 1));
-      ULYSSES_RETURN_IF_ERROR(recv_rows(o_recv, hq_, dtype_, p, stream));
-      if (has_lse_)
-        ULYSSES_RETURN_IF_ERROR(recv_rows(lse_recv, hq_, DType::kFloat32, p, stream, 1));
+    // 1. Pack every chunk's Q, K, V (one message buffer per chunk), on the caller's stream.
+    for (int c = 0; c < K_; ++c) {
+      const kernels::MessageLayout msg{send_qkv + c * qkv_block_, dtype_, P_, Sl_, B_, Cc_, D_};
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
+          as_bshd(a.q, config_.layout), shifted(routing_.q_begin, c * qc_), qc_, msg, 0, stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.k, config_.layout),
+                                                  shifted(routing_.kv_begin, c * kc_), kc_, msg,
+                                                  qc_, stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.v, config_.layout),
+                                                  shifted(routing_.kv_begin, c * kc_), kc_, msg,
+                                                  qc_ + kc_, stream));
     }
-    ULYSSES_RETURN_IF_ERROR(comm_.group_end());
-    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_recv, dtype_, P_, Sl_, B_, hq_, D_}, 0,
-                                                  routing_.q_begin, hq_,
-                                                  as_bshd(a.o, config_.layout), stream));
-    if (!a.lse.empty_view()) {
-      ULYSSES_RETURN_IF_ERROR(kernels::unpack_lse({lse_recv, DType::kFloat32, P_, Sl_, B_, hq_, 1},
-                                                  routing_.q_begin,
-                                                  lse_as_bhs(a.lse, config_.layout), stream));
+    // 2. Every chunk's all-to-all, in order, on the exchange stream: chunk c + 1 travels while the
+    //    kernel runs on chunk c.
+    ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
+    for (int c = 0; c < K_; ++c) {
+      ULYSSES_RETURN_IF_ERROR(exchange_uniform(send_qkv + c * qkv_block_, qkv_full + c * qkv_block_,
+                                               rows_bytes(Cc_, dtype_), side));
+      ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
+    }
+    // 3. Per chunk: local attention reading the receive buffer in place, then O (and LSE) back to
+    // the
+    //    sequence owners on the exchange stream while the next chunk computes.
+    for (int c = 0; c < K_; ++c) {
+      ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, kEvChunk + c));
+      char* qkv = qkv_full + c * qkv_block_;
+      LocalForwardArgs la;
+      la.q = full_view(qkv, Cc_, 0, qc_, dtype_);
+      la.k = full_view(qkv, Cc_, qc_, kc_, dtype_);
+      la.v = full_view(qkv, Cc_, qc_ + kc_, kc_, dtype_);
+      la.sinks = a.sinks;
+      la.o = full_view(o_head + c * o_block_, qc_, 0, qc_, dtype_);
+      if (has_lse_) la.lse = lse_head_view(lse_head + c * lse_block_);
+      la.cu_seqlens = a.cu_seqlens;
+      la.cu_seqlens_device = a.cu_seqlens_device;
+      la.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
+      ULYSSES_RETURN_IF_ERROR(kernel_.forward(chunk_problem(c), la, stream));
+      ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_computed(c)));
+      ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+      for (int p = 0; p < P_; ++p) {
+        ULYSSES_RETURN_IF_ERROR(send_rows(o_head + c * o_block_, qc_, dtype_, p, side));
+        if (has_lse_) {
+          ULYSSES_RETURN_IF_ERROR(
+              send_rows(lse_head + c * lse_block_, qc_, DType::kFloat32, p, side, 1));
+        }
+        ULYSSES_RETURN_IF_ERROR(recv_rows(o_recv + c * o_block_, qc_, dtype_, p, side));
+        if (has_lse_) {
+          ULYSSES_RETURN_IF_ERROR(
+              recv_rows(lse_recv + c * lse_block_, qc_, DType::kFloat32, p, side, 1));
+        }
+      }
+      ULYSSES_RETURN_IF_ERROR(comm_.group_end());
+    }
+    // 4. Unpack on the caller's stream once the last exchange is in.
+    ULYSSES_RETURN_IF_ERROR(hand_over(side, stream, kEvDone));
+    for (int c = 0; c < K_; ++c) {
+      const auto q_begin = shifted(routing_.q_begin, c * qc_);
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::unpack_heads({o_recv + c * o_block_, dtype_, P_, Sl_, B_, qc_, D_}, 0, q_begin,
+                                qc_, as_bshd(a.o, config_.layout), stream));
+      if (!a.lse.empty_view()) {
+        ULYSSES_RETURN_IF_ERROR(
+            kernels::unpack_lse({lse_recv + c * lse_block_, DType::kFloat32, P_, Sl_, B_, qc_, 1},
+                                q_begin, lse_as_bhs(a.lse, config_.layout), stream));
+      }
     }
     return Status::ok();
   }
@@ -248,61 +282,78 @@ class UlyssesAttention final : public DistributedAttention {
     char* dq_recv = at(a.workspace, dq_recv_);
     char* dkv_recv = at(a.workspace, dkv_recv_);
     auto* dsinks_local = reinterpret_cast<float*>(at(a.workspace, dsinks_local_));
+    const Stream side = exchange_stream(stream);
 
-    // 1. dO to the head owners: one all-to-all.
-    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.d_o, config_.layout), routing_.q_begin,
-                                                hq_, {send_do, dtype_, P_, Sl_, B_, hq_, D_}, 0,
-                                                stream));
-    ULYSSES_RETURN_IF_ERROR(exchange_uniform(send_do, do_head, rows_bytes(hq_, dtype_), stream));
-
-    // 2. Local backward; dQ, dK, dV land in the returning message buffers.
-    LocalBackwardArgs lb;
-    lb.q = full_view(qkv_full, C_, 0, hq_, dtype_);
-    lb.k = full_view(qkv_full, C_, hq_, hkv_, dtype_);
-    lb.v = full_view(qkv_full, C_, hq_ + hkv_, hkv_, dtype_);
-    lb.o = full_view(o_head, hq_, 0, hq_, dtype_);
-    if (has_lse_) lb.lse = lse_head_view(lse_head);
-    lb.d_o = full_view(do_head, hq_, 0, hq_, dtype_);
-    lb.sinks = a.sinks;
-    lb.dq = full_view(grad_q, hq_, 0, hq_, dtype_);
-    lb.dk = full_view(grad_kv, 2 * hkv_, 0, hkv_, kv_grad_dtype_);
-    lb.dv = full_view(grad_kv, 2 * hkv_, hkv_, hkv_, kv_grad_dtype_);
-    if (config_.attention.sinks) {
-      lb.dsinks = TensorView::contiguous(dsinks_local, DType::kFloat32,
-                                         {config_.attention.num_heads_q}, comm_.device());
+    // 1. dO to the head owners, chunk by chunk on the exchange stream.
+    for (int c = 0; c < K_; ++c) {
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
+          as_bshd(a.d_o, config_.layout), shifted(routing_.q_begin, c * qc_), qc_,
+          {send_do + c * o_block_, dtype_, P_, Sl_, B_, qc_, D_}, 0, stream));
     }
-    lb.cu_seqlens = a.cu_seqlens;
-    lb.cu_seqlens_device = a.cu_seqlens_device;
-    lb.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
-    ULYSSES_RETURN_IF_ERROR(kernel_.backward(problem_, lb, stream));
-
-    // 3. dQ and dK/dV back in one batched exchange; 4. unpack (summing KV replicas).
-    ULYSSES_RETURN_IF_ERROR(comm_.group_start());
-    for (int p = 0; p < P_; ++p) {
-      ULYSSES_RETURN_IF_ERROR(send_rows(grad_q, hq_, dtype_, p, stream));
-      ULYSSES_RETURN_IF_ERROR(send_rows(grad_kv, 2 * hkv_, kv_grad_dtype_, p, stream));
-      ULYSSES_RETURN_IF_ERROR(recv_rows(dq_recv, hq_, dtype_, p, stream));
-      ULYSSES_RETURN_IF_ERROR(recv_rows(dkv_recv, 2 * hkv_, kv_grad_dtype_, p, stream));
+    ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
+    for (int c = 0; c < K_; ++c) {
+      ULYSSES_RETURN_IF_ERROR(exchange_uniform(send_do + c * o_block_, do_head + c * o_block_,
+                                               rows_bytes(qc_, dtype_), side));
+      ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
     }
-    ULYSSES_RETURN_IF_ERROR(comm_.group_end());
-    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({dq_recv, dtype_, P_, Sl_, B_, hq_, D_}, 0,
-                                                  routing_.q_begin, hq_,
-                                                  as_bshd(a.dq, config_.layout), stream));
-    const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, P_, Sl_, B_, 2 * hkv_, D_};
+    // 2. Per chunk: local backward (dQ, dK, dV land in the returning message buffers), then send
+    // them
+    //    back on the exchange stream while the next chunk computes.
+    for (int c = 0; c < K_; ++c) {
+      ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, kEvChunk + c));
+      char* qkv = qkv_full + c * qkv_block_;
+      char* gq = grad_q + c * o_block_;
+      char* gkv = grad_kv + c * gkv_block_;
+      LocalBackwardArgs lb;
+      lb.q = full_view(qkv, Cc_, 0, qc_, dtype_);
+      lb.k = full_view(qkv, Cc_, qc_, kc_, dtype_);
+      lb.v = full_view(qkv, Cc_, qc_ + kc_, kc_, dtype_);
+      lb.o = full_view(o_head + c * o_block_, qc_, 0, qc_, dtype_);
+      if (has_lse_) lb.lse = lse_head_view(lse_head + c * lse_block_);
+      lb.d_o = full_view(do_head + c * o_block_, qc_, 0, qc_, dtype_);
+      lb.sinks = a.sinks;
+      lb.dq = full_view(gq, qc_, 0, qc_, dtype_);
+      lb.dk = full_view(gkv, 2 * kc_, 0, kc_, kv_grad_dtype_);
+      lb.dv = full_view(gkv, 2 * kc_, kc_, kc_, kv_grad_dtype_);
+      if (config_.attention.sinks) {
+        lb.dsinks = TensorView::contiguous(dsinks_local, DType::kFloat32,
+                                           {config_.attention.num_heads_q}, comm_.device());
+      }
+      lb.cu_seqlens = a.cu_seqlens;
+      lb.cu_seqlens_device = a.cu_seqlens_device;
+      lb.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
+      ULYSSES_RETURN_IF_ERROR(kernel_.backward(chunk_problem(c), lb, stream));
+      ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_computed(c)));
+      ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+      for (int p = 0; p < P_; ++p) {
+        ULYSSES_RETURN_IF_ERROR(send_rows(gq, qc_, dtype_, p, side));
+        ULYSSES_RETURN_IF_ERROR(send_rows(gkv, 2 * kc_, kv_grad_dtype_, p, side));
+        ULYSSES_RETURN_IF_ERROR(recv_rows(dq_recv + c * o_block_, qc_, dtype_, p, side));
+        ULYSSES_RETURN_IF_ERROR(
+            recv_rows(dkv_recv + c * gkv_block_, 2 * kc_, kv_grad_dtype_, p, side));
+      }
+      ULYSSES_RETURN_IF_ERROR(comm_.group_end());
+    }
+    // 3. Unpack (summing KV replicas) on the caller's stream once the last exchange is in.
+    ULYSSES_RETURN_IF_ERROR(hand_over(side, stream, kEvDone));
     const TensorView dk = as_bshd(a.dk, config_.layout), dv = as_bshd(a.dv, config_.layout);
-    if (routing_.replicated()) {
-      ULYSSES_RETURN_IF_ERROR(
-          kernels::unpack_sum_replicas(kv_msg, 0, routing_.kv_begin, dk, stream));
-      ULYSSES_RETURN_IF_ERROR(
-          kernels::unpack_sum_replicas(kv_msg, 1, routing_.kv_begin, dv, stream));
-    } else {
-      ULYSSES_RETURN_IF_ERROR(
-          kernels::unpack_heads(kv_msg, 0, routing_.kv_begin, hkv_, dk, stream));
-      ULYSSES_RETURN_IF_ERROR(
-          kernels::unpack_heads(kv_msg, hkv_, routing_.kv_begin, hkv_, dv, stream));
+    for (int c = 0; c < K_; ++c) {
+      ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(
+          {dq_recv + c * o_block_, dtype_, P_, Sl_, B_, qc_, D_}, 0,
+          shifted(routing_.q_begin, c * qc_), qc_, as_bshd(a.dq, config_.layout), stream));
+      const kernels::MessageLayout kv_msg{
+          dkv_recv + c * gkv_block_, kv_grad_dtype_, P_, Sl_, B_, 2 * kc_, D_};
+      const auto kv_begin = shifted(routing_.kv_begin, c * kc_);
+      if (routing_.replicated()) {
+        ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 0, kv_begin, dk, stream));
+        ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 1, kv_begin, dv, stream));
+      } else {
+        ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(kv_msg, 0, kv_begin, kc_, dk, stream));
+        ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(kv_msg, kc_, kv_begin, kc_, dv, stream));
+      }
     }
 
-    // 5. dSinks: each rank has the complete gradient of its own heads; gather them everywhere.
+    // 4. dSinks: each rank has the complete gradient of its own heads; gather them everywhere.
     if (config_.attention.sinks) {
       ULYSSES_RETURN_IF_ERROR(
           comm_.all_gather(dsinks_local + routing_.q_begin[static_cast<std::size_t>(rank_)],
@@ -312,6 +363,36 @@ class UlyssesAttention final : public DistributedAttention {
   }
 
  private:
+  // Events of the exchange pipeline (see forward()): reused every call, stream-ordered.
+  static constexpr int kEvPacked = 0, kEvDone = 1, kEvChunk = 2;  // kEvChunk + c: chunk c arrived
+  int ev_computed(int c) const { return kEvChunk + K_ + c; }      // chunk c's kernel finished
+
+  // Where the exchanges run: a side stream on devices when the pipeline has several chunks (so they
+  // overlap the kernel), else the caller's stream.
+  Stream exchange_stream(Stream stream) const { return K_ > 1 ? streams_->side() : stream; }
+
+  // Makes `to` wait for what `from` has enqueued so far (nothing to do when they are one stream).
+  Status hand_over(Stream from, Stream to, int event) {
+    if (from == to) return Status::ok();
+    ULYSSES_RETURN_IF_ERROR(streams_->record(event, from));
+    return streams_->wait(to, event);
+  }
+
+  static std::vector<int> shifted(const std::vector<int>& begin, int by) {
+    std::vector<int> out(begin);
+    for (int& b : out) b += by;
+    return out;
+  }
+
+  LocalProblem chunk_problem(int c) const {
+    LocalProblem p = problem_;
+    p.head_offset_q += c * qc_;
+    p.num_heads_q_local = qc_;
+    p.head_offset_kv += c * kc_;
+    p.num_heads_kv_local = kc_;
+    return p;
+  }
+
   std::size_t rows_bytes(int channels, DType dtype) const {
     return static_cast<std::size_t>(Sl_ * B_ * channels * D_) * dtype_size(dtype);
   }
@@ -346,20 +427,24 @@ class UlyssesAttention final : public DistributedAttention {
         static_cast<char*>(base) + static_cast<std::size_t>(c_begin * D_) * dtype_size(dtype),
         dtype, {B_, S_, heads, D_}, {row, B_ * row, D_, 1}, comm_.device());
   }
-  // [B, hq, S] view of a [S][B][hq] fp32 buffer.
+  // [B, qc, S] view of one chunk's [S][B][qc] fp32 buffer.
   TensorView lse_head_view(void* base) const {
-    return TensorView::strided(base, DType::kFloat32, {B_, hq_, S_}, {hq_, 1, B_ * hq_},
+    return TensorView::strided(base, DType::kFloat32, {B_, qc_, S_}, {qc_, 1, B_ * qc_},
                                comm_.device());
   }
 
+  // Every head-sharded buffer is K chunk blocks, each laid out as the K = 1 buffer for its heads.
   void layout_buffers() {
     const std::size_t e = dtype_size(dtype_);
     const std::size_t tokens = static_cast<std::size_t>(S_ * B_);  // all P shards
     const std::size_t d = static_cast<std::size_t>(D_);
-    const std::size_t qkv_bytes = tokens * static_cast<std::size_t>(C_) * d * e;
-    const std::size_t o_bytes = tokens * static_cast<std::size_t>(hq_) * d * e;
-    const std::size_t lse_bytes = has_lse_ ? tokens * static_cast<std::size_t>(hq_) * 4 : 0;
-    kernel_ws_bytes_ = kernel_.workspace_bytes(problem_);
+    const std::size_t K = static_cast<std::size_t>(K_);
+    qkv_block_ = tokens * static_cast<std::size_t>(Cc_) * d * e;
+    o_block_ = tokens * static_cast<std::size_t>(qc_) * d * e;
+    lse_block_ = has_lse_ ? tokens * static_cast<std::size_t>(qc_) * 4 : 0;
+    const std::size_t qkv_bytes = K * qkv_block_, o_bytes = K * o_block_,
+                      lse_bytes = K * lse_block_;
+    kernel_ws_bytes_ = kernel_.workspace_bytes(chunk_problem(0));
 
     // What forward produces and backward reads: in `saved` when training, else in the workspace.
     Arena saved, fwd;
@@ -367,8 +452,8 @@ class UlyssesAttention final : public DistributedAttention {
     qkv_full_ = keep.take(qkv_bytes);
     o_head_ = keep.take(o_bytes);
     lse_head_ = keep.take(lse_bytes);
-    // Forward scratch. send_qkv is dead once the first exchange has sent it, so the second exchange
-    // receives O and LSE into the same region when they fit.
+    // Forward scratch. send_qkv is dead once every chunk's exchange has sent it (they all precede
+    // the O exchanges on one stream), so O and LSE come back into the same region when they fit.
     send_qkv_ = fwd.take(qkv_bytes);
     if (align_up(o_bytes) + lse_bytes <= align_up(qkv_bytes)) {
       o_recv_ = send_qkv_;
@@ -379,15 +464,17 @@ class UlyssesAttention final : public DistributedAttention {
     }
     std::size_t scratch = fwd.total();
     if (config_.training) {
-      // Backward scratch: dq_recv reuses send_do (dead after the dO exchange); dkv_recv reuses
-      // do_head (dead after the kernel) when it fits.
+      // Backward scratch: dq_recv reuses send_dO (every dO exchange precedes every gradient
+      // exchange on one stream). dkv_recv reuses dO's buffer only without a pipeline: with chunks,
+      // chunk c's gradients arrive while later chunks' kernels still read dO.
       const std::size_t kv_e = dtype_size(kv_grad_dtype_);
-      const std::size_t gkv_bytes = tokens * static_cast<std::size_t>(2 * hkv_) * d * kv_e;
+      gkv_block_ = tokens * static_cast<std::size_t>(2 * kc_) * d * kv_e;
+      const std::size_t gkv_bytes = K * gkv_block_;
       Arena bwd;
       send_do_ = bwd.take(o_bytes);
       dq_recv_ = send_do_;
       do_head_ = bwd.take(o_bytes);
-      dkv_recv_ = gkv_bytes <= o_bytes ? do_head_ : bwd.take(gkv_bytes);
+      dkv_recv_ = (K_ == 1 && gkv_bytes <= o_bytes) ? do_head_ : bwd.take(gkv_bytes);
       grad_q_ = bwd.take(o_bytes);
       grad_kv_ = bwd.take(gkv_bytes);
       dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
@@ -497,7 +584,10 @@ class UlyssesAttention final : public DistributedAttention {
   LocalAttention& kernel_;
   parallel::HeadRouting routing_;
   LocalProblem problem_;
+  std::unique_ptr<kernels::StreamSet> streams_;
   int P_ = 1, rank_ = 0, hq_ = 0, hkv_ = 0, C_ = 0;
+  int K_ = 1, qc_ = 0, kc_ = 0, Cc_ = 0;  // pipeline chunks; q, kv heads and channels per chunk
+  std::size_t qkv_block_ = 0, o_block_ = 0, lse_block_ = 0, gkv_block_ = 0;  // bytes per chunk
   std::int64_t B_ = 1, S_ = 0, Sl_ = 0, D_ = 0;
   DType dtype_ = DType::kBFloat16, kv_grad_dtype_ = DType::kBFloat16;
   bool has_lse_ = true;
@@ -526,7 +616,22 @@ Status PlanConfig::validate() const {
                 layout == Layout::kTHD ? " (pad the packed batch: padded_token_count())" : ""),
         seqlen, str_cat("a multiple of ", parallel.cp));
   }
-  return parallel::HeadRouting::create(attention, parallel.cp, api).status();
+  ULYSSES_ASSIGN_OR_RETURN(auto routing,
+                           parallel::HeadRouting::create(attention, parallel.cp, api));
+  if (overlap_chunks < 1) {
+    return arg_error(api, "overlap_chunks", "must be positive", overlap_chunks,
+                     ">= 1 (1: no overlap)");
+  }
+  if (overlap_chunks > 1 &&
+      (routing.replicated() || routing.heads_kv_local % overlap_chunks != 0)) {
+    return arg_error(api, "overlap_chunks",
+                     str_cat("must divide the key/value heads per rank (", routing.heads_kv_local,
+                             routing.replicated() ? ", shared by several ranks" : "", ")"),
+                     overlap_chunks,
+                     routing.replicated() ? std::string("1 when cp > num_heads_kv")
+                                          : str_cat("a divisor of ", routing.heads_kv_local));
+  }
+  return Status::ok();
 }
 
 Status DistributedAttention::check_support(const PlanConfig& config, const Communicator& comm,
@@ -579,8 +684,10 @@ Result<std::unique_ptr<DistributedAttention>> DistributedAttention::create(const
   ULYSSES_RETURN_IF_ERROR(comm.warm_up());
   ULYSSES_ASSIGN_OR_RETURN(auto routing, parallel::HeadRouting::create(
                                              config.attention, config.parallel.cp, kCreateApi));
-  return std::unique_ptr<DistributedAttention>(
-      std::make_unique<UlyssesAttention>(config, comm, kernel, std::move(routing)));
+  ULYSSES_ASSIGN_OR_RETURN(
+      auto streams, kernels::StreamSet::create(comm.device(), 2 + 2 * config.overlap_chunks));
+  return std::unique_ptr<DistributedAttention>(std::make_unique<UlyssesAttention>(
+      config, comm, kernel, std::move(routing), std::move(streams)));
 }
 
 }  // namespace ulysses

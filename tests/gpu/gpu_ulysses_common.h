@@ -23,6 +23,7 @@ struct GpuCase {
   bool sinks = false;
   std::vector<std::int32_t> cu = {};
   bool deterministic = false;
+  int chunks = 1;  // PlanConfig::overlap_chunks
 };
 
 inline void PrintTo(const GpuCase& c, std::ostream* os) { *os << c.name; }

@@ -85,6 +85,10 @@ TEST_P(NcclUlysses, MatchesSingleGpu) {
   GpuCase c = GetParam();
   c.P = cuda_device_count();
   if (c.Hq % c.P != 0) GTEST_SKIP() << "heads do not divide over " << c.P << " GPUs";
+  if (c.chunks > 1 && (c.Hkv < c.P || (c.Hkv / c.P) % c.chunks != 0)) {
+    GTEST_SKIP() << c.chunks << " chunks do not divide the KV heads per GPU with " << c.P
+                 << " GPUs";
+  }
   const auto seed = testing::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
@@ -128,7 +132,23 @@ INSTANTIATE_TEST_SUITE_P(AllGpus, NcclUlysses,
                                                    -1,
                                                    -1,
                                                    false,
-                                                   {0, 700, 701, 1900}}),
+                                                   {0, 700, 701, 1900}},
+                                           GpuCase{"chunks4_gqa_causal",
+                                                   0,
+                                                   Layout::kBSHD,
+                                                   1,
+                                                   4096,
+                                                   16,
+                                                   8,
+                                                   128,
+                                                   DType::kBFloat16,
+                                                   true,
+                                                   -1,
+                                                   -1,
+                                                   false,
+                                                   {},
+                                                   false,
+                                                   4}),
                          [](const auto& param_info) { return param_info.param.name; });
 
 TEST(Nccl, MeshSplitGivesWorkingGroups) {

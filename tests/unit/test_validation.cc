@@ -157,6 +157,21 @@ std::vector<PlanRule> plan_rules() {
        [](PlanConfig& c) { c.parallel.strategy = Strategy::kRing; },
        SC::kUnsupported,
        {"strategy", "ring"}},
+      {"overlap_chunks_zero",
+       [](PlanConfig& c) { c.overlap_chunks = 0; },
+       SC::kInvalidArgument,
+       {"overlap_chunks", "got 0"}},
+      {"overlap_chunks_not_dividing_kv_heads",
+       [](PlanConfig& c) { c.overlap_chunks = 3; },
+       SC::kInvalidArgument,
+       {"overlap_chunks", "got 3", "divisor of 2"}},
+      {"overlap_chunks_with_replicated_kv",
+       [](PlanConfig& c) {
+         c.attention.num_heads_kv = 1;
+         c.overlap_chunks = 2;
+       },
+       SC::kInvalidArgument,
+       {"overlap_chunks", "got 2", "cp > num_heads_kv"}},
   };
 }
 

@@ -1,0 +1,52 @@
+// The CUDA StreamSet: one non-blocking stream and a fixed pool of timing-free events.
+#include <cuda_runtime.h>
+
+#include <vector>
+
+#include "common/cuda_check.h"
+#include "kernels/streams.h"
+
+namespace ulysses::kernels::cuda {
+namespace {
+
+class CudaStreams final : public StreamSet {
+ public:
+  explicit CudaStreams(int device) : device_(device) {}
+  ~CudaStreams() override {
+    cudaSetDevice(device_);
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
+    if (side_) cudaStreamDestroy(side_);
+  }
+  Status init(int events) {
+    ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
+    ULYSSES_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+    events_.resize(static_cast<std::size_t>(events), nullptr);
+    for (cudaEvent_t& e : events_)
+      ULYSSES_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    return Status::ok();
+  }
+  Stream side() const override { return side_; }
+  Status record(int i, Stream stream) override {
+    ULYSSES_CUDA_CHECK(cudaEventRecord(events_.at(static_cast<std::size_t>(i)), stream));
+    return Status::ok();
+  }
+  Status wait(Stream stream, int i) override {
+    ULYSSES_CUDA_CHECK(cudaStreamWaitEvent(stream, events_.at(static_cast<std::size_t>(i)), 0));
+    return Status::ok();
+  }
+
+ private:
+  int device_;
+  cudaStream_t side_ = nullptr;
+  std::vector<cudaEvent_t> events_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<StreamSet>> create_stream_set(int device, int events) {
+  auto s = std::make_unique<CudaStreams>(device);
+  ULYSSES_RETURN_IF_ERROR(s->init(events));
+  return std::unique_ptr<StreamSet>(std::move(s));
+}
+
+}  // namespace ulysses::kernels::cuda
