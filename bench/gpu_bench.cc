@@ -128,10 +128,6 @@ Inputs make_inputs(const Shape& s, std::uint64_t seed) {
   return in;
 }
 
-struct Timing {
-  double ms = 0;
-};
-
 // One GPU, whole sequence, the cuDNN kernel called directly (no ulysses data movement).
 double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, double* peak_gib) {
   cudaSetDevice(0);

@@ -168,6 +168,7 @@ class UlyssesAttention final : public DistributedAttention {
     kv_grad_dtype_ = routing_.replicated() ? DType::kFloat32 : dtype_;
     has_lse_ = kernel.provides_lse();
     problem_ = local_problem(config, routing_, rank_);
+    build_chunk_maps();
     layout_buffers();
   }
 
@@ -204,13 +205,14 @@ class UlyssesAttention final : public DistributedAttention {
     // 1. Pack every chunk's Q, K, V (one message buffer per chunk), on the caller's stream.
     for (int c = 0; c < K_; ++c) {
       const kernels::MessageLayout msg{send_qkv + c * qkv_block_, dtype_, P_, Sl_, B_, Cc_, D_};
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
-          as_bshd(a.q, config_.layout), shifted(routing_.q_begin, c * qc_), qc_, msg, 0, stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.q, config_.layout),
+                                                  q_begin_[static_cast<std::size_t>(c)], qc_, msg,
+                                                  0, stream));
       ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.k, config_.layout),
-                                                  shifted(routing_.kv_begin, c * kc_), kc_, msg,
+                                                  kv_begin_[static_cast<std::size_t>(c)], kc_, msg,
                                                   qc_, stream));
       ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.v, config_.layout),
-                                                  shifted(routing_.kv_begin, c * kc_), kc_, msg,
+                                                  kv_begin_[static_cast<std::size_t>(c)], kc_, msg,
                                                   qc_ + kc_, stream));
     }
     // 2. Every chunk's all-to-all, in order, on the exchange stream: chunk c + 1 travels while the
@@ -218,7 +220,7 @@ class UlyssesAttention final : public DistributedAttention {
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
     for (int c = 0; c < K_; ++c) {
       ULYSSES_RETURN_IF_ERROR(exchange_uniform(send_qkv + c * qkv_block_, qkv_full + c * qkv_block_,
-                                               rows_bytes(Cc_, dtype_), side));
+                                               peer_bytes(Cc_, dtype_, -1), side));
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
     }
     // 3. Per chunk: local attention reading the receive buffer in place, then O (and LSE) back to
@@ -257,7 +259,7 @@ class UlyssesAttention final : public DistributedAttention {
     // 4. Unpack on the caller's stream once the last exchange is in.
     ULYSSES_RETURN_IF_ERROR(hand_over(side, stream, kEvDone));
     for (int c = 0; c < K_; ++c) {
-      const auto q_begin = shifted(routing_.q_begin, c * qc_);
+      const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
       ULYSSES_RETURN_IF_ERROR(
           kernels::unpack_heads({o_recv + c * o_block_, dtype_, P_, Sl_, B_, qc_, D_}, 0, q_begin,
                                 qc_, as_bshd(a.o, config_.layout), stream));
@@ -287,13 +289,13 @@ class UlyssesAttention final : public DistributedAttention {
     // 1. dO to the head owners, chunk by chunk on the exchange stream.
     for (int c = 0; c < K_; ++c) {
       ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
-          as_bshd(a.d_o, config_.layout), shifted(routing_.q_begin, c * qc_), qc_,
+          as_bshd(a.d_o, config_.layout), q_begin_[static_cast<std::size_t>(c)], qc_,
           {send_do + c * o_block_, dtype_, P_, Sl_, B_, qc_, D_}, 0, stream));
     }
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
     for (int c = 0; c < K_; ++c) {
       ULYSSES_RETURN_IF_ERROR(exchange_uniform(send_do + c * o_block_, do_head + c * o_block_,
-                                               rows_bytes(qc_, dtype_), side));
+                                               peer_bytes(qc_, dtype_, -1), side));
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
     }
     // 2. Per chunk: local backward (dQ, dK, dV land in the returning message buffers), then send
@@ -340,10 +342,10 @@ class UlyssesAttention final : public DistributedAttention {
     for (int c = 0; c < K_; ++c) {
       ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(
           {dq_recv + c * o_block_, dtype_, P_, Sl_, B_, qc_, D_}, 0,
-          shifted(routing_.q_begin, c * qc_), qc_, as_bshd(a.dq, config_.layout), stream));
+          q_begin_[static_cast<std::size_t>(c)], qc_, as_bshd(a.dq, config_.layout), stream));
       const kernels::MessageLayout kv_msg{
           dkv_recv + c * gkv_block_, kv_grad_dtype_, P_, Sl_, B_, 2 * kc_, D_};
-      const auto kv_begin = shifted(routing_.kv_begin, c * kc_);
+      const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
       if (routing_.replicated()) {
         ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 0, kv_begin, dk, stream));
         ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 1, kv_begin, dv, stream));
@@ -378,10 +380,17 @@ class UlyssesAttention final : public DistributedAttention {
     return streams_->wait(to, event);
   }
 
-  static std::vector<int> shifted(const std::vector<int>& begin, int by) {
-    std::vector<int> out(begin);
-    for (int& b : out) b += by;
-    return out;
+  // Per-chunk head maps, fixed at plan time: peer p's first query / KV head of chunk c.
+  void build_chunk_maps() {
+    for (int c = 0; c < K_; ++c) {
+      std::vector<int> q(routing_.q_begin), kv(routing_.kv_begin);
+      for (int& b : q) b += c * qc_;
+      for (int& b : kv) b += c * kc_;
+      q_begin_.push_back(std::move(q));
+      kv_begin_.push_back(std::move(kv));
+    }
+    counts_.assign(static_cast<std::size_t>(P_), 0);
+    offsets_.assign(static_cast<std::size_t>(P_), 0);
   }
 
   LocalProblem chunk_problem(int c) const {
@@ -393,30 +402,29 @@ class UlyssesAttention final : public DistributedAttention {
     return p;
   }
 
-  std::size_t rows_bytes(int channels, DType dtype) const {
-    return static_cast<std::size_t>(Sl_ * B_ * channels * D_) * dtype_size(dtype);
-  }
-
   // Equal-sized all-to-all: peer p's message is [p * bytes, (p + 1) * bytes) on both sides.
   Status exchange_uniform(const void* send, void* recv, std::size_t bytes, Stream stream) {
-    std::vector<std::size_t> counts(static_cast<std::size_t>(P_), bytes), offsets(counts.size());
-    for (std::size_t p = 0; p < offsets.size(); ++p) offsets[p] = p * bytes;
-    return comm_.all_to_all_v(send, counts, offsets, recv, counts, offsets, stream);
+    for (std::size_t p = 0; p < counts_.size(); ++p) {
+      counts_[p] = bytes;
+      offsets_[p] = p * bytes;
+    }
+    return comm_.all_to_all_v(send, counts_, offsets_, recv, counts_, offsets_, stream);
   }
 
-  // Rows [p * Sl, (p + 1) * Sl) of a [S][B][channels][width] buffer: peer p's contiguous message.
+  // Rows [p * Sl, (p + 1) * Sl) of a [S][B][channels][width] buffer: peer p's contiguous message
+  // (width defaults to head_dim; 1 for LSE).
+  std::size_t peer_bytes(int channels, DType dtype, std::int64_t width) const {
+    return static_cast<std::size_t>(Sl_ * B_ * channels * (width < 0 ? D_ : width)) *
+           dtype_size(dtype);
+  }
   Status send_rows(const char* buf, int channels, DType dtype, int p, Stream stream,
                    std::int64_t width = -1) {
-    const std::size_t bytes =
-        static_cast<std::size_t>(Sl_ * B_ * channels * (width < 0 ? D_ : width)) *
-        dtype_size(dtype);
+    const std::size_t bytes = peer_bytes(channels, dtype, width);
     return comm_.send(buf + static_cast<std::size_t>(p) * bytes, bytes, p, stream);
   }
   Status recv_rows(char* buf, int channels, DType dtype, int p, Stream stream,
                    std::int64_t width = -1) {
-    const std::size_t bytes =
-        static_cast<std::size_t>(Sl_ * B_ * channels * (width < 0 ? D_ : width)) *
-        dtype_size(dtype);
+    const std::size_t bytes = peer_bytes(channels, dtype, width);
     return comm_.recv(buf + static_cast<std::size_t>(p) * bytes, bytes, p, stream);
   }
 
@@ -588,6 +596,8 @@ class UlyssesAttention final : public DistributedAttention {
   int P_ = 1, rank_ = 0, hq_ = 0, hkv_ = 0, C_ = 0;
   int K_ = 1, qc_ = 0, kc_ = 0, Cc_ = 0;  // pipeline chunks; q, kv heads and channels per chunk
   std::size_t qkv_block_ = 0, o_block_ = 0, lse_block_ = 0, gkv_block_ = 0;  // bytes per chunk
+  std::vector<std::vector<int>> q_begin_, kv_begin_;  // [chunk][peer], see build_chunk_maps()
+  std::vector<std::size_t> counts_, offsets_;         // exchange_uniform's scratch
   std::int64_t B_ = 1, S_ = 0, Sl_ = 0, D_ = 0;
   DType dtype_ = DType::kBFloat16, kv_grad_dtype_ = DType::kBFloat16;
   bool has_lse_ = true;
