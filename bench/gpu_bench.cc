@@ -38,6 +38,7 @@ namespace {
 struct GpuRow {
   std::int64_t seq = 0;
   int cp = 1;
+  std::string strategy = "ulysses";
   int chunks = 1;
   double ms = 0, tflops = 0, efficiency = 1;
   double a2a_gbs = 0, nccl_gbs = 0, a2a_mib = 0;
@@ -354,14 +355,15 @@ void measure_a2a(std::vector<std::unique_ptr<Communicator>>& comms,
   *nccl_gbs = sent / (*std::max_element(t_n.begin(), t_n.end()) * 1e-3) / 1e9;
 }
 
-// Ulysses over P GPUs; each rank holds its shard; results gathered to the host for the check.
-double run_ulysses(const Shape& s, const Inputs& in,
-                   std::vector<std::unique_ptr<Communicator>>& comms, int chunks, int iters,
-                   HostOut* out, double* peak_gib) {
+// A plan over P GPUs; each rank holds its shard (contiguous for ulysses, zigzag ranges for ring
+// and hybrid); results gathered to the host for the check.
+double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Communicator>>& comms,
+                const ParallelConfig& parallel, int chunks, int iters, HostOut* out,
+                double* peak_gib) {
   const int P = static_cast<int>(comms.size());
   const std::int64_t Sl = s.S / P;
   const PlanConfig cfg{.attention = s.att,
-                       .parallel = {.cp = P},
+                       .parallel = parallel,
                        .dtype = s.dtype,
                        .batch = s.B,
                        .seqlen = s.S,
@@ -400,13 +402,19 @@ double run_ulysses(const Shape& s, const Inputs& in,
       BENCH_CUDA(cudaMalloc(&dv, shard_bytes(s.Hkv)));
       BENCH_CUDA(cudaMalloc(&ws, (*plan)->workspace_bytes()));
       BENCH_CUDA(cudaMalloc(&saved, (*plan)->saved_bytes()));
-      // Shard r of [B, S, H, D]: rows [r Sl, (r+1) Sl) of each batch entry.
+      // Shard r of [B, S, H, D]: this rank's token ranges of each batch entry, in order.
+      const std::vector<TokenRange> ranges = shard_token_ranges(parallel, s.S, r).value();
       auto upload = [&](void* dst, const std::vector<std::uint16_t>& src, int heads) {
-        const std::size_t row = static_cast<std::size_t>(Sl * heads * s.D) * 2;
+        const std::size_t tok = static_cast<std::size_t>(heads * s.D);
         for (std::int64_t b = 0; b < s.B; ++b) {
-          const std::size_t off = static_cast<std::size_t>((b * s.S + r * Sl) * heads * s.D);
-          BENCH_CUDA(cudaMemcpy(static_cast<char*>(dst) + static_cast<std::size_t>(b) * row,
-                                src.data() + off, row, cudaMemcpyHostToDevice));
+          std::size_t at = static_cast<std::size_t>(b * Sl) * tok;
+          for (const TokenRange& t : ranges) {
+            const std::size_t n = static_cast<std::size_t>(t.end - t.begin) * tok;
+            BENCH_CUDA(cudaMemcpy(static_cast<std::uint16_t*>(dst) + at,
+                                  src.data() + static_cast<std::size_t>(b * s.S + t.begin) * tok,
+                                  n * 2, cudaMemcpyHostToDevice));
+            at += n;
+          }
         }
       };
       upload(q, in.q, s.Hq);
@@ -459,15 +467,20 @@ double run_ulysses(const Shape& s, const Inputs& in,
       rank_peak[static_cast<std::size_t>(r)] = peak;
       if (out) {
         auto down = [&](void* src, std::vector<float>& dst, int heads) {
-          const std::size_t row = static_cast<std::size_t>(Sl * heads * s.D);
-          std::vector<std::uint16_t> h(row * static_cast<std::size_t>(s.B));
+          const std::size_t tok = static_cast<std::size_t>(heads * s.D);
+          std::vector<std::uint16_t> h(static_cast<std::size_t>(s.B * Sl) * tok);
           BENCH_CUDA(cudaMemcpy(h.data(), src, h.size() * 2, cudaMemcpyDeviceToHost));
           const std::vector<float> fl = to_float(h);
           for (std::int64_t bb = 0; bb < s.B; ++bb) {
-            std::copy(
-                fl.begin() + static_cast<std::ptrdiff_t>(bb * static_cast<std::int64_t>(row)),
-                fl.begin() + static_cast<std::ptrdiff_t>((bb + 1) * static_cast<std::int64_t>(row)),
-                dst.begin() + static_cast<std::ptrdiff_t>((bb * s.S + r * Sl) * heads * s.D));
+            std::size_t at = static_cast<std::size_t>(bb * Sl) * tok;
+            for (const TokenRange& t : ranges) {
+              const std::size_t n = static_cast<std::size_t>(t.end - t.begin) * tok;
+              std::copy(fl.begin() + static_cast<std::ptrdiff_t>(at),
+                        fl.begin() + static_cast<std::ptrdiff_t>(at + n),
+                        dst.begin() + static_cast<std::ptrdiff_t>(
+                                          static_cast<std::size_t>(bb * s.S + t.begin) * tok));
+              at += n;
+            }
           }
         };
         down(o, out->o, s.Hq);
@@ -485,12 +498,17 @@ double run_ulysses(const Shape& s, const Inputs& in,
   return *std::max_element(rank_ms.begin(), rank_ms.end());
 }
 
-std::string repro(const Shape& s, int cp, int chunks, int iters) {
+std::string repro(const Shape& s, int cp, int chunks, int iters,
+                  const ParallelConfig& parallel = {}) {
   std::ostringstream os;
-  os << "ulysses-bench --device gpu --cp " << cp << " --chunks " << chunks << " --seq " << s.S
-     << " --batch " << s.B << " --heads " << s.Hq << " --kv-heads " << s.Hkv << " --head-dim "
-     << s.D << " --dtype bf16" << (s.att.causal ? " --causal" : " --no-causal") << " --iters "
-     << iters;
+  os << "ulysses-bench --device gpu --cp " << cp << " --strategy "
+     << strategy_name(parallel.strategy)
+     << (parallel.strategy == Strategy::kHybrid
+             ? " --ulysses-degree " + std::to_string(parallel.ulysses_degree)
+             : std::string())
+     << " --chunks " << chunks << " --seq " << s.S << " --batch " << s.B << " --heads " << s.Hq
+     << " --kv-heads " << s.Hkv << " --head-dim " << s.D << " --dtype bf16"
+     << (s.att.causal ? " --causal" : " --no-causal") << " --iters " << iters;
   return os.str();
 }
 
@@ -508,6 +526,13 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
   if (!given.count("--head-dim")) o.head_dim = 128;
   if (!given.count("--iters")) o.iters = 5;
   if (!given.count("--chunks")) o.chunks = {1, 2, 4};
+  if (!given.count("--strategy")) o.strategy = {"ulysses", "ring"};
+  for (const std::string& name : o.strategy) {
+    if (auto st = parse_strategy(name); !st.is_ok()) {
+      std::fprintf(stderr, "ulysses-bench: %s\n", st.status().to_string().c_str());
+      return 2;
+    }
+  }
   std::vector<int> cps = given.count("--cp") ? o.cp : std::vector<int>{ngpu};
   if (o.dtype != "bf16" || o.varlen != 0 || o.sinks || o.window[0] != -1 || o.window[1] != -1) {
     std::fprintf(stderr,
@@ -527,9 +552,9 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       "fwd+bwd, %d timed iterations (median), backward counted as 2.5x forward\n",
       ngpu, cudnn_runtime_version(), static_cast<long long>(o.batch), o.heads, o.kv_heads,
       o.head_dim, o.causal ? "causal" : "full", o.iters);
-  std::printf("%8s %3s %10s %10s %6s %10s %10s %8s %9s %9s %9s %9s %9s %5s\n", "seq", "cp",
-              "ms/step", "TFLOP/s/GPU", "eff", "a2a GB/s", "NCCL GB/s", "peak GiB", "errO", "errdQ",
-              "errdK", "errdV", "exact", "check");
+  std::printf("%8s %3s %-8s %6s %10s %10s %6s %10s %10s %8s %9s %9s %9s %9s %9s %5s\n", "seq", "cp",
+              "strategy", "chunks", "ms/step", "TFLOP/s/GPU", "eff", "a2a GB/s", "NCCL GB/s",
+              "peak GiB", "errO", "errdQ", "errdK", "errdV", "exact", "check");
   std::vector<GpuRow> rows;
   bool all_pass = true;
   for (std::int64_t seq : o.seq) {
@@ -547,7 +572,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     HostOut ref;
     double peak1 = 0;
     const double t1 = run_single(s, in, o.iters, o.check ? &ref : nullptr, &peak1);
-    GpuRow r1{seq, 1, 1, t1, flops_per_step(s) / (t1 * 1e-3) / 1e12, 1.0, 0, 0, 0, peak1};
+    GpuRow r1{seq, 1, "ulysses", 1, t1,   flops_per_step(s) / (t1 * 1e-3) / 1e12,
+              1.0, 0, 0,         0, peak1};
     r1.repro = repro(s, 1, 1, o.iters);
     rows.push_back(r1);
     for (int cp : cps) {
@@ -578,21 +604,40 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       ncclCommInitAll(raw.data(), cp, devs.data());
 
       const int hkv_local = o.kv_heads / cp;
-      for (int chunks : o.chunks) {
-        if (chunks > 1 && (hkv_local < 1 || hkv_local % chunks != 0)) continue;
+      // One row per strategy (ulysses: per pipeline chunk count).
+      std::vector<std::pair<ParallelConfig, int>> plans;
+      for (const std::string& name : o.strategy) {
+        const Strategy strategy = parse_strategy(name).value();
+        if (strategy == Strategy::kUlysses) {
+          for (int chunks : o.chunks) {
+            if (chunks > 1 && (hkv_local < 1 || hkv_local % chunks != 0)) continue;
+            plans.push_back({ParallelConfig{.cp = cp}, chunks});
+          }
+        } else if (strategy == Strategy::kRing) {
+          plans.push_back({ParallelConfig{.strategy = strategy, .cp = cp}, 1});
+        } else if (o.ulysses_degree > 1 && cp % o.ulysses_degree == 0 && cp > o.ulysses_degree) {
+          plans.push_back(
+              {ParallelConfig{.strategy = strategy, .cp = cp, .ulysses_degree = o.ulysses_degree},
+               1});
+        }
+      }
+      for (const auto& [parallel, chunks] : plans) {
+        if (seq % parallel.sequence_multiple() != 0) continue;
         HostOut got;
         double peak = 0;
         const double tp =
-            run_ulysses(s, in, comms, chunks, o.iters, o.check ? &got : nullptr, &peak);
-        GpuRow row{seq,           cp, chunks, tp, flops_per_step(s) / cp / (tp * 1e-3) / 1e12,
+            run_plan(s, in, comms, parallel, chunks, o.iters, o.check ? &got : nullptr, &peak);
+        GpuRow row{seq,           cp, std::string(strategy_name(parallel.strategy)),
+                   chunks,        tp, flops_per_step(s) / cp / (tp * 1e-3) / 1e12,
                    t1 / (cp * tp)};
         row.peak_gib = peak;
+        const bool ulysses = parallel.strategy == Strategy::kUlysses;
         // The forward Q/K/V message: Sl * B * (hq + 2 hkv) * D elements per peer.
         const std::int64_t hq = o.heads / cp, hkv = std::max(1, o.kv_heads / cp);
         const std::size_t msg =
             static_cast<std::size_t>(seq / cp * o.batch * (hq + 2 * hkv) * o.head_dim) * 2;
         row.a2a_mib = static_cast<double>(msg) * cp / (1 << 20);
-        if (chunks == 1) measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs);
+        if (ulysses && chunks == 1) measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs);
         if (o.check) {
           const Cmp co = compare(ref.o, got.o), cq = compare(ref.dq, got.dq),
                     ck = compare(ref.dk, got.dk), cv = compare(ref.dv, got.dv);
@@ -609,7 +654,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
               row.err_o <= tol * max_abs_of(ref.o) && row.err_dq <= tol * max_abs_of(ref.dq) &&
               row.err_dk <= tol * max_abs_of(ref.dk) && row.err_dv <= tol * max_abs_of(ref.dv);
         }
-        row.repro = repro(s, cp, chunks, o.iters);
+        row.repro = repro(s, cp, chunks, o.iters, parallel);
         rows.push_back(row);
       }
       for (ncclComm_t c : raw) ncclCommDestroy(c);
@@ -617,9 +662,10 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     for (const GpuRow& r : rows) {
       if (r.seq != seq) continue;
       std::printf(
-          "%8lld %3d %10.2f %10.1f %6.3f %10.1f %10.1f %8.2f %9.2e %9.2e %9.2e %9.2e %9s %5s\n",
-          static_cast<long long>(r.seq), r.cp, r.ms, r.tflops, r.efficiency, r.a2a_gbs, r.nccl_gbs,
-          r.peak_gib, r.err_o, r.err_dq, r.err_dk, r.err_dv,
+          "%8lld %3d %-8s %6d %10.2f %10.1f %6.3f %10.1f %10.1f %8.2f %9.2e %9.2e %9.2e %9.2e %9s "
+          "%5s\n",
+          static_cast<long long>(r.seq), r.cp, r.strategy.c_str(), r.chunks, r.ms, r.tflops,
+          r.efficiency, r.a2a_gbs, r.nccl_gbs, r.peak_gib, r.err_o, r.err_dq, r.err_dk, r.err_dv,
           r.cp == 1 ? "-" : (r.exact_o && r.exact_dkv ? "O,dK,dV" : (r.exact_o ? "O" : "no")),
           r.pass ? "PASS" : "FAIL");
       all_pass = all_pass && r.pass;
@@ -630,7 +676,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       const double in_place = time_local_kernel(s, cp, true, o.iters);
       GpuRow* row = nullptr;
       for (GpuRow& r : rows) {
-        if (r.seq == seq && r.cp == cp && r.chunks == 1) row = &r;
+        if (r.seq == seq && r.cp == cp && r.chunks == 1 && r.strategy == "ulysses") row = &r;
       }
       if (row) {
         row->kernel_contiguous_ms = contiguous;
@@ -651,13 +697,14 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       << ",\n  \"cudnn\": " << cudnn_runtime_version() << ",\n  \"rows\": [\n";
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const GpuRow& r = rows[i];
-      f << "    {\"seq\": " << r.seq << ", \"cp\": " << r.cp << ", \"chunks\": " << r.chunks
-        << ", \"ms_per_step\": " << r.ms << ", \"tflops_per_gpu\": " << r.tflops
-        << ", \"efficiency\": " << r.efficiency << ", \"a2a_gbs\": " << r.a2a_gbs
-        << ", \"nccl_a2a_gbs\": " << r.nccl_gbs << ", \"a2a_mib_per_gpu\": " << r.a2a_mib
-        << ", \"peak_gib\": " << r.peak_gib << ", \"err_o\": " << r.err_o
-        << ", \"err_dq\": " << r.err_dq << ", \"err_dk\": " << r.err_dk
-        << ", \"err_dv\": " << r.err_dv << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
+      f << "    {\"seq\": " << r.seq << ", \"cp\": " << r.cp << ", \"strategy\": \"" << r.strategy
+        << "\", \"chunks\": " << r.chunks << ", \"ms_per_step\": " << r.ms
+        << ", \"tflops_per_gpu\": " << r.tflops << ", \"efficiency\": " << r.efficiency
+        << ", \"a2a_gbs\": " << r.a2a_gbs << ", \"nccl_a2a_gbs\": " << r.nccl_gbs
+        << ", \"a2a_mib_per_gpu\": " << r.a2a_mib << ", \"peak_gib\": " << r.peak_gib
+        << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
+        << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
+        << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
         << ", \"kernel_inplace_ms\": " << r.kernel_inplace_ms
         << ", \"exact_o\": " << (r.exact_o ? "true" : "false")
         << ", \"exact_dkv\": " << (r.exact_dkv ? "true" : "false")

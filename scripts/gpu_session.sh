@@ -33,9 +33,10 @@ run() {  # name, timeout, command...
   [[ $r -ne 0 ]] && { echo "$name: exit $r" | tee -a "$OUT/summary.txt"; rc=1; }
   return 0
 }
-bench_args=()
+# Extra bench flags from the caller (e.g. BENCH_ARGS="--chunks 1"), word-split on purpose.
+read -r -a bench_args <<<"${BENCH_ARGS:-}"
 if [[ $mode == distributed ]]; then  # the distributed tests and a shorter bench only
-  bench_args=(--iters 3)
+  bench_args+=(--iters 3)
 fi
 if [[ $mode != bench-only ]]; then
   if [[ $mode != distributed ]]; then

@@ -58,21 +58,41 @@ struct LocalProblem {
   int head_offset_kv = 0;
   int num_heads_kv_local = 0;
   /// dtype of dk/dv written by backward: `dtype`, or kFloat32 when ulysses sums partial dK/dV of a
-  /// KV head that several ranks share.
+  /// KV head that several ranks share (and for ring blocks).
   DType grad_kv_dtype = DType::kBFloat16;
+  /// Backward writes dq in fp32 instead of `dtype` (ring blocks: partials summed in fp32).
+  bool grad_q_fp32 = false;
+  /// Forward writes o in fp32 instead of `dtype` (ring blocks: partial outputs merged unrounded).
+  bool out_fp32 = false;
+
+  // Blocks of a longer sequence (ring attention). A whole sequence leaves all three at their
+  // defaults.
+  /// Key/value rows when they differ from the query rows; 0: seqlen.
+  std::int64_t seqlen_kv = 0;
+  /// Global position of query row 0 minus that of key row 0. Masks compare key row j with query
+  /// row i + diagonal_offset (causal: j <= i + diagonal_offset). Not with varlen.
+  std::int64_t diagonal_offset = 0;
+  /// The keys of this call are only part of each query's keys: backward must use the given o and
+  /// lse (the statistics of the whole row) rather than recompute them from this block.
+  bool partial_keys = false;
+
+  std::int64_t kv_len() const { return seqlen_kv > 0 ? seqlen_kv : seqlen; }
+  DType grad_q_dtype() const { return grad_q_fp32 ? DType::kFloat32 : dtype; }
+  DType out_dtype() const { return out_fp32 ? DType::kFloat32 : dtype; }
 
   /// The whole problem on one device: every head, grad_kv_dtype == dtype.
   static LocalProblem unsharded(const AttentionConfig& config, DType dtype, std::int64_t batch,
                                 std::int64_t seqlen, bool varlen = false);
 };
 
-/// Views for one forward call. Activations are [batch, seqlen, heads, head_dim] with any strides.
+/// Views for one forward call. Activations are [batch, seqlen, heads, head_dim] with any strides
+/// (keys and values: kv_len() rows).
 struct LocalForwardArgs {
   TensorView q;      // [B, S, num_heads_q_local, D]
-  TensorView k;      // [B, S, num_heads_kv_local, D]
-  TensorView v;      // [B, S, num_heads_kv_local, D]
+  TensorView k;      // [B, S_kv, num_heads_kv_local, D]
+  TensorView v;      // [B, S_kv, num_heads_kv_local, D]
   TensorView sinks;  // [config.num_heads_q] fp32, every head; empty unless config.sinks
-  TensorView o;      // out: [B, S, num_heads_q_local, D]
+  TensorView o;      // out: [B, S, num_heads_q_local, D]; fp32 when problem.out_fp32
   TensorView lse;    // out: [B, num_heads_q_local, S] fp32, natural log; empty if not wanted
   std::span<const std::int32_t> cu_seqlens;  // varlen: [num_seqs + 1] host copy, global positions
   const std::int32_t* cu_seqlens_device = nullptr;  // varlen on a device: the same in device memory
@@ -83,7 +103,7 @@ struct LocalForwardArgs {
 struct LocalBackwardArgs {
   TensorView q, k, v, o, lse, d_o;
   TensorView sinks;   // as in forward
-  TensorView dq;      // out: like q
+  TensorView dq;      // out: like q; fp32 when problem.grad_q_fp32
   TensorView dk;      // out: like k, dtype problem.grad_kv_dtype
   TensorView dv;      // out: like v, dtype problem.grad_kv_dtype
   TensorView dsinks;  // out: [config.num_heads_q] fp32; the kernel writes only its heads' entries

@@ -41,16 +41,33 @@ struct AttentionConfig {
 /// How the ranks of one sequence share the work.
 enum class Strategy : int {
   kUlysses = 0,  // all-to-all sequence <-> heads (DeepSpeed-Ulysses)
-  kRing = 1,     // K/V blocks circulate around the ranks (not available yet)
-  kHybrid = 2,   // Ulysses inside a group, ring across groups (not available yet)
+  kRing = 1,     // K/V blocks circulate around the ranks; partial outputs merge by log-sum-exp
+  kHybrid = 2,   // Ulysses inside groups of adjacent ranks, ring across the groups
 };
 std::string_view strategy_name(Strategy strategy);
 Result<Strategy> parse_strategy(std::string_view name);
 
 /// Parallel layout of one attention call.
+///
+/// Which tokens a rank holds depends on the strategy (sharding.h: shard_token_ranges()):
+///   ulysses  one contiguous run of S/cp tokens;
+///   ring     zigzag: the sequence in 2 cp chunks, rank r holds chunks r and 2cp-1-r (so causal
+///            work is balanced);
+///   hybrid   U x R: rank r = j U + u (j: ring index, u: index in its Ulysses group) holds piece u
+///            (of U) of zigzag chunks j and 2R-1-j of 2R chunks.
 struct ParallelConfig {
   Strategy strategy = Strategy::kUlysses;
   int cp = 1;  // ranks sharing one sequence (context-parallel degree); equals the communicator size
+  /// kHybrid only: ranks per Ulysses group U (adjacent ranks); the cp / U groups form the ring.
+  /// 0 for the other strategies.
+  int ulysses_degree = 0;
+
+  /// Ranks that exchange heads by all-to-all: cp (ulysses), 1 (ring), ulysses_degree (hybrid).
+  int ulysses_size() const;
+  /// Ranks around the ring: cp / ulysses_size().
+  int ring_size() const { return cp / ulysses_size(); }
+  /// What the global sequence length must be a multiple of: cp (ulysses) or 2 cp (ring, hybrid).
+  int sequence_multiple() const;
 
   Status validate() const;
 };

@@ -1,8 +1,10 @@
 // ulysses: helpers to cut a sequence into per-rank shards and put it back together.
 //
-// Ulysses gives rank r the contiguous token range [r * n / cp, (r + 1) * n / cp) of every sequence
-// (kBSHD: of each of the `batch` sequences; kTHD: of the whole packed token stream, so one packed
-// sequence may span ranks; masks stay right because they use global positions).
+// Ring and hybrid shard in zigzag order (ParallelConfig); the functions taking a ParallelConfig
+// handle every strategy. Ulysses gives rank r the contiguous token range [r * n / cp, (r + 1) * n /
+// cp) of every sequence (kBSHD: of each of the `batch` sequences; kTHD: of the whole packed token
+// stream, so one packed sequence may span ranks; masks stay right because they use global
+// positions).
 //
 // Host-only header: no CUDA, NCCL or cuDNN include.
 #pragma once
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include "ulysses/communicator.h"
+#include "ulysses/config.h"
 #include "ulysses/status.h"
 #include "ulysses/types.h"
 
@@ -44,6 +47,40 @@ Status gather_sequence(Communicator& comm, const TensorView& shard, const Tensor
 Result<std::vector<std::int32_t>> shard_position_ids(Layout layout, std::int64_t seqlen,
                                                      std::span<const std::int32_t> cu_seqlens,
                                                      int cp, int rank);
+
+// ---------------------------------------------------------------------------------------------------
+// Every strategy (ring and hybrid hold non-contiguous token ranges: see ParallelConfig)
+// ---------------------------------------------------------------------------------------------------
+
+/// A run of global token positions [begin, end).
+struct TokenRange {
+  std::int64_t begin = 0;
+  std::int64_t end = 0;
+  bool operator==(const TokenRange&) const = default;
+};
+
+/// The token ranges of a `seqlen`-token sequence that rank `rank` holds under `parallel`, in the
+/// order they are stored in its shard. InvalidArgument when seqlen is not a multiple of
+/// parallel.sequence_multiple() or rank is out of range.
+Result<std::vector<TokenRange>> shard_token_ranges(const ParallelConfig& parallel,
+                                                   std::int64_t seqlen, int rank);
+
+/// Copies rank `rank`'s tokens of `global` into `shard` (host memory, any strides). `seq_dim` is
+/// the token dimension of both: sequence_dim(layout) for activations, the last dim for an LSE.
+Status copy_shard(const TensorView& global, const TensorView& shard, int seq_dim,
+                  const ParallelConfig& parallel, int rank);
+
+/// The inverse of copy_shard(): writes `shard` into rank `rank`'s positions of `global`.
+Status place_shard(const TensorView& shard, const TensorView& global, int seq_dim,
+                   const ParallelConfig& parallel, int rank);
+
+/// Global position ids of rank `rank`'s tokens (kBSHD), in shard order.
+Result<std::vector<std::int32_t>> shard_position_ids(const ParallelConfig& parallel,
+                                                     std::int64_t seqlen, int rank);
+
+/// gather_sequence() for any strategy: every rank's shard into `global` on every rank (host).
+Status gather_sequence(Communicator& comm, const TensorView& shard, const TensorView& global,
+                       int seq_dim, const ParallelConfig& parallel, void* scratch, Stream stream);
 
 /// Checks global cu_seqlens for `total_tokens` packed tokens: starts at 0, never decreases, last <=
 /// total.

@@ -154,6 +154,18 @@ class CudnnAttention final : public LocalAttention {
                                  " is not supported by cuDNN SDPA (got ", p.config.head_dim,
                                  ", expected a multiple of 8 up to 256)"));
     }
+    const AttentionConfig& c = p.config;
+    const bool masked = c.causal || c.window_left >= 0 || c.window_right >= 0;
+    if (masked && p.diagonal_offset != 0 && p.diagonal_offset != p.kv_len() - p.seqlen) {
+      return unsupported(str_cat(kApi, ": masks on a block with diagonal offset ",
+                                 p.diagonal_offset,
+                                 " (cuDNN aligns the diagonal top-left or bottom-right only: got ",
+                                 p.diagonal_offset, ", expected 0 or ", p.kv_len() - p.seqlen,
+                                 "; ring attention with a sliding window needs this)"));
+    }
+    if (p.varlen && (p.grad_q_fp32 || p.out_fp32)) {
+      return unsupported(str_cat(kApi, ": an fp32 dq or o with a packed (varlen) batch"));
+    }
     if (p.config.sinks && version < 91300) {
       return unsupported(
           str_cat(kApi, ": attention sinks need cuDNN 9.13 or newer (running ", version, ")"));
@@ -167,7 +179,10 @@ class CudnnAttention final : public LocalAttention {
     // accumulator [B, hq, S, D], the softmax sums [B, hq, S], and, with GQA, deterministic mode or
     // packed batches, fp32 full-head dK and dV [B, hq, S, D] each. Plus room for varlen metadata,
     // packed backward stats and dK/dV staging.
-    const std::size_t B = static_cast<std::size_t>(p.batch), S = static_cast<std::size_t>(p.seqlen);
+    const std::size_t B = static_cast<std::size_t>(p.batch);
+    const std::size_t S = static_cast<std::size_t>(std::max(p.seqlen, p.kv_len()));
+    const std::size_t Sq = static_cast<std::size_t>(p.seqlen),
+                      Skv = static_cast<std::size_t>(p.kv_len());
     const std::size_t hq = static_cast<std::size_t>(p.num_heads_q_local);
     const std::size_t hkv = static_cast<std::size_t>(p.num_heads_kv_local);
     const std::size_t D = static_cast<std::size_t>(p.config.head_dim);
@@ -182,9 +197,11 @@ class CudnnAttention final : public LocalAttention {
       const std::int64_t bwd = self->canonical_workspace(p, true);
       if (fwd >= 0 && bwd >= 0) bound = static_cast<std::size_t>(std::max(fwd, bwd));
     }
-    std::size_t extra = align_up(meta_bytes(p)) + align_up(B * hq * S * 4);
-    if (p.grad_kv_dtype != p.dtype) extra += 2 * align_up(B * S * hkv * D * dtype_size(p.dtype));
-    if (p.varlen) extra += align_up(B * S * hq * D * dtype_size(p.dtype));
+    std::size_t extra = align_up(meta_bytes(p)) + align_up(B * hq * Sq * 4);
+    if (p.grad_kv_dtype != p.dtype) extra += 2 * align_up(B * Skv * hkv * D * dtype_size(p.dtype));
+    if (p.varlen || p.grad_q_fp32 || p.out_fp32) {
+      extra += align_up(B * Sq * hq * D * dtype_size(p.dtype));
+    }
     return align_up(bound + bound / 8 + (1u << 20)) + extra;
   }
 
@@ -198,8 +215,15 @@ class CudnnAttention final : public LocalAttention {
     Layout ws = workspace_layout(p, a.workspace);
     RaggedRows rows;
     const bool stats = !a.lse.empty_view();
+    // An fp32 O comes from cuDNN in the I/O dtype, then widens (cuDNN's O has the I/O dtype).
+    TensorView o_out = a.o;
+    if (p.out_fp32) {
+      o_out = TensorView::contiguous(ws.q_stage, p.dtype,
+                                     {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
+                                     device());
+    }
     const TensorDesc q = act_desc(a.q, vl), k = act_desc(a.k, vl), v = act_desc(a.v, vl),
-                     o = act_desc(a.o, vl);
+                     o = act_desc(o_out, vl);
     const TensorDesc l = stats ? lse_desc(a.lse, vl) : TensorDesc{};
     std::map<std::int64_t, int> ragged;  // uid -> offsets row
     if (vl.on) {
@@ -244,7 +268,7 @@ class CudnnAttention final : public LocalAttention {
     });
     if (!built.is_ok()) return built.status();
     std::unordered_map<std::int64_t, void*> pack = {
-        {kQ, a.q.data}, {kK, a.k.data}, {kV, a.v.data}, {kO, a.o.data}};
+        {kQ, a.q.data}, {kK, a.k.data}, {kV, a.v.data}, {kO, o_out.data}};
     if (stats) pack[kStats] = a.lse.data;
     if (p.config.sinks) pack[kSink] = sink_ptr(a.sinks, p);
     if (vl.on)
@@ -254,6 +278,7 @@ class CudnnAttention final : public LocalAttention {
       ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(a.o, vl.valid, stream));
       if (stats) ULYSSES_RETURN_IF_ERROR(kernels::cuda::fill_lse_from(a.lse, vl.valid, stream));
     }
+    if (p.out_fp32) ULYSSES_RETURN_IF_ERROR(kernels::cuda::convert_to_f32(a.o, o_out, stream));
     return Status::ok();
   }
 
@@ -299,23 +324,30 @@ class CudnnAttention final : public LocalAttention {
       q_in.strides = a.o.strides;
       ULYSSES_RETURN_IF_ERROR(kernels::cuda::copy_act(q_in, a.q, stream));
     }
-    // dK/dV in fp32 (partials summed across ranks) come from cuDNN in the I/O dtype, then widen.
+    // dK/dV (dQ) in fp32 (partials summed across ranks or ring steps) come from cuDNN in the I/O
+    // dtype, then widen.
     const bool widen = p.grad_kv_dtype != p.dtype;
-    TensorView dk = a.dk, dv = a.dv;
+    TensorView dk = a.dk, dv = a.dv, dq_out = a.dq;
     if (widen) {
-      const std::int64_t B = p.batch, S = p.seqlen, H = p.num_heads_kv_local, D = p.config.head_dim;
+      const std::int64_t B = p.batch, S = p.kv_len(), H = p.num_heads_kv_local,
+                         D = p.config.head_dim;
       dk = TensorView::contiguous(ws.dk, p.dtype, {B, S, H, D}, device());
       dv = TensorView::contiguous(ws.dv, p.dtype, {B, S, H, D}, device());
     }
+    if (p.grad_q_fp32) {
+      dq_out = TensorView::contiguous(ws.q_stage, p.dtype,
+                                      {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
+                                      device());
+    }
     RaggedRows rows;
     const TensorDesc q = act_desc(q_in, vl), k = act_desc(a.k, vl), v = act_desc(a.v, vl),
-                     o = act_desc(a.o, vl), d_o = act_desc(a.d_o, vl), dq = act_desc(a.dq, vl),
+                     o = act_desc(a.o, vl), d_o = act_desc(a.d_o, vl), dq = act_desc(dq_out, vl),
                      dkd = act_desc(dk, vl), dvd = act_desc(dv, vl), l = lse_desc(lse, vl);
     std::map<std::int64_t, int> ragged;
     if (vl.on) {
       using Entry = std::pair<std::int64_t, const TensorView*>;
-      const Entry entries[] = {{kQ, &q_in},   {kK, &a.k},   {kV, &a.v}, {kO, &a.o},
-                               {kDO, &a.d_o}, {kDQ, &a.dq}, {kDK, &dk}, {kDV, &dv}};
+      const Entry entries[] = {{kQ, &q_in},   {kK, &a.k},     {kV, &a.v}, {kO, &a.o},
+                               {kDO, &a.d_o}, {kDQ, &dq_out}, {kDK, &dk}, {kDV, &dv}};
       for (const auto& [uid, view] : entries) ragged[uid] = rows.row(view->stride(1));
       ragged[kStats] = rows.row(lse.stride(2));
     }
@@ -366,8 +398,8 @@ class CudnnAttention final : public LocalAttention {
     });
     if (!built.is_ok()) return built.status();
     std::unordered_map<std::int64_t, void*> pack = {
-        {kQ, q_in.data},    {kK, a.k.data},   {kV, a.v.data}, {kO, a.o.data}, {kDO, a.d_o.data},
-        {kStats, lse.data}, {kDQ, a.dq.data}, {kDK, dk.data}, {kDV, dv.data}};
+        {kQ, q_in.data},    {kK, a.k.data},     {kV, a.v.data}, {kO, a.o.data}, {kDO, a.d_o.data},
+        {kStats, lse.data}, {kDQ, dq_out.data}, {kDK, dk.data}, {kDV, dv.data}};
     if (p.config.sinks) {
       pack[kSink] = sink_ptr(a.sinks, p);
       pack[kDSink] = sink_ptr(a.dsinks, p);
@@ -377,10 +409,12 @@ class CudnnAttention final : public LocalAttention {
     ULYSSES_RETURN_IF_ERROR(execute(**built, pack, ws, stream));
     if (vl.on) {
       for (const TensorView* t :
-           {&a.dq, static_cast<const TensorView*>(&dk), static_cast<const TensorView*>(&dv)}) {
+           {static_cast<const TensorView*>(&dq_out), static_cast<const TensorView*>(&dk),
+            static_cast<const TensorView*>(&dv)}) {
         ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(*t, vl.valid, stream));
       }
     }
+    if (p.grad_q_fp32) ULYSSES_RETURN_IF_ERROR(kernels::cuda::convert_to_f32(a.dq, dq_out, stream));
     if (widen) {
       ULYSSES_RETURN_IF_ERROR(kernels::cuda::convert_to_f32(a.dk, dk, stream));
       ULYSSES_RETURN_IF_ERROR(kernels::cuda::convert_to_f32(a.dv, dv, stream));
@@ -412,13 +446,18 @@ class CudnnAttention final : public LocalAttention {
     Layout l;
     const std::size_t total = workspace_bytes_cached(p);
     const std::size_t B = static_cast<std::size_t>(p.batch), S = static_cast<std::size_t>(p.seqlen);
+    const std::size_t Skv = static_cast<std::size_t>(p.kv_len());
     const std::size_t hq = static_cast<std::size_t>(p.num_heads_q_local);
     const std::size_t hkv = static_cast<std::size_t>(p.num_heads_kv_local);
     const std::size_t D = static_cast<std::size_t>(p.config.head_dim);
     const std::size_t kv_bytes =
-        p.grad_kv_dtype != p.dtype ? align_up(B * S * hkv * D * dtype_size(p.dtype)) : 0;
+        p.grad_kv_dtype != p.dtype ? align_up(B * Skv * hkv * D * dtype_size(p.dtype)) : 0;
     const std::size_t stats_bytes = align_up(B * hq * S * 4);
-    const std::size_t q_bytes = p.varlen ? align_up(B * S * hq * D * dtype_size(p.dtype)) : 0;
+    // q_stage: packed backward's Q staging, or the I/O-dtype dQ before widening to fp32 (never
+    // both: ring blocks are not packed).
+    const std::size_t q_bytes = (p.varlen || p.grad_q_fp32 || p.out_fp32)
+                                    ? align_up(B * S * hq * D * dtype_size(p.dtype))
+                                    : 0;
     l.meta_bytes = align_up(meta_bytes(p));
     l.cudnn_bytes = total - l.meta_bytes - stats_bytes - 2 * kv_bytes - q_bytes;
     char* c = static_cast<char*>(base);
@@ -446,10 +485,10 @@ class CudnnAttention final : public LocalAttention {
     const std::int64_t hq = p.num_heads_q_local, hkv = p.num_heads_kv_local;
     Varlen vl;
     if (p.varlen) vl = Varlen{true, 1, 1, S, S};
-    auto act = [&](std::int64_t h) {
-      return TensorView::contiguous(nullptr, p.dtype, {B, S, h, D}, device());
+    auto act = [&](std::int64_t h, std::int64_t rows) {
+      return TensorView::contiguous(nullptr, p.dtype, {B, rows, h, D}, device());
     };
-    const TensorView q = act(hq), k = act(hkv), o = act(hq);
+    const TensorView q = act(hq, S), k = act(hkv, p.kv_len()), o = act(hq, S);
     const TensorView lse = TensorView::contiguous(nullptr, DType::kFloat32, {B, hq, S}, device());
     std::ostringstream key;
     key << (backward ? "canon-bwd|" : "canon-fwd|") << describe(p, vl);
@@ -589,8 +628,12 @@ class CudnnAttention final : public LocalAttention {
   template <typename Attrs>
   static void apply_masks(Attrs& at, const LocalProblem& p) {
     const AttentionConfig& c = p.config;
+    // check_support() admits an offset only where one of cuDNN's alignments expresses it.
+    const auto align = (p.diagonal_offset != 0 && p.diagonal_offset == p.kv_len() - p.seqlen)
+                           ? fe::DiagonalAlignment_t::BOTTOM_RIGHT
+                           : fe::DiagonalAlignment_t::TOP_LEFT;
+    if (c.window_left >= 0 || c.causal || c.window_right >= 0) at.set_diagonal_alignment(align);
     if (c.causal || c.window_right >= 0) {
-      at.set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT);
       at.set_diagonal_band_right_bound(c.causal ? 0 : c.window_right);
     }
     if (c.window_left >= 0) at.set_diagonal_band_left_bound(c.window_left + 1);
@@ -693,12 +736,12 @@ class CudnnAttention final : public LocalAttention {
 
   std::string describe(const LocalProblem& p, const Varlen& vl) const {
     const AttentionConfig& c = p.config;
-    return str_cat(dtype_name(p.dtype), " B", p.batch, " S", p.seqlen, " hq", p.num_heads_q_local,
-                   " hkv", p.num_heads_kv_local, " D", c.head_dim, " scale", c.scale(), " causal",
-                   c.causal, " win", c.window_left, ",", c.window_right, " sinks", c.sinks,
-                   " varlen", p.varlen,
+    return str_cat(dtype_name(p.dtype), " B", p.batch, " S", p.seqlen, "x", p.kv_len(), "@",
+                   p.diagonal_offset, " hq", p.num_heads_q_local, " hkv", p.num_heads_kv_local,
+                   " D", c.head_dim, " scale", c.scale(), " causal", c.causal, " win",
+                   c.window_left, ",", c.window_right, " sinks", c.sinks, " varlen", p.varlen,
                    vl.on ? str_cat(" nb", vl.padded, " smax", vl.max_len) : std::string(), " gkv",
-                   dtype_name(p.grad_kv_dtype));
+                   dtype_name(p.grad_kv_dtype), " gq32", p.grad_q_fp32, " o32", p.out_fp32);
   }
 
   static std::string ragged_key(const std::map<std::int64_t, int>& r) {

@@ -87,6 +87,13 @@ Status check_local_problem(const LocalProblem& p, std::string_view api) {
         str_cat("[", p.head_offset_kv, ", ", p.head_offset_kv + p.num_heads_kv_local, ")"),
         str_cat("a range covering [", first_kv, ", ", last_kv + 1, ")"));
   }
+  if (p.seqlen_kv < 0) {
+    return arg_error(api, "seqlen_kv", "is negative", p.seqlen_kv, ">= 0 (0: seqlen)");
+  }
+  if (p.varlen && (p.seqlen_kv != 0 || p.diagonal_offset != 0)) {
+    return arg_error(api, "seqlen_kv / diagonal_offset", "are not supported with varlen",
+                     str_cat(p.seqlen_kv, " / ", p.diagonal_offset), "0 / 0 for a packed batch");
+  }
   if (p.grad_kv_dtype != p.dtype && p.grad_kv_dtype != DType::kFloat32) {
     return arg_error(api, "grad_kv_dtype", "is not supported", dtype_name(p.grad_kv_dtype),
                      str_cat(dtype_name(p.dtype), " or fp32"));
@@ -111,12 +118,12 @@ Status check_sinks(const LocalProblem& p, const TensorView& sinks, std::string_v
 Status check_local_forward_args(const LocalProblem& p, const LocalForwardArgs& a, Device device,
                                 std::string_view api) {
   ULYSSES_RETURN_IF_ERROR(check_local_problem(p, api));
-  const std::int64_t B = p.batch, S = p.seqlen, D = p.config.head_dim;
+  const std::int64_t B = p.batch, S = p.seqlen, Skv = p.kv_len(), D = p.config.head_dim;
   const std::int64_t hq = p.num_heads_q_local, hkv = p.num_heads_kv_local;
   ULYSSES_RETURN_IF_ERROR(check_view(a.q, "q", {B, S, hq, D}, p.dtype, device, true, api));
-  ULYSSES_RETURN_IF_ERROR(check_view(a.k, "k", {B, S, hkv, D}, p.dtype, device, true, api));
-  ULYSSES_RETURN_IF_ERROR(check_view(a.v, "v", {B, S, hkv, D}, p.dtype, device, true, api));
-  ULYSSES_RETURN_IF_ERROR(check_view(a.o, "o", {B, S, hq, D}, p.dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(check_view(a.k, "k", {B, Skv, hkv, D}, p.dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(check_view(a.v, "v", {B, Skv, hkv, D}, p.dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(check_view(a.o, "o", {B, S, hq, D}, p.out_dtype(), device, true, api));
   if (!a.lse.empty_view()) {
     ULYSSES_RETURN_IF_ERROR(
         check_view(a.lse, "lse", {B, hq, S}, DType::kFloat32, device, false, api));
@@ -128,22 +135,24 @@ Status check_local_forward_args(const LocalProblem& p, const LocalForwardArgs& a
 Status check_local_backward_args(const LocalProblem& p, const LocalBackwardArgs& a, Device device,
                                  bool needs_o_lse, std::string_view api) {
   ULYSSES_RETURN_IF_ERROR(check_local_problem(p, api));
-  const std::int64_t B = p.batch, S = p.seqlen, D = p.config.head_dim;
+  needs_o_lse = needs_o_lse || p.partial_keys;
+  const std::int64_t B = p.batch, S = p.seqlen, Skv = p.kv_len(), D = p.config.head_dim;
   const std::int64_t hq = p.num_heads_q_local, hkv = p.num_heads_kv_local;
   ULYSSES_RETURN_IF_ERROR(check_view(a.q, "q", {B, S, hq, D}, p.dtype, device, true, api));
-  ULYSSES_RETURN_IF_ERROR(check_view(a.k, "k", {B, S, hkv, D}, p.dtype, device, true, api));
-  ULYSSES_RETURN_IF_ERROR(check_view(a.v, "v", {B, S, hkv, D}, p.dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(check_view(a.k, "k", {B, Skv, hkv, D}, p.dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(check_view(a.v, "v", {B, Skv, hkv, D}, p.dtype, device, true, api));
   if (needs_o_lse) {
     ULYSSES_RETURN_IF_ERROR(check_view(a.o, "o", {B, S, hq, D}, p.dtype, device, true, api));
     ULYSSES_RETURN_IF_ERROR(
         check_view(a.lse, "lse", {B, hq, S}, DType::kFloat32, device, false, api));
   }
   ULYSSES_RETURN_IF_ERROR(check_view(a.d_o, "d_o", {B, S, hq, D}, p.dtype, device, true, api));
-  ULYSSES_RETURN_IF_ERROR(check_view(a.dq, "dq", {B, S, hq, D}, p.dtype, device, true, api));
   ULYSSES_RETURN_IF_ERROR(
-      check_view(a.dk, "dk", {B, S, hkv, D}, p.grad_kv_dtype, device, true, api));
+      check_view(a.dq, "dq", {B, S, hq, D}, p.grad_q_dtype(), device, true, api));
   ULYSSES_RETURN_IF_ERROR(
-      check_view(a.dv, "dv", {B, S, hkv, D}, p.grad_kv_dtype, device, true, api));
+      check_view(a.dk, "dk", {B, Skv, hkv, D}, p.grad_kv_dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(
+      check_view(a.dv, "dv", {B, Skv, hkv, D}, p.grad_kv_dtype, device, true, api));
   ULYSSES_RETURN_IF_ERROR(check_sinks(p, a.sinks, "sinks", device, api));
   ULYSSES_RETURN_IF_ERROR(check_sinks(p, a.dsinks, "dsinks", device, api));
   return check_varlen(p, a.cu_seqlens, api);

@@ -27,13 +27,14 @@ struct KeyRanges {
 };
 
 KeyRanges key_ranges(const LocalProblem& p, std::span<const std::int32_t> cu_seqlens) {
-  const std::int64_t S = p.seqlen;
+  const std::int64_t S = p.seqlen, Skv = p.kv_len();
   KeyRanges r{std::vector<std::int64_t>(static_cast<std::size_t>(S)),
               std::vector<std::int64_t>(static_cast<std::size_t>(S)),
               std::vector<char>(static_cast<std::size_t>(S), 0)};
-  // Segment [start, end) of each position; padding positions get an empty range.
+  // Segment [start, end) of each position; padding positions get an empty range. (Varlen has
+  // S == Skv and no diagonal offset.)
   std::vector<std::int64_t> seg_start(static_cast<std::size_t>(S), 0),
-      seg_end(static_cast<std::size_t>(S), S);
+      seg_end(static_cast<std::size_t>(S), Skv);
   if (p.varlen) {
     std::fill(seg_start.begin(), seg_start.end(), 0);
     std::fill(seg_end.begin(), seg_end.end(), 0);  // padding: [0, 0) -> sees nothing
@@ -49,10 +50,11 @@ KeyRanges key_ranges(const LocalProblem& p, std::span<const std::int32_t> cu_seq
   const AttentionConfig& c = p.config;
   for (std::int64_t i = 0; i < S; ++i) {
     const auto iu = static_cast<std::size_t>(i);
+    const std::int64_t pos = i + p.diagonal_offset;  // query position in key coordinates
     std::int64_t lo = seg_start[iu], hi = seg_end[iu] - 1;
-    if (c.window_left >= 0) lo = std::max(lo, i - c.window_left);
-    if (c.causal) hi = std::min(hi, i);
-    if (c.window_right >= 0) hi = std::min(hi, i + c.window_right);
+    if (c.window_left >= 0) lo = std::max(lo, pos - c.window_left);
+    if (c.causal) hi = std::min(hi, pos);
+    if (c.window_right >= 0) hi = std::min(hi, pos + c.window_right);
     r.lo[iu] = lo;
     r.hi[iu] = hi;
   }
@@ -102,7 +104,7 @@ HeadForward head_forward(const LocalProblem& p, const KeyRanges& kr, const std::
   const double scale = p.config.scale();
   HeadForward f{std::vector<double>(static_cast<std::size_t>(S * D), 0.0),
                 std::vector<double>(static_cast<std::size_t>(S), kNegInf)};
-  std::vector<double> logits(static_cast<std::size_t>(S));
+  std::vector<double> logits(static_cast<std::size_t>(p.kv_len()));
   for (std::int64_t i = 0; i < S; ++i) {
     const auto iu = static_cast<std::size_t>(i);
     const std::int64_t lo = kr.lo[iu], hi = kr.hi[iu];
@@ -124,6 +126,16 @@ HeadForward head_forward(const LocalProblem& p, const KeyRanges& kr, const std::
     }
     for (std::int64_t d = 0; d < D; ++d) o[d] /= l;
     f.lse[iu] = m + std::log(l);
+  }
+  return f;
+}
+
+// O and LSE of head h as the caller passed them (the statistics of the whole row).
+HeadForward given_stats(const LocalProblem& p, const LocalBackwardArgs& a, std::int64_t b, int h) {
+  HeadForward f{load_head(a.o, b, h), std::vector<double>(static_cast<std::size_t>(p.seqlen))};
+  for (std::int64_t i = 0; i < p.seqlen; ++i) {
+    f.lse[static_cast<std::size_t>(i)] =
+        detail::load_as_double(a.lse.data, DType::kFloat32, a.lse.offset({b, h, i}));
   }
   return f;
 }
@@ -173,26 +185,29 @@ class ReferenceAttention final : public LocalAttention {
     return Status::ok();
   }
 
-  // Recomputes O and LSE in FP64 (it does not trust the rounded forward outputs), then
+  // Recomputes O and LSE in FP64 (it does not trust the rounded forward outputs; for a block of a
+  // longer row, partial_keys, it takes them as given since this block alone cannot produce them),
+  // then
   //   P = exp(S - LSE), dV = P^T dO, dP = dO V^T, Di = rowsum(dO * O), dS = P (dP - Di),
   //   dQ = scale dS K, dK = scale dS^T Q, dSink = -sum_i exp(sink - LSE_i) Di.
   // dK/dV of a key/value head accumulate over its query heads in head order, in FP64.
   Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream) override {
     ULYSSES_RETURN_IF_ERROR(detail::check_local_backward_args(
         p, a, Device::host(), /*needs_o_lse=*/false, "ulysses::ReferenceAttention::backward"));
-    const std::int64_t S = p.seqlen, D = p.config.head_dim;
+    const std::int64_t S = p.seqlen, Skv = p.kv_len(), D = p.config.head_dim;
     const double scale = p.config.scale();
     const KeyRanges kr = key_ranges(p, a.cu_seqlens);
     std::vector<double> dsink(static_cast<std::size_t>(p.num_heads_q_local), 0.0);
     for (std::int64_t b = 0; b < p.batch; ++b) {
       for (int g = 0; g < p.num_heads_kv_local; ++g) {
         const std::vector<double> k = load_head(a.k, b, g), v = load_head(a.v, b, g);
-        std::vector<double> dk(static_cast<std::size_t>(S * D), 0.0), dv(dk.size(), 0.0);
+        std::vector<double> dk(static_cast<std::size_t>(Skv * D), 0.0), dv(dk.size(), 0.0);
         for (int h = 0; h < p.num_heads_q_local; ++h) {
           if (kv_head_of(p, h) != g) continue;
           const std::vector<double> q = load_head(a.q, b, h), d_o = load_head(a.d_o, b, h);
           const std::optional<double> sink = sink_of(p, a.sinks, h);
-          const HeadForward f = head_forward(p, kr, q, k, v, sink);
+          const HeadForward f =
+              p.partial_keys ? given_stats(p, a, b, h) : head_forward(p, kr, q, k, v, sink);
           std::vector<double> dq(static_cast<std::size_t>(S * D), 0.0);
           for (std::int64_t i = 0; i < S; ++i) {
             const auto iu = static_cast<std::size_t>(i);

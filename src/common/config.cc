@@ -7,6 +7,7 @@
 namespace ulysses {
 
 using detail::arg_error;
+using detail::str_cat;
 
 float AttentionConfig::scale() const {
   if (softmax_scale.has_value()) return *softmax_scale;
@@ -23,12 +24,11 @@ Status AttentionConfig::validate() const {
   }
   if (num_heads_q % num_heads_kv != 0) {
     return arg_error(kApi, "num_heads_q",
-                     detail::str_cat("must be a multiple of num_heads_kv ", num_heads_kv),
-                     num_heads_q, detail::str_cat("a multiple of ", num_heads_kv));
+                     str_cat("must be a multiple of num_heads_kv ", num_heads_kv), num_heads_q,
+                     str_cat("a multiple of ", num_heads_kv));
   }
   if (head_dim < 1 || head_dim > kMaxHeadDim) {
-    return arg_error(kApi, "head_dim", "is out of range", head_dim,
-                     detail::str_cat("1..", kMaxHeadDim));
+    return arg_error(kApi, "head_dim", "is out of range", head_dim, str_cat("1..", kMaxHeadDim));
   }
   if (softmax_scale.has_value() && !(std::isfinite(*softmax_scale) && *softmax_scale > 0.0f)) {
     return arg_error(kApi, "softmax_scale", "must be finite and positive", *softmax_scale, "> 0");
@@ -66,13 +66,40 @@ Result<Strategy> parse_strategy(std::string_view name) {
                    "ulysses, ring or hybrid");
 }
 
+int ParallelConfig::ulysses_size() const {
+  switch (strategy) {
+    case Strategy::kRing:
+      return 1;
+    case Strategy::kHybrid:
+      return ulysses_degree >= 1 ? ulysses_degree : 1;
+    case Strategy::kUlysses:
+      break;
+  }
+  return cp >= 1 ? cp : 1;
+}
+
+int ParallelConfig::sequence_multiple() const {
+  return strategy == Strategy::kUlysses ? cp : 2 * cp;
+}
+
 Status ParallelConfig::validate() const {
   constexpr std::string_view kApi = "ulysses::ParallelConfig";
   if (cp < 1) return arg_error(kApi, "cp", "must be positive", cp, ">= 1");
-  if (strategy != Strategy::kUlysses) {
-    return unsupported(detail::str_cat(kApi, ": strategy ", strategy_name(strategy),
-                                       " is not implemented yet (got ", strategy_name(strategy),
-                                       ", expected ulysses)"));
+  if (strategy != Strategy::kUlysses && strategy != Strategy::kRing &&
+      strategy != Strategy::kHybrid) {
+    return arg_error(kApi, "strategy", "is not known", static_cast<int>(strategy),
+                     "ulysses, ring or hybrid");
+  }
+  if (strategy == Strategy::kHybrid) {
+    if (ulysses_degree < 1 || cp % ulysses_degree != 0) {
+      return arg_error(kApi, "ulysses_degree", str_cat("must divide cp ", cp, " for hybrid"),
+                       ulysses_degree, str_cat("a divisor of ", cp));
+    }
+  } else if (ulysses_degree != 0) {
+    return arg_error(
+        kApi, "ulysses_degree",
+        str_cat("is only for strategy hybrid (got strategy ", strategy_name(strategy), ")"),
+        ulysses_degree, "0");
   }
   return Status::ok();
 }

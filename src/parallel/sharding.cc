@@ -128,6 +128,122 @@ Status gather_sequence(Communicator& comm, const TensorView& shard, const Tensor
   return Status::ok();
 }
 
+Result<std::vector<TokenRange>> shard_token_ranges(const ParallelConfig& parallel,
+                                                   std::int64_t seqlen, int rank) {
+  constexpr std::string_view api = "ulysses::shard_token_ranges";
+  ULYSSES_RETURN_IF_ERROR(parallel.validate());
+  const int cp = parallel.cp;
+  if (rank < 0 || rank >= cp)
+    return arg_error(api, "rank", "is out of range", rank, str_cat("0..", cp - 1));
+  const int multiple = parallel.sequence_multiple();
+  if (seqlen < 1 || seqlen % multiple != 0) {
+    return arg_error(api, "seqlen",
+                     str_cat("must be a positive multiple of ", multiple, " for strategy ",
+                             strategy_name(parallel.strategy), " with cp ", cp),
+                     seqlen, str_cat("a multiple of ", multiple));
+  }
+  if (parallel.strategy == Strategy::kUlysses) {
+    const std::int64_t len = seqlen / cp;
+    return std::vector<TokenRange>{{rank * len, (rank + 1) * len}};
+  }
+  // Zigzag over the ring (2 R chunks), then piece u of U inside each chunk.
+  const int U = parallel.ulysses_size(), R = parallel.ring_size();
+  const int j = rank / U, u = rank % U;
+  const std::int64_t chunk = seqlen / (2 * R), piece = chunk / U;
+  const std::int64_t first = j * chunk + u * piece, second = (2 * R - 1 - j) * chunk + u * piece;
+  return std::vector<TokenRange>{{first, first + piece}, {second, second + piece}};
+}
+
+namespace {
+// Runs fn(global slice, shard slice) for each of rank's token ranges.
+template <typename Fn>
+Status for_each_range(const TensorView& global, const TensorView& shard, int seq_dim,
+                      const ParallelConfig& parallel, int rank, std::string_view api, Fn&& fn) {
+  if (seq_dim < 0 || seq_dim >= global.ndim || global.ndim != shard.ndim) {
+    return arg_error(api, "seq_dim", "does not fit the tensors", seq_dim,
+                     str_cat("0..", global.ndim - 1, " with global and shard of equal rank"));
+  }
+  ULYSSES_ASSIGN_OR_RETURN(auto ranges, shard_token_ranges(parallel, global.size(seq_dim), rank));
+  std::int64_t held = 0;
+  for (const TokenRange& r : ranges) held += r.end - r.begin;
+  for (int d = 0; d < global.ndim; ++d) {
+    if (shard.size(d) != (d == seq_dim ? held : global.size(d))) {
+      return arg_error(api, "shard", "does not match this rank's part of global", shard.to_string(),
+                       str_cat(held, " tokens along dim ", seq_dim));
+    }
+  }
+  const std::size_t e = dtype_size(global.dtype);
+  std::int64_t at = 0;
+  for (const TokenRange& r : ranges) {
+    TensorView g = global, l = shard;
+    g.shape[static_cast<std::size_t>(seq_dim)] = r.end - r.begin;
+    l.shape[static_cast<std::size_t>(seq_dim)] = r.end - r.begin;
+    g.data = static_cast<char*>(global.data) +
+             r.begin * global.stride(seq_dim) * static_cast<std::int64_t>(e);
+    l.data =
+        static_cast<char*>(shard.data) + at * shard.stride(seq_dim) * static_cast<std::int64_t>(e);
+    ULYSSES_RETURN_IF_ERROR(fn(g, l));
+    at += r.end - r.begin;
+  }
+  return Status::ok();
+}
+}  // namespace
+
+Status copy_shard(const TensorView& global, const TensorView& shard, int seq_dim,
+                  const ParallelConfig& parallel, int rank) {
+  return for_each_range(global, shard, seq_dim, parallel, rank, "ulysses::copy_shard",
+                        [](const TensorView& g, const TensorView& l) { return copy_tensor(l, g); });
+}
+
+Status place_shard(const TensorView& shard, const TensorView& global, int seq_dim,
+                   const ParallelConfig& parallel, int rank) {
+  return for_each_range(global, shard, seq_dim, parallel, rank, "ulysses::place_shard",
+                        [](const TensorView& g, const TensorView& l) { return copy_tensor(g, l); });
+}
+
+Result<std::vector<std::int32_t>> shard_position_ids(const ParallelConfig& parallel,
+                                                     std::int64_t seqlen, int rank) {
+  ULYSSES_ASSIGN_OR_RETURN(auto ranges, shard_token_ranges(parallel, seqlen, rank));
+  std::vector<std::int32_t> ids;
+  for (const TokenRange& r : ranges) {
+    for (std::int64_t t = r.begin; t < r.end; ++t) ids.push_back(static_cast<std::int32_t>(t));
+  }
+  return ids;
+}
+
+Status gather_sequence(Communicator& comm, const TensorView& shard, const TensorView& global,
+                       int seq_dim, const ParallelConfig& parallel, void* scratch, Stream stream) {
+  constexpr std::string_view api = "ulysses::gather_sequence";
+  if (!comm.device().is_host()) {
+    return unsupported(str_cat(api, ": device communicators are not supported yet (got ",
+                               comm.backend_name(), ", expected a host communicator)"));
+  }
+  if (parallel.cp != comm.size()) {
+    return arg_error(api, "parallel.cp", "differs from the communicator size", parallel.cp,
+                     str_cat(comm.size(), " (comm.size())"));
+  }
+  if (scratch == nullptr) {
+    return arg_error(api, "scratch", "is null", "nullptr", "cp * shard bytes of host memory");
+  }
+  const std::size_t bytes = static_cast<std::size_t>(shard.numel()) * dtype_size(shard.dtype);
+  std::vector<char> packed(bytes);
+  TensorView packed_view = shard;
+  packed_view.data = packed.data();
+  std::int64_t stride = 1;
+  for (int d = shard.ndim - 1; d >= 0; --d) {
+    packed_view.strides[static_cast<std::size_t>(d)] = stride;
+    stride *= shard.size(d);
+  }
+  ULYSSES_RETURN_IF_ERROR(copy_tensor(packed_view, shard));
+  ULYSSES_RETURN_IF_ERROR(comm.all_gather(packed.data(), scratch, bytes, stream));
+  for (int r = 0; r < comm.size(); ++r) {
+    TensorView src = packed_view;
+    src.data = static_cast<char*>(scratch) + static_cast<std::size_t>(r) * bytes;
+    ULYSSES_RETURN_IF_ERROR(place_shard(src, global, seq_dim, parallel, r));
+  }
+  return Status::ok();
+}
+
 Status validate_cu_seqlens(std::span<const std::int32_t> cu, std::int64_t total_tokens,
                            std::string_view api) {
   if (cu.size() < 2) {

@@ -32,120 +32,24 @@
 #include <cstring>
 #include <vector>
 
-#include "attention/local_checks.h"
 #include "common/check.h"
 #include "kernels/layout.h"
 #include "kernels/streams.h"
 #include "parallel/head_routing.h"
-#include "ulysses/attention.h"
-#include "ulysses/sharding.h"
+#include "parallel/plan_common.h"
+#include "parallel/plans.h"
 
-namespace ulysses {
+namespace ulysses::parallel {
 
 using detail::arg_error;
 using detail::str_cat;
 
 namespace {
 
-constexpr std::string_view kCreateApi = "ulysses::DistributedAttention::create";
-constexpr std::string_view kForwardApi = "ulysses::DistributedAttention::forward";
-constexpr std::string_view kBackwardApi = "ulysses::DistributedAttention::backward";
-constexpr std::size_t kAlign = 256;
-
-std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-
-// Carves aligned regions out of one caller-provided buffer.
-class Arena {
- public:
-  std::size_t take(std::size_t bytes) {
-    const std::size_t offset = total_;
-    total_ += align_up(bytes);
-    return offset;
-  }
-  std::size_t total() const { return total_; }
-
- private:
-  std::size_t total_ = 0;
-};
-
-char* at(void* base, std::size_t offset) { return static_cast<char*>(base) + offset; }
-
-// A [T, H, D] (kTHD) view as [1, T, H, D]; kBSHD views pass through.
-TensorView as_bshd(const TensorView& t, Layout layout) {
-  if (layout == Layout::kBSHD || t.ndim != 3) return t;
-  TensorView out = t;
-  out.ndim = 4;
-  for (int d = 3; d >= 1; --d) {
-    out.shape[static_cast<std::size_t>(d)] = t.shape[static_cast<std::size_t>(d - 1)];
-    out.strides[static_cast<std::size_t>(d)] = t.strides[static_cast<std::size_t>(d - 1)];
-  }
-  out.shape[0] = 1;
-  out.strides[0] = 0;
-  return out;
-}
-
-// A [H, T] (kTHD) LSE view as [1, H, T].
-TensorView lse_as_bhs(const TensorView& t, Layout layout) {
-  if (layout == Layout::kBSHD || t.ndim != 2) return t;
-  TensorView out = t;
-  out.ndim = 3;
-  out.shape = {1, t.shape[0], t.shape[1], 0};
-  out.strides = {0, t.strides[0], t.strides[1], 0};
-  return out;
-}
-
-// Every field that must agree across ranks, as integers (for the create-time consensus).
-struct Fingerprint {
-  static constexpr int kFields = 18;
-  static constexpr std::array<std::string_view, kFields> kNames = {"format",
-                                                                   "layout",
-                                                                   "dtype",
-                                                                   "batch",
-                                                                   "seqlen",
-                                                                   "training",
-                                                                   "strategy",
-                                                                   "cp",
-                                                                   "num_heads_q",
-                                                                   "num_heads_kv",
-                                                                   "head_dim",
-                                                                   "softmax_scale",
-                                                                   "causal",
-                                                                   "window_left",
-                                                                   "window_right",
-                                                                   "sinks",
-                                                                   "local validation status"};
-  std::array<std::int64_t, kFields> v{};
-
-  static Fingerprint of(const PlanConfig& c, StatusCode local_status) {
-    Fingerprint f;
-    const AttentionConfig& a = c.attention;
-    f.v = {0x554c5953,  // "ULYS": catches ranks running different library builds
-           static_cast<std::int64_t>(c.layout),
-           static_cast<std::int64_t>(c.dtype),
-           c.batch,
-           c.seqlen,
-           c.training ? 1 : 0,
-           static_cast<std::int64_t>(c.parallel.strategy),
-           c.parallel.cp,
-           a.num_heads_q,
-           a.num_heads_kv,
-           a.head_dim,
-           a.softmax_scale
-               ? static_cast<std::int64_t>(std::bit_cast<std::uint32_t>(*a.softmax_scale))
-               : -1,
-           a.causal ? 1 : 0,
-           a.window_left,
-           a.window_right,
-           a.sinks ? 1 : 0,
-           static_cast<std::int64_t>(local_status)};
-    return f;
-  }
-};
-
 class UlyssesAttention final : public DistributedAttention {
  public:
   UlyssesAttention(const PlanConfig& config, Communicator& comm, LocalAttention& kernel,
-                   parallel::HeadRouting routing, std::unique_ptr<kernels::StreamSet> streams)
+                   HeadRouting routing, std::unique_ptr<kernels::StreamSet> streams)
       : config_(config),
         comm_(comm),
         kernel_(kernel),
@@ -172,7 +76,7 @@ class UlyssesAttention final : public DistributedAttention {
     layout_buffers();
   }
 
-  static LocalProblem local_problem(const PlanConfig& c, const parallel::HeadRouting& r, int rank) {
+  static LocalProblem local_problem(const PlanConfig& c, const HeadRouting& r, int rank) {
     LocalProblem p;
     p.config = c.attention;
     p.dtype = c.dtype;
@@ -192,7 +96,7 @@ class UlyssesAttention final : public DistributedAttention {
   std::size_t saved_bytes() const override { return saved_bytes_; }
 
   Status forward(const ForwardArgs& a, Stream stream) override {
-    ULYSSES_RETURN_IF_ERROR(check_forward(a));
+    ULYSSES_RETURN_IF_ERROR(checks().forward(a));
     void* saved_base = config_.training ? a.saved : a.workspace;
     char* qkv_full = at(saved_base, qkv_full_);
     char* o_head = at(saved_base, o_head_);
@@ -273,7 +177,7 @@ class UlyssesAttention final : public DistributedAttention {
   }
 
   Status backward(const BackwardArgs& a, Stream stream) override {
-    ULYSSES_RETURN_IF_ERROR(check_backward(a));
+    ULYSSES_RETURN_IF_ERROR(checks().backward(a));
     char* qkv_full = at(a.saved, qkv_full_);
     char* o_head = at(a.saved, o_head_);
     char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
@@ -494,103 +398,14 @@ class UlyssesAttention final : public DistributedAttention {
     saved_bytes_ = saved.total();
   }
 
-  Status check_activation(const TensorView& t, std::string_view name, int heads, DType dtype,
-                          std::string_view api) const {
-    if (config_.layout == Layout::kTHD) {
-      return detail::check_view(t, name, {Sl_, heads, D_}, dtype, comm_.device(), true, api);
-    }
-    return detail::check_view(t, name, {B_, Sl_, heads, D_}, dtype, comm_.device(), true, api);
-  }
-
-  Status check_common(const TensorView& sinks, std::span<const std::int32_t> cu_seqlens,
-                      const std::int32_t* cu_seqlens_device, const void* workspace,
-                      std::string_view api) const {
-    const AttentionConfig& c = config_.attention;
-    if (c.sinks) {
-      ULYSSES_RETURN_IF_ERROR(detail::check_view(sinks, "sinks", {c.num_heads_q}, DType::kFloat32,
-                                                 comm_.device(), true, api));
-    } else if (!sinks.empty_view()) {
-      return arg_error(api, "sinks", "is given but attention.sinks is false", sinks.to_string(),
-                       "an empty view");
-    }
-    if (config_.layout == Layout::kTHD) {
-      ULYSSES_RETURN_IF_ERROR(validate_cu_seqlens(cu_seqlens, S_, api));
-      if (!kernel_.device().is_host() && cu_seqlens_device == nullptr) {
-        return arg_error(api, "cu_seqlens_device", "is null", "nullptr",
-                         "the cu_seqlens values in device memory");
-      }
-    } else if (!cu_seqlens.empty()) {
-      return arg_error(api, "cu_seqlens", "is given for layout bshd", cu_seqlens.size(),
-                       "empty (cu_seqlens needs layout thd)");
-    }
-    if (workspace_bytes_ > 0 && workspace == nullptr) {
-      return arg_error(api, "workspace", "is null", "nullptr",
-                       str_cat(workspace_bytes_, " bytes (workspace_bytes())"));
-    }
-    return Status::ok();
-  }
-
-  Status check_forward(const ForwardArgs& a) const {
-    constexpr std::string_view api = kForwardApi;
-    const AttentionConfig& c = config_.attention;
-    ULYSSES_RETURN_IF_ERROR(check_activation(a.q, "q", c.num_heads_q, dtype_, api));
-    ULYSSES_RETURN_IF_ERROR(check_activation(a.k, "k", c.num_heads_kv, dtype_, api));
-    ULYSSES_RETURN_IF_ERROR(check_activation(a.v, "v", c.num_heads_kv, dtype_, api));
-    ULYSSES_RETURN_IF_ERROR(check_activation(a.o, "o", c.num_heads_q, dtype_, api));
-    if (!a.lse.empty_view()) {
-      if (!has_lse_) {
-        return unsupported(str_cat(api, ": lse was requested but kernel ", kernel_.name(),
-                                   " provides no softmax statistics (got an lse view, expected an "
-                                   "empty one)"));
-      }
-      if (config_.layout == Layout::kTHD) {
-        ULYSSES_RETURN_IF_ERROR(detail::check_view(a.lse, "lse", {c.num_heads_q, Sl_},
-                                                   DType::kFloat32, comm_.device(), false, api));
-      } else {
-        ULYSSES_RETURN_IF_ERROR(detail::check_view(a.lse, "lse", {B_, c.num_heads_q, Sl_},
-                                                   DType::kFloat32, comm_.device(), false, api));
-      }
-    }
-    ULYSSES_RETURN_IF_ERROR(
-        check_common(a.sinks, a.cu_seqlens, a.cu_seqlens_device, a.workspace, api));
-    if (config_.training && saved_bytes_ > 0 && a.saved == nullptr) {
-      return arg_error(api, "saved", "is null while training", "nullptr",
-                       str_cat(saved_bytes_, " bytes (saved_bytes())"));
-    }
-    return Status::ok();
-  }
-
-  Status check_backward(const BackwardArgs& a) const {
-    constexpr std::string_view api = kBackwardApi;
-    const AttentionConfig& c = config_.attention;
-    if (!config_.training) {
-      return arg_error(api, "config.training", "is false", "false",
-                       "a plan created with training = true");
-    }
-    if (!kernel_.supports_backward()) {
-      return unsupported(str_cat(api, ": kernel ", kernel_.name(), " has no backward"));
-    }
-    ULYSSES_RETURN_IF_ERROR(check_activation(a.d_o, "d_o", c.num_heads_q, dtype_, api));
-    ULYSSES_RETURN_IF_ERROR(check_activation(a.dq, "dq", c.num_heads_q, dtype_, api));
-    ULYSSES_RETURN_IF_ERROR(check_activation(a.dk, "dk", c.num_heads_kv, dtype_, api));
-    ULYSSES_RETURN_IF_ERROR(check_activation(a.dv, "dv", c.num_heads_kv, dtype_, api));
-    if (c.sinks) {
-      ULYSSES_RETURN_IF_ERROR(detail::check_view(a.dsinks, "dsinks", {c.num_heads_q},
-                                                 DType::kFloat32, comm_.device(), true, api));
-    }
-    ULYSSES_RETURN_IF_ERROR(
-        check_common(a.sinks, a.cu_seqlens, a.cu_seqlens_device, a.workspace, api));
-    if (saved_bytes_ > 0 && a.saved == nullptr) {
-      return arg_error(api, "saved", "is null", "nullptr",
-                       str_cat(saved_bytes_, " bytes from the matching forward()"));
-    }
-    return Status::ok();
+  CallChecks checks() const {
+    return {config_, comm_, kernel_, Sl_, workspace_bytes_, saved_bytes_};
   }
 
   PlanConfig config_;
   Communicator& comm_;
   LocalAttention& kernel_;
-  parallel::HeadRouting routing_;
+  HeadRouting routing_;
   LocalProblem problem_;
   std::unique_ptr<kernels::StreamSet> streams_;
   int P_ = 1, rank_ = 0, hq_ = 0, hkv_ = 0, C_ = 0;
@@ -610,94 +425,19 @@ class UlyssesAttention final : public DistributedAttention {
 
 }  // namespace
 
-Status PlanConfig::validate() const {
-  constexpr std::string_view api = "ulysses::PlanConfig";
-  ULYSSES_RETURN_IF_ERROR(attention.validate());
-  ULYSSES_RETURN_IF_ERROR(parallel.validate());
-  if (batch < 1) return arg_error(api, "batch", "must be positive", batch, ">= 1");
-  if (layout == Layout::kTHD && batch != 1) {
-    return arg_error(api, "batch", "must be 1 for layout thd (packed sequences)", batch, "1");
-  }
-  if (seqlen < 1) return arg_error(api, "seqlen", "must be positive", seqlen, ">= 1");
-  if (seqlen % parallel.cp != 0) {
-    return arg_error(
-        api, "seqlen",
-        str_cat("must be divisible by cp ", parallel.cp,
-                layout == Layout::kTHD ? " (pad the packed batch: padded_token_count())" : ""),
-        seqlen, str_cat("a multiple of ", parallel.cp));
-  }
+LocalProblem ulysses_local_problem(const PlanConfig& c, const HeadRouting& r, int rank) {
+  return UlyssesAttention::local_problem(c, r, rank);
+}
+
+Result<std::unique_ptr<DistributedAttention>> create_ulysses_plan(const PlanConfig& config,
+                                                                  Communicator& comm,
+                                                                  LocalAttention& kernel) {
   ULYSSES_ASSIGN_OR_RETURN(auto routing,
-                           parallel::HeadRouting::create(attention, parallel.cp, api));
-  if (overlap_chunks < 1) {
-    return arg_error(api, "overlap_chunks", "must be positive", overlap_chunks,
-                     ">= 1 (1: no overlap)");
-  }
-  if (overlap_chunks > 1 &&
-      (routing.replicated() || routing.heads_kv_local % overlap_chunks != 0)) {
-    return arg_error(api, "overlap_chunks",
-                     str_cat("must divide the key/value heads per rank (", routing.heads_kv_local,
-                             routing.replicated() ? ", shared by several ranks" : "", ")"),
-                     overlap_chunks,
-                     routing.replicated() ? std::string("1 when cp > num_heads_kv")
-                                          : str_cat("a divisor of ", routing.heads_kv_local));
-  }
-  return Status::ok();
-}
-
-Status DistributedAttention::check_support(const PlanConfig& config, const Communicator& comm,
-                                           const LocalAttention& kernel) {
-  ULYSSES_RETURN_IF_ERROR(config.validate());
-  if (comm.size() != config.parallel.cp) {
-    return arg_error(kCreateApi, "parallel.cp", "differs from the communicator size",
-                     config.parallel.cp, str_cat(comm.size(), " (comm.size())"));
-  }
-  if (kernel.device() != comm.device()) {
-    return arg_error(kCreateApi, "kernel", "runs on another device than the communicator",
-                     str_cat(kernel.name(), " on ", kernel.device().to_string()),
-                     comm.device().to_string());
-  }
-  ULYSSES_ASSIGN_OR_RETURN(auto routing, parallel::HeadRouting::create(
-                                             config.attention, config.parallel.cp, kCreateApi));
-  return kernel.check_support(UlyssesAttention::local_problem(config, routing, comm.rank()));
-}
-
-Result<std::unique_ptr<DistributedAttention>> DistributedAttention::create(const PlanConfig& config,
-                                                                           Communicator& comm,
-                                                                           LocalAttention& kernel) {
-  // Validate locally, but report only after the ranks have compared configs: a config that is bad
-  // on one rank and fine on another must fail everywhere, not leave the good ranks waiting.
-  const Status local = check_support(config, comm, kernel);
-  const Fingerprint mine = Fingerprint::of(config, local.code());
-  std::vector<std::int64_t> host_all(static_cast<std::size_t>(comm.size()) * Fingerprint::kFields);
-  ULYSSES_RETURN_IF_ERROR(comm.host_all_gather(mine.v.data(), host_all.data(), sizeof(mine.v)));
-  for (int r = 0; r < comm.size(); ++r) {
-    for (int f = 0; f < Fingerprint::kFields; ++f) {
-      const std::int64_t theirs = host_all[static_cast<std::size_t>(r * Fingerprint::kFields + f)];
-      if (theirs != mine.v[static_cast<std::size_t>(f)]) {
-        if (f == Fingerprint::kFields - 1 && local.is_ok()) {
-          return Status(StatusCode::kConfigMismatch,
-                        str_cat(kCreateApi, ": rank ", r, " rejected the configuration (status ",
-                                status_code_name(static_cast<StatusCode>(theirs)),
-                                "); see that rank's error"));
-        }
-        if (f == Fingerprint::kFields - 1) return local;
-        return Status(StatusCode::kConfigMismatch,
-                      str_cat(kCreateApi, ": ", Fingerprint::kNames[static_cast<std::size_t>(f)],
-                              " differs between ranks (got ", mine.v[static_cast<std::size_t>(f)],
-                              " on rank ", comm.rank(), ", ", theirs, " on rank ", r,
-                              "; expected the same PlanConfig on every rank)"));
-      }
-    }
-  }
-  ULYSSES_RETURN_IF_ERROR(local);
-  // Connections now, so that the first step allocates and connects nothing.
-  ULYSSES_RETURN_IF_ERROR(comm.warm_up());
-  ULYSSES_ASSIGN_OR_RETURN(auto routing, parallel::HeadRouting::create(
-                                             config.attention, config.parallel.cp, kCreateApi));
+                           HeadRouting::create(config.attention, config.parallel.cp, kCreateApi));
   ULYSSES_ASSIGN_OR_RETURN(
       auto streams, kernels::StreamSet::create(comm.device(), 2 + 2 * config.overlap_chunks));
   return std::unique_ptr<DistributedAttention>(std::make_unique<UlyssesAttention>(
       config, comm, kernel, std::move(routing), std::move(streams)));
 }
 
-}  // namespace ulysses
+}  // namespace ulysses::parallel

@@ -24,7 +24,15 @@ struct GpuCase {
   std::vector<std::int32_t> cu = {};
   bool deterministic = false;
   int chunks = 1;  // PlanConfig::overlap_chunks
+  Strategy strategy = Strategy::kUlysses;
+  int U = 0;  // hybrid: ulysses_degree
 };
+
+inline ParallelConfig parallel_of(const GpuCase& c) {
+  return {.strategy = c.strategy,
+          .cp = c.P,
+          .ulysses_degree = c.strategy == Strategy::kHybrid ? c.U : 0};
+}
 
 inline void PrintTo(const GpuCase& c, std::ostream* os) { *os << c.name; }
 
@@ -159,7 +167,7 @@ inline GpuOutputs run_distributed(const GpuCase& c, const GpuInputs& in,
   std::vector<Status> st(static_cast<std::size_t>(P));
   const bool thd = c.layout == Layout::kTHD;
   const PlanConfig cfg{.attention = attention_of(c),
-                       .parallel = {.cp = P},
+                       .parallel = parallel_of(c),
                        .layout = c.layout,
                        .dtype = c.dtype,
                        .batch = thd ? 1 : c.B,
@@ -184,9 +192,15 @@ inline GpuOutputs run_distributed(const GpuCase& c, const GpuInputs& in,
         s = plan.status();
         return;
       }
-      // Each rank holds only its shard (copied from the global host tensors).
+      // Each rank holds only its shard (copied from the global host tensors; ring and hybrid hold
+      // zigzag ranges).
+      const bool zigzag = c.strategy != Strategy::kUlysses;
       auto shard_host = [&](const HostTensor& g) {
-        HostTensor t = g;  // same dtype; shape fixed below
+        if (zigzag) {
+          HostTensor h(g.view.dtype, {c.B, c.S / P, g.view.size(2), c.D});
+          EXPECT_TRUE(copy_shard(g.view, h.view, 1, cfg.parallel, r).is_ok());
+          return h;
+        }
         TensorView sv = shard_view(g.view, c.layout, P, r).value();
         HostTensor h(g.view.dtype, {1});
         h.storage.assign(static_cast<std::size_t>(sv.numel()) * dtype_size(sv.dtype), 0);
@@ -206,9 +220,9 @@ inline GpuOutputs run_distributed(const GpuCase& c, const GpuInputs& in,
                  dvh = shard_host(out.dv);
       HostTensor lseh(DType::kFloat32, {1});
       {
-        TensorView lv = shard_lse_view(out.lse.view, c.layout, P, r).value();
-        lseh = thd ? HostTensor(DType::kFloat32, {lv.shape[0], lv.shape[1]})
-                   : HostTensor(DType::kFloat32, {lv.shape[0], lv.shape[1], lv.shape[2]});
+        const std::int64_t Sl = c.S / P;
+        lseh = thd ? HostTensor(DType::kFloat32, {c.Hq, Sl})
+                   : HostTensor(DType::kFloat32, {c.B, c.Hq, Sl});
         poison(lseh);
       }
       DeviceTensor q = DeviceTensor::of(qh, dev), k = DeviceTensor::of(kh, dev),
@@ -248,6 +262,10 @@ inline GpuOutputs run_distributed(const GpuCase& c, const GpuInputs& in,
       std::lock_guard<std::mutex> lock(mu);
       auto put = [&](const DeviceTensor& d, const HostTensor& like, HostTensor& global) {
         HostTensor h = d.download(like);
+        if (zigzag) {
+          EXPECT_TRUE(place_shard(h.view, global.view, 1, cfg.parallel, r).is_ok());
+          return;
+        }
         EXPECT_TRUE(copy_tensor(shard_view(global.view, c.layout, P, r).value(), h.view).is_ok());
       };
       put(o, oh, out.o);
@@ -255,8 +273,12 @@ inline GpuOutputs run_distributed(const GpuCase& c, const GpuInputs& in,
       put(dk, dkh, out.dk);
       put(dv, dvh, out.dv);
       HostTensor lh = lse.download(lseh);
-      EXPECT_TRUE(
-          copy_tensor(shard_lse_view(out.lse.view, c.layout, P, r).value(), lh.view).is_ok());
+      if (zigzag) {
+        EXPECT_TRUE(place_shard(lh.view, out.lse.view, 2, cfg.parallel, r).is_ok());
+      } else {
+        EXPECT_TRUE(
+            copy_tensor(shard_lse_view(out.lse.view, c.layout, P, r).value(), lh.view).is_ok());
+      }
       dsinks[static_cast<std::size_t>(r)] = ds.download(dsinks[static_cast<std::size_t>(r)]);
       cudaStreamDestroy(stream);
     });
@@ -301,6 +323,51 @@ inline void expect_matches_single_gpu(const GpuCase& c, const GpuOutputs& single
     EXPECT_BITWISE_EQ(single.dv, dist.dv, "dV");
   }
   if (c.sinks) close(single.dsinks, dist.dsinks, "dSinks");
+}
+
+/// The FP64 truth on the host (bshd): the reference on the same rounded inputs.
+inline GpuOutputs run_reference_fp64(const GpuCase& c, const GpuInputs& in) {
+  const DType f64 = DType::kFloat64;
+  const HostTensor q = convert(in.q, f64), k = convert(in.k, f64), v = convert(in.v, f64),
+                   d_o = convert(in.d_o, f64);
+  GpuOutputs r{convert(in.shapes.o, f64),  in.shapes.lse,
+               convert(in.shapes.dq, f64), convert(in.shapes.dk, f64),
+               convert(in.shapes.dv, f64), in.shapes.dsinks};
+  const LocalProblem p = LocalProblem::unsharded(attention_of(c), f64, c.B, c.S);
+  LocalForwardArgs f{.q = q.view, .k = k.view, .v = v.view, .o = r.o.view, .lse = r.lse.view};
+  LocalBackwardArgs b{.q = q.view,
+                      .k = k.view,
+                      .v = v.view,
+                      .o = r.o.view,
+                      .lse = r.lse.view,
+                      .d_o = d_o.view,
+                      .dq = r.dq.view,
+                      .dk = r.dk.view,
+                      .dv = r.dv.view};
+  if (c.sinks) {
+    f.sinks = b.sinks = in.sinks.view;
+    b.dsinks = r.dsinks.view;
+  }
+  EXPECT_TRUE(reference_forward(p, f).is_ok());
+  EXPECT_TRUE(reference_backward(p, b).is_ok());
+  return r;
+}
+
+/// Ring and hybrid merge partial results, so they are held to STYLE.md's 2x rule: against the FP64
+/// truth, at most twice the error of the single-GPU cuDNN run (plus a floor of a few fp32 ulps).
+inline void expect_ring_within_2x(const GpuCase& c, const GpuOutputs& single,
+                                  const GpuOutputs& dist, const GpuOutputs& truth) {
+  auto check = [&](const HostTensor& d, const HostTensor& s, const HostTensor& t,
+                   const char* what) {
+    EXPECT_EQ(count_nan(d), 0) << what;
+    EXPECT_TRUE(within_2x_rule(d, s, t, 0x1p-20 * std::max(1.0, max_abs(t)))) << what;
+  };
+  check(dist.o, single.o, truth.o, "O");
+  check(dist.lse, single.lse, truth.lse, "LSE");
+  check(dist.dq, single.dq, truth.dq, "dQ");
+  check(dist.dk, single.dk, truth.dk, "dK");
+  check(dist.dv, single.dv, truth.dv, "dV");
+  if (c.sinks) check(dist.dsinks, single.dsinks, truth.dsinks, "dSinks");
 }
 
 }  // namespace ulysses::testing

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <barrier>
+#include <thread>
 
 #include "common/check.h"
 #include "gpu/gpu_ulysses_common.h"
@@ -26,6 +27,81 @@ TEST_P(DeviceLoopbackUlysses, MatchesSingleGpu) {
   ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
   const testing::GpuOutputs dist = testing::run_distributed(c, in, *comms, [](int) { return 0; });
   testing::expect_matches_single_gpu(c, single, dist);
+}
+
+class DeviceLoopbackRing : public ::testing::TestWithParam<GpuCase> {};
+
+TEST_P(DeviceLoopbackRing, WithinTwiceTheSingleGpuError) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const GpuCase c = GetParam();
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const testing::GpuInputs in = testing::make_gpu_inputs(c, rng);
+  const testing::GpuOutputs single = testing::run_single_gpu(c, in);
+  const testing::GpuOutputs truth = testing::run_reference_fp64(c, in);
+  auto comms = create_device_loopback_group(c.P, 0);
+  ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
+  const testing::GpuOutputs dist = testing::run_distributed(c, in, *comms, [](int) { return 0; });
+  testing::expect_ring_within_2x(c, single, dist, truth);
+}
+
+GpuCase ring_case(std::string name, Strategy strategy, int P, int U, std::int64_t S, int Hq,
+                  int Hkv, bool causal, bool sinks, int wl = -1) {
+  GpuCase c{std::move(name), P, Layout::kBSHD, 1, S, Hq, Hkv, 64};
+  c.causal = causal;
+  c.sinks = sinks;
+  c.wl = wl;
+  c.strategy = strategy;
+  c.U = U;
+  return c;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Gpu, DeviceLoopbackRing,
+    ::testing::Values(
+        ring_case("ring_p2_gqa_causal", Strategy::kRing, 2, 0, 512, 8, 2, true, false),
+        ring_case("ring_p4_mha_full_sinks", Strategy::kRing, 4, 0, 512, 4, 4, false, true),
+        ring_case("ring_p8_mqa_causal_sinks", Strategy::kRing, 8, 0, 1024, 4, 1, true, true),
+        ring_case("ring_p4_window_spanning_whole_chunks", Strategy::kRing, 4, 0, 512, 4, 2, true,
+                  false, 1000),
+        ring_case("hybrid_2x2_gqa_causal_sinks", Strategy::kHybrid, 4, 2, 512, 8, 4, true, true),
+        ring_case("hybrid_4x2_replicated_kv_causal", Strategy::kHybrid, 8, 4, 1024, 8, 2, true,
+                  false),
+        ring_case("hybrid_2x1_window", Strategy::kHybrid, 2, 2, 512, 4, 2, true, false, 100)),
+    [](const auto& param_info) { return param_info.param.name; });
+
+TEST(DeviceLoopbackRing, WindowCuDnnCannotExpressIsRefusedClearly) {
+  // Zigzag blocks two chunks apart under a 100-token window need a shifted diagonal, which cuDNN
+  // SDPA cannot express: create() says so on every rank instead of computing something wrong.
+  ULYSSES_REQUIRE_GPUS(1);
+  auto comms = create_device_loopback_group(4, 0);
+  ASSERT_TRUE(comms.is_ok());
+  const PlanConfig cfg{.attention = {.num_heads_q = 4,
+                                     .num_heads_kv = 2,
+                                     .head_dim = 64,
+                                     .causal = true,
+                                     .window_left = 100},
+                       .parallel = {.strategy = Strategy::kRing, .cp = 4},
+                       .seqlen = 1024};
+  std::vector<Status> st(4);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 4; ++r) {
+    threads.emplace_back([&, r] {
+      cudaSetDevice(0);
+      auto kernel = create_cudnn_attention(0);
+      st[static_cast<std::size_t>(r)] =
+          kernel.is_ok()
+              ? DistributedAttention::create(cfg, *(*comms)[static_cast<std::size_t>(r)], **kernel)
+                    .status()
+              : kernel.status();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const Status& s : st) {
+    EXPECT_EQ(s.code(), StatusCode::kUnsupported) << s.to_string();
+    EXPECT_NE(s.message().find("diagonal offset"), std::string::npos) << s.message();
+  }
 }
 
 std::vector<GpuCase> cases() {

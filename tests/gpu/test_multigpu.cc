@@ -99,6 +99,41 @@ TEST_P(NcclUlysses, MatchesSingleGpu) {
   testing::expect_matches_single_gpu(c, single, dist);
 }
 
+class NcclRing : public ::testing::TestWithParam<GpuCase> {};
+
+TEST_P(NcclRing, WithinTwiceTheSingleGpuError) {
+  ULYSSES_REQUIRE_GPUS(2);
+  GpuCase c = GetParam();
+  c.P = cuda_device_count();
+  if (c.strategy == Strategy::kHybrid) c.U = c.P;  // all GPUs in one Ulysses group, R = 1
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const testing::GpuInputs in = testing::make_gpu_inputs(c, rng);
+  const testing::GpuOutputs single = testing::run_single_gpu(c, in, 0);
+  const testing::GpuOutputs truth = testing::run_reference_fp64(c, in);
+  auto comms = nccl_group(c.P);
+  const testing::GpuOutputs dist = testing::run_distributed(c, in, comms, [](int r) { return r; });
+  testing::expect_ring_within_2x(c, single, dist, truth);
+}
+
+GpuCase nccl_ring_case(std::string name, Strategy strategy, bool causal, bool sinks, int wl = -1) {
+  GpuCase c{std::move(name), 0, Layout::kBSHD, 1, 1024, 8, 2, 128};
+  c.causal = causal;
+  c.sinks = sinks;
+  c.wl = wl;
+  c.strategy = strategy;
+  return c;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllGpus, NcclRing,
+    ::testing::Values(nccl_ring_case("ring_gqa_causal", Strategy::kRing, true, false),
+                      nccl_ring_case("ring_full_sinks", Strategy::kRing, false, true),
+                      nccl_ring_case("hybrid_one_group_window_sinks", Strategy::kHybrid, true, true,
+                                     200)),
+    [](const auto& param_info) { return param_info.param.name; });
+
 INSTANTIATE_TEST_SUITE_P(AllGpus, NcclUlysses,
                          ::testing::Values(GpuCase{"gqa_causal", 0, Layout::kBSHD, 1, 2048, 16, 8,
                                                    128},

@@ -117,5 +117,29 @@ TEST(UserKernel, LinearAttentionRunsUnderUlyssesUnchanged) {
   }
 }
 
+TEST(UserKernel, RingAndHybridRefuseAKernelWithoutSoftmaxStatistics) {
+  // Ring merges blocks by LSE; a kernel without it is refused on every rank, pointing to ulysses.
+  CausalLinearAttention kernel;
+  for (Strategy strategy : {Strategy::kRing, Strategy::kHybrid}) {
+    const PlanConfig cfg{
+        .attention = {.num_heads_q = 4, .num_heads_kv = 2, .head_dim = 8, .causal = true},
+        .parallel = {.strategy = strategy,
+                     .cp = 2,
+                     .ulysses_degree = strategy == Strategy::kHybrid ? 2 : 0},
+        .dtype = DType::kFloat32,
+        .batch = 1,
+        .seqlen = 8,
+        .training = false};
+    auto st = testing::run_ranks(2, [&](int, Communicator& comm) -> Status {
+      return DistributedAttention::create(cfg, comm, kernel).status();
+    });
+    for (const Status& s : st) {
+      EXPECT_EQ(s.code(), StatusCode::kUnsupported) << s.to_string();
+      EXPECT_NE(s.message().find("softmax statistics"), std::string::npos) << s.message();
+      EXPECT_NE(s.message().find("use strategy ulysses"), std::string::npos) << s.message();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ulysses

@@ -153,10 +153,55 @@ std::vector<PlanRule> plan_rules() {
        },
        SC::kInvalidArgument,
        {"parallel.cp", "got 4", "comm.size()"}},
-      {"ring_not_yet",
-       [](PlanConfig& c) { c.parallel.strategy = Strategy::kRing; },
+      {"ring_seqlen_not_multiple_of_2cp",
+       [](PlanConfig& c) {
+         c.parallel.strategy = Strategy::kRing;
+         c.seqlen = 18;
+       },
+       SC::kInvalidArgument,
+       {"seqlen", "got 18", "a multiple of 4"}},
+      {"ring_with_ulysses_degree",
+       [](PlanConfig& c) {
+         c.parallel.strategy = Strategy::kRing;
+         c.parallel.ulysses_degree = 2;
+       },
+       SC::kInvalidArgument,
+       {"ulysses_degree", "got 2", "hybrid"}},
+      {"hybrid_degree_not_dividing_cp",
+       [](PlanConfig& c) {
+         c.parallel.strategy = Strategy::kHybrid;
+         c.parallel.ulysses_degree = 3;
+       },
+       SC::kInvalidArgument,
+       {"ulysses_degree", "got 3", "divisor of 2"}},
+      {"hybrid_without_degree",
+       [](PlanConfig& c) { c.parallel.strategy = Strategy::kHybrid; },
+       SC::kInvalidArgument,
+       {"ulysses_degree", "got 0"}},
+      {"hybrid_heads_unroutable",
+       [](PlanConfig& c) {
+         c.parallel.strategy = Strategy::kHybrid;
+         c.parallel.ulysses_degree = 2;
+         c.attention.num_heads_q = 3;
+         c.attention.num_heads_kv = 3;
+       },
+       SC::kInvalidArgument,
+       {"num_heads", "got 3"}},
+      {"ring_thd_not_yet",
+       [](PlanConfig& c) {
+         c.parallel.strategy = Strategy::kRing;
+         c.layout = Layout::kTHD;
+         c.batch = 1;
+       },
        SC::kUnsupported,
-       {"strategy", "ring"}},
+       {"thd", "ring", "ulysses"}},
+      {"ring_with_overlap_chunks",
+       [](PlanConfig& c) {
+         c.parallel.strategy = Strategy::kRing;
+         c.overlap_chunks = 2;
+       },
+       SC::kInvalidArgument,
+       {"overlap_chunks", "got 2", "ring"}},
       {"overlap_chunks_zero",
        [](PlanConfig& c) { c.overlap_chunks = 0; },
        SC::kInvalidArgument,

@@ -1,0 +1,48 @@
+// Dispatch of the merge operations to the host or CUDA implementation, by the first view's device.
+#include "kernels/merge.h"
+
+namespace ulysses::kernels {
+
+Status reset_partial(const TensorView& o_acc, const TensorView& lse_acc, Stream stream) {
+  if (o_acc.device.is_host()) return host::reset_partial(o_acc, lse_acc);
+  return cuda::reset_partial(o_acc, lse_acc, stream);
+}
+
+Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& o_blk,
+                     const TensorView& lse_blk, Stream stream) {
+  if (o_acc.device.is_host()) return host::merge_partial(o_acc, lse_acc, o_blk, lse_blk);
+  return cuda::merge_partial(o_acc, lse_acc, o_blk, lse_blk, stream);
+}
+
+Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& sinks,
+                        int head_offset, const TensorView& o, const TensorView& lse,
+                        Stream stream) {
+  if (o_acc.device.is_host()) {
+    return host::finalize_partial(o_acc, lse_acc, sinks, head_offset, o, lse);
+  }
+  return cuda::finalize_partial(o_acc, lse_acc, sinks, head_offset, o, lse, stream);
+}
+
+Status accumulate(const TensorView& acc, const TensorView& src, Stream stream) {
+  if (acc.device.is_host()) return host::accumulate(acc, src);
+  return cuda::accumulate(acc, src, stream);
+}
+
+Status convert(const TensorView& dst, const TensorView& src, Stream stream) {
+  if (dst.device.is_host()) return host::convert(dst, src);
+  return cuda::convert(dst, src, stream);
+}
+
+Status zero(const TensorView& dst, Stream stream) {
+  if (dst.device.is_host()) return host::zero(dst);
+  return cuda::zero(dst, stream);
+}
+
+Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& lse,
+                 const TensorView& sinks, int head_offset, const TensorView& dsinks,
+                 Stream stream) {
+  if (o.device.is_host()) return host::sink_grad(o, d_o, lse, sinks, head_offset, dsinks);
+  return cuda::sink_grad(o, d_o, lse, sinks, head_offset, dsinks, stream);
+}
+
+}  // namespace ulysses::kernels

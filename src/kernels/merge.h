@@ -1,0 +1,75 @@
+// ulysses: the arithmetic around blockwise attention (ring attention): merging normalised partial
+// outputs by their log-sum-exp, folding attention sinks in once, summing fp32 gradient partials,
+// converting between dtypes.
+//
+// Views: activations [B, S, H, D] and LSE [B, H, S] (natural log, fp32 or fp64), any strides.
+// Accumulators are fp32 (fp64 when the data is fp64, on the host). A row whose LSE is -inf has
+// seen no key: merges leave it at O = 0, LSE = -inf, never NaN.
+//
+// Host functions run on the calling thread in FP64; CUDA versions of the same operations take a
+// stream. Dispatch is by the device of the first view.
+#pragma once
+
+#include "ulysses/status.h"
+#include "ulysses/types.h"
+
+namespace ulysses::kernels {
+
+/// o_acc = 0, lse_acc = -inf.
+Status reset_partial(const TensorView& o_acc, const TensorView& lse_acc, Stream stream);
+
+/// Merges one block's normalised output into the accumulators, row by row:
+///   m = log(exp(lse_acc) + exp(lse_blk)),
+///   o_acc = o_acc exp(lse_acc - m) + o_blk exp(lse_blk - m),  lse_acc = m.
+Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& o_blk,
+                     const TensorView& lse_blk, Stream stream);
+
+/// The final output: with sinks (fp32 [num_heads_q], indexed head_offset + h; empty view: none)
+///   lse = log(exp(lse_acc) + exp(sink)),  o = o_acc exp(lse_acc - lse),
+/// else o = o_acc, lse = lse_acc. o in any float dtype; lse may be lse_acc itself.
+Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& sinks,
+                        int head_offset, const TensorView& o, const TensorView& lse, Stream stream);
+
+/// acc += src (acc fp32 or fp64, src any float dtype).
+Status accumulate(const TensorView& acc, const TensorView& src, Stream stream);
+
+/// dst = src, converting the dtype (rounded once).
+Status convert(const TensorView& dst, const TensorView& src, Stream stream);
+
+/// dst = 0.
+Status zero(const TensorView& dst, Stream stream);
+
+/// The sinks' gradient of this shard's rows:
+///   dsinks[head_offset + h] = -sum over b, s of exp(sink[head_offset + h] - lse[b, h, s])
+///                                               * dot(d_o[b, s, h, :], o[b, s, h, :]),
+/// written (not added) for h < H; other entries untouched. Deterministic.
+Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& lse,
+                 const TensorView& sinks, int head_offset, const TensorView& dsinks, Stream stream);
+
+namespace host {
+Status reset_partial(const TensorView& o_acc, const TensorView& lse_acc);
+Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& o_blk,
+                     const TensorView& lse_blk);
+Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& sinks,
+                        int head_offset, const TensorView& o, const TensorView& lse);
+Status accumulate(const TensorView& acc, const TensorView& src);
+Status convert(const TensorView& dst, const TensorView& src);
+Status zero(const TensorView& dst);
+Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& lse,
+                 const TensorView& sinks, int head_offset, const TensorView& dsinks);
+}  // namespace host
+
+namespace cuda {
+Status reset_partial(const TensorView& o_acc, const TensorView& lse_acc, Stream stream);
+Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& o_blk,
+                     const TensorView& lse_blk, Stream stream);
+Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& sinks,
+                        int head_offset, const TensorView& o, const TensorView& lse, Stream stream);
+Status accumulate(const TensorView& acc, const TensorView& src, Stream stream);
+Status convert(const TensorView& dst, const TensorView& src, Stream stream);
+Status zero(const TensorView& dst, Stream stream);
+Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& lse,
+                 const TensorView& sinks, int head_offset, const TensorView& dsinks, Stream stream);
+}  // namespace cuda
+
+}  // namespace ulysses::kernels

@@ -1,0 +1,295 @@
+// CUDA implementations of the merge operations (see merge.h).
+//
+// One block per row (b, s, h) of [B, S, H, D], its threads over head_dim; strides in elements.
+// The sinks' gradient is one block per head
+// with a fixed-order tree reduction, so it is deterministic. Accumulators are fp32; data fp32,
+// fp16 or bf16.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common/cuda_check.h"
+#include "kernels/merge.h"
+
+namespace ulysses::kernels::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+struct View4 {
+  void* data;
+  int dtype;  // DType value
+  std::int64_t n0, n1, n2, n3;
+  std::int64_t s0, s1, s2, s3;
+};
+struct View3 {
+  void* data;
+  int dtype;
+  std::int64_t s0, s1, s2;
+};
+
+View4 v4(const TensorView& t) {
+  return {t.data,      static_cast<int>(t.dtype),
+          t.size(0),   t.size(1),
+          t.size(2),   t.size(3),
+          t.stride(0), t.stride(1),
+          t.stride(2), t.stride(3)};
+}
+View3 v3(const TensorView& t) {
+  return {t.data, static_cast<int>(t.dtype), t.stride(0), t.stride(1), t.stride(2)};
+}
+
+__device__ float load(const void* p, int dtype, std::int64_t i) {
+  switch (static_cast<DType>(dtype)) {
+    case DType::kFloat16:
+      return __half2float(static_cast<const __half*>(p)[i]);
+    case DType::kBFloat16:
+      return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    default:
+      return static_cast<const float*>(p)[i];
+  }
+}
+__device__ void store(void* p, int dtype, std::int64_t i, float v) {
+  switch (static_cast<DType>(dtype)) {
+    case DType::kFloat16:
+      static_cast<__half*>(p)[i] = __float2half_rn(v);
+      break;
+    case DType::kBFloat16:
+      static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
+      break;
+    default:
+      static_cast<float*>(p)[i] = v;
+  }
+}
+
+struct Index {
+  std::int64_t b, s, h, d;
+};
+__device__ std::int64_t at4(const View4& t, const Index& x) {
+  return x.b * t.s0 + x.s * t.s1 + x.h * t.s2 + x.d * t.s3;
+}
+__device__ std::int64_t at3(const View3& t, const Index& x) {  // LSE [B, H, S]
+  return x.b * t.s0 + x.h * t.s1 + x.s * t.s2;
+}
+
+#define ULYSSES_GRID_LOOP(i, n)                                                                    \
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+
+// Row-parallel kernels: one block per row (b, s, h) of [B, S, H, D] (grid-stride over rows), its
+// threads over d, so the row's LSE values are read once per thread and the data accesses are
+// coalesced along head_dim.
+__device__ Index row_of(const View4& g, std::int64_t r) {
+  Index x;
+  x.d = 0;
+  x.h = r % g.n2;
+  r /= g.n2;
+  x.s = r % g.n1;
+  x.b = r / g.n1;
+  return x;
+}
+
+#define ULYSSES_ROW_LOOP(r, g) \
+  for (std::int64_t r = blockIdx.x; r < (g).n0 * (g).n1 * (g).n2; r += gridDim.x)
+
+__device__ float log_add_exp(float a, float b) {
+  if (a == -INFINITY) return b;
+  if (b == -INFINITY) return a;
+  return fmaxf(a, b) + log1pf(expf(-fabsf(a - b)));
+}
+
+__global__ void merge_kernel(View4 acc, View3 lacc, View4 blk, View3 lblk) {
+  ULYSSES_ROW_LOOP(r, acc) {
+    Index x = row_of(acc, r);
+    const float lb = load(lblk.data, lblk.dtype, at3(lblk, x));
+    const float la = load(lacc.data, lacc.dtype, at3(lacc, x));
+    __syncthreads();                // every thread has read la before thread 0 overwrites it
+    if (lb == -INFINITY) continue;  // uniform across the block
+    const float m = log_add_exp(la, lb);
+    const float wa = la == -INFINITY ? 0.0f : expf(la - m), wb = expf(lb - m);
+    for (x.d = threadIdx.x; x.d < acc.n3; x.d += blockDim.x) {
+      const std::int64_t a = at4(acc, x);
+      store(acc.data, acc.dtype, a,
+            load(acc.data, acc.dtype, a) * wa + load(blk.data, blk.dtype, at4(blk, x)) * wb);
+    }
+    if (threadIdx.x == 0) store(lacc.data, lacc.dtype, at3(lacc, x), m);
+  }
+}
+
+__global__ void finalize_kernel(View4 acc, View3 lacc, const float* sinks, std::int64_t sink_stride,
+                                int head_offset, View4 out, View3 lout) {
+  ULYSSES_ROW_LOOP(r, acc) {
+    Index x = row_of(acc, r);
+    const float la = load(lacc.data, lacc.dtype, at3(lacc, x));
+    __syncthreads();  // lout may be lacc
+    float l = la, w = 1.0f;
+    if (sinks != nullptr) {
+      l = log_add_exp(la, sinks[(head_offset + x.h) * sink_stride]);
+      w = la == -INFINITY ? 0.0f : expf(la - l);
+    }
+    for (x.d = threadIdx.x; x.d < acc.n3; x.d += blockDim.x) {
+      store(out.data, out.dtype, at4(out, x), load(acc.data, acc.dtype, at4(acc, x)) * w);
+    }
+    if (threadIdx.x == 0) store(lout.data, lout.dtype, at3(lout, x), l);
+  }
+}
+
+__global__ void fill_lse_kernel(View4 shape, View3 l, float value, std::int64_t n) {
+  ULYSSES_GRID_LOOP(i, n) {
+    const std::int64_t h = i % shape.n2, s = (i / shape.n2) % shape.n1,
+                       b = i / (shape.n2 * shape.n1);
+    store(l.data, l.dtype, at3(l, Index{b, s, h, 0}), value);
+  }
+}
+
+template <int kMode>  // 0: dst = src, 1: dst += src, 2: dst = 0
+__global__ void elementwise_kernel(View4 dst, View4 src) {
+  ULYSSES_ROW_LOOP(r, dst) {
+    Index x = row_of(dst, r);
+    for (x.d = threadIdx.x; x.d < dst.n3; x.d += blockDim.x) {
+      const std::int64_t a = at4(dst, x);
+      if constexpr (kMode == 2) {
+        store(dst.data, dst.dtype, a, 0.0f);
+      } else {
+        const float v = load(src.data, src.dtype, at4(src, x));
+        store(dst.data, dst.dtype, a, kMode == 1 ? load(dst.data, dst.dtype, a) + v : v);
+      }
+    }
+  }
+}
+
+__global__ void sink_grad_kernel(View4 o, View4 d_o, View3 lse, const float* sinks,
+                                 std::int64_t sink_stride, int head_offset, float* dsinks,
+                                 std::int64_t dsink_stride) {
+  __shared__ float partial[kThreads];
+  const std::int64_t h = blockIdx.x;
+  const float sink = sinks[(head_offset + h) * sink_stride];
+  const std::int64_t rows = o.n0 * o.n1;
+  float sum = 0.0f;
+  for (std::int64_t r = threadIdx.x; r < rows; r += blockDim.x) {
+    const Index x{r / o.n1, r % o.n1, h, 0};
+    const float l = load(lse.data, lse.dtype, at3(lse, x));
+    if (l == -INFINITY) continue;
+    float di = 0.0f;
+    for (std::int64_t d = 0; d < o.n3; ++d) {
+      const Index y{x.b, x.s, h, d};
+      di += load(d_o.data, d_o.dtype, at4(d_o, y)) * load(o.data, o.dtype, at4(o, y));
+    }
+    sum -= expf(sink - l) * di;
+  }
+  partial[threadIdx.x] = sum;
+  __syncthreads();
+  for (int w = kThreads / 2; w > 0; w /= 2) {
+    if (static_cast<int>(threadIdx.x) < w) partial[threadIdx.x] += partial[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) dsinks[(head_offset + h) * dsink_stride] = partial[0];
+}
+
+constexpr int kRowThreads = 128;
+
+// Blocks for a row-parallel kernel over the rows of a [B, S, H, D] view.
+int row_blocks(const TensorView& t) {
+  const std::int64_t rows = t.size(0) * t.size(1) * t.size(2);
+  return static_cast<int>(rows < 1 ? 1 : (rows > 65535 * 32 ? 65535 * 32 : rows));
+}
+
+int blocks(std::int64_t n) {
+  const std::int64_t b = (n + kThreads - 1) / kThreads;
+  return static_cast<int>(b < 1 ? 1 : (b > 65535 * 16 ? 65535 * 16 : b));
+}
+
+Status check(std::initializer_list<const TensorView*> views, const char* what) {
+  for (const TensorView* t : views) {
+    if (t->dtype != DType::kFloat32 && t->dtype != DType::kFloat16 &&
+        t->dtype != DType::kBFloat16) {
+      return unsupported(detail::str_cat("ulysses::kernels::cuda::", what, ": dtype ",
+                                         dtype_name(t->dtype), " (expected fp32, fp16 or bf16)"));
+    }
+  }
+  return Status::ok();
+}
+
+Status same4(const TensorView& a, const TensorView& b, const char* what) {
+  if (a.ndim != 4 || b.ndim != 4 || a.shape != b.shape) {
+    return internal_error(detail::str_cat("ulysses::kernels::cuda::", what, ": shapes differ (",
+                                          a.to_string(), " vs ", b.to_string(), ")"));
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status reset_partial(const TensorView& o_acc, const TensorView& lse_acc, Stream stream) {
+  ULYSSES_RETURN_IF_ERROR(zero(o_acc, stream));
+  ULYSSES_RETURN_IF_ERROR(check({&lse_acc}, "reset_partial"));
+  const std::int64_t n = o_acc.size(0) * o_acc.size(1) * o_acc.size(2);
+  fill_lse_kernel<<<blocks(n), kThreads, 0, stream>>>(v4(o_acc), v3(lse_acc), -INFINITY, n);
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& o_blk,
+                     const TensorView& lse_blk, Stream stream) {
+  ULYSSES_RETURN_IF_ERROR(same4(o_acc, o_blk, "merge_partial"));
+  ULYSSES_RETURN_IF_ERROR(check({&o_acc, &lse_acc, &o_blk, &lse_blk}, "merge_partial"));
+  merge_kernel<<<row_blocks(o_acc), kRowThreads, 0, stream>>>(v4(o_acc), v3(lse_acc), v4(o_blk),
+                                                              v3(lse_blk));
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& sinks,
+                        int head_offset, const TensorView& o, const TensorView& lse,
+                        Stream stream) {
+  ULYSSES_RETURN_IF_ERROR(same4(o_acc, o, "finalize_partial"));
+  ULYSSES_RETURN_IF_ERROR(check({&o_acc, &lse_acc, &o, &lse}, "finalize_partial"));
+  const auto* sk = sinks.empty_view() ? nullptr : static_cast<const float*>(sinks.data);
+  const std::int64_t ss = sinks.empty_view() ? 0 : sinks.stride(0);
+  finalize_kernel<<<row_blocks(o_acc), kRowThreads, 0, stream>>>(v4(o_acc), v3(lse_acc), sk, ss,
+                                                                 head_offset, v4(o), v3(lse));
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+Status accumulate(const TensorView& acc, const TensorView& src, Stream stream) {
+  ULYSSES_RETURN_IF_ERROR(same4(acc, src, "accumulate"));
+  ULYSSES_RETURN_IF_ERROR(check({&acc, &src}, "accumulate"));
+  elementwise_kernel<1><<<row_blocks(acc), kRowThreads, 0, stream>>>(v4(acc), v4(src));
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+Status convert(const TensorView& dst, const TensorView& src, Stream stream) {
+  ULYSSES_RETURN_IF_ERROR(same4(dst, src, "convert"));
+  ULYSSES_RETURN_IF_ERROR(check({&dst, &src}, "convert"));
+  elementwise_kernel<0><<<row_blocks(dst), kRowThreads, 0, stream>>>(v4(dst), v4(src));
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+Status zero(const TensorView& dst, Stream stream) {
+  ULYSSES_RETURN_IF_ERROR(check({&dst}, "zero"));
+  elementwise_kernel<2><<<row_blocks(dst), kRowThreads, 0, stream>>>(v4(dst), v4(dst));
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& lse,
+                 const TensorView& sinks, int head_offset, const TensorView& dsinks,
+                 Stream stream) {
+  ULYSSES_RETURN_IF_ERROR(same4(o, d_o, "sink_grad"));
+  ULYSSES_RETURN_IF_ERROR(check({&o, &d_o, &lse}, "sink_grad"));
+  if (sinks.dtype != DType::kFloat32 || dsinks.dtype != DType::kFloat32) {
+    return internal_error("ulysses::kernels::cuda::sink_grad: sinks and dsinks must be fp32");
+  }
+  sink_grad_kernel<<<static_cast<int>(o.size(2)), kThreads, 0, stream>>>(
+      v4(o), v4(d_o), v3(lse), static_cast<const float*>(sinks.data), sinks.stride(0), head_offset,
+      static_cast<float*>(dsinks.data), dsinks.stride(0));
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+}  // namespace ulysses::kernels::cuda

@@ -1,0 +1,29 @@
+// Built instead of merge_cuda.cu when ulysses is built without CUDA: device tensors are refused.
+#include "common/check.h"
+#include "kernels/merge.h"
+
+namespace ulysses::kernels::cuda {
+namespace {
+Status no_cuda() {
+  return unsupported("ulysses: device tensors need a build with CUDA (got a host-only build)");
+}
+}  // namespace
+
+Status reset_partial(const TensorView&, const TensorView&, Stream) { return no_cuda(); }
+Status merge_partial(const TensorView&, const TensorView&, const TensorView&, const TensorView&,
+                     Stream) {
+  return no_cuda();
+}
+Status finalize_partial(const TensorView&, const TensorView&, const TensorView&, int,
+                        const TensorView&, const TensorView&, Stream) {
+  return no_cuda();
+}
+Status accumulate(const TensorView&, const TensorView&, Stream) { return no_cuda(); }
+Status convert(const TensorView&, const TensorView&, Stream) { return no_cuda(); }
+Status zero(const TensorView&, Stream) { return no_cuda(); }
+Status sink_grad(const TensorView&, const TensorView&, const TensorView&, const TensorView&, int,
+                 const TensorView&, Stream) {
+  return no_cuda();
+}
+
+}  // namespace ulysses::kernels::cuda

@@ -1,0 +1,137 @@
+// Host implementations of the merge operations (see merge.h), in FP64, rounded once on store.
+#include <cmath>
+#include <limits>
+
+#include "common/check.h"
+#include "common/dtype_convert.h"
+#include "kernels/merge.h"
+
+namespace ulysses::kernels::host {
+namespace {
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+double ld(const TensorView& t, std::initializer_list<std::int64_t> idx) {
+  return detail::load_as_double(t.data, t.dtype, t.offset(idx));
+}
+void st(const TensorView& t, std::initializer_list<std::int64_t> idx, double v) {
+  detail::store_from_double(t.data, t.dtype, t.offset(idx), v);
+}
+
+Status same_shape(const TensorView& a, const TensorView& b, std::string_view what) {
+  if (a.ndim != b.ndim || a.shape != b.shape) {
+    return internal_error(detail::str_cat("ulysses::kernels::", what, ": shapes differ (",
+                                          a.to_string(), " vs ", b.to_string(), ")"));
+  }
+  return Status::ok();
+}
+
+// Calls fn(b, s, h) for every row of a [B, S, H, D] view.
+template <typename Fn>
+void rows(const TensorView& t, Fn&& fn) {
+  for (std::int64_t b = 0; b < t.size(0); ++b)
+    for (std::int64_t s = 0; s < t.size(1); ++s)
+      for (std::int64_t h = 0; h < t.size(2); ++h) fn(b, s, h);
+}
+
+double log_add_exp(double a, double b) {
+  if (a == kNegInf) return b;
+  if (b == kNegInf) return a;
+  const double m = std::max(a, b);
+  return m + std::log(std::exp(a - m) + std::exp(b - m));
+}
+
+}  // namespace
+
+Status reset_partial(const TensorView& o_acc, const TensorView& lse_acc) {
+  ULYSSES_RETURN_IF_ERROR(zero(o_acc));
+  for (std::int64_t b = 0; b < lse_acc.size(0); ++b)
+    for (std::int64_t h = 0; h < lse_acc.size(1); ++h)
+      for (std::int64_t s = 0; s < lse_acc.size(2); ++s) st(lse_acc, {b, h, s}, kNegInf);
+  return Status::ok();
+}
+
+Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& o_blk,
+                     const TensorView& lse_blk) {
+  ULYSSES_RETURN_IF_ERROR(same_shape(o_acc, o_blk, "merge_partial"));
+  ULYSSES_RETURN_IF_ERROR(same_shape(lse_acc, lse_blk, "merge_partial"));
+  const std::int64_t D = o_acc.size(3);
+  rows(o_acc, [&](std::int64_t b, std::int64_t s, std::int64_t h) {
+    const double la = ld(lse_acc, {b, h, s}), lb = ld(lse_blk, {b, h, s});
+    if (lb == kNegInf) return;  // the block saw no key of this row
+    const double m = log_add_exp(la, lb);
+    const double wa = la == kNegInf ? 0.0 : std::exp(la - m), wb = std::exp(lb - m);
+    for (std::int64_t d = 0; d < D; ++d) {
+      st(o_acc, {b, s, h, d}, ld(o_acc, {b, s, h, d}) * wa + ld(o_blk, {b, s, h, d}) * wb);
+    }
+    st(lse_acc, {b, h, s}, m);
+  });
+  return Status::ok();
+}
+
+Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& sinks,
+                        int head_offset, const TensorView& o, const TensorView& lse) {
+  ULYSSES_RETURN_IF_ERROR(same_shape(o_acc, o, "finalize_partial"));
+  const std::int64_t D = o_acc.size(3);
+  rows(o_acc, [&](std::int64_t b, std::int64_t s, std::int64_t h) {
+    const double la = ld(lse_acc, {b, h, s});
+    double l = la, w = 1.0;
+    if (!sinks.empty_view()) {
+      l = log_add_exp(
+          la, detail::load_as_double(sinks.data, sinks.dtype, (head_offset + h) * sinks.stride(0)));
+      w = la == kNegInf ? 0.0 : std::exp(la - l);
+    }
+    for (std::int64_t d = 0; d < D; ++d) st(o, {b, s, h, d}, ld(o_acc, {b, s, h, d}) * w);
+    st(lse, {b, h, s}, l);
+  });
+  return Status::ok();
+}
+
+Status accumulate(const TensorView& acc, const TensorView& src) {
+  ULYSSES_RETURN_IF_ERROR(same_shape(acc, src, "accumulate"));
+  rows(acc, [&](std::int64_t b, std::int64_t s, std::int64_t h) {
+    for (std::int64_t d = 0; d < acc.size(3); ++d) {
+      st(acc, {b, s, h, d}, ld(acc, {b, s, h, d}) + ld(src, {b, s, h, d}));
+    }
+  });
+  return Status::ok();
+}
+
+Status convert(const TensorView& dst, const TensorView& src) {
+  ULYSSES_RETURN_IF_ERROR(same_shape(dst, src, "convert"));
+  rows(dst, [&](std::int64_t b, std::int64_t s, std::int64_t h) {
+    for (std::int64_t d = 0; d < dst.size(3); ++d) st(dst, {b, s, h, d}, ld(src, {b, s, h, d}));
+  });
+  return Status::ok();
+}
+
+Status zero(const TensorView& dst) {
+  rows(dst, [&](std::int64_t b, std::int64_t s, std::int64_t h) {
+    for (std::int64_t d = 0; d < dst.size(3); ++d) st(dst, {b, s, h, d}, 0.0);
+  });
+  return Status::ok();
+}
+
+Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& lse,
+                 const TensorView& sinks, int head_offset, const TensorView& dsinks) {
+  ULYSSES_RETURN_IF_ERROR(same_shape(o, d_o, "sink_grad"));
+  const std::int64_t B = o.size(0), S = o.size(1), H = o.size(2), D = o.size(3);
+  for (std::int64_t h = 0; h < H; ++h) {
+    const std::int64_t g = head_offset + h;
+    const double sink = detail::load_as_double(sinks.data, sinks.dtype, g * sinks.stride(0));
+    double sum = 0.0;
+    for (std::int64_t b = 0; b < B; ++b) {
+      for (std::int64_t s = 0; s < S; ++s) {
+        const double l = ld(lse, {b, h, s});
+        if (l == kNegInf) continue;
+        double di = 0.0;
+        for (std::int64_t d = 0; d < D; ++d) di += ld(d_o, {b, s, h, d}) * ld(o, {b, s, h, d});
+        sum -= std::exp(sink - l) * di;
+      }
+    }
+    detail::store_from_double(dsinks.data, dsinks.dtype, g * dsinks.stride(0), sum);
+  }
+  return Status::ok();
+}
+
+}  // namespace ulysses::kernels::host

@@ -1,0 +1,89 @@
+// DistributedAttention::create(): validation, cross-rank agreement and dispatch by strategy.
+#include "common/check.h"
+#include "parallel/head_routing.h"
+#include "parallel/plan_common.h"
+#include "parallel/plans.h"
+#include "ulysses/attention.h"
+
+namespace ulysses {
+
+using detail::arg_error;
+using detail::str_cat;
+
+Status PlanConfig::validate() const {
+  constexpr std::string_view api = "ulysses::PlanConfig";
+  ULYSSES_RETURN_IF_ERROR(attention.validate());
+  ULYSSES_RETURN_IF_ERROR(parallel.validate());
+  if (batch < 1) return arg_error(api, "batch", "must be positive", batch, ">= 1");
+  if (layout == Layout::kTHD && batch != 1) {
+    return arg_error(api, "batch", "must be 1 for layout thd (packed sequences)", batch, "1");
+  }
+  if (seqlen < 1) return arg_error(api, "seqlen", "must be positive", seqlen, ">= 1");
+  const int multiple = parallel.sequence_multiple();
+  if (seqlen % multiple != 0) {
+    return arg_error(
+        api, "seqlen",
+        str_cat("must be divisible by ", multiple == parallel.cp ? "cp " : "2 cp = ", multiple,
+                parallel.strategy != Strategy::kUlysses ? " (zigzag chunks for ring)" : "",
+                layout == Layout::kTHD ? " (pad the packed batch: padded_token_count())" : ""),
+        seqlen, str_cat("a multiple of ", multiple));
+  }
+  ULYSSES_ASSIGN_OR_RETURN(auto routing,
+                           parallel::HeadRouting::create(attention, parallel.ulysses_size(), api));
+  if (overlap_chunks < 1) {
+    return arg_error(api, "overlap_chunks", "must be positive", overlap_chunks,
+                     ">= 1 (1: no overlap)");
+  }
+  if (overlap_chunks > 1 && parallel.strategy != Strategy::kUlysses) {
+    return arg_error(api, "overlap_chunks",
+                     str_cat("is for strategy ulysses (ring overlaps by itself; got strategy ",
+                             strategy_name(parallel.strategy), ")"),
+                     overlap_chunks, "1");
+  }
+  if (overlap_chunks > 1 &&
+      (routing.replicated() || routing.heads_kv_local % overlap_chunks != 0)) {
+    return arg_error(api, "overlap_chunks",
+                     str_cat("must divide the key/value heads per rank (", routing.heads_kv_local,
+                             routing.replicated() ? ", shared by several ranks" : "", ")"),
+                     overlap_chunks,
+                     routing.replicated() ? std::string("1 when cp > num_heads_kv")
+                                          : str_cat("a divisor of ", routing.heads_kv_local));
+  }
+  return Status::ok();
+}
+
+Status DistributedAttention::check_support(const PlanConfig& config, const Communicator& comm,
+                                           const LocalAttention& kernel) {
+  ULYSSES_RETURN_IF_ERROR(config.validate());
+  if (comm.size() != config.parallel.cp) {
+    return arg_error(parallel::kCreateApi, "parallel.cp", "differs from the communicator size",
+                     config.parallel.cp, str_cat(comm.size(), " (comm.size())"));
+  }
+  if (kernel.device() != comm.device()) {
+    return arg_error(parallel::kCreateApi, "kernel", "runs on another device than the communicator",
+                     str_cat(kernel.name(), " on ", kernel.device().to_string()),
+                     comm.device().to_string());
+  }
+  if (config.parallel.strategy != Strategy::kUlysses) {
+    return parallel::ring_check_support(config, comm, kernel);
+  }
+  ULYSSES_ASSIGN_OR_RETURN(
+      auto routing,
+      parallel::HeadRouting::create(config.attention, config.parallel.cp, parallel::kCreateApi));
+  return kernel.check_support(parallel::ulysses_local_problem(config, routing, comm.rank()));
+}
+
+Result<std::unique_ptr<DistributedAttention>> DistributedAttention::create(const PlanConfig& config,
+                                                                           Communicator& comm,
+                                                                           LocalAttention& kernel) {
+  const Status local = check_support(config, comm, kernel);
+  ULYSSES_RETURN_IF_ERROR(parallel::agree_on_config(config, comm, local));
+  // Connections now, so that the first step allocates and connects nothing.
+  ULYSSES_RETURN_IF_ERROR(comm.warm_up());
+  if (config.parallel.strategy != Strategy::kUlysses) {
+    return parallel::create_ring_plan(config, comm, kernel);
+  }
+  return parallel::create_ulysses_plan(config, comm, kernel);
+}
+
+}  // namespace ulysses

@@ -1,0 +1,658 @@
+// Ring attention, and the Ulysses x ring hybrid (ring is the hybrid with one rank per Ulysses
+// group). Forward and backward.
+//
+// Legend: P = cp ranks = U (Ulysses group) x R (ring); rank r = j U + u. S global tokens, cut into
+// 2R zigzag chunks of c = S / (2R); ring index j owns chunks j and J = 2R-1-j. Rank (j, u) holds
+// piece u of U of each of those two chunks: Sl = S / P = 2c / U tokens. hq / hkv: query / KV
+// heads per rank after the Ulysses exchange (all heads when U = 1).
+//
+//   q, k, v [B, Sl, H*, D] (this rank's two pieces)
+//      | Ulysses all-to-all inside the group (skipped when U = 1: a pack), two segments per peer
+//      v
+//   q_full [2c][B][hq][D], kv_own [2c][B][2 hkv][D]   rows: chunk j (c rows), then chunk J
+//      | R ring steps. Step t: the KV block of ring index s = j - t (chunks s, 2R-1-s) is here;
+//      | it travels on to j + 1 on a side stream while the kernel runs on it (double-buffered).
+//      | Each step is one to four kernel calls on (query rows, key rows) with global-position
+//      | masks; blocks the mask hides entirely are skipped. Outputs merge in fp32 by LSE.
+//      v
+//   o_head [2c][B][hq][D], lse_head [2c][B][hq]   (sinks folded in once, at the end)
+//      | Ulysses all-to-all back (or an unpack when U = 1)
+//      v
+//   o [B, Sl, Hq, D], lse [B, Hq, Sl]
+//
+// Backward replays the steps with the final O and LSE: dQ accumulates in fp32 where it is; each KV
+// block's fp32 dK/dV accumulator travels with the block (one hop behind it) and reaches its owner
+// after the last step. dSinks come from O, dO and LSE directly and are summed over all ranks.
+//
+// Causal zigzag steps without a window (c rows per chunk):
+//   t = 0:  Q (2c) x KV (2c), causal: chunk order j < J makes the concatenation exact;
+//   s < j:  Q (2c) x first chunk of KV (c), no mask (chunk 2R-1-s lies after both of ours);
+//   s > j:  second chunk of Q (c) x KV (2c), no mask (our chunk j lies before both of theirs).
+#include <algorithm>
+#include <limits>
+#include <set>
+#include <tuple>
+#include <vector>
+
+#include "common/check.h"
+#include "kernels/layout.h"
+#include "kernels/merge.h"
+#include "kernels/streams.h"
+#include "parallel/head_routing.h"
+#include "parallel/plan_common.h"
+#include "parallel/plans.h"
+
+namespace ulysses::parallel {
+
+using detail::arg_error;
+using detail::str_cat;
+
+namespace {
+
+// One kernel call of a ring step: query rows [q_row, q_row + q_rows) of the local Q against key
+// rows [kv_row, kv_row + kv_rows) of the KV block.
+struct Block {
+  std::int64_t q_row = 0, q_rows = 0, kv_row = 0, kv_rows = 0;
+  bool masked = false;               // false: every pair visible, the call runs without masks
+  std::int64_t diagonal_offset = 0;  // global position of query row 0 minus that of key row 0
+};
+
+enum class Visibility { kNone, kPartial, kFull };
+
+// Which (query, key) pairs of two chunks of c tokens at global distance delta (query chunk start
+// minus key chunk start) the mask lets through.
+Visibility visibility(const AttentionConfig& a, std::int64_t delta, std::int64_t c) {
+  constexpr std::int64_t kInf = std::numeric_limits<std::int64_t>::max() / 4;
+  // Query i sees key k when lo <= (i - k) + delta <= hi.
+  std::int64_t lo = -kInf, hi = kInf;
+  if (a.causal) lo = 0;
+  if (a.window_right >= 0) lo = std::max(lo, -static_cast<std::int64_t>(a.window_right));
+  if (a.window_left >= 0) hi = a.window_left;
+  const std::int64_t min_diff = delta - (c - 1), max_diff = delta + (c - 1);
+  if (max_diff < lo || min_diff > hi) return Visibility::kNone;
+  if (min_diff >= lo && max_diff <= hi) return Visibility::kFull;
+  return Visibility::kPartial;
+}
+
+// The kernel calls of step t on ring index j (see the file comment).
+std::vector<Block> step_blocks(const AttentionConfig& a, int R, int j, int t, std::int64_t c) {
+  const int s = ((j - t) % R + R) % R;
+  const bool windowed = a.window_left >= 0 || a.window_right >= 0;
+  if (!windowed && !a.causal) return {{0, 2 * c, 0, 2 * c, false, 0}};
+  if (!windowed) {
+    if (t == 0) return {{0, 2 * c, 0, 2 * c, true, 0}};
+    if (s < j) return {{0, 2 * c, 0, c, false, 0}};
+    return {{c, c, 0, 2 * c, false, 0}};
+  }
+  if (R == 1) return {{0, 2 * c, 0, 2 * c, true, 0}};  // chunks 0 and 1: one contiguous run
+  const int q_chunks[2] = {j, 2 * R - 1 - j};
+  const int kv_chunks[2] = {s, 2 * R - 1 - s};
+  std::vector<Block> out;
+  for (int qi = 0; qi < 2; ++qi) {
+    for (int ki = 0; ki < 2; ++ki) {
+      const std::int64_t delta = (q_chunks[qi] - kv_chunks[ki]) * c;
+      const Visibility v = visibility(a, delta, c);
+      if (v == Visibility::kNone) continue;
+      out.push_back({qi * c, c, ki * c, c, v == Visibility::kPartial, delta});
+    }
+  }
+  return out;
+}
+
+class RingAttention final : public DistributedAttention {
+ public:
+  RingAttention(const PlanConfig& config, Communicator& comm, LocalAttention& kernel,
+                HeadRouting routing, std::unique_ptr<kernels::StreamSet> streams)
+      : config_(config),
+        comm_(comm),
+        kernel_(kernel),
+        routing_(std::move(routing)),
+        streams_(std::move(streams)) {
+    P_ = config.parallel.cp;
+    U_ = config.parallel.ulysses_size();
+    R_ = config.parallel.ring_size();
+    rank_ = comm.rank();
+    j_ = rank_ / U_;
+    u_ = rank_ % U_;
+    next_ = ((j_ + 1) % R_) * U_ + u_;
+    prev_ = ((j_ - 1 + R_) % R_) * U_ + u_;
+    B_ = config.batch;
+    S_ = config.seqlen;
+    c_ = S_ / (2 * R_);
+    Sl_ = S_ / P_;
+    half_ = Sl_ / 2;
+    D_ = config.attention.head_dim;
+    hq_ = routing_.heads_q_local;
+    hkv_ = routing_.heads_kv_local;
+    dtype_ = config.dtype;
+    acc_ = dtype_ == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
+    kv_grad_dtype_ = routing_.replicated() ? acc_ : dtype_;
+    for (int t = 0; t < R_; ++t) steps_.push_back(step_blocks(config.attention, R_, j_, t, c_));
+    // When step 0 is one call over every row (no window), it writes the fp32 accumulators itself:
+    // no reset and no first merge (the LSE accumulator must then be the kernel's fp32).
+    const Block& b0 = steps_[0].front();
+    direct_first_ = acc_ == DType::kFloat32 && steps_[0].size() == 1 && b0.q_rows == 2 * c_ &&
+                    b0.kv_rows == 2 * c_;
+    layout_buffers();
+  }
+
+  // The kernel problem of one block on ring index j of rank `rank`'s group position.
+  static LocalProblem block_problem(const PlanConfig& c, const HeadRouting& r, int u,
+                                    const Block& b) {
+    LocalProblem p;
+    p.config = c.attention;
+    p.config.sinks = false;  // folded in once, after the merge
+    if (!b.masked) {
+      p.config.causal = false;
+      p.config.window_left = p.config.window_right = -1;
+    }
+    p.dtype = c.dtype;
+    p.batch = c.batch;
+    p.seqlen = b.q_rows;
+    p.seqlen_kv = b.kv_rows;
+    p.diagonal_offset = b.diagonal_offset;
+    p.partial_keys = true;
+    p.head_offset_q = r.q_begin[static_cast<std::size_t>(u)];
+    p.num_heads_q_local = r.heads_q_local;
+    p.head_offset_kv = r.kv_begin[static_cast<std::size_t>(u)];
+    p.num_heads_kv_local = r.heads_kv_local;
+    const bool f64 = c.dtype == DType::kFloat64;
+    p.grad_kv_dtype = f64 ? DType::kFloat64 : DType::kFloat32;
+    p.grad_q_fp32 = !f64;
+    p.out_fp32 = !f64;
+    return p;
+  }
+
+  // Every distinct kernel problem rank `rank` runs over all steps.
+  static std::vector<LocalProblem> all_problems(const PlanConfig& c, const HeadRouting& r,
+                                                int rank) {
+    const int U = c.parallel.ulysses_size(), R = c.parallel.ring_size();
+    const std::int64_t chunk = c.seqlen / (2 * R);
+    std::vector<LocalProblem> out;
+    std::set<std::tuple<std::int64_t, std::int64_t, bool, std::int64_t>> seen;
+    for (int t = 0; t < R; ++t) {
+      for (const Block& b : step_blocks(c.attention, R, rank / U, t, chunk)) {
+        if (seen.insert({b.q_rows, b.kv_rows, b.masked, b.diagonal_offset}).second) {
+          out.push_back(block_problem(c, r, rank % U, b));
+        }
+      }
+    }
+    return out;
+  }
+
+  const PlanConfig& config() const override { return config_; }
+  std::size_t workspace_bytes() const override { return workspace_bytes_; }
+  std::size_t saved_bytes() const override { return saved_bytes_; }
+
+  Status forward(const ForwardArgs& a, Stream stream) override {
+    ULYSSES_RETURN_IF_ERROR(checks().forward(a));
+    void* keep = config_.training ? a.saved : a.workspace;
+    char* q_full = at(keep, q_full_);
+    char* kv_own = at(keep, kv_own_);
+    char* o_head = at(keep, o_head_);
+    char* lse_head = at(keep, lse_head_);
+    char* ws = static_cast<char*>(a.workspace);
+    const Stream side = streams_->side();
+
+    // 1. Q, K, V of this group's two chunks, head-sharded.
+    ULYSSES_RETURN_IF_ERROR(
+        to_heads(a.q, a.k, a.v, at(ws, send_q_), at(ws, send_kv_), q_full, kv_own, stream));
+
+    // 2. Ring steps.
+    const TensorView o_acc = rows_view(at(ws, o_acc_), hq_, 0, hq_, acc_, 0, 2 * c_);
+    const TensorView lse_acc = lse_rows(at(ws, lse_acc_), acc_, 0, 2 * c_);
+    if (!direct_first_) ULYSSES_RETURN_IF_ERROR(kernels::reset_partial(o_acc, lse_acc, stream));
+    ULYSSES_RETURN_IF_ERROR(streams_->record(kEvStart, stream));
+    ULYSSES_RETURN_IF_ERROR(streams_->wait(side, kEvStart));
+    for (int t = 0; t < R_; ++t) {
+      char* cur = kv_at(t, kv_own, ws);
+      ULYSSES_RETURN_IF_ERROR(pass_kv(t, cur, ws, side));
+      if (t > 0) ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_arrived(t)));
+      for (const Block& b : steps_[static_cast<std::size_t>(t)]) {
+        LocalForwardArgs la;
+        la.q = rows_view(q_full, hq_, 0, hq_, dtype_, b.q_row, b.q_rows);
+        la.k = rows_view(cur, 2 * hkv_, 0, hkv_, dtype_, b.kv_row, b.kv_rows);
+        la.v = rows_view(cur, 2 * hkv_, hkv_, hkv_, dtype_, b.kv_row, b.kv_rows);
+        const LocalProblem p = problem(b);
+        la.o = rows_view(at(ws, o_blk_), hq_, 0, hq_, p.out_dtype(), b.q_row, b.q_rows);
+        la.lse = lse_rows(at(ws, lse_blk_), DType::kFloat32, b.q_row, b.q_rows);
+        la.workspace = kernel_ws_bytes_ ? at(ws, kernel_ws_) : nullptr;
+        if (t == 0 && direct_first_) {  // the first block sees every row: it starts the merge
+          la.o = o_acc;
+          la.lse = lse_acc;
+          ULYSSES_RETURN_IF_ERROR(kernel_.forward(p, la, stream));
+          continue;
+        }
+        ULYSSES_RETURN_IF_ERROR(kernel_.forward(p, la, stream));
+        ULYSSES_RETURN_IF_ERROR(kernels::merge_partial(
+            rows_view(at(ws, o_acc_), hq_, 0, hq_, acc_, b.q_row, b.q_rows),
+            lse_rows(at(ws, lse_acc_), acc_, b.q_row, b.q_rows), la.o, la.lse, stream));
+      }
+      if (R_ > 1) ULYSSES_RETURN_IF_ERROR(streams_->record(ev_computed(t), stream));
+    }
+
+    // 3. Sinks once, then the output back to the sequence owners.
+    const TensorView o_fin = rows_view(o_head, hq_, 0, hq_, dtype_, 0, 2 * c_);
+    const TensorView lse_fin = lse_rows(lse_head, DType::kFloat32, 0, 2 * c_);
+    ULYSSES_RETURN_IF_ERROR(
+        kernels::finalize_partial(o_acc, lse_acc, a.sinks, q_offset(), o_fin, lse_fin, stream));
+    if (o_fine_bytes_ > 0) {
+      // dSinks reads O: keep it unrounded (the I/O-dtype O would add a second rounding on top of
+      // the blocks', doubling dSinks' error on bf16).
+      ULYSSES_RETURN_IF_ERROR(kernels::finalize_partial(
+          o_acc, lse_acc, a.sinks, q_offset(),
+          rows_view(at(keep, o_fine_), hq_, 0, hq_, acc_, 0, 2 * c_), lse_fin, stream));
+    }
+    if (U_ == 1) {
+      ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_head, dtype_, 1, Sl_, B_, hq_, D_}, 0,
+                                                    zero_map_, hq_, act(a.o), stream));
+      if (!a.lse.empty_view()) {
+        ULYSSES_RETURN_IF_ERROR(kernels::unpack_lse({lse_head, DType::kFloat32, 1, Sl_, B_, hq_, 1},
+                                                    zero_map_, lse_as_bhs(a.lse, config_.layout),
+                                                    stream));
+      }
+      return Status::ok();
+    }
+    char* o_recv = at(ws, send_q_);  // send_q is dead once step 1's exchange has run
+    char* lse_recv = at(ws, lse_recv_);
+    ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+    ULYSSES_RETURN_IF_ERROR(segments_to_seq(o_head, o_recv, row_bytes(hq_, dtype_), stream));
+    ULYSSES_RETURN_IF_ERROR(
+        segments_to_seq(lse_head, lse_recv, row_bytes(hq_, DType::kFloat32, 1), stream));
+    ULYSSES_RETURN_IF_ERROR(comm_.group_end());
+    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_recv, dtype_, U_, Sl_, B_, hq_, D_}, 0,
+                                                  routing_.q_begin, hq_, act(a.o), stream));
+    if (!a.lse.empty_view()) {
+      ULYSSES_RETURN_IF_ERROR(kernels::unpack_lse({lse_recv, DType::kFloat32, U_, Sl_, B_, hq_, 1},
+                                                  routing_.q_begin,
+                                                  lse_as_bhs(a.lse, config_.layout), stream));
+    }
+    return Status::ok();
+  }
+
+  Status backward(const BackwardArgs& a, Stream stream) override {
+    ULYSSES_RETURN_IF_ERROR(checks().backward(a));
+    char* q_full = at(a.saved, q_full_);
+    char* kv_own = at(a.saved, kv_own_);
+    char* o_head = at(a.saved, o_head_);
+    char* lse_head = at(a.saved, lse_head_);
+    char* ws = static_cast<char*>(a.workspace);
+    char* do_head = at(ws, do_head_);
+    const Stream side = streams_->side();
+
+    // 1. dO to the head owners (one exchange, or a pack when U = 1).
+    if (U_ == 1) {
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
+          act(a.d_o), zero_map_, hq_, {do_head, dtype_, 1, Sl_, B_, hq_, D_}, 0, stream));
+    } else {
+      char* send_do = at(ws, send_do_);
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
+          act(a.d_o), routing_.q_begin, hq_, {send_do, dtype_, U_, Sl_, B_, hq_, D_}, 0, stream));
+      ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+      ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_do, do_head, row_bytes(hq_, dtype_), stream));
+      ULYSSES_RETURN_IF_ERROR(comm_.group_end());
+    }
+    const TensorView o_all = o_fine_bytes_ > 0
+                                 ? rows_view(at(a.saved, o_fine_), hq_, 0, hq_, acc_, 0, 2 * c_)
+                                 : rows_view(o_head, hq_, 0, hq_, dtype_, 0, 2 * c_);
+    const TensorView do_all = rows_view(do_head, hq_, 0, hq_, dtype_, 0, 2 * c_);
+    const TensorView lse_all = lse_rows(lse_head, DType::kFloat32, 0, 2 * c_);
+    TensorView dsinks_local;
+    if (config_.attention.sinks) {
+      dsinks_local =
+          TensorView::contiguous(at(ws, dsinks_local_), DType::kFloat32,
+                                 {1, 1, 1, config_.attention.num_heads_q}, comm_.device());
+      ULYSSES_RETURN_IF_ERROR(kernels::zero(dsinks_local, stream));
+      TensorView flat = dsinks_local;
+      flat.ndim = 1;
+      flat.shape = {config_.attention.num_heads_q, 0, 0, 0};
+      flat.strides = {1, 0, 0, 0};
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::sink_grad(o_all, do_all, lse_all, a.sinks, q_offset(), flat, stream));
+    }
+
+    // 2. Ring steps: dQ stays, each block's dK/dV accumulator follows its block.
+    const TensorView dq_acc = rows_view(at(ws, dq_acc_), hq_, 0, hq_, acc_, 0, 2 * c_);
+    if (!direct_first_) {
+      ULYSSES_RETURN_IF_ERROR(kernels::zero(dq_acc, stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::zero(
+          rows_view(at(ws, dkv_buf_[0]), 2 * hkv_, 0, 2 * hkv_, acc_, 0, 2 * c_), stream));
+    }
+    ULYSSES_RETURN_IF_ERROR(streams_->record(kEvStart, stream));
+    ULYSSES_RETURN_IF_ERROR(streams_->wait(side, kEvStart));
+    for (int t = 0; t < R_; ++t) {
+      char* cur = kv_at(t, kv_own, ws);
+      char* dkv = at(ws, dkv_buf_[static_cast<std::size_t>(t % 2)]);
+      ULYSSES_RETURN_IF_ERROR(pass_kv(t, cur, ws, side));
+      if (t > 0) ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_arrived(t)));
+      bool first = true;
+      for (const Block& b : steps_[static_cast<std::size_t>(t)]) {
+        LocalBackwardArgs lb;
+        lb.q = rows_view(q_full, hq_, 0, hq_, dtype_, b.q_row, b.q_rows);
+        lb.k = rows_view(cur, 2 * hkv_, 0, hkv_, dtype_, b.kv_row, b.kv_rows);
+        lb.v = rows_view(cur, 2 * hkv_, hkv_, hkv_, dtype_, b.kv_row, b.kv_rows);
+        lb.o = rows_view(o_head, hq_, 0, hq_, dtype_, b.q_row, b.q_rows);
+        lb.lse = lse_rows(lse_head, DType::kFloat32, b.q_row, b.q_rows);
+        lb.d_o = rows_view(do_head, hq_, 0, hq_, dtype_, b.q_row, b.q_rows);
+        const LocalProblem p = problem(b);
+        lb.dq = rows_view(at(ws, dq_blk_), hq_, 0, hq_, p.grad_q_dtype(), b.q_row, b.q_rows);
+        lb.dk = rows_view(at(ws, dkv_blk_), 2 * hkv_, 0, hkv_, acc_, b.kv_row, b.kv_rows);
+        lb.dv = rows_view(at(ws, dkv_blk_), 2 * hkv_, hkv_, hkv_, acc_, b.kv_row, b.kv_rows);
+        lb.workspace = kernel_ws_bytes_ ? at(ws, kernel_ws_) : nullptr;
+        if (t == 0 && direct_first_) {  // the first block covers everything: no sums yet
+          lb.dq = dq_acc;
+          lb.dk = rows_view(dkv, 2 * hkv_, 0, hkv_, acc_, 0, 2 * c_);
+          lb.dv = rows_view(dkv, 2 * hkv_, hkv_, hkv_, acc_, 0, 2 * c_);
+          ULYSSES_RETURN_IF_ERROR(kernel_.backward(p, lb, stream));
+          first = false;
+          continue;
+        }
+        ULYSSES_RETURN_IF_ERROR(kernel_.backward(p, lb, stream));
+        ULYSSES_RETURN_IF_ERROR(kernels::accumulate(
+            rows_view(at(ws, dq_acc_), hq_, 0, hq_, acc_, b.q_row, b.q_rows), lb.dq, stream));
+        if (first && t > 0) ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_dkv(t)));
+        first = false;
+        ULYSSES_RETURN_IF_ERROR(kernels::accumulate(
+            rows_view(dkv, 2 * hkv_, 0, 2 * hkv_, acc_, b.kv_row, b.kv_rows),
+            rows_view(at(ws, dkv_blk_), 2 * hkv_, 0, 2 * hkv_, acc_, b.kv_row, b.kv_rows), stream));
+      }
+      if (first && t > 0) ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_dkv(t)));
+      if (R_ > 1) {
+        // The accumulator goes on to the next rank once this step's kernels are done with it.
+        ULYSSES_RETURN_IF_ERROR(streams_->record(ev_computed(t), stream));
+        ULYSSES_RETURN_IF_ERROR(streams_->wait(side, ev_computed(t)));
+        ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+        const std::size_t bytes = kv_bytes(acc_);
+        ULYSSES_RETURN_IF_ERROR(comm_.send(dkv, bytes, next_, side));
+        ULYSSES_RETURN_IF_ERROR(comm_.recv(at(ws, dkv_buf_[static_cast<std::size_t>((t + 1) % 2)]),
+                                           bytes, prev_, side));
+        ULYSSES_RETURN_IF_ERROR(comm_.group_end());
+        ULYSSES_RETURN_IF_ERROR(streams_->record(ev_dkv(t + 1), side));
+      }
+    }
+    // After R steps (and R hops) each rank holds its own block's complete dK/dV.
+    char* dkv_final = at(ws, dkv_buf_[static_cast<std::size_t>(R_ > 1 ? R_ % 2 : 0)]);
+    if (R_ > 1) ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_dkv(R_)));
+
+    // 3. Gradients back to the sequence owners.
+    if (U_ == 1) {
+      ULYSSES_RETURN_IF_ERROR(kernels::convert(act(a.dq), dq_acc, stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::convert(
+          act(a.dk), rows_view(dkv_final, 2 * hkv_, 0, hkv_, acc_, 0, 2 * c_), stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::convert(
+          act(a.dv), rows_view(dkv_final, 2 * hkv_, hkv_, hkv_, acc_, 0, 2 * c_), stream));
+    } else {
+      char* grad_q = at(ws, grad_q_);
+      char* grad_kv = kv_grad_dtype_ == acc_ ? dkv_final : at(ws, grad_kv_);
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::convert(rows_view(grad_q, hq_, 0, hq_, dtype_, 0, 2 * c_), dq_acc, stream));
+      if (grad_kv != dkv_final) {
+        ULYSSES_RETURN_IF_ERROR(
+            kernels::convert(rows_view(grad_kv, 2 * hkv_, 0, 2 * hkv_, kv_grad_dtype_, 0, 2 * c_),
+                             rows_view(dkv_final, 2 * hkv_, 0, 2 * hkv_, acc_, 0, 2 * c_), stream));
+      }
+      char* dq_recv = at(ws, send_do_);  // send_dO is dead once step 1's exchange has run
+      char* dkv_recv = at(ws, dkv_recv_);
+      ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+      ULYSSES_RETURN_IF_ERROR(segments_to_seq(grad_q, dq_recv, row_bytes(hq_, dtype_), stream));
+      ULYSSES_RETURN_IF_ERROR(
+          segments_to_seq(grad_kv, dkv_recv, row_bytes(2 * hkv_, kv_grad_dtype_), stream));
+      ULYSSES_RETURN_IF_ERROR(comm_.group_end());
+      ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({dq_recv, dtype_, U_, Sl_, B_, hq_, D_}, 0,
+                                                    routing_.q_begin, hq_, act(a.dq), stream));
+      const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, U_, Sl_, B_, 2 * hkv_, D_};
+      if (routing_.replicated()) {
+        ULYSSES_RETURN_IF_ERROR(
+            kernels::unpack_sum_replicas(kv_msg, 0, routing_.kv_begin, act(a.dk), stream));
+        ULYSSES_RETURN_IF_ERROR(
+            kernels::unpack_sum_replicas(kv_msg, 1, routing_.kv_begin, act(a.dv), stream));
+      } else {
+        ULYSSES_RETURN_IF_ERROR(
+            kernels::unpack_heads(kv_msg, 0, routing_.kv_begin, hkv_, act(a.dk), stream));
+        ULYSSES_RETURN_IF_ERROR(
+            kernels::unpack_heads(kv_msg, hkv_, routing_.kv_begin, hkv_, act(a.dv), stream));
+      }
+    }
+    // 4. dSinks: every rank's rows contribute to its heads' entries; sum over all ranks.
+    if (config_.attention.sinks) {
+      ULYSSES_RETURN_IF_ERROR(comm_.all_reduce_sum(
+          dsinks_local.data, a.dsinks.data, static_cast<std::size_t>(config_.attention.num_heads_q),
+          DType::kFloat32, stream));
+    }
+    return Status::ok();
+  }
+
+ private:
+  // Events, reused every call: start, then per step t arrived(t), computed(t), dkv(t).
+  static constexpr int kEvStart = 0;
+  int ev_arrived(int t) const { return 1 + t; }
+  int ev_computed(int t) const { return 1 + R_ + t; }
+  int ev_dkv(int t) const { return 1 + 2 * R_ + t; }  // t in 1..R
+
+  int q_offset() const { return routing_.q_begin[static_cast<std::size_t>(u_)]; }
+  LocalProblem problem(const Block& b) const { return block_problem(config_, routing_, u_, b); }
+  CallChecks checks() const {
+    return {config_, comm_, kernel_, Sl_, workspace_bytes_, saved_bytes_};
+  }
+  TensorView act(const TensorView& t) const { return as_bshd(t, config_.layout); }
+
+  // The KV block of step t: this rank's own, then the two ring buffers in turn.
+  char* kv_at(int t, char* own, char* ws) const {
+    return t == 0 ? own : at(ws, kv_ring_[static_cast<std::size_t>(t % 2)]);
+  }
+
+  // On the side stream: the block of step t goes on to the next rank while the one of step t + 1
+  // arrives from the previous one, into the buffer step t - 1 used (so after its kernels).
+  Status pass_kv(int t, char* cur, char* ws, Stream side) {
+    if (t + 1 >= R_) return Status::ok();
+    if (t > 0) ULYSSES_RETURN_IF_ERROR(streams_->wait(side, ev_computed(t - 1)));
+    const std::size_t bytes = kv_bytes(dtype_);
+    ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+    ULYSSES_RETURN_IF_ERROR(comm_.send(cur, bytes, next_, side));
+    ULYSSES_RETURN_IF_ERROR(
+        comm_.recv(at(ws, kv_ring_[static_cast<std::size_t>((t + 1) % 2)]), bytes, prev_, side));
+    ULYSSES_RETURN_IF_ERROR(comm_.group_end());
+    return streams_->record(ev_arrived(t + 1), side);
+  }
+
+  // Bytes of one group row ([B][channels][width]) and of a whole KV block.
+  std::size_t row_bytes(int channels, DType dtype, std::int64_t width = -1) const {
+    return static_cast<std::size_t>(B_ * channels * (width < 0 ? D_ : width)) * dtype_size(dtype);
+  }
+  std::size_t kv_bytes(DType dtype) const {
+    return static_cast<std::size_t>(2 * c_) * row_bytes(2 * hkv_, dtype);
+  }
+
+  // The Ulysses exchange with two segments per peer. A sequence-side message buffer is
+  // msg[p][Sl] rows, segment g of peer p at rows p Sl + g Sl/2; on the head side that segment is
+  // rows g c + p Sl/2 (chunk g, piece p). Called between group_start() and group_end().
+  Status seq_to_segments(const char* msg, char* full, std::size_t row, Stream stream) {
+    const std::size_t seg = static_cast<std::size_t>(half_) * row;
+    for (int p = 0; p < U_; ++p) {
+      const int peer = j_ * U_ + p;
+      for (int g = 0; g < 2; ++g) {
+        ULYSSES_RETURN_IF_ERROR(comm_.send(msg + seg_offset_seq(p, g) * row, seg, peer, stream));
+        ULYSSES_RETURN_IF_ERROR(comm_.recv(full + seg_offset_head(p, g) * row, seg, peer, stream));
+      }
+    }
+    return Status::ok();
+  }
+  Status segments_to_seq(const char* full, char* msg, std::size_t row, Stream stream) {
+    const std::size_t seg = static_cast<std::size_t>(half_) * row;
+    for (int p = 0; p < U_; ++p) {
+      const int peer = j_ * U_ + p;
+      for (int g = 0; g < 2; ++g) {
+        ULYSSES_RETURN_IF_ERROR(comm_.send(full + seg_offset_head(p, g) * row, seg, peer, stream));
+        ULYSSES_RETURN_IF_ERROR(comm_.recv(msg + seg_offset_seq(p, g) * row, seg, peer, stream));
+      }
+    }
+    return Status::ok();
+  }
+  std::size_t seg_offset_seq(int p, int g) const {
+    return static_cast<std::size_t>(p * Sl_ + g * half_);
+  }
+  std::size_t seg_offset_head(int p, int g) const {
+    return static_cast<std::size_t>(g * c_ + p * half_);
+  }
+
+  // Packs (U = 1) or exchanges (U > 1) this rank's q, k, v into the head-sharded group buffers.
+  Status to_heads(const TensorView& q, const TensorView& k, const TensorView& v, char* send_q,
+                  char* send_kv, char* q_full, char* kv_own, Stream stream) {
+    const bool local = U_ == 1;
+    const kernels::MessageLayout mq{local ? q_full : send_q, dtype_, U_, Sl_, B_, hq_, D_};
+    const kernels::MessageLayout mkv{local ? kv_own : send_kv, dtype_, U_, Sl_, B_, 2 * hkv_, D_};
+    const std::span<const int> qb = local ? zero_map_ : routing_.q_begin;
+    const std::span<const int> kb = local ? zero_map_ : routing_.kv_begin;
+    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(q), qb, hq_, mq, 0, stream));
+    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(k), kb, hkv_, mkv, 0, stream));
+    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(v), kb, hkv_, mkv, hkv_, stream));
+    if (local) return Status::ok();
+    // One grouped exchange for Q and for K/V together.
+    ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+    ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_q, q_full, row_bytes(hq_, dtype_), stream));
+    ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_kv, kv_own, row_bytes(2 * hkv_, dtype_), stream));
+    return comm_.group_end();
+  }
+
+  // [B, rows, heads, D] view of channels [c_begin, c_begin + heads), rows [row0, row0 + rows), of
+  // a [2c][B][channels][D] group buffer.
+  TensorView rows_view(char* base, int channels, int c_begin, int heads, DType dtype,
+                       std::int64_t row0, std::int64_t rows) const {
+    const std::int64_t row = static_cast<std::int64_t>(channels) * D_;
+    return TensorView::strided(
+        base + static_cast<std::size_t>(row0 * B_ * row + c_begin * D_) * dtype_size(dtype), dtype,
+        {B_, rows, heads, D_}, {row, B_ * row, D_, 1}, comm_.device());
+  }
+  // [B, hq, rows] view of rows [row0, row0 + rows) of a [2c][B][hq] LSE buffer.
+  TensorView lse_rows(char* base, DType dtype, std::int64_t row0, std::int64_t rows) const {
+    return TensorView::strided(base + static_cast<std::size_t>(row0 * B_ * hq_) * dtype_size(dtype),
+                               dtype, {B_, hq_, rows}, {hq_, 1, B_ * hq_}, comm_.device());
+  }
+
+  void layout_buffers() {
+    const std::size_t rows = static_cast<std::size_t>(2 * c_);
+    const std::size_t q_bytes = rows * row_bytes(hq_, dtype_);
+    const std::size_t lse_bytes = rows * row_bytes(hq_, DType::kFloat32, 1);
+    const std::size_t msg_q = static_cast<std::size_t>(U_ * Sl_) * row_bytes(hq_, dtype_);
+    const std::size_t msg_kv = static_cast<std::size_t>(U_ * Sl_) * row_bytes(2 * hkv_, dtype_);
+    zero_map_ = {0};
+    for (const LocalProblem& p : all_problems(config_, routing_, rank_)) {
+      kernel_ws_bytes_ = std::max(kernel_ws_bytes_, kernel_.workspace_bytes(p));
+    }
+
+    Arena saved, fwd;
+    Arena& keep = config_.training ? saved : fwd;
+    q_full_ = keep.take(q_bytes);
+    kv_own_ = keep.take(kv_bytes(dtype_));
+    o_head_ = keep.take(q_bytes);
+    lse_head_ = keep.take(lse_bytes);
+    if (config_.training && config_.attention.sinks) {
+      o_fine_bytes_ = rows * row_bytes(hq_, acc_);
+      o_fine_ = keep.take(o_fine_bytes_);
+    }
+    // Forward scratch (O comes back into send_q's region: same size, dead by then). The KV ring
+    // buffers come first, at the offsets backward uses too.
+    if (R_ > 1) {
+      kv_ring_[0] = fwd.take(kv_bytes(dtype_));
+      kv_ring_[1] = fwd.take(kv_bytes(dtype_));
+    }
+    if (U_ > 1) {
+      send_q_ = fwd.take(msg_q);
+      send_kv_ = fwd.take(msg_kv);
+      lse_recv_ = fwd.take(lse_bytes);
+    }
+    o_acc_ = fwd.take(rows * row_bytes(hq_, acc_));
+    lse_acc_ = fwd.take(rows * row_bytes(hq_, acc_, 1));
+    o_blk_ = fwd.take(rows * row_bytes(hq_, acc_));
+    lse_blk_ = fwd.take(lse_bytes);
+    std::size_t scratch = fwd.total();
+    if (config_.training) {
+      // Backward scratch; the KV ring buffers sit at the same offsets as in forward.
+      Arena bwd;
+      if (R_ > 1) {
+        bwd.take(kv_bytes(dtype_));  // kv_ring_[0]
+        bwd.take(kv_bytes(dtype_));  // kv_ring_[1]
+      }
+      do_head_ = bwd.take(q_bytes);
+      dq_acc_ = bwd.take(rows * row_bytes(hq_, acc_));
+      dq_blk_ = bwd.take(rows * row_bytes(hq_, acc_));
+      dkv_buf_[0] = bwd.take(kv_bytes(acc_));
+      dkv_buf_[1] = R_ > 1 ? bwd.take(kv_bytes(acc_)) : dkv_buf_[0];
+      dkv_blk_ = bwd.take(kv_bytes(acc_));
+      if (U_ > 1) {
+        send_do_ = bwd.take(msg_q);  // dQ comes back into it
+        grad_q_ = bwd.take(q_bytes);
+        if (kv_grad_dtype_ != acc_) grad_kv_ = bwd.take(kv_bytes(kv_grad_dtype_));
+        dkv_recv_ =
+            bwd.take(static_cast<std::size_t>(U_ * Sl_) * row_bytes(2 * hkv_, kv_grad_dtype_));
+      }
+      dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
+      scratch = std::max(scratch, bwd.total());
+    }
+    kernel_ws_ = scratch;
+    workspace_bytes_ = scratch + align_up(kernel_ws_bytes_);
+    saved_bytes_ = saved.total();
+  }
+
+  PlanConfig config_;
+  Communicator& comm_;
+  LocalAttention& kernel_;
+  HeadRouting routing_;
+  std::unique_ptr<kernels::StreamSet> streams_;
+  std::vector<std::vector<Block>> steps_;  // [t]: kernel calls of step t
+  std::vector<int> zero_map_;              // head map of a one-peer pack/unpack
+  int P_ = 1, U_ = 1, R_ = 1, rank_ = 0, j_ = 0, u_ = 0, next_ = 0, prev_ = 0;
+  int hq_ = 0, hkv_ = 0;
+  std::int64_t B_ = 1, S_ = 0, c_ = 0, Sl_ = 0, half_ = 0, D_ = 0;
+  DType dtype_ = DType::kBFloat16, acc_ = DType::kFloat32, kv_grad_dtype_ = DType::kBFloat16;
+  // Offsets into `saved` (training) or the workspace, and into the workspace.
+  std::size_t q_full_ = 0, kv_own_ = 0, o_head_ = 0, lse_head_ = 0;
+  std::size_t o_fine_ = 0, o_fine_bytes_ = 0;
+  bool direct_first_ = false;  // step 0's single call writes the accumulators (see constructor)  //
+                               // fp32 final O for dSinks (training with sinks)
+  std::size_t send_q_ = 0, send_kv_ = 0, lse_recv_ = 0, o_acc_ = 0, lse_acc_ = 0, o_blk_ = 0,
+              lse_blk_ = 0;
+  std::size_t kv_ring_[2] = {0, 0}, dkv_buf_[2] = {0, 0};
+  std::size_t do_head_ = 0, dq_acc_ = 0, dq_blk_ = 0, dkv_blk_ = 0, send_do_ = 0, grad_q_ = 0,
+              grad_kv_ = 0, dkv_recv_ = 0, dsinks_local_ = 0;
+  std::size_t kernel_ws_ = 0, kernel_ws_bytes_ = 0, workspace_bytes_ = 0, saved_bytes_ = 0;
+};
+
+}  // namespace
+
+Status ring_check_support(const PlanConfig& config, const Communicator& comm,
+                          const LocalAttention& kernel) {
+  const std::string_view strategy = strategy_name(config.parallel.strategy);
+  if (!kernel.provides_lse()) {
+    return unsupported(str_cat(kCreateApi, ": kernel ", kernel.name(),
+                               " provides no softmax statistics (LSE), which strategy ", strategy,
+                               " needs to merge blocks; use strategy ulysses with this kernel"));
+  }
+  if (config.layout == Layout::kTHD) {
+    return unsupported(str_cat(kCreateApi, ": packed (thd) batches with strategy ", strategy,
+                               " are not implemented yet (got layout thd, expected bshd); use "
+                               "strategy ulysses for packed batches"));
+  }
+  ULYSSES_ASSIGN_OR_RETURN(
+      auto routing,
+      HeadRouting::create(config.attention, config.parallel.ulysses_size(), kCreateApi));
+  for (const LocalProblem& p : RingAttention::all_problems(config, routing, comm.rank())) {
+    ULYSSES_RETURN_IF_ERROR(kernel.check_support(p));
+  }
+  return Status::ok();
+}
+
+Result<std::unique_ptr<DistributedAttention>> create_ring_plan(const PlanConfig& config,
+                                                               Communicator& comm,
+                                                               LocalAttention& kernel) {
+  ULYSSES_ASSIGN_OR_RETURN(
+      auto routing,
+      HeadRouting::create(config.attention, config.parallel.ulysses_size(), kCreateApi));
+  ULYSSES_ASSIGN_OR_RETURN(
+      auto streams,
+      kernels::StreamSet::create(comm.device(), 2 + 3 * (config.parallel.ring_size() + 1)));
+  return std::unique_ptr<DistributedAttention>(std::make_unique<RingAttention>(
+      config, comm, kernel, std::move(routing), std::move(streams)));
+}
+
+}  // namespace ulysses::parallel

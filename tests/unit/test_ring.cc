@@ -1,0 +1,277 @@
+// Ring attention and the Ulysses x ring hybrid on the loopback communicator, against the unsharded
+// reference.
+//
+// Ring merges partial results (block outputs by LSE, gradient partials by addition), so the result
+// cannot be bitwise equal to one unsharded call. Every output is held to STYLE.md's 2x rule:
+//   max|ring - truth| <= 2 max|plain - truth| + floor,
+// truth = the unsharded FP64 reference on the same (rounded) inputs, plain = the unsharded
+// reference in the run's dtype whose backward, like every real kernel, reads the rounded O and the
+// fp32 LSE it was given (partial_keys). floor: a few fp32 ulps of the largest value.
+#include <gtest/gtest.h>
+
+#include "common/check.h"
+#include "common/test_util.h"
+
+namespace ulysses {
+namespace {
+
+using testing::HostTensor;
+
+struct Case {
+  std::string name;
+  Strategy strategy;
+  int P;
+  int U;  // hybrid: ulysses_degree
+  std::int64_t B, S;
+  int Hq, Hkv, D;
+  DType dtype;
+  bool causal = false;
+  int wl = -1, wr = -1;
+  bool sinks = false;
+  bool training = true;
+};
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+AttentionConfig attention(const Case& c) {
+  return {.num_heads_q = c.Hq,
+          .num_heads_kv = c.Hkv,
+          .head_dim = c.D,
+          .causal = c.causal,
+          .window_left = c.wl,
+          .window_right = c.wr,
+          .sinks = c.sinks};
+}
+
+ParallelConfig parallel(const Case& c) {
+  return {.strategy = c.strategy,
+          .cp = c.P,
+          .ulysses_degree = c.strategy == Strategy::kHybrid ? c.U : 0};
+}
+
+struct Tensors {
+  HostTensor o, lse, dq, dk, dv, dsinks;
+};
+struct Inputs {
+  HostTensor q, k, v, d_o, sinks;
+};
+
+Inputs make_inputs(const Case& c, std::mt19937_64& rng) {
+  Inputs in{HostTensor(c.dtype, {c.B, c.S, c.Hq, c.D}), HostTensor(c.dtype, {c.B, c.S, c.Hkv, c.D}),
+            HostTensor(c.dtype, {c.B, c.S, c.Hkv, c.D}), HostTensor(c.dtype, {c.B, c.S, c.Hq, c.D}),
+            HostTensor(DType::kFloat32, {c.Hq})};
+  for (HostTensor* t : {&in.q, &in.k, &in.v, &in.d_o}) testing::fill_uniform(*t, rng, -2.0, 2.0);
+  testing::fill_uniform(in.sinks, rng, -1.0, 1.0);
+  return in;
+}
+
+Tensors poisoned(const Case& c, DType dtype, std::int64_t S) {
+  Tensors t{HostTensor(dtype, {c.B, S, c.Hq, c.D}),  HostTensor(DType::kFloat32, {c.B, c.Hq, S}),
+            HostTensor(dtype, {c.B, S, c.Hq, c.D}),  HostTensor(dtype, {c.B, S, c.Hkv, c.D}),
+            HostTensor(dtype, {c.B, S, c.Hkv, c.D}), HostTensor(DType::kFloat32, {c.Hq})};
+  for (HostTensor* x : {&t.o, &t.lse, &t.dq, &t.dk, &t.dv, &t.dsinks}) testing::poison(*x);
+  return t;
+}
+
+// The unsharded reference in `dtype`; backward reads the given (rounded) O and LSE.
+Tensors unsharded(const Case& c, const Inputs& any, DType dtype) {
+  const HostTensor q = testing::convert(any.q, dtype), k = testing::convert(any.k, dtype),
+                   v = testing::convert(any.v, dtype), d_o = testing::convert(any.d_o, dtype);
+  Tensors r = poisoned(c, dtype, c.S);
+  LocalProblem p = LocalProblem::unsharded(attention(c), dtype, c.B, c.S);
+  LocalForwardArgs f{.q = q.view, .k = k.view, .v = v.view, .o = r.o.view, .lse = r.lse.view};
+  if (c.sinks) f.sinks = any.sinks.view;
+  EXPECT_TRUE(reference_forward(p, f).is_ok());
+  if (!c.training) return r;
+  p.partial_keys = true;
+  LocalBackwardArgs b{.q = q.view,
+                      .k = k.view,
+                      .v = v.view,
+                      .o = r.o.view,
+                      .lse = r.lse.view,
+                      .d_o = d_o.view,
+                      .dq = r.dq.view,
+                      .dk = r.dk.view,
+                      .dv = r.dv.view};
+  if (c.sinks) {
+    b.sinks = any.sinks.view;
+    b.dsinks = r.dsinks.view;
+  }
+  EXPECT_TRUE(reference_backward(p, b).is_ok());
+  return r;
+}
+
+// The distributed run: each rank copies its (zigzag) shard in, runs, and places its outputs back.
+Tensors distributed(const Case& c, const Inputs& in, std::vector<HostTensor>& dsinks_per_rank) {
+  Tensors out = poisoned(c, c.dtype, c.S);
+  dsinks_per_rank.assign(static_cast<std::size_t>(c.P), out.dsinks);
+  auto kernel = make_reference_attention();
+  const PlanConfig cfg{.attention = attention(c),
+                       .parallel = parallel(c),
+                       .dtype = c.dtype,
+                       .batch = c.B,
+                       .seqlen = c.S,
+                       .training = c.training};
+  const std::int64_t Sl = c.S / c.P;
+  auto st = testing::run_ranks(c.P, [&](int r, Communicator& comm) -> Status {
+    auto plan = DistributedAttention::create(cfg, comm, *kernel);
+    if (!plan.is_ok()) return plan.status();
+    std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
+    auto mine = [&](const HostTensor& global) {
+      HostTensor t(global.view.dtype, {c.B, Sl, global.view.size(2), c.D});
+      EXPECT_TRUE(copy_shard(global.view, t.view, 1, cfg.parallel, r).is_ok());
+      return t;
+    };
+    const HostTensor q = mine(in.q), k = mine(in.k), v = mine(in.v), d_o = mine(in.d_o);
+    Tensors local = poisoned(c, c.dtype, Sl);
+    ForwardArgs f{.q = q.view,
+                  .k = k.view,
+                  .v = v.view,
+                  .o = local.o.view,
+                  .lse = local.lse.view,
+                  .workspace = ws.data(),
+                  .saved = saved.data()};
+    if (c.sinks) f.sinks = in.sinks.view;
+    ULYSSES_RETURN_IF_ERROR((*plan)->forward(f, nullptr));
+    ULYSSES_RETURN_IF_ERROR(place_shard(local.o.view, out.o.view, 1, cfg.parallel, r));
+    ULYSSES_RETURN_IF_ERROR(place_shard(local.lse.view, out.lse.view, 2, cfg.parallel, r));
+    if (!c.training) return Status::ok();
+    BackwardArgs b{.d_o = d_o.view,
+                   .dq = local.dq.view,
+                   .dk = local.dk.view,
+                   .dv = local.dv.view,
+                   .workspace = ws.data(),
+                   .saved = saved.data()};
+    if (c.sinks) {
+      b.sinks = in.sinks.view;
+      b.dsinks = dsinks_per_rank[static_cast<std::size_t>(r)].view;
+    }
+    ULYSSES_RETURN_IF_ERROR((*plan)->backward(b, nullptr));
+    ULYSSES_RETURN_IF_ERROR(place_shard(local.dq.view, out.dq.view, 1, cfg.parallel, r));
+    ULYSSES_RETURN_IF_ERROR(place_shard(local.dk.view, out.dk.view, 1, cfg.parallel, r));
+    return place_shard(local.dv.view, out.dv.view, 1, cfg.parallel, r);
+  });
+  EXPECT_ALL_OK(st);
+  return out;
+}
+
+class RingVsReference : public ::testing::TestWithParam<Case> {};
+
+TEST_P(RingVsReference, WithinTwiceThePlainError) {
+  const Case c = GetParam();
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Inputs in = make_inputs(c, rng);
+  const Tensors plain = unsharded(c, in, c.dtype);
+  const Tensors truth = unsharded(c, in, DType::kFloat64);
+  std::vector<HostTensor> dsinks;
+  const Tensors got = distributed(c, in, dsinks);
+
+  auto check = [&](const HostTensor& g, const HostTensor& p, const HostTensor& t,
+                   const char* what) {
+    EXPECT_EQ(testing::count_nan(g), 0) << what << ": elements never written (or NaN)";
+    EXPECT_TRUE(testing::within_2x_rule(g, p, t, 0x1p-20 * std::max(1.0, testing::max_abs(t))))
+        << what;
+  };
+  check(got.o, plain.o, truth.o, "O");
+  check(got.lse, plain.lse, truth.lse, "LSE");
+  if (!c.training) return;
+  check(got.dq, plain.dq, truth.dq, "dQ");
+  check(got.dk, plain.dk, truth.dk, "dK");
+  check(got.dv, plain.dv, truth.dv, "dV");
+  if (c.sinks) {
+    for (int r = 0; r < c.P; ++r) {
+      check(dsinks[static_cast<std::size_t>(r)], plain.dsinks, truth.dsinks,
+            ("dSinks on rank " + std::to_string(r)).c_str());
+    }
+  }
+}
+
+std::vector<Case> cases() {
+  const auto bf16 = DType::kBFloat16, fp32 = DType::kFloat32, fp64 = DType::kFloat64;
+  const auto ring = Strategy::kRing, hybrid = Strategy::kHybrid;
+  return {
+      // Ring: P = 1 (one step), 2, 3, 4, 8.
+      {"ring_p1_fp32_causal", ring, 1, 0, 1, 6, 2, 1, 8, fp32, true},
+      {"ring_p2_gqa_bf16_causal_sinks", ring, 2, 0, 2, 16, 4, 2, 16, bf16, true, -1, -1, true},
+      {"ring_p2_mha_fp32_full", ring, 2, 0, 1, 12, 2, 2, 8, fp32},
+      {"ring_p3_gqa_fp32_causal_odd", ring, 3, 0, 1, 18, 3, 1, 8, fp32, true},
+      {"ring_p4_mqa_bf16_causal_window", ring, 4, 0, 1, 32, 4, 1, 8, bf16, true, 5},
+      {"ring_p4_gqa_fp32_two_sided_window_sinks", ring, 4, 0, 2, 24, 4, 2, 8, fp32, false, 4, 2,
+       true},
+      {"ring_p4_fp64_causal_window_sinks", ring, 4, 0, 1, 16, 2, 1, 4, fp64, true, 3, -1, true},
+      {"ring_p8_gqa_fp32_causal_sinks", ring, 8, 0, 1, 32, 4, 2, 8, fp32, true, -1, -1, true},
+      {"ring_p8_mha_bf16_wide_window", ring, 8, 0, 1, 48, 2, 2, 8, bf16, true, 20},
+      {"ring_p2_inference_bf16", ring, 2, 0, 1, 16, 4, 2, 16, bf16, true, -1, -1, true, false},
+      // Hybrid U x R.
+      {"hybrid_2x2_gqa_bf16_causal_sinks", hybrid, 4, 2, 2, 24, 8, 4, 8, bf16, true, -1, -1, true},
+      {"hybrid_2x4_gqa_fp32_window", hybrid, 8, 2, 1, 32, 4, 2, 8, fp32, true, 6},
+      {"hybrid_4x2_replicated_kv_bf16_causal", hybrid, 8, 4, 1, 32, 8, 2, 8, bf16, true},
+      {"hybrid_4x2_mqa_fp32_two_sided_sinks", hybrid, 8, 4, 1, 48, 4, 1, 8, fp32, false, 7, 3,
+       true},
+      {"hybrid_4x1_is_ulysses_fp32_window", hybrid, 4, 4, 1, 16, 4, 4, 8, fp32, true, 3},
+      {"hybrid_1x4_is_ring_bf16_causal", hybrid, 4, 1, 1, 16, 2, 2, 8, bf16, true},
+      {"hybrid_2x2_inference_fp32", hybrid, 4, 2, 1, 16, 4, 2, 8, fp32, true, -1, -1, false, false},
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(Loopback, RingVsReference, ::testing::ValuesIn(cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+TEST(Sharding, ZigzagRangesCoverTheSequenceOnce) {
+  for (const ParallelConfig& pc :
+       {ParallelConfig{.strategy = Strategy::kRing, .cp = 4},
+        ParallelConfig{.strategy = Strategy::kHybrid, .cp = 8, .ulysses_degree = 2},
+        ParallelConfig{.strategy = Strategy::kUlysses, .cp = 3}}) {
+    const std::int64_t S = 48;
+    std::vector<int> owner(static_cast<std::size_t>(S), -1);
+    for (int r = 0; r < pc.cp; ++r) {
+      auto ranges = shard_token_ranges(pc, S, r);
+      ASSERT_TRUE(ranges.is_ok()) << ranges.status().to_string();
+      std::int64_t held = 0;
+      for (const TokenRange& t : *ranges) {
+        held += t.end - t.begin;
+        for (std::int64_t i = t.begin; i < t.end; ++i) {
+          EXPECT_EQ(owner[static_cast<std::size_t>(i)], -1) << "token " << i << " held twice";
+          owner[static_cast<std::size_t>(i)] = r;
+        }
+      }
+      EXPECT_EQ(held, S / pc.cp);
+      auto ids = shard_position_ids(pc, S, r);
+      ASSERT_TRUE(ids.is_ok());
+      EXPECT_EQ((*ids)[0], (*ranges)[0].begin);
+    }
+    for (std::int64_t i = 0; i < S; ++i) EXPECT_NE(owner[static_cast<std::size_t>(i)], -1);
+  }
+  // Ring, cp = 2: 4 chunks of 12; rank 0 holds chunks 0 and 3, rank 1 chunks 1 and 2.
+  const ParallelConfig ring{.strategy = Strategy::kRing, .cp = 2};
+  EXPECT_EQ(*shard_token_ranges(ring, 48, 0), (std::vector<TokenRange>{{0, 12}, {36, 48}}));
+  EXPECT_EQ(*shard_token_ranges(ring, 48, 1), (std::vector<TokenRange>{{12, 24}, {24, 36}}));
+  // Hybrid 2 x 2: ring index 1, piece 1 of chunks 1 and 2 (chunks of 12, pieces of 6).
+  const ParallelConfig hyb{.strategy = Strategy::kHybrid, .cp = 4, .ulysses_degree = 2};
+  EXPECT_EQ(*shard_token_ranges(hyb, 48, 3), (std::vector<TokenRange>{{18, 24}, {30, 36}}));
+  EXPECT_FALSE(shard_token_ranges(ring, 50, 0).is_ok());
+}
+
+TEST(Sharding, GatherUndoesCopyShard) {
+  const ParallelConfig pc{.strategy = Strategy::kHybrid, .cp = 4, .ulysses_degree = 2};
+  HostTensor global(DType::kFloat32, {2, 16, 3, 4}), back = global;
+  std::mt19937_64 rng(testing::fresh_seed());
+  testing::fill_uniform(global, rng);
+  testing::poison(back);
+  auto st = testing::run_ranks(4, [&](int r, Communicator& comm) -> Status {
+    HostTensor shard(DType::kFloat32, {2, 4, 3, 4});
+    ULYSSES_RETURN_IF_ERROR(copy_shard(global.view, shard.view, 1, pc, r));
+    std::vector<unsigned char> scratch(4 * static_cast<std::size_t>(shard.numel()) * 4);
+    HostTensor mine_back = back;  // every rank gathers into its own copy
+    ULYSSES_RETURN_IF_ERROR(
+        gather_sequence(comm, shard.view, mine_back.view, 1, pc, scratch.data(), nullptr));
+    EXPECT_BITWISE_EQ(global, mine_back, "gathered on rank " + std::to_string(r));
+    return Status::ok();
+  });
+  EXPECT_ALL_OK(st);
+}
+
+}  // namespace
+}  // namespace ulysses
