@@ -20,6 +20,7 @@
 
 #include "bench/bench_options.h"
 #include "common/dtype_convert.h"
+#include "kernels/layout.h"
 #include "ulysses/gpu.h"
 #include "ulysses/ulysses.h"
 
@@ -45,6 +46,7 @@ struct GpuRow {
   double peak_gib = 0;
   double err_o = 0, err_dq = 0, err_dk = 0, err_dv = 0;
   double kernel_contiguous_ms = 0, kernel_inplace_ms = 0;  // the local kernel alone (cp > 1 rows)
+  double pack_gbs = 0, unpack_gbs = 0, copy_gbs = 0;       // pack/unpack alone vs a device copy
   bool exact_o = true, exact_dkv = true;
   bool pass = true;
   std::string repro;
@@ -304,6 +306,57 @@ double time_local_kernel(const Shape& s, int P, bool packed, int iters) {
 }
 
 // NCCL's own all-to-all and ulysses' exchange on the same bytes per peer, GB/s sent per GPU.
+// The forward pack of one rank at cp = P on its own: Q [B, S/P, Hq, D] -> msg[P][S/P][B][Hq/P][D],
+// then the inverse unpack, beside a device-to-device cudaMemcpyAsync of the same bytes. GB/s count
+// bytes read plus bytes written.
+struct PackRate {
+  double pack_gbs = 0, unpack_gbs = 0, copy_gbs = 0;
+};
+PackRate measure_pack(const Shape& s, int P, int iters) {
+  cudaSetDevice(0);
+  const std::int64_t Sl = s.S / P;
+  const int hq = s.Hq / P;
+  const std::size_t bytes = s.act_bytes(s.Hq) / static_cast<std::size_t>(P);
+  void *act = nullptr, *msg = nullptr;
+  BENCH_CUDA(cudaMalloc(&act, bytes));
+  BENCH_CUDA(cudaMalloc(&msg, bytes));
+  BENCH_CUDA(cudaMemset(act, 0, bytes));
+  const TensorView view =
+      TensorView::contiguous(act, s.dtype, {s.B, Sl, s.Hq, s.D}, Device::cuda(0));
+  const kernels::MessageLayout layout{msg, s.dtype, P, Sl, s.B, hq, s.D};
+  std::vector<int> begin(static_cast<std::size_t>(P));
+  for (int p = 0; p < P; ++p) begin[static_cast<std::size_t>(p)] = p * hq;
+  cudaStream_t st;
+  BENCH_CUDA(cudaStreamCreate(&st));
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  auto time = [&](auto&& op) {
+    std::vector<float> ms;
+    for (int it = 0; it < iters + 2; ++it) {
+      cudaEventRecord(e0, st);
+      op();
+      cudaEventRecord(e1, st);
+      cudaEventSynchronize(e1);
+      float t = 0;
+      cudaEventElapsedTime(&t, e0, e1);
+      if (it >= 2) ms.push_back(t);
+    }
+    std::sort(ms.begin(), ms.end());
+    return 2.0 * static_cast<double>(bytes) / (ms[ms.size() / 2] * 1e-3) / 1e9;
+  };
+  PackRate r;
+  r.pack_gbs = time([&] { (void)kernels::pack_heads(view, begin, hq, layout, 0, st); });
+  r.unpack_gbs = time([&] { (void)kernels::unpack_heads(layout, 0, begin, hq, view, st); });
+  r.copy_gbs = time([&] { cudaMemcpyAsync(msg, act, bytes, cudaMemcpyDeviceToDevice, st); });
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaStreamDestroy(st);
+  cudaFree(act);
+  cudaFree(msg);
+  return r;
+}
+
 void measure_a2a(std::vector<std::unique_ptr<Communicator>>& comms,
                  const std::vector<ncclComm_t>& raw, std::size_t bytes_per_peer,
                  double* ulysses_gbs, double* nccl_gbs) {
@@ -687,6 +740,16 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           "%.2f ms on ulysses' layout | rest of the step (exchanges + pack/unpack) %.2f ms\n",
           static_cast<long long>(seq), cp, t1 / cp, contiguous, in_place,
           row ? row->ms - in_place : 0.0);
+      const PackRate pr = measure_pack(s, cp, o.iters);
+      if (row) {
+        row->pack_gbs = pr.pack_gbs;
+        row->unpack_gbs = pr.unpack_gbs;
+        row->copy_gbs = pr.copy_gbs;
+      }
+      std::printf(
+          "#   seq %lld cp %d pack Q: %.0f GB/s, unpack: %.0f GB/s, device copy of the same bytes: "
+          "%.0f GB/s (read + write)\n",
+          static_cast<long long>(seq), cp, pr.pack_gbs, pr.unpack_gbs, pr.copy_gbs);
     }
     std::fflush(stdout);
   }
@@ -705,7 +768,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
         << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
         << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
-        << ", \"kernel_inplace_ms\": " << r.kernel_inplace_ms
+        << ", \"kernel_inplace_ms\": " << r.kernel_inplace_ms << ", \"pack_gbs\": " << r.pack_gbs
+        << ", \"unpack_gbs\": " << r.unpack_gbs << ", \"copy_gbs\": " << r.copy_gbs
         << ", \"exact_o\": " << (r.exact_o ? "true" : "false")
         << ", \"exact_dkv\": " << (r.exact_dkv ? "true" : "false")
         << ", \"pass\": " << (r.pass ? "true" : "false") << ", \"repro\": \"" << r.repro << "\"}"
