@@ -9,8 +9,9 @@
 // (rounded up likewise), and per-sequence ragged offsets cu_seqlens[i] * token_stride computed on
 // the device. Tokens past cu_seqlens.back() are written here: O, dQ, dK, dV = 0, LSE = -inf.
 //
-// Masks: causal is right bound 0 (top-left diagonal); window_left w is cuDNN's left bound w + 1
-// (cuDNN keeps keys j > i - bound); window_right w is the right bound w.
+// Masks: cuDNN's top-left diagonal band (see bounds()): causal is right bound 0, window_left w is
+// left bound w + 1 (cuDNN keeps keys j > i - bound), window_right w is right bound w; a block's
+// diagonal_offset D shifts both (right + D, left - D).
 //
 // Graphs are built on first use of a descriptor (shape, strides, masks, dtypes) and cached.
 #include <cudnn.h>
@@ -154,14 +155,12 @@ class CudnnAttention final : public LocalAttention {
                                  " is not supported by cuDNN SDPA (got ", p.config.head_dim,
                                  ", expected a multiple of 8 up to 256)"));
     }
-    const AttentionConfig& c = p.config;
-    const bool masked = c.causal || c.window_left >= 0 || c.window_right >= 0;
-    if (masked && p.diagonal_offset != 0 && p.diagonal_offset != p.kv_len() - p.seqlen) {
-      return unsupported(str_cat(kApi, ": masks on a block with diagonal offset ",
-                                 p.diagonal_offset,
-                                 " (cuDNN aligns the diagonal top-left or bottom-right only: got ",
-                                 p.diagonal_offset, ", expected 0 or ", p.kv_len() - p.seqlen,
-                                 "; ring attention with a sliding window needs this)"));
+    const Bounds b = bounds(p);
+    if (!b.ok) {
+      return unsupported(str_cat(
+          kApi, ": masks on a block with diagonal offset ", p.diagonal_offset,
+          " outside the visible band (cuDNN needs a right bound >= 0 and a left bound >= 1: got ",
+          b.right, " and ", b.left, ")"));
     }
     if (p.varlen && (p.grad_q_fp32 || p.out_fp32)) {
       return unsupported(str_cat(kApi, ": an fp32 dq or o with a packed (varlen) batch"));
@@ -625,18 +624,35 @@ class CudnnAttention final : public LocalAttention {
     return {mk("seq_len_q", kSeqQ), mk("seq_len_kv", kSeqKV)};
   }
 
+  // The masks as cuDNN's top-left diagonal band: key k of query i is kept when
+  // i - left < k <= i + right. With diagonal offset D (masks compare k with i + D): causal and
+  // window_right w give right = D + (causal ? 0 : w), window_left w gives left = w + 1 - D.
+  struct Bounds {
+    bool has_right = false, has_left = false, ok = true;
+    std::int64_t right = 0, left = 0;
+  };
+  static Bounds bounds(const LocalProblem& p) {
+    const AttentionConfig& c = p.config;
+    Bounds b;
+    if (c.causal || c.window_right >= 0) {
+      b.has_right = true;
+      b.right = p.diagonal_offset + (c.causal ? 0 : c.window_right);
+      b.ok = b.right >= 0;
+    }
+    if (c.window_left >= 0) {
+      b.has_left = true;
+      b.left = c.window_left + 1 - p.diagonal_offset;
+      b.ok = b.ok && b.left >= 1;
+    }
+    return b;
+  }
+
   template <typename Attrs>
   static void apply_masks(Attrs& at, const LocalProblem& p) {
-    const AttentionConfig& c = p.config;
-    // check_support() admits an offset only where one of cuDNN's alignments expresses it.
-    const auto align = (p.diagonal_offset != 0 && p.diagonal_offset == p.kv_len() - p.seqlen)
-                           ? fe::DiagonalAlignment_t::BOTTOM_RIGHT
-                           : fe::DiagonalAlignment_t::TOP_LEFT;
-    if (c.window_left >= 0 || c.causal || c.window_right >= 0) at.set_diagonal_alignment(align);
-    if (c.causal || c.window_right >= 0) {
-      at.set_diagonal_band_right_bound(c.causal ? 0 : c.window_right);
-    }
-    if (c.window_left >= 0) at.set_diagonal_band_left_bound(c.window_left + 1);
+    const Bounds b = bounds(p);
+    if (b.has_left || b.has_right) at.set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT);
+    if (b.has_right) at.set_diagonal_band_right_bound(static_cast<int>(b.right));
+    if (b.has_left) at.set_diagonal_band_left_bound(static_cast<int>(b.left));
   }
 
   static void* sink_ptr(const TensorView& sinks, const LocalProblem& p) {

@@ -59,15 +59,25 @@ struct Block {
 
 enum class Visibility { kNone, kPartial, kFull };
 
+constexpr std::int64_t kInf = std::numeric_limits<std::int64_t>::max() / 4;
+
+// Query i sees key k when lo <= (i - k) + delta <= hi (delta: query position minus key position of
+// row 0 of each); infinite bounds are +-kInf.
+struct Band {
+  std::int64_t lo = -kInf, hi = kInf;
+};
+Band band(const AttentionConfig& a) {
+  Band b;
+  if (a.causal) b.lo = 0;
+  if (a.window_right >= 0) b.lo = std::max(b.lo, -static_cast<std::int64_t>(a.window_right));
+  if (a.window_left >= 0) b.hi = a.window_left;
+  return b;
+}
+
 // Which (query, key) pairs of two chunks of c tokens at global distance delta (query chunk start
 // minus key chunk start) the mask lets through.
 Visibility visibility(const AttentionConfig& a, std::int64_t delta, std::int64_t c) {
-  constexpr std::int64_t kInf = std::numeric_limits<std::int64_t>::max() / 4;
-  // Query i sees key k when lo <= (i - k) + delta <= hi.
-  std::int64_t lo = -kInf, hi = kInf;
-  if (a.causal) lo = 0;
-  if (a.window_right >= 0) lo = std::max(lo, -static_cast<std::int64_t>(a.window_right));
-  if (a.window_left >= 0) hi = a.window_left;
+  const auto [lo, hi] = band(a);
   const std::int64_t min_diff = delta - (c - 1), max_diff = delta + (c - 1);
   if (max_diff < lo || min_diff > hi) return Visibility::kNone;
   if (min_diff >= lo && max_diff <= hi) return Visibility::kFull;
@@ -93,7 +103,19 @@ std::vector<Block> step_blocks(const AttentionConfig& a, int R, int j, int t, st
       const std::int64_t delta = (q_chunks[qi] - kv_chunks[ki]) * c;
       const Visibility v = visibility(a, delta, c);
       if (v == Visibility::kNone) continue;
-      out.push_back({qi * c, c, ki * c, c, v == Visibility::kPartial, delta});
+      Block b{qi * c, c, ki * c, c, v == Visibility::kPartial, delta};
+      // A partial pair whose diagonal lies outside the band: the first (or last) `shift` query rows
+      // and keys see nothing of each other. Drop them, so the call's diagonal offset is inside the
+      // band (kernels such as cuDNN can only express that) and no row of it is fully masked.
+      const Band bd = band(a);
+      if (b.masked && delta > bd.hi) {
+        const std::int64_t shift = delta - bd.hi;
+        b = {qi * c, c - shift, ki * c + shift, c - shift, true, bd.hi};
+      } else if (b.masked && delta < bd.lo) {
+        const std::int64_t shift = bd.lo - delta;
+        b = {qi * c + shift, c - shift, ki * c, c - shift, true, bd.lo};
+      }
+      out.push_back(b);
     }
   }
   return out;

@@ -131,7 +131,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(nccl_ring_case("ring_gqa_causal", Strategy::kRing, true, false),
                       nccl_ring_case("ring_full_sinks", Strategy::kRing, false, true),
                       nccl_ring_case("hybrid_one_group_window_sinks", Strategy::kHybrid, true, true,
-                                     200)),
+                                     200),
+                      nccl_ring_case("ring_causal_window_300", Strategy::kRing, true, true, 300)),
     [](const auto& param_info) { return param_info.param.name; });
 
 INSTANTIATE_TEST_SUITE_P(AllGpus, NcclUlysses,
