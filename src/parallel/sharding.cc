@@ -91,41 +91,8 @@ Status copy_tensor(const TensorView& dst, const TensorView& src) {
 
 Status gather_sequence(Communicator& comm, const TensorView& shard, const TensorView& global,
                        Layout layout, void* scratch, Stream stream) {
-  constexpr std::string_view api = "ulysses::gather_sequence";
-  if (!comm.device().is_host()) {
-    return unsupported(str_cat(api, ": device communicators are not supported yet (got ",
-                               comm.backend_name(), ", expected a host communicator)"));
-  }
-  const int cp = comm.size();
-  ULYSSES_ASSIGN_OR_RETURN(TensorView mine, shard_view(global, layout, cp, comm.rank()));
-  if (mine.shape != shard.shape || mine.ndim != shard.ndim || mine.dtype != shard.dtype) {
-    return arg_error(api, "shard", "does not match a 1/cp slice of global", shard.to_string(),
-                     mine.to_string());
-  }
-  if (scratch == nullptr) {
-    return arg_error(api, "scratch", "is null", "nullptr", "cp * shard bytes of host memory");
-  }
-  // Pack this rank's shard contiguously at the start of its slot, then all-gather the slots.
-  const std::size_t bytes = static_cast<std::size_t>(shard.numel()) * dtype_size(shard.dtype);
-  std::vector<char> packed(bytes);
-  TensorView packed_view = shard;
-  packed_view.data = packed.data();
-  {
-    std::int64_t stride = 1;
-    for (int d = shard.ndim - 1; d >= 0; --d) {
-      packed_view.strides[static_cast<std::size_t>(d)] = stride;
-      stride *= shard.size(d);
-    }
-  }
-  ULYSSES_RETURN_IF_ERROR(copy_tensor(packed_view, shard));
-  ULYSSES_RETURN_IF_ERROR(comm.all_gather(packed.data(), scratch, bytes, stream));
-  for (int r = 0; r < cp; ++r) {
-    ULYSSES_ASSIGN_OR_RETURN(TensorView dst, shard_view(global, layout, cp, r));
-    TensorView src = packed_view;
-    src.data = static_cast<char*>(scratch) + static_cast<std::size_t>(r) * bytes;
-    ULYSSES_RETURN_IF_ERROR(copy_tensor(dst, src));
-  }
-  return Status::ok();
+  return gather_sequence(comm, shard, global, sequence_dim(layout),
+                         ParallelConfig{.cp = comm.size()}, scratch, stream);
 }
 
 Result<std::vector<TokenRange>> shard_token_ranges(const ParallelConfig& parallel,
