@@ -275,3 +275,79 @@ TEST(Sharding, GatherUndoesCopyShard) {
 
 }  // namespace
 }  // namespace ulysses
+
+namespace ulysses {
+namespace {
+
+void expect_invalid(const Status& s, std::initializer_list<std::string_view> needles) {
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+  for (std::string_view n : needles) {
+    EXPECT_NE(s.message().find(n), std::string::npos) << "lacks '" << n << "': " << s.message();
+  }
+}
+
+TEST(Sharding, BadArgumentsAreNamed) {
+  const ParallelConfig ring{.strategy = Strategy::kRing, .cp = 2};
+  expect_invalid(shard_token_ranges(ring, 48, 2).status(), {"rank", "got 2", "0..1"});
+  expect_invalid(shard_token_ranges(ring, 50, 0).status(), {"seqlen", "got 50", "multiple of 4"});
+  HostTensor global(DType::kFloat32, {1, 48, 2, 4}), wrong(DType::kFloat32, {1, 20, 2, 4});
+  expect_invalid(copy_shard(global.view, wrong.view, 1, ring, 0), {"shard", "24 tokens"});
+  expect_invalid(place_shard(wrong.view, global.view, 1, ring, 0), {"shard", "24 tokens"});
+  expect_invalid(copy_shard(global.view, wrong.view, 4, ring, 0), {"seq_dim", "got 4"});
+  auto st = testing::run_ranks(2, [&](int, Communicator& comm) -> Status {
+    HostTensor shard(DType::kFloat32, {1, 12, 2, 4});
+    std::vector<unsigned char> scratch(4096);
+    return gather_sequence(comm, shard.view, global.view, 1,
+                           ParallelConfig{.strategy = Strategy::kRing, .cp = 4}, scratch.data(),
+                           nullptr);
+  });
+  for (const Status& s : st) expect_invalid(s, {"parallel.cp", "got 4", "comm.size()"});
+}
+
+TEST(LocalProblemChecks, BlockFieldsAreValidated) {
+  // seqlen_kv / diagonal_offset describe blocks of a longer sequence: negative lengths, and blocks
+  // of a packed batch, are refused by every kernel's shared checks.
+  auto kernel = make_reference_attention();
+  LocalProblem p = LocalProblem::unsharded(
+      {.num_heads_q = 2, .num_heads_kv = 1, .head_dim = 8, .causal = true}, DType::kFloat32, 1, 8);
+  p.seqlen_kv = -1;
+  expect_invalid(kernel->check_support(p), {"seqlen_kv", "got -1"});
+  p.seqlen_kv = 0;
+  p.varlen = true;
+  p.diagonal_offset = 4;
+  expect_invalid(kernel->check_support(p), {"diagonal_offset", "varlen"});
+}
+
+TEST(LocalProblemChecks, KeyRowsFollowSeqlenKv) {
+  // A block with 3 query rows against 5 key rows: views of the wrong key length are refused, the
+  // right ones run, and the mask uses the diagonal offset (query i sees keys <= i + 2).
+  auto kernel = make_reference_attention();
+  LocalProblem p = LocalProblem::unsharded(
+      {.num_heads_q = 1, .num_heads_kv = 1, .head_dim = 4, .causal = true}, DType::kFloat64, 1, 3);
+  p.seqlen_kv = 5;
+  p.diagonal_offset = 2;
+  HostTensor q(DType::kFloat64, {1, 3, 1, 4}), k(DType::kFloat64, {1, 5, 1, 4}),
+      v = k, o(DType::kFloat64, {1, 3, 1, 4}), lse(DType::kFloat32, {1, 1, 3}),
+      short_k(DType::kFloat64, {1, 3, 1, 4});
+  std::mt19937_64 rng(testing::fresh_seed());
+  for (HostTensor* t : {&q, &k}) testing::fill_uniform(*t, rng);
+  for (std::int64_t j = 0; j < 5; ++j) {
+    for (int d = 0; d < 4; ++d) v.set(v.view.offset({0, j, 0, d}), static_cast<double>(j));
+  }
+  for (std::int64_t i = 0; i < q.numel(); ++i) q.set(i, 0.0);  // uniform weights over visible keys
+  expect_invalid(
+      kernel->forward(p, {.q = q.view, .k = short_k.view, .v = v.view, .o = o.view}, nullptr),
+      {"k", "wrong shape"});
+  ASSERT_TRUE(kernel
+                  ->forward(p,
+                            {.q = q.view, .k = k.view, .v = v.view, .o = o.view, .lse = lse.view},
+                            nullptr)
+                  .is_ok());
+  for (std::int64_t i = 0; i < 3; ++i) {
+    // keys 0..i+2 visible with equal weight: mean of 0..i+2 = (i + 2) / 2.
+    EXPECT_DOUBLE_EQ(o.at(o.view.offset({0, i, 0, 0})), static_cast<double>(i + 2) / 2.0);
+  }
+}
+
+}  // namespace
+}  // namespace ulysses
