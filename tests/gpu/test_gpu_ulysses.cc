@@ -79,6 +79,13 @@ INSTANTIATE_TEST_SUITE_P(
                                 false, false, 150);
           c.wr = 60;
           return c;
+        }(),
+        [] {
+          GpuCase c = ring_case("hybrid_2x2_fp16_batch2_sinks", Strategy::kHybrid, 4, 2, 512, 8, 2,
+                                true, true);
+          c.B = 2;
+          c.dtype = DType::kFloat16;
+          return c;
         }()),
     [](const auto& param_info) { return param_info.param.name; });
 
