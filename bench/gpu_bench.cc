@@ -579,7 +579,6 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
   if (!given.count("--head-dim")) o.head_dim = 128;
   if (!given.count("--iters")) o.iters = 5;
   if (!given.count("--chunks")) o.chunks = {1, 2, 4};
-  if (!given.count("--strategy")) o.strategy = {"ulysses", "ring"};
   for (const std::string& name : o.strategy) {
     if (auto st = parse_strategy(name); !st.is_ok()) {
       std::fprintf(stderr, "ulysses-bench: %s\n", st.status().to_string().c_str());
