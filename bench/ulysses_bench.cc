@@ -364,9 +364,10 @@ int main(int argc, char** argv) {
       ->expected(2);
   app.add_flag("--sinks", o.sinks, "learnable per-head attention sinks");
   app.add_option("--varlen", o.varlen, "pack N variable-length sequences (layout thd); 0: off");
-  app.add_option("--strategy", o.strategy,
-                 "ulysses, ring, hybrid (list: one table row per strategy; ring and hybrid shard "
-                 "in zigzag order)")
+  app.add_option(
+         "--strategy", o.strategy,
+         "ulysses, ring, hybrid (list, default ulysses,ring: one table row per strategy; ring and "
+         "hybrid shard in zigzag order)")
       ->delimiter(',');
   app.add_option("--ulysses-degree", o.ulysses_degree,
                  "hybrid: ranks per Ulysses group (divides cp); the groups form the ring");
