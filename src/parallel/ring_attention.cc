@@ -76,8 +76,8 @@ Band band(const AttentionConfig& a) {
 
 // Which (query, key) pairs of two chunks of c tokens at global distance delta (query chunk start
 // minus key chunk start) the mask lets through.
-Visibility visibility(const AttentionConfig& a, std::int64_t delta, std::int64_t c) {
-  const auto [lo, hi] = band(a);
+Visibility visibility(const Band& band, std::int64_t delta, std::int64_t c) {
+  const auto [lo, hi] = band;
   const std::int64_t min_diff = delta - (c - 1), max_diff = delta + (c - 1);
   if (max_diff < lo || min_diff > hi) return Visibility::kNone;
   if (min_diff >= lo && max_diff <= hi) return Visibility::kFull;
@@ -97,17 +97,17 @@ std::vector<Block> step_blocks(const AttentionConfig& a, int R, int j, int t, st
   if (R == 1) return {{0, 2 * c, 0, 2 * c, true, 0}};  // chunks 0 and 1: one contiguous run
   const int q_chunks[2] = {j, 2 * R - 1 - j};
   const int kv_chunks[2] = {s, 2 * R - 1 - s};
+  const Band bd = band(a);
   std::vector<Block> out;
   for (int qi = 0; qi < 2; ++qi) {
     for (int ki = 0; ki < 2; ++ki) {
       const std::int64_t delta = (q_chunks[qi] - kv_chunks[ki]) * c;
-      const Visibility v = visibility(a, delta, c);
+      const Visibility v = visibility(bd, delta, c);
       if (v == Visibility::kNone) continue;
       Block b{qi * c, c, ki * c, c, v == Visibility::kPartial, delta};
       // A partial pair whose diagonal lies outside the band: the first (or last) `shift` query rows
       // and keys see nothing of each other. Drop them, so the call's diagonal offset is inside the
       // band (kernels such as cuDNN can only express that) and no row of it is fully masked.
-      const Band bd = band(a);
       if (b.masked && delta > bd.hi) {
         const std::int64_t shift = delta - bd.hi;
         b = {qi * c, c - shift, ki * c + shift, c - shift, true, bd.hi};
