@@ -75,6 +75,9 @@ struct LocalProblem {
   /// The keys of this call are only part of each query's keys: backward must use the given o and
   /// lse (the statistics of the whole row) rather than recompute them from this block.
   bool partial_keys = false;
+  /// varlen only: the sequences are given as VarlenRows (args.rows: query and key rows of each
+  /// sequence, which may differ and leave gaps) instead of cu_seqlens.
+  bool varlen_rows = false;
 
   std::int64_t kv_len() const { return seqlen_kv > 0 ? seqlen_kv : seqlen; }
   DType grad_q_dtype() const { return grad_q_fp32 ? DType::kFloat32 : dtype; }
@@ -83,6 +86,22 @@ struct LocalProblem {
   /// The whole problem on one device: every head, grad_kv_dtype == dtype.
   static LocalProblem unsharded(const AttentionConfig& config, DType dtype, std::int64_t batch,
                                 std::int64_t seqlen, bool varlen = false);
+};
+
+/// The packed sequences of a varlen call when queries and keys lie in different rows (blocks of
+/// packed sequences in ring attention): sequence s has query rows [q_begin[s], q_begin[s] +
+/// q_len[s]) and key/value rows [kv_begin[s], kv_begin[s] + kv_len[s]); the ranges of one side do
+/// not overlap and ascend. Masks use positions inside each sequence: query row q_begin[s] + i is at
+/// position i + diagonal_offset, key row kv_begin[s] + j at position j. Rows outside every
+/// sequence are written as O, dQ, dK, dV = 0 and LSE = -inf. Host spans always; the same numbers in
+/// device memory for a device kernel.
+struct VarlenRows {
+  std::span<const std::int32_t> q_begin, q_len, kv_begin, kv_len;
+  const std::int32_t* q_begin_device = nullptr;
+  const std::int32_t* q_len_device = nullptr;
+  const std::int32_t* kv_begin_device = nullptr;
+  const std::int32_t* kv_len_device = nullptr;
+  int num_seqs() const { return static_cast<int>(q_begin.size()); }
 };
 
 /// Views for one forward call. Activations are [batch, seqlen, heads, head_dim] with any strides
@@ -96,6 +115,7 @@ struct LocalForwardArgs {
   TensorView lse;    // out: [B, num_heads_q_local, S] fp32, natural log; empty if not wanted
   std::span<const std::int32_t> cu_seqlens;  // varlen: [num_seqs + 1] host copy, global positions
   const std::int32_t* cu_seqlens_device = nullptr;  // varlen on a device: the same in device memory
+  VarlenRows rows;                                  // varlen_rows: replaces cu_seqlens
   void* workspace = nullptr;  // workspace_bytes(problem) bytes on the kernel's device
 };
 
@@ -109,6 +129,7 @@ struct LocalBackwardArgs {
   TensorView dsinks;  // out: [config.num_heads_q] fp32; the kernel writes only its heads' entries
   std::span<const std::int32_t> cu_seqlens;
   const std::int32_t* cu_seqlens_device = nullptr;
+  VarlenRows rows;
   void* workspace = nullptr;
 };
 
@@ -117,7 +138,8 @@ struct LocalBackwardArgs {
 /// Contract: a kernel must compute each head independently of the others present (so that running a
 /// subset of heads gives the same numbers as running all of them), honour the masks in the
 /// positions it is given (0..seqlen-1, or positions within each packed sequence), write zeros to O
-/// and dQ/dK/dV and -inf to LSE for positions past cu_seqlens.back(), and enqueue its work on
+/// and dQ/dK/dV and -inf to LSE for rows outside every packed sequence (past cu_seqlens.back(), or
+/// outside VarlenRows), and enqueue its work on
 /// `stream` without synchronising the device.
 class LocalAttention {
  public:

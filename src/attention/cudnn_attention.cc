@@ -8,6 +8,11 @@
 // of two with empty tail sequences, so that a few graphs serve every batch), S = longest sequence
 // (rounded up likewise), and per-sequence ragged offsets cu_seqlens[i] * token_stride computed on
 // the device. Tokens past cu_seqlens.back() are written here: O, dQ, dK, dV = 0, LSE = -inf.
+// VarlenRows (ring blocks) use the same layout with query-side offsets (Q, O, dO, dQ, LSE) and
+// key-side offsets (K, V, dK, dV) of their own; rows outside every sequence are written as zeros
+// (and -inf) before the graph runs, and a sequence with no query or no key rows is given none of
+// either (cuDNN is not asked about empty softmax rows; their answer, O = 0 and LSE = -inf, is the
+// prefill).
 //
 // Masks: cuDNN's top-left diagonal band (see bounds()): causal is right bound 0, window_left w is
 // left bound w + 1 (cuDNN keeps keys j > i - bound), window_right w is right bound w; a block's
@@ -78,6 +83,7 @@ std::int64_t next_pow2(std::int64_t n) {
 // Geometry of a packed batch for one call.
 struct Varlen {
   bool on = false;
+  bool rows = false;  // VarlenRows instead of cu_seqlens
   int num_seqs = 0;
   std::int64_t padded = 1;   // cuDNN batch
   std::int64_t max_len = 1;  // cuDNN S
@@ -111,13 +117,17 @@ TensorDesc lse_desc(const TensorView& v, const Varlen& vl) {
           {vl.max_len * v.stride(2), v.stride(1), v.stride(2), 1}};
 }
 
-// Token strides of the ragged tensors, deduplicated: each tensor points at one offsets row.
+// Token strides of the ragged tensors and the side whose row starts they scale (0: queries, 1:
+// keys; VarlenRows only), deduplicated: each tensor points at one offsets row.
 struct RaggedRows {
   std::vector<std::int64_t> strides;
-  int row(std::int64_t stride) {
-    auto it = std::find(strides.begin(), strides.end(), stride);
-    if (it != strides.end()) return static_cast<int>(it - strides.begin());
+  std::vector<int> sides;
+  int row(std::int64_t stride, int side = 0) {
+    for (std::size_t k = 0; k < strides.size(); ++k) {
+      if (strides[k] == stride && sides[k] == side) return static_cast<int>(k);
+    }
     strides.push_back(stride);
+    sides.push_back(side);
     return static_cast<int>(strides.size()) - 1;
   }
 };
@@ -162,8 +172,9 @@ class CudnnAttention final : public LocalAttention {
           " outside the visible band (cuDNN needs a right bound >= 0 and a left bound >= 1: got ",
           b.right, " and ", b.left, ")"));
     }
-    if (p.varlen && (p.grad_q_fp32 || p.out_fp32)) {
-      return unsupported(str_cat(kApi, ": an fp32 dq or o with a packed (varlen) batch"));
+    if (p.varlen && !p.varlen_rows && (p.grad_q_fp32 || p.out_fp32)) {
+      return unsupported(
+          str_cat(kApi, ": an fp32 dq or o with a packed (varlen) batch given by cu_seqlens"));
     }
     if (p.config.sinks && version < 91300) {
       return unsupported(
@@ -198,9 +209,7 @@ class CudnnAttention final : public LocalAttention {
     }
     std::size_t extra = align_up(meta_bytes(p)) + align_up(B * hq * Sq * 4);
     if (p.grad_kv_dtype != p.dtype) extra += 2 * align_up(B * Skv * hkv * D * dtype_size(p.dtype));
-    if (p.varlen || p.grad_q_fp32 || p.out_fp32) {
-      extra += align_up(B * Sq * hq * D * dtype_size(p.dtype));
-    }
+    extra += stage_count(p) * align_up(B * Sq * hq * D * dtype_size(p.dtype));
     return align_up(bound + bound / 8 + (1u << 20)) + extra;
   }
 
@@ -210,26 +219,31 @@ class CudnnAttention final : public LocalAttention {
     ULYSSES_RETURN_IF_ERROR(check_support(p));
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
     Varlen vl;
-    ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, vl));
+    ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, a.rows, vl));
     Layout ws = workspace_layout(p, a.workspace);
     RaggedRows rows;
     const bool stats = !a.lse.empty_view();
     // An fp32 O comes from cuDNN in the I/O dtype, then widens (cuDNN's O has the I/O dtype).
     TensorView o_out = a.o;
     if (p.out_fp32) {
-      o_out = TensorView::contiguous(ws.q_stage, p.dtype,
+      o_out = TensorView::contiguous(ws.o_stage, p.dtype,
                                      {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
                                      device());
+    }
+    if (vl.rows) {  // rows of no sequence: O = 0, LSE = -inf (cuDNN writes only sequences' rows)
+      ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(o_out, 0, stream));
+      if (stats) ULYSSES_RETURN_IF_ERROR(kernels::cuda::fill_lse_from(a.lse, 0, stream));
     }
     const TensorDesc q = act_desc(a.q, vl), k = act_desc(a.k, vl), v = act_desc(a.v, vl),
                      o = act_desc(o_out, vl);
     const TensorDesc l = stats ? lse_desc(a.lse, vl) : TensorDesc{};
     std::map<std::int64_t, int> ragged;  // uid -> offsets row
     if (vl.on) {
+      const int kv_side = vl.rows ? 1 : 0;
       ragged[kQ] = rows.row(a.q.stride(1));
-      ragged[kK] = rows.row(a.k.stride(1));
-      ragged[kV] = rows.row(a.v.stride(1));
-      ragged[kO] = rows.row(a.o.stride(1));
+      ragged[kK] = rows.row(a.k.stride(1), kv_side);
+      ragged[kV] = rows.row(a.v.stride(1), kv_side);
+      ragged[kO] = rows.row(o_out.stride(1));
       if (stats) ragged[kStats] = rows.row(a.lse.stride(2));
     }
     std::ostringstream key;
@@ -247,7 +261,7 @@ class CudnnAttention final : public LocalAttention {
       if (vl.on) {
         auto [sq, skv] = seq_len_tensors(*g, vl);
         at.set_padding_mask(true).set_seq_len_q(sq).set_seq_len_kv(skv);
-        at.set_max_total_seq_len_q(p.seqlen).set_max_total_seq_len_kv(p.seqlen);
+        at.set_max_total_seq_len_q(p.seqlen).set_max_total_seq_len_kv(p.kv_len());
         Q->set_ragged_offset(g->tensor(ragged_tensor(kQ, vl)));
         K->set_ragged_offset(g->tensor(ragged_tensor(kK, vl)));
         V->set_ragged_offset(g->tensor(ragged_tensor(kV, vl)));
@@ -270,10 +284,12 @@ class CudnnAttention final : public LocalAttention {
         {kQ, a.q.data}, {kK, a.k.data}, {kV, a.v.data}, {kO, o_out.data}};
     if (stats) pack[kStats] = a.lse.data;
     if (p.config.sinks) pack[kSink] = sink_ptr(a.sinks, p);
-    if (vl.on)
-      ULYSSES_RETURN_IF_ERROR(fill_varlen(a.cu_seqlens_device, vl, rows, ragged, ws, pack, stream));
-    ULYSSES_RETURN_IF_ERROR(execute(**built, pack, ws, stream));
     if (vl.on) {
+      ULYSSES_RETURN_IF_ERROR(
+          fill_varlen(a.cu_seqlens_device, a.rows, vl, rows, ragged, ws, pack, stream));
+    }
+    ULYSSES_RETURN_IF_ERROR(execute(**built, pack, ws, stream));
+    if (vl.on && !vl.rows) {
       ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(a.o, vl.valid, stream));
       if (stats) ULYSSES_RETURN_IF_ERROR(kernels::cuda::fill_lse_from(a.lse, vl.valid, stream));
     }
@@ -294,7 +310,7 @@ class CudnnAttention final : public LocalAttention {
     }
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
     Varlen vl;
-    ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, vl));
+    ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, a.rows, vl));
     Layout ws = workspace_layout(p, a.workspace);
 
     // Stats: before cuDNN 9.26 the backward reads a non-ragged Stats input as packed [B, H, S].
@@ -334,9 +350,14 @@ class CudnnAttention final : public LocalAttention {
       dv = TensorView::contiguous(ws.dv, p.dtype, {B, S, H, D}, device());
     }
     if (p.grad_q_fp32) {
-      dq_out = TensorView::contiguous(ws.q_stage, p.dtype,
+      dq_out = TensorView::contiguous(ws.o_stage, p.dtype,
                                       {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
                                       device());
+    }
+    if (vl.rows) {  // rows of no sequence: zero gradients (cuDNN writes only sequences' rows)
+      for (const TensorView* t : {&dq_out, &dk, &dv}) {
+        ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(*t, 0, stream));
+      }
     }
     RaggedRows rows;
     const TensorDesc q = act_desc(q_in, vl), k = act_desc(a.k, vl), v = act_desc(a.v, vl),
@@ -347,7 +368,10 @@ class CudnnAttention final : public LocalAttention {
       using Entry = std::pair<std::int64_t, const TensorView*>;
       const Entry entries[] = {{kQ, &q_in},   {kK, &a.k},     {kV, &a.v}, {kO, &a.o},
                                {kDO, &a.d_o}, {kDQ, &dq_out}, {kDK, &dk}, {kDV, &dv}};
-      for (const auto& [uid, view] : entries) ragged[uid] = rows.row(view->stride(1));
+      for (const auto& [uid, view] : entries) {
+        const bool key_side = uid == kK || uid == kV || uid == kDK || uid == kDV;
+        ragged[uid] = rows.row(view->stride(1), vl.rows && key_side ? 1 : 0);
+      }
       ragged[kStats] = rows.row(lse.stride(2));
     }
     std::ostringstream key;
@@ -373,7 +397,7 @@ class CudnnAttention final : public LocalAttention {
       if (vl.on) {
         auto [sq, skv] = seq_len_tensors(*g, vl);
         at.set_padding_mask(true).set_seq_len_q(sq).set_seq_len_kv(skv);
-        at.set_max_total_seq_len_q(p.seqlen).set_max_total_seq_len_kv(p.seqlen);
+        at.set_max_total_seq_len_q(p.seqlen).set_max_total_seq_len_kv(p.kv_len());
         using Entry = std::pair<std::shared_ptr<fe::graph::Tensor_attributes>, std::int64_t>;
         const Entry entries[] = {{Q, kQ}, {K, kK}, {V, kV}, {O, kO}, {dO, kDO}, {Stats, kStats}};
         for (const auto& [t, uid] : entries)
@@ -403,10 +427,12 @@ class CudnnAttention final : public LocalAttention {
       pack[kSink] = sink_ptr(a.sinks, p);
       pack[kDSink] = sink_ptr(a.dsinks, p);
     }
-    if (vl.on)
-      ULYSSES_RETURN_IF_ERROR(fill_varlen(a.cu_seqlens_device, vl, rows, ragged, ws, pack, stream));
-    ULYSSES_RETURN_IF_ERROR(execute(**built, pack, ws, stream));
     if (vl.on) {
+      ULYSSES_RETURN_IF_ERROR(
+          fill_varlen(a.cu_seqlens_device, a.rows, vl, rows, ragged, ws, pack, stream));
+    }
+    ULYSSES_RETURN_IF_ERROR(execute(**built, pack, ws, stream));
+    if (vl.on && !vl.rows) {
       for (const TensorView* t :
            {static_cast<const TensorView*>(&dq_out), static_cast<const TensorView*>(&dk),
             static_cast<const TensorView*>(&dv)}) {
@@ -431,14 +457,21 @@ class CudnnAttention final : public LocalAttention {
     void* stats = nullptr;
     void* dk = nullptr;
     void* dv = nullptr;
-    void* q_stage = nullptr;
+    void* q_stage = nullptr;  // packed backward's Q in O's token layout
+    void* o_stage = nullptr;  // O or dQ in the I/O dtype before widening to fp32
   };
+
+  // I/O-dtype copies of [B, S, hq, D] this problem may need: Q (packed backward), O / dQ (fp32).
+  static std::size_t stage_count(const LocalProblem& p) {
+    return (p.varlen ? 1u : 0u) + (p.grad_q_fp32 || p.out_fp32 ? 1u : 0u);
+  }
 
   static std::size_t meta_bytes(const LocalProblem& p) {
     if (!p.varlen) return 0;
-    // seq_len[padded] + up to 8 offset rows of padded + 1, padded <= 2 * seqlen + 2.
+    // seq_len_q and seq_len_kv [padded] + up to 8 offset rows of padded + 1, padded <= 2 seqlen
+    // + 2.
     const std::size_t padded = static_cast<std::size_t>(next_pow2(2 * p.seqlen + 2));
-    return (padded + 8 * (padded + 1)) * sizeof(std::int32_t);
+    return (2 * padded + 8 * (padded + 1)) * sizeof(std::int32_t);
   }
 
   Layout workspace_layout(const LocalProblem& p, void* base) const {
@@ -452,11 +485,8 @@ class CudnnAttention final : public LocalAttention {
     const std::size_t kv_bytes =
         p.grad_kv_dtype != p.dtype ? align_up(B * Skv * hkv * D * dtype_size(p.dtype)) : 0;
     const std::size_t stats_bytes = align_up(B * hq * S * 4);
-    // q_stage: packed backward's Q staging, or the I/O-dtype dQ before widening to fp32 (never
-    // both: ring blocks are not packed).
-    const std::size_t q_bytes = (p.varlen || p.grad_q_fp32 || p.out_fp32)
-                                    ? align_up(B * S * hq * D * dtype_size(p.dtype))
-                                    : 0;
+    const std::size_t stage_bytes = align_up(B * S * hq * D * dtype_size(p.dtype));
+    const std::size_t q_bytes = stage_count(p) * stage_bytes;
     l.meta_bytes = align_up(meta_bytes(p));
     l.cudnn_bytes = total - l.meta_bytes - stats_bytes - 2 * kv_bytes - q_bytes;
     char* c = static_cast<char*>(base);
@@ -466,6 +496,7 @@ class CudnnAttention final : public LocalAttention {
     l.dk = c + l.cudnn_bytes + l.meta_bytes + stats_bytes;
     l.dv = static_cast<char*>(l.dk) + kv_bytes;
     l.q_stage = static_cast<char*>(l.dv) + kv_bytes;
+    l.o_stage = p.varlen ? static_cast<char*>(l.q_stage) + stage_bytes : l.q_stage;
     return l;
   }
 
@@ -514,7 +545,7 @@ class CudnnAttention final : public LocalAttention {
               .set_seq_len_q(sq)
               .set_seq_len_kv(skv)
               .set_max_total_seq_len_q(S)
-              .set_max_total_seq_len_kv(S);
+              .set_max_total_seq_len_kv(p.kv_len());
         auto [O, Stats] = g->sdpa(Q, K, V, at);
         const TensorDesc od = act_desc(o, vl), ld = lse_desc(lse, vl);
         O->set_output(true).set_uid(kO).set_dim(od.dim).set_stride(od.stride);
@@ -547,7 +578,7 @@ class CudnnAttention final : public LocalAttention {
               .set_seq_len_q(sq)
               .set_seq_len_kv(skv)
               .set_max_total_seq_len_q(S)
-              .set_max_total_seq_len_kv(S);
+              .set_max_total_seq_len_kv(p.kv_len());
         auto [dQ, dK, dV] = g->sdpa_backward(Q, K, V, O, dO, Stats, at);
         const TensorDesc qd = act_desc(q, vl), kd = act_desc(k, vl);
         dQ->set_output(true).set_uid(kDQ).set_dim(qd.dim).set_stride(qd.stride);
@@ -707,8 +738,20 @@ class CudnnAttention final : public LocalAttention {
   }
 
   Status varlen_geometry(const LocalProblem& p, std::span<const std::int32_t> cu,
-                         const std::int32_t* cu_device, Varlen& vl) const {
+                         const std::int32_t* cu_device, const VarlenRows& rows, Varlen& vl) const {
     if (!p.varlen) return Status::ok();
+    if (p.varlen_rows) {
+      vl.on = vl.rows = true;
+      vl.num_seqs = rows.num_seqs();
+      std::int64_t longest = 1;
+      for (int s = 0; s < vl.num_seqs; ++s) {
+        const auto su = static_cast<std::size_t>(s);
+        longest = std::max<std::int64_t>({longest, rows.q_len[su], rows.kv_len[su]});
+      }
+      vl.max_len = std::max<std::int64_t>(64, next_pow2(longest));
+      vl.padded = next_pow2(std::max(1, vl.num_seqs));
+      return varlen_limits(p, vl);
+    }
     if (cu_device == nullptr) {
       return detail::arg_error(kApi, "cu_seqlens_device", "is null", "nullptr",
                                "cu_seqlens in device memory");
@@ -721,13 +764,18 @@ class CudnnAttention final : public LocalAttention {
       longest = std::max<std::int64_t>(longest, cu[i + 1] - cu[i]);
     vl.max_len = std::max<std::int64_t>(64, next_pow2(longest));
     vl.padded = next_pow2(std::max(1, vl.num_seqs));
+    return varlen_limits(p, vl);
+  }
+
+  Status varlen_limits(const LocalProblem& p, const Varlen& vl) const {
     if (vl.padded > next_pow2(2 * p.seqlen + 2)) {
       return unsupported(str_cat(kApi, ": ", vl.num_seqs, " packed sequences in ", p.seqlen,
                                  " tokens (got ", vl.num_seqs, ", expected at most ",
                                  2 * p.seqlen + 2, ")"));
     }
     // int32 ragged offsets: the last element of every tensor must be addressable.
-    if (p.seqlen * (p.num_heads_q_local + 2 * p.num_heads_kv_local) * p.config.head_dim >=
+    if (std::max(p.seqlen, p.kv_len()) * (p.num_heads_q_local + 2 * p.num_heads_kv_local) *
+            p.config.head_dim >=
         (1ll << 31)) {
       return unsupported(str_cat(kApi, ": packed batch of ", p.seqlen,
                                  " tokens is too large for int32 ragged offsets"));
@@ -735,17 +783,26 @@ class CudnnAttention final : public LocalAttention {
     return Status::ok();
   }
 
-  Status fill_varlen(const std::int32_t* cu_device, const Varlen& vl, const RaggedRows& rows,
-                     const std::map<std::int64_t, int>& ragged, const Layout& ws,
-                     std::unordered_map<std::int64_t, void*>& pack, Stream stream) {
+  Status fill_varlen(const std::int32_t* cu_device, const VarlenRows& seq_rows, const Varlen& vl,
+                     const RaggedRows& rows, const std::map<std::int64_t, int>& ragged,
+                     const Layout& ws, std::unordered_map<std::int64_t, void*>& pack,
+                     Stream stream) {
     if (rows.strides.size() > 8) return internal_error(str_cat(kApi, ": too many ragged layouts"));
     std::int32_t* seq_len = ws.meta;
-    std::int32_t* offsets = ws.meta + vl.padded;
-    ULYSSES_RETURN_IF_ERROR(kernels::cuda::varlen_metadata(cu_device, vl.num_seqs,
-                                                           static_cast<int>(vl.padded),
-                                                           rows.strides, seq_len, offsets, stream));
+    std::int32_t* seq_len_kv = ws.meta + vl.padded;
+    std::int32_t* offsets = ws.meta + 2 * vl.padded;
+    if (vl.rows) {
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::cuda::varlen_rows_metadata(seq_rows, static_cast<int>(vl.padded), rows.strides,
+                                              rows.sides, seq_len, seq_len_kv, offsets, stream));
+    } else {
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::cuda::varlen_metadata(cu_device, vl.num_seqs, static_cast<int>(vl.padded),
+                                         rows.strides, seq_len, offsets, stream));
+      seq_len_kv = seq_len;
+    }
     pack[kSeqQ] = seq_len;
-    pack[kSeqKV] = seq_len;
+    pack[kSeqKV] = seq_len_kv;
     for (const auto& [uid, row] : ragged) pack[kRagged + uid] = offsets + row * (vl.padded + 1);
     return Status::ok();
   }

@@ -90,9 +90,14 @@ Status check_local_problem(const LocalProblem& p, std::string_view api) {
   if (p.seqlen_kv < 0) {
     return arg_error(api, "seqlen_kv", "is negative", p.seqlen_kv, ">= 0 (0: seqlen)");
   }
-  if (p.varlen && (p.seqlen_kv != 0 || p.diagonal_offset != 0)) {
-    return arg_error(api, "seqlen_kv / diagonal_offset", "are not supported with varlen",
-                     str_cat(p.seqlen_kv, " / ", p.diagonal_offset), "0 / 0 for a packed batch");
+  if (p.varlen_rows && !p.varlen) {
+    return arg_error(api, "varlen_rows", "needs varlen", "true with varlen false",
+                     "varlen true (VarlenRows describe a packed batch)");
+  }
+  if (p.varlen && !p.varlen_rows && (p.seqlen_kv != 0 || p.diagonal_offset != 0)) {
+    return arg_error(api, "seqlen_kv / diagonal_offset", "are not supported with cu_seqlens",
+                     str_cat(p.seqlen_kv, " / ", p.diagonal_offset),
+                     "0 / 0 for a packed batch (or VarlenRows: varlen_rows)");
   }
   if (p.grad_kv_dtype != p.dtype && p.grad_kv_dtype != DType::kFloat32) {
     return arg_error(api, "grad_kv_dtype", "is not supported", dtype_name(p.grad_kv_dtype),
@@ -102,10 +107,50 @@ Status check_local_problem(const LocalProblem& p, std::string_view api) {
 }
 
 namespace {
+// One side of VarlenRows: ascending, non-overlapping ranges inside [0, rows).
+Status check_row_side(std::span<const std::int32_t> begin, std::span<const std::int32_t> len,
+                      std::int64_t rows, std::string_view side, std::string_view api) {
+  std::int64_t end = 0;
+  for (std::size_t s = 0; s < begin.size(); ++s) {
+    if (len[s] < 0) {
+      return arg_error(api, str_cat("rows.", side, "_len[", s, "]"), "is negative", len[s], ">= 0");
+    }
+    if (begin[s] < end || static_cast<std::int64_t>(begin[s]) + len[s] > rows) {
+      return arg_error(
+          api, str_cat("rows.", side, "_begin[", s, "]"), "puts the sequence outside the free rows",
+          str_cat("[", begin[s], ", ", static_cast<std::int64_t>(begin[s]) + len[s], ")"),
+          str_cat("a range inside [", end, ", ", rows,
+                  ") (ascending, not overlapping the previous sequence)"));
+    }
+    end = static_cast<std::int64_t>(begin[s]) + len[s];
+  }
+  return Status::ok();
+}
+
 Status check_varlen(const LocalProblem& p, std::span<const std::int32_t> cu_seqlens,
-                    std::string_view api) {
+                    const VarlenRows& rows, Device device, std::string_view api) {
   if (!p.varlen) return Status::ok();
-  return validate_cu_seqlens(cu_seqlens, p.seqlen, api);
+  if (!p.varlen_rows) return validate_cu_seqlens(cu_seqlens, p.seqlen, api);
+  const std::size_t n = rows.q_begin.size();
+  if (rows.q_len.size() != n || rows.kv_begin.size() != n || rows.kv_len.size() != n) {
+    return arg_error(
+        api, "rows", "has sides of different lengths",
+        str_cat(n, ", ", rows.q_len.size(), ", ", rows.kv_begin.size(), ", ", rows.kv_len.size()),
+        "q_begin, q_len, kv_begin and kv_len of one length");
+  }
+  if (!cu_seqlens.empty()) {
+    return arg_error(api, "cu_seqlens", "is given with varlen_rows", cu_seqlens.size(),
+                     "empty (the sequences are in rows)");
+  }
+  ULYSSES_RETURN_IF_ERROR(check_row_side(rows.q_begin, rows.q_len, p.seqlen, "q", api));
+  ULYSSES_RETURN_IF_ERROR(check_row_side(rows.kv_begin, rows.kv_len, p.kv_len(), "kv", api));
+  if (!device.is_host() && n > 0 &&
+      (rows.q_begin_device == nullptr || rows.q_len_device == nullptr ||
+       rows.kv_begin_device == nullptr || rows.kv_len_device == nullptr)) {
+    return arg_error(api, "rows.*_device", "is null", "nullptr",
+                     "the four row arrays in device memory");
+  }
+  return Status::ok();
 }
 
 Status check_sinks(const LocalProblem& p, const TensorView& sinks, std::string_view name,
@@ -129,7 +174,7 @@ Status check_local_forward_args(const LocalProblem& p, const LocalForwardArgs& a
         check_view(a.lse, "lse", {B, hq, S}, DType::kFloat32, device, false, api));
   }
   ULYSSES_RETURN_IF_ERROR(check_sinks(p, a.sinks, "sinks", device, api));
-  return check_varlen(p, a.cu_seqlens, api);
+  return check_varlen(p, a.cu_seqlens, a.rows, device, api);
 }
 
 Status check_local_backward_args(const LocalProblem& p, const LocalBackwardArgs& a, Device device,
@@ -155,7 +200,7 @@ Status check_local_backward_args(const LocalProblem& p, const LocalBackwardArgs&
       check_view(a.dv, "dv", {B, Skv, hkv, D}, p.grad_kv_dtype, device, true, api));
   ULYSSES_RETURN_IF_ERROR(check_sinks(p, a.sinks, "sinks", device, api));
   ULYSSES_RETURN_IF_ERROR(check_sinks(p, a.dsinks, "dsinks", device, api));
-  return check_varlen(p, a.cu_seqlens, api);
+  return check_varlen(p, a.cu_seqlens, a.rows, device, api);
 }
 
 }  // namespace ulysses::detail

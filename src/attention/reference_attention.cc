@@ -23,38 +23,49 @@ constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 // Visible key range [lo, hi] of every query position (hi < lo: none), from masks and packing.
 struct KeyRanges {
   std::vector<std::int64_t> lo, hi;
-  std::vector<char> padding;  // past cu_seqlens.back(): no keys, no sink, LSE = -inf
+  std::vector<char> padding;  // in no packed sequence: no keys, no sink, LSE = -inf
 };
 
-KeyRanges key_ranges(const LocalProblem& p, std::span<const std::int32_t> cu_seqlens) {
+KeyRanges key_ranges(const LocalProblem& p, std::span<const std::int32_t> cu_seqlens,
+                     const VarlenRows& rows) {
   const std::int64_t S = p.seqlen, Skv = p.kv_len();
-  KeyRanges r{std::vector<std::int64_t>(static_cast<std::size_t>(S)),
-              std::vector<std::int64_t>(static_cast<std::size_t>(S)),
-              std::vector<char>(static_cast<std::size_t>(S), 0)};
-  // Segment [start, end) of each position; padding positions get an empty range. (Varlen has
-  // S == Skv and no diagonal offset.)
-  std::vector<std::int64_t> seg_start(static_cast<std::size_t>(S), 0),
-      seg_end(static_cast<std::size_t>(S), Skv);
+  const auto n = static_cast<std::size_t>(S);
+  KeyRanges r{std::vector<std::int64_t>(n), std::vector<std::int64_t>(n), std::vector<char>(n, 0)};
+  // Keys [seg_start, seg_end) of each query row's sequence, and the row's position in key rows
+  // (key row j is visible to the causal mask when j <= pos). Rows of no sequence are padding.
+  std::vector<std::int64_t> seg_start(n, 0), seg_end(n, Skv), pos(n);
+  for (std::int64_t i = 0; i < S; ++i) pos[static_cast<std::size_t>(i)] = i + p.diagonal_offset;
   if (p.varlen) {
-    std::fill(seg_start.begin(), seg_start.end(), 0);
     std::fill(seg_end.begin(), seg_end.end(), 0);  // padding: [0, 0) -> sees nothing
-    const std::int64_t valid = cu_seqlens.empty() ? 0 : cu_seqlens.back();
-    for (std::int64_t i = valid; i < S; ++i) r.padding[static_cast<std::size_t>(i)] = 1;
-    for (std::size_t s = 0; s + 1 < cu_seqlens.size(); ++s) {
-      for (std::int64_t i = cu_seqlens[s]; i < cu_seqlens[s + 1]; ++i) {
-        seg_start[static_cast<std::size_t>(i)] = cu_seqlens[s];
-        seg_end[static_cast<std::size_t>(i)] = cu_seqlens[s + 1];
+    std::fill(r.padding.begin(), r.padding.end(), 1);
+    auto add = [&](std::int64_t q0, std::int64_t q_len, std::int64_t k0, std::int64_t k_len) {
+      for (std::int64_t i = q0; i < q0 + q_len; ++i) {
+        const auto iu = static_cast<std::size_t>(i);
+        r.padding[iu] = 0;
+        seg_start[iu] = k0;
+        seg_end[iu] = k0 + k_len;
+        pos[iu] = i - q0 + k0 + p.diagonal_offset;
+      }
+    };
+    if (p.varlen_rows) {
+      for (int s = 0; s < rows.num_seqs(); ++s) {
+        const auto su = static_cast<std::size_t>(s);
+        add(rows.q_begin[su], rows.q_len[su], rows.kv_begin[su], rows.kv_len[su]);
+      }
+    } else {
+      for (std::size_t s = 0; s + 1 < cu_seqlens.size(); ++s) {
+        const std::int64_t len = cu_seqlens[s + 1] - cu_seqlens[s];
+        add(cu_seqlens[s], len, cu_seqlens[s], len);
       }
     }
   }
   const AttentionConfig& c = p.config;
   for (std::int64_t i = 0; i < S; ++i) {
     const auto iu = static_cast<std::size_t>(i);
-    const std::int64_t pos = i + p.diagonal_offset;  // query position in key coordinates
     std::int64_t lo = seg_start[iu], hi = seg_end[iu] - 1;
-    if (c.window_left >= 0) lo = std::max(lo, pos - c.window_left);
-    if (c.causal) hi = std::min(hi, pos);
-    if (c.window_right >= 0) hi = std::min(hi, pos + c.window_right);
+    if (c.window_left >= 0) lo = std::max(lo, pos[iu] - c.window_left);
+    if (c.causal) hi = std::min(hi, pos[iu]);
+    if (c.window_right >= 0) hi = std::min(hi, pos[iu] + c.window_right);
     r.lo[iu] = lo;
     r.hi[iu] = hi;
   }
@@ -164,7 +175,7 @@ class ReferenceAttention final : public LocalAttention {
   Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream) override {
     ULYSSES_RETURN_IF_ERROR(detail::check_local_forward_args(
         p, a, Device::host(), "ulysses::ReferenceAttention::forward"));
-    const KeyRanges kr = key_ranges(p, a.cu_seqlens);
+    const KeyRanges kr = key_ranges(p, a.cu_seqlens, a.rows);
     for (std::int64_t b = 0; b < p.batch; ++b) {
       for (int g = 0; g < p.num_heads_kv_local; ++g) {
         const std::vector<double> k = load_head(a.k, b, g), v = load_head(a.v, b, g);
@@ -196,7 +207,7 @@ class ReferenceAttention final : public LocalAttention {
         p, a, Device::host(), /*needs_o_lse=*/false, "ulysses::ReferenceAttention::backward"));
     const std::int64_t S = p.seqlen, Skv = p.kv_len(), D = p.config.head_dim;
     const double scale = p.config.scale();
-    const KeyRanges kr = key_ranges(p, a.cu_seqlens);
+    const KeyRanges kr = key_ranges(p, a.cu_seqlens, a.rows);
     std::vector<double> dsink(static_cast<std::size_t>(p.num_heads_q_local), 0.0);
     for (std::int64_t b = 0; b < p.batch; ++b) {
       for (int g = 0; g < p.num_heads_kv_local; ++g) {

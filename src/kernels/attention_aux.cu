@@ -40,6 +40,37 @@ __global__ void varlen_metadata_kernel(const std::int32_t* cu, int num_seqs, int
   }
 }
 
+// VarlenRows: side[k] picks the query (0) or key (1) row starts for offsets row k. Entries past
+// num_seqs are empty sequences starting where the last one ends.
+__global__ void varlen_rows_metadata_kernel(const std::int32_t* q_begin, const std::int32_t* q_len,
+                                            const std::int32_t* kv_begin,
+                                            const std::int32_t* kv_len, int num_seqs, int padded,
+                                            int kinds, Strides strides, Strides side,
+                                            std::int32_t* seq_len_q, std::int32_t* seq_len_kv,
+                                            std::int32_t* offsets) {
+  ULYSSES_GRID_LOOP(i, static_cast<std::int64_t>(padded) + 1) {
+    const bool real = i < num_seqs;
+    // A sequence without query or without key rows gets neither (no empty softmax rows).
+    const bool live = real && q_len[i] > 0 && kv_len[i] > 0;
+    if (i < padded) {
+      seq_len_q[i] = live ? q_len[i] : 0;
+      seq_len_kv[i] = live ? kv_len[i] : 0;
+    }
+    std::int64_t q_start = 0, kv_start = 0;
+    if (real) {
+      q_start = q_begin[i];
+      kv_start = kv_begin[i];
+    } else if (num_seqs > 0) {
+      q_start = q_begin[num_seqs - 1] + q_len[num_seqs - 1];
+      kv_start = kv_begin[num_seqs - 1] + kv_len[num_seqs - 1];
+    }
+    for (int k = 0; k < kinds; ++k) {
+      const std::int64_t start = side.v[k] == 0 ? q_start : kv_start;
+      offsets[k * (padded + 1) + i] = static_cast<std::int32_t>(start * strides.v[k]);
+    }
+  }
+}
+
 template <typename T>
 __global__ void zero_tokens_kernel(T* data, std::int64_t B, std::int64_t tokens, std::int64_t H,
                                    std::int64_t D, std::int64_t sb, std::int64_t ss,
@@ -137,6 +168,27 @@ Status varlen_metadata(const std::int32_t* cu_seqlens, int num_seqs, int padded,
   for (std::size_t k = 0; k < token_strides.size(); ++k) s.v[k] = token_strides[k];
   varlen_metadata_kernel<<<blocks(padded + 1), kThreads, 0, stream>>>(
       cu_seqlens, num_seqs, padded, static_cast<int>(token_strides.size()), s, seq_len, offsets);
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+Status varlen_rows_metadata(const VarlenRows& rows, int padded,
+                            std::span<const std::int64_t> token_strides, std::span<const int> sides,
+                            std::int32_t* seq_len_q, std::int32_t* seq_len_kv,
+                            std::int32_t* offsets, Stream stream) {
+  const int n = rows.num_seqs();
+  if (token_strides.size() > static_cast<std::size_t>(kMaxStrides) ||
+      sides.size() != token_strides.size() || padded < n) {
+    return internal_error("ulysses::kernels::cuda::varlen_rows_metadata: bad arguments");
+  }
+  Strides s{}, side{};
+  for (std::size_t k = 0; k < token_strides.size(); ++k) {
+    s.v[k] = token_strides[k];
+    side.v[k] = sides[k];
+  }
+  varlen_rows_metadata_kernel<<<blocks(padded + 1), kThreads, 0, stream>>>(
+      rows.q_begin_device, rows.q_len_device, rows.kv_begin_device, rows.kv_len_device, n, padded,
+      static_cast<int>(token_strides.size()), s, side, seq_len_q, seq_len_kv, offsets);
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <span>
 
+#include "ulysses/attention.h"
 #include "ulysses/status.h"
 #include "ulysses/types.h"
 
@@ -17,6 +18,14 @@ namespace ulysses::kernels::cuda {
 Status varlen_metadata(const std::int32_t* cu_seqlens, int num_seqs, int padded,
                        std::span<const std::int64_t> token_strides, std::int32_t* seq_len,
                        std::int32_t* offsets, Stream stream);
+
+/// The same from VarlenRows (device arrays): seq_len_q[i] = q_len[i], seq_len_kv[i] = kv_len[i] (0
+/// past num_seqs, and both 0 when either is), and offsets[k][i] = (sides[k] == 0 ? q_begin[i] :
+/// kv_begin[i]) * stride k; entries past num_seqs start where the last sequence ends.
+Status varlen_rows_metadata(const VarlenRows& rows, int padded,
+                            std::span<const std::int64_t> token_strides, std::span<const int> sides,
+                            std::int32_t* seq_len_q, std::int32_t* seq_len_kv,
+                            std::int32_t* offsets, Stream stream);
 
 /// Writes zeros to act[:, t, :, :] for t >= first_token (padding rows).
 Status zero_tokens_from(const TensorView& act, std::int64_t first_token, Stream stream);

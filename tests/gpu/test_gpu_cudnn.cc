@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "gpu/gpu_util.h"
 
@@ -216,6 +217,162 @@ std::vector<Case> cases() {
 
 INSTANTIATE_TEST_SUITE_P(Features, CudnnVsReference, ::testing::ValuesIn(cases()),
                          [](const auto& param_info) { return param_info.param.name; });
+
+// VarlenRows, as ring attention's packed blocks use them: queries and keys in different rows with
+// gaps between sequences, a sequence without keys and one without queries, fp32 O / dQ / dK / dV,
+// and a backward that takes the given O and LSE (partial_keys). Rows outside every sequence must
+// come back as zeros (LSE -inf) although the outputs start poisoned.
+struct RowsCase {
+  std::string name;
+  bool causal;
+  std::vector<std::int32_t> q_begin, q_len, kv_begin, kv_len;
+};
+
+class CudnnVarlenRows : public ::testing::TestWithParam<RowsCase> {};
+
+TEST_P(CudnnVarlenRows, WithinTwiceThePlainError) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const RowsCase rc = GetParam();
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const DType dt = DType::kBFloat16, f32 = DType::kFloat32, f64 = DType::kFloat64;
+  const std::int64_t Sq = 96, Skv = 80;
+  const int Hq = 4, Hkv = 2, D = 64;
+  const AttentionConfig cfg{
+      .num_heads_q = Hq, .num_heads_kv = Hkv, .head_dim = D, .causal = rc.causal};
+  LocalProblem p = LocalProblem::unsharded(cfg, dt, 1, Sq, true);
+  p.varlen_rows = true;
+  p.seqlen_kv = Skv;
+  p.partial_keys = true;
+  const VarlenRows rows{
+      .q_begin = rc.q_begin, .q_len = rc.q_len, .kv_begin = rc.kv_begin, .kv_len = rc.kv_len};
+
+  HostTensor q(dt, {1, Sq, Hq, D}), k(dt, {1, Skv, Hkv, D}), v = k, d_o = q;
+  for (HostTensor* t : {&q, &k, &v, &d_o}) testing::fill_uniform(*t, rng, -1.0, 1.0);
+  // Reference forward and backward in `dtype` (plain) and FP64 (truth); the backward of all three
+  // reads the plain O and LSE, as ring's does with the merged ones.
+  struct Out {
+    HostTensor o, lse, dq, dk, dv;
+  };
+  const LocalProblem base_p = p;  // before the fp32 outputs are asked of cuDNN below
+  auto reference = [&](DType t, const HostTensor& o_in, const HostTensor& lse_in) {
+    LocalProblem rp = base_p;
+    rp.dtype = rp.grad_kv_dtype = t;
+    Out r{HostTensor(t, {1, Sq, Hq, D}), HostTensor(f32, {1, Hq, Sq}),
+          HostTensor(t, {1, Sq, Hq, D}), HostTensor(t, {1, Skv, Hkv, D}),
+          HostTensor(t, {1, Skv, Hkv, D})};
+    const HostTensor qt = testing::convert(q, t), kt = testing::convert(k, t),
+                     vt = testing::convert(v, t), dot = testing::convert(d_o, t);
+    EXPECT_TRUE(reference_forward(rp, {.q = qt.view,
+                                       .k = kt.view,
+                                       .v = vt.view,
+                                       .o = r.o.view,
+                                       .lse = r.lse.view,
+                                       .rows = rows})
+                    .is_ok());
+    const HostTensor o_use = o_in.view.data ? testing::convert(o_in, t) : r.o;
+    const HostTensor& lse_use = lse_in.view.data ? lse_in : r.lse;
+    EXPECT_TRUE(reference_backward(rp, {.q = qt.view,
+                                        .k = kt.view,
+                                        .v = vt.view,
+                                        .o = o_use.view,
+                                        .lse = lse_use.view,
+                                        .d_o = dot.view,
+                                        .dq = r.dq.view,
+                                        .dk = r.dk.view,
+                                        .dv = r.dv.view,
+                                        .rows = rows})
+                    .is_ok());
+    return r;
+  };
+  const HostTensor none;
+  const Out plain = reference(dt, none, none);
+  const Out truth = reference(f64, plain.o, plain.lse);
+  const Out truth_fwd = reference(f64, none, none);
+
+  auto kernel = create_cudnn_attention(0);
+  ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
+  p.out_fp32 = p.grad_q_fp32 = true;
+  p.grad_kv_dtype = f32;
+  ASSERT_TRUE((*kernel)->check_support(p).is_ok()) << (*kernel)->check_support(p).to_string();
+  HostTensor o32(f32, {1, Sq, Hq, D}), lse(f32, {1, Hq, Sq}),
+      dq32 = o32, dk32(f32, {1, Skv, Hkv, D}), dv32 = dk32;
+  for (HostTensor* t : {&o32, &lse, &dq32, &dk32, &dv32}) testing::poison(*t);
+  DeviceTensor dq_ = DeviceTensor::of(q), dk_ = DeviceTensor::of(k), dv_ = DeviceTensor::of(v),
+               ddo = DeviceTensor::of(d_o), dpo = DeviceTensor::of(plain.o),
+               dpl = DeviceTensor::of(plain.lse), o = DeviceTensor::of(o32),
+               l = DeviceTensor::of(lse), gq = DeviceTensor::of(dq32), gk = DeviceTensor::of(dk32),
+               gv = DeviceTensor::of(dv32);
+  const std::int64_t n = static_cast<std::int64_t>(rc.q_begin.size());
+  HostTensor tab(f32, {4 * n});  // int32 bits: q_begin, q_len, kv_begin, kv_len
+  auto* ti = reinterpret_cast<std::int32_t*>(tab.storage.data());
+  for (std::int64_t i = 0; i < n; ++i) {
+    const auto iu = static_cast<std::size_t>(i);
+    ti[i] = rc.q_begin[iu];
+    ti[n + i] = rc.q_len[iu];
+    ti[2 * n + i] = rc.kv_begin[iu];
+    ti[3 * n + i] = rc.kv_len[iu];
+  }
+  DeviceTensor dtab = DeviceTensor::of(tab);
+  VarlenRows drows = rows;
+  const auto* base = static_cast<const std::int32_t*>(dtab.ptr);
+  drows.q_begin_device = base;
+  drows.q_len_device = base + n;
+  drows.kv_begin_device = base + 2 * n;
+  drows.kv_len_device = base + 3 * n;
+  testing::DeviceBytes ws((*kernel)->workspace_bytes(p));
+  Status s = (*kernel)->forward(p,
+                                {.q = dq_.view,
+                                 .k = dk_.view,
+                                 .v = dv_.view,
+                                 .o = o.view,
+                                 .lse = l.view,
+                                 .rows = drows,
+                                 .workspace = ws.ptr},
+                                nullptr);
+  ASSERT_TRUE(s.is_ok()) << s.to_string();
+  s = (*kernel)->backward(p,
+                          {.q = dq_.view,
+                           .k = dk_.view,
+                           .v = dv_.view,
+                           .o = dpo.view,
+                           .lse = dpl.view,
+                           .d_o = ddo.view,
+                           .dq = gq.view,
+                           .dk = gk.view,
+                           .dv = gv.view,
+                           .rows = drows,
+                           .workspace = ws.ptr},
+                          nullptr);
+  ASSERT_TRUE(s.is_ok()) << s.to_string();
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  auto check = [&](const char* what, const HostTensor& got, const HostTensor& pl,
+                   const HostTensor& tr, double floor_ulps) {
+    EXPECT_EQ(testing::count_nan(got), 0) << what << ": unwritten or NaN elements";
+    const double floor = floor_ulps * ulp_rel(dt) * testing::max_abs(tr);
+    EXPECT_TRUE(testing::within_2x_rule(got, pl, tr, floor)) << what;
+  };
+  check("O", o.download(o32), plain.o, truth_fwd.o, 2);
+  check("LSE", l.download(lse), plain.lse, truth_fwd.lse, 0.05);
+  check("dQ", gq.download(dq32), plain.dq, truth.dq, 4);
+  check("dK", gk.download(dk32), plain.dk, truth.dk, 4);
+  check("dV", gv.download(dv32), plain.dv, truth.dv, 4);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Blocks, CudnnVarlenRows,
+    ::testing::Values(
+        // Unmasked: lengths differ per side; sequence 2 has no keys, sequence 3 no queries.
+        RowsCase{"full_gaps_empty_sides",
+                 false,
+                 {0, 30, 70, 95},
+                 {20, 40, 20, 0},
+                 {0, 40, 60, 60},
+                 {25, 12, 0, 15}},
+        // Causal diagonal blocks (equal lengths per sequence), at different rows on each side.
+        RowsCase{"causal_gaps", true, {0, 30, 70}, {20, 33, 26}, {5, 28, 64}, {20, 33, 0}}),
+    [](const auto& param_info) { return param_info.param.name; });
 
 TEST(Cudnn, UnsupportedRequestsNameTheFeature) {
   ULYSSES_REQUIRE_GPUS(1);

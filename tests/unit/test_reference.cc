@@ -398,3 +398,173 @@ TEST(Reference, CausalFirstRowCopiesFirstValue) {
 
 }  // namespace
 }  // namespace ulysses
+
+namespace ulysses {
+namespace {
+
+// A [1, rows, H, D] (or [1, H, rows] for an LSE, dim 2) view of rows [row0, row0 + rows).
+TensorView row_slice(const TensorView& v, int dim, std::int64_t row0, std::int64_t rows) {
+  TensorView out = v;
+  out.shape[static_cast<std::size_t>(dim)] = rows;
+  out.data = static_cast<char*>(v.data) +
+             row0 * v.stride(dim) * static_cast<std::int64_t>(dtype_size(v.dtype));
+  return out;
+}
+
+TEST(ReferenceVarlenRows, ContiguousRowsEqualCuSeqlensBitwise) {
+  // VarlenRows with q = kv = the cu_seqlens ranges is the same problem: bitwise the same outputs.
+  Problem p{{.num_heads_q = 4,
+             .num_heads_kv = 2,
+             .head_dim = 8,
+             .causal = true,
+             .window_left = 3,
+             .sinks = true},
+            1,
+            20,
+            {0, 5, 5, 12, 16},
+            DType::kFloat64,
+            "rows"};
+  std::mt19937_64 rng(testing::fresh_seed());
+  Tensors a(p, rng), b = a;
+  ASSERT_TRUE(reference_forward(local(p), a.fwd(p)).is_ok());
+  ASSERT_TRUE(reference_backward(local(p), a.bwd(p)).is_ok());
+  const std::vector<std::int32_t> begin{0, 5, 5, 12}, len{5, 0, 7, 4};
+  const VarlenRows rows{.q_begin = begin, .q_len = len, .kv_begin = begin, .kv_len = len};
+  LocalProblem lp = local(p);
+  lp.varlen_rows = true;
+  LocalForwardArgs f = b.fwd(p);
+  LocalBackwardArgs g = b.bwd(p);
+  f.cu_seqlens = g.cu_seqlens = {};
+  f.rows = g.rows = rows;
+  ASSERT_TRUE(reference_forward(lp, f).is_ok());
+  ASSERT_TRUE(reference_backward(lp, g).is_ok());
+  EXPECT_BITWISE_EQ(a.o, b.o, "O");
+  EXPECT_BITWISE_EQ(a.lse, b.lse, "LSE");
+  EXPECT_BITWISE_EQ(a.dq, b.dq, "dQ");
+  EXPECT_BITWISE_EQ(a.dk, b.dk, "dK");
+  EXPECT_BITWISE_EQ(a.dv, b.dv, "dV");
+  EXPECT_BITWISE_EQ(a.dsinks, b.dsinks, "dSinks");
+}
+
+TEST(ReferenceVarlenRows, EachSequenceIsItsOwnBlock) {
+  // Queries and keys in different rows with gaps, causal with diagonal offset 2: every sequence
+  // must equal a dense block call on its own rows; rows of no sequence are 0 (LSE -inf).
+  const AttentionConfig cfg{.num_heads_q = 2, .num_heads_kv = 1, .head_dim = 4, .causal = true};
+  const std::int64_t Sq = 14, Skv = 12, off = 2;
+  const std::vector<std::int32_t> qb{0, 6}, ql{4, 5}, kb{1, 7}, kl{4, 5};
+  std::mt19937_64 rng(testing::fresh_seed());
+  const DType f64 = DType::kFloat64;
+  HostTensor q(f64, {1, Sq, 2, 4}), k(f64, {1, Skv, 1, 4}), v = k, d_o = q, o = q, dq = q, dk = k,
+                                                            dv = k;
+  HostTensor lse(DType::kFloat32, {1, 2, Sq});
+  for (HostTensor* t : {&q, &k, &v, &d_o}) testing::fill_uniform(*t, rng);
+  for (HostTensor* t : {&o, &dq, &dk, &dv, &lse}) testing::poison(*t);
+  LocalProblem p = LocalProblem::unsharded(cfg, f64, 1, Sq, true);
+  p.varlen_rows = true;
+  p.seqlen_kv = Skv;
+  p.diagonal_offset = off;
+  const VarlenRows rows{.q_begin = qb, .q_len = ql, .kv_begin = kb, .kv_len = kl};
+  ASSERT_TRUE(
+      reference_forward(
+          p, {.q = q.view, .k = k.view, .v = v.view, .o = o.view, .lse = lse.view, .rows = rows})
+          .is_ok());
+  ASSERT_TRUE(reference_backward(p, {.q = q.view,
+                                     .k = k.view,
+                                     .v = v.view,
+                                     .o = o.view,
+                                     .lse = lse.view,
+                                     .d_o = d_o.view,
+                                     .dq = dq.view,
+                                     .dk = dk.view,
+                                     .dv = dv.view,
+                                     .rows = rows})
+                  .is_ok());
+  std::vector<char> q_used(static_cast<std::size_t>(Sq), 0), k_used(static_cast<std::size_t>(Skv));
+  for (std::size_t s = 0; s < qb.size(); ++s) {
+    LocalProblem d = LocalProblem::unsharded(cfg, f64, 1, ql[s]);
+    d.seqlen_kv = kl[s];
+    d.diagonal_offset = off;
+    HostTensor eo(f64, {1, ql[s], 2, 4}), edq = eo, edk(f64, {1, kl[s], 1, 4}), edv = edk;
+    HostTensor e_lse(DType::kFloat32, {1, 2, ql[s]});
+    const TensorView sq = row_slice(q.view, 1, qb[s], ql[s]),
+                     sdo = row_slice(d_o.view, 1, qb[s], ql[s]),
+                     sk = row_slice(k.view, 1, kb[s], kl[s]),
+                     sv = row_slice(v.view, 1, kb[s], kl[s]);
+    ASSERT_TRUE(
+        reference_forward(d, {.q = sq, .k = sk, .v = sv, .o = eo.view, .lse = e_lse.view}).is_ok());
+    ASSERT_TRUE(reference_backward(d, {.q = sq,
+                                       .k = sk,
+                                       .v = sv,
+                                       .o = eo.view,
+                                       .lse = e_lse.view,
+                                       .d_o = sdo,
+                                       .dq = edq.view,
+                                       .dk = edk.view,
+                                       .dv = edv.view})
+                    .is_ok());
+    HostTensor got = eo;
+    ASSERT_TRUE(copy_tensor(got.view, row_slice(o.view, 1, qb[s], ql[s])).is_ok());
+    EXPECT_BITWISE_EQ(eo, got, "O of sequence " + std::to_string(s));
+    ASSERT_TRUE(copy_tensor(got.view, row_slice(dq.view, 1, qb[s], ql[s])).is_ok());
+    EXPECT_BITWISE_EQ(edq, got, "dQ of sequence " + std::to_string(s));
+    HostTensor gk = edk;
+    ASSERT_TRUE(copy_tensor(gk.view, row_slice(dk.view, 1, kb[s], kl[s])).is_ok());
+    EXPECT_BITWISE_EQ(edk, gk, "dK of sequence " + std::to_string(s));
+    ASSERT_TRUE(copy_tensor(gk.view, row_slice(dv.view, 1, kb[s], kl[s])).is_ok());
+    EXPECT_BITWISE_EQ(edv, gk, "dV of sequence " + std::to_string(s));
+    HostTensor gl = e_lse;
+    ASSERT_TRUE(copy_tensor(gl.view, row_slice(lse.view, 2, qb[s], ql[s])).is_ok());
+    EXPECT_BITWISE_EQ(e_lse, gl, "LSE of sequence " + std::to_string(s));
+    for (std::int32_t i = 0; i < ql[s]; ++i) q_used[static_cast<std::size_t>(qb[s] + i)] = 1;
+    for (std::int32_t j = 0; j < kl[s]; ++j) k_used[static_cast<std::size_t>(kb[s] + j)] = 1;
+  }
+  for (std::int64_t i = 0; i < Sq; ++i) {
+    if (q_used[static_cast<std::size_t>(i)]) continue;
+    for (int h = 0; h < 2; ++h) {
+      EXPECT_EQ(lse.at(lse.view.offset({0, h, i})), -std::numeric_limits<double>::infinity());
+      for (int x = 0; x < 4; ++x) {
+        EXPECT_EQ(o.at(o.view.offset({0, i, h, x})), 0.0) << "row " << i;
+        EXPECT_EQ(dq.at(dq.view.offset({0, i, h, x})), 0.0) << "row " << i;
+      }
+    }
+  }
+  for (std::int64_t j = 0; j < Skv; ++j) {
+    if (k_used[static_cast<std::size_t>(j)]) continue;
+    for (int x = 0; x < 4; ++x) {
+      EXPECT_EQ(dk.at(dk.view.offset({0, j, 0, x})), 0.0) << "key row " << j;
+      EXPECT_EQ(dv.at(dv.view.offset({0, j, 0, x})), 0.0) << "key row " << j;
+    }
+  }
+}
+
+TEST(ReferenceVarlenRows, BadRowsAreNamed) {
+  auto kernel = make_reference_attention();
+  const AttentionConfig cfg{.num_heads_q = 1, .num_heads_kv = 1, .head_dim = 4};
+  LocalProblem p = LocalProblem::unsharded(cfg, DType::kFloat64, 1, 8, true);
+  p.varlen_rows = true;
+  HostTensor q(DType::kFloat64, {1, 8, 1, 4}), o = q;
+  auto fwd = [&](std::vector<std::int32_t> qb, std::vector<std::int32_t> ql,
+                 std::vector<std::int32_t> kb, std::vector<std::int32_t> kl) {
+    return kernel->forward(p,
+                           {.q = q.view,
+                            .k = q.view,
+                            .v = q.view,
+                            .o = o.view,
+                            .rows = {.q_begin = qb, .q_len = ql, .kv_begin = kb, .kv_len = kl}},
+                           nullptr);
+  };
+  auto expect = [](const Status& s, std::initializer_list<std::string_view> needles) {
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+    for (auto n : needles) EXPECT_NE(s.message().find(n), std::string::npos) << s.message();
+  };
+  expect(fwd({0, 4}, {4, 5}, {0, 4}, {4, 4}), {"rows.q_begin[1]", "[4, 9)", "8)"});
+  expect(fwd({0, 2}, {4, 2}, {0, 4}, {4, 4}), {"rows.q_begin[1]", "[2, 4)", "not overlapping"});
+  expect(fwd({0}, {-1}, {0}, {4}), {"rows.q_len[0]", "got -1"});
+  expect(fwd({0, 4}, {4}, {0, 4}, {4, 4}), {"rows", "one length"});
+  LocalProblem bad = p;
+  bad.varlen = false;
+  expect(kernel->check_support(bad), {"varlen_rows", "needs varlen"});
+}
+
+}  // namespace
+}  // namespace ulysses
