@@ -59,28 +59,48 @@ struct TokenRange {
   bool operator==(const TokenRange&) const = default;
 };
 
+/// Packed sequences (kTHD) under ring and hybrid: every sequence is padded to a multiple of
+/// 2 * ring_size() so that it cuts into 2R zigzag chunks of its own. Sequence s of `cu_seqlens`
+/// (its real lengths) then lies at global rows [offsets[s], offsets[s] + length), padding up to
+/// offsets[s + 1]; rows past offsets.back() up to the plan's seqlen are padding too. Returns those
+/// n + 1 offsets; for ulysses, cu_seqlens itself (no padding between sequences).
+Result<std::vector<std::int32_t>> packed_sequence_offsets(const ParallelConfig& parallel,
+                                                          std::span<const std::int32_t> cu_seqlens);
+
 /// The token ranges of a `seqlen`-token sequence that rank `rank` holds under `parallel`, in the
 /// order they are stored in its shard. InvalidArgument when seqlen is not a multiple of
 /// parallel.sequence_multiple() or rank is out of range.
+///
+/// Packed sequences under ring or hybrid (`cu_seqlens` given; see packed_sequence_offsets()): each
+/// padded sequence, and the tail after the last, is cut into 2R chunks of its own; ring index x
+/// owns H_x, the concatenation of chunk x of every segment (seqlen / 2R rows), and rank (j, u)
+/// holds piece u of U of H_j, then of H_{2R-1-j}. Ulysses ignores cu_seqlens (contiguous shards).
 Result<std::vector<TokenRange>> shard_token_ranges(const ParallelConfig& parallel,
-                                                   std::int64_t seqlen, int rank);
+                                                   std::int64_t seqlen, int rank,
+                                                   std::span<const std::int32_t> cu_seqlens = {});
 
 /// Copies rank `rank`'s tokens of `global` into `shard` (host memory, any strides). `seq_dim` is
 /// the token dimension of both: sequence_dim(layout) for activations, the last dim for an LSE.
+/// `cu_seqlens`: packed sequences (kTHD), as in shard_token_ranges().
 Status copy_shard(const TensorView& global, const TensorView& shard, int seq_dim,
-                  const ParallelConfig& parallel, int rank);
+                  const ParallelConfig& parallel, int rank,
+                  std::span<const std::int32_t> cu_seqlens = {});
 
 /// The inverse of copy_shard(): writes `shard` into rank `rank`'s positions of `global`.
 Status place_shard(const TensorView& shard, const TensorView& global, int seq_dim,
-                   const ParallelConfig& parallel, int rank);
+                   const ParallelConfig& parallel, int rank,
+                   std::span<const std::int32_t> cu_seqlens = {});
 
-/// Global position ids of rank `rank`'s tokens (kBSHD), in shard order.
+/// Position ids of rank `rank`'s tokens, in shard order: global positions (kBSHD), or with
+/// `cu_seqlens` the position inside each token's own packed sequence (0 for padding).
 Result<std::vector<std::int32_t>> shard_position_ids(const ParallelConfig& parallel,
-                                                     std::int64_t seqlen, int rank);
+                                                     std::int64_t seqlen, int rank,
+                                                     std::span<const std::int32_t> cu_seqlens = {});
 
 /// gather_sequence() for any strategy: every rank's shard into `global` on every rank (host).
 Status gather_sequence(Communicator& comm, const TensorView& shard, const TensorView& global,
-                       int seq_dim, const ParallelConfig& parallel, void* scratch, Stream stream);
+                       int seq_dim, const ParallelConfig& parallel, void* scratch, Stream stream,
+                       std::span<const std::int32_t> cu_seqlens = {});
 
 /// Checks global cu_seqlens for `total_tokens` packed tokens: starts at 0, never decreases, last <=
 /// total.

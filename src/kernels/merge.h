@@ -10,6 +10,8 @@
 // stream. Dispatch is by the device of the first view.
 #pragma once
 
+#include <cstdint>
+
 #include "ulysses/status.h"
 #include "ulysses/types.h"
 
@@ -26,7 +28,9 @@ Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const T
 
 /// The final output: with sinks (fp32 [num_heads_q], indexed head_offset + h; empty view: none)
 ///   lse = log(exp(lse_acc) + exp(sink)),  o = o_acc exp(lse_acc - lse),
-/// else o = o_acc, lse = lse_acc. o in any float dtype; lse may be lse_acc itself.
+/// else o = o_acc, lse = lse_acc. A row with lse_acc = -inf saw no key: it is padding (every real
+/// row sees at least its own key) and stays O = 0, LSE = -inf, sinks or not. o in any float dtype;
+/// lse may be lse_acc itself.
 Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& sinks,
                         int head_offset, const TensorView& o, const TensorView& lse, Stream stream);
 
@@ -46,6 +50,16 @@ Status zero(const TensorView& dst, Stream stream);
 Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& lse,
                  const TensorView& sinks, int head_offset, const TensorView& dsinks, Stream stream);
 
+/// Packed sequences in zigzag chunks (ring attention): for sequence s of `cu_seqlens` (n + 1 real
+/// offsets), padded to a multiple of 2 R and cut into 2 R chunks of c_s tokens,
+///   out[s]                = c_0 + ... + c_{s-1}   (where its chunk starts inside a half),
+///   out[(1 + x) n + s]    = clamp(len_s - x c_s, 0, c_s)   (its real tokens in chunk x),
+/// for x < 2 R: (2 R + 1) n values. `cu_seqlens` and `out` on `device`.
+Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int ring,
+                           std::int32_t* out, Device device, Stream stream);
+void packed_chunk_tables_host(const std::int32_t* cu_seqlens, int num_seqs, int ring,
+                              std::int32_t* out);
+
 namespace host {
 Status reset_partial(const TensorView& o_acc, const TensorView& lse_acc);
 Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& o_blk,
@@ -60,6 +74,8 @@ Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& l
 }  // namespace host
 
 namespace cuda {
+Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int ring,
+                           std::int32_t* out, Stream stream);
 Status reset_partial(const TensorView& o_acc, const TensorView& lse_acc, Stream stream);
 Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& o_blk,
                      const TensorView& lse_blk, Stream stream);

@@ -8,6 +8,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cub/block/block_scan.cuh>
+
 #include <cstdint>
 
 #include "common/cuda_check.h"
@@ -125,7 +127,7 @@ __global__ void finalize_kernel(View4 acc, View3 lacc, const float* sinks, std::
     const float la = load(lacc.data, lacc.dtype, at3(lacc, x));
     __syncthreads();  // lout may be lacc
     float l = la, w = 1.0f;
-    if (sinks != nullptr) {
+    if (sinks != nullptr && la != -INFINITY) {  // -inf: padding (real rows see their own key)
       l = log_add_exp(la, sinks[(head_offset + x.h) * sink_stride]);
       w = la == -INFINITY ? 0.0f : expf(la - l);
     }
@@ -190,6 +192,32 @@ __global__ void sink_grad_kernel(View4 o, View4 d_o, View3 lse, const float* sin
 
 constexpr int kRowThreads = 128;
 
+// One block: sequences in tiles of kThreads, an exclusive scan of the chunk sizes carried across
+// tiles.
+__global__ void packed_tables_kernel(const std::int32_t* cu, int n, int ring, std::int32_t* out) {
+  using Scan = cub::BlockScan<std::int32_t, kThreads>;
+  __shared__ typename Scan::TempStorage temp;
+  std::int32_t carry = 0;
+  for (int base = 0; base < n; base += kThreads) {
+    const int s = base + static_cast<int>(threadIdx.x);
+    std::int32_t len = 0, c = 0;
+    if (s < n) {
+      len = cu[s + 1] - cu[s];
+      c = (len + 2 * ring - 1) / (2 * ring);
+    }
+    std::int32_t start = 0, total = 0;
+    Scan(temp).ExclusiveSum(c, start, total);
+    if (s < n) {
+      out[s] = carry + start;
+      for (int x = 0; x < 2 * ring; ++x) {
+        out[static_cast<std::int64_t>(1 + x) * n + s] = min(max(len - x * c, 0), c);
+      }
+    }
+    carry += total;
+    __syncthreads();  // temp is reused by the next tile
+  }
+}
+
 // Blocks for a row-parallel kernel over the rows of a [B, S, H, D] view.
 int row_blocks(const TensorView& t) {
   const std::int64_t rows = t.size(0) * t.size(1) * t.size(2);
@@ -221,6 +249,14 @@ Status same4(const TensorView& a, const TensorView& b, const char* what) {
 }
 
 }  // namespace
+
+Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int ring,
+                           std::int32_t* out, Stream stream) {
+  if (num_seqs < 1) return Status::ok();
+  packed_tables_kernel<<<1, kThreads, 0, stream>>>(cu_seqlens, num_seqs, ring, out);
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
 
 Status reset_partial(const TensorView& o_acc, const TensorView& lse_acc, Stream stream) {
   ULYSSES_RETURN_IF_ERROR(zero(o_acc, stream));

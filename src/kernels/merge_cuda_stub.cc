@@ -9,6 +9,9 @@ Status no_cuda() {
 }
 }  // namespace
 
+Status packed_chunk_tables(const std::int32_t*, int, int, std::int32_t*, Stream) {
+  return no_cuda();
+}
 Status reset_partial(const TensorView&, const TensorView&, Stream) { return no_cuda(); }
 Status merge_partial(const TensorView&, const TensorView&, const TensorView&, const TensorView&,
                      Stream) {

@@ -76,7 +76,7 @@ Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, cons
   rows(o_acc, [&](std::int64_t b, std::int64_t s, std::int64_t h) {
     const double la = ld(lse_acc, {b, h, s});
     double l = la, w = 1.0;
-    if (!sinks.empty_view()) {
+    if (!sinks.empty_view() && la != kNegInf) {  // -inf: padding (real rows see their own key)
       l = log_add_exp(
           la, detail::load_as_double(sinks.data, sinks.dtype, (head_offset + h) * sinks.stride(0)));
       w = la == kNegInf ? 0.0 : std::exp(la - l);

@@ -28,6 +28,10 @@
 //   t = 0:  Q (2c) x KV (2c), causal: chunk order j < J makes the concatenation exact;
 //   s < j:  Q (2c) x first chunk of KV (c), no mask (chunk 2R-1-s lies after both of ours);
 //   s > j:  second chunk of Q (c) x KV (2c), no mask (our chunk j lies before both of theirs).
+//
+// Packed sequences (thd): every sequence is cut into 2R chunks of its own and "chunk x" above is
+// H_x, the concatenation of every sequence's chunk x; a step is one call per pair of halves that see
+// each other, each sequence a VarlenRows entry (docs/DESIGN.md, "Packed sequences").
 #include <algorithm>
 #include <limits>
 #include <set>
@@ -41,6 +45,7 @@
 #include "parallel/head_routing.h"
 #include "parallel/plan_common.h"
 #include "parallel/plans.h"
+#include "ulysses/sharding.h"
 
 namespace ulysses::parallel {
 
@@ -55,6 +60,8 @@ struct Block {
   std::int64_t q_row = 0, q_rows = 0, kv_row = 0, kv_rows = 0;
   bool masked = false;               // false: every pair visible, the call runs without masks
   std::int64_t diagonal_offset = 0;  // global position of query row 0 minus that of key row 0
+  // Packed sequences: the zigzag chunk indices of the query and key halves (-1: not packed).
+  int q_chunk = -1, kv_chunk = -1;
 };
 
 enum class Visibility { kNone, kPartial, kFull };
@@ -121,6 +128,34 @@ std::vector<Block> step_blocks(const AttentionConfig& a, int R, int j, int t, st
   return out;
 }
 
+// The kernel calls of step t with packed sequences (no window): one per pair of halves (query half
+// qh: chunk j or 2R-1-j of every sequence; key half kh likewise) whose chunks see each other. A
+// sequence's rows inside a half are its own chunk (VarlenRows); the chunk order decides visibility
+// for every sequence alike: later chunk sees all of an earlier one, the same chunk is causal.
+std::vector<Block> packed_step_blocks(const AttentionConfig& a, int R, int j, int t,
+                                      std::int64_t c) {
+  const int s = ((j - t) % R + R) % R;
+  const int q_chunks[2] = {j, 2 * R - 1 - j};
+  const int kv_chunks[2] = {s, 2 * R - 1 - s};
+  std::vector<Block> out;
+  for (int qh = 0; qh < 2; ++qh) {
+    for (int kh = 0; kh < 2; ++kh) {
+      const int qc = q_chunks[qh], kc = kv_chunks[kh];
+      if (a.causal && qc < kc) continue;
+      const bool masked = a.causal && qc == kc;
+      out.push_back({qh * c, c, kh * c, c, masked, 0, qc, kc});
+    }
+  }
+  return out;
+}
+
+std::vector<Block> blocks_of_step(const PlanConfig& config, int j, int t) {
+  const int R = config.parallel.ring_size();
+  const std::int64_t c = config.seqlen / (2 * R);
+  return config.layout == Layout::kTHD ? packed_step_blocks(config.attention, R, j, t, c)
+                                       : step_blocks(config.attention, R, j, t, c);
+}
+
 class RingAttention final : public DistributedAttention {
  public:
   RingAttention(const PlanConfig& config, Communicator& comm, LocalAttention& kernel,
@@ -149,12 +184,14 @@ class RingAttention final : public DistributedAttention {
     dtype_ = config.dtype;
     acc_ = dtype_ == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
     kv_grad_dtype_ = routing_.replicated() ? acc_ : dtype_;
-    for (int t = 0; t < R_; ++t) steps_.push_back(step_blocks(config.attention, R_, j_, t, c_));
+    packed_ = config.layout == Layout::kTHD;
+    for (int t = 0; t < R_; ++t) steps_.push_back(blocks_of_step(config, j_, t));
     // When step 0 is one call over every row (no window), it writes the fp32 accumulators itself:
     // no reset and no first merge (the LSE accumulator must then be the kernel's fp32).
     const Block& b0 = steps_[0].front();
     direct_first_ = acc_ == DType::kFloat32 && steps_[0].size() == 1 && b0.q_rows == 2 * c_ &&
                     b0.kv_rows == 2 * c_;
+    max_seqs_ = std::max<std::int64_t>(1, c_);
     layout_buffers();
   }
 
@@ -170,6 +207,7 @@ class RingAttention final : public DistributedAttention {
     }
     p.dtype = c.dtype;
     p.batch = c.batch;
+    p.varlen = p.varlen_rows = b.q_chunk >= 0;
     p.seqlen = b.q_rows;
     p.seqlen_kv = b.kv_rows;
     p.diagonal_offset = b.diagonal_offset;
@@ -189,11 +227,10 @@ class RingAttention final : public DistributedAttention {
   static std::vector<LocalProblem> all_problems(const PlanConfig& c, const HeadRouting& r,
                                                 int rank) {
     const int U = c.parallel.ulysses_size(), R = c.parallel.ring_size();
-    const std::int64_t chunk = c.seqlen / (2 * R);
     std::vector<LocalProblem> out;
     std::set<std::tuple<std::int64_t, std::int64_t, bool, std::int64_t>> seen;
     for (int t = 0; t < R; ++t) {
-      for (const Block& b : step_blocks(c.attention, R, rank / U, t, chunk)) {
+      for (const Block& b : blocks_of_step(c, rank / U, t)) {
         if (seen.insert({b.q_rows, b.kv_rows, b.masked, b.diagonal_offset}).second) {
           out.push_back(block_problem(c, r, rank % U, b));
         }
@@ -208,6 +245,8 @@ class RingAttention final : public DistributedAttention {
 
   Status forward(const ForwardArgs& a, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(checks().forward(a));
+    ULYSSES_RETURN_IF_ERROR(
+        packed_tables(a.cu_seqlens, a.cu_seqlens_device, a.workspace, stream, kFwdApi));
     void* keep = config_.training ? a.saved : a.workspace;
     char* q_full = at(keep, q_full_);
     char* kv_own = at(keep, kv_own_);
@@ -238,6 +277,7 @@ class RingAttention final : public DistributedAttention {
         const LocalProblem p = problem(b);
         la.o = rows_view(at(ws, o_blk_), hq_, 0, hq_, p.out_dtype(), b.q_row, b.q_rows);
         la.lse = lse_rows(at(ws, lse_blk_), DType::kFloat32, b.q_row, b.q_rows);
+        la.rows = rows_of(b);
         la.workspace = kernel_ws_bytes_ ? at(ws, kernel_ws_) : nullptr;
         if (t == 0 && direct_first_) {  // the first block sees every row: it starts the merge
           la.o = o_acc;
@@ -294,6 +334,8 @@ class RingAttention final : public DistributedAttention {
 
   Status backward(const BackwardArgs& a, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(checks().backward(a));
+    ULYSSES_RETURN_IF_ERROR(
+        packed_tables(a.cu_seqlens, a.cu_seqlens_device, a.workspace, stream, kBwdApi));
     char* q_full = at(a.saved, q_full_);
     char* kv_own = at(a.saved, kv_own_);
     char* o_head = at(a.saved, o_head_);
@@ -360,6 +402,7 @@ class RingAttention final : public DistributedAttention {
         lb.dq = rows_view(at(ws, dq_blk_), hq_, 0, hq_, p.grad_q_dtype(), b.q_row, b.q_rows);
         lb.dk = rows_view(at(ws, dkv_blk_), 2 * hkv_, 0, hkv_, acc_, b.kv_row, b.kv_rows);
         lb.dv = rows_view(at(ws, dkv_blk_), 2 * hkv_, hkv_, hkv_, acc_, b.kv_row, b.kv_rows);
+        lb.rows = rows_of(b);
         lb.workspace = kernel_ws_bytes_ ? at(ws, kernel_ws_) : nullptr;
         if (t == 0 && direct_first_) {  // the first block covers everything: no sums yet
           lb.dq = dq_acc;
@@ -450,6 +493,60 @@ class RingAttention final : public DistributedAttention {
   int ev_arrived(int t) const { return 1 + t; }
   int ev_computed(int t) const { return 1 + R_ + t; }
   int ev_dkv(int t) const { return 1 + 2 * R_ + t; }  // t in 1..R
+
+  static constexpr std::string_view kFwdApi = "ulysses::DistributedAttention::forward";
+  static constexpr std::string_view kBwdApi = "ulysses::DistributedAttention::backward";
+
+  // Packed sequences: the per-sequence tables of this call's blocks, on the host and (device
+  // kernels) in the workspace. Row 0: where each sequence's chunk starts inside a half (the same
+  // in every half); row 1 + x: its real tokens in chunk x. Every rank computes the same numbers.
+  Status packed_tables(std::span<const std::int32_t> cu, const std::int32_t* cu_device,
+                       void* workspace, Stream stream, std::string_view api) {
+    if (!packed_) return Status::ok();
+    const std::int64_t n = static_cast<std::int64_t>(cu.size()) - 1;
+    if (n > max_seqs_) {
+      return arg_error(api, "cu_seqlens", "holds more sequences than the plan has room for",
+                       str_cat(n, " sequences"),
+                       str_cat("<= seqlen / (2 ring) = ", max_seqs_,
+                               " (every non-empty sequence pads to >= 2 ring tokens; drop empty "
+                               "ones)"));
+    }
+    ULYSSES_ASSIGN_OR_RETURN(auto offsets, packed_sequence_offsets(config_.parallel, cu));
+    if (offsets.back() > S_) {
+      return arg_error(api, "cu_seqlens", "needs more tokens than the plan's seqlen once padded",
+                       offsets.back(),
+                       str_cat("<= ", S_, " (each sequence padded to a multiple of ", 2 * R_,
+                               ": packed_sequence_offsets())"));
+    }
+    num_seqs_ = static_cast<int>(n);
+    tables_.assign(static_cast<std::size_t>((2 * R_ + 1) * n), 0);
+    kernels::packed_chunk_tables_host(cu.data(), num_seqs_, R_, tables_.data());
+    tables_device_ = tables_.data();
+    if (!comm_.device().is_host() && n > 0) {
+      auto* dev = reinterpret_cast<std::int32_t*>(at(workspace, tables_off_));
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::packed_chunk_tables(cu_device, num_seqs_, R_, dev, comm_.device(), stream));
+      tables_device_ = dev;
+    }
+    return Status::ok();
+  }
+  // The VarlenRows of block b (empty unless packed).
+  VarlenRows rows_of(const Block& b) const {
+    if (b.q_chunk < 0) return {};
+    const auto n = static_cast<std::size_t>(num_seqs_);
+    auto host_row = [&](int r) {
+      return std::span<const std::int32_t>(tables_.data() + static_cast<std::size_t>(r) * n, n);
+    };
+    auto dev_row = [&](int r) { return tables_device_ + static_cast<std::size_t>(r) * n; };
+    VarlenRows v;
+    v.q_begin = v.kv_begin = host_row(0);
+    v.q_len = host_row(1 + b.q_chunk);
+    v.kv_len = host_row(1 + b.kv_chunk);
+    v.q_begin_device = v.kv_begin_device = dev_row(0);
+    v.q_len_device = dev_row(1 + b.q_chunk);
+    v.kv_len_device = dev_row(1 + b.kv_chunk);
+    return v;
+  }
 
   int q_offset() const { return routing_.q_begin[static_cast<std::size_t>(u_)]; }
   LocalProblem problem(const Block& b) const { return block_problem(config_, routing_, u_, b); }
@@ -613,6 +710,10 @@ class RingAttention final : public DistributedAttention {
     }
     kernel_ws_ = scratch;
     workspace_bytes_ = scratch + align_up(kernel_ws_bytes_);
+    if (packed_ && !comm_.device().is_host()) {
+      tables_off_ = workspace_bytes_;
+      workspace_bytes_ += align_up(static_cast<std::size_t>((2 * R_ + 1) * max_seqs_) * 4);
+    }
     saved_bytes_ = saved.total();
   }
 
@@ -630,8 +731,14 @@ class RingAttention final : public DistributedAttention {
   // Offsets into `saved` (training) or the workspace, and into the workspace.
   std::size_t q_full_ = 0, kv_own_ = 0, o_head_ = 0, lse_head_ = 0;
   std::size_t o_fine_ = 0, o_fine_bytes_ = 0;
-  bool direct_first_ = false;  // step 0's single call writes the accumulators (see constructor)  //
-                               // fp32 final O for dSinks (training with sinks)
+  bool direct_first_ = false;  // step 0's single call writes the accumulators (see constructor)
+  // Packed sequences (kTHD): this call's per-sequence tables (packed_tables()).
+  bool packed_ = false;
+  std::int64_t max_seqs_ = 1;
+  int num_seqs_ = 0;
+  std::vector<std::int32_t> tables_;
+  const std::int32_t* tables_device_ = nullptr;
+  std::size_t tables_off_ = 0;
   std::size_t send_q_ = 0, send_kv_ = 0, lse_recv_ = 0, o_acc_ = 0, lse_acc_ = 0, o_blk_ = 0,
               lse_blk_ = 0;
   std::size_t kv_ring_[2] = {0, 0}, dkv_buf_[2] = {0, 0};
@@ -650,10 +757,13 @@ Status ring_check_support(const PlanConfig& config, const Communicator& comm,
                                " provides no softmax statistics (LSE), which strategy ", strategy,
                                " needs to merge blocks; use strategy ulysses with this kernel"));
   }
-  if (config.layout == Layout::kTHD) {
-    return unsupported(str_cat(kCreateApi, ": packed (thd) batches with strategy ", strategy,
-                               " are not implemented yet (got layout thd, expected bshd); use "
-                               "strategy ulysses for packed batches"));
+  const AttentionConfig& att = config.attention;
+  if (config.layout == Layout::kTHD && (att.window_left >= 0 || att.window_right >= 0)) {
+    return unsupported(str_cat(
+        kCreateApi, ": sliding windows with packed (thd) batches are not supported by strategy ",
+        strategy, " (got window_left ", att.window_left, ", window_right ", att.window_right,
+        "; a window's chunk pairs need a diagonal offset per sequence); use strategy ulysses, or "
+        "layout bshd"));
   }
   ULYSSES_ASSIGN_OR_RETURN(
       auto routing,

@@ -1,6 +1,8 @@
 #include "ulysses/sharding.h"
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
 #include <numeric>
 
 #include "common/check.h"
@@ -95,8 +97,32 @@ Status gather_sequence(Communicator& comm, const TensorView& shard, const Tensor
                          ParallelConfig{.cp = comm.size()}, scratch, stream);
 }
 
+Result<std::vector<std::int32_t>> packed_sequence_offsets(
+    const ParallelConfig& parallel, std::span<const std::int32_t> cu_seqlens) {
+  constexpr std::string_view api = "ulysses::packed_sequence_offsets";
+  ULYSSES_RETURN_IF_ERROR(parallel.validate());
+  if (cu_seqlens.empty()) return arg_error(api, "cu_seqlens", "is empty", 0, ">= 2 entries");
+  ULYSSES_RETURN_IF_ERROR(validate_cu_seqlens(cu_seqlens, cu_seqlens.back(), api));
+  std::vector<std::int32_t> out(cu_seqlens.begin(), cu_seqlens.end());
+  if (parallel.strategy == Strategy::kUlysses) return out;
+  const std::int64_t unit = 2 * parallel.ring_size();
+  std::int64_t at = 0;
+  for (std::size_t s = 0; s + 1 < cu_seqlens.size(); ++s) {
+    out[s] = static_cast<std::int32_t>(at);
+    const std::int64_t len = cu_seqlens[s + 1] - cu_seqlens[s];
+    at += (len + unit - 1) / unit * unit;
+    if (at > std::numeric_limits<std::int32_t>::max()) {
+      return arg_error(api, "cu_seqlens", "pads to more tokens than int32 holds", at,
+                       "<= 2^31 - 1 padded tokens");
+    }
+  }
+  out.back() = static_cast<std::int32_t>(at);
+  return out;
+}
+
 Result<std::vector<TokenRange>> shard_token_ranges(const ParallelConfig& parallel,
-                                                   std::int64_t seqlen, int rank) {
+                                                   std::int64_t seqlen, int rank,
+                                                   std::span<const std::int32_t> cu_seqlens) {
   constexpr std::string_view api = "ulysses::shard_token_ranges";
   ULYSSES_RETURN_IF_ERROR(parallel.validate());
   const int cp = parallel.cp;
@@ -117,20 +143,53 @@ Result<std::vector<TokenRange>> shard_token_ranges(const ParallelConfig& paralle
   const int U = parallel.ulysses_size(), R = parallel.ring_size();
   const int j = rank / U, u = rank % U;
   const std::int64_t chunk = seqlen / (2 * R), piece = chunk / U;
-  const std::int64_t first = j * chunk + u * piece, second = (2 * R - 1 - j) * chunk + u * piece;
-  return std::vector<TokenRange>{{first, first + piece}, {second, second + piece}};
+  if (cu_seqlens.empty()) {
+    const std::int64_t first = j * chunk + u * piece, second = (2 * R - 1 - j) * chunk + u * piece;
+    return std::vector<TokenRange>{{first, first + piece}, {second, second + piece}};
+  }
+  // Packed sequences: each padded sequence (and the tail after the last) is cut into 2R chunks of
+  // its own; ring index x owns H_x, the concatenation of every segment's chunk x (chunk tokens in
+  // all), and rank (j, u) holds piece u of H_j and of H_{2R-1-j}.
+  ULYSSES_ASSIGN_OR_RETURN(auto offsets, packed_sequence_offsets(parallel, cu_seqlens));
+  if (offsets.back() > seqlen) {
+    return arg_error(
+        api, "cu_seqlens", "needs more tokens than seqlen once padded", offsets.back(),
+        str_cat("<= ", seqlen, " (each sequence padded to a multiple of ", 2 * R, ")"));
+  }
+  offsets.push_back(static_cast<std::int32_t>(seqlen));  // the tail: one more segment
+  std::vector<TokenRange> out;
+  for (const int x : {j, 2 * R - 1 - j}) {
+    const std::int64_t want_begin = u * piece, want_end = want_begin + piece;
+    std::int64_t h = 0;  // row of H_x where the current segment's chunk starts
+    for (std::size_t s = 0; s + 1 < offsets.size() && h < want_end; ++s) {
+      const std::int64_t c = (offsets[s + 1] - offsets[s]) / (2 * R);
+      const std::int64_t lo = std::max(h, want_begin), hi = std::min(h + c, want_end);
+      if (lo < hi) {
+        const std::int64_t g = offsets[s] + x * c + (lo - h);
+        if (!out.empty() && out.back().end == g) {
+          out.back().end = g + (hi - lo);
+        } else {
+          out.push_back({g, g + (hi - lo)});
+        }
+      }
+      h += c;
+    }
+  }
+  return out;
 }
 
 namespace {
 // Runs fn(global slice, shard slice) for each of rank's token ranges.
 template <typename Fn>
 Status for_each_range(const TensorView& global, const TensorView& shard, int seq_dim,
-                      const ParallelConfig& parallel, int rank, std::string_view api, Fn&& fn) {
+                      const ParallelConfig& parallel, int rank,
+                      std::span<const std::int32_t> cu_seqlens, std::string_view api, Fn&& fn) {
   if (seq_dim < 0 || seq_dim >= global.ndim || global.ndim != shard.ndim) {
     return arg_error(api, "seq_dim", "does not fit the tensors", seq_dim,
                      str_cat("0..", global.ndim - 1, " with global and shard of equal rank"));
   }
-  ULYSSES_ASSIGN_OR_RETURN(auto ranges, shard_token_ranges(parallel, global.size(seq_dim), rank));
+  ULYSSES_ASSIGN_OR_RETURN(auto ranges,
+                           shard_token_ranges(parallel, global.size(seq_dim), rank, cu_seqlens));
   std::int64_t held = 0;
   for (const TokenRange& r : ranges) held += r.end - r.begin;
   for (int d = 0; d < global.ndim; ++d) {
@@ -157,29 +216,47 @@ Status for_each_range(const TensorView& global, const TensorView& shard, int seq
 }  // namespace
 
 Status copy_shard(const TensorView& global, const TensorView& shard, int seq_dim,
-                  const ParallelConfig& parallel, int rank) {
-  return for_each_range(global, shard, seq_dim, parallel, rank, "ulysses::copy_shard",
+                  const ParallelConfig& parallel, int rank,
+                  std::span<const std::int32_t> cu_seqlens) {
+  return for_each_range(global, shard, seq_dim, parallel, rank, cu_seqlens, "ulysses::copy_shard",
                         [](const TensorView& g, const TensorView& l) { return copy_tensor(l, g); });
 }
 
 Status place_shard(const TensorView& shard, const TensorView& global, int seq_dim,
-                   const ParallelConfig& parallel, int rank) {
-  return for_each_range(global, shard, seq_dim, parallel, rank, "ulysses::place_shard",
+                   const ParallelConfig& parallel, int rank,
+                   std::span<const std::int32_t> cu_seqlens) {
+  return for_each_range(global, shard, seq_dim, parallel, rank, cu_seqlens, "ulysses::place_shard",
                         [](const TensorView& g, const TensorView& l) { return copy_tensor(g, l); });
 }
 
 Result<std::vector<std::int32_t>> shard_position_ids(const ParallelConfig& parallel,
-                                                     std::int64_t seqlen, int rank) {
-  ULYSSES_ASSIGN_OR_RETURN(auto ranges, shard_token_ranges(parallel, seqlen, rank));
+                                                     std::int64_t seqlen, int rank,
+                                                     std::span<const std::int32_t> cu_seqlens) {
+  ULYSSES_ASSIGN_OR_RETURN(auto ranges, shard_token_ranges(parallel, seqlen, rank, cu_seqlens));
   std::vector<std::int32_t> ids;
+  if (cu_seqlens.empty()) {
+    for (const TokenRange& r : ranges) {
+      for (std::int64_t t = r.begin; t < r.end; ++t) ids.push_back(static_cast<std::int32_t>(t));
+    }
+    return ids;
+  }
+  // Packed: the position inside the token's own sequence, 0 for padding.
+  ULYSSES_ASSIGN_OR_RETURN(auto offsets, packed_sequence_offsets(parallel, cu_seqlens));
   for (const TokenRange& r : ranges) {
-    for (std::int64_t t = r.begin; t < r.end; ++t) ids.push_back(static_cast<std::int32_t>(t));
+    for (std::int64_t t = r.begin; t < r.end; ++t) {
+      const auto next = std::upper_bound(offsets.begin(), offsets.end(), t);
+      const auto s = static_cast<std::size_t>(next - offsets.begin()) - 1;
+      const std::int64_t pos = t - offsets[s];
+      const bool real = s + 1 < cu_seqlens.size() && pos < cu_seqlens[s + 1] - cu_seqlens[s];
+      ids.push_back(real ? static_cast<std::int32_t>(pos) : 0);
+    }
   }
   return ids;
 }
 
 Status gather_sequence(Communicator& comm, const TensorView& shard, const TensorView& global,
-                       int seq_dim, const ParallelConfig& parallel, void* scratch, Stream stream) {
+                       int seq_dim, const ParallelConfig& parallel, void* scratch, Stream stream,
+                       std::span<const std::int32_t> cu_seqlens) {
   constexpr std::string_view api = "ulysses::gather_sequence";
   if (!comm.device().is_host()) {
     return unsupported(str_cat(api, ": device communicators are not supported yet (got ",
@@ -206,7 +283,7 @@ Status gather_sequence(Communicator& comm, const TensorView& shard, const Tensor
   for (int r = 0; r < comm.size(); ++r) {
     TensorView src = packed_view;
     src.data = static_cast<char*>(scratch) + static_cast<std::size_t>(r) * bytes;
-    ULYSSES_RETURN_IF_ERROR(place_shard(src, global, seq_dim, parallel, r));
+    ULYSSES_RETURN_IF_ERROR(place_shard(src, global, seq_dim, parallel, r, cu_seqlens));
   }
   return Status::ok();
 }

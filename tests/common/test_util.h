@@ -39,6 +39,20 @@ inline void poison(HostTensor& t) {
 }
 
 /// Same dtype and shape, converted element by element (e.g. bf16 inputs as fp64 for the truth).
+/// The view without its leading dimension (of size 1): [1, S, H, D] -> [S, H, D] (layout thd),
+/// [1, H, S] -> [H, S].
+inline TensorView drop_dim0(const TensorView& v) {
+  TensorView out = v;
+  out.ndim = v.ndim - 1;
+  for (int d = 0; d + 1 < v.ndim; ++d) {
+    out.shape[static_cast<std::size_t>(d)] = v.shape[static_cast<std::size_t>(d + 1)];
+    out.strides[static_cast<std::size_t>(d)] = v.strides[static_cast<std::size_t>(d + 1)];
+  }
+  out.shape[static_cast<std::size_t>(v.ndim - 1)] = 0;
+  out.strides[static_cast<std::size_t>(v.ndim - 1)] = 0;
+  return out;
+}
+
 inline HostTensor convert(const HostTensor& src, DType dtype) {
   HostTensor out;
   out.storage.assign(static_cast<std::size_t>(src.numel()) * dtype_size(dtype), 0);

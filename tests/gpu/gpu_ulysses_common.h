@@ -36,6 +36,25 @@ inline ParallelConfig parallel_of(const GpuCase& c) {
 
 inline void PrintTo(const GpuCase& c, std::ostream* os) { *os << c.name; }
 
+/// Packed sequences under ring or hybrid lie at padded offsets (packed_sequence_offsets()): the
+/// unsharded runs see them as VarlenRows. Host tables; empty unless such a case.
+struct PackedRows {
+  std::vector<std::int32_t> begin, len;
+  bool on = false;
+};
+inline PackedRows packed_rows_of(const GpuCase& c) {
+  PackedRows r;
+  if (c.layout != Layout::kTHD || c.strategy == Strategy::kUlysses) return r;
+  auto offsets = packed_sequence_offsets(parallel_of(c), c.cu);
+  EXPECT_TRUE(offsets.is_ok()) << offsets.status().to_string();
+  for (std::size_t s = 0; s + 1 < c.cu.size(); ++s) {
+    r.begin.push_back((*offsets)[s]);
+    r.len.push_back(c.cu[s + 1] - c.cu[s]);
+  }
+  r.on = true;
+  return r;
+}
+
 inline AttentionConfig attention_of(const GpuCase& c) {
   return {.num_heads_q = c.Hq,
           .num_heads_kv = c.Hkv,
@@ -109,7 +128,28 @@ inline GpuOutputs run_single_gpu(const GpuCase& c, const GpuInputs& in, int devi
   auto kernel = create_cudnn_attention(device, {.deterministic = c.deterministic});
   EXPECT_TRUE(kernel.is_ok()) << kernel.status().to_string();
   const bool thd = c.layout == Layout::kTHD;
-  const LocalProblem p = LocalProblem::unsharded(attention_of(c), c.dtype, thd ? 1 : c.B, c.S, thd);
+  LocalProblem p = LocalProblem::unsharded(attention_of(c), c.dtype, thd ? 1 : c.B, c.S, thd);
+  const PackedRows pr = packed_rows_of(c);
+  const std::int64_t n = static_cast<std::int64_t>(pr.begin.size());
+  HostTensor tab(DType::kFloat32, {std::max<std::int64_t>(2 * n, 1)});  // int32 bits
+  std::memcpy(tab.storage.data(), pr.begin.data(), pr.begin.size() * 4);
+  std::memcpy(tab.storage.data() + pr.begin.size() * 4, pr.len.data(), pr.len.size() * 4);
+  DeviceTensor dtab = DeviceTensor::of(tab, device);
+  VarlenRows rows;
+  if (pr.on) {
+    p.varlen_rows = true;
+    const auto* t = static_cast<const std::int32_t*>(dtab.ptr);
+    rows = {.q_begin = pr.begin,
+            .q_len = pr.len,
+            .kv_begin = pr.begin,
+            .kv_len = pr.len,
+            .q_begin_device = t,
+            .q_len_device = t + n,
+            .kv_begin_device = t,
+            .kv_len_device = t + n};
+  }
+  const std::span<const std::int32_t> cu_h =
+      pr.on ? std::span<const std::int32_t>{} : std::span<const std::int32_t>(c.cu);
   DeviceTensor q = DeviceTensor::of(in.q, device), k = DeviceTensor::of(in.k, device),
                v = DeviceTensor::of(in.v, device), d_o = DeviceTensor::of(in.d_o, device),
                sinks = DeviceTensor::of(in.sinks, device), cu = DeviceTensor::of(in.cu, device);
@@ -126,8 +166,9 @@ inline GpuOutputs run_single_gpu(const GpuCase& c, const GpuInputs& in, int devi
                      .v = as4d(v.view),
                      .o = as4d(o.view),
                      .lse = as3d(lse.view),
-                     .cu_seqlens = c.cu,
+                     .cu_seqlens = cu_h,
                      .cu_seqlens_device = cu_d,
+                     .rows = rows,
                      .workspace = ws.ptr};
   LocalBackwardArgs b{.q = f.q,
                       .k = f.k,
@@ -138,8 +179,9 @@ inline GpuOutputs run_single_gpu(const GpuCase& c, const GpuInputs& in, int devi
                       .dq = as4d(dq.view),
                       .dk = as4d(dk.view),
                       .dv = as4d(dv.view),
-                      .cu_seqlens = c.cu,
+                      .cu_seqlens = cu_h,
                       .cu_seqlens_device = cu_d,
+                      .rows = rows,
                       .workspace = ws.ptr};
   if (c.sinks) {
     f.sinks = b.sinks = sinks.view;
@@ -195,10 +237,14 @@ inline GpuOutputs run_distributed(const GpuCase& c, const GpuInputs& in,
       // Each rank holds only its shard (copied from the global host tensors; ring and hybrid hold
       // zigzag ranges).
       const bool zigzag = c.strategy != Strategy::kUlysses;
+      const int sd = thd ? 0 : 1;  // sequence dim of activations
+      const std::span<const std::int32_t> packed =
+          thd ? std::span<const std::int32_t>(c.cu) : std::span<const std::int32_t>{};
       auto shard_host = [&](const HostTensor& g) {
         if (zigzag) {
-          HostTensor h(g.view.dtype, {c.B, c.S / P, g.view.size(2), c.D});
-          EXPECT_TRUE(copy_shard(g.view, h.view, 1, cfg.parallel, r).is_ok());
+          HostTensor h = thd ? HostTensor(g.view.dtype, {c.S / P, g.view.size(1), c.D})
+                             : HostTensor(g.view.dtype, {c.B, c.S / P, g.view.size(2), c.D});
+          EXPECT_TRUE(copy_shard(g.view, h.view, sd, cfg.parallel, r, packed).is_ok());
           return h;
         }
         TensorView sv = shard_view(g.view, c.layout, P, r).value();
@@ -263,7 +309,7 @@ inline GpuOutputs run_distributed(const GpuCase& c, const GpuInputs& in,
       auto put = [&](const DeviceTensor& d, const HostTensor& like, HostTensor& global) {
         HostTensor h = d.download(like);
         if (zigzag) {
-          EXPECT_TRUE(place_shard(h.view, global.view, 1, cfg.parallel, r).is_ok());
+          EXPECT_TRUE(place_shard(h.view, global.view, sd, cfg.parallel, r, packed).is_ok());
           return;
         }
         EXPECT_TRUE(copy_tensor(shard_view(global.view, c.layout, P, r).value(), h.view).is_ok());
@@ -274,7 +320,8 @@ inline GpuOutputs run_distributed(const GpuCase& c, const GpuInputs& in,
       put(dv, dvh, out.dv);
       HostTensor lh = lse.download(lseh);
       if (zigzag) {
-        EXPECT_TRUE(place_shard(lh.view, out.lse.view, 2, cfg.parallel, r).is_ok());
+        EXPECT_TRUE(
+            place_shard(lh.view, out.lse.view, thd ? 1 : 2, cfg.parallel, r, packed).is_ok());
       } else {
         EXPECT_TRUE(
             copy_tensor(shard_lse_view(out.lse.view, c.layout, P, r).value(), lh.view).is_ok());
@@ -325,7 +372,8 @@ inline void expect_matches_single_gpu(const GpuCase& c, const GpuOutputs& single
   if (c.sinks) close(single.dsinks, dist.dsinks, "dSinks");
 }
 
-/// The FP64 truth on the host (bshd): the reference on the same rounded inputs.
+/// The FP64 truth on the host: the reference on the same rounded inputs (packed ring cases: the
+/// sequences at their padded offsets).
 inline GpuOutputs run_reference_fp64(const GpuCase& c, const GpuInputs& in) {
   const DType f64 = DType::kFloat64;
   const HostTensor q = convert(in.q, f64), k = convert(in.k, f64), v = convert(in.v, f64),
@@ -333,17 +381,34 @@ inline GpuOutputs run_reference_fp64(const GpuCase& c, const GpuInputs& in) {
   GpuOutputs r{convert(in.shapes.o, f64),  in.shapes.lse,
                convert(in.shapes.dq, f64), convert(in.shapes.dk, f64),
                convert(in.shapes.dv, f64), in.shapes.dsinks};
-  const LocalProblem p = LocalProblem::unsharded(attention_of(c), f64, c.B, c.S);
-  LocalForwardArgs f{.q = q.view, .k = k.view, .v = v.view, .o = r.o.view, .lse = r.lse.view};
-  LocalBackwardArgs b{.q = q.view,
-                      .k = k.view,
-                      .v = v.view,
-                      .o = r.o.view,
-                      .lse = r.lse.view,
-                      .d_o = d_o.view,
-                      .dq = r.dq.view,
-                      .dk = r.dk.view,
-                      .dv = r.dv.view};
+  const bool thd = c.layout == Layout::kTHD;
+  LocalProblem p = LocalProblem::unsharded(attention_of(c), f64, thd ? 1 : c.B, c.S, thd);
+  const PackedRows pr = packed_rows_of(c);
+  VarlenRows rows;
+  if (pr.on) {
+    p.varlen_rows = true;
+    rows = {.q_begin = pr.begin, .q_len = pr.len, .kv_begin = pr.begin, .kv_len = pr.len};
+  }
+  const std::span<const std::int32_t> cu_h =
+      pr.on || !thd ? std::span<const std::int32_t>{} : std::span<const std::int32_t>(c.cu);
+  LocalForwardArgs f{.q = as4d(q.view),
+                     .k = as4d(k.view),
+                     .v = as4d(v.view),
+                     .o = as4d(r.o.view),
+                     .lse = as3d(r.lse.view),
+                     .cu_seqlens = cu_h,
+                     .rows = rows};
+  LocalBackwardArgs b{.q = f.q,
+                      .k = f.k,
+                      .v = f.v,
+                      .o = f.o,
+                      .lse = f.lse,
+                      .d_o = as4d(d_o.view),
+                      .dq = as4d(r.dq.view),
+                      .dk = as4d(r.dk.view),
+                      .dv = as4d(r.dv.view),
+                      .cu_seqlens = cu_h,
+                      .rows = rows};
   if (c.sinks) {
     f.sinks = b.sinks = in.sinks.view;
     b.dsinks = r.dsinks.view;
@@ -354,20 +419,27 @@ inline GpuOutputs run_reference_fp64(const GpuCase& c, const GpuInputs& in) {
 }
 
 /// Ring and hybrid merge partial results, so they are held to STYLE.md's 2x rule: against the FP64
-/// truth, at most twice the error of the single-GPU cuDNN run (plus a floor of a few fp32 ulps).
+/// truth, at most twice the error of the single-GPU cuDNN run, plus a floor of half an I/O-dtype
+/// ulp at the tensor's magnitude. The floor is the one rounding a ring on cuDNN cannot avoid:
+/// cuDNN writes each block's O, dQ, dK, dV in the I/O dtype, and their fp32 sum carries those
+/// roundings (seen on H200: hybrid 4x2 with replicated KV heads and fp16 dSinks landed at
+/// 2.03-2.17x the plain error in about one run of four without it; bugs are orders larger).
 inline void expect_ring_within_2x(const GpuCase& c, const GpuOutputs& single,
                                   const GpuOutputs& dist, const GpuOutputs& truth) {
-  auto check = [&](const HostTensor& d, const HostTensor& s, const HostTensor& t,
-                   const char* what) {
+  const double half_ulp = c.dtype == DType::kFloat16 ? 0x1p-11 : 0x1p-8;
+  auto check = [&](const HostTensor& d, const HostTensor& s, const HostTensor& t, const char* what,
+                   double floor_rel) {
     EXPECT_EQ(count_nan(d), 0) << what;
-    EXPECT_TRUE(within_2x_rule(d, s, t, 0x1p-20 * std::max(1.0, max_abs(t)))) << what;
+    EXPECT_TRUE(within_2x_rule(d, s, t, floor_rel * std::max(1.0, max_abs(t)))) << what;
   };
-  check(dist.o, single.o, truth.o, "O");
-  check(dist.lse, single.lse, truth.lse, "LSE");
-  check(dist.dq, single.dq, truth.dq, "dQ");
-  check(dist.dk, single.dk, truth.dk, "dK");
-  check(dist.dv, single.dv, truth.dv, "dV");
-  if (c.sinks) check(dist.dsinks, single.dsinks, truth.dsinks, "dSinks");
+  check(dist.lse, single.lse, truth.lse, "LSE", 0x1p-20);  // fp32 throughout: fp32 ulps
+  auto check_io = [&](const HostTensor& d, const HostTensor& s, const HostTensor& t,
+                      const char* what) { check(d, s, t, what, half_ulp); };
+  check_io(dist.o, single.o, truth.o, "O");
+  check_io(dist.dq, single.dq, truth.dq, "dQ");
+  check_io(dist.dk, single.dk, truth.dk, "dK");
+  check_io(dist.dv, single.dv, truth.dv, "dV");
+  if (c.sinks) check_io(dist.dsinks, single.dsinks, truth.dsinks, "dSinks");
 }
 
 }  // namespace ulysses::testing

@@ -57,6 +57,30 @@ GpuCase ring_case(std::string name, Strategy strategy, int P, int U, std::int64_
   return c;
 }
 
+// Packed sequences (thd) at padded offsets: lengths that are not multiples of 2R, an empty one.
+GpuCase packed_case(std::string name, Strategy strategy, int P, int U, std::int64_t S, int Hq,
+                    int Hkv, bool causal, std::vector<std::int32_t> lens) {
+  GpuCase c = ring_case(std::move(name), strategy, P, U, S, Hq, Hkv, causal, false);
+  c.layout = Layout::kTHD;
+  c.cu = {0};
+  for (std::int32_t l : lens) c.cu.push_back(c.cu.back() + l);
+  return c;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Packed, DeviceLoopbackRing,
+    ::testing::Values(packed_case("ring_p2_gqa_causal", Strategy::kRing, 2, 0, 1024, 8, 2, true,
+                                  {100, 333, 7, 450}),
+                      packed_case("ring_p4_mha_full", Strategy::kRing, 4, 0, 1024, 4, 4, false,
+                                  {200, 301, 64, 250}),
+                      packed_case("ring_p8_mqa_causal_empty_seq", Strategy::kRing, 8, 0, 2048, 4, 1,
+                                  true, {700, 90, 513, 0, 401}),
+                      packed_case("hybrid_2x2_gqa_causal", Strategy::kHybrid, 4, 2, 1024, 8, 4,
+                                  true, {129, 400, 33, 300}),
+                      packed_case("hybrid_4x2_replicated_kv_causal", Strategy::kHybrid, 8, 4, 1024,
+                                  8, 2, true, {250, 250, 250})),
+    [](const auto& param_info) { return param_info.param.name; });
+
 INSTANTIATE_TEST_SUITE_P(
     Gpu, DeviceLoopbackRing,
     ::testing::Values(

@@ -132,7 +132,16 @@ INSTANTIATE_TEST_SUITE_P(
                       nccl_ring_case("ring_full_sinks", Strategy::kRing, false, true),
                       nccl_ring_case("hybrid_one_group_window_sinks", Strategy::kHybrid, true, true,
                                      200),
-                      nccl_ring_case("ring_causal_window_300", Strategy::kRing, true, true, 300)),
+                      nccl_ring_case("ring_causal_window_300", Strategy::kRing, true, true, 300),
+                      [] {
+                        // Packed sequences at offsets padded for up to 8 GPUs (multiples of 16).
+                        GpuCase c =
+                            nccl_ring_case("ring_packed_causal", Strategy::kRing, true, false);
+                        c.layout = Layout::kTHD;
+                        c.S = 2048;
+                        c.cu = {0, 300, 817, 908, 1608};
+                        return c;
+                      }()),
     [](const auto& param_info) { return param_info.param.name; });
 
 INSTANTIATE_TEST_SUITE_P(AllGpus, NcclUlysses,

@@ -29,9 +29,23 @@ struct Case {
   int wl = -1, wr = -1;
   bool sinks = false;
   bool training = true;
+  std::vector<std::int32_t> lens = {};  // packed sequences' real lengths (layout thd, B = 1)
+
+  bool packed() const { return !lens.empty(); }
+  std::vector<std::int32_t> cu() const {
+    std::vector<std::int32_t> out{0};
+    for (std::int32_t l : lens) out.push_back(out.back() + l);
+    return out;
+  }
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+void expect_invalid_packed(const Status& s) {
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+  EXPECT_NE(s.message().find("cu_seqlens"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("padded"), std::string::npos) << s.message();
+}
 
 AttentionConfig attention(const Case& c) {
   return {.num_heads_q = c.Hq,
@@ -81,6 +95,19 @@ Tensors unsharded(const Case& c, const Inputs& any, DType dtype) {
   LocalProblem p = LocalProblem::unsharded(attention(c), dtype, c.B, c.S);
   LocalForwardArgs f{.q = q.view, .k = k.view, .v = v.view, .o = r.o.view, .lse = r.lse.view};
   if (c.sinks) f.sinks = any.sinks.view;
+  // Packed: every sequence at its padded offset, padding rows in no sequence.
+  std::vector<std::int32_t> begin, len;
+  if (c.packed()) {
+    const std::vector<std::int32_t> cu = c.cu();
+    auto offsets = packed_sequence_offsets(parallel(c), cu);
+    EXPECT_TRUE(offsets.is_ok());
+    for (std::size_t s = 0; s + 1 < cu.size(); ++s) {
+      begin.push_back((*offsets)[s]);
+      len.push_back(cu[s + 1] - cu[s]);
+    }
+    p.varlen = p.varlen_rows = true;
+    f.rows = {.q_begin = begin, .q_len = len, .kv_begin = begin, .kv_len = len};
+  }
   EXPECT_TRUE(reference_forward(p, f).is_ok());
   if (!c.training) return r;
   p.partial_keys = true;
@@ -92,7 +119,8 @@ Tensors unsharded(const Case& c, const Inputs& any, DType dtype) {
                       .d_o = d_o.view,
                       .dq = r.dq.view,
                       .dk = r.dk.view,
-                      .dv = r.dv.view};
+                      .dv = r.dv.view,
+                      .rows = f.rows};
   if (c.sinks) {
     b.sinks = any.sinks.view;
     b.dsinks = r.dsinks.view;
@@ -108,38 +136,44 @@ Tensors distributed(const Case& c, const Inputs& in, std::vector<HostTensor>& ds
   auto kernel = make_reference_attention();
   const PlanConfig cfg{.attention = attention(c),
                        .parallel = parallel(c),
+                       .layout = c.packed() ? Layout::kTHD : Layout::kBSHD,
                        .dtype = c.dtype,
                        .batch = c.B,
                        .seqlen = c.S,
                        .training = c.training};
   const std::int64_t Sl = c.S / c.P;
+  const std::vector<std::int32_t> cu = c.packed() ? c.cu() : std::vector<std::int32_t>{};
+  // thd views of the [1, S, H, D] activations and the [1, H, S] LSE.
+  auto act = [&](const HostTensor& t) { return c.packed() ? testing::drop_dim0(t.view) : t.view; };
   auto st = testing::run_ranks(c.P, [&](int r, Communicator& comm) -> Status {
     auto plan = DistributedAttention::create(cfg, comm, *kernel);
     if (!plan.is_ok()) return plan.status();
     std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
     auto mine = [&](const HostTensor& global) {
       HostTensor t(global.view.dtype, {c.B, Sl, global.view.size(2), c.D});
-      EXPECT_TRUE(copy_shard(global.view, t.view, 1, cfg.parallel, r).is_ok());
+      EXPECT_TRUE(copy_shard(global.view, t.view, 1, cfg.parallel, r, cu).is_ok());
       return t;
     };
     const HostTensor q = mine(in.q), k = mine(in.k), v = mine(in.v), d_o = mine(in.d_o);
     Tensors local = poisoned(c, c.dtype, Sl);
-    ForwardArgs f{.q = q.view,
-                  .k = k.view,
-                  .v = v.view,
-                  .o = local.o.view,
-                  .lse = local.lse.view,
+    ForwardArgs f{.q = act(q),
+                  .k = act(k),
+                  .v = act(v),
+                  .o = act(local.o),
+                  .lse = act(local.lse),
+                  .cu_seqlens = cu,
                   .workspace = ws.data(),
                   .saved = saved.data()};
     if (c.sinks) f.sinks = in.sinks.view;
     ULYSSES_RETURN_IF_ERROR((*plan)->forward(f, nullptr));
-    ULYSSES_RETURN_IF_ERROR(place_shard(local.o.view, out.o.view, 1, cfg.parallel, r));
-    ULYSSES_RETURN_IF_ERROR(place_shard(local.lse.view, out.lse.view, 2, cfg.parallel, r));
+    ULYSSES_RETURN_IF_ERROR(place_shard(local.o.view, out.o.view, 1, cfg.parallel, r, cu));
+    ULYSSES_RETURN_IF_ERROR(place_shard(local.lse.view, out.lse.view, 2, cfg.parallel, r, cu));
     if (!c.training) return Status::ok();
-    BackwardArgs b{.d_o = d_o.view,
-                   .dq = local.dq.view,
-                   .dk = local.dk.view,
-                   .dv = local.dv.view,
+    BackwardArgs b{.d_o = act(d_o),
+                   .dq = act(local.dq),
+                   .dk = act(local.dk),
+                   .dv = act(local.dv),
+                   .cu_seqlens = cu,
                    .workspace = ws.data(),
                    .saved = saved.data()};
     if (c.sinks) {
@@ -147,9 +181,9 @@ Tensors distributed(const Case& c, const Inputs& in, std::vector<HostTensor>& ds
       b.dsinks = dsinks_per_rank[static_cast<std::size_t>(r)].view;
     }
     ULYSSES_RETURN_IF_ERROR((*plan)->backward(b, nullptr));
-    ULYSSES_RETURN_IF_ERROR(place_shard(local.dq.view, out.dq.view, 1, cfg.parallel, r));
-    ULYSSES_RETURN_IF_ERROR(place_shard(local.dk.view, out.dk.view, 1, cfg.parallel, r));
-    return place_shard(local.dv.view, out.dv.view, 1, cfg.parallel, r);
+    ULYSSES_RETURN_IF_ERROR(place_shard(local.dq.view, out.dq.view, 1, cfg.parallel, r, cu));
+    ULYSSES_RETURN_IF_ERROR(place_shard(local.dk.view, out.dk.view, 1, cfg.parallel, r, cu));
+    return place_shard(local.dv.view, out.dv.view, 1, cfg.parallel, r, cu);
   });
   EXPECT_ALL_OK(st);
   return out;
@@ -213,6 +247,135 @@ std::vector<Case> cases() {
       {"hybrid_4x1_is_ulysses_fp32_window", hybrid, 4, 4, 1, 16, 4, 4, 8, fp32, true, 3},
       {"hybrid_1x4_is_ring_bf16_causal", hybrid, 4, 1, 1, 16, 2, 2, 8, bf16, true},
       {"hybrid_2x2_inference_fp32", hybrid, 4, 2, 1, 16, 4, 2, 8, fp32, true, -1, -1, false, false},
+      // Packed sequences (thd): each padded to a multiple of 2R, padding between and after them.
+      {"packed_ring_p2_gqa_bf16_causal",
+       ring,
+       2,
+       0,
+       1,
+       40,
+       4,
+       2,
+       16,
+       bf16,
+       true,
+       -1,
+       -1,
+       false,
+       true,
+       {5, 12, 1, 9}},
+      {"packed_ring_p4_fp32_full",
+       ring,
+       4,
+       0,
+       1,
+       40,
+       2,
+       2,
+       8,
+       fp32,
+       false,
+       -1,
+       -1,
+       false,
+       true,
+       {7, 16, 3}},
+      {"packed_ring_p3_fp32_causal_sinks_no_tail",
+       ring,
+       3,
+       0,
+       1,
+       36,
+       3,
+       1,
+       8,
+       fp32,
+       true,
+       -1,
+       -1,
+       true,
+       true,
+       {10, 2, 13}},
+      {"packed_ring_p8_mqa_fp32_causal",
+       ring,
+       8,
+       0,
+       1,
+       96,
+       2,
+       1,
+       8,
+       fp32,
+       true,
+       -1,
+       -1,
+       false,
+       true,
+       {40, 3, 21}},
+      {"packed_hybrid_2x2_gqa_bf16_causal_sinks",
+       hybrid,
+       4,
+       2,
+       1,
+       40,
+       8,
+       4,
+       8,
+       bf16,
+       true,
+       -1,
+       -1,
+       true,
+       true,
+       {9, 20, 4}},
+      {"packed_hybrid_4x2_replicated_kv_fp32_causal",
+       hybrid,
+       8,
+       4,
+       1,
+       64,
+       8,
+       2,
+       8,
+       fp32,
+       true,
+       -1,
+       -1,
+       false,
+       true,
+       {17, 6, 30}},
+      {"packed_hybrid_2x4_fp64_causal_empty_seq",
+       hybrid,
+       8,
+       2,
+       1,
+       64,
+       4,
+       2,
+       4,
+       fp64,
+       true,
+       -1,
+       -1,
+       true,
+       true,
+       {3, 25, 11, 0, 8}},
+      {"packed_ring_p2_inference_bf16",
+       ring,
+       2,
+       0,
+       1,
+       24,
+       4,
+       2,
+       8,
+       bf16,
+       true,
+       -1,
+       -1,
+       true,
+       false,
+       {6, 11}},
   };
 }
 
@@ -252,6 +415,43 @@ TEST(Sharding, ZigzagRangesCoverTheSequenceOnce) {
   const ParallelConfig hyb{.strategy = Strategy::kHybrid, .cp = 4, .ulysses_degree = 2};
   EXPECT_EQ(*shard_token_ranges(hyb, 48, 3), (std::vector<TokenRange>{{18, 24}, {30, 36}}));
   EXPECT_FALSE(shard_token_ranges(ring, 50, 0).is_ok());
+}
+
+TEST(Sharding, PackedSequencesZigzagPerSequence) {
+  // Ring cp = 2: lengths 5, 12, 1 pad to 8, 12, 4 (multiples of 2R = 4) at offsets 0, 8, 20;
+  // seqlen 28 leaves a tail of 4. Chunks per segment: 2, 3, 1, 1 tokens.
+  const ParallelConfig ring{.strategy = Strategy::kRing, .cp = 2};
+  const std::vector<std::int32_t> cu{0, 5, 17, 18};
+  EXPECT_EQ(*packed_sequence_offsets(ring, cu), (std::vector<std::int32_t>{0, 8, 20, 24}));
+  // Rank 0 (chunks 0 and 3 of every segment): H_0 = [0,2) [8,11) [20,21) [24,25), then H_3.
+  EXPECT_EQ(*shard_token_ranges(ring, 28, 0, cu),
+            (std::vector<TokenRange>{
+                {0, 2}, {8, 11}, {20, 21}, {24, 25}, {6, 8}, {17, 20}, {23, 24}, {27, 28}}));
+  // Position ids: inside each sequence, 0 for padding (sequence 0 has 5 real tokens: 6, 7 pad).
+  EXPECT_EQ(*shard_position_ids(ring, 28, 0, cu),
+            (std::vector<std::int32_t>{0, 1, 0, 1, 2, 0, 0, 0, 0, 9, 10, 11, 0, 0}));
+  // Every strategy: each token held exactly once, S / cp per rank.
+  for (const ParallelConfig& pc :
+       {ring, ParallelConfig{.strategy = Strategy::kHybrid, .cp = 4, .ulysses_degree = 2},
+        ParallelConfig{.strategy = Strategy::kRing, .cp = 3}}) {
+    const std::int64_t S = 48;
+    std::vector<int> owner(static_cast<std::size_t>(S), -1);
+    for (int r = 0; r < pc.cp; ++r) {
+      auto ranges = shard_token_ranges(pc, S, r, cu);
+      ASSERT_TRUE(ranges.is_ok()) << ranges.status().to_string();
+      std::int64_t held = 0;
+      for (const TokenRange& t : *ranges) {
+        held += t.end - t.begin;
+        for (std::int64_t i = t.begin; i < t.end; ++i) {
+          EXPECT_EQ(owner[static_cast<std::size_t>(i)], -1) << "token " << i << " held twice";
+          owner[static_cast<std::size_t>(i)] = r;
+        }
+      }
+      EXPECT_EQ(held, S / pc.cp);
+    }
+  }
+  // Too little room once padded, for the helpers and for a plan's call.
+  expect_invalid_packed(shard_token_ranges(ring, 20, 0, cu).status());
 }
 
 TEST(Sharding, GatherUndoesCopyShard) {
@@ -346,6 +546,47 @@ TEST(LocalProblemChecks, KeyRowsFollowSeqlenKv) {
   for (std::int64_t i = 0; i < 3; ++i) {
     // keys 0..i+2 visible with equal weight: mean of 0..i+2 = (i + 2) / 2.
     EXPECT_DOUBLE_EQ(o.at(o.view.offset({0, i, 0, 0})), static_cast<double>(i + 2) / 2.0);
+  }
+}
+
+}  // namespace
+}  // namespace ulysses
+
+namespace ulysses {
+namespace {
+
+TEST(RingPacked, CallsWithTooManyTokensOrSequencesAreRefusedOnEveryRank) {
+  // Plan for 16 packed tokens on a ring of 2 (chunks of 4 per half): cu_seqlens whose padded
+  // layout needs 20 tokens, or 5 sequences (more than seqlen / 2R = 4), are refused before any
+  // data moves, with the same message on both ranks.
+  auto kernel = make_reference_attention();
+  const PlanConfig cfg{
+      .attention = {.num_heads_q = 2, .num_heads_kv = 1, .head_dim = 4, .causal = true},
+      .parallel = {.strategy = Strategy::kRing, .cp = 2},
+      .layout = Layout::kTHD,
+      .dtype = DType::kFloat32,
+      .seqlen = 16,
+      .training = false};
+  for (const std::vector<std::int32_t>& cu :
+       {std::vector<std::int32_t>{0, 5, 10, 15}, std::vector<std::int32_t>{0, 1, 2, 3, 4, 4}}) {
+    auto st = testing::run_ranks(2, [&](int, Communicator& comm) -> Status {
+      auto plan = DistributedAttention::create(cfg, comm, *kernel);
+      if (!plan.is_ok()) return plan.status();
+      std::vector<unsigned char> ws((*plan)->workspace_bytes());
+      HostTensor q(DType::kFloat32, {8, 2, 4}), kv(DType::kFloat32, {8, 1, 4}), o = q;
+      return (*plan)->forward({.q = q.view,
+                               .k = kv.view,
+                               .v = kv.view,
+                               .o = o.view,
+                               .cu_seqlens = cu,
+                               .workspace = ws.data()},
+                              nullptr);
+    });
+    for (const Status& s : st) {
+      EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+      EXPECT_NE(s.message().find("cu_seqlens"), std::string::npos) << s.message();
+      EXPECT_EQ(s.message(), st[0].message());
+    }
   }
 }
 

@@ -187,14 +187,15 @@ std::vector<PlanRule> plan_rules() {
        },
        SC::kInvalidArgument,
        {"num_heads", "got 3"}},
-      {"ring_thd_not_yet",
+      {"ring_thd_window",
        [](PlanConfig& c) {
          c.parallel.strategy = Strategy::kRing;
          c.layout = Layout::kTHD;
          c.batch = 1;
+         c.attention.window_left = 4;
        },
        SC::kUnsupported,
-       {"thd", "ring", "ulysses"}},
+       {"thd", "ring", "window_left 4", "ulysses"}},
       {"ring_with_overlap_chunks",
        [](PlanConfig& c) {
          c.parallel.strategy = Strategy::kRing;
