@@ -30,8 +30,8 @@
 //   s > j:  second chunk of Q (c) x KV (2c), no mask (our chunk j lies before both of theirs).
 //
 // Packed sequences (thd): every sequence is cut into 2R chunks of its own and "chunk x" above is
-// H_x, the concatenation of every sequence's chunk x; a step is one call per pair of halves that see
-// each other, each sequence a VarlenRows entry (docs/DESIGN.md, "Packed sequences").
+// H_x, the concatenation of every sequence's chunk x; a step is one call per pair of halves that
+// see each other, each sequence a VarlenRows entry (docs/DESIGN.md, "Packed sequences").
 #include <algorithm>
 #include <limits>
 #include <set>
