@@ -382,30 +382,37 @@ std::vector<Case> cases() {
 INSTANTIATE_TEST_SUITE_P(Loopback, RingVsReference, ::testing::ValuesIn(cases()),
                          [](const auto& param_info) { return param_info.param.name; });
 
+// Every token of a seqlen-S sequence is held by exactly one rank, S / cp tokens per rank.
+void expect_each_token_once(const ParallelConfig& pc, std::int64_t S,
+                            std::span<const std::int32_t> cu = {}) {
+  std::vector<int> owner(static_cast<std::size_t>(S), -1);
+  for (int r = 0; r < pc.cp; ++r) {
+    auto ranges = shard_token_ranges(pc, S, r, cu);
+    ASSERT_TRUE(ranges.is_ok()) << ranges.status().to_string();
+    std::int64_t held = 0;
+    for (const TokenRange& t : *ranges) {
+      held += t.end - t.begin;
+      for (std::int64_t i = t.begin; i < t.end; ++i) {
+        EXPECT_EQ(owner[static_cast<std::size_t>(i)], -1) << "token " << i << " held twice";
+        owner[static_cast<std::size_t>(i)] = r;
+      }
+    }
+    EXPECT_EQ(held, S / pc.cp);
+  }
+  for (std::int64_t i = 0; i < S; ++i) EXPECT_NE(owner[static_cast<std::size_t>(i)], -1);
+}
+
 TEST(Sharding, ZigzagRangesCoverTheSequenceOnce) {
   for (const ParallelConfig& pc :
        {ParallelConfig{.strategy = Strategy::kRing, .cp = 4},
         ParallelConfig{.strategy = Strategy::kHybrid, .cp = 8, .ulysses_degree = 2},
         ParallelConfig{.strategy = Strategy::kUlysses, .cp = 3}}) {
-    const std::int64_t S = 48;
-    std::vector<int> owner(static_cast<std::size_t>(S), -1);
+    expect_each_token_once(pc, 48);
     for (int r = 0; r < pc.cp; ++r) {
-      auto ranges = shard_token_ranges(pc, S, r);
-      ASSERT_TRUE(ranges.is_ok()) << ranges.status().to_string();
-      std::int64_t held = 0;
-      for (const TokenRange& t : *ranges) {
-        held += t.end - t.begin;
-        for (std::int64_t i = t.begin; i < t.end; ++i) {
-          EXPECT_EQ(owner[static_cast<std::size_t>(i)], -1) << "token " << i << " held twice";
-          owner[static_cast<std::size_t>(i)] = r;
-        }
-      }
-      EXPECT_EQ(held, S / pc.cp);
-      auto ids = shard_position_ids(pc, S, r);
+      auto ids = shard_position_ids(pc, 48, r);
       ASSERT_TRUE(ids.is_ok());
-      EXPECT_EQ((*ids)[0], (*ranges)[0].begin);
+      EXPECT_EQ((*ids)[0], (*shard_token_ranges(pc, 48, r))[0].begin);
     }
-    for (std::int64_t i = 0; i < S; ++i) EXPECT_NE(owner[static_cast<std::size_t>(i)], -1);
   }
   // Ring, cp = 2: 4 chunks of 12; rank 0 holds chunks 0 and 3, rank 1 chunks 1 and 2.
   const ParallelConfig ring{.strategy = Strategy::kRing, .cp = 2};
@@ -434,21 +441,7 @@ TEST(Sharding, PackedSequencesZigzagPerSequence) {
   for (const ParallelConfig& pc :
        {ring, ParallelConfig{.strategy = Strategy::kHybrid, .cp = 4, .ulysses_degree = 2},
         ParallelConfig{.strategy = Strategy::kRing, .cp = 3}}) {
-    const std::int64_t S = 48;
-    std::vector<int> owner(static_cast<std::size_t>(S), -1);
-    for (int r = 0; r < pc.cp; ++r) {
-      auto ranges = shard_token_ranges(pc, S, r, cu);
-      ASSERT_TRUE(ranges.is_ok()) << ranges.status().to_string();
-      std::int64_t held = 0;
-      for (const TokenRange& t : *ranges) {
-        held += t.end - t.begin;
-        for (std::int64_t i = t.begin; i < t.end; ++i) {
-          EXPECT_EQ(owner[static_cast<std::size_t>(i)], -1) << "token " << i << " held twice";
-          owner[static_cast<std::size_t>(i)] = r;
-        }
-      }
-      EXPECT_EQ(held, S / pc.cp);
-    }
+    expect_each_token_once(pc, 48, cu);
   }
   // Too little room once padded, for the helpers and for a plan's call.
   expect_invalid_packed(shard_token_ranges(ring, 20, 0, cu).status());
