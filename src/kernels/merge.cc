@@ -1,30 +1,11 @@
 // Dispatch of the merge operations to the host or CUDA implementation, by the first view's device.
 #include "kernels/merge.h"
 
-#include <algorithm>
-
 namespace ulysses::kernels {
-
-void packed_chunk_tables_host(const std::int32_t* cu, int n, int ring, std::int32_t* out) {
-  const auto un = static_cast<std::size_t>(n);
-  std::int32_t start = 0;
-  for (std::size_t s = 0; s < un; ++s) {
-    const std::int32_t len = cu[s + 1] - cu[s];
-    const std::int32_t c = (len + 2 * ring - 1) / (2 * ring);
-    out[s] = start;
-    for (int x = 0; x < 2 * ring; ++x) {
-      out[static_cast<std::size_t>(1 + x) * un + s] = std::clamp(len - x * c, 0, c);
-    }
-    start += c;
-  }
-}
 
 Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int ring,
                            std::int32_t* out, Device device, Stream stream) {
-  if (device.is_host()) {
-    packed_chunk_tables_host(cu_seqlens, num_seqs, ring, out);
-    return Status::ok();
-  }
+  if (device.is_host()) return host::packed_chunk_tables(cu_seqlens, num_seqs, ring, out);
   return cuda::packed_chunk_tables(cu_seqlens, num_seqs, ring, out, stream);
 }
 

@@ -57,10 +57,10 @@ Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& l
 /// for x < 2 R: (2 R + 1) n values. `cu_seqlens` and `out` on `device`.
 Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int ring,
                            std::int32_t* out, Device device, Stream stream);
-void packed_chunk_tables_host(const std::int32_t* cu_seqlens, int num_seqs, int ring,
-                              std::int32_t* out);
 
 namespace host {
+Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int ring,
+                           std::int32_t* out);
 Status reset_partial(const TensorView& o_acc, const TensorView& lse_acc);
 Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& o_blk,
                      const TensorView& lse_blk);

@@ -1,4 +1,5 @@
 // Host implementations of the merge operations (see merge.h), in FP64, rounded once on store.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -66,6 +67,21 @@ Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const T
     }
     st(lse_acc, {b, h, s}, m);
   });
+  return Status::ok();
+}
+
+Status packed_chunk_tables(const std::int32_t* cu, int n, int ring, std::int32_t* out) {
+  const auto un = static_cast<std::size_t>(n);
+  std::int32_t start = 0;
+  for (std::size_t s = 0; s < un; ++s) {
+    const std::int32_t len = cu[s + 1] - cu[s];
+    const std::int32_t c = (len + 2 * ring - 1) / (2 * ring);
+    out[s] = start;
+    for (int x = 0; x < 2 * ring; ++x) {
+      out[static_cast<std::size_t>(1 + x) * un + s] = std::clamp(len - x * c, 0, c);
+    }
+    start += c;
+  }
   return Status::ok();
 }
 

@@ -520,7 +520,8 @@ class RingAttention final : public DistributedAttention {
     }
     num_seqs_ = static_cast<int>(n);
     tables_.assign(static_cast<std::size_t>((2 * R_ + 1) * n), 0);
-    kernels::packed_chunk_tables_host(cu.data(), num_seqs_, R_, tables_.data());
+    ULYSSES_RETURN_IF_ERROR(kernels::packed_chunk_tables(cu.data(), num_seqs_, R_, tables_.data(),
+                                                         Device::host(), nullptr));
     tables_device_ = tables_.data();
     if (!comm_.device().is_host() && n > 0) {
       auto* dev = reinterpret_cast<std::int32_t*>(at(workspace, tables_off_));

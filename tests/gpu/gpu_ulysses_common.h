@@ -41,6 +41,18 @@ inline void PrintTo(const GpuCase& c, std::ostream* os) { *os << c.name; }
 struct PackedRows {
   std::vector<std::int32_t> begin, len;
   bool on = false;
+  /// Queries and keys in the same rows; `device`: begin then len in device memory (or null).
+  VarlenRows rows(const std::int32_t* device = nullptr) const {
+    const std::size_t n = begin.size();
+    return {.q_begin = begin,
+            .q_len = len,
+            .kv_begin = begin,
+            .kv_len = len,
+            .q_begin_device = device,
+            .q_len_device = device ? device + n : nullptr,
+            .kv_begin_device = device,
+            .kv_len_device = device ? device + n : nullptr};
+  }
 };
 inline PackedRows packed_rows_of(const GpuCase& c) {
   PackedRows r;
@@ -138,15 +150,7 @@ inline GpuOutputs run_single_gpu(const GpuCase& c, const GpuInputs& in, int devi
   VarlenRows rows;
   if (pr.on) {
     p.varlen_rows = true;
-    const auto* t = static_cast<const std::int32_t*>(dtab.ptr);
-    rows = {.q_begin = pr.begin,
-            .q_len = pr.len,
-            .kv_begin = pr.begin,
-            .kv_len = pr.len,
-            .q_begin_device = t,
-            .q_len_device = t + n,
-            .kv_begin_device = t,
-            .kv_len_device = t + n};
+    rows = pr.rows(static_cast<const std::int32_t*>(dtab.ptr));
   }
   const std::span<const std::int32_t> cu_h =
       pr.on ? std::span<const std::int32_t>{} : std::span<const std::int32_t>(c.cu);
@@ -387,7 +391,7 @@ inline GpuOutputs run_reference_fp64(const GpuCase& c, const GpuInputs& in) {
   VarlenRows rows;
   if (pr.on) {
     p.varlen_rows = true;
-    rows = {.q_begin = pr.begin, .q_len = pr.len, .kv_begin = pr.begin, .kv_len = pr.len};
+    rows = pr.rows();
   }
   const std::span<const std::int32_t> cu_h =
       pr.on || !thd ? std::span<const std::int32_t>{} : std::span<const std::int32_t>(c.cu);
