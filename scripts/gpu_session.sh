@@ -29,7 +29,7 @@ run() {  # name, timeout, command...
   echo "=== $name" | tee -a "$OUT/summary.txt"
   timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
   local r=$?
-  grep -E "^\[  (PASSED|FAILED) |tests? ran|FAILED TEST|timeout path" "$OUT/$name.log" | tail -15 | tee -a "$OUT/summary.txt"
+  grep -E "(^|>:)\[  (PASSED|FAILED) |tests? ran|FAILED TEST|timeout path" "$OUT/$name.log" | tail -15 | tee -a "$OUT/summary.txt"
   [[ $r -ne 0 ]] && { echo "$name: exit $r" | tee -a "$OUT/summary.txt"; rc=1; }
   return 0
 }
@@ -45,6 +45,14 @@ if [[ $mode != bench-only ]]; then
   fi
   run gpu_ulysses 400 $BIN/test_gpu_ulysses
   if ((ngpu >= 2)); then run multigpu 300 $BIN/test_multigpu; fi
+  # The other launch mode: one process per GPU under mpirun (all GPUs, and 2 when there are more).
+  if ((ngpu >= 2)) && [[ -x $BIN/test_mpi ]] && command -v mpirun >/dev/null; then
+    ldd $BIN/test_mpi | grep -E "libmpi|not found" | tee -a "$OUT/env.txt"
+    mpi=(mpirun --allow-run-as-root --oversubscribe --tag-output -x NCCL_NVLS_ENABLE
+         -x TORCH_SYMM_MEM_DISABLE_MULTICAST -x NVSHMEM_DISABLE_NVLS -x LD_LIBRARY_PATH)
+    run "mpi_np$ngpu" 300 "${mpi[@]}" -np "$ngpu" $BIN/test_mpi --gtest_color=no
+    if ((ngpu > 2)); then run mpi_np2 300 "${mpi[@]}" -np 2 $BIN/test_mpi --gtest_color=no; fi
+  fi
 fi
 if [[ $mode != tests-only && -x $BIN/ulysses-bench ]]; then
   run bench 540 $BIN/ulysses-bench --json "$OUT/bench.json" "${bench_args[@]}"

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building and testing ulysses needs, pinned, only where it is missing:
-#   Debian: cmake, ninja, g++, GoogleTest 1.12.1, CLI11 2.1.2, clang-format 14
+#   Debian: cmake, ninja, g++, GoogleTest 1.12.1, CLI11 2.1.2, clang-format 14, OpenMPI 4.1.4
+#           (for test_mpi, the one-process-per-GPU launch mode; the library itself needs no MPI)
 #   PyPI:   nvidia-cudnn-frontend 1.32.0 (headers only; into .deps/, used by the CUDA build)
 # The CUDA toolkit (nvcc, NCCL, cuDNN) is expected on the machine already.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(cmake ninja-build g++ "libgtest-dev=1.12.1-0.2" "libcli11-dev=2.1.2+ds-1" clang-format)
+debs=(cmake ninja-build g++ "libgtest-dev=1.12.1-0.2" "libcli11-dev=2.1.2+ds-1" clang-format
+      "libopenmpi-dev=4.1.4-3+b1" "openmpi-bin=4.1.4-3+b1")
 missing=()
 for spec in "${debs[@]}"; do
   name=${spec%%=*}

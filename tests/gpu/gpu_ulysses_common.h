@@ -201,150 +201,190 @@ inline GpuOutputs run_single_gpu(const GpuCase& c, const GpuInputs& in, int devi
           dv.download(in.shapes.dv), dsinks.download(in.shapes.dsinks)};
 }
 
-/// P ranks: rank r uses comms[r] on device device_of(r); each rank's outputs land in its shard of
-/// the global outputs (dsinks: rank 0's copy, and every rank's copy is checked equal to it).
+/// What one rank computed: its shards of O, LSE, dQ, dK, dV, and its copy of dSinks.
+struct RankOutputs {
+  HostTensor o, lse, dq, dk, dv, dsinks;
+};
+
+inline PlanConfig plan_config_of(const GpuCase& c) {
+  const bool thd = c.layout == Layout::kTHD;
+  return {.attention = attention_of(c),
+          .parallel = parallel_of(c),
+          .layout = c.layout,
+          .dtype = c.dtype,
+          .batch = thd ? 1 : c.B,
+          .seqlen = c.S,
+          .training = true};
+}
+
+// Shard r of a global host tensor, contiguous (ring and hybrid: zigzag ranges; packed: padded).
+inline HostTensor shard_of(const GpuCase& c, const HostTensor& g, int r) {
+  const int P = c.P;
+  const bool thd = c.layout == Layout::kTHD;
+  const ParallelConfig parallel = parallel_of(c);
+  const std::span<const std::int32_t> packed =
+      thd ? std::span<const std::int32_t>(c.cu) : std::span<const std::int32_t>{};
+  if (c.strategy != Strategy::kUlysses) {
+    HostTensor h = thd ? HostTensor(g.view.dtype, {c.S / P, g.view.size(1), c.D})
+                       : HostTensor(g.view.dtype, {c.B, c.S / P, g.view.size(2), c.D});
+    EXPECT_TRUE(copy_shard(g.view, h.view, thd ? 0 : 1, parallel, r, packed).is_ok());
+    return h;
+  }
+  TensorView sv = shard_view(g.view, c.layout, P, r).value();
+  HostTensor h(g.view.dtype, {1});
+  h.storage.assign(static_cast<std::size_t>(sv.numel()) * dtype_size(sv.dtype), 0);
+  h.view = sv;
+  std::int64_t stride = 1;
+  for (int d = sv.ndim - 1; d >= 0; --d) {
+    h.view.strides[static_cast<std::size_t>(d)] = stride;
+    stride *= sv.shape[static_cast<std::size_t>(d)];
+  }
+  h.view.data = h.storage.data();
+  EXPECT_TRUE(copy_tensor(h.view, sv).is_ok());
+  return h;
+}
+
+/// The shapes of what rank r returns (poisoned), so that a receiver can rebuild them from bytes.
+inline RankOutputs rank_output_shapes(const GpuCase& c, const GpuInputs& in, int r) {
+  const bool thd = c.layout == Layout::kTHD;
+  const std::int64_t Sl = c.S / c.P;
+  RankOutputs got{
+      shard_of(c, in.shapes.o, r),
+      thd ? HostTensor(DType::kFloat32, {c.Hq, Sl}) : HostTensor(DType::kFloat32, {c.B, c.Hq, Sl}),
+      shard_of(c, in.shapes.dq, r),
+      shard_of(c, in.shapes.dk, r),
+      shard_of(c, in.shapes.dv, r),
+      in.shapes.dsinks};
+  poison(got.lse);
+  return got;
+}
+
+/// Rank r of c.P: forward and backward of its shard through `comm` on device `dev` (its own
+/// stream and cuDNN instance); `got` receives its results.
+inline Status run_rank(const GpuCase& c, const GpuInputs& in, Communicator& comm, int dev, int r,
+                       RankOutputs* got) {
+  cudaSetDevice(dev);
+  const PlanConfig cfg = plan_config_of(c);
+  auto kernel = create_cudnn_attention(dev, {.deterministic = c.deterministic});
+  if (!kernel.is_ok()) return kernel.status();
+  auto plan = DistributedAttention::create(cfg, comm, **kernel);
+  if (!plan.is_ok()) return plan.status();
+  cudaStream_t stream = nullptr;
+  cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+  *got = rank_output_shapes(c, in, r);
+  {
+    DeviceTensor q = DeviceTensor::of(shard_of(c, in.q, r), dev),
+                 k = DeviceTensor::of(shard_of(c, in.k, r), dev),
+                 v = DeviceTensor::of(shard_of(c, in.v, r), dev),
+                 d_o = DeviceTensor::of(shard_of(c, in.d_o, r), dev),
+                 o = DeviceTensor::of(got->o, dev), lse = DeviceTensor::of(got->lse, dev),
+                 dq = DeviceTensor::of(got->dq, dev), dk = DeviceTensor::of(got->dk, dev),
+                 dv = DeviceTensor::of(got->dv, dev), sinks = DeviceTensor::of(in.sinks, dev),
+                 ds = DeviceTensor::of(got->dsinks, dev), cu = DeviceTensor::of(in.cu, dev);
+    DeviceBytes ws((*plan)->workspace_bytes(), dev), saved((*plan)->saved_bytes(), dev);
+    const auto* cu_d = static_cast<const std::int32_t*>(cu.ptr);
+    ForwardArgs f{.q = q.view,
+                  .k = k.view,
+                  .v = v.view,
+                  .o = o.view,
+                  .lse = lse.view,
+                  .cu_seqlens = c.cu,
+                  .cu_seqlens_device = cu_d,
+                  .workspace = ws.ptr,
+                  .saved = saved.ptr};
+    BackwardArgs b{.d_o = d_o.view,
+                   .dq = dq.view,
+                   .dk = dk.view,
+                   .dv = dv.view,
+                   .cu_seqlens = c.cu,
+                   .cu_seqlens_device = cu_d,
+                   .workspace = ws.ptr,
+                   .saved = saved.ptr};
+    if (c.sinks) {
+      f.sinks = b.sinks = sinks.view;
+      b.dsinks = ds.view;
+    }
+    Status s = (*plan)->forward(f, stream);
+    if (s.is_ok()) s = (*plan)->backward(b, stream);
+    if (s.is_ok()) s = synchronize(comm, stream);
+    if (s.is_ok()) {
+      got->o = o.download(got->o);
+      got->lse = lse.download(got->lse);
+      got->dq = dq.download(got->dq);
+      got->dk = dk.download(got->dk);
+      got->dv = dv.download(got->dv);
+      got->dsinks = ds.download(got->dsinks);
+    }
+    cudaStreamDestroy(stream);
+    return s;
+  }
+}
+
+/// Puts rank r's shards into the global outputs.
+inline void place_rank(const GpuCase& c, const RankOutputs& got, int r, GpuOutputs& out) {
+  const bool thd = c.layout == Layout::kTHD;
+  const ParallelConfig parallel = parallel_of(c);
+  const std::span<const std::int32_t> packed =
+      thd ? std::span<const std::int32_t>(c.cu) : std::span<const std::int32_t>{};
+  const int sd = thd ? 0 : 1;  // sequence dim of activations
+  auto put = [&](const HostTensor& h, HostTensor& global) {
+    if (c.strategy != Strategy::kUlysses) {
+      EXPECT_TRUE(place_shard(h.view, global.view, sd, parallel, r, packed).is_ok());
+      return;
+    }
+    EXPECT_TRUE(copy_tensor(shard_view(global.view, c.layout, c.P, r).value(), h.view).is_ok());
+  };
+  put(got.o, out.o);
+  put(got.dq, out.dq);
+  put(got.dk, out.dk);
+  put(got.dv, out.dv);
+  if (c.strategy != Strategy::kUlysses) {
+    EXPECT_TRUE(place_shard(got.lse.view, out.lse.view, sd + 1, parallel, r, packed).is_ok());
+  } else {
+    EXPECT_TRUE(
+        copy_tensor(shard_lse_view(out.lse.view, c.layout, c.P, r).value(), got.lse.view).is_ok());
+  }
+}
+
+/// Global outputs from every rank's results (rank order); dSinks: rank 0's copy, and every rank's
+/// copy is checked equal to it.
+inline GpuOutputs assemble(const GpuCase& c, const GpuInputs& in,
+                           const std::vector<RankOutputs>& ranks) {
+  GpuOutputs out = in.shapes;
+  for (int r = 0; r < c.P; ++r) place_rank(c, ranks[static_cast<std::size_t>(r)], r, out);
+  out.dsinks = ranks[0].dsinks;
+  for (int r = 1; r < c.P && c.sinks; ++r) {
+    EXPECT_BITWISE_EQ(ranks[0].dsinks, ranks[static_cast<std::size_t>(r)].dsinks,
+                      "dsinks rank " + std::to_string(r));
+  }
+  return out;
+}
+
+/// P ranks in this process, one host thread each: rank r uses comms[r] on device device_of(r).
 inline GpuOutputs run_distributed(const GpuCase& c, const GpuInputs& in,
                                   std::vector<std::unique_ptr<Communicator>>& comms,
                                   const std::function<int(int)>& device_of,
                                   std::vector<Status>* statuses = nullptr) {
-  const int P = c.P;
-  GpuOutputs out = in.shapes;
-  std::vector<HostTensor> dsinks(static_cast<std::size_t>(P), in.shapes.dsinks);
-  std::vector<Status> st(static_cast<std::size_t>(P));
-  const bool thd = c.layout == Layout::kTHD;
-  const PlanConfig cfg{.attention = attention_of(c),
-                       .parallel = parallel_of(c),
-                       .layout = c.layout,
-                       .dtype = c.dtype,
-                       .batch = thd ? 1 : c.B,
-                       .seqlen = c.S,
-                       .training = true};
+  const auto P = static_cast<std::size_t>(c.P);
+  std::vector<Status> st(P);
+  std::vector<RankOutputs> got(P);
   std::vector<std::thread> threads;
-  std::mutex mu;
-  for (int r = 0; r < P; ++r) {
+  for (int r = 0; r < c.P; ++r) {
     threads.emplace_back([&, r] {
-      auto& s = st[static_cast<std::size_t>(r)];
-      const int dev = device_of(r);
-      cudaSetDevice(dev);
-      cudaStream_t stream = nullptr;
-      cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
-      auto kernel = create_cudnn_attention(dev, {.deterministic = c.deterministic});
-      if (!kernel.is_ok()) {
-        s = kernel.status();
-        return;
-      }
-      auto plan = DistributedAttention::create(cfg, *comms[static_cast<std::size_t>(r)], **kernel);
-      if (!plan.is_ok()) {
-        s = plan.status();
-        return;
-      }
-      // Each rank holds only its shard (copied from the global host tensors; ring and hybrid hold
-      // zigzag ranges).
-      const bool zigzag = c.strategy != Strategy::kUlysses;
-      const int sd = thd ? 0 : 1;  // sequence dim of activations
-      const std::span<const std::int32_t> packed =
-          thd ? std::span<const std::int32_t>(c.cu) : std::span<const std::int32_t>{};
-      auto shard_host = [&](const HostTensor& g) {
-        if (zigzag) {
-          HostTensor h = thd ? HostTensor(g.view.dtype, {c.S / P, g.view.size(1), c.D})
-                             : HostTensor(g.view.dtype, {c.B, c.S / P, g.view.size(2), c.D});
-          EXPECT_TRUE(copy_shard(g.view, h.view, sd, cfg.parallel, r, packed).is_ok());
-          return h;
-        }
-        TensorView sv = shard_view(g.view, c.layout, P, r).value();
-        HostTensor h(g.view.dtype, {1});
-        h.storage.assign(static_cast<std::size_t>(sv.numel()) * dtype_size(sv.dtype), 0);
-        h.view = sv;
-        std::int64_t stride = 1;
-        for (int d = sv.ndim - 1; d >= 0; --d) {
-          h.view.strides[static_cast<std::size_t>(d)] = stride;
-          stride *= sv.shape[static_cast<std::size_t>(d)];
-        }
-        h.view.data = h.storage.data();
-        EXPECT_TRUE(copy_tensor(h.view, sv).is_ok());
-        return h;
-      };
-      HostTensor qh = shard_host(in.q), kh = shard_host(in.k), vh = shard_host(in.v),
-                 doh = shard_host(in.d_o);
-      HostTensor oh = shard_host(out.o), dqh = shard_host(out.dq), dkh = shard_host(out.dk),
-                 dvh = shard_host(out.dv);
-      HostTensor lseh(DType::kFloat32, {1});
-      {
-        const std::int64_t Sl = c.S / P;
-        lseh = thd ? HostTensor(DType::kFloat32, {c.Hq, Sl})
-                   : HostTensor(DType::kFloat32, {c.B, c.Hq, Sl});
-        poison(lseh);
-      }
-      DeviceTensor q = DeviceTensor::of(qh, dev), k = DeviceTensor::of(kh, dev),
-                   v = DeviceTensor::of(vh, dev), d_o = DeviceTensor::of(doh, dev),
-                   o = DeviceTensor::of(oh, dev), lse = DeviceTensor::of(lseh, dev),
-                   dq = DeviceTensor::of(dqh, dev), dk = DeviceTensor::of(dkh, dev),
-                   dv = DeviceTensor::of(dvh, dev), sinks = DeviceTensor::of(in.sinks, dev),
-                   ds = DeviceTensor::of(dsinks[static_cast<std::size_t>(r)], dev),
-                   cu = DeviceTensor::of(in.cu, dev);
-      DeviceBytes ws((*plan)->workspace_bytes(), dev), saved((*plan)->saved_bytes(), dev);
-      const auto* cu_d = static_cast<const std::int32_t*>(cu.ptr);
-      ForwardArgs f{.q = q.view,
-                    .k = k.view,
-                    .v = v.view,
-                    .o = o.view,
-                    .lse = lse.view,
-                    .cu_seqlens = c.cu,
-                    .cu_seqlens_device = cu_d,
-                    .workspace = ws.ptr,
-                    .saved = saved.ptr};
-      BackwardArgs b{.d_o = d_o.view,
-                     .dq = dq.view,
-                     .dk = dk.view,
-                     .dv = dv.view,
-                     .cu_seqlens = c.cu,
-                     .cu_seqlens_device = cu_d,
-                     .workspace = ws.ptr,
-                     .saved = saved.ptr};
-      if (c.sinks) {
-        f.sinks = b.sinks = sinks.view;
-        b.dsinks = ds.view;
-      }
-      if ((s = (*plan)->forward(f, stream)).is_ok()) s = (*plan)->backward(b, stream);
-      if (s.is_ok()) s = synchronize(*comms[static_cast<std::size_t>(r)], stream);
-      if (!s.is_ok()) return;
-      // Scatter this rank's results into the global host outputs.
-      std::lock_guard<std::mutex> lock(mu);
-      auto put = [&](const DeviceTensor& d, const HostTensor& like, HostTensor& global) {
-        HostTensor h = d.download(like);
-        if (zigzag) {
-          EXPECT_TRUE(place_shard(h.view, global.view, sd, cfg.parallel, r, packed).is_ok());
-          return;
-        }
-        EXPECT_TRUE(copy_tensor(shard_view(global.view, c.layout, P, r).value(), h.view).is_ok());
-      };
-      put(o, oh, out.o);
-      put(dq, dqh, out.dq);
-      put(dk, dkh, out.dk);
-      put(dv, dvh, out.dv);
-      HostTensor lh = lse.download(lseh);
-      if (zigzag) {
-        EXPECT_TRUE(
-            place_shard(lh.view, out.lse.view, thd ? 1 : 2, cfg.parallel, r, packed).is_ok());
-      } else {
-        EXPECT_TRUE(
-            copy_tensor(shard_lse_view(out.lse.view, c.layout, P, r).value(), lh.view).is_ok());
-      }
-      dsinks[static_cast<std::size_t>(r)] = ds.download(dsinks[static_cast<std::size_t>(r)]);
-      cudaStreamDestroy(stream);
+      const auto i = static_cast<std::size_t>(r);
+      st[i] = run_rank(c, in, *comms[i], device_of(r), r, &got[i]);
     });
   }
   for (auto& t : threads) t.join();
-  for (int r = 0; r < P; ++r) {
+  for (int r = 0; r < c.P; ++r) {
     EXPECT_TRUE(st[static_cast<std::size_t>(r)].is_ok())
         << "rank " << r << ": " << st[static_cast<std::size_t>(r)].to_string();
   }
   if (statuses) *statuses = st;
-  out.dsinks = dsinks[0];
-  for (int r = 1; r < P && c.sinks; ++r)
-    EXPECT_BITWISE_EQ(dsinks[0], dsinks[static_cast<std::size_t>(r)],
-                      "dsinks rank " + std::to_string(r));
-  return out;
+  for (std::size_t r = 0; r < P; ++r) {
+    if (!st[r].is_ok()) got[r] = rank_output_shapes(c, in, static_cast<int>(r));
+  }
+  return assemble(c, in, got);
 }
 
 /// Expected: O, LSE, dK, dV (and dSinks) bitwise equal to the single-GPU run wherever heads are
