@@ -24,6 +24,7 @@ struct Options {
   std::vector<std::string> strategy = {"ulysses", "ring"};  // list: ulysses, ring, hybrid
   int ulysses_degree = 2;         // hybrid: ranks per Ulysses group (must divide cp)
   std::vector<int> chunks = {1};  // PlanConfig::overlap_chunks (GPU default: 1, 2, 4 where valid)
+  bool keep_saved = false;        // PlanConfig::backward_keeps_saved
   int iters = 3;
   bool check = true;
   std::string json;

@@ -44,6 +44,7 @@ struct GpuRow {
   double ms = 0, tflops = 0, efficiency = 1;
   double a2a_gbs = 0, nccl_gbs = 0, a2a_mib = 0;
   double peak_gib = 0;
+  double io_gib = 0, workspace_gib = 0, saved_gib = 0;  // what the peak holds, by owner
   double err_o = 0, err_dq = 0, err_dk = 0, err_dv = 0;
   double kernel_contiguous_ms = 0, kernel_inplace_ms = 0;  // the local kernel alone (cp > 1 rows)
   double pack_gbs = 0, unpack_gbs = 0, copy_gbs = 0;       // pack/unpack alone vs a device copy
@@ -51,6 +52,13 @@ struct GpuRow {
   bool pass = true;
   std::string repro;
 };
+
+// Device memory of one case, GiB: the peak above the level before it, and what it allocated itself
+// (the rest of the peak is NCCL's and cuDNN's own).
+struct MemUse {
+  double peak = 0, io = 0, workspace = 0, saved = 0;
+};
+constexpr double kGiB = 1u << 30;
 
 struct Shape {
   std::int64_t B, S;
@@ -132,7 +140,7 @@ Inputs make_inputs(const Shape& s, std::uint64_t seed) {
 }
 
 // One GPU, whole sequence, the cuDNN kernel called directly (no ulysses data movement).
-double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, double* peak_gib) {
+double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, MemUse* mem) {
   cudaSetDevice(0);
   const std::size_t base = used_bytes(0);
   auto kernel = create_cudnn_attention(0);
@@ -153,6 +161,10 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, dou
   BENCH_CUDA(cudaMalloc(&lse, static_cast<std::size_t>(s.B * s.Hq * s.S) * 4));
   const std::size_t ws_bytes = (*kernel)->workspace_bytes(p);
   BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
+  mem->io = static_cast<double>(4 * s.act_bytes(s.Hq) + 4 * s.act_bytes(s.Hkv) +
+                                static_cast<std::size_t>(s.B * s.Hq * s.S) * 4) /
+            kGiB;
+  mem->workspace = static_cast<double>(ws_bytes) / kGiB;
   BENCH_CUDA(cudaMemcpy(q, in.q.data(), s.act_bytes(s.Hq), cudaMemcpyHostToDevice));
   BENCH_CUDA(cudaMemcpy(k, in.k.data(), s.act_bytes(s.Hkv), cudaMemcpyHostToDevice));
   BENCH_CUDA(cudaMemcpy(v, in.v.data(), s.act_bytes(s.Hkv), cudaMemcpyHostToDevice));
@@ -201,7 +213,7 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, dou
     if (it >= 2) ms.push_back(t);
   }
   std::sort(ms.begin(), ms.end());
-  *peak_gib = static_cast<double>(peak) / (1u << 30);
+  mem->peak = static_cast<double>(peak) / kGiB;
   if (out) {
     auto down = [&](void* ptr, int heads) {
       std::vector<std::uint16_t> h(static_cast<std::size_t>(s.B * s.S * heads * s.D));
@@ -411,8 +423,8 @@ void measure_a2a(std::vector<std::unique_ptr<Communicator>>& comms,
 // A plan over P GPUs; each rank holds its shard (contiguous for ulysses, zigzag ranges for ring
 // and hybrid); results gathered to the host for the check.
 double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Communicator>>& comms,
-                const ParallelConfig& parallel, int chunks, int iters, HostOut* out,
-                double* peak_gib) {
+                const ParallelConfig& parallel, int chunks, bool keep_saved, int iters,
+                HostOut* out, MemUse* mem) {
   const int P = static_cast<int>(comms.size());
   const std::int64_t Sl = s.S / P;
   const PlanConfig cfg{.attention = s.att,
@@ -421,7 +433,8 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
                        .batch = s.B,
                        .seqlen = s.S,
                        .training = true,
-                       .overlap_chunks = chunks};
+                       .overlap_chunks = chunks,
+                       .backward_keeps_saved = keep_saved};
   std::vector<double> rank_ms(static_cast<std::size_t>(P));
   std::vector<std::size_t> rank_peak(static_cast<std::size_t>(P));
   if (out) {
@@ -455,6 +468,11 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
       BENCH_CUDA(cudaMalloc(&dv, shard_bytes(s.Hkv)));
       BENCH_CUDA(cudaMalloc(&ws, (*plan)->workspace_bytes()));
       BENCH_CUDA(cudaMalloc(&saved, (*plan)->saved_bytes()));
+      if (r == 0) {
+        mem->io = static_cast<double>(4 * shard_bytes(s.Hq) + 4 * shard_bytes(s.Hkv)) / kGiB;
+        mem->workspace = static_cast<double>((*plan)->workspace_bytes()) / kGiB;
+        mem->saved = static_cast<double>((*plan)->saved_bytes()) / kGiB;
+      }
       // Shard r of [B, S, H, D]: this rank's token ranges of each batch entry, in order.
       const std::vector<TokenRange> ranges = shard_token_ranges(parallel, s.S, r).value();
       auto upload = [&](void* dst, const std::vector<std::uint16_t>& src, int heads) {
@@ -546,12 +564,11 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
     });
   }
   for (auto& t : threads) t.join();
-  *peak_gib =
-      static_cast<double>(*std::max_element(rank_peak.begin(), rank_peak.end())) / (1u << 30);
+  mem->peak = static_cast<double>(*std::max_element(rank_peak.begin(), rank_peak.end())) / kGiB;
   return *std::max_element(rank_ms.begin(), rank_ms.end());
 }
 
-std::string repro(const Shape& s, int cp, int chunks, int iters,
+std::string repro(const Shape& s, int cp, int chunks, int iters, bool keep_saved,
                   const ParallelConfig& parallel = {}) {
   std::ostringstream os;
   os << "ulysses-bench --device gpu --cp " << cp << " --strategy "
@@ -561,7 +578,8 @@ std::string repro(const Shape& s, int cp, int chunks, int iters,
              : std::string())
      << " --chunks " << chunks << " --seq " << s.S << " --batch " << s.B << " --heads " << s.Hq
      << " --kv-heads " << s.Hkv << " --head-dim " << s.D << " --dtype bf16"
-     << (s.att.causal ? " --causal" : " --no-causal") << " --iters " << iters;
+     << (s.att.causal ? " --causal" : " --no-causal") << (keep_saved ? " --keep-saved" : "")
+     << " --iters " << iters;
   return os.str();
 }
 
@@ -622,11 +640,13 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
                             .causal = o.causal}};
     const Inputs in = make_inputs(s, o.seed ? o.seed : std::random_device{}());
     HostOut ref;
-    double peak1 = 0;
-    const double t1 = run_single(s, in, o.iters, o.check ? &ref : nullptr, &peak1);
-    GpuRow r1{seq, 1, "ulysses", 1, t1,   flops_per_step(s) / (t1 * 1e-3) / 1e12,
-              1.0, 0, 0,         0, peak1};
-    r1.repro = repro(s, 1, 1, o.iters);
+    MemUse m1;
+    const double t1 = run_single(s, in, o.iters, o.check ? &ref : nullptr, &m1);
+    GpuRow r1{seq, 1, "ulysses", 1, t1,     flops_per_step(s) / (t1 * 1e-3) / 1e12,
+              1.0, 0, 0,         0, m1.peak};
+    r1.io_gib = m1.io;
+    r1.workspace_gib = m1.workspace;
+    r1.repro = repro(s, 1, 1, o.iters, false);
     rows.push_back(r1);
     for (int cp : cps) {
       if (cp == 1) continue;
@@ -676,13 +696,16 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       for (const auto& [parallel, chunks] : plans) {
         if (seq % parallel.sequence_multiple() != 0) continue;
         HostOut got;
-        double peak = 0;
-        const double tp =
-            run_plan(s, in, comms, parallel, chunks, o.iters, o.check ? &got : nullptr, &peak);
+        MemUse mem;
+        const double tp = run_plan(s, in, comms, parallel, chunks, o.keep_saved, o.iters,
+                                   o.check ? &got : nullptr, &mem);
         GpuRow row{seq,           cp, std::string(strategy_name(parallel.strategy)),
                    chunks,        tp, flops_per_step(s) / cp / (tp * 1e-3) / 1e12,
                    t1 / (cp * tp)};
-        row.peak_gib = peak;
+        row.peak_gib = mem.peak;
+        row.io_gib = mem.io;
+        row.workspace_gib = mem.workspace;
+        row.saved_gib = mem.saved;
         const bool ulysses = parallel.strategy == Strategy::kUlysses;
         // The forward Q/K/V message: Sl * B * (hq + 2 hkv) * D elements per peer.
         const std::int64_t hq = o.heads / cp, hkv = std::max(1, o.kv_heads / cp);
@@ -706,7 +729,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
               row.err_o <= tol * max_abs_of(ref.o) && row.err_dq <= tol * max_abs_of(ref.dq) &&
               row.err_dk <= tol * max_abs_of(ref.dk) && row.err_dv <= tol * max_abs_of(ref.dv);
         }
-        row.repro = repro(s, cp, chunks, o.iters, parallel);
+        row.repro = repro(s, cp, chunks, o.iters, o.keep_saved, parallel);
         rows.push_back(row);
       }
       for (ncclComm_t c : raw) ncclCommDestroy(c);
@@ -721,6 +744,14 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           r.cp == 1 ? "-" : (r.exact_o && r.exact_dkv ? "O,dK,dV" : (r.exact_o ? "O" : "no")),
           r.pass ? "PASS" : "FAIL");
       all_pass = all_pass && r.pass;
+    }
+    for (const GpuRow& r : rows) {
+      if (r.seq != seq) continue;
+      std::printf(
+          "#   seq %lld cp %d %s memory: peak %.2f GiB = inputs/outputs %.2f + workspace %.2f + "
+          "saved %.2f + other %.2f (NCCL, cuDNN internals)\n",
+          static_cast<long long>(r.seq), r.cp, r.strategy.c_str(), r.peak_gib, r.io_gib,
+          r.workspace_gib, r.saved_gib, r.peak_gib - r.io_gib - r.workspace_gib - r.saved_gib);
     }
     for (int cp : cps) {
       if (cp == 1) continue;
@@ -764,9 +795,10 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         << ", \"tflops_per_gpu\": " << r.tflops << ", \"efficiency\": " << r.efficiency
         << ", \"a2a_gbs\": " << r.a2a_gbs << ", \"nccl_a2a_gbs\": " << r.nccl_gbs
         << ", \"a2a_mib_per_gpu\": " << r.a2a_mib << ", \"peak_gib\": " << r.peak_gib
-        << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
-        << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
-        << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
+        << ", \"io_gib\": " << r.io_gib << ", \"workspace_gib\": " << r.workspace_gib
+        << ", \"saved_gib\": " << r.saved_gib << ", \"err_o\": " << r.err_o
+        << ", \"err_dq\": " << r.err_dq << ", \"err_dk\": " << r.err_dk
+        << ", \"err_dv\": " << r.err_dv << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
         << ", \"kernel_inplace_ms\": " << r.kernel_inplace_ms << ", \"pack_gbs\": " << r.pack_gbs
         << ", \"unpack_gbs\": " << r.unpack_gbs << ", \"copy_gbs\": " << r.copy_gbs
         << ", \"exact_o\": " << (r.exact_o ? "true" : "false")

@@ -114,7 +114,8 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
       .batch = B,
       .seqlen = seq,
       .training = true,
-      .overlap_chunks = o.chunks.empty() ? 1 : o.chunks.front()};
+      .overlap_chunks = o.chunks.empty() ? 1 : o.chunks.front(),
+      .backward_keeps_saved = o.keep_saved};
   if (Status s = cfg.validate(); !s.is_ok()) return s;
 
   std::mt19937_64 rng(o.seed ? o.seed : std::random_device{}());
@@ -375,6 +376,9 @@ int main(int argc, char** argv) {
                  "overlap_chunks: pipeline the exchanges with the kernel in this many head chunks "
                  "(list; GPU default 1,2,4 where they divide the KV heads per rank)")
       ->delimiter(',');
+  app.add_flag("--keep-saved", o.keep_saved,
+               "backward_keeps_saved: backward leaves `saved` intact (default: ulysses' backward "
+               "reuses it for the returning gradients, a smaller peak)");
   app.add_option("--iters", o.iters, "timed steps per row (median reported)");
   app.add_flag("--check,!--no-check", o.check, "compare with the unsharded run (default on)");
   app.add_option("--json", o.json, "also write the rows as JSON to this file");

@@ -185,6 +185,13 @@ struct PlanConfig {
   /// run on a side stream). 1: no pipeline. Must divide the KV heads per rank; 1 when cp >
   /// num_heads_kv. Results are bitwise the same for every value (heads are independent).
   int overlap_chunks = 1;
+  /// false (default): Ulysses' backward reuses `saved` as scratch once its kernel has read it (dQ,
+  /// dK, dV come back into it), which takes one dQ-sized buffer off the backward's peak. Backward
+  /// then consumes `saved`: a second backward() on it before another forward() is refused
+  /// (kInvalidArgument). true: `saved` is left intact, so backward may run again on the same
+  /// forward (e.g. a graph retained for a second backward). Ring and hybrid never write `saved` in
+  /// backward.
+  bool backward_keeps_saved = false;
 
   Status validate() const;
 };
@@ -254,7 +261,8 @@ class DistributedAttention {
 
   /// Enqueues forward on `stream`. Inputs may be reused once the stream reaches this point.
   virtual Status forward(const ForwardArgs& args, Stream stream) = 0;
-  /// Enqueues backward on `stream`; needs the `saved` buffer of the matching forward.
+  /// Enqueues backward on `stream`; needs the `saved` buffer of the matching forward (consumed
+  /// unless PlanConfig::backward_keeps_saved).
   virtual Status backward(const BackwardArgs& args, Stream stream) = 0;
 };
 

@@ -40,14 +40,14 @@ namespace {
 
 // Every field that must agree across ranks, as integers (for the create-time consensus).
 struct Fingerprint {
-  static constexpr int kFields = 18;
+  static constexpr int kFields = 20;
+  // clang-format off
   static constexpr std::array<std::string_view, kFields> kNames = {
-      "format",        "layout",       "dtype",
-      "batch",         "seqlen",       "training",
-      "strategy",      "cp",           "ulysses_degree",
-      "num_heads_q",   "num_heads_kv", "head_dim",
-      "softmax_scale", "causal",       "window_left",
-      "window_right",  "sinks",        "local validation status"};
+      "format", "layout", "dtype", "batch", "seqlen", "training",
+      "strategy", "cp", "ulysses_degree", "overlap_chunks", "backward_keeps_saved",
+      "num_heads_q", "num_heads_kv", "head_dim", "softmax_scale", "causal",
+      "window_left", "window_right", "sinks", "local validation status"};
+  // clang-format on
   std::array<std::int64_t, kFields> v{};
 
   static Fingerprint of(const PlanConfig& c, StatusCode local_status) {
@@ -62,6 +62,8 @@ struct Fingerprint {
            static_cast<std::int64_t>(c.parallel.strategy),
            c.parallel.cp,
            c.parallel.ulysses_degree,
+           c.overlap_chunks,
+           c.backward_keeps_saved ? 1 : 0,
            a.num_heads_q,
            a.num_heads_kv,
            a.head_dim,

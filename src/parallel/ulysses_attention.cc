@@ -25,7 +25,9 @@
 // Backward moves dO in with one all-to-all (the saved qkv_full, o_head and lse_head are reused),
 // writes dQ and dK/dV straight into the returning message buffers (grad_q [S][B][hq][D], grad_kv
 // [S][B][2 hkv][D]), sends them back in one batched exchange and unpacks; replicated KV heads
-// arrive as fp32 partials from each replica and are summed in rank order.
+// arrive as fp32 partials from each replica and are summed in rank order. Unless the config keeps
+// `saved`, grad_q lives where dO was packed (dead once sent) and the returning dQ | dK/dV of a
+// chunk land in that chunk's saved Q | K V block (dead once its kernel ran; same bytes per row).
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -97,6 +99,7 @@ class UlyssesAttention final : public DistributedAttention {
 
   Status forward(const ForwardArgs& a, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(checks().forward(a));
+    if (!config_.backward_keeps_saved) std::erase(consumed_, a.saved);  // filled again
     void* saved_base = config_.training ? a.saved : a.workspace;
     char* qkv_full = at(saved_base, qkv_full_);
     char* o_head = at(saved_base, o_head_);
@@ -178,6 +181,16 @@ class UlyssesAttention final : public DistributedAttention {
 
   Status backward(const BackwardArgs& a, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(checks().backward(a));
+    if (!config_.backward_keeps_saved) {
+      if (std::find(consumed_.begin(), consumed_.end(), a.saved) != consumed_.end()) {
+        return arg_error(kBackwardApi, "saved",
+                         "was consumed by an earlier backward() (PlanConfig::backward_keeps_saved "
+                         "is false)",
+                         a.saved, "the buffer of a forward() run since then");
+      }
+      if (consumed_.size() == kConsumedMemory) consumed_.erase(consumed_.begin());
+      consumed_.push_back(a.saved);
+    }
     char* qkv_full = at(a.saved, qkv_full_);
     char* o_head = at(a.saved, o_head_);
     char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
@@ -185,8 +198,15 @@ class UlyssesAttention final : public DistributedAttention {
     char* do_head = at(a.workspace, do_head_);
     char* grad_q = at(a.workspace, grad_q_);
     char* grad_kv = at(a.workspace, grad_kv_);
-    char* dq_recv = at(a.workspace, dq_recv_);
-    char* dkv_recv = at(a.workspace, dkv_recv_);
+    // Chunk c's returning dQ and dK/dV: in the workspace, or in chunk c's saved Q/K/V block.
+    auto dq_recv = [&](int c) {
+      return grads_into_saved_ ? qkv_full + c * qkv_block_
+                               : at(a.workspace, dq_recv_) + c * o_block_;
+    };
+    auto dkv_recv = [&](int c) {
+      return grads_into_saved_ ? qkv_full + c * qkv_block_ + o_block_
+                               : at(a.workspace, dkv_recv_) + c * gkv_block_;
+    };
     auto* dsinks_local = reinterpret_cast<float*>(at(a.workspace, dsinks_local_));
     const Stream side = exchange_stream(stream);
 
@@ -234,9 +254,8 @@ class UlyssesAttention final : public DistributedAttention {
       for (int p = 0; p < P_; ++p) {
         ULYSSES_RETURN_IF_ERROR(send_rows(gq, qc_, dtype_, p, side));
         ULYSSES_RETURN_IF_ERROR(send_rows(gkv, 2 * kc_, kv_grad_dtype_, p, side));
-        ULYSSES_RETURN_IF_ERROR(recv_rows(dq_recv + c * o_block_, qc_, dtype_, p, side));
-        ULYSSES_RETURN_IF_ERROR(
-            recv_rows(dkv_recv + c * gkv_block_, 2 * kc_, kv_grad_dtype_, p, side));
+        ULYSSES_RETURN_IF_ERROR(recv_rows(dq_recv(c), qc_, dtype_, p, side));
+        ULYSSES_RETURN_IF_ERROR(recv_rows(dkv_recv(c), 2 * kc_, kv_grad_dtype_, p, side));
       }
       ULYSSES_RETURN_IF_ERROR(comm_.group_end());
     }
@@ -244,11 +263,10 @@ class UlyssesAttention final : public DistributedAttention {
     ULYSSES_RETURN_IF_ERROR(hand_over(side, stream, kEvDone));
     const TensorView dk = as_bshd(a.dk, config_.layout), dv = as_bshd(a.dv, config_.layout);
     for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(
-          {dq_recv + c * o_block_, dtype_, P_, Sl_, B_, qc_, D_}, 0,
-          q_begin_[static_cast<std::size_t>(c)], qc_, as_bshd(a.dq, config_.layout), stream));
-      const kernels::MessageLayout kv_msg{
-          dkv_recv + c * gkv_block_, kv_grad_dtype_, P_, Sl_, B_, 2 * kc_, D_};
+      ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({dq_recv(c), dtype_, P_, Sl_, B_, qc_, D_}, 0,
+                                                    q_begin_[static_cast<std::size_t>(c)], qc_,
+                                                    as_bshd(a.dq, config_.layout), stream));
+      const kernels::MessageLayout kv_msg{dkv_recv(c), kv_grad_dtype_, P_, Sl_, B_, 2 * kc_, D_};
       const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
       if (routing_.replicated()) {
         ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 0, kv_begin, dk, stream));
@@ -384,10 +402,18 @@ class UlyssesAttention final : public DistributedAttention {
       const std::size_t gkv_bytes = K * gkv_block_;
       Arena bwd;
       send_do_ = bwd.take(o_bytes);
-      dq_recv_ = send_do_;
       do_head_ = bwd.take(o_bytes);
-      dkv_recv_ = (K_ == 1 && gkv_bytes <= o_bytes) ? do_head_ : bwd.take(gkv_bytes);
-      grad_q_ = bwd.take(o_bytes);
+      // Gradients into `saved` need dQ | dK dV rows as wide as Q | K V rows (not so with fp32
+      // partials of replicated KV heads). Chunk c's kernel starts after chunk c's dO exchange, so
+      // its dQ may overwrite the packed dO of chunk c.
+      grads_into_saved_ = !config_.backward_keeps_saved && o_block_ + gkv_block_ == qkv_block_;
+      if (grads_into_saved_) {
+        grad_q_ = send_do_;
+      } else {
+        dq_recv_ = send_do_;
+        dkv_recv_ = (K_ == 1 && gkv_bytes <= o_bytes) ? do_head_ : bwd.take(gkv_bytes);
+        grad_q_ = bwd.take(o_bytes);
+      }
       grad_kv_ = bwd.take(gkv_bytes);
       dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
       scratch = std::max(scratch, bwd.total());
@@ -416,6 +442,13 @@ class UlyssesAttention final : public DistributedAttention {
   std::int64_t B_ = 1, S_ = 0, Sl_ = 0, D_ = 0;
   DType dtype_ = DType::kBFloat16, kv_grad_dtype_ = DType::kBFloat16;
   bool has_lse_ = true;
+  // Backward's gradients come back into `saved` (see layout_buffers()). Unless the config keeps
+  // `saved`, the buffers backward has consumed (the latest kConsumedMemory of them) so that a
+  // second backward() on one is refused instead of reading gradients as Q/K/V; refused whether or
+  // not this plan's shapes let gradients into `saved`, so the rule does not change with cp.
+  bool grads_into_saved_ = false;
+  static constexpr std::size_t kConsumedMemory = 64;
+  std::vector<const void*> consumed_;
   // Offsets into `saved` (training) or the workspace, and into the workspace.
   std::size_t qkv_full_ = 0, o_head_ = 0, lse_head_ = 0, send_qkv_ = 0, o_recv_ = 0, lse_recv_ = 0;
   std::size_t send_do_ = 0, do_head_ = 0, grad_q_ = 0, grad_kv_ = 0, dq_recv_ = 0, dkv_recv_ = 0;

@@ -28,7 +28,9 @@ struct Case {
   bool sinks = false;
   std::vector<std::int32_t> cu = {};
   bool training = true;
-  int chunks = 1;  // PlanConfig::overlap_chunks
+  int chunks = 1;           // PlanConfig::overlap_chunks
+  bool keep_saved = false;  // PlanConfig::backward_keeps_saved
+  int rounds = 1;           // > 1: forward + backward this often, each backward tried twice
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -136,7 +138,9 @@ Outputs ulysses(const Case& c, const Inputs& in, std::vector<HostTensor>& per_ra
                        .dtype = c.dtype,
                        .batch = c.layout == Layout::kTHD ? 1 : c.B,
                        .seqlen = c.S,
-                       .training = c.training};
+                       .training = c.training,
+                       .overlap_chunks = c.chunks,
+                       .backward_keeps_saved = c.keep_saved};
   auto st = testing::run_ranks(c.P, [&](int r, Communicator& comm) -> Status {
     auto plan = DistributedAttention::create(cfg, comm, *kernel);
     if (!plan.is_ok()) return plan.status();
@@ -152,8 +156,7 @@ Outputs ulysses(const Case& c, const Inputs& in, std::vector<HostTensor>& per_ra
     f.cu_seqlens = c.cu;
     f.workspace = ws.data();
     f.saved = saved.data();
-    if (Status s = (*plan)->forward(f, nullptr); !s.is_ok()) return s;
-    if (!c.training) return Status::ok();
+    if (!c.training) return (*plan)->forward(f, nullptr);
     BackwardArgs b;
     b.d_o = shard(in.d_o);
     if (c.sinks) {
@@ -166,7 +169,21 @@ Outputs ulysses(const Case& c, const Inputs& in, std::vector<HostTensor>& per_ra
     b.cu_seqlens = c.cu;
     b.workspace = ws.data();
     b.saved = saved.data();
-    return (*plan)->backward(b, nullptr);
+    for (int round = 0; round < c.rounds; ++round) {
+      if (Status s = (*plan)->forward(f, nullptr); !s.is_ok()) return s;
+      if (Status s = (*plan)->backward(b, nullptr); !s.is_ok()) return s;
+      if (c.rounds == 1) break;
+      // Again on the same `saved`: kept, it gives the same gradients (the caller checks them);
+      // consumed, it is refused on every rank before data moves.
+      Status again = (*plan)->backward(b, nullptr);
+      if (c.keep_saved && !again.is_ok()) return again;
+      if (!c.keep_saved && (again.code() != StatusCode::kInvalidArgument ||
+                            again.message().find("consumed") == std::string::npos)) {
+        return internal_error("a second backward() on a consumed `saved` returned " +
+                              again.to_string());
+      }
+    }
+    return Status::ok();
   });
   EXPECT_ALL_OK(st);
   return out;
@@ -339,6 +356,25 @@ std::vector<Case> cases() {
        {},
        false,
        2},
+      // `saved`: consumed by backward (gradients come back into it, with and without chunks; with
+      // replicated KV heads they cannot, and a second backward is refused all the same), or kept.
+      [&] {
+        Case c{"p2_chunks2_two_rounds", 2, bshd, 1, 16, 4, 4, 8, bf16, true};
+        c.chunks = 2;
+        c.rounds = 2;
+        return c;
+      }(),
+      [&] {
+        Case c{"p4_replicated_kv_two_rounds", 4, bshd, 1, 16, 4, 2, 8, fp32, true};
+        c.rounds = 2;
+        return c;
+      }(),
+      [&] {
+        Case c{"p2_keep_saved_backward_twice", 2, bshd, 2, 12, 4, 2, 8, bf16, true};
+        c.keep_saved = true;
+        c.rounds = 2;
+        return c;
+      }(),
   };
 }
 

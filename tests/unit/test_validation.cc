@@ -251,6 +251,19 @@ TEST(Validation, ConfigsThatDifferBetweenRanksFailEverywhere) {
   }
 }
 
+TEST(Validation, PipelineChunksThatDifferBetweenRanksFailEverywhere) {
+  // Different chunk counts would exchange different message sizes: caught at create().
+  const auto st = create_everywhere(2, [](int r) {
+    PlanConfig c = good_config(2);
+    c.overlap_chunks = r == 0 ? 1 : 2;
+    return c;
+  });
+  for (const Status& s : st) {
+    EXPECT_EQ(s.code(), StatusCode::kConfigMismatch) << s.to_string();
+    EXPECT_NE(s.message().find("overlap_chunks"), std::string::npos) << s.message();
+  }
+}
+
 TEST(Validation, AConfigBadOnOneRankOnlyFailsEverywhere) {
   // Rank 1 asks for a KV head count that cannot be routed; ranks 0 and 2 would be fine on their
   // own.
