@@ -201,6 +201,18 @@ inline GpuOutputs run_single_gpu(const GpuCase& c, const GpuInputs& in, int devi
           dv.download(in.shapes.dv), dsinks.download(in.shapes.dsinks)};
 }
 
+/// A small ring/hybrid case for every GPU (P and, for hybrid, U set by the caller): B=1, 1024
+/// tokens, Hq=8, Hkv=2, D=128, bf16.
+inline GpuCase multi_gpu_ring_case(std::string name, Strategy strategy, bool causal, bool sinks,
+                                   int wl = -1) {
+  GpuCase c{std::move(name), 0, Layout::kBSHD, 1, 1024, 8, 2, 128};
+  c.causal = causal;
+  c.sinks = sinks;
+  c.wl = wl;
+  c.strategy = strategy;
+  return c;
+}
+
 /// What one rank computed: its shards of O, LSE, dQ, dK, dV, and its copy of dSinks.
 struct RankOutputs {
   HostTensor o, lse, dq, dk, dv, dsinks;

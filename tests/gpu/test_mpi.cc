@@ -188,27 +188,23 @@ INSTANTIATE_TEST_SUITE_P(
                       }()),
     [](const auto& param_info) { return param_info.param.name; });
 
-GpuCase ring_case(std::string name, Strategy strategy, bool causal, bool sinks, int wl = -1) {
-  GpuCase c{std::move(name), 0, Layout::kBSHD, 1, 1024, 8, 2, 128};
-  c.causal = causal;
-  c.sinks = sinks;
-  c.wl = wl;
-  c.strategy = strategy;
-  return c;
-}
+using testing::multi_gpu_ring_case;
 
-INSTANTIATE_TEST_SUITE_P(
-    Processes, MpiRing,
-    ::testing::Values(ring_case("ring_gqa_causal", Strategy::kRing, true, false),
-                      ring_case("hybrid_window_sinks", Strategy::kHybrid, true, true, 200),
-                      [] {
-                        GpuCase c = ring_case("ring_packed_causal", Strategy::kRing, true, false);
-                        c.layout = Layout::kTHD;
-                        c.S = 2048;
-                        c.cu = {0, 300, 817, 908, 1608};
-                        return c;
-                      }()),
-    [](const auto& param_info) { return param_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Processes, MpiRing,
+                         ::testing::Values(multi_gpu_ring_case("ring_gqa_causal", Strategy::kRing,
+                                                               true, false),
+                                           multi_gpu_ring_case("hybrid_window_sinks",
+                                                               Strategy::kHybrid, true, true, 200),
+                                           [] {
+                                             GpuCase c =
+                                                 multi_gpu_ring_case("ring_packed_causal",
+                                                                     Strategy::kRing, true, false);
+                                             c.layout = Layout::kTHD;
+                                             c.S = 2048;
+                                             c.cu = {0, 300, 817, 908, 1608};
+                                             return c;
+                                           }()),
+                         [](const auto& param_info) { return param_info.param.name; });
 
 TEST(Mpi, MeshSplitGivesWorkingGroups) {
   REQUIRE_MPI_GPUS();

@@ -117,31 +117,23 @@ TEST_P(NcclRing, WithinTwiceTheSingleGpuError) {
   testing::expect_ring_within_2x(c, single, dist, truth);
 }
 
-GpuCase nccl_ring_case(std::string name, Strategy strategy, bool causal, bool sinks, int wl = -1) {
-  GpuCase c{std::move(name), 0, Layout::kBSHD, 1, 1024, 8, 2, 128};
-  c.causal = causal;
-  c.sinks = sinks;
-  c.wl = wl;
-  c.strategy = strategy;
-  return c;
-}
+using testing::multi_gpu_ring_case;
 
 INSTANTIATE_TEST_SUITE_P(
     AllGpus, NcclRing,
-    ::testing::Values(nccl_ring_case("ring_gqa_causal", Strategy::kRing, true, false),
-                      nccl_ring_case("ring_full_sinks", Strategy::kRing, false, true),
-                      nccl_ring_case("hybrid_one_group_window_sinks", Strategy::kHybrid, true, true,
-                                     200),
-                      nccl_ring_case("ring_causal_window_300", Strategy::kRing, true, true, 300),
-                      [] {
-                        // Packed sequences at offsets padded for up to 8 GPUs (multiples of 16).
-                        GpuCase c =
-                            nccl_ring_case("ring_packed_causal", Strategy::kRing, true, false);
-                        c.layout = Layout::kTHD;
-                        c.S = 2048;
-                        c.cu = {0, 300, 817, 908, 1608};
-                        return c;
-                      }()),
+    ::testing::Values(
+        multi_gpu_ring_case("ring_gqa_causal", Strategy::kRing, true, false),
+        multi_gpu_ring_case("ring_full_sinks", Strategy::kRing, false, true),
+        multi_gpu_ring_case("hybrid_one_group_window_sinks", Strategy::kHybrid, true, true, 200),
+        multi_gpu_ring_case("ring_causal_window_300", Strategy::kRing, true, true, 300),
+        [] {
+          // Packed sequences at offsets padded for up to 8 GPUs (multiples of 16).
+          GpuCase c = multi_gpu_ring_case("ring_packed_causal", Strategy::kRing, true, false);
+          c.layout = Layout::kTHD;
+          c.S = 2048;
+          c.cu = {0, 300, 817, 908, 1608};
+          return c;
+        }()),
     [](const auto& param_info) { return param_info.param.name; });
 
 INSTANTIATE_TEST_SUITE_P(AllGpus, NcclUlysses,
