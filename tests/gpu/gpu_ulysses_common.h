@@ -284,52 +284,50 @@ inline Status run_rank(const GpuCase& c, const GpuInputs& in, Communicator& comm
   cudaStream_t stream = nullptr;
   cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
   *got = rank_output_shapes(c, in, r);
-  {
-    DeviceTensor q = DeviceTensor::of(shard_of(c, in.q, r), dev),
-                 k = DeviceTensor::of(shard_of(c, in.k, r), dev),
-                 v = DeviceTensor::of(shard_of(c, in.v, r), dev),
-                 d_o = DeviceTensor::of(shard_of(c, in.d_o, r), dev),
-                 o = DeviceTensor::of(got->o, dev), lse = DeviceTensor::of(got->lse, dev),
-                 dq = DeviceTensor::of(got->dq, dev), dk = DeviceTensor::of(got->dk, dev),
-                 dv = DeviceTensor::of(got->dv, dev), sinks = DeviceTensor::of(in.sinks, dev),
-                 ds = DeviceTensor::of(got->dsinks, dev), cu = DeviceTensor::of(in.cu, dev);
-    DeviceBytes ws((*plan)->workspace_bytes(), dev), saved((*plan)->saved_bytes(), dev);
-    const auto* cu_d = static_cast<const std::int32_t*>(cu.ptr);
-    ForwardArgs f{.q = q.view,
-                  .k = k.view,
-                  .v = v.view,
-                  .o = o.view,
-                  .lse = lse.view,
-                  .cu_seqlens = c.cu,
-                  .cu_seqlens_device = cu_d,
-                  .workspace = ws.ptr,
-                  .saved = saved.ptr};
-    BackwardArgs b{.d_o = d_o.view,
-                   .dq = dq.view,
-                   .dk = dk.view,
-                   .dv = dv.view,
-                   .cu_seqlens = c.cu,
-                   .cu_seqlens_device = cu_d,
-                   .workspace = ws.ptr,
-                   .saved = saved.ptr};
-    if (c.sinks) {
-      f.sinks = b.sinks = sinks.view;
-      b.dsinks = ds.view;
-    }
-    Status s = (*plan)->forward(f, stream);
-    if (s.is_ok()) s = (*plan)->backward(b, stream);
-    if (s.is_ok()) s = synchronize(comm, stream);
-    if (s.is_ok()) {
-      got->o = o.download(got->o);
-      got->lse = lse.download(got->lse);
-      got->dq = dq.download(got->dq);
-      got->dk = dk.download(got->dk);
-      got->dv = dv.download(got->dv);
-      got->dsinks = ds.download(got->dsinks);
-    }
-    cudaStreamDestroy(stream);
-    return s;
+  DeviceTensor q = DeviceTensor::of(shard_of(c, in.q, r), dev),
+               k = DeviceTensor::of(shard_of(c, in.k, r), dev),
+               v = DeviceTensor::of(shard_of(c, in.v, r), dev),
+               d_o = DeviceTensor::of(shard_of(c, in.d_o, r), dev),
+               o = DeviceTensor::of(got->o, dev), lse = DeviceTensor::of(got->lse, dev),
+               dq = DeviceTensor::of(got->dq, dev), dk = DeviceTensor::of(got->dk, dev),
+               dv = DeviceTensor::of(got->dv, dev), sinks = DeviceTensor::of(in.sinks, dev),
+               ds = DeviceTensor::of(got->dsinks, dev), cu = DeviceTensor::of(in.cu, dev);
+  DeviceBytes ws((*plan)->workspace_bytes(), dev), saved((*plan)->saved_bytes(), dev);
+  const auto* cu_d = static_cast<const std::int32_t*>(cu.ptr);
+  ForwardArgs f{.q = q.view,
+                .k = k.view,
+                .v = v.view,
+                .o = o.view,
+                .lse = lse.view,
+                .cu_seqlens = c.cu,
+                .cu_seqlens_device = cu_d,
+                .workspace = ws.ptr,
+                .saved = saved.ptr};
+  BackwardArgs b{.d_o = d_o.view,
+                 .dq = dq.view,
+                 .dk = dk.view,
+                 .dv = dv.view,
+                 .cu_seqlens = c.cu,
+                 .cu_seqlens_device = cu_d,
+                 .workspace = ws.ptr,
+                 .saved = saved.ptr};
+  if (c.sinks) {
+    f.sinks = b.sinks = sinks.view;
+    b.dsinks = ds.view;
   }
+  Status s = (*plan)->forward(f, stream);
+  if (s.is_ok()) s = (*plan)->backward(b, stream);
+  if (s.is_ok()) s = synchronize(comm, stream);
+  if (s.is_ok()) {
+    got->o = o.download(got->o);
+    got->lse = lse.download(got->lse);
+    got->dq = dq.download(got->dq);
+    got->dk = dk.download(got->dk);
+    got->dv = dv.download(got->dv);
+    got->dsinks = ds.download(got->dsinks);
+  }
+  cudaStreamDestroy(stream);
+  return s;
 }
 
 /// Puts rank r's shards into the global outputs.
