@@ -226,7 +226,8 @@ inline PlanConfig plan_config_of(const GpuCase& c) {
           .dtype = c.dtype,
           .batch = thd ? 1 : c.B,
           .seqlen = c.S,
-          .training = true};
+          .training = true,
+          .overlap_chunks = c.chunks};
 }
 
 // Shard r of a global host tensor, contiguous (ring and hybrid: zigzag ranges; packed: padded).
