@@ -25,6 +25,8 @@ struct Options {
   int ulysses_degree = 2;         // hybrid: ranks per Ulysses group (must divide cp)
   std::vector<int> chunks = {1};  // PlanConfig::overlap_chunks (GPU default: 1, 2, 4 where valid)
   bool keep_saved = false;        // PlanConfig::backward_keeps_saved
+  std::vector<std::string> saved = {"heads"};  // PlanConfig::saved_activations (list: heads, lse)
+  int in_flight = 2;                           // PlanConfig::chunks_in_flight
   int iters = 3;
   bool check = true;
   std::string json;

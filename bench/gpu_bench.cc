@@ -51,6 +51,7 @@ struct GpuRow {
   bool exact_o = true, exact_dkv = true;
   bool pass = true;
   std::string repro;
+  std::string saved = "heads";  // PlanConfig::saved_activations (ulysses rows)
 };
 
 // Device memory of one case, GiB: the peak above the level before it, and what it allocated itself
@@ -420,11 +421,19 @@ void measure_a2a(std::vector<std::unique_ptr<Communicator>>& comms,
   *nccl_gbs = sent / (*std::max_element(t_n.begin(), t_n.end()) * 1e-3) / 1e9;
 }
 
+// The PlanConfig knobs a row varies or the user sets.
+struct PlanKnobs {
+  int chunks = 1;
+  bool keep_saved = false;
+  SavedActivations saved = SavedActivations::kHeadSharded;
+  int in_flight = 2;
+};
+
 // A plan over P GPUs; each rank holds its shard (contiguous for ulysses, zigzag ranges for ring
 // and hybrid); results gathered to the host for the check.
 double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Communicator>>& comms,
-                const ParallelConfig& parallel, int chunks, bool keep_saved, int iters,
-                HostOut* out, MemUse* mem) {
+                const ParallelConfig& parallel, const PlanKnobs& knobs, int iters, HostOut* out,
+                MemUse* mem) {
   const int P = static_cast<int>(comms.size());
   const std::int64_t Sl = s.S / P;
   const PlanConfig cfg{.attention = s.att,
@@ -433,8 +442,10 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
                        .batch = s.B,
                        .seqlen = s.S,
                        .training = true,
-                       .overlap_chunks = chunks,
-                       .backward_keeps_saved = keep_saved};
+                       .overlap_chunks = knobs.chunks,
+                       .backward_keeps_saved = knobs.keep_saved,
+                       .saved_activations = knobs.saved,
+                       .chunks_in_flight = knobs.in_flight};
   std::vector<double> rank_ms(static_cast<std::size_t>(P));
   std::vector<std::size_t> rank_peak(static_cast<std::size_t>(P));
   if (out) {
@@ -506,7 +517,11 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
                      .dk = act(dk, s.Hkv),
                      .dv = act(dv, s.Hkv),
                      .workspace = ws,
-                     .saved = saved};
+                     .saved = saved,
+                     .q = f.q,  // read with saved_activations = lse
+                     .k = f.k,
+                     .v = f.v,
+                     .o = f.o};
       cudaStream_t st;
       cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking);
       cudaEvent_t e0, e1;
@@ -568,7 +583,7 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
   return *std::max_element(rank_ms.begin(), rank_ms.end());
 }
 
-std::string repro(const Shape& s, int cp, int chunks, int iters, bool keep_saved,
+std::string repro(const Shape& s, int cp, const PlanKnobs& knobs, int iters,
                   const ParallelConfig& parallel = {}) {
   std::ostringstream os;
   os << "ulysses-bench --device gpu --cp " << cp << " --strategy "
@@ -576,9 +591,12 @@ std::string repro(const Shape& s, int cp, int chunks, int iters, bool keep_saved
      << (parallel.strategy == Strategy::kHybrid
              ? " --ulysses-degree " + std::to_string(parallel.ulysses_degree)
              : std::string())
-     << " --chunks " << chunks << " --seq " << s.S << " --batch " << s.B << " --heads " << s.Hq
-     << " --kv-heads " << s.Hkv << " --head-dim " << s.D << " --dtype bf16"
-     << (s.att.causal ? " --causal" : " --no-causal") << (keep_saved ? " --keep-saved" : "")
+     << " --chunks " << knobs.chunks << " --seq " << s.S << " --batch " << s.B << " --heads "
+     << s.Hq << " --kv-heads " << s.Hkv << " --head-dim " << s.D << " --dtype bf16"
+     << (s.att.causal ? " --causal" : " --no-causal") << (knobs.keep_saved ? " --keep-saved" : "")
+     << (knobs.saved == SavedActivations::kLseOnly
+             ? " --saved lse --in-flight " + std::to_string(knobs.in_flight)
+             : std::string())
      << " --iters " << iters;
   return os.str();
 }
@@ -622,9 +640,9 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       "fwd+bwd, %d timed iterations (median), backward counted as 2.5x forward\n",
       ngpu, cudnn_runtime_version(), static_cast<long long>(o.batch), o.heads, o.kv_heads,
       o.head_dim, o.causal ? "causal" : "full", o.iters);
-  std::printf("%8s %3s %-8s %6s %10s %10s %6s %10s %10s %8s %9s %9s %9s %9s %9s %5s\n", "seq", "cp",
-              "strategy", "chunks", "ms/step", "TFLOP/s/GPU", "eff", "a2a GB/s", "NCCL GB/s",
-              "peak GiB", "errO", "errdQ", "errdK", "errdV", "exact", "check");
+  std::printf("%8s %3s %-8s %5s %6s %10s %10s %6s %10s %10s %8s %9s %9s %9s %9s %9s %5s\n", "seq",
+              "cp", "strategy", "saved", "chunks", "ms/step", "TFLOP/s/GPU", "eff", "a2a GB/s",
+              "NCCL GB/s", "peak GiB", "errO", "errdQ", "errdK", "errdV", "exact", "check");
   std::vector<GpuRow> rows;
   bool all_pass = true;
   for (std::int64_t seq : o.seq) {
@@ -646,7 +664,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
               1.0, 0, 0,         0, m1.peak};
     r1.io_gib = m1.io;
     r1.workspace_gib = m1.workspace;
-    r1.repro = repro(s, 1, 1, o.iters, false);
+    r1.repro = repro(s, 1, PlanKnobs{}, o.iters);
     rows.push_back(r1);
     for (int cp : cps) {
       if (cp == 1) continue;
@@ -676,32 +694,41 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       ncclCommInitAll(raw.data(), cp, devs.data());
 
       const int hkv_local = o.kv_heads / cp;
-      // One row per strategy (ulysses: per pipeline chunk count).
-      std::vector<std::pair<ParallelConfig, int>> plans;
+      // One row per strategy (ulysses: per saved-activations choice and pipeline chunk count).
+      std::vector<std::pair<ParallelConfig, PlanKnobs>> plans;
+      const PlanKnobs plain{.keep_saved = o.keep_saved};
       for (const std::string& name : o.strategy) {
         const Strategy strategy = parse_strategy(name).value();
         if (strategy == Strategy::kUlysses) {
-          for (int chunks : o.chunks) {
-            if (chunks > 1 && (hkv_local < 1 || hkv_local % chunks != 0)) continue;
-            plans.push_back({ParallelConfig{.cp = cp}, chunks});
+          for (const std::string& saved : o.saved) {
+            for (int chunks : o.chunks) {
+              if (chunks > 1 && (hkv_local < 1 || hkv_local % chunks != 0)) continue;
+              plans.push_back({ParallelConfig{.cp = cp},
+                               PlanKnobs{.chunks = chunks,
+                                         .keep_saved = o.keep_saved,
+                                         .saved = parse_saved_activations(saved).value(),
+                                         .in_flight = o.in_flight}});
+            }
           }
         } else if (strategy == Strategy::kRing) {
-          plans.push_back({ParallelConfig{.strategy = strategy, .cp = cp}, 1});
+          plans.push_back({ParallelConfig{.strategy = strategy, .cp = cp}, plain});
         } else if (o.ulysses_degree > 1 && cp % o.ulysses_degree == 0 && cp > o.ulysses_degree) {
           plans.push_back(
               {ParallelConfig{.strategy = strategy, .cp = cp, .ulysses_degree = o.ulysses_degree},
-               1});
+               plain});
         }
       }
-      for (const auto& [parallel, chunks] : plans) {
+      for (const auto& [parallel, knobs] : plans) {
+        const int chunks = knobs.chunks;
         if (seq % parallel.sequence_multiple() != 0) continue;
         HostOut got;
         MemUse mem;
-        const double tp = run_plan(s, in, comms, parallel, chunks, o.keep_saved, o.iters,
-                                   o.check ? &got : nullptr, &mem);
+        const double tp =
+            run_plan(s, in, comms, parallel, knobs, o.iters, o.check ? &got : nullptr, &mem);
         GpuRow row{seq,           cp, std::string(strategy_name(parallel.strategy)),
                    chunks,        tp, flops_per_step(s) / cp / (tp * 1e-3) / 1e12,
                    t1 / (cp * tp)};
+        row.saved = saved_activations_name(knobs.saved);
         row.peak_gib = mem.peak;
         row.io_gib = mem.io;
         row.workspace_gib = mem.workspace;
@@ -712,7 +739,9 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         const std::size_t msg =
             static_cast<std::size_t>(seq / cp * o.batch * (hq + 2 * hkv) * o.head_dim) * 2;
         row.a2a_mib = static_cast<double>(msg) * cp / (1 << 20);
-        if (ulysses && chunks == 1) measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs);
+        if (ulysses && chunks == 1 && knobs.saved == SavedActivations::kHeadSharded) {
+          measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs);
+        }
         if (o.check) {
           const Cmp co = compare(ref.o, got.o), cq = compare(ref.dq, got.dq),
                     ck = compare(ref.dk, got.dk), cv = compare(ref.dv, got.dv);
@@ -729,7 +758,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
               row.err_o <= tol * max_abs_of(ref.o) && row.err_dq <= tol * max_abs_of(ref.dq) &&
               row.err_dk <= tol * max_abs_of(ref.dk) && row.err_dv <= tol * max_abs_of(ref.dv);
         }
-        row.repro = repro(s, cp, chunks, o.iters, o.keep_saved, parallel);
+        row.repro = repro(s, cp, knobs, o.iters, parallel);
         rows.push_back(row);
       }
       for (ncclComm_t c : raw) ncclCommDestroy(c);
@@ -737,10 +766,12 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     for (const GpuRow& r : rows) {
       if (r.seq != seq) continue;
       std::printf(
-          "%8lld %3d %-8s %6d %10.2f %10.1f %6.3f %10.1f %10.1f %8.2f %9.2e %9.2e %9.2e %9.2e %9s "
+          "%8lld %3d %-8s %5s %6d %10.2f %10.1f %6.3f %10.1f %10.1f %8.2f %9.2e %9.2e %9.2e %9.2e "
+          "%9s "
           "%5s\n",
-          static_cast<long long>(r.seq), r.cp, r.strategy.c_str(), r.chunks, r.ms, r.tflops,
-          r.efficiency, r.a2a_gbs, r.nccl_gbs, r.peak_gib, r.err_o, r.err_dq, r.err_dk, r.err_dv,
+          static_cast<long long>(r.seq), r.cp, r.strategy.c_str(),
+          r.strategy == "ulysses" ? r.saved.c_str() : "-", r.chunks, r.ms, r.tflops, r.efficiency,
+          r.a2a_gbs, r.nccl_gbs, r.peak_gib, r.err_o, r.err_dq, r.err_dk, r.err_dv,
           r.cp == 1 ? "-" : (r.exact_o && r.exact_dkv ? "O,dK,dV" : (r.exact_o ? "O" : "no")),
           r.pass ? "PASS" : "FAIL");
       all_pass = all_pass && r.pass;
@@ -748,10 +779,12 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     for (const GpuRow& r : rows) {
       if (r.seq != seq) continue;
       std::printf(
-          "#   seq %lld cp %d %s memory: peak %.2f GiB = inputs/outputs %.2f + workspace %.2f + "
+          "#   seq %lld cp %d %s saved=%s chunks=%d memory: peak %.2f GiB = inputs/outputs %.2f + "
+          "workspace %.2f + "
           "saved %.2f + other %.2f (NCCL, cuDNN internals)\n",
-          static_cast<long long>(r.seq), r.cp, r.strategy.c_str(), r.peak_gib, r.io_gib,
-          r.workspace_gib, r.saved_gib, r.peak_gib - r.io_gib - r.workspace_gib - r.saved_gib);
+          static_cast<long long>(r.seq), r.cp, r.strategy.c_str(), r.saved.c_str(), r.chunks,
+          r.peak_gib, r.io_gib, r.workspace_gib, r.saved_gib,
+          r.peak_gib - r.io_gib - r.workspace_gib - r.saved_gib);
     }
     for (int cp : cps) {
       if (cp == 1) continue;
@@ -759,7 +792,10 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       const double in_place = time_local_kernel(s, cp, true, o.iters);
       GpuRow* row = nullptr;
       for (GpuRow& r : rows) {
-        if (r.seq == seq && r.cp == cp && r.chunks == 1 && r.strategy == "ulysses") row = &r;
+        if (r.seq == seq && r.cp == cp && r.chunks == 1 && r.strategy == "ulysses" &&
+            r.saved == "heads") {
+          row = &r;
+        }
       }
       if (row) {
         row->kernel_contiguous_ms = contiguous;
@@ -791,14 +827,15 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const GpuRow& r = rows[i];
       f << "    {\"seq\": " << r.seq << ", \"cp\": " << r.cp << ", \"strategy\": \"" << r.strategy
-        << "\", \"chunks\": " << r.chunks << ", \"ms_per_step\": " << r.ms
-        << ", \"tflops_per_gpu\": " << r.tflops << ", \"efficiency\": " << r.efficiency
-        << ", \"a2a_gbs\": " << r.a2a_gbs << ", \"nccl_a2a_gbs\": " << r.nccl_gbs
-        << ", \"a2a_mib_per_gpu\": " << r.a2a_mib << ", \"peak_gib\": " << r.peak_gib
-        << ", \"io_gib\": " << r.io_gib << ", \"workspace_gib\": " << r.workspace_gib
-        << ", \"saved_gib\": " << r.saved_gib << ", \"err_o\": " << r.err_o
-        << ", \"err_dq\": " << r.err_dq << ", \"err_dk\": " << r.err_dk
-        << ", \"err_dv\": " << r.err_dv << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
+        << "\", \"chunks\": " << r.chunks << ", \"saved\": \"" << r.saved
+        << "\", \"ms_per_step\": " << r.ms << ", \"tflops_per_gpu\": " << r.tflops
+        << ", \"efficiency\": " << r.efficiency << ", \"a2a_gbs\": " << r.a2a_gbs
+        << ", \"nccl_a2a_gbs\": " << r.nccl_gbs << ", \"a2a_mib_per_gpu\": " << r.a2a_mib
+        << ", \"peak_gib\": " << r.peak_gib << ", \"io_gib\": " << r.io_gib
+        << ", \"workspace_gib\": " << r.workspace_gib << ", \"saved_gib\": " << r.saved_gib
+        << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
+        << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
+        << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
         << ", \"kernel_inplace_ms\": " << r.kernel_inplace_ms << ", \"pack_gbs\": " << r.pack_gbs
         << ", \"unpack_gbs\": " << r.unpack_gbs << ", \"copy_gbs\": " << r.copy_gbs
         << ", \"exact_o\": " << (r.exact_o ? "true" : "false")

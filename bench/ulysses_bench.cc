@@ -60,7 +60,8 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
 
 bool bitwise_equal(const Tensor& a, const Tensor& b) { return a.storage == b.storage; }
 
-std::string repro_command(const Options& o, int cp, std::int64_t seq, Strategy strategy) {
+std::string repro_command(const Options& o, int cp, std::int64_t seq, Strategy strategy,
+                          SavedActivations saved) {
   std::ostringstream os;
   os << "ulysses-bench --device cpu --cp " << cp << " --seq " << seq << " --batch " << o.batch
      << " --heads " << o.heads << " --kv-heads " << o.kv_heads << " --head-dim " << o.head_dim
@@ -69,6 +70,12 @@ std::string repro_command(const Options& o, int cp, std::int64_t seq, Strategy s
      << " --strategy " << strategy_name(strategy)
      << (strategy == Strategy::kHybrid ? " --ulysses-degree " + std::to_string(o.ulysses_degree)
                                        : std::string())
+     << (saved == SavedActivations::kLseOnly
+             ? " --saved lse --in-flight " + std::to_string(o.in_flight)
+             : std::string())
+     << (strategy == Strategy::kUlysses && !o.chunks.empty()
+             ? " --chunks " + std::to_string(o.chunks.front())
+             : std::string())
      << " --iters " << o.iters;
   return os.str();
 }
@@ -89,13 +96,14 @@ std::vector<std::int32_t> make_cu_seqlens(int n, std::int64_t total, std::mt1993
 }
 
 // Runs one (cp, seq) case on the loopback communicator; returns the row, or a Status for bad input.
-Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype,
-                         Strategy strategy) {
+Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype, Strategy strategy,
+                         SavedActivations saved_activations) {
   Row row;
   row.cp = cp;
   row.seq = seq;
-  row.strategy = std::string(strategy_name(strategy));
-  row.repro = repro_command(o, cp, seq, strategy);
+  row.strategy = std::string(strategy_name(strategy)) +
+                 (saved_activations == SavedActivations::kLseOnly ? "+lse" : "");
+  row.repro = repro_command(o, cp, seq, strategy, saved_activations);
   const bool thd = o.varlen > 0;
   const std::int64_t B = thd ? 1 : o.batch;
   const PlanConfig cfg{
@@ -114,8 +122,10 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
       .batch = B,
       .seqlen = seq,
       .training = true,
-      .overlap_chunks = o.chunks.empty() ? 1 : o.chunks.front(),
-      .backward_keeps_saved = o.keep_saved};
+      .overlap_chunks = strategy == Strategy::kUlysses && !o.chunks.empty() ? o.chunks.front() : 1,
+      .backward_keeps_saved = o.keep_saved,
+      .saved_activations = saved_activations,
+      .chunks_in_flight = o.in_flight};
   if (Status s = cfg.validate(); !s.is_ok()) return s;
 
   std::mt19937_64 rng(o.seed ? o.seed : std::random_device{}());
@@ -192,7 +202,11 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
                      .dv = shard(dv_d),
                      .cu_seqlens = cu,
                      .workspace = ws.data(),
-                     .saved = saved.data()};
+                     .saved = saved.data(),
+                     .q = f.q,  // read with saved_activations = lse
+                     .k = f.k,
+                     .v = f.v,
+                     .o = f.o};
       if (o.sinks) {
         f.sinks = b.sinks = sinks.view;
         b.dsinks = dsinks_d[static_cast<std::size_t>(r)].view;
@@ -293,10 +307,10 @@ void print_table(const std::vector<Row>& rows, const Options& o) {
   std::printf("# B=%lld Hq=%d Hkv=%d D=%d %s causal=%d window=%d,%d sinks=%d varlen=%d iters=%d\n",
               static_cast<long long>(o.batch), o.heads, o.kv_heads, o.head_dim, o.dtype.c_str(),
               o.causal ? 1 : 0, o.window[0], o.window[1], o.sinks ? 1 : 0, o.varlen, o.iters);
-  std::printf("%4s %8s %-8s %12s %12s %10s %10s %10s %10s %6s %5s\n", "cp", "seq", "strategy",
+  std::printf("%4s %8s %-11s %12s %12s %10s %10s %10s %10s %6s %5s\n", "cp", "seq", "strategy",
               "ms/step", "ms max-rank", "err O", "err dQ", "err dK", "err dV", "exact", "check");
   for (const Row& r : rows) {
-    std::printf("%4d %8lld %-8s %12.2f %12.2f %10.3g %10.3g %10.3g %10.3g %6s %5s\n", r.cp,
+    std::printf("%4d %8lld %-11s %12.2f %12.2f %10.3g %10.3g %10.3g %10.3g %6s %5s\n", r.cp,
                 static_cast<long long>(r.seq), r.strategy.c_str(), r.ms_median, r.ms_max_rank,
                 r.err_o, r.err_dq, r.err_dk, r.err_dv, r.checked ? (r.exact ? "yes" : "no") : "-",
                 r.checked ? (r.pass ? "PASS" : "FAIL") : "-");
@@ -379,6 +393,15 @@ int main(int argc, char** argv) {
   app.add_flag("--keep-saved", o.keep_saved,
                "backward_keeps_saved: backward leaves `saved` intact (default: ulysses' backward "
                "reuses it for the returning gradients, a smaller peak)");
+  app.add_option("--saved", o.saved,
+                 "saved_activations, list: heads (forward keeps head-sharded Q, K, V, O) or lse "
+                 "(keeps only the LSE; backward exchanges q, k, v, o again); ulysses only")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"heads", "lse"}));
+  app.add_option("--in-flight", o.in_flight,
+                 "chunks_in_flight with --saved lse: head chunks whose exchange buffers exist at "
+                 "once (1 or 2)")
+      ->check(CLI::Range(1, 2));
   app.add_option("--iters", o.iters, "timed steps per row (median reported)");
   app.add_flag("--check,!--no-check", o.check, "compare with the unsharded run (default on)");
   app.add_option("--json", o.json, "also write the rows as JSON to this file");
@@ -424,16 +447,20 @@ int main(int argc, char** argv) {
             (o.ulysses_degree < 1 || cp % o.ulysses_degree != 0 || cp == o.ulysses_degree)) {
           continue;  // the sweep's hybrid rows: cp = U x R with both above 1
         }
-        auto row = run_cpu_case(o, cp, seq, *dtype, strategy);
-        if (!row.is_ok()) {
-          std::fprintf(stderr, "ulysses-bench: cp=%d seq=%lld: %s\n", cp,
-                       static_cast<long long>(seq), row.status().to_string().c_str());
-          return row.status().code() == StatusCode::kInvalidArgument ||
-                         row.status().code() == StatusCode::kUnsupported
-                     ? 2
-                     : 1;
+        for (const std::string& name : o.saved) {
+          const SavedActivations saved = parse_saved_activations(name).value();  // CLI-checked
+          if (strategy != Strategy::kUlysses && saved != SavedActivations::kHeadSharded) continue;
+          auto row = run_cpu_case(o, cp, seq, *dtype, strategy, saved);
+          if (!row.is_ok()) {
+            std::fprintf(stderr, "ulysses-bench: cp=%d seq=%lld: %s\n", cp,
+                         static_cast<long long>(seq), row.status().to_string().c_str());
+            return row.status().code() == StatusCode::kInvalidArgument ||
+                           row.status().code() == StatusCode::kUnsupported
+                       ? 2
+                       : 1;
+          }
+          rows.push_back(*row);
         }
-        rows.push_back(*row);
       }
     }
   }

@@ -168,6 +168,22 @@ class LocalAttention {
 // Distributed attention
 // ---------------------------------------------------------------------------------------------------
 
+/// What Ulysses' forward keeps in `saved` for backward (training).
+enum class SavedActivations : int {
+  /// The head-sharded Q, K, V, O and LSE the kernel read and wrote (saved_bytes() is about the size
+  /// of this rank's q, k, v and o): backward exchanges only dO in and dQ, dK, dV out.
+  kHeadSharded = 0,
+  /// Only the kernel's LSE (a few MiB): backward takes this rank's q, k, v and o again
+  /// (BackwardArgs) and exchanges them with dO. A training framework then keeps one copy of the
+  /// layer's q, k, v, o (its own, which its autograd holds anyway) instead of a second,
+  /// head-sharded
+  /// one, for one more all-to-all of Q, K, V and O per step. With overlap_chunks = K the exchange
+  /// buffers are those of chunks_in_flight head chunks, not of all of them.
+  kLseOnly = 1,
+};
+std::string_view saved_activations_name(SavedActivations saved);
+Result<SavedActivations> parse_saved_activations(std::string_view name);  // "heads" | "lse"
+
 /// Everything that fixes a plan. Must be identical on every rank of the group (create() checks).
 struct PlanConfig {
   AttentionConfig attention;
@@ -192,6 +208,12 @@ struct PlanConfig {
   /// forward (e.g. a graph retained for a second backward). Ring and hybrid never write `saved` in
   /// backward.
   bool backward_keeps_saved = false;
+  /// Ulysses, training: what forward keeps for backward (see SavedActivations).
+  SavedActivations saved_activations = SavedActivations::kHeadSharded;
+  /// kLseOnly with overlap_chunks > 1: head chunks whose exchange buffers exist at once. 2: chunk
+  /// c + 1 travels while chunk c computes; 1: chunks run one after another with the least memory.
+  /// Values above overlap_chunks act as overlap_chunks. 1 or 2.
+  int chunks_in_flight = 2;
 
   Status validate() const;
 };
@@ -229,6 +251,9 @@ struct BackwardArgs {
   const std::int32_t* cu_seqlens_device = nullptr;
   void* workspace = nullptr;
   void* saved = nullptr;
+  /// SavedActivations::kLseOnly only (not read otherwise): this rank's q, k, v and o of the
+  /// matching forward, unchanged since, like ForwardArgs::q, k, v, o.
+  TensorView q, k, v, o;
 };
 
 /// A context-parallel attention plan for one rank.

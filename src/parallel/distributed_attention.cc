@@ -10,6 +10,23 @@ namespace ulysses {
 using detail::arg_error;
 using detail::str_cat;
 
+std::string_view saved_activations_name(SavedActivations saved) {
+  switch (saved) {
+    case SavedActivations::kHeadSharded:
+      return "heads";
+    case SavedActivations::kLseOnly:
+      return "lse";
+  }
+  return "unknown";
+}
+
+Result<SavedActivations> parse_saved_activations(std::string_view name) {
+  if (name == "heads") return SavedActivations::kHeadSharded;
+  if (name == "lse") return SavedActivations::kLseOnly;
+  return arg_error("ulysses::parse_saved_activations", "saved_activations", "is not known", name,
+                   "heads or lse");
+}
+
 Status PlanConfig::validate() const {
   constexpr std::string_view api = "ulysses::PlanConfig";
   ULYSSES_RETURN_IF_ERROR(attention.validate());
@@ -48,6 +65,21 @@ Status PlanConfig::validate() const {
                      overlap_chunks,
                      routing.replicated() ? std::string("1 when cp > num_heads_kv")
                                           : str_cat("a divisor of ", routing.heads_kv_local));
+  }
+  if (saved_activations != SavedActivations::kHeadSharded &&
+      saved_activations != SavedActivations::kLseOnly) {
+    return arg_error(api, "saved_activations", "is not a SavedActivations value",
+                     static_cast<int>(saved_activations), "kHeadSharded (0) or kLseOnly (1)");
+  }
+  if (saved_activations == SavedActivations::kLseOnly && parallel.strategy != Strategy::kUlysses) {
+    return arg_error(api, "saved_activations",
+                     str_cat("kLseOnly is for strategy ulysses (got strategy ",
+                             strategy_name(parallel.strategy), ")"),
+                     saved_activations_name(saved_activations), "heads (kHeadSharded)");
+  }
+  if (chunks_in_flight < 1 || chunks_in_flight > 2) {
+    return arg_error(api, "chunks_in_flight", "is out of range", chunks_in_flight,
+                     "1 (one head chunk at a time) or 2 (double-buffered)");
   }
   return Status::ok();
 }

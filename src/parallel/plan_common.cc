@@ -40,11 +40,12 @@ namespace {
 
 // Every field that must agree across ranks, as integers (for the create-time consensus).
 struct Fingerprint {
-  static constexpr int kFields = 20;
+  static constexpr int kFields = 22;
   // clang-format off
   static constexpr std::array<std::string_view, kFields> kNames = {
       "format", "layout", "dtype", "batch", "seqlen", "training",
       "strategy", "cp", "ulysses_degree", "overlap_chunks", "backward_keeps_saved",
+      "saved_activations", "chunks_in_flight",
       "num_heads_q", "num_heads_kv", "head_dim", "softmax_scale", "causal",
       "window_left", "window_right", "sinks", "local validation status"};
   // clang-format on
@@ -64,6 +65,8 @@ struct Fingerprint {
            c.parallel.ulysses_degree,
            c.overlap_chunks,
            c.backward_keeps_saved ? 1 : 0,
+           static_cast<std::int64_t>(c.saved_activations),
+           c.chunks_in_flight,
            a.num_heads_q,
            a.num_heads_kv,
            a.head_dim,
@@ -199,6 +202,17 @@ Status CallChecks::backward(const BackwardArgs& a) const {
   if (saved_bytes > 0 && a.saved == nullptr) {
     return arg_error(api, "saved", "is null", "nullptr",
                      str_cat(saved_bytes, " bytes from the matching forward()"));
+  }
+  if (config.saved_activations == SavedActivations::kLseOnly) {
+    // The forward's inputs and output, exchanged again with dO.
+    ULYSSES_RETURN_IF_ERROR(
+        activation(a.q, "q (saved_activations = lse)", c.num_heads_q, config.dtype, api));
+    ULYSSES_RETURN_IF_ERROR(
+        activation(a.k, "k (saved_activations = lse)", c.num_heads_kv, config.dtype, api));
+    ULYSSES_RETURN_IF_ERROR(
+        activation(a.v, "v (saved_activations = lse)", c.num_heads_kv, config.dtype, api));
+    ULYSSES_RETURN_IF_ERROR(
+        activation(a.o, "o (saved_activations = lse)", c.num_heads_q, config.dtype, api));
   }
   return Status::ok();
 }

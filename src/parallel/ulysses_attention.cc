@@ -28,6 +28,17 @@
 // arrive as fp32 partials from each replica and are summed in rank order. Unless the config keeps
 // `saved`, grad_q lives where dO was packed (dead once sent) and the returning dQ | dK/dV of a
 // chunk land in that chunk's saved Q | K V block (dead once its kernel ran; same bytes per row).
+//
+// SavedActivations::kLseOnly keeps only lse_head in `saved`. Each head chunk c then goes through
+// one slot (c mod chunks_in_flight) of exchange buffers, everything but the kernel on the exchange
+// stream:
+//
+//   forward   pack Q|K|V -> send slot ==a2a==> recv slot -> kernel -> o slot (lse -> saved)
+//             ==exchange==> send slot -> unpack O (and LSE)
+//   backward  pack Q|K|V|O|dO -> send slot ==a2a==> recv slot -> kernel -> dQ|dK dV in send slot
+//             ==exchange==> recv slot -> unpack (summing KV replicas)
+//
+// and chunk c + slots is packed into the slot only after chunk c's results are unpacked from it.
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -73,6 +84,9 @@ class UlyssesAttention final : public DistributedAttention {
     dtype_ = config.dtype;
     kv_grad_dtype_ = routing_.replicated() ? DType::kFloat32 : dtype_;
     has_lse_ = kernel.provides_lse();
+    lse_only_ = config.training && config.saved_activations == SavedActivations::kLseOnly;
+    slots_ = std::min(K_, config.chunks_in_flight);
+    C2_ = Cc_ + 2 * qc_;
     problem_ = local_problem(config, routing_, rank_);
     build_chunk_maps();
     layout_buffers();
@@ -99,6 +113,7 @@ class UlyssesAttention final : public DistributedAttention {
 
   Status forward(const ForwardArgs& a, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(checks().forward(a));
+    if (lse_only_) return forward_in_slots(a, stream);
     if (!config_.backward_keeps_saved) std::erase(consumed_, a.saved);  // filled again
     void* saved_base = config_.training ? a.saved : a.workspace;
     char* qkv_full = at(saved_base, qkv_full_);
@@ -181,6 +196,7 @@ class UlyssesAttention final : public DistributedAttention {
 
   Status backward(const BackwardArgs& a, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(checks().backward(a));
+    if (lse_only_) return backward_in_slots(a, stream);
     if (!config_.backward_keeps_saved) {
       if (std::find(consumed_.begin(), consumed_.end(), a.saved) != consumed_.end()) {
         return arg_error(kBackwardApi, "saved",
@@ -278,15 +294,174 @@ class UlyssesAttention final : public DistributedAttention {
     }
 
     // 4. dSinks: each rank has the complete gradient of its own heads; gather them everywhere.
-    if (config_.attention.sinks) {
-      ULYSSES_RETURN_IF_ERROR(
-          comm_.all_gather(dsinks_local + routing_.q_begin[static_cast<std::size_t>(rank_)],
-                           a.dsinks.data, static_cast<std::size_t>(hq_) * sizeof(float), stream));
-    }
-    return Status::ok();
+    return gather_dsinks(dsinks_local, a.dsinks, stream);
   }
 
  private:
+  // --- SavedActivations::kLseOnly: one slot of exchange buffers per chunk in flight
+  // ---------------
+
+  Status forward_in_slots(const ForwardArgs& a, Stream stream) {
+    const Stream side = exchange_stream(stream);
+    char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
+    // Chunk c's Q, K, V to the head owners, into its slot (on the exchange stream).
+    auto send_inputs = [&](int c) -> Status {
+      const std::size_t s = slot_of(c);
+      char* send = at(a.workspace, fwd_send_[s]);
+      const kernels::MessageLayout msg{send, dtype_, P_, Sl_, B_, Cc_, D_};
+      const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
+      const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::pack_heads(as_bshd(a.q, config_.layout), q_begin, qc_, msg, 0, side));
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::pack_heads(as_bshd(a.k, config_.layout), kv_begin, kc_, msg, qc_, side));
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::pack_heads(as_bshd(a.v, config_.layout), kv_begin, kc_, msg, qc_ + kc_, side));
+      ULYSSES_RETURN_IF_ERROR(
+          exchange_uniform(send, at(a.workspace, fwd_recv_[s]), peer_bytes(Cc_, dtype_, -1), side));
+      return streams_->record(kEvChunk + c, side);
+    };
+    ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
+    for (int c = 0; c < slots_; ++c) ULYSSES_RETURN_IF_ERROR(send_inputs(c));
+    for (int c = 0; c < K_; ++c) {
+      const std::size_t s = slot_of(c);
+      char* qkv = at(a.workspace, fwd_recv_[s]);
+      char* o_head = at(a.workspace, fwd_o_[s]);
+      char* o_recv = at(a.workspace, fwd_send_[s]);  // the packed Q/K/V are dead once sent
+      char* lse_recv = o_recv + align_up(o_block_);
+      ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, kEvChunk + c));
+      LocalForwardArgs la;
+      la.q = full_view(qkv, Cc_, 0, qc_, dtype_);
+      la.k = full_view(qkv, Cc_, qc_, kc_, dtype_);
+      la.v = full_view(qkv, Cc_, qc_ + kc_, kc_, dtype_);
+      la.sinks = a.sinks;
+      la.o = full_view(o_head, qc_, 0, qc_, dtype_);
+      if (has_lse_) la.lse = lse_head_view(lse_head + c * lse_block_);
+      la.cu_seqlens = a.cu_seqlens;
+      la.cu_seqlens_device = a.cu_seqlens_device;
+      la.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
+      ULYSSES_RETURN_IF_ERROR(kernel_.forward(chunk_problem(c), la, stream));
+      ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_computed(c)));
+      ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+      for (int p = 0; p < P_; ++p) {
+        ULYSSES_RETURN_IF_ERROR(send_rows(o_head, qc_, dtype_, p, side));
+        if (has_lse_) {
+          ULYSSES_RETURN_IF_ERROR(
+              send_rows(lse_head + c * lse_block_, qc_, DType::kFloat32, p, side, 1));
+        }
+        ULYSSES_RETURN_IF_ERROR(recv_rows(o_recv, qc_, dtype_, p, side));
+        if (has_lse_)
+          ULYSSES_RETURN_IF_ERROR(recv_rows(lse_recv, qc_, DType::kFloat32, p, side, 1));
+      }
+      ULYSSES_RETURN_IF_ERROR(comm_.group_end());
+      const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
+      ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_recv, dtype_, P_, Sl_, B_, qc_, D_}, 0,
+                                                    q_begin, qc_, as_bshd(a.o, config_.layout),
+                                                    side));
+      if (!a.lse.empty_view()) {
+        ULYSSES_RETURN_IF_ERROR(
+            kernels::unpack_lse({lse_recv, DType::kFloat32, P_, Sl_, B_, qc_, 1}, q_begin,
+                                lse_as_bhs(a.lse, config_.layout), side));
+      }
+      if (c + slots_ < K_) ULYSSES_RETURN_IF_ERROR(send_inputs(c + slots_));
+    }
+    return hand_over(side, stream, kEvDone);
+  }
+
+  Status backward_in_slots(const BackwardArgs& a, Stream stream) {
+    const Stream side = exchange_stream(stream);
+    char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
+    auto* dsinks_local = reinterpret_cast<float*>(at(a.workspace, dsinks_local_));
+    const std::size_t dkv_offset = align_up(o_block_);  // dK|dV after dQ in both slot buffers
+    // Chunk c's Q, K, V, O and dO to the head owners in one message per peer, into its slot.
+    auto send_inputs = [&](int c) -> Status {
+      const std::size_t s = slot_of(c);
+      char* send = at(a.workspace, bwd_send_[s]);
+      const kernels::MessageLayout msg{send, dtype_, P_, Sl_, B_, C2_, D_};
+      const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
+      const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
+      const Layout l = config_.layout;
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.q, l), q_begin, qc_, msg, 0, side));
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.k, l), kv_begin, kc_, msg, qc_, side));
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::pack_heads(as_bshd(a.v, l), kv_begin, kc_, msg, qc_ + kc_, side));
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.o, l), q_begin, qc_, msg, Cc_, side));
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::pack_heads(as_bshd(a.d_o, l), q_begin, qc_, msg, Cc_ + qc_, side));
+      ULYSSES_RETURN_IF_ERROR(
+          exchange_uniform(send, at(a.workspace, bwd_recv_[s]), peer_bytes(C2_, dtype_, -1), side));
+      return streams_->record(kEvChunk + c, side);
+    };
+    ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
+    for (int c = 0; c < slots_; ++c) ULYSSES_RETURN_IF_ERROR(send_inputs(c));
+    const TensorView dk = as_bshd(a.dk, config_.layout), dv = as_bshd(a.dv, config_.layout);
+    for (int c = 0; c < K_; ++c) {
+      const std::size_t s = slot_of(c);
+      char* in = at(a.workspace, bwd_recv_[s]);
+      char* gq = at(a.workspace, bwd_send_[s]);  // the packed inputs are dead once sent
+      char* gkv = gq + dkv_offset;
+      ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, kEvChunk + c));
+      LocalBackwardArgs lb;
+      lb.q = full_view(in, C2_, 0, qc_, dtype_);
+      lb.k = full_view(in, C2_, qc_, kc_, dtype_);
+      lb.v = full_view(in, C2_, qc_ + kc_, kc_, dtype_);
+      lb.o = full_view(in, C2_, Cc_, qc_, dtype_);
+      lb.d_o = full_view(in, C2_, Cc_ + qc_, qc_, dtype_);
+      if (has_lse_) lb.lse = lse_head_view(lse_head + c * lse_block_);
+      lb.sinks = a.sinks;
+      lb.dq = full_view(gq, qc_, 0, qc_, dtype_);
+      lb.dk = full_view(gkv, 2 * kc_, 0, kc_, kv_grad_dtype_);
+      lb.dv = full_view(gkv, 2 * kc_, kc_, kc_, kv_grad_dtype_);
+      if (config_.attention.sinks) {
+        lb.dsinks = TensorView::contiguous(dsinks_local, DType::kFloat32,
+                                           {config_.attention.num_heads_q}, comm_.device());
+      }
+      lb.cu_seqlens = a.cu_seqlens;
+      lb.cu_seqlens_device = a.cu_seqlens_device;
+      lb.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
+      ULYSSES_RETURN_IF_ERROR(kernel_.backward(chunk_problem(c), lb, stream));
+      ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_computed(c)));
+      // The gradients come back into the receive slot (the kernel has read it).
+      char* dq_recv = in;
+      char* dkv_recv = in + dkv_offset;
+      ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+      for (int p = 0; p < P_; ++p) {
+        ULYSSES_RETURN_IF_ERROR(send_rows(gq, qc_, dtype_, p, side));
+        ULYSSES_RETURN_IF_ERROR(send_rows(gkv, 2 * kc_, kv_grad_dtype_, p, side));
+        ULYSSES_RETURN_IF_ERROR(recv_rows(dq_recv, qc_, dtype_, p, side));
+        ULYSSES_RETURN_IF_ERROR(recv_rows(dkv_recv, 2 * kc_, kv_grad_dtype_, p, side));
+      }
+      ULYSSES_RETURN_IF_ERROR(comm_.group_end());
+      const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
+      ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({dq_recv, dtype_, P_, Sl_, B_, qc_, D_}, 0,
+                                                    q_begin_[static_cast<std::size_t>(c)], qc_,
+                                                    as_bshd(a.dq, config_.layout), side));
+      const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, P_, Sl_, B_, 2 * kc_, D_};
+      if (routing_.replicated()) {
+        ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 0, kv_begin, dk, side));
+        ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 1, kv_begin, dv, side));
+      } else {
+        ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(kv_msg, 0, kv_begin, kc_, dk, side));
+        ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(kv_msg, kc_, kv_begin, kc_, dv, side));
+      }
+      if (c + slots_ < K_) ULYSSES_RETURN_IF_ERROR(send_inputs(c + slots_));
+    }
+    ULYSSES_RETURN_IF_ERROR(hand_over(side, stream, kEvDone));
+    return gather_dsinks(dsinks_local, a.dsinks, stream);
+  }
+
+  std::size_t slot_of(int chunk) const { return static_cast<std::size_t>(chunk % slots_); }
+
+  // dSinks: each rank has the complete gradient of its own heads; gather them everywhere.
+  Status gather_dsinks(const float* dsinks_local, const TensorView& dsinks, Stream stream) {
+    if (!config_.attention.sinks) return Status::ok();
+    return comm_.all_gather(dsinks_local + routing_.q_begin[static_cast<std::size_t>(rank_)],
+                            dsinks.data, static_cast<std::size_t>(hq_) * sizeof(float), stream);
+  }
+
+  // --- shared
+  // --------------------------------------------------------------------------------------
+
   // Events of the exchange pipeline (see forward()): reused every call, stream-ordered.
   static constexpr int kEvPacked = 0, kEvDone = 1, kEvChunk = 2;  // kEvChunk + c: chunk c arrived
   int ev_computed(int c) const { return kEvChunk + K_ + c; }      // chunk c's kernel finished
@@ -375,6 +550,10 @@ class UlyssesAttention final : public DistributedAttention {
     const std::size_t qkv_bytes = K * qkv_block_, o_bytes = K * o_block_,
                       lse_bytes = K * lse_block_;
     kernel_ws_bytes_ = kernel_.workspace_bytes(chunk_problem(0));
+    if (lse_only_) {
+      layout_slots(tokens * d, lse_bytes);
+      return;
+    }
 
     // What forward produces and backward reads: in `saved` when training, else in the workspace.
     Arena saved, fwd;
@@ -424,6 +603,30 @@ class UlyssesAttention final : public DistributedAttention {
     saved_bytes_ = saved.total();
   }
 
+  // kLseOnly: `saved` holds every chunk's LSE; the workspace one set of exchange buffers per slot
+  // (forward: send | receive | O; backward: send | receive), then the kernel's workspace.
+  // `row` = tokens * head_dim elements: the size of one channel of a message.
+  void layout_slots(std::size_t row, std::size_t lse_bytes) {
+    const std::size_t e = dtype_size(dtype_);
+    gkv_block_ = row * static_cast<std::size_t>(2 * kc_) * dtype_size(kv_grad_dtype_);
+    Arena saved, fwd, bwd;
+    lse_head_ = saved.take(lse_bytes);
+    const std::size_t fwd_send = std::max(qkv_block_, align_up(o_block_) + lse_block_);
+    const std::size_t bwd_msg =
+        std::max(row * static_cast<std::size_t>(C2_) * e, align_up(o_block_) + gkv_block_);
+    for (std::size_t s = 0; s < static_cast<std::size_t>(slots_); ++s) {
+      fwd_send_[s] = fwd.take(fwd_send);
+      fwd_recv_[s] = fwd.take(qkv_block_);
+      fwd_o_[s] = fwd.take(o_block_);
+      bwd_send_[s] = bwd.take(bwd_msg);
+      bwd_recv_[s] = bwd.take(bwd_msg);
+    }
+    dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
+    kernel_ws_ = std::max(fwd.total(), bwd.total());
+    workspace_bytes_ = kernel_ws_ + align_up(kernel_ws_bytes_);
+    saved_bytes_ = saved.total();
+  }
+
   CallChecks checks() const {
     return {config_, comm_, kernel_, Sl_, workspace_bytes_, saved_bytes_};
   }
@@ -442,6 +645,10 @@ class UlyssesAttention final : public DistributedAttention {
   std::int64_t B_ = 1, S_ = 0, Sl_ = 0, D_ = 0;
   DType dtype_ = DType::kBFloat16, kv_grad_dtype_ = DType::kBFloat16;
   bool has_lse_ = true;
+  // SavedActivations::kLseOnly (training): chunks go through `slots_` sets of exchange buffers.
+  bool lse_only_ = false;
+  int slots_ = 1, C2_ = 0;  // C2_: channels of backward's Q|K|V|O|dO message per chunk
+  std::array<std::size_t, 2> fwd_send_{}, fwd_recv_{}, fwd_o_{}, bwd_send_{}, bwd_recv_{};
   // Backward's gradients come back into `saved` (see layout_buffers()). Unless the config keeps
   // `saved`, the buffers backward has consumed (the latest kConsumedMemory of them) so that a
   // second backward() on one is refused instead of reading gradients as Q/K/V; refused whether or

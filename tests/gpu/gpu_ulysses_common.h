@@ -25,7 +25,9 @@ struct GpuCase {
   bool deterministic = false;
   int chunks = 1;  // PlanConfig::overlap_chunks
   Strategy strategy = Strategy::kUlysses;
-  int U = 0;  // hybrid: ulysses_degree
+  int U = 0;                                                // hybrid: ulysses_degree
+  SavedActivations saved = SavedActivations::kHeadSharded;  // PlanConfig::saved_activations
+  int in_flight = 2;                                        // PlanConfig::chunks_in_flight
 };
 
 inline ParallelConfig parallel_of(const GpuCase& c) {
@@ -227,7 +229,9 @@ inline PlanConfig plan_config_of(const GpuCase& c) {
           .batch = thd ? 1 : c.B,
           .seqlen = c.S,
           .training = true,
-          .overlap_chunks = c.chunks};
+          .overlap_chunks = c.chunks,
+          .saved_activations = c.saved,
+          .chunks_in_flight = c.in_flight};
 }
 
 // Shard r of a global host tensor, contiguous (ring and hybrid: zigzag ranges; packed: padded).
@@ -311,7 +315,11 @@ inline Status run_rank(const GpuCase& c, const GpuInputs& in, Communicator& comm
                  .cu_seqlens = c.cu,
                  .cu_seqlens_device = cu_d,
                  .workspace = ws.ptr,
-                 .saved = saved.ptr};
+                 .saved = saved.ptr,
+                 .q = q.view,  // read only with saved_activations = lse
+                 .k = k.view,
+                 .v = v.view,
+                 .o = o.view};
   if (c.sinks) {
     f.sinks = b.sinks = sinks.view;
     b.dsinks = ds.view;

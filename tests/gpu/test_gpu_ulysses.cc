@@ -113,6 +113,13 @@ INSTANTIATE_TEST_SUITE_P(
         }()),
     [](const auto& param_info) { return param_info.param.name; });
 
+GpuCase lse_only(GpuCase c, int chunks = 1, int in_flight = 2) {
+  c.saved = SavedActivations::kLseOnly;
+  c.chunks = chunks;
+  c.in_flight = in_flight;
+  return c;
+}
+
 std::vector<GpuCase> cases() {
   const auto bshd = Layout::kBSHD, thd = Layout::kTHD;
   const auto bf16 = DType::kBFloat16, fp16 = DType::kFloat16;
@@ -201,6 +208,44 @@ std::vector<GpuCase> cases() {
        {0, 100, 101, 300, 480},
        false,
        2},
+      // saved_activations = lse: backward exchanges Q, K, V, O again, chunks through slots (4
+      // chunks through 2 slots and through 1: a slot reused before its last reader finished would
+      // show here), replicated KV heads, packed sequences.
+      lse_only({"p2_lse_gqa_causal", 2, bshd, 2, 512, 8, 4, 128, bf16}),
+      lse_only({"p2_lse_chunks4_sinks_deterministic",
+                2,
+                bshd,
+                1,
+                512,
+                8,
+                8,
+                64,
+                bf16,
+                true,
+                -1,
+                -1,
+                true,
+                {},
+                true},
+               4),
+      lse_only({"p2_lse_chunks4_one_in_flight", 2, bshd, 2, 512, 16, 8, 128, bf16}, 4, 1),
+      lse_only(
+          {"p4_lse_replicated_kv_sinks", 4, bshd, 1, 256, 8, 2, 128, bf16, true, -1, -1, true}),
+      lse_only({"p2_lse_chunks2_varlen",
+                2,
+                thd,
+                1,
+                512,
+                8,
+                4,
+                128,
+                bf16,
+                true,
+                -1,
+                -1,
+                false,
+                {0, 100, 101, 300, 480}},
+               2),
   };
 }
 

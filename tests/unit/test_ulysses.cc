@@ -31,6 +31,8 @@ struct Case {
   int chunks = 1;           // PlanConfig::overlap_chunks
   bool keep_saved = false;  // PlanConfig::backward_keeps_saved
   int rounds = 1;           // > 1: forward + backward this often, each backward tried twice
+  SavedActivations saved = SavedActivations::kHeadSharded;  // PlanConfig::saved_activations
+  int in_flight = 2;                                        // PlanConfig::chunks_in_flight
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -140,7 +142,11 @@ Outputs ulysses(const Case& c, const Inputs& in, std::vector<HostTensor>& per_ra
                        .seqlen = c.S,
                        .training = c.training,
                        .overlap_chunks = c.chunks,
-                       .backward_keeps_saved = c.keep_saved};
+                       .backward_keeps_saved = c.keep_saved,
+                       .saved_activations = c.saved,
+                       .chunks_in_flight = c.in_flight};
+  // A backward may run twice on one forward when `saved` is kept, or when it holds only the LSE.
+  const bool saved_survives = c.keep_saved || c.saved == SavedActivations::kLseOnly;
   auto st = testing::run_ranks(c.P, [&](int r, Communicator& comm) -> Status {
     auto plan = DistributedAttention::create(cfg, comm, *kernel);
     if (!plan.is_ok()) return plan.status();
@@ -169,6 +175,12 @@ Outputs ulysses(const Case& c, const Inputs& in, std::vector<HostTensor>& per_ra
     b.cu_seqlens = c.cu;
     b.workspace = ws.data();
     b.saved = saved.data();
+    if (c.saved == SavedActivations::kLseOnly) {  // exchanged again by backward
+      b.q = f.q;
+      b.k = f.k;
+      b.v = f.v;
+      b.o = f.o;
+    }
     for (int round = 0; round < c.rounds; ++round) {
       if (Status s = (*plan)->forward(f, nullptr); !s.is_ok()) return s;
       if (Status s = (*plan)->backward(b, nullptr); !s.is_ok()) return s;
@@ -176,9 +188,9 @@ Outputs ulysses(const Case& c, const Inputs& in, std::vector<HostTensor>& per_ra
       // Again on the same `saved`: kept, it gives the same gradients (the caller checks them);
       // consumed, it is refused on every rank before data moves.
       Status again = (*plan)->backward(b, nullptr);
-      if (c.keep_saved && !again.is_ok()) return again;
-      if (!c.keep_saved && (again.code() != StatusCode::kInvalidArgument ||
-                            again.message().find("consumed") == std::string::npos)) {
+      if (saved_survives && !again.is_ok()) return again;
+      if (!saved_survives && (again.code() != StatusCode::kInvalidArgument ||
+                              again.message().find("consumed") == std::string::npos)) {
         return internal_error("a second backward() on a consumed `saved` returned " +
                               again.to_string());
       }
@@ -226,6 +238,14 @@ TEST_P(UlyssesVsReference, ExactWhereHeadsAreIndependent) {
                         "dSinks on rank " + std::to_string(r));
     }
   }
+}
+
+Case lse_only(Case c, int chunks = 1, int in_flight = 2, int rounds = 1) {
+  c.saved = SavedActivations::kLseOnly;
+  c.chunks = chunks;
+  c.in_flight = in_flight;
+  c.rounds = rounds;
+  return c;
 }
 
 std::vector<Case> cases() {
@@ -375,11 +395,89 @@ std::vector<Case> cases() {
         c.rounds = 2;
         return c;
       }(),
+      // saved_activations = lse: backward exchanges Q, K, V, O again; chunks share the slots of
+      // chunks_in_flight (4 chunks through 2 slots, through 1 slot), KV replicas, varlen, odd P.
+      lse_only(
+          {"p2_lse_gqa_bf16_causal_sinks", 2, bshd, 2, 18, 4, 2, 16, bf16, true, -1, -1, true}),
+      lse_only({"p2_lse_chunks4_mha_fp32_window", 2, bshd, 1, 20, 8, 8, 8, fp32, false, 3, 2}, 4),
+      lse_only({"p2_lse_chunks4_one_in_flight_gqa_bf16_sinks", 2, bshd, 2, 16, 16, 8, 8, bf16, true,
+                -1, -1, true},
+               4, 1),
+      lse_only({"p3_lse_chunks3_two_rounds_gqa_bf16", 3, bshd, 1, 21, 18, 9, 8, bf16, true}, 3, 2,
+               2),
+      lse_only({"p4_lse_replicated_fp32_causal_sinks", 4, bshd, 1, 20, 8, 2, 8, fp32, true, -1, -1,
+                true}),
+      lse_only({"p4_lse_chunks2_thd_bf16_sinks",
+                4,
+                thd,
+                1,
+                32,
+                8,
+                8,
+                8,
+                bf16,
+                true,
+                -1,
+                -1,
+                true,
+                {0, 9, 10, 30}},
+               2),
+      lse_only({"p8_lse_mqa_fp32_varlen_window",
+                8,
+                thd,
+                1,
+                48,
+                8,
+                1,
+                4,
+                fp32,
+                true,
+                6,
+                -1,
+                false,
+                {0, 11, 12, 40}}),
   };
 }
 
 INSTANTIATE_TEST_SUITE_P(Loopback, UlyssesVsReference, ::testing::ValuesIn(cases()),
                          [](const auto& param_info) { return param_info.param.name; });
+
+TEST(Ulysses, LseOnlySavesOnlyTheLseAndChunksShareSlots) {
+  // P = 2, B = 2, S = 64 (32 per rank), Hq = 16, Hkv = 8, D = 8, fp32: 8 query heads per rank.
+  auto kernel = make_reference_attention();
+  auto plan_bytes = [&](SavedActivations saved, int chunks, int in_flight) {
+    std::vector<std::pair<std::size_t, std::size_t>> bytes(2);
+    const PlanConfig cfg{.attention = {.num_heads_q = 16, .num_heads_kv = 8, .head_dim = 8},
+                         .parallel = {.cp = 2},
+                         .dtype = DType::kFloat32,
+                         .batch = 2,
+                         .seqlen = 64,
+                         .overlap_chunks = chunks,
+                         .saved_activations = saved,
+                         .chunks_in_flight = in_flight};
+    EXPECT_ALL_OK(testing::run_ranks(2, [&](int r, Communicator& comm) -> Status {
+      auto plan = DistributedAttention::create(cfg, comm, *kernel);
+      if (!plan.is_ok()) return plan.status();
+      bytes[static_cast<std::size_t>(r)] = {(*plan)->saved_bytes(), (*plan)->workspace_bytes()};
+      return Status::ok();
+    }));
+    EXPECT_EQ(bytes[0], bytes[1]);
+    return bytes[0];
+  };
+  // LSE of 8 heads x 64 positions x 2 sequences in fp32, nothing else.
+  EXPECT_EQ(plan_bytes(SavedActivations::kLseOnly, 1, 2).first, 8u * 64 * 2 * 4);
+  // Head-sharded: Q, K, V (8 + 4 + 4 heads) and O (8) for all 128 rows, plus the LSE.
+  EXPECT_EQ(plan_bytes(SavedActivations::kHeadSharded, 1, 2).first,
+            (8u + 4 + 4 + 8) * 128 * 8 * 4 + 8u * 128 * 4);
+  // 4 chunks through 2 slots need about half the exchange buffers of 4 chunks through 4 (= 1
+  // chunk of all heads); through 1 slot about a quarter.
+  const std::size_t all = plan_bytes(SavedActivations::kLseOnly, 1, 2).second;
+  const std::size_t two = plan_bytes(SavedActivations::kLseOnly, 4, 2).second;
+  const std::size_t one = plan_bytes(SavedActivations::kLseOnly, 4, 1).second;
+  EXPECT_LT(two, all * 6 / 10);
+  EXPECT_LT(one, all * 3 / 10);
+  EXPECT_LT(one, two);
+}
 
 TEST(Ulysses, ShardsOfAPackedSequenceSpanningRanksSeeEachOther) {
   // One 24-token sequence over 4 ranks with a causal mask: the last rank's queries must attend to

@@ -218,6 +218,25 @@ std::vector<PlanRule> plan_rules() {
        },
        SC::kInvalidArgument,
        {"overlap_chunks", "got 2", "cp > num_heads_kv"}},
+      {"lse_only_with_ring",
+       [](PlanConfig& c) {
+         c.parallel.strategy = Strategy::kRing;
+         c.saved_activations = SavedActivations::kLseOnly;
+       },
+       SC::kInvalidArgument,
+       {"saved_activations", "got lse", "ulysses", "ring"}},
+      {"saved_activations_out_of_range",
+       [](PlanConfig& c) { c.saved_activations = static_cast<SavedActivations>(5); },
+       SC::kInvalidArgument,
+       {"saved_activations", "got 5"}},
+      {"chunks_in_flight_zero",
+       [](PlanConfig& c) { c.chunks_in_flight = 0; },
+       SC::kInvalidArgument,
+       {"chunks_in_flight", "got 0"}},
+      {"chunks_in_flight_three",
+       [](PlanConfig& c) { c.chunks_in_flight = 3; },
+       SC::kInvalidArgument,
+       {"chunks_in_flight", "got 3", "1 ", "2 "}},
   };
 }
 
@@ -261,6 +280,19 @@ TEST(Validation, PipelineChunksThatDifferBetweenRanksFailEverywhere) {
   for (const Status& s : st) {
     EXPECT_EQ(s.code(), StatusCode::kConfigMismatch) << s.to_string();
     EXPECT_NE(s.message().find("overlap_chunks"), std::string::npos) << s.message();
+  }
+}
+
+TEST(Validation, SavedActivationsThatDifferBetweenRanksFailEverywhere) {
+  // One rank would exchange Q, K, V, O again in backward, the other not: caught at create().
+  const auto st = create_everywhere(2, [](int r) {
+    PlanConfig c = good_config(2);
+    if (r == 1) c.saved_activations = SavedActivations::kLseOnly;
+    return c;
+  });
+  for (const Status& s : st) {
+    EXPECT_EQ(s.code(), StatusCode::kConfigMismatch) << s.to_string();
+    EXPECT_NE(s.message().find("saved_activations"), std::string::npos) << s.message();
   }
 }
 
@@ -374,6 +406,29 @@ TEST(CallValidation, ShapesOfQkvMustAgree) {
       });
   expect_rejected(r, StatusCode::kInvalidArgument,
                   {"forward", " k ", "[2, 8, 2, 16]", "[2, 8, 4, 16]"});
+}
+
+TEST(CallValidation, LseOnlyBackwardNeedsTheForwardsInputsAndOutput) {
+  PlanConfig cfg = good_config();
+  cfg.saved_activations = SavedActivations::kLseOnly;
+  // q not given again.
+  Status r = call_with(cfg, Call::kBackward, [](ForwardArgs& f, BackwardArgs& b, Fixture&) {
+    b.k = f.k;
+    b.v = f.v;
+    b.o = f.o;
+  });
+  expect_rejected(r, StatusCode::kInvalidArgument,
+                  {"backward", "q (saved_activations = lse)", "wrong shape"});
+  // o given with the heads of k.
+  r = call_with(cfg, Call::kBackward, [](ForwardArgs& f, BackwardArgs& b, Fixture&) {
+    b.q = f.q;
+    b.k = f.k;
+    b.v = f.v;
+    b.o = f.k;
+  });
+  expect_rejected(r, StatusCode::kInvalidArgument,
+                  {"backward", "o (saved_activations = lse)", "[2, 8, 4, 16]", "[2, 8, 8, 16]"});
+  // (All four given: the Ulysses tests run it.)
 }
 
 TEST(CallValidation, DtypesMustAgree) {
