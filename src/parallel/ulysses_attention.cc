@@ -35,7 +35,7 @@
 //
 //   forward   pack Q|K|V -> send slot ==a2a==> recv slot -> kernel -> o slot (lse -> saved)
 //             ==exchange==> send slot -> unpack O (and LSE)
-//   backward  pack Q|K|V|O|dO -> send slot ==a2a==> recv slot -> kernel -> dQ|dK dV in send slot
+//   backward  pack Q|K|V, O, dO -> send slot ==a2a==> recv slot -> kernel -> dQ|dK dV in send slot
 //             ==exchange==> recv slot -> unpack (summing KV replicas)
 //
 // and chunk c + slots is packed into the slot only after chunk c's results are unpacked from it.
@@ -86,7 +86,6 @@ class UlyssesAttention final : public DistributedAttention {
     has_lse_ = kernel.provides_lse();
     lse_only_ = config.training && config.saved_activations == SavedActivations::kLseOnly;
     slots_ = std::min(K_, config.chunks_in_flight);
-    C2_ = Cc_ + 2 * qc_;
     problem_ = local_problem(config, routing_, rank_);
     build_chunk_maps();
     layout_buffers();
@@ -373,23 +372,37 @@ class UlyssesAttention final : public DistributedAttention {
     char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
     auto* dsinks_local = reinterpret_cast<float*>(at(a.workspace, dsinks_local_));
     const std::size_t dkv_offset = align_up(o_block_);  // dK|dV after dQ in both slot buffers
-    // Chunk c's Q, K, V, O and dO to the head owners in one message per peer, into its slot.
+    // A slot's inputs: Q|K|V rows, then O rows, then dO rows (O, dO and dQ share one token stride,
+    // which cuDNN's packed-batch backward needs).
+    const std::size_t o_offset = align_up(qkv_block_), do_offset = o_offset + align_up(o_block_);
+    // Chunk c's Q, K, V, O and dO to the head owners in one grouped exchange, into its slot.
     auto send_inputs = [&](int c) -> Status {
       const std::size_t s = slot_of(c);
       char* send = at(a.workspace, bwd_send_[s]);
-      const kernels::MessageLayout msg{send, dtype_, P_, Sl_, B_, C2_, D_};
+      char* recv = at(a.workspace, bwd_recv_[s]);
+      const kernels::MessageLayout qkv{send, dtype_, P_, Sl_, B_, Cc_, D_};
+      const kernels::MessageLayout o_msg{send + o_offset, dtype_, P_, Sl_, B_, qc_, D_};
+      const kernels::MessageLayout do_msg{send + do_offset, dtype_, P_, Sl_, B_, qc_, D_};
       const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
       const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
       const Layout l = config_.layout;
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.q, l), q_begin, qc_, msg, 0, side));
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.k, l), kv_begin, kc_, msg, qc_, side));
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.q, l), q_begin, qc_, qkv, 0, side));
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.k, l), kv_begin, kc_, qkv, qc_, side));
       ULYSSES_RETURN_IF_ERROR(
-          kernels::pack_heads(as_bshd(a.v, l), kv_begin, kc_, msg, qc_ + kc_, side));
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.o, l), q_begin, qc_, msg, Cc_, side));
+          kernels::pack_heads(as_bshd(a.v, l), kv_begin, kc_, qkv, qc_ + kc_, side));
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.o, l), q_begin, qc_, o_msg, 0, side));
       ULYSSES_RETURN_IF_ERROR(
-          kernels::pack_heads(as_bshd(a.d_o, l), q_begin, qc_, msg, Cc_ + qc_, side));
-      ULYSSES_RETURN_IF_ERROR(
-          exchange_uniform(send, at(a.workspace, bwd_recv_[s]), peer_bytes(C2_, dtype_, -1), side));
+          kernels::pack_heads(as_bshd(a.d_o, l), q_begin, qc_, do_msg, 0, side));
+      ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+      for (int p = 0; p < P_; ++p) {
+        ULYSSES_RETURN_IF_ERROR(send_rows(send, Cc_, dtype_, p, side));
+        ULYSSES_RETURN_IF_ERROR(send_rows(send + o_offset, qc_, dtype_, p, side));
+        ULYSSES_RETURN_IF_ERROR(send_rows(send + do_offset, qc_, dtype_, p, side));
+        ULYSSES_RETURN_IF_ERROR(recv_rows(recv, Cc_, dtype_, p, side));
+        ULYSSES_RETURN_IF_ERROR(recv_rows(recv + o_offset, qc_, dtype_, p, side));
+        ULYSSES_RETURN_IF_ERROR(recv_rows(recv + do_offset, qc_, dtype_, p, side));
+      }
+      ULYSSES_RETURN_IF_ERROR(comm_.group_end());
       return streams_->record(kEvChunk + c, side);
     };
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
@@ -402,11 +415,11 @@ class UlyssesAttention final : public DistributedAttention {
       char* gkv = gq + dkv_offset;
       ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, kEvChunk + c));
       LocalBackwardArgs lb;
-      lb.q = full_view(in, C2_, 0, qc_, dtype_);
-      lb.k = full_view(in, C2_, qc_, kc_, dtype_);
-      lb.v = full_view(in, C2_, qc_ + kc_, kc_, dtype_);
-      lb.o = full_view(in, C2_, Cc_, qc_, dtype_);
-      lb.d_o = full_view(in, C2_, Cc_ + qc_, qc_, dtype_);
+      lb.q = full_view(in, Cc_, 0, qc_, dtype_);
+      lb.k = full_view(in, Cc_, qc_, kc_, dtype_);
+      lb.v = full_view(in, Cc_, qc_ + kc_, kc_, dtype_);
+      lb.o = full_view(in + o_offset, qc_, 0, qc_, dtype_);
+      lb.d_o = full_view(in + do_offset, qc_, 0, qc_, dtype_);
       if (has_lse_) lb.lse = lse_head_view(lse_head + c * lse_block_);
       lb.sinks = a.sinks;
       lb.dq = full_view(gq, qc_, 0, qc_, dtype_);
@@ -607,13 +620,13 @@ class UlyssesAttention final : public DistributedAttention {
   // (forward: send | receive | O; backward: send | receive), then the kernel's workspace.
   // `row` = tokens * head_dim elements: the size of one channel of a message.
   void layout_slots(std::size_t row, std::size_t lse_bytes) {
-    const std::size_t e = dtype_size(dtype_);
     gkv_block_ = row * static_cast<std::size_t>(2 * kc_) * dtype_size(kv_grad_dtype_);
     Arena saved, fwd, bwd;
     lse_head_ = saved.take(lse_bytes);
     const std::size_t fwd_send = std::max(qkv_block_, align_up(o_block_) + lse_block_);
-    const std::size_t bwd_msg =
-        std::max(row * static_cast<std::size_t>(C2_) * e, align_up(o_block_) + gkv_block_);
+    // Backward: Q|K|V, O and dO rows in; then dQ and dK|dV rows out (see backward_in_slots()).
+    const std::size_t bwd_msg = std::max(align_up(qkv_block_) + align_up(o_block_) + o_block_,
+                                         align_up(o_block_) + gkv_block_);
     for (std::size_t s = 0; s < static_cast<std::size_t>(slots_); ++s) {
       fwd_send_[s] = fwd.take(fwd_send);
       fwd_recv_[s] = fwd.take(qkv_block_);
@@ -647,7 +660,7 @@ class UlyssesAttention final : public DistributedAttention {
   bool has_lse_ = true;
   // SavedActivations::kLseOnly (training): chunks go through `slots_` sets of exchange buffers.
   bool lse_only_ = false;
-  int slots_ = 1, C2_ = 0;  // C2_: channels of backward's Q|K|V|O|dO message per chunk
+  int slots_ = 1;
   std::array<std::size_t, 2> fwd_send_{}, fwd_recv_{}, fwd_o_{}, bwd_send_{}, bwd_recv_{};
   // Backward's gradients come back into `saved` (see layout_buffers()). Unless the config keeps
   // `saved`, the buffers backward has consumed (the latest kConsumedMemory of them) so that a
