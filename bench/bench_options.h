@@ -26,7 +26,8 @@ struct Options {
   std::vector<int> chunks = {1};  // PlanConfig::overlap_chunks (GPU default: 1, 2, 4 where valid)
   bool keep_saved = false;        // PlanConfig::backward_keeps_saved
   std::vector<std::string> saved = {"heads"};  // PlanConfig::saved_activations (list: heads, lse)
-  int in_flight = 2;                           // PlanConfig::chunks_in_flight
+  std::vector<int> in_flight = {2};  // PlanConfig::chunks_in_flight (list: GPU rows; CPU: first)
+  bool loopback = false;  // GPU path: cp virtual ranks on GPU 0 (memory and checks, not speed)
   int iters = 3;
   bool check = true;
   std::string json;

@@ -52,6 +52,7 @@ struct GpuRow {
   bool pass = true;
   std::string repro;
   std::string saved = "heads";  // PlanConfig::saved_activations (ulysses rows)
+  int in_flight = 2;            // PlanConfig::chunks_in_flight (lse rows with chunks > 1)
 };
 
 // Device memory of one case, GiB: the peak above the level before it, and what it allocated itself
@@ -433,8 +434,11 @@ struct PlanKnobs {
 // and hybrid); results gathered to the host for the check.
 double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Communicator>>& comms,
                 const ParallelConfig& parallel, const PlanKnobs& knobs, int iters, HostOut* out,
-                MemUse* mem) {
+                MemUse* mem, bool loopback) {
   const int P = static_cast<int>(comms.size());
+  // Device loopback: every rank on GPU 0, so memory is measured once for all of them.
+  auto dev = [&](int r) { return loopback ? 0 : r; };
+  const std::size_t shared_base = loopback ? used_bytes(0) : 0;
   const std::int64_t Sl = s.S / P;
   const PlanConfig cfg{.attention = s.att,
                        .parallel = parallel,
@@ -457,9 +461,9 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
   std::vector<std::thread> threads;
   for (int r = 0; r < P; ++r) {
     threads.emplace_back([&, r] {
-      cudaSetDevice(r);
-      const std::size_t base = used_bytes(r);
-      auto kernel = create_cudnn_attention(r);
+      cudaSetDevice(dev(r));
+      const std::size_t base = loopback ? shared_base : used_bytes(r);
+      auto kernel = create_cudnn_attention(dev(r));
       auto plan = DistributedAttention::create(cfg, *comms[static_cast<std::size_t>(r)], **kernel);
       if (!plan.is_ok()) {
         std::fprintf(stderr, "ulysses-bench: rank %d: %s\n", r, plan.status().to_string().c_str());
@@ -504,7 +508,7 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
       upload(v, in.v, s.Hkv);
       upload(d_o, in.d_o, s.Hq);
       auto act = [&](void* ptr, int heads) {
-        return TensorView::contiguous(ptr, s.dtype, {s.B, Sl, heads, s.D}, Device::cuda(r));
+        return TensorView::contiguous(ptr, s.dtype, {s.B, Sl, heads, s.D}, Device::cuda(dev(r)));
       };
       ForwardArgs f{.q = act(q, s.Hq),
                     .k = act(k, s.Hkv),
@@ -543,7 +547,7 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
           std::fprintf(stderr, "ulysses-bench: rank %d: %s\n", r, status.to_string().c_str());
           std::exit(1);
         }
-        peak = std::max(peak, used_bytes(r) - base);
+        peak = std::max(peak, used_bytes(dev(r)) - base);
         float t = 0;
         cudaEventElapsedTime(&t, e0, e1);
         if (it >= 2) ms.push_back(t);
@@ -580,6 +584,7 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
   }
   for (auto& t : threads) t.join();
   mem->peak = static_cast<double>(*std::max_element(rank_peak.begin(), rank_peak.end())) / kGiB;
+  if (loopback) mem->peak /= P;  // all ranks' memory on one GPU: the mean per rank
   return *std::max_element(rank_ms.begin(), rank_ms.end());
 }
 
@@ -631,9 +636,14 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     return 2;
   }
   const int max_cp = *std::max_element(cps.begin(), cps.end());
-  if (max_cp > ngpu) {
+  if (max_cp > ngpu && !o.loopback) {
     std::fprintf(stderr, "ulysses-bench: --cp %d needs %d GPUs, found %d\n", max_cp, max_cp, ngpu);
     return 2;
+  }
+  if (o.loopback) {
+    std::printf(
+        "# --loopback: the cp > 1 rows run cp virtual ranks on GPU 0 (device loopback): checks "
+        "and memory per rank (the GPU's peak / cp, no NCCL buffers), not speed\n");
   }
   std::printf(
       "# ulysses-bench GPU path: %d GPU(s), cuDNN %d; B=%lld Hq=%d Hkv=%d D=%d bf16 %s, "
@@ -674,24 +684,34 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         return 2;
       }
       // Communicators: ulysses' NCCL wrapper and a raw NCCL communicator for the reference a2a.
-      auto id = create_nccl_unique_id();
       std::vector<std::unique_ptr<Communicator>> comms(static_cast<std::size_t>(cp));
-      std::vector<std::thread> init;
-      for (int r = 0; r < cp; ++r) {
-        init.emplace_back([&, r] {
-          auto c = create_nccl_communicator(*id, cp, r, r);
-          if (!c.is_ok()) {
-            std::fprintf(stderr, "ulysses-bench: %s\n", c.status().to_string().c_str());
-            std::exit(1);
-          }
-          comms[static_cast<std::size_t>(r)] = std::move(c).value();
-        });
+      std::vector<ncclComm_t> raw;  // NCCL's own communicators, for its raw all-to-all
+      if (o.loopback) {
+        auto group = create_device_loopback_group(cp, 0);
+        if (!group.is_ok()) {
+          std::fprintf(stderr, "ulysses-bench: %s\n", group.status().to_string().c_str());
+          return 1;
+        }
+        comms = std::move(group).value();
+      } else {
+        auto id = create_nccl_unique_id();
+        std::vector<std::thread> init;
+        for (int r = 0; r < cp; ++r) {
+          init.emplace_back([&, r] {
+            auto c = create_nccl_communicator(*id, cp, r, r);
+            if (!c.is_ok()) {
+              std::fprintf(stderr, "ulysses-bench: %s\n", c.status().to_string().c_str());
+              std::exit(1);
+            }
+            comms[static_cast<std::size_t>(r)] = std::move(c).value();
+          });
+        }
+        for (auto& t : init) t.join();
+        raw.resize(static_cast<std::size_t>(cp));
+        std::vector<int> devs(static_cast<std::size_t>(cp));
+        for (int r = 0; r < cp; ++r) devs[static_cast<std::size_t>(r)] = r;
+        ncclCommInitAll(raw.data(), cp, devs.data());
       }
-      for (auto& t : init) t.join();
-      std::vector<ncclComm_t> raw(static_cast<std::size_t>(cp));
-      std::vector<int> devs(static_cast<std::size_t>(cp));
-      for (int r = 0; r < cp; ++r) devs[static_cast<std::size_t>(r)] = r;
-      ncclCommInitAll(raw.data(), cp, devs.data());
 
       const int hkv_local = o.kv_heads / cp;
       // One row per strategy (ulysses: per saved-activations choice and pipeline chunk count).
@@ -700,14 +720,18 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       for (const std::string& name : o.strategy) {
         const Strategy strategy = parse_strategy(name).value();
         if (strategy == Strategy::kUlysses) {
-          for (const std::string& saved : o.saved) {
+          for (const std::string& name_saved : o.saved) {
+            const SavedActivations saved = parse_saved_activations(name_saved).value();
             for (int chunks : o.chunks) {
               if (chunks > 1 && (hkv_local < 1 || hkv_local % chunks != 0)) continue;
-              plans.push_back({ParallelConfig{.cp = cp},
-                               PlanKnobs{.chunks = chunks,
-                                         .keep_saved = o.keep_saved,
-                                         .saved = parse_saved_activations(saved).value(),
-                                         .in_flight = o.in_flight}});
+              // Slots in flight matter only for lse with several chunks: one row per value then.
+              const bool slots = saved == SavedActivations::kLseOnly && chunks > 1;
+              for (int in_flight : slots ? o.in_flight : std::vector<int>{2}) {
+                plans.push_back({ParallelConfig{.cp = cp}, PlanKnobs{.chunks = chunks,
+                                                                     .keep_saved = o.keep_saved,
+                                                                     .saved = saved,
+                                                                     .in_flight = in_flight}});
+              }
             }
           }
         } else if (strategy == Strategy::kRing) {
@@ -723,12 +747,13 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         if (seq % parallel.sequence_multiple() != 0) continue;
         HostOut got;
         MemUse mem;
-        const double tp =
-            run_plan(s, in, comms, parallel, knobs, o.iters, o.check ? &got : nullptr, &mem);
+        const double tp = run_plan(s, in, comms, parallel, knobs, o.iters, o.check ? &got : nullptr,
+                                   &mem, o.loopback);
         GpuRow row{seq,           cp, std::string(strategy_name(parallel.strategy)),
                    chunks,        tp, flops_per_step(s) / cp / (tp * 1e-3) / 1e12,
                    t1 / (cp * tp)};
         row.saved = saved_activations_name(knobs.saved);
+        row.in_flight = knobs.in_flight;
         row.peak_gib = mem.peak;
         row.io_gib = mem.io;
         row.workspace_gib = mem.workspace;
@@ -739,7 +764,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         const std::size_t msg =
             static_cast<std::size_t>(seq / cp * o.batch * (hq + 2 * hkv) * o.head_dim) * 2;
         row.a2a_mib = static_cast<double>(msg) * cp / (1 << 20);
-        if (ulysses && chunks == 1 && knobs.saved == SavedActivations::kHeadSharded) {
+        if (ulysses && chunks == 1 && knobs.saved == SavedActivations::kHeadSharded &&
+            !o.loopback) {
           measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs);
         }
         if (o.check) {
@@ -758,7 +784,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
               row.err_o <= tol * max_abs_of(ref.o) && row.err_dq <= tol * max_abs_of(ref.dq) &&
               row.err_dk <= tol * max_abs_of(ref.dk) && row.err_dv <= tol * max_abs_of(ref.dv);
         }
-        row.repro = repro(s, cp, knobs, o.iters, parallel);
+        row.repro = repro(s, cp, knobs, o.iters, parallel) + (o.loopback ? " --loopback" : "");
         rows.push_back(row);
       }
       for (ncclComm_t c : raw) ncclCommDestroy(c);
@@ -779,15 +805,15 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     for (const GpuRow& r : rows) {
       if (r.seq != seq) continue;
       std::printf(
-          "#   seq %lld cp %d %s saved=%s chunks=%d memory: peak %.2f GiB = inputs/outputs %.2f + "
-          "workspace %.2f + "
-          "saved %.2f + other %.2f (NCCL, cuDNN internals)\n",
+          "#   seq %lld cp %d %s saved=%s chunks=%d in-flight=%d memory: peak %.2f GiB = "
+          "inputs/outputs %.2f + workspace %.2f + saved %.2f + other %.2f (NCCL, cuDNN "
+          "internals)\n",
           static_cast<long long>(r.seq), r.cp, r.strategy.c_str(), r.saved.c_str(), r.chunks,
-          r.peak_gib, r.io_gib, r.workspace_gib, r.saved_gib,
+          r.in_flight, r.peak_gib, r.io_gib, r.workspace_gib, r.saved_gib,
           r.peak_gib - r.io_gib - r.workspace_gib - r.saved_gib);
     }
     for (int cp : cps) {
-      if (cp == 1) continue;
+      if (cp == 1 || o.loopback) continue;  // the breakdown is about speed
       const double contiguous = time_local_kernel(s, cp, false, o.iters);
       const double in_place = time_local_kernel(s, cp, true, o.iters);
       GpuRow* row = nullptr;
@@ -828,14 +854,14 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       const GpuRow& r = rows[i];
       f << "    {\"seq\": " << r.seq << ", \"cp\": " << r.cp << ", \"strategy\": \"" << r.strategy
         << "\", \"chunks\": " << r.chunks << ", \"saved\": \"" << r.saved
-        << "\", \"ms_per_step\": " << r.ms << ", \"tflops_per_gpu\": " << r.tflops
-        << ", \"efficiency\": " << r.efficiency << ", \"a2a_gbs\": " << r.a2a_gbs
-        << ", \"nccl_a2a_gbs\": " << r.nccl_gbs << ", \"a2a_mib_per_gpu\": " << r.a2a_mib
-        << ", \"peak_gib\": " << r.peak_gib << ", \"io_gib\": " << r.io_gib
-        << ", \"workspace_gib\": " << r.workspace_gib << ", \"saved_gib\": " << r.saved_gib
-        << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
-        << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
-        << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
+        << "\", \"in_flight\": " << r.in_flight << ", \"ms_per_step\": " << r.ms
+        << ", \"tflops_per_gpu\": " << r.tflops << ", \"efficiency\": " << r.efficiency
+        << ", \"a2a_gbs\": " << r.a2a_gbs << ", \"nccl_a2a_gbs\": " << r.nccl_gbs
+        << ", \"a2a_mib_per_gpu\": " << r.a2a_mib << ", \"peak_gib\": " << r.peak_gib
+        << ", \"io_gib\": " << r.io_gib << ", \"workspace_gib\": " << r.workspace_gib
+        << ", \"saved_gib\": " << r.saved_gib << ", \"err_o\": " << r.err_o
+        << ", \"err_dq\": " << r.err_dq << ", \"err_dk\": " << r.err_dk
+        << ", \"err_dv\": " << r.err_dv << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
         << ", \"kernel_inplace_ms\": " << r.kernel_inplace_ms << ", \"pack_gbs\": " << r.pack_gbs
         << ", \"unpack_gbs\": " << r.unpack_gbs << ", \"copy_gbs\": " << r.copy_gbs
         << ", \"exact_o\": " << (r.exact_o ? "true" : "false")

@@ -71,7 +71,7 @@ std::string repro_command(const Options& o, int cp, std::int64_t seq, Strategy s
      << (strategy == Strategy::kHybrid ? " --ulysses-degree " + std::to_string(o.ulysses_degree)
                                        : std::string())
      << (saved == SavedActivations::kLseOnly
-             ? " --saved lse --in-flight " + std::to_string(o.in_flight)
+             ? " --saved lse --in-flight " + std::to_string(o.in_flight.front())
              : std::string())
      << (strategy == Strategy::kUlysses && !o.chunks.empty()
              ? " --chunks " + std::to_string(o.chunks.front())
@@ -125,7 +125,7 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
       .overlap_chunks = strategy == Strategy::kUlysses && !o.chunks.empty() ? o.chunks.front() : 1,
       .backward_keeps_saved = o.keep_saved,
       .saved_activations = saved_activations,
-      .chunks_in_flight = o.in_flight};
+      .chunks_in_flight = o.in_flight.front()};
   if (Status s = cfg.validate(); !s.is_ok()) return s;
 
   std::mt19937_64 rng(o.seed ? o.seed : std::random_device{}());
@@ -400,8 +400,12 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"heads", "lse"}));
   app.add_option("--in-flight", o.in_flight,
                  "chunks_in_flight with --saved lse: head chunks whose exchange buffers exist at "
-                 "once (1 or 2)")
+                 "once (list of 1, 2; GPU: one row each where chunks > 1)")
+      ->delimiter(',')
       ->check(CLI::Range(1, 2));
+  app.add_flag("--loopback", o.loopback,
+               "GPU path: run the cp > 1 rows as cp virtual ranks on GPU 0 (device loopback) "
+               "instead of NCCL over cp GPUs: checks and memory per rank, not speed");
   app.add_option("--iters", o.iters, "timed steps per row (median reported)");
   app.add_flag("--check,!--no-check", o.check, "compare with the unsharded run (default on)");
   app.add_option("--json", o.json, "also write the rows as JSON to this file");
