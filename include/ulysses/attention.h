@@ -210,9 +210,10 @@ struct PlanConfig {
   bool backward_keeps_saved = false;
   /// Ulysses, training: what forward keeps for backward (see SavedActivations).
   SavedActivations saved_activations = SavedActivations::kHeadSharded;
-  /// kLseOnly with overlap_chunks > 1: head chunks whose exchange buffers exist at once. 2: chunk
-  /// c + 1 travels while chunk c computes; 1: chunks run one after another with the least memory.
-  /// Values above overlap_chunks act as overlap_chunks. 1 or 2.
+  /// Ulysses with overlap_chunks > 1, for kLseOnly and for inference (training = false): head
+  /// chunks whose exchange buffers exist at once. 2: chunk c + 1 travels while chunk c computes;
+  /// 1: chunks run one after another with the least memory. Values above overlap_chunks act as
+  /// overlap_chunks. 1 or 2.
   int chunks_in_flight = 2;
 
   Status validate() const;

@@ -31,7 +31,7 @@
 //
 // SavedActivations::kLseOnly keeps only lse_head in `saved`. Each head chunk c then goes through
 // one slot (c mod chunks_in_flight) of exchange buffers, everything but the kernel on the exchange
-// stream:
+// stream (inference runs its forward the same way, the LSE in the slot):
 //
 //   forward   pack Q|K|V -> send slot ==a2a==> recv slot -> kernel -> o slot (lse -> saved)
 //             ==exchange==> send slot -> unpack O (and LSE)
@@ -85,6 +85,7 @@ class UlyssesAttention final : public DistributedAttention {
     kv_grad_dtype_ = routing_.replicated() ? DType::kFloat32 : dtype_;
     has_lse_ = kernel.provides_lse();
     lse_only_ = config.training && config.saved_activations == SavedActivations::kLseOnly;
+    slotted_ = lse_only_ || !config.training;
     slots_ = std::min(K_, config.chunks_in_flight);
     problem_ = local_problem(config, routing_, rank_);
     build_chunk_maps();
@@ -112,12 +113,11 @@ class UlyssesAttention final : public DistributedAttention {
 
   Status forward(const ForwardArgs& a, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(checks().forward(a));
-    if (lse_only_) return forward_in_slots(a, stream);
+    if (slotted_) return forward_in_slots(a, stream);
     if (!config_.backward_keeps_saved) std::erase(consumed_, a.saved);  // filled again
-    void* saved_base = config_.training ? a.saved : a.workspace;
-    char* qkv_full = at(saved_base, qkv_full_);
-    char* o_head = at(saved_base, o_head_);
-    char* lse_head = has_lse_ ? at(saved_base, lse_head_) : nullptr;
+    char* qkv_full = at(a.saved, qkv_full_);
+    char* o_head = at(a.saved, o_head_);
+    char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
     char* send_qkv = at(a.workspace, send_qkv_);
     char* o_recv = at(a.workspace, o_recv_);
     char* lse_recv = at(a.workspace, lse_recv_);
@@ -297,12 +297,18 @@ class UlyssesAttention final : public DistributedAttention {
   }
 
  private:
-  // --- SavedActivations::kLseOnly: one slot of exchange buffers per chunk in flight
-  // ---------------
+  // --- kLseOnly and inference: one slot of exchange buffers per chunk in flight
+  // ---------------------
 
   Status forward_in_slots(const ForwardArgs& a, Stream stream) {
     const Stream side = exchange_stream(stream);
-    char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
+    // Chunk c's LSE as the kernel writes it: kept in `saved` for backward (kLseOnly), or in its
+    // slot (inference).
+    auto lse_head = [&](int c) -> char* {
+      if (!has_lse_) return nullptr;
+      return lse_only_ ? at(a.saved, lse_head_) + c * lse_block_
+                       : at(a.workspace, fwd_lse_[slot_of(c)]);
+    };
     // Chunk c's Q, K, V to the head owners, into its slot (on the exchange stream).
     auto send_inputs = [&](int c) -> Status {
       const std::size_t s = slot_of(c);
@@ -335,7 +341,7 @@ class UlyssesAttention final : public DistributedAttention {
       la.v = full_view(qkv, Cc_, qc_ + kc_, kc_, dtype_);
       la.sinks = a.sinks;
       la.o = full_view(o_head, qc_, 0, qc_, dtype_);
-      if (has_lse_) la.lse = lse_head_view(lse_head + c * lse_block_);
+      if (has_lse_) la.lse = lse_head_view(lse_head(c));
       la.cu_seqlens = a.cu_seqlens;
       la.cu_seqlens_device = a.cu_seqlens_device;
       la.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
@@ -345,8 +351,7 @@ class UlyssesAttention final : public DistributedAttention {
       for (int p = 0; p < P_; ++p) {
         ULYSSES_RETURN_IF_ERROR(send_rows(o_head, qc_, dtype_, p, side));
         if (has_lse_) {
-          ULYSSES_RETURN_IF_ERROR(
-              send_rows(lse_head + c * lse_block_, qc_, DType::kFloat32, p, side, 1));
+          ULYSSES_RETURN_IF_ERROR(send_rows(lse_head(c), qc_, DType::kFloat32, p, side, 1));
         }
         ULYSSES_RETURN_IF_ERROR(recv_rows(o_recv, qc_, dtype_, p, side));
         if (has_lse_)
@@ -563,17 +568,16 @@ class UlyssesAttention final : public DistributedAttention {
     const std::size_t qkv_bytes = K * qkv_block_, o_bytes = K * o_block_,
                       lse_bytes = K * lse_block_;
     kernel_ws_bytes_ = kernel_.workspace_bytes(chunk_problem(0));
-    if (lse_only_) {
+    if (slotted_) {
       layout_slots(tokens * d, lse_bytes);
       return;
     }
 
-    // What forward produces and backward reads: in `saved` when training, else in the workspace.
+    // What forward produces and backward reads (training with head-sharded saved activations).
     Arena saved, fwd;
-    Arena& keep = config_.training ? saved : fwd;
-    qkv_full_ = keep.take(qkv_bytes);
-    o_head_ = keep.take(o_bytes);
-    lse_head_ = keep.take(lse_bytes);
+    qkv_full_ = saved.take(qkv_bytes);
+    o_head_ = saved.take(o_bytes);
+    lse_head_ = saved.take(lse_bytes);
     // Forward scratch. send_qkv is dead once every chunk's exchange has sent it (they all precede
     // the O exchanges on one stream), so O and LSE come back into the same region when they fit.
     send_qkv_ = fwd.take(qkv_bytes);
@@ -617,12 +621,13 @@ class UlyssesAttention final : public DistributedAttention {
   }
 
   // kLseOnly: `saved` holds every chunk's LSE; the workspace one set of exchange buffers per slot
-  // (forward: send | receive | O; backward: send | receive), then the kernel's workspace.
+  // (forward: send | receive | O, + LSE for inference; backward, when training: send | receive),
+  // then the kernel's workspace.
   // `row` = tokens * head_dim elements: the size of one channel of a message.
   void layout_slots(std::size_t row, std::size_t lse_bytes) {
     gkv_block_ = row * static_cast<std::size_t>(2 * kc_) * dtype_size(kv_grad_dtype_);
     Arena saved, fwd, bwd;
-    lse_head_ = saved.take(lse_bytes);
+    if (lse_only_) lse_head_ = saved.take(lse_bytes);
     const std::size_t fwd_send = std::max(qkv_block_, align_up(o_block_) + lse_block_);
     // Backward: Q|K|V, O and dO rows in; then dQ and dK|dV rows out (see backward_in_slots()).
     const std::size_t bwd_msg = std::max(align_up(qkv_block_) + align_up(o_block_) + o_block_,
@@ -631,10 +636,14 @@ class UlyssesAttention final : public DistributedAttention {
       fwd_send_[s] = fwd.take(fwd_send);
       fwd_recv_[s] = fwd.take(qkv_block_);
       fwd_o_[s] = fwd.take(o_block_);
+      if (!lse_only_) fwd_lse_[s] = fwd.take(lse_block_);  // inference: the kernel's LSE
+      if (!config_.training) continue;
       bwd_send_[s] = bwd.take(bwd_msg);
       bwd_recv_[s] = bwd.take(bwd_msg);
     }
-    dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
+    if (config_.training) {
+      dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
+    }
     kernel_ws_ = std::max(fwd.total(), bwd.total());
     workspace_bytes_ = kernel_ws_ + align_up(kernel_ws_bytes_);
     saved_bytes_ = saved.total();
@@ -661,7 +670,9 @@ class UlyssesAttention final : public DistributedAttention {
   // SavedActivations::kLseOnly (training): chunks go through `slots_` sets of exchange buffers.
   bool lse_only_ = false;
   int slots_ = 1;
-  std::array<std::size_t, 2> fwd_send_{}, fwd_recv_{}, fwd_o_{}, bwd_send_{}, bwd_recv_{};
+  bool slotted_ = false;  // forward through slots: kLseOnly, and inference
+  std::array<std::size_t, 2> fwd_send_{}, fwd_recv_{}, fwd_o_{}, fwd_lse_{}, bwd_send_{},
+      bwd_recv_{};
   // Backward's gradients come back into `saved` (see layout_buffers()). Unless the config keeps
   // `saved`, the buffers backward has consumed (the latest kConsumedMemory of them) so that a
   // second backward() on one is refused instead of reading gradients as Q/K/V; refused whether or

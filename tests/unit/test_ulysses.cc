@@ -422,6 +422,14 @@ std::vector<Case> cases() {
                 true,
                 {0, 9, 10, 30}},
                2),
+      [&] {  // inference: forward through slots too (4 chunks, one at a time)
+        Case c{"p2_chunks4_one_in_flight_inference_bf16", 2, bshd, 2, 16, 8, 8, 8, bf16, true};
+        c.training = false;
+        c.chunks = 4;
+        c.in_flight = 1;
+        c.sinks = true;
+        return c;
+      }(),
       lse_only({"p8_lse_mqa_fp32_varlen_window",
                 8,
                 thd,
@@ -445,13 +453,14 @@ INSTANTIATE_TEST_SUITE_P(Loopback, UlyssesVsReference, ::testing::ValuesIn(cases
 TEST(Ulysses, LseOnlySavesOnlyTheLseAndChunksShareSlots) {
   // P = 2, B = 2, S = 64 (32 per rank), Hq = 16, Hkv = 8, D = 8, fp32: 8 query heads per rank.
   auto kernel = make_reference_attention();
-  auto plan_bytes = [&](SavedActivations saved, int chunks, int in_flight) {
+  auto plan_bytes = [&](SavedActivations saved, int chunks, int in_flight, bool training = true) {
     std::vector<std::pair<std::size_t, std::size_t>> bytes(2);
     const PlanConfig cfg{.attention = {.num_heads_q = 16, .num_heads_kv = 8, .head_dim = 8},
                          .parallel = {.cp = 2},
                          .dtype = DType::kFloat32,
                          .batch = 2,
                          .seqlen = 64,
+                         .training = training,
                          .overlap_chunks = chunks,
                          .saved_activations = saved,
                          .chunks_in_flight = in_flight};
@@ -477,6 +486,12 @@ TEST(Ulysses, LseOnlySavesOnlyTheLseAndChunksShareSlots) {
   EXPECT_LT(two, all * 6 / 10);
   EXPECT_LT(one, all * 3 / 10);
   EXPECT_LT(one, two);
+  // Inference runs its forward through the same slots: nothing saved, and 4 chunks in 2 slots
+  // take about half the workspace of 1 chunk.
+  const auto inference_all = plan_bytes(SavedActivations::kHeadSharded, 1, 2, false);
+  const auto inference_two = plan_bytes(SavedActivations::kHeadSharded, 4, 2, false);
+  EXPECT_EQ(inference_all.first, 0u);
+  EXPECT_LT(inference_two.second, inference_all.second * 6 / 10);
 }
 
 TEST(Ulysses, ShardsOfAPackedSequenceSpanningRanksSeeEachOther) {
