@@ -185,6 +185,12 @@ INSTANTIATE_TEST_SUITE_P(
                         GpuCase c = ulysses_case("varlen", Layout::kTHD, 2048, 8, 4, 128);
                         c.cu = {0, 700, 701, 1900};
                         return c;
+                      }(),
+                      [] {  // backward exchanges q, k, v, o again (only the LSE saved)
+                        GpuCase c = ulysses_case("lse_only_varlen", Layout::kTHD, 2048, 16, 8, 128);
+                        c.cu = {0, 900, 901, 2000};
+                        c.saved = SavedActivations::kLseOnly;
+                        return c;
                       }()),
     [](const auto& param_info) { return param_info.param.name; });
 
