@@ -121,20 +121,12 @@ class UlyssesAttention final : public DistributedAttention {
     char* send_qkv = at(a.workspace, send_qkv_);
     char* o_recv = at(a.workspace, o_recv_);
     char* lse_recv = at(a.workspace, lse_recv_);
+    auto lse_of = [&](char* base, int c) { return has_lse_ ? base + c * lse_block_ : nullptr; };
     const Stream side = exchange_stream(stream);
 
     // 1. Pack every chunk's Q, K, V (one message buffer per chunk), on the caller's stream.
     for (int c = 0; c < K_; ++c) {
-      const kernels::MessageLayout msg{send_qkv + c * qkv_block_, dtype_, P_, Sl_, B_, Cc_, D_};
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.q, config_.layout),
-                                                  q_begin_[static_cast<std::size_t>(c)], qc_, msg,
-                                                  0, stream));
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.k, config_.layout),
-                                                  kv_begin_[static_cast<std::size_t>(c)], kc_, msg,
-                                                  qc_, stream));
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.v, config_.layout),
-                                                  kv_begin_[static_cast<std::size_t>(c)], kc_, msg,
-                                                  qc_ + kc_, stream));
+      ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send_qkv + c * qkv_block_, stream));
     }
     // 2. Every chunk's all-to-all, in order, on the exchange stream: chunk c + 1 travels while the
     //    kernel runs on chunk c.
@@ -145,50 +137,20 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
     }
     // 3. Per chunk: local attention reading the receive buffer in place, then O (and LSE) back to
-    // the
-    //    sequence owners on the exchange stream while the next chunk computes.
+    //    the sequence owners on the exchange stream while the next chunk computes.
     for (int c = 0; c < K_; ++c) {
       ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, kEvChunk + c));
-      char* qkv = qkv_full + c * qkv_block_;
-      LocalForwardArgs la;
-      la.q = full_view(qkv, Cc_, 0, qc_, dtype_);
-      la.k = full_view(qkv, Cc_, qc_, kc_, dtype_);
-      la.v = full_view(qkv, Cc_, qc_ + kc_, kc_, dtype_);
-      la.sinks = a.sinks;
-      la.o = full_view(o_head + c * o_block_, qc_, 0, qc_, dtype_);
-      if (has_lse_) la.lse = lse_head_view(lse_head + c * lse_block_);
-      la.cu_seqlens = a.cu_seqlens;
-      la.cu_seqlens_device = a.cu_seqlens_device;
-      la.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
-      ULYSSES_RETURN_IF_ERROR(kernel_.forward(chunk_problem(c), la, stream));
+      ULYSSES_RETURN_IF_ERROR(run_forward(c, qkv_full + c * qkv_block_, o_head + c * o_block_,
+                                          lse_of(lse_head, c), a, stream));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_computed(c)));
-      ULYSSES_RETURN_IF_ERROR(comm_.group_start());
-      for (int p = 0; p < P_; ++p) {
-        ULYSSES_RETURN_IF_ERROR(send_rows(o_head + c * o_block_, qc_, dtype_, p, side));
-        if (has_lse_) {
-          ULYSSES_RETURN_IF_ERROR(
-              send_rows(lse_head + c * lse_block_, qc_, DType::kFloat32, p, side, 1));
-        }
-        ULYSSES_RETURN_IF_ERROR(recv_rows(o_recv + c * o_block_, qc_, dtype_, p, side));
-        if (has_lse_) {
-          ULYSSES_RETURN_IF_ERROR(
-              recv_rows(lse_recv + c * lse_block_, qc_, DType::kFloat32, p, side, 1));
-        }
-      }
-      ULYSSES_RETURN_IF_ERROR(comm_.group_end());
+      ULYSSES_RETURN_IF_ERROR(return_outputs(o_head + c * o_block_, lse_of(lse_head, c),
+                                             o_recv + c * o_block_, lse_of(lse_recv, c), side));
     }
     // 4. Unpack on the caller's stream once the last exchange is in.
     ULYSSES_RETURN_IF_ERROR(hand_over(side, stream, kEvDone));
     for (int c = 0; c < K_; ++c) {
-      const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
       ULYSSES_RETURN_IF_ERROR(
-          kernels::unpack_heads({o_recv + c * o_block_, dtype_, P_, Sl_, B_, qc_, D_}, 0, q_begin,
-                                qc_, as_bshd(a.o, config_.layout), stream));
-      if (!a.lse.empty_view()) {
-        ULYSSES_RETURN_IF_ERROR(
-            kernels::unpack_lse({lse_recv + c * lse_block_, DType::kFloat32, P_, Sl_, B_, qc_, 1},
-                                q_begin, lse_as_bhs(a.lse, config_.layout), stream));
-      }
+          unpack_outputs(c, o_recv + c * o_block_, lse_of(lse_recv, c), a, stream));
     }
     return Status::ok();
   }
@@ -238,60 +200,23 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
     }
     // 2. Per chunk: local backward (dQ, dK, dV land in the returning message buffers), then send
-    // them
-    //    back on the exchange stream while the next chunk computes.
+    //    them back on the exchange stream while the next chunk computes.
     for (int c = 0; c < K_; ++c) {
       ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, kEvChunk + c));
-      char* qkv = qkv_full + c * qkv_block_;
       char* gq = grad_q + c * o_block_;
       char* gkv = grad_kv + c * gkv_block_;
-      LocalBackwardArgs lb;
-      lb.q = full_view(qkv, Cc_, 0, qc_, dtype_);
-      lb.k = full_view(qkv, Cc_, qc_, kc_, dtype_);
-      lb.v = full_view(qkv, Cc_, qc_ + kc_, kc_, dtype_);
-      lb.o = full_view(o_head + c * o_block_, qc_, 0, qc_, dtype_);
-      if (has_lse_) lb.lse = lse_head_view(lse_head + c * lse_block_);
-      lb.d_o = full_view(do_head + c * o_block_, qc_, 0, qc_, dtype_);
-      lb.sinks = a.sinks;
-      lb.dq = full_view(gq, qc_, 0, qc_, dtype_);
-      lb.dk = full_view(gkv, 2 * kc_, 0, kc_, kv_grad_dtype_);
-      lb.dv = full_view(gkv, 2 * kc_, kc_, kc_, kv_grad_dtype_);
-      if (config_.attention.sinks) {
-        lb.dsinks = TensorView::contiguous(dsinks_local, DType::kFloat32,
-                                           {config_.attention.num_heads_q}, comm_.device());
-      }
-      lb.cu_seqlens = a.cu_seqlens;
-      lb.cu_seqlens_device = a.cu_seqlens_device;
-      lb.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
-      ULYSSES_RETURN_IF_ERROR(kernel_.backward(chunk_problem(c), lb, stream));
+      ULYSSES_RETURN_IF_ERROR(run_backward(c, qkv_full + c * qkv_block_, o_head + c * o_block_,
+                                           has_lse_ ? lse_head + c * lse_block_ : nullptr,
+                                           do_head + c * o_block_, gq, gkv, a, dsinks_local,
+                                           stream));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_computed(c)));
-      ULYSSES_RETURN_IF_ERROR(comm_.group_start());
-      for (int p = 0; p < P_; ++p) {
-        ULYSSES_RETURN_IF_ERROR(send_rows(gq, qc_, dtype_, p, side));
-        ULYSSES_RETURN_IF_ERROR(send_rows(gkv, 2 * kc_, kv_grad_dtype_, p, side));
-        ULYSSES_RETURN_IF_ERROR(recv_rows(dq_recv(c), qc_, dtype_, p, side));
-        ULYSSES_RETURN_IF_ERROR(recv_rows(dkv_recv(c), 2 * kc_, kv_grad_dtype_, p, side));
-      }
-      ULYSSES_RETURN_IF_ERROR(comm_.group_end());
+      ULYSSES_RETURN_IF_ERROR(return_grads(gq, gkv, dq_recv(c), dkv_recv(c), side));
     }
     // 3. Unpack (summing KV replicas) on the caller's stream once the last exchange is in.
     ULYSSES_RETURN_IF_ERROR(hand_over(side, stream, kEvDone));
-    const TensorView dk = as_bshd(a.dk, config_.layout), dv = as_bshd(a.dv, config_.layout);
     for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({dq_recv(c), dtype_, P_, Sl_, B_, qc_, D_}, 0,
-                                                    q_begin_[static_cast<std::size_t>(c)], qc_,
-                                                    as_bshd(a.dq, config_.layout), stream));
-      const kernels::MessageLayout kv_msg{dkv_recv(c), kv_grad_dtype_, P_, Sl_, B_, 2 * kc_, D_};
-      const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
-      if (routing_.replicated()) {
-        ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 0, kv_begin, dk, stream));
-        ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 1, kv_begin, dv, stream));
-      } else {
-        ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(kv_msg, 0, kv_begin, kc_, dk, stream));
-        ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(kv_msg, kc_, kv_begin, kc_, dv, stream));
-      }
+      ULYSSES_RETURN_IF_ERROR(unpack_grads(c, dq_recv(c), dkv_recv(c), a, stream));
     }
-
     // 4. dSinks: each rank has the complete gradient of its own heads; gather them everywhere.
     return gather_dsinks(dsinks_local, a.dsinks, stream);
   }
@@ -313,15 +238,7 @@ class UlyssesAttention final : public DistributedAttention {
     auto send_inputs = [&](int c) -> Status {
       const std::size_t s = slot_of(c);
       char* send = at(a.workspace, fwd_send_[s]);
-      const kernels::MessageLayout msg{send, dtype_, P_, Sl_, B_, Cc_, D_};
-      const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
-      const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
-      ULYSSES_RETURN_IF_ERROR(
-          kernels::pack_heads(as_bshd(a.q, config_.layout), q_begin, qc_, msg, 0, side));
-      ULYSSES_RETURN_IF_ERROR(
-          kernels::pack_heads(as_bshd(a.k, config_.layout), kv_begin, kc_, msg, qc_, side));
-      ULYSSES_RETURN_IF_ERROR(
-          kernels::pack_heads(as_bshd(a.v, config_.layout), kv_begin, kc_, msg, qc_ + kc_, side));
+      ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send, side));
       ULYSSES_RETURN_IF_ERROR(
           exchange_uniform(send, at(a.workspace, fwd_recv_[s]), peer_bytes(Cc_, dtype_, -1), side));
       return streams_->record(kEvChunk + c, side);
@@ -330,43 +247,15 @@ class UlyssesAttention final : public DistributedAttention {
     for (int c = 0; c < slots_; ++c) ULYSSES_RETURN_IF_ERROR(send_inputs(c));
     for (int c = 0; c < K_; ++c) {
       const std::size_t s = slot_of(c);
-      char* qkv = at(a.workspace, fwd_recv_[s]);
       char* o_head = at(a.workspace, fwd_o_[s]);
       char* o_recv = at(a.workspace, fwd_send_[s]);  // the packed Q/K/V are dead once sent
-      char* lse_recv = o_recv + align_up(o_block_);
+      char* lse_recv = has_lse_ ? o_recv + align_up(o_block_) : nullptr;
       ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, kEvChunk + c));
-      LocalForwardArgs la;
-      la.q = full_view(qkv, Cc_, 0, qc_, dtype_);
-      la.k = full_view(qkv, Cc_, qc_, kc_, dtype_);
-      la.v = full_view(qkv, Cc_, qc_ + kc_, kc_, dtype_);
-      la.sinks = a.sinks;
-      la.o = full_view(o_head, qc_, 0, qc_, dtype_);
-      if (has_lse_) la.lse = lse_head_view(lse_head(c));
-      la.cu_seqlens = a.cu_seqlens;
-      la.cu_seqlens_device = a.cu_seqlens_device;
-      la.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
-      ULYSSES_RETURN_IF_ERROR(kernel_.forward(chunk_problem(c), la, stream));
+      ULYSSES_RETURN_IF_ERROR(
+          run_forward(c, at(a.workspace, fwd_recv_[s]), o_head, lse_head(c), a, stream));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_computed(c)));
-      ULYSSES_RETURN_IF_ERROR(comm_.group_start());
-      for (int p = 0; p < P_; ++p) {
-        ULYSSES_RETURN_IF_ERROR(send_rows(o_head, qc_, dtype_, p, side));
-        if (has_lse_) {
-          ULYSSES_RETURN_IF_ERROR(send_rows(lse_head(c), qc_, DType::kFloat32, p, side, 1));
-        }
-        ULYSSES_RETURN_IF_ERROR(recv_rows(o_recv, qc_, dtype_, p, side));
-        if (has_lse_)
-          ULYSSES_RETURN_IF_ERROR(recv_rows(lse_recv, qc_, DType::kFloat32, p, side, 1));
-      }
-      ULYSSES_RETURN_IF_ERROR(comm_.group_end());
-      const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
-      ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_recv, dtype_, P_, Sl_, B_, qc_, D_}, 0,
-                                                    q_begin, qc_, as_bshd(a.o, config_.layout),
-                                                    side));
-      if (!a.lse.empty_view()) {
-        ULYSSES_RETURN_IF_ERROR(
-            kernels::unpack_lse({lse_recv, DType::kFloat32, P_, Sl_, B_, qc_, 1}, q_begin,
-                                lse_as_bhs(a.lse, config_.layout), side));
-      }
+      ULYSSES_RETURN_IF_ERROR(return_outputs(o_head, lse_head(c), o_recv, lse_recv, side));
+      ULYSSES_RETURN_IF_ERROR(unpack_outputs(c, o_recv, lse_recv, a, side));
       if (c + slots_ < K_) ULYSSES_RETURN_IF_ERROR(send_inputs(c + slots_));
     }
     return hand_over(side, stream, kEvDone);
@@ -385,19 +274,14 @@ class UlyssesAttention final : public DistributedAttention {
       const std::size_t s = slot_of(c);
       char* send = at(a.workspace, bwd_send_[s]);
       char* recv = at(a.workspace, bwd_recv_[s]);
-      const kernels::MessageLayout qkv{send, dtype_, P_, Sl_, B_, Cc_, D_};
-      const kernels::MessageLayout o_msg{send + o_offset, dtype_, P_, Sl_, B_, qc_, D_};
-      const kernels::MessageLayout do_msg{send + do_offset, dtype_, P_, Sl_, B_, qc_, D_};
       const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
-      const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
       const Layout l = config_.layout;
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.q, l), q_begin, qc_, qkv, 0, side));
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.k, l), kv_begin, kc_, qkv, qc_, side));
-      ULYSSES_RETURN_IF_ERROR(
-          kernels::pack_heads(as_bshd(a.v, l), kv_begin, kc_, qkv, qc_ + kc_, side));
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.o, l), q_begin, qc_, o_msg, 0, side));
-      ULYSSES_RETURN_IF_ERROR(
-          kernels::pack_heads(as_bshd(a.d_o, l), q_begin, qc_, do_msg, 0, side));
+      ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send, side));
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
+          as_bshd(a.o, l), q_begin, qc_, {send + o_offset, dtype_, P_, Sl_, B_, qc_, D_}, 0, side));
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.d_o, l), q_begin, qc_,
+                                                  {send + do_offset, dtype_, P_, Sl_, B_, qc_, D_},
+                                                  0, side));
       ULYSSES_RETURN_IF_ERROR(comm_.group_start());
       for (int p = 0; p < P_; ++p) {
         ULYSSES_RETURN_IF_ERROR(send_rows(send, Cc_, dtype_, p, side));
@@ -412,60 +296,132 @@ class UlyssesAttention final : public DistributedAttention {
     };
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
     for (int c = 0; c < slots_; ++c) ULYSSES_RETURN_IF_ERROR(send_inputs(c));
-    const TensorView dk = as_bshd(a.dk, config_.layout), dv = as_bshd(a.dv, config_.layout);
     for (int c = 0; c < K_; ++c) {
       const std::size_t s = slot_of(c);
       char* in = at(a.workspace, bwd_recv_[s]);
       char* gq = at(a.workspace, bwd_send_[s]);  // the packed inputs are dead once sent
       char* gkv = gq + dkv_offset;
       ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, kEvChunk + c));
-      LocalBackwardArgs lb;
-      lb.q = full_view(in, Cc_, 0, qc_, dtype_);
-      lb.k = full_view(in, Cc_, qc_, kc_, dtype_);
-      lb.v = full_view(in, Cc_, qc_ + kc_, kc_, dtype_);
-      lb.o = full_view(in + o_offset, qc_, 0, qc_, dtype_);
-      lb.d_o = full_view(in + do_offset, qc_, 0, qc_, dtype_);
-      if (has_lse_) lb.lse = lse_head_view(lse_head + c * lse_block_);
-      lb.sinks = a.sinks;
-      lb.dq = full_view(gq, qc_, 0, qc_, dtype_);
-      lb.dk = full_view(gkv, 2 * kc_, 0, kc_, kv_grad_dtype_);
-      lb.dv = full_view(gkv, 2 * kc_, kc_, kc_, kv_grad_dtype_);
-      if (config_.attention.sinks) {
-        lb.dsinks = TensorView::contiguous(dsinks_local, DType::kFloat32,
-                                           {config_.attention.num_heads_q}, comm_.device());
-      }
-      lb.cu_seqlens = a.cu_seqlens;
-      lb.cu_seqlens_device = a.cu_seqlens_device;
-      lb.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
-      ULYSSES_RETURN_IF_ERROR(kernel_.backward(chunk_problem(c), lb, stream));
+      ULYSSES_RETURN_IF_ERROR(run_backward(c, in, in + o_offset,
+                                           has_lse_ ? lse_head + c * lse_block_ : nullptr,
+                                           in + do_offset, gq, gkv, a, dsinks_local, stream));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_computed(c)));
       // The gradients come back into the receive slot (the kernel has read it).
-      char* dq_recv = in;
-      char* dkv_recv = in + dkv_offset;
-      ULYSSES_RETURN_IF_ERROR(comm_.group_start());
-      for (int p = 0; p < P_; ++p) {
-        ULYSSES_RETURN_IF_ERROR(send_rows(gq, qc_, dtype_, p, side));
-        ULYSSES_RETURN_IF_ERROR(send_rows(gkv, 2 * kc_, kv_grad_dtype_, p, side));
-        ULYSSES_RETURN_IF_ERROR(recv_rows(dq_recv, qc_, dtype_, p, side));
-        ULYSSES_RETURN_IF_ERROR(recv_rows(dkv_recv, 2 * kc_, kv_grad_dtype_, p, side));
-      }
-      ULYSSES_RETURN_IF_ERROR(comm_.group_end());
-      const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
-      ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({dq_recv, dtype_, P_, Sl_, B_, qc_, D_}, 0,
-                                                    q_begin_[static_cast<std::size_t>(c)], qc_,
-                                                    as_bshd(a.dq, config_.layout), side));
-      const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, P_, Sl_, B_, 2 * kc_, D_};
-      if (routing_.replicated()) {
-        ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 0, kv_begin, dk, side));
-        ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 1, kv_begin, dv, side));
-      } else {
-        ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(kv_msg, 0, kv_begin, kc_, dk, side));
-        ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(kv_msg, kc_, kv_begin, kc_, dv, side));
-      }
+      ULYSSES_RETURN_IF_ERROR(return_grads(gq, gkv, in, in + dkv_offset, side));
+      ULYSSES_RETURN_IF_ERROR(unpack_grads(c, in, in + dkv_offset, a, side));
       if (c + slots_ < K_) ULYSSES_RETURN_IF_ERROR(send_inputs(c + slots_));
     }
     ULYSSES_RETURN_IF_ERROR(hand_over(side, stream, kEvDone));
     return gather_dsinks(dsinks_local, a.dsinks, stream);
+  }
+
+  // --- one chunk's steps, shared by both buffer schemes
+  // --------------------------------------------
+
+  // Chunk c's Q, K, V heads for every peer into the [p][Sl][B][Cc][D] message at `send`.
+  Status pack_qkv(int c, const TensorView& q, const TensorView& k, const TensorView& v, char* send,
+                  Stream stream) {
+    const kernels::MessageLayout msg{send, dtype_, P_, Sl_, B_, Cc_, D_};
+    const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
+    const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
+    const Layout l = config_.layout;
+    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(q, l), q_begin, qc_, msg, 0, stream));
+    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(k, l), kv_begin, kc_, msg, qc_, stream));
+    return kernels::pack_heads(as_bshd(v, l), kv_begin, kc_, msg, qc_ + kc_, stream);
+  }
+
+  // Chunk c's kernel: Q|K|V read in place from the received rows `qkv`; O into `o` rows, the LSE
+  // into `lse` ([S][B][qc] fp32; null when the kernel provides none).
+  Status run_forward(int c, char* qkv, char* o, char* lse, const ForwardArgs& a, Stream stream) {
+    LocalForwardArgs la;
+    la.q = full_view(qkv, Cc_, 0, qc_, dtype_);
+    la.k = full_view(qkv, Cc_, qc_, kc_, dtype_);
+    la.v = full_view(qkv, Cc_, qc_ + kc_, kc_, dtype_);
+    la.sinks = a.sinks;
+    la.o = full_view(o, qc_, 0, qc_, dtype_);
+    if (lse) la.lse = lse_head_view(lse);
+    la.cu_seqlens = a.cu_seqlens;
+    la.cu_seqlens_device = a.cu_seqlens_device;
+    la.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
+    return kernel_.forward(chunk_problem(c), la, stream);
+  }
+
+  // O (and LSE) rows back to the sequence owners: one grouped exchange.
+  Status return_outputs(const char* o, const char* lse, char* o_recv, char* lse_recv,
+                        Stream stream) {
+    ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+    for (int p = 0; p < P_; ++p) {
+      ULYSSES_RETURN_IF_ERROR(send_rows(o, qc_, dtype_, p, stream));
+      if (lse) ULYSSES_RETURN_IF_ERROR(send_rows(lse, qc_, DType::kFloat32, p, stream, 1));
+      ULYSSES_RETURN_IF_ERROR(recv_rows(o_recv, qc_, dtype_, p, stream));
+      if (lse) ULYSSES_RETURN_IF_ERROR(recv_rows(lse_recv, qc_, DType::kFloat32, p, stream, 1));
+    }
+    return comm_.group_end();
+  }
+
+  // Chunk c's returned O (and LSE, if the caller asked for it) into the caller's tensors.
+  Status unpack_outputs(int c, char* o_recv, char* lse_recv, const ForwardArgs& a, Stream stream) {
+    const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
+    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_recv, dtype_, P_, Sl_, B_, qc_, D_}, 0,
+                                                  q_begin, qc_, as_bshd(a.o, config_.layout),
+                                                  stream));
+    if (a.lse.empty_view() || lse_recv == nullptr) return Status::ok();
+    return kernels::unpack_lse({lse_recv, DType::kFloat32, P_, Sl_, B_, qc_, 1}, q_begin,
+                               lse_as_bhs(a.lse, config_.layout), stream);
+  }
+
+  // Chunk c's backward kernel: Q|K|V from `qkv` rows, O and dO from their own rows, the LSE the
+  // forward wrote; dQ into `gq` rows, dK|dV into `gkv` rows; dSinks of its heads into dsinks_local.
+  Status run_backward(int c, char* qkv, char* o, char* lse, char* d_o, char* gq, char* gkv,
+                      const BackwardArgs& a, float* dsinks_local, Stream stream) {
+    LocalBackwardArgs lb;
+    lb.q = full_view(qkv, Cc_, 0, qc_, dtype_);
+    lb.k = full_view(qkv, Cc_, qc_, kc_, dtype_);
+    lb.v = full_view(qkv, Cc_, qc_ + kc_, kc_, dtype_);
+    lb.o = full_view(o, qc_, 0, qc_, dtype_);
+    if (lse) lb.lse = lse_head_view(lse);
+    lb.d_o = full_view(d_o, qc_, 0, qc_, dtype_);
+    lb.sinks = a.sinks;
+    lb.dq = full_view(gq, qc_, 0, qc_, dtype_);
+    lb.dk = full_view(gkv, 2 * kc_, 0, kc_, kv_grad_dtype_);
+    lb.dv = full_view(gkv, 2 * kc_, kc_, kc_, kv_grad_dtype_);
+    if (config_.attention.sinks) {
+      lb.dsinks = TensorView::contiguous(dsinks_local, DType::kFloat32,
+                                         {config_.attention.num_heads_q}, comm_.device());
+    }
+    lb.cu_seqlens = a.cu_seqlens;
+    lb.cu_seqlens_device = a.cu_seqlens_device;
+    lb.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
+    return kernel_.backward(chunk_problem(c), lb, stream);
+  }
+
+  // dQ and dK|dV rows back to the sequence owners: one grouped exchange.
+  Status return_grads(const char* gq, const char* gkv, char* dq_recv, char* dkv_recv,
+                      Stream stream) {
+    ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+    for (int p = 0; p < P_; ++p) {
+      ULYSSES_RETURN_IF_ERROR(send_rows(gq, qc_, dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(send_rows(gkv, 2 * kc_, kv_grad_dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(recv_rows(dq_recv, qc_, dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(recv_rows(dkv_recv, 2 * kc_, kv_grad_dtype_, p, stream));
+    }
+    return comm_.group_end();
+  }
+
+  // Chunk c's returned gradients into the caller's dq, dk, dv (KV replicas summed in rank order).
+  Status unpack_grads(int c, char* dq_recv, char* dkv_recv, const BackwardArgs& a, Stream stream) {
+    const TensorView dk = as_bshd(a.dk, config_.layout), dv = as_bshd(a.dv, config_.layout);
+    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({dq_recv, dtype_, P_, Sl_, B_, qc_, D_}, 0,
+                                                  q_begin_[static_cast<std::size_t>(c)], qc_,
+                                                  as_bshd(a.dq, config_.layout), stream));
+    const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, P_, Sl_, B_, 2 * kc_, D_};
+    const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
+    if (routing_.replicated()) {
+      ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 0, kv_begin, dk, stream));
+      return kernels::unpack_sum_replicas(kv_msg, 1, kv_begin, dv, stream);
+    }
+    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(kv_msg, 0, kv_begin, kc_, dk, stream));
+    return kernels::unpack_heads(kv_msg, kc_, kv_begin, kc_, dv, stream);
   }
 
   std::size_t slot_of(int chunk) const { return static_cast<std::size_t>(chunk % slots_); }
