@@ -27,7 +27,9 @@ struct Options {
   bool keep_saved = false;        // PlanConfig::backward_keeps_saved
   std::vector<std::string> saved = {"heads"};  // PlanConfig::saved_activations (list: heads, lse)
   std::vector<int> in_flight = {2};  // PlanConfig::chunks_in_flight (list: GPU rows; CPU: first)
-  bool loopback = false;  // GPU path: cp virtual ranks on GPU 0 (memory and checks, not speed)
+  // GPU path, the cp > 1 rows' communicator (list): nccl; peer (copy-engine copies between the GPUs
+  // of this process); loopback (cp virtual ranks on GPU 0: memory and checks, not speed).
+  std::vector<std::string> transport = {"nccl"};
   int iters = 3;
   bool check = true;
   std::string json;

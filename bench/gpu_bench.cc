@@ -51,8 +51,9 @@ struct GpuRow {
   bool exact_o = true, exact_dkv = true;
   bool pass = true;
   std::string repro;
-  std::string saved = "heads";  // PlanConfig::saved_activations (ulysses rows)
-  int in_flight = 2;            // PlanConfig::chunks_in_flight (lse rows with chunks > 1)
+  std::string saved = "heads";     // PlanConfig::saved_activations (ulysses rows)
+  std::string transport = "nccl";  // the cp > 1 rows' communicator: nccl, peer, loopback
+  int in_flight = 2;               // PlanConfig::chunks_in_flight (lse rows with chunks > 1)
 };
 
 // Device memory of one case, GiB: the peak above the level before it, and what it allocated itself
@@ -636,23 +637,30 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     return 2;
   }
   const int max_cp = *std::max_element(cps.begin(), cps.end());
-  if (max_cp > ngpu && !o.loopback) {
-    std::fprintf(stderr, "ulysses-bench: --cp %d needs %d GPUs, found %d\n", max_cp, max_cp, ngpu);
+  const bool all_loopback = std::all_of(o.transport.begin(), o.transport.end(),
+                                        [](const std::string& t) { return t == "loopback"; });
+  if (max_cp > ngpu && !all_loopback) {
+    std::fprintf(stderr,
+                 "ulysses-bench: --cp %d needs %d GPUs, found %d (--transport loopback: "
+                 "virtual ranks on one GPU)\n",
+                 max_cp, max_cp, ngpu);
     return 2;
   }
-  if (o.loopback) {
+  if (std::find(o.transport.begin(), o.transport.end(), "loopback") != o.transport.end()) {
     std::printf(
-        "# --loopback: the cp > 1 rows run cp virtual ranks on GPU 0 (device loopback): checks "
-        "and memory per rank (the GPU's peak / cp, no NCCL buffers), not speed\n");
+        "# --transport loopback: those cp > 1 rows run cp virtual ranks on GPU 0 (device "
+        "loopback): checks and memory per rank (the GPU's peak / cp, no NCCL buffers), not "
+        "speed\n");
   }
   std::printf(
       "# ulysses-bench GPU path: %d GPU(s), cuDNN %d; B=%lld Hq=%d Hkv=%d D=%d bf16 %s, "
       "fwd+bwd, %d timed iterations (median), backward counted as 2.5x forward\n",
       ngpu, cudnn_runtime_version(), static_cast<long long>(o.batch), o.heads, o.kv_heads,
       o.head_dim, o.causal ? "causal" : "full", o.iters);
-  std::printf("%8s %3s %-8s %5s %6s %10s %10s %6s %10s %10s %8s %9s %9s %9s %9s %9s %5s\n", "seq",
-              "cp", "strategy", "saved", "chunks", "ms/step", "TFLOP/s/GPU", "eff", "a2a GB/s",
-              "NCCL GB/s", "peak GiB", "errO", "errdQ", "errdK", "errdV", "exact", "check");
+  std::printf("%8s %3s %-8s %-8s %5s %6s %10s %10s %6s %10s %10s %8s %9s %9s %9s %9s %9s %5s\n",
+              "seq", "cp", "strategy", "via", "saved", "chunks", "ms/step", "TFLOP/s/GPU", "eff",
+              "a2a GB/s", "NCCL GB/s", "peak GiB", "errO", "errdQ", "errdK", "errdV", "exact",
+              "check");
   std::vector<GpuRow> rows;
   bool all_pass = true;
   for (std::int64_t seq : o.seq) {
@@ -683,121 +691,132 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
                      static_cast<long long>(seq), o.heads, cp);
         return 2;
       }
-      // Communicators: ulysses' NCCL wrapper and a raw NCCL communicator for the reference a2a.
-      std::vector<std::unique_ptr<Communicator>> comms(static_cast<std::size_t>(cp));
-      std::vector<ncclComm_t> raw;  // NCCL's own communicators, for its raw all-to-all
-      if (o.loopback) {
-        auto group = create_device_loopback_group(cp, 0);
-        if (!group.is_ok()) {
-          std::fprintf(stderr, "ulysses-bench: %s\n", group.status().to_string().c_str());
-          return 1;
+      for (const std::string& transport : o.transport) {
+        const bool loopback = transport == "loopback";
+        // Communicators: ulysses' (NCCL, peer copies or device loopback), and raw NCCL ones for
+        // the reference all-to-all.
+        std::vector<std::unique_ptr<Communicator>> comms(static_cast<std::size_t>(cp));
+        std::vector<ncclComm_t> raw;  // NCCL's own communicators, for its raw all-to-all
+        if (loopback || transport == "peer") {
+          std::vector<int> devices(static_cast<std::size_t>(cp), 0);
+          for (int r = 0; r < cp && !loopback; ++r) devices[static_cast<std::size_t>(r)] = r;
+          auto group =
+              loopback ? create_device_loopback_group(cp, 0) : create_peer_copy_group(devices);
+          if (!group.is_ok()) {
+            std::fprintf(stderr, "ulysses-bench: %s\n", group.status().to_string().c_str());
+            return 1;
+          }
+          comms = std::move(group).value();
         }
-        comms = std::move(group).value();
-      } else {
-        auto id = create_nccl_unique_id();
-        std::vector<std::thread> init;
-        for (int r = 0; r < cp; ++r) {
-          init.emplace_back([&, r] {
-            auto c = create_nccl_communicator(*id, cp, r, r);
-            if (!c.is_ok()) {
-              std::fprintf(stderr, "ulysses-bench: %s\n", c.status().to_string().c_str());
-              std::exit(1);
-            }
-            comms[static_cast<std::size_t>(r)] = std::move(c).value();
-          });
+        if (transport == "nccl") {
+          auto id = create_nccl_unique_id();
+          std::vector<std::thread> init;
+          for (int r = 0; r < cp; ++r) {
+            init.emplace_back([&, r] {
+              auto c = create_nccl_communicator(*id, cp, r, r);
+              if (!c.is_ok()) {
+                std::fprintf(stderr, "ulysses-bench: %s\n", c.status().to_string().c_str());
+                std::exit(1);
+              }
+              comms[static_cast<std::size_t>(r)] = std::move(c).value();
+            });
+          }
+          for (auto& t : init) t.join();
         }
-        for (auto& t : init) t.join();
-        raw.resize(static_cast<std::size_t>(cp));
-        std::vector<int> devs(static_cast<std::size_t>(cp));
-        for (int r = 0; r < cp; ++r) devs[static_cast<std::size_t>(r)] = r;
-        ncclCommInitAll(raw.data(), cp, devs.data());
-      }
+        if (!loopback) {  // NCCL's own all-to-all on the same bytes, for comparison
+          raw.resize(static_cast<std::size_t>(cp));
+          std::vector<int> devs(static_cast<std::size_t>(cp));
+          for (int r = 0; r < cp; ++r) devs[static_cast<std::size_t>(r)] = r;
+          ncclCommInitAll(raw.data(), cp, devs.data());
+        }
 
-      const int hkv_local = o.kv_heads / cp;
-      // One row per strategy (ulysses: per saved-activations choice and pipeline chunk count).
-      std::vector<std::pair<ParallelConfig, PlanKnobs>> plans;
-      const PlanKnobs plain{.keep_saved = o.keep_saved};
-      for (const std::string& name : o.strategy) {
-        const Strategy strategy = parse_strategy(name).value();
-        if (strategy == Strategy::kUlysses) {
-          for (const std::string& name_saved : o.saved) {
-            const SavedActivations saved = parse_saved_activations(name_saved).value();
-            for (int chunks : o.chunks) {
-              if (chunks > 1 && (hkv_local < 1 || hkv_local % chunks != 0)) continue;
-              // Slots in flight matter only for lse with several chunks: one row per value then.
-              const bool slots = saved == SavedActivations::kLseOnly && chunks > 1;
-              for (int in_flight : slots ? o.in_flight : std::vector<int>{2}) {
-                plans.push_back({ParallelConfig{.cp = cp}, PlanKnobs{.chunks = chunks,
-                                                                     .keep_saved = o.keep_saved,
-                                                                     .saved = saved,
-                                                                     .in_flight = in_flight}});
+        const int hkv_local = o.kv_heads / cp;
+        // One row per strategy (ulysses: per saved-activations choice and pipeline chunk count).
+        std::vector<std::pair<ParallelConfig, PlanKnobs>> plans;
+        const PlanKnobs plain{.keep_saved = o.keep_saved};
+        for (const std::string& name : o.strategy) {
+          const Strategy strategy = parse_strategy(name).value();
+          if (strategy == Strategy::kUlysses) {
+            for (const std::string& name_saved : o.saved) {
+              const SavedActivations saved = parse_saved_activations(name_saved).value();
+              for (int chunks : o.chunks) {
+                if (chunks > 1 && (hkv_local < 1 || hkv_local % chunks != 0)) continue;
+                // Slots in flight matter only for lse with several chunks: one row per value then.
+                const bool slots = saved == SavedActivations::kLseOnly && chunks > 1;
+                for (int in_flight : slots ? o.in_flight : std::vector<int>{2}) {
+                  plans.push_back({ParallelConfig{.cp = cp}, PlanKnobs{.chunks = chunks,
+                                                                       .keep_saved = o.keep_saved,
+                                                                       .saved = saved,
+                                                                       .in_flight = in_flight}});
+                }
               }
             }
+          } else if (strategy == Strategy::kRing) {
+            plans.push_back({ParallelConfig{.strategy = strategy, .cp = cp}, plain});
+          } else if (o.ulysses_degree > 1 && cp % o.ulysses_degree == 0 && cp > o.ulysses_degree) {
+            plans.push_back(
+                {ParallelConfig{.strategy = strategy, .cp = cp, .ulysses_degree = o.ulysses_degree},
+                 plain});
           }
-        } else if (strategy == Strategy::kRing) {
-          plans.push_back({ParallelConfig{.strategy = strategy, .cp = cp}, plain});
-        } else if (o.ulysses_degree > 1 && cp % o.ulysses_degree == 0 && cp > o.ulysses_degree) {
-          plans.push_back(
-              {ParallelConfig{.strategy = strategy, .cp = cp, .ulysses_degree = o.ulysses_degree},
-               plain});
         }
+        for (const auto& [parallel, knobs] : plans) {
+          const int chunks = knobs.chunks;
+          if (seq % parallel.sequence_multiple() != 0) continue;
+          HostOut got;
+          MemUse mem;
+          const double tp = run_plan(s, in, comms, parallel, knobs, o.iters,
+                                     o.check ? &got : nullptr, &mem, loopback);
+          GpuRow row{seq,           cp, std::string(strategy_name(parallel.strategy)),
+                     chunks,        tp, flops_per_step(s) / cp / (tp * 1e-3) / 1e12,
+                     t1 / (cp * tp)};
+          row.saved = saved_activations_name(knobs.saved);
+          row.in_flight = knobs.in_flight;
+          row.peak_gib = mem.peak;
+          row.io_gib = mem.io;
+          row.workspace_gib = mem.workspace;
+          row.saved_gib = mem.saved;
+          const bool ulysses = parallel.strategy == Strategy::kUlysses;
+          // The forward Q/K/V message: Sl * B * (hq + 2 hkv) * D elements per peer.
+          const std::int64_t hq = o.heads / cp, hkv = std::max(1, o.kv_heads / cp);
+          const std::size_t msg =
+              static_cast<std::size_t>(seq / cp * o.batch * (hq + 2 * hkv) * o.head_dim) * 2;
+          row.a2a_mib = static_cast<double>(msg) * cp / (1 << 20);
+          if (ulysses && chunks == 1 && knobs.saved == SavedActivations::kHeadSharded &&
+              !loopback) {
+            measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs);
+          }
+          if (o.check) {
+            const Cmp co = compare(ref.o, got.o), cq = compare(ref.dq, got.dq),
+                      ck = compare(ref.dk, got.dk), cv = compare(ref.dv, got.dv);
+            row.err_o = co.max_abs;
+            row.err_dq = cq.max_abs;
+            row.err_dk = ck.max_abs;
+            row.err_dv = cv.max_abs;
+            row.exact_o = co.bitwise;
+            row.exact_dkv = ck.bitwise && cv.bitwise;
+            // O/dK/dV are expected bitwise (heads independent); dQ (atomic accumulation in cuDNN)
+            // and replicated KV heads within 2 bf16 ulps of the largest value.
+            const double tol = 2 * 0x1p-7;
+            row.pass =
+                row.err_o <= tol * max_abs_of(ref.o) && row.err_dq <= tol * max_abs_of(ref.dq) &&
+                row.err_dk <= tol * max_abs_of(ref.dk) && row.err_dv <= tol * max_abs_of(ref.dv);
+          }
+          row.transport = transport;
+          row.repro = repro(s, cp, knobs, o.iters, parallel) + " --transport " + transport;
+          rows.push_back(row);
+        }
+        for (ncclComm_t c : raw) ncclCommDestroy(c);
       }
-      for (const auto& [parallel, knobs] : plans) {
-        const int chunks = knobs.chunks;
-        if (seq % parallel.sequence_multiple() != 0) continue;
-        HostOut got;
-        MemUse mem;
-        const double tp = run_plan(s, in, comms, parallel, knobs, o.iters, o.check ? &got : nullptr,
-                                   &mem, o.loopback);
-        GpuRow row{seq,           cp, std::string(strategy_name(parallel.strategy)),
-                   chunks,        tp, flops_per_step(s) / cp / (tp * 1e-3) / 1e12,
-                   t1 / (cp * tp)};
-        row.saved = saved_activations_name(knobs.saved);
-        row.in_flight = knobs.in_flight;
-        row.peak_gib = mem.peak;
-        row.io_gib = mem.io;
-        row.workspace_gib = mem.workspace;
-        row.saved_gib = mem.saved;
-        const bool ulysses = parallel.strategy == Strategy::kUlysses;
-        // The forward Q/K/V message: Sl * B * (hq + 2 hkv) * D elements per peer.
-        const std::int64_t hq = o.heads / cp, hkv = std::max(1, o.kv_heads / cp);
-        const std::size_t msg =
-            static_cast<std::size_t>(seq / cp * o.batch * (hq + 2 * hkv) * o.head_dim) * 2;
-        row.a2a_mib = static_cast<double>(msg) * cp / (1 << 20);
-        if (ulysses && chunks == 1 && knobs.saved == SavedActivations::kHeadSharded &&
-            !o.loopback) {
-          measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs);
-        }
-        if (o.check) {
-          const Cmp co = compare(ref.o, got.o), cq = compare(ref.dq, got.dq),
-                    ck = compare(ref.dk, got.dk), cv = compare(ref.dv, got.dv);
-          row.err_o = co.max_abs;
-          row.err_dq = cq.max_abs;
-          row.err_dk = ck.max_abs;
-          row.err_dv = cv.max_abs;
-          row.exact_o = co.bitwise;
-          row.exact_dkv = ck.bitwise && cv.bitwise;
-          // O/dK/dV are expected bitwise (heads independent); dQ (atomic accumulation in cuDNN) and
-          // replicated KV heads within 2 bf16 ulps of the largest value.
-          const double tol = 2 * 0x1p-7;
-          row.pass =
-              row.err_o <= tol * max_abs_of(ref.o) && row.err_dq <= tol * max_abs_of(ref.dq) &&
-              row.err_dk <= tol * max_abs_of(ref.dk) && row.err_dv <= tol * max_abs_of(ref.dv);
-        }
-        row.repro = repro(s, cp, knobs, o.iters, parallel) + (o.loopback ? " --loopback" : "");
-        rows.push_back(row);
-      }
-      for (ncclComm_t c : raw) ncclCommDestroy(c);
     }
     for (const GpuRow& r : rows) {
       if (r.seq != seq) continue;
       std::printf(
-          "%8lld %3d %-8s %5s %6d %10.2f %10.1f %6.3f %10.1f %10.1f %8.2f %9.2e %9.2e %9.2e %9.2e "
-          "%9s "
-          "%5s\n",
+          "%8lld %3d %-8s %-8s %5s %6d %10.2f %10.1f %6.3f %10.1f %10.1f %8.2f %9.2e %9.2e %9.2e "
+          "%9.2e %9s %5s\n",
           static_cast<long long>(r.seq), r.cp, r.strategy.c_str(),
-          r.strategy == "ulysses" ? r.saved.c_str() : "-", r.chunks, r.ms, r.tflops, r.efficiency,
-          r.a2a_gbs, r.nccl_gbs, r.peak_gib, r.err_o, r.err_dq, r.err_dk, r.err_dv,
+          r.cp == 1 ? "-" : r.transport.c_str(), r.strategy == "ulysses" ? r.saved.c_str() : "-",
+          r.chunks, r.ms, r.tflops, r.efficiency, r.a2a_gbs, r.nccl_gbs, r.peak_gib, r.err_o,
+          r.err_dq, r.err_dk, r.err_dv,
           r.cp == 1 ? "-" : (r.exact_o && r.exact_dkv ? "O,dK,dV" : (r.exact_o ? "O" : "no")),
           r.pass ? "PASS" : "FAIL");
       all_pass = all_pass && r.pass;
@@ -805,21 +824,21 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     for (const GpuRow& r : rows) {
       if (r.seq != seq) continue;
       std::printf(
-          "#   seq %lld cp %d %s saved=%s chunks=%d in-flight=%d memory: peak %.2f GiB = "
+          "#   seq %lld cp %d %s via %s saved=%s chunks=%d in-flight=%d memory: peak %.2f GiB = "
           "inputs/outputs %.2f + workspace %.2f + saved %.2f + other %.2f (NCCL, cuDNN "
           "internals)\n",
-          static_cast<long long>(r.seq), r.cp, r.strategy.c_str(), r.saved.c_str(), r.chunks,
-          r.in_flight, r.peak_gib, r.io_gib, r.workspace_gib, r.saved_gib,
-          r.peak_gib - r.io_gib - r.workspace_gib - r.saved_gib);
+          static_cast<long long>(r.seq), r.cp, r.strategy.c_str(), r.transport.c_str(),
+          r.saved.c_str(), r.chunks, r.in_flight, r.peak_gib, r.io_gib, r.workspace_gib,
+          r.saved_gib, r.peak_gib - r.io_gib - r.workspace_gib - r.saved_gib);
     }
     for (int cp : cps) {
-      if (cp == 1 || o.loopback) continue;  // the breakdown is about speed
+      if (cp == 1 || all_loopback) continue;  // the breakdown is about speed
       const double contiguous = time_local_kernel(s, cp, false, o.iters);
       const double in_place = time_local_kernel(s, cp, true, o.iters);
       GpuRow* row = nullptr;
       for (GpuRow& r : rows) {
-        if (r.seq == seq && r.cp == cp && r.chunks == 1 && r.strategy == "ulysses" &&
-            r.saved == "heads") {
+        if (row == nullptr && r.seq == seq && r.cp == cp && r.chunks == 1 &&
+            r.strategy == "ulysses" && r.saved == "heads") {
           row = &r;
         }
       }
@@ -853,15 +872,16 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const GpuRow& r = rows[i];
       f << "    {\"seq\": " << r.seq << ", \"cp\": " << r.cp << ", \"strategy\": \"" << r.strategy
-        << "\", \"chunks\": " << r.chunks << ", \"saved\": \"" << r.saved
-        << "\", \"in_flight\": " << r.in_flight << ", \"ms_per_step\": " << r.ms
-        << ", \"tflops_per_gpu\": " << r.tflops << ", \"efficiency\": " << r.efficiency
-        << ", \"a2a_gbs\": " << r.a2a_gbs << ", \"nccl_a2a_gbs\": " << r.nccl_gbs
-        << ", \"a2a_mib_per_gpu\": " << r.a2a_mib << ", \"peak_gib\": " << r.peak_gib
-        << ", \"io_gib\": " << r.io_gib << ", \"workspace_gib\": " << r.workspace_gib
-        << ", \"saved_gib\": " << r.saved_gib << ", \"err_o\": " << r.err_o
-        << ", \"err_dq\": " << r.err_dq << ", \"err_dk\": " << r.err_dk
-        << ", \"err_dv\": " << r.err_dv << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
+        << "\", \"chunks\": " << r.chunks << ", \"transport\": \"" << r.transport
+        << "\", \"saved\": \"" << r.saved << "\", \"in_flight\": " << r.in_flight
+        << ", \"ms_per_step\": " << r.ms << ", \"tflops_per_gpu\": " << r.tflops
+        << ", \"efficiency\": " << r.efficiency << ", \"a2a_gbs\": " << r.a2a_gbs
+        << ", \"nccl_a2a_gbs\": " << r.nccl_gbs << ", \"a2a_mib_per_gpu\": " << r.a2a_mib
+        << ", \"peak_gib\": " << r.peak_gib << ", \"io_gib\": " << r.io_gib
+        << ", \"workspace_gib\": " << r.workspace_gib << ", \"saved_gib\": " << r.saved_gib
+        << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
+        << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
+        << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
         << ", \"kernel_inplace_ms\": " << r.kernel_inplace_ms << ", \"pack_gbs\": " << r.pack_gbs
         << ", \"unpack_gbs\": " << r.unpack_gbs << ", \"copy_gbs\": " << r.copy_gbs
         << ", \"exact_o\": " << (r.exact_o ? "true" : "false")

@@ -403,9 +403,13 @@ int main(int argc, char** argv) {
                  "once (list of 1, 2; GPU: one row each where chunks > 1)")
       ->delimiter(',')
       ->check(CLI::Range(1, 2));
-  app.add_flag("--loopback", o.loopback,
-               "GPU path: run the cp > 1 rows as cp virtual ranks on GPU 0 (device loopback) "
-               "instead of NCCL over cp GPUs: checks and memory per rank, not speed");
+  app.add_option(
+         "--transport", o.transport,
+         "GPU path, the cp > 1 rows' communicator (list): nccl (default), peer (copy-engine "
+         "copies between this process's GPUs, no NCCL), loopback (cp virtual ranks on GPU "
+         "0: checks and memory per rank, not speed)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"nccl", "peer", "loopback"}));
   app.add_option("--iters", o.iters, "timed steps per row (median reported)");
   app.add_flag("--check,!--no-check", o.check, "compare with the unsharded run (default on)");
   app.add_option("--json", o.json, "also write the rows as JSON to this file");

@@ -10,6 +10,7 @@
 #include <array>
 #include <chrono>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "ulysses/attention.h"
@@ -76,6 +77,16 @@ Status synchronize(Communicator& comm, Stream stream);
 /// its own stream. For testing P ranks on one GPU; not for speed.
 Result<std::vector<std::unique_ptr<Communicator>>> create_device_loopback_group(
     int size, int device, LoopbackOptions options = {});
+
+/// One process driving several GPUs without NCCL: rank r works on `devices[r]`, and every transfer
+/// is a copy-engine copy from the sender's memory into the receiver's (cudaMemcpyAsync over NVLink
+/// or PCIe peer access) on the receiver's stream, ordered by CUDA events both ways. The copies use
+/// no SMs, so they can overlap a kernel without slowing it. Give each communicator to its own host
+/// thread (ranks meet on the host to match sends and receives; waits bounded by options.timeout).
+/// Every two distinct devices must have peer access (kUnsupported naming the pair otherwise); a
+/// device listed twice holds two ranks.
+Result<std::vector<std::unique_ptr<Communicator>>> create_peer_copy_group(
+    std::span<const int> devices, LoopbackOptions options = {});
 
 // --- cuDNN attention
 // -------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-// Device loopback: P virtual ranks on one GPU. Each rank is a host thread with its own stream; a
-// send records an event when its data is ready, the matching receive makes its own stream wait for
-// that event and copies device to device, then records an event the sender's stream waits on before
-// it may overwrite the buffer. No host synchronisation on the data path; copies are bit-exact.
+// Device loopback (P virtual ranks on one GPU) and the peer-copy group (ranks on several GPUs of
+// one process). Each rank is a host thread with its own stream; a send records an event when its
+// data is ready, the matching receive makes its own stream wait for that event and copies from the
+// sender's buffer (same device, or a peer device over NVLink/PCIe: the copy engine either way),
+// then records an event the sender's stream waits on before it may overwrite the buffer. No host
+// synchronisation on the data path; copies are bit-exact.
 #include <cuda_runtime.h>
 
 #include "comm/loopback_transport.h"
@@ -19,9 +21,9 @@ std::shared_ptr<void> wrap_event(cudaEvent_t e) {
 
 class DeviceTransport final : public comm::LoopbackTransport {
  public:
-  explicit DeviceTransport(int device) : device_(device) {}
+  DeviceTransport(int device, std::string_view name) : device_(device), name_(name) {}
   Device device() const override { return Device::cuda(device_); }
-  std::string_view name() const override { return "device-loopback"; }
+  std::string_view name() const override { return name_; }
 
   Result<std::shared_ptr<void>> ready_token(Stream stream) override {
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
@@ -38,8 +40,8 @@ class DeviceTransport final : public comm::LoopbackTransport {
       ULYSSES_CUDA_CHECK(
           cudaStreamWaitEvent(stream, static_cast<cudaEvent_t>(send.ready.get()), 0));
     }
-    ULYSSES_CUDA_CHECK(
-        cudaMemcpyAsync(dst, send.data, send.bytes, cudaMemcpyDeviceToDevice, stream));
+    // cudaMemcpyDefault: the source may live on a peer device (unified addressing finds it).
+    ULYSSES_CUDA_CHECK(cudaMemcpyAsync(dst, send.data, send.bytes, cudaMemcpyDefault, stream));
     cudaEvent_t done = nullptr;
     ULYSSES_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
     send.done = wrap_event(done);
@@ -72,6 +74,7 @@ class DeviceTransport final : public comm::LoopbackTransport {
 
  private:
   int device_;
+  std::string_view name_;
 };
 
 }  // namespace
@@ -85,7 +88,51 @@ Result<std::vector<std::unique_ptr<Communicator>>> create_device_loopback_group(
     return detail::arg_error(api, "device", "is not a visible CUDA device", device,
                              detail::str_cat("0..", n - 1, " (", n, " devices visible)"));
   }
-  return comm::make_loopback_comms(size, options, std::make_shared<DeviceTransport>(device));
+  return comm::make_loopback_comms(size, options,
+                                   std::make_shared<DeviceTransport>(device, "device-loopback"));
+}
+
+Result<std::vector<std::unique_ptr<Communicator>>> create_peer_copy_group(
+    std::span<const int> devices, LoopbackOptions options) {
+  constexpr std::string_view api = "ulysses::create_peer_copy_group";
+  if (devices.empty()) {
+    return detail::arg_error(api, "devices", "is empty", "[]", "one device per rank");
+  }
+  if (options.timeout.count() <= 0) {
+    return detail::arg_error(api, "options.timeout", "must be positive",
+                             detail::str_cat(options.timeout.count(), " ms"), "> 0 ms");
+  }
+  const int n = cuda_device_count();
+  for (std::size_t r = 0; r < devices.size(); ++r) {
+    if (devices[r] < 0 || devices[r] >= n) {
+      return detail::arg_error(api, detail::str_cat("devices[", r, "]"),
+                               "is not a visible CUDA device", devices[r],
+                               detail::str_cat("0..", n - 1, " (", n, " devices visible)"));
+    }
+  }
+  // Peer access both ways between every two distinct devices (idempotent across groups).
+  for (int a : devices) {
+    for (int b : devices) {
+      if (a == b) continue;
+      int can = 0;
+      ULYSSES_CUDA_CHECK(cudaDeviceCanAccessPeer(&can, a, b));
+      if (!can) {
+        return unsupported(detail::str_cat(api, ": device ", a, " cannot access device ", b,
+                                           " directly (no NVLink or PCIe peer access; got devices ",
+                                           a, " and ", b, ", expected peers): use NCCL"));
+      }
+      ULYSSES_CUDA_CHECK(cudaSetDevice(a));
+      const cudaError_t e = cudaDeviceEnablePeerAccess(b, 0);
+      if (e == cudaErrorPeerAccessAlreadyEnabled) {
+        (void)cudaGetLastError();  // not sticky: clear it so later checks do not see it
+      } else {
+        ULYSSES_CUDA_CHECK(e);
+      }
+    }
+  }
+  std::vector<std::shared_ptr<comm::LoopbackTransport>> transports;
+  for (int d : devices) transports.push_back(std::make_shared<DeviceTransport>(d, "peer-copy"));
+  return comm::make_loopback_comms(options, std::move(transports));
 }
 
 }  // namespace ulysses

@@ -270,9 +270,19 @@ class HostTransport final : public comm::LoopbackTransport {
 namespace comm {
 std::vector<std::unique_ptr<Communicator>> make_loopback_comms(
     int size, LoopbackOptions options, std::shared_ptr<LoopbackTransport> transport) {
+  return make_loopback_comms(options, std::vector<std::shared_ptr<LoopbackTransport>>(
+                                          static_cast<std::size_t>(size), std::move(transport)));
+}
+
+std::vector<std::unique_ptr<Communicator>> make_loopback_comms(
+    LoopbackOptions options, std::vector<std::shared_ptr<LoopbackTransport>> transports) {
+  const int size = static_cast<int>(transports.size());
   auto hub = std::make_shared<Hub>(size, options);
   std::vector<std::unique_ptr<Communicator>> comms;
-  for (int r = 0; r < size; ++r) comms.push_back(std::make_unique<LoopbackComm>(hub, r, transport));
+  for (int r = 0; r < size; ++r) {
+    comms.push_back(
+        std::make_unique<LoopbackComm>(hub, r, std::move(transports[static_cast<std::size_t>(r)])));
+  }
   return comms;
 }
 }  // namespace comm

@@ -28,5 +28,8 @@ class LoopbackTransport {
 /// The N communicators of one loopback group over `transport` (shared by all of them).
 std::vector<std::unique_ptr<Communicator>> make_loopback_comms(
     int size, LoopbackOptions options, std::shared_ptr<LoopbackTransport> transport);
+/// The same with one transport per rank (rank r moves its bytes with transports[r]).
+std::vector<std::unique_ptr<Communicator>> make_loopback_comms(
+    LoopbackOptions options, std::vector<std::shared_ptr<LoopbackTransport>> transports);
 
 }  // namespace ulysses::comm

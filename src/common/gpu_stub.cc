@@ -36,6 +36,10 @@ Result<std::vector<std::unique_ptr<Communicator>>> create_device_loopback_group(
                                                                                 LoopbackOptions) {
   return no_cuda("ulysses::create_device_loopback_group");
 }
+Result<std::vector<std::unique_ptr<Communicator>>> create_peer_copy_group(std::span<const int>,
+                                                                          LoopbackOptions) {
+  return no_cuda("ulysses::create_peer_copy_group");
+}
 Result<std::unique_ptr<LocalAttention>> create_cudnn_attention(int, CudnnOptions) {
   return no_cuda("ulysses::create_cudnn_attention");
 }

@@ -28,10 +28,20 @@ std::vector<std::unique_ptr<Communicator>> nccl_group(int n, NcclOptions options
   return comms;
 }
 
-TEST(Nccl, AllToAllVIsBitExact) {
-  ULYSSES_REQUIRE_GPUS(2);
-  const int n = cuda_device_count();
-  auto comms = nccl_group(n);
+// One copy-engine communicator per local GPU (create_peer_copy_group), rank r on GPU r.
+std::vector<std::unique_ptr<Communicator>> peer_copy_group(int n) {
+  std::vector<int> devices(static_cast<std::size_t>(n));
+  for (int r = 0; r < n; ++r) devices[static_cast<std::size_t>(r)] = r;
+  auto comms = create_peer_copy_group(devices);
+  EXPECT_TRUE(comms.is_ok()) << comms.status().to_string();
+  return comms.is_ok() ? std::move(comms).value() : std::vector<std::unique_ptr<Communicator>>{};
+}
+
+// Rank-stamped words through all_to_all_v with uneven counts: every word must land where it
+// belongs.
+void expect_all_to_all_bit_exact(std::vector<std::unique_ptr<Communicator>>& comms) {
+  const int n = static_cast<int>(comms.size());
+  ASSERT_GE(n, 2);
   std::atomic<std::int64_t> wrong{0};
   std::vector<std::thread> threads;
   for (int r = 0; r < n; ++r) {
@@ -78,11 +88,20 @@ TEST(Nccl, AllToAllVIsBitExact) {
   EXPECT_EQ(wrong.load(), 0);
 }
 
-class NcclUlysses : public ::testing::TestWithParam<GpuCase> {};
-
-TEST_P(NcclUlysses, MatchesSingleGpu) {
+TEST(Nccl, AllToAllVIsBitExact) {
   ULYSSES_REQUIRE_GPUS(2);
-  GpuCase c = GetParam();
+  auto comms = nccl_group(cuda_device_count());
+  expect_all_to_all_bit_exact(comms);
+}
+
+TEST(PeerCopy, AllToAllVIsBitExact) {
+  ULYSSES_REQUIRE_GPUS(2);
+  auto comms = peer_copy_group(cuda_device_count());
+  expect_all_to_all_bit_exact(comms);
+}
+
+// Ulysses over every local GPU through NCCL or the peer-copy communicator, against one GPU.
+void ulysses_matches_single_gpu(GpuCase c, bool peer_copy) {
   c.P = cuda_device_count();
   if (c.Hq % c.P != 0) GTEST_SKIP() << "heads do not divide over " << c.P << " GPUs";
   if (c.chunks > 1 && (c.Hkv < c.P || (c.Hkv / c.P) % c.chunks != 0)) {
@@ -94,10 +113,42 @@ TEST_P(NcclUlysses, MatchesSingleGpu) {
   std::mt19937_64 rng(seed);
   const testing::GpuInputs in = testing::make_gpu_inputs(c, rng);
   const testing::GpuOutputs single = testing::run_single_gpu(c, in, 0);
-  auto comms = nccl_group(c.P);
+  auto comms = peer_copy ? peer_copy_group(c.P) : nccl_group(c.P);
   const testing::GpuOutputs dist = testing::run_distributed(c, in, comms, [](int r) { return r; });
   testing::expect_matches_single_gpu(c, single, dist);
 }
+
+class NcclUlysses : public ::testing::TestWithParam<GpuCase> {};
+
+TEST_P(NcclUlysses, MatchesSingleGpu) {
+  ULYSSES_REQUIRE_GPUS(2);
+  ulysses_matches_single_gpu(GetParam(), false);
+}
+
+class PeerCopyUlysses : public ::testing::TestWithParam<GpuCase> {};
+
+TEST_P(PeerCopyUlysses, MatchesSingleGpu) {
+  ULYSSES_REQUIRE_GPUS(2);
+  ulysses_matches_single_gpu(GetParam(), true);
+}
+
+// Copy-engine exchanges: plain, pipelined on a side stream, and with only the LSE saved.
+INSTANTIATE_TEST_SUITE_P(Gpus, PeerCopyUlysses,
+                         ::testing::Values(
+                             GpuCase{"gqa_causal", 0, Layout::kBSHD, 2, 2048, 16, 8, 128},
+                             [] {
+                               GpuCase c{"chunks2_varlen", 0, Layout::kTHD, 1, 2048, 16, 8, 128};
+                               c.cu = {0, 700, 701, 1900};
+                               c.chunks = 2;
+                               return c;
+                             }(),
+                             [] {
+                               GpuCase c{"lse_only_chunks4", 0, Layout::kBSHD, 1, 4096, 32, 8, 128};
+                               c.chunks = 4;
+                               c.saved = SavedActivations::kLseOnly;
+                               return c;
+                             }()),
+                         [](const auto& param_info) { return param_info.param.name; });
 
 class NcclRing : public ::testing::TestWithParam<GpuCase> {};
 

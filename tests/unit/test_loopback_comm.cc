@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "common/test_util.h"
+#include "ulysses/gpu.h"
 
 namespace ulysses {
 namespace {
@@ -181,6 +182,23 @@ TEST(Loopback, ArgumentErrors) {
   float f = 0;
   s = c.all_reduce_sum(&f, &f, 1, DType::kBFloat16, nullptr);
   EXPECT_NE(s.message().find("dtype"), std::string::npos);
+}
+
+TEST(PeerCopy, BadDevicesAreRejectedBeforeAnythingIsSetUp) {
+  // Holds with or without GPUs: no device list is valid if empty, none past the visible count.
+  EXPECT_EQ(create_peer_copy_group(std::vector<int>{}).status().code(),
+            built_with_cuda() ? StatusCode::kInvalidArgument : StatusCode::kUnsupported);
+  const int n = cuda_device_count();
+  const std::vector<int> devices = {0, n};  // device n does not exist
+  const Status s = create_peer_copy_group(devices).status();
+  if (!built_with_cuda()) {
+    EXPECT_EQ(s.code(), StatusCode::kUnsupported) << s.to_string();
+    return;
+  }
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+  EXPECT_NE(s.message().find(n == 0 ? "devices[0]" : "devices[1]"), std::string::npos)
+      << s.message();
+  EXPECT_NE(s.message().find("not a visible CUDA device"), std::string::npos) << s.message();
 }
 
 }  // namespace
