@@ -313,9 +313,9 @@ TEST(GpuStreams, InputsFreedRightAfterTheCallStayCorrect) {
   cudaStreamDestroy(s);
 }
 
-TEST(GpuStreams, NoDeviceMemoryGrowthOver1000Steps) {
-  ULYSSES_REQUIRE_GPUS(1);
-  const GpuCase c{"growth", 2, Layout::kBSHD, 1, 256, 4, 2, 64, DType::kBFloat16};
+// 1000 forward+backward steps of two device-loopback ranks after 10 warm-up steps: the free device
+// memory must not move (no per-step allocation anywhere: plan, kernel, communicator, events).
+void expect_no_memory_growth(const GpuCase& c) {
   std::mt19937_64 rng(testing::fresh_seed());
   const testing::GpuInputs in = testing::make_gpu_inputs(c, rng);
   auto comms = create_device_loopback_group(2, 0);
@@ -330,11 +330,7 @@ TEST(GpuStreams, NoDeviceMemoryGrowthOver1000Steps) {
       cudaStream_t s = nullptr;
       cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
       auto kernel = create_cudnn_attention(0);
-      const PlanConfig cfg{.attention = testing::attention_of(c),
-                           .parallel = {.cp = 2},
-                           .dtype = c.dtype,
-                           .batch = 1,
-                           .seqlen = c.S};
+      const PlanConfig cfg = testing::plan_config_of(c);
       auto plan =
           DistributedAttention::create(cfg, *(*comms)[static_cast<std::size_t>(r)], **kernel);
       if (!plan.is_ok()) {
@@ -358,7 +354,11 @@ TEST(GpuStreams, NoDeviceMemoryGrowthOver1000Steps) {
                      .dk = sv(dk),
                      .dv = sv(dv),
                      .workspace = ws.ptr,
-                     .saved = saved.ptr};
+                     .saved = saved.ptr,
+                     .q = f.q,  // read with saved_activations = lse
+                     .k = f.k,
+                     .v = f.v,
+                     .o = f.o};
       auto step = [&]() -> Status {
         ULYSSES_RETURN_IF_ERROR((*plan)->forward(f, s));
         return (*plan)->backward(b, s);
@@ -381,6 +381,20 @@ TEST(GpuStreams, NoDeviceMemoryGrowthOver1000Steps) {
   for (auto& t : threads) t.join();
   EXPECT_ALL_OK(st);
   EXPECT_EQ(free_after_warmup, free_at_end) << "device memory changed over 1000 steps";
+}
+
+TEST(GpuStreams, NoDeviceMemoryGrowthOver1000Steps) {
+  ULYSSES_REQUIRE_GPUS(1);
+  expect_no_memory_growth({"growth", 2, Layout::kBSHD, 1, 256, 4, 2, 64, DType::kBFloat16});
+}
+
+TEST(GpuStreams, NoDeviceMemoryGrowthOver1000StepsLseOnlyInSlots) {
+  ULYSSES_REQUIRE_GPUS(1);
+  // Side stream, 4 chunks through 2 slots, q/k/v/o exchanged again in backward.
+  GpuCase c{"growth_lse", 2, Layout::kBSHD, 1, 256, 16, 8, 64, DType::kBFloat16};
+  c.chunks = 4;
+  c.saved = SavedActivations::kLseOnly;
+  expect_no_memory_growth(c);
 }
 
 }  // namespace
