@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine: GPU tests, then the benchmark sweep. Modes: all (default),
-# tests-only, bench-only, distributed (only the multi-rank tests and a shorter bench).
+# tests-only, bench-only, distributed (only the multi-rank tests and a shorter bench), compare
+# (the multi-rank tests, then ulysses' saved-activations and transport choices side by side).
 # Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and writes logs and JSON to
 # $OUT (or ./gpu-out). Keeps NVLink multicast off for every process it starts.
 set -uo pipefail
@@ -38,8 +39,12 @@ read -r -a bench_args <<<"${BENCH_ARGS:-}"
 if [[ $mode == distributed ]]; then  # the distributed tests and a shorter bench only
   bench_args+=(--iters 3)
 fi
+if [[ $mode == compare ]]; then  # heads vs lse, 1 vs 4 chunks, NCCL vs copy-engine exchanges
+  bench_args=(--seq 8192,32768,131072 --strategy ulysses --saved heads,lse --chunks 1,4
+              --in-flight 1,2 --transport nccl,peer --iters 3 "${bench_args[@]}")
+fi
 if [[ $mode != bench-only ]]; then
-  if [[ $mode != distributed ]]; then
+  if [[ $mode != distributed && $mode != compare ]]; then
     run gpu_layout 120 $BIN/test_gpu_layout
     run gpu_cudnn 300 $BIN/test_gpu_cudnn
   fi
