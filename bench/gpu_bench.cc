@@ -43,6 +43,7 @@ struct GpuRow {
   int chunks = 1;
   double ms = 0, tflops = 0, efficiency = 1;
   double a2a_gbs = 0, nccl_gbs = 0, a2a_mib = 0;
+  double a2a_host_us = 0;  // host time to issue one ulysses all-to-all (the GPU time is a2a_gbs')
   double peak_gib = 0;
   double io_gib = 0, workspace_gib = 0, saved_gib = 0;  // what the peak holds, by owner
   double err_o = 0, err_dq = 0, err_dk = 0, err_dv = 0;
@@ -372,11 +373,17 @@ PackRate measure_pack(const Shape& s, int P, int iters) {
   return r;
 }
 
+// Holds a stream for 20 ms from a host callback, so that everything enqueued behind it meanwhile
+// runs back to back on the GPU: the timed loop then measures the device, not how fast the host
+// issues calls (the host cost per call is reported separately).
+void CUDART_CB hold_stream(void*) { std::this_thread::sleep_for(std::chrono::milliseconds(20)); }
+
 void measure_a2a(std::vector<std::unique_ptr<Communicator>>& comms,
                  const std::vector<ncclComm_t>& raw, std::size_t bytes_per_peer,
-                 double* ulysses_gbs, double* nccl_gbs) {
+                 double* ulysses_gbs, double* nccl_gbs, double* ulysses_host_us) {
   const int P = static_cast<int>(comms.size());
-  std::vector<double> t_u(static_cast<std::size_t>(P)), t_n(static_cast<std::size_t>(P));
+  std::vector<double> t_u(static_cast<std::size_t>(P)), t_n(static_cast<std::size_t>(P)),
+      host_u(static_cast<std::size_t>(P));
   std::vector<std::thread> threads;
   for (int r = 0; r < P; ++r) {
     threads.emplace_back([&, r] {
@@ -391,27 +398,47 @@ void measure_a2a(std::vector<std::unique_ptr<Communicator>>& comms,
           offs(counts.size());
       for (int p = 0; p < P; ++p)
         offs[static_cast<std::size_t>(p)] = bytes_per_peer * static_cast<std::size_t>(p);
-      cudaEvent_t e0, e1;
+      cudaEvent_t e0, e1, gate;
       cudaEventCreate(&e0);
       cudaEventCreate(&e1);
-      auto time = [&](auto&& op) {
-        for (int i = 0; i < 3; ++i) op();
+      cudaEventCreateWithFlags(&gate, cudaEventDisableTiming);
+      cudaStream_t holder;
+      cudaStreamCreateWithFlags(&holder, cudaStreamNonBlocking);
+      // Device ms per call with the calls queued up behind a held stream; host µs per call issued.
+      auto time = [&](auto&& op, double* host_us) {
+        for (int i = 0; i < 3; ++i) op();  // warm-up
+        cudaLaunchHostFunc(holder, hold_stream, nullptr);
+        cudaEventRecord(gate, holder);
+        cudaStreamWaitEvent(st, gate, 0);
+        for (int i = 0; i < 3; ++i) op();  // absorbs the ranks' different release times
         cudaEventRecord(e0, st);
         const int n = 10;
+        const auto h0 = std::chrono::steady_clock::now();
         for (int i = 0; i < n; ++i) op();
+        const auto h1 = std::chrono::steady_clock::now();
         cudaEventRecord(e1, st);
         cudaEventSynchronize(e1);
+        if (host_us) *host_us = std::chrono::duration<double, std::micro>(h1 - h0).count() / n;
         float ms = 0;
         cudaEventElapsedTime(&ms, e0, e1);
         return ms / n;
       };
-      t_u[static_cast<std::size_t>(r)] = time([&] {
-        (void)comms[static_cast<std::size_t>(r)]->all_to_all_v(send, counts, offs, recv, counts,
-                                                               offs, st);
-      });
-      t_n[static_cast<std::size_t>(r)] = time([&] {
-        ncclAlltoAll(send, recv, bytes_per_peer, ncclUint8, raw[static_cast<std::size_t>(r)], st);
-      });
+      t_u[static_cast<std::size_t>(r)] = time(
+          [&] {
+            (void)comms[static_cast<std::size_t>(r)]->all_to_all_v(send, counts, offs, recv, counts,
+                                                                   offs, st);
+          },
+          &host_u[static_cast<std::size_t>(r)]);
+      t_n[static_cast<std::size_t>(r)] = time(
+          [&] {
+            ncclAlltoAll(send, recv, bytes_per_peer, ncclUint8, raw[static_cast<std::size_t>(r)],
+                         st);
+          },
+          nullptr);
+      cudaStreamDestroy(holder);
+      cudaEventDestroy(gate);
+      cudaEventDestroy(e0);
+      cudaEventDestroy(e1);
       cudaFree(send);
       cudaFree(recv);
       cudaStreamDestroy(st);
@@ -421,6 +448,7 @@ void measure_a2a(std::vector<std::unique_ptr<Communicator>>& comms,
   const double sent = static_cast<double>(bytes_per_peer) * (P - 1);
   *ulysses_gbs = sent / (*std::max_element(t_u.begin(), t_u.end()) * 1e-3) / 1e9;
   *nccl_gbs = sent / (*std::max_element(t_n.begin(), t_n.end()) * 1e-3) / 1e9;
+  *ulysses_host_us = *std::max_element(host_u.begin(), host_u.end());
 }
 
 // The PlanConfig knobs a row varies or the user sets.
@@ -783,7 +811,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           row.a2a_mib = static_cast<double>(msg) * cp / (1 << 20);
           if (ulysses && chunks == 1 && knobs.saved == SavedActivations::kHeadSharded &&
               !loopback) {
-            measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs);
+            measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs, &row.a2a_host_us);
           }
           if (o.check) {
             const Cmp co = compare(ref.o, got.o), cq = compare(ref.dq, got.dq),
@@ -830,6 +858,14 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           static_cast<long long>(r.seq), r.cp, r.strategy.c_str(), r.transport.c_str(),
           r.saved.c_str(), r.chunks, r.in_flight, r.peak_gib, r.io_gib, r.workspace_gib,
           r.saved_gib, r.peak_gib - r.io_gib - r.workspace_gib - r.saved_gib);
+      if (r.a2a_host_us > 0) {
+        std::printf(
+            "#   seq %lld cp %d via %s all-to-all of %.0f MiB per GPU: %.1f GB/s on the GPU "
+            "(NCCL's "
+            "own %.1f), %.1f us of host time to issue one\n",
+            static_cast<long long>(r.seq), r.cp, r.transport.c_str(), r.a2a_mib, r.a2a_gbs,
+            r.nccl_gbs, r.a2a_host_us);
+      }
     }
     for (int cp : cps) {
       if (cp == 1 || all_loopback) continue;  // the breakdown is about speed
@@ -877,11 +913,11 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         << ", \"ms_per_step\": " << r.ms << ", \"tflops_per_gpu\": " << r.tflops
         << ", \"efficiency\": " << r.efficiency << ", \"a2a_gbs\": " << r.a2a_gbs
         << ", \"nccl_a2a_gbs\": " << r.nccl_gbs << ", \"a2a_mib_per_gpu\": " << r.a2a_mib
-        << ", \"peak_gib\": " << r.peak_gib << ", \"io_gib\": " << r.io_gib
-        << ", \"workspace_gib\": " << r.workspace_gib << ", \"saved_gib\": " << r.saved_gib
-        << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
-        << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
-        << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
+        << ", \"a2a_host_us_per_call\": " << r.a2a_host_us << ", \"peak_gib\": " << r.peak_gib
+        << ", \"io_gib\": " << r.io_gib << ", \"workspace_gib\": " << r.workspace_gib
+        << ", \"saved_gib\": " << r.saved_gib << ", \"err_o\": " << r.err_o
+        << ", \"err_dq\": " << r.err_dq << ", \"err_dk\": " << r.err_dk
+        << ", \"err_dv\": " << r.err_dv << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
         << ", \"kernel_inplace_ms\": " << r.kernel_inplace_ms << ", \"pack_gbs\": " << r.pack_gbs
         << ", \"unpack_gbs\": " << r.unpack_gbs << ", \"copy_gbs\": " << r.copy_gbs
         << ", \"exact_o\": " << (r.exact_o ? "true" : "false")
