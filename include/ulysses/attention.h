@@ -176,9 +176,8 @@ enum class SavedActivations : int {
   /// Only the kernel's LSE (a few MiB): backward takes this rank's q, k, v and o again
   /// (BackwardArgs) and exchanges them with dO. A training framework then keeps one copy of the
   /// layer's q, k, v, o (its own, which its autograd holds anyway) instead of a second,
-  /// head-sharded
-  /// one, for one more all-to-all of Q, K, V and O per step. With overlap_chunks = K the exchange
-  /// buffers are those of chunks_in_flight head chunks, not of all of them.
+  /// head-sharded one, for one more all-to-all of Q, K, V and O per step. With overlap_chunks = K
+  /// the exchange buffers are those of chunks_in_flight head chunks, not of all of them.
   kLseOnly = 1,
 };
 std::string_view saved_activations_name(SavedActivations saved);
@@ -193,8 +192,8 @@ struct PlanConfig {
   std::int64_t batch = 1;  // kBSHD: sequences per step; kTHD: must be 1
   std::int64_t seqlen =
       0;  // global: tokens per sequence (kBSHD) or packed tokens incl. padding (kTHD)
-  /// Keep the head-sharded Q, K, V, O and LSE between forward and backward (in the caller's `saved`
-  /// buffer of saved_bytes()), so backward only moves dO in and dQ/dK/dV out. false: inference.
+  /// Keep what backward needs between forward and backward, in the caller's `saved` buffer of
+  /// saved_bytes() (Ulysses: see saved_activations). false: inference, nothing is kept.
   bool training = true;
   /// Pipeline the exchanges with the kernel: split each rank's heads into this many chunks (by KV
   /// head) and exchange chunk c + 1 while the kernel runs on chunk c (on GPUs the exchanges then

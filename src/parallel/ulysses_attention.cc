@@ -222,8 +222,7 @@ class UlyssesAttention final : public DistributedAttention {
   }
 
  private:
-  // --- kLseOnly and inference: one slot of exchange buffers per chunk in flight
-  // ---------------------
+  // --- kLseOnly and inference: one slot of exchange buffers per chunk in flight ---------------
 
   Status forward_in_slots(const ForwardArgs& a, Stream stream) {
     const Stream side = exchange_stream(stream);
@@ -315,8 +314,7 @@ class UlyssesAttention final : public DistributedAttention {
     return gather_dsinks(dsinks_local, a.dsinks, stream);
   }
 
-  // --- one chunk's steps, shared by both buffer schemes
-  // --------------------------------------------
+  // --- one chunk's steps, shared by both buffer schemes ---------------------------------------
 
   // Chunk c's Q, K, V heads for every peer into the [p][Sl][B][Cc][D] message at `send`.
   Status pack_qkv(int c, const TensorView& q, const TensorView& k, const TensorView& v, char* send,
@@ -433,8 +431,7 @@ class UlyssesAttention final : public DistributedAttention {
                             dsinks.data, static_cast<std::size_t>(hq_) * sizeof(float), stream);
   }
 
-  // --- shared
-  // --------------------------------------------------------------------------------------
+  // --- streams, exchanges, views and the buffer layout --------------------------------------
 
   // Events of the exchange pipeline (see forward()): reused every call, stream-ordered.
   static constexpr int kEvPacked = 0, kEvDone = 1, kEvChunk = 2;  // kEvChunk + c: chunk c arrived
