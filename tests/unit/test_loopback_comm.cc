@@ -199,6 +199,11 @@ TEST(PeerCopy, BadDevicesAreRejectedBeforeAnythingIsSetUp) {
   EXPECT_NE(s.message().find(n == 0 ? "devices[0]" : "devices[1]"), std::string::npos)
       << s.message();
   EXPECT_NE(s.message().find("not a visible CUDA device"), std::string::npos) << s.message();
+  // A wait bound of zero is refused before the devices are looked at.
+  const Status t =
+      create_peer_copy_group(devices, LoopbackOptions{std::chrono::milliseconds(0)}).status();
+  EXPECT_EQ(t.code(), StatusCode::kInvalidArgument) << t.to_string();
+  EXPECT_NE(t.message().find("options.timeout"), std::string::npos) << t.message();
 }
 
 }  // namespace
