@@ -49,7 +49,7 @@ if [[ $mode != bench-only ]]; then
     run gpu_cudnn 300 $BIN/test_gpu_cudnn
   fi
   run gpu_ulysses 400 $BIN/test_gpu_ulysses
-  if ((ngpu >= 2)); then run multigpu 300 $BIN/test_multigpu; fi
+  run multigpu 300 $BIN/test_multigpu  # NCCL cases skip on one GPU; peer-copy ones run there too
   # The other launch mode: one process per GPU under mpirun (all GPUs, and 2 when there are more).
   if ((ngpu >= 2)) && [[ -x $BIN/test_mpi ]] && command -v mpirun >/dev/null; then
     ldd $BIN/test_mpi | grep -E "libmpi|not found" | tee -a "$OUT/env.txt"

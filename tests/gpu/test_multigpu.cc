@@ -1,7 +1,9 @@
-// NCCL across every local GPU (one host thread per GPU): data movement bit-exact, Ulysses against
+// NCCL across every local GPU (one host thread per GPU), and the peer-copy communicator (on one GPU
+// too: a device listed twice holds two ranks): data movement bit-exact, Ulysses against
 // the single-GPU cuDNN run, mesh splits, and the timeout path (a peer that never calls).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 
@@ -28,10 +30,17 @@ std::vector<std::unique_ptr<Communicator>> nccl_group(int n, NcclOptions options
   return comms;
 }
 
-// One copy-engine communicator per local GPU (create_peer_copy_group), rank r on GPU r.
+// Rank r of a group spread over every local GPU: GPU r mod (GPU count).
+int device_of_rank(int r) { return r % cuda_device_count(); }
+
+// Ranks for the peer-copy tests: one per local GPU, at least 2 (with one GPU, both on it: the
+// same code path, a device listed twice holds two ranks).
+int peer_copy_ranks() { return std::max(2, cuda_device_count()); }
+
+// n copy-engine communicators (create_peer_copy_group), rank r on device_of_rank(r).
 std::vector<std::unique_ptr<Communicator>> peer_copy_group(int n) {
   std::vector<int> devices(static_cast<std::size_t>(n));
-  for (int r = 0; r < n; ++r) devices[static_cast<std::size_t>(r)] = r;
+  for (int r = 0; r < n; ++r) devices[static_cast<std::size_t>(r)] = device_of_rank(r);
   auto comms = create_peer_copy_group(devices);
   EXPECT_TRUE(comms.is_ok()) << comms.status().to_string();
   return comms.is_ok() ? std::move(comms).value() : std::vector<std::unique_ptr<Communicator>>{};
@@ -46,7 +55,7 @@ void expect_all_to_all_bit_exact(std::vector<std::unique_ptr<Communicator>>& com
   std::vector<std::thread> threads;
   for (int r = 0; r < n; ++r) {
     threads.emplace_back([&, r] {
-      cudaSetDevice(r);
+      cudaSetDevice(device_of_rank(r));
       std::vector<std::size_t> sc(n), so(n), rc(n), ro(n);
       std::size_t st = 0, rt = 0;
       for (int p = 0; p < n; ++p) {
@@ -95,14 +104,21 @@ TEST(Nccl, AllToAllVIsBitExact) {
 }
 
 TEST(PeerCopy, AllToAllVIsBitExact) {
-  ULYSSES_REQUIRE_GPUS(2);
-  auto comms = peer_copy_group(cuda_device_count());
+  ULYSSES_REQUIRE_GPUS(1);
+  auto comms = peer_copy_group(peer_copy_ranks());
+  expect_all_to_all_bit_exact(comms);
+}
+
+// Three ranks: with two GPUs one of them holds two ranks (same-device and peer copies mixed).
+TEST(PeerCopy, AllToAllVIsBitExactWithThreeRanks) {
+  ULYSSES_REQUIRE_GPUS(1);
+  auto comms = peer_copy_group(3);
   expect_all_to_all_bit_exact(comms);
 }
 
 // Ulysses over every local GPU through NCCL or the peer-copy communicator, against one GPU.
 void ulysses_matches_single_gpu(GpuCase c, bool peer_copy) {
-  c.P = cuda_device_count();
+  c.P = peer_copy ? peer_copy_ranks() : cuda_device_count();
   if (c.Hq % c.P != 0) GTEST_SKIP() << "heads do not divide over " << c.P << " GPUs";
   if (c.chunks > 1 && (c.Hkv < c.P || (c.Hkv / c.P) % c.chunks != 0)) {
     GTEST_SKIP() << c.chunks << " chunks do not divide the KV heads per GPU with " << c.P
@@ -114,7 +130,7 @@ void ulysses_matches_single_gpu(GpuCase c, bool peer_copy) {
   const testing::GpuInputs in = testing::make_gpu_inputs(c, rng);
   const testing::GpuOutputs single = testing::run_single_gpu(c, in, 0);
   auto comms = peer_copy ? peer_copy_group(c.P) : nccl_group(c.P);
-  const testing::GpuOutputs dist = testing::run_distributed(c, in, comms, [](int r) { return r; });
+  const testing::GpuOutputs dist = testing::run_distributed(c, in, comms, device_of_rank);
   testing::expect_matches_single_gpu(c, single, dist);
 }
 
@@ -128,7 +144,7 @@ TEST_P(NcclUlysses, MatchesSingleGpu) {
 class PeerCopyUlysses : public ::testing::TestWithParam<GpuCase> {};
 
 TEST_P(PeerCopyUlysses, MatchesSingleGpu) {
-  ULYSSES_REQUIRE_GPUS(2);
+  ULYSSES_REQUIRE_GPUS(1);
   ulysses_matches_single_gpu(GetParam(), true);
 }
 
