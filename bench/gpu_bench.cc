@@ -706,8 +706,12 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     HostOut ref;
     MemUse m1;
     const double t1 = run_single(s, in, o.iters, o.check ? &ref : nullptr, &m1);
-    GpuRow r1{seq, 1, "ulysses", 1, t1,     flops_per_step(s) / (t1 * 1e-3) / 1e12,
-              1.0, 0, 0,         0, m1.peak};
+    GpuRow r1;  // cp = 1: the kernel on the whole sequence, no communicator
+    r1.seq = seq;
+    r1.ms = t1;
+    r1.tflops = flops_per_step(s) / (t1 * 1e-3) / 1e12;
+    r1.peak_gib = m1.peak;
+    r1.transport = "none";
     r1.io_gib = m1.io;
     r1.workspace_gib = m1.workspace;
     r1.repro = repro(s, 1, PlanKnobs{}, o.iters);
