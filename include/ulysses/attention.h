@@ -64,6 +64,11 @@ struct LocalProblem {
   bool grad_q_fp32 = false;
   /// Forward writes o in fp32 instead of `dtype` (ring blocks: partial outputs merged unrounded).
   bool out_fp32 = false;
+  /// Backward adds this call's dq (dk and dv) to what the view holds, a running sum in
+  /// grad_q_dtype() (grad_kv_dtype), instead of overwriting it: ring blocks join the sums without
+  /// a staging buffer. Set only for kernels whose accumulates_grads() is true.
+  bool accumulate_dq = false;
+  bool accumulate_dkv = false;
 
   // Blocks of a longer sequence (ring attention). A whole sequence leaves all three at their
   // defaults.
@@ -123,9 +128,9 @@ struct LocalForwardArgs {
 struct LocalBackwardArgs {
   TensorView q, k, v, o, lse, d_o;
   TensorView sinks;   // as in forward
-  TensorView dq;      // out: like q; fp32 when problem.grad_q_fp32
-  TensorView dk;      // out: like k, dtype problem.grad_kv_dtype
-  TensorView dv;      // out: like v, dtype problem.grad_kv_dtype
+  TensorView dq;      // out (in-out: accumulate_dq): like q; fp32 when problem.grad_q_fp32
+  TensorView dk;      // out (in-out: accumulate_dkv): like k, dtype problem.grad_kv_dtype
+  TensorView dv;      // out (in-out: accumulate_dkv): like v, dtype problem.grad_kv_dtype
   TensorView dsinks;  // out: [config.num_heads_q] fp32; the kernel writes only its heads' entries
   std::span<const std::int32_t> cu_seqlens;
   const std::int32_t* cu_seqlens_device = nullptr;
@@ -151,6 +156,9 @@ class LocalAttention {
   /// Whether forward writes the softmax log-sum-exp (ring attention needs it to merge blocks).
   virtual bool provides_lse() const = 0;
   virtual bool supports_backward() const = 0;
+  /// Whether backward honours LocalProblem::accumulate_dq and accumulate_dkv. Ring attention then
+  /// needs fewer per-block gradient buffers; a kernel that returns false gets them.
+  virtual bool accumulates_grads() const { return false; }
   /// OK if the kernel can run `problem`; otherwise kUnsupported naming the feature.
   virtual Status check_support(const LocalProblem& problem) const = 0;
   /// Scratch bytes one call needs (0 if none).

@@ -27,10 +27,12 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
 
 #include "attention/local_checks.h"
 #include "common/cuda_check.h"
 #include "kernels/attention_aux.h"
+#include "kernels/merge.h"
 #include "ulysses/gpu.h"
 
 namespace ulysses {
@@ -152,9 +154,18 @@ class CudnnAttention final : public LocalAttention {
   Device device() const override { return Device::cuda(device_); }
   bool provides_lse() const override { return true; }
   bool supports_backward() const override { return true; }
+  bool accumulates_grads() const override { return true; }
 
   Status check_support(const LocalProblem& p) const override {
     ULYSSES_RETURN_IF_ERROR(detail::check_local_problem(p, kApi));
+    // Sums are fp32 and cuDNN's own result is staged in the I/O dtype, then added.
+    if (p.accumulate_dq && !p.grad_q_fp32) {
+      return unsupported(str_cat(kApi, ": accumulate_dq needs an fp32 dq (grad_q_fp32)"));
+    }
+    if (p.accumulate_dkv && p.grad_kv_dtype != DType::kFloat32) {
+      return unsupported(str_cat(kApi, ": accumulate_dkv needs fp32 dk and dv (got grad_kv_dtype ",
+                                 dtype_name(p.grad_kv_dtype), ", expected fp32)"));
+    }
     const int version = static_cast<int>(cudnnGetVersion());
     if (p.dtype != DType::kFloat16 && p.dtype != DType::kBFloat16) {
       return unsupported(str_cat(kApi, ": dtype ", dtype_name(p.dtype), " is not supported (got ",
@@ -439,10 +450,18 @@ class CudnnAttention final : public LocalAttention {
         ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(*t, vl.valid, stream));
       }
     }
-    if (p.grad_q_fp32) ULYSSES_RETURN_IF_ERROR(kernels::cuda::convert_to_f32(a.dq, dq_out, stream));
+    // Staged results into the caller's fp32 views: widened, or added to running sums.
+    if (p.grad_q_fp32) {
+      ULYSSES_RETURN_IF_ERROR(p.accumulate_dq
+                                  ? kernels::cuda::accumulate(a.dq, dq_out, stream)
+                                  : kernels::cuda::convert_to_f32(a.dq, dq_out, stream));
+    }
     if (widen) {
-      ULYSSES_RETURN_IF_ERROR(kernels::cuda::convert_to_f32(a.dk, dk, stream));
-      ULYSSES_RETURN_IF_ERROR(kernels::cuda::convert_to_f32(a.dv, dv, stream));
+      for (auto [dst, src] : {std::pair{&a.dk, &dk}, std::pair{&a.dv, &dv}}) {
+        ULYSSES_RETURN_IF_ERROR(p.accumulate_dkv
+                                    ? kernels::cuda::accumulate(*dst, *src, stream)
+                                    : kernels::cuda::convert_to_f32(*dst, *src, stream));
+      }
     }
     return Status::ok();
   }

@@ -85,13 +85,17 @@ std::vector<double> load_head(const TensorView& t, std::int64_t b, std::int64_t 
   return out;
 }
 
+// Writes one head; with `add`, adds the values (rounded to t's dtype first, as a kernel that
+// writes its result and then sums it would) to what t holds.
 void store_head(const TensorView& t, std::int64_t b, std::int64_t head,
-                const std::vector<double>& values) {
+                const std::vector<double>& values, bool add = false) {
   const std::int64_t S = t.size(1), D = t.size(3);
   for (std::int64_t i = 0; i < S; ++i) {
     for (std::int64_t d = 0; d < D; ++d) {
-      detail::store_from_double(t.data, t.dtype, t.offset({b, i, head, d}),
-                                values[static_cast<std::size_t>(i * D + d)]);
+      const std::int64_t at = t.offset({b, i, head, d});
+      double v = values[static_cast<std::size_t>(i * D + d)];
+      if (add) v = detail::load_as_double(t.data, t.dtype, at) + detail::round_to_dtype(v, t.dtype);
+      detail::store_from_double(t.data, t.dtype, at, v);
     }
   }
 }
@@ -168,6 +172,7 @@ class ReferenceAttention final : public LocalAttention {
   Device device() const override { return Device::host(); }
   bool provides_lse() const override { return true; }
   bool supports_backward() const override { return true; }
+  bool accumulates_grads() const override { return true; }
   Status check_support(const LocalProblem& problem) const override {
     return detail::check_local_problem(problem, "ulysses::ReferenceAttention");
   }
@@ -241,10 +246,10 @@ class ReferenceAttention final : public LocalAttention {
               }
             }
           }
-          store_head(a.dq, b, h, dq);
+          store_head(a.dq, b, h, dq, p.accumulate_dq);
         }
-        store_head(a.dk, b, g, dk);
-        store_head(a.dv, b, g, dv);
+        store_head(a.dk, b, g, dk, p.accumulate_dkv);
+        store_head(a.dv, b, g, dv, p.accumulate_dkv);
       }
     }
     if (p.config.sinks) {

@@ -185,6 +185,7 @@ class RingAttention final : public DistributedAttention {
     acc_ = dtype_ == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
     kv_grad_dtype_ = routing_.replicated() ? acc_ : dtype_;
     packed_ = config.layout == Layout::kTHD;
+    accumulate_ = kernel.accumulates_grads();
     for (int t = 0; t < R_; ++t) steps_.push_back(blocks_of_step(config, j_, t));
     // When step 0 is one call over every row (no window), it writes the fp32 accumulators itself:
     // no reset and no first merge (the LSE accumulator must then be the kernel's fp32).
@@ -196,8 +197,11 @@ class RingAttention final : public DistributedAttention {
   }
 
   // The kernel problem of one block on ring index j of rank `rank`'s group position.
+  // With `accumulate` (the kernel's accumulates_grads()), dQ adds into the running sum, and so do
+  // dK/dV when the ring has one step (otherwise they are staged: their sums travel the ring while
+  // the kernel runs on the next block).
   static LocalProblem block_problem(const PlanConfig& c, const HeadRouting& r, int u,
-                                    const Block& b) {
+                                    const Block& b, bool accumulate) {
     LocalProblem p;
     p.config = c.attention;
     p.config.sinks = false;  // folded in once, after the merge
@@ -220,19 +224,21 @@ class RingAttention final : public DistributedAttention {
     p.grad_kv_dtype = f64 ? DType::kFloat64 : DType::kFloat32;
     p.grad_q_fp32 = !f64;
     p.out_fp32 = !f64;
+    p.accumulate_dq = accumulate;
+    p.accumulate_dkv = accumulate && c.parallel.ring_size() == 1;
     return p;
   }
 
   // Every distinct kernel problem rank `rank` runs over all steps.
-  static std::vector<LocalProblem> all_problems(const PlanConfig& c, const HeadRouting& r,
-                                                int rank) {
+  static std::vector<LocalProblem> all_problems(const PlanConfig& c, const HeadRouting& r, int rank,
+                                                bool accumulate) {
     const int U = c.parallel.ulysses_size(), R = c.parallel.ring_size();
     std::vector<LocalProblem> out;
     std::set<std::tuple<std::int64_t, std::int64_t, bool, std::int64_t>> seen;
     for (int t = 0; t < R; ++t) {
       for (const Block& b : blocks_of_step(c, rank / U, t)) {
         if (seen.insert({b.q_rows, b.kv_rows, b.masked, b.diagonal_offset}).second) {
-          out.push_back(block_problem(c, r, rank % U, b));
+          out.push_back(block_problem(c, r, rank % U, b, accumulate));
         }
       }
     }
@@ -398,13 +404,19 @@ class RingAttention final : public DistributedAttention {
         lb.o = rows_view(o_head, hq_, 0, hq_, dtype_, b.q_row, b.q_rows);
         lb.lse = lse_rows(lse_head, DType::kFloat32, b.q_row, b.q_rows);
         lb.d_o = rows_view(do_head, hq_, 0, hq_, dtype_, b.q_row, b.q_rows);
-        const LocalProblem p = problem(b);
-        lb.dq = rows_view(at(ws, dq_blk_), hq_, 0, hq_, p.grad_q_dtype(), b.q_row, b.q_rows);
-        lb.dk = rows_view(at(ws, dkv_blk_), 2 * hkv_, 0, hkv_, acc_, b.kv_row, b.kv_rows);
-        lb.dv = rows_view(at(ws, dkv_blk_), 2 * hkv_, hkv_, hkv_, acc_, b.kv_row, b.kv_rows);
+        LocalProblem p = problem(b);
         lb.rows = rows_of(b);
         lb.workspace = kernel_ws_bytes_ ? at(ws, kernel_ws_) : nullptr;
-        if (t == 0 && direct_first_) {  // the first block covers everything: no sums yet
+        // The block's rows of the running sums; blocks the kernel cannot add into are staged.
+        const TensorView dq_sum = rows_view(at(ws, dq_acc_), hq_, 0, hq_, acc_, b.q_row, b.q_rows);
+        const TensorView dkv_sum = rows_view(dkv, 2 * hkv_, 0, 2 * hkv_, acc_, b.kv_row, b.kv_rows);
+        char* dkv_out = p.accumulate_dkv ? dkv : at(ws, dkv_blk_);
+        lb.dq = p.accumulate_dq ? dq_sum
+                                : rows_view(at(ws, dq_blk_), hq_, 0, hq_, acc_, b.q_row, b.q_rows);
+        lb.dk = rows_view(dkv_out, 2 * hkv_, 0, hkv_, acc_, b.kv_row, b.kv_rows);
+        lb.dv = rows_view(dkv_out, 2 * hkv_, hkv_, hkv_, acc_, b.kv_row, b.kv_rows);
+        if (t == 0 && direct_first_) {  // the first block covers everything: it starts the sums
+          p.accumulate_dq = p.accumulate_dkv = false;
           lb.dq = dq_acc;
           lb.dk = rows_view(dkv, 2 * hkv_, 0, hkv_, acc_, 0, 2 * c_);
           lb.dv = rows_view(dkv, 2 * hkv_, hkv_, hkv_, acc_, 0, 2 * c_);
@@ -413,13 +425,15 @@ class RingAttention final : public DistributedAttention {
           continue;
         }
         ULYSSES_RETURN_IF_ERROR(kernel_.backward(p, lb, stream));
-        ULYSSES_RETURN_IF_ERROR(kernels::accumulate(
-            rows_view(at(ws, dq_acc_), hq_, 0, hq_, acc_, b.q_row, b.q_rows), lb.dq, stream));
-        if (first && t > 0) ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_dkv(t)));
+        if (!p.accumulate_dq) ULYSSES_RETURN_IF_ERROR(kernels::accumulate(dq_sum, lb.dq, stream));
+        if (!p.accumulate_dkv) {  // R > 1 or a kernel that cannot add: the sum may still travel
+          if (first && t > 0) ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_dkv(t)));
+          ULYSSES_RETURN_IF_ERROR(kernels::accumulate(
+              dkv_sum,
+              rows_view(at(ws, dkv_blk_), 2 * hkv_, 0, 2 * hkv_, acc_, b.kv_row, b.kv_rows),
+              stream));
+        }
         first = false;
-        ULYSSES_RETURN_IF_ERROR(kernels::accumulate(
-            rows_view(dkv, 2 * hkv_, 0, 2 * hkv_, acc_, b.kv_row, b.kv_rows),
-            rows_view(at(ws, dkv_blk_), 2 * hkv_, 0, 2 * hkv_, acc_, b.kv_row, b.kv_rows), stream));
       }
       if (first && t > 0) ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_dkv(t)));
       if (R_ > 1) {
@@ -550,7 +564,9 @@ class RingAttention final : public DistributedAttention {
   }
 
   int q_offset() const { return routing_.q_begin[static_cast<std::size_t>(u_)]; }
-  LocalProblem problem(const Block& b) const { return block_problem(config_, routing_, u_, b); }
+  LocalProblem problem(const Block& b) const {
+    return block_problem(config_, routing_, u_, b, accumulate_);
+  }
   CallChecks checks() const {
     return {config_, comm_, kernel_, Sl_, workspace_bytes_, saved_bytes_};
   }
@@ -656,7 +672,7 @@ class RingAttention final : public DistributedAttention {
     const std::size_t msg_q = static_cast<std::size_t>(U_ * Sl_) * row_bytes(hq_, dtype_);
     const std::size_t msg_kv = static_cast<std::size_t>(U_ * Sl_) * row_bytes(2 * hkv_, dtype_);
     zero_map_ = {0};
-    for (const LocalProblem& p : all_problems(config_, routing_, rank_)) {
+    for (const LocalProblem& p : all_problems(config_, routing_, rank_, accumulate_)) {
       kernel_ws_bytes_ = std::max(kernel_ws_bytes_, kernel_.workspace_bytes(p));
     }
 
@@ -695,10 +711,11 @@ class RingAttention final : public DistributedAttention {
       }
       do_head_ = bwd.take(q_bytes);
       dq_acc_ = bwd.take(rows * row_bytes(hq_, acc_));
-      dq_blk_ = bwd.take(rows * row_bytes(hq_, acc_));
+      // Per-block gradients, unless the kernel adds them to the sums itself (see block_problem).
+      if (!accumulate_) dq_blk_ = bwd.take(rows * row_bytes(hq_, acc_));
       dkv_buf_[0] = bwd.take(kv_bytes(acc_));
       dkv_buf_[1] = R_ > 1 ? bwd.take(kv_bytes(acc_)) : dkv_buf_[0];
-      dkv_blk_ = bwd.take(kv_bytes(acc_));
+      if (!accumulate_ || R_ > 1) dkv_blk_ = bwd.take(kv_bytes(acc_));
       if (U_ > 1) {
         send_do_ = bwd.take(msg_q);  // dQ comes back into it
         grad_q_ = bwd.take(q_bytes);
@@ -735,6 +752,7 @@ class RingAttention final : public DistributedAttention {
   bool direct_first_ = false;  // step 0's single call writes the accumulators (see constructor)
   // Packed sequences (kTHD): this call's per-sequence tables (packed_tables()).
   bool packed_ = false;
+  bool accumulate_ = false;  // the kernel adds block gradients to the running sums
   std::int64_t max_seqs_ = 1;
   int num_seqs_ = 0;
   std::vector<std::int32_t> tables_;
@@ -769,7 +787,8 @@ Status ring_check_support(const PlanConfig& config, const Communicator& comm,
   ULYSSES_ASSIGN_OR_RETURN(
       auto routing,
       HeadRouting::create(config.attention, config.parallel.ulysses_size(), kCreateApi));
-  for (const LocalProblem& p : RingAttention::all_problems(config, routing, comm.rank())) {
+  for (const LocalProblem& p :
+       RingAttention::all_problems(config, routing, comm.rank(), kernel.accumulates_grads())) {
     ULYSSES_RETURN_IF_ERROR(kernel.check_support(p));
   }
   return Status::ok();

@@ -5,6 +5,7 @@
 // poisoned.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -373,6 +374,82 @@ INSTANTIATE_TEST_SUITE_P(
         // Causal diagonal blocks (equal lengths per sequence), at different rows on each side.
         RowsCase{"causal_gaps", true, {0, 30, 70}, {20, 33, 26}, {5, 28, 64}, {20, 33, 0}}),
     [](const auto& param_info) { return param_info.param.name; });
+
+// accumulate_dq / accumulate_dkv (ring's block gradients): the fp32 views hold running sums and
+// the call adds its gradients. Against the same call writing fresh fp32 gradients (deterministic
+// backward, so both runs' gradients are the same bits): sum = start + fresh, rounded once in fp32.
+TEST(Cudnn, AccumulatedGradientsAddToTheRunningSums) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const DType dt = DType::kBFloat16, f32 = DType::kFloat32;
+  const std::int64_t B = 2, S = 256;
+  const int Hq = 4, Hkv = 2, D = 64;
+  LocalProblem p = LocalProblem::unsharded(
+      {.num_heads_q = Hq, .num_heads_kv = Hkv, .head_dim = D, .causal = true}, dt, B, S);
+  p.partial_keys = true;
+  p.grad_q_fp32 = true;
+  p.grad_kv_dtype = f32;
+  auto kernel = create_cudnn_attention(0, {.deterministic = true});
+  ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
+
+  HostTensor q(dt, {B, S, Hq, D}), k(dt, {B, S, Hkv, D}), v = k, d_o = q, o = q;
+  HostTensor lse(f32, {B, Hq, S}), dq(f32, {B, S, Hq, D}), dk(f32, {B, S, Hkv, D}), dv = dk;
+  for (HostTensor* t : {&q, &k, &v, &d_o}) testing::fill_uniform(*t, rng, -1.0, 1.0);
+  HostTensor start_q = dq, start_k = dk, start_v = dv;
+  for (HostTensor* t : {&start_q, &start_k, &start_v}) testing::fill_uniform(*t, rng, -4.0, 4.0);
+  DeviceTensor gq = DeviceTensor::of(q), gk = DeviceTensor::of(k), gv = DeviceTensor::of(v),
+               gdo = DeviceTensor::of(d_o), go = DeviceTensor::of(o), gl = DeviceTensor::of(lse);
+  testing::DeviceBytes ws((*kernel)->workspace_bytes(p));
+  Status s = (*kernel)->forward(
+      p,
+      {.q = gq.view, .k = gk.view, .v = gv.view, .o = go.view, .lse = gl.view, .workspace = ws.ptr},
+      nullptr);
+  ASSERT_TRUE(s.is_ok()) << s.to_string();
+  auto backward = [&](bool add, const HostTensor& q0, const HostTensor& k0, const HostTensor& v0) {
+    LocalProblem bp = p;
+    bp.accumulate_dq = bp.accumulate_dkv = add;
+    EXPECT_TRUE((*kernel)->check_support(bp).is_ok());
+    DeviceTensor sq = DeviceTensor::of(q0), sk = DeviceTensor::of(k0), sv = DeviceTensor::of(v0);
+    const Status st = (*kernel)->backward(bp,
+                                          {.q = gq.view,
+                                           .k = gk.view,
+                                           .v = gv.view,
+                                           .o = go.view,
+                                           .lse = gl.view,
+                                           .d_o = gdo.view,
+                                           .dq = sq.view,
+                                           .dk = sk.view,
+                                           .dv = sv.view,
+                                           .workspace = ws.ptr},
+                                          nullptr);
+    EXPECT_TRUE(st.is_ok()) << st.to_string();
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    return std::array<HostTensor, 3>{sq.download(q0), sk.download(k0), sv.download(v0)};
+  };
+  HostTensor poison_q = dq, poison_k = dk, poison_v = dv;
+  for (HostTensor* t : {&poison_q, &poison_k, &poison_v}) testing::poison(*t);
+  const auto fresh = backward(false, poison_q, poison_k, poison_v);
+  const auto summed = backward(true, start_q, start_k, start_v);
+  const HostTensor* starts[] = {&start_q, &start_k, &start_v};
+  const char* names[] = {"dQ", "dK", "dV"};
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(testing::count_nan(fresh[i]), 0) << names[i];
+    HostTensor want = *starts[i];
+    float* w = reinterpret_cast<float*>(want.storage.data());
+    const float* f = reinterpret_cast<const float*>(fresh[i].storage.data());
+    for (std::int64_t e = 0; e < want.numel(); ++e) w[e] += f[e];
+    EXPECT_BITWISE_EQ(want, summed[i], names[i]);
+  }
+  // Sums need fp32 views: asking to add into I/O-dtype gradients is refused by name.
+  LocalProblem bad = p;
+  bad.accumulate_dkv = true;
+  bad.grad_kv_dtype = dt;
+  s = (*kernel)->check_support(bad);
+  EXPECT_EQ(s.code(), StatusCode::kUnsupported);
+  EXPECT_NE(s.message().find("accumulate_dkv"), std::string::npos) << s.message();
+}
 
 TEST(Cudnn, UnsupportedRequestsNameTheFeature) {
   ULYSSES_REQUIRE_GPUS(1);

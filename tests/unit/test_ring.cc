@@ -129,11 +129,38 @@ Tensors unsharded(const Case& c, const Inputs& any, DType dtype) {
   return r;
 }
 
+// The reference kernel as a kernel that cannot add into gradient sums (accumulates_grads() keeps
+// its default, false): ring attention must stage its block gradients.
+class NonAccumulating final : public LocalAttention {
+ public:
+  std::string_view name() const override { return "reference-staged"; }
+  Device device() const override { return inner_->device(); }
+  bool provides_lse() const override { return true; }
+  bool supports_backward() const override { return true; }
+  Status check_support(const LocalProblem& p) const override {
+    if (p.accumulate_dq || p.accumulate_dkv) return internal_error("asked to accumulate");
+    return inner_->check_support(p);
+  }
+  Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream s) override {
+    return inner_->forward(p, a, s);
+  }
+  Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream s) override {
+    if (p.accumulate_dq || p.accumulate_dkv) return internal_error("asked to accumulate");
+    return inner_->backward(p, a, s);
+  }
+
+ private:
+  std::unique_ptr<LocalAttention> inner_ = make_reference_attention();
+};
+
 // The distributed run: each rank copies its (zigzag) shard in, runs, and places its outputs back.
-Tensors distributed(const Case& c, const Inputs& in, std::vector<HostTensor>& dsinks_per_rank) {
+// `staged`: through NonAccumulating. `workspace_bytes`, if given, receives rank 0's plan's.
+Tensors distributed(const Case& c, const Inputs& in, std::vector<HostTensor>& dsinks_per_rank,
+                    bool staged = false, std::size_t* workspace_bytes = nullptr) {
   Tensors out = poisoned(c, c.dtype, c.S);
   dsinks_per_rank.assign(static_cast<std::size_t>(c.P), out.dsinks);
-  auto kernel = make_reference_attention();
+  std::unique_ptr<LocalAttention> kernel =
+      staged ? std::make_unique<NonAccumulating>() : make_reference_attention();
   const PlanConfig cfg{.attention = attention(c),
                        .parallel = parallel(c),
                        .layout = c.packed() ? Layout::kTHD : Layout::kBSHD,
@@ -149,6 +176,7 @@ Tensors distributed(const Case& c, const Inputs& in, std::vector<HostTensor>& ds
     auto plan = DistributedAttention::create(cfg, comm, *kernel);
     if (!plan.is_ok()) return plan.status();
     std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
+    if (r == 0 && workspace_bytes) *workspace_bytes = ws.size();
     auto mine = [&](const HostTensor& global) {
       HostTensor t(global.view.dtype, {c.B, Sl, global.view.size(2), c.D});
       EXPECT_TRUE(copy_shard(global.view, t.view, 1, cfg.parallel, r, cu).is_ok());
@@ -221,6 +249,54 @@ TEST_P(RingVsReference, WithinTwiceThePlainError) {
     }
   }
 }
+
+// A kernel that adds its block gradients into ring's running sums (accumulates_grads()) gives the
+// same bits as one whose gradients ring stages and adds itself, with less workspace: no per-block
+// dQ buffer, and with one ring step (hybrid, U = cp) no per-block dK/dV buffer either.
+class RingGradientSums : public ::testing::TestWithParam<Case> {};
+
+TEST_P(RingGradientSums, AccumulatedInTheKernelEqualStagedBitwise) {
+  const Case c = GetParam();
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Inputs in = make_inputs(c, rng);
+  std::vector<HostTensor> dsinks_added, dsinks_staged;
+  std::size_t ws_added = 0, ws_staged = 0;
+  const Tensors added = distributed(c, in, dsinks_added, false, &ws_added);
+  const Tensors staged = distributed(c, in, dsinks_staged, true, &ws_staged);
+  EXPECT_EQ(testing::count_nan(added.dq), 0);
+  EXPECT_BITWISE_EQ(added.o, staged.o, "O");
+  EXPECT_BITWISE_EQ(added.dq, staged.dq, "dQ");
+  EXPECT_BITWISE_EQ(added.dk, staged.dk, "dK");
+  EXPECT_BITWISE_EQ(added.dv, staged.dv, "dV");
+  const int U = c.strategy == Strategy::kHybrid ? c.U : 1;
+  const std::size_t rows = static_cast<std::size_t>(c.B * c.S / (c.P / U));
+  const std::size_t acc = c.dtype == DType::kFloat64 ? 8 : 4;
+  const std::size_t dq_blk = rows * static_cast<std::size_t>(c.Hq / U * c.D) * acc;
+  const std::size_t dkv_blk =
+      rows * static_cast<std::size_t>(2 * std::max(1, c.Hkv / U) * c.D) * acc;
+  const bool one_step = c.P == U;
+  EXPECT_GE(ws_staged, ws_added + dq_blk + (one_step ? dkv_blk : 0))
+      << "staged " << ws_staged << " accumulated " << ws_added;
+}
+
+std::vector<Case> gradient_sum_cases() {
+  const auto bf16 = DType::kBFloat16, fp32 = DType::kFloat32, fp16 = DType::kFloat16;
+  const auto ring = Strategy::kRing, hybrid = Strategy::kHybrid;
+  Case packed_one_step{
+      "packed_hybrid_2x1_one_step_mqa_bf16", hybrid, 2, 2, 1, 48, 4, 1, 8, bf16, true};
+  packed_one_step.lens = {9, 20, 11};  // one ring step in several calls: dK/dV add too
+  return {
+      Case{"ring_p2_gqa_causal_bf16", ring, 2, 0, 1, 64, 4, 2, 16, bf16, true},
+      Case{"ring_p4_window_fp32", ring, 4, 0, 1, 64, 2, 1, 8, fp32, true, 9, 0},
+      packed_one_step,
+      Case{"hybrid_2x2_sinks_fp16", hybrid, 4, 2, 1, 64, 4, 2, 8, fp16, true, -1, -1, true},
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(Loopback, RingGradientSums, ::testing::ValuesIn(gradient_sum_cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
 
 std::vector<Case> cases() {
   const auto bf16 = DType::kBFloat16, fp32 = DType::kFloat32, fp64 = DType::kFloat64;
