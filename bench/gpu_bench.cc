@@ -52,7 +52,7 @@ struct GpuRow {
   bool exact_o = true, exact_dkv = true;
   bool pass = true;
   std::string repro;
-  std::string saved = "heads";     // PlanConfig::saved_activations (ulysses rows)
+  std::string saved = "heads";     // PlanConfig::saved_activations (cp > 1 rows)
   std::string transport = "nccl";  // the cp > 1 rows' communicator: nccl, peer, loopback
   int in_flight = 2;               // PlanConfig::chunks_in_flight (lse rows with chunks > 1)
 };
@@ -783,12 +783,18 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
                 }
               }
             }
-          } else if (strategy == Strategy::kRing) {
-            plans.push_back({ParallelConfig{.strategy = strategy, .cp = cp}, plain});
-          } else if (o.ulysses_degree > 1 && cp % o.ulysses_degree == 0 && cp > o.ulysses_degree) {
-            plans.push_back(
-                {ParallelConfig{.strategy = strategy, .cp = cp, .ulysses_degree = o.ulysses_degree},
-                 plain});
+          } else if (strategy == Strategy::kRing ||
+                     (o.ulysses_degree > 1 && cp % o.ulysses_degree == 0 &&
+                      cp > o.ulysses_degree)) {
+            const ParallelConfig parallel{
+                .strategy = strategy,
+                .cp = cp,
+                .ulysses_degree = strategy == Strategy::kHybrid ? o.ulysses_degree : 0};
+            for (const std::string& name_saved : o.saved) {
+              PlanKnobs knobs = plain;
+              knobs.saved = parse_saved_activations(name_saved).value();
+              plans.push_back({parallel, knobs});
+            }
           }
         }
         for (const auto& [parallel, knobs] : plans) {
@@ -846,9 +852,9 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           "%8lld %3d %-8s %-8s %5s %6d %10.2f %10.1f %6.3f %10.1f %10.1f %8.2f %9.2e %9.2e %9.2e "
           "%9.2e %9s %5s\n",
           static_cast<long long>(r.seq), r.cp, r.strategy.c_str(),
-          r.cp == 1 ? "-" : r.transport.c_str(), r.strategy == "ulysses" ? r.saved.c_str() : "-",
-          r.chunks, r.ms, r.tflops, r.efficiency, r.a2a_gbs, r.nccl_gbs, r.peak_gib, r.err_o,
-          r.err_dq, r.err_dk, r.err_dv,
+          r.cp == 1 ? "-" : r.transport.c_str(), r.cp == 1 ? "-" : r.saved.c_str(), r.chunks, r.ms,
+          r.tflops, r.efficiency, r.a2a_gbs, r.nccl_gbs, r.peak_gib, r.err_o, r.err_dq, r.err_dk,
+          r.err_dv,
           r.cp == 1 ? "-" : (r.exact_o && r.exact_dkv ? "O,dK,dV" : (r.exact_o ? "O" : "no")),
           r.pass ? "PASS" : "FAIL");
       all_pass = all_pass && r.pass;

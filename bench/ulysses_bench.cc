@@ -71,7 +71,10 @@ std::string repro_command(const Options& o, int cp, std::int64_t seq, Strategy s
      << (strategy == Strategy::kHybrid ? " --ulysses-degree " + std::to_string(o.ulysses_degree)
                                        : std::string())
      << (saved == SavedActivations::kLseOnly
-             ? " --saved lse --in-flight " + std::to_string(o.in_flight.front())
+             ? std::string(" --saved lse") +
+                   (strategy == Strategy::kUlysses
+                        ? " --in-flight " + std::to_string(o.in_flight.front())
+                        : std::string())
              : std::string())
      << (strategy == Strategy::kUlysses && !o.chunks.empty()
              ? " --chunks " + std::to_string(o.chunks.front())
@@ -393,9 +396,10 @@ int main(int argc, char** argv) {
   app.add_flag("--keep-saved", o.keep_saved,
                "backward_keeps_saved: backward leaves `saved` intact (default: ulysses' backward "
                "reuses it for the returning gradients, a smaller peak)");
-  app.add_option("--saved", o.saved,
-                 "saved_activations, list: heads (forward keeps head-sharded Q, K, V, O) or lse "
-                 "(keeps only the LSE; backward exchanges q, k, v, o again); ulysses only")
+  app.add_option(
+         "--saved", o.saved,
+         "saved_activations, list: heads (forward keeps head-sharded Q, K, V, O) or lse "
+         "(keeps only the LSE; backward takes q, k, v, o again and rebuilds the head-sharded ones)")
       ->delimiter(',')
       ->check(CLI::IsMember({"heads", "lse"}));
   app.add_option("--in-flight", o.in_flight,
@@ -457,7 +461,6 @@ int main(int argc, char** argv) {
         }
         for (const std::string& name : o.saved) {
           const SavedActivations saved = parse_saved_activations(name).value();  // CLI-checked
-          if (strategy != Strategy::kUlysses && saved != SavedActivations::kHeadSharded) continue;
           auto row = run_cpu_case(o, cp, seq, *dtype, strategy, saved);
           if (!row.is_ok()) {
             std::fprintf(stderr, "ulysses-bench: cp=%d seq=%lld: %s\n", cp,

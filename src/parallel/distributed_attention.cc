@@ -71,12 +71,6 @@ Status PlanConfig::validate() const {
     return arg_error(api, "saved_activations", "is not a SavedActivations value",
                      static_cast<int>(saved_activations), "kHeadSharded (0) or kLseOnly (1)");
   }
-  if (saved_activations == SavedActivations::kLseOnly && parallel.strategy != Strategy::kUlysses) {
-    return arg_error(api, "saved_activations",
-                     str_cat("kLseOnly is for strategy ulysses (got strategy ",
-                             strategy_name(parallel.strategy), ")"),
-                     saved_activations_name(saved_activations), "heads (kHeadSharded)");
-  }
   if (chunks_in_flight < 1 || chunks_in_flight > 2) {
     return arg_error(api, "chunks_in_flight", "is out of range", chunks_in_flight,
                      "1 (one head chunk at a time) or 2 (double-buffered)");

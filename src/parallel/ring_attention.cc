@@ -23,6 +23,9 @@
 // Backward replays the steps with the final O and LSE: dQ accumulates in fp32 where it is; each KV
 // block's fp32 dK/dV accumulator travels with the block (one hop behind it) and reaches its owner
 // after the last step. dSinks come from O, dO and LSE directly and are summed over all ranks.
+// `saved` holds q_full, kv_own, o_head and lse_head; with SavedActivations::kLseOnly only lse_head
+// (and, with sinks, the fp32 O): backward then builds q_full, kv_own and o_head again from the
+// caller's q, k, v, o in the workspace, in the same exchange as dO.
 //
 // Causal zigzag steps without a window (c rows per chunk):
 //   t = 0:  Q (2c) x KV (2c), causal: chunk order j < J makes the concatenation exact;
@@ -186,6 +189,7 @@ class RingAttention final : public DistributedAttention {
     kv_grad_dtype_ = routing_.replicated() ? acc_ : dtype_;
     packed_ = config.layout == Layout::kTHD;
     accumulate_ = kernel.accumulates_grads();
+    lse_only_ = config.training && config.saved_activations == SavedActivations::kLseOnly;
     for (int t = 0; t < R_; ++t) steps_.push_back(blocks_of_step(config, j_, t));
     // When step 0 is one call over every row (no window), it writes the fp32 accumulators itself:
     // no reset and no first merge (the LSE accumulator must then be the kernel's fp32).
@@ -254,9 +258,10 @@ class RingAttention final : public DistributedAttention {
     ULYSSES_RETURN_IF_ERROR(
         packed_tables(a.cu_seqlens, a.cu_seqlens_device, a.workspace, stream, kFwdApi));
     void* keep = config_.training ? a.saved : a.workspace;
-    char* q_full = at(keep, q_full_);
-    char* kv_own = at(keep, kv_own_);
-    char* o_head = at(keep, o_head_);
+    void* heads = lse_only_ ? a.workspace : keep;  // where q_full, kv_own and o_head live
+    char* q_full = at(heads, q_full_);
+    char* kv_own = at(heads, kv_own_);
+    char* o_head = at(heads, o_head_);
     char* lse_head = at(keep, lse_head_);
     char* ws = static_cast<char*>(a.workspace);
     const Stream side = streams_->side();
@@ -342,24 +347,44 @@ class RingAttention final : public DistributedAttention {
     ULYSSES_RETURN_IF_ERROR(checks().backward(a));
     ULYSSES_RETURN_IF_ERROR(
         packed_tables(a.cu_seqlens, a.cu_seqlens_device, a.workspace, stream, kBwdApi));
-    char* q_full = at(a.saved, q_full_);
-    char* kv_own = at(a.saved, kv_own_);
-    char* o_head = at(a.saved, o_head_);
-    char* lse_head = at(a.saved, lse_head_);
     char* ws = static_cast<char*>(a.workspace);
+    void* heads = lse_only_ ? a.workspace : a.saved;
+    char* q_full = at(heads, q_full_);
+    char* kv_own = at(heads, kv_own_);
+    char* o_head = at(heads, o_head_);
+    char* lse_head = at(a.saved, lse_head_);
     char* do_head = at(ws, do_head_);
     const Stream side = streams_->side();
 
-    // 1. dO to the head owners (one exchange, or a pack when U = 1).
-    if (U_ == 1) {
+    // 1. dO to the head owners (one exchange, or a pack when U = 1); with kLseOnly q, k, v and o
+    // as well, in the same exchange.
+    const bool local = U_ == 1;
+    const std::span<const int> qb = local ? zero_map_ : routing_.q_begin;
+    char* send_do = local ? do_head : at(ws, send_do_);
+    char* send_q = local ? q_full : at(ws, bwd_send_q_);
+    char* send_kv = local ? kv_own : at(ws, bwd_send_kv_);
+    char* send_o = local ? o_head : at(ws, bwd_send_o_);
+    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
+        act(a.d_o), qb, hq_, {send_do, dtype_, U_, Sl_, B_, hq_, D_}, 0, stream));
+    if (lse_only_) {
+      const std::span<const int> kb = local ? zero_map_ : routing_.kv_begin;
+      const kernels::MessageLayout mkv{send_kv, dtype_, U_, Sl_, B_, 2 * hkv_, D_};
       ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
-          act(a.d_o), zero_map_, hq_, {do_head, dtype_, 1, Sl_, B_, hq_, D_}, 0, stream));
-    } else {
-      char* send_do = at(ws, send_do_);
+          act(a.q), qb, hq_, {send_q, dtype_, U_, Sl_, B_, hq_, D_}, 0, stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(a.k), kb, hkv_, mkv, 0, stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(a.v), kb, hkv_, mkv, hkv_, stream));
       ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
-          act(a.d_o), routing_.q_begin, hq_, {send_do, dtype_, U_, Sl_, B_, hq_, D_}, 0, stream));
+          act(a.o), qb, hq_, {send_o, dtype_, U_, Sl_, B_, hq_, D_}, 0, stream));
+    }
+    if (!local) {
       ULYSSES_RETURN_IF_ERROR(comm_.group_start());
       ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_do, do_head, row_bytes(hq_, dtype_), stream));
+      if (lse_only_) {
+        ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_q, q_full, row_bytes(hq_, dtype_), stream));
+        ULYSSES_RETURN_IF_ERROR(
+            seq_to_segments(send_kv, kv_own, row_bytes(2 * hkv_, dtype_), stream));
+        ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_o, o_head, row_bytes(hq_, dtype_), stream));
+      }
       ULYSSES_RETURN_IF_ERROR(comm_.group_end());
     }
     const TensorView o_all = o_fine_bytes_ > 0
@@ -678,9 +703,12 @@ class RingAttention final : public DistributedAttention {
 
     Arena saved, fwd;
     Arena& keep = config_.training ? saved : fwd;
-    q_full_ = keep.take(q_bytes);
-    kv_own_ = keep.take(kv_bytes(dtype_));
-    o_head_ = keep.take(q_bytes);
+    // The head-sharded Q, K|V and O: kept for backward, or (kLseOnly, inference) scratch at the
+    // start of the workspace, where backward builds them again at the same offsets.
+    Arena& heads = lse_only_ ? fwd : keep;
+    q_full_ = heads.take(q_bytes);
+    kv_own_ = heads.take(kv_bytes(dtype_));
+    o_head_ = heads.take(q_bytes);
     lse_head_ = keep.take(lse_bytes);
     if (config_.training && config_.attention.sinks) {
       o_fine_bytes_ = rows * row_bytes(hq_, acc_);
@@ -705,6 +733,11 @@ class RingAttention final : public DistributedAttention {
     if (config_.training) {
       // Backward scratch; the KV ring buffers sit at the same offsets as in forward.
       Arena bwd;
+      if (lse_only_) {  // q_full_, kv_own_, o_head_
+        bwd.take(q_bytes);
+        bwd.take(kv_bytes(dtype_));
+        bwd.take(q_bytes);
+      }
       if (R_ > 1) {
         bwd.take(kv_bytes(dtype_));  // kv_ring_[0]
         bwd.take(kv_bytes(dtype_));  // kv_ring_[1]
@@ -716,6 +749,11 @@ class RingAttention final : public DistributedAttention {
       dkv_buf_[0] = bwd.take(kv_bytes(acc_));
       dkv_buf_[1] = R_ > 1 ? bwd.take(kv_bytes(acc_)) : dkv_buf_[0];
       if (!accumulate_ || R_ > 1) dkv_blk_ = bwd.take(kv_bytes(acc_));
+      if (U_ > 1 && lse_only_) {  // q, k|v, o on their way to the head owners again
+        bwd_send_q_ = bwd.take(msg_q);
+        bwd_send_kv_ = bwd.take(msg_kv);
+        bwd_send_o_ = bwd.take(msg_q);
+      }
       if (U_ > 1) {
         send_do_ = bwd.take(msg_q);  // dQ comes back into it
         grad_q_ = bwd.take(q_bytes);
@@ -753,6 +791,8 @@ class RingAttention final : public DistributedAttention {
   // Packed sequences (kTHD): this call's per-sequence tables (packed_tables()).
   bool packed_ = false;
   bool accumulate_ = false;  // the kernel adds block gradients to the running sums
+  bool lse_only_ = false;    // SavedActivations::kLseOnly (training)
+  std::size_t bwd_send_q_ = 0, bwd_send_kv_ = 0, bwd_send_o_ = 0;
   std::int64_t max_seqs_ = 1;
   int num_seqs_ = 0;
   std::vector<std::int32_t> tables_;

@@ -78,7 +78,13 @@ INSTANTIATE_TEST_SUITE_P(
                       packed_case("hybrid_2x2_gqa_causal", Strategy::kHybrid, 4, 2, 1024, 8, 4,
                                   true, {129, 400, 33, 300}),
                       packed_case("hybrid_4x2_replicated_kv_causal", Strategy::kHybrid, 8, 4, 1024,
-                                  8, 2, true, {250, 250, 250})),
+                                  8, 2, true, {250, 250, 250}),
+                      [] {
+                        GpuCase c = packed_case("ring_p2_gqa_causal_lse_only", Strategy::kRing, 2,
+                                                0, 1024, 8, 2, true, {100, 333, 7, 450});
+                        c.saved = SavedActivations::kLseOnly;
+                        return c;
+                      }()),
     [](const auto& param_info) { return param_info.param.name; });
 
 INSTANTIATE_TEST_SUITE_P(
@@ -98,6 +104,19 @@ INSTANTIATE_TEST_SUITE_P(
         ring_case("ring_p4_causal_window_100", Strategy::kRing, 4, 0, 1024, 4, 2, true, false, 100),
         ring_case("hybrid_2x2_causal_window_90_sinks", Strategy::kHybrid, 4, 2, 512, 8, 4, true,
                   true, 90),
+        // Only the LSE saved: backward rebuilds the head-sharded q, k, v, o from the caller's.
+        [] {
+          GpuCase c = ring_case("ring_p2_gqa_causal_lse_only", Strategy::kRing, 2, 0, 1024, 8, 2,
+                                true, false);
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
+        [] {
+          GpuCase c = ring_case("hybrid_2x2_sinks_lse_only", Strategy::kHybrid, 4, 2, 512, 8, 4,
+                                true, true);
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
         [] {
           GpuCase c = ring_case("ring_p2_two_sided_window", Strategy::kRing, 2, 0, 1024, 4, 2,
                                 false, false, 150);

@@ -9,6 +9,8 @@
 // fp32 LSE it was given (partial_keys). floor: a few fp32 ulps of the largest value.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "common/check.h"
 #include "common/test_util.h"
 
@@ -153,21 +155,30 @@ class NonAccumulating final : public LocalAttention {
   std::unique_ptr<LocalAttention> inner_ = make_reference_attention();
 };
 
+// How distributed() runs: the kernel (staged: NonAccumulating), what forward saves, and where to
+// report rank 0's plan's workspace_bytes() and saved_bytes().
+struct RunOptions {
+  bool staged = false;
+  SavedActivations saved = SavedActivations::kHeadSharded;
+  std::size_t* workspace_bytes = nullptr;
+  std::size_t* saved_bytes = nullptr;
+};
+
 // The distributed run: each rank copies its (zigzag) shard in, runs, and places its outputs back.
-// `staged`: through NonAccumulating. `workspace_bytes`, if given, receives rank 0's plan's.
 Tensors distributed(const Case& c, const Inputs& in, std::vector<HostTensor>& dsinks_per_rank,
-                    bool staged = false, std::size_t* workspace_bytes = nullptr) {
+                    const RunOptions& run = {}) {
   Tensors out = poisoned(c, c.dtype, c.S);
   dsinks_per_rank.assign(static_cast<std::size_t>(c.P), out.dsinks);
   std::unique_ptr<LocalAttention> kernel =
-      staged ? std::make_unique<NonAccumulating>() : make_reference_attention();
+      run.staged ? std::make_unique<NonAccumulating>() : make_reference_attention();
   const PlanConfig cfg{.attention = attention(c),
                        .parallel = parallel(c),
                        .layout = c.packed() ? Layout::kTHD : Layout::kBSHD,
                        .dtype = c.dtype,
                        .batch = c.B,
                        .seqlen = c.S,
-                       .training = c.training};
+                       .training = c.training,
+                       .saved_activations = run.saved};
   const std::int64_t Sl = c.S / c.P;
   const std::vector<std::int32_t> cu = c.packed() ? c.cu() : std::vector<std::int32_t>{};
   // thd views of the [1, S, H, D] activations and the [1, H, S] LSE.
@@ -176,7 +187,8 @@ Tensors distributed(const Case& c, const Inputs& in, std::vector<HostTensor>& ds
     auto plan = DistributedAttention::create(cfg, comm, *kernel);
     if (!plan.is_ok()) return plan.status();
     std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
-    if (r == 0 && workspace_bytes) *workspace_bytes = ws.size();
+    if (r == 0 && run.workspace_bytes) *run.workspace_bytes = ws.size();
+    if (r == 0 && run.saved_bytes) *run.saved_bytes = saved.size();
     auto mine = [&](const HostTensor& global) {
       HostTensor t(global.view.dtype, {c.B, Sl, global.view.size(2), c.D});
       EXPECT_TRUE(copy_shard(global.view, t.view, 1, cfg.parallel, r, cu).is_ok());
@@ -197,13 +209,18 @@ Tensors distributed(const Case& c, const Inputs& in, std::vector<HostTensor>& ds
     ULYSSES_RETURN_IF_ERROR(place_shard(local.o.view, out.o.view, 1, cfg.parallel, r, cu));
     ULYSSES_RETURN_IF_ERROR(place_shard(local.lse.view, out.lse.view, 2, cfg.parallel, r, cu));
     if (!c.training) return Status::ok();
+    std::fill(ws.begin(), ws.end(), 0xFF);  // scratch: backward may not find forward's there (NaN)
     BackwardArgs b{.d_o = act(d_o),
                    .dq = act(local.dq),
                    .dk = act(local.dk),
                    .dv = act(local.dv),
                    .cu_seqlens = cu,
                    .workspace = ws.data(),
-                   .saved = saved.data()};
+                   .saved = saved.data(),
+                   .q = act(q),  // read with saved_activations = lse
+                   .k = act(k),
+                   .v = act(v),
+                   .o = act(local.o)};
     if (c.sinks) {
       b.sinks = in.sinks.view;
       b.dsinks = dsinks_per_rank[static_cast<std::size_t>(r)].view;
@@ -263,8 +280,9 @@ TEST_P(RingGradientSums, AccumulatedInTheKernelEqualStagedBitwise) {
   const Inputs in = make_inputs(c, rng);
   std::vector<HostTensor> dsinks_added, dsinks_staged;
   std::size_t ws_added = 0, ws_staged = 0;
-  const Tensors added = distributed(c, in, dsinks_added, false, &ws_added);
-  const Tensors staged = distributed(c, in, dsinks_staged, true, &ws_staged);
+  const Tensors added = distributed(c, in, dsinks_added, {.workspace_bytes = &ws_added});
+  const Tensors staged =
+      distributed(c, in, dsinks_staged, {.staged = true, .workspace_bytes = &ws_staged});
   EXPECT_EQ(testing::count_nan(added.dq), 0);
   EXPECT_BITWISE_EQ(added.o, staged.o, "O");
   EXPECT_BITWISE_EQ(added.dq, staged.dq, "dQ");
@@ -296,6 +314,59 @@ std::vector<Case> gradient_sum_cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Loopback, RingGradientSums, ::testing::ValuesIn(gradient_sum_cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+// SavedActivations::kLseOnly: forward keeps the LSE (and, with sinks, the fp32 O) only; backward
+// builds the head-sharded Q, K, V, O again from the caller's q, k, v, o. Same arithmetic, so the
+// same bits as saving them; saved_bytes() shrinks to the LSE.
+class RingLseOnly : public ::testing::TestWithParam<Case> {};
+
+TEST_P(RingLseOnly, SameBitsAsSavingTheHeadsWithOnlyTheLseSaved) {
+  const Case c = GetParam();
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Inputs in = make_inputs(c, rng);
+  std::vector<HostTensor> dsinks_heads, dsinks_lse;
+  std::size_t saved_heads = 0, saved_lse = 0;
+  const Tensors heads = distributed(c, in, dsinks_heads, {.saved_bytes = &saved_heads});
+  const Tensors lse = distributed(c, in, dsinks_lse,
+                                  {.saved = SavedActivations::kLseOnly, .saved_bytes = &saved_lse});
+  EXPECT_EQ(testing::count_nan(lse.dq), 0);
+  EXPECT_BITWISE_EQ(heads.o, lse.o, "O");
+  EXPECT_BITWISE_EQ(heads.lse, lse.lse, "LSE");
+  EXPECT_BITWISE_EQ(heads.dq, lse.dq, "dQ");
+  EXPECT_BITWISE_EQ(heads.dk, lse.dk, "dK");
+  EXPECT_BITWISE_EQ(heads.dv, lse.dv, "dV");
+  for (int r = 0; r < c.P && c.sinks; ++r) {
+    const auto i = static_cast<std::size_t>(r);
+    EXPECT_BITWISE_EQ(dsinks_heads[i], dsinks_lse[i], "dSinks rank " + std::to_string(r));
+  }
+  // Saved: the fp32 LSE of the group's rows (plus their fp32 O with sinks), 256-byte aligned.
+  const int U = c.strategy == Strategy::kHybrid ? c.U : 1;
+  const std::size_t rows = static_cast<std::size_t>(c.B * c.S / (c.P / U));
+  const std::size_t hq = static_cast<std::size_t>(c.Hq / U);
+  std::size_t want = rows * hq * 4;
+  if (c.sinks) want += rows * hq * static_cast<std::size_t>(c.D) * 4;
+  EXPECT_GE(saved_lse, want);
+  EXPECT_LE(saved_lse, want + 2 * 256);
+  EXPECT_GT(saved_heads, saved_lse + rows * hq * static_cast<std::size_t>(c.D) * 2);
+}
+
+std::vector<Case> lse_only_cases() {
+  const auto bf16 = DType::kBFloat16, fp32 = DType::kFloat32, fp16 = DType::kFloat16;
+  const auto ring = Strategy::kRing, hybrid = Strategy::kHybrid;
+  Case packed{"packed_hybrid_2x2_gqa_bf16_causal", hybrid, 4, 2, 1, 48, 4, 2, 8, bf16, true};
+  packed.lens = {9, 20, 11};
+  return {
+      Case{"ring_p2_gqa_causal_bf16", ring, 2, 0, 2, 64, 4, 2, 16, bf16, true},
+      Case{"ring_p3_window_sinks_fp32", ring, 3, 0, 1, 96, 2, 1, 8, fp32, true, 9, 0, true},
+      Case{"hybrid_2x2_mqa_fp16", hybrid, 4, 2, 1, 64, 4, 1, 8, fp16, false},
+      packed,
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(Loopback, RingLseOnly, ::testing::ValuesIn(lse_only_cases()),
                          [](const auto& param_info) { return param_info.param.name; });
 
 std::vector<Case> cases() {

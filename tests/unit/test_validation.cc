@@ -218,13 +218,6 @@ std::vector<PlanRule> plan_rules() {
        },
        SC::kInvalidArgument,
        {"overlap_chunks", "got 2", "cp > num_heads_kv"}},
-      {"lse_only_with_ring",
-       [](PlanConfig& c) {
-         c.parallel.strategy = Strategy::kRing;
-         c.saved_activations = SavedActivations::kLseOnly;
-       },
-       SC::kInvalidArgument,
-       {"saved_activations", "got lse", "ulysses", "ring"}},
       {"saved_activations_out_of_range",
        [](PlanConfig& c) { c.saved_activations = static_cast<SavedActivations>(5); },
        SC::kInvalidArgument,
