@@ -176,16 +176,17 @@ class LocalAttention {
 // Distributed attention
 // ---------------------------------------------------------------------------------------------------
 
-/// What Ulysses' forward keeps in `saved` for backward (training).
+/// What forward keeps in `saved` for backward (training). Every strategy.
 enum class SavedActivations : int {
   /// The head-sharded Q, K, V, O and LSE the kernel read and wrote (saved_bytes() is about the size
   /// of this rank's q, k, v and o): backward exchanges only dO in and dQ, dK, dV out.
   kHeadSharded = 0,
-  /// Only the kernel's LSE (a few MiB): backward takes this rank's q, k, v and o again
-  /// (BackwardArgs) and exchanges them with dO. A training framework then keeps one copy of the
-  /// layer's q, k, v, o (its own, which its autograd holds anyway) instead of a second,
-  /// head-sharded one, for one more all-to-all of Q, K, V and O per step. With overlap_chunks = K
-  /// the exchange buffers are those of chunks_in_flight head chunks, not of all of them.
+  /// Only the kernel's LSE (a few MiB; ring and hybrid with sinks also the fp32 O): backward takes
+  /// this rank's q, k, v and o again (BackwardArgs) and exchanges (Ulysses, hybrid) or packs
+  /// (ring) them with dO. A training framework then keeps one copy of the layer's q, k, v, o (its
+  /// own, which its autograd holds anyway) instead of a second, head-sharded one, for one more
+  /// all-to-all of Q, K, V and O per step. Ulysses with overlap_chunks = K: the exchange buffers
+  /// are those of chunks_in_flight head chunks, not of all of them.
   kLseOnly = 1,
 };
 std::string_view saved_activations_name(SavedActivations saved);
@@ -201,7 +202,7 @@ struct PlanConfig {
   std::int64_t seqlen =
       0;  // global: tokens per sequence (kBSHD) or packed tokens incl. padding (kTHD)
   /// Keep what backward needs between forward and backward, in the caller's `saved` buffer of
-  /// saved_bytes() (Ulysses: see saved_activations). false: inference, nothing is kept.
+  /// saved_bytes() (see saved_activations). false: inference, nothing is kept.
   bool training = true;
   /// Pipeline the exchanges with the kernel: split each rank's heads into this many chunks (by KV
   /// head) and exchange chunk c + 1 while the kernel runs on chunk c (on GPUs the exchanges then
@@ -215,7 +216,7 @@ struct PlanConfig {
   /// forward (e.g. a graph retained for a second backward). Ring and hybrid never write `saved` in
   /// backward.
   bool backward_keeps_saved = false;
-  /// Ulysses, training: what forward keeps for backward (see SavedActivations).
+  /// Training: what forward keeps for backward (see SavedActivations).
   SavedActivations saved_activations = SavedActivations::kHeadSharded;
   /// Ulysses with overlap_chunks > 1, for kLseOnly and for inference (training = false): head
   /// chunks whose exchange buffers exist at once. 2: chunk c + 1 travels while chunk c computes;
