@@ -26,6 +26,9 @@
 // `saved` holds q_full, kv_own, o_head and lse_head; with SavedActivations::kLseOnly only lse_head
 // (and, with sinks, the fp32 O): backward then builds q_full, kv_own and o_head again from the
 // caller's q, k, v, o in the workspace, in the same exchange as dO.
+// Ring with bshd shards (U = 1) needs no copy where the caller's tensor will do: the shard's rows
+// are the head buffers' rows, so backward reads dO in place, and with kLseOnly Q and O too (forward
+// reads q and finalizes straight into o).
 //
 // Causal zigzag steps without a window (c rows per chunk):
 //   t = 0:  Q (2c) x KV (2c), causal: chunk order j < J makes the concatenation exact;
@@ -190,6 +193,8 @@ class RingAttention final : public DistributedAttention {
     packed_ = config.layout == Layout::kTHD;
     accumulate_ = kernel.accumulates_grads();
     lse_only_ = config.training && config.saved_activations == SavedActivations::kLseOnly;
+    in_place_ = U_ == 1 && config.layout == Layout::kBSHD;
+    qo_in_place_ = in_place_ && lse_only_;
     for (int t = 0; t < R_; ++t) steps_.push_back(blocks_of_step(config, j_, t));
     // When step 0 is one call over every row (no window), it writes the fp32 accumulators itself:
     // no reset and no first merge (the LSE accumulator must then be the kernel's fp32).
@@ -266,9 +271,13 @@ class RingAttention final : public DistributedAttention {
     char* ws = static_cast<char*>(a.workspace);
     const Stream side = streams_->side();
 
-    // 1. Q, K, V of this group's two chunks, head-sharded.
-    ULYSSES_RETURN_IF_ERROR(
-        to_heads(a.q, a.k, a.v, at(ws, send_q_), at(ws, send_kv_), q_full, kv_own, stream));
+    // 1. Q, K, V of this group's two chunks, head-sharded (Q read in place: K|V only).
+    if (qo_in_place_) {
+      ULYSSES_RETURN_IF_ERROR(pack_kv(a.k, a.v, kv_own, stream));
+    } else {
+      ULYSSES_RETURN_IF_ERROR(
+          to_heads(a.q, a.k, a.v, at(ws, send_q_), at(ws, send_kv_), q_full, kv_own, stream));
+    }
 
     // 2. Ring steps.
     const TensorView o_acc = rows_view(at(ws, o_acc_), hq_, 0, hq_, acc_, 0, 2 * c_);
@@ -282,7 +291,8 @@ class RingAttention final : public DistributedAttention {
       if (t > 0) ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_arrived(t)));
       for (const Block& b : steps_[static_cast<std::size_t>(t)]) {
         LocalForwardArgs la;
-        la.q = rows_view(q_full, hq_, 0, hq_, dtype_, b.q_row, b.q_rows);
+        la.q = qo_in_place_ ? shard_rows(a.q, b.q_row, b.q_rows)
+                            : rows_view(q_full, hq_, 0, hq_, dtype_, b.q_row, b.q_rows);
         la.k = rows_view(cur, 2 * hkv_, 0, hkv_, dtype_, b.kv_row, b.kv_rows);
         la.v = rows_view(cur, 2 * hkv_, hkv_, hkv_, dtype_, b.kv_row, b.kv_rows);
         const LocalProblem p = problem(b);
@@ -305,7 +315,8 @@ class RingAttention final : public DistributedAttention {
     }
 
     // 3. Sinks once, then the output back to the sequence owners.
-    const TensorView o_fin = rows_view(o_head, hq_, 0, hq_, dtype_, 0, 2 * c_);
+    const TensorView o_fin =
+        qo_in_place_ ? act(a.o) : rows_view(o_head, hq_, 0, hq_, dtype_, 0, 2 * c_);
     const TensorView lse_fin = lse_rows(lse_head, DType::kFloat32, 0, 2 * c_);
     ULYSSES_RETURN_IF_ERROR(
         kernels::finalize_partial(o_acc, lse_acc, a.sinks, q_offset(), o_fin, lse_fin, stream));
@@ -317,8 +328,10 @@ class RingAttention final : public DistributedAttention {
           rows_view(at(keep, o_fine_), hq_, 0, hq_, acc_, 0, 2 * c_), lse_fin, stream));
     }
     if (U_ == 1) {
-      ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_head, dtype_, 1, Sl_, B_, hq_, D_}, 0,
-                                                    zero_map_, hq_, act(a.o), stream));
+      if (!qo_in_place_) {
+        ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_head, dtype_, 1, Sl_, B_, hq_, D_}, 0,
+                                                      zero_map_, hq_, act(a.o), stream));
+      }
       if (!a.lse.empty_view()) {
         ULYSSES_RETURN_IF_ERROR(kernels::unpack_lse({lse_head, DType::kFloat32, 1, Sl_, B_, hq_, 1},
                                                     zero_map_, lse_as_bhs(a.lse, config_.layout),
@@ -364,9 +377,13 @@ class RingAttention final : public DistributedAttention {
     char* send_q = local ? q_full : at(ws, bwd_send_q_);
     char* send_kv = local ? kv_own : at(ws, bwd_send_kv_);
     char* send_o = local ? o_head : at(ws, bwd_send_o_);
-    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
-        act(a.d_o), qb, hq_, {send_do, dtype_, U_, Sl_, B_, hq_, D_}, 0, stream));
-    if (lse_only_) {
+    if (!in_place_) {
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
+          act(a.d_o), qb, hq_, {send_do, dtype_, U_, Sl_, B_, hq_, D_}, 0, stream));
+    }
+    if (qo_in_place_) {
+      ULYSSES_RETURN_IF_ERROR(pack_kv(a.k, a.v, kv_own, stream));
+    } else if (lse_only_) {
       const std::span<const int> kb = local ? zero_map_ : routing_.kv_begin;
       const kernels::MessageLayout mkv{send_kv, dtype_, U_, Sl_, B_, 2 * hkv_, D_};
       ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
@@ -387,10 +404,23 @@ class RingAttention final : public DistributedAttention {
       }
       ULYSSES_RETURN_IF_ERROR(comm_.group_end());
     }
+    // Rows of the head-layout Q, O and dO, or of the caller's tensors where they are read in place.
+    auto q_rows = [&](std::int64_t row0, std::int64_t rows) {
+      return qo_in_place_ ? shard_rows(a.q, row0, rows)
+                          : rows_view(q_full, hq_, 0, hq_, dtype_, row0, rows);
+    };
+    auto o_rows = [&](std::int64_t row0, std::int64_t rows) {
+      return qo_in_place_ ? shard_rows(a.o, row0, rows)
+                          : rows_view(o_head, hq_, 0, hq_, dtype_, row0, rows);
+    };
+    auto do_rows = [&](std::int64_t row0, std::int64_t rows) {
+      return in_place_ ? shard_rows(a.d_o, row0, rows)
+                       : rows_view(do_head, hq_, 0, hq_, dtype_, row0, rows);
+    };
     const TensorView o_all = o_fine_bytes_ > 0
                                  ? rows_view(at(a.saved, o_fine_), hq_, 0, hq_, acc_, 0, 2 * c_)
-                                 : rows_view(o_head, hq_, 0, hq_, dtype_, 0, 2 * c_);
-    const TensorView do_all = rows_view(do_head, hq_, 0, hq_, dtype_, 0, 2 * c_);
+                                 : o_rows(0, 2 * c_);
+    const TensorView do_all = do_rows(0, 2 * c_);
     const TensorView lse_all = lse_rows(lse_head, DType::kFloat32, 0, 2 * c_);
     TensorView dsinks_local;
     if (config_.attention.sinks) {
@@ -423,12 +453,12 @@ class RingAttention final : public DistributedAttention {
       bool first = true;
       for (const Block& b : steps_[static_cast<std::size_t>(t)]) {
         LocalBackwardArgs lb;
-        lb.q = rows_view(q_full, hq_, 0, hq_, dtype_, b.q_row, b.q_rows);
+        lb.q = q_rows(b.q_row, b.q_rows);
         lb.k = rows_view(cur, 2 * hkv_, 0, hkv_, dtype_, b.kv_row, b.kv_rows);
         lb.v = rows_view(cur, 2 * hkv_, hkv_, hkv_, dtype_, b.kv_row, b.kv_rows);
-        lb.o = rows_view(o_head, hq_, 0, hq_, dtype_, b.q_row, b.q_rows);
+        lb.o = o_rows(b.q_row, b.q_rows);
         lb.lse = lse_rows(lse_head, DType::kFloat32, b.q_row, b.q_rows);
-        lb.d_o = rows_view(do_head, hq_, 0, hq_, dtype_, b.q_row, b.q_rows);
+        lb.d_o = do_rows(b.q_row, b.q_rows);
         LocalProblem p = problem(b);
         lb.rows = rows_of(b);
         lb.workspace = kernel_ws_bytes_ ? at(ws, kernel_ws_) : nullptr;
@@ -675,6 +705,23 @@ class RingAttention final : public DistributedAttention {
     return comm_.group_end();
   }
 
+  // K and V into kv_own (U = 1: a pack, no exchange).
+  Status pack_kv(const TensorView& k, const TensorView& v, char* kv_own, Stream stream) {
+    const kernels::MessageLayout mkv{kv_own, dtype_, 1, Sl_, B_, 2 * hkv_, D_};
+    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(k), zero_map_, hkv_, mkv, 0, stream));
+    return kernels::pack_heads(act(v), zero_map_, hkv_, mkv, hkv_, stream);
+  }
+
+  // Rows [row0, row0 + rows) of this rank's activation t (U = 1, bshd): [B, rows, H, D], t's
+  // strides. The shard's rows are the head buffers' rows.
+  TensorView shard_rows(const TensorView& t, std::int64_t row0, std::int64_t rows) const {
+    TensorView v = act(t);
+    v.data = static_cast<char*>(v.data) +
+             static_cast<std::size_t>(row0 * v.stride(1)) * dtype_size(v.dtype);
+    v.shape[1] = rows;
+    return v;
+  }
+
   // [B, rows, heads, D] view of channels [c_begin, c_begin + heads), rows [row0, row0 + rows), of
   // a [2c][B][channels][D] group buffer.
   TensorView rows_view(char* base, int channels, int c_begin, int heads, DType dtype,
@@ -706,9 +753,9 @@ class RingAttention final : public DistributedAttention {
     // The head-sharded Q, K|V and O: kept for backward, or (kLseOnly, inference) scratch at the
     // start of the workspace, where backward builds them again at the same offsets.
     Arena& heads = lse_only_ ? fwd : keep;
-    q_full_ = heads.take(q_bytes);
+    if (!qo_in_place_) q_full_ = heads.take(q_bytes);
     kv_own_ = heads.take(kv_bytes(dtype_));
-    o_head_ = heads.take(q_bytes);
+    if (!qo_in_place_) o_head_ = heads.take(q_bytes);
     lse_head_ = keep.take(lse_bytes);
     if (config_.training && config_.attention.sinks) {
       o_fine_bytes_ = rows * row_bytes(hq_, acc_);
@@ -733,16 +780,16 @@ class RingAttention final : public DistributedAttention {
     if (config_.training) {
       // Backward scratch; the KV ring buffers sit at the same offsets as in forward.
       Arena bwd;
-      if (lse_only_) {  // q_full_, kv_own_, o_head_
-        bwd.take(q_bytes);
+      if (lse_only_) {  // q_full_, kv_own_, o_head_ (as in forward)
+        if (!qo_in_place_) bwd.take(q_bytes);
         bwd.take(kv_bytes(dtype_));
-        bwd.take(q_bytes);
+        if (!qo_in_place_) bwd.take(q_bytes);
       }
       if (R_ > 1) {
         bwd.take(kv_bytes(dtype_));  // kv_ring_[0]
         bwd.take(kv_bytes(dtype_));  // kv_ring_[1]
       }
-      do_head_ = bwd.take(q_bytes);
+      if (!in_place_) do_head_ = bwd.take(q_bytes);
       dq_acc_ = bwd.take(rows * row_bytes(hq_, acc_));
       // Per-block gradients, unless the kernel adds them to the sums itself (see block_problem).
       if (!accumulate_) dq_blk_ = bwd.take(rows * row_bytes(hq_, acc_));
@@ -790,8 +837,10 @@ class RingAttention final : public DistributedAttention {
   bool direct_first_ = false;  // step 0's single call writes the accumulators (see constructor)
   // Packed sequences (kTHD): this call's per-sequence tables (packed_tables()).
   bool packed_ = false;
-  bool accumulate_ = false;  // the kernel adds block gradients to the running sums
-  bool lse_only_ = false;    // SavedActivations::kLseOnly (training)
+  bool accumulate_ = false;   // the kernel adds block gradients to the running sums
+  bool lse_only_ = false;     // SavedActivations::kLseOnly (training)
+  bool in_place_ = false;     // U = 1, bshd: backward reads dO in the caller's tensor
+  bool qo_in_place_ = false;  // and, with lse_only_, Q and O too
   std::size_t bwd_send_q_ = 0, bwd_send_kv_ = 0, bwd_send_o_ = 0;
   std::int64_t max_seqs_ = 1;
   int num_seqs_ = 0;

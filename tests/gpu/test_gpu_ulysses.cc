@@ -117,6 +117,21 @@ INSTANTIATE_TEST_SUITE_P(
           c.saved = SavedActivations::kLseOnly;
           return c;
         }(),
+        // Batch 2: ring reads dO (and with lse Q and O) in the caller's [B, S/cp, H, D] tensors
+        // while K, V and the saved O are in its own [rows][B][H][D] buffers: other strides.
+        [] {
+          GpuCase c = ring_case("ring_p2_batch2_causal_sinks", Strategy::kRing, 2, 0, 512, 8, 2,
+                                true, true);
+          c.B = 2;
+          return c;
+        }(),
+        [] {
+          GpuCase c = ring_case("ring_p4_batch2_window_lse_only", Strategy::kRing, 4, 0, 1024, 8, 4,
+                                true, false, 200);
+          c.B = 2;
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
         [] {
           GpuCase c = ring_case("ring_p2_two_sided_window", Strategy::kRing, 2, 0, 1024, 4, 2,
                                 false, false, 150);

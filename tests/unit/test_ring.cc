@@ -162,6 +162,7 @@ struct RunOptions {
   SavedActivations saved = SavedActivations::kHeadSharded;
   std::size_t* workspace_bytes = nullptr;
   std::size_t* saved_bytes = nullptr;
+  bool strided = false;  // activations as views into wider tensors
 };
 
 // The distributed run: each rank copies its (zigzag) shard in, runs, and places its outputs back.
@@ -181,54 +182,73 @@ Tensors distributed(const Case& c, const Inputs& in, std::vector<HostTensor>& ds
                        .saved_activations = run.saved};
   const std::int64_t Sl = c.S / c.P;
   const std::vector<std::int32_t> cu = c.packed() ? c.cu() : std::vector<std::int32_t>{};
-  // thd views of the [1, S, H, D] activations and the [1, H, S] LSE.
-  auto act = [&](const HostTensor& t) { return c.packed() ? testing::drop_dim0(t.view) : t.view; };
   auto st = testing::run_ranks(c.P, [&](int r, Communicator& comm) -> Status {
     auto plan = DistributedAttention::create(cfg, comm, *kernel);
     if (!plan.is_ok()) return plan.status();
     std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
     if (r == 0 && run.workspace_bytes) *run.workspace_bytes = ws.size();
     if (r == 0 && run.saved_bytes) *run.saved_bytes = saved.size();
+    // This rank's activations, [B, Sl, H, D]; with run.strided a view of the first H heads of a
+    // wider tensor (like q, k, v cut out of a fused projection), so no stride is the contiguous
+    // one.
+    const std::int64_t pad = run.strided ? 3 : 0;
+    auto tensor = [&](DType dtype, std::int64_t heads) {
+      HostTensor t(dtype, {c.B, Sl, heads + pad, c.D});
+      testing::poison(t);
+      return t;
+    };
+    auto view = [&](const HostTensor& t) {
+      TensorView v = t.view;
+      v.shape[2] -= pad;
+      return v;
+    };
+    auto act = [&](const HostTensor& t) {
+      return c.packed() ? testing::drop_dim0(view(t)) : view(t);
+    };
     auto mine = [&](const HostTensor& global) {
-      HostTensor t(global.view.dtype, {c.B, Sl, global.view.size(2), c.D});
-      EXPECT_TRUE(copy_shard(global.view, t.view, 1, cfg.parallel, r, cu).is_ok());
+      HostTensor t = tensor(global.view.dtype, global.view.size(2));
+      EXPECT_TRUE(copy_shard(global.view, view(t), 1, cfg.parallel, r, cu).is_ok());
       return t;
     };
     const HostTensor q = mine(in.q), k = mine(in.k), v = mine(in.v), d_o = mine(in.d_o);
-    Tensors local = poisoned(c, c.dtype, Sl);
+    HostTensor o = tensor(c.dtype, c.Hq), dq = tensor(c.dtype, c.Hq), dk = tensor(c.dtype, c.Hkv),
+               dv = tensor(c.dtype, c.Hkv);
+    HostTensor lse(DType::kFloat32, {c.B, c.Hq, Sl});
+    testing::poison(lse);
+    const TensorView lse_act = c.packed() ? testing::drop_dim0(lse.view) : lse.view;
     ForwardArgs f{.q = act(q),
                   .k = act(k),
                   .v = act(v),
-                  .o = act(local.o),
-                  .lse = act(local.lse),
+                  .o = act(o),
+                  .lse = lse_act,
                   .cu_seqlens = cu,
                   .workspace = ws.data(),
                   .saved = saved.data()};
     if (c.sinks) f.sinks = in.sinks.view;
     ULYSSES_RETURN_IF_ERROR((*plan)->forward(f, nullptr));
-    ULYSSES_RETURN_IF_ERROR(place_shard(local.o.view, out.o.view, 1, cfg.parallel, r, cu));
-    ULYSSES_RETURN_IF_ERROR(place_shard(local.lse.view, out.lse.view, 2, cfg.parallel, r, cu));
+    ULYSSES_RETURN_IF_ERROR(place_shard(view(o), out.o.view, 1, cfg.parallel, r, cu));
+    ULYSSES_RETURN_IF_ERROR(place_shard(lse.view, out.lse.view, 2, cfg.parallel, r, cu));
     if (!c.training) return Status::ok();
     std::fill(ws.begin(), ws.end(), 0xFF);  // scratch: backward may not find forward's there (NaN)
     BackwardArgs b{.d_o = act(d_o),
-                   .dq = act(local.dq),
-                   .dk = act(local.dk),
-                   .dv = act(local.dv),
+                   .dq = act(dq),
+                   .dk = act(dk),
+                   .dv = act(dv),
                    .cu_seqlens = cu,
                    .workspace = ws.data(),
                    .saved = saved.data(),
                    .q = act(q),  // read with saved_activations = lse
                    .k = act(k),
                    .v = act(v),
-                   .o = act(local.o)};
+                   .o = act(o)};
     if (c.sinks) {
       b.sinks = in.sinks.view;
       b.dsinks = dsinks_per_rank[static_cast<std::size_t>(r)].view;
     }
     ULYSSES_RETURN_IF_ERROR((*plan)->backward(b, nullptr));
-    ULYSSES_RETURN_IF_ERROR(place_shard(local.dq.view, out.dq.view, 1, cfg.parallel, r, cu));
-    ULYSSES_RETURN_IF_ERROR(place_shard(local.dk.view, out.dk.view, 1, cfg.parallel, r, cu));
-    return place_shard(local.dv.view, out.dv.view, 1, cfg.parallel, r, cu);
+    ULYSSES_RETURN_IF_ERROR(place_shard(view(dq), out.dq.view, 1, cfg.parallel, r, cu));
+    ULYSSES_RETURN_IF_ERROR(place_shard(view(dk), out.dk.view, 1, cfg.parallel, r, cu));
+    return place_shard(view(dv), out.dv.view, 1, cfg.parallel, r, cu);
   });
   EXPECT_ALL_OK(st);
   return out;
@@ -341,6 +361,17 @@ TEST_P(RingLseOnly, SameBitsAsSavingTheHeadsWithOnlyTheLseSaved) {
   for (int r = 0; r < c.P && c.sinks; ++r) {
     const auto i = static_cast<std::size_t>(r);
     EXPECT_BITWISE_EQ(dsinks_heads[i], dsinks_lse[i], "dSinks rank " + std::to_string(r));
+  }
+  // The caller's tensors with strides of their own (views into wider ones): what ring reads and
+  // writes in place (bshd, U = 1) must follow them.
+  for (SavedActivations saved : {SavedActivations::kHeadSharded, SavedActivations::kLseOnly}) {
+    std::vector<HostTensor> dsinks_strided;
+    const Tensors strided = distributed(c, in, dsinks_strided, {.saved = saved, .strided = true});
+    const std::string name(saved_activations_name(saved));
+    EXPECT_BITWISE_EQ(heads.o, strided.o, "O, strided, " + name);
+    EXPECT_BITWISE_EQ(heads.dq, strided.dq, "dQ, strided, " + name);
+    EXPECT_BITWISE_EQ(heads.dk, strided.dk, "dK, strided, " + name);
+    EXPECT_BITWISE_EQ(heads.dv, strided.dv, "dV, strided, " + name);
   }
   // Saved: the fp32 LSE of the group's rows (plus their fp32 O with sinks), 256-byte aligned.
   const int U = c.strategy == Strategy::kHybrid ? c.U : 1;
