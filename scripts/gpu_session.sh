@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine: GPU tests, then the benchmark sweep. Modes: all (default),
 # tests-only, bench-only, distributed (only the multi-rank tests and a shorter bench), compare
-# (the multi-rank tests, then ulysses' saved-activations and transport choices side by side).
+# (the multi-rank tests, then ulysses' saved-activations and transport choices side by side), ring
+# (bench only: ring's saved-activations and transport choices).
 # Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and writes logs and JSON to
 # $OUT (or ./gpu-out). Keeps NVLink multicast off for every process it starts.
 set -uo pipefail
@@ -43,7 +44,11 @@ if [[ $mode == compare ]]; then  # heads vs lse, 1 vs 4 chunks, NCCL vs copy-eng
   bench_args=(--seq 8192,32768,131072 --strategy ulysses --saved heads,lse --chunks 1,4
               --in-flight 1,2 --transport nccl,peer --iters 3 "${bench_args[@]}")
 fi
-if [[ $mode != bench-only ]]; then
+if [[ $mode == ring ]]; then  # ring: heads vs lse, NCCL vs copy-engine hops (bench only)
+  bench_args=(--seq 8192,32768,131072 --strategy ring --saved heads,lse --transport nccl,peer
+              --iters 3 "${bench_args[@]}")
+fi
+if [[ $mode != bench-only && $mode != ring ]]; then
   if [[ $mode != distributed && $mode != compare ]]; then
     run gpu_layout 120 $BIN/test_gpu_layout
     run gpu_cudnn 300 $BIN/test_gpu_cudnn
