@@ -431,5 +431,17 @@ TEST(GpuStreams, NoDeviceMemoryGrowthOver1000StepsLseOnlyInSlots) {
   expect_no_memory_growth(c);
 }
 
+TEST(GpuStreams, NoDeviceMemoryGrowthOver1000StepsRing) {
+  ULYSSES_REQUIRE_GPUS(1);
+  // KV hops and dK/dV hops on the side stream, block gradients added in the kernel, q/o read in
+  // place (lse); any [B, S/2, H, D] shard will do for memory.
+  for (SavedActivations saved : {SavedActivations::kHeadSharded, SavedActivations::kLseOnly}) {
+    GpuCase c{"growth_ring", 2, Layout::kBSHD, 1, 256, 8, 2, 64, DType::kBFloat16};
+    c.strategy = Strategy::kRing;
+    c.saved = saved;
+    expect_no_memory_growth(c);
+  }
+}
+
 }  // namespace
 }  // namespace ulysses
