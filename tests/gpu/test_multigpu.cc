@@ -168,21 +168,44 @@ INSTANTIATE_TEST_SUITE_P(Gpus, PeerCopyUlysses,
 
 class NcclRing : public ::testing::TestWithParam<GpuCase> {};
 
-TEST_P(NcclRing, WithinTwiceTheSingleGpuError) {
-  ULYSSES_REQUIRE_GPUS(2);
-  GpuCase c = GetParam();
-  c.P = cuda_device_count();
-  if (c.strategy == Strategy::kHybrid) c.U = c.P;  // all GPUs in one Ulysses group, R = 1
+// Ring or hybrid over every local GPU through NCCL or the peer-copy communicator, by the 2x rule.
+void ring_within_2x(GpuCase c, bool peer_copy) {
+  c.P = peer_copy ? peer_copy_ranks() : cuda_device_count();
+  if (c.strategy == Strategy::kHybrid) c.U = c.P;  // all ranks in one Ulysses group, R = 1
   const auto seed = testing::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   const testing::GpuInputs in = testing::make_gpu_inputs(c, rng);
   const testing::GpuOutputs single = testing::run_single_gpu(c, in, 0);
   const testing::GpuOutputs truth = testing::run_reference_fp64(c, in);
-  auto comms = nccl_group(c.P);
-  const testing::GpuOutputs dist = testing::run_distributed(c, in, comms, [](int r) { return r; });
+  auto comms = peer_copy ? peer_copy_group(c.P) : nccl_group(c.P);
+  const testing::GpuOutputs dist = testing::run_distributed(c, in, comms, device_of_rank);
   testing::expect_ring_within_2x(c, single, dist, truth);
 }
+
+TEST_P(NcclRing, WithinTwiceTheSingleGpuError) {
+  ULYSSES_REQUIRE_GPUS(2);
+  ring_within_2x(GetParam(), false);
+}
+
+// The KV blocks and dK/dV sums hop as copy-engine copies; only the LSE saved in one case.
+class PeerCopyRing : public ::testing::TestWithParam<GpuCase> {};
+
+TEST_P(PeerCopyRing, WithinTwiceTheSingleGpuError) {
+  ULYSSES_REQUIRE_GPUS(1);
+  ring_within_2x(GetParam(), true);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Gpus, PeerCopyRing,
+    ::testing::Values(testing::multi_gpu_ring_case("ring_gqa_causal", Strategy::kRing, true, false),
+                      [] {
+                        GpuCase c = testing::multi_gpu_ring_case("ring_window_sinks_lse_only",
+                                                                 Strategy::kRing, true, true, 300);
+                        c.saved = SavedActivations::kLseOnly;
+                        return c;
+                      }()),
+    [](const auto& param_info) { return param_info.param.name; });
 
 using testing::multi_gpu_ring_case;
 
