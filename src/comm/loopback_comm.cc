@@ -203,9 +203,21 @@ class LoopbackComm final : public Communicator {
       ULYSSES_ASSIGN_OR_RETURN(auto ready, transport_->ready_token(op.stream));
       posted.push_back({hub_->post_send(rank_, op.peer, op.data, op.bytes, std::move(ready)), &op});
     }
-    Status first;
+    // Receives in a balanced pairwise order: rank r takes its own data first, then r + 1, r + 2,
+    // ... (mod P), so at the k-th receive every rank reads from a different peer (with copy
+    // engines, every GPU's outgoing link serves one reader at a time instead of all P - 1 readers
+    // queueing on rank 0, then on rank 1, ...). Receives from one peer keep their order.
+    std::vector<const Op*> receives;
     for (const Op& op : ops) {
-      if (op.is_send) continue;
+      if (!op.is_send) receives.push_back(&op);
+    }
+    const int n = size();
+    std::stable_sort(receives.begin(), receives.end(), [&](const Op* a, const Op* b) {
+      return (a->peer - rank_ + n) % n < (b->peer - rank_ + n) % n;
+    });
+    Status first;
+    for (const Op* r : receives) {
+      const Op& op = *r;
       Status st = hub_->receive(op.peer, rank_, op.data, op.bytes, [&](void* dst, PostedSend& s) {
         return transport_->copy(dst, s, op.stream);
       });

@@ -5,7 +5,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
+#include <thread>
 
+#include "comm/loopback_transport.h"
 #include "common/test_util.h"
 #include "ulysses/gpu.h"
 
@@ -55,6 +58,92 @@ TEST_P(LoopbackRanks, AllToAllVIsBitExact) {
   });
   EXPECT_ALL_OK(st);
   EXPECT_EQ(wrong.load(), 0) << "misrouted words";
+}
+
+// A host transport that records, per receiving rank, whose send each copy read (the sender is
+// found by its buffer), in the order the copies were issued.
+class RecordingTransport final : public comm::LoopbackTransport {
+ public:
+  RecordingTransport(const std::vector<std::vector<std::uint32_t>>* sends,
+                     std::vector<int>* sources)
+      : sends_(sends), sources_(sources) {}
+  Device device() const override { return Device::host(); }
+  std::string_view name() const override { return "recording"; }
+  Result<std::shared_ptr<void>> ready_token(Stream) override { return std::shared_ptr<void>(); }
+  Status copy(void* dst, comm::PostedSend& send, Stream) override {
+    for (std::size_t src = 0; src < sends_->size(); ++src) {
+      const auto* begin = (*sends_)[src].data();
+      const auto* at = static_cast<const std::uint32_t*>(send.data);
+      if (at >= begin && at < begin + (*sends_)[src].size()) {
+        sources_->push_back(static_cast<int>(src));
+      }
+    }
+    std::memcpy(dst, send.data, send.bytes);
+    return Status::ok();
+  }
+  Status after_consumed(const comm::PostedSend&, Stream) override { return Status::ok(); }
+  Status to_host(void* dst, const void* src, std::size_t bytes, Stream) override {
+    std::memcpy(dst, src, bytes);
+    return Status::ok();
+  }
+  Status from_host(void* dst, const void* src, std::size_t bytes, Stream) override {
+    std::memcpy(dst, src, bytes);
+    return Status::ok();
+  }
+
+ private:
+  const std::vector<std::vector<std::uint32_t>>* sends_;
+  std::vector<int>* sources_;
+};
+
+// Balanced pairwise schedule: rank r reads from r, r + 1, ... (mod P), so at the k-th copy every
+// rank reads from a different peer (no P - 1 readers on one sender's link). Data stays exact.
+TEST_P(LoopbackRanks, AllToAllVReadsPeersInAPairwiseRotation) {
+  const int P = GetParam();
+  const auto n = static_cast<std::size_t>(P);
+  std::vector<std::vector<std::uint32_t>> sends(n), recvs(n);
+  std::vector<std::vector<int>> sources(n);
+  std::vector<std::shared_ptr<comm::LoopbackTransport>> transports;
+  for (std::size_t r = 0; r < n; ++r) {
+    for (int p = 0; p < P; ++p) {
+      for (std::size_t i = 0; i < words(static_cast<int>(r), p); ++i)
+        sends[r].push_back(stamp(static_cast<int>(r), p, i));
+    }
+    transports.push_back(std::make_shared<RecordingTransport>(&sends, &sources[r]));
+  }
+  auto comms = comm::make_loopback_comms(LoopbackOptions{}, transports);
+  std::vector<Status> st(n);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < P; ++r) {
+    threads.emplace_back([&, r] {
+      const auto ru = static_cast<std::size_t>(r);
+      std::vector<std::size_t> sc(n), so(n), rc(n), ro(n);
+      std::size_t s_total = 0, r_total = 0;
+      for (int p = 0; p < P; ++p) {
+        const auto pu = static_cast<std::size_t>(p);
+        sc[pu] = words(r, p) * 4;
+        so[pu] = s_total;
+        s_total += sc[pu];
+        rc[pu] = words(p, r) * 4;
+        ro[pu] = r_total;
+        r_total += rc[pu];
+      }
+      recvs[ru].assign(r_total / 4, 0);
+      st[ru] = comms[ru]->all_to_all_v(sends[ru].data(), sc, so, recvs[ru].data(), rc, ro, nullptr);
+      for (int p = 0; p < P; ++p) {
+        for (std::size_t i = 0; i < words(p, r); ++i) {
+          EXPECT_EQ(recvs[ru][ro[static_cast<std::size_t>(p)] / 4 + i], stamp(p, r, i));
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_ALL_OK(st);
+  for (int r = 0; r < P; ++r) {
+    std::vector<int> want;
+    for (int k = 0; k < P; ++k) want.push_back((r + k) % P);
+    EXPECT_EQ(sources[static_cast<std::size_t>(r)], want) << "rank " << r;
+  }
 }
 
 TEST_P(LoopbackRanks, AllGatherAllReduceBarrier) {
