@@ -325,6 +325,11 @@ inline Status run_rank(const GpuCase& c, const GpuInputs& in, Communicator& comm
     b.dsinks = ds.view;
   }
   Status s = (*plan)->forward(f, stream);
+  // The workspace is scratch between calls (the caller may use it for anything): NaN it, ordered
+  // after forward on the caller's stream, so backward cannot lean on what forward left there.
+  const std::size_t ws_bytes = (*plan)->workspace_bytes();
+  if (s.is_ok() && ws_bytes > 0 && cudaMemsetAsync(ws.ptr, 0xFF, ws_bytes, stream) != cudaSuccess)
+    s = internal_error("cudaMemsetAsync of the workspace failed");
   if (s.is_ok()) s = (*plan)->backward(b, stream);
   if (s.is_ok()) s = synchronize(comm, stream);
   if (s.is_ok()) {
