@@ -143,9 +143,9 @@ struct LocalBackwardArgs {
 /// Contract: a kernel must compute each head independently of the others present (so that running a
 /// subset of heads gives the same numbers as running all of them), honour the masks in the
 /// positions it is given (0..seqlen-1, or positions within each packed sequence), write zeros to O
-/// and dQ/dK/dV and -inf to LSE for rows outside every packed sequence (past cu_seqlens.back(), or
-/// outside VarlenRows), and enqueue its work on
-/// `stream` without synchronising the device.
+/// and dQ/dK/dV (add nothing to them under accumulate_dq/accumulate_dkv) and -inf to LSE for rows
+/// outside every packed sequence (past cu_seqlens.back(), or outside VarlenRows), and enqueue its
+/// work on `stream` without synchronising the device.
 class LocalAttention {
  public:
   virtual ~LocalAttention() = default;
