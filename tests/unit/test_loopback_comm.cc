@@ -27,31 +27,40 @@ std::uint32_t stamp(int src, int dst, std::size_t i) {
 // Uneven per-pair sizes, so offsets matter: src sends (src + 2 * dst + 1) words to dst.
 std::size_t words(int src, int dst) { return static_cast<std::size_t>(src + 2 * dst + 1); }
 
+// Rank r's all_to_all_v arguments for words(): byte counts and offsets per peer, and the totals.
+struct Exchange {
+  std::vector<std::size_t> sc, so, rc, ro;
+  std::size_t s_total = 0, r_total = 0;
+};
+Exchange exchange_of(int r, int P) {
+  Exchange e;
+  for (int p = 0; p < P; ++p) {
+    e.sc.push_back(words(r, p) * 4);
+    e.so.push_back(e.s_total);
+    e.s_total += e.sc.back();
+    e.rc.push_back(words(p, r) * 4);
+    e.ro.push_back(e.r_total);
+    e.r_total += e.rc.back();
+  }
+  return e;
+}
+
 class LoopbackRanks : public ::testing::TestWithParam<int> {};
 
 TEST_P(LoopbackRanks, AllToAllVIsBitExact) {
   const int P = GetParam();
   std::atomic<std::int64_t> wrong{0};
   auto st = run_ranks(P, [&](int r, Communicator& comm) -> Status {
-    std::vector<std::size_t> sc(P), so(P), rc(P), ro(P);
-    std::size_t s_total = 0, r_total = 0;
+    const Exchange e = exchange_of(r, P);
+    std::vector<std::uint32_t> send(e.s_total / 4), recv(e.r_total / 4, 0xDEADBEEF);
     for (int p = 0; p < P; ++p) {
-      sc[p] = words(r, p) * 4;
-      so[p] = s_total;
-      s_total += sc[p];
-      rc[p] = words(p, r) * 4;
-      ro[p] = r_total;
-      r_total += rc[p];
+      for (std::size_t i = 0; i < words(r, p); ++i) send[e.so[p] / 4 + i] = stamp(r, p, i);
     }
-    std::vector<std::uint32_t> send(s_total / 4), recv(r_total / 4, 0xDEADBEEF);
-    for (int p = 0; p < P; ++p) {
-      for (std::size_t i = 0; i < words(r, p); ++i) send[so[p] / 4 + i] = stamp(r, p, i);
-    }
-    Status s = comm.all_to_all_v(send.data(), sc, so, recv.data(), rc, ro, nullptr);
+    Status s = comm.all_to_all_v(send.data(), e.sc, e.so, recv.data(), e.rc, e.ro, nullptr);
     if (!s.is_ok()) return s;
     for (int p = 0; p < P; ++p) {
       for (std::size_t i = 0; i < words(p, r); ++i) {
-        if (recv[ro[p] / 4 + i] != stamp(p, r, i)) ++wrong;
+        if (recv[e.ro[p] / 4 + i] != stamp(p, r, i)) ++wrong;
       }
     }
     return Status::ok();
@@ -117,22 +126,13 @@ TEST_P(LoopbackRanks, AllToAllVReadsPeersInAPairwiseRotation) {
   for (int r = 0; r < P; ++r) {
     threads.emplace_back([&, r] {
       const auto ru = static_cast<std::size_t>(r);
-      std::vector<std::size_t> sc(n), so(n), rc(n), ro(n);
-      std::size_t s_total = 0, r_total = 0;
-      for (int p = 0; p < P; ++p) {
-        const auto pu = static_cast<std::size_t>(p);
-        sc[pu] = words(r, p) * 4;
-        so[pu] = s_total;
-        s_total += sc[pu];
-        rc[pu] = words(p, r) * 4;
-        ro[pu] = r_total;
-        r_total += rc[pu];
-      }
-      recvs[ru].assign(r_total / 4, 0);
-      st[ru] = comms[ru]->all_to_all_v(sends[ru].data(), sc, so, recvs[ru].data(), rc, ro, nullptr);
+      const Exchange e = exchange_of(r, P);
+      recvs[ru].assign(e.r_total / 4, 0);
+      st[ru] = comms[ru]->all_to_all_v(sends[ru].data(), e.sc, e.so, recvs[ru].data(), e.rc, e.ro,
+                                       nullptr);
       for (int p = 0; p < P; ++p) {
         for (std::size_t i = 0; i < words(p, r); ++i) {
-          EXPECT_EQ(recvs[ru][ro[static_cast<std::size_t>(p)] / 4 + i], stamp(p, r, i));
+          EXPECT_EQ(recvs[ru][e.ro[static_cast<std::size_t>(p)] / 4 + i], stamp(p, r, i));
         }
       }
     });
