@@ -1,5 +1,7 @@
 // Device pack/unpack kernels against the host implementation: bit-exact on stamped data, for every
-// vector width (row sizes and strides that allow 16, 8, 4, 2 bytes), with poisoned outputs.
+// vector width (row sizes and strides that allow 16, 8, 4, 2 bytes), dense and strided heads, short
+// and long segments, with poisoned outputs (and poisoned gaps between strided rows, which must
+// stay untouched).
 #include <gtest/gtest.h>
 
 #include "gpu/gpu_util.h"
@@ -18,7 +20,15 @@ struct Geo {
   std::int64_t D;
   DType dtype;
   int head_pad = 0;  // extra heads in the activation (non-contiguous head slices)
+  int row_pad = 0;   // elements after each head's row in the activation (strided heads)
 };
+
+// [B, Sl, H, D] view of a [B, Sl, H, D + row_pad] buffer.
+TensorView rows_of(void* data, DType dtype, std::int64_t B, std::int64_t Sl, std::int64_t H,
+                   std::int64_t D, std::int64_t row_pad, Device device) {
+  const std::int64_t Dp = D + row_pad;
+  return TensorView::strided(data, dtype, {B, Sl, H, D}, {Sl * H * Dp, H * Dp, Dp, 1}, device);
+}
 
 HostTensor stamped(DType dtype, std::initializer_list<std::int64_t> shape, int salt) {
   HostTensor t(dtype, shape);
@@ -35,47 +45,67 @@ TEST_P(GpuLayout, PackAndUnpackMatchHostBitwise) {
   const int H = g.H + g.head_pad;
   std::vector<int> begin;
   for (int p = 0; p < g.P; ++p) begin.push_back((p * g.heads) % (g.H - g.heads + 1));
-  HostTensor act = stamped(g.dtype, {g.B, g.Sl, H, g.D}, 3);
+  const std::int64_t Dp = g.D + g.row_pad;
+  HostTensor act = stamped(g.dtype, {g.B, g.Sl, H, Dp}, 3);
+  const TensorView act_rows = rows_of(act.view.data, g.dtype, g.B, g.Sl, H, g.D, g.row_pad, {});
   HostTensor msg(g.dtype, {g.P, g.Sl, g.B, g.C, g.D});
   testing::poison(msg);
   HostTensor msg_host = msg;
   kernels::MessageLayout lh{msg_host.view.data, g.dtype, g.P, g.Sl, g.B, g.C, g.D};
-  ASSERT_TRUE(kernels::pack_heads(act.view, begin, g.heads, lh, g.c_begin, nullptr).is_ok());
+  ASSERT_TRUE(kernels::pack_heads(act_rows, begin, g.heads, lh, g.c_begin, nullptr).is_ok());
 
   DeviceTensor act_d = DeviceTensor::of(act), msg_d = DeviceTensor::of(msg);
+  const TensorView act_d_rows =
+      rows_of(act_d.ptr, g.dtype, g.B, g.Sl, H, g.D, g.row_pad, Device::cuda(0));
   kernels::MessageLayout ld{msg_d.ptr, g.dtype, g.P, g.Sl, g.B, g.C, g.D};
-  Status s = kernels::pack_heads(act_d.view, begin, g.heads, ld, g.c_begin, nullptr);
+  Status s = kernels::pack_heads(act_d_rows, begin, g.heads, ld, g.c_begin, nullptr);
   ASSERT_TRUE(s.is_ok()) << s.to_string();
   ASSERT_CUDA(cudaDeviceSynchronize());
   EXPECT_BITWISE_EQ(msg_host, msg_d.download(msg), "pack");
 
   // Unpack into a poisoned activation: distinct heads per peer (identity routing) for a
-  // permutation.
+  // permutation. The whole buffer is compared, so the gaps between strided rows must keep their
+  // poison.
   std::vector<int> disjoint;
   for (int p = 0; p < g.P; ++p) disjoint.push_back(p * g.heads);
-  HostTensor out(g.dtype, {g.B, g.Sl, g.P * g.heads, g.D});
+  const std::int64_t Hout = g.P * g.heads;
+  HostTensor out(g.dtype, {g.B, g.Sl, Hout, Dp});
   testing::poison(out);
   HostTensor src = stamped(g.dtype, {g.P, g.Sl, g.B, g.C, g.D}, 11);
   HostTensor out_host = out;
   kernels::MessageLayout sh{src.view.data, g.dtype, g.P, g.Sl, g.B, g.C, g.D};
-  ASSERT_TRUE(
-      kernels::unpack_heads(sh, g.c_begin, disjoint, g.heads, out_host.view, nullptr).is_ok());
+  ASSERT_TRUE(kernels::unpack_heads(
+                  sh, g.c_begin, disjoint, g.heads,
+                  rows_of(out_host.view.data, g.dtype, g.B, g.Sl, Hout, g.D, g.row_pad, {}),
+                  nullptr)
+                  .is_ok());
   DeviceTensor out_d = DeviceTensor::of(out), src_d = DeviceTensor::of(src);
   kernels::MessageLayout sd{src_d.ptr, g.dtype, g.P, g.Sl, g.B, g.C, g.D};
-  ASSERT_TRUE(kernels::unpack_heads(sd, g.c_begin, disjoint, g.heads, out_d.view, nullptr).is_ok());
+  ASSERT_TRUE(kernels::unpack_heads(
+                  sd, g.c_begin, disjoint, g.heads,
+                  rows_of(out_d.ptr, g.dtype, g.B, g.Sl, Hout, g.D, g.row_pad, Device::cuda(0)),
+                  nullptr)
+                  .is_ok());
   ASSERT_CUDA(cudaDeviceSynchronize());
-  EXPECT_EQ(testing::count_nan(out_host), 0);
+  EXPECT_EQ(testing::count_nan(out_host), g.B * g.Sl * Hout * g.row_pad);
   EXPECT_BITWISE_EQ(out_host, out_d.download(out), "unpack");
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Widths, GpuLayout,
-    ::testing::Values(Geo{2, 5, 2, 8, 4, 12, 0, 64, DType::kBFloat16},     // 16-byte rows
-                      Geo{4, 3, 1, 8, 2, 4, 2, 4, DType::kBFloat16},       // 8-byte rows
-                      Geo{3, 7, 2, 6, 2, 6, 4, 2, DType::kFloat16},        // 4-byte rows
-                      Geo{2, 4, 3, 4, 2, 5, 1, 3, DType::kBFloat16},       // 6-byte rows -> 2
-                      Geo{8, 2, 1, 16, 2, 3, 1, 5, DType::kFloat8E4M3},    // odd bytes -> 1
-                      Geo{2, 9, 1, 4, 2, 6, 2, 128, DType::kFloat32, 3}),  // padded heads
+    ::testing::Values(Geo{2, 5, 2, 8, 4, 12, 0, 64, DType::kBFloat16},    // 16-byte rows
+                      Geo{4, 3, 1, 8, 2, 4, 2, 4, DType::kBFloat16},      // 8-byte rows
+                      Geo{3, 7, 2, 6, 2, 6, 4, 2, DType::kFloat16},       // 4-byte rows
+                      Geo{2, 4, 3, 4, 2, 5, 1, 3, DType::kBFloat16},      // 6-byte rows -> 2
+                      Geo{8, 2, 1, 16, 2, 3, 1, 5, DType::kFloat8E4M3},   // odd bytes -> 1
+                      Geo{2, 9, 1, 4, 2, 6, 2, 128, DType::kFloat32, 3},  // padded heads
+                      // Long dense segments (16 heads x 16 vectors: several unrolled rounds per
+                      // lane) over many blocks, and a tail that is not a multiple of the unroll.
+                      Geo{2, 700, 1, 32, 16, 48, 8, 128, DType::kBFloat16},
+                      Geo{3, 301, 2, 12, 3, 5, 1, 120, DType::kBFloat16},
+                      // Strided heads: one segment per row (16-byte and 4-byte vectors).
+                      Geo{2, 257, 2, 8, 4, 12, 4, 64, DType::kBFloat16, 0, 64},
+                      Geo{4, 33, 1, 8, 2, 3, 1, 6, DType::kFloat16, 1, 2}),
     [](const auto& param_info) { return "case" + std::to_string(param_info.index); });
 
 TEST(GpuLayout, SumReplicasAndLseMatchHost) {
