@@ -49,6 +49,7 @@ struct GpuRow {
   double err_o = 0, err_dq = 0, err_dk = 0, err_dv = 0;
   double kernel_contiguous_ms = 0, kernel_inplace_ms = 0;  // the local kernel alone (cp > 1 rows)
   double pack_gbs = 0, unpack_gbs = 0, copy_gbs = 0;       // pack/unpack alone vs a device copy
+  double qkv_pack_gbs = 0;  // the forward's three packs (Q, K, V) into one merged message
   bool exact_o = true, exact_dkv = true;
   bool pass = true;
   std::string repro;
@@ -321,33 +322,48 @@ double time_local_kernel(const Shape& s, int P, bool packed, int iters) {
   return ms[ms.size() / 2];
 }
 
-// NCCL's own all-to-all and ulysses' exchange on the same bytes per peer, GB/s sent per GPU.
 // The forward pack of one rank at cp = P on its own: Q [B, S/P, Hq, D] -> msg[P][S/P][B][Hq/P][D],
-// then the inverse unpack, beside a device-to-device cudaMemcpyAsync of the same bytes. GB/s count
-// bytes read plus bytes written.
+// then the inverse unpack, beside a device-to-device cudaMemcpyAsync of the same bytes; and the
+// forward's whole pack as a step runs it: Q, K and V into one message
+// msg[P][S/P][B][(Hq + 2 Hkv)/P][D]. GB/s count bytes read plus bytes written.
 struct PackRate {
-  double pack_gbs = 0, unpack_gbs = 0, copy_gbs = 0;
+  double pack_gbs = 0, unpack_gbs = 0, copy_gbs = 0, qkv_pack_gbs = 0;
 };
 PackRate measure_pack(const Shape& s, int P, int iters) {
   cudaSetDevice(0);
   const std::int64_t Sl = s.S / P;
-  const int hq = s.Hq / P;
+  const int hq = s.Hq / P, hkv = s.Hkv / P;
   const std::size_t bytes = s.act_bytes(s.Hq) / static_cast<std::size_t>(P);
-  void *act = nullptr, *msg = nullptr;
+  const std::size_t kv_bytes = s.act_bytes(s.Hkv) / static_cast<std::size_t>(P);
+  const std::size_t qkv_bytes = bytes + 2 * kv_bytes;
+  void *act = nullptr, *msg = nullptr, *k = nullptr, *v = nullptr;
   BENCH_CUDA(cudaMalloc(&act, bytes));
-  BENCH_CUDA(cudaMalloc(&msg, bytes));
-  BENCH_CUDA(cudaMemset(act, 0, bytes));
+  BENCH_CUDA(cudaMalloc(&msg, qkv_bytes));
+  BENCH_CUDA(cudaMalloc(&k, kv_bytes));
+  BENCH_CUDA(cudaMalloc(&v, kv_bytes));
+  // Data movement does not depend on the values (unlike the attention kernel).
+  for (auto [ptr, n] : {std::pair{act, bytes}, std::pair{k, kv_bytes}, std::pair{v, kv_bytes}}) {
+    BENCH_CUDA(cudaMemset(ptr, 0, n));
+  }
   const TensorView view =
       TensorView::contiguous(act, s.dtype, {s.B, Sl, s.Hq, s.D}, Device::cuda(0));
+  const TensorView kview =
+      TensorView::contiguous(k, s.dtype, {s.B, Sl, s.Hkv, s.D}, Device::cuda(0));
+  const TensorView vview =
+      TensorView::contiguous(v, s.dtype, {s.B, Sl, s.Hkv, s.D}, Device::cuda(0));
   const kernels::MessageLayout layout{msg, s.dtype, P, Sl, s.B, hq, s.D};
-  std::vector<int> begin(static_cast<std::size_t>(P));
-  for (int p = 0; p < P; ++p) begin[static_cast<std::size_t>(p)] = p * hq;
+  const kernels::MessageLayout merged{msg, s.dtype, P, Sl, s.B, hq + 2 * hkv, s.D};
+  std::vector<int> begin(static_cast<std::size_t>(P)), kv_begin(static_cast<std::size_t>(P));
+  for (int p = 0; p < P; ++p) {
+    begin[static_cast<std::size_t>(p)] = p * hq;
+    kv_begin[static_cast<std::size_t>(p)] = p * hkv;
+  }
   cudaStream_t st;
   BENCH_CUDA(cudaStreamCreate(&st));
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0);
   cudaEventCreate(&e1);
-  auto time = [&](auto&& op) {
+  auto time = [&](std::size_t moved, auto&& op) {
     std::vector<float> ms;
     for (int it = 0; it < iters + 2; ++it) {
       cudaEventRecord(e0, st);
@@ -359,17 +375,23 @@ PackRate measure_pack(const Shape& s, int P, int iters) {
       if (it >= 2) ms.push_back(t);
     }
     std::sort(ms.begin(), ms.end());
-    return 2.0 * static_cast<double>(bytes) / (ms[ms.size() / 2] * 1e-3) / 1e9;
+    return 2.0 * static_cast<double>(moved) / (ms[ms.size() / 2] * 1e-3) / 1e9;
   };
   PackRate r;
-  r.pack_gbs = time([&] { (void)kernels::pack_heads(view, begin, hq, layout, 0, st); });
-  r.unpack_gbs = time([&] { (void)kernels::unpack_heads(layout, 0, begin, hq, view, st); });
-  r.copy_gbs = time([&] { cudaMemcpyAsync(msg, act, bytes, cudaMemcpyDeviceToDevice, st); });
+  r.pack_gbs = time(bytes, [&] { (void)kernels::pack_heads(view, begin, hq, layout, 0, st); });
+  r.unpack_gbs = time(bytes, [&] { (void)kernels::unpack_heads(layout, 0, begin, hq, view, st); });
+  r.copy_gbs = time(bytes, [&] { cudaMemcpyAsync(msg, act, bytes, cudaMemcpyDeviceToDevice, st); });
+  if (hkv > 0) {
+    r.qkv_pack_gbs = time(qkv_bytes, [&] {
+      (void)kernels::pack_heads(view, begin, hq, merged, 0, st);
+      (void)kernels::pack_heads(kview, kv_begin, hkv, merged, hq, st);
+      (void)kernels::pack_heads(vview, kv_begin, hkv, merged, hq + hkv, st);
+    });
+  }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   cudaStreamDestroy(st);
-  cudaFree(act);
-  cudaFree(msg);
+  for (void* ptr : {act, msg, k, v}) cudaFree(ptr);
   return r;
 }
 
@@ -878,9 +900,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       }
     }
     for (int cp : cps) {
-      if (cp == 1 || all_loopback) continue;  // the breakdown is about speed
-      const double contiguous = time_local_kernel(s, cp, false, o.iters);
-      const double in_place = time_local_kernel(s, cp, true, o.iters);
+      if (cp == 1) continue;
       GpuRow* row = nullptr;
       for (GpuRow& r : rows) {
         if (row == nullptr && r.seq == seq && r.cp == cp && r.chunks == 1 &&
@@ -888,25 +908,33 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           row = &r;
         }
       }
-      if (row) {
-        row->kernel_contiguous_ms = contiguous;
-        row->kernel_inplace_ms = in_place;
+      // The kernel/rest breakdown is about the step's speed, which virtual ranks sharing one GPU
+      // do not show; the pack rates are one GPU's work either way.
+      if (!all_loopback) {
+        const double contiguous = time_local_kernel(s, cp, false, o.iters);
+        const double in_place = time_local_kernel(s, cp, true, o.iters);
+        if (row) {
+          row->kernel_contiguous_ms = contiguous;
+          row->kernel_inplace_ms = in_place;
+        }
+        std::printf(
+            "#   seq %lld cp %d breakdown: T1/cp %.2f ms | local kernel alone %.2f ms contiguous, "
+            "%.2f ms on ulysses' layout | rest of the step (exchanges + pack/unpack) %.2f ms\n",
+            static_cast<long long>(seq), cp, t1 / cp, contiguous, in_place,
+            row ? row->ms - in_place : 0.0);
       }
-      std::printf(
-          "#   seq %lld cp %d breakdown: T1/cp %.2f ms | local kernel alone %.2f ms contiguous, "
-          "%.2f ms on ulysses' layout | rest of the step (exchanges + pack/unpack) %.2f ms\n",
-          static_cast<long long>(seq), cp, t1 / cp, contiguous, in_place,
-          row ? row->ms - in_place : 0.0);
       const PackRate pr = measure_pack(s, cp, o.iters);
       if (row) {
         row->pack_gbs = pr.pack_gbs;
         row->unpack_gbs = pr.unpack_gbs;
         row->copy_gbs = pr.copy_gbs;
+        row->qkv_pack_gbs = pr.qkv_pack_gbs;
       }
       std::printf(
           "#   seq %lld cp %d pack Q: %.0f GB/s, unpack: %.0f GB/s, device copy of the same bytes: "
-          "%.0f GB/s (read + write)\n",
-          static_cast<long long>(seq), cp, pr.pack_gbs, pr.unpack_gbs, pr.copy_gbs);
+          "%.0f GB/s; Q|K|V into one message: %.0f GB/s (read + write)\n",
+          static_cast<long long>(seq), cp, pr.pack_gbs, pr.unpack_gbs, pr.copy_gbs,
+          pr.qkv_pack_gbs);
     }
     std::fflush(stdout);
   }
@@ -930,6 +958,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         << ", \"err_dv\": " << r.err_dv << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
         << ", \"kernel_inplace_ms\": " << r.kernel_inplace_ms << ", \"pack_gbs\": " << r.pack_gbs
         << ", \"unpack_gbs\": " << r.unpack_gbs << ", \"copy_gbs\": " << r.copy_gbs
+        << ", \"qkv_pack_gbs\": " << r.qkv_pack_gbs
         << ", \"exact_o\": " << (r.exact_o ? "true" : "false")
         << ", \"exact_dkv\": " << (r.exact_dkv ? "true" : "false")
         << ", \"pass\": " << (r.pass ? "true" : "false") << ", \"repro\": \"" << r.repro << "\"}"
