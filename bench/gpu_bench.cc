@@ -54,7 +54,7 @@ struct GpuRow {
   bool pass = true;
   std::string repro;
   std::string saved = "heads";     // PlanConfig::saved_activations (cp > 1 rows)
-  std::string transport = "nccl";  // the cp > 1 rows' communicator: nccl, peer, loopback
+  std::string transport = "nccl";  // cp > 1 rows' communicator: nccl, nccl-grouped, peer, loopback
   int in_flight = 2;               // PlanConfig::chunks_in_flight (lse rows with chunks > 1)
 };
 
@@ -707,7 +707,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       "fwd+bwd, %d timed iterations (median), backward counted as 2.5x forward\n",
       ngpu, cudnn_runtime_version(), static_cast<long long>(o.batch), o.heads, o.kv_heads,
       o.head_dim, o.causal ? "causal" : "full", o.iters);
-  std::printf("%8s %3s %-8s %-8s %5s %6s %10s %10s %6s %10s %10s %8s %9s %9s %9s %9s %9s %5s\n",
+  std::printf("%8s %3s %-8s %-12s %5s %6s %10s %10s %6s %10s %10s %8s %9s %9s %9s %9s %9s %5s\n",
               "seq", "cp", "strategy", "via", "saved", "chunks", "ms/step", "TFLOP/s/GPU", "eff",
               "a2a GB/s", "NCCL GB/s", "peak GiB", "errO", "errdQ", "errdK", "errdV", "exact",
               "check");
@@ -762,12 +762,14 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           }
           comms = std::move(group).value();
         }
-        if (transport == "nccl") {
+        if (transport == "nccl" || transport == "nccl-grouped") {
           auto id = create_nccl_unique_id();
+          NcclOptions options;
+          options.native_all_to_all = transport == "nccl";
           std::vector<std::thread> init;
           for (int r = 0; r < cp; ++r) {
             init.emplace_back([&, r] {
-              auto c = create_nccl_communicator(*id, cp, r, r);
+              auto c = create_nccl_communicator(*id, cp, r, r, options);
               if (!c.is_ok()) {
                 std::fprintf(stderr, "ulysses-bench: %s\n", c.status().to_string().c_str());
                 std::exit(1);
@@ -871,7 +873,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     for (const GpuRow& r : rows) {
       if (r.seq != seq) continue;
       std::printf(
-          "%8lld %3d %-8s %-8s %5s %6d %10.2f %10.1f %6.3f %10.1f %10.1f %8.2f %9.2e %9.2e %9.2e "
+          "%8lld %3d %-8s %-12s %5s %6d %10.2f %10.1f %6.3f %10.1f %10.1f %8.2f %9.2e %9.2e %9.2e "
           "%9.2e %9s %5s\n",
           static_cast<long long>(r.seq), r.cp, r.strategy.c_str(),
           r.cp == 1 ? "-" : r.transport.c_str(), r.cp == 1 ? "-" : r.saved.c_str(), r.chunks, r.ms,

@@ -409,11 +409,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 2));
   app.add_option(
          "--transport", o.transport,
-         "GPU path, the cp > 1 rows' communicator (list): nccl (default), peer (copy-engine "
-         "copies between this process's GPUs, no NCCL), loopback (cp virtual ranks on GPU "
-         "0: checks and memory per rank, not speed)")
+         "GPU path, the cp > 1 rows' communicator (list): nccl (default; uniform exchanges "
+         "through ncclAlltoAll), nccl-grouped (every exchange a group of ncclSend/ncclRecv), "
+         "peer (copy-engine copies between this process's GPUs, no NCCL), loopback (cp "
+         "virtual ranks on GPU 0: checks and memory per rank, not speed)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"nccl", "peer", "loopback"}));
+      ->check(CLI::IsMember({"nccl", "nccl-grouped", "peer", "loopback"}));
   app.add_option("--iters", o.iters, "timed steps per row (median reported)");
   app.add_flag("--check,!--no-check", o.check, "compare with the unsharded run (default on)");
   app.add_option("--json", o.json, "also write the rows as JSON to this file");

@@ -2,7 +2,8 @@
 # One call on a lent GPU machine: GPU tests, then the benchmark sweep. Modes: all (default),
 # tests-only, bench-only, distributed (only the multi-rank tests and a shorter bench), compare
 # (the multi-rank tests, then ulysses' saved-activations and transport choices side by side), ring
-# (bench only: ring's saved-activations and transport choices).
+# (bench only: ring's saved-activations and transport choices), a2a (bench only: the exchanges
+# through ncclAlltoAll, a group of ncclSend/ncclRecv, and copy-engine copies, side by side).
 # Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and writes logs and JSON to
 # $OUT (or ./gpu-out). Keeps NVLink multicast off for every process it starts.
 set -uo pipefail
@@ -48,7 +49,11 @@ if [[ $mode == ring ]]; then  # ring: heads vs lse, NCCL vs copy-engine hops (be
   bench_args=(--seq 8192,32768,131072 --strategy ring --saved heads,lse --transport nccl,peer
               --iters 3 "${bench_args[@]}")
 fi
-if [[ $mode != bench-only && $mode != ring ]]; then
+if [[ $mode == a2a ]]; then  # which exchange: ncclAlltoAll, grouped send/recv, copy engines
+  bench_args=(--seq 8192,32768,131072 --strategy ulysses --chunks 1
+              --transport nccl,nccl-grouped,peer --iters 5 "${bench_args[@]}")
+fi
+if [[ $mode != bench-only && $mode != ring && $mode != a2a ]]; then
   if [[ $mode != distributed && $mode != compare ]]; then
     run gpu_layout 120 $BIN/test_gpu_layout
     run gpu_cudnn 300 $BIN/test_gpu_cudnn

@@ -48,6 +48,9 @@ class NcclComm final : public Communicator {
       : comm_(comm), owned_(owned), device_(device), options_(options) {
     ncclCommUserRank(comm_, &rank_);
     ncclCommCount(comm_, &size_);
+    int version = 0;
+    native_a2a_ = kHeaderHasNativeAllToAll && options_.native_all_to_all &&
+                  ncclGetVersion(&version) == ncclSuccess && version >= kFirstNativeAllToAll;
     std::lock_guard<std::mutex> lock(g_registry_mu);
     g_registry.insert(this);
   }
@@ -83,8 +86,28 @@ class NcclComm final : public Communicator {
                                str_cat(n, " entries each (one per rank)"));
     }
     ULYSSES_RETURN_IF_ERROR(usable());
+    if (native_a2a_ && uniform(send, send_counts, send_offsets, recv, recv_counts, recv_offsets)) {
+      return native_all_to_all(send, recv, send_counts[0], stream);
+    }
+    return grouped_all_to_all(send, send_counts, send_offsets, recv, recv_counts, recv_offsets,
+                              stream);
+  }
+
+  Status native_all_to_all(const void* send, void* recv, std::size_t bytes, Stream stream) {
+#if NCCL_VERSION_CODE >= 22800  // kFirstNativeAllToAll: the header declares ncclAlltoAll
+    return check(ncclAlltoAll(send, recv, bytes, ncclUint8, comm_, stream), "ncclAlltoAll");
+#else
+    (void)send, (void)recv, (void)bytes, (void)stream;
+    return internal_error("ulysses::NcclComm: built against an NCCL without ncclAlltoAll");
+#endif
+  }
+
+  Status grouped_all_to_all(const void* send, std::span<const std::size_t> send_counts,
+                            std::span<const std::size_t> send_offsets, void* recv,
+                            std::span<const std::size_t> recv_counts,
+                            std::span<const std::size_t> recv_offsets, Stream stream) {
     ULYSSES_RETURN_IF_ERROR(check(ncclGroupStart(), "ncclGroupStart"));
-    for (std::size_t p = 0; p < n; ++p) {
+    for (std::size_t p = 0; p < send_counts.size(); ++p) {
       const int peer = static_cast<int>(p);
       ULYSSES_RETURN_IF_ERROR(check(ncclSend(static_cast<const char*>(send) + send_offsets[p],
                                              send_counts[p], ncclUint8, peer, comm_, stream),
@@ -94,6 +117,23 @@ class NcclComm final : public Communicator {
                                     "ncclRecv"));
     }
     return check(ncclGroupEnd(), "ncclGroupEnd");
+  }
+
+  // Every peer's message has the same size and sits at peer · size on both sides, in distinct
+  // buffers: the shape ncclAlltoAll takes.
+  static bool uniform(const void* send, std::span<const std::size_t> send_counts,
+                      std::span<const std::size_t> send_offsets, const void* recv,
+                      std::span<const std::size_t> recv_counts,
+                      std::span<const std::size_t> recv_offsets) {
+    const std::size_t c = send_counts[0];
+    if (c == 0 || send == recv) return false;
+    for (std::size_t p = 0; p < send_counts.size(); ++p) {
+      if (send_counts[p] != c || recv_counts[p] != c || send_offsets[p] != p * c ||
+          recv_offsets[p] != p * c) {
+        return false;
+      }
+    }
+    return true;
   }
 
   Status send(const void* data, std::size_t bytes, int peer, Stream stream) override {
@@ -157,7 +197,8 @@ class NcclComm final : public Communicator {
   }
 
   Status warm_up() override {
-    // One byte to and from every peer, so NCCL sets up its point-to-point connections now.
+    // One byte to and from every peer, so NCCL sets up its connections now: point-to-point ones,
+    // and ncclAlltoAll's when uniform exchanges use it.
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
     const std::size_t n = static_cast<std::size_t>(size_);
     void* dev = nullptr;
@@ -167,8 +208,12 @@ class NcclComm final : public Communicator {
       ULYSSES_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
       std::vector<std::size_t> counts(n, 1), offsets(n);
       for (std::size_t p = 0; p < n; ++p) offsets[p] = p;
-      ULYSSES_RETURN_IF_ERROR(
-          all_to_all_v(dev, counts, offsets, static_cast<char*>(dev) + n, counts, offsets, s));
+      ULYSSES_RETURN_IF_ERROR(usable());
+      ULYSSES_RETURN_IF_ERROR(grouped_all_to_all(dev, counts, offsets, static_cast<char*>(dev) + n,
+                                                 counts, offsets, s));
+      if (native_a2a_) {
+        ULYSSES_RETURN_IF_ERROR(native_all_to_all(dev, static_cast<char*>(dev) + n, 1, s));
+      }
       return wait_stream(s);
     }();
     if (s) cudaStreamDestroy(s);
@@ -269,7 +314,11 @@ class NcclComm final : public Communicator {
   bool owned_;
   int device_;
   NcclOptions options_;
+  // NCCL_VERSION_CODE of the first library with ncclAlltoAll; whether this build's header has it.
+  static constexpr int kFirstNativeAllToAll = 22800;
+  static constexpr bool kHeaderHasNativeAllToAll = NCCL_VERSION_CODE >= kFirstNativeAllToAll;
   int rank_ = 0, size_ = 1;
+  bool native_a2a_ = false;  // uniform exchanges through ncclAlltoAll (see NcclOptions)
   void* scratch_ = nullptr;
   bool aborted_ = false;
   std::string abort_reason_;

@@ -46,11 +46,13 @@ std::vector<std::unique_ptr<Communicator>> peer_copy_group(int n) {
   return comms.is_ok() ? std::move(comms).value() : std::vector<std::unique_ptr<Communicator>>{};
 }
 
-// Rank-stamped words through all_to_all_v with uneven counts: every word must land where it
-// belongs.
-void expect_all_to_all_bit_exact(std::vector<std::unique_ptr<Communicator>>& comms) {
+// Rank-stamped words through all_to_all_v with uneven counts (or, `uniform`, the same count for
+// every peer at offsets peer · count, the shape NCCL's own ncclAlltoAll takes): every word must
+// land where it belongs.
+void expect_all_to_all_bit_exact(std::vector<std::unique_ptr<Communicator>>& comms,
+                                 bool uniform = false) {
   const int n = static_cast<int>(comms.size());
-  ASSERT_GE(n, 2);
+  ASSERT_GE(n, 1);
   std::atomic<std::int64_t> wrong{0};
   std::vector<std::thread> threads;
   for (int r = 0; r < n; ++r) {
@@ -59,10 +61,10 @@ void expect_all_to_all_bit_exact(std::vector<std::unique_ptr<Communicator>>& com
       std::vector<std::size_t> sc(n), so(n), rc(n), ro(n);
       std::size_t st = 0, rt = 0;
       for (int p = 0; p < n; ++p) {
-        sc[p] = 4 * static_cast<std::size_t>(r + 2 * p + 1000);
+        sc[p] = 4 * static_cast<std::size_t>(uniform ? 1000 : r + 2 * p + 1000);
         so[p] = st;
         st += sc[p];
-        rc[p] = 4 * static_cast<std::size_t>(p + 2 * r + 1000);
+        rc[p] = 4 * static_cast<std::size_t>(uniform ? 1000 : p + 2 * r + 1000);
         ro[p] = rt;
         rt += rc[p];
       }
@@ -101,6 +103,20 @@ TEST(Nccl, AllToAllVIsBitExact) {
   ULYSSES_REQUIRE_GPUS(2);
   auto comms = nccl_group(cuda_device_count());
   expect_all_to_all_bit_exact(comms);
+}
+
+// Uniform exchanges (every Ulysses exchange) go through ncclAlltoAll by default and through a
+// group of ncclSend/ncclRecv with native_all_to_all = false. Runs on one GPU too (a one-rank
+// communicator), so the call path is exercised wherever there is a GPU.
+TEST(Nccl, UniformAllToAllIsBitExactNativeAndGrouped) {
+  ULYSSES_REQUIRE_GPUS(1);
+  for (bool native : {true, false}) {
+    SCOPED_TRACE(native ? "ncclAlltoAll" : "ncclSend/ncclRecv group");
+    NcclOptions options;
+    options.native_all_to_all = native;
+    auto comms = nccl_group(cuda_device_count(), options);
+    expect_all_to_all_bit_exact(comms, /*uniform=*/true);
+  }
 }
 
 TEST(PeerCopy, AllToAllVIsBitExact) {
