@@ -273,6 +273,14 @@ struct BackwardArgs {
 /// Per-call views are checked against the plan before any data moves; a rank whose views are wrong
 /// returns kInvalidArgument at once and its peers get kTimeout (or the device backend's error)
 /// rather than hang.
+///
+/// CUDA graphs: with an NCCL communicator, forward() and backward() enqueue device work only (no
+/// host synchronisation, no allocation after the first call with a given shape), so a step can be
+/// captured into a CUDA graph on the caller's stream after one eager warm-up step and replayed;
+/// the graph reads and writes the pointers of the captured calls (tests: Ulysses with and without
+/// head chunks and kLseOnly; ring and hybrid are not checked under capture yet). Not with the
+/// peer-copy or device loopback communicators, whose ranks hand events to each other across host
+/// threads.
 class DistributedAttention {
  public:
   virtual ~DistributedAttention() = default;

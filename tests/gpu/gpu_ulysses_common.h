@@ -7,6 +7,7 @@
 #include <functional>
 #include <thread>
 
+#include "common/check.h"
 #include "gpu/gpu_util.h"
 
 namespace ulysses::testing {
@@ -28,6 +29,9 @@ struct GpuCase {
   int U = 0;                                                // hybrid: ulysses_degree
   SavedActivations saved = SavedActivations::kHeadSharded;  // PlanConfig::saved_activations
   int in_flight = 2;                                        // PlanConfig::chunks_in_flight
+  // Forward + backward captured into one CUDA graph (after an eager warm-up step, which builds the
+  // caches) and replayed into poisoned outputs, instead of called directly.
+  bool cuda_graph = false;
 };
 
 inline ParallelConfig parallel_of(const GpuCase& c) {
@@ -276,6 +280,31 @@ inline RankOutputs rank_output_shapes(const GpuCase& c, const GpuInputs& in, int
   return got;
 }
 
+/// Captures `step` (enqueued on `stream`) into a CUDA graph, poisons the outputs again (each from
+/// its poisoned host copy) so that only the replay can fill them, and replays the graph once.
+template <typename Step>
+Status replay_as_graph(Step&& step, cudaStream_t stream, Communicator& comm,
+                       std::initializer_list<std::pair<DeviceTensor*, const HostTensor*>> outputs) {
+  ULYSSES_RETURN_IF_ERROR(synchronize(comm, stream));
+  for (auto [device, poisoned] : outputs) device->upload(*poisoned);
+  if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
+    return internal_error("cudaStreamBeginCapture failed");
+  const Status captured = step();
+  cudaGraph_t graph = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+  ULYSSES_RETURN_IF_ERROR(captured);
+  if (end != cudaSuccess) {
+    return internal_error(std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end));
+  }
+  cudaGraphExec_t exec = nullptr;
+  cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+  if (e == cudaSuccess) e = cudaGraphLaunch(exec, stream);
+  if (exec) cudaGraphExecDestroy(exec);  // safe: destruction waits for the launch to finish
+  cudaGraphDestroy(graph);
+  if (e != cudaSuccess) return internal_error(std::string("CUDA graph: ") + cudaGetErrorString(e));
+  return Status::ok();
+}
+
 /// Rank r of c.P: forward and backward of its shard through `comm` on device `dev` (its own
 /// stream and cuDNN instance); `got` receives its results.
 inline Status run_rank(const GpuCase& c, const GpuInputs& in, Communicator& comm, int dev, int r,
@@ -324,13 +353,26 @@ inline Status run_rank(const GpuCase& c, const GpuInputs& in, Communicator& comm
     f.sinks = b.sinks = sinks.view;
     b.dsinks = ds.view;
   }
-  Status s = (*plan)->forward(f, stream);
-  // The workspace is scratch between calls (the caller may use it for anything): NaN it, ordered
-  // after forward on the caller's stream, so backward cannot lean on what forward left there.
-  const std::size_t ws_bytes = (*plan)->workspace_bytes();
-  if (s.is_ok() && ws_bytes > 0 && cudaMemsetAsync(ws.ptr, 0xFF, ws_bytes, stream) != cudaSuccess)
-    s = internal_error("cudaMemsetAsync of the workspace failed");
-  if (s.is_ok()) s = (*plan)->backward(b, stream);
+  // One step on `stream`. The workspace is scratch between calls (the caller may use it for
+  // anything): NaN it, ordered after forward on the caller's stream, so backward cannot lean on
+  // what forward left there.
+  auto step = [&]() -> Status {
+    ULYSSES_RETURN_IF_ERROR((*plan)->forward(f, stream));
+    const std::size_t ws_bytes = (*plan)->workspace_bytes();
+    if (ws_bytes > 0 && cudaMemsetAsync(ws.ptr, 0xFF, ws_bytes, stream) != cudaSuccess)
+      return internal_error("cudaMemsetAsync of the workspace failed");
+    return (*plan)->backward(b, stream);
+  };
+  Status s = step();
+  if (s.is_ok() && c.cuda_graph) {
+    s = replay_as_graph(step, stream, comm,
+                        {{&o, &got->o},
+                         {&lse, &got->lse},
+                         {&dq, &got->dq},
+                         {&dk, &got->dk},
+                         {&dv, &got->dv},
+                         {&ds, &got->dsinks}});
+  }
   if (s.is_ok()) s = synchronize(comm, stream);
   if (s.is_ok()) {
     got->o = o.download(got->o);

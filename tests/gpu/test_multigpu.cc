@@ -157,6 +157,40 @@ TEST_P(NcclUlysses, MatchesSingleGpu) {
   ulysses_matches_single_gpu(GetParam(), false);
 }
 
+// A whole step (forward + backward) captured into a CUDA graph and replayed, through NCCL on every
+// local GPU (one rank with one GPU: the same pack, ncclAlltoAll, kernel and unpack path): the
+// stream contract leaves nothing on the host between the calls' device work, so the graph computes
+// what the direct calls do. Not for the peer-copy or loopback communicators (ranks are host threads
+// that hand events to each other, which one thread's capture cannot hold).
+class NcclUlyssesGraph : public ::testing::TestWithParam<GpuCase> {};
+
+TEST_P(NcclUlyssesGraph, MatchesSingleGpu) {
+  ULYSSES_REQUIRE_GPUS(1);
+  GpuCase c = GetParam();
+  c.cuda_graph = true;
+  ulysses_matches_single_gpu(c, false);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllGpus, NcclUlyssesGraph,
+                         ::testing::Values(
+                             GpuCase{"gqa_causal", 0, Layout::kBSHD, 1, 2048, 16, 8, 128},
+                             [] {
+                               // Exchanges on the side stream, pipelined with the kernel by chunk.
+                               GpuCase c{
+                                   "chunks2_window_sinks", 0, Layout::kBSHD, 1, 2048, 16, 8, 128};
+                               c.chunks = 2;
+                               c.wl = 300;
+                               c.sinks = true;
+                               return c;
+                             }(),
+                             [] {
+                               GpuCase c{"lse_only_chunks4", 0, Layout::kBSHD, 1, 4096, 16, 8, 128};
+                               c.chunks = 4;
+                               c.saved = SavedActivations::kLseOnly;
+                               return c;
+                             }()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
 class PeerCopyUlysses : public ::testing::TestWithParam<GpuCase> {};
 
 TEST_P(PeerCopyUlysses, MatchesSingleGpu) {
