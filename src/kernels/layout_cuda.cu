@@ -2,9 +2,10 @@
 //
 // Legend: p peer, s token within a shard (Sl per peer), b batch, c channel of a message row, h
 // head, d element of head_dim. Rows (one head_dim vector) are moved in the widest aligned vector
-// that divides them (16 bytes when D * sizeof(dtype) % 16 == 0 and pointers/strides allow): each
-// thread moves one vector, consecutive threads consecutive vectors of a row, so both sides are
-// coalesced. Kernels are framework-free: raw pointers, strides in elements, a stream.
+// that divides them (16 bytes when D * sizeof(dtype) % 16 == 0 and pointers/strides allow);
+// pack/unpack stream contiguous segments of rows (move_segments below), consecutive lanes on
+// consecutive vectors, so both sides are coalesced. Kernels are framework-free: raw pointers,
+// strides in elements, a stream.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
