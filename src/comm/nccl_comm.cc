@@ -20,6 +20,7 @@
 #include <set>
 #include <thread>
 
+#include "comm/exchange_shape.h"
 #include "common/cuda_check.h"
 #include "ulysses/gpu.h"
 
@@ -86,8 +87,10 @@ class NcclComm final : public Communicator {
                                str_cat(n, " entries each (one per rank)"));
     }
     ULYSSES_RETURN_IF_ERROR(usable());
-    if (native_a2a_ && uniform(send, send_counts, send_offsets, recv, recv_counts, recv_offsets)) {
-      return native_all_to_all(send, recv, send_counts[0], stream);
+    if (native_a2a_) {
+      const std::size_t bytes = comm::uniform_exchange_bytes(send, send_counts, send_offsets, recv,
+                                                             recv_counts, recv_offsets);
+      if (bytes > 0) return native_all_to_all(send, recv, bytes, stream);
     }
     return grouped_all_to_all(send, send_counts, send_offsets, recv, recv_counts, recv_offsets,
                               stream);
@@ -117,23 +120,6 @@ class NcclComm final : public Communicator {
                                     "ncclRecv"));
     }
     return check(ncclGroupEnd(), "ncclGroupEnd");
-  }
-
-  // Every peer's message has the same size and sits at peer · size on both sides, in distinct
-  // buffers: the shape ncclAlltoAll takes.
-  static bool uniform(const void* send, std::span<const std::size_t> send_counts,
-                      std::span<const std::size_t> send_offsets, const void* recv,
-                      std::span<const std::size_t> recv_counts,
-                      std::span<const std::size_t> recv_offsets) {
-    const std::size_t c = send_counts[0];
-    if (c == 0 || send == recv) return false;
-    for (std::size_t p = 0; p < send_counts.size(); ++p) {
-      if (send_counts[p] != c || recv_counts[p] != c || send_offsets[p] != p * c ||
-          recv_offsets[p] != p * c) {
-        return false;
-      }
-    }
-    return true;
   }
 
   Status send(const void* data, std::size_t bytes, int peer, Stream stream) override {

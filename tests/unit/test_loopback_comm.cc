@@ -1,5 +1,6 @@
 // Loopback communicator: every operation moves rank- and position-stamped data bit-exactly, batches
-// do not deadlock, and failures (missing peer, size mismatch) end in a Status on every rank.
+// do not deadlock, and failures (missing peer, size mismatch) end in a Status on every rank. Also
+// the exchange-shape check that picks NCCL's ncclAlltoAll path.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -8,6 +9,7 @@
 #include <cstring>
 #include <thread>
 
+#include "comm/exchange_shape.h"
 #include "comm/loopback_transport.h"
 #include "common/test_util.h"
 #include "ulysses/gpu.h"
@@ -197,6 +199,24 @@ TEST_P(LoopbackRanks, GroupedRingExchangeDoesNotDeadlock) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Ranks, LoopbackRanks, ::testing::Values(1, 2, 3, 4, 8));
+
+// The shape NCCL's ncclAlltoAll takes (NcclComm sends exactly these exchanges through it): one
+// count for every peer at offsets peer · count on both sides, distinct buffers, nonzero.
+TEST(ExchangeShape, UniformOnlyForEqualCountsAtPeerTimesCountOffsets) {
+  using comm::uniform_exchange_bytes;
+  using V = std::vector<std::size_t>;
+  char a[1], b[1];
+  const V c3 = {64, 64, 64}, o3 = {0, 64, 128};
+  EXPECT_EQ(uniform_exchange_bytes(a, c3, o3, b, c3, o3), 64u);
+  EXPECT_EQ(uniform_exchange_bytes(a, V{8}, V{0}, b, V{8}, V{0}), 8u);  // one rank
+  EXPECT_EQ(uniform_exchange_bytes(a, c3, o3, a, c3, o3), 0u);          // in place
+  EXPECT_EQ(uniform_exchange_bytes(a, V{0, 0}, V{0, 0}, b, V{0, 0}, V{0, 0}), 0u);
+  EXPECT_EQ(uniform_exchange_bytes(a, V{64, 64, 32}, o3, b, c3, o3), 0u);  // uneven send
+  EXPECT_EQ(uniform_exchange_bytes(a, c3, o3, b, V{64, 32, 64}, o3), 0u);  // uneven receive
+  EXPECT_EQ(uniform_exchange_bytes(a, c3, V{0, 64, 192}, b, c3, o3), 0u);  // gap on the send side
+  EXPECT_EQ(uniform_exchange_bytes(a, c3, o3, b, c3, V{128, 64, 0}), 0u);  // permuted receive
+  EXPECT_EQ(uniform_exchange_bytes(a, V{}, V{}, b, V{}, V{}), 0u);
+}
 
 TEST(Loopback, MissingPeerTimesOutOnEveryRank) {
   // Rank 2 never calls the barrier: the others must come back with kTimeout/kCommError, not hang.
