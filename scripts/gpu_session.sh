@@ -3,7 +3,8 @@
 # tests-only, bench-only, distributed (only the multi-rank tests and a shorter bench), compare
 # (the multi-rank tests, then ulysses' saved-activations and transport choices side by side), ring
 # (bench only: ring's saved-activations and transport choices), a2a (bench only: the exchanges
-# through ncclAlltoAll, a group of ncclSend/ncclRecv, and copy-engine copies, side by side).
+# through ncclAlltoAll, a group of ncclSend/ncclRecv, and copy-engine copies, side by side), overlap
+# (bench only: head chunks pipelined with the kernel over NCCL and over copy engines).
 # Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and writes logs and JSON to
 # $OUT (or ./gpu-out). Keeps NVLink multicast off for every process it starts.
 set -uo pipefail
@@ -53,7 +54,11 @@ if [[ $mode == a2a ]]; then  # which exchange: ncclAlltoAll, grouped send/recv, 
   bench_args=(--seq 8192,32768,131072 --strategy ulysses --chunks 1
               --transport nccl,nccl-grouped,peer --iters 5 "${bench_args[@]}")
 fi
-if [[ $mode != bench-only && $mode != ring && $mode != a2a ]]; then
+if [[ $mode == overlap ]]; then  # does overlap pay once the exchanges leave the SMs alone?
+  bench_args=(--seq 32768,131072 --strategy ulysses --chunks 1,2,4 --transport nccl,peer
+              --iters 3 "${bench_args[@]}")
+fi
+if [[ $mode != bench-only && $mode != ring && $mode != a2a && $mode != overlap ]]; then
   if [[ $mode != distributed && $mode != compare ]]; then
     run gpu_layout 120 $BIN/test_gpu_layout
     run gpu_cudnn 300 $BIN/test_gpu_cudnn
