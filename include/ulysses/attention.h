@@ -277,10 +277,11 @@ struct BackwardArgs {
 /// CUDA graphs: with an NCCL communicator, forward() and backward() enqueue device work only (no
 /// host synchronisation, no allocation after the first call with a given shape), so a step can be
 /// captured into a CUDA graph on the caller's stream after one eager warm-up step and replayed;
-/// the graph reads and writes the pointers of the captured calls (tests: Ulysses with and without
-/// head chunks and kLseOnly; ring and hybrid are not checked under capture yet). Not with the
-/// peer-copy or device loopback communicators, whose ranks hand events to each other across host
-/// threads.
+/// the graph reads and writes the pointers of the captured calls, and what the host arguments said
+/// then is baked in: a packed batch with other cu_seqlens needs its own capture (tests: Ulysses
+/// with and without head chunks and kLseOnly; ring and hybrid are not checked under capture yet).
+/// Not with the peer-copy or device loopback communicators, whose ranks hand events to each other
+/// across host threads.
 class DistributedAttention {
  public:
   virtual ~DistributedAttention() = default;
