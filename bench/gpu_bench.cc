@@ -650,8 +650,11 @@ std::string repro(const Shape& s, int cp, const PlanKnobs& knobs, int iters,
      << " --chunks " << knobs.chunks << " --seq " << s.S << " --batch " << s.B << " --heads "
      << s.Hq << " --kv-heads " << s.Hkv << " --head-dim " << s.D << " --dtype bf16"
      << (s.att.causal ? " --causal" : " --no-causal") << (knobs.keep_saved ? " --keep-saved" : "")
-     << (knobs.saved == SavedActivations::kLseOnly
-             ? " --saved lse --in-flight " + std::to_string(knobs.in_flight)
+     << (knobs.saved == SavedActivations::kLseOnly ? " --saved lse" : "")
+     // Slots in flight exist only for Ulysses' head chunks with lse.
+     << (knobs.saved == SavedActivations::kLseOnly && knobs.chunks > 1 &&
+                 parallel.strategy == Strategy::kUlysses
+             ? " --in-flight " + std::to_string(knobs.in_flight)
              : std::string())
      << " --iters " << iters;
   return os.str();
