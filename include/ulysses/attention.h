@@ -279,7 +279,7 @@ struct BackwardArgs {
 /// captured into a CUDA graph on the caller's stream after one eager warm-up step and replayed;
 /// the graph reads and writes the pointers of the captured calls, and what the host arguments said
 /// then is baked in: a packed batch with other cu_seqlens needs its own capture (tests: Ulysses
-/// with and without head chunks and kLseOnly; ring and hybrid are not checked under capture yet).
+/// with and without head chunks and kLseOnly, ring and hybrid; with one GPU, one rank: no hops).
 /// Not with the peer-copy or device loopback communicators, whose ranks hand events to each other
 /// across host threads.
 class DistributedAttention {

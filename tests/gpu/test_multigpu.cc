@@ -257,6 +257,31 @@ INSTANTIATE_TEST_SUITE_P(
                       }()),
     [](const auto& param_info) { return param_info.param.name; });
 
+// Ring and hybrid steps captured into a CUDA graph and replayed (NCCL on every local GPU; with one
+// GPU a one-rank ring: its kernel calls, merges and side-stream events, without hops).
+class NcclRingGraph : public ::testing::TestWithParam<GpuCase> {};
+
+TEST_P(NcclRingGraph, WithinTwiceTheSingleGpuError) {
+  ULYSSES_REQUIRE_GPUS(1);
+  GpuCase c = GetParam();
+  c.cuda_graph = true;
+  ring_within_2x(c, false);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllGpus, NcclRingGraph,
+                         ::testing::Values(
+                             testing::multi_gpu_ring_case("ring_gqa_causal", Strategy::kRing, true,
+                                                          false),
+                             [] {
+                               GpuCase c = testing::multi_gpu_ring_case(
+                                   "ring_window_sinks_lse_only", Strategy::kRing, true, true, 300);
+                               c.saved = SavedActivations::kLseOnly;
+                               return c;
+                             }(),
+                             testing::multi_gpu_ring_case("hybrid_one_group_window_sinks",
+                                                          Strategy::kHybrid, true, true, 200)),
+                         [](const auto& param_info) { return param_info.param.name; });
+
 using testing::multi_gpu_ring_case;
 
 INSTANTIATE_TEST_SUITE_P(
