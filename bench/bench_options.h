@@ -30,6 +30,9 @@ struct Options {
   // GPU path, the cp > 1 rows' communicator (list): nccl; peer (copy-engine copies between the GPUs
   // of this process); loopback (cp virtual ranks on GPU 0: memory and checks, not speed).
   std::vector<std::string> transport = {"nccl"};
+  // GPU path, NCCL rows (list: off, on): "on" captures a cp > 1 step (forward + backward) into a
+  // CUDA graph after the warm-up steps and times its replays, which shows what the host costs.
+  std::vector<std::string> cuda_graph = {"off"};
   int iters = 3;
   bool check = true;
   std::string json;

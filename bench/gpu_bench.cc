@@ -56,6 +56,7 @@ struct GpuRow {
   std::string saved = "heads";     // PlanConfig::saved_activations (cp > 1 rows)
   std::string transport = "nccl";  // cp > 1 rows' communicator: nccl, nccl-grouped, peer, loopback
   int in_flight = 2;               // PlanConfig::chunks_in_flight (lse rows with chunks > 1)
+  bool cuda_graph = false;         // timed as replays of a captured CUDA graph
 };
 
 // Device memory of one case, GiB: the peak above the level before it, and what it allocated itself
@@ -479,6 +480,7 @@ struct PlanKnobs {
   bool keep_saved = false;
   SavedActivations saved = SavedActivations::kHeadSharded;
   int in_flight = 2;
+  bool cuda_graph = false;  // time replays of a captured step (NCCL communicators only)
 };
 
 // A plan over P GPUs; each rank holds its shard (contiguous for ulysses, zigzag ranges for ring
@@ -582,21 +584,38 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
       cudaEvent_t e0, e1;
       cudaEventCreate(&e0);
       cudaEventCreate(&e1);
+      auto fail = [&](const Status& status) {
+        std::fprintf(stderr, "ulysses-bench: rank %d: %s\n", r, status.to_string().c_str());
+        std::exit(1);
+      };
+      auto step = [&] {
+        Status status = (*plan)->forward(f, st);
+        if (status.is_ok()) status = (*plan)->backward(b, st);
+        if (!status.is_ok()) fail(status);
+      };
+      // With --cuda-graph on, the two warm-up steps run directly (they build the caches), then one
+      // step is captured and the timed steps are its replays.
+      cudaGraphExec_t graph = nullptr;
       std::vector<double> ms;
       std::size_t peak = 0;
       for (int it = 0; it < iters + 2; ++it) {
+        if (knobs.cuda_graph && it == 2) {
+          cudaGraph_t captured = nullptr;
+          BENCH_CUDA(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+          step();
+          BENCH_CUDA(cudaStreamEndCapture(st, &captured));
+          BENCH_CUDA(cudaGraphInstantiate(&graph, captured, 0));
+          BENCH_CUDA(cudaGraphDestroy(captured));
+        }
         cudaEventRecord(e0, st);
-        Status status = (*plan)->forward(f, st);
-        if (status.is_ok()) status = (*plan)->backward(b, st);
-        if (!status.is_ok()) {
-          std::fprintf(stderr, "ulysses-bench: rank %d: %s\n", r, status.to_string().c_str());
-          std::exit(1);
+        if (graph) {
+          BENCH_CUDA(cudaGraphLaunch(graph, st));
+        } else {
+          step();
         }
         cudaEventRecord(e1, st);
-        status = synchronize(*comms[static_cast<std::size_t>(r)], st);
-        if (!status.is_ok()) {
-          std::fprintf(stderr, "ulysses-bench: rank %d: %s\n", r, status.to_string().c_str());
-          std::exit(1);
+        if (Status status = synchronize(*comms[static_cast<std::size_t>(r)], st); !status.is_ok()) {
+          fail(status);
         }
         peak = std::max(peak, used_bytes(dev(r)) - base);
         float t = 0;
@@ -629,6 +648,7 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
         down(dk, out->dk, s.Hkv);
         down(dv, out->dv, s.Hkv);
       }
+      if (graph) cudaGraphExecDestroy(graph);
       for (void* x : {q, k, v, o, d_o, dq, dk, dv, ws, saved}) cudaFree(x);
       cudaStreamDestroy(st);
     });
@@ -710,7 +730,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       "fwd+bwd, %d timed iterations (median), backward counted as 2.5x forward\n",
       ngpu, cudnn_runtime_version(), static_cast<long long>(o.batch), o.heads, o.kv_heads,
       o.head_dim, o.causal ? "causal" : "full", o.iters);
-  std::printf("%8s %3s %-8s %-12s %5s %6s %10s %10s %6s %10s %10s %8s %9s %9s %9s %9s %9s %5s\n",
+  std::printf("%8s %3s %-8s %-18s %5s %6s %10s %10s %6s %10s %10s %8s %9s %9s %9s %9s %9s %5s\n",
               "seq", "cp", "strategy", "via", "saved", "chunks", "ms/step", "TFLOP/s/GPU", "eff",
               "a2a GB/s", "NCCL GB/s", "peak GiB", "errO", "errdQ", "errdK", "errdV", "exact",
               "check");
@@ -824,7 +844,18 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
             }
           }
         }
-        for (const auto& [parallel, knobs] : plans) {
+        // Every plan once per --cuda-graph choice; graphs only where one thread's capture can
+        // hold a rank's step (NCCL: ranks do not hand events to each other across threads).
+        const bool nccl = transport == "nccl" || transport == "nccl-grouped";
+        std::vector<std::pair<ParallelConfig, PlanKnobs>> runs;
+        for (const std::string& graph : o.cuda_graph) {
+          if (graph == "on" && !nccl) continue;
+          for (auto [parallel, knobs] : plans) {
+            knobs.cuda_graph = graph == "on";
+            runs.push_back({parallel, knobs});
+          }
+        }
+        for (const auto& [parallel, knobs] : runs) {
           const int chunks = knobs.chunks;
           if (seq % parallel.sequence_multiple() != 0) continue;
           HostOut got;
@@ -836,6 +867,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
                      t1 / (cp * tp)};
           row.saved = saved_activations_name(knobs.saved);
           row.in_flight = knobs.in_flight;
+          row.cuda_graph = knobs.cuda_graph;
           row.peak_gib = mem.peak;
           row.io_gib = mem.io;
           row.workspace_gib = mem.workspace;
@@ -847,7 +879,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
               static_cast<std::size_t>(seq / cp * o.batch * (hq + 2 * hkv) * o.head_dim) * 2;
           row.a2a_mib = static_cast<double>(msg) * cp / (1 << 20);
           if (ulysses && chunks == 1 && knobs.saved == SavedActivations::kHeadSharded &&
-              !loopback) {
+              !loopback && !knobs.cuda_graph) {
             measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs, &row.a2a_host_us);
           }
           if (o.check) {
@@ -867,7 +899,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
                 row.err_dk <= tol * max_abs_of(ref.dk) && row.err_dv <= tol * max_abs_of(ref.dv);
           }
           row.transport = transport;
-          row.repro = repro(s, cp, knobs, o.iters, parallel) + " --transport " + transport;
+          row.repro = repro(s, cp, knobs, o.iters, parallel) + " --transport " + transport +
+                      (knobs.cuda_graph ? " --cuda-graph on" : "");
           rows.push_back(row);
         }
         for (ncclComm_t c : raw) ncclCommDestroy(c);
@@ -876,12 +909,12 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     for (const GpuRow& r : rows) {
       if (r.seq != seq) continue;
       std::printf(
-          "%8lld %3d %-8s %-12s %5s %6d %10.2f %10.1f %6.3f %10.1f %10.1f %8.2f %9.2e %9.2e %9.2e "
+          "%8lld %3d %-8s %-18s %5s %6d %10.2f %10.1f %6.3f %10.1f %10.1f %8.2f %9.2e %9.2e %9.2e "
           "%9.2e %9s %5s\n",
           static_cast<long long>(r.seq), r.cp, r.strategy.c_str(),
-          r.cp == 1 ? "-" : r.transport.c_str(), r.cp == 1 ? "-" : r.saved.c_str(), r.chunks, r.ms,
-          r.tflops, r.efficiency, r.a2a_gbs, r.nccl_gbs, r.peak_gib, r.err_o, r.err_dq, r.err_dk,
-          r.err_dv,
+          r.cp == 1 ? "-" : (r.transport + (r.cuda_graph ? "+graph" : "")).c_str(),
+          r.cp == 1 ? "-" : r.saved.c_str(), r.chunks, r.ms, r.tflops, r.efficiency, r.a2a_gbs,
+          r.nccl_gbs, r.peak_gib, r.err_o, r.err_dq, r.err_dk, r.err_dv,
           r.cp == 1 ? "-" : (r.exact_o && r.exact_dkv ? "O,dK,dV" : (r.exact_o ? "O" : "no")),
           r.pass ? "PASS" : "FAIL");
       all_pass = all_pass && r.pass;
@@ -951,8 +984,9 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const GpuRow& r = rows[i];
       f << "    {\"seq\": " << r.seq << ", \"cp\": " << r.cp << ", \"strategy\": \"" << r.strategy
-        << "\", \"chunks\": " << r.chunks << ", \"transport\": \"" << r.transport
-        << "\", \"saved\": \"" << r.saved << "\", \"in_flight\": " << r.in_flight
+        << "\", \"chunks\": " << r.chunks
+        << ", \"cuda_graph\": " << (r.cuda_graph ? "true" : "false") << ", \"transport\": \""
+        << r.transport << "\", \"saved\": \"" << r.saved << "\", \"in_flight\": " << r.in_flight
         << ", \"ms_per_step\": " << r.ms << ", \"tflops_per_gpu\": " << r.tflops
         << ", \"efficiency\": " << r.efficiency << ", \"a2a_gbs\": " << r.a2a_gbs
         << ", \"nccl_a2a_gbs\": " << r.nccl_gbs << ", \"a2a_mib_per_gpu\": " << r.a2a_mib

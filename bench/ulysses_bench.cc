@@ -415,6 +415,12 @@ int main(int argc, char** argv) {
          "virtual ranks on GPU 0: checks and memory per rank, not speed)")
       ->delimiter(',')
       ->check(CLI::IsMember({"nccl", "nccl-grouped", "peer", "loopback"}));
+  app.add_option("--cuda-graph", o.cuda_graph,
+                 "GPU path, NCCL rows (list of off, on): on captures each cp > 1 step (forward + "
+                 "backward) into a CUDA graph after the warm-up steps and times its replays, "
+                 "which takes the host's share out of the step time")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"off", "on"}));
   app.add_option("--iters", o.iters, "timed steps per row (median reported)");
   app.add_flag("--check,!--no-check", o.check, "compare with the unsharded run (default on)");
   app.add_option("--json", o.json, "also write the rows as JSON to this file");

@@ -3,7 +3,8 @@
 # tests-only, bench-only, distributed (only the multi-rank tests and a shorter bench), compare
 # (the multi-rank tests, then ulysses' saved-activations and transport choices side by side), ring
 # (bench only: ring's saved-activations and transport choices), a2a (bench only: the exchanges
-# through ncclAlltoAll, a group of ncclSend/ncclRecv, and copy-engine copies, side by side), overlap
+# through ncclAlltoAll, a group of ncclSend/ncclRecv, and copy-engine copies, side by side, NCCL rows
+# also as CUDA graph replays), overlap
 # (bench only: head chunks pipelined with the kernel over NCCL and over copy engines).
 # Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and writes logs and JSON to
 # $OUT (or ./gpu-out). Keeps NVLink multicast off for every process it starts.
@@ -52,7 +53,7 @@ if [[ $mode == ring ]]; then  # ring: heads vs lse, NCCL vs copy-engine hops (be
 fi
 if [[ $mode == a2a ]]; then  # which exchange: ncclAlltoAll, grouped send/recv, copy engines
   bench_args=(--seq 8192,32768,131072 --strategy ulysses --chunks 1
-              --transport nccl,nccl-grouped,peer --iters 5 "${bench_args[@]}")
+              --transport nccl,nccl-grouped,peer --cuda-graph off,on --iters 5 "${bench_args[@]}")
 fi
 if [[ $mode == overlap ]]; then  # does overlap pay once the exchanges leave the SMs alone?
   bench_args=(--seq 32768,131072 --strategy ulysses --chunks 1,2,4 --transport nccl,peer
