@@ -42,10 +42,10 @@ struct NcclOptions {
   /// and synchronize(). When it expires, every communicator ulysses created or wraps is aborted and
   /// each returns kTimeout (the caller's rank) or kCommError (afterwards).
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
-  /// Exchanges in which every peer gets the same bytes at offsets peer · count on both sides (every
-  /// Ulysses exchange) go through NCCL's own ncclAlltoAll when the NCCL library has it (2.28 and
-  /// later); false, or an older library, keeps them a group of ncclSend/ncclRecv like any other
-  /// all_to_all_v. The results are the same bytes either way.
+  /// Exchanges in which every peer gets the same bytes at offsets peer · count on both sides
+  /// (Ulysses' inbound Q|K|V and dO exchanges) go through NCCL's own ncclAlltoAll when the NCCL
+  /// library has it (2.28 and later); false, or an older library, keeps them a group of
+  /// ncclSend/ncclRecv like any other all_to_all_v. The results are the same bytes either way.
   bool native_all_to_all = true;
 };
 

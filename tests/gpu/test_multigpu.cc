@@ -105,7 +105,7 @@ TEST(Nccl, AllToAllVIsBitExact) {
   expect_all_to_all_bit_exact(comms);
 }
 
-// Uniform exchanges (every Ulysses exchange) go through ncclAlltoAll by default and through a
+// Uniform exchanges (Ulysses' Q|K|V and dO) go through ncclAlltoAll by default and through a
 // group of ncclSend/ncclRecv with native_all_to_all = false. Runs on one GPU too (a one-rank
 // communicator), so the call path is exercised wherever there is a GPU.
 TEST(Nccl, UniformAllToAllIsBitExactNativeAndGrouped) {
