@@ -238,6 +238,14 @@ TEST_P(NcclRing, WithinTwiceTheSingleGpuError) {
   ring_within_2x(GetParam(), false);
 }
 
+// Ring with a window and sinks, only the LSE saved (peer-copy and graph suites).
+GpuCase ring_window_sinks_lse_only() {
+  GpuCase c =
+      testing::multi_gpu_ring_case("ring_window_sinks_lse_only", Strategy::kRing, true, true, 300);
+  c.saved = SavedActivations::kLseOnly;
+  return c;
+}
+
 // The KV blocks and dK/dV sums hop as copy-engine copies; only the LSE saved in one case.
 class PeerCopyRing : public ::testing::TestWithParam<GpuCase> {};
 
@@ -249,12 +257,7 @@ TEST_P(PeerCopyRing, WithinTwiceTheSingleGpuError) {
 INSTANTIATE_TEST_SUITE_P(
     Gpus, PeerCopyRing,
     ::testing::Values(testing::multi_gpu_ring_case("ring_gqa_causal", Strategy::kRing, true, false),
-                      [] {
-                        GpuCase c = testing::multi_gpu_ring_case("ring_window_sinks_lse_only",
-                                                                 Strategy::kRing, true, true, 300);
-                        c.saved = SavedActivations::kLseOnly;
-                        return c;
-                      }()),
+                      ring_window_sinks_lse_only()),
     [](const auto& param_info) { return param_info.param.name; });
 
 // Ring and hybrid steps captured into a CUDA graph and replayed (NCCL on every local GPU; with one
@@ -268,19 +271,13 @@ TEST_P(NcclRingGraph, WithinTwiceTheSingleGpuError) {
   ring_within_2x(c, false);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllGpus, NcclRingGraph,
-                         ::testing::Values(
-                             testing::multi_gpu_ring_case("ring_gqa_causal", Strategy::kRing, true,
-                                                          false),
-                             [] {
-                               GpuCase c = testing::multi_gpu_ring_case(
-                                   "ring_window_sinks_lse_only", Strategy::kRing, true, true, 300);
-                               c.saved = SavedActivations::kLseOnly;
-                               return c;
-                             }(),
-                             testing::multi_gpu_ring_case("hybrid_one_group_window_sinks",
-                                                          Strategy::kHybrid, true, true, 200)),
-                         [](const auto& param_info) { return param_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(
+    AllGpus, NcclRingGraph,
+    ::testing::Values(testing::multi_gpu_ring_case("ring_gqa_causal", Strategy::kRing, true, false),
+                      ring_window_sinks_lse_only(),
+                      testing::multi_gpu_ring_case("hybrid_one_group_window_sinks",
+                                                   Strategy::kHybrid, true, true, 200)),
+    [](const auto& param_info) { return param_info.param.name; });
 
 using testing::multi_gpu_ring_case;
 
