@@ -53,6 +53,39 @@ Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<cons
 Status unpack_lse(const MessageLayout& msg, std::span<const int> head_begin, const TensorView& lse,
                   Stream stream);
 
+/// A message of FP8 rows (Payload::kFp8): msg[p][s][b][c][:] as E4M3 codes, each row with one
+/// power-of-two scale 2^(e - 127) kept as its biased exponent e (one byte, E8M0). Peer p's message
+/// starts at data + p * peer_bytes(): the codes [Sl][B][C][D], then the exponents [Sl][B][C],
+/// padded to 16 bytes, so it is contiguous and an exchange moves it whole.
+struct Fp8MessageLayout {
+  void* data = nullptr;
+  int peers = 1;
+  std::int64_t seq_per_peer = 0;  // Sl
+  std::int64_t batch = 1;
+  int channels = 0;  // C
+  std::int64_t head_dim = 0;
+
+  std::int64_t rows_per_peer() const { return seq_per_peer * batch * channels; }
+  std::size_t peer_bytes() const {
+    const auto bytes = static_cast<std::size_t>(rows_per_peer() * (head_dim + 1));
+    return (bytes + 15) / 16 * 16;
+  }
+};
+
+/// The scale exponent k of a row whose largest |value| is `amax`: the smallest k in [-127, 127]
+/// with amax <= 448 * 2^k (0 for a row of zeros or a non-finite amax). Host and device agree.
+int fp8_row_exponent(double amax);
+
+/// pack_heads into FP8 rows: the same row mapping; each row is divided by its 2^k and rounded to
+/// E4M3 (nearest even, saturating).
+Status pack_heads_fp8(const TensorView& act, std::span<const int> head_begin, int heads,
+                      const Fp8MessageLayout& msg, int c_begin, Stream stream);
+
+/// Every row of `src` back to dst's dtype, code * 2^k rounded once: dst[p][s][b][c][:] with the
+/// same geometry (dst.channels == src.channels). On `device`.
+Status dequantize_fp8(const Fp8MessageLayout& src, const MessageLayout& dst, Device device,
+                      Stream stream);
+
 /// Largest peer count the device kernels take (head maps travel as kernel parameters).
 inline constexpr int kMaxPeers = 256;
 
@@ -65,6 +98,9 @@ Status unpack_heads(const MessageLayout& msg, int c_begin, std::span<const int> 
 Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
                            const TensorView& act);
 Status unpack_lse(const MessageLayout& msg, std::span<const int> head_begin, const TensorView& lse);
+Status pack_heads_fp8(const TensorView& act, std::span<const int> head_begin, int heads,
+                      const Fp8MessageLayout& msg, int c_begin);
+Status dequantize_fp8(const Fp8MessageLayout& src, const MessageLayout& dst);
 }  // namespace host
 
 namespace cuda {
@@ -76,6 +112,9 @@ Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<cons
                            const TensorView& act, Stream stream);
 Status unpack_lse(const MessageLayout& msg, std::span<const int> head_begin, const TensorView& lse,
                   Stream stream);
+Status pack_heads_fp8(const TensorView& act, std::span<const int> head_begin, int heads,
+                      const Fp8MessageLayout& msg, int c_begin, Stream stream);
+Status dequantize_fp8(const Fp8MessageLayout& src, const MessageLayout& dst, Stream stream);
 }  // namespace cuda
 
 }  // namespace ulysses::kernels

@@ -8,6 +8,7 @@
 // strides in elements, a stream.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -243,6 +244,246 @@ __global__ void scatter_lse(const float* msg, float* lse, std::int64_t peers, st
   }
 }
 
+// --- FP8 rows (Payload::kFp8) ----------------------------------------------------------------
+
+template <typename T>
+__device__ float to_float(T x);
+template <>
+__device__ float to_float<float>(float x) {
+  return x;
+}
+template <>
+__device__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+template <>
+__device__ float to_float<__half>(__half x) {
+  return __half2float(x);
+}
+
+// fp8_row_exponent() on the device, from amax's bits: amax = 1.m 2^(E - 127) fits 448 2^k = 1.75
+// 2^(k + 8) from k = E - 135 while 1.m <= 1.75 (mantissa field <= 0x600000), else from k = E - 134;
+// subnormal amax clamps to -127, zero and non-finite give 0. Same k as the host's frexp.
+__device__ int row_exponent(float amax) {
+  const unsigned bits = __float_as_uint(amax);
+  const int e = static_cast<int>((bits >> 23) & 0xFF);
+  if (e == 0xFF || (bits & 0x7FFFFFFF) == 0) return 0;
+  if (e == 0) return -127;
+  const int k = (bits & 0x7FFFFF) <= 0x600000 ? e - 135 : e - 134;
+  return max(-127, min(127, k));
+}
+
+// 2^n for n in [-127, 127], exactly (2^-127 is subnormal).
+__device__ float exp2_exact(int n) {
+  return n == -127 ? __uint_as_float(0x00400000u)
+                   : __uint_as_float(static_cast<unsigned>(n + 127) << 23);
+}
+
+// The row space of an FP8 pack, (p, s, b, h), and where its rows go.
+struct Fp8Geometry {
+  std::int64_t peers, seq, batch, heads;
+  std::int64_t act_sb, act_ss, act_sh;  // activation strides (elements) of b, s, head
+  std::int64_t channels, c_begin, head_dim, peer_bytes;
+};
+
+// kV elements per vector (8: 16-byte loads of bf16/fp16 rows; 1: any row), kLanes threads per row.
+// A row (<= 256 values) fits in the registers of its lanes: kMaxVecs vectors each.
+template <int kV>
+inline constexpr int kMaxVecs = kV == 1 ? 8 : 1;
+
+// kV elements as they sit in memory: one 16-byte load for 8 bf16/fp16, else one element.
+template <typename T, int kV>
+struct RawVec {
+  using type = std::conditional_t<kV == 8, uint4, T>;
+  static_assert(kV == 1 || (kV == 8 && sizeof(T) == 2));
+};
+template <typename T, int kV>
+__device__ float element(const typename RawVec<T, kV>::type& raw, int e) {
+  return to_float(reinterpret_cast<const T*>(&raw)[e]);
+}
+
+// Rows each lane group moves per step: their loads are issued together, so that several are in
+// flight per thread (one row per step ran at ~0.5 of copy speed).
+constexpr int kFp8Rows = 4;
+
+// One group of kLanes lanes per row, kFp8Rows rows per group and step: the row's largest |value|
+// (max over the group by shuffles; NaN never wins, as on the host), its exponent k, codes =
+// E4M3(x * 2^-k), exponent byte k + 127. Groups of a warp advance together so that every lane
+// reaches every shuffle. Index: the row decomposition's type (32-bit whenever the rows allow).
+template <typename T, int kV, int kLanes, typename Index>
+__global__ void __launch_bounds__(256, 4)
+    pack_rows_fp8(const T* act, unsigned char* msg, Fp8Geometry g, HeadMap map) {
+  constexpr int kGroups = 32 / kLanes;
+  constexpr auto kStep = static_cast<Index>(kGroups * kFp8Rows);  // rows per warp and step
+  const auto rows = static_cast<Index>(g.peers * g.seq * g.batch * g.heads);
+  const auto warp = static_cast<Index>((blockIdx.x * blockDim.x + threadIdx.x) / 32);
+  const auto warps = static_cast<Index>(gridDim.x * blockDim.x / 32);
+  const int lane = static_cast<int>(threadIdx.x % kLanes);
+  const int group = static_cast<int>(threadIdx.x % 32) / kLanes;
+  const int vecs = static_cast<int>(g.head_dim / kV);
+  const std::int64_t rows_per_peer = g.seq * g.batch * g.channels;
+  for (Index first = warp * kStep; first < rows; first += warps * kStep) {
+    typename RawVec<T, kV>::type x[kFp8Rows][kMaxVecs<kV>];
+    float amax[kFp8Rows];
+    std::int64_t codes_at[kFp8Rows], exponent_at[kFp8Rows];  // byte offsets into msg
+    bool valid[kFp8Rows];
+#pragma unroll
+    for (int j = 0; j < kFp8Rows; ++j) {
+      const Index row = first + static_cast<Index>(group * kFp8Rows + j);
+      valid[j] = row < rows;
+      Index r = valid[j] ? row : Index{0};
+      const Index h = r % static_cast<Index>(g.heads);
+      r /= static_cast<Index>(g.heads);
+      const Index b = r % static_cast<Index>(g.batch);
+      r /= static_cast<Index>(g.batch);
+      const Index s = r % static_cast<Index>(g.seq);
+      const Index p = r / static_cast<Index>(g.seq);
+      const T* src = act + static_cast<std::int64_t>(b) * g.act_sb +
+                     static_cast<std::int64_t>(s) * g.act_ss +
+                     (map.begin[p] + static_cast<std::int64_t>(h)) * g.act_sh;
+      const std::int64_t msg_row =
+          (static_cast<std::int64_t>(s) * g.batch + b) * g.channels + g.c_begin + h;
+      codes_at[j] = static_cast<std::int64_t>(p) * g.peer_bytes + msg_row * g.head_dim;
+      exponent_at[j] =
+          static_cast<std::int64_t>(p) * g.peer_bytes + rows_per_peer * g.head_dim + msg_row;
+      amax[j] = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kMaxVecs<kV>; ++i) {
+        const int v = lane + i * kLanes;
+        if (valid[j] && v < vecs) {
+          x[j][i] = *reinterpret_cast<const typename RawVec<T, kV>::type*>(src + v * kV);
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kFp8Rows; ++j) {
+#pragma unroll
+      for (int i = 0; i < kMaxVecs<kV>; ++i) {
+        const int v = lane + i * kLanes;
+        if (valid[j] && v < vecs) {
+#pragma unroll
+          for (int e = 0; e < kV; ++e) amax[j] = fmaxf(amax[j], fabsf(element<T, kV>(x[j][i], e)));
+        }
+      }
+#pragma unroll
+      for (int offset = kLanes / 2; offset > 0; offset /= 2) {
+        amax[j] = fmaxf(amax[j], __shfl_xor_sync(0xffffffffu, amax[j], offset, kLanes));
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kFp8Rows; ++j) {
+      if (!valid[j]) continue;
+      const int k = row_exponent(amax[j]);
+      const float inv_scale = exp2_exact(-k);  // a power of two: x * inv_scale is exact
+      unsigned char* codes = msg + codes_at[j];
+#pragma unroll
+      for (int i = 0; i < kMaxVecs<kV>; ++i) {
+        const int v = lane + i * kLanes;
+        if (v >= vecs) continue;
+        if constexpr (kV == 8) {
+          __nv_fp8x2_storage_t c[4];
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            c[e] = __nv_cvt_float2_to_fp8x2(
+                make_float2(element<T, kV>(x[j][i], 2 * e) * inv_scale,
+                            element<T, kV>(x[j][i], 2 * e + 1) * inv_scale),
+                __NV_SATFINITE, __NV_E4M3);
+          }
+          *reinterpret_cast<uint2*>(codes + v * kV) = *reinterpret_cast<const uint2*>(c);
+        } else {
+          codes[v] = __nv_cvt_float_to_fp8(element<T, kV>(x[j][i], 0) * inv_scale, __NV_SATFINITE,
+                                           __NV_E4M3);
+        }
+      }
+      if (lane == 0) msg[exponent_at[j]] = static_cast<unsigned char>(k + 127);
+    }
+  }
+}
+
+// out[row][:] = code * 2^k for every row of every peer's message: one group of kLanes lanes per
+// row, kFp8Rows rows per group and step.
+template <typename T, int kV, int kLanes, typename Index>
+__global__ void dequantize_rows(const unsigned char* msg, T* out, std::int64_t rows64,
+                                std::int64_t rows_per_peer, std::int64_t head_dim,
+                                std::int64_t peer_bytes) {
+  const auto rows = static_cast<Index>(rows64);
+  const auto rpp = static_cast<Index>(rows_per_peer);
+  const auto groups = static_cast<Index>(gridDim.x * (blockDim.x / kLanes));
+  const auto group = static_cast<Index>(blockIdx.x * (blockDim.x / kLanes) + threadIdx.x / kLanes);
+  const int lane = static_cast<int>(threadIdx.x % kLanes);
+  const int vecs = static_cast<int>(head_dim / kV);
+  for (Index first = group * kFp8Rows; first < rows; first += groups * kFp8Rows) {
+    unsigned char c[kFp8Rows][kMaxVecs<kV>][kV];
+    float scale[kFp8Rows];
+#pragma unroll
+    for (int j = 0; j < kFp8Rows; ++j) {
+      const Index row = first + static_cast<Index>(j);
+      if (row >= rows) continue;
+      const auto p = static_cast<std::int64_t>(row / rpp),
+                 lr = static_cast<std::int64_t>(row % rpp);
+      const unsigned char* peer = msg + p * peer_bytes;
+      const unsigned char* codes = peer + lr * head_dim;
+      scale[j] = exp2_exact(static_cast<int>(peer[rows_per_peer * head_dim + lr]) - 127);
+#pragma unroll
+      for (int i = 0; i < kMaxVecs<kV>; ++i) {
+        const int v = lane + i * kLanes;
+        if (v >= vecs) continue;
+        if constexpr (kV == 8) {
+          *reinterpret_cast<uint2*>(c[j][i]) = *reinterpret_cast<const uint2*>(codes + v * kV);
+        } else {
+          c[j][i][0] = codes[v];
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kFp8Rows; ++j) {
+      const Index row = first + static_cast<Index>(j);
+      if (row >= rows) continue;
+      T* dst = out + static_cast<std::int64_t>(row) * head_dim;
+#pragma unroll
+      for (int i = 0; i < kMaxVecs<kV>; ++i) {
+        const int v = lane + i * kLanes;
+        if (v >= vecs) continue;
+        T y[kV];
+#pragma unroll
+        for (int e = 0; e < kV; ++e) {
+          __nv_fp8_e4m3 code;
+          code.__x = c[j][i][e];
+          y[e] = from_float<T>(static_cast<float>(code) * scale[j]);
+        }
+        if constexpr (kV == 8 && sizeof(T) == 2) {
+          *reinterpret_cast<uint4*>(dst + v * kV) = *reinterpret_cast<const uint4*>(y);
+        } else {
+#pragma unroll
+          for (int e = 0; e < kV; ++e) dst[v * kV + e] = y[e];
+        }
+      }
+    }
+  }
+}
+
+// Lanes per row for `vecs` vectors: a warp, or the smallest of 16 / 8 that covers the row.
+int fp8_lanes(std::int64_t vecs) { return vecs > 16 ? 32 : vecs > 8 ? 16 : 8; }
+
+// Calls f(T*) with the activation dtype's device type (bf16, fp16, fp32).
+template <typename F>
+Status with_float_type(DType dtype, std::string_view api, F&& f) {
+  switch (dtype) {
+    case DType::kBFloat16:
+      f(static_cast<__nv_bfloat16*>(nullptr));
+      return Status::ok();
+    case DType::kFloat16:
+      f(static_cast<__half*>(nullptr));
+      return Status::ok();
+    case DType::kFloat32:
+      f(static_cast<float*>(nullptr));
+      return Status::ok();
+    default:
+      return unsupported(detail::str_cat("ulysses::kernels::cuda::", api, ": dtype ",
+                                         dtype_name(dtype), " (expected bf16, fp16 or fp32)"));
+  }
+}
+
 }  // namespace
 
 Status pack_heads(const TensorView& act, std::span<const int> head_begin, int heads,
@@ -302,6 +543,117 @@ Status unpack_lse(const MessageLayout& msg, std::span<const int> head_begin, con
   scatter_lse<<<grid_for(work, 256), 256, 0, stream>>>(
       static_cast<const float*>(msg.data), static_cast<float*>(lse.data), msg.peers,
       msg.seq_per_peer, msg.batch, msg.channels, lse.stride(0), lse.stride(1), lse.stride(2), map);
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+Status pack_heads_fp8(const TensorView& act, std::span<const int> head_begin, int heads,
+                      const Fp8MessageLayout& msg, int c_begin, Stream stream) {
+  HeadMap map{};
+  ULYSSES_RETURN_IF_ERROR(check_map(head_begin, map));
+  if (act.ndim != 4 || act.size(3) != msg.head_dim || (act.size(3) > 1 && act.stride(3) != 1) ||
+      static_cast<int>(head_begin.size()) != msg.peers || act.size(3) > 256) {
+    return internal_error("ulysses::kernels::cuda::pack_heads_fp8: geometry mismatch");
+  }
+  const Fp8Geometry g{msg.peers,
+                      msg.seq_per_peer,
+                      msg.batch,
+                      heads,
+                      act.stride(0),
+                      act.stride(1),
+                      act.stride(2),
+                      msg.channels,
+                      c_begin,
+                      msg.head_dim,
+                      static_cast<std::int64_t>(msg.peer_bytes())};
+  const std::int64_t rows = g.peers * g.seq * g.batch * g.heads;
+  if (rows == 0 || g.head_dim == 0) return Status::ok();
+  const auto e = static_cast<std::int64_t>(dtype_size(act.dtype));
+  // 16-byte loads when rows, strides and the base allow (and the codes' 8-byte stores then do).
+  const bool wide = e == 2 && vector_bytes(g.head_dim * e, act.data, act.data,
+                                           {g.act_sb * e, g.act_ss * e, g.act_sh * e}) == 16;
+  constexpr int kThreads = 256;
+  auto* m = static_cast<unsigned char*>(msg.data);
+  Status status = with_float_type(act.dtype, "pack_heads_fp8", [&]<typename T>(T*) {
+    const auto* a = static_cast<const T*>(act.data);
+    auto go = [&]<int kV, int kLanes>() {
+      const std::int64_t per_block = kThreads / kLanes * kFp8Rows;
+      const int grid =
+          static_cast<int>(std::min<std::int64_t>((rows + per_block - 1) / per_block, 65535 * 8));
+      if (rows < (std::int64_t{1} << 31)) {
+        pack_rows_fp8<T, kV, kLanes, std::uint32_t><<<grid, kThreads, 0, stream>>>(a, m, g, map);
+      } else {
+        pack_rows_fp8<T, kV, kLanes, std::int64_t><<<grid, kThreads, 0, stream>>>(a, m, g, map);
+      }
+    };
+    if constexpr (sizeof(T) != 2) {  // 16-byte loads are for bf16 / fp16 rows only
+      go.template operator()<1, 32>();
+    } else {
+      if (!wide) {
+        go.template operator()<1, 32>();
+        return;
+      }
+      switch (fp8_lanes(g.head_dim / 8)) {
+        case 32:
+          go.template operator()<8, 32>();
+          break;
+        case 16:
+          go.template operator()<8, 16>();
+          break;
+        default:
+          go.template operator()<8, 8>();
+      }
+    }
+  });
+  ULYSSES_RETURN_IF_ERROR(status);
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+Status dequantize_fp8(const Fp8MessageLayout& src, const MessageLayout& dst, Stream stream) {
+  if (dst.peers != src.peers || dst.seq_per_peer != src.seq_per_peer || dst.batch != src.batch ||
+      dst.channels != src.channels || dst.head_dim != src.head_dim) {
+    return internal_error("ulysses::kernels::cuda::dequantize_fp8: geometry mismatch");
+  }
+  const std::int64_t rows_per_peer = src.rows_per_peer(), rows = src.peers * rows_per_peer;
+  if (rows == 0 || src.head_dim == 0) return Status::ok();
+  const auto e = static_cast<std::int64_t>(dtype_size(dst.dtype));
+  const bool wide = e == 2 && src.head_dim % 8 == 0 &&
+                    reinterpret_cast<std::uintptr_t>(dst.data) % 16 == 0 &&
+                    reinterpret_cast<std::uintptr_t>(src.data) % 8 == 0;
+  constexpr int kThreads = 256;
+  const auto* m = static_cast<const unsigned char*>(src.data);
+  const auto peer_bytes = static_cast<std::int64_t>(src.peer_bytes());
+  Status status = with_float_type(dst.dtype, "dequantize_fp8", [&]<typename T>(T*) {
+    auto* out = static_cast<T*>(dst.data);
+    auto go = [&]<int kV, int kLanes>() {
+      const std::int64_t per_block = kThreads / kLanes * kFp8Rows;
+      const int grid =
+          static_cast<int>(std::min<std::int64_t>((rows + per_block - 1) / per_block, 65535 * 8));
+      if (rows < (std::int64_t{1} << 31)) {
+        dequantize_rows<T, kV, kLanes, std::uint32_t>
+            <<<grid, kThreads, 0, stream>>>(m, out, rows, rows_per_peer, src.head_dim, peer_bytes);
+      } else {
+        dequantize_rows<T, kV, kLanes, std::int64_t>
+            <<<grid, kThreads, 0, stream>>>(m, out, rows, rows_per_peer, src.head_dim, peer_bytes);
+      }
+    };
+    if (!wide) {
+      go.template operator()<1, 32>();
+      return;
+    }
+    switch (fp8_lanes(src.head_dim / 8)) {
+      case 32:
+        go.template operator()<8, 32>();
+        break;
+      case 16:
+        go.template operator()<8, 16>();
+        break;
+      default:
+        go.template operator()<8, 8>();
+    }
+  });
+  ULYSSES_RETURN_IF_ERROR(status);
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }

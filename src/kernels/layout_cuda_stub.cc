@@ -24,4 +24,10 @@ Status unpack_lse(const MessageLayout&, std::span<const int>, const TensorView&,
   return no_cuda();
 }
 
+Status pack_heads_fp8(const TensorView&, std::span<const int>, int, const Fp8MessageLayout&, int,
+                      Stream) {
+  return no_cuda();
+}
+Status dequantize_fp8(const Fp8MessageLayout&, const MessageLayout&, Stream) { return no_cuda(); }
+
 }  // namespace ulysses::kernels::cuda

@@ -1,5 +1,6 @@
 // Host implementations of the pack/unpack operations (see layout.h). Copies are whole head_dim
 // rows, memcpy'd, so data movement is bit-exact for every dtype.
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -124,6 +125,63 @@ Status unpack_lse(const MessageLayout& msg, std::span<const int> head_begin,
               h;
           dst[lse.offset({b, head_begin[static_cast<std::size_t>(p)] + h, s})] = src[i];
         }
+      }
+    }
+  }
+  return Status::ok();
+}
+
+Status pack_heads_fp8(const TensorView& act, std::span<const int> head_begin, int heads,
+                      const Fp8MessageLayout& msg, int c_begin) {
+  const MessageLayout geometry{nullptr,   act.dtype,    msg.peers,   msg.seq_per_peer,
+                               msg.batch, msg.channels, msg.head_dim};
+  ULYSSES_RETURN_IF_ERROR(
+      check_geometry(act, head_begin, heads, geometry, c_begin, "pack_heads_fp8"));
+  const std::int64_t D = msg.head_dim, rows = msg.rows_per_peer();
+  std::vector<double> x(static_cast<std::size_t>(D));
+  for (int p = 0; p < msg.peers; ++p) {
+    auto* codes = static_cast<std::uint8_t*>(msg.data) + p * msg.peer_bytes();
+    std::uint8_t* exponents = codes + rows * D;
+    for (std::int64_t s = 0; s < msg.seq_per_peer; ++s) {
+      for (std::int64_t b = 0; b < msg.batch; ++b) {
+        for (int h = 0; h < heads; ++h) {
+          const std::int64_t base =
+              act.offset({b, s, head_begin[static_cast<std::size_t>(p)] + h, 0});
+          double amax = 0.0;
+          for (std::int64_t d = 0; d < D; ++d) {
+            x[static_cast<std::size_t>(d)] = detail::load_as_double(act.data, act.dtype, base + d);
+            const double a = std::fabs(x[static_cast<std::size_t>(d)]);
+            if (a > amax) amax = a;  // NaN never compares greater
+          }
+          const int k = fp8_row_exponent(amax);
+          const std::int64_t row = (s * msg.batch + b) * msg.channels + c_begin + h;
+          for (std::int64_t d = 0; d < D; ++d) {
+            codes[row * D + d] =
+                detail::double_to_fp8e4m3_bits(std::ldexp(x[static_cast<std::size_t>(d)], -k));
+          }
+          exponents[row] = static_cast<std::uint8_t>(k + 127);
+        }
+      }
+    }
+  }
+  return Status::ok();
+}
+
+Status dequantize_fp8(const Fp8MessageLayout& src, const MessageLayout& dst) {
+  if (dst.peers != src.peers || dst.seq_per_peer != src.seq_per_peer || dst.batch != src.batch ||
+      dst.channels != src.channels || dst.head_dim != src.head_dim) {
+    return internal_error("dequantize_fp8: geometry mismatch");
+  }
+  const std::int64_t D = src.head_dim, rows = src.rows_per_peer();
+  for (int p = 0; p < src.peers; ++p) {
+    const auto* codes = static_cast<const std::uint8_t*>(src.data) + p * src.peer_bytes();
+    const std::uint8_t* exponents = codes + rows * D;
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const int k = static_cast<int>(exponents[r]) - 127;
+      const std::int64_t out = (p * rows + r) * D;
+      for (std::int64_t d = 0; d < D; ++d) {
+        detail::store_from_double(dst.data, dst.dtype, out + d,
+                                  std::ldexp(detail::fp8e4m3_bits_to_double(codes[r * D + d]), k));
       }
     }
   }

@@ -4,6 +4,8 @@
 // stay untouched).
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "gpu/gpu_util.h"
 #include "kernels/layout.h"
 
@@ -106,6 +108,98 @@ INSTANTIATE_TEST_SUITE_P(
                       // Strided heads: one segment per row (16-byte and 4-byte vectors).
                       Geo{2, 257, 2, 8, 4, 12, 4, 64, DType::kBFloat16, 0, 64},
                       Geo{4, 33, 1, 8, 2, 3, 1, 6, DType::kFloat16, 1, 2}),
+    [](const auto& param_info) { return "case" + std::to_string(param_info.index); });
+
+// FP8 rows: the device pack must write the host's bytes exactly (codes, exponent bytes, and no
+// byte of the padding), and the device dequantize must give the host's values bit for bit. Rows
+// span many binades (scales 2^-30..2^30, fp16: 2^-8..2^8), one row is zero; vectorized (D a
+// multiple of 8 with aligned strides: 8, 16 or 32 lanes per row) and scalar paths (odd row bytes,
+// strided heads, fp32).
+struct Fp8Geo {
+  int P;
+  std::int64_t Sl, B;
+  int H, heads, C, c_begin;
+  std::int64_t D;
+  DType dtype;
+  int row_pad = 0;
+};
+
+class GpuFp8Rows : public ::testing::TestWithParam<Fp8Geo> {};
+
+TEST_P(GpuFp8Rows, PackAndDequantizeMatchHostBitwise) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const Fp8Geo g = GetParam();
+  std::vector<int> begin;
+  for (int p = 0; p < g.P; ++p) begin.push_back((p * g.heads) % (g.H - g.heads + 1));
+  const std::int64_t Dp = g.D + g.row_pad;
+  std::mt19937_64 rng(testing::fresh_seed());
+  HostTensor act(g.dtype, {g.B, g.Sl, g.H, Dp});
+  testing::fill_uniform(act, rng, -2.0, 2.0);
+  const int span = g.dtype == DType::kFloat16 ? 8 : 30;
+  for (std::int64_t row = 0; row < act.numel() / Dp; ++row) {
+    const double scale =
+        row == 1 ? 0.0 : std::ldexp(1.0, static_cast<int>(row * 37 % (2 * span + 1)) - span);
+    for (std::int64_t d = 0; d < Dp; ++d) act.set(row * Dp + d, act.at(row * Dp + d) * scale);
+  }
+  const TensorView act_rows = rows_of(act.view.data, g.dtype, g.B, g.Sl, g.H, g.D, g.row_pad, {});
+  const kernels::Fp8MessageLayout shape{nullptr, g.P, g.Sl, g.B, g.C, g.D};
+  const auto bytes = static_cast<std::int64_t>(g.P * shape.peer_bytes());
+  HostTensor msg(DType::kFloat8E4M3, {bytes});
+  std::fill(msg.storage.begin(), msg.storage.end(), static_cast<unsigned char>(0xAB));
+  HostTensor msg_host = msg;
+  kernels::Fp8MessageLayout mh = shape;
+  mh.data = msg_host.view.data;
+  ASSERT_TRUE(kernels::pack_heads_fp8(act_rows, begin, g.heads, mh, g.c_begin, nullptr).is_ok());
+
+  DeviceTensor act_d = DeviceTensor::of(act), msg_d = DeviceTensor::of(msg);
+  kernels::Fp8MessageLayout md = shape;
+  md.data = msg_d.ptr;
+  Status s = kernels::pack_heads_fp8(
+      rows_of(act_d.ptr, g.dtype, g.B, g.Sl, g.H, g.D, g.row_pad, Device::cuda(0)), begin, g.heads,
+      md, g.c_begin, nullptr);
+  ASSERT_TRUE(s.is_ok()) << s.to_string();
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  const HostTensor msg_dev = msg_d.download(msg);
+  EXPECT_EQ(std::memcmp(msg_host.storage.data(), msg_dev.storage.data(), msg.storage.size()), 0)
+      << "pack_heads_fp8: device bytes differ from the host's";
+
+  // Dequantize every row (a full message: stamp the rows the pack left alone with the host's own
+  // codes of another activation, so every channel holds real codes).
+  kernels::Fp8MessageLayout full_h = shape;
+  full_h.data = msg_host.view.data;
+  for (int c0 = 0; c0 < g.C; c0 += g.heads) {
+    const int n = std::min(g.heads, g.C - c0);
+    ASSERT_TRUE(kernels::pack_heads_fp8(act_rows, begin, n, full_h, c0, nullptr).is_ok());
+  }
+  HostTensor out(g.dtype, {g.P, g.Sl, g.B, g.C, g.D});
+  testing::poison(out);
+  HostTensor out_host = out;
+  ASSERT_TRUE(kernels::dequantize_fp8(full_h,
+                                      {out_host.view.data, g.dtype, g.P, g.Sl, g.B, g.C, g.D},
+                                      Device::host(), nullptr)
+                  .is_ok());
+  DeviceTensor full_d = DeviceTensor::of(msg_host), out_d = DeviceTensor::of(out);
+  kernels::Fp8MessageLayout fd = shape;
+  fd.data = full_d.ptr;
+  s = kernels::dequantize_fp8(fd, {out_d.ptr, g.dtype, g.P, g.Sl, g.B, g.C, g.D}, Device::cuda(0),
+                              nullptr);
+  ASSERT_TRUE(s.is_ok()) << s.to_string();
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_EQ(testing::count_nan(out_host), 0);
+  EXPECT_BITWISE_EQ(out_host, out_d.download(out), "dequantize_fp8");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Rows, GpuFp8Rows,
+    ::testing::Values(Fp8Geo{2, 5, 2, 8, 4, 12, 0, 128, DType::kBFloat16},     // 16 lanes per row
+                      Fp8Geo{3, 7, 1, 6, 2, 6, 4, 64, DType::kFloat16},        // 8 lanes
+                      Fp8Geo{2, 3, 2, 4, 2, 4, 2, 256, DType::kBFloat16},      // 32 lanes
+                      Fp8Geo{2, 4, 1, 8, 4, 8, 4, 96, DType::kBFloat16},       // 12 of 16 lanes
+                      Fp8Geo{2, 300, 2, 16, 8, 24, 8, 128, DType::kBFloat16},  // many blocks
+                      Fp8Geo{4, 9, 1, 8, 2, 3, 1, 128, DType::kBFloat16, 64},  // strided, aligned
+                      Fp8Geo{2, 6, 1, 4, 2, 2, 0, 12, DType::kBFloat16},       // 24-byte rows
+                      Fp8Geo{2, 5, 1, 8, 4, 4, 0, 128, DType::kBFloat16, 4},   // unaligned stride
+                      Fp8Geo{2, 5, 1, 4, 2, 4, 0, 64, DType::kFloat32}),       // fp32 (scalar)
     [](const auto& param_info) { return "case" + std::to_string(param_info.index); });
 
 TEST(GpuLayout, SumReplicasAndLseMatchHost) {

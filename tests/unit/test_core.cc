@@ -6,6 +6,7 @@
 #include <set>
 
 #include "common/dtype_convert.h"
+#include "kernels/layout.h"
 #include "ulysses/ulysses.h"
 
 namespace ulysses {
@@ -93,6 +94,67 @@ TEST(DType, Fp16AndFp8RoundTripAndSaturate) {
   EXPECT_EQ(fp8e4m3_bits_to_double(double_to_fp8e4m3_bits(-1000.0)), -448.0);
   EXPECT_EQ(fp8e5m2_bits_to_double(double_to_fp8e5m2_bits(1e6)), 57344.0);
   EXPECT_EQ(fp8e4m3_bits_to_double(0x01), std::ldexp(1.0, -9));
+}
+
+TEST(Fp8Rows, ExponentIsTheSmallestPowerOfTwoThatFits) {
+  using kernels::fp8_row_exponent;
+  EXPECT_EQ(fp8_row_exponent(448.0), 0);
+  EXPECT_EQ(fp8_row_exponent(std::nextafter(448.0, 1e9)), 1);
+  EXPECT_EQ(fp8_row_exponent(256.0), 0);
+  EXPECT_EQ(fp8_row_exponent(224.0), -1);
+  EXPECT_EQ(fp8_row_exponent(1.0), -8);      // 1 <= 448 / 256, not 448 / 512
+  EXPECT_EQ(fp8_row_exponent(3.5), -7);      // exactly 448 * 2^-7
+  EXPECT_EQ(fp8_row_exponent(1e-45), -127);  // clamped to E8M0's range
+  EXPECT_EQ(fp8_row_exponent(0.0), 0);
+  EXPECT_EQ(fp8_row_exponent(std::numeric_limits<double>::infinity()), 0);
+  EXPECT_EQ(fp8_row_exponent(std::numeric_limits<double>::quiet_NaN()), 0);
+  for (double amax : {1e-30, 0.013, 0.7, 5.0, 447.9, 1e5, 3e38}) {
+    const int k = fp8_row_exponent(amax);
+    EXPECT_LE(amax, std::ldexp(448.0, k)) << amax;
+    EXPECT_GT(amax, std::ldexp(448.0, k - 1)) << amax;
+  }
+}
+
+TEST(Fp8Rows, HostMessageLayoutAndRoundTrip) {
+  // act [B=1, Sl=2, H=2, D=4] fp32 to 2 peers, one head each (peer p gets head 1 - p): rows
+  // (s, b, c) of 4 codes per peer, then 2 exponent bytes, padded to 16 bytes.
+  std::vector<float> act = {1.0f,  -2.0f, 0.5f, 0.25f,   // s0 h0: amax 2 -> k = -7
+                            300.f, 0.0f,  1.0f, -7.0f,   // s0 h1: amax 300 -> k = 0
+                            0.0f,  0.0f,  0.0f, 0.0f,    // s1 h0: zeros -> k = 0
+                            1e-3f, 3e-3f, 0.1f, 900.f};  // s1 h1: amax 900 -> k = 2
+  const TensorView view = TensorView::contiguous(act.data(), DType::kFloat32, {1, 2, 2, 4});
+  const kernels::Fp8MessageLayout msg0{nullptr, 2, 2, 1, 1, 4};
+  ASSERT_EQ(msg0.peer_bytes(), 16u);  // 2 rows * (4 + 1) = 10 bytes, padded
+  std::vector<std::uint8_t> buf(2 * msg0.peer_bytes(), 0xAB);
+  kernels::Fp8MessageLayout msg = msg0;
+  msg.data = buf.data();
+  const std::vector<int> head_begin = {1, 0};
+  ASSERT_TRUE(kernels::pack_heads_fp8(view, head_begin, 1, msg, 0, nullptr).is_ok());
+  // Peer 0 holds head 1 (k = 0, then k = 2); peer 1 head 0 (k = -7, then k = 0).
+  EXPECT_EQ(buf[8], 127);
+  EXPECT_EQ(buf[9], 129);
+  EXPECT_EQ(buf[16 + 8], 120);
+  EXPECT_EQ(buf[16 + 9], 127);
+  EXPECT_EQ(buf[10], 0xAB) << "padding written";
+  EXPECT_EQ(buf[0], detail::double_to_fp8e4m3_bits(300.0));
+  EXPECT_EQ(buf[16], detail::double_to_fp8e4m3_bits(128.0));  // 1.0 * 2^7
+  std::vector<float> back(16, std::numeric_limits<float>::quiet_NaN());
+  ASSERT_TRUE(kernels::dequantize_fp8(msg, {back.data(), DType::kFloat32, 2, 2, 1, 1, 4},
+                                      Device::host(), nullptr)
+                  .is_ok());
+  // back = [peer 0: s0, s1 of head 1][peer 1: s0, s1 of head 0]; each value within 2^-4
+  // relative of the input, or below E4M3's reach under its row's scale.
+  const int from[4] = {4, 12, 0, 8};  // act row of each received row
+  for (int r = 0; r < 4; ++r) {
+    for (int d = 0; d < 4; ++d) {
+      const double x = act[static_cast<std::size_t>(from[r] + d)];
+      const double y = back[static_cast<std::size_t>(r * 4 + d)];
+      EXPECT_LE(std::fabs(y - x), std::fabs(x) / 16 + 1e-2) << r << "," << d;
+    }
+  }
+  EXPECT_EQ(back[4 * 3], 0.0f);        // the zero row stays zero
+  EXPECT_EQ(back[4 * 1 + 3], 896.0f);  // 900 -> 224 * 4
+  EXPECT_EQ(back[4 * 1 + 0], 0.0f);    // 1e-3 / 4 is below E4M3's smallest subnormal
 }
 
 TEST(TensorView, ContiguousAndStrided) {
