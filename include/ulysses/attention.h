@@ -192,6 +192,27 @@ enum class SavedActivations : int {
 std::string_view saved_activations_name(SavedActivations saved);
 Result<SavedActivations> parse_saved_activations(std::string_view name);  // "heads" | "lse"
 
+/// What Ulysses' inbound exchanges carry: Q, K, V in forward (and again in backward with
+/// kLseOnly) and dO in backward. O, the LSE and the gradients always travel in the plan's dtype.
+enum class Payload : int {
+  /// The plan's dtype: every result bitwise equal to one GPU running the whole sequence.
+  kNative = 0,
+  /// FP8 E4M3 codes with one scale per (token, head) row of head_dim values: the smallest power of
+  /// two that brings the row's largest |value| to E4M3's range (<= 448), stored as one exponent
+  /// byte (OCP MX's E8M0). Scaling is exact and every value keeps E4M3's 3 mantissa bits (relative
+  /// error <= 2^-4; values under ~2^-14 of their row's largest lose bits, under ~2^-18 become 0),
+  /// so the
+  /// bytes of those exchanges fall to (head_dim + 1) / (head_dim * sizeof(dtype)) of native: 0.50
+  /// for bf16 at head_dim 128. The receiving rank turns the rows back into the plan's dtype before
+  /// the kernel reads them: results are exactly those of kNative on inputs rounded that way
+  /// (straight-through: gradients are those of the rounded Q, K, V, for the rounded dO).
+  /// Non-finite values do not survive: infinities saturate to the row's largest code. Strategy
+  /// ulysses only; device plans need bf16 or fp16.
+  kFp8 = 1,
+};
+std::string_view payload_name(Payload payload);
+Result<Payload> parse_payload(std::string_view name);  // "native" | "fp8"
+
 /// Everything that fixes a plan. Must be identical on every rank of the group (create() checks).
 struct PlanConfig {
   AttentionConfig attention;
@@ -223,6 +244,8 @@ struct PlanConfig {
   /// 1: chunks run one after another with the least memory. Values above overlap_chunks act as
   /// overlap_chunks. 1 or 2.
   int chunks_in_flight = 2;
+  /// Ulysses: the format of the inbound exchanges (Q, K, V and dO); see Payload.
+  Payload payload = Payload::kNative;
 
   Status validate() const;
 };

@@ -27,6 +27,22 @@ Result<SavedActivations> parse_saved_activations(std::string_view name) {
                    "heads or lse");
 }
 
+std::string_view payload_name(Payload payload) {
+  switch (payload) {
+    case Payload::kNative:
+      return "native";
+    case Payload::kFp8:
+      return "fp8";
+  }
+  return "unknown";
+}
+
+Result<Payload> parse_payload(std::string_view name) {
+  if (name == "native") return Payload::kNative;
+  if (name == "fp8") return Payload::kFp8;
+  return arg_error("ulysses::parse_payload", "payload", "is not known", name, "native or fp8");
+}
+
 Status PlanConfig::validate() const {
   constexpr std::string_view api = "ulysses::PlanConfig";
   ULYSSES_RETURN_IF_ERROR(attention.validate());
@@ -75,6 +91,22 @@ Status PlanConfig::validate() const {
     return arg_error(api, "chunks_in_flight", "is out of range", chunks_in_flight,
                      "1 (one head chunk at a time) or 2 (double-buffered)");
   }
+  if (payload != Payload::kNative && payload != Payload::kFp8) {
+    return arg_error(api, "payload", "is not a Payload value", static_cast<int>(payload),
+                     "kNative (0) or kFp8 (1)");
+  }
+  if (payload == Payload::kFp8) {
+    if (parallel.strategy != Strategy::kUlysses) {
+      return arg_error(api, "payload",
+                       str_cat("fp8 is for strategy ulysses (got strategy ",
+                               strategy_name(parallel.strategy), ")"),
+                       payload_name(payload), "native");
+    }
+    if (dtype == DType::kFloat8E4M3 || dtype == DType::kFloat8E5M2) {
+      return arg_error(api, "payload", "fp8 needs activations wider than fp8 (dtype)",
+                       dtype_name(dtype), "native, or dtype bf16, fp16, fp32 or fp64");
+    }
+  }
   return Status::ok();
 }
 
@@ -92,6 +124,13 @@ Status DistributedAttention::check_support(const PlanConfig& config, const Commu
   }
   if (config.parallel.strategy != Strategy::kUlysses) {
     return parallel::ring_check_support(config, comm, kernel);
+  }
+  if (config.payload == Payload::kFp8 && !comm.device().is_host() &&
+      config.dtype != DType::kBFloat16 && config.dtype != DType::kFloat16) {
+    return unsupported(
+        str_cat("ulysses::DistributedAttention::create: payload fp8 on a device "
+                "needs dtype bf16 or fp16 (got ",
+                dtype_name(config.dtype), ")"));
   }
   ULYSSES_ASSIGN_OR_RETURN(
       auto routing,

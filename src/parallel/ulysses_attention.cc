@@ -87,6 +87,7 @@ class UlyssesAttention final : public DistributedAttention {
     lse_only_ = config.training && config.saved_activations == SavedActivations::kLseOnly;
     slotted_ = lse_only_ || !config.training;
     slots_ = std::min(K_, config.chunks_in_flight);
+    fp8_ = config.payload == Payload::kFp8;
     problem_ = local_problem(config, routing_, rank_);
     build_chunk_maps();
     layout_buffers();
@@ -119,6 +120,7 @@ class UlyssesAttention final : public DistributedAttention {
     char* o_head = at(a.saved, o_head_);
     char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
     char* send_qkv = at(a.workspace, send_qkv_);
+    char* wire_qkv = send_qkv + K_ * qkv_in_block_;  // fp8: where the codes arrive
     char* o_recv = at(a.workspace, o_recv_);
     char* lse_recv = at(a.workspace, lse_recv_);
     auto lse_of = [&](char* base, int c) { return has_lse_ ? base + c * lse_block_ : nullptr; };
@@ -126,14 +128,15 @@ class UlyssesAttention final : public DistributedAttention {
 
     // 1. Pack every chunk's Q, K, V (one message buffer per chunk), on the caller's stream.
     for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send_qkv + c * qkv_block_, stream));
+      ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send_qkv + c * qkv_in_block_, stream));
     }
     // 2. Every chunk's all-to-all, in order, on the exchange stream: chunk c + 1 travels while the
     //    kernel runs on chunk c.
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
     for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(exchange_uniform(send_qkv + c * qkv_block_, qkv_full + c * qkv_block_,
-                                               peer_bytes(Cc_, dtype_, -1), side));
+      ULYSSES_RETURN_IF_ERROR(exchange_in(send_qkv + c * qkv_in_block_,
+                                          wire_qkv + c * qkv_in_block_, qkv_full + c * qkv_block_,
+                                          Cc_, side));
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
     }
     // 3. Per chunk: local attention reading the receive buffer in place, then O (and LSE) back to
@@ -171,7 +174,10 @@ class UlyssesAttention final : public DistributedAttention {
     char* qkv_full = at(a.saved, qkv_full_);
     char* o_head = at(a.saved, o_head_);
     char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
-    char* send_do = at(a.workspace, send_do_);
+    // dO leaves from send_in (fp8: its own region; native: send_do) and arrives in do_head (fp8:
+    // through wire_do).
+    char* send_in = at(a.workspace, fp8_ ? wire_do_ : send_do_);
+    char* wire_do = send_in + K_ * do_in_block_;
     char* do_head = at(a.workspace, do_head_);
     char* grad_q = at(a.workspace, grad_q_);
     char* grad_kv = at(a.workspace, grad_kv_);
@@ -189,14 +195,14 @@ class UlyssesAttention final : public DistributedAttention {
 
     // 1. dO to the head owners, chunk by chunk on the exchange stream.
     for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
-          as_bshd(a.d_o, config_.layout), q_begin_[static_cast<std::size_t>(c)], qc_,
-          {send_do + c * o_block_, dtype_, P_, Sl_, B_, qc_, D_}, 0, stream));
+      ULYSSES_RETURN_IF_ERROR(pack_in(as_bshd(a.d_o, config_.layout),
+                                      q_begin_[static_cast<std::size_t>(c)], qc_,
+                                      send_in + c * do_in_block_, qc_, 0, stream));
     }
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
     for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(exchange_uniform(send_do + c * o_block_, do_head + c * o_block_,
-                                               peer_bytes(qc_, dtype_, -1), side));
+      ULYSSES_RETURN_IF_ERROR(exchange_in(send_in + c * do_in_block_, wire_do + c * do_in_block_,
+                                          do_head + c * o_block_, qc_, side));
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
     }
     // 2. Per chunk: local backward (dQ, dK, dV land in the returning message buffers), then send
@@ -238,8 +244,8 @@ class UlyssesAttention final : public DistributedAttention {
       const std::size_t s = slot_of(c);
       char* send = at(a.workspace, fwd_send_[s]);
       ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send, side));
-      ULYSSES_RETURN_IF_ERROR(
-          exchange_uniform(send, at(a.workspace, fwd_recv_[s]), peer_bytes(Cc_, dtype_, -1), side));
+      ULYSSES_RETURN_IF_ERROR(exchange_in(send, send + align_up(qkv_in_block_),
+                                          at(a.workspace, fwd_recv_[s]), Cc_, side));
       return streams_->record(kEvChunk + c, side);
     };
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
@@ -265,32 +271,41 @@ class UlyssesAttention final : public DistributedAttention {
     char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
     auto* dsinks_local = reinterpret_cast<float*>(at(a.workspace, dsinks_local_));
     const std::size_t dkv_offset = align_up(o_block_);  // dK|dV after dQ in both slot buffers
-    // A slot's inputs: Q|K|V rows, then O rows, then dO rows (O, dO and dQ share one token stride,
-    // which cuDNN's packed-batch backward needs).
+    // A slot's inputs as the kernel reads them: Q|K|V rows, then O rows, then dO rows (O, dO and
+    // dQ share one token stride, which cuDNN's packed-batch backward needs).
     const std::size_t o_offset = align_up(qkv_block_), do_offset = o_offset + align_up(o_block_);
+    // As they travel: Q|K|V and dO rows in the inbound payload (fp8: smaller), O in the plan's
+    // dtype. The sent rows at these offsets of the send slot; Q|K|V and dO arrive at wire offsets
+    // 0 and wire_do (fp8: in their own slot, turned back into the receive slot; native: in place).
+    const std::size_t send_o = align_up(qkv_in_block_), send_do = send_o + align_up(o_block_);
+    const std::size_t wire_do = fp8_ ? align_up(qkv_in_block_) : do_offset;
     // Chunk c's Q, K, V, O and dO to the head owners in one grouped exchange, into its slot.
     auto send_inputs = [&](int c) -> Status {
       const std::size_t s = slot_of(c);
       char* send = at(a.workspace, bwd_send_[s]);
       char* recv = at(a.workspace, bwd_recv_[s]);
+      char* wire = fp8_ ? at(a.workspace, bwd_wire_[s]) : recv;
       const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
       const Layout l = config_.layout;
+      const std::size_t qkv_bytes = in_peer_bytes(Cc_), do_bytes = in_peer_bytes(qc_),
+                        o_bytes = peer_bytes(qc_, dtype_, -1);
       ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send, side));
       ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
-          as_bshd(a.o, l), q_begin, qc_, {send + o_offset, dtype_, P_, Sl_, B_, qc_, D_}, 0, side));
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(a.d_o, l), q_begin, qc_,
-                                                  {send + do_offset, dtype_, P_, Sl_, B_, qc_, D_},
-                                                  0, side));
+          as_bshd(a.o, l), q_begin, qc_, {send + send_o, dtype_, P_, Sl_, B_, qc_, D_}, 0, side));
+      ULYSSES_RETURN_IF_ERROR(
+          pack_in(as_bshd(a.d_o, l), q_begin, qc_, send + send_do, qc_, 0, side));
       ULYSSES_RETURN_IF_ERROR(comm_.group_start());
       for (int p = 0; p < P_; ++p) {
-        ULYSSES_RETURN_IF_ERROR(send_rows(send, Cc_, dtype_, p, side));
-        ULYSSES_RETURN_IF_ERROR(send_rows(send + o_offset, qc_, dtype_, p, side));
-        ULYSSES_RETURN_IF_ERROR(send_rows(send + do_offset, qc_, dtype_, p, side));
-        ULYSSES_RETURN_IF_ERROR(recv_rows(recv, Cc_, dtype_, p, side));
-        ULYSSES_RETURN_IF_ERROR(recv_rows(recv + o_offset, qc_, dtype_, p, side));
-        ULYSSES_RETURN_IF_ERROR(recv_rows(recv + do_offset, qc_, dtype_, p, side));
+        ULYSSES_RETURN_IF_ERROR(send_block(send, qkv_bytes, p, side));
+        ULYSSES_RETURN_IF_ERROR(send_block(send + send_o, o_bytes, p, side));
+        ULYSSES_RETURN_IF_ERROR(send_block(send + send_do, do_bytes, p, side));
+        ULYSSES_RETURN_IF_ERROR(recv_block(wire, qkv_bytes, p, side));
+        ULYSSES_RETURN_IF_ERROR(recv_block(recv + o_offset, o_bytes, p, side));
+        ULYSSES_RETURN_IF_ERROR(recv_block(wire + wire_do, do_bytes, p, side));
       }
       ULYSSES_RETURN_IF_ERROR(comm_.group_end());
+      ULYSSES_RETURN_IF_ERROR(arrive(wire, recv, Cc_, side));
+      ULYSSES_RETURN_IF_ERROR(arrive(wire + wire_do, recv + do_offset, qc_, side));
       return streams_->record(kEvChunk + c, side);
     };
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
@@ -317,15 +332,51 @@ class UlyssesAttention final : public DistributedAttention {
   // --- one chunk's steps, shared by both buffer schemes ---------------------------------------
 
   // Chunk c's Q, K, V heads for every peer into the [p][Sl][B][Cc][D] message at `send`.
+  // (in the inbound payload: fp8 rows with Payload::kFp8).
   Status pack_qkv(int c, const TensorView& q, const TensorView& k, const TensorView& v, char* send,
                   Stream stream) {
-    const kernels::MessageLayout msg{send, dtype_, P_, Sl_, B_, Cc_, D_};
     const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
     const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
     const Layout l = config_.layout;
-    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(q, l), q_begin, qc_, msg, 0, stream));
-    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(as_bshd(k, l), kv_begin, kc_, msg, qc_, stream));
-    return kernels::pack_heads(as_bshd(v, l), kv_begin, kc_, msg, qc_ + kc_, stream);
+    ULYSSES_RETURN_IF_ERROR(pack_in(as_bshd(q, l), q_begin, qc_, send, Cc_, 0, stream));
+    ULYSSES_RETURN_IF_ERROR(pack_in(as_bshd(k, l), kv_begin, kc_, send, Cc_, qc_, stream));
+    return pack_in(as_bshd(v, l), kv_begin, kc_, send, Cc_, qc_ + kc_, stream);
+  }
+
+  // --- the inbound payload: rows in the plan's dtype, or FP8 rows turned back on arrival -----
+
+  kernels::Fp8MessageLayout fp8_msg(void* base, int channels) const {
+    return {base, P_, Sl_, B_, channels, D_};
+  }
+  // Bytes of one peer's inbound message with `channels` rows per token.
+  std::size_t in_peer_bytes(int channels) const {
+    return fp8_ ? fp8_msg(nullptr, channels).peer_bytes() : peer_bytes(channels, dtype_, -1);
+  }
+
+  // Heads [c_begin, c_begin + heads) of every peer's inbound message at `send`, from `act`.
+  Status pack_in(const TensorView& act, const std::vector<int>& head_begin, int heads, char* send,
+                 int channels, int c_begin, Stream stream) {
+    if (fp8_) {
+      return kernels::pack_heads_fp8(act, head_begin, heads, fp8_msg(send, channels), c_begin,
+                                     stream);
+    }
+    return kernels::pack_heads(act, head_begin, heads, {send, dtype_, P_, Sl_, B_, channels, D_},
+                               c_begin, stream);
+  }
+
+  // FP8: the rows that arrived at `wire` into `dst` in the plan's dtype. Native rows arrive in
+  // `dst` itself: nothing to do.
+  Status arrive(char* wire, char* dst, int channels, Stream stream) {
+    if (!fp8_) return Status::ok();
+    return kernels::dequantize_fp8(
+        fp8_msg(wire, channels), {dst, dtype_, P_, Sl_, B_, channels, D_}, comm_.device(), stream);
+  }
+
+  // An inbound all-to-all: `send` ==> `dst` rows (fp8: through `wire`).
+  Status exchange_in(const char* send, char* wire, char* dst, int channels, Stream stream) {
+    ULYSSES_RETURN_IF_ERROR(
+        exchange_uniform(send, fp8_ ? wire : dst, in_peer_bytes(channels), stream));
+    return arrive(wire, dst, channels, stream);
   }
 
   // Chunk c's kernel: Q|K|V read in place from the received rows `qkv`; O into `o` rows, the LSE
@@ -485,6 +536,13 @@ class UlyssesAttention final : public DistributedAttention {
     return static_cast<std::size_t>(Sl_ * B_ * channels * (width < 0 ? D_ : width)) *
            dtype_size(dtype);
   }
+  // Peer p's message of `bytes` at buf + p * bytes.
+  Status send_block(const char* buf, std::size_t bytes, int p, Stream stream) {
+    return comm_.send(buf + static_cast<std::size_t>(p) * bytes, bytes, p, stream);
+  }
+  Status recv_block(char* buf, std::size_t bytes, int p, Stream stream) {
+    return comm_.recv(buf + static_cast<std::size_t>(p) * bytes, bytes, p, stream);
+  }
   Status send_rows(const char* buf, int channels, DType dtype, int p, Stream stream,
                    std::int64_t width = -1) {
     const std::size_t bytes = peer_bytes(channels, dtype, width);
@@ -518,6 +576,8 @@ class UlyssesAttention final : public DistributedAttention {
     qkv_block_ = tokens * static_cast<std::size_t>(Cc_) * d * e;
     o_block_ = tokens * static_cast<std::size_t>(qc_) * d * e;
     lse_block_ = has_lse_ ? tokens * static_cast<std::size_t>(qc_) * 4 : 0;
+    qkv_in_block_ = static_cast<std::size_t>(P_) * in_peer_bytes(Cc_);
+    do_in_block_ = static_cast<std::size_t>(P_) * in_peer_bytes(qc_);
     const std::size_t qkv_bytes = K * qkv_block_, o_bytes = K * o_block_,
                       lse_bytes = K * lse_block_;
     kernel_ws_bytes_ = kernel_.workspace_bytes(chunk_problem(0));
@@ -533,8 +593,11 @@ class UlyssesAttention final : public DistributedAttention {
     lse_head_ = saved.take(lse_bytes);
     // Forward scratch. send_qkv is dead once every chunk's exchange has sent it (they all precede
     // the O exchanges on one stream), so O and LSE come back into the same region when they fit.
-    send_qkv_ = fwd.take(qkv_bytes);
-    if (align_up(o_bytes) + lse_bytes <= align_up(qkv_bytes)) {
+    // With fp8 the region holds every chunk's codes as sent, then as received (turned back into
+    // qkv_full before any O exchange).
+    const std::size_t send_region = fp8_ ? 2 * K * qkv_in_block_ : qkv_bytes;
+    send_qkv_ = fwd.take(send_region);
+    if (align_up(o_bytes) + lse_bytes <= align_up(send_region)) {
       o_recv_ = send_qkv_;
       lse_recv_ = send_qkv_ + align_up(o_bytes);
     } else {
@@ -552,6 +615,9 @@ class UlyssesAttention final : public DistributedAttention {
       Arena bwd;
       send_do_ = bwd.take(o_bytes);
       do_head_ = bwd.take(o_bytes);
+      // fp8: dO's codes as sent and as received, every chunk's (send_do then only holds
+      // gradients).
+      if (fp8_) wire_do_ = bwd.take(2 * K * do_in_block_);
       // Gradients into `saved` need dQ | dK dV rows as wide as Q | K V rows (not so with fp32
       // partials of replicated KV heads). Chunk c's kernel starts after chunk c's dO exchange, so
       // its dQ may overwrite the packed dO of chunk c.
@@ -581,10 +647,15 @@ class UlyssesAttention final : public DistributedAttention {
     gkv_block_ = row * static_cast<std::size_t>(2 * kc_) * dtype_size(kv_grad_dtype_);
     Arena saved, fwd, bwd;
     if (lse_only_) lse_head_ = saved.take(lse_bytes);
-    const std::size_t fwd_send = std::max(qkv_block_, align_up(o_block_) + lse_block_);
+    // Forward's send slot: Q|K|V (fp8: codes as sent, then as received), later O and LSE back.
+    const std::size_t fwd_send =
+        std::max({qkv_block_, align_up(o_block_) + lse_block_,
+                  fp8_ ? align_up(qkv_in_block_) + qkv_in_block_ : std::size_t{0}});
     // Backward: Q|K|V, O and dO rows in; then dQ and dK|dV rows out (see backward_in_slots()).
+    // fp8 sends less from the same slot; its Q|K|V and dO codes arrive in a wire slot.
     const std::size_t bwd_msg = std::max(align_up(qkv_block_) + align_up(o_block_) + o_block_,
                                          align_up(o_block_) + gkv_block_);
+    const std::size_t bwd_wire = align_up(qkv_in_block_) + do_in_block_;
     for (std::size_t s = 0; s < static_cast<std::size_t>(slots_); ++s) {
       fwd_send_[s] = fwd.take(fwd_send);
       fwd_recv_[s] = fwd.take(qkv_block_);
@@ -593,6 +664,7 @@ class UlyssesAttention final : public DistributedAttention {
       if (!config_.training) continue;
       bwd_send_[s] = bwd.take(bwd_msg);
       bwd_recv_[s] = bwd.take(bwd_msg);
+      if (fp8_) bwd_wire_[s] = bwd.take(bwd_wire);
     }
     if (config_.training) {
       dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
@@ -615,6 +687,10 @@ class UlyssesAttention final : public DistributedAttention {
   int P_ = 1, rank_ = 0, hq_ = 0, hkv_ = 0, C_ = 0;
   int K_ = 1, qc_ = 0, kc_ = 0, Cc_ = 0;  // pipeline chunks; q, kv heads and channels per chunk
   std::size_t qkv_block_ = 0, o_block_ = 0, lse_block_ = 0, gkv_block_ = 0;  // bytes per chunk
+  // Payload::kFp8: Q|K|V and dO travel as fp8 rows (their messages' bytes per chunk below; equal
+  // to qkv_block_ and o_block_ for the native payload).
+  bool fp8_ = false;
+  std::size_t qkv_in_block_ = 0, do_in_block_ = 0;
   std::vector<std::vector<int>> q_begin_, kv_begin_;  // [chunk][peer], see build_chunk_maps()
   std::vector<std::size_t> counts_, offsets_;         // exchange_uniform's scratch
   std::int64_t B_ = 1, S_ = 0, Sl_ = 0, D_ = 0;
@@ -625,7 +701,7 @@ class UlyssesAttention final : public DistributedAttention {
   int slots_ = 1;
   bool slotted_ = false;  // forward through slots: kLseOnly, and inference
   std::array<std::size_t, 2> fwd_send_{}, fwd_recv_{}, fwd_o_{}, fwd_lse_{}, bwd_send_{},
-      bwd_recv_{};
+      bwd_recv_{}, bwd_wire_{};
   // Backward's gradients come back into `saved` (see layout_buffers()). Unless the config keeps
   // `saved`, the buffers backward has consumed (the latest kConsumedMemory of them) so that a
   // second backward() on one is refused instead of reading gradients as Q/K/V; refused whether or
@@ -636,6 +712,7 @@ class UlyssesAttention final : public DistributedAttention {
   // Offsets into `saved` (training) or the workspace, and into the workspace.
   std::size_t qkv_full_ = 0, o_head_ = 0, lse_head_ = 0, send_qkv_ = 0, o_recv_ = 0, lse_recv_ = 0;
   std::size_t send_do_ = 0, do_head_ = 0, grad_q_ = 0, grad_kv_ = 0, dq_recv_ = 0, dkv_recv_ = 0;
+  std::size_t wire_do_ = 0;
   std::size_t dsinks_local_ = 0, kernel_ws_ = 0, kernel_ws_bytes_ = 0;
   std::size_t workspace_bytes_ = 0, saved_bytes_ = 0;
 };

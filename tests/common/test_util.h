@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -101,6 +102,31 @@ inline std::string describe(const Mismatch& m, const std::string& what) {
     const ::ulysses::testing::Mismatch m_ = ::ulysses::testing::compare_bits((expected), (got)); \
     EXPECT_EQ(m_.count, 0) << ::ulysses::testing::describe(m_, (what));                          \
   } while (0)
+
+// What Payload::kFp8 delivers for `t` (contiguous, head_dim last): every row of D values rounded
+// to E4M3 under the smallest power-of-two scale 2^k (|k| <= 127) with max |row| <= 448 * 2^k, then
+// to t's dtype. Modelled from the definition, independently of the library's pack kernels.
+inline HostTensor fp8_rounded(const HostTensor& t) {
+  HostTensor r = convert(t, t.view.dtype);
+  const std::int64_t D = t.view.shape[t.view.ndim - 1];
+  for (std::int64_t row = 0; row < t.numel() / D; ++row) {
+    double amax = 0.0;
+    for (std::int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(t.at(row * D + d)));
+    int k = 0;
+    if (amax > 0.0) {
+      k = static_cast<int>(std::ceil(std::log2(amax / 448.0)));
+      while (std::ldexp(448.0, k) < amax) ++k;
+      while (std::ldexp(448.0, k - 1) >= amax) --k;
+      k = std::clamp(k, -127, 127);
+    }
+    for (std::int64_t d = 0; d < D; ++d) {
+      const double code =
+          detail::round_to_dtype(std::ldexp(t.at(row * D + d), -k), DType::kFloat8E4M3);
+      r.set(row * D + d, detail::round_to_dtype(std::ldexp(code, k), t.view.dtype));
+    }
+  }
+  return r;
+}
 
 /// max |a - b| over elements (inf if a NaN appears in b where a is not NaN).
 inline double max_abs_diff(const HostTensor& a, const HostTensor& b) {

@@ -32,6 +32,7 @@ struct GpuCase {
   // Forward + backward captured into one CUDA graph (after an eager warm-up step, which builds the
   // caches) and replayed into poisoned outputs, instead of called directly.
   bool cuda_graph = false;
+  Payload payload = Payload::kNative;  // PlanConfig::payload
 };
 
 inline ParallelConfig parallel_of(const GpuCase& c) {
@@ -121,6 +122,16 @@ inline GpuInputs make_gpu_inputs(const GpuCase& c, std::mt19937_64& rng) {
     poison(*t);
   }
   return in;
+}
+
+/// What the head owners' kernel reads under c.payload: the inputs themselves, or (kFp8) Q, K, V and
+/// dO rounded row by row as they travel (fp8_rounded, modelled on the host from the definition).
+inline GpuInputs as_delivered(const GpuCase& c, const GpuInputs& in) {
+  GpuInputs r = in;
+  if (c.payload == Payload::kFp8) {
+    for (HostTensor* t : {&r.q, &r.k, &r.v, &r.d_o}) *t = fp8_rounded(*t);
+  }
+  return r;
 }
 
 inline TensorView as4d(const TensorView& t) {
@@ -235,7 +246,8 @@ inline PlanConfig plan_config_of(const GpuCase& c) {
           .training = true,
           .overlap_chunks = c.chunks,
           .saved_activations = c.saved,
-          .chunks_in_flight = c.in_flight};
+          .chunks_in_flight = c.in_flight,
+          .payload = c.payload};
 }
 
 // Shard r of a global host tensor, contiguous (ring and hybrid: zigzag ranges; packed: padded).

@@ -29,6 +29,70 @@ TEST_P(DeviceLoopbackUlysses, MatchesSingleGpu) {
   testing::expect_matches_single_gpu(c, single, dist);
 }
 
+// Payload::kFp8: the head owners' kernel reads Q, K, V and dO rounded row by row to fp8 (modelled
+// on the host by testing::fp8_rounded), so the distributed run must match the single-GPU run on
+// those rounded inputs exactly as a native run matches it on the originals.
+class DeviceLoopbackFp8 : public ::testing::TestWithParam<GpuCase> {};
+
+TEST_P(DeviceLoopbackFp8, MatchesSingleGpuOnTheRoundedInputs) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const GpuCase c = GetParam();
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const testing::GpuInputs in = testing::make_gpu_inputs(c, rng);
+  const testing::GpuInputs rounded = testing::as_delivered(c, in);
+  EXPECT_GT(testing::compare_bits(in.q, rounded.q).count, in.q.numel() / 2);
+  const testing::GpuOutputs single = testing::run_single_gpu(c, rounded);
+  auto comms = create_device_loopback_group(c.P, 0);
+  ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
+  const testing::GpuOutputs dist = testing::run_distributed(c, in, *comms, [](int) { return 0; });
+  testing::expect_matches_single_gpu(c, single, dist);
+}
+
+GpuCase fp8_case(GpuCase c) {
+  c.payload = Payload::kFp8;
+  return c;
+}
+
+INSTANTIATE_TEST_SUITE_P(Gpu, DeviceLoopbackFp8,
+                         ::testing::Values(
+                             [] {
+                               GpuCase c = fp8_case({"fp8_p2_gqa_causal_deterministic", 2,
+                                                     Layout::kBSHD, 2, 512, 8, 4, 128});
+                               c.deterministic = true;
+                               return c;
+                             }(),
+                             [] {
+                               GpuCase c = fp8_case({"fp8_p4_fp16_window_sinks", 4, Layout::kBSHD,
+                                                     1, 512, 8, 4, 64, DType::kFloat16, true, 100});
+                               c.sinks = true;
+                               return c;
+                             }(),
+                             [] {
+                               GpuCase c = fp8_case({"fp8_p4_replicated_kv_lse_only", 4,
+                                                     Layout::kBSHD, 1, 512, 8, 2, 128});
+                               c.saved = SavedActivations::kLseOnly;
+                               return c;
+                             }(),
+                             [] {
+                               GpuCase c = fp8_case({"fp8_p2_thd_chunks2_lse_one_in_flight", 2,
+                                                     Layout::kTHD, 1, 1024, 8, 4, 128});
+                               c.cu = {0, 300, 301, 1000};
+                               c.chunks = 2;
+                               c.in_flight = 1;
+                               c.saved = SavedActivations::kLseOnly;
+                               return c;
+                             }(),
+                             [] {
+                               GpuCase c = fp8_case({"fp8_p2_chunks4_heads_sinks", 2, Layout::kBSHD,
+                                                     1, 512, 16, 8, 128});
+                               c.chunks = 4;
+                               c.sinks = true;
+                               return c;
+                             }()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
 class DeviceLoopbackRing : public ::testing::TestWithParam<GpuCase> {};
 
 TEST_P(DeviceLoopbackRing, WithinTwiceTheSingleGpuError) {

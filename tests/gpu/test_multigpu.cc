@@ -132,7 +132,8 @@ TEST(PeerCopy, AllToAllVIsBitExactWithThreeRanks) {
   expect_all_to_all_bit_exact(comms);
 }
 
-// Ulysses over every local GPU through NCCL or the peer-copy communicator, against one GPU.
+// Ulysses over every local GPU through NCCL or the peer-copy communicator, against one GPU (on the
+// inputs as the fp8 payload rounds them, for such cases).
 void ulysses_matches_single_gpu(GpuCase c, bool peer_copy) {
   c.P = peer_copy ? peer_copy_ranks() : cuda_device_count();
   if (c.Hq % c.P != 0) GTEST_SKIP() << "heads do not divide over " << c.P << " GPUs";
@@ -144,7 +145,7 @@ void ulysses_matches_single_gpu(GpuCase c, bool peer_copy) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   const testing::GpuInputs in = testing::make_gpu_inputs(c, rng);
-  const testing::GpuOutputs single = testing::run_single_gpu(c, in, 0);
+  const testing::GpuOutputs single = testing::run_single_gpu(c, testing::as_delivered(c, in), 0);
   auto comms = peer_copy ? peer_copy_group(c.P) : nccl_group(c.P);
   const testing::GpuOutputs dist = testing::run_distributed(c, in, comms, device_of_rank);
   testing::expect_matches_single_gpu(c, single, dist);
@@ -188,6 +189,12 @@ INSTANTIATE_TEST_SUITE_P(AllGpus, NcclUlyssesGraph,
                                c.chunks = 4;
                                c.saved = SavedActivations::kLseOnly;
                                return c;
+                             }(),
+                             [] {  // fp8 rows packed, exchanged and turned back inside the graph
+                               GpuCase c{"fp8_chunks2", 0, Layout::kBSHD, 1, 2048, 16, 8, 128};
+                               c.chunks = 2;
+                               c.payload = Payload::kFp8;
+                               return c;
                              }()),
                          [](const auto& param_info) { return param_info.param.name; });
 
@@ -212,6 +219,12 @@ INSTANTIATE_TEST_SUITE_P(Gpus, PeerCopyUlysses,
                                GpuCase c{"lse_only_chunks4", 0, Layout::kBSHD, 1, 4096, 32, 8, 128};
                                c.chunks = 4;
                                c.saved = SavedActivations::kLseOnly;
+                               return c;
+                             }(),
+                             [] {
+                               GpuCase c{"fp8_lse_only", 0, Layout::kBSHD, 1, 2048, 16, 8, 128};
+                               c.saved = SavedActivations::kLseOnly;
+                               c.payload = Payload::kFp8;
                                return c;
                              }()),
                          [](const auto& param_info) { return param_info.param.name; });
@@ -300,63 +313,69 @@ INSTANTIATE_TEST_SUITE_P(
 
 INSTANTIATE_TEST_SUITE_P(
     AllGpus, NcclUlysses,
-    ::testing::Values(GpuCase{"gqa_causal", 0, Layout::kBSHD, 1, 2048, 16, 8, 128},
-                      GpuCase{"deterministic",
-                              0,
-                              Layout::kBSHD,
-                              2,
-                              1024,
-                              8,
-                              8,
-                              128,
-                              DType::kBFloat16,
-                              true,
-                              -1,
-                              -1,
-                              false,
-                              {},
-                              true},
-                      GpuCase{"mqa_sinks_window", 0, Layout::kBSHD, 1, 1024, 8, 1, 64,
-                              DType::kBFloat16, true, 200, -1, true},
-                      GpuCase{"varlen",
-                              0,
-                              Layout::kTHD,
-                              1,
-                              2048,
-                              8,
-                              4,
-                              128,
-                              DType::kBFloat16,
-                              true,
-                              -1,
-                              -1,
-                              false,
-                              {0, 700, 701, 1900}},
-                      GpuCase{"chunks4_gqa_causal",
-                              0,
-                              Layout::kBSHD,
-                              1,
-                              4096,
-                              16,
-                              8,
-                              128,
-                              DType::kBFloat16,
-                              true,
-                              -1,
-                              -1,
-                              false,
-                              {},
-                              false,
-                              4},
-                      [] {
-                        // Backward exchanges Q, K, V, O again; 4 chunks
-                        // through 2 slots of exchange buffers.
-                        GpuCase c{
-                            "lse_only_chunks4_gqa_causal", 0, Layout::kBSHD, 1, 4096, 16, 8, 128};
-                        c.chunks = 4;
-                        c.saved = SavedActivations::kLseOnly;
-                        return c;
-                      }()),
+    ::testing::Values(
+        GpuCase{"gqa_causal", 0, Layout::kBSHD, 1, 2048, 16, 8, 128},
+        GpuCase{"deterministic",
+                0,
+                Layout::kBSHD,
+                2,
+                1024,
+                8,
+                8,
+                128,
+                DType::kBFloat16,
+                true,
+                -1,
+                -1,
+                false,
+                {},
+                true},
+        GpuCase{"mqa_sinks_window", 0, Layout::kBSHD, 1, 1024, 8, 1, 64, DType::kBFloat16, true,
+                200, -1, true},
+        GpuCase{"varlen",
+                0,
+                Layout::kTHD,
+                1,
+                2048,
+                8,
+                4,
+                128,
+                DType::kBFloat16,
+                true,
+                -1,
+                -1,
+                false,
+                {0, 700, 701, 1900}},
+        GpuCase{"chunks4_gqa_causal",
+                0,
+                Layout::kBSHD,
+                1,
+                4096,
+                16,
+                8,
+                128,
+                DType::kBFloat16,
+                true,
+                -1,
+                -1,
+                false,
+                {},
+                false,
+                4},
+        [] {
+          // Backward exchanges Q, K, V, O again; 4 chunks
+          // through 2 slots of exchange buffers.
+          GpuCase c{"lse_only_chunks4_gqa_causal", 0, Layout::kBSHD, 1, 4096, 16, 8, 128};
+          c.chunks = 4;
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
+        [] {  // fp8 rows through ncclAlltoAll (Q|K|V, dO) between the GPUs
+          GpuCase c{"fp8_gqa_causal", 0, Layout::kBSHD, 1, 2048, 16, 8, 128};
+          c.payload = Payload::kFp8;
+          c.deterministic = true;
+          return c;
+        }()),
     [](const auto& param_info) { return param_info.param.name; });
 
 TEST(Nccl, MeshSplitGivesWorkingGroups) {

@@ -35,6 +35,7 @@ struct Case {
   int rounds = 1;           // > 1: forward + backward this often, each backward tried twice
   SavedActivations saved = SavedActivations::kHeadSharded;  // PlanConfig::saved_activations
   int in_flight = 2;                                        // PlanConfig::chunks_in_flight
+  Payload payload = Payload::kNative;                       // PlanConfig::payload
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -83,6 +84,13 @@ Inputs make_inputs(const Case& c, std::mt19937_64& rng) {
   for (HostTensor* t : {&in.q, &in.k, &in.v, &in.d_o}) testing::fill_uniform(*t, rng, -2.0, 2.0);
   testing::fill_uniform(in.sinks, rng, -1.0, 1.0);
   return in;
+}
+
+// The inputs as the head owners see them: Q, K, V and dO rounded as fp8 payload (sinks unchanged).
+Inputs as_delivered(const Case& c, const Inputs& in) {
+  if (c.payload == Payload::kNative) return in;
+  using testing::fp8_rounded;
+  return {fp8_rounded(in.q), fp8_rounded(in.k), fp8_rounded(in.v), fp8_rounded(in.d_o), in.sinks};
 }
 
 Outputs poisoned_outputs(const Case& c, DType dtype) {
@@ -146,7 +154,8 @@ Outputs ulysses(const Case& c, const Inputs& in, std::vector<HostTensor>& per_ra
                        .overlap_chunks = c.chunks,
                        .backward_keeps_saved = c.keep_saved,
                        .saved_activations = c.saved,
-                       .chunks_in_flight = c.in_flight};
+                       .chunks_in_flight = c.in_flight,
+                       .payload = c.payload};
   // A backward may run twice on one forward when `saved` is kept, or when it holds only the LSE.
   const bool saved_survives = c.keep_saved || c.saved == SavedActivations::kLseOnly;
   auto st = testing::run_ranks(c.P, [&](int r, Communicator& comm) -> Status {
@@ -212,7 +221,12 @@ TEST_P(UlyssesVsReference, ExactWhereHeadsAreIndependent) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   const Inputs in = make_inputs(c, rng);
-  const Outputs ref = unsharded(c, in, c.dtype);
+  // fp8 payload: exact against the reference on the rounded inputs, which really differ.
+  const Inputs delivered = as_delivered(c, in);
+  if (c.payload == Payload::kFp8) {
+    EXPECT_GT(testing::compare_bits(in.q, delivered.q).count, in.q.numel() / 2);
+  }
+  const Outputs ref = unsharded(c, delivered, c.dtype);
   std::vector<HostTensor> dsinks;
   const Outputs got = ulysses(c, in, dsinks);
 
@@ -228,7 +242,7 @@ TEST_P(UlyssesVsReference, ExactWhereHeadsAreIndependent) {
     EXPECT_BITWISE_EQ(ref.dk, got.dk, "dK");
     EXPECT_BITWISE_EQ(ref.dv, got.dv, "dV");
   } else {
-    const Outputs truth = unsharded(c, in, DType::kFloat64);
+    const Outputs truth = unsharded(c, delivered, DType::kFloat64);
     for (auto [name, g, plain, t] : {std::tuple{"dK", &got.dk, &ref.dk, &truth.dk},
                                      std::tuple{"dV", &got.dv, &ref.dv, &truth.dv}}) {
       // floor: a few fp32 ulps of the largest value (the partials are fp32).
@@ -241,6 +255,11 @@ TEST_P(UlyssesVsReference, ExactWhereHeadsAreIndependent) {
                         "dSinks on rank " + std::to_string(r));
     }
   }
+}
+
+Case fp8(Case c) {
+  c.payload = Payload::kFp8;
+  return c;
 }
 
 Case lse_only(Case c, int chunks = 1, int in_flight = 2, int rounds = 1) {
@@ -447,6 +466,42 @@ std::vector<Case> cases() {
                 -1,
                 false,
                 {0, 11, 12, 40}}),
+      // Payload::kFp8: Q, K, V and dO travel as E4M3 rows; results are exactly those on the
+      // rounded inputs, through every buffer scheme (heads, chunks, lse slots, inference) and for
+      // host dtypes and head_dims the device does not take (fp64, odd D).
+      fp8({"p2_fp8_gqa_bf16_causal_sinks", 2, bshd, 2, 18, 4, 2, 16, bf16, true, -1, -1, true}),
+      fp8({"p4_fp8_replicated_fp32_causal", 4, bshd, 1, 20, 8, 2, 8, fp32, true}),
+      fp8({"p3_fp8_fp64_odd_dim_thd_window",
+           3,
+           thd,
+           1,
+           27,
+           6,
+           3,
+           5,
+           DType::kFloat64,
+           false,
+           4,
+           1,
+           false,
+           {0, 4, 4, 19, 26}}),
+      [&] {
+        Case c = fp8({"p2_fp8_chunks2_two_rounds_bf16", 2, bshd, 1, 16, 8, 4, 8, bf16, true});
+        c.chunks = 2;
+        c.rounds = 2;
+        return c;
+      }(),
+      fp8(lse_only({"p2_fp8_lse_chunks4_one_in_flight_bf16_sinks", 2, bshd, 2, 16, 16, 8, 8, bf16,
+                    true, -1, -1, true},
+                   4, 1)),
+      fp8(lse_only({"p4_fp8_lse_replicated_fp32_window", 4, bshd, 1, 24, 8, 2, 8, fp32, true, 5}, 1,
+                   2, 2)),
+      [&] {
+        Case c = fp8({"p2_fp8_inference_chunks2_bf16", 2, bshd, 2, 16, 8, 8, 8, bf16, true});
+        c.training = false;
+        c.chunks = 2;
+        return c;
+      }(),
   };
 }
 

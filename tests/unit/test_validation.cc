@@ -230,6 +230,32 @@ std::vector<PlanRule> plan_rules() {
        [](PlanConfig& c) { c.chunks_in_flight = 3; },
        SC::kInvalidArgument,
        {"chunks_in_flight", "got 3", "1 ", "2 "}},
+      {"payload_out_of_range",
+       [](PlanConfig& c) { c.payload = static_cast<Payload>(7); },
+       SC::kInvalidArgument,
+       {"payload", "got 7"}},
+      {"fp8_payload_with_ring",
+       [](PlanConfig& c) {
+         c.parallel.strategy = Strategy::kRing;
+         c.payload = Payload::kFp8;
+       },
+       SC::kInvalidArgument,
+       {"payload", "got fp8", "strategy ring", "native"}},
+      {"fp8_payload_with_hybrid",
+       [](PlanConfig& c) {
+         c.parallel.strategy = Strategy::kHybrid;
+         c.parallel.ulysses_degree = 2;
+         c.payload = Payload::kFp8;
+       },
+       SC::kInvalidArgument,
+       {"payload", "strategy hybrid"}},
+      {"fp8_payload_of_fp8_activations",
+       [](PlanConfig& c) {
+         c.dtype = DType::kFloat8E4M3;
+         c.payload = Payload::kFp8;
+       },
+       SC::kInvalidArgument,
+       {"payload", "got fp8e4m3", "bf16"}},
   };
 }
 
@@ -287,6 +313,31 @@ TEST(Validation, SavedActivationsThatDifferBetweenRanksFailEverywhere) {
     EXPECT_EQ(s.code(), StatusCode::kConfigMismatch) << s.to_string();
     EXPECT_NE(s.message().find("saved_activations"), std::string::npos) << s.message();
   }
+}
+
+TEST(Validation, PayloadsThatDifferBetweenRanksFailEverywhere) {
+  // One rank would send fp8 rows, the other native ones of another size: caught at create().
+  const auto st = create_everywhere(2, [](int r) {
+    PlanConfig c = good_config(2);
+    if (r == 0) c.payload = Payload::kFp8;
+    return c;
+  });
+  for (const Status& s : st) {
+    EXPECT_EQ(s.code(), StatusCode::kConfigMismatch) << s.to_string();
+    EXPECT_NE(s.message().find("payload"), std::string::npos) << s.message();
+  }
+}
+
+TEST(Validation, PayloadNamesRoundTrip) {
+  for (Payload p : {Payload::kNative, Payload::kFp8}) {
+    auto parsed = parse_payload(payload_name(p));
+    ASSERT_TRUE(parsed.is_ok());
+    EXPECT_EQ(*parsed, p);
+  }
+  const auto bad = parse_payload("fp4");
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("fp4"), std::string::npos);
+  EXPECT_NE(bad.status().message().find("native or fp8"), std::string::npos);
 }
 
 TEST(Validation, AConfigBadOnOneRankOnlyFailsEverywhere) {
