@@ -50,6 +50,7 @@ struct GpuRow {
   double kernel_contiguous_ms = 0, kernel_inplace_ms = 0;  // the local kernel alone (cp > 1 rows)
   double pack_gbs = 0, unpack_gbs = 0, copy_gbs = 0;       // pack/unpack alone vs a device copy
   double qkv_pack_gbs = 0;  // the forward's three packs (Q, K, V) into one merged message
+  double fp8_pack_gbs = 0, fp8_dequant_gbs = 0;  // Q packed into fp8 rows, and back
   bool exact_o = true, exact_dkv = true;
   bool pass = true;
   std::string repro;
@@ -57,6 +58,7 @@ struct GpuRow {
   std::string transport = "nccl";  // cp > 1 rows' communicator: nccl, nccl-grouped, peer, loopback
   int in_flight = 2;               // PlanConfig::chunks_in_flight (lse rows with chunks > 1)
   bool cuda_graph = false;         // timed as replays of a captured CUDA graph
+  std::string payload = "native";  // PlanConfig::payload (ulysses rows)
 };
 
 // Device memory of one case, GiB: the peak above the level before it, and what it allocated itself
@@ -146,7 +148,35 @@ Inputs make_inputs(const Shape& s, std::uint64_t seed) {
 }
 
 // One GPU, whole sequence, the cuDNN kernel called directly (no ulysses data movement).
-double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, MemUse* mem) {
+// Rounds the activation x [B, S, heads, D] (bf16, device 0) in place as Payload::kFp8 delivers it
+// to the head owners: the library's fp8 pack and dequantize with one peer, then back to [B, S].
+void round_as_fp8_payload(const Shape& s, void* x, int heads, cudaStream_t st) {
+  const kernels::Fp8MessageLayout msg{nullptr, 1, s.S, s.B, heads, s.D};
+  void *codes, *tmp;
+  BENCH_CUDA(cudaMalloc(&codes, msg.peer_bytes()));
+  BENCH_CUDA(cudaMalloc(&tmp, s.act_bytes(heads)));
+  const TensorView act =
+      TensorView::contiguous(x, s.dtype, {s.B, s.S, heads, s.D}, Device::cuda(0));
+  const std::vector<int> all = {0};
+  kernels::Fp8MessageLayout m = msg;
+  m.data = codes;
+  const kernels::MessageLayout rows{tmp, s.dtype, 1, s.S, s.B, heads, s.D};
+  Status status = kernels::pack_heads_fp8(act, all, heads, m, 0, st);
+  if (status.is_ok()) status = kernels::dequantize_fp8(m, rows, Device::cuda(0), st);
+  if (status.is_ok()) status = kernels::unpack_heads(rows, 0, all, heads, act, st);
+  if (!status.is_ok()) {
+    std::fprintf(stderr, "ulysses-bench: fp8 rounding: %s\n", status.to_string().c_str());
+    std::exit(1);
+  }
+  BENCH_CUDA(cudaStreamSynchronize(st));
+  cudaFree(codes);
+  cudaFree(tmp);
+}
+
+// `fp8_inputs`: Q, K, V and dO first rounded as the fp8 payload delivers them (the reference for
+// --payload fp8 rows).
+double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, MemUse* mem,
+                  bool fp8_inputs = false) {
   cudaSetDevice(0);
   const std::size_t base = used_bytes(0);
   auto kernel = create_cudnn_attention(0);
@@ -198,6 +228,12 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
                       .workspace = ws};
   cudaStream_t st;
   BENCH_CUDA(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  if (fp8_inputs) {
+    round_as_fp8_payload(s, q, s.Hq, st);
+    round_as_fp8_payload(s, k, s.Hkv, st);
+    round_as_fp8_payload(s, v, s.Hkv, st);
+    round_as_fp8_payload(s, d_o, s.Hq, st);
+  }
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0);
   cudaEventCreate(&e1);
@@ -329,6 +365,7 @@ double time_local_kernel(const Shape& s, int P, bool packed, int iters) {
 // msg[P][S/P][B][(Hq + 2 Hkv)/P][D]. GB/s count bytes read plus bytes written.
 struct PackRate {
   double pack_gbs = 0, unpack_gbs = 0, copy_gbs = 0, qkv_pack_gbs = 0;
+  double fp8_pack_gbs = 0, fp8_dequant_gbs = 0;  // Q into fp8 rows, and those rows back
 };
 PackRate measure_pack(const Shape& s, int P, int iters) {
   cudaSetDevice(0);
@@ -342,9 +379,10 @@ PackRate measure_pack(const Shape& s, int P, int iters) {
   BENCH_CUDA(cudaMalloc(&msg, qkv_bytes));
   BENCH_CUDA(cudaMalloc(&k, kv_bytes));
   BENCH_CUDA(cudaMalloc(&v, kv_bytes));
-  // Data movement does not depend on the values (unlike the attention kernel).
+  // Data movement does not depend on the values (unlike the attention kernel); nonzero (0x3C3C,
+  // about 0.0115 in bf16) so that the fp8 pack scales its rows.
   for (auto [ptr, n] : {std::pair{act, bytes}, std::pair{k, kv_bytes}, std::pair{v, kv_bytes}}) {
-    BENCH_CUDA(cudaMemset(ptr, 0, n));
+    BENCH_CUDA(cudaMemset(ptr, 0x3C, n));
   }
   const TensorView view =
       TensorView::contiguous(act, s.dtype, {s.B, Sl, s.Hq, s.D}, Device::cuda(0));
@@ -382,6 +420,14 @@ PackRate measure_pack(const Shape& s, int P, int iters) {
   r.pack_gbs = time(bytes, [&] { (void)kernels::pack_heads(view, begin, hq, layout, 0, st); });
   r.unpack_gbs = time(bytes, [&] { (void)kernels::unpack_heads(layout, 0, begin, hq, view, st); });
   r.copy_gbs = time(bytes, [&] { cudaMemcpyAsync(msg, act, bytes, cudaMemcpyDeviceToDevice, st); });
+  // fp8 rows fit in the bf16 message buffer (D + 1 bytes per row instead of 2 D).
+  const kernels::Fp8MessageLayout fp8{msg, P, Sl, s.B, hq, s.D};
+  const auto fp8_moved = (bytes + static_cast<std::size_t>(P) * fp8.peer_bytes()) / 2;
+  r.fp8_pack_gbs =
+      time(fp8_moved, [&] { (void)kernels::pack_heads_fp8(view, begin, hq, fp8, 0, st); });
+  r.fp8_dequant_gbs = time(fp8_moved, [&] {
+    (void)kernels::dequantize_fp8(fp8, {act, s.dtype, P, Sl, s.B, hq, s.D}, Device::cuda(0), st);
+  });
   if (hkv > 0) {
     r.qkv_pack_gbs = time(qkv_bytes, [&] {
       (void)kernels::pack_heads(view, begin, hq, merged, 0, st);
@@ -481,6 +527,7 @@ struct PlanKnobs {
   SavedActivations saved = SavedActivations::kHeadSharded;
   int in_flight = 2;
   bool cuda_graph = false;  // time replays of a captured step (NCCL communicators only)
+  Payload payload = Payload::kNative;
 };
 
 // A plan over P GPUs; each rank holds its shard (contiguous for ulysses, zigzag ranges for ring
@@ -502,7 +549,8 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
                        .overlap_chunks = knobs.chunks,
                        .backward_keeps_saved = knobs.keep_saved,
                        .saved_activations = knobs.saved,
-                       .chunks_in_flight = knobs.in_flight};
+                       .chunks_in_flight = knobs.in_flight,
+                       .payload = knobs.payload};
   std::vector<double> rank_ms(static_cast<std::size_t>(P));
   std::vector<std::size_t> rank_peak(static_cast<std::size_t>(P));
   if (out) {
@@ -676,7 +724,7 @@ std::string repro(const Shape& s, int cp, const PlanKnobs& knobs, int iters,
                  parallel.strategy == Strategy::kUlysses
              ? " --in-flight " + std::to_string(knobs.in_flight)
              : std::string())
-     << " --iters " << iters;
+     << (knobs.payload == Payload::kFp8 ? " --payload fp8" : "") << " --iters " << iters;
   return os.str();
 }
 
@@ -694,6 +742,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
   if (!given.count("--head-dim")) o.head_dim = 128;
   if (!given.count("--iters")) o.iters = 5;
   if (!given.count("--chunks")) o.chunks = {1, 2, 4};
+  const bool any_fp8 = std::find(o.payload.begin(), o.payload.end(), "fp8") != o.payload.end();
   for (const std::string& name : o.strategy) {
     if (auto st = parse_strategy(name); !st.is_ok()) {
       std::fprintf(stderr, "ulysses-bench: %s\n", st.status().to_string().c_str());
@@ -730,7 +779,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       "fwd+bwd, %d timed iterations (median), backward counted as 2.5x forward\n",
       ngpu, cudnn_runtime_version(), static_cast<long long>(o.batch), o.heads, o.kv_heads,
       o.head_dim, o.causal ? "causal" : "full", o.iters);
-  std::printf("%8s %3s %-8s %-18s %5s %6s %10s %10s %6s %10s %10s %8s %9s %9s %9s %9s %9s %5s\n",
+  std::printf("%8s %3s %-8s %-22s %5s %6s %10s %10s %6s %10s %10s %8s %9s %9s %9s %9s %9s %5s\n",
               "seq", "cp", "strategy", "via", "saved", "chunks", "ms/step", "TFLOP/s/GPU", "eff",
               "a2a GB/s", "NCCL GB/s", "peak GiB", "errO", "errdQ", "errdK", "errdV", "exact",
               "check");
@@ -751,6 +800,13 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     HostOut ref;
     MemUse m1;
     const double t1 = run_single(s, in, o.iters, o.check ? &ref : nullptr, &m1);
+    // --payload fp8 rows are checked against cp = 1 on the inputs rounded as they travel (their
+    // error columns stay against `ref`: what fp8 costs in accuracy).
+    HostOut ref_fp8;
+    if (any_fp8 && o.check) {
+      MemUse unused;
+      run_single(s, in, 1, &ref_fp8, &unused, true);
+    }
     GpuRow r1;  // cp = 1: the kernel on the whole sequence, no communicator
     r1.seq = seq;
     r1.ms = t1;
@@ -823,10 +879,15 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
                 // Slots in flight matter only for lse with several chunks: one row per value then.
                 const bool slots = saved == SavedActivations::kLseOnly && chunks > 1;
                 for (int in_flight : slots ? o.in_flight : std::vector<int>{2}) {
-                  plans.push_back({ParallelConfig{.cp = cp}, PlanKnobs{.chunks = chunks,
-                                                                       .keep_saved = o.keep_saved,
-                                                                       .saved = saved,
-                                                                       .in_flight = in_flight}});
+                  for (const std::string& payload : o.payload) {
+                    plans.push_back(
+                        {ParallelConfig{.cp = cp},
+                         PlanKnobs{.chunks = chunks,
+                                   .keep_saved = o.keep_saved,
+                                   .saved = saved,
+                                   .in_flight = in_flight,
+                                   .payload = parse_payload(payload).value()}});  // CLI-checked
+                  }
                 }
               }
             }
@@ -868,6 +929,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           row.saved = saved_activations_name(knobs.saved);
           row.in_flight = knobs.in_flight;
           row.cuda_graph = knobs.cuda_graph;
+          row.payload = payload_name(knobs.payload);
           row.peak_gib = mem.peak;
           row.io_gib = mem.io;
           row.workspace_gib = mem.workspace;
@@ -879,24 +941,28 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
               static_cast<std::size_t>(seq / cp * o.batch * (hq + 2 * hkv) * o.head_dim) * 2;
           row.a2a_mib = static_cast<double>(msg) * cp / (1 << 20);
           if (ulysses && chunks == 1 && knobs.saved == SavedActivations::kHeadSharded &&
-              !loopback && !knobs.cuda_graph) {
+              !loopback && !knobs.cuda_graph && knobs.payload == Payload::kNative) {
             measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs, &row.a2a_host_us);
           }
           if (o.check) {
-            const Cmp co = compare(ref.o, got.o), cq = compare(ref.dq, got.dq),
-                      ck = compare(ref.dk, got.dk), cv = compare(ref.dv, got.dv);
-            row.err_o = co.max_abs;
-            row.err_dq = cq.max_abs;
-            row.err_dk = ck.max_abs;
-            row.err_dv = cv.max_abs;
+            // Against the reference of this payload: O/dK/dV are expected bitwise (heads
+            // independent); dQ (atomic accumulation in cuDNN) and replicated KV heads within 2
+            // bf16 ulps of the largest value. The error columns are against cp = 1 on the
+            // original inputs.
+            const bool fp8 = knobs.payload == Payload::kFp8;
+            const HostOut& want = fp8 ? ref_fp8 : ref;
+            const Cmp co = compare(want.o, got.o), cq = compare(want.dq, got.dq),
+                      ck = compare(want.dk, got.dk), cv = compare(want.dv, got.dv);
             row.exact_o = co.bitwise;
             row.exact_dkv = ck.bitwise && cv.bitwise;
-            // O/dK/dV are expected bitwise (heads independent); dQ (atomic accumulation in cuDNN)
-            // and replicated KV heads within 2 bf16 ulps of the largest value.
             const double tol = 2 * 0x1p-7;
             row.pass =
-                row.err_o <= tol * max_abs_of(ref.o) && row.err_dq <= tol * max_abs_of(ref.dq) &&
-                row.err_dk <= tol * max_abs_of(ref.dk) && row.err_dv <= tol * max_abs_of(ref.dv);
+                co.max_abs <= tol * max_abs_of(want.o) && cq.max_abs <= tol * max_abs_of(want.dq) &&
+                ck.max_abs <= tol * max_abs_of(want.dk) && cv.max_abs <= tol * max_abs_of(want.dv);
+            row.err_o = fp8 ? compare(ref.o, got.o).max_abs : co.max_abs;
+            row.err_dq = fp8 ? compare(ref.dq, got.dq).max_abs : cq.max_abs;
+            row.err_dk = fp8 ? compare(ref.dk, got.dk).max_abs : ck.max_abs;
+            row.err_dv = fp8 ? compare(ref.dv, got.dv).max_abs : cv.max_abs;
           }
           row.transport = transport;
           row.repro = repro(s, cp, knobs, o.iters, parallel) + " --transport " + transport +
@@ -909,10 +975,13 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     for (const GpuRow& r : rows) {
       if (r.seq != seq) continue;
       std::printf(
-          "%8lld %3d %-8s %-18s %5s %6d %10.2f %10.1f %6.3f %10.1f %10.1f %8.2f %9.2e %9.2e %9.2e "
+          "%8lld %3d %-8s %-22s %5s %6d %10.2f %10.1f %6.3f %10.1f %10.1f %8.2f %9.2e %9.2e %9.2e "
           "%9.2e %9s %5s\n",
           static_cast<long long>(r.seq), r.cp, r.strategy.c_str(),
-          r.cp == 1 ? "-" : (r.transport + (r.cuda_graph ? "+graph" : "")).c_str(),
+          r.cp == 1
+              ? "-"
+              : (r.transport + (r.payload == "fp8" ? "+fp8" : "") + (r.cuda_graph ? "+graph" : ""))
+                    .c_str(),
           r.cp == 1 ? "-" : r.saved.c_str(), r.chunks, r.ms, r.tflops, r.efficiency, r.a2a_gbs,
           r.nccl_gbs, r.peak_gib, r.err_o, r.err_dq, r.err_dk, r.err_dv,
           r.cp == 1 ? "-" : (r.exact_o && r.exact_dkv ? "O,dK,dV" : (r.exact_o ? "O" : "no")),
@@ -967,12 +1036,15 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         row->unpack_gbs = pr.unpack_gbs;
         row->copy_gbs = pr.copy_gbs;
         row->qkv_pack_gbs = pr.qkv_pack_gbs;
+        row->fp8_pack_gbs = pr.fp8_pack_gbs;
+        row->fp8_dequant_gbs = pr.fp8_dequant_gbs;
       }
       std::printf(
           "#   seq %lld cp %d pack Q: %.0f GB/s, unpack: %.0f GB/s, device copy of the same bytes: "
-          "%.0f GB/s; Q|K|V into one message: %.0f GB/s (read + write)\n",
-          static_cast<long long>(seq), cp, pr.pack_gbs, pr.unpack_gbs, pr.copy_gbs,
-          pr.qkv_pack_gbs);
+          "%.0f GB/s; Q|K|V into one message: %.0f GB/s; Q into fp8 rows: %.0f GB/s, fp8 rows "
+          "back: %.0f GB/s (read + write)\n",
+          static_cast<long long>(seq), cp, pr.pack_gbs, pr.unpack_gbs, pr.copy_gbs, pr.qkv_pack_gbs,
+          pr.fp8_pack_gbs, pr.fp8_dequant_gbs);
     }
     std::fflush(stdout);
   }
@@ -986,18 +1058,20 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       f << "    {\"seq\": " << r.seq << ", \"cp\": " << r.cp << ", \"strategy\": \"" << r.strategy
         << "\", \"chunks\": " << r.chunks
         << ", \"cuda_graph\": " << (r.cuda_graph ? "true" : "false") << ", \"transport\": \""
-        << r.transport << "\", \"saved\": \"" << r.saved << "\", \"in_flight\": " << r.in_flight
-        << ", \"ms_per_step\": " << r.ms << ", \"tflops_per_gpu\": " << r.tflops
-        << ", \"efficiency\": " << r.efficiency << ", \"a2a_gbs\": " << r.a2a_gbs
-        << ", \"nccl_a2a_gbs\": " << r.nccl_gbs << ", \"a2a_mib_per_gpu\": " << r.a2a_mib
-        << ", \"a2a_host_us_per_call\": " << r.a2a_host_us << ", \"peak_gib\": " << r.peak_gib
-        << ", \"io_gib\": " << r.io_gib << ", \"workspace_gib\": " << r.workspace_gib
-        << ", \"saved_gib\": " << r.saved_gib << ", \"err_o\": " << r.err_o
-        << ", \"err_dq\": " << r.err_dq << ", \"err_dk\": " << r.err_dk
-        << ", \"err_dv\": " << r.err_dv << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
+        << r.transport << "\", \"payload\": \"" << r.payload << "\", \"saved\": \"" << r.saved
+        << "\", \"in_flight\": " << r.in_flight << ", \"ms_per_step\": " << r.ms
+        << ", \"tflops_per_gpu\": " << r.tflops << ", \"efficiency\": " << r.efficiency
+        << ", \"a2a_gbs\": " << r.a2a_gbs << ", \"nccl_a2a_gbs\": " << r.nccl_gbs
+        << ", \"a2a_mib_per_gpu\": " << r.a2a_mib << ", \"a2a_host_us_per_call\": " << r.a2a_host_us
+        << ", \"peak_gib\": " << r.peak_gib << ", \"io_gib\": " << r.io_gib
+        << ", \"workspace_gib\": " << r.workspace_gib << ", \"saved_gib\": " << r.saved_gib
+        << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
+        << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
+        << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
         << ", \"kernel_inplace_ms\": " << r.kernel_inplace_ms << ", \"pack_gbs\": " << r.pack_gbs
         << ", \"unpack_gbs\": " << r.unpack_gbs << ", \"copy_gbs\": " << r.copy_gbs
-        << ", \"qkv_pack_gbs\": " << r.qkv_pack_gbs
+        << ", \"qkv_pack_gbs\": " << r.qkv_pack_gbs << ", \"fp8_pack_gbs\": " << r.fp8_pack_gbs
+        << ", \"fp8_dequant_gbs\": " << r.fp8_dequant_gbs
         << ", \"exact_o\": " << (r.exact_o ? "true" : "false")
         << ", \"exact_dkv\": " << (r.exact_dkv ? "true" : "false")
         << ", \"pass\": " << (r.pass ? "true" : "false") << ", \"repro\": \"" << r.repro << "\"}"

@@ -421,6 +421,12 @@ int main(int argc, char** argv) {
                  "which takes the host's share out of the step time")
       ->delimiter(',')
       ->check(CLI::IsMember({"off", "on"}));
+  app.add_option("--payload", o.payload,
+                 "GPU path, ulysses rows (list of native, fp8): what the inbound exchanges (Q, K, "
+                 "V, dO) carry; fp8 rows are checked against cp=1 on inputs rounded as they "
+                 "travel, their error columns show the difference from cp=1 on the originals")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"native", "fp8"}));
   app.add_option("--iters", o.iters, "timed steps per row (median reported)");
   app.add_flag("--check,!--no-check", o.check, "compare with the unsharded run (default on)");
   app.add_option("--json", o.json, "also write the rows as JSON to this file");
@@ -444,6 +450,12 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  if (o.payload != std::vector<std::string>{"native"}) {
+    std::fprintf(stderr,
+                 "ulysses-bench: --payload is for the GPU path (the CPU tests cover fp8 "
+                 "payloads against the FP64 reference)\n");
+    return 2;
+  }
   auto dtype = parse_dtype(o.dtype);
   if (!dtype.is_ok()) {
     std::fprintf(stderr, "ulysses-bench: %s\n", dtype.status().to_string().c_str());

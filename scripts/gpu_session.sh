@@ -5,7 +5,8 @@
 # (bench only: ring's saved-activations and transport choices), a2a (bench only: the exchanges
 # through ncclAlltoAll, a group of ncclSend/ncclRecv, and copy-engine copies, side by side, NCCL rows
 # also as CUDA graph replays), overlap
-# (bench only: head chunks pipelined with the kernel over NCCL and over copy engines).
+# (bench only: head chunks pipelined with the kernel over NCCL and over copy engines), fp8 (bench
+# only: native vs fp8 payloads of the inbound exchanges, over NCCL and copy engines).
 # Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and writes logs and JSON to
 # $OUT (or ./gpu-out). Keeps NVLink multicast off for every process it starts.
 set -uo pipefail
@@ -59,7 +60,12 @@ if [[ $mode == overlap ]]; then  # does overlap pay once the exchanges leave the
   bench_args=(--seq 32768,131072 --strategy ulysses --chunks 1,2,4 --transport nccl,peer
               --iters 3 "${bench_args[@]}")
 fi
-if [[ $mode != bench-only && $mode != ring && $mode != a2a && $mode != overlap ]]; then
+if [[ $mode == fp8 ]]; then  # what halving the inbound bytes buys, and what it costs in accuracy
+  bench_args=(--seq 8192,32768,131072 --strategy ulysses --chunks 1 --payload native,fp8
+              --transport nccl,peer --iters 5 "${bench_args[@]}")
+fi
+if [[ $mode != bench-only && $mode != ring && $mode != a2a && $mode != overlap &&
+      $mode != fp8 ]]; then
   if [[ $mode != distributed && $mode != compare ]]; then
     run gpu_layout 120 $BIN/test_gpu_layout
     run gpu_cudnn 300 $BIN/test_gpu_cudnn
