@@ -174,10 +174,10 @@ class UlyssesAttention final : public DistributedAttention {
     char* qkv_full = at(a.saved, qkv_full_);
     char* o_head = at(a.saved, o_head_);
     char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
-    // dO leaves from send_in (fp8: its own region; native: send_do) and arrives in do_head (fp8:
-    // through wire_do).
-    char* send_in = at(a.workspace, fp8_ ? wire_do_ : send_do_);
-    char* wire_do = send_in + K_ * do_in_block_;
+    // Chunk c's dO leaves from its block of send_do (fp8: as codes, which fit) and arrives in
+    // do_head (fp8: through wire_do).
+    char* send_do = at(a.workspace, send_do_);
+    char* wire_do = at(a.workspace, wire_do_);
     char* do_head = at(a.workspace, do_head_);
     char* grad_q = at(a.workspace, grad_q_);
     char* grad_kv = at(a.workspace, grad_kv_);
@@ -197,11 +197,11 @@ class UlyssesAttention final : public DistributedAttention {
     for (int c = 0; c < K_; ++c) {
       ULYSSES_RETURN_IF_ERROR(pack_in(as_bshd(a.d_o, config_.layout),
                                       q_begin_[static_cast<std::size_t>(c)], qc_,
-                                      send_in + c * do_in_block_, qc_, 0, stream));
+                                      send_do + c * o_block_, qc_, 0, stream));
     }
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
     for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(exchange_in(send_in + c * do_in_block_, wire_do + c * do_in_block_,
+      ULYSSES_RETURN_IF_ERROR(exchange_in(send_do + c * o_block_, wire_do + c * do_in_block_,
                                           do_head + c * o_block_, qc_, side));
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
     }
@@ -276,15 +276,17 @@ class UlyssesAttention final : public DistributedAttention {
     const std::size_t o_offset = align_up(qkv_block_), do_offset = o_offset + align_up(o_block_);
     // As they travel: Q|K|V and dO rows in the inbound payload (fp8: smaller), O in the plan's
     // dtype. The sent rows at these offsets of the send slot; Q|K|V and dO arrive at wire offsets
-    // 0 and wire_do (fp8: in their own slot, turned back into the receive slot; native: in place).
+    // 0 and wire_do (fp8: behind the sent codes in the send slot, turned back into the receive
+    // slot before the kernel writes gradients there; native: in place).
     const std::size_t send_o = align_up(qkv_in_block_), send_do = send_o + align_up(o_block_);
+    const std::size_t wire = align_up(send_do + do_in_block_);
     const std::size_t wire_do = fp8_ ? align_up(qkv_in_block_) : do_offset;
     // Chunk c's Q, K, V, O and dO to the head owners in one grouped exchange, into its slot.
     auto send_inputs = [&](int c) -> Status {
       const std::size_t s = slot_of(c);
       char* send = at(a.workspace, bwd_send_[s]);
       char* recv = at(a.workspace, bwd_recv_[s]);
-      char* wire = fp8_ ? at(a.workspace, bwd_wire_[s]) : recv;
+      char* arrive_at = fp8_ ? send + wire : recv;
       const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
       const Layout l = config_.layout;
       const std::size_t qkv_bytes = in_peer_bytes(Cc_), do_bytes = in_peer_bytes(qc_),
@@ -299,13 +301,13 @@ class UlyssesAttention final : public DistributedAttention {
         ULYSSES_RETURN_IF_ERROR(send_block(send, qkv_bytes, p, side));
         ULYSSES_RETURN_IF_ERROR(send_block(send + send_o, o_bytes, p, side));
         ULYSSES_RETURN_IF_ERROR(send_block(send + send_do, do_bytes, p, side));
-        ULYSSES_RETURN_IF_ERROR(recv_block(wire, qkv_bytes, p, side));
+        ULYSSES_RETURN_IF_ERROR(recv_block(arrive_at, qkv_bytes, p, side));
         ULYSSES_RETURN_IF_ERROR(recv_block(recv + o_offset, o_bytes, p, side));
-        ULYSSES_RETURN_IF_ERROR(recv_block(wire + wire_do, do_bytes, p, side));
+        ULYSSES_RETURN_IF_ERROR(recv_block(arrive_at + wire_do, do_bytes, p, side));
       }
       ULYSSES_RETURN_IF_ERROR(comm_.group_end());
-      ULYSSES_RETURN_IF_ERROR(arrive(wire, recv, Cc_, side));
-      ULYSSES_RETURN_IF_ERROR(arrive(wire + wire_do, recv + do_offset, qc_, side));
+      ULYSSES_RETURN_IF_ERROR(arrive(arrive_at, recv, Cc_, side));
+      ULYSSES_RETURN_IF_ERROR(arrive(arrive_at + wire_do, recv + do_offset, qc_, side));
       return streams_->record(kEvChunk + c, side);
     };
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
@@ -613,11 +615,16 @@ class UlyssesAttention final : public DistributedAttention {
       gkv_block_ = tokens * static_cast<std::size_t>(2 * kc_) * d * kv_e;
       const std::size_t gkv_bytes = K * gkv_block_;
       Arena bwd;
-      send_do_ = bwd.take(o_bytes);
+      // fp8: chunk c's dO codes leave from send_dO's block c (they are smaller than the rows) and
+      // arrive in wire_dO, which follows them in send_dO without a pipeline (dead once turned back
+      // into do_head, before the kernel writes dQ there) and is a region of its own with chunks
+      // (later chunks' codes are still in flight when chunk c's dQ lands in send_dO).
+      const bool wire_in_send = fp8_ && K_ == 1;
+      send_do_ = bwd.take(wire_in_send ? std::max(o_bytes, align_up(do_in_block_) + do_in_block_)
+                                       : o_bytes);
       do_head_ = bwd.take(o_bytes);
-      // fp8: dO's codes as sent and as received, every chunk's (send_do then only holds
-      // gradients).
-      if (fp8_) wire_do_ = bwd.take(2 * K * do_in_block_);
+      if (fp8_)
+        wire_do_ = wire_in_send ? send_do_ + align_up(do_in_block_) : bwd.take(K * do_in_block_);
       // Gradients into `saved` need dQ | dK dV rows as wide as Q | K V rows (not so with fp32
       // partials of replicated KV heads). Chunk c's kernel starts after chunk c's dO exchange, so
       // its dQ may overwrite the packed dO of chunk c.
@@ -652,19 +659,21 @@ class UlyssesAttention final : public DistributedAttention {
         std::max({qkv_block_, align_up(o_block_) + lse_block_,
                   fp8_ ? align_up(qkv_in_block_) + qkv_in_block_ : std::size_t{0}});
     // Backward: Q|K|V, O and dO rows in; then dQ and dK|dV rows out (see backward_in_slots()).
-    // fp8 sends less from the same slot; its Q|K|V and dO codes arrive in a wire slot.
+    // fp8 sends less from the same slot, and its Q|K|V and dO codes arrive behind what it sent.
+    const std::size_t fp8_send =
+        align_up(align_up(qkv_in_block_) + align_up(o_block_) + do_in_block_);
     const std::size_t bwd_msg = std::max(align_up(qkv_block_) + align_up(o_block_) + o_block_,
                                          align_up(o_block_) + gkv_block_);
-    const std::size_t bwd_wire = align_up(qkv_in_block_) + do_in_block_;
+    const std::size_t bwd_send =
+        fp8_ ? std::max(bwd_msg, fp8_send + align_up(qkv_in_block_) + do_in_block_) : bwd_msg;
     for (std::size_t s = 0; s < static_cast<std::size_t>(slots_); ++s) {
       fwd_send_[s] = fwd.take(fwd_send);
       fwd_recv_[s] = fwd.take(qkv_block_);
       fwd_o_[s] = fwd.take(o_block_);
       if (!lse_only_) fwd_lse_[s] = fwd.take(lse_block_);  // inference: the kernel's LSE
       if (!config_.training) continue;
-      bwd_send_[s] = bwd.take(bwd_msg);
+      bwd_send_[s] = bwd.take(bwd_send);
       bwd_recv_[s] = bwd.take(bwd_msg);
-      if (fp8_) bwd_wire_[s] = bwd.take(bwd_wire);
     }
     if (config_.training) {
       dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
@@ -701,7 +710,7 @@ class UlyssesAttention final : public DistributedAttention {
   int slots_ = 1;
   bool slotted_ = false;  // forward through slots: kLseOnly, and inference
   std::array<std::size_t, 2> fwd_send_{}, fwd_recv_{}, fwd_o_{}, fwd_lse_{}, bwd_send_{},
-      bwd_recv_{}, bwd_wire_{};
+      bwd_recv_{};
   // Backward's gradients come back into `saved` (see layout_buffers()). Unless the config keeps
   // `saved`, the buffers backward has consumed (the latest kConsumedMemory of them) so that a
   // second backward() on one is refused instead of reading gradients as Q/K/V; refused whether or

@@ -552,6 +552,42 @@ TEST(Ulysses, LseOnlySavesOnlyTheLseAndChunksShareSlots) {
   EXPECT_LT(inference_two.second, inference_all.second * 6 / 10);
 }
 
+TEST(Ulysses, Fp8PayloadNeedsAboutTheNativeWorkspace) {
+  // bf16, head_dim 128: a row travels as 129 bytes instead of 256. The codes as sent and as
+  // received share the regions native rows use, so the workspace grows only by the exponent
+  // bytes, except for head-sharded saves with chunks (received dO codes get a region of their own).
+  auto kernel = make_reference_attention();
+  auto workspace = [&](Payload payload, SavedActivations saved, int chunks, bool training) {
+    std::vector<std::size_t> bytes(2);
+    const PlanConfig cfg{.attention = {.num_heads_q = 8, .num_heads_kv = 4, .head_dim = 128},
+                         .parallel = {.cp = 2},
+                         .dtype = DType::kBFloat16,
+                         .batch = 1,
+                         .seqlen = 256,
+                         .training = training,
+                         .overlap_chunks = chunks,
+                         .saved_activations = saved,
+                         .payload = payload};
+    EXPECT_ALL_OK(testing::run_ranks(2, [&](int r, Communicator& comm) -> Status {
+      auto plan = DistributedAttention::create(cfg, comm, *kernel);
+      if (!plan.is_ok()) return plan.status();
+      bytes[static_cast<std::size_t>(r)] = (*plan)->workspace_bytes();
+      return Status::ok();
+    }));
+    return static_cast<double>(bytes[0]);
+  };
+  const auto heads = SavedActivations::kHeadSharded, lse = SavedActivations::kLseOnly;
+  for (auto [saved, chunks, training, limit] :
+       {std::tuple{heads, 1, true, 1.02}, std::tuple{lse, 1, true, 1.02},
+        std::tuple{lse, 2, true, 1.02}, std::tuple{heads, 2, false, 1.02},
+        std::tuple{heads, 2, true, 1.5}}) {
+    const double native = workspace(Payload::kNative, saved, chunks, training);
+    const double fp8 = workspace(Payload::kFp8, saved, chunks, training);
+    EXPECT_LE(fp8, native * limit)
+        << saved_activations_name(saved) << " chunks " << chunks << (training ? "" : " inference");
+  }
+}
+
 TEST(Ulysses, ShardsOfAPackedSequenceSpanningRanksSeeEachOther) {
   // One 24-token sequence over 4 ranks with a causal mask: the last rank's queries must attend to
   // keys held by rank 0, i.e. masks use global positions. With Q = 0 the softmax is uniform over
