@@ -462,8 +462,32 @@ __global__ void dequantize_rows(const unsigned char* msg, T* out, std::int64_t r
   }
 }
 
-// Lanes per row for `vecs` vectors: a warp, or the smallest of 16 / 8 that covers the row.
-int fp8_lanes(std::int64_t vecs) { return vecs > 16 ? 32 : vecs > 8 ? 16 : 8; }
+// Calls go.template operator()<kV, kLanes>() for rows of T: 16-byte vectors (kV = 8; a warp, or
+// the smallest of 16 / 8 lanes that covers the row) when `wide` and T is 2 bytes, else single
+// elements on a warp.
+template <typename T, typename Go>
+void for_row_shape(bool wide, std::int64_t head_dim, Go&& go) {
+  if constexpr (sizeof(T) == 2) {
+    if (wide) {
+      const std::int64_t vecs = head_dim / 8;
+      if (vecs > 16) {
+        go.template operator()<8, 32>();
+      } else if (vecs > 8) {
+        go.template operator()<8, 16>();
+      } else {
+        go.template operator()<8, 8>();
+      }
+      return;
+    }
+  }
+  go.template operator()<1, 32>();
+}
+
+// Blocks of kThreads for `rows` rows, kFp8Rows per group of `lanes`.
+int fp8_grid(std::int64_t rows, int threads, int lanes) {
+  const std::int64_t per_block = threads / lanes * kFp8Rows;
+  return static_cast<int>(std::min<std::int64_t>((rows + per_block - 1) / per_block, 65535 * 8));
+}
 
 // Calls f(T*) with the activation dtype's device type (bf16, fp16, fp32).
 template <typename F>
@@ -576,34 +600,14 @@ Status pack_heads_fp8(const TensorView& act, std::span<const int> head_begin, in
   auto* m = static_cast<unsigned char*>(msg.data);
   Status status = with_float_type(act.dtype, "pack_heads_fp8", [&]<typename T>(T*) {
     const auto* a = static_cast<const T*>(act.data);
-    auto go = [&]<int kV, int kLanes>() {
-      const std::int64_t per_block = kThreads / kLanes * kFp8Rows;
-      const int grid =
-          static_cast<int>(std::min<std::int64_t>((rows + per_block - 1) / per_block, 65535 * 8));
+    for_row_shape<T>(wide, g.head_dim, [&]<int kV, int kLanes>() {
+      const int grid = fp8_grid(rows, kThreads, kLanes);
       if (rows < (std::int64_t{1} << 31)) {
         pack_rows_fp8<T, kV, kLanes, std::uint32_t><<<grid, kThreads, 0, stream>>>(a, m, g, map);
       } else {
         pack_rows_fp8<T, kV, kLanes, std::int64_t><<<grid, kThreads, 0, stream>>>(a, m, g, map);
       }
-    };
-    if constexpr (sizeof(T) != 2) {  // 16-byte loads are for bf16 / fp16 rows only
-      go.template operator()<1, 32>();
-    } else {
-      if (!wide) {
-        go.template operator()<1, 32>();
-        return;
-      }
-      switch (fp8_lanes(g.head_dim / 8)) {
-        case 32:
-          go.template operator()<8, 32>();
-          break;
-        case 16:
-          go.template operator()<8, 16>();
-          break;
-        default:
-          go.template operator()<8, 8>();
-      }
-    }
+    });
   });
   ULYSSES_RETURN_IF_ERROR(status);
   ULYSSES_CUDA_CHECK_LAUNCH();
@@ -626,10 +630,8 @@ Status dequantize_fp8(const Fp8MessageLayout& src, const MessageLayout& dst, Str
   const auto peer_bytes = static_cast<std::int64_t>(src.peer_bytes());
   Status status = with_float_type(dst.dtype, "dequantize_fp8", [&]<typename T>(T*) {
     auto* out = static_cast<T*>(dst.data);
-    auto go = [&]<int kV, int kLanes>() {
-      const std::int64_t per_block = kThreads / kLanes * kFp8Rows;
-      const int grid =
-          static_cast<int>(std::min<std::int64_t>((rows + per_block - 1) / per_block, 65535 * 8));
+    for_row_shape<T>(wide, src.head_dim, [&]<int kV, int kLanes>() {
+      const int grid = fp8_grid(rows, kThreads, kLanes);
       if (rows < (std::int64_t{1} << 31)) {
         dequantize_rows<T, kV, kLanes, std::uint32_t>
             <<<grid, kThreads, 0, stream>>>(m, out, rows, rows_per_peer, src.head_dim, peer_bytes);
@@ -637,21 +639,7 @@ Status dequantize_fp8(const Fp8MessageLayout& src, const MessageLayout& dst, Str
         dequantize_rows<T, kV, kLanes, std::int64_t>
             <<<grid, kThreads, 0, stream>>>(m, out, rows, rows_per_peer, src.head_dim, peer_bytes);
       }
-    };
-    if (!wide) {
-      go.template operator()<1, 32>();
-      return;
-    }
-    switch (fp8_lanes(src.head_dim / 8)) {
-      case 32:
-        go.template operator()<8, 32>();
-        break;
-      case 16:
-        go.template operator()<8, 16>();
-        break;
-      default:
-        go.template operator()<8, 8>();
-    }
+    });
   });
   ULYSSES_RETURN_IF_ERROR(status);
   ULYSSES_CUDA_CHECK_LAUNCH();
