@@ -207,7 +207,7 @@ enum class Payload : int {
   /// the kernel reads them: results are exactly those of kNative on inputs rounded that way
   /// (straight-through: gradients are those of the rounded Q, K, V, for the rounded dO).
   /// Non-finite values do not survive: infinities saturate to the row's largest code. Strategy
-  /// ulysses only; device plans need bf16 or fp16.
+  /// ulysses only; device plans need bf16, fp16 or fp32.
   kFp8 = 1,
 };
 std::string_view payload_name(Payload payload);

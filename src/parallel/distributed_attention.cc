@@ -126,11 +126,12 @@ Status DistributedAttention::check_support(const PlanConfig& config, const Commu
     return parallel::ring_check_support(config, comm, kernel);
   }
   if (config.payload == Payload::kFp8 && !comm.device().is_host() &&
-      config.dtype != DType::kBFloat16 && config.dtype != DType::kFloat16) {
-    return unsupported(
-        str_cat("ulysses::DistributedAttention::create: payload fp8 on a device "
-                "needs dtype bf16 or fp16 (got ",
-                dtype_name(config.dtype), ")"));
+      config.dtype != DType::kBFloat16 && config.dtype != DType::kFloat16 &&
+      config.dtype != DType::kFloat32) {
+    return unsupported(str_cat(
+        "ulysses::DistributedAttention::create: payload fp8 on a device needs dtype bf16, fp16 or "
+        "fp32 (got ",
+        dtype_name(config.dtype), ")"));
   }
   ULYSSES_ASSIGN_OR_RETURN(
       auto routing,

@@ -328,6 +328,66 @@ TEST(Validation, PayloadsThatDifferBetweenRanksFailEverywhere) {
   }
 }
 
+// A loopback rank and a kernel that say their buffers live on GPU 0: enough for create()'s
+// device-dependent checks, which run before any buffer or stream is touched.
+class OnDeviceComm final : public Communicator {
+ public:
+  explicit OnDeviceComm(Communicator& inner) : inner_(inner) {}
+  int rank() const override { return inner_.rank(); }
+  int size() const override { return inner_.size(); }
+  Device device() const override { return Device::cuda(0); }
+  std::string_view backend_name() const override { return "on-device label"; }
+  Status all_to_all_v(const void*, std::span<const std::size_t>, std::span<const std::size_t>,
+                      void*, std::span<const std::size_t>, std::span<const std::size_t>,
+                      Stream) override {
+    return internal_error("not for data");
+  }
+  Status send(const void*, std::size_t, int, Stream) override { return internal_error("no"); }
+  Status recv(void*, std::size_t, int, Stream) override { return internal_error("no"); }
+  Status all_gather(const void*, void*, std::size_t, Stream) override {
+    return internal_error("no");
+  }
+  Status all_reduce_sum(const void*, void*, std::size_t, DType, Stream) override {
+    return internal_error("no");
+  }
+  Status barrier(Stream) override { return internal_error("no"); }
+  Status host_all_gather(const void* send, void* recv, std::size_t bytes) override {
+    return inner_.host_all_gather(send, recv, bytes);  // create()'s agreement is real
+  }
+  Status group_start() override { return internal_error("no"); }
+  Status group_end() override { return internal_error("no"); }
+
+ private:
+  Communicator& inner_;
+};
+
+class OnDeviceKernel final : public LocalAttention {
+ public:
+  std::string_view name() const override { return "on-device label"; }
+  Device device() const override { return Device::cuda(0); }
+  bool provides_lse() const override { return true; }
+  bool supports_backward() const override { return true; }
+  Status check_support(const LocalProblem&) const override { return Status::ok(); }
+  Status forward(const LocalProblem&, const LocalForwardArgs&, Stream) override {
+    return internal_error("not run");
+  }
+  Status backward(const LocalProblem&, const LocalBackwardArgs&, Stream) override {
+    return internal_error("not run");
+  }
+};
+
+TEST(Validation, Fp8PayloadOnADeviceNeedsADtypeItsKernelsTake) {
+  OnDeviceKernel kernel;
+  const auto st = testing::run_ranks(2, [&](int, Communicator& comm) -> Status {
+    OnDeviceComm on_device(comm);
+    PlanConfig c = good_config(2);
+    c.dtype = DType::kFloat64;
+    c.payload = Payload::kFp8;
+    return DistributedAttention::create(c, on_device, kernel).status();
+  });
+  expect_everywhere(st, StatusCode::kUnsupported, {"payload fp8", "device", "fp64", "fp32"});
+}
+
 TEST(Validation, PayloadNamesRoundTrip) {
   for (Payload p : {Payload::kNative, Payload::kFp8}) {
     auto parsed = parse_payload(payload_name(p));
