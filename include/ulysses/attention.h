@@ -200,14 +200,14 @@ enum class Payload : int {
   /// FP8 E4M3 codes with one scale per (token, head) row of head_dim values: the smallest power of
   /// two that brings the row's largest |value| to E4M3's range (<= 448), stored as one exponent
   /// byte (OCP MX's E8M0). Scaling is exact and every value keeps E4M3's 3 mantissa bits (relative
-  /// error <= 2^-4; values under ~2^-14 of their row's largest lose bits, under ~2^-18 become 0),
-  /// so the
-  /// bytes of those exchanges fall to (head_dim + 1) / (head_dim * sizeof(dtype)) of native: 0.50
-  /// for bf16 at head_dim 128. The receiving rank turns the rows back into the plan's dtype before
-  /// the kernel reads them: results are exactly those of kNative on inputs rounded that way
-  /// (straight-through: gradients are those of the rounded Q, K, V, for the rounded dO).
-  /// Non-finite values do not survive: infinities saturate to the row's largest code. Strategy
-  /// ulysses only; device plans need bf16, fp16 or fp32.
+  /// error <= 2^-4; values under ~2^-14 of their row's largest lose bits, under ~2^-18 become 0).
+  /// Those exchanges then carry (head_dim + 1) / (head_dim * sizeof(dtype)) of the native bytes:
+  /// 0.50 for bf16 at head_dim 128. The receiving rank turns the rows back into the plan's dtype
+  /// before the kernel reads them: results are exactly those of kNative on inputs rounded that way
+  /// (straight-through: gradients are those of the rounded Q, K, V, for the rounded dO); the
+  /// workspace stays within ~1% of native's (head-sharded saves with overlap_chunks > 1: + half of
+  /// one dO-sized buffer). A row holding an infinity travels unscaled with the infinity saturated
+  /// to 448; NaN stays NaN. Strategy ulysses only; device plans need bf16, fp16 or fp32.
   kFp8 = 1,
 };
 std::string_view payload_name(Payload payload);
