@@ -39,6 +39,11 @@
 //             ==exchange==> recv slot -> unpack (summing KV replicas)
 //
 // and chunk c + slots is packed into the slot only after chunk c's results are unpacked from it.
+//
+// Payload::kFp8: the inbound messages (Q|K|V, dO) carry fp8 rows instead (pack_heads_fp8 writes
+// them from the caller's tensors), and one pass on the exchange stream turns them back into the
+// plan's dtype where the kernel reads them (dequantize_fp8) before the chunk's "arrived" event.
+// The codes travel in the regions native rows use (see layout_buffers()).
 #include <algorithm>
 #include <array>
 #include <bit>
