@@ -552,13 +552,11 @@ class UlyssesAttention final : public DistributedAttention {
   }
   Status send_rows(const char* buf, int channels, DType dtype, int p, Stream stream,
                    std::int64_t width = -1) {
-    const std::size_t bytes = peer_bytes(channels, dtype, width);
-    return comm_.send(buf + static_cast<std::size_t>(p) * bytes, bytes, p, stream);
+    return send_block(buf, peer_bytes(channels, dtype, width), p, stream);
   }
   Status recv_rows(char* buf, int channels, DType dtype, int p, Stream stream,
                    std::int64_t width = -1) {
-    const std::size_t bytes = peer_bytes(channels, dtype, width);
-    return comm_.recv(buf + static_cast<std::size_t>(p) * bytes, bytes, p, stream);
+    return recv_block(buf, peer_bytes(channels, dtype, width), p, stream);
   }
 
   // [B, S, heads, D] view of channels [c_begin, c_begin + heads) of a [S][B][channels][D] buffer.

@@ -114,21 +114,12 @@ INSTANTIATE_TEST_SUITE_P(
 // byte of the padding), and the device dequantize must give the host's values bit for bit. Rows
 // span many binades (scales 2^-30..2^30, fp16: 2^-8..2^8), one row is zero; vectorized (D a
 // multiple of 8 with aligned strides: 8, 16 or 32 lanes per row) and scalar paths (odd row bytes,
-// strided heads, fp32).
-struct Fp8Geo {
-  int P;
-  std::int64_t Sl, B;
-  int H, heads, C, c_begin;
-  std::int64_t D;
-  DType dtype;
-  int row_pad = 0;
-};
-
-class GpuFp8Rows : public ::testing::TestWithParam<Fp8Geo> {};
+// strided heads, fp32). Same geometries as GpuLayout's (head_pad 0).
+class GpuFp8Rows : public ::testing::TestWithParam<Geo> {};
 
 TEST_P(GpuFp8Rows, PackAndDequantizeMatchHostBitwise) {
   ULYSSES_REQUIRE_GPUS(1);
-  const Fp8Geo g = GetParam();
+  const Geo g = GetParam();
   std::vector<int> begin;
   for (int p = 0; p < g.P; ++p) begin.push_back((p * g.heads) % (g.H - g.heads + 1));
   const std::int64_t Dp = g.D + g.row_pad;
@@ -191,15 +182,15 @@ TEST_P(GpuFp8Rows, PackAndDequantizeMatchHostBitwise) {
 
 INSTANTIATE_TEST_SUITE_P(
     Rows, GpuFp8Rows,
-    ::testing::Values(Fp8Geo{2, 5, 2, 8, 4, 12, 0, 128, DType::kBFloat16},     // 16 lanes per row
-                      Fp8Geo{3, 7, 1, 6, 2, 6, 4, 64, DType::kFloat16},        // 8 lanes
-                      Fp8Geo{2, 3, 2, 4, 2, 4, 2, 256, DType::kBFloat16},      // 32 lanes
-                      Fp8Geo{2, 4, 1, 8, 4, 8, 4, 96, DType::kBFloat16},       // 12 of 16 lanes
-                      Fp8Geo{2, 300, 2, 16, 8, 24, 8, 128, DType::kBFloat16},  // many blocks
-                      Fp8Geo{4, 9, 1, 8, 2, 3, 1, 128, DType::kBFloat16, 64},  // strided, aligned
-                      Fp8Geo{2, 6, 1, 4, 2, 2, 0, 12, DType::kBFloat16},       // 24-byte rows
-                      Fp8Geo{2, 5, 1, 8, 4, 4, 0, 128, DType::kBFloat16, 4},   // unaligned stride
-                      Fp8Geo{2, 5, 1, 4, 2, 4, 0, 64, DType::kFloat32}),       // fp32 (scalar)
+    ::testing::Values(Geo{2, 5, 2, 8, 4, 12, 0, 128, DType::kBFloat16},        // 16 lanes per row
+                      Geo{3, 7, 1, 6, 2, 6, 4, 64, DType::kFloat16},           // 8 lanes
+                      Geo{2, 3, 2, 4, 2, 4, 2, 256, DType::kBFloat16},         // 32 lanes
+                      Geo{2, 4, 1, 8, 4, 8, 4, 96, DType::kBFloat16},          // 12 of 16 lanes
+                      Geo{2, 300, 2, 16, 8, 24, 8, 128, DType::kBFloat16},     // many blocks
+                      Geo{4, 9, 1, 8, 2, 3, 1, 128, DType::kBFloat16, 0, 64},  // strided, aligned
+                      Geo{2, 6, 1, 4, 2, 2, 0, 12, DType::kBFloat16},          // 24-byte rows
+                      Geo{2, 5, 1, 8, 4, 4, 0, 128, DType::kBFloat16, 0, 4},   // unaligned stride
+                      Geo{2, 5, 1, 4, 2, 4, 0, 64, DType::kFloat32}),          // fp32 (scalar)
     [](const auto& param_info) { return "case" + std::to_string(param_info.index); });
 
 TEST(GpuLayout, SumReplicasAndLseMatchHost) {
