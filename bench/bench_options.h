@@ -33,7 +33,7 @@ struct Options {
   // GPU path, NCCL rows (list: off, on): "on" captures a cp > 1 step (forward + backward) into a
   // CUDA graph after the warm-up steps and times its replays, which shows what the host costs.
   std::vector<std::string> cuda_graph = {"off"};
-  // GPU path, ulysses rows (list: native, fp8): PlanConfig::payload of the inbound exchanges.
+  // GPU path (list: native, fp8): PlanConfig::payload (ulysses: inbound exchanges; ring: K/V hops).
   std::vector<std::string> payload = {"native"};
   int iters = 3;
   bool check = true;

@@ -173,10 +173,12 @@ void round_as_fp8_payload(const Shape& s, void* x, int heads, cudaStream_t st) {
   cudaFree(tmp);
 }
 
-// `fp8_inputs`: Q, K, V and dO first rounded as the fp8 payload delivers them (the reference for
-// --payload fp8 rows).
+// Which inputs the cp = 1 run rounds first, as --payload fp8 rows deliver them: none; Q, K, V and
+// dO (ulysses rows); K and V (ring and hybrid rows).
+enum class Fp8Inputs { kNone, kQkvDo, kKv };
+
 double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, MemUse* mem,
-                  bool fp8_inputs = false) {
+                  Fp8Inputs fp8_inputs = Fp8Inputs::kNone) {
   cudaSetDevice(0);
   const std::size_t base = used_bytes(0);
   auto kernel = create_cudnn_attention(0);
@@ -228,10 +230,12 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
                       .workspace = ws};
   cudaStream_t st;
   BENCH_CUDA(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-  if (fp8_inputs) {
-    round_as_fp8_payload(s, q, s.Hq, st);
+  if (fp8_inputs != Fp8Inputs::kNone) {
     round_as_fp8_payload(s, k, s.Hkv, st);
     round_as_fp8_payload(s, v, s.Hkv, st);
+  }
+  if (fp8_inputs == Fp8Inputs::kQkvDo) {
+    round_as_fp8_payload(s, q, s.Hq, st);
     round_as_fp8_payload(s, d_o, s.Hq, st);
   }
   cudaEvent_t e0, e1;
@@ -801,11 +805,17 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     MemUse m1;
     const double t1 = run_single(s, in, o.iters, o.check ? &ref : nullptr, &m1);
     // --payload fp8 rows are checked against cp = 1 on the inputs rounded as they travel (their
-    // error columns stay against `ref`: what fp8 costs in accuracy).
-    HostOut ref_fp8;
+    // error columns stay against `ref`: what fp8 costs in accuracy): Q, K, V and dO for ulysses,
+    // K and V for ring and hybrid.
+    HostOut ref_fp8, ref_fp8_kv;
+    const bool any_ulysses =
+        std::find(o.strategy.begin(), o.strategy.end(), "ulysses") != o.strategy.end();
+    const bool any_ring = std::any_of(o.strategy.begin(), o.strategy.end(),
+                                      [](const std::string& n) { return n != "ulysses"; });
     if (any_fp8 && o.check) {
       MemUse unused;
-      run_single(s, in, 1, &ref_fp8, &unused, true);
+      if (any_ulysses) run_single(s, in, 1, &ref_fp8, &unused, Fp8Inputs::kQkvDo);
+      if (any_ring) run_single(s, in, 1, &ref_fp8_kv, &unused, Fp8Inputs::kKv);
     }
     GpuRow r1;  // cp = 1: the kernel on the whole sequence, no communicator
     r1.seq = seq;
@@ -899,9 +909,12 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
                 .cp = cp,
                 .ulysses_degree = strategy == Strategy::kHybrid ? o.ulysses_degree : 0};
             for (const std::string& name_saved : o.saved) {
-              PlanKnobs knobs = plain;
-              knobs.saved = parse_saved_activations(name_saved).value();
-              plans.push_back({parallel, knobs});
+              for (const std::string& payload : o.payload) {
+                PlanKnobs knobs = plain;
+                knobs.saved = parse_saved_activations(name_saved).value();
+                knobs.payload = parse_payload(payload).value();  // CLI-checked
+                plans.push_back({parallel, knobs});
+              }
             }
           }
         }
@@ -950,7 +963,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
             // bf16 ulps of the largest value. The error columns are against cp = 1 on the
             // original inputs.
             const bool fp8 = knobs.payload == Payload::kFp8;
-            const HostOut& want = fp8 ? ref_fp8 : ref;
+            const HostOut& want = fp8 ? (ulysses ? ref_fp8 : ref_fp8_kv) : ref;
             const Cmp co = compare(want.o, got.o), cq = compare(want.dq, got.dq),
                       ck = compare(want.dk, got.dk), cv = compare(want.dv, got.dv);
             row.exact_o = co.bitwise;

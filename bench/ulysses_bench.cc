@@ -422,8 +422,9 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->check(CLI::IsMember({"off", "on"}));
   app.add_option("--payload", o.payload,
-                 "GPU path, ulysses rows (list of native, fp8): what the inbound exchanges (Q, K, "
-                 "V, dO) carry; fp8 rows are checked against cp=1 on inputs rounded as they "
+                 "GPU path (list of native, fp8): what travels to the ranks that compute on it "
+                 "(ulysses: the inbound exchanges, Q, K, V, dO; ring and hybrid: the K/V blocks "
+                 "of the ring); fp8 rows are checked against cp=1 on inputs rounded as they "
                  "travel, their error columns show the difference from cp=1 on the originals")
       ->delimiter(',')
       ->check(CLI::IsMember({"native", "fp8"}));

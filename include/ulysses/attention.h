@@ -192,8 +192,11 @@ enum class SavedActivations : int {
 std::string_view saved_activations_name(SavedActivations saved);
 Result<SavedActivations> parse_saved_activations(std::string_view name);  // "heads" | "lse"
 
-/// What Ulysses' inbound exchanges carry: Q, K, V in forward (and again in backward with
-/// kLseOnly) and dO in backward. O, the LSE and the gradients always travel in the plan's dtype.
+/// What the activations that travel to the ranks computing on them carry. Ulysses: the inbound
+/// exchanges, Q, K, V in forward (and again in backward with kLseOnly) and dO in backward. Ring
+/// and hybrid: the K/V blocks that travel the ring, forward and backward (the hybrid's Ulysses
+/// exchange inside a group stays native: groups are meant to sit on one node's fast links, the ring
+/// across slower ones). O, the LSE and the gradients always travel in the plan's dtype.
 enum class Payload : int {
   /// The plan's dtype: every result bitwise equal to one GPU running the whole sequence.
   kNative = 0,
@@ -204,10 +207,14 @@ enum class Payload : int {
   /// Those exchanges then carry (head_dim + 1) / (head_dim * sizeof(dtype)) of the native bytes:
   /// 0.50 for bf16 at head_dim 128. The receiving rank turns the rows back into the plan's dtype
   /// before the kernel reads them: results are exactly those of kNative on inputs rounded that way
-  /// (straight-through: gradients are those of the rounded Q, K, V, for the rounded dO); the
-  /// workspace stays within ~1% of native's (head-sharded saves with overlap_chunks > 1: + half of
-  /// one dO-sized buffer). A row holding an infinity travels unscaled with the infinity saturated
-  /// to 448; NaN stays NaN. Strategy ulysses only; device plans need bf16, fp16 or fp32.
+  /// (straight-through: gradients are those of the rounded Q, K, V, for the rounded dO; ring and
+  /// hybrid round K and V only, and use the rounded K and V on the rank that owns them too, so
+  /// every query sees the same keys). Ulysses' workspace stays within ~1% of native's
+  /// (head-sharded saves with overlap_chunks > 1: + half of one dO-sized buffer); ring's holds the
+  /// two ring buffers at half size plus one KV block to decode into (the same bytes as native's two
+  /// ring buffers, and half a block more with a single ring step). A row holding an infinity
+  /// travels unscaled with the infinity saturated to 448; NaN stays NaN. Device plans need bf16,
+  /// fp16 or fp32.
   kFp8 = 1,
 };
 std::string_view payload_name(Payload payload);
@@ -244,7 +251,8 @@ struct PlanConfig {
   /// 1: chunks run one after another with the least memory. Values above overlap_chunks act as
   /// overlap_chunks. 1 or 2.
   int chunks_in_flight = 2;
-  /// Ulysses: the format of the inbound exchanges (Q, K, V and dO); see Payload.
+  /// The format of the activations that travel: Ulysses' inbound exchanges (Q, K, V and dO), ring's
+  /// K/V blocks; see Payload.
   Payload payload = Payload::kNative;
 
   Status validate() const;

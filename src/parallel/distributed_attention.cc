@@ -95,17 +95,9 @@ Status PlanConfig::validate() const {
     return arg_error(api, "payload", "is not a Payload value", static_cast<int>(payload),
                      "kNative (0) or kFp8 (1)");
   }
-  if (payload == Payload::kFp8) {
-    if (parallel.strategy != Strategy::kUlysses) {
-      return arg_error(api, "payload",
-                       str_cat("fp8 is for strategy ulysses (got strategy ",
-                               strategy_name(parallel.strategy), ")"),
-                       payload_name(payload), "native");
-    }
-    if (dtype == DType::kFloat8E4M3 || dtype == DType::kFloat8E5M2) {
-      return arg_error(api, "payload", "fp8 needs activations wider than fp8 (dtype)",
-                       dtype_name(dtype), "native, or dtype bf16, fp16, fp32 or fp64");
-    }
+  if (payload == Payload::kFp8 && (dtype == DType::kFloat8E4M3 || dtype == DType::kFloat8E5M2)) {
+    return arg_error(api, "payload", "fp8 needs activations wider than fp8 (dtype)",
+                     dtype_name(dtype), "native, or dtype bf16, fp16, fp32 or fp64");
   }
   return Status::ok();
 }
@@ -122,9 +114,6 @@ Status DistributedAttention::check_support(const PlanConfig& config, const Commu
                      str_cat(kernel.name(), " on ", kernel.device().to_string()),
                      comm.device().to_string());
   }
-  if (config.parallel.strategy != Strategy::kUlysses) {
-    return parallel::ring_check_support(config, comm, kernel);
-  }
   if (config.payload == Payload::kFp8 && !comm.device().is_host() &&
       config.dtype != DType::kBFloat16 && config.dtype != DType::kFloat16 &&
       config.dtype != DType::kFloat32) {
@@ -132,6 +121,9 @@ Status DistributedAttention::check_support(const PlanConfig& config, const Commu
         "ulysses::DistributedAttention::create: payload fp8 on a device needs dtype bf16, fp16 or "
         "fp32 (got ",
         dtype_name(config.dtype), ")"));
+  }
+  if (config.parallel.strategy != Strategy::kUlysses) {
+    return parallel::ring_check_support(config, comm, kernel);
   }
   ULYSSES_ASSIGN_OR_RETURN(
       auto routing,

@@ -29,6 +29,11 @@
 // Ring with bshd shards (U = 1) needs no copy where the caller's tensor will do: the shard's rows
 // are the head buffers' rows, so backward reads dO in place, and with kLseOnly Q and O too (forward
 // reads q and finalizes straight into o).
+// Payload::kFp8: K and V travel the ring as FP8 rows. Once kv_own is built, it is packed into FP8
+// rows in the first ring buffer and turned back in place, so this rank's kernels read the values
+// every other rank will decode; the ring buffers then carry codes, and each arriving block is
+// turned back into kv_cur (plan dtype) before its step's kernels. The Ulysses exchange inside the
+// group stays native.
 //
 // Causal zigzag steps without a window (c rows per chunk):
 //   t = 0:  Q (2c) x KV (2c), causal: chunk order j < J makes the concatenation exact;
@@ -195,6 +200,7 @@ class RingAttention final : public DistributedAttention {
     lse_only_ = config.training && config.saved_activations == SavedActivations::kLseOnly;
     in_place_ = U_ == 1 && config.layout == Layout::kBSHD;
     qo_in_place_ = in_place_ && lse_only_;
+    fp8_ = config.payload == Payload::kFp8;
     for (int t = 0; t < R_; ++t) steps_.push_back(blocks_of_step(config, j_, t));
     // When step 0 is one call over every row (no window), it writes the fp32 accumulators itself:
     // no reset and no first merge (the LSE accumulator must then be the kernel's fp32).
@@ -278,6 +284,7 @@ class RingAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(
           to_heads(a.q, a.k, a.v, at(ws, send_q_), at(ws, send_kv_), q_full, kv_own, stream));
     }
+    ULYSSES_RETURN_IF_ERROR(round_kv(kv_own, ws, stream));
 
     // 2. Ring steps.
     const TensorView o_acc = rows_view(at(ws, o_acc_), hq_, 0, hq_, acc_, 0, 2 * c_);
@@ -288,7 +295,7 @@ class RingAttention final : public DistributedAttention {
     for (int t = 0; t < R_; ++t) {
       char* cur = kv_at(t, kv_own, ws);
       ULYSSES_RETURN_IF_ERROR(pass_kv(t, cur, ws, side));
-      if (t > 0) ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_arrived(t)));
+      if (t > 0) ULYSSES_RETURN_IF_ERROR(arrived(t, ws, stream));
       for (const Block& b : steps_[static_cast<std::size_t>(t)]) {
         LocalForwardArgs la;
         la.q = qo_in_place_ ? shard_rows(a.q, b.q_row, b.q_rows)
@@ -404,6 +411,7 @@ class RingAttention final : public DistributedAttention {
       }
       ULYSSES_RETURN_IF_ERROR(comm_.group_end());
     }
+    ULYSSES_RETURN_IF_ERROR(round_kv(kv_own, ws, stream));
     // Rows of the head-layout Q, O and dO, or of the caller's tensors where they are read in place.
     auto q_rows = [&](std::int64_t row0, std::int64_t rows) {
       return qo_in_place_ ? shard_rows(a.q, row0, rows)
@@ -449,7 +457,7 @@ class RingAttention final : public DistributedAttention {
       char* cur = kv_at(t, kv_own, ws);
       char* dkv = at(ws, dkv_buf_[static_cast<std::size_t>(t % 2)]);
       ULYSSES_RETURN_IF_ERROR(pass_kv(t, cur, ws, side));
-      if (t > 0) ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_arrived(t)));
+      if (t > 0) ULYSSES_RETURN_IF_ERROR(arrived(t, ws, stream));
       bool first = true;
       for (const Block& b : steps_[static_cast<std::size_t>(t)]) {
         LocalBackwardArgs lb;
@@ -627,24 +635,57 @@ class RingAttention final : public DistributedAttention {
   }
   TensorView act(const TensorView& t) const { return as_bshd(t, config_.layout); }
 
-  // The KV block of step t: this rank's own, then the two ring buffers in turn.
+  // The KV block the kernels of step t read: this rank's own, then the two ring buffers in turn
+  // (fp8: every arriving block is turned back into kv_cur).
   char* kv_at(int t, char* own, char* ws) const {
-    return t == 0 ? own : at(ws, kv_ring_[static_cast<std::size_t>(t % 2)]);
+    if (t == 0) return own;
+    return at(ws, fp8_ ? kv_cur_ : kv_ring_[static_cast<std::size_t>(t % 2)]);
   }
 
   // On the side stream: the block of step t goes on to the next rank while the one of step t + 1
-  // arrives from the previous one, into the buffer step t - 1 used (so after its kernels).
+  // arrives from the previous one, into the buffer step t - 1 used (so after its kernels). fp8:
+  // the ring buffers hold codes, this rank's own in the first one (round_kv()).
   Status pass_kv(int t, char* cur, char* ws, Stream side) {
     if (t + 1 >= R_) return Status::ok();
     if (t > 0) ULYSSES_RETURN_IF_ERROR(streams_->wait(side, ev_computed(t - 1)));
-    const std::size_t bytes = kv_bytes(dtype_);
+    const std::size_t bytes = ring_bytes();
+    const char* send = fp8_ ? at(ws, kv_ring_[static_cast<std::size_t>(t % 2)]) : cur;
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
-    ULYSSES_RETURN_IF_ERROR(comm_.send(cur, bytes, next_, side));
+    ULYSSES_RETURN_IF_ERROR(comm_.send(send, bytes, next_, side));
     ULYSSES_RETURN_IF_ERROR(
         comm_.recv(at(ws, kv_ring_[static_cast<std::size_t>((t + 1) % 2)]), bytes, prev_, side));
     ULYSSES_RETURN_IF_ERROR(comm_.group_end());
     return streams_->record(ev_arrived(t + 1), side);
   }
+
+  // Step t > 0 on the compute stream: wait for the block, and (fp8) turn its codes back into
+  // kv_cur, which the previous step's kernels are done with (same stream).
+  Status arrived(int t, char* ws, Stream stream) {
+    ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_arrived(t)));
+    if (!fp8_) return Status::ok();
+    return kernels::dequantize_fp8(fp8_kv(at(ws, kv_ring_[static_cast<std::size_t>(t % 2)])),
+                                   kv_message(at(ws, kv_cur_)), comm_.device(), stream);
+  }
+
+  // fp8: kv_own into FP8 rows in the first ring buffer (what step 0 sends), and back into kv_own,
+  // so this rank's kernels read the values every other rank decodes. Backward does it again on
+  // the saved (or rebuilt) kv_own: the codes of rounded values decode to the same values.
+  Status round_kv(char* kv_own, char* ws, Stream stream) {
+    if (!fp8_) return Status::ok();
+    const std::int64_t row = static_cast<std::int64_t>(2 * hkv_) * D_;
+    const TensorView own = TensorView::strided(kv_own, dtype_, {B_, 2 * c_, 2 * hkv_, D_},
+                                               {row, B_ * row, D_, 1}, comm_.device());
+    const kernels::Fp8MessageLayout codes = fp8_kv(at(ws, kv_ring_[0]));
+    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads_fp8(own, zero_map_, 2 * hkv_, codes, 0, stream));
+    return kernels::dequantize_fp8(codes, kv_message(kv_own), comm_.device(), stream);
+  }
+  // A KV block [2c][B][2 hkv][D] as FP8 rows, and as a one-peer message of the plan's dtype.
+  kernels::Fp8MessageLayout fp8_kv(char* data) const { return {data, 1, 2 * c_, B_, 2 * hkv_, D_}; }
+  kernels::MessageLayout kv_message(char* data) const {
+    return {data, dtype_, 1, 2 * c_, B_, 2 * hkv_, D_};
+  }
+  // Bytes of one ring buffer: a KV block, or its FP8 rows.
+  std::size_t ring_bytes() const { return fp8_ ? fp8_kv(nullptr).peer_bytes() : kv_bytes(dtype_); }
 
   // Bytes of one group row ([B][channels][width]) and of a whole KV block.
   std::size_t row_bytes(int channels, DType dtype, std::int64_t width = -1) const {
@@ -763,10 +804,11 @@ class RingAttention final : public DistributedAttention {
     }
     // Forward scratch (O comes back into send_q's region: same size, dead by then). The KV ring
     // buffers come first, at the offsets backward uses too.
-    if (R_ > 1) {
-      kv_ring_[0] = fwd.take(kv_bytes(dtype_));
-      kv_ring_[1] = fwd.take(kv_bytes(dtype_));
-    }
+    // fp8: the first ring buffer holds this rank's own codes even with one ring step; arriving
+    // blocks are turned back into kv_cur.
+    if (R_ > 1 || fp8_) kv_ring_[0] = fwd.take(ring_bytes());
+    if (R_ > 1) kv_ring_[1] = fwd.take(ring_bytes());
+    if (R_ > 1 && fp8_) kv_cur_ = fwd.take(kv_bytes(dtype_));
     if (U_ > 1) {
       send_q_ = fwd.take(msg_q);
       send_kv_ = fwd.take(msg_kv);
@@ -785,10 +827,9 @@ class RingAttention final : public DistributedAttention {
         bwd.take(kv_bytes(dtype_));
         if (!qo_in_place_) bwd.take(q_bytes);
       }
-      if (R_ > 1) {
-        bwd.take(kv_bytes(dtype_));  // kv_ring_[0]
-        bwd.take(kv_bytes(dtype_));  // kv_ring_[1]
-      }
+      if (R_ > 1 || fp8_) bwd.take(ring_bytes());      // kv_ring_[0]
+      if (R_ > 1) bwd.take(ring_bytes());              // kv_ring_[1]
+      if (R_ > 1 && fp8_) bwd.take(kv_bytes(dtype_));  // kv_cur_
       if (!in_place_) do_head_ = bwd.take(q_bytes);
       dq_acc_ = bwd.take(rows * row_bytes(hq_, acc_));
       // Per-block gradients, unless the kernel adds them to the sums itself (see block_problem).
@@ -841,6 +882,7 @@ class RingAttention final : public DistributedAttention {
   bool lse_only_ = false;     // SavedActivations::kLseOnly (training)
   bool in_place_ = false;     // U = 1, bshd: backward reads dO in the caller's tensor
   bool qo_in_place_ = false;  // and, with lse_only_, Q and O too
+  bool fp8_ = false;          // Payload::kFp8: the ring carries K and V as FP8 rows
   std::size_t bwd_send_q_ = 0, bwd_send_kv_ = 0, bwd_send_o_ = 0;
   std::int64_t max_seqs_ = 1;
   int num_seqs_ = 0;
@@ -849,7 +891,7 @@ class RingAttention final : public DistributedAttention {
   std::size_t tables_off_ = 0;
   std::size_t send_q_ = 0, send_kv_ = 0, lse_recv_ = 0, o_acc_ = 0, lse_acc_ = 0, o_blk_ = 0,
               lse_blk_ = 0;
-  std::size_t kv_ring_[2] = {0, 0}, dkv_buf_[2] = {0, 0};
+  std::size_t kv_ring_[2] = {0, 0}, dkv_buf_[2] = {0, 0}, kv_cur_ = 0;
   std::size_t do_head_ = 0, dq_acc_ = 0, dq_blk_ = 0, dkv_blk_ = 0, send_do_ = 0, grad_q_ = 0,
               grad_kv_ = 0, dkv_recv_ = 0, dsinks_local_ = 0;
   std::size_t kernel_ws_ = 0, kernel_ws_bytes_ = 0, workspace_bytes_ = 0, saved_bytes_ = 0;

@@ -124,12 +124,16 @@ inline GpuInputs make_gpu_inputs(const GpuCase& c, std::mt19937_64& rng) {
   return in;
 }
 
-/// What the head owners' kernel reads under c.payload: the inputs themselves, or (kFp8) Q, K, V and
-/// dO rounded row by row as they travel (fp8_rounded, modelled on the host from the definition).
+/// What the kernels read under c.payload: the inputs themselves, or (kFp8) what travels rounded row
+/// by row (fp8_rounded, modelled on the host from the definition): Ulysses' Q, K, V and dO; ring's
+/// and hybrid's K and V.
 inline GpuInputs as_delivered(const GpuCase& c, const GpuInputs& in) {
   GpuInputs r = in;
-  if (c.payload == Payload::kFp8) {
+  if (c.payload != Payload::kFp8) return r;
+  if (c.strategy == Strategy::kUlysses) {
     for (HostTensor* t : {&r.q, &r.k, &r.v, &r.d_o}) *t = fp8_rounded(*t);
+  } else {
+    for (HostTensor* t : {&r.k, &r.v}) *t = fp8_rounded(*t);
   }
   return r;
 }

@@ -84,8 +84,9 @@ TEST_P(DeviceLoopbackRing, WithinTwiceTheSingleGpuError) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   const testing::GpuInputs in = testing::make_gpu_inputs(c, rng);
-  const testing::GpuOutputs single = testing::run_single_gpu(c, in);
-  const testing::GpuOutputs truth = testing::run_reference_fp64(c, in);
+  const testing::GpuInputs delivered = testing::as_delivered(c, in);  // fp8: K, V rounded
+  const testing::GpuOutputs single = testing::run_single_gpu(c, delivered);
+  const testing::GpuOutputs truth = testing::run_reference_fp64(c, delivered);
   auto comms = create_device_loopback_group(c.P, 0);
   ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
   const testing::GpuOutputs dist = testing::run_distributed(c, in, *comms, [](int) { return 0; });
@@ -112,6 +113,33 @@ GpuCase packed_case(std::string name, Strategy strategy, int P, int U, std::int6
   for (std::int32_t l : lens) c.cu.push_back(c.cu.back() + l);
   return c;
 }
+
+// Payload::kFp8: K and V travel the ring as fp8 rows and the owners compute with the rounded values
+// too, so the 2x rule holds against one GPU and the FP64 truth on K and V rounded by the host
+// model.
+INSTANTIATE_TEST_SUITE_P(Fp8, DeviceLoopbackRing,
+                         ::testing::Values(
+                             fp8_case(ring_case("fp8_ring_p2_gqa_causal", Strategy::kRing, 2, 0,
+                                                512, 8, 2, true, false)),
+                             [] {
+                               GpuCase c = fp8_case(ring_case("fp8_ring_p4_window_sinks_lse_only",
+                                                              Strategy::kRing, 4, 0, 1024, 8, 4,
+                                                              true, true, 100));
+                               c.saved = SavedActivations::kLseOnly;
+                               return c;
+                             }(),
+                             fp8_case(ring_case("fp8_hybrid_2x2_gqa_causal_sinks",
+                                                Strategy::kHybrid, 4, 2, 512, 8, 4, true, true)),
+                             fp8_case(ring_case("fp8_hybrid_4x2_replicated_kv_causal",
+                                                Strategy::kHybrid, 8, 4, 1024, 8, 2, true, false)),
+                             [] {
+                               GpuCase c = fp8_case(packed_case("fp8_packed_ring_p2_gqa_causal",
+                                                                Strategy::kRing, 2, 0, 1024, 8, 2,
+                                                                true, {100, 333, 7, 450}));
+                               c.dtype = DType::kFloat16;
+                               return c;
+                             }()),
+                         [](const auto& param_info) { return param_info.param.name; });
 
 INSTANTIATE_TEST_SUITE_P(
     Packed, DeviceLoopbackRing,

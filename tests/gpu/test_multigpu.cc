@@ -239,8 +239,9 @@ void ring_within_2x(GpuCase c, bool peer_copy) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   const testing::GpuInputs in = testing::make_gpu_inputs(c, rng);
-  const testing::GpuOutputs single = testing::run_single_gpu(c, in, 0);
-  const testing::GpuOutputs truth = testing::run_reference_fp64(c, in);
+  const testing::GpuInputs delivered = testing::as_delivered(c, in);  // fp8: K, V rounded
+  const testing::GpuOutputs single = testing::run_single_gpu(c, delivered, 0);
+  const testing::GpuOutputs truth = testing::run_reference_fp64(c, delivered);
   auto comms = peer_copy ? peer_copy_group(c.P) : nccl_group(c.P);
   const testing::GpuOutputs dist = testing::run_distributed(c, in, comms, device_of_rank);
   testing::expect_ring_within_2x(c, single, dist, truth);
@@ -259,6 +260,13 @@ GpuCase ring_window_sinks_lse_only() {
   return c;
 }
 
+// K and V travel the ring as fp8 rows (the GQA causal case).
+GpuCase ring_fp8() {
+  GpuCase c = testing::multi_gpu_ring_case("ring_fp8_gqa_causal", Strategy::kRing, true, false);
+  c.payload = Payload::kFp8;
+  return c;
+}
+
 // The KV blocks and dK/dV sums hop as copy-engine copies; only the LSE saved in one case.
 class PeerCopyRing : public ::testing::TestWithParam<GpuCase> {};
 
@@ -270,7 +278,7 @@ TEST_P(PeerCopyRing, WithinTwiceTheSingleGpuError) {
 INSTANTIATE_TEST_SUITE_P(
     Gpus, PeerCopyRing,
     ::testing::Values(testing::multi_gpu_ring_case("ring_gqa_causal", Strategy::kRing, true, false),
-                      ring_window_sinks_lse_only()),
+                      ring_window_sinks_lse_only(), ring_fp8()),
     [](const auto& param_info) { return param_info.param.name; });
 
 // Ring and hybrid steps captured into a CUDA graph and replayed (NCCL on every local GPU; with one
@@ -289,7 +297,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(testing::multi_gpu_ring_case("ring_gqa_causal", Strategy::kRing, true, false),
                       ring_window_sinks_lse_only(),
                       testing::multi_gpu_ring_case("hybrid_one_group_window_sinks",
-                                                   Strategy::kHybrid, true, true, 200)),
+                                                   Strategy::kHybrid, true, true, 200),
+                      ring_fp8()),
     [](const auto& param_info) { return param_info.param.name; });
 
 using testing::multi_gpu_ring_case;
@@ -300,7 +309,7 @@ INSTANTIATE_TEST_SUITE_P(
         multi_gpu_ring_case("ring_gqa_causal", Strategy::kRing, true, false),
         multi_gpu_ring_case("ring_full_sinks", Strategy::kRing, false, true),
         multi_gpu_ring_case("hybrid_one_group_window_sinks", Strategy::kHybrid, true, true, 200),
-        multi_gpu_ring_case("ring_causal_window_300", Strategy::kRing, true, true, 300),
+        multi_gpu_ring_case("ring_causal_window_300", Strategy::kRing, true, true, 300), ring_fp8(),
         [] {
           // Packed sequences at offsets padded for up to 8 GPUs (multiples of 16).
           GpuCase c = multi_gpu_ring_case("ring_packed_causal", Strategy::kRing, true, false);

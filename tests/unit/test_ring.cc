@@ -163,6 +163,7 @@ struct RunOptions {
   std::size_t* workspace_bytes = nullptr;
   std::size_t* saved_bytes = nullptr;
   bool strided = false;  // activations as views into wider tensors
+  Payload payload = Payload::kNative;
 };
 
 // The distributed run: each rank copies its (zigzag) shard in, runs, and places its outputs back.
@@ -179,7 +180,8 @@ Tensors distributed(const Case& c, const Inputs& in, std::vector<HostTensor>& ds
                        .batch = c.B,
                        .seqlen = c.S,
                        .training = c.training,
-                       .saved_activations = run.saved};
+                       .saved_activations = run.saved,
+                       .payload = run.payload};
   const std::int64_t Sl = c.S / c.P;
   const std::vector<std::int32_t> cu = c.packed() ? c.cu() : std::vector<std::int32_t>{};
   auto st = testing::run_ranks(c.P, [&](int r, Communicator& comm) -> Status {
@@ -398,6 +400,87 @@ std::vector<Case> lse_only_cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Loopback, RingLseOnly, ::testing::ValuesIn(lse_only_cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+// Payload::kFp8: K and V travel the ring as FP8 rows, and the rank that owns a block computes with
+// the rounded values too, so every result is bitwise ring's native one on K and V rounded that way
+// (Q, dO and the sinks unchanged) -- whatever forward saved and whether the kernel adds its block
+// gradients itself. The workspace stays that of native: the ring buffers hold codes at about half
+// size, plus one block to decode into (half a block more with a single ring step).
+class RingFp8 : public ::testing::TestWithParam<Case> {};
+
+TEST_P(RingFp8, BitwiseTheNativeRingOnRoundedKeysAndValues) {
+  const Case c = GetParam();
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Inputs in = make_inputs(c, rng);
+  Inputs rounded = in;
+  rounded.k = testing::fp8_rounded(in.k);
+  rounded.v = testing::fp8_rounded(in.v);
+  EXPECT_GT(testing::compare_bits(in.k, rounded.k).count, in.k.numel() / 2);
+  EXPECT_GT(testing::compare_bits(in.v, rounded.v).count, in.v.numel() / 2);
+  std::vector<HostTensor> dsinks_want;
+  std::size_t ws_native = 0;
+  const Tensors want = distributed(c, rounded, dsinks_want, {.workspace_bytes = &ws_native});
+  const std::vector<std::pair<std::string, RunOptions>> runs = {
+      {"heads", {}},
+      {"lse", {.saved = SavedActivations::kLseOnly}},
+      {"staged", {.staged = true}},
+  };
+  for (auto [name, run] : runs) {
+    SCOPED_TRACE(name);
+    std::size_t ws_fp8 = 0;
+    run.payload = Payload::kFp8;
+    run.workspace_bytes = &ws_fp8;
+    std::vector<HostTensor> dsinks;
+    const Tensors got = distributed(c, in, dsinks, run);
+    EXPECT_EQ(testing::count_nan(got.o), 0) << "O elements never written";
+    EXPECT_BITWISE_EQ(want.o, got.o, "O");
+    EXPECT_BITWISE_EQ(want.lse, got.lse, "LSE");
+    if (c.training) {
+      EXPECT_BITWISE_EQ(want.dq, got.dq, "dQ");
+      EXPECT_BITWISE_EQ(want.dk, got.dk, "dK");
+      EXPECT_BITWISE_EQ(want.dv, got.dv, "dV");
+      for (int r = 0; r < c.P && c.sinks; ++r) {
+        const auto i = static_cast<std::size_t>(r);
+        EXPECT_BITWISE_EQ(dsinks_want[i], dsinks[i], "dSinks rank " + std::to_string(r));
+      }
+    }
+    if (name != "heads") continue;
+    // One KV block of the group: 2c rows of B x 2 hkv heads.
+    const int U = c.strategy == Strategy::kHybrid ? c.U : 1;
+    const std::size_t rows = static_cast<std::size_t>(c.B * c.S / (c.P / U)) *
+                             static_cast<std::size_t>(2 * std::max(1, c.Hkv / U));
+    const std::size_t codes = rows * static_cast<std::size_t>(c.D + 1);
+    const bool one_step = c.P == U;
+    EXPECT_LE(ws_fp8, ws_native + (one_step ? codes : 2 * rows) + 3 * 256)
+        << "fp8 " << ws_fp8 << " native " << ws_native;
+  }
+}
+
+std::vector<Case> fp8_cases() {
+  const auto bf16 = DType::kBFloat16, fp16 = DType::kFloat16, fp32 = DType::kFloat32,
+             fp64 = DType::kFloat64;
+  const auto ring = Strategy::kRing, hybrid = Strategy::kHybrid;
+  Case packed{"packed_ring_p2_gqa_bf16_causal", ring, 2, 0, 1, 40, 4, 2, 16, bf16, true};
+  packed.lens = {5, 12, 1, 9};
+  Case inference{"ring_p2_inference_bf16_sinks", ring, 2, 0, 1, 16, 4, 2, 16, bf16, true};
+  inference.sinks = true;
+  inference.training = false;
+  return {
+      {"ring_p2_gqa_bf16_causal_sinks", ring, 2, 0, 2, 32, 4, 2, 16, bf16, true, -1, -1, true},
+      {"ring_p4_mqa_fp32_window", ring, 4, 0, 1, 32, 4, 1, 8, fp32, true, 5},
+      {"ring_p3_fp64_odd_dim_full", ring, 3, 0, 1, 18, 2, 2, 5, fp64},
+      {"hybrid_2x2_gqa_bf16_causal", hybrid, 4, 2, 2, 24, 8, 4, 8, bf16, true},
+      {"hybrid_4x2_replicated_kv_fp16_causal", hybrid, 8, 4, 1, 32, 8, 2, 8, fp16, true},
+      {"hybrid_4x1_one_step_fp32_sinks", hybrid, 4, 4, 1, 16, 4, 4, 8, fp32, true, -1, -1, true},
+      packed,
+      inference,
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(Loopback, RingFp8, ::testing::ValuesIn(fp8_cases()),
                          [](const auto& param_info) { return param_info.param.name; });
 
 std::vector<Case> cases() {

@@ -234,21 +234,6 @@ std::vector<PlanRule> plan_rules() {
        [](PlanConfig& c) { c.payload = static_cast<Payload>(7); },
        SC::kInvalidArgument,
        {"payload", "got 7"}},
-      {"fp8_payload_with_ring",
-       [](PlanConfig& c) {
-         c.parallel.strategy = Strategy::kRing;
-         c.payload = Payload::kFp8;
-       },
-       SC::kInvalidArgument,
-       {"payload", "got fp8", "strategy ring", "native"}},
-      {"fp8_payload_with_hybrid",
-       [](PlanConfig& c) {
-         c.parallel.strategy = Strategy::kHybrid;
-         c.parallel.ulysses_degree = 2;
-         c.payload = Payload::kFp8;
-       },
-       SC::kInvalidArgument,
-       {"payload", "strategy hybrid"}},
       {"fp8_payload_of_fp8_activations",
        [](PlanConfig& c) {
          c.dtype = DType::kFloat8E4M3;
@@ -378,14 +363,18 @@ class OnDeviceKernel final : public LocalAttention {
 
 TEST(Validation, Fp8PayloadOnADeviceNeedsADtypeItsKernelsTake) {
   OnDeviceKernel kernel;
-  const auto st = testing::run_ranks(2, [&](int, Communicator& comm) -> Status {
-    OnDeviceComm on_device(comm);
-    PlanConfig c = good_config(2);
-    c.dtype = DType::kFloat64;
-    c.payload = Payload::kFp8;
-    return DistributedAttention::create(c, on_device, kernel).status();
-  });
-  expect_everywhere(st, StatusCode::kUnsupported, {"payload fp8", "device", "fp64", "fp32"});
+  for (Strategy strategy : {Strategy::kUlysses, Strategy::kRing}) {
+    const auto st = testing::run_ranks(2, [&](int, Communicator& comm) -> Status {
+      OnDeviceComm on_device(comm);
+      PlanConfig c = good_config(2);
+      c.parallel.strategy = strategy;
+      c.dtype = DType::kFloat64;
+      c.payload = Payload::kFp8;
+      return DistributedAttention::create(c, on_device, kernel).status();
+    });
+    SCOPED_TRACE(strategy_name(strategy));
+    expect_everywhere(st, StatusCode::kUnsupported, {"payload fp8", "device", "fp64", "fp32"});
+  }
 }
 
 TEST(Validation, PayloadNamesRoundTrip) {
