@@ -6,7 +6,8 @@
 # through ncclAlltoAll, a group of ncclSend/ncclRecv, and copy-engine copies, side by side, NCCL rows
 # also as CUDA graph replays), overlap
 # (bench only: head chunks pipelined with the kernel over NCCL and over copy engines), fp8 (bench
-# only: native vs fp8 payloads of the inbound exchanges, over NCCL and copy engines).
+# only: native vs fp8 payloads, ulysses' inbound exchanges and ring's K/V hops, over NCCL and copy
+# engines).
 # Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and writes logs and JSON to
 # $OUT (or ./gpu-out). Keeps NVLink multicast off for every process it starts.
 set -uo pipefail
@@ -61,7 +62,7 @@ if [[ $mode == overlap ]]; then  # does overlap pay once the exchanges leave the
               --iters 3 "${bench_args[@]}")
 fi
 if [[ $mode == fp8 ]]; then  # what halving the inbound bytes buys, and what it costs in accuracy
-  bench_args=(--seq 8192,32768,131072 --strategy ulysses --chunks 1 --payload native,fp8
+  bench_args=(--seq 8192,32768,131072 --strategy ulysses,ring --chunks 1 --payload native,fp8
               --transport nccl,peer --iters 5 "${bench_args[@]}")
 fi
 if [[ $mode != bench-only && $mode != ring && $mode != a2a && $mode != overlap &&
