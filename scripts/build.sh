@@ -4,5 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=()
 [[ "${CI:-}" == "true" ]] && extra+=(-DULYSSES_WERROR=ON)
+# The Python tests run on the python3 that install_deps.sh gave numpy to.
+command -v python3 >/dev/null && extra+=("-DPython3_EXECUTABLE=$(command -v python3)")
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "${extra[@]}" "$@" >/dev/null
 cmake --build build -j "$(nproc)"

@@ -36,7 +36,7 @@ run() {  # name, timeout, command...
   echo "=== $name" | tee -a "$OUT/summary.txt"
   timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
   local r=$?
-  grep -E "(^|>:)\[  (PASSED|FAILED) |tests? ran|FAILED TEST|timeout path" "$OUT/$name.log" | tail -15 | tee -a "$OUT/summary.txt"
+  grep -E "(^|>:)\[  (PASSED|FAILED) |tests? ran|FAILED TEST|timeout path|^Ran [0-9]+ tests?|^OK|^FAILED \(" "$OUT/$name.log" | tail -15 | tee -a "$OUT/summary.txt"
   [[ $r -ne 0 ]] && { echo "$name: exit $r" | tee -a "$OUT/summary.txt"; rc=1; }
   return 0
 }
@@ -73,6 +73,12 @@ if [[ $mode != bench-only && $mode != ring && $mode != a2a && $mode != overlap &
   fi
   run gpu_ulysses 400 $BIN/test_gpu_ulysses
   run multigpu 300 $BIN/test_multigpu  # NCCL cases skip on one GPU; peer-copy ones run there too
+  # The Python package with PyTorch (the machine's venv), on the library built here.
+  py=${PYTHON:-/opt/torch/.venv/bin/python3}
+  if [[ -x $py && -f $BIN/libulysses_c.so ]]; then
+    run python_torch 300 env -C tests/python PYTHONPATH="$PWD/python" \
+      ULYSSES_LIBRARY="$PWD/$BIN/libulysses_c.so" "$py" -m unittest -v test_torch_gpu test_c_api
+  fi
   # The other launch mode: one process per GPU under mpirun (all GPUs, and 2 when there are more).
   if ((ngpu >= 2)) && [[ -x $BIN/test_mpi ]] && command -v mpirun >/dev/null; then
     ldd $BIN/test_mpi | grep -E "libmpi|not found" | tee -a "$OUT/env.txt"

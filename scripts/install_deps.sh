@@ -2,7 +2,8 @@
 # Installs what building and testing ulysses needs, pinned, only where it is missing:
 #   Debian: cmake, ninja, g++, GoogleTest 1.12.1, CLI11 2.1.2, clang-format 14, OpenMPI 4.1.4
 #           (for test_mpi, the one-process-per-GPU launch mode; the library itself needs no MPI)
-#   PyPI:   nvidia-cudnn-frontend 1.32.0 (headers only; into .deps/, used by the CUDA build)
+#   PyPI:   nvidia-cudnn-frontend 1.32.0 (headers only; into .deps/, used by the CUDA build),
+#           numpy 2.2.6 (into .deps/python, for the Python package's tests)
 # The CUDA toolkit (nvcc, NCCL, cuDNN) is expected on the machine already.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,4 +54,12 @@ if not found:
     sys.exit("install_deps: include/cudnn_frontend.h not found in " + wheel.name)
 PY
   rm -rf "$tmp"
+fi
+
+# numpy for tests/python (the package itself needs only the standard library).
+NUMPY_VERSION=2.2.6
+if ! PYTHONPATH=.deps/python python3 -c "import numpy, sys; sys.exit(numpy.__version__ != '$NUMPY_VERSION')" \
+    2>/dev/null; then
+  echo "install_deps: installing numpy==$NUMPY_VERSION into .deps/python"
+  python3 -m pip install -q --disable-pip-version-check --target .deps/python "numpy==$NUMPY_VERSION"
 fi

@@ -1,0 +1,373 @@
+"""ulysses: sequence-parallel (context-parallel) attention, from Python.
+
+A thin layer over the C API (include/ulysses/c_api.h, loaded with ctypes): the same plans,
+communicators and kernels as the C++ library, no framework needed. Tensors are passed as PyTorch
+tensors or NumPy arrays (any strides with head_dim contiguous; the library checks shapes, dtypes and
+devices and says what is wrong). Errors raise UlyssesError, which keeps the library's status code.
+
+    import ulysses
+    comms = ulysses.loopback_group(2)                  # or nccl_communicator(...) per GPU
+    cfg = ulysses.PlanConfig(num_heads_q=8, num_heads_kv=2, head_dim=64, causal=True,
+                             cp=2, seqlen=4096, dtype="fp32")
+    plan = ulysses.Plan(cfg, comms[rank], ulysses.reference_kernel())   # on every rank
+    plan.forward(q, k, v, o, workspace=ws, saved=saved)                 # this rank's shard
+
+ulysses.torch has an autograd module for PyTorch users.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+from typing import Optional, Sequence
+
+from . import _capi
+
+__all__ = [
+    "UlyssesError",
+    "PlanConfig",
+    "Communicator",
+    "Kernel",
+    "Plan",
+    "loopback_group",
+    "device_loopback_group",
+    "peer_copy_group",
+    "nccl_unique_id",
+    "nccl_communicator",
+    "reference_kernel",
+    "cudnn_kernel",
+    "shard_token_ranges",
+    "cuda_device_count",
+    "built_with_cuda",
+    "cudnn_version",
+]
+
+_lib = _capi.load()
+
+_CODES = {
+    1: "INVALID_ARGUMENT",
+    2: "CONFIG_MISMATCH",
+    3: "UNSUPPORTED",
+    4: "COMM_ERROR",
+    5: "TIMEOUT",
+    6: "OUT_OF_MEMORY",
+    7: "INTERNAL",
+}
+_DTYPES = {"fp64": 0, "fp32": 1, "fp16": 2, "bf16": 3, "fp8e4m3": 4, "fp8e5m2": 5}
+_STRATEGIES = {"ulysses": 0, "ring": 1, "hybrid": 2}
+_LAYOUTS = {"bshd": 0, "thd": 1}
+_SAVED = {"heads": 0, "lse": 1}
+_PAYLOADS = {"native": 0, "fp8": 1}
+
+
+class UlyssesError(RuntimeError):
+    """A non-OK Status: `code` is its name ("INVALID_ARGUMENT", ...), str(e) the full message."""
+
+    def __init__(self, code: int, message: str):
+        self.code = _CODES.get(code, f"CODE_{code}")
+        self.message = message
+        super().__init__(message)
+
+
+def _check(code: int) -> None:
+    if code != 0:
+        raise UlyssesError(code, _lib.ulysses_last_error().decode(errors="replace"))
+
+
+def _enum(table: dict, value, name: str) -> int:
+    if isinstance(value, int):
+        return value  # passed through: the library names a value it does not know
+    if value not in table:
+        raise UlyssesError(1, f"ulysses: {name} is not known (got {value!r}, expected one of "
+                              f"{', '.join(table)})")
+    return table[value]
+
+
+@dataclasses.dataclass
+class PlanConfig:
+    """ulysses::PlanConfig (attention.h documents every field). Enums by name: strategy "ulysses" |
+    "ring" | "hybrid", layout "bshd" | "thd", dtype "bf16" | "fp16" | "fp32" | "fp64",
+    saved_activations "heads" | "lse", payload "native" | "fp8"."""
+
+    num_heads_q: int = 0
+    num_heads_kv: int = 0
+    head_dim: int = 0
+    softmax_scale: Optional[float] = None
+    causal: bool = False
+    window_left: int = -1
+    window_right: int = -1
+    sinks: bool = False
+    strategy: str = "ulysses"
+    cp: int = 1
+    ulysses_degree: int = 0
+    layout: str = "bshd"
+    dtype: str = "bf16"
+    batch: int = 1
+    seqlen: int = 0
+    training: bool = True
+    overlap_chunks: int = 1
+    backward_keeps_saved: bool = False
+    saved_activations: str = "heads"
+    chunks_in_flight: int = 2
+    payload: str = "native"
+
+    def _c(self) -> _capi.PlanConfig:
+        c = _capi.PlanConfig()
+        _lib.ulysses_plan_config_init(ctypes.byref(c))
+        for f in ("num_heads_q", "num_heads_kv", "head_dim", "window_left", "window_right", "cp",
+                  "ulysses_degree", "batch", "seqlen", "overlap_chunks", "chunks_in_flight"):
+            setattr(c, f, int(getattr(self, f)))
+        for f in ("causal", "sinks", "training", "backward_keeps_saved"):
+            setattr(c, f, 1 if getattr(self, f) else 0)
+        c.softmax_scale = float(self.softmax_scale) if self.softmax_scale else 0.0
+        c.strategy = _enum(_STRATEGIES, self.strategy, "strategy")
+        c.layout = _enum(_LAYOUTS, self.layout, "layout")
+        c.dtype = _enum(_DTYPES, self.dtype, "dtype")
+        c.saved_activations = _enum(_SAVED, self.saved_activations, "saved_activations")
+        c.payload = _enum(_PAYLOADS, self.payload, "payload")
+        return c
+
+
+# --- tensors ---
+
+_TORCH_DTYPES = {"float64": 0, "float32": 1, "float16": 2, "bfloat16": 3,
+                 "float8_e4m3fn": 4, "float8_e5m2": 5}
+_NUMPY_DTYPES = {"<f8": 0, "<f4": 1, "<f2": 2}
+
+
+def _tensor(x, name: str) -> _capi.Tensor:
+    """A view of a PyTorch tensor or NumPy array (None: absent)."""
+    t = _capi.Tensor()
+    if x is None:
+        return t
+    if hasattr(x, "data_ptr") and hasattr(x, "stride"):  # torch.Tensor
+        dtype = str(x.dtype).replace("torch.", "")
+        if dtype not in _TORCH_DTYPES:
+            raise UlyssesError(1, f"ulysses: {name} has an unsupported dtype (got {dtype})")
+        t.data, t.dtype = x.data_ptr(), _TORCH_DTYPES[dtype]
+        t.device = x.device.index if x.device.type == "cuda" else -1
+        shape, strides = tuple(x.shape), tuple(x.stride())
+    elif hasattr(x, "__array_interface__"):  # numpy.ndarray
+        ai = x.__array_interface__
+        if ai["typestr"] not in _NUMPY_DTYPES:
+            raise UlyssesError(1, f"ulysses: {name} has an unsupported dtype (got {ai['typestr']})")
+        t.data, t.dtype, t.device = ai["data"][0], _NUMPY_DTYPES[ai["typestr"]], -1
+        shape, itemsize = tuple(x.shape), x.itemsize
+        strides = tuple(s // itemsize for s in x.strides)
+    else:
+        raise UlyssesError(1, f"ulysses: {name} is neither a torch.Tensor nor a numpy.ndarray "
+                              f"(got {type(x).__name__})")
+    if not 1 <= len(shape) <= 4:
+        raise UlyssesError(1, f"ulysses: {name} has {len(shape)} dimensions, expected 1..4")
+    t.ndim = len(shape)
+    for d, (n, s) in enumerate(zip(shape, strides)):
+        t.shape[d], t.strides[d] = n, s
+    return t
+
+
+def _pointer(x) -> Optional[int]:
+    """The address of a buffer: a tensor, an array, or an int (None: NULL)."""
+    if x is None or isinstance(x, int):
+        return x
+    if hasattr(x, "data_ptr"):
+        return x.data_ptr()
+    if hasattr(x, "__array_interface__"):
+        return x.__array_interface__["data"][0]
+    raise UlyssesError(1, f"ulysses: expected a buffer (tensor, array or address), got "
+                          f"{type(x).__name__}")
+
+
+def _stream(stream) -> Optional[int]:
+    """A cudaStream_t: None (the legacy default stream), an int, or a torch.cuda.Stream."""
+    if stream is None or isinstance(stream, int):
+        return stream
+    return stream.cuda_stream
+
+
+def _cu(cu_seqlens):
+    if cu_seqlens is None:
+        return None, 0
+    values = [int(v) for v in cu_seqlens]
+    return (ctypes.c_int32 * len(values))(*values), len(values)
+
+
+# --- communicators and kernels ---
+
+class Communicator:
+    """One rank's communicator. Use it from one thread at a time (one thread per rank when a
+    process drives several)."""
+
+    def __init__(self, handle: int):
+        self._h = ctypes.c_void_p(handle)
+
+    @property
+    def rank(self) -> int:
+        return _lib.ulysses_comm_rank(self._h)
+
+    @property
+    def size(self) -> int:
+        return _lib.ulysses_comm_size(self._h)
+
+    @property
+    def device(self) -> int:
+        """-1 for the host, else the CUDA device."""
+        return _lib.ulysses_comm_device(self._h)
+
+    def synchronize(self, stream=None) -> None:
+        _check(_lib.ulysses_comm_synchronize(self._h, _stream(stream)))
+
+    def __del__(self):
+        if getattr(self, "_h", None) and _lib is not None:
+            _lib.ulysses_comm_destroy(self._h)
+            self._h = None
+
+
+def _group(create, size: int):
+    handles = (ctypes.c_void_p * size)()
+    _check(create(handles))
+    return [Communicator(h) for h in handles]
+
+
+def loopback_group(size: int) -> list:
+    """`size` host ranks talking through shared memory (CPU; give each to its own thread)."""
+    return _group(lambda out: _lib.ulysses_loopback_group(size, out), size)
+
+
+def device_loopback_group(size: int, device: int = 0) -> list:
+    """`size` virtual ranks on one GPU (for testing P ranks on one device)."""
+    return _group(lambda out: _lib.ulysses_device_loopback_group(size, device, out), size)
+
+
+def peer_copy_group(devices: Sequence[int]) -> list:
+    """Rank r on devices[r], transfers as copy-engine copies (one process, several GPUs)."""
+    arr = (ctypes.c_int * len(devices))(*devices)
+    return _group(lambda out: _lib.ulysses_peer_copy_group(arr, len(devices), out), len(devices))
+
+
+def nccl_unique_id() -> bytes:
+    """NCCL's 128-byte unique id: create on one rank, send to the others (e.g. with
+    torch.distributed.broadcast_object_list)."""
+    buf = ctypes.create_string_buffer(128)
+    _check(_lib.ulysses_nccl_unique_id(buf))
+    return buf.raw
+
+
+def nccl_communicator(unique_id: bytes, size: int, rank: int, device: int,
+                      timeout_ms: int = 0) -> Communicator:
+    """An NCCL communicator ulysses owns (collective: every rank calls it with the same id)."""
+    if len(unique_id) != 128:
+        raise UlyssesError(1, f"ulysses: unique_id has {len(unique_id)} bytes, expected 128")
+    out = ctypes.c_void_p()
+    _check(_lib.ulysses_nccl_communicator(unique_id, size, rank, device, timeout_ms,
+                                          ctypes.byref(out)))
+    return Communicator(out.value)
+
+
+class Kernel:
+    """A local attention kernel (the reference or cuDNN). One per rank."""
+
+    def __init__(self, handle: int):
+        self._h = ctypes.c_void_p(handle)
+
+    def __del__(self):
+        if getattr(self, "_h", None) and _lib is not None:
+            _lib.ulysses_kernel_destroy(self._h)
+            self._h = None
+
+
+def reference_kernel() -> Kernel:
+    """The host reference kernel (CPU, any float dtype)."""
+    out = ctypes.c_void_p()
+    _check(_lib.ulysses_reference_kernel(ctypes.byref(out)))
+    return Kernel(out.value)
+
+
+def cudnn_kernel(device: int, deterministic: bool = False) -> Kernel:
+    """cuDNN's fused attention on `device` (bf16/fp16)."""
+    out = ctypes.c_void_p()
+    _check(_lib.ulysses_cudnn_kernel(device, 1 if deterministic else 0, ctypes.byref(out)))
+    return Kernel(out.value)
+
+
+# --- plans ---
+
+class Plan:
+    """ulysses::DistributedAttention for one rank. Creating it is collective (every rank, same
+    config); so are forward() and backward(). Keeps its communicator and kernel alive."""
+
+    def __init__(self, config: PlanConfig, comm: Communicator, kernel: Kernel):
+        self.config = config
+        self._comm, self._kernel = comm, kernel
+        out = ctypes.c_void_p()
+        c = config._c()
+        _check(_lib.ulysses_plan_create(ctypes.byref(c), comm._h, kernel._h, ctypes.byref(out)))
+        self._h = out
+
+    @property
+    def workspace_bytes(self) -> int:
+        return _lib.ulysses_plan_workspace_bytes(self._h)
+
+    @property
+    def saved_bytes(self) -> int:
+        return _lib.ulysses_plan_saved_bytes(self._h)
+
+    def forward(self, q, k, v, o, *, lse=None, sinks=None, cu_seqlens=None,
+                cu_seqlens_device=None, workspace=None, saved=None, stream=None) -> None:
+        """This rank's shard: q, k, v in, o (and lse) out; `saved` kept for backward.
+        cu_seqlens: packed (thd) batches, host ints; with a GPU kernel also cu_seqlens_device, the
+        same values as an int32 device buffer."""
+        a = _capi.ForwardArgs()
+        for n, x in (("q", q), ("k", k), ("v", v), ("o", o), ("lse", lse), ("sinks", sinks)):
+            setattr(a, n, _tensor(x, n))
+        cu, a.num_cu_seqlens = _cu(cu_seqlens)
+        if cu is not None:
+            a.cu_seqlens = cu
+        a.cu_seqlens_device = _pointer(cu_seqlens_device)
+        a.workspace, a.saved = _pointer(workspace), _pointer(saved)
+        _check(_lib.ulysses_plan_forward(self._h, ctypes.byref(a), _stream(stream)))
+
+    def backward(self, d_o, dq, dk, dv, *, dsinks=None, sinks=None, cu_seqlens=None,
+                 cu_seqlens_device=None, workspace=None, saved=None, q=None, k=None, v=None,
+                 o=None, stream=None) -> None:
+        """After forward() with the same `saved`: dq, dk, dv (and dsinks) out. q, k, v, o are read
+        with saved_activations = "lse" only."""
+        a = _capi.BackwardArgs()
+        for n, x in (("d_o", d_o), ("dq", dq), ("dk", dk), ("dv", dv), ("dsinks", dsinks),
+                     ("sinks", sinks), ("q", q), ("k", k), ("v", v), ("o", o)):
+            setattr(a, n, _tensor(x, n))
+        cu, a.num_cu_seqlens = _cu(cu_seqlens)
+        if cu is not None:
+            a.cu_seqlens = cu
+        a.cu_seqlens_device = _pointer(cu_seqlens_device)
+        a.workspace, a.saved = _pointer(workspace), _pointer(saved)
+        _check(_lib.ulysses_plan_backward(self._h, ctypes.byref(a), _stream(stream)))
+
+    def __del__(self):
+        if getattr(self, "_h", None) and _lib is not None:
+            _lib.ulysses_plan_destroy(self._h)
+            self._h = None
+
+
+def shard_token_ranges(config: PlanConfig, rank: int, cu_seqlens=None) -> list:
+    """The global token ranges [begin, end) rank `rank` holds (strategy, cp, ulysses_degree and
+    seqlen of `config`; cu_seqlens for packed ring/hybrid batches)."""
+    c = config._c()
+    cu, n_cu = _cu(cu_seqlens)
+    cap = 2 * max(1, n_cu) + 8
+    ranges = (ctypes.c_int64 * (2 * cap))()
+    count = ctypes.c_int64()
+    _check(_lib.ulysses_shard_token_ranges(ctypes.byref(c), rank, cu, n_cu, ranges, cap,
+                                           ctypes.byref(count)))
+    return [(ranges[2 * i], ranges[2 * i + 1]) for i in range(count.value)]
+
+
+def cuda_device_count() -> int:
+    return _lib.ulysses_cuda_device_count()
+
+
+def built_with_cuda() -> bool:
+    return bool(_lib.ulysses_built_with_cuda())
+
+
+def cudnn_version() -> int:
+    return _lib.ulysses_cudnn_version()

@@ -1,0 +1,141 @@
+"""ctypes declarations of include/ulysses/c_api.h (keep the two in step: ULYSSES_C_API_VERSION)."""
+
+import ctypes
+import os
+import pathlib
+
+API_VERSION = 1
+
+
+class Tensor(ctypes.Structure):
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("dtype", ctypes.c_int32),
+        ("device", ctypes.c_int32),
+        ("ndim", ctypes.c_int32),
+        ("shape", ctypes.c_int64 * 4),
+        ("strides", ctypes.c_int64 * 4),
+    ]
+
+
+class PlanConfig(ctypes.Structure):
+    _fields_ = [
+        ("num_heads_q", ctypes.c_int32),
+        ("num_heads_kv", ctypes.c_int32),
+        ("head_dim", ctypes.c_int32),
+        ("softmax_scale", ctypes.c_float),
+        ("causal", ctypes.c_int32),
+        ("window_left", ctypes.c_int32),
+        ("window_right", ctypes.c_int32),
+        ("sinks", ctypes.c_int32),
+        ("strategy", ctypes.c_int32),
+        ("cp", ctypes.c_int32),
+        ("ulysses_degree", ctypes.c_int32),
+        ("layout", ctypes.c_int32),
+        ("dtype", ctypes.c_int32),
+        ("batch", ctypes.c_int64),
+        ("seqlen", ctypes.c_int64),
+        ("training", ctypes.c_int32),
+        ("overlap_chunks", ctypes.c_int32),
+        ("backward_keeps_saved", ctypes.c_int32),
+        ("saved_activations", ctypes.c_int32),
+        ("chunks_in_flight", ctypes.c_int32),
+        ("payload", ctypes.c_int32),
+    ]
+
+
+_CU = [
+    ("cu_seqlens", ctypes.POINTER(ctypes.c_int32)),
+    ("num_cu_seqlens", ctypes.c_int64),
+    ("cu_seqlens_device", ctypes.c_void_p),
+    ("workspace", ctypes.c_void_p),
+    ("saved", ctypes.c_void_p),
+]
+
+
+class ForwardArgs(ctypes.Structure):
+    _fields_ = [(n, Tensor) for n in ("q", "k", "v", "sinks", "o", "lse")] + _CU
+
+
+class BackwardArgs(ctypes.Structure):
+    _fields_ = (
+        [(n, Tensor) for n in ("d_o", "sinks", "dq", "dk", "dv", "dsinks")]
+        + _CU
+        + [(n, Tensor) for n in ("q", "k", "v", "o")]
+    )
+
+
+def _find_library():
+    """ULYSSES_LIBRARY, else libulysses_c.so next to this package or in the repository's build/."""
+    env = os.environ.get("ULYSSES_LIBRARY")
+    if env:
+        return env
+    here = pathlib.Path(__file__).resolve().parent
+    for candidate in (here / "libulysses_c.so", here.parents[1] / "build" / "libulysses_c.so"):
+        if candidate.exists():
+            return str(candidate)
+    raise OSError(
+        "ulysses: libulysses_c.so not found; build it (scripts/build.sh) or set ULYSSES_LIBRARY"
+    )
+
+
+def load():
+    lib = ctypes.CDLL(_find_library())
+    c_int, c_void_p, c_size_t = ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t
+    p_comm = ctypes.POINTER(c_void_p)
+    sig = {
+        "ulysses_c_api_version": (c_int, []),
+        "ulysses_last_error": (ctypes.c_char_p, []),
+        "ulysses_cuda_device_count": (c_int, []),
+        "ulysses_built_with_cuda": (c_int, []),
+        "ulysses_cudnn_version": (c_int, []),
+        "ulysses_loopback_group": (c_int, [c_int, p_comm]),
+        "ulysses_device_loopback_group": (c_int, [c_int, c_int, p_comm]),
+        "ulysses_peer_copy_group": (c_int, [ctypes.POINTER(c_int), c_int, p_comm]),
+        "ulysses_nccl_unique_id": (c_int, [ctypes.c_char_p]),
+        "ulysses_nccl_communicator": (
+            c_int,
+            [ctypes.c_char_p, c_int, c_int, c_int, ctypes.c_int64, p_comm],
+        ),
+        "ulysses_comm_rank": (c_int, [c_void_p]),
+        "ulysses_comm_size": (c_int, [c_void_p]),
+        "ulysses_comm_device": (c_int, [c_void_p]),
+        "ulysses_comm_synchronize": (c_int, [c_void_p, c_void_p]),
+        "ulysses_comm_destroy": (None, [c_void_p]),
+        "ulysses_reference_kernel": (c_int, [p_comm]),
+        "ulysses_cudnn_kernel": (c_int, [c_int, c_int, p_comm]),
+        "ulysses_kernel_destroy": (None, [c_void_p]),
+        "ulysses_plan_config_init": (None, [ctypes.POINTER(PlanConfig)]),
+        "ulysses_plan_create": (
+            c_int,
+            [ctypes.POINTER(PlanConfig), c_void_p, c_void_p, p_comm],
+        ),
+        "ulysses_plan_workspace_bytes": (c_size_t, [c_void_p]),
+        "ulysses_plan_saved_bytes": (c_size_t, [c_void_p]),
+        "ulysses_plan_forward": (c_int, [c_void_p, ctypes.POINTER(ForwardArgs), c_void_p]),
+        "ulysses_plan_backward": (c_int, [c_void_p, ctypes.POINTER(BackwardArgs), c_void_p]),
+        "ulysses_plan_destroy": (None, [c_void_p]),
+        "ulysses_shard_token_ranges": (
+            c_int,
+            [
+                ctypes.POINTER(PlanConfig),
+                c_int,
+                ctypes.POINTER(ctypes.c_int32),
+                ctypes.c_int64,
+                ctypes.POINTER(ctypes.c_int64),
+                ctypes.c_int64,
+                ctypes.POINTER(ctypes.c_int64),
+            ],
+        ),
+    }
+    for name, (restype, argtypes) in sig.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+    version = lib.ulysses_c_api_version()
+    if version != API_VERSION:
+        raise OSError(
+            f"ulysses: {_find_library()} has C API version {version}, this package expects "
+            f"{API_VERSION}"
+        )
+    return lib

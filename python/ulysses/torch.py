@@ -1,0 +1,92 @@
+"""PyTorch integration: UlyssesAttention, an autograd module over one rank's Plan.
+
+    comm = ulysses.nccl_communicator(uid, cp, rank, device)     # uid shared by torch.distributed
+    attn = ulysses.torch.UlyssesAttention(
+        ulysses.PlanConfig(num_heads_q=32, num_heads_kv=8, head_dim=128, causal=True,
+                           cp=cp, seqlen=131072, dtype="bf16"),
+        comm, ulysses.cudnn_kernel(device))
+    o = attn(q, k, v)        # this rank's shard [B, S/cp, H, D]; o.backward(...) fills q.grad, ...
+
+Work is enqueued on PyTorch's current stream. The workspace is one uint8 tensor per module, reused
+by every call; each forward allocates its `saved` buffer, which its autograd node keeps until
+backward. This module imports torch; the rest of the package does not.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import Communicator, Kernel, Plan, PlanConfig
+
+__all__ = ["UlyssesAttention"]
+
+
+class _Attention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, module, q, k, v, sinks):
+        plan = module.plan
+        o = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        saved = module._saved_buffer(q.device) if plan.config.training else None
+        cu, cu_dev = module._cu
+        plan.forward(q, k, v, o, sinks=sinks, cu_seqlens=cu, cu_seqlens_device=cu_dev,
+                     workspace=module._workspace(q.device), saved=saved,
+                     stream=module._stream(q.device))
+        ctx.module, ctx.saved_buffer, ctx.cu = module, saved, module._cu
+        ctx.save_for_backward(q, k, v, o, sinks)
+        return o
+
+    @staticmethod
+    def backward(ctx, d_o):
+        module = ctx.module
+        q, k, v, o, sinks = ctx.saved_tensors
+        d_o = d_o.contiguous()
+        dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+        dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+        dsinks = torch.empty_like(sinks) if sinks is not None else None
+        lse_only = module.plan.config.saved_activations == "lse"
+        cu, cu_dev = ctx.cu
+        module.plan.backward(d_o, dq, dk, dv, dsinks=dsinks, sinks=sinks, cu_seqlens=cu,
+                             cu_seqlens_device=cu_dev, workspace=module._workspace(q.device),
+                             saved=ctx.saved_buffer,
+                             q=q if lse_only else None, k=k if lse_only else None,
+                             v=v if lse_only else None, o=o if lse_only else None,
+                             stream=module._stream(q.device))
+        ctx.saved_buffer = None
+        return None, dq, dk, dv, dsinks
+
+
+class UlyssesAttention(torch.nn.Module):
+    """Context-parallel attention on this rank's shard. Collective: every rank of the
+    communicator constructs it with the same config and calls it in the same order."""
+
+    def __init__(self, config: PlanConfig, comm: Communicator, kernel: Kernel):
+        super().__init__()
+        self.plan = Plan(config, comm, kernel)
+        self._ws = None
+        self._cu = (None, None)
+
+    def _workspace(self, device):
+        n = self.plan.workspace_bytes
+        if self._ws is None or self._ws.numel() < n or self._ws.device != device:
+            self._ws = torch.empty(max(n, 1), dtype=torch.uint8, device=device)
+        return self._ws
+
+    def _saved_buffer(self, device):
+        return torch.empty(max(self.plan.saved_bytes, 1), dtype=torch.uint8, device=device)
+
+    @staticmethod
+    def _stream(device):
+        return torch.cuda.current_stream(device) if device.type == "cuda" else None
+
+    def forward(self, q, k, v, sinks=None, cu_seqlens=None):
+        """q [B, S/cp, Hq, D] (or [T/cp, Hq, D] for layout thd), k, v likewise with Hkv heads;
+        sinks [Hq] fp32 when config.sinks; cu_seqlens (thd): the global cumulative lengths."""
+        if cu_seqlens is None:
+            self._cu = (None, None)
+        else:
+            host = [int(x) for x in cu_seqlens]
+            dev = (torch.tensor(host, dtype=torch.int32, device=q.device)
+                   if q.device.type == "cuda" else None)
+            self._cu = (host, dev)
+        return _Attention.apply(self, q, k, v, sinks)

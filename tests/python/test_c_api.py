@@ -1,0 +1,172 @@
+"""The Python package over the C API, on the CPU: loopback ranks in threads, the reference kernel.
+
+Ulysses with a per-head kernel is bitwise the unsharded run (the C++ tests hold it to that); here
+the same must hold through ctypes, so a misplaced stride, dtype or pointer in the binding shows as
+a mismatch. Ring merges partial results by their fp32 LSE: held to the C++ ring tests' floor,
+2^-20 of the largest value.
+"""
+
+import threading
+import unittest
+
+import numpy as np
+
+import ulysses
+
+
+def run_ranks(n, fn):
+    """fn(rank, comm) on n loopback ranks, one thread each; returns results, re-raises errors."""
+    comms = ulysses.loopback_group(n)
+    results, errors = [None] * n, [None] * n
+
+    def body(r):
+        try:
+            results[r] = fn(r, comms[r])
+        except Exception as e:  # noqa: BLE001 - handed back to the test thread
+            errors[r] = e
+
+    threads = [threading.Thread(target=body, args=(r,)) for r in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, errors
+
+
+def step(cfg, comm, q, k, v, d_o):
+    """One forward + backward of this rank's shard; outputs start as NaN (never-written shows)."""
+    plan = ulysses.Plan(cfg, comm, ulysses.reference_kernel())
+    ws = np.empty(max(plan.workspace_bytes, 1), np.uint8)
+    saved = np.empty(max(plan.saved_bytes, 1), np.uint8)
+    o = np.full(q.shape, np.nan, q.dtype)
+    lse = np.full((q.shape[0], q.shape[2], q.shape[1]), np.nan, np.float32)
+    plan.forward(q, k, v, o, lse=lse, workspace=ws, saved=saved)
+    dq = np.full(q.shape, np.nan, q.dtype)
+    dk = np.full(k.shape, np.nan, k.dtype)
+    dv = np.full(v.shape, np.nan, v.dtype)
+    plan.backward(d_o, dq, dk, dv, workspace=ws, saved=saved, q=q, k=k, v=v, o=o)
+    return o, lse, dq, dk, dv
+
+
+def inputs(rng, dtype, B, S, Hq, Hkv, D):
+    """q, k, v as views into one fused [B, S, Hq + 2 Hkv, D] array (strided, as a QKV projection
+    gives them), and dO."""
+    qkv = rng.uniform(-2, 2, (B, S, Hq + 2 * Hkv, D)).astype(dtype)
+    q, k, v = qkv[:, :, :Hq], qkv[:, :, Hq:Hq + Hkv], qkv[:, :, Hq + Hkv:]
+    d_o = rng.uniform(-2, 2, (B, S, Hq, D)).astype(dtype)
+    return q, k, v, d_o
+
+
+class UlyssesThroughCtypes(unittest.TestCase):
+    def test_bitwise_the_unsharded_run(self):
+        rng = np.random.default_rng()
+        B, S, Hq, Hkv, D, cp = 2, 24, 4, 2, 8, 2
+        for dtype, name in ((np.float32, "fp32"), (np.float64, "fp64")):
+            with self.subTest(dtype=name):
+                q, k, v, d_o = inputs(rng, dtype, B, S, Hq, Hkv, D)
+                self.assertFalse(q.flags["C_CONTIGUOUS"])
+                base = dict(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D, causal=True, batch=B,
+                            seqlen=S, dtype=name, saved_activations="lse")
+                (want,), errs = run_ranks(1, lambda r, c: step(
+                    ulysses.PlanConfig(cp=1, **base), c, q, k, v, d_o))
+                self.assertIsNone(errs[0])
+                Sl = S // cp
+                shard = lambda x, r: np.ascontiguousarray(x[:, r * Sl:(r + 1) * Sl])  # noqa: E731
+                got, errs = run_ranks(cp, lambda r, c: step(
+                    ulysses.PlanConfig(cp=cp, **base), c, q[:, r * Sl:(r + 1) * Sl],
+                    k[:, r * Sl:(r + 1) * Sl], v[:, r * Sl:(r + 1) * Sl], shard(d_o, r)))
+                self.assertEqual(errs, [None] * cp)
+                for i, what in enumerate(("O", "LSE", "dQ", "dK", "dV")):
+                    whole = np.concatenate([g[i] for g in got], axis=2 if what == "LSE" else 1)
+                    self.assertFalse(np.isnan(whole).any(), what + ": elements never written")
+                    self.assertTrue(np.array_equal(whole, want[i]), what + " differs")
+
+
+class RingThroughCtypes(unittest.TestCase):
+    def test_zigzag_shards_match_the_unsharded_run(self):
+        rng = np.random.default_rng()
+        B, S, Hq, Hkv, D, cp = 1, 32, 4, 2, 8, 2
+        q, k, v, d_o = inputs(rng, np.float64, B, S, Hq, Hkv, D)
+        base = dict(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D, causal=True, batch=B, seqlen=S,
+                    dtype="fp64")
+        (want,), errs = run_ranks(1, lambda r, c: step(
+            ulysses.PlanConfig(cp=1, **base), c, q, k, v, d_o))
+        self.assertIsNone(errs[0])
+        cfg = ulysses.PlanConfig(strategy="ring", cp=cp, **base)
+        rows = [np.concatenate([np.arange(b, e) for b, e in ulysses.shard_token_ranges(cfg, r)])
+                for r in range(cp)]
+        self.assertEqual(sorted(np.concatenate(rows).tolist()), list(range(S)))
+        got, errs = run_ranks(cp, lambda r, c: step(cfg, c, q[:, rows[r]], k[:, rows[r]],
+                                                    v[:, rows[r]], d_o[:, rows[r]]))
+        self.assertEqual(errs, [None] * cp)
+        for i, what in enumerate(("O", "LSE", "dQ", "dK", "dV")):
+            axis = 2 if what == "LSE" else 1
+            whole = np.empty_like(want[i])
+            for r in range(cp):
+                idx = [slice(None)] * whole.ndim
+                idx[axis] = rows[r]
+                whole[tuple(idx)] = got[r][i]
+            err = np.abs(whole - want[i]).max()
+            self.assertLess(err, 2.0**-20 * max(1.0, np.abs(want[i]).max()), what)
+
+    def test_token_ranges(self):
+        cfg = ulysses.PlanConfig(strategy="ring", cp=2, seqlen=48)
+        self.assertEqual(ulysses.shard_token_ranges(cfg, 0), [(0, 12), (36, 48)])
+        self.assertEqual(ulysses.shard_token_ranges(cfg, 1), [(12, 24), (24, 36)])
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses.shard_token_ranges(cfg, 2)
+        self.assertEqual(e.exception.code, "INVALID_ARGUMENT")
+        self.assertIn("rank", str(e.exception))
+
+
+class Errors(unittest.TestCase):
+    def test_bad_config_fails_on_every_rank_with_one_message(self):
+        cfg = ulysses.PlanConfig(num_heads_q=6, num_heads_kv=2, head_dim=8, cp=4, seqlen=16,
+                                 dtype="fp32")
+        _, errs = run_ranks(4, lambda r, c: ulysses.Plan(cfg, c, ulysses.reference_kernel()))
+        for e in errs:
+            self.assertIsInstance(e, ulysses.UlyssesError)
+            self.assertEqual(e.code, "INVALID_ARGUMENT")
+            self.assertIn("num_heads", str(e))
+            self.assertEqual(str(e), str(errs[0]))
+
+    def test_out_of_range_enum_is_named_by_the_library(self):
+        cfg = ulysses.PlanConfig(num_heads_q=2, num_heads_kv=1, head_dim=8, seqlen=8,
+                                 dtype="fp32", strategy=7)
+        _, errs = run_ranks(1, lambda r, c: ulysses.Plan(cfg, c, ulysses.reference_kernel()))
+        self.assertEqual(errs[0].code, "INVALID_ARGUMENT")
+        self.assertIn("strategy", str(errs[0]))
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses.PlanConfig(dtype="fp12")._c()
+        self.assertIn("fp12", str(e.exception))
+
+    def test_wrong_view_is_refused_before_data_moves(self):
+        cfg = ulysses.PlanConfig(num_heads_q=2, num_heads_kv=1, head_dim=8, cp=2, seqlen=8,
+                                 dtype="fp32")
+
+        def call(r, c):
+            plan = ulysses.Plan(cfg, c, ulysses.reference_kernel())
+            ws = np.empty(plan.workspace_bytes, np.uint8)
+            saved = np.empty(plan.saved_bytes, np.uint8)
+            q = np.zeros((1, 4, 2, 8), np.float32)
+            kv = np.zeros((1, 4, 1, 8), np.float32)
+            o = np.zeros((1, 5, 2, 8), np.float32)  # one token too many
+            plan.forward(q, kv, kv, o, workspace=ws, saved=saved)
+
+        _, errs = run_ranks(2, call)
+        for e in errs:
+            self.assertIsInstance(e, ulysses.UlyssesError)
+            self.assertEqual(e.code, "INVALID_ARGUMENT")
+            self.assertIn(" o ", str(e))
+
+    def test_unsupported_array_types_are_named(self):
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses._tensor([1.0, 2.0], "q")
+        self.assertIn("q", str(e.exception))
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses._tensor(np.zeros(4, np.int32), "k")
+        self.assertIn("k has an unsupported dtype", str(e.exception))
+
+
+if __name__ == "__main__":
+    unittest.main()
