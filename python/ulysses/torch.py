@@ -9,7 +9,10 @@
 
 Work is enqueued on PyTorch's current stream. The workspace is one uint8 tensor per module, reused
 by every call; each forward allocates its `saved` buffer, which its autograd node keeps until
-backward. This module imports torch; the rest of the package does not.
+backward. Use one process per GPU (or one thread per GPU): PyTorch runs all backward work of a
+device on that device's one autograd thread, so ranks sharing a GPU in one process (the device
+loopback) would wait for each other there; call Plan.forward/backward directly for those. This
+module imports torch; the rest of the package does not.
 """
 
 from __future__ import annotations

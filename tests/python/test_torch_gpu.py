@@ -1,6 +1,11 @@
-"""ulysses.torch on a GPU: the autograd module with cuDNN, P virtual ranks on one device (device
-loopback, one thread and one stream per rank), against one rank running the whole sequence and
-against PyTorch's own scaled_dot_product_attention. Skips without PyTorch or a GPU."""
+"""The Python package with PyTorch on a GPU, cuDNN as the kernel: P virtual ranks on one device
+(device loopback, one thread and one stream per rank) calling their plans on torch tensors, against
+one rank running the whole sequence through the autograd module (ulysses.torch), and that against
+PyTorch's own scaled_dot_product_attention. Skips without PyTorch or a GPU.
+
+The virtual ranks call Plan.forward/backward directly: PyTorch runs every backward of one device on
+that device's single autograd thread, so two ranks sharing a GPU in one process would wait for each
+other there (one process per GPU, the real use, has no such problem)."""
 
 import threading
 import unittest
@@ -42,13 +47,27 @@ def run_ranks(comms, fn):
     return results
 
 
-def step(cfg, comm, rows, q, k, v, d_o):
-    """Forward and backward through the autograd module on token rows `rows` of the inputs."""
+def step_module(cfg, comm, q, k, v, d_o):
+    """Forward and backward through the autograd module (one rank: the whole sequence)."""
     attn = ut.UlyssesAttention(cfg, comm, ulysses.cudnn_kernel(0, deterministic=True))
-    q, k, v = (x[:, rows].detach().clone().requires_grad_() for x in (q, k, v))
+    q, k, v = (x.detach().clone().requires_grad_() for x in (q, k, v))
     o = attn(q, k, v)
-    o.backward(d_o[:, rows])
+    o.backward(d_o)
     return o.detach(), q.grad, k.grad, v.grad
+
+
+def step_plan(cfg, comm, rows, q, k, v, d_o):
+    """Forward and backward of the plan on token rows `rows` of the inputs (torch tensors)."""
+    plan = ulysses.Plan(cfg, comm, ulysses.cudnn_kernel(0, deterministic=True))
+    q, k, v, d_o = (x[:, rows].contiguous() for x in (q, k, v, d_o))
+    ws = torch.empty(max(plan.workspace_bytes, 1), dtype=torch.uint8, device="cuda")
+    saved = torch.empty(max(plan.saved_bytes, 1), dtype=torch.uint8, device="cuda")
+    stream = torch.cuda.current_stream()
+    o = torch.full_like(q, float("nan"))
+    plan.forward(q, k, v, o, workspace=ws, saved=saved, stream=stream)
+    dq, dk, dv = (torch.full_like(x, float("nan")) for x in (q, k, v))
+    plan.backward(d_o, dq, dk, dv, workspace=ws, saved=saved, q=q, k=k, v=v, o=o, stream=stream)
+    return o, dq, dk, dv
 
 
 def place(S, shards, rows_of):
@@ -78,16 +97,17 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
 
     def test_ulysses_cp2_bitwise_one_gpu_and_close_to_pytorch(self):
         q, k, v, d_o = self.inputs()
-        all_rows = torch.arange(self.S, device="cuda")
         (want,) = run_ranks(ulysses.device_loopback_group(1),
-                            lambda r, c: step(self.config(cp=1), c, all_rows, q, k, v, d_o))
-        for saved in ("heads", "lse"):
-            with self.subTest(saved=saved):
+                            lambda r, c: step_module(self.config(cp=1), c, q, k, v, d_o))
+        groups = {"device_loopback": lambda: ulysses.device_loopback_group(2),
+                  "peer_copy": lambda: ulysses.peer_copy_group([0, 0])}  # copy-engine transfers
+        for (group, make), saved in ((g, s) for g in groups.items() for s in ("heads", "lse")):
+            with self.subTest(group=group, saved=saved):
                 Sl = self.S // 2
                 rows = [torch.arange(r * Sl, (r + 1) * Sl, device="cuda") for r in range(2)]
-                got = run_ranks(ulysses.device_loopback_group(2),
-                                lambda r, c: step(self.config(cp=2, saved_activations=saved), c,
-                                                  rows[r], q, k, v, d_o))
+                got = run_ranks(make(),
+                                lambda r, c: step_plan(self.config(cp=2, saved_activations=saved),
+                                                       c, rows[r], q, k, v, d_o))
                 whole = place(self.S, got, rows)
                 for name, g, w in zip(("O", "dQ", "dK", "dV"), whole, want):
                     self.assertTrue(torch.equal(g, w), f"{name} differs from one rank")
@@ -101,16 +121,25 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
             err = (mine.float() - theirs).abs().max().item()
             self.assertLess(err, 4 * 2**-8 * max(1.0, theirs.abs().max().item()), name)
 
+    def test_module_on_a_one_rank_nccl_communicator(self):
+        q, k, v, d_o = self.inputs()
+        (want,) = run_ranks(ulysses.device_loopback_group(1),
+                            lambda r, c: step_module(self.config(cp=1), c, q, k, v, d_o))
+        comm = ulysses.nccl_communicator(ulysses.nccl_unique_id(), 1, 0, 0)
+        self.assertEqual((comm.rank, comm.size, comm.device), (0, 1, 0))
+        (got,) = run_ranks([comm], lambda r, c: step_module(self.config(cp=1), c, q, k, v, d_o))
+        for name, g, w in zip(("O", "dQ", "dK", "dV"), got, want):
+            self.assertTrue(torch.equal(g, w), f"{name} differs from the loopback run")
+
     def test_ring_cp2_zigzag_close_to_one_rank(self):
         q, k, v, d_o = self.inputs()
-        all_rows = torch.arange(self.S, device="cuda")
         (want,) = run_ranks(ulysses.device_loopback_group(1),
-                            lambda r, c: step(self.config(cp=1), c, all_rows, q, k, v, d_o))
-        cfg = self.config(cp=2, strategy="ring", payload="native")
+                            lambda r, c: step_module(self.config(cp=1), c, q, k, v, d_o))
+        cfg = self.config(cp=2, strategy="ring")
         rows = [torch.cat([torch.arange(b, e, device="cuda")
                            for b, e in ulysses.shard_token_ranges(cfg, r)]) for r in range(2)]
         got = run_ranks(ulysses.device_loopback_group(2),
-                        lambda r, c: step(cfg, c, rows[r], q, k, v, d_o))
+                        lambda r, c: step_plan(cfg, c, rows[r], q, k, v, d_o))
         for name, g, w in zip(("O", "dQ", "dK", "dV"), place(self.S, got, rows), want):
             err = (g.float() - w.float()).abs().max().item()
             self.assertLess(err, 2 * 2**-7 * max(1.0, w.float().abs().max().item()), name)
