@@ -193,12 +193,26 @@ def _cu(cu_seqlens):
 
 # --- communicators and kernels ---
 
-class Communicator:
+class _Handle:
+    """Owns one handle of the C API; `_destroy` names the function that frees it."""
+
+    _destroy = ""
+
+    def __init__(self, handle: Optional[int]):
+        self._h = ctypes.c_void_p(handle)
+
+    def __del__(self):
+        h = getattr(self, "_h", None)
+        if h and h.value and _lib is not None:
+            getattr(_lib, self._destroy)(h)
+            self._h = None
+
+
+class Communicator(_Handle):
     """One rank's communicator. Use it from one thread at a time (one thread per rank when a
     process drives several)."""
 
-    def __init__(self, handle: int):
-        self._h = ctypes.c_void_p(handle)
+    _destroy = "ulysses_comm_destroy"
 
     @property
     def rank(self) -> int:
@@ -215,11 +229,6 @@ class Communicator:
 
     def synchronize(self, stream=None) -> None:
         _check(_lib.ulysses_comm_synchronize(self._h, _stream(stream)))
-
-    def __del__(self):
-        if getattr(self, "_h", None) and _lib is not None:
-            _lib.ulysses_comm_destroy(self._h)
-            self._h = None
 
 
 def _group(create, size: int):
@@ -263,16 +272,10 @@ def nccl_communicator(unique_id: bytes, size: int, rank: int, device: int,
     return Communicator(out.value)
 
 
-class Kernel:
+class Kernel(_Handle):
     """A local attention kernel (the reference or cuDNN). One per rank."""
 
-    def __init__(self, handle: int):
-        self._h = ctypes.c_void_p(handle)
-
-    def __del__(self):
-        if getattr(self, "_h", None) and _lib is not None:
-            _lib.ulysses_kernel_destroy(self._h)
-            self._h = None
+    _destroy = "ulysses_kernel_destroy"
 
 
 def reference_kernel() -> Kernel:
@@ -291,17 +294,19 @@ def cudnn_kernel(device: int, deterministic: bool = False) -> Kernel:
 
 # --- plans ---
 
-class Plan:
+class Plan(_Handle):
     """ulysses::DistributedAttention for one rank. Creating it is collective (every rank, same
     config); so are forward() and backward(). Keeps its communicator and kernel alive."""
 
+    _destroy = "ulysses_plan_destroy"
+
     def __init__(self, config: PlanConfig, comm: Communicator, kernel: Kernel):
+        super().__init__(None)
         self.config = config
         self._comm, self._kernel = comm, kernel
-        out = ctypes.c_void_p()
         c = config._c()
-        _check(_lib.ulysses_plan_create(ctypes.byref(c), comm._h, kernel._h, ctypes.byref(out)))
-        self._h = out
+        _check(_lib.ulysses_plan_create(ctypes.byref(c), comm._h, kernel._h,
+                                        ctypes.byref(self._h)))
 
     @property
     def workspace_bytes(self) -> int:
@@ -341,11 +346,6 @@ class Plan:
         a.cu_seqlens_device = _pointer(cu_seqlens_device)
         a.workspace, a.saved = _pointer(workspace), _pointer(saved)
         _check(_lib.ulysses_plan_backward(self._h, ctypes.byref(a), _stream(stream)))
-
-    def __del__(self):
-        if getattr(self, "_h", None) and _lib is not None:
-            _lib.ulysses_plan_destroy(self._h)
-            self._h = None
 
 
 def shard_token_ranges(config: PlanConfig, rank: int, cu_seqlens=None) -> list:

@@ -82,6 +82,46 @@ class UlyssesThroughCtypes(unittest.TestCase):
                     self.assertTrue(np.array_equal(whole, want[i]), what + " differs")
 
 
+class PackedSinksThroughCtypes(unittest.TestCase):
+    def test_packed_batch_with_sinks_and_a_window_bitwise(self):
+        """Layout thd ([T/cp, H, D] views, global cu_seqlens), sinks and dSinks, a window."""
+        rng = np.random.default_rng()
+        T, Hq, Hkv, D, cp = 24, 4, 2, 8, 2
+        cu = [0, 5, 17, 24]
+        q, k, v, d_o = (x[0] for x in inputs(rng, np.float32, 1, T, Hq, Hkv, D))
+        sinks = rng.uniform(-1, 1, Hq).astype(np.float32)
+        base = dict(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D, causal=True, window_left=6,
+                    sinks=True, layout="thd", seqlen=T, dtype="fp32")
+
+        def run(cfg, comm, rows):
+            plan = ulysses.Plan(cfg, comm, ulysses.reference_kernel())
+            ws = np.empty(max(plan.workspace_bytes, 1), np.uint8)
+            saved = np.empty(max(plan.saved_bytes, 1), np.uint8)
+            o = np.full(q[rows].shape, np.nan, np.float32)
+            lse = np.full((Hq, o.shape[0]), np.nan, np.float32)
+            plan.forward(q[rows], k[rows], v[rows], o, lse=lse, sinks=sinks, cu_seqlens=cu,
+                         workspace=ws, saved=saved)
+            dq, dk, dv = (np.full(x[rows].shape, np.nan, np.float32) for x in (q, k, v))
+            dsinks = np.full(Hq, np.nan, np.float32)
+            plan.backward(np.ascontiguousarray(d_o[rows]), dq, dk, dv, dsinks=dsinks, sinks=sinks,
+                          cu_seqlens=cu, workspace=ws, saved=saved)
+            return o, lse, dq, dk, dv, dsinks
+
+        (want,), errs = run_ranks(1, lambda r, c: run(ulysses.PlanConfig(cp=1, **base), c,
+                                                      slice(0, T)))
+        self.assertIsNone(errs[0])
+        Tl = T // cp
+        got, errs = run_ranks(cp, lambda r, c: run(ulysses.PlanConfig(cp=cp, **base), c,
+                                                   slice(r * Tl, (r + 1) * Tl)))
+        self.assertEqual(errs, [None] * cp)
+        for i, what in enumerate(("O", "LSE", "dQ", "dK", "dV")):
+            whole = np.concatenate([g[i] for g in got], axis=1 if what == "LSE" else 0)
+            self.assertFalse(np.isnan(whole).any(), what + ": elements never written")
+            self.assertTrue(np.array_equal(whole, want[i]), what + " differs")
+        for r in range(cp):
+            self.assertTrue(np.array_equal(got[r][5], want[5]), f"dSinks on rank {r}")
+
+
 class RingThroughCtypes(unittest.TestCase):
     def test_zigzag_shards_match_the_unsharded_run(self):
         rng = np.random.default_rng()
