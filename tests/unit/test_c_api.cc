@@ -1,0 +1,126 @@
+// The C API's own contract (include/ulysses/c_api.h): defaults, NULL arguments, the per-thread last
+// error, and the sharding query's capacity check. The data path through it is tested from Python
+// (tests/python), against the unsharded run.
+#include "ulysses/c_api.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ulysses/ulysses.h"
+
+namespace {
+
+TEST(CApi, ConfigDefaultsAreThoseOfPlanConfig) {
+  ulysses_plan_config c;
+  std::memset(&c, 0x5A, sizeof c);
+  ulysses_plan_config_init(&c);
+  const ulysses::PlanConfig p;
+  EXPECT_EQ(c.window_left, p.attention.window_left);
+  EXPECT_EQ(c.window_right, p.attention.window_right);
+  EXPECT_EQ(c.cp, p.parallel.cp);
+  EXPECT_EQ(c.dtype, static_cast<int32_t>(p.dtype));
+  EXPECT_EQ(c.batch, p.batch);
+  EXPECT_EQ(c.training, p.training ? 1 : 0);
+  EXPECT_EQ(c.overlap_chunks, p.overlap_chunks);
+  EXPECT_EQ(c.chunks_in_flight, p.chunks_in_flight);
+  EXPECT_EQ(c.softmax_scale, 0.0f);  // 0: 1/sqrt(head_dim)
+  EXPECT_EQ(ulysses_c_api_version(), ULYSSES_C_API_VERSION);
+}
+
+TEST(CApi, NullArgumentsAreNamedNotDereferenced) {
+  ulysses_plan_config c;
+  ulysses_plan_config_init(&c);
+  ulysses_plan* plan = nullptr;
+  EXPECT_EQ(ulysses_plan_create(&c, nullptr, nullptr, &plan), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("comm is NULL"), std::string::npos)
+      << ulysses_last_error();
+  EXPECT_EQ(plan, nullptr);
+  EXPECT_EQ(ulysses_loopback_group(2, nullptr), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("comms"), std::string::npos);
+  EXPECT_EQ(ulysses_plan_forward(nullptr, nullptr, nullptr), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("plan is NULL"), std::string::npos);
+  EXPECT_EQ(ulysses_comm_rank(nullptr), -1);
+  EXPECT_EQ(ulysses_plan_workspace_bytes(nullptr), 0u);
+  ulysses_comm_destroy(nullptr);  // like free(NULL)
+  ulysses_plan_destroy(nullptr);
+}
+
+TEST(CApi, LastErrorIsPerThreadAndClearedBySuccess) {
+  std::string other;
+  std::thread t([&] {
+    EXPECT_EQ(ulysses_loopback_group(0, nullptr), ULYSSES_INVALID_ARGUMENT);
+    other = ulysses_last_error();
+  });
+  t.join();
+  EXPECT_FALSE(other.empty());
+  ulysses_kernel* k = nullptr;
+  ASSERT_EQ(ulysses_reference_kernel(&k), ULYSSES_OK);
+  EXPECT_STREQ(ulysses_last_error(), "");  // this thread's last call succeeded
+  ulysses_kernel_destroy(k);
+}
+
+TEST(CApi, BadConfigKeepsTheStatusCodeAndMessage) {
+  std::vector<ulysses_comm*> comms(2);
+  ASSERT_EQ(ulysses_loopback_group(2, comms.data()), ULYSSES_OK);
+  EXPECT_EQ(ulysses_comm_size(comms[1]), 2);
+  EXPECT_EQ(ulysses_comm_rank(comms[1]), 1);
+  EXPECT_EQ(ulysses_comm_device(comms[0]), -1);
+  ulysses_plan_config c;
+  ulysses_plan_config_init(&c);
+  c.num_heads_q = 6;
+  c.num_heads_kv = 2;
+  c.head_dim = 8;
+  c.cp = 2;
+  c.seqlen = 8;
+  c.dtype = 1;
+  c.payload = 5;  // not a Payload
+  std::vector<int> codes(2);
+  std::vector<std::string> messages(2);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      ulysses_kernel* k = nullptr;
+      EXPECT_EQ(ulysses_reference_kernel(&k), ULYSSES_OK);
+      ulysses_plan* plan = nullptr;
+      codes[static_cast<std::size_t>(r)] =
+          ulysses_plan_create(&c, comms[static_cast<std::size_t>(r)], k, &plan);
+      messages[static_cast<std::size_t>(r)] = ulysses_last_error();
+      EXPECT_EQ(plan, nullptr);
+      ulysses_kernel_destroy(k);
+    });
+  }
+  for (auto& t : ranks) t.join();
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(codes[static_cast<std::size_t>(r)], ULYSSES_INVALID_ARGUMENT);
+    EXPECT_NE(messages[static_cast<std::size_t>(r)].find("INVALID_ARGUMENT: "), std::string::npos);
+    EXPECT_NE(messages[static_cast<std::size_t>(r)].find("payload"), std::string::npos)
+        << messages[static_cast<std::size_t>(r)];
+  }
+  EXPECT_EQ(messages[0], messages[1]);
+  for (ulysses_comm* comm : comms) ulysses_comm_destroy(comm);
+}
+
+TEST(CApi, ShardRangesNeedRoomForEveryRange) {
+  ulysses_plan_config c;
+  ulysses_plan_config_init(&c);
+  c.strategy = 1;  // ring
+  c.cp = 2;
+  c.seqlen = 48;
+  int64_t ranges[4] = {-1, -1, -1, -1};
+  int64_t n = 0;
+  ASSERT_EQ(ulysses_shard_token_ranges(&c, 1, nullptr, 0, ranges, 2, &n), ULYSSES_OK);
+  EXPECT_EQ(n, 2);
+  EXPECT_EQ(ranges[0], 12);
+  EXPECT_EQ(ranges[1], 24);
+  EXPECT_EQ(ranges[2], 24);
+  EXPECT_EQ(ranges[3], 36);
+  EXPECT_EQ(ulysses_shard_token_ranges(&c, 1, nullptr, 0, ranges, 1, &n), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_EQ(n, 2);  // the count needed
+  EXPECT_NE(std::string(ulysses_last_error()).find("max_ranges"), std::string::npos);
+}
+
+}  // namespace
