@@ -187,6 +187,20 @@ ULYSSES_C_EXPORT int ulysses_shard_token_ranges(const ulysses_plan_config* confi
                                                 int64_t* ranges, int64_t max_ranges,
                                                 int64_t* num_ranges);
 
+/* Position ids of rank `rank`'s tokens, in shard order (ulysses::shard_position_ids): global
+ * positions, or with cu_seqlens the position inside each token's packed sequence (0 for padding),
+ * e.g. for rotary embeddings. Writes config->seqlen / config->cp ids into ids (capacity max_ids)
+ * and their count into *num_ids. */
+ULYSSES_C_EXPORT int ulysses_shard_position_ids(const ulysses_plan_config* config, int rank,
+                                                const int32_t* cu_seqlens, int64_t num_cu_seqlens,
+                                                int32_t* ids, int64_t max_ids, int64_t* num_ids);
+
+/* Where each packed sequence lies under config's strategy (ulysses::packed_sequence_offsets): ring
+ * and hybrid pad every sequence to a multiple of 2 x ring size. Writes num_cu_seqlens offsets. */
+ULYSSES_C_EXPORT int ulysses_packed_sequence_offsets(const ulysses_plan_config* config,
+                                                     const int32_t* cu_seqlens,
+                                                     int64_t num_cu_seqlens, int32_t* offsets);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

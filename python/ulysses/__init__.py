@@ -37,6 +37,9 @@ __all__ = [
     "reference_kernel",
     "cudnn_kernel",
     "shard_token_ranges",
+    "shard_indices",
+    "shard_position_ids",
+    "packed_sequence_offsets",
     "cuda_device_count",
     "built_with_cuda",
     "cudnn_version",
@@ -359,6 +362,34 @@ def shard_token_ranges(config: PlanConfig, rank: int, cu_seqlens=None) -> list:
     _check(_lib.ulysses_shard_token_ranges(ctypes.byref(c), rank, cu, n_cu, ranges, cap,
                                            ctypes.byref(count)))
     return [(ranges[2 * i], ranges[2 * i + 1]) for i in range(count.value)]
+
+
+def shard_indices(config: PlanConfig, rank: int, cu_seqlens=None) -> list:
+    """The global token indices rank `rank` holds, in shard order (for index_select / take)."""
+    return [i for b, e in shard_token_ranges(config, rank, cu_seqlens) for i in range(b, e)]
+
+
+def shard_position_ids(config: PlanConfig, rank: int, cu_seqlens=None) -> list:
+    """Position ids of rank `rank`'s tokens in shard order, e.g. for rotary embeddings: global
+    positions, or with cu_seqlens the position inside each token's packed sequence (0: padding)."""
+    c = config._c()
+    cu, n_cu = _cu(cu_seqlens)
+    cap = max(1, int(config.seqlen) // max(1, int(config.cp)))
+    ids = (ctypes.c_int32 * cap)()
+    count = ctypes.c_int64()
+    _check(_lib.ulysses_shard_position_ids(ctypes.byref(c), rank, cu, n_cu, ids, cap,
+                                           ctypes.byref(count)))
+    return list(ids[:count.value])
+
+
+def packed_sequence_offsets(config: PlanConfig, cu_seqlens) -> list:
+    """Where each packed sequence starts once laid out for config's strategy (ring and hybrid pad
+    every sequence to a multiple of 2 x ring size; ulysses: cu_seqlens itself)."""
+    c = config._c()
+    cu, n_cu = _cu(cu_seqlens)
+    out = (ctypes.c_int32 * max(1, n_cu))()
+    _check(_lib.ulysses_packed_sequence_offsets(ctypes.byref(c), cu, n_cu, out))
+    return list(out[:n_cu])
 
 
 def cuda_device_count() -> int:

@@ -127,6 +127,27 @@ def load():
                 ctypes.POINTER(ctypes.c_int64),
             ],
         ),
+        "ulysses_shard_position_ids": (
+            c_int,
+            [
+                ctypes.POINTER(PlanConfig),
+                c_int,
+                ctypes.POINTER(ctypes.c_int32),
+                ctypes.c_int64,
+                ctypes.POINTER(ctypes.c_int32),
+                ctypes.c_int64,
+                ctypes.POINTER(ctypes.c_int64),
+            ],
+        ),
+        "ulysses_packed_sequence_offsets": (
+            c_int,
+            [
+                ctypes.POINTER(PlanConfig),
+                ctypes.POINTER(ctypes.c_int32),
+                ctypes.c_int64,
+                ctypes.POINTER(ctypes.c_int32),
+            ],
+        ),
     }
     for name, (restype, argtypes) in sig.items():
         fn = getattr(lib, name)

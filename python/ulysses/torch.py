@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from . import Communicator, Kernel, Plan, PlanConfig
+from . import Communicator, Kernel, Plan, PlanConfig, shard_indices
 
-__all__ = ["UlyssesAttention"]
+__all__ = ["UlyssesAttention", "shard", "unshard"]
 
 
 class _Attention(torch.autograd.Function):
@@ -93,3 +93,22 @@ class UlyssesAttention(torch.nn.Module):
                    if q.device.type == "cuda" else None)
             self._cu = (host, dev)
         return _Attention.apply(self, q, k, v, sinks)
+
+
+def shard(x: torch.Tensor, config: PlanConfig, rank: int, dim: int = 1,
+          cu_seqlens=None) -> torch.Tensor:
+    """Rank `rank`'s tokens of a global tensor along `dim` (zigzag for ring and hybrid), a copy."""
+    idx = torch.tensor(shard_indices(config, rank, cu_seqlens), device=x.device)
+    return x.index_select(dim, idx)
+
+
+def unshard(shards, config: PlanConfig, dim: int = 1, cu_seqlens=None) -> torch.Tensor:
+    """The global tensor from every rank's shard (rank order), the inverse of shard()."""
+    first = shards[0]
+    shape = list(first.shape)
+    shape[dim] = int(config.seqlen)
+    out = first.new_empty(shape)
+    for r, s in enumerate(shards):
+        idx = torch.tensor(shard_indices(config, r, cu_seqlens), device=first.device)
+        out.index_copy_(dim, idx, s)
+    return out

@@ -339,4 +339,39 @@ int ulysses_shard_token_ranges(const ulysses_plan_config* config, int rank,
   });
 }
 
+int ulysses_shard_position_ids(const ulysses_plan_config* config, int rank,
+                               const int32_t* cu_seqlens, int64_t num_cu_seqlens, int32_t* ids,
+                               int64_t max_ids, int64_t* num_ids) {
+  return guarded([&]() -> Status {
+    constexpr std::string_view api = "ulysses_shard_position_ids";
+    if (config == nullptr) return null_arg(api, "config");
+    if (num_ids == nullptr) return null_arg(api, "num_ids");
+    const PlanConfig c = to_config(*config);
+    ULYSSES_ASSIGN_OR_RETURN(auto got, shard_position_ids(c.parallel, c.seqlen, rank,
+                                                          cu_span(cu_seqlens, num_cu_seqlens)));
+    *num_ids = static_cast<int64_t>(got.size());
+    if (*num_ids > max_ids || (ids == nullptr && !got.empty())) {
+      return arg_error(api, "max_ids", "is too small for this rank's tokens", max_ids,
+                       str_cat(">= ", got.size()));
+    }
+    std::copy(got.begin(), got.end(), ids);
+    return Status::ok();
+  });
+}
+
+int ulysses_packed_sequence_offsets(const ulysses_plan_config* config, const int32_t* cu_seqlens,
+                                    int64_t num_cu_seqlens, int32_t* offsets) {
+  return guarded([&]() -> Status {
+    constexpr std::string_view api = "ulysses_packed_sequence_offsets";
+    if (config == nullptr) return null_arg(api, "config");
+    if (cu_seqlens == nullptr) return null_arg(api, "cu_seqlens");
+    if (offsets == nullptr) return null_arg(api, "offsets");
+    ULYSSES_ASSIGN_OR_RETURN(
+        auto got,
+        packed_sequence_offsets(to_config(*config).parallel, cu_span(cu_seqlens, num_cu_seqlens)));
+    std::copy(got.begin(), got.end(), offsets);
+    return Status::ok();
+  });
+}
+
 }  // extern "C"

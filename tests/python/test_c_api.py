@@ -149,6 +149,22 @@ class RingThroughCtypes(unittest.TestCase):
             err = np.abs(whole - want[i]).max()
             self.assertLess(err, 2.0**-20 * max(1.0, np.abs(want[i]).max()), what)
 
+    def test_position_ids_and_packed_offsets(self):
+        ring = ulysses.PlanConfig(strategy="ring", cp=2, seqlen=48)
+        self.assertEqual(ulysses.shard_position_ids(ring, 0),
+                         list(range(0, 12)) + list(range(36, 48)))
+        self.assertEqual(ulysses.shard_indices(ring, 1), list(range(12, 36)))
+        # Packed, ring cp = 2: lengths 5, 12, 1 pad to 8, 12, 4 at offsets 0, 8, 20 (the C++
+        # sharding test's case); positions inside each sequence, 0 for padding.
+        packed = ulysses.PlanConfig(strategy="ring", cp=2, seqlen=28, layout="thd")
+        cu = [0, 5, 17, 18]
+        self.assertEqual(ulysses.packed_sequence_offsets(packed, cu), [0, 8, 20, 24])
+        self.assertEqual(ulysses.shard_position_ids(packed, 0, cu),
+                         [0, 1, 0, 1, 2, 0, 0, 0, 0, 9, 10, 11, 0, 0])
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses.shard_position_ids(ulysses.PlanConfig(strategy="ring", cp=2, seqlen=50), 0)
+        self.assertIn("seqlen", str(e.exception))
+
     def test_token_ranges(self):
         cfg = ulysses.PlanConfig(strategy="ring", cp=2, seqlen=48)
         self.assertEqual(ulysses.shard_token_ranges(cfg, 0), [(0, 12), (36, 48)])

@@ -56,10 +56,11 @@ def step_module(cfg, comm, q, k, v, d_o):
     return o.detach(), q.grad, k.grad, v.grad
 
 
-def step_plan(cfg, comm, rows, q, k, v, d_o):
-    """Forward and backward of the plan on token rows `rows` of the inputs (torch tensors)."""
+def step_plan(cfg, comm, q, k, v, d_o):
+    """Forward and backward of the plan on this rank's shard of the inputs (ulysses.torch.shard:
+    contiguous for ulysses, zigzag for ring)."""
     plan = ulysses.Plan(cfg, comm, ulysses.cudnn_kernel(0, deterministic=True))
-    q, k, v, d_o = (x[:, rows].contiguous() for x in (q, k, v, d_o))
+    q, k, v, d_o = (ut.shard(x, cfg, comm.rank) for x in (q, k, v, d_o))
     ws = torch.empty(max(plan.workspace_bytes, 1), dtype=torch.uint8, device="cuda")
     saved = torch.empty(max(plan.saved_bytes, 1), dtype=torch.uint8, device="cuda")
     stream = torch.cuda.current_stream()
@@ -70,14 +71,9 @@ def step_plan(cfg, comm, rows, q, k, v, d_o):
     return o, dq, dk, dv
 
 
-def place(S, shards, rows_of):
-    out = [torch.empty((shards[0][i].shape[0], S) + tuple(shards[0][i].shape[2:]),
-                       dtype=shards[0][i].dtype, device=shards[0][i].device)
-           for i in range(4)]
-    for r, shard in enumerate(shards):
-        for i in range(4):
-            out[i][:, rows_of[r]] = shard[i]
-    return out
+def unshard_all(shards, cfg):
+    """O, dQ, dK, dV of every rank back into global tensors (ulysses.torch.unshard)."""
+    return [ut.unshard([s[i] for s in shards], cfg) for i in range(4)]
 
 
 @unittest.skipUnless(GPU, "needs PyTorch with CUDA and a GPU")
@@ -103,12 +99,9 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
                   "peer_copy": lambda: ulysses.peer_copy_group([0, 0])}  # copy-engine transfers
         for (group, make), saved in ((g, s) for g in groups.items() for s in ("heads", "lse")):
             with self.subTest(group=group, saved=saved):
-                Sl = self.S // 2
-                rows = [torch.arange(r * Sl, (r + 1) * Sl, device="cuda") for r in range(2)]
-                got = run_ranks(make(),
-                                lambda r, c: step_plan(self.config(cp=2, saved_activations=saved),
-                                                       c, rows[r], q, k, v, d_o))
-                whole = place(self.S, got, rows)
+                cfg = self.config(cp=2, saved_activations=saved)
+                got = run_ranks(make(), lambda r, c: step_plan(cfg, c, q, k, v, d_o))
+                whole = unshard_all(got, cfg)
                 for name, g, w in zip(("O", "dQ", "dK", "dV"), whole, want):
                     self.assertTrue(torch.equal(g, w), f"{name} differs from one rank")
         # One rank against PyTorch's SDPA (another implementation; bf16, so a tolerance).
@@ -136,11 +129,11 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
         (want,) = run_ranks(ulysses.device_loopback_group(1),
                             lambda r, c: step_module(self.config(cp=1), c, q, k, v, d_o))
         cfg = self.config(cp=2, strategy="ring")
-        rows = [torch.cat([torch.arange(b, e, device="cuda")
-                           for b, e in ulysses.shard_token_ranges(cfg, r)]) for r in range(2)]
+        self.assertEqual(ulysses.shard_indices(cfg, 0)[:2], [0, 1])  # zigzag: chunks 0 and 3
+        self.assertEqual(ulysses.shard_indices(cfg, 0)[self.S // 4], 3 * self.S // 4)
         got = run_ranks(ulysses.device_loopback_group(2),
-                        lambda r, c: step_plan(cfg, c, rows[r], q, k, v, d_o))
-        for name, g, w in zip(("O", "dQ", "dK", "dV"), place(self.S, got, rows), want):
+                        lambda r, c: step_plan(cfg, c, q, k, v, d_o))
+        for name, g, w in zip(("O", "dQ", "dK", "dV"), unshard_all(got, cfg), want):
             err = (g.float() - w.float()).abs().max().item()
             self.assertLess(err, 2 * 2**-7 * max(1.0, w.float().abs().max().item()), name)
 

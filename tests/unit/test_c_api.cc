@@ -123,4 +123,24 @@ TEST(CApi, ShardRangesNeedRoomForEveryRange) {
   EXPECT_NE(std::string(ulysses_last_error()).find("max_ranges"), std::string::npos);
 }
 
+TEST(CApi, PositionIdsAndPackedOffsets) {
+  ulysses_plan_config c;
+  ulysses_plan_config_init(&c);
+  c.strategy = 1;  // ring: rank 0 holds chunks 0 and 3 of 4
+  c.cp = 2;
+  c.seqlen = 8;
+  int32_t ids[4] = {-1, -1, -1, -1};
+  int64_t n = 0;
+  ASSERT_EQ(ulysses_shard_position_ids(&c, 0, nullptr, 0, ids, 4, &n), ULYSSES_OK);
+  EXPECT_EQ(n, 4);
+  EXPECT_EQ(std::vector<int32_t>(ids, ids + 4), (std::vector<int32_t>{0, 1, 6, 7}));
+  EXPECT_EQ(ulysses_shard_position_ids(&c, 0, nullptr, 0, ids, 3, &n), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("max_ids"), std::string::npos);
+  const int32_t cu[] = {0, 5, 17, 18};
+  int32_t offsets[4] = {};
+  ASSERT_EQ(ulysses_packed_sequence_offsets(&c, cu, 4, offsets), ULYSSES_OK);
+  EXPECT_EQ(std::vector<int32_t>(offsets, offsets + 4), (std::vector<int32_t>{0, 8, 20, 24}));
+  EXPECT_EQ(ulysses_packed_sequence_offsets(&c, cu, 4, nullptr), ULYSSES_INVALID_ARGUMENT);
+}
+
 }  // namespace
