@@ -4,7 +4,17 @@ find_path(ULYSSES_NCCL_INCLUDE nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/inc
 find_library(ULYSSES_NCCL_LIB nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/lib/x86_64-linux-gnu)
 find_path(ULYSSES_CUDNN_INCLUDE cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/include)
 find_library(ULYSSES_CUDNN_LIB cudnn HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/lib/x86_64-linux-gnu)
-set(ULYSSES_CUDNN_FRONTEND_INCLUDE "${PROJECT_SOURCE_DIR}/.deps/cudnn_frontend-1.32.0/include"
+set(ulysses_fe_default "${PROJECT_SOURCE_DIR}/.deps/cudnn_frontend-1.32.0/include")
+if(NOT EXISTS "${ulysses_fe_default}/cudnn_frontend.h" AND SKBUILD)
+  # pip install .: the build environment has the nvidia-cudnn-frontend wheel (pyproject.toml), whose
+  # headers land in include/ beside its `cudnn` package (found without importing it).
+  execute_process(
+    COMMAND "${Python_EXECUTABLE}" -c
+            "import importlib.util, os; s = importlib.util.find_spec('cudnn'); print(os.path.dirname(s.submodule_search_locations[0]))"
+    OUTPUT_VARIABLE ulysses_fe_root OUTPUT_STRIP_TRAILING_WHITESPACE)
+  set(ulysses_fe_default "${ulysses_fe_root}/include")
+endif()
+set(ULYSSES_CUDNN_FRONTEND_INCLUDE "${ulysses_fe_default}"
     CACHE PATH "cudnn-frontend headers (nvidia-cudnn-frontend 1.32.0)")
 if(NOT ULYSSES_NCCL_INCLUDE OR NOT ULYSSES_NCCL_LIB)
   message(FATAL_ERROR "NCCL not found (nccl.h / libnccl); configure with -DULYSSES_CUDA=OFF for a host-only build")
