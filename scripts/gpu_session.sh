@@ -8,6 +8,7 @@
 # (bench only: head chunks pipelined with the kernel over NCCL and over copy engines), fp8 (bench
 # only: native vs fp8 payloads, ulysses' inbound exchanges and ring's K/V hops, over NCCL and copy
 # engines).
+# python (the torchrun example on every GPU: ulysses, ring, fp8; PyTorch from the machine's venv).
 # Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and writes logs and JSON to
 # $OUT (or ./gpu-out). Keeps NVLink multicast off for every process it starts.
 set -uo pipefail
@@ -64,6 +65,17 @@ fi
 if [[ $mode == fp8 ]]; then  # what halving the inbound bytes buys, and what it costs in accuracy
   bench_args=(--seq 8192,32768,131072 --strategy ulysses,ring --chunks 1 --payload native,fp8
               --transport nccl,peer --iters 5 "${bench_args[@]}")
+fi
+if [[ $mode == python ]]; then  # the Python package from torchrun, one process per GPU
+  py=${PYTHON:-/opt/torch/.venv/bin/python3}
+  export PYTHONPATH="$PWD/python" ULYSSES_LIBRARY="$PWD/$BIN/libulysses_c.so"
+  for args in "--seq 8192" "--seq 32768" "--seq 131072" "--seq 32768 --strategy ring" \
+              "--seq 32768 --payload fp8"; do
+    run "torchrun${args//[- ]/_}" 300 "$py" -m torch.distributed.run --nproc_per_node="$ngpu" \
+      python/examples/torchrun_attention.py $args
+    grep -E "max \||PASS|FAIL" "$OUT/torchrun${args//[- ]/_}.log" | tee -a "$OUT/summary.txt"
+  done
+  exit $rc
 fi
 if [[ $mode != bench-only && $mode != ring && $mode != a2a && $mode != overlap &&
       $mode != fp8 ]]; then
