@@ -187,6 +187,16 @@ def _stream(stream) -> Optional[int]:
     return stream.cuda_stream
 
 
+def _fill_common(a, cu_seqlens, cu_seqlens_device, workspace, saved) -> None:
+    """The fields ForwardArgs and BackwardArgs share (ctypes keeps the cu_seqlens array alive with
+    the struct)."""
+    cu, a.num_cu_seqlens = _cu(cu_seqlens)
+    if cu is not None:
+        a.cu_seqlens = cu
+    a.cu_seqlens_device = _pointer(cu_seqlens_device)
+    a.workspace, a.saved = _pointer(workspace), _pointer(saved)
+
+
 def _cu(cu_seqlens):
     if cu_seqlens is None:
         return None, 0
@@ -327,11 +337,7 @@ class Plan(_Handle):
         a = _capi.ForwardArgs()
         for n, x in (("q", q), ("k", k), ("v", v), ("o", o), ("lse", lse), ("sinks", sinks)):
             setattr(a, n, _tensor(x, n))
-        cu, a.num_cu_seqlens = _cu(cu_seqlens)
-        if cu is not None:
-            a.cu_seqlens = cu
-        a.cu_seqlens_device = _pointer(cu_seqlens_device)
-        a.workspace, a.saved = _pointer(workspace), _pointer(saved)
+        _fill_common(a, cu_seqlens, cu_seqlens_device, workspace, saved)
         _check(_lib.ulysses_plan_forward(self._h, ctypes.byref(a), _stream(stream)))
 
     def backward(self, d_o, dq, dk, dv, *, dsinks=None, sinks=None, cu_seqlens=None,
@@ -343,11 +349,7 @@ class Plan(_Handle):
         for n, x in (("d_o", d_o), ("dq", dq), ("dk", dk), ("dv", dv), ("dsinks", dsinks),
                      ("sinks", sinks), ("q", q), ("k", k), ("v", v), ("o", o)):
             setattr(a, n, _tensor(x, n))
-        cu, a.num_cu_seqlens = _cu(cu_seqlens)
-        if cu is not None:
-            a.cu_seqlens = cu
-        a.cu_seqlens_device = _pointer(cu_seqlens_device)
-        a.workspace, a.saved = _pointer(workspace), _pointer(saved)
+        _fill_common(a, cu_seqlens, cu_seqlens_device, workspace, saved)
         _check(_lib.ulysses_plan_backward(self._h, ctypes.byref(a), _stream(stream)))
 
 
