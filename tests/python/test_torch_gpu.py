@@ -114,6 +114,57 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
             err = (mine.float() - theirs).abs().max().item()
             self.assertLess(err, 4 * 2**-8 * max(1.0, theirs.abs().max().item()), name)
 
+    def test_packed_batch_with_sinks_and_a_window(self):
+        """Layout thd through the module (host and device cu_seqlens, sinks' gradient), one rank,
+        against two virtual ranks calling their plans."""
+        T, cu = 1024, [0, 300, 301, 1000]  # rows 1000.. are padding
+        g = torch.Generator(device="cuda").manual_seed(torch.seed() % (1 << 62))
+
+        def make(h):
+            return (torch.rand((T, h, self.D), generator=g, device="cuda") * 2 - 1).to(
+                torch.bfloat16)
+
+        q, k, v, d_o = make(self.Hq), make(self.Hkv), make(self.Hkv), make(self.Hq)
+        sinks = torch.rand(self.Hq, generator=g, device="cuda") * 2 - 1
+        base = dict(num_heads_q=self.Hq, num_heads_kv=self.Hkv, head_dim=self.D, causal=True,
+                    window_left=100, sinks=True, layout="thd", seqlen=T, dtype="bf16")
+
+        def one_rank(r, comm):
+            attn = ut.UlyssesAttention(ulysses.PlanConfig(cp=1, **base), comm,
+                                       ulysses.cudnn_kernel(0, deterministic=True))
+            xs = [x.detach().clone().requires_grad_() for x in (q, k, v, sinks)]
+            o = attn(*xs[:3], sinks=xs[3], cu_seqlens=cu)
+            o.backward(d_o)
+            return o.detach(), xs[0].grad, xs[1].grad, xs[2].grad, xs[3].grad
+
+        cfg = ulysses.PlanConfig(cp=2, **base)
+        cu_dev = torch.tensor(cu, dtype=torch.int32, device="cuda")
+
+        def two_ranks(r, comm):
+            plan = ulysses.Plan(cfg, comm, ulysses.cudnn_kernel(0, deterministic=True))
+            mq, mk, mv, mdo = (ut.shard(x, cfg, r, dim=0) for x in (q, k, v, d_o))
+            ws = torch.empty(plan.workspace_bytes, dtype=torch.uint8, device="cuda")
+            saved = torch.empty(plan.saved_bytes, dtype=torch.uint8, device="cuda")
+            common = dict(sinks=sinks, cu_seqlens=cu, cu_seqlens_device=cu_dev, workspace=ws,
+                          saved=saved, stream=torch.cuda.current_stream())
+            o = torch.full_like(mq, float("nan"))
+            plan.forward(mq, mk, mv, o, **common)
+            dq, dk, dv = (torch.full_like(x, float("nan")) for x in (mq, mk, mv))
+            dsinks = torch.full_like(sinks, float("nan"))
+            plan.backward(mdo, dq, dk, dv, dsinks=dsinks, **common)
+            return o, dq, dk, dv, dsinks
+
+        (want,) = run_ranks(ulysses.device_loopback_group(1), one_rank)
+        got = run_ranks(ulysses.device_loopback_group(2), two_ranks)
+        for i, name in enumerate(("O", "dQ", "dK", "dV")):
+            whole = ut.unshard([x[i] for x in got], cfg, dim=0)
+            self.assertFalse(whole.isnan().any(), name + ": elements never written")
+            self.assertTrue(torch.equal(whole, want[i]), f"{name} differs from one rank")
+        for r in range(2):
+            err = (got[r][4] - want[4]).abs().max().item()
+            self.assertLessEqual(err, 2 * 2**-7 * want[4].abs().max().item(), f"dSinks rank {r}")
+        self.assertGreater(want[4].abs().max().item(), 0.0)
+
     def test_module_on_a_one_rank_nccl_communicator(self):
         q, k, v, d_o = self.inputs()
         (want,) = run_ranks(ulysses.device_loopback_group(1),
