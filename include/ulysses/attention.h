@@ -83,6 +83,9 @@ struct LocalProblem {
   /// varlen only: the sequences are given as VarlenRows (args.rows: query and key rows of each
   /// sequence, which may differ and leave gaps) instead of cu_seqlens.
   bool varlen_rows = false;
+  /// backward() will run on this problem too (plans: PlanConfig::training). false: forward only,
+  /// so check_support() need not require what only backward needs.
+  bool backward = true;
 
   std::int64_t kv_len() const { return seqlen_kv > 0 ? seqlen_kv : seqlen; }
   DType grad_q_dtype() const { return grad_q_fp32 ? DType::kFloat32 : dtype; }

@@ -156,7 +156,25 @@ class CudnnAttention final : public LocalAttention {
   bool supports_backward() const override { return true; }
   bool accumulates_grads() const override { return true; }
 
+  // Forward's needs, then backward's when the problem will run backward too: a training plan is
+  // refused when it is created, not after its first forward.
   Status check_support(const LocalProblem& p) const override {
+    ULYSSES_RETURN_IF_ERROR(check_forward_support(p));
+    return p.backward ? check_backward_support(p) : Status::ok();
+  }
+
+  static Status check_backward_support(const LocalProblem& p) {
+    const int version = static_cast<int>(cudnnGetVersion());
+    if (p.config.sinks && p.varlen && version < 92600) {
+      return unsupported(str_cat(kApi,
+                                 "::backward: sinks with packed (varlen) batches need cuDNN "
+                                 "9.26 or newer (running ",
+                                 version, "; forward alone, training = false, runs)"));
+    }
+    return Status::ok();
+  }
+
+  Status check_forward_support(const LocalProblem& p) const {
     ULYSSES_RETURN_IF_ERROR(detail::check_local_problem(p, kApi));
     // Sums are fp32 and cuDNN's own result is staged in the I/O dtype, then added.
     if (p.accumulate_dq && !p.grad_q_fp32) {
@@ -227,7 +245,7 @@ class CudnnAttention final : public LocalAttention {
   Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(
         detail::check_local_forward_args(p, a, device(), str_cat(kApi, "::forward")));
-    ULYSSES_RETURN_IF_ERROR(check_support(p));
+    ULYSSES_RETURN_IF_ERROR(check_forward_support(p));
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
     Varlen vl;
     ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, a.rows, vl));
@@ -311,14 +329,8 @@ class CudnnAttention final : public LocalAttention {
   Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(
         detail::check_local_backward_args(p, a, device(), true, str_cat(kApi, "::backward")));
-    ULYSSES_RETURN_IF_ERROR(check_support(p));
-    const int version = static_cast<int>(cudnnGetVersion());
-    if (p.config.sinks && p.varlen && version < 92600) {
-      return unsupported(str_cat(kApi,
-                                 "::backward: sinks with packed (varlen) batches need cuDNN "
-                                 "9.26 or newer (running ",
-                                 version, ")"));
-    }
+    ULYSSES_RETURN_IF_ERROR(check_forward_support(p));
+    ULYSSES_RETURN_IF_ERROR(check_backward_support(p));
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
     Varlen vl;
     ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, a.rows, vl));

@@ -241,6 +241,7 @@ class RingAttention final : public DistributedAttention {
     p.out_fp32 = !f64;
     p.accumulate_dq = accumulate;
     p.accumulate_dkv = accumulate && c.parallel.ring_size() == 1;
+    p.backward = c.training;
     return p;
   }
 

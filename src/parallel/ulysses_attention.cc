@@ -110,6 +110,7 @@ class UlyssesAttention final : public DistributedAttention {
     p.head_offset_kv = r.kv_begin[static_cast<std::size_t>(rank)];
     p.num_heads_kv_local = r.heads_kv_local;
     p.grad_kv_dtype = r.replicated() ? DType::kFloat32 : c.dtype;
+    p.backward = c.training;
     return p;
   }
 

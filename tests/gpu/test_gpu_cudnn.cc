@@ -121,7 +121,19 @@ TEST_P(CudnnVsReference, WithinTwiceThePlainError) {
                                                   .window_right = c.wr,
                                                   .sinks = c.sinks},
                                                  c.dtype, c.B, c.S, !c.cu.empty());
-  ASSERT_TRUE((*kernel)->check_support(p).is_ok()) << (*kernel)->check_support(p).to_string();
+  // Packed backward with sinks needs cuDNN 9.26: check_support() says so for a problem that will
+  // run backward, and accepts the same problem forward-only.
+  const bool bwd_unsupported = c.sinks && !c.cu.empty() && cudnn_runtime_version() < 92600;
+  if (bwd_unsupported) {
+    const Status s = (*kernel)->check_support(p);
+    EXPECT_EQ(s.code(), StatusCode::kUnsupported) << s.to_string();
+    EXPECT_NE(s.message().find("9.26"), std::string::npos) << s.message();
+    LocalProblem forward_only = p;
+    forward_only.backward = false;
+    ASSERT_TRUE((*kernel)->check_support(forward_only).is_ok());
+  } else {
+    ASSERT_TRUE((*kernel)->check_support(p).is_ok()) << (*kernel)->check_support(p).to_string();
+  }
   Host out = make(c, c.dtype);
   for (HostTensor* t : {&out.o, &out.lse, &out.dq, &out.dk, &out.dv, &out.dsinks})
     testing::poison(*t);
@@ -163,7 +175,6 @@ TEST_P(CudnnVsReference, WithinTwiceThePlainError) {
     b.dsinks = dsinks.view;
   }
   Status sb = (*kernel)->backward(p, b, nullptr);
-  const bool bwd_unsupported = c.sinks && !c.cu.empty() && cudnn_runtime_version() < 92600;
   if (bwd_unsupported) {
     EXPECT_EQ(sb.code(), StatusCode::kUnsupported) << sb.to_string();
     EXPECT_NE(sb.message().find("9.26"), std::string::npos) << sb.message();

@@ -2,6 +2,8 @@
 // the same verdict on every rank, before any data moves.
 #include <gtest/gtest.h>
 
+#include <mutex>
+
 #include "common/test_util.h"
 
 namespace ulysses {
@@ -374,6 +376,56 @@ TEST(Validation, Fp8PayloadOnADeviceNeedsADtypeItsKernelsTake) {
     });
     SCOPED_TRACE(strategy_name(strategy));
     expect_everywhere(st, StatusCode::kUnsupported, {"payload fp8", "device", "fp64", "fp32"});
+  }
+}
+
+// A kernel that records whether the problems it is asked about will run backward.
+class BackwardRecordingKernel final : public LocalAttention {
+ public:
+  std::string_view name() const override { return "backward-recording"; }
+  Device device() const override { return Device::host(); }
+  bool provides_lse() const override { return true; }
+  bool supports_backward() const override { return true; }
+  Status check_support(const LocalProblem& p) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    seen_.push_back(p.backward);
+    return Status::ok();
+  }
+  Status forward(const LocalProblem&, const LocalForwardArgs&, Stream) override {
+    return internal_error("not run");
+  }
+  Status backward(const LocalProblem&, const LocalBackwardArgs&, Stream) override {
+    return internal_error("not run");
+  }
+  std::vector<bool> seen() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return seen_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  mutable std::vector<bool> seen_;
+};
+
+TEST(Validation, KernelsAreAskedForBackwardOnlyWhenTraining) {
+  // A training plan must be refused at create() for what only backward lacks (e.g. cuDNN < 9.26
+  // with sinks and packed batches), so its problems say backward = true; inference ones false.
+  for (Strategy strategy : {Strategy::kUlysses, Strategy::kRing}) {
+    for (bool training : {true, false}) {
+      BackwardRecordingKernel kernel;
+      const auto st = testing::run_ranks(2, [&](int, Communicator& comm) -> Status {
+        PlanConfig c = good_config(2);
+        c.parallel.strategy = strategy;
+        c.training = training;
+        return DistributedAttention::create(c, comm, kernel).status();
+      });
+      for (const Status& s : st) EXPECT_TRUE(s.is_ok()) << s.to_string();
+      const std::vector<bool> seen = kernel.seen();
+      ASSERT_FALSE(seen.empty());
+      for (bool b : seen) {
+        EXPECT_EQ(b, training) << strategy_name(strategy) << " training " << training;
+      }
+    }
   }
 }
 
