@@ -122,32 +122,34 @@ class PackedSinksThroughCtypes(unittest.TestCase):
             self.assertTrue(np.array_equal(got[r][5], want[5]), f"dSinks on rank {r}")
 
 
-class RingThroughCtypes(unittest.TestCase):
+class RingAndHybridThroughCtypes(unittest.TestCase):
     def test_zigzag_shards_match_the_unsharded_run(self):
         rng = np.random.default_rng()
-        B, S, Hq, Hkv, D, cp = 1, 32, 4, 2, 8, 2
+        B, S, Hq, Hkv, D = 1, 32, 4, 2, 8
         q, k, v, d_o = inputs(rng, np.float64, B, S, Hq, Hkv, D)
         base = dict(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D, causal=True, batch=B, seqlen=S,
                     dtype="fp64")
         (want,), errs = run_ranks(1, lambda r, c: step(
             ulysses.PlanConfig(cp=1, **base), c, q, k, v, d_o))
         self.assertIsNone(errs[0])
-        cfg = ulysses.PlanConfig(strategy="ring", cp=cp, **base)
-        rows = [np.concatenate([np.arange(b, e) for b, e in ulysses.shard_token_ranges(cfg, r)])
-                for r in range(cp)]
-        self.assertEqual(sorted(np.concatenate(rows).tolist()), list(range(S)))
-        got, errs = run_ranks(cp, lambda r, c: step(cfg, c, q[:, rows[r]], k[:, rows[r]],
-                                                    v[:, rows[r]], d_o[:, rows[r]]))
-        self.assertEqual(errs, [None] * cp)
-        for i, what in enumerate(("O", "LSE", "dQ", "dK", "dV")):
-            axis = 2 if what == "LSE" else 1
-            whole = np.empty_like(want[i])
-            for r in range(cp):
-                idx = [slice(None)] * whole.ndim
-                idx[axis] = rows[r]
-                whole[tuple(idx)] = got[r][i]
-            err = np.abs(whole - want[i]).max()
-            self.assertLess(err, 2.0**-20 * max(1.0, np.abs(want[i]).max()), what)
+        for cfg in (ulysses.PlanConfig(strategy="ring", cp=2, **base),
+                    ulysses.PlanConfig(strategy="hybrid", cp=4, ulysses_degree=2, **base)):
+            with self.subTest(strategy=cfg.strategy, cp=cfg.cp):
+                cp = cfg.cp
+                rows = [np.array(ulysses.shard_indices(cfg, r)) for r in range(cp)]
+                self.assertEqual(sorted(np.concatenate(rows).tolist()), list(range(S)))
+                got, errs = run_ranks(cp, lambda r, c: step(
+                    cfg, c, q[:, rows[r]], k[:, rows[r]], v[:, rows[r]], d_o[:, rows[r]]))
+                self.assertEqual(errs, [None] * cp)
+                for i, what in enumerate(("O", "LSE", "dQ", "dK", "dV")):
+                    axis = 2 if what == "LSE" else 1
+                    whole = np.empty_like(want[i])
+                    for r in range(cp):
+                        idx = [slice(None)] * whole.ndim
+                        idx[axis] = rows[r]
+                        whole[tuple(idx)] = got[r][i]
+                    err = np.abs(whole - want[i]).max()
+                    self.assertLess(err, 2.0**-20 * max(1.0, np.abs(want[i]).max()), what)
 
     def test_position_ids_and_packed_offsets(self):
         ring = ulysses.PlanConfig(strategy="ring", cp=2, seqlen=48)
