@@ -66,7 +66,7 @@ typedef struct {
 } ulysses_tensor;
 
 /* ulysses::PlanConfig, flattened (the same fields and meanings; enums as their integer values).
- * ulysses_plan_config_init() fills the C++ defaults. softmax_scale <= 0: 1/sqrt(head_dim). */
+ * ulysses_plan_config_init() fills the C++ defaults. softmax_scale 0: 1/sqrt(head_dim). */
 typedef struct {
   /* AttentionConfig */
   int32_t num_heads_q;

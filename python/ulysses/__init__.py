@@ -122,7 +122,11 @@ class PlanConfig:
             setattr(c, f, int(getattr(self, f)))
         for f in ("causal", "sinks", "training", "backward_keeps_saved"):
             setattr(c, f, 1 if getattr(self, f) else 0)
-        c.softmax_scale = float(self.softmax_scale) if self.softmax_scale else 0.0
+        # None: the default (0 in the C struct); an explicit value goes to validate() as it is.
+        if self.softmax_scale is not None and float(self.softmax_scale) == 0.0:
+            raise UlyssesError(1, "ulysses: softmax_scale must be finite and positive (got 0.0; "
+                                  "None: 1/sqrt(head_dim))")
+        c.softmax_scale = 0.0 if self.softmax_scale is None else float(self.softmax_scale)
         c.strategy = _enum(_STRATEGIES, self.strategy, "strategy")
         c.layout = _enum(_LAYOUTS, self.layout, "layout")
         c.dtype = _enum(_DTYPES, self.dtype, "dtype")

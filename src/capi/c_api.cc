@@ -80,7 +80,8 @@ PlanConfig to_config(const ulysses_plan_config& c) {
   p.attention.num_heads_q = c.num_heads_q;
   p.attention.num_heads_kv = c.num_heads_kv;
   p.attention.head_dim = c.head_dim;
-  if (c.softmax_scale > 0.0f) p.attention.softmax_scale = c.softmax_scale;
+  // 0: the default; anything else is the caller's (validate() refuses non-positive or non-finite).
+  if (c.softmax_scale != 0.0f) p.attention.softmax_scale = c.softmax_scale;
   p.attention.causal = c.causal != 0;
   p.attention.window_left = c.window_left;
   p.attention.window_right = c.window_right;

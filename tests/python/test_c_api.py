@@ -198,6 +198,15 @@ class Errors(unittest.TestCase):
             ulysses.PlanConfig(dtype="fp12")._c()
         self.assertIn("fp12", str(e.exception))
 
+    def test_bad_softmax_scale_is_refused(self):
+        for scale in (-1.0, 0.0, float("inf")):
+            cfg = ulysses.PlanConfig(num_heads_q=2, num_heads_kv=1, head_dim=8, seqlen=8,
+                                     dtype="fp32", softmax_scale=scale)
+            _, errs = run_ranks(1, lambda r, c: ulysses.Plan(cfg, c, ulysses.reference_kernel()))
+            self.assertIsInstance(errs[0], ulysses.UlyssesError, scale)
+            self.assertEqual(errs[0].code, "INVALID_ARGUMENT")
+            self.assertIn("softmax_scale", str(errs[0]))
+
     def test_wrong_view_is_refused_before_data_moves(self):
         cfg = ulysses.PlanConfig(num_heads_q=2, num_heads_kv=1, head_dim=8, cp=2, seqlen=8,
                                  dtype="fp32")
