@@ -226,6 +226,27 @@ class Errors(unittest.TestCase):
             self.assertEqual(e.code, "INVALID_ARGUMENT")
             self.assertIn(" o ", str(e))
 
+    def test_strides_reach_the_library_as_given(self):
+        """Reversed tokens (a negative stride) and every other element of head_dim are refused by
+        the library's own checks, which name the stride: the binding passed them on unchanged."""
+        cfg = ulysses.PlanConfig(num_heads_q=2, num_heads_kv=1, head_dim=8, seqlen=8,
+                                 dtype="fp32")
+
+        def call(r, c, q):
+            plan = ulysses.Plan(cfg, c, ulysses.reference_kernel())
+            kv = np.zeros((1, 8, 1, 8), np.float32)
+            plan.forward(q, kv, kv, np.zeros((1, 8, 2, 8), np.float32),
+                         workspace=np.empty(plan.workspace_bytes, np.uint8),
+                         saved=np.empty(plan.saved_bytes, np.uint8))
+
+        reversed_tokens = np.zeros((1, 8, 2, 8), np.float32)[:, ::-1]
+        every_other = np.zeros((1, 8, 2, 16), np.float32)[..., ::2]
+        for q, needle in ((reversed_tokens, "q.strides[1] is negative"),
+                          (every_other, "q.strides[3] must be 1")):
+            _, errs = run_ranks(1, lambda r, c: call(r, c, q))
+            self.assertIsInstance(errs[0], ulysses.UlyssesError)
+            self.assertIn(needle, str(errs[0]))
+
     def test_unsupported_array_types_are_named(self):
         with self.assertRaises(ulysses.UlyssesError) as e:
             ulysses._tensor([1.0, 2.0], "q")
