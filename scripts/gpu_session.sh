@@ -89,7 +89,7 @@ if [[ $mode != bench-only && $mode != ring && $mode != a2a && $mode != overlap &
   py=${PYTHON:-/opt/torch/.venv/bin/python3}
   if [[ -x $py && -f $BIN/libulysses_c.so ]]; then
     run python_torch 300 env -C tests/python PYTHONPATH="$PWD/python" \
-      ULYSSES_LIBRARY="$PWD/$BIN/libulysses_c.so" "$py" -m unittest -v test_torch_gpu test_c_api
+      ULYSSES_LIBRARY="$PWD/$BIN/libulysses_c.so" "$py" -m unittest -v test_torch_gpu test_torch_cpu test_c_api
   fi
   # The other launch mode: one process per GPU under mpirun (all GPUs, and 2 when there are more).
   if ((ngpu >= 2)) && [[ -x $BIN/test_mpi ]] && command -v mpirun >/dev/null; then

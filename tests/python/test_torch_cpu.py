@@ -1,0 +1,79 @@
+"""ulysses.torch's autograd module with several ranks, on the CPU: host loopback ranks in threads,
+the reference kernel, fp64. On the CPU PyTorch runs each backward on the thread that asked for it,
+so ranks in one process can drive the module concurrently (on a GPU they cannot share a device:
+see test_torch_gpu). Skips without PyTorch."""
+
+import threading
+import unittest
+
+try:
+    import torch
+except ImportError:  # the development and CI machines have no PyTorch
+    torch = None
+
+import ulysses
+
+if torch is not None:
+    import ulysses.torch as ut
+
+
+def run_ranks(n, fn):
+    comms = ulysses.loopback_group(n)
+    results, errors = [None] * n, [None] * n
+
+    def body(r):
+        try:
+            results[r] = fn(r, comms[r])
+        except Exception as e:  # noqa: BLE001 - handed back to the test thread
+            errors[r] = e
+
+    threads = [threading.Thread(target=body, args=(r,)) for r in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for e in errors:
+        if e is not None:
+            raise e
+    return results
+
+
+@unittest.skipUnless(torch is not None, "needs PyTorch")
+class TorchModuleOnLoopbackRanks(unittest.TestCase):
+    def test_cp2_module_bitwise_the_one_rank_module(self):
+        B, S, Hq, Hkv, D = 2, 32, 4, 2, 8
+        g = torch.Generator().manual_seed(torch.seed() % (1 << 62))
+        make = lambda h: torch.rand((B, S, h, D), generator=g, dtype=torch.float64) * 4 - 2  # noqa
+        q, k, v, d_o = make(Hq), make(Hkv), make(Hkv), make(Hq)
+        sinks = torch.rand(Hq, generator=g, dtype=torch.float32) * 2 - 1
+        for strategy, saved in (("ulysses", "heads"), ("ulysses", "lse"), ("ring", "lse")):
+            with self.subTest(strategy=strategy, saved=saved):
+                base = dict(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D, causal=True, sinks=True,
+                            batch=B, seqlen=S, dtype="fp64", saved_activations=saved)
+
+                def step(r, comm, cfg):
+                    attn = ut.UlyssesAttention(cfg, comm, ulysses.reference_kernel())
+                    xs = [ut.shard(x, cfg, r).requires_grad_() for x in (q, k, v)]
+                    s = sinks.clone().requires_grad_()
+                    o = attn(*xs, sinks=s)
+                    o.backward(ut.shard(d_o, cfg, r))
+                    return o.detach(), xs[0].grad, xs[1].grad, xs[2].grad, s.grad
+
+                one = ulysses.PlanConfig(cp=1, **base)
+                (want,) = run_ranks(1, lambda r, c: step(r, c, one))
+                cfg = ulysses.PlanConfig(strategy=strategy, cp=2, **base)
+                got = run_ranks(2, lambda r, c: step(r, c, cfg))
+                for i, name in enumerate(("O", "dQ", "dK", "dV")):
+                    whole = ut.unshard([x[i] for x in got], cfg)
+                    if strategy == "ulysses":
+                        self.assertTrue(torch.equal(whole, want[i]), f"{name} differs")
+                    else:  # ring merges by fp32 LSE (the C++ ring tests' floor)
+                        err = (whole - want[i]).abs().max().item()
+                        self.assertLess(err, 2**-20 * max(1.0, want[i].abs().max().item()), name)
+                for r in range(2):
+                    err = (got[r][4] - want[4]).abs().max().item()
+                    self.assertLess(err, 1e-5 * max(1.0, want[4].abs().max().item()), "dSinks")
+
+
+if __name__ == "__main__":
+    unittest.main()
