@@ -32,8 +32,9 @@
 // Payload::kFp8: K and V travel the ring as FP8 rows. Once kv_own is built, it is packed into FP8
 // rows in the first ring buffer and turned back in place, so this rank's kernels read the values
 // every other rank will decode; the ring buffers then carry codes, and each arriving block is
-// turned back into kv_cur (plan dtype) before its step's kernels. The Ulysses exchange inside the
-// group stays native.
+// turned back into kv_cur (plan dtype) before its step's kernels. Backward only reads a kv_own kept
+// in `saved`: its codes are decoded into kv_cur for step 0. The Ulysses exchange inside the group
+// stays native.
 //
 // Causal zigzag steps without a window (c rows per chunk):
 //   t = 0:  Q (2c) x KV (2c), causal: chunk order j < J makes the concatenation exact;
@@ -285,7 +286,10 @@ class RingAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(
           to_heads(a.q, a.k, a.v, at(ws, send_q_), at(ws, send_kv_), q_full, kv_own, stream));
     }
-    ULYSSES_RETURN_IF_ERROR(round_kv(kv_own, ws, stream));
+    if (fp8_) {  // this rank computes with the values every other rank decodes
+      ULYSSES_RETURN_IF_ERROR(encode_own(kv_own, ws, stream));
+      ULYSSES_RETURN_IF_ERROR(decode_own(kv_own, ws, stream));
+    }
 
     // 2. Ring steps.
     const TensorView o_acc = rows_view(at(ws, o_acc_), hq_, 0, hq_, acc_, 0, 2 * c_);
@@ -412,7 +416,15 @@ class RingAttention final : public DistributedAttention {
       }
       ULYSSES_RETURN_IF_ERROR(comm_.group_end());
     }
-    ULYSSES_RETURN_IF_ERROR(round_kv(kv_own, ws, stream));
+    // fp8: the block goes round as codes again. Rebuilt in the workspace (kLseOnly), kv_own is
+    // rounded in place as in forward; kept in `saved` it holds rounded values already and is only
+    // read (backward never writes `saved`): step 0 reads the decoded codes from kv_cur instead.
+    char* own_kv = kv_own;
+    if (fp8_ && (lse_only_ || R_ > 1)) {
+      ULYSSES_RETURN_IF_ERROR(encode_own(kv_own, ws, stream));
+      if (!lse_only_) own_kv = at(ws, kv_cur_);
+      ULYSSES_RETURN_IF_ERROR(decode_own(own_kv, ws, stream));
+    }
     // Rows of the head-layout Q, O and dO, or of the caller's tensors where they are read in place.
     auto q_rows = [&](std::int64_t row0, std::int64_t rows) {
       return qo_in_place_ ? shard_rows(a.q, row0, rows)
@@ -455,7 +467,7 @@ class RingAttention final : public DistributedAttention {
     ULYSSES_RETURN_IF_ERROR(streams_->record(kEvStart, stream));
     ULYSSES_RETURN_IF_ERROR(streams_->wait(side, kEvStart));
     for (int t = 0; t < R_; ++t) {
-      char* cur = kv_at(t, kv_own, ws);
+      char* cur = kv_at(t, own_kv, ws);
       char* dkv = at(ws, dkv_buf_[static_cast<std::size_t>(t % 2)]);
       ULYSSES_RETURN_IF_ERROR(pass_kv(t, cur, ws, side));
       if (t > 0) ULYSSES_RETURN_IF_ERROR(arrived(t, ws, stream));
@@ -645,7 +657,7 @@ class RingAttention final : public DistributedAttention {
 
   // On the side stream: the block of step t goes on to the next rank while the one of step t + 1
   // arrives from the previous one, into the buffer step t - 1 used (so after its kernels). fp8:
-  // the ring buffers hold codes, this rank's own in the first one (round_kv()).
+  // the ring buffers hold codes, this rank's own in the first one (encode_own()).
   Status pass_kv(int t, char* cur, char* ws, Stream side) {
     if (t + 1 >= R_) return Status::ok();
     if (t > 0) ULYSSES_RETURN_IF_ERROR(streams_->wait(side, ev_computed(t - 1)));
@@ -668,17 +680,18 @@ class RingAttention final : public DistributedAttention {
                                    kv_message(at(ws, kv_cur_)), comm_.device(), stream);
   }
 
-  // fp8: kv_own into FP8 rows in the first ring buffer (what step 0 sends), and back into kv_own,
-  // so this rank's kernels read the values every other rank decodes. Backward does it again on
-  // the saved (or rebuilt) kv_own: the codes of rounded values decode to the same values.
-  Status round_kv(char* kv_own, char* ws, Stream stream) {
-    if (!fp8_) return Status::ok();
+  // fp8: this rank's block kv_own into FP8 rows in the first ring buffer (what step 0 sends), and
+  // those rows back into `dst` (plan dtype). Rows rounded once give the same values again.
+  Status encode_own(char* kv_own, char* ws, Stream stream) {
     const std::int64_t row = static_cast<std::int64_t>(2 * hkv_) * D_;
     const TensorView own = TensorView::strided(kv_own, dtype_, {B_, 2 * c_, 2 * hkv_, D_},
                                                {row, B_ * row, D_, 1}, comm_.device());
-    const kernels::Fp8MessageLayout codes = fp8_kv(at(ws, kv_ring_[0]));
-    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads_fp8(own, zero_map_, 2 * hkv_, codes, 0, stream));
-    return kernels::dequantize_fp8(codes, kv_message(kv_own), comm_.device(), stream);
+    return kernels::pack_heads_fp8(own, zero_map_, 2 * hkv_, fp8_kv(at(ws, kv_ring_[0])), 0,
+                                   stream);
+  }
+  Status decode_own(char* dst, char* ws, Stream stream) {
+    return kernels::dequantize_fp8(fp8_kv(at(ws, kv_ring_[0])), kv_message(dst), comm_.device(),
+                                   stream);
   }
   // A KV block [2c][B][2 hkv][D] as FP8 rows, and as a one-peer message of the plan's dtype.
   kernels::Fp8MessageLayout fp8_kv(char* data) const { return {data, 1, 2 * c_, B_, 2 * hkv_, D_}; }

@@ -232,6 +232,7 @@ Tensors distributed(const Case& c, const Inputs& in, std::vector<HostTensor>& ds
     ULYSSES_RETURN_IF_ERROR(place_shard(lse.view, out.lse.view, 2, cfg.parallel, r, cu));
     if (!c.training) return Status::ok();
     std::fill(ws.begin(), ws.end(), 0xFF);  // scratch: backward may not find forward's there (NaN)
+    const std::vector<unsigned char> saved_after_forward = saved;
     BackwardArgs b{.d_o = act(d_o),
                    .dq = act(dq),
                    .dk = act(dk),
@@ -248,6 +249,8 @@ Tensors distributed(const Case& c, const Inputs& in, std::vector<HostTensor>& ds
       b.dsinks = dsinks_per_rank[static_cast<std::size_t>(r)].view;
     }
     ULYSSES_RETURN_IF_ERROR((*plan)->backward(b, nullptr));
+    // attention.h: ring and hybrid never write `saved` in backward (it may be shared or reused).
+    EXPECT_TRUE(saved == saved_after_forward) << "backward wrote saved on rank " << r;
     ULYSSES_RETURN_IF_ERROR(place_shard(view(dq), out.dq.view, 1, cfg.parallel, r, cu));
     ULYSSES_RETURN_IF_ERROR(place_shard(view(dk), out.dk.view, 1, cfg.parallel, r, cu));
     return place_shard(view(dv), out.dv.view, 1, cfg.parallel, r, cu);
