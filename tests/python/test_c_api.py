@@ -6,31 +6,17 @@ a mismatch. Ring merges partial results by their fp32 LSE: held to the C++ ring 
 2^-20 of the largest value.
 """
 
-import threading
 import unittest
 
 import numpy as np
 
+import rank_threads
 import ulysses
 
 
 def run_ranks(n, fn):
-    """fn(rank, comm) on n loopback ranks, one thread each; returns results, re-raises errors."""
-    comms = ulysses.loopback_group(n)
-    results, errors = [None] * n, [None] * n
-
-    def body(r):
-        try:
-            results[r] = fn(r, comms[r])
-        except Exception as e:  # noqa: BLE001 - handed back to the test thread
-            errors[r] = e
-
-    threads = [threading.Thread(target=body, args=(r,)) for r in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results, errors
+    """fn(rank, comm) on n loopback ranks, one thread each; returns (results, errors)."""
+    return rank_threads.run_ranks(ulysses.loopback_group(n), fn)
 
 
 def step(cfg, comm, q, k, v, d_o):

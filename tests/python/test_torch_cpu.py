@@ -3,7 +3,6 @@ the reference kernel, fp64. On the CPU PyTorch runs each backward on the thread 
 so ranks in one process can drive the module concurrently (on a GPU they cannot share a device:
 see test_torch_gpu). Skips without PyTorch."""
 
-import threading
 import unittest
 
 try:
@@ -11,6 +10,7 @@ try:
 except ImportError:  # the development and CI machines have no PyTorch
     torch = None
 
+import rank_threads
 import ulysses
 
 if torch is not None:
@@ -18,24 +18,8 @@ if torch is not None:
 
 
 def run_ranks(n, fn):
-    comms = ulysses.loopback_group(n)
-    results, errors = [None] * n, [None] * n
-
-    def body(r):
-        try:
-            results[r] = fn(r, comms[r])
-        except Exception as e:  # noqa: BLE001 - handed back to the test thread
-            errors[r] = e
-
-    threads = [threading.Thread(target=body, args=(r,)) for r in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for e in errors:
-        if e is not None:
-            raise e
-    return results
+    """fn(rank, comm) on n loopback ranks, one thread each; re-raises a rank's error."""
+    return rank_threads.results_or_raise(ulysses.loopback_group(n), fn)
 
 
 @unittest.skipUnless(torch is not None, "needs PyTorch")

@@ -7,7 +7,7 @@ The virtual ranks call Plan.forward/backward directly: PyTorch runs every backwa
 that device's single autograd thread, so two ranks sharing a GPU in one process would wait for each
 other there (one process per GPU, the real use, has no such problem)."""
 
-import threading
+import contextlib
 import unittest
 
 try:
@@ -16,6 +16,7 @@ try:
 except ImportError:  # the CPU machines have no PyTorch
     torch = None
 
+import rank_threads
 import ulysses
 
 GPU = torch is not None and torch.cuda.is_available() and ulysses.cuda_device_count() > 0
@@ -23,28 +24,17 @@ if GPU:
     import ulysses.torch as ut
 
 
+@contextlib.contextmanager
+def own_stream():
+    """A CUDA stream of the rank's own, waited for at the end."""
+    with torch.cuda.stream(torch.cuda.Stream()):
+        yield
+        torch.cuda.current_stream().synchronize()
+
+
 def run_ranks(comms, fn):
     """fn(rank, comm) on every rank, one thread and one CUDA stream each."""
-    n = len(comms)
-    results, errors = [None] * n, [None] * n
-
-    def body(r):
-        try:
-            with torch.cuda.stream(torch.cuda.Stream()):
-                results[r] = fn(r, comms[r])
-                torch.cuda.current_stream().synchronize()
-        except Exception as e:  # noqa: BLE001 - handed back to the test thread
-            errors[r] = e
-
-    threads = [threading.Thread(target=body, args=(r,)) for r in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for e in errors:
-        if e is not None:
-            raise e
-    return results
+    return rank_threads.results_or_raise(comms, fn, own_stream)
 
 
 def step_module(cfg, comm, q, k, v, d_o):
