@@ -15,6 +15,7 @@
 #include "ulysses/attention.h"     // IWYU pragma: export
 #include "ulysses/communicator.h"  // IWYU pragma: export
 #include "ulysses/config.h"        // IWYU pragma: export
+#include "ulysses/decode.h"        // IWYU pragma: export
 #include "ulysses/mesh.h"          // IWYU pragma: export
 #include "ulysses/reference.h"     // IWYU pragma: export
 #include "ulysses/sharding.h"      // IWYU pragma: export

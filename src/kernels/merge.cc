@@ -29,6 +29,24 @@ Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, cons
   return cuda::finalize_partial(o_acc, lse_acc, sinks, head_offset, o, lse, stream);
 }
 
+Status merge_stacked(const TensorView& o_parts, const TensorView& lse_parts, int parts,
+                     std::int64_t o_part_stride, std::int64_t lse_part_stride,
+                     const TensorView& sinks, int head_offset, const TensorView& o,
+                     const TensorView& lse, Stream stream) {
+  if (o.device.is_host()) {
+    return host::merge_stacked(o_parts, lse_parts, parts, o_part_stride, lse_part_stride, sinks,
+                               head_offset, o, lse);
+  }
+  return cuda::merge_stacked(o_parts, lse_parts, parts, o_part_stride, lse_part_stride, sinks,
+                             head_offset, o, lse, stream);
+}
+
+Status write_table(std::span<const std::int32_t> values, std::int32_t* dst, Device device,
+                   Stream stream) {
+  if (device.is_host()) return host::write_table(values, dst);
+  return cuda::write_table(values, dst, stream);
+}
+
 Status accumulate(const TensorView& acc, const TensorView& src, Stream stream) {
   if (acc.device.is_host()) return host::accumulate(acc, src);
   return cuda::accumulate(acc, src, stream);

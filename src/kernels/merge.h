@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "ulysses/status.h"
 #include "ulysses/types.h"
@@ -33,6 +34,22 @@ Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const T
 /// lse may be lse_acc itself.
 Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& sinks,
                         int head_offset, const TensorView& o, const TensorView& lse, Stream stream);
+
+/// Merges `parts` normalised partial results at once (decoding: pieces of a cache, then ranks):
+/// part i is o_parts shifted by i * o_part_stride elements and lse_parts by i * lse_part_stride,
+/// each shaped like o / lse. Row by row, over the parts whose LSE is not -inf,
+///   m = log(sum exp(lse_i)),  o = sum o_i exp(lse_i - m),  lse = m,
+/// then the sinks folded in as in finalize_partial. A row no part saw (or parts == 0) gets O = 0
+/// and LSE = -inf. o in any float dtype; lse may be an empty view.
+Status merge_stacked(const TensorView& o_parts, const TensorView& lse_parts, int parts,
+                     std::int64_t o_part_stride, std::int64_t lse_part_stride,
+                     const TensorView& sinks, int head_offset, const TensorView& o,
+                     const TensorView& lse, Stream stream);
+
+/// dst[i] = values[i]: a few host integers written in stream order (device: through kernel
+/// arguments, so the host span may be reused at once and the write can be captured in a graph).
+Status write_table(std::span<const std::int32_t> values, std::int32_t* dst, Device device,
+                   Stream stream);
 
 /// acc += src (acc fp32 or fp64, src any float dtype).
 Status accumulate(const TensorView& acc, const TensorView& src, Stream stream);
@@ -66,6 +83,11 @@ Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const T
                      const TensorView& lse_blk);
 Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& sinks,
                         int head_offset, const TensorView& o, const TensorView& lse);
+Status merge_stacked(const TensorView& o_parts, const TensorView& lse_parts, int parts,
+                     std::int64_t o_part_stride, std::int64_t lse_part_stride,
+                     const TensorView& sinks, int head_offset, const TensorView& o,
+                     const TensorView& lse);
+Status write_table(std::span<const std::int32_t> values, std::int32_t* dst);
 Status accumulate(const TensorView& acc, const TensorView& src);
 Status convert(const TensorView& dst, const TensorView& src);
 Status zero(const TensorView& dst);
@@ -81,6 +103,11 @@ Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const T
                      const TensorView& lse_blk, Stream stream);
 Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& sinks,
                         int head_offset, const TensorView& o, const TensorView& lse, Stream stream);
+Status merge_stacked(const TensorView& o_parts, const TensorView& lse_parts, int parts,
+                     std::int64_t o_part_stride, std::int64_t lse_part_stride,
+                     const TensorView& sinks, int head_offset, const TensorView& o,
+                     const TensorView& lse, Stream stream);
+Status write_table(std::span<const std::int32_t> values, std::int32_t* dst, Stream stream);
 Status accumulate(const TensorView& acc, const TensorView& src, Stream stream);
 Status convert(const TensorView& dst, const TensorView& src, Stream stream);
 Status zero(const TensorView& dst, Stream stream);

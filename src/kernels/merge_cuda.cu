@@ -10,6 +10,7 @@
 
 #include <cub/block/block_scan.cuh>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "common/cuda_check.h"
@@ -136,6 +137,52 @@ __global__ void finalize_kernel(View4 acc, View3 lacc, const float* sinks, std::
     }
     if (threadIdx.x == 0) store(lout.data, lout.dtype, at3(lout, x), l);
   }
+}
+
+__global__ void merge_stacked_kernel(View4 parts, View3 lparts, int n, std::int64_t o_stride,
+                                     std::int64_t l_stride, const float* sinks,
+                                     std::int64_t sink_stride, int head_offset, View4 out,
+                                     View3 lout) {
+  ULYSSES_ROW_LOOP(r, out) {
+    Index x = row_of(out, r);
+    const std::int64_t l_at = at3(lparts, x), o_at = at4(parts, x);
+    float m = -INFINITY;
+    for (int i = 0; i < n; ++i) m = fmaxf(m, load(lparts.data, lparts.dtype, l_at + i * l_stride));
+    float sum = 0.0f;
+    for (int i = 0; m != -INFINITY && i < n; ++i) {
+      const float li = load(lparts.data, lparts.dtype, l_at + i * l_stride);
+      if (li != -INFINITY) sum += expf(li - m);
+    }
+    float l = m == -INFINITY ? -INFINITY : m + logf(sum), scale = 0.0f;
+    if (m != -INFINITY) {
+      scale = 1.0f / sum;
+      if (sinks != nullptr) {
+        const float with_sink = log_add_exp(l, sinks[(head_offset + x.h) * sink_stride]);
+        scale *= expf(l - with_sink);
+        l = with_sink;
+      }
+    }
+    for (x.d = threadIdx.x; x.d < out.n3; x.d += blockDim.x) {
+      float acc = 0.0f;
+      for (int i = 0; m != -INFINITY && i < n; ++i) {
+        const float li = load(lparts.data, lparts.dtype, l_at + i * l_stride);
+        if (li != -INFINITY) {
+          acc += expf(li - m) * load(parts.data, parts.dtype, o_at + i * o_stride + x.d * parts.s3);
+        }
+      }
+      store(out.data, out.dtype, at4(out, x), acc * scale);
+    }
+    if (threadIdx.x == 0 && lout.data != nullptr) store(lout.data, lout.dtype, at3(lout, x), l);
+  }
+}
+
+// Up to kTableChunk values per launch, carried in the kernel's arguments.
+constexpr int kTableChunk = 1000;
+struct TableChunk {
+  std::int32_t v[kTableChunk];
+};
+__global__ void write_table_kernel(TableChunk chunk, int n, std::int32_t* dst) {
+  for (int i = static_cast<int>(threadIdx.x); i < n; i += blockDim.x) dst[i] = chunk.v[i];
 }
 
 __global__ void fill_lse_kernel(View4 shape, View3 l, float value, std::int64_t n) {
@@ -287,6 +334,35 @@ Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, cons
   finalize_kernel<<<row_blocks(o_acc), kRowThreads, 0, stream>>>(v4(o_acc), v3(lse_acc), sk, ss,
                                                                  head_offset, v4(o), v3(lse));
   ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+Status merge_stacked(const TensorView& o_parts, const TensorView& lse_parts, int parts,
+                     std::int64_t o_part_stride, std::int64_t lse_part_stride,
+                     const TensorView& sinks, int head_offset, const TensorView& o,
+                     const TensorView& lse, Stream stream) {
+  ULYSSES_RETURN_IF_ERROR(same4(o_parts, o, "merge_stacked"));
+  ULYSSES_RETURN_IF_ERROR(check({&o_parts, &lse_parts, &o}, "merge_stacked"));
+  if (!lse.empty_view()) ULYSSES_RETURN_IF_ERROR(check({&lse}, "merge_stacked"));
+  const auto* sk = sinks.empty_view() ? nullptr : static_cast<const float*>(sinks.data);
+  const std::int64_t ss = sinks.empty_view() ? 0 : sinks.stride(0);
+  View3 lout =
+      lse.empty_view() ? View3{nullptr, static_cast<int>(DType::kFloat32), 0, 0, 0} : v3(lse);
+  merge_stacked_kernel<<<row_blocks(o), kRowThreads, 0, stream>>>(v4(o_parts), v3(lse_parts), parts,
+                                                                  o_part_stride, lse_part_stride,
+                                                                  sk, ss, head_offset, v4(o), lout);
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+Status write_table(std::span<const std::int32_t> values, std::int32_t* dst, Stream stream) {
+  for (std::size_t base = 0; base < values.size(); base += kTableChunk) {
+    TableChunk chunk{};
+    const int n = static_cast<int>(std::min<std::size_t>(kTableChunk, values.size() - base));
+    std::copy_n(values.begin() + static_cast<std::ptrdiff_t>(base), n, chunk.v);
+    write_table_kernel<<<1, 256, 0, stream>>>(chunk, n, dst + base);
+    ULYSSES_CUDA_CHECK_LAUNCH();
+  }
   return Status::ok();
 }
 

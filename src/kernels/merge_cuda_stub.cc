@@ -21,6 +21,11 @@ Status finalize_partial(const TensorView&, const TensorView&, const TensorView&,
                         const TensorView&, const TensorView&, Stream) {
   return no_cuda();
 }
+Status merge_stacked(const TensorView&, const TensorView&, int, std::int64_t, std::int64_t,
+                     const TensorView&, int, const TensorView&, const TensorView&, Stream) {
+  return no_cuda();
+}
+Status write_table(std::span<const std::int32_t>, std::int32_t*, Stream) { return no_cuda(); }
 Status accumulate(const TensorView&, const TensorView&, Stream) { return no_cuda(); }
 Status convert(const TensorView&, const TensorView&, Stream) { return no_cuda(); }
 Status zero(const TensorView&, Stream) { return no_cuda(); }

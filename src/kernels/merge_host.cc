@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "common/check.h"
 #include "common/dtype_convert.h"
@@ -100,6 +101,59 @@ Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, cons
     for (std::int64_t d = 0; d < D; ++d) st(o, {b, s, h, d}, ld(o_acc, {b, s, h, d}) * w);
     st(lse, {b, h, s}, l);
   });
+  return Status::ok();
+}
+
+Status merge_stacked(const TensorView& o_parts, const TensorView& lse_parts, int parts,
+                     std::int64_t o_part_stride, std::int64_t lse_part_stride,
+                     const TensorView& sinks, int head_offset, const TensorView& o,
+                     const TensorView& lse) {
+  ULYSSES_RETURN_IF_ERROR(same_shape(o_parts, o, "merge_stacked"));
+  const std::int64_t D = o.size(3);
+  std::vector<double> l(static_cast<std::size_t>(std::max(parts, 0)));
+  rows(o, [&](std::int64_t b, std::int64_t s, std::int64_t h) {
+    const std::int64_t lse_at = lse_parts.offset({b, h, s}), o_at = o_parts.offset({b, s, h, 0});
+    double m = kNegInf;
+    for (int i = 0; i < parts; ++i) {
+      l[static_cast<std::size_t>(i)] =
+          detail::load_as_double(lse_parts.data, lse_parts.dtype, lse_at + i * lse_part_stride);
+      m = std::max(m, l[static_cast<std::size_t>(i)]);
+    }
+    double sum = 0.0;
+    for (int i = 0; m != kNegInf && i < parts; ++i) {
+      const double li = l[static_cast<std::size_t>(i)];
+      l[static_cast<std::size_t>(i)] = li == kNegInf ? 0.0 : std::exp(li - m);  // now a weight
+      sum += l[static_cast<std::size_t>(i)];
+    }
+    double lse_out = m == kNegInf ? kNegInf : m + std::log(sum), scale = 0.0;
+    if (m != kNegInf) {
+      scale = 1.0 / sum;
+      if (!sinks.empty_view()) {
+        const double with_sink = log_add_exp(
+            lse_out,
+            detail::load_as_double(sinks.data, sinks.dtype, (head_offset + h) * sinks.stride(0)));
+        scale *= std::exp(lse_out - with_sink);
+        lse_out = with_sink;
+      }
+    }
+    for (std::int64_t d = 0; d < D; ++d) {
+      double acc = 0.0;
+      for (int i = 0; m != kNegInf && i < parts; ++i) {
+        const double w = l[static_cast<std::size_t>(i)];
+        if (w != 0.0) {
+          acc += w * detail::load_as_double(o_parts.data, o_parts.dtype,
+                                            o_at + i * o_part_stride + d * o_parts.stride(3));
+        }
+      }
+      st(o, {b, s, h, d}, acc * scale);
+    }
+    if (!lse.empty_view()) st(lse, {b, h, s}, lse_out);
+  });
+  return Status::ok();
+}
+
+Status write_table(std::span<const std::int32_t> values, std::int32_t* dst) {
+  std::copy(values.begin(), values.end(), dst);
   return Status::ok();
 }
 

@@ -40,18 +40,18 @@ namespace {
 
 // Every field that must agree across ranks, as integers (for the create-time consensus).
 struct Fingerprint {
-  static constexpr int kFields = 23;
+  static constexpr int kFields = 22;
   // clang-format off
   static constexpr std::array<std::string_view, kFields> kNames = {
       "format", "layout", "dtype", "batch", "seqlen", "training",
       "strategy", "cp", "ulysses_degree", "overlap_chunks", "backward_keeps_saved",
       "saved_activations", "chunks_in_flight", "payload",
       "num_heads_q", "num_heads_kv", "head_dim", "softmax_scale", "causal",
-      "window_left", "window_right", "sinks", "local validation status"};
+      "window_left", "window_right", "sinks"};
   // clang-format on
   std::array<std::int64_t, kFields> v{};
 
-  static Fingerprint of(const PlanConfig& c, StatusCode local_status) {
+  static Fingerprint of(const PlanConfig& c) {
     Fingerprint f;
     const AttentionConfig& a = c.attention;
     f.v = {0x554c5953,  // "ULYS": catches ranks running different library builds
@@ -77,40 +77,47 @@ struct Fingerprint {
            a.causal ? 1 : 0,
            a.window_left,
            a.window_right,
-           a.sinks ? 1 : 0,
-           static_cast<std::int64_t>(local_status)};
+           a.sinks ? 1 : 0};
     return f;
   }
 };
 
 }  // namespace
 
-Status agree_on_config(const PlanConfig& config, Communicator& comm, const Status& local) {
+Status agree_on_fields(std::span<const std::int64_t> fields,
+                       std::span<const std::string_view> names, Communicator& comm,
+                       const Status& local, std::string_view api) {
   // Validate locally, but report only after the ranks have compared configs: a config that is bad
   // on one rank and fine on another must fail everywhere, not leave the good ranks waiting.
-  const Fingerprint mine = Fingerprint::of(config, local.code());
-  std::vector<std::int64_t> host_all(static_cast<std::size_t>(comm.size()) * Fingerprint::kFields);
-  ULYSSES_RETURN_IF_ERROR(comm.host_all_gather(mine.v.data(), host_all.data(), sizeof(mine.v)));
+  const std::size_t n = fields.size() + 1;  // + this rank's validation status
+  std::vector<std::int64_t> mine(fields.begin(), fields.end());
+  mine.push_back(static_cast<std::int64_t>(local.code()));
+  std::vector<std::int64_t> host_all(static_cast<std::size_t>(comm.size()) * n);
+  ULYSSES_RETURN_IF_ERROR(
+      comm.host_all_gather(mine.data(), host_all.data(), n * sizeof(std::int64_t)));
   for (int r = 0; r < comm.size(); ++r) {
-    for (int f = 0; f < Fingerprint::kFields; ++f) {
-      const std::int64_t theirs = host_all[static_cast<std::size_t>(r * Fingerprint::kFields + f)];
-      if (theirs != mine.v[static_cast<std::size_t>(f)]) {
-        if (f == Fingerprint::kFields - 1 && local.is_ok()) {
-          return Status(StatusCode::kConfigMismatch,
-                        str_cat(kCreateApi, ": rank ", r, " rejected the configuration (status ",
-                                status_code_name(static_cast<StatusCode>(theirs)),
-                                "); see that rank's error"));
-        }
-        if (f == Fingerprint::kFields - 1) return local;
-        return Status(StatusCode::kConfigMismatch,
-                      str_cat(kCreateApi, ": ", Fingerprint::kNames[static_cast<std::size_t>(f)],
-                              " differs between ranks (got ", mine.v[static_cast<std::size_t>(f)],
-                              " on rank ", comm.rank(), ", ", theirs, " on rank ", r,
-                              "; expected the same PlanConfig on every rank)"));
+    for (std::size_t f = 0; f < n; ++f) {
+      const std::int64_t theirs = host_all[static_cast<std::size_t>(r) * n + f];
+      if (theirs == mine[f]) continue;
+      if (f == n - 1 && local.is_ok()) {
+        return Status(
+            StatusCode::kConfigMismatch,
+            str_cat(api, ": rank ", r, " rejected the configuration (status ",
+                    status_code_name(static_cast<StatusCode>(theirs)), "); see that rank's error"));
       }
+      if (f == n - 1) return local;
+      return Status(StatusCode::kConfigMismatch,
+                    str_cat(api, ": ", names[f], " differs between ranks (got ", mine[f],
+                            " on rank ", comm.rank(), ", ", theirs, " on rank ", r,
+                            "; expected the same configuration on every rank)"));
     }
   }
   return local;
+}
+
+Status agree_on_config(const PlanConfig& config, Communicator& comm, const Status& local) {
+  const Fingerprint mine = Fingerprint::of(config);
+  return agree_on_fields(mine.v, Fingerprint::kNames, comm, local, kCreateApi);
 }
 
 Status CallChecks::activation(const TensorView& t, std::string_view name, int heads, DType dtype,

@@ -43,6 +43,11 @@ TensorView lse_as_bhs(const TensorView& t, Layout layout);
 /// all-gathered once; a difference is kConfigMismatch on every rank, a rank's rejection is reported
 /// on every rank. Returns `local` when all agree.
 Status agree_on_config(const PlanConfig& config, Communicator& comm, const Status& local);
+/// The same for any configuration given as integer fields (names[i] names fields[i] in the
+/// kConfigMismatch message); api prefixes the messages.
+Status agree_on_fields(std::span<const std::int64_t> fields,
+                       std::span<const std::string_view> names, Communicator& comm,
+                       const Status& local, std::string_view api);
 
 /// The per-call checks both plans run before any data moves.
 struct CallChecks {

@@ -1,0 +1,125 @@
+// ulysses: decoding (inference) with a KV cache sharded by sequence across the cp group.
+//
+// After a context-parallel prefill every rank holds the keys and values of its own tokens: the
+// cache of one long sequence is spread over the ranks and never moves. Each decode step, every rank
+// has the same few new query tokens (the model runs them redundantly, or tensor-parallel), and
+//
+//   1. attends them to its own cache rows with the ordinary local kernel, cut into pieces so that
+//      even one query token fills the GPU (flash-decoding: the keys are split, not the queries);
+//   2. merges its pieces by log-sum-exp into one partial result (fp32 O and LSE);
+//   3. all-gathers the partials (a few KiB per query token) and merges them.
+//
+// Every rank ends with the same O (and LSE): attention of the new tokens over the whole cache, with
+// masks in global positions and sinks counted once. Nothing but the partials crosses a link: the
+// cache is read where it lies, so a step costs about the longest rank's cache read plus one
+// latency-bound all-gather.
+//
+//        rank 0                 rank 1                       every rank
+//     q (same) x keys 0..3   q (same) x keys 4..7, 8    ->  all-gather (O, LSE)  ->  merge  ->  O
+//
+// Where new tokens' keys go is the caller's choice (e.g. appended on the rank with the shortest
+// cache, or round robin): each rank describes its cache rows as segments of consecutive positions
+// (a prefill shard, then appended tokens), which may differ from rank to rank and step to step.
+//
+// Host-only header: no CUDA, NCCL or cuDNN include.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "ulysses/attention.h"
+#include "ulysses/communicator.h"
+#include "ulysses/config.h"
+#include "ulysses/status.h"
+#include "ulysses/types.h"
+
+namespace ulysses {
+
+/// Rows [row, row + rows) of a rank's cache hold the keys and values of global positions
+/// [position, position + rows), in order.
+struct CacheSegment {
+  std::int64_t row = 0;
+  std::int64_t rows = 0;
+  std::int64_t position = 0;
+};
+
+/// Everything that fixes a decode plan. Must be identical on every rank (create() checks).
+struct DecodeConfig {
+  /// Heads, head_dim, scale, causal, windows and sinks, in global positions as for training. Query
+  /// token i of a step sits at position query_position + i: causal lets it see keys up to there
+  /// (so with several new tokens their own keys must be in a cache); window_left w keeps only the
+  /// last w + 1 positions, which also bounds the work (keys outside every window are not read).
+  AttentionConfig attention;
+  /// Ranks holding the cache: the communicator's size.
+  int cp = 1;
+  /// Of q, the cache and o (the kernel's dtype).
+  DType dtype = DType::kBFloat16;
+  /// Sequences decoded together. They share one position layout: the same segments and query
+  /// position for every sequence of the batch.
+  std::int64_t batch = 1;
+  /// New tokens per sequence per step: 1 for plain decoding; more for speculative verification or
+  /// chunked prefill against a sharded cache.
+  std::int64_t query_tokens = 1;
+  /// Rows of each rank's cache buffer per sequence (its capacity): k_cache and v_cache are
+  /// [batch, cache_rows, num_heads_kv, head_dim].
+  std::int64_t cache_rows = 0;
+  /// Most segments a rank passes to one forward() call.
+  int max_segments = 2;
+  /// Keys visible to every query are cut into pieces of at least this many rows, so that one query
+  /// token still gives the kernel pieces x heads independent rows to spread over the GPU.
+  std::int64_t min_split_rows = 4096;
+  /// Most pieces per rank and sequence (including the <= 2 masked edge pieces per segment that a
+  /// window or several query tokens need). 1: no splitting.
+  int max_splits = 16;
+
+  Status validate() const;
+};
+
+/// One rank's views for one decode step. Activations have head_dim contiguous, any other strides.
+struct DecodeArgs {
+  TensorView q;        // [batch, query_tokens, num_heads_q, head_dim]: the same on every rank
+  TensorView k_cache;  // [batch, cache_rows, num_heads_kv, head_dim]: this rank's cache
+  TensorView v_cache;  // like k_cache
+  /// Which rows of this rank's cache hold keys, and their positions (rows in ascending order, not
+  /// overlapping; at most max_segments; may be empty). A position must be held by one rank only.
+  std::span<const CacheSegment> segments;
+  /// Global position of query token 0 (the same on every rank).
+  std::int64_t query_position = 0;
+  TensorView sinks;  // [num_heads_q] fp32 when attention.sinks (the same on every rank)
+  TensorView o;      // out: [batch, query_tokens, num_heads_q, head_dim], the same on every rank
+  TensorView lse;    // optional out: [batch, num_heads_q, query_tokens] fp32, natural log
+  void* workspace = nullptr;  // workspace_bytes(), on the communicator's device
+};
+
+/// A decode plan for one rank of the cp group.
+///
+/// Collective: create() and forward() must be called by every rank of `comm` in the same order.
+/// forward() checks its views and segments before any data moves; a rank whose arguments are wrong
+/// returns kInvalidArgument at once and its peers get kTimeout (or the device backend's error)
+/// rather than hang. A query token that sees no key at all (outside every window, or an empty
+/// cache) gets O = 0 and LSE = -inf.
+///
+/// The kernel needs provides_lse(). The cuDNN backend builds a graph per power-of-two bucket of the
+/// pieces' lengths, so a growing cache builds a new graph only when a piece crosses a power of two.
+/// forward() enqueues device work only (no host synchronisation; allocation only when a new bucket
+/// needs more cuDNN workspace).
+class DistributedDecode {
+ public:
+  virtual ~DistributedDecode() = default;
+
+  /// Validates, agrees on the config across the ranks of `comm` (one all-gather), sizes the
+  /// workspace. `comm` and `kernel` must outlive the plan.
+  static Result<std::unique_ptr<DistributedDecode>> create(const DecodeConfig& config,
+                                                           Communicator& comm,
+                                                           LocalAttention& kernel);
+
+  virtual const DecodeConfig& config() const = 0;
+  /// Scratch for one forward() call, on the communicator's device.
+  virtual std::size_t workspace_bytes() const = 0;
+  /// Enqueues one decode step on `stream`.
+  virtual Status forward(const DecodeArgs& args, Stream stream) = 0;
+};
+
+}  // namespace ulysses

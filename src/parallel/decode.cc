@@ -1,0 +1,489 @@
+// DistributedDecode (decode.h): one decode step against a KV cache sharded by sequence.
+//
+// Per step and rank, plan_pieces() cuts the visible part of each cache segment into pieces:
+//   * open pieces: keys every query token sees. One varlen call (VarlenRows, no mask) runs all of
+//     them, for every sequence of the batch; they are cut to at least min_split_rows keys so that
+//     one query token still spreads over pieces x heads rows of the kernel (flash-decoding);
+//   * edges: keys only some tokens see, at most two per segment (the left edge of a window, and
+//     keys right of query token 0: the new tokens' own under causal). One masked call each, on the
+//     query rows that see at least one of its keys (so no softmax row is empty), with a diagonal
+//     offset that stays the same from step to step (left edge: window_left; right edge: minus the
+//     right bound), so a growing cache does not build new kernel graphs.
+// Each piece has its own copy of q in the workspace (a varlen call writes every row of its q view:
+// its sequences' outputs, zeros elsewhere). The pieces merge into one partial (O and LSE in the
+// accumulator dtype), which is all-gathered; every rank merges the partials in rank order with the
+// sinks, so every rank's O is the same bits.
+#include "ulysses/decode.h"
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "attention/local_checks.h"
+#include "common/check.h"
+#include "kernels/merge.h"
+#include "parallel/plan_common.h"
+
+namespace ulysses {
+
+using detail::arg_error;
+using detail::str_cat;
+
+namespace {
+
+constexpr std::string_view kCreate = "ulysses::DistributedDecode::create";
+constexpr std::string_view kForward = "ulysses::DistributedDecode::forward";
+constexpr std::string_view kConfig = "ulysses::DecodeConfig";
+
+// Pieces per rank and sequence the workspace holds: open pieces (<= max_splits, plus one per
+// segment by rounding) and <= 2 edges per segment.
+std::int64_t piece_slots(const DecodeConfig& c) { return c.max_splits + 3ll * c.max_segments; }
+
+struct Piece {
+  std::int64_t kv_row = 0, kv_len = 0;  // rows of the rank's cache
+  std::int64_t q_begin = 0, q_len = 0;  // query tokens that see it (edges; open: all)
+  std::int64_t diagonal_offset = 0;     // position of query q_begin minus that of key kv_row
+};
+struct PiecePlan {
+  std::vector<Piece> open, edges;
+};
+
+PiecePlan plan_pieces(const DecodeConfig& c, std::span<const CacheSegment> segments,
+                      std::int64_t p0) {
+  constexpr std::int64_t kFar = std::numeric_limits<std::int64_t>::max() / 4;
+  const AttentionConfig& a = c.attention;
+  const std::int64_t T = c.query_tokens;
+  const std::int64_t wl = a.window_left, r = a.causal ? 0 : a.window_right;
+  // Query token i sees keys at positions [lo(i), hi(i)].
+  auto lo = [&](std::int64_t i) { return wl >= 0 ? p0 + i - wl : -kFar; };
+  auto hi = [&](std::int64_t i) { return r >= 0 ? p0 + i + r : kFar; };
+  PiecePlan plan;
+  struct Open {
+    std::int64_t row, len;
+  };
+  std::vector<Open> open;
+  for (const CacheSegment& s : segments) {
+    const std::int64_t s0 = s.position, s1 = s.position + s.rows;
+    auto row = [&](std::int64_t key) { return s.row + (key - s0); };
+    // Keys some token sees [v0, v1), keys every token sees [f0, f1).
+    const std::int64_t v0 = std::max(s0, lo(0)), v1 = std::min(s1, hi(T - 1) + 1);
+    if (v0 >= v1) continue;
+    const std::int64_t f0 = std::max(v0, lo(T - 1)), f1 = std::min(v1, hi(0) + 1);
+    auto edge = [&](std::int64_t k0, std::int64_t k1) {
+      if (k0 >= k1) return;
+      // Tokens [i0, i1) see at least one key of [k0, k1): hi(i) >= k0 and lo(i) < k1.
+      const std::int64_t i0 = r >= 0 ? std::max<std::int64_t>(0, k0 - p0 - r) : 0;
+      const std::int64_t i1 = wl >= 0 ? std::min(T, k1 - p0 + wl) : T;
+      if (i0 >= i1) return;  // not reached: [v0, v1) is visible to someone
+      plan.edges.push_back({row(k0), k1 - k0, i0, i1 - i0, p0 + i0 - k0});
+    };
+    if (f0 >= f1) {
+      edge(v0, v1);
+    } else {
+      edge(v0, f0);
+      open.push_back({row(f0), f1 - f0});
+      edge(f1, v1);
+    }
+  }
+  std::int64_t total = 0;
+  for (const Open& o : open) total += o.len;
+  if (total == 0) return plan;
+  const std::int64_t target = std::max(
+      c.min_split_rows, (total + c.max_splits - 1) / static_cast<std::int64_t>(c.max_splits));
+  for (const Open& o : open) {
+    const std::int64_t n = (o.len + target - 1) / target;
+    for (std::int64_t k = 0; k < n; ++k) {
+      const std::int64_t b = o.len * k / n, e = o.len * (k + 1) / n;
+      plan.open.push_back({o.row + b, e - b, 0, c.query_tokens, 0});
+    }
+  }
+  return plan;
+}
+
+class DecodePlan final : public DistributedDecode {
+ public:
+  DecodePlan(const DecodeConfig& config, Communicator& comm, LocalAttention& kernel)
+      : config_(config), comm_(comm), kernel_(kernel) {
+    const AttentionConfig& a = config_.attention;
+    const std::int64_t B = config_.batch, T = config_.query_tokens, D = a.head_dim;
+    acc_ = config_.dtype == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
+    slots_ = piece_slots(config_);
+    rows_cap_ = B * slots_ * T;
+    const std::size_t act_row =
+        static_cast<std::size_t>(a.num_heads_q * D) * dtype_size(config_.dtype);
+    parallel::Arena arena;
+    q_rep_ = arena.take(static_cast<std::size_t>(rows_cap_) * act_row);
+    o_part_ = arena.take(static_cast<std::size_t>(rows_cap_) * act_row);
+    lse_part_ = arena.take(static_cast<std::size_t>(rows_cap_ * a.num_heads_q) * 4);
+    table_offset_ = arena.take(static_cast<std::size_t>(4 * B * slots_) * sizeof(std::int32_t));
+    o_acc_bytes_ = static_cast<std::size_t>(B * T * a.num_heads_q * D) * dtype_size(acc_);
+    part_bytes_ =
+        parallel::align_up(o_acc_bytes_ + static_cast<std::size_t>(B * a.num_heads_q * T) * 4);
+    send_ = arena.take(part_bytes_);
+    recv_ = config_.cp > 1 ? arena.take(part_bytes_ * static_cast<std::size_t>(config_.cp)) : send_;
+    kernel_ws_ = arena.take(kernel_ws_bytes());
+    workspace_bytes_ = arena.total();
+  }
+
+  // The kernel problem of a call over `seqs` sequences: open pieces (no mask) or one edge.
+  LocalProblem problem(std::int64_t q_rows, std::int64_t kv_rows, bool masked,
+                       std::int64_t diagonal_offset) const {
+    LocalProblem p;
+    p.config = config_.attention;
+    p.config.sinks = false;  // folded in once, in the last merge
+    if (!masked) {
+      p.config.causal = false;
+      p.config.window_left = p.config.window_right = -1;
+    }
+    p.dtype = config_.dtype;
+    p.grad_kv_dtype = config_.dtype;
+    p.batch = 1;
+    p.varlen = p.varlen_rows = true;
+    p.seqlen = q_rows;
+    p.seqlen_kv = kv_rows;
+    p.diagonal_offset = diagonal_offset;
+    p.partial_keys = true;
+    p.backward = false;
+    p.num_heads_q_local = config_.attention.num_heads_q;
+    p.num_heads_kv_local = config_.attention.num_heads_kv;
+    return p;
+  }
+
+  // The problems create() asks the kernel about: the open call, and the edges' offsets.
+  std::vector<LocalProblem> representative_problems() const {
+    const AttentionConfig& a = config_.attention;
+    const std::int64_t B = config_.batch, T = config_.query_tokens;
+    const std::int64_t kv = B * config_.cache_rows;
+    std::vector<LocalProblem> out = {problem(B * config_.max_splits * T, kv, false, 0)};
+    const std::int64_t r = a.causal ? 0 : a.window_right;
+    if (a.window_left >= 0) out.push_back(problem(B * T, kv, true, a.window_left));
+    if (T > 1 && r >= 0) out.push_back(problem(B * T, kv, true, -r));
+    return out;
+  }
+
+  const DecodeConfig& config() const override { return config_; }
+  std::size_t workspace_bytes() const override { return workspace_bytes_; }
+
+  Status forward(const DecodeArgs& args, Stream stream) override {
+    ULYSSES_RETURN_IF_ERROR(check(args));
+    const AttentionConfig& a = config_.attention;
+    const std::int64_t B = config_.batch, T = config_.query_tokens, D = a.head_dim;
+    const std::int64_t Hq = a.num_heads_q, Hkv = a.num_heads_kv;
+    const Device dev = comm_.device();
+    char* ws = static_cast<char*>(args.workspace);
+    const PiecePlan plan = plan_pieces(config_, args.segments, args.query_position);
+    const auto n_open = static_cast<std::int64_t>(plan.open.size());
+
+    // The cache as one run of rows: row i of sequence b is row b * m + i.
+    const std::int64_t m = B > 1 ? args.k_cache.stride(0) / args.k_cache.stride(1) : 0;
+    const std::int64_t kv_rows = (B - 1) * m + config_.cache_rows;
+    auto cache_rows = [&](const TensorView& t) {
+      return TensorView::strided(t.data, t.dtype, {1, kv_rows, Hkv, D},
+                                 {0, t.stride(1), t.stride(2), 1}, dev);
+    };
+    const TensorView k = cache_rows(args.k_cache), v = cache_rows(args.v_cache);
+    // Workspace rows of T query tokens: the open region [B][n_open][T], then [B][T] per edge.
+    auto act = [&](std::size_t region, DType dtype, std::int64_t first, std::int64_t rows) {
+      return TensorView::strided(
+          ws + region + static_cast<std::size_t>(first * Hq * D) * dtype_size(dtype), dtype,
+          {1, rows, Hq, D}, {0, Hq * D, D, 1}, dev);
+    };
+    auto lse = [&](std::int64_t first, std::int64_t rows) {
+      return TensorView::strided(ws + lse_part_ + static_cast<std::size_t>(first) * 4,
+                                 DType::kFloat32, {1, Hq, rows}, {0, rows_cap_, 1}, dev);
+    };
+    // [1, n * B * T, ..] as [B, T, ..] for piece 0 of the region (pieces n apart in b).
+    auto by_batch = [&](TensorView t, std::int64_t n) {
+      t.ndim = 4;
+      t.shape = {B, T, Hq, D};
+      t.strides = {n * T * Hq * D, Hq * D, D, 1};
+      return t;
+    };
+    auto lse_by_batch = [&](TensorView t, std::int64_t n) {
+      t.shape = {B, Hq, T, 0};
+      t.strides = {n * T, rows_cap_, 1, 0};
+      return t;
+    };
+
+    // Every piece's copy of q.
+    for (std::int64_t b = 0; n_open > 0 && b < B; ++b) {
+      TensorView dst = act(q_rep_, config_.dtype, b * n_open * T, n_open * T);
+      dst.shape = {n_open, T, Hq, D};
+      dst.strides = {T * Hq * D, Hq * D, D, 1};
+      TensorView src = args.q;
+      src.data = static_cast<char*>(src.data) +
+                 b * src.stride(0) * static_cast<std::int64_t>(dtype_size(src.dtype));
+      src.shape[0] = n_open;
+      src.strides[0] = 0;
+      ULYSSES_RETURN_IF_ERROR(kernels::convert(dst, src, stream));
+    }
+    const std::int64_t edge_base = B * n_open * T;
+    for (std::size_t e = 0; e < plan.edges.size(); ++e) {
+      const std::int64_t first = edge_base + static_cast<std::int64_t>(e) * B * T;
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::convert(by_batch(act(q_rep_, config_.dtype, first, B * T), 1), args.q, stream));
+    }
+
+    // The kernel calls: the open pieces together, then each edge.
+    std::size_t table_at = 0;
+    auto call = [&](std::int64_t first, std::int64_t q_rows, std::span<const Piece> pieces,
+                    bool masked, std::int64_t diagonal_offset, bool per_piece_q) -> Status {
+      const auto n = static_cast<std::size_t>(B) * pieces.size();
+      table_.assign(4 * n, 0);
+      std::size_t s = 0;
+      for (std::int64_t b = 0; b < B; ++b) {
+        for (std::size_t j = 0; j < pieces.size(); ++j, ++s) {
+          const Piece& pc = pieces[j];
+          const std::int64_t q_row = per_piece_q ? static_cast<std::int64_t>(s) * T : b * T;
+          table_[s] = static_cast<std::int32_t>(q_row + pc.q_begin);
+          table_[n + s] = static_cast<std::int32_t>(pc.q_len);
+          table_[2 * n + s] = static_cast<std::int32_t>(b * m + pc.kv_row);
+          table_[3 * n + s] = static_cast<std::int32_t>(pc.kv_len);
+        }
+      }
+      auto* device_table = reinterpret_cast<std::int32_t*>(ws + table_offset_) + table_at;
+      table_at += 4 * n;
+      ULYSSES_RETURN_IF_ERROR(kernels::write_table(table_, device_table, dev, stream));
+      const std::span<const std::int32_t> t(table_);
+      VarlenRows rows{.q_begin = t.subspan(0, n),
+                      .q_len = t.subspan(n, n),
+                      .kv_begin = t.subspan(2 * n, n),
+                      .kv_len = t.subspan(3 * n, n),
+                      .q_begin_device = device_table,
+                      .q_len_device = device_table + n,
+                      .kv_begin_device = device_table + 2 * n,
+                      .kv_len_device = device_table + 3 * n};
+      LocalForwardArgs f{.q = act(q_rep_, config_.dtype, first, q_rows),
+                         .k = k,
+                         .v = v,
+                         .o = act(o_part_, config_.dtype, first, q_rows),
+                         .lse = lse(first, q_rows),
+                         .rows = rows,
+                         .workspace = ws + kernel_ws_};
+      return kernel_.forward(problem(q_rows, kv_rows, masked, diagonal_offset), f, stream);
+    };
+    if (n_open > 0) {
+      ULYSSES_RETURN_IF_ERROR(call(0, edge_base, plan.open, false, 0, true));
+    }
+    for (std::size_t e = 0; e < plan.edges.size(); ++e) {
+      const Piece& edge = plan.edges[e];
+      ULYSSES_RETURN_IF_ERROR(call(edge_base + static_cast<std::int64_t>(e) * B * T, B * T,
+                                   std::span<const Piece>(&edge, 1), true, edge.diagonal_offset,
+                                   false));
+    }
+
+    // This rank's partial: the open pieces at once, then the edges.
+    const TensorView o_acc = TensorView::contiguous(ws + send_, acc_, {B, T, Hq, D}, dev);
+    const TensorView lse_acc =
+        TensorView::contiguous(ws + send_ + o_acc_bytes_, DType::kFloat32, {B, Hq, T}, dev);
+    ULYSSES_RETURN_IF_ERROR(kernels::merge_stacked(
+        by_batch(act(o_part_, config_.dtype, 0, 1), n_open), lse_by_batch(lse(0, 1), n_open),
+        static_cast<int>(n_open), T * Hq * D, T, TensorView{}, 0, o_acc, lse_acc, stream));
+    for (std::size_t e = 0; e < plan.edges.size(); ++e) {
+      const std::int64_t first = edge_base + static_cast<std::int64_t>(e) * B * T;
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::merge_partial(o_acc, lse_acc, by_batch(act(o_part_, config_.dtype, first, 1), 1),
+                                 lse_by_batch(lse(first, 1), 1), stream));
+    }
+
+    // Every rank's partial, merged in rank order with the sinks.
+    if (config_.cp > 1) {
+      ULYSSES_RETURN_IF_ERROR(comm_.all_gather(ws + send_, ws + recv_, part_bytes_, stream));
+    }
+    const TensorView o_parts = TensorView::contiguous(ws + recv_, acc_, {B, T, Hq, D}, dev);
+    const TensorView lse_parts =
+        TensorView::contiguous(ws + recv_ + o_acc_bytes_, DType::kFloat32, {B, Hq, T}, dev);
+    return kernels::merge_stacked(o_parts, lse_parts, config_.cp,
+                                  static_cast<std::int64_t>(part_bytes_ / dtype_size(acc_)),
+                                  static_cast<std::int64_t>(part_bytes_ / 4),
+                                  a.sinks ? args.sinks : TensorView{}, 0, args.o, args.lse, stream);
+  }
+
+ private:
+  std::size_t kernel_ws_bytes() const {
+    std::size_t n = 0;
+    for (const LocalProblem& p : representative_problems()) {
+      n = std::max(n, kernel_.workspace_bytes(p));
+    }
+    return n;
+  }
+
+  Status check(const DecodeArgs& a) const;
+
+  DecodeConfig config_;
+  Communicator& comm_;
+  LocalAttention& kernel_;
+  DType acc_ = DType::kFloat32;
+  std::int64_t slots_ = 0, rows_cap_ = 0;
+  std::size_t q_rep_ = 0, o_part_ = 0, lse_part_ = 0, table_offset_ = 0, send_ = 0, recv_ = 0,
+              kernel_ws_ = 0;
+  std::size_t o_acc_bytes_ = 0, part_bytes_ = 0, workspace_bytes_ = 0;
+  std::vector<std::int32_t> table_;  // host copy of one call's VarlenRows
+};
+
+Status DecodePlan::check(const DecodeArgs& a) const {
+  constexpr std::string_view api = kForward;
+  const AttentionConfig& c = config_.attention;
+  const std::int64_t B = config_.batch, T = config_.query_tokens, D = c.head_dim;
+  const Device dev = comm_.device();
+  ULYSSES_RETURN_IF_ERROR(
+      detail::check_view(a.q, "q", {B, T, c.num_heads_q, D}, config_.dtype, dev, true, api));
+  ULYSSES_RETURN_IF_ERROR(detail::check_view(a.k_cache, "k_cache",
+                                             {B, config_.cache_rows, c.num_heads_kv, D},
+                                             config_.dtype, dev, true, api));
+  ULYSSES_RETURN_IF_ERROR(detail::check_view(a.v_cache, "v_cache",
+                                             {B, config_.cache_rows, c.num_heads_kv, D},
+                                             config_.dtype, dev, true, api));
+  ULYSSES_RETURN_IF_ERROR(
+      detail::check_view(a.o, "o", {B, T, c.num_heads_q, D}, config_.dtype, dev, true, api));
+  if (!a.lse.empty_view()) {
+    ULYSSES_RETURN_IF_ERROR(
+        detail::check_view(a.lse, "lse", {B, c.num_heads_q, T}, DType::kFloat32, dev, false, api));
+  }
+  if (c.sinks) {
+    ULYSSES_RETURN_IF_ERROR(
+        detail::check_view(a.sinks, "sinks", {c.num_heads_q}, DType::kFloat32, dev, true, api));
+  } else if (!a.sinks.empty_view()) {
+    return arg_error(api, "sinks", "is given but attention.sinks is false", a.sinks.to_string(),
+                     "an empty view");
+  }
+  if (B > 1) {
+    // The kernel sees the cache as one run of rows: each sequence a whole number of rows apart.
+    const std::int64_t ks = a.k_cache.stride(1), m = ks > 0 ? a.k_cache.stride(0) / ks : 0;
+    for (const TensorView* t : {&a.k_cache, &a.v_cache}) {
+      const std::int64_t s1 = t->stride(1), s0 = t->stride(0);
+      if (s1 <= 0 || s0 % s1 != 0 || s0 / s1 != m || m < config_.cache_rows) {
+        return arg_error(api, t == &a.k_cache ? "k_cache.strides[0]" : "v_cache.strides[0]",
+                         "is not a whole number of rows apart from the next sequence",
+                         str_cat(s0, " (row stride ", s1, ")"),
+                         str_cat("m * strides[1] with the same m >= cache_rows = ",
+                                 config_.cache_rows, " for k_cache and v_cache"));
+      }
+    }
+  }
+  if (a.segments.size() > static_cast<std::size_t>(config_.max_segments)) {
+    return arg_error(api, "segments", "are too many", a.segments.size(),
+                     str_cat("at most max_segments = ", config_.max_segments));
+  }
+  std::int64_t end = 0;
+  for (std::size_t i = 0; i < a.segments.size(); ++i) {
+    const CacheSegment& s = a.segments[i];
+    if (s.rows < 0 || s.row < end || s.row + s.rows > config_.cache_rows) {
+      return arg_error(api, str_cat("segments[", i, "]"), "lies outside the free cache rows",
+                       str_cat("rows [", s.row, ", ", s.row + s.rows, ")"),
+                       str_cat("a range inside [", end, ", ", config_.cache_rows,
+                               ") (ascending, not overlapping the previous segment)"));
+    }
+    if (s.position < 0) {
+      return arg_error(api, str_cat("segments[", i, "].position"), "is negative", s.position,
+                       ">= 0");
+    }
+    end = s.row + s.rows;
+  }
+  if (a.query_position < 0) {
+    return arg_error(api, "query_position", "is negative", a.query_position, ">= 0");
+  }
+  if (workspace_bytes_ > 0 && a.workspace == nullptr) {
+    return arg_error(api, "workspace", "is null", "nullptr",
+                     str_cat(workspace_bytes_, " bytes (workspace_bytes())"));
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status DecodeConfig::validate() const {
+  constexpr std::string_view api = kConfig;
+  ULYSSES_RETURN_IF_ERROR(attention.validate());
+  if (cp < 1) return arg_error(api, "cp", "must be positive", cp, ">= 1");
+  if (dtype != DType::kFloat64 && dtype != DType::kFloat32 && dtype != DType::kFloat16 &&
+      dtype != DType::kBFloat16) {
+    return arg_error(api, "dtype", "is not supported", dtype_name(dtype),
+                     "fp64, fp32, fp16 or bf16");
+  }
+  if (batch < 1) return arg_error(api, "batch", "must be positive", batch, ">= 1");
+  if (query_tokens < 1) {
+    return arg_error(api, "query_tokens", "must be positive", query_tokens, ">= 1");
+  }
+  if (cache_rows < 1) return arg_error(api, "cache_rows", "must be positive", cache_rows, ">= 1");
+  if (max_segments < 1) {
+    return arg_error(api, "max_segments", "must be positive", max_segments, ">= 1");
+  }
+  if (min_split_rows < 1) {
+    return arg_error(api, "min_split_rows", "must be positive", min_split_rows, ">= 1");
+  }
+  if (max_splits < 1) return arg_error(api, "max_splits", "must be positive", max_splits, ">= 1");
+  // Rows the kernel addresses with int32 (VarlenRows): the pieces' query copies and the cache.
+  constexpr std::int64_t kInt32 = std::numeric_limits<std::int32_t>::max();
+  if (batch * piece_slots(*this) * query_tokens > kInt32 / std::max(1, attention.num_heads_q)) {
+    return arg_error(
+        api, "batch * (max_splits + 3 max_segments) * query_tokens",
+        "is too large for int32 row offsets", batch * piece_slots(*this) * query_tokens,
+        str_cat("at most ", kInt32 / std::max(1, attention.num_heads_q), " (int32 / num_heads_q)"));
+  }
+  if (batch * cache_rows > kInt32) {
+    return arg_error(api, "batch * cache_rows", "is too large for int32 row offsets",
+                     batch * cache_rows, str_cat("at most ", kInt32));
+  }
+  return Status::ok();
+}
+
+Result<std::unique_ptr<DistributedDecode>> DistributedDecode::create(const DecodeConfig& config,
+                                                                     Communicator& comm,
+                                                                     LocalAttention& kernel) {
+  Status local = config.validate();
+  if (local.is_ok() && comm.size() != config.cp) {
+    local = arg_error(kCreate, "cp", "differs from the communicator's size", config.cp,
+                      str_cat(comm.size(), " (comm.size())"));
+  }
+  if (local.is_ok() && kernel.device() != comm.device()) {
+    local = arg_error(kCreate, "kernel", "runs on another device than the communicator",
+                      kernel.device().to_string(), comm.device().to_string());
+  }
+  if (local.is_ok() && !kernel.provides_lse()) {
+    local = unsupported(str_cat(kCreate, ": kernel ", kernel.name(),
+                                " provides no softmax statistics (LSE), which decoding needs to "
+                                "merge the pieces of the cache"));
+  }
+  std::unique_ptr<DecodePlan> plan;
+  if (local.is_ok()) {
+    plan = std::make_unique<DecodePlan>(config, comm, kernel);
+    for (const LocalProblem& p : plan->representative_problems()) {
+      local = kernel.check_support(p);
+      if (!local.is_ok()) break;
+    }
+  }
+  const AttentionConfig& a = config.attention;
+  const std::array<std::int64_t, 17> fields = {
+      0x554c5944,  // "ULYD": catches ranks running different library builds
+      static_cast<std::int64_t>(config.dtype),
+      config.cp,
+      config.batch,
+      config.query_tokens,
+      config.cache_rows,
+      config.max_segments,
+      config.min_split_rows,
+      config.max_splits,
+      a.num_heads_q,
+      a.num_heads_kv,
+      a.head_dim,
+      a.softmax_scale ? static_cast<std::int64_t>(std::bit_cast<std::uint32_t>(*a.softmax_scale))
+                      : -1,
+      a.causal ? 1 : 0,
+      a.window_left,
+      a.window_right,
+      a.sinks ? 1 : 0};
+  static constexpr std::array<std::string_view, 17> kNames = {
+      "format",        "dtype",       "cp",           "batch",
+      "query_tokens",  "cache_rows",  "max_segments", "min_split_rows",
+      "max_splits",    "num_heads_q", "num_heads_kv", "head_dim",
+      "softmax_scale", "causal",      "window_left",  "window_right",
+      "sinks"};
+  ULYSSES_RETURN_IF_ERROR(parallel::agree_on_fields(fields, kNames, comm, local, kCreate));
+  return std::unique_ptr<DistributedDecode>(std::move(plan));
+}
+
+}  // namespace ulysses

@@ -1,0 +1,498 @@
+// DistributedDecode on the loopback communicator with the FP64 reference kernel, against one
+// reference call over the whole cache.
+//
+// Each case cuts the sequence's positions into runs, deals them to random ranks, and stores each
+// rank's runs in shuffled order at random rows of its cache; every other cache row is NaN, and so
+// is every key no query token may see (outside every window), so a piece that reads a row it
+// should not turns the output NaN. Several decode steps run on one plan, the cache growing by the
+// new tokens each step. The kernel's LSE is fp32, so the merges weigh the pieces with fp32
+// log-sum-exps: results are held to 1e-5 of the FP64 truth (O values are O(1)), and every rank's O
+// and LSE to the same bits.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "common/check.h"
+#include "common/test_util.h"
+#include "ulysses/decode.h"
+#include "ulysses/reference.h"
+
+namespace ulysses {
+namespace {
+
+using testing::HostTensor;
+
+struct Case {
+  std::string name;
+  int P;
+  std::int64_t B, T;  // sequences, query tokens per step
+  int Hq, Hkv, D;
+  bool causal = false;
+  int wl = -1, wr = -1;
+  bool sinks = false;
+  std::int64_t prefill = 40;  // positions in the cache before the first step
+  int steps = 3;
+  std::int64_t min_split_rows = 4;
+  int max_splits = 5;
+  int max_run = 12;     // longest run of positions dealt to one rank
+  int empty_rank = -1;  // this rank holds nothing
+};
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+AttentionConfig attention(const Case& c) {
+  return {.num_heads_q = c.Hq,
+          .num_heads_kv = c.Hkv,
+          .head_dim = c.D,
+          .causal = c.causal,
+          .window_left = c.wl,
+          .window_right = c.wr,
+          .sinks = c.sinks};
+}
+
+// Position runs [begin, end) and the rank holding each.
+struct PositionRun {
+  std::int64_t begin, end;
+  int rank;
+};
+
+// Deals positions [from, to) to ranks in runs of 1..max_run.
+void deal(const Case& c, std::int64_t from, std::int64_t to, std::mt19937_64& rng,
+          std::vector<PositionRun>& runs) {
+  std::uniform_int_distribution<int> len(1, c.max_run), who(0, c.P - 1);
+  for (std::int64_t p = from; p < to;) {
+    const std::int64_t e = std::min<std::int64_t>(to, p + len(rng));
+    int r = who(rng);
+    if (r == c.empty_rank) r = (r + 1) % c.P;
+    runs.push_back({p, e, r});
+    p = e;
+  }
+}
+
+struct RankCache {
+  HostTensor k, v;
+  std::vector<CacheSegment> segments;
+};
+
+// Each rank's cache: its runs in shuffled order at random rows, NaN elsewhere and on keys no
+// query of the step at p0 may see.
+std::vector<RankCache> build_caches(const Case& c, const std::vector<PositionRun>& runs,
+                                    const HostTensor& k, const HostTensor& v, std::int64_t cap,
+                                    std::int64_t p0, std::mt19937_64& rng) {
+  std::vector<RankCache> out(static_cast<std::size_t>(c.P));
+  for (int r = 0; r < c.P; ++r) {
+    RankCache& rc = out[static_cast<std::size_t>(r)];
+    rc.k = HostTensor(DType::kFloat64, {c.B, cap, c.Hkv, c.D});
+    rc.v = HostTensor(DType::kFloat64, {c.B, cap, c.Hkv, c.D});
+    testing::poison(rc.k);
+    testing::poison(rc.v);
+    std::vector<PositionRun> mine;
+    for (const PositionRun& run : runs)
+      if (run.rank == r) mine.push_back(run);
+    std::shuffle(mine.begin(), mine.end(), rng);
+    std::int64_t used = 0;
+    for (const PositionRun& run : mine) used += run.end - run.begin;
+    std::int64_t slack = cap - used, row = 0;
+    for (const PositionRun& run : mine) {
+      const std::int64_t gap =
+          std::uniform_int_distribution<std::int64_t>(0, std::min<std::int64_t>(slack, 3))(rng);
+      slack -= gap;
+      row += gap;
+      rc.segments.push_back({row, run.end - run.begin, run.begin});
+      for (std::int64_t pos = run.begin; pos < run.end; ++pos, ++row) {
+        // Keys before the window of query token 0 are never visible: leave them NaN.
+        const bool visible = c.wl < 0 || pos >= p0 - c.wl;
+        for (std::int64_t b = 0; b < c.B; ++b)
+          for (int h = 0; h < c.Hkv; ++h)
+            for (int d = 0; d < c.D; ++d) {
+              const std::int64_t src = k.view.offset({b, pos, h, d});
+              const std::int64_t dst = rc.k.view.offset({b, row, h, d});
+              rc.k.set(dst, visible ? k.at(src) : std::nan(""));
+              rc.v.set(dst, visible ? v.at(src) : std::nan(""));
+            }
+      }
+    }
+  }
+  return out;
+}
+
+// The reference kernel, refusing a call in which a query row sees no key of its sequence (device
+// kernels such as cuDNN are not asked about empty softmax rows; the plan must not create them).
+class NoEmptyRows final : public LocalAttention {
+ public:
+  std::string_view name() const override { return "reference without empty rows"; }
+  Device device() const override { return Device::host(); }
+  bool provides_lse() const override { return true; }
+  bool supports_backward() const override { return false; }
+  Status check_support(const LocalProblem& p) const override { return inner_->check_support(p); }
+  Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream stream) override {
+    const AttentionConfig& c = p.config;
+    for (int s = 0; s < a.rows.num_seqs(); ++s) {
+      const auto su = static_cast<std::size_t>(s);
+      for (std::int64_t i = 0; i < a.rows.q_len[su]; ++i) {
+        const std::int64_t pos = i + p.diagonal_offset;  // key rows of the sequence from 0
+        std::int64_t lo = 0, hi = a.rows.kv_len[su] - 1;
+        if (c.window_left >= 0) lo = std::max(lo, pos - c.window_left);
+        if (c.causal) hi = std::min(hi, pos);
+        if (c.window_right >= 0) hi = std::min(hi, pos + c.window_right);
+        if (lo > hi) {
+          return internal_error(detail::str_cat("query row ", i, " of sequence ", s,
+                                                " sees no key (diagonal offset ", p.diagonal_offset,
+                                                ", ", a.rows.kv_len[su], " keys)"));
+        }
+      }
+    }
+    return inner_->forward(p, a, stream);
+  }
+  Status backward(const LocalProblem&, const LocalBackwardArgs&, Stream) override {
+    return unsupported("forward only");
+  }
+
+ private:
+  std::unique_ptr<LocalAttention> inner_ = make_reference_attention();
+};
+
+class Decode : public ::testing::TestWithParam<Case> {};
+
+TEST_P(Decode, EveryRankGetsTheWholeCachesAttention) {
+  const Case c = GetParam();
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const std::int64_t total = c.prefill + c.steps * c.T;
+  HostTensor k(DType::kFloat64, {c.B, total, c.Hkv, c.D}),
+      v(DType::kFloat64, {c.B, total, c.Hkv, c.D});
+  testing::fill_uniform(k, rng, -1.0, 1.0);
+  testing::fill_uniform(v, rng, -1.0, 1.0);
+  HostTensor sinks(DType::kFloat32, {c.Hq});
+  testing::fill_uniform(sinks, rng, -1.0, 2.0);
+  std::vector<PositionRun> runs;
+  deal(c, 0, c.prefill, rng, runs);
+
+  // Every step's runs, dealt up front so that the plan's max_segments covers the last step.
+  std::vector<std::vector<PositionRun>> step_runs;
+  for (int s = 0; s < c.steps; ++s) {
+    deal(c, c.prefill + s * c.T, c.prefill + (s + 1) * c.T, rng, runs);
+    step_runs.push_back(runs);
+  }
+  std::vector<int> per_rank(static_cast<std::size_t>(c.P), 0);
+  for (const PositionRun& r : runs) ++per_rank[static_cast<std::size_t>(r.rank)];
+  const int max_segments = std::max(1, *std::max_element(per_rank.begin(), per_rank.end()));
+  const std::int64_t cap = total + 3 * max_segments;  // room for the gaps
+
+  // Each step's inputs and truth: one reference call, the new tokens against every key up to the
+  // last of them.
+  struct Step {
+    std::int64_t p0;
+    HostTensor q, o_ref, lse_ref;
+    std::vector<RankCache> caches;
+  };
+  std::vector<Step> steps;
+  for (int s = 0; s < c.steps; ++s) {
+    Step st{.p0 = c.prefill + s * c.T,
+            .q = HostTensor(DType::kFloat64, {c.B, c.T, c.Hq, c.D}),
+            .o_ref = HostTensor(DType::kFloat64, {c.B, c.T, c.Hq, c.D}),
+            .lse_ref = HostTensor(DType::kFloat32, {c.B, c.Hq, c.T})};
+    testing::fill_uniform(st.q, rng, -1.0, 1.0);
+    LocalProblem p = LocalProblem::unsharded(attention(c), DType::kFloat64, c.B, c.T);
+    p.seqlen_kv = st.p0 + c.T;
+    p.diagonal_offset = st.p0;
+    TensorView kk = k.view, vv = v.view;
+    kk.shape[1] = vv.shape[1] = p.seqlen_kv;
+    LocalForwardArgs f{
+        .q = st.q.view, .k = kk, .v = vv, .o = st.o_ref.view, .lse = st.lse_ref.view};
+    if (c.sinks) f.sinks = sinks.view;
+    ASSERT_TRUE(reference_forward(p, f).is_ok());
+    st.caches = build_caches(c, step_runs[static_cast<std::size_t>(s)], k, v, cap, st.p0, rng);
+    steps.push_back(std::move(st));
+  }
+
+  const DecodeConfig cfg{.attention = attention(c),
+                         .cp = c.P,
+                         .dtype = DType::kFloat64,
+                         .batch = c.B,
+                         .query_tokens = c.T,
+                         .cache_rows = cap,
+                         .max_segments = max_segments,
+                         .min_split_rows = c.min_split_rows,
+                         .max_splits = c.max_splits};
+  auto kernel = std::make_unique<NoEmptyRows>();
+  // outs[step][rank]: O and LSE, poisoned before the call.
+  std::vector<std::vector<std::pair<HostTensor, HostTensor>>> outs(steps.size());
+  for (auto& per_step : outs) {
+    for (int r = 0; r < c.P; ++r) {
+      per_step.emplace_back(HostTensor(DType::kFloat64, {c.B, c.T, c.Hq, c.D}),
+                            HostTensor(DType::kFloat32, {c.B, c.Hq, c.T}));
+      testing::poison(per_step.back().first);
+      testing::poison(per_step.back().second);
+    }
+  }
+  EXPECT_ALL_OK(testing::run_ranks(c.P, [&](int r, Communicator& comm) -> Status {
+    auto plan = DistributedDecode::create(cfg, comm, *kernel);
+    if (!plan.is_ok()) return plan.status();
+    std::vector<unsigned char> ws((*plan)->workspace_bytes());
+    for (std::size_t s = 0; s < steps.size(); ++s) {
+      const RankCache& rc = steps[s].caches[static_cast<std::size_t>(r)];
+      auto& [o, lse] = outs[s][static_cast<std::size_t>(r)];
+      DecodeArgs a{.q = steps[s].q.view,
+                   .k_cache = rc.k.view,
+                   .v_cache = rc.v.view,
+                   .segments = rc.segments,
+                   .query_position = steps[s].p0,
+                   .o = o.view,
+                   .lse = lse.view,
+                   .workspace = ws.data()};
+      if (c.sinks) a.sinks = sinks.view;
+      ULYSSES_RETURN_IF_ERROR((*plan)->forward(a, nullptr));
+    }
+    return Status::ok();
+  }));
+  for (std::size_t s = 0; s < steps.size(); ++s) {
+    SCOPED_TRACE("step " + std::to_string(s));
+    for (int r = 0; r < c.P; ++r) {
+      const auto& [o, lse] = outs[s][static_cast<std::size_t>(r)];
+      EXPECT_EQ(testing::count_nan(o), 0) << "rank " << r;
+      EXPECT_LE(testing::max_abs_diff(steps[s].o_ref, o), 1e-5) << "O, rank " << r;
+      EXPECT_LE(testing::max_abs_diff(steps[s].lse_ref, lse), 1e-5) << "LSE, rank " << r;
+      const auto& [o0, lse0] = outs[s][0];
+      const testing::Mismatch mo = testing::compare_bits(o0, o),
+                              ml = testing::compare_bits(lse0, lse);
+      EXPECT_EQ(mo.count, 0) << testing::describe(mo,
+                                                  "O of rank " + std::to_string(r) + " vs rank 0");
+      EXPECT_EQ(ml.count, 0) << testing::describe(
+          ml, "LSE of rank " + std::to_string(r) + " vs rank 0");
+    }
+  }
+}
+
+std::vector<Case> cases() {
+  return {
+      // name, P, B, T, Hq, Hkv, D
+      {.name = "one_token_gqa", .P = 3, .B = 1, .T = 1, .Hq = 4, .Hkv = 2, .D = 8},
+      {.name = "one_token_causal_mqa_batch2",
+       .P = 2,
+       .B = 2,
+       .T = 1,
+       .Hq = 3,
+       .Hkv = 1,
+       .D = 5,
+       .causal = true},
+      {.name = "one_token_window_sinks",
+       .P = 4,
+       .B = 1,
+       .T = 1,
+       .Hq = 4,
+       .Hkv = 4,
+       .D = 6,
+       .causal = true,
+       .wl = 17,
+       .sinks = true,
+       .prefill = 70},
+      {.name = "four_tokens_causal",
+       .P = 3,
+       .B = 1,
+       .T = 4,
+       .Hq = 4,
+       .Hkv = 2,
+       .D = 8,
+       .causal = true},
+      {.name = "five_tokens_causal_window_batch2",
+       .P = 2,
+       .B = 2,
+       .T = 5,
+       .Hq = 2,
+       .Hkv = 1,
+       .D = 4,
+       .causal = true,
+       .wl = 9,
+       .sinks = true,
+       .prefill = 33},
+      {.name = "three_tokens_window_both_sides",
+       .P = 3,
+       .B = 1,
+       .T = 3,
+       .Hq = 2,
+       .Hkv = 2,
+       .D = 4,
+       .wl = 6,
+       .wr = 2,
+       .prefill = 25},
+      {.name = "tokens_wider_than_window",
+       .P = 2,
+       .B = 1,
+       .T = 6,
+       .Hq = 2,
+       .Hkv = 1,
+       .D = 4,
+       .causal = true,
+       .wl = 2,
+       .prefill = 20},
+      {.name = "one_rank_holds_nothing",
+       .P = 3,
+       .B = 1,
+       .T = 2,
+       .Hq = 4,
+       .Hkv = 2,
+       .D = 8,
+       .causal = true,
+       .empty_rank = 1},
+      {.name = "one_rank", .P = 1, .B = 2, .T = 2, .Hq = 4, .Hkv = 2, .D = 8, .causal = true},
+      {.name = "no_split",
+       .P = 2,
+       .B = 1,
+       .T = 1,
+       .Hq = 2,
+       .Hkv = 1,
+       .D = 4,
+       .min_split_rows = 1000,
+       .max_splits = 1},
+      {.name = "one_run_per_rank",
+       .P = 2,
+       .B = 1,
+       .T = 1,
+       .Hq = 2,
+       .Hkv = 1,
+       .D = 4,
+       .causal = true,
+       .max_run = 1000},
+  };
+}
+INSTANTIATE_TEST_SUITE_P(Layouts, Decode, ::testing::ValuesIn(cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+void expect_error(const Status& s, StatusCode code, const std::string& names) {
+  EXPECT_EQ(s.code(), code) << s.to_string();
+  EXPECT_NE(s.message().find(names), std::string::npos) << s.message();
+}
+
+DecodeConfig small_config() {
+  return {.attention = {.num_heads_q = 4, .num_heads_kv = 2, .head_dim = 8, .causal = true},
+          .cp = 1,
+          .dtype = DType::kFloat64,
+          .batch = 2,
+          .query_tokens = 2,
+          .cache_rows = 16};
+}
+
+TEST(DecodeConfig, InvalidFieldsAreNamed) {
+  auto with = [](auto edit) {
+    DecodeConfig c = small_config();
+    edit(c);
+    return c.validate();
+  };
+  EXPECT_TRUE(small_config().validate().is_ok());
+  expect_error(with([](DecodeConfig& c) { c.query_tokens = 0; }), StatusCode::kInvalidArgument,
+               "query_tokens");
+  expect_error(with([](DecodeConfig& c) { c.cache_rows = 0; }), StatusCode::kInvalidArgument,
+               "cache_rows");
+  expect_error(with([](DecodeConfig& c) { c.batch = 0; }), StatusCode::kInvalidArgument, "batch");
+  expect_error(with([](DecodeConfig& c) { c.max_splits = 0; }), StatusCode::kInvalidArgument,
+               "max_splits");
+  expect_error(with([](DecodeConfig& c) { c.max_segments = 0; }), StatusCode::kInvalidArgument,
+               "max_segments");
+  expect_error(with([](DecodeConfig& c) { c.min_split_rows = 0; }), StatusCode::kInvalidArgument,
+               "min_split_rows");
+  expect_error(with([](DecodeConfig& c) { c.dtype = DType::kFloat8E4M3; }),
+               StatusCode::kInvalidArgument, "dtype");
+  expect_error(with([](DecodeConfig& c) { c.attention.num_heads_kv = 3; }),
+               StatusCode::kInvalidArgument, "num_heads");
+  expect_error(with([](DecodeConfig& c) { c.cache_rows = std::int64_t{1} << 31; }),
+               StatusCode::kInvalidArgument, "batch * cache_rows");
+}
+
+class NoLse final : public LocalAttention {
+ public:
+  std::string_view name() const override { return "no-lse"; }
+  Device device() const override { return Device::host(); }
+  bool provides_lse() const override { return false; }
+  bool supports_backward() const override { return false; }
+  Status check_support(const LocalProblem&) const override { return Status::ok(); }
+  Status forward(const LocalProblem&, const LocalForwardArgs&, Stream) override {
+    return Status::ok();
+  }
+  Status backward(const LocalProblem&, const LocalBackwardArgs&, Stream) override {
+    return Status::ok();
+  }
+};
+
+TEST(DecodeCreate, RanksThatDisagreeAllFail) {
+  auto kernel = make_reference_attention();
+  // cache_rows differs on rank 1: every rank reports the field.
+  const auto diff = testing::run_ranks(2, [&](int r, Communicator& comm) -> Status {
+    DecodeConfig c = small_config();
+    c.cp = 2;
+    c.cache_rows = 16 + r;
+    return DistributedDecode::create(c, comm, *kernel).status();
+  });
+  for (const Status& s : diff) expect_error(s, StatusCode::kConfigMismatch, "cache_rows");
+  // Same config, but rank 0's kernel cannot run it: rank 0 says why, rank 1 that rank 0 refused.
+  NoLse no_lse;
+  const auto bad = testing::run_ranks(2, [&](int r, Communicator& comm) -> Status {
+    DecodeConfig c = small_config();
+    c.cp = 2;
+    return DistributedDecode::create(c, comm,
+                                     r == 0 ? static_cast<LocalAttention&>(no_lse) : *kernel)
+        .status();
+  });
+  expect_error(bad[0], StatusCode::kUnsupported, "LSE");
+  expect_error(bad[1], StatusCode::kConfigMismatch, "rank 0 rejected");
+  // cp must be the communicator's size.
+  const auto cp = testing::run_ranks(2, [&](int, Communicator& comm) -> Status {
+    return DistributedDecode::create(small_config(), comm, *kernel).status();
+  });
+  for (const Status& s : cp) expect_error(s, StatusCode::kInvalidArgument, "cp");
+}
+
+TEST(DecodeCreate, AKernelWithoutLseIsRefused) {
+  NoLse kernel;
+  const auto s = testing::run_ranks(1, [&](int, Communicator& comm) -> Status {
+    return DistributedDecode::create(small_config(), comm, kernel).status();
+  });
+  expect_error(s[0], StatusCode::kUnsupported, "LSE");
+}
+
+TEST(DecodeForward, BadArgumentsAreNamedBeforeAnythingRuns) {
+  const DecodeConfig cfg = small_config();
+  auto kernel = make_reference_attention();
+  HostTensor q(DType::kFloat64, {2, 2, 4, 8}), k(DType::kFloat64, {2, 16, 2, 8}),
+      v(DType::kFloat64, {2, 16, 2, 8}), o(DType::kFloat64, {2, 2, 4, 8}),
+      sinks(DType::kFloat32, {4}), wrong_q(DType::kFloat64, {2, 3, 4, 8});
+  const std::vector<CacheSegment> fine = {{0, 5, 0}, {7, 3, 5}};
+  testing::poison(o);
+  std::vector<std::pair<std::string, Status>> got;
+  const auto st = testing::run_ranks(1, [&](int, Communicator& comm) -> Status {
+    auto plan = DistributedDecode::create(cfg, comm, *kernel);
+    if (!plan.is_ok()) return plan.status();
+    std::vector<unsigned char> ws((*plan)->workspace_bytes());
+    auto run = [&](const std::string& name, auto edit) {
+      std::vector<CacheSegment> segs = fine;
+      DecodeArgs a{.q = q.view,
+                   .k_cache = k.view,
+                   .v_cache = v.view,
+                   .query_position = 10,
+                   .o = o.view,
+                   .workspace = ws.data()};
+      edit(a, segs);
+      a.segments = segs;
+      got.emplace_back(name, (*plan)->forward(a, nullptr));
+    };
+    using Segs = std::vector<CacheSegment>;
+    run("q", [&](DecodeArgs& a, Segs&) { a.q = wrong_q.view; });
+    run("segments[1]", [&](DecodeArgs&, Segs& s) { s[1].row = 3; });           // overlaps
+    run("segments[1]", [&](DecodeArgs&, Segs& s) { s[1].rows = 20; });         // past the end
+    run("segments", [&](DecodeArgs&, Segs& s) { s.push_back({12, 1, 20}); });  // > max_segments
+    run("segments[0].position", [&](DecodeArgs&, Segs& s) { s[0].position = -1; });
+    run("query_position", [&](DecodeArgs& a, Segs&) { a.query_position = -2; });
+    run("sinks", [&](DecodeArgs& a, Segs&) { a.sinks = sinks.view; });
+    run("workspace", [&](DecodeArgs& a, Segs&) { a.workspace = nullptr; });
+    run("k_cache.strides[0]", [&](DecodeArgs& a, Segs&) { a.k_cache.strides[0] = 15 * 16; });
+    run("v_cache.strides[0]", [&](DecodeArgs& a, Segs&) { a.v_cache.strides[0] = 17 * 16; });
+    return Status::ok();
+  });
+  EXPECT_ALL_OK(st);
+  for (const auto& [name, s] : got) expect_error(s, StatusCode::kInvalidArgument, name);
+  EXPECT_EQ(testing::count_nan(o), o.numel()) << "a refused call wrote its output";
+}
+
+}  // namespace
+}  // namespace ulysses
