@@ -118,6 +118,7 @@ class DecodePlan final : public DistributedDecode {
     q_rep_ = arena.take(static_cast<std::size_t>(rows_cap_) * act_row);
     o_part_ = arena.take(static_cast<std::size_t>(rows_cap_) * act_row);
     lse_part_ = arena.take(static_cast<std::size_t>(rows_cap_ * a.num_heads_q) * 4);
+    lse_open_ = arena.take(static_cast<std::size_t>(rows_cap_ * a.num_heads_q) * 4);
     table_offset_ = arena.take(static_cast<std::size_t>(4 * B * slots_) * sizeof(std::int32_t));
     o_acc_bytes_ = static_cast<std::size_t>(B * T * a.num_heads_q * D) * dtype_size(acc_);
     part_bytes_ =
@@ -128,15 +129,18 @@ class DecodePlan final : public DistributedDecode {
     workspace_bytes_ = arena.total();
   }
 
-  // The kernel problem of a call over `seqs` sequences: open pieces (no mask) or one edge.
+  // The kernel problem of the open call (no mask; GQA folded: the g query heads of a KV head are
+  // g query rows of one head, so the kernel reads each KV head once for all of them) or of an edge.
   LocalProblem problem(std::int64_t q_rows, std::int64_t kv_rows, bool masked,
                        std::int64_t diagonal_offset) const {
     LocalProblem p;
     p.config = config_.attention;
     p.config.sinks = false;  // folded in once, in the last merge
+    p.config.softmax_scale = config_.attention.scale();
     if (!masked) {
       p.config.causal = false;
       p.config.window_left = p.config.window_right = -1;
+      p.config.num_heads_q = p.config.num_heads_kv;
     }
     p.dtype = config_.dtype;
     p.grad_kv_dtype = config_.dtype;
@@ -147,8 +151,8 @@ class DecodePlan final : public DistributedDecode {
     p.diagonal_offset = diagonal_offset;
     p.partial_keys = true;
     p.backward = false;
-    p.num_heads_q_local = config_.attention.num_heads_q;
-    p.num_heads_kv_local = config_.attention.num_heads_kv;
+    p.num_heads_q_local = p.config.num_heads_q;
+    p.num_heads_kv_local = p.config.num_heads_kv;
     return p;
   }
 
@@ -157,7 +161,8 @@ class DecodePlan final : public DistributedDecode {
     const AttentionConfig& a = config_.attention;
     const std::int64_t B = config_.batch, T = config_.query_tokens;
     const std::int64_t kv = B * config_.cache_rows;
-    std::vector<LocalProblem> out = {problem(B * config_.max_splits * T, kv, false, 0)};
+    const std::int64_t g = a.num_heads_q / a.num_heads_kv;
+    std::vector<LocalProblem> out = {problem(B * slots_ * T * g, kv, false, 0)};
     const std::int64_t r = a.causal ? 0 : a.window_right;
     if (a.window_left >= 0) out.push_back(problem(B * T, kv, true, a.window_left));
     if (T > 1 && r >= 0) out.push_back(problem(B * T, kv, true, -r));
@@ -176,6 +181,7 @@ class DecodePlan final : public DistributedDecode {
     char* ws = static_cast<char*>(args.workspace);
     const PiecePlan plan = plan_pieces(config_, args.segments, args.query_position);
     const auto n_open = static_cast<std::int64_t>(plan.open.size());
+    const std::size_t esize = dtype_size(config_.dtype);
 
     // The cache as one run of rows: row i of sequence b is row b * m + i.
     const std::int64_t m = B > 1 ? args.k_cache.stride(0) / args.k_cache.stride(1) : 0;
@@ -208,18 +214,30 @@ class DecodePlan final : public DistributedDecode {
       return t;
     };
 
-    // Every piece's copy of q.
-    for (std::int64_t b = 0; n_open > 0 && b < B; ++b) {
-      TensorView dst = act(q_rep_, config_.dtype, b * n_open * T, n_open * T);
-      dst.shape = {n_open, T, Hq, D};
-      dst.strides = {T * Hq * D, Hq * D, D, 1};
-      TensorView src = args.q;
-      src.data = static_cast<char*>(src.data) +
-                 b * src.stride(0) * static_cast<std::int64_t>(dtype_size(src.dtype));
-      src.shape[0] = n_open;
-      src.strides[0] = 0;
-      ULYSSES_RETURN_IF_ERROR(kernels::convert(dst, src, stream));
+    // The open region, GQA folded: [Hkv][sequence s = b n_open + j][token t][g][D], so that head
+    // kv's rows are (s T + t) g + jj (query head kv g + jj), one row stride and one head stride.
+    const std::int64_t g = Hq / Hkv, open_rows = B * n_open * T * g;
+    auto open_act = [&](std::size_t region) {
+      return TensorView::strided(ws + region, config_.dtype, {1, open_rows, Hkv, D},
+                                 {0, D, open_rows * D, 1}, dev);
+    };
+    const TensorView open_lse = TensorView::strided(ws + lse_open_, DType::kFloat32,
+                                                    {1, Hkv, open_rows}, {0, open_rows, 1}, dev);
+    for (std::int64_t b = 0; b < B; ++b) {
+      for (std::int64_t t = 0; n_open > 0 && t < T; ++t) {
+        // (piece j, kv, jj, d) of token t of sequence b.
+        const TensorView dst = TensorView::strided(
+            ws + q_rep_ + static_cast<std::size_t>(((b * n_open * T + t) * g) * D) * esize,
+            config_.dtype, {n_open, Hkv, g, D}, {T * g * D, open_rows * D, D, 1}, dev);
+        const TensorView src = TensorView::strided(
+            static_cast<char*>(args.q.data) +
+                (b * args.q.stride(0) + t * args.q.stride(1)) * static_cast<std::int64_t>(esize),
+            config_.dtype, {n_open, Hkv, g, D}, {0, g * args.q.stride(2), args.q.stride(2), 1},
+            dev);
+        ULYSSES_RETURN_IF_ERROR(kernels::convert(dst, src, stream));
+      }
     }
+    // The edges' copies, unfolded after the open region: [B][T] rows of Hq heads per edge.
     const std::int64_t edge_base = B * n_open * T;
     for (std::size_t e = 0; e < plan.edges.size(); ++e) {
       const std::int64_t first = edge_base + static_cast<std::int64_t>(e) * B * T;
@@ -227,19 +245,22 @@ class DecodePlan final : public DistributedDecode {
           kernels::convert(by_batch(act(q_rep_, config_.dtype, first, B * T), 1), args.q, stream));
     }
 
-    // The kernel calls: the open pieces together, then each edge.
+    // The kernel calls: every open piece in one, then each edge. q_row(s): the first query row of
+    // sequence s (b-major, then piece), q_len its rows.
     std::size_t table_at = 0;
-    auto call = [&](std::int64_t first, std::int64_t q_rows, std::span<const Piece> pieces,
-                    bool masked, std::int64_t diagonal_offset, bool per_piece_q) -> Status {
+    auto call = [&](const TensorView& q, const TensorView& o, const TensorView& l,
+                    std::span<const Piece> pieces, std::int64_t q_len_all, bool masked,
+                    std::int64_t diagonal_offset) -> Status {
       const auto n = static_cast<std::size_t>(B) * pieces.size();
       table_.assign(4 * n, 0);
       std::size_t s = 0;
       for (std::int64_t b = 0; b < B; ++b) {
         for (std::size_t j = 0; j < pieces.size(); ++j, ++s) {
           const Piece& pc = pieces[j];
-          const std::int64_t q_row = per_piece_q ? static_cast<std::int64_t>(s) * T : b * T;
-          table_[s] = static_cast<std::int32_t>(q_row + pc.q_begin);
-          table_[n + s] = static_cast<std::int32_t>(pc.q_len);
+          const std::int64_t first =
+              masked ? b * T + pc.q_begin : static_cast<std::int64_t>(s) * q_len_all;
+          table_[s] = static_cast<std::int32_t>(first);
+          table_[n + s] = static_cast<std::int32_t>(masked ? pc.q_len : q_len_all);
           table_[2 * n + s] = static_cast<std::int32_t>(b * m + pc.kv_row);
           table_[3 * n + s] = static_cast<std::int32_t>(pc.kv_len);
         }
@@ -256,32 +277,44 @@ class DecodePlan final : public DistributedDecode {
                       .q_len_device = device_table + n,
                       .kv_begin_device = device_table + 2 * n,
                       .kv_len_device = device_table + 3 * n};
-      LocalForwardArgs f{.q = act(q_rep_, config_.dtype, first, q_rows),
-                         .k = k,
-                         .v = v,
-                         .o = act(o_part_, config_.dtype, first, q_rows),
-                         .lse = lse(first, q_rows),
-                         .rows = rows,
-                         .workspace = ws + kernel_ws_};
-      return kernel_.forward(problem(q_rows, kv_rows, masked, diagonal_offset), f, stream);
+      LocalForwardArgs f{
+          .q = q, .k = k, .v = v, .o = o, .lse = l, .rows = rows, .workspace = ws + kernel_ws_};
+      return kernel_.forward(problem(q.size(1), kv_rows, masked, diagonal_offset), f, stream);
     };
     if (n_open > 0) {
-      ULYSSES_RETURN_IF_ERROR(call(0, edge_base, plan.open, false, 0, true));
+      ULYSSES_RETURN_IF_ERROR(
+          call(open_act(q_rep_), open_act(o_part_), open_lse, plan.open, T * g, false, 0));
     }
     for (std::size_t e = 0; e < plan.edges.size(); ++e) {
       const Piece& edge = plan.edges[e];
-      ULYSSES_RETURN_IF_ERROR(call(edge_base + static_cast<std::int64_t>(e) * B * T, B * T,
-                                   std::span<const Piece>(&edge, 1), true, edge.diagonal_offset,
-                                   false));
+      const std::int64_t first = edge_base + static_cast<std::int64_t>(e) * B * T;
+      ULYSSES_RETURN_IF_ERROR(
+          call(act(q_rep_, config_.dtype, first, B * T), act(o_part_, config_.dtype, first, B * T),
+               lse(first, B * T), std::span<const Piece>(&edge, 1), 0, true, edge.diagonal_offset));
     }
 
-    // This rank's partial: the open pieces at once, then the edges.
+    // This rank's partial: the open pieces token by token (rows (b, kv, jj) of a [B, Hkv, g] view
+    // stand for query head kv g + jj), then the edges.
     const TensorView o_acc = TensorView::contiguous(ws + send_, acc_, {B, T, Hq, D}, dev);
     const TensorView lse_acc =
         TensorView::contiguous(ws + send_ + o_acc_bytes_, DType::kFloat32, {B, Hq, T}, dev);
-    ULYSSES_RETURN_IF_ERROR(kernels::merge_stacked(
-        by_batch(act(o_part_, config_.dtype, 0, 1), n_open), lse_by_batch(lse(0, 1), n_open),
-        static_cast<int>(n_open), T * Hq * D, T, TensorView{}, 0, o_acc, lse_acc, stream));
+    for (std::int64_t t = 0; t < T; ++t) {
+      const TensorView parts = TensorView::strided(
+          ws + o_part_ + static_cast<std::size_t>(t * g * D) * esize, config_.dtype, {B, Hkv, g, D},
+          {n_open * T * g * D, open_rows * D, D, 1}, dev);
+      const TensorView lse_parts =
+          TensorView::strided(ws + lse_open_ + static_cast<std::size_t>(t * g) * 4, DType::kFloat32,
+                              {B, g, Hkv}, {n_open * T * g, 1, open_rows}, dev);
+      const TensorView acc =
+          TensorView::strided(ws + send_ + static_cast<std::size_t>(t * Hq * D) * dtype_size(acc_),
+                              acc_, {B, Hkv, g, D}, {T * Hq * D, g * D, D, 1}, dev);
+      const TensorView lacc =
+          TensorView::strided(ws + send_ + o_acc_bytes_ + static_cast<std::size_t>(t) * 4,
+                              DType::kFloat32, {B, g, Hkv}, {Hq * T, T, g * T}, dev);
+      ULYSSES_RETURN_IF_ERROR(kernels::merge_stacked(parts, lse_parts, static_cast<int>(n_open),
+                                                     T * g * D, T * g, TensorView{}, 0, acc, lacc,
+                                                     stream));
+    }
     for (std::size_t e = 0; e < plan.edges.size(); ++e) {
       const std::int64_t first = edge_base + static_cast<std::int64_t>(e) * B * T;
       ULYSSES_RETURN_IF_ERROR(
@@ -318,8 +351,8 @@ class DecodePlan final : public DistributedDecode {
   LocalAttention& kernel_;
   DType acc_ = DType::kFloat32;
   std::int64_t slots_ = 0, rows_cap_ = 0;
-  std::size_t q_rep_ = 0, o_part_ = 0, lse_part_ = 0, table_offset_ = 0, send_ = 0, recv_ = 0,
-              kernel_ws_ = 0;
+  std::size_t q_rep_ = 0, o_part_ = 0, lse_part_ = 0, lse_open_ = 0, table_offset_ = 0, send_ = 0,
+              recv_ = 0, kernel_ws_ = 0;
   std::size_t o_acc_bytes_ = 0, part_bytes_ = 0, workspace_bytes_ = 0;
   std::vector<std::int32_t> table_;  // host copy of one call's VarlenRows
 };
