@@ -35,6 +35,10 @@ struct Options {
   std::vector<std::string> cuda_graph = {"off"};
   // GPU path (list: native, fp8): PlanConfig::payload (ulysses: inbound exchanges; ring: K/V hops).
   std::vector<std::string> payload = {"native"};
+  // --decode: DistributedDecode steps instead of training steps (GPU path): seq = cache tokens.
+  bool decode = false;
+  std::int64_t decode_tokens = 1;            // new tokens per step
+  std::vector<int> splits = {1, 4, 16, 32};  // DecodeConfig::max_splits (list)
   int iters = 3;
   bool check = true;
   std::string json;
@@ -44,5 +48,7 @@ struct Options {
 /// The GPU path: returns the process exit code (0 all rows passed, 1 a check failed, 2 bad input).
 /// `given`: the flags the user set (the others take the GPU defaults).
 int run_gpu_bench(Options o, const std::set<std::string>& given);
+/// ulysses-bench --decode (decode_bench.cc), same conventions.
+int run_gpu_decode_bench(Options o, const std::set<std::string>& given);
 
 }  // namespace ulysses::bench

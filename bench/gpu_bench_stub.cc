@@ -10,4 +10,9 @@ int run_gpu_bench(Options, const std::set<std::string>&) {
   return 2;
 }
 
+int run_gpu_decode_bench(Options, const std::set<std::string>&) {
+  std::fprintf(stderr, "ulysses-bench: this build has no CUDA backends (--decode needs a GPU)\n");
+  return 2;
+}
+
 }  // namespace ulysses::bench

@@ -428,6 +428,14 @@ int main(int argc, char** argv) {
                  "travel, their error columns show the difference from cp=1 on the originals")
       ->delimiter(',')
       ->check(CLI::IsMember({"native", "fp8"}));
+  app.add_flag("--decode", o.decode,
+               "GPU: decode steps against a KV cache sharded over cp ranks (DistributedDecode); "
+               "--seq is the cache length (default 32768,131072,1048576), --cp defaults to 1 and "
+               "every GPU");
+  app.add_option("--decode-tokens", o.decode_tokens, "--decode: new tokens per step (default 1)");
+  app.add_option("--splits", o.splits,
+                 "--decode: DecodeConfig::max_splits, pieces a rank's cache is cut into (list)")
+      ->delimiter(',');
   app.add_option("--iters", o.iters, "timed steps per row (median reported)");
   app.add_flag("--check,!--no-check", o.check, "compare with the unsharded run (default on)");
   app.add_option("--json", o.json, "also write the rows as JSON to this file");
@@ -443,7 +451,13 @@ int main(int argc, char** argv) {
                              "--iters", "--strategy", "--chunks"}) {
       if (app.count(flag) > 0) given.insert(flag);
     }
-    return bench::run_gpu_bench(o, given);
+    return o.decode ? bench::run_gpu_decode_bench(o, given) : bench::run_gpu_bench(o, given);
+  }
+  if (o.decode) {
+    std::fprintf(stderr,
+                 "ulysses-bench: --decode runs on GPUs (the CPU tests check DistributedDecode "
+                 "against the FP64 reference)\n");
+    return 2;
   }
   if (o.device != "cpu" && o.device != "auto") {
     std::fprintf(stderr, "ulysses-bench: --device %s is not one of auto, gpu, cpu\n",

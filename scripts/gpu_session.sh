@@ -9,6 +9,7 @@
 # only: native vs fp8 payloads, ulysses' inbound exchanges and ring's K/V hops, over NCCL and copy
 # engines).
 # python (the torchrun example on every GPU: ulysses, ring, fp8; PyTorch from the machine's venv).
+# decode (the decode tests, then `ulysses-bench --decode`: a sharded KV cache, one new token).
 # Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and writes logs and JSON to
 # $OUT (or ./gpu-out). Keeps NVLink multicast off for every process it starts.
 set -uo pipefail
@@ -66,6 +67,12 @@ if [[ $mode == fp8 ]]; then  # what halving the inbound bytes buys, and what it 
   bench_args=(--seq 8192,32768,131072 --strategy ulysses,ring --chunks 1 --payload native,fp8
               --transport nccl,peer --iters 5 "${bench_args[@]}")
 fi
+if [[ $mode == decode ]]; then  # decoding against a sharded cache: tests, then the sweep
+  run gpu_decode 300 $BIN/test_gpu_decode
+  run decode_bench 540 $BIN/ulysses-bench --decode --json "$OUT/decode.json" "${bench_args[@]}"
+  cat "$OUT/decode_bench.log"
+  exit $rc
+fi
 if [[ $mode == python ]]; then  # the Python package from torchrun, one process per GPU
   py=${PYTHON:-/opt/torch/.venv/bin/python3}
   export PYTHONPATH="$PWD/python" ULYSSES_LIBRARY="$PWD/$BIN/libulysses_c.so"
@@ -82,6 +89,7 @@ if [[ $mode != bench-only && $mode != ring && $mode != a2a && $mode != overlap &
   if [[ $mode != distributed && $mode != compare ]]; then
     run gpu_layout 120 $BIN/test_gpu_layout
     run gpu_cudnn 300 $BIN/test_gpu_cudnn
+    run gpu_decode 300 $BIN/test_gpu_decode
   fi
   run gpu_ulysses 400 $BIN/test_gpu_ulysses
   run multigpu 300 $BIN/test_multigpu  # NCCL cases skip on one GPU; peer-copy ones run there too

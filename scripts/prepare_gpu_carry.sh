@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh
 mkdir -p .carry/bin
-cp build/tests/test_gpu_layout build/tests/test_gpu_cudnn build/tests/test_gpu_ulysses \
+cp build/tests/test_gpu_layout build/tests/test_gpu_cudnn build/tests/test_gpu_ulysses build/tests/test_gpu_decode \
    build/tests/test_multigpu build/bench/ulysses-bench build/libulysses_c.so .carry/bin/
 # test_mpi exists when the build found MPI.
 if [[ -x build/tests/test_mpi ]]; then cp build/tests/test_mpi .carry/bin/; fi

@@ -1,0 +1,306 @@
+// ulysses-bench --decode: decode steps against a KV cache sharded by sequence (DistributedDecode).
+//
+// Rows: total cache tokens x cp x max_splits. Each rank holds a contiguous 1/cp of the cache (bf16,
+// [B, L/cp, Hkv, D]); every step attends `query_tokens` new tokens to all of it. Reported: ms per
+// step (median; rank 0's stream), the K/V bytes each GPU reads per step and the rate that makes,
+// the floor (those bytes at the device's measured copy bandwidth), and the largest |O - O of the
+// first row of that cache length| (splitting and sharding change only the rounding of the merge;
+// held to 4 bf16 ulps of max |O| x sqrt(pieces)).
+// cp > 1 needs one GPU per rank (NCCL, one thread each).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "bench/bench_options.h"
+#include "common/dtype_convert.h"
+#include "ulysses/decode.h"
+#include "ulysses/gpu.h"
+
+namespace ulysses::bench {
+namespace {
+
+#define DECODE_CUDA(expr)                                                                      \
+  do {                                                                                         \
+    const cudaError_t e_ = (expr);                                                             \
+    if (e_ != cudaSuccess) {                                                                   \
+      std::fprintf(stderr, "ulysses-bench --decode: %s: %s\n", #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                            \
+    }                                                                                          \
+  } while (0)
+
+void die(const Status& s) {
+  std::fprintf(stderr, "ulysses-bench --decode: %s\n", s.to_string().c_str());
+  std::exit(1);
+}
+
+// Device-to-device copy bandwidth of `device` (read + write counted once each), GB/s: the rate at
+// which a kernel can at best stream the cache.
+double copy_bandwidth(int device) {
+  DECODE_CUDA(cudaSetDevice(device));
+  const std::size_t n = std::size_t{1} << 30;
+  void *a, *b;
+  DECODE_CUDA(cudaMalloc(&a, n));
+  DECODE_CUDA(cudaMalloc(&b, n));
+  cudaEvent_t e0, e1;
+  DECODE_CUDA(cudaEventCreate(&e0));
+  DECODE_CUDA(cudaEventCreate(&e1));
+  float best = 1e30f;
+  for (int i = 0; i < 5; ++i) {
+    DECODE_CUDA(cudaEventRecord(e0));
+    DECODE_CUDA(cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice));
+    DECODE_CUDA(cudaEventRecord(e1));
+    DECODE_CUDA(cudaEventSynchronize(e1));
+    float ms = 0;
+    DECODE_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+    best = std::min(best, ms);
+  }
+  cudaFree(a);
+  cudaFree(b);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return 2.0 * static_cast<double>(n) / (best * 1e-3) / 1e9;
+}
+
+// bf16 bits of uniform [-1, 1) values.
+std::vector<std::uint16_t> random_bf16(std::size_t n, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  std::vector<std::uint16_t> x(n);
+  for (auto& e : x) e = detail::double_to_bf16_bits(u(rng));
+  return x;
+}
+
+// Fills `bytes` of device memory with elements [start, start + bytes / 2) of the endless
+// repetition of a random host tile (a long cache from a short one; the same global cache however
+// it is sharded).
+void fill_tiled(void* dst, std::size_t bytes, const std::vector<std::uint16_t>& tile,
+                std::size_t start) {
+  std::vector<std::uint16_t> rotated(tile.size());
+  for (std::size_t i = 0; i < tile.size(); ++i) rotated[i] = tile[(start + i) % tile.size()];
+  const std::size_t t = std::min(bytes, rotated.size() * 2);
+  DECODE_CUDA(cudaMemcpy(dst, rotated.data(), t, cudaMemcpyHostToDevice));
+  // Doubling copies of whole tiles keep the period.
+  for (std::size_t done = t; done < bytes;) {
+    const std::size_t n = std::min(done, bytes - done);
+    DECODE_CUDA(cudaMemcpy(static_cast<char*>(dst) + done, dst, n, cudaMemcpyDeviceToDevice));
+    done += n;
+  }
+}
+
+struct Row {
+  std::int64_t cache;
+  int cp, splits;
+  double ms, bytes_per_gpu, floor_ms, err;
+  bool pass;
+};
+
+}  // namespace
+
+int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
+  const int ngpu = cuda_device_count();
+  if (ngpu < 1) {
+    std::fprintf(stderr, "ulysses-bench --decode: needs a GPU, found none\n");
+    return 2;
+  }
+  if (!given.count("--seq")) o.seq = {32768, 131072, 1048576};
+  if (!given.count("--heads")) o.heads = 32;
+  if (!given.count("--kv-heads")) o.kv_heads = 8;
+  if (!given.count("--head-dim")) o.head_dim = 128;
+  if (!given.count("--iters")) o.iters = 20;
+  std::vector<int> cps = given.count("--cp") ? o.cp : std::vector<int>{1};
+  if (!given.count("--cp") && ngpu > 1) cps.push_back(ngpu);
+  for (int cp : cps) {
+    if (cp > ngpu || cp < 1) {
+      std::fprintf(stderr,
+                   "ulysses-bench --decode: --cp %d needs %d GPUs (one per rank), found %d\n", cp,
+                   cp, ngpu);
+      return 2;
+    }
+  }
+  if (o.dtype != "bf16") {
+    std::fprintf(stderr, "ulysses-bench --decode: the GPU benchmark runs bf16 (got %s)\n",
+                 o.dtype.c_str());
+    return 2;
+  }
+  const std::int64_t B = o.batch, T = o.decode_tokens;
+  const int Hq = o.heads, Hkv = o.kv_heads, D = o.head_dim;
+  std::vector<double> bandwidth(static_cast<std::size_t>(ngpu));
+  bandwidth[0] = copy_bandwidth(0);
+  std::printf(
+      "# ulysses-bench --decode: %d GPU(s), cuDNN %d; B=%lld, %lld new token(s) per step, Hq=%d "
+      "Hkv=%d D=%d bf16 %s%s; cache split evenly over cp ranks; %d timed steps (median); device "
+      "copy bandwidth %.0f GB/s\n",
+      ngpu, cudnn_runtime_version(), static_cast<long long>(B), static_cast<long long>(T), Hq, Hkv,
+      D, o.causal ? "causal" : "full", o.window[0] >= 0 ? " window" : "", o.iters, bandwidth[0]);
+  std::printf("%9s %3s %6s %10s %12s %9s %10s %6s %10s %5s\n", "cache", "cp", "splits", "ms/step",
+              "KV MiB/GPU", "GB/s", "floor ms", "x floor", "err O", "check");
+  std::vector<Row> rows;
+  bool all_pass = true;
+  std::mt19937_64 rng(o.seed ? o.seed : std::random_device{}());
+  for (std::int64_t L : o.seq) {
+    // One set of inputs per cache length: every row of it attends the same q to the same keys.
+    const std::vector<std::uint16_t> q_host =
+        random_bf16(static_cast<std::size_t>(B * T * Hq * D), rng);
+    const std::vector<std::uint16_t> tile = random_bf16(std::size_t{1} << 24, rng);
+    std::vector<float> first_o;
+    for (int cp : cps) {
+      const std::int64_t local = L / cp + (L % cp ? 1 : 0);
+      for (int splits : o.splits) {
+        DecodeConfig cfg{.attention = {.num_heads_q = Hq,
+                                       .num_heads_kv = Hkv,
+                                       .head_dim = D,
+                                       .causal = o.causal,
+                                       .window_left = o.window[0]},
+                         .cp = cp,
+                         .dtype = DType::kBFloat16,
+                         .batch = B,
+                         .query_tokens = T,
+                         .cache_rows = local,
+                         .max_segments = 1,
+                         .max_splits = splits};
+        std::vector<std::unique_ptr<Communicator>> comms(static_cast<std::size_t>(cp));
+        if (cp == 1) {
+          auto g = create_device_loopback_group(1, 0);
+          if (!g.is_ok()) die(g.status());
+          comms = std::move(g).value();
+        } else {
+          auto id = create_nccl_unique_id();
+          if (!id.is_ok()) die(id.status());
+          std::vector<std::thread> init;
+          for (int r = 0; r < cp; ++r) {
+            init.emplace_back([&, r] {
+              auto c = create_nccl_communicator(*id, cp, r, r);
+              if (!c.is_ok()) die(c.status());
+              comms[static_cast<std::size_t>(r)] = std::move(c).value();
+            });
+          }
+          for (auto& t : init) t.join();
+        }
+        std::vector<double> ms(static_cast<std::size_t>(cp));
+        std::vector<float> o_rank0;
+        std::vector<std::thread> threads;
+        for (int r = 0; r < cp; ++r) {
+          threads.emplace_back([&, r] {
+            DECODE_CUDA(cudaSetDevice(r));
+            auto kernel = create_cudnn_attention(r);
+            if (!kernel.is_ok()) die(kernel.status());
+            auto plan =
+                DistributedDecode::create(cfg, *comms[static_cast<std::size_t>(r)], **kernel);
+            if (!plan.is_ok()) die(plan.status());
+            const std::int64_t b0 = L * r / cp, rows_here = L * (r + 1) / cp - b0;
+            const std::size_t cache_bytes = static_cast<std::size_t>(B * local * Hkv * D) * 2;
+            const std::size_t act = static_cast<std::size_t>(B * T * Hq * D) * 2;
+            void *k, *v, *q, *out, *ws;
+            DECODE_CUDA(cudaMalloc(&k, cache_bytes));
+            DECODE_CUDA(cudaMalloc(&v, cache_bytes));
+            DECODE_CUDA(cudaMalloc(&q, act));
+            DECODE_CUDA(cudaMalloc(&out, act));
+            DECODE_CUDA(cudaMalloc(&ws, std::max<std::size_t>(1, (*plan)->workspace_bytes())));
+            const std::size_t row = static_cast<std::size_t>(Hkv * D);
+            for (std::int64_t b = 0; b < B; ++b) {
+              const std::size_t at = static_cast<std::size_t>(b * local) * row * 2;
+              const std::size_t start = static_cast<std::size_t>(b * L + b0) * row;
+              fill_tiled(static_cast<char*>(k) + at, static_cast<std::size_t>(local) * row * 2,
+                         tile, start);
+              fill_tiled(static_cast<char*>(v) + at, static_cast<std::size_t>(local) * row * 2,
+                         tile, start + 12345);
+            }
+            DECODE_CUDA(cudaMemcpy(q, q_host.data(), act, cudaMemcpyHostToDevice));
+            cudaStream_t st;
+            DECODE_CUDA(cudaStreamCreate(&st));
+            const Device dev = Device::cuda(r);
+            // The new tokens sit at the end of the sequence (positions L - T ..): the last rank
+            // holds them, so causal lets each see every key up to itself.
+            const std::vector<CacheSegment> segs = {{0, rows_here, b0}};
+            DecodeArgs a{
+                .q = TensorView::contiguous(q, DType::kBFloat16, {B, T, Hq, D}, dev),
+                .k_cache = TensorView::contiguous(k, DType::kBFloat16, {B, local, Hkv, D}, dev),
+                .v_cache = TensorView::contiguous(v, DType::kBFloat16, {B, local, Hkv, D}, dev),
+                .segments = segs,
+                .query_position = L - T,
+                .o = TensorView::contiguous(out, DType::kBFloat16, {B, T, Hq, D}, dev),
+                .workspace = ws};
+            for (int i = 0; i < 3; ++i) {
+              if (Status s = (*plan)->forward(a, st); !s.is_ok()) die(s);
+            }
+            DECODE_CUDA(cudaStreamSynchronize(st));
+            cudaEvent_t e0, e1;
+            DECODE_CUDA(cudaEventCreate(&e0));
+            DECODE_CUDA(cudaEventCreate(&e1));
+            std::vector<float> times;
+            for (int i = 0; i < o.iters; ++i) {
+              DECODE_CUDA(cudaEventRecord(e0, st));
+              if (Status s = (*plan)->forward(a, st); !s.is_ok()) die(s);
+              DECODE_CUDA(cudaEventRecord(e1, st));
+              DECODE_CUDA(cudaEventSynchronize(e1));
+              float t = 0;
+              DECODE_CUDA(cudaEventElapsedTime(&t, e0, e1));
+              times.push_back(t);
+            }
+            std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+            ms[static_cast<std::size_t>(r)] = times[times.size() / 2];
+            if (r == 0) {
+              std::vector<std::uint16_t> bits(act / 2);
+              DECODE_CUDA(cudaMemcpy(bits.data(), out, act, cudaMemcpyDeviceToHost));
+              o_rank0.resize(bits.size());
+              for (std::size_t i = 0; i < bits.size(); ++i) {
+                const std::uint32_t w = static_cast<std::uint32_t>(bits[i]) << 16;
+                std::memcpy(&o_rank0[i], &w, 4);
+              }
+            }
+            cudaEventDestroy(e0);
+            cudaEventDestroy(e1);
+            cudaStreamDestroy(st);
+            for (void* p : {k, v, q, out, ws}) cudaFree(p);
+          });
+        }
+        for (auto& t : threads) t.join();
+        if (first_o.empty()) first_o = o_rank0;
+        double err = 0, scale = 0;
+        bool finite = true;
+        for (std::size_t i = 0; i < o_rank0.size(); ++i) {
+          finite = finite && std::isfinite(o_rank0[i]);
+          err = std::max(err, std::fabs(static_cast<double>(o_rank0[i]) - first_o[i]));
+          scale = std::max(scale, std::fabs(static_cast<double>(first_o[i])));
+        }
+        // Each piece's partial O is rounded to bf16 before the merge; with nearly uniform
+        // attention a piece's partial is about sqrt(pieces) times the merged O: a few bf16 ulps
+        // of that.
+        const bool pass =
+            finite && err <= 4 * 0x1p-7 * scale * std::sqrt(static_cast<double>(cp * splits));
+        all_pass = all_pass && pass;
+        const double bytes = static_cast<double>(B) * static_cast<double>(L / cp) * Hkv * D * 2 * 2;
+        const Row row{L, cp, splits, ms[0], bytes, bytes / (bandwidth[0] * 1e9) * 1e3, err, pass};
+        rows.push_back(row);
+        std::printf("%9lld %3d %6d %10.4f %12.1f %9.0f %10.4f %6.2f %10.2e %5s\n",
+                    static_cast<long long>(L), cp, splits, row.ms, bytes / (1 << 20),
+                    bytes / (row.ms * 1e-3) / 1e9, row.floor_ms, row.ms / row.floor_ms, err,
+                    pass ? "PASS" : "FAIL");
+        std::fflush(stdout);
+      }
+    }
+  }
+  std::printf("%s\n", all_pass ? "ALL PASS" : "SOME ROWS FAILED");
+  if (!o.json.empty()) {
+    std::ofstream js(o.json);
+    js << "{\"mode\": \"decode\", \"copy_bandwidth_gbs\": " << bandwidth[0] << ", \"rows\": [";
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      js << (i ? ", " : "") << "{\"cache\": " << r.cache << ", \"cp\": " << r.cp
+         << ", \"max_splits\": " << r.splits << ", \"ms\": " << r.ms
+         << ", \"kv_bytes_per_gpu\": " << r.bytes_per_gpu << ", \"floor_ms\": " << r.floor_ms
+         << ", \"err_o\": " << r.err << ", \"pass\": " << (r.pass ? "true" : "false") << "}";
+    }
+    js << "]}\n";
+  }
+  return all_pass ? 0 : 1;
+}
+
+}  // namespace ulysses::bench

@@ -1,0 +1,230 @@
+// DistributedDecode on one GPU: P virtual ranks (device loopback), cuDNN on each, against the FP64
+// reference over the whole cache (STYLE.md's 2x rule: plain = the reference in the run's dtype).
+//
+// The prefill is cut into P contiguous shards; each step appends its new tokens on rank
+// step % P as one more segment. Every cache row outside the step's segments is NaN (later steps'
+// tokens included), so reading a row the plan should not turns the output NaN. Several steps run
+// on one plan, and every rank's O and LSE must be the same bits.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "common/check.h"
+#include "common/test_util.h"
+#include "gpu/gpu_util.h"
+#include "ulysses/decode.h"
+#include "ulysses/gpu.h"
+#include "ulysses/reference.h"
+
+namespace ulysses {
+namespace {
+
+using testing::DeviceBytes;
+using testing::DeviceTensor;
+using testing::HostTensor;
+
+struct Case {
+  std::string name;
+  int P;
+  std::int64_t B, T;
+  int Hq, Hkv, D;
+  DType dtype = DType::kBFloat16;
+  bool causal = true;
+  int wl = -1;
+  bool sinks = false;
+  std::int64_t prefill = 5000;
+  int steps = 3;
+  std::int64_t min_split_rows = 512;
+  int max_splits = 8;
+};
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+AttentionConfig attention(const Case& c) {
+  return {.num_heads_q = c.Hq,
+          .num_heads_kv = c.Hkv,
+          .head_dim = c.D,
+          .causal = c.causal,
+          .window_left = c.wl,
+          .sinks = c.sinks};
+}
+
+// The reference over positions [0, p0 + T): O in `dtype` (fp64: the truth), LSE fp32.
+void reference(const Case& c, const HostTensor& q, const HostTensor& k, const HostTensor& v,
+               const HostTensor& sinks, std::int64_t p0, DType dtype, HostTensor& o,
+               HostTensor& lse) {
+  const HostTensor qd = testing::convert(q, dtype), kd = testing::convert(k, dtype),
+                   vd = testing::convert(v, dtype);
+  o = HostTensor(dtype, {c.B, c.T, c.Hq, c.D});
+  lse = HostTensor(DType::kFloat32, {c.B, c.Hq, c.T});
+  LocalProblem p = LocalProblem::unsharded(attention(c), dtype, c.B, c.T);
+  p.seqlen_kv = p0 + c.T;
+  p.diagonal_offset = p0;
+  TensorView kk = kd.view, vv = vd.view;
+  kk.shape[1] = vv.shape[1] = p.seqlen_kv;
+  LocalForwardArgs f{.q = qd.view, .k = kk, .v = vv, .o = o.view, .lse = lse.view};
+  if (c.sinks) f.sinks = sinks.view;
+  ASSERT_TRUE(reference_forward(p, f).is_ok());
+}
+
+class DeviceLoopbackDecode : public ::testing::TestWithParam<Case> {};
+
+TEST_P(DeviceLoopbackDecode, WithinTwiceThePlainError) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const Case c = GetParam();
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const std::int64_t total = c.prefill + c.steps * c.T;
+  HostTensor k(c.dtype, {c.B, total, c.Hkv, c.D}), v(c.dtype, {c.B, total, c.Hkv, c.D}),
+      sinks(DType::kFloat32, {c.Hq});
+  testing::fill_uniform(k, rng, -1.0, 1.0);
+  testing::fill_uniform(v, rng, -1.0, 1.0);
+  testing::fill_uniform(sinks, rng, -1.0, 2.0);
+
+  // Rank r: prefill shard [r S / P, (r + 1) S / P) at rows 0.., then the tokens of the steps it
+  // takes, each step one more segment.
+  const auto P = static_cast<std::size_t>(c.P);
+  std::vector<std::vector<std::vector<CacheSegment>>> segs(
+      static_cast<std::size_t>(c.steps), std::vector<std::vector<CacheSegment>>(P));
+  std::vector<std::vector<std::int64_t>> row_of(P, std::vector<std::int64_t>(total, -1));
+  std::vector<std::int64_t> used(P, 0);
+  std::vector<std::vector<CacheSegment>> held(P);
+  for (int r = 0; r < c.P; ++r) {
+    const std::int64_t b = c.prefill * r / c.P, e = c.prefill * (r + 1) / c.P;
+    held[static_cast<std::size_t>(r)].push_back({0, e - b, b});
+    for (std::int64_t p = b; p < e; ++p) row_of[static_cast<std::size_t>(r)][p] = p - b;
+    used[static_cast<std::size_t>(r)] = e - b;
+  }
+  for (int s = 0; s < c.steps; ++s) {
+    const auto r = static_cast<std::size_t>(s % c.P);
+    const std::int64_t p0 = c.prefill + s * c.T;
+    held[r].push_back({used[r] + 1, c.T, p0});  // one NaN row between segments
+    for (std::int64_t i = 0; i < c.T; ++i) row_of[r][p0 + i] = used[r] + 1 + i;
+    used[r] += 1 + c.T;
+    segs[static_cast<std::size_t>(s)] = held;
+  }
+  std::int64_t cap = 0;
+  for (std::int64_t u : used) cap = std::max(cap, u);
+  int max_segments = 0;
+  for (const auto& h : held) max_segments = std::max(max_segments, static_cast<int>(h.size()));
+
+  // Each rank's cache: every row it will ever hold, NaN elsewhere.
+  std::vector<HostTensor> kc, vc;
+  for (std::size_t r = 0; r < P; ++r) {
+    kc.emplace_back(c.dtype, std::initializer_list<std::int64_t>{c.B, cap, c.Hkv, c.D});
+    vc.emplace_back(c.dtype, std::initializer_list<std::int64_t>{c.B, cap, c.Hkv, c.D});
+    testing::poison(kc.back());
+    testing::poison(vc.back());
+    for (std::int64_t p = 0; p < total; ++p) {
+      if (row_of[r][p] < 0) continue;
+      for (std::int64_t b = 0; b < c.B; ++b) {
+        for (int h = 0; h < c.Hkv; ++h) {
+          for (int d = 0; d < c.D; ++d) {
+            const std::int64_t src = k.view.offset({b, p, h, d});
+            const std::int64_t dst = kc.back().view.offset({b, row_of[r][p], h, d});
+            kc.back().set(dst, k.at(src));
+            vc.back().set(dst, v.at(src));
+          }
+        }
+      }
+    }
+  }
+  std::vector<HostTensor> qs;
+  for (int s = 0; s < c.steps; ++s) {
+    qs.emplace_back(c.dtype, std::initializer_list<std::int64_t>{c.B, c.T, c.Hq, c.D});
+    testing::fill_uniform(qs.back(), rng, -1.0, 1.0);
+  }
+
+  const DecodeConfig cfg{.attention = attention(c),
+                         .cp = c.P,
+                         .dtype = c.dtype,
+                         .batch = c.B,
+                         .query_tokens = c.T,
+                         .cache_rows = cap,
+                         .max_segments = max_segments,
+                         .min_split_rows = c.min_split_rows,
+                         .max_splits = c.max_splits};
+  auto comms = create_device_loopback_group(c.P, 0);
+  ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
+  // got[step][rank]: O and LSE.
+  std::vector<std::vector<std::pair<HostTensor, HostTensor>>> got(
+      static_cast<std::size_t>(c.steps), std::vector<std::pair<HostTensor, HostTensor>>(P));
+  std::vector<Status> st(P);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < c.P; ++r) {
+    threads.emplace_back([&, r] {
+      const auto ri = static_cast<std::size_t>(r);
+      st[ri] = [&]() -> Status {
+        cudaSetDevice(0);
+        auto kernel = create_cudnn_attention(0);
+        if (!kernel.is_ok()) return kernel.status();
+        auto plan = DistributedDecode::create(cfg, *(*comms)[ri], **kernel);
+        if (!plan.is_ok()) return plan.status();
+        DeviceBytes ws((*plan)->workspace_bytes());
+        DeviceTensor kd = DeviceTensor::of(kc[ri]), vd = DeviceTensor::of(vc[ri]),
+                     sd = DeviceTensor::of(sinks);
+        for (int s = 0; s < c.steps; ++s) {
+          const auto si = static_cast<std::size_t>(s);
+          HostTensor o(c.dtype, {c.B, c.T, c.Hq, c.D}), lse(DType::kFloat32, {c.B, c.Hq, c.T});
+          testing::poison(o);
+          testing::poison(lse);
+          DeviceTensor qd = DeviceTensor::of(qs[si]), od = DeviceTensor::of(o),
+                       ld = DeviceTensor::of(lse);
+          DecodeArgs a{.q = qd.view,
+                       .k_cache = kd.view,
+                       .v_cache = vd.view,
+                       .segments = segs[si][ri],
+                       .query_position = c.prefill + s * c.T,
+                       .o = od.view,
+                       .lse = ld.view,
+                       .workspace = ws.ptr};
+          if (c.sinks) a.sinks = sd.view;
+          ULYSSES_RETURN_IF_ERROR((*plan)->forward(a, nullptr));
+          if (cudaDeviceSynchronize() != cudaSuccess) return internal_error("sync failed");
+          got[si][ri] = {od.download(o), ld.download(lse)};
+        }
+        return Status::ok();
+      }();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (std::size_t r = 0; r < P; ++r)
+    ASSERT_TRUE(st[r].is_ok()) << "rank " << r << ": " << st[r].to_string();
+
+  const double ulp = c.dtype == DType::kFloat16 ? 0x1p-10 : 0x1p-7;
+  for (int s = 0; s < c.steps; ++s) {
+    SCOPED_TRACE("step " + std::to_string(s));
+    const auto si = static_cast<std::size_t>(s);
+    HostTensor truth_o, truth_lse, plain_o, plain_lse;
+    const std::int64_t p0 = c.prefill + s * c.T;
+    reference(c, qs[si], k, v, sinks, p0, DType::kFloat64, truth_o, truth_lse);
+    reference(c, qs[si], k, v, sinks, p0, c.dtype, plain_o, plain_lse);
+    for (std::size_t r = 0; r < P; ++r) {
+      const auto& [o, lse] = got[si][r];
+      EXPECT_EQ(testing::count_nan(o) + testing::count_nan(lse), 0) << "rank " << r;
+      EXPECT_TRUE(testing::within_2x_rule(o, plain_o, truth_o, 2 * ulp * testing::max_abs(truth_o)))
+          << "O, rank " << r;
+      EXPECT_TRUE(testing::within_2x_rule(lse, plain_lse, truth_lse,
+                                          0.05 * ulp * testing::max_abs(truth_lse)))
+          << "LSE, rank " << r;
+      const testing::Mismatch mo = testing::compare_bits(got[si][0].first, o);
+      EXPECT_EQ(mo.count, 0) << testing::describe(mo, "O of rank " + std::to_string(r));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, DeviceLoopbackDecode,
+                         ::testing::Values(Case{"p1_one_token_gqa", 1, 1, 1, 8, 2, 128},
+                                           Case{"p2_one_token_batch2", 2, 2, 1, 8, 2, 128},
+                                           Case{"p4_one_token_window_sinks", 4, 1, 1, 8, 2, 128,
+                                                DType::kBFloat16, true, 1500, true},
+                                           Case{"p2_three_tokens_causal_fp16_d64", 2, 1, 3, 8, 8,
+                                                64, DType::kFloat16},
+                                           Case{"p4_five_tokens_window_batch2", 4, 2, 5, 4, 1, 128,
+                                                DType::kBFloat16, true, 700, true},
+                                           Case{"p2_no_split", 2, 1, 1, 8, 2, 128, DType::kBFloat16,
+                                                true, -1, false, 5000, 3, 100000, 1}),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+}  // namespace
+}  // namespace ulysses
