@@ -52,6 +52,7 @@ typedef enum {
 typedef struct ulysses_comm ulysses_comm;
 typedef struct ulysses_kernel ulysses_kernel;
 typedef struct ulysses_plan ulysses_plan;
+typedef struct ulysses_decode ulysses_decode;
 
 /* A non-owning strided view (ulysses::TensorView). ndim == 0 with data == NULL: absent (an
  * optional argument left out). dtype: ulysses::DType (0 fp64, 1 fp32, 2 fp16, 3 bf16, 4 fp8e4m3,
@@ -115,6 +116,44 @@ typedef struct {
   ulysses_tensor q, k, v, o;
 } ulysses_backward_args;
 
+/* ulysses::DecodeConfig, flattened (attention fields as in ulysses_plan_config).
+ * ulysses_decode_config_init() fills the C++ defaults. */
+typedef struct {
+  int32_t num_heads_q;
+  int32_t num_heads_kv;
+  int32_t head_dim;
+  float softmax_scale;
+  int32_t causal;
+  int32_t window_left;
+  int32_t window_right;
+  int32_t sinks;
+  int32_t cp;
+  int32_t dtype;
+  int64_t batch;
+  int64_t query_tokens;
+  int64_t cache_rows;
+  int32_t max_segments;
+  int32_t max_splits;
+  int64_t min_split_rows;
+} ulysses_decode_config;
+
+/* ulysses::CacheSegment: cache rows [row, row + rows) hold positions [position, position + rows).
+ */
+typedef struct {
+  int64_t row;
+  int64_t rows;
+  int64_t position;
+} ulysses_cache_segment;
+
+/* ulysses::DecodeArgs. segments: host array of num_segments entries. */
+typedef struct {
+  ulysses_tensor q, k_cache, v_cache, sinks, o, lse;
+  const ulysses_cache_segment* segments;
+  int64_t num_segments;
+  int64_t query_position;
+  void* workspace;
+} ulysses_decode_args;
+
 /* --- library ---------------------------------------------------------------------------------- */
 
 ULYSSES_C_EXPORT int ulysses_c_api_version(void);
@@ -173,6 +212,18 @@ ULYSSES_C_EXPORT int ulysses_plan_forward(ulysses_plan* plan, const ulysses_forw
 ULYSSES_C_EXPORT int ulysses_plan_backward(ulysses_plan* plan, const ulysses_backward_args* args,
                                            void* stream);
 ULYSSES_C_EXPORT void ulysses_plan_destroy(ulysses_plan* plan);
+
+/* --- decoding against a KV cache sharded by sequence (ulysses/decode.h) ------------------------
+ */
+
+ULYSSES_C_EXPORT void ulysses_decode_config_init(ulysses_decode_config* config);
+/* Collective: every rank of `comm` calls it with the same config. */
+ULYSSES_C_EXPORT int ulysses_decode_create(const ulysses_decode_config* config, ulysses_comm* comm,
+                                           ulysses_kernel* kernel, ulysses_decode** decode);
+ULYSSES_C_EXPORT size_t ulysses_decode_workspace_bytes(const ulysses_decode* decode);
+ULYSSES_C_EXPORT int ulysses_decode_forward(ulysses_decode* decode, const ulysses_decode_args* args,
+                                            void* stream);
+ULYSSES_C_EXPORT void ulysses_decode_destroy(ulysses_decode* decode);
 
 /* --- sharding -----------------------------------------------------------------------------------
  */

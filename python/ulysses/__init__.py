@@ -29,6 +29,8 @@ __all__ = [
     "Communicator",
     "Kernel",
     "Plan",
+    "DecodeConfig",
+    "Decode",
     "loopback_group",
     "device_loopback_group",
     "peer_copy_group",
@@ -132,6 +134,45 @@ class PlanConfig:
         c.dtype = _enum(_DTYPES, self.dtype, "dtype")
         c.saved_activations = _enum(_SAVED, self.saved_activations, "saved_activations")
         c.payload = _enum(_PAYLOADS, self.payload, "payload")
+        return c
+
+
+@dataclasses.dataclass
+class DecodeConfig:
+    """ulysses::DecodeConfig (decode.h documents every field): decoding against a KV cache sharded
+    by sequence over `cp` ranks. dtype "bf16" | "fp16" | "fp32" | "fp64"."""
+
+    num_heads_q: int = 0
+    num_heads_kv: int = 0
+    head_dim: int = 0
+    softmax_scale: Optional[float] = None
+    causal: bool = False
+    window_left: int = -1
+    window_right: int = -1
+    sinks: bool = False
+    cp: int = 1
+    dtype: str = "bf16"
+    batch: int = 1
+    query_tokens: int = 1
+    cache_rows: int = 0
+    max_segments: int = 2
+    max_splits: int = 16
+    min_split_rows: int = 4096
+
+    def _c(self) -> _capi.DecodeConfig:
+        c = _capi.DecodeConfig()
+        _lib.ulysses_decode_config_init(ctypes.byref(c))
+        for f in ("num_heads_q", "num_heads_kv", "head_dim", "window_left", "window_right", "cp",
+                  "batch", "query_tokens", "cache_rows", "max_segments", "max_splits",
+                  "min_split_rows"):
+            setattr(c, f, int(getattr(self, f)))
+        for f in ("causal", "sinks"):
+            setattr(c, f, 1 if getattr(self, f) else 0)
+        if self.softmax_scale is not None and float(self.softmax_scale) == 0.0:
+            raise UlyssesError(1, "ulysses: softmax_scale must be finite and positive (got 0.0; "
+                                  "None: 1/sqrt(head_dim))")
+        c.softmax_scale = 0.0 if self.softmax_scale is None else float(self.softmax_scale)
+        c.dtype = _enum(_DTYPES, self.dtype, "dtype")
         return c
 
 
@@ -355,6 +396,42 @@ class Plan(_Handle):
             setattr(a, n, _tensor(x, n))
         _fill_common(a, cu_seqlens, cu_seqlens_device, workspace, saved)
         _check(_lib.ulysses_plan_backward(self._h, ctypes.byref(a), _stream(stream)))
+
+
+class Decode(_Handle):
+    """ulysses::DistributedDecode for one rank: decode steps against a KV cache sharded by
+    sequence. Creating it is collective (every rank, same config); so is forward()."""
+
+    _destroy = "ulysses_decode_destroy"
+
+    def __init__(self, config: DecodeConfig, comm: Communicator, kernel: Kernel):
+        super().__init__(None)
+        self.config = config
+        self._comm, self._kernel = comm, kernel
+        c = config._c()
+        _check(_lib.ulysses_decode_create(ctypes.byref(c), comm._h, kernel._h,
+                                          ctypes.byref(self._h)))
+
+    @property
+    def workspace_bytes(self) -> int:
+        return _lib.ulysses_decode_workspace_bytes(self._h)
+
+    def forward(self, q, k_cache, v_cache, o, *, segments, query_position: int, lse=None,
+                sinks=None, workspace=None, stream=None) -> None:
+        """q [B, T, Hq, D] (the same on every rank) against this rank's cache [B, cache_rows,
+        Hkv, D]; o (and lse [B, Hq, T]) out, the same on every rank. segments: (row, rows,
+        position) triples, the cache rows that hold keys and their global positions."""
+        a = _capi.DecodeArgs()
+        for n, x in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("o", o), ("lse", lse),
+                     ("sinks", sinks)):
+            setattr(a, n, _tensor(x, n))
+        segs = [tuple(int(v) for v in s) for s in segments]
+        arr = (_capi.CacheSegment * max(1, len(segs)))(*[_capi.CacheSegment(*s) for s in segs])
+        a.segments = arr
+        a.num_segments = len(segs)
+        a.query_position = int(query_position)
+        a.workspace = _pointer(workspace)
+        _check(_lib.ulysses_decode_forward(self._h, ctypes.byref(a), _stream(stream)))
 
 
 def shard_token_ranges(config: PlanConfig, rank: int, cu_seqlens=None) -> list:

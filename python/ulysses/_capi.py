@@ -44,6 +44,40 @@ class PlanConfig(ctypes.Structure):
     ]
 
 
+class DecodeConfig(ctypes.Structure):
+    _fields_ = [
+        ("num_heads_q", ctypes.c_int32),
+        ("num_heads_kv", ctypes.c_int32),
+        ("head_dim", ctypes.c_int32),
+        ("softmax_scale", ctypes.c_float),
+        ("causal", ctypes.c_int32),
+        ("window_left", ctypes.c_int32),
+        ("window_right", ctypes.c_int32),
+        ("sinks", ctypes.c_int32),
+        ("cp", ctypes.c_int32),
+        ("dtype", ctypes.c_int32),
+        ("batch", ctypes.c_int64),
+        ("query_tokens", ctypes.c_int64),
+        ("cache_rows", ctypes.c_int64),
+        ("max_segments", ctypes.c_int32),
+        ("max_splits", ctypes.c_int32),
+        ("min_split_rows", ctypes.c_int64),
+    ]
+
+
+class CacheSegment(ctypes.Structure):
+    _fields_ = [("row", ctypes.c_int64), ("rows", ctypes.c_int64), ("position", ctypes.c_int64)]
+
+
+class DecodeArgs(ctypes.Structure):
+    _fields_ = [(n, Tensor) for n in ("q", "k_cache", "v_cache", "sinks", "o", "lse")] + [
+        ("segments", ctypes.POINTER(CacheSegment)),
+        ("num_segments", ctypes.c_int64),
+        ("query_position", ctypes.c_int64),
+        ("workspace", ctypes.c_void_p),
+    ]
+
+
 _CU = [
     ("cu_seqlens", ctypes.POINTER(ctypes.c_int32)),
     ("num_cu_seqlens", ctypes.c_int64),
@@ -115,6 +149,14 @@ def load():
         "ulysses_plan_forward": (c_int, [c_void_p, ctypes.POINTER(ForwardArgs), c_void_p]),
         "ulysses_plan_backward": (c_int, [c_void_p, ctypes.POINTER(BackwardArgs), c_void_p]),
         "ulysses_plan_destroy": (None, [c_void_p]),
+        "ulysses_decode_config_init": (None, [ctypes.POINTER(DecodeConfig)]),
+        "ulysses_decode_create": (
+            c_int,
+            [ctypes.POINTER(DecodeConfig), c_void_p, c_void_p, p_comm],
+        ),
+        "ulysses_decode_workspace_bytes": (c_size_t, [c_void_p]),
+        "ulysses_decode_forward": (c_int, [c_void_p, ctypes.POINTER(DecodeArgs), c_void_p]),
+        "ulysses_decode_destroy": (None, [c_void_p]),
         "ulysses_shard_token_ranges": (
             c_int,
             [

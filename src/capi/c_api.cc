@@ -24,6 +24,9 @@ struct ulysses_kernel {
 struct ulysses_plan {
   std::unique_ptr<ulysses::DistributedAttention> plan;
 };
+struct ulysses_decode {
+  std::unique_ptr<ulysses::DistributedDecode> decode;
+};
 
 namespace ulysses {
 namespace {
@@ -75,17 +78,51 @@ Result<TensorView> to_view(const ulysses_tensor& t, std::string_view api, std::s
   return v;
 }
 
+// The attention fields both config structs share.
+template <typename C>
+AttentionConfig to_attention(const C& c) {
+  AttentionConfig a;
+  a.num_heads_q = c.num_heads_q;
+  a.num_heads_kv = c.num_heads_kv;
+  a.head_dim = c.head_dim;
+  // 0: the default; anything else is the caller's (validate() refuses non-positive or non-finite).
+  if (c.softmax_scale != 0.0f) a.softmax_scale = c.softmax_scale;
+  a.causal = c.causal != 0;
+  a.window_left = c.window_left;
+  a.window_right = c.window_right;
+  a.sinks = c.sinks != 0;
+  return a;
+}
+
+template <typename C>
+void from_attention(const AttentionConfig& a, C* c) {
+  c->num_heads_q = a.num_heads_q;
+  c->num_heads_kv = a.num_heads_kv;
+  c->head_dim = a.head_dim;
+  c->softmax_scale = 0.0f;
+  c->causal = a.causal ? 1 : 0;
+  c->window_left = a.window_left;
+  c->window_right = a.window_right;
+  c->sinks = a.sinks ? 1 : 0;
+}
+
+DecodeConfig to_decode_config(const ulysses_decode_config& c) {
+  DecodeConfig d;
+  d.attention = to_attention(c);
+  d.cp = c.cp;
+  d.dtype = static_cast<DType>(c.dtype);
+  d.batch = c.batch;
+  d.query_tokens = c.query_tokens;
+  d.cache_rows = c.cache_rows;
+  d.max_segments = c.max_segments;
+  d.max_splits = c.max_splits;
+  d.min_split_rows = c.min_split_rows;
+  return d;
+}
+
 PlanConfig to_config(const ulysses_plan_config& c) {
   PlanConfig p;
-  p.attention.num_heads_q = c.num_heads_q;
-  p.attention.num_heads_kv = c.num_heads_kv;
-  p.attention.head_dim = c.head_dim;
-  // 0: the default; anything else is the caller's (validate() refuses non-positive or non-finite).
-  if (c.softmax_scale != 0.0f) p.attention.softmax_scale = c.softmax_scale;
-  p.attention.causal = c.causal != 0;
-  p.attention.window_left = c.window_left;
-  p.attention.window_right = c.window_right;
-  p.attention.sinks = c.sinks != 0;
+  p.attention = to_attention(c);
   // Out-of-range enum values are kept as they are: validate() names them.
   p.parallel.strategy = static_cast<Strategy>(c.strategy);
   p.parallel.cp = c.cp;
@@ -226,14 +263,7 @@ void ulysses_plan_config_init(ulysses_plan_config* config) {
   if (config == nullptr) return;
   const PlanConfig p;
   *config = ulysses_plan_config{};
-  config->num_heads_q = p.attention.num_heads_q;
-  config->num_heads_kv = p.attention.num_heads_kv;
-  config->head_dim = p.attention.head_dim;
-  config->softmax_scale = 0.0f;
-  config->causal = p.attention.causal ? 1 : 0;
-  config->window_left = p.attention.window_left;
-  config->window_right = p.attention.window_right;
-  config->sinks = p.attention.sinks ? 1 : 0;
+  from_attention(p.attention, config);
   config->strategy = static_cast<int32_t>(p.parallel.strategy);
   config->cp = p.parallel.cp;
   config->ulysses_degree = p.parallel.ulysses_degree;
@@ -316,6 +346,72 @@ int ulysses_plan_backward(ulysses_plan* plan, const ulysses_backward_args* args,
 }
 
 void ulysses_plan_destroy(ulysses_plan* plan) { delete plan; }
+
+void ulysses_decode_config_init(ulysses_decode_config* config) {
+  if (config == nullptr) return;
+  const DecodeConfig d;
+  *config = ulysses_decode_config{};
+  from_attention(d.attention, config);
+  config->cp = d.cp;
+  config->dtype = static_cast<int32_t>(d.dtype);
+  config->batch = d.batch;
+  config->query_tokens = d.query_tokens;
+  config->cache_rows = d.cache_rows;
+  config->max_segments = d.max_segments;
+  config->max_splits = d.max_splits;
+  config->min_split_rows = d.min_split_rows;
+}
+
+int ulysses_decode_create(const ulysses_decode_config* config, ulysses_comm* comm,
+                          ulysses_kernel* kernel, ulysses_decode** decode) {
+  return guarded([&]() -> Status {
+    constexpr std::string_view api = "ulysses_decode_create";
+    if (config == nullptr) return null_arg(api, "config");
+    if (comm == nullptr) return null_arg(api, "comm");
+    if (kernel == nullptr) return null_arg(api, "kernel");
+    if (decode == nullptr) return null_arg(api, "decode");
+    ULYSSES_ASSIGN_OR_RETURN(
+        auto d, DistributedDecode::create(to_decode_config(*config), *comm->comm, *kernel->kernel));
+    *decode = new ulysses_decode{std::move(d)};
+    return Status::ok();
+  });
+}
+
+size_t ulysses_decode_workspace_bytes(const ulysses_decode* decode) {
+  return decode ? decode->decode->workspace_bytes() : 0;
+}
+
+int ulysses_decode_forward(ulysses_decode* decode, const ulysses_decode_args* args, void* stream) {
+  return guarded([&]() -> Status {
+    constexpr std::string_view api = "ulysses_decode_forward";
+    if (decode == nullptr) return null_arg(api, "decode");
+    if (args == nullptr) return null_arg(api, "args");
+    if (args->num_segments < 0 || (args->num_segments > 0 && args->segments == nullptr)) {
+      return arg_error(
+          api, "segments", "does not hold num_segments entries",
+          str_cat(args->num_segments, " entries at ", args->segments ? "a pointer" : "NULL"),
+          "a host array of num_segments >= 0 entries");
+    }
+    DecodeArgs a;
+    ULYSSES_ASSIGN_OR_RETURN(a.q, to_view(args->q, api, "q"));
+    ULYSSES_ASSIGN_OR_RETURN(a.k_cache, to_view(args->k_cache, api, "k_cache"));
+    ULYSSES_ASSIGN_OR_RETURN(a.v_cache, to_view(args->v_cache, api, "v_cache"));
+    ULYSSES_ASSIGN_OR_RETURN(a.sinks, to_view(args->sinks, api, "sinks"));
+    ULYSSES_ASSIGN_OR_RETURN(a.o, to_view(args->o, api, "o"));
+    ULYSSES_ASSIGN_OR_RETURN(a.lse, to_view(args->lse, api, "lse"));
+    // The C struct has the C++ one's layout in spirit only: copy the fields.
+    std::vector<CacheSegment> segments(static_cast<std::size_t>(args->num_segments));
+    for (std::size_t i = 0; i < segments.size(); ++i) {
+      segments[i] = {args->segments[i].row, args->segments[i].rows, args->segments[i].position};
+    }
+    a.segments = segments;
+    a.query_position = args->query_position;
+    a.workspace = args->workspace;
+    return decode->decode->forward(a, static_cast<Stream>(stream));
+  });
+}
+
+void ulysses_decode_destroy(ulysses_decode* decode) { delete decode; }
 
 int ulysses_shard_token_ranges(const ulysses_plan_config* config, int rank,
                                const int32_t* cu_seqlens, int64_t num_cu_seqlens, int64_t* ranges,

@@ -31,6 +31,29 @@ TEST(CApi, ConfigDefaultsAreThoseOfPlanConfig) {
   EXPECT_EQ(ulysses_c_api_version(), ULYSSES_C_API_VERSION);
 }
 
+TEST(CApi, DecodeConfigDefaultsAndNullArguments) {
+  ulysses_decode_config c;
+  std::memset(&c, 0x5A, sizeof c);
+  ulysses_decode_config_init(&c);
+  const ulysses::DecodeConfig d;
+  EXPECT_EQ(c.window_left, d.attention.window_left);
+  EXPECT_EQ(c.cp, d.cp);
+  EXPECT_EQ(c.dtype, static_cast<int32_t>(d.dtype));
+  EXPECT_EQ(c.query_tokens, d.query_tokens);
+  EXPECT_EQ(c.max_segments, d.max_segments);
+  EXPECT_EQ(c.max_splits, d.max_splits);
+  EXPECT_EQ(c.min_split_rows, d.min_split_rows);
+  EXPECT_EQ(c.softmax_scale, 0.0f);
+  ulysses_decode* dec = nullptr;
+  EXPECT_EQ(ulysses_decode_create(&c, nullptr, nullptr, &dec), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("comm is NULL"), std::string::npos);
+  EXPECT_EQ(dec, nullptr);
+  EXPECT_EQ(ulysses_decode_forward(nullptr, nullptr, nullptr), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("decode is NULL"), std::string::npos);
+  EXPECT_EQ(ulysses_decode_workspace_bytes(nullptr), 0u);
+  ulysses_decode_destroy(nullptr);
+}
+
 TEST(CApi, NullArgumentsAreNamedNotDereferenced) {
   ulysses_plan_config c;
   ulysses_plan_config_init(&c);

@@ -1,0 +1,106 @@
+"""Decoding through the Python package on the CPU: loopback ranks in threads, the reference kernel,
+against attention written out in NumPy (float64) over the whole cache.
+
+Each rank's cache holds a contiguous shard of the positions at rows shifted by one (row 0 is NaN, so
+a wrong row offset shows), and the last rank also the new tokens' keys as a second segment. The
+kernel's LSE is fp32, so results are held to 1e-5 (O values are O(1)); every rank's O is the same.
+"""
+
+import unittest
+
+import numpy as np
+
+import rank_threads
+import ulysses
+
+
+def attention(q, k, v, p0, window_left, sinks):
+    """q [B, T, Hq, D] at positions p0.., k, v [B, N, Hkv, D] at 0..N-1; causal; fp64."""
+    B, T, Hq, D = q.shape
+    N, Hkv = k.shape[1], k.shape[2]
+    g = Hq // Hkv
+    o = np.zeros(q.shape)
+    lse = np.zeros((B, Hq, T))
+    pos = np.arange(N)
+    for b in range(B):
+        for h in range(Hq):
+            s = q[b, :, h] @ k[b, :, h // g].T / np.sqrt(D)  # [T, N]
+            for t in range(T):
+                mask = pos <= p0 + t
+                if window_left >= 0:
+                    mask &= pos >= p0 + t - window_left
+                row = np.where(mask, s[t], -np.inf)
+                m = row.max()
+                w = np.exp(row - m)
+                denom = w.sum() + (np.exp(sinks[h] - m) if sinks is not None else 0.0)
+                o[b, t, h] = w @ v[b, :, h // g] / denom
+                lse[b, h, t] = m + np.log(denom)
+    return o, lse
+
+
+class DecodeThroughCtypes(unittest.TestCase):
+    def run_case(self, cp, T, window_left, with_sinks):
+        rng = np.random.default_rng()
+        B, Hq, Hkv, D, prefill = 2, 4, 2, 8, 37
+        N = prefill + T
+        k = rng.uniform(-1, 1, (B, N, Hkv, D))
+        v = rng.uniform(-1, 1, (B, N, Hkv, D))
+        q = rng.uniform(-1, 1, (B, T, Hq, D))
+        sinks = rng.uniform(-1, 1, Hq).astype(np.float32) if with_sinks else None
+        want_o, want_lse = attention(q, k, v, prefill, window_left,
+                                     sinks.astype(np.float64) if with_sinks else None)
+        cap = prefill // cp + 1 + T + 2
+        cfg = ulysses.DecodeConfig(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D, causal=True,
+                                   window_left=window_left, sinks=with_sinks, cp=cp,
+                                   dtype="fp64", batch=B, query_tokens=T, cache_rows=cap,
+                                   max_segments=2, max_splits=3, min_split_rows=4)
+
+        def rank(r, comm):
+            lo, hi = prefill * r // cp, prefill * (r + 1) // cp
+            kc = np.full((B, cap, Hkv, D), np.nan)
+            vc = np.full((B, cap, Hkv, D), np.nan)
+            kc[:, 1:1 + hi - lo], vc[:, 1:1 + hi - lo] = k[:, lo:hi], v[:, lo:hi]
+            segments = [(1, hi - lo, lo)]
+            if r == cp - 1:  # the new tokens' keys, after one more NaN row
+                at = 2 + hi - lo
+                kc[:, at:at + T], vc[:, at:at + T] = k[:, prefill:], v[:, prefill:]
+                segments.append((at, T, prefill))
+            dec = ulysses.Decode(cfg, comm, ulysses.reference_kernel())
+            ws = np.empty(max(dec.workspace_bytes, 1), np.uint8)
+            o = np.full(q.shape, np.nan)
+            lse = np.full((B, Hq, T), np.nan, np.float32)
+            dec.forward(q, kc, vc, o, segments=segments, query_position=prefill, lse=lse,
+                        sinks=sinks, workspace=ws)
+            return o, lse
+
+        outs = rank_threads.results_or_raise(ulysses.loopback_group(cp), rank)
+        for r, (o, lse) in enumerate(outs):
+            self.assertLess(np.abs(o - want_o).max(), 1e-5, f"O, rank {r}")
+            self.assertLess(np.abs(lse - want_lse).max(), 1e-5, f"LSE, rank {r}")
+            np.testing.assert_array_equal(o, outs[0][0])
+
+    def test_one_token(self):
+        self.run_case(cp=3, T=1, window_left=-1, with_sinks=False)
+
+    def test_three_tokens_window_sinks(self):
+        self.run_case(cp=2, T=3, window_left=9, with_sinks=True)
+
+    def test_bad_segments_are_named(self):
+        cfg = ulysses.DecodeConfig(num_heads_q=2, num_heads_kv=1, head_dim=4, cp=1, dtype="fp64",
+                                   cache_rows=8)
+
+        def rank(r, comm):
+            dec = ulysses.Decode(cfg, comm, ulysses.reference_kernel())
+            q, o = np.zeros((1, 1, 2, 4)), np.zeros((1, 1, 2, 4))
+            kc = np.zeros((1, 8, 1, 4))
+            ws = np.empty(max(dec.workspace_bytes, 1), np.uint8)
+            dec.forward(q, kc, kc, o, segments=[(6, 4, 0)], query_position=3, workspace=ws)
+
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            rank_threads.results_or_raise(ulysses.loopback_group(1), rank)
+        self.assertEqual(e.exception.code, "INVALID_ARGUMENT")
+        self.assertIn("segments[0]", str(e.exception))
+
+
+if __name__ == "__main__":
+    unittest.main()
