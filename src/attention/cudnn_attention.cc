@@ -87,11 +87,9 @@ struct Varlen {
   bool on = false;
   bool rows = false;  // VarlenRows instead of cu_seqlens
   int num_seqs = 0;
-  std::int64_t padded = 1;      // cuDNN batch
-  std::int64_t max_len = 1;     // cuDNN S of the query side (Q, O, dO, dQ, LSE)
-  std::int64_t valid = 0;       // cu_seqlens.back()
-  std::int64_t max_len_kv = 0;  // cuDNN S of K, V, dK, dV; 0: max_len
-  std::int64_t kv_s() const { return max_len_kv > 0 ? max_len_kv : max_len; }
+  std::int64_t padded = 1;   // cuDNN batch
+  std::int64_t max_len = 1;  // cuDNN S
+  std::int64_t valid = 0;    // cu_seqlens.back()
 };
 
 // One tensor as cuDNN sees it.
@@ -106,14 +104,12 @@ std::ostream& operator<<(std::ostream& os, const TensorDesc& d) {
   return os;
 }
 
-// keys: a key-side tensor (K, V, dK, dV), whose packed S may differ from the queries'.
-TensorDesc act_desc(const TensorView& v, const Varlen& vl, bool keys = false) {
+TensorDesc act_desc(const TensorView& v, const Varlen& vl) {
   if (!vl.on)
     return {{v.size(0), v.size(2), v.size(1), v.size(3)},
             {v.stride(0), v.stride(2), v.stride(1), v.stride(3)}};
-  const std::int64_t S = keys ? vl.kv_s() : vl.max_len;
-  return {{vl.padded, v.size(2), S, v.size(3)},
-          {S * v.stride(1), v.stride(2), v.stride(1), v.stride(3)}};
+  return {{vl.padded, v.size(2), vl.max_len, v.size(3)},
+          {vl.max_len * v.stride(1), v.stride(2), v.stride(1), v.stride(3)}};
 }
 
 TensorDesc lse_desc(const TensorView& v, const Varlen& vl) {
@@ -269,8 +265,8 @@ class CudnnAttention final : public LocalAttention {
       ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(o_out, 0, stream));
       if (stats) ULYSSES_RETURN_IF_ERROR(kernels::cuda::fill_lse_from(a.lse, 0, stream));
     }
-    const TensorDesc q = act_desc(a.q, vl), k = act_desc(a.k, vl, true),
-                     v = act_desc(a.v, vl, true), o = act_desc(o_out, vl);
+    const TensorDesc q = act_desc(a.q, vl), k = act_desc(a.k, vl), v = act_desc(a.v, vl),
+                     o = act_desc(o_out, vl);
     const TensorDesc l = stats ? lse_desc(a.lse, vl) : TensorDesc{};
     std::map<std::int64_t, int> ragged;  // uid -> offsets row
     if (vl.on) {
@@ -397,10 +393,9 @@ class CudnnAttention final : public LocalAttention {
       }
     }
     RaggedRows rows;
-    const TensorDesc q = act_desc(q_in, vl), k = act_desc(a.k, vl, true),
-                     v = act_desc(a.v, vl, true), o = act_desc(a.o, vl), d_o = act_desc(a.d_o, vl),
-                     dq = act_desc(dq_out, vl), dkd = act_desc(dk, vl, true),
-                     dvd = act_desc(dv, vl, true), l = lse_desc(lse, vl);
+    const TensorDesc q = act_desc(q_in, vl), k = act_desc(a.k, vl), v = act_desc(a.v, vl),
+                     o = act_desc(a.o, vl), d_o = act_desc(a.d_o, vl), dq = act_desc(dq_out, vl),
+                     dkd = act_desc(dk, vl), dvd = act_desc(dv, vl), l = lse_desc(lse, vl);
     std::map<std::int64_t, int> ragged;
     if (vl.on) {
       using Entry = std::pair<std::int64_t, const TensorView*>;
@@ -789,16 +784,12 @@ class CudnnAttention final : public LocalAttention {
     if (p.varlen_rows) {
       vl.on = vl.rows = true;
       vl.num_seqs = rows.num_seqs();
-      // Each side its own bucket: a few query rows against long key runs (decoding) then do not
-      // launch the key side's length in query tiles.
-      std::int64_t longest_q = 1, longest_kv = 1;
+      std::int64_t longest = 1;
       for (int s = 0; s < vl.num_seqs; ++s) {
         const auto su = static_cast<std::size_t>(s);
-        longest_q = std::max<std::int64_t>(longest_q, rows.q_len[su]);
-        longest_kv = std::max<std::int64_t>(longest_kv, rows.kv_len[su]);
+        longest = std::max<std::int64_t>({longest, rows.q_len[su], rows.kv_len[su]});
       }
-      vl.max_len = std::max<std::int64_t>(64, next_pow2(longest_q));
-      vl.max_len_kv = std::max<std::int64_t>(64, next_pow2(longest_kv));
+      vl.max_len = std::max<std::int64_t>(64, next_pow2(longest));
       vl.padded = next_pow2(std::max(1, vl.num_seqs));
       return varlen_limits(p, vl);
     }
@@ -869,13 +860,12 @@ class CudnnAttention final : public LocalAttention {
 
   std::string describe(const LocalProblem& p, const Varlen& vl) const {
     const AttentionConfig& c = p.config;
-    return str_cat(
-        dtype_name(p.dtype), " B", p.batch, " S", p.seqlen, "x", p.kv_len(), "@", p.diagonal_offset,
-        " hq", p.num_heads_q_local, " hkv", p.num_heads_kv_local, " D", c.head_dim, " scale",
-        c.scale(), " causal", c.causal, " win", c.window_left, ",", c.window_right, " sinks",
-        c.sinks, " varlen", p.varlen,
-        vl.on ? str_cat(" nb", vl.padded, " smax", vl.max_len, "x", vl.kv_s()) : std::string(),
-        " gkv", dtype_name(p.grad_kv_dtype), " gq32", p.grad_q_fp32, " o32", p.out_fp32);
+    return str_cat(dtype_name(p.dtype), " B", p.batch, " S", p.seqlen, "x", p.kv_len(), "@",
+                   p.diagonal_offset, " hq", p.num_heads_q_local, " hkv", p.num_heads_kv_local,
+                   " D", c.head_dim, " scale", c.scale(), " causal", c.causal, " win",
+                   c.window_left, ",", c.window_right, " sinks", c.sinks, " varlen", p.varlen,
+                   vl.on ? str_cat(" nb", vl.padded, " smax", vl.max_len) : std::string(), " gkv",
+                   dtype_name(p.grad_kv_dtype), " gq32", p.grad_q_fp32, " o32", p.out_fp32);
   }
 
   static std::string ragged_key(const std::map<std::int64_t, int>& r) {
