@@ -88,6 +88,19 @@ def _enum(table: dict, value, name: str) -> int:
     return table[value]
 
 
+def _fill(c, config, ints, flags) -> None:
+    """The attention fields and the named int and bool fields of a config struct."""
+    for f in ("num_heads_q", "num_heads_kv", "head_dim", "window_left", "window_right") + ints:
+        setattr(c, f, int(getattr(config, f)))
+    for f in ("causal", "sinks") + flags:
+        setattr(c, f, 1 if getattr(config, f) else 0)
+    # None: the default (0 in the C struct); an explicit value goes to validate() as it is.
+    if config.softmax_scale is not None and float(config.softmax_scale) == 0.0:
+        raise UlyssesError(1, "ulysses: softmax_scale must be finite and positive (got 0.0; "
+                              "None: 1/sqrt(head_dim))")
+    c.softmax_scale = 0.0 if config.softmax_scale is None else float(config.softmax_scale)
+
+
 @dataclasses.dataclass
 class PlanConfig:
     """ulysses::PlanConfig (attention.h documents every field). Enums by name: strategy "ulysses" |
@@ -119,16 +132,8 @@ class PlanConfig:
     def _c(self) -> _capi.PlanConfig:
         c = _capi.PlanConfig()
         _lib.ulysses_plan_config_init(ctypes.byref(c))
-        for f in ("num_heads_q", "num_heads_kv", "head_dim", "window_left", "window_right", "cp",
-                  "ulysses_degree", "batch", "seqlen", "overlap_chunks", "chunks_in_flight"):
-            setattr(c, f, int(getattr(self, f)))
-        for f in ("causal", "sinks", "training", "backward_keeps_saved"):
-            setattr(c, f, 1 if getattr(self, f) else 0)
-        # None: the default (0 in the C struct); an explicit value goes to validate() as it is.
-        if self.softmax_scale is not None and float(self.softmax_scale) == 0.0:
-            raise UlyssesError(1, "ulysses: softmax_scale must be finite and positive (got 0.0; "
-                                  "None: 1/sqrt(head_dim))")
-        c.softmax_scale = 0.0 if self.softmax_scale is None else float(self.softmax_scale)
+        _fill(c, self, ("cp", "ulysses_degree", "batch", "seqlen", "overlap_chunks",
+                        "chunks_in_flight"), ("training", "backward_keeps_saved"))
         c.strategy = _enum(_STRATEGIES, self.strategy, "strategy")
         c.layout = _enum(_LAYOUTS, self.layout, "layout")
         c.dtype = _enum(_DTYPES, self.dtype, "dtype")
@@ -162,16 +167,8 @@ class DecodeConfig:
     def _c(self) -> _capi.DecodeConfig:
         c = _capi.DecodeConfig()
         _lib.ulysses_decode_config_init(ctypes.byref(c))
-        for f in ("num_heads_q", "num_heads_kv", "head_dim", "window_left", "window_right", "cp",
-                  "batch", "query_tokens", "cache_rows", "max_segments", "max_splits",
-                  "min_split_rows"):
-            setattr(c, f, int(getattr(self, f)))
-        for f in ("causal", "sinks"):
-            setattr(c, f, 1 if getattr(self, f) else 0)
-        if self.softmax_scale is not None and float(self.softmax_scale) == 0.0:
-            raise UlyssesError(1, "ulysses: softmax_scale must be finite and positive (got 0.0; "
-                                  "None: 1/sqrt(head_dim))")
-        c.softmax_scale = 0.0 if self.softmax_scale is None else float(self.softmax_scale)
+        _fill(c, self, ("cp", "batch", "query_tokens", "cache_rows", "max_segments", "max_splits",
+                        "min_split_rows"), ())
         c.dtype = _enum(_DTYPES, self.dtype, "dtype")
         return c
 
@@ -352,19 +349,26 @@ def cudnn_kernel(device: int, deterministic: bool = False) -> Kernel:
 
 # --- plans ---
 
-class Plan(_Handle):
-    """ulysses::DistributedAttention for one rank. Creating it is collective (every rank, same
-    config); so are forward() and backward(). Keeps its communicator and kernel alive."""
+class _Collective(_Handle):
+    """A plan handle created collectively from a config, a communicator and a kernel (`_create`
+    names the C function); keeps the communicator and kernel alive."""
 
-    _destroy = "ulysses_plan_destroy"
+    _create = ""
 
-    def __init__(self, config: PlanConfig, comm: Communicator, kernel: Kernel):
+    def __init__(self, config, comm: Communicator, kernel: Kernel):
         super().__init__(None)
         self.config = config
         self._comm, self._kernel = comm, kernel
         c = config._c()
-        _check(_lib.ulysses_plan_create(ctypes.byref(c), comm._h, kernel._h,
-                                        ctypes.byref(self._h)))
+        _check(getattr(_lib, self._create)(ctypes.byref(c), comm._h, kernel._h,
+                                           ctypes.byref(self._h)))
+
+
+class Plan(_Collective):
+    """ulysses::DistributedAttention for one rank. Creating it is collective (every rank, same
+    config); so are forward() and backward(). Keeps its communicator and kernel alive."""
+
+    _create, _destroy = "ulysses_plan_create", "ulysses_plan_destroy"
 
     @property
     def workspace_bytes(self) -> int:
@@ -398,19 +402,11 @@ class Plan(_Handle):
         _check(_lib.ulysses_plan_backward(self._h, ctypes.byref(a), _stream(stream)))
 
 
-class Decode(_Handle):
+class Decode(_Collective):
     """ulysses::DistributedDecode for one rank: decode steps against a KV cache sharded by
     sequence. Creating it is collective (every rank, same config); so is forward()."""
 
-    _destroy = "ulysses_decode_destroy"
-
-    def __init__(self, config: DecodeConfig, comm: Communicator, kernel: Kernel):
-        super().__init__(None)
-        self.config = config
-        self._comm, self._kernel = comm, kernel
-        c = config._c()
-        _check(_lib.ulysses_decode_create(ctypes.byref(c), comm._h, kernel._h,
-                                          ctypes.byref(self._h)))
+    _create, _destroy = "ulysses_decode_create", "ulysses_decode_destroy"
 
     @property
     def workspace_bytes(self) -> int:

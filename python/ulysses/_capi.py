@@ -18,16 +18,21 @@ class Tensor(ctypes.Structure):
     ]
 
 
+# The AttentionConfig fields both config structs start with.
+_ATTENTION = [
+    ("num_heads_q", ctypes.c_int32),
+    ("num_heads_kv", ctypes.c_int32),
+    ("head_dim", ctypes.c_int32),
+    ("softmax_scale", ctypes.c_float),
+    ("causal", ctypes.c_int32),
+    ("window_left", ctypes.c_int32),
+    ("window_right", ctypes.c_int32),
+    ("sinks", ctypes.c_int32),
+]
+
+
 class PlanConfig(ctypes.Structure):
-    _fields_ = [
-        ("num_heads_q", ctypes.c_int32),
-        ("num_heads_kv", ctypes.c_int32),
-        ("head_dim", ctypes.c_int32),
-        ("softmax_scale", ctypes.c_float),
-        ("causal", ctypes.c_int32),
-        ("window_left", ctypes.c_int32),
-        ("window_right", ctypes.c_int32),
-        ("sinks", ctypes.c_int32),
+    _fields_ = _ATTENTION + [
         ("strategy", ctypes.c_int32),
         ("cp", ctypes.c_int32),
         ("ulysses_degree", ctypes.c_int32),
@@ -45,15 +50,7 @@ class PlanConfig(ctypes.Structure):
 
 
 class DecodeConfig(ctypes.Structure):
-    _fields_ = [
-        ("num_heads_q", ctypes.c_int32),
-        ("num_heads_kv", ctypes.c_int32),
-        ("head_dim", ctypes.c_int32),
-        ("softmax_scale", ctypes.c_float),
-        ("causal", ctypes.c_int32),
-        ("window_left", ctypes.c_int32),
-        ("window_right", ctypes.c_int32),
-        ("sinks", ctypes.c_int32),
+    _fields_ = _ATTENTION + [
         ("cp", ctypes.c_int32),
         ("dtype", ctypes.c_int32),
         ("batch", ctypes.c_int64),
