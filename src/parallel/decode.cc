@@ -192,10 +192,9 @@ class DecodePlan final : public DistributedDecode {
     };
     const TensorView k = cache_rows(args.k_cache), v = cache_rows(args.v_cache);
     // Workspace rows of T query tokens: the open region [B][n_open][T], then [B][T] per edge.
-    auto act = [&](std::size_t region, DType dtype, std::int64_t first, std::int64_t rows) {
-      return TensorView::strided(
-          ws + region + static_cast<std::size_t>(first * Hq * D) * dtype_size(dtype), dtype,
-          {1, rows, Hq, D}, {0, Hq * D, D, 1}, dev);
+    auto act = [&](std::size_t region, std::int64_t first, std::int64_t rows) {
+      return TensorView::strided(ws + region + static_cast<std::size_t>(first * Hq * D) * esize,
+                                 config_.dtype, {1, rows, Hq, D}, {0, Hq * D, D, 1}, dev);
     };
     auto lse = [&](std::int64_t first, std::int64_t rows) {
       return TensorView::strided(ws + lse_part_ + static_cast<std::size_t>(first) * 4,
@@ -242,7 +241,7 @@ class DecodePlan final : public DistributedDecode {
     for (std::size_t e = 0; e < plan.edges.size(); ++e) {
       const std::int64_t first = edge_base + static_cast<std::int64_t>(e) * B * T;
       ULYSSES_RETURN_IF_ERROR(
-          kernels::convert(by_batch(act(q_rep_, config_.dtype, first, B * T), 1), args.q, stream));
+          kernels::convert(by_batch(act(q_rep_, first, B * T), 1), args.q, stream));
     }
 
     // The kernel calls: every open piece in one, then each edge. q_row(s): the first query row of
@@ -288,9 +287,9 @@ class DecodePlan final : public DistributedDecode {
     for (std::size_t e = 0; e < plan.edges.size(); ++e) {
       const Piece& edge = plan.edges[e];
       const std::int64_t first = edge_base + static_cast<std::int64_t>(e) * B * T;
-      ULYSSES_RETURN_IF_ERROR(
-          call(act(q_rep_, config_.dtype, first, B * T), act(o_part_, config_.dtype, first, B * T),
-               lse(first, B * T), std::span<const Piece>(&edge, 1), 0, true, edge.diagonal_offset));
+      ULYSSES_RETURN_IF_ERROR(call(act(q_rep_, first, B * T), act(o_part_, first, B * T),
+                                   lse(first, B * T), std::span<const Piece>(&edge, 1), 0, true,
+                                   edge.diagonal_offset));
     }
 
     // This rank's partial: the open pieces token by token (rows (b, kv, jj) of a [B, Hkv, g] view
@@ -317,9 +316,9 @@ class DecodePlan final : public DistributedDecode {
     }
     for (std::size_t e = 0; e < plan.edges.size(); ++e) {
       const std::int64_t first = edge_base + static_cast<std::int64_t>(e) * B * T;
-      ULYSSES_RETURN_IF_ERROR(
-          kernels::merge_partial(o_acc, lse_acc, by_batch(act(o_part_, config_.dtype, first, 1), 1),
-                                 lse_by_batch(lse(first, 1), 1), stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::merge_partial(o_acc, lse_acc,
+                                                     by_batch(act(o_part_, first, 1), 1),
+                                                     lse_by_batch(lse(first, 1), 1), stream));
     }
 
     // Every rank's partial, merged in rank order with the sinks.
