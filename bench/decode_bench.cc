@@ -6,7 +6,8 @@
 // the floor (those bytes at the device's measured copy bandwidth), and the largest |O - O of the
 // first row of that cache length| (splitting and sharding change only the rounding of the merge;
 // held to 4 bf16 ulps of max |O| x sqrt(pieces)).
-// cp > 1 needs one GPU per rank (NCCL, one thread each).
+// cp > 1 needs one GPU per rank (NCCL, one thread each), or --transport loopback: cp virtual ranks
+// on GPU 0, which checks the sharded rows against cp = 1 but times nothing meaningful.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -116,11 +117,14 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
   if (!given.count("--iters")) o.iters = 20;
   std::vector<int> cps = given.count("--cp") ? o.cp : std::vector<int>{1};
   if (!given.count("--cp") && ngpu > 1) cps.push_back(ngpu);
+  // --transport loopback: cp virtual ranks on GPU 0 (device loopback): checks, not speed.
+  const bool loopback = o.transport == std::vector<std::string>{"loopback"};
   for (int cp : cps) {
-    if (cp > ngpu || cp < 1) {
+    if ((cp > ngpu && !loopback) || cp < 1) {
       std::fprintf(stderr,
-                   "ulysses-bench --decode: --cp %d needs %d GPUs (one per rank), found %d\n", cp,
-                   cp, ngpu);
+                   "ulysses-bench --decode: --cp %d needs %d GPUs (one per rank; --transport "
+                   "loopback: virtual ranks on GPU 0), found %d\n",
+                   cp, cp, ngpu);
       return 2;
     }
   }
@@ -136,9 +140,12 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
   std::printf(
       "# ulysses-bench --decode: %d GPU(s), cuDNN %d; B=%lld, %lld new token(s) per step, Hq=%d "
       "Hkv=%d D=%d bf16 %s%s; cache split evenly over cp ranks; %d timed steps (median); device "
-      "copy bandwidth %.0f GB/s\n",
+      "copy bandwidth %.0f GB/s%s\n",
       ngpu, cudnn_runtime_version(), static_cast<long long>(B), static_cast<long long>(T), Hq, Hkv,
-      D, o.causal ? "causal" : "full", o.window[0] >= 0 ? " window" : "", o.iters, bandwidth[0]);
+      D, o.causal ? "causal" : "full", o.window[0] >= 0 ? " window" : "", o.iters, bandwidth[0],
+      loopback ? "; --transport loopback: cp > 1 rows are virtual ranks on GPU 0 (their ms are "
+                 "every rank's work and the device loopback's copies, not speed)"
+               : "");
   std::printf("%9s %3s %6s %10s %12s %9s %10s %6s %10s %5s\n", "cache", "cp", "splits", "ms/step",
               "KV MiB/GPU", "GB/s", "floor ms", "x floor", "err O", "check");
   std::vector<Row> rows;
@@ -166,8 +173,8 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
                          .max_segments = 1,
                          .max_splits = splits};
         std::vector<std::unique_ptr<Communicator>> comms(static_cast<std::size_t>(cp));
-        if (cp == 1) {
-          auto g = create_device_loopback_group(1, 0);
+        if (cp == 1 || loopback) {
+          auto g = create_device_loopback_group(cp, 0);
           if (!g.is_ok()) die(g.status());
           comms = std::move(g).value();
         } else {
@@ -188,8 +195,9 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
         std::vector<std::thread> threads;
         for (int r = 0; r < cp; ++r) {
           threads.emplace_back([&, r] {
-            DECODE_CUDA(cudaSetDevice(r));
-            auto kernel = create_cudnn_attention(r);
+            const int device = loopback ? 0 : r;
+            DECODE_CUDA(cudaSetDevice(device));
+            auto kernel = create_cudnn_attention(device);
             if (!kernel.is_ok()) die(kernel.status());
             auto plan =
                 DistributedDecode::create(cfg, *comms[static_cast<std::size_t>(r)], **kernel);
@@ -215,7 +223,7 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
             DECODE_CUDA(cudaMemcpy(q, q_host.data(), act, cudaMemcpyHostToDevice));
             cudaStream_t st;
             DECODE_CUDA(cudaStreamCreate(&st));
-            const Device dev = Device::cuda(r);
+            const Device dev = Device::cuda(device);
             // The new tokens sit at the end of the sequence (positions L - T ..): the last rank
             // holds them, so causal lets each see every key up to itself.
             const std::vector<CacheSegment> segs = {{0, rows_here, b0}};

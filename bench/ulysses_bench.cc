@@ -431,7 +431,7 @@ int main(int argc, char** argv) {
   app.add_flag("--decode", o.decode,
                "GPU: decode steps against a KV cache sharded over cp ranks (DistributedDecode); "
                "--seq is the cache length (default 32768,131072,1048576), --cp defaults to 1 and "
-               "every GPU");
+               "every GPU (--transport loopback: cp virtual ranks on GPU 0, checks only)");
   app.add_option("--decode-tokens", o.decode_tokens, "--decode: new tokens per step (default 1)");
   app.add_option("--splits", o.splits,
                  "--decode: DecodeConfig::max_splits, pieces a rank's cache is cut into (list)")
