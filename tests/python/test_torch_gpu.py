@@ -191,3 +191,44 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@unittest.skipUnless(GPU, "needs PyTorch with CUDA and a GPU")
+class DecodeOnDeviceLoopback(unittest.TestCase):
+    """ulysses.Decode with cuDNN on torch tensors: 2 virtual ranks each holding half of a bf16
+    cache, one new token, against PyTorch's SDPA over the whole cache (STYLE.md's 2x rule: truth
+    in fp64, plain = SDPA in bf16); both ranks' O the same bits."""
+
+    def test_two_ranks_match_sdpa(self):
+        B, N, Hq, Hkv, D, cp = 1, 6000, 8, 2, 128, 2
+        g = torch.Generator(device="cuda").manual_seed(torch.seed() % (1 << 62))
+        rand = lambda *s: (torch.rand(s, generator=g, device="cuda") * 2 - 1).to(  # noqa: E731
+            torch.bfloat16)
+        q, k, v = rand(B, 1, Hq, D), rand(B, N, Hkv, D), rand(B, N, Hkv, D)
+        cap = N // cp + 1
+        cfg = ulysses.DecodeConfig(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D, causal=True,
+                                   cp=cp, dtype="bf16", batch=B, cache_rows=cap,
+                                   max_segments=1, min_split_rows=512)
+
+        def rank(r, comm):
+            lo, hi = N * r // cp, N * (r + 1) // cp
+            kc = torch.full((B, cap, Hkv, D), float("nan"), dtype=torch.bfloat16, device="cuda")
+            vc = torch.full_like(kc, float("nan"))
+            kc[:, 1:1 + hi - lo], vc[:, 1:1 + hi - lo] = k[:, lo:hi], v[:, lo:hi]
+            dec = ulysses.Decode(cfg, comm, ulysses.cudnn_kernel(0))
+            ws = torch.empty(max(dec.workspace_bytes, 1), dtype=torch.uint8, device="cuda")
+            o = torch.full_like(q, float("nan"))
+            dec.forward(q, kc, vc, o, segments=[(1, hi - lo, lo)], query_position=N - 1,
+                        workspace=ws, stream=torch.cuda.current_stream())
+            return o
+
+        outs = run_ranks(ulysses.device_loopback_group(cp), rank)
+        sdpa = lambda dt: F.scaled_dot_product_attention(  # noqa: E731
+            *(x.transpose(1, 2).to(dt) for x in (q, k, v)), enable_gqa=True).transpose(1, 2)
+        truth, plain = sdpa(torch.float64), sdpa(torch.bfloat16).double()
+        floor = 2 * 2.0 ** -7 * truth.abs().max().item()
+        for o in outs:
+            self.assertFalse(torch.isnan(o).any().item())
+            err = (o.double() - truth).abs().max().item()
+            self.assertLessEqual(err, 2 * (plain - truth).abs().max().item() + floor)
+            self.assertTrue(torch.equal(o, outs[0]))
