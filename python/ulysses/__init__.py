@@ -102,10 +102,9 @@ def _fill(c, config, ints, flags) -> None:
 
 
 @dataclasses.dataclass
-class PlanConfig:
-    """ulysses::PlanConfig (attention.h documents every field). Enums by name: strategy "ulysses" |
-    "ring" | "hybrid", layout "bshd" | "thd", dtype "bf16" | "fp16" | "fp32" | "fp64",
-    saved_activations "heads" | "lse", payload "native" | "fp8"."""
+class _Attention:
+    """ulysses::AttentionConfig's fields (config.h), first in both configs. softmax_scale None:
+    1/sqrt(head_dim)."""
 
     num_heads_q: int = 0
     num_heads_kv: int = 0
@@ -115,6 +114,14 @@ class PlanConfig:
     window_left: int = -1
     window_right: int = -1
     sinks: bool = False
+
+
+@dataclasses.dataclass
+class PlanConfig(_Attention):
+    """ulysses::PlanConfig (attention.h documents every field). Enums by name: strategy "ulysses" |
+    "ring" | "hybrid", layout "bshd" | "thd", dtype "bf16" | "fp16" | "fp32" | "fp64",
+    saved_activations "heads" | "lse", payload "native" | "fp8"."""
+
     strategy: str = "ulysses"
     cp: int = 1
     ulysses_degree: int = 0
@@ -143,18 +150,10 @@ class PlanConfig:
 
 
 @dataclasses.dataclass
-class DecodeConfig:
+class DecodeConfig(_Attention):
     """ulysses::DecodeConfig (decode.h documents every field): decoding against a KV cache sharded
     by sequence over `cp` ranks. dtype "bf16" | "fp16" | "fp32" | "fp64"."""
 
-    num_heads_q: int = 0
-    num_heads_kv: int = 0
-    head_dim: int = 0
-    softmax_scale: Optional[float] = None
-    causal: bool = False
-    window_left: int = -1
-    window_right: int = -1
-    sinks: bool = False
     cp: int = 1
     dtype: str = "bf16"
     batch: int = 1
