@@ -395,6 +395,14 @@ Status DecodePlan::check(const DecodeArgs& a) const {
                                  config_.cache_rows, " for k_cache and v_cache"));
       }
     }
+    // Row numbers of that run are int32 (VarlenRows).
+    if ((B - 1) * m + config_.cache_rows > std::numeric_limits<std::int32_t>::max()) {
+      return arg_error(api, "k_cache.strides[0]", "puts the last sequence's rows beyond int32",
+                       str_cat((B - 1) * m + config_.cache_rows, " rows (", m,
+                               " rows from one sequence to the next)"),
+                       str_cat("(batch - 1) * strides[0] / strides[1] + cache_rows <= ",
+                               std::numeric_limits<std::int32_t>::max()));
+    }
   }
   if (a.segments.size() > static_cast<std::size_t>(config_.max_segments)) {
     return arg_error(api, "segments", "are too many", a.segments.size(),

@@ -487,6 +487,9 @@ TEST(DecodeForward, BadArgumentsAreNamedBeforeAnythingRuns) {
     run("workspace", [&](DecodeArgs& a, Segs&) { a.workspace = nullptr; });
     run("k_cache.strides[0]", [&](DecodeArgs& a, Segs&) { a.k_cache.strides[0] = 15 * 16; });
     run("v_cache.strides[0]", [&](DecodeArgs& a, Segs&) { a.v_cache.strides[0] = 17 * 16; });
+    run("k_cache.strides[0]", [&](DecodeArgs& a, Segs&) {  // rows past int32 (never read)
+      a.k_cache.strides[0] = a.v_cache.strides[0] = (std::int64_t{1} << 31) * 16;
+    });
     return Status::ok();
   });
   EXPECT_ALL_OK(st);
