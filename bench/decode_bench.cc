@@ -2,7 +2,9 @@
 //
 // Rows: total cache tokens x cp x max_splits. Each rank holds a contiguous 1/cp of the cache (bf16,
 // [B, L/cp, Hkv, D]); every step attends `query_tokens` new tokens to all of it. Reported: ms per
-// step (median; rank 0's stream), the K/V bytes each GPU reads per step and the rate that makes,
+// step (median; rank 0's stream), the host time forward() takes to enqueue it (median; near ms/step
+// means the host, not the GPU, sets the pace), the GPU's time per step when the steps are queued
+// ahead behind a held stream ("queued ms"), the K/V bytes each GPU reads per step and the rate,
 // the floor (those bytes at the device's measured copy bandwidth), and the largest |O - O of the
 // first row of that cache length| (splitting and sharding change only the rounding of the merge;
 // held to 4 bf16 ulps of max |O| x sqrt(pieces)).
@@ -95,10 +97,12 @@ void fill_tiled(void* dst, std::size_t bytes, const std::vector<std::uint16_t>& 
   }
 }
 
+void CUDART_CB hold_stream(void*) { std::this_thread::sleep_for(std::chrono::milliseconds(50)); }
+
 struct Row {
   std::int64_t cache;
   int cp, splits;
-  double ms, bytes_per_gpu, floor_ms, err;
+  double ms, host_ms, gpu_ms, bytes_per_gpu, floor_ms, err;
   bool pass;
 };
 
@@ -146,8 +150,9 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
       loopback ? "; --transport loopback: cp > 1 rows are virtual ranks on GPU 0 (their ms are "
                  "every rank's work and the device loopback's copies, not speed)"
                : "");
-  std::printf("%9s %3s %6s %10s %12s %9s %10s %6s %10s %5s\n", "cache", "cp", "splits", "ms/step",
-              "KV MiB/GPU", "GB/s", "floor ms", "x floor", "err O", "check");
+  std::printf("%9s %3s %6s %10s %10s %10s %12s %9s %10s %6s %10s %5s\n", "cache", "cp", "splits",
+              "ms/step", "host ms", "queued ms", "KV MiB/GPU", "GB/s", "floor ms", "x floor",
+              "err O", "check");
   std::vector<Row> rows;
   bool all_pass = true;
   std::mt19937_64 rng(o.seed ? o.seed : std::random_device{}());
@@ -190,7 +195,7 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
           }
           for (auto& t : init) t.join();
         }
-        std::vector<double> ms(static_cast<std::size_t>(cp));
+        std::vector<double> ms(static_cast<std::size_t>(cp)), host_ms(ms.size()), gpu_ms(ms.size());
         std::vector<float> o_rank0;
         std::vector<std::thread> threads;
         for (int r = 0; r < cp; ++r) {
@@ -243,9 +248,14 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
             DECODE_CUDA(cudaEventCreate(&e0));
             DECODE_CUDA(cudaEventCreate(&e1));
             std::vector<float> times;
+            std::vector<double> host;
             for (int i = 0; i < o.iters; ++i) {
               DECODE_CUDA(cudaEventRecord(e0, st));
+              const auto h0 = std::chrono::steady_clock::now();
               if (Status s = (*plan)->forward(a, st); !s.is_ok()) die(s);
+              host.push_back(
+                  std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - h0)
+                      .count());
               DECODE_CUDA(cudaEventRecord(e1, st));
               DECODE_CUDA(cudaEventSynchronize(e1));
               float t = 0;
@@ -254,6 +264,20 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
             }
             std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
             ms[static_cast<std::size_t>(r)] = times[times.size() / 2];
+            std::nth_element(host.begin(), host.begin() + host.size() / 2, host.end());
+            host_ms[static_cast<std::size_t>(r)] = host[host.size() / 2];
+            // The same steps queued behind a held stream: the GPU's own time per step, without
+            // the gaps a slower host leaves (what a caller that queues ahead would see).
+            DECODE_CUDA(cudaLaunchHostFunc(st, hold_stream, nullptr));
+            DECODE_CUDA(cudaEventRecord(e0, st));
+            for (int i = 0; i < o.iters; ++i) {
+              if (Status s = (*plan)->forward(a, st); !s.is_ok()) die(s);
+            }
+            DECODE_CUDA(cudaEventRecord(e1, st));
+            DECODE_CUDA(cudaEventSynchronize(e1));
+            float queued = 0;
+            DECODE_CUDA(cudaEventElapsedTime(&queued, e0, e1));
+            gpu_ms[static_cast<std::size_t>(r)] = static_cast<double>(queued) / o.iters;
             if (r == 0) {
               std::vector<std::uint16_t> bits(act / 2);
               DECODE_CUDA(cudaMemcpy(bits.data(), out, act, cudaMemcpyDeviceToHost));
@@ -285,12 +309,14 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
             finite && err <= 4 * 0x1p-7 * scale * std::sqrt(static_cast<double>(cp * splits));
         all_pass = all_pass && pass;
         const double bytes = static_cast<double>(B) * static_cast<double>(L / cp) * Hkv * D * 2 * 2;
-        const Row row{L, cp, splits, ms[0], bytes, bytes / (bandwidth[0] * 1e9) * 1e3, err, pass};
+        const Row row{L,          cp,        splits, ms[0],
+                      host_ms[0], gpu_ms[0], bytes,  bytes / (bandwidth[0] * 1e9) * 1e3,
+                      err,        pass};
         rows.push_back(row);
-        std::printf("%9lld %3d %6d %10.4f %12.1f %9.0f %10.4f %6.2f %10.2e %5s\n",
-                    static_cast<long long>(L), cp, splits, row.ms, bytes / (1 << 20),
-                    bytes / (row.ms * 1e-3) / 1e9, row.floor_ms, row.ms / row.floor_ms, err,
-                    pass ? "PASS" : "FAIL");
+        std::printf("%9lld %3d %6d %10.4f %10.4f %10.4f %12.1f %9.0f %10.4f %6.2f %10.2e %5s\n",
+                    static_cast<long long>(L), cp, splits, row.ms, row.host_ms, row.gpu_ms,
+                    bytes / (1 << 20), bytes / (row.ms * 1e-3) / 1e9, row.floor_ms,
+                    row.ms / row.floor_ms, err, pass ? "PASS" : "FAIL");
         std::fflush(stdout);
       }
     }
@@ -303,6 +329,7 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
       const Row& r = rows[i];
       js << (i ? ", " : "") << "{\"cache\": " << r.cache << ", \"cp\": " << r.cp
          << ", \"max_splits\": " << r.splits << ", \"ms\": " << r.ms
+         << ", \"host_ms\": " << r.host_ms << ", \"queued_ms\": " << r.gpu_ms
          << ", \"kv_bytes_per_gpu\": " << r.bytes_per_gpu << ", \"floor_ms\": " << r.floor_ms
          << ", \"err_o\": " << r.err << ", \"pass\": " << (r.pass ? "true" : "false") << "}";
     }
