@@ -70,8 +70,10 @@ struct DecodeConfig {
   /// Keys visible to every query are cut into pieces of at least this many rows, so that one query
   /// token still gives the kernel pieces x heads independent rows to spread over the GPU.
   std::int64_t min_split_rows = 4096;
-  /// Most pieces per rank and sequence (including the <= 2 masked edge pieces per segment that a
-  /// window or several query tokens need). 1: no splitting.
+  /// Most pieces the keys visible to every query are cut into, per rank and sequence (rounding
+  /// may add one per segment; the <= 2 masked edge pieces per segment that a window or several
+  /// query tokens need come on top). 1: no splitting. 16 fills an H200 from one token at Hkv = 8
+  /// (docs/PERF.md).
   int max_splits = 16;
 
   Status validate() const;
