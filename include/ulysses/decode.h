@@ -81,8 +81,11 @@ struct DecodeConfig {
 
 /// One rank's views for one decode step. Activations have head_dim contiguous, any other strides.
 struct DecodeArgs {
-  TensorView q;        // [batch, query_tokens, num_heads_q, head_dim]: the same on every rank
-  TensorView k_cache;  // [batch, cache_rows, num_heads_kv, head_dim]: this rank's cache
+  TensorView q;  // [batch, query_tokens, num_heads_q, head_dim]: the same on every rank
+  /// [batch, cache_rows, num_heads_kv, head_dim]: this rank's cache. With batch > 1 its sequences
+  /// must lie a whole number of rows apart (strides[0] = m strides[1], m >= cache_rows, the same m
+  /// for k_cache and v_cache), e.g. one contiguous buffer or a slice of a longer one.
+  TensorView k_cache;
   TensorView v_cache;  // like k_cache
   /// Which rows of this rank's cache hold keys, and their positions (rows in ascending order, not
   /// overlapping; at most max_segments; may be empty). A position must be held by one rank only.
