@@ -436,6 +436,9 @@ int main(int argc, char** argv) {
   app.add_option("--splits", o.splits,
                  "--decode: DecodeConfig::max_splits, pieces a rank's cache is cut into (list)")
       ->delimiter(',');
+  app.add_option("--min-split-rows", o.min_split_rows,
+                 "--decode: DecodeConfig::min_split_rows, the shortest piece (list)")
+      ->delimiter(',');
   app.add_option("--iters", o.iters, "timed steps per row (median reported)");
   app.add_flag("--check,!--no-check", o.check, "compare with the unsharded run (default on)");
   app.add_option("--json", o.json, "also write the rows as JSON to this file");

@@ -68,8 +68,9 @@ struct DecodeConfig {
   /// Most segments a rank passes to one forward() call.
   int max_segments = 2;
   /// Keys visible to every query are cut into pieces of at least this many rows, so that one query
-  /// token still gives the kernel pieces x heads independent rows to spread over the GPU.
-  std::int64_t min_split_rows = 4096;
+  /// token still gives the kernel pieces x heads independent rows to spread over the GPU (1024:
+  /// half the GPU time of 4096 at 8k cached tokens on an H200, the same from 128k up; PERF.md).
+  std::int64_t min_split_rows = 1024;
   /// Most pieces the keys visible to every query are cut into, per rank and sequence (rounding
   /// may add one per segment; the <= 2 masked edge pieces per segment that a window or several
   /// query tokens need come on top). 1: no splitting. 16 fills an H200 from one token at Hkv = 8

@@ -161,7 +161,7 @@ class DecodeConfig(_Attention):
     cache_rows: int = 0
     max_segments: int = 2
     max_splits: int = 16
-    min_split_rows: int = 4096
+    min_split_rows: int = 1024
 
     def _c(self) -> _capi.DecodeConfig:
         c = _capi.DecodeConfig()

@@ -6,6 +6,7 @@ a wrong row offset shows), and the last rank also the new tokens' keys as a seco
 kernel's LSE is fp32, so results are held to 1e-5 (O values are O(1)); every rank's O is the same.
 """
 
+import ctypes
 import unittest
 
 import numpy as np
@@ -84,6 +85,14 @@ class DecodeThroughCtypes(unittest.TestCase):
 
     def test_three_tokens_window_sinks(self):
         self.run_case(cp=2, T=3, window_left=9, with_sinks=True)
+
+    def test_defaults_are_the_librarys(self):
+        c = ulysses._capi.DecodeConfig()
+        ulysses._lib.ulysses_decode_config_init(ctypes.byref(c))
+        d = ulysses.DecodeConfig()
+        for f in ("cp", "batch", "query_tokens", "cache_rows", "max_segments", "max_splits",
+                  "min_split_rows", "window_left", "window_right"):
+            self.assertEqual(getattr(d, f), getattr(c, f), f)
 
     def test_bad_segments_are_named(self):
         cfg = ulysses.DecodeConfig(num_heads_q=2, num_heads_kv=1, head_dim=4, cp=1, dtype="fp64",
