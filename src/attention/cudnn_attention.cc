@@ -90,6 +90,9 @@ struct Varlen {
   std::int64_t padded = 1;   // cuDNN batch
   std::int64_t max_len = 1;  // cuDNN S
   std::int64_t valid = 0;    // cu_seqlens.back()
+  // VarlenRows whose query ranges tile every query row, each with keys: cuDNN writes every row of
+  // O and LSE, so forward needs no prefill (decoding's open pieces).
+  bool q_rows_covered = false;
 };
 
 // One tensor as cuDNN sees it.
@@ -261,7 +264,8 @@ class CudnnAttention final : public LocalAttention {
                                      {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
                                      device());
     }
-    if (vl.rows) {  // rows of no sequence: O = 0, LSE = -inf (cuDNN writes only sequences' rows)
+    // Rows of no sequence: O = 0, LSE = -inf (cuDNN writes only sequences' rows).
+    if (vl.rows && !vl.q_rows_covered) {
       ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(o_out, 0, stream));
       if (stats) ULYSSES_RETURN_IF_ERROR(kernels::cuda::fill_lse_from(a.lse, 0, stream));
     }
@@ -791,6 +795,15 @@ class CudnnAttention final : public LocalAttention {
       }
       vl.max_len = std::max<std::int64_t>(64, next_pow2(longest));
       vl.padded = next_pow2(std::max(1, vl.num_seqs));
+      std::int64_t covered = 0;
+      bool tiled = true;
+      for (int s = 0; s < vl.num_seqs; ++s) {
+        const auto su = static_cast<std::size_t>(s);
+        if (rows.q_len[su] == 0) continue;
+        tiled = tiled && rows.q_begin[su] == covered && rows.kv_len[su] > 0;
+        covered += rows.q_len[su];
+      }
+      vl.q_rows_covered = tiled && covered == p.seqlen;
       return varlen_limits(p, vl);
     }
     if (cu_device == nullptr) {

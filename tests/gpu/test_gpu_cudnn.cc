@@ -383,7 +383,10 @@ INSTANTIATE_TEST_SUITE_P(
                  {0, 40, 60, 60},
                  {25, 12, 0, 15}},
         // Causal diagonal blocks (equal lengths per sequence), at different rows on each side.
-        RowsCase{"causal_gaps", true, {0, 30, 70}, {20, 33, 26}, {5, 28, 64}, {20, 33, 0}}),
+        RowsCase{"causal_gaps", true, {0, 30, 70}, {20, 33, 26}, {5, 28, 64}, {20, 33, 0}},
+        // Query ranges that tile every query row, each with keys (decoding's open pieces): the
+        // backend skips its O / LSE prefill, so every poisoned row must come back from cuDNN.
+        RowsCase{"queries_tiled", false, {0, 40}, {40, 56}, {0, 30}, {25, 50}}),
     [](const auto& param_info) { return param_info.param.name; });
 
 // accumulate_dq / accumulate_dkv (ring's block gradients): the fp32 views hold running sums and
