@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_cuda.h"
 #include "bench/bench_options.h"
 #include "common/dtype_convert.h"
 #include "ulysses/decode.h"
@@ -29,15 +30,6 @@
 
 namespace ulysses::bench {
 namespace {
-
-#define DECODE_CUDA(expr)                                                                      \
-  do {                                                                                         \
-    const cudaError_t e_ = (expr);                                                             \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "ulysses-bench --decode: %s: %s\n", #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
 
 void die(const Status& s) {
   std::fprintf(stderr, "ulysses-bench --decode: %s\n", s.to_string().c_str());
@@ -47,22 +39,22 @@ void die(const Status& s) {
 // Device-to-device copy bandwidth of `device` (read + write counted once each), GB/s: the rate at
 // which a kernel can at best stream the cache.
 double copy_bandwidth(int device) {
-  DECODE_CUDA(cudaSetDevice(device));
+  BENCH_CUDA(cudaSetDevice(device));
   const std::size_t n = std::size_t{1} << 30;
   void *a, *b;
-  DECODE_CUDA(cudaMalloc(&a, n));
-  DECODE_CUDA(cudaMalloc(&b, n));
+  BENCH_CUDA(cudaMalloc(&a, n));
+  BENCH_CUDA(cudaMalloc(&b, n));
   cudaEvent_t e0, e1;
-  DECODE_CUDA(cudaEventCreate(&e0));
-  DECODE_CUDA(cudaEventCreate(&e1));
+  BENCH_CUDA(cudaEventCreate(&e0));
+  BENCH_CUDA(cudaEventCreate(&e1));
   float best = 1e30f;
   for (int i = 0; i < 5; ++i) {
-    DECODE_CUDA(cudaEventRecord(e0));
-    DECODE_CUDA(cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice));
-    DECODE_CUDA(cudaEventRecord(e1));
-    DECODE_CUDA(cudaEventSynchronize(e1));
+    BENCH_CUDA(cudaEventRecord(e0));
+    BENCH_CUDA(cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice));
+    BENCH_CUDA(cudaEventRecord(e1));
+    BENCH_CUDA(cudaEventSynchronize(e1));
     float ms = 0;
-    DECODE_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+    BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
     best = std::min(best, ms);
   }
   cudaFree(a);
@@ -88,16 +80,14 @@ void fill_tiled(void* dst, std::size_t bytes, const std::vector<std::uint16_t>& 
   std::vector<std::uint16_t> rotated(tile.size());
   for (std::size_t i = 0; i < tile.size(); ++i) rotated[i] = tile[(start + i) % tile.size()];
   const std::size_t t = std::min(bytes, rotated.size() * 2);
-  DECODE_CUDA(cudaMemcpy(dst, rotated.data(), t, cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMemcpy(dst, rotated.data(), t, cudaMemcpyHostToDevice));
   // Doubling copies of whole tiles keep the period.
   for (std::size_t done = t; done < bytes;) {
     const std::size_t n = std::min(done, bytes - done);
-    DECODE_CUDA(cudaMemcpy(static_cast<char*>(dst) + done, dst, n, cudaMemcpyDeviceToDevice));
+    BENCH_CUDA(cudaMemcpy(static_cast<char*>(dst) + done, dst, n, cudaMemcpyDeviceToDevice));
     done += n;
   }
 }
-
-void CUDART_CB hold_stream(void*) { std::this_thread::sleep_for(std::chrono::milliseconds(50)); }
 
 struct Row {
   std::int64_t cache;
@@ -205,7 +195,7 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
           for (int r = 0; r < cp; ++r) {
             threads.emplace_back([&, r] {
               const int device = loopback ? 0 : r;
-              DECODE_CUDA(cudaSetDevice(device));
+              BENCH_CUDA(cudaSetDevice(device));
               auto kernel = create_cudnn_attention(device);
               if (!kernel.is_ok()) die(kernel.status());
               auto plan =
@@ -215,11 +205,11 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
               const std::size_t cache_bytes = static_cast<std::size_t>(B * local * Hkv * D) * 2;
               const std::size_t act = static_cast<std::size_t>(B * T * Hq * D) * 2;
               void *k, *v, *q, *out, *ws;
-              DECODE_CUDA(cudaMalloc(&k, cache_bytes));
-              DECODE_CUDA(cudaMalloc(&v, cache_bytes));
-              DECODE_CUDA(cudaMalloc(&q, act));
-              DECODE_CUDA(cudaMalloc(&out, act));
-              DECODE_CUDA(cudaMalloc(&ws, std::max<std::size_t>(1, (*plan)->workspace_bytes())));
+              BENCH_CUDA(cudaMalloc(&k, cache_bytes));
+              BENCH_CUDA(cudaMalloc(&v, cache_bytes));
+              BENCH_CUDA(cudaMalloc(&q, act));
+              BENCH_CUDA(cudaMalloc(&out, act));
+              BENCH_CUDA(cudaMalloc(&ws, std::max<std::size_t>(1, (*plan)->workspace_bytes())));
               const std::size_t row = static_cast<std::size_t>(Hkv * D);
               for (std::int64_t b = 0; b < B; ++b) {
                 const std::size_t at = static_cast<std::size_t>(b * local) * row * 2;
@@ -229,9 +219,9 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
                 fill_tiled(static_cast<char*>(v) + at, static_cast<std::size_t>(local) * row * 2,
                            tile, start + 12345);
               }
-              DECODE_CUDA(cudaMemcpy(q, q_host.data(), act, cudaMemcpyHostToDevice));
+              BENCH_CUDA(cudaMemcpy(q, q_host.data(), act, cudaMemcpyHostToDevice));
               cudaStream_t st;
-              DECODE_CUDA(cudaStreamCreate(&st));
+              BENCH_CUDA(cudaStreamCreate(&st));
               const Device dev = Device::cuda(device);
               // The new tokens sit at the end of the sequence (positions L - T ..): the last rank
               // holds them, so causal lets each see every key up to itself.
@@ -247,23 +237,23 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
               for (int i = 0; i < 3; ++i) {
                 if (Status s = (*plan)->forward(a, st); !s.is_ok()) die(s);
               }
-              DECODE_CUDA(cudaStreamSynchronize(st));
+              BENCH_CUDA(cudaStreamSynchronize(st));
               cudaEvent_t e0, e1;
-              DECODE_CUDA(cudaEventCreate(&e0));
-              DECODE_CUDA(cudaEventCreate(&e1));
+              BENCH_CUDA(cudaEventCreate(&e0));
+              BENCH_CUDA(cudaEventCreate(&e1));
               std::vector<float> times;
               std::vector<double> host;
               for (int i = 0; i < o.iters; ++i) {
-                DECODE_CUDA(cudaEventRecord(e0, st));
+                BENCH_CUDA(cudaEventRecord(e0, st));
                 const auto h0 = std::chrono::steady_clock::now();
                 if (Status s = (*plan)->forward(a, st); !s.is_ok()) die(s);
                 host.push_back(
                     std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - h0)
                         .count());
-                DECODE_CUDA(cudaEventRecord(e1, st));
-                DECODE_CUDA(cudaEventSynchronize(e1));
+                BENCH_CUDA(cudaEventRecord(e1, st));
+                BENCH_CUDA(cudaEventSynchronize(e1));
                 float t = 0;
-                DECODE_CUDA(cudaEventElapsedTime(&t, e0, e1));
+                BENCH_CUDA(cudaEventElapsedTime(&t, e0, e1));
                 times.push_back(t);
               }
               std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
@@ -272,19 +262,19 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
               host_ms[static_cast<std::size_t>(r)] = host[host.size() / 2];
               // The same steps queued behind a held stream: the GPU's own time per step, without
               // the gaps a slower host leaves (what a caller that queues ahead would see).
-              DECODE_CUDA(cudaLaunchHostFunc(st, hold_stream, nullptr));
-              DECODE_CUDA(cudaEventRecord(e0, st));
+              BENCH_CUDA(cudaLaunchHostFunc(st, hold_stream, nullptr));
+              BENCH_CUDA(cudaEventRecord(e0, st));
               for (int i = 0; i < o.iters; ++i) {
                 if (Status s = (*plan)->forward(a, st); !s.is_ok()) die(s);
               }
-              DECODE_CUDA(cudaEventRecord(e1, st));
-              DECODE_CUDA(cudaEventSynchronize(e1));
+              BENCH_CUDA(cudaEventRecord(e1, st));
+              BENCH_CUDA(cudaEventSynchronize(e1));
               float queued = 0;
-              DECODE_CUDA(cudaEventElapsedTime(&queued, e0, e1));
+              BENCH_CUDA(cudaEventElapsedTime(&queued, e0, e1));
               gpu_ms[static_cast<std::size_t>(r)] = static_cast<double>(queued) / o.iters;
               if (r == 0) {
                 std::vector<std::uint16_t> bits(act / 2);
-                DECODE_CUDA(cudaMemcpy(bits.data(), out, act, cudaMemcpyDeviceToHost));
+                BENCH_CUDA(cudaMemcpy(bits.data(), out, act, cudaMemcpyDeviceToHost));
                 o_rank0.resize(bits.size());
                 for (std::size_t i = 0; i < bits.size(); ++i) {
                   const std::uint32_t w = static_cast<std::uint32_t>(bits[i]) << 16;

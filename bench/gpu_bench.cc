@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "bench/bench_cuda.h"
 #include "bench/bench_options.h"
 #include "common/dtype_convert.h"
 #include "kernels/layout.h"
@@ -26,15 +27,6 @@
 
 namespace ulysses::bench {
 namespace {
-
-#define BENCH_CUDA(expr)                                                              \
-  do {                                                                                \
-    cudaError_t e_ = (expr);                                                          \
-    if (e_ != cudaSuccess) {                                                          \
-      std::fprintf(stderr, "ulysses-bench: %s: %s\n", #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                   \
-    }                                                                                 \
-  } while (0)
 
 struct GpuRow {
   std::int64_t seq = 0;
@@ -449,7 +441,6 @@ PackRate measure_pack(const Shape& s, int P, int iters) {
 // Holds a stream for 20 ms from a host callback, so that everything enqueued behind it meanwhile
 // runs back to back on the GPU: the timed loop then measures the device, not how fast the host
 // issues calls (the host cost per call is reported separately).
-void CUDART_CB hold_stream(void*) { std::this_thread::sleep_for(std::chrono::milliseconds(20)); }
 
 void measure_a2a(std::vector<std::unique_ptr<Communicator>>& comms,
                  const std::vector<ncclComm_t>& raw, std::size_t bytes_per_peer,

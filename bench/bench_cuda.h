@@ -1,0 +1,29 @@
+// ulysses-bench's GPU helpers shared by the training (gpu_bench.cc) and decode (decode_bench.cc)
+// paths: a CUDA call that exits with its error, and a host callback that holds a stream.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+#define BENCH_CUDA(expr)                                                              \
+  do {                                                                                \
+    const cudaError_t e_ = (expr);                                                    \
+    if (e_ != cudaSuccess) {                                                          \
+      std::fprintf(stderr, "ulysses-bench: %s: %s\n", #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                   \
+    }                                                                                 \
+  } while (0)
+
+namespace ulysses::bench {
+
+/// Enqueued with cudaLaunchHostFunc: the stream waits 50 ms so that work queued behind
+/// it starts at once when it is released.
+inline void CUDART_CB hold_stream(void*) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+}
+
+}  // namespace ulysses::bench
