@@ -16,7 +16,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -277,8 +276,7 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
                 BENCH_CUDA(cudaMemcpy(bits.data(), out, act, cudaMemcpyDeviceToHost));
                 o_rank0.resize(bits.size());
                 for (std::size_t i = 0; i < bits.size(); ++i) {
-                  const std::uint32_t w = static_cast<std::uint32_t>(bits[i]) << 16;
-                  std::memcpy(&o_rank0[i], &w, 4);
+                  o_rank0[i] = static_cast<float>(detail::bf16_bits_to_double(bits[i]));
                 }
               }
               cudaEventDestroy(e0);
