@@ -78,7 +78,7 @@ typedef struct {
   int32_t window_left;
   int32_t window_right;
   int32_t sinks;
-  /* ParallelConfig: strategy 0 ulysses, 1 ring, 2 hybrid */
+  /* ParallelConfig: strategy 0 ulysses, 1 ring, 2 hybrid, 3 allgather */
   int32_t strategy;
   int32_t cp;
   int32_t ulysses_degree;

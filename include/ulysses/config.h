@@ -43,6 +43,11 @@ enum class Strategy : int {
   kUlysses = 0,  // all-to-all sequence <-> heads (DeepSpeed-Ulysses)
   kRing = 1,     // K/V blocks circulate around the ranks; partial outputs merge by log-sum-exp
   kHybrid = 2,   // Ulysses inside groups of adjacent ranks, ring across the groups
+  /// Every rank gathers the K/V rows its queries see (all heads) and runs the kernel on its own
+  /// queries against them; dK/dV partials go back to their owners and are summed there
+  /// (TransformerEngine's all_gather context parallelism, Llama 3's). No head constraint: any
+  /// number of query and KV heads, any cp.
+  kAllGather = 3,
 };
 std::string_view strategy_name(Strategy strategy);
 Result<Strategy> parse_strategy(std::string_view name);
@@ -54,7 +59,8 @@ Result<Strategy> parse_strategy(std::string_view name);
 ///   ring     zigzag: the sequence in 2 cp chunks, rank r holds chunks r and 2cp-1-r (so causal
 ///            work is balanced);
 ///   hybrid   U x R: rank r = j U + u (j: ring index, u: index in its Ulysses group) holds piece u
-///            (of U) of zigzag chunks j and 2R-1-j of 2R chunks.
+///            (of U) of zigzag chunks j and 2R-1-j of 2R chunks;
+///   allgather zigzag, as ring.
 struct ParallelConfig {
   Strategy strategy = Strategy::kUlysses;
   int cp = 1;  // ranks sharing one sequence (context-parallel degree); equals the communicator size
@@ -62,11 +68,13 @@ struct ParallelConfig {
   /// 0 for the other strategies.
   int ulysses_degree = 0;
 
-  /// Ranks that exchange heads by all-to-all: cp (ulysses), 1 (ring), ulysses_degree (hybrid).
+  /// Ranks that exchange heads by all-to-all: cp (ulysses), 1 (ring, allgather), ulysses_degree
+  /// (hybrid).
   int ulysses_size() const;
   /// Ranks around the ring: cp / ulysses_size().
   int ring_size() const { return cp / ulysses_size(); }
-  /// What the global sequence length must be a multiple of: cp (ulysses) or 2 cp (ring, hybrid).
+  /// What the global sequence length must be a multiple of: cp (ulysses) or 2 cp (zigzag: ring,
+  /// hybrid, allgather).
   int sequence_multiple() const;
 
   Status validate() const;

@@ -59,7 +59,7 @@ _CODES = {
     7: "INTERNAL",
 }
 _DTYPES = {"fp64": 0, "fp32": 1, "fp16": 2, "bf16": 3, "fp8e4m3": 4, "fp8e5m2": 5}
-_STRATEGIES = {"ulysses": 0, "ring": 1, "hybrid": 2}
+_STRATEGIES = {"ulysses": 0, "ring": 1, "hybrid": 2, "allgather": 3}
 _LAYOUTS = {"bshd": 0, "thd": 1}
 _SAVED = {"heads": 0, "lse": 1}
 _PAYLOADS = {"native": 0, "fp8": 1}
@@ -119,7 +119,7 @@ class _Attention:
 @dataclasses.dataclass
 class PlanConfig(_Attention):
     """ulysses::PlanConfig (attention.h documents every field). Enums by name: strategy "ulysses" |
-    "ring" | "hybrid", layout "bshd" | "thd", dtype "bf16" | "fp16" | "fp32" | "fp64",
+    "ring" | "hybrid" | "allgather", layout "bshd" | "thd", dtype "bf16" | "fp16" | "fp32" | "fp64",
     saved_activations "heads" | "lse", payload "native" | "fp8"."""
 
     strategy: str = "ulysses"

@@ -54,6 +54,8 @@ std::string_view strategy_name(Strategy strategy) {
       return "ring";
     case Strategy::kHybrid:
       return "hybrid";
+    case Strategy::kAllGather:
+      return "allgather";
   }
   return "unknown";
 }
@@ -62,13 +64,15 @@ Result<Strategy> parse_strategy(std::string_view name) {
   if (name == "ulysses") return Strategy::kUlysses;
   if (name == "ring") return Strategy::kRing;
   if (name == "hybrid") return Strategy::kHybrid;
+  if (name == "allgather") return Strategy::kAllGather;
   return arg_error("ulysses::parse_strategy", "strategy", "is not known", name,
-                   "ulysses, ring or hybrid");
+                   "ulysses, ring, hybrid or allgather");
 }
 
 int ParallelConfig::ulysses_size() const {
   switch (strategy) {
     case Strategy::kRing:
+    case Strategy::kAllGather:
       return 1;
     case Strategy::kHybrid:
       return ulysses_degree >= 1 ? ulysses_degree : 1;
@@ -86,9 +90,9 @@ Status ParallelConfig::validate() const {
   constexpr std::string_view kApi = "ulysses::ParallelConfig";
   if (cp < 1) return arg_error(kApi, "cp", "must be positive", cp, ">= 1");
   if (strategy != Strategy::kUlysses && strategy != Strategy::kRing &&
-      strategy != Strategy::kHybrid) {
+      strategy != Strategy::kHybrid && strategy != Strategy::kAllGather) {
     return arg_error(kApi, "strategy", "is not known", static_cast<int>(strategy),
-                     "ulysses, ring or hybrid");
+                     "ulysses, ring, hybrid or allgather");
   }
   if (strategy == Strategy::kHybrid) {
     if (ulysses_degree < 1 || cp % ulysses_degree != 0) {

@@ -122,6 +122,9 @@ Status DistributedAttention::check_support(const PlanConfig& config, const Commu
         "fp32 (got ",
         dtype_name(config.dtype), ")"));
   }
+  if (config.parallel.strategy == Strategy::kAllGather) {
+    return parallel::allgather_check_support(config, comm, kernel);
+  }
   if (config.parallel.strategy != Strategy::kUlysses) {
     return parallel::ring_check_support(config, comm, kernel);
   }
@@ -138,6 +141,9 @@ Result<std::unique_ptr<DistributedAttention>> DistributedAttention::create(const
   ULYSSES_RETURN_IF_ERROR(parallel::agree_on_config(config, comm, local));
   // Connections now, so that the first step allocates and connects nothing.
   ULYSSES_RETURN_IF_ERROR(comm.warm_up());
+  if (config.parallel.strategy == Strategy::kAllGather) {
+    return parallel::create_allgather_plan(config, comm, kernel);
+  }
   if (config.parallel.strategy != Strategy::kUlysses) {
     return parallel::create_ring_plan(config, comm, kernel);
   }

@@ -22,4 +22,11 @@ Result<std::unique_ptr<DistributedAttention>> create_ring_plan(const PlanConfig&
                                                                Communicator& comm,
                                                                LocalAttention& kernel);
 
+/// All-gather (allgather_attention.cc). check: what only it needs of the config and kernel.
+Status allgather_check_support(const PlanConfig& config, const Communicator& comm,
+                               const LocalAttention& kernel);
+Result<std::unique_ptr<DistributedAttention>> create_allgather_plan(const PlanConfig& config,
+                                                                    Communicator& comm,
+                                                                    LocalAttention& kernel);
+
 }  // namespace ulysses::parallel

@@ -108,7 +108,7 @@ class PackedSinksThroughCtypes(unittest.TestCase):
             self.assertTrue(np.array_equal(got[r][5], want[5]), f"dSinks on rank {r}")
 
 
-class RingAndHybridThroughCtypes(unittest.TestCase):
+class ZigzagStrategiesThroughCtypes(unittest.TestCase):
     def test_zigzag_shards_match_the_unsharded_run(self):
         rng = np.random.default_rng()
         B, S, Hq, Hkv, D = 1, 32, 4, 2, 8
@@ -119,7 +119,8 @@ class RingAndHybridThroughCtypes(unittest.TestCase):
             ulysses.PlanConfig(cp=1, **base), c, q, k, v, d_o))
         self.assertIsNone(errs[0])
         for cfg in (ulysses.PlanConfig(strategy="ring", cp=2, **base),
-                    ulysses.PlanConfig(strategy="hybrid", cp=4, ulysses_degree=2, **base)):
+                    ulysses.PlanConfig(strategy="hybrid", cp=4, ulysses_degree=2, **base),
+                    ulysses.PlanConfig(strategy="allgather", cp=4, **base)):
             with self.subTest(strategy=cfg.strategy, cp=cfg.cp):
                 cp = cfg.cp
                 rows = [np.array(ulysses.shard_indices(cfg, r)) for r in range(cp)]

@@ -1,8 +1,9 @@
-// Ring attention and the Ulysses x ring hybrid on the loopback communicator, against the unsharded
-// reference.
+// Ring attention, the Ulysses x ring hybrid and all-gather context parallelism on the loopback
+// communicator, against the unsharded reference.
 //
-// Ring merges partial results (block outputs by LSE, gradient partials by addition), so the result
-// cannot be bitwise equal to one unsharded call. Every output is held to STYLE.md's 2x rule:
+// Ring merges partial results (all-gather sums dK/dV partials over ranks) (block outputs by LSE,
+// gradient partials by addition), so the result cannot be bitwise equal to one unsharded call.
+// Every output is held to STYLE.md's 2x rule:
 //   max|ring - truth| <= 2 max|plain - truth| + floor,
 // truth = the unsharded FP64 reference on the same (rounded) inputs, plain = the unsharded
 // reference in the run's dtype whose backward, like every real kernel, reads the rounded O and the
@@ -89,8 +90,9 @@ Tensors poisoned(const Case& c, DType dtype, std::int64_t S) {
   return t;
 }
 
-// The unsharded reference in `dtype`; backward reads the given (rounded) O and LSE.
-Tensors unsharded(const Case& c, const Inputs& any, DType dtype) {
+// The unsharded reference in `dtype`; backward reads the given (rounded) O and LSE, or with
+// given_stats = false recomputes them as for a call that sees every key.
+Tensors unsharded(const Case& c, const Inputs& any, DType dtype, bool given_stats = true) {
   const HostTensor q = testing::convert(any.q, dtype), k = testing::convert(any.k, dtype),
                    v = testing::convert(any.v, dtype), d_o = testing::convert(any.d_o, dtype);
   Tensors r = poisoned(c, dtype, c.S);
@@ -112,7 +114,7 @@ Tensors unsharded(const Case& c, const Inputs& any, DType dtype) {
   }
   EXPECT_TRUE(reference_forward(p, f).is_ok());
   if (!c.training) return r;
-  p.partial_keys = true;
+  p.partial_keys = given_stats;
   LocalBackwardArgs b{.q = q.view,
                       .k = k.view,
                       .v = v.view,
@@ -383,7 +385,10 @@ TEST_P(RingLseOnly, SameBitsAsSavingTheHeadsWithOnlyTheLseSaved) {
   const std::size_t rows = static_cast<std::size_t>(c.B * c.S / (c.P / U));
   const std::size_t hq = static_cast<std::size_t>(c.Hq / U);
   std::size_t want = rows * hq * 4;
-  if (c.sinks) want += rows * hq * static_cast<std::size_t>(c.D) * 4;
+  // (all-gather's kernel calls see every key of their rows: the sinks are in the LSE already)
+  if (c.sinks && c.strategy != Strategy::kAllGather) {
+    want += rows * hq * static_cast<std::size_t>(c.D) * 4;
+  }
   EXPECT_GE(saved_lse, want);
   EXPECT_LE(saved_lse, want + 2 * 256);
   EXPECT_GT(saved_heads, saved_lse + rows * hq * static_cast<std::size_t>(c.D) * 2);
@@ -403,6 +408,18 @@ std::vector<Case> lse_only_cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Loopback, RingLseOnly, ::testing::ValuesIn(lse_only_cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+std::vector<Case> allgather_lse_only_cases() {
+  const auto ag = Strategy::kAllGather;
+  return {
+      Case{"allgather_p2_gqa_causal_bf16", ag, 2, 0, 2, 64, 4, 2, 16, DType::kBFloat16, true},
+      Case{"allgather_p3_window_sinks_fp32", ag, 3, 0, 1, 96, 2, 1, 8, DType::kFloat32, true, 9, 0,
+           true},
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(AllGather, RingLseOnly, ::testing::ValuesIn(allgather_lse_only_cases()),
                          [](const auto& param_info) { return param_info.param.name; });
 
 // Payload::kFp8: K and V travel the ring as FP8 rows, and the rank that owns a block computes with
@@ -645,6 +662,82 @@ std::vector<Case> cases() {
 
 INSTANTIATE_TEST_SUITE_P(Loopback, RingVsReference, ::testing::ValuesIn(cases()),
                          [](const auto& param_info) { return param_info.param.name; });
+
+// Strategy::kAllGather: zigzag shards like ring, one kernel call per query chunk on gathered K/V.
+std::vector<Case> allgather_cases() {
+  const auto bf16 = DType::kBFloat16, fp32 = DType::kFloat32, fp64 = DType::kFloat64;
+  const auto fp16 = DType::kFloat16;
+  const auto ag = Strategy::kAllGather;
+  return {
+      {"p1_fp32_causal", ag, 1, 0, 1, 6, 2, 1, 8, fp32, true},
+      {"p2_gqa_bf16_causal_sinks_b2", ag, 2, 0, 2, 16, 4, 2, 16, bf16, true, -1, -1, true},
+      {"p2_mha_fp32_full", ag, 2, 0, 1, 12, 2, 2, 8, fp32},
+      {"p2_three_heads_fp32_causal", ag, 2, 0, 1, 8, 3, 3, 8, fp32, true},
+      {"p3_gqa_fp32_causal_odd", ag, 3, 0, 1, 18, 3, 1, 8, fp32, true},
+      {"p4_mqa_bf16_causal_window", ag, 4, 0, 1, 32, 4, 1, 8, bf16, true, 5},
+      {"p4_gqa_fp32_two_sided_window_sinks", ag, 4, 0, 2, 24, 4, 2, 8, fp32, false, 4, 2, true},
+      {"p4_fp64_causal_window_sinks", ag, 4, 0, 1, 16, 2, 1, 4, fp64, true, 3, -1, true},
+      {"p4_fp16_full_window_right_only", ag, 4, 0, 1, 32, 2, 1, 8, fp16, false, -1, 3},
+      {"p8_two_heads_fp32_causal_sinks", ag, 8, 0, 1, 32, 2, 1, 8, fp32, true, -1, -1, true},
+      {"p8_mha_bf16_wide_window", ag, 8, 0, 1, 48, 2, 2, 8, bf16, true, 20},
+      {"p2_inference_bf16", ag, 2, 0, 1, 16, 4, 2, 16, bf16, true, -1, -1, true, false},
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(AllGather, RingVsReference, ::testing::ValuesIn(allgather_cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+// All-gather with one rank is one kernel call on the whole sequence: bitwise the unsharded kernel
+// (O, LSE, and dQ, dK, dV once rounded from the fp32 sums the single call wrote). The call sees
+// every key of its rows, so the reference kernel's backward recomputes the statistics.
+TEST(AllGather, OneRankIsTheUnshardedKernelBitwise) {
+  for (const bool causal : {true, false}) {
+    const Case c{"p1",   Strategy::kAllGather, 1, 0, 2, 16, 4, 2, 8, DType::kBFloat16,
+                 causal, causal ? 5 : -1};
+    const auto seed = testing::fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed) + (causal ? " causal window" : " full"));
+    std::mt19937_64 rng(seed);
+    const Inputs in = make_inputs(c, rng);
+    const Tensors plain = unsharded(c, in, c.dtype, /*given_stats=*/false);
+    std::vector<HostTensor> dsinks;
+    const Tensors got = distributed(c, in, dsinks);
+    EXPECT_BITWISE_EQ(got.o, plain.o, "O");
+    EXPECT_BITWISE_EQ(got.lse, plain.lse, "LSE");
+    EXPECT_BITWISE_EQ(got.dq, plain.dq, "dQ");
+    EXPECT_BITWISE_EQ(got.dk, plain.dk, "dK");
+    EXPECT_BITWISE_EQ(got.dv, plain.dv, "dV");
+  }
+}
+
+// A kernel that cannot add into the fp32 dK/dV sums (its calls are staged and added by the plan)
+// gives the same bits; strided caller tensors too.
+TEST(AllGather, StagedGradientsAndStridedTensorsGiveTheSameBits) {
+  for (const Case& c : allgather_cases()) {
+    if (!c.training) continue;
+    SCOPED_TRACE(c.name);
+    const auto seed = testing::fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const Inputs in = make_inputs(c, rng);
+    std::vector<HostTensor> ds_added, ds_staged, ds_strided;
+    const Tensors added = distributed(c, in, ds_added);
+    const Tensors staged = distributed(c, in, ds_staged, {.staged = true});
+    const Tensors strided = distributed(c, in, ds_strided, {.strided = true});
+    for (const Tensors* t : {&staged, &strided}) {
+      const std::string what = t == &staged ? "staged " : "strided ";
+      EXPECT_BITWISE_EQ(added.o, t->o, what + "O");
+      EXPECT_BITWISE_EQ(added.lse, t->lse, what + "LSE");
+      EXPECT_BITWISE_EQ(added.dq, t->dq, what + "dQ");
+      EXPECT_BITWISE_EQ(added.dk, t->dk, what + "dK");
+      EXPECT_BITWISE_EQ(added.dv, t->dv, what + "dV");
+    }
+    for (int r = 0; r < c.P && c.sinks; ++r) {
+      const auto i = static_cast<std::size_t>(r);
+      EXPECT_BITWISE_EQ(ds_added[i], ds_staged[i], "dSinks rank " + std::to_string(r));
+      EXPECT_BITWISE_EQ(ds_added[0], ds_added[i], "dSinks rank 0 vs " + std::to_string(r));
+    }
+  }
+}
 
 // Every token of a seqlen-S sequence is held by exactly one rank, S / cp tokens per rank.
 void expect_each_token_once(const ParallelConfig& pc, std::int64_t S,

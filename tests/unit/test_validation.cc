@@ -198,6 +198,35 @@ std::vector<PlanRule> plan_rules() {
        },
        SC::kUnsupported,
        {"thd", "ring", "window_left 4", "ulysses"}},
+      {"allgather_thd",
+       [](PlanConfig& c) {
+         c.parallel.strategy = Strategy::kAllGather;
+         c.layout = Layout::kTHD;
+         c.batch = 1;
+       },
+       SC::kUnsupported,
+       {"thd", "allgather", "ulysses or ring"}},
+      {"allgather_fp8",
+       [](PlanConfig& c) {
+         c.parallel.strategy = Strategy::kAllGather;
+         c.payload = Payload::kFp8;
+       },
+       SC::kUnsupported,
+       {"payload fp8", "allgather", "native"}},
+      {"allgather_seqlen_not_multiple_of_2cp",
+       [](PlanConfig& c) {
+         c.parallel.strategy = Strategy::kAllGather;
+         c.seqlen = 18;
+       },
+       SC::kInvalidArgument,
+       {"seqlen", "got 18", "a multiple of 4"}},
+      {"allgather_with_overlap_chunks",
+       [](PlanConfig& c) {
+         c.parallel.strategy = Strategy::kAllGather;
+         c.overlap_chunks = 2;
+       },
+       SC::kInvalidArgument,
+       {"overlap_chunks", "got 2", "allgather"}},
       {"ring_with_overlap_chunks",
        [](PlanConfig& c) {
          c.parallel.strategy = Strategy::kRing;
@@ -439,6 +468,19 @@ TEST(Validation, PayloadNamesRoundTrip) {
   EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("fp4"), std::string::npos);
   EXPECT_NE(bad.status().message().find("native or fp8"), std::string::npos);
+}
+
+TEST(Validation, StrategyNamesRoundTrip) {
+  for (Strategy st :
+       {Strategy::kUlysses, Strategy::kRing, Strategy::kHybrid, Strategy::kAllGather}) {
+    auto parsed = parse_strategy(strategy_name(st));
+    ASSERT_TRUE(parsed.is_ok()) << strategy_name(st);
+    EXPECT_EQ(*parsed, st);
+  }
+  const auto bad = parse_strategy("all_gather");
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("all_gather"), std::string::npos);
+  EXPECT_NE(bad.status().message().find("hybrid or allgather"), std::string::npos);
 }
 
 TEST(Validation, AConfigBadOnOneRankOnlyFailsEverywhere) {

@@ -1,0 +1,517 @@
+// All-gather context parallelism (Strategy::kAllGather): every rank keeps all heads of its zigzag
+// shard, gathers the K/V rows its queries can see, and runs the kernel on its own queries against
+// them. Forward and backward.
+//
+// Legend: P = cp ranks, S global tokens in 2P zigzag chunks of c = S / (2P) rows; rank j holds
+// chunks j and J = 2P-1-j (shard rows [0, c) and [c, 2c)). H: all query heads, G: all KV heads.
+//
+//   k, v [B, 2c, G, D] (this rank's two chunks)
+//      | pack into kv_all at the chunks' global rows, then one grouped exchange: chunk x goes to
+//      | every rank whose queries see some key of x (needs(): causal rank j needs chunks
+//      | 0..2P-1-j, a window fewer), nowhere else
+//      v
+//   kv_all [S][B][2G][D]   global row order, so the keys of any query range are one strided view
+//      | per query chunk one kernel call: q rows of the chunk x keys [k_lo, k_hi), the chunk's
+//      | whole visible range (masks in global positions through the call's diagonal offset); the
+//      | rank holding chunks P-1 and P (adjacent) and calls without masks take both chunks at once
+//      v
+//   o [B, 2c, H, D] written in place, lse [B, H, 2c]   (sinks inside the kernel: it sees every key)
+//
+// Backward: the same calls on (q, k, v, o, lse, dO), a causal one whose keys start before its
+// queries split in two (backward_parts()); dQ is complete per call and written in place (a split
+// call's parts sum it in fp32 first); dK/dV are partial sums over this rank's queries, kept in fp32
+// rows of dkv_all [S][B][2G][D].
+// Each chunk's partials go back to the chunk's owner (the exchange of forward, reversed), which
+// adds them to its own in rank order and rounds once into dk, dv. dSinks: each call's entries,
+// summed on the rank, then over ranks.
+//
+// Versus Ulysses: no head constraint (any H, G, P), the kernel runs on all heads of 1/P of the
+// queries, and the bytes moved per rank are K/V rows (2G of H + 2G channels): fewer when G << H
+// and P is small (P = 2, H = 32, G = 8: 16 MiB in, 32 MiB of fp32 partials out per 8k tokens,
+// against Ulysses' 80 MiB), more at large P. `saved` (kHeadSharded) keeps kv_all and copies of q
+// and o, so backward gathers nothing; kLseOnly keeps only the LSE and gathers K/V again.
+#include <algorithm>
+#include <array>
+#include <vector>
+
+#include "common/check.h"
+#include "kernels/layout.h"
+#include "kernels/merge.h"
+#include "parallel/plan_common.h"
+#include "parallel/plans.h"
+
+namespace ulysses::parallel {
+
+using detail::str_cat;
+
+namespace {
+
+// One kernel call: shard rows [q_row, q_row + q_rows) (global rows from q_global) against global
+// key rows [k_lo, k_hi).
+struct Call {
+  std::int64_t q_row = 0, q_rows = 0, q_global = 0, k_lo = 0, k_hi = 0;
+  bool masked = false;
+  int part = -1;  // backward: index among the parts of a split call (-1: not split)
+  std::int64_t diagonal_offset() const { return q_global - k_lo; }
+};
+
+// The key rows [lo, hi) that query rows [q0, q1) can see (global positions).
+std::pair<std::int64_t, std::int64_t> key_range(const AttentionConfig& a, std::int64_t S,
+                                                std::int64_t q0, std::int64_t q1) {
+  const std::int64_t lo = a.window_left >= 0 ? std::max<std::int64_t>(0, q0 - a.window_left) : 0;
+  std::int64_t hi = S;
+  if (a.causal) {
+    hi = q1;
+  } else if (a.window_right >= 0) {
+    hi = std::min(S, q1 + a.window_right);
+  }
+  return {lo, hi};
+}
+
+bool has_mask(const AttentionConfig& a) {
+  return a.causal || a.window_left >= 0 || a.window_right >= 0;
+}
+
+// The kernel calls of zigzag rank j (see the file comment).
+std::vector<Call> calls_of(const AttentionConfig& a, int P, int j, std::int64_t c) {
+  const std::int64_t S = 2 * P * c;
+  const int J = 2 * P - 1 - j;
+  const bool masked = has_mask(a);
+  if (!masked || J == j + 1) {  // both chunks in one call (unmasked, or globally adjacent)
+    const std::int64_t q0 = masked ? j * c : 0;
+    const auto [lo, hi] = key_range(a, S, j * c, (J + 1) * c);
+    return {{0, 2 * c, q0, lo, hi, masked}};
+  }
+  std::vector<Call> out;
+  for (int qi = 0; qi < 2; ++qi) {
+    const std::int64_t q0 = (qi == 0 ? j : J) * c;
+    const auto [lo, hi] = key_range(a, S, q0, q0 + c);
+    out.push_back({qi * c, c, q0, lo, hi, true});
+  }
+  return out;
+}
+
+// Backward of one call. A causal call whose keys start before its queries (no window_left) runs as
+// two: the keys before the queries, which every row sees (no mask), and the square of the queries'
+// own rows (causal, no offset). cuDNN's backward computes the tiles past the diagonal of a
+// bottom-right causal rectangle and masks them (measured on H200, cuDNN 9.19: q 64k x kv 96k took
+// 436 ms, its two parts 139 + 140 ms), while its forward skips them (95 ms, as fast as the parts).
+std::vector<Call> backward_parts(const AttentionConfig& a, const Call& call) {
+  if (!call.masked || !a.causal || a.window_left >= 0 || call.diagonal_offset() <= 0) {
+    return {call};
+  }
+  Call before = call, square = call;
+  before.k_hi = call.q_global;
+  before.masked = false;
+  before.part = 0;
+  square.k_lo = call.q_global;
+  square.part = 1;
+  return {before, square};
+}
+
+// Whether rank r's queries see some key of chunk x.
+bool needs(const AttentionConfig& a, int P, int r, int x, std::int64_t c) {
+  for (const Call& call : calls_of(a, P, r, c)) {
+    if (call.k_lo < (x + 1) * c && x * c < call.k_hi) return true;
+  }
+  return false;
+}
+
+class AllGatherAttention final : public DistributedAttention {
+ public:
+  AllGatherAttention(const PlanConfig& config, Communicator& comm, LocalAttention& kernel)
+      : config_(config), comm_(comm), kernel_(kernel) {
+    P_ = config.parallel.cp;
+    j_ = comm.rank();
+    B_ = config.batch;
+    S_ = config.seqlen;
+    c_ = S_ / (2 * P_);
+    Sl_ = 2 * c_;
+    D_ = config.attention.head_dim;
+    H_ = config.attention.num_heads_q;
+    G_ = config.attention.num_heads_kv;
+    dtype_ = config.dtype;
+    acc_ = dtype_ == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
+    accumulate_ = kernel.accumulates_grads();
+    lse_only_ = config.training && config.saved_activations == SavedActivations::kLseOnly;
+    calls_ = calls_of(config.attention, P_, j_, c_);
+    layout_buffers();
+  }
+
+  static LocalProblem call_problem(const PlanConfig& c, const Call& call) {
+    LocalProblem p = LocalProblem::unsharded(c.attention, c.dtype, c.batch, call.q_rows);
+    if (call.part > 0) p.config.sinks = false;  // dSinks come from the group's first part
+    if (!call.masked) {
+      p.config.causal = false;
+      p.config.window_left = p.config.window_right = -1;
+    }
+    p.seqlen_kv = call.k_hi - call.k_lo;
+    p.diagonal_offset = call.masked ? call.diagonal_offset() : 0;
+    p.grad_kv_dtype = c.dtype == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
+    if (call.part >= 0) {  // one part of a split backward call: dQ summed in fp32
+      p.partial_keys = true;
+      p.grad_q_fp32 = c.dtype != DType::kFloat64;
+    }
+    p.backward = c.training;
+    return p;
+  }
+
+  // Every kernel problem of rank `rank`: forward calls and backward parts, as run.
+  static std::vector<LocalProblem> all_problems(const PlanConfig& c, int rank, bool accumulate) {
+    const int P = c.parallel.cp;
+    const std::vector<Call> calls = calls_of(c.attention, P, rank, c.seqlen / (2 * P));
+    std::vector<LocalProblem> out;
+    for (const Call& call : calls) out.push_back(call_problem(c, call));
+    if (!c.training) return out;
+    for (const Call& call : calls) {
+      for (const Call& part : backward_parts(c.attention, call)) {
+        LocalProblem p = call_problem(c, part);
+        p.accumulate_dkv = accumulate;
+        p.accumulate_dq = accumulate && part.part > 0;
+        out.push_back(p);
+      }
+    }
+    return out;
+  }
+
+  const PlanConfig& config() const override { return config_; }
+  std::size_t workspace_bytes() const override { return workspace_bytes_; }
+  std::size_t saved_bytes() const override { return saved_bytes_; }
+
+  Status forward(const ForwardArgs& a, Stream stream) override {
+    ULYSSES_RETURN_IF_ERROR(checks().forward(a));
+    void* keep = config_.training ? a.saved : a.workspace;
+    char* kv_all = at(lse_only_ ? a.workspace : keep, kv_all_);
+    char* lse = at(keep, lse_);
+    ULYSSES_RETURN_IF_ERROR(gather_kv(a.k, a.v, kv_all, stream));
+    for (const Call& call : calls_) {
+      LocalForwardArgs la;
+      la.q = shard_rows(act(a.q), call.q_row, call.q_rows);
+      la.k = kv_rows(kv_all, 0, call.k_lo, call.k_hi - call.k_lo);
+      la.v = kv_rows(kv_all, G_, call.k_lo, call.k_hi - call.k_lo);
+      la.sinks = a.sinks;
+      la.o = shard_rows(act(a.o), call.q_row, call.q_rows);
+      la.lse = lse_view(lse, call.q_row, call.q_rows);
+      la.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
+      ULYSSES_RETURN_IF_ERROR(kernel_.forward(call_problem(config_, call), la, stream));
+    }
+    if (!a.lse.empty_view()) {
+      ULYSSES_RETURN_IF_ERROR(kernels::convert(as4(lse_as_bhs(a.lse, config_.layout)),
+                                               as4(lse_view(lse, 0, Sl_)), stream));
+    }
+    if (config_.training && !lse_only_) {  // backward must not depend on the caller's q and o
+      ULYSSES_RETURN_IF_ERROR(kernels::convert(saved_act(a.saved, q_copy_, H_), act(a.q), stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::convert(saved_act(a.saved, o_copy_, H_), act(a.o), stream));
+    }
+    return Status::ok();
+  }
+
+  Status backward(const BackwardArgs& a, Stream stream) override {
+    ULYSSES_RETURN_IF_ERROR(checks().backward(a));
+    char* ws = static_cast<char*>(a.workspace);
+    char* kv_all = at(lse_only_ ? a.workspace : a.saved, kv_all_);
+    char* lse = at(a.saved, lse_);
+    if (lse_only_) ULYSSES_RETURN_IF_ERROR(gather_kv(a.k, a.v, kv_all, stream));
+    const TensorView q = lse_only_ ? act(a.q) : saved_act(a.saved, q_copy_, H_);
+    const TensorView o = lse_only_ ? act(a.o) : saved_act(a.saved, o_copy_, H_);
+    char* dkv_all = at(ws, dkv_all_);
+    // dK/dV: every call adds its partial to fp32 sums over the chunks this rank's queries see.
+    for (int x = 0; x < 2 * P_; ++x) {
+      if (needs(config_.attention, P_, j_, x, c_)) {
+        ULYSSES_RETURN_IF_ERROR(kernels::zero(dkv_rows(dkv_all, 0, 2 * G_, x * c_, c_), stream));
+      }
+    }
+    for (std::size_t g = 0; g < calls_.size(); ++g) {
+      const std::vector<Call> parts = backward_parts(config_.attention, calls_[g]);
+      const bool split = parts.size() > 1;
+      for (const Call& call : parts) {
+        const std::int64_t n = call.k_hi - call.k_lo;
+        LocalProblem p = call_problem(config_, call);
+        p.accumulate_dkv = accumulate_;
+        p.accumulate_dq = accumulate_ && call.part > 0;
+        LocalBackwardArgs lb;
+        lb.q = shard_rows(q, call.q_row, call.q_rows);
+        lb.k = kv_rows(kv_all, 0, call.k_lo, n);
+        lb.v = kv_rows(kv_all, G_, call.k_lo, n);
+        lb.o = shard_rows(o, call.q_row, call.q_rows);
+        lb.lse = lse_view(lse, call.q_row, call.q_rows);
+        lb.d_o = shard_rows(act(a.d_o), call.q_row, call.q_rows);
+        if (p.config.sinks) {
+          lb.sinks = a.sinks;
+          lb.dsinks = dsinks_view(ws, g);
+        }
+        const TensorView dq_sum = grad_rows(at(ws, dq_acc_), H_, call.q_rows);
+        if (!split) {
+          lb.dq = shard_rows(act(a.dq), call.q_row, call.q_rows);
+        } else {
+          lb.dq =
+              call.part == 0 || accumulate_ ? dq_sum : grad_rows(at(ws, dq_blk_), H_, call.q_rows);
+        }
+        char* dkv_out = accumulate_ ? dkv_all : at(ws, dkv_blk_);
+        const std::int64_t row0 = accumulate_ ? call.k_lo : 0;
+        lb.dk = dkv_rows(dkv_out, 0, G_, row0, n);
+        lb.dv = dkv_rows(dkv_out, G_, G_, row0, n);
+        lb.workspace = kernel_ws_bytes_ ? at(ws, kernel_ws_) : nullptr;
+        ULYSSES_RETURN_IF_ERROR(kernel_.backward(p, lb, stream));
+        if (!accumulate_) {
+          ULYSSES_RETURN_IF_ERROR(kernels::accumulate(dkv_rows(dkv_all, 0, 2 * G_, call.k_lo, n),
+                                                      dkv_rows(dkv_out, 0, 2 * G_, 0, n), stream));
+          if (split && call.part > 0) {
+            ULYSSES_RETURN_IF_ERROR(kernels::accumulate(dq_sum, lb.dq, stream));
+          }
+        }
+      }
+      if (split) {
+        const Call& c0 = parts.front();
+        ULYSSES_RETURN_IF_ERROR(kernels::convert(shard_rows(act(a.dq), c0.q_row, c0.q_rows),
+                                                 grad_rows(at(ws, dq_acc_), H_, c0.q_rows),
+                                                 stream));
+      }
+    }
+
+    // Partials to the chunks' owners; this rank's chunks summed in rank order, rounded once.
+    const std::size_t part = chunk_bytes(acc_);
+    ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+    std::size_t slot = 0;
+    for (int p = 0; p < P_; ++p) {
+      if (p == j_) continue;
+      for (const int x : chunks_of(p)) {
+        if (needs(config_.attention, P_, j_, x, c_)) {
+          ULYSSES_RETURN_IF_ERROR(comm_.send(dkv_all + row_offset(x * c_, acc_), part, p, stream));
+        }
+      }
+      for (const int y : chunks_of(j_)) {
+        if (needs(config_.attention, P_, p, y, c_)) {
+          ULYSSES_RETURN_IF_ERROR(comm_.recv(at(ws, recv_) + slot++ * part, part, p, stream));
+        }
+      }
+    }
+    ULYSSES_RETURN_IF_ERROR(comm_.group_end());
+    for (int g = 0; g < 2; ++g) {
+      const int y = chunks_of(j_)[g];
+      const TensorView own = dkv_rows(dkv_all, 0, 2 * G_, y * c_, c_);
+      std::size_t s = 0;
+      for (int p = 0; p < P_; ++p) {
+        if (p == j_) continue;
+        for (const int z : chunks_of(j_)) {
+          if (!needs(config_.attention, P_, p, z, c_)) continue;
+          if (z == y) {
+            ULYSSES_RETURN_IF_ERROR(kernels::accumulate(
+                own, dkv_rows(at(ws, recv_) + s * part, 0, 2 * G_, 0, c_), stream));
+          }
+          ++s;
+        }
+      }
+      ULYSSES_RETURN_IF_ERROR(kernels::convert(shard_rows(act(a.dk), g * c_, c_),
+                                               dkv_rows(dkv_all, 0, G_, y * c_, c_), stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::convert(shard_rows(act(a.dv), g * c_, c_),
+                                               dkv_rows(dkv_all, G_, G_, y * c_, c_), stream));
+    }
+    if (config_.attention.sinks) {
+      for (std::size_t i = 1; i < calls_.size(); ++i) {
+        ULYSSES_RETURN_IF_ERROR(
+            kernels::accumulate(as4(dsinks_view(ws, 0)), as4(dsinks_view(ws, i)), stream));
+      }
+      ULYSSES_RETURN_IF_ERROR(comm_.all_reduce_sum(dsinks_view(ws, 0).data, a.dsinks.data,
+                                                   static_cast<std::size_t>(H_), DType::kFloat32,
+                                                   stream));
+    }
+    return Status::ok();
+  }
+
+ private:
+  std::array<int, 2> chunks_of(int rank) const { return {rank, 2 * P_ - 1 - rank}; }
+
+  // This rank's K and V into kv_all at their global rows, then the chunks other ranks' queries see
+  // to them, and the ones this rank's see from their owners, in one grouped exchange.
+  Status gather_kv(const TensorView& k, const TensorView& v, char* kv_all, Stream stream) {
+    const std::array<int, 2> own = chunks_of(j_);
+    for (int g = 0; g < 2; ++g) {
+      const kernels::MessageLayout msg{
+          kv_all + row_offset(own[g] * c_, dtype_), dtype_, 1, c_, B_, 2 * G_, D_};
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::pack_heads(shard_rows(act(k), g * c_, c_), zero_map_, G_, msg, 0, stream));
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::pack_heads(shard_rows(act(v), g * c_, c_), zero_map_, G_, msg, G_, stream));
+    }
+    if (P_ == 1) return Status::ok();
+    const std::size_t bytes = chunk_bytes(dtype_);
+    ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+    for (int p = 0; p < P_; ++p) {
+      if (p == j_) continue;
+      for (const int x : own) {
+        if (needs(config_.attention, P_, p, x, c_)) {
+          ULYSSES_RETURN_IF_ERROR(
+              comm_.send(kv_all + row_offset(x * c_, dtype_), bytes, p, stream));
+        }
+      }
+      for (const int y : chunks_of(p)) {
+        if (needs(config_.attention, P_, j_, y, c_)) {
+          ULYSSES_RETURN_IF_ERROR(
+              comm_.recv(kv_all + row_offset(y * c_, dtype_), bytes, p, stream));
+        }
+      }
+    }
+    return comm_.group_end();
+  }
+
+  CallChecks checks() const {
+    return {config_, comm_, kernel_, Sl_, workspace_bytes_, saved_bytes_};
+  }
+  TensorView act(const TensorView& t) const { return as_bshd(t, config_.layout); }
+
+  // Rows [row0, row0 + rows) of a [B, 2c, heads, D] view.
+  static TensorView shard_rows(TensorView t, std::int64_t row0, std::int64_t rows) {
+    t.data = static_cast<char*>(t.data) +
+             static_cast<std::size_t>(row0 * t.stride(1)) * dtype_size(t.dtype);
+    t.shape[1] = rows;
+    return t;
+  }
+  // A [B, 2c, heads, D] contiguous copy in `saved`.
+  TensorView saved_act(void* saved, std::size_t offset, int heads) const {
+    return TensorView::contiguous(at(saved, offset), dtype_, {B_, Sl_, heads, D_}, comm_.device());
+  }
+  // Bytes from the start of a [S][B][2G][D] buffer of `dtype` to global row `row`, and of one
+  // chunk of it.
+  std::size_t row_offset(std::int64_t row, DType dtype) const {
+    return static_cast<std::size_t>(row * B_ * 2 * G_ * D_) * dtype_size(dtype);
+  }
+  std::size_t chunk_bytes(DType dtype) const { return row_offset(c_, dtype); }
+  // [B, rows, heads, D] view of channels [c0, c0 + heads) of rows [row0, row0 + rows) of a
+  // [S][B][2G][D] buffer.
+  TensorView rows_of(char* base, DType dtype, int c0, int heads, std::int64_t row0,
+                     std::int64_t rows) const {
+    const std::int64_t row = 2 * G_ * D_;
+    return TensorView::strided(
+        base + row_offset(row0, dtype) + static_cast<std::size_t>(c0 * D_) * dtype_size(dtype),
+        dtype, {B_, rows, heads, D_}, {row, B_ * row, D_, 1}, comm_.device());
+  }
+  TensorView kv_rows(char* base, int c0, std::int64_t row0, std::int64_t rows) const {
+    return rows_of(base, dtype_, c0, G_, row0, rows);
+  }
+  TensorView dkv_rows(char* base, int c0, int heads, std::int64_t row0, std::int64_t rows) const {
+    return rows_of(base, acc_, c0, heads, row0, rows);
+  }
+  // A contiguous [B, rows, heads, D] fp32 (fp64) gradient buffer.
+  TensorView grad_rows(char* base, int heads, std::int64_t rows) const {
+    return TensorView::contiguous(base, acc_, {B_, rows, heads, D_}, comm_.device());
+  }
+  // [B, H, rows] view of shard rows [row0, row0 + rows) of a [B][H][2c] fp32 LSE buffer.
+  TensorView lse_view(char* base, std::int64_t row0, std::int64_t rows) const {
+    return TensorView::strided(base + static_cast<std::size_t>(row0) * 4, DType::kFloat32,
+                               {B_, H_, rows}, {H_ * Sl_, Sl_, 1}, comm_.device());
+  }
+  // A [B, H, S] view as [B, H, S, 1] (the elementwise kernels take four dimensions).
+  static TensorView as4(const TensorView& t) {
+    if (t.ndim == 4) return t;
+    TensorView v = t;
+    v.ndim = 4;
+    for (int d = t.ndim; d < 4; ++d) {
+      v.shape[static_cast<std::size_t>(d)] = 1;
+      v.strides[static_cast<std::size_t>(d)] = 1;
+    }
+    return v;
+  }
+  // Call i's dSinks entries [H] fp32 in the workspace.
+  TensorView dsinks_view(char* ws, std::size_t i) const {
+    TensorView v = TensorView::contiguous(at(ws, dsinks_ + i * static_cast<std::size_t>(H_) * 4),
+                                          DType::kFloat32, {H_}, comm_.device());
+    return v;
+  }
+
+  void layout_buffers() {
+    zero_map_ = {0};
+    for (const LocalProblem& p : all_problems(config_, j_, accumulate_)) {
+      kernel_ws_bytes_ = std::max(kernel_ws_bytes_, kernel_.workspace_bytes(p));
+    }
+    const std::size_t act_q = static_cast<std::size_t>(B_ * Sl_ * H_ * D_) * dtype_size(dtype_);
+    const std::size_t kv_bytes = row_offset(S_, dtype_);
+    Arena saved, fwd;
+    Arena& keep = config_.training ? saved : fwd;
+    kv_all_ = (lse_only_ ? fwd : keep).take(kv_bytes);
+    lse_ = keep.take(static_cast<std::size_t>(B_ * H_ * Sl_) * 4);
+    if (config_.training && !lse_only_) {
+      q_copy_ = saved.take(act_q);
+      o_copy_ = saved.take(act_q);
+    }
+    std::size_t scratch = fwd.total();
+    if (config_.training) {
+      Arena bwd;
+      if (lse_only_) bwd.take(kv_bytes);  // kv_all_, at forward's offset
+      dkv_all_ = bwd.take(row_offset(S_, acc_));
+      std::int64_t max_kv = 0, max_q = 0;
+      for (const Call& call : calls_) {
+        const std::vector<Call> parts = backward_parts(config_.attention, call);
+        for (const Call& part : parts) max_kv = std::max(max_kv, part.k_hi - part.k_lo);
+        if (parts.size() > 1) max_q = std::max(max_q, call.q_rows);
+      }
+      const std::size_t q_row = static_cast<std::size_t>(B_ * H_ * D_) * dtype_size(acc_);
+      if (!accumulate_) dkv_blk_ = bwd.take(row_offset(max_kv, acc_));
+      if (max_q > 0) dq_acc_ = bwd.take(static_cast<std::size_t>(max_q) * q_row);
+      if (max_q > 0 && !accumulate_) dq_blk_ = bwd.take(static_cast<std::size_t>(max_q) * q_row);
+      std::size_t slots = 0;
+      for (int p = 0; p < P_; ++p) {
+        for (const int y : chunks_of(j_)) {
+          if (p != j_ && needs(config_.attention, P_, p, y, c_)) ++slots;
+        }
+      }
+      recv_ = bwd.take(std::max<std::size_t>(1, slots) * chunk_bytes(acc_));
+      dsinks_ = bwd.take(calls_.size() * static_cast<std::size_t>(H_) * 4);
+      scratch = std::max(scratch, bwd.total());
+    }
+    kernel_ws_ = scratch;
+    workspace_bytes_ = scratch + align_up(kernel_ws_bytes_);
+    saved_bytes_ = saved.total();
+  }
+
+  PlanConfig config_;
+  Communicator& comm_;
+  LocalAttention& kernel_;
+  std::vector<Call> calls_;
+  std::vector<int> zero_map_;
+  int P_ = 1, j_ = 0, H_ = 0, G_ = 0;
+  std::int64_t B_ = 1, S_ = 0, c_ = 0, Sl_ = 0, D_ = 0;
+  DType dtype_ = DType::kBFloat16, acc_ = DType::kFloat32;
+  bool accumulate_ = false;  // the kernel adds dK/dV into the fp32 sums itself
+  bool lse_only_ = false;    // SavedActivations::kLseOnly (training)
+  // Offsets into `saved` (training) or the workspace, and into the workspace.
+  std::size_t kv_all_ = 0, lse_ = 0, q_copy_ = 0, o_copy_ = 0;
+  std::size_t dkv_all_ = 0, dkv_blk_ = 0, dq_acc_ = 0, dq_blk_ = 0, recv_ = 0, dsinks_ = 0;
+  std::size_t kernel_ws_ = 0, kernel_ws_bytes_ = 0, workspace_bytes_ = 0, saved_bytes_ = 0;
+};
+
+}  // namespace
+
+Status allgather_check_support(const PlanConfig& config, const Communicator& comm,
+                               const LocalAttention& kernel) {
+  if (config.training && !kernel.provides_lse()) {
+    return unsupported(str_cat(kCreateApi, ": kernel ", kernel.name(),
+                               " provides no softmax statistics (LSE), which strategy allgather "
+                               "needs for backward; use strategy ulysses with this kernel"));
+  }
+  if (config.layout == Layout::kTHD) {
+    return unsupported(str_cat(kCreateApi,
+                               ": packed (thd) batches are not supported by strategy allgather; "
+                               "use strategy ulysses or ring, or layout bshd"));
+  }
+  if (config.payload != Payload::kNative) {
+    return unsupported(
+        str_cat(kCreateApi, ": payload ", payload_name(config.payload),
+                " is not supported by strategy allgather (its K/V rows travel in "
+                "the plan's dtype); use payload native, or strategy ulysses or ring"));
+  }
+  for (const LocalProblem& p :
+       AllGatherAttention::all_problems(config, comm.rank(), kernel.accumulates_grads())) {
+    ULYSSES_RETURN_IF_ERROR(kernel.check_support(p));
+  }
+  return Status::ok();
+}
+
+Result<std::unique_ptr<DistributedAttention>> create_allgather_plan(const PlanConfig& config,
+                                                                    Communicator& comm,
+                                                                    LocalAttention& kernel) {
+  return std::unique_ptr<DistributedAttention>(
+      std::make_unique<AllGatherAttention>(config, comm, kernel));
+}
+
+}  // namespace ulysses::parallel
