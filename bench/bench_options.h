@@ -21,7 +21,8 @@ struct Options {
   std::vector<int> window = {-1, -1};
   bool sinks = false;
   int varlen = 0;  // number of packed sequences (0: fixed-length batch)
-  std::vector<std::string> strategy = {"ulysses", "ring"};  // list: ulysses, ring, hybrid
+  // list: ulysses, ring, hybrid, allgather
+  std::vector<std::string> strategy = {"ulysses", "ring"};
   int ulysses_degree = 2;         // hybrid: ranks per Ulysses group (must divide cp)
   std::vector<int> chunks = {1};  // PlanConfig::overlap_chunks (GPU default: 1, 2, 4 where valid)
   bool keep_saved = false;        // PlanConfig::backward_keeps_saved

@@ -820,7 +820,11 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     rows.push_back(r1);
     for (int cp : cps) {
       if (cp == 1) continue;
-      if (seq % cp != 0 || o.heads % cp != 0) {
+      // Ulysses and hybrid split the heads; ring and allgather do not.
+      const bool splits_heads =
+          std::any_of(o.strategy.begin(), o.strategy.end(),
+                      [](const std::string& n) { return n == "ulysses" || n == "hybrid"; });
+      if (seq % cp != 0 || (splits_heads && o.heads % cp != 0)) {
         std::fprintf(stderr, "ulysses-bench: seq %lld / heads %d not divisible by cp %d\n",
                      static_cast<long long>(seq), o.heads, cp);
         return 2;
@@ -892,7 +896,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
                 }
               }
             }
-          } else if (strategy == Strategy::kRing ||
+          } else if (strategy == Strategy::kRing || strategy == Strategy::kAllGather ||
                      (o.ulysses_degree > 1 && cp % o.ulysses_degree == 0 &&
                       cp > o.ulysses_degree)) {
             const ParallelConfig parallel{

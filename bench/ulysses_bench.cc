@@ -281,7 +281,8 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
   const bool kv_exact = bitwise_equal(dk_r, dk_d) && bitwise_equal(dv_r, dv_d);
   row.exact = exact && kv_exact;
   if (strategy != Strategy::kUlysses) {
-    // Ring merges partial results: never bitwise; every output within 2 ulp of the dtype.
+    // Ring merges partial results (allgather sums dK/dV partials): never bitwise; every output
+    // within 2 ulp of the dtype.
     const double ulp = std::ldexp(1.0, dtype == DType::kFloat32 ? -23 : -7);
     auto scale = [](const Tensor& t) {
       double m = 0;
@@ -382,10 +383,9 @@ int main(int argc, char** argv) {
       ->expected(2);
   app.add_flag("--sinks", o.sinks, "learnable per-head attention sinks");
   app.add_option("--varlen", o.varlen, "pack N variable-length sequences (layout thd); 0: off");
-  app.add_option(
-         "--strategy", o.strategy,
-         "ulysses, ring, hybrid (list, default ulysses,ring: one table row per strategy; ring and "
-         "hybrid shard in zigzag order)")
+  app.add_option("--strategy", o.strategy,
+                 "ulysses, ring, hybrid, allgather (list, default ulysses,ring: one table row per "
+                 "strategy; ring, hybrid and allgather shard in zigzag order)")
       ->delimiter(',');
   app.add_option("--ulysses-degree", o.ulysses_degree,
                  "hybrid: ranks per Ulysses group (divides cp); the groups form the ring");

@@ -10,6 +10,8 @@
 # engines).
 # python (the torchrun example on every GPU: ulysses, ring, fp8; PyTorch from the machine's venv).
 # decode (the decode tests, then `ulysses-bench --decode`: a sharded KV cache, one new token).
+# allgather (its GPU tests, then ulysses, ring and allgather side by side at 8k/32k/128k: over
+# NCCL and copy engines with 2+ GPUs, through the device loopback with one).
 # Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and writes logs and JSON to
 # $OUT (or ./gpu-out). Keeps NVLink multicast off for every process it starts.
 set -uo pipefail
@@ -71,6 +73,20 @@ if [[ $mode == decode ]]; then  # decoding against a sharded cache: tests, then 
   run gpu_decode 300 $BIN/test_gpu_decode
   run decode_bench 540 $BIN/ulysses-bench --decode --json "$OUT/decode.json" "${bench_args[@]}"
   cat "$OUT/decode_bench.log"
+  exit $rc
+fi
+if [[ $mode == allgather ]]; then  # all-gather CP: tests, then beside ulysses and ring
+  run gpu_allgather 400 $BIN/test_gpu_ulysses --gtest_filter='AllGather*'
+  run multigpu_allgather 300 $BIN/test_multigpu --gtest_filter='*allgather*'
+  if ((ngpu >= 2)); then
+    via=(--transport nccl,peer)
+  else  # one GPU: cp = 2, 4 as virtual ranks; their kernels share it, so ms/step is their sum
+    via=(--cp 1,2,4 --transport loopback)
+  fi
+  run bench 540 $BIN/ulysses-bench --json "$OUT/bench.json" --seq 8192,32768,131072 \
+    --strategy ulysses,ring,allgather --chunks 1 --iters 3 "${via[@]}" "${bench_args[@]}"
+  cat "$OUT/bench.log"
+  grep -h -A12 "Failure\|error:" "$OUT"/*.log 2>/dev/null | head -150
   exit $rc
 fi
 if [[ $mode == python ]]; then  # the Python package from torchrun, one process per GPU

@@ -221,6 +221,39 @@ INSTANTIATE_TEST_SUITE_P(
         }()),
     [](const auto& param_info) { return param_info.param.name; });
 
+// All-gather: every rank runs all heads of its zigzag chunks against the gathered K/V rows they
+// see; dK/dV partials are summed on the chunks' owners.
+INSTANTIATE_TEST_SUITE_P(
+    AllGather, DeviceLoopbackRing,
+    ::testing::Values(
+        ring_case("p2_gqa_causal", Strategy::kAllGather, 2, 0, 512, 8, 2, true, false),
+        ring_case("p4_mha_full_sinks", Strategy::kAllGather, 4, 0, 512, 4, 4, false, true),
+        ring_case("p8_mqa_causal_sinks", Strategy::kAllGather, 8, 0, 1024, 4, 1, true, true),
+        // More ranks than heads of either kind: nothing to route.
+        ring_case("p8_two_heads_causal", Strategy::kAllGather, 8, 0, 1024, 2, 1, true, false),
+        ring_case("p4_causal_window_100", Strategy::kAllGather, 4, 0, 1024, 4, 2, true, false, 100),
+        [] {
+          GpuCase c = ring_case("p2_batch2_causal_sinks_lse_only", Strategy::kAllGather, 2, 0, 512,
+                                8, 2, true, true);
+          c.B = 2;
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
+        [] {
+          GpuCase c = ring_case("p2_two_sided_window", Strategy::kAllGather, 2, 0, 1024, 4, 2,
+                                false, false, 150);
+          c.wr = 60;
+          return c;
+        }(),
+        [] {
+          GpuCase c = ring_case("p4_fp16_batch2_window_sinks", Strategy::kAllGather, 4, 0, 1024, 8,
+                                2, true, true, 200);
+          c.B = 2;
+          c.dtype = DType::kFloat16;
+          return c;
+        }()),
+    [](const auto& param_info) { return param_info.param.name; });
+
 GpuCase lse_only(GpuCase c, int chunks = 1, int in_flight = 2) {
   c.saved = SavedActivations::kLseOnly;
   c.chunks = chunks;

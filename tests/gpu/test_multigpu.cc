@@ -278,7 +278,9 @@ TEST_P(PeerCopyRing, WithinTwiceTheSingleGpuError) {
 INSTANTIATE_TEST_SUITE_P(
     Gpus, PeerCopyRing,
     ::testing::Values(testing::multi_gpu_ring_case("ring_gqa_causal", Strategy::kRing, true, false),
-                      ring_window_sinks_lse_only(), ring_fp8()),
+                      ring_window_sinks_lse_only(), ring_fp8(),
+                      testing::multi_gpu_ring_case("allgather_gqa_causal_sinks",
+                                                   Strategy::kAllGather, true, true)),
     [](const auto& param_info) { return param_info.param.name; });
 
 // Ring and hybrid steps captured into a CUDA graph and replayed (NCCL on every local GPU; with one
@@ -298,7 +300,9 @@ INSTANTIATE_TEST_SUITE_P(
                       ring_window_sinks_lse_only(),
                       testing::multi_gpu_ring_case("hybrid_one_group_window_sinks",
                                                    Strategy::kHybrid, true, true, 200),
-                      ring_fp8()),
+                      ring_fp8(),
+                      testing::multi_gpu_ring_case("allgather_gqa_causal", Strategy::kAllGather,
+                                                   true, false)),
     [](const auto& param_info) { return param_info.param.name; });
 
 using testing::multi_gpu_ring_case;
@@ -310,6 +314,14 @@ INSTANTIATE_TEST_SUITE_P(
         multi_gpu_ring_case("ring_full_sinks", Strategy::kRing, false, true),
         multi_gpu_ring_case("hybrid_one_group_window_sinks", Strategy::kHybrid, true, true, 200),
         multi_gpu_ring_case("ring_causal_window_300", Strategy::kRing, true, true, 300), ring_fp8(),
+        multi_gpu_ring_case("allgather_gqa_causal", Strategy::kAllGather, true, false),
+        multi_gpu_ring_case("allgather_full_sinks", Strategy::kAllGather, false, true),
+        [] {
+          GpuCase c = multi_gpu_ring_case("allgather_window_300_lse_only", Strategy::kAllGather,
+                                          true, true, 300);
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
         [] {
           // Packed sequences at offsets padded for up to 8 GPUs (multiples of 16).
           GpuCase c = multi_gpu_ring_case("ring_packed_causal", Strategy::kRing, true, false);
