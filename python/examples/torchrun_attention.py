@@ -28,7 +28,8 @@ def main():
     p.add_argument("--heads", type=int, default=32)
     p.add_argument("--kv-heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--strategy", default="ulysses", choices=["ulysses", "ring", "hybrid"])
+    p.add_argument("--strategy", default="ulysses",
+                   choices=["ulysses", "ring", "hybrid", "allgather"])
     p.add_argument("--ulysses-degree", type=int, default=0, help="hybrid: ranks per Ulysses group")
     p.add_argument("--saved", default="heads", choices=["heads", "lse"])
     p.add_argument("--payload", default="native", choices=["native", "fp8"])

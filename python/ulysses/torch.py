@@ -97,7 +97,7 @@ class UlyssesAttention(torch.nn.Module):
 
 def shard(x: torch.Tensor, config: PlanConfig, rank: int, dim: int = 1,
           cu_seqlens=None) -> torch.Tensor:
-    """Rank `rank`'s tokens of a global tensor along `dim` (zigzag for ring, hybrid, allgather), a copy."""
+    """Rank `rank`'s tokens of a global tensor along `dim` (zigzag unless ulysses), a copy."""
     idx = torch.tensor(shard_indices(config, rank, cu_seqlens), device=x.device)
     return x.index_select(dim, idx)
 
