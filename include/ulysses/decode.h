@@ -56,8 +56,8 @@ struct DecodeConfig {
   int cp = 1;
   /// Of q, the cache and o (the kernel's dtype).
   DType dtype = DType::kBFloat16;
-  /// Sequences decoded together. They share one position layout: the same segments and query
-  /// position for every sequence of the batch.
+  /// Sequences decoded together. By default they share one position layout (the same segments and
+  /// query position); DecodeArgs::segment_offsets and query_positions give each its own.
   std::int64_t batch = 1;
   /// New tokens per sequence per step: 1 for plain decoding; more for speculative verification or
   /// chunked prefill against a sharded cache.
@@ -90,9 +90,18 @@ struct DecodeArgs {
   TensorView v_cache;  // like k_cache
   /// Which rows of this rank's cache hold keys, and their positions (rows in ascending order, not
   /// overlapping; at most max_segments; may be empty). A position must be held by one rank only.
+  /// With segment_offsets: every sequence's segments, one after another.
   std::span<const CacheSegment> segments;
   /// Global position of query token 0 (the same on every rank).
   std::int64_t query_position = 0;
+  /// Optional, batch > 1 with sequences of different lengths (continuous batching): sequence b's
+  /// segments are segments[segment_offsets[b] .. segment_offsets[b + 1]) (batch + 1 ascending
+  /// entries from 0 to segments.size(); each sequence at most max_segments), in the rows of its own
+  /// cache [b, :, :, :]. Empty: every sequence uses all of `segments`.
+  std::span<const std::int64_t> segment_offsets;
+  /// Optional: query token 0's position per sequence ([batch], the same on every rank), instead of
+  /// query_position for all.
+  std::span<const std::int64_t> query_positions;
   TensorView sinks;  // [num_heads_q] fp32 when attention.sinks (the same on every rank)
   TensorView o;      // out: [batch, query_tokens, num_heads_q, head_dim], the same on every rank
   TensorView lse;    // optional out: [batch, num_heads_q, query_tokens] fp32, natural log

@@ -9,6 +9,10 @@
 //     query rows that see at least one of its keys (so no softmax row is empty), with a diagonal
 //     offset that stays the same from step to step (left edge: window_left; right edge: minus the
 //     right bound), so a growing cache does not build new kernel graphs.
+// Sequences of a batch may each have their own segments and query position: the pieces are planned
+// per sequence, the open call holds every sequence's (n_open slots each, the largest count; unused
+// slots are in no VarlenRows entry, so the kernel leaves them O = 0, LSE = -inf and the merge skips
+// them), and edges with the same diagonal offset share a call (each with its own T query rows).
 // Each piece has its own copy of q in the workspace (a varlen call writes every row of its q view:
 // its sequences' outputs, zeros elsewhere). The pieces merge into one partial (O and LSE in the
 // accumulator dtype), which is all-gathered; every rank merges the partials in rank order with the
@@ -179,8 +183,30 @@ class DecodePlan final : public DistributedDecode {
     const std::int64_t Hq = a.num_heads_q, Hkv = a.num_heads_kv;
     const Device dev = comm_.device();
     char* ws = static_cast<char*>(args.workspace);
-    const PiecePlan plan = plan_pieces(config_, args.segments, args.query_position);
-    const auto n_open = static_cast<std::int64_t>(plan.open.size());
+    // Per sequence: its pieces; the open region has n_open slots per sequence.
+    std::vector<PiecePlan> plans;
+    std::int64_t n_open = 0;
+    for (std::int64_t b = 0; b < B; ++b) {
+      plans.push_back(plan_pieces(config_, segments_of(args, b), position_of(args, b)));
+      n_open = std::max(n_open, static_cast<std::int64_t>(plans.back().open.size()));
+    }
+    // Edges: one block of T query rows each, grouped by diagonal offset, a group's blocks adjacent
+    // so that one call covers them (its VarlenRows ascend: sequences in order, then rows).
+    struct Block {
+      std::int64_t b;
+      Piece edge;
+    };
+    std::vector<std::vector<Block>> groups;
+    for (std::int64_t b = 0; b < B; ++b) {
+      for (const Piece& e : plans[static_cast<std::size_t>(b)].edges) {
+        auto fits = [&](const std::vector<Block>& gr) {
+          return gr.front().edge.diagonal_offset == e.diagonal_offset;
+        };
+        auto it = std::find_if(groups.begin(), groups.end(), fits);
+        if (it == groups.end()) it = groups.insert(groups.end(), std::vector<Block>{});
+        it->push_back({b, e});
+      }
+    }
     const std::size_t esize = dtype_size(config_.dtype);
 
     // The cache as one run of rows: row i of sequence b is row b * m + i.
@@ -191,7 +217,7 @@ class DecodePlan final : public DistributedDecode {
                                  {0, t.stride(1), t.stride(2), 1}, dev);
     };
     const TensorView k = cache_rows(args.k_cache), v = cache_rows(args.v_cache);
-    // Workspace rows of T query tokens: the open region [B][n_open][T], then [B][T] per edge.
+    // Workspace rows of T query tokens: the open region [B][n_open][T], then T per edge block.
     auto act = [&](std::size_t region, std::int64_t first, std::int64_t rows) {
       return TensorView::strided(ws + region + static_cast<std::size_t>(first * Hq * D) * esize,
                                  config_.dtype, {1, rows, Hq, D}, {0, Hq * D, D, 1}, dev);
@@ -200,16 +226,11 @@ class DecodePlan final : public DistributedDecode {
       return TensorView::strided(ws + lse_part_ + static_cast<std::size_t>(first) * 4,
                                  DType::kFloat32, {1, Hq, rows}, {0, rows_cap_, 1}, dev);
     };
-    // [1, n * B * T, ..] as [B, T, ..] for piece 0 of the region (pieces n apart in b).
-    auto by_batch = [&](TensorView t, std::int64_t n) {
-      t.ndim = 4;
-      t.shape = {B, T, Hq, D};
-      t.strides = {n * T * Hq * D, Hq * D, D, 1};
-      return t;
-    };
-    auto lse_by_batch = [&](TensorView t, std::int64_t n) {
-      t.shape = {B, Hq, T, 0};
-      t.strides = {n * T, rows_cap_, 1, 0};
+    // Sequence b of a [B, ..] view, as [1, ..].
+    auto seq_rows = [&](TensorView t, std::int64_t b) {
+      t.data = static_cast<char*>(t.data) +
+               static_cast<std::size_t>(b * t.stride(0)) * dtype_size(t.dtype);
+      t.shape[0] = 1;
       return t;
     };
 
@@ -236,33 +257,34 @@ class DecodePlan final : public DistributedDecode {
         ULYSSES_RETURN_IF_ERROR(kernels::convert(dst, src, stream));
       }
     }
-    // The edges' copies, unfolded after the open region: [B][T] rows of Hq heads per edge.
+    // The edges' copies, unfolded after the open region: T rows of Hq heads per block.
     const std::int64_t edge_base = B * n_open * T;
-    for (std::size_t e = 0; e < plan.edges.size(); ++e) {
-      const std::int64_t first = edge_base + static_cast<std::int64_t>(e) * B * T;
-      ULYSSES_RETURN_IF_ERROR(
-          kernels::convert(by_batch(act(q_rep_, first, B * T), 1), args.q, stream));
+    std::int64_t block = 0;
+    for (const std::vector<Block>& gr : groups) {
+      for (const Block& bl : gr) {
+        ULYSSES_RETURN_IF_ERROR(kernels::convert(act(q_rep_, edge_base + block++ * T, T),
+                                                 seq_rows(args.q, bl.b), stream));
+      }
     }
 
-    // The kernel calls: every open piece in one, then each edge. q_row(s): the first query row of
-    // sequence s (b-major, then piece), q_len its rows.
+    // The kernel calls: every open piece in one, then one per edge group. Each VarlenRows entry:
+    // query rows [first, first + q_len) of the call's q view, cache rows of sequence b.
+    struct Entry {
+      std::int64_t b, first, q_len;
+      const Piece* piece;
+    };
     std::size_t table_at = 0;
     auto call = [&](const TensorView& q, const TensorView& o, const TensorView& l,
-                    std::span<const Piece> pieces, std::int64_t q_len_all, bool masked,
+                    const std::vector<Entry>& entries, bool masked,
                     std::int64_t diagonal_offset) -> Status {
-      const auto n = static_cast<std::size_t>(B) * pieces.size();
+      const std::size_t n = entries.size();
       table_.assign(4 * n, 0);
-      std::size_t s = 0;
-      for (std::int64_t b = 0; b < B; ++b) {
-        for (std::size_t j = 0; j < pieces.size(); ++j, ++s) {
-          const Piece& pc = pieces[j];
-          const std::int64_t first =
-              masked ? b * T + pc.q_begin : static_cast<std::int64_t>(s) * q_len_all;
-          table_[s] = static_cast<std::int32_t>(first);
-          table_[n + s] = static_cast<std::int32_t>(masked ? pc.q_len : q_len_all);
-          table_[2 * n + s] = static_cast<std::int32_t>(b * m + pc.kv_row);
-          table_[3 * n + s] = static_cast<std::int32_t>(pc.kv_len);
-        }
+      for (std::size_t s = 0; s < n; ++s) {
+        const Entry& en = entries[s];
+        table_[s] = static_cast<std::int32_t>(en.first);
+        table_[n + s] = static_cast<std::int32_t>(en.q_len);
+        table_[2 * n + s] = static_cast<std::int32_t>(en.b * m + en.piece->kv_row);
+        table_[3 * n + s] = static_cast<std::int32_t>(en.piece->kv_len);
       }
       auto* device_table = reinterpret_cast<std::int32_t*>(ws + table_offset_) + table_at;
       table_at += 4 * n;
@@ -281,15 +303,30 @@ class DecodePlan final : public DistributedDecode {
       return kernel_.forward(problem(q.size(1), kv_rows, masked, diagonal_offset), f, stream);
     };
     if (n_open > 0) {
+      std::vector<Entry> entries;
+      for (std::int64_t b = 0; b < B; ++b) {
+        const std::vector<Piece>& open = plans[static_cast<std::size_t>(b)].open;
+        for (std::size_t j = 0; j < open.size(); ++j) {
+          const std::int64_t slot = b * n_open + static_cast<std::int64_t>(j);
+          entries.push_back({b, slot * T * g, T * g, &open[j]});
+        }
+      }
       ULYSSES_RETURN_IF_ERROR(
-          call(open_act(q_rep_), open_act(o_part_), open_lse, plan.open, T * g, false, 0));
+          call(open_act(q_rep_), open_act(o_part_), open_lse, entries, false, 0));
     }
-    for (std::size_t e = 0; e < plan.edges.size(); ++e) {
-      const Piece& edge = plan.edges[e];
-      const std::int64_t first = edge_base + static_cast<std::int64_t>(e) * B * T;
-      ULYSSES_RETURN_IF_ERROR(call(act(q_rep_, first, B * T), act(o_part_, first, B * T),
-                                   lse(first, B * T), std::span<const Piece>(&edge, 1), 0, true,
-                                   edge.diagonal_offset));
+    block = 0;
+    for (const std::vector<Block>& gr : groups) {
+      std::vector<Entry> entries;
+      for (std::size_t i = 0; i < gr.size(); ++i) {
+        const Piece& e = gr[i].edge;
+        entries.push_back({gr[i].b, static_cast<std::int64_t>(i) * T + e.q_begin, e.q_len, &e});
+      }
+      const std::int64_t first = edge_base + block * T,
+                         rows = static_cast<std::int64_t>(gr.size()) * T;
+      ULYSSES_RETURN_IF_ERROR(call(act(q_rep_, first, rows), act(o_part_, first, rows),
+                                   lse(first, rows), entries, true,
+                                   gr.front().edge.diagonal_offset));
+      block += static_cast<std::int64_t>(gr.size());
     }
 
     // This rank's partial: the open pieces token by token (rows (b, kv, jj) of a [B, Hkv, g] view
@@ -314,11 +351,14 @@ class DecodePlan final : public DistributedDecode {
                                                      T * g * D, T * g, TensorView{}, 0, acc, lacc,
                                                      stream));
     }
-    for (std::size_t e = 0; e < plan.edges.size(); ++e) {
-      const std::int64_t first = edge_base + static_cast<std::int64_t>(e) * B * T;
-      ULYSSES_RETURN_IF_ERROR(kernels::merge_partial(o_acc, lse_acc,
-                                                     by_batch(act(o_part_, first, 1), 1),
-                                                     lse_by_batch(lse(first, 1), 1), stream));
+    block = 0;
+    for (const std::vector<Block>& gr : groups) {
+      for (const Block& bl : gr) {
+        const std::int64_t first = edge_base + block++ * T;
+        ULYSSES_RETURN_IF_ERROR(
+            kernels::merge_partial(seq_rows(o_acc, bl.b), seq_rows(lse_acc, bl.b),
+                                   act(o_part_, first, T), lse(first, T), stream));
+      }
     }
 
     // Every rank's partial, merged in rank order with the sinks.
@@ -335,6 +375,18 @@ class DecodePlan final : public DistributedDecode {
   }
 
  private:
+  // Sequence b's segments and query position (DecodeArgs::segment_offsets, query_positions).
+  static std::span<const CacheSegment> segments_of(const DecodeArgs& a, std::int64_t b) {
+    if (a.segment_offsets.empty()) return a.segments;
+    const auto i = static_cast<std::size_t>(b);
+    const auto first = static_cast<std::size_t>(a.segment_offsets[i]);
+    return a.segments.subspan(first, static_cast<std::size_t>(a.segment_offsets[i + 1]) - first);
+  }
+  static std::int64_t position_of(const DecodeArgs& a, std::int64_t b) {
+    return a.query_positions.empty() ? a.query_position
+                                     : a.query_positions[static_cast<std::size_t>(b)];
+  }
+
   std::size_t kernel_ws_bytes() const {
     std::size_t n = 0;
     for (const LocalProblem& p : representative_problems()) {
@@ -404,27 +456,59 @@ Status DecodePlan::check(const DecodeArgs& a) const {
                                std::numeric_limits<std::int32_t>::max()));
     }
   }
-  if (a.segments.size() > static_cast<std::size_t>(config_.max_segments)) {
-    return arg_error(api, "segments", "are too many", a.segments.size(),
-                     str_cat("at most max_segments = ", config_.max_segments));
+  if (!a.segment_offsets.empty()) {
+    const auto& so = a.segment_offsets;
+    if (so.size() != static_cast<std::size_t>(B) + 1) {
+      return arg_error(api, "segment_offsets", "has the wrong length", so.size(),
+                       str_cat("batch + 1 = ", B + 1, " entries (or none)"));
+    }
+    const auto last = static_cast<std::int64_t>(a.segments.size());
+    for (std::size_t i = 0; i < so.size(); ++i) {
+      const bool ok = i == 0 ? so[0] == 0 : so[i] >= so[i - 1];
+      if (!ok || (i + 1 == so.size() && so[i] != last)) {
+        return arg_error(api, str_cat("segment_offsets[", i, "]"), "is out of order", so[i],
+                         str_cat("0 first, ascending, segments.size() = ", last, " last"));
+      }
+    }
   }
-  std::int64_t end = 0;
-  for (std::size_t i = 0; i < a.segments.size(); ++i) {
-    const CacheSegment& s = a.segments[i];
-    if (s.rows < 0 || s.row < end || s.row + s.rows > config_.cache_rows) {
-      return arg_error(api, str_cat("segments[", i, "]"), "lies outside the free cache rows",
-                       str_cat("rows [", s.row, ", ", s.row + s.rows, ")"),
-                       str_cat("a range inside [", end, ", ", config_.cache_rows,
-                               ") (ascending, not overlapping the previous segment)"));
+  if (!a.query_positions.empty() && a.query_positions.size() != static_cast<std::size_t>(B)) {
+    return arg_error(api, "query_positions", "has the wrong length", a.query_positions.size(),
+                     str_cat("batch = ", B, " entries (or none)"));
+  }
+  const std::int64_t layouts = a.segment_offsets.empty() ? 1 : B;
+  for (std::int64_t b = 0; b < layouts; ++b) {
+    const std::span<const CacheSegment> segs = segments_of(a, b);
+    const std::string of = a.segment_offsets.empty() ? "" : str_cat(" of sequence ", b);
+    if (segs.size() > static_cast<std::size_t>(config_.max_segments)) {
+      return arg_error(api, str_cat("segments", of), "are too many", segs.size(),
+                       str_cat("at most max_segments = ", config_.max_segments));
     }
-    if (s.position < 0) {
-      return arg_error(api, str_cat("segments[", i, "].position"), "is negative", s.position,
-                       ">= 0");
+    std::int64_t end = 0;
+    for (std::size_t i = 0; i < segs.size(); ++i) {
+      const CacheSegment& s = segs[i];
+      const std::size_t at = static_cast<std::size_t>(&s - a.segments.data());
+      if (s.rows < 0 || s.row < end || s.row + s.rows > config_.cache_rows) {
+        return arg_error(api, str_cat("segments[", at, "]"),
+                         str_cat("lies outside the free cache rows", of),
+                         str_cat("rows [", s.row, ", ", s.row + s.rows, ")"),
+                         str_cat("a range inside [", end, ", ", config_.cache_rows,
+                                 ") (ascending, not overlapping the previous segment)"));
+      }
+      if (s.position < 0) {
+        return arg_error(api, str_cat("segments[", at, "].position"), "is negative", s.position,
+                         ">= 0");
+      }
+      end = s.row + s.rows;
     }
-    end = s.row + s.rows;
   }
   if (a.query_position < 0) {
     return arg_error(api, "query_position", "is negative", a.query_position, ">= 0");
+  }
+  for (std::size_t b = 0; b < a.query_positions.size(); ++b) {
+    if (a.query_positions[b] < 0) {
+      return arg_error(api, str_cat("query_positions[", b, "]"), "is negative",
+                       a.query_positions[b], ">= 0");
+    }
   }
   if (workspace_bytes_ > 0 && a.workspace == nullptr) {
     return arg_error(api, "workspace", "is null", "nullptr",

@@ -2,9 +2,10 @@
 // reference over the whole cache (STYLE.md's 2x rule: plain = the reference in the run's dtype).
 //
 // The prefill is cut into P contiguous shards; each step appends its new tokens on rank
-// step % P as one more segment. Every cache row outside the step's segments is NaN (later steps'
-// tokens included), so reading a row the plan should not turns the output NaN. Several steps run
-// on one plan, and every rank's O and LSE must be the same bits.
+// step % P as one more segment. Ragged cases give every sequence of the batch its own length
+// (DecodeArgs::segment_offsets and query_positions). Every cache row outside the step's segments is
+// NaN (later steps' tokens included), so reading a row the plan should not turns the output NaN.
+// Several steps run on one plan, and every rank's O and LSE must be the same bits.
 #include <gtest/gtest.h>
 
 #include <thread>
@@ -36,6 +37,11 @@ struct Case {
   int steps = 3;
   std::int64_t min_split_rows = 512;
   int max_splits = 8;
+  bool ragged = false;  // sequence b's prefill is prefill - b * prefill / (2 B)
+
+  std::int64_t prefill_of(std::int64_t b) const {
+    return ragged ? prefill - b * prefill / (2 * B) : prefill;
+  }
 };
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
@@ -48,22 +54,32 @@ AttentionConfig attention(const Case& c) {
           .sinks = c.sinks};
 }
 
-// The reference over positions [0, p0 + T): O in `dtype` (fp64: the truth), LSE fp32.
+// The reference, sequence b over positions [0, p0[b] + T): O in `dtype` (fp64: the truth), LSE
+// fp32.
 void reference(const Case& c, const HostTensor& q, const HostTensor& k, const HostTensor& v,
-               const HostTensor& sinks, std::int64_t p0, DType dtype, HostTensor& o,
-               HostTensor& lse) {
+               const HostTensor& sinks, const std::vector<std::int64_t>& p0, DType dtype,
+               HostTensor& o, HostTensor& lse) {
   const HostTensor qd = testing::convert(q, dtype), kd = testing::convert(k, dtype),
                    vd = testing::convert(v, dtype);
   o = HostTensor(dtype, {c.B, c.T, c.Hq, c.D});
   lse = HostTensor(DType::kFloat32, {c.B, c.Hq, c.T});
-  LocalProblem p = LocalProblem::unsharded(attention(c), dtype, c.B, c.T);
-  p.seqlen_kv = p0 + c.T;
-  p.diagonal_offset = p0;
-  TensorView kk = kd.view, vv = vd.view;
-  kk.shape[1] = vv.shape[1] = p.seqlen_kv;
-  LocalForwardArgs f{.q = qd.view, .k = kk, .v = vv, .o = o.view, .lse = lse.view};
-  if (c.sinks) f.sinks = sinks.view;
-  ASSERT_TRUE(reference_forward(p, f).is_ok());
+  for (std::int64_t b = 0; b < c.B; ++b) {
+    LocalProblem p = LocalProblem::unsharded(attention(c), dtype, 1, c.T);
+    p.seqlen_kv = p0[static_cast<std::size_t>(b)] + c.T;
+    p.diagonal_offset = p0[static_cast<std::size_t>(b)];
+    auto seq = [&](const HostTensor& t) {
+      TensorView x = t.view;
+      x.data = static_cast<char*>(x.data) +
+               b * x.stride(0) * static_cast<std::int64_t>(dtype_size(x.dtype));
+      x.shape[0] = 1;
+      return x;
+    };
+    TensorView kk = seq(kd), vv = seq(vd);
+    kk.shape[1] = vv.shape[1] = p.seqlen_kv;
+    LocalForwardArgs f{.q = seq(qd), .k = kk, .v = vv, .o = seq(o), .lse = seq(lse)};
+    if (c.sinks) f.sinks = sinks.view;
+    ASSERT_TRUE(reference_forward(p, f).is_ok());
+  }
 }
 
 class DeviceLoopbackDecode : public ::testing::TestWithParam<Case> {};
@@ -81,32 +97,53 @@ TEST_P(DeviceLoopbackDecode, WithinTwiceThePlainError) {
   testing::fill_uniform(v, rng, -1.0, 1.0);
   testing::fill_uniform(sinks, rng, -1.0, 2.0);
 
-  // Rank r: prefill shard [r S / P, (r + 1) S / P) at rows 0.., then the tokens of the steps it
-  // takes, each step one more segment.
+  // Rank r, sequence b: prefill shard [r L_b / P, (r + 1) L_b / P) at rows 0.., then the tokens of
+  // the steps it takes, each step one more segment. segs[step][rank]: every sequence's segments
+  // (ragged: one after another, offs[step][rank] their offsets; else sequence 0's, shared).
   const auto P = static_cast<std::size_t>(c.P);
-  std::vector<std::vector<std::vector<CacheSegment>>> segs(
-      static_cast<std::size_t>(c.steps), std::vector<std::vector<CacheSegment>>(P));
-  std::vector<std::vector<std::int64_t>> row_of(P, std::vector<std::int64_t>(total, -1));
-  std::vector<std::int64_t> used(P, 0);
-  std::vector<std::vector<CacheSegment>> held(P);
+  const auto B = static_cast<std::size_t>(c.B);
+  const std::size_t layouts = c.ragged ? B : 1;
+  using Segs = std::vector<CacheSegment>;
+  std::vector<std::vector<Segs>> segs(static_cast<std::size_t>(c.steps), std::vector<Segs>(P));
+  std::vector<std::vector<std::vector<std::int64_t>>> offs(
+      static_cast<std::size_t>(c.steps), std::vector<std::vector<std::int64_t>>(P));
+  // row_of[r][b][p]: the cache row of position p of sequence b on rank r (-1: not there).
+  std::vector<std::vector<std::vector<std::int64_t>>> row_of(
+      P, std::vector<std::vector<std::int64_t>>(B, std::vector<std::int64_t>(total, -1)));
+  std::vector<std::vector<std::int64_t>> used(P, std::vector<std::int64_t>(B, 0));
+  std::vector<std::vector<Segs>> held(P, std::vector<Segs>(B));
   for (int r = 0; r < c.P; ++r) {
-    const std::int64_t b = c.prefill * r / c.P, e = c.prefill * (r + 1) / c.P;
-    held[static_cast<std::size_t>(r)].push_back({0, e - b, b});
-    for (std::int64_t p = b; p < e; ++p) row_of[static_cast<std::size_t>(r)][p] = p - b;
-    used[static_cast<std::size_t>(r)] = e - b;
+    const auto ru = static_cast<std::size_t>(r);
+    for (std::size_t b = 0; b < B; ++b) {
+      const std::int64_t L = c.prefill_of(static_cast<std::int64_t>(b));
+      const std::int64_t first = L * r / c.P, end = L * (r + 1) / c.P;
+      held[ru][b].push_back({0, end - first, first});
+      for (std::int64_t p = first; p < end; ++p) row_of[ru][b][p] = p - first;
+      used[ru][b] = end - first;
+    }
   }
+  int max_segments = 0;
   for (int s = 0; s < c.steps; ++s) {
     const auto r = static_cast<std::size_t>(s % c.P);
-    const std::int64_t p0 = c.prefill + s * c.T;
-    held[r].push_back({used[r] + 1, c.T, p0});  // one NaN row between segments
-    for (std::int64_t i = 0; i < c.T; ++i) row_of[r][p0 + i] = used[r] + 1 + i;
-    used[r] += 1 + c.T;
-    segs[static_cast<std::size_t>(s)] = held;
+    for (std::size_t b = 0; b < B; ++b) {
+      const std::int64_t p0 = c.prefill_of(static_cast<std::int64_t>(b)) + s * c.T;
+      held[r][b].push_back({used[r][b] + 1, c.T, p0});  // one NaN row between segments
+      for (std::int64_t i = 0; i < c.T; ++i) row_of[r][b][p0 + i] = used[r][b] + 1 + i;
+      used[r][b] += 1 + c.T;
+    }
+    for (std::size_t ri = 0; ri < P; ++ri) {
+      Segs& flat = segs[static_cast<std::size_t>(s)][ri];
+      std::vector<std::int64_t>& o = offs[static_cast<std::size_t>(s)][ri];
+      o.push_back(0);
+      for (std::size_t b = 0; b < layouts; ++b) {
+        flat.insert(flat.end(), held[ri][b].begin(), held[ri][b].end());
+        o.push_back(static_cast<std::int64_t>(flat.size()));
+        max_segments = std::max(max_segments, static_cast<int>(held[ri][b].size()));
+      }
+    }
   }
   std::int64_t cap = 0;
-  for (std::int64_t u : used) cap = std::max(cap, u);
-  int max_segments = 0;
-  for (const auto& h : held) max_segments = std::max(max_segments, static_cast<int>(h.size()));
+  for (const auto& u : used) cap = std::max(cap, *std::max_element(u.begin(), u.end()));
 
   // Each rank's cache: every row it will ever hold, NaN elsewhere.
   std::vector<HostTensor> kc, vc;
@@ -115,13 +152,14 @@ TEST_P(DeviceLoopbackDecode, WithinTwiceThePlainError) {
     vc.emplace_back(c.dtype, std::initializer_list<std::int64_t>{c.B, cap, c.Hkv, c.D});
     testing::poison(kc.back());
     testing::poison(vc.back());
-    for (std::int64_t p = 0; p < total; ++p) {
-      if (row_of[r][p] < 0) continue;
-      for (std::int64_t b = 0; b < c.B; ++b) {
+    for (std::int64_t b = 0; b < c.B; ++b) {
+      for (std::int64_t p = 0; p < total; ++p) {
+        const std::int64_t row = row_of[r][static_cast<std::size_t>(b)][p];
+        if (row < 0) continue;
         for (int h = 0; h < c.Hkv; ++h) {
           for (int d = 0; d < c.D; ++d) {
             const std::int64_t src = k.view.offset({b, p, h, d});
-            const std::int64_t dst = kc.back().view.offset({b, row_of[r][p], h, d});
+            const std::int64_t dst = kc.back().view.offset({b, row, h, d});
             kc.back().set(dst, k.at(src));
             vc.back().set(dst, v.at(src));
           }
@@ -170,6 +208,8 @@ TEST_P(DeviceLoopbackDecode, WithinTwiceThePlainError) {
           testing::poison(lse);
           DeviceTensor qd = DeviceTensor::of(qs[si]), od = DeviceTensor::of(o),
                        ld = DeviceTensor::of(lse);
+          std::vector<std::int64_t> positions;
+          for (std::int64_t b = 0; b < c.B; ++b) positions.push_back(c.prefill_of(b) + s * c.T);
           DecodeArgs a{.q = qd.view,
                        .k_cache = kd.view,
                        .v_cache = vd.view,
@@ -178,6 +218,10 @@ TEST_P(DeviceLoopbackDecode, WithinTwiceThePlainError) {
                        .o = od.view,
                        .lse = ld.view,
                        .workspace = ws.ptr};
+          if (c.ragged) {
+            a.segment_offsets = offs[si][ri];
+            a.query_positions = positions;
+          }
           if (c.sinks) a.sinks = sd.view;
           ULYSSES_RETURN_IF_ERROR((*plan)->forward(a, nullptr));
           if (cudaDeviceSynchronize() != cudaSuccess) return internal_error("sync failed");
@@ -196,7 +240,8 @@ TEST_P(DeviceLoopbackDecode, WithinTwiceThePlainError) {
     SCOPED_TRACE("step " + std::to_string(s));
     const auto si = static_cast<std::size_t>(s);
     HostTensor truth_o, truth_lse, plain_o, plain_lse;
-    const std::int64_t p0 = c.prefill + s * c.T;
+    std::vector<std::int64_t> p0;
+    for (std::int64_t b = 0; b < c.B; ++b) p0.push_back(c.prefill_of(b) + s * c.T);
     reference(c, qs[si], k, v, sinks, p0, DType::kFloat64, truth_o, truth_lse);
     reference(c, qs[si], k, v, sinks, p0, c.dtype, plain_o, plain_lse);
     for (std::size_t r = 0; r < P; ++r) {
@@ -213,18 +258,22 @@ TEST_P(DeviceLoopbackDecode, WithinTwiceThePlainError) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, DeviceLoopbackDecode,
-                         ::testing::Values(Case{"p1_one_token_gqa", 1, 1, 1, 8, 2, 128},
-                                           Case{"p2_one_token_batch2", 2, 2, 1, 8, 2, 128},
-                                           Case{"p4_one_token_window_sinks", 4, 1, 1, 8, 2, 128,
-                                                DType::kBFloat16, true, 1500, true},
-                                           Case{"p2_three_tokens_causal_fp16_d64", 2, 1, 3, 8, 8,
-                                                64, DType::kFloat16},
-                                           Case{"p4_five_tokens_window_batch2", 4, 2, 5, 4, 1, 128,
-                                                DType::kBFloat16, true, 700, true},
-                                           Case{"p2_no_split", 2, 1, 1, 8, 2, 128, DType::kBFloat16,
-                                                true, -1, false, 5000, 3, 100000, 1}),
-                         [](const auto& param_info) { return param_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(
+    Cases, DeviceLoopbackDecode,
+    ::testing::Values(
+        Case{"p1_one_token_gqa", 1, 1, 1, 8, 2, 128},
+        Case{"p2_one_token_batch2", 2, 2, 1, 8, 2, 128},
+        Case{"p4_one_token_window_sinks", 4, 1, 1, 8, 2, 128, DType::kBFloat16, true, 1500, true},
+        Case{"p2_three_tokens_causal_fp16_d64", 2, 1, 3, 8, 8, 64, DType::kFloat16},
+        Case{"p4_five_tokens_window_batch2", 4, 2, 5, 4, 1, 128, DType::kBFloat16, true, 700, true},
+        Case{"p2_no_split", 2, 1, 1, 8, 2, 128, DType::kBFloat16, true, -1, false, 5000, 3, 100000,
+             1},
+        // Sequences of different lengths in one batch.
+        Case{"p2_one_token_ragged_batch4", 2, 4, 1, 8, 2, 128, DType::kBFloat16, true, -1, false,
+             5000, 3, 512, 8, true},
+        Case{"p3_four_tokens_window_ragged_batch3", 3, 3, 4, 4, 1, 128, DType::kBFloat16, true, 900,
+             true, 3000, 3, 512, 8, true}),
+    [](const auto& param_info) { return param_info.param.name; });
 
 }  // namespace
 }  // namespace ulysses

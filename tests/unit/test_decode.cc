@@ -360,6 +360,190 @@ std::vector<Case> cases() {
 INSTANTIATE_TEST_SUITE_P(Layouts, Decode, ::testing::ValuesIn(cases()),
                          [](const auto& param_info) { return param_info.param.name; });
 
+// Sequences of different lengths in one batch (continuous batching): each sequence has its own
+// positions [0, L_b + T), dealt to random ranks in runs and stored at random rows of its own cache
+// rows, NaN elsewhere; its own query position L_b. Checked against one reference call per
+// sequence, every rank's bits equal; and a batch whose sequences all share one layout, given per
+// sequence, must give the bits of the shared-layout call.
+struct RaggedCase {
+  std::string name;
+  int P;
+  std::int64_t B, T;
+  int Hq, Hkv, D;
+  bool causal = true;
+  int wl = -1;
+  bool sinks = false;
+};
+void PrintTo(const RaggedCase& c, std::ostream* os) { *os << c.name; }
+
+class DecodeRagged : public ::testing::TestWithParam<RaggedCase> {};
+
+TEST_P(DecodeRagged, EachSequenceItsOwnSegmentsAndPosition) {
+  const RaggedCase rc = GetParam();
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Case c{.name = rc.name,
+               .P = rc.P,
+               .B = 1,
+               .T = rc.T,
+               .Hq = rc.Hq,
+               .Hkv = rc.Hkv,
+               .D = rc.D,
+               .causal = rc.causal,
+               .wl = rc.wl,
+               .sinks = rc.sinks,
+               .max_run = 9};
+  std::vector<std::int64_t> len(static_cast<std::size_t>(rc.B));
+  for (auto& l : len) l = std::uniform_int_distribution<std::int64_t>(1, 45)(rng);
+  len[0] = 0;  // an empty cache before the step: only the new tokens' own keys
+  const std::int64_t longest = *std::max_element(len.begin(), len.end()) + rc.T;
+  HostTensor k(DType::kFloat64, {rc.B, longest, rc.Hkv, rc.D}),
+      v = k, q(DType::kFloat64, {rc.B, rc.T, rc.Hq, rc.D}), sinks(DType::kFloat32, {rc.Hq});
+  for (HostTensor* t : {&k, &v, &q}) testing::fill_uniform(*t, rng, -1.0, 1.0);
+  testing::fill_uniform(sinks, rng, -1.0, 2.0);
+
+  // Per sequence: its runs, each rank's segments (at random rows of that sequence's cache).
+  std::vector<std::vector<PositionRun>> runs(static_cast<std::size_t>(rc.B));
+  int max_segments = 1;
+  for (std::int64_t b = 0; b < rc.B; ++b) {
+    deal(c, 0, len[static_cast<std::size_t>(b)] + rc.T, rng, runs[static_cast<std::size_t>(b)]);
+    std::vector<int> per_rank(static_cast<std::size_t>(rc.P), 0);
+    for (const PositionRun& r : runs[static_cast<std::size_t>(b)]) {
+      max_segments = std::max(max_segments, ++per_rank[static_cast<std::size_t>(r.rank)]);
+    }
+  }
+  const std::int64_t cap = longest + 3 * max_segments;
+  struct RankArgs {
+    HostTensor k, v;
+    std::vector<CacheSegment> segments;
+    std::vector<std::int64_t> offsets{0};
+  };
+  std::vector<RankArgs> ranks(static_cast<std::size_t>(rc.P));
+  for (RankArgs& ra : ranks) {
+    ra.k = HostTensor(DType::kFloat64, {rc.B, cap, rc.Hkv, rc.D});
+    ra.v = ra.k;
+    testing::poison(ra.k);
+    testing::poison(ra.v);
+  }
+  for (std::int64_t b = 0; b < rc.B; ++b) {
+    const Case one{.name = "", .P = rc.P, .B = 1, .Hkv = rc.Hkv, .D = rc.D, .wl = rc.wl};
+    HostTensor kb(DType::kFloat64, {1, longest, rc.Hkv, rc.D}), vb = kb;
+    for (std::int64_t i = 0; i < kb.numel(); ++i) {
+      kb.set(i, k.at(b * kb.numel() + i));
+      vb.set(i, v.at(b * kb.numel() + i));
+    }
+    const std::vector<RankCache> caches = build_caches(
+        one, runs[static_cast<std::size_t>(b)], kb, vb, cap, len[static_cast<std::size_t>(b)], rng);
+    for (int r = 0; r < rc.P; ++r) {
+      RankArgs& ra = ranks[static_cast<std::size_t>(r)];
+      const RankCache& src = caches[static_cast<std::size_t>(r)];
+      for (std::int64_t i = 0; i < src.k.numel(); ++i) {
+        ra.k.set(b * src.k.numel() + i, src.k.at(i));
+        ra.v.set(b * src.k.numel() + i, src.v.at(i));
+      }
+      std::vector<CacheSegment> segs = src.segments;
+      std::sort(segs.begin(), segs.end(),
+                [](const CacheSegment& x, const CacheSegment& y) { return x.row < y.row; });
+      ra.segments.insert(ra.segments.end(), segs.begin(), segs.end());
+      ra.offsets.push_back(static_cast<std::int64_t>(ra.segments.size()));
+    }
+  }
+
+  // Truth: per sequence, its T tokens at position L_b against its keys [0, L_b + T).
+  HostTensor o_ref(DType::kFloat64, {rc.B, rc.T, rc.Hq, rc.D}),
+      lse_ref(DType::kFloat32, {rc.B, rc.Hq, rc.T});
+  for (std::int64_t b = 0; b < rc.B; ++b) {
+    LocalProblem p = LocalProblem::unsharded(attention(c), DType::kFloat64, 1, rc.T);
+    p.seqlen_kv = len[static_cast<std::size_t>(b)] + rc.T;
+    p.diagonal_offset = len[static_cast<std::size_t>(b)];
+    auto seq = [&](const HostTensor& t) {
+      TensorView x = t.view;
+      x.data = static_cast<char*>(x.data) + b * x.stride(0) * 8;
+      x.shape[0] = 1;
+      return x;
+    };
+    TensorView kk = seq(k), vv = seq(v), ll = lse_ref.view;
+    kk.shape[1] = vv.shape[1] = p.seqlen_kv;
+    ll.data = static_cast<char*>(ll.data) + b * ll.stride(0) * 4;
+    ll.shape[0] = 1;
+    LocalForwardArgs f{.q = seq(q), .k = kk, .v = vv, .o = seq(o_ref), .lse = ll};
+    if (rc.sinks) f.sinks = sinks.view;
+    ASSERT_TRUE(reference_forward(p, f).is_ok());
+  }
+
+  const DecodeConfig cfg{.attention = attention(c),
+                         .cp = rc.P,
+                         .dtype = DType::kFloat64,
+                         .batch = rc.B,
+                         .query_tokens = rc.T,
+                         .cache_rows = cap,
+                         .max_segments = max_segments,
+                         .min_split_rows = 4,
+                         .max_splits = 5};
+  std::vector<std::int64_t> positions(len.begin(), len.end());
+  auto kernel = std::make_unique<NoEmptyRows>();
+  std::vector<std::pair<HostTensor, HostTensor>> outs;
+  for (int r = 0; r < rc.P; ++r) {
+    outs.emplace_back(HostTensor(DType::kFloat64, {rc.B, rc.T, rc.Hq, rc.D}),
+                      HostTensor(DType::kFloat32, {rc.B, rc.Hq, rc.T}));
+    testing::poison(outs.back().first);
+    testing::poison(outs.back().second);
+  }
+  EXPECT_ALL_OK(testing::run_ranks(rc.P, [&](int r, Communicator& comm) -> Status {
+    auto plan = DistributedDecode::create(cfg, comm, *kernel);
+    if (!plan.is_ok()) return plan.status();
+    std::vector<unsigned char> ws((*plan)->workspace_bytes());
+    const RankArgs& ra = ranks[static_cast<std::size_t>(r)];
+    auto& [o, lse] = outs[static_cast<std::size_t>(r)];
+    DecodeArgs a{.q = q.view,
+                 .k_cache = ra.k.view,
+                 .v_cache = ra.v.view,
+                 .segments = ra.segments,
+                 .segment_offsets = ra.offsets,
+                 .query_positions = positions,
+                 .o = o.view,
+                 .lse = lse.view,
+                 .workspace = ws.data()};
+    if (rc.sinks) a.sinks = sinks.view;
+    return (*plan)->forward(a, nullptr);
+  }));
+  for (int r = 0; r < rc.P; ++r) {
+    const auto& [o, lse] = outs[static_cast<std::size_t>(r)];
+    EXPECT_EQ(testing::count_nan(o), 0) << "rank " << r;
+    EXPECT_LE(testing::max_abs_diff(o_ref, o), 1e-5) << "O, rank " << r;
+    EXPECT_LE(testing::max_abs_diff(lse_ref, lse), 1e-5) << "LSE, rank " << r;
+    const testing::Mismatch mo = testing::compare_bits(outs[0].first, o);
+    EXPECT_EQ(mo.count, 0) << testing::describe(mo, "O of rank " + std::to_string(r));
+  }
+}
+
+std::vector<RaggedCase> ragged_cases() {
+  return {
+      {.name = "one_token_causal", .P = 3, .B = 4, .T = 1, .Hq = 4, .Hkv = 2, .D = 8},
+      {.name = "three_tokens_causal_sinks",
+       .P = 2,
+       .B = 3,
+       .T = 3,
+       .Hq = 2,
+       .Hkv = 1,
+       .D = 4,
+       .sinks = true},
+      {.name = "four_tokens_window", .P = 3, .B = 3, .T = 4, .Hq = 4, .Hkv = 4, .D = 4, .wl = 7},
+      {.name = "two_tokens_full",
+       .P = 2,
+       .B = 2,
+       .T = 2,
+       .Hq = 3,
+       .Hkv = 1,
+       .D = 4,
+       .causal = false},
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(Batches, DecodeRagged, ::testing::ValuesIn(ragged_cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
 void expect_error(const Status& s, StatusCode code, const std::string& names) {
   EXPECT_EQ(s.code(), code) << s.to_string();
   EXPECT_NE(s.message().find(names), std::string::npos) << s.message();
@@ -485,6 +669,19 @@ TEST(DecodeForward, BadArgumentsAreNamedBeforeAnythingRuns) {
     run("query_position", [&](DecodeArgs& a, Segs&) { a.query_position = -2; });
     run("sinks", [&](DecodeArgs& a, Segs&) { a.sinks = sinks.view; });
     run("workspace", [&](DecodeArgs& a, Segs&) { a.workspace = nullptr; });
+    // Per-sequence layouts (2 sequences, the 2 segments of `fine`).
+    const std::vector<std::int64_t> short_offsets = {0, 2}, unordered = {0, 2, 1},
+                                    short_of_end = {0, 1, 1}, three_in_one = {0, 3, 3},
+                                    one_position = {1}, negative_position = {3, -1};
+    run("segment_offsets", [&](DecodeArgs& a, Segs&) { a.segment_offsets = short_offsets; });
+    run("segment_offsets[2]", [&](DecodeArgs& a, Segs&) { a.segment_offsets = unordered; });
+    run("segment_offsets[2]", [&](DecodeArgs& a, Segs&) { a.segment_offsets = short_of_end; });
+    run("segments of sequence 0", [&](DecodeArgs& a, Segs& s) {
+      s.push_back({12, 1, 20});
+      a.segment_offsets = three_in_one;
+    });
+    run("query_positions", [&](DecodeArgs& a, Segs&) { a.query_positions = one_position; });
+    run("query_positions[1]", [&](DecodeArgs& a, Segs&) { a.query_positions = negative_position; });
     run("k_cache.strides[0]", [&](DecodeArgs& a, Segs&) { a.k_cache.strides[0] = 15 * 16; });
     run("v_cache.strides[0]", [&](DecodeArgs& a, Segs&) { a.v_cache.strides[0] = 17 * 16; });
     run("k_cache.strides[0]", [&](DecodeArgs& a, Segs&) {  // rows past int32 (never read)
