@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 /* Bumped when a struct below changes layout; ulysses_c_api_version() returns the library's. */
-#define ULYSSES_C_API_VERSION 1
+#define ULYSSES_C_API_VERSION 2
 
 /* ulysses::StatusCode */
 typedef enum {
@@ -145,13 +145,18 @@ typedef struct {
   int64_t position;
 } ulysses_cache_segment;
 
-/* ulysses::DecodeArgs. segments: host array of num_segments entries. */
+/* ulysses::DecodeArgs. segments: host array of num_segments entries. Sequences of different
+ * lengths: segment_offsets (batch + 1 host entries; sequence b's segments are
+ * [segment_offsets[b], segment_offsets[b + 1])) and query_positions (batch host entries); NULL:
+ * every sequence uses all segments / query_position. */
 typedef struct {
   ulysses_tensor q, k_cache, v_cache, sinks, o, lse;
   const ulysses_cache_segment* segments;
   int64_t num_segments;
   int64_t query_position;
   void* workspace;
+  const int64_t* segment_offsets;
+  const int64_t* query_positions;
 } ulysses_decode_args;
 
 /* --- library ---------------------------------------------------------------------------------- */

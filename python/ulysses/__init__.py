@@ -411,20 +411,32 @@ class Decode(_Collective):
     def workspace_bytes(self) -> int:
         return _lib.ulysses_decode_workspace_bytes(self._h)
 
-    def forward(self, q, k_cache, v_cache, o, *, segments, query_position: int, lse=None,
+    def forward(self, q, k_cache, v_cache, o, *, segments, query_position, lse=None,
                 sinks=None, workspace=None, stream=None) -> None:
         """q [B, T, Hq, D] (the same on every rank) against this rank's cache [B, cache_rows,
         Hkv, D]; o (and lse [B, Hq, T]) out, the same on every rank. segments: (row, rows,
-        position) triples, the cache rows that hold keys and their global positions."""
+        position) triples, the cache rows that hold keys and their global positions, shared by
+        every sequence; or, with query_position a list of B positions (sequences of different
+        lengths), a list of B such lists, sequence b's in the rows of its own cache."""
         a = _capi.DecodeArgs()
         for n, x in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("o", o), ("lse", lse),
                      ("sinks", sinks)):
             setattr(a, n, _tensor(x, n))
-        segs = [tuple(int(v) for v in s) for s in segments]
+        ragged = isinstance(query_position, (list, tuple))
+        per_seq = [list(s) for s in segments] if ragged else [list(segments)]
+        segs = [tuple(int(v) for v in s) for seq in per_seq for s in seq]
         arr = (_capi.CacheSegment * max(1, len(segs)))(*[_capi.CacheSegment(*s) for s in segs])
         a.segments = arr
         a.num_segments = len(segs)
-        a.query_position = int(query_position)
+        if ragged:
+            offsets = [0]
+            for seq in per_seq:
+                offsets.append(offsets[-1] + len(seq))
+            offs = (ctypes.c_int64 * len(offsets))(*offsets)
+            pos = (ctypes.c_int64 * max(1, len(query_position)))(*map(int, query_position))
+            a.segment_offsets, a.query_positions = offs, pos
+        else:
+            a.query_position = int(query_position)
         a.workspace = _pointer(workspace)
         _check(_lib.ulysses_decode_forward(self._h, ctypes.byref(a), _stream(stream)))
 

@@ -4,7 +4,7 @@ import ctypes
 import os
 import pathlib
 
-API_VERSION = 1
+API_VERSION = 2
 
 
 class Tensor(ctypes.Structure):
@@ -72,6 +72,8 @@ class DecodeArgs(ctypes.Structure):
         ("num_segments", ctypes.c_int64),
         ("query_position", ctypes.c_int64),
         ("workspace", ctypes.c_void_p),
+        ("segment_offsets", ctypes.POINTER(ctypes.c_int64)),
+        ("query_positions", ctypes.POINTER(ctypes.c_int64)),
     ]
 
 

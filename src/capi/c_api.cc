@@ -407,6 +407,13 @@ int ulysses_decode_forward(ulysses_decode* decode, const ulysses_decode_args* ar
     a.segments = segments;
     a.query_position = args->query_position;
     a.workspace = args->workspace;
+    const auto batch = static_cast<std::size_t>(decode->decode->config().batch);
+    if (args->segment_offsets != nullptr) {
+      a.segment_offsets = std::span<const std::int64_t>(args->segment_offsets, batch + 1);
+    }
+    if (args->query_positions != nullptr) {
+      a.query_positions = std::span<const std::int64_t>(args->query_positions, batch);
+    }
     return decode->decode->forward(a, static_cast<Stream>(stream));
   });
 }

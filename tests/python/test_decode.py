@@ -86,6 +86,54 @@ class DecodeThroughCtypes(unittest.TestCase):
     def test_three_tokens_window_sinks(self):
         self.run_case(cp=2, T=3, window_left=9, with_sinks=True)
 
+    def test_sequences_of_different_lengths(self):
+        # Sequence b: prefill[b] cached positions, sharded contiguously over the ranks at rows
+        # shifted by one, and T new tokens on the last rank; each its own query position.
+        rng = np.random.default_rng()
+        cp, B, T, Hq, Hkv, D = 2, 3, 2, 4, 2, 8
+        prefill = [0, 23, 40]
+        N = max(prefill) + T
+        k = rng.uniform(-1, 1, (B, N, Hkv, D))
+        v = rng.uniform(-1, 1, (B, N, Hkv, D))
+        q = rng.uniform(-1, 1, (B, T, Hq, D))
+        want_o, want_lse = np.zeros(q.shape), np.zeros((B, Hq, T))
+        for b in range(B):
+            n = prefill[b] + T
+            o_b, l_b = attention(q[b:b + 1], k[b:b + 1, :n], v[b:b + 1, :n], prefill[b], -1, None)
+            want_o[b], want_lse[b] = o_b[0], l_b[0]
+        cap = N + 3
+        cfg = ulysses.DecodeConfig(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D, causal=True,
+                                   cp=cp, dtype="fp64", batch=B, query_tokens=T, cache_rows=cap,
+                                   max_segments=2, max_splits=3, min_split_rows=4)
+
+        def rank(r, comm):
+            kc = np.full((B, cap, Hkv, D), np.nan)
+            vc = np.full((B, cap, Hkv, D), np.nan)
+            segments = []
+            for b in range(B):
+                lo, hi = prefill[b] * r // cp, prefill[b] * (r + 1) // cp
+                kc[b, 1:1 + hi - lo], vc[b, 1:1 + hi - lo] = k[b, lo:hi], v[b, lo:hi]
+                mine = [(1, hi - lo, lo)] if hi > lo else []
+                if r == cp - 1:
+                    at = 2 + hi - lo
+                    p = prefill[b]
+                    kc[b, at:at + T], vc[b, at:at + T] = k[b, p:p + T], v[b, p:p + T]
+                    mine.append((at, T, p))
+                segments.append(mine)
+            dec = ulysses.Decode(cfg, comm, ulysses.reference_kernel())
+            ws = np.empty(max(dec.workspace_bytes, 1), np.uint8)
+            o = np.full(q.shape, np.nan)
+            lse = np.full((B, Hq, T), np.nan, np.float32)
+            dec.forward(q, kc, vc, o, segments=segments, query_position=prefill, lse=lse,
+                        workspace=ws)
+            return o, lse
+
+        outs = rank_threads.results_or_raise(ulysses.loopback_group(cp), rank)
+        for r, (o, lse) in enumerate(outs):
+            self.assertLess(np.abs(o - want_o).max(), 1e-5, f"O, rank {r}")
+            self.assertLess(np.abs(lse - want_lse).max(), 1e-5, f"LSE, rank {r}")
+            np.testing.assert_array_equal(o, outs[0][0])
+
     def test_defaults_are_the_librarys(self):
         c = ulysses._capi.DecodeConfig()
         ulysses._lib.ulysses_decode_config_init(ctypes.byref(c))
