@@ -10,7 +10,8 @@
 //      | every rank whose queries see some key of x (needs(): causal rank j needs chunks
 //      | 0..2P-1-j, a window fewer), nowhere else
 //      v
-//   kv_all [S][B][2G][D]   global row order, so the keys of any query range are one strided view
+//   kv_all [rows][B][2G][D]   the chunks this rank sees, in global order (the others take no
+//      |                      room), so the keys of any call are one strided view
 //      | per query chunk one kernel call: q rows of the chunk x keys [k_lo, k_hi), the chunk's
 //      | whole visible range (masks in global positions through the call's diagonal offset); the
 //      | rank holding chunks P-1 and P (adjacent) and calls without masks take both chunks at once
@@ -20,7 +21,7 @@
 // Backward: the same calls on (q, k, v, o, lse, dO), a causal one whose keys start before its
 // queries split in two (backward_parts()); dQ is complete per call and written in place (a split
 // call's parts sum it in fp32 first); dK/dV are partial sums over this rank's queries, kept in fp32
-// rows of dkv_all [S][B][2G][D].
+// rows of dkv_all (laid out as kv_all).
 // Each chunk's partials go back to the chunk's owner (the exchange of forward, reversed), which
 // adds them to its own in rank order and rounds once into dk, dv. dSinks: each call's entries,
 // summed on the rank, then over ranks.
@@ -247,15 +248,15 @@ class AllGatherAttention final : public DistributedAttention {
           lb.dq =
               call.part == 0 || accumulate_ ? dq_sum : grad_rows(at(ws, dq_blk_), H_, call.q_rows);
         }
-        char* dkv_out = accumulate_ ? dkv_all : at(ws, dkv_blk_);
-        const std::int64_t row0 = accumulate_ ? call.k_lo : 0;
-        lb.dk = dkv_rows(dkv_out, 0, G_, row0, n);
-        lb.dv = dkv_rows(dkv_out, G_, G_, row0, n);
+        char* dkv_blk = at(ws, dkv_blk_);
+        lb.dk = accumulate_ ? dkv_rows(dkv_all, 0, G_, call.k_lo, n) : acc_rows(dkv_blk, 0, G_, n);
+        lb.dv =
+            accumulate_ ? dkv_rows(dkv_all, G_, G_, call.k_lo, n) : acc_rows(dkv_blk, G_, G_, n);
         lb.workspace = kernel_ws_bytes_ ? at(ws, kernel_ws_) : nullptr;
         ULYSSES_RETURN_IF_ERROR(kernel_.backward(p, lb, stream));
         if (!accumulate_) {
           ULYSSES_RETURN_IF_ERROR(kernels::accumulate(dkv_rows(dkv_all, 0, 2 * G_, call.k_lo, n),
-                                                      dkv_rows(dkv_out, 0, 2 * G_, 0, n), stream));
+                                                      acc_rows(dkv_blk, 0, 2 * G_, n), stream));
           if (split && call.part > 0) {
             ULYSSES_RETURN_IF_ERROR(kernels::accumulate(dq_sum, lb.dq, stream));
           }
@@ -277,7 +278,8 @@ class AllGatherAttention final : public DistributedAttention {
       if (p == j_) continue;
       for (const int x : chunks_of(p)) {
         if (needs(config_.attention, P_, j_, x, c_)) {
-          ULYSSES_RETURN_IF_ERROR(comm_.send(dkv_all + row_offset(x * c_, acc_), part, p, stream));
+          ULYSSES_RETURN_IF_ERROR(
+              comm_.send(dkv_all + row_bytes(slot_row(x * c_), acc_), part, p, stream));
         }
       }
       for (const int y : chunks_of(j_)) {
@@ -297,7 +299,7 @@ class AllGatherAttention final : public DistributedAttention {
           if (!needs(config_.attention, P_, p, z, c_)) continue;
           if (z == y) {
             ULYSSES_RETURN_IF_ERROR(kernels::accumulate(
-                own, dkv_rows(at(ws, recv_) + s * part, 0, 2 * G_, 0, c_), stream));
+                own, acc_rows(at(ws, recv_) + s * part, 0, 2 * G_, c_), stream));
           }
           ++s;
         }
@@ -328,7 +330,7 @@ class AllGatherAttention final : public DistributedAttention {
     const std::array<int, 2> own = chunks_of(j_);
     for (int g = 0; g < 2; ++g) {
       const kernels::MessageLayout msg{
-          kv_all + row_offset(own[g] * c_, dtype_), dtype_, 1, c_, B_, 2 * G_, D_};
+          kv_all + row_bytes(slot_row(own[g] * c_), dtype_), dtype_, 1, c_, B_, 2 * G_, D_};
       ULYSSES_RETURN_IF_ERROR(
           kernels::pack_heads(shard_rows(act(k), g * c_, c_), zero_map_, G_, msg, 0, stream));
       ULYSSES_RETURN_IF_ERROR(
@@ -342,13 +344,13 @@ class AllGatherAttention final : public DistributedAttention {
       for (const int x : own) {
         if (needs(config_.attention, P_, p, x, c_)) {
           ULYSSES_RETURN_IF_ERROR(
-              comm_.send(kv_all + row_offset(x * c_, dtype_), bytes, p, stream));
+              comm_.send(kv_all + row_bytes(slot_row(x * c_), dtype_), bytes, p, stream));
         }
       }
       for (const int y : chunks_of(p)) {
         if (needs(config_.attention, P_, j_, y, c_)) {
           ULYSSES_RETURN_IF_ERROR(
-              comm_.recv(kv_all + row_offset(y * c_, dtype_), bytes, p, stream));
+              comm_.recv(kv_all + row_bytes(slot_row(y * c_), dtype_), bytes, p, stream));
         }
       }
     }
@@ -371,26 +373,35 @@ class AllGatherAttention final : public DistributedAttention {
   TensorView saved_act(void* saved, std::size_t offset, int heads) const {
     return TensorView::contiguous(at(saved, offset), dtype_, {B_, Sl_, heads, D_}, comm_.device());
   }
-  // Bytes from the start of a [S][B][2G][D] buffer of `dtype` to global row `row`, and of one
-  // chunk of it.
-  std::size_t row_offset(std::int64_t row, DType dtype) const {
-    return static_cast<std::size_t>(row * B_ * 2 * G_ * D_) * dtype_size(dtype);
+  // Bytes of `rows` rows of a [rows][B][2G][D] buffer of `dtype`, and of one chunk.
+  std::size_t row_bytes(std::int64_t rows, DType dtype) const {
+    return static_cast<std::size_t>(rows * B_ * 2 * G_ * D_) * dtype_size(dtype);
   }
-  std::size_t chunk_bytes(DType dtype) const { return row_offset(c_, dtype); }
+  std::size_t chunk_bytes(DType dtype) const { return row_bytes(c_, dtype); }
+  // The row of kv_all / dkv_all that holds global row `row` (of a chunk this rank sees): the
+  // chunks this rank sees lie there in global order, the others take no room, so a call's key
+  // range (consecutive seen chunks) is one run of rows.
+  std::int64_t slot_row(std::int64_t row) const {
+    return chunk_slot_[static_cast<std::size_t>(row / c_)] * c_ + row % c_;
+  }
   // [B, rows, heads, D] view of channels [c0, c0 + heads) of rows [row0, row0 + rows) of a
-  // [S][B][2G][D] buffer.
+  // [rows][B][2G][D] buffer.
   TensorView rows_of(char* base, DType dtype, int c0, int heads, std::int64_t row0,
                      std::int64_t rows) const {
     const std::int64_t row = 2 * G_ * D_;
     return TensorView::strided(
-        base + row_offset(row0, dtype) + static_cast<std::size_t>(c0 * D_) * dtype_size(dtype),
+        base + row_bytes(row0, dtype) + static_cast<std::size_t>(c0 * D_) * dtype_size(dtype),
         dtype, {B_, rows, heads, D_}, {row, B_ * row, D_, 1}, comm_.device());
   }
+  // Global rows [row0, row0 + rows) of kv_all, of dkv_all; rows of a plain fp32 buffer.
   TensorView kv_rows(char* base, int c0, std::int64_t row0, std::int64_t rows) const {
-    return rows_of(base, dtype_, c0, G_, row0, rows);
+    return rows_of(base, dtype_, c0, G_, slot_row(row0), rows);
   }
   TensorView dkv_rows(char* base, int c0, int heads, std::int64_t row0, std::int64_t rows) const {
-    return rows_of(base, acc_, c0, heads, row0, rows);
+    return rows_of(base, acc_, c0, heads, slot_row(row0), rows);
+  }
+  TensorView acc_rows(char* base, int c0, int heads, std::int64_t rows) const {
+    return rows_of(base, acc_, c0, heads, 0, rows);
   }
   // A contiguous [B, rows, heads, D] fp32 (fp64) gradient buffer.
   TensorView grad_rows(char* base, int heads, std::int64_t rows) const {
@@ -425,7 +436,11 @@ class AllGatherAttention final : public DistributedAttention {
       kernel_ws_bytes_ = std::max(kernel_ws_bytes_, kernel_.workspace_bytes(p));
     }
     const std::size_t act_q = static_cast<std::size_t>(B_ * Sl_ * H_ * D_) * dtype_size(dtype_);
-    const std::size_t kv_bytes = row_offset(S_, dtype_);
+    std::int64_t seen = 0;  // chunks this rank's queries see: kv_all's and dkv_all's rows
+    for (int x = 0; x < 2 * P_; ++x) {
+      chunk_slot_.push_back(needs(config_.attention, P_, j_, x, c_) ? seen++ : -1);
+    }
+    const std::size_t kv_bytes = row_bytes(seen * c_, dtype_);
     Arena saved, fwd;
     Arena& keep = config_.training ? saved : fwd;
     kv_all_ = (lse_only_ ? fwd : keep).take(kv_bytes);
@@ -438,7 +453,7 @@ class AllGatherAttention final : public DistributedAttention {
     if (config_.training) {
       Arena bwd;
       if (lse_only_) bwd.take(kv_bytes);  // kv_all_, at forward's offset
-      dkv_all_ = bwd.take(row_offset(S_, acc_));
+      dkv_all_ = bwd.take(row_bytes(seen * c_, acc_));
       std::int64_t max_kv = 0, max_q = 0;
       for (const Call& call : calls_) {
         const std::vector<Call> parts = backward_parts(config_.attention, call);
@@ -446,7 +461,7 @@ class AllGatherAttention final : public DistributedAttention {
         if (parts.size() > 1) max_q = std::max(max_q, call.q_rows);
       }
       const std::size_t q_row = static_cast<std::size_t>(B_ * H_ * D_) * dtype_size(acc_);
-      if (!accumulate_) dkv_blk_ = bwd.take(row_offset(max_kv, acc_));
+      if (!accumulate_) dkv_blk_ = bwd.take(row_bytes(max_kv, acc_));
       if (max_q > 0) dq_acc_ = bwd.take(static_cast<std::size_t>(max_q) * q_row);
       if (max_q > 0 && !accumulate_) dq_blk_ = bwd.take(static_cast<std::size_t>(max_q) * q_row);
       std::size_t slots = 0;
@@ -468,6 +483,7 @@ class AllGatherAttention final : public DistributedAttention {
   Communicator& comm_;
   LocalAttention& kernel_;
   std::vector<Call> calls_;
+  std::vector<std::int64_t> chunk_slot_;  // [2P]: where chunk x lies in kv_all / dkv_all, or -1
   std::vector<int> zero_map_;
   int P_ = 1, j_ = 0, H_ = 0, G_ = 0;
   std::int64_t B_ = 1, S_ = 0, c_ = 0, Sl_ = 0, D_ = 0;

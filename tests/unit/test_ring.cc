@@ -709,6 +709,23 @@ TEST(AllGather, OneRankIsTheUnshardedKernelBitwise) {
   }
 }
 
+// The gathered K/V rows hold only the chunks a rank's queries see: with a window rank 0 of 4 sees
+// chunks 0, 6 and 7 of 8 instead of all 8, and its saved kv_all shrinks by the other 5.
+TEST(AllGather, AWindowShrinksTheGatheredRows) {
+  std::size_t saved[2] = {0, 0};
+  for (const int wl : {-1, 5}) {
+    const Case c{"p4", Strategy::kAllGather, 4, 0, 1, 64, 4, 2, 8, DType::kFloat32, true, wl};
+    std::mt19937_64 rng(testing::fresh_seed());
+    const Inputs in = make_inputs(c, rng);
+    std::vector<HostTensor> dsinks;
+    distributed(c, in, dsinks, {.saved_bytes = &saved[wl < 0 ? 0 : 1]});
+  }
+  const std::size_t chunk_rows = 64 / 8, row = 1 * 2 * 2 * 8 * 4;  // B [2G] D fp32
+  const std::size_t want = 5 * chunk_rows * row;
+  EXPECT_GE(saved[0] - saved[1] + 256, want) << saved[0] << " vs " << saved[1];
+  EXPECT_LE(saved[0] - saved[1], want + 256) << saved[0] << " vs " << saved[1];
+}
+
 // A kernel that cannot add into the fp32 dK/dV sums (its calls are staged and added by the plan)
 // gives the same bits; strided caller tensors too.
 TEST(AllGather, StagedGradientsAndStridedTensorsGiveTheSameBits) {
