@@ -500,10 +500,11 @@ class AllGatherAttention final : public DistributedAttention {
 
 Status allgather_check_support(const PlanConfig& config, const Communicator& comm,
                                const LocalAttention& kernel) {
-  if (config.training && !kernel.provides_lse()) {
+  if (!kernel.provides_lse()) {
     return unsupported(str_cat(kCreateApi, ": kernel ", kernel.name(),
                                " provides no softmax statistics (LSE), which strategy allgather "
-                               "needs for backward; use strategy ulysses with this kernel"));
+                               "keeps for backward and returns; use strategy ulysses with this "
+                               "kernel"));
   }
   if (config.layout == Layout::kTHD) {
     return unsupported(str_cat(kCreateApi,

@@ -117,10 +117,11 @@ TEST(UserKernel, LinearAttentionRunsUnderUlyssesUnchanged) {
   }
 }
 
-TEST(UserKernel, RingAndHybridRefuseAKernelWithoutSoftmaxStatistics) {
-  // Ring merges blocks by LSE; a kernel without it is refused on every rank, pointing to ulysses.
+TEST(UserKernel, RingHybridAndAllGatherRefuseAKernelWithoutSoftmaxStatistics) {
+  // Ring merges blocks by LSE, allgather keeps it for backward and returns it; a kernel without
+  // it is refused on every rank, pointing to ulysses (inference plans too).
   CausalLinearAttention kernel;
-  for (Strategy strategy : {Strategy::kRing, Strategy::kHybrid}) {
+  for (Strategy strategy : {Strategy::kRing, Strategy::kHybrid, Strategy::kAllGather}) {
     const PlanConfig cfg{
         .attention = {.num_heads_q = 4, .num_heads_kv = 2, .head_dim = 8, .causal = true},
         .parallel = {.strategy = strategy,
