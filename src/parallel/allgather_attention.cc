@@ -136,6 +136,10 @@ class AllGatherAttention final : public DistributedAttention {
     accumulate_ = kernel.accumulates_grads();
     lse_only_ = config.training && config.saved_activations == SavedActivations::kLseOnly;
     calls_ = calls_of(config.attention, P_, j_, c_);
+    for (const Call& call : calls_) parts_.push_back(backward_parts(config.attention, call));
+    for (int r = 0; r < P_; ++r) {
+      for (int x = 0; x < 2 * P_; ++x) sees_.push_back(needs(config.attention, P_, r, x, c_));
+    }
     layout_buffers();
   }
 
@@ -216,14 +220,11 @@ class AllGatherAttention final : public DistributedAttention {
     const TensorView q = lse_only_ ? act(a.q) : saved_act(a.saved, q_copy_, H_);
     const TensorView o = lse_only_ ? act(a.o) : saved_act(a.saved, o_copy_, H_);
     char* dkv_all = at(ws, dkv_all_);
-    // dK/dV: every call adds its partial to fp32 sums over the chunks this rank's queries see.
-    for (int x = 0; x < 2 * P_; ++x) {
-      if (needs(config_.attention, P_, j_, x, c_)) {
-        ULYSSES_RETURN_IF_ERROR(kernels::zero(dkv_rows(dkv_all, 0, 2 * G_, x * c_, c_), stream));
-      }
-    }
+    // dK/dV: every call adds its partial to fp32 sums over the chunks this rank's queries see
+    // (all of dkv_all).
+    ULYSSES_RETURN_IF_ERROR(kernels::zero(acc_rows(dkv_all, 0, 2 * G_, seen_rows_), stream));
     for (std::size_t g = 0; g < calls_.size(); ++g) {
-      const std::vector<Call> parts = backward_parts(config_.attention, calls_[g]);
+      const std::vector<Call>& parts = parts_[g];
       const bool split = parts.size() > 1;
       for (const Call& call : parts) {
         const std::int64_t n = call.k_hi - call.k_lo;
@@ -277,13 +278,13 @@ class AllGatherAttention final : public DistributedAttention {
     for (int p = 0; p < P_; ++p) {
       if (p == j_) continue;
       for (const int x : chunks_of(p)) {
-        if (needs(config_.attention, P_, j_, x, c_)) {
+        if (sees(j_, x)) {
           ULYSSES_RETURN_IF_ERROR(
               comm_.send(dkv_all + row_bytes(slot_row(x * c_), acc_), part, p, stream));
         }
       }
       for (const int y : chunks_of(j_)) {
-        if (needs(config_.attention, P_, p, y, c_)) {
+        if (sees(p, y)) {
           ULYSSES_RETURN_IF_ERROR(comm_.recv(at(ws, recv_) + slot++ * part, part, p, stream));
         }
       }
@@ -296,7 +297,7 @@ class AllGatherAttention final : public DistributedAttention {
       for (int p = 0; p < P_; ++p) {
         if (p == j_) continue;
         for (const int z : chunks_of(j_)) {
-          if (!needs(config_.attention, P_, p, z, c_)) continue;
+          if (!sees(p, z)) continue;
           if (z == y) {
             ULYSSES_RETURN_IF_ERROR(kernels::accumulate(
                 own, acc_rows(at(ws, recv_) + s * part, 0, 2 * G_, c_), stream));
@@ -323,6 +324,8 @@ class AllGatherAttention final : public DistributedAttention {
 
  private:
   std::array<int, 2> chunks_of(int rank) const { return {rank, 2 * P_ - 1 - rank}; }
+  // Whether rank r's queries see a key of chunk x (needs(), computed once).
+  bool sees(int r, int x) const { return sees_[static_cast<std::size_t>(r * 2 * P_ + x)]; }
 
   // This rank's K and V into kv_all at their global rows, then the chunks other ranks' queries see
   // to them, and the ones this rank's see from their owners, in one grouped exchange.
@@ -342,13 +345,13 @@ class AllGatherAttention final : public DistributedAttention {
     for (int p = 0; p < P_; ++p) {
       if (p == j_) continue;
       for (const int x : own) {
-        if (needs(config_.attention, P_, p, x, c_)) {
+        if (sees(p, x)) {
           ULYSSES_RETURN_IF_ERROR(
               comm_.send(kv_all + row_bytes(slot_row(x * c_), dtype_), bytes, p, stream));
         }
       }
       for (const int y : chunks_of(p)) {
-        if (needs(config_.attention, P_, j_, y, c_)) {
+        if (sees(j_, y)) {
           ULYSSES_RETURN_IF_ERROR(
               comm_.recv(kv_all + row_bytes(slot_row(y * c_), dtype_), bytes, p, stream));
         }
@@ -438,9 +441,10 @@ class AllGatherAttention final : public DistributedAttention {
     const std::size_t act_q = static_cast<std::size_t>(B_ * Sl_ * H_ * D_) * dtype_size(dtype_);
     std::int64_t seen = 0;  // chunks this rank's queries see: kv_all's and dkv_all's rows
     for (int x = 0; x < 2 * P_; ++x) {
-      chunk_slot_.push_back(needs(config_.attention, P_, j_, x, c_) ? seen++ : -1);
+      chunk_slot_.push_back(sees(j_, x) ? seen++ : -1);
     }
-    const std::size_t kv_bytes = row_bytes(seen * c_, dtype_);
+    seen_rows_ = seen * c_;
+    const std::size_t kv_bytes = row_bytes(seen_rows_, dtype_);
     Arena saved, fwd;
     Arena& keep = config_.training ? saved : fwd;
     kv_all_ = (lse_only_ ? fwd : keep).take(kv_bytes);
@@ -453,12 +457,11 @@ class AllGatherAttention final : public DistributedAttention {
     if (config_.training) {
       Arena bwd;
       if (lse_only_) bwd.take(kv_bytes);  // kv_all_, at forward's offset
-      dkv_all_ = bwd.take(row_bytes(seen * c_, acc_));
+      dkv_all_ = bwd.take(row_bytes(seen_rows_, acc_));
       std::int64_t max_kv = 0, max_q = 0;
-      for (const Call& call : calls_) {
-        const std::vector<Call> parts = backward_parts(config_.attention, call);
-        for (const Call& part : parts) max_kv = std::max(max_kv, part.k_hi - part.k_lo);
-        if (parts.size() > 1) max_q = std::max(max_q, call.q_rows);
+      for (std::size_t i = 0; i < calls_.size(); ++i) {
+        for (const Call& part : parts_[i]) max_kv = std::max(max_kv, part.k_hi - part.k_lo);
+        if (parts_[i].size() > 1) max_q = std::max(max_q, calls_[i].q_rows);
       }
       const std::size_t q_row = static_cast<std::size_t>(B_ * H_ * D_) * dtype_size(acc_);
       if (!accumulate_) dkv_blk_ = bwd.take(row_bytes(max_kv, acc_));
@@ -467,7 +470,7 @@ class AllGatherAttention final : public DistributedAttention {
       std::size_t slots = 0;
       for (int p = 0; p < P_; ++p) {
         for (const int y : chunks_of(j_)) {
-          if (p != j_ && needs(config_.attention, P_, p, y, c_)) ++slots;
+          if (p != j_ && sees(p, y)) ++slots;
         }
       }
       recv_ = bwd.take(std::max<std::size_t>(1, slots) * chunk_bytes(acc_));
@@ -483,7 +486,10 @@ class AllGatherAttention final : public DistributedAttention {
   Communicator& comm_;
   LocalAttention& kernel_;
   std::vector<Call> calls_;
+  std::vector<std::vector<Call>> parts_;  // [call]: its backward parts (backward_parts())
+  std::vector<char> sees_;                // [r][x]: needs(r, x)
   std::vector<std::int64_t> chunk_slot_;  // [2P]: where chunk x lies in kv_all / dkv_all, or -1
+  std::int64_t seen_rows_ = 0;            // rows of kv_all / dkv_all
   std::vector<int> zero_map_;
   int P_ = 1, j_ = 0, H_ = 0, G_ = 0;
   std::int64_t B_ = 1, S_ = 0, c_ = 0, Sl_ = 0, D_ = 0;
