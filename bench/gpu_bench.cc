@@ -947,7 +947,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           const std::int64_t hq = o.heads / cp, hkv = std::max(1, o.kv_heads / cp);
           const std::size_t msg =
               static_cast<std::size_t>(seq / cp * o.batch * (hq + 2 * hkv) * o.head_dim) * 2;
-          row.a2a_mib = static_cast<double>(msg) * cp / (1 << 20);
+          // (Ulysses' exchange; other strategies' rows report none.)
+          row.a2a_mib = ulysses ? static_cast<double>(msg) * cp / (1 << 20) : 0.0;
           if (ulysses && chunks == 1 && knobs.saved == SavedActivations::kHeadSharded &&
               !loopback && !knobs.cuda_graph && knobs.payload == Payload::kNative) {
             measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs, &row.a2a_host_us);
