@@ -38,8 +38,9 @@ struct Options {
   std::vector<std::string> payload = {"native"};
   // --decode: DistributedDecode steps instead of training steps (GPU path): seq = cache tokens.
   bool decode = false;
-  std::int64_t decode_tokens = 1;                     // new tokens per step
-  std::vector<int> splits = {1, 4, 16, 32};           // DecodeConfig::max_splits (list)
+  std::int64_t decode_tokens = 1;            // new tokens per step
+  bool ragged = false;                       // --decode: sequence b of B holds L (b + 1) / B tokens
+  std::vector<int> splits = {1, 4, 16, 32};  // DecodeConfig::max_splits (list)
   std::vector<std::int64_t> min_split_rows = {4096};  // DecodeConfig::min_split_rows (list)
   int iters = 3;
   bool check = true;

@@ -9,7 +9,9 @@
 // largest |O - O of the first row of that cache length| (splitting and sharding change only the
 // rounding of the merge; held to 4 bf16 ulps of max |O| x sqrt(pieces)). cp > 1 needs one GPU per
 // rank (NCCL, one thread each), or --transport loopback: cp virtual ranks on GPU 0, which checks
-// the sharded rows against cp = 1 but times nothing meaningful.
+// the sharded rows against cp = 1 but times nothing meaningful. --ragged: sequence b of the batch
+// holds L (b + 1) / B tokens (each rank 1/cp of each), given per sequence (segment_offsets,
+// query_positions).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -133,10 +135,11 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
   bandwidth[0] = copy_bandwidth(0);
   std::printf(
       "# ulysses-bench --decode: %d GPU(s), cuDNN %d; B=%lld, %lld new token(s) per step, Hq=%d "
-      "Hkv=%d D=%d bf16 %s%s; cache split evenly over cp ranks; %d timed steps (median); device "
-      "copy bandwidth %.0f GB/s%s\n",
+      "Hkv=%d D=%d bf16 %s%s%s; cache split evenly over cp ranks; %d timed steps (median); "
+      "device copy bandwidth %.0f GB/s%s\n",
       ngpu, cudnn_runtime_version(), static_cast<long long>(B), static_cast<long long>(T), Hq, Hkv,
-      D, o.causal ? "causal" : "full", o.window[0] >= 0 ? " window" : "", o.iters, bandwidth[0],
+      D, o.causal ? "causal" : "full", o.window[0] >= 0 ? " window" : "",
+      o.ragged ? "; ragged: sequence b holds L (b + 1) / B tokens" : "", o.iters, bandwidth[0],
       loopback ? "; --transport loopback: cp > 1 rows are virtual ranks on GPU 0 (their ms are "
                  "every rank's work and the device loopback's copies, not speed)"
                : "");
@@ -152,6 +155,8 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
         random_bf16(static_cast<std::size_t>(B * T * Hq * D), rng);
     const std::vector<std::uint16_t> tile = random_bf16(std::size_t{1} << 24, rng);
     std::vector<float> first_o;
+    // Sequence b's length: L, or with --ragged L (b + 1) / B.
+    auto length = [&](std::int64_t b) { return o.ragged ? L * (b + 1) / B : L; };
     for (int cp : cps) {
       const std::int64_t local = L / cp + (L % cp ? 1 : 0);
       for (std::int64_t min_rows : o.min_split_rows)
@@ -166,7 +171,7 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
                            .batch = B,
                            .query_tokens = T,
                            .cache_rows = local,
-                           .max_segments = 1,
+                           .max_segments = 1,  // per sequence
                            .min_split_rows = min_rows,
                            .max_splits = splits};
           std::vector<std::unique_ptr<Communicator>> comms(static_cast<std::size_t>(cp));
@@ -200,7 +205,9 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
               auto plan =
                   DistributedDecode::create(cfg, *comms[static_cast<std::size_t>(r)], **kernel);
               if (!plan.is_ok()) die(plan.status());
-              const std::int64_t b0 = L * r / cp, rows_here = L * (r + 1) / cp - b0;
+              // Sequence b's share on this rank: positions [b0(b), b0(b) + rows_here(b)).
+              auto b0 = [&](std::int64_t b) { return length(b) * r / cp; };
+              auto rows_here = [&](std::int64_t b) { return length(b) * (r + 1) / cp - b0(b); };
               const std::size_t cache_bytes = static_cast<std::size_t>(B * local * Hkv * D) * 2;
               const std::size_t act = static_cast<std::size_t>(B * T * Hq * D) * 2;
               void *k, *v, *q, *out, *ws;
@@ -212,7 +219,7 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
               const std::size_t row = static_cast<std::size_t>(Hkv * D);
               for (std::int64_t b = 0; b < B; ++b) {
                 const std::size_t at = static_cast<std::size_t>(b * local) * row * 2;
-                const std::size_t start = static_cast<std::size_t>(b * L + b0) * row;
+                const std::size_t start = static_cast<std::size_t>(b * L + b0(b)) * row;
                 fill_tiled(static_cast<char*>(k) + at, static_cast<std::size_t>(local) * row * 2,
                            tile, start);
                 fill_tiled(static_cast<char*>(v) + at, static_cast<std::size_t>(local) * row * 2,
@@ -222,9 +229,15 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
               cudaStream_t st;
               BENCH_CUDA(cudaStreamCreate(&st));
               const Device dev = Device::cuda(device);
-              // The new tokens sit at the end of the sequence (positions L - T ..): the last rank
-              // holds them, so causal lets each see every key up to itself.
-              const std::vector<CacheSegment> segs = {{0, rows_here, b0}};
+              // The new tokens sit at the end of each sequence (positions L_b - T ..): the last
+              // rank holds them, so causal lets each see every key up to itself.
+              std::vector<CacheSegment> segs;
+              std::vector<std::int64_t> offsets = {0}, positions;
+              for (std::int64_t b = 0; b < (o.ragged ? B : 1); ++b) {
+                segs.push_back({0, rows_here(b), b0(b)});
+                offsets.push_back(b + 1);
+                positions.push_back(length(b) - T);
+              }
               DecodeArgs a{
                   .q = TensorView::contiguous(q, DType::kBFloat16, {B, T, Hq, D}, dev),
                   .k_cache = TensorView::contiguous(k, DType::kBFloat16, {B, local, Hkv, D}, dev),
@@ -233,6 +246,10 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
                   .query_position = L - T,
                   .o = TensorView::contiguous(out, DType::kBFloat16, {B, T, Hq, D}, dev),
                   .workspace = ws};
+              if (o.ragged) {
+                a.segment_offsets = offsets;
+                a.query_positions = positions;
+              }
               for (int i = 0; i < 3; ++i) {
                 if (Status s = (*plan)->forward(a, st); !s.is_ok()) die(s);
               }
@@ -300,8 +317,10 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
           const bool pass =
               finite && err <= 4 * 0x1p-7 * scale * std::sqrt(static_cast<double>(cp * splits));
           all_pass = all_pass && pass;
-          const double bytes =
-              static_cast<double>(B) * static_cast<double>(L / cp) * Hkv * D * 2 * 2;
+          double bytes = 0;  // K and V of rank 0's share of every sequence
+          for (std::int64_t b = 0; b < B; ++b) {
+            bytes += static_cast<double>(length(b) / cp) * Hkv * D * 2 * 2;
+          }
           const Row row{L,         cp,    splits,
                         min_rows,  ms[0], host_ms[0],
                         gpu_ms[0], bytes, bytes / (bandwidth[0] * 1e9) * 1e3,
@@ -319,7 +338,8 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
   std::printf("%s\n", all_pass ? "ALL PASS" : "SOME ROWS FAILED");
   if (!o.json.empty()) {
     std::ofstream js(o.json);
-    js << "{\"mode\": \"decode\", \"copy_bandwidth_gbs\": " << bandwidth[0] << ", \"rows\": [";
+    js << "{\"mode\": \"decode\", \"ragged\": " << (o.ragged ? "true" : "false")
+       << ", \"copy_bandwidth_gbs\": " << bandwidth[0] << ", \"rows\": [";
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];
       js << (i ? ", " : "") << "{\"cache\": " << r.cache << ", \"cp\": " << r.cp

@@ -433,6 +433,9 @@ int main(int argc, char** argv) {
                "--seq is the cache length (default 32768,131072,1048576), --cp defaults to 1 and "
                "every GPU (--transport loopback: cp virtual ranks on GPU 0, checks only)");
   app.add_option("--decode-tokens", o.decode_tokens, "--decode: new tokens per step (default 1)");
+  app.add_flag("--ragged", o.ragged,
+               "--decode with --batch B: sequences of different lengths, sequence b holding "
+               "L (b + 1) / B of the cache length L (continuous batching; default: all L)");
   app.add_option("--splits", o.splits,
                  "--decode: DecodeConfig::max_splits, pieces a rank's cache is cut into (list)")
       ->delimiter(',');

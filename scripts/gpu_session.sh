@@ -73,6 +73,10 @@ if [[ $mode == decode ]]; then  # decoding against a sharded cache: tests, then 
   run gpu_decode 300 $BIN/test_gpu_decode
   run decode_bench 540 $BIN/ulysses-bench --decode --json "$OUT/decode.json" "${bench_args[@]}"
   cat "$OUT/decode_bench.log"
+  # A batch of 8 sequences of 1/8 .. 8/8 of the cache length, beside 8 of the full length.
+  run decode_ragged 300 $BIN/ulysses-bench --decode --batch 8 --ragged --seq 131072,1048576 \
+    --splits 16 --json "$OUT/decode_ragged.json"
+  cat "$OUT/decode_ragged.log"
   exit $rc
 fi
 if [[ $mode == allgather ]]; then  # all-gather CP: tests, then beside ulysses and ring
