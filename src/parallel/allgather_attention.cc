@@ -191,11 +191,11 @@ class AllGatherAttention final : public DistributedAttention {
     ULYSSES_RETURN_IF_ERROR(gather_kv(a.k, a.v, kv_all, stream));
     for (const Call& call : calls_) {
       LocalForwardArgs la;
-      la.q = shard_rows(act(a.q), call.q_row, call.q_rows);
+      la.q = sequence_rows(act(a.q), call.q_row, call.q_rows);
       la.k = kv_rows(kv_all, 0, call.k_lo, call.k_hi - call.k_lo);
       la.v = kv_rows(kv_all, G_, call.k_lo, call.k_hi - call.k_lo);
       la.sinks = a.sinks;
-      la.o = shard_rows(act(a.o), call.q_row, call.q_rows);
+      la.o = sequence_rows(act(a.o), call.q_row, call.q_rows);
       la.lse = lse_view(lse, call.q_row, call.q_rows);
       la.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
       ULYSSES_RETURN_IF_ERROR(kernel_.forward(call_problem(config_, call), la, stream));
@@ -232,19 +232,19 @@ class AllGatherAttention final : public DistributedAttention {
         p.accumulate_dkv = accumulate_;
         p.accumulate_dq = accumulate_ && call.part > 0;
         LocalBackwardArgs lb;
-        lb.q = shard_rows(q, call.q_row, call.q_rows);
+        lb.q = sequence_rows(q, call.q_row, call.q_rows);
         lb.k = kv_rows(kv_all, 0, call.k_lo, n);
         lb.v = kv_rows(kv_all, G_, call.k_lo, n);
-        lb.o = shard_rows(o, call.q_row, call.q_rows);
+        lb.o = sequence_rows(o, call.q_row, call.q_rows);
         lb.lse = lse_view(lse, call.q_row, call.q_rows);
-        lb.d_o = shard_rows(act(a.d_o), call.q_row, call.q_rows);
+        lb.d_o = sequence_rows(act(a.d_o), call.q_row, call.q_rows);
         if (p.config.sinks) {
           lb.sinks = a.sinks;
           lb.dsinks = dsinks_view(ws, g);
         }
         const TensorView dq_sum = grad_rows(at(ws, dq_acc_), H_, call.q_rows);
         if (!split) {
-          lb.dq = shard_rows(act(a.dq), call.q_row, call.q_rows);
+          lb.dq = sequence_rows(act(a.dq), call.q_row, call.q_rows);
         } else {
           lb.dq =
               call.part == 0 || accumulate_ ? dq_sum : grad_rows(at(ws, dq_blk_), H_, call.q_rows);
@@ -265,7 +265,7 @@ class AllGatherAttention final : public DistributedAttention {
       }
       if (split) {
         const Call& c0 = parts.front();
-        ULYSSES_RETURN_IF_ERROR(kernels::convert(shard_rows(act(a.dq), c0.q_row, c0.q_rows),
+        ULYSSES_RETURN_IF_ERROR(kernels::convert(sequence_rows(act(a.dq), c0.q_row, c0.q_rows),
                                                  grad_rows(at(ws, dq_acc_), H_, c0.q_rows),
                                                  stream));
       }
@@ -305,9 +305,9 @@ class AllGatherAttention final : public DistributedAttention {
           ++s;
         }
       }
-      ULYSSES_RETURN_IF_ERROR(kernels::convert(shard_rows(act(a.dk), g * c_, c_),
+      ULYSSES_RETURN_IF_ERROR(kernels::convert(sequence_rows(act(a.dk), g * c_, c_),
                                                dkv_rows(dkv_all, 0, G_, y * c_, c_), stream));
-      ULYSSES_RETURN_IF_ERROR(kernels::convert(shard_rows(act(a.dv), g * c_, c_),
+      ULYSSES_RETURN_IF_ERROR(kernels::convert(sequence_rows(act(a.dv), g * c_, c_),
                                                dkv_rows(dkv_all, G_, G_, y * c_, c_), stream));
     }
     if (config_.attention.sinks) {
@@ -335,9 +335,9 @@ class AllGatherAttention final : public DistributedAttention {
       const kernels::MessageLayout msg{
           kv_all + row_bytes(slot_row(own[g] * c_), dtype_), dtype_, 1, c_, B_, 2 * G_, D_};
       ULYSSES_RETURN_IF_ERROR(
-          kernels::pack_heads(shard_rows(act(k), g * c_, c_), zero_map_, G_, msg, 0, stream));
+          kernels::pack_heads(sequence_rows(act(k), g * c_, c_), zero_map_, G_, msg, 0, stream));
       ULYSSES_RETURN_IF_ERROR(
-          kernels::pack_heads(shard_rows(act(v), g * c_, c_), zero_map_, G_, msg, G_, stream));
+          kernels::pack_heads(sequence_rows(act(v), g * c_, c_), zero_map_, G_, msg, G_, stream));
     }
     if (P_ == 1) return Status::ok();
     const std::size_t bytes = chunk_bytes(dtype_);
@@ -365,13 +365,6 @@ class AllGatherAttention final : public DistributedAttention {
   }
   TensorView act(const TensorView& t) const { return as_bshd(t, config_.layout); }
 
-  // Rows [row0, row0 + rows) of a [B, 2c, heads, D] view.
-  static TensorView shard_rows(TensorView t, std::int64_t row0, std::int64_t rows) {
-    t.data = static_cast<char*>(t.data) +
-             static_cast<std::size_t>(row0 * t.stride(1)) * dtype_size(t.dtype);
-    t.shape[1] = rows;
-    return t;
-  }
   // A [B, 2c, heads, D] contiguous copy in `saved`.
   TensorView saved_act(void* saved, std::size_t offset, int heads) const {
     return TensorView::contiguous(at(saved, offset), dtype_, {B_, Sl_, heads, D_}, comm_.device());
@@ -428,9 +421,8 @@ class AllGatherAttention final : public DistributedAttention {
   }
   // Call i's dSinks entries [H] fp32 in the workspace.
   TensorView dsinks_view(char* ws, std::size_t i) const {
-    TensorView v = TensorView::contiguous(at(ws, dsinks_ + i * static_cast<std::size_t>(H_) * 4),
-                                          DType::kFloat32, {H_}, comm_.device());
-    return v;
+    return TensorView::contiguous(at(ws, dsinks_ + i * static_cast<std::size_t>(H_) * 4),
+                                  DType::kFloat32, {H_}, comm_.device());
   }
 
   void layout_buffers() {

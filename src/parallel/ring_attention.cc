@@ -770,11 +770,7 @@ class RingAttention final : public DistributedAttention {
   // Rows [row0, row0 + rows) of this rank's activation t (U = 1, bshd): [B, rows, H, D], t's
   // strides. The shard's rows are the head buffers' rows.
   TensorView shard_rows(const TensorView& t, std::int64_t row0, std::int64_t rows) const {
-    TensorView v = act(t);
-    v.data = static_cast<char*>(v.data) +
-             static_cast<std::size_t>(row0 * v.stride(1)) * dtype_size(v.dtype);
-    v.shape[1] = rows;
-    return v;
+    return sequence_rows(act(t), row0, rows);
   }
 
   // [B, rows, heads, D] view of channels [c_begin, c_begin + heads), rows [row0, row0 + rows), of
