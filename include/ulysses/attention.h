@@ -83,6 +83,13 @@ struct LocalProblem {
   /// varlen only: the sequences are given as VarlenRows (args.rows: query and key rows of each
   /// sequence, which may differ and leave gaps) instead of cu_seqlens.
   bool varlen_rows = false;
+  /// varlen_rows only: each sequence's diagonal runs through the bottom-right corner of its
+  /// block (FlashAttention's causal convention): query row q_begin[s] + i is at position
+  /// i + (kv_len[s] - q_len[s]) + diagonal_offset instead of i + diagonal_offset. One call then
+  /// holds sequences whose queries are the last rows of key ranges of different lengths
+  /// (all-gather with packed batches). A kernel that does not implement it refuses it in
+  /// check_support().
+  bool bottom_right = false;
   /// backward() will run on this problem too (plans: PlanConfig::training). false: forward only,
   /// so check_support() need not require what only backward needs.
   bool backward = true;

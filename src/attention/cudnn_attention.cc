@@ -16,7 +16,8 @@
 //
 // Masks: cuDNN's top-left diagonal band (see bounds()): causal is right bound 0, window_left w is
 // left bound w + 1 (cuDNN keeps keys j > i - bound), window_right w is right bound w; a block's
-// diagonal_offset D shifts both (right + D, left - D).
+// diagonal_offset D shifts both (right + D, left - D). LocalProblem::bottom_right is cuDNN's
+// bottom-right alignment with the same bounds (each sequence's seq_len_kv - seq_len_q added).
 //
 // Graphs are built on first use of a descriptor (shape, strides, masks, dtypes) and cached.
 #include <cudnn.h>
@@ -726,7 +727,10 @@ class CudnnAttention final : public LocalAttention {
   template <typename Attrs>
   static void apply_masks(Attrs& at, const LocalProblem& p) {
     const Bounds b = bounds(p);
-    if (b.has_left || b.has_right) at.set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT);
+    if (b.has_left || b.has_right) {
+      at.set_diagonal_alignment(p.bottom_right ? fe::DiagonalAlignment_t::BOTTOM_RIGHT
+                                               : fe::DiagonalAlignment_t::TOP_LEFT);
+    }
     if (b.has_right) at.set_diagonal_band_right_bound(static_cast<int>(b.right));
     if (b.has_left) at.set_diagonal_band_left_bound(static_cast<int>(b.left));
   }
@@ -874,9 +878,10 @@ class CudnnAttention final : public LocalAttention {
   std::string describe(const LocalProblem& p, const Varlen& vl) const {
     const AttentionConfig& c = p.config;
     return str_cat(dtype_name(p.dtype), " B", p.batch, " S", p.seqlen, "x", p.kv_len(), "@",
-                   p.diagonal_offset, " hq", p.num_heads_q_local, " hkv", p.num_heads_kv_local,
-                   " D", c.head_dim, " scale", c.scale(), " causal", c.causal, " win",
-                   c.window_left, ",", c.window_right, " sinks", c.sinks, " varlen", p.varlen,
+                   p.diagonal_offset, p.bottom_right ? "br" : "", " hq", p.num_heads_q_local,
+                   " hkv", p.num_heads_kv_local, " D", c.head_dim, " scale", c.scale(), " causal",
+                   c.causal, " win", c.window_left, ",", c.window_right, " sinks", c.sinks,
+                   " varlen", p.varlen,
                    vl.on ? str_cat(" nb", vl.padded, " smax", vl.max_len) : std::string(), " gkv",
                    dtype_name(p.grad_kv_dtype), " gq32", p.grad_q_fp32, " o32", p.out_fp32);
   }

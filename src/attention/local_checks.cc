@@ -94,6 +94,10 @@ Status check_local_problem(const LocalProblem& p, std::string_view api) {
     return arg_error(api, "varlen_rows", "needs varlen", "true with varlen false",
                      "varlen true (VarlenRows describe a packed batch)");
   }
+  if (p.bottom_right && !p.varlen_rows) {
+    return arg_error(api, "bottom_right", "needs varlen_rows", "true with varlen_rows false",
+                     "varlen_rows true (the corner is each VarlenRows sequence's)");
+  }
   if (p.varlen && !p.varlen_rows && (p.seqlen_kv != 0 || p.diagonal_offset != 0)) {
     return arg_error(api, "seqlen_kv / diagonal_offset", "are not supported with cu_seqlens",
                      str_cat(p.seqlen_kv, " / ", p.diagonal_offset),

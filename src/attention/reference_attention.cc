@@ -44,7 +44,7 @@ KeyRanges key_ranges(const LocalProblem& p, std::span<const std::int32_t> cu_seq
         r.padding[iu] = 0;
         seg_start[iu] = k0;
         seg_end[iu] = k0 + k_len;
-        pos[iu] = i - q0 + k0 + p.diagonal_offset;
+        pos[iu] = i - q0 + k0 + p.diagonal_offset + (p.bottom_right ? k_len - q_len : 0);
       }
     };
     if (p.varlen_rows) {

@@ -594,20 +594,7 @@ class RingAttention final : public DistributedAttention {
                        void* workspace, Stream stream, std::string_view api) {
     if (!packed_) return Status::ok();
     const std::int64_t n = static_cast<std::int64_t>(cu.size()) - 1;
-    if (n > max_seqs_) {
-      return arg_error(api, "cu_seqlens", "holds more sequences than the plan has room for",
-                       str_cat(n, " sequences"),
-                       str_cat("<= seqlen / (2 ring) = ", max_seqs_,
-                               " (every non-empty sequence pads to >= 2 ring tokens; drop empty "
-                               "ones)"));
-    }
-    ULYSSES_ASSIGN_OR_RETURN(auto offsets, packed_sequence_offsets(config_.parallel, cu));
-    if (offsets.back() > S_) {
-      return arg_error(api, "cu_seqlens", "needs more tokens than the plan's seqlen once padded",
-                       offsets.back(),
-                       str_cat("<= ", S_, " (each sequence padded to a multiple of ", 2 * R_,
-                               ": packed_sequence_offsets())"));
-    }
+    ULYSSES_RETURN_IF_ERROR(zigzag_packed_offsets(config_, cu, max_seqs_, api).status());
     num_seqs_ = static_cast<int>(n);
     tables_.assign(static_cast<std::size_t>((2 * R_ + 1) * n), 0);
     ULYSSES_RETURN_IF_ERROR(kernels::packed_chunk_tables(cu.data(), num_seqs_, R_, tables_.data(),

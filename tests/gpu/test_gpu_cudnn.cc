@@ -233,11 +233,14 @@ INSTANTIATE_TEST_SUITE_P(Features, CudnnVsReference, ::testing::ValuesIn(cases()
 // VarlenRows, as ring attention's packed blocks use them: queries and keys in different rows with
 // gaps between sequences, a sequence without keys and one without queries, fp32 O / dQ / dK / dV,
 // and a backward that takes the given O and LSE (partial_keys). Rows outside every sequence must
-// come back as zeros (LSE -inf) although the outputs start poisoned.
+// come back as zeros (LSE -inf) although the outputs start poisoned. bottom_right: every
+// sequence's mask aligned at its own bottom-right corner (all-gather's packed calls).
 struct RowsCase {
   std::string name;
   bool causal;
   std::vector<std::int32_t> q_begin, q_len, kv_begin, kv_len;
+  bool bottom_right = false;
+  int window_left = -1;
 };
 
 class CudnnVarlenRows : public ::testing::TestWithParam<RowsCase> {};
@@ -251,10 +254,14 @@ TEST_P(CudnnVarlenRows, WithinTwiceThePlainError) {
   const DType dt = DType::kBFloat16, f32 = DType::kFloat32, f64 = DType::kFloat64;
   const std::int64_t Sq = 96, Skv = 80;
   const int Hq = 4, Hkv = 2, D = 64;
-  const AttentionConfig cfg{
-      .num_heads_q = Hq, .num_heads_kv = Hkv, .head_dim = D, .causal = rc.causal};
+  const AttentionConfig cfg{.num_heads_q = Hq,
+                            .num_heads_kv = Hkv,
+                            .head_dim = D,
+                            .causal = rc.causal,
+                            .window_left = rc.window_left};
   LocalProblem p = LocalProblem::unsharded(cfg, dt, 1, Sq, true);
   p.varlen_rows = true;
+  p.bottom_right = rc.bottom_right;
   p.seqlen_kv = Skv;
   p.partial_keys = true;
   const VarlenRows rows{
@@ -386,7 +393,25 @@ INSTANTIATE_TEST_SUITE_P(
         RowsCase{"causal_gaps", true, {0, 30, 70}, {20, 33, 26}, {5, 28, 64}, {20, 33, 0}},
         // Query ranges that tile every query row, each with keys (decoding's open pieces): the
         // backend skips its O / LSE prefill, so every poisoned row must come back from cuDNN.
-        RowsCase{"queries_tiled", false, {0, 40}, {40, 56}, {0, 30}, {25, 50}}),
+        RowsCase{"queries_tiled", false, {0, 40}, {40, 56}, {0, 30}, {25, 50}},
+        // The last q_len of kv_len keys of each sequence: the causal diagonal at each sequence's
+        // own offset kv_len - q_len (0, 20, 2, and a sequence without queries).
+        RowsCase{"causal_bottom_right",
+                 true,
+                 {0, 30, 70, 96},
+                 {20, 10, 26, 0},
+                 {0, 22, 52, 80},
+                 {20, 30, 28, 0},
+                 true},
+        // The same with a window of 7 keys behind each query.
+        RowsCase{"causal_window_bottom_right",
+                 true,
+                 {0, 30, 70},
+                 {20, 10, 26},
+                 {0, 22, 52},
+                 {20, 30, 28},
+                 true,
+                 7}),
     [](const auto& param_info) { return param_info.param.name; });
 
 // accumulate_dq / accumulate_dkv (ring's block gradients): the fp32 views hold running sums and

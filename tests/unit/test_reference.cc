@@ -446,12 +446,36 @@ TEST(ReferenceVarlenRows, ContiguousRowsEqualCuSeqlensBitwise) {
   EXPECT_BITWISE_EQ(a.dsinks, b.dsinks, "dSinks");
 }
 
-TEST(ReferenceVarlenRows, EachSequenceIsItsOwnBlock) {
-  // Queries and keys in different rows with gaps, causal with diagonal offset 2: every sequence
-  // must equal a dense block call on its own rows; rows of no sequence are 0 (LSE -inf).
-  const AttentionConfig cfg{.num_heads_q = 2, .num_heads_kv = 1, .head_dim = 4, .causal = true};
-  const std::int64_t Sq = 14, Skv = 12, off = 2;
-  const std::vector<std::int32_t> qb{0, 6}, ql{4, 5}, kb{1, 7}, kl{4, 5};
+// Queries and keys in different rows with gaps, causal: every sequence must equal a dense block
+// call on its own rows; rows of no sequence are 0 (LSE -inf). Top-left with diagonal offset 2, and
+// bottom-right (each sequence's offset kv_len - q_len, plus a window) with offset 0.
+struct OwnBlockCase {
+  std::string name;
+  bool bottom_right;
+  std::int64_t off;
+  int window_left;
+  std::vector<std::int32_t> qb, ql, kb, kl;
+};
+
+class ReferenceVarlenRowsBlocks : public ::testing::TestWithParam<OwnBlockCase> {};
+
+INSTANTIATE_TEST_SUITE_P(
+    ReferenceVarlenRows, ReferenceVarlenRowsBlocks,
+    ::testing::Values(
+        OwnBlockCase{"top_left_offset_2", false, 2, -1, {0, 6}, {4, 5}, {1, 7}, {4, 5}},
+        OwnBlockCase{"bottom_right", true, 0, -1, {0, 6}, {4, 5}, {0, 6}, {6, 6}},
+        OwnBlockCase{"bottom_right_window", true, 0, 2, {1, 6}, {3, 5}, {0, 5}, {5, 7}}),
+    [](const auto& param_info) { return param_info.param.name; });
+
+TEST_P(ReferenceVarlenRowsBlocks, EachSequenceIsItsOwnBlock) {
+  const OwnBlockCase bc = GetParam();
+  const AttentionConfig cfg{.num_heads_q = 2,
+                            .num_heads_kv = 1,
+                            .head_dim = 4,
+                            .causal = true,
+                            .window_left = bc.window_left};
+  const std::int64_t Sq = 14, Skv = 12, off = bc.off;
+  const std::vector<std::int32_t>&qb = bc.qb, &ql = bc.ql, &kb = bc.kb, &kl = bc.kl;
   std::mt19937_64 rng(testing::fresh_seed());
   const DType f64 = DType::kFloat64;
   HostTensor q(f64, {1, Sq, 2, 4}), k(f64, {1, Skv, 1, 4}), v = k, d_o = q, o = q, dq = q, dk = k,
@@ -463,6 +487,7 @@ TEST(ReferenceVarlenRows, EachSequenceIsItsOwnBlock) {
   p.varlen_rows = true;
   p.seqlen_kv = Skv;
   p.diagonal_offset = off;
+  p.bottom_right = bc.bottom_right;
   const VarlenRows rows{.q_begin = qb, .q_len = ql, .kv_begin = kb, .kv_len = kl};
   ASSERT_TRUE(
       reference_forward(
@@ -483,7 +508,7 @@ TEST(ReferenceVarlenRows, EachSequenceIsItsOwnBlock) {
   for (std::size_t s = 0; s < qb.size(); ++s) {
     LocalProblem d = LocalProblem::unsharded(cfg, f64, 1, ql[s]);
     d.seqlen_kv = kl[s];
-    d.diagonal_offset = off;
+    d.diagonal_offset = off + (bc.bottom_right ? kl[s] - ql[s] : 0);
     HostTensor eo(f64, {1, ql[s], 2, 4}), edq = eo, edk(f64, {1, kl[s], 1, 4}), edv = edk;
     HostTensor e_lse(DType::kFloat32, {1, 2, ql[s]});
     const TensorView sq = row_slice(q.view, 1, qb[s], ql[s]),
@@ -564,6 +589,10 @@ TEST(ReferenceVarlenRows, BadRowsAreNamed) {
   LocalProblem bad = p;
   bad.varlen = false;
   expect(kernel->check_support(bad), {"varlen_rows", "needs varlen"});
+  LocalProblem corner = p;
+  corner.varlen_rows = false;
+  corner.bottom_right = true;
+  expect(kernel->check_support(corner), {"bottom_right", "needs varlen_rows"});
 }
 
 }  // namespace

@@ -198,14 +198,17 @@ std::vector<PlanRule> plan_rules() {
        },
        SC::kUnsupported,
        {"thd", "ring", "window_left 4", "ulysses"}},
-      {"allgather_thd",
+      {"allgather_thd_two_sided_window",
        [](PlanConfig& c) {
          c.parallel.strategy = Strategy::kAllGather;
          c.layout = Layout::kTHD;
          c.batch = 1;
+         c.attention.causal = false;
+         c.attention.window_left = 4;
+         c.attention.window_right = 2;
        },
        SC::kUnsupported,
-       {"thd", "allgather", "ulysses or ring"}},
+       {"thd", "allgather", "without causal", "window_left 4", "window_right 2"}},
       {"allgather_fp8",
        [](PlanConfig& c) {
          c.parallel.strategy = Strategy::kAllGather;
