@@ -256,30 +256,31 @@ INSTANTIATE_TEST_SUITE_P(
 
 // All-gather with packed sequences: per-sequence zigzag chunks, each sequence's keys in one run of
 // the gathered rows, masks at each sequence's bottom-right corner (cuDNN's alignment).
-INSTANTIATE_TEST_SUITE_P(
-    AllGatherPacked, DeviceLoopbackRing,
-    ::testing::Values(
-        packed_case("p2_gqa_causal", Strategy::kAllGather, 2, 0, 1024, 8, 2, true,
-                    {100, 333, 7, 450}),
-        packed_case("p4_mha_full", Strategy::kAllGather, 4, 0, 1024, 4, 4, false,
-                    {200, 301, 64, 250}),
-        packed_case("p8_mqa_causal_empty_seq", Strategy::kAllGather, 8, 0, 2048, 4, 1, true,
-                    {700, 90, 513, 0, 401}),
-        [] {
-          GpuCase c = packed_case("p4_causal_window_100_sinks", Strategy::kAllGather, 4, 0, 2048,
-                                  8, 2, true, {700, 90, 513, 0, 401});
-          c.wl = 100;
-          c.sinks = true;
-          return c;
-        }(),
-        [] {
-          GpuCase c = packed_case("p2_gqa_causal_lse_only_fp16", Strategy::kAllGather, 2, 0, 1024,
-                                  8, 2, true, {100, 333, 7, 450});
-          c.saved = SavedActivations::kLseOnly;
-          c.dtype = DType::kFloat16;
-          return c;
-        }()),
-    [](const auto& param_info) { return param_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(AllGatherPacked, DeviceLoopbackRing,
+                         ::testing::Values(
+                             packed_case("p2_gqa_causal", Strategy::kAllGather, 2, 0, 1024, 8, 2,
+                                         true, {100, 333, 7, 450}),
+                             packed_case("p4_mha_full", Strategy::kAllGather, 4, 0, 1024, 4, 4,
+                                         false, {200, 301, 64, 250}),
+                             packed_case("p8_mqa_causal_empty_seq", Strategy::kAllGather, 8, 0,
+                                         2048, 4, 1, true, {700, 90, 513, 0, 401}),
+                             [] {
+                               GpuCase c =
+                                   packed_case("p4_causal_window_100_sinks", Strategy::kAllGather,
+                                               4, 0, 2048, 8, 2, true, {700, 90, 513, 0, 401});
+                               c.wl = 100;
+                               c.sinks = true;
+                               return c;
+                             }(),
+                             [] {
+                               GpuCase c =
+                                   packed_case("p2_gqa_causal_lse_only_fp16", Strategy::kAllGather,
+                                               2, 0, 1024, 8, 2, true, {100, 333, 7, 450});
+                               c.saved = SavedActivations::kLseOnly;
+                               c.dtype = DType::kFloat16;
+                               return c;
+                             }()),
+                         [](const auto& param_info) { return param_info.param.name; });
 
 GpuCase lse_only(GpuCase c, int chunks = 1, int in_flight = 2) {
   c.saved = SavedActivations::kLseOnly;
