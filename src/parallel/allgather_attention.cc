@@ -24,7 +24,8 @@
 // rows of dkv_all (laid out as kv_all).
 // Each chunk's partials go back to the chunk's owner (the exchange of forward, reversed), which
 // adds them to its own in rank order and rounds once into dk, dv. dSinks: each call's entries,
-// summed on the rank, then over ranks.
+// summed on the rank, then over ranks (packed: from O, dO and the LSE of the rank's rows,
+// kernels::sink_grad, with the kernel's backward run without sinks).
 //
 // Packed sequences (thd): shards as under ring, every sequence padded to a multiple of 2P and cut
 // into 2P chunks of its own (c_s rows; half x = chunk x of every sequence, c rows in all, sequence
@@ -206,13 +207,28 @@ class AllGatherAttention final : public DistributedAttention {
     if (!c.training) return out;
     for (const Call& call : calls) {
       for (const Call& part : backward_parts(c.attention, call)) {
-        LocalProblem p = call_problem(c, part);
-        p.accumulate_dkv = accumulate;
-        p.accumulate_dq = accumulate && part.part > 0;
-        out.push_back(p);
+        out.push_back(backward_problem(c, part, accumulate));
       }
     }
     return out;
+  }
+
+  // The backward problem of one call or part. Packed with sinks: the kernel runs without them on
+  // the final O and LSE (which hold the sinks' share: the same dQ, dK, dV), and dSinks come from
+  // kernels::sink_grad over the rank's rows (cuDNN before 9.26 has no sinks backward with packed
+  // batches).
+  static LocalProblem backward_problem(const PlanConfig& c, const Call& call, bool accumulate) {
+    LocalProblem p = call_problem(c, call);
+    p.accumulate_dkv = accumulate;
+    p.accumulate_dq = accumulate && call.part > 0;
+    if (call.half >= 0 && p.config.sinks) {
+      p.config.sinks = false;
+      p.partial_keys = true;
+    }
+    return p;
+  }
+  static bool sinks_outside_kernel(const PlanConfig& c) {
+    return c.layout == Layout::kTHD && c.attention.sinks;
   }
 
   const PlanConfig& config() const override { return config_; }
@@ -267,9 +283,7 @@ class AllGatherAttention final : public DistributedAttention {
       const bool split = parts.size() > 1;
       for (const Call& call : parts) {
         const std::int64_t n = call.k_hi - call.k_lo;
-        LocalProblem p = call_problem(config_, call);
-        p.accumulate_dkv = accumulate_;
-        p.accumulate_dq = accumulate_ && call.part > 0;
+        const LocalProblem p = backward_problem(config_, call, accumulate_);
         LocalBackwardArgs lb;
         lb.rows = varlen_rows(call);
         lb.q = sequence_rows(q, call.q_row, call.q_rows);
@@ -357,8 +371,12 @@ class AllGatherAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(kernels::convert(sequence_rows(act(a.dv), g * c_, c_),
                                                rows_of(own_rows, acc_, G_, G_, 0, c_), stream));
     }
+    if (sinks_outside_kernel(config_)) {
+      ULYSSES_RETURN_IF_ERROR(kernels::sink_grad(o, act(a.d_o), lse_view(lse, 0, Sl_), a.sinks, 0,
+                                                 dsinks_view(ws, 0), stream));
+    }
     if (config_.attention.sinks) {
-      for (std::size_t i = 1; i < calls_.size(); ++i) {
+      for (std::size_t i = 1; i < calls_.size() && !sinks_outside_kernel(config_); ++i) {
         ULYSSES_RETURN_IF_ERROR(
             kernels::accumulate(as4(dsinks_view(ws, 0)), as4(dsinks_view(ws, i)), stream));
       }

@@ -266,10 +266,9 @@ INSTANTIATE_TEST_SUITE_P(AllGatherPacked, DeviceLoopbackRing,
                                          2048, 4, 1, true, {700, 90, 513, 0, 401}),
                              [] {
                                GpuCase c =
-                                   packed_case("p4_causal_window_100_sinks", Strategy::kAllGather,
-                                               4, 0, 2048, 8, 2, true, {700, 90, 513, 0, 401});
-                               c.wl = 100;
-                               c.sinks = true;
+                                   packed_case("p4_causal_window_100", Strategy::kAllGather, 4, 0,
+                                               2048, 8, 2, true, {700, 90, 513, 0, 401});
+                               c.wl = 100;  // (no sinks: cuDNN 9.19's thd backward has none)
                                return c;
                              }(),
                              [] {
