@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <numeric>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -65,15 +66,52 @@ struct Shape {
   int Hq, Hkv, D;
   DType dtype;
   AttentionConfig att;
+  // --varlen: B = 1 and the S tokens hold packed documents (layout thd) at these offsets, each a
+  // multiple of 2 cp tokens long for every cp of the run, so the offsets are the same for every
+  // strategy (no padding between documents; the rows after the last are padding). Empty: bshd.
+  std::vector<std::int32_t> cu;
+  bool packed() const { return !cu.empty(); }
   std::size_t act_bytes(int heads) const {
     return static_cast<std::size_t>(B * S * heads * D) * dtype_size(dtype);
   }
 };
 
 double flops_per_step(const Shape& s) {
-  const double fwd = 4.0 * static_cast<double>(s.B) * static_cast<double>(s.S) *
-                     static_cast<double>(s.S) * s.Hq * s.D * (s.att.causal ? 0.5 : 1.0);
+  double pairs = static_cast<double>(s.B) * static_cast<double>(s.S) * static_cast<double>(s.S);
+  if (s.packed()) {  // attention stays inside each document
+    pairs = 0;
+    for (std::size_t i = 0; i + 1 < s.cu.size(); ++i) {
+      const double len = s.cu[i + 1] - s.cu[i];
+      pairs += len * len;
+    }
+  }
+  const double fwd = 4.0 * pairs * s.Hq * s.D * (s.att.causal ? 0.5 : 1.0);
   return 3.5 * fwd;
+}
+
+// --varlen N: N document lengths, multiples of `unit`, drawn from `seed`, that fill S exactly
+// (each at least one unit; lengths spread over [unit, ~2 S / N]).
+std::vector<std::int32_t> document_offsets(int n, std::int64_t S, std::int64_t unit,
+                                           std::uint64_t seed) {
+  const std::int64_t units = S / unit;
+  if (n < 1 || n > units) return {};
+  std::mt19937_64 rng(seed);
+  std::vector<double> w(static_cast<std::size_t>(n));
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  double total = 0;
+  for (double& x : w) total += (x = u(rng));
+  std::vector<std::int32_t> cu{0};
+  std::int64_t left = units - n;  // one unit each, the rest by weight
+  for (int i = 0; i < n; ++i) {
+    std::int64_t extra =
+        i + 1 == n
+            ? left
+            : std::min(left, static_cast<std::int64_t>(w[static_cast<std::size_t>(i)] / total *
+                                                       static_cast<double>(units - n)));
+    left -= extra;
+    cu.push_back(static_cast<std::int32_t>(cu.back() + (1 + extra) * unit));
+  }
+  return cu;
 }
 
 std::size_t used_bytes(int device) {
@@ -178,8 +216,12 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
     std::fprintf(stderr, "ulysses-bench: %s\n", kernel.status().to_string().c_str());
     std::exit(1);
   }
-  const LocalProblem p = LocalProblem::unsharded(s.att, s.dtype, s.B, s.S);
-  void *q, *k, *v, *o, *d_o, *dq, *dk, *dv, *lse, *ws;
+  const LocalProblem p = LocalProblem::unsharded(s.att, s.dtype, s.B, s.S, s.packed());
+  void *q, *k, *v, *o, *d_o, *dq, *dk, *dv, *lse, *ws, *cu = nullptr;
+  if (s.packed()) {
+    BENCH_CUDA(cudaMalloc(&cu, s.cu.size() * 4));
+    BENCH_CUDA(cudaMemcpy(cu, s.cu.data(), s.cu.size() * 4, cudaMemcpyHostToDevice));
+  }
   BENCH_CUDA(cudaMalloc(&q, s.act_bytes(s.Hq)));
   BENCH_CUDA(cudaMalloc(&k, s.act_bytes(s.Hkv)));
   BENCH_CUDA(cudaMalloc(&v, s.act_bytes(s.Hkv)));
@@ -209,6 +251,8 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
                      .v = act(v, s.Hkv),
                      .o = act(o, s.Hq),
                      .lse = lse_v,
+                     .cu_seqlens = s.cu,
+                     .cu_seqlens_device = static_cast<const std::int32_t*>(cu),
                      .workspace = ws};
   LocalBackwardArgs b{.q = f.q,
                       .k = f.k,
@@ -219,6 +263,8 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
                       .dq = act(dq, s.Hq),
                       .dk = act(dk, s.Hkv),
                       .dv = act(dv, s.Hkv),
+                      .cu_seqlens = s.cu,
+                      .cu_seqlens_device = f.cu_seqlens_device,
                       .workspace = ws};
   cudaStream_t st;
   BENCH_CUDA(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
@@ -263,7 +309,7 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
     out->dk = down(dk, s.Hkv);
     out->dv = down(dv, s.Hkv);
   }
-  for (void* x : {q, k, v, o, d_o, dq, dk, dv, lse, ws}) cudaFree(x);
+  for (void* x : {q, k, v, o, d_o, dq, dk, dv, lse, ws, cu}) cudaFree(x);
   cudaStreamDestroy(st);
   return ms[ms.size() / 2];
 }
@@ -537,6 +583,7 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
   const std::int64_t Sl = s.S / P;
   const PlanConfig cfg{.attention = s.att,
                        .parallel = parallel,
+                       .layout = s.packed() ? Layout::kTHD : Layout::kBSHD,
                        .dtype = s.dtype,
                        .batch = s.B,
                        .seqlen = s.S,
@@ -585,7 +632,12 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
         mem->saved = static_cast<double>((*plan)->saved_bytes()) / kGiB;
       }
       // Shard r of [B, S, H, D]: this rank's token ranges of each batch entry, in order.
-      const std::vector<TokenRange> ranges = shard_token_ranges(parallel, s.S, r).value();
+      const std::vector<TokenRange> ranges = shard_token_ranges(parallel, s.S, r, s.cu).value();
+      void* cu = nullptr;
+      if (s.packed()) {
+        BENCH_CUDA(cudaMalloc(&cu, s.cu.size() * 4));
+        BENCH_CUDA(cudaMemcpy(cu, s.cu.data(), s.cu.size() * 4, cudaMemcpyHostToDevice));
+      }
       auto upload = [&](void* dst, const std::vector<std::uint16_t>& src, int heads) {
         const std::size_t tok = static_cast<std::size_t>(heads * s.D);
         for (std::int64_t b = 0; b < s.B; ++b) {
@@ -604,18 +656,26 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
       upload(v, in.v, s.Hkv);
       upload(d_o, in.d_o, s.Hq);
       auto act = [&](void* ptr, int heads) {
+        if (s.packed()) {  // [T / cp, H, D]
+          return TensorView::contiguous(ptr, s.dtype, {Sl, heads, s.D}, Device::cuda(dev(r)));
+        }
         return TensorView::contiguous(ptr, s.dtype, {s.B, Sl, heads, s.D}, Device::cuda(dev(r)));
       };
+      const auto* cu_dev = static_cast<const std::int32_t*>(cu);
       ForwardArgs f{.q = act(q, s.Hq),
                     .k = act(k, s.Hkv),
                     .v = act(v, s.Hkv),
                     .o = act(o, s.Hq),
+                    .cu_seqlens = s.cu,
+                    .cu_seqlens_device = cu_dev,
                     .workspace = ws,
                     .saved = saved};
       BackwardArgs b{.d_o = act(d_o, s.Hq),
                      .dq = act(dq, s.Hq),
                      .dk = act(dk, s.Hkv),
                      .dv = act(dv, s.Hkv),
+                     .cu_seqlens = s.cu,
+                     .cu_seqlens_device = cu_dev,
                      .workspace = ws,
                      .saved = saved,
                      .q = f.q,  // read with saved_activations = lse
@@ -692,7 +752,7 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
         down(dv, out->dv, s.Hkv);
       }
       if (graph) cudaGraphExecDestroy(graph);
-      for (void* x : {q, k, v, o, d_o, dq, dk, dv, ws, saved}) cudaFree(x);
+      for (void* x : {q, k, v, o, d_o, dq, dk, dv, ws, saved, cu}) cudaFree(x);
       cudaStreamDestroy(st);
     });
   }
@@ -719,7 +779,9 @@ std::string repro(const Shape& s, int cp, const PlanKnobs& knobs, int iters,
                  parallel.strategy == Strategy::kUlysses
              ? " --in-flight " + std::to_string(knobs.in_flight)
              : std::string())
-     << (knobs.payload == Payload::kFp8 ? " --payload fp8" : "") << " --iters " << iters;
+     << (knobs.payload == Payload::kFp8 ? " --payload fp8" : "")
+     << (s.packed() ? " --varlen " + std::to_string(s.cu.size() - 1) : std::string()) << " --iters "
+     << iters;
   return os.str();
 }
 
@@ -745,12 +807,16 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     }
   }
   std::vector<int> cps = given.count("--cp") ? o.cp : std::vector<int>{ngpu};
-  if (o.dtype != "bf16" || o.varlen != 0 || o.sinks || o.window[0] != -1 || o.window[1] != -1) {
+  if (o.dtype != "bf16" || o.sinks || o.window[0] != -1 || o.window[1] != -1) {
     std::fprintf(stderr,
-                 "ulysses-bench: the GPU benchmark covers bf16 fixed-length batches without "
-                 "sinks or windows (got dtype %s varlen %d sinks %d window %d,%d); the GPU tests "
-                 "cover the rest\n",
-                 o.dtype.c_str(), o.varlen, o.sinks ? 1 : 0, o.window[0], o.window[1]);
+                 "ulysses-bench: the GPU benchmark covers bf16 without sinks or windows (got "
+                 "dtype %s sinks %d window %d,%d); the GPU tests cover the rest\n",
+                 o.dtype.c_str(), o.sinks ? 1 : 0, o.window[0], o.window[1]);
+    return 2;
+  }
+  if (o.varlen > 0 && o.batch != 1) {
+    std::fprintf(stderr, "ulysses-bench: --varlen packs one batch entry (got --batch %lld)\n",
+                 static_cast<long long>(o.batch));
     return 2;
   }
   const int max_cp = *std::max_element(cps.begin(), cps.end());
@@ -791,7 +857,23 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
                             .num_heads_kv = o.kv_heads,
                             .head_dim = o.head_dim,
                             .causal = o.causal}};
-    const Inputs in = make_inputs(s, o.seed ? o.seed : std::random_device{}());
+    const std::uint64_t seed = o.seed ? o.seed : std::random_device{}();
+    if (o.varlen > 0) {
+      std::int64_t unit = 2;  // documents of 2 lcm(cp) tokens: every strategy's zigzag unit
+      for (int cp : cps) unit = std::lcm(unit, std::int64_t{2} * cp);
+      s.cu = document_offsets(o.varlen, seq, unit, seed);
+      if (s.cu.empty()) {
+        std::fprintf(stderr,
+                     "ulysses-bench: --varlen %d does not fit %lld tokens in units of %lld\n",
+                     o.varlen, static_cast<long long>(seq), static_cast<long long>(unit));
+        return 2;
+      }
+      std::printf("# seq %lld: %d packed documents (layout thd), tokens:",
+                  static_cast<long long>(seq), o.varlen);
+      for (std::size_t i = 0; i + 1 < s.cu.size(); ++i) std::printf(" %d", s.cu[i + 1] - s.cu[i]);
+      std::printf(" (seed %llu)\n", static_cast<unsigned long long>(seed));
+    }
+    const Inputs in = make_inputs(s, seed);
     HostOut ref;
     MemUse m1;
     const double t1 = run_single(s, in, o.iters, o.check ? &ref : nullptr, &m1);
@@ -1016,7 +1098,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       }
     }
     for (int cp : cps) {
-      if (cp == 1) continue;
+      if (cp == 1 || s.packed()) continue;  // (the kernel-alone and pack timings are dense)
       GpuRow* row = nullptr;
       for (GpuRow& r : rows) {
         if (row == nullptr && r.seq == seq && r.cp == cp && r.chunks == 1 &&
@@ -1061,7 +1143,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
   if (!o.json.empty()) {
     std::ofstream f(o.json);
     f << "{\n  \"tool\": \"ulysses-bench\",\n  \"path\": \"gpu\",\n  \"gpus\": " << ngpu
-      << ",\n  \"cudnn\": " << cudnn_runtime_version() << ",\n  \"rows\": [\n";
+      << ",\n  \"cudnn\": " << cudnn_runtime_version() << ",\n  \"varlen\": " << o.varlen
+      << ",\n  \"rows\": [\n";
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const GpuRow& r = rows[i];
       f << "    {\"seq\": " << r.seq << ", \"cp\": " << r.cp << ", \"strategy\": \"" << r.strategy

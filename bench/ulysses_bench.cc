@@ -382,7 +382,9 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->expected(2);
   app.add_flag("--sinks", o.sinks, "learnable per-head attention sinks");
-  app.add_option("--varlen", o.varlen, "pack N variable-length sequences (layout thd); 0: off");
+  app.add_option("--varlen", o.varlen,
+                 "pack N variable-length sequences (layout thd; on GPUs documents that fill --seq "
+                 "in multiples of 2 cp tokens, attention inside each); 0: off");
   app.add_option("--strategy", o.strategy,
                  "ulysses, ring, hybrid, allgather (list, default ulysses,ring: one table row per "
                  "strategy; ring, hybrid and allgather shard in zigzag order)")

@@ -12,6 +12,8 @@
 # decode (the decode tests, then `ulysses-bench --decode`: a sharded KV cache, one new token).
 # allgather (its GPU tests, then ulysses, ring and allgather side by side at 8k/32k/128k: over
 # NCCL and copy engines with 2+ GPUs, through the device loopback with one).
+# packed (the packed-sequence tests, then ulysses, ring and allgather on 8 and 64 packed documents
+# at 32k/128k tokens, `--varlen`, transports as for allgather).
 # Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and writes logs and JSON to
 # $OUT (or ./gpu-out). Keeps NVLink multicast off for every process it starts.
 set -uo pipefail
@@ -90,6 +92,24 @@ if [[ $mode == allgather ]]; then  # all-gather CP: tests, then beside ulysses a
   run bench 540 $BIN/ulysses-bench --json "$OUT/bench.json" --seq 8192,32768,131072 \
     --strategy ulysses,ring,allgather --chunks 1 --iters 3 "${via[@]}" "${bench_args[@]}"
   cat "$OUT/bench.log"
+  grep -h -A12 "Failure\|error:" "$OUT"/*.log 2>/dev/null | head -150
+  exit $rc
+fi
+if [[ $mode == packed ]]; then  # packed documents (thd): the tests, then three strategies
+  run gpu_packed 400 $BIN/test_gpu_ulysses --gtest_filter='AllGather*:Packed*'
+  run gpu_cudnn_rows 120 $BIN/test_gpu_cudnn --gtest_filter='*VarlenRows*'
+  run gpu_layout_chunks 120 $BIN/test_gpu_layout --gtest_filter='*Chunks*'
+  if ((ngpu >= 2)); then
+    via=(--transport nccl,peer)
+  else  # one GPU: cp = 2, 4 as virtual ranks; their kernels share it, so ms/step is their sum
+    via=(--cp 1,2,4 --transport loopback)
+  fi
+  for docs in 8 64; do
+    run "bench_docs$docs" 400 $BIN/ulysses-bench --json "$OUT/bench_docs$docs.json" \
+      --seq 32768,131072 --varlen "$docs" --seed 7 --strategy ulysses,ring,allgather --chunks 1 \
+      --iters 3 "${via[@]}" "${bench_args[@]}"
+    cat "$OUT/bench_docs$docs.log"
+  done
   grep -h -A12 "Failure\|error:" "$OUT"/*.log 2>/dev/null | head -150
   exit $rc
 fi
