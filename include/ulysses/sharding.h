@@ -63,7 +63,7 @@ struct TokenRange {
 /// 2 * ring_size() so that it cuts into 2R zigzag chunks of its own. Sequence s of `cu_seqlens`
 /// (its real lengths) then lies at global rows [offsets[s], offsets[s] + length), padding up to
 /// offsets[s + 1]; rows past offsets.back() up to the plan's seqlen are padding too. Returns those
-/// n + 1 offsets; for ulysses, cu_seqlens itself (no padding between sequences).
+/// n + 1 offsets; for ulysses and allgather, cu_seqlens itself (no padding between sequences).
 Result<std::vector<std::int32_t>> packed_sequence_offsets(const ParallelConfig& parallel,
                                                           std::span<const std::int32_t> cu_seqlens);
 
@@ -74,7 +74,9 @@ Result<std::vector<std::int32_t>> packed_sequence_offsets(const ParallelConfig& 
 /// Packed sequences under ring or hybrid (`cu_seqlens` given; see packed_sequence_offsets()): each
 /// padded sequence, and the tail after the last, is cut into 2R chunks of its own; ring index x
 /// owns H_x, the concatenation of chunk x of every segment (seqlen / 2R rows), and rank (j, u)
-/// holds piece u of U of H_j, then of H_{2R-1-j}. Ulysses ignores cu_seqlens (contiguous shards).
+/// holds piece u of U of H_j, then of H_{2R-1-j}. Ulysses ignores cu_seqlens (contiguous shards),
+/// and so does allgather: it shards the packed stream in zigzag chunks like one sequence (Llama 3's
+/// document masking: a chunk boundary may cut a document).
 Result<std::vector<TokenRange>> shard_token_ranges(const ParallelConfig& parallel,
                                                    std::int64_t seqlen, int rank,
                                                    std::span<const std::int32_t> cu_seqlens = {});

@@ -52,15 +52,4 @@ Status dequantize_fp8(const Fp8MessageLayout& src, const MessageLayout& dst, Dev
   return cuda::dequantize_fp8(src, dst, stream);
 }
 
-Status chunks_to_sequences(const ChunkRows& g, const void* src, void* dst, bool to_sequences,
-                           Device device, Stream stream) {
-  if (g.row_bytes % 4 != 0 || g.chunks < 1 || g.half_rows < 0 || g.n < 1) {
-    return internal_error(detail::str_cat("chunks_to_sequences: bad geometry (row_bytes ",
-                                          g.row_bytes, ", chunks ", g.chunks, ", half_rows ",
-                                          g.half_rows, ", n ", g.n, ")"));
-  }
-  if (device.is_host()) return host::chunks_to_sequences(g, src, dst, to_sequences);
-  return cuda::chunks_to_sequences(g, src, dst, to_sequences, stream);
-}
-
 }  // namespace ulysses::kernels

@@ -86,24 +86,6 @@ Status pack_heads_fp8(const TensorView& act, std::span<const int> head_begin, in
 Status dequantize_fp8(const Fp8MessageLayout& src, const MessageLayout& dst, Device device,
                       Stream stream);
 
-/// Packed sequences cut into zigzag chunks (all-gather with layout thd): rows of `row_bytes` bytes
-/// (a multiple of 4) held two ways. `halves`: `chunks` halves of `half_rows` rows each, half x the
-/// concatenation of chunk x of every sequence, sequence s's at rows [starts[s], starts[s + 1]).
-/// `sequences`: the same rows sequence by sequence, sequence s at rows [chunks * starts[s],
-/// chunks * starts[s + 1]), its chunk x at chunks * starts[s] + x * (starts[s + 1] - starts[s]).
-/// starts: n + 1 ascending values, starts[0] = 0 and starts[n] = half_rows (padding after the last
-/// sequence is a sequence here), in the buffers' memory. to_sequences: halves -> sequences, else
-/// sequences -> halves. Buffers do not overlap; bit-exact copies.
-struct ChunkRows {
-  std::size_t row_bytes = 0;
-  int chunks = 0;
-  std::int64_t half_rows = 0;
-  const std::int32_t* starts = nullptr;
-  int n = 0;
-};
-Status chunks_to_sequences(const ChunkRows& g, const void* src, void* dst, bool to_sequences,
-                           Device device, Stream stream);
-
 /// Largest peer count the device kernels take (head maps travel as kernel parameters).
 inline constexpr int kMaxPeers = 256;
 
@@ -119,7 +101,6 @@ Status unpack_lse(const MessageLayout& msg, std::span<const int> head_begin, con
 Status pack_heads_fp8(const TensorView& act, std::span<const int> head_begin, int heads,
                       const Fp8MessageLayout& msg, int c_begin);
 Status dequantize_fp8(const Fp8MessageLayout& src, const MessageLayout& dst);
-Status chunks_to_sequences(const ChunkRows& g, const void* src, void* dst, bool to_sequences);
 }  // namespace host
 
 namespace cuda {
@@ -134,8 +115,6 @@ Status unpack_lse(const MessageLayout& msg, std::span<const int> head_begin, con
 Status pack_heads_fp8(const TensorView& act, std::span<const int> head_begin, int heads,
                       const Fp8MessageLayout& msg, int c_begin, Stream stream);
 Status dequantize_fp8(const Fp8MessageLayout& src, const MessageLayout& dst, Stream stream);
-Status chunks_to_sequences(const ChunkRows& g, const void* src, void* dst, bool to_sequences,
-                           Stream stream);
 }  // namespace cuda
 
 }  // namespace ulysses::kernels

@@ -508,38 +508,6 @@ Status with_float_type(DType dtype, std::string_view api, F&& f) {
   }
 }
 
-// chunks_to_sequences: one warp per row of the `halves` side (w = x * half_rows + r), which finds
-// its sequence by a binary search of `starts` and copies the row in `Vec` units.
-template <typename Vec>
-__global__ void chunk_rows_kernel(const char* src, char* dst, std::int64_t vecs_per_row, int chunks,
-                                  std::int64_t half_rows, const std::int32_t* starts, int n,
-                                  bool to_sequences) {
-  const std::int64_t rows = chunks * half_rows;
-  const int lane = static_cast<int>(threadIdx.x % 32);
-  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * (blockDim.x / 32);
-  for (std::int64_t w =
-           static_cast<std::int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
-       w < rows; w += warps) {
-    const std::int64_t x = w / half_rows, r = w % half_rows;
-    int lo = 0, hi = n;  // starts[lo] <= r < starts[hi]
-    while (hi - lo > 1) {
-      const int mid = (lo + hi) / 2;
-      if (starts[mid] <= r) {
-        lo = mid;
-      } else {
-        hi = mid;
-      }
-    }
-    const std::int64_t start = starts[lo], len = starts[lo + 1] - start;
-    const std::int64_t seq_row = chunks * start + x * len + (r - start);
-    const std::int64_t src_row = to_sequences ? w : seq_row;
-    const std::int64_t dst_row = to_sequences ? seq_row : w;
-    const Vec* from = reinterpret_cast<const Vec*>(src) + src_row * vecs_per_row;
-    Vec* to = reinterpret_cast<Vec*>(dst) + dst_row * vecs_per_row;
-    for (std::int64_t v = lane; v < vecs_per_row; v += 32) to[v] = from[v];
-  }
-}
-
 }  // namespace
 
 Status pack_heads(const TensorView& act, std::span<const int> head_begin, int heads,
@@ -674,35 +642,6 @@ Status dequantize_fp8(const Fp8MessageLayout& src, const MessageLayout& dst, Str
     });
   });
   ULYSSES_RETURN_IF_ERROR(status);
-  ULYSSES_CUDA_CHECK_LAUNCH();
-  return Status::ok();
-}
-
-Status chunks_to_sequences(const ChunkRows& g, const void* src, void* dst, bool to_sequences,
-                           Stream stream) {
-  const std::int64_t rows = g.chunks * g.half_rows;
-  if (rows == 0 || g.row_bytes == 0) return Status::ok();
-  const auto aligned = [&](std::size_t v) {
-    return g.row_bytes % v == 0 && reinterpret_cast<std::uintptr_t>(src) % v == 0 &&
-           reinterpret_cast<std::uintptr_t>(dst) % v == 0;
-  };
-  constexpr int kThreads = 256, kWarps = kThreads / 32;
-  const auto grid = static_cast<unsigned>(
-      std::min<std::int64_t>((rows + kWarps - 1) / kWarps, std::int64_t{1} << 20));
-  const auto* from = static_cast<const char*>(src);
-  auto* to = static_cast<char*>(dst);
-  const auto launch = [&]<typename Vec>(Vec*) {
-    const auto vecs = static_cast<std::int64_t>(g.row_bytes / sizeof(Vec));
-    chunk_rows_kernel<Vec><<<grid, kThreads, 0, stream>>>(from, to, vecs, g.chunks, g.half_rows,
-                                                          g.starts, g.n, to_sequences);
-  };
-  if (aligned(16)) {
-    launch(static_cast<int4*>(nullptr));
-  } else if (aligned(8)) {
-    launch(static_cast<int2*>(nullptr));
-  } else {
-    launch(static_cast<int*>(nullptr));
-  }
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }

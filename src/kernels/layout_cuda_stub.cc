@@ -29,6 +29,5 @@ Status pack_heads_fp8(const TensorView&, std::span<const int>, int, const Fp8Mes
   return no_cuda();
 }
 Status dequantize_fp8(const Fp8MessageLayout&, const MessageLayout&, Stream) { return no_cuda(); }
-Status chunks_to_sequences(const ChunkRows&, const void*, void*, bool, Stream) { return no_cuda(); }
 
 }  // namespace ulysses::kernels::cuda

@@ -188,22 +188,4 @@ Status dequantize_fp8(const Fp8MessageLayout& src, const MessageLayout& dst) {
   return Status::ok();
 }
 
-Status chunks_to_sequences(const ChunkRows& g, const void* src, void* dst, bool to_sequences) {
-  const auto* from = static_cast<const char*>(src);
-  auto* to = static_cast<char*>(dst);
-  for (int s = 0; s < g.n; ++s) {
-    const std::int64_t start = g.starts[s], rows = g.starts[s + 1] - start;
-    for (int x = 0; x < g.chunks; ++x) {
-      const std::int64_t half_row = x * g.half_rows + start;
-      const std::int64_t seq_row = g.chunks * start + x * rows;
-      const std::int64_t src_row = to_sequences ? half_row : seq_row;
-      const std::int64_t dst_row = to_sequences ? seq_row : half_row;
-      std::memcpy(to + static_cast<std::size_t>(dst_row) * g.row_bytes,
-                  from + static_cast<std::size_t>(src_row) * g.row_bytes,
-                  static_cast<std::size_t>(rows) * g.row_bytes);
-    }
-  }
-  return Status::ok();
-}
-
 }  // namespace ulysses::kernels::host

@@ -27,18 +27,15 @@
 // summed on the rank, then over ranks (packed: from O, dO and the LSE of the rank's rows,
 // kernels::sink_grad, with the kernel's backward run without sinks).
 //
-// Packed sequences (thd): shards as under ring, every sequence padded to a multiple of 2P and cut
-// into 2P chunks of its own (c_s rows; half x = chunk x of every sequence, c rows in all, sequence
-// s's at rows [a_s, a_s + c_s)). The halves this rank's queries may see (causal: 0..J, otherwise
-// all 2P: K of them) are gathered as above into `halves` [K][c], then copied into kv_all sequence
-// by sequence (kernels::chunks_to_sequences; sequence s at rows [K a_s, K a_{s+1}), chunk x at
-// K a_s + x c_s), so every sequence's keys are one run of rows. A call is one query half against
-// all of kv_all, each sequence a VarlenRows entry whose keys end where its queries end; the causal
-// mask (and window_left) is aligned at each sequence's bottom-right corner
-// (LocalProblem::bottom_right), since chunk x of sequence s starts x c_s keys in. Backward's split
-// parts are uniform (keys before the chunk unmasked, the chunk's own square causal). dK/dV sums go
-// back through the inverse copy into halves before the exchange. Windows need causal here (a
-// two-sided window's key range would end at a per-sequence distance past the queries).
+// Packed documents (thd), as Llama 3 does it: the packed stream is sharded like one sequence (the
+// zigzag chunks above cut documents wherever a chunk boundary falls; cu_seqlens are offsets in it,
+// no padding between documents), K/V are gathered as above, and each call covers the documents its
+// query rows meet: one VarlenRows entry per document piece, its keys from the document's start (or
+// the window's) to where its queries end, the mask aligned at that bottom-right corner
+// (LocalProblem::bottom_right: the piece starts a different number of keys into each document).
+// Backward's split parts need no per-document offset (keys before the chunk: unmasked; the chunk's
+// own rows: causal from 0). Everything else is the dense plan's. Windows need causal here (a
+// two-sided window's keys would end a per-document distance past its queries).
 //
 // Versus Ulysses: no head constraint (any H, G, P), the kernel runs on all heads of 1/P of the
 // queries, and the bytes moved per rank are K/V rows (2G of H + 2G channels): fewer when G << H
@@ -66,9 +63,9 @@ namespace {
 struct Call {
   std::int64_t q_row = 0, q_rows = 0, q_global = 0, k_lo = 0, k_hi = 0;
   bool masked = false;
-  int part = -1;  // backward: index among the parts of a split call (-1: not split)
-  int half = -1;  // packed (thd): which of the rank's two halves the queries are (-1: not packed)
-  std::int64_t diagonal_offset() const { return half >= 0 ? 0 : q_global - k_lo; }
+  int part = -1;        // backward: index among the parts of a split call (-1: not split)
+  bool packed = false;  // thd: the rows hold documents (VarlenRows), masks per document
+  std::int64_t diagonal_offset() const { return packed ? 0 : q_global - k_lo; }
 };
 
 // The key rows [lo, hi) that query rows [q0, q1) can see (global positions).
@@ -88,28 +85,23 @@ bool has_mask(const AttentionConfig& a) {
   return a.causal || a.window_left >= 0 || a.window_right >= 0;
 }
 
-// Packed: how many halves rank j's queries may see (causal: 0..J; otherwise all of them).
-int seen_halves(const AttentionConfig& a, int P, int j) { return a.causal ? 2 * P - j : 2 * P; }
-
 // The kernel calls of zigzag rank j (see the file comment).
 std::vector<Call> calls_of(const AttentionConfig& a, int P, int j, std::int64_t c, bool packed) {
   const std::int64_t S = 2 * P * c;
   const int J = 2 * P - 1 - j;
   const bool masked = has_mask(a);
-  if (packed) {  // per half: every sequence's queries against its keys in kv_all (VarlenRows)
-    const std::int64_t rows = seen_halves(a, P, j) * c;
-    return {{0, c, j * c, 0, rows, masked, -1, 0}, {c, c, J * c, 0, rows, masked, -1, 1}};
-  }
-  if (!masked || J == j + 1) {  // both chunks in one call (unmasked, or globally adjacent)
-    const std::int64_t q0 = masked ? j * c : 0;
+  // Both chunks in one call when globally adjacent, or (dense) when nothing is masked; packed
+  // documents need each call's query rows to be one run of the stream.
+  if ((!masked && !packed) || J == j + 1) {
+    const std::int64_t q0 = masked || packed ? j * c : 0;
     const auto [lo, hi] = key_range(a, S, j * c, (J + 1) * c);
-    return {{0, 2 * c, q0, lo, hi, masked}};
+    return {{0, 2 * c, q0, lo, hi, masked, -1, packed}};
   }
   std::vector<Call> out;
   for (int qi = 0; qi < 2; ++qi) {
     const std::int64_t q0 = (qi == 0 ? j : J) * c;
     const auto [lo, hi] = key_range(a, S, q0, q0 + c);
-    out.push_back({qi * c, c, q0, lo, hi, true});
+    out.push_back({qi * c, c, q0, lo, hi, masked, -1, packed});
   }
   return out;
 }
@@ -120,16 +112,10 @@ std::vector<Call> calls_of(const AttentionConfig& a, int P, int j, std::int64_t 
 // bottom-right causal rectangle and masks them (measured on H200, cuDNN 9.19: q 64k x kv 96k took
 // 436 ms, its two parts 139 + 140 ms), while its forward skips them (95 ms, as fast as the parts).
 std::vector<Call> backward_parts(const AttentionConfig& a, const Call& call) {
-  // Packed: q_global is the half's first row, so q_global > 0 is a chunk with keys before it.
-  const std::int64_t keys_before = call.half >= 0 ? call.q_global : call.diagonal_offset();
-  if (!call.masked || !a.causal || a.window_left >= 0 || keys_before <= 0) return {call};
-  Call before = call, square = call;
-  if (call.half >= 0) {  // rows are per sequence (VarlenRows); only the masks differ
-    before.masked = false;
-    before.part = 0;
-    square.part = 1;
-    return {before, square};
+  if (!call.masked || !a.causal || a.window_left >= 0 || call.q_global - call.k_lo <= 0) {
+    return {call};
   }
+  Call before = call, square = call;
   before.k_hi = call.q_global;
   before.masked = false;
   before.part = 0;
@@ -140,8 +126,7 @@ std::vector<Call> backward_parts(const AttentionConfig& a, const Call& call) {
 
 // Whether rank r's queries see some key of chunk x.
 bool needs(const AttentionConfig& a, int P, int r, int x, std::int64_t c, bool packed) {
-  if (packed) return x < seen_halves(a, P, r);
-  for (const Call& call : calls_of(a, P, r, c, false)) {
+  for (const Call& call : calls_of(a, P, r, c, packed)) {
     if (call.k_lo < (x + 1) * c && x * c < call.k_hi) return true;
   }
   return false;
@@ -167,6 +152,7 @@ class AllGatherAttention final : public DistributedAttention {
     packed_ = config.layout == Layout::kTHD;
     calls_ = calls_of(config.attention, P_, j_, c_, packed_);
     for (const Call& call : calls_) parts_.push_back(backward_parts(config.attention, call));
+    refs_.resize(calls_.size());
     for (int r = 0; r < P_; ++r) {
       for (int x = 0; x < 2 * P_; ++x) {
         sees_.push_back(needs(config.attention, P_, r, x, c_, packed_));
@@ -176,11 +162,11 @@ class AllGatherAttention final : public DistributedAttention {
   }
 
   static LocalProblem call_problem(const PlanConfig& c, const Call& call) {
-    const bool packed = call.half >= 0;
-    LocalProblem p = LocalProblem::unsharded(c.attention, c.dtype, c.batch, call.q_rows, packed);
-    p.varlen_rows = packed;
-    // Packed: the keys of each sequence end where its queries do (a split's parts: uniform).
-    p.bottom_right = packed && call.masked && call.part < 0;
+    LocalProblem p =
+        LocalProblem::unsharded(c.attention, c.dtype, c.batch, call.q_rows, call.packed);
+    p.varlen_rows = call.packed;
+    // Packed: each document's keys end where its queries do (a split's parts: uniform).
+    p.bottom_right = call.packed && call.masked && call.part < 0;
     if (call.part > 0) p.config.sinks = false;  // dSinks come from the group's first part
     if (!call.masked) {
       p.config.causal = false;
@@ -221,7 +207,7 @@ class AllGatherAttention final : public DistributedAttention {
     LocalProblem p = call_problem(c, call);
     p.accumulate_dkv = accumulate;
     p.accumulate_dq = accumulate && call.part > 0;
-    if (call.half >= 0 && p.config.sinks) {
+    if (call.packed && p.config.sinks) {
       p.config.sinks = false;
       p.partial_keys = true;
     }
@@ -237,14 +223,15 @@ class AllGatherAttention final : public DistributedAttention {
 
   Status forward(const ForwardArgs& a, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(checks().forward(a));
-    ULYSSES_RETURN_IF_ERROR(packed_tables(a.cu_seqlens, a.workspace, stream, kForwardApi));
+    ULYSSES_RETURN_IF_ERROR(packed_tables(a.cu_seqlens, a.workspace, stream));
     void* keep = config_.training ? a.saved : a.workspace;
     char* kv_all = at(lse_only_ ? a.workspace : keep, kv_all_);
     char* lse = at(keep, lse_);
-    ULYSSES_RETURN_IF_ERROR(gather_kv(a.k, a.v, kv_all, at(a.workspace, halves_), stream));
-    for (const Call& call : calls_) {
+    ULYSSES_RETURN_IF_ERROR(gather_kv(a.k, a.v, kv_all, stream));
+    for (std::size_t g = 0; g < calls_.size(); ++g) {
+      const Call& call = calls_[g];
       LocalForwardArgs la;
-      la.rows = varlen_rows(call);
+      la.rows = varlen_rows(g, 0);
       la.q = sequence_rows(act(a.q), call.q_row, call.q_rows);
       la.k = kv_rows(kv_all, 0, call.k_lo, call.k_hi - call.k_lo);
       la.v = kv_rows(kv_all, G_, call.k_lo, call.k_hi - call.k_lo);
@@ -267,11 +254,11 @@ class AllGatherAttention final : public DistributedAttention {
 
   Status backward(const BackwardArgs& a, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(checks().backward(a));
-    ULYSSES_RETURN_IF_ERROR(packed_tables(a.cu_seqlens, a.workspace, stream, kBackwardApi));
+    ULYSSES_RETURN_IF_ERROR(packed_tables(a.cu_seqlens, a.workspace, stream));
     char* ws = static_cast<char*>(a.workspace);
     char* kv_all = at(lse_only_ ? a.workspace : a.saved, kv_all_);
     char* lse = at(a.saved, lse_);
-    if (lse_only_) ULYSSES_RETURN_IF_ERROR(gather_kv(a.k, a.v, kv_all, at(ws, halves_), stream));
+    if (lse_only_) ULYSSES_RETURN_IF_ERROR(gather_kv(a.k, a.v, kv_all, stream));
     const TensorView q = lse_only_ ? act(a.q) : saved_act(a.saved, q_copy_, H_);
     const TensorView o = lse_only_ ? act(a.o) : saved_act(a.saved, o_copy_, H_);
     char* dkv_all = at(ws, dkv_all_);
@@ -285,7 +272,7 @@ class AllGatherAttention final : public DistributedAttention {
         const std::int64_t n = call.k_hi - call.k_lo;
         const LocalProblem p = backward_problem(config_, call, accumulate_);
         LocalBackwardArgs lb;
-        lb.rows = varlen_rows(call);
+        lb.rows = varlen_rows(g, call.part + 1);
         lb.q = sequence_rows(q, call.q_row, call.q_rows);
         lb.k = kv_rows(kv_all, 0, call.k_lo, n);
         lb.v = kv_rows(kv_all, G_, call.k_lo, n);
@@ -326,13 +313,6 @@ class AllGatherAttention final : public DistributedAttention {
     }
 
     // Partials to the chunks' owners; this rank's chunks summed in rank order, rounded once.
-    // Packed: the sums back into halves first, so that each chunk is one run of rows.
-    char* grads = dkv_all;
-    if (packed_) {
-      grads = at(ws, dkv_halves_);
-      ULYSSES_RETURN_IF_ERROR(kernels::chunks_to_sequences(chunk_rows(acc_), dkv_all, grads, false,
-                                                           comm_.device(), stream));
-    }
     const std::size_t part = chunk_bytes(acc_);
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
     std::size_t slot = 0;
@@ -340,7 +320,7 @@ class AllGatherAttention final : public DistributedAttention {
       if (p == j_) continue;
       for (const int x : chunks_of(p)) {
         if (sees(j_, x)) {
-          ULYSSES_RETURN_IF_ERROR(comm_.send(grad_chunk(grads, x), part, p, stream));
+          ULYSSES_RETURN_IF_ERROR(comm_.send(grad_chunk(dkv_all, x), part, p, stream));
         }
       }
       for (const int y : chunks_of(j_)) {
@@ -352,7 +332,7 @@ class AllGatherAttention final : public DistributedAttention {
     ULYSSES_RETURN_IF_ERROR(comm_.group_end());
     for (int g = 0; g < 2; ++g) {
       const int y = chunks_of(j_)[g];
-      char* own_rows = grad_chunk(grads, y);
+      char* own_rows = grad_chunk(dkv_all, y);
       const TensorView own = rows_of(own_rows, acc_, 0, 2 * G_, 0, c_);
       std::size_t s = 0;
       for (int p = 0; p < P_; ++p) {
@@ -389,45 +369,45 @@ class AllGatherAttention final : public DistributedAttention {
 
  private:
   std::array<int, 2> chunks_of(int rank) const { return {rank, 2 * P_ - 1 - rank}; }
+  // Whether rank r's queries see a key of chunk x (needs(), computed once).
+  bool sees(int r, int x) const { return sees_[static_cast<std::size_t>(r * 2 * P_ + x)]; }
 
-  // Packed: this call's tables from cu_seqlens (the sequences' real lengths), on the host and, for
-  // a device plan, in the workspace. Layout (int32): starts [n + 2] (a_0 .. a_n, then c: where each
-  // sequence's chunk starts in a half; the padding after the last sequence counts as one), then per
-  // half h: q_len [n], then per kind k (0: a whole call, 1: part 0, 2: part 1) kv_begin [n],
-  // kv_len [n] (rows of kv_all).
-  Status packed_tables(std::span<const std::int32_t> cu, void* workspace, Stream stream,
-                       std::string_view api) {
+  // Packed: every call's documents from cu_seqlens (offsets in the packed stream), on the host and,
+  // for a device plan, in the workspace. Per call g and kind k (0: the call, or forward of a split
+  // one; 1, 2: its backward parts) one table of n documents: q_begin [n], q_len [n], kv_begin [n],
+  // kv_len [n], rows relative to the call's (part's) first query row and first key row. A document
+  // piece whose keys are empty is left out; a table with none holds one empty entry.
+  Status packed_tables(std::span<const std::int32_t> cu, void* workspace, Stream stream) {
     if (!packed_) return Status::ok();
-    ULYSSES_ASSIGN_OR_RETURN(auto offsets, zigzag_packed_offsets(config_, cu, c_, api));
-    const auto n = static_cast<std::int64_t>(cu.size()) - 1;
-    num_seqs_ = static_cast<int>(n);
-    tables_.assign(static_cast<std::size_t>(n + 2 + 14 * n), 0);
-    const std::int64_t K = seen_halves(config_.attention, P_, j_), chunks = 2 * P_;
+    tables_.clear();
     const AttentionConfig& ac = config_.attention;
-    auto t = [&](std::int64_t i) -> std::int32_t& { return tables_[static_cast<std::size_t>(i)]; };
-    for (std::int64_t s = 0; s <= n; ++s)
-      t(s) = static_cast<std::int32_t>(offsets[static_cast<std::size_t>(s)] / chunks);
-    t(n + 1) = static_cast<std::int32_t>(c_);
-    for (int h = 0; h < 2; ++h) {
-      const std::int64_t x = chunks_of(j_)[static_cast<std::size_t>(h)];
-      const std::int64_t base = n + 2 + h * 7 * n;
-      for (std::int64_t s = 0; s < n; ++s) {
-        const std::int64_t a = t(s), cs = t(s + 1) - a;
-        const std::int64_t len =
-            cu[static_cast<std::size_t>(s + 1)] - cu[static_cast<std::size_t>(s)];
-        const std::int64_t q = std::clamp<std::int64_t>(len - x * cs, 0, cs);
-        std::int64_t lo = 0, hi = q > 0 ? len : 0;  // the whole call's keys
-        if (q > 0 && ac.causal) {
-          hi = x * cs + q;
-          if (ac.window_left >= 0) lo = std::max<std::int64_t>(0, x * cs - ac.window_left);
+    for (std::size_t g = 0; g < calls_.size(); ++g) {
+      const std::vector<Call>& parts = parts_[g];
+      for (int k = 0; k < 3; ++k) {
+        TableRef& ref = refs_[g][static_cast<std::size_t>(k)];
+        ref = {tables_.size(), 0};
+        if (k > 0 && parts.size() < 2) continue;
+        const Call& call = k == 0 ? calls_[g] : parts[static_cast<std::size_t>(k - 1)];
+        const std::int64_t g0 = call.q_global, g1 = g0 + call.q_rows;
+        std::vector<std::int32_t> qb, ql, kb, kl;
+        for (std::size_t s = 0; s + 1 < cu.size(); ++s) {
+          const std::int64_t d0 = cu[s], d1 = cu[s + 1];
+          const std::int64_t q0 = std::max(d0, g0), q1 = std::min(d1, g1);
+          if (q0 >= q1) continue;
+          std::int64_t k0 = d0, k1 = ac.causal ? q1 : d1;  // k == 0
+          if (k == 0 && ac.window_left >= 0) k0 = std::max(d0, q0 - ac.window_left);
+          if (k == 1) k1 = std::max(d0, g0);  // the keys before the chunk
+          if (k == 2) k0 = q0;                // the chunk's own rows
+          if (k0 >= k1) continue;
+          qb.push_back(static_cast<std::int32_t>(q0 - g0));
+          ql.push_back(static_cast<std::int32_t>(q1 - q0));
+          kb.push_back(static_cast<std::int32_t>(k0 - call.k_lo));
+          kl.push_back(static_cast<std::int32_t>(k1 - k0));
         }
-        const std::int64_t kv[3][2] = {
-            {K * a + lo, hi - lo}, {K * a, q > 0 ? x * cs : 0}, {K * a + x * cs, q}};
-        t(base + s) = static_cast<std::int32_t>(q);
-        for (int k = 0; k < 3; ++k) {
-          t(base + (1 + 2 * k) * n + s) = static_cast<std::int32_t>(kv[k][0]);
-          t(base + (2 + 2 * k) * n + s) = static_cast<std::int32_t>(kv[k][1]);
-        }
+        if (qb.empty()) qb = ql = kb = kl = {0};
+        ref.n = qb.size();
+        for (const auto* v : {&qb, &ql, &kb, &kl})
+          tables_.insert(tables_.end(), v->begin(), v->end());
       }
     }
     tables_device_ = tables_.data();
@@ -438,47 +418,27 @@ class AllGatherAttention final : public DistributedAttention {
     }
     return Status::ok();
   }
-  // The VarlenRows of a call (empty unless packed): its half's query rows, its kind's key rows.
-  VarlenRows varlen_rows(const Call& call) const {
-    if (call.half < 0) return {};
-    const auto n = static_cast<std::size_t>(num_seqs_);
-    const std::size_t base = n + 2 + static_cast<std::size_t>(call.half) * 7 * n;
-    const std::size_t kv = base + (1 + 2 * static_cast<std::size_t>(call.part + 1)) * n;
-    auto host = [&](std::size_t i) { return std::span<const std::int32_t>(tables_.data() + i, n); };
-    VarlenRows v;
-    v.q_begin = host(0);
-    v.q_len = host(base);
-    v.kv_begin = host(kv);
-    v.kv_len = host(kv + n);
-    v.q_begin_device = tables_device_;
-    v.q_len_device = tables_device_ + base;
-    v.kv_begin_device = tables_device_ + kv;
-    v.kv_len_device = tables_device_ + kv + n;
-    return v;
+  // The VarlenRows of call g, kind k (empty unless packed).
+  VarlenRows varlen_rows(std::size_t g, int k) const {
+    if (!packed_) return {};
+    const TableRef& ref = refs_[g][static_cast<std::size_t>(std::max(k, 0))];
+    auto host = [&](std::size_t i) {
+      return std::span<const std::int32_t>(tables_.data() + ref.at + i * ref.n, ref.n);
+    };
+    auto dev = [&](std::size_t i) { return tables_device_ + ref.at + i * ref.n; };
+    return {host(0), host(1), host(2), host(3), dev(0), dev(1), dev(2), dev(3)};
   }
-  // Packed: the geometry of chunks_to_sequences() for rows of `dtype` (K halves of c rows).
-  kernels::ChunkRows chunk_rows(DType dtype) const {
-    return {row_bytes(1, dtype), seen_halves(config_.attention, P_, j_), c_,
-            comm_.device().is_host() ? tables_.data() : tables_device_, num_seqs_ + 1};
+  // Where chunk x's fp32 dK/dV sums lie in dkv_all.
+  char* grad_chunk(char* dkv_all, int x) const {
+    return dkv_all + row_bytes(slot_row(x * c_), acc_);
   }
-  // Where chunk x's fp32 dK/dV sums lie: in dkv_all, or (packed) in the halves they were copied to.
-  char* grad_chunk(char* grads, int x) const {
-    return grads + row_bytes(packed_ ? x * c_ : slot_row(x * c_), acc_);
-  }
-  // Whether rank r's queries see a key of chunk x (needs(), computed once).
-  bool sees(int r, int x) const { return sees_[static_cast<std::size_t>(r * 2 * P_ + x)]; }
 
   // This rank's K and V into kv_all at their global rows, then the chunks other ranks' queries see
-  // to them, and the ones this rank's see from their owners, in one grouped exchange. Packed: into
-  // `halves` (chunk x at row x c), then sequence by sequence into kv_all.
-  Status gather_kv(const TensorView& k, const TensorView& v, char* kv_all, char* halves,
-                   Stream stream) {
+  // to them, and the ones this rank's see from their owners, in one grouped exchange.
+  Status gather_kv(const TensorView& k, const TensorView& v, char* kv_all, Stream stream) {
     const std::array<int, 2> own = chunks_of(j_);
     // Where chunk x lands.
-    auto chunk_at = [&](int x) {
-      return packed_ ? halves + row_bytes(x * c_, dtype_)
-                     : kv_all + row_bytes(slot_row(x * c_), dtype_);
-    };
+    auto chunk_at = [&](int x) { return kv_all + row_bytes(slot_row(x * c_), dtype_); };
     for (int g = 0; g < 2; ++g) {
       const kernels::MessageLayout msg{chunk_at(own[g]), dtype_, 1, c_, B_, 2 * G_, D_};
       ULYSSES_RETURN_IF_ERROR(
@@ -486,10 +446,8 @@ class AllGatherAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(
           kernels::pack_heads(sequence_rows(act(v), g * c_, c_), zero_map_, G_, msg, G_, stream));
     }
-    if (P_ > 1) ULYSSES_RETURN_IF_ERROR(exchange_chunks(chunk_at, stream));
-    if (!packed_) return Status::ok();
-    return kernels::chunks_to_sequences(chunk_rows(dtype_), halves, kv_all, true, comm_.device(),
-                                        stream);
+    if (P_ == 1) return Status::ok();
+    return exchange_chunks(chunk_at, stream);
   }
 
   template <typename ChunkAt>
@@ -593,12 +551,15 @@ class AllGatherAttention final : public DistributedAttention {
     Arena saved, fwd, bwd;
     Arena& keep = config_.training ? saved : fwd;
     if (packed_) {  // first in both arenas: the tables of packed_tables()
-      const auto max_seqs = static_cast<std::size_t>(c_);
-      tables_off_ = fwd.take((max_seqs + 2 + 14 * max_seqs) * 4);
-      bwd.take((max_seqs + 2 + 14 * max_seqs) * 4);
+      // Each table: 4 ints per document piece, at most one piece per query row (or one entry).
+      std::size_t ints = 0;
+      for (std::size_t g = 0; g < calls_.size(); ++g) {
+        ints += 3 * 4 * static_cast<std::size_t>(std::max<std::int64_t>(1, calls_[g].q_rows));
+      }
+      tables_off_ = fwd.take(ints * 4);
+      bwd.take(ints * 4);
     }
     kv_all_ = (lse_only_ ? fwd : keep).take(kv_bytes);
-    if (packed_) halves_ = fwd.take(kv_bytes);
     lse_ = keep.take(static_cast<std::size_t>(B_ * H_ * Sl_) * 4);
     if (config_.training && !lse_only_) {
       q_copy_ = saved.take(act_q);
@@ -606,10 +567,8 @@ class AllGatherAttention final : public DistributedAttention {
     }
     std::size_t scratch = fwd.total();
     if (config_.training) {
-      if (lse_only_) bwd.take(kv_bytes);             // kv_all_, at forward's offset
-      if (lse_only_ && packed_) bwd.take(kv_bytes);  // halves_, likewise
+      if (lse_only_) bwd.take(kv_bytes);  // kv_all_, at forward's offset
       dkv_all_ = bwd.take(row_bytes(seen_rows_, acc_));
-      if (packed_) dkv_halves_ = bwd.take(row_bytes(seen_rows_, acc_));
       std::int64_t max_kv = 0, max_q = 0;
       for (std::size_t i = 0; i < calls_.size(); ++i) {
         for (const Call& part : parts_[i]) max_kv = std::max(max_kv, part.k_hi - part.k_lo);
@@ -650,13 +609,16 @@ class AllGatherAttention final : public DistributedAttention {
   bool lse_only_ = false;    // SavedActivations::kLseOnly (training)
   bool packed_ = false;      // layout thd
   // Packed: this call's tables (packed_tables()), on the host and where the kernels read them.
+  struct TableRef {
+    std::size_t at = 0, n = 0;
+  };
   std::vector<std::int32_t> tables_;
+  std::vector<std::array<TableRef, 3>> refs_;  // [call][kind]
   const std::int32_t* tables_device_ = nullptr;
-  int num_seqs_ = 0;
   // Offsets into `saved` (training) or the workspace, and into the workspace.
   std::size_t kv_all_ = 0, lse_ = 0, q_copy_ = 0, o_copy_ = 0;
   std::size_t dkv_all_ = 0, dkv_blk_ = 0, dq_acc_ = 0, dq_blk_ = 0, recv_ = 0, dsinks_ = 0;
-  std::size_t halves_ = 0, dkv_halves_ = 0, tables_off_ = 0;  // packed
+  std::size_t tables_off_ = 0;  // packed
   std::size_t kernel_ws_ = 0, kernel_ws_bytes_ = 0, workspace_bytes_ = 0, saved_bytes_ = 0;
 };
 
@@ -675,7 +637,7 @@ Status allgather_check_support(const PlanConfig& config, const Communicator& com
     return unsupported(str_cat(
         kCreateApi, ": sliding windows without causal (window_left ", a.window_left,
         ", window_right ", a.window_right,
-        ") with packed (thd) batches are not supported by strategy allgather (each sequence's "
+        ") with packed (thd) batches are not supported by strategy allgather (each document's "
         "keys would end at a different distance past its queries); use causal, or layout bshd, "
         "or strategy ulysses"));
   }

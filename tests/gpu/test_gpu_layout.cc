@@ -232,44 +232,5 @@ TEST(GpuLayout, SumReplicasAndLseMatchHost) {
   EXPECT_BITWISE_EQ(lse_host, lse_d.download(lse), "lse");
 }
 
-// All-gather's packed rows, halves <-> sequences: the device copy is the host's, both ways, for
-// rows that allow 16-, 8- and 4-byte vectors, with empty sequences and poisoned destinations.
-TEST(GpuLayout, ChunksToSequencesMatchHost) {
-  ULYSSES_REQUIRE_GPUS(1);
-  const std::vector<std::int32_t> starts = {0, 5, 5, 17, 18, 40, 64};
-  const int n = 6, chunks = 5;
-  const std::int64_t half_rows = 64, rows = chunks * half_rows;
-  for (const std::size_t row_bytes : {std::size_t{256}, std::size_t{24}, std::size_t{12}}) {
-    SCOPED_TRACE("row_bytes " + std::to_string(row_bytes));
-    const std::int64_t words = rows * static_cast<std::int64_t>(row_bytes) / 4;
-    HostTensor halves(DType::kFloat32, {words}), seq(DType::kFloat32, {words});
-    auto* h = reinterpret_cast<std::int32_t*>(halves.storage.data());
-    for (std::int64_t i = 0; i < words; ++i) h[i] = static_cast<std::int32_t>(i * 7 + 1);
-    testing::poison(seq);
-    HostTensor seq_host = seq, back_host = seq;
-    const kernels::ChunkRows gh{row_bytes, chunks, half_rows, starts.data(), n};
-    ASSERT_TRUE(kernels::chunks_to_sequences(gh, halves.view.data, seq_host.view.data, true,
-                                             Device::host(), nullptr)
-                    .is_ok());
-    ASSERT_TRUE(kernels::chunks_to_sequences(gh, seq_host.view.data, back_host.view.data, false,
-                                             Device::host(), nullptr)
-                    .is_ok());
-    EXPECT_BITWISE_EQ(halves, back_host, "host round trip");
-    HostTensor tab(DType::kFloat32, {n + 1});
-    std::memcpy(tab.storage.data(), starts.data(), starts.size() * 4);
-    DeviceTensor dtab = DeviceTensor::of(tab), dh = DeviceTensor::of(halves),
-                 ds = DeviceTensor::of(seq), db = DeviceTensor::of(seq);
-    const kernels::ChunkRows gd{row_bytes, chunks, half_rows,
-                                static_cast<const std::int32_t*>(dtab.ptr), n};
-    ASSERT_TRUE(
-        kernels::chunks_to_sequences(gd, dh.ptr, ds.ptr, true, Device::cuda(0), nullptr).is_ok());
-    ASSERT_TRUE(
-        kernels::chunks_to_sequences(gd, ds.ptr, db.ptr, false, Device::cuda(0), nullptr).is_ok());
-    ASSERT_CUDA(cudaDeviceSynchronize());
-    EXPECT_BITWISE_EQ(seq_host, ds.download(seq), "to sequences");
-    EXPECT_BITWISE_EQ(halves, db.download(seq), "back to halves");
-  }
-}
-
 }  // namespace
 }  // namespace ulysses

@@ -157,38 +157,6 @@ TEST(Fp8Rows, HostMessageLayoutAndRoundTrip) {
   EXPECT_EQ(back[4 * 1 + 0], 0.0f);    // 1e-3 / 4 is below E4M3's smallest subnormal
 }
 
-TEST(ChunkRows, HalvesToSequencesAndBack) {
-  // 3 halves of 6 rows; sequences of 2, 3, 0 and 1 rows per chunk (starts 0, 2, 5, 5, 6). Each row
-  // holds 3 int32 stamped with its halves-side row index.
-  const std::vector<std::int32_t> starts = {0, 2, 5, 5, 6};
-  const kernels::ChunkRows g{3 * 4, 3, 6, starts.data(), 4};
-  std::vector<std::int32_t> halves(18 * 3), sequences(18 * 3, -1), back(18 * 3, -1);
-  for (int r = 0; r < 18; ++r) {
-    for (int e = 0; e < 3; ++e) halves[static_cast<std::size_t>(r * 3 + e)] = 100 * r + e;
-  }
-  ASSERT_TRUE(kernels::chunks_to_sequences(g, halves.data(), sequences.data(), true, Device::host(),
-                                           nullptr)
-                  .is_ok());
-  // Sequence 0: chunk 0, 1, 2 (half rows 0-1, 6-7, 12-13); sequence 1: half rows 2-4, 8-10,
-  // 14-16; sequence 3: half rows 5, 11, 17.
-  const int from[18] = {0, 1, 6, 7, 12, 13, 2, 3, 4, 8, 9, 10, 14, 15, 16, 5, 11, 17};
-  for (int r = 0; r < 18; ++r) {
-    for (int e = 0; e < 3; ++e) {
-      EXPECT_EQ(sequences[static_cast<std::size_t>(r * 3 + e)], 100 * from[r] + e) << r;
-    }
-  }
-  ASSERT_TRUE(
-      kernels::chunks_to_sequences(g, sequences.data(), back.data(), false, Device::host(), nullptr)
-          .is_ok());
-  EXPECT_EQ(back, halves);
-  kernels::ChunkRows odd = g;
-  odd.row_bytes = 6;
-  EXPECT_EQ(kernels::chunks_to_sequences(odd, halves.data(), sequences.data(), true, Device::host(),
-                                         nullptr)
-                .code(),
-            StatusCode::kInternal);
-}
-
 TEST(TensorView, ContiguousAndStrided) {
   float buf[2 * 3 * 4 * 5];
   TensorView t = TensorView::contiguous(buf, DType::kFloat32, {2, 3, 4, 5});
