@@ -98,7 +98,6 @@ fi
 if [[ $mode == packed ]]; then  # packed documents (thd): the tests, then three strategies
   run gpu_packed 400 $BIN/test_gpu_ulysses --gtest_filter='AllGather*:Packed*'
   run gpu_cudnn_rows 120 $BIN/test_gpu_cudnn --gtest_filter='*VarlenRows*'
-  run gpu_layout_chunks 120 $BIN/test_gpu_layout --gtest_filter='*Chunks*'
   if ((ngpu >= 2)); then
     via=(--transport nccl,peer)
   else  # one GPU: cp = 2, 4 as virtual ranks; their kernels share it, so ms/step is their sum
