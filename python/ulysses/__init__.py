@@ -474,7 +474,7 @@ def shard_position_ids(config: PlanConfig, rank: int, cu_seqlens=None) -> list:
 
 def packed_sequence_offsets(config: PlanConfig, cu_seqlens) -> list:
     """Where each packed sequence starts once laid out for config's strategy (ring and hybrid pad
-    every sequence to a multiple of 2 x ring size; ulysses: cu_seqlens itself)."""
+    every sequence to a multiple of 2 x ring size; ulysses and allgather: cu_seqlens itself)."""
     c = config._c()
     cu, n_cu = _cu(cu_seqlens)
     out = (ctypes.c_int32 * max(1, n_cu))()

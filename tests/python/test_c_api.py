@@ -150,6 +150,13 @@ class ZigzagStrategiesThroughCtypes(unittest.TestCase):
         self.assertEqual(ulysses.packed_sequence_offsets(packed, cu), [0, 8, 20, 24])
         self.assertEqual(ulysses.shard_position_ids(packed, 0, cu),
                          [0, 1, 0, 1, 2, 0, 0, 0, 0, 9, 10, 11, 0, 0])
+        # Packed, allgather cp = 2: the stream itself in zigzag chunks of 7 (Llama 3's way), the
+        # offsets as given; positions restart at each document.
+        ag = ulysses.PlanConfig(strategy="allgather", cp=2, seqlen=28, layout="thd")
+        self.assertEqual(ulysses.packed_sequence_offsets(ag, cu), cu)
+        self.assertEqual(ulysses.shard_indices(ag, 0, cu), list(range(0, 7)) + list(range(21, 28)))
+        self.assertEqual(ulysses.shard_position_ids(ag, 1, cu),
+                         [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0, 0, 0, 0])
         with self.assertRaises(ulysses.UlyssesError) as e:
             ulysses.shard_position_ids(ulysses.PlanConfig(strategy="ring", cp=2, seqlen=50), 0)
         self.assertIn("seqlen", str(e.exception))

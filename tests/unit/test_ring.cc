@@ -951,6 +951,19 @@ TEST(Sharding, PackedSequencesZigzagPerSequence) {
   expect_invalid_packed(shard_token_ranges(ring, 20, 0, cu).status());
 }
 
+TEST(Sharding, AllGatherShardsThePackedStreamLikeOneSequence) {
+  // Llama 3's document masks: no padding, the stream's zigzag chunks (7 tokens at cp = 2, S = 28)
+  // whatever the documents; positions restart at each document (0 past the last).
+  const ParallelConfig ag{.strategy = Strategy::kAllGather, .cp = 2};
+  const std::vector<std::int32_t> cu{0, 5, 17, 18};
+  EXPECT_EQ(*packed_sequence_offsets(ag, cu), cu);
+  for (int r = 0; r < 2; ++r)
+    EXPECT_EQ(*shard_token_ranges(ag, 28, r, cu), *shard_token_ranges(ag, 28, r));
+  EXPECT_EQ(*shard_position_ids(ag, 28, 1, cu),
+            (std::vector<std::int32_t>{2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0, 0, 0, 0}));
+  expect_each_token_once(ag, 28, cu);
+}
+
 TEST(Sharding, GatherUndoesCopyShard) {
   const ParallelConfig pc{.strategy = Strategy::kHybrid, .cp = 4, .ulysses_degree = 2};
   HostTensor global(DType::kFloat32, {2, 16, 3, 4}), back = global;
