@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "bench/bench_options.h"
+#include "common/check.h"
 #include "common/dtype_convert.h"
 #include "common/host_tensor.h"
 #include "ulysses/gpu.h"
@@ -140,8 +141,19 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
   for (Tensor* t : {&q, &k, &v, &d_o, &sinks}) {
     for (std::int64_t i = 0; i < t->view.numel(); ++i) t->set(i, u(rng));
   }
-  const std::vector<std::int32_t> cu =
-      thd ? make_cu_seqlens(o.varlen, seq, rng) : std::vector<std::int32_t>{};
+  // Zigzag strategies: documents in multiples of 2 ring tokens, so that ring's and hybrid's padded
+  // layout is the stream itself and one unsharded run checks every strategy.
+  const std::int64_t unit = strategy == Strategy::kUlysses ? 1 : 2 * cfg.parallel.ring_size();
+  std::vector<std::int32_t> cu;
+  if (thd) {
+    if (seq / unit < 2 * o.varlen) {
+      return detail::arg_error("ulysses-bench", "--varlen",
+                               "leaves documents under one zigzag unit", o.varlen,
+                               detail::str_cat("<= ", seq / unit / 2, " at seq ", seq));
+    }
+    cu = make_cu_seqlens(o.varlen, seq / unit, rng);
+    for (std::int32_t& x : cu) x *= static_cast<std::int32_t>(unit);
+  }
 
   // Views in the layout the user passes: [B, S, H, D], or [T, H, D] for packed batches.
   auto user_view = [&](const Tensor& t) {
@@ -181,15 +193,27 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
       auto shard = [&](const Tensor& t) {
         if (!zigzag) return shard_view(user_view(t), layout, cp, r).value();
         local.push_back(Tensor(t.view.dtype, {B, seq / cp, t.view.shape[2], D}));
-        if (Status s = copy_shard(t.view, local.back().view, 1, cfg.parallel, r); !s.is_ok()) {
+        if (Status s = copy_shard(t.view, local.back().view, 1, cfg.parallel, r, cu); !s.is_ok()) {
           st = s;
         }
-        return local.back().view;
+        TensorView mine = local.back().view;
+        if (thd) mine = TensorView::contiguous(mine.data, mine.dtype, {seq / cp, mine.shape[2], D});
+        return mine;
       };
       auto lse_shard = [&]() {
         if (!zigzag) return shard_lse_view(lse_view(lse_d), layout, cp, r).value();
         local.push_back(Tensor(DType::kFloat32, {B, o.heads, seq / cp}));
-        return local.back().view;
+        TensorView mine = local.back().view;
+        if (thd) mine = TensorView::contiguous(mine.data, mine.dtype, {o.heads, seq / cp});
+        return mine;
+      };
+      // A [T / cp, H, D] (or [H, T / cp]) shard as the [1, ...] tensor it lives in.
+      auto as_batch = [&](TensorView t) {
+        if (!thd) return t;
+        if (t.ndim == 3) {
+          return TensorView::contiguous(t.data, t.dtype, {1, t.shape[0], t.shape[1], t.shape[2]});
+        }
+        return TensorView::contiguous(t.data, t.dtype, {1, t.shape[0], t.shape[1]});
       };
       ForwardArgs f{.q = shard(q),
                     .k = shard(k),
@@ -227,9 +251,15 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
         const std::pair<const TensorView*, Tensor*> outs[] = {
             {&f.o, &o_d}, {&b.dq, &dq_d}, {&b.dk, &dk_d}, {&b.dv, &dv_d}};
         for (const auto& [mine, global] : outs) {
-          if (Status s = place_shard(*mine, global->view, 1, cfg.parallel, r); !s.is_ok()) st = s;
+          if (Status s = place_shard(as_batch(*mine), global->view, 1, cfg.parallel, r, cu);
+              !s.is_ok()) {
+            st = s;
+          }
         }
-        if (Status s = place_shard(f.lse, lse_d.view, 2, cfg.parallel, r); !s.is_ok()) st = s;
+        if (Status s = place_shard(as_batch(f.lse), lse_d.view, 2, cfg.parallel, r, cu);
+            !s.is_ok()) {
+          st = s;
+        }
       }
     });
   }
