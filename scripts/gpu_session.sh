@@ -46,6 +46,11 @@ run() {  # name, timeout, command...
   [[ $r -ne 0 ]] && { echo "$name: exit $r" | tee -a "$OUT/summary.txt"; rc=1; }
   return 0
 }
+# The cp > 1 rows' transports: NCCL and copy engines with 2+ GPUs; with one, cp = 2, 4 as virtual
+# ranks sharing it (device loopback), so ms/step is the sum of their work.
+set_via() {
+  if ((ngpu >= 2)); then via=(--transport nccl,peer); else via=(--cp 1,2,4 --transport loopback); fi
+}
 # Extra bench flags from the caller (e.g. BENCH_ARGS="--chunks 1"), word-split on purpose.
 read -r -a bench_args <<<"${BENCH_ARGS:-}"
 if [[ $mode == distributed ]]; then  # the distributed tests and a shorter bench only
@@ -84,11 +89,7 @@ fi
 if [[ $mode == allgather ]]; then  # all-gather CP: tests, then beside ulysses and ring
   run gpu_allgather 400 $BIN/test_gpu_ulysses --gtest_filter='AllGather*'
   run multigpu_allgather 300 $BIN/test_multigpu --gtest_filter='*allgather*'
-  if ((ngpu >= 2)); then
-    via=(--transport nccl,peer)
-  else  # one GPU: cp = 2, 4 as virtual ranks; their kernels share it, so ms/step is their sum
-    via=(--cp 1,2,4 --transport loopback)
-  fi
+  set_via
   run bench 540 $BIN/ulysses-bench --json "$OUT/bench.json" --seq 8192,32768,131072 \
     --strategy ulysses,ring,allgather --chunks 1 --iters 3 "${via[@]}" "${bench_args[@]}"
   cat "$OUT/bench.log"
@@ -98,11 +99,7 @@ fi
 if [[ $mode == packed ]]; then  # packed documents (thd): the tests, then three strategies
   run gpu_packed 400 $BIN/test_gpu_ulysses --gtest_filter='AllGather*:Packed*'
   run gpu_cudnn_rows 120 $BIN/test_gpu_cudnn --gtest_filter='*VarlenRows*'
-  if ((ngpu >= 2)); then
-    via=(--transport nccl,peer)
-  else  # one GPU: cp = 2, 4 as virtual ranks; their kernels share it, so ms/step is their sum
-    via=(--cp 1,2,4 --transport loopback)
-  fi
+  set_via
   for docs in 8 64; do
     run "bench_docs$docs" 400 $BIN/ulysses-bench --json "$OUT/bench_docs$docs.json" \
       --seq 32768,131072 --varlen "$docs" --seed 7 --strategy ulysses,ring,allgather --chunks 1 \
