@@ -235,9 +235,10 @@ ULYSSES_C_EXPORT void ulysses_decode_destroy(ulysses_decode* decode);
 
 /* The global token ranges [begin, end) rank `rank` holds under config's strategy, cp and
  * ulysses_degree for a sequence of config->seqlen tokens (ulysses::shard_token_ranges; cu_seqlens
- * for packed ring/hybrid batches, else NULL). Writes at most max_ranges pairs into ranges
- * (begin0, end0, begin1, ...) and their count into *num_ranges; a count above max_ranges is
- * ULYSSES_INVALID_ARGUMENT naming it. */
+ * for packed ring/hybrid batches, whose sequences are padded and cut one by one, else NULL;
+ * ulysses and allgather shard a packed stream as one sequence). Writes at most max_ranges pairs
+ * into ranges (begin0, end0, begin1, ...) and their count into *num_ranges; a count above
+ * max_ranges is ULYSSES_INVALID_ARGUMENT naming it. */
 ULYSSES_C_EXPORT int ulysses_shard_token_ranges(const ulysses_plan_config* config, int rank,
                                                 const int32_t* cu_seqlens, int64_t num_cu_seqlens,
                                                 int64_t* ranges, int64_t max_ranges,

@@ -380,8 +380,9 @@ class Plan(_Collective):
     def forward(self, q, k, v, o, *, lse=None, sinks=None, cu_seqlens=None,
                 cu_seqlens_device=None, workspace=None, saved=None, stream=None) -> None:
         """This rank's shard: q, k, v in, o (and lse) out; `saved` kept for backward.
-        cu_seqlens: packed (thd) batches, host ints; with a GPU kernel also cu_seqlens_device, the
-        same values as an int32 device buffer."""
+        cu_seqlens: packed (thd) batches, host ints (ulysses and allgather: offsets in the packed
+        stream; ring and hybrid: real lengths, each sequence at packed_sequence_offsets()); with a
+        GPU kernel also cu_seqlens_device, the same values as an int32 device buffer."""
         a = _capi.ForwardArgs()
         for n, x in (("q", q), ("k", k), ("v", v), ("o", o), ("lse", lse), ("sinks", sinks)):
             setattr(a, n, _tensor(x, n))
@@ -443,7 +444,8 @@ class Decode(_Collective):
 
 def shard_token_ranges(config: PlanConfig, rank: int, cu_seqlens=None) -> list:
     """The global token ranges [begin, end) rank `rank` holds (strategy, cp, ulysses_degree and
-    seqlen of `config`; cu_seqlens for packed ring/hybrid batches)."""
+    seqlen of `config`; cu_seqlens for packed ring/hybrid batches, which pad every sequence;
+    allgather shards the packed stream like one sequence)."""
     c = config._c()
     cu, n_cu = _cu(cu_seqlens)
     cap = 2 * max(1, n_cu) + 8
