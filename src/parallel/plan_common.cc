@@ -36,28 +36,6 @@ TensorView lse_as_bhs(const TensorView& t, Layout layout) {
   return out;
 }
 
-Result<std::vector<std::int32_t>> zigzag_packed_offsets(const PlanConfig& config,
-                                                        std::span<const std::int32_t> cu_seqlens,
-                                                        std::int64_t max_seqs,
-                                                        std::string_view api) {
-  const auto n = static_cast<std::int64_t>(cu_seqlens.size()) - 1;
-  if (n > max_seqs) {
-    return arg_error(api, "cu_seqlens", "holds more sequences than the plan has room for",
-                     str_cat(n, " sequences"),
-                     str_cat("<= seqlen / (2 ring) = ", max_seqs,
-                             " (every non-empty sequence pads to >= 2 ring tokens; drop empty "
-                             "ones)"));
-  }
-  ULYSSES_ASSIGN_OR_RETURN(auto offsets, packed_sequence_offsets(config.parallel, cu_seqlens));
-  if (offsets.back() > config.seqlen) {
-    return arg_error(api, "cu_seqlens", "needs more tokens than the plan's seqlen once padded",
-                     offsets.back(),
-                     str_cat("<= ", config.seqlen, " (each sequence padded to a multiple of ",
-                             2 * config.parallel.ring_size(), ": packed_sequence_offsets())"));
-  }
-  return offsets;
-}
-
 namespace {
 
 // Every field that must agree across ranks, as integers (for the create-time consensus).

@@ -6,7 +6,6 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
-#include <vector>
 
 #include "ulysses/attention.h"
 
@@ -46,14 +45,6 @@ inline TensorView sequence_rows(TensorView t, std::int64_t row0, std::int64_t ro
   t.shape[1] = rows;
   return t;
 }
-
-/// Packed sequences under a zigzag strategy (ring, hybrid, allgather): the padded offsets of
-/// `cu_seqlens` (packed_sequence_offsets()), or InvalidArgument naming cu_seqlens when there are
-/// more than max_seqs sequences or the padded layout needs more than the plan's seqlen rows.
-Result<std::vector<std::int32_t>> zigzag_packed_offsets(const PlanConfig& config,
-                                                        std::span<const std::int32_t> cu_seqlens,
-                                                        std::int64_t max_seqs,
-                                                        std::string_view api);
 
 /// Every field of `config` that must agree across ranks, plus this rank's validation result, is
 /// all-gathered once; a difference is kConfigMismatch on every rank, a rank's rejection is reported
