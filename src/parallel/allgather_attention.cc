@@ -320,7 +320,8 @@ class AllGatherAttention final : public DistributedAttention {
       if (p == j_) continue;
       for (const int x : chunks_of(p)) {
         if (sees(j_, x)) {
-          ULYSSES_RETURN_IF_ERROR(comm_.send(grad_chunk(dkv_all, x), part, p, stream));
+          ULYSSES_RETURN_IF_ERROR(
+              comm_.send(dkv_all + row_bytes(slot_row(x * c_), acc_), part, p, stream));
         }
       }
       for (const int y : chunks_of(j_)) {
@@ -332,8 +333,7 @@ class AllGatherAttention final : public DistributedAttention {
     ULYSSES_RETURN_IF_ERROR(comm_.group_end());
     for (int g = 0; g < 2; ++g) {
       const int y = chunks_of(j_)[g];
-      char* own_rows = grad_chunk(dkv_all, y);
-      const TensorView own = rows_of(own_rows, acc_, 0, 2 * G_, 0, c_);
+      const TensorView own = dkv_rows(dkv_all, 0, 2 * G_, y * c_, c_);
       std::size_t s = 0;
       for (int p = 0; p < P_; ++p) {
         if (p == j_) continue;
@@ -347,9 +347,9 @@ class AllGatherAttention final : public DistributedAttention {
         }
       }
       ULYSSES_RETURN_IF_ERROR(kernels::convert(sequence_rows(act(a.dk), g * c_, c_),
-                                               rows_of(own_rows, acc_, 0, G_, 0, c_), stream));
+                                               dkv_rows(dkv_all, 0, G_, y * c_, c_), stream));
       ULYSSES_RETURN_IF_ERROR(kernels::convert(sequence_rows(act(a.dv), g * c_, c_),
-                                               rows_of(own_rows, acc_, G_, G_, 0, c_), stream));
+                                               dkv_rows(dkv_all, G_, G_, y * c_, c_), stream));
     }
     if (sinks_outside_kernel(config_)) {
       ULYSSES_RETURN_IF_ERROR(kernels::sink_grad(o, act(a.d_o), lse_view(lse, 0, Sl_), a.sinks, 0,
@@ -428,16 +428,11 @@ class AllGatherAttention final : public DistributedAttention {
     auto dev = [&](std::size_t i) { return tables_device_ + ref.at + i * ref.n; };
     return {host(0), host(1), host(2), host(3), dev(0), dev(1), dev(2), dev(3)};
   }
-  // Where chunk x's fp32 dK/dV sums lie in dkv_all.
-  char* grad_chunk(char* dkv_all, int x) const {
-    return dkv_all + row_bytes(slot_row(x * c_), acc_);
-  }
-
   // This rank's K and V into kv_all at their global rows, then the chunks other ranks' queries see
   // to them, and the ones this rank's see from their owners, in one grouped exchange.
   Status gather_kv(const TensorView& k, const TensorView& v, char* kv_all, Stream stream) {
     const std::array<int, 2> own = chunks_of(j_);
-    // Where chunk x lands.
+    // Where chunk x lies in kv_all.
     auto chunk_at = [&](int x) { return kv_all + row_bytes(slot_row(x * c_), dtype_); };
     for (int g = 0; g < 2; ++g) {
       const kernels::MessageLayout msg{chunk_at(own[g]), dtype_, 1, c_, B_, 2 * G_, D_};
@@ -447,12 +442,6 @@ class AllGatherAttention final : public DistributedAttention {
           kernels::pack_heads(sequence_rows(act(v), g * c_, c_), zero_map_, G_, msg, G_, stream));
     }
     if (P_ == 1) return Status::ok();
-    return exchange_chunks(chunk_at, stream);
-  }
-
-  template <typename ChunkAt>
-  Status exchange_chunks(const ChunkAt& chunk_at, Stream stream) {
-    const std::array<int, 2> own = chunks_of(j_);
     const std::size_t bytes = chunk_bytes(dtype_);
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
     for (int p = 0; p < P_; ++p) {
