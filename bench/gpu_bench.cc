@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -21,6 +22,7 @@
 
 #include "bench/bench_cuda.h"
 #include "bench/bench_options.h"
+#include "bench/call_trace.h"
 #include "common/dtype_convert.h"
 #include "kernels/layout.h"
 #include "ulysses/gpu.h"
@@ -41,7 +43,9 @@ struct GpuRow {
   double io_gib = 0, workspace_gib = 0, saved_gib = 0;  // what the peak holds, by owner
   double err_o = 0, err_dq = 0, err_dk = 0, err_dv = 0;
   double kernel_contiguous_ms = 0, kernel_inplace_ms = 0;  // the local kernel alone (cp > 1 rows)
-  double pack_gbs = 0, unpack_gbs = 0, copy_gbs = 0;       // pack/unpack alone vs a device copy
+  std::vector<CallRecord> calls;  // --trace-calls: every kernel call of one step, timed alone
+  double kernel_ms = 0;           // their sum over all ranks
+  double pack_gbs = 0, unpack_gbs = 0, copy_gbs = 0;  // pack/unpack alone vs a device copy
   double qkv_pack_gbs = 0;  // the forward's three packs (Q, K, V) into one merged message
   double fp8_pack_gbs = 0, fp8_dequant_gbs = 0;  // Q packed into fp8 rows, and back
   bool exact_o = true, exact_dkv = true;
@@ -119,6 +123,86 @@ std::size_t used_bytes(int device) {
   cudaSetDevice(device);
   cudaMemGetInfo(&free, &total);
   return total - free;
+}
+
+// --trace-calls: steps timed call by call after a row's timed steps (each call's fastest kept).
+constexpr int kTraceSteps = 3;
+
+// --trace-calls: a LocalAttention that forwards to `inner` and, while `on`, times every call
+// alone: it waits for the stream's earlier work (exchanges, packs), then runs the call holding a
+// lock that every rank's timer shares, so virtual ranks on one GPU do not overlap their calls.
+class CallTimer final : public LocalAttention {
+ public:
+  CallTimer(LocalAttention& inner, int rank) : inner_(inner), rank_(rank) {
+    BENCH_CUDA(cudaEventCreate(&e0_));
+    BENCH_CUDA(cudaEventCreate(&e1_));
+  }
+  ~CallTimer() override {
+    cudaEventDestroy(e0_);
+    cudaEventDestroy(e1_);
+  }
+  bool on = false;
+  std::vector<CallRecord> records;
+
+  std::string_view name() const override { return inner_.name(); }
+  Device device() const override { return inner_.device(); }
+  bool provides_lse() const override { return inner_.provides_lse(); }
+  bool supports_backward() const override { return inner_.supports_backward(); }
+  bool accumulates_grads() const override { return inner_.accumulates_grads(); }
+  Status check_support(const LocalProblem& p) const override { return inner_.check_support(p); }
+  std::size_t workspace_bytes(const LocalProblem& p) const override {
+    return inner_.workspace_bytes(p);
+  }
+  Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream stream) override {
+    if (!on) return inner_.forward(p, a, stream);
+    return timed(describe_call(p, a.cu_seqlens, a.rows, false, rank_), stream,
+                 [&] { return inner_.forward(p, a, stream); });
+  }
+  Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream stream) override {
+    if (!on) return inner_.backward(p, a, stream);
+    return timed(describe_call(p, a.cu_seqlens, a.rows, true, rank_), stream,
+                 [&] { return inner_.backward(p, a, stream); });
+  }
+
+ private:
+  template <typename F>
+  Status timed(CallRecord record, Stream stream, F&& call) {
+    static std::mutex one_at_a_time;
+    BENCH_CUDA(cudaStreamSynchronize(stream));
+    std::lock_guard<std::mutex> lock(one_at_a_time);
+    BENCH_CUDA(cudaEventRecord(e0_, stream));
+    Status status = call();
+    BENCH_CUDA(cudaEventRecord(e1_, stream));
+    BENCH_CUDA(cudaEventSynchronize(e1_));
+    float ms = 0;
+    BENCH_CUDA(cudaEventElapsedTime(&ms, e0_, e1_));
+    record.ms = ms;
+    records.push_back(record);
+    return status;
+  }
+  LocalAttention& inner_;
+  int rank_;
+  cudaEvent_t e0_ = nullptr, e1_ = nullptr;
+};
+
+// --trace-calls output: one line per call, then each rank's sum.
+double print_calls(const std::string& what, const std::vector<CallRecord>& calls) {
+  double total = 0;
+  std::vector<double> per_rank;
+  for (const CallRecord& c : calls) {
+    std::printf(
+        "#   calls %s: rank %d %s q %lld kv %lld pieces %d %s pairs %.3g: %.2f ms, %.0f TFLOP/s\n",
+        what.c_str(), c.rank, c.backward ? "bwd" : "fwd", static_cast<long long>(c.q_rows),
+        static_cast<long long>(c.kv_rows), c.pieces, c.mask.c_str(), c.pairs, c.ms,
+        c.ms > 0 ? c.flops / (c.ms * 1e-3) / 1e12 : 0.0);
+    if (per_rank.size() <= static_cast<std::size_t>(c.rank)) per_rank.resize(c.rank + 1u);
+    per_rank[static_cast<std::size_t>(c.rank)] += c.ms;
+    total += c.ms;
+  }
+  for (std::size_t r = 0; r < per_rank.size(); ++r) {
+    std::printf("#   calls %s: rank %zu kernel total %.2f ms\n", what.c_str(), r, per_rank[r]);
+  }
+  return total;
 }
 
 // Host copies of one run's outputs (fp32 for comparison).
@@ -208,7 +292,8 @@ void round_as_fp8_payload(const Shape& s, void* x, int heads, cudaStream_t st) {
 enum class Fp8Inputs { kNone, kQkvDo, kKv };
 
 double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, MemUse* mem,
-                  Fp8Inputs fp8_inputs = Fp8Inputs::kNone) {
+                  Fp8Inputs fp8_inputs = Fp8Inputs::kNone,
+                  std::vector<CallRecord>* calls = nullptr) {
   cudaSetDevice(0);
   const std::size_t base = used_bytes(0);
   auto kernel = create_cudnn_attention(0);
@@ -281,14 +366,18 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
   cudaEventCreate(&e1);
   std::vector<double> ms;
   std::size_t peak = 0;
-  for (int it = 0; it < iters + 2; ++it) {
-    cudaEventRecord(e0, st);
-    Status status = (*kernel)->forward(p, f, st);
-    if (status.is_ok()) status = (*kernel)->backward(p, b, st);
+  CallTimer timer(**kernel, 0);
+  auto step = [&] {
+    Status status = timer.forward(p, f, st);
+    if (status.is_ok()) status = timer.backward(p, b, st);
     if (!status.is_ok()) {
       std::fprintf(stderr, "ulysses-bench: cp=1: %s\n", status.to_string().c_str());
       std::exit(1);
     }
+  };
+  for (int it = 0; it < iters + 2; ++it) {
+    cudaEventRecord(e0, st);
+    step();
     cudaEventRecord(e1, st);
     BENCH_CUDA(cudaEventSynchronize(e1));
     peak = std::max(peak, used_bytes(0) - base);
@@ -308,6 +397,12 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
     out->dq = down(dq, s.Hq);
     out->dk = down(dk, s.Hkv);
     out->dv = down(dv, s.Hkv);
+  }
+  if (calls) {  // --trace-calls: more steps, each call timed alone
+    timer.on = true;
+    for (int t = 0; t < kTraceSteps; ++t) step();
+    BENCH_CUDA(cudaStreamSynchronize(st));
+    *calls = fastest_of_steps(timer.records, kTraceSteps);
   }
   for (void* x : {q, k, v, o, d_o, dq, dk, dv, lse, ws, cu}) cudaFree(x);
   cudaStreamDestroy(st);
@@ -575,7 +670,7 @@ struct PlanKnobs {
 // and hybrid); results gathered to the host for the check.
 double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Communicator>>& comms,
                 const ParallelConfig& parallel, const PlanKnobs& knobs, int iters, HostOut* out,
-                MemUse* mem, bool loopback) {
+                MemUse* mem, bool loopback, std::vector<CallRecord>* calls = nullptr) {
   const int P = static_cast<int>(comms.size());
   // Device loopback: every rank on GPU 0, so memory is measured once for all of them.
   auto dev = [&](int r) { return loopback ? 0 : r; };
@@ -602,12 +697,14 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
     out->dv.assign(in.k.size(), 0);
   }
   std::vector<std::thread> threads;
+  std::mutex calls_mutex;
   for (int r = 0; r < P; ++r) {
     threads.emplace_back([&, r] {
       cudaSetDevice(dev(r));
       const std::size_t base = loopback ? shared_base : used_bytes(r);
       auto kernel = create_cudnn_attention(dev(r));
-      auto plan = DistributedAttention::create(cfg, *comms[static_cast<std::size_t>(r)], **kernel);
+      CallTimer timer(**kernel, r);
+      auto plan = DistributedAttention::create(cfg, *comms[static_cast<std::size_t>(r)], timer);
       if (!plan.is_ok()) {
         std::fprintf(stderr, "ulysses-bench: rank %d: %s\n", r, plan.status().to_string().c_str());
         std::exit(2);
@@ -751,12 +848,27 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
         down(dk, out->dk, s.Hkv);
         down(dv, out->dv, s.Hkv);
       }
+      if (calls) {  // --trace-calls: more steps, each kernel call timed alone
+        timer.on = true;
+        for (int t = 0; t < kTraceSteps; ++t) step();
+        if (Status status = synchronize(*comms[static_cast<std::size_t>(r)], st); !status.is_ok()) {
+          fail(status);
+        }
+        timer.on = false;
+        const std::vector<CallRecord> fastest = fastest_of_steps(timer.records, kTraceSteps);
+        std::lock_guard<std::mutex> lock(calls_mutex);
+        calls->insert(calls->end(), fastest.begin(), fastest.end());
+      }
       if (graph) cudaGraphExecDestroy(graph);
       for (void* x : {q, k, v, o, d_o, dq, dk, dv, ws, saved, cu}) cudaFree(x);
       cudaStreamDestroy(st);
     });
   }
   for (auto& t : threads) t.join();
+  if (calls) {
+    std::stable_sort(calls->begin(), calls->end(),
+                     [](const CallRecord& a, const CallRecord& b) { return a.rank < b.rank; });
+  }
   mem->peak = static_cast<double>(*std::max_element(rank_peak.begin(), rank_peak.end())) / kGiB;
   if (loopback) mem->peak /= P;  // all ranks' memory on one GPU: the mean per rank
   return *std::max_element(rank_ms.begin(), rank_ms.end());
@@ -876,7 +988,9 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     const Inputs in = make_inputs(s, seed);
     HostOut ref;
     MemUse m1;
-    const double t1 = run_single(s, in, o.iters, o.check ? &ref : nullptr, &m1);
+    std::vector<CallRecord> calls1;
+    const double t1 = run_single(s, in, o.iters, o.check ? &ref : nullptr, &m1, Fp8Inputs::kNone,
+                                 o.trace_calls ? &calls1 : nullptr);
     // --payload fp8 rows are checked against cp = 1 on the inputs rounded as they travel (their
     // error columns stay against `ref`: what fp8 costs in accuracy): Q, K, V and dO for ulysses,
     // K and V for ring and hybrid.
@@ -899,6 +1013,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     r1.io_gib = m1.io;
     r1.workspace_gib = m1.workspace;
     r1.repro = repro(s, 1, PlanKnobs{}, o.iters);
+    r1.calls = std::move(calls1);
     rows.push_back(r1);
     for (int cp : cps) {
       if (cp == 1) continue;
@@ -1011,8 +1126,10 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           if (seq % parallel.sequence_multiple() != 0) continue;
           HostOut got;
           MemUse mem;
-          const double tp = run_plan(s, in, comms, parallel, knobs, o.iters,
-                                     o.check ? &got : nullptr, &mem, loopback);
+          std::vector<CallRecord> calls;
+          const double tp =
+              run_plan(s, in, comms, parallel, knobs, o.iters, o.check ? &got : nullptr, &mem,
+                       loopback, o.trace_calls ? &calls : nullptr);
           GpuRow row{seq,           cp, std::string(strategy_name(parallel.strategy)),
                      chunks,        tp, flops_per_step(s) / cp / (tp * 1e-3) / 1e12,
                      t1 / (cp * tp)};
@@ -1056,6 +1173,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
             row.err_dv = fp8 ? compare(ref.dv, got.dv).max_abs : cv.max_abs;
           }
           row.transport = transport;
+          row.calls = std::move(calls);
           row.repro = repro(s, cp, knobs, o.iters, parallel) + " --transport " + transport +
                       (knobs.cuda_graph ? " --cuda-graph on" : "");
           rows.push_back(row);
@@ -1079,7 +1197,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           r.pass ? "PASS" : "FAIL");
       all_pass = all_pass && r.pass;
     }
-    for (const GpuRow& r : rows) {
+    for (GpuRow& r : rows) {
       if (r.seq != seq) continue;
       std::printf(
           "#   seq %lld cp %d %s via %s saved=%s chunks=%d in-flight=%d memory: peak %.2f GiB = "
@@ -1088,6 +1206,18 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           static_cast<long long>(r.seq), r.cp, r.strategy.c_str(), r.transport.c_str(),
           r.saved.c_str(), r.chunks, r.in_flight, r.peak_gib, r.io_gib, r.workspace_gib,
           r.saved_gib, r.peak_gib - r.io_gib - r.workspace_gib - r.saved_gib);
+      if (!r.calls.empty()) {
+        std::ostringstream what;
+        what << "seq " << r.seq << " cp " << r.cp << " " << (r.cp == 1 ? "-" : r.strategy)
+             << " via " << r.transport;
+        r.kernel_ms = print_calls(what.str(), r.calls);
+        std::printf(
+            "#   calls %s: kernel total %.2f ms over all ranks, step %.2f ms (%s): the rest "
+            "%.2f ms\n",
+            what.str().c_str(), r.kernel_ms, r.ms,
+            r.transport == "loopback" ? "every rank on one GPU" : "slowest rank",
+            r.ms - (r.transport == "loopback" || r.cp == 1 ? r.kernel_ms : r.kernel_ms / r.cp));
+      }
       if (r.a2a_host_us > 0) {
         std::printf(
             "#   seq %lld cp %d via %s all-to-all of %.0f MiB per GPU: %.1f GB/s on the GPU "
@@ -1166,8 +1296,16 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         << ", \"fp8_dequant_gbs\": " << r.fp8_dequant_gbs
         << ", \"exact_o\": " << (r.exact_o ? "true" : "false")
         << ", \"exact_dkv\": " << (r.exact_dkv ? "true" : "false")
-        << ", \"pass\": " << (r.pass ? "true" : "false") << ", \"repro\": \"" << r.repro << "\"}"
-        << (i + 1 < rows.size() ? "," : "") << "\n";
+        << ", \"pass\": " << (r.pass ? "true" : "false") << ", \"kernel_ms\": " << r.kernel_ms
+        << ", \"calls\": [";
+      for (std::size_t c = 0; c < r.calls.size(); ++c) {
+        const CallRecord& k = r.calls[c];
+        f << (c ? ", " : "") << "{\"rank\": " << k.rank << ", \"dir\": \""
+          << (k.backward ? "bwd" : "fwd") << "\", \"q\": " << k.q_rows << ", \"kv\": " << k.kv_rows
+          << ", \"pieces\": " << k.pieces << ", \"mask\": \"" << k.mask
+          << "\", \"pairs\": " << k.pairs << ", \"ms\": " << k.ms << "}";
+      }
+      f << "], \"repro\": \"" << r.repro << "\"}" << (i + 1 < rows.size() ? "," : "") << "\n";
     }
     f << "  ]\n}\n";
   }

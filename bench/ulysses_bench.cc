@@ -474,6 +474,13 @@ int main(int argc, char** argv) {
   app.add_option("--min-split-rows", o.min_split_rows,
                  "--decode: DecodeConfig::min_split_rows, the shortest piece (list)")
       ->delimiter(',');
+  app.add_flag("--trace-calls", o.trace_calls,
+               "GPU path: after each row's timed steps, three more steps in which every local "
+               "kernel call runs alone (ranks take turns) and is timed (its fastest of the three "
+               "kept: with --transport loopback another rank's exchanges and sums may still run "
+               "beside a call); prints per call its direction, query and key rows, sequences, "
+               "mask, visible (query, key) pairs, ms and TFLOP/s, and the step's time outside "
+               "the kernel");
   app.add_option("--iters", o.iters, "timed steps per row (median reported)");
   app.add_flag("--check,!--no-check", o.check, "compare with the unsharded run (default on)");
   app.add_option("--json", o.json, "also write the rows as JSON to this file");
@@ -490,6 +497,10 @@ int main(int argc, char** argv) {
       if (app.count(flag) > 0) given.insert(flag);
     }
     return o.decode ? bench::run_gpu_decode_bench(o, given) : bench::run_gpu_bench(o, given);
+  }
+  if (o.trace_calls) {
+    std::fprintf(stderr, "ulysses-bench: --trace-calls times GPU kernel calls (--device gpu)\n");
+    return 2;
   }
   if (o.decode) {
     std::fprintf(stderr,
