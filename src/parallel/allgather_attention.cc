@@ -165,8 +165,12 @@ class AllGatherAttention final : public DistributedAttention {
     LocalProblem p =
         LocalProblem::unsharded(c.attention, c.dtype, c.batch, call.q_rows, call.packed);
     p.varlen_rows = call.packed;
-    // Packed: each document's keys end where its queries do (a split's parts: uniform).
-    p.bottom_right = call.packed && call.masked && call.part < 0;
+    // Packed: each document's keys end where its queries do (a split's parts: uniform). Only a
+    // call whose keys start before its queries has pieces with keys before their first query; in
+    // any other every piece's keys start at its first query, bottom-right is top-left, and
+    // top-left is what cuDNN runs fast: its backward with bottom-right took 45.8 ms where the
+    // same call top-left needs about 24 (1x H200, cuDNN 9.19, docs/PERF.md).
+    p.bottom_right = call.packed && call.masked && call.part < 0 && call.k_lo < call.q_global;
     if (call.part > 0) p.config.sinks = false;  // dSinks come from the group's first part
     if (!call.masked) {
       p.config.causal = false;
