@@ -24,6 +24,7 @@
 #include <cudnn_frontend.h>
 
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -392,9 +393,17 @@ class CudnnAttention final : public LocalAttention {
                                       {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
                                       device());
     }
-    if (vl.rows) {  // rows of no sequence: zero gradients (cuDNN writes only sequences' rows)
-      for (const TensorView* t : {&dq_out, &dk, &dv}) {
-        ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(*t, 0, stream));
+    // VarlenRows: cuDNN writes only the sequences' rows; the others get zero gradients. A staged
+    // gradient is zeroed, read and widened only over the rows its side's sequences span (qs, ks):
+    // the caller's rows outside them are zeroed directly. A call whose few sequences sit in long
+    // views (allgather's keys before a chunk: one document) then does not pay for the views.
+    const RowSpan qs = vl.rows ? span_of(a.rows, false) : RowSpan{0, p.seqlen};
+    const RowSpan ks = vl.rows ? span_of(a.rows, true) : RowSpan{0, p.kv_len()};
+    if (vl.rows) {
+      ULYSSES_RETURN_IF_ERROR(p.grad_q_fp32 ? zero_rows(dq_out, qs, stream)
+                                            : zero_all(a.dq, stream));
+      for (const TensorView* t : {&dk, &dv}) {
+        ULYSSES_RETURN_IF_ERROR(widen ? zero_rows(*t, ks, stream) : zero_all(*t, stream));
       }
     }
     RaggedRows rows;
@@ -477,23 +486,63 @@ class CudnnAttention final : public LocalAttention {
         ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(*t, vl.valid, stream));
       }
     }
-    // Staged results into the caller's fp32 views: widened, or added to running sums.
+    // Staged results into the caller's fp32 views over the spans: widened (zeros outside), or
+    // added to running sums (nothing to add outside).
     if (p.grad_q_fp32) {
-      ULYSSES_RETURN_IF_ERROR(p.accumulate_dq
-                                  ? kernels::cuda::accumulate(a.dq, dq_out, stream)
-                                  : kernels::cuda::convert_to_f32(a.dq, dq_out, stream));
+      ULYSSES_RETURN_IF_ERROR(widen_rows(a.dq, dq_out, qs, p.accumulate_dq, stream));
     }
     if (widen) {
       for (auto [dst, src] : {std::pair{&a.dk, &dk}, std::pair{&a.dv, &dv}}) {
-        ULYSSES_RETURN_IF_ERROR(p.accumulate_dkv
-                                    ? kernels::cuda::accumulate(*dst, *src, stream)
-                                    : kernels::cuda::convert_to_f32(*dst, *src, stream));
+        ULYSSES_RETURN_IF_ERROR(widen_rows(*dst, *src, ks, p.accumulate_dkv, stream));
       }
     }
     return Status::ok();
   }
 
  private:
+  // Rows [begin, end) of dimension 1 of a [B, S, H, D] view.
+  struct RowSpan {
+    std::int64_t begin = 0, end = 0;
+  };
+  // The rows that the sequences with both query and key rows span on one side (cuDNN is given
+  // none of either for the others); empty when there are none.
+  static RowSpan span_of(const VarlenRows& r, bool kv_side) {
+    RowSpan out{std::numeric_limits<std::int64_t>::max(), 0};
+    for (int s = 0; s < r.num_seqs(); ++s) {
+      const auto su = static_cast<std::size_t>(s);
+      if (r.q_len[su] == 0 || r.kv_len[su] == 0) continue;
+      const std::int64_t b = kv_side ? r.kv_begin[su] : r.q_begin[su];
+      out.begin = std::min(out.begin, b);
+      out.end = std::max<std::int64_t>(out.end, b + (kv_side ? r.kv_len[su] : r.q_len[su]));
+    }
+    return out.end > out.begin ? out : RowSpan{};
+  }
+  static TensorView rows_of(TensorView t, std::int64_t begin, std::int64_t end) {
+    t.data = static_cast<char*>(t.data) +
+             static_cast<std::size_t>(begin * t.stride(1)) * dtype_size(t.dtype);
+    t.shape[1] = end - begin;
+    return t;
+  }
+  static Status zero_rows(const TensorView& t, RowSpan s, Stream stream) {
+    if (s.end <= s.begin) return Status::ok();
+    return kernels::cuda::zero_tokens_from(rows_of(t, s.begin, s.end), 0, stream);
+  }
+  static Status zero_all(const TensorView& t, Stream stream) {
+    return kernels::cuda::zero_tokens_from(t, 0, stream);
+  }
+  // dst (fp32) = src over span s and 0 outside it, or dst += src over s (accumulate).
+  static Status widen_rows(const TensorView& dst, const TensorView& src, RowSpan s, bool accumulate,
+                           Stream stream) {
+    if (!accumulate) {
+      ULYSSES_RETURN_IF_ERROR(zero_rows(dst, {0, s.begin}, stream));
+      ULYSSES_RETURN_IF_ERROR(zero_rows(dst, {s.end, dst.size(1)}, stream));
+    }
+    if (s.end <= s.begin) return Status::ok();
+    const TensorView d = rows_of(dst, s.begin, s.end), x = rows_of(src, s.begin, s.end);
+    return accumulate ? kernels::cuda::accumulate(d, x, stream)
+                      : kernels::cuda::convert_to_f32(d, x, stream);
+  }
+
   // Where this call's scratch lives inside the caller's workspace.
   struct Layout {
     void* cudnn = nullptr;
