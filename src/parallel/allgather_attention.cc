@@ -32,7 +32,8 @@
 // no padding between documents), K/V are gathered as above, and each call covers the documents its
 // query rows meet: one VarlenRows entry per document piece, its keys from the document's start (or
 // the window's) to where its queries end, the mask aligned at that bottom-right corner
-// (LocalProblem::bottom_right: the piece starts a different number of keys into each document).
+// (LocalProblem::bottom_right: the piece starts a different number of keys into each document;
+// only calls whose keys start before their queries need it, see call_problem()).
 // Backward's split parts need no per-document offset (keys before the chunk: unmasked; the chunk's
 // own rows: causal from 0). Everything else is the dense plan's. Windows need causal here (a
 // two-sided window's keys would end a per-document distance past its queries).
