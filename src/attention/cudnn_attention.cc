@@ -33,6 +33,7 @@
 
 #include "attention/local_checks.h"
 #include "common/cuda_check.h"
+#include "common/tensor_rows.h"
 #include "kernels/attention_aux.h"
 #include "kernels/merge.h"
 #include "ulysses/gpu.h"
@@ -517,11 +518,8 @@ class CudnnAttention final : public LocalAttention {
     }
     return out.end > out.begin ? out : RowSpan{};
   }
-  static TensorView rows_of(TensorView t, std::int64_t begin, std::int64_t end) {
-    t.data = static_cast<char*>(t.data) +
-             static_cast<std::size_t>(begin * t.stride(1)) * dtype_size(t.dtype);
-    t.shape[1] = end - begin;
-    return t;
+  static TensorView rows_of(const TensorView& t, std::int64_t begin, std::int64_t end) {
+    return detail::sequence_rows(t, begin, end - begin);
   }
   static Status zero_rows(const TensorView& t, RowSpan s, Stream stream) {
     if (s.end <= s.begin) return Status::ok();

@@ -7,6 +7,7 @@
 #include <span>
 #include <string_view>
 
+#include "common/tensor_rows.h"
 #include "ulysses/attention.h"
 
 namespace ulysses::parallel {
@@ -38,13 +39,7 @@ inline char* at(void* base, std::size_t offset) { return static_cast<char*>(base
 TensorView as_bshd(const TensorView& t, Layout layout);
 /// A [H, T] (kTHD) LSE view as [1, H, T]; kBSHD views pass through.
 TensorView lse_as_bhs(const TensorView& t, Layout layout);
-/// Rows [row0, row0 + rows) of dimension 1 of a [B, S, H, D] view (its strides kept).
-inline TensorView sequence_rows(TensorView t, std::int64_t row0, std::int64_t rows) {
-  t.data = static_cast<char*>(t.data) +
-           static_cast<std::size_t>(row0 * t.stride(1)) * dtype_size(t.dtype);
-  t.shape[1] = rows;
-  return t;
-}
+using detail::sequence_rows;  // rows [row0, row0 + rows) of a [B, S, H, D] view
 
 /// Every field of `config` that must agree across ranks, plus this rank's validation result, is
 /// all-gathered once; a difference is kConfigMismatch on every rank, a rank's rejection is reported
