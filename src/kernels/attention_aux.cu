@@ -6,7 +6,9 @@
 #include <cmath>
 
 #include "common/cuda_check.h"
+#include "common/tensor_rows.h"
 #include "kernels/attention_aux.h"
+#include "kernels/elementwise.h"
 
 namespace ulysses::kernels::cuda {
 namespace {
@@ -71,23 +73,6 @@ __global__ void varlen_rows_metadata_kernel(const std::int32_t* q_begin, const s
   }
 }
 
-template <typename T>
-__global__ void zero_tokens_kernel(T* data, std::int64_t B, std::int64_t tokens, std::int64_t H,
-                                   std::int64_t D, std::int64_t sb, std::int64_t ss,
-                                   std::int64_t sh, std::int64_t first) {
-  const std::int64_t n = B * tokens * H * D;
-  ULYSSES_GRID_LOOP(i, n) {
-    std::int64_t r = i;
-    const std::int64_t d = r % D;
-    r /= D;
-    const std::int64_t h = r % H;
-    r /= H;
-    const std::int64_t t = first + r % tokens;
-    const std::int64_t b = r / tokens;
-    data[b * sb + t * ss + h * sh + d] = T(0);
-  }
-}
-
 __global__ void fill_lse_kernel(float* lse, std::int64_t B, std::int64_t H, std::int64_t tokens,
                                 std::int64_t sb, std::int64_t sh, std::int64_t st,
                                 std::int64_t first) {
@@ -108,54 +93,10 @@ __global__ void copy_lse_kernel(float* dst, const float* src, std::int64_t B, st
   }
 }
 
-template <typename T>
-__global__ void convert_kernel(float* dst, const T* src, std::int64_t B, std::int64_t S,
-                               std::int64_t H, std::int64_t D, Strides ds, Strides ss) {
-  ULYSSES_GRID_LOOP(i, B * S * H * D) {
-    std::int64_t r = i;
-    const std::int64_t d = r % D;
-    r /= D;
-    const std::int64_t h = r % H;
-    r /= H;
-    const std::int64_t s = r % S;
-    const std::int64_t b = r / S;
-    dst[b * ds.v[0] + s * ds.v[1] + h * ds.v[2] + d * ds.v[3]] =
-        static_cast<float>(src[b * ss.v[0] + s * ss.v[1] + h * ss.v[2] + d * ss.v[3]]);
-  }
-}
-
-__global__ void copy_act_kernel(unsigned short* dst, const unsigned short* src, std::int64_t B,
-                                std::int64_t S, std::int64_t H, std::int64_t D, Strides ds,
-                                Strides ss) {
-  ULYSSES_GRID_LOOP(i, B * S * H * D) {
-    std::int64_t r = i;
-    const std::int64_t d = r % D;
-    r /= D;
-    const std::int64_t h = r % H;
-    r /= H;
-    const std::int64_t s = r % S;
-    const std::int64_t b = r / S;
-    dst[b * ds.v[0] + s * ds.v[1] + h * ds.v[2] + d * ds.v[3]] =
-        src[b * ss.v[0] + s * ss.v[1] + h * ss.v[2] + d * ss.v[3]];
-  }
-}
-
 }  // namespace
 
 Status copy_act(const TensorView& dst, const TensorView& src, Stream stream) {
-  if (dtype_size(src.dtype) != 2 || dst.dtype != src.dtype) {
-    return internal_error("ulysses::kernels::cuda::copy_act: unsupported dtype");
-  }
-  Strides ds{}, ss{};
-  for (int k = 0; k < 4; ++k) {
-    ds.v[k] = dst.stride(k);
-    ss.v[k] = src.stride(k);
-  }
-  copy_act_kernel<<<blocks(src.numel()), kThreads, 0, stream>>>(
-      static_cast<unsigned short*>(dst.data), static_cast<const unsigned short*>(src.data),
-      src.size(0), src.size(1), src.size(2), src.size(3), ds, ss);
-  ULYSSES_CUDA_CHECK_LAUNCH();
-  return Status::ok();
+  return copy_elements(dst, src, stream);
 }
 
 Status varlen_metadata(const std::int32_t* cu_seqlens, int num_seqs, int padded,
@@ -196,23 +137,7 @@ Status varlen_rows_metadata(const VarlenRows& rows, int padded,
 Status zero_tokens_from(const TensorView& a, std::int64_t first, Stream stream) {
   const std::int64_t tokens = a.size(1) - first;
   if (tokens <= 0) return Status::ok();
-  const std::int64_t n = a.size(0) * tokens * a.size(2) * a.size(3);
-  switch (dtype_size(a.dtype)) {
-    case 2:
-      zero_tokens_kernel<<<blocks(n), kThreads, 0, stream>>>(
-          static_cast<unsigned short*>(a.data), a.size(0), tokens, a.size(2), a.size(3),
-          a.stride(0), a.stride(1), a.stride(2), first);
-      break;
-    case 4:
-      zero_tokens_kernel<<<blocks(n), kThreads, 0, stream>>>(
-          static_cast<unsigned*>(a.data), a.size(0), tokens, a.size(2), a.size(3), a.stride(0),
-          a.stride(1), a.stride(2), first);
-      break;
-    default:
-      return internal_error("ulysses::kernels::cuda::zero_tokens_from: unsupported dtype");
-  }
-  ULYSSES_CUDA_CHECK_LAUNCH();
-  return Status::ok();
+  return fill_zero(detail::sequence_rows(a, first, tokens), stream);
 }
 
 Status fill_lse_from(const TensorView& l, std::int64_t first, Stream stream) {
@@ -236,25 +161,7 @@ Status copy_lse(const TensorView& dst, const TensorView& src, Stream stream) {
 }
 
 Status convert_to_f32(const TensorView& dst, const TensorView& src, Stream stream) {
-  Strides ds{}, ss{};
-  for (int k = 0; k < 4; ++k) {
-    ds.v[k] = dst.stride(k);
-    ss.v[k] = src.stride(k);
-  }
-  const std::int64_t n = src.numel();
-  if (src.dtype == DType::kBFloat16) {
-    convert_kernel<<<blocks(n), kThreads, 0, stream>>>(
-        static_cast<float*>(dst.data), static_cast<const __nv_bfloat16*>(src.data), src.size(0),
-        src.size(1), src.size(2), src.size(3), ds, ss);
-  } else if (src.dtype == DType::kFloat16) {
-    convert_kernel<<<blocks(n), kThreads, 0, stream>>>(
-        static_cast<float*>(dst.data), static_cast<const __half*>(src.data), src.size(0),
-        src.size(1), src.size(2), src.size(3), ds, ss);
-  } else {
-    return internal_error("ulysses::kernels::cuda::convert_to_f32: unsupported dtype");
-  }
-  ULYSSES_CUDA_CHECK_LAUNCH();
-  return Status::ok();
+  return convert_elements(dst, src, /*add=*/false, stream);
 }
 
 }  // namespace ulysses::kernels::cuda

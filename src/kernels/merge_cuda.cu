@@ -1,6 +1,7 @@
 // CUDA implementations of the merge operations (see merge.h).
 //
-// One block per row (b, s, h) of [B, S, H, D], its threads over head_dim; strides in elements.
+// One warp per row (b, s, h) of [B, S, H, D], its lanes over head_dim; strides in elements.
+// Element-wise operations (accumulate, convert, zero) are elementwise.h's.
 // The sinks' gradient is one block per head
 // with a fixed-order tree reduction, so it is deterministic. Accumulators are fp32; data fp32,
 // fp16 or bf16.
@@ -14,6 +15,8 @@
 #include <cstdint>
 
 #include "common/cuda_check.h"
+#include "kernels/elementwise.h"
+#include "kernels/fast_div.h"
 #include "kernels/merge.h"
 
 namespace ulysses::kernels::cuda {
@@ -81,21 +84,28 @@ __device__ std::int64_t at3(const View3& t, const Index& x) {  // LSE [B, H, S]
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < (n); \
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
 
-// Row-parallel kernels: one block per row (b, s, h) of [B, S, H, D] (grid-stride over rows), its
-// threads over d, so the row's LSE values are read once per thread and the data accesses are
-// coalesced along head_dim.
-__device__ Index row_of(const View4& g, std::int64_t r) {
-  Index x;
-  x.d = 0;
-  x.h = r % g.n2;
-  r /= g.n2;
-  x.s = r % g.n1;
-  x.b = r / g.n1;
-  return x;
+// Row-parallel kernels: one warp per row (b, s, h) of [B, S, H, D] (grid-stride over rows), its
+// lanes over d, so the row's LSE values are read once per lane and the data accesses are coalesced
+// along head_dim. Row indices are 32-bit and split with FastDiv once per row: a block per row with
+// 64-bit divisions in every thread cost more than the row's bytes.
+struct Rows {
+  std::uint32_t count;
+  FastDiv heads, seq;
+};
+constexpr int kLanes = 32;
+
+__device__ Index row_of(const Rows& g, std::uint32_t r) {
+  std::uint32_t q = 0, h = 0, b = 0, s = 0;
+  g.heads.divmod(r, q, h);
+  g.seq.divmod(q, b, s);
+  return Index{b, s, h, 0};
 }
 
-#define ULYSSES_ROW_LOOP(r, g) \
-  for (std::int64_t r = blockIdx.x; r < (g).n0 * (g).n1 * (g).n2; r += gridDim.x)
+#define ULYSSES_ROW_LOOP(r, g)                                                            \
+  for (std::uint32_t r = (blockIdx.x * blockDim.x + threadIdx.x) / kLanes; r < (g).count; \
+       r += gridDim.x * (blockDim.x / kLanes))
+
+__device__ int lane_of_row() { return static_cast<int>(threadIdx.x % kLanes); }
 
 __device__ float log_add_exp(float a, float b) {
   if (a == -INFINITY) return b;
@@ -103,48 +113,48 @@ __device__ float log_add_exp(float a, float b) {
   return fmaxf(a, b) + log1pf(expf(-fabsf(a - b)));
 }
 
-__global__ void merge_kernel(View4 acc, View3 lacc, View4 blk, View3 lblk) {
-  ULYSSES_ROW_LOOP(r, acc) {
-    Index x = row_of(acc, r);
+__global__ void merge_kernel(Rows g, View4 acc, View3 lacc, View4 blk, View3 lblk) {
+  ULYSSES_ROW_LOOP(r, g) {
+    Index x = row_of(g, r);
     const float lb = load(lblk.data, lblk.dtype, at3(lblk, x));
     const float la = load(lacc.data, lacc.dtype, at3(lacc, x));
-    __syncthreads();                // every thread has read la before thread 0 overwrites it
-    if (lb == -INFINITY) continue;  // uniform across the block
+    __syncwarp();                   // every lane has read la before lane 0 overwrites it
+    if (lb == -INFINITY) continue;  // uniform across the warp
     const float m = log_add_exp(la, lb);
     const float wa = la == -INFINITY ? 0.0f : expf(la - m), wb = expf(lb - m);
-    for (x.d = threadIdx.x; x.d < acc.n3; x.d += blockDim.x) {
+    for (x.d = lane_of_row(); x.d < acc.n3; x.d += kLanes) {
       const std::int64_t a = at4(acc, x);
       store(acc.data, acc.dtype, a,
             load(acc.data, acc.dtype, a) * wa + load(blk.data, blk.dtype, at4(blk, x)) * wb);
     }
-    if (threadIdx.x == 0) store(lacc.data, lacc.dtype, at3(lacc, x), m);
+    if (lane_of_row() == 0) store(lacc.data, lacc.dtype, at3(lacc, x), m);
   }
 }
 
-__global__ void finalize_kernel(View4 acc, View3 lacc, const float* sinks, std::int64_t sink_stride,
-                                int head_offset, View4 out, View3 lout) {
-  ULYSSES_ROW_LOOP(r, acc) {
-    Index x = row_of(acc, r);
+__global__ void finalize_kernel(Rows g, View4 acc, View3 lacc, const float* sinks,
+                                std::int64_t sink_stride, int head_offset, View4 out, View3 lout) {
+  ULYSSES_ROW_LOOP(r, g) {
+    Index x = row_of(g, r);
     const float la = load(lacc.data, lacc.dtype, at3(lacc, x));
-    __syncthreads();  // lout may be lacc
+    __syncwarp();  // lout may be lacc
     float l = la, w = 1.0f;
     if (sinks != nullptr && la != -INFINITY) {  // -inf: padding (real rows see their own key)
       l = log_add_exp(la, sinks[(head_offset + x.h) * sink_stride]);
       w = la == -INFINITY ? 0.0f : expf(la - l);
     }
-    for (x.d = threadIdx.x; x.d < acc.n3; x.d += blockDim.x) {
+    for (x.d = lane_of_row(); x.d < acc.n3; x.d += kLanes) {
       store(out.data, out.dtype, at4(out, x), load(acc.data, acc.dtype, at4(acc, x)) * w);
     }
-    if (threadIdx.x == 0) store(lout.data, lout.dtype, at3(lout, x), l);
+    if (lane_of_row() == 0) store(lout.data, lout.dtype, at3(lout, x), l);
   }
 }
 
-__global__ void merge_stacked_kernel(View4 parts, View3 lparts, int n, std::int64_t o_stride,
-                                     std::int64_t l_stride, const float* sinks,
-                                     std::int64_t sink_stride, int head_offset, View4 out,
-                                     View3 lout) {
-  ULYSSES_ROW_LOOP(r, out) {
-    Index x = row_of(out, r);
+__global__ void merge_stacked_kernel(Rows g, View4 parts, View3 lparts, int n,
+                                     std::int64_t o_stride, std::int64_t l_stride,
+                                     const float* sinks, std::int64_t sink_stride, int head_offset,
+                                     View4 out, View3 lout) {
+  ULYSSES_ROW_LOOP(r, g) {
+    Index x = row_of(g, r);
     const std::int64_t l_at = at3(lparts, x), o_at = at4(parts, x);
     float m = -INFINITY;
     for (int i = 0; i < n; ++i) m = fmaxf(m, load(lparts.data, lparts.dtype, l_at + i * l_stride));
@@ -162,7 +172,7 @@ __global__ void merge_stacked_kernel(View4 parts, View3 lparts, int n, std::int6
         l = with_sink;
       }
     }
-    for (x.d = threadIdx.x; x.d < out.n3; x.d += blockDim.x) {
+    for (x.d = lane_of_row(); x.d < out.n3; x.d += kLanes) {
       float acc = 0.0f;
       for (int i = 0; m != -INFINITY && i < n; ++i) {
         const float li = load(lparts.data, lparts.dtype, l_at + i * l_stride);
@@ -172,7 +182,7 @@ __global__ void merge_stacked_kernel(View4 parts, View3 lparts, int n, std::int6
       }
       store(out.data, out.dtype, at4(out, x), acc * scale);
     }
-    if (threadIdx.x == 0 && lout.data != nullptr) store(lout.data, lout.dtype, at3(lout, x), l);
+    if (lane_of_row() == 0 && lout.data != nullptr) store(lout.data, lout.dtype, at3(lout, x), l);
   }
 }
 
@@ -190,22 +200,6 @@ __global__ void fill_lse_kernel(View4 shape, View3 l, float value, std::int64_t 
     const std::int64_t h = i % shape.n2, s = (i / shape.n2) % shape.n1,
                        b = i / (shape.n2 * shape.n1);
     store(l.data, l.dtype, at3(l, Index{b, s, h, 0}), value);
-  }
-}
-
-template <int kMode>  // 0: dst = src, 1: dst += src, 2: dst = 0
-__global__ void elementwise_kernel(View4 dst, View4 src) {
-  ULYSSES_ROW_LOOP(r, dst) {
-    Index x = row_of(dst, r);
-    for (x.d = threadIdx.x; x.d < dst.n3; x.d += blockDim.x) {
-      const std::int64_t a = at4(dst, x);
-      if constexpr (kMode == 2) {
-        store(dst.data, dst.dtype, a, 0.0f);
-      } else {
-        const float v = load(src.data, src.dtype, at4(src, x));
-        store(dst.data, dst.dtype, a, kMode == 1 ? load(dst.data, dst.dtype, a) + v : v);
-      }
-    }
   }
 }
 
@@ -237,7 +231,7 @@ __global__ void sink_grad_kernel(View4 o, View4 d_o, View3 lse, const float* sin
   if (threadIdx.x == 0) dsinks[(head_offset + h) * dsink_stride] = partial[0];
 }
 
-constexpr int kRowThreads = 128;
+constexpr int kRowThreads = 256;
 
 // One block: sequences in tiles of kThreads, an exclusive scan of the chunk sizes carried across
 // tiles.
@@ -265,10 +259,20 @@ __global__ void packed_tables_kernel(const std::int32_t* cu, int n, int ring, st
   }
 }
 
-// Blocks for a row-parallel kernel over the rows of a [B, S, H, D] view.
-int row_blocks(const TensorView& t) {
+// The rows of a [B, S, H, D] view for a row-parallel kernel, and its grid (one warp per row).
+Result<Rows> rows_of(const TensorView& t, const char* what) {
   const std::int64_t rows = t.size(0) * t.size(1) * t.size(2);
-  return static_cast<int>(rows < 1 ? 1 : (rows > 65535 * 32 ? 65535 * 32 : rows));
+  if (rows >= (std::int64_t{1} << 31)) {
+    return unsupported(detail::str_cat("ulysses::kernels::cuda::", what, ": ", rows,
+                                       " rows of [B, S, H] (expected fewer than 2^31)"));
+  }
+  return Rows{static_cast<std::uint32_t>(rows), FastDiv(static_cast<std::uint32_t>(t.size(2))),
+              FastDiv(static_cast<std::uint32_t>(t.size(1)))};
+}
+int row_blocks(const Rows& g) {
+  const std::int64_t per_block = kRowThreads / kLanes;
+  const std::int64_t b = (static_cast<std::int64_t>(g.count) + per_block - 1) / per_block;
+  return static_cast<int>(b < 1 ? 1 : (b > 65535 * 32 ? 65535 * 32 : b));
 }
 
 int blocks(std::int64_t n) {
@@ -318,8 +322,9 @@ Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const T
                      const TensorView& lse_blk, Stream stream) {
   ULYSSES_RETURN_IF_ERROR(same4(o_acc, o_blk, "merge_partial"));
   ULYSSES_RETURN_IF_ERROR(check({&o_acc, &lse_acc, &o_blk, &lse_blk}, "merge_partial"));
-  merge_kernel<<<row_blocks(o_acc), kRowThreads, 0, stream>>>(v4(o_acc), v3(lse_acc), v4(o_blk),
-                                                              v3(lse_blk));
+  ULYSSES_ASSIGN_OR_RETURN(const Rows g, rows_of(o_acc, "merge_partial"));
+  merge_kernel<<<row_blocks(g), kRowThreads, 0, stream>>>(g, v4(o_acc), v3(lse_acc), v4(o_blk),
+                                                          v3(lse_blk));
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }
@@ -331,8 +336,9 @@ Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, cons
   ULYSSES_RETURN_IF_ERROR(check({&o_acc, &lse_acc, &o, &lse}, "finalize_partial"));
   const auto* sk = sinks.empty_view() ? nullptr : static_cast<const float*>(sinks.data);
   const std::int64_t ss = sinks.empty_view() ? 0 : sinks.stride(0);
-  finalize_kernel<<<row_blocks(o_acc), kRowThreads, 0, stream>>>(v4(o_acc), v3(lse_acc), sk, ss,
-                                                                 head_offset, v4(o), v3(lse));
+  ULYSSES_ASSIGN_OR_RETURN(const Rows g, rows_of(o_acc, "finalize_partial"));
+  finalize_kernel<<<row_blocks(g), kRowThreads, 0, stream>>>(g, v4(o_acc), v3(lse_acc), sk, ss,
+                                                             head_offset, v4(o), v3(lse));
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }
@@ -348,9 +354,10 @@ Status merge_stacked(const TensorView& o_parts, const TensorView& lse_parts, int
   const std::int64_t ss = sinks.empty_view() ? 0 : sinks.stride(0);
   View3 lout =
       lse.empty_view() ? View3{nullptr, static_cast<int>(DType::kFloat32), 0, 0, 0} : v3(lse);
-  merge_stacked_kernel<<<row_blocks(o), kRowThreads, 0, stream>>>(v4(o_parts), v3(lse_parts), parts,
-                                                                  o_part_stride, lse_part_stride,
-                                                                  sk, ss, head_offset, v4(o), lout);
+  ULYSSES_ASSIGN_OR_RETURN(const Rows g, rows_of(o, "merge_stacked"));
+  merge_stacked_kernel<<<row_blocks(g), kRowThreads, 0, stream>>>(
+      g, v4(o_parts), v3(lse_parts), parts, o_part_stride, lse_part_stride, sk, ss, head_offset,
+      v4(o), lout);
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }
@@ -369,24 +376,18 @@ Status write_table(std::span<const std::int32_t> values, std::int32_t* dst, Stre
 Status accumulate(const TensorView& acc, const TensorView& src, Stream stream) {
   ULYSSES_RETURN_IF_ERROR(same4(acc, src, "accumulate"));
   ULYSSES_RETURN_IF_ERROR(check({&acc, &src}, "accumulate"));
-  elementwise_kernel<1><<<row_blocks(acc), kRowThreads, 0, stream>>>(v4(acc), v4(src));
-  ULYSSES_CUDA_CHECK_LAUNCH();
-  return Status::ok();
+  return convert_elements(acc, src, /*add=*/true, stream);
 }
 
 Status convert(const TensorView& dst, const TensorView& src, Stream stream) {
   ULYSSES_RETURN_IF_ERROR(same4(dst, src, "convert"));
   ULYSSES_RETURN_IF_ERROR(check({&dst, &src}, "convert"));
-  elementwise_kernel<0><<<row_blocks(dst), kRowThreads, 0, stream>>>(v4(dst), v4(src));
-  ULYSSES_CUDA_CHECK_LAUNCH();
-  return Status::ok();
+  return convert_elements(dst, src, /*add=*/false, stream);
 }
 
 Status zero(const TensorView& dst, Stream stream) {
   ULYSSES_RETURN_IF_ERROR(check({&dst}, "zero"));
-  elementwise_kernel<2><<<row_blocks(dst), kRowThreads, 0, stream>>>(v4(dst), v4(dst));
-  ULYSSES_CUDA_CHECK_LAUNCH();
-  return Status::ok();
+  return fill_zero(dst, stream);
 }
 
 Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& lse,

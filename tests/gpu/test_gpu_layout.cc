@@ -1,13 +1,17 @@
 // Device pack/unpack kernels against the host implementation: bit-exact on stamped data, for every
 // vector width (row sizes and strides that allow 16, 8, 4, 2 bytes), dense and strided heads, short
 // and long segments, with poisoned outputs (and poisoned gaps between strided rows, which must
-// stay untouched).
+// stay untouched). The element-wise kernels (zero, copy, convert, accumulate) against the host
+// operations, likewise over whole poisoned buffers.
 #include <gtest/gtest.h>
 
 #include <cstring>
 
 #include "gpu/gpu_util.h"
+#include "kernels/attention_aux.h"
+#include "kernels/elementwise.h"
 #include "kernels/layout.h"
+#include "kernels/merge.h"
 
 namespace ulysses {
 namespace {
@@ -230,6 +234,131 @@ TEST(GpuLayout, SumReplicasAndLseMatchHost) {
   ASSERT_CUDA(cudaDeviceSynchronize());
   EXPECT_EQ(testing::count_nan(lse_host), 0);
   EXPECT_BITWISE_EQ(lse_host, lse_d.download(lse), "lse");
+}
+
+// A strided [n0, n1, n2, n3] view `offset` elements into a flat buffer that holds it (and the
+// gaps between its rows), on the host and mirrored on the device.
+struct Strided {
+  HostTensor buf;
+  std::array<std::int64_t, 4> shape{}, strides{};
+  std::int64_t offset = 0;
+
+  Strided(DType dtype, std::array<std::int64_t, 4> sh, std::array<std::int64_t, 4> st,
+          std::int64_t off)
+      : shape(sh), strides(st), offset(off) {
+    std::int64_t last = off;
+    for (int k = 0; k < 4; ++k)
+      last += (sh[static_cast<std::size_t>(k)] - 1) * st[static_cast<std::size_t>(k)];
+    buf = HostTensor(dtype, {last + 3});
+  }
+  TensorView view(void* base, Device device) const {
+    TensorView v = TensorView::strided(
+        static_cast<char*>(base) + offset * static_cast<std::int64_t>(dtype_size(buf.view.dtype)),
+        buf.view.dtype, {shape[0], shape[1], shape[2], shape[3]},
+        {strides[0], strides[1], strides[2], strides[3]}, device);
+    return v;
+  }
+  TensorView host_view() { return view(buf.view.data, Device::host()); }
+};
+
+struct EwGeo {
+  const char* name;
+  std::array<std::int64_t, 4> shape, dst_strides, src_strides;
+  std::int64_t dst_offset, src_offset;
+};
+
+std::array<std::int64_t, 4> dense(std::array<std::int64_t, 4> s) {
+  return {s[1] * s[2] * s[3], s[2] * s[3], s[3], 1};
+}
+
+std::vector<EwGeo> ew_geometries() {
+  const std::array<std::int64_t, 4> a{2, 33, 4, 64}, b{1, 1000, 8, 128}, c{2, 17, 3, 64},
+      d{1, 9, 2, 64}, e{1, 11, 3, 6}, f{1, 5, 2, 8};
+  return {
+      {"contiguous (one block)", a, dense(a), dense(a), 0, 0},
+      {"Q out of a Q|K|V buffer", b, dense(b), {1000 * 16 * 128, 16 * 128, 128, 1}, 0, 0},
+      {"gaps after every head", c, {17 * 3 * 72, 3 * 72, 72, 1}, dense(c), 0, 0},
+      {"dst off the 16-byte grid", d, dense(d), dense(d), 1, 0},
+      {"src off the 16-byte grid", d, dense(d), dense(d), 0, 3},
+      {"rows of 6", e, {11 * 3 * 8, 3 * 8, 8, 1}, dense(e), 0, 0},
+      {"head_dim strided", f, {5 * 2 * 16, 2 * 16, 16, 2}, dense(f), 0, 0},
+  };
+}
+
+// dst holds NaN everywhere (gaps included) except, for `add`, random values in the view; src holds
+// random values in its view. The device result must equal the host's over the whole dst buffer.
+void check_elementwise(const EwGeo& g, DType dt, DType st, const char* op, std::mt19937_64& rng) {
+  SCOPED_TRACE(std::string(g.name) + " " + op + " " + std::string(dtype_name(dt)) + " <- " +
+               std::string(dtype_name(st)));
+  Strided dst(dt, g.shape, g.dst_strides, g.dst_offset),
+      src(st, g.shape, g.src_strides, g.src_offset);
+  testing::poison(dst.buf);
+  testing::fill_uniform(src.buf, rng, -4.0, 4.0);
+  const bool add = std::string(op) == "accumulate";
+  if (add) {
+    HostTensor vals(dt, {g.shape[0], g.shape[1], g.shape[2], g.shape[3]});
+    testing::fill_uniform(vals, rng, -4.0, 4.0);
+    ASSERT_TRUE(kernels::host::convert(dst.host_view(), vals.view).is_ok());
+  }
+  HostTensor expected = dst.buf;
+  Strided want = dst;
+  want.buf = expected;
+  Status hs;
+  if (std::string(op) == "zero") {
+    hs = kernels::host::zero(want.host_view());
+  } else if (add) {
+    hs = kernels::host::accumulate(want.host_view(), src.host_view());
+  } else {
+    hs = kernels::host::convert(want.host_view(), src.host_view());
+  }
+  ASSERT_TRUE(hs.is_ok()) << hs.to_string();
+  DeviceTensor dd = DeviceTensor::of(dst.buf), sd = DeviceTensor::of(src.buf);
+  const TensorView dv = dst.view(dd.ptr, Device::cuda(0)), sv = src.view(sd.ptr, Device::cuda(0));
+  Status ds;
+  if (std::string(op) == "zero") {
+    ds = kernels::cuda::fill_zero(dv, nullptr);
+  } else if (std::string(op) == "copy") {
+    ds = kernels::cuda::copy_elements(dv, sv, nullptr);
+  } else {
+    ds = kernels::cuda::convert_elements(dv, sv, add, nullptr);
+  }
+  ASSERT_TRUE(ds.is_ok()) << ds.to_string();
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_BITWISE_EQ(want.buf, dd.download(dst.buf), "whole dst buffer");
+}
+
+TEST(GpuElementwise, MatchHostBitwiseOverWholeBuffers) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const std::uint64_t seed = testing::fresh_seed();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  const DType f32 = DType::kFloat32, bf16 = DType::kBFloat16, f16 = DType::kFloat16;
+  for (const EwGeo& g : ew_geometries()) {
+    for (DType t : {f32, bf16, f16}) check_elementwise(g, t, t, "zero", rng);
+    for (DType t : {f32, bf16}) check_elementwise(g, t, t, "copy", rng);
+    const std::pair<DType, DType> conversions[] = {
+        {f32, bf16}, {bf16, f32}, {f16, bf16}, {f32, f16}};
+    for (auto [d, s] : conversions) check_elementwise(g, d, s, "convert", rng);
+    for (DType s : {bf16, f32, f16}) check_elementwise(g, f32, s, "accumulate", rng);
+  }
+}
+
+// zero_tokens_from (the backend's prefill of padding rows): rows before `first` and the gaps keep
+// their bits.
+TEST(GpuElementwise, ZeroTokensFromLeavesEarlierRows) {
+  ULYSSES_REQUIRE_GPUS(1);
+  std::mt19937_64 rng(testing::fresh_seed());
+  Strided t(DType::kBFloat16, {1, 50, 4, 64}, {50 * 6 * 64, 6 * 64, 64, 1}, 0);
+  testing::fill_uniform(t.buf, rng);
+  HostTensor expected = t.buf;
+  for (std::int64_t s = 13; s < 50; ++s)
+    for (std::int64_t h = 0; h < 4; ++h)
+      for (std::int64_t d = 0; d < 64; ++d) expected.set(s * 6 * 64 + h * 64 + d, 0.0);
+  DeviceTensor dd = DeviceTensor::of(t.buf);
+  ASSERT_TRUE(
+      kernels::cuda::zero_tokens_from(t.view(dd.ptr, Device::cuda(0)), 13, nullptr).is_ok());
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_BITWISE_EQ(expected, dd.download(t.buf), "after zero_tokens_from(13)");
 }
 
 }  // namespace

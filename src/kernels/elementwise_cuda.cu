@@ -1,0 +1,298 @@
+// CUDA element-wise kernels (see elementwise.h): one walk (row_walk.h), each thread moving kUnroll
+// vectors, all loads issued before the stores. Elements travel as their bits (uint4, uint2, ...),
+// so a vector access is one instruction whatever the dtype; conversions pass through fp32.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <type_traits>
+
+#include "common/cuda_check.h"
+#include "kernels/elementwise.h"
+#include "kernels/row_walk.h"
+
+namespace ulysses::kernels::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kUnroll = 4;
+
+template <int kBytes>
+struct Raw;
+template <>
+struct Raw<16> {
+  using T = uint4;
+};
+template <>
+struct Raw<8> {
+  using T = uint2;
+};
+template <>
+struct Raw<4> {
+  using T = unsigned;
+};
+template <>
+struct Raw<2> {
+  using T = unsigned short;
+};
+template <>
+struct Raw<1> {
+  using T = unsigned char;
+};
+
+// Elements as bits, to and from fp32.
+template <DType kD>
+struct Elem;
+template <>
+struct Elem<DType::kFloat32> {
+  using Bits = unsigned;
+  static __device__ float get(Bits b) { return __uint_as_float(b); }
+  static __device__ Bits put(float f) { return __float_as_uint(f); }
+};
+template <>
+struct Elem<DType::kFloat16> {
+  using Bits = unsigned short;
+  static __device__ float get(Bits b) { return __half2float(__ushort_as_half(b)); }
+  static __device__ Bits put(float f) { return __half_as_ushort(__float2half_rn(f)); }
+};
+template <>
+struct Elem<DType::kBFloat16> {
+  using Bits = unsigned short;
+  static __device__ float get(Bits b) { return __bfloat162float(__ushort_as_bfloat16(b)); }
+  static __device__ Bits put(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
+};
+
+// W elements of dtype kD, loaded and stored as one access.
+template <DType kD, int W>
+union Pack {
+  using Bits = typename Elem<kD>::Bits;
+  typename Raw<W * sizeof(Bits)>::T raw;
+  Bits e[W];
+};
+
+template <class Op>
+__global__ void __launch_bounds__(kThreads) walk_kernel(RowWalkLaunch l, Op op) {
+  const std::uint32_t first = blockIdx.x * (kThreads * kUnroll) + threadIdx.x;
+  typename Op::Item x[kUnroll];
+  std::int64_t at[kUnroll];
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const std::uint32_t i = first + static_cast<std::uint32_t>(u * kThreads);
+    if (i < l.total) {
+      std::int64_t src = 0;
+      locate(l, i, at[u], src);
+      x[u] = op.load(at[u], src);
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    if (first + static_cast<std::uint32_t>(u * kThreads) < l.total) op.store(at[u], x[u]);
+  }
+}
+
+template <class V>
+struct ZeroOp {
+  struct Item {};
+  V* dst;
+  __device__ Item load(std::int64_t, std::int64_t) const { return {}; }
+  __device__ void store(std::int64_t d, Item) const { dst[d] = V{}; }
+};
+
+template <class V>
+struct CopyOp {
+  using Item = V;
+  V* dst;
+  const V* src;
+  __device__ Item load(std::int64_t, std::int64_t s) const { return src[s]; }
+  __device__ void store(std::int64_t d, const Item& x) const { dst[d] = x; }
+};
+
+template <DType kD, DType kS, int W, bool kAdd>
+struct ConvertOp {
+  using DPack = Pack<kD, W>;
+  using SPack = Pack<kS, W>;
+  struct Item {
+    SPack s;
+    DPack d;  // dst before the add (kAdd only)
+  };
+  DPack* dst;
+  const SPack* src;
+  __device__ Item load(std::int64_t d, std::int64_t s) const {
+    Item x;
+    x.s.raw = src[s].raw;
+    if constexpr (kAdd) x.d.raw = dst[d].raw;
+    return x;
+  }
+  __device__ void store(std::int64_t d, const Item& x) const {
+    DPack y;
+#pragma unroll
+    for (int j = 0; j < W; ++j) {
+      float v = Elem<kS>::get(x.s.e[j]);
+      if constexpr (kAdd) v = Elem<kD>::get(x.d.e[j]) + v;
+      y.e[j] = Elem<kD>::put(v);
+    }
+    dst[d].raw = y.raw;
+  }
+};
+
+template <class Op>
+Status run(const RowWalk& walk, const Op& op, Stream stream) {
+  ULYSSES_ASSIGN_OR_RETURN(auto launches, row_walk_launches(walk));
+  for (const RowWalkLaunch& l : launches) {
+    const std::uint32_t per_block = kThreads * kUnroll;
+    const auto blocks = static_cast<unsigned>((std::uint64_t{l.total} + per_block - 1) / per_block);
+    walk_kernel<<<blocks, kThreads, 0, stream>>>(l, op);
+    ULYSSES_CUDA_CHECK_LAUNCH();
+  }
+  return Status::ok();
+}
+
+// Widths in elements giving 16, 8, 4, 2 and 1-byte accesses for an element of `bytes` bytes.
+std::span<const int> byte_widths(std::size_t bytes) {
+  static constexpr int k1[] = {16, 8, 4, 2, 1}, k2[] = {8, 4, 2, 1}, k4[] = {4, 2, 1},
+                       k8[] = {2, 1};
+  switch (bytes) {
+    case 1:
+      return k1;
+    case 2:
+      return k2;
+    case 4:
+      return k4;
+    default:
+      return k8;
+  }
+}
+
+template <class T>
+T* as(void* p) {
+  return static_cast<T*>(p);
+}
+
+Status same_shape(const TensorView& a, const TensorView& b, const char* what) {
+  if (a.ndim != b.ndim || a.shape != b.shape) {
+    return internal_error(detail::str_cat("ulysses::kernels::cuda::", what, ": shapes differ (",
+                                          a.to_string(), " vs ", b.to_string(), ")"));
+  }
+  return Status::ok();
+}
+
+bool is_float(DType t) {
+  return t == DType::kFloat32 || t == DType::kFloat16 || t == DType::kBFloat16;
+}
+
+template <DType kD, DType kS, int W>
+Status convert_as(const RowWalk& walk, const TensorView& dst, const TensorView& src, bool add,
+                  Stream stream) {
+  using DPack = Pack<kD, W>;
+  using SPack = Pack<kS, W>;
+  auto* d = static_cast<DPack*>(dst.data);
+  const auto* s = static_cast<const SPack*>(src.data);
+  if (add) return run(walk, ConvertOp<kD, kS, W, true>{d, s}, stream);
+  return run(walk, ConvertOp<kD, kS, W, false>{d, s}, stream);
+}
+
+template <DType kD, DType kS>
+Status convert_typed(const TensorView& dst, const TensorView& src, bool add, Stream stream) {
+  constexpr int kWide = 16 / static_cast<int>(std::max(sizeof(typename Elem<kD>::Bits),
+                                                       sizeof(typename Elem<kS>::Bits)));
+  static constexpr int kWidths[] = {kWide, 1};
+  const RowWalk walk = plan_row_walk(dst, &src, kWidths);
+  if (walk.vec == kWide) return convert_as<kD, kS, kWide>(walk, dst, src, add, stream);
+  return convert_as<kD, kS, 1>(walk, dst, src, add, stream);
+}
+
+template <DType kD>
+Status convert_to(const TensorView& dst, const TensorView& src, bool add, Stream stream) {
+  switch (src.dtype) {
+    case DType::kFloat32:
+      return convert_typed<kD, DType::kFloat32>(dst, src, add, stream);
+    case DType::kFloat16:
+      return convert_typed<kD, DType::kFloat16>(dst, src, add, stream);
+    default:
+      return convert_typed<kD, DType::kBFloat16>(dst, src, add, stream);
+  }
+}
+
+}  // namespace
+
+Status fill_zero(const TensorView& dst, Stream stream) {
+  const std::size_t e = dtype_size(dst.dtype);
+  const RowWalk walk = plan_row_walk(dst, nullptr, byte_widths(e));
+  if (walk.total() == 0) return Status::ok();
+  if (walk.outer_dims == 0) {  // one block of memory
+    ULYSSES_CUDA_CHECK(cudaMemsetAsync(
+        dst.data, 0,
+        static_cast<std::size_t>(walk.row_vecs) * static_cast<std::size_t>(walk.vec) * e, stream));
+    return Status::ok();
+  }
+  switch (static_cast<std::size_t>(walk.vec) * e) {
+    case 16:
+      return run(walk, ZeroOp<uint4>{as<uint4>(dst.data)}, stream);
+    case 8:
+      return run(walk, ZeroOp<uint2>{as<uint2>(dst.data)}, stream);
+    case 4:
+      return run(walk, ZeroOp<unsigned>{as<unsigned>(dst.data)}, stream);
+    case 2:
+      return run(walk, ZeroOp<unsigned short>{as<unsigned short>(dst.data)}, stream);
+    default:
+      return run(walk, ZeroOp<unsigned char>{as<unsigned char>(dst.data)}, stream);
+  }
+}
+
+Status copy_elements(const TensorView& dst, const TensorView& src, Stream stream) {
+  ULYSSES_RETURN_IF_ERROR(same_shape(dst, src, "copy_elements"));
+  if (dst.dtype != src.dtype) {
+    return internal_error(detail::str_cat("ulysses::kernels::cuda::copy_elements: dtypes differ (",
+                                          dtype_name(dst.dtype), " vs ", dtype_name(src.dtype),
+                                          ")"));
+  }
+  const std::size_t e = dtype_size(dst.dtype);
+  const RowWalk walk = plan_row_walk(dst, &src, byte_widths(e));
+  if (walk.total() == 0) return Status::ok();
+  if (walk.outer_dims == 0) {
+    ULYSSES_CUDA_CHECK(cudaMemcpyAsync(
+        dst.data, src.data,
+        static_cast<std::size_t>(walk.row_vecs) * static_cast<std::size_t>(walk.vec) * e,
+        cudaMemcpyDeviceToDevice, stream));
+    return Status::ok();
+  }
+  auto copy = [&](auto* d) {
+    using V = std::remove_pointer_t<decltype(d)>;
+    return run(walk, CopyOp<V>{d, static_cast<const V*>(src.data)}, stream);
+  };
+  switch (static_cast<std::size_t>(walk.vec) * e) {
+    case 16:
+      return copy(as<uint4>(dst.data));
+    case 8:
+      return copy(as<uint2>(dst.data));
+    case 4:
+      return copy(as<unsigned>(dst.data));
+    case 2:
+      return copy(as<unsigned short>(dst.data));
+    default:
+      return copy(as<unsigned char>(dst.data));
+  }
+}
+
+Status convert_elements(const TensorView& dst, const TensorView& src, bool add, Stream stream) {
+  ULYSSES_RETURN_IF_ERROR(same_shape(dst, src, "convert_elements"));
+  if (!is_float(dst.dtype) || !is_float(src.dtype)) {
+    return unsupported(detail::str_cat("ulysses::kernels::cuda::convert_elements: dtypes ",
+                                       dtype_name(dst.dtype), " <- ", dtype_name(src.dtype),
+                                       " (expected fp32, fp16 or bf16)"));
+  }
+  if (!add && dst.dtype == src.dtype) return copy_elements(dst, src, stream);
+  switch (dst.dtype) {
+    case DType::kFloat32:
+      return convert_to<DType::kFloat32>(dst, src, add, stream);
+    case DType::kFloat16:
+      return convert_to<DType::kFloat16>(dst, src, add, stream);
+    default:
+      return convert_to<DType::kBFloat16>(dst, src, add, stream);
+  }
+}
+
+}  // namespace ulysses::kernels::cuda

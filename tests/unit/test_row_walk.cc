@@ -1,0 +1,193 @@
+// The element-wise device kernels' index arithmetic, on the CPU: FastDiv against / and %, and
+// every planned walk (launches and locate(), the very code the kernels run) visiting each element
+// of its views exactly once, paired with the same element of the other view.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "common/test_util.h"
+#include "kernels/fast_div.h"
+#include "kernels/row_walk.h"
+
+namespace ulysses::kernels {
+namespace {
+
+TEST(FastDiv, MatchesIntegerDivision) {
+  std::vector<std::uint32_t> divisors = {1,
+                                         2,
+                                         3,
+                                         5,
+                                         7,
+                                         8,
+                                         10,
+                                         16,
+                                         100,
+                                         127,
+                                         128,
+                                         255,
+                                         256,
+                                         641,
+                                         1000,
+                                         4096,
+                                         65535,
+                                         65536,
+                                         65537,
+                                         1u << 31,
+                                         (1u << 31) - 1,
+                                         (1u << 31) + 1,
+                                         0xFFFFFFFFu,
+                                         0xFFFFFFFEu};
+  std::mt19937_64 rng(testing::fresh_seed());
+  for (int i = 0; i < 200; ++i)
+    divisors.push_back(static_cast<std::uint32_t>(rng() >> (rng() % 32)) | 1u);
+  for (std::uint32_t d : divisors) {
+    const FastDiv f(d);
+    EXPECT_EQ(f.divisor(), d);
+    std::vector<std::uint32_t> ns = {0,     1,           d - 1,       d,           d + 1,
+                                     2 * d, 0xFFFFFFFFu, 0xFFFFFFFEu, 0x7FFFFFFFu, 0x80000000u};
+    for (int k = 0; k < 2000; ++k) ns.push_back(static_cast<std::uint32_t>(rng()));
+    for (int k = 0; k < 200; ++k) ns.push_back(static_cast<std::uint32_t>(rng() % 4096));
+    for (std::uint32_t n : ns) {
+      std::uint32_t q = 0, r = 0;
+      f.divmod(n, q, r);
+      ASSERT_EQ(q, n / d) << n << " / " << d;
+      ASSERT_EQ(r, n % d) << n << " % " << d;
+    }
+  }
+}
+
+void* at(std::uintptr_t address) { return reinterpret_cast<void*>(address); }
+
+// (dst offset, src offset) in elements of every element of the views.
+std::vector<std::pair<std::int64_t, std::int64_t>> naive_pairs(const TensorView& d,
+                                                               const TensorView& s) {
+  std::vector<std::pair<std::int64_t, std::int64_t>> out;
+  const std::int64_t n0 = d.size(0), n1 = d.size(1), n2 = d.size(2), n3 = d.size(3);
+  for (std::int64_t a = 0; a < n0; ++a)
+    for (std::int64_t b = 0; b < n1; ++b)
+      for (std::int64_t c = 0; c < n2; ++c)
+        for (std::int64_t e = 0; e < n3; ++e)
+          out.emplace_back(d.offset({a, b, c, e}), s.offset({a, b, c, e}));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// The same pairs as the kernels visit them.
+std::vector<std::pair<std::int64_t, std::int64_t>> walked_pairs(
+    const RowWalk& w, const std::vector<RowWalkLaunch>& launches) {
+  std::vector<std::pair<std::int64_t, std::int64_t>> out;
+  for (const RowWalkLaunch& l : launches) {
+    for (std::uint32_t i = 0; i < l.total; ++i) {
+      std::int64_t d = 0, s = 0;
+      locate(l, i, d, s);
+      for (int j = 0; j < w.vec; ++j) out.emplace_back(d * w.vec + j, s * w.vec + j);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+struct WalkCase {
+  const char* name;
+  TensorView dst, src;
+  std::vector<int> widths;  // as the kernels ask: 16-byte vectors of the wider dtype first
+  int expect_vec;
+  int expect_outer_dims;
+};
+
+std::vector<WalkCase> walk_cases() {
+  const auto bf16 = DType::kBFloat16, f32 = DType::kFloat32;
+  const std::vector<int> w2 = {8, 4, 2, 1}, w4 = {4, 1}, w4all = {4, 2, 1};
+  const auto c = [](std::uintptr_t p, DType t, std::initializer_list<std::int64_t> shape) {
+    return TensorView::contiguous(at(p), t, shape);
+  };
+  const auto s = [](std::uintptr_t p, DType t, std::initializer_list<std::int64_t> shape,
+                    std::initializer_list<std::int64_t> strides) {
+    return TensorView::strided(at(p), t, shape, strides);
+  };
+  return {
+      // One block of memory: a single row.
+      {"contiguous", c(0x1000, bf16, {2, 6, 4, 16}), c(0x9000, bf16, {2, 6, 4, 16}), w2, 8, 0},
+      // Ulysses' receive buffer (Q among Q|K|V heads) into a contiguous tensor: rows of H * D.
+      {"packed heads", c(0x1000, bf16, {1, 10, 4, 16}),
+       s(0x9000, bf16, {1, 10, 4, 16}, {10 * 8 * 16, 8 * 16, 16, 1}), w2, 8, 1},
+      // fp32 widened from bf16 rows of every other head: rows of D, two outer dims.
+      {"strided heads", c(0x1000, f32, {2, 5, 3, 8}),
+       s(0x9000, bf16, {2, 5, 3, 8}, {5 * 6 * 8, 6 * 8, 16, 1}), w4, 4, 3},
+      // A base pointer off the 16-byte grid narrows the vectors.
+      {"misaligned", c(0x1004, f32, {1, 7, 2, 8}), c(0x9000, bf16, {1, 7, 2, 8}), w4, 1, 0},
+      // Rows of D = 6 bf16: no 16-byte vector divides them.
+      {"odd rows", s(0x1000, bf16, {1, 9, 2, 6}, {9 * 14, 14, 6, 1}), c(0x9000, bf16, {1, 9, 2, 6}),
+       w2, 2, 1},
+      // head_dim not contiguous: elements one at a time, four outer dims.
+      {"strided d", s(0x1000, f32, {2, 3, 2, 4}, {64, 16, 8, 2}), c(0x9000, f32, {2, 3, 2, 4}),
+       w4all, 1, 4},
+      // Size-1 dims vanish whatever their strides.
+      {"size one", s(0x1000, bf16, {1, 4, 1, 16}, {7, 40, 3, 1}), c(0x9000, bf16, {1, 4, 1, 16}),
+       w2, 8, 1},
+      // Views of rows from one offset on (zero_tokens_from): a sub-block of one buffer.
+      {"row window", s(0x1000 + 3 * 32 * 2, bf16, {1, 5, 2, 16}, {64 * 32, 32, 16, 1}),
+       s(0x1000 + 3 * 32 * 2, bf16, {1, 5, 2, 16}, {64 * 32, 32, 16, 1}), w2, 8, 0},
+  };
+}
+
+TEST(RowWalk, VisitsEveryElementOncePaired) {
+  for (const WalkCase& k : walk_cases()) {
+    SCOPED_TRACE(k.name);
+    const RowWalk w = plan_row_walk(k.dst, &k.src, k.widths);
+    EXPECT_EQ(w.vec, k.expect_vec);
+    EXPECT_EQ(w.outer_dims, k.expect_outer_dims);
+    EXPECT_EQ(w.total() * w.vec, k.dst.numel());
+    const auto expected = naive_pairs(k.dst, k.src);
+    // One launch, and cut into many (every index of the outermost dim its own launch).
+    const std::int64_t per_index =
+        w.total() / (w.outer_dims > 0 ? w.outer[static_cast<std::size_t>(w.outer_dims - 1)] : 1);
+    for (std::int64_t limit : {kMaxLaunchVectors, per_index}) {
+      auto launches = row_walk_launches(w, limit);
+      ASSERT_TRUE(launches.is_ok()) << launches.status().to_string();
+      for (const RowWalkLaunch& l : *launches) EXPECT_LE(l.total, limit);
+      EXPECT_EQ(walked_pairs(w, *launches), expected) << "limit " << limit;
+    }
+  }
+}
+
+TEST(RowWalk, DstAloneAndEmptyViews) {
+  const int widths[] = {8, 4, 2, 1};
+  const TensorView d =
+      TensorView::strided(at(0x2000), DType::kBFloat16, {3, 4, 2, 8}, {4 * 40, 40, 16, 1});
+  const RowWalk w = plan_row_walk(d, nullptr, widths);
+  EXPECT_EQ(w.vec, 8);
+  auto launches = row_walk_launches(w);
+  ASSERT_TRUE(launches.is_ok());
+  EXPECT_EQ(walked_pairs(w, *launches), naive_pairs(d, d));
+
+  const TensorView empty = TensorView::contiguous(at(0x2000), DType::kBFloat16, {1, 0, 2, 8});
+  const RowWalk e = plan_row_walk(empty, nullptr, widths);
+  EXPECT_EQ(e.total(), 0);
+  auto none = row_walk_launches(e);
+  ASSERT_TRUE(none.is_ok());
+  EXPECT_TRUE(none->empty());
+}
+
+TEST(RowWalk, RefusesWhatOneLaunchCannotIndex) {
+  // 64 rows of 64 vectors per index of the outermost dim, against a limit of 1000 vectors.
+  const int widths[] = {1};
+  const TensorView d =
+      TensorView::strided(at(0x2000), DType::kFloat32, {4, 64, 1, 64}, {100000, 1000, 64, 1});
+  const RowWalk w = plan_row_walk(d, nullptr, widths);
+  ASSERT_EQ(w.outer_dims, 2);
+  auto r = row_walk_launches(w, 1000);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnsupported);
+  EXPECT_NE(r.status().message().find("4096 vectors"), std::string::npos) << r.status().message();
+  auto ok = row_walk_launches(w, 4096 * 2);
+  ASSERT_TRUE(ok.is_ok());
+  EXPECT_EQ(ok->size(), 2u);
+}
+
+}  // namespace
+}  // namespace ulysses::kernels
