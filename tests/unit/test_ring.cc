@@ -91,8 +91,10 @@ Tensors poisoned(const Case& c, DType dtype, std::int64_t S) {
 }
 
 // The unsharded reference in `dtype`; backward reads the given (rounded) O and LSE, or with
-// given_stats = false recomputes them as for a call that sees every key.
-Tensors unsharded(const Case& c, const Inputs& any, DType dtype, bool given_stats = true) {
+// given_stats = false recomputes them as for a call that sees every key. fp32_kv_grads: dK and dV
+// are written in fp32, then rounded to `dtype` (what a plan that sums fp32 partials returns).
+Tensors unsharded(const Case& c, const Inputs& any, DType dtype, bool given_stats = true,
+                  bool fp32_kv_grads = false) {
   const HostTensor q = testing::convert(any.q, dtype), k = testing::convert(any.k, dtype),
                    v = testing::convert(any.v, dtype), d_o = testing::convert(any.d_o, dtype);
   Tensors r = poisoned(c, dtype, c.S);
@@ -129,7 +131,18 @@ Tensors unsharded(const Case& c, const Inputs& any, DType dtype, bool given_stat
     b.sinks = any.sinks.view;
     b.dsinks = r.dsinks.view;
   }
+  Tensors wide;
+  if (fp32_kv_grads) {
+    wide = poisoned(c, DType::kFloat32, c.S);
+    p.grad_kv_dtype = DType::kFloat32;
+    b.dk = wide.dk.view;
+    b.dv = wide.dv.view;
+  }
   EXPECT_TRUE(reference_backward(p, b).is_ok());
+  if (fp32_kv_grads) {
+    r.dk = testing::convert(wide.dk, dtype);
+    r.dv = testing::convert(wide.dv, dtype);
+  }
   return r;
 }
 
@@ -818,7 +831,8 @@ INSTANTIATE_TEST_SUITE_P(AllGather, RingVsReference, ::testing::ValuesIn(allgath
                          [](const auto& param_info) { return param_info.param.name; });
 
 // All-gather with one rank is one kernel call on the whole sequence: bitwise the unsharded kernel
-// (O, LSE, and dQ, dK, dV once rounded from the fp32 sums the single call wrote). The call sees
+// (O, LSE, dQ, and dK, dV once rounded from the fp32 sums the single call wrote; rounding the FP64
+// dK, dV to bf16 directly differs by an ulp in about one seed in a hundred). The call sees
 // every key of its rows, so the reference kernel's backward recomputes the statistics.
 TEST(AllGather, OneRankIsTheUnshardedKernelBitwise) {
   for (const bool causal : {true, false}) {
@@ -828,7 +842,7 @@ TEST(AllGather, OneRankIsTheUnshardedKernelBitwise) {
     SCOPED_TRACE("seed " + std::to_string(seed) + (causal ? " causal window" : " full"));
     std::mt19937_64 rng(seed);
     const Inputs in = make_inputs(c, rng);
-    const Tensors plain = unsharded(c, in, c.dtype, /*given_stats=*/false);
+    const Tensors plain = unsharded(c, in, c.dtype, /*given_stats=*/false, /*fp32_kv_grads=*/true);
     std::vector<HostTensor> dsinks;
     const Tensors got = distributed(c, in, dsinks);
     EXPECT_BITWISE_EQ(got.o, plain.o, "O");
