@@ -70,6 +70,25 @@ __device__ void store(void* p, int dtype, std::int64_t i, float v) {
   }
 }
 
+// p[i .. i + 3] as fp32: i a multiple of 4 and the base aligned to 4 elements (one 8 or 16-byte
+// load).
+__device__ float4 load4(const void* p, int dtype, std::int64_t i) {
+  if (static_cast<DType>(dtype) == DType::kFloat32) {
+    return *reinterpret_cast<const float4*>(static_cast<const float*>(p) + i);
+  }
+  const uint2 r = *reinterpret_cast<const uint2*>(static_cast<const unsigned short*>(p) + i);
+  const unsigned short e[4] = {
+      static_cast<unsigned short>(r.x & 0xFFFFu), static_cast<unsigned short>(r.x >> 16),
+      static_cast<unsigned short>(r.y & 0xFFFFu), static_cast<unsigned short>(r.y >> 16)};
+  float f[4];
+  for (int j = 0; j < 4; ++j) {
+    f[j] = static_cast<DType>(dtype) == DType::kFloat16
+               ? __half2float(__ushort_as_half(e[j]))
+               : __bfloat162float(__ushort_as_bfloat16(e[j]));
+  }
+  return {f[0], f[1], f[2], f[3]};
+}
+
 struct Index {
   std::int64_t b, s, h, d;
 };
@@ -203,32 +222,72 @@ __global__ void fill_lse_kernel(View4 shape, View3 l, float value, std::int64_t 
   }
 }
 
-__global__ void sink_grad_kernel(View4 o, View4 d_o, View3 lse, const float* sinks,
-                                 std::int64_t sink_stride, int head_offset, float* dsinks,
-                                 std::int64_t dsink_stride) {
-  __shared__ float partial[kThreads];
+// The sinks' gradient of one head per block, in a fixed order of additions (deterministic): the
+// block's warps take the rows kSinkRows at a time (their loads in flight together), a warp's lanes
+// run along head_dim (coalesced; 4 elements per load when kVec4), each lane adds exp(sink - lse) *
+// dO * O over its elements, and the lanes' sums meet in a fixed tree. A row with LSE = -inf adds
+// nothing (weight 0). (One thread per row reading its head_dim serially made every load touch 32
+// rows' cache lines.)
+constexpr int kSinkThreads = 1024;
+constexpr int kSinkRows = 4;
+template <bool kVec4>
+__global__ void __launch_bounds__(kSinkThreads)
+    sink_grad_kernel(FastDiv seq, std::uint32_t rows, View4 o, View4 d_o, View3 lse,
+                     const float* sinks, std::int64_t sink_stride, int head_offset, float* dsinks,
+                     std::int64_t dsink_stride) {
+  constexpr int kWarps = kSinkThreads / kLanes;
+  __shared__ float partial[kWarps];
   const std::int64_t h = blockIdx.x;
   const float sink = sinks[(head_offset + h) * sink_stride];
-  const std::int64_t rows = o.n0 * o.n1;
+  const int lane = lane_of_row(), warp = static_cast<int>(threadIdx.x) / kLanes;
   float sum = 0.0f;
-  for (std::int64_t r = threadIdx.x; r < rows; r += blockDim.x) {
-    const Index x{r / o.n1, r % o.n1, h, 0};
-    const float l = load(lse.data, lse.dtype, at3(lse, x));
-    if (l == -INFINITY) continue;
-    float di = 0.0f;
-    for (std::int64_t d = 0; d < o.n3; ++d) {
-      const Index y{x.b, x.s, h, d};
-      di += load(d_o.data, d_o.dtype, at4(d_o, y)) * load(o.data, o.dtype, at4(o, y));
+  for (std::uint32_t r0 = static_cast<std::uint32_t>(warp) * kSinkRows; r0 < rows;
+       r0 += kWarps * kSinkRows) {
+    float w[kSinkRows];
+    std::int64_t oa[kSinkRows], da[kSinkRows];
+#pragma unroll
+    for (int u = 0; u < kSinkRows; ++u) {
+      const std::uint32_t r = r0 + static_cast<std::uint32_t>(u);
+      std::uint32_t b = 0, s = 0;
+      if (r < rows) seq.divmod(r, b, s);  // else row 0: a valid address, weight 0
+      const Index x{b, s, h, 0};
+      const float l = r < rows ? load(lse.data, lse.dtype, at3(lse, x)) : -INFINITY;
+      w[u] = l == -INFINITY ? 0.0f : expf(sink - l);
+      oa[u] = at4(o, x);
+      da[u] = at4(d_o, x);
     }
-    sum -= expf(sink - l) * di;
+#pragma unroll
+    for (int u = 0; u < kSinkRows; ++u) {
+      if constexpr (kVec4) {
+        for (std::int64_t d = 4 * lane; d < o.n3; d += 4 * kLanes) {
+          const float4 a = load4(d_o.data, d_o.dtype, da[u] + d);
+          const float4 c = load4(o.data, o.dtype, oa[u] + d);
+          sum -= w[u] * (a.x * c.x + a.y * c.y + a.z * c.z + a.w * c.w);
+        }
+      } else {
+        for (std::int64_t d = lane; d < o.n3; d += kLanes) {
+          sum -= w[u] * load(d_o.data, d_o.dtype, da[u] + d * d_o.s3) *
+                 load(o.data, o.dtype, oa[u] + d * o.s3);
+        }
+      }
+    }
   }
-  partial[threadIdx.x] = sum;
+  for (int off = kLanes / 2; off > 0; off /= 2) sum += __shfl_down_sync(0xffffffffu, sum, off);
+  if (lane == 0) partial[warp] = sum;
   __syncthreads();
-  for (int w = kThreads / 2; w > 0; w /= 2) {
-    if (static_cast<int>(threadIdx.x) < w) partial[threadIdx.x] += partial[threadIdx.x + w];
-    __syncthreads();
+  if (threadIdx.x == 0) {
+    float total = 0.0f;
+    for (int i = 0; i < kWarps; ++i) total += partial[i];
+    dsinks[(head_offset + h) * dsink_stride] = total;
   }
-  if (threadIdx.x == 0) dsinks[(head_offset + h) * dsink_stride] = partial[0];
+}
+
+// Whether 4-element loads fit a view: head_dim contiguous and every stride and the base on the
+// 4-element grid.
+bool fits_vec4(const TensorView& t) {
+  const auto e = static_cast<std::uintptr_t>(dtype_size(t.dtype));
+  return t.stride(3) == 1 && t.size(3) % 4 == 0 && t.stride(0) % 4 == 0 && t.stride(1) % 4 == 0 &&
+         t.stride(2) % 4 == 0 && reinterpret_cast<std::uintptr_t>(t.data) % (4 * e) == 0;
 }
 
 constexpr int kRowThreads = 256;
@@ -398,8 +457,17 @@ Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& l
   if (sinks.dtype != DType::kFloat32 || dsinks.dtype != DType::kFloat32) {
     return internal_error("ulysses::kernels::cuda::sink_grad: sinks and dsinks must be fp32");
   }
-  sink_grad_kernel<<<static_cast<int>(o.size(2)), kThreads, 0, stream>>>(
-      v4(o), v4(d_o), v3(lse), static_cast<const float*>(sinks.data), sinks.stride(0), head_offset,
+  const std::int64_t rows = o.size(0) * o.size(1);
+  if (rows >= (std::int64_t{1} << 31)) {
+    return unsupported(detail::str_cat("ulysses::kernels::cuda::sink_grad: ", rows,
+                                       " rows of [B, S] (expected fewer than 2^31)"));
+  }
+  if (o.size(2) == 0) return Status::ok();  // no heads: nothing to write
+  const auto launch =
+      fits_vec4(o) && fits_vec4(d_o) ? sink_grad_kernel<true> : sink_grad_kernel<false>;
+  launch<<<static_cast<int>(o.size(2)), kSinkThreads, 0, stream>>>(
+      FastDiv(static_cast<std::uint32_t>(o.size(1))), static_cast<std::uint32_t>(rows), v4(o),
+      v4(d_o), v3(lse), static_cast<const float*>(sinks.data), sinks.stride(0), head_offset,
       static_cast<float*>(dsinks.data), dsinks.stride(0));
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();

@@ -5,6 +5,7 @@
 // operations, likewise over whole poisoned buffers.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "gpu/gpu_util.h"
@@ -359,6 +360,63 @@ TEST(GpuElementwise, ZeroTokensFromLeavesEarlierRows) {
       kernels::cuda::zero_tokens_from(t.view(dd.ptr, Device::cuda(0)), 13, nullptr).is_ok());
   ASSERT_CUDA(cudaDeviceSynchronize());
   EXPECT_BITWISE_EQ(expected, dd.download(t.buf), "after zero_tokens_from(13)");
+}
+
+// The sinks' gradient (ring's and allgather's backward with sinks): against the host's FP64 sum
+// within fp32 accumulation error, entries outside [head_offset, head_offset + H) untouched, rows
+// with LSE = -inf skipped, and bitwise the same on a second run (fixed order of additions).
+TEST(GpuElementwise, SinkGradMatchesHostAndRepeatsBitwise) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const std::uint64_t seed = testing::fresh_seed();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  const std::int64_t B = 2, S = 300, H = 3, heads_total = 7;
+  const int head_offset = 2;
+  // head_dim 64: 4-element loads; 6: element by element.
+  for (auto [D, dt] : {std::pair<std::int64_t, DType>{64, DType::kBFloat16},
+                       {64, DType::kFloat32},
+                       {6, DType::kBFloat16}}) {
+    SCOPED_TRACE(D);
+    // O and dO as H of 5 heads per token (strided rows), LSE [B, H, S] with some rows at -inf.
+    Strided o(dt, {B, S, H, D}, {S * 5 * D, 5 * D, D, 1}, 0),
+        d_o(dt, {B, S, H, D}, {S * 5 * D, 5 * D, D, 1}, 0);
+    testing::fill_uniform(o.buf, rng);
+    testing::fill_uniform(d_o.buf, rng);
+    HostTensor lse(DType::kFloat32, {B, H, S}), sinks(DType::kFloat32, {heads_total});
+    testing::fill_uniform(lse, rng, 0.0, 3.0);
+    for (std::int64_t i = 0; i < lse.numel(); i += 7) lse.set(i, -INFINITY);
+    testing::fill_uniform(sinks, rng, -1.0, 1.0);
+    HostTensor want(DType::kFloat32, {heads_total});
+    testing::poison(want);
+    ASSERT_TRUE(kernels::host::sink_grad(o.host_view(), d_o.host_view(), lse.view, sinks.view,
+                                         head_offset, want.view)
+                    .is_ok());
+    DeviceTensor od = DeviceTensor::of(o.buf), dod = DeviceTensor::of(d_o.buf),
+                 ld = DeviceTensor::of(lse), sd = DeviceTensor::of(sinks);
+    HostTensor poisoned(DType::kFloat32, {heads_total});
+    testing::poison(poisoned);
+    HostTensor got[2];
+    for (HostTensor& g : got) {
+      DeviceTensor gd = DeviceTensor::of(poisoned);
+      ASSERT_TRUE(kernels::cuda::sink_grad(o.view(od.ptr, Device::cuda(0)),
+                                           d_o.view(dod.ptr, Device::cuda(0)), ld.view, sd.view,
+                                           head_offset, gd.view, nullptr)
+                      .is_ok());
+      ASSERT_CUDA(cudaDeviceSynchronize());
+      g = gd.download(poisoned);
+    }
+    EXPECT_BITWISE_EQ(got[0], got[1], "second run");
+    for (std::int64_t h = 0; h < heads_total; ++h) {
+      if (h < head_offset || h >= head_offset + H) {
+        EXPECT_TRUE(std::isnan(got[0].at(h))) << "entry " << h << " was written";
+        continue;
+      }
+      // Each term is at most e^(1 - 0) * 1 * 1; B * S * D terms in fp32.
+      const double bound = 1e-6 * std::exp(1.0) * static_cast<double>(B * S * D);
+      EXPECT_NEAR(got[0].at(h), want.at(h), bound) << "head " << h << " " << dtype_name(dt);
+      EXPECT_NE(want.at(h), 0.0);
+    }
+  }
 }
 
 }  // namespace
