@@ -27,7 +27,7 @@ Status varlen_rows_metadata(const VarlenRows& rows, int padded,
                             std::int32_t* seq_len_q, std::int32_t* seq_len_kv,
                             std::int32_t* offsets, Stream stream);
 
-/// Writes zeros to act[:, t, :, :] for t >= first_token (padding rows).
+/// Writes zeros to act[:, t, :, :] for t >= first_token (padding rows), any dtype (elementwise.h).
 Status zero_tokens_from(const TensorView& act, std::int64_t first_token, Stream stream);
 
 /// Writes -inf to lse[:, :, t] for t >= first_token.
@@ -36,10 +36,10 @@ Status fill_lse_from(const TensorView& lse, std::int64_t first_token, Stream str
 /// dst = src for fp32 [B, H, S] views with any strides.
 Status copy_lse(const TensorView& dst, const TensorView& src, Stream stream);
 
-/// dst = src for [B, S, H, D] views of one 2-byte dtype with any strides.
+/// dst = src for [B, S, H, D] views of one dtype with any strides (elementwise.h).
 Status copy_act(const TensorView& dst, const TensorView& src, Stream stream);
 
-/// dst (fp32, any strides) = src (fp16/bf16, any strides), both [B, S, H, D].
+/// dst (fp32, any strides) = src (fp16/bf16, any strides), both [B, S, H, D] (elementwise.h).
 Status convert_to_f32(const TensorView& dst, const TensorView& src, Stream stream);
 
 }  // namespace ulysses::kernels::cuda
