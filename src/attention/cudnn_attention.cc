@@ -7,7 +7,8 @@
 // Packed (varlen) batches use cuDNN's ragged layout: B = number of sequences (rounded up to a power
 // of two with empty tail sequences, so that a few graphs serve every batch), S = longest sequence
 // (rounded up likewise), and per-sequence ragged offsets cu_seqlens[i] * token_stride computed on
-// the device. Tokens past cu_seqlens.back() are written here: O, dQ, dK, dV = 0, LSE = -inf.
+// the device, int64 (cuDNN >= 9.5), so a packed tensor may span more than 2^31 elements. Tokens
+// past cu_seqlens.back() are written here: O, dQ, dK, dV = 0, LSE = -inf.
 // VarlenRows (ring blocks) use the same layout with query-side offsets (Q, O, dO, dQ, LSE) and
 // key-side offsets (K, V, dK, dV) of their own; rows outside every sequence are written as zeros
 // (and -inf) before the graph runs, and a sequence with no query or no key rows is given none of
@@ -211,6 +212,12 @@ class CudnnAttention final : public LocalAttention {
       return unsupported(
           str_cat(kApi, ": an fp32 dq or o with a packed (varlen) batch given by cu_seqlens"));
     }
+    if (p.varlen && version < 90500) {
+      return unsupported(str_cat(kApi,
+                                 ": packed (varlen) batches need cuDNN 9.5 or newer (int64 ragged "
+                                 "offsets; running ",
+                                 version, ")"));
+    }
     if (p.config.sinks && version < 91300) {
       return unsupported(
           str_cat(kApi, ": attention sinks need cuDNN 9.13 or newer (running ", version, ")"));
@@ -255,8 +262,6 @@ class CudnnAttention final : public LocalAttention {
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
     Varlen vl;
     ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, a.rows, vl));
-    ULYSSES_RETURN_IF_ERROR(
-        ragged_fit_int32(p, {{"q", &a.q}, {"k", &a.k}, {"v", &a.v}, {"o", &a.o}}));
     Layout ws = workspace_layout(p, a.workspace);
     RaggedRows rows;
     const bool stats = !a.lse.empty_view();
@@ -343,14 +348,6 @@ class CudnnAttention final : public LocalAttention {
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
     Varlen vl;
     ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, a.rows, vl));
-    ULYSSES_RETURN_IF_ERROR(ragged_fit_int32(p, {{"q", &a.q},
-                                                 {"k", &a.k},
-                                                 {"v", &a.v},
-                                                 {"o", &a.o},
-                                                 {"d_o", &a.d_o},
-                                                 {"dq", &a.dq},
-                                                 {"dk", &a.dk},
-                                                 {"dv", &a.dv}}));
     Layout ws = workspace_layout(p, a.workspace);
 
     // Stats: before cuDNN 9.26 the backward reads a non-ragged Stats input as packed [B, H, S].
@@ -545,7 +542,7 @@ class CudnnAttention final : public LocalAttention {
   struct Layout {
     void* cudnn = nullptr;
     std::size_t cudnn_bytes = 0;
-    std::int32_t* meta = nullptr;
+    void* meta = nullptr;  // seq_len_q, seq_len_kv (int32), then the ragged offsets (int64)
     std::size_t meta_bytes = 0;
     void* stats = nullptr;
     void* dk = nullptr;
@@ -561,10 +558,10 @@ class CudnnAttention final : public LocalAttention {
 
   static std::size_t meta_bytes(const LocalProblem& p) {
     if (!p.varlen) return 0;
-    // seq_len_q and seq_len_kv [padded] + up to 8 offset rows of padded + 1, padded <= 2 seqlen
-    // + 2.
+    // seq_len_q and seq_len_kv [padded] (int32) + up to 8 rows of padded + 1 ragged offsets
+    // (int64, 8-byte aligned since padded is even or 1), padded <= next_pow2(2 seqlen + 2).
     const std::size_t padded = static_cast<std::size_t>(next_pow2(2 * p.seqlen + 2));
-    return (2 * padded + 8 * (padded + 1)) * sizeof(std::int32_t);
+    return 2 * padded * sizeof(std::int32_t) + 8 * (padded + 1) * sizeof(std::int64_t);
   }
 
   Layout workspace_layout(const LocalProblem& p, void* base) const {
@@ -584,7 +581,7 @@ class CudnnAttention final : public LocalAttention {
     l.cudnn_bytes = total - l.meta_bytes - stats_bytes - 2 * kv_bytes - q_bytes;
     char* c = static_cast<char*>(base);
     l.cudnn = c;
-    l.meta = reinterpret_cast<std::int32_t*>(c + l.cudnn_bytes);
+    l.meta = c + l.cudnn_bytes;
     l.stats = c + l.cudnn_bytes + l.meta_bytes;
     l.dk = c + l.cudnn_bytes + l.meta_bytes + stats_bytes;
     l.dv = static_cast<char*>(l.dk) + kv_bytes;
@@ -731,7 +728,7 @@ class CudnnAttention final : public LocalAttention {
         .set_uid(kRagged + uid)
         .set_dim({vl.padded + 1, 1, 1, 1})
         .set_stride({1, 1, 1, 1})
-        .set_data_type(fe::DataType_t::INT32);
+        .set_data_type(fe::DataType_t::INT64);
   }
 
   static std::pair<std::shared_ptr<fe::graph::Tensor_attributes>,
@@ -881,31 +878,14 @@ class CudnnAttention final : public LocalAttention {
     return Status::ok();
   }
 
-  // int32 ragged offsets: the last element of every packed tensor must be addressable.
-  static Status ragged_fit_int32(
-      const LocalProblem& p, std::initializer_list<std::pair<const char*, const TensorView*>> ts) {
-    if (!p.varlen) return Status::ok();
-    for (const auto& [name, t] : ts) {
-      std::int64_t last = 0;
-      for (int d = 1; d < t->ndim; ++d) last += (t->size(d) - 1) * t->stride(d);
-      if (last >= (std::int64_t{1} << 31)) {
-        return unsupported(str_cat(kApi, ": packed ", name, " ", t->to_string(),
-                                   " spans more elements than int32 ragged offsets reach (last "
-                                   "element at ",
-                                   last, ", expected below 2^31)"));
-      }
-    }
-    return Status::ok();
-  }
-
   Status fill_varlen(const std::int32_t* cu_device, const VarlenRows& seq_rows, const Varlen& vl,
                      const RaggedRows& rows, const std::map<std::int64_t, int>& ragged,
                      const Layout& ws, std::unordered_map<std::int64_t, void*>& pack,
                      Stream stream) {
     if (rows.strides.size() > 8) return internal_error(str_cat(kApi, ": too many ragged layouts"));
-    std::int32_t* seq_len = ws.meta;
-    std::int32_t* seq_len_kv = ws.meta + vl.padded;
-    std::int32_t* offsets = ws.meta + 2 * vl.padded;
+    std::int32_t* seq_len = static_cast<std::int32_t*>(ws.meta);
+    std::int32_t* seq_len_kv = seq_len + vl.padded;
+    auto* offsets = reinterpret_cast<std::int64_t*>(seq_len + 2 * vl.padded);
     if (vl.rows) {
       ULYSSES_RETURN_IF_ERROR(
           kernels::cuda::varlen_rows_metadata(seq_rows, static_cast<int>(vl.padded), rows.strides,

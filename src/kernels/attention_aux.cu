@@ -31,13 +31,13 @@ struct Strides {
 
 __global__ void varlen_metadata_kernel(const std::int32_t* cu, int num_seqs, int padded, int kinds,
                                        Strides strides, std::int32_t* seq_len,
-                                       std::int32_t* offsets) {
+                                       std::int64_t* offsets) {
   ULYSSES_GRID_LOOP(i, static_cast<std::int64_t>(padded) + 1) {
     const int s = static_cast<int>(i < num_seqs ? i : num_seqs);
     const std::int64_t start = cu[s];
     if (i < padded) seq_len[i] = i < num_seqs ? cu[i + 1] - cu[i] : 0;
     for (int k = 0; k < kinds; ++k) {
-      offsets[k * (padded + 1) + i] = static_cast<std::int32_t>(start * strides.v[k]);
+      offsets[k * (padded + 1) + i] = start * strides.v[k];
     }
   }
 }
@@ -49,7 +49,7 @@ __global__ void varlen_rows_metadata_kernel(const std::int32_t* q_begin, const s
                                             const std::int32_t* kv_len, int num_seqs, int padded,
                                             int kinds, Strides strides, Strides side,
                                             std::int32_t* seq_len_q, std::int32_t* seq_len_kv,
-                                            std::int32_t* offsets) {
+                                            std::int64_t* offsets) {
   ULYSSES_GRID_LOOP(i, static_cast<std::int64_t>(padded) + 1) {
     const bool real = i < num_seqs;
     // A sequence without query or without key rows gets neither (no empty softmax rows).
@@ -68,7 +68,7 @@ __global__ void varlen_rows_metadata_kernel(const std::int32_t* q_begin, const s
     }
     for (int k = 0; k < kinds; ++k) {
       const std::int64_t start = side.v[k] == 0 ? q_start : kv_start;
-      offsets[k * (padded + 1) + i] = static_cast<std::int32_t>(start * strides.v[k]);
+      offsets[k * (padded + 1) + i] = start * strides.v[k];
     }
   }
 }
@@ -101,7 +101,7 @@ Status copy_act(const TensorView& dst, const TensorView& src, Stream stream) {
 
 Status varlen_metadata(const std::int32_t* cu_seqlens, int num_seqs, int padded,
                        std::span<const std::int64_t> token_strides, std::int32_t* seq_len,
-                       std::int32_t* offsets, Stream stream) {
+                       std::int64_t* offsets, Stream stream) {
   if (token_strides.size() > static_cast<std::size_t>(kMaxStrides) || padded < num_seqs) {
     return internal_error("ulysses::kernels::cuda::varlen_metadata: bad arguments");
   }
@@ -116,7 +116,7 @@ Status varlen_metadata(const std::int32_t* cu_seqlens, int num_seqs, int padded,
 Status varlen_rows_metadata(const VarlenRows& rows, int padded,
                             std::span<const std::int64_t> token_strides, std::span<const int> sides,
                             std::int32_t* seq_len_q, std::int32_t* seq_len_kv,
-                            std::int32_t* offsets, Stream stream) {
+                            std::int64_t* offsets, Stream stream) {
   const int n = rows.num_seqs();
   if (token_strides.size() > static_cast<std::size_t>(kMaxStrides) ||
       sides.size() != token_strides.size() || padded < n) {

@@ -5,6 +5,7 @@
 // poisoned.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -488,6 +489,212 @@ TEST(Cudnn, AccumulatedGradientsAddToTheRunningSums) {
   s = (*kernel)->check_support(bad);
   EXPECT_EQ(s.code(), StatusCode::kUnsupported);
   EXPECT_NE(s.message().find("accumulate_dkv"), std::string::npos) << s.message();
+}
+
+// Ragged offsets past 2^31 elements (int64 since cuDNN 9.5): two sequences in one buffer whose
+// rows hold q | k | v | o | dO | dq | dk | dv side by side (as Ulysses' receive buffer holds
+// Q|K|V), the second sequence's rows more than 2^31 elements in, as in a decode batch of long
+// caches or a rank's packed stream of over 2^31 / (heads x head_dim) tokens. Forward and
+// deterministic backward must give the bits of the same call with the sequences in adjacent rows,
+// and match the FP64 reference by the 2x rule; rows between the sequences come back as zeros.
+TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const DType dt = DType::kBFloat16, f32 = DType::kFloat32, f64 = DType::kFloat64;
+  const int Hq = 4, Hkv = 2, D = 64;
+  const std::int64_t len0 = 48, len1 = 40, N = len0 + len1;
+  // Channel offsets of one row: q, k, v, o, dO, dq, dk, dv.
+  const std::array<int, 8> heads = {Hq, Hkv, Hkv, Hq, Hq, Hq, Hkv, Hkv};
+  std::array<std::int64_t, 8> chan{};
+  std::int64_t C = 0;
+  for (std::size_t i = 0; i < heads.size(); ++i) {
+    chan[i] = C;
+    C += heads[i] * D;
+  }
+  const AttentionConfig cfg{.num_heads_q = Hq, .num_heads_kv = Hkv, .head_dim = D, .causal = true};
+  HostTensor q(dt, {1, N, Hq, D}), k(dt, {1, N, Hkv, D}), v = k, d_o = q;
+  for (HostTensor* t : {&q, &k, &v, &d_o}) testing::fill_uniform(*t, rng, -1.0, 1.0);
+  const std::vector<std::int32_t> compact_begin = {0, static_cast<std::int32_t>(len0)},
+                                  lens = {static_cast<std::int32_t>(len0),
+                                          static_cast<std::int32_t>(len1)};
+  const VarlenRows compact{
+      .q_begin = compact_begin, .q_len = lens, .kv_begin = compact_begin, .kv_len = lens};
+  struct Out {
+    HostTensor o, lse, dq, dk, dv;
+  };
+  auto reference = [&](DType t, const Out* given) {
+    LocalProblem rp = LocalProblem::unsharded(cfg, t, 1, N, true);
+    rp.varlen_rows = true;
+    Out r{HostTensor(t, {1, N, Hq, D}), HostTensor(f32, {1, Hq, N}), HostTensor(t, {1, N, Hq, D}),
+          HostTensor(t, {1, N, Hkv, D}), HostTensor(t, {1, N, Hkv, D})};
+    const HostTensor qt = testing::convert(q, t), kt = testing::convert(k, t),
+                     vt = testing::convert(v, t), dot = testing::convert(d_o, t);
+    EXPECT_TRUE(reference_forward(rp, {.q = qt.view,
+                                       .k = kt.view,
+                                       .v = vt.view,
+                                       .o = r.o.view,
+                                       .lse = r.lse.view,
+                                       .rows = compact})
+                    .is_ok());
+    const HostTensor o_use = given ? testing::convert(given->o, t) : r.o;
+    EXPECT_TRUE(reference_backward(rp, {.q = qt.view,
+                                        .k = kt.view,
+                                        .v = vt.view,
+                                        .o = o_use.view,
+                                        .lse = given ? given->lse.view : r.lse.view,
+                                        .d_o = dot.view,
+                                        .dq = r.dq.view,
+                                        .dk = r.dk.view,
+                                        .dv = r.dv.view,
+                                        .rows = compact})
+                    .is_ok());
+    return r;
+  };
+  const Out plain = reference(dt, nullptr);
+  const Out truth_fwd = reference(f64, nullptr);
+  const Out truth = reference(f64, &plain);  // the backward below reads the plain O and LSE
+
+  auto kernel = create_cudnn_attention(0, {.deterministic = true});
+  ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
+  // Sequence 1 starts at row r1: adjacent, or the first row past 2^31 elements.
+  auto run = [&](std::int64_t r1, Out& out) {
+    const std::int64_t rows = r1 + len1;
+    const std::array<std::int64_t, 2> first = {0, r1}, len = {len0, len1};
+    const std::size_t row_bytes = static_cast<std::size_t>(C) * 2;
+    testing::DeviceBytes buf(static_cast<std::size_t>(rows) * row_bytes);
+    testing::DeviceBytes lse_buf(static_cast<std::size_t>(Hq * rows) * 4);
+    ASSERT_CUDA(cudaMemset(buf.ptr, 0xFF, static_cast<std::size_t>(rows) * row_bytes));  // NaN
+    ASSERT_CUDA(cudaMemset(lse_buf.ptr, 0xFF, static_cast<std::size_t>(Hq * rows) * 4));
+    auto view = [&](std::size_t i) {
+      return TensorView::strided(static_cast<char*>(buf.ptr) + chan[i] * 2, dt,
+                                 {1, rows, heads[i], D}, {rows * C, C, D, 1}, Device::cuda(0));
+    };
+    // Host [1, N, H, D] rows <-> the sequences' rows of channel i.
+    auto put = [&](std::size_t i, const HostTensor& h) {
+      const std::size_t w = static_cast<std::size_t>(heads[i] * D) * 2;
+      for (std::size_t s = 0; s < 2; ++s) {
+        const std::int64_t hrow = s == 0 ? 0 : len0;
+        ASSERT_CUDA(cudaMemcpy2D(static_cast<char*>(buf.ptr) + first[s] * row_bytes + chan[i] * 2,
+                                 row_bytes, h.storage.data() + hrow * static_cast<std::int64_t>(w),
+                                 w, w, static_cast<std::size_t>(len[s]), cudaMemcpyHostToDevice));
+      }
+    };
+    auto get = [&](std::size_t i, HostTensor& h) {
+      h = HostTensor(dt, {1, N, heads[i], D});
+      const std::size_t w = static_cast<std::size_t>(heads[i] * D) * 2;
+      for (std::size_t s = 0; s < 2; ++s) {
+        const std::int64_t hrow = s == 0 ? 0 : len0;
+        ASSERT_CUDA(cudaMemcpy2D(h.storage.data() + hrow * static_cast<std::int64_t>(w), w,
+                                 static_cast<char*>(buf.ptr) + first[s] * row_bytes + chan[i] * 2,
+                                 row_bytes, w, static_cast<std::size_t>(len[s]),
+                                 cudaMemcpyDeviceToHost));
+      }
+    };
+    auto lse_rows = [&](HostTensor& h, bool upload) {  // [1, Hq, rows] <-> [1, Hq, N]
+      if (!upload) h = HostTensor(f32, {1, Hq, N});
+      for (int hd = 0; hd < Hq; ++hd) {
+        for (std::size_t s = 0; s < 2; ++s) {
+          const std::int64_t hrow = s == 0 ? 0 : len0;
+          char* dev = static_cast<char*>(lse_buf.ptr) + (hd * rows + first[s]) * 4;
+          std::uint8_t* host = h.storage.data() + (hd * N + hrow) * 4;
+          const std::size_t n = static_cast<std::size_t>(len[s]) * 4;
+          ASSERT_CUDA(upload ? cudaMemcpy(dev, host, n, cudaMemcpyHostToDevice)
+                             : cudaMemcpy(host, dev, n, cudaMemcpyDeviceToHost));
+        }
+      }
+    };
+    put(0, q);
+    put(1, k);
+    put(2, v);
+    put(4, d_o);
+    const std::vector<std::int32_t> begin = {0, static_cast<std::int32_t>(r1)};
+    const std::vector<std::int32_t> tab_host = {begin[0], begin[1], lens[0], lens[1],
+                                                begin[0], begin[1], lens[0], lens[1]};
+    testing::DeviceBytes tab(tab_host.size() * 4);
+    ASSERT_CUDA(cudaMemcpy(tab.ptr, tab_host.data(), tab_host.size() * 4, cudaMemcpyHostToDevice));
+    const auto* t = static_cast<const std::int32_t*>(tab.ptr);
+    const VarlenRows drows{.q_begin = begin,
+                           .q_len = lens,
+                           .kv_begin = begin,
+                           .kv_len = lens,
+                           .q_begin_device = t,
+                           .q_len_device = t + 2,
+                           .kv_begin_device = t + 4,
+                           .kv_len_device = t + 6};
+    LocalProblem p = LocalProblem::unsharded(cfg, dt, 1, rows, true);
+    p.varlen_rows = true;
+    ASSERT_TRUE((*kernel)->check_support(p).is_ok()) << (*kernel)->check_support(p).to_string();
+    testing::DeviceBytes ws((*kernel)->workspace_bytes(p));
+    const TensorView lse = TensorView::contiguous(lse_buf.ptr, f32, {1, Hq, rows}, Device::cuda(0));
+    Status st = (*kernel)->forward(p,
+                                   {.q = view(0),
+                                    .k = view(1),
+                                    .v = view(2),
+                                    .o = view(3),
+                                    .lse = lse,
+                                    .rows = drows,
+                                    .workspace = ws.ptr},
+                                   nullptr);
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    get(3, out.o);
+    lse_rows(out.lse, false);
+    if (r1 > len0) {  // a row between the sequences: O = 0
+      std::vector<std::uint16_t> gap(static_cast<std::size_t>(Hq * D), 1);
+      ASSERT_CUDA(cudaMemcpy(gap.data(),
+                             static_cast<char*>(buf.ptr) + len0 * row_bytes + chan[3] * 2,
+                             gap.size() * 2, cudaMemcpyDeviceToHost));
+      EXPECT_EQ(std::count(gap.begin(), gap.end(), std::uint16_t{0}), Hq * D)
+          << "O between the sequences";
+    }
+    // Backward from the plain O and LSE (the reference's), so its error is the kernel's alone.
+    put(3, plain.o);
+    HostTensor plain_lse = plain.lse;
+    lse_rows(plain_lse, true);
+    st = (*kernel)->backward(p,
+                             {.q = view(0),
+                              .k = view(1),
+                              .v = view(2),
+                              .o = view(3),
+                              .lse = lse,
+                              .d_o = view(4),
+                              .dq = view(5),
+                              .dk = view(6),
+                              .dv = view(7),
+                              .rows = drows,
+                              .workspace = ws.ptr},
+                             nullptr);
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    get(5, out.dq);
+    get(6, out.dk);
+    get(7, out.dv);
+  };
+  Out near, far;
+  run(len0, near);
+  if (HasFatalFailure()) return;
+  const std::int64_t r_far = (std::int64_t{1} << 31) / C + 1;
+  ASSERT_GT(r_far * C, std::int64_t{1} << 31);
+  run(r_far, far);
+  if (HasFatalFailure()) return;
+  EXPECT_BITWISE_EQ(near.o, far.o, "O");
+  EXPECT_BITWISE_EQ(near.lse, far.lse, "LSE");
+  EXPECT_BITWISE_EQ(near.dq, far.dq, "dQ");
+  EXPECT_BITWISE_EQ(near.dk, far.dk, "dK");
+  EXPECT_BITWISE_EQ(near.dv, far.dv, "dV");
+  auto check = [&](const char* what, const HostTensor& got, const HostTensor& pl,
+                   const HostTensor& tr, double floor_ulps) {
+    EXPECT_EQ(testing::count_nan(got), 0) << what << ": unwritten or NaN elements";
+    const double floor = floor_ulps * ulp_rel(dt) * testing::max_abs(tr);
+    EXPECT_TRUE(testing::within_2x_rule(got, pl, tr, floor)) << what;
+  };
+  check("O", far.o, plain.o, truth_fwd.o, 2);
+  check("LSE", far.lse, plain.lse, truth_fwd.lse, 0.05);
+  check("dQ", far.dq, plain.dq, truth.dq, 4);
+  check("dK", far.dk, plain.dk, truth.dk, 4);
+  check("dV", far.dv, plain.dv, truth.dv, 4);
 }
 
 TEST(Cudnn, UnsupportedRequestsNameTheFeature) {

@@ -275,5 +275,98 @@ INSTANTIATE_TEST_SUITE_P(
              true, 3000, 3, 512, 8, true}),
     [](const auto& param_info) { return param_info.param.name; });
 
+// A batch of caches that lie more than 2^31 elements apart (a slice of one large cache pool, or
+// long caches): the kernel's ragged offsets reach past int32. One rank, two sequences whose K and
+// V rows are interleaved in one buffer ([k | v] per row, as a fused KV cache holds them), the
+// second sequence's rows starting past element 2^31. The step must give the bits of the same step
+// with the two caches adjacent, and match the FP64 reference by the 2x rule.
+TEST(DeviceLoopbackDecodeLarge, BatchOfCachesPast2To31Elements) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Case c{"", 1, 2, 1, 8, 2, 128};
+  c.prefill = 3000;
+  const std::int64_t L = c.prefill + c.T;  // rows per sequence: positions 0 .. prefill
+  const std::int64_t C = 2 * c.Hkv * c.D;  // elements per row: k | v
+  HostTensor k(c.dtype, {c.B, L, c.Hkv, c.D}), v = k, q(c.dtype, {c.B, c.T, c.Hq, c.D}),
+                                               sinks(DType::kFloat32, {c.Hq});
+  for (HostTensor* t : {&k, &v, &q}) testing::fill_uniform(*t, rng, -1.0, 1.0);
+  const DecodeConfig cfg{.attention = attention(c),
+                         .cp = 1,
+                         .dtype = c.dtype,
+                         .batch = c.B,
+                         .query_tokens = c.T,
+                         .cache_rows = L,
+                         .max_segments = 1,
+                         .min_split_rows = c.min_split_rows,
+                         .max_splits = c.max_splits};
+  auto comms = create_device_loopback_group(1, 0);
+  ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
+  auto kernel = create_cudnn_attention(0);
+  ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
+  auto plan = DistributedDecode::create(cfg, *(*comms)[0], **kernel);
+  ASSERT_TRUE(plan.is_ok()) << plan.status().to_string();
+  DeviceBytes ws((*plan)->workspace_bytes());
+  const std::vector<CacheSegment> segs = {{.row = 0, .rows = L, .position = 0}};
+  // m: rows from one sequence's cache to the next.
+  auto step = [&](std::int64_t m, HostTensor& o, HostTensor& lse) {
+    const std::size_t row_bytes = static_cast<std::size_t>(C) * 2;
+    const std::size_t bytes = static_cast<std::size_t>((c.B - 1) * m + L) * row_bytes;
+    DeviceBytes buf(bytes);
+    ASSERT_CUDA(cudaMemset(buf.ptr, 0xFF, bytes));  // NaN wherever no key lies
+    const std::size_t w = static_cast<std::size_t>(c.Hkv * c.D) * 2;
+    for (std::int64_t b = 0; b < c.B; ++b) {
+      char* seq = static_cast<char*>(buf.ptr) + static_cast<std::size_t>(b * m) * row_bytes;
+      const std::size_t from = static_cast<std::size_t>(b * L) * w;
+      ASSERT_CUDA(cudaMemcpy2D(seq, row_bytes, k.storage.data() + from, w, w,
+                               static_cast<std::size_t>(L), cudaMemcpyHostToDevice));
+      ASSERT_CUDA(cudaMemcpy2D(seq + w, row_bytes, v.storage.data() + from, w, w,
+                               static_cast<std::size_t>(L), cudaMemcpyHostToDevice));
+    }
+    auto cache = [&](std::size_t at) {
+      return TensorView::strided(static_cast<char*>(buf.ptr) + at, c.dtype, {c.B, L, c.Hkv, c.D},
+                                 {m * C, C, c.D, 1}, Device::cuda(0));
+    };
+    o = HostTensor(c.dtype, {c.B, c.T, c.Hq, c.D});
+    lse = HostTensor(DType::kFloat32, {c.B, c.Hq, c.T});
+    testing::poison(o);
+    testing::poison(lse);
+    DeviceTensor qd = DeviceTensor::of(q), od = DeviceTensor::of(o), ld = DeviceTensor::of(lse);
+    const Status st = (*plan)->forward({.q = qd.view,
+                                        .k_cache = cache(0),
+                                        .v_cache = cache(w),
+                                        .segments = segs,
+                                        .query_position = c.prefill,
+                                        .o = od.view,
+                                        .lse = ld.view,
+                                        .workspace = ws.ptr},
+                                       nullptr);
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    o = od.download(o);
+    lse = ld.download(lse);
+  };
+  HostTensor o_near, lse_near, o_far, lse_far;
+  step(L, o_near, lse_near);
+  if (HasFatalFailure()) return;
+  const std::int64_t m_far = (std::int64_t{1} << 31) / C + 1;
+  step(m_far, o_far, lse_far);
+  if (HasFatalFailure()) return;
+  EXPECT_BITWISE_EQ(o_near, o_far, "O");
+  EXPECT_BITWISE_EQ(lse_near, lse_far, "LSE");
+  HostTensor truth_o, truth_lse, plain_o, plain_lse;
+  const std::vector<std::int64_t> p0(static_cast<std::size_t>(c.B), c.prefill);
+  reference(c, q, k, v, sinks, p0, DType::kFloat64, truth_o, truth_lse);
+  reference(c, q, k, v, sinks, p0, c.dtype, plain_o, plain_lse);
+  const double ulp = 0x1p-7;
+  EXPECT_EQ(testing::count_nan(o_far) + testing::count_nan(lse_far), 0);
+  EXPECT_TRUE(testing::within_2x_rule(o_far, plain_o, truth_o, 2 * ulp * testing::max_abs(truth_o)))
+      << "O";
+  EXPECT_TRUE(testing::within_2x_rule(lse_far, plain_lse, truth_lse,
+                                      0.05 * ulp * testing::max_abs(truth_lse)))
+      << "LSE";
+}
+
 }  // namespace
 }  // namespace ulysses
