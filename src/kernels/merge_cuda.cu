@@ -2,13 +2,14 @@
 //
 // One warp per row (b, s, h) of [B, S, H, D], its lanes over head_dim; strides in elements.
 // Element-wise operations (accumulate, convert, zero) are elementwise.h's.
-// The sinks' gradient is one block per head
+// The sinks' gradient is one cluster of blocks per head
 // with a fixed-order tree reduction, so it is deterministic. Accumulators are fp32; data fp32,
 // fp16 or bf16.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cooperative_groups.h>
 #include <cub/block/block_scan.cuh>
 
 #include <algorithm>
@@ -21,6 +22,8 @@
 
 namespace ulysses::kernels::cuda {
 namespace {
+
+namespace cg = cooperative_groups;
 
 constexpr int kThreads = 256;
 
@@ -222,27 +225,33 @@ __global__ void fill_lse_kernel(View4 shape, View3 l, float value, std::int64_t 
   }
 }
 
-// The sinks' gradient of one head per block, in a fixed order of additions (deterministic): the
-// block's warps take the rows kSinkRows at a time (their loads in flight together), a warp's lanes
-// run along head_dim (coalesced; 4 elements per load when kVec4), each lane adds exp(sink - lse) *
-// dO * O over its elements, and the lanes' sums meet in a fixed tree. A row with LSE = -inf adds
-// nothing (weight 0). (One thread per row reading its head_dim serially made every load touch 32
-// rows' cache lines.)
+// The sinks' gradient, one head per cluster of `split` blocks (blockIdx.x: the block within the
+// head, blockIdx.y: the head), in a fixed order of additions (deterministic): the head's warps
+// take the rows kSinkRows at a time (their loads in flight together), a warp's lanes run along
+// head_dim (coalesced; 4 elements per load when kVec4), each lane adds exp(sink - lse) * dO * O
+// over its elements, the lanes' sums meet in a fixed tree, the warps' in order, and block 0 of the
+// cluster adds the blocks' sums in order through distributed shared memory (Hopper clusters; split
+// = 1 without them). A row with LSE = -inf adds nothing (weight 0). (One thread per row reading its
+// head_dim serially made every load touch 32 rows' cache lines; one block per head left 100 of 132
+// SMs idle.)
 constexpr int kSinkThreads = 1024;
 constexpr int kSinkRows = 4;
+constexpr int kSinkSplit = 8;  // blocks per head with clusters (the portable cluster size)
 template <bool kVec4>
 __global__ void __launch_bounds__(kSinkThreads)
     sink_grad_kernel(FastDiv seq, std::uint32_t rows, View4 o, View4 d_o, View3 lse,
                      const float* sinks, std::int64_t sink_stride, int head_offset, float* dsinks,
-                     std::int64_t dsink_stride) {
+                     std::int64_t dsink_stride, int split) {
   constexpr int kWarps = kSinkThreads / kLanes;
   __shared__ float partial[kWarps];
-  const std::int64_t h = blockIdx.x;
+  __shared__ float block_sum;
+  const std::int64_t h = blockIdx.y;
   const float sink = sinks[(head_offset + h) * sink_stride];
   const int lane = lane_of_row(), warp = static_cast<int>(threadIdx.x) / kLanes;
+  const std::uint32_t first = (blockIdx.x * kWarps + static_cast<std::uint32_t>(warp)) * kSinkRows;
+  const std::uint32_t step = static_cast<std::uint32_t>(split) * kWarps * kSinkRows;
   float sum = 0.0f;
-  for (std::uint32_t r0 = static_cast<std::uint32_t>(warp) * kSinkRows; r0 < rows;
-       r0 += kWarps * kSinkRows) {
+  for (std::uint32_t r0 = first; r0 < rows; r0 += step) {
     float w[kSinkRows];
     std::int64_t oa[kSinkRows], da[kSinkRows];
 #pragma unroll
@@ -278,8 +287,37 @@ __global__ void __launch_bounds__(kSinkThreads)
   if (threadIdx.x == 0) {
     float total = 0.0f;
     for (int i = 0; i < kWarps; ++i) total += partial[i];
+    block_sum = total;
+  }
+  if (split == 1) {
+    if (threadIdx.x == 0) dsinks[(head_offset + h) * dsink_stride] = block_sum;
+    return;
+  }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // every block's sum is in its shared memory
+  if (cluster.block_rank() == 0 && threadIdx.x == 0) {
+    float total = 0.0f;
+    for (int i = 0; i < split; ++i) total += *cluster.map_shared_rank(&block_sum, i);
     dsinks[(head_offset + h) * dsink_stride] = total;
   }
+  cluster.sync();  // keep the blocks' shared memory until block 0 has read it
+#endif
+}
+
+// Blocks per head for sink_grad: kSinkSplit where the device has clusters and the kernel was
+// built for them, else 1.
+template <typename Kernel>
+int sink_split(Kernel kernel) {
+  int dev = 0, major = 0;
+  cudaFuncAttributes attr{};
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaFuncGetAttributes(&attr, kernel) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 1;
+  }
+  return major >= 9 && attr.binaryVersion >= 90 ? kSinkSplit : 1;
 }
 
 // Whether 4-element loads fit a view: head_dim contiguous and every stride and the base on the
@@ -463,12 +501,24 @@ Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& l
                                        " rows of [B, S] (expected fewer than 2^31)"));
   }
   if (o.size(2) == 0) return Status::ok();  // no heads: nothing to write
-  const auto launch =
+  const auto kernel =
       fits_vec4(o) && fits_vec4(d_o) ? sink_grad_kernel<true> : sink_grad_kernel<false>;
-  launch<<<static_cast<int>(o.size(2)), kSinkThreads, 0, stream>>>(
-      FastDiv(static_cast<std::uint32_t>(o.size(1))), static_cast<std::uint32_t>(rows), v4(o),
-      v4(d_o), v3(lse), static_cast<const float*>(sinks.data), sinks.stride(0), head_offset,
-      static_cast<float*>(dsinks.data), dsinks.stride(0));
+  const int split = sink_split(kernel);
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>(split), static_cast<unsigned>(o.size(2)));
+  config.blockDim = dim3(kSinkThreads);
+  config.stream = stream;
+  cudaLaunchAttribute cluster{};
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = static_cast<unsigned>(split);
+  cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
+  config.attrs = &cluster;
+  config.numAttrs = split > 1 ? 1 : 0;
+  ULYSSES_CUDA_CHECK(
+      cudaLaunchKernelEx(&config, kernel, FastDiv(static_cast<std::uint32_t>(o.size(1))),
+                         static_cast<std::uint32_t>(rows), v4(o), v4(d_o), v3(lse),
+                         static_cast<const float*>(sinks.data), sinks.stride(0), head_offset,
+                         static_cast<float*>(dsinks.data), dsinks.stride(0), split));
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }
