@@ -508,11 +508,17 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
   // Channel offsets of one row: q, k, v, o, dO, dq, dk, dv.
   const std::array<int, 8> heads = {Hq, Hkv, Hkv, Hq, Hq, Hq, Hkv, Hkv};
   std::array<std::int64_t, 8> chan{};
-  std::int64_t C = 0;
+  std::int64_t used = 0;
   for (std::size_t i = 0; i < heads.size(); ++i) {
-    chan[i] = C;
-    C += heads[i] * D;
+    chan[i] = used;
+    used += heads[i] * D;
   }
+  // Rows 2^20 elements apart (the channels above, then unused space): the second sequence gets
+  // past element 2^31 a few thousand rows in, which keeps the deterministic backward's workspace
+  // (per key tile, so quadratic in the view's rows) small. test_gpu_decode's batch of caches past
+  // 2^31 elements has ordinary row strides.
+  const std::int64_t C = std::int64_t{1} << 20;
+  ASSERT_LE(used, C);
   const AttentionConfig cfg{.num_heads_q = Hq, .num_heads_kv = Hkv, .head_dim = D, .causal = true};
   HostTensor q(dt, {1, N, Hq, D}), k(dt, {1, N, Hkv, D}), v = k, d_o = q;
   for (HostTensor* t : {&q, &k, &v, &d_o}) testing::fill_uniform(*t, rng, -1.0, 1.0);
