@@ -7,8 +7,9 @@
 // Packed (varlen) batches use cuDNN's ragged layout: B = number of sequences (rounded up to a power
 // of two with empty tail sequences, so that a few graphs serve every batch), S = longest sequence
 // (rounded up likewise), and per-sequence ragged offsets cu_seqlens[i] * token_stride computed on
-// the device, int64 (cuDNN >= 9.5), so a packed tensor may span more than 2^31 elements. Tokens
-// past cu_seqlens.back() are written here: O, dQ, dK, dV = 0, LSE = -inf.
+// the device, int64 (cuDNN >= 9.5), so a packed tensor may span more than 2^31 elements in forward
+// (backward: see backward_span_fits()). Tokens past cu_seqlens.back() are written here: O, dQ, dK,
+// dV = 0, LSE = -inf.
 // VarlenRows (ring blocks) use the same layout with query-side offsets (Q, O, dO, dQ, LSE) and
 // key-side offsets (K, V, dK, dV) of their own; rows outside every sequence are written as zeros
 // (and -inf) before the graph runs, and a sequence with no query or no key rows is given none of
@@ -348,6 +349,14 @@ class CudnnAttention final : public LocalAttention {
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
     Varlen vl;
     ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, a.rows, vl));
+    ULYSSES_RETURN_IF_ERROR(backward_span_fits(p, {{"q", &a.q},
+                                                   {"k", &a.k},
+                                                   {"v", &a.v},
+                                                   {"o", &a.o},
+                                                   {"d_o", &a.d_o},
+                                                   {"dq", &a.dq},
+                                                   {"dk", &a.dk},
+                                                   {"dv", &a.dv}}));
     Layout ws = workspace_layout(p, a.workspace);
 
     // Stats: before cuDNN 9.26 the backward reads a non-ragged Stats input as packed [B, H, S].
@@ -874,6 +883,27 @@ class CudnnAttention final : public LocalAttention {
       return unsupported(str_cat(kApi, ": ", vl.num_seqs, " packed sequences in ", p.seqlen,
                                  " tokens (got ", vl.num_seqs, ", expected at most ",
                                  2 * p.seqlen + 2, ")"));
+    }
+    return Status::ok();
+  }
+
+  // Packed backward: every tensor within 2^31 elements of its base. cuDNN 9.19's backward took
+  // int64 ragged offsets past that and returned wrong dQ and dK (dV right, so Q, K, V, dO and the
+  // LSE were read right; the rowsum of dO * O is the likely culprit), measured on an H200 by
+  // test_gpu_cudnn's RaggedOffsetsPast2To31Elements. Forward has no such limit.
+  static Status backward_span_fits(
+      const LocalProblem& p, std::initializer_list<std::pair<const char*, const TensorView*>> ts) {
+    if (!p.varlen) return Status::ok();
+    for (const auto& [name, t] : ts) {
+      std::int64_t last = 0;
+      for (int d = 1; d < t->ndim; ++d) last += (t->size(d) - 1) * t->stride(d);
+      if (last >= (std::int64_t{1} << 31)) {
+        return unsupported(str_cat(kApi, "::backward: packed ", name, " ", t->to_string(),
+                                   " spans past element 2^31 (last element at ", last,
+                                   ", expected below 2^31): cuDNN's packed backward returned wrong "
+                                   "dQ and dK there (measured with cuDNN 9.19; running ",
+                                   cudnnGetVersion(), "); forward has no such limit"));
+      }
     }
     return Status::ok();
   }

@@ -494,9 +494,11 @@ TEST(Cudnn, AccumulatedGradientsAddToTheRunningSums) {
 // Ragged offsets past 2^31 elements (int64 since cuDNN 9.5): two sequences in one buffer whose
 // rows hold q | k | v | o | dO | dq | dk | dv side by side (as Ulysses' receive buffer holds
 // Q|K|V), the second sequence's rows more than 2^31 elements in, as in a decode batch of long
-// caches or a rank's packed stream of over 2^31 / (heads x head_dim) tokens. Forward and
-// deterministic backward must give the bits of the same call with the sequences in adjacent rows,
-// and match the FP64 reference by the 2x rule; rows between the sequences come back as zeros.
+// caches or a rank's packed stream of over 2^31 / (heads x head_dim) tokens. Forward must give the
+// bits of the same call with the sequences in adjacent rows and match the FP64 reference by the 2x
+// rule; rows between the sequences come back as zeros. Backward (deterministic, from the plain O
+// and LSE) runs on the adjacent layout against the reference; past 2^31 it must be refused as
+// Unsupported: cuDNN 9.19 returned wrong dQ and dK there (dV right) when this test first ran it.
 TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
   ULYSSES_REQUIRE_GPUS(1);
   const auto seed = testing::fresh_seed();
@@ -565,7 +567,7 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
   auto kernel = create_cudnn_attention(0, {.deterministic = true});
   ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
   // Sequence 1 starts at row r1: adjacent, or the first row past 2^31 elements.
-  auto run = [&](std::int64_t r1, Out& out) {
+  auto run = [&](std::int64_t r1, Out& out, bool backward_runs) {
     const std::int64_t rows = r1 + len1;
     const std::array<std::int64_t, 2> first = {0, r1}, len = {len0, len1};
     const std::size_t row_bytes = static_cast<std::size_t>(C) * 2;
@@ -672,6 +674,11 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
                               .rows = drows,
                               .workspace = ws.ptr},
                              nullptr);
+    if (!backward_runs) {
+      EXPECT_EQ(st.code(), StatusCode::kUnsupported) << st.to_string();
+      EXPECT_NE(st.message().find("2^31"), std::string::npos) << st.message();
+      return;
+    }
     ASSERT_TRUE(st.is_ok()) << st.to_string();
     ASSERT_CUDA(cudaDeviceSynchronize());
     get(5, out.dq);
@@ -679,17 +686,14 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
     get(7, out.dv);
   };
   Out near, far;
-  run(len0, near);
+  run(len0, near, true);
   if (HasFatalFailure()) return;
   const std::int64_t r_far = (std::int64_t{1} << 31) / C + 1;
   ASSERT_GT(r_far * C, std::int64_t{1} << 31);
-  run(r_far, far);
+  run(r_far, far, false);
   if (HasFatalFailure()) return;
   EXPECT_BITWISE_EQ(near.o, far.o, "O");
   EXPECT_BITWISE_EQ(near.lse, far.lse, "LSE");
-  EXPECT_BITWISE_EQ(near.dq, far.dq, "dQ");
-  EXPECT_BITWISE_EQ(near.dk, far.dk, "dK");
-  EXPECT_BITWISE_EQ(near.dv, far.dv, "dV");
   auto check = [&](const char* what, const HostTensor& got, const HostTensor& pl,
                    const HostTensor& tr, double floor_ulps) {
     EXPECT_EQ(testing::count_nan(got), 0) << what << ": unwritten or NaN elements";
@@ -698,9 +702,9 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
   };
   check("O", far.o, plain.o, truth_fwd.o, 2);
   check("LSE", far.lse, plain.lse, truth_fwd.lse, 0.05);
-  check("dQ", far.dq, plain.dq, truth.dq, 4);
-  check("dK", far.dk, plain.dk, truth.dk, 4);
-  check("dV", far.dv, plain.dv, truth.dv, 4);
+  check("dQ", near.dq, plain.dq, truth.dq, 4);
+  check("dK", near.dk, plain.dk, truth.dk, 4);
+  check("dV", near.dv, plain.dv, truth.dv, 4);
 }
 
 TEST(Cudnn, UnsupportedRequestsNameTheFeature) {
