@@ -103,7 +103,9 @@ struct CudnnOptions {
 
 /// A LocalAttention running cuDNN's fused SDPA (through cudnn-frontend) on `device`: fp16/bf16,
 /// head_dim a multiple of 8 up to 256, causal and sliding-window masks, GQA/MQA, sinks, packed
-/// varlen (ragged offsets), LSE output. Graphs are built on first use of each shape and cached.
+/// varlen (int64 ragged offsets, cuDNN >= 9.5), LSE output. Graphs are built on first use of each
+/// shape and cached. Packed backward returns kUnsupported when a tensor reaches past element 2^31
+/// of its view (cuDNN 9.19 computed wrong dQ and dK there); forward has no such limit.
 /// One instance per rank (it owns a cuDNN handle); not thread-safe.
 Result<std::unique_ptr<LocalAttention>> create_cudnn_attention(int device,
                                                                CudnnOptions options = {});
