@@ -2,9 +2,11 @@
 // cuDNN (cp=1) beside Ulysses over P GPUs (NCCL, one host thread per GPU), in one run.
 //
 // Per row: ms per forward+backward step (median over iterations, slowest rank), TFLOP/s per GPU
-// (backward counted as 2.5x forward, causal halves the work), per-GPU efficiency T1 / (P * TP),
-// all-to-all GB/s of ulysses' exchange and of NCCL's own ncclAlltoAll for the same bytes, peak
-// device memory of the step, and the max difference of O, dQ, dK, dV from the cp=1 run.
+// (backward counted as 2.5x forward, causal halves the work, a window counts its visible pairs),
+// per-GPU efficiency T1 / (P * TP), all-to-all GB/s of ulysses' exchange and of NCCL's own
+// ncclAlltoAll for the same bytes, peak device memory of the step, and the max difference of O,
+// dQ, dK, dV (and dSinks with --sinks) from the cp=1 run. A strategy the plan refuses for the
+// shape (DistributedAttention::check_support) is named in a comment line and skipped.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -42,6 +44,7 @@ struct GpuRow {
   double peak_gib = 0;
   double io_gib = 0, workspace_gib = 0, saved_gib = 0;  // what the peak holds, by owner
   double err_o = 0, err_dq = 0, err_dk = 0, err_dv = 0;
+  double err_dsinks = 0;                                   // --sinks: max |dSinks - cp=1's|
   double kernel_contiguous_ms = 0, kernel_inplace_ms = 0;  // the local kernel alone (cp > 1 rows)
   std::vector<CallRecord> calls;  // --trace-calls: every kernel call of one step, timed alone
   double kernel_ms = 0;           // their sum over all ranks
@@ -80,17 +83,19 @@ struct Shape {
   }
 };
 
+// Without a window causal counts n^2 / 2 pairs (the usual convention); with one, the visible pairs.
 double flops_per_step(const Shape& s) {
-  double pairs = static_cast<double>(s.B) * static_cast<double>(s.S) * static_cast<double>(s.S);
+  const bool window = s.att.window_left >= 0 || s.att.window_right >= 0;
+  auto pairs_of = [&](std::int64_t n) {
+    if (window) return sequence_pairs(s.att, n, n, 0);  // call_trace.h
+    return static_cast<double>(n) * static_cast<double>(n) * (s.att.causal ? 0.5 : 1.0);
+  };
+  double pairs = static_cast<double>(s.B) * pairs_of(s.S);
   if (s.packed()) {  // attention stays inside each document
     pairs = 0;
-    for (std::size_t i = 0; i + 1 < s.cu.size(); ++i) {
-      const double len = s.cu[i + 1] - s.cu[i];
-      pairs += len * len;
-    }
+    for (std::size_t i = 0; i + 1 < s.cu.size(); ++i) pairs += pairs_of(s.cu[i + 1] - s.cu[i]);
   }
-  const double fwd = 4.0 * pairs * s.Hq * s.D * (s.att.causal ? 0.5 : 1.0);
-  return 3.5 * fwd;
+  return 3.5 * 4.0 * pairs * s.Hq * s.D;
 }
 
 // --varlen N: N document lengths, multiples of `unit`, drawn from `seed`, that fill S exactly
@@ -208,6 +213,7 @@ double print_calls(const std::string& what, const std::vector<CallRecord>& calls
 // Host copies of one run's outputs (fp32 for comparison).
 struct HostOut {
   std::vector<float> o, dq, dk, dv;
+  std::vector<float> dsinks;  // --sinks
 };
 
 // bf16 -> fp32 is exact: the bf16 bits are the high half of the fp32 bits.
@@ -243,6 +249,7 @@ double max_abs_of(const std::vector<float>& a) {
 // Global inputs, generated once per sequence length (bf16 bits on the host).
 struct Inputs {
   std::vector<std::uint16_t> q, k, v, d_o;
+  std::vector<float> sinks;  // --sinks: one logit per query head
 };
 
 Inputs make_inputs(const Shape& s, std::uint64_t seed) {
@@ -258,6 +265,10 @@ Inputs make_inputs(const Shape& s, std::uint64_t seed) {
   in.k = fill(s.Hkv);
   in.v = fill(s.Hkv);
   in.d_o = fill(s.Hq);
+  if (s.att.sinks) {
+    std::uniform_real_distribution<double> logit(-1.0, 2.0);
+    for (int h = 0; h < s.Hq; ++h) in.sinks.push_back(static_cast<float>(logit(rng)));
+  }
   return in;
 }
 
@@ -302,7 +313,13 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
     std::exit(1);
   }
   const LocalProblem p = LocalProblem::unsharded(s.att, s.dtype, s.B, s.S, s.packed());
-  void *q, *k, *v, *o, *d_o, *dq, *dk, *dv, *lse, *ws, *cu = nullptr;
+  void *q, *k, *v, *o, *d_o, *dq, *dk, *dv, *lse, *ws, *cu = nullptr, *sinks = nullptr,
+                                                       *dsinks = nullptr;
+  if (s.att.sinks) {
+    BENCH_CUDA(cudaMalloc(&sinks, in.sinks.size() * 4));
+    BENCH_CUDA(cudaMalloc(&dsinks, in.sinks.size() * 4));
+    BENCH_CUDA(cudaMemcpy(sinks, in.sinks.data(), in.sinks.size() * 4, cudaMemcpyHostToDevice));
+  }
   if (s.packed()) {
     BENCH_CUDA(cudaMalloc(&cu, s.cu.size() * 4));
     BENCH_CUDA(cudaMemcpy(cu, s.cu.data(), s.cu.size() * 4, cudaMemcpyHostToDevice));
@@ -351,6 +368,10 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
                       .cu_seqlens = s.cu,
                       .cu_seqlens_device = f.cu_seqlens_device,
                       .workspace = ws};
+  if (s.att.sinks) {
+    f.sinks = b.sinks = TensorView::contiguous(sinks, DType::kFloat32, {s.Hq}, Device::cuda(0));
+    b.dsinks = TensorView::contiguous(dsinks, DType::kFloat32, {s.Hq}, Device::cuda(0));
+  }
   cudaStream_t st;
   BENCH_CUDA(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   if (fp8_inputs != Fp8Inputs::kNone) {
@@ -397,6 +418,11 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
     out->dq = down(dq, s.Hq);
     out->dk = down(dk, s.Hkv);
     out->dv = down(dv, s.Hkv);
+    if (s.att.sinks) {
+      out->dsinks.resize(in.sinks.size());
+      BENCH_CUDA(
+          cudaMemcpy(out->dsinks.data(), dsinks, in.sinks.size() * 4, cudaMemcpyDeviceToHost));
+    }
   }
   if (calls) {  // --trace-calls: more steps, each call timed alone
     timer.on = true;
@@ -404,7 +430,7 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
     BENCH_CUDA(cudaStreamSynchronize(st));
     *calls = fastest_of_steps(timer.records, kTraceSteps);
   }
-  for (void* x : {q, k, v, o, d_o, dq, dk, dv, lse, ws, cu}) cudaFree(x);
+  for (void* x : {q, k, v, o, d_o, dq, dk, dv, lse, ws, cu, sinks, dsinks}) cudaFree(x);
   cudaStreamDestroy(st);
   return ms[ms.size() / 2];
 }
@@ -418,6 +444,7 @@ double time_local_kernel(const Shape& s, int P, bool packed, int iters) {
   auto kernel = create_cudnn_attention(0);
   const int hq = s.Hq / P, hkv = std::max(1, s.Hkv / P);
   LocalProblem p = LocalProblem::unsharded(s.att, s.dtype, s.B, s.S);
+  p.config.sinks = false;  // the kernel-alone breakdown runs without sinks (no sinks tensor here)
   p.num_heads_q_local = hq;
   p.num_heads_kv_local = hkv;
   const std::int64_t C = hq + 2 * hkv, D = s.D, B = s.B, S = s.S;
@@ -712,7 +739,12 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
       auto shard_bytes = [&](int heads) {
         return static_cast<std::size_t>(s.B * Sl * heads * s.D) * 2;
       };
-      void *q, *k, *v, *o, *d_o, *dq, *dk, *dv, *ws, *saved;
+      void *q, *k, *v, *o, *d_o, *dq, *dk, *dv, *ws, *saved, *sinks = nullptr, *dsinks = nullptr;
+      if (s.att.sinks) {  // every head's sinks on every rank; dSinks complete on every rank
+        BENCH_CUDA(cudaMalloc(&sinks, in.sinks.size() * 4));
+        BENCH_CUDA(cudaMalloc(&dsinks, in.sinks.size() * 4));
+        BENCH_CUDA(cudaMemcpy(sinks, in.sinks.data(), in.sinks.size() * 4, cudaMemcpyHostToDevice));
+      }
       BENCH_CUDA(cudaMalloc(&q, shard_bytes(s.Hq)));
       BENCH_CUDA(cudaMalloc(&k, shard_bytes(s.Hkv)));
       BENCH_CUDA(cudaMalloc(&v, shard_bytes(s.Hkv)));
@@ -779,6 +811,11 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
                      .k = f.k,
                      .v = f.v,
                      .o = f.o};
+      if (s.att.sinks) {
+        f.sinks = b.sinks =
+            TensorView::contiguous(sinks, DType::kFloat32, {s.Hq}, Device::cuda(dev(r)));
+        b.dsinks = TensorView::contiguous(dsinks, DType::kFloat32, {s.Hq}, Device::cuda(dev(r)));
+      }
       cudaStream_t st;
       cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking);
       cudaEvent_t e0, e1;
@@ -847,6 +884,11 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
         down(dq, out->dq, s.Hq);
         down(dk, out->dk, s.Hkv);
         down(dv, out->dv, s.Hkv);
+        if (s.att.sinks && r == 0) {
+          out->dsinks.resize(in.sinks.size());
+          BENCH_CUDA(
+              cudaMemcpy(out->dsinks.data(), dsinks, in.sinks.size() * 4, cudaMemcpyDeviceToHost));
+        }
       }
       if (calls) {  // --trace-calls: more steps, each kernel call timed alone
         timer.on = true;
@@ -860,7 +902,7 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
         calls->insert(calls->end(), fastest.begin(), fastest.end());
       }
       if (graph) cudaGraphExecDestroy(graph);
-      for (void* x : {q, k, v, o, d_o, dq, dk, dv, ws, saved, cu}) cudaFree(x);
+      for (void* x : {q, k, v, o, d_o, dq, dk, dv, ws, saved, cu, sinks, dsinks}) cudaFree(x);
       cudaStreamDestroy(st);
     });
   }
@@ -874,6 +916,27 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
   return *std::max_element(rank_ms.begin(), rank_ms.end());
 }
 
+// Whether the plan run_plan() would build is supported (DistributedAttention::check_support:
+// validation and the kernel's support, no communication).
+Status check_plan_support(const Shape& s, const ParallelConfig& parallel, const PlanKnobs& knobs,
+                          const Communicator& comm) {
+  const PlanConfig cfg{.attention = s.att,
+                       .parallel = parallel,
+                       .layout = s.packed() ? Layout::kTHD : Layout::kBSHD,
+                       .dtype = s.dtype,
+                       .batch = s.B,
+                       .seqlen = s.S,
+                       .training = true,
+                       .overlap_chunks = knobs.chunks,
+                       .backward_keeps_saved = knobs.keep_saved,
+                       .saved_activations = knobs.saved,
+                       .chunks_in_flight = knobs.in_flight,
+                       .payload = knobs.payload};
+  auto kernel = create_cudnn_attention(comm.device().index);
+  if (!kernel.is_ok()) return kernel.status();
+  return DistributedAttention::check_support(cfg, comm, **kernel);
+}
+
 std::string repro(const Shape& s, int cp, const PlanKnobs& knobs, int iters,
                   const ParallelConfig& parallel = {}) {
   std::ostringstream os;
@@ -884,7 +947,12 @@ std::string repro(const Shape& s, int cp, const PlanKnobs& knobs, int iters,
              : std::string())
      << " --chunks " << knobs.chunks << " --seq " << s.S << " --batch " << s.B << " --heads "
      << s.Hq << " --kv-heads " << s.Hkv << " --head-dim " << s.D << " --dtype bf16"
-     << (s.att.causal ? " --causal" : " --no-causal") << (knobs.keep_saved ? " --keep-saved" : "")
+     << (s.att.causal ? " --causal" : " --no-causal")
+     << (s.att.window_left >= 0 || s.att.window_right >= 0
+             ? " --window " + std::to_string(s.att.window_left) + "," +
+                   std::to_string(s.att.window_right)
+             : std::string())
+     << (s.att.sinks ? " --sinks" : "") << (knobs.keep_saved ? " --keep-saved" : "")
      << (knobs.saved == SavedActivations::kLseOnly ? " --saved lse" : "")
      // Slots in flight exist only for Ulysses' head chunks with lse.
      << (knobs.saved == SavedActivations::kLseOnly && knobs.chunks > 1 &&
@@ -919,11 +987,11 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     }
   }
   std::vector<int> cps = given.count("--cp") ? o.cp : std::vector<int>{ngpu};
-  if (o.dtype != "bf16" || o.sinks || o.window[0] != -1 || o.window[1] != -1) {
+  if (o.dtype != "bf16") {
     std::fprintf(stderr,
-                 "ulysses-bench: the GPU benchmark covers bf16 without sinks or windows (got "
-                 "dtype %s sinks %d window %d,%d); the GPU tests cover the rest\n",
-                 o.dtype.c_str(), o.sinks ? 1 : 0, o.window[0], o.window[1]);
+                 "ulysses-bench: the GPU benchmark runs bf16 (got --dtype %s); the GPU tests cover "
+                 "fp16\n",
+                 o.dtype.c_str());
     return 2;
   }
   if (o.varlen > 0 && o.batch != 1) {
@@ -948,10 +1016,16 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         "speed\n");
   }
   std::printf(
-      "# ulysses-bench GPU path: %d GPU(s), cuDNN %d; B=%lld Hq=%d Hkv=%d D=%d bf16 %s, "
+      "# ulysses-bench GPU path: %d GPU(s), cuDNN %d; B=%lld Hq=%d Hkv=%d D=%d bf16 %s%s%s, "
       "fwd+bwd, %d timed iterations (median), backward counted as 2.5x forward\n",
       ngpu, cudnn_runtime_version(), static_cast<long long>(o.batch), o.heads, o.kv_heads,
-      o.head_dim, o.causal ? "causal" : "full", o.iters);
+      o.head_dim, o.causal ? "causal" : "full",
+      o.window[0] >= 0 || o.window[1] >= 0
+          ? (" window " + std::to_string(o.window[0]) + "," + std::to_string(o.window[1]) +
+             " (TFLOP/s count the visible pairs)")
+                .c_str()
+          : "",
+      o.sinks ? " sinks" : "", o.iters);
   std::printf("%8s %3s %-8s %-22s %5s %6s %10s %10s %6s %10s %10s %8s %9s %9s %9s %9s %9s %5s\n",
               "seq", "cp", "strategy", "via", "saved", "chunks", "ms/step", "TFLOP/s/GPU", "eff",
               "a2a GB/s", "NCCL GB/s", "peak GiB", "errO", "errdQ", "errdK", "errdV", "exact",
@@ -968,7 +1042,10 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
             AttentionConfig{.num_heads_q = o.heads,
                             .num_heads_kv = o.kv_heads,
                             .head_dim = o.head_dim,
-                            .causal = o.causal}};
+                            .causal = o.causal,
+                            .window_left = o.window[0],
+                            .window_right = o.window[1],
+                            .sinks = o.sinks}};
     const std::uint64_t seed = o.seed ? o.seed : std::random_device{}();
     if (o.varlen > 0) {
       std::int64_t unit = 2;  // documents of 2 lcm(cp) tokens: every strategy's zigzag unit
@@ -1124,6 +1201,15 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         for (const auto& [parallel, knobs] : runs) {
           const int chunks = knobs.chunks;
           if (seq % parallel.sequence_multiple() != 0) continue;
+          // A combination the plan refuses (e.g. ring with windows on packed documents) is named
+          // and skipped rather than ending the sweep; the check communicates nothing.
+          if (Status support = check_plan_support(s, parallel, knobs, *comms.front());
+              !support.is_ok()) {
+            std::printf("#   seq %lld cp %d %s via %s: skipped, %s\n", static_cast<long long>(seq),
+                        cp, std::string(strategy_name(parallel.strategy)).c_str(),
+                        transport.c_str(), support.to_string().c_str());
+            continue;
+          }
           HostOut got;
           MemUse mem;
           std::vector<CallRecord> calls;
@@ -1167,6 +1253,16 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
             row.pass =
                 co.max_abs <= tol * max_abs_of(want.o) && cq.max_abs <= tol * max_abs_of(want.dq) &&
                 ck.max_abs <= tol * max_abs_of(want.dk) && cv.max_abs <= tol * max_abs_of(want.dv);
+            if (s.att.sinks) {  // fp32 sums over every row in another order: same tolerance
+              const Cmp cs = compare(want.dsinks, got.dsinks);
+              row.err_dsinks = cs.max_abs;
+              row.pass = row.pass && cs.max_abs <= tol * max_abs_of(want.dsinks);
+              std::printf(
+                  "#   seq %lld cp %d %s via %s: dSinks max |diff| vs cp=1 %.2e (largest "
+                  "|dSinks| %.2e)\n",
+                  static_cast<long long>(seq), cp, row.strategy.c_str(), transport.c_str(),
+                  cs.max_abs, max_abs_of(want.dsinks));
+            }
             row.err_o = fp8 ? compare(ref.o, got.o).max_abs : co.max_abs;
             row.err_dq = fp8 ? compare(ref.dq, got.dq).max_abs : cq.max_abs;
             row.err_dk = fp8 ? compare(ref.dk, got.dk).max_abs : ck.max_abs;
@@ -1274,7 +1370,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     std::ofstream f(o.json);
     f << "{\n  \"tool\": \"ulysses-bench\",\n  \"path\": \"gpu\",\n  \"gpus\": " << ngpu
       << ",\n  \"cudnn\": " << cudnn_runtime_version() << ",\n  \"varlen\": " << o.varlen
-      << ",\n  \"rows\": [\n";
+      << ",\n  \"window\": [" << o.window[0] << ", " << o.window[1]
+      << "],\n  \"sinks\": " << (o.sinks ? "true" : "false") << ",\n  \"rows\": [\n";
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const GpuRow& r = rows[i];
       f << "    {\"seq\": " << r.seq << ", \"cp\": " << r.cp << ", \"strategy\": \"" << r.strategy
@@ -1289,6 +1386,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         << ", \"workspace_gib\": " << r.workspace_gib << ", \"saved_gib\": " << r.saved_gib
         << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
         << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
+        << ", \"err_dsinks\": " << r.err_dsinks
         << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
         << ", \"kernel_inplace_ms\": " << r.kernel_inplace_ms << ", \"pack_gbs\": " << r.pack_gbs
         << ", \"unpack_gbs\": " << r.unpack_gbs << ", \"copy_gbs\": " << r.copy_gbs

@@ -408,10 +408,13 @@ int main(int argc, char** argv) {
   app.add_option("--head-dim", o.head_dim, "head dimension");
   app.add_option("--dtype", o.dtype, "fp32, bf16, fp16, fp8e4m3, fp8e5m2");
   app.add_flag("--causal,!--no-causal", o.causal, "causal mask (default on)");
-  app.add_option("--window", o.window, "sliding window LEFT,RIGHT in tokens (-1: unbounded)")
+  app.add_option("--window", o.window,
+                 "sliding window LEFT,RIGHT in tokens (-1: unbounded); GPU rows count the visible "
+                 "pairs in TFLOP/s")
       ->delimiter(',')
       ->expected(2);
-  app.add_flag("--sinks", o.sinks, "learnable per-head attention sinks");
+  app.add_flag("--sinks", o.sinks,
+               "learnable per-head attention sinks (GPU rows also check dSinks against cp=1)");
   app.add_option("--varlen", o.varlen,
                  "pack N variable-length sequences (layout thd; on GPUs documents that fill --seq "
                  "in multiples of 2 cp tokens, attention inside each); 0: off");
