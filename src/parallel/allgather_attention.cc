@@ -107,22 +107,34 @@ std::vector<Call> calls_of(const AttentionConfig& a, int P, int j, std::int64_t 
   return out;
 }
 
-// Backward of one call. A causal call whose keys start before its queries (no window_left) runs as
-// two: the keys before the queries, which every row sees (no mask), and the square of the queries'
-// own rows (causal, no offset). cuDNN's backward computes the tiles past the diagonal of a
-// bottom-right causal rectangle and masks them (measured on H200, cuDNN 9.19: q 64k x kv 96k took
-// 436 ms, its two parts 139 + 140 ms), while its forward skips them (95 ms, as fast as the parts).
+// Backward of one call. A causal call whose keys start before its queries runs as two: the keys
+// before the queries and the square of the queries' own rows (causal, no offset). cuDNN's backward
+// computes the tiles past the diagonal of such a rectangle and masks them (measured on H200, cuDNN
+// 9.19: q 64k x kv 96k took 436 ms, its two parts 139 + 140 ms; with a 128-key window, q 16k x kv
+// 16.5k took 21.6 ms where the same window without the offset takes ~1.2), while its forward
+// skips them (95 ms, as fast as the parts). Without a window every row sees every key before it
+// (no mask; the part comes first). With window_left w only rows i < w see keys before the chunk,
+// the last w - i of them: that part keeps the mask (diagonal offset), covers rows [0, min(c, w))
+// so that each of its rows sees a key, and comes second, adding its dQ into the square's, which
+// covers every row (and gives dSinks). Packed windowed calls are not split.
 std::vector<Call> backward_parts(const AttentionConfig& a, const Call& call) {
-  if (!call.masked || !a.causal || a.window_left >= 0 || call.q_global - call.k_lo <= 0) {
+  if (!call.masked || !a.causal || call.q_global - call.k_lo <= 0 ||
+      (call.packed && a.window_left >= 0)) {
     return {call};
   }
   Call before = call, square = call;
   before.k_hi = call.q_global;
-  before.masked = false;
-  before.part = 0;
   square.k_lo = call.q_global;
-  square.part = 1;
-  return {before, square};
+  if (a.window_left < 0) {
+    before.masked = false;
+    before.part = 0;
+    square.part = 1;
+    return {before, square};
+  }
+  before.q_rows = std::min<std::int64_t>(call.q_rows, a.window_left);
+  square.part = 0;
+  before.part = 1;
+  return {square, before};
 }
 
 // Whether rank r's queries see some key of chunk x.
@@ -288,7 +300,10 @@ class AllGatherAttention final : public DistributedAttention {
           lb.sinks = a.sinks;
           lb.dsinks = dsinks_view(ws, g);
         }
-        const TensorView dq_sum = grad_rows(at(ws, dq_acc_), H_, call.q_rows);
+        // The group's fp32 dQ sum has the first part's rows; a later part may cover a prefix.
+        const Call& first = parts.front();
+        const TensorView dq_sum = sequence_rows(grad_rows(at(ws, dq_acc_), H_, first.q_rows),
+                                                call.q_row - first.q_row, call.q_rows);
         if (!split) {
           lb.dq = sequence_rows(act(a.dq), call.q_row, call.q_rows);
         } else {

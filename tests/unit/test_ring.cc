@@ -709,6 +709,12 @@ std::vector<Case> allgather_cases() {
       {"p4_fp16_full_window_right_only", ag, 4, 0, 1, 32, 2, 1, 8, fp16, false, -1, 3},
       {"p8_two_heads_fp32_causal_sinks", ag, 8, 0, 1, 32, 2, 1, 8, fp32, true, -1, -1, true},
       {"p8_mha_bf16_wide_window", ag, 8, 0, 1, 48, 2, 2, 8, bf16, true, 20},
+      // Windows shorter than a chunk (8 rows): backward splits the calls whose keys start before
+      // their queries, the part before the chunk covering only its first rows; batch 2 so that
+      // those rows are not a prefix of the fp32 dQ sum.
+      {"p2_gqa_bf16_causal_short_window_b2", ag, 2, 0, 2, 32, 4, 2, 8, bf16, true, 3},
+      {"p2_fp32_causal_short_window_sinks_b2", ag, 2, 0, 2, 32, 2, 1, 8, fp32, true, 5, -1, true},
+      {"p4_fp64_causal_window_of_one", ag, 4, 0, 1, 64, 2, 1, 4, fp64, true, 1},
       {"p2_inference_bf16", ag, 2, 0, 1, 16, 4, 2, 16, bf16, true, -1, -1, true, false},
       // Packed sequences (thd), each padded to a multiple of 2P, padding between and after them.
       {"packed_p1_fp32_causal", ag, 1, 0, 1, 16, 2, 1, 8, fp32, true, -1, -1, false, true, {5, 9}},
