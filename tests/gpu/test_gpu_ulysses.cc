@@ -251,6 +251,14 @@ INSTANTIATE_TEST_SUITE_P(
           c.B = 2;
           c.dtype = DType::kFloat16;
           return c;
+        }(),
+        // A window shorter than a chunk (256 rows): backward's part for the keys before a chunk
+        // covers only its first 50 rows, which are not a prefix of the batch-2 fp32 dQ sum.
+        [] {
+          GpuCase c = ring_case("p2_batch2_short_window_sinks", Strategy::kAllGather, 2, 0, 1024, 8,
+                                2, true, true, 50);
+          c.B = 2;
+          return c;
         }()),
     [](const auto& param_info) { return param_info.param.name; });
 
