@@ -693,6 +693,22 @@ struct PlanKnobs {
   Payload payload = Payload::kNative;
 };
 
+// The training plan a row runs: the shape's attention and layout with the row's strategy and knobs.
+PlanConfig plan_config(const Shape& s, const ParallelConfig& parallel, const PlanKnobs& knobs) {
+  return {.attention = s.att,
+          .parallel = parallel,
+          .layout = s.packed() ? Layout::kTHD : Layout::kBSHD,
+          .dtype = s.dtype,
+          .batch = s.B,
+          .seqlen = s.S,
+          .training = true,
+          .overlap_chunks = knobs.chunks,
+          .backward_keeps_saved = knobs.keep_saved,
+          .saved_activations = knobs.saved,
+          .chunks_in_flight = knobs.in_flight,
+          .payload = knobs.payload};
+}
+
 // A plan over P GPUs; each rank holds its shard (contiguous for ulysses, zigzag ranges for ring
 // and hybrid); results gathered to the host for the check.
 double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Communicator>>& comms,
@@ -703,18 +719,7 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
   auto dev = [&](int r) { return loopback ? 0 : r; };
   const std::size_t shared_base = loopback ? used_bytes(0) : 0;
   const std::int64_t Sl = s.S / P;
-  const PlanConfig cfg{.attention = s.att,
-                       .parallel = parallel,
-                       .layout = s.packed() ? Layout::kTHD : Layout::kBSHD,
-                       .dtype = s.dtype,
-                       .batch = s.B,
-                       .seqlen = s.S,
-                       .training = true,
-                       .overlap_chunks = knobs.chunks,
-                       .backward_keeps_saved = knobs.keep_saved,
-                       .saved_activations = knobs.saved,
-                       .chunks_in_flight = knobs.in_flight,
-                       .payload = knobs.payload};
+  const PlanConfig cfg = plan_config(s, parallel, knobs);
   std::vector<double> rank_ms(static_cast<std::size_t>(P));
   std::vector<std::size_t> rank_peak(static_cast<std::size_t>(P));
   if (out) {
@@ -920,18 +925,7 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
 // validation and the kernel's support, no communication).
 Status check_plan_support(const Shape& s, const ParallelConfig& parallel, const PlanKnobs& knobs,
                           const Communicator& comm) {
-  const PlanConfig cfg{.attention = s.att,
-                       .parallel = parallel,
-                       .layout = s.packed() ? Layout::kTHD : Layout::kBSHD,
-                       .dtype = s.dtype,
-                       .batch = s.B,
-                       .seqlen = s.S,
-                       .training = true,
-                       .overlap_chunks = knobs.chunks,
-                       .backward_keeps_saved = knobs.keep_saved,
-                       .saved_activations = knobs.saved,
-                       .chunks_in_flight = knobs.in_flight,
-                       .payload = knobs.payload};
+  const PlanConfig cfg = plan_config(s, parallel, knobs);
   auto kernel = create_cudnn_attention(comm.device().index);
   if (!kernel.is_ok()) return kernel.status();
   return DistributedAttention::check_support(cfg, comm, **kernel);

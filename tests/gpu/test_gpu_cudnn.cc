@@ -231,6 +231,45 @@ std::vector<Case> cases() {
 INSTANTIATE_TEST_SUITE_P(Features, CudnnVsReference, ::testing::ValuesIn(cases()),
                          [](const auto& param_info) { return param_info.param.name; });
 
+// The reference forward and backward of a VarlenRows problem in dtype t (the problem's own
+// dtype is replaced): plain (t = the I/O dtype) or truth (FP64). The backward reads `given`'s O
+// and LSE when given (as a kernel fed merged or plain statistics does), else its own.
+struct RowsOut {
+  HostTensor o, lse, dq, dk, dv;
+};
+RowsOut rows_reference(LocalProblem rp, DType t, const VarlenRows& rows, const HostTensor& q,
+                       const HostTensor& k, const HostTensor& v, const HostTensor& d_o,
+                       const RowsOut* given) {
+  rp.dtype = rp.grad_kv_dtype = t;
+  const std::int64_t Sq = q.view.size(1), Skv = k.view.size(1), Hq = q.view.size(2),
+                     Hkv = k.view.size(2), D = q.view.size(3);
+  RowsOut r{HostTensor(t, {1, Sq, Hq, D}), HostTensor(DType::kFloat32, {1, Hq, Sq}),
+            HostTensor(t, {1, Sq, Hq, D}), HostTensor(t, {1, Skv, Hkv, D}),
+            HostTensor(t, {1, Skv, Hkv, D})};
+  const HostTensor qt = testing::convert(q, t), kt = testing::convert(k, t),
+                   vt = testing::convert(v, t), dot = testing::convert(d_o, t);
+  EXPECT_TRUE(reference_forward(rp, {.q = qt.view,
+                                     .k = kt.view,
+                                     .v = vt.view,
+                                     .o = r.o.view,
+                                     .lse = r.lse.view,
+                                     .rows = rows})
+                  .is_ok());
+  const HostTensor o_use = given ? testing::convert(given->o, t) : r.o;
+  EXPECT_TRUE(reference_backward(rp, {.q = qt.view,
+                                      .k = kt.view,
+                                      .v = vt.view,
+                                      .o = o_use.view,
+                                      .lse = given ? given->lse.view : r.lse.view,
+                                      .d_o = dot.view,
+                                      .dq = r.dq.view,
+                                      .dk = r.dk.view,
+                                      .dv = r.dv.view,
+                                      .rows = rows})
+                  .is_ok());
+  return r;
+}
+
 // VarlenRows, as ring attention's packed blocks use them: queries and keys in different rows with
 // gaps between sequences, a sequence without keys and one without queries, fp32 O / dQ / dK / dV,
 // and a backward that takes the given O and LSE (partial_keys). Rows outside every sequence must
@@ -270,46 +309,12 @@ TEST_P(CudnnVarlenRows, WithinTwiceThePlainError) {
 
   HostTensor q(dt, {1, Sq, Hq, D}), k(dt, {1, Skv, Hkv, D}), v = k, d_o = q;
   for (HostTensor* t : {&q, &k, &v, &d_o}) testing::fill_uniform(*t, rng, -1.0, 1.0);
-  // Reference forward and backward in `dtype` (plain) and FP64 (truth); the backward of all three
+  // Reference forward and backward in `dtype` (plain) and FP64 (truth); the backward of truth
   // reads the plain O and LSE, as ring's does with the merged ones.
-  struct Out {
-    HostTensor o, lse, dq, dk, dv;
-  };
   const LocalProblem base_p = p;  // before the fp32 outputs are asked of cuDNN below
-  auto reference = [&](DType t, const HostTensor& o_in, const HostTensor& lse_in) {
-    LocalProblem rp = base_p;
-    rp.dtype = rp.grad_kv_dtype = t;
-    Out r{HostTensor(t, {1, Sq, Hq, D}), HostTensor(f32, {1, Hq, Sq}),
-          HostTensor(t, {1, Sq, Hq, D}), HostTensor(t, {1, Skv, Hkv, D}),
-          HostTensor(t, {1, Skv, Hkv, D})};
-    const HostTensor qt = testing::convert(q, t), kt = testing::convert(k, t),
-                     vt = testing::convert(v, t), dot = testing::convert(d_o, t);
-    EXPECT_TRUE(reference_forward(rp, {.q = qt.view,
-                                       .k = kt.view,
-                                       .v = vt.view,
-                                       .o = r.o.view,
-                                       .lse = r.lse.view,
-                                       .rows = rows})
-                    .is_ok());
-    const HostTensor o_use = o_in.view.data ? testing::convert(o_in, t) : r.o;
-    const HostTensor& lse_use = lse_in.view.data ? lse_in : r.lse;
-    EXPECT_TRUE(reference_backward(rp, {.q = qt.view,
-                                        .k = kt.view,
-                                        .v = vt.view,
-                                        .o = o_use.view,
-                                        .lse = lse_use.view,
-                                        .d_o = dot.view,
-                                        .dq = r.dq.view,
-                                        .dk = r.dk.view,
-                                        .dv = r.dv.view,
-                                        .rows = rows})
-                    .is_ok());
-    return r;
-  };
-  const HostTensor none;
-  const Out plain = reference(dt, none, none);
-  const Out truth = reference(f64, plain.o, plain.lse);
-  const Out truth_fwd = reference(f64, none, none);
+  const RowsOut plain = rows_reference(base_p, dt, rows, q, k, v, d_o, nullptr);
+  const RowsOut truth = rows_reference(base_p, f64, rows, q, k, v, d_o, &plain);
+  const RowsOut truth_fwd = rows_reference(base_p, f64, rows, q, k, v, d_o, nullptr);
 
   auto kernel = create_cudnn_attention(0);
   ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
@@ -529,45 +534,17 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
                                           static_cast<std::int32_t>(len1)};
   const VarlenRows compact{
       .q_begin = compact_begin, .q_len = lens, .kv_begin = compact_begin, .kv_len = lens};
-  struct Out {
-    HostTensor o, lse, dq, dk, dv;
-  };
-  auto reference = [&](DType t, const Out* given) {
-    LocalProblem rp = LocalProblem::unsharded(cfg, t, 1, N, true);
-    rp.varlen_rows = true;
-    Out r{HostTensor(t, {1, N, Hq, D}), HostTensor(f32, {1, Hq, N}), HostTensor(t, {1, N, Hq, D}),
-          HostTensor(t, {1, N, Hkv, D}), HostTensor(t, {1, N, Hkv, D})};
-    const HostTensor qt = testing::convert(q, t), kt = testing::convert(k, t),
-                     vt = testing::convert(v, t), dot = testing::convert(d_o, t);
-    EXPECT_TRUE(reference_forward(rp, {.q = qt.view,
-                                       .k = kt.view,
-                                       .v = vt.view,
-                                       .o = r.o.view,
-                                       .lse = r.lse.view,
-                                       .rows = compact})
-                    .is_ok());
-    const HostTensor o_use = given ? testing::convert(given->o, t) : r.o;
-    EXPECT_TRUE(reference_backward(rp, {.q = qt.view,
-                                        .k = kt.view,
-                                        .v = vt.view,
-                                        .o = o_use.view,
-                                        .lse = given ? given->lse.view : r.lse.view,
-                                        .d_o = dot.view,
-                                        .dq = r.dq.view,
-                                        .dk = r.dk.view,
-                                        .dv = r.dv.view,
-                                        .rows = compact})
-                    .is_ok());
-    return r;
-  };
-  const Out plain = reference(dt, nullptr);
-  const Out truth_fwd = reference(f64, nullptr);
-  const Out truth = reference(f64, &plain);  // the backward below reads the plain O and LSE
+  LocalProblem rp = LocalProblem::unsharded(cfg, dt, 1, N, true);
+  rp.varlen_rows = true;
+  const RowsOut plain = rows_reference(rp, dt, compact, q, k, v, d_o, nullptr);
+  const RowsOut truth_fwd = rows_reference(rp, f64, compact, q, k, v, d_o, nullptr);
+  // The backward below reads the plain O and LSE.
+  const RowsOut truth = rows_reference(rp, f64, compact, q, k, v, d_o, &plain);
 
   auto kernel = create_cudnn_attention(0, {.deterministic = true});
   ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
   // Sequence 1 starts at row r1: adjacent, or the first row past 2^31 elements.
-  auto run = [&](std::int64_t r1, Out& out, bool backward_runs) {
+  auto run = [&](std::int64_t r1, RowsOut& out, bool backward_runs) {
     const std::int64_t rows = r1 + len1;
     const std::array<std::int64_t, 2> first = {0, r1}, len = {len0, len1};
     const std::size_t row_bytes = static_cast<std::size_t>(C) * 2;
@@ -685,7 +662,7 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
     get(6, out.dk);
     get(7, out.dv);
   };
-  Out near, far;
+  RowsOut near, far;
   run(len0, near, true);
   if (HasFatalFailure()) return;
   const std::int64_t r_far = (std::int64_t{1} << 31) / C + 1;
