@@ -154,6 +154,10 @@ class CallTimer final : public LocalAttention {
   bool provides_lse() const override { return inner_.provides_lse(); }
   bool supports_backward() const override { return inner_.supports_backward(); }
   bool accumulates_grads() const override { return inner_.accumulates_grads(); }
+  // Calls are timed alone: while timing, none may overlap the next.
+  bool concurrent_calls(const LocalProblem& p) const override {
+    return !on && inner_.concurrent_calls(p);
+  }
   Status check_support(const LocalProblem& p) const override { return inner_.check_support(p); }
   std::size_t workspace_bytes(const LocalProblem& p) const override {
     return inner_.workspace_bytes(p);

@@ -163,6 +163,9 @@ class CudnnAttention final : public LocalAttention {
   bool provides_lse() const override { return true; }
   bool supports_backward() const override { return true; }
   bool accumulates_grads() const override { return true; }
+  // A dense call touches only its arguments, its workspace and the cached graphs (read-only once
+  // built); a packed one may grow overflow_, which every call shares.
+  bool concurrent_calls(const LocalProblem& p) const override { return !p.varlen; }
 
   // Forward's needs, then backward's when the problem will run backward too: a training plan is
   // refused when it is created, not after its first forward.

@@ -1,4 +1,4 @@
-// The CUDA StreamSet: one non-blocking stream and a fixed pool of timing-free events.
+// The CUDA StreamSet: non-blocking side streams and a fixed pool of timing-free events.
 #include <cuda_runtime.h>
 
 #include <vector>
@@ -15,17 +15,21 @@ class CudaStreams final : public StreamSet {
   ~CudaStreams() override {
     cudaSetDevice(device_);
     for (cudaEvent_t e : events_) cudaEventDestroy(e);
-    if (side_) cudaStreamDestroy(side_);
+    for (cudaStream_t s : sides_) cudaStreamDestroy(s);
   }
-  Status init(int events) {
+  Status init(int events, int sides) {
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
-    ULYSSES_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+    for (int i = 0; i < sides; ++i) {
+      cudaStream_t s = nullptr;
+      ULYSSES_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+      sides_.push_back(s);
+    }
     events_.resize(static_cast<std::size_t>(events), nullptr);
     for (cudaEvent_t& e : events_)
       ULYSSES_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     return Status::ok();
   }
-  Stream side() const override { return side_; }
+  Stream side(int i) const override { return sides_.at(static_cast<std::size_t>(i)); }
   Status record(int i, Stream stream) override {
     ULYSSES_CUDA_CHECK(cudaEventRecord(events_.at(static_cast<std::size_t>(i)), stream));
     return Status::ok();
@@ -37,15 +41,15 @@ class CudaStreams final : public StreamSet {
 
  private:
   int device_;
-  cudaStream_t side_ = nullptr;
+  std::vector<cudaStream_t> sides_;
   std::vector<cudaEvent_t> events_;
 };
 
 }  // namespace
 
-Result<std::unique_ptr<StreamSet>> create_stream_set(int device, int events) {
+Result<std::unique_ptr<StreamSet>> create_stream_set(int device, int events, int sides) {
   auto s = std::make_unique<CudaStreams>(device);
-  ULYSSES_RETURN_IF_ERROR(s->init(events));
+  ULYSSES_RETURN_IF_ERROR(s->init(events, sides));
   return std::unique_ptr<StreamSet>(std::move(s));
 }
 

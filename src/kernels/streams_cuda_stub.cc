@@ -3,7 +3,7 @@
 #include "kernels/streams.h"
 
 namespace ulysses::kernels::cuda {
-Result<std::unique_ptr<StreamSet>> create_stream_set(int, int) {
+Result<std::unique_ptr<StreamSet>> create_stream_set(int, int, int) {
   return unsupported("ulysses: device streams need a build with CUDA (got a host-only build)");
 }
 }  // namespace ulysses::kernels::cuda

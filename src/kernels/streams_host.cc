@@ -5,21 +5,21 @@
 namespace ulysses::kernels {
 
 namespace cuda {
-Result<std::unique_ptr<StreamSet>> create_stream_set(int device, int events);
+Result<std::unique_ptr<StreamSet>> create_stream_set(int device, int events, int sides);
 }
 
 namespace {
 class HostStreams final : public StreamSet {
  public:
-  Stream side() const override { return nullptr; }
+  Stream side(int) const override { return nullptr; }
   Status record(int, Stream) override { return Status::ok(); }
   Status wait(Stream, int) override { return Status::ok(); }
 };
 }  // namespace
 
-Result<std::unique_ptr<StreamSet>> StreamSet::create(Device device, int events) {
+Result<std::unique_ptr<StreamSet>> StreamSet::create(Device device, int events, int sides) {
   if (device.is_host()) return std::unique_ptr<StreamSet>(std::make_unique<HostStreams>());
-  return cuda::create_stream_set(device.index, events);
+  return cuda::create_stream_set(device.index, events, sides);
 }
 
 }  // namespace ulysses::kernels

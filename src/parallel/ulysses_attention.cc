@@ -40,6 +40,14 @@
 //
 // and chunk c + slots is packed into the slot only after chunk c's results are unpacked from it.
 //
+// Streams with head chunks (overlap_chunks = K > 1): exchanges, in order, on side stream 0; chunk
+// c's kernel on the caller's stream, or, when the kernel's concurrent_calls() allows, on the
+// caller's stream for even c and side stream 1 for odd c, each with its own kernel workspace. A
+// kernel waits for its chunk's "arrived" event and the exchange stream for its "computed" event,
+// and the caller's stream waits for the exchange stream at the end, so every stream's work of
+// this call precedes what the caller enqueues next. On one H200, two 8-head cuDNN calls of 8k
+// tokens on two streams take as long as one 16-head call, one after another +14% (docs/PERF.md).
+//
 // Payload::kFp8: the inbound messages (Q|K|V, dO) carry fp8 rows instead (pack_heads_fp8 writes
 // them from the caller's tensors), and one pass on the exchange stream turns them back into the
 // plan's dtype where the kernel reads them (dequantize_fp8) before the chunk's "arrived" event.
@@ -147,11 +155,14 @@ class UlyssesAttention final : public DistributedAttention {
     }
     // 3. Per chunk: local attention reading the receive buffer in place, then O (and LSE) back to
     //    the sequence owners on the exchange stream while the next chunk computes.
+    //    Consecutive chunks' kernels alternate between two streams when the kernel allows it.
+    const bool two = two_compute_streams();
     for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, kEvChunk + c));
+      const Stream cs = compute_stream(c, two, stream);
+      ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
       ULYSSES_RETURN_IF_ERROR(run_forward(c, qkv_full + c * qkv_block_, o_head + c * o_block_,
-                                          lse_of(lse_head, c), a, stream));
-      ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_computed(c)));
+                                          lse_of(lse_head, c), a, cs));
+      ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_outputs(o_head + c * o_block_, lse_of(lse_head, c),
                                              o_recv + c * o_block_, lse_of(lse_recv, c), side));
     }
@@ -213,15 +224,16 @@ class UlyssesAttention final : public DistributedAttention {
     }
     // 2. Per chunk: local backward (dQ, dK, dV land in the returning message buffers), then send
     //    them back on the exchange stream while the next chunk computes.
+    const bool two = two_compute_streams();
     for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, kEvChunk + c));
+      const Stream cs = compute_stream(c, two, stream);
+      ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
       char* gq = grad_q + c * o_block_;
       char* gkv = grad_kv + c * gkv_block_;
       ULYSSES_RETURN_IF_ERROR(run_backward(c, qkv_full + c * qkv_block_, o_head + c * o_block_,
                                            has_lse_ ? lse_head + c * lse_block_ : nullptr,
-                                           do_head + c * o_block_, gq, gkv, a, dsinks_local,
-                                           stream));
-      ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_computed(c)));
+                                           do_head + c * o_block_, gq, gkv, a, dsinks_local, cs));
+      ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_grads(gq, gkv, dq_recv(c), dkv_recv(c), side));
     }
     // 3. Unpack (summing KV replicas) on the caller's stream once the last exchange is in.
@@ -256,15 +268,17 @@ class UlyssesAttention final : public DistributedAttention {
     };
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
     for (int c = 0; c < slots_; ++c) ULYSSES_RETURN_IF_ERROR(send_inputs(c));
+    const bool two = two_compute_streams();
     for (int c = 0; c < K_; ++c) {
       const std::size_t s = slot_of(c);
       char* o_head = at(a.workspace, fwd_o_[s]);
       char* o_recv = at(a.workspace, fwd_send_[s]);  // the packed Q/K/V are dead once sent
       char* lse_recv = has_lse_ ? o_recv + align_up(o_block_) : nullptr;
-      ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, kEvChunk + c));
+      const Stream cs = compute_stream(c, two, stream);
+      ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
       ULYSSES_RETURN_IF_ERROR(
-          run_forward(c, at(a.workspace, fwd_recv_[s]), o_head, lse_head(c), a, stream));
-      ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_computed(c)));
+          run_forward(c, at(a.workspace, fwd_recv_[s]), o_head, lse_head(c), a, cs));
+      ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_outputs(o_head, lse_head(c), o_recv, lse_recv, side));
       ULYSSES_RETURN_IF_ERROR(unpack_outputs(c, o_recv, lse_recv, a, side));
       if (c + slots_ < K_) ULYSSES_RETURN_IF_ERROR(send_inputs(c + slots_));
@@ -318,16 +332,18 @@ class UlyssesAttention final : public DistributedAttention {
     };
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
     for (int c = 0; c < slots_; ++c) ULYSSES_RETURN_IF_ERROR(send_inputs(c));
+    const bool two = two_compute_streams();
     for (int c = 0; c < K_; ++c) {
       const std::size_t s = slot_of(c);
       char* in = at(a.workspace, bwd_recv_[s]);
       char* gq = at(a.workspace, bwd_send_[s]);  // the packed inputs are dead once sent
       char* gkv = gq + dkv_offset;
-      ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, kEvChunk + c));
+      const Stream cs = compute_stream(c, two, stream);
+      ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
       ULYSSES_RETURN_IF_ERROR(run_backward(c, in, in + o_offset,
                                            has_lse_ ? lse_head + c * lse_block_ : nullptr,
-                                           in + do_offset, gq, gkv, a, dsinks_local, stream));
-      ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_computed(c)));
+                                           in + do_offset, gq, gkv, a, dsinks_local, cs));
+      ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       // The gradients come back into the receive slot (the kernel has read it).
       ULYSSES_RETURN_IF_ERROR(return_grads(gq, gkv, in, in + dkv_offset, side));
       ULYSSES_RETURN_IF_ERROR(unpack_grads(c, in, in + dkv_offset, a, side));
@@ -399,7 +415,7 @@ class UlyssesAttention final : public DistributedAttention {
     if (lse) la.lse = lse_head_view(lse);
     la.cu_seqlens = a.cu_seqlens;
     la.cu_seqlens_device = a.cu_seqlens_device;
-    la.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
+    la.workspace = kernel_workspace(a.workspace, c);
     return kernel_.forward(chunk_problem(c), la, stream);
   }
 
@@ -448,7 +464,7 @@ class UlyssesAttention final : public DistributedAttention {
     }
     lb.cu_seqlens = a.cu_seqlens;
     lb.cu_seqlens_device = a.cu_seqlens_device;
-    lb.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
+    lb.workspace = kernel_workspace(a.workspace, c);
     return kernel_.backward(chunk_problem(c), lb, stream);
   }
 
@@ -498,7 +514,25 @@ class UlyssesAttention final : public DistributedAttention {
 
   // Where the exchanges run: a side stream on devices when the pipeline has several chunks (so they
   // overlap the kernel), else the caller's stream.
-  Stream exchange_stream(Stream stream) const { return K_ > 1 ? streams_->side() : stream; }
+  Stream exchange_stream(Stream stream) const { return K_ > 1 ? streams_->side(0) : stream; }
+
+  // Whether this call's chunk kernels alternate between the caller's stream and a second one: the
+  // plan made room for two kernel workspaces, and the kernel allows it now (a kernel may decline
+  // per call, e.g. while a profiler times its calls one by one).
+  bool two_compute_streams() const {
+    return kernel_slots_ == 2 && kernel_.concurrent_calls(chunk_problem(0));
+  }
+  // Chunk c's kernel stream: odd chunks on side stream 1 when `two`, else the caller's stream.
+  // Chunk c and c + 2 share a stream and a kernel workspace, so they stay ordered.
+  Stream compute_stream(int c, bool two, Stream stream) const {
+    return two && c % 2 == 1 ? streams_->side(1) : stream;
+  }
+  // Chunk c's kernel workspace (of kernel_slots_, one per compute stream), or null if none.
+  void* kernel_workspace(void* workspace, int c) const {
+    if (kernel_ws_bytes_ == 0) return nullptr;
+    const std::size_t slot = static_cast<std::size_t>(c % kernel_slots_);
+    return at(workspace, kernel_ws_ + slot * align_up(kernel_ws_bytes_));
+  }
 
   // Makes `to` wait for what `from` has enqueued so far (nothing to do when they are one stream).
   Status hand_over(Stream from, Stream to, int event) {
@@ -587,6 +621,7 @@ class UlyssesAttention final : public DistributedAttention {
     const std::size_t qkv_bytes = K * qkv_block_, o_bytes = K * o_block_,
                       lse_bytes = K * lse_block_;
     kernel_ws_bytes_ = kernel_.workspace_bytes(chunk_problem(0));
+    kernel_slots_ = K_ > 1 && kernel_.concurrent_calls(chunk_problem(0)) ? 2 : 1;
     if (slotted_) {
       layout_slots(tokens * d, lse_bytes);
       return;
@@ -644,9 +679,9 @@ class UlyssesAttention final : public DistributedAttention {
       dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
       scratch = std::max(scratch, bwd.total());
     }
-    // The kernel's workspace sits after both, at the same offset in both passes.
+    // The kernel's workspaces sit after both, at the same offset in both passes.
     kernel_ws_ = scratch;
-    workspace_bytes_ = scratch + align_up(kernel_ws_bytes_);
+    workspace_bytes_ = scratch + kernel_slots_ * align_up(kernel_ws_bytes_);
     saved_bytes_ = saved.total();
   }
 
@@ -683,7 +718,7 @@ class UlyssesAttention final : public DistributedAttention {
       dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
     }
     kernel_ws_ = std::max(fwd.total(), bwd.total());
-    workspace_bytes_ = kernel_ws_ + align_up(kernel_ws_bytes_);
+    workspace_bytes_ = kernel_ws_ + kernel_slots_ * align_up(kernel_ws_bytes_);
     saved_bytes_ = saved.total();
   }
 
@@ -727,6 +762,7 @@ class UlyssesAttention final : public DistributedAttention {
   std::size_t send_do_ = 0, do_head_ = 0, grad_q_ = 0, grad_kv_ = 0, dq_recv_ = 0, dkv_recv_ = 0;
   std::size_t wire_do_ = 0;
   std::size_t dsinks_local_ = 0, kernel_ws_ = 0, kernel_ws_bytes_ = 0;
+  std::size_t kernel_slots_ = 1;  // kernel workspaces: 2 when chunks' kernels may overlap
   std::size_t workspace_bytes_ = 0, saved_bytes_ = 0;
 };
 
@@ -742,7 +778,7 @@ Result<std::unique_ptr<DistributedAttention>> create_ulysses_plan(const PlanConf
   ULYSSES_ASSIGN_OR_RETURN(auto routing,
                            HeadRouting::create(config.attention, config.parallel.cp, kCreateApi));
   ULYSSES_ASSIGN_OR_RETURN(
-      auto streams, kernels::StreamSet::create(comm.device(), 2 + 2 * config.overlap_chunks));
+      auto streams, kernels::StreamSet::create(comm.device(), 2 + 2 * config.overlap_chunks, 2));
   return std::unique_ptr<DistributedAttention>(std::make_unique<UlyssesAttention>(
       config, comm, kernel, std::move(routing), std::move(streams)));
 }

@@ -36,6 +36,7 @@ struct Case {
   SavedActivations saved = SavedActivations::kHeadSharded;  // PlanConfig::saved_activations
   int in_flight = 2;                                        // PlanConfig::chunks_in_flight
   Payload payload = Payload::kNative;                       // PlanConfig::payload
+  bool concurrent = false;  // the kernel says its calls may overlap (ScribblingKernel)
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -71,6 +72,48 @@ TensorView as3(const HostTensor& t) {
 
 struct Outputs {
   HostTensor o, lse, dq, dk, dv, dsinks;
+};
+
+// The reference kernel, saying that its calls may run concurrently and asking for workspace that
+// it fills with garbage on every call (as a kernel running beside another may): if two chunks'
+// calls shared a workspace, or one overlapped a live buffer, results would change. Records each
+// call's workspace.
+class ScribblingKernel final : public LocalAttention {
+ public:
+  static constexpr std::size_t kScratch = 1000;  // not a multiple of the plan's alignment
+  explicit ScribblingKernel(LocalAttention& inner) : inner_(inner) {}
+  std::vector<unsigned char*> workspaces;  // every call's, in order
+  bool overlap = true;                     // what concurrent_calls() says
+
+  std::string_view name() const override { return "scribbling-reference"; }
+  Device device() const override { return inner_.device(); }
+  bool provides_lse() const override { return inner_.provides_lse(); }
+  bool supports_backward() const override { return inner_.supports_backward(); }
+  bool concurrent_calls(const LocalProblem&) const override { return overlap; }
+  Status check_support(const LocalProblem& p) const override { return inner_.check_support(p); }
+  std::size_t workspace_bytes(const LocalProblem& p) const override {
+    return kScratch + inner_.workspace_bytes(p);
+  }
+  Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream stream) override {
+    LocalForwardArgs in = a;
+    in.workspace = scribble(a.workspace);
+    return inner_.forward(p, in, stream);
+  }
+  Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream stream) override {
+    LocalBackwardArgs in = a;
+    in.workspace = scribble(a.workspace);
+    return inner_.backward(p, in, stream);
+  }
+
+ private:
+  void* scribble(void* workspace) {
+    auto* w = static_cast<unsigned char*>(workspace);
+    workspaces.push_back(w);
+    if (w == nullptr) return nullptr;
+    std::fill(w, w + kScratch, static_cast<unsigned char>(0xA5 + workspaces.size()));
+    return w + kScratch;
+  }
+  LocalAttention& inner_;
 };
 
 struct Inputs {
@@ -159,7 +202,9 @@ Outputs ulysses(const Case& c, const Inputs& in, std::vector<HostTensor>& per_ra
   // A backward may run twice on one forward when `saved` is kept, or when it holds only the LSE.
   const bool saved_survives = c.keep_saved || c.saved == SavedActivations::kLseOnly;
   auto st = testing::run_ranks(c.P, [&](int r, Communicator& comm) -> Status {
-    auto plan = DistributedAttention::create(cfg, comm, *kernel);
+    ScribblingKernel scribbling(*kernel);
+    LocalAttention& k = c.concurrent ? static_cast<LocalAttention&>(scribbling) : *kernel;
+    auto plan = DistributedAttention::create(cfg, comm, k);
     if (!plan.is_ok()) return plan.status();
     std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
     auto shard = [&](const HostTensor& t) { return shard_view(t.view, c.layout, c.P, r).value(); };
@@ -259,6 +304,11 @@ TEST_P(UlyssesVsReference, ExactWhereHeadsAreIndependent) {
 
 Case fp8(Case c) {
   c.payload = Payload::kFp8;
+  return c;
+}
+
+Case concurrent(Case c) {
+  c.concurrent = true;
   return c;
 }
 
@@ -502,6 +552,33 @@ std::vector<Case> cases() {
         c.chunks = 2;
         return c;
       }(),
+      // A kernel whose calls may overlap: chunks alternate between two kernel workspaces, and
+      // garbage written over them must not reach any result (every buffer scheme).
+      [&] {
+        Case c = concurrent({"p2_concurrent_chunks4_gqa_bf16_causal_sinks", 2, bshd, 2, 16, 16, 8,
+                             8, bf16, true, -1, -1, true});
+        c.chunks = 4;
+        return c;
+      }(),
+      [&] {
+        Case c = concurrent({"p2_concurrent_chunks2_two_rounds_fp32_window", 2, bshd, 1, 16, 8, 4,
+                             8, fp32, false, 3, 2});
+        c.chunks = 2;
+        c.rounds = 2;
+        return c;
+      }(),
+      concurrent(lse_only({"p2_concurrent_lse_chunks4_one_in_flight_bf16_sinks", 2, bshd, 2, 16, 16,
+                           8, 8, bf16, true, -1, -1, true},
+                          4, 1)),
+      concurrent(fp8(lse_only(
+          {"p3_concurrent_fp8_lse_chunks3_gqa_bf16", 3, bshd, 1, 21, 18, 9, 8, bf16, true}, 3))),
+      [&] {
+        Case c = concurrent(
+            {"p2_concurrent_inference_chunks4_bf16", 2, bshd, 2, 16, 8, 8, 8, bf16, true});
+        c.training = false;
+        c.chunks = 4;
+        return c;
+      }(),
   };
 }
 
@@ -550,6 +627,93 @@ TEST(Ulysses, LseOnlySavesOnlyTheLseAndChunksShareSlots) {
   const auto inference_two = plan_bytes(SavedActivations::kHeadSharded, 4, 2, false);
   EXPECT_EQ(inference_all.first, 0u);
   EXPECT_LT(inference_two.second, inference_all.second * 6 / 10);
+}
+
+TEST(Ulysses, OverlappingChunkKernelsAlternateBetweenTwoWorkspaces) {
+  // P = 2, 16 query / 8 KV heads: 4 KV heads per rank, in 4 chunks. Chunk c's call runs beside
+  // chunk c + 1's (on GPUs), so their workspaces must be disjoint; chunk c + 2 follows chunk c on
+  // its stream and reuses its workspace. A kernel that cannot overlap its calls costs no memory.
+  auto ref = make_reference_attention();
+  for (const int chunks : {1, 4}) {
+    for (const bool training : {true, false}) {
+      std::vector<std::size_t> bytes[2];  // [overlap][rank]
+      for (const bool overlap : {false, true}) {
+        const PlanConfig cfg{
+            .attention = {.num_heads_q = 16, .num_heads_kv = 8, .head_dim = 8, .causal = true},
+            .parallel = {.cp = 2},
+            .dtype = DType::kFloat32,
+            .batch = 1,
+            .seqlen = 16,
+            .training = training,
+            .overlap_chunks = chunks};
+        bytes[overlap].assign(2, 0);
+        EXPECT_ALL_OK(testing::run_ranks(2, [&](int r, Communicator& comm) -> Status {
+          ScribblingKernel kernel(*ref);
+          kernel.overlap = overlap;
+          auto plan = DistributedAttention::create(cfg, comm, kernel);
+          if (!plan.is_ok()) return plan.status();
+          const std::size_t ws_bytes = (*plan)->workspace_bytes();
+          bytes[overlap][static_cast<std::size_t>(r)] = ws_bytes;
+          std::vector<unsigned char> ws(ws_bytes), saved((*plan)->saved_bytes());
+          std::vector<float> zeros(16 * 16 * 8, 0.0f), out(16 * 16 * 8), lse(16 * 8);
+          auto act = [&](std::vector<float>& v, int heads) {
+            return TensorView::contiguous(v.data(), DType::kFloat32, {1, 8, heads, 8});
+          };
+          std::vector<float> dk(8 * 8 * 8), dv(8 * 8 * 8), dq(16 * 16 * 8);
+          ForwardArgs f;
+          f.q = act(zeros, 16);
+          f.k = f.v = act(zeros, 8);
+          f.o = act(out, 16);
+          f.lse = TensorView::contiguous(lse.data(), DType::kFloat32, {1, 16, 8});
+          f.workspace = ws.data();
+          f.saved = saved.data();
+          if (Status s = (*plan)->forward(f, nullptr); !s.is_ok()) return s;
+          if (training) {
+            BackwardArgs b;
+            b.d_o = f.q;
+            b.dq = act(dq, 16);
+            b.dk = act(dk, 8);
+            b.dv = act(dv, 8);
+            b.workspace = ws.data();
+            b.saved = saved.data();
+            if (Status s = (*plan)->backward(b, nullptr); !s.is_ok()) return s;
+          }
+          const std::vector<unsigned char*>& w = kernel.workspaces;
+          const std::size_t calls = static_cast<std::size_t>(chunks * (training ? 2 : 1));
+          if (w.size() != calls) return internal_error("calls: " + std::to_string(w.size()));
+          for (std::size_t i = 0; i < calls; ++i) {
+            SCOPED_TRACE("call " + std::to_string(i));
+            EXPECT_GE(w[i], ws.data());
+            EXPECT_LE(w[i] + ScribblingKernel::kScratch, ws.data() + ws_bytes);
+            const std::size_t c = i % static_cast<std::size_t>(chunks);  // chunk in its pass
+            if (c + 1 < static_cast<std::size_t>(chunks)) {
+              const auto gap = std::abs(w[i + 1] - w[i]);
+              if (overlap) {
+                EXPECT_GE(gap, static_cast<std::ptrdiff_t>(ScribblingKernel::kScratch));
+              } else {
+                EXPECT_EQ(gap, 0);
+              }
+            }
+            if (c + 2 < static_cast<std::size_t>(chunks)) {
+              EXPECT_EQ(w[i + 2], w[i]);
+            }
+          }
+          return Status::ok();
+        }));
+      }
+      SCOPED_TRACE("chunks " + std::to_string(chunks) + (training ? " training" : " inference"));
+      EXPECT_EQ(bytes[0][0], bytes[0][1]);
+      EXPECT_EQ(bytes[1][0], bytes[1][1]);
+      // One more kernel workspace (aligned) with chunks whose calls may overlap; none without.
+      const std::size_t extra = bytes[1][0] - bytes[0][0];
+      if (chunks == 1) {
+        EXPECT_EQ(extra, 0u);
+      } else {
+        EXPECT_GE(extra, ScribblingKernel::kScratch);
+        EXPECT_LT(extra, ScribblingKernel::kScratch + 1024);
+      }
+    }
+  }
 }
 
 TEST(Ulysses, Fp8PayloadNeedsAboutTheNativeWorkspace) {
