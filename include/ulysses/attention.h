@@ -169,11 +169,13 @@ class LocalAttention {
   /// Whether backward honours LocalProblem::accumulate_dq and accumulate_dkv. Ring attention then
   /// needs fewer per-block gradient buffers; a kernel that returns false gets them.
   virtual bool accumulates_grads() const { return false; }
-  /// Whether two calls on `problem`'s shape may run at the same time on different streams, each
-  /// with its own workspace (no state shared between calls but read-only state). Ulysses' head
-  /// chunks (PlanConfig::overlap_chunks) then alternate between two streams, so one chunk's call
-  /// fills the GPU while the previous one drains. Asked at plan creation and before every call;
-  /// a kernel that returns false gets its calls one after another on the caller's stream.
+  /// Whether two calls on `problem`'s shape should run at the same time on different streams,
+  /// each with its own workspace: true only if that is safe (no state shared between calls but
+  /// read-only state) and worth a second workspace (a call too small to fill the device loses
+  /// efficiency in its tail). Ulysses' head chunks (PlanConfig::overlap_chunks) then alternate
+  /// between two streams, so one chunk's call fills the GPU while the previous one drains. Asked
+  /// at plan creation (which sizes the workspaces) and before every call; a kernel that returns
+  /// false gets its calls one after another on the caller's stream.
   virtual bool concurrent_calls(const LocalProblem& problem) const {
     (void)problem;
     return false;
@@ -254,8 +256,9 @@ struct PlanConfig {
   /// Pipeline the exchanges with the kernel: split each rank's heads into this many chunks (by KV
   /// head) and exchange chunk c + 1 while the kernel runs on chunk c (on GPUs the exchanges then
   /// run on a side stream; with a kernel whose concurrent_calls() is true, such as cuDNN's on
-  /// unpacked batches, consecutive chunks' calls alternate between two streams, each with its own
-  /// kernel workspace, so splitting the heads costs the kernel no efficiency). 1: no pipeline.
+  /// unpacked batches too small to fill the GPU, consecutive chunks' calls alternate between two
+  /// streams, each with its own kernel workspace, so splitting the heads costs the kernel no
+  /// efficiency). 1: no pipeline.
   /// Must divide the KV heads per rank; 1 when cp > num_heads_kv. Results are bitwise the same
   /// for every value (heads are independent).
   int overlap_chunks = 1;

@@ -149,8 +149,8 @@ struct BuiltGraph {
 
 class CudnnAttention final : public LocalAttention {
  public:
-  CudnnAttention(int device, CudnnOptions options, cudnnHandle_t handle)
-      : device_(device), options_(options), handle_(handle) {}
+  CudnnAttention(int device, CudnnOptions options, cudnnHandle_t handle, int sms)
+      : device_(device), options_(options), sms_(sms), handle_(handle) {}
   ~CudnnAttention() override {
     cudaSetDevice(device_);
     if (overflow_) cudaFree(overflow_);
@@ -164,8 +164,15 @@ class CudnnAttention final : public LocalAttention {
   bool supports_backward() const override { return true; }
   bool accumulates_grads() const override { return true; }
   // A dense call touches only its arguments, its workspace and the cached graphs (read-only once
-  // built); a packed one may grow overflow_, which every call shares.
-  bool concurrent_calls(const LocalProblem& p) const override { return !p.varlen; }
+  // built); a packed one may grow overflow_, which every call shares. Worth a second workspace
+  // only while one call's 128-row query tiles fill the SMs fewer than kConcurrentWaves times: on
+  // one H200 at 8k tokens, two 8-head calls (3.9 waves) one after another took 14% longer than
+  // one 16-head call and the same on two streams; at 32k (15.5 waves) two streams gained nothing.
+  bool concurrent_calls(const LocalProblem& p) const override {
+    const std::int64_t tiles = p.batch * p.num_heads_q_local * ((p.seqlen + 127) / 128);
+    return !p.varlen && tiles < kConcurrentWaves * sms_;
+  }
+  static constexpr std::int64_t kConcurrentWaves = 6;
 
   // Forward's needs, then backward's when the problem will run backward too: a training plan is
   // refused when it is created, not after its first forward.
@@ -954,6 +961,7 @@ class CudnnAttention final : public LocalAttention {
 
   int device_;
   CudnnOptions options_;
+  int sms_ = 0;  // multiprocessors of device_
   cudnnHandle_t handle_;
   std::map<std::string, BuiltGraph> cache_;
   mutable std::map<std::string, std::size_t> ws_cache_;
@@ -971,12 +979,15 @@ Result<std::unique_ptr<LocalAttention>> create_cudnn_attention(int device, Cudnn
                              str_cat("0..", n - 1, " (", n, " visible)"));
   }
   ULYSSES_CUDA_CHECK(cudaSetDevice(device));
+  int sms = 0;
+  ULYSSES_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   cudnnHandle_t handle = nullptr;
   if (cudnnStatus_t s = cudnnCreate(&handle); s != CUDNN_STATUS_SUCCESS) {
     return internal_error(
         str_cat("ulysses::create_cudnn_attention: cudnnCreate: ", cudnnGetErrorString(s)));
   }
-  return std::unique_ptr<LocalAttention>(std::make_unique<CudnnAttention>(device, options, handle));
+  return std::unique_ptr<LocalAttention>(
+      std::make_unique<CudnnAttention>(device, options, handle, sms));
 }
 
 }  // namespace ulysses

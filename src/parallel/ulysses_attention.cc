@@ -41,8 +41,9 @@
 // and chunk c + slots is packed into the slot only after chunk c's results are unpacked from it.
 //
 // Streams with head chunks (overlap_chunks = K > 1): exchanges, in order, on side stream 0; chunk
-// c's kernel on the caller's stream, or, when the kernel's concurrent_calls() allows, on the
-// caller's stream for even c and side stream 1 for odd c, each with its own kernel workspace. A
+// c's kernel on the caller's stream, or, when the kernel's concurrent_calls() asks for it (and
+// chunks do not go through one slot), on the caller's stream for even c and side stream 1 for odd
+// c, each with its own kernel workspace. A
 // kernel waits for its chunk's "arrived" event and the exchange stream for its "computed" event,
 // and the caller's stream waits for the exchange stream at the end, so every stream's work of
 // this call precedes what the caller enqueues next. On one H200, two 8-head cuDNN calls of 8k
@@ -621,7 +622,9 @@ class UlyssesAttention final : public DistributedAttention {
     const std::size_t qkv_bytes = K * qkv_block_, o_bytes = K * o_block_,
                       lse_bytes = K * lse_block_;
     kernel_ws_bytes_ = kernel_.workspace_bytes(chunk_problem(0));
-    kernel_slots_ = K_ > 1 && kernel_.concurrent_calls(chunk_problem(0)) ? 2 : 1;
+    // Chunks through one slot of exchange buffers run one after another anyway.
+    const bool may_overlap = K_ > 1 && (!slotted_ || slots_ > 1);
+    kernel_slots_ = may_overlap && kernel_.concurrent_calls(chunk_problem(0)) ? 2 : 1;
     if (slotted_) {
       layout_slots(tokens * d, lse_bytes);
       return;
