@@ -34,8 +34,9 @@
 // the window's) to where its queries end, the mask aligned at that bottom-right corner
 // (LocalProblem::bottom_right: the piece starts a different number of keys into each document;
 // only calls whose keys start before their queries need it, see call_problem()).
-// Backward's split parts need no per-document offset (keys before the chunk: unmasked; the chunk's
-// own rows: causal from 0). Everything else is the dense plan's. Windows need causal here (a
+// Backward's split parts need no per-document offset (keys before the chunk: unmasked, or with a
+// window a band whose offset is the window; the chunk's own rows: causal from 0; see Table).
+// Everything else is the dense plan's. Windows need causal here (a
 // two-sided window's keys would end a per-document distance past its queries).
 //
 // Versus Ulysses: no head constraint (any H, G, P), the kernel runs on all heads of 1/P of the
@@ -66,8 +67,21 @@ struct Call {
   bool masked = false;
   int part = -1;        // backward: index among the parts of a split call (-1: not split)
   bool packed = false;  // thd: the rows hold documents (VarlenRows), masks per document
-  std::int64_t diagonal_offset() const { return packed ? 0 : q_global - k_lo; }
+  // Packed: which document pieces its table holds (packed_tables()): kWhole, or one part of a
+  // split backward call.
+  int table = 0;
+  std::int64_t packed_offset = 0;  // packed: the diagonal offset of every piece (top-left)
+  std::int64_t diagonal_offset() const { return packed ? packed_offset : q_global - k_lo; }
 };
+
+// Packed tables (Call::table). A call whose keys start before its queries (q_global = g) splits
+// in backward into the chunk's own rows and the keys before it; only the document that crosses g
+// has keys before it. With window w that document's rows see
+//   kBefore  all of its keys before g, for rows whose window reaches its first key (unmasked), and
+//   kBand    keys [row - w, g), for the later rows (masked: top-left with diagonal offset w,
+//            since each such piece starts its keys w rows before its first query),
+// so no piece needs an offset that depends on where the document starts.
+enum Table : int { kWhole = 0, kBefore = 1, kOwn = 2, kBand = 3, kTables = 4 };
 
 // The key rows [lo, hi) that query rows [q0, q1) can see (global positions).
 std::pair<std::int64_t, std::int64_t> key_range(const AttentionConfig& a, std::int64_t S,
@@ -116,15 +130,15 @@ std::vector<Call> calls_of(const AttentionConfig& a, int P, int j, std::int64_t 
 // (no mask; the part comes first). With window_left w only rows i < w see keys before the chunk,
 // the last w - i of them: that part keeps the mask (diagonal offset), covers rows [0, min(c, w))
 // so that each of its rows sees a key, and comes second, adding its dQ into the square's, which
-// covers every row (and gives dSinks). Packed windowed calls are not split.
+// covers every row (and gives dSinks). Packed with a window, the keys before the chunk are two
+// parts over the same rows (kBefore unmasked, kBand masked; see Table), after the square.
 std::vector<Call> backward_parts(const AttentionConfig& a, const Call& call) {
-  if (!call.masked || !a.causal || call.q_global - call.k_lo <= 0 ||
-      (call.packed && a.window_left >= 0)) {
-    return {call};
-  }
+  if (!call.masked || !a.causal || call.q_global - call.k_lo <= 0) return {call};
   Call before = call, square = call;
   before.k_hi = call.q_global;
+  before.table = kBefore;
   square.k_lo = call.q_global;
+  square.table = kOwn;
   if (a.window_left < 0) {
     before.masked = false;
     before.part = 0;
@@ -134,7 +148,13 @@ std::vector<Call> backward_parts(const AttentionConfig& a, const Call& call) {
   before.q_rows = std::min<std::int64_t>(call.q_rows, a.window_left);
   square.part = 0;
   before.part = 1;
-  return {square, before};
+  if (!call.packed) return {square, before};
+  Call band = before;
+  before.masked = false;
+  band.table = kBand;
+  band.packed_offset = a.window_left;
+  band.part = 2;
+  return {square, before, band};
 }
 
 // Whether rank r's queries see some key of chunk x.
@@ -248,7 +268,7 @@ class AllGatherAttention final : public DistributedAttention {
     for (std::size_t g = 0; g < calls_.size(); ++g) {
       const Call& call = calls_[g];
       LocalForwardArgs la;
-      la.rows = varlen_rows(g, 0);
+      la.rows = varlen_rows(g, kWhole);
       la.q = sequence_rows(act(a.q), call.q_row, call.q_rows);
       la.k = kv_rows(kv_all, 0, call.k_lo, call.k_hi - call.k_lo);
       la.v = kv_rows(kv_all, G_, call.k_lo, call.k_hi - call.k_lo);
@@ -289,7 +309,7 @@ class AllGatherAttention final : public DistributedAttention {
         const std::int64_t n = call.k_hi - call.k_lo;
         const LocalProblem p = backward_problem(config_, call, accumulate_);
         LocalBackwardArgs lb;
-        lb.rows = varlen_rows(g, call.part + 1);
+        lb.rows = varlen_rows(g, call.table);
         lb.q = sequence_rows(q, call.q_row, call.q_rows);
         lb.k = kv_rows(kv_all, 0, call.k_lo, n);
         lb.v = kv_rows(kv_all, G_, call.k_lo, n);
@@ -393,35 +413,51 @@ class AllGatherAttention final : public DistributedAttention {
   bool sees(int r, int x) const { return sees_[static_cast<std::size_t>(r * 2 * P_ + x)]; }
 
   // Packed: every call's documents from cu_seqlens (offsets in the packed stream), on the host and,
-  // for a device plan, in the workspace. Per call g and kind k (0: the call, or forward of a split
-  // one; 1, 2: its backward parts) one table of n documents: q_begin [n], q_len [n], kv_begin [n],
-  // kv_len [n], rows relative to the call's (part's) first query row and first key row. A document
-  // piece whose keys are empty is left out; a table with none holds one empty entry.
+  // for a device plan, in the workspace. Per call g and Table kind (kWhole: the call, or forward of
+  // a split one; the others: its backward parts) one table of n documents: q_begin [n], q_len [n],
+  // kv_begin [n], kv_len [n], rows relative to the call's (part's) first query row and first key
+  // row. A document piece whose queries or keys are empty is left out; a table with none holds one
+  // empty entry.
   Status packed_tables(std::span<const std::int32_t> cu, void* workspace, Stream stream) {
     if (!packed_) return Status::ok();
     tables_.clear();
     const AttentionConfig& ac = config_.attention;
+    const std::int64_t w = ac.window_left;
     for (std::size_t g = 0; g < calls_.size(); ++g) {
-      const std::vector<Call>& parts = parts_[g];
-      for (int k = 0; k < 3; ++k) {
-        TableRef& ref = refs_[g][static_cast<std::size_t>(k)];
+      std::vector<const Call*> tabled = {&calls_[g]};
+      if (parts_[g].size() > 1) {
+        for (const Call& part : parts_[g]) tabled.push_back(&part);
+      }
+      for (const Call* call : tabled) {
+        TableRef& ref = refs_[g][static_cast<std::size_t>(call->table)];
         ref = {tables_.size(), 0};
-        if (k > 0 && parts.size() < 2) continue;
-        const Call& call = k == 0 ? calls_[g] : parts[static_cast<std::size_t>(k - 1)];
-        const std::int64_t g0 = call.q_global, g1 = g0 + call.q_rows;
+        const std::int64_t g0 = call->q_global, g1 = g0 + call->q_rows;
         std::vector<std::int32_t> qb, ql, kb, kl;
         for (std::size_t s = 0; s + 1 < cu.size(); ++s) {
           const std::int64_t d0 = cu[s], d1 = cu[s + 1];
-          const std::int64_t q0 = std::max(d0, g0), q1 = std::min(d1, g1);
-          if (q0 >= q1) continue;
-          std::int64_t k0 = d0, k1 = ac.causal ? q1 : d1;  // k == 0
-          if (k == 0 && ac.window_left >= 0) k0 = std::max(d0, q0 - ac.window_left);
-          if (k == 1) k1 = std::max(d0, g0);  // the keys before the chunk
-          if (k == 2) k0 = q0;                // the chunk's own rows
-          if (k0 >= k1) continue;
+          std::int64_t q0 = std::max(d0, g0), q1 = std::min(d1, g1);
+          std::int64_t k0 = d0, k1 = ac.causal ? q1 : d1;
+          switch (call->table) {
+            case kWhole:
+              if (w >= 0) k0 = std::max(d0, q0 - w);
+              break;
+            case kBefore:  // the keys before the chunk; with a window, rows that see d0
+              k1 = std::max(d0, g0);
+              if (w >= 0) q1 = std::min(q1, d0 + w + 1);
+              break;
+            case kOwn:  // the chunk's own rows
+              k0 = q0;
+              break;
+            case kBand:  // rows whose window starts after d0: keys [row - w, g)
+              k1 = std::max(d0, g0);
+              q0 = std::max(q0, d0 + w + 1);
+              k0 = q0 - w;
+              break;
+          }
+          if (q0 >= q1 || k0 >= k1) continue;
           qb.push_back(static_cast<std::int32_t>(q0 - g0));
           ql.push_back(static_cast<std::int32_t>(q1 - q0));
-          kb.push_back(static_cast<std::int32_t>(k0 - call.k_lo));
+          kb.push_back(static_cast<std::int32_t>(k0 - call->k_lo));
           kl.push_back(static_cast<std::int32_t>(k1 - k0));
         }
         if (qb.empty()) qb = ql = kb = kl = {0};
@@ -438,10 +474,10 @@ class AllGatherAttention final : public DistributedAttention {
     }
     return Status::ok();
   }
-  // The VarlenRows of call g, kind k (empty unless packed).
+  // The VarlenRows of call g, Table kind k (empty unless packed).
   VarlenRows varlen_rows(std::size_t g, int k) const {
     if (!packed_) return {};
-    const TableRef& ref = refs_[g][static_cast<std::size_t>(std::max(k, 0))];
+    const TableRef& ref = refs_[g][static_cast<std::size_t>(k)];
     auto host = [&](std::size_t i) {
       return std::span<const std::int32_t>(tables_.data() + ref.at + i * ref.n, ref.n);
     };
@@ -563,7 +599,7 @@ class AllGatherAttention final : public DistributedAttention {
       // Each table: 4 ints per document piece, at most one piece per query row (or one entry).
       std::size_t ints = 0;
       for (std::size_t g = 0; g < calls_.size(); ++g) {
-        ints += 3 * 4 * static_cast<std::size_t>(std::max<std::int64_t>(1, calls_[g].q_rows));
+        ints += kTables * 4 * static_cast<std::size_t>(std::max<std::int64_t>(1, calls_[g].q_rows));
       }
       tables_off_ = fwd.take(ints * 4);
       bwd.take(ints * 4);
@@ -622,7 +658,7 @@ class AllGatherAttention final : public DistributedAttention {
     std::size_t at = 0, n = 0;
   };
   std::vector<std::int32_t> tables_;
-  std::vector<std::array<TableRef, 3>> refs_;  // [call][kind]
+  std::vector<std::array<TableRef, kTables>> refs_;  // [call][Table]
   const std::int32_t* tables_device_ = nullptr;
   // Offsets into `saved` (training) or the workspace, and into the workspace.
   std::size_t kv_all_ = 0, lse_ = 0, q_copy_ = 0, o_copy_ = 0;
