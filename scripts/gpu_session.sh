@@ -69,7 +69,8 @@ if [[ $mode == a2a ]]; then  # which exchange: ncclAlltoAll, grouped send/recv, 
               --transport nccl,nccl-grouped,peer --cuda-graph off,on --iters 5 "${bench_args[@]}")
 fi
 if [[ $mode == overlap ]]; then  # does overlap pay once the exchanges leave the SMs alone?
-  bench_args=(--seq 32768,131072 --strategy ulysses --chunks 1,2,4 --transport nccl,peer
+  # (8k too: small chunks' kernels overlap each other on two streams since f184fab)
+  bench_args=(--seq 8192,32768,131072 --strategy ulysses --chunks 1,2,4 --transport nccl,peer
               --iters 3 "${bench_args[@]}")
 fi
 if [[ $mode == fp8 ]]; then  # what halving the inbound bytes buys, and what it costs in accuracy
