@@ -306,6 +306,9 @@ class AllGatherAttention final : public DistributedAttention {
       const std::vector<Call>& parts = parts_[g];
       const bool split = parts.size() > 1;
       for (const Call& call : parts) {
+        // A later part with no document piece (no document crosses the chunk's start, or none
+        // reaches back that far) would add nothing.
+        if (call.part > 0 && no_pieces(g, call.table)) continue;
         const std::int64_t n = call.k_hi - call.k_lo;
         const LocalProblem p = backward_problem(config_, call, accumulate_);
         LocalBackwardArgs lb;
@@ -473,6 +476,12 @@ class AllGatherAttention final : public DistributedAttention {
       tables_device_ = dev;
     }
     return Status::ok();
+  }
+  // Whether call g's table of kind k holds no document piece (packed only; see packed_tables()).
+  bool no_pieces(std::size_t g, int k) const {
+    if (!packed_) return false;
+    const TableRef& ref = refs_[g][static_cast<std::size_t>(k)];
+    return ref.n == 1 && tables_[ref.at + 1] == 0;  // the one empty entry: q_len 0
   }
   // The VarlenRows of call g, Table kind k (empty unless packed).
   VarlenRows varlen_rows(std::size_t g, int k) const {
