@@ -48,7 +48,8 @@ Chunk make_chunk(LocalAttention& att, std::int64_t S, int hq, int hkv, int off_q
   c.dq = dalloc(qb), c.dk = dalloc(kb), c.dv = dalloc(kb), c.lse = dalloc(S * hq * 4);
   // Random-ish bf16 inputs: small positive values from a byte pattern.
   std::vector<std::uint16_t> h(qb / 2);
-  for (std::size_t i = 0; i < h.size(); ++i) h[i] = static_cast<std::uint16_t>(0x3c00 + (i * 2654435761u >> 25));
+  for (std::size_t i = 0; i < h.size(); ++i)
+    h[i] = static_cast<std::uint16_t>(0x3c00 + (i * 2654435761u >> 25));
   cudaMemcpy(c.q, h.data(), qb, cudaMemcpyHostToDevice);
   cudaMemcpy(c.d_o, h.data(), qb, cudaMemcpyHostToDevice);
   cudaMemcpy(c.k, h.data(), kb, cudaMemcpyHostToDevice);
@@ -61,7 +62,8 @@ Chunk make_chunk(LocalAttention& att, std::int64_t S, int hq, int hkv, int off_q
   c.fa.lse = TensorView::contiguous(c.lse, DType::kFloat32, {1, hq, S}, dev);
   c.fa.workspace = c.ws;
   c.ba.q = c.fa.q, c.ba.k = c.fa.k, c.ba.v = c.fa.v, c.ba.o = c.fa.o, c.ba.lse = c.fa.lse;
-  c.ba.d_o = act(c.d_o, hq), c.ba.dq = act(c.dq, hq), c.ba.dk = act(c.dk, hkv), c.ba.dv = act(c.dv, hkv);
+  c.ba.d_o = act(c.d_o, hq), c.ba.dq = act(c.dq, hq), c.ba.dk = act(c.dk, hkv),
+  c.ba.dv = act(c.dv, hkv);
   c.ba.workspace = c.ws;
   return c;
 }
@@ -89,7 +91,8 @@ int main() {
   for (std::int64_t S : {8192, 32768}) {
     for (int K : {1, 2, 4}) {
       std::vector<Chunk> ch;
-      for (int c = 0; c < K; ++c) ch.push_back(make_chunk(att, S, 16 / K, 4 / K, c * 16 / K, c * 4 / K));
+      for (int c = 0; c < K; ++c)
+        ch.push_back(make_chunk(att, S, 16 / K, 4 / K, c * 16 / K, c * 4 / K));
       for (int streams : {1, 2}) {
         if (K == 1 && streams == 2) continue;
         for (int phase = 0; phase < 3; ++phase) {  // 0 forward, 1 backward, 2 both
@@ -102,7 +105,8 @@ int main() {
             auto run = [&](bool fwd) {
               for (int c = 0; c < K; ++c) {
                 Stream st = s[streams == 2 ? c % 2 : 0];
-                check(fwd ? att.forward(ch[c].p, ch[c].fa, st) : att.backward(ch[c].p, ch[c].ba, st));
+                check(fwd ? att.forward(ch[c].p, ch[c].fa, st)
+                          : att.backward(ch[c].p, ch[c].ba, st));
               }
             };
             if (phase != 1) run(true);
@@ -123,8 +127,8 @@ int main() {
             if (it > 1 && ms < best) best = ms;
           }
           const char* what[] = {"fwd", "bwd", "fwd+bwd"};
-          std::printf("S %6lld  chunks %d  streams %d  %-8s %8.3f ms\n", static_cast<long long>(S), K,
-                      streams, what[phase], best);
+          std::printf("S %6lld  chunks %d  streams %d  %-8s %8.3f ms\n", static_cast<long long>(S),
+                      K, streams, what[phase], best);
         }
       }
       for (auto& c : ch)
