@@ -40,10 +40,11 @@
 //
 // and chunk c + slots is packed into the slot only after chunk c's results are unpacked from it.
 //
-// Streams with head chunks (overlap_chunks = K > 1): exchanges, in order, on side stream 0; chunk
-// c's kernel on the caller's stream, or, when the kernel's concurrent_calls() asks for it (and
-// chunks do not go through one slot), on the caller's stream for even c and side stream 1 for odd
-// c, each with its own kernel workspace. A
+// Streams with head chunks (overlap_chunks = K > 1): packs on the caller's stream; each chunk's
+// exchanges and unpacks, in chunk order, on side stream 0 (its inbound exchange as soon as it is
+// packed, its unpack right after its results return); chunk c's kernel on the caller's stream, or,
+// when the kernel's concurrent_calls() asks for it (and chunks do not go through one slot), on the
+// caller's stream for even c and side stream 1 for odd c, each with its own kernel workspace. A
 // kernel waits for its chunk's "arrived" event and the exchange stream for its "computed" event,
 // and the caller's stream waits for the exchange stream at the end, so every stream's work of
 // this call precedes what the caller enqueues next. On one H200, two 8-head cuDNN calls of 8k
@@ -141,21 +142,21 @@ class UlyssesAttention final : public DistributedAttention {
     auto lse_of = [&](char* base, int c) { return has_lse_ ? base + c * lse_block_ : nullptr; };
     const Stream side = exchange_stream(stream);
 
-    // 1. Pack every chunk's Q, K, V (one message buffer per chunk), on the caller's stream.
+    // 1. Pack each chunk's Q, K, V (one message buffer per chunk) on the caller's stream, and
+    // 2. its all-to-all, in chunk order, on the exchange stream as soon as it is packed: chunk c +
+    // 1
+    //    is packed while chunk c travels, and travels while the kernel runs on chunk c.
     for (int c = 0; c < K_; ++c) {
       ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send_qkv + c * qkv_in_block_, stream));
-    }
-    // 2. Every chunk's all-to-all, in order, on the exchange stream: chunk c + 1 travels while the
-    //    kernel runs on chunk c.
-    ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
-    for (int c = 0; c < K_; ++c) {
+      ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
       ULYSSES_RETURN_IF_ERROR(exchange_in(send_qkv + c * qkv_in_block_,
                                           wire_qkv + c * qkv_in_block_, qkv_full + c * qkv_block_,
                                           Cc_, side));
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
     }
     // 3. Per chunk: local attention reading the receive buffer in place, then O (and LSE) back to
-    //    the sequence owners on the exchange stream while the next chunk computes.
+    //    the sequence owners and into the caller's tensors on the exchange stream while the next
+    //    chunk computes.
     //    Consecutive chunks' kernels alternate between two streams when the kernel allows it.
     const bool two = two_compute_streams();
     for (int c = 0; c < K_; ++c) {
@@ -166,14 +167,11 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_outputs(o_head + c * o_block_, lse_of(lse_head, c),
                                              o_recv + c * o_block_, lse_of(lse_recv, c), side));
-    }
-    // 4. Unpack on the caller's stream once the last exchange is in.
-    ULYSSES_RETURN_IF_ERROR(hand_over(side, stream, kEvDone));
-    for (int c = 0; c < K_; ++c) {
       ULYSSES_RETURN_IF_ERROR(
-          unpack_outputs(c, o_recv + c * o_block_, lse_of(lse_recv, c), a, stream));
+          unpack_outputs(c, o_recv + c * o_block_, lse_of(lse_recv, c), a, side));
     }
-    return Status::ok();
+    // 4. The caller's stream waits for the last unpack.
+    return hand_over(side, stream, kEvDone);
   }
 
   Status backward(const BackwardArgs& a, Stream stream) override {
@@ -211,20 +209,20 @@ class UlyssesAttention final : public DistributedAttention {
     auto* dsinks_local = reinterpret_cast<float*>(at(a.workspace, dsinks_local_));
     const Stream side = exchange_stream(stream);
 
-    // 1. dO to the head owners, chunk by chunk on the exchange stream.
+    // 1. dO to the head owners, chunk by chunk: packed on the caller's stream, sent on the exchange
+    //    stream as soon as it is packed.
     for (int c = 0; c < K_; ++c) {
       ULYSSES_RETURN_IF_ERROR(pack_in(as_bshd(a.d_o, config_.layout),
                                       q_begin_[static_cast<std::size_t>(c)], qc_,
                                       send_do + c * o_block_, qc_, 0, stream));
-    }
-    ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
-    for (int c = 0; c < K_; ++c) {
+      ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
       ULYSSES_RETURN_IF_ERROR(exchange_in(send_do + c * o_block_, wire_do + c * do_in_block_,
                                           do_head + c * o_block_, qc_, side));
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
     }
     // 2. Per chunk: local backward (dQ, dK, dV land in the returning message buffers), then send
-    //    them back on the exchange stream while the next chunk computes.
+    //    them back and unpack them (summing KV replicas) on the exchange stream while the next
+    //    chunk computes.
     const bool two = two_compute_streams();
     for (int c = 0; c < K_; ++c) {
       const Stream cs = compute_stream(c, two, stream);
@@ -236,12 +234,10 @@ class UlyssesAttention final : public DistributedAttention {
                                            do_head + c * o_block_, gq, gkv, a, dsinks_local, cs));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_grads(gq, gkv, dq_recv(c), dkv_recv(c), side));
+      ULYSSES_RETURN_IF_ERROR(unpack_grads(c, dq_recv(c), dkv_recv(c), a, side));
     }
-    // 3. Unpack (summing KV replicas) on the caller's stream once the last exchange is in.
+    // 3. The caller's stream waits for the last unpack.
     ULYSSES_RETURN_IF_ERROR(hand_over(side, stream, kEvDone));
-    for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(unpack_grads(c, dq_recv(c), dkv_recv(c), a, stream));
-    }
     // 4. dSinks: each rank has the complete gradient of its own heads; gather them everywhere.
     return gather_dsinks(dsinks_local, a.dsinks, stream);
   }
@@ -512,6 +508,7 @@ class UlyssesAttention final : public DistributedAttention {
   // Events of the exchange pipeline (see forward()): reused every call, stream-ordered.
   static constexpr int kEvPacked = 0, kEvDone = 1, kEvChunk = 2;  // kEvChunk + c: chunk c arrived
   int ev_computed(int c) const { return kEvChunk + K_ + c; }      // chunk c's kernel finished
+  int ev_packed(int c) const { return kEvChunk + 2 * K_ + c; }    // chunk c's message packed
 
   // Where the exchanges run: a side stream on devices when the pipeline has several chunks (so they
   // overlap the kernel), else the caller's stream.
@@ -781,7 +778,7 @@ Result<std::unique_ptr<DistributedAttention>> create_ulysses_plan(const PlanConf
   ULYSSES_ASSIGN_OR_RETURN(auto routing,
                            HeadRouting::create(config.attention, config.parallel.cp, kCreateApi));
   ULYSSES_ASSIGN_OR_RETURN(
-      auto streams, kernels::StreamSet::create(comm.device(), 2 + 2 * config.overlap_chunks, 2));
+      auto streams, kernels::StreamSet::create(comm.device(), 2 + 3 * config.overlap_chunks, 2));
   return std::unique_ptr<DistributedAttention>(std::make_unique<UlyssesAttention>(
       config, comm, kernel, std::move(routing), std::move(streams)));
 }
