@@ -142,10 +142,9 @@ class UlyssesAttention final : public DistributedAttention {
     auto lse_of = [&](char* base, int c) { return has_lse_ ? base + c * lse_block_ : nullptr; };
     const Stream side = exchange_stream(stream);
 
-    // 1. Pack each chunk's Q, K, V (one message buffer per chunk) on the caller's stream, and
-    // 2. its all-to-all, in chunk order, on the exchange stream as soon as it is packed: chunk c +
-    // 1
-    //    is packed while chunk c travels, and travels while the kernel runs on chunk c.
+    // 1. Per chunk: pack Q, K, V (one message buffer per chunk) on the caller's stream, then
+    // 2. the chunk's all-to-all on the exchange stream, as soon as it is packed (in chunk order):
+    //    the next chunk is packed while this one travels, and travels while this one computes.
     for (int c = 0; c < K_; ++c) {
       ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send_qkv + c * qkv_in_block_, stream));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
