@@ -7,7 +7,7 @@
 # also as CUDA graph replays), overlap
 # (bench only: head chunks pipelined with the kernel over NCCL and over copy engines), fp8 (bench
 # only: native vs fp8 payloads, ulysses' inbound exchanges and ring's K/V hops, over NCCL and copy
-# engines).
+# engines), targets (bench only: issue 3's rows, every chunk count and transport, heads and lse).
 # python (the torchrun example on every GPU: ulysses, ring, fp8; PyTorch from the machine's venv).
 # decode (the decode tests, then `ulysses-bench --decode`: a sharded KV cache, one new token).
 # allgather (its GPU tests, then ulysses, ring and allgather side by side at 8k/32k/128k: over
@@ -59,6 +59,12 @@ fi
 if [[ $mode == compare ]]; then  # heads vs lse, 1 vs 4 chunks, NCCL vs copy-engine exchanges
   bench_args=(--seq 8192,32768,131072 --strategy ulysses --saved heads,lse --chunks 1,4
               --in-flight 1,2 --transport nccl,peer --iters 3 "${bench_args[@]}")
+fi
+if [[ $mode == targets ]]; then  # issue 3's targets in one table (bench only): efficiency per
+  # sequence length for every chunk count and transport, a2a GB/s beside NCCL's raw all-to-all,
+  # and the memory rows (lse, one chunk in flight)
+  bench_args=(--seq 8192,32768,131072 --strategy ulysses --saved heads,lse --chunks 1,2,4
+              --in-flight 1 --transport nccl,peer --iters 5 "${bench_args[@]}")
 fi
 if [[ $mode == ring ]]; then  # ring: heads vs lse, NCCL vs copy-engine hops (bench only)
   bench_args=(--seq 8192,32768,131072 --strategy ring --saved heads,lse --transport nccl,peer
@@ -122,7 +128,7 @@ if [[ $mode == python ]]; then  # the Python package from torchrun, one process 
   done
   exit $rc
 fi
-if [[ $mode != bench-only && $mode != ring && $mode != a2a && $mode != overlap &&
+if [[ $mode != bench-only && $mode != ring && $mode != a2a && $mode != overlap && $mode != targets &&
       $mode != fp8 ]]; then
   if [[ $mode != distributed && $mode != compare ]]; then
     run gpu_layout 120 $BIN/test_gpu_layout
