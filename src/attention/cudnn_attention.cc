@@ -7,9 +7,9 @@
 // Packed (varlen) batches use cuDNN's ragged layout: B = number of sequences (rounded up to a power
 // of two with empty tail sequences, so that a few graphs serve every batch), S = longest sequence
 // (rounded up likewise), and per-sequence ragged offsets cu_seqlens[i] * token_stride computed on
-// the device, int64 (cuDNN >= 9.5), so a packed tensor may span more than 2^31 elements in forward
-// (backward: see backward_span_fits()). Tokens past cu_seqlens.back() are written here: O, dQ, dK,
-// dV = 0, LSE = -inf.
+// the device, int64 (cuDNN >= 9.5), so a packed tensor may span more than 2^31 elements (backward
+// runs such a batch as several calls: see backward_groups()). Tokens past cu_seqlens.back() are
+// written here: O, dQ, dK, dV = 0, LSE = -inf.
 // VarlenRows (ring blocks) use the same layout with query-side offsets (Q, O, dO, dQ, LSE) and
 // key-side offsets (K, V, dK, dV) of their own; rows outside every sequence are written as zeros
 // (and -inf) before the graph runs, and a sequence with no query or no key rows is given none of
@@ -29,11 +29,13 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <utility>
 
 #include "attention/local_checks.h"
+#include "attention/ragged_groups.h"
 #include "common/cuda_check.h"
 #include "common/tensor_rows.h"
 #include "kernels/attention_aux.h"
@@ -359,14 +361,6 @@ class CudnnAttention final : public LocalAttention {
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
     Varlen vl;
     ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, a.rows, vl));
-    ULYSSES_RETURN_IF_ERROR(backward_span_fits(p, {{"q", &a.q},
-                                                   {"k", &a.k},
-                                                   {"v", &a.v},
-                                                   {"o", &a.o},
-                                                   {"d_o", &a.d_o},
-                                                   {"dq", &a.dq},
-                                                   {"dk", &a.dk},
-                                                   {"dv", &a.dv}}));
     Layout ws = workspace_layout(p, a.workspace);
 
     // Stats: before cuDNN 9.26 the backward reads a non-ragged Stats input as packed [B, H, S].
@@ -393,7 +387,6 @@ class CudnnAttention final : public LocalAttention {
                                     {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
                                     device());
       q_in.strides = a.o.strides;
-      ULYSSES_RETURN_IF_ERROR(kernels::cuda::copy_act(q_in, a.q, stream));
     }
     // dK/dV (dQ) in fp32 (partials summed across ranks or ring steps) come from cuDNN in the I/O
     // dtype, then widen.
@@ -410,6 +403,9 @@ class CudnnAttention final : public LocalAttention {
                                       {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
                                       device());
     }
+    ULYSSES_ASSIGN_OR_RETURN(const std::vector<detail::RaggedGroup> groups,
+                             backward_groups(p, a, vl, q_in, dq_out, dk, dv));
+    if (q_in.data != a.q.data) ULYSSES_RETURN_IF_ERROR(kernels::cuda::copy_act(q_in, a.q, stream));
     // VarlenRows: cuDNN writes only the sequences' rows; the others get zero gradients. A staged
     // gradient is zeroed, read and widened only over the rows its side's sequences span (qs, ks):
     // the caller's rows outside them are zeroed directly. A call whose few sequences sit in long
@@ -484,18 +480,24 @@ class CudnnAttention final : public LocalAttention {
       return build(g, "backward", p);
     });
     if (!built.is_ok()) return built.status();
-    std::unordered_map<std::int64_t, void*> pack = {
-        {kQ, q_in.data},    {kK, a.k.data},     {kV, a.v.data}, {kO, a.o.data}, {kDO, a.d_o.data},
-        {kStats, lse.data}, {kDQ, dq_out.data}, {kDK, dk.data}, {kDV, dv.data}};
-    if (p.config.sinks) {
-      pack[kSink] = sink_ptr(a.sinks, p);
-      pack[kDSink] = sink_ptr(a.dsinks, p);
+    // One call per run of sequences, every view starting at the run's first rows (query side: Q,
+    // O, dO, dQ and the LSE; key side: K, V, dK, dV).
+    for (const detail::RaggedGroup& g : groups) {
+      const std::int64_t r = g.q_row, rk = g.kv_row;
+      std::unordered_map<std::int64_t, void*> pack = {
+          {kQ, at_row(q_in, r)},    {kK, at_row(a.k, rk)},   {kV, at_row(a.v, rk)},
+          {kO, at_row(a.o, r)},     {kDO, at_row(a.d_o, r)}, {kStats, at_row(lse, r, 2)},
+          {kDQ, at_row(dq_out, r)}, {kDK, at_row(dk, rk)},   {kDV, at_row(dv, rk)}};
+      if (p.config.sinks) {
+        pack[kSink] = sink_ptr(a.sinks, p);
+        pack[kDSink] = sink_ptr(a.dsinks, p);
+      }
+      if (vl.on) {
+        ULYSSES_RETURN_IF_ERROR(
+            fill_varlen(a.cu_seqlens_device, a.rows, vl, rows, ragged, ws, pack, stream, g));
+      }
+      ULYSSES_RETURN_IF_ERROR(execute(**built, pack, ws, stream));
     }
-    if (vl.on) {
-      ULYSSES_RETURN_IF_ERROR(
-          fill_varlen(a.cu_seqlens_device, a.rows, vl, rows, ragged, ws, pack, stream));
-    }
-    ULYSSES_RETURN_IF_ERROR(execute(**built, pack, ws, stream));
     if (vl.on && !vl.rows) {
       for (const TensorView* t :
            {static_cast<const TensorView*>(&dq_out), static_cast<const TensorView*>(&dk),
@@ -897,43 +899,88 @@ class CudnnAttention final : public LocalAttention {
     return Status::ok();
   }
 
-  // Packed backward: every tensor within 2^31 elements of its base. cuDNN 9.19's backward took
-  // int64 ragged offsets past that and returned wrong dQ and dK (dV right, so Q, K, V, dO and the
-  // LSE were read right; the rowsum of dO * O is the likely culprit), measured on an H200 by
-  // test_gpu_cudnn's RaggedOffsetsPast2To31Elements. Forward has no such limit.
-  static Status backward_span_fits(
-      const LocalProblem& p, std::initializer_list<std::pair<const char*, const TensorView*>> ts) {
-    if (!p.varlen) return Status::ok();
-    for (const auto& [name, t] : ts) {
-      std::int64_t last = 0;
-      for (int d = 1; d < t->ndim; ++d) last += (t->size(d) - 1) * t->stride(d);
-      if (last >= (std::int64_t{1} << 31)) {
-        return unsupported(str_cat(kApi, "::backward: packed ", name, " ", t->to_string(),
-                                   " spans past element 2^31 (last element at ", last,
-                                   ", expected below 2^31): cuDNN's packed backward returned wrong "
-                                   "dQ and dK there (measured with cuDNN 9.19; running ",
-                                   cudnnGetVersion(), "); forward has no such limit"));
+  // Packed backward: cuDNN 9.19's backward took int64 ragged offsets past 2^31 elements and
+  // returned wrong dQ and dK (dV right, so Q, K, V, dO and the LSE were read right; the rowsum of
+  // dO * O is the likely culprit), measured on an H200 by test_gpu_cudnn's
+  // RaggedOffsetsPast2To31Elements. So a packed call whose tensors span more runs as several, each
+  // on whole sequences within 2^31 elements of its first rows (the same graph: padded batch and
+  // longest sequence are the call's). Forward has no such limit. Dense calls: one run, rows 0.
+  Result<std::vector<detail::RaggedGroup>> backward_groups(
+      const LocalProblem& p, const LocalBackwardArgs& a, const Varlen& vl, const TensorView& q,
+      const TensorView& dq, const TensorView& dk, const TensorView& dv) const {
+    if (!vl.on) return std::vector<detail::RaggedGroup>(1);
+    auto extent = [](std::initializer_list<const TensorView*> ts) {
+      detail::RaggedExtent e;
+      for (const TensorView* t : ts) {
+        e.row_stride = std::max(e.row_stride, t->stride(1));
+        e.row_last =
+            std::max(e.row_last, (t->size(2) - 1) * t->stride(2) + (t->size(3) - 1) * t->stride(3));
       }
+      return e;
+    };
+    const detail::RaggedExtent qe = extent({&q, &a.o, &a.d_o, &dq}),
+                               ke = extent({&a.k, &a.v, &dk, &dv});
+    constexpr std::int64_t kLimit = std::int64_t{1} << 31;
+    Result<std::vector<detail::RaggedGroup>> groups = [&] {
+      if (vl.rows) {
+        return detail::ragged_groups(a.rows.q_begin, a.rows.q_len, a.rows.kv_begin, a.rows.kv_len,
+                                     qe, ke, kLimit);
+      }
+      const std::span<const std::int32_t> cu = a.cu_seqlens;
+      std::vector<std::int32_t> len(cu.size() - 1);
+      for (std::size_t i = 0; i + 1 < cu.size(); ++i) len[i] = cu[i + 1] - cu[i];
+      const auto begin = cu.first(len.size());
+      return detail::ragged_groups(begin, len, begin, len, qe, ke, kLimit);
+    }();
+    if (!groups.is_ok()) {
+      return unsupported(str_cat(kApi, "::backward: packed ", groups.status().message(),
+                                 " (2^31): cuDNN's packed backward returned wrong dQ and dK past "
+                                 "2^31 elements (measured with cuDNN 9.19; running ",
+                                 cudnnGetVersion(), "); forward has no such limit"));
     }
-    return Status::ok();
+    if (p.config.sinks && groups->size() > 1) {
+      return unsupported(str_cat(kApi, "::backward: sinks with a packed batch past 2^31 elements (",
+                                 groups->size(),
+                                 " calls of whole sequences; dSinks would have to "
+                                 "be summed over them)"));
+    }
+    return groups;
   }
 
+  // The address of row `row` of dimension `dim` (tokens: 1 for activations, 2 for the LSE).
+  static void* at_row(const TensorView& t, std::int64_t row, int dim = 1) {
+    return static_cast<char*>(t.data) +
+           row * t.stride(dim) * static_cast<std::int64_t>(dtype_size(t.dtype));
+  }
+
+  // Sequences `g` of the call (all of them: the default), their offsets measured from g's rows.
   Status fill_varlen(const std::int32_t* cu_device, const VarlenRows& seq_rows, const Varlen& vl,
                      const RaggedRows& rows, const std::map<std::int64_t, int>& ragged,
-                     const Layout& ws, std::unordered_map<std::int64_t, void*>& pack,
-                     Stream stream) {
+                     const Layout& ws, std::unordered_map<std::int64_t, void*>& pack, Stream stream,
+                     std::optional<detail::RaggedGroup> g = std::nullopt) {
     if (rows.strides.size() > 8) return internal_error(str_cat(kApi, ": too many ragged layouts"));
+    if (!g) g = detail::RaggedGroup{.first = 0, .last = vl.num_seqs};
+    const int n = g->last - g->first;
     std::int32_t* seq_len = static_cast<std::int32_t*>(ws.meta);
     std::int32_t* seq_len_kv = seq_len + vl.padded;
     auto* offsets = reinterpret_cast<std::int64_t*>(seq_len + 2 * vl.padded);
     if (vl.rows) {
-      ULYSSES_RETURN_IF_ERROR(
-          kernels::cuda::varlen_rows_metadata(seq_rows, static_cast<int>(vl.padded), rows.strides,
-                                              rows.sides, seq_len, seq_len_kv, offsets, stream));
+      const auto f = static_cast<std::size_t>(g->first), m = static_cast<std::size_t>(n);
+      const VarlenRows part{.q_begin = seq_rows.q_begin.subspan(f, m),
+                            .q_len = seq_rows.q_len.subspan(f, m),
+                            .kv_begin = seq_rows.kv_begin.subspan(f, m),
+                            .kv_len = seq_rows.kv_len.subspan(f, m),
+                            .q_begin_device = seq_rows.q_begin_device + f,
+                            .q_len_device = seq_rows.q_len_device + f,
+                            .kv_begin_device = seq_rows.kv_begin_device + f,
+                            .kv_len_device = seq_rows.kv_len_device + f};
+      ULYSSES_RETURN_IF_ERROR(kernels::cuda::varlen_rows_metadata(
+          part, static_cast<int>(vl.padded), g->q_row, g->kv_row, rows.strides, rows.sides, seq_len,
+          seq_len_kv, offsets, stream));
     } else {
       ULYSSES_RETURN_IF_ERROR(
-          kernels::cuda::varlen_metadata(cu_device, vl.num_seqs, static_cast<int>(vl.padded),
-                                         rows.strides, seq_len, offsets, stream));
+          kernels::cuda::varlen_metadata(cu_device + g->first, n, static_cast<int>(vl.padded),
+                                         g->q_row, rows.strides, seq_len, offsets, stream));
       seq_len_kv = seq_len;
     }
     pack[kSeqQ] = seq_len;

@@ -29,12 +29,12 @@ struct Strides {
   std::int64_t v[kMaxStrides];
 };
 
-__global__ void varlen_metadata_kernel(const std::int32_t* cu, int num_seqs, int padded, int kinds,
-                                       Strides strides, std::int32_t* seq_len,
-                                       std::int64_t* offsets) {
+__global__ void varlen_metadata_kernel(const std::int32_t* cu, int num_seqs, int padded,
+                                       std::int64_t base, int kinds, Strides strides,
+                                       std::int32_t* seq_len, std::int64_t* offsets) {
   ULYSSES_GRID_LOOP(i, static_cast<std::int64_t>(padded) + 1) {
     const int s = static_cast<int>(i < num_seqs ? i : num_seqs);
-    const std::int64_t start = cu[s];
+    const std::int64_t start = cu[s] - base;
     if (i < padded) seq_len[i] = i < num_seqs ? cu[i + 1] - cu[i] : 0;
     for (int k = 0; k < kinds; ++k) {
       offsets[k * (padded + 1) + i] = start * strides.v[k];
@@ -47,9 +47,9 @@ __global__ void varlen_metadata_kernel(const std::int32_t* cu, int num_seqs, int
 __global__ void varlen_rows_metadata_kernel(const std::int32_t* q_begin, const std::int32_t* q_len,
                                             const std::int32_t* kv_begin,
                                             const std::int32_t* kv_len, int num_seqs, int padded,
-                                            int kinds, Strides strides, Strides side,
-                                            std::int32_t* seq_len_q, std::int32_t* seq_len_kv,
-                                            std::int64_t* offsets) {
+                                            std::int64_t q_base, std::int64_t kv_base, int kinds,
+                                            Strides strides, Strides side, std::int32_t* seq_len_q,
+                                            std::int32_t* seq_len_kv, std::int64_t* offsets) {
   ULYSSES_GRID_LOOP(i, static_cast<std::int64_t>(padded) + 1) {
     const bool real = i < num_seqs;
     // A sequence without query or without key rows gets neither (no empty softmax rows).
@@ -67,8 +67,8 @@ __global__ void varlen_rows_metadata_kernel(const std::int32_t* q_begin, const s
       kv_start = kv_begin[num_seqs - 1] + kv_len[num_seqs - 1];
     }
     for (int k = 0; k < kinds; ++k) {
-      const std::int64_t start = side.v[k] == 0 ? q_start : kv_start;
-      offsets[k * (padded + 1) + i] = start * strides.v[k];
+      const std::int64_t start = side.v[k] == 0 ? q_start - q_base : kv_start - kv_base;
+      offsets[k * (padded + 1) + i] = (start > 0 ? start : 0) * strides.v[k];
     }
   }
 }
@@ -100,23 +100,24 @@ Status copy_act(const TensorView& dst, const TensorView& src, Stream stream) {
 }
 
 Status varlen_metadata(const std::int32_t* cu_seqlens, int num_seqs, int padded,
-                       std::span<const std::int64_t> token_strides, std::int32_t* seq_len,
-                       std::int64_t* offsets, Stream stream) {
+                       std::int64_t base_row, std::span<const std::int64_t> token_strides,
+                       std::int32_t* seq_len, std::int64_t* offsets, Stream stream) {
   if (token_strides.size() > static_cast<std::size_t>(kMaxStrides) || padded < num_seqs) {
     return internal_error("ulysses::kernels::cuda::varlen_metadata: bad arguments");
   }
   Strides s{};
   for (std::size_t k = 0; k < token_strides.size(); ++k) s.v[k] = token_strides[k];
   varlen_metadata_kernel<<<blocks(padded + 1), kThreads, 0, stream>>>(
-      cu_seqlens, num_seqs, padded, static_cast<int>(token_strides.size()), s, seq_len, offsets);
+      cu_seqlens, num_seqs, padded, base_row, static_cast<int>(token_strides.size()), s, seq_len,
+      offsets);
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }
 
-Status varlen_rows_metadata(const VarlenRows& rows, int padded,
-                            std::span<const std::int64_t> token_strides, std::span<const int> sides,
-                            std::int32_t* seq_len_q, std::int32_t* seq_len_kv,
-                            std::int64_t* offsets, Stream stream) {
+Status varlen_rows_metadata(const VarlenRows& rows, int padded, std::int64_t q_base,
+                            std::int64_t kv_base, std::span<const std::int64_t> token_strides,
+                            std::span<const int> sides, std::int32_t* seq_len_q,
+                            std::int32_t* seq_len_kv, std::int64_t* offsets, Stream stream) {
   const int n = rows.num_seqs();
   if (token_strides.size() > static_cast<std::size_t>(kMaxStrides) ||
       sides.size() != token_strides.size() || padded < n) {
@@ -129,7 +130,8 @@ Status varlen_rows_metadata(const VarlenRows& rows, int padded,
   }
   varlen_rows_metadata_kernel<<<blocks(padded + 1), kThreads, 0, stream>>>(
       rows.q_begin_device, rows.q_len_device, rows.kv_begin_device, rows.kv_len_device, n, padded,
-      static_cast<int>(token_strides.size()), s, side, seq_len_q, seq_len_kv, offsets);
+      q_base, kv_base, static_cast<int>(token_strides.size()), s, side, seq_len_q, seq_len_kv,
+      offsets);
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }

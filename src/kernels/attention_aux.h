@@ -13,20 +13,22 @@
 namespace ulysses::kernels::cuda {
 
 /// From device cu_seqlens[num_seqs + 1]: seq_len[i] (i < padded; 0 past num_seqs) and, for each
-/// token stride in `token_strides`, ragged offsets[k][i] = cu_seqlens[min(i, num_seqs)] * stride
-/// (i <= padded), written at offsets + k * (padded + 1). Lengths are int32, offsets int64
-/// (elements: a packed tensor may span more than 2^31 of them).
+/// token stride in `token_strides`, ragged offsets[k][i] = (cu_seqlens[min(i, num_seqs)] -
+/// base_row) * stride (i <= padded), written at offsets + k * (padded + 1). Lengths are int32,
+/// offsets int64 (elements: a packed tensor may span more than 2^31 of them). base_row: the row
+/// the tensors' pointers start at (a run of sequences given to one call, ragged_groups.h).
 Status varlen_metadata(const std::int32_t* cu_seqlens, int num_seqs, int padded,
-                       std::span<const std::int64_t> token_strides, std::int32_t* seq_len,
-                       std::int64_t* offsets, Stream stream);
+                       std::int64_t base_row, std::span<const std::int64_t> token_strides,
+                       std::int32_t* seq_len, std::int64_t* offsets, Stream stream);
 
 /// The same from VarlenRows (device arrays): seq_len_q[i] = q_len[i], seq_len_kv[i] = kv_len[i] (0
-/// past num_seqs, and both 0 when either is), and offsets[k][i] = (sides[k] == 0 ? q_begin[i] :
-/// kv_begin[i]) * stride k; entries past num_seqs start where the last sequence ends.
-Status varlen_rows_metadata(const VarlenRows& rows, int padded,
-                            std::span<const std::int64_t> token_strides, std::span<const int> sides,
-                            std::int32_t* seq_len_q, std::int32_t* seq_len_kv,
-                            std::int64_t* offsets, Stream stream);
+/// past num_seqs, and both 0 when either is), and offsets[k][i] = (sides[k] == 0 ? q_begin[i] -
+/// q_base : kv_begin[i] - kv_base) * stride k, at least 0 (a sequence given no rows may start
+/// anywhere); entries past num_seqs start where the last sequence ends.
+Status varlen_rows_metadata(const VarlenRows& rows, int padded, std::int64_t q_base,
+                            std::int64_t kv_base, std::span<const std::int64_t> token_strides,
+                            std::span<const int> sides, std::int32_t* seq_len_q,
+                            std::int32_t* seq_len_kv, std::int64_t* offsets, Stream stream);
 
 /// Writes zeros to act[:, t, :, :] for t >= first_token (padding rows), any dtype (elementwise.h).
 Status zero_tokens_from(const TensorView& act, std::int64_t first_token, Stream stream);

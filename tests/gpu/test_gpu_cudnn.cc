@@ -499,11 +499,14 @@ TEST(Cudnn, AccumulatedGradientsAddToTheRunningSums) {
 // Ragged offsets past 2^31 elements (int64 since cuDNN 9.5): two sequences in one buffer whose
 // rows hold q | k | v | o | dO | dq | dk | dv side by side (as Ulysses' receive buffer holds
 // Q|K|V), the second sequence's rows more than 2^31 elements in, as in a decode batch of long
-// caches or a rank's packed stream of over 2^31 / (heads x head_dim) tokens. Forward must give the
-// bits of the same call with the sequences in adjacent rows and match the FP64 reference by the 2x
-// rule; rows between the sequences come back as zeros. Backward (deterministic, from the plain O
-// and LSE) runs on the adjacent layout against the reference; past 2^31 it must be refused as
-// Unsupported: cuDNN 9.19 returned wrong dQ and dK there (dV right) when this test first ran it.
+// caches or a rank's packed stream of over 2^31 / (heads x head_dim) tokens. Both packed forms:
+// VarlenRows with a gap between the sequences (rows 2^20 elements apart), and cu_seqlens with the
+// sequences adjacent in rows so wide that the second starts past 2^31. Forward and backward
+// (deterministic, from the plain O and LSE) must give the bits of the same call with the sequences
+// in adjacent narrow rows and match the FP64 reference by the 2x rule; rows between the sequences
+// come back as zeros. cuDNN 9.19's backward returned wrong dQ and dK (dV right) past 2^31, so the
+// backend runs each sequence there as a call of its own (backward_groups()); a single sequence
+// that spans past 2^31 by itself is refused as Unsupported, naming it.
 TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
   ULYSSES_REQUIRE_GPUS(1);
   const auto seed = testing::fresh_seed();
@@ -512,6 +515,7 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
   const DType dt = DType::kBFloat16, f32 = DType::kFloat32, f64 = DType::kFloat64;
   const int Hq = 4, Hkv = 2, D = 64;
   const std::int64_t len0 = 48, len1 = 40, N = len0 + len1;
+  const std::int64_t kPast = std::int64_t{1} << 31;
   // Channel offsets of one row: q, k, v, o, dO, dq, dk, dv.
   const std::array<int, 8> heads = {Hq, Hkv, Hkv, Hq, Hq, Hq, Hkv, Hkv};
   std::array<std::int64_t, 8> chan{};
@@ -520,12 +524,6 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
     chan[i] = used;
     used += heads[i] * D;
   }
-  // Rows 2^20 elements apart (the channels above, then unused space): the second sequence gets
-  // past element 2^31 a few thousand rows in, which keeps the deterministic backward's workspace
-  // (per key tile, so quadratic in the view's rows) small. test_gpu_decode's batch of caches past
-  // 2^31 elements has ordinary row strides.
-  const std::int64_t C = std::int64_t{1} << 20;
-  ASSERT_LE(used, C);
   const AttentionConfig cfg{.num_heads_q = Hq, .num_heads_kv = Hkv, .head_dim = D, .causal = true};
   HostTensor q(dt, {1, N, Hq, D}), k(dt, {1, N, Hkv, D}), v = k, d_o = q;
   for (HostTensor* t : {&q, &k, &v, &d_o}) testing::fill_uniform(*t, rng, -1.0, 1.0);
@@ -543,8 +541,13 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
 
   auto kernel = create_cudnn_attention(0, {.deterministic = true});
   ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
-  // Sequence 1 starts at row r1: adjacent, or the first row past 2^31 elements.
-  auto run = [&](std::int64_t r1, RowsOut& out, bool backward_runs) {
+  // Sequence 1 starts at row r1 of rows C elements apart; cu_seqlens (r1 = len0) or VarlenRows.
+  // `refused`: backward must be Unsupported naming this sequence.
+  auto run = [&](std::int64_t r1, std::int64_t C, bool cu_path, RowsOut& out,
+                 const char* refused = nullptr) {
+    SCOPED_TRACE(std::string(cu_path ? "cu_seqlens" : "VarlenRows") + ", sequence 1 at row " +
+                 std::to_string(r1) + ", rows " + std::to_string(C) + " elements apart");
+    ASSERT_LE(used, C);
     const std::int64_t rows = r1 + len1;
     const std::array<std::int64_t, 2> first = {0, r1}, len = {len0, len1};
     const std::size_t row_bytes = static_cast<std::size_t>(C) * 2;
@@ -595,21 +598,33 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
     put(2, v);
     put(4, d_o);
     const std::vector<std::int32_t> begin = {0, static_cast<std::int32_t>(r1)};
+    const std::vector<std::int32_t> cu = {0, static_cast<std::int32_t>(len0),
+                                          static_cast<std::int32_t>(N)};
     const std::vector<std::int32_t> tab_host = {begin[0], begin[1], lens[0], lens[1],
                                                 begin[0], begin[1], lens[0], lens[1]};
-    testing::DeviceBytes tab(tab_host.size() * 4);
+    testing::DeviceBytes tab(tab_host.size() * 4), cu_dev(cu.size() * 4);
     ASSERT_CUDA(cudaMemcpy(tab.ptr, tab_host.data(), tab_host.size() * 4, cudaMemcpyHostToDevice));
+    ASSERT_CUDA(cudaMemcpy(cu_dev.ptr, cu.data(), cu.size() * 4, cudaMemcpyHostToDevice));
     const auto* t = static_cast<const std::int32_t*>(tab.ptr);
-    const VarlenRows drows{.q_begin = begin,
-                           .q_len = lens,
-                           .kv_begin = begin,
-                           .kv_len = lens,
-                           .q_begin_device = t,
-                           .q_len_device = t + 2,
-                           .kv_begin_device = t + 4,
-                           .kv_len_device = t + 6};
+    VarlenRows drows;
+    std::span<const std::int32_t> cu_host;
+    const std::int32_t* cu_device = nullptr;
+    if (cu_path) {
+      ASSERT_EQ(r1, len0) << "cu_seqlens: the sequences are adjacent";
+      cu_host = cu;
+      cu_device = static_cast<const std::int32_t*>(cu_dev.ptr);
+    } else {
+      drows = VarlenRows{.q_begin = begin,
+                         .q_len = lens,
+                         .kv_begin = begin,
+                         .kv_len = lens,
+                         .q_begin_device = t,
+                         .q_len_device = t + 2,
+                         .kv_begin_device = t + 4,
+                         .kv_len_device = t + 6};
+    }
     LocalProblem p = LocalProblem::unsharded(cfg, dt, 1, rows, true);
-    p.varlen_rows = true;
+    p.varlen_rows = !cu_path;
     ASSERT_TRUE((*kernel)->check_support(p).is_ok()) << (*kernel)->check_support(p).to_string();
     testing::DeviceBytes ws((*kernel)->workspace_bytes(p));
     const TensorView lse = TensorView::contiguous(lse_buf.ptr, f32, {1, Hq, rows}, Device::cuda(0));
@@ -619,6 +634,8 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
                                     .v = view(2),
                                     .o = view(3),
                                     .lse = lse,
+                                    .cu_seqlens = cu_host,
+                                    .cu_seqlens_device = cu_device,
                                     .rows = drows,
                                     .workspace = ws.ptr},
                                    nullptr);
@@ -648,11 +665,14 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
                               .dq = view(5),
                               .dk = view(6),
                               .dv = view(7),
+                              .cu_seqlens = cu_host,
+                              .cu_seqlens_device = cu_device,
                               .rows = drows,
                               .workspace = ws.ptr},
                              nullptr);
-    if (!backward_runs) {
+    if (refused) {
       EXPECT_EQ(st.code(), StatusCode::kUnsupported) << st.to_string();
+      EXPECT_NE(st.message().find(refused), std::string::npos) << st.message();
       EXPECT_NE(st.message().find("2^31"), std::string::npos) << st.message();
       return;
     }
@@ -662,26 +682,49 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
     get(6, out.dk);
     get(7, out.dv);
   };
-  RowsOut near, far;
-  run(len0, near, true);
-  if (HasFatalFailure()) return;
-  const std::int64_t r_far = (std::int64_t{1} << 31) / C + 1;
-  ASSERT_GT(r_far * C, std::int64_t{1} << 31);
-  run(r_far, far, false);
-  if (HasFatalFailure()) return;
-  EXPECT_BITWISE_EQ(near.o, far.o, "O");
-  EXPECT_BITWISE_EQ(near.lse, far.lse, "LSE");
   auto check = [&](const char* what, const HostTensor& got, const HostTensor& pl,
                    const HostTensor& tr, double floor_ulps) {
     EXPECT_EQ(testing::count_nan(got), 0) << what << ": unwritten or NaN elements";
     const double floor = floor_ulps * ulp_rel(dt) * testing::max_abs(tr);
     EXPECT_TRUE(testing::within_2x_rule(got, pl, tr, floor)) << what;
   };
-  check("O", far.o, plain.o, truth_fwd.o, 2);
-  check("LSE", far.lse, plain.lse, truth_fwd.lse, 0.05);
+  auto same = [&](const RowsOut& a, const RowsOut& b, const char* what) {
+    SCOPED_TRACE(what);
+    EXPECT_BITWISE_EQ(a.o, b.o, "O");
+    EXPECT_BITWISE_EQ(a.lse, b.lse, "LSE");
+    EXPECT_BITWISE_EQ(a.dq, b.dq, "dQ");
+    EXPECT_BITWISE_EQ(a.dk, b.dk, "dK");
+    EXPECT_BITWISE_EQ(a.dv, b.dv, "dV");
+  };
+  const std::int64_t C = std::int64_t{1} << 20;
+  RowsOut near, far, cu_near, cu_far;
+  run(len0, C, false, near);
+  if (HasFatalFailure()) return;
+  check("O", near.o, plain.o, truth_fwd.o, 2);
+  check("LSE", near.lse, plain.lse, truth_fwd.lse, 0.05);
   check("dQ", near.dq, plain.dq, truth.dq, 4);
   check("dK", near.dk, plain.dk, truth.dk, 4);
   check("dV", near.dv, plain.dv, truth.dv, 4);
+  // VarlenRows: sequence 1 at the first row past 2^31 elements (a gap between the sequences).
+  const std::int64_t r_far = kPast / C + 1;
+  ASSERT_GT(r_far * C, kPast);
+  run(r_far, C, false, far);
+  if (HasFatalFailure()) return;
+  same(near, far, "VarlenRows, sequence 1 past 2^31 elements");
+  // cu_seqlens: rows so wide that sequence 1 (adjacent) starts past 2^31 while sequence 0 ends
+  // before it, 16-byte aligned.
+  const std::int64_t wide = (2 * kPast / (2 * len0 - 1)) / 8 * 8;
+  ASSERT_GT(len0 * wide, kPast);
+  ASSERT_LT((len0 - 1) * wide + used, kPast);
+  run(len0, C, true, cu_near);
+  if (HasFatalFailure()) return;
+  same(near, cu_near, "cu_seqlens, adjacent narrow rows");
+  run(len0, wide, true, cu_far);
+  if (HasFatalFailure()) return;
+  same(near, cu_far, "cu_seqlens, sequence 1 past 2^31 elements");
+  // Rows so wide that each sequence spans past 2^31 by itself: refused, naming the first.
+  RowsOut unused;
+  run(len0, (kPast / (len1 - 1) + 8) / 8 * 8, true, unused, "sequence 0");
 }
 
 TEST(Cudnn, UnsupportedRequestsNameTheFeature) {

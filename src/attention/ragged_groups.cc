@@ -1,0 +1,53 @@
+#include "attention/ragged_groups.h"
+
+#include <algorithm>
+
+#include "common/check.h"
+
+namespace ulysses::detail {
+
+Result<std::vector<RaggedGroup>> ragged_groups(std::span<const std::int32_t> q_begin,
+                                               std::span<const std::int32_t> q_len,
+                                               std::span<const std::int32_t> kv_begin,
+                                               std::span<const std::int32_t> kv_len, RaggedExtent q,
+                                               RaggedExtent kv, std::int64_t limit) {
+  const std::size_t n = q_begin.size();
+  if (q_len.size() != n || kv_begin.size() != n || kv_len.size() != n) {
+    return internal_error("ulysses::detail::ragged_groups: row tables of different lengths");
+  }
+  // Rows [r0, r1) of one side, measured from r0.
+  auto fits = [limit](std::int64_t r0, std::int64_t r1, RaggedExtent e) {
+    return (r1 - 1 - r0) * e.row_stride + e.row_last < limit;
+  };
+  std::vector<RaggedGroup> groups;
+  std::size_t i = 0;
+  while (i < n || groups.empty()) {
+    RaggedGroup g{.first = static_cast<int>(i)};
+    bool any = false;
+    std::int64_t q0 = 0, q1 = 0, k0 = 0, k1 = 0;
+    for (; i < n; ++i) {
+      if (q_len[i] == 0 || kv_len[i] == 0) continue;  // given no rows: bounds nothing
+      const std::int64_t qb = q_begin[i], qe = qb + q_len[i], kb = kv_begin[i], ke = kb + kv_len[i];
+      const std::int64_t nq0 = any ? std::min(q0, qb) : qb, nq1 = any ? std::max(q1, qe) : qe;
+      const std::int64_t nk0 = any ? std::min(k0, kb) : kb, nk1 = any ? std::max(k1, ke) : ke;
+      if (!fits(nq0, nq1, q) || !fits(nk0, nk1, kv)) {
+        if (any) break;
+        return invalid_argument(str_cat("sequence ", i, " (query rows ", qb, "..", qe - 1,
+                                        ", key rows ", kb, "..", ke - 1, ") spans ",
+                                        std::max((qe - 1 - qb) * q.row_stride + q.row_last,
+                                                 (ke - 1 - kb) * kv.row_stride + kv.row_last) +
+                                            1,
+                                        " elements from its first row, expected at most ", limit));
+      }
+      any = true;
+      q0 = nq0, q1 = nq1, k0 = nk0, k1 = nk1;
+    }
+    g.last = static_cast<int>(i);
+    g.q_row = q0;
+    g.kv_row = k0;
+    groups.push_back(g);
+  }
+  return groups;
+}
+
+}  // namespace ulysses::detail

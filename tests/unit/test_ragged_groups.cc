@@ -1,0 +1,206 @@
+// The split of a packed kernel call into runs of whole sequences (attention/ragged_groups.h): what
+// cuDNN's packed backward is given once a batch spans past 2^31 elements. Checked here with small
+// limits on hand-made and random row tables: the runs cover every sequence in order, each fits,
+// and none could take its next sequence too.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "attention/ragged_groups.h"
+#include "common/test_util.h"
+
+namespace ulysses::detail {
+namespace {
+
+struct Table {
+  std::vector<std::int32_t> q_begin, q_len, kv_begin, kv_len;
+};
+
+// Packed from cu_seqlens: queries and keys share the rows.
+Table from_cu(const std::vector<std::int32_t>& cu) {
+  Table t;
+  for (std::size_t i = 0; i + 1 < cu.size(); ++i) {
+    t.q_begin.push_back(cu[i]);
+    t.q_len.push_back(cu[i + 1] - cu[i]);
+  }
+  t.kv_begin = t.q_begin;
+  t.kv_len = t.q_len;
+  return t;
+}
+
+Result<std::vector<RaggedGroup>> split(const Table& t, RaggedExtent q, RaggedExtent kv,
+                                       std::int64_t limit) {
+  return ragged_groups(t.q_begin, t.q_len, t.kv_begin, t.kv_len, q, kv, limit);
+}
+
+bool live(const Table& t, std::size_t i) { return t.q_len[i] > 0 && t.kv_len[i] > 0; }
+
+// Whether sequences [first, last) fit from their own first rows, and those rows.
+struct Fit {
+  bool fits = true;
+  std::int64_t q_row = 0, kv_row = 0;
+};
+Fit fit(const Table& t, int first, int last, RaggedExtent q, RaggedExtent kv, std::int64_t limit) {
+  Fit f;
+  bool any = false;
+  std::int64_t q1 = 0, k1 = 0;
+  for (int i = first; i < last; ++i) {
+    const auto u = static_cast<std::size_t>(i);
+    if (!live(t, u)) continue;
+    f.q_row = any ? std::min<std::int64_t>(f.q_row, t.q_begin[u]) : t.q_begin[u];
+    f.kv_row = any ? std::min<std::int64_t>(f.kv_row, t.kv_begin[u]) : t.kv_begin[u];
+    q1 = std::max<std::int64_t>(any ? q1 : 0, t.q_begin[u] + t.q_len[u]);
+    k1 = std::max<std::int64_t>(any ? k1 : 0, t.kv_begin[u] + t.kv_len[u]);
+    any = true;
+  }
+  if (any) {
+    f.fits = (q1 - 1 - f.q_row) * q.row_stride + q.row_last < limit &&
+             (k1 - 1 - f.kv_row) * kv.row_stride + kv.row_last < limit;
+  }
+  return f;
+}
+
+// Every run fits from its rows, the runs tile [0, n) in order, and each run but the last would not
+// fit with the next live sequence added (so there are as few as a greedy split allows).
+void expect_valid_split(const Table& t, const std::vector<RaggedGroup>& g, RaggedExtent q,
+                        RaggedExtent kv, std::int64_t limit) {
+  const int n = static_cast<int>(t.q_begin.size());
+  ASSERT_FALSE(g.empty());
+  EXPECT_EQ(g.front().first, 0);
+  EXPECT_EQ(g.back().last, n);
+  for (std::size_t j = 0; j < g.size(); ++j) {
+    SCOPED_TRACE("run " + std::to_string(j));
+    if (j > 0) {
+      EXPECT_EQ(g[j].first, g[j - 1].last);
+    }
+    EXPECT_LE(g[j].first, g[j].last);
+    const Fit f = fit(t, g[j].first, g[j].last, q, kv, limit);
+    EXPECT_TRUE(f.fits);
+    EXPECT_EQ(g[j].q_row, f.q_row);
+    EXPECT_EQ(g[j].kv_row, f.kv_row);
+    if (j + 1 < g.size()) {
+      EXPECT_TRUE(live(t, static_cast<std::size_t>(g[j].last))) << "a run ends before a sequence "
+                                                                   "that bounds nothing";
+      EXPECT_FALSE(fit(t, g[j].first, g[j].last + 1, q, kv, limit).fits) << "run could be longer";
+    }
+  }
+}
+
+TEST(RaggedGroups, WholeCallThatFitsIsOneRun) {
+  const Table t = from_cu({0, 3, 7, 9, 15});
+  auto g = split(t, {10, 5}, {10, 5}, 1000);
+  ASSERT_TRUE(g.is_ok()) << g.status().to_string();
+  ASSERT_EQ(g->size(), 1u);
+  EXPECT_EQ((*g)[0].first, 0);
+  EXPECT_EQ((*g)[0].last, 4);
+  EXPECT_EQ((*g)[0].q_row, 0);
+  EXPECT_EQ((*g)[0].kv_row, 0);
+}
+
+TEST(RaggedGroups, SplitsWhereTheNextSequenceWouldPassTheLimit) {
+  // Rows 10 elements apart, 5 more in the last row: 10 rows end at element 95, 11 at 105.
+  const Table t = from_cu({0, 3, 7, 9, 15, 19});
+  auto g = split(t, {10, 5}, {10, 5}, 100);
+  ASSERT_TRUE(g.is_ok()) << g.status().to_string();
+  ASSERT_EQ(g->size(), 2u);
+  EXPECT_EQ((*g)[0].last, 3);  // rows 0..8
+  EXPECT_EQ((*g)[1].first, 3);
+  EXPECT_EQ((*g)[1].q_row, 9);  // rows 9..18: 10 rows
+  EXPECT_EQ((*g)[1].kv_row, 9);
+  expect_valid_split(t, *g, {10, 5}, {10, 5}, 100);
+  // One element less and the second run no longer fits whole.
+  auto tighter = split(t, {10, 5}, {10, 5}, 95);
+  ASSERT_TRUE(tighter.is_ok());
+  EXPECT_EQ(tighter->size(), 3u);
+  expect_valid_split(t, *tighter, {10, 5}, {10, 5}, 95);
+}
+
+TEST(RaggedGroups, KeySideCanBindAlone) {
+  // Wide key rows (a fused K|V buffer, say): the key side splits a call the query side would not.
+  const Table t = from_cu({0, 4, 8, 12});
+  // Keys: 8 rows end at element 750, 12 at 1150; queries: 12 rows at 11.
+  auto g = split(t, {1, 0}, {100, 50}, 800);
+  ASSERT_TRUE(g.is_ok());
+  ASSERT_EQ(g->size(), 2u);
+  EXPECT_EQ((*g)[0].last, 2);
+  EXPECT_EQ((*g)[1].kv_row, 8);
+  expect_valid_split(t, *g, {1, 0}, {100, 50}, 800);
+}
+
+TEST(RaggedGroups, SequencesWithoutRowsBoundNothing) {
+  // VarlenRows: sequence 1 has no key rows and a far query start; it rides along with its
+  // neighbours and moves no run's first rows.
+  const Table t{
+      .q_begin = {0, 1000, 5}, .q_len = {5, 3, 5}, .kv_begin = {0, 0, 5}, .kv_len = {5, 0, 5}};
+  auto g = split(t, {10, 0}, {10, 0}, 100);
+  ASSERT_TRUE(g.is_ok());
+  ASSERT_EQ(g->size(), 1u);
+  expect_valid_split(t, *g, {10, 0}, {10, 0}, 100);
+  const Table none{.q_begin = {0, 7}, .q_len = {0, 2}, .kv_begin = {0, 0}, .kv_len = {3, 0}};
+  auto h = split(none, {10, 0}, {10, 0}, 1);
+  ASSERT_TRUE(h.is_ok());
+  ASSERT_EQ(h->size(), 1u);
+  EXPECT_EQ((*h)[0].q_row, 0);
+  EXPECT_EQ((*h)[0].last, 2);
+  auto empty = split(Table{}, {10, 0}, {10, 0}, 1);
+  ASSERT_TRUE(empty.is_ok());
+  ASSERT_EQ(empty->size(), 1u);
+  EXPECT_EQ((*empty)[0].last, 0);
+}
+
+TEST(RaggedGroups, SequenceThatCannotFitAloneIsNamed) {
+  const Table t = from_cu({0, 3, 20, 22});
+  auto g = split(t, {10, 5}, {10, 5}, 100);
+  ASSERT_FALSE(g.is_ok());
+  EXPECT_EQ(g.status().code(), StatusCode::kInvalidArgument);
+  const std::string m = g.status().message();
+  EXPECT_NE(m.find("sequence 1"), std::string::npos) << m;
+  EXPECT_NE(m.find("rows 3..19"), std::string::npos) << m;
+  EXPECT_NE(m.find("at most 100"), std::string::npos) << m;
+}
+
+TEST(RaggedGroups, RandomTablesSplitValidly) {
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (int trial = 0; trial < 500; ++trial) {
+    SCOPED_TRACE("trial " + std::to_string(trial));
+    const int n = pick(0, 12);
+    Table t;
+    if (trial % 2 == 0) {  // cu_seqlens, empty sequences included
+      std::vector<std::int32_t> cu = {0};
+      for (int i = 0; i < n; ++i) cu.push_back(cu.back() + pick(0, 20));
+      t = from_cu(cu);
+    } else {  // VarlenRows: gaps, overlaps, sides without rows
+      std::int32_t q = 0, k = 0;
+      for (int i = 0; i < n; ++i) {
+        q += pick(-3, 10);
+        k += pick(-3, 10);
+        q = std::max(q, 0);
+        k = std::max(k, 0);
+        t.q_begin.push_back(q);
+        t.kv_begin.push_back(k);
+        t.q_len.push_back(pick(0, 4) == 0 ? 0 : pick(1, 15));
+        t.kv_len.push_back(pick(0, 4) == 0 ? 0 : pick(1, 15));
+      }
+    }
+    const RaggedExtent q{pick(1, 12), pick(0, 8)}, kv{pick(1, 12), pick(0, 8)};
+    const std::int64_t limit = pick(1, 400);
+    auto g = split(t, q, kv, limit);
+    bool each_fits = true;  // every live sequence fits alone
+    for (int i = 0; i < n; ++i) each_fits = each_fits && fit(t, i, i + 1, q, kv, limit).fits;
+    ASSERT_EQ(g.is_ok(), each_fits) << (g.is_ok() ? std::string("split") : g.status().to_string());
+    if (g.is_ok()) {
+      expect_valid_split(t, *g, q, kv, limit);
+    }
+    if (HasFatalFailure()) return;
+  }
+}
+
+}  // namespace
+}  // namespace ulysses::detail
