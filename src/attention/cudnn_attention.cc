@@ -34,8 +34,8 @@
 #include <string>
 #include <utility>
 
+#include "attention/call_parts.h"
 #include "attention/local_checks.h"
-#include "attention/ragged_groups.h"
 #include "common/cuda_check.h"
 #include "common/tensor_rows.h"
 #include "kernels/attention_aux.h"
@@ -102,6 +102,15 @@ struct Varlen {
   bool q_rows_covered = false;
 };
 
+// A backward call's views as cuDNN is given them (staged or the caller's).
+struct BackwardViews {
+  TensorView q, k, v, o, d_o, lse, dq, dk, dv;
+};
+
+// Elements of a view cuDNN 9.19's backward addresses correctly from its base (backward_groups(),
+// dense_parts()).
+constexpr std::int64_t kIndexLimit = std::int64_t{1} << 31;
+
 // One tensor as cuDNN sees it.
 struct TensorDesc {
   std::vector<std::int64_t> dim, stride;
@@ -156,6 +165,7 @@ class CudnnAttention final : public LocalAttention {
   ~CudnnAttention() override {
     cudaSetDevice(device_);
     if (overflow_) cudaFree(overflow_);
+    if (stage_) cudaFree(stage_);
     cache_.clear();
     cudnnDestroy(handle_);
   }
@@ -166,7 +176,9 @@ class CudnnAttention final : public LocalAttention {
   bool supports_backward() const override { return true; }
   bool accumulates_grads() const override { return true; }
   // A dense call touches only its arguments, its workspace and the cached graphs (read-only once
-  // built); a packed one may grow overflow_, which every call shares. Worth a second workspace
+  // built); a packed one may grow overflow_, and a dense one whose K, O or dO views reach past
+  // 2^31 elements stage_, which every call shares (below kConcurrentWaves its tensors hold under
+  // 2^25 elements: only views 64x wider than their own rows could). Worth a second workspace
   // only while one call's 128-row query tiles fill the SMs fewer than kConcurrentWaves times: on
   // one H200 at 8k tokens, two 8-head calls (3.9 waves) one after another took 14% longer than
   // one 16-head call and the same on two streams; at 32k (15.5 waves) two streams gained nothing.
@@ -362,18 +374,18 @@ class CudnnAttention final : public LocalAttention {
     Varlen vl;
     ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, a.rows, vl));
     Layout ws = workspace_layout(p, a.workspace);
-
-    // Stats: before cuDNN 9.26 the backward reads a non-ragged Stats input as packed [B, H, S].
-    TensorView lse = a.lse;
-    if (!vl.on) {
-      lse = TensorView::contiguous(ws.stats, DType::kFloat32,
-                                   {p.batch, p.num_heads_q_local, p.seqlen}, device());
-      ULYSSES_RETURN_IF_ERROR(kernels::cuda::copy_lse(lse, a.lse, stream));
-    }
+    BackwardViews t{.q = a.q,
+                    .k = a.k,
+                    .v = a.v,
+                    .o = a.o,
+                    .d_o = a.d_o,
+                    .lse = a.lse,
+                    .dq = a.dq,
+                    .dk = a.dk,
+                    .dv = a.dv};
     // Packed batches: cuDNN 9.19's backward reads O (for rowsum(dO * O)) with Q's ragged offsets,
     // so Q, O, dO and dQ must share one token stride (seen on H100/H200: dV right, dQ/dK wrong when
     // they differ). Ulysses reads Q from the packed Q|K|V buffer, so stage Q in O's layout then.
-    TensorView q_in = a.q;
     if (p.varlen && (a.q.stride(1) != a.o.stride(1) || a.d_o.stride(1) != a.o.stride(1) ||
                      a.dq.stride(1) != a.o.stride(1))) {
       if (a.d_o.stride(1) != a.o.stride(1) || a.dq.stride(1) != a.o.stride(1)) {
@@ -383,29 +395,34 @@ class CudnnAttention final : public LocalAttention {
                                    a.o.stride(1), ", ", a.d_o.stride(1), ", ", a.dq.stride(1),
                                    ")"));
       }
-      q_in = TensorView::contiguous(ws.q_stage, p.dtype,
-                                    {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
-                                    device());
-      q_in.strides = a.o.strides;
+      t.q = TensorView::contiguous(ws.q_stage, p.dtype,
+                                   {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
+                                   device());
+      t.q.strides = a.o.strides;
     }
     // dK/dV (dQ) in fp32 (partials summed across ranks or ring steps) come from cuDNN in the I/O
     // dtype, then widen.
     const bool widen = p.grad_kv_dtype != p.dtype;
-    TensorView dk = a.dk, dv = a.dv, dq_out = a.dq;
     if (widen) {
       const std::int64_t B = p.batch, S = p.kv_len(), H = p.num_heads_kv_local,
                          D = p.config.head_dim;
-      dk = TensorView::contiguous(ws.dk, p.dtype, {B, S, H, D}, device());
-      dv = TensorView::contiguous(ws.dv, p.dtype, {B, S, H, D}, device());
+      t.dk = TensorView::contiguous(ws.dk, p.dtype, {B, S, H, D}, device());
+      t.dv = TensorView::contiguous(ws.dv, p.dtype, {B, S, H, D}, device());
     }
     if (p.grad_q_fp32) {
-      dq_out = TensorView::contiguous(ws.o_stage, p.dtype,
-                                      {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
-                                      device());
+      t.dq = TensorView::contiguous(ws.o_stage, p.dtype,
+                                    {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
+                                    device());
     }
-    ULYSSES_ASSIGN_OR_RETURN(const std::vector<detail::RaggedGroup> groups,
-                             backward_groups(p, a, vl, q_in, dq_out, dk, dv));
-    if (q_in.data != a.q.data) ULYSSES_RETURN_IF_ERROR(kernels::cuda::copy_act(q_in, a.q, stream));
+    // Calls that reach past 2^31 elements run in parts (see backward_groups(), dense_parts()).
+    std::vector<detail::RaggedGroup> groups(1);
+    std::vector<detail::DensePart> parts;
+    if (vl.on) {
+      ULYSSES_ASSIGN_OR_RETURN(groups, backward_groups(p, a, vl, t));
+    } else {
+      ULYSSES_ASSIGN_OR_RETURN(parts, dense_parts(p, t));
+    }
+    if (t.q.data != a.q.data) ULYSSES_RETURN_IF_ERROR(kernels::cuda::copy_act(t.q, a.q, stream));
     // VarlenRows: cuDNN writes only the sequences' rows; the others get zero gradients. A staged
     // gradient is zeroed, read and widened only over the rows its side's sequences span (qs, ks):
     // the caller's rows outside them are zeroed directly. A call whose few sequences sit in long
@@ -413,105 +430,30 @@ class CudnnAttention final : public LocalAttention {
     const RowSpan qs = vl.rows ? span_of(a.rows, false) : RowSpan{0, p.seqlen};
     const RowSpan ks = vl.rows ? span_of(a.rows, true) : RowSpan{0, p.kv_len()};
     if (vl.rows) {
-      ULYSSES_RETURN_IF_ERROR(p.grad_q_fp32 ? zero_rows(dq_out, qs, stream)
-                                            : zero_all(a.dq, stream));
-      for (const TensorView* t : {&dk, &dv}) {
-        ULYSSES_RETURN_IF_ERROR(widen ? zero_rows(*t, ks, stream) : zero_all(*t, stream));
+      ULYSSES_RETURN_IF_ERROR(p.grad_q_fp32 ? zero_rows(t.dq, qs, stream) : zero_all(a.dq, stream));
+      for (const TensorView* g : {&t.dk, &t.dv}) {
+        ULYSSES_RETURN_IF_ERROR(widen ? zero_rows(*g, ks, stream) : zero_all(*g, stream));
       }
     }
-    RaggedRows rows;
-    const TensorDesc q = act_desc(q_in, vl), k = act_desc(a.k, vl), v = act_desc(a.v, vl),
-                     o = act_desc(a.o, vl), d_o = act_desc(a.d_o, vl), dq = act_desc(dq_out, vl),
-                     dkd = act_desc(dk, vl), dvd = act_desc(dv, vl), l = lse_desc(lse, vl);
-    std::map<std::int64_t, int> ragged;
     if (vl.on) {
-      using Entry = std::pair<std::int64_t, const TensorView*>;
-      const Entry entries[] = {{kQ, &q_in},   {kK, &a.k},     {kV, &a.v}, {kO, &a.o},
-                               {kDO, &a.d_o}, {kDQ, &dq_out}, {kDK, &dk}, {kDV, &dv}};
-      for (const auto& [uid, view] : entries) {
-        const bool key_side = uid == kK || uid == kV || uid == kDK || uid == kDV;
-        ragged[uid] = rows.row(view->stride(1), vl.rows && key_side ? 1 : 0);
+      ULYSSES_RETURN_IF_ERROR(backward_graph(p, t, a, vl, groups, ws, stream));
+    } else {
+      for (const detail::DensePart& part : parts) {
+        ULYSSES_RETURN_IF_ERROR(backward_part(p, t, a, part, ws, stream));
       }
-      ragged[kStats] = rows.row(lse.stride(2));
-    }
-    std::ostringstream key;
-    key << "bwd|" << describe(p, vl) << "|q" << q << "|k" << k << "|v" << v << "|o" << o << "|do"
-        << d_o << "|dq" << dq << "|dk" << dkd << "|dv" << dvd << "|l" << l << "|r"
-        << ragged_key(ragged) << "|det" << options_.deterministic;
-    auto built = cached(key.str(), [&]() -> Result<BuiltGraph> {
-      auto g = new_graph(p);
-      auto Q = g->tensor(tensor("Q", kQ, q));
-      auto K = g->tensor(tensor("K", kK, k));
-      auto V = g->tensor(tensor("V", kV, v));
-      auto O = g->tensor(tensor("O", kO, o));
-      auto dO = g->tensor(tensor("dO", kDO, d_o));
-      auto Stats = g->tensor(tensor("Stats", kStats, l).set_data_type(fe::DataType_t::FLOAT));
-      fe::graph::SDPA_backward_attributes at;
-      at.set_name("sdpa_backward").set_attn_scale(p.config.scale());
-      at.set_deterministic_algorithm(options_.deterministic);
-      apply_masks(at, p);
-      if (p.config.sinks) {
-        at.set_sink_token(g->tensor(sink_tensor("sink", kSink, p)));
-        at.set_dsink_token(g->tensor(sink_tensor("dsink", kDSink, p)));
-      }
-      if (vl.on) {
-        auto [sq, skv] = seq_len_tensors(*g, vl);
-        at.set_padding_mask(true).set_seq_len_q(sq).set_seq_len_kv(skv);
-        at.set_max_total_seq_len_q(p.seqlen).set_max_total_seq_len_kv(p.kv_len());
-        using Entry = std::pair<std::shared_ptr<fe::graph::Tensor_attributes>, std::int64_t>;
-        const Entry entries[] = {{Q, kQ}, {K, kK}, {V, kV}, {O, kO}, {dO, kDO}, {Stats, kStats}};
-        for (const auto& [t, uid] : entries)
-          t->set_ragged_offset(g->tensor(ragged_tensor(uid, vl)));
-      }
-      auto [dQ, dK, dV] = g->sdpa_backward(Q, K, V, O, dO, Stats, at);
-      dQ->set_output(true).set_uid(kDQ).set_dim(dq.dim).set_stride(dq.stride);
-      dK->set_output(true).set_uid(kDK).set_dim(dkd.dim).set_stride(dkd.stride);
-      dV->set_output(true).set_uid(kDV).set_dim(dvd.dim).set_stride(dvd.stride);
-      if (vl.on) {
-        dQ->set_ragged_offset(g->tensor(ragged_tensor(kDQ, vl)));
-        dK->set_ragged_offset(g->tensor(ragged_tensor(kDK, vl)));
-        dV->set_ragged_offset(g->tensor(ragged_tensor(kDV, vl)));
-      }
-      if (p.config.sinks) {
-        // dsink is declared through the attributes; mark it as an output of the graph.
-        at.outputs[fe::graph::SDPA_backward_attributes::output_names::DSINK_TOKEN]->set_output(
-            true);
-      }
-      return build(g, "backward", p);
-    });
-    if (!built.is_ok()) return built.status();
-    // One call per run of sequences, every view starting at the run's first rows (query side: Q,
-    // O, dO, dQ and the LSE; key side: K, V, dK, dV).
-    for (const detail::RaggedGroup& g : groups) {
-      const std::int64_t r = g.q_row, rk = g.kv_row;
-      std::unordered_map<std::int64_t, void*> pack = {
-          {kQ, at_row(q_in, r)},    {kK, at_row(a.k, rk)},   {kV, at_row(a.v, rk)},
-          {kO, at_row(a.o, r)},     {kDO, at_row(a.d_o, r)}, {kStats, at_row(lse, r, 2)},
-          {kDQ, at_row(dq_out, r)}, {kDK, at_row(dk, rk)},   {kDV, at_row(dv, rk)}};
-      if (p.config.sinks) {
-        pack[kSink] = sink_ptr(a.sinks, p);
-        pack[kDSink] = sink_ptr(a.dsinks, p);
-      }
-      if (vl.on) {
-        ULYSSES_RETURN_IF_ERROR(
-            fill_varlen(a.cu_seqlens_device, a.rows, vl, rows, ragged, ws, pack, stream, g));
-      }
-      ULYSSES_RETURN_IF_ERROR(execute(**built, pack, ws, stream));
     }
     if (vl.on && !vl.rows) {
-      for (const TensorView* t :
-           {static_cast<const TensorView*>(&dq_out), static_cast<const TensorView*>(&dk),
-            static_cast<const TensorView*>(&dv)}) {
-        ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(*t, vl.valid, stream));
+      for (const TensorView* g : {&t.dq, &t.dk, &t.dv}) {
+        ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(*g, vl.valid, stream));
       }
     }
     // Staged results into the caller's fp32 views over the spans: widened (zeros outside), or
     // added to running sums (nothing to add outside).
     if (p.grad_q_fp32) {
-      ULYSSES_RETURN_IF_ERROR(widen_rows(a.dq, dq_out, qs, p.accumulate_dq, stream));
+      ULYSSES_RETURN_IF_ERROR(widen_rows(a.dq, t.dq, qs, p.accumulate_dq, stream));
     }
     if (widen) {
-      for (auto [dst, src] : {std::pair{&a.dk, &dk}, std::pair{&a.dv, &dv}}) {
+      for (auto [dst, src] : {std::pair{&a.dk, &t.dk}, std::pair{&a.dv, &t.dv}}) {
         ULYSSES_RETURN_IF_ERROR(widen_rows(*dst, *src, ks, p.accumulate_dkv, stream));
       }
     }
@@ -825,6 +767,17 @@ class CudnnAttention final : public LocalAttention {
     return out;
   }
 
+  // A buffer of at least `bytes`, grown (never shrunk) in stream order.
+  static Status grow(void*& buf, std::size_t& size, std::size_t bytes, Stream stream) {
+    if (bytes <= size) return Status::ok();
+    if (buf) ULYSSES_CUDA_CHECK(cudaFreeAsync(buf, stream));
+    buf = nullptr;
+    size = 0;
+    ULYSSES_CUDA_CHECK(cudaMallocAsync(&buf, bytes, stream));
+    size = bytes;
+    return Status::ok();
+  }
+
   Status execute(const BuiltGraph& b, std::unordered_map<std::int64_t, void*>& pack,
                  const Layout& ws, Stream stream) {
     void* workspace = ws.cudnn;
@@ -833,12 +786,7 @@ class CudnnAttention final : public LocalAttention {
       // Only packed batches get here: their graph depends on the batch's geometry (sequence count
       // and longest sequence, bucketed), which the plan cannot know. Grow-only and stream-ordered,
       // so a new bucket allocates once and steady state allocates nothing.
-      if (needed > overflow_bytes_) {
-        if (overflow_) ULYSSES_CUDA_CHECK(cudaFreeAsync(overflow_, stream));
-        overflow_ = nullptr;
-        ULYSSES_CUDA_CHECK(cudaMallocAsync(&overflow_, needed, stream));
-        overflow_bytes_ = needed;
-      }
+      ULYSSES_RETURN_IF_ERROR(grow(overflow_, overflow_bytes_, needed, stream));
       workspace = overflow_;
     }
     if (cudnnStatus_t s = cudnnSetStream(handle_, stream); s != CUDNN_STATUS_SUCCESS) {
@@ -905,32 +853,31 @@ class CudnnAttention final : public LocalAttention {
   // RaggedOffsetsPast2To31Elements. So a packed call whose tensors span more runs as several, each
   // on whole sequences within 2^31 elements of its first rows (the same graph: padded batch and
   // longest sequence are the call's). Forward has no such limit. Dense calls: one run, rows 0.
-  Result<std::vector<detail::RaggedGroup>> backward_groups(
-      const LocalProblem& p, const LocalBackwardArgs& a, const Varlen& vl, const TensorView& q,
-      const TensorView& dq, const TensorView& dk, const TensorView& dv) const {
-    if (!vl.on) return std::vector<detail::RaggedGroup>(1);
+  Result<std::vector<detail::RaggedGroup>> backward_groups(const LocalProblem& p,
+                                                           const LocalBackwardArgs& a,
+                                                           const Varlen& vl,
+                                                           const BackwardViews& t) const {
     auto extent = [](std::initializer_list<const TensorView*> ts) {
       detail::RaggedExtent e;
-      for (const TensorView* t : ts) {
-        e.row_stride = std::max(e.row_stride, t->stride(1));
+      for (const TensorView* v : ts) {
+        e.row_stride = std::max(e.row_stride, v->stride(1));
         e.row_last =
-            std::max(e.row_last, (t->size(2) - 1) * t->stride(2) + (t->size(3) - 1) * t->stride(3));
+            std::max(e.row_last, (v->size(2) - 1) * v->stride(2) + (v->size(3) - 1) * v->stride(3));
       }
       return e;
     };
-    const detail::RaggedExtent qe = extent({&q, &a.o, &a.d_o, &dq}),
-                               ke = extent({&a.k, &a.v, &dk, &dv});
-    constexpr std::int64_t kLimit = std::int64_t{1} << 31;
+    const detail::RaggedExtent qe = extent({&t.q, &t.o, &t.d_o, &t.dq}),
+                               ke = extent({&t.k, &t.v, &t.dk, &t.dv});
     Result<std::vector<detail::RaggedGroup>> groups = [&] {
       if (vl.rows) {
         return detail::ragged_groups(a.rows.q_begin, a.rows.q_len, a.rows.kv_begin, a.rows.kv_len,
-                                     qe, ke, kLimit);
+                                     qe, ke, kIndexLimit);
       }
       const std::span<const std::int32_t> cu = a.cu_seqlens;
       std::vector<std::int32_t> len(cu.size() - 1);
       for (std::size_t i = 0; i + 1 < cu.size(); ++i) len[i] = cu[i + 1] - cu[i];
       const auto begin = cu.first(len.size());
-      return detail::ragged_groups(begin, len, begin, len, qe, ke, kLimit);
+      return detail::ragged_groups(begin, len, begin, len, qe, ke, kIndexLimit);
     }();
     if (!groups.is_ok()) {
       return unsupported(str_cat(kApi, "::backward: packed ", groups.status().message(),
@@ -945,6 +892,179 @@ class CudnnAttention final : public LocalAttention {
                                  "be summed over them)"));
     }
     return groups;
+  }
+
+  // Dense backward: cuDNN 9.19 reads K (for dQ) and O and dO (for rowsum(dO * O)) with 32-bit
+  // offsets, so past element 2^31 of those views dQ and dK come out wrong while O, LSE and dV stay
+  // right (test_gpu_cudnn's DenseViewsPast2To31Elements; per view and for batch entries past 2^31:
+  // docs/results/2026-12-02-h200-dense-2to31/). Such a call runs in parts, batch entries x whole
+  // KV groups, each of whose compact K, O and dO hold at most 2^31 elements; a part's view of them
+  // that still reaches past (a long row stride: K inside Ulysses' Q|K|V buffer) is staged compact.
+  static bool fits(const TensorView& t) {
+    std::int64_t last = 0;
+    for (int d = 0; d < t.ndim; ++d) last += (t.size(d) - 1) * t.stride(d);
+    return last < kIndexLimit;
+  }
+  Result<std::vector<detail::DensePart>> dense_parts(const LocalProblem& p,
+                                                     const BackwardViews& t) const {
+    auto parts = detail::dense_parts(p.batch, p.seqlen, p.kv_len(), p.num_heads_q_local,
+                                     p.num_heads_kv_local, p.config.head_dim, p.config.sinks,
+                                     fits(t.k) && fits(t.o) && fits(t.d_o), kIndexLimit);
+    if (!parts.is_ok()) {
+      return unsupported(str_cat(kApi, "::backward: ", parts.status().message(), " (2^31): cuDNN ",
+                                 cudnnGetVersion(),
+                                 "'s backward returned wrong dQ and dK past element 2^31 of K, O "
+                                 "or dO"));
+    }
+    return parts;
+  }
+
+  // Batch entries [b0, b0 + nb) and heads [h0, h0 + nh) of a [B, S, H, D] view.
+  static TensorView part_of(const TensorView& t, std::int64_t b0, std::int64_t nb, std::int64_t h0,
+                            std::int64_t nh) {
+    TensorView s = t;
+    s.data = static_cast<char*>(t.data) +
+             (b0 * t.stride(0) + h0 * t.stride(2)) * static_cast<std::int64_t>(dtype_size(t.dtype));
+    s.shape[0] = nb;
+    s.shape[2] = nh;
+    return s;
+  }
+
+  // One part of a dense backward: its own problem (batch entries, heads), K, O and dO staged
+  // compact where its views reach past 2^31, and its LSE packed [nb, nh, S] in ws.stats.
+  Status backward_part(const LocalProblem& p, const BackwardViews& t, const LocalBackwardArgs& a,
+                       const detail::DensePart& part, const Layout& ws, Stream stream) {
+    const std::int64_t ratio = p.num_heads_q_local / p.num_heads_kv_local;
+    const std::int64_t q0 = part.kv0 * ratio, nq = part.nkv * ratio;
+    LocalProblem pp = p;
+    pp.batch = part.nb;
+    pp.head_offset_q += static_cast<int>(q0);
+    pp.head_offset_kv += static_cast<int>(part.kv0);
+    pp.num_heads_q_local = static_cast<int>(nq);
+    pp.num_heads_kv_local = static_cast<int>(part.nkv);
+    auto kv = [&](const TensorView& v) { return part_of(v, part.b0, part.nb, part.kv0, part.nkv); };
+    auto qs = [&](const TensorView& v) { return part_of(v, part.b0, part.nb, q0, nq); };
+    BackwardViews s{.q = qs(t.q),
+                    .k = kv(t.k),
+                    .v = kv(t.v),
+                    .o = qs(t.o),
+                    .d_o = qs(t.d_o),
+                    .dq = qs(t.dq),
+                    .dk = kv(t.dk),
+                    .dv = kv(t.dv)};
+    std::size_t bytes = 0;
+    TensorView* staged[] = {&s.k, &s.o, &s.d_o};
+    for (TensorView* v : staged) {
+      if (!fits(*v)) bytes += align_up(static_cast<std::size_t>(v->numel()) * dtype_size(p.dtype));
+    }
+    if (bytes > 0) {
+      ULYSSES_RETURN_IF_ERROR(grow(stage_, stage_bytes_, bytes, stream));
+      char* at = static_cast<char*>(stage_);
+      for (TensorView* v : staged) {
+        if (fits(*v)) continue;
+        const TensorView compact = TensorView::contiguous(
+            at, p.dtype, {v->size(0), v->size(1), v->size(2), v->size(3)}, device());
+        ULYSSES_RETURN_IF_ERROR(kernels::cuda::copy_act(compact, *v, stream));
+        at += align_up(static_cast<std::size_t>(v->numel()) * dtype_size(p.dtype));
+        *v = compact;
+      }
+    }
+    // Stats: before cuDNN 9.26 the backward reads a non-ragged Stats input as packed [B, H, S].
+    TensorView lse = a.lse;
+    lse.data = static_cast<float*>(a.lse.data) + part.b0 * a.lse.stride(0) + q0 * a.lse.stride(1);
+    lse.shape[0] = part.nb;
+    lse.shape[1] = nq;
+    s.lse = TensorView::contiguous(ws.stats, DType::kFloat32, {part.nb, nq, p.seqlen}, device());
+    ULYSSES_RETURN_IF_ERROR(kernels::cuda::copy_lse(s.lse, lse, stream));
+    const std::vector<detail::RaggedGroup> one(1);
+    return backward_graph(pp, s, a, Varlen{}, one, ws, stream);
+  }
+
+  // The cuDNN backward graph for views t (built once per descriptor, cached), run once per group
+  // of packed sequences (one group, rows 0, for a dense call).
+  Status backward_graph(const LocalProblem& p, const BackwardViews& t, const LocalBackwardArgs& a,
+                        const Varlen& vl, std::span<const detail::RaggedGroup> groups,
+                        const Layout& ws, Stream stream) {
+    RaggedRows rows;
+    const TensorDesc q = act_desc(t.q, vl), k = act_desc(t.k, vl), v = act_desc(t.v, vl),
+                     o = act_desc(t.o, vl), d_o = act_desc(t.d_o, vl), dq = act_desc(t.dq, vl),
+                     dkd = act_desc(t.dk, vl), dvd = act_desc(t.dv, vl), l = lse_desc(t.lse, vl);
+    std::map<std::int64_t, int> ragged;
+    if (vl.on) {
+      using Entry = std::pair<std::int64_t, const TensorView*>;
+      const Entry entries[] = {{kQ, &t.q},    {kK, &t.k},   {kV, &t.v},   {kO, &t.o},
+                               {kDO, &t.d_o}, {kDQ, &t.dq}, {kDK, &t.dk}, {kDV, &t.dv}};
+      for (const auto& [uid, view] : entries) {
+        const bool key_side = uid == kK || uid == kV || uid == kDK || uid == kDV;
+        ragged[uid] = rows.row(view->stride(1), vl.rows && key_side ? 1 : 0);
+      }
+      ragged[kStats] = rows.row(t.lse.stride(2));
+    }
+    std::ostringstream key;
+    key << "bwd|" << describe(p, vl) << "|q" << q << "|k" << k << "|v" << v << "|o" << o << "|do"
+        << d_o << "|dq" << dq << "|dk" << dkd << "|dv" << dvd << "|l" << l << "|r"
+        << ragged_key(ragged) << "|det" << options_.deterministic;
+    auto built = cached(key.str(), [&]() -> Result<BuiltGraph> {
+      auto g = new_graph(p);
+      auto Q = g->tensor(tensor("Q", kQ, q));
+      auto K = g->tensor(tensor("K", kK, k));
+      auto V = g->tensor(tensor("V", kV, v));
+      auto O = g->tensor(tensor("O", kO, o));
+      auto dO = g->tensor(tensor("dO", kDO, d_o));
+      auto Stats = g->tensor(tensor("Stats", kStats, l).set_data_type(fe::DataType_t::FLOAT));
+      fe::graph::SDPA_backward_attributes at;
+      at.set_name("sdpa_backward").set_attn_scale(p.config.scale());
+      at.set_deterministic_algorithm(options_.deterministic);
+      apply_masks(at, p);
+      if (p.config.sinks) {
+        at.set_sink_token(g->tensor(sink_tensor("sink", kSink, p)));
+        at.set_dsink_token(g->tensor(sink_tensor("dsink", kDSink, p)));
+      }
+      if (vl.on) {
+        auto [sq, skv] = seq_len_tensors(*g, vl);
+        at.set_padding_mask(true).set_seq_len_q(sq).set_seq_len_kv(skv);
+        at.set_max_total_seq_len_q(p.seqlen).set_max_total_seq_len_kv(p.kv_len());
+        using Entry = std::pair<std::shared_ptr<fe::graph::Tensor_attributes>, std::int64_t>;
+        const Entry entries[] = {{Q, kQ}, {K, kK}, {V, kV}, {O, kO}, {dO, kDO}, {Stats, kStats}};
+        for (const auto& [x, uid] : entries)
+          x->set_ragged_offset(g->tensor(ragged_tensor(uid, vl)));
+      }
+      auto [dQ, dK, dV] = g->sdpa_backward(Q, K, V, O, dO, Stats, at);
+      dQ->set_output(true).set_uid(kDQ).set_dim(dq.dim).set_stride(dq.stride);
+      dK->set_output(true).set_uid(kDK).set_dim(dkd.dim).set_stride(dkd.stride);
+      dV->set_output(true).set_uid(kDV).set_dim(dvd.dim).set_stride(dvd.stride);
+      if (vl.on) {
+        dQ->set_ragged_offset(g->tensor(ragged_tensor(kDQ, vl)));
+        dK->set_ragged_offset(g->tensor(ragged_tensor(kDK, vl)));
+        dV->set_ragged_offset(g->tensor(ragged_tensor(kDV, vl)));
+      }
+      if (p.config.sinks) {
+        // dsink is declared through the attributes; mark it as an output of the graph.
+        at.outputs[fe::graph::SDPA_backward_attributes::output_names::DSINK_TOKEN]->set_output(
+            true);
+      }
+      return build(g, "backward", p);
+    });
+    if (!built.is_ok()) return built.status();
+    // One call per run of sequences, every view starting at the run's first rows (query side: Q,
+    // O, dO, dQ and the LSE; key side: K, V, dK, dV).
+    for (const detail::RaggedGroup& g : groups) {
+      const std::int64_t r = g.q_row, rk = g.kv_row;
+      std::unordered_map<std::int64_t, void*> pack = {
+          {kQ, at_row(t.q, r)},   {kK, at_row(t.k, rk)},   {kV, at_row(t.v, rk)},
+          {kO, at_row(t.o, r)},   {kDO, at_row(t.d_o, r)}, {kStats, at_row(t.lse, r, 2)},
+          {kDQ, at_row(t.dq, r)}, {kDK, at_row(t.dk, rk)}, {kDV, at_row(t.dv, rk)}};
+      if (p.config.sinks) {
+        pack[kSink] = sink_ptr(a.sinks, p);
+        pack[kDSink] = sink_ptr(a.dsinks, p);
+      }
+      if (vl.on) {
+        ULYSSES_RETURN_IF_ERROR(
+            fill_varlen(a.cu_seqlens_device, a.rows, vl, rows, ragged, ws, pack, stream, g));
+      }
+      ULYSSES_RETURN_IF_ERROR(execute(**built, pack, ws, stream));
+    }
+    return Status::ok();
   }
 
   // The address of row `row` of dimension `dim` (tokens: 1 for activations, 2 for the LSE).
@@ -1014,6 +1134,8 @@ class CudnnAttention final : public LocalAttention {
   mutable std::map<std::string, std::size_t> ws_cache_;
   void* overflow_ = nullptr;  // see execute()
   std::size_t overflow_bytes_ = 0;
+  void* stage_ = nullptr;  // compact K, O, dO of a dense backward part (backward_part())
+  std::size_t stage_bytes_ = 0;
 };
 
 }  // namespace

@@ -16,7 +16,7 @@ namespace ulysses::kernels::cuda {
 /// token stride in `token_strides`, ragged offsets[k][i] = (cu_seqlens[min(i, num_seqs)] -
 /// base_row) * stride (i <= padded), written at offsets + k * (padded + 1). Lengths are int32,
 /// offsets int64 (elements: a packed tensor may span more than 2^31 of them). base_row: the row
-/// the tensors' pointers start at (a run of sequences given to one call, ragged_groups.h).
+/// the tensors' pointers start at (a run of sequences given to one call, attention/call_parts.h).
 Status varlen_metadata(const std::int32_t* cu_seqlens, int num_seqs, int padded,
                        std::int64_t base_row, std::span<const std::int64_t> token_strides,
                        std::int32_t* seq_len, std::int64_t* offsets, Stream stream);

@@ -9,6 +9,10 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <thread>
+#include <utility>
+#include <vector>
 
 #include "gpu/gpu_util.h"
 
@@ -725,6 +729,279 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
   // Rows so wide that each sequence spans past 2^31 by itself: refused, naming the first.
   RowsOut unused;
   run(len0, (kPast / (len1 - 1) + 8) / 8 * 8, true, unused, "sequence 0");
+}
+
+// Dense views past 2^31 elements: one sequence whose rows hold q | k | v | o | dO | dq | dk | dv
+// 2^20 elements apart, so its last rows lie past element 2^31 of every view, as Ulysses' receive
+// buffer at cp = 2 does past ~700k tokens (rows of 24 heads x 128) and cp = 1's tensors past 512k.
+// Forward and backward (deterministic) must give the bits of the same call on narrow rows. The
+// first run of this test (before dense_parts()) found cuDNN 9.19's backward wrong there: dQ past
+// row 2^31 / 2^20 and dK everywhere, O, LSE and dV right (it reads K, O and dO with 32-bit
+// offsets); the backend now stages those three compact when their views reach past 2^31.
+TEST(Cudnn, DenseViewsPast2To31Elements) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const DType dt = DType::kBFloat16;
+  const int Hq = 4, Hkv = 2, D = 64;
+  const std::int64_t wide = std::int64_t{1} << 20, S = (std::int64_t{1} << 31) / wide + 64;
+  const std::array<int, 8> heads = {Hq, Hkv, Hkv, Hq, Hq, Hq, Hkv, Hkv};
+  std::array<std::int64_t, 8> chan{};
+  std::int64_t used = 0;
+  for (std::size_t i = 0; i < heads.size(); ++i) {
+    chan[i] = used;
+    used += heads[i] * D;
+  }
+  const AttentionConfig cfg{.num_heads_q = Hq, .num_heads_kv = Hkv, .head_dim = D, .causal = true};
+  HostTensor q(dt, {1, S, Hq, D}), k(dt, {1, S, Hkv, D}), v = k, d_o = q;
+  for (HostTensor* t : {&q, &k, &v, &d_o}) testing::fill_uniform(*t, rng, -1.0, 1.0);
+  auto kernel = create_cudnn_attention(0, {.deterministic = true});
+  ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
+  const LocalProblem p = LocalProblem::unsharded(cfg, dt, 1, S);
+  struct Out {
+    HostTensor o, lse, dq, dk, dv;
+  };
+  auto run = [&](std::int64_t C, Out& out) {
+    SCOPED_TRACE("rows " + std::to_string(C) + " elements apart");
+    const std::size_t row_bytes = static_cast<std::size_t>(C) * 2,
+                      bytes = static_cast<std::size_t>(S) * row_bytes;
+    testing::DeviceBytes buf(bytes), lse_buf(static_cast<std::size_t>(Hq * S) * 4);
+    ASSERT_CUDA(cudaMemset(buf.ptr, 0xFF, bytes));  // NaN
+    ASSERT_CUDA(cudaMemset(lse_buf.ptr, 0xFF, static_cast<std::size_t>(Hq * S) * 4));
+    auto view = [&](std::size_t i) {
+      return TensorView::strided(static_cast<char*>(buf.ptr) + chan[i] * 2, dt, {1, S, heads[i], D},
+                                 {S * C, C, D, 1}, Device::cuda(0));
+    };
+    auto copy = [&](std::size_t i, HostTensor& h, bool upload) {
+      const std::size_t w = static_cast<std::size_t>(heads[i] * D) * 2;
+      char* dev = static_cast<char*>(buf.ptr) + chan[i] * 2;
+      ASSERT_CUDA(upload ? cudaMemcpy2D(dev, row_bytes, h.storage.data(), w, w,
+                                        static_cast<std::size_t>(S), cudaMemcpyHostToDevice)
+                         : cudaMemcpy2D(h.storage.data(), w, dev, row_bytes, w,
+                                        static_cast<std::size_t>(S), cudaMemcpyDeviceToHost));
+    };
+    copy(0, q, true);
+    copy(1, k, true);
+    copy(2, v, true);
+    copy(4, d_o, true);
+    testing::DeviceBytes ws((*kernel)->workspace_bytes(p));
+    const TensorView lse =
+        TensorView::contiguous(lse_buf.ptr, DType::kFloat32, {1, Hq, S}, Device::cuda(0));
+    Status st = (*kernel)->forward(
+        p,
+        {.q = view(0), .k = view(1), .v = view(2), .o = view(3), .lse = lse, .workspace = ws.ptr},
+        nullptr);
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
+    st = (*kernel)->backward(p,
+                             {.q = view(0),
+                              .k = view(1),
+                              .v = view(2),
+                              .o = view(3),
+                              .lse = lse,
+                              .d_o = view(4),
+                              .dq = view(5),
+                              .dk = view(6),
+                              .dv = view(7),
+                              .workspace = ws.ptr},
+                             nullptr);
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    out.o = HostTensor(dt, {1, S, Hq, D});
+    out.dq = HostTensor(dt, {1, S, Hq, D});
+    out.dk = HostTensor(dt, {1, S, Hkv, D});
+    out.dv = HostTensor(dt, {1, S, Hkv, D});
+    out.lse = HostTensor(DType::kFloat32, {1, Hq, S});
+    copy(3, out.o, false);
+    copy(5, out.dq, false);
+    copy(6, out.dk, false);
+    copy(7, out.dv, false);
+    ASSERT_CUDA(cudaMemcpy(out.lse.storage.data(), lse_buf.ptr, out.lse.storage.size(),
+                           cudaMemcpyDeviceToHost));
+  };
+  Out narrow, far;
+  run(used, narrow);
+  if (HasFatalFailure()) return;
+  ASSERT_GT((S - 1) * wide, std::int64_t{1} << 31);
+  run(wide, far);
+  if (HasFatalFailure()) return;
+  for (const HostTensor* t : {&narrow.o, &narrow.dq, &narrow.dk, &narrow.dv, &narrow.lse}) {
+    EXPECT_EQ(testing::count_nan(*t), 0) << "unwritten or NaN elements";
+  }
+  EXPECT_BITWISE_EQ(narrow.o, far.o, "O");
+  EXPECT_BITWISE_EQ(narrow.lse, far.lse, "LSE");
+  EXPECT_BITWISE_EQ(narrow.dq, far.dq, "dQ");
+  EXPECT_BITWISE_EQ(narrow.dk, far.dk, "dK");
+  EXPECT_BITWISE_EQ(narrow.dv, far.dv, "dV");
+}
+
+// Dense calls whose compact K, O or dO hold more than 2^31 elements (B x S x heads x head_dim):
+// the backend runs their backward in parts, by batch entries or by KV-head groups, staging a
+// part's views that still reach past 2^31 (DenseViewsPast2To31Elements is the in-place case).
+// Too large for the FP64 reference, so each is checked against the same inputs run as separate
+// calls that fit (batch entries or head halves in buffers of their own): O, dK and dV bitwise,
+// dQ within 1% of its largest magnitude (cuDNN adds dQ with atomics; past 2^31 it came out ~10x
+// off), and nothing unwritten (outputs start as NaN).
+struct BigDense {
+  std::int64_t B = 0, S = 0;
+  int Hq = 0, Hkv = 0;
+  static constexpr int D = 128;
+  std::vector<std::uint16_t> q, k, v, d_o;   // inputs, bf16 bits [B, S, H, D]
+  std::vector<std::uint16_t> o, dq, dk, dv;  // outputs, filled part by part
+  std::size_t n(int H) const { return static_cast<std::size_t>(B * S * H * D); }
+};
+
+// bf16 bits uniform in [-1, 1), from a hash of (seed, index) on every core: big inputs fast.
+std::vector<std::uint16_t> hashed_bf16(std::size_t n, std::uint64_t seed) {
+  std::vector<std::uint16_t> x(n);
+  const std::size_t T = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  for (std::size_t t = 0; t < T; ++t) {
+    pool.emplace_back([&, t] {
+      for (std::size_t i = n * t / T, end = n * (t + 1) / T; i < end; ++i) {
+        std::uint64_t z = seed * 0x9E3779B97F4A7C15ull + i * 0xD1B54A32D192ED03ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        const float f = static_cast<float>(static_cast<double>((z ^ (z >> 31)) >> 40) * 0x1p-23) -
+                        1.0f;  // [-1, 1)
+        std::uint32_t bits = 0;
+        std::memcpy(&bits, &f, 4);
+        x[i] = static_cast<std::uint16_t>(bits >> 16);
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  return x;
+}
+
+// Forward and backward on batch entries [b0, b0 + nb) and KV heads [kv0, kv0 + nkv) (with their
+// query heads) of `c`, in compact device tensors of their own; results land in c's outputs.
+void run_dense_part(LocalAttention& att, BigDense& c, std::int64_t b0, std::int64_t nb, int kv0,
+                    int nkv) {
+  const int r = c.Hq / c.Hkv, q0 = kv0 * r, nq = nkv * r, D = BigDense::D;
+  const AttentionConfig cfg{.num_heads_q = nq, .num_heads_kv = nkv, .head_dim = D, .causal = true};
+  const LocalProblem p = LocalProblem::unsharded(cfg, DType::kBFloat16, nb, c.S);
+  const std::size_t rows = static_cast<std::size_t>(nb * c.S);
+  struct T {
+    std::vector<std::uint16_t>* host;
+    int H, h0, h;
+  };
+  const T ts[] = {{&c.q, c.Hq, q0, nq},     {&c.k, c.Hkv, kv0, nkv}, {&c.v, c.Hkv, kv0, nkv},
+                  {&c.d_o, c.Hq, q0, nq},   {&c.o, c.Hq, q0, nq},    {&c.dq, c.Hq, q0, nq},
+                  {&c.dk, c.Hkv, kv0, nkv}, {&c.dv, c.Hkv, kv0, nkv}};
+  std::vector<std::unique_ptr<testing::DeviceBytes>> dev;
+  std::vector<TensorView> views;
+  for (std::size_t i = 0; i < 8; ++i) {
+    const T& t = ts[i];
+    const std::size_t w = static_cast<std::size_t>(t.h * D) * 2;
+    dev.push_back(std::make_unique<testing::DeviceBytes>(rows * w));
+    views.push_back(TensorView::contiguous(dev.back()->ptr, DType::kBFloat16, {nb, c.S, t.h, D},
+                                           Device::cuda(0)));
+    const std::size_t pitch = static_cast<std::size_t>(t.H * D) * 2;
+    auto* host = reinterpret_cast<char*>(t.host->data()) +
+                 static_cast<std::size_t>(b0 * c.S) * pitch +
+                 static_cast<std::size_t>(t.h0 * D) * 2;
+    if (i < 4) {
+      ASSERT_CUDA(cudaMemcpy2D(dev.back()->ptr, w, host, pitch, w, rows, cudaMemcpyHostToDevice));
+    } else {
+      ASSERT_CUDA(cudaMemset(dev.back()->ptr, 0xFF, rows * w));  // NaN
+    }
+  }
+  testing::DeviceBytes lse(static_cast<std::size_t>(nb * nq * c.S) * 4), ws(att.workspace_bytes(p));
+  const TensorView l =
+      TensorView::contiguous(lse.ptr, DType::kFloat32, {nb, nq, c.S}, Device::cuda(0));
+  Status st = att.forward(
+      p,
+      {.q = views[0], .k = views[1], .v = views[2], .o = views[4], .lse = l, .workspace = ws.ptr},
+      nullptr);
+  ASSERT_TRUE(st.is_ok()) << st.to_string();
+  st = att.backward(p,
+                    {.q = views[0],
+                     .k = views[1],
+                     .v = views[2],
+                     .o = views[4],
+                     .lse = l,
+                     .d_o = views[3],
+                     .dq = views[5],
+                     .dk = views[6],
+                     .dv = views[7],
+                     .workspace = ws.ptr},
+                    nullptr);
+  ASSERT_TRUE(st.is_ok()) << st.to_string();
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  for (std::size_t i = 4; i < 8; ++i) {
+    const T& t = ts[i];
+    const std::size_t w = static_cast<std::size_t>(t.h * D) * 2,
+                      pitch = static_cast<std::size_t>(t.H * D) * 2;
+    auto* host = reinterpret_cast<char*>(t.host->data()) +
+                 static_cast<std::size_t>(b0 * c.S) * pitch +
+                 static_cast<std::size_t>(t.h0 * D) * 2;
+    ASSERT_CUDA(cudaMemcpy2D(host, pitch, dev[i]->ptr, w, w, rows, cudaMemcpyDeviceToHost));
+  }
+}
+
+float bf16_value(std::uint16_t b) {
+  const std::uint32_t bits = std::uint32_t{b} << 16;
+  float f = 0;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// The whole call against `parts` (batch entries or KV-head ranges that fit by themselves).
+void check_big_dense(BigDense c, bool split_batch) {
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  c.q = hashed_bf16(c.n(c.Hq), seed);
+  c.k = hashed_bf16(c.n(c.Hkv), seed + 1);
+  c.v = hashed_bf16(c.n(c.Hkv), seed + 2);
+  c.d_o = hashed_bf16(c.n(c.Hq), seed + 3);
+  for (auto* out : {&c.o, &c.dq}) out->assign(c.n(c.Hq), 0);
+  for (auto* out : {&c.dk, &c.dv}) out->assign(c.n(c.Hkv), 0);
+  auto kernel = create_cudnn_attention(0);
+  ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
+  run_dense_part(**kernel, c, 0, c.B, 0, c.Hkv);
+  if (::testing::Test::HasFatalFailure()) return;
+  BigDense whole;  // its outputs: the whole call's
+  whole.o = std::exchange(c.o, std::vector<std::uint16_t>(c.o.size()));
+  whole.dq = std::exchange(c.dq, std::vector<std::uint16_t>(c.dq.size()));
+  whole.dk = std::exchange(c.dk, std::vector<std::uint16_t>(c.dk.size()));
+  whole.dv = std::exchange(c.dv, std::vector<std::uint16_t>(c.dv.size()));
+  if (split_batch) {
+    for (std::int64_t b = 0; b < c.B; ++b) run_dense_part(**kernel, c, b, 1, 0, c.Hkv);
+  } else {
+    run_dense_part(**kernel, c, 0, c.B, 0, c.Hkv / 2);
+    run_dense_part(**kernel, c, 0, c.B, c.Hkv / 2, c.Hkv - c.Hkv / 2);
+  }
+  if (::testing::Test::HasFatalFailure()) return;
+  auto nan_free = [](const std::vector<std::uint16_t>& x) {
+    return std::none_of(x.begin(), x.end(),
+                        [](std::uint16_t b) { return (b & 0x7F80) == 0x7F80 && (b & 0x7F); });
+  };
+  for (const auto* x : {&whole.o, &whole.dq, &whole.dk, &whole.dv}) {
+    EXPECT_TRUE(nan_free(*x)) << "unwritten or NaN elements";
+  }
+  EXPECT_TRUE(whole.o == c.o) << "O differs from the calls that fit";
+  EXPECT_TRUE(whole.dk == c.dk) << "dK differs from the calls that fit";
+  EXPECT_TRUE(whole.dv == c.dv) << "dV differs from the calls that fit";
+  double diff = 0, big = 0;
+  for (std::size_t i = 0; i < c.dq.size(); ++i) {
+    const double ref = bf16_value(c.dq[i]);
+    diff = std::max(diff, std::fabs(bf16_value(whole.dq[i]) - ref));
+    big = std::max(big, std::fabs(ref));
+  }
+  EXPECT_LE(diff, 0.01 * big) << "dQ: max |diff| " << diff << " of max |dQ| " << big;
+}
+
+TEST(Cudnn, DenseBatchPast2To31Elements) {
+  ULYSSES_REQUIRE_GPUS(1);
+  // O: 2 x 40000 x 256 x 128 = 2.6e9 elements, 1.3e9 per entry: two calls of one entry.
+  check_big_dense({.B = 2, .S = 40000, .Hq = 256, .Hkv = 64}, true);
+}
+
+TEST(Cudnn, DenseHeadsPast2To31Elements) {
+  ULYSSES_REQUIRE_GPUS(1);
+  // O: 70000 x 256 x 128 = 2.3e9 elements: two calls of 32 KV heads, K, O, dO staged compact.
+  check_big_dense({.B = 1, .S = 70000, .Hq = 256, .Hkv = 64}, false);
 }
 
 TEST(Cudnn, UnsupportedRequestsNameTheFeature) {

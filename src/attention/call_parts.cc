@@ -1,4 +1,4 @@
-#include "attention/ragged_groups.h"
+#include "attention/call_parts.h"
 
 #include <algorithm>
 
@@ -48,6 +48,40 @@ Result<std::vector<RaggedGroup>> ragged_groups(std::span<const std::int32_t> q_b
     groups.push_back(g);
   }
   return groups;
+}
+
+Result<std::vector<DensePart>> dense_parts(std::int64_t batch, std::int64_t q_rows,
+                                           std::int64_t kv_rows, std::int64_t hq, std::int64_t hkv,
+                                           std::int64_t head_dim, bool sinks, bool views_fit,
+                                           std::int64_t limit) {
+  if (views_fit) return std::vector<DensePart>{{0, batch, 0, hkv}};
+  const std::int64_t ratio = hq / hkv;
+  // Elements of one batch entry's compact K, O or dO (the largest) for g KV heads.
+  auto entry = [&](std::int64_t g) { return std::max(kv_rows, q_rows * ratio) * g * head_dim; };
+  std::int64_t g = hkv;
+  while (g > 0 && entry(g) > limit) --g;
+  if (g == 0) {
+    return invalid_argument(str_cat("one KV head of one batch entry holds ", entry(1),
+                                    " elements of K, O or dO (", q_rows, " query rows x ", ratio,
+                                    " query heads x ", head_dim, ", ", kv_rows,
+                                    " key rows), expected at most ", limit));
+  }
+  const std::int64_t head_parts = (hkv + g - 1) / g, widest = (hkv + head_parts - 1) / head_parts;
+  const std::int64_t nb = std::min(batch, limit / entry(widest));
+  if (sinks && nb < batch) {
+    return invalid_argument(str_cat("sinks with ", batch, " batch entries of ", entry(widest),
+                                    " elements: ", (batch + nb - 1) / nb, " calls of ", nb,
+                                    " entries, whose dSinks would have to be summed"));
+  }
+  std::vector<DensePart> parts;
+  for (std::int64_t b0 = 0; b0 < batch; b0 += nb) {
+    for (std::int64_t i = 0, kv0 = 0; i < head_parts; ++i) {
+      const std::int64_t n = hkv / head_parts + (i < hkv % head_parts ? 1 : 0);
+      parts.push_back({b0, std::min(nb, batch - b0), kv0, n});
+      kv0 += n;
+    }
+  }
+  return parts;
 }
 
 }  // namespace ulysses::detail

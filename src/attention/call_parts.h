@@ -1,8 +1,8 @@
-// ulysses: splitting a packed (ragged) kernel call into runs of whole sequences, each of whose
-// tensors lies within a given number of elements of the run's first rows. cuDNN 9.19's packed
-// backward returns wrong dQ and dK once a ragged offset passes 2^31 elements (see
-// cudnn_attention.cc); called once per run, with every view starting at the run's first row, it
-// never sees one. Host code: the CPU tests check the split.
+// ulysses: splitting a kernel call into parts that cuDNN 9.19's backward addresses correctly. It
+// reads some views with 32-bit offsets: past element 2^31 its dQ and dK come out wrong (packed
+// batches: every ragged offset; dense calls: K, O and dO; see cudnn_attention.cc). A packed call
+// runs as runs of whole sequences, each with its views starting at the run's first rows; a dense
+// one as parts of batch entries x KV-head groups. Host code: the CPU tests check both splits.
 #pragma once
 
 #include <cstdint>
@@ -38,5 +38,24 @@ Result<std::vector<RaggedGroup>> ragged_groups(std::span<const std::int32_t> q_b
                                                std::span<const std::int32_t> kv_begin,
                                                std::span<const std::int32_t> kv_len, RaggedExtent q,
                                                RaggedExtent kv, std::int64_t limit);
+
+/// Batch entries [b0, b0 + nb) and KV heads [kv0, kv0 + nkv) (with their query heads) of a dense
+/// call.
+struct DensePart {
+  std::int64_t b0 = 0, nb = 0;
+  std::int64_t kv0 = 0, nkv = 0;
+};
+
+/// A dense call of `batch` entries, `q_rows` query rows and `kv_rows` key rows per entry, hq query
+/// and hkv KV heads (hq a multiple of hkv) of head_dim elements. Returns the whole call when its
+/// views fit (`views_fit`); otherwise the fewest parts, balanced over the KV heads, in each of
+/// which one batch entry's compact K, O and dO, and all of the part's entries together, hold at
+/// most `limit` elements. `sinks`: parts must not split the batch (dSinks sum over it).
+/// InvalidArgument naming the shape when no part can (one KV head of one entry is too large), or
+/// when sinks would need the batch split.
+Result<std::vector<DensePart>> dense_parts(std::int64_t batch, std::int64_t q_rows,
+                                           std::int64_t kv_rows, std::int64_t hq, std::int64_t hkv,
+                                           std::int64_t head_dim, bool sinks, bool views_fit,
+                                           std::int64_t limit);
 
 }  // namespace ulysses::detail

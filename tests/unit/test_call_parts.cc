@@ -1,7 +1,9 @@
-// The split of a packed kernel call into runs of whole sequences (attention/ragged_groups.h): what
-// cuDNN's packed backward is given once a batch spans past 2^31 elements. Checked here with small
-// limits on hand-made and random row tables: the runs cover every sequence in order, each fits,
-// and none could take its next sequence too.
+// How a kernel call is split into parts that cuDNN's backward addresses correctly
+// (attention/call_parts.h), checked with small limits: packed calls into runs of whole sequences
+// (hand-made and random row tables: the runs cover every sequence in order, each fits, none could
+// take its next sequence too), dense calls into batch entries x KV-head groups (hand-made shapes
+// and random ones: the parts tile batch x heads, each fits, and as few as the balanced split
+// allows).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "attention/ragged_groups.h"
+#include "attention/call_parts.h"
 #include "common/test_util.h"
 
 namespace ulysses::detail {
@@ -199,6 +201,134 @@ TEST(RaggedGroups, RandomTablesSplitValidly) {
       expect_valid_split(t, *g, q, kv, limit);
     }
     if (HasFatalFailure()) return;
+  }
+}
+
+// Every (entry, KV head) in exactly one part; each part's compact K, O, dO (one entry, and all of
+// its entries) within the limit; parts balanced over the heads (sizes differ by at most one).
+void expect_valid_parts(const std::vector<DensePart>& parts, std::int64_t B, std::int64_t Sq,
+                        std::int64_t Skv, std::int64_t hq, std::int64_t hkv, std::int64_t D,
+                        std::int64_t limit) {
+  std::vector<int> seen(static_cast<std::size_t>(B * hkv), 0);
+  std::int64_t smallest = hkv, largest = 0;
+  for (const DensePart& p : parts) {
+    ASSERT_GE(p.b0, 0);
+    ASSERT_LE(p.b0 + p.nb, B);
+    ASSERT_GE(p.kv0, 0);
+    ASSERT_LE(p.kv0 + p.nkv, hkv);
+    ASSERT_GT(p.nb, 0);
+    ASSERT_GT(p.nkv, 0);
+    for (std::int64_t b = p.b0; b < p.b0 + p.nb; ++b) {
+      for (std::int64_t h = p.kv0; h < p.kv0 + p.nkv; ++h)
+        ++seen[static_cast<std::size_t>(b * hkv + h)];
+    }
+    const std::int64_t entry = std::max(Skv * p.nkv, Sq * p.nkv * (hq / hkv)) * D;
+    EXPECT_LE(p.nb * entry, limit) << "part at entry " << p.b0 << ", KV head " << p.kv0;
+    smallest = std::min(smallest, p.nkv);
+    largest = std::max(largest, p.nkv);
+  }
+  EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](int n) { return n == 1; }))
+      << "an (entry, KV head) in no part or in two";
+  EXPECT_LE(largest - smallest, 1) << "unbalanced head groups";
+}
+
+TEST(DenseParts, CallWhoseViewsFitIsWhole) {
+  auto p = dense_parts(4, 1 << 20, 1 << 20, 32, 8, 128, false, true, 1000);
+  ASSERT_TRUE(p.is_ok());
+  ASSERT_EQ(p->size(), 1u);
+  EXPECT_EQ((*p)[0].nb, 4);
+  EXPECT_EQ((*p)[0].nkv, 8);
+}
+
+TEST(DenseParts, CompactEntriesThatFitAreOnePart) {
+  // Views reach past the limit (long row strides) but the compact tensors do not: one part,
+  // staged by the caller.
+  auto p = dense_parts(2, 100, 100, 8, 2, 4, false, false, 100 * 8 * 4 * 2);
+  ASSERT_TRUE(p.is_ok());
+  ASSERT_EQ(p->size(), 1u);
+  EXPECT_EQ((*p)[0].nb, 2);
+  EXPECT_EQ((*p)[0].nkv, 2);
+}
+
+TEST(DenseParts, SplitsBatchEntriesFirst) {
+  // The test_gpu_cudnn shape: 2 x 40000 rows x 256 query heads (64 KV) x 128 past 2^31, one
+  // entry under it: two parts of one entry, every head.
+  const std::int64_t limit = std::int64_t{1} << 31;
+  auto p = dense_parts(2, 40000, 40000, 256, 64, 128, false, false, limit);
+  ASSERT_TRUE(p.is_ok()) << p.status().to_string();
+  ASSERT_EQ(p->size(), 2u);
+  EXPECT_EQ((*p)[1].b0, 1);
+  EXPECT_EQ((*p)[1].nkv, 64);
+  expect_valid_parts(*p, 2, 40000, 40000, 256, 64, 128, limit);
+  // With sinks that split is refused: dSinks sum over the batch.
+  auto s = dense_parts(2, 40000, 40000, 256, 64, 128, true, false, limit);
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.status().message().find("sinks"), std::string::npos) << s.status().message();
+}
+
+TEST(DenseParts, SplitsHeadsWhenOneEntryDoesNotFit) {
+  // 70000 rows x 256 x 128 = 2.3e9: two parts of 32 KV heads (128 query heads).
+  const std::int64_t limit = std::int64_t{1} << 31;
+  auto p = dense_parts(1, 70000, 70000, 256, 64, 128, true, false, limit);
+  ASSERT_TRUE(p.is_ok()) << p.status().to_string();
+  ASSERT_EQ(p->size(), 2u);
+  EXPECT_EQ((*p)[0].nkv, 32);
+  EXPECT_EQ((*p)[1].kv0, 32);
+  expect_valid_parts(*p, 1, 70000, 70000, 256, 64, 128, limit);
+  // 8 KV heads of which 5 would fit: two parts of 4, not 5 + 3.
+  auto q = dense_parts(3, 10, 10, 8, 8, 1, false, false, 50);
+  ASSERT_TRUE(q.is_ok());
+  ASSERT_EQ(q->size(), 6u);  // 3 entries (one fits at a time with 4 heads: 40 of 50) x 2
+  EXPECT_EQ((*q)[0].nkv, 4);
+  expect_valid_parts(*q, 3, 10, 10, 8, 8, 1, 50);
+}
+
+TEST(DenseParts, KeysLongerThanQueriesBindToo) {
+  auto p = dense_parts(1, 10, 1000, 4, 4, 1, false, false, 2500);  // K: 1000 per head
+  ASSERT_TRUE(p.is_ok());
+  EXPECT_EQ(p->size(), 2u);
+  expect_valid_parts(*p, 1, 10, 1000, 4, 4, 1, 2500);
+}
+
+TEST(DenseParts, OneHeadTooLargeIsNamed) {
+  auto p = dense_parts(1, 3000, 3000, 8, 2, 1, false, false, 10000);  // 3000 x 4 query heads
+  ASSERT_FALSE(p.is_ok());
+  EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument);
+  const std::string m = p.status().message();
+  EXPECT_NE(m.find("12000 elements"), std::string::npos) << m;
+  EXPECT_NE(m.find("3000 query rows"), std::string::npos) << m;
+}
+
+TEST(DenseParts, RandomShapesSplitValidly) {
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (int trial = 0; trial < 500; ++trial) {
+    SCOPED_TRACE("trial " + std::to_string(trial));
+    const std::int64_t B = pick(1, 6), hkv = pick(1, 9), hq = hkv * pick(1, 4), D = pick(1, 4),
+                       Sq = pick(1, 50), Skv = pick(0, 1) ? Sq : pick(1, 80);
+    const std::int64_t limit = pick(1, 3000);
+    const bool sinks = pick(0, 3) == 0;
+    auto p = dense_parts(B, Sq, Skv, hq, hkv, D, sinks, false, limit);
+    const std::int64_t one_head = std::max(Skv, Sq * (hq / hkv)) * D;
+    if (one_head > limit) {
+      EXPECT_FALSE(p.is_ok());
+      continue;
+    }
+    if (!p.is_ok()) {
+      EXPECT_TRUE(sinks) << p.status().to_string();
+      continue;
+    }
+    expect_valid_parts(*p, B, Sq, Skv, hq, hkv, D, limit);
+    if (HasFatalFailure()) return;
+    // As few head groups as the largest that fits allows, and entries per part as many as fit.
+    std::int64_t g = hkv;
+    while (std::max(Skv, Sq * (hq / hkv)) * g * D > limit) --g;
+    const std::int64_t head_parts = (hkv + g - 1) / g;
+    const std::int64_t widest = (hkv + head_parts - 1) / head_parts;
+    const std::int64_t nb = std::min(B, limit / (std::max(Skv, Sq * (hq / hkv)) * widest * D));
+    EXPECT_EQ(static_cast<std::int64_t>(p->size()), head_parts * ((B + nb - 1) / nb));
   }
 }
 
