@@ -26,6 +26,7 @@
 #include "bench/bench_options.h"
 #include "bench/call_trace.h"
 #include "common/dtype_convert.h"
+#include "common/random_fill.h"
 #include "kernels/layout.h"
 #include "ulysses/gpu.h"
 #include "ulysses/ulysses.h"
@@ -256,36 +257,10 @@ struct Inputs {
   std::vector<float> sinks;  // --sinks: one logit per query head
 };
 
-// n bf16 values uniform in [-1, 1), element i a function of (seed, stream, i) alone (SplitMix64),
-// so that threads fill parts of it: one generator ran at ~15 ns per element, ~20 s for 128k tokens'
-// Q, K, V and dO and minutes at 1M, device time spent waiting on the host.
-std::vector<std::uint16_t> random_bf16(std::size_t n, std::uint64_t seed, std::uint64_t stream) {
-  auto mix = [](std::uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  };
-  constexpr std::uint64_t kGolden = 0x9E3779B97F4A7C15ull;
-  const std::uint64_t key = mix(seed * kGolden + mix(stream + 1));
-  std::vector<std::uint16_t> x(n);
-  const std::size_t threads = std::clamp<std::size_t>(std::thread::hardware_concurrency(), 1,
-                                                      std::max<std::size_t>(1, n >> 20));
-  std::vector<std::thread> pool;
-  for (std::size_t t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      for (std::size_t i = n * t / threads, end = n * (t + 1) / threads; i < end; ++i) {
-        const double u = static_cast<double>(mix(key + i * kGolden) >> 11) * 0x1.0p-53;
-        x[i] = detail::double_to_bf16_bits(2.0 * u - 1.0);
-      }
-    });
-  }
-  for (auto& t : pool) t.join();
-  return x;
-}
-
 Inputs make_inputs(const Shape& s, std::uint64_t seed) {
   auto fill = [&](int heads, std::uint64_t stream) {
-    return random_bf16(static_cast<std::size_t>(s.B * s.S * heads * s.D), seed, stream);
+    return detail::random_bf16_bits(static_cast<std::size_t>(s.B * s.S * heads * s.D), seed,
+                                    stream);
   };
   Inputs in;
   in.q = fill(s.Hq, 0);
@@ -488,7 +463,7 @@ double time_local_kernel(const Shape& s, int P, bool packed, int iters) {
   BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
   {  // Random inputs: constant data runs measurably faster than real data (docs/PERF.md).
     const std::vector<std::uint16_t> h =
-        random_bf16(tok * static_cast<std::size_t>(C * D), 1234, 0);
+        detail::random_bf16_bits(tok * static_cast<std::size_t>(C * D), 1234, 0);
     BENCH_CUDA(cudaMemcpy(qkv, h.data(), h.size() * e, cudaMemcpyHostToDevice));
     BENCH_CUDA(cudaMemcpy(d_o, h.data(), tok * static_cast<std::size_t>(hq * D) * e,
                           cudaMemcpyHostToDevice));

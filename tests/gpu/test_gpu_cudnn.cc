@@ -10,10 +10,10 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
-#include <thread>
 #include <utility>
 #include <vector>
 
+#include "common/random_fill.h"
 #include "gpu/gpu_util.h"
 
 namespace ulysses {
@@ -500,6 +500,21 @@ TEST(Cudnn, AccumulatedGradientsAddToTheRunningSums) {
   EXPECT_NE(s.message().find("accumulate_dkv"), std::string::npos) << s.message();
 }
 
+// One buffer row holding q | k | v | o | dO | dq | dk | dv side by side (as Ulysses' receive
+// buffer holds Q|K|V): each channel's heads, its first element in the row, and the elements a row
+// uses.
+struct Channels {
+  std::array<int, 8> heads;
+  std::array<std::int64_t, 8> at{};
+  std::int64_t used = 0;
+  Channels(int hq, int hkv, int d) : heads{hq, hkv, hkv, hq, hq, hq, hkv, hkv} {
+    for (std::size_t i = 0; i < heads.size(); ++i) {
+      at[i] = used;
+      used += heads[i] * d;
+    }
+  }
+};
+
 // Ragged offsets past 2^31 elements (int64 since cuDNN 9.5): two sequences in one buffer whose
 // rows hold q | k | v | o | dO | dq | dk | dv side by side (as Ulysses' receive buffer holds
 // Q|K|V), the second sequence's rows more than 2^31 elements in, as in a decode batch of long
@@ -520,14 +535,10 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
   const int Hq = 4, Hkv = 2, D = 64;
   const std::int64_t len0 = 48, len1 = 40, N = len0 + len1;
   const std::int64_t kPast = std::int64_t{1} << 31;
-  // Channel offsets of one row: q, k, v, o, dO, dq, dk, dv.
-  const std::array<int, 8> heads = {Hq, Hkv, Hkv, Hq, Hq, Hq, Hkv, Hkv};
-  std::array<std::int64_t, 8> chan{};
-  std::int64_t used = 0;
-  for (std::size_t i = 0; i < heads.size(); ++i) {
-    chan[i] = used;
-    used += heads[i] * D;
-  }
+  const Channels ch(Hq, Hkv, D);
+  const auto& heads = ch.heads;
+  const auto& chan = ch.at;
+  const std::int64_t used = ch.used;
   const AttentionConfig cfg{.num_heads_q = Hq, .num_heads_kv = Hkv, .head_dim = D, .causal = true};
   HostTensor q(dt, {1, N, Hq, D}), k(dt, {1, N, Hkv, D}), v = k, d_o = q;
   for (HostTensor* t : {&q, &k, &v, &d_o}) testing::fill_uniform(*t, rng, -1.0, 1.0);
@@ -746,13 +757,10 @@ TEST(Cudnn, DenseViewsPast2To31Elements) {
   const DType dt = DType::kBFloat16;
   const int Hq = 4, Hkv = 2, D = 64;
   const std::int64_t wide = std::int64_t{1} << 20, S = (std::int64_t{1} << 31) / wide + 64;
-  const std::array<int, 8> heads = {Hq, Hkv, Hkv, Hq, Hq, Hq, Hkv, Hkv};
-  std::array<std::int64_t, 8> chan{};
-  std::int64_t used = 0;
-  for (std::size_t i = 0; i < heads.size(); ++i) {
-    chan[i] = used;
-    used += heads[i] * D;
-  }
+  const Channels ch(Hq, Hkv, D);
+  const auto& heads = ch.heads;
+  const auto& chan = ch.at;
+  const std::int64_t used = ch.used;
   const AttentionConfig cfg{.num_heads_q = Hq, .num_heads_kv = Hkv, .head_dim = D, .causal = true};
   HostTensor q(dt, {1, S, Hq, D}), k(dt, {1, S, Hkv, D}), v = k, d_o = q;
   for (HostTensor* t : {&q, &k, &v, &d_o}) testing::fill_uniform(*t, rng, -1.0, 1.0);
@@ -851,29 +859,6 @@ struct BigDense {
   std::size_t n(int H) const { return static_cast<std::size_t>(B * S * H * D); }
 };
 
-// bf16 bits uniform in [-1, 1), from a hash of (seed, index) on every core: big inputs fast.
-std::vector<std::uint16_t> hashed_bf16(std::size_t n, std::uint64_t seed) {
-  std::vector<std::uint16_t> x(n);
-  const std::size_t T = std::max(1u, std::thread::hardware_concurrency());
-  std::vector<std::thread> pool;
-  for (std::size_t t = 0; t < T; ++t) {
-    pool.emplace_back([&, t] {
-      for (std::size_t i = n * t / T, end = n * (t + 1) / T; i < end; ++i) {
-        std::uint64_t z = seed * 0x9E3779B97F4A7C15ull + i * 0xD1B54A32D192ED03ull;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        const float f = static_cast<float>(static_cast<double>((z ^ (z >> 31)) >> 40) * 0x1p-23) -
-                        1.0f;  // [-1, 1)
-        std::uint32_t bits = 0;
-        std::memcpy(&bits, &f, 4);
-        x[i] = static_cast<std::uint16_t>(bits >> 16);
-      }
-    });
-  }
-  for (auto& t : pool) t.join();
-  return x;
-}
-
 // Forward and backward on batch entries [b0, b0 + nb) and KV heads [kv0, kv0 + nkv) (with their
 // query heads) of `c`, in compact device tensors of their own; results land in c's outputs.
 void run_dense_part(LocalAttention& att, BigDense& c, std::int64_t b0, std::int64_t nb, int kv0,
@@ -951,10 +936,10 @@ float bf16_value(std::uint16_t b) {
 void check_big_dense(BigDense c, bool split_batch) {
   const auto seed = testing::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
-  c.q = hashed_bf16(c.n(c.Hq), seed);
-  c.k = hashed_bf16(c.n(c.Hkv), seed + 1);
-  c.v = hashed_bf16(c.n(c.Hkv), seed + 2);
-  c.d_o = hashed_bf16(c.n(c.Hq), seed + 3);
+  c.q = detail::random_bf16_bits(c.n(c.Hq), seed, 0);
+  c.k = detail::random_bf16_bits(c.n(c.Hkv), seed, 1);
+  c.v = detail::random_bf16_bits(c.n(c.Hkv), seed, 2);
+  c.d_o = detail::random_bf16_bits(c.n(c.Hq), seed, 3);
   for (auto* out : {&c.o, &c.dq}) out->assign(c.n(c.Hq), 0);
   for (auto* out : {&c.dk, &c.dv}) out->assign(c.n(c.Hkv), 0);
   auto kernel = create_cudnn_attention(0);
