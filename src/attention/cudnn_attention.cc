@@ -848,11 +848,11 @@ class CudnnAttention final : public LocalAttention {
   }
 
   // Packed backward: cuDNN 9.19's backward took int64 ragged offsets past 2^31 elements and
-  // returned wrong dQ and dK (dV right, so Q, K, V, dO and the LSE were read right; the rowsum of
-  // dO * O is the likely culprit), measured on an H200 by test_gpu_cudnn's
-  // RaggedOffsetsPast2To31Elements. So a packed call whose tensors span more runs as several, each
-  // on whole sequences within 2^31 elements of its first rows (the same graph: padded batch and
-  // longest sequence are the call's). Forward has no such limit. Dense calls: one run, rows 0.
+  // returned wrong dQ and dK (dV right), measured on an H200 by test_gpu_cudnn's
+  // RaggedOffsetsPast2To31Elements: the 32-bit reads of K, O and dO that dense_parts() below
+  // describes. So a packed call whose views span more runs as several, each on whole sequences
+  // within 2^31 elements of its first rows (the same graph: padded batch and longest sequence are
+  // the call's). Every view bounds a run, not only those three: the per-view probe was dense.
   Result<std::vector<detail::RaggedGroup>> backward_groups(const LocalProblem& p,
                                                            const LocalBackwardArgs& a,
                                                            const Varlen& vl,
