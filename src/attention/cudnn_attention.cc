@@ -203,7 +203,23 @@ class CudnnAttention final : public LocalAttention {
                                  "9.26 or newer (running ",
                                  version, "; forward alone, training = false, runs)"));
     }
+    // A dense call past 2^31 elements runs in parts (dense_parts()); one that cannot be split is
+    // refused here, when a training plan is made, rather than by its first backward. Compact
+    // views bound every part: a part's view that reaches further is staged compact.
+    if (!p.varlen) {
+      const auto parts = detail::dense_parts(p.batch, p.seqlen, p.kv_len(), p.num_heads_q_local,
+                                             p.num_heads_kv_local, p.config.head_dim,
+                                             p.config.sinks, false, kIndexLimit);
+      if (!parts.is_ok()) return past_index_limit(parts.status());
+    }
     return Status::ok();
+  }
+
+  static Status past_index_limit(const Status& split) {
+    return unsupported(str_cat(kApi, "::backward: ", split.message(), " (2^31): cuDNN ",
+                               cudnnGetVersion(),
+                               "'s backward returned wrong dQ and dK past element 2^31 of K, O "
+                               "or dO"));
   }
 
   Status check_forward_support(const LocalProblem& p) const {
@@ -910,12 +926,7 @@ class CudnnAttention final : public LocalAttention {
     auto parts = detail::dense_parts(p.batch, p.seqlen, p.kv_len(), p.num_heads_q_local,
                                      p.num_heads_kv_local, p.config.head_dim, p.config.sinks,
                                      fits(t.k) && fits(t.o) && fits(t.d_o), kIndexLimit);
-    if (!parts.is_ok()) {
-      return unsupported(str_cat(kApi, "::backward: ", parts.status().message(), " (2^31): cuDNN ",
-                                 cudnnGetVersion(),
-                                 "'s backward returned wrong dQ and dK past element 2^31 of K, O "
-                                 "or dO"));
-    }
+    if (!parts.is_ok()) return past_index_limit(parts.status());
     return parts;
   }
 

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <random>
 #include <utility>
 #include <vector>
 
@@ -853,9 +854,11 @@ TEST(Cudnn, DenseViewsPast2To31Elements) {
 struct BigDense {
   std::int64_t B = 0, S = 0;
   int Hq = 0, Hkv = 0;
+  bool sinks = false;
   static constexpr int D = 128;
   std::vector<std::uint16_t> q, k, v, d_o;   // inputs, bf16 bits [B, S, H, D]
   std::vector<std::uint16_t> o, dq, dk, dv;  // outputs, filled part by part
+  std::vector<float> sink, dsink;            // [Hq] when sinks
   std::size_t n(int H) const { return static_cast<std::size_t>(B * S * H * D); }
 };
 
@@ -864,7 +867,8 @@ struct BigDense {
 void run_dense_part(LocalAttention& att, BigDense& c, std::int64_t b0, std::int64_t nb, int kv0,
                     int nkv) {
   const int r = c.Hq / c.Hkv, q0 = kv0 * r, nq = nkv * r, D = BigDense::D;
-  const AttentionConfig cfg{.num_heads_q = nq, .num_heads_kv = nkv, .head_dim = D, .causal = true};
+  const AttentionConfig cfg{
+      .num_heads_q = nq, .num_heads_kv = nkv, .head_dim = D, .causal = true, .sinks = c.sinks};
   const LocalProblem p = LocalProblem::unsharded(cfg, DType::kBFloat16, nb, c.S);
   const std::size_t rows = static_cast<std::size_t>(nb * c.S);
   struct T {
@@ -895,10 +899,25 @@ void run_dense_part(LocalAttention& att, BigDense& c, std::int64_t b0, std::int6
   testing::DeviceBytes lse(static_cast<std::size_t>(nb * nq * c.S) * 4), ws(att.workspace_bytes(p));
   const TensorView l =
       TensorView::contiguous(lse.ptr, DType::kFloat32, {nb, nq, c.S}, Device::cuda(0));
-  Status st = att.forward(
-      p,
-      {.q = views[0], .k = views[1], .v = views[2], .o = views[4], .lse = l, .workspace = ws.ptr},
-      nullptr);
+  // The part's query heads' sinks (its own problem counts heads from q0).
+  const std::size_t sink_bytes = static_cast<std::size_t>(nq) * 4;
+  testing::DeviceBytes sink(sink_bytes), dsink(sink_bytes);
+  TensorView sv, dsv;
+  if (c.sinks) {
+    ASSERT_CUDA(cudaMemcpy(sink.ptr, c.sink.data() + q0, sink_bytes, cudaMemcpyHostToDevice));
+    ASSERT_CUDA(cudaMemset(dsink.ptr, 0xFF, sink_bytes));  // NaN
+    sv = TensorView::contiguous(sink.ptr, DType::kFloat32, {nq}, Device::cuda(0));
+    dsv = TensorView::contiguous(dsink.ptr, DType::kFloat32, {nq}, Device::cuda(0));
+  }
+  Status st = att.forward(p,
+                          {.q = views[0],
+                           .k = views[1],
+                           .v = views[2],
+                           .sinks = sv,
+                           .o = views[4],
+                           .lse = l,
+                           .workspace = ws.ptr},
+                          nullptr);
   ASSERT_TRUE(st.is_ok()) << st.to_string();
   st = att.backward(p,
                     {.q = views[0],
@@ -907,13 +926,18 @@ void run_dense_part(LocalAttention& att, BigDense& c, std::int64_t b0, std::int6
                      .o = views[4],
                      .lse = l,
                      .d_o = views[3],
+                     .sinks = sv,
                      .dq = views[5],
                      .dk = views[6],
                      .dv = views[7],
+                     .dsinks = dsv,
                      .workspace = ws.ptr},
                     nullptr);
   ASSERT_TRUE(st.is_ok()) << st.to_string();
   ASSERT_CUDA(cudaDeviceSynchronize());
+  if (c.sinks) {
+    ASSERT_CUDA(cudaMemcpy(c.dsink.data() + q0, dsink.ptr, sink_bytes, cudaMemcpyDeviceToHost));
+  }
   for (std::size_t i = 4; i < 8; ++i) {
     const T& t = ts[i];
     const std::size_t w = static_cast<std::size_t>(t.h * D) * 2,
@@ -942,6 +966,13 @@ void check_big_dense(BigDense c, bool split_batch) {
   c.d_o = detail::random_bf16_bits(c.n(c.Hq), seed, 3);
   for (auto* out : {&c.o, &c.dq}) out->assign(c.n(c.Hq), 0);
   for (auto* out : {&c.dk, &c.dv}) out->assign(c.n(c.Hkv), 0);
+  if (c.sinks) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<float> u(-0.5f, 1.5f);
+    c.sink.resize(static_cast<std::size_t>(c.Hq));
+    for (float& x : c.sink) x = u(rng);
+    c.dsink.assign(c.sink.size(), 0.0f);
+  }
   auto kernel = create_cudnn_attention(0);
   ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
   run_dense_part(**kernel, c, 0, c.B, 0, c.Hkv);
@@ -951,6 +982,7 @@ void check_big_dense(BigDense c, bool split_batch) {
   whole.dq = std::exchange(c.dq, std::vector<std::uint16_t>(c.dq.size()));
   whole.dk = std::exchange(c.dk, std::vector<std::uint16_t>(c.dk.size()));
   whole.dv = std::exchange(c.dv, std::vector<std::uint16_t>(c.dv.size()));
+  whole.dsink = std::exchange(c.dsink, std::vector<float>(c.dsink.size()));
   if (split_batch) {
     for (std::int64_t b = 0; b < c.B; ++b) run_dense_part(**kernel, c, b, 1, 0, c.Hkv);
   } else {
@@ -975,6 +1007,16 @@ void check_big_dense(BigDense c, bool split_batch) {
     big = std::max(big, std::fabs(ref));
   }
   EXPECT_LE(diff, 0.01 * big) << "dQ: max |diff| " << diff << " of max |dQ| " << big;
+  if (c.sinks) {  // a sum over every row and batch entry: held like dQ
+    double sdiff = 0, sbig = 0;
+    for (std::size_t h = 0; h < c.dsink.size(); ++h) {
+      ASSERT_TRUE(std::isfinite(whole.dsink[h])) << "dSinks of head " << h << " unwritten";
+      sdiff = std::max(sdiff, std::fabs(double{whole.dsink[h]} - c.dsink[h]));
+      sbig = std::max(sbig, std::fabs(double{c.dsink[h]}));
+    }
+    EXPECT_GT(sbig, 0.0);
+    EXPECT_LE(sdiff, 0.01 * sbig) << "dSinks: max |diff| " << sdiff << " of max " << sbig;
+  }
 }
 
 TEST(Cudnn, DenseBatchPast2To31Elements) {
@@ -987,6 +1029,44 @@ TEST(Cudnn, DenseHeadsPast2To31Elements) {
   ULYSSES_REQUIRE_GPUS(1);
   // O: 70000 x 256 x 128 = 2.3e9 elements: two calls of 32 KV heads, K, O, dO staged compact.
   check_big_dense({.B = 1, .S = 70000, .Hq = 256, .Hkv = 64}, false);
+}
+
+TEST(Cudnn, DenseSinksPast2To31Elements) {
+  ULYSSES_REQUIRE_GPUS(1);
+  // With sinks the batch stays whole (dSinks sum over it): two calls of 32 KV heads and both
+  // entries, K, O and dO staged compact, each part's sinks and dSinks at its own heads.
+  check_big_dense({.B = 2, .S = 40000, .Hq = 256, .Hkv = 64, .sinks = true}, false);
+}
+
+// Backward calls that no split brings under 2^31 are refused when a training plan is made
+// (check_support), not by the first backward: the shapes alone decide, so no memory is needed.
+TEST(Cudnn, UnsplittableBackwardRefusedAtPlanTime) {
+  ULYSSES_REQUIRE_GPUS(1);
+  auto kernel = create_cudnn_attention(0);
+  ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
+  auto problem = [](std::int64_t B, std::int64_t S, int hq, int hkv, bool sinks, bool training) {
+    LocalProblem p = LocalProblem::unsharded(
+        {.num_heads_q = hq, .num_heads_kv = hkv, .head_dim = 128, .causal = true, .sinks = sinks},
+        DType::kBFloat16, B, S);
+    p.backward = training;
+    return p;
+  };
+  // One KV head's O: 1.1M rows x 16 query heads x 128 = 2.25e9 elements.
+  Status s = (*kernel)->check_support(problem(1, 1100000, 16, 1, false, true));
+  EXPECT_EQ(s.code(), StatusCode::kUnsupported) << s.to_string();
+  EXPECT_NE(s.message().find("one KV head of one batch entry"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("1100000 query rows"), std::string::npos) << s.message();
+  // Inference never runs the backward: the same shape is fine.
+  EXPECT_TRUE((*kernel)->check_support(problem(1, 1100000, 16, 1, false, false)).is_ok());
+  // Sinks: 512 entries x 40000 rows of one head (2.6e9) cannot split, without sinks they can.
+  s = (*kernel)->check_support(problem(512, 40000, 1, 1, true, true));
+  EXPECT_EQ(s.code(), StatusCode::kUnsupported) << s.to_string();
+  EXPECT_NE(s.message().find("sinks: one KV head of all 512 batch entries"), std::string::npos)
+      << s.message();
+  EXPECT_TRUE((*kernel)->check_support(problem(512, 40000, 1, 1, false, true)).is_ok());
+  // The shapes the three tests above run in parts are accepted.
+  EXPECT_TRUE((*kernel)->check_support(problem(2, 40000, 256, 64, true, true)).is_ok());
+  EXPECT_TRUE((*kernel)->check_support(problem(1, 70000, 256, 64, false, true)).is_ok());
 }
 
 TEST(Cudnn, UnsupportedRequestsNameTheFeature) {

@@ -260,10 +260,30 @@ TEST(DenseParts, SplitsBatchEntriesFirst) {
   EXPECT_EQ((*p)[1].b0, 1);
   EXPECT_EQ((*p)[1].nkv, 64);
   expect_valid_parts(*p, 2, 40000, 40000, 256, 64, 128, limit);
-  // With sinks that split is refused: dSinks sum over the batch.
+  // With sinks the batch stays whole (dSinks sum over it): two parts of 32 KV heads instead.
   auto s = dense_parts(2, 40000, 40000, 256, 64, 128, true, false, limit);
+  ASSERT_TRUE(s.is_ok()) << s.status().to_string();
+  ASSERT_EQ(s->size(), 2u);
+  for (const DensePart& part : *s) {
+    EXPECT_EQ(part.nb, 2);
+    EXPECT_EQ(part.nkv, 32);
+  }
+  expect_valid_parts(*s, 2, 40000, 40000, 256, 64, 128, limit);
+}
+
+TEST(DenseParts, SinksWithOneHeadOfTheBatchTooLargeAreNamed) {
+  // One KV head of one entry fits (10 of 25 elements), of all three entries not: without sinks
+  // the batch splits, with sinks nothing can.
+  auto p = dense_parts(3, 10, 10, 8, 8, 1, false, false, 25);
+  ASSERT_TRUE(p.is_ok()) << p.status().to_string();
+  expect_valid_parts(*p, 3, 10, 10, 8, 8, 1, 25);
+  auto s = dense_parts(3, 10, 10, 8, 8, 1, true, false, 25);
   ASSERT_FALSE(s.is_ok());
-  EXPECT_NE(s.status().message().find("sinks"), std::string::npos) << s.status().message();
+  EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument);
+  const std::string m = s.status().message();
+  EXPECT_NE(m.find("sinks: one KV head of all 3 batch entries holds 30 elements"),
+            std::string::npos)
+      << m;
 }
 
 TEST(DenseParts, SplitsHeadsWhenOneEntryDoesNotFit) {
@@ -311,20 +331,20 @@ TEST(DenseParts, RandomShapesSplitValidly) {
     const std::int64_t limit = pick(1, 3000);
     const bool sinks = pick(0, 3) == 0;
     auto p = dense_parts(B, Sq, Skv, hq, hkv, D, sinks, false, limit);
+    // With sinks a part holds every entry.
+    const std::int64_t whole = sinks ? B : 1;
     const std::int64_t one_head = std::max(Skv, Sq * (hq / hkv)) * D;
-    if (one_head > limit) {
-      EXPECT_FALSE(p.is_ok());
-      continue;
-    }
-    if (!p.is_ok()) {
-      EXPECT_TRUE(sinks) << p.status().to_string();
-      continue;
-    }
+    ASSERT_EQ(p.is_ok(), whole * one_head <= limit)
+        << (p.is_ok() ? std::string("split") : p.status().to_string());
+    if (!p.is_ok()) continue;
     expect_valid_parts(*p, B, Sq, Skv, hq, hkv, D, limit);
     if (HasFatalFailure()) return;
+    if (sinks) {
+      for (const DensePart& part : *p) EXPECT_EQ(part.nb, B);
+    }
     // As few head groups as the largest that fits allows, and entries per part as many as fit.
     std::int64_t g = hkv;
-    while (std::max(Skv, Sq * (hq / hkv)) * g * D > limit) --g;
+    while (whole * std::max(Skv, Sq * (hq / hkv)) * g * D > limit) --g;
     const std::int64_t head_parts = (hkv + g - 1) / g;
     const std::int64_t widest = (hkv + head_parts - 1) / head_parts;
     const std::int64_t nb = std::min(B, limit / (std::max(Skv, Sq * (hq / hkv)) * widest * D));
