@@ -16,8 +16,8 @@
 // either (cuDNN is not asked about empty softmax rows; their answer, O = 0 and LSE = -inf, is the
 // prefill).
 //
-// Masks: cuDNN's top-left diagonal band (see bounds()): causal is right bound 0, window_left w is
-// left bound w + 1 (cuDNN keeps keys j > i - bound), window_right w is right bound w; a block's
+// Masks: cuDNN's top-left diagonal band (see cudnn_band()): causal is right bound 0, window_left w
+// is left bound w + 1 (cuDNN keeps keys j > i - bound), window_right w is right bound w; a block's
 // diagonal_offset D shifts both (right + D, left - D). LocalProblem::bottom_right is cuDNN's
 // bottom-right alignment with the same bounds (each sequence's seq_len_kv - seq_len_q added).
 //
@@ -35,6 +35,7 @@
 #include <utility>
 
 #include "attention/call_parts.h"
+#include "attention/cudnn_support.h"
 #include "attention/local_checks.h"
 #include "common/cuda_check.h"
 #include "common/tensor_rows.h"
@@ -107,10 +108,6 @@ struct BackwardViews {
   TensorView q, k, v, o, d_o, lse, dq, dk, dv;
 };
 
-// Elements of a view cuDNN 9.19's backward addresses correctly from its base (backward_groups(),
-// dense_parts()).
-constexpr std::int64_t kIndexLimit = std::int64_t{1} << 31;
-
 // One tensor as cuDNN sees it.
 struct TensorDesc {
   std::vector<std::int64_t> dim, stride;
@@ -160,8 +157,8 @@ struct BuiltGraph {
 
 class CudnnAttention final : public LocalAttention {
  public:
-  CudnnAttention(int device, CudnnOptions options, cudnnHandle_t handle, int sms)
-      : device_(device), options_(options), sms_(sms), handle_(handle) {}
+  CudnnAttention(int device, CudnnOptions options, cudnnHandle_t handle, int sms, int cc_major)
+      : device_(device), options_(options), sms_(sms), cc_major_(cc_major), handle_(handle) {}
   ~CudnnAttention() override {
     cudaSetDevice(device_);
     if (overflow_) cudaFree(overflow_);
@@ -189,82 +186,13 @@ class CudnnAttention final : public LocalAttention {
   static constexpr std::int64_t kConcurrentWaves = 6;
 
   // Forward's needs, then backward's when the problem will run backward too: a training plan is
-  // refused when it is created, not after its first forward.
+  // refused when it is created, not after its first forward (rules: cudnn_support.h).
   Status check_support(const LocalProblem& p) const override {
-    ULYSSES_RETURN_IF_ERROR(check_forward_support(p));
-    return p.backward ? check_backward_support(p) : Status::ok();
+    ULYSSES_RETURN_IF_ERROR(detail::cudnn_forward_support(p, target()));
+    return p.backward ? detail::cudnn_backward_support(p, target()) : Status::ok();
   }
 
-  static Status check_backward_support(const LocalProblem& p) {
-    const int version = static_cast<int>(cudnnGetVersion());
-    if (p.config.sinks && p.varlen && version < 92600) {
-      return unsupported(str_cat(kApi,
-                                 "::backward: sinks with packed (varlen) batches need cuDNN "
-                                 "9.26 or newer (running ",
-                                 version, "; forward alone, training = false, runs)"));
-    }
-    // A dense call past 2^31 elements runs in parts (dense_parts()); one that cannot be split is
-    // refused here, when a training plan is made, rather than by its first backward. Compact
-    // views bound every part: a part's view that reaches further is staged compact.
-    if (!p.varlen) {
-      const auto parts = detail::dense_parts(p.batch, p.seqlen, p.kv_len(), p.num_heads_q_local,
-                                             p.num_heads_kv_local, p.config.head_dim,
-                                             p.config.sinks, false, kIndexLimit);
-      if (!parts.is_ok()) return past_index_limit(parts.status());
-    }
-    return Status::ok();
-  }
-
-  static Status past_index_limit(const Status& split) {
-    return unsupported(str_cat(kApi, "::backward: ", split.message(), " (2^31): cuDNN ",
-                               cudnnGetVersion(),
-                               "'s backward returned wrong dQ and dK past element 2^31 of K, O "
-                               "or dO"));
-  }
-
-  Status check_forward_support(const LocalProblem& p) const {
-    ULYSSES_RETURN_IF_ERROR(detail::check_local_problem(p, kApi));
-    // Sums are fp32 and cuDNN's own result is staged in the I/O dtype, then added.
-    if (p.accumulate_dq && !p.grad_q_fp32) {
-      return unsupported(str_cat(kApi, ": accumulate_dq needs an fp32 dq (grad_q_fp32)"));
-    }
-    if (p.accumulate_dkv && p.grad_kv_dtype != DType::kFloat32) {
-      return unsupported(str_cat(kApi, ": accumulate_dkv needs fp32 dk and dv (got grad_kv_dtype ",
-                                 dtype_name(p.grad_kv_dtype), ", expected fp32)"));
-    }
-    const int version = static_cast<int>(cudnnGetVersion());
-    if (p.dtype != DType::kFloat16 && p.dtype != DType::kBFloat16) {
-      return unsupported(str_cat(kApi, ": dtype ", dtype_name(p.dtype), " is not supported (got ",
-                                 dtype_name(p.dtype), ", expected fp16 or bf16)"));
-    }
-    if (p.config.head_dim % 8 != 0 || p.config.head_dim > 256) {
-      return unsupported(str_cat(kApi, ": head_dim ", p.config.head_dim,
-                                 " is not supported by cuDNN SDPA (got ", p.config.head_dim,
-                                 ", expected a multiple of 8 up to 256)"));
-    }
-    const Bounds b = bounds(p);
-    if (!b.ok) {
-      return unsupported(str_cat(
-          kApi, ": masks on a block with diagonal offset ", p.diagonal_offset,
-          " outside the visible band (cuDNN needs a right bound >= 0 and a left bound >= 1: got ",
-          b.right, " and ", b.left, ")"));
-    }
-    if (p.varlen && !p.varlen_rows && (p.grad_q_fp32 || p.out_fp32)) {
-      return unsupported(
-          str_cat(kApi, ": an fp32 dq or o with a packed (varlen) batch given by cu_seqlens"));
-    }
-    if (p.varlen && version < 90500) {
-      return unsupported(str_cat(kApi,
-                                 ": packed (varlen) batches need cuDNN 9.5 or newer (int64 ragged "
-                                 "offsets; running ",
-                                 version, ")"));
-    }
-    if (p.config.sinks && version < 91300) {
-      return unsupported(
-          str_cat(kApi, ": attention sinks need cuDNN 9.13 or newer (running ", version, ")"));
-    }
-    return Status::ok();
-  }
+  detail::CudnnTarget target() const { return {static_cast<int>(cudnnGetVersion()), cc_major_}; }
 
   std::size_t workspace_bytes(const LocalProblem& p) const override {
     // cuDNN's own workspace: the larger of an analytic bound and what canonical graphs of this
@@ -299,7 +227,7 @@ class CudnnAttention final : public LocalAttention {
   Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(
         detail::check_local_forward_args(p, a, device(), str_cat(kApi, "::forward")));
-    ULYSSES_RETURN_IF_ERROR(check_forward_support(p));
+    ULYSSES_RETURN_IF_ERROR(detail::cudnn_forward_support(p, target()));
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
     Varlen vl;
     ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, a.rows, vl));
@@ -384,8 +312,8 @@ class CudnnAttention final : public LocalAttention {
   Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(
         detail::check_local_backward_args(p, a, device(), true, str_cat(kApi, "::backward")));
-    ULYSSES_RETURN_IF_ERROR(check_forward_support(p));
-    ULYSSES_RETURN_IF_ERROR(check_backward_support(p));
+    ULYSSES_RETURN_IF_ERROR(detail::cudnn_forward_support(p, target()));
+    ULYSSES_RETURN_IF_ERROR(detail::cudnn_backward_support(p, target()));
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
     Varlen vl;
     ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, a.rows, vl));
@@ -727,29 +655,9 @@ class CudnnAttention final : public LocalAttention {
   // The masks as cuDNN's top-left diagonal band: key k of query i is kept when
   // i - left < k <= i + right. With diagonal offset D (masks compare k with i + D): causal and
   // window_right w give right = D + (causal ? 0 : w), window_left w gives left = w + 1 - D.
-  struct Bounds {
-    bool has_right = false, has_left = false, ok = true;
-    std::int64_t right = 0, left = 0;
-  };
-  static Bounds bounds(const LocalProblem& p) {
-    const AttentionConfig& c = p.config;
-    Bounds b;
-    if (c.causal || c.window_right >= 0) {
-      b.has_right = true;
-      b.right = p.diagonal_offset + (c.causal ? 0 : c.window_right);
-      b.ok = b.right >= 0;
-    }
-    if (c.window_left >= 0) {
-      b.has_left = true;
-      b.left = c.window_left + 1 - p.diagonal_offset;
-      b.ok = b.ok && b.left >= 1;
-    }
-    return b;
-  }
-
   template <typename Attrs>
   static void apply_masks(Attrs& at, const LocalProblem& p) {
-    const Bounds b = bounds(p);
+    const detail::CudnnBand b = detail::cudnn_band(p);
     if (b.has_left || b.has_right) {
       at.set_diagonal_alignment(p.bottom_right ? fe::DiagonalAlignment_t::BOTTOM_RIGHT
                                                : fe::DiagonalAlignment_t::TOP_LEFT);
@@ -887,13 +795,13 @@ class CudnnAttention final : public LocalAttention {
     Result<std::vector<detail::RaggedGroup>> groups = [&] {
       if (vl.rows) {
         return detail::ragged_groups(a.rows.q_begin, a.rows.q_len, a.rows.kv_begin, a.rows.kv_len,
-                                     qe, ke, kIndexLimit);
+                                     qe, ke, detail::kCudnnIndexLimit);
       }
       const std::span<const std::int32_t> cu = a.cu_seqlens;
       std::vector<std::int32_t> len(cu.size() - 1);
       for (std::size_t i = 0; i + 1 < cu.size(); ++i) len[i] = cu[i + 1] - cu[i];
       const auto begin = cu.first(len.size());
-      return detail::ragged_groups(begin, len, begin, len, qe, ke, kIndexLimit);
+      return detail::ragged_groups(begin, len, begin, len, qe, ke, detail::kCudnnIndexLimit);
     }();
     if (!groups.is_ok()) {
       return unsupported(str_cat(kApi, "::backward: packed ", groups.status().message(),
@@ -919,14 +827,14 @@ class CudnnAttention final : public LocalAttention {
   static bool fits(const TensorView& t) {
     std::int64_t last = 0;
     for (int d = 0; d < t.ndim; ++d) last += (t.size(d) - 1) * t.stride(d);
-    return last < kIndexLimit;
+    return last < detail::kCudnnIndexLimit;
   }
   Result<std::vector<detail::DensePart>> dense_parts(const LocalProblem& p,
                                                      const BackwardViews& t) const {
-    auto parts = detail::dense_parts(p.batch, p.seqlen, p.kv_len(), p.num_heads_q_local,
-                                     p.num_heads_kv_local, p.config.head_dim, p.config.sinks,
-                                     fits(t.k) && fits(t.o) && fits(t.d_o), kIndexLimit);
-    if (!parts.is_ok()) return past_index_limit(parts.status());
+    auto parts = detail::dense_parts(
+        p.batch, p.seqlen, p.kv_len(), p.num_heads_q_local, p.num_heads_kv_local, p.config.head_dim,
+        p.config.sinks, fits(t.k) && fits(t.o) && fits(t.d_o), detail::kCudnnIndexLimit);
+    if (!parts.is_ok()) return detail::cudnn_past_index_limit(parts.status(), target());
     return parts;
   }
 
@@ -1139,7 +1047,8 @@ class CudnnAttention final : public LocalAttention {
 
   int device_;
   CudnnOptions options_;
-  int sms_ = 0;  // multiprocessors of device_
+  int sms_ = 0;       // multiprocessors of device_
+  int cc_major_ = 0;  // its compute capability major
   cudnnHandle_t handle_;
   std::map<std::string, BuiltGraph> cache_;
   mutable std::map<std::string, std::size_t> ws_cache_;
@@ -1161,13 +1070,15 @@ Result<std::unique_ptr<LocalAttention>> create_cudnn_attention(int device, Cudnn
   ULYSSES_CUDA_CHECK(cudaSetDevice(device));
   int sms = 0;
   ULYSSES_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  int cc_major = 0;
+  ULYSSES_CUDA_CHECK(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, device));
   cudnnHandle_t handle = nullptr;
   if (cudnnStatus_t s = cudnnCreate(&handle); s != CUDNN_STATUS_SUCCESS) {
     return internal_error(
         str_cat("ulysses::create_cudnn_attention: cudnnCreate: ", cudnnGetErrorString(s)));
   }
   return std::unique_ptr<LocalAttention>(
-      std::make_unique<CudnnAttention>(device, options, handle, sms));
+      std::make_unique<CudnnAttention>(device, options, handle, sms, cc_major));
 }
 
 }  // namespace ulysses

@@ -1,0 +1,106 @@
+#include "attention/cudnn_support.h"
+
+#include "attention/call_parts.h"
+#include "attention/local_checks.h"
+#include "common/check.h"
+
+namespace ulysses::detail {
+namespace {
+
+constexpr std::string_view kApi = "ulysses::CudnnAttention";
+
+}  // namespace
+
+CudnnBand cudnn_band(const LocalProblem& p) {
+  const AttentionConfig& c = p.config;
+  CudnnBand b;
+  if (c.causal || c.window_right >= 0) {
+    b.has_right = true;
+    b.right = p.diagonal_offset + (c.causal ? 0 : c.window_right);
+    b.ok = b.right >= 0;
+  }
+  if (c.window_left >= 0) {
+    b.has_left = true;
+    b.left = c.window_left + 1 - p.diagonal_offset;
+    b.ok = b.ok && b.left >= 1;
+  }
+  return b;
+}
+
+Status cudnn_forward_support(const LocalProblem& p, CudnnTarget t) {
+  ULYSSES_RETURN_IF_ERROR(check_local_problem(p, kApi));
+  // Sums are fp32 and cuDNN's own result is staged in the I/O dtype, then added.
+  if (p.accumulate_dq && !p.grad_q_fp32) {
+    return unsupported(str_cat(kApi, ": accumulate_dq needs an fp32 dq (grad_q_fp32)"));
+  }
+  if (p.accumulate_dkv && p.grad_kv_dtype != DType::kFloat32) {
+    return unsupported(str_cat(kApi, ": accumulate_dkv needs fp32 dk and dv (got grad_kv_dtype ",
+                               dtype_name(p.grad_kv_dtype), ", expected fp32)"));
+  }
+  if (p.dtype != DType::kFloat16 && p.dtype != DType::kBFloat16) {
+    return unsupported(str_cat(kApi, ": dtype ", dtype_name(p.dtype), " is not supported (got ",
+                               dtype_name(p.dtype), ", expected fp16 or bf16)"));
+  }
+  if (p.config.head_dim % 8 != 0 || p.config.head_dim > 256) {
+    return unsupported(str_cat(kApi, ": head_dim ", p.config.head_dim,
+                               " is not supported by cuDNN SDPA (got ", p.config.head_dim,
+                               ", expected a multiple of 8 up to 256)"));
+  }
+  const CudnnBand b = cudnn_band(p);
+  if (!b.ok) {
+    return unsupported(str_cat(
+        kApi, ": masks on a block with diagonal offset ", p.diagonal_offset,
+        " outside the visible band (cuDNN needs a right bound >= 0 and a left bound >= 1: got ",
+        b.right, " and ", b.left, ")"));
+  }
+  if (p.varlen && !p.varlen_rows && (p.grad_q_fp32 || p.out_fp32)) {
+    return unsupported(
+        str_cat(kApi, ": an fp32 dq or o with a packed (varlen) batch given by cu_seqlens"));
+  }
+  if (p.varlen && t.version < 90500) {
+    return unsupported(str_cat(kApi,
+                               ": packed (varlen) batches need cuDNN 9.5 or newer (int64 ragged "
+                               "offsets; running ",
+                               t.version, ")"));
+  }
+  if (p.config.sinks && t.version < 91300) {
+    return unsupported(
+        str_cat(kApi, ": attention sinks need cuDNN 9.13 or newer (running ", t.version, ")"));
+  }
+  return Status::ok();
+}
+
+Status cudnn_backward_support(const LocalProblem& p, CudnnTarget t) {
+  if (p.config.sinks && p.varlen && t.version < 92600) {
+    return unsupported(str_cat(kApi,
+                               "::backward: sinks with packed (varlen) batches need cuDNN "
+                               "9.26 or newer (running ",
+                               t.version, "; forward alone, training = false, runs)"));
+  }
+  // cuDNN's support matrix (9.18): SDPA backward on Ampere and Ada takes head_dim up to 128,
+  // Hopper and newer up to 256; forward takes 256 on all of them.
+  if (t.cc_major < 9 && p.config.head_dim > 128) {
+    return unsupported(str_cat(kApi, "::backward: head_dim ", p.config.head_dim,
+                               " on a compute capability ", t.cc_major,
+                               ".x GPU (cuDNN's SDPA backward before Hopper takes head_dim up to "
+                               "128; forward alone, training = false, runs)"));
+  }
+  // A dense call past 2^31 elements runs in parts (dense_parts()); one that cannot be split is
+  // refused here, when a training plan is made, rather than by its first backward. Compact views
+  // bound every part: a part's view that reaches further is staged compact.
+  if (!p.varlen) {
+    const auto parts =
+        dense_parts(p.batch, p.seqlen, p.kv_len(), p.num_heads_q_local, p.num_heads_kv_local,
+                    p.config.head_dim, p.config.sinks, false, kCudnnIndexLimit);
+    if (!parts.is_ok()) return cudnn_past_index_limit(parts.status(), t);
+  }
+  return Status::ok();
+}
+
+Status cudnn_past_index_limit(const Status& split, CudnnTarget t) {
+  return unsupported(str_cat(kApi, "::backward: ", split.message(), " (2^31): cuDNN ", t.version,
+                             "'s backward returned wrong dQ and dK past element 2^31 of K, O or "
+                             "dO"));
+}
+
+}  // namespace ulysses::detail

@@ -1,0 +1,142 @@
+// What the cuDNN backend accepts (attention/cudnn_support.h), for cuDNN versions and GPU
+// architectures this machine does not have: every rule refuses what it must with a message naming
+// the feature and the version or GPU, and accepts the boundary case just inside it.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "attention/cudnn_support.h"
+
+namespace ulysses::detail {
+namespace {
+
+constexpr CudnnTarget kHopper919{91900, 9}, kAmpere919{91900, 8};
+
+LocalProblem problem(AttentionConfig c, std::int64_t B = 1, std::int64_t S = 256,
+                     bool varlen = false, DType dtype = DType::kBFloat16) {
+  if (c.num_heads_q == 0) c.num_heads_q = c.num_heads_kv = 4;
+  if (c.head_dim == 0) c.head_dim = 128;
+  return LocalProblem::unsharded(c, dtype, B, S, varlen);
+}
+
+// Both directions: OK, or Unsupported with every `words` in the message.
+void expect_refused(const Status& s, std::initializer_list<const char*> words) {
+  EXPECT_EQ(s.code(), StatusCode::kUnsupported) << s.to_string();
+  for (const char* w : words) EXPECT_NE(s.message().find(w), std::string::npos) << s.message();
+}
+
+TEST(CudnnSupport, HeadDimsAreMultiplesOf8UpTo256) {
+  for (int d = 8; d <= 256; d += 8) {
+    for (CudnnTarget t : {kHopper919, kAmpere919}) {
+      EXPECT_TRUE(cudnn_forward_support(problem({.head_dim = d}), t).is_ok()) << d;
+    }
+  }
+  for (int d : {4, 36, 100, 252}) {
+    expect_refused(cudnn_forward_support(problem({.head_dim = d}), kHopper919),
+                   {"head_dim", std::to_string(d).c_str(), "multiple of 8 up to 256"});
+  }
+  // Past the library's own limit the config itself is invalid, for every kernel.
+  const Status s = cudnn_forward_support(problem({.head_dim = 264}), kHopper919);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+  EXPECT_NE(s.message().find("head_dim"), std::string::npos) << s.message();
+}
+
+TEST(CudnnSupport, BackwardPast128NeedsHopper) {
+  const LocalProblem p = problem({.head_dim = 136, .causal = true});
+  expect_refused(cudnn_backward_support(p, kAmpere919),
+                 {"head_dim 136", "compute capability 8", "up to 128", "training = false"});
+  EXPECT_TRUE(cudnn_forward_support(p, kAmpere919).is_ok());
+  EXPECT_TRUE(cudnn_backward_support(problem({.head_dim = 128}), kAmpere919).is_ok());
+  for (int cc : {9, 10, 12}) {
+    EXPECT_TRUE(cudnn_backward_support(problem({.head_dim = 256}), {91900, cc}).is_ok()) << cc;
+  }
+}
+
+TEST(CudnnSupport, FeaturesNameTheCudnnVersionTheyNeed) {
+  const LocalProblem packed = problem({}, 1, 256, true);
+  expect_refused(cudnn_forward_support(packed, {90400, 9}), {"packed", "9.5", "90400"});
+  EXPECT_TRUE(cudnn_forward_support(packed, {90500, 9}).is_ok());
+  const LocalProblem sinks = problem({.sinks = true});
+  expect_refused(cudnn_forward_support(sinks, {91200, 9}), {"sinks", "9.13", "91200"});
+  EXPECT_TRUE(cudnn_forward_support(sinks, {91300, 9}).is_ok());
+  EXPECT_TRUE(cudnn_backward_support(sinks, {91300, 9}).is_ok());
+  // Sinks with packed batches: forward from 9.13, backward from 9.26.
+  const LocalProblem packed_sinks = problem({.sinks = true}, 1, 256, true);
+  EXPECT_TRUE(cudnn_forward_support(packed_sinks, kHopper919).is_ok());
+  expect_refused(cudnn_backward_support(packed_sinks, kHopper919),
+                 {"sinks with packed", "9.26", "91900"});
+  EXPECT_TRUE(cudnn_backward_support(packed_sinks, {92600, 9}).is_ok());
+}
+
+TEST(CudnnSupport, DtypesAndStagedSums) {
+  expect_refused(cudnn_forward_support(problem({}, 1, 256, false, DType::kFloat32), kHopper919),
+                 {"dtype fp32", "fp16 or bf16"});
+  LocalProblem p = problem({});
+  p.accumulate_dq = true;
+  expect_refused(cudnn_forward_support(p, kHopper919), {"accumulate_dq", "fp32 dq"});
+  p.grad_q_fp32 = true;
+  EXPECT_TRUE(cudnn_forward_support(p, kHopper919).is_ok());
+  p.accumulate_dkv = true;
+  expect_refused(cudnn_forward_support(p, kHopper919), {"accumulate_dkv", "fp32"});
+  p.grad_kv_dtype = DType::kFloat32;
+  EXPECT_TRUE(cudnn_forward_support(p, kHopper919).is_ok());
+  LocalProblem packed = problem({}, 1, 256, true);
+  packed.out_fp32 = true;
+  expect_refused(cudnn_forward_support(packed, kHopper919), {"fp32 dq or o", "cu_seqlens"});
+  packed.varlen_rows = true;  // ring blocks of packed sequences stage o in fp32: fine
+  EXPECT_TRUE(cudnn_forward_support(packed, kHopper919).is_ok());
+}
+
+TEST(CudnnSupport, MaskBandsInCudnnBounds) {
+  // Causal: keys up to the diagonal; a block diagonal_offset rows below it sees that many more.
+  LocalProblem p = problem({.causal = true});
+  p.diagonal_offset = 64;
+  CudnnBand b = cudnn_band(p);
+  EXPECT_TRUE(b.has_right && !b.has_left && b.ok);
+  EXPECT_EQ(b.right, 64);
+  // window_left w keeps keys j > i - (w + 1); the offset moves the left edge the other way.
+  p = problem({.window_left = 100, .window_right = 3});
+  p.diagonal_offset = 40;
+  b = cudnn_band(p);
+  EXPECT_TRUE(b.has_right && b.has_left && b.ok);
+  EXPECT_EQ(b.right, 43);
+  EXPECT_EQ(b.left, 61);
+  // A block wholly above a causal diagonal has no visible key: cuDNN cannot express it.
+  p = problem({.causal = true});
+  p.diagonal_offset = -1;
+  EXPECT_FALSE(cudnn_band(p).ok);
+  expect_refused(cudnn_forward_support(p, kHopper919), {"diagonal offset -1", "right bound >= 0"});
+  // And one wholly past a window's left edge.
+  p = problem({.window_left = 10});
+  p.diagonal_offset = 11;
+  EXPECT_FALSE(cudnn_band(p).ok);
+  expect_refused(cudnn_forward_support(p, kHopper919), {"left bound >= 1"});
+  p.diagonal_offset = 10;
+  EXPECT_TRUE(cudnn_forward_support(p, kHopper919).is_ok());
+}
+
+TEST(CudnnSupport, BackwardThatNoSplitFitsIsRefusedUpFront) {
+  // One KV head's O: 1.1M rows x 16 query heads x 128 = 2.25e9 elements, past 2^31.
+  LocalProblem p = problem({.num_heads_q = 16, .num_heads_kv = 1, .causal = true}, 1, 1100000);
+  expect_refused(cudnn_backward_support(p, kHopper919),
+                 {"one KV head of one batch entry", "1100000 query rows", "2^31", "91900"});
+  EXPECT_TRUE(cudnn_forward_support(p, kHopper919).is_ok());  // forward has no such limit
+  // Sinks keep the batch whole: 512 entries of one 40000-row head (2.6e9) cannot split.
+  const AttentionConfig one_head{.num_heads_q = 1, .num_heads_kv = 1, .head_dim = 128};
+  AttentionConfig with_sinks = one_head;
+  with_sinks.sinks = true;
+  expect_refused(cudnn_backward_support(problem(with_sinks, 512, 40000), kHopper919),
+                 {"sinks: one KV head of all 512 batch entries"});
+  EXPECT_TRUE(cudnn_backward_support(problem(one_head, 512, 40000), kHopper919).is_ok());
+  // Shapes that split (by batch, by heads, by heads with sinks) are accepted.
+  EXPECT_TRUE(
+      cudnn_backward_support(
+          problem({.num_heads_q = 256, .num_heads_kv = 64, .sinks = true}, 2, 40000), kHopper919)
+          .is_ok());
+  EXPECT_TRUE(cudnn_backward_support(problem({.num_heads_q = 256, .num_heads_kv = 64}, 1, 70000),
+                                     kHopper919)
+                  .is_ok());
+}
+
+}  // namespace
+}  // namespace ulysses::detail
