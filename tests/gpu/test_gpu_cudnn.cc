@@ -230,6 +230,15 @@ std::vector<Case> cases() {
        {0, 50, 51, 170, 200}},
       {"fp16_d64_varlen_window", 1, 192, 2, 1, 64, fp16, false, 16, 16, false, {0, 64, 64, 150}},
       {"bf16_d128_varlen_sinks", 1, 128, 2, 2, 128, bf16, true, -1, -1, true, {0, 40, 100}},
+      // Every head_dim check_support() accepts is a multiple of 8 up to 256: the ends and a few
+      // model sizes between (Hopper runs backward up to 256).
+      {"bf16_d8_causal", 1, 136, 2, 1, 8, bf16, true},
+      {"fp16_d32_gqa_full", 2, 96, 4, 2, 32, fp16},
+      {"bf16_d80_gqa_causal", 1, 200, 4, 2, 80, bf16, true},
+      {"fp16_d96_window_sinks", 1, 160, 2, 2, 96, fp16, true, 48, -1, true},
+      {"bf16_d192_causal", 1, 144, 2, 2, 192, bf16, true},
+      {"bf16_d256_gqa_causal", 2, 128, 4, 2, 256, bf16, true},
+      {"fp16_d256_varlen_window", 1, 160, 2, 1, 256, fp16, false, 24, 8, false, {0, 70, 160}},
   };
 }
 

@@ -319,6 +319,9 @@ std::vector<GpuCase> cases() {
       {"p4_mha_full_fp16", 4, bshd, 1, 256, 8, 8, 64, fp16, false},
       {"p4_gqa_window", 4, bshd, 1, 512, 8, 4, 128, bf16, true, 100},
       {"p4_replicated_kv", 4, bshd, 1, 256, 8, 2, 128, bf16},
+      // head_dims other than 64 and 128: rows of 160 and 512 bytes through pack and unpack.
+      {"p2_d80_gqa_causal", 2, bshd, 1, 256, 8, 4, 80, bf16, true},
+      {"p4_d256_replicated_kv_fp16", 4, bshd, 1, 256, 8, 2, 256, fp16},
       {"p8_mqa_replicated_sinks", 8, bshd, 1, 512, 16, 1, 64, bf16, true, -1, -1, true},
       {"p2_varlen_causal",
        2,
