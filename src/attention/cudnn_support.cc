@@ -85,6 +85,16 @@ Status cudnn_backward_support(const LocalProblem& p, CudnnTarget t) {
                                ".x GPU (cuDNN's SDPA backward before Hopper takes head_dim up to "
                                "128; forward alone, training = false, runs)"));
   }
+  // Measured on one H200 (docs/results/2026-12-02-h200-cudnn-support/): cuDNN 9.14 returned dQ,
+  // dK and dV off by O(1) for every packed backward with head_dim past 128 (136 to 256, fp16 and
+  // bf16, any mask, one sequence or several), with no error; head_dim 128 packed and 256 dense
+  // were right, and 9.19 was right for all of them. The versions between were not available.
+  if (p.varlen && p.config.head_dim > 128 && t.version < 91900) {
+    return unsupported(str_cat(kApi, "::backward: packed (varlen) batches with head_dim ",
+                               p.config.head_dim, " need cuDNN 9.19 or newer (running ", t.version,
+                               ": 9.14 returned wrong gradients past head_dim 128; forward alone, "
+                               "training = false, runs)"));
+  }
   // A dense call past 2^31 elements runs in parts (dense_parts()); one that cannot be split is
   // refused here, when a training plan is made, rather than by its first backward. Compact views
   // bound every part: a part's view that reaches further is staged compact.

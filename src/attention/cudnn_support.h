@@ -34,7 +34,8 @@ CudnnBand cudnn_band(const LocalProblem& problem);
 Status cudnn_forward_support(const LocalProblem& problem, CudnnTarget target);
 
 /// The same for the backward graph (on top of the forward's): sinks with packed batches (cuDNN
-/// 9.26), head_dim past 128 before Hopper, and dense shapes that no split into parts of at most
+/// 9.26), packed batches with head_dim past 128 (9.19), head_dim past 128 before Hopper, and dense
+/// shapes that no split into parts of at most
 /// kCudnnIndexLimit elements of K, O and dO fits (dense_parts()).
 Status cudnn_backward_support(const LocalProblem& problem, CudnnTarget target);
 

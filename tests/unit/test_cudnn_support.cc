@@ -68,6 +68,19 @@ TEST(CudnnSupport, FeaturesNameTheCudnnVersionTheyNeed) {
   EXPECT_TRUE(cudnn_backward_support(packed_sinks, {92600, 9}).is_ok());
 }
 
+TEST(CudnnSupport, PackedBackwardPast128NeedsCudnn919) {
+  // cuDNN 9.14 returned wrong gradients for these (measured on H200); 9.19 right.
+  for (int d : {136, 192, 256}) {
+    const LocalProblem p = problem({.head_dim = d}, 1, 256, true);
+    expect_refused(cudnn_backward_support(p, {91400, 9}),
+                   {"packed", std::to_string(d).c_str(), "9.19", "91400", "training = false"});
+    EXPECT_TRUE(cudnn_forward_support(p, {91400, 9}).is_ok()) << d;
+    EXPECT_TRUE(cudnn_backward_support(p, {91900, 9}).is_ok()) << d;
+  }
+  EXPECT_TRUE(cudnn_backward_support(problem({.head_dim = 128}, 1, 256, true), {91400, 9}).is_ok());
+  EXPECT_TRUE(cudnn_backward_support(problem({.head_dim = 256}), {91400, 9}).is_ok());  // dense
+}
+
 TEST(CudnnSupport, DtypesAndStagedSums) {
   expect_refused(cudnn_forward_support(problem({}, 1, 256, false, DType::kFloat32), kHopper919),
                  {"dtype fp32", "fp16 or bf16"});
