@@ -652,9 +652,7 @@ class CudnnAttention final : public LocalAttention {
     return {mk("seq_len_q", kSeqQ), mk("seq_len_kv", kSeqKV)};
   }
 
-  // The masks as cuDNN's top-left diagonal band: key k of query i is kept when
-  // i - left < k <= i + right. With diagonal offset D (masks compare k with i + D): causal and
-  // window_right w give right = D + (causal ? 0 : w), window_left w gives left = w + 1 - D.
+  // The masks as cuDNN's diagonal band (cudnn_band()), aligned top-left or bottom-right.
   template <typename Attrs>
   static void apply_masks(Attrs& at, const LocalProblem& p) {
     const detail::CudnnBand b = detail::cudnn_band(p);
