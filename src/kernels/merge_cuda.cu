@@ -73,13 +73,8 @@ __device__ void store(void* p, int dtype, std::int64_t i, float v) {
   }
 }
 
-// p[i .. i + 3] as fp32: i a multiple of 4 and the base aligned to 4 elements (one 8 or 16-byte
-// load).
-__device__ float4 load4(const void* p, int dtype, std::int64_t i) {
-  if (static_cast<DType>(dtype) == DType::kFloat32) {
-    return *reinterpret_cast<const float4*>(static_cast<const float*>(p) + i);
-  }
-  const uint2 r = *reinterpret_cast<const uint2*>(static_cast<const unsigned short*>(p) + i);
+// Four fp16 or bf16 values (8 bytes as loaded) as fp32.
+__device__ float4 unpack4(uint2 r, int dtype) {
   const unsigned short e[4] = {
       static_cast<unsigned short>(r.x & 0xFFFFu), static_cast<unsigned short>(r.x >> 16),
       static_cast<unsigned short>(r.y & 0xFFFFu), static_cast<unsigned short>(r.y >> 16)};
@@ -90,6 +85,15 @@ __device__ float4 load4(const void* p, int dtype, std::int64_t i) {
                : __bfloat162float(__ushort_as_bfloat16(e[j]));
   }
   return {f[0], f[1], f[2], f[3]};
+}
+
+// p[i .. i + 3] as fp32: i a multiple of 4 and the base aligned to 4 elements (one 8 or 16-byte
+// load).
+__device__ float4 load4(const void* p, int dtype, std::int64_t i) {
+  if (static_cast<DType>(dtype) == DType::kFloat32) {
+    return *reinterpret_cast<const float4*>(static_cast<const float*>(p) + i);
+  }
+  return unpack4(*reinterpret_cast<const uint2*>(static_cast<const unsigned short*>(p) + i), dtype);
 }
 
 struct Index {
@@ -227,58 +231,94 @@ __global__ void fill_lse_kernel(View4 shape, View3 l, float value, std::int64_t 
 
 // The sinks' gradient, one head per cluster of `split` blocks (blockIdx.x: the block within the
 // head, blockIdx.y: the head), in a fixed order of additions (deterministic): the head's warps
-// take the rows kSinkRows at a time (their loads in flight together), a warp's lanes run along
-// head_dim (coalesced; 4 elements per load when kVec4), each lane adds exp(sink - lse) * dO * O
-// over its elements, the lanes' sums meet in a fixed tree, the warps' in order, and block 0 of the
-// cluster adds the blocks' sums in order through distributed shared memory (Hopper clusters; split
-// = 1 without them). A row with LSE = -inf adds nothing (weight 0). (One thread per row reading its
-// head_dim serially made every load touch 32 rows' cache lines; one block per head left 100 of 132
-// SMs idle.)
+// take the rows a few at a time (kSinkRows; 2 with fp32 values), a warp's lanes run along head_dim
+// (coalesced; 4 elements per load when kVec4), each lane sums dO * O of its elements per row, then
+// adds exp(sink - lse) times those sums; the lanes' sums meet in a fixed tree, the warps' in order,
+// and block 0 of the cluster adds the blocks' sums in order through distributed shared memory
+// (Hopper clusters; split = 1 without them). Every load of a group of rows (LSE, O, dO) is issued
+// before any is used, so a warp waits for memory once per group (the exp used to wait for the LSE
+// before O and dO were asked for). A row with LSE = -inf (no sequence's row: padding, gaps) is left
+// out, whatever its O and dO hold (a zero weight times a NaN there would still be NaN). (One thread
+// per row reading its head_dim serially made every load touch 32 rows' cache lines; one block per
+// head left 100 of 132 SMs idle.)
 constexpr int kSinkThreads = 1024;
 constexpr int kSinkRows = 4;
 constexpr int kSinkSplit = 8;  // blocks per head with clusters (the portable cluster size)
-template <bool kVec4>
+template <bool kVec4, bool kHalf>
 __global__ void __launch_bounds__(kSinkThreads)
     sink_grad_kernel(FastDiv seq, std::uint32_t rows, View4 o, View4 d_o, View3 lse,
                      const float* sinks, std::int64_t sink_stride, int head_offset, float* dsinks,
                      std::int64_t dsink_stride, int split) {
   constexpr int kWarps = kSinkThreads / kLanes;
+  // fp32 values of 4 rows would not fit the 64 registers a 1024-thread block leaves a thread.
+  constexpr int kRows = kVec4 && !kHalf ? 2 : kSinkRows;
   __shared__ float partial[kWarps];
   __shared__ float block_sum;
   const std::int64_t h = blockIdx.y;
   const float sink = sinks[(head_offset + h) * sink_stride];
   const int lane = lane_of_row(), warp = static_cast<int>(threadIdx.x) / kLanes;
-  const std::uint32_t first = (blockIdx.x * kWarps + static_cast<std::uint32_t>(warp)) * kSinkRows;
-  const std::uint32_t step = static_cast<std::uint32_t>(split) * kWarps * kSinkRows;
+  const std::uint32_t first = (blockIdx.x * kWarps + static_cast<std::uint32_t>(warp)) * kRows;
+  const std::uint32_t step = static_cast<std::uint32_t>(split) * kWarps * kRows;
   float sum = 0.0f;
   for (std::uint32_t r0 = first; r0 < rows; r0 += step) {
-    float w[kSinkRows];
-    std::int64_t oa[kSinkRows], da[kSinkRows];
+    float l[kRows], dot[kRows];
+    std::int64_t oa[kRows], da[kRows];
 #pragma unroll
-    for (int u = 0; u < kSinkRows; ++u) {
+    for (int u = 0; u < kRows; ++u) {
       const std::uint32_t r = r0 + static_cast<std::uint32_t>(u);
       std::uint32_t b = 0, s = 0;
-      if (r < rows) seq.divmod(r, b, s);  // else row 0: a valid address, weight 0
+      if (r < rows) seq.divmod(r, b, s);  // else row 0: a valid address, left out below
       const Index x{b, s, h, 0};
-      const float l = r < rows ? load(lse.data, lse.dtype, at3(lse, x)) : -INFINITY;
-      w[u] = l == -INFINITY ? 0.0f : expf(sink - l);
+      l[u] = r < rows ? load(lse.data, lse.dtype, at3(lse, x)) : -INFINITY;
       oa[u] = at4(o, x);
       da[u] = at4(d_o, x);
+      dot[u] = 0.0f;
     }
+    if constexpr (kVec4 && kHalf) {
+      // 16-bit O and dO: the raw 8 bytes of every row first (half the registers of fp32 values).
+      for (std::int64_t d = 4 * lane; d < o.n3; d += 4 * kLanes) {
+        uint2 a[kRows], c[kRows];
 #pragma unroll
-    for (int u = 0; u < kSinkRows; ++u) {
-      if constexpr (kVec4) {
-        for (std::int64_t d = 4 * lane; d < o.n3; d += 4 * kLanes) {
-          const float4 a = load4(d_o.data, d_o.dtype, da[u] + d);
-          const float4 c = load4(o.data, o.dtype, oa[u] + d);
-          sum -= w[u] * (a.x * c.x + a.y * c.y + a.z * c.z + a.w * c.w);
+        for (int u = 0; u < kRows; ++u) {
+          a[u] = *reinterpret_cast<const uint2*>(static_cast<const unsigned short*>(d_o.data) +
+                                                 da[u] + d);
+          c[u] = *reinterpret_cast<const uint2*>(static_cast<const unsigned short*>(o.data) +
+                                                 oa[u] + d);
         }
-      } else {
-        for (std::int64_t d = lane; d < o.n3; d += kLanes) {
-          sum -= w[u] * load(d_o.data, d_o.dtype, da[u] + d * d_o.s3) *
-                 load(o.data, o.dtype, oa[u] + d * o.s3);
+#pragma unroll
+        for (int u = 0; u < kRows; ++u) {
+          const float4 x = unpack4(a[u], d_o.dtype), y = unpack4(c[u], o.dtype);
+          dot[u] += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
         }
       }
+    } else if constexpr (kVec4) {
+      for (std::int64_t d = 4 * lane; d < o.n3; d += 4 * kLanes) {
+        float4 a[kRows], c[kRows];
+#pragma unroll
+        for (int u = 0; u < kRows; ++u) {
+          a[u] = load4(d_o.data, d_o.dtype, da[u] + d);
+          c[u] = load4(o.data, o.dtype, oa[u] + d);
+        }
+#pragma unroll
+        for (int u = 0; u < kRows; ++u) {
+          dot[u] += a[u].x * c[u].x + a[u].y * c[u].y + a[u].z * c[u].z + a[u].w * c[u].w;
+        }
+      }
+    } else {
+      for (std::int64_t d = lane; d < o.n3; d += kLanes) {
+        float a[kRows], c[kRows];
+#pragma unroll
+        for (int u = 0; u < kRows; ++u) {
+          a[u] = load(d_o.data, d_o.dtype, da[u] + d * d_o.s3);
+          c[u] = load(o.data, o.dtype, oa[u] + d * o.s3);
+        }
+#pragma unroll
+        for (int u = 0; u < kRows; ++u) dot[u] += a[u] * c[u];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kRows; ++u) {
+      if (l[u] != -INFINITY) sum -= expf(sink - l[u]) * dot[u];
     }
   }
   for (int off = kLanes / 2; off > 0; off /= 2) sum += __shfl_down_sync(0xffffffffu, sum, off);
@@ -501,8 +541,11 @@ Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& l
                                        " rows of [B, S] (expected fewer than 2^31)"));
   }
   if (o.size(2) == 0) return Status::ok();  // no heads: nothing to write
-  const auto kernel =
-      fits_vec4(o) && fits_vec4(d_o) ? sink_grad_kernel<true> : sink_grad_kernel<false>;
+  const bool vec4 = fits_vec4(o) && fits_vec4(d_o);
+  const bool half = dtype_size(o.dtype) == 2 && dtype_size(d_o.dtype) == 2;
+  const auto kernel = !vec4  ? sink_grad_kernel<false, false>
+                      : half ? sink_grad_kernel<true, true>
+                             : sink_grad_kernel<true, false>;
   const int split = sink_split(kernel);
   cudaLaunchConfig_t config{};
   config.gridDim = dim3(static_cast<unsigned>(split), static_cast<unsigned>(o.size(2)));

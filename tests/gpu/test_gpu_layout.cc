@@ -362,9 +362,11 @@ TEST(GpuElementwise, ZeroTokensFromLeavesEarlierRows) {
   EXPECT_BITWISE_EQ(expected, dd.download(t.buf), "after zero_tokens_from(13)");
 }
 
-// The sinks' gradient (ring's and allgather's backward with sinks): against the host's FP64 sum
-// within fp32 accumulation error, entries outside [head_offset, head_offset + H) untouched, rows
-// with LSE = -inf skipped, and bitwise the same on a second run (fixed order of additions).
+// The sinks' gradient (ring's, allgather's and the cuDNN backend's packed backward with sinks):
+// against the host's FP64 sum within fp32 accumulation error, entries outside [head_offset,
+// head_offset + H) untouched, rows with LSE = -inf skipped even where their O and dO are NaN (rows
+// of no sequence hold whatever the caller left there), and bitwise the same on a second run (fixed
+// order of additions).
 TEST(GpuElementwise, SinkGradMatchesHostAndRepeatsBitwise) {
   ULYSSES_REQUIRE_GPUS(1);
   const std::uint64_t seed = testing::fresh_seed();
@@ -385,7 +387,14 @@ TEST(GpuElementwise, SinkGradMatchesHostAndRepeatsBitwise) {
     testing::fill_uniform(d_o.buf, rng);
     HostTensor lse(DType::kFloat32, {B, H, S}), sinks(DType::kFloat32, {heads_total});
     testing::fill_uniform(lse, rng, 0.0, 3.0);
-    for (std::int64_t i = 0; i < lse.numel(); i += 7) lse.set(i, -INFINITY);
+    for (std::int64_t i = 0; i < lse.numel(); i += 7) {
+      lse.set(i, -INFINITY);
+      const std::int64_t b = i / (H * S), h = i / S % H, s = i % S;
+      for (std::int64_t d = 0; d < D; ++d) {
+        o.buf.set(((b * S + s) * 5 + h) * D + d, NAN);
+        d_o.buf.set(((b * S + s) * 5 + h) * D + d, NAN);
+      }
+    }
     testing::fill_uniform(sinks, rng, -1.0, 1.0);
     HostTensor want(DType::kFloat32, {heads_total});
     testing::poison(want);
