@@ -15,6 +15,9 @@
 // (and -inf) before the graph runs, and a sequence with no query or no key rows is given none of
 // either (cuDNN is not asked about empty softmax rows; their answer, O = 0 and LSE = -inf, is the
 // prefill).
+// Packed batches with sinks run cuDNN's graphs without them (its ragged forward with a sink token
+// was slow, its ragged backward with one wrong before 9.26): forward folds the sinks into O and the
+// LSE afterwards, backward takes dSinks from kernels::sink_grad.
 //
 // Masks: cuDNN's top-left diagonal band (see cudnn_band()): causal is right bound 0, window_left w
 // is left bound w + 1 (cuDNN keeps keys j > i - bound), window_right w is right bound w; a block's
@@ -233,7 +236,22 @@ class CudnnAttention final : public LocalAttention {
     ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, a.rows, vl));
     Layout ws = workspace_layout(p, a.workspace);
     RaggedRows rows;
-    const bool stats = !a.lse.empty_view();
+    // Packed with sinks: cuDNN 9.19's ragged forward with a sink token took 1.6-2.8x the time of
+    // the same call without it (8 and 64 documents of 128k tokens: 164 -> 267 ms and 25 -> 69 ms
+    // per step; docs/PERF.md, "Packed documents with sinks"); dense, 1-11%. So the graph runs
+    // without them and they are folded in afterwards, row by row (kernels::finalize_partial, in
+    // place): LSE = log(exp(LSE') + exp(sink)), O = O' exp(LSE' - LSE). O is then rounded twice
+    // (cuDNN's rounding, then the rescale's): up to 1 ulp from cuDNN's fp32 result, not 1/2.
+    const bool fold_sinks = vl.on && p.config.sinks;
+    LocalProblem pg = p;
+    if (fold_sinks) pg.config.sinks = false;
+    // The LSE the graph writes: the caller's, or (sinks to fold, none wanted) scratch.
+    TensorView lse_out = a.lse;
+    if (fold_sinks && lse_out.empty_view()) {
+      lse_out = TensorView::contiguous(ws.stats, DType::kFloat32,
+                                       {p.batch, p.num_heads_q_local, p.seqlen}, device());
+    }
+    const bool stats = !lse_out.empty_view();
     // An fp32 O comes from cuDNN in the I/O dtype, then widens (cuDNN's O has the I/O dtype).
     TensorView o_out = a.o;
     if (p.out_fp32) {
@@ -244,11 +262,11 @@ class CudnnAttention final : public LocalAttention {
     // Rows of no sequence: O = 0, LSE = -inf (cuDNN writes only sequences' rows).
     if (vl.rows && !vl.q_rows_covered) {
       ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(o_out, 0, stream));
-      if (stats) ULYSSES_RETURN_IF_ERROR(kernels::cuda::fill_lse_from(a.lse, 0, stream));
+      if (stats) ULYSSES_RETURN_IF_ERROR(kernels::cuda::fill_lse_from(lse_out, 0, stream));
     }
     const TensorDesc q = act_desc(a.q, vl), k = act_desc(a.k, vl), v = act_desc(a.v, vl),
                      o = act_desc(o_out, vl);
-    const TensorDesc l = stats ? lse_desc(a.lse, vl) : TensorDesc{};
+    const TensorDesc l = stats ? lse_desc(lse_out, vl) : TensorDesc{};
     std::map<std::int64_t, int> ragged;  // uid -> offsets row
     if (vl.on) {
       const int kv_side = vl.rows ? 1 : 0;
@@ -256,20 +274,20 @@ class CudnnAttention final : public LocalAttention {
       ragged[kK] = rows.row(a.k.stride(1), kv_side);
       ragged[kV] = rows.row(a.v.stride(1), kv_side);
       ragged[kO] = rows.row(o_out.stride(1));
-      if (stats) ragged[kStats] = rows.row(a.lse.stride(2));
+      if (stats) ragged[kStats] = rows.row(lse_out.stride(2));
     }
     std::ostringstream key;
-    key << "fwd|" << describe(p, vl) << "|q" << q << "|k" << k << "|v" << v << "|o" << o << "|l"
+    key << "fwd|" << describe(pg, vl) << "|q" << q << "|k" << k << "|v" << v << "|o" << o << "|l"
         << (stats ? str_cat(l) : "-") << "|r" << ragged_key(ragged);
     auto built = cached(key.str(), [&]() -> Result<BuiltGraph> {
-      auto g = new_graph(p);
+      auto g = new_graph(pg);
       auto Q = g->tensor(tensor("Q", kQ, q));
       auto K = g->tensor(tensor("K", kK, k));
       auto V = g->tensor(tensor("V", kV, v));
       fe::graph::SDPA_attributes at;
       at.set_name("sdpa").set_generate_stats(stats).set_attn_scale(p.config.scale());
-      apply_masks(at, p);
-      if (p.config.sinks) at.set_sink_token(g->tensor(sink_tensor("sink", kSink, p)));
+      apply_masks(at, pg);
+      if (pg.config.sinks) at.set_sink_token(g->tensor(sink_tensor("sink", kSink, pg)));
       if (vl.on) {
         auto [sq, skv] = seq_len_tensors(*g, vl);
         at.set_padding_mask(true).set_seq_len_q(sq).set_seq_len_kv(skv);
@@ -289,13 +307,13 @@ class CudnnAttention final : public LocalAttention {
             .set_stride(l.stride);
         if (vl.on) Stats->set_ragged_offset(g->tensor(ragged_tensor(kStats, vl)));
       }
-      return build(g, "forward", p);
+      return build(g, "forward", pg);
     });
     if (!built.is_ok()) return built.status();
     std::unordered_map<std::int64_t, void*> pack = {
         {kQ, a.q.data}, {kK, a.k.data}, {kV, a.v.data}, {kO, o_out.data}};
-    if (stats) pack[kStats] = a.lse.data;
-    if (p.config.sinks) pack[kSink] = sink_ptr(a.sinks, p);
+    if (stats) pack[kStats] = lse_out.data;
+    if (pg.config.sinks) pack[kSink] = sink_ptr(a.sinks, pg);
     if (vl.on) {
       ULYSSES_RETURN_IF_ERROR(
           fill_varlen(a.cu_seqlens_device, a.rows, vl, rows, ragged, ws, pack, stream));
@@ -303,7 +321,11 @@ class CudnnAttention final : public LocalAttention {
     ULYSSES_RETURN_IF_ERROR(execute(**built, pack, ws, stream));
     if (vl.on && !vl.rows) {
       ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(a.o, vl.valid, stream));
-      if (stats) ULYSSES_RETURN_IF_ERROR(kernels::cuda::fill_lse_from(a.lse, vl.valid, stream));
+      if (stats) ULYSSES_RETURN_IF_ERROR(kernels::cuda::fill_lse_from(lse_out, vl.valid, stream));
+    }
+    if (fold_sinks) {
+      ULYSSES_RETURN_IF_ERROR(kernels::cuda::finalize_partial(
+          o_out, lse_out, a.sinks, p.head_offset_q, o_out, lse_out, stream));
     }
     if (p.out_fp32) ULYSSES_RETURN_IF_ERROR(kernels::cuda::convert_to_f32(a.o, o_out, stream));
     return Status::ok();
@@ -358,11 +380,20 @@ class CudnnAttention final : public LocalAttention {
                                     {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
                                     device());
     }
+    // Packed with sinks: cuDNN before 9.26 has a backward bug with ragged offsets and a sink token
+    // (cudnn-frontend refuses the graph). dQ, dK and dV need the sinks only through the LSE (P =
+    // exp(S - LSE) with the sinks' mass in the LSE; rowsum(dO * O) holds no sink term), so the
+    // graph runs without them on the given O and LSE, and dSinks come from kernels::sink_grad over
+    // the call's rows (rows of no sequence have LSE = -inf and add nothing). One path for every
+    // cuDNN version; it also lets a packed backward past 2^31 elements run in groups with sinks.
+    const bool sinks_outside = vl.on && p.config.sinks;
+    LocalProblem pg = p;
+    if (sinks_outside) pg.config.sinks = false;
     // Calls that reach past 2^31 elements run in parts (see backward_groups(), dense_parts()).
     std::vector<detail::RaggedGroup> groups(1);
     std::vector<detail::DensePart> parts;
     if (vl.on) {
-      ULYSSES_ASSIGN_OR_RETURN(groups, backward_groups(p, a, vl, t));
+      ULYSSES_ASSIGN_OR_RETURN(groups, backward_groups(a, vl, t));
     } else {
       ULYSSES_ASSIGN_OR_RETURN(parts, dense_parts(p, t));
     }
@@ -380,7 +411,11 @@ class CudnnAttention final : public LocalAttention {
       }
     }
     if (vl.on) {
-      ULYSSES_RETURN_IF_ERROR(backward_graph(p, t, a, vl, groups, ws, stream));
+      ULYSSES_RETURN_IF_ERROR(backward_graph(pg, t, a, vl, groups, ws, stream));
+      if (sinks_outside) {
+        ULYSSES_RETURN_IF_ERROR(kernels::cuda::sink_grad(a.o, a.d_o, a.lse, a.sinks,
+                                                         p.head_offset_q, a.dsinks, stream));
+      }
     } else {
       for (const detail::DensePart& part : parts) {
         ULYSSES_RETURN_IF_ERROR(backward_part(p, t, a, part, ws, stream));
@@ -536,7 +571,9 @@ class CudnnAttention final : public LocalAttention {
         fe::graph::SDPA_attributes at;
         at.set_name("sdpa").set_generate_stats(true).set_attn_scale(p.config.scale());
         apply_masks(at, p);
-        if (p.config.sinks) at.set_sink_token(g->tensor(sink_tensor("sink", kSink, p)));
+        if (p.config.sinks && !vl.on) {
+          at.set_sink_token(g->tensor(sink_tensor("sink", kSink, p)));
+        }
         if (vl.on)
           at.set_padding_mask(true)
               .set_seq_len_q(sq)
@@ -775,8 +812,7 @@ class CudnnAttention final : public LocalAttention {
   // describes. So a packed call whose views span more runs as several, each on whole sequences
   // within 2^31 elements of its first rows (the same graph: padded batch and longest sequence are
   // the call's). Every view bounds a run, not only those three: the per-view probe was dense.
-  Result<std::vector<detail::RaggedGroup>> backward_groups(const LocalProblem& p,
-                                                           const LocalBackwardArgs& a,
+  Result<std::vector<detail::RaggedGroup>> backward_groups(const LocalBackwardArgs& a,
                                                            const Varlen& vl,
                                                            const BackwardViews& t) const {
     auto extent = [](std::initializer_list<const TensorView*> ts) {
@@ -806,12 +842,6 @@ class CudnnAttention final : public LocalAttention {
                                  " (2^31): cuDNN's packed backward returned wrong dQ and dK past "
                                  "2^31 elements (measured with cuDNN 9.19; running ",
                                  cudnnGetVersion(), "); forward has no such limit"));
-    }
-    if (p.config.sinks && groups->size() > 1) {
-      return unsupported(str_cat(kApi, "::backward: sinks with a packed batch past 2^31 elements (",
-                                 groups->size(),
-                                 " calls of whole sequences; dSinks would have to "
-                                 "be summed over them)"));
     }
     return groups;
   }

@@ -71,12 +71,10 @@ Status cudnn_forward_support(const LocalProblem& p, CudnnTarget t) {
 }
 
 Status cudnn_backward_support(const LocalProblem& p, CudnnTarget t) {
-  if (p.config.sinks && p.varlen && t.version < 92600) {
-    return unsupported(str_cat(kApi,
-                               "::backward: sinks with packed (varlen) batches need cuDNN "
-                               "9.26 or newer (running ",
-                               t.version, "; forward alone, training = false, runs)"));
-  }
+  // Sinks with packed batches have no version rule although cuDNN before 9.26 has a backward bug
+  // there (cudnn-frontend refuses such a graph): the backend runs that backward without the sinks
+  // and computes dSinks itself (CudnnAttention::backward).
+
   // cuDNN's support matrix (9.18): SDPA backward on Ampere and Ada takes head_dim up to 128,
   // Hopper and newer up to 256; forward takes 256 on all of them.
   if (t.cc_major < 9 && p.config.head_dim > 128) {

@@ -33,10 +33,10 @@ CudnnBand cudnn_band(const LocalProblem& problem);
 /// when the forward graph can be built. Checks the problem itself first (check_local_problem).
 Status cudnn_forward_support(const LocalProblem& problem, CudnnTarget target);
 
-/// The same for the backward graph (on top of the forward's): sinks with packed batches (cuDNN
-/// 9.26), packed batches with head_dim past 128 (9.19), head_dim past 128 before Hopper, and dense
-/// shapes that no split into parts of at most
-/// kCudnnIndexLimit elements of K, O and dO fits (dense_parts()).
+/// The same for the backward graph (on top of the forward's): packed batches with head_dim past 128
+/// (9.19), head_dim past 128 before Hopper, and dense shapes that no split into parts of at most
+/// kCudnnIndexLimit elements of K, O and dO fits (dense_parts()). Sinks with packed batches need
+/// no version: their backward runs without the sinks and dSinks come from kernels::sink_grad.
 Status cudnn_backward_support(const LocalProblem& problem, CudnnTarget target);
 
 /// Unsupported for a backward that no split fits, from dense_parts()' or ragged_groups()' error.

@@ -238,6 +238,32 @@ std::vector<Case> cases() {
        {0, 50, 51, 170, 200}},
       {"fp16_d64_varlen_window", 1, 192, 2, 1, 64, fp16, false, 16, 16, false, {0, 64, 64, 150}},
       {"bf16_d128_varlen_sinks", 1, 128, 2, 2, 128, bf16, true, -1, -1, true, {0, 40, 100}},
+      // Packed with sinks: the backward runs without them, dSinks from sink_grad (padding rows,
+      // an empty sequence, windows, GQA/MQA, head_dim 256).
+      {"fp16_d64_varlen_gqa_window_sinks",
+       1,
+       256,
+       4,
+       2,
+       64,
+       fp16,
+       true,
+       40,
+       -1,
+       true,
+       {0, 90, 90, 200}},
+      {"bf16_d256_varlen_mqa_sinks_full",
+       1,
+       160,
+       2,
+       1,
+       256,
+       bf16,
+       false,
+       -1,
+       -1,
+       true,
+       {0, 70, 150}},
       // Every head_dim check_support() accepts is a multiple of 8 up to 256: the ends and a few
       // model sizes between (Hopper runs backward up to 256).
       {"bf16_d8_causal", 1, 136, 2, 1, 8, bf16, true},
@@ -257,22 +283,26 @@ INSTANTIATE_TEST_SUITE_P(Features, CudnnVsReference, ::testing::ValuesIn(cases()
 // dtype is replaced): plain (t = the I/O dtype) or truth (FP64). The backward reads `given`'s O
 // and LSE when given (as a kernel fed merged or plain statistics does), else its own.
 struct RowsOut {
-  HostTensor o, lse, dq, dk, dv;
+  HostTensor o, lse, dq, dk, dv, dsinks;
 };
+// `sinks`: [Hq] fp32 when rp.config.sinks (dsinks then comes back too).
 RowsOut rows_reference(LocalProblem rp, DType t, const VarlenRows& rows, const HostTensor& q,
                        const HostTensor& k, const HostTensor& v, const HostTensor& d_o,
-                       const RowsOut* given) {
+                       const RowsOut* given, const HostTensor* sinks = nullptr) {
   rp.dtype = rp.grad_kv_dtype = t;
   const std::int64_t Sq = q.view.size(1), Skv = k.view.size(1), Hq = q.view.size(2),
                      Hkv = k.view.size(2), D = q.view.size(3);
-  RowsOut r{HostTensor(t, {1, Sq, Hq, D}), HostTensor(DType::kFloat32, {1, Hq, Sq}),
-            HostTensor(t, {1, Sq, Hq, D}), HostTensor(t, {1, Skv, Hkv, D}),
-            HostTensor(t, {1, Skv, Hkv, D})};
+  RowsOut r{HostTensor(t, {1, Sq, Hq, D}),   HostTensor(DType::kFloat32, {1, Hq, Sq}),
+            HostTensor(t, {1, Sq, Hq, D}),   HostTensor(t, {1, Skv, Hkv, D}),
+            HostTensor(t, {1, Skv, Hkv, D}), HostTensor(DType::kFloat32, {Hq})};
   const HostTensor qt = testing::convert(q, t), kt = testing::convert(k, t),
                    vt = testing::convert(v, t), dot = testing::convert(d_o, t);
+  const TensorView sv = sinks ? sinks->view : TensorView{};
+  const TensorView dsv = sinks ? r.dsinks.view : TensorView{};
   EXPECT_TRUE(reference_forward(rp, {.q = qt.view,
                                      .k = kt.view,
                                      .v = vt.view,
+                                     .sinks = sv,
                                      .o = r.o.view,
                                      .lse = r.lse.view,
                                      .rows = rows})
@@ -284,9 +314,11 @@ RowsOut rows_reference(LocalProblem rp, DType t, const VarlenRows& rows, const H
                                       .o = o_use.view,
                                       .lse = given ? given->lse.view : r.lse.view,
                                       .d_o = dot.view,
+                                      .sinks = sv,
                                       .dq = r.dq.view,
                                       .dk = r.dk.view,
                                       .dv = r.dv.view,
+                                      .dsinks = dsv,
                                       .rows = rows})
                   .is_ok());
   return r;
@@ -543,9 +575,10 @@ struct Channels {
 // in adjacent narrow rows and match the FP64 reference by the 2x rule; rows between the sequences
 // come back as zeros. cuDNN 9.19's backward returned wrong dQ and dK (dV right) past 2^31, so the
 // backend runs each sequence there as a call of its own (backward_groups()); a single sequence
-// that spans past 2^31 by itself is refused as Unsupported, naming it.
-TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
-  ULYSSES_REQUIRE_GPUS(1);
+// that spans past 2^31 by itself is refused as Unsupported, naming it. With sinks, the backward
+// runs each group without them and dSinks come from one pass over all rows (cuDNN before 9.26 has
+// no packed backward with sinks): dSinks by the 2x rule in every layout.
+void check_ragged_past_2to31(bool sinks) {
   const auto seed = testing::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
@@ -557,9 +590,20 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
   const auto& heads = ch.heads;
   const auto& chan = ch.at;
   const std::int64_t used = ch.used;
-  const AttentionConfig cfg{.num_heads_q = Hq, .num_heads_kv = Hkv, .head_dim = D, .causal = true};
-  HostTensor q(dt, {1, N, Hq, D}), k(dt, {1, N, Hkv, D}), v = k, d_o = q;
+  const AttentionConfig cfg{
+      .num_heads_q = Hq, .num_heads_kv = Hkv, .head_dim = D, .causal = true, .sinks = sinks};
+  HostTensor q(dt, {1, N, Hq, D}), k(dt, {1, N, Hkv, D}), v = k, d_o = q, sink(f32, {Hq});
   for (HostTensor* t : {&q, &k, &v, &d_o}) testing::fill_uniform(*t, rng, -1.0, 1.0);
+  testing::fill_uniform(sink, rng, -0.5, 1.5);
+  const HostTensor* sink_ref = sinks ? &sink : nullptr;
+  testing::DeviceBytes sink_dev(static_cast<std::size_t>(Hq) * 4),
+      dsink_dev(static_cast<std::size_t>(Hq) * 4);
+  ASSERT_CUDA(cudaMemcpy(sink_dev.ptr, sink.storage.data(), static_cast<std::size_t>(Hq) * 4,
+                         cudaMemcpyHostToDevice));
+  const TensorView sink_view =
+      sinks ? TensorView::contiguous(sink_dev.ptr, f32, {Hq}, Device::cuda(0)) : TensorView{};
+  const TensorView dsink_view =
+      sinks ? TensorView::contiguous(dsink_dev.ptr, f32, {Hq}, Device::cuda(0)) : TensorView{};
   const std::vector<std::int32_t> compact_begin = {0, static_cast<std::int32_t>(len0)},
                                   lens = {static_cast<std::int32_t>(len0),
                                           static_cast<std::int32_t>(len1)};
@@ -567,10 +611,10 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
       .q_begin = compact_begin, .q_len = lens, .kv_begin = compact_begin, .kv_len = lens};
   LocalProblem rp = LocalProblem::unsharded(cfg, dt, 1, N, true);
   rp.varlen_rows = true;
-  const RowsOut plain = rows_reference(rp, dt, compact, q, k, v, d_o, nullptr);
-  const RowsOut truth_fwd = rows_reference(rp, f64, compact, q, k, v, d_o, nullptr);
+  const RowsOut plain = rows_reference(rp, dt, compact, q, k, v, d_o, nullptr, sink_ref);
+  const RowsOut truth_fwd = rows_reference(rp, f64, compact, q, k, v, d_o, nullptr, sink_ref);
   // The backward below reads the plain O and LSE.
-  const RowsOut truth = rows_reference(rp, f64, compact, q, k, v, d_o, &plain);
+  const RowsOut truth = rows_reference(rp, f64, compact, q, k, v, d_o, &plain, sink_ref);
 
   auto kernel = create_cudnn_attention(0, {.deterministic = true});
   ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
@@ -588,6 +632,7 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
     testing::DeviceBytes lse_buf(static_cast<std::size_t>(Hq * rows) * 4);
     ASSERT_CUDA(cudaMemset(buf.ptr, 0xFF, static_cast<std::size_t>(rows) * row_bytes));  // NaN
     ASSERT_CUDA(cudaMemset(lse_buf.ptr, 0xFF, static_cast<std::size_t>(Hq * rows) * 4));
+    ASSERT_CUDA(cudaMemset(dsink_dev.ptr, 0xFF, static_cast<std::size_t>(Hq) * 4));
     auto view = [&](std::size_t i) {
       return TensorView::strided(static_cast<char*>(buf.ptr) + chan[i] * 2, dt,
                                  {1, rows, heads[i], D}, {rows * C, C, D, 1}, Device::cuda(0));
@@ -665,6 +710,7 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
                                    {.q = view(0),
                                     .k = view(1),
                                     .v = view(2),
+                                    .sinks = sink_view,
                                     .o = view(3),
                                     .lse = lse,
                                     .cu_seqlens = cu_host,
@@ -695,9 +741,11 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
                               .o = view(3),
                               .lse = lse,
                               .d_o = view(4),
+                              .sinks = sink_view,
                               .dq = view(5),
                               .dk = view(6),
                               .dv = view(7),
+                              .dsinks = dsink_view,
                               .cu_seqlens = cu_host,
                               .cu_seqlens_device = cu_device,
                               .rows = drows,
@@ -714,12 +762,20 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
     get(5, out.dq);
     get(6, out.dk);
     get(7, out.dv);
+    out.dsinks = HostTensor(f32, {Hq});
+    ASSERT_CUDA(cudaMemcpy(out.dsinks.storage.data(), dsink_dev.ptr,
+                           static_cast<std::size_t>(Hq) * 4, cudaMemcpyDeviceToHost));
   };
   auto check = [&](const char* what, const HostTensor& got, const HostTensor& pl,
                    const HostTensor& tr, double floor_ulps) {
     EXPECT_EQ(testing::count_nan(got), 0) << what << ": unwritten or NaN elements";
     const double floor = floor_ulps * ulp_rel(dt) * testing::max_abs(tr);
     EXPECT_TRUE(testing::within_2x_rule(got, pl, tr, floor)) << what;
+  };
+  // dSinks: one sum over the call's rows, whose order follows the rows' layout, so by the 2x rule
+  // in every layout rather than bitwise.
+  auto check_dsinks = [&](const RowsOut& got) {
+    if (sinks) check("dSinks", got.dsinks, plain.dsinks, truth.dsinks, 4);
   };
   auto same = [&](const RowsOut& a, const RowsOut& b, const char* what) {
     SCOPED_TRACE(what);
@@ -728,21 +784,23 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
     EXPECT_BITWISE_EQ(a.dq, b.dq, "dQ");
     EXPECT_BITWISE_EQ(a.dk, b.dk, "dK");
     EXPECT_BITWISE_EQ(a.dv, b.dv, "dV");
+    check_dsinks(b);
   };
   const std::int64_t C = std::int64_t{1} << 20;
   RowsOut near, far, cu_near, cu_far;
   run(len0, C, false, near);
-  if (HasFatalFailure()) return;
+  if (::testing::Test::HasFatalFailure()) return;
   check("O", near.o, plain.o, truth_fwd.o, 2);
   check("LSE", near.lse, plain.lse, truth_fwd.lse, 0.05);
   check("dQ", near.dq, plain.dq, truth.dq, 4);
   check("dK", near.dk, plain.dk, truth.dk, 4);
   check("dV", near.dv, plain.dv, truth.dv, 4);
+  check_dsinks(near);
   // VarlenRows: sequence 1 at the first row past 2^31 elements (a gap between the sequences).
   const std::int64_t r_far = kPast / C + 1;
   ASSERT_GT(r_far * C, kPast);
   run(r_far, C, false, far);
-  if (HasFatalFailure()) return;
+  if (::testing::Test::HasFatalFailure()) return;
   same(near, far, "VarlenRows, sequence 1 past 2^31 elements");
   // cu_seqlens: rows so wide that sequence 1 (adjacent) starts past 2^31 while sequence 0 ends
   // before it, 16-byte aligned.
@@ -750,14 +808,24 @@ TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
   ASSERT_GT(len0 * wide, kPast);
   ASSERT_LT((len0 - 1) * wide + used, kPast);
   run(len0, C, true, cu_near);
-  if (HasFatalFailure()) return;
+  if (::testing::Test::HasFatalFailure()) return;
   same(near, cu_near, "cu_seqlens, adjacent narrow rows");
   run(len0, wide, true, cu_far);
-  if (HasFatalFailure()) return;
+  if (::testing::Test::HasFatalFailure()) return;
   same(near, cu_far, "cu_seqlens, sequence 1 past 2^31 elements");
   // Rows so wide that each sequence spans past 2^31 by itself: refused, naming the first.
   RowsOut unused;
   run(len0, (kPast / (len1 - 1) + 8) / 8 * 8, true, unused, "sequence 0");
+}
+
+TEST(Cudnn, RaggedOffsetsPast2To31Elements) {
+  ULYSSES_REQUIRE_GPUS(1);
+  check_ragged_past_2to31(false);
+}
+
+TEST(Cudnn, RaggedSinksPast2To31Elements) {
+  ULYSSES_REQUIRE_GPUS(1);
+  check_ragged_past_2to31(true);
 }
 
 // Dense views past 2^31 elements: one sequence whose rows hold q | k | v | o | dO | dq | dk | dv

@@ -106,8 +106,8 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
 
     def test_packed_batch_with_sinks_and_a_window(self):
         """Layout thd through the module (host and device cu_seqlens, sinks' gradient), one rank,
-        against two virtual ranks calling their plans. cuDNN before 9.26 has no packed backward
-        with sinks: then a training plan is refused when created, and the batch runs without."""
+        against two virtual ranks calling their plans, and against attention written out in
+        PyTorch (fp32, masks and sinks by hand: another implementation, so a tolerance)."""
         T, cu = 1024, [0, 300, 301, 1000]  # rows 1000.. are padding
         g = torch.Generator(device="cuda").manual_seed(torch.seed() % (1 << 62))
 
@@ -118,14 +118,7 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
         q, k, v, d_o = make(self.Hq), make(self.Hkv), make(self.Hkv), make(self.Hq)
         base = dict(num_heads_q=self.Hq, num_heads_kv=self.Hkv, head_dim=self.D, causal=True,
                     window_left=100, sinks=True, layout="thd", seqlen=T, dtype="bf16")
-        if ulysses.cudnn_version() < 92600:
-            with self.assertRaises(ulysses.UlyssesError) as e:
-                ulysses.Plan(ulysses.PlanConfig(cp=1, **base), ulysses.device_loopback_group(1)[0],
-                             ulysses.cudnn_kernel(0))
-            self.assertEqual(e.exception.code, "UNSUPPORTED")
-            self.assertIn("9.26", str(e.exception))
-            base["sinks"] = False
-        sinks = (torch.rand(self.Hq, generator=g, device="cuda") * 2 - 1) if base["sinks"] else None
+        sinks = torch.rand(self.Hq, generator=g, device="cuda") * 2 - 1
 
         def one_rank(r, comm):
             attn = ut.UlyssesAttention(ulysses.PlanConfig(cp=1, **base), comm,
@@ -134,8 +127,7 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
                   for x in (q, k, v, sinks)]
             o = attn(*xs[:3], sinks=xs[3], cu_seqlens=cu)
             o.backward(d_o)
-            return (o.detach(), xs[0].grad, xs[1].grad, xs[2].grad,
-                    xs[3].grad if sinks is not None else None)
+            return o.detach(), xs[0].grad, xs[1].grad, xs[2].grad, xs[3].grad
 
         cfg = ulysses.PlanConfig(cp=2, **base)
         cu_dev = torch.tensor(cu, dtype=torch.int32, device="cuda")
@@ -150,7 +142,7 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
             o = torch.full_like(mq, float("nan"))
             plan.forward(mq, mk, mv, o, **common)
             dq, dk, dv = (torch.full_like(x, float("nan")) for x in (mq, mk, mv))
-            dsinks = torch.full_like(sinks, float("nan")) if sinks is not None else None
+            dsinks = torch.full_like(sinks, float("nan"))
             plan.backward(mdo, dq, dk, dv, dsinks=dsinks, **common)
             return o, dq, dk, dv, dsinks
 
@@ -160,10 +152,30 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
             whole = ut.unshard([x[i] for x in got], cfg, dim=0)
             self.assertFalse(whole.isnan().any(), name + ": elements never written")
             self.assertTrue(torch.equal(whole, want[i]), f"{name} differs from one rank")
-        for r in range(2 if sinks is not None else 0):
+        for r in range(2):
             err = (got[r][4] - want[4]).abs().max().item()
             self.assertLessEqual(err, 2 * 2**-7 * want[4].abs().max().item(), f"dSinks rank {r}")
             self.assertGreater(want[4].abs().max().item(), 0.0)
+        # PyTorch, fp32: scores [Hq, T, T] masked per document (causal, window 100, padding rows
+        # see no key), the sink as one more logit per row with no value (a padding row then
+        # gives O = 0 and no gradient, as ulysses' rows of no sequence do).
+        x32 = [x.detach().float().requires_grad_() for x in (q, k, v, sinks)]
+        rep = self.Hq // self.Hkv
+        kr, vr = (x.repeat_interleave(rep, dim=1) for x in x32[1:3])
+        scores = torch.einsum("qhd,khd->hqk", x32[0], kr) * self.D**-0.5
+        pos = torch.arange(T, device="cuda")
+        doc = torch.bucketize(pos, torch.tensor(cu[1:], device="cuda"), right=True)
+        i, j = pos[:, None], pos[None, :]
+        seen = (doc[:, None] == doc[None, :]) & (j <= i) & (j >= i - 100) & (doc[:, None] < 3)
+        scores = scores.masked_fill(~seen, float("-inf"))
+        sink_col = x32[3][:, None, None].expand(-1, T, 1)
+        p = torch.softmax(torch.cat([scores, sink_col], dim=2), dim=2)[..., :T]
+        ref_o = torch.einsum("hqk,khd->qhd", p, vr)
+        ref_o.backward(d_o.float())
+        for name, mine, theirs in zip(("O", "dQ", "dK", "dV", "dSinks"), want,
+                                      [ref_o.detach()] + [x.grad for x in x32]):
+            err = (mine.float() - theirs).abs().max().item()
+            self.assertLess(err, 4 * 2**-8 * max(1.0, theirs.abs().max().item()), name)
 
     def test_module_on_a_one_rank_nccl_communicator(self):
         q, k, v, d_o = self.inputs()

@@ -440,8 +440,9 @@ class BackwardRecordingKernel final : public LocalAttention {
 };
 
 TEST(Validation, KernelsAreAskedForBackwardOnlyWhenTraining) {
-  // A training plan must be refused at create() for what only backward lacks (e.g. cuDNN < 9.26
-  // with sinks and packed batches), so its problems say backward = true; inference ones false.
+  // A training plan must be refused at create() for what only backward lacks (e.g. cuDNN < 9.19
+  // with packed batches past head_dim 128), so its problems say backward = true; inference ones
+  // false.
   for (Strategy strategy : {Strategy::kUlysses, Strategy::kRing}) {
     for (bool training : {true, false}) {
       BackwardRecordingKernel kernel;
