@@ -13,8 +13,9 @@
 # allgather (its GPU tests, then ulysses, ring and allgather side by side at 8k/32k/128k: over
 # NCCL and copy engines with 2+ GPUs, through the device loopback with one).
 # packed (the packed-sequence tests, then ulysses, ring and allgather on 8 and 64 packed documents
-# at 32k/128k tokens, `--varlen`, transports as for allgather; with 2+ GPUs also 640k tokens at
-# cp = 1 and 2, whose cp = 1 backward runs in parts past 2^31 elements).
+# at 32k/128k tokens, `--varlen`, transports as for allgather, and 8 documents of 128k with sinks;
+# with 2+ GPUs also 640k tokens at cp = 1 and 2, whose cp = 1 backward runs in parts past 2^31
+# elements).
 # Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and writes logs and JSON to
 # $OUT (or ./gpu-out). Keeps NVLink multicast off for every process it starts.
 set -uo pipefail
@@ -114,6 +115,11 @@ if [[ $mode == packed ]]; then  # packed documents (thd): the tests, then three 
       --iters 3 "${via[@]}" "${bench_args[@]}"
     cat "$OUT/bench_docs$docs.log"
   done
+  # With sinks (gpt-oss style): folded in after a sink-free cuDNN forward, dSinks from sink_grad.
+  run bench_docs8_sinks 400 $BIN/ulysses-bench --json "$OUT/bench_docs8_sinks.json" \
+    --seq 131072 --varlen 8 --seed 7 --sinks --strategy ulysses,ring,allgather --chunks 1 \
+    --iters 3 "${via[@]}" "${bench_args[@]}"
+  cat "$OUT/bench_docs8_sinks.log"
   if ((ngpu >= 2)); then  # past 2^31 elements: cp = 1's backward runs in parts, cp = 2's fits
     run bench_640k 300 $BIN/ulysses-bench --json "$OUT/bench_640k.json" --seq 655360 --varlen 64 \
       --seed 7 --strategy ulysses --chunks 1 --iters 3 --cp 1,2 --transport nccl "${bench_args[@]}"
