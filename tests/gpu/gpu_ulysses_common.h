@@ -3,6 +3,7 @@
 // compare.
 #pragma once
 
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <thread>
@@ -108,6 +109,24 @@ inline GpuInputs make_gpu_inputs(const GpuCase& c, std::mt19937_64& rng) {
                           {static_cast<std::int64_t>(std::max<std::size_t>(c.cu.size(), 1))}),
                {}};
   for (HostTensor* t : {&in.q, &in.k, &in.v, &in.d_o}) fill_uniform(*t, rng, -1.0, 1.0);
+  // Packed: rows of no sequence hold NaN, as a caller's padding may (torch.empty); no output may
+  // depend on them (a zero weight times such a NaN is still NaN).
+  if (c.layout == Layout::kTHD && !c.cu.empty()) {
+    const PackedRows pr = packed_rows_of(c);
+    std::vector<char> real(static_cast<std::size_t>(c.S), 0);
+    for (std::size_t s = 0; s + 1 < c.cu.size(); ++s) {
+      const std::int64_t begin = pr.on ? pr.begin[s] : c.cu[s];
+      const std::int64_t len = c.cu[s + 1] - c.cu[s];
+      for (std::int64_t r = begin; r < begin + len; ++r) real[static_cast<std::size_t>(r)] = 1;
+    }
+    for (HostTensor* t : {&in.q, &in.k, &in.v, &in.d_o}) {
+      const std::int64_t row = t->numel() / c.S;
+      for (std::int64_t r = 0; r < c.S; ++r) {
+        if (real[static_cast<std::size_t>(r)]) continue;
+        for (std::int64_t i = r * row; i < (r + 1) * row; ++i) t->set(i, NAN);
+      }
+    }
+  }
   fill_uniform(in.sinks, rng, -0.5, 1.5);
   std::memcpy(in.cu.storage.data(), c.cu.data(), c.cu.size() * 4);
   in.shapes = {act_of(c, c.Hq),

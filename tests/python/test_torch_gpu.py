@@ -115,7 +115,10 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
             return (torch.rand((T, h, self.D), generator=g, device="cuda") * 2 - 1).to(
                 torch.bfloat16)
 
-        q, k, v, d_o = make(self.Hq), make(self.Hkv), make(self.Hkv), make(self.Hq)
+        clean = [make(self.Hq), make(self.Hkv), make(self.Hkv), make(self.Hq)]
+        q, k, v, d_o = (x.clone() for x in clean)
+        for x in (q, k, v, d_o):  # padding as torch.empty may leave it: no output may read it
+            x[cu[-1]:] = float("nan")
         base = dict(num_heads_q=self.Hq, num_heads_kv=self.Hkv, head_dim=self.D, causal=True,
                     window_left=100, sinks=True, layout="thd", seqlen=T, dtype="bf16")
         sinks = torch.rand(self.Hq, generator=g, device="cuda") * 2 - 1
@@ -159,7 +162,7 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
         # PyTorch, fp32: scores [Hq, T, T] masked per document (causal, window 100, padding rows
         # see no key), the sink as one more logit per row with no value (a padding row then
         # gives O = 0 and no gradient, as ulysses' rows of no sequence do).
-        x32 = [x.detach().float().requires_grad_() for x in (q, k, v, sinks)]
+        x32 = [x.detach().float().requires_grad_() for x in clean[:3] + [sinks]]
         rep = self.Hq // self.Hkv
         kr, vr = (x.repeat_interleave(rep, dim=1) for x in x32[1:3])
         scores = torch.einsum("qhd,khd->hqk", x32[0], kr) * self.D**-0.5
@@ -171,7 +174,7 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
         sink_col = x32[3][:, None, None].expand(-1, T, 1)
         p = torch.softmax(torch.cat([scores, sink_col], dim=2), dim=2)[..., :T]
         ref_o = torch.einsum("hqk,khd->qhd", p, vr)
-        ref_o.backward(d_o.float())
+        ref_o.backward(clean[3].float())
         for name, mine, theirs in zip(("O", "dQ", "dK", "dV", "dSinks"), want,
                                       [ref_o.detach()] + [x.grad for x in x32]):
             err = (mine.float() - theirs).abs().max().item()
