@@ -52,24 +52,19 @@ Result<std::vector<RaggedGroup>> ragged_groups(std::span<const std::int32_t> q_b
 
 Result<std::vector<DensePart>> dense_parts(std::int64_t batch, std::int64_t q_rows,
                                            std::int64_t kv_rows, std::int64_t hq, std::int64_t hkv,
-                                           std::int64_t head_dim, bool sinks, bool views_fit,
+                                           std::int64_t head_dim, bool views_fit,
                                            std::int64_t limit) {
   if (views_fit) return std::vector<DensePart>{{0, batch, 0, hkv}};
   const std::int64_t ratio = hq / hkv;
   // Elements of one batch entry's compact K, O or dO (the largest) for g KV heads.
   auto entry = [&](std::int64_t g) { return std::max(kv_rows, q_rows * ratio) * g * head_dim; };
-  // With sinks every part holds the whole batch (dSinks sum over it): only the heads split.
-  const std::int64_t whole = sinks ? batch : 1;
   std::int64_t g = hkv;
-  while (g > 0 && whole * entry(g) > limit) --g;
+  while (g > 0 && entry(g) > limit) --g;
   if (g == 0) {
-    return invalid_argument(str_cat(
-        sinks ? str_cat("sinks: one KV head of all ", batch, " batch entries holds ",
-                        whole * entry(1))
-              : str_cat("one KV head of one batch entry holds ", entry(1)),
-        " elements of K, O or dO (", q_rows, " query rows x ", ratio, " query heads x ", head_dim,
-        ", ", kv_rows, " key rows", sinks ? " per entry; dSinks sum over the batch" : "",
-        "), expected at most ", limit));
+    return invalid_argument(str_cat("one KV head of one batch entry holds ", entry(1),
+                                    " elements of K, O or dO (", q_rows, " query rows x ", ratio,
+                                    " query heads x ", head_dim, ", ", kv_rows,
+                                    " key rows), expected at most ", limit));
   }
   const std::int64_t head_parts = (hkv + g - 1) / g, widest = (hkv + head_parts - 1) / head_parts;
   const std::int64_t nb = std::min(batch, limit / entry(widest));

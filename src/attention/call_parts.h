@@ -50,12 +50,11 @@ struct DensePart {
 /// and hkv KV heads (hq a multiple of hkv) of head_dim elements. Returns the whole call when its
 /// views fit (`views_fit`); otherwise the fewest parts, balanced over the KV heads, in each of
 /// which one batch entry's compact K, O and dO, and all of the part's entries together, hold at
-/// most `limit` elements. `sinks`: every part holds the whole batch (dSinks sum over it), so only
-/// the heads split. InvalidArgument naming the shape when no part can: one KV head of one entry
-/// (with sinks: of all entries) is too large.
+/// most `limit` elements. InvalidArgument naming the shape when no part can: one KV head of one
+/// entry is too large.
 Result<std::vector<DensePart>> dense_parts(std::int64_t batch, std::int64_t q_rows,
                                            std::int64_t kv_rows, std::int64_t hq, std::int64_t hkv,
-                                           std::int64_t head_dim, bool sinks, bool views_fit,
+                                           std::int64_t head_dim, bool views_fit,
                                            std::int64_t limit);
 
 }  // namespace ulysses::detail

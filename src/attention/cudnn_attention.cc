@@ -15,9 +15,10 @@
 // (and -inf) before the graph runs, and a sequence with no query or no key rows is given none of
 // either (cuDNN is not asked about empty softmax rows; their answer, O = 0 and LSE = -inf, is the
 // prefill).
-// Packed batches with sinks run cuDNN's graphs without them (its ragged forward with a sink token
-// was slow, its ragged backward with one wrong before 9.26): forward folds the sinks into O and the
-// LSE afterwards, backward takes dSinks from kernels::sink_grad.
+// Sinks never reach cuDNN: its graphs run without them, forward folds them into O and the LSE
+// afterwards (kernels::finalize_partial), backward takes dSinks from kernels::sink_grad. cuDNN's
+// own sink token was slower (packed: 1.6-2.8x a step; dense, window 128: +79%) and its ragged
+// backward with one is wrong before 9.26; see forward() and docs/PERF.md, "Sinks outside cuDNN".
 //
 // Masks: cuDNN's top-left diagonal band (see cudnn_band()): causal is right bound 0, window_left w
 // is left bound w + 1 (cuDNN keeps keys j > i - bound), window_right w is right bound w; a block's
@@ -64,8 +65,6 @@ enum Uid : std::int64_t {
   kDQ,
   kDK,
   kDV,
-  kSink,
-  kDSink,
   kSeqQ,
   kSeqKV,
   kRagged = 100,  // kRagged + tensor uid: that tensor's ragged offsets
@@ -236,13 +235,14 @@ class CudnnAttention final : public LocalAttention {
     ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, a.rows, vl));
     Layout ws = workspace_layout(p, a.workspace);
     RaggedRows rows;
-    // Packed with sinks: cuDNN 9.19's ragged forward with a sink token took 1.6-2.8x the time of
-    // the same call without it (8 and 64 documents of 128k tokens: 164 -> 267 ms and 25 -> 69 ms
-    // per step; docs/PERF.md, "Packed documents with sinks"); dense, 1-11%. So the graph runs
-    // without them and they are folded in afterwards, row by row (kernels::finalize_partial, in
-    // place): LSE = log(exp(LSE') + exp(sink)), O = O' exp(LSE' - LSE). O is then rounded twice
-    // (cuDNN's rounding, then the rescale's): up to 1 ulp from cuDNN's fp32 result, not 1/2.
-    const bool fold_sinks = vl.on && p.config.sinks;
+    // Sinks: cuDNN 9.19's forward with a sink token took 1.6-2.8x the time of the same packed call
+    // without it (8 and 64 documents of 128k tokens: 164 -> 267 ms and 25 -> 69 ms per step), and
+    // a dense one with a 128-token window 1.8x (docs/PERF.md, "Packed documents with sinks",
+    // "Sinks outside cuDNN"). So the graph runs without them and they are folded in afterwards,
+    // row by row (kernels::finalize_partial, in place): LSE = log(exp(LSE') + exp(sink)),
+    // O = O' exp(LSE' - LSE). O is then rounded twice (cuDNN's rounding, then the rescale's): up
+    // to 1 ulp from cuDNN's fp32 result, not 1/2.
+    const bool fold_sinks = p.config.sinks;
     LocalProblem pg = p;
     if (fold_sinks) pg.config.sinks = false;
     // The LSE the graph writes: the caller's, or (sinks to fold, none wanted) scratch.
@@ -287,7 +287,6 @@ class CudnnAttention final : public LocalAttention {
       fe::graph::SDPA_attributes at;
       at.set_name("sdpa").set_generate_stats(stats).set_attn_scale(p.config.scale());
       apply_masks(at, pg);
-      if (pg.config.sinks) at.set_sink_token(g->tensor(sink_tensor("sink", kSink, pg)));
       if (vl.on) {
         auto [sq, skv] = seq_len_tensors(*g, vl);
         at.set_padding_mask(true).set_seq_len_q(sq).set_seq_len_kv(skv);
@@ -313,7 +312,6 @@ class CudnnAttention final : public LocalAttention {
     std::unordered_map<std::int64_t, void*> pack = {
         {kQ, a.q.data}, {kK, a.k.data}, {kV, a.v.data}, {kO, o_out.data}};
     if (stats) pack[kStats] = lse_out.data;
-    if (pg.config.sinks) pack[kSink] = sink_ptr(a.sinks, pg);
     if (vl.on) {
       ULYSSES_RETURN_IF_ERROR(
           fill_varlen(a.cu_seqlens_device, a.rows, vl, rows, ragged, ws, pack, stream));
@@ -380,15 +378,14 @@ class CudnnAttention final : public LocalAttention {
                                     {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
                                     device());
     }
-    // Packed with sinks: cuDNN before 9.26 has a backward bug with ragged offsets and a sink token
-    // (cudnn-frontend refuses the graph). dQ, dK and dV need the sinks only through the LSE (P =
-    // exp(S - LSE) with the sinks' mass in the LSE; rowsum(dO * O) holds no sink term), so the
-    // graph runs without them on the given O and LSE, and dSinks come from kernels::sink_grad over
-    // the call's rows (rows of no sequence have LSE = -inf and add nothing). One path for every
-    // cuDNN version; it also lets a packed backward past 2^31 elements run in groups with sinks.
-    const bool sinks_outside = vl.on && p.config.sinks;
+    // Sinks: dQ, dK and dV need them only through the LSE (P = exp(S - LSE) with the sinks' mass
+    // in the LSE; rowsum(dO * O) holds no sink term), so the graph runs without them on the given
+    // O and LSE, and dSinks come from kernels::sink_grad over the call's rows (rows of no sequence
+    // have LSE = -inf and add nothing). cuDNN before 9.26 has a backward bug with ragged offsets
+    // and a sink token; and a call past 2^31 elements splits freely (over the batch too: no part
+    // sums dSinks).
     LocalProblem pg = p;
-    if (sinks_outside) pg.config.sinks = false;
+    pg.config.sinks = false;
     // Calls that reach past 2^31 elements run in parts (see backward_groups(), dense_parts()).
     std::vector<detail::RaggedGroup> groups(1);
     std::vector<detail::DensePart> parts;
@@ -412,14 +409,14 @@ class CudnnAttention final : public LocalAttention {
     }
     if (vl.on) {
       ULYSSES_RETURN_IF_ERROR(backward_graph(pg, t, a, vl, groups, ws, stream));
-      if (sinks_outside) {
-        ULYSSES_RETURN_IF_ERROR(kernels::cuda::sink_grad(a.o, a.d_o, a.lse, a.sinks,
-                                                         p.head_offset_q, a.dsinks, stream));
-      }
     } else {
       for (const detail::DensePart& part : parts) {
-        ULYSSES_RETURN_IF_ERROR(backward_part(p, t, a, part, ws, stream));
+        ULYSSES_RETURN_IF_ERROR(backward_part(pg, t, a, part, ws, stream));
       }
+    }
+    if (p.config.sinks) {
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::cuda::sink_grad(a.o, a.d_o, a.lse, a.sinks, p.head_offset_q, a.dsinks, stream));
     }
     if (vl.on && !vl.rows) {
       for (const TensorView* g : {&t.dq, &t.dk, &t.dv}) {
@@ -541,8 +538,11 @@ class CudnnAttention final : public LocalAttention {
     return n;
   }
 
-  std::int64_t canonical_workspace(const LocalProblem& p, bool backward) {
-    // Packed [B, S, H, D] views on a null base: only shapes and strides matter for building.
+  std::int64_t canonical_workspace(const LocalProblem& problem, bool backward) {
+    // Packed [B, S, H, D] views on a null base: only shapes and strides matter for building. The
+    // graphs that run have no sinks (forward(), backward()).
+    LocalProblem p = problem;
+    p.config.sinks = false;
     const std::int64_t B = p.batch, S = p.seqlen, D = p.config.head_dim;
     const std::int64_t hq = p.num_heads_q_local, hkv = p.num_heads_kv_local;
     Varlen vl;
@@ -571,9 +571,6 @@ class CudnnAttention final : public LocalAttention {
         fe::graph::SDPA_attributes at;
         at.set_name("sdpa").set_generate_stats(true).set_attn_scale(p.config.scale());
         apply_masks(at, p);
-        if (p.config.sinks && !vl.on) {
-          at.set_sink_token(g->tensor(sink_tensor("sink", kSink, p)));
-        }
         if (vl.on)
           at.set_padding_mask(true)
               .set_seq_len_q(sq)
@@ -603,10 +600,6 @@ class CudnnAttention final : public LocalAttention {
             .set_attn_scale(p.config.scale())
             .set_deterministic_algorithm(options_.deterministic);
         apply_masks(at, p);
-        if (p.config.sinks && !vl.on) {
-          at.set_sink_token(g->tensor(sink_tensor("sink", kSink, p)));
-          at.set_dsink_token(g->tensor(sink_tensor("dsink", kDSink, p)));
-        }
         if (vl.on)
           at.set_padding_mask(true)
               .set_seq_len_q(sq)
@@ -621,10 +614,6 @@ class CudnnAttention final : public LocalAttention {
         ragged(dQ, kDQ);
         ragged(dK, kDK);
         ragged(dV, kDV);
-        if (p.config.sinks && !vl.on) {
-          at.outputs[fe::graph::SDPA_backward_attributes::output_names::DSINK_TOKEN]->set_output(
-              true);
-        }
       }
       return build(g, backward ? "backward" : "forward", p);
     });
@@ -653,17 +642,6 @@ class CudnnAttention final : public LocalAttention {
                                              const TensorDesc& d) {
     return fe::graph::Tensor_attributes().set_name(name).set_uid(uid).set_dim(d.dim).set_stride(
         d.stride);
-  }
-
-  static fe::graph::Tensor_attributes sink_tensor(const char* name, std::int64_t uid,
-                                                  const LocalProblem& p) {
-    const std::int64_t h = p.num_heads_q_local;
-    return fe::graph::Tensor_attributes()
-        .set_name(name)
-        .set_uid(uid)
-        .set_dim({1, h, 1, 1})
-        .set_stride({h, 1, 1, 1})
-        .set_data_type(fe::DataType_t::FLOAT);
   }
 
   static fe::graph::Tensor_attributes ragged_tensor(std::int64_t uid, const Varlen& vl) {
@@ -699,10 +677,6 @@ class CudnnAttention final : public LocalAttention {
     }
     if (b.has_right) at.set_diagonal_band_right_bound(static_cast<int>(b.right));
     if (b.has_left) at.set_diagonal_band_left_bound(static_cast<int>(b.left));
-  }
-
-  static void* sink_ptr(const TensorView& sinks, const LocalProblem& p) {
-    return static_cast<float*>(sinks.data) + p.head_offset_q * sinks.stride(0);
   }
 
   Result<BuiltGraph> build(const std::shared_ptr<fe::graph::Graph>& g, const char* what,
@@ -861,7 +835,7 @@ class CudnnAttention final : public LocalAttention {
                                                      const BackwardViews& t) const {
     auto parts = detail::dense_parts(
         p.batch, p.seqlen, p.kv_len(), p.num_heads_q_local, p.num_heads_kv_local, p.config.head_dim,
-        p.config.sinks, fits(t.k) && fits(t.o) && fits(t.d_o), detail::kCudnnIndexLimit);
+        fits(t.k) && fits(t.o) && fits(t.d_o), detail::kCudnnIndexLimit);
     if (!parts.is_ok()) return detail::cudnn_past_index_limit(parts.status(), target());
     return parts;
   }
@@ -963,10 +937,6 @@ class CudnnAttention final : public LocalAttention {
       at.set_name("sdpa_backward").set_attn_scale(p.config.scale());
       at.set_deterministic_algorithm(options_.deterministic);
       apply_masks(at, p);
-      if (p.config.sinks) {
-        at.set_sink_token(g->tensor(sink_tensor("sink", kSink, p)));
-        at.set_dsink_token(g->tensor(sink_tensor("dsink", kDSink, p)));
-      }
       if (vl.on) {
         auto [sq, skv] = seq_len_tensors(*g, vl);
         at.set_padding_mask(true).set_seq_len_q(sq).set_seq_len_kv(skv);
@@ -985,11 +955,6 @@ class CudnnAttention final : public LocalAttention {
         dK->set_ragged_offset(g->tensor(ragged_tensor(kDK, vl)));
         dV->set_ragged_offset(g->tensor(ragged_tensor(kDV, vl)));
       }
-      if (p.config.sinks) {
-        // dsink is declared through the attributes; mark it as an output of the graph.
-        at.outputs[fe::graph::SDPA_backward_attributes::output_names::DSINK_TOKEN]->set_output(
-            true);
-      }
       return build(g, "backward", p);
     });
     if (!built.is_ok()) return built.status();
@@ -1001,10 +966,6 @@ class CudnnAttention final : public LocalAttention {
           {kQ, at_row(t.q, r)},   {kK, at_row(t.k, rk)},   {kV, at_row(t.v, rk)},
           {kO, at_row(t.o, r)},   {kDO, at_row(t.d_o, r)}, {kStats, at_row(t.lse, r, 2)},
           {kDQ, at_row(t.dq, r)}, {kDK, at_row(t.dk, rk)}, {kDV, at_row(t.dv, rk)}};
-      if (p.config.sinks) {
-        pack[kSink] = sink_ptr(a.sinks, p);
-        pack[kDSink] = sink_ptr(a.dsinks, p);
-      }
       if (vl.on) {
         ULYSSES_RETURN_IF_ERROR(
             fill_varlen(a.cu_seqlens_device, a.rows, vl, rows, ragged, ws, pack, stream, g));

@@ -63,18 +63,11 @@ Status cudnn_forward_support(const LocalProblem& p, CudnnTarget t) {
                                "offsets; running ",
                                t.version, ")"));
   }
-  if (p.config.sinks && t.version < 91300) {
-    return unsupported(
-        str_cat(kApi, ": attention sinks need cuDNN 9.13 or newer (running ", t.version, ")"));
-  }
+  // Sinks have no version rule: cuDNN never sees them (CudnnAttention folds them in itself).
   return Status::ok();
 }
 
 Status cudnn_backward_support(const LocalProblem& p, CudnnTarget t) {
-  // Sinks with packed batches have no version rule although cuDNN before 9.26 has a backward bug
-  // there (cudnn-frontend refuses such a graph): the backend runs that backward without the sinks
-  // and computes dSinks itself (CudnnAttention::backward).
-
   // cuDNN's support matrix (9.18): SDPA backward on Ampere and Ada takes head_dim up to 128,
   // Hopper and newer up to 256; forward takes 256 on all of them.
   if (t.cc_major < 9 && p.config.head_dim > 128) {
@@ -99,7 +92,7 @@ Status cudnn_backward_support(const LocalProblem& p, CudnnTarget t) {
   if (!p.varlen) {
     const auto parts =
         dense_parts(p.batch, p.seqlen, p.kv_len(), p.num_heads_q_local, p.num_heads_kv_local,
-                    p.config.head_dim, p.config.sinks, false, kCudnnIndexLimit);
+                    p.config.head_dim, false, kCudnnIndexLimit);
     if (!parts.is_ok()) return cudnn_past_index_limit(parts.status(), t);
   }
   return Status::ok();

@@ -35,8 +35,8 @@ Status cudnn_forward_support(const LocalProblem& problem, CudnnTarget target);
 
 /// The same for the backward graph (on top of the forward's): packed batches with head_dim past 128
 /// (9.19), head_dim past 128 before Hopper, and dense shapes that no split into parts of at most
-/// kCudnnIndexLimit elements of K, O and dO fits (dense_parts()). Sinks with packed batches need
-/// no version: their backward runs without the sinks and dSinks come from kernels::sink_grad.
+/// kCudnnIndexLimit elements of K, O and dO fits (dense_parts()). Sinks need no version: cuDNN
+/// never sees them (forward folds them in, dSinks come from kernels::sink_grad).
 Status cudnn_backward_support(const LocalProblem& problem, CudnnTarget target);
 
 /// Unsupported for a backward that no split fits, from dense_parts()' or ragged_groups()' error.

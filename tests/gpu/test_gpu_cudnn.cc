@@ -128,8 +128,8 @@ TEST_P(CudnnVsReference, WithinTwiceThePlainError) {
                                                   .window_right = c.wr,
                                                   .sinks = c.sinks},
                                                  c.dtype, c.B, c.S, !c.cu.empty());
-  // Where the running cuDNN lacks the backward (packed with sinks before 9.26, packed past
-  // head_dim 128 before 9.19: the rules the CPU tests check), check_support() refuses a problem
+  // Where the running cuDNN lacks the backward (packed past head_dim 128 before 9.19, head_dim
+  // past 128 before Hopper: the rules the CPU tests check), check_support() refuses a problem
   // that will run backward, naming the version, accepts it forward-only, and backward() refuses
   // it too; forward still runs and is checked.
   int cc_major = 0;
@@ -206,6 +206,18 @@ TEST_P(CudnnVsReference, WithinTwiceThePlainError) {
     EXPECT_TRUE(testing::within_2x_rule(got, pl, tr, floor)) << what;
   };
   check("O", got_o, plain.o, truth.o, 2);
+  if (c.sinks) {
+    // Inference asks for no LSE; the sinks are still folded in (through scratch): the same O.
+    HostTensor o2 = out.o;
+    testing::poison(o2);
+    DeviceTensor o2_dev = DeviceTensor::of(o2);
+    LocalForwardArgs f2 = f;
+    f2.o = o2_dev.view;
+    f2.lse = TensorView{};
+    ASSERT_TRUE((*kernel)->forward(p, f2, nullptr).is_ok());
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    EXPECT_BITWISE_EQ(o2_dev.download(o2), got_o, "O without an LSE");
+  }
   // LSE is fp32 from fp32 accumulation of dtype products: held to a few dtype ulps of its scale.
   check("LSE", got_lse, plain.lse, truth.lse, 0.05);
   if (bwd_unsupported) return;
@@ -948,7 +960,8 @@ struct BigDense {
 };
 
 // Forward and backward on batch entries [b0, b0 + nb) and KV heads [kv0, kv0 + nkv) (with their
-// query heads) of `c`, in compact device tensors of their own; results land in c's outputs.
+// query heads) of `c`, in compact device tensors of their own; results land in c's outputs (dSinks
+// are added to c.dsink).
 void run_dense_part(LocalAttention& att, BigDense& c, std::int64_t b0, std::int64_t nb, int kv0,
                     int nkv) {
   const int r = c.Hq / c.Hkv, q0 = kv0 * r, nq = nkv * r, D = BigDense::D;
@@ -1020,8 +1033,10 @@ void run_dense_part(LocalAttention& att, BigDense& c, std::int64_t b0, std::int6
                     nullptr);
   ASSERT_TRUE(st.is_ok()) << st.to_string();
   ASSERT_CUDA(cudaDeviceSynchronize());
-  if (c.sinks) {
-    ASSERT_CUDA(cudaMemcpy(c.dsink.data() + q0, dsink.ptr, sink_bytes, cudaMemcpyDeviceToHost));
+  if (c.sinks) {  // summed over the parts that split the batch
+    std::vector<float> part(static_cast<std::size_t>(nq));
+    ASSERT_CUDA(cudaMemcpy(part.data(), dsink.ptr, sink_bytes, cudaMemcpyDeviceToHost));
+    for (int h = 0; h < nq; ++h) c.dsink[static_cast<std::size_t>(q0 + h)] += part[h];
   }
   for (std::size_t i = 4; i < 8; ++i) {
     const T& t = ts[i];
@@ -1118,9 +1133,9 @@ TEST(Cudnn, DenseHeadsPast2To31Elements) {
 
 TEST(Cudnn, DenseSinksPast2To31Elements) {
   ULYSSES_REQUIRE_GPUS(1);
-  // With sinks the batch stays whole (dSinks sum over it): two calls of 32 KV heads and both
-  // entries, K, O and dO staged compact, each part's sinks and dSinks at its own heads.
-  check_big_dense({.B = 2, .S = 40000, .Hq = 256, .Hkv = 64, .sinks = true}, false);
+  // With sinks too the batch splits (cuDNN runs without them; dSinks come from one sink_grad over
+  // the whole call): two calls of one entry, against two calls whose dSinks are added.
+  check_big_dense({.B = 2, .S = 40000, .Hq = 256, .Hkv = 64, .sinks = true}, true);
 }
 
 // Backward calls that no split brings under 2^31 are refused when a training plan is made
@@ -1143,11 +1158,8 @@ TEST(Cudnn, UnsplittableBackwardRefusedAtPlanTime) {
   EXPECT_NE(s.message().find("1100000 query rows"), std::string::npos) << s.message();
   // Inference never runs the backward: the same shape is fine.
   EXPECT_TRUE((*kernel)->check_support(problem(1, 1100000, 16, 1, false, false)).is_ok());
-  // Sinks: 512 entries x 40000 rows of one head (2.6e9) cannot split, without sinks they can.
-  s = (*kernel)->check_support(problem(512, 40000, 1, 1, true, true));
-  EXPECT_EQ(s.code(), StatusCode::kUnsupported) << s.to_string();
-  EXPECT_NE(s.message().find("sinks: one KV head of all 512 batch entries"), std::string::npos)
-      << s.message();
+  // 512 entries x 40000 rows of one head (2.6e9) split by entry, with sinks or without.
+  EXPECT_TRUE((*kernel)->check_support(problem(512, 40000, 1, 1, true, true)).is_ok());
   EXPECT_TRUE((*kernel)->check_support(problem(512, 40000, 1, 1, false, true)).is_ok());
   // The shapes the three tests above run in parts are accepted.
   EXPECT_TRUE((*kernel)->check_support(problem(2, 40000, 256, 64, true, true)).is_ok());

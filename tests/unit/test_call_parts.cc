@@ -233,7 +233,7 @@ void expect_valid_parts(const std::vector<DensePart>& parts, std::int64_t B, std
 }
 
 TEST(DenseParts, CallWhoseViewsFitIsWhole) {
-  auto p = dense_parts(4, 1 << 20, 1 << 20, 32, 8, 128, false, true, 1000);
+  auto p = dense_parts(4, 1 << 20, 1 << 20, 32, 8, 128, true, 1000);
   ASSERT_TRUE(p.is_ok());
   ASSERT_EQ(p->size(), 1u);
   EXPECT_EQ((*p)[0].nb, 4);
@@ -243,7 +243,7 @@ TEST(DenseParts, CallWhoseViewsFitIsWhole) {
 TEST(DenseParts, CompactEntriesThatFitAreOnePart) {
   // Views reach past the limit (long row strides) but the compact tensors do not: one part,
   // staged by the caller.
-  auto p = dense_parts(2, 100, 100, 8, 2, 4, false, false, 100 * 8 * 4 * 2);
+  auto p = dense_parts(2, 100, 100, 8, 2, 4, false, 100 * 8 * 4 * 2);
   ASSERT_TRUE(p.is_ok());
   ASSERT_EQ(p->size(), 1u);
   EXPECT_EQ((*p)[0].nb, 2);
@@ -254,49 +254,30 @@ TEST(DenseParts, SplitsBatchEntriesFirst) {
   // The test_gpu_cudnn shape: 2 x 40000 rows x 256 query heads (64 KV) x 128 past 2^31, one
   // entry under it: two parts of one entry, every head.
   const std::int64_t limit = std::int64_t{1} << 31;
-  auto p = dense_parts(2, 40000, 40000, 256, 64, 128, false, false, limit);
+  auto p = dense_parts(2, 40000, 40000, 256, 64, 128, false, limit);
   ASSERT_TRUE(p.is_ok()) << p.status().to_string();
   ASSERT_EQ(p->size(), 2u);
   EXPECT_EQ((*p)[1].b0, 1);
   EXPECT_EQ((*p)[1].nkv, 64);
   expect_valid_parts(*p, 2, 40000, 40000, 256, 64, 128, limit);
-  // With sinks the batch stays whole (dSinks sum over it): two parts of 32 KV heads instead.
-  auto s = dense_parts(2, 40000, 40000, 256, 64, 128, true, false, limit);
-  ASSERT_TRUE(s.is_ok()) << s.status().to_string();
-  ASSERT_EQ(s->size(), 2u);
-  for (const DensePart& part : *s) {
-    EXPECT_EQ(part.nb, 2);
-    EXPECT_EQ(part.nkv, 32);
-  }
-  expect_valid_parts(*s, 2, 40000, 40000, 256, 64, 128, limit);
-}
-
-TEST(DenseParts, SinksWithOneHeadOfTheBatchTooLargeAreNamed) {
-  // One KV head of one entry fits (10 of 25 elements), of all three entries not: without sinks
-  // the batch splits, with sinks nothing can.
-  auto p = dense_parts(3, 10, 10, 8, 8, 1, false, false, 25);
-  ASSERT_TRUE(p.is_ok()) << p.status().to_string();
-  expect_valid_parts(*p, 3, 10, 10, 8, 8, 1, 25);
-  auto s = dense_parts(3, 10, 10, 8, 8, 1, true, false, 25);
-  ASSERT_FALSE(s.is_ok());
-  EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument);
-  const std::string m = s.status().message();
-  EXPECT_NE(m.find("sinks: one KV head of all 3 batch entries holds 30 elements"),
-            std::string::npos)
-      << m;
+  // One KV head of one entry fits (10 of 25 elements), of all three entries not: entries split.
+  auto q = dense_parts(3, 10, 10, 8, 8, 1, false, 25);
+  ASSERT_TRUE(q.is_ok()) << q.status().to_string();
+  EXPECT_EQ(q->size(), 12u);  // 3 entries x 4 parts of 2 KV heads (20 of 25)
+  expect_valid_parts(*q, 3, 10, 10, 8, 8, 1, 25);
 }
 
 TEST(DenseParts, SplitsHeadsWhenOneEntryDoesNotFit) {
   // 70000 rows x 256 x 128 = 2.3e9: two parts of 32 KV heads (128 query heads).
   const std::int64_t limit = std::int64_t{1} << 31;
-  auto p = dense_parts(1, 70000, 70000, 256, 64, 128, true, false, limit);
+  auto p = dense_parts(1, 70000, 70000, 256, 64, 128, false, limit);
   ASSERT_TRUE(p.is_ok()) << p.status().to_string();
   ASSERT_EQ(p->size(), 2u);
   EXPECT_EQ((*p)[0].nkv, 32);
   EXPECT_EQ((*p)[1].kv0, 32);
   expect_valid_parts(*p, 1, 70000, 70000, 256, 64, 128, limit);
   // 8 KV heads of which 5 would fit: two parts of 4, not 5 + 3.
-  auto q = dense_parts(3, 10, 10, 8, 8, 1, false, false, 50);
+  auto q = dense_parts(3, 10, 10, 8, 8, 1, false, 50);
   ASSERT_TRUE(q.is_ok());
   ASSERT_EQ(q->size(), 6u);  // 3 entries (one fits at a time with 4 heads: 40 of 50) x 2
   EXPECT_EQ((*q)[0].nkv, 4);
@@ -304,14 +285,14 @@ TEST(DenseParts, SplitsHeadsWhenOneEntryDoesNotFit) {
 }
 
 TEST(DenseParts, KeysLongerThanQueriesBindToo) {
-  auto p = dense_parts(1, 10, 1000, 4, 4, 1, false, false, 2500);  // K: 1000 per head
+  auto p = dense_parts(1, 10, 1000, 4, 4, 1, false, 2500);  // K: 1000 per head
   ASSERT_TRUE(p.is_ok());
   EXPECT_EQ(p->size(), 2u);
   expect_valid_parts(*p, 1, 10, 1000, 4, 4, 1, 2500);
 }
 
 TEST(DenseParts, OneHeadTooLargeIsNamed) {
-  auto p = dense_parts(1, 3000, 3000, 8, 2, 1, false, false, 10000);  // 3000 x 4 query heads
+  auto p = dense_parts(1, 3000, 3000, 8, 2, 1, false, 10000);  // 3000 x 4 query heads
   ASSERT_FALSE(p.is_ok());
   EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument);
   const std::string m = p.status().message();
@@ -329,22 +310,16 @@ TEST(DenseParts, RandomShapesSplitValidly) {
     const std::int64_t B = pick(1, 6), hkv = pick(1, 9), hq = hkv * pick(1, 4), D = pick(1, 4),
                        Sq = pick(1, 50), Skv = pick(0, 1) ? Sq : pick(1, 80);
     const std::int64_t limit = pick(1, 3000);
-    const bool sinks = pick(0, 3) == 0;
-    auto p = dense_parts(B, Sq, Skv, hq, hkv, D, sinks, false, limit);
-    // With sinks a part holds every entry.
-    const std::int64_t whole = sinks ? B : 1;
+    auto p = dense_parts(B, Sq, Skv, hq, hkv, D, false, limit);
     const std::int64_t one_head = std::max(Skv, Sq * (hq / hkv)) * D;
-    ASSERT_EQ(p.is_ok(), whole * one_head <= limit)
+    ASSERT_EQ(p.is_ok(), one_head <= limit)
         << (p.is_ok() ? std::string("split") : p.status().to_string());
     if (!p.is_ok()) continue;
     expect_valid_parts(*p, B, Sq, Skv, hq, hkv, D, limit);
     if (HasFatalFailure()) return;
-    if (sinks) {
-      for (const DensePart& part : *p) EXPECT_EQ(part.nb, B);
-    }
     // As few head groups as the largest that fits allows, and entries per part as many as fit.
     std::int64_t g = hkv;
-    while (whole * std::max(Skv, Sq * (hq / hkv)) * g * D > limit) --g;
+    while (std::max(Skv, Sq * (hq / hkv)) * g * D > limit) --g;
     const std::int64_t head_parts = (hkv + g - 1) / g;
     const std::int64_t widest = (hkv + head_parts - 1) / head_parts;
     const std::int64_t nb = std::min(B, limit / (std::max(Skv, Sq * (hq / hkv)) * widest * D));

@@ -56,16 +56,15 @@ TEST(CudnnSupport, FeaturesNameTheCudnnVersionTheyNeed) {
   const LocalProblem packed = problem({}, 1, 256, true);
   expect_refused(cudnn_forward_support(packed, {90400, 9}), {"packed", "9.5", "90400"});
   EXPECT_TRUE(cudnn_forward_support(packed, {90500, 9}).is_ok());
+  // Sinks need no version: cuDNN never sees them (the backend folds them into O and the LSE and
+  // computes dSinks itself), so they run wherever the rest of the call does.
   const LocalProblem sinks = problem({.sinks = true});
-  expect_refused(cudnn_forward_support(sinks, {91200, 9}), {"sinks", "9.13", "91200"});
-  EXPECT_TRUE(cudnn_forward_support(sinks, {91300, 9}).is_ok());
-  EXPECT_TRUE(cudnn_backward_support(sinks, {91300, 9}).is_ok());
-  // Sinks with packed batches: from 9.13 both ways (the backend's backward runs without the sinks
-  // and computes dSinks itself, since cuDNN before 9.26 has none for packed batches).
+  EXPECT_TRUE(cudnn_forward_support(sinks, {90000, 9}).is_ok());
+  EXPECT_TRUE(cudnn_backward_support(sinks, {90000, 9}).is_ok());
   const LocalProblem packed_sinks = problem({.sinks = true}, 1, 256, true);
-  expect_refused(cudnn_forward_support(packed_sinks, {91200, 9}), {"sinks", "9.13", "91200"});
-  EXPECT_TRUE(cudnn_forward_support(packed_sinks, {91300, 9}).is_ok());
-  EXPECT_TRUE(cudnn_backward_support(packed_sinks, {91300, 9}).is_ok());
+  expect_refused(cudnn_forward_support(packed_sinks, {90400, 9}), {"packed", "9.5", "90400"});
+  EXPECT_TRUE(cudnn_forward_support(packed_sinks, {90500, 9}).is_ok());
+  EXPECT_TRUE(cudnn_backward_support(packed_sinks, {90500, 9}).is_ok());
   EXPECT_TRUE(cudnn_backward_support(packed_sinks, kHopper919).is_ok());
 }
 
@@ -135,14 +134,14 @@ TEST(CudnnSupport, BackwardThatNoSplitFitsIsRefusedUpFront) {
   expect_refused(cudnn_backward_support(p, kHopper919),
                  {"one KV head of one batch entry", "1100000 query rows", "2^31", "91900"});
   EXPECT_TRUE(cudnn_forward_support(p, kHopper919).is_ok());  // forward has no such limit
-  // Sinks keep the batch whole: 512 entries of one 40000-row head (2.6e9) cannot split.
-  const AttentionConfig one_head{.num_heads_q = 1, .num_heads_kv = 1, .head_dim = 128};
-  AttentionConfig with_sinks = one_head;
-  with_sinks.sinks = true;
-  expect_refused(cudnn_backward_support(problem(with_sinks, 512, 40000), kHopper919),
-                 {"sinks: one KV head of all 512 batch entries"});
-  EXPECT_TRUE(cudnn_backward_support(problem(one_head, 512, 40000), kHopper919).is_ok());
-  // Shapes that split (by batch, by heads, by heads with sinks) are accepted.
+  // 512 entries of one 40000-row head (2.6e9) split by entry, with sinks too (dSinks come from
+  // kernels::sink_grad over the whole call, not from the parts).
+  for (bool sinks : {false, true}) {
+    const AttentionConfig one_head{
+        .num_heads_q = 1, .num_heads_kv = 1, .head_dim = 128, .sinks = sinks};
+    EXPECT_TRUE(cudnn_backward_support(problem(one_head, 512, 40000), kHopper919).is_ok()) << sinks;
+  }
+  // Shapes that split (by batch, by heads, by batch with sinks) are accepted.
   EXPECT_TRUE(
       cudnn_backward_support(
           problem({.num_heads_q = 256, .num_heads_kv = 64, .sinks = true}, 2, 40000), kHopper919)
