@@ -139,39 +139,149 @@ __device__ float log_add_exp(float a, float b) {
   return fmaxf(a, b) + log1pf(expf(-fabsf(a - b)));
 }
 
-__global__ void merge_kernel(Rows g, View4 acc, View3 lacc, View4 blk, View3 lblk) {
-  ULYSSES_ROW_LOOP(r, g) {
-    Index x = row_of(g, r);
-    const float lb = load(lblk.data, lblk.dtype, at3(lblk, x));
-    const float la = load(lacc.data, lacc.dtype, at3(lacc, x));
-    __syncwarp();                   // every lane has read la before lane 0 overwrites it
-    if (lb == -INFINITY) continue;  // uniform across the warp
-    const float m = log_add_exp(la, lb);
-    const float wa = la == -INFINITY ? 0.0f : expf(la - m), wb = expf(lb - m);
-    for (x.d = lane_of_row(); x.d < acc.n3; x.d += kLanes) {
-      const std::int64_t a = at4(acc, x);
-      store(acc.data, acc.dtype, a,
-            load(acc.data, acc.dtype, a) * wa + load(blk.data, blk.dtype, at4(blk, x)) * wb);
+// Merge and finalize take a warp's rows kGroupRows at a time (consecutive rows: the heads of one
+// token), kVec elements per lane per access (4 where every view fits fits_vec4(): one 8 or 16-byte
+// access), and issue every load of a group before using any, so a warp waits for memory once per
+// group. One row per warp with one element per lane (2-byte accesses, a load latency per row)
+// reached ~1 TB/s on an H200; finalizing 32k rows x 32 heads x 128 took ~0.5 ms.
+constexpr int kGroupRows = 4;
+
+#define ULYSSES_GROUP_LOOP(r0, g)                                                        \
+  for (std::uint32_t r0 = (blockIdx.x * blockDim.x + threadIdx.x) / kLanes * kGroupRows; \
+       r0 < (g).count; r0 += gridDim.x * (blockDim.x / kLanes) * kGroupRows)
+
+// Four data elements as fp32 into four consecutive floats, or one; and back (rounded to nearest).
+template <int kVec>
+__device__ void load_vec(const void* p, int dtype, std::int64_t i, float* v) {
+  if constexpr (kVec == 4) {
+    const float4 f = load4(p, dtype, i);
+    v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+  } else {
+    v[0] = load(p, dtype, i);
+  }
+}
+template <int kVec>
+__device__ void store_vec(void* p, int dtype, std::int64_t i, const float* v) {
+  if constexpr (kVec == 4) {
+    switch (static_cast<DType>(dtype)) {
+      case DType::kFloat16: {
+        const __half2 a = __floats2half2_rn(v[0], v[1]), b = __floats2half2_rn(v[2], v[3]);
+        *reinterpret_cast<uint2*>(static_cast<__half*>(p) + i) = make_uint2(
+            *reinterpret_cast<const unsigned*>(&a), *reinterpret_cast<const unsigned*>(&b));
+        break;
+      }
+      case DType::kBFloat16: {
+        const __nv_bfloat162 a = __floats2bfloat162_rn(v[0], v[1]),
+                             b = __floats2bfloat162_rn(v[2], v[3]);
+        *reinterpret_cast<uint2*>(static_cast<__nv_bfloat16*>(p) + i) = make_uint2(
+            *reinterpret_cast<const unsigned*>(&a), *reinterpret_cast<const unsigned*>(&b));
+        break;
+      }
+      default:
+        *reinterpret_cast<float4*>(static_cast<float*>(p) + i) =
+            make_float4(v[0], v[1], v[2], v[3]);
     }
-    if (lane_of_row() == 0) store(lacc.data, lacc.dtype, at3(lacc, x), m);
+  } else {
+    store(p, dtype, i, v[0]);
   }
 }
 
+// acc = acc exp(la - m) + blk exp(lb - m), lacc = m = log(exp(la) + exp(lb)), row by row; rows
+// whose block LSE is -inf (the block saw none of its keys) are left as they are.
+template <int kVec>
+__global__ void merge_kernel(Rows g, View4 acc, View3 lacc, View4 blk, View3 lblk) {
+  const int lane = lane_of_row();
+  ULYSSES_GROUP_LOOP(r0, g) {
+    Index x[kGroupRows];
+    float la[kGroupRows], lb[kGroupRows];
+#pragma unroll
+    for (int u = 0; u < kGroupRows; ++u) {
+      const bool real = r0 + u < g.count;  // else row r0 again, loaded and left alone
+      x[u] = row_of(g, real ? r0 + u : r0);
+      la[u] = load(lacc.data, lacc.dtype, at3(lacc, x[u]));
+      lb[u] = real ? load(lblk.data, lblk.dtype, at3(lblk, x[u])) : -INFINITY;
+    }
+    __syncwarp();  // every lane has read la before lane 0 overwrites it
+    float wa[kGroupRows], wb[kGroupRows];
+#pragma unroll
+    for (int u = 0; u < kGroupRows; ++u) {
+      const float m = log_add_exp(la[u], lb[u]);
+      wa[u] = la[u] == -INFINITY ? 0.0f : expf(la[u] - m);
+      wb[u] = expf(lb[u] - m);
+      la[u] = m;
+    }
+    for (std::int64_t d = kVec * lane; d < acc.n3; d += kVec * kLanes) {
+      float a[kGroupRows][kVec], b[kGroupRows][kVec];
+#pragma unroll
+      for (int u = 0; u < kGroupRows; ++u) {
+        if (lb[u] == -INFINITY) continue;  // uniform across the warp
+        load_vec<kVec>(acc.data, acc.dtype, at4(acc, x[u]) + d * acc.s3, a[u]);
+        load_vec<kVec>(blk.data, blk.dtype, at4(blk, x[u]) + d * blk.s3, b[u]);
+      }
+#pragma unroll
+      for (int u = 0; u < kGroupRows; ++u) {
+        if (lb[u] == -INFINITY) continue;
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) a[u][j] = a[u][j] * wa[u] + b[u][j] * wb[u];
+        store_vec<kVec>(acc.data, acc.dtype, at4(acc, x[u]) + d * acc.s3, a[u]);
+      }
+    }
+    if (lane == 0) {
+#pragma unroll
+      for (int u = 0; u < kGroupRows; ++u) {
+        if (lb[u] != -INFINITY) store(lacc.data, lacc.dtype, at3(lacc, x[u]), la[u]);
+      }
+    }
+  }
+}
+
+// out = acc exp(la - l), lout = l = log(exp(la) + exp(sink)) (without sinks: a copy), row by row;
+// out and lout may be acc and lacc.
+template <int kVec>
 __global__ void finalize_kernel(Rows g, View4 acc, View3 lacc, const float* sinks,
                                 std::int64_t sink_stride, int head_offset, View4 out, View3 lout) {
-  ULYSSES_ROW_LOOP(r, g) {
-    Index x = row_of(g, r);
-    const float la = load(lacc.data, lacc.dtype, at3(lacc, x));
+  const int lane = lane_of_row();
+  ULYSSES_GROUP_LOOP(r0, g) {
+    Index x[kGroupRows];
+    float l[kGroupRows], w[kGroupRows];
+    bool real[kGroupRows];
+#pragma unroll
+    for (int u = 0; u < kGroupRows; ++u) {
+      real[u] = r0 + u < g.count;  // else row r0 again, loaded and not stored
+      x[u] = row_of(g, real[u] ? r0 + u : r0);
+      l[u] = load(lacc.data, lacc.dtype, at3(lacc, x[u]));
+      w[u] = sinks != nullptr ? sinks[(head_offset + x[u].h) * sink_stride] : 0.0f;
+    }
     __syncwarp();  // lout may be lacc
-    float l = la, w = 1.0f;
-    if (sinks != nullptr && la != -INFINITY) {  // -inf: padding (real rows see their own key)
-      l = log_add_exp(la, sinks[(head_offset + x.h) * sink_stride]);
-      w = la == -INFINITY ? 0.0f : expf(la - l);
+#pragma unroll
+    for (int u = 0; u < kGroupRows; ++u) {
+      const float la = l[u], sink = w[u];
+      w[u] = 1.0f;
+      if (sinks != nullptr && la != -INFINITY) {  // -inf: padding (real rows see their own key)
+        l[u] = log_add_exp(la, sink);
+        w[u] = expf(la - l[u]);
+      }
     }
-    for (x.d = lane_of_row(); x.d < acc.n3; x.d += kLanes) {
-      store(out.data, out.dtype, at4(out, x), load(acc.data, acc.dtype, at4(acc, x)) * w);
+    for (std::int64_t d = kVec * lane; d < acc.n3; d += kVec * kLanes) {
+      float v[kGroupRows][kVec];
+#pragma unroll
+      for (int u = 0; u < kGroupRows; ++u) {
+        load_vec<kVec>(acc.data, acc.dtype, at4(acc, x[u]) + d * acc.s3, v[u]);
+      }
+#pragma unroll
+      for (int u = 0; u < kGroupRows; ++u) {
+        if (!real[u]) continue;
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) v[u][j] *= w[u];
+        store_vec<kVec>(out.data, out.dtype, at4(out, x[u]) + d * out.s3, v[u]);
+      }
     }
-    if (lane_of_row() == 0) store(lout.data, lout.dtype, at3(lout, x), l);
+    if (lane == 0) {
+#pragma unroll
+      for (int u = 0; u < kGroupRows; ++u) {
+        if (real[u]) store(lout.data, lout.dtype, at3(lout, x[u]), l[u]);
+      }
+    }
   }
 }
 
@@ -412,6 +522,13 @@ int row_blocks(const Rows& g) {
   return static_cast<int>(b < 1 ? 1 : (b > 65535 * 32 ? 65535 * 32 : b));
 }
 
+// The grid of a kernel that takes a warp's rows kGroupRows at a time.
+int group_blocks(const Rows& g) {
+  const std::int64_t per_block = kRowThreads / kLanes * kGroupRows;
+  const std::int64_t b = (static_cast<std::int64_t>(g.count) + per_block - 1) / per_block;
+  return static_cast<int>(b < 1 ? 1 : (b > 65535 * 32 ? 65535 * 32 : b));
+}
+
 int blocks(std::int64_t n) {
   const std::int64_t b = (n + kThreads - 1) / kThreads;
   return static_cast<int>(b < 1 ? 1 : (b > 65535 * 16 ? 65535 * 16 : b));
@@ -460,8 +577,9 @@ Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const T
   ULYSSES_RETURN_IF_ERROR(same4(o_acc, o_blk, "merge_partial"));
   ULYSSES_RETURN_IF_ERROR(check({&o_acc, &lse_acc, &o_blk, &lse_blk}, "merge_partial"));
   ULYSSES_ASSIGN_OR_RETURN(const Rows g, rows_of(o_acc, "merge_partial"));
-  merge_kernel<<<row_blocks(g), kRowThreads, 0, stream>>>(g, v4(o_acc), v3(lse_acc), v4(o_blk),
-                                                          v3(lse_blk));
+  const auto kernel = fits_vec4(o_acc) && fits_vec4(o_blk) ? merge_kernel<4> : merge_kernel<1>;
+  kernel<<<group_blocks(g), kRowThreads, 0, stream>>>(g, v4(o_acc), v3(lse_acc), v4(o_blk),
+                                                      v3(lse_blk));
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }
@@ -474,8 +592,9 @@ Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, cons
   const auto* sk = sinks.empty_view() ? nullptr : static_cast<const float*>(sinks.data);
   const std::int64_t ss = sinks.empty_view() ? 0 : sinks.stride(0);
   ULYSSES_ASSIGN_OR_RETURN(const Rows g, rows_of(o_acc, "finalize_partial"));
-  finalize_kernel<<<row_blocks(g), kRowThreads, 0, stream>>>(g, v4(o_acc), v3(lse_acc), sk, ss,
-                                                             head_offset, v4(o), v3(lse));
+  const auto kernel = fits_vec4(o_acc) && fits_vec4(o) ? finalize_kernel<4> : finalize_kernel<1>;
+  kernel<<<group_blocks(g), kRowThreads, 0, stream>>>(g, v4(o_acc), v3(lse_acc), sk, ss,
+                                                      head_offset, v4(o), v3(lse));
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }

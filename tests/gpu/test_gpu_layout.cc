@@ -429,5 +429,134 @@ TEST(GpuElementwise, SinkGradMatchesHostAndRepeatsBitwise) {
   }
 }
 
+// Elementwise closeness over whole buffers: NaN where expected, else within rel * |expected| + abs
+// (rel: one ulp of the data's dtype, whose rounding of a slightly different fp32 value may differ).
+void expect_close(const HostTensor& got, const HostTensor& want, double rel, double abs,
+                  const std::string& what) {
+  ASSERT_EQ(got.numel(), want.numel()) << what;
+  int bad = 0;
+  for (std::int64_t i = 0; i < want.numel() && bad < 5; ++i) {
+    const double w = want.at(i), g = got.at(i);
+    const bool ok = std::isnan(w) ? std::isnan(g) : std::fabs(g - w) <= rel * std::fabs(w) + abs;
+    if (!ok) {
+      ++bad;
+      ADD_FAILURE() << what << ": element " << i << " expected " << w << ", got " << g;
+    }
+  }
+}
+
+// Ring's merge of a block's partial result into the accumulator, and the final normalisation with
+// sinks (ring's last step, the cuDNN backend's sink fold, in place there): against the host's FP64
+// within an ulp of the data's dtype, over whole poisoned strided buffers (elements between the
+// views' rows stay NaN). Rows whose block LSE is -inf stay bitwise as they were; rows whose LSE is
+// -inf keep their O and get no sink. Row counts not a multiple of the kernels' row groups; head_dim
+// 64 and 128 (4-element accesses) and 6 (element by element).
+TEST(GpuElementwise, MergeAndFinalizeMatchHost) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const std::uint64_t seed = testing::fresh_seed();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  const std::int64_t B = 2, S = 37, H = 3;
+  const int heads_total = 7, head_offset = 2;
+  struct Types {
+    std::int64_t D;
+    DType acc, blk;
+  };
+  for (const Types& t :
+       {Types{128, DType::kFloat32, DType::kBFloat16},
+        Types{64, DType::kBFloat16, DType::kBFloat16}, Types{64, DType::kFloat16, DType::kFloat16},
+        Types{6, DType::kFloat32, DType::kBFloat16}}) {
+    const std::int64_t D = t.D;
+    SCOPED_TRACE(std::to_string(D) + " " + std::string(dtype_name(t.acc)) + " " +
+                 std::string(dtype_name(t.blk)));
+    auto ulp = [](DType d) {
+      return d == DType::kFloat32 ? 1e-6 : d == DType::kFloat16 ? 1.0 / 1024 : 1.0 / 128;
+    };
+    // H of 5 heads per token (acc) and of 4 (blk): rows with gaps; NaN in the gaps.
+    Strided acc(t.acc, {B, S, H, D}, {S * 5 * D, 5 * D, D, 1}, 0),
+        blk(t.blk, {B, S, H, D}, {S * 4 * D, 4 * D, D, 1}, 0);
+    testing::poison(acc.buf);
+    testing::poison(blk.buf);
+    HostTensor lacc(DType::kFloat32, {B, H, S}), lblk(DType::kFloat32, {B, H, S}),
+        sinks(DType::kFloat32, {heads_total});
+    testing::fill_uniform(lacc, rng, 0.0, 3.0);
+    testing::fill_uniform(lblk, rng, 0.0, 3.0);
+    testing::fill_uniform(sinks, rng, -1.0, 2.0);
+    for (std::int64_t i = 0; i < lacc.numel(); i += 5) lacc.set(i, -INFINITY);
+    for (std::int64_t i = 1; i < lblk.numel(); i += 7) lblk.set(i, -INFINITY);
+    std::uniform_real_distribution<double> u(-1.0, 1.0);
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t s = 0; s < S; ++s)
+        for (std::int64_t h = 0; h < H; ++h)
+          for (std::int64_t d = 0; d < D; ++d) {
+            acc.buf.set(((b * S + s) * 5 + h) * D + d, u(rng));
+            blk.buf.set(((b * S + s) * 4 + h) * D + d, u(rng));
+          }
+    // merge_partial, in place.
+    HostTensor want_o = acc.buf, want_l = lacc;
+    ASSERT_TRUE(kernels::host::merge_partial(acc.view(want_o.view.data, Device::host()),
+                                             want_l.view, blk.host_view(), lblk.view)
+                    .is_ok());
+    DeviceTensor ad = DeviceTensor::of(acc.buf), lad = DeviceTensor::of(lacc),
+                 bd = DeviceTensor::of(blk.buf), lbd = DeviceTensor::of(lblk);
+    ASSERT_TRUE(kernels::cuda::merge_partial(acc.view(ad.ptr, Device::cuda(0)), lad.view,
+                                             blk.view(bd.ptr, Device::cuda(0)), lbd.view, nullptr)
+                    .is_ok());
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    const HostTensor merged = ad.download(acc.buf), merged_l = lad.download(lacc);
+    expect_close(merged, want_o, ulp(t.acc), 1e-6, "merge: O");
+    expect_close(merged_l, want_l, 1e-6, 1e-6, "merge: LSE");
+    for (std::int64_t b = 0; b < B; ++b)  // rows the block saw nothing of: untouched
+      for (std::int64_t h = 0; h < H; ++h)
+        for (std::int64_t s = 0; s < S; ++s) {
+          if (lblk.at((b * H + h) * S + s) != -INFINITY) continue;
+          for (std::int64_t d = 0; d < D; ++d) {
+            const std::int64_t i = ((b * S + s) * 5 + h) * D + d;
+            ASSERT_EQ(
+                std::memcmp(merged.storage.data() + i * dtype_size(t.acc),
+                            acc.buf.storage.data() + i * dtype_size(t.acc), dtype_size(t.acc)),
+                0)
+                << "merge wrote row (" << b << ", " << s << ", " << h << ")";
+          }
+        }
+    // finalize_partial with and without sinks: in place, and into a blk-typed output.
+    for (bool with_sinks : {true, false}) {
+      SCOPED_TRACE(with_sinks ? "sinks" : "no sinks");
+      const TensorView sv = with_sinks ? sinks.view : TensorView{};
+      HostTensor in_o = want_o, in_l = want_l;  // the merged accumulator (host)
+      HostTensor fin_o = in_o, fin_l = in_l;
+      ASSERT_TRUE(kernels::host::finalize_partial(
+                      acc.view(in_o.view.data, Device::host()), in_l.view, sv, head_offset,
+                      acc.view(fin_o.view.data, Device::host()), fin_l.view)
+                      .is_ok());
+      HostTensor out_o = blk.buf, out_l = in_l;
+      testing::poison(out_o);
+      testing::poison(out_l);
+      HostTensor want_out = out_o, want_out_l = out_l;
+      ASSERT_TRUE(kernels::host::finalize_partial(
+                      acc.view(in_o.view.data, Device::host()), in_l.view, sv, head_offset,
+                      blk.view(want_out.view.data, Device::host()), want_out_l.view)
+                      .is_ok());
+      DeviceTensor od = DeviceTensor::of(in_o), ld = DeviceTensor::of(in_l),
+                   sd = DeviceTensor::of(sinks), xd = DeviceTensor::of(out_o),
+                   xl = DeviceTensor::of(out_l);
+      const TensorView sdv = with_sinks ? sd.view : TensorView{};
+      const TensorView ov = acc.view(od.ptr, Device::cuda(0));
+      ASSERT_TRUE(kernels::cuda::finalize_partial(ov, ld.view, sdv, head_offset,
+                                                  blk.view(xd.ptr, Device::cuda(0)), xl.view,
+                                                  nullptr)
+                      .is_ok());
+      ASSERT_TRUE(
+          kernels::cuda::finalize_partial(ov, ld.view, sdv, head_offset, ov, ld.view, nullptr)
+              .is_ok());
+      ASSERT_CUDA(cudaDeviceSynchronize());
+      expect_close(od.download(in_o), fin_o, ulp(t.acc), 1e-6, "finalize in place: O");
+      expect_close(ld.download(in_l), fin_l, 1e-6, 1e-6, "finalize in place: LSE");
+      expect_close(xd.download(out_o), want_out, ulp(t.blk), 1e-6, "finalize: O");
+      expect_close(xl.download(out_l), want_out_l, 1e-6, 1e-6, "finalize: LSE");
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ulysses
