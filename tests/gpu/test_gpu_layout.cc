@@ -429,7 +429,8 @@ TEST(GpuElementwise, SinkGradMatchesHostAndRepeatsBitwise) {
   }
 }
 
-// Elementwise closeness over whole buffers: NaN where expected, else within rel * |expected| + abs
+// Elementwise closeness over whole buffers: NaN where expected, the same infinity where expected,
+// else within rel * |expected| + abs
 // (rel: one ulp of the data's dtype, whose rounding of a slightly different fp32 value may differ).
 void expect_close(const HostTensor& got, const HostTensor& want, double rel, double abs,
                   const std::string& what) {
@@ -437,7 +438,9 @@ void expect_close(const HostTensor& got, const HostTensor& want, double rel, dou
   int bad = 0;
   for (std::int64_t i = 0; i < want.numel() && bad < 5; ++i) {
     const double w = want.at(i), g = got.at(i);
-    const bool ok = std::isnan(w) ? std::isnan(g) : std::fabs(g - w) <= rel * std::fabs(w) + abs;
+    const bool ok = std::isnan(w)   ? std::isnan(g)
+                    : std::isinf(w) ? g == w
+                                    : std::fabs(g - w) <= rel * std::fabs(w) + abs;
     if (!ok) {
       ++bad;
       ADD_FAILURE() << what << ": element " << i << " expected " << w << ", got " << g;

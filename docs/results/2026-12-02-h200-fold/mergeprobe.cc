@@ -57,11 +57,11 @@ int main() {
                      sv = TensorView::contiguous(sinks, DType::kFloat32, {H}, dev);
     Status st = Status::ok();
     // The LSE grows with every fold (log(e^l + 1)): values stay finite, work stays the same.
-    const float fin = best_ms([&] {
-      st = kernels::cuda::finalize_partial(ov, lv, sv, 0, ov, lv, nullptr);
-    });
+    const float fin =
+        best_ms([&] { st = kernels::cuda::finalize_partial(ov, lv, sv, 0, ov, lv, nullptr); });
     if (!st.is_ok()) return std::printf("%s\n", st.to_string().c_str()), 1;
-    const float merge = best_ms([&] { st = kernels::cuda::merge_partial(av, lv, ov, l2, nullptr); });
+    const float merge =
+        best_ms([&] { st = kernels::cuda::merge_partial(av, lv, ov, l2, nullptr); });
     if (!st.is_ok()) return std::printf("%s\n", st.to_string().c_str()), 1;
     const float copy = best_ms([&] { cudaMemcpyAsync(o2, o, act * 2, cudaMemcpyDeviceToDevice); });
     std::printf(
