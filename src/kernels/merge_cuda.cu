@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "common/cuda_check.h"
 #include "kernels/elementwise.h"
@@ -119,6 +120,7 @@ struct Rows {
   FastDiv heads, seq;
 };
 constexpr int kLanes = 32;
+constexpr int kRowThreads = 256;  // a row kernel's block: 8 warps
 
 __device__ Index row_of(const Rows& g, std::uint32_t r) {
   std::uint32_t q = 0, h = 0, b = 0, s = 0;
@@ -257,28 +259,59 @@ __global__ void merge_kernel(Rows g, View4 acc, View3 lacc, View4 blk, View3 lbl
   }
 }
 
+// A lane's data elements of one row as loaded: one element (kVec 1), four 16-bit ones as their raw
+// 8 bytes (half the registers of fp32 values, so twice the rows fit in flight), or four fp32.
+template <int kVec, bool kHalf>
+using RawVec = std::conditional_t<kVec == 1, float, std::conditional_t<kHalf, uint2, float4>>;
+template <typename Raw>
+__device__ Raw load_raw(const void* p, int dtype, std::int64_t i) {
+  if constexpr (std::is_same_v<Raw, uint2>) {
+    return *reinterpret_cast<const uint2*>(static_cast<const unsigned short*>(p) + i);
+  } else if constexpr (std::is_same_v<Raw, float4>) {
+    return load4(p, dtype, i);
+  } else {
+    return load(p, dtype, i);
+  }
+}
+__device__ void to_floats(float x, int, float* f) { f[0] = x; }
+__device__ void to_floats(float4 x, int, float* f) {
+  f[0] = x.x, f[1] = x.y, f[2] = x.z, f[3] = x.w;
+}
+__device__ void to_floats(uint2 x, int dtype, float* f) { to_floats(unpack4(x, dtype), dtype, f); }
+
 // out = acc exp(la - l), lout = l = log(exp(la) + exp(sink)) (without sinks: a copy), row by row;
-// out and lout may be acc and lacc.
-template <int kVec>
-__global__ void finalize_kernel(Rows g, View4 acc, View3 lacc, const float* sinks,
-                                std::int64_t sink_stride, int head_offset, View4 out, View3 lout) {
+// out and lout may be acc and lacc. kRows rows per warp: 8 of 16-bit data (8 bytes per lane and
+// row), else 4; a row's offsets are kept, not its indices, to leave registers for them (4 rows of
+// 4-element accesses held the warps to 1 KB in flight each and finalize to ~1.25 TB/s).
+template <int kVec, bool kHalf, int kRows>
+__global__ void __launch_bounds__(kRowThreads)
+    finalize_kernel(Rows g, View4 acc, View3 lacc, const float* sinks, std::int64_t sink_stride,
+                    int head_offset, View4 out, View3 lout) {
+  using Raw = RawVec<kVec, kHalf>;
   const int lane = lane_of_row();
-  ULYSSES_GROUP_LOOP(r0, g) {
-    const RowGroup rg = group_of(g, r0);
+  for (std::uint32_t r0 = (blockIdx.x * blockDim.x + threadIdx.x) / kLanes * kRows; r0 < g.count;
+       r0 += gridDim.x * (blockDim.x / kLanes) * kRows) {
+    std::int64_t ia[kRows], io[kRows];
+    std::uint32_t real = 0;  // bit u: row r0 + u exists (else row r0 again, never stored)
     float my_l = -INFINITY, my_sink = 0.0f;  // lane u: row u's
+    std::int64_t my_lout = 0;
 #pragma unroll
-    for (int u = 0; u < kGroupRows; ++u) {
+    for (int u = 0; u < kRows; ++u) {
+      const bool is_real = r0 + u < g.count;
+      const Index x = row_of(g, is_real ? r0 + u : r0);
+      ia[u] = at4(acc, x);
+      io[u] = at4(out, x);
+      if (is_real) real |= 1u << u;
       if (lane == u) {
-        my_l = load(lacc.data, lacc.dtype, at3(lacc, rg.x[u]));
-        if (sinks != nullptr) my_sink = sinks[(head_offset + rg.x[u].h) * sink_stride];
+        my_l = load(lacc.data, lacc.dtype, at3(lacc, x));
+        if (sinks != nullptr) my_sink = sinks[(head_offset + x.h) * sink_stride];
+        my_lout = at3(lout, x);
       }
     }
-    float v[kGroupRows][kVec];
+    Raw v[kRows];
     auto load_rows = [&](std::int64_t d) {
 #pragma unroll
-      for (int u = 0; u < kGroupRows; ++u) {
-        load_vec<kVec>(acc.data, acc.dtype, at4(acc, rg.x[u]) + d * acc.s3, v[u]);
-      }
+      for (int u = 0; u < kRows; ++u) v[u] = load_raw<Raw>(acc.data, acc.dtype, ia[u] + d * acc.s3);
     };
     const std::int64_t d0 = kVec * lane;
     if (d0 < acc.n3) load_rows(d0);
@@ -290,23 +323,22 @@ __global__ void finalize_kernel(Rows g, View4 acc, View3 lacc, const float* sink
     } else {
       my_sink = 1.0f;
     }
-    float w[kGroupRows];
+    float w[kRows];
 #pragma unroll
-    for (int u = 0; u < kGroupRows; ++u) w[u] = __shfl_sync(0xffffffffu, my_sink, u);
+    for (int u = 0; u < kRows; ++u) w[u] = __shfl_sync(0xffffffffu, my_sink, u);
     for (std::int64_t d = d0; d < acc.n3; d += kVec * kLanes) {
       if (d != d0) load_rows(d);
 #pragma unroll
-      for (int u = 0; u < kGroupRows; ++u) {
-        if (!rg.real[u]) continue;
+      for (int u = 0; u < kRows; ++u) {
+        if (!(real >> u & 1u)) continue;
+        float f[kVec];
+        to_floats(v[u], acc.dtype, f);
 #pragma unroll
-        for (int j = 0; j < kVec; ++j) v[u][j] *= w[u];
-        store_vec<kVec>(out.data, out.dtype, at4(out, rg.x[u]) + d * out.s3, v[u]);
+        for (int j = 0; j < kVec; ++j) f[j] *= w[u];
+        store_vec<kVec>(out.data, out.dtype, io[u] + d * out.s3, f);
       }
     }
-#pragma unroll
-    for (int u = 0; u < kGroupRows; ++u) {
-      if (lane == u && rg.real[u]) store(lout.data, lout.dtype, at3(lout, rg.x[u]), my_l);
-    }
+    if (lane < kRows && (real >> lane & 1u)) store(lout.data, lout.dtype, my_lout, my_l);
   }
 }
 
@@ -503,8 +535,6 @@ bool fits_vec4(const TensorView& t) {
          t.stride(2) % 4 == 0 && reinterpret_cast<std::uintptr_t>(t.data) % (4 * e) == 0;
 }
 
-constexpr int kRowThreads = 256;
-
 // One block: sequences in tiles of kThreads, an exclusive scan of the chunk sizes carried across
 // tiles.
 __global__ void packed_tables_kernel(const std::int32_t* cu, int n, int ring, std::int32_t* out) {
@@ -548,8 +578,8 @@ int row_blocks(const Rows& g) {
 }
 
 // The grid of a kernel that takes a warp's rows kGroupRows at a time.
-int group_blocks(const Rows& g) {
-  const std::int64_t per_block = kRowThreads / kLanes * kGroupRows;
+int group_blocks(const Rows& g, int rows_per_warp = kGroupRows) {
+  const std::int64_t per_block = kRowThreads / kLanes * rows_per_warp;
   const std::int64_t b = (static_cast<std::int64_t>(g.count) + per_block - 1) / per_block;
   return static_cast<int>(b < 1 ? 1 : (b > 65535 * 32 ? 65535 * 32 : b));
 }
@@ -617,9 +647,12 @@ Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, cons
   const auto* sk = sinks.empty_view() ? nullptr : static_cast<const float*>(sinks.data);
   const std::int64_t ss = sinks.empty_view() ? 0 : sinks.stride(0);
   ULYSSES_ASSIGN_OR_RETURN(const Rows g, rows_of(o_acc, "finalize_partial"));
-  const auto kernel = fits_vec4(o_acc) && fits_vec4(o) ? finalize_kernel<4> : finalize_kernel<1>;
-  kernel<<<group_blocks(g), kRowThreads, 0, stream>>>(g, v4(o_acc), v3(lse_acc), sk, ss,
-                                                      head_offset, v4(o), v3(lse));
+  const bool vec = fits_vec4(o_acc) && fits_vec4(o), half = dtype_size(o_acc.dtype) == 2;
+  const auto kernel = !vec   ? finalize_kernel<1, false, 4>
+                      : half ? finalize_kernel<4, true, 8>
+                             : finalize_kernel<4, false, 4>;
+  kernel<<<group_blocks(g, vec && half ? 8 : 4), kRowThreads, 0, stream>>>(
+      g, v4(o_acc), v3(lse_acc), sk, ss, head_offset, v4(o), v3(lse));
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }
