@@ -102,14 +102,14 @@ struct CudnnOptions {
 };
 
 /// A LocalAttention running cuDNN's fused SDPA (through cudnn-frontend) on `device`: fp16/bf16,
-/// head_dim a multiple of 8 up to 256, causal and sliding-window masks, GQA/MQA, sinks (cuDNN >=
-/// 9.13), packed varlen (int64 ragged offsets, cuDNN >= 9.5), LSE output. Graphs are built on
-/// first use of each shape and cached. Packed batches with sinks run cuDNN without them (the sinks
-/// folded into O and the LSE after the forward, dSinks computed here), so they train on every such
-/// cuDNN at about the sink-free speed. A backward whose views reach past element 2^31 runs in
-/// parts (cuDNN 9.19 computed wrong dQ and dK there): packed by runs of whole sequences, dense by
-/// batch entries and KV heads; one sequence, or one KV head of one entry (with sinks: of every
-/// entry), past 2^31 by itself is kUnsupported, naming it. What the running cuDNN and GPU lack
+/// head_dim a multiple of 8 up to 256, causal and sliding-window masks, GQA/MQA, sinks, packed
+/// varlen (int64 ragged offsets, cuDNN >= 9.5), LSE output. Graphs are built on first use of each
+/// shape and cached. Sinks never reach cuDNN: its graphs run without them, the sinks are folded
+/// into O and the LSE after the forward and dSinks computed here, so sinks work on every cuDNN, at
+/// close to the sink-free speed (cuDNN's own sink token was slower). A backward whose views reach
+/// past element 2^31 runs in parts (cuDNN 9.19 computed wrong dQ and dK there): packed by runs of
+/// whole sequences, dense by batch entries and KV heads; one sequence, or one KV head of one entry,
+/// past 2^31 by itself is kUnsupported, naming it. What the running cuDNN and GPU lack
 /// (e.g. packed backward past head_dim 128 before cuDNN 9.19) is kUnsupported from
 /// check_support(), so a plan is refused when made.
 /// One instance per rank (it owns a cuDNN handle); not thread-safe.

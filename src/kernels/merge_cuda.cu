@@ -145,9 +145,10 @@ __device__ float log_add_exp(float a, float b) {
 // token), kVec elements per lane per access (4 where every view fits fits_vec4(): one 8 or 16-byte
 // access). Every load of a group is issued before any is used: lane u reads row u's LSE (and
 // writes it back: no other lane touches it, so in place needs no barrier) and hands it to the
-// warp by a shuffle, after the rows' data loads are in flight. One row per warp with one element
-// per lane and a barrier between the LSE and the data reached ~1.15 TB/s on an H200 (finalizing
-// 32k rows x 32 heads x 128 in place: 0.47 ms, a copy of O 0.13 ms).
+// warp by a shuffle, after the rows' data loads are in flight. On one H200, 32k rows x 32 heads x
+// 128 (docs/PERF.md, "Sinks outside cuDNN"): one row per warp, one element per lane and a barrier
+// between the LSE and the data took 0.47 ms to finalize in place (a copy of O: 0.13 ms) and 0.67
+// ms to merge an fp32 accumulator with a bf16 block; now 0.37 and 0.55 ms.
 constexpr int kGroupRows = 4;
 
 #define ULYSSES_GROUP_LOOP(r0, g)                                                        \
@@ -282,7 +283,9 @@ __device__ void to_floats(uint2 x, int dtype, float* f) { to_floats(unpack4(x, d
 // out = acc exp(la - l), lout = l = log(exp(la) + exp(sink)) (without sinks: a copy), row by row;
 // out and lout may be acc and lacc. kRows rows per warp: 8 of 16-bit data (8 bytes per lane and
 // row), else 4; a row's offsets are kept, not its indices, to leave registers for them (4 rows of
-// 4-element accesses held the warps to 1 KB in flight each and finalize to ~1.25 TB/s).
+// 4-element accesses held the warps to 1 KB in flight each and finalize to 1.25 TB/s; 8 rows reach
+// 1.44 TB/s at 112 registers, and a third block per SM spills). What holds it below merge's
+// 2.4 TB/s is not known yet.
 template <int kVec, bool kHalf, int kRows>
 __global__ void __launch_bounds__(kRowThreads)
     finalize_kernel(Rows g, View4 acc, View3 lacc, const float* sinks, std::int64_t sink_stride,
