@@ -151,9 +151,10 @@ __device__ float log_add_exp(float a, float b) {
 // ms to merge an fp32 accumulator with a bf16 block; now 0.37 and 0.55 ms.
 constexpr int kGroupRows = 4;
 
-#define ULYSSES_GROUP_LOOP(r0, g)                                                        \
-  for (std::uint32_t r0 = (blockIdx.x * blockDim.x + threadIdx.x) / kLanes * kGroupRows; \
-       r0 < (g).count; r0 += gridDim.x * (blockDim.x / kLanes) * kGroupRows)
+// A warp's first rows, `rows` at a time (grid-stride).
+#define ULYSSES_GROUP_LOOP(r0, g, rows)                                              \
+  for (std::uint32_t r0 = (blockIdx.x * blockDim.x + threadIdx.x) / kLanes * (rows); \
+       r0 < (g).count; r0 += gridDim.x * (blockDim.x / kLanes) * (rows))
 
 // Four data elements as fp32 into four consecutive floats, or one; and back (rounded to nearest).
 template <int kVec>
@@ -211,7 +212,7 @@ __device__ RowGroup group_of(const Rows& g, std::uint32_t r0) {
 template <int kVec>
 __global__ void merge_kernel(Rows g, View4 acc, View3 lacc, View4 blk, View3 lblk) {
   const int lane = lane_of_row();
-  ULYSSES_GROUP_LOOP(r0, g) {
+  ULYSSES_GROUP_LOOP(r0, g, kGroupRows) {
     const RowGroup rg = group_of(g, r0);
     float my_la = -INFINITY, my_lb = -INFINITY;  // lane u: row u's
 #pragma unroll
@@ -292,8 +293,7 @@ __global__ void __launch_bounds__(kRowThreads)
                     int head_offset, View4 out, View3 lout) {
   using Raw = RawVec<kVec, kHalf>;
   const int lane = lane_of_row();
-  for (std::uint32_t r0 = (blockIdx.x * blockDim.x + threadIdx.x) / kLanes * kRows; r0 < g.count;
-       r0 += gridDim.x * (blockDim.x / kLanes) * kRows) {
+  ULYSSES_GROUP_LOOP(r0, g, kRows) {
     std::int64_t ia[kRows], io[kRows];
     std::uint32_t real = 0;  // bit u: row r0 + u exists (else row r0 again, never stored)
     float my_l = -INFINITY, my_sink = 0.0f;  // lane u: row u's
@@ -574,14 +574,8 @@ Result<Rows> rows_of(const TensorView& t, const char* what) {
   return Rows{static_cast<std::uint32_t>(rows), FastDiv(static_cast<std::uint32_t>(t.size(2))),
               FastDiv(static_cast<std::uint32_t>(t.size(1)))};
 }
-int row_blocks(const Rows& g) {
-  const std::int64_t per_block = kRowThreads / kLanes;
-  const std::int64_t b = (static_cast<std::int64_t>(g.count) + per_block - 1) / per_block;
-  return static_cast<int>(b < 1 ? 1 : (b > 65535 * 32 ? 65535 * 32 : b));
-}
-
-// The grid of a kernel that takes a warp's rows kGroupRows at a time.
-int group_blocks(const Rows& g, int rows_per_warp = kGroupRows) {
+// The grid of a row kernel whose warps take `rows_per_warp` rows at a time.
+int row_blocks(const Rows& g, int rows_per_warp = 1) {
   const std::int64_t per_block = kRowThreads / kLanes * rows_per_warp;
   const std::int64_t b = (static_cast<std::int64_t>(g.count) + per_block - 1) / per_block;
   return static_cast<int>(b < 1 ? 1 : (b > 65535 * 32 ? 65535 * 32 : b));
@@ -636,8 +630,8 @@ Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const T
   ULYSSES_RETURN_IF_ERROR(check({&o_acc, &lse_acc, &o_blk, &lse_blk}, "merge_partial"));
   ULYSSES_ASSIGN_OR_RETURN(const Rows g, rows_of(o_acc, "merge_partial"));
   const auto kernel = fits_vec4(o_acc) && fits_vec4(o_blk) ? merge_kernel<4> : merge_kernel<1>;
-  kernel<<<group_blocks(g), kRowThreads, 0, stream>>>(g, v4(o_acc), v3(lse_acc), v4(o_blk),
-                                                      v3(lse_blk));
+  kernel<<<row_blocks(g, kGroupRows), kRowThreads, 0, stream>>>(g, v4(o_acc), v3(lse_acc),
+                                                                v4(o_blk), v3(lse_blk));
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }
@@ -654,7 +648,7 @@ Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, cons
   const auto kernel = !vec   ? finalize_kernel<1, false, 4>
                       : half ? finalize_kernel<4, true, 8>
                              : finalize_kernel<4, false, 4>;
-  kernel<<<group_blocks(g, vec && half ? 8 : 4), kRowThreads, 0, stream>>>(
+  kernel<<<row_blocks(g, vec && half ? 8 : 4), kRowThreads, 0, stream>>>(
       g, v4(o_acc), v3(lse_acc), sk, ss, head_offset, v4(o), v3(lse));
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
