@@ -242,12 +242,11 @@ class CudnnAttention final : public LocalAttention {
     // row by row (kernels::finalize_partial, in place): LSE = log(exp(LSE') + exp(sink)),
     // O = O' exp(LSE' - LSE). O is then rounded twice (cuDNN's rounding, then the rescale's): up
     // to 1 ulp from cuDNN's fp32 result, not 1/2.
-    const bool fold_sinks = p.config.sinks;
     LocalProblem pg = p;
-    if (fold_sinks) pg.config.sinks = false;
+    pg.config.sinks = false;
     // The LSE the graph writes: the caller's, or (sinks to fold, none wanted) scratch.
     TensorView lse_out = a.lse;
-    if (fold_sinks && lse_out.empty_view()) {
+    if (p.config.sinks && lse_out.empty_view()) {
       lse_out = TensorView::contiguous(ws.stats, DType::kFloat32,
                                        {p.batch, p.num_heads_q_local, p.seqlen}, device());
     }
@@ -321,7 +320,7 @@ class CudnnAttention final : public LocalAttention {
       ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(a.o, vl.valid, stream));
       if (stats) ULYSSES_RETURN_IF_ERROR(kernels::cuda::fill_lse_from(lse_out, vl.valid, stream));
     }
-    if (fold_sinks) {
+    if (p.config.sinks) {
       ULYSSES_RETURN_IF_ERROR(kernels::cuda::finalize_partial(
           o_out, lse_out, a.sinks, p.head_offset_q, o_out, lse_out, stream));
     }

@@ -156,16 +156,27 @@ constexpr int kGroupRows = 4;
   for (std::uint32_t r0 = (blockIdx.x * blockDim.x + threadIdx.x) / kLanes * (rows); \
        r0 < (g).count; r0 += gridDim.x * (blockDim.x / kLanes) * (rows))
 
-// Four data elements as fp32 into four consecutive floats, or one; and back (rounded to nearest).
-template <int kVec>
-__device__ void load_vec(const void* p, int dtype, std::int64_t i, float* v) {
-  if constexpr (kVec == 4) {
-    const float4 f = load4(p, dtype, i);
-    v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+// A lane's data elements of one row as loaded: one element (kVec 1), four 16-bit ones as their raw
+// 8 bytes (half the registers of fp32 values, so twice the rows fit in flight), or four fp32.
+template <int kVec, bool kHalf>
+using RawVec = std::conditional_t<kVec == 1, float, std::conditional_t<kHalf, uint2, float4>>;
+template <typename Raw>
+__device__ Raw load_raw(const void* p, int dtype, std::int64_t i) {
+  if constexpr (std::is_same_v<Raw, uint2>) {
+    return *reinterpret_cast<const uint2*>(static_cast<const unsigned short*>(p) + i);
+  } else if constexpr (std::is_same_v<Raw, float4>) {
+    return load4(p, dtype, i);
   } else {
-    v[0] = load(p, dtype, i);
+    return load(p, dtype, i);
   }
 }
+__device__ void to_floats(float x, int, float* f) { f[0] = x; }
+__device__ void to_floats(float4 x, int, float* f) {
+  f[0] = x.x, f[1] = x.y, f[2] = x.z, f[3] = x.w;
+}
+__device__ void to_floats(uint2 x, int dtype, float* f) { to_floats(unpack4(x, dtype), dtype, f); }
+
+// Four data elements (or one) from fp32, rounded to nearest.
 template <int kVec>
 __device__ void store_vec(void* p, int dtype, std::int64_t i, const float* v) {
   if constexpr (kVec == 4) {
@@ -226,8 +237,11 @@ __global__ void merge_kernel(Rows g, View4 acc, View3 lacc, View4 blk, View3 lbl
     auto load_rows = [&](std::int64_t d) {
 #pragma unroll
       for (int u = 0; u < kGroupRows; ++u) {
-        load_vec<kVec>(acc.data, acc.dtype, at4(acc, rg.x[u]) + d * acc.s3, a[u]);
-        load_vec<kVec>(blk.data, blk.dtype, at4(blk, rg.x[u]) + d * blk.s3, b[u]);
+        using Raw = RawVec<kVec, false>;
+        to_floats(load_raw<Raw>(acc.data, acc.dtype, at4(acc, rg.x[u]) + d * acc.s3), acc.dtype,
+                  a[u]);
+        to_floats(load_raw<Raw>(blk.data, blk.dtype, at4(blk, rg.x[u]) + d * blk.s3), blk.dtype,
+                  b[u]);
       }
     };
     const std::int64_t d0 = kVec * lane;
@@ -260,26 +274,6 @@ __global__ void merge_kernel(Rows g, View4 acc, View3 lacc, View4 blk, View3 lbl
     }
   }
 }
-
-// A lane's data elements of one row as loaded: one element (kVec 1), four 16-bit ones as their raw
-// 8 bytes (half the registers of fp32 values, so twice the rows fit in flight), or four fp32.
-template <int kVec, bool kHalf>
-using RawVec = std::conditional_t<kVec == 1, float, std::conditional_t<kHalf, uint2, float4>>;
-template <typename Raw>
-__device__ Raw load_raw(const void* p, int dtype, std::int64_t i) {
-  if constexpr (std::is_same_v<Raw, uint2>) {
-    return *reinterpret_cast<const uint2*>(static_cast<const unsigned short*>(p) + i);
-  } else if constexpr (std::is_same_v<Raw, float4>) {
-    return load4(p, dtype, i);
-  } else {
-    return load(p, dtype, i);
-  }
-}
-__device__ void to_floats(float x, int, float* f) { f[0] = x; }
-__device__ void to_floats(float4 x, int, float* f) {
-  f[0] = x.x, f[1] = x.y, f[2] = x.z, f[3] = x.w;
-}
-__device__ void to_floats(uint2 x, int dtype, float* f) { to_floats(unpack4(x, dtype), dtype, f); }
 
 // out = acc exp(la - l), lout = l = log(exp(la) + exp(sink)) (without sinks: a copy), row by row;
 // out and lout may be acc and lacc. kRows rows per warp: 8 of 16-bit data (8 bytes per lane and
