@@ -55,11 +55,15 @@ struct GpuRow {
   bool exact_o = true, exact_dkv = true;
   bool pass = true;
   std::string repro;
-  std::string saved = "heads";     // PlanConfig::saved_activations (cp > 1 rows)
-  std::string transport = "nccl";  // cp > 1 rows' communicator: nccl, nccl-grouped, peer, loopback
+  std::string saved = "heads";  // PlanConfig::saved_activations (plan rows)
+  // The plan rows' communicator: nccl, nccl-grouped, peer, loopback; "none": the kernel alone on
+  // the whole sequence (the cp = 1 row every other row is measured against).
+  std::string transport = "nccl";
   int in_flight = 2;               // PlanConfig::chunks_in_flight (lse rows with chunks > 1)
   bool cuda_graph = false;         // timed as replays of a captured CUDA graph
   std::string payload = "native";  // PlanConfig::payload (ulysses rows)
+
+  bool kernel_alone() const { return transport == "none"; }
 };
 
 // Device memory of one case, GiB: the peak above the level before it, and what it allocated itself
@@ -1087,8 +1091,9 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     r1.repro = repro(s, 1, PlanKnobs{}, o.iters);
     r1.calls = std::move(calls1);
     rows.push_back(r1);
+    // cp = 1 in --cp: the plans on one GPU too, beside the kernel alone (what the library costs
+    // where nothing travels).
     for (int cp : cps) {
-      if (cp == 1) continue;
       // Ulysses and hybrid split the heads; ring and allgather do not.
       const bool splits_heads =
           std::any_of(o.strategy.begin(), o.strategy.end(),
@@ -1150,6 +1155,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
               const SavedActivations saved = parse_saved_activations(name_saved).value();
               for (int chunks : o.chunks) {
                 if (chunks > 1 && (hkv_local < 1 || hkv_local % chunks != 0)) continue;
+                if (chunks > 1 && cp == 1) continue;  // (one call for every head: no exchange)
                 // Slots in flight matter only for lse with several chunks: one row per value then.
                 const bool slots = saved == SavedActivations::kLseOnly && chunks > 1;
                 for (int in_flight : slots ? o.in_flight : std::vector<int>{2}) {
@@ -1228,8 +1234,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           const std::size_t msg =
               static_cast<std::size_t>(seq / cp * o.batch * (hq + 2 * hkv) * o.head_dim) * 2;
           // (Ulysses' exchange; other strategies' rows report none.)
-          row.a2a_mib = ulysses ? static_cast<double>(msg) * cp / (1 << 20) : 0.0;
-          if (ulysses && chunks == 1 && knobs.saved == SavedActivations::kHeadSharded &&
+          row.a2a_mib = ulysses && cp > 1 ? static_cast<double>(msg) * cp / (1 << 20) : 0.0;
+          if (ulysses && cp > 1 && chunks == 1 && knobs.saved == SavedActivations::kHeadSharded &&
               !loopback && !knobs.cuda_graph && knobs.payload == Payload::kNative) {
             measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs, &row.a2a_host_us);
           }
@@ -1274,17 +1280,18 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     }
     for (const GpuRow& r : rows) {
       if (r.seq != seq) continue;
+      const bool alone = r.kernel_alone();
       std::printf(
           "%8lld %3d %-8s %-22s %5s %6d %10.2f %10.1f %6.3f %10.1f %10.1f %8.2f %9.2e %9.2e %9.2e "
           "%9.2e %9s %5s\n",
-          static_cast<long long>(r.seq), r.cp, r.strategy.c_str(),
-          r.cp == 1
-              ? "-"
+          static_cast<long long>(r.seq), r.cp, alone ? "-" : r.strategy.c_str(),
+          alone
+              ? "kernel alone"
               : (r.transport + (r.payload == "fp8" ? "+fp8" : "") + (r.cuda_graph ? "+graph" : ""))
                     .c_str(),
-          r.cp == 1 ? "-" : r.saved.c_str(), r.chunks, r.ms, r.tflops, r.efficiency, r.a2a_gbs,
+          alone ? "-" : r.saved.c_str(), r.chunks, r.ms, r.tflops, r.efficiency, r.a2a_gbs,
           r.nccl_gbs, r.peak_gib, r.err_o, r.err_dq, r.err_dk, r.err_dv,
-          r.cp == 1 ? "-" : (r.exact_o && r.exact_dkv ? "O,dK,dV" : (r.exact_o ? "O" : "no")),
+          alone ? "-" : (r.exact_o && r.exact_dkv ? "O,dK,dV" : (r.exact_o ? "O" : "no")),
           r.pass ? "PASS" : "FAIL");
       all_pass = all_pass && r.pass;
     }
@@ -1299,7 +1306,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           r.saved_gib, r.peak_gib - r.io_gib - r.workspace_gib - r.saved_gib);
       if (!r.calls.empty()) {
         std::ostringstream what;
-        what << "seq " << r.seq << " cp " << r.cp << " " << (r.cp == 1 ? "-" : r.strategy)
+        what << "seq " << r.seq << " cp " << r.cp << " " << (r.kernel_alone() ? "-" : r.strategy)
              << " via " << r.transport;
         r.kernel_ms = print_calls(what.str(), r.calls);
         std::printf(
@@ -1307,7 +1314,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
             "%.2f ms\n",
             what.str().c_str(), r.kernel_ms, r.ms,
             r.transport == "loopback" ? "every rank on one GPU" : "slowest rank",
-            r.ms - (r.transport == "loopback" || r.cp == 1 ? r.kernel_ms : r.kernel_ms / r.cp));
+            r.ms - (r.transport == "loopback" ? r.kernel_ms : r.kernel_ms / r.cp));
       }
       if (r.a2a_host_us > 0) {
         std::printf(

@@ -395,10 +395,14 @@ int main(int argc, char** argv) {
   CLI::App app{
       "ulysses-bench: context-parallel attention, checked against the unsharded run and timed.\n"
       "GPU path (default when GPUs are present): cuDNN attention, NCCL across every local GPU;\n"
-      "each row puts cp=1 (one GPU, whole sequence) beside cp=P. Defaults: seq 8k,32k,128k,\n"
+      "each sequence length puts the kernel alone on one GPU (cp=1, whole sequence) beside the\n"
+      "plans at cp=P (one GPU: P=1, what the library adds). Defaults: seq 8k,32k,128k,\n"
       "B=1 Hq=32 Hkv=8 D=128 causal bf16. CPU path (--device cpu, or no GPU): P host ranks on\n"
       "the loopback communicator with the FP64 reference kernel. Lists (--cp 1,2,4) sweep."};
-  app.add_option("--cp", o.cp, "ranks sharing one sequence (list)")->delimiter(',');
+  app.add_option("--cp", o.cp,
+                 "ranks sharing one sequence (list); GPU: cp 1 runs the plans on one GPU beside "
+                 "the kernel alone")
+      ->delimiter(',');
   app.add_option("--seq", o.seq,
                  "global tokens per sequence, or packed tokens with --varlen (list)")
       ->delimiter(',');
