@@ -50,6 +50,15 @@
 // this call precedes what the caller enqueues next. On one H200, two 8-head cuDNN calls of 8k
 // tokens on two streams take as long as one 16-head call, one after another +14% (docs/PERF.md).
 //
+// cp = 1 (native rows): nothing travels, so no exchange runs and there are no chunks (K = 1
+// whatever overlap_chunks says: there is no exchange to overlap). Rows are packed where they would
+// arrive and unpacked from where they were sent (pack_to(), unpack_from()), and where the caller's
+// views suit the kernel (kernel_may_use()) the kernel reads and writes them in place: forward of
+// kLseOnly and inference reads q, k, v and writes o with no copy at all; backward reads d_o (and,
+// kLseOnly, q, k, v, o) and writes dq, dk, dv in place. kHeadSharded still copies Q|K|V and O into
+// `saved` (the caller may reuse its inputs once forward returns). Results are bitwise those of the
+// copies.
+//
 // Payload::kFp8: the inbound messages (Q|K|V, dO) carry fp8 rows instead (pack_heads_fp8 writes
 // them from the caller's tensors), and one pass on the exchange stream turns them back into the
 // plan's dtype where the kernel reads them (dequantize_fp8) before the chunk's "arrived" event.
@@ -57,7 +66,9 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cstdint>
 #include <cstring>
+#include <numeric>
 #include <vector>
 
 #include "common/check.h"
@@ -92,7 +103,9 @@ class UlyssesAttention final : public DistributedAttention {
     hq_ = routing_.heads_q_local;
     hkv_ = routing_.heads_kv_local;
     C_ = hq_ + 2 * hkv_;
-    K_ = config.overlap_chunks;
+    fp8_ = config.payload == Payload::kFp8;
+    self_ = P_ == 1 && !fp8_;
+    K_ = self_ ? 1 : config.overlap_chunks;
     qc_ = hq_ / K_;
     kc_ = hkv_ / K_;
     Cc_ = qc_ + 2 * kc_;
@@ -102,7 +115,6 @@ class UlyssesAttention final : public DistributedAttention {
     lse_only_ = config.training && config.saved_activations == SavedActivations::kLseOnly;
     slotted_ = lse_only_ || !config.training;
     slots_ = std::min(K_, config.chunks_in_flight);
-    fp8_ = config.payload == Payload::kFp8;
     problem_ = local_problem(config, routing_, rank_);
     build_chunk_maps();
     layout_buffers();
@@ -146,7 +158,9 @@ class UlyssesAttention final : public DistributedAttention {
     // 2. the chunk's all-to-all on the exchange stream, as soon as it is packed (in chunk order):
     //    the next chunk is packed while this one travels, and travels while this one computes.
     for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send_qkv + c * qkv_in_block_, stream));
+      ULYSSES_RETURN_IF_ERROR(
+          pack_qkv(c, a.q, a.k, a.v,
+                   pack_to(send_qkv + c * qkv_in_block_, qkv_full + c * qkv_block_), stream));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
       ULYSSES_RETURN_IF_ERROR(exchange_in(send_qkv + c * qkv_in_block_,
                                           wire_qkv + c * qkv_in_block_, qkv_full + c * qkv_block_,
@@ -161,13 +175,15 @@ class UlyssesAttention final : public DistributedAttention {
     for (int c = 0; c < K_; ++c) {
       const Stream cs = compute_stream(c, two, stream);
       ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
-      ULYSSES_RETURN_IF_ERROR(run_forward(c, qkv_full + c * qkv_block_, o_head + c * o_block_,
-                                          lse_of(lse_head, c), a, cs));
+      ULYSSES_RETURN_IF_ERROR(
+          run_forward(c, head_rows(qkv_full + c * qkv_block_, o_head + c * o_block_),
+                      lse_of(lse_head, c), a, cs));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_outputs(o_head + c * o_block_, lse_of(lse_head, c),
                                              o_recv + c * o_block_, lse_of(lse_recv, c), side));
       ULYSSES_RETURN_IF_ERROR(
-          unpack_outputs(c, o_recv + c * o_block_, lse_of(lse_recv, c), a, side));
+          unpack_outputs(c, unpack_from(o_head + c * o_block_, o_recv + c * o_block_),
+                         unpack_from(lse_of(lse_head, c), lse_of(lse_recv, c)), a, side));
     }
     // 4. The caller's stream waits for the last unpack.
     return hand_over(side, stream, kEvDone);
@@ -207,13 +223,19 @@ class UlyssesAttention final : public DistributedAttention {
     };
     auto* dsinks_local = reinterpret_cast<float*>(at(a.workspace, dsinks_local_));
     const Stream side = exchange_stream(stream);
+    if (direct_backward(a)) {  // cp = 1: dO read, dQ, dK, dV written in place
+      LocalBackwardArgs lb = head_rows(qkv_full, o_head, nullptr, nullptr, nullptr);
+      caller_grads(a, lb);
+      ULYSSES_RETURN_IF_ERROR(run_backward(0, lb, lse_head, a, dsinks_local, stream));
+      return gather_dsinks(dsinks_local, a.dsinks, stream);
+    }
 
     // 1. dO to the head owners, chunk by chunk: packed on the caller's stream, sent on the exchange
     //    stream as soon as it is packed.
     for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(pack_in(as_bshd(a.d_o, config_.layout),
-                                      q_begin_[static_cast<std::size_t>(c)], qc_,
-                                      send_do + c * o_block_, qc_, 0, stream));
+      ULYSSES_RETURN_IF_ERROR(
+          pack_in(as_bshd(a.d_o, config_.layout), q_begin_[static_cast<std::size_t>(c)], qc_,
+                  pack_to(send_do + c * o_block_, do_head + c * o_block_), qc_, 0, stream));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
       ULYSSES_RETURN_IF_ERROR(exchange_in(send_do + c * o_block_, wire_do + c * do_in_block_,
                                           do_head + c * o_block_, qc_, side));
@@ -228,12 +250,15 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
       char* gq = grad_q + c * o_block_;
       char* gkv = grad_kv + c * gkv_block_;
-      ULYSSES_RETURN_IF_ERROR(run_backward(c, qkv_full + c * qkv_block_, o_head + c * o_block_,
-                                           has_lse_ ? lse_head + c * lse_block_ : nullptr,
-                                           do_head + c * o_block_, gq, gkv, a, dsinks_local, cs));
+      ULYSSES_RETURN_IF_ERROR(
+          run_backward(c,
+                       head_rows(qkv_full + c * qkv_block_, o_head + c * o_block_,
+                                 do_head + c * o_block_, gq, gkv),
+                       has_lse_ ? lse_head + c * lse_block_ : nullptr, a, dsinks_local, cs));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_grads(gq, gkv, dq_recv(c), dkv_recv(c), side));
-      ULYSSES_RETURN_IF_ERROR(unpack_grads(c, dq_recv(c), dkv_recv(c), a, side));
+      ULYSSES_RETURN_IF_ERROR(
+          unpack_grads(c, unpack_from(gq, dq_recv(c)), unpack_from(gkv, dkv_recv(c)), a, side));
     }
     // 3. The caller's stream waits for the last unpack.
     ULYSSES_RETURN_IF_ERROR(hand_over(side, stream, kEvDone));
@@ -253,13 +278,23 @@ class UlyssesAttention final : public DistributedAttention {
       return lse_only_ ? at(a.saved, lse_head_) + c * lse_block_
                        : at(a.workspace, fwd_lse_[slot_of(c)]);
     };
+    if (direct_forward(a)) {  // cp = 1: q, k, v read and o written in place
+      const Layout l = config_.layout;
+      LocalForwardArgs la;
+      la.q = as_bshd(a.q, l);
+      la.k = as_bshd(a.k, l);
+      la.v = as_bshd(a.v, l);
+      la.o = as_bshd(a.o, l);
+      ULYSSES_RETURN_IF_ERROR(run_forward(0, la, lse_head(0), a, stream));
+      return unpack_lse(0, lse_head(0), a, stream);
+    }
     // Chunk c's Q, K, V to the head owners, into its slot (on the exchange stream).
     auto send_inputs = [&](int c) -> Status {
       const std::size_t s = slot_of(c);
       char* send = at(a.workspace, fwd_send_[s]);
-      ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send, side));
-      ULYSSES_RETURN_IF_ERROR(exchange_in(send, send + align_up(qkv_in_block_),
-                                          at(a.workspace, fwd_recv_[s]), Cc_, side));
+      char* recv = at(a.workspace, fwd_recv_[s]);
+      ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, pack_to(send, recv), side));
+      ULYSSES_RETURN_IF_ERROR(exchange_in(send, send + align_up(qkv_in_block_), recv, Cc_, side));
       return streams_->record(kEvChunk + c, side);
     };
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
@@ -273,10 +308,11 @@ class UlyssesAttention final : public DistributedAttention {
       const Stream cs = compute_stream(c, two, stream);
       ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
       ULYSSES_RETURN_IF_ERROR(
-          run_forward(c, at(a.workspace, fwd_recv_[s]), o_head, lse_head(c), a, cs));
+          run_forward(c, head_rows(at(a.workspace, fwd_recv_[s]), o_head), lse_head(c), a, cs));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_outputs(o_head, lse_head(c), o_recv, lse_recv, side));
-      ULYSSES_RETURN_IF_ERROR(unpack_outputs(c, o_recv, lse_recv, a, side));
+      ULYSSES_RETURN_IF_ERROR(unpack_outputs(c, unpack_from(o_head, o_recv),
+                                             unpack_from(lse_head(c), lse_recv), a, side));
       if (c + slots_ < K_) ULYSSES_RETURN_IF_ERROR(send_inputs(c + slots_));
     }
     return hand_over(side, stream, kEvDone);
@@ -297,11 +333,23 @@ class UlyssesAttention final : public DistributedAttention {
     const std::size_t send_o = align_up(qkv_in_block_), send_do = send_o + align_up(o_block_);
     const std::size_t wire = align_up(send_do + do_in_block_);
     const std::size_t wire_do = fp8_ ? align_up(qkv_in_block_) : do_offset;
+    if (direct_backward(a)) {  // cp = 1: every view read or written in place
+      const Layout l = config_.layout;
+      LocalBackwardArgs lb;
+      lb.q = as_bshd(a.q, l);
+      lb.k = as_bshd(a.k, l);
+      lb.v = as_bshd(a.v, l);
+      lb.o = as_bshd(a.o, l);
+      caller_grads(a, lb);
+      ULYSSES_RETURN_IF_ERROR(run_backward(0, lb, lse_head, a, dsinks_local, stream));
+      return gather_dsinks(dsinks_local, a.dsinks, stream);
+    }
     // Chunk c's Q, K, V, O and dO to the head owners in one grouped exchange, into its slot.
     auto send_inputs = [&](int c) -> Status {
       const std::size_t s = slot_of(c);
-      char* send = at(a.workspace, bwd_send_[s]);
       char* recv = at(a.workspace, bwd_recv_[s]);
+      // (Native rows leave from the offsets where they arrive: cp = 1 packs them there.)
+      char* send = pack_to(at(a.workspace, bwd_send_[s]), recv);
       char* arrive_at = fp8_ ? send + wire : recv;
       const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
       const Layout l = config_.layout;
@@ -312,16 +360,18 @@ class UlyssesAttention final : public DistributedAttention {
           as_bshd(a.o, l), q_begin, qc_, {send + send_o, dtype_, P_, Sl_, B_, qc_, D_}, 0, side));
       ULYSSES_RETURN_IF_ERROR(
           pack_in(as_bshd(a.d_o, l), q_begin, qc_, send + send_do, qc_, 0, side));
-      ULYSSES_RETURN_IF_ERROR(comm_.group_start());
-      for (int p = 0; p < P_; ++p) {
-        ULYSSES_RETURN_IF_ERROR(send_block(send, qkv_bytes, p, side));
-        ULYSSES_RETURN_IF_ERROR(send_block(send + send_o, o_bytes, p, side));
-        ULYSSES_RETURN_IF_ERROR(send_block(send + send_do, do_bytes, p, side));
-        ULYSSES_RETURN_IF_ERROR(recv_block(arrive_at, qkv_bytes, p, side));
-        ULYSSES_RETURN_IF_ERROR(recv_block(recv + o_offset, o_bytes, p, side));
-        ULYSSES_RETURN_IF_ERROR(recv_block(arrive_at + wire_do, do_bytes, p, side));
+      if (!self_) {
+        ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+        for (int p = 0; p < P_; ++p) {
+          ULYSSES_RETURN_IF_ERROR(send_block(send, qkv_bytes, p, side));
+          ULYSSES_RETURN_IF_ERROR(send_block(send + send_o, o_bytes, p, side));
+          ULYSSES_RETURN_IF_ERROR(send_block(send + send_do, do_bytes, p, side));
+          ULYSSES_RETURN_IF_ERROR(recv_block(arrive_at, qkv_bytes, p, side));
+          ULYSSES_RETURN_IF_ERROR(recv_block(recv + o_offset, o_bytes, p, side));
+          ULYSSES_RETURN_IF_ERROR(recv_block(arrive_at + wire_do, do_bytes, p, side));
+        }
+        ULYSSES_RETURN_IF_ERROR(comm_.group_end());
       }
-      ULYSSES_RETURN_IF_ERROR(comm_.group_end());
       ULYSSES_RETURN_IF_ERROR(arrive(arrive_at, recv, Cc_, side));
       ULYSSES_RETURN_IF_ERROR(arrive(arrive_at + wire_do, recv + do_offset, qc_, side));
       return streams_->record(kEvChunk + c, side);
@@ -336,13 +386,14 @@ class UlyssesAttention final : public DistributedAttention {
       char* gkv = gq + dkv_offset;
       const Stream cs = compute_stream(c, two, stream);
       ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
-      ULYSSES_RETURN_IF_ERROR(run_backward(c, in, in + o_offset,
-                                           has_lse_ ? lse_head + c * lse_block_ : nullptr,
-                                           in + do_offset, gq, gkv, a, dsinks_local, cs));
+      ULYSSES_RETURN_IF_ERROR(run_backward(c, head_rows(in, in + o_offset, in + do_offset, gq, gkv),
+                                           has_lse_ ? lse_head + c * lse_block_ : nullptr, a,
+                                           dsinks_local, cs));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       // The gradients come back into the receive slot (the kernel has read it).
       ULYSSES_RETURN_IF_ERROR(return_grads(gq, gkv, in, in + dkv_offset, side));
-      ULYSSES_RETURN_IF_ERROR(unpack_grads(c, in, in + dkv_offset, a, side));
+      ULYSSES_RETURN_IF_ERROR(
+          unpack_grads(c, unpack_from(gq, in), unpack_from(gkv, in + dkv_offset), a, side));
       if (c + slots_ < K_) ULYSSES_RETURN_IF_ERROR(send_inputs(c + slots_));
     }
     ULYSSES_RETURN_IF_ERROR(hand_over(side, stream, kEvDone));
@@ -392,22 +443,51 @@ class UlyssesAttention final : public DistributedAttention {
         fp8_msg(wire, channels), {dst, dtype_, P_, Sl_, B_, channels, D_}, comm_.device(), stream);
   }
 
-  // An inbound all-to-all: `send` ==> `dst` rows (fp8: through `wire`).
+  // An inbound all-to-all: `send` ==> `dst` rows (fp8: through `wire`). Nothing when nothing
+  // travels (cp = 1: the rows were packed into `dst`).
   Status exchange_in(const char* send, char* wire, char* dst, int channels, Stream stream) {
+    if (self_) return Status::ok();
     ULYSSES_RETURN_IF_ERROR(
         exchange_uniform(send, fp8_ ? wire : dst, in_peer_bytes(channels), stream));
     return arrive(wire, dst, channels, stream);
   }
 
-  // Chunk c's kernel: Q|K|V read in place from the received rows `qkv`; O into `o` rows, the LSE
-  // into `lse` ([S][B][qc] fp32; null when the kernel provides none).
-  Status run_forward(int c, char* qkv, char* o, char* lse, const ForwardArgs& a, Stream stream) {
+  // cp = 1: where rows bound for the peers are packed (where they would arrive, not their send
+  // buffer), and where returned rows are unpacked from (where they would leave, not their receive
+  // buffer).
+  char* pack_to(char* send, char* recv) const { return self_ ? recv : send; }
+  char* unpack_from(char* sent, char* recv) const { return self_ ? sent : recv; }
+
+  // Chunk c's views of head-sharded rows: Q|K|V from `qkv` rows, O from or into `o` rows; for
+  // backward also dO from `d_o` rows, dQ into `gq` rows and dK|dV into `gkv` rows (null: none).
+  LocalForwardArgs head_rows(char* qkv, char* o) const {
     LocalForwardArgs la;
     la.q = full_view(qkv, Cc_, 0, qc_, dtype_);
     la.k = full_view(qkv, Cc_, qc_, kc_, dtype_);
     la.v = full_view(qkv, Cc_, qc_ + kc_, kc_, dtype_);
-    la.sinks = a.sinks;
     la.o = full_view(o, qc_, 0, qc_, dtype_);
+    return la;
+  }
+  LocalBackwardArgs head_rows(char* qkv, char* o, char* d_o, char* gq, char* gkv) const {
+    const LocalForwardArgs f = head_rows(qkv, o);
+    LocalBackwardArgs lb;
+    lb.q = f.q;
+    lb.k = f.k;
+    lb.v = f.v;
+    lb.o = f.o;
+    if (d_o) lb.d_o = full_view(d_o, qc_, 0, qc_, dtype_);
+    if (gq) lb.dq = full_view(gq, qc_, 0, qc_, dtype_);
+    if (gkv) {
+      lb.dk = full_view(gkv, 2 * kc_, 0, kc_, kv_grad_dtype_);
+      lb.dv = full_view(gkv, 2 * kc_, kc_, kc_, kv_grad_dtype_);
+    }
+    return lb;
+  }
+
+  // Chunk c's kernel on la.q, k, v, o (head-sharded rows, or cp = 1 the caller's views); the LSE
+  // into `lse` ([S][B][qc] fp32; null when the kernel provides none).
+  Status run_forward(int c, LocalForwardArgs la, char* lse, const ForwardArgs& a, Stream stream) {
+    la.sinks = a.sinks;
     if (lse) la.lse = lse_head_view(lse);
     la.cu_seqlens = a.cu_seqlens;
     la.cu_seqlens_device = a.cu_seqlens_device;
@@ -415,9 +495,10 @@ class UlyssesAttention final : public DistributedAttention {
     return kernel_.forward(chunk_problem(c), la, stream);
   }
 
-  // O (and LSE) rows back to the sequence owners: one grouped exchange.
+  // O (and LSE) rows back to the sequence owners: one grouped exchange (none when cp = 1).
   Status return_outputs(const char* o, const char* lse, char* o_recv, char* lse_recv,
                         Stream stream) {
+    if (self_) return Status::ok();
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
     for (int p = 0; p < P_; ++p) {
       ULYSSES_RETURN_IF_ERROR(send_rows(o, qc_, dtype_, p, stream));
@@ -430,30 +511,24 @@ class UlyssesAttention final : public DistributedAttention {
 
   // Chunk c's returned O (and LSE, if the caller asked for it) into the caller's tensors.
   Status unpack_outputs(int c, char* o_recv, char* lse_recv, const ForwardArgs& a, Stream stream) {
-    const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
     ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_recv, dtype_, P_, Sl_, B_, qc_, D_}, 0,
-                                                  q_begin, qc_, as_bshd(a.o, config_.layout),
-                                                  stream));
+                                                  q_begin_[static_cast<std::size_t>(c)], qc_,
+                                                  as_bshd(a.o, config_.layout), stream));
+    return unpack_lse(c, lse_recv, a, stream);
+  }
+  Status unpack_lse(int c, char* lse_recv, const ForwardArgs& a, Stream stream) {
     if (a.lse.empty_view() || lse_recv == nullptr) return Status::ok();
-    return kernels::unpack_lse({lse_recv, DType::kFloat32, P_, Sl_, B_, qc_, 1}, q_begin,
+    return kernels::unpack_lse({lse_recv, DType::kFloat32, P_, Sl_, B_, qc_, 1},
+                               q_begin_[static_cast<std::size_t>(c)],
                                lse_as_bhs(a.lse, config_.layout), stream);
   }
 
-  // Chunk c's backward kernel: Q|K|V from `qkv` rows, O and dO from their own rows, the LSE the
-  // forward wrote; dQ into `gq` rows, dK|dV into `gkv` rows; dSinks of its heads into dsinks_local.
-  Status run_backward(int c, char* qkv, char* o, char* lse, char* d_o, char* gq, char* gkv,
-                      const BackwardArgs& a, float* dsinks_local, Stream stream) {
-    LocalBackwardArgs lb;
-    lb.q = full_view(qkv, Cc_, 0, qc_, dtype_);
-    lb.k = full_view(qkv, Cc_, qc_, kc_, dtype_);
-    lb.v = full_view(qkv, Cc_, qc_ + kc_, kc_, dtype_);
-    lb.o = full_view(o, qc_, 0, qc_, dtype_);
+  // Chunk c's backward kernel on lb's views (head-sharded rows, or cp = 1 some of the caller's) and
+  // the LSE the forward wrote; dSinks of its heads into dsinks_local.
+  Status run_backward(int c, LocalBackwardArgs lb, char* lse, const BackwardArgs& a,
+                      float* dsinks_local, Stream stream) {
     if (lse) lb.lse = lse_head_view(lse);
-    lb.d_o = full_view(d_o, qc_, 0, qc_, dtype_);
     lb.sinks = a.sinks;
-    lb.dq = full_view(gq, qc_, 0, qc_, dtype_);
-    lb.dk = full_view(gkv, 2 * kc_, 0, kc_, kv_grad_dtype_);
-    lb.dv = full_view(gkv, 2 * kc_, kc_, kc_, kv_grad_dtype_);
     if (config_.attention.sinks) {
       lb.dsinks = TensorView::contiguous(dsinks_local, DType::kFloat32,
                                          {config_.attention.num_heads_q}, comm_.device());
@@ -464,9 +539,10 @@ class UlyssesAttention final : public DistributedAttention {
     return kernel_.backward(chunk_problem(c), lb, stream);
   }
 
-  // dQ and dK|dV rows back to the sequence owners: one grouped exchange.
+  // dQ and dK|dV rows back to the sequence owners: one grouped exchange (none when cp = 1).
   Status return_grads(const char* gq, const char* gkv, char* dq_recv, char* dkv_recv,
                       Stream stream) {
+    if (self_) return Status::ok();
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
     for (int p = 0; p < P_; ++p) {
       ULYSSES_RETURN_IF_ERROR(send_rows(gq, qc_, dtype_, p, stream));
@@ -475,6 +551,54 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(recv_rows(dkv_recv, 2 * kc_, kv_grad_dtype_, p, stream));
     }
     return comm_.group_end();
+  }
+
+  // --- cp = 1: the kernel on the caller's views ---------------------------------------------
+
+  // Whether the kernel may read or write the caller's view in place: aligned as the plan's own
+  // buffers are (bases 256-byte aligned, strides multiples of head_dim elements) to gcd(16,
+  // head_dim elements) bytes, which vectorised kernels such as cuDNN's assume. Otherwise the rows
+  // are copied into the plan's buffers, as with cp > 1.
+  bool kernel_may_use(const TensorView& t) const {
+    const std::size_t e = dtype_size(t.dtype);
+    const std::size_t unit = std::gcd(std::size_t{16}, static_cast<std::size_t>(D_) * e);
+    if (reinterpret_cast<std::uintptr_t>(t.data) % unit != 0) return false;
+    for (int d = 0; d + 1 < t.ndim; ++d) {
+      if (t.stride(d) < 0 || static_cast<std::size_t>(t.stride(d)) * e % unit != 0) return false;
+    }
+    return true;
+  }
+  // Forward with the kernel on the caller's q, k, v and o (kLseOnly and inference: kHeadSharded
+  // copies Q|K|V and O into `saved` anyway).
+  bool direct_forward(const ForwardArgs& a) const {
+    return self_ && kernel_may_use(a.q) && kernel_may_use(a.k) && kernel_may_use(a.v) &&
+           kernel_may_use(a.o);
+  }
+  // Backward with the kernel on the caller's d_o, dq, dk, dv and, kLseOnly, q, k, v, o (else Q|K|V
+  // and O from the saved rows). Packed batches: the kernel needs O, dO and dQ with one token
+  // stride, as the plan's own rows have.
+  bool direct_backward(const BackwardArgs& a) const {
+    if (!self_) return false;
+    for (const TensorView* t : {&a.d_o, &a.dq, &a.dk, &a.dv}) {
+      if (!kernel_may_use(*t)) return false;
+    }
+    if (lse_only_ && !(kernel_may_use(a.q) && kernel_may_use(a.k) && kernel_may_use(a.v) &&
+                       kernel_may_use(a.o))) {
+      return false;
+    }
+    if (config_.layout != Layout::kTHD) return true;
+    // (The saved O rows: [S][B][hq][D], see full_view().)
+    const std::int64_t o_token = lse_only_ ? as_bshd(a.o, config_.layout).stride(1) : B_ * qc_ * D_;
+    return as_bshd(a.d_o, config_.layout).stride(1) == o_token &&
+           as_bshd(a.dq, config_.layout).stride(1) == o_token;
+  }
+  // The caller's dO, dQ, dK, dV into `lb`.
+  void caller_grads(const BackwardArgs& a, LocalBackwardArgs& lb) const {
+    const Layout l = config_.layout;
+    lb.d_o = as_bshd(a.d_o, l);
+    lb.dq = as_bshd(a.dq, l);
+    lb.dk = as_bshd(a.dk, l);
+    lb.dv = as_bshd(a.dv, l);
   }
 
   // Chunk c's returned gradients into the caller's dq, dk, dv (KV replicas summed in rank order).
@@ -737,6 +861,7 @@ class UlyssesAttention final : public DistributedAttention {
   // Payload::kFp8: Q|K|V and dO travel as fp8 rows (their messages' bytes per chunk below; equal
   // to qkv_block_ and o_block_ for the native payload).
   bool fp8_ = false;
+  bool self_ = false;  // cp = 1 with native rows: nothing travels (see the top of this file)
   std::size_t qkv_in_block_ = 0, do_in_block_ = 0;
   std::vector<std::vector<int>> q_begin_, kv_begin_;  // [chunk][peer], see build_chunk_maps()
   std::vector<std::size_t> counts_, offsets_;         // exchange_uniform's scratch

@@ -168,6 +168,46 @@ inline ::testing::AssertionResult within_2x_rule(const HostTensor& out, const Ho
          << floor << ")";
 }
 
+/// Heads [h0, h0 + heads) of a buffer at `base` holding `channels` heads of head_dim D per token,
+/// `shift` elements past `base`: [B, S, heads, D] (kBSHD) or [S, heads, D] (kTHD), as a fused
+/// QKV projection hands Q, K or V over. Host or device memory (the view's `device`).
+inline TensorView head_slice(void* base, DType dtype, Layout layout, std::int64_t B, std::int64_t S,
+                             int channels, int h0, int heads, int D, std::int64_t shift = 0,
+                             Device device = Device::host()) {
+  void* at = static_cast<char*>(base) + (shift + static_cast<std::int64_t>(h0) * D) *
+                                            static_cast<std::int64_t>(dtype_size(dtype));
+  const std::int64_t row = static_cast<std::int64_t>(channels) * D;
+  if (layout == Layout::kTHD) {
+    return TensorView::strided(at, dtype, {S, heads, D}, {row, D, 1}, device);
+  }
+  return TensorView::strided(at, dtype, {B, S, heads, D}, {S * row, row, D, 1}, device);
+}
+
+/// Element i of `like`'s (contiguous) index order, as an offset into the strided host view `v`
+/// of the same shape.
+inline std::int64_t strided_offset(const TensorView& v, const HostTensor& like, std::int64_t i) {
+  std::int64_t at = 0;
+  for (int d = like.view.ndim - 1; d >= 0; --d) {
+    at += i % like.view.size(d) * v.stride(d);
+    i /= like.view.size(d);
+  }
+  return at;
+}
+/// `src` into the strided host view `dst` of the same shape and dtype, element by element.
+inline void copy_into(const TensorView& dst, const HostTensor& src) {
+  for (std::int64_t i = 0; i < src.numel(); ++i) {
+    detail::store_from_double(dst.data, dst.dtype, strided_offset(dst, src, i), src.at(i));
+  }
+}
+/// The strided host view `v` as a contiguous tensor shaped like `like`.
+inline HostTensor copy_of(const TensorView& v, const HostTensor& like) {
+  HostTensor out = like;
+  for (std::int64_t i = 0; i < out.numel(); ++i) {
+    out.set(i, detail::load_as_double(v.data, v.dtype, strided_offset(v, like, i)));
+  }
+  return out;
+}
+
 /// Runs fn(rank, comm) on `size` threads with a fresh loopback group; returns each rank's Status.
 inline std::vector<Status> run_ranks(int size, const std::function<Status(int, Communicator&)>& fn,
                                      LoopbackOptions options = {}) {

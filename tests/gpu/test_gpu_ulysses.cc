@@ -300,6 +300,55 @@ std::vector<GpuCase> cases() {
   const auto bshd = Layout::kBSHD, thd = Layout::kTHD;
   const auto bf16 = DType::kBFloat16, fp16 = DType::kFloat16;
   return {
+      // P = 1: no exchange, the plan hands the caller's tensors to cuDNN (GpuSingleRank below).
+      {"p1_gqa_causal_sinks", 1, bshd, 2, 512, 8, 4, 128, bf16, true, -1, -1, true},
+      lse_only({"p1_lse_varlen_sinks",
+                1,
+                thd,
+                1,
+                1024,
+                8,
+                2,
+                128,
+                bf16,
+                true,
+                -1,
+                -1,
+                true,
+                {0, 333, 700, 1000}}),
+      {"p1_varlen_window",
+       1,
+       thd,
+       1,
+       1024,
+       8,
+       4,
+       64,
+       bf16,
+       true,
+       64,
+       -1,
+       false,
+       {0, 333, 700, 1000}},
+      [] {
+        GpuCase c{"p1_chunks4_deterministic",
+                  1,
+                  Layout::kBSHD,
+                  1,
+                  512,
+                  8,
+                  4,
+                  128,
+                  DType::kBFloat16,
+                  true,
+                  -1,
+                  -1,
+                  false,
+                  {},
+                  true};
+        c.chunks = 4;  // (one call for every head all the same)
+        return c;
+      }(),
       {"p2_gqa_causal", 2, bshd, 2, 512, 8, 4, 128, bf16},
       {"p2_gqa_causal_deterministic",
        2,
@@ -494,6 +543,102 @@ INSTANTIATE_TEST_SUITE_P(Gpu, DeviceLoopbackUlysses, ::testing::ValuesIn(cases()
 
 // Inputs produced on a non-default stream and freed (stream-ordered) right after the call returns
 // must still give the right results: ulysses reads them in stream order, never later.
+// cp = 1 on slices of fused buffers (Q|K|V and dQ|dK|dV, as a framework's projections hand them
+// over), which the plan passes to cuDNN in place (which views the kernel gets: test_ulysses'
+// UlyssesSingleRank), dense and packed, head-sharded and LSE-only saves: every rule of
+// MatchesSingleGpu against cuDNN alone on contiguous tensors.
+TEST(GpuSingleRank, FusedViewsMatchTheKernelAlone) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const auto bshd = Layout::kBSHD, thd = Layout::kTHD;
+  const auto heads = SavedActivations::kHeadSharded, lse = SavedActivations::kLseOnly;
+  struct Scenario {
+    const char* name;
+    Layout layout;
+    SavedActivations saved;
+  };
+  for (const Scenario& sc : {Scenario{"bshd_heads", bshd, heads}, Scenario{"bshd_lse", bshd, lse},
+                             Scenario{"thd_heads", thd, heads}, Scenario{"thd_lse", thd, lse}}) {
+    SCOPED_TRACE(sc.name);
+    GpuCase c{sc.name, 1,  sc.layout, sc.layout == thd ? 1 : 2, 1024,
+              8,       2,  128,       DType::kBFloat16,         true,
+              -1,      -1, true};
+    if (sc.layout == thd) c.cu = {0, 333, 700, 1000};
+    c.saved = sc.saved;
+    const auto seed = testing::fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const testing::GpuInputs in = testing::make_gpu_inputs(c, rng);
+    const testing::GpuOutputs single = testing::run_single_gpu(c, in);
+
+    const int C = c.Hq + 2 * c.Hkv;
+    auto slice = [&](void* base, int h0, int n, Device d) {
+      return testing::head_slice(base, c.dtype, c.layout, c.B, c.S, C, h0, n, c.D, 0, d);
+    };
+    testing::HostTensor qkv(c.dtype, {c.B * c.S * C * c.D}), grads = qkv;
+    testing::poison(grads);
+    testing::copy_into(slice(qkv.storage.data(), 0, c.Hq, Device::host()), in.q);
+    testing::copy_into(slice(qkv.storage.data(), c.Hq, c.Hkv, Device::host()), in.k);
+    testing::copy_into(slice(qkv.storage.data(), c.Hq + c.Hkv, c.Hkv, Device::host()), in.v);
+    const Device dev = Device::cuda(0);
+    testing::DeviceTensor qkv_d = testing::DeviceTensor::of(qkv),
+                          grads_d = testing::DeviceTensor::of(grads),
+                          o = testing::DeviceTensor::of(in.shapes.o),
+                          lse_d = testing::DeviceTensor::of(in.shapes.lse),
+                          d_o = testing::DeviceTensor::of(in.d_o),
+                          sinks = testing::DeviceTensor::of(in.sinks),
+                          ds = testing::DeviceTensor::of(in.shapes.dsinks),
+                          cu = testing::DeviceTensor::of(in.cu);
+    auto comms = create_device_loopback_group(1, 0);
+    ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
+    auto kernel = create_cudnn_attention(0);
+    ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
+    auto plan = DistributedAttention::create(testing::plan_config_of(c), *(*comms)[0], **kernel);
+    ASSERT_TRUE(plan.is_ok()) << plan.status().to_string();
+    testing::DeviceBytes ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
+    const TensorView q = slice(qkv_d.ptr, 0, c.Hq, dev), k = slice(qkv_d.ptr, c.Hq, c.Hkv, dev),
+                     v = slice(qkv_d.ptr, c.Hq + c.Hkv, c.Hkv, dev);
+    const auto* cu_d = static_cast<const std::int32_t*>(cu.ptr);
+    ForwardArgs f{.q = q,
+                  .k = k,
+                  .v = v,
+                  .sinks = sinks.view,
+                  .o = o.view,
+                  .lse = lse_d.view,
+                  .cu_seqlens = c.cu,
+                  .cu_seqlens_device = cu_d,
+                  .workspace = ws.ptr,
+                  .saved = saved.ptr};
+    BackwardArgs b{.d_o = d_o.view,
+                   .sinks = sinks.view,
+                   .dq = slice(grads_d.ptr, 0, c.Hq, dev),
+                   .dk = slice(grads_d.ptr, c.Hq, c.Hkv, dev),
+                   .dv = slice(grads_d.ptr, c.Hq + c.Hkv, c.Hkv, dev),
+                   .dsinks = ds.view,
+                   .cu_seqlens = c.cu,
+                   .cu_seqlens_device = cu_d,
+                   .workspace = ws.ptr,
+                   .saved = saved.ptr,
+                   .q = q,
+                   .k = k,
+                   .v = v,
+                   .o = o.view};
+    Status st = (*plan)->forward(f, nullptr);
+    if (st.is_ok()) st = (*plan)->backward(b, nullptr);
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    const testing::HostTensor g = grads_d.download(grads);
+    void* gh = const_cast<unsigned char*>(g.storage.data());
+    const testing::GpuOutputs got{
+        o.download(in.shapes.o),
+        lse_d.download(in.shapes.lse),
+        testing::copy_of(slice(gh, 0, c.Hq, Device::host()), in.shapes.dq),
+        testing::copy_of(slice(gh, c.Hq, c.Hkv, Device::host()), in.shapes.dk),
+        testing::copy_of(slice(gh, c.Hq + c.Hkv, c.Hkv, Device::host()), in.shapes.dv),
+        ds.download(in.shapes.dsinks)};
+    testing::expect_matches_single_gpu(c, single, got);
+  }
+}
+
 TEST(GpuStreams, InputsFreedRightAfterTheCallStayCorrect) {
   ULYSSES_REQUIRE_GPUS(1);
   const GpuCase c{"streams", 1, Layout::kBSHD, 1, 256, 4, 2, 64, DType::kBFloat16};

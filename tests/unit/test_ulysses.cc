@@ -324,8 +324,65 @@ std::vector<Case> cases() {
   const auto bf16 = DType::kBFloat16, fp32 = DType::kFloat32;
   const auto bshd = Layout::kBSHD, thd = Layout::kTHD;
   return {
-      // P = 1: the plan degenerates to the kernel itself.
+      // P = 1: the plan degenerates to the kernel itself (no exchange; the kernel on the caller's
+      // views where it may: UlyssesSingleRank below), through every buffer scheme; fp8 still
+      // rounds what would travel.
       {"p1_mha_fp32_odd", 1, bshd, 2, 7, 3, 3, 8, fp32},
+      {"p1_gqa_bf16_causal_sinks", 1, bshd, 2, 18, 4, 2, 16, bf16, true, -1, -1, true},
+      {"p1_thd_bf16_causal_sinks",
+       1,
+       thd,
+       1,
+       24,
+       4,
+       2,
+       16,
+       bf16,
+       true,
+       -1,
+       -1,
+       true,
+       {0, 5, 13, 21}},
+      {"p1_inference_thd_bf16_window",
+       1,
+       thd,
+       1,
+       16,
+       4,
+       2,
+       16,
+       bf16,
+       false,
+       3,
+       1,
+       false,
+       {0, 9, 16},
+       false},
+      lse_only({"p1_lse_chunks2_two_rounds_gqa_bf16_window_sinks", 1, bshd, 1, 20, 4, 2, 8, bf16,
+                false, 3, 2, true},
+               2, 2, 2),
+      lse_only({"p1_lse_thd_fp32_causal",
+                1,
+                thd,
+                1,
+                24,
+                2,
+                1,
+                8,
+                fp32,
+                true,
+                -1,
+                -1,
+                false,
+                {0, 7, 24}}),
+      [&] {
+        Case c{"p1_chunks2_keep_saved_backward_twice", 1, bshd, 2, 12, 4, 4, 8, fp32, true};
+        c.chunks = 2;
+        c.keep_saved = true;
+        c.rounds = 2;
+        return c;
+      }(),
+      fp8({"p1_fp8_gqa_bf16_causal", 1, bshd, 1, 16, 4, 2, 16, bf16, true}),
       // P = 2
       {"p2_gqa_bf16_causal_sinks", 2, bshd, 2, 18, 4, 2, 16, bf16, true, -1, -1, true},
       {"p2_mqa_fp32_window", 2, bshd, 1, 22, 4, 1, 8, fp32, false, 3, 2},
@@ -785,6 +842,170 @@ TEST(Ulysses, ShardsOfAPackedSequenceSpanningRanksSeeEachOther) {
   for (std::int64_t t = 0; t < 24; ++t) {
     // mean of V[0..t]: >= (1000 - 2 t) / (t + 1) >= 39.75 for t <= 23; without position 0, <= 2.
     EXPECT_GT(got.o.at(got.o.view.offset({t, 0, 0})), 30.0) << "position " << t;
+  }
+}
+
+// cp = 1: nothing travels. Where the caller's views are as aligned as the plan's own buffers, the
+// kernel reads and writes them in place (kLseOnly and inference: q, k, v and o too; head-sharded
+// saves: dO, dQ, dK and dV, Q|K|V and O coming from `saved`); elsewhere the rows go through the
+// plan's buffers as with cp > 1. Either way every result is bitwise the unsharded reference's.
+// Q, K, V (and in some scenarios dQ, dK, dV) are slices of one fused buffer, as a framework's QKV
+// projection hands them over.
+class RecordingKernel final : public LocalAttention {
+ public:
+  explicit RecordingKernel(LocalAttention& inner) : inner_(inner) {}
+  std::vector<LocalForwardArgs> forwards;
+  std::vector<LocalBackwardArgs> backwards;
+
+  std::string_view name() const override { return "recording-reference"; }
+  Device device() const override { return inner_.device(); }
+  bool provides_lse() const override { return inner_.provides_lse(); }
+  bool supports_backward() const override { return inner_.supports_backward(); }
+  Status check_support(const LocalProblem& p) const override { return inner_.check_support(p); }
+  std::size_t workspace_bytes(const LocalProblem& p) const override {
+    return inner_.workspace_bytes(p);
+  }
+  Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream stream) override {
+    forwards.push_back(a);
+    return inner_.forward(p, a, stream);
+  }
+  Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream stream) override {
+    backwards.push_back(a);
+    return inner_.backward(p, a, stream);
+  }
+
+ private:
+  LocalAttention& inner_;
+};
+
+TEST(UlyssesSingleRank, KernelUsesTheCallersViewsWhereAligned) {
+  struct Scenario {
+    std::string name;
+    Layout layout;
+    SavedActivations saved;
+    bool training;
+    std::int64_t shift;  // elements: 1 puts every view off 16 bytes
+    bool fused_grads;    // dQ, dK, dV slices of one buffer (else contiguous tensors)
+    bool direct_forward, direct_backward;
+  };
+  const auto bshd = Layout::kBSHD, thd = Layout::kTHD;
+  const auto lse = SavedActivations::kLseOnly, heads = SavedActivations::kHeadSharded;
+  const std::vector<Scenario> scenarios = {
+      {"lse", bshd, lse, true, 0, true, true, true},
+      {"heads", bshd, heads, true, 0, true, false, true},
+      {"inference", bshd, heads, false, 0, false, true, false},
+      {"lse_misaligned", bshd, lse, true, 1, true, false, false},
+      {"heads_misaligned", bshd, heads, true, 1, true, false, false},
+      // Packed: the kernel needs O, dO and dQ with one token stride; a fused dQ has another.
+      {"thd_lse_fused_grads", thd, lse, true, 0, true, true, false},
+      {"thd_lse", thd, lse, true, 0, false, true, true},
+      {"thd_heads", thd, heads, true, 0, false, false, true},
+      {"thd_heads_fused_grads", thd, heads, true, 0, true, false, false},
+  };
+  for (const Scenario& sc : scenarios) {
+    SCOPED_TRACE(sc.name);
+    Case c{sc.name, 1,  sc.layout, sc.layout == thd ? 1 : 2, 12, 4, 2, 8, DType::kFloat32, true,
+           -1,      -1, true};
+    if (sc.layout == thd) c.cu = {0, 5, 12};
+    c.training = sc.training;
+    const auto seed = testing::fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const Inputs in = make_inputs(c, rng);
+    const Outputs ref = unsharded(c, in, c.dtype);
+
+    const int C = c.Hq + 2 * c.Hkv;
+    HostTensor qkv(DType::kFloat32, {c.B * c.S * C * c.D + 1}),
+        dqkv(DType::kFloat32, {c.B * c.S * C * c.D + 1}),
+        o_buf(DType::kFloat32, {c.B * c.S * c.Hq * c.D + 1}),
+        do_buf(DType::kFloat32, {c.B * c.S * c.Hq * c.D + 1});
+    for (HostTensor* t : {&dqkv, &o_buf}) testing::poison(*t);
+    // Heads [h0, h0 + heads) of a buffer of `channels` heads per token.
+    auto rows_of = [&](HostTensor& buf, int channels, int h0, int n) {
+      return testing::head_slice(buf.storage.data(), c.dtype, c.layout, c.B, c.S, channels, h0, n,
+                                 c.D, sc.shift);
+    };
+    const TensorView q = rows_of(qkv, C, 0, c.Hq), k = rows_of(qkv, C, c.Hq, c.Hkv),
+                     v = rows_of(qkv, C, c.Hq + c.Hkv, c.Hkv), o = rows_of(o_buf, c.Hq, 0, c.Hq),
+                     d_o = rows_of(do_buf, c.Hq, 0, c.Hq);
+    testing::copy_into(q, in.q);
+    testing::copy_into(k, in.k);
+    testing::copy_into(v, in.v);
+    testing::copy_into(d_o, in.d_o);
+    Outputs got = poisoned_outputs(c, c.dtype);
+    TensorView dq = got.dq.view, dk = got.dk.view, dv = got.dv.view;
+    if (sc.fused_grads) {
+      dq = rows_of(dqkv, C, 0, c.Hq);
+      dk = rows_of(dqkv, C, c.Hq, c.Hkv);
+      dv = rows_of(dqkv, C, c.Hq + c.Hkv, c.Hkv);
+    } else if (sc.shift != 0) {
+      GTEST_FAIL() << "misaligned scenarios use fused gradients";
+    }
+
+    auto ref_kernel = make_reference_attention();
+    RecordingKernel kernel(*ref_kernel);
+    const PlanConfig cfg{.attention = attention(c),
+                         .parallel = {.cp = 1},
+                         .layout = c.layout,
+                         .dtype = c.dtype,
+                         .batch = c.B,
+                         .seqlen = c.S,
+                         .training = c.training,
+                         .overlap_chunks = 2,  // nothing to overlap: one call for every head
+                         .saved_activations = sc.saved};
+    EXPECT_ALL_OK(testing::run_ranks(1, [&](int, Communicator& comm) -> Status {
+      auto plan = DistributedAttention::create(cfg, comm, kernel);
+      if (!plan.is_ok()) return plan.status();
+      std::vector<unsigned char> ws((*plan)->workspace_bytes(), 0xFF),
+          saved((*plan)->saved_bytes());
+      ForwardArgs f;
+      f.q = q;
+      f.k = k;
+      f.v = v;
+      f.sinks = in.sinks.view;
+      f.o = o;
+      f.lse = got.lse.view;
+      f.cu_seqlens = c.cu;
+      f.workspace = ws.data();
+      f.saved = saved.data();
+      if (Status st = (*plan)->forward(f, nullptr); !st.is_ok() || !c.training) return st;
+      BackwardArgs b;
+      b.d_o = d_o;
+      b.sinks = in.sinks.view;
+      b.dsinks = got.dsinks.view;
+      b.dq = dq;
+      b.dk = dk;
+      b.dv = dv;
+      b.cu_seqlens = c.cu;
+      b.workspace = ws.data();
+      b.saved = saved.data();
+      b.q = q;
+      b.k = k;
+      b.v = v;
+      b.o = o;
+      return (*plan)->backward(b, nullptr);
+    }));
+
+    ASSERT_EQ(kernel.forwards.size(), 1u);
+    const LocalForwardArgs& kf = kernel.forwards[0];
+    EXPECT_EQ(
+        kf.q.data == q.data && kf.k.data == k.data && kf.v.data == v.data && kf.o.data == o.data,
+        sc.direct_forward);
+    EXPECT_EQ(kf.q.shape[2], c.Hq) << "one call for every head";
+    EXPECT_BITWISE_EQ(ref.o, testing::copy_of(o, ref.o), "O");
+    EXPECT_BITWISE_EQ(ref.lse, got.lse, "LSE");
+    if (!c.training) continue;
+    ASSERT_EQ(kernel.backwards.size(), 1u);
+    const LocalBackwardArgs& kb = kernel.backwards[0];
+    const bool grads_in_place = kb.d_o.data == d_o.data && kb.dq.data == dq.data &&
+                                kb.dk.data == dk.data && kb.dv.data == dv.data;
+    EXPECT_EQ(grads_in_place, sc.direct_backward);
+    // Head-sharded saves: Q|K|V and O come from `saved` whatever the caller's views.
+    EXPECT_EQ(kb.q.data == q.data && kb.o.data == o.data, sc.direct_backward && sc.saved == lse);
+    EXPECT_BITWISE_EQ(ref.dq, testing::copy_of(dq, ref.dq), "dQ");
+    EXPECT_BITWISE_EQ(ref.dk, testing::copy_of(dk, ref.dk), "dK");
+    EXPECT_BITWISE_EQ(ref.dv, testing::copy_of(dv, ref.dv), "dV");
+    EXPECT_BITWISE_EQ(ref.dsinks, got.dsinks, "dSinks");
   }
 }
 
