@@ -260,7 +260,10 @@ struct PlanConfig {
   /// streams, each with its own kernel workspace, so splitting the heads costs the kernel no
   /// efficiency). 1: no pipeline.
   /// Must divide the KV heads per rank; 1 when cp > num_heads_kv. Results are bitwise the same
-  /// for every value (heads are independent).
+  /// for every value (heads are independent). With cp = 1 (native payload) nothing travels and
+  /// the plan makes one kernel call for every head whatever this says; its kernel then reads and
+  /// writes the caller's tensors in place where they are aligned as its own buffers would be
+  /// (docs/DESIGN.md, "One rank").
   int overlap_chunks = 1;
   /// false (default): Ulysses' backward reuses `saved` as scratch once its kernel has read it (dQ,
   /// dK, dV come back into it), which takes one dQ-sized buffer off the backward's peak. Backward
