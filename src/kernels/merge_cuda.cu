@@ -117,16 +117,20 @@ __device__ std::int64_t at3(const View3& t, const Index& x) {  // LSE [B, H, S]
 // 64-bit divisions in every thread cost more than the row's bytes.
 struct Rows {
   std::uint32_t count;
-  FastDiv heads, seq;
+  // Row r = (b, mid, inner): heads inner (b, s, h) or, tokens_first, tokens inner (b, h, s), so
+  // that a warp's consecutive rows read consecutive LSE values of a head-major [B, H, S] LSE (one
+  // 32-byte sector for eight rows instead of eight sectors).
+  FastDiv inner, mid;
+  bool tokens_first = false;
 };
 constexpr int kLanes = 32;
 constexpr int kRowThreads = 256;  // a row kernel's block: 8 warps
 
 __device__ Index row_of(const Rows& g, std::uint32_t r) {
-  std::uint32_t q = 0, h = 0, b = 0, s = 0;
-  g.heads.divmod(r, q, h);
-  g.seq.divmod(q, b, s);
-  return Index{b, s, h, 0};
+  std::uint32_t q = 0, i = 0, b = 0, m = 0;
+  g.inner.divmod(r, q, i);
+  g.mid.divmod(q, b, m);
+  return g.tokens_first ? Index{b, i, m, 0} : Index{b, m, i, 0};
 }
 
 #define ULYSSES_ROW_LOOP(r, g)                                                            \
@@ -142,13 +146,15 @@ __device__ float log_add_exp(float a, float b) {
 }
 
 // Merge and finalize take a warp's rows kGroupRows at a time (consecutive rows: the heads of one
-// token), kVec elements per lane per access (4 where every view fits fits_vec4(): one 8 or 16-byte
-// access). Every load of a group is issued before any is used: lane u reads row u's LSE (and
-// writes it back: no other lane touches it, so in place needs no barrier) and hands it to the
-// warp by a shuffle, after the rows' data loads are in flight. On one H200, 32k rows x 32 heads x
-// 128 (docs/PERF.md, "Sinks outside cuDNN"): one row per warp, one element per lane and a barrier
-// between the LSE and the data took 0.47 ms to finalize in place (a copy of O: 0.13 ms) and 0.67
-// ms to merge an fp32 accumulator with a bf16 block; now 0.37 and 0.55 ms.
+// token, or the tokens of one head, see Rows), kVec elements per lane per access (4 where every
+// view fits fits_vec4(): one 8 or 16-byte access). Every load of a group is issued before any is
+// used: lane u reads row u's LSE (and writes it back: no other lane touches it, so in place needs
+// no barrier) and hands it to the warp by a shuffle, after the rows' data loads are in flight. On
+// one H200, 32k rows x 32 heads x 128 (docs/PERF.md, "Sinks outside cuDNN"): one row per warp, one
+// element per lane and a barrier between the LSE and the data took 0.47 ms to finalize in place (a
+// copy of O: 0.13 ms) and 0.67 ms to merge an fp32 accumulator with a bf16 block; then 0.37 and
+// 0.55 ms, and with head-major LSEs taken tokens first 0.28 and 0.51 ms ("One rank" and the
+// finalize probe in docs/PERF.md).
 constexpr int kGroupRows = 4;
 
 // A warp's first rows, `rows` at a time (grid-stride).
@@ -279,8 +285,10 @@ __global__ void merge_kernel(Rows g, View4 acc, View3 lacc, View4 blk, View3 lbl
 // out and lout may be acc and lacc. kRows rows per warp: 8 of 16-bit data (8 bytes per lane and
 // row), else 4; a row's offsets are kept, not its indices, to leave registers for them (4 rows of
 // 4-element accesses held the warps to 1 KB in flight each and finalize to 1.25 TB/s; 8 rows reach
-// 1.44 TB/s at 112 registers, and a third block per SM spills). What holds it below merge's
-// 2.4 TB/s is not known yet.
+// 1.44 TB/s at 112 registers, and a third block per SM spills). Rows tokens first (head-major
+// LSE: one sector of LSE for eight rows) reach 1.9 TB/s; out of place or without sinks changes
+// less than 4%, so what holds it at half a copy's 4.1 TB/s is not the read-modify-write of a line
+// nor the exp/log.
 template <int kVec, bool kHalf, int kRows>
 __global__ void __launch_bounds__(kRowThreads)
     finalize_kernel(Rows g, View4 acc, View3 lacc, const float* sinks, std::int64_t sink_stride,
@@ -558,15 +566,19 @@ __global__ void packed_tables_kernel(const std::int32_t* cu, int n, int ring, st
   }
 }
 
-// The rows of a [B, S, H, D] view for a row-parallel kernel, and its grid (one warp per row).
-Result<Rows> rows_of(const TensorView& t, const char* what) {
+// The rows of a [B, S, H, D] view for a row-parallel kernel, tokens first when `lse` ([B, H, S])
+// is contiguous along S (see Rows).
+Result<Rows> rows_of(const TensorView& t, const TensorView& lse, const char* what) {
   const std::int64_t rows = t.size(0) * t.size(1) * t.size(2);
   if (rows >= (std::int64_t{1} << 31)) {
     return unsupported(detail::str_cat("ulysses::kernels::cuda::", what, ": ", rows,
                                        " rows of [B, S, H] (expected fewer than 2^31)"));
   }
-  return Rows{static_cast<std::uint32_t>(rows), FastDiv(static_cast<std::uint32_t>(t.size(2))),
-              FastDiv(static_cast<std::uint32_t>(t.size(1)))};
+  const bool tokens_first = !lse.empty_view() && lse.stride(2) == 1 && t.size(1) > 1;
+  const auto heads = static_cast<std::uint32_t>(t.size(2)),
+             seq = static_cast<std::uint32_t>(t.size(1));
+  return Rows{static_cast<std::uint32_t>(rows), FastDiv(tokens_first ? seq : heads),
+              FastDiv(tokens_first ? heads : seq), tokens_first};
 }
 // The grid of a row kernel whose warps take `rows_per_warp` rows at a time.
 int row_blocks(const Rows& g, int rows_per_warp = 1) {
@@ -622,7 +634,7 @@ Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const T
                      const TensorView& lse_blk, Stream stream) {
   ULYSSES_RETURN_IF_ERROR(same4(o_acc, o_blk, "merge_partial"));
   ULYSSES_RETURN_IF_ERROR(check({&o_acc, &lse_acc, &o_blk, &lse_blk}, "merge_partial"));
-  ULYSSES_ASSIGN_OR_RETURN(const Rows g, rows_of(o_acc, "merge_partial"));
+  ULYSSES_ASSIGN_OR_RETURN(const Rows g, rows_of(o_acc, lse_acc, "merge_partial"));
   const auto kernel = fits_vec4(o_acc) && fits_vec4(o_blk) ? merge_kernel<4> : merge_kernel<1>;
   kernel<<<row_blocks(g, kGroupRows), kRowThreads, 0, stream>>>(g, v4(o_acc), v3(lse_acc),
                                                                 v4(o_blk), v3(lse_blk));
@@ -637,7 +649,7 @@ Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, cons
   ULYSSES_RETURN_IF_ERROR(check({&o_acc, &lse_acc, &o, &lse}, "finalize_partial"));
   const auto* sk = sinks.empty_view() ? nullptr : static_cast<const float*>(sinks.data);
   const std::int64_t ss = sinks.empty_view() ? 0 : sinks.stride(0);
-  ULYSSES_ASSIGN_OR_RETURN(const Rows g, rows_of(o_acc, "finalize_partial"));
+  ULYSSES_ASSIGN_OR_RETURN(const Rows g, rows_of(o_acc, lse_acc, "finalize_partial"));
   const bool vec = fits_vec4(o_acc) && fits_vec4(o), half = dtype_size(o_acc.dtype) == 2;
   const auto kernel = !vec   ? finalize_kernel<1, false, 4>
                       : half ? finalize_kernel<4, true, 8>
@@ -659,7 +671,7 @@ Status merge_stacked(const TensorView& o_parts, const TensorView& lse_parts, int
   const std::int64_t ss = sinks.empty_view() ? 0 : sinks.stride(0);
   View3 lout =
       lse.empty_view() ? View3{nullptr, static_cast<int>(DType::kFloat32), 0, 0, 0} : v3(lse);
-  ULYSSES_ASSIGN_OR_RETURN(const Rows g, rows_of(o, "merge_stacked"));
+  ULYSSES_ASSIGN_OR_RETURN(const Rows g, rows_of(o, TensorView{}, "merge_stacked"));
   merge_stacked_kernel<<<row_blocks(g), kRowThreads, 0, stream>>>(
       g, v4(o_parts), v3(lse_parts), parts, o_part_stride, lse_part_stride, sk, ss, head_offset,
       v4(o), lout);

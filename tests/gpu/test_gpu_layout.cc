@@ -453,7 +453,9 @@ void expect_close(const HostTensor& got, const HostTensor& want, double rel, dou
 // within an ulp of the data's dtype, over whole poisoned strided buffers (elements between the
 // views' rows stay NaN). Rows whose block LSE is -inf stay bitwise as they were; rows whose LSE is
 // -inf keep their O and get no sink. Row counts not a multiple of the kernels' row groups; head_dim
-// 64 and 128 (4-element accesses) and 6 (element by element).
+// 64 and 128 (4-element accesses) and 6 (element by element); LSEs head-major ([B, H, S]
+// contiguous: a warp's rows are tokens of one head) and token-major (as Ulysses' head-sharded
+// rows: its rows are heads of one token).
 TEST(GpuElementwise, MergeAndFinalizeMatchHost) {
   ULYSSES_REQUIRE_GPUS(1);
   const std::uint64_t seed = testing::fresh_seed();
@@ -465,13 +467,15 @@ TEST(GpuElementwise, MergeAndFinalizeMatchHost) {
     std::int64_t D;
     DType acc, blk;
   };
-  for (const Types& t :
-       {Types{128, DType::kFloat32, DType::kBFloat16},
-        Types{64, DType::kBFloat16, DType::kBFloat16}, Types{64, DType::kFloat16, DType::kFloat16},
-        Types{6, DType::kFloat32, DType::kBFloat16}}) {
+  for (const auto& [t, token_major] :
+       {std::pair{Types{128, DType::kFloat32, DType::kBFloat16}, false},
+        std::pair{Types{128, DType::kFloat32, DType::kBFloat16}, true},
+        std::pair{Types{64, DType::kBFloat16, DType::kBFloat16}, false},
+        std::pair{Types{64, DType::kFloat16, DType::kFloat16}, true},
+        std::pair{Types{6, DType::kFloat32, DType::kBFloat16}, false}}) {
     const std::int64_t D = t.D;
     SCOPED_TRACE(std::to_string(D) + " " + std::string(dtype_name(t.acc)) + " " +
-                 std::string(dtype_name(t.blk)));
+                 std::string(dtype_name(t.blk)) + (token_major ? " LSE token-major" : ""));
     auto ulp = [](DType d) {
       return d == DType::kFloat32 ? 1e-6 : d == DType::kFloat16 ? 1.0 / 1024 : 1.0 / 128;
     };
@@ -482,6 +486,15 @@ TEST(GpuElementwise, MergeAndFinalizeMatchHost) {
     testing::poison(blk.buf);
     HostTensor lacc(DType::kFloat32, {B, H, S}), lblk(DType::kFloat32, {B, H, S}),
         sinks(DType::kFloat32, {heads_total});
+    // Element (b, h, s) of an LSE, as an offset into its storage.
+    auto lse_at = [&](std::int64_t b, std::int64_t h, std::int64_t s) {
+      return token_major ? (s * B + b) * H + h : (b * H + h) * S + s;
+    };
+    if (token_major) {
+      for (HostTensor* l : {&lacc, &lblk}) {
+        l->view = TensorView::strided(l->storage.data(), DType::kFloat32, {B, H, S}, {H, 1, B * H});
+      }
+    }
     testing::fill_uniform(lacc, rng, 0.0, 3.0);
     testing::fill_uniform(lblk, rng, 0.0, 3.0);
     testing::fill_uniform(sinks, rng, -1.0, 2.0);
@@ -512,7 +525,7 @@ TEST(GpuElementwise, MergeAndFinalizeMatchHost) {
     for (std::int64_t b = 0; b < B; ++b)  // rows the block saw nothing of: untouched
       for (std::int64_t h = 0; h < H; ++h)
         for (std::int64_t s = 0; s < S; ++s) {
-          if (lblk.at((b * H + h) * S + s) != -INFINITY) continue;
+          if (lblk.at(lse_at(b, h, s)) != -INFINITY) continue;
           for (std::int64_t d = 0; d < D; ++d) {
             const std::int64_t i = ((b * S + s) * 5 + h) * D + d;
             ASSERT_EQ(
