@@ -61,6 +61,10 @@ Result<Strategy> parse_strategy(std::string_view name);
 ///   hybrid   U x R: rank r = j U + u (j: ring index, u: index in its Ulysses group) holds piece u
 ///            (of U) of zigzag chunks j and 2R-1-j of 2R chunks;
 ///   allgather zigzag, as ring.
+/// With cp = 1 every strategy computes the same attention with nothing to send; ring, hybrid and
+/// allgather plans then run as Ulysses' one-rank plan (no copies where the caller's tensors are
+/// aligned; docs/DESIGN.md, "One rank"), except with fp8 payloads and, for ring and hybrid,
+/// packed batches, whose shards and rounding differ.
 struct ParallelConfig {
   Strategy strategy = Strategy::kUlysses;
   int cp = 1;  // ranks sharing one sequence (context-parallel degree); equals the communicator size

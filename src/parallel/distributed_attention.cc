@@ -122,16 +122,19 @@ Status DistributedAttention::check_support(const PlanConfig& config, const Commu
         "fp32 (got ",
         dtype_name(config.dtype), ")"));
   }
+  // Every strategy's own rules hold at cp = 1 too, also where its config runs as Ulysses.
   if (config.parallel.strategy == Strategy::kAllGather) {
-    return parallel::allgather_check_support(config, comm, kernel);
+    ULYSSES_RETURN_IF_ERROR(parallel::allgather_check_support(config, comm, kernel));
+  } else if (config.parallel.strategy != Strategy::kUlysses) {
+    ULYSSES_RETURN_IF_ERROR(parallel::ring_check_support(config, comm, kernel));
   }
-  if (config.parallel.strategy != Strategy::kUlysses) {
-    return parallel::ring_check_support(config, comm, kernel);
-  }
+  const std::optional<PlanConfig> as_ulysses = parallel::one_rank_as_ulysses(config);
+  const PlanConfig& ulysses = as_ulysses ? *as_ulysses : config;
+  if (ulysses.parallel.strategy != Strategy::kUlysses) return Status::ok();
   ULYSSES_ASSIGN_OR_RETURN(
       auto routing,
-      parallel::HeadRouting::create(config.attention, config.parallel.cp, parallel::kCreateApi));
-  return kernel.check_support(parallel::ulysses_local_problem(config, routing, comm.rank()));
+      parallel::HeadRouting::create(ulysses.attention, ulysses.parallel.cp, parallel::kCreateApi));
+  return kernel.check_support(parallel::ulysses_local_problem(ulysses, routing, comm.rank()));
 }
 
 Result<std::unique_ptr<DistributedAttention>> DistributedAttention::create(const PlanConfig& config,
@@ -141,6 +144,9 @@ Result<std::unique_ptr<DistributedAttention>> DistributedAttention::create(const
   ULYSSES_RETURN_IF_ERROR(parallel::agree_on_config(config, comm, local));
   // Connections now, so that the first step allocates and connects nothing.
   ULYSSES_RETURN_IF_ERROR(comm.warm_up());
+  if (const std::optional<PlanConfig> as_ulysses = parallel::one_rank_as_ulysses(config)) {
+    return parallel::create_ulysses_plan(*as_ulysses, comm, kernel, &config);
+  }
   if (config.parallel.strategy == Strategy::kAllGather) {
     return parallel::create_allgather_plan(config, comm, kernel);
   }

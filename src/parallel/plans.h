@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 
 #include "parallel/head_routing.h"
 #include "ulysses/attention.h"
@@ -10,9 +11,18 @@ namespace ulysses::parallel {
 
 /// Ulysses (ulysses_attention.cc): the kernel problem of `rank` after the all-to-all.
 LocalProblem ulysses_local_problem(const PlanConfig& config, const HeadRouting& routing, int rank);
-Result<std::unique_ptr<DistributedAttention>> create_ulysses_plan(const PlanConfig& config,
-                                                                  Communicator& comm,
-                                                                  LocalAttention& kernel);
+/// `reported`: what the plan's config() returns, when it runs another strategy's config (see
+/// one_rank_as_ulysses()); null: `config`.
+Result<std::unique_ptr<DistributedAttention>> create_ulysses_plan(
+    const PlanConfig& config, Communicator& comm, LocalAttention& kernel,
+    const PlanConfig* reported = nullptr);
+
+/// cp = 1: nothing travels under any strategy, and every strategy computes the same attention.
+/// Ulysses' one-rank plan runs the kernel on the caller's views (docs/DESIGN.md, "One rank"), so
+/// ring, hybrid and all-gather configs run it where their arguments mean the same: native payload
+/// (fp8 rounds other tensors under each strategy) and, for ring and hybrid, unpacked batches (their
+/// packed sequences sit at padded offsets). Returns the config to run, or nothing.
+std::optional<PlanConfig> one_rank_as_ulysses(const PlanConfig& config);
 
 /// Ring and hybrid (ring_attention.cc). check: what only ring needs of the config and kernel
 /// (rank-local, no communication).

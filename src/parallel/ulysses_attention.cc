@@ -87,9 +87,11 @@ namespace {
 
 class UlyssesAttention final : public DistributedAttention {
  public:
-  UlyssesAttention(const PlanConfig& config, Communicator& comm, LocalAttention& kernel,
-                   HeadRouting routing, std::unique_ptr<kernels::StreamSet> streams)
+  UlyssesAttention(const PlanConfig& config, const PlanConfig& reported, Communicator& comm,
+                   LocalAttention& kernel, HeadRouting routing,
+                   std::unique_ptr<kernels::StreamSet> streams)
       : config_(config),
+        reported_(reported),
         comm_(comm),
         kernel_(kernel),
         routing_(std::move(routing)),
@@ -136,7 +138,7 @@ class UlyssesAttention final : public DistributedAttention {
     return p;
   }
 
-  const PlanConfig& config() const override { return config_; }
+  const PlanConfig& config() const override { return reported_; }
   std::size_t workspace_bytes() const override { return workspace_bytes_; }
   std::size_t saved_bytes() const override { return saved_bytes_; }
 
@@ -850,6 +852,7 @@ class UlyssesAttention final : public DistributedAttention {
   }
 
   PlanConfig config_;
+  PlanConfig reported_;  // what config() says: config_, or the other strategy's config it runs
   Communicator& comm_;
   LocalAttention& kernel_;
   HeadRouting routing_;
@@ -898,13 +901,28 @@ LocalProblem ulysses_local_problem(const PlanConfig& c, const HeadRouting& r, in
 
 Result<std::unique_ptr<DistributedAttention>> create_ulysses_plan(const PlanConfig& config,
                                                                   Communicator& comm,
-                                                                  LocalAttention& kernel) {
+                                                                  LocalAttention& kernel,
+                                                                  const PlanConfig* reported) {
   ULYSSES_ASSIGN_OR_RETURN(auto routing,
                            HeadRouting::create(config.attention, config.parallel.cp, kCreateApi));
   ULYSSES_ASSIGN_OR_RETURN(
       auto streams, kernels::StreamSet::create(comm.device(), 2 + 3 * config.overlap_chunks, 2));
   return std::unique_ptr<DistributedAttention>(std::make_unique<UlyssesAttention>(
-      config, comm, kernel, std::move(routing), std::move(streams)));
+      config, reported ? *reported : config, comm, kernel, std::move(routing), std::move(streams)));
+}
+
+std::optional<PlanConfig> one_rank_as_ulysses(const PlanConfig& config) {
+  const Strategy strategy = config.parallel.strategy;
+  if (config.parallel.cp != 1 || strategy == Strategy::kUlysses ||
+      config.payload != Payload::kNative) {
+    return std::nullopt;
+  }
+  if (strategy != Strategy::kAllGather && config.layout != Layout::kBSHD) return std::nullopt;
+  PlanConfig as_ulysses = config;
+  as_ulysses.parallel = ParallelConfig{.strategy = Strategy::kUlysses, .cp = 1};
+  // Ring, hybrid and all-gather never consume `saved` in backward.
+  as_ulysses.backward_keeps_saved = true;
+  return as_ulysses;
 }
 
 }  // namespace ulysses::parallel

@@ -284,7 +284,8 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& param_info) { return param_info.param.name; });
 
 // Ring and hybrid steps captured into a CUDA graph and replayed (NCCL on every local GPU; with one
-// GPU a one-rank ring: its kernel calls, merges and side-stream events, without hops).
+// GPU one rank, where ring, hybrid and all-gather run Ulysses' one-rank plan except with fp8 K/V:
+// ring_fp8 then keeps ring's kernel calls, merges and side-stream events, without hops).
 class NcclRingGraph : public ::testing::TestWithParam<GpuCase> {};
 
 TEST_P(NcclRingGraph, WithinTwiceTheSingleGpuError) {

@@ -906,7 +906,7 @@ TEST(UlyssesSingleRank, KernelUsesTheCallersViewsWhereAligned) {
     SCOPED_TRACE(sc.name);
     Case c{sc.name, 1,  sc.layout, sc.layout == thd ? 1 : 2, 12, 4, 2, 8, DType::kFloat32, true,
            -1,      -1, true};
-    if (sc.layout == thd) c.cu = {0, 5, 12};
+    if (sc.layout == thd) c.cu = {0, 6, 12};  // (even lengths: ring pads to 2 cp)
     c.training = sc.training;
     const auto seed = testing::fresh_seed();
     SCOPED_TRACE("seed " + std::to_string(seed));
@@ -1005,6 +1005,108 @@ TEST(UlyssesSingleRank, KernelUsesTheCallersViewsWhereAligned) {
     EXPECT_BITWISE_EQ(ref.dq, testing::copy_of(dq, ref.dq), "dQ");
     EXPECT_BITWISE_EQ(ref.dk, testing::copy_of(dk, ref.dk), "dK");
     EXPECT_BITWISE_EQ(ref.dv, testing::copy_of(dv, ref.dv), "dV");
+    EXPECT_BITWISE_EQ(ref.dsinks, got.dsinks, "dSinks");
+  }
+}
+
+// cp = 1 under ring, hybrid and all-gather: the same attention with nothing to send, so where their
+// arguments mean what Ulysses' mean (native payload; ring and hybrid unpacked) the plan is Ulysses'
+// one-rank plan: the kernel reads the caller's K in place (ring and all-gather copy it into their
+// own rows), config() still names the strategy, and `saved` survives backward as those strategies
+// promise; bitwise the reference. Elsewhere (ring packed, fp8) the strategy's own plan runs.
+TEST(UlyssesSingleRank, OtherStrategiesRunTheOneRankPlanWhereArgumentsAgree) {
+  struct Scenario {
+    std::string name;
+    Strategy strategy;
+    Layout layout;
+    Payload payload;
+    bool routed;
+  };
+  const auto bshd = Layout::kBSHD, thd = Layout::kTHD;
+  const auto native = Payload::kNative, fp8 = Payload::kFp8;
+  const std::vector<Scenario> scenarios = {
+      {"ring", Strategy::kRing, bshd, native, true},
+      {"hybrid", Strategy::kHybrid, bshd, native, true},
+      {"allgather", Strategy::kAllGather, bshd, native, true},
+      {"allgather_packed", Strategy::kAllGather, thd, native, true},
+      {"ring_packed", Strategy::kRing, thd, native, false},
+      {"ring_fp8", Strategy::kRing, bshd, fp8, false},
+  };
+  for (const Scenario& sc : scenarios) {
+    SCOPED_TRACE(sc.name);
+    Case c{sc.name, 1,  sc.layout, sc.layout == thd ? 1 : 2, 12, 4, 2, 8, DType::kFloat32, true,
+           -1,      -1, true};
+    if (sc.layout == thd) c.cu = {0, 6, 12};  // (even lengths: ring pads to 2 cp)
+    c.payload = sc.payload;
+    const auto seed = testing::fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    Inputs in = make_inputs(c, rng);
+    const Outputs ref = unsharded(c, as_delivered(c, in), c.dtype);
+    Outputs got = poisoned_outputs(c, c.dtype);
+
+    auto ref_kernel = make_reference_attention();
+    RecordingKernel kernel(*ref_kernel);
+    const PlanConfig cfg{.attention = attention(c),
+                         .parallel = {.strategy = sc.strategy,
+                                      .cp = 1,
+                                      .ulysses_degree = sc.strategy == Strategy::kHybrid ? 1 : 0},
+                         .layout = c.layout,
+                         .dtype = c.dtype,
+                         .batch = c.B,
+                         .seqlen = c.S,
+                         .saved_activations = SavedActivations::kLseOnly,
+                         .payload = c.payload};
+    EXPECT_ALL_OK(testing::run_ranks(1, [&](int, Communicator& comm) -> Status {
+      auto plan = DistributedAttention::create(cfg, comm, kernel);
+      if (!plan.is_ok()) return plan.status();
+      if ((*plan)->config().parallel.strategy != sc.strategy) {
+        return internal_error("config() names another strategy");
+      }
+      std::vector<unsigned char> ws((*plan)->workspace_bytes(), 0xFF),
+          saved((*plan)->saved_bytes());
+      ForwardArgs f;
+      f.q = in.q.view;
+      f.k = in.k.view;
+      f.v = in.v.view;
+      f.sinks = in.sinks.view;
+      f.o = got.o.view;
+      f.lse = got.lse.view;
+      f.cu_seqlens = c.cu;
+      f.workspace = ws.data();
+      f.saved = saved.data();
+      if (Status st = (*plan)->forward(f, nullptr); !st.is_ok()) return st;
+      BackwardArgs b;
+      b.d_o = in.d_o.view;
+      b.sinks = in.sinks.view;
+      b.dsinks = got.dsinks.view;
+      b.dq = got.dq.view;
+      b.dk = got.dk.view;
+      b.dv = got.dv.view;
+      b.cu_seqlens = c.cu;
+      b.workspace = ws.data();
+      b.saved = saved.data();
+      b.q = f.q;
+      b.k = f.k;
+      b.v = f.v;
+      b.o = f.o;
+      if (Status st = (*plan)->backward(b, nullptr); !st.is_ok()) return st;
+      return (*plan)->backward(b, nullptr);  // `saved` kept: the same gradients again
+    }));
+    ASSERT_FALSE(kernel.forwards.empty());
+    EXPECT_EQ(kernel.forwards[0].k.data == in.k.view.data, sc.routed);
+    if (sc.routed) {
+      EXPECT_EQ(kernel.forwards.size(), 1u);
+      EXPECT_EQ(kernel.backwards.size(), 2u);
+    }
+    // The strategies' own plans have their own suites (ring's packed shard holds each sequence's
+    // first halves, then its second halves; fp8 rounds K and V).
+    if (!sc.routed) continue;
+    EXPECT_BITWISE_EQ(ref.o, got.o, "O");
+    EXPECT_BITWISE_EQ(ref.lse, got.lse, "LSE");
+    EXPECT_BITWISE_EQ(ref.dq, got.dq, "dQ");
+    EXPECT_BITWISE_EQ(ref.dk, got.dk, "dK");
+    EXPECT_BITWISE_EQ(ref.dv, got.dv, "dV");
     EXPECT_BITWISE_EQ(ref.dsinks, got.dsinks, "dSinks");
   }
 }
