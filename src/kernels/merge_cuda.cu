@@ -209,6 +209,24 @@ __device__ void store_vec(void* p, int dtype, std::int64_t i, const float* v) {
   }
 }
 
+// Eight fp32 values into 16-bit p[i .. i + 7] as one 16-byte store (i a multiple of 8, the base
+// 16-byte aligned), rounded to nearest.
+__device__ void store8_16bit(void* p, int dtype, std::int64_t i, const float* v) {
+  unsigned w[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    if (static_cast<DType>(dtype) == DType::kFloat16) {
+      const __half2 h = __floats2half2_rn(v[2 * j], v[2 * j + 1]);
+      w[j] = *reinterpret_cast<const unsigned*>(&h);
+    } else {
+      const __nv_bfloat162 h = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+      w[j] = *reinterpret_cast<const unsigned*>(&h);
+    }
+  }
+  *reinterpret_cast<uint4*>(static_cast<unsigned short*>(p) + i) =
+      make_uint4(w[0], w[1], w[2], w[3]);
+}
+
 // The rows r0 .. r0 + kGroupRows - 1 (past the end: row r0 again, `real` false, never stored).
 struct RowGroup {
   Index x[kGroupRows];
@@ -347,6 +365,80 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
+// finalize_kernel for 16-bit acc and out whose rows fit 16-byte accesses (fits_vec8(); the cuDNN
+// backend's sink fold, in place): a warp's kRows rows as one run of 16-byte pieces, lane l taking
+// pieces l, l + 32, ... (two rows of head_dim 128 per access), kPass of them in flight. Lane u <
+// kRows owns row u's LSE, sink weight and offsets and hands them to the lanes that need them by
+// shuffles. Same results as finalize_kernel, bit for bit.
+template <int kRows>
+__global__ void __launch_bounds__(kRowThreads)
+    finalize16_kernel(Rows g, View4 acc, View3 lacc, const float* sinks, std::int64_t sink_stride,
+                      int head_offset, View4 out, View3 lout) {
+  constexpr int kPass = 4;
+  constexpr unsigned kAll = 0xffffffffu;
+  const int lane = lane_of_row();
+  const int per_row = static_cast<int>(acc.n3 / 8), pieces = kRows * per_row;
+  ULYSSES_GROUP_LOOP(r0, g, kRows) {
+    float my_l = -INFINITY, my_w = 1.0f;  // lane u: row u's
+    long long my_ia = 0, my_io = 0;
+    std::int64_t my_lout = 0;
+    int my_real = 0;
+    if (lane < kRows) {
+      my_real = r0 + static_cast<std::uint32_t>(lane) < g.count;
+      const Index x = row_of(g, my_real ? r0 + static_cast<std::uint32_t>(lane) : r0);
+      my_ia = at4(acc, x);
+      my_io = at4(out, x);
+      my_lout = at3(lout, x);
+      my_l = load(lacc.data, lacc.dtype, at3(lacc, x));
+      if (sinks != nullptr) my_w = sinks[(head_offset + x.h) * sink_stride];  // the sink, for now
+    }
+    uint4 v[kPass];
+    long long io[kPass];
+    int row[kPass], col[kPass];
+    auto load_pass = [&](int p0) {
+#pragma unroll
+      for (int i = 0; i < kPass; ++i) {
+        const int p = p0 + i * kLanes + lane;
+        row[i] = p < pieces ? p / per_row : kRows;  // kRows: no piece (lanes past the end)
+        col[i] = (p - row[i] * per_row) * 8;
+        const int from = row[i] < kRows ? row[i] : 0;
+        const long long ia = __shfl_sync(kAll, my_ia, from);
+        io[i] = __shfl_sync(kAll, my_io, from);
+        if (row[i] < kRows) {
+          v[i] = *reinterpret_cast<const uint4*>(static_cast<const unsigned short*>(acc.data) + ia +
+                                                 col[i]);
+        }
+      }
+    };
+    load_pass(0);
+    // -inf: padding (real rows see their own key): no sink, O as it is.
+    if (sinks != nullptr && my_l != -INFINITY) {
+      const float l = log_add_exp(my_l, my_w);
+      my_w = expf(my_l - l);
+      my_l = l;
+    } else {
+      my_w = 1.0f;
+    }
+    for (int p0 = 0; p0 < pieces; p0 += kPass * kLanes) {
+      if (p0 != 0) load_pass(p0);
+#pragma unroll
+      for (int i = 0; i < kPass; ++i) {
+        const int from = row[i] < kRows ? row[i] : 0;
+        const float w = __shfl_sync(kAll, my_w, from);
+        const int real = __shfl_sync(kAll, my_real, from);
+        if (row[i] >= kRows || !real) continue;
+        float f[8];
+        to_floats(make_uint2(v[i].x, v[i].y), acc.dtype, f);
+        to_floats(make_uint2(v[i].z, v[i].w), acc.dtype, f + 4);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) f[j] *= w;
+        store8_16bit(out.data, out.dtype, io[i] + col[i], f);
+      }
+    }
+    if (lane < kRows && my_real) store(lout.data, lout.dtype, my_lout, my_l);
+  }
+}
+
 __global__ void merge_stacked_kernel(Rows g, View4 parts, View3 lparts, int n,
                                      std::int64_t o_stride, std::int64_t l_stride,
                                      const float* sinks, std::int64_t sink_stride, int head_offset,
@@ -416,6 +508,37 @@ __global__ void fill_lse_kernel(View4 shape, View3 l, float value, std::int64_t 
 constexpr int kSinkThreads = 1024;
 constexpr int kSinkRows = 4;
 constexpr int kSinkSplit = 8;  // blocks per head with clusters (the portable cluster size)
+
+// The end of a sink_grad kernel: each thread's `sum` into *dsink, in a fixed order (lanes by a
+// tree, warps in order, the cluster's blocks in order through distributed shared memory).
+__device__ void sink_sum_out(float sum, int split, float* dsink) {
+  constexpr int kWarps = kSinkThreads / kLanes;
+  __shared__ float partial[kWarps];
+  __shared__ float block_sum;
+  const int lane = lane_of_row(), warp = static_cast<int>(threadIdx.x) / kLanes;
+  for (int off = kLanes / 2; off > 0; off /= 2) sum += __shfl_down_sync(0xffffffffu, sum, off);
+  if (lane == 0) partial[warp] = sum;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float total = 0.0f;
+    for (int i = 0; i < kWarps; ++i) total += partial[i];
+    block_sum = total;
+  }
+  if (split == 1) {
+    if (threadIdx.x == 0) *dsink = block_sum;
+    return;
+  }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // every block's sum is in its shared memory
+  if (cluster.block_rank() == 0 && threadIdx.x == 0) {
+    float total = 0.0f;
+    for (int i = 0; i < split; ++i) total += *cluster.map_shared_rank(&block_sum, i);
+    *dsink = total;
+  }
+  cluster.sync();  // keep the blocks' shared memory until block 0 has read it
+#endif
+}
 template <bool kVec4, bool kHalf>
 __global__ void __launch_bounds__(kSinkThreads)
     sink_grad_kernel(FastDiv seq, std::uint32_t rows, View4 o, View4 d_o, View3 lse,
@@ -424,8 +547,6 @@ __global__ void __launch_bounds__(kSinkThreads)
   constexpr int kWarps = kSinkThreads / kLanes;
   // fp32 values of 4 rows would not fit the 64 registers a 1024-thread block leaves a thread.
   constexpr int kRows = kVec4 && !kHalf ? 2 : kSinkRows;
-  __shared__ float partial[kWarps];
-  __shared__ float block_sum;
   const std::int64_t h = blockIdx.y;
   const float sink = sinks[(head_offset + h) * sink_stride];
   const int lane = lane_of_row(), warp = static_cast<int>(threadIdx.x) / kLanes;
@@ -493,28 +614,73 @@ __global__ void __launch_bounds__(kSinkThreads)
       if (l[u] != -INFINITY) sum -= expf(sink - l[u]) * dot[u];
     }
   }
-  for (int off = kLanes / 2; off > 0; off /= 2) sum += __shfl_down_sync(0xffffffffu, sum, off);
-  if (lane == 0) partial[warp] = sum;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float total = 0.0f;
-    for (int i = 0; i < kWarps; ++i) total += partial[i];
-    block_sum = total;
+  sink_sum_out(sum, split, dsinks + (head_offset + h) * dsink_stride);
+}
+
+// sink_grad_kernel for 16-bit O and dO whose rows fit 16-byte accesses (fits_vec8()): a warp's
+// kRows rows of its head as one run of 16-byte pieces (lane l: pieces l, l + 32, ...), every piece
+// of both tensors loaded before any is used. Lane u < kRows owns row u's offsets and weight
+// exp(sink - lse) and hands them over by shuffles. Deterministic as sink_grad_kernel (each lane
+// adds its pieces in a fixed order), though not bitwise it: the partial sums split differently.
+template <int kRows>
+__global__ void __launch_bounds__(kSinkThreads)
+    sink_grad16_kernel(FastDiv seq, std::uint32_t rows, View4 o, View4 d_o, View3 lse,
+                       const float* sinks, std::int64_t sink_stride, int head_offset, float* dsinks,
+                       std::int64_t dsink_stride, int split) {
+  constexpr int kWarps = kSinkThreads / kLanes, kPass = 2;
+  constexpr unsigned kAll = 0xffffffffu;
+  const std::int64_t h = blockIdx.y;
+  const float sink = sinks[(head_offset + h) * sink_stride];
+  const int lane = lane_of_row(), warp = static_cast<int>(threadIdx.x) / kLanes;
+  const int per_row = static_cast<int>(o.n3 / 8), pieces = kRows * per_row;
+  const std::uint32_t first = (blockIdx.x * kWarps + static_cast<std::uint32_t>(warp)) * kRows;
+  const std::uint32_t step = static_cast<std::uint32_t>(split) * kWarps * kRows;
+  float sum = 0.0f;
+  for (std::uint32_t r0 = first; r0 < rows; r0 += step) {
+    long long my_oa = 0, my_da = 0;
+    float my_l = -INFINITY;  // lane u: row u's (-inf: no row, or a row left out)
+    if (lane < kRows) {
+      const std::uint32_t r = r0 + static_cast<std::uint32_t>(lane);
+      std::uint32_t b = 0, s = 0;
+      if (r < rows) seq.divmod(r, b, s);  // else row 0: a valid address, left out below
+      const Index x{b, s, h, 0};
+      if (r < rows) my_l = load(lse.data, lse.dtype, at3(lse, x));
+      my_oa = at4(o, x);
+      my_da = at4(d_o, x);
+    }
+    for (int p0 = 0; p0 < pieces; p0 += kPass * kLanes) {
+      uint4 a[kPass], c[kPass];
+      int row[kPass];
+#pragma unroll
+      for (int i = 0; i < kPass; ++i) {
+        const int p = p0 + i * kLanes + lane;
+        row[i] = p < pieces ? p / per_row : kRows;  // kRows: no piece
+        const int from = row[i] < kRows ? row[i] : 0, col = (p - from * per_row) * 8;
+        const long long oa = __shfl_sync(kAll, my_oa, from), da = __shfl_sync(kAll, my_da, from);
+        if (row[i] < kRows) {
+          a[i] = *reinterpret_cast<const uint4*>(static_cast<const unsigned short*>(d_o.data) + da +
+                                                 col);
+          c[i] = *reinterpret_cast<const uint4*>(static_cast<const unsigned short*>(o.data) + oa +
+                                                 col);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < kPass; ++i) {
+        const float l = __shfl_sync(kAll, my_l, row[i] < kRows ? row[i] : 0);
+        if (row[i] >= kRows || l == -INFINITY) continue;
+        float x[8], y[8];
+        to_floats(make_uint2(a[i].x, a[i].y), d_o.dtype, x);
+        to_floats(make_uint2(a[i].z, a[i].w), d_o.dtype, x + 4);
+        to_floats(make_uint2(c[i].x, c[i].y), o.dtype, y);
+        to_floats(make_uint2(c[i].z, c[i].w), o.dtype, y + 4);
+        float dot = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) dot += x[j] * y[j];
+        sum -= expf(sink - l) * dot;
+      }
+    }
   }
-  if (split == 1) {
-    if (threadIdx.x == 0) dsinks[(head_offset + h) * dsink_stride] = block_sum;
-    return;
-  }
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  cg::cluster_group cluster = cg::this_cluster();
-  cluster.sync();  // every block's sum is in its shared memory
-  if (cluster.block_rank() == 0 && threadIdx.x == 0) {
-    float total = 0.0f;
-    for (int i = 0; i < split; ++i) total += *cluster.map_shared_rank(&block_sum, i);
-    dsinks[(head_offset + h) * dsink_stride] = total;
-  }
-  cluster.sync();  // keep the blocks' shared memory until block 0 has read it
-#endif
+  sink_sum_out(sum, split, dsinks + (head_offset + h) * dsink_stride);
 }
 
 // Blocks per head for sink_grad: kSinkSplit where the device has clusters and the kernel was
@@ -534,6 +700,12 @@ int sink_split(Kernel kernel) {
 
 // Whether 4-element loads fit a view: head_dim contiguous and every stride and the base on the
 // 4-element grid.
+// 16-byte accesses of 16-bit rows: 8 elements.
+bool fits_vec8(const TensorView& t) {
+  return dtype_size(t.dtype) == 2 && t.stride(3) == 1 && t.size(3) % 8 == 0 &&
+         t.stride(0) % 8 == 0 && t.stride(1) % 8 == 0 && t.stride(2) % 8 == 0 &&
+         reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0;
+}
 bool fits_vec4(const TensorView& t) {
   const auto e = static_cast<std::uintptr_t>(dtype_size(t.dtype));
   return t.stride(3) == 1 && t.size(3) % 4 == 0 && t.stride(0) % 4 == 0 && t.stride(1) % 4 == 0 &&
@@ -651,9 +823,10 @@ Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, cons
   const std::int64_t ss = sinks.empty_view() ? 0 : sinks.stride(0);
   ULYSSES_ASSIGN_OR_RETURN(const Rows g, rows_of(o_acc, lse_acc, "finalize_partial"));
   const bool vec = fits_vec4(o_acc) && fits_vec4(o), half = dtype_size(o_acc.dtype) == 2;
-  const auto kernel = !vec   ? finalize_kernel<1, false, 4>
-                      : half ? finalize_kernel<4, true, 8>
-                             : finalize_kernel<4, false, 4>;
+  const auto kernel = fits_vec8(o_acc) && fits_vec8(o) ? finalize16_kernel<8>
+                      : !vec                           ? finalize_kernel<1, false, 4>
+                      : half                           ? finalize_kernel<4, true, 8>
+                                                       : finalize_kernel<4, false, 4>;
   kernel<<<row_blocks(g, vec && half ? 8 : 4), kRowThreads, 0, stream>>>(
       g, v4(o_acc), v3(lse_acc), sk, ss, head_offset, v4(o), v3(lse));
   ULYSSES_CUDA_CHECK_LAUNCH();
@@ -723,9 +896,10 @@ Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& l
   if (o.size(2) == 0) return Status::ok();  // no heads: nothing to write
   const bool vec4 = fits_vec4(o) && fits_vec4(d_o);
   const bool half = dtype_size(o.dtype) == 2 && dtype_size(d_o.dtype) == 2;
-  const auto kernel = !vec4  ? sink_grad_kernel<false, false>
-                      : half ? sink_grad_kernel<true, true>
-                             : sink_grad_kernel<true, false>;
+  const auto kernel = fits_vec8(o) && fits_vec8(d_o) ? sink_grad16_kernel<kSinkRows>
+                      : !vec4                        ? sink_grad_kernel<false, false>
+                      : half                         ? sink_grad_kernel<true, true>
+                                                     : sink_grad_kernel<true, false>;
   const int split = sink_split(kernel);
   cudaLaunchConfig_t config{};
   config.gridDim = dim3(static_cast<unsigned>(split), static_cast<unsigned>(o.size(2)));

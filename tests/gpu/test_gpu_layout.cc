@@ -375,8 +375,10 @@ TEST(GpuElementwise, SinkGradMatchesHostAndRepeatsBitwise) {
   // 2600 rows: more than one pass of the eight blocks per head (128 rows each) on Hopper.
   const std::int64_t B = 2, S = 1300, H = 3, heads_total = 7;
   const int head_offset = 2;
-  // head_dim 64: 4-element loads; 6: element by element.
-  for (auto [D, dt] : {std::pair<std::int64_t, DType>{64, DType::kBFloat16},
+  // 16-bit head_dim 128 and 64: 16-byte pieces (two rows, or four, per warp access); fp32 64:
+  // 4-element loads; 6: element by element.
+  for (auto [D, dt] : {std::pair<std::int64_t, DType>{128, DType::kBFloat16},
+                       {64, DType::kFloat16},
                        {64, DType::kFloat32},
                        {6, DType::kBFloat16}}) {
     SCOPED_TRACE(D);
@@ -453,7 +455,8 @@ void expect_close(const HostTensor& got, const HostTensor& want, double rel, dou
 // within an ulp of the data's dtype, over whole poisoned strided buffers (elements between the
 // views' rows stay NaN). Rows whose block LSE is -inf stay bitwise as they were; rows whose LSE is
 // -inf keep their O and get no sink. Row counts not a multiple of the kernels' row groups; head_dim
-// 64 and 128 (4-element accesses) and 6 (element by element); LSEs head-major ([B, H, S]
+// 64 and 128 (4-element accesses; 16-bit finalize: 16-byte pieces) and 6 (element by element);
+// LSEs head-major ([B, H, S]
 // contiguous: a warp's rows are tokens of one head) and token-major (as Ulysses' head-sharded
 // rows: its rows are heads of one token).
 TEST(GpuElementwise, MergeAndFinalizeMatchHost) {
@@ -471,6 +474,7 @@ TEST(GpuElementwise, MergeAndFinalizeMatchHost) {
        {std::pair{Types{128, DType::kFloat32, DType::kBFloat16}, false},
         std::pair{Types{128, DType::kFloat32, DType::kBFloat16}, true},
         std::pair{Types{64, DType::kBFloat16, DType::kBFloat16}, false},
+        std::pair{Types{128, DType::kBFloat16, DType::kBFloat16}, false},
         std::pair{Types{64, DType::kFloat16, DType::kFloat16}, true},
         std::pair{Types{6, DType::kFloat32, DType::kBFloat16}, false}}) {
     const std::int64_t D = t.D;
