@@ -281,12 +281,8 @@ class UlyssesAttention final : public DistributedAttention {
                        : at(a.workspace, fwd_lse_[slot_of(c)]);
     };
     if (direct_forward(a)) {  // cp = 1: q, k, v read and o written in place
-      const Layout l = config_.layout;
       LocalForwardArgs la;
-      la.q = as_bshd(a.q, l);
-      la.k = as_bshd(a.k, l);
-      la.v = as_bshd(a.v, l);
-      la.o = as_bshd(a.o, l);
+      caller_inputs(a, la);
       ULYSSES_RETURN_IF_ERROR(run_forward(0, la, lse_head(0), a, stream));
       return unpack_lse(0, lse_head(0), a, stream);
     }
@@ -336,12 +332,8 @@ class UlyssesAttention final : public DistributedAttention {
     const std::size_t wire = align_up(send_do + do_in_block_);
     const std::size_t wire_do = fp8_ ? align_up(qkv_in_block_) : do_offset;
     if (direct_backward(a)) {  // cp = 1: every view read or written in place
-      const Layout l = config_.layout;
       LocalBackwardArgs lb;
-      lb.q = as_bshd(a.q, l);
-      lb.k = as_bshd(a.k, l);
-      lb.v = as_bshd(a.v, l);
-      lb.o = as_bshd(a.o, l);
+      caller_inputs(a, lb);
       caller_grads(a, lb);
       ULYSSES_RETURN_IF_ERROR(run_backward(0, lb, lse_head, a, dsinks_local, stream));
       return gather_dsinks(dsinks_local, a.dsinks, stream);
@@ -593,6 +585,16 @@ class UlyssesAttention final : public DistributedAttention {
     const std::int64_t o_token = lse_only_ ? as_bshd(a.o, config_.layout).stride(1) : B_ * qc_ * D_;
     return as_bshd(a.d_o, config_.layout).stride(1) == o_token &&
            as_bshd(a.dq, config_.layout).stride(1) == o_token;
+  }
+  // The caller's q, k, v, o (ForwardArgs, or BackwardArgs with kLseOnly) into `out`
+  // (LocalForwardArgs or LocalBackwardArgs).
+  template <typename From, typename To>
+  void caller_inputs(const From& a, To& out) const {
+    const Layout l = config_.layout;
+    out.q = as_bshd(a.q, l);
+    out.k = as_bshd(a.k, l);
+    out.v = as_bshd(a.v, l);
+    out.o = as_bshd(a.o, l);
   }
   // The caller's dO, dQ, dK, dV into `lb`.
   void caller_grads(const BackwardArgs& a, LocalBackwardArgs& lb) const {
