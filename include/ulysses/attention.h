@@ -356,7 +356,10 @@ class DistributedAttention {
                                                               LocalAttention& kernel);
 
   virtual const PlanConfig& config() const = 0;
-  /// Scratch for one forward or backward call, on the communicator's device.
+  /// Scratch for one forward or backward call, on the communicator's device. Ulysses at cp = 1
+  /// (and the strategies that run its one-rank plan): what the kernel needs on the caller's views
+  /// in place; a call whose views are not aligned for that (docs/DESIGN.md, "One rank") copies
+  /// through buffers the plan allocates once, in stream order on the first such call, and keeps.
   virtual std::size_t workspace_bytes() const = 0;
   /// What training keeps from forward to backward (0 when !training).
   virtual std::size_t saved_bytes() const = 0;

@@ -14,6 +14,7 @@ class CudaStreams final : public StreamSet {
   explicit CudaStreams(int device) : device_(device) {}
   ~CudaStreams() override {
     cudaSetDevice(device_);
+    if (scratch_) cudaFree(scratch_);  // waits for the work that used it
     for (cudaEvent_t e : events_) cudaEventDestroy(e);
     for (cudaStream_t s : sides_) cudaStreamDestroy(s);
   }
@@ -38,11 +39,24 @@ class CudaStreams final : public StreamSet {
     ULYSSES_CUDA_CHECK(cudaStreamWaitEvent(stream, events_.at(static_cast<std::size_t>(i)), 0));
     return Status::ok();
   }
+  Result<void*> scratch(std::size_t bytes, Stream stream) override {
+    if (bytes > scratch_bytes_) {
+      // (From the pool of the stream's device: the caller's current device is left alone.)
+      if (scratch_) ULYSSES_CUDA_CHECK(cudaFreeAsync(scratch_, stream));
+      scratch_ = nullptr;
+      scratch_bytes_ = 0;
+      ULYSSES_CUDA_CHECK(cudaMallocAsync(&scratch_, bytes, stream));
+      scratch_bytes_ = bytes;
+    }
+    return scratch_;
+  }
 
  private:
   int device_;
   std::vector<cudaStream_t> sides_;
   std::vector<cudaEvent_t> events_;
+  void* scratch_ = nullptr;
+  std::size_t scratch_bytes_ = 0;
 };
 
 }  // namespace

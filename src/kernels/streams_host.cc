@@ -1,4 +1,8 @@
 // The host StreamSet (no-ops), and the factory's host branch.
+#include <cstddef>
+#include <memory>
+#include <new>
+
 #include "common/check.h"
 #include "kernels/streams.h"
 
@@ -14,6 +18,21 @@ class HostStreams final : public StreamSet {
   Stream side(int) const override { return nullptr; }
   Status record(int, Stream) override { return Status::ok(); }
   Status wait(Stream, int) override { return Status::ok(); }
+  Result<void*> scratch(std::size_t bytes, Stream) override {
+    if (bytes > bytes_) {
+      buffer_.reset(static_cast<std::byte*>(::operator new(bytes, kAlign)));
+      bytes_ = bytes;
+    }
+    return static_cast<void*>(buffer_.get());
+  }
+
+ private:
+  static constexpr std::align_val_t kAlign{256};
+  struct Free {
+    void operator()(std::byte* p) const { ::operator delete(p, kAlign); }
+  };
+  std::unique_ptr<std::byte, Free> buffer_;
+  std::size_t bytes_ = 0;
 };
 }  // namespace
 

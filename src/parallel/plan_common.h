@@ -22,6 +22,8 @@ inline std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * 
 /// Carves aligned regions out of one caller-provided buffer.
 class Arena {
  public:
+  /// Regions from offset `start` on (a multiple of kAlign).
+  explicit Arena(std::size_t start = 0) : total_(start) {}
   std::size_t take(std::size_t bytes) {
     const std::size_t offset = total_;
     total_ += align_up(bytes);

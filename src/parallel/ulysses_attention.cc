@@ -57,7 +57,9 @@
 // kLseOnly and inference reads q, k, v and writes o with no copy at all; backward reads d_o (and,
 // kLseOnly, q, k, v, o) and writes dq, dk, dv in place. kHeadSharded still copies Q|K|V and O into
 // `saved` (the caller may reuse its inputs once forward returns). Results are bitwise those of the
-// copies.
+// copies. The caller's workspace then holds only what those calls need (the kernel's workspace,
+// dSinks, inference's LSE); a call that must copy rows runs in the plan's own scratch, allocated
+// when the first such call comes (with_copy_buffers()).
 //
 // Payload::kFp8: the inbound messages (Q|K|V, dO) carry fp8 rows instead (pack_heads_fp8 writes
 // them from the caller's tensors), and one pass on the exchange stream turns them back into the
@@ -144,7 +146,26 @@ class UlyssesAttention final : public DistributedAttention {
 
   Status forward(const ForwardArgs& a, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(checks().forward(a));
-    if (slotted_) return forward_in_slots(a, stream);
+    // (cp = 1: head-sharded saves copy the rows into `saved` whatever the views, which needs the
+    // kernel's workspace only.)
+    if (!slotted_) return forward_saving_heads(a, stream);
+    if (direct_forward(a)) return forward_in_place(a, stream);
+    ULYSSES_ASSIGN_OR_RETURN(const ForwardArgs copying, with_copy_buffers(a, stream));
+    return forward_in_slots(copying, stream);
+  }
+
+  Status backward(const BackwardArgs& a, Stream stream) override {
+    ULYSSES_RETURN_IF_ERROR(checks().backward(a));
+    if (!lse_only_ && !config_.backward_keeps_saved) ULYSSES_RETURN_IF_ERROR(consume(a.saved));
+    if (direct_backward(a)) return backward_in_place(a, stream);
+    ULYSSES_ASSIGN_OR_RETURN(const BackwardArgs copying, with_copy_buffers(a, stream));
+    return lse_only_ ? backward_in_slots(copying, stream) : backward_saved_heads(copying, stream);
+  }
+
+ private:
+  // --- head-sharded saves: Q|K|V, O and the LSE stay in `saved` from forward to backward -------
+
+  Status forward_saving_heads(const ForwardArgs& a, Stream stream) {
     if (!config_.backward_keeps_saved) std::erase(consumed_, a.saved);  // filled again
     char* qkv_full = at(a.saved, qkv_full_);
     char* o_head = at(a.saved, o_head_);
@@ -191,19 +212,20 @@ class UlyssesAttention final : public DistributedAttention {
     return hand_over(side, stream, kEvDone);
   }
 
-  Status backward(const BackwardArgs& a, Stream stream) override {
-    ULYSSES_RETURN_IF_ERROR(checks().backward(a));
-    if (lse_only_) return backward_in_slots(a, stream);
-    if (!config_.backward_keeps_saved) {
-      if (std::find(consumed_.begin(), consumed_.end(), a.saved) != consumed_.end()) {
-        return arg_error(kBackwardApi, "saved",
-                         "was consumed by an earlier backward() (PlanConfig::backward_keeps_saved "
-                         "is false)",
-                         a.saved, "the buffer of a forward() run since then");
-      }
-      if (consumed_.size() == kConsumedMemory) consumed_.erase(consumed_.begin());
-      consumed_.push_back(a.saved);
+  // Refuses a `saved` that an earlier backward() consumed; else remembers it as consumed now.
+  Status consume(const void* saved) {
+    if (std::find(consumed_.begin(), consumed_.end(), saved) != consumed_.end()) {
+      return arg_error(kBackwardApi, "saved",
+                       "was consumed by an earlier backward() (PlanConfig::backward_keeps_saved "
+                       "is false)",
+                       saved, "the buffer of a forward() run since then");
     }
+    if (consumed_.size() == kConsumedMemory) consumed_.erase(consumed_.begin());
+    consumed_.push_back(saved);
+    return Status::ok();
+  }
+
+  Status backward_saved_heads(const BackwardArgs& a, Stream stream) {
     char* qkv_full = at(a.saved, qkv_full_);
     char* o_head = at(a.saved, o_head_);
     char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
@@ -223,14 +245,8 @@ class UlyssesAttention final : public DistributedAttention {
       return grads_into_saved_ ? qkv_full + c * qkv_block_ + o_block_
                                : at(a.workspace, dkv_recv_) + c * gkv_block_;
     };
-    auto* dsinks_local = reinterpret_cast<float*>(at(a.workspace, dsinks_local_));
+    float* dsinks_local = dsinks_of(a.workspace);
     const Stream side = exchange_stream(stream);
-    if (direct_backward(a)) {  // cp = 1: dO read, dQ, dK, dV written in place
-      LocalBackwardArgs lb = head_rows(qkv_full, o_head, nullptr, nullptr, nullptr);
-      caller_grads(a, lb);
-      ULYSSES_RETURN_IF_ERROR(run_backward(0, lb, lse_head, a, dsinks_local, stream));
-      return gather_dsinks(dsinks_local, a.dsinks, stream);
-    }
 
     // 1. dO to the head owners, chunk by chunk: packed on the caller's stream, sent on the exchange
     //    stream as soon as it is packed.
@@ -268,24 +284,19 @@ class UlyssesAttention final : public DistributedAttention {
     return gather_dsinks(dsinks_local, a.dsinks, stream);
   }
 
- private:
   // --- kLseOnly and inference: one slot of exchange buffers per chunk in flight ---------------
+
+  // Chunk c's LSE as the kernel writes it: kept in `saved` for backward (kLseOnly), or in its slot
+  // (inference). Null when the kernel provides none.
+  char* slot_lse(const ForwardArgs& a, int c) const {
+    if (!has_lse_) return nullptr;
+    return lse_only_ ? at(a.saved, lse_head_) + c * lse_block_
+                     : at(a.workspace, fwd_lse_[slot_of(c)]);
+  }
 
   Status forward_in_slots(const ForwardArgs& a, Stream stream) {
     const Stream side = exchange_stream(stream);
-    // Chunk c's LSE as the kernel writes it: kept in `saved` for backward (kLseOnly), or in its
-    // slot (inference).
-    auto lse_head = [&](int c) -> char* {
-      if (!has_lse_) return nullptr;
-      return lse_only_ ? at(a.saved, lse_head_) + c * lse_block_
-                       : at(a.workspace, fwd_lse_[slot_of(c)]);
-    };
-    if (direct_forward(a)) {  // cp = 1: q, k, v read and o written in place
-      LocalForwardArgs la;
-      caller_inputs(a, la);
-      ULYSSES_RETURN_IF_ERROR(run_forward(0, la, lse_head(0), a, stream));
-      return unpack_lse(0, lse_head(0), a, stream);
-    }
+    auto lse_head = [&](int c) { return slot_lse(a, c); };
     // Chunk c's Q, K, V to the head owners, into its slot (on the exchange stream).
     auto send_inputs = [&](int c) -> Status {
       const std::size_t s = slot_of(c);
@@ -319,7 +330,7 @@ class UlyssesAttention final : public DistributedAttention {
   Status backward_in_slots(const BackwardArgs& a, Stream stream) {
     const Stream side = exchange_stream(stream);
     char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
-    auto* dsinks_local = reinterpret_cast<float*>(at(a.workspace, dsinks_local_));
+    float* dsinks_local = dsinks_of(a.workspace);
     const std::size_t dkv_offset = align_up(o_block_);  // dK|dV after dQ in both slot buffers
     // A slot's inputs as the kernel reads them: Q|K|V rows, then O rows, then dO rows (O, dO and
     // dQ share one token stride, which cuDNN's packed-batch backward needs).
@@ -331,13 +342,6 @@ class UlyssesAttention final : public DistributedAttention {
     const std::size_t send_o = align_up(qkv_in_block_), send_do = send_o + align_up(o_block_);
     const std::size_t wire = align_up(send_do + do_in_block_);
     const std::size_t wire_do = fp8_ ? align_up(qkv_in_block_) : do_offset;
-    if (direct_backward(a)) {  // cp = 1: every view read or written in place
-      LocalBackwardArgs lb;
-      caller_inputs(a, lb);
-      caller_grads(a, lb);
-      ULYSSES_RETURN_IF_ERROR(run_backward(0, lb, lse_head, a, dsinks_local, stream));
-      return gather_dsinks(dsinks_local, a.dsinks, stream);
-    }
     // Chunk c's Q, K, V, O and dO to the head owners in one grouped exchange, into its slot.
     auto send_inputs = [&](int c) -> Status {
       const std::size_t s = slot_of(c);
@@ -549,6 +553,42 @@ class UlyssesAttention final : public DistributedAttention {
 
   // --- cp = 1: the kernel on the caller's views ---------------------------------------------
 
+  // Forward with the kernel reading q, k, v and writing o in place (kLseOnly and inference).
+  Status forward_in_place(const ForwardArgs& a, Stream stream) {
+    LocalForwardArgs la;
+    caller_inputs(a, la);
+    ULYSSES_RETURN_IF_ERROR(run_forward(0, la, slot_lse(a, 0), a, stream));
+    return unpack_lse(0, slot_lse(a, 0), a, stream);
+  }
+  // Backward with the kernel reading d_o (kLseOnly: q, k, v, o too; else Q|K|V and O from `saved`)
+  // and writing dq, dk, dv in place.
+  Status backward_in_place(const BackwardArgs& a, Stream stream) {
+    LocalBackwardArgs lb;
+    if (lse_only_) {
+      caller_inputs(a, lb);
+    } else {
+      lb = head_rows(at(a.saved, qkv_full_), at(a.saved, o_head_), nullptr, nullptr, nullptr);
+    }
+    caller_grads(a, lb);
+    float* dsinks_local = dsinks_of(a.workspace);
+    ULYSSES_RETURN_IF_ERROR(
+        run_backward(0, lb, has_lse_ ? at(a.saved, lse_head_) : nullptr, a, dsinks_local, stream));
+    return gather_dsinks(dsinks_local, a.dsinks, stream);
+  }
+
+  // A call that copies rows through the plan's buffers: at cp = 1 those follow the in-place
+  // regions in a workspace of copy_bytes_ (see layout_buffers()), which is the plan's own scratch,
+  // not the caller's workspace of workspace_bytes(): views the kernel may not use in place are rare
+  // (unaligned bases or strides), so the plan pays for their buffers only when it meets one.
+  // Other plans: `a` as it is.
+  template <typename Args>
+  Result<Args> with_copy_buffers(const Args& a, Stream stream) {
+    if (!self_) return a;
+    Args copying = a;
+    ULYSSES_ASSIGN_OR_RETURN(copying.workspace, streams_->scratch(copy_bytes_, stream));
+    return copying;
+  }
+
   // Whether the kernel may read or write the caller's view in place: aligned as the plan's own
   // buffers are (bases 256-byte aligned, strides multiples of head_dim elements) to gcd(16,
   // head_dim elements) bytes, which vectorised kernels such as cuDNN's assume. Otherwise the rows
@@ -622,6 +662,9 @@ class UlyssesAttention final : public DistributedAttention {
   }
 
   std::size_t slot_of(int chunk) const { return static_cast<std::size_t>(chunk % slots_); }
+  float* dsinks_of(void* workspace) const {
+    return reinterpret_cast<float*>(at(workspace, dsinks_local_));
+  }
 
   // dSinks: each rank has the complete gradient of its own heads; gather them everywhere.
   Status gather_dsinks(const float* dsinks_local, const TensorView& dsinks, Stream stream) {
@@ -749,13 +792,26 @@ class UlyssesAttention final : public DistributedAttention {
     // Chunks through one slot of exchange buffers run one after another anyway.
     const bool may_overlap = K_ > 1 && (!slotted_ || slots_ > 1);
     kernel_slots_ = may_overlap && kernel_.concurrent_calls(chunk_problem(0)) ? 2 : 1;
+    // cp = 1: what a call with the kernel on the caller's views needs comes first: the kernel's
+    // workspace, dSinks (training) and the kernel's LSE (inference). That is the caller's
+    // workspace; a call that copies rows runs in the plan's scratch, whose regions follow these
+    // (with_copy_buffers()).
+    Arena front;
+    if (self_) {
+      kernel_ws_ = front.take(kernel_slots_ * align_up(kernel_ws_bytes_));
+      if (config_.training) {
+        dsinks_local_ = front.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
+      } else {
+        fwd_lse_[0] = front.take(lse_block_);  // (one chunk, one slot)
+      }
+    }
     if (slotted_) {
-      layout_slots(tokens * d, lse_bytes);
+      layout_slots(tokens * d, lse_bytes, front.total());
       return;
     }
 
     // What forward produces and backward reads (training with head-sharded saved activations).
-    Arena saved, fwd;
+    Arena saved, fwd(front.total());
     qkv_full_ = saved.take(qkv_bytes);
     o_head_ = saved.take(o_bytes);
     lse_head_ = saved.take(lse_bytes);
@@ -780,7 +836,7 @@ class UlyssesAttention final : public DistributedAttention {
       const std::size_t kv_e = dtype_size(kv_grad_dtype_);
       gkv_block_ = tokens * static_cast<std::size_t>(2 * kc_) * d * kv_e;
       const std::size_t gkv_bytes = K * gkv_block_;
-      Arena bwd;
+      Arena bwd(front.total());
       // fp8: chunk c's dO codes leave from send_dO's block c (they are smaller than the rows) and
       // arrive in wire_dO, which follows them in send_dO without a pipeline (dead once turned back
       // into do_head, before the kernel writes dQ there) and is a region of its own with chunks
@@ -803,22 +859,35 @@ class UlyssesAttention final : public DistributedAttention {
         grad_q_ = bwd.take(o_bytes);
       }
       grad_kv_ = bwd.take(gkv_bytes);
-      dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
+      if (!self_) {
+        dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
+      }
       scratch = std::max(scratch, bwd.total());
     }
-    // The kernel's workspaces sit after both, at the same offset in both passes.
-    kernel_ws_ = scratch;
-    workspace_bytes_ = scratch + kernel_slots_ * align_up(kernel_ws_bytes_);
-    saved_bytes_ = saved.total();
+    finish_layout(scratch, front.total(), saved.total());
+  }
+
+  // The totals, given the scratch regions' end and the in-place regions' (cp = 1). Otherwise the
+  // kernel's workspaces sit after the scratch, at the same offset in both passes.
+  void finish_layout(std::size_t scratch_end, std::size_t front_end, std::size_t saved_end) {
+    saved_bytes_ = saved_end;
+    if (self_) {
+      workspace_bytes_ = front_end;
+      copy_bytes_ = scratch_end;
+      return;
+    }
+    kernel_ws_ = scratch_end;
+    workspace_bytes_ = scratch_end + kernel_slots_ * align_up(kernel_ws_bytes_);
   }
 
   // kLseOnly: `saved` holds every chunk's LSE; the workspace one set of exchange buffers per slot
   // (forward: send | receive | O, + LSE for inference; backward, when training: send | receive),
   // then the kernel's workspace.
-  // `row` = tokens * head_dim elements: the size of one channel of a message.
-  void layout_slots(std::size_t row, std::size_t lse_bytes) {
+  // `row` = tokens * head_dim elements: the size of one channel of a message. Scratch from offset
+  // `start` on (see layout_buffers()).
+  void layout_slots(std::size_t row, std::size_t lse_bytes, std::size_t start) {
     gkv_block_ = row * static_cast<std::size_t>(2 * kc_) * dtype_size(kv_grad_dtype_);
-    Arena saved, fwd, bwd;
+    Arena saved, fwd(start), bwd(start);
     if (lse_only_) lse_head_ = saved.take(lse_bytes);
     // Forward's send slot: Q|K|V (fp8: codes as sent, then as received), later O and LSE back.
     const std::size_t fwd_send =
@@ -836,17 +905,15 @@ class UlyssesAttention final : public DistributedAttention {
       fwd_send_[s] = fwd.take(fwd_send);
       fwd_recv_[s] = fwd.take(qkv_block_);
       fwd_o_[s] = fwd.take(o_block_);
-      if (!lse_only_) fwd_lse_[s] = fwd.take(lse_block_);  // inference: the kernel's LSE
+      if (!lse_only_ && !self_) fwd_lse_[s] = fwd.take(lse_block_);  // inference: kernel's LSE
       if (!config_.training) continue;
       bwd_send_[s] = bwd.take(bwd_send);
       bwd_recv_[s] = bwd.take(bwd_msg);
     }
-    if (config_.training) {
+    if (config_.training && !self_) {
       dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
     }
-    kernel_ws_ = std::max(fwd.total(), bwd.total());
-    workspace_bytes_ = kernel_ws_ + kernel_slots_ * align_up(kernel_ws_bytes_);
-    saved_bytes_ = saved.total();
+    finish_layout(std::max(fwd.total(), bwd.total()), start, saved.total());
   }
 
   CallChecks checks() const {
@@ -893,6 +960,8 @@ class UlyssesAttention final : public DistributedAttention {
   std::size_t dsinks_local_ = 0, kernel_ws_ = 0, kernel_ws_bytes_ = 0;
   std::size_t kernel_slots_ = 1;  // kernel workspaces: 2 when chunks' kernels may overlap
   std::size_t workspace_bytes_ = 0, saved_bytes_ = 0;
+  // cp = 1: the size of a workspace that also holds the copying buffers (with_copy_buffers()).
+  std::size_t copy_bytes_ = 0;
 };
 
 }  // namespace

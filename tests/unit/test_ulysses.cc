@@ -848,8 +848,9 @@ TEST(Ulysses, ShardsOfAPackedSequenceSpanningRanksSeeEachOther) {
 // cp = 1: nothing travels. Where the caller's views are as aligned as the plan's own buffers, the
 // kernel reads and writes them in place (kLseOnly and inference: q, k, v and o too; head-sharded
 // saves: dO, dQ, dK and dV, Q|K|V and O coming from `saved`); elsewhere the rows go through the
-// plan's buffers as with cp > 1. Either way every result is bitwise the unsharded reference's.
-// Q, K, V (and in some scenarios dQ, dK, dV) are slices of one fused buffer, as a framework's QKV
+// plan's buffers as with cp > 1, which the plan keeps itself: the caller's workspace holds only
+// what the in-place calls need. Either way every result is bitwise the unsharded reference's. Q, K,
+// V (and in some scenarios dQ, dK, dV) are slices of one fused buffer, as a framework's QKV
 // projection hands them over.
 class RecordingKernel final : public LocalAttention {
  public:
@@ -953,11 +954,21 @@ TEST(UlyssesSingleRank, KernelUsesTheCallersViewsWhereAligned) {
                          .training = c.training,
                          .overlap_chunks = 2,  // nothing to overlap: one call for every head
                          .saved_activations = sc.saved};
+    // The caller's workspace holds what the in-place calls need: the kernel's workspace (none
+    // for the reference kernel), dSinks and inference's LSE, each 256-byte aligned; not the
+    // copying buffers (>= 3 KiB each here), which the plan keeps for the calls that need them.
+    // Bytes past it stay as they were.
+    const std::size_t in_place_bound =
+        3 * 256 + static_cast<std::size_t>(c.B * c.S * c.Hq) * sizeof(float);
+    constexpr std::size_t kGuard = 4096;
+    std::size_t ws_bytes = 0;
+    std::vector<unsigned char> ws;
     EXPECT_ALL_OK(testing::run_ranks(1, [&](int, Communicator& comm) -> Status {
       auto plan = DistributedAttention::create(cfg, comm, kernel);
       if (!plan.is_ok()) return plan.status();
-      std::vector<unsigned char> ws((*plan)->workspace_bytes(), 0xFF),
-          saved((*plan)->saved_bytes());
+      ws_bytes = (*plan)->workspace_bytes();
+      ws.assign(ws_bytes + kGuard, 0xFF);
+      std::vector<unsigned char> saved((*plan)->saved_bytes());
       ForwardArgs f;
       f.q = q;
       f.k = k;
@@ -986,6 +997,10 @@ TEST(UlyssesSingleRank, KernelUsesTheCallersViewsWhereAligned) {
       return (*plan)->backward(b, nullptr);
     }));
 
+    EXPECT_LE(ws_bytes, in_place_bound);
+    EXPECT_TRUE(std::all_of(ws.begin() + static_cast<std::ptrdiff_t>(ws_bytes), ws.end(),
+                            [](unsigned char b) { return b == 0xFF; }))
+        << "written past workspace_bytes()";
     ASSERT_EQ(kernel.forwards.size(), 1u);
     const LocalForwardArgs& kf = kernel.forwards[0];
     EXPECT_EQ(
