@@ -57,9 +57,11 @@
 // kLseOnly and inference reads q, k, v and writes o with no copy at all; backward reads d_o (and,
 // kLseOnly, q, k, v, o) and writes dq, dk, dv in place. kHeadSharded still copies Q|K|V and O into
 // `saved` (the caller may reuse its inputs once forward returns). Results are bitwise those of the
-// copies. The caller's workspace then holds only what those calls need (the kernel's workspace,
-// dSinks, inference's LSE); a call that must copy rows runs in the plan's own scratch, allocated
-// when the first such call comes (with_copy_buffers()).
+// copies. Head-sharded Q|K|V rows are then Q rows followed by K|V rows, not one row set (nothing
+// arrives as a message), so that Q has O's token stride as cuDNN's packed backward wants
+// (qkv_rows()). The caller's workspace then holds only what those calls need (the kernel's
+// workspace, dSinks, inference's LSE); a call that must copy rows runs in the plan's own scratch,
+// allocated when the first such call comes (with_copy_buffers()).
 //
 // Payload::kFp8: the inbound messages (Q|K|V, dO) carry fp8 rows instead (pack_heads_fp8 writes
 // them from the caller's tensors), and one pass on the exchange stream turns them back into the
@@ -400,16 +402,33 @@ class UlyssesAttention final : public DistributedAttention {
 
   // --- one chunk's steps, shared by both buffer schemes ---------------------------------------
 
-  // Chunk c's Q, K, V heads for every peer into the [p][Sl][B][Cc][D] message at `send`.
-  // (in the inbound payload: fp8 rows with Payload::kFp8).
+  // Chunk c's Q, K, V heads for every peer into the [p][Sl][B][Cc][D] message at `send` (in the
+  // inbound payload: fp8 rows with Payload::kFp8); cp = 1: Q rows, then K|V rows (qkv_rows()).
   Status pack_qkv(int c, const TensorView& q, const TensorView& k, const TensorView& v, char* send,
                   Stream stream) {
     const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
     const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
     const Layout l = config_.layout;
-    ULYSSES_RETURN_IF_ERROR(pack_in(as_bshd(q, l), q_begin, qc_, send, Cc_, 0, stream));
-    ULYSSES_RETURN_IF_ERROR(pack_in(as_bshd(k, l), kv_begin, kc_, send, Cc_, qc_, stream));
-    return pack_in(as_bshd(v, l), kv_begin, kc_, send, Cc_, qc_ + kc_, stream);
+    const QkvRows r = qkv_rows(send);
+    ULYSSES_RETURN_IF_ERROR(pack_in(as_bshd(q, l), q_begin, qc_, r.q, r.q_channels, 0, stream));
+    ULYSSES_RETURN_IF_ERROR(
+        pack_in(as_bshd(k, l), kv_begin, kc_, r.kv, r.kv_channels, r.k_channel, stream));
+    return pack_in(as_bshd(v, l), kv_begin, kc_, r.kv, r.kv_channels, r.k_channel + kc_, stream);
+  }
+
+  // Where a chunk's Q and K|V rows sit in its Q|K|V block (qkv_block_ bytes at `block`). cp > 1:
+  // one row set [S][B][Cc][D], Q's heads first, as peers' messages arrive whole. cp = 1, where
+  // nothing travels: Q rows [S][B][qc][D], then K|V rows [S][B][2 kc][D], so that Q has O's token
+  // stride (cuDNN's packed backward needs one for both, else its backend stages Q).
+  struct QkvRows {
+    char* q;
+    int q_channels;
+    char* kv;
+    int kv_channels, k_channel;  // K's first channel in the K|V rows (V's follow)
+  };
+  QkvRows qkv_rows(char* block) const {
+    if (self_) return {block, qc_, block + o_block_, 2 * kc_, 0};
+    return {block, Cc_, block, Cc_, qc_};
   }
 
   // --- the inbound payload: rows in the plan's dtype, or FP8 rows turned back on arrival -----
@@ -460,9 +479,10 @@ class UlyssesAttention final : public DistributedAttention {
   // backward also dO from `d_o` rows, dQ into `gq` rows and dK|dV into `gkv` rows (null: none).
   LocalForwardArgs head_rows(char* qkv, char* o) const {
     LocalForwardArgs la;
-    la.q = full_view(qkv, Cc_, 0, qc_, dtype_);
-    la.k = full_view(qkv, Cc_, qc_, kc_, dtype_);
-    la.v = full_view(qkv, Cc_, qc_ + kc_, kc_, dtype_);
+    const QkvRows r = qkv_rows(qkv);
+    la.q = full_view(r.q, r.q_channels, 0, qc_, dtype_);
+    la.k = full_view(r.kv, r.kv_channels, r.k_channel, kc_, dtype_);
+    la.v = full_view(r.kv, r.kv_channels, r.k_channel + kc_, kc_, dtype_);
     la.o = full_view(o, qc_, 0, qc_, dtype_);
     return la;
   }
