@@ -197,11 +197,13 @@ class CudnnAttention final : public LocalAttention {
   detail::CudnnTarget target() const { return {static_cast<int>(cudnnGetVersion()), cc_major_}; }
 
   std::size_t workspace_bytes(const LocalProblem& p) const override {
-    // cuDNN's own workspace: the larger of an analytic bound and what canonical graphs of this
-    // problem report. Measured on H100 with cuDNN 9.19 (docs/PERF.md): backward needs an fp32 dQ
+    // cuDNN's own workspace: what canonical graphs of this problem report (the graphs that run
+    // differ in strides only), or, if a probe cannot be built, an analytic bound with an eighth
+    // more for safety. Measured on H100 with cuDNN 9.19 (docs/PERF.md): backward needs an fp32 dQ
     // accumulator [B, hq, S, D], the softmax sums [B, hq, S], and, with GQA, deterministic mode or
-    // packed batches, fp32 full-head dK and dV [B, hq, S, D] each. Plus room for varlen metadata,
-    // packed backward stats and dK/dV staging.
+    // packed batches, fp32 full-head dK and dV [B, hq, S, D] each. A graph that needs more anyway
+    // (packed batches: their graphs depend on the batch's geometry) gets a grow-only overflow
+    // (execute()). Plus room for varlen metadata, packed backward stats and dK/dV staging.
     const std::size_t B = static_cast<std::size_t>(p.batch);
     const std::size_t S = static_cast<std::size_t>(std::max(p.seqlen, p.kv_len()));
     const std::size_t Sq = static_cast<std::size_t>(p.seqlen),
@@ -212,6 +214,7 @@ class CudnnAttention final : public LocalAttention {
     const std::size_t dq_acc = align_up(B * hq * S * D * 4), sums = align_up(B * hq * S * 4);
     const bool full_heads = hq != hkv || options_.deterministic || p.varlen;
     std::size_t bound = dq_acc + sums + (full_heads ? 2 * dq_acc : 0);
+    bound += bound / 8;
     if (check_support(p).is_ok()) {
       // Prefer what cuDNN reports for canonical graphs of this problem; keep the bound if a probe
       // cannot be built.
@@ -223,7 +226,7 @@ class CudnnAttention final : public LocalAttention {
     std::size_t extra = align_up(meta_bytes(p)) + align_up(B * hq * Sq * 4);
     if (p.grad_kv_dtype != p.dtype) extra += 2 * align_up(B * Skv * hkv * D * dtype_size(p.dtype));
     extra += stage_count(p) * align_up(B * Sq * hq * D * dtype_size(p.dtype));
-    return align_up(bound + bound / 8 + (1u << 20)) + extra;
+    return align_up(bound + (1u << 20)) + extra;
   }
 
   Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream stream) override {
@@ -715,9 +718,10 @@ class CudnnAttention final : public LocalAttention {
     void* workspace = ws.cudnn;
     const auto needed = static_cast<std::size_t>(b.workspace);
     if (needed > ws.cudnn_bytes) {
-      // Only packed batches get here: their graph depends on the batch's geometry (sequence count
-      // and longest sequence, bucketed), which the plan cannot know. Grow-only and stream-ordered,
-      // so a new bucket allocates once and steady state allocates nothing.
+      // Packed batches get here: their graph depends on the batch's geometry (sequence count and
+      // longest sequence, bucketed), which the plan cannot know; a dense graph would only if it
+      // needed more than the canonical graph of its shape (not seen: docs/PERF.md). Grow-only and
+      // stream-ordered, so a new bucket allocates once and steady state allocates nothing.
       ULYSSES_RETURN_IF_ERROR(grow(overflow_, overflow_bytes_, needed, stream));
       workspace = overflow_;
     }
