@@ -812,18 +812,17 @@ class UlyssesAttention final : public DistributedAttention {
     // Chunks through one slot of exchange buffers run one after another anyway.
     const bool may_overlap = K_ > 1 && (!slotted_ || slots_ > 1);
     kernel_slots_ = may_overlap && kernel_.concurrent_calls(chunk_problem(0)) ? 2 : 1;
-    // cp = 1: what a call with the kernel on the caller's views needs comes first: the kernel's
-    // workspace, dSinks (training) and the kernel's LSE (inference). That is the caller's
-    // workspace; a call that copies rows runs in the plan's scratch, whose regions follow these
+    // First what every call uses whichever way it runs: dSinks (training) and, at cp = 1, the
+    // kernel's workspace and its LSE (inference). At cp = 1 that is the caller's whole workspace;
+    // a call that copies rows runs in the plan's scratch, whose regions follow these
     // (with_copy_buffers()).
     Arena front;
+    if (config_.training) {
+      dsinks_local_ = front.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
+    }
     if (self_) {
       kernel_ws_ = front.take(kernel_slots_ * align_up(kernel_ws_bytes_));
-      if (config_.training) {
-        dsinks_local_ = front.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
-      } else {
-        fwd_lse_[0] = front.take(lse_block_);  // (one chunk, one slot)
-      }
+      if (!config_.training) fwd_lse_[0] = front.take(lse_block_);  // (one chunk, one slot)
     }
     if (slotted_) {
       layout_slots(tokens * d, lse_bytes, front.total());
@@ -879,9 +878,6 @@ class UlyssesAttention final : public DistributedAttention {
         grad_q_ = bwd.take(o_bytes);
       }
       grad_kv_ = bwd.take(gkv_bytes);
-      if (!self_) {
-        dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
-      }
       scratch = std::max(scratch, bwd.total());
     }
     finish_layout(scratch, front.total(), saved.total());
@@ -929,9 +925,6 @@ class UlyssesAttention final : public DistributedAttention {
       if (!config_.training) continue;
       bwd_send_[s] = bwd.take(bwd_send);
       bwd_recv_[s] = bwd.take(bwd_msg);
-    }
-    if (config_.training && !self_) {
-      dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
     }
     finish_layout(std::max(fwd.total(), bwd.total()), start, saved.total());
   }
