@@ -641,7 +641,9 @@ TEST(GpuSingleRank, FusedViewsMatchTheKernelAlone) {
       ASSERT_CUDA(cudaDeviceSynchronize());
       ASSERT_CUDA(cudaMemGetInfo(&free_after[round], &total));
     }
-    if (rounds == 3) EXPECT_EQ(free_after[1], free_after[2]) << "the plan's copy buffers grew";
+    if (rounds == 3) {
+      EXPECT_EQ(free_after[1], free_after[2]) << "the plan's copy buffers grew";
+    }
     ASSERT_CUDA(cudaDeviceSynchronize());
     const testing::HostTensor g = grads_d.download(grads);
     void* gh = const_cast<unsigned char*>(g.storage.data());

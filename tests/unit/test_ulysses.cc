@@ -1018,7 +1018,9 @@ TEST(UlyssesSingleRank, KernelUsesTheCallersViewsWhereAligned) {
     // Head-sharded saves: Q|K|V and O come from `saved` whatever the caller's views.
     EXPECT_EQ(kb.q.data == q.data && kb.o.data == o.data, sc.direct_backward && sc.saved == lse);
     // Saved Q rows have O's token stride (cuDNN's packed backward needs one for both).
-    if (sc.saved == heads) EXPECT_EQ(kb.q.stride(1), kb.o.stride(1));
+    if (sc.saved == heads) {
+      EXPECT_EQ(kb.q.stride(1), kb.o.stride(1));
+    }
     EXPECT_BITWISE_EQ(ref.dq, testing::copy_of(dq, ref.dq), "dQ");
     EXPECT_BITWISE_EQ(ref.dk, testing::copy_of(dk, ref.dk), "dK");
     EXPECT_BITWISE_EQ(ref.dv, testing::copy_of(dv, ref.dv), "dV");
