@@ -175,12 +175,13 @@ class CudnnAttention final : public LocalAttention {
   bool supports_backward() const override { return true; }
   bool accumulates_grads() const override { return true; }
   // A dense call touches only its arguments, its workspace and the cached graphs (read-only once
-  // built); a packed one may grow overflow_, and a dense one whose K, O or dO views reach past
-  // 2^31 elements stage_, which every call shares (below kConcurrentWaves its tensors hold under
-  // 2^25 elements: only views 64x wider than their own rows could). Worth a second workspace
-  // only while one call's 128-row query tiles fill the SMs fewer than kConcurrentWaves times: on
-  // one H200 at 8k tokens, two 8-head calls (3.9 waves) one after another took 14% longer than
-  // one 16-head call and the same on two streams; at 32k (15.5 waves) two streams gained nothing.
+  // built); a packed one may grow overflow_ and stage_ (dK, dV in wide rows), and a dense one
+  // whose K, O or dO views reach past 2^31 elements stage_, which every call shares (below
+  // kConcurrentWaves its tensors hold under 2^25 elements: only views 64x wider than their own rows
+  // could). Worth a second workspace only while one call's 128-row query tiles fill the SMs fewer
+  // than kConcurrentWaves times: on one H200 at 8k tokens, two 8-head calls (3.9 waves) one after
+  // another took 14% longer than one 16-head call and the same on two streams; at 32k (15.5 waves)
+  // two streams gained nothing.
   bool concurrent_calls(const LocalProblem& p) const override {
     const std::int64_t tiles = p.batch * p.num_heads_q_local * ((p.seqlen + 127) / 128);
     return !p.varlen && tiles < kConcurrentWaves * sms_;
@@ -380,6 +381,13 @@ class CudnnAttention final : public LocalAttention {
                                     {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
                                     device());
     }
+    // Packed GQA: cuDNN's frontend keeps fp32 full-head dK and dV partials in the workspace, laid
+    // out in dK's and dV's token strides times hq / hkv, so gradients written into wider rows
+    // (Ulysses writes them into its K|V send rows) need that many times the workspace the plan
+    // holds (the canonical graph's compact rows), and the call took a grow-only overflow of the
+    // whole workspace beside it. Compact copies in a grow-only buffer cost far less (16 heads over
+    // 4 of 32k rows: 2 x 32 MiB against a 1.25 GiB overflow; docs/PERF.md).
+    ULYSSES_ASSIGN_OR_RETURN(const bool staged_kv, stage_packed_kv(p, widen, t, stream));
     // Sinks: dQ, dK and dV need them only through the LSE (P = exp(S - LSE) with the sinks' mass
     // in the LSE; rowsum(dO * O) holds no sink term), so the graph runs without them on the given
     // O and LSE, and dSinks come from kernels::sink_grad over the call's rows (rows of no sequence
@@ -424,6 +432,10 @@ class CudnnAttention final : public LocalAttention {
       for (const TensorView* g : {&t.dq, &t.dk, &t.dv}) {
         ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(*g, vl.valid, stream));
       }
+    }
+    if (staged_kv) {
+      ULYSSES_RETURN_IF_ERROR(kernels::cuda::copy_act(a.dk, t.dk, stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::cuda::copy_act(a.dv, t.dv, stream));
     }
     // Staged results into the caller's fp32 views over the spans: widened (zeros outside), or
     // added to running sums (nothing to add outside).
@@ -904,6 +916,24 @@ class CudnnAttention final : public LocalAttention {
     return backward_graph(pp, s, a, Varlen{}, one, ws, stream);
   }
 
+  // Whether a packed GQA backward's dK and dV go through compact copies (see backward()): then
+  // t.dk and t.dv point at them, in stage_.
+  Result<bool> stage_packed_kv(const LocalProblem& p, bool widen, BackwardViews& t, Stream stream) {
+    if (!p.varlen || widen || p.num_heads_q_local == p.num_heads_kv_local) return false;
+    const std::int64_t B = p.batch, S = p.kv_len(), H = p.num_heads_kv_local, D = p.config.head_dim;
+    // Only the rows count: a packed call's batch stride is the ragged offsets'.
+    auto compact_rows = [&](const TensorView& g) {
+      return g.stride(1) == H * D && g.stride(2) == D && g.stride(3) == 1;
+    };
+    if (compact_rows(t.dk) && compact_rows(t.dv)) return false;
+    const std::size_t one = align_up(static_cast<std::size_t>(B * S * H * D) * dtype_size(p.dtype));
+    ULYSSES_RETURN_IF_ERROR(grow(stage_, stage_bytes_, 2 * one, stream));
+    t.dk = TensorView::contiguous(stage_, p.dtype, {B, S, H, D}, device());
+    t.dv =
+        TensorView::contiguous(static_cast<char*>(stage_) + one, p.dtype, {B, S, H, D}, device());
+    return true;
+  }
+
   // The cuDNN backward graph for views t (built once per descriptor, cached), run once per group
   // of packed sequences (one group, rows 0, for a dense call).
   Status backward_graph(const LocalProblem& p, const BackwardViews& t, const LocalBackwardArgs& a,
@@ -1046,7 +1076,9 @@ class CudnnAttention final : public LocalAttention {
   mutable std::map<std::string, std::size_t> ws_cache_;
   void* overflow_ = nullptr;  // see execute()
   std::size_t overflow_bytes_ = 0;
-  void* stage_ = nullptr;  // compact K, O, dO of a dense backward part (backward_part())
+  // Compact K, O, dO of a dense backward part (backward_part()), or a packed GQA backward's
+  // compact dK, dV (stage_packed_kv()).
+  void* stage_ = nullptr;
   std::size_t stage_bytes_ = 0;
 };
 

@@ -562,6 +562,117 @@ TEST(Cudnn, AccumulatedGradientsAddToTheRunningSums) {
   EXPECT_NE(s.message().find("accumulate_dkv"), std::string::npos) << s.message();
 }
 
+// Packed GQA backward writing dK and dV into rows wider than their heads (Ulysses writes them
+// into its K|V send rows): the same bits as into compact views, and no overflow workspace. cuDNN's
+// frontend lays its fp32 full-head dK/dV partials out in dK's and dV's token strides times
+// hq / hkv, so such a graph asks for more than the workspace the plan sized by the canonical
+// graph; before the backend staged them compact, the first call took a grow-only overflow of the
+// whole workspace (1.25 GiB per rank at 32k rows, 16 heads over 4: docs/PERF.md).
+TEST(Cudnn, PackedGqaGradientsInWideRows) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const DType dt = DType::kBFloat16, f32 = DType::kFloat32;
+  const std::int64_t S = 16384;
+  const int Hq = 8, Hkv = 2, D = 128;
+  const std::vector<std::int32_t> cu = {0, 5000, 5003, 12000, static_cast<std::int32_t>(S)};
+  const LocalProblem p = LocalProblem::unsharded(
+      {.num_heads_q = Hq, .num_heads_kv = Hkv, .head_dim = D, .causal = true}, dt, 1, S, true);
+  auto kernel = create_cudnn_attention(0);
+  ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
+  ASSERT_TRUE((*kernel)->check_support(p).is_ok());
+  HostTensor q(dt, {1, S, Hq, D}), k(dt, {1, S, Hkv, D}), v = k, d_o = q, o = q, dq = q, dk = k;
+  HostTensor lse(f32, {1, Hq, S});
+  for (HostTensor* t : {&q, &k, &v, &d_o}) testing::fill_uniform(*t, rng, -1.0, 1.0);
+  testing::poison(dq);
+  testing::poison(dk);
+  DeviceTensor gq = DeviceTensor::of(q), gk = DeviceTensor::of(k), gv = DeviceTensor::of(v),
+               gdo = DeviceTensor::of(d_o), go = DeviceTensor::of(o), gl = DeviceTensor::of(lse),
+               gdq = DeviceTensor::of(dq), gdk = DeviceTensor::of(dk), gdv = DeviceTensor::of(dk);
+  testing::DeviceBytes cu_dev(cu.size() * 4);
+  ASSERT_CUDA(cudaMemcpy(cu_dev.ptr, cu.data(), cu.size() * 4, cudaMemcpyHostToDevice));
+  const auto* cu_ptr = static_cast<const std::int32_t*>(cu_dev.ptr);
+  const std::size_t ws_bytes = (*kernel)->workspace_bytes(p);
+  testing::DeviceBytes ws(ws_bytes);
+  Status s = (*kernel)->forward(p,
+                                {.q = gq.view,
+                                 .k = gk.view,
+                                 .v = gv.view,
+                                 .o = go.view,
+                                 .lse = gl.view,
+                                 .cu_seqlens = cu,
+                                 .cu_seqlens_device = cu_ptr,
+                                 .workspace = ws.ptr},
+                                nullptr);
+  ASSERT_TRUE(s.is_ok()) << s.to_string();
+  auto backward = [&](const TensorView& gk_out, const TensorView& gv_out) {
+    const Status st = (*kernel)->backward(p,
+                                          {.q = gq.view,
+                                           .k = gk.view,
+                                           .v = gv.view,
+                                           .o = go.view,
+                                           .lse = gl.view,
+                                           .d_o = gdo.view,
+                                           .dq = gdq.view,
+                                           .dk = gk_out,
+                                           .dv = gv_out,
+                                           .cu_seqlens = cu,
+                                           .cu_seqlens_device = cu_ptr,
+                                           .workspace = ws.ptr},
+                                          nullptr);
+    EXPECT_TRUE(st.is_ok()) << st.to_string();
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  };
+  backward(gdk.view, gdv.view);
+  const HostTensor want_k = gdk.download(dk), want_v = gdv.download(dk);
+  EXPECT_EQ(testing::count_nan(want_k), 0);
+  EXPECT_EQ(testing::count_nan(want_v), 0);
+  std::size_t free_before = 0, free_after = 0, total = 0;
+  auto grown = [&] { return free_before > free_after ? free_before - free_after : std::size_t{0}; };
+  // Compact rows under another batch stride (one packed batch: it is never stepped) go to cuDNN
+  // as they are: nothing allocated, the same bits.
+  {
+    TensorView k_odd = gdk.view, v_odd = gdv.view;
+    k_odd.strides[0] = v_odd.strides[0] = 3 * S * Hkv * D;
+    ASSERT_CUDA(cudaMemset(gdk.ptr, 0xFF, gdk.bytes));
+    ASSERT_CUDA(cudaMemset(gdv.ptr, 0xFF, gdv.bytes));
+    ASSERT_CUDA(cudaMemGetInfo(&free_before, &total));
+    backward(k_odd, v_odd);
+    ASSERT_CUDA(cudaMemGetInfo(&free_after, &total));
+    EXPECT_LT(grown(), std::size_t{4} << 20) << "compact rows were staged";
+    EXPECT_BITWISE_EQ(want_k, gdk.download(dk), "dK, another batch stride");
+    EXPECT_BITWISE_EQ(want_v, gdv.download(dk), "dV, another batch stride");
+  }
+  // dK | dV side by side in one row of 2 Hkv heads, poisoned.
+  const std::int64_t C = 2 * Hkv * D;
+  const std::size_t wide_bytes = static_cast<std::size_t>(S * C) * 2;
+  testing::DeviceBytes wide(wide_bytes);
+  ASSERT_CUDA(cudaMemset(wide.ptr, 0xFF, wide_bytes));  // NaN
+  auto half = [&](int i) {
+    return TensorView::strided(static_cast<char*>(wide.ptr) + i * Hkv * D * 2, dt, {1, S, Hkv, D},
+                               {S * C, C, D, 1}, Device::cuda(0));
+  };
+  ASSERT_CUDA(cudaMemGetInfo(&free_before, &total));
+  backward(half(0), half(1));
+  ASSERT_CUDA(cudaMemGetInfo(&free_after, &total));
+  auto got = [&](int i) {
+    HostTensor h(dt, {1, S, Hkv, D});
+    const std::size_t w = static_cast<std::size_t>(Hkv * D) * 2;
+    EXPECT_EQ(cudaMemcpy2D(h.storage.data(), w, static_cast<char*>(wide.ptr) + i * w,
+                           static_cast<std::size_t>(C) * 2, w, static_cast<std::size_t>(S),
+                           cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    return h;
+  };
+  EXPECT_BITWISE_EQ(want_k, got(0), "dK in wide rows");
+  EXPECT_BITWISE_EQ(want_v, got(1), "dV in wide rows");
+  // Compact copies of dK and dV are 2 x 8 MiB here; the overflow was the graph's whole workspace
+  // (352 MiB here on an H200 with cuDNN 9.19, beside the plan's 238).
+  EXPECT_LT(grown(), ws_bytes / 4) << "the wide call allocated " << grown() << " bytes beside a "
+                                   << ws_bytes << "-byte workspace";
+}
+
 // One buffer row holding q | k | v | o | dO | dq | dk | dv side by side (as Ulysses' receive
 // buffer holds Q|K|V): each channel's heads, its first element in the row, and the elements a row
 // uses.
