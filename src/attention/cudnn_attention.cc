@@ -560,7 +560,12 @@ class CudnnAttention final : public LocalAttention {
     const std::int64_t B = p.batch, S = p.seqlen, D = p.config.head_dim;
     const std::int64_t hq = p.num_heads_q_local, hkv = p.num_heads_kv_local;
     Varlen vl;
-    if (p.varlen) vl = Varlen{true, 1, 1, S, S};
+    // Packed: one sequence of S tokens in a batch padded to S entries. cuDNN's workspace grows
+    // with the padded batch (cuDNN 9.19: the 64-document graph of 32k tokens, padded to 64,
+    // reports 14 MiB less than this probe), so a batch padded past S gets the overflow. (Padded
+    // to the power of two above S instead, test_gpu_cudnn's RaggedOffsetsPast2To31Elements ran
+    // out of device memory at S = 2089 on an H200.)
+    if (p.varlen) vl = Varlen{.on = true, .num_seqs = 1, .padded = S, .max_len = S};
     auto act = [&](std::int64_t h, std::int64_t rows) {
       return TensorView::contiguous(nullptr, p.dtype, {B, rows, h, D}, device());
     };
