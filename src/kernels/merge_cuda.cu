@@ -139,6 +139,20 @@ __device__ Index row_of(const Rows& g, std::uint32_t r) {
 
 __device__ int lane_of_row() { return static_cast<int>(threadIdx.x % kLanes); }
 
+// Piece p of a warp's run of kRows rows cut into 16-byte pieces (8 16-bit elements), per_row a
+// row: the row it belongs to (kRows: none, a lane past the run's end), the lane that owns that
+// row's offsets and weights (the row, or 0 for no row: shuffles need a valid source) and its first
+// element in the row.
+struct Piece {
+  int row, owner, col;
+};
+template <int kRows>
+__device__ Piece piece_of(int p, int per_row) {
+  const int row = p < kRows * per_row ? p / per_row : kRows;
+  const int owner = row < kRows ? row : 0;
+  return {row, owner, (p - owner * per_row) * 8};
+}
+
 __device__ float log_add_exp(float a, float b) {
   if (a == -INFINITY) return b;
   if (b == -INFINITY) return a;
@@ -395,19 +409,16 @@ __global__ void __launch_bounds__(kRowThreads)
     }
     uint4 v[kPass];
     long long io[kPass];
-    int row[kPass], col[kPass];
+    Piece pc[kPass];
     auto load_pass = [&](int p0) {
 #pragma unroll
       for (int i = 0; i < kPass; ++i) {
-        const int p = p0 + i * kLanes + lane;
-        row[i] = p < pieces ? p / per_row : kRows;  // kRows: no piece (lanes past the end)
-        col[i] = (p - row[i] * per_row) * 8;
-        const int from = row[i] < kRows ? row[i] : 0;
-        const long long ia = __shfl_sync(kAll, my_ia, from);
-        io[i] = __shfl_sync(kAll, my_io, from);
-        if (row[i] < kRows) {
+        pc[i] = piece_of<kRows>(p0 + i * kLanes + lane, per_row);
+        const long long ia = __shfl_sync(kAll, my_ia, pc[i].owner);
+        io[i] = __shfl_sync(kAll, my_io, pc[i].owner);
+        if (pc[i].row < kRows) {
           v[i] = *reinterpret_cast<const uint4*>(static_cast<const unsigned short*>(acc.data) + ia +
-                                                 col[i]);
+                                                 pc[i].col);
         }
       }
     };
@@ -424,16 +435,15 @@ __global__ void __launch_bounds__(kRowThreads)
       if (p0 != 0) load_pass(p0);
 #pragma unroll
       for (int i = 0; i < kPass; ++i) {
-        const int from = row[i] < kRows ? row[i] : 0;
-        const float w = __shfl_sync(kAll, my_w, from);
-        const int real = __shfl_sync(kAll, my_real, from);
-        if (row[i] >= kRows || !real) continue;
+        const float w = __shfl_sync(kAll, my_w, pc[i].owner);
+        const int real = __shfl_sync(kAll, my_real, pc[i].owner);
+        if (pc[i].row >= kRows || !real) continue;
         float f[8];
         to_floats(make_uint2(v[i].x, v[i].y), acc.dtype, f);
         to_floats(make_uint2(v[i].z, v[i].w), acc.dtype, f + 4);
 #pragma unroll
         for (int j = 0; j < 8; ++j) f[j] *= w;
-        store8_16bit(out.data, out.dtype, io[i] + col[i], f);
+        store8_16bit(out.data, out.dtype, io[i] + pc[i].col, f);
       }
     }
     if (lane < kRows && my_real) store(lout.data, lout.dtype, my_lout, my_l);
@@ -653,24 +663,23 @@ __global__ void __launch_bounds__(kSinkThreads)
     }
     for (int p0 = 0; p0 < pieces; p0 += kPass * kLanes) {
       uint4 a[kPass], c[kPass];
-      int row[kPass];
+      Piece pc[kPass];
 #pragma unroll
       for (int i = 0; i < kPass; ++i) {
-        const int p = p0 + i * kLanes + lane;
-        row[i] = p < pieces ? p / per_row : kRows;  // kRows: no piece
-        const int from = row[i] < kRows ? row[i] : 0, col = (p - from * per_row) * 8;
-        const long long oa = __shfl_sync(kAll, my_oa, from), da = __shfl_sync(kAll, my_da, from);
-        if (row[i] < kRows) {
+        pc[i] = piece_of<kRows>(p0 + i * kLanes + lane, per_row);
+        const long long oa = __shfl_sync(kAll, my_oa, pc[i].owner);
+        const long long da = __shfl_sync(kAll, my_da, pc[i].owner);
+        if (pc[i].row < kRows) {
           a[i] = *reinterpret_cast<const uint4*>(static_cast<const unsigned short*>(d_o.data) + da +
-                                                 col);
+                                                 pc[i].col);
           c[i] = *reinterpret_cast<const uint4*>(static_cast<const unsigned short*>(o.data) + oa +
-                                                 col);
+                                                 pc[i].col);
         }
       }
 #pragma unroll
       for (int i = 0; i < kPass; ++i) {
-        const float l = __shfl_sync(kAll, my_l, row[i] < kRows ? row[i] : 0);
-        if (row[i] >= kRows || l == -INFINITY) continue;
+        const float l = __shfl_sync(kAll, my_l, pc[i].owner);
+        if (pc[i].row >= kRows || l == -INFINITY) continue;
         float x[8], y[8];
         to_floats(make_uint2(a[i].x, a[i].y), d_o.dtype, x);
         to_floats(make_uint2(a[i].z, a[i].w), d_o.dtype, x + 4);
