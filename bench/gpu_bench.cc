@@ -44,6 +44,7 @@ struct GpuRow {
   double a2a_host_us = 0;  // host time to issue one ulysses all-to-all (the GPU time is a2a_gbs')
   double peak_gib = 0;
   double io_gib = 0, workspace_gib = 0, saved_gib = 0;  // what the peak holds, by owner
+  double held_gib = 0;  // the plan's and the kernel's own buffers (held_bytes())
   double err_o = 0, err_dq = 0, err_dk = 0, err_dv = 0;
   double err_dsinks = 0;                                   // --sinks: max |dSinks - cp=1's|
   double kernel_contiguous_ms = 0, kernel_inplace_ms = 0;  // the local kernel alone (cp > 1 rows)
@@ -66,10 +67,11 @@ struct GpuRow {
   bool kernel_alone() const { return transport == "none"; }
 };
 
-// Device memory of one case, GiB: the peak above the level before it, and what it allocated itself
-// (the rest of the peak is NCCL's and cuDNN's own).
+// Device memory of one case, GiB: the peak above the level before it, what it allocated itself,
+// and what the plan and the kernel hold after its steps (held_bytes(): grow-only, so their most);
+// the rest of the peak is NCCL's and cuDNN's own.
 struct MemUse {
-  double peak = 0, io = 0, workspace = 0, saved = 0;
+  double peak = 0, io = 0, workspace = 0, saved = 0, held = 0;
 };
 constexpr double kGiB = 1u << 30;
 
@@ -167,6 +169,8 @@ class CallTimer final : public LocalAttention {
   std::size_t workspace_bytes(const LocalProblem& p) const override {
     return inner_.workspace_bytes(p);
   }
+  std::size_t held_bytes() const override { return inner_.held_bytes(); }
+  Status release_held(Stream stream) override { return inner_.release_held(stream); }
   Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream stream) override {
     if (!on) return inner_.forward(p, a, stream);
     return timed(describe_call(p, a.cu_seqlens, a.rows, false, rank_), stream,
@@ -415,6 +419,7 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
   }
   std::sort(ms.begin(), ms.end());
   mem->peak = static_cast<double>(peak) / kGiB;
+  mem->held = static_cast<double>(timer.held_bytes()) / kGiB;
   if (out) {
     auto down = [&](void* ptr, int heads) {
       std::vector<std::uint16_t> h(static_cast<std::size_t>(s.B * s.S * heads * s.D));
@@ -727,6 +732,7 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
   const PlanConfig cfg = plan_config(s, parallel, knobs);
   std::vector<double> rank_ms(static_cast<std::size_t>(P));
   std::vector<std::size_t> rank_peak(static_cast<std::size_t>(P));
+  std::vector<std::size_t> rank_held(static_cast<std::size_t>(P));
   if (out) {
     out->o.assign(in.q.size(), 0);
     out->dq.assign(in.q.size(), 0);
@@ -872,6 +878,7 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
       std::sort(ms.begin(), ms.end());
       rank_ms[static_cast<std::size_t>(r)] = ms[ms.size() / 2];
       rank_peak[static_cast<std::size_t>(r)] = peak;
+      rank_held[static_cast<std::size_t>(r)] = (*plan)->held_bytes() + timer.held_bytes();
       if (out) {
         auto down = [&](void* src, std::vector<float>& dst, int heads) {
           const std::size_t tok = static_cast<std::size_t>(heads * s.D);
@@ -921,8 +928,16 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
     std::stable_sort(calls->begin(), calls->end(),
                      [](const CallRecord& a, const CallRecord& b) { return a.rank < b.rank; });
   }
-  mem->peak = static_cast<double>(*std::max_element(rank_peak.begin(), rank_peak.end())) / kGiB;
-  if (loopback) mem->peak /= P;  // all ranks' memory on one GPU: the mean per rank
+  const auto top = std::max_element(rank_peak.begin(), rank_peak.end());
+  mem->peak = static_cast<double>(*top) / kGiB;
+  mem->held =
+      static_cast<double>(rank_held[static_cast<std::size_t>(top - rank_peak.begin())]) / kGiB;
+  if (loopback) {  // all ranks' memory on one GPU: the mean per rank
+    mem->peak /= P;
+    mem->held =
+        static_cast<double>(std::accumulate(rank_held.begin(), rank_held.end(), std::size_t{0})) /
+        P / kGiB;
+  }
   return *std::max_element(rank_ms.begin(), rank_ms.end());
 }
 
@@ -1088,6 +1103,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     r1.transport = "none";
     r1.io_gib = m1.io;
     r1.workspace_gib = m1.workspace;
+    r1.held_gib = m1.held;
     r1.repro = repro(s, 1, PlanKnobs{}, o.iters);
     r1.calls = std::move(calls1);
     rows.push_back(r1);
@@ -1228,6 +1244,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           row.io_gib = mem.io;
           row.workspace_gib = mem.workspace;
           row.saved_gib = mem.saved;
+          row.held_gib = mem.held;
           const bool ulysses = parallel.strategy == Strategy::kUlysses;
           // The forward Q/K/V message: Sl * B * (hq + 2 hkv) * D elements per peer.
           const std::int64_t hq = o.heads / cp, hkv = std::max(1, o.kv_heads / cp);
@@ -1299,11 +1316,12 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       if (r.seq != seq) continue;
       std::printf(
           "#   seq %lld cp %d %s via %s saved=%s chunks=%d in-flight=%d memory: peak %.2f GiB = "
-          "inputs/outputs %.2f + workspace %.2f + saved %.2f + other %.2f (NCCL, cuDNN "
-          "internals)\n",
+          "inputs/outputs %.2f + workspace %.2f + saved %.2f + held %.2f (plan and kernel "
+          "buffers) + other %.2f (NCCL, cuDNN internals)\n",
           static_cast<long long>(r.seq), r.cp, r.strategy.c_str(), r.transport.c_str(),
           r.saved.c_str(), r.chunks, r.in_flight, r.peak_gib, r.io_gib, r.workspace_gib,
-          r.saved_gib, r.peak_gib - r.io_gib - r.workspace_gib - r.saved_gib);
+          r.saved_gib, r.held_gib,
+          r.peak_gib - r.io_gib - r.workspace_gib - r.saved_gib - r.held_gib);
       if (!r.calls.empty()) {
         std::ostringstream what;
         what << "seq " << r.seq << " cp " << r.cp << " " << (r.kernel_alone() ? "-" : r.strategy)
@@ -1386,9 +1404,9 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         << ", \"a2a_mib_per_gpu\": " << r.a2a_mib << ", \"a2a_host_us_per_call\": " << r.a2a_host_us
         << ", \"peak_gib\": " << r.peak_gib << ", \"io_gib\": " << r.io_gib
         << ", \"workspace_gib\": " << r.workspace_gib << ", \"saved_gib\": " << r.saved_gib
-        << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
-        << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
-        << ", \"err_dsinks\": " << r.err_dsinks
+        << ", \"held_gib\": " << r.held_gib << ", \"err_o\": " << r.err_o
+        << ", \"err_dq\": " << r.err_dq << ", \"err_dk\": " << r.err_dk
+        << ", \"err_dv\": " << r.err_dv << ", \"err_dsinks\": " << r.err_dsinks
         << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
         << ", \"kernel_inplace_ms\": " << r.kernel_inplace_ms << ", \"pack_gbs\": " << r.pack_gbs
         << ", \"unpack_gbs\": " << r.unpack_gbs << ", \"copy_gbs\": " << r.copy_gbs

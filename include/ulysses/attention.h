@@ -191,6 +191,22 @@ class LocalAttention {
                          Stream stream) = 0;
   virtual Status backward(const LocalProblem& problem, const LocalBackwardArgs& args,
                           Stream stream) = 0;
+  /// Memory the kernel holds now on its device outside the workspaces its callers pass: buffers
+  /// that a call needed beyond workspace_bytes() and kept for the next one (grow-only, so steady
+  /// state allocates nothing), at their current size. The cuDNN backend: a packed batch's graph
+  /// that needs more workspace than its shape's canonical graph, compact dK/dV for gradients bound
+  /// for wider rows, staging for views past 2^31 elements. Not the libraries' own memory (cuDNN's
+  /// handle and built graphs) nor the driver's. Allocators that cannot see it (a framework's
+  /// caching allocator) can count it from here.
+  virtual std::size_t held_bytes() const { return 0; }
+  /// Frees what held_bytes() counts, in stream order on `stream`: after the work already enqueued
+  /// there, which must include (or be ordered after) every call that used those buffers. A later
+  /// call that needs one allocates it again. For a one-off batch that grew them: steady state
+  /// needs no release.
+  virtual Status release_held(Stream stream) {
+    (void)stream;
+    return Status::ok();
+  }
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -363,6 +379,17 @@ class DistributedAttention {
   virtual std::size_t workspace_bytes() const = 0;
   /// What training keeps from forward to backward (0 when !training).
   virtual std::size_t saved_bytes() const = 0;
+  /// Memory the plan holds now on the communicator's device outside the caller's workspace and
+  /// saved buffers: Ulysses' one-rank copy buffers once a call with unaligned views needed them
+  /// (see workspace_bytes()); 0 otherwise. Not its kernel's (LocalAttention::held_bytes(); a
+  /// kernel may serve several plans) nor the communicator's (NCCL's own buffers).
+  virtual std::size_t held_bytes() const { return 0; }
+  /// Frees what held_bytes() counts, in stream order on `stream` (after the plan's calls enqueued
+  /// there); a later call that needs them allocates them again. Rank-local: not collective.
+  virtual Status release_held(Stream stream) {
+    (void)stream;
+    return Status::ok();
+  }
 
   /// Enqueues forward on `stream`. Inputs may be reused once the stream reaches this point.
   virtual Status forward(const ForwardArgs& args, Stream stream) = 0;

@@ -201,6 +201,10 @@ ULYSSES_C_EXPORT void ulysses_comm_destroy(ulysses_comm* comm);
 ULYSSES_C_EXPORT int ulysses_reference_kernel(ulysses_kernel** kernel);
 /* cuDNN SDPA on `device`; deterministic != 0: cuDNN's deterministic backward. */
 ULYSSES_C_EXPORT int ulysses_cudnn_kernel(int device, int deterministic, ulysses_kernel** kernel);
+/* LocalAttention::held_bytes(): memory the kernel keeps outside its callers' workspaces now;
+ * ulysses_kernel_release_held() frees it in stream order on `stream`. */
+ULYSSES_C_EXPORT size_t ulysses_kernel_held_bytes(const ulysses_kernel* kernel);
+ULYSSES_C_EXPORT int ulysses_kernel_release_held(ulysses_kernel* kernel, void* stream);
 ULYSSES_C_EXPORT void ulysses_kernel_destroy(ulysses_kernel* kernel);
 
 /* --- plans --------------------------------------------------------------------------------------
@@ -212,6 +216,9 @@ ULYSSES_C_EXPORT int ulysses_plan_create(const ulysses_plan_config* config, ulys
                                          ulysses_kernel* kernel, ulysses_plan** plan);
 ULYSSES_C_EXPORT size_t ulysses_plan_workspace_bytes(const ulysses_plan* plan);
 ULYSSES_C_EXPORT size_t ulysses_plan_saved_bytes(const ulysses_plan* plan);
+/* DistributedAttention::held_bytes() (the plan's own, not its kernel's) and release_held(). */
+ULYSSES_C_EXPORT size_t ulysses_plan_held_bytes(const ulysses_plan* plan);
+ULYSSES_C_EXPORT int ulysses_plan_release_held(ulysses_plan* plan, void* stream);
 ULYSSES_C_EXPORT int ulysses_plan_forward(ulysses_plan* plan, const ulysses_forward_args* args,
                                           void* stream);
 ULYSSES_C_EXPORT int ulysses_plan_backward(ulysses_plan* plan, const ulysses_backward_args* args,

@@ -331,6 +331,18 @@ class Kernel(_Handle):
 
     _destroy = "ulysses_kernel_destroy"
 
+    @property
+    def held_bytes(self) -> int:
+        """Memory the kernel keeps outside its callers' workspaces now (grow-only buffers a call
+        needed, e.g. a packed batch's larger cuDNN workspace): not seen by a framework's
+        allocator."""
+        return _lib.ulysses_kernel_held_bytes(self._h)
+
+    def release_held(self, stream=None) -> None:
+        """Frees what held_bytes counts, in stream order on `stream` (after the calls that used
+        it); a later call that needs it allocates again."""
+        _check(_lib.ulysses_kernel_release_held(self._h, _stream(stream)))
+
 
 def reference_kernel() -> Kernel:
     """The host reference kernel (CPU, any float dtype)."""
@@ -376,6 +388,16 @@ class Plan(_Collective):
     @property
     def saved_bytes(self) -> int:
         return _lib.ulysses_plan_saved_bytes(self._h)
+
+    @property
+    def held_bytes(self) -> int:
+        """Memory the plan itself keeps outside workspace and saved (one-rank copy buffers for
+        unaligned views); its kernel's is Kernel.held_bytes."""
+        return _lib.ulysses_plan_held_bytes(self._h)
+
+    def release_held(self, stream=None) -> None:
+        """Frees what held_bytes counts, in stream order on `stream`; not collective."""
+        _check(_lib.ulysses_plan_release_held(self._h, _stream(stream)))
 
     def forward(self, q, k, v, o, *, lse=None, sinks=None, cu_seqlens=None,
                 cu_seqlens_device=None, workspace=None, saved=None, stream=None) -> None:

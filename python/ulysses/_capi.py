@@ -137,6 +137,8 @@ def load():
         "ulysses_comm_destroy": (None, [c_void_p]),
         "ulysses_reference_kernel": (c_int, [p_comm]),
         "ulysses_cudnn_kernel": (c_int, [c_int, c_int, p_comm]),
+        "ulysses_kernel_held_bytes": (c_size_t, [c_void_p]),
+        "ulysses_kernel_release_held": (c_int, [c_void_p, c_void_p]),
         "ulysses_kernel_destroy": (None, [c_void_p]),
         "ulysses_plan_config_init": (None, [ctypes.POINTER(PlanConfig)]),
         "ulysses_plan_create": (
@@ -145,6 +147,8 @@ def load():
         ),
         "ulysses_plan_workspace_bytes": (c_size_t, [c_void_p]),
         "ulysses_plan_saved_bytes": (c_size_t, [c_void_p]),
+        "ulysses_plan_held_bytes": (c_size_t, [c_void_p]),
+        "ulysses_plan_release_held": (c_int, [c_void_p, c_void_p]),
         "ulysses_plan_forward": (c_int, [c_void_p, ctypes.POINTER(ForwardArgs), c_void_p]),
         "ulysses_plan_backward": (c_int, [c_void_p, ctypes.POINTER(BackwardArgs), c_void_p]),
         "ulysses_plan_destroy": (None, [c_void_p]),

@@ -197,6 +197,17 @@ class CudnnAttention final : public LocalAttention {
 
   detail::CudnnTarget target() const { return {static_cast<int>(cudnnGetVersion()), cc_major_}; }
 
+  std::size_t held_bytes() const override { return overflow_bytes_ + stage_bytes_; }
+  Status release_held(Stream stream) override {
+    ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
+    for (auto [buf, size] : {std::pair{&overflow_, &overflow_bytes_}, {&stage_, &stage_bytes_}}) {
+      if (*buf) ULYSSES_CUDA_CHECK(cudaFreeAsync(*buf, stream));
+      *buf = nullptr;
+      *size = 0;
+    }
+    return Status::ok();
+  }
+
   std::size_t workspace_bytes(const LocalProblem& p) const override {
     // cuDNN's own workspace: what canonical graphs of this problem report (the graphs that run
     // differ in strides only), or, if a probe cannot be built, an analytic bound with an eighth

@@ -257,6 +257,16 @@ int ulysses_cudnn_kernel(int device, int deterministic, ulysses_kernel** kernel)
   });
 }
 
+size_t ulysses_kernel_held_bytes(const ulysses_kernel* kernel) {
+  return kernel ? kernel->kernel->held_bytes() : 0;
+}
+int ulysses_kernel_release_held(ulysses_kernel* kernel, void* stream) {
+  return guarded([&]() -> Status {
+    if (kernel == nullptr) return null_arg("ulysses_kernel_release_held", "kernel");
+    return kernel->kernel->release_held(static_cast<Stream>(stream));
+  });
+}
+
 void ulysses_kernel_destroy(ulysses_kernel* kernel) { delete kernel; }
 
 void ulysses_plan_config_init(ulysses_plan_config* config) {
@@ -299,6 +309,15 @@ size_t ulysses_plan_workspace_bytes(const ulysses_plan* plan) {
 }
 size_t ulysses_plan_saved_bytes(const ulysses_plan* plan) {
   return plan ? plan->plan->saved_bytes() : 0;
+}
+size_t ulysses_plan_held_bytes(const ulysses_plan* plan) {
+  return plan ? plan->plan->held_bytes() : 0;
+}
+int ulysses_plan_release_held(ulysses_plan* plan, void* stream) {
+  return guarded([&]() -> Status {
+    if (plan == nullptr) return null_arg("ulysses_plan_release_held", "plan");
+    return plan->plan->release_held(static_cast<Stream>(stream));
+  });
 }
 
 int ulysses_plan_forward(ulysses_plan* plan, const ulysses_forward_args* args, void* stream) {

@@ -26,6 +26,11 @@ class StreamSet {
   /// in stream order), the same buffer afterwards while it is large enough; freed with the set.
   /// Work that uses it must be ordered after earlier work that did (e.g. one caller's stream).
   virtual Result<void*> scratch(std::size_t bytes, Stream stream) = 0;
+  /// The scratch buffer's size now (0 before the first scratch() or after release_scratch()).
+  virtual std::size_t scratch_bytes() const = 0;
+  /// Frees the scratch buffer in stream order on `stream` (after the work that used it, ordered
+  /// there by the caller); the next scratch() allocates again.
+  virtual Status release_scratch(Stream stream) = 0;
 
   /// `events` reusable events and `sides` side streams on `device` (created once: nothing is
   /// allocated per call).

@@ -50,6 +50,13 @@ class CudaStreams final : public StreamSet {
     }
     return scratch_;
   }
+  std::size_t scratch_bytes() const override { return scratch_bytes_; }
+  Status release_scratch(Stream stream) override {
+    if (scratch_) ULYSSES_CUDA_CHECK(cudaFreeAsync(scratch_, stream));
+    scratch_ = nullptr;
+    scratch_bytes_ = 0;
+    return Status::ok();
+  }
 
  private:
   int device_;

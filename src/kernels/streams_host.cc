@@ -25,6 +25,12 @@ class HostStreams final : public StreamSet {
     }
     return static_cast<void*>(buffer_.get());
   }
+  std::size_t scratch_bytes() const override { return bytes_; }
+  Status release_scratch(Stream) override {
+    buffer_.reset();
+    bytes_ = 0;
+    return Status::ok();
+  }
 
  private:
   static constexpr std::align_val_t kAlign{256};

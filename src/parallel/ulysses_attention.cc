@@ -145,6 +145,8 @@ class UlyssesAttention final : public DistributedAttention {
   const PlanConfig& config() const override { return reported_; }
   std::size_t workspace_bytes() const override { return workspace_bytes_; }
   std::size_t saved_bytes() const override { return saved_bytes_; }
+  std::size_t held_bytes() const override { return streams_->scratch_bytes(); }
+  Status release_held(Stream stream) override { return streams_->release_scratch(stream); }
 
   Status forward(const ForwardArgs& a, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(checks().forward(a));

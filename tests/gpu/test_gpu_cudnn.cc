@@ -567,7 +567,8 @@ TEST(Cudnn, AccumulatedGradientsAddToTheRunningSums) {
 // frontend lays its fp32 full-head dK/dV partials out in dK's and dV's token strides times
 // hq / hkv, so such a graph asks for more than the workspace the plan sized by the canonical
 // graph; before the backend staged them compact, the first call took a grow-only overflow of the
-// whole workspace (1.25 GiB per rank at 32k rows, 16 heads over 4: docs/PERF.md).
+// whole workspace (1.25 GiB per rank at 32k rows, 16 heads over 4: docs/PERF.md). The copies are
+// what held_bytes() adds, and release_held() frees them.
 TEST(Cudnn, PackedGqaGradientsInWideRows) {
   ULYSSES_REQUIRE_GPUS(1);
   const auto seed = testing::fresh_seed();
@@ -653,9 +654,11 @@ TEST(Cudnn, PackedGqaGradientsInWideRows) {
     return TensorView::strided(static_cast<char*>(wide.ptr) + i * Hkv * D * 2, dt, {1, S, Hkv, D},
                                {S * C, C, D, 1}, Device::cuda(0));
   };
+  const std::size_t held_compact = (*kernel)->held_bytes();
   ASSERT_CUDA(cudaMemGetInfo(&free_before, &total));
   backward(half(0), half(1));
   ASSERT_CUDA(cudaMemGetInfo(&free_after, &total));
+  const std::size_t held_wide = (*kernel)->held_bytes();
   auto got = [&](int i) {
     HostTensor h(dt, {1, S, Hkv, D});
     const std::size_t w = static_cast<std::size_t>(Hkv * D) * 2;
@@ -671,6 +674,21 @@ TEST(Cudnn, PackedGqaGradientsInWideRows) {
   // (352 MiB here on an H200 with cuDNN 9.19, beside the plan's 238).
   EXPECT_LT(grown(), ws_bytes / 4) << "the wide call allocated " << grown() << " bytes beside a "
                                    << ws_bytes << "-byte workspace";
+  // held_bytes() counts those copies (and whatever the packed graph needed beyond the workspace);
+  // release_held() gives them back, and the next wide call allocates them again, same bits.
+  const std::size_t stage = 2 * static_cast<std::size_t>(S * Hkv * D) * 2;
+  EXPECT_EQ(held_wide, held_compact + stage);
+  ASSERT_CUDA(cudaMemGetInfo(&free_before, &total));
+  ASSERT_TRUE((*kernel)->release_held(nullptr).is_ok());
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  ASSERT_CUDA(cudaMemGetInfo(&free_after, &total));
+  EXPECT_EQ((*kernel)->held_bytes(), 0u);
+  EXPECT_GE(free_after - std::min(free_after, free_before), stage) << "release_held() freed less";
+  ASSERT_CUDA(cudaMemset(wide.ptr, 0xFF, wide_bytes));
+  backward(half(0), half(1));
+  EXPECT_EQ((*kernel)->held_bytes(), held_wide);
+  EXPECT_BITWISE_EQ(want_k, got(0), "dK in wide rows after release_held()");
+  EXPECT_BITWISE_EQ(want_v, got(1), "dV in wide rows after release_held()");
 }
 
 // One buffer row holding q | k | v | o | dO | dq | dk | dv side by side (as Ulysses' receive

@@ -68,6 +68,12 @@ TEST(CApi, NullArgumentsAreNamedNotDereferenced) {
   EXPECT_NE(std::string(ulysses_last_error()).find("plan is NULL"), std::string::npos);
   EXPECT_EQ(ulysses_comm_rank(nullptr), -1);
   EXPECT_EQ(ulysses_plan_workspace_bytes(nullptr), 0u);
+  EXPECT_EQ(ulysses_plan_held_bytes(nullptr), 0u);
+  EXPECT_EQ(ulysses_kernel_held_bytes(nullptr), 0u);
+  EXPECT_EQ(ulysses_plan_release_held(nullptr, nullptr), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("plan is NULL"), std::string::npos);
+  EXPECT_EQ(ulysses_kernel_release_held(nullptr, nullptr), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("kernel is NULL"), std::string::npos);
   ulysses_comm_destroy(nullptr);  // like free(NULL)
   ulysses_plan_destroy(nullptr);
 }

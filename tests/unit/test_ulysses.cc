@@ -963,12 +963,7 @@ TEST(UlyssesSingleRank, KernelUsesTheCallersViewsWhereAligned) {
     constexpr std::size_t kGuard = 4096;
     std::size_t ws_bytes = 0;
     std::vector<unsigned char> ws;
-    EXPECT_ALL_OK(testing::run_ranks(1, [&](int, Communicator& comm) -> Status {
-      auto plan = DistributedAttention::create(cfg, comm, kernel);
-      if (!plan.is_ok()) return plan.status();
-      ws_bytes = (*plan)->workspace_bytes();
-      ws.assign(ws_bytes + kGuard, 0xFF);
-      std::vector<unsigned char> saved((*plan)->saved_bytes());
+    auto step = [&](DistributedAttention& plan, void* saved) -> Status {
       ForwardArgs f;
       f.q = q;
       f.k = k;
@@ -978,8 +973,8 @@ TEST(UlyssesSingleRank, KernelUsesTheCallersViewsWhereAligned) {
       f.lse = got.lse.view;
       f.cu_seqlens = c.cu;
       f.workspace = ws.data();
-      f.saved = saved.data();
-      if (Status st = (*plan)->forward(f, nullptr); !st.is_ok() || !c.training) return st;
+      f.saved = saved;
+      if (Status st = plan.forward(f, nullptr); !st.is_ok() || !c.training) return st;
       BackwardArgs b;
       b.d_o = d_o;
       b.sinks = in.sinks.view;
@@ -989,20 +984,47 @@ TEST(UlyssesSingleRank, KernelUsesTheCallersViewsWhereAligned) {
       b.dv = dv;
       b.cu_seqlens = c.cu;
       b.workspace = ws.data();
-      b.saved = saved.data();
+      b.saved = saved;
       b.q = q;
       b.k = k;
       b.v = v;
       b.o = o;
-      return (*plan)->backward(b, nullptr);
+      return plan.backward(b, nullptr);
+    };
+    std::size_t held_new = 1, held_after_step = 0, held_released = 1, held_again = 0;
+    EXPECT_ALL_OK(testing::run_ranks(1, [&](int, Communicator& comm) -> Status {
+      auto plan = DistributedAttention::create(cfg, comm, kernel);
+      if (!plan.is_ok()) return plan.status();
+      ws_bytes = (*plan)->workspace_bytes();
+      ws.assign(ws_bytes + kGuard, 0xFF);
+      std::vector<unsigned char> saved((*plan)->saved_bytes());
+      held_new = (*plan)->held_bytes();
+      if (Status st = step(**plan, saved.data()); !st.is_ok()) return st;
+      held_after_step = (*plan)->held_bytes();
+      if (Status st = (*plan)->release_held(nullptr); !st.is_ok()) return st;
+      held_released = (*plan)->held_bytes();
+      // Poisoned again: the checks below see the second step's results.
+      for (HostTensor* t : {&dqkv, &o_buf, &got.lse, &got.dq, &got.dk, &got.dv, &got.dsinks}) {
+        testing::poison(*t);
+      }
+      if (Status st = step(**plan, saved.data()); !st.is_ok()) return st;
+      held_again = (*plan)->held_bytes();
+      return Status::ok();
     }));
-
+    // The copying buffers, only where a call copied rows (a head-sharded forward copies into
+    // `saved` and needs none), freed by release_held() and allocated again by the next step.
+    const bool forward_copies = (sc.saved == lse || !sc.training) && !sc.direct_forward;
+    const bool copies = forward_copies || (sc.training && !sc.direct_backward);
+    EXPECT_EQ(held_new, 0u);
+    EXPECT_EQ(held_after_step > 0, copies) << held_after_step;
+    EXPECT_EQ(held_released, 0u);
+    EXPECT_EQ(held_again, held_after_step);
     EXPECT_LE(ws_bytes, in_place_bound);
     EXPECT_TRUE(std::all_of(ws.begin() + static_cast<std::ptrdiff_t>(ws_bytes), ws.end(),
                             [](unsigned char b) { return b == 0xFF; }))
         << "written past workspace_bytes()";
-    ASSERT_EQ(kernel.forwards.size(), 1u);
-    const LocalForwardArgs& kf = kernel.forwards[0];
+    ASSERT_EQ(kernel.forwards.size(), 2u);  // two steps: the second one's
+    const LocalForwardArgs& kf = kernel.forwards.back();
     EXPECT_EQ(
         kf.q.data == q.data && kf.k.data == k.data && kf.v.data == v.data && kf.o.data == o.data,
         sc.direct_forward);
@@ -1010,8 +1032,8 @@ TEST(UlyssesSingleRank, KernelUsesTheCallersViewsWhereAligned) {
     EXPECT_BITWISE_EQ(ref.o, testing::copy_of(o, ref.o), "O");
     EXPECT_BITWISE_EQ(ref.lse, got.lse, "LSE");
     if (!c.training) continue;
-    ASSERT_EQ(kernel.backwards.size(), 1u);
-    const LocalBackwardArgs& kb = kernel.backwards[0];
+    ASSERT_EQ(kernel.backwards.size(), 2u);
+    const LocalBackwardArgs& kb = kernel.backwards.back();
     const bool grads_in_place = kb.d_o.data == d_o.data && kb.dq.data == dq.data &&
                                 kb.dk.data == dk.data && kb.dv.data == dv.data;
     EXPECT_EQ(grads_in_place, sc.direct_backward);
