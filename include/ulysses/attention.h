@@ -91,7 +91,8 @@ struct LocalProblem {
   /// check_support().
   bool bottom_right = false;
   /// backward() will run on this problem too (plans: PlanConfig::training). false: forward only,
-  /// so check_support() need not require what only backward needs.
+  /// so check_support() need not require what only backward needs, nor workspace_bytes() cover
+  /// backward's scratch.
   bool backward = true;
 
   std::int64_t kv_len() const { return seqlen_kv > 0 ? seqlen_kv : seqlen; }

@@ -6,11 +6,22 @@
 
 namespace ulysses::detail {
 
+std::int64_t next_pow2(std::int64_t n) {
+  std::int64_t p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+std::int64_t packed_slots(std::int64_t count, std::int64_t longest) {
+  return next_pow2(count) * std::max<std::int64_t>(64, next_pow2(longest));
+}
+
 Result<std::vector<RaggedGroup>> ragged_groups(std::span<const std::int32_t> q_begin,
                                                std::span<const std::int32_t> q_len,
                                                std::span<const std::int32_t> kv_begin,
                                                std::span<const std::int32_t> kv_len, RaggedExtent q,
-                                               RaggedExtent kv, std::int64_t limit) {
+                                               RaggedExtent kv, std::int64_t limit,
+                                               std::int64_t max_slots) {
   const std::size_t n = q_begin.size();
   if (q_len.size() != n || kv_begin.size() != n || kv_len.size() != n) {
     return internal_error("ulysses::detail::ragged_groups: row tables of different lengths");
@@ -24,9 +35,21 @@ Result<std::vector<RaggedGroup>> ragged_groups(std::span<const std::int32_t> q_b
   while (i < n || groups.empty()) {
     RaggedGroup g{.first = static_cast<int>(i)};
     bool any = false;
-    std::int64_t q0 = 0, q1 = 0, k0 = 0, k1 = 0;
+    std::int64_t q0 = 0, q1 = 0, k0 = 0, k1 = 0, longest = 0;
     for (; i < n; ++i) {
-      if (q_len[i] == 0 || kv_len[i] == 0) continue;  // given no rows: bounds nothing
+      // Every sequence counts towards the graph's batch, rows or not.
+      const std::int64_t longer = std::max<std::int64_t>({longest, q_len[i], kv_len[i]});
+      const std::int64_t count = static_cast<std::int64_t>(i) + 1 - g.first;
+      if (max_slots > 0 && packed_slots(count, longer) > max_slots) {
+        if (count > 1) break;
+        return invalid_argument(str_cat("sequence ", i, " (", longer, " rows) spans ",
+                                        packed_slots(1, longer),
+                                        " graph rows alone, expected at most ", max_slots));
+      }
+      if (q_len[i] == 0 || kv_len[i] == 0) {  // given no rows: bounds nothing
+        longest = longer;
+        continue;
+      }
       const std::int64_t qb = q_begin[i], qe = qb + q_len[i], kb = kv_begin[i], ke = kb + kv_len[i];
       const std::int64_t nq0 = any ? std::min(q0, qb) : qb, nq1 = any ? std::max(q1, qe) : qe;
       const std::int64_t nk0 = any ? std::min(k0, kb) : kb, nk1 = any ? std::max(k1, ke) : ke;
@@ -40,6 +63,7 @@ Result<std::vector<RaggedGroup>> ragged_groups(std::span<const std::int32_t> q_b
                                         " elements from its first row, expected at most ", limit));
       }
       any = true;
+      longest = longer;
       q0 = nq0, q1 = nq1, k0 = nk0, k1 = nk1;
     }
     g.last = static_cast<int>(i);

@@ -27,17 +27,28 @@ struct RaggedGroup {
   std::int64_t q_row = 0, kv_row = 0;
 };
 
+/// The smallest power of two >= n (1 for n <= 1).
+std::int64_t next_pow2(std::int64_t n);
+
+/// The rows a packed cuDNN graph of `count` sequences, the longest `longest` rows, spans: its
+/// batch (count rounded up to a power of two) times its sequence dimension (longest rounded up to
+/// a power of two, at least 64) — the buckets that bound how many graphs a stream of batches
+/// builds.
+std::int64_t packed_slots(std::int64_t count, std::int64_t longest);
+
 /// Sequence i has query rows [q_begin[i], q_begin[i] + q_len[i]) and key rows [kv_begin[i],
 /// kv_begin[i] + kv_len[i]); one without query or key rows is given to the kernel with neither and
 /// bounds nothing. Returns the fewest runs, in order, covering every sequence, such that for each
-/// run and side, (last row - first row) * row_stride + row_last < limit; one run when the whole
-/// call fits. A sequence that does not fit alone: InvalidArgument naming it (the caller reports it
-/// as its own error).
+/// run and side, (last row - first row) * row_stride + row_last < limit and, when max_slots > 0,
+/// packed_slots(its sequences, their longest query or key rows) <= max_slots; one run when the
+/// whole call fits. A sequence that does not fit alone: InvalidArgument naming it (the caller
+/// reports it as its own error).
 Result<std::vector<RaggedGroup>> ragged_groups(std::span<const std::int32_t> q_begin,
                                                std::span<const std::int32_t> q_len,
                                                std::span<const std::int32_t> kv_begin,
                                                std::span<const std::int32_t> kv_len, RaggedExtent q,
-                                               RaggedExtent kv, std::int64_t limit);
+                                               RaggedExtent kv, std::int64_t limit,
+                                               std::int64_t max_slots = 0);
 
 /// Batch entries [b0, b0 + nb) and KV heads [kv0, kv0 + nkv) (with their query heads) of a dense
 /// call.

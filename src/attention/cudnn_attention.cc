@@ -86,11 +86,7 @@ fe::DataType_t fe_type(DType t) {
   }
 }
 
-std::int64_t next_pow2(std::int64_t n) {
-  std::int64_t p = 1;
-  while (p < n) p <<= 1;
-  return p;
-}
+using detail::next_pow2;
 
 // Geometry of a packed batch for one call.
 struct Varlen {
@@ -197,6 +193,23 @@ class CudnnAttention final : public LocalAttention {
 
   detail::CudnnTarget target() const { return {static_cast<int>(cudnnGetVersion()), cc_major_}; }
 
+  // Whether cudnn-frontend sizes a packed backward's fp32 workspace tensors (dQ accumulator, GQA's
+  // full-head dK/dV partials, softmax sums) by the packed tokens, max_total_seq_len. Its SDPA
+  // backward node (1.32) drops that count before cuDNN 9.6, for head_dim not a multiple of 16, and
+  // from cuDNN 9.18.1 on compute capability 8.x and 12.x ("a known functional issue"), and then
+  // sizes them as dense tensors of the graph's dims: padded batch x longest sequence rows, which
+  // for many short sequences beside a long one is many times the tokens.
+  bool ragged_sized_workspace(const LocalProblem& p) const {
+    const int v = static_cast<int>(cudnnGetVersion());
+    if (v < 90600 || p.config.head_dim % 16 != 0) return false;
+    return !(v >= 91801 && (cc_major_ == 8 || cc_major_ == 12));
+  }
+  // Where it does not: the graph rows a packed backward call may span, those of one sequence as
+  // long as the call (the canonical graph's, which sized the workspace).
+  static std::int64_t row_budget(const LocalProblem& p) {
+    return detail::packed_slots(1, std::max(p.seqlen, p.kv_len()));
+  }
+
   std::size_t held_bytes() const override { return overflow_bytes_ + stage_bytes_; }
   Status release_held(Stream stream) override {
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
@@ -231,8 +244,10 @@ class CudnnAttention final : public LocalAttention {
       // Prefer what cuDNN reports for canonical graphs of this problem; keep the bound if a probe
       // cannot be built.
       auto* self = const_cast<CudnnAttention*>(this);
+      // (A forward-only problem, e.g. an inference plan's, needs no backward workspace: at 128k
+      // tokens and 32 heads that is most of it.)
       const std::int64_t fwd = self->canonical_workspace(p, false);
-      const std::int64_t bwd = self->canonical_workspace(p, true);
+      const std::int64_t bwd = p.backward ? self->canonical_workspace(p, true) : 0;
       if (fwd >= 0 && bwd >= 0) bound = static_cast<std::size_t>(std::max(fwd, bwd));
     }
     std::size_t extra = align_up(meta_bytes(p)) + align_up(B * hq * Sq * 4);
@@ -411,7 +426,7 @@ class CudnnAttention final : public LocalAttention {
     std::vector<detail::RaggedGroup> groups(1);
     std::vector<detail::DensePart> parts;
     if (vl.on) {
-      ULYSSES_ASSIGN_OR_RETURN(groups, backward_groups(a, vl, t));
+      ULYSSES_ASSIGN_OR_RETURN(groups, backward_groups(p, a, vl, t));
     } else {
       ULYSSES_ASSIGN_OR_RETURN(parts, dense_parts(p, t));
     }
@@ -555,7 +570,7 @@ class CudnnAttention final : public LocalAttention {
   }
 
   std::size_t workspace_bytes_cached(const LocalProblem& p) const {
-    const std::string key = describe(p, Varlen{});
+    const std::string key = describe(p, Varlen{}) + (p.backward ? "|training" : "|forward");
     auto it = ws_cache_.find(key);
     if (it != ws_cache_.end()) return it->second;
     const std::size_t n = workspace_bytes(p);
@@ -577,6 +592,12 @@ class CudnnAttention final : public LocalAttention {
     // to the power of two above S instead, test_gpu_cudnn's RaggedOffsetsPast2To31Elements ran
     // out of device memory at S = 2089 on an H200.)
     if (p.varlen) vl = Varlen{.on = true, .num_seqs = 1, .padded = S, .max_len = S};
+    // Where the backward's workspace follows the graph's rows instead (ragged_sized_workspace()),
+    // that probe would ask for S x S rows; its calls run in runs of row_budget() rows, and the
+    // probe is one sequence of that many.
+    if (p.varlen && backward && !ragged_sized_workspace(p)) {
+      vl = Varlen{.on = true, .num_seqs = 1, .padded = 1, .max_len = row_budget(p)};
+    }
     auto act = [&](std::int64_t h, std::int64_t rows) {
       return TensorView::contiguous(nullptr, p.dtype, {B, rows, h, D}, device());
     };
@@ -817,7 +838,12 @@ class CudnnAttention final : public LocalAttention {
   // describes. So a packed call whose views span more runs as several, each on whole sequences
   // within 2^31 elements of its first rows (the same graph: padded batch and longest sequence are
   // the call's). Every view bounds a run, not only those three: the per-view probe was dense.
-  Result<std::vector<detail::RaggedGroup>> backward_groups(const LocalBackwardArgs& a,
+  //
+  // Where cuDNN sizes the backward's workspace by the graph's rows rather than the tokens
+  // (ragged_sized_workspace()), runs are also bounded to the rows of one sequence as long as the
+  // call (what the plan's workspace was sized for), each run then with a graph of its own geometry.
+  Result<std::vector<detail::RaggedGroup>> backward_groups(const LocalProblem& p,
+                                                           const LocalBackwardArgs& a,
                                                            const Varlen& vl,
                                                            const BackwardViews& t) const {
     auto extent = [](std::initializer_list<const TensorView*> ts) {
@@ -831,16 +857,18 @@ class CudnnAttention final : public LocalAttention {
     };
     const detail::RaggedExtent qe = extent({&t.q, &t.o, &t.d_o, &t.dq}),
                                ke = extent({&t.k, &t.v, &t.dk, &t.dv});
+    const std::int64_t max_slots = ragged_sized_workspace(p) ? 0 : row_budget(p);
     Result<std::vector<detail::RaggedGroup>> groups = [&] {
       if (vl.rows) {
         return detail::ragged_groups(a.rows.q_begin, a.rows.q_len, a.rows.kv_begin, a.rows.kv_len,
-                                     qe, ke, detail::kCudnnIndexLimit);
+                                     qe, ke, detail::kCudnnIndexLimit, max_slots);
       }
       const std::span<const std::int32_t> cu = a.cu_seqlens;
       std::vector<std::int32_t> len(cu.size() - 1);
       for (std::size_t i = 0; i + 1 < cu.size(); ++i) len[i] = cu[i + 1] - cu[i];
       const auto begin = cu.first(len.size());
-      return detail::ragged_groups(begin, len, begin, len, qe, ke, detail::kCudnnIndexLimit);
+      return detail::ragged_groups(begin, len, begin, len, qe, ke, detail::kCudnnIndexLimit,
+                                   max_slots);
     }();
     if (!groups.is_ok()) {
       return unsupported(str_cat(kApi, "::backward: packed ", groups.status().message(),
@@ -950,15 +978,13 @@ class CudnnAttention final : public LocalAttention {
     return true;
   }
 
-  // The cuDNN backward graph for views t (built once per descriptor, cached), run once per group
-  // of packed sequences (one group, rows 0, for a dense call).
+  // The cuDNN backward for views t, run once per group of packed sequences (one group, rows 0, for
+  // a dense call), each group with the call's graph or, where the workspace follows the graph's
+  // rows (backward_groups()), one of the group's own geometry.
   Status backward_graph(const LocalProblem& p, const BackwardViews& t, const LocalBackwardArgs& a,
                         const Varlen& vl, std::span<const detail::RaggedGroup> groups,
                         const Layout& ws, Stream stream) {
     RaggedRows rows;
-    const TensorDesc q = act_desc(t.q, vl), k = act_desc(t.k, vl), v = act_desc(t.v, vl),
-                     o = act_desc(t.o, vl), d_o = act_desc(t.d_o, vl), dq = act_desc(t.dq, vl),
-                     dkd = act_desc(t.dk, vl), dvd = act_desc(t.dv, vl), l = lse_desc(t.lse, vl);
     std::map<std::int64_t, int> ragged;
     if (vl.on) {
       using Entry = std::pair<std::int64_t, const TensorView*>;
@@ -970,46 +996,12 @@ class CudnnAttention final : public LocalAttention {
       }
       ragged[kStats] = rows.row(t.lse.stride(2));
     }
-    std::ostringstream key;
-    key << "bwd|" << describe(p, vl) << "|q" << q << "|k" << k << "|v" << v << "|o" << o << "|do"
-        << d_o << "|dq" << dq << "|dk" << dkd << "|dv" << dvd << "|l" << l << "|r"
-        << ragged_key(ragged) << "|det" << options_.deterministic;
-    auto built = cached(key.str(), [&]() -> Result<BuiltGraph> {
-      auto g = new_graph(p);
-      auto Q = g->tensor(tensor("Q", kQ, q));
-      auto K = g->tensor(tensor("K", kK, k));
-      auto V = g->tensor(tensor("V", kV, v));
-      auto O = g->tensor(tensor("O", kO, o));
-      auto dO = g->tensor(tensor("dO", kDO, d_o));
-      auto Stats = g->tensor(tensor("Stats", kStats, l).set_data_type(fe::DataType_t::FLOAT));
-      fe::graph::SDPA_backward_attributes at;
-      at.set_name("sdpa_backward").set_attn_scale(p.config.scale());
-      at.set_deterministic_algorithm(options_.deterministic);
-      apply_masks(at, p);
-      if (vl.on) {
-        auto [sq, skv] = seq_len_tensors(*g, vl);
-        at.set_padding_mask(true).set_seq_len_q(sq).set_seq_len_kv(skv);
-        at.set_max_total_seq_len_q(p.seqlen).set_max_total_seq_len_kv(p.kv_len());
-        using Entry = std::pair<std::shared_ptr<fe::graph::Tensor_attributes>, std::int64_t>;
-        const Entry entries[] = {{Q, kQ}, {K, kK}, {V, kV}, {O, kO}, {dO, kDO}, {Stats, kStats}};
-        for (const auto& [x, uid] : entries)
-          x->set_ragged_offset(g->tensor(ragged_tensor(uid, vl)));
-      }
-      auto [dQ, dK, dV] = g->sdpa_backward(Q, K, V, O, dO, Stats, at);
-      dQ->set_output(true).set_uid(kDQ).set_dim(dq.dim).set_stride(dq.stride);
-      dK->set_output(true).set_uid(kDK).set_dim(dkd.dim).set_stride(dkd.stride);
-      dV->set_output(true).set_uid(kDV).set_dim(dvd.dim).set_stride(dvd.stride);
-      if (vl.on) {
-        dQ->set_ragged_offset(g->tensor(ragged_tensor(kDQ, vl)));
-        dK->set_ragged_offset(g->tensor(ragged_tensor(kDK, vl)));
-        dV->set_ragged_offset(g->tensor(ragged_tensor(kDV, vl)));
-      }
-      return build(g, "backward", p);
-    });
-    if (!built.is_ok()) return built.status();
+    const bool own_geometry = vl.on && !ragged_sized_workspace(p);
     // One call per run of sequences, every view starting at the run's first rows (query side: Q,
     // O, dO, dQ and the LSE; key side: K, V, dK, dV).
     for (const detail::RaggedGroup& g : groups) {
+      const Varlen gv = own_geometry ? group_geometry(vl, a, g) : vl;
+      ULYSSES_ASSIGN_OR_RETURN(const BuiltGraph* built, backward_graph_for(p, t, gv, ragged));
       const std::int64_t r = g.q_row, rk = g.kv_row;
       std::unordered_map<std::int64_t, void*> pack = {
           {kQ, at_row(t.q, r)},   {kK, at_row(t.k, rk)},   {kV, at_row(t.v, rk)},
@@ -1017,11 +1009,80 @@ class CudnnAttention final : public LocalAttention {
           {kDQ, at_row(t.dq, r)}, {kDK, at_row(t.dk, rk)}, {kDV, at_row(t.dv, rk)}};
       if (vl.on) {
         ULYSSES_RETURN_IF_ERROR(
-            fill_varlen(a.cu_seqlens_device, a.rows, vl, rows, ragged, ws, pack, stream, g));
+            fill_varlen(a.cu_seqlens_device, a.rows, gv, rows, ragged, ws, pack, stream, g));
       }
-      ULYSSES_RETURN_IF_ERROR(execute(**built, pack, ws, stream));
+      ULYSSES_RETURN_IF_ERROR(execute(*built, pack, ws, stream));
     }
     return Status::ok();
+  }
+
+  // The packed geometry of sequences g alone: their count and longest query or key rows, bucketed
+  // as varlen_geometry() buckets a call's.
+  static Varlen group_geometry(const Varlen& vl, const LocalBackwardArgs& a,
+                               const detail::RaggedGroup& g) {
+    Varlen gv = vl;
+    gv.num_seqs = g.last - g.first;
+    std::int64_t longest = 1;
+    for (int s = g.first; s < g.last; ++s) {
+      const auto su = static_cast<std::size_t>(s);
+      if (vl.rows) {
+        longest = std::max<std::int64_t>({longest, a.rows.q_len[su], a.rows.kv_len[su]});
+      } else {
+        longest = std::max<std::int64_t>(longest, a.cu_seqlens[su + 1] - a.cu_seqlens[su]);
+      }
+    }
+    gv.max_len = std::max<std::int64_t>(64, next_pow2(longest));
+    gv.padded = next_pow2(std::max(1, gv.num_seqs));
+    return gv;
+  }
+
+  // The cuDNN backward graph for views t and packed geometry vl (built once per descriptor,
+  // cached).
+  Result<const BuiltGraph*> backward_graph_for(const LocalProblem& p, const BackwardViews& t,
+                                               const Varlen& vl,
+                                               const std::map<std::int64_t, int>& ragged) {
+    const TensorDesc q = act_desc(t.q, vl), k = act_desc(t.k, vl), v = act_desc(t.v, vl),
+                     o = act_desc(t.o, vl), d_o = act_desc(t.d_o, vl), dq = act_desc(t.dq, vl),
+                     dkd = act_desc(t.dk, vl), dvd = act_desc(t.dv, vl), l = lse_desc(t.lse, vl);
+    std::ostringstream key;
+    key << "bwd|" << describe(p, vl) << "|q" << q << "|k" << k << "|v" << v << "|o" << o << "|do"
+        << d_o << "|dq" << dq << "|dk" << dkd << "|dv" << dvd << "|l" << l << "|r"
+        << ragged_key(ragged) << "|det" << options_.deterministic;
+    ULYSSES_ASSIGN_OR_RETURN(
+        BuiltGraph * built, cached(key.str(), [&]() -> Result<BuiltGraph> {
+          auto g = new_graph(p);
+          auto Q = g->tensor(tensor("Q", kQ, q));
+          auto K = g->tensor(tensor("K", kK, k));
+          auto V = g->tensor(tensor("V", kV, v));
+          auto O = g->tensor(tensor("O", kO, o));
+          auto dO = g->tensor(tensor("dO", kDO, d_o));
+          auto Stats = g->tensor(tensor("Stats", kStats, l).set_data_type(fe::DataType_t::FLOAT));
+          fe::graph::SDPA_backward_attributes at;
+          at.set_name("sdpa_backward").set_attn_scale(p.config.scale());
+          at.set_deterministic_algorithm(options_.deterministic);
+          apply_masks(at, p);
+          if (vl.on) {
+            auto [sq, skv] = seq_len_tensors(*g, vl);
+            at.set_padding_mask(true).set_seq_len_q(sq).set_seq_len_kv(skv);
+            at.set_max_total_seq_len_q(p.seqlen).set_max_total_seq_len_kv(p.kv_len());
+            using Entry = std::pair<std::shared_ptr<fe::graph::Tensor_attributes>, std::int64_t>;
+            const Entry entries[] = {{Q, kQ}, {K, kK},   {V, kV},
+                                     {O, kO}, {dO, kDO}, {Stats, kStats}};
+            for (const auto& [x, uid] : entries)
+              x->set_ragged_offset(g->tensor(ragged_tensor(uid, vl)));
+          }
+          auto [dQ, dK, dV] = g->sdpa_backward(Q, K, V, O, dO, Stats, at);
+          dQ->set_output(true).set_uid(kDQ).set_dim(dq.dim).set_stride(dq.stride);
+          dK->set_output(true).set_uid(kDK).set_dim(dkd.dim).set_stride(dkd.stride);
+          dV->set_output(true).set_uid(kDV).set_dim(dvd.dim).set_stride(dvd.stride);
+          if (vl.on) {
+            dQ->set_ragged_offset(g->tensor(ragged_tensor(kDQ, vl)));
+            dK->set_ragged_offset(g->tensor(ragged_tensor(kDK, vl)));
+            dV->set_ragged_offset(g->tensor(ragged_tensor(kDV, vl)));
+          }
+          return build(g, "backward", p);
+        }));
+    return built;
   }
 
   // The address of row `row` of dimension `dim` (tokens: 1 for activations, 2 for the LSE).

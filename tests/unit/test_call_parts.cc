@@ -1,7 +1,8 @@
 // How a kernel call is split into parts that cuDNN's backward addresses correctly
 // (attention/call_parts.h), checked with small limits: packed calls into runs of whole sequences
-// (hand-made and random row tables: the runs cover every sequence in order, each fits, none could
-// take its next sequence too), dense calls into batch entries x KV-head groups (hand-made shapes
+// (hand-made and random row tables: the runs cover every sequence in order, each fits — in
+// elements, and in graph rows where a limit on those is given — none could take its next sequence
+// too), dense calls into batch entries x KV-head groups (hand-made shapes
 // and random ones: the parts tile batch x heads, each fits, and as few as the balanced split
 // allows).
 #include <gtest/gtest.h>
@@ -35,8 +36,8 @@ Table from_cu(const std::vector<std::int32_t>& cu) {
 }
 
 Result<std::vector<RaggedGroup>> split(const Table& t, RaggedExtent q, RaggedExtent kv,
-                                       std::int64_t limit) {
-  return ragged_groups(t.q_begin, t.q_len, t.kv_begin, t.kv_len, q, kv, limit);
+                                       std::int64_t limit, std::int64_t max_slots = 0) {
+  return ragged_groups(t.q_begin, t.q_len, t.kv_begin, t.kv_len, q, kv, limit, max_slots);
 }
 
 bool live(const Table& t, std::size_t i) { return t.q_len[i] > 0 && t.kv_len[i] > 0; }
@@ -46,12 +47,14 @@ struct Fit {
   bool fits = true;
   std::int64_t q_row = 0, kv_row = 0;
 };
-Fit fit(const Table& t, int first, int last, RaggedExtent q, RaggedExtent kv, std::int64_t limit) {
+Fit fit(const Table& t, int first, int last, RaggedExtent q, RaggedExtent kv, std::int64_t limit,
+        std::int64_t max_slots = 0) {
   Fit f;
   bool any = false;
-  std::int64_t q1 = 0, k1 = 0;
+  std::int64_t q1 = 0, k1 = 0, longest = 0;
   for (int i = first; i < last; ++i) {
     const auto u = static_cast<std::size_t>(i);
+    longest = std::max<std::int64_t>({longest, t.q_len[u], t.kv_len[u]});
     if (!live(t, u)) continue;
     f.q_row = any ? std::min<std::int64_t>(f.q_row, t.q_begin[u]) : t.q_begin[u];
     f.kv_row = any ? std::min<std::int64_t>(f.kv_row, t.kv_begin[u]) : t.kv_begin[u];
@@ -63,13 +66,18 @@ Fit fit(const Table& t, int first, int last, RaggedExtent q, RaggedExtent kv, st
     f.fits = (q1 - 1 - f.q_row) * q.row_stride + q.row_last < limit &&
              (k1 - 1 - f.kv_row) * kv.row_stride + kv.row_last < limit;
   }
+  // Graph rows: 2^ceil(log2(count)) x max(64, 2^ceil(log2(longest))), spelled out here.
+  std::int64_t batch = 1, rows = 64;
+  while (batch < last - first) batch *= 2;
+  while (rows < longest) rows *= 2;
+  if (max_slots > 0 && batch * rows > max_slots) f.fits = false;
   return f;
 }
 
 // Every run fits from its rows, the runs tile [0, n) in order, and each run but the last would not
 // fit with the next live sequence added (so there are as few as a greedy split allows).
 void expect_valid_split(const Table& t, const std::vector<RaggedGroup>& g, RaggedExtent q,
-                        RaggedExtent kv, std::int64_t limit) {
+                        RaggedExtent kv, std::int64_t limit, std::int64_t max_slots = 0) {
   const int n = static_cast<int>(t.q_begin.size());
   ASSERT_FALSE(g.empty());
   EXPECT_EQ(g.front().first, 0);
@@ -80,14 +88,18 @@ void expect_valid_split(const Table& t, const std::vector<RaggedGroup>& g, Ragge
       EXPECT_EQ(g[j].first, g[j - 1].last);
     }
     EXPECT_LE(g[j].first, g[j].last);
-    const Fit f = fit(t, g[j].first, g[j].last, q, kv, limit);
+    const Fit f = fit(t, g[j].first, g[j].last, q, kv, limit, max_slots);
     EXPECT_TRUE(f.fits);
     EXPECT_EQ(g[j].q_row, f.q_row);
     EXPECT_EQ(g[j].kv_row, f.kv_row);
     if (j + 1 < g.size()) {
-      EXPECT_TRUE(live(t, static_cast<std::size_t>(g[j].last))) << "a run ends before a sequence "
-                                                                   "that bounds nothing";
-      EXPECT_FALSE(fit(t, g[j].first, g[j].last + 1, q, kv, limit).fits) << "run could be longer";
+      // (Without a limit on graph rows, only a sequence with rows can end a run.)
+      if (max_slots == 0) {
+        EXPECT_TRUE(live(t, static_cast<std::size_t>(g[j].last)))
+            << "a run ends before a sequence that bounds nothing";
+      }
+      EXPECT_FALSE(fit(t, g[j].first, g[j].last + 1, q, kv, limit, max_slots).fits)
+          << "run could be longer";
     }
   }
 }
@@ -165,6 +177,37 @@ TEST(RaggedGroups, SequenceThatCannotFitAloneIsNamed) {
   EXPECT_NE(m.find("at most 100"), std::string::npos) << m;
 }
 
+TEST(RaggedGroups, GraphRowsBoundRunsToo) {
+  // 64 graph rows per sequence up to 64 rows, 128 for 65..128: a run of 4 short sequences spans
+  // 4 x 64 = 256, adding the 100-row fifth 8 x 128.
+  const Table t = from_cu({0, 10, 20, 30, 40, 140, 150});
+  auto whole = split(t, {1, 0}, {1, 0}, 1 << 20);
+  ASSERT_TRUE(whole.is_ok());
+  EXPECT_EQ(whole->size(), 1u);
+  auto g = split(t, {1, 0}, {1, 0}, 1 << 20, 256);
+  ASSERT_TRUE(g.is_ok()) << g.status().to_string();
+  ASSERT_EQ(g->size(), 2u);
+  EXPECT_EQ((*g)[0].last, 4);
+  EXPECT_EQ((*g)[1].first, 4);
+  EXPECT_EQ((*g)[1].q_row, 40);
+  expect_valid_split(t, *g, {1, 0}, {1, 0}, 1 << 20, 256);
+  // Sequences without rows count towards the batch as well: two sequences per run here.
+  const Table empties = from_cu({0, 50, 50, 50, 50, 60});
+  auto e = split(empties, {1, 0}, {1, 0}, 1 << 20, 128);
+  ASSERT_TRUE(e.is_ok());
+  ASSERT_EQ(e->size(), 3u);
+  EXPECT_EQ((*e)[0].last, 2);
+  EXPECT_EQ((*e)[1].last, 4);
+  expect_valid_split(empties, *e, {1, 0}, {1, 0}, 1 << 20, 128);
+  // A sequence wider than the limit alone is named.
+  auto wide = split(t, {1, 0}, {1, 0}, 1 << 20, 64);
+  ASSERT_FALSE(wide.is_ok());
+  EXPECT_NE(wide.status().message().find("sequence 4 (100 rows)"), std::string::npos)
+      << wide.status().message();
+  EXPECT_EQ(packed_slots(1, 1), 64);
+  EXPECT_EQ(packed_slots(3, 65), 4 * 128);
+}
+
 TEST(RaggedGroups, RandomTablesSplitValidly) {
   const auto seed = testing::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -193,12 +236,15 @@ TEST(RaggedGroups, RandomTablesSplitValidly) {
     }
     const RaggedExtent q{pick(1, 12), pick(0, 8)}, kv{pick(1, 12), pick(0, 8)};
     const std::int64_t limit = pick(1, 400);
-    auto g = split(t, q, kv, limit);
-    bool each_fits = true;  // every live sequence fits alone
-    for (int i = 0; i < n; ++i) each_fits = each_fits && fit(t, i, i + 1, q, kv, limit).fits;
+    // Every third trial also bounds graph rows (64 per short sequence: 64 .. 1024).
+    const std::int64_t max_slots = trial % 3 == 0 ? std::int64_t{64} << pick(0, 4) : 0;
+    auto g = split(t, q, kv, limit, max_slots);
+    bool each_fits = true;  // every sequence fits alone
+    for (int i = 0; i < n; ++i)
+      each_fits = each_fits && fit(t, i, i + 1, q, kv, limit, max_slots).fits;
     ASSERT_EQ(g.is_ok(), each_fits) << (g.is_ok() ? std::string("split") : g.status().to_string());
     if (g.is_ok()) {
-      expect_valid_split(t, *g, q, kv, limit);
+      expect_valid_split(t, *g, q, kv, limit, max_slots);
     }
     if (HasFatalFailure()) return;
   }
