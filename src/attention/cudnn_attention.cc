@@ -193,16 +193,11 @@ class CudnnAttention final : public LocalAttention {
 
   detail::CudnnTarget target() const { return {static_cast<int>(cudnnGetVersion()), cc_major_}; }
 
-  // Whether cudnn-frontend sizes a packed backward's fp32 workspace tensors (dQ accumulator, GQA's
-  // full-head dK/dV partials, softmax sums) by the packed tokens, max_total_seq_len. Its SDPA
-  // backward node (1.32) drops that count before cuDNN 9.6, for head_dim not a multiple of 16, and
-  // from cuDNN 9.18.1 on compute capability 8.x and 12.x ("a known functional issue"), and then
-  // sizes them as dense tensors of the graph's dims: padded batch x longest sequence rows, which
-  // for many short sequences beside a long one is many times the tokens.
+  // Whether cudnn-frontend sizes a packed backward's fp32 workspace tensors by the packed tokens
+  // (cudnn_support.h); otherwise by padded batch x longest sequence rows, which for many short
+  // sequences beside a long one is many times the tokens.
   bool ragged_sized_workspace(const LocalProblem& p) const {
-    const int v = static_cast<int>(cudnnGetVersion());
-    if (v < 90600 || p.config.head_dim % 16 != 0) return false;
-    return !(v >= 91801 && (cc_major_ == 8 || cc_major_ == 12));
+    return detail::cudnn_packed_workspace_follows_tokens(p.config.head_dim, target());
   }
   // Where it does not: the graph rows a packed backward call may span, those of one sequence as
   // long as the call (the canonical graph's, which sized the workspace).

@@ -104,4 +104,9 @@ Status cudnn_past_index_limit(const Status& split, CudnnTarget t) {
                              "dO"));
 }
 
+bool cudnn_packed_workspace_follows_tokens(int head_dim, CudnnTarget t) {
+  if (t.version < 90600 || head_dim % 16 != 0) return false;
+  return !(t.version >= 91801 && (t.cc_major == 8 || t.cc_major == 12));
+}
+
 }  // namespace ulysses::detail

@@ -128,6 +128,26 @@ TEST(CudnnSupport, MaskBandsInCudnnBounds) {
   EXPECT_TRUE(cudnn_forward_support(p, kHopper919).is_ok());
 }
 
+// Where the packed backward's workspace follows the tokens (else the backend bounds its calls'
+// graph rows): head_dim a multiple of 16 from cuDNN 9.6, except Ampere/Ada and SM 12.x from
+// 9.18.1; Hopper and Blackwell (10.x) keep it.
+TEST(CudnnSupport, PackedWorkspaceFollowsTokensWhereTheFrontendTrustsIt) {
+  EXPECT_TRUE(cudnn_packed_workspace_follows_tokens(128, kHopper919));
+  EXPECT_TRUE(cudnn_packed_workspace_follows_tokens(64, {90600, 9}));
+  EXPECT_FALSE(cudnn_packed_workspace_follows_tokens(64, {90500, 9}));
+  for (int d : {8, 24, 40, 72, 120, 136, 248}) {
+    EXPECT_FALSE(cudnn_packed_workspace_follows_tokens(d, kHopper919)) << d;
+  }
+  for (int d : {16, 80, 96, 112, 192, 256}) {
+    EXPECT_TRUE(cudnn_packed_workspace_follows_tokens(d, kHopper919)) << d;
+  }
+  EXPECT_TRUE(cudnn_packed_workspace_follows_tokens(128, {91800, 8}));
+  EXPECT_FALSE(cudnn_packed_workspace_follows_tokens(128, {91801, 8}));
+  EXPECT_FALSE(cudnn_packed_workspace_follows_tokens(128, kAmpere919));
+  EXPECT_FALSE(cudnn_packed_workspace_follows_tokens(128, {91900, 12}));
+  EXPECT_TRUE(cudnn_packed_workspace_follows_tokens(128, {91900, 10}));
+}
+
 TEST(CudnnSupport, BackwardThatNoSplitFitsIsRefusedUpFront) {
   // One KV head's O: 1.1M rows x 16 query heads x 128 = 2.25e9 elements, past 2^31.
   LocalProblem p = problem({.num_heads_q = 16, .num_heads_kv = 1, .causal = true}, 1, 1100000);
