@@ -784,14 +784,7 @@ class CudnnAttention final : public LocalAttention {
     if (!p.varlen) return Status::ok();
     if (p.varlen_rows) {
       vl.on = vl.rows = true;
-      vl.num_seqs = rows.num_seqs();
-      std::int64_t longest = 1;
-      for (int s = 0; s < vl.num_seqs; ++s) {
-        const auto su = static_cast<std::size_t>(s);
-        longest = std::max<std::int64_t>({longest, rows.q_len[su], rows.kv_len[su]});
-      }
-      vl.max_len = std::max<std::int64_t>(64, next_pow2(longest));
-      vl.padded = next_pow2(std::max(1, vl.num_seqs));
+      bucket(vl, rows.num_seqs(), longest_rows(true, rows, cu, 0, rows.num_seqs()));
       std::int64_t covered = 0;
       bool tiled = true;
       for (int s = 0; s < vl.num_seqs; ++s) {
@@ -808,14 +801,30 @@ class CudnnAttention final : public LocalAttention {
                                "cu_seqlens in device memory");
     }
     vl.on = true;
-    vl.num_seqs = static_cast<int>(cu.size()) - 1;
     vl.valid = cu.back();
-    std::int64_t longest = 1;
-    for (std::size_t i = 0; i + 1 < cu.size(); ++i)
-      longest = std::max<std::int64_t>(longest, cu[i + 1] - cu[i]);
-    vl.max_len = std::max<std::int64_t>(64, next_pow2(longest));
-    vl.padded = next_pow2(std::max(1, vl.num_seqs));
+    const int n = static_cast<int>(cu.size()) - 1;
+    bucket(vl, n, longest_rows(false, rows, cu, 0, n));
     return varlen_limits(p, vl);
+  }
+
+  // The longest query or key rows of sequences [first, last): of VarlenRows, or of cu_seqlens.
+  static std::int64_t longest_rows(bool by_rows, const VarlenRows& rows,
+                                   std::span<const std::int32_t> cu, int first, int last) {
+    std::int64_t longest = 1;
+    for (int s = first; s < last; ++s) {
+      const auto su = static_cast<std::size_t>(s);
+      longest = by_rows ? std::max<std::int64_t>({longest, rows.q_len[su], rows.kv_len[su]})
+                        : std::max<std::int64_t>(longest, cu[su + 1] - cu[su]);
+    }
+    return longest;
+  }
+  // `count` sequences, the longest `longest` rows, as a graph's geometry: both rounded up to powers
+  // of two (rows at least 64), so that a few graphs serve every batch (detail::packed_slots() is
+  // padded x max_len).
+  static void bucket(Varlen& vl, int count, std::int64_t longest) {
+    vl.num_seqs = count;
+    vl.max_len = std::max<std::int64_t>(64, next_pow2(longest));
+    vl.padded = next_pow2(std::max(1, count));
   }
 
   Status varlen_limits(const LocalProblem& p, const Varlen& vl) const {
@@ -1016,18 +1025,7 @@ class CudnnAttention final : public LocalAttention {
   static Varlen group_geometry(const Varlen& vl, const LocalBackwardArgs& a,
                                const detail::RaggedGroup& g) {
     Varlen gv = vl;
-    gv.num_seqs = g.last - g.first;
-    std::int64_t longest = 1;
-    for (int s = g.first; s < g.last; ++s) {
-      const auto su = static_cast<std::size_t>(s);
-      if (vl.rows) {
-        longest = std::max<std::int64_t>({longest, a.rows.q_len[su], a.rows.kv_len[su]});
-      } else {
-        longest = std::max<std::int64_t>(longest, a.cu_seqlens[su + 1] - a.cu_seqlens[su]);
-      }
-    }
-    gv.max_len = std::max<std::int64_t>(64, next_pow2(longest));
-    gv.padded = next_pow2(std::max(1, gv.num_seqs));
+    bucket(gv, g.last - g.first, longest_rows(vl.rows, a.rows, a.cu_seqlens, g.first, g.last));
     return gv;
   }
 
