@@ -12,8 +12,12 @@ std::int64_t next_pow2(std::int64_t n) {
   return p;
 }
 
+std::int64_t packed_rows(std::int64_t longest) {
+  return std::max<std::int64_t>(64, next_pow2(longest));
+}
+
 std::int64_t packed_slots(std::int64_t count, std::int64_t longest) {
-  return next_pow2(count) * std::max<std::int64_t>(64, next_pow2(longest));
+  return next_pow2(count) * packed_rows(longest);
 }
 
 Result<std::vector<RaggedGroup>> ragged_groups(std::span<const std::int32_t> q_begin,

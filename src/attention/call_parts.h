@@ -30,10 +30,12 @@ struct RaggedGroup {
 /// The smallest power of two >= n (1 for n <= 1).
 std::int64_t next_pow2(std::int64_t n);
 
+/// A packed cuDNN graph's sequence dimension for sequences of at most `longest` rows: rounded up
+/// to a power of two, at least 64 (buckets that bound how many graphs a stream of batches builds).
+std::int64_t packed_rows(std::int64_t longest);
+
 /// The rows a packed cuDNN graph of `count` sequences, the longest `longest` rows, spans: its
-/// batch (count rounded up to a power of two) times its sequence dimension (longest rounded up to
-/// a power of two, at least 64) — the buckets that bound how many graphs a stream of batches
-/// builds.
+/// batch (count rounded up to a power of two) times packed_rows(longest).
 std::int64_t packed_slots(std::int64_t count, std::int64_t longest);
 
 /// Sequence i has query rows [q_begin[i], q_begin[i] + q_len[i]) and key rows [kv_begin[i],

@@ -208,11 +208,14 @@ class CudnnAttention final : public LocalAttention {
   std::size_t held_bytes() const override { return overflow_bytes_ + stage_bytes_; }
   Status release_held(Stream stream) override {
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
-    for (auto [buf, size] : {std::pair{&overflow_, &overflow_bytes_}, {&stage_, &stage_bytes_}}) {
-      if (*buf) ULYSSES_CUDA_CHECK(cudaFreeAsync(*buf, stream));
-      *buf = nullptr;
-      *size = 0;
-    }
+    ULYSSES_RETURN_IF_ERROR(drop(overflow_, overflow_bytes_, stream));
+    return drop(stage_, stage_bytes_, stream);
+  }
+  // Frees a grow-only buffer in stream order (grow() allocates it again when a call needs it).
+  static Status drop(void*& buf, std::size_t& size, Stream stream) {
+    if (buf) ULYSSES_CUDA_CHECK(cudaFreeAsync(buf, stream));
+    buf = nullptr;
+    size = 0;
     return Status::ok();
   }
 
@@ -749,9 +752,7 @@ class CudnnAttention final : public LocalAttention {
   // A buffer of at least `bytes`, grown (never shrunk) in stream order.
   static Status grow(void*& buf, std::size_t& size, std::size_t bytes, Stream stream) {
     if (bytes <= size) return Status::ok();
-    if (buf) ULYSSES_CUDA_CHECK(cudaFreeAsync(buf, stream));
-    buf = nullptr;
-    size = 0;
+    ULYSSES_RETURN_IF_ERROR(drop(buf, size, stream));
     ULYSSES_CUDA_CHECK(cudaMallocAsync(&buf, bytes, stream));
     size = bytes;
     return Status::ok();
@@ -823,7 +824,7 @@ class CudnnAttention final : public LocalAttention {
   // padded x max_len).
   static void bucket(Varlen& vl, int count, std::int64_t longest) {
     vl.num_seqs = count;
-    vl.max_len = std::max<std::int64_t>(64, next_pow2(longest));
+    vl.max_len = detail::packed_rows(longest);
     vl.padded = next_pow2(std::max(1, count));
   }
 

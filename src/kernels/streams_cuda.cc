@@ -42,9 +42,7 @@ class CudaStreams final : public StreamSet {
   Result<void*> scratch(std::size_t bytes, Stream stream) override {
     if (bytes > scratch_bytes_) {
       // (From the pool of the stream's device: the caller's current device is left alone.)
-      if (scratch_) ULYSSES_CUDA_CHECK(cudaFreeAsync(scratch_, stream));
-      scratch_ = nullptr;
-      scratch_bytes_ = 0;
+      ULYSSES_RETURN_IF_ERROR(release_scratch(stream));
       ULYSSES_CUDA_CHECK(cudaMallocAsync(&scratch_, bytes, stream));
       scratch_bytes_ = bytes;
     }
