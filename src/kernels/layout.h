@@ -44,8 +44,8 @@ Status unpack_heads(const MessageLayout& msg, int c_begin, std::span<const int> 
                     int heads, const TensorView& act, Stream stream);
 
 /// Sums replicated partials: act[b][s][g][:] = sum over p with head_begin[p] == g (in p order,
-/// fp32) of msg[p][s][b][c_begin][:] for the single channel c_begin; msg is fp32, act any float
-/// dtype.
+/// fp32) of msg[p][s][b][c_begin][:] for the single channel c_begin; msg is fp32 (on the host
+/// also fp64, summed in fp64: fp64 plans' partials), act any float dtype.
 Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
                            const TensorView& act, Stream stream);
 

@@ -547,9 +547,8 @@ Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<cons
       args(static_cast<__half*>(act.data));
       break;
     default:
-      return unsupported(detail::str_cat("ulysses: replicated KV gradients in ",
-                                         dtype_name(act.dtype), " (got ", dtype_name(act.dtype),
-                                         ", expected fp32, bf16 or fp16)"));
+      return unsupported(detail::str_cat("ulysses: replicated KV gradients on a GPU in dtype ",
+                                         dtype_name(act.dtype), " (expected fp32, bf16 or fp16)"));
   }
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();

@@ -80,28 +80,43 @@ Status unpack_heads(const MessageLayout& msg, int c_begin, std::span<const int> 
   return Status::ok();
 }
 
-Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
-                           const TensorView& act) {
-  ULYSSES_RETURN_IF_ERROR(check_geometry(act, head_begin, 1, msg, c_begin, "unpack_sum_replicas"));
-  if (msg.dtype != DType::kFloat32) return internal_error("unpack_sum_replicas: msg must be fp32");
+namespace {
+// unpack_sum_replicas in the message's own precision (Acc: float for fp32 partials, double for the
+// fp64 partials of fp64 plans).
+template <typename Acc>
+void sum_replicas(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
+                  const TensorView& act) {
   const std::int64_t D = msg.head_dim;
-  std::vector<float> acc(static_cast<std::size_t>(D));
+  std::vector<Acc> acc(static_cast<std::size_t>(D));
   for (std::int64_t g = 0; g < act.size(2); ++g) {
     for (std::int64_t s = 0; s < msg.seq_per_peer; ++s) {
       for (std::int64_t b = 0; b < msg.batch; ++b) {
-        std::fill(acc.begin(), acc.end(), 0.0f);
+        std::fill(acc.begin(), acc.end(), Acc{0});
         for (int p = 0; p < msg.peers; ++p) {  // peer order: deterministic
           if (head_begin[static_cast<std::size_t>(p)] != g) continue;
-          const auto* part = reinterpret_cast<const float*>(msg_row(msg, p, s, b, c_begin));
+          const auto* part = reinterpret_cast<const Acc*>(msg_row(msg, p, s, b, c_begin));
           for (std::int64_t d = 0; d < D; ++d) acc[static_cast<std::size_t>(d)] += part[d];
         }
         const std::int64_t base = act.offset({b, s, g, 0});
         for (std::int64_t d = 0; d < D; ++d) {
           detail::store_from_double(act.data, act.dtype, base + d,
-                                    acc[static_cast<std::size_t>(d)]);
+                                    static_cast<double>(acc[static_cast<std::size_t>(d)]));
         }
       }
     }
+  }
+}
+}  // namespace
+
+Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
+                           const TensorView& act) {
+  ULYSSES_RETURN_IF_ERROR(check_geometry(act, head_begin, 1, msg, c_begin, "unpack_sum_replicas"));
+  if (msg.dtype == DType::kFloat32) {
+    sum_replicas<float>(msg, c_begin, head_begin, act);
+  } else if (msg.dtype == DType::kFloat64) {
+    sum_replicas<double>(msg, c_begin, head_begin, act);
+  } else {
+    return internal_error("unpack_sum_replicas: msg must be fp32 or fp64");
   }
   return Status::ok();
 }

@@ -555,6 +555,11 @@ std::vector<Case> cases() {
       {"hybrid_4x2_mqa_fp32_two_sided_sinks", hybrid, 8, 4, 1, 48, 4, 1, 8, fp32, false, 7, 3,
        true},
       {"hybrid_4x1_is_ulysses_fp32_window", hybrid, 4, 4, 1, 16, 4, 4, 8, fp32, true, 3},
+      // fp64 plans sum replicated KV heads' partials in fp64 (the sweep's first find: refused as
+      // an internal error after the exchange).
+      {"hybrid_4x1_replicated_kv_fp64_sinks", hybrid, 4, 4, 1, 16, 4, 2, 8, fp64, true, -1, -1,
+       true},
+      {"hybrid_4x2_replicated_kv_fp64_window", hybrid, 8, 4, 1, 32, 8, 2, 4, fp64, true, 5},
       {"hybrid_1x4_is_ring_bf16_causal", hybrid, 4, 1, 1, 16, 2, 2, 8, bf16, true},
       {"hybrid_2x2_inference_fp32", hybrid, 4, 2, 1, 16, 4, 2, 8, fp32, true, -1, -1, false, false},
       // Packed sequences (thd): each padded to a multiple of 2R, padding between and after them.
