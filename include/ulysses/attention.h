@@ -317,6 +317,7 @@ struct ForwardArgs {
   /// kTHD: global, host, same on every rank. Ulysses and allgather: offsets of the packed
   /// sequences in the token stream. Ring/hybrid: the sequences' real lengths; each lies at its
   /// padded offset (packed_sequence_offsets() in sharding.h), the padding between them is masked.
+  /// Empty sequences (repeated offsets) are allowed anywhere and in any number.
   std::span<const std::int32_t> cu_seqlens;
   const std::int32_t* cu_seqlens_device =
       nullptr;                // kTHD with a device kernel: same values on device

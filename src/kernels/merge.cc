@@ -3,10 +3,12 @@
 
 namespace ulysses::kernels {
 
-Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int ring,
+Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int non_empty, int ring,
                            std::int32_t* out, Device device, Stream stream) {
-  if (device.is_host()) return host::packed_chunk_tables(cu_seqlens, num_seqs, ring, out);
-  return cuda::packed_chunk_tables(cu_seqlens, num_seqs, ring, out, stream);
+  if (device.is_host()) {
+    return host::packed_chunk_tables(cu_seqlens, num_seqs, non_empty, ring, out);
+  }
+  return cuda::packed_chunk_tables(cu_seqlens, num_seqs, non_empty, ring, out, stream);
 }
 
 Status reset_partial(const TensorView& o_acc, const TensorView& lse_acc, Stream stream) {

@@ -67,16 +67,18 @@ Status zero(const TensorView& dst, Stream stream);
 Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& lse,
                  const TensorView& sinks, int head_offset, const TensorView& dsinks, Stream stream);
 
-/// Packed sequences in zigzag chunks (ring attention): for sequence s of `cu_seqlens` (n + 1 real
-/// offsets), padded to a multiple of 2 R and cut into 2 R chunks of c_s tokens,
+/// Packed sequences in zigzag chunks (ring attention): for the s-th *non-empty* sequence of
+/// `cu_seqlens` (num_seqs + 1 real offsets; `non_empty` of them hold tokens, n for short), padded
+/// to a multiple of 2 R and cut into 2 R chunks of c_s tokens,
 ///   out[s]                = c_0 + ... + c_{s-1}   (where its chunk starts inside a half),
 ///   out[(1 + x) n + s]    = clamp(len_s - x c_s, 0, c_s)   (its real tokens in chunk x),
-/// for x < 2 R: (2 R + 1) n values. `cu_seqlens` and `out` on `device`.
-Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int ring,
+/// for x < 2 R: (2 R + 1) n values. Empty sequences (repeated offsets, as static-shape loaders pad
+/// cu_seqlens) take no rows and get no entry. `cu_seqlens` and `out` on `device`.
+Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int non_empty, int ring,
                            std::int32_t* out, Device device, Stream stream);
 
 namespace host {
-Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int ring,
+Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int non_empty, int ring,
                            std::int32_t* out);
 Status reset_partial(const TensorView& o_acc, const TensorView& lse_acc);
 Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& o_blk,
@@ -96,7 +98,7 @@ Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& l
 }  // namespace host
 
 namespace cuda {
-Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int ring,
+Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int non_empty, int ring,
                            std::int32_t* out, Stream stream);
 Status reset_partial(const TensorView& o_acc, const TensorView& lse_acc, Stream stream);
 Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& o_blk,

@@ -724,28 +724,34 @@ bool fits_vec4(const TensorView& t) {
          t.stride(2) % 4 == 0 && reinterpret_cast<std::uintptr_t>(t.data) % (4 * e) == 0;
 }
 
-// One block: sequences in tiles of kThreads, an exclusive scan of the chunk sizes carried across
-// tiles.
-__global__ void packed_tables_kernel(const std::int32_t* cu, int n, int ring, std::int32_t* out) {
+// One block: sequences in tiles of kThreads, exclusive scans of the chunk sizes and of the
+// non-empty flags (each such sequence's entry) carried across tiles.
+__global__ void packed_tables_kernel(const std::int32_t* cu, int n, int non_empty, int ring,
+                                     std::int32_t* out) {
   using Scan = cub::BlockScan<std::int32_t, kThreads>;
   __shared__ typename Scan::TempStorage temp;
-  std::int32_t carry = 0;
+  std::int32_t carry = 0, entries = 0;
   for (int base = 0; base < n; base += kThreads) {
-    const int s = base + static_cast<int>(threadIdx.x);
-    std::int32_t len = 0, c = 0;
-    if (s < n) {
-      len = cu[s + 1] - cu[s];
-      c = (len + 2 * ring - 1) / (2 * ring);
+    const int i = base + static_cast<int>(threadIdx.x);
+    std::int32_t len = 0, c = 0, real = 0;
+    if (i < n) {
+      len = cu[i + 1] - cu[i];
+      real = len > 0 ? 1 : 0;
+      c = real ? (len + 2 * ring - 1) / (2 * ring) : 0;
     }
-    std::int32_t start = 0, total = 0;
+    std::int32_t start = 0, total = 0, s = 0, reals = 0;
     Scan(temp).ExclusiveSum(c, start, total);
-    if (s < n) {
+    __syncthreads();  // temp is reused by the second scan
+    Scan(temp).ExclusiveSum(real, s, reals);
+    s += entries;
+    if (real && s < non_empty) {
       out[s] = carry + start;
       for (int x = 0; x < 2 * ring; ++x) {
-        out[static_cast<std::int64_t>(1 + x) * n + s] = min(max(len - x * c, 0), c);
+        out[static_cast<std::int64_t>(1 + x) * non_empty + s] = min(max(len - x * c, 0), c);
       }
     }
     carry += total;
+    entries += reals;
     __syncthreads();  // temp is reused by the next tile
   }
 }
@@ -797,10 +803,10 @@ Status same4(const TensorView& a, const TensorView& b, const char* what) {
 
 }  // namespace
 
-Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int ring,
+Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int non_empty, int ring,
                            std::int32_t* out, Stream stream) {
-  if (num_seqs < 1) return Status::ok();
-  packed_tables_kernel<<<1, kThreads, 0, stream>>>(cu_seqlens, num_seqs, ring, out);
+  if (num_seqs < 1 || non_empty < 1) return Status::ok();
+  packed_tables_kernel<<<1, kThreads, 0, stream>>>(cu_seqlens, num_seqs, non_empty, ring, out);
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }

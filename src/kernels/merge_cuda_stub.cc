@@ -9,7 +9,7 @@ Status no_cuda() {
 }
 }  // namespace
 
-Status packed_chunk_tables(const std::int32_t*, int, int, std::int32_t*, Stream) {
+Status packed_chunk_tables(const std::int32_t*, int, int, int, std::int32_t*, Stream) {
   return no_cuda();
 }
 Status reset_partial(const TensorView&, const TensorView&, Stream) { return no_cuda(); }

@@ -71,18 +71,24 @@ Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const T
   return Status::ok();
 }
 
-Status packed_chunk_tables(const std::int32_t* cu, int n, int ring, std::int32_t* out) {
-  const auto un = static_cast<std::size_t>(n);
+Status packed_chunk_tables(const std::int32_t* cu, int n, int non_empty, int ring,
+                           std::int32_t* out) {
+  const auto un = static_cast<std::size_t>(non_empty);
   std::int32_t start = 0;
-  for (std::size_t s = 0; s < un; ++s) {
-    const std::int32_t len = cu[s + 1] - cu[s];
+  std::size_t s = 0;  // entry of the next non-empty sequence
+  for (int i = 0; i < n; ++i) {
+    const std::int32_t len = cu[i + 1] - cu[i];
+    if (len <= 0) continue;
+    if (s == un) return internal_error("packed_chunk_tables: more non-empty sequences than told");
     const std::int32_t c = (len + 2 * ring - 1) / (2 * ring);
     out[s] = start;
     for (int x = 0; x < 2 * ring; ++x) {
       out[static_cast<std::size_t>(1 + x) * un + s] = std::clamp(len - x * c, 0, c);
     }
     start += c;
+    ++s;
   }
+  if (s != un) return internal_error("packed_chunk_tables: fewer non-empty sequences than told");
   return Status::ok();
 }
 

@@ -66,21 +66,21 @@ using detail::str_cat;
 
 namespace {
 
+// The sequences of `cu_seqlens` that hold tokens (repeated offsets are empty sequences: they take
+// no rows and no table entries). Call after packed_sequence_offsets() has checked the offsets.
+std::int64_t non_empty_sequences(std::span<const std::int32_t> cu_seqlens) {
+  std::int64_t n = 0;
+  for (std::size_t s = 0; s + 1 < cu_seqlens.size(); ++s) n += cu_seqlens[s + 1] > cu_seqlens[s];
+  return n;
+}
+
 // Packed sequences: the padded offsets of `cu_seqlens` (packed_sequence_offsets()), or
-// InvalidArgument naming cu_seqlens when there are more than max_seqs sequences or the padded
-// layout needs more than the plan's seqlen rows.
+// InvalidArgument naming cu_seqlens when the padded layout needs more than the plan's seqlen rows
+// (so at most seqlen / (2 ring) sequences hold tokens: each pads to >= 2 ring rows; empty ones, any
+// number of them, take none).
 Result<std::vector<std::int32_t>> zigzag_packed_offsets(const PlanConfig& config,
                                                         std::span<const std::int32_t> cu_seqlens,
-                                                        std::int64_t max_seqs,
                                                         std::string_view api) {
-  const auto n = static_cast<std::int64_t>(cu_seqlens.size()) - 1;
-  if (n > max_seqs) {
-    return arg_error(api, "cu_seqlens", "holds more sequences than the plan has room for",
-                     str_cat(n, " sequences"),
-                     str_cat("<= seqlen / (2 ring) = ", max_seqs,
-                             " (every non-empty sequence pads to >= 2 ring tokens; drop empty "
-                             "ones)"));
-  }
   ULYSSES_ASSIGN_OR_RETURN(auto offsets, packed_sequence_offsets(config.parallel, cu_seqlens));
   if (offsets.back() > config.seqlen) {
     return arg_error(api, "cu_seqlens", "needs more tokens than the plan's seqlen once padded",
@@ -618,17 +618,22 @@ class RingAttention final : public DistributedAttention {
   Status packed_tables(std::span<const std::int32_t> cu, const std::int32_t* cu_device,
                        void* workspace, Stream stream, std::string_view api) {
     if (!packed_) return Status::ok();
-    const std::int64_t n = static_cast<std::int64_t>(cu.size()) - 1;
-    ULYSSES_RETURN_IF_ERROR(zigzag_packed_offsets(config_, cu, max_seqs_, api).status());
+    const int all = static_cast<int>(cu.size()) - 1;
+    ULYSSES_RETURN_IF_ERROR(zigzag_packed_offsets(config_, cu, api).status());
+    const std::int64_t n = non_empty_sequences(cu);
+    if (n > max_seqs_) {  // implied by the rows checked above; the tables' room depends on it
+      return internal_error(str_cat(api, ": ", n, " non-empty packed sequences in ", config_.seqlen,
+                                    " rows (room for ", max_seqs_, ")"));
+    }
     num_seqs_ = static_cast<int>(n);
     tables_.assign(static_cast<std::size_t>((2 * R_ + 1) * n), 0);
-    ULYSSES_RETURN_IF_ERROR(kernels::packed_chunk_tables(cu.data(), num_seqs_, R_, tables_.data(),
-                                                         Device::host(), nullptr));
+    ULYSSES_RETURN_IF_ERROR(kernels::packed_chunk_tables(cu.data(), all, num_seqs_, R_,
+                                                         tables_.data(), Device::host(), nullptr));
     tables_device_ = tables_.data();
     if (!comm_.device().is_host() && n > 0) {
       auto* dev = reinterpret_cast<std::int32_t*>(at(workspace, tables_off_));
       ULYSSES_RETURN_IF_ERROR(
-          kernels::packed_chunk_tables(cu_device, num_seqs_, R_, dev, comm_.device(), stream));
+          kernels::packed_chunk_tables(cu_device, all, num_seqs_, R_, dev, comm_.device(), stream));
       tables_device_ = dev;
     }
     return Status::ok();

@@ -141,25 +141,37 @@ INSTANTIATE_TEST_SUITE_P(Fp8, DeviceLoopbackRing,
                              }()),
                          [](const auto& param_info) { return param_info.param.name; });
 
-INSTANTIATE_TEST_SUITE_P(
-    Packed, DeviceLoopbackRing,
-    ::testing::Values(packed_case("ring_p2_gqa_causal", Strategy::kRing, 2, 0, 1024, 8, 2, true,
-                                  {100, 333, 7, 450}),
-                      packed_case("ring_p4_mha_full", Strategy::kRing, 4, 0, 1024, 4, 4, false,
-                                  {200, 301, 64, 250}),
-                      packed_case("ring_p8_mqa_causal_empty_seq", Strategy::kRing, 8, 0, 2048, 4, 1,
-                                  true, {700, 90, 513, 0, 401}),
-                      packed_case("hybrid_2x2_gqa_causal", Strategy::kHybrid, 4, 2, 1024, 8, 4,
-                                  true, {129, 400, 33, 300}),
-                      packed_case("hybrid_4x2_replicated_kv_causal", Strategy::kHybrid, 8, 4, 1024,
-                                  8, 2, true, {250, 250, 250}),
-                      [] {
-                        GpuCase c = packed_case("ring_p2_gqa_causal_lse_only", Strategy::kRing, 2,
-                                                0, 1024, 8, 2, true, {100, 333, 7, 450});
-                        c.saved = SavedActivations::kLseOnly;
-                        return c;
-                      }()),
-    [](const auto& param_info) { return param_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Packed, DeviceLoopbackRing,
+                         ::testing::Values(
+                             packed_case("ring_p2_gqa_causal", Strategy::kRing, 2, 0, 1024, 8, 2,
+                                         true, {100, 333, 7, 450}),
+                             packed_case("ring_p4_mha_full", Strategy::kRing, 4, 0, 1024, 4, 4,
+                                         false, {200, 301, 64, 250}),
+                             packed_case("ring_p8_mqa_causal_empty_seq", Strategy::kRing, 8, 0,
+                                         2048, 4, 1, true, {700, 90, 513, 0, 401}),
+                             packed_case("hybrid_2x2_gqa_causal", Strategy::kHybrid, 4, 2, 1024, 8,
+                                         4, true, {129, 400, 33, 300}),
+                             packed_case("hybrid_4x2_replicated_kv_causal", Strategy::kHybrid, 8, 4,
+                                         1024, 8, 2, true, {250, 250, 250}),
+                             [] {
+                               GpuCase c =
+                                   packed_case("ring_p2_gqa_causal_lse_only", Strategy::kRing, 2, 0,
+                                               1024, 8, 2, true, {100, 333, 7, 450});
+                               c.saved = SavedActivations::kLseOnly;
+                               return c;
+                             }(),
+                             [] {
+                               // cu_seqlens padded with repeated offsets (static shapes): 300
+                               // entries, 3 non-empty, one past the tables kernel's first tile of
+                               // 256.
+                               std::vector<std::int32_t> lens(300, 0);
+                               lens[0] = 100;
+                               lens[260] = 333;
+                               lens[299] = 50;
+                               return packed_case("ring_p2_empty_entries_across_tiles",
+                                                  Strategy::kRing, 2, 0, 512, 8, 2, true, lens);
+                             }()),
+                         [](const auto& param_info) { return param_info.param.name; });
 
 INSTANTIATE_TEST_SUITE_P(
     Gpu, DeviceLoopbackRing,

@@ -675,6 +675,24 @@ std::vector<Case> cases() {
        true,
        true,
        {3, 25, 11, 0, 8}},
+      // cu_seqlens padded with repeated offsets (static-shape loaders): 8 entries, 6 of them empty,
+      // where seqlen / 2R = 4 sequences could hold tokens. Empty ones take no rows.
+      {"packed_empty_entries_past_the_room",
+       ring,
+       2,
+       0,
+       1,
+       16,
+       4,
+       2,
+       8,
+       fp32,
+       true,
+       -1,
+       -1,
+       true,
+       true,
+       {3, 0, 9, 0, 0, 0, 0, 0}},
       {"packed_ring_p2_inference_bf16",
        ring,
        2,
@@ -1128,8 +1146,9 @@ namespace {
 
 TEST(RingPacked, CallsWithTooManyTokensOrSequencesAreRefusedOnEveryRank) {
   // Plan for 16 packed tokens on a ring of 2 (chunks of 4 per half): cu_seqlens whose padded
-  // layout needs 20 tokens, or 5 sequences (more than seqlen / 2R = 4), are refused before any
-  // data moves, with the same message on both ranks.
+  // layout needs 20 tokens, or 5 non-empty sequences (more than seqlen / 2R = 4: 20 rows padded),
+  // are refused before any data moves, with the same message on both ranks. (Empty sequences take
+  // no rows: packed_empty_entries_past_the_room above runs with more entries than that.)
   auto kernel = make_reference_attention();
   const PlanConfig cfg{
       .attention = {.num_heads_q = 2, .num_heads_kv = 1, .head_dim = 4, .causal = true},
@@ -1139,7 +1158,7 @@ TEST(RingPacked, CallsWithTooManyTokensOrSequencesAreRefusedOnEveryRank) {
       .seqlen = 16,
       .training = false};
   for (const std::vector<std::int32_t>& cu :
-       {std::vector<std::int32_t>{0, 5, 10, 15}, std::vector<std::int32_t>{0, 1, 2, 3, 4, 4}}) {
+       {std::vector<std::int32_t>{0, 5, 10, 15}, std::vector<std::int32_t>{0, 1, 2, 3, 4, 5, 5}}) {
     auto st = testing::run_ranks(2, [&](int, Communicator& comm) -> Status {
       auto plan = DistributedAttention::create(cfg, comm, *kernel);
       if (!plan.is_ok()) return plan.status();
