@@ -53,6 +53,16 @@ Status cudnn_forward_support(const LocalProblem& p, CudnnTarget t) {
         " outside the visible band (cuDNN needs a right bound >= 0 and a left bound >= 1: got ",
         b.right, " and ", b.left, ")"));
   }
+  // cudnn-frontend (1.32: sdpa_support_surface.h) takes a left bound without a padding mask only
+  // for max_s_q <= max_s_kv; packed calls carry a padding mask, dense ones do not. Refused here,
+  // when a plan is made, instead of by the first call's graph on one rank.
+  if (b.has_left && !p.varlen && p.seqlen > p.kv_len()) {
+    return unsupported(str_cat(kApi, ": a sliding window (window_left ", p.config.window_left,
+                               ") on a dense call with more query than key rows (got ", p.seqlen,
+                               " x ", p.kv_len(),
+                               ", expected at most as many query rows: cuDNN "
+                               "takes such windows only with a padding mask)"));
+  }
   if (p.varlen && !p.varlen_rows && (p.grad_q_fp32 || p.out_fp32)) {
     return unsupported(
         str_cat(kApi, ": an fp32 dq or o with a packed (varlen) batch given by cu_seqlens"));

@@ -132,6 +132,12 @@ std::vector<Call> calls_of(const AttentionConfig& a, int P, int j, std::int64_t 
 // so that each of its rows sees a key, and comes second, adding its dQ into the square's, which
 // covers every row (and gives dSinks). Packed with a window, the keys before the chunk are two
 // parts over the same rows (kBefore unmasked, kBand masked; see Table), after the square.
+// Dense, when the keys before the chunk are fewer than those rows (K = q_global - k_lo < w near
+// the sequence's start, with both chunks in one call), the part splits again: rows i < w - K see
+// all K keys (unmasked), rows from w - K on a suffix of them (masked, at most K rows, diagonal
+// offset w: cuDNN's left bound w + 1 - offset stays >= 1). A windowed call with more query than
+// key rows is one cuDNN refuses ("sliding window ... max_s_q <= max_s_kv" without a padding
+// mask).
 std::vector<Call> backward_parts(const AttentionConfig& a, const Call& call) {
   if (!call.masked || !a.causal || call.q_global - call.k_lo <= 0) return {call};
   Call before = call, square = call;
@@ -148,7 +154,20 @@ std::vector<Call> backward_parts(const AttentionConfig& a, const Call& call) {
   before.q_rows = std::min<std::int64_t>(call.q_rows, a.window_left);
   square.part = 0;
   before.part = 1;
-  if (!call.packed) return {square, before};
+  const std::int64_t keys = call.q_global - call.k_lo;
+  if (!call.packed && before.q_rows <= keys) return {square, before};
+  if (!call.packed) {
+    Call all = before, suffix = before;
+    all.masked = false;
+    // >= 1 rows: keys < before.q_rows <= w here.
+    all.q_rows = std::min<std::int64_t>(before.q_rows, a.window_left - keys);
+    if (all.q_rows == before.q_rows) return {square, all};
+    suffix.q_row += all.q_rows;
+    suffix.q_global += all.q_rows;
+    suffix.q_rows -= all.q_rows;
+    suffix.part = 2;
+    return {square, all, suffix};
+  }
   Call band = before;
   before.masked = false;
   band.table = kBand;

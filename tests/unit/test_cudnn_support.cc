@@ -128,6 +128,25 @@ TEST(CudnnSupport, MaskBandsInCudnnBounds) {
   EXPECT_TRUE(cudnn_forward_support(p, kHopper919).is_ok());
 }
 
+TEST(CudnnSupport, DenseWindowsNeedNoMoreQueryThanKeyRows) {
+  // cuDNN refuses a left bound with max_s_q > max_s_kv unless a padding mask is set (the packed
+  // path's): dense calls with more queries than keys under a window are refused at plan time.
+  LocalProblem p = problem({.causal = true, .window_left = 41}, 2, 41);
+  p.seqlen_kv = 28;
+  p.diagonal_offset = 28;
+  expect_refused(cudnn_forward_support(p, kHopper919), {"window_left 41", "41 x 28"});
+  p.seqlen_kv = 41;
+  EXPECT_TRUE(cudnn_forward_support(p, kHopper919).is_ok());
+  p.seqlen_kv = 28;
+  p.config.window_left = -1;  // causal alone: no left bound
+  EXPECT_TRUE(cudnn_forward_support(p, kHopper919).is_ok());
+  p.config.window_left = 41;  // packed: the padding mask lifts the rule
+  p.batch = 1;
+  p.varlen = p.varlen_rows = true;
+  const Status packed = cudnn_forward_support(p, kHopper919);
+  EXPECT_TRUE(packed.is_ok()) << packed.to_string();
+}
+
 // Where the packed backward's workspace follows the tokens (else the backend bounds its calls'
 // graph rows): head_dim a multiple of 16 from cuDNN 9.6, except Ampere/Ada and SM 12.x from
 // 9.18.1; Hopper and Blackwell (10.x) keep it.

@@ -738,6 +738,10 @@ std::vector<Case> allgather_cases() {
       {"p2_gqa_bf16_causal_short_window_b2", ag, 2, 0, 2, 32, 4, 2, 8, bf16, true, 3},
       {"p2_fp32_causal_short_window_sinks_b2", ag, 2, 0, 2, 32, 2, 1, 8, fp32, true, 5, -1, true},
       {"p4_fp64_causal_window_of_one", ag, 4, 0, 1, 64, 2, 1, 4, fp64, true, 1},
+      // Window wider than a chunk near the start: rank 1's call (chunks 1 and 2, 16 rows) has 8
+      // keys before it that 11 rows see: backward splits them into 3 rows that see all 8 and 8
+      // that see a suffix (cuDNN takes no windowed call with more query than key rows).
+      {"p2_batch2_window_past_the_chunk_sinks", ag, 2, 0, 2, 32, 4, 2, 8, bf16, true, 11, -1, true},
       {"p2_inference_bf16", ag, 2, 0, 1, 16, 4, 2, 16, bf16, true, -1, -1, true, false},
       // Packed sequences (thd), each padded to a multiple of 2P, padding between and after them.
       {"packed_p1_fp32_causal", ag, 1, 0, 1, 16, 2, 1, 8, fp32, true, -1, -1, false, true, {5, 9}},
