@@ -146,6 +146,7 @@ if [[ $mode != bench-only && $mode != ring && $mode != a2a && $mode != overlap &
     run gpu_layout 120 $BIN/test_gpu_layout
     run gpu_cudnn 300 $BIN/test_gpu_cudnn
     run gpu_decode 300 $BIN/test_gpu_decode
+    run gpu_sweep 300 $BIN/test_gpu_sweep  # random configurations (ULYSSES_SWEEP_CASES)
   fi
   run gpu_ulysses 400 $BIN/test_gpu_ulysses
   run multigpu 300 $BIN/test_multigpu  # NCCL cases skip on one GPU; peer-copy ones run there too

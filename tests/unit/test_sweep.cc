@@ -1,0 +1,402 @@
+// Random configurations (tests/common/config_sweep.h) on loopback ranks with the reference kernel,
+// against the unsharded reference: whatever the library accepts must compute the right thing.
+//
+// For each draw the library says first whether it takes it (DistributedAttention::check_support):
+// a refusal must be InvalidArgument or Unsupported with a message, and every rank must refuse
+// alike in create(). An accepted draw runs forward (and backward) on fresh random inputs into
+// NaN-poisoned outputs, packed padding rows NaN too, and is checked like the hand-written suites:
+//   ulysses: O, LSE, dQ, dSinks bitwise the unsharded reference in the same dtype (on what the
+//            payload delivers), dK/dV too unless ranks share a KV head (then STYLE.md's 2x rule);
+//   ring, hybrid, allgather: every output within the 2x rule of the FP64 truth.
+// With backward_keeps_saved a second backward on the same forward must repeat the first bitwise.
+// The reference kernel runs under cuDNN's rules for the calls' shapes and masks (CudnnShaped), so
+// a plan that would hand cuDNN a call it cannot run is caught here, without a GPU.
+//
+// ULYSSES_SWEEP_CASES=n runs n draws (default below), ULYSSES_SWEEP_SEED=s replays one.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "attention/cudnn_support.h"
+#include "common/check.h"
+#include "common/config_sweep.h"
+#include "common/test_util.h"
+
+namespace ulysses {
+namespace {
+
+using testing::HostTensor;
+using testing::SweepCase;
+
+constexpr int kDefaultCases = 400;
+
+testing::SweepSpace host_space() {
+  return {.cps = {1, 2, 3, 4, 8},
+          .dtypes = {DType::kFloat32, DType::kBFloat16, DType::kFloat16, DType::kFloat64},
+          .head_dims = {4, 8, 5, 16},
+          .kv_heads = {1, 2, 3, 4, 8},
+          .group_sizes = {1, 2, 3, 4},
+          .max_tokens = 48,
+          .max_doc = 20,
+          .max_docs = 4};
+}
+
+// The reference kernel, refusing (at plan time) every call whose shape and masks the cuDNN
+// backend's rules refuse (detail::cudnn_forward_support and _backward_support for cuDNN 9.19 on
+// Hopper), with dtype and head_dim set to ones cuDNN takes: the host sweep's small head_dims and
+// fp32/fp64 dtypes would be refused for themselves, not for what the plan asks of the kernel.
+class CudnnShaped final : public LocalAttention {
+ public:
+  std::string_view name() const override { return "reference-under-cudnn-rules"; }
+  Device device() const override { return inner_->device(); }
+  bool provides_lse() const override { return true; }
+  bool supports_backward() const override { return true; }
+  bool accumulates_grads() const override { return true; }  // as cuDNN's
+  Status check_support(const LocalProblem& p) const override {
+    ULYSSES_RETURN_IF_ERROR(inner_->check_support(p));
+    LocalProblem q = p;  // in bf16: what is in the plan's dtype stays so, wider becomes fp32
+    q.dtype = DType::kBFloat16;
+    q.config.head_dim = 64;
+    const bool wide_kv = p.grad_kv_dtype != p.dtype || p.accumulate_dkv;
+    q.grad_kv_dtype = wide_kv ? DType::kFloat32 : DType::kBFloat16;
+    q.grad_q_fp32 = p.grad_q_fp32 || p.accumulate_dq;
+    const detail::CudnnTarget hopper{91900, 9};
+    ULYSSES_RETURN_IF_ERROR(detail::cudnn_forward_support(q, hopper));
+    return q.backward ? detail::cudnn_backward_support(q, hopper) : Status::ok();
+  }
+  std::size_t workspace_bytes(const LocalProblem& p) const override {
+    return inner_->workspace_bytes(p);
+  }
+  Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream s) override {
+    return inner_->forward(p, a, s);
+  }
+  Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream s) override {
+    return inner_->backward(p, a, s);
+  }
+
+ private:
+  std::unique_ptr<LocalAttention> inner_ = make_reference_attention();
+};
+
+struct Tensors {
+  HostTensor o, lse, dq, dk, dv, dsinks;
+};
+struct Inputs {
+  HostTensor q, k, v, d_o, sinks;
+};
+
+bool packed(const SweepCase& c) { return c.layout == Layout::kTHD; }
+
+// Every activation as [B, S, H, D] (B = 1 when packed), every LSE as [B, H, S].
+HostTensor act(const SweepCase& c, DType dtype, std::int64_t S, int heads) {
+  return HostTensor(dtype, {c.B, S, heads, c.D});
+}
+
+Tensors poisoned(const SweepCase& c, DType dtype, std::int64_t S) {
+  Tensors t{act(c, dtype, S, c.Hq),  HostTensor(DType::kFloat32, {c.B, c.Hq, S}),
+            act(c, dtype, S, c.Hq),  act(c, dtype, S, c.Hkv),
+            act(c, dtype, S, c.Hkv), HostTensor(DType::kFloat32, {c.Hq})};
+  for (HostTensor* x : {&t.o, &t.lse, &t.dq, &t.dk, &t.dv, &t.dsinks}) testing::poison(*x);
+  return t;
+}
+
+// Packed: sequence s lies at rows [begin[s], begin[s] + len[s]) of the stream (padded offsets
+// under ring and hybrid, cu_seqlens itself otherwise).
+struct Rows {
+  std::vector<std::int32_t> begin, len;
+};
+Rows rows_of(const SweepCase& c) {
+  Rows r;
+  if (!packed(c)) return r;
+  auto offsets = packed_sequence_offsets(c.parallel(), c.cu);
+  EXPECT_TRUE(offsets.is_ok()) << offsets.status().to_string();
+  for (std::size_t s = 0; s + 1 < c.cu.size(); ++s) {
+    r.begin.push_back((*offsets)[s]);
+    r.len.push_back(c.cu[s + 1] - c.cu[s]);
+  }
+  return r;
+}
+
+Inputs make_inputs(const SweepCase& c, std::mt19937_64& rng) {
+  Inputs in{act(c, c.dtype, c.S, c.Hq), act(c, c.dtype, c.S, c.Hkv), act(c, c.dtype, c.S, c.Hkv),
+            act(c, c.dtype, c.S, c.Hq), HostTensor(DType::kFloat32, {c.Hq})};
+  for (HostTensor* t : {&in.q, &in.k, &in.v, &in.d_o}) testing::fill_uniform(*t, rng, -2.0, 2.0);
+  testing::fill_uniform(in.sinks, rng, -1.0, 1.0);
+  if (packed(c)) {  // rows of no sequence hold NaN (as torch.empty padding may): none may leak
+    const Rows rows = rows_of(c);
+    std::vector<char> real(static_cast<std::size_t>(c.S), 0);
+    for (std::size_t s = 0; s < rows.begin.size(); ++s) {
+      std::fill_n(real.begin() + rows.begin[s], rows.len[s], 1);
+    }
+    for (HostTensor* t : {&in.q, &in.k, &in.v, &in.d_o}) {
+      const std::int64_t row = t->numel() / c.S;
+      for (std::int64_t r = 0; r < c.S; ++r) {
+        if (real[static_cast<std::size_t>(r)]) continue;
+        for (std::int64_t i = r * row; i < (r + 1) * row; ++i) t->set(i, std::nan(""));
+      }
+    }
+  }
+  return in;
+}
+
+// What the kernels read under the payload: ulysses' Q, K, V, dO rounded to fp8 rows; ring's and
+// hybrid's K, V when they travel the ring (R > 1; one ring step sends nothing).
+Inputs as_delivered(const SweepCase& c, const Inputs& in) {
+  Inputs r = in;
+  if (c.payload != Payload::kFp8) return r;
+  if (c.strategy == Strategy::kUlysses) {
+    for (HostTensor* t : {&r.q, &r.k, &r.v, &r.d_o}) *t = testing::fp8_rounded(*t);
+  } else {
+    for (HostTensor* t : {&r.k, &r.v}) *t = testing::fp8_rounded(*t);
+  }
+  return r;
+}
+
+// The unsharded reference in `dtype` on one "device". partial_keys: backward reads the given
+// (rounded) O and fp32 LSE, as every real kernel does (the plain run for the 2x rule).
+Tensors unsharded(const SweepCase& c, const Inputs& any, DType dtype, bool partial_keys) {
+  const HostTensor q = testing::convert(any.q, dtype), k = testing::convert(any.k, dtype),
+                   v = testing::convert(any.v, dtype), d_o = testing::convert(any.d_o, dtype);
+  Tensors r = poisoned(c, dtype, c.S);
+  const bool ulysses_packed = packed(c) && c.strategy == Strategy::kUlysses;
+  LocalProblem p = LocalProblem::unsharded(c.attention(), dtype, c.B, c.S, ulysses_packed);
+  const Rows rows = rows_of(c);
+  LocalForwardArgs f{.q = q.view, .k = k.view, .v = v.view, .o = r.o.view, .lse = r.lse.view};
+  if (c.sinks) f.sinks = any.sinks.view;
+  if (ulysses_packed) {
+    f.cu_seqlens = c.cu;
+  } else if (packed(c)) {
+    p.varlen = p.varlen_rows = true;
+    f.rows = {.q_begin = rows.begin, .q_len = rows.len, .kv_begin = rows.begin, .kv_len = rows.len};
+  }
+  EXPECT_TRUE(reference_forward(p, f).is_ok());
+  if (!c.training) return r;
+  p.partial_keys = partial_keys;
+  LocalBackwardArgs b{.q = q.view,
+                      .k = k.view,
+                      .v = v.view,
+                      .o = r.o.view,
+                      .lse = r.lse.view,
+                      .d_o = d_o.view,
+                      .dq = r.dq.view,
+                      .dk = r.dk.view,
+                      .dv = r.dv.view,
+                      .cu_seqlens = f.cu_seqlens,
+                      .rows = f.rows};
+  if (c.sinks) {
+    b.sinks = any.sinks.view;
+    b.dsinks = r.dsinks.view;
+  }
+  EXPECT_TRUE(reference_backward(p, b).is_ok());
+  return r;
+}
+
+// dSinks[h] = -sum_i exp(sink_h - LSE_i) (dO_i . O_i): a kernel may take O_i as the rounded
+// output (a call given its statistics) or recompute it exactly (the reference on a call that sees
+// every key), and a ring or all-gather plan mixes such calls row by row, so its error against the
+// truth is bounded by this sum over rows of what O's rounding moves each term, not by a multiple of
+// one whole-rounded run's error (whose row errors may cancel). `rounded`: the plain run's O.
+double dsinks_rounding_bound(const SweepCase& c, const Inputs& in, const HostTensor& rounded,
+                             const Tensors& truth) {
+  double bound = 0;
+  for (int h = 0; h < c.Hq; ++h) {
+    double sum = 0;
+    for (std::int64_t b = 0; b < c.B; ++b) {
+      for (std::int64_t i = 0; i < c.S; ++i) {
+        const double lse = truth.lse.at((b * c.Hq + h) * c.S + i);
+        if (!std::isfinite(lse)) continue;  // padding
+        double moved = 0;
+        for (std::int64_t d = 0; d < c.D; ++d) {
+          const std::int64_t at = ((b * c.S + i) * c.Hq + h) * c.D + d;
+          moved += in.d_o.at(at) * (rounded.at(at) - truth.o.at(at));
+        }
+        sum += std::exp(in.sinks.at(h) - lse) * std::fabs(moved);
+      }
+    }
+    bound = std::max(bound, sum);
+  }
+  return bound;
+}
+
+struct Run {
+  Tensors out;
+  std::vector<HostTensor> dsinks;  // every rank's copy
+  Tensors again;                   // keep_saved: the second backward's gradients
+};
+
+// The plan on c.P loopback ranks: each rank copies its shard in (strided: views of the first heads
+// of wider tensors, as a fused projection hands them over), runs, and places its outputs back.
+Run distributed(const SweepCase& c, const Inputs& in, bool strided) {
+  Run run{poisoned(c, c.dtype, c.S), {}, poisoned(c, c.dtype, c.S)};
+  run.dsinks.assign(static_cast<std::size_t>(c.P), run.out.dsinks);
+  CudnnShaped shaped;
+  LocalAttention* kernel = &shaped;
+  const PlanConfig cfg = c.plan();
+  const std::int64_t Sl = c.S / c.P;
+  const std::span<const std::int32_t> cu = c.cu;
+  auto st = testing::run_ranks(c.P, [&](int r, Communicator& comm) -> Status {
+    auto plan = DistributedAttention::create(cfg, comm, *kernel);
+    if (!plan.is_ok()) return plan.status();
+    std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
+    const std::int64_t pad = strided ? 3 : 0;
+    auto tensor = [&](DType dtype, std::int64_t heads) {
+      HostTensor t(dtype, {c.B, Sl, heads + pad, c.D});
+      testing::poison(t);
+      return t;
+    };
+    auto view = [&](const HostTensor& t) {
+      TensorView v = t.view;
+      v.shape[2] -= pad;
+      return v;
+    };
+    auto arg = [&](const HostTensor& t) {
+      return packed(c) ? testing::drop_dim0(view(t)) : view(t);
+    };
+    auto mine = [&](const HostTensor& global) {
+      HostTensor t = tensor(global.view.dtype, global.view.size(2));
+      EXPECT_TRUE(copy_shard(global.view, view(t), 1, cfg.parallel, r, cu).is_ok());
+      return t;
+    };
+    auto put = [&](const HostTensor& t, HostTensor& global) {
+      return place_shard(view(t), global.view, 1, cfg.parallel, r, cu);
+    };
+    const HostTensor q = mine(in.q), k = mine(in.k), v = mine(in.v), d_o = mine(in.d_o);
+    HostTensor o = tensor(c.dtype, c.Hq), dq = tensor(c.dtype, c.Hq), dk = tensor(c.dtype, c.Hkv),
+               dv = tensor(c.dtype, c.Hkv);
+    HostTensor lse(DType::kFloat32, {c.B, c.Hq, Sl});
+    testing::poison(lse);
+    ForwardArgs f{.q = arg(q),
+                  .k = arg(k),
+                  .v = arg(v),
+                  .o = arg(o),
+                  .lse = packed(c) ? testing::drop_dim0(lse.view) : lse.view,
+                  .cu_seqlens = cu,
+                  .workspace = ws.data(),
+                  .saved = saved.data()};
+    if (c.sinks) f.sinks = in.sinks.view;
+    ULYSSES_RETURN_IF_ERROR((*plan)->forward(f, nullptr));
+    ULYSSES_RETURN_IF_ERROR(put(o, run.out.o));
+    ULYSSES_RETURN_IF_ERROR(place_shard(lse.view, run.out.lse.view, 2, cfg.parallel, r, cu));
+    if (!c.training) return Status::ok();
+    std::fill(ws.begin(), ws.end(), 0xFF);  // scratch: backward may not find forward's there
+    BackwardArgs b{.d_o = arg(d_o),
+                   .dq = arg(dq),
+                   .dk = arg(dk),
+                   .dv = arg(dv),
+                   .cu_seqlens = cu,
+                   .workspace = ws.data(),
+                   .saved = saved.data(),
+                   .q = arg(q),  // read with saved_activations = lse
+                   .k = arg(k),
+                   .v = arg(v),
+                   .o = arg(o)};
+    if (c.sinks) {
+      b.sinks = in.sinks.view;
+      b.dsinks = run.dsinks[static_cast<std::size_t>(r)].view;
+    }
+    ULYSSES_RETURN_IF_ERROR((*plan)->backward(b, nullptr));
+    ULYSSES_RETURN_IF_ERROR(put(dq, run.out.dq));
+    ULYSSES_RETURN_IF_ERROR(put(dk, run.out.dk));
+    ULYSSES_RETURN_IF_ERROR(put(dv, run.out.dv));
+    if (!c.keep_saved) return Status::ok();
+    for (HostTensor* t : {&dq, &dk, &dv}) testing::poison(*t);
+    std::fill(ws.begin(), ws.end(), 0xA5);
+    ULYSSES_RETURN_IF_ERROR((*plan)->backward(b, nullptr));
+    ULYSSES_RETURN_IF_ERROR(put(dq, run.again.dq));
+    ULYSSES_RETURN_IF_ERROR(put(dk, run.again.dk));
+    return put(dv, run.again.dv);
+  });
+  EXPECT_ALL_OK(st);
+  return run;
+}
+
+void check(const SweepCase& c, bool strided, std::mt19937_64& rng) {
+  const Inputs in = make_inputs(c, rng);
+  const Inputs delivered = as_delivered(c, in);
+  const Run got = distributed(c, in, strided);
+  const Tensors truth = unsharded(c, delivered, DType::kFloat64, false);
+  auto within_2x = [&](const HostTensor& g, const HostTensor& plain, const HostTensor& t,
+                       const std::string& what, double floor = 0) {
+    EXPECT_EQ(testing::count_nan(g), 0) << what << ": elements never written";
+    EXPECT_TRUE(
+        testing::within_2x_rule(g, plain, t, floor + 0x1p-20 * std::max(1.0, testing::max_abs(t))))
+        << what;
+  };
+  std::vector<std::pair<std::string, const HostTensor*>> grads;
+  if (c.strategy == Strategy::kUlysses) {
+    const Tensors plain = unsharded(c, delivered, c.dtype, false);
+    EXPECT_BITWISE_EQ(plain.o, got.out.o, "O");
+    EXPECT_BITWISE_EQ(plain.lse, got.out.lse, "LSE");
+    if (c.training) {
+      EXPECT_BITWISE_EQ(plain.dq, got.out.dq, "dQ");
+      if (c.P > c.Hkv) {  // KV heads shared by ranks: fp32 partials summed
+        within_2x(got.out.dk, plain.dk, truth.dk, "dK");
+        within_2x(got.out.dv, plain.dv, truth.dv, "dV");
+      } else {
+        EXPECT_BITWISE_EQ(plain.dk, got.out.dk, "dK");
+        EXPECT_BITWISE_EQ(plain.dv, got.out.dv, "dV");
+      }
+      for (int r = 0; c.sinks && r < c.P; ++r) {
+        EXPECT_BITWISE_EQ(plain.dsinks, got.dsinks[static_cast<std::size_t>(r)],
+                          "dSinks on rank " + std::to_string(r));
+      }
+    }
+  } else {
+    const Tensors plain = unsharded(c, delivered, c.dtype, true);
+    within_2x(got.out.o, plain.o, truth.o, "O");
+    within_2x(got.out.lse, plain.lse, truth.lse, "LSE");
+    if (c.training) {
+      within_2x(got.out.dq, plain.dq, truth.dq, "dQ");
+      within_2x(got.out.dk, plain.dk, truth.dk, "dK");
+      within_2x(got.out.dv, plain.dv, truth.dv, "dV");
+      const double moved = c.sinks ? dsinks_rounding_bound(c, delivered, plain.o, truth) : 0;
+      for (int r = 0; c.sinks && r < c.P; ++r) {
+        within_2x(got.dsinks[static_cast<std::size_t>(r)], plain.dsinks, truth.dsinks,
+                  "dSinks on rank " + std::to_string(r), moved);
+      }
+    }
+  }
+  if (c.training && c.keep_saved) {
+    EXPECT_BITWISE_EQ(got.out.dq, got.again.dq, "dQ of the second backward");
+    EXPECT_BITWISE_EQ(got.out.dk, got.again.dk, "dK of the second backward");
+    EXPECT_BITWISE_EQ(got.out.dv, got.again.dv, "dV of the second backward");
+  }
+}
+
+TEST(Sweep, WhatThePlanTakesItComputes) {
+  const testing::SweepSeeds seeds = testing::sweep_seeds(kDefaultCases, testing::fresh_seed());
+  std::map<std::string, int> refusals;
+  std::map<Strategy, int> ran;
+  CudnnShaped kernel;
+  int draws = 0;
+  for (std::uint64_t seed : seeds.seeds) {
+    // A refused draw is replaced by the next draw of its own chain, so n seeds give n runs.
+    SweepCase c = testing::draw_case(seed, host_space());
+    for (int tries = 0; tries < 50; ++tries, ++draws) {
+      auto comms = create_loopback_group(c.P);
+      ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
+      if (testing::plan_takes(c, *comms, kernel, refusals)) break;
+      c = testing::draw_case(std::mt19937_64(c.seed)(), host_space());
+    }
+    ++draws;
+    std::mt19937_64 rng(c.seed ^ 0x5eedULL);
+    const bool strided = std::bernoulli_distribution(0.3)(rng);
+    SCOPED_TRACE(c.describe() + (strided ? " strided" : ""));
+    if (seeds.replay) std::printf("%s%s\n", c.describe().c_str(), strided ? " strided" : "");
+    check(c, strided, rng);
+    ++ran[c.strategy];
+    if (HasFailure()) break;  // one failing draw is enough to replay
+  }
+  testing::print_sweep(ran, draws, refusals);
+  // The plans ask cuDNN only for calls it runs: no configuration is refused for a kernel call.
+  for (const auto& [rule, n] : refusals) {
+    EXPECT_EQ(rule.find("CudnnAttention"), std::string::npos) << n << " refused: " << rule;
+  }
+  // The sweep is not vacuous: the draws reach every strategy (at the default size).
+  if (!seeds.replay && seeds.seeds.size() >= 60) {
+    EXPECT_EQ(ran.size(), 4u);
+  }
+}
+
+}  // namespace
+}  // namespace ulysses
