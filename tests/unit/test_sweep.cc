@@ -31,10 +31,10 @@ using testing::SweepCase;
 constexpr int kDefaultCases = 400;
 
 testing::SweepSpace host_space() {
-  return {.cps = {1, 2, 3, 4, 8},
+  return {.cps = {1, 2, 3, 4, 6, 8},
           .dtypes = {DType::kFloat32, DType::kBFloat16, DType::kFloat16, DType::kFloat64},
           .head_dims = {4, 8, 5, 16},
-          .kv_heads = {1, 2, 3, 4, 8},
+          .kv_heads = {1, 2, 3, 4, 6, 8},
           .group_sizes = {1, 2, 3, 4},
           .max_tokens = 48,
           .max_doc = 20,
