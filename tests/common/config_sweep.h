@@ -174,6 +174,17 @@ inline SweepCase draw_case(std::uint64_t seed, const SweepSpace& space) {
   return c;
 }
 
+/// `message` with every run of digits as N (a refusal's rule, whatever values it names).
+inline std::string without_numbers(const std::string& message) {
+  std::string out;
+  for (char ch : message) {
+    const bool digit = ch >= '0' && ch <= '9';
+    if (!digit) out += ch;
+    if (digit && (out.empty() || out.back() != 'N')) out += 'N';
+  }
+  return out;
+}
+
 /// Whether the library takes `c` with `kernel` on `comms` (rank r's communicator at r; a rank's
 /// kernel calls may differ from another's). A refusal must be InvalidArgument or Unsupported with
 /// a message, and create() must return it on every rank that refuses and ConfigMismatch naming a
@@ -210,13 +221,7 @@ inline bool plan_takes(const SweepCase& c, std::vector<std::unique_ptr<Communica
       EXPECT_NE(st[r].message().find("rejected"), std::string::npos) << st[r].message();
     }
   }
-  std::string rule;
-  for (char ch : s.message().substr(0, 64)) {
-    const bool digit = ch >= '0' && ch <= '9';
-    if (!digit) rule += ch;
-    if (digit && (rule.empty() || rule.back() != 'N')) rule += 'N';
-  }
-  ++refusals[rule];
+  ++refusals[without_numbers(s.message()).substr(0, 64)];
   return false;
 }
 

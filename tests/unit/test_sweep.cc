@@ -9,6 +9,9 @@
 //            payload delivers), dK/dV too unless ranks share a KV head (then STYLE.md's 2x rule);
 //   ring, hybrid, allgather: every output within the 2x rule of the FP64 truth.
 // With backward_keeps_saved a second backward on the same forward must repeat the first bitwise.
+// Some draws first make a call with one mistake in its arguments (Mistake) alike on every rank: it
+// must be refused with the same InvalidArgument everywhere, write nothing, and leave the plan (and
+// forward's `saved`) as usable as before: the valid call after it is checked as above.
 // The reference kernel runs under cuDNN's rules for the calls' shapes and masks (CudnnShaped), so
 // a plan that would hand cuDNN a call it cannot run is caught here, without a GPU.
 //
@@ -218,16 +221,55 @@ double dsinks_rounding_bound(const SweepCase& c, const Inputs& in, const HostTen
   return bound;
 }
 
+// One mistake in a call's arguments, made alike on every rank before the valid call (kNone: none).
+enum class Mistake : int {
+  kNone = -1,
+  kQHeads,         // forward: q with a head too few
+  kKDtype,         // forward: k tagged with another dtype
+  kVStride,        // forward: v's head_dim not contiguous
+  kONull,          // forward: o without data
+  kWorkspaceNull,  // forward: no workspace (where one is needed)
+  kSinks,          // forward: sinks missing (attention.sinks) or given (not)
+  kLseShape,       // forward: lse a token short
+  kCuSeqlens,      // forward: packed past the plan's tokens, or cu_seqlens with layout bshd
+  kDqHeads,        // backward: dq with a head too few
+  kDoDtype,        // backward: d_o tagged with another dtype
+  kSavedNull,      // backward: no saved buffer (where one is needed)
+  kDkStride,       // backward: dk's head_dim not contiguous
+  kCount
+};
+bool in_backward(Mistake m) { return m >= Mistake::kDqHeads; }
+
 struct Run {
   Tensors out;
   std::vector<HostTensor> dsinks;  // every rank's copy
   Tensors again;                   // keep_saved: the second backward's gradients
+  std::vector<Status> refused;     // every rank's status for the call with the mistake
+  std::vector<int> untouched;      // whether that call left the outputs as they were (NaN)
 };
+
+// A view with a head too few, another dtype tag, or head_dim strided (the check refuses each
+// before reading).
+TensorView fewer_heads(TensorView v) {
+  --v.shape[static_cast<std::size_t>(v.ndim - 2)];
+  return v;
+}
+TensorView other_dtype(TensorView v) {
+  v.dtype = v.dtype == DType::kFloat32 ? DType::kBFloat16 : DType::kFloat32;
+  return v;
+}
+TensorView strided_head_dim(TensorView v) {
+  v.strides[static_cast<std::size_t>(v.ndim - 1)] = 2;
+  return v;
+}
 
 // The plan on c.P loopback ranks: each rank copies its shard in (strided: views of the first heads
 // of wider tensors, as a fused projection hands them over), runs, and places its outputs back.
-Run distributed(const SweepCase& c, const Inputs& in, bool strided) {
-  Run run{poisoned(c, c.dtype, c.S), {}, poisoned(c, c.dtype, c.S)};
+Run distributed(const SweepCase& c, const Inputs& in, bool strided,
+                Mistake mistake = Mistake::kNone) {
+  Run run{poisoned(c, c.dtype, c.S), {}, poisoned(c, c.dtype, c.S), {}, {}};
+  run.refused.resize(static_cast<std::size_t>(c.P));
+  run.untouched.assign(static_cast<std::size_t>(c.P), 1);
   run.dsinks.assign(static_cast<std::size_t>(c.P), run.out.dsinks);
   CudnnShaped shaped;
   LocalAttention* kernel = &shaped;
@@ -274,6 +316,43 @@ Run distributed(const SweepCase& c, const Inputs& in, bool strided) {
                   .workspace = ws.data(),
                   .saved = saved.data()};
     if (c.sinks) f.sinks = in.sinks.view;
+    const auto ri = static_cast<std::size_t>(r);
+    std::vector<std::int32_t> bad_cu = {0, static_cast<std::int32_t>(c.S)};
+    if (mistake != Mistake::kNone && !in_backward(mistake)) {
+      ForwardArgs bad = f;
+      switch (mistake) {
+        case Mistake::kQHeads:
+          bad.q = fewer_heads(f.q);
+          break;
+        case Mistake::kKDtype:
+          bad.k = other_dtype(f.k);
+          break;
+        case Mistake::kVStride:
+          bad.v = strided_head_dim(f.v);
+          break;
+        case Mistake::kONull:
+          bad.o.data = nullptr;
+          break;
+        case Mistake::kWorkspaceNull:
+          bad.workspace = nullptr;
+          break;
+        case Mistake::kSinks:
+          bad.sinks = c.sinks ? TensorView{} : in.sinks.view;
+          break;
+        case Mistake::kLseShape:
+          bad.lse.shape[static_cast<std::size_t>(f.lse.ndim - 1)] -= 1;
+          break;
+        case Mistake::kCuSeqlens:
+          if (packed(c)) bad_cu = {0, static_cast<std::int32_t>(c.S + 1)};
+          bad.cu_seqlens = bad_cu;
+          break;
+        default:
+          break;
+      }
+      run.refused[ri] = (*plan)->forward(bad, nullptr);
+      run.untouched[ri] =
+          testing::count_nan(o) == o.numel() && testing::count_nan(lse) == lse.numel();
+    }
     ULYSSES_RETURN_IF_ERROR((*plan)->forward(f, nullptr));
     ULYSSES_RETURN_IF_ERROR(put(o, run.out.o));
     ULYSSES_RETURN_IF_ERROR(place_shard(lse.view, run.out.lse.view, 2, cfg.parallel, r, cu));
@@ -294,6 +373,29 @@ Run distributed(const SweepCase& c, const Inputs& in, bool strided) {
       b.sinks = in.sinks.view;
       b.dsinks = run.dsinks[static_cast<std::size_t>(r)].view;
     }
+    if (in_backward(mistake)) {  // refused without consuming `saved`: the valid call follows
+      BackwardArgs bad = b;
+      switch (mistake) {
+        case Mistake::kDqHeads:
+          bad.dq = fewer_heads(b.dq);
+          break;
+        case Mistake::kDoDtype:
+          bad.d_o = other_dtype(b.d_o);
+          break;
+        case Mistake::kSavedNull:
+          bad.saved = nullptr;
+          break;
+        case Mistake::kDkStride:
+          bad.dk = strided_head_dim(b.dk);
+          break;
+        default:
+          break;
+      }
+      run.refused[ri] = (*plan)->backward(bad, nullptr);
+      run.untouched[ri] = testing::count_nan(dq) == dq.numel() &&
+                          testing::count_nan(dk) == dk.numel() &&
+                          testing::count_nan(dv) == dv.numel();
+    }
     ULYSSES_RETURN_IF_ERROR((*plan)->backward(b, nullptr));
     ULYSSES_RETURN_IF_ERROR(put(dq, run.out.dq));
     ULYSSES_RETURN_IF_ERROR(put(dk, run.out.dk));
@@ -310,10 +412,42 @@ Run distributed(const SweepCase& c, const Inputs& in, bool strided) {
   return run;
 }
 
-void check(const SweepCase& c, bool strided, std::mt19937_64& rng) {
+// Whether `mistake` is one for this draw (a buffer the plan needs; a backward to make it in).
+bool applies(const SweepCase& c, Mistake mistake) {
+  if (mistake == Mistake::kNone) return true;
+  if (in_backward(mistake) && !c.training) return false;
+  // Every rank must need the buffer (an all-gather rank's share may differ): a rank that needs
+  // none would take the null pointer and go on to exchange with ranks that refused.
+  std::vector<std::size_t> ws(static_cast<std::size_t>(c.P)), saved(ws.size());
+  CudnnShaped kernel;
+  testing::run_ranks(c.P, [&](int r, Communicator& comm) -> Status {
+    auto plan = DistributedAttention::create(c.plan(), comm, kernel);
+    if (plan.is_ok()) {
+      ws[static_cast<std::size_t>(r)] = (*plan)->workspace_bytes();
+      saved[static_cast<std::size_t>(r)] = (*plan)->saved_bytes();
+    }
+    return plan.status();
+  });
+  if (mistake == Mistake::kWorkspaceNull) return *std::min_element(ws.begin(), ws.end()) > 0;
+  if (mistake == Mistake::kSavedNull) return *std::min_element(saved.begin(), saved.end()) > 0;
+  return true;
+}
+
+void check(const SweepCase& c, bool strided, std::mt19937_64& rng, Mistake mistake) {
   const Inputs in = make_inputs(c, rng);
   const Inputs delivered = as_delivered(c, in);
-  const Run got = distributed(c, in, strided);
+  const Run got = distributed(c, in, strided, mistake);
+  if (mistake != Mistake::kNone) {  // refused alike on every rank, nothing written, plan usable
+    for (int r = 0; r < c.P; ++r) {
+      const Status& s = got.refused[static_cast<std::size_t>(r)];
+      EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << "rank " << r << ": " << s.to_string();
+      // The same words; the numbers may be the rank's own (an all-gather rank's workspace).
+      EXPECT_EQ(testing::without_numbers(s.message()),
+                testing::without_numbers(got.refused[0].message()))
+          << "rank " << r;
+      EXPECT_TRUE(got.untouched[static_cast<std::size_t>(r)]) << "rank " << r << " wrote outputs";
+    }
+  }
   const Tensors truth = unsharded(c, delivered, DType::kFloat64, false);
   auto within_2x = [&](const HostTensor& g, const HostTensor& plain, const HostTensor& t,
                        const std::string& what, double floor = 0) {
@@ -368,7 +502,7 @@ TEST(Sweep, WhatThePlanTakesItComputes) {
   std::map<std::string, int> refusals;
   std::map<Strategy, int> ran;
   CudnnShaped kernel;
-  int draws = 0;
+  int draws = 0, mistakes = 0;
   for (std::uint64_t seed : seeds.seeds) {
     // A refused draw is replaced by the next draw of its own chain, so n seeds give n runs.
     SweepCase c = testing::draw_case(seed, host_space());
@@ -381,13 +515,24 @@ TEST(Sweep, WhatThePlanTakesItComputes) {
     ++draws;
     std::mt19937_64 rng(c.seed ^ 0x5eedULL);
     const bool strided = std::bernoulli_distribution(0.3)(rng);
-    SCOPED_TRACE(c.describe() + (strided ? " strided" : ""));
-    if (seeds.replay) std::printf("%s%s\n", c.describe().c_str(), strided ? " strided" : "");
-    check(c, strided, rng);
+    auto mistake = Mistake::kNone;
+    if (std::bernoulli_distribution(0.4)(rng)) {
+      mistake = static_cast<Mistake>(
+          std::uniform_int_distribution<int>(0, static_cast<int>(Mistake::kCount) - 1)(rng));
+      if (!applies(c, mistake)) mistake = Mistake::kNone;
+    }
+    const std::string how =
+        std::string(strided ? " strided" : "") +
+        (mistake == Mistake::kNone ? "" : " mistake " + std::to_string(static_cast<int>(mistake)));
+    SCOPED_TRACE(c.describe() + how);
+    if (seeds.replay) std::printf("%s%s\n", c.describe().c_str(), how.c_str());
+    check(c, strided, rng, mistake);
+    mistakes += mistake != Mistake::kNone;
     ++ran[c.strategy];
     if (HasFailure()) break;  // one failing draw is enough to replay
   }
   testing::print_sweep(ran, draws, refusals);
+  std::printf("%d of them after a call with a mistake, refused\n", mistakes);
   // The plans ask cuDNN only for calls it runs: no configuration is refused for a kernel call.
   for (const auto& [rule, n] : refusals) {
     EXPECT_EQ(rule.find("CudnnAttention"), std::string::npos) << n << " refused: " << rule;
