@@ -138,8 +138,9 @@ std::vector<Call> calls_of(const AttentionConfig& a, int P, int j, std::int64_t 
 // offset w: cuDNN's left bound w + 1 - offset stays >= 1). A windowed call with more query than
 // key rows is one cuDNN refuses ("sliding window ... max_s_q <= max_s_kv" without a padding
 // mask).
-std::vector<Call> backward_parts(const AttentionConfig& a, const Call& call) {
+std::vector<Call> split_parts(const AttentionConfig& a, const Call& call) {
   if (!call.masked || !a.causal || call.q_global - call.k_lo <= 0) return {call};
+  const std::int64_t keys = call.q_global - call.k_lo;
   Call before = call, square = call;
   before.k_hi = call.q_global;
   before.table = kBefore;
@@ -154,7 +155,6 @@ std::vector<Call> backward_parts(const AttentionConfig& a, const Call& call) {
   before.q_rows = std::min<std::int64_t>(call.q_rows, a.window_left);
   square.part = 0;
   before.part = 1;
-  const std::int64_t keys = call.q_global - call.k_lo;
   if (!call.packed && before.q_rows <= keys) return {square, before};
   if (!call.packed) {
     Call all = before, suffix = before;
@@ -174,6 +174,19 @@ std::vector<Call> backward_parts(const AttentionConfig& a, const Call& call) {
   band.packed_offset = a.window_left;
   band.part = 2;
   return {square, before, band};
+}
+
+// split_parts(), unless a dense part would be one query row against one key (chunks of one
+// token, or window_left 1 or 2): cuDNN's backward takes no s_q = s_kv = 1 graph, and the whole
+// call has more keys than that.
+std::vector<Call> backward_parts(const AttentionConfig& a, const Call& call) {
+  std::vector<Call> parts = split_parts(a, call);
+  for (const Call& part : parts) {
+    if (parts.size() > 1 && !part.packed && part.q_rows == 1 && part.k_hi - part.k_lo == 1) {
+      return {call};
+    }
+  }
+  return parts;
 }
 
 // Whether rank r's queries see some key of chunk x.

@@ -191,7 +191,8 @@ inline std::string without_numbers(const std::string& message) {
 /// refusing rank on the others, none left waiting; `refusals` counts it by rule (the message's
 /// start, numbers as N).
 inline bool plan_takes(const SweepCase& c, std::vector<std::unique_ptr<Communicator>>& comms,
-                       LocalAttention& kernel, std::map<std::string, int>& refusals) {
+                       LocalAttention& kernel, std::map<std::string, int>& refusals,
+                       Status* refusal = nullptr) {
   std::vector<Status> own;
   Status s = Status::ok();
   for (auto& comm : comms) {
@@ -199,6 +200,7 @@ inline bool plan_takes(const SweepCase& c, std::vector<std::unique_ptr<Communica
     if (s.is_ok() && !own.back().is_ok()) s = own.back();
   }
   if (s.is_ok()) return true;
+  if (refusal != nullptr) *refusal = s;
   EXPECT_TRUE(s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kUnsupported)
       << s.to_string();
   EXPECT_FALSE(s.message().empty());

@@ -128,6 +128,15 @@ TEST(CudnnSupport, MaskBandsInCudnnBounds) {
   EXPECT_TRUE(cudnn_forward_support(p, kHopper919).is_ok());
 }
 
+TEST(CudnnSupport, BackwardTakesNoOneByOneDenseCall) {
+  LocalProblem p = problem({.causal = true}, 1, 1);
+  expect_refused(cudnn_backward_support(p, kHopper919),
+                 {"one query and one key", "s_q = s_kv = 1"});
+  EXPECT_TRUE(cudnn_forward_support(p, kHopper919).is_ok());
+  p.seqlen_kv = 2;
+  EXPECT_TRUE(cudnn_backward_support(p, kHopper919).is_ok());
+}
+
 TEST(CudnnSupport, DenseWindowsNeedNoMoreQueryThanKeyRows) {
   // cuDNN refuses a left bound with max_s_q > max_s_kv unless a padding mask is set (the packed
   // path's): dense calls with more queries than keys under a window are refused at plan time.

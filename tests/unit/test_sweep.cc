@@ -509,7 +509,15 @@ TEST(Sweep, WhatThePlanTakesItComputes) {
     for (int tries = 0; tries < 50; ++tries, ++draws) {
       auto comms = create_loopback_group(c.P);
       ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
-      if (testing::plan_takes(c, *comms, kernel, refusals)) break;
+      Status refused;
+      if (testing::plan_takes(c, *comms, kernel, refusals, &refused)) break;
+      // The plans ask cuDNN only for calls it runs, except a 1 x 1 backward call (cuDNN's
+      // backward takes none): a chunk of one token, or the one key a ring step's query chunk sees
+      // at a window's edge. Those are refused when the plan is made (counted in the log).
+      if (refused.message().find("CudnnAttention") != std::string::npos) {
+        EXPECT_NE(refused.message().find("one query and one key"), std::string::npos)
+            << c.describe() << ": " << refused.to_string();
+      }
       c = testing::draw_case(std::mt19937_64(c.seed)(), host_space());
     }
     ++draws;
@@ -533,10 +541,6 @@ TEST(Sweep, WhatThePlanTakesItComputes) {
   }
   testing::print_sweep(ran, draws, refusals);
   std::printf("%d of them after a call with a mistake, refused\n", mistakes);
-  // The plans ask cuDNN only for calls it runs: no configuration is refused for a kernel call.
-  for (const auto& [rule, n] : refusals) {
-    EXPECT_EQ(rule.find("CudnnAttention"), std::string::npos) << n << " refused: " << rule;
-  }
   // The sweep is not vacuous: the draws reach every strategy (at the default size).
   if (!seeds.replay && seeds.seeds.size() >= 60) {
     EXPECT_EQ(ran.size(), 4u);
