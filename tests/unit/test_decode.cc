@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <numeric>
 
 #include "common/check.h"
@@ -152,13 +153,9 @@ class NoEmptyRows final : public LocalAttention {
   std::unique_ptr<LocalAttention> inner_ = make_reference_attention();
 };
 
-class Decode : public ::testing::TestWithParam<Case> {};
-
-TEST_P(Decode, EveryRankGetsTheWholeCachesAttention) {
-  const Case c = GetParam();
-  const auto seed = testing::fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  std::mt19937_64 rng(seed);
+// Several steps of case c on one plan (inputs, dealing and cache rows from rng), every rank's O
+// and LSE against one reference call per step.
+void check_decode(const Case& c, std::mt19937_64& rng) {
   const std::int64_t total = c.prefill + c.steps * c.T;
   HostTensor k(DType::kFloat64, {c.B, total, c.Hkv, c.D}),
       v(DType::kFloat64, {c.B, total, c.Hkv, c.D});
@@ -262,6 +259,70 @@ TEST_P(Decode, EveryRankGetsTheWholeCachesAttention) {
       EXPECT_EQ(ml.count, 0) << testing::describe(
           ml, "LSE of rank " + std::to_string(r) + " vs rank 0");
     }
+  }
+}
+
+class Decode : public ::testing::TestWithParam<Case> {};
+
+TEST_P(Decode, EveryRankGetsTheWholeCachesAttention) {
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  check_decode(GetParam(), rng);
+}
+
+// Random cases (as the plans' configuration sweep, tests/unit/test_sweep.cc): ranks, batch, new
+// tokens, heads, masks, sinks, prefill, steps, splitting and dealing drawn together from one
+// printed seed (ULYSSES_SWEEP_SEED replays it, ULYSSES_SWEEP_CASES runs more than 150).
+Case draw_decode_case(std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  auto chance = [&](double p) { return std::bernoulli_distribution(p)(rng); };
+  Case c{.name = "sweep"};
+  c.P = uniform(1, 6);
+  c.B = uniform(1, 3);
+  c.T = uniform(1, 6);
+  c.Hkv = uniform(1, 4);
+  c.Hq = c.Hkv * uniform(1, 3);
+  c.D = uniform(1, 9);
+  c.causal = chance(0.6);
+  if (chance(0.4)) c.wl = uniform(0, 30);
+  if (!c.causal && chance(0.3)) c.wr = uniform(0, 6);
+  c.sinks = chance(0.4);
+  c.prefill = uniform(0, 90);
+  c.steps = uniform(1, 3);
+  c.min_split_rows = uniform(1, 16);
+  c.max_splits = uniform(1, 8);
+  c.max_run = uniform(1, 25);
+  if (c.P > 1 && chance(0.2)) c.empty_rank = uniform(0, c.P - 1);
+  return c;
+}
+
+std::string describe(const Case& c, std::uint64_t seed) {
+  return detail::str_cat("cp=", c.P, " B=", c.B, " T=", c.T, " Hq=", c.Hq, " Hkv=", c.Hkv,
+                         " D=", c.D, c.causal ? " causal" : "", " window=(", c.wl, ",", c.wr, ")",
+                         c.sinks ? " sinks" : "", " prefill=", c.prefill, " steps=", c.steps,
+                         " min_split_rows=", c.min_split_rows, " max_splits=", c.max_splits,
+                         " max_run=", c.max_run, " empty_rank=", c.empty_rank,
+                         "  [ULYSSES_SWEEP_SEED=", seed, "]");
+}
+
+TEST(DecodeSweep, RandomCasesGetTheWholeCachesAttention) {
+  std::vector<std::uint64_t> seeds;
+  if (const char* one = std::getenv("ULYSSES_SWEEP_SEED"); one != nullptr && *one != '\0') {
+    seeds.push_back(std::strtoull(one, nullptr, 10));
+  } else {
+    const char* many = std::getenv("ULYSSES_SWEEP_CASES");
+    const int n = many != nullptr && *many != '\0' ? std::max(1, std::atoi(many)) : 150;
+    std::mt19937_64 fresh(testing::fresh_seed());
+    for (int i = 0; i < n; ++i) seeds.push_back(fresh());
+  }
+  for (std::uint64_t seed : seeds) {
+    const Case c = draw_decode_case(seed);
+    SCOPED_TRACE(describe(c, seed));
+    std::mt19937_64 rng(seed ^ 0x5eedULL);
+    check_decode(c, rng);
+    if (HasFailure()) break;  // one failing draw is enough to replay
   }
 }
 
