@@ -735,7 +735,7 @@ Status allgather_check_support(const PlanConfig& config, const Communicator& com
   }
   for (const LocalProblem& p :
        AllGatherAttention::all_problems(config, comm.rank(), kernel.accumulates_grads())) {
-    ULYSSES_RETURN_IF_ERROR(kernel.check_support(p));
+    ULYSSES_RETURN_IF_ERROR(check_plan_call(kernel, p, "allgather"));
   }
   return Status::ok();
 }

@@ -115,6 +115,17 @@ Status agree_on_fields(std::span<const std::int64_t> fields,
   return local;
 }
 
+Status check_plan_call(const LocalAttention& kernel, const LocalProblem& p,
+                       std::string_view strategy) {
+  const Status s = kernel.check_support(p);
+  if (s.is_ok()) return s;
+  return Status(
+      s.code(),
+      str_cat(kCreateApi, ": strategy ", strategy, " calls kernel ", kernel.name(), " on ",
+              p.seqlen, " query x ", p.kv_len(), " key rows (diagonal offset ", p.diagonal_offset,
+              p.backward ? ", training" : "", "), which it refuses: ", s.message()));
+}
+
 Status agree_on_config(const PlanConfig& config, Communicator& comm, const Status& local) {
   const Fingerprint mine = Fingerprint::of(config);
   return agree_on_fields(mine.v, Fingerprint::kNames, comm, local, kCreateApi);

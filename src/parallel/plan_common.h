@@ -47,6 +47,11 @@ using detail::sequence_rows;  // rows [row0, row0 + rows) of a [B, S, H, D] view
 /// all-gathered once; a difference is kConfigMismatch on every rank, a rank's rejection is reported
 /// on every rank. Returns `local` when all agree.
 Status agree_on_config(const PlanConfig& config, Communicator& comm, const Status& local);
+
+/// kernel.check_support(p) for one call a ring or all-gather plan will make; a refusal says which
+/// call (its rows and diagonal offset), so that the user can tell what in the config made it.
+Status check_plan_call(const LocalAttention& kernel, const LocalProblem& p,
+                       std::string_view strategy);
 /// The same for any configuration given as integer fields (names[i] names fields[i] in the
 /// kConfigMismatch message); api prefixes the messages.
 Status agree_on_fields(std::span<const std::int64_t> fields,

@@ -947,7 +947,7 @@ Status ring_check_support(const PlanConfig& config, const Communicator& comm,
       HeadRouting::create(config.attention, config.parallel.ulysses_size(), kCreateApi));
   for (const LocalProblem& p :
        RingAttention::all_problems(config, routing, comm.rank(), kernel.accumulates_grads())) {
-    ULYSSES_RETURN_IF_ERROR(kernel.check_support(p));
+    ULYSSES_RETURN_IF_ERROR(check_plan_call(kernel, p, strategy));
   }
   return Status::ok();
 }

@@ -497,6 +497,41 @@ void check(const SweepCase& c, bool strided, std::mt19937_64& rng, Mistake mista
   }
 }
 
+// A ring step in which one query of a chunk sees one key of another chunk, at the window's edge
+// (chunks of 7 tokens on 3 ranks, window_left 8 = 1 mod 7), is a 1 x 1 call, which cuDNN's
+// backward refuses: the plan is refused when it is made, naming the call.
+TEST(Sweep, KernelRefusalsNameThePlansCall) {
+  SweepCase c;
+  c.strategy = Strategy::kRing;
+  c.P = 3;
+  c.S = 42;
+  c.Hq = 4;
+  c.Hkv = 2;
+  c.D = 8;
+  c.dtype = DType::kBFloat16;
+  c.causal = true;
+  c.wl = 8;
+  CudnnShaped kernel;
+  auto st = testing::run_ranks(c.P, [&](int, Communicator& comm) -> Status {
+    return DistributedAttention::create(c.plan(), comm, kernel).status();
+  });
+  int refusing = 0;
+  for (const Status& s : st) {
+    if (s.code() == StatusCode::kConfigMismatch) continue;  // a peer's refusal, named there
+    ++refusing;
+    EXPECT_EQ(s.code(), StatusCode::kUnsupported) << s.to_string();
+    for (const char* words : {"strategy ring calls kernel", "1 query x 1 key rows", "training",
+                              "one query and one key"}) {
+      EXPECT_NE(s.message().find(words), std::string::npos) << s.message();
+    }
+  }
+  EXPECT_GE(refusing, 1);
+  c.training = false;  // forward takes 1 x 1 calls
+  EXPECT_ALL_OK(testing::run_ranks(c.P, [&](int, Communicator& comm) -> Status {
+    return DistributedAttention::create(c.plan(), comm, kernel).status();
+  }));
+}
+
 TEST(Sweep, WhatThePlanTakesItComputes) {
   const testing::SweepSeeds seeds = testing::sweep_seeds(kDefaultCases, testing::fresh_seed());
   std::map<std::string, int> refusals;
