@@ -899,10 +899,11 @@ std::vector<Case> allgather_cases() {
 INSTANTIATE_TEST_SUITE_P(AllGather, RingVsReference, ::testing::ValuesIn(allgather_cases()),
                          [](const auto& param_info) { return param_info.param.name; });
 
-// All-gather with one rank is one kernel call on the whole sequence: bitwise the unsharded kernel
-// (O, LSE, dQ, and dK, dV once rounded from the fp32 sums the single call wrote; rounding the FP64
-// dK, dV to bf16 directly differs by an ulp in about one seed in a hundred). The call sees
-// every key of its rows, so the reference kernel's backward recomputes the statistics.
+// All-gather with one rank runs as Ulysses' one-rank plan: one kernel call on the whole sequence,
+// bitwise the unsharded kernel, dK and dV included (the kernel writes them in the plan's dtype; the
+// all-gather plan's fp32 sums, rounded once more, differed by an ulp for about one seed in twenty).
+// The call sees every key of its rows, so the reference kernel's backward recomputes the
+// statistics.
 TEST(AllGather, OneRankIsTheUnshardedKernelBitwise) {
   for (const bool causal : {true, false}) {
     const Case c{"p1",   Strategy::kAllGather, 1, 0, 2, 16, 4, 2, 8, DType::kBFloat16,
@@ -911,7 +912,7 @@ TEST(AllGather, OneRankIsTheUnshardedKernelBitwise) {
     SCOPED_TRACE("seed " + std::to_string(seed) + (causal ? " causal window" : " full"));
     std::mt19937_64 rng(seed);
     const Inputs in = make_inputs(c, rng);
-    const Tensors plain = unsharded(c, in, c.dtype, /*given_stats=*/false, /*fp32_kv_grads=*/true);
+    const Tensors plain = unsharded(c, in, c.dtype, /*given_stats=*/false, /*fp32_kv_grads=*/false);
     std::vector<HostTensor> dsinks;
     const Tensors got = distributed(c, in, dsinks);
     EXPECT_BITWISE_EQ(got.o, plain.o, "O");
