@@ -168,6 +168,38 @@ inline ::testing::AssertionResult within_2x_rule(const HostTensor& out, const Ho
          << floor << ")";
 }
 
+/// dSinks[h] = -sum_i exp(sink_h - LSE_i) (dO_i . O_i). A kernel may take O_i as the rounded output
+/// (a call given its statistics) or recompute it exactly (the reference on a call that sees every
+/// key), and ring and all-gather plans mix such calls row by row, so their dSinks error is bounded
+/// by what O's rounding moves each term, summed over rows, not by a multiple of one whole-rounded
+/// run's error (whose row errors may cancel): max over h of sum_i exp(sink_h - LSE_i) |dO_i .
+/// (rounded_i - exact_i)|. Activations [B, S, H, D], lse [B, H, S] (rows with a non-finite LSE,
+/// padding, are skipped), sinks [H].
+inline double dsinks_rounding_bound(const HostTensor& d_o, const HostTensor& rounded,
+                                    const HostTensor& exact, const HostTensor& lse,
+                                    const HostTensor& sinks) {
+  const std::int64_t B = d_o.view.size(0), S = d_o.view.size(1), H = d_o.view.size(2),
+                     D = d_o.view.size(3);
+  double bound = 0;
+  for (std::int64_t h = 0; h < H; ++h) {
+    double sum = 0;
+    for (std::int64_t b = 0; b < B; ++b) {
+      for (std::int64_t i = 0; i < S; ++i) {
+        const double l = lse.at((b * H + h) * S + i);
+        if (!std::isfinite(l)) continue;
+        double moved = 0;
+        for (std::int64_t d = 0; d < D; ++d) {
+          const std::int64_t at = ((b * S + i) * H + h) * D + d;
+          moved += d_o.at(at) * (rounded.at(at) - exact.at(at));
+        }
+        sum += std::exp(sinks.at(h) - l) * std::fabs(moved);
+      }
+    }
+    bound = std::max(bound, sum);
+  }
+  return bound;
+}
+
 /// Heads [h0, h0 + heads) of a buffer at `base` holding `channels` heads of head_dim D per token,
 /// `shift` elements past `base`: [B, S, heads, D] (kBSHD) or [S, heads, D] (kTHD), as a fused
 /// QKV projection hands Q, K or V over. Host or device memory (the view's `device`).

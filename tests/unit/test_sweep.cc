@@ -194,33 +194,6 @@ Tensors unsharded(const SweepCase& c, const Inputs& any, DType dtype, bool parti
   return r;
 }
 
-// dSinks[h] = -sum_i exp(sink_h - LSE_i) (dO_i . O_i): a kernel may take O_i as the rounded
-// output (a call given its statistics) or recompute it exactly (the reference on a call that sees
-// every key), and a ring or all-gather plan mixes such calls row by row, so its error against the
-// truth is bounded by this sum over rows of what O's rounding moves each term, not by a multiple of
-// one whole-rounded run's error (whose row errors may cancel). `rounded`: the plain run's O.
-double dsinks_rounding_bound(const SweepCase& c, const Inputs& in, const HostTensor& rounded,
-                             const Tensors& truth) {
-  double bound = 0;
-  for (int h = 0; h < c.Hq; ++h) {
-    double sum = 0;
-    for (std::int64_t b = 0; b < c.B; ++b) {
-      for (std::int64_t i = 0; i < c.S; ++i) {
-        const double lse = truth.lse.at((b * c.Hq + h) * c.S + i);
-        if (!std::isfinite(lse)) continue;  // padding
-        double moved = 0;
-        for (std::int64_t d = 0; d < c.D; ++d) {
-          const std::int64_t at = ((b * c.S + i) * c.Hq + h) * c.D + d;
-          moved += in.d_o.at(at) * (rounded.at(at) - truth.o.at(at));
-        }
-        sum += std::exp(in.sinks.at(h) - lse) * std::fabs(moved);
-      }
-    }
-    bound = std::max(bound, sum);
-  }
-  return bound;
-}
-
 // One mistake in a call's arguments, made alike on every rank before the valid call (kNone: none).
 enum class Mistake : int {
   kNone = -1,
@@ -483,7 +456,9 @@ void check(const SweepCase& c, bool strided, std::mt19937_64& rng, Mistake mista
       within_2x(got.out.dq, plain.dq, truth.dq, "dQ");
       within_2x(got.out.dk, plain.dk, truth.dk, "dK");
       within_2x(got.out.dv, plain.dv, truth.dv, "dV");
-      const double moved = c.sinks ? dsinks_rounding_bound(c, delivered, plain.o, truth) : 0;
+      const double moved = c.sinks ? testing::dsinks_rounding_bound(delivered.d_o, plain.o, truth.o,
+                                                                    truth.lse, delivered.sinks)
+                                   : 0;
       for (int r = 0; c.sinks && r < c.P; ++r) {
         within_2x(got.dsinks[static_cast<std::size_t>(r)], plain.dsinks, truth.dsinks,
                   "dSinks on rank " + std::to_string(r), moved);
