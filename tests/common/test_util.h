@@ -168,6 +168,14 @@ inline ::testing::AssertionResult within_2x_rule(const HostTensor& out, const Ho
          << floor << ")";
 }
 
+/// Half the spacing of `dtype`'s values relative to a magnitude (2^-(mantissa bits + 1)): the most
+/// one rounding to it moves a value, relative. 0 for fp32 and fp64 (their tests' floors cover it).
+inline double half_ulp(DType dtype) {
+  if (dtype == DType::kBFloat16) return 0x1p-8;
+  if (dtype == DType::kFloat16) return 0x1p-11;
+  return 0;
+}
+
 /// dSinks[h] = -sum_i exp(sink_h - LSE_i) (dO_i . O_i). A kernel may take O_i as the rounded output
 /// (a call given its statistics) or recompute it exactly (the reference on a call that sees every
 /// key), and ring and all-gather plans mix such calls row by row, so their dSinks error is bounded

@@ -291,15 +291,24 @@ TEST_P(RingVsReference, WithinTwiceThePlainError) {
                    double floor = 0) {
     EXPECT_EQ(testing::count_nan(g), 0) << what << ": elements never written (or NaN)";
     EXPECT_TRUE(
-        testing::within_2x_rule(g, p, t, floor + 0x1p-20 * std::max(1.0, testing::max_abs(t))))
+        // 2^-18: a few tens of fp32 ulps of the largest value, what fp32 sums over blocks may
+        // move (2^-20 failed packed_ring_p4_fp32_full's dQ by 15% once in 20000 runs).
+        testing::within_2x_rule(g, p, t, floor + 0x1p-18 * std::max(1.0, testing::max_abs(t))))
         << what;
   };
-  check(got.o, plain.o, truth.o, "O");
+  // O and the gradients come from fp32 sums of partials rounded once to the I/O dtype, which may
+  // land an ulp from the truth where the plain run's single rounding lands half an ulp from it
+  // (2.03x its error for one seed in a few thousand in bf16): half an I/O ulp at the tensor's
+  // magnitude on top, as the GPU suites allow (gpu_ulysses_common.h).
+  const double half_ulp = testing::half_ulp(c.dtype);
+  auto check_io = [&](const HostTensor& g, const HostTensor& p, const HostTensor& t,
+                      const char* what) { check(g, p, t, what, half_ulp * testing::max_abs(t)); };
+  check_io(got.o, plain.o, truth.o, "O");
   check(got.lse, plain.lse, truth.lse, "LSE");
   if (!c.training) return;
-  check(got.dq, plain.dq, truth.dq, "dQ");
-  check(got.dk, plain.dk, truth.dk, "dK");
-  check(got.dv, plain.dv, truth.dv, "dV");
+  check_io(got.dq, plain.dq, truth.dq, "dQ");
+  check_io(got.dk, plain.dk, truth.dk, "dK");
+  check_io(got.dv, plain.dv, truth.dv, "dV");
   if (c.sinks) {
     // All-gather's calls that see every key of their rows recompute O exactly, its split parts
     // take the rounded O: dSinks may move by O's rounding row by row (about one seed in a hundred

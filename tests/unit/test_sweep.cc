@@ -426,7 +426,7 @@ void check(const SweepCase& c, bool strided, std::mt19937_64& rng, Mistake mista
                        const std::string& what, double floor = 0) {
     EXPECT_EQ(testing::count_nan(g), 0) << what << ": elements never written";
     EXPECT_TRUE(
-        testing::within_2x_rule(g, plain, t, floor + 0x1p-20 * std::max(1.0, testing::max_abs(t))))
+        testing::within_2x_rule(g, plain, t, floor + 0x1p-18 * std::max(1.0, testing::max_abs(t))))
         << what;
   };
   std::vector<std::pair<std::string, const HostTensor*>> grads;
@@ -450,12 +450,19 @@ void check(const SweepCase& c, bool strided, std::mt19937_64& rng, Mistake mista
     }
   } else {
     const Tensors plain = unsharded(c, delivered, c.dtype, true);
-    within_2x(got.out.o, plain.o, truth.o, "O");
+    // Sums of partials rounded once may land an ulp off where the plain run lands half an ulp
+    // off: half an I/O ulp at the magnitude on top (as test_ring and the GPU suites).
+    const double io = testing::half_ulp(c.dtype);
+    auto within_2x_io = [&](const HostTensor& g, const HostTensor& p, const HostTensor& t,
+                            const std::string& what) {
+      within_2x(g, p, t, what, io * testing::max_abs(t));
+    };
+    within_2x_io(got.out.o, plain.o, truth.o, "O");
     within_2x(got.out.lse, plain.lse, truth.lse, "LSE");
     if (c.training) {
-      within_2x(got.out.dq, plain.dq, truth.dq, "dQ");
-      within_2x(got.out.dk, plain.dk, truth.dk, "dK");
-      within_2x(got.out.dv, plain.dv, truth.dv, "dV");
+      within_2x_io(got.out.dq, plain.dq, truth.dq, "dQ");
+      within_2x_io(got.out.dk, plain.dk, truth.dk, "dK");
+      within_2x_io(got.out.dv, plain.dv, truth.dv, "dV");
       const double moved = c.sinks ? testing::dsinks_rounding_bound(delivered.d_o, plain.o, truth.o,
                                                                     truth.lse, delivered.sinks)
                                    : 0;
