@@ -205,6 +205,12 @@ class CudnnAttention final : public LocalAttention {
     return detail::packed_slots(1, std::max(p.seqlen, p.kv_len()));
   }
 
+  // A dense call with one query and one key row: its backward is kernels::cuda::one_key_backward
+  // (cuDNN's takes no such graph).
+  static bool one_key(const LocalProblem& p) {
+    return !p.varlen && p.seqlen == 1 && p.kv_len() == 1;
+  }
+
   std::size_t held_bytes() const override { return overflow_bytes_ + stage_bytes_; }
   Status release_held(Stream stream) override {
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
@@ -245,7 +251,7 @@ class CudnnAttention final : public LocalAttention {
       // (A forward-only problem, e.g. an inference plan's, needs no backward workspace: at 128k
       // tokens and 32 heads that is most of it.)
       const std::int64_t fwd = self->canonical_workspace(p, false);
-      const std::int64_t bwd = p.backward ? self->canonical_workspace(p, true) : 0;
+      const std::int64_t bwd = p.backward && !one_key(p) ? self->canonical_workspace(p, true) : 0;
       if (fwd >= 0 && bwd >= 0) bound = static_cast<std::size_t>(std::max(fwd, bwd));
     }
     std::size_t extra = align_up(meta_bytes(p)) + align_up(B * hq * Sq * 4);
@@ -937,6 +943,19 @@ class CudnnAttention final : public LocalAttention {
                     .dq = qs(t.dq),
                     .dk = kv(t.dk),
                     .dv = kv(t.dv)};
+    // Stats: before cuDNN 9.26 the backward reads a non-ragged Stats input as packed [B, H, S].
+    TensorView lse = a.lse;
+    lse.data = static_cast<float*>(a.lse.data) + part.b0 * a.lse.stride(0) + q0 * a.lse.stride(1);
+    lse.shape[0] = part.nb;
+    lse.shape[1] = nq;
+    if (one_key(pp)) {
+      // cudnn-frontend (1.32) builds no backward graph with s_q = s_kv = 1 (a ring step at a
+      // window's edge, whose query sees one key of the block): our own kernel. check_support()
+      // accepted the call only if its one pair lies inside the band (cudnn_band()).
+      return kernels::cuda::one_key_backward(s.q, s.k, s.v, s.o, s.d_o, lse, s.dq, s.dk, s.dv,
+                                             static_cast<float>(pp.config.scale()),
+                                             detail::cudnn_band(pp).ok, stream);
+    }
     std::size_t bytes = 0;
     TensorView* staged[] = {&s.k, &s.o, &s.d_o};
     for (TensorView* v : staged) {
@@ -954,11 +973,6 @@ class CudnnAttention final : public LocalAttention {
         *v = compact;
       }
     }
-    // Stats: before cuDNN 9.26 the backward reads a non-ragged Stats input as packed [B, H, S].
-    TensorView lse = a.lse;
-    lse.data = static_cast<float*>(a.lse.data) + part.b0 * a.lse.stride(0) + q0 * a.lse.stride(1);
-    lse.shape[0] = part.nb;
-    lse.shape[1] = nq;
     s.lse = TensorView::contiguous(ws.stats, DType::kFloat32, {part.nb, nq, p.seqlen}, device());
     ULYSSES_RETURN_IF_ERROR(kernels::cuda::copy_lse(s.lse, lse, stream));
     const std::vector<detail::RaggedGroup> one(1);

@@ -96,14 +96,8 @@ Status cudnn_backward_support(const LocalProblem& p, CudnnTarget t) {
                                ": 9.14 returned wrong gradients past head_dim 128; forward alone, "
                                "training = false, runs)"));
   }
-  // cudnn-frontend (1.32) refuses a backward graph with s_q = s_kv = 1; packed graphs have at
-  // least 64 rows (packed_rows()).
-  if (!p.varlen && p.seqlen == 1 && p.kv_len() == 1) {
-    return unsupported(str_cat(kApi,
-                               "::backward: a dense call with one query and one key row "
-                               "(cuDNN's SDPA backward takes no s_q = s_kv = 1 graph; "
-                               "forward alone, training = false, runs)"));
-  }
+  // (A dense call with s_q = s_kv = 1, which cudnn-frontend 1.32 builds no backward graph for,
+  // runs through CudnnAttention's own kernel: kernels::cuda::one_key_backward.)
   // A dense call past 2^31 elements runs in parts (dense_parts()); one that cannot be split is
   // refused here, when a training plan is made, rather than by its first backward. Compact views
   // bound every part: a part's view that reaches further is staged compact.

@@ -93,7 +93,118 @@ __global__ void copy_lse_kernel(float* dst, const float* src, std::int64_t B, st
   }
 }
 
+// one_key_backward: a [B, 1, H, D] view's element (b, h, d) and its dtype.
+struct Act {
+  void* data;
+  int dtype;  // DType value
+  std::int64_t sb, sh, sd;
+};
+Act act(const TensorView& t) {
+  return {t.data, static_cast<int>(t.dtype), t.stride(0), t.stride(2), t.stride(3)};
+}
+__device__ float load(const Act& t, std::int64_t b, std::int64_t h, std::int64_t d) {
+  const std::int64_t i = b * t.sb + h * t.sh + d * t.sd;
+  switch (static_cast<DType>(t.dtype)) {
+    case DType::kFloat16:
+      return __half2float(static_cast<const __half*>(t.data)[i]);
+    case DType::kBFloat16:
+      return __bfloat162float(static_cast<const __nv_bfloat16*>(t.data)[i]);
+    default:
+      return static_cast<const float*>(t.data)[i];
+  }
+}
+__device__ void store(const Act& t, std::int64_t b, std::int64_t h, std::int64_t d, float x) {
+  const std::int64_t i = b * t.sb + h * t.sh + d * t.sd;
+  switch (static_cast<DType>(t.dtype)) {
+    case DType::kFloat16:
+      static_cast<__half*>(t.data)[i] = __float2half_rn(x);
+      break;
+    case DType::kBFloat16:
+      static_cast<__nv_bfloat16*>(t.data)[i] = __float2bfloat16_rn(x);
+      break;
+    default:
+      static_cast<float*>(t.data)[i] = x;
+  }
+}
+
+constexpr int kOneKeyThreads = 256;  // one thread per head_dim element (cuDNN: head_dim <= 256)
+
+// The three dot products q.k, dO.v and dO.o of one query head over the block, in a fixed order
+// (lanes by a shuffle tree, then the warps in order), returned to every thread.
+__device__ float3 block_dots(float3 x) {
+  constexpr int kWarps = kOneKeyThreads / 32;
+  __shared__ float3 partial[kWarps];
+  __shared__ float3 total;
+  for (int off = 16; off > 0; off /= 2) {
+    x.x += __shfl_down_sync(0xffffffffu, x.x, off);
+    x.y += __shfl_down_sync(0xffffffffu, x.y, off);
+    x.z += __shfl_down_sync(0xffffffffu, x.z, off);
+  }
+  const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
+  if (lane == 0) partial[warp] = x;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float3 s = make_float3(0.0f, 0.0f, 0.0f);
+    for (int w = 0; w < kWarps; ++w) {
+      s.x += partial[w].x;
+      s.y += partial[w].y;
+      s.z += partial[w].z;
+    }
+    total = s;
+  }
+  __syncthreads();
+  const float3 r = total;
+  __syncthreads();  // partial and total are reused by the next head
+  return r;
+}
+
+// One block per (b, KV head), thread d of head_dim.
+__global__ void __launch_bounds__(kOneKeyThreads)
+    one_key_backward_kernel(Act q, Act k, Act v, Act o, Act d_o, const float* lse,
+                            std::int64_t lse_sb, std::int64_t lse_sh, Act dq, Act dk, Act dv,
+                            int hkv, int ratio, int D, float scale, bool visible) {
+  const std::int64_t b = blockIdx.x / hkv, g = blockIdx.x % hkv;
+  const int d = static_cast<int>(threadIdx.x);
+  const bool on = d < D;
+  const float kd = on ? load(k, b, g, d) : 0.0f, vd = on ? load(v, b, g, d) : 0.0f;
+  float dk_sum = 0.0f, dv_sum = 0.0f;
+  for (int r = 0; r < ratio; ++r) {
+    const std::int64_t h = g * ratio + r;
+    const float qd = on ? load(q, b, h, d) : 0.0f, od = on ? load(o, b, h, d) : 0.0f;
+    const float gd = on ? load(d_o, b, h, d) : 0.0f;
+    const float3 dots = block_dots(make_float3(qd * kd, gd * vd, gd * od));
+    const float l = lse[b * lse_sb + h * lse_sh];
+    const float p = visible && l != -INFINITY ? expf(scale * dots.x - l) : 0.0f;
+    const float ds = p * (dots.y - dots.z);
+    if (on) store(dq, b, h, d, scale * ds * kd);
+    dk_sum += scale * ds * qd;
+    dv_sum += p * gd;
+  }
+  if (on) {
+    store(dk, b, g, d, dk_sum);
+    store(dv, b, g, d, dv_sum);
+  }
+}
+
 }  // namespace
+
+Status one_key_backward(const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& o, const TensorView& d_o, const TensorView& lse,
+                        const TensorView& dq, const TensorView& dk, const TensorView& dv,
+                        float scale, bool visible, Stream stream) {
+  const std::int64_t B = q.size(0), hq = q.size(2), hkv = k.size(2), D = q.size(3);
+  if (q.size(1) != 1 || k.size(1) != 1 || hkv < 1 || hq % hkv != 0 || D > kOneKeyThreads ||
+      lse.dtype != DType::kFloat32 || B * hkv > 0x7fffffff) {
+    return internal_error("ulysses::kernels::cuda::one_key_backward: bad arguments");
+  }
+  if (B == 0) return Status::ok();
+  one_key_backward_kernel<<<static_cast<unsigned>(B * hkv), kOneKeyThreads, 0, stream>>>(
+      act(q), act(k), act(v), act(o), act(d_o), static_cast<const float*>(lse.data), lse.stride(0),
+      lse.stride(1), act(dq), act(dk), act(dv), static_cast<int>(hkv), static_cast<int>(hq / hkv),
+      static_cast<int>(D), scale, visible);
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
 
 Status copy_act(const TensorView& dst, const TensorView& src, Stream stream) {
   return copy_elements(dst, src, stream);

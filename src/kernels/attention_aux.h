@@ -45,4 +45,16 @@ Status copy_act(const TensorView& dst, const TensorView& src, Stream stream);
 /// dst (fp32, any strides) = src (fp16/bf16, any strides), both [B, S, H, D] (elementwise.h).
 Status convert_to_f32(const TensorView& dst, const TensorView& src, Stream stream);
 
+/// The backward of a dense call with one query and one key row: q, o, d_o, dq [B, 1, Hq, D], k,
+/// v, dk, dv [B, 1, Hkv, D] (Hq a multiple of Hkv: query head h reads KV head h / (Hq / Hkv)), lse
+/// [B, Hq, 1]; any dtype each (fp16, bf16, fp32), any strides. cuDNN's SDPA backward takes no
+/// s_q = s_kv = 1 graph. With P = exp(scale q.k - lse) (0 where `visible` is false or lse is
+/// -inf: the pair is masked, or the row saw nothing), the softmax backward on the given O and LSE:
+/// dV = sum over a KV head's query heads of P dO, dS = P (dO.v - dO.o), dQ = scale dS k, dK = sum
+/// of scale dS q. Sums in fp32 in a fixed order (deterministic), each output rounded once.
+Status one_key_backward(const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& o, const TensorView& d_o, const TensorView& lse,
+                        const TensorView& dq, const TensorView& dk, const TensorView& dv,
+                        float scale, bool visible, Stream stream);
+
 }  // namespace ulysses::kernels::cuda

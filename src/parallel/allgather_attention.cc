@@ -19,7 +19,7 @@
 //   o [B, 2c, H, D] written in place, lse [B, H, 2c]   (sinks inside the kernel: it sees every key)
 //
 // Backward: the same calls on (q, k, v, o, lse, dO), a causal one whose keys start before its
-// queries split in two (backward_parts()); dQ is complete per call and written in place (a split
+// queries split in two (split_parts()); dQ is complete per call and written in place (a split
 // call's parts sum it in fp32 first); dK/dV are partial sums over this rank's queries, kept in fp32
 // rows of dkv_all (laid out as kv_all).
 // Each chunk's partials go back to the chunk's owner (the exchange of forward, reversed), which
@@ -176,19 +176,6 @@ std::vector<Call> split_parts(const AttentionConfig& a, const Call& call) {
   return {square, before, band};
 }
 
-// split_parts(), unless a dense part would be one query row against one key (chunks of one
-// token, or window_left 1 or 2): cuDNN's backward takes no s_q = s_kv = 1 graph, and the whole
-// call has more keys than that.
-std::vector<Call> backward_parts(const AttentionConfig& a, const Call& call) {
-  std::vector<Call> parts = split_parts(a, call);
-  for (const Call& part : parts) {
-    if (parts.size() > 1 && !part.packed && part.q_rows == 1 && part.k_hi - part.k_lo == 1) {
-      return {call};
-    }
-  }
-  return parts;
-}
-
 // Whether rank r's queries see some key of chunk x.
 bool needs(const AttentionConfig& a, int P, int r, int x, std::int64_t c, bool packed) {
   for (const Call& call : calls_of(a, P, r, c, packed)) {
@@ -216,7 +203,7 @@ class AllGatherAttention final : public DistributedAttention {
     lse_only_ = config.training && config.saved_activations == SavedActivations::kLseOnly;
     packed_ = config.layout == Layout::kTHD;
     calls_ = calls_of(config.attention, P_, j_, c_, packed_);
-    for (const Call& call : calls_) parts_.push_back(backward_parts(config.attention, call));
+    for (const Call& call : calls_) parts_.push_back(split_parts(config.attention, call));
     refs_.resize(calls_.size());
     for (int r = 0; r < P_; ++r) {
       for (int x = 0; x < 2 * P_; ++x) {
@@ -261,7 +248,7 @@ class AllGatherAttention final : public DistributedAttention {
     for (const Call& call : calls) out.push_back(call_problem(c, call));
     if (!c.training) return out;
     for (const Call& call : calls) {
-      for (const Call& part : backward_parts(c.attention, call)) {
+      for (const Call& part : split_parts(c.attention, call)) {
         out.push_back(backward_problem(c, part, accumulate));
       }
     }
@@ -683,7 +670,7 @@ class AllGatherAttention final : public DistributedAttention {
   Communicator& comm_;
   LocalAttention& kernel_;
   std::vector<Call> calls_;
-  std::vector<std::vector<Call>> parts_;  // [call]: its backward parts (backward_parts())
+  std::vector<std::vector<Call>> parts_;  // [call]: its backward parts (split_parts())
   std::vector<char> sees_;                // [r][x]: needs(r, x)
   std::vector<std::int64_t> chunk_slot_;  // [2P]: where chunk x lies in kv_all / dkv_all, or -1
   std::int64_t seen_rows_ = 0;            // rows of kv_all / dkv_all

@@ -299,6 +299,12 @@ std::vector<Case> cases() {
       // with graphs of their own (CudnnAttention::ragged_sized_workspace()).
       {"bf16_d72_varlen_gqa_long_and_short", 1, 2048, 4, 2, 72, bf16, true, -1, -1, false,
        one_long_many_short()},
+      // One query and one key row: cuDNN's backward builds no s_q = s_kv = 1 graph, the backend
+      // runs its own kernel (kernels::cuda::one_key_backward), GQA/MQA heads summed into dK/dV.
+      {"bf16_d128_gqa_one_token_causal", 3, 1, 4, 2, 128, bf16, true},
+      {"fp16_d64_mqa_one_token_window_sinks", 2, 1, 4, 1, 64, fp16, true, 5, -1, true},
+      {"bf16_d256_one_token_full", 1, 1, 2, 2, 256, bf16},
+      {"fp16_d8_gqa_one_token_sinks", 2, 1, 6, 2, 8, fp16, false, -1, -1, true},
   };
 }
 
@@ -503,13 +509,14 @@ INSTANTIATE_TEST_SUITE_P(
 // accumulate_dq / accumulate_dkv (ring's block gradients): the fp32 views hold running sums and
 // the call adds its gradients. Against the same call writing fresh fp32 gradients (deterministic
 // backward, so both runs' gradients are the same bits): sum = start + fresh, rounded once in fp32.
-TEST(Cudnn, AccumulatedGradientsAddToTheRunningSums) {
-  ULYSSES_REQUIRE_GPUS(1);
+// S = 1: the one-query, one-key backward runs through the backend's own kernel, which must add
+// into the sums the same way.
+void expect_gradients_add_to_running_sums(std::int64_t S) {
   const auto seed = testing::fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  SCOPED_TRACE("seed " + std::to_string(seed) + ", S " + std::to_string(S));
   std::mt19937_64 rng(seed);
   const DType dt = DType::kBFloat16, f32 = DType::kFloat32;
-  const std::int64_t B = 2, S = 256;
+  const std::int64_t B = 2;
   const int Hq = 4, Hkv = 2, D = 64;
   LocalProblem p = LocalProblem::unsharded(
       {.num_heads_q = Hq, .num_heads_kv = Hkv, .head_dim = D, .causal = true}, dt, B, S);
@@ -574,6 +581,12 @@ TEST(Cudnn, AccumulatedGradientsAddToTheRunningSums) {
   s = (*kernel)->check_support(bad);
   EXPECT_EQ(s.code(), StatusCode::kUnsupported);
   EXPECT_NE(s.message().find("accumulate_dkv"), std::string::npos) << s.message();
+}
+
+TEST(Cudnn, AccumulatedGradientsAddToTheRunningSums) {
+  ULYSSES_REQUIRE_GPUS(1);
+  expect_gradients_add_to_running_sums(256);
+  expect_gradients_add_to_running_sums(1);
 }
 
 // Packed GQA backward writing dK and dV into rows wider than their heads (Ulysses writes them

@@ -224,6 +224,27 @@ INSTANTIATE_TEST_SUITE_P(
           c.wr = 60;
           return c;
         }(),
+        // window_left = 1 mod the chunk (128 rows): a step's first query sees only the last key
+        // of a chunk two back, a 1 x 1 call (the cuDNN backend's own backward kernel); batch 2,
+        // GQA, sinks. Two-sided: the same at the right bound's edge.
+        [] {
+          GpuCase c = ring_case("ring_p4_window_edge_one_key", Strategy::kRing, 4, 0, 1024, 8, 2,
+                                true, true, 129);
+          c.B = 2;
+          return c;
+        }(),
+        [] {
+          GpuCase c = ring_case("ring_p2_two_sided_window_edge_one_key", Strategy::kRing, 2, 0,
+                                1024, 4, 2, false, false, 257);
+          c.wr = 257;
+          return c;
+        }(),
+        [] {
+          GpuCase c = ring_case("hybrid_2x2_window_edge_one_key_lse_only", Strategy::kHybrid, 4, 2,
+                                1024, 8, 4, true, false, 257);
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
         [] {
           GpuCase c = ring_case("hybrid_2x2_fp16_batch2_sinks", Strategy::kHybrid, 4, 2, 512, 8, 2,
                                 true, true);
@@ -281,7 +302,13 @@ INSTANTIATE_TEST_SUITE_P(
                                 8, 4, true, false, 300);
           c.B = 2;
           return c;
-        }()),
+        }(),
+        // Chunks of one token (8 on 4 ranks): a causal call's backward square is one query
+        // against one key (the cuDNN backend's own backward kernel; the GPU sweep's third find).
+        ring_case("p4_one_token_chunks_causal_sinks", Strategy::kAllGather, 4, 0, 8, 4, 2, true,
+                  true),
+        ring_case("p4_one_token_chunks_window_2", Strategy::kAllGather, 4, 0, 8, 4, 1, true, false,
+                  2)),
     [](const auto& param_info) { return param_info.param.name; });
 
 // All-gather with packed sequences: per-sequence zigzag chunks, each sequence's keys in one run of

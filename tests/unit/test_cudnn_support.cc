@@ -128,13 +128,16 @@ TEST(CudnnSupport, MaskBandsInCudnnBounds) {
   EXPECT_TRUE(cudnn_forward_support(p, kHopper919).is_ok());
 }
 
-TEST(CudnnSupport, BackwardTakesNoOneByOneDenseCall) {
+// cuDNN's SDPA backward builds no s_q = s_kv = 1 graph; the backend runs such calls through its
+// own kernel (kernels::cuda::one_key_backward), so they are taken (a ring step at a window's edge).
+TEST(CudnnSupport, OneByOneDenseCallsAreTaken) {
   LocalProblem p = problem({.causal = true}, 1, 1);
-  expect_refused(cudnn_backward_support(p, kHopper919),
-                 {"one query and one key", "s_q = s_kv = 1"});
-  EXPECT_TRUE(cudnn_forward_support(p, kHopper919).is_ok());
-  p.seqlen_kv = 2;
   EXPECT_TRUE(cudnn_backward_support(p, kHopper919).is_ok());
+  EXPECT_TRUE(cudnn_forward_support(p, kHopper919).is_ok());
+  p.config.window_left = 5;
+  p.diagonal_offset = 5;
+  EXPECT_TRUE(cudnn_backward_support(p, kHopper919).is_ok());
+  EXPECT_TRUE(cudnn_forward_support(p, kHopper919).is_ok());
 }
 
 TEST(CudnnSupport, DenseWindowsNeedNoMoreQueryThanKeyRows) {

@@ -479,9 +479,35 @@ void check(const SweepCase& c, bool strided, std::mt19937_64& rng, Mistake mista
   }
 }
 
+// A kernel that takes no backward call with one query and one key row (as cuDNN's own SDPA
+// backward does: CudnnAttention runs such calls through a kernel of its own).
+class NoOneKeyBackward final : public LocalAttention {
+ public:
+  std::string_view name() const override { return "no-one-key-backward"; }
+  Device device() const override { return inner_->device(); }
+  bool provides_lse() const override { return true; }
+  bool supports_backward() const override { return true; }
+  Status check_support(const LocalProblem& p) const override {
+    if (p.backward && p.seqlen == 1 && p.kv_len() == 1) {
+      return unsupported("no-one-key-backward: no backward with one query and one key row");
+    }
+    return inner_->check_support(p);
+  }
+  Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream s) override {
+    return inner_->forward(p, a, s);
+  }
+  Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream s) override {
+    return inner_->backward(p, a, s);
+  }
+
+ private:
+  std::unique_ptr<LocalAttention> inner_ = make_reference_attention();
+};
+
 // A ring step in which one query of a chunk sees one key of another chunk, at the window's edge
-// (chunks of 7 tokens on 3 ranks, window_left 8 = 1 mod 7), is a 1 x 1 call, which cuDNN's
-// backward refuses: the plan is refused when it is made, naming the call.
+// (chunks of 7 tokens on 3 ranks, window_left 8 = 1 mod 7), is a 1 x 1 call. A kernel that
+// refuses it gets the plan refused when it is made, naming the call; the cuDNN backend takes it
+// (its own kernel runs that backward), and the plan computes what the reference does.
 TEST(Sweep, KernelRefusalsNameThePlansCall) {
   SweepCase c;
   c.strategy = Strategy::kRing;
@@ -493,7 +519,7 @@ TEST(Sweep, KernelRefusalsNameThePlansCall) {
   c.dtype = DType::kBFloat16;
   c.causal = true;
   c.wl = 8;
-  CudnnShaped kernel;
+  NoOneKeyBackward kernel;
   auto st = testing::run_ranks(c.P, [&](int, Communicator& comm) -> Status {
     return DistributedAttention::create(c.plan(), comm, kernel).status();
   });
@@ -502,8 +528,8 @@ TEST(Sweep, KernelRefusalsNameThePlansCall) {
     if (s.code() == StatusCode::kConfigMismatch) continue;  // a peer's refusal, named there
     ++refusing;
     EXPECT_EQ(s.code(), StatusCode::kUnsupported) << s.to_string();
-    for (const char* words : {"strategy ring calls kernel", "1 query x 1 key rows", "training",
-                              "one query and one key"}) {
+    for (const char* words : {"strategy ring calls kernel no-one-key-backward",
+                              "1 query x 1 key rows", "training", "one query and one key"}) {
       EXPECT_NE(s.message().find(words), std::string::npos) << s.message();
     }
   }
@@ -512,6 +538,13 @@ TEST(Sweep, KernelRefusalsNameThePlansCall) {
   EXPECT_ALL_OK(testing::run_ranks(c.P, [&](int, Communicator& comm) -> Status {
     return DistributedAttention::create(c.plan(), comm, kernel).status();
   }));
+  c.training = true;
+  CudnnShaped cudnn;
+  EXPECT_ALL_OK(testing::run_ranks(c.P, [&](int, Communicator& comm) -> Status {
+    return DistributedAttention::create(c.plan(), comm, cudnn).status();
+  }));
+  std::mt19937_64 rng(testing::fresh_seed());
+  check(c, false, rng, Mistake::kNone);
 }
 
 TEST(Sweep, WhatThePlanTakesItComputes) {
@@ -528,13 +561,9 @@ TEST(Sweep, WhatThePlanTakesItComputes) {
       ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
       Status refused;
       if (testing::plan_takes(c, *comms, kernel, refusals, &refused)) break;
-      // The plans ask cuDNN only for calls it runs, except a 1 x 1 backward call (cuDNN's
-      // backward takes none): a chunk of one token, or the one key a ring step's query chunk sees
-      // at a window's edge. Those are refused when the plan is made (counted in the log).
-      if (refused.message().find("CudnnAttention") != std::string::npos) {
-        EXPECT_NE(refused.message().find("one query and one key"), std::string::npos)
-            << c.describe() << ": " << refused.to_string();
-      }
+      // The plans ask cuDNN only for calls it runs.
+      EXPECT_EQ(refused.message().find("CudnnAttention"), std::string::npos)
+          << c.describe() << ": " << refused.to_string();
       c = testing::draw_case(std::mt19937_64(c.seed)(), host_space());
     }
     ++draws;
