@@ -44,28 +44,19 @@ testing::SweepSpace host_space() {
           .max_docs = 4};
 }
 
-// The reference kernel, refusing (at plan time) every call whose shape and masks the cuDNN
-// backend's rules refuse (detail::cudnn_forward_support and _backward_support for cuDNN 9.19 on
-// Hopper), with dtype and head_dim set to ones cuDNN takes: the host sweep's small head_dims and
-// fp32/fp64 dtypes would be refused for themselves, not for what the plan asks of the kernel.
-class CudnnShaped final : public LocalAttention {
+// The reference kernel, refusing (at plan time) every call that `rule` refuses.
+class RuledReference : public LocalAttention {
  public:
-  std::string_view name() const override { return "reference-under-cudnn-rules"; }
+  using Rule = Status (*)(const LocalProblem&);
+  RuledReference(std::string_view name, Rule rule) : name_(name), rule_(rule) {}
+  std::string_view name() const override { return name_; }
   Device device() const override { return inner_->device(); }
   bool provides_lse() const override { return true; }
   bool supports_backward() const override { return true; }
   bool accumulates_grads() const override { return true; }  // as cuDNN's
   Status check_support(const LocalProblem& p) const override {
     ULYSSES_RETURN_IF_ERROR(inner_->check_support(p));
-    LocalProblem q = p;  // in bf16: what is in the plan's dtype stays so, wider becomes fp32
-    q.dtype = DType::kBFloat16;
-    q.config.head_dim = 64;
-    const bool wide_kv = p.grad_kv_dtype != p.dtype || p.accumulate_dkv;
-    q.grad_kv_dtype = wide_kv ? DType::kFloat32 : DType::kBFloat16;
-    q.grad_q_fp32 = p.grad_q_fp32 || p.accumulate_dq;
-    const detail::CudnnTarget hopper{91900, 9};
-    ULYSSES_RETURN_IF_ERROR(detail::cudnn_forward_support(q, hopper));
-    return q.backward ? detail::cudnn_backward_support(q, hopper) : Status::ok();
+    return rule_(p);
   }
   std::size_t workspace_bytes(const LocalProblem& p) const override {
     return inner_->workspace_bytes(p);
@@ -78,7 +69,30 @@ class CudnnShaped final : public LocalAttention {
   }
 
  private:
+  std::string_view name_;
+  Rule rule_;
   std::unique_ptr<LocalAttention> inner_ = make_reference_attention();
+};
+
+// The cuDNN backend's rules for the calls' shapes and masks (detail::cudnn_forward_support and
+// _backward_support for cuDNN 9.19 on Hopper), with dtype and head_dim set to ones cuDNN takes:
+// the host sweep's small head_dims and fp32/fp64 dtypes would be refused for themselves, not for
+// what the plan asks of the kernel.
+Status cudnn_rules(const LocalProblem& p) {
+  LocalProblem q = p;  // in bf16: what is in the plan's dtype stays so, wider becomes fp32
+  q.dtype = DType::kBFloat16;
+  q.config.head_dim = 64;
+  const bool wide_kv = p.grad_kv_dtype != p.dtype || p.accumulate_dkv;
+  q.grad_kv_dtype = wide_kv ? DType::kFloat32 : DType::kBFloat16;
+  q.grad_q_fp32 = p.grad_q_fp32 || p.accumulate_dq;
+  const detail::CudnnTarget hopper{91900, 9};
+  ULYSSES_RETURN_IF_ERROR(detail::cudnn_forward_support(q, hopper));
+  return q.backward ? detail::cudnn_backward_support(q, hopper) : Status::ok();
+}
+
+class CudnnShaped final : public RuledReference {
+ public:
+  CudnnShaped() : RuledReference("reference-under-cudnn-rules", cudnn_rules) {}
 };
 
 struct Tensors {
@@ -481,28 +495,12 @@ void check(const SweepCase& c, bool strided, std::mt19937_64& rng, Mistake mista
 
 // A kernel that takes no backward call with one query and one key row (as cuDNN's own SDPA
 // backward does: CudnnAttention runs such calls through a kernel of its own).
-class NoOneKeyBackward final : public LocalAttention {
- public:
-  std::string_view name() const override { return "no-one-key-backward"; }
-  Device device() const override { return inner_->device(); }
-  bool provides_lse() const override { return true; }
-  bool supports_backward() const override { return true; }
-  Status check_support(const LocalProblem& p) const override {
-    if (p.backward && p.seqlen == 1 && p.kv_len() == 1) {
-      return unsupported("no-one-key-backward: no backward with one query and one key row");
-    }
-    return inner_->check_support(p);
+Status no_one_key_backward(const LocalProblem& p) {
+  if (p.backward && p.seqlen == 1 && p.kv_len() == 1) {
+    return unsupported("no-one-key-backward: no backward with one query and one key row");
   }
-  Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream s) override {
-    return inner_->forward(p, a, s);
-  }
-  Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream s) override {
-    return inner_->backward(p, a, s);
-  }
-
- private:
-  std::unique_ptr<LocalAttention> inner_ = make_reference_attention();
-};
+  return Status::ok();
+}
 
 // A ring step in which one query of a chunk sees one key of another chunk, at the window's edge
 // (chunks of 7 tokens on 3 ranks, window_left 8 = 1 mod 7), is a 1 x 1 call. A kernel that
@@ -519,7 +517,7 @@ TEST(Sweep, KernelRefusalsNameThePlansCall) {
   c.dtype = DType::kBFloat16;
   c.causal = true;
   c.wl = 8;
-  NoOneKeyBackward kernel;
+  RuledReference kernel("no-one-key-backward", no_one_key_backward);
   auto st = testing::run_ranks(c.P, [&](int, Communicator& comm) -> Status {
     return DistributedAttention::create(c.plan(), comm, kernel).status();
   });
