@@ -378,6 +378,8 @@ class DistributedAttention {
   /// (and the strategies that run its one-rank plan): what the kernel needs on the caller's views
   /// in place; a call whose views are not aligned for that (docs/DESIGN.md, "One rank") copies
   /// through buffers the plan allocates once, in stream order on the first such call, and keeps.
+  /// Per rank: ring and all-gather ranks make different kernel calls (windows, causal chunks), so
+  /// each rank allocates what its own plan asks.
   virtual std::size_t workspace_bytes() const = 0;
   /// What training keeps from forward to backward (0 when !training).
   virtual std::size_t saved_bytes() const = 0;
