@@ -8,6 +8,7 @@
 #include "common/cuda_check.h"
 #include "common/tensor_rows.h"
 #include "kernels/attention_aux.h"
+#include "kernels/dtype_access.cuh"
 #include "kernels/elementwise.h"
 
 namespace ulysses::kernels::cuda {
@@ -93,7 +94,7 @@ __global__ void copy_lse_kernel(float* dst, const float* src, std::int64_t B, st
   }
 }
 
-// one_key_backward: a [B, 1, H, D] view's element (b, h, d) and its dtype.
+// one_key_backward: a [B, 1, H, D] view's element (b, h, d) (dtype_access.cuh).
 struct Act {
   void* data;
   int dtype;  // DType value
@@ -102,29 +103,11 @@ struct Act {
 Act act(const TensorView& t) {
   return {t.data, static_cast<int>(t.dtype), t.stride(0), t.stride(2), t.stride(3)};
 }
-__device__ float load(const Act& t, std::int64_t b, std::int64_t h, std::int64_t d) {
-  const std::int64_t i = b * t.sb + h * t.sh + d * t.sd;
-  switch (static_cast<DType>(t.dtype)) {
-    case DType::kFloat16:
-      return __half2float(static_cast<const __half*>(t.data)[i]);
-    case DType::kBFloat16:
-      return __bfloat162float(static_cast<const __nv_bfloat16*>(t.data)[i]);
-    default:
-      return static_cast<const float*>(t.data)[i];
-  }
+__device__ float get(const Act& t, std::int64_t b, std::int64_t h, std::int64_t d) {
+  return load(t.data, t.dtype, b * t.sb + h * t.sh + d * t.sd);
 }
-__device__ void store(const Act& t, std::int64_t b, std::int64_t h, std::int64_t d, float x) {
-  const std::int64_t i = b * t.sb + h * t.sh + d * t.sd;
-  switch (static_cast<DType>(t.dtype)) {
-    case DType::kFloat16:
-      static_cast<__half*>(t.data)[i] = __float2half_rn(x);
-      break;
-    case DType::kBFloat16:
-      static_cast<__nv_bfloat16*>(t.data)[i] = __float2bfloat16_rn(x);
-      break;
-    default:
-      static_cast<float*>(t.data)[i] = x;
-  }
+__device__ void put(const Act& t, std::int64_t b, std::int64_t h, std::int64_t d, float x) {
+  store(t.data, t.dtype, b * t.sb + h * t.sh + d * t.sd, x);
 }
 
 constexpr int kOneKeyThreads = 256;  // one thread per head_dim element (cuDNN: head_dim <= 256)
@@ -166,23 +149,23 @@ __global__ void __launch_bounds__(kOneKeyThreads)
   const std::int64_t b = blockIdx.x / hkv, g = blockIdx.x % hkv;
   const int d = static_cast<int>(threadIdx.x);
   const bool on = d < D;
-  const float kd = on ? load(k, b, g, d) : 0.0f, vd = on ? load(v, b, g, d) : 0.0f;
+  const float kd = on ? get(k, b, g, d) : 0.0f, vd = on ? get(v, b, g, d) : 0.0f;
   float dk_sum = 0.0f, dv_sum = 0.0f;
   for (int r = 0; r < ratio; ++r) {
     const std::int64_t h = g * ratio + r;
-    const float qd = on ? load(q, b, h, d) : 0.0f, od = on ? load(o, b, h, d) : 0.0f;
-    const float gd = on ? load(d_o, b, h, d) : 0.0f;
+    const float qd = on ? get(q, b, h, d) : 0.0f, od = on ? get(o, b, h, d) : 0.0f;
+    const float gd = on ? get(d_o, b, h, d) : 0.0f;
     const float3 dots = block_dots(make_float3(qd * kd, gd * vd, gd * od));
     const float l = lse[b * lse_sb + h * lse_sh];
     const float p = visible && l != -INFINITY ? expf(scale * dots.x - l) : 0.0f;
     const float ds = p * (dots.y - dots.z);
-    if (on) store(dq, b, h, d, scale * ds * kd);
+    if (on) put(dq, b, h, d, scale * ds * kd);
     dk_sum += scale * ds * qd;
     dv_sum += p * gd;
   }
   if (on) {
-    store(dk, b, g, d, dk_sum);
-    store(dv, b, g, d, dv_sum);
+    put(dk, b, g, d, dk_sum);
+    put(dv, b, g, d, dv_sum);
   }
 }
 

@@ -17,6 +17,7 @@
 #include <type_traits>
 
 #include "common/cuda_check.h"
+#include "kernels/dtype_access.cuh"
 #include "kernels/elementwise.h"
 #include "kernels/fast_div.h"
 #include "kernels/merge.h"
@@ -49,29 +50,6 @@ View4 v4(const TensorView& t) {
 }
 View3 v3(const TensorView& t) {
   return {t.data, static_cast<int>(t.dtype), t.stride(0), t.stride(1), t.stride(2)};
-}
-
-__device__ float load(const void* p, int dtype, std::int64_t i) {
-  switch (static_cast<DType>(dtype)) {
-    case DType::kFloat16:
-      return __half2float(static_cast<const __half*>(p)[i]);
-    case DType::kBFloat16:
-      return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    default:
-      return static_cast<const float*>(p)[i];
-  }
-}
-__device__ void store(void* p, int dtype, std::int64_t i, float v) {
-  switch (static_cast<DType>(dtype)) {
-    case DType::kFloat16:
-      static_cast<__half*>(p)[i] = __float2half_rn(v);
-      break;
-    case DType::kBFloat16:
-      static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
-      break;
-    default:
-      static_cast<float*>(p)[i] = v;
-  }
 }
 
 // Four fp16 or bf16 values (8 bytes as loaded) as fp32.
