@@ -11,6 +11,13 @@ Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int non
   return cuda::packed_chunk_tables(cu_seqlens, num_seqs, non_empty, ring, out, stream);
 }
 
+Status packed_pair_tables(const std::int32_t* chunk_tables, int n, int qc, int kc, std::int64_t lo,
+                          std::int64_t hi, PairPart part, std::int32_t* out, Device device,
+                          Stream stream) {
+  if (device.is_host()) return host::packed_pair_tables(chunk_tables, n, qc, kc, lo, hi, part, out);
+  return cuda::packed_pair_tables(chunk_tables, n, qc, kc, lo, hi, part, out, stream);
+}
+
 Status reset_partial(const TensorView& o_acc, const TensorView& lse_acc, Stream stream) {
   if (o_acc.device.is_host()) return host::reset_partial(o_acc, lse_acc);
   return cuda::reset_partial(o_acc, lse_acc, stream);

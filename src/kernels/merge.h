@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <span>
 
+#include "kernels/packed_pairs.h"
 #include "ulysses/status.h"
 #include "ulysses/types.h"
 
@@ -77,9 +78,19 @@ Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& l
 Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int non_empty, int ring,
                            std::int32_t* out, Device device, Stream stream);
 
+/// Packed sequences under a sliding window: the VarlenRows of call `part` of the chunk pair
+/// (qc, kc), qc != kc, mask band [lo, hi] (kernels/packed_pairs.h), from the n entries of
+/// packed_chunk_tables()' `chunk_tables`: out holds 4 rows of n values, q_begin, q_len, kv_begin,
+/// kv_len. Both on `device`.
+Status packed_pair_tables(const std::int32_t* chunk_tables, int n, int qc, int kc, std::int64_t lo,
+                          std::int64_t hi, PairPart part, std::int32_t* out, Device device,
+                          Stream stream);
+
 namespace host {
 Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int non_empty, int ring,
                            std::int32_t* out);
+Status packed_pair_tables(const std::int32_t* chunk_tables, int n, int qc, int kc, std::int64_t lo,
+                          std::int64_t hi, PairPart part, std::int32_t* out);
 Status reset_partial(const TensorView& o_acc, const TensorView& lse_acc);
 Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& o_blk,
                      const TensorView& lse_blk);
@@ -100,6 +111,8 @@ Status sink_grad(const TensorView& o, const TensorView& d_o, const TensorView& l
 namespace cuda {
 Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int non_empty, int ring,
                            std::int32_t* out, Stream stream);
+Status packed_pair_tables(const std::int32_t* chunk_tables, int n, int qc, int kc, std::int64_t lo,
+                          std::int64_t hi, PairPart part, std::int32_t* out, Stream stream);
 Status reset_partial(const TensorView& o_acc, const TensorView& lse_acc, Stream stream);
 Status merge_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& o_blk,
                      const TensorView& lse_blk, Stream stream);

@@ -734,6 +734,20 @@ __global__ void packed_tables_kernel(const std::int32_t* cu, int n, int non_empt
   }
 }
 
+// packed_pair_tables(): one thread per sequence.
+__global__ void pair_tables_kernel(const std::int32_t* t, int n, int qc, int kc, std::int64_t lo,
+                                   std::int64_t hi, PairPart part, std::int32_t* out) {
+  for (int s = blockIdx.x * blockDim.x + threadIdx.x; s < n; s += gridDim.x * blockDim.x) {
+    const std::int64_t un = n;
+    const PairRows r = pair_rows(t[s], t[un + s], t[(1 + qc) * un + s], t[(1 + kc) * un + s],
+                                 qc - kc, lo, hi, part);
+    out[s] = r.q_begin;
+    out[un + s] = r.q_len;
+    out[2 * un + s] = r.kv_begin;
+    out[3 * un + s] = r.kv_len;
+  }
+}
+
 // The rows of a [B, S, H, D] view for a row-parallel kernel, tokens first when `lse` ([B, H, S])
 // is contiguous along S (see Rows).
 Result<Rows> rows_of(const TensorView& t, const TensorView& lse, const char* what) {
@@ -785,6 +799,16 @@ Status packed_chunk_tables(const std::int32_t* cu_seqlens, int num_seqs, int non
                            std::int32_t* out, Stream stream) {
   if (num_seqs < 1 || non_empty < 1) return Status::ok();
   packed_tables_kernel<<<1, kThreads, 0, stream>>>(cu_seqlens, num_seqs, non_empty, ring, out);
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+Status packed_pair_tables(const std::int32_t* chunk_tables, int n, int qc, int kc, std::int64_t lo,
+                          std::int64_t hi, PairPart part, std::int32_t* out, Stream stream) {
+  if (n < 1) return Status::ok();
+  if (qc == kc) return internal_error("packed_pair_tables: a chunk paired with itself");
+  const int grid = std::min((n + kThreads - 1) / kThreads, 1024);
+  pair_tables_kernel<<<grid, kThreads, 0, stream>>>(chunk_tables, n, qc, kc, lo, hi, part, out);
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }

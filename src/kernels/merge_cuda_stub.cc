@@ -12,6 +12,10 @@ Status no_cuda() {
 Status packed_chunk_tables(const std::int32_t*, int, int, int, std::int32_t*, Stream) {
   return no_cuda();
 }
+Status packed_pair_tables(const std::int32_t*, int, int, int, std::int64_t, std::int64_t, PairPart,
+                          std::int32_t*, Stream) {
+  return no_cuda();
+}
 Status reset_partial(const TensorView&, const TensorView&, Stream) { return no_cuda(); }
 Status merge_partial(const TensorView&, const TensorView&, const TensorView&, const TensorView&,
                      Stream) {

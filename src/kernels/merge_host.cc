@@ -92,6 +92,22 @@ Status packed_chunk_tables(const std::int32_t* cu, int n, int non_empty, int rin
   return Status::ok();
 }
 
+Status packed_pair_tables(const std::int32_t* t, int n, int qc, int kc, std::int64_t lo,
+                          std::int64_t hi, PairPart part, std::int32_t* out) {
+  if (qc == kc) return internal_error("packed_pair_tables: a chunk paired with itself");
+  const auto un = static_cast<std::size_t>(n);
+  for (std::size_t s = 0; s < un; ++s) {
+    const PairRows r =
+        pair_rows(t[s], t[un + s], t[static_cast<std::size_t>(1 + qc) * un + s],
+                  t[static_cast<std::size_t>(1 + kc) * un + s], qc - kc, lo, hi, part);
+    out[s] = r.q_begin;
+    out[un + s] = r.q_len;
+    out[2 * un + s] = r.kv_begin;
+    out[3 * un + s] = r.kv_len;
+  }
+  return Status::ok();
+}
+
 Status finalize_partial(const TensorView& o_acc, const TensorView& lse_acc, const TensorView& sinks,
                         int head_offset, const TensorView& o, const TensorView& lse) {
   ULYSSES_RETURN_IF_ERROR(same_shape(o_acc, o, "finalize_partial"));

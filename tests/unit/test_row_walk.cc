@@ -1,6 +1,8 @@
-// The element-wise device kernels' index arithmetic, on the CPU: FastDiv against / and %, and
-// every planned walk (launches and locate(), the very code the kernels run) visiting each element
-// of its views exactly once, paired with the same element of the other view.
+// The element-wise device kernels' index arithmetic, on the CPU: FastDiv against / and %, every
+// planned walk (launches and locate(), the very code the kernels run) visiting each element of its
+// views exactly once, paired with the same element of the other view, and pair_rows() (the rows of
+// a packed chunk pair's calls under a window, on the host and in the tables kernel) covering each
+// visible query-key pair exactly once.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,6 +13,7 @@
 
 #include "common/test_util.h"
 #include "kernels/fast_div.h"
+#include "kernels/packed_pairs.h"
 #include "kernels/row_walk.h"
 
 namespace ulysses::kernels {
@@ -187,6 +190,74 @@ TEST(RowWalk, RefusesWhatOneLaunchCannotIndex) {
   auto ok = row_walk_launches(w, 4096 * 2);
   ASSERT_TRUE(ok.is_ok());
   EXPECT_EQ(ok->size(), 2u);
+}
+
+// Every chunk size, real-token counts (padding), chunk distance and mask band up to a few rows:
+// the two calls of a pair take each visible (query, key) pair exactly once and no other, their
+// masks (offset hi or lo on the call's own rows) agree with the true positions, each sequence's
+// rows stay inside its chunk, and every row of the masked call sees a key.
+TEST(PairRows, CoverEveryVisiblePairOnce) {
+  constexpr std::int64_t kInf = std::int64_t{1} << 40;
+  std::vector<std::int64_t> los = {-kInf}, his = {kInf};
+  for (int b = 0; b <= 11; ++b) {
+    los.push_back(-b);
+    his.push_back(b);
+  }
+  int masked_rows = 0;
+  for (std::int32_t c = 1; c <= 6; ++c) {
+    for (std::int32_t ql = 0; ql <= c; ++ql) {
+      for (std::int32_t kl = 0; kl <= c; ++kl) {
+        for (std::int32_t d = -4; d <= 4; ++d) {
+          if (d == 0) continue;
+          for (std::int64_t lo : los) {
+            for (std::int64_t hi : his) {
+              SCOPED_TRACE(::testing::Message() << "c " << c << " ql " << ql << " kl " << kl
+                                                << " d " << d << " lo " << lo << " hi " << hi);
+              const std::int64_t delta = std::int64_t{d} * c;
+              std::vector<int> cover(static_cast<std::size_t>(c * c), 0);
+              for (PairPart part : {PairPart::kFull, PairPart::kEdge}) {
+                const std::int32_t start = 7;
+                const PairRows r = pair_rows(start, c, ql, kl, d, lo, hi, part);
+                ASSERT_GE(r.q_begin, start);
+                ASSERT_GE(r.kv_begin, start);
+                ASSERT_LE(r.q_begin + r.q_len, start + ql);
+                ASSERT_LE(r.kv_begin + r.kv_len, start + kl);
+                ASSERT_EQ(r.q_len == 0, r.kv_len == 0);
+                const std::int64_t off = part == PairPart::kFull ? 0 : (d > 0 ? hi : lo);
+                for (std::int32_t i2 = 0; i2 < r.q_len; ++i2) {
+                  int seen = 0;
+                  for (std::int32_t k2 = 0; k2 < r.kv_len; ++k2) {
+                    const std::int64_t i = r.q_begin - start + i2, k = r.kv_begin - start + k2;
+                    const std::int64_t x = i2 + off - k2;
+                    if (part == PairPart::kEdge) {
+                      ASSERT_EQ(x, i - k + delta);
+                    }
+                    const bool visible = part == PairPart::kFull || (lo <= x && x <= hi);
+                    if (!visible) continue;
+                    ++seen;
+                    ASSERT_TRUE(lo <= i - k + delta && i - k + delta <= hi) << i << " " << k;
+                    ++cover[static_cast<std::size_t>(i * c + k)];
+                  }
+                  if (part == PairPart::kEdge) {
+                    ASSERT_GT(seen, 0) << "row " << i2 << " of the masked call sees no key";
+                    ++masked_rows;
+                  }
+                }
+              }
+              for (std::int64_t i = 0; i < ql; ++i) {
+                for (std::int64_t k = 0; k < kl; ++k) {
+                  const bool visible = lo <= i - k + delta && i - k + delta <= hi;
+                  ASSERT_EQ(cover[static_cast<std::size_t>(i * c + k)], visible ? 1 : 0)
+                      << i << " " << k;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(masked_rows, 10000);  // the masked calls were exercised, not only empty
 }
 
 }  // namespace
