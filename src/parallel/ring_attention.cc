@@ -43,7 +43,12 @@
 //
 // Packed sequences (thd): every sequence is cut into 2R chunks of its own and "chunk x" above is
 // H_x, the concatenation of every sequence's chunk x; a step is one call per pair of halves that
-// see each other, each sequence a VarlenRows entry (docs/DESIGN.md, "Packed sequences").
+// see each other, each sequence a VarlenRows entry (docs/DESIGN.md, "Packed sequences"). Under a
+// sliding window, a pair of different chunks is cut by the window's edge at a distance that
+// differs from sequence to sequence (chunk sizes do), so it runs as two calls whose masks are the
+// same for all: the pairs that see each other whole, unmasked, and the rest with the diagonal on
+// the window's edge (kernels/packed_pairs.h); those calls' tables are written per call, and a
+// call that takes no sequence's rows in this batch is skipped.
 #include <algorithm>
 #include <limits>
 #include <set>
@@ -99,6 +104,9 @@ struct Block {
   std::int64_t diagonal_offset = 0;  // global position of query row 0 minus that of key row 0
   // Packed sequences: the zigzag chunk indices of the query and key halves (-1: not packed).
   int q_chunk = -1, kv_chunk = -1;
+  // Packed under a window, chunks that differ: which of the pair's two calls (kernels::PairPart),
+  // and the index of its host tables; -1: the chunks' rows as they are.
+  int part = -1, table = -1;
 };
 
 enum class Visibility { kNone, kPartial, kFull };
@@ -165,22 +173,41 @@ std::vector<Block> step_blocks(const AttentionConfig& a, int R, int j, int t, st
   return out;
 }
 
-// The kernel calls of step t with packed sequences (no window): one per pair of halves (query half
-// qh: chunk j or 2R-1-j of every sequence; key half kh likewise) whose chunks see each other. A
-// sequence's rows inside a half are its own chunk (VarlenRows); the chunk order decides visibility
-// for every sequence alike: later chunk sees all of an earlier one, the same chunk is causal.
+// The kernel calls of step t with packed sequences: one per pair of halves (query half qh: chunk
+// j or 2R-1-j of every sequence; key half kh likewise) whose chunks see each other. A sequence's
+// rows inside a half are its own chunk (VarlenRows). Without a window the chunk order decides
+// visibility for every sequence alike: a later chunk sees all of an earlier one, the same chunk is
+// causal. With one, a chunk against itself is masked with offset 0 (the same for all), and a pair
+// of different chunks d = qc - kc apart is two calls (kernels::pair_rows()): kFull unmasked, kEdge
+// with the diagonal on the band's cutting side. A pair no sequence can see is dropped: its
+// closest keys are |d| positions away (chunks of one token).
 std::vector<Block> packed_step_blocks(const AttentionConfig& a, int R, int j, int t,
                                       std::int64_t c) {
   const int s = ((j - t) % R + R) % R;
   const int q_chunks[2] = {j, 2 * R - 1 - j};
   const int kv_chunks[2] = {s, 2 * R - 1 - s};
+  const bool windowed = a.window_left >= 0 || a.window_right >= 0;
+  const Band bd = band(a);
   std::vector<Block> out;
   for (int qh = 0; qh < 2; ++qh) {
     for (int kh = 0; kh < 2; ++kh) {
-      const int qc = q_chunks[qh], kc = kv_chunks[kh];
-      if (a.causal && qc < kc) continue;
-      const bool masked = a.causal && qc == kc;
-      out.push_back({qh * c, c, kh * c, c, masked, 0, qc, kc});
+      const int qc = q_chunks[qh], kc = kv_chunks[kh], d = qc - kc;
+      if (!windowed) {
+        if (a.causal && qc < kc) continue;
+        const bool masked = a.causal && qc == kc;
+        out.push_back({qh * c, c, kh * c, c, masked, 0, qc, kc});
+        continue;
+      }
+      if (d == 0) {
+        out.push_back({qh * c, c, kh * c, c, true, 0, qc, kc});
+        continue;
+      }
+      if ((d > 0 && d > bd.hi) || (d < 0 && d < bd.lo)) continue;
+      const auto full = static_cast<int>(kernels::PairPart::kFull);
+      const auto edge = static_cast<int>(kernels::PairPart::kEdge);
+      out.push_back({qh * c, c, kh * c, c, false, 0, qc, kc, full});
+      const bool cut = d > 0 ? bd.hi < kInf : bd.lo > -kInf;
+      if (cut) out.push_back({qh * c, c, kh * c, c, true, d > 0 ? bd.hi : bd.lo, qc, kc, edge});
     }
   }
   return out;
@@ -228,6 +255,12 @@ class RingAttention final : public DistributedAttention {
     qo_in_place_ = in_place_ && lse_only_;
     fp8_ = config.payload == Payload::kFp8;
     for (int t = 0; t < R_; ++t) steps_.push_back(blocks_of_step(config, j_, t));
+    for (auto& step : steps_) {
+      for (Block& b : step) {
+        if (b.part >= 0) b.table = pair_calls_++;
+      }
+    }
+    band_ = band(config.attention);
     // When step 0 is one call over every row (no window), it writes the fp32 accumulators itself:
     // no reset and no first merge (the LSE accumulator must then be the kernel's fp32).
     const Block& b0 = steps_[0].front();
@@ -327,6 +360,7 @@ class RingAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(pass_kv(t, cur, ws, side));
       if (t > 0) ULYSSES_RETURN_IF_ERROR(arrived(t, ws, stream));
       for (const Block& b : steps_[static_cast<std::size_t>(t)]) {
+        if (idle(b)) continue;
         LocalForwardArgs la;
         la.q = qo_in_place_ ? shard_rows(a.q, b.q_row, b.q_rows)
                             : rows_view(q_full, hq_, 0, hq_, dtype_, b.q_row, b.q_rows);
@@ -335,7 +369,7 @@ class RingAttention final : public DistributedAttention {
         const LocalProblem p = problem(b);
         la.o = rows_view(at(ws, o_blk_), hq_, 0, hq_, p.out_dtype(), b.q_row, b.q_rows);
         la.lse = lse_rows(at(ws, lse_blk_), DType::kFloat32, b.q_row, b.q_rows);
-        la.rows = rows_of(b);
+        ULYSSES_ASSIGN_OR_RETURN(la.rows, rows_of(b, ws, stream));
         la.workspace = kernel_ws_bytes_ ? at(ws, kernel_ws_) : nullptr;
         if (t == 0 && direct_first_) {  // the first block sees every row: it starts the merge
           la.o = o_acc;
@@ -498,6 +532,7 @@ class RingAttention final : public DistributedAttention {
       if (t > 0) ULYSSES_RETURN_IF_ERROR(arrived(t, ws, stream));
       bool first = true;
       for (const Block& b : steps_[static_cast<std::size_t>(t)]) {
+        if (idle(b)) continue;
         LocalBackwardArgs lb;
         lb.q = q_rows(b.q_row, b.q_rows);
         lb.k = rows_view(cur, 2 * hkv_, 0, hkv_, dtype_, b.kv_row, b.kv_rows);
@@ -506,7 +541,7 @@ class RingAttention final : public DistributedAttention {
         lb.lse = lse_rows(lse_head, DType::kFloat32, b.q_row, b.q_rows);
         lb.d_o = do_rows(b.q_row, b.q_rows);
         LocalProblem p = problem(b);
-        lb.rows = rows_of(b);
+        ULYSSES_ASSIGN_OR_RETURN(lb.rows, rows_of(b, ws, stream));
         lb.workspace = kernel_ws_bytes_ ? at(ws, kernel_ws_) : nullptr;
         // The block's rows of the running sums; blocks the kernel cannot add into are staged.
         const TensorView dq_sum = rows_view(at(ws, dq_acc_), hq_, 0, hq_, acc_, b.q_row, b.q_rows);
@@ -636,12 +671,57 @@ class RingAttention final : public DistributedAttention {
           kernels::packed_chunk_tables(cu_device, all, num_seqs_, R_, dev, comm_.device(), stream));
       tables_device_ = dev;
     }
+    // A window's pair calls: every call's rows on the host (the device copy is written per call).
+    pair_tables_.assign(static_cast<std::size_t>(pair_calls_ * 4 * n), 0);
+    for (const auto& step : steps_) {
+      for (const Block& b : step) {
+        if (b.part < 0) continue;
+        ULYSSES_RETURN_IF_ERROR(kernels::packed_pair_tables(
+            tables_.data(), num_seqs_, b.q_chunk, b.kv_chunk, band_.lo, band_.hi,
+            static_cast<kernels::PairPart>(b.part), pair_table(b), Device::host(), nullptr));
+      }
+    }
     return Status::ok();
   }
-  // The VarlenRows of block b (empty unless packed).
-  VarlenRows rows_of(const Block& b) const {
-    if (b.q_chunk < 0) return {};
+  std::int32_t* pair_table(const Block& b) {
+    return pair_tables_.data() + static_cast<std::size_t>(b.table) * 4 * num_seqs_;
+  }
+  // Whether block b is a window's pair call that takes no sequence's rows in this batch.
+  bool idle(const Block& b) const {
+    if (b.part < 0) return false;
     const auto n = static_cast<std::size_t>(num_seqs_);
+    const std::int32_t* t = pair_tables_.data() + static_cast<std::size_t>(b.table) * 4 * n;
+    for (std::size_t s = 0; s < n; ++s) {
+      if (t[n + s] > 0 && t[3 * n + s] > 0) return false;
+    }
+    return true;
+  }
+  // The VarlenRows of block b (empty unless packed). A window's pair call first writes its device
+  // tables into the workspace, on `stream`: the one call that reads them follows on that stream.
+  Result<VarlenRows> rows_of(const Block& b, char* ws, Stream stream) {
+    if (b.q_chunk < 0) return VarlenRows{};
+    const auto n = static_cast<std::size_t>(num_seqs_);
+    if (b.part >= 0) {
+      const std::int32_t* host = pair_table(b);
+      const std::int32_t* dev = host;
+      if (!comm_.device().is_host()) {
+        auto* d = reinterpret_cast<std::int32_t*>(at(ws, pair_tables_off_));
+        ULYSSES_RETURN_IF_ERROR(kernels::packed_pair_tables(
+            tables_device_, num_seqs_, b.q_chunk, b.kv_chunk, band_.lo, band_.hi,
+            static_cast<kernels::PairPart>(b.part), d, comm_.device(), stream));
+        dev = d;
+      }
+      VarlenRows v;
+      v.q_begin = {host, n};
+      v.q_len = {host + n, n};
+      v.kv_begin = {host + 2 * n, n};
+      v.kv_len = {host + 3 * n, n};
+      v.q_begin_device = dev;
+      v.q_len_device = dev + n;
+      v.kv_begin_device = dev + 2 * n;
+      v.kv_len_device = dev + 3 * n;
+      return v;
+    }
     auto host_row = [&](int r) {
       return std::span<const std::int32_t>(tables_.data() + static_cast<std::size_t>(r) * n, n);
     };
@@ -884,6 +964,10 @@ class RingAttention final : public DistributedAttention {
     if (packed_ && !comm_.device().is_host()) {
       tables_off_ = workspace_bytes_;
       workspace_bytes_ += align_up(static_cast<std::size_t>((2 * R_ + 1) * max_seqs_) * 4);
+      if (pair_calls_ > 0) {  // one call's tables at a time
+        pair_tables_off_ = workspace_bytes_;
+        workspace_bytes_ += align_up(static_cast<std::size_t>(4 * max_seqs_) * 4);
+      }
     }
     saved_bytes_ = saved.total();
   }
@@ -916,6 +1000,12 @@ class RingAttention final : public DistributedAttention {
   std::vector<std::int32_t> tables_;
   const std::int32_t* tables_device_ = nullptr;
   std::size_t tables_off_ = 0;
+  // Packed under a window: the mask's band, the number of pair calls (Block::table), their host
+  // tables (4 rows of num_seqs_ each per call) and where one call's device tables go.
+  Band band_;
+  int pair_calls_ = 0;
+  std::vector<std::int32_t> pair_tables_;
+  std::size_t pair_tables_off_ = 0;
   std::size_t send_q_ = 0, send_kv_ = 0, lse_recv_ = 0, o_acc_ = 0, lse_acc_ = 0, o_blk_ = 0,
               lse_blk_ = 0;
   std::size_t kv_ring_[2] = {0, 0}, dkv_buf_[2] = {0, 0}, kv_cur_ = 0;
@@ -933,14 +1023,6 @@ Status ring_check_support(const PlanConfig& config, const Communicator& comm,
     return unsupported(str_cat(kCreateApi, ": kernel ", kernel.name(),
                                " provides no softmax statistics (LSE), which strategy ", strategy,
                                " needs to merge blocks; use strategy ulysses with this kernel"));
-  }
-  const AttentionConfig& att = config.attention;
-  if (config.layout == Layout::kTHD && (att.window_left >= 0 || att.window_right >= 0)) {
-    return unsupported(str_cat(
-        kCreateApi, ": sliding windows with packed (thd) batches are not supported by strategy ",
-        strategy, " (got window_left ", att.window_left, ", window_right ", att.window_right,
-        "; a window's chunk pairs need a diagonal offset per sequence); use strategy ulysses, or "
-        "layout bshd"));
   }
   ULYSSES_ASSIGN_OR_RETURN(
       auto routing,

@@ -141,37 +141,68 @@ INSTANTIATE_TEST_SUITE_P(Fp8, DeviceLoopbackRing,
                              }()),
                          [](const auto& param_info) { return param_info.param.name; });
 
-INSTANTIATE_TEST_SUITE_P(Packed, DeviceLoopbackRing,
-                         ::testing::Values(
-                             packed_case("ring_p2_gqa_causal", Strategy::kRing, 2, 0, 1024, 8, 2,
-                                         true, {100, 333, 7, 450}),
-                             packed_case("ring_p4_mha_full", Strategy::kRing, 4, 0, 1024, 4, 4,
-                                         false, {200, 301, 64, 250}),
-                             packed_case("ring_p8_mqa_causal_empty_seq", Strategy::kRing, 8, 0,
-                                         2048, 4, 1, true, {700, 90, 513, 0, 401}),
-                             packed_case("hybrid_2x2_gqa_causal", Strategy::kHybrid, 4, 2, 1024, 8,
-                                         4, true, {129, 400, 33, 300}),
-                             packed_case("hybrid_4x2_replicated_kv_causal", Strategy::kHybrid, 8, 4,
-                                         1024, 8, 2, true, {250, 250, 250}),
-                             [] {
-                               GpuCase c =
-                                   packed_case("ring_p2_gqa_causal_lse_only", Strategy::kRing, 2, 0,
-                                               1024, 8, 2, true, {100, 333, 7, 450});
-                               c.saved = SavedActivations::kLseOnly;
-                               return c;
-                             }(),
-                             [] {
-                               // cu_seqlens padded with repeated offsets (static shapes): 300
-                               // entries, 3 non-empty, one past the tables kernel's first tile of
-                               // 256.
-                               std::vector<std::int32_t> lens(300, 0);
-                               lens[0] = 100;
-                               lens[260] = 333;
-                               lens[299] = 50;
-                               return packed_case("ring_p2_empty_entries_across_tiles",
-                                                  Strategy::kRing, 2, 0, 512, 8, 2, true, lens);
-                             }()),
-                         [](const auto& param_info) { return param_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(
+    Packed, DeviceLoopbackRing,
+    ::testing::Values(
+        packed_case("ring_p2_gqa_causal", Strategy::kRing, 2, 0, 1024, 8, 2, true,
+                    {100, 333, 7, 450}),
+        packed_case("ring_p4_mha_full", Strategy::kRing, 4, 0, 1024, 4, 4, false,
+                    {200, 301, 64, 250}),
+        packed_case("ring_p8_mqa_causal_empty_seq", Strategy::kRing, 8, 0, 2048, 4, 1, true,
+                    {700, 90, 513, 0, 401}),
+        packed_case("hybrid_2x2_gqa_causal", Strategy::kHybrid, 4, 2, 1024, 8, 4, true,
+                    {129, 400, 33, 300}),
+        packed_case("hybrid_4x2_replicated_kv_causal", Strategy::kHybrid, 8, 4, 1024, 8, 2, true,
+                    {250, 250, 250}),
+        [] {
+          GpuCase c = packed_case("ring_p2_gqa_causal_lse_only", Strategy::kRing, 2, 0, 1024, 8, 2,
+                                  true, {100, 333, 7, 450});
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
+        [] {
+          // cu_seqlens padded with repeated offsets (static shapes): 300
+          // entries, 3 non-empty, one past the tables kernel's first tile of
+          // 256.
+          std::vector<std::int32_t> lens(300, 0);
+          lens[0] = 100;
+          lens[260] = 333;
+          lens[299] = 50;
+          return packed_case("ring_p2_empty_entries_across_tiles", Strategy::kRing, 2, 0, 512, 8, 2,
+                             true, lens);
+        }(),
+        // Windows on packed documents: each pair of different chunks as an
+        // unmasked call and one masked on the window's edge, rows cut per
+        // document (chunks of 2 to 113 rows against windows of 50 to 300).
+        [] {
+          GpuCase c = packed_case("ring_p2_gqa_causal_window_100", Strategy::kRing, 2, 0, 1024, 8,
+                                  2, true, {100, 333, 7, 450});
+          c.wl = 100;
+          return c;
+        }(),
+        [] {
+          GpuCase c = packed_case("ring_p4_two_sided_window_sinks", Strategy::kRing, 4, 0, 1024, 4,
+                                  4, false, {200, 301, 64, 250});
+          c.wl = 64;
+          c.wr = 32;
+          c.sinks = true;
+          return c;
+        }(),
+        [] {
+          GpuCase c = packed_case("ring_p8_mqa_causal_window_300_empty_seq", Strategy::kRing, 8, 0,
+                                  2048, 4, 1, true, {700, 90, 513, 0, 401});
+          c.wl = 300;
+          return c;
+        }(),
+        [] {
+          GpuCase c = packed_case("hybrid_2x2_gqa_causal_window_sinks_lse_only", Strategy::kHybrid,
+                                  4, 2, 1024, 8, 4, true, {129, 400, 33, 300});
+          c.wl = 50;
+          c.sinks = true;
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }()),
+    [](const auto& param_info) { return param_info.param.name; });
 
 INSTANTIATE_TEST_SUITE_P(
     Gpu, DeviceLoopbackRing,

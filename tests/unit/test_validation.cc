@@ -189,15 +189,6 @@ std::vector<PlanRule> plan_rules() {
        },
        SC::kInvalidArgument,
        {"num_heads", "got 3"}},
-      {"ring_thd_window",
-       [](PlanConfig& c) {
-         c.parallel.strategy = Strategy::kRing;
-         c.layout = Layout::kTHD;
-         c.batch = 1;
-         c.attention.window_left = 4;
-       },
-       SC::kUnsupported,
-       {"thd", "ring", "window_left 4", "ulysses"}},
       {"allgather_thd_two_sided_window",
        [](PlanConfig& c) {
          c.parallel.strategy = Strategy::kAllGather;
@@ -208,7 +199,7 @@ std::vector<PlanRule> plan_rules() {
          c.attention.window_right = 2;
        },
        SC::kUnsupported,
-       {"thd", "allgather", "without causal", "window_left 4", "window_right 2"}},
+       {"thd", "allgather", "without causal", "window_left 4", "window_right 2", "ring"}},
       {"allgather_fp8",
        [](PlanConfig& c) {
          c.parallel.strategy = Strategy::kAllGather;
