@@ -238,6 +238,37 @@ inline void print_sweep(const std::map<Strategy, int>& ran, int draws,
   for (const auto& [rule, n] : refusals) std::printf("  %4d  %s\n", n, rule.c_str());
 }
 
+/// ULYSSES_SWEEP_MATCH="w1 w2 !w3": a sweep runs only draws whose describe() holds every word and
+/// none of the !words (e.g. "ring thd !window=(-1,-1)": ring plans on packed documents under a
+/// window); unset, every draw. `draw(seed)` makes a case; one that does not match is replaced by
+/// the next draw of its own chain (so a printed seed replays as it is).
+template <class Draw>
+SweepCase wanted_draw(std::uint64_t seed, Draw draw) {
+  std::vector<std::string> words;
+  if (const char* m = std::getenv("ULYSSES_SWEEP_MATCH"); m != nullptr) {
+    std::istringstream in(m);
+    for (std::string w; in >> w;) words.push_back(w);
+  }
+  auto wanted = [&](const SweepCase& c) {
+    const std::string text = c.describe();
+    for (const std::string& w : words) {
+      const bool negated = w.size() > 1 && w[0] == '!';
+      const bool found = text.find(negated ? w.substr(1) : w) != std::string::npos;
+      if (found == negated) return false;
+    }
+    return true;
+  };
+  SweepCase c = draw(seed);
+  for (int tries = 0; !wanted(c); ++tries) {
+    if (tries == 1000000) {
+      ADD_FAILURE() << "ULYSSES_SWEEP_MATCH: no draw in 10^6 matches";
+      break;
+    }
+    c = draw(std::mt19937_64(c.seed)());
+  }
+  return c;
+}
+
 /// How many configurations a sweep runs, and from which seeds: ULYSSES_SWEEP_SEED=<n> replays the
 /// one draw printed with a failure; ULYSSES_SWEEP_CASES=<n> runs n fresh draws instead of
 /// `default_cases`.

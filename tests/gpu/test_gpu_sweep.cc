@@ -6,7 +6,8 @@
 // O, LSE, dK, dV (dQ too with the deterministic backward; else within 2 ulps), ring, hybrid and
 // allgather within STYLE.md's 2x rule of the FP64 truth. Every draw trains (forward + backward).
 //
-// ULYSSES_SWEEP_CASES=n runs n draws (default below), ULYSSES_SWEEP_SEED=s replays one.
+// ULYSSES_SWEEP_CASES=n runs n draws (default below), ULYSSES_SWEEP_SEED=s replays one,
+// ULYSSES_SWEEP_MATCH="words" keeps to draws whose description holds them (config_sweep.h).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -68,7 +69,7 @@ TEST(GpuSweep, WhatThePlanTakesItComputesOnCudnn) {
   std::map<Strategy, int> ran;
   int draws = 0;
   for (std::uint64_t seed : seeds.seeds) {
-    SweepCase c = draw(seed);
+    SweepCase c = testing::wanted_draw(seed, draw);
     for (int tries = 0; tries < 50; ++tries, ++draws) {
       auto comms = create_device_loopback_group(c.P, 0);
       ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
@@ -78,7 +79,7 @@ TEST(GpuSweep, WhatThePlanTakesItComputesOnCudnn) {
       // CPU; here the backend itself answers).
       EXPECT_EQ(refused.message().find("CudnnAttention"), std::string::npos)
           << c.describe() << ": " << refused.to_string();
-      c = draw(std::mt19937_64(c.seed)());
+      c = testing::wanted_draw(std::mt19937_64(c.seed)(), draw);
     }
     ++draws;
     const GpuCase g = gpu_case(c);
