@@ -13,7 +13,8 @@
 # allgather (its GPU tests, then ulysses, ring and allgather side by side at 8k/32k/128k: over
 # NCCL and copy engines with 2+ GPUs, through the device loopback with one).
 # packed (the packed-sequence tests, then ulysses, ring and allgather on 8 and 64 packed documents
-# at 32k/128k tokens, `--varlen`, transports as for allgather, and 8 documents of 128k with sinks;
+# at 32k/128k tokens, `--varlen`, transports as for allgather, 8 documents of 128k with sinks, and
+# 8 documents under a window of 1024 (ring and hybrid take windows on packed documents since c2e7b9f);
 # with 2+ GPUs also 640k tokens at cp = 1 and 2, whose cp = 1 backward runs in parts past 2^31
 # elements).
 # Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and writes logs and JSON to
@@ -120,6 +121,10 @@ if [[ $mode == packed ]]; then  # packed documents (thd): the tests, then three 
     --seq 131072 --varlen 8 --seed 7 --sinks --strategy ulysses,ring,allgather --chunks 1 \
     --iters 3 "${via[@]}" "${bench_args[@]}"
   cat "$OUT/bench_docs8_sinks.log"
+  run bench_docs8_window 400 $BIN/ulysses-bench --json "$OUT/bench_docs8_window.json" \
+    --seq 32768,131072 --varlen 8 --seed 7 --window 1024,-1 --strategy ulysses,ring,allgather \
+    --chunks 1 --iters 3 "${via[@]}" "${bench_args[@]}"
+  cat "$OUT/bench_docs8_window.log"
   if ((ngpu >= 2)); then  # past 2^31 elements: cp = 1's backward runs in parts, cp = 2's fits
     run bench_640k 300 $BIN/ulysses-bench --json "$OUT/bench_640k.json" --seq 655360 --varlen 64 \
       --seed 7 --strategy ulysses --chunks 1 --iters 3 --cp 1,2 --transport nccl "${bench_args[@]}"
