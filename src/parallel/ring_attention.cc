@@ -678,19 +678,22 @@ class RingAttention final : public DistributedAttention {
         if (b.part < 0) continue;
         ULYSSES_RETURN_IF_ERROR(kernels::packed_pair_tables(
             tables_.data(), num_seqs_, b.q_chunk, b.kv_chunk, band_.lo, band_.hi,
-            static_cast<kernels::PairPart>(b.part), pair_table(b), Device::host(), nullptr));
+            static_cast<kernels::PairPart>(b.part), pair_tables_.data() + pair_table(b),
+            Device::host(), nullptr));
       }
     }
     return Status::ok();
   }
-  std::int32_t* pair_table(const Block& b) {
-    return pair_tables_.data() + static_cast<std::size_t>(b.table) * 4 * num_seqs_;
+  // Where a window's pair call's host tables start in pair_tables_: q_begin, q_len, kv_begin,
+  // kv_len, num_seqs_ values each.
+  std::size_t pair_table(const Block& b) const {
+    return static_cast<std::size_t>(b.table) * 4 * static_cast<std::size_t>(num_seqs_);
   }
   // Whether block b is a window's pair call that takes no sequence's rows in this batch.
   bool idle(const Block& b) const {
     if (b.part < 0) return false;
     const auto n = static_cast<std::size_t>(num_seqs_);
-    const std::int32_t* t = pair_tables_.data() + static_cast<std::size_t>(b.table) * 4 * n;
+    const std::int32_t* t = pair_tables_.data() + pair_table(b);
     for (std::size_t s = 0; s < n; ++s) {
       if (t[n + s] > 0 && t[3 * n + s] > 0) return false;
     }
@@ -702,7 +705,7 @@ class RingAttention final : public DistributedAttention {
     if (b.q_chunk < 0) return VarlenRows{};
     const auto n = static_cast<std::size_t>(num_seqs_);
     if (b.part >= 0) {
-      const std::int32_t* host = pair_table(b);
+      const std::int32_t* host = pair_tables_.data() + pair_table(b);
       const std::int32_t* dev = host;
       if (!comm_.device().is_host()) {
         auto* d = reinterpret_cast<std::int32_t*>(at(ws, pair_tables_off_));
