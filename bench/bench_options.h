@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "ulysses/config.h"
+
 namespace ulysses::bench {
 
 struct Options {
@@ -36,6 +38,9 @@ struct Options {
   std::vector<std::string> cuda_graph = {"off"};
   // GPU path (list: native, fp8): PlanConfig::payload (ulysses: inbound exchanges; ring: K/V hops).
   std::vector<std::string> payload = {"native"};
+  // With --varlen, ring and hybrid rows (list: default, per_sequence, stream):
+  // ParallelConfig::packed_sharding, one row each.
+  std::vector<std::string> packed_sharding = {"default"};
   // --decode: DistributedDecode steps instead of training steps (GPU path): seq = cache tokens.
   bool decode = false;
   std::int64_t decode_tokens = 1;            // new tokens per step
@@ -49,6 +54,15 @@ struct Options {
   std::string json;
   std::uint64_t seed = 0;  // 0: fresh
 };
+
+/// --packed-sharding's values where they apply (ring and hybrid rows on packed documents), else
+/// the default alone. The values are CLI-checked.
+inline std::vector<PackedSharding> packed_shardings(const Options& o, bool applies) {
+  if (!applies) return {PackedSharding::kDefault};
+  std::vector<PackedSharding> out;
+  for (const std::string& name : o.packed_sharding) out.push_back(*parse_packed_sharding(name));
+  return out;
+}
 
 /// The GPU path: returns the process exit code (0 all rows passed, 1 a check failed, 2 bad input).
 /// `given`: the flags the user set (the others take the GPU defaults).

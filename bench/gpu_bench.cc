@@ -60,9 +60,10 @@ struct GpuRow {
   // The plan rows' communicator: nccl, nccl-grouped, peer, loopback; "none": the kernel alone on
   // the whole sequence (the cp = 1 row every other row is measured against).
   std::string transport = "nccl";
-  int in_flight = 2;               // PlanConfig::chunks_in_flight (lse rows with chunks > 1)
-  bool cuda_graph = false;         // timed as replays of a captured CUDA graph
-  std::string payload = "native";  // PlanConfig::payload (ulysses rows)
+  int in_flight = 2;                 // PlanConfig::chunks_in_flight (lse rows with chunks > 1)
+  bool cuda_graph = false;           // timed as replays of a captured CUDA graph
+  std::string payload = "native";    // PlanConfig::payload (ulysses rows)
+  std::string sharding = "default";  // ParallelConfig::packed_sharding (packed ring rows)
 
   bool kernel_alone() const { return transport == "none"; }
 };
@@ -974,6 +975,9 @@ std::string repro(const Shape& s, int cp, const PlanKnobs& knobs, int iters,
              ? " --in-flight " + std::to_string(knobs.in_flight)
              : std::string())
      << (knobs.payload == Payload::kFp8 ? " --payload fp8" : "")
+     << (parallel.packed_sharding != PackedSharding::kDefault
+             ? " --packed-sharding " + std::string(packed_sharding_name(parallel.packed_sharding))
+             : std::string())
      << (s.packed() ? " --varlen " + std::to_string(s.cu.size() - 1) : std::string()) << " --iters "
      << iters;
   return os.str();
@@ -1190,16 +1194,20 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           } else if (strategy == Strategy::kRing || strategy == Strategy::kAllGather ||
                      (o.ulysses_degree > 1 && cp % o.ulysses_degree == 0 &&
                       cp > o.ulysses_degree)) {
-            const ParallelConfig parallel{
-                .strategy = strategy,
-                .cp = cp,
-                .ulysses_degree = strategy == Strategy::kHybrid ? o.ulysses_degree : 0};
-            for (const std::string& name_saved : o.saved) {
-              for (const std::string& payload : o.payload) {
-                PlanKnobs knobs = plain;
-                knobs.saved = parse_saved_activations(name_saved).value();
-                knobs.payload = parse_payload(payload).value();  // CLI-checked
-                plans.push_back({parallel, knobs});
+            const bool zigzag_ring = strategy == Strategy::kRing || strategy == Strategy::kHybrid;
+            for (const PackedSharding sharding : packed_shardings(o, zigzag_ring && s.packed())) {
+              for (const std::string& name_saved : o.saved) {
+                const ParallelConfig parallel{
+                    .strategy = strategy,
+                    .cp = cp,
+                    .ulysses_degree = strategy == Strategy::kHybrid ? o.ulysses_degree : 0,
+                    .packed_sharding = sharding};
+                for (const std::string& payload : o.payload) {
+                  PlanKnobs knobs = plain;
+                  knobs.saved = parse_saved_activations(name_saved).value();
+                  knobs.payload = parse_payload(payload).value();  // CLI-checked
+                  plans.push_back({parallel, knobs});
+                }
               }
             }
           }
@@ -1240,6 +1248,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           row.in_flight = knobs.in_flight;
           row.cuda_graph = knobs.cuda_graph;
           row.payload = payload_name(knobs.payload);
+          row.sharding = packed_sharding_name(parallel.packed_sharding);
           row.peak_gib = mem.peak;
           row.io_gib = mem.io;
           row.workspace_gib = mem.workspace;
@@ -1302,10 +1311,10 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           "%8lld %3d %-8s %-22s %5s %6d %10.2f %10.1f %6.3f %10.1f %10.1f %8.2f %9.2e %9.2e %9.2e "
           "%9.2e %9s %5s\n",
           static_cast<long long>(r.seq), r.cp, alone ? "-" : r.strategy.c_str(),
-          alone
-              ? "kernel alone"
-              : (r.transport + (r.payload == "fp8" ? "+fp8" : "") + (r.cuda_graph ? "+graph" : ""))
-                    .c_str(),
+          alone ? "kernel alone"
+                : (r.transport + (r.payload == "fp8" ? "+fp8" : "") +
+                   (r.sharding == "stream" ? "+stream" : "") + (r.cuda_graph ? "+graph" : ""))
+                      .c_str(),
           alone ? "-" : r.saved.c_str(), r.chunks, r.ms, r.tflops, r.efficiency, r.a2a_gbs,
           r.nccl_gbs, r.peak_gib, r.err_o, r.err_dq, r.err_dk, r.err_dv,
           alone ? "-" : (r.exact_o && r.exact_dkv ? "O,dK,dV" : (r.exact_o ? "O" : "no")),
@@ -1318,14 +1327,14 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           "#   seq %lld cp %d %s via %s saved=%s chunks=%d in-flight=%d memory: peak %.2f GiB = "
           "inputs/outputs %.2f + workspace %.2f + saved %.2f + held %.2f (plan and kernel "
           "buffers) + other %.2f (NCCL, cuDNN internals)\n",
-          static_cast<long long>(r.seq), r.cp, r.strategy.c_str(), r.transport.c_str(),
-          r.saved.c_str(), r.chunks, r.in_flight, r.peak_gib, r.io_gib, r.workspace_gib,
-          r.saved_gib, r.held_gib,
+          static_cast<long long>(r.seq), r.cp, r.strategy.c_str(),
+          (r.transport + (r.sharding == "stream" ? "+stream" : "")).c_str(), r.saved.c_str(),
+          r.chunks, r.in_flight, r.peak_gib, r.io_gib, r.workspace_gib, r.saved_gib, r.held_gib,
           r.peak_gib - r.io_gib - r.workspace_gib - r.saved_gib - r.held_gib);
       if (!r.calls.empty()) {
         std::ostringstream what;
         what << "seq " << r.seq << " cp " << r.cp << " " << (r.kernel_alone() ? "-" : r.strategy)
-             << " via " << r.transport;
+             << " via " << r.transport << (r.sharding == "stream" ? "+stream" : "");
         r.kernel_ms = print_calls(what.str(), r.calls);
         std::printf(
             "#   calls %s: kernel total %.2f ms over all ranks, step %.2f ms (%s): the rest "
@@ -1397,16 +1406,17 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       f << "    {\"seq\": " << r.seq << ", \"cp\": " << r.cp << ", \"strategy\": \"" << r.strategy
         << "\", \"chunks\": " << r.chunks
         << ", \"cuda_graph\": " << (r.cuda_graph ? "true" : "false") << ", \"transport\": \""
-        << r.transport << "\", \"payload\": \"" << r.payload << "\", \"saved\": \"" << r.saved
-        << "\", \"in_flight\": " << r.in_flight << ", \"ms_per_step\": " << r.ms
-        << ", \"tflops_per_gpu\": " << r.tflops << ", \"efficiency\": " << r.efficiency
-        << ", \"a2a_gbs\": " << r.a2a_gbs << ", \"nccl_a2a_gbs\": " << r.nccl_gbs
-        << ", \"a2a_mib_per_gpu\": " << r.a2a_mib << ", \"a2a_host_us_per_call\": " << r.a2a_host_us
-        << ", \"peak_gib\": " << r.peak_gib << ", \"io_gib\": " << r.io_gib
-        << ", \"workspace_gib\": " << r.workspace_gib << ", \"saved_gib\": " << r.saved_gib
-        << ", \"held_gib\": " << r.held_gib << ", \"err_o\": " << r.err_o
-        << ", \"err_dq\": " << r.err_dq << ", \"err_dk\": " << r.err_dk
-        << ", \"err_dv\": " << r.err_dv << ", \"err_dsinks\": " << r.err_dsinks
+        << r.transport << "\", \"payload\": \"" << r.payload << "\", \"packed_sharding\": \""
+        << r.sharding << "\", \"saved\": \"" << r.saved << "\", \"in_flight\": " << r.in_flight
+        << ", \"ms_per_step\": " << r.ms << ", \"tflops_per_gpu\": " << r.tflops
+        << ", \"efficiency\": " << r.efficiency << ", \"a2a_gbs\": " << r.a2a_gbs
+        << ", \"nccl_a2a_gbs\": " << r.nccl_gbs << ", \"a2a_mib_per_gpu\": " << r.a2a_mib
+        << ", \"a2a_host_us_per_call\": " << r.a2a_host_us << ", \"peak_gib\": " << r.peak_gib
+        << ", \"io_gib\": " << r.io_gib << ", \"workspace_gib\": " << r.workspace_gib
+        << ", \"saved_gib\": " << r.saved_gib << ", \"held_gib\": " << r.held_gib
+        << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
+        << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
+        << ", \"err_dsinks\": " << r.err_dsinks
         << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
         << ", \"kernel_inplace_ms\": " << r.kernel_inplace_ms << ", \"pack_gbs\": " << r.pack_gbs
         << ", \"unpack_gbs\": " << r.unpack_gbs << ", \"copy_gbs\": " << r.copy_gbs

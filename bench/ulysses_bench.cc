@@ -62,7 +62,7 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
 bool bitwise_equal(const Tensor& a, const Tensor& b) { return a.storage == b.storage; }
 
 std::string repro_command(const Options& o, int cp, std::int64_t seq, Strategy strategy,
-                          SavedActivations saved) {
+                          SavedActivations saved, PackedSharding sharding) {
   std::ostringstream os;
   os << "ulysses-bench --device cpu --cp " << cp << " --seq " << seq << " --batch " << o.batch
      << " --heads " << o.heads << " --kv-heads " << o.kv_heads << " --head-dim " << o.head_dim
@@ -71,6 +71,9 @@ std::string repro_command(const Options& o, int cp, std::int64_t seq, Strategy s
      << " --strategy " << strategy_name(strategy)
      << (strategy == Strategy::kHybrid ? " --ulysses-degree " + std::to_string(o.ulysses_degree)
                                        : std::string())
+     << (sharding != PackedSharding::kDefault
+             ? " --packed-sharding " + std::string(packed_sharding_name(sharding))
+             : std::string())
      << (saved == SavedActivations::kLseOnly
              ? std::string(" --saved lse") +
                    (strategy == Strategy::kUlysses
@@ -101,13 +104,14 @@ std::vector<std::int32_t> make_cu_seqlens(int n, std::int64_t total, std::mt1993
 
 // Runs one (cp, seq) case on the loopback communicator; returns the row, or a Status for bad input.
 Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype, Strategy strategy,
-                         SavedActivations saved_activations) {
+                         SavedActivations saved_activations, PackedSharding sharding) {
   Row row;
   row.cp = cp;
   row.seq = seq;
   row.strategy = std::string(strategy_name(strategy)) +
+                 (sharding == PackedSharding::kStream ? "+stream" : "") +
                  (saved_activations == SavedActivations::kLseOnly ? "+lse" : "");
-  row.repro = repro_command(o, cp, seq, strategy, saved_activations);
+  row.repro = repro_command(o, cp, seq, strategy, saved_activations, sharding);
   const bool thd = o.varlen > 0;
   const std::int64_t B = thd ? 1 : o.batch;
   const PlanConfig cfg{
@@ -120,7 +124,8 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
                     .sinks = o.sinks},
       .parallel = {.strategy = strategy,
                    .cp = cp,
-                   .ulysses_degree = strategy == Strategy::kHybrid ? o.ulysses_degree : 0},
+                   .ulysses_degree = strategy == Strategy::kHybrid ? o.ulysses_degree : 0,
+                   .packed_sharding = sharding},
       .layout = thd ? Layout::kTHD : Layout::kBSHD,
       .dtype = dtype,
       .batch = B,
@@ -467,6 +472,13 @@ int main(int argc, char** argv) {
                  "travel, their error columns show the difference from cp=1 on the originals")
       ->delimiter(',')
       ->check(CLI::IsMember({"native", "fp8"}));
+  app.add_option("--packed-sharding", o.packed_sharding,
+                 "with --varlen, ring and hybrid rows (list of default, per_sequence, stream): "
+                 "per_sequence pads every document and cuts it into 2R zigzag chunks of its own "
+                 "(TransformerEngine's THD layout; the default), stream cuts the packed stream "
+                 "like one sequence (Llama 3's, as allgather does); one row each")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"default", "per_sequence", "per-sequence", "stream"}));
   app.add_flag("--decode", o.decode,
                "GPU: decode steps against a KV cache sharded over cp ranks (DistributedDecode); "
                "--seq is the cache length (default 32768,131072,1048576), --cp defaults to 1 and "
@@ -549,18 +561,21 @@ int main(int argc, char** argv) {
             (o.ulysses_degree < 1 || cp % o.ulysses_degree != 0 || cp == o.ulysses_degree)) {
           continue;  // the sweep's hybrid rows: cp = U x R with both above 1
         }
-        for (const std::string& name : o.saved) {
-          const SavedActivations saved = parse_saved_activations(name).value();  // CLI-checked
-          auto row = run_cpu_case(o, cp, seq, *dtype, strategy, saved);
-          if (!row.is_ok()) {
-            std::fprintf(stderr, "ulysses-bench: cp=%d seq=%lld: %s\n", cp,
-                         static_cast<long long>(seq), row.status().to_string().c_str());
-            return row.status().code() == StatusCode::kInvalidArgument ||
-                           row.status().code() == StatusCode::kUnsupported
-                       ? 2
-                       : 1;
+        const bool zigzag_ring = strategy == Strategy::kRing || strategy == Strategy::kHybrid;
+        for (const PackedSharding sharding : packed_shardings(o, zigzag_ring && o.varlen > 0)) {
+          for (const std::string& name : o.saved) {
+            const SavedActivations saved = parse_saved_activations(name).value();  // CLI-checked
+            auto row = run_cpu_case(o, cp, seq, *dtype, strategy, saved, sharding);
+            if (!row.is_ok()) {
+              std::fprintf(stderr, "ulysses-bench: cp=%d seq=%lld: %s\n", cp,
+                           static_cast<long long>(seq), row.status().to_string().c_str());
+              return row.status().code() == StatusCode::kInvalidArgument ||
+                             row.status().code() == StatusCode::kUnsupported
+                         ? 2
+                         : 1;
+            }
+            rows.push_back(*row);
           }
-          rows.push_back(*row);
         }
       }
     }

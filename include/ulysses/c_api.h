@@ -93,6 +93,8 @@ typedef struct {
   int32_t saved_activations; /* 0 heads, 1 lse */
   int32_t chunks_in_flight;
   int32_t payload; /* 0 native, 1 fp8 */
+  /* ParallelConfig::packed_sharding: 0 default, 1 per_sequence, 2 stream */
+  int32_t packed_sharding;
 } ulysses_plan_config;
 
 /* ulysses::ForwardArgs. cu_seqlens: host int32 array of num_cu_seqlens entries (layout thd). */

@@ -52,6 +52,24 @@ enum class Strategy : int {
 std::string_view strategy_name(Strategy strategy);
 Result<Strategy> parse_strategy(std::string_view name);
 
+/// How a packed batch (Layout::kTHD: sequences one after another, cu_seqlens) is cut into the
+/// zigzag chunks of ring and hybrid (sharding.h: shard_token_ranges()).
+enum class PackedSharding : int {
+  /// Ring and hybrid: kPerSequence. Ulysses and allgather: kStream (all they do).
+  kDefault = 0,
+  /// Ring and hybrid only: every sequence padded to a multiple of 2R and cut into 2R chunks of its
+  /// own (TransformerEngine's THD ring layout; packed_sequence_offsets()). Causal work is balanced
+  /// inside every sequence, but a short sequence becomes 2R short pieces in every kernel call.
+  kPerSequence = 1,
+  /// The packed stream cut like one sequence (Llama 3's document masking): zigzag chunks of
+  /// seqlen / 2R tokens, a chunk boundary may cut a sequence, no padding between sequences. Whole
+  /// sequences stay whole inside a chunk: the kernel calls hold fewer, longer pieces, and a pair of
+  /// different chunks shares at most one sequence. Ulysses' contiguous shards are this too.
+  kStream = 2,
+};
+std::string_view packed_sharding_name(PackedSharding sharding);
+Result<PackedSharding> parse_packed_sharding(std::string_view name);
+
 /// Parallel layout of one attention call.
 ///
 /// Which tokens a rank holds depends on the strategy (sharding.h: shard_token_ranges()):
@@ -71,6 +89,9 @@ struct ParallelConfig {
   /// kHybrid only: ranks per Ulysses group U (adjacent ranks); the cp / U groups form the ring.
   /// 0 for the other strategies.
   int ulysses_degree = 0;
+  /// Packed batches only (kTHD): how ring and hybrid cut the packed stream into zigzag chunks.
+  /// kPerSequence is refused for ulysses and allgather.
+  PackedSharding packed_sharding = PackedSharding::kDefault;
 
   /// Ranks that exchange heads by all-to-all: cp (ulysses), 1 (ring, allgather), ulysses_degree
   /// (hybrid).
@@ -80,6 +101,9 @@ struct ParallelConfig {
   /// What the global sequence length must be a multiple of: cp (ulysses) or 2 cp (zigzag: ring,
   /// hybrid, allgather).
   int sequence_multiple() const;
+  /// Whether packed sequences are padded and cut into chunks of their own (ring or hybrid with
+  /// PackedSharding kDefault or kPerSequence), rather than the packed stream as one sequence.
+  bool packed_per_sequence() const;
 
   Status validate() const;
 };

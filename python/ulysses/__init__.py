@@ -63,6 +63,7 @@ _STRATEGIES = {"ulysses": 0, "ring": 1, "hybrid": 2, "allgather": 3}
 _LAYOUTS = {"bshd": 0, "thd": 1}
 _SAVED = {"heads": 0, "lse": 1}
 _PAYLOADS = {"native": 0, "fp8": 1}
+_PACKED_SHARDINGS = {"default": 0, "per_sequence": 1, "stream": 2}
 
 
 class UlyssesError(RuntimeError):
@@ -120,7 +121,8 @@ class _Attention:
 class PlanConfig(_Attention):
     """ulysses::PlanConfig (attention.h documents every field). Enums by name: strategy "ulysses" |
     "ring" | "hybrid" | "allgather", layout "bshd" | "thd", dtype "bf16" | "fp16" | "fp32" | "fp64",
-    saved_activations "heads" | "lse", payload "native" | "fp8"."""
+    saved_activations "heads" | "lse", payload "native" | "fp8", packed_sharding "default" |
+    "per_sequence" | "stream" (how ring and hybrid cut packed batches)."""
 
     strategy: str = "ulysses"
     cp: int = 1
@@ -135,6 +137,7 @@ class PlanConfig(_Attention):
     saved_activations: str = "heads"
     chunks_in_flight: int = 2
     payload: str = "native"
+    packed_sharding: str = "default"
 
     def _c(self) -> _capi.PlanConfig:
         c = _capi.PlanConfig()
@@ -146,6 +149,7 @@ class PlanConfig(_Attention):
         c.dtype = _enum(_DTYPES, self.dtype, "dtype")
         c.saved_activations = _enum(_SAVED, self.saved_activations, "saved_activations")
         c.payload = _enum(_PAYLOADS, self.payload, "payload")
+        c.packed_sharding = _enum(_PACKED_SHARDINGS, self.packed_sharding, "packed_sharding")
         return c
 
 

@@ -46,6 +46,7 @@ class PlanConfig(ctypes.Structure):
         ("saved_activations", ctypes.c_int32),
         ("chunks_in_flight", ctypes.c_int32),
         ("payload", ctypes.c_int32),
+        ("packed_sharding", ctypes.c_int32),
     ]
 
 

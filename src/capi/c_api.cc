@@ -127,6 +127,7 @@ PlanConfig to_config(const ulysses_plan_config& c) {
   p.parallel.strategy = static_cast<Strategy>(c.strategy);
   p.parallel.cp = c.cp;
   p.parallel.ulysses_degree = c.ulysses_degree;
+  p.parallel.packed_sharding = static_cast<PackedSharding>(c.packed_sharding);
   p.layout = static_cast<Layout>(c.layout);
   p.dtype = static_cast<DType>(c.dtype);
   p.batch = c.batch;
@@ -287,6 +288,7 @@ void ulysses_plan_config_init(ulysses_plan_config* config) {
   config->saved_activations = static_cast<int32_t>(p.saved_activations);
   config->chunks_in_flight = p.chunks_in_flight;
   config->payload = static_cast<int32_t>(p.payload);
+  config->packed_sharding = static_cast<int32_t>(p.parallel.packed_sharding);
 }
 
 int ulysses_plan_create(const ulysses_plan_config* config, ulysses_comm* comm,

@@ -69,6 +69,31 @@ Result<Strategy> parse_strategy(std::string_view name) {
                    "ulysses, ring, hybrid or allgather");
 }
 
+std::string_view packed_sharding_name(PackedSharding sharding) {
+  switch (sharding) {
+    case PackedSharding::kDefault:
+      return "default";
+    case PackedSharding::kPerSequence:
+      return "per_sequence";
+    case PackedSharding::kStream:
+      return "stream";
+  }
+  return "unknown";
+}
+
+Result<PackedSharding> parse_packed_sharding(std::string_view name) {
+  if (name == "default") return PackedSharding::kDefault;
+  if (name == "per_sequence" || name == "per-sequence") return PackedSharding::kPerSequence;
+  if (name == "stream") return PackedSharding::kStream;
+  return arg_error("ulysses::parse_packed_sharding", "packed_sharding", "is not known", name,
+                   "default, per_sequence or stream");
+}
+
+bool ParallelConfig::packed_per_sequence() const {
+  return (strategy == Strategy::kRing || strategy == Strategy::kHybrid) &&
+         packed_sharding != PackedSharding::kStream;
+}
+
 int ParallelConfig::ulysses_size() const {
   switch (strategy) {
     case Strategy::kRing:
@@ -104,6 +129,19 @@ Status ParallelConfig::validate() const {
         kApi, "ulysses_degree",
         str_cat("is only for strategy hybrid (got strategy ", strategy_name(strategy), ")"),
         ulysses_degree, "0");
+  }
+  if (packed_sharding != PackedSharding::kDefault &&
+      packed_sharding != PackedSharding::kPerSequence &&
+      packed_sharding != PackedSharding::kStream) {
+    return arg_error(kApi, "packed_sharding", "is not known", static_cast<int>(packed_sharding),
+                     "default, per_sequence or stream");
+  }
+  if (packed_sharding == PackedSharding::kPerSequence &&
+      (strategy == Strategy::kUlysses || strategy == Strategy::kAllGather)) {
+    return arg_error(kApi, "packed_sharding",
+                     str_cat("is only for strategies ring and hybrid (got strategy ",
+                             strategy_name(strategy), ", which shards the packed stream)"),
+                     "per_sequence", "default or stream");
   }
   return Status::ok();
 }

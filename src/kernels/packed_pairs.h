@@ -39,17 +39,18 @@ ULYSSES_HOST_DEVICE std::int64_t clamp_rows(std::int64_t v, std::int64_t n) {
   return v < 0 ? 0 : (v > n ? n : v);
 }
 
-/// The rows of `part` for a sequence whose chunks start at row `start` of each half, chunk size
-/// c, ql real tokens in the query chunk and kl in the key chunk, chunk distance d = qc - kc != 0,
-/// mask band [lo, hi] with lo <= 0 <= hi.
-ULYSSES_HOST_DEVICE PairRows pair_rows(std::int32_t start, std::int32_t c, std::int32_t ql,
-                                       std::int32_t kl, std::int32_t d, std::int64_t lo,
+/// The rows of `part` for one sequence's piece of a pair of different chunks: ql query rows from
+/// row q_start and kl key rows from row k_start, query 0 at delta positions after key 0 (delta !=
+/// 0: delta > 0, every query after every key; delta < 0, before), mask band [lo, hi] with lo <= 0
+/// <= hi. Ring with the packed stream sharded (PackedSharding::kStream) calls it for the one
+/// sequence two different chunks share.
+ULYSSES_HOST_DEVICE PairRows band_rows(std::int32_t q_start, std::int32_t k_start, std::int32_t ql,
+                                       std::int32_t kl, std::int64_t delta, std::int64_t lo,
                                        std::int64_t hi, PairPart part) {
-  PairRows r{start, 0, start, 0};
+  PairRows r{q_start, 0, k_start, 0};
   if (ql <= 0 || kl <= 0) return r;
-  const std::int64_t delta = static_cast<std::int64_t>(d) * c;
   std::int64_t q0 = 0, qn = 0, k0 = 0, kn = 0;
-  if (d > 0) {
+  if (delta > 0) {
     // Query i sees keys k >= i + delta - hi: the first `a` queries see all of them.
     const std::int64_t a = clamp_rows(hi - delta + 1, ql);
     if (part == PairPart::kFull) {
@@ -75,11 +76,20 @@ ULYSSES_HOST_DEVICE PairRows pair_rows(std::int32_t start, std::int32_t c, std::
     }
   }
   if (qn <= 0 || kn <= 0) return r;
-  r.q_begin = static_cast<std::int32_t>(start + q0);
+  r.q_begin = static_cast<std::int32_t>(q_start + q0);
   r.q_len = static_cast<std::int32_t>(qn);
-  r.kv_begin = static_cast<std::int32_t>(start + k0);
+  r.kv_begin = static_cast<std::int32_t>(k_start + k0);
   r.kv_len = static_cast<std::int32_t>(kn);
   return r;
+}
+
+/// The rows of `part` for a sequence whose chunks start at row `start` of each half, chunk size
+/// c, ql real tokens in the query chunk and kl in the key chunk, chunk distance d = qc - kc != 0,
+/// mask band [lo, hi] with lo <= 0 <= hi (per-sequence chunks: both start at `start`).
+ULYSSES_HOST_DEVICE PairRows pair_rows(std::int32_t start, std::int32_t c, std::int32_t ql,
+                                       std::int32_t kl, std::int32_t d, std::int64_t lo,
+                                       std::int64_t hi, PairPart part) {
+  return band_rows(start, start, ql, kl, static_cast<std::int64_t>(d) * c, lo, hi, part);
 }
 
 }  // namespace ulysses::kernels

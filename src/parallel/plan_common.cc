@@ -40,11 +40,12 @@ namespace {
 
 // Every field that must agree across ranks, as integers (for the create-time consensus).
 struct Fingerprint {
-  static constexpr int kFields = 22;
+  static constexpr int kFields = 23;
   // clang-format off
   static constexpr std::array<std::string_view, kFields> kNames = {
       "format", "layout", "dtype", "batch", "seqlen", "training",
-      "strategy", "cp", "ulysses_degree", "overlap_chunks", "backward_keeps_saved",
+      "strategy", "cp", "ulysses_degree", "packed_sharding", "overlap_chunks",
+      "backward_keeps_saved",
       "saved_activations", "chunks_in_flight", "payload",
       "num_heads_q", "num_heads_kv", "head_dim", "softmax_scale", "causal",
       "window_left", "window_right", "sinks"};
@@ -63,6 +64,7 @@ struct Fingerprint {
            static_cast<std::int64_t>(c.parallel.strategy),
            c.parallel.cp,
            c.parallel.ulysses_degree,
+           static_cast<std::int64_t>(c.parallel.packed_sharding),
            c.overlap_chunks,
            c.backward_keeps_saved ? 1 : 0,
            static_cast<std::int64_t>(c.saved_activations),

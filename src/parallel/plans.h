@@ -20,8 +20,8 @@ Result<std::unique_ptr<DistributedAttention>> create_ulysses_plan(
 /// cp = 1: nothing travels under any strategy, and every strategy computes the same attention.
 /// Ulysses' one-rank plan runs the kernel on the caller's views (docs/DESIGN.md, "One rank"), so
 /// ring, hybrid and all-gather configs run it where their arguments mean the same: native payload
-/// (fp8 rounds other tensors under each strategy) and, for ring and hybrid, unpacked batches (their
-/// packed sequences sit at padded offsets). Returns the config to run, or nothing.
+/// (fp8 rounds other tensors under each strategy) and, for ring and hybrid, no packed batch sharded
+/// per sequence (its sequences sit at padded offsets). Returns the config to run, or nothing.
 std::optional<PlanConfig> one_rank_as_ulysses(const PlanConfig& config);
 
 /// Ring and hybrid (ring_attention.cc). check: what only ring needs of the config and kernel

@@ -50,6 +50,7 @@
 // the window's edge (kernels/packed_pairs.h); those calls' tables are written per call, and a
 // call that takes no sequence's rows in this batch is skipped.
 #include <algorithm>
+#include <array>
 #include <limits>
 #include <set>
 #include <tuple>
@@ -181,8 +182,11 @@ std::vector<Block> step_blocks(const AttentionConfig& a, int R, int j, int t, st
 // of different chunks d = qc - kc apart is two calls (kernels::pair_rows()): kFull unmasked, kEdge
 // with the diagonal on the band's cutting side. A pair no sequence can see is dropped: its
 // closest keys are |d| positions away (chunks of one token).
-std::vector<Block> packed_step_blocks(const AttentionConfig& a, int R, int j, int t,
-                                      std::int64_t c) {
+// With the packed stream sharded (stream), chunks are c rows of the stream: a pair of different
+// chunks shares at most one sequence, and a pair the dense mask hides is dropped (so is the edge
+// call of a pair the band holds whole).
+std::vector<Block> packed_step_blocks(const AttentionConfig& a, int R, int j, int t, std::int64_t c,
+                                      bool stream) {
   const int s = ((j - t) % R + R) % R;
   const int q_chunks[2] = {j, 2 * R - 1 - j};
   const int kv_chunks[2] = {s, 2 * R - 1 - s};
@@ -203,21 +207,40 @@ std::vector<Block> packed_step_blocks(const AttentionConfig& a, int R, int j, in
         continue;
       }
       if ((d > 0 && d > bd.hi) || (d < 0 && d < bd.lo)) continue;
+      const Visibility v = stream ? visibility(bd, d * c, c) : Visibility::kPartial;
+      if (v == Visibility::kNone) continue;
       const auto full = static_cast<int>(kernels::PairPart::kFull);
       const auto edge = static_cast<int>(kernels::PairPart::kEdge);
       out.push_back({qh * c, c, kh * c, c, false, 0, qc, kc, full});
       const bool cut = d > 0 ? bd.hi < kInf : bd.lo > -kInf;
-      if (cut) out.push_back({qh * c, c, kh * c, c, true, d > 0 ? bd.hi : bd.lo, qc, kc, edge});
+      if (cut && v == Visibility::kPartial) {
+        out.push_back({qh * c, c, kh * c, c, true, d > 0 ? bd.hi : bd.lo, qc, kc, edge});
+      }
     }
   }
   return out;
 }
 
+// The packed stream sharded without a window: the dense steps (one call each, the first over
+// both chunks), every sequence a piece of it. The local rows of a chunk pair keep their global
+// order, and a sequence in two of them spans every chunk between, so its rows in a call are one
+// run (its tail in the first chunk, its head in the second) on each side; causal inside it is
+// causal in local rows. Window or not, a pair of different chunks shares at most one sequence.
 std::vector<Block> blocks_of_step(const PlanConfig& config, int j, int t) {
   const int R = config.parallel.ring_size();
   const std::int64_t c = config.seqlen / (2 * R);
-  return config.layout == Layout::kTHD ? packed_step_blocks(config.attention, R, j, t, c)
-                                       : step_blocks(config.attention, R, j, t, c);
+  const AttentionConfig& a = config.attention;
+  if (config.layout != Layout::kTHD) return step_blocks(a, R, j, t, c);
+  const bool stream = !config.parallel.packed_per_sequence();
+  if (!stream || a.window_left >= 0 || a.window_right >= 0) {
+    return packed_step_blocks(a, R, j, t, c, stream);
+  }
+  std::vector<Block> out = step_blocks(a, R, j, t, c);
+  for (Block& b : out) {  // packed (varlen rows); the tables map rows by halves
+    b.q_chunk = j;
+    b.kv_chunk = ((j - t) % R + R) % R;
+  }
+  return out;
 }
 
 class RingAttention final : public DistributedAttention {
@@ -249,15 +272,21 @@ class RingAttention final : public DistributedAttention {
     acc_ = dtype_ == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
     kv_grad_dtype_ = routing_.replicated() ? acc_ : dtype_;
     packed_ = config.layout == Layout::kTHD;
+    stream_ = packed_ && !config.parallel.packed_per_sequence();
     accumulate_ = kernel.accumulates_grads();
     lse_only_ = config.training && config.saved_activations == SavedActivations::kLseOnly;
     in_place_ = U_ == 1 && config.layout == Layout::kBSHD;
     qo_in_place_ = in_place_ && lse_only_;
     fp8_ = config.payload == Payload::kFp8;
     for (int t = 0; t < R_; ++t) steps_.push_back(blocks_of_step(config, j_, t));
-    for (auto& step : steps_) {
-      for (Block& b : step) {
-        if (b.part >= 0) b.table = pair_calls_++;
+    for (std::size_t t = 0; t < steps_.size(); ++t) {
+      for (Block& b : steps_[t]) {
+        if (stream_) {
+          b.table = num_tables_++;
+          stream_room_ += stream_room(t == 0, b);
+        } else if (b.part >= 0) {
+          b.table = pair_calls_++;
+        }
       }
     }
     band_ = band(config.attention);
@@ -352,7 +381,8 @@ class RingAttention final : public DistributedAttention {
     // 2. Ring steps.
     const TensorView o_acc = rows_view(at(ws, o_acc_), hq_, 0, hq_, acc_, 0, 2 * c_);
     const TensorView lse_acc = lse_rows(at(ws, lse_acc_), acc_, 0, 2 * c_);
-    if (!direct_first_) ULYSSES_RETURN_IF_ERROR(kernels::reset_partial(o_acc, lse_acc, stream));
+    const bool direct = direct_first();
+    if (!direct) ULYSSES_RETURN_IF_ERROR(kernels::reset_partial(o_acc, lse_acc, stream));
     ULYSSES_RETURN_IF_ERROR(streams_->record(kEvStart, stream));
     ULYSSES_RETURN_IF_ERROR(streams_->wait(side, kEvStart));
     for (int t = 0; t < R_; ++t) {
@@ -371,7 +401,7 @@ class RingAttention final : public DistributedAttention {
         la.lse = lse_rows(at(ws, lse_blk_), DType::kFloat32, b.q_row, b.q_rows);
         ULYSSES_ASSIGN_OR_RETURN(la.rows, rows_of(b, ws, stream));
         la.workspace = kernel_ws_bytes_ ? at(ws, kernel_ws_) : nullptr;
-        if (t == 0 && direct_first_) {  // the first block sees every row: it starts the merge
+        if (t == 0 && direct) {  // the first block sees every row: it starts the merge
           la.o = o_acc;
           la.lse = lse_acc;
           ULYSSES_RETURN_IF_ERROR(kernel_.forward(p, la, stream));
@@ -518,7 +548,8 @@ class RingAttention final : public DistributedAttention {
 
     // 2. Ring steps: dQ stays, each block's dK/dV accumulator follows its block.
     const TensorView dq_acc = rows_view(at(ws, dq_acc_), hq_, 0, hq_, acc_, 0, 2 * c_);
-    if (!direct_first_) {
+    const bool direct = direct_first();
+    if (!direct) {
       ULYSSES_RETURN_IF_ERROR(kernels::zero(dq_acc, stream));
       ULYSSES_RETURN_IF_ERROR(kernels::zero(
           rows_view(at(ws, dkv_buf_[0]), 2 * hkv_, 0, 2 * hkv_, acc_, 0, 2 * c_), stream));
@@ -551,7 +582,7 @@ class RingAttention final : public DistributedAttention {
                                 : rows_view(at(ws, dq_blk_), hq_, 0, hq_, acc_, b.q_row, b.q_rows);
         lb.dk = rows_view(dkv_out, 2 * hkv_, 0, hkv_, acc_, b.kv_row, b.kv_rows);
         lb.dv = rows_view(dkv_out, 2 * hkv_, hkv_, hkv_, acc_, b.kv_row, b.kv_rows);
-        if (t == 0 && direct_first_) {  // the first block covers everything: it starts the sums
+        if (t == 0 && direct) {  // the first block covers everything: it starts the sums
           p.accumulate_dq = p.accumulate_dkv = false;
           lb.dq = dq_acc;
           lb.dk = rows_view(dkv, 2 * hkv_, 0, hkv_, acc_, 0, 2 * c_);
@@ -653,6 +684,7 @@ class RingAttention final : public DistributedAttention {
   Status packed_tables(std::span<const std::int32_t> cu, const std::int32_t* cu_device,
                        void* workspace, Stream stream, std::string_view api) {
     if (!packed_) return Status::ok();
+    if (stream_) return stream_tables(cu, workspace, stream, api);
     const int all = static_cast<int>(cu.size()) - 1;
     ULYSSES_RETURN_IF_ERROR(zigzag_packed_offsets(config_, cu, api).status());
     const std::int64_t n = non_empty_sequences(cu);
@@ -684,6 +716,90 @@ class RingAttention final : public DistributedAttention {
     }
     return Status::ok();
   }
+  // The packed stream sharded (stream_): every block's table of sequence pieces, on the host and
+  // (device kernels) in the workspace, written once per call. Block b's query rows are chunk
+  // q_chunk of the stream ([q_chunk c, (q_chunk + 1) c)), its keys chunk kv_chunk; a sequence's
+  // piece is its part of each, both ranges as they are (a chunk against itself: the same rows,
+  // offset 0; different chunks, no window: every pair visible), or under a window the rows of
+  // the block's PairPart (kernels::band_rows()). Pieces with no query or no key are left out.
+  Status stream_tables(std::span<const std::int32_t> cu, void* workspace, Stream stream,
+                       std::string_view api) {
+    stream_tables_.clear();
+    stream_refs_.assign(static_cast<std::size_t>(num_tables_), {0, 0});
+    std::vector<std::int32_t> qb, ql, kb, kl;
+    for (int t = 0; t < R_; ++t) {
+      const int s = ((j_ - t) % R_ + R_) % R_;
+      const std::array<int, 2> q_chunks = {j_, 2 * R_ - 1 - j_}, kv_chunks = {s, 2 * R_ - 1 - s};
+      for (const Block& b : steps_[static_cast<std::size_t>(t)]) {
+        qb.clear(), ql.clear(), kb.clear(), kl.clear();
+        for (std::size_t d = 0; d + 1 < cu.size(); ++d) {
+          const auto [q0, q1] = local_run(cu[d], cu[d + 1], q_chunks, b.q_row, b.q_rows);
+          const auto [k0, k1] = local_run(cu[d], cu[d + 1], kv_chunks, b.kv_row, b.kv_rows);
+          if (q0 >= q1 || k0 >= k1) continue;
+          kernels::PairRows r{static_cast<std::int32_t>(q0 - b.q_row),
+                              static_cast<std::int32_t>(q1 - q0),
+                              static_cast<std::int32_t>(k0 - b.kv_row),
+                              static_cast<std::int32_t>(k1 - k0)};
+          if (b.part >= 0) {  // a window's pair of different chunks (one half each)
+            const std::int64_t delta = position(q_chunks, q0) - position(kv_chunks, k0);
+            r = kernels::band_rows(r.q_begin, r.kv_begin, r.q_len, r.kv_len, delta, band_.lo,
+                                   band_.hi, static_cast<kernels::PairPart>(b.part));
+            if (r.q_len == 0) continue;
+          }
+          qb.push_back(r.q_begin), ql.push_back(r.q_len);
+          kb.push_back(r.kv_begin), kl.push_back(r.kv_len);
+        }
+        const std::size_t n = qb.size();
+        const auto room = static_cast<std::size_t>(stream_room(t == 0, b));
+        if (n > room) {  // see stream_room(): cannot happen
+          return internal_error(str_cat(api, ": ", n, " packed pieces in one ring call (room for ",
+                                        room, ")"));
+        }
+        stream_refs_[static_cast<std::size_t>(b.table)] = {stream_tables_.size(), n};
+        for (const auto* v : {&qb, &ql, &kb, &kl}) {
+          stream_tables_.insert(stream_tables_.end(), v->begin(), v->end());
+        }
+      }
+    }
+    tables_device_ = stream_tables_.data();
+    if (!comm_.device().is_host() && !stream_tables_.empty()) {
+      auto* dev = reinterpret_cast<std::int32_t*>(at(workspace, tables_off_));
+      ULYSSES_RETURN_IF_ERROR(kernels::write_table(stream_tables_, dev, comm_.device(), stream));
+      tables_device_ = dev;
+    }
+    return Status::ok();
+  }
+  // Stream sharding: the global position of local row `row` of a [2c] buffer whose halves hold
+  // chunks `chunks`.
+  std::int64_t position(const std::array<int, 2>& chunks, std::int64_t row) const {
+    const std::size_t h = row < c_ ? 0 : 1;
+    return chunks[h] * c_ + row - static_cast<std::int64_t>(h) * c_;
+  }
+  // Stream sharding: the local rows [first, last) of sequence [d0, d1) among rows [row0, row0 +
+  // rows) of a [2c] buffer whose halves hold chunks `chunks` (ascending), {0, 0} when it has none.
+  // One run: a sequence in both halves spans every chunk between them (blocks_of_step()).
+  std::pair<std::int64_t, std::int64_t> local_run(std::int64_t d0, std::int64_t d1,
+                                                  const std::array<int, 2>& chunks,
+                                                  std::int64_t row0, std::int64_t rows) const {
+    std::int64_t first = -1, last = -1;
+    for (std::size_t h = 0; h < 2; ++h) {
+      const auto half = static_cast<std::int64_t>(h);
+      const std::int64_t lo = std::max(row0, half * c_);
+      const std::int64_t hi = std::min(row0 + rows, (half + 1) * c_);
+      const std::int64_t base = chunks[h] * c_ - half * c_;  // position minus row in this half
+      const std::int64_t a = std::max(lo, d0 - base), e = std::min(hi, d1 - base);
+      if (a >= e) continue;
+      if (first < 0) first = a;
+      last = e;
+    }
+    if (first < 0) return {0, 0};
+    return {first, last};
+  }
+  // Stream sharding: room for block b's pieces. Step 0's calls: a sequence per query row at most;
+  // a later step's: one per pair of different chunks (a pair shares at most one sequence).
+  static std::int64_t stream_room(bool first_step, const Block& b) {
+    return first_step ? std::max<std::int64_t>(1, b.q_rows) : 4;
+  }
   // Where a window's pair call's host tables start in pair_tables_: q_begin, q_len, kv_begin,
   // kv_len, num_seqs_ values each.
   std::size_t pair_table(const Block& b) const {
@@ -691,6 +807,7 @@ class RingAttention final : public DistributedAttention {
   }
   // Whether block b is a window's pair call that takes no sequence's rows in this batch.
   bool idle(const Block& b) const {
+    if (stream_) return stream_refs_[static_cast<std::size_t>(b.table)].second == 0;
     if (b.part < 0) return false;
     const auto n = static_cast<std::size_t>(num_seqs_);
     const std::int32_t* t = pair_tables_.data() + pair_table(b);
@@ -703,6 +820,14 @@ class RingAttention final : public DistributedAttention {
   // tables into the workspace, on `stream`: the one call that reads them follows on that stream.
   Result<VarlenRows> rows_of(const Block& b, char* ws, Stream stream) {
     if (b.q_chunk < 0) return VarlenRows{};
+    if (stream_) {
+      const auto [at0, n] = stream_refs_[static_cast<std::size_t>(b.table)];
+      auto host = [&](std::size_t i) {
+        return std::span<const std::int32_t>(stream_tables_.data() + at0 + i * n, n);
+      };
+      auto dev = [&](std::size_t i) { return tables_device_ + at0 + i * n; };
+      return VarlenRows{host(0), host(1), host(2), host(3), dev(0), dev(1), dev(2), dev(3)};
+    }
     const auto n = static_cast<std::size_t>(num_seqs_);
     if (b.part >= 0) {
       const std::int32_t* host = pair_tables_.data() + pair_table(b);
@@ -738,6 +863,10 @@ class RingAttention final : public DistributedAttention {
     v.kv_len_device = dev_row(1 + b.kv_chunk);
     return v;
   }
+
+  // Whether step 0's one call writes the accumulators itself this call (see the constructor):
+  // not when it holds no packed sequence, so is skipped.
+  bool direct_first() const { return direct_first_ && !idle(steps_[0].front()); }
 
   int q_offset() const { return routing_.q_begin[static_cast<std::size_t>(u_)]; }
   LocalProblem problem(const Block& b) const {
@@ -964,7 +1093,10 @@ class RingAttention final : public DistributedAttention {
     }
     kernel_ws_ = scratch;
     workspace_bytes_ = scratch + align_up(kernel_ws_bytes_);
-    if (packed_ && !comm_.device().is_host()) {
+    if (stream_ && !comm_.device().is_host()) {
+      tables_off_ = workspace_bytes_;
+      workspace_bytes_ += align_up(static_cast<std::size_t>(4 * stream_room_) * 4);
+    } else if (packed_ && !comm_.device().is_host()) {
       tables_off_ = workspace_bytes_;
       workspace_bytes_ += align_up(static_cast<std::size_t>((2 * R_ + 1) * max_seqs_) * 4);
       if (pair_calls_ > 0) {  // one call's tables at a time
@@ -992,6 +1124,14 @@ class RingAttention final : public DistributedAttention {
   bool direct_first_ = false;  // step 0's single call writes the accumulators (see constructor)
   // Packed sequences (kTHD): this call's per-sequence tables (packed_tables()).
   bool packed_ = false;
+  // The packed stream sharded (PackedSharding::kStream): one table per block (Block::table), at
+  // stream_refs_[table] = {offset, pieces} in stream_tables_ (4 rows of `pieces`), room for
+  // stream_room_ pieces in all in the workspace (stream_tables()).
+  bool stream_ = false;
+  int num_tables_ = 0;
+  std::int64_t stream_room_ = 0;
+  std::vector<std::int32_t> stream_tables_;
+  std::vector<std::pair<std::size_t, std::size_t>> stream_refs_;
   bool accumulate_ = false;   // the kernel adds block gradients to the running sums
   bool lse_only_ = false;     // SavedActivations::kLseOnly (training)
   bool in_place_ = false;     // U = 1, bshd: backward reads dO in the caller's tensor

@@ -104,10 +104,8 @@ Result<std::vector<std::int32_t>> packed_sequence_offsets(
   if (cu_seqlens.empty()) return arg_error(api, "cu_seqlens", "is empty", 0, ">= 2 entries");
   ULYSSES_RETURN_IF_ERROR(validate_cu_seqlens(cu_seqlens, cu_seqlens.back(), api));
   std::vector<std::int32_t> out(cu_seqlens.begin(), cu_seqlens.end());
-  // Ulysses and all-gather shard the packed stream as it is: no padding between sequences.
-  if (parallel.strategy == Strategy::kUlysses || parallel.strategy == Strategy::kAllGather) {
-    return out;
-  }
+  // Ulysses, all-gather and stream sharding cut the packed stream as it is: no padding.
+  if (!parallel.packed_per_sequence()) return out;
   const std::int64_t unit = 2 * parallel.ring_size();
   std::int64_t at = 0;
   for (std::size_t s = 0; s + 1 < cu_seqlens.size(); ++s) {
@@ -146,7 +144,7 @@ Result<std::vector<TokenRange>> shard_token_ranges(const ParallelConfig& paralle
   const int U = parallel.ulysses_size(), R = parallel.ring_size();
   const int j = rank / U, u = rank % U;
   const std::int64_t chunk = seqlen / (2 * R), piece = chunk / U;
-  if (cu_seqlens.empty() || parallel.strategy == Strategy::kAllGather) {  // zigzag of the stream
+  if (cu_seqlens.empty() || !parallel.packed_per_sequence()) {  // zigzag of the stream
     const std::int64_t first = j * chunk + u * piece, second = (2 * R - 1 - j) * chunk + u * piece;
     return std::vector<TokenRange>{{first, first + piece}, {second, second + piece}};
   }

@@ -1003,7 +1003,7 @@ std::optional<PlanConfig> one_rank_as_ulysses(const PlanConfig& config) {
       config.payload != Payload::kNative) {
     return std::nullopt;
   }
-  if (strategy != Strategy::kAllGather && config.layout != Layout::kBSHD) return std::nullopt;
+  if (config.layout == Layout::kTHD && config.parallel.packed_per_sequence()) return std::nullopt;
   PlanConfig as_ulysses = config;
   as_ulysses.parallel = ParallelConfig{.strategy = Strategy::kUlysses, .cp = 1};
   // Ring, hybrid and all-gather never consume `saved` in backward.

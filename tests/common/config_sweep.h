@@ -61,9 +61,13 @@ struct SweepCase {
   SavedActivations saved = SavedActivations::kHeadSharded;
   Payload payload = Payload::kNative;
   bool deterministic = false;
+  PackedSharding sharding = PackedSharding::kDefault;
 
   ParallelConfig parallel() const {
-    return {.strategy = strategy, .cp = P, .ulysses_degree = strategy == Strategy::kHybrid ? U : 0};
+    return {.strategy = strategy,
+            .cp = P,
+            .ulysses_degree = strategy == Strategy::kHybrid ? U : 0,
+            .packed_sharding = sharding};
   }
   AttentionConfig attention() const {
     return {.num_heads_q = Hq,
@@ -94,8 +98,9 @@ struct SweepCase {
     std::ostringstream os;
     os << strategy_name(strategy) << " cp=" << P;
     if (strategy == Strategy::kHybrid) os << " U=" << U;
-    os << " " << (layout == Layout::kTHD ? "thd" : "bshd") << " B=" << B << " S=" << S
-       << " Hq=" << Hq << " Hkv=" << Hkv << " D=" << D << " " << dtype_name(dtype)
+    os << " " << (layout == Layout::kTHD ? "thd" : "bshd")
+       << (sharding == PackedSharding::kStream ? " sharding=stream" : "") << " B=" << B
+       << " S=" << S << " Hq=" << Hq << " Hkv=" << Hkv << " D=" << D << " " << dtype_name(dtype)
        << (causal ? " causal" : "") << " window=(" << wl << "," << wr << ")"
        << (sinks ? " sinks" : "");
     if (!cu.empty()) {
@@ -171,6 +176,10 @@ inline SweepCase draw_case(std::uint64_t seed, const SweepSpace& space) {
   c.in_flight = chance(0.5) ? 1 : 2;
   if (chance(0.2)) c.payload = Payload::kFp8;
   c.deterministic = space.deterministic && chance(0.3);
+  // Drawn last, so that the other fields of a seed stay what they were before it existed (S was
+  // sized for per-sequence padding: the stream needs no more).
+  const bool zigzag_ring = c.strategy == Strategy::kRing || c.strategy == Strategy::kHybrid;
+  if (c.layout == Layout::kTHD && zigzag_ring && chance(0.5)) c.sharding = PackedSharding::kStream;
   return c;
 }
 

@@ -33,13 +33,15 @@ struct GpuCase {
   // Forward + backward captured into one CUDA graph (after an eager warm-up step, which builds the
   // caches) and replayed into poisoned outputs, instead of called directly.
   bool cuda_graph = false;
-  Payload payload = Payload::kNative;  // PlanConfig::payload
+  Payload payload = Payload::kNative;                  // PlanConfig::payload
+  PackedSharding sharding = PackedSharding::kDefault;  // ParallelConfig::packed_sharding
 };
 
 inline ParallelConfig parallel_of(const GpuCase& c) {
   return {.strategy = c.strategy,
           .cp = c.P,
-          .ulysses_degree = c.strategy == Strategy::kHybrid ? c.U : 0};
+          .ulysses_degree = c.strategy == Strategy::kHybrid ? c.U : 0,
+          .packed_sharding = c.sharding};
 }
 
 inline void PrintTo(const GpuCase& c, std::ostream* os) { *os << c.name; }

@@ -204,6 +204,48 @@ INSTANTIATE_TEST_SUITE_P(
         }()),
     [](const auto& param_info) { return param_info.param.name; });
 
+// The packed stream cut like one sequence (PackedSharding::kStream): documents cut by chunk
+// boundaries, one spanning several chunks, many short ones, empty ones, padding after them.
+GpuCase stream_case(std::string name, Strategy strategy, int P, int U, std::int64_t S, int Hq,
+                    int Hkv, bool causal, std::vector<std::int32_t> lens, int wl = -1,
+                    int wr = -1) {
+  GpuCase c = packed_case(std::move(name), strategy, P, U, S, Hq, Hkv, causal, std::move(lens));
+  c.sharding = PackedSharding::kStream;
+  c.wl = wl;
+  c.wr = wr;
+  return c;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    PackedStream, DeviceLoopbackRing,
+    ::testing::Values(
+        stream_case("ring_p2_gqa_causal", Strategy::kRing, 2, 0, 1024, 8, 2, true,
+                    {100, 333, 7, 450}),
+        stream_case("ring_p4_mha_full", Strategy::kRing, 4, 0, 1024, 4, 4, false,
+                    {200, 301, 64, 250}),
+        stream_case("ring_p8_mqa_causal_long_doc_empty_seq", Strategy::kRing, 8, 0, 2048, 4, 1,
+                    true, {1500, 90, 0, 401}),
+        stream_case("ring_p4_gqa_causal_many_short_docs", Strategy::kRing, 4, 0, 1024, 8, 2, true,
+                    {17, 40, 3, 90, 128, 1, 64, 200, 33, 77, 250, 9, 60}),
+        stream_case("hybrid_2x2_gqa_causal", Strategy::kHybrid, 4, 2, 1024, 8, 4, true,
+                    {129, 400, 33, 300}),
+        stream_case("ring_p2_gqa_causal_window_100", Strategy::kRing, 2, 0, 1024, 8, 2, true,
+                    {100, 333, 7, 450}, 100),
+        [] {
+          GpuCase c = stream_case("ring_p4_two_sided_window_sinks", Strategy::kRing, 4, 0, 1024, 4,
+                                  4, false, {200, 301, 64, 250}, 64, 32);
+          c.sinks = true;
+          return c;
+        }(),
+        [] {
+          GpuCase c = stream_case("hybrid_2x2_gqa_causal_window_sinks_lse_only", Strategy::kHybrid,
+                                  4, 2, 1024, 8, 4, true, {129, 400, 33, 300}, 50);
+          c.sinks = true;
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }()),
+    [](const auto& param_info) { return param_info.param.name; });
+
 INSTANTIATE_TEST_SUITE_P(
     Gpu, DeviceLoopbackRing,
     ::testing::Values(

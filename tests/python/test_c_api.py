@@ -206,6 +206,14 @@ class ZigzagStrategiesThroughCtypes(unittest.TestCase):
         self.assertEqual(ulysses.shard_indices(ag, 0, cu), list(range(0, 7)) + list(range(21, 28)))
         self.assertEqual(ulysses.shard_position_ids(ag, 1, cu),
                          [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0, 0, 0, 0])
+        # Packed, ring with packed_sharding="stream": all-gather's layout.
+        stream = ulysses.PlanConfig(strategy="ring", cp=2, seqlen=28, layout="thd",
+                                    packed_sharding="stream")
+        self.assertEqual(ulysses.packed_sequence_offsets(stream, cu), cu)
+        self.assertEqual(ulysses.shard_indices(stream, 0, cu), ulysses.shard_indices(ag, 0, cu))
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses.PlanConfig(packed_sharding="per_document")._c()
+        self.assertIn("packed_sharding", str(e.exception))
         with self.assertRaises(ulysses.UlyssesError) as e:
             ulysses.shard_position_ids(ulysses.PlanConfig(strategy="ring", cp=2, seqlen=50), 0)
         self.assertIn("seqlen", str(e.exception))

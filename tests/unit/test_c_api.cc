@@ -170,6 +170,13 @@ TEST(CApi, PositionIdsAndPackedOffsets) {
   ASSERT_EQ(ulysses_packed_sequence_offsets(&c, cu, 4, offsets), ULYSSES_OK);
   EXPECT_EQ(std::vector<int32_t>(offsets, offsets + 4), (std::vector<int32_t>{0, 8, 20, 24}));
   EXPECT_EQ(ulysses_packed_sequence_offsets(&c, cu, 4, nullptr), ULYSSES_INVALID_ARGUMENT);
+  c.packed_sharding = 2;  // stream: the offsets as given
+  ASSERT_EQ(ulysses_packed_sequence_offsets(&c, cu, 4, offsets), ULYSSES_OK);
+  EXPECT_EQ(std::vector<int32_t>(offsets, offsets + 4), (std::vector<int32_t>(cu, cu + 4)));
+  c.strategy = 0;         // ulysses
+  c.packed_sharding = 1;  // per_sequence: ring and hybrid only
+  EXPECT_EQ(ulysses_packed_sequence_offsets(&c, cu, 4, offsets), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("packed_sharding"), std::string::npos);
 }
 
 }  // namespace

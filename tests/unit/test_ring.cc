@@ -33,6 +33,7 @@ struct Case {
   bool sinks = false;
   bool training = true;
   std::vector<std::int32_t> lens = {};  // packed sequences' real lengths (layout thd, B = 1)
+  PackedSharding sharding = PackedSharding::kDefault;  // packed: how ring and hybrid cut them
 
   bool packed() const { return !lens.empty(); }
   std::vector<std::int32_t> cu() const {
@@ -63,7 +64,8 @@ AttentionConfig attention(const Case& c) {
 ParallelConfig parallel(const Case& c) {
   return {.strategy = c.strategy,
           .cp = c.P,
-          .ulysses_degree = c.strategy == Strategy::kHybrid ? c.U : 0};
+          .ulysses_degree = c.strategy == Strategy::kHybrid ? c.U : 0,
+          .packed_sharding = c.sharding};
 }
 
 struct Tensors {
@@ -846,6 +848,56 @@ std::vector<Case> cases() {
 INSTANTIATE_TEST_SUITE_P(Loopback, RingVsReference, ::testing::ValuesIn(cases()),
                          [](const auto& param_info) { return param_info.param.name; });
 
+// The packed stream cut like one sequence (PackedSharding::kStream): every packed ring and hybrid
+// case above (documents across chunk boundaries, empty ones, padding after them), and documents
+// that span several chunks, one per chunk, or many in one.
+std::vector<Case> stream_cases() {
+  std::vector<Case> out;
+  for (Case c : cases()) {
+    if (!c.packed()) continue;
+    c.name = "stream_" + c.name;
+    c.sharding = PackedSharding::kStream;
+    out.push_back(c);
+  }
+  const auto ring = Strategy::kRing, hybrid = Strategy::kHybrid;
+  const auto bf16 = DType::kBFloat16, fp32 = DType::kFloat32, fp64 = DType::kFloat64;
+  const auto stream = PackedSharding::kStream;
+  auto add = [&](Case c, std::vector<std::int32_t> lens) {
+    c.lens = std::move(lens);
+    c.sharding = stream;
+    out.push_back(c);
+  };
+  // One document over every chunk but the last few rows; then many short ones.
+  add({"stream_ring_p4_gqa_fp32_causal_long_doc", ring, 4, 0, 1, 64, 4, 2, 8, fp32, true}, {61});
+  add({"stream_ring_p4_fp32_causal_short_docs", ring, 4, 0, 1, 64, 2, 1, 8, fp32, true},
+      {3, 1, 5, 2, 7, 4, 1, 9, 6, 2, 8, 3, 5});
+  // Documents ending exactly on chunk boundaries (c = 8), and one a window wide.
+  add({"stream_ring_p4_bf16_causal_window_boundaries", ring, 4, 0, 1, 64, 4, 2, 8, bf16, true, 6},
+      {8, 16, 8, 6, 26});
+  add({"stream_ring_p2_fp64_two_sided_window_sinks", ring, 2, 0, 1, 48, 2, 1, 4, fp64, false, 5, 7,
+       true},
+      {30, 2, 14});
+  add({"stream_ring_p8_mqa_fp32_window_right_only", ring, 8, 0, 1, 128, 2, 1, 8, fp32, false, -1,
+       3},
+      {50, 1, 40, 30});
+  add({"stream_hybrid_2x2_gqa_bf16_full", hybrid, 4, 2, 1, 48, 4, 2, 8, bf16, false}, {20, 27});
+  // Nothing but padding: step 0's one call holds no sequence (skipped; the sums start from zero).
+  add({"stream_ring_p2_fp32_causal_only_padding", ring, 2, 0, 1, 16, 2, 1, 8, fp32, true}, {0});
+  add({"stream_hybrid_2x2_fp32_full_only_padding", hybrid, 4, 2, 1, 16, 2, 2, 8, fp32, false},
+      {0, 0});
+  // One rank: the one-rank plan (the stream is the caller's rows as they are).
+  add({"stream_ring_p1_fp32_causal_window_sinks", ring, 1, 0, 1, 24, 2, 1, 8, fp32, true, 4, -1,
+       true},
+      {5, 12, 4});
+  add({"stream_hybrid_2x4_fp32_causal_wide_window_sinks", hybrid, 8, 2, 1, 128, 4, 2, 8, fp32, true,
+       40, -1, true},
+      {100, 5, 20});
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Stream, RingVsReference, ::testing::ValuesIn(stream_cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
 // Strategy::kAllGather: zigzag shards like ring, one kernel call per query chunk on gathered K/V.
 std::vector<Case> allgather_cases() {
   const auto bf16 = DType::kBFloat16, fp32 = DType::kFloat32, fp64 = DType::kFloat64;
@@ -1179,6 +1231,28 @@ TEST(Sharding, AllGatherShardsThePackedStreamLikeOneSequence) {
   EXPECT_EQ(*shard_position_ids(ag, 28, 1, cu),
             (std::vector<std::int32_t>{2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0, 0, 0, 0}));
   expect_each_token_once(ag, 28, cu);
+}
+
+TEST(Sharding, RingCanShardThePackedStreamLikeAllGather) {
+  // PackedSharding::kStream: ring and hybrid take all-gather's layout (no padding; the stream's
+  // zigzag chunks), and cut each chunk into U pieces as for one sequence.
+  const std::vector<std::int32_t> cu{0, 5, 17, 18};
+  const auto stream = PackedSharding::kStream;
+  const ParallelConfig ring{.strategy = Strategy::kRing, .cp = 2, .packed_sharding = stream};
+  const ParallelConfig ag{.strategy = Strategy::kAllGather, .cp = 2};
+  EXPECT_EQ(*packed_sequence_offsets(ring, cu), cu);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(*shard_token_ranges(ring, 28, r, cu), *shard_token_ranges(ag, 28, r, cu));
+    EXPECT_EQ(*shard_position_ids(ring, 28, r, cu), *shard_position_ids(ag, 28, r, cu));
+  }
+  const ParallelConfig hybrid{
+      .strategy = Strategy::kHybrid, .cp = 4, .ulysses_degree = 2, .packed_sharding = stream};
+  EXPECT_EQ(*shard_token_ranges(hybrid, 48, 1, cu), *shard_token_ranges(hybrid, 48, 1));
+  expect_each_token_once(hybrid, 48, cu);
+  // 18 tokens fit 20 rows as a stream; per sequence they pad to 24.
+  EXPECT_TRUE(shard_token_ranges(ring, 20, 0, cu).is_ok());
+  EXPECT_FALSE(
+      shard_token_ranges(ParallelConfig{.strategy = Strategy::kRing, .cp = 2}, 20, 0, cu).is_ok());
 }
 
 TEST(Sharding, GatherUndoesCopyShard) {

@@ -200,6 +200,24 @@ std::vector<PlanRule> plan_rules() {
        },
        SC::kUnsupported,
        {"thd", "allgather", "without causal", "window_left 4", "window_right 2", "ring"}},
+      {"ulysses_per_sequence_packing",
+       [](PlanConfig& c) { c.parallel.packed_sharding = PackedSharding::kPerSequence; },
+       SC::kInvalidArgument,
+       {"packed_sharding", "per_sequence", "ring and hybrid", "ulysses", "default or stream"}},
+      {"allgather_per_sequence_packing",
+       [](PlanConfig& c) {
+         c.parallel.strategy = Strategy::kAllGather;
+         c.parallel.packed_sharding = PackedSharding::kPerSequence;
+       },
+       SC::kInvalidArgument,
+       {"packed_sharding", "per_sequence", "allgather"}},
+      {"unknown_packed_sharding",
+       [](PlanConfig& c) {
+         c.parallel.strategy = Strategy::kRing;
+         c.parallel.packed_sharding = static_cast<PackedSharding>(7);
+       },
+       SC::kInvalidArgument,
+       {"packed_sharding", "got 7", "default, per_sequence or stream"}},
       {"allgather_fp8",
        [](PlanConfig& c) {
          c.parallel.strategy = Strategy::kAllGather;
