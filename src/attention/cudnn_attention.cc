@@ -292,9 +292,15 @@ class CudnnAttention final : public LocalAttention {
                                      {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
                                      device());
     }
-    // Rows of no sequence: O = 0, LSE = -inf (cuDNN writes only sequences' rows).
+    // Rows of no sequence: O = 0, LSE = -inf (cuDNN writes only sequences' rows). VarlenRows with
+    // O staged for fp32 (and no sinks to fold over every row): the stage is zeroed and widened
+    // only over the rows the sequences span, the caller's rows outside it are zeroed directly, as
+    // backward's gradients are (a ring call holding one document of a long view).
+    const bool span_only = vl.rows && p.out_fp32 && !p.config.sinks;
+    const RowSpan qs = span_only ? span_of(a.rows, false) : RowSpan{0, p.seqlen};
     if (vl.rows && !vl.q_rows_covered) {
-      ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(o_out, 0, stream));
+      ULYSSES_RETURN_IF_ERROR(span_only ? zero_rows(o_out, qs, stream)
+                                        : kernels::cuda::zero_tokens_from(o_out, 0, stream));
       if (stats) ULYSSES_RETURN_IF_ERROR(kernels::cuda::fill_lse_from(lse_out, 0, stream));
     }
     const TensorDesc q = act_desc(a.q, vl), k = act_desc(a.k, vl), v = act_desc(a.v, vl),
@@ -358,7 +364,10 @@ class CudnnAttention final : public LocalAttention {
       ULYSSES_RETURN_IF_ERROR(kernels::cuda::finalize_partial(
           o_out, lse_out, a.sinks, p.head_offset_q, o_out, lse_out, stream));
     }
-    if (p.out_fp32) ULYSSES_RETURN_IF_ERROR(kernels::cuda::convert_to_f32(a.o, o_out, stream));
+    if (p.out_fp32) {
+      ULYSSES_RETURN_IF_ERROR(span_only ? widen_rows(a.o, o_out, qs, false, stream)
+                                        : kernels::cuda::convert_to_f32(a.o, o_out, stream));
+    }
     return Status::ok();
   }
 

@@ -408,9 +408,15 @@ class RingAttention final : public DistributedAttention {
           continue;
         }
         ULYSSES_RETURN_IF_ERROR(kernel_.forward(p, la, stream));
+        // Only the rows the call's sequences span: the kernel's O = 0, LSE = -inf elsewhere
+        // would leave the sums as they are.
+        const RowSpan qs = span(la.rows, false, b.q_rows);
+        if (qs.rows() == 0) continue;
         ULYSSES_RETURN_IF_ERROR(kernels::merge_partial(
-            rows_view(at(ws, o_acc_), hq_, 0, hq_, acc_, b.q_row, b.q_rows),
-            lse_rows(at(ws, lse_acc_), acc_, b.q_row, b.q_rows), la.o, la.lse, stream));
+            rows_view(at(ws, o_acc_), hq_, 0, hq_, acc_, b.q_row + qs.begin, qs.rows()),
+            lse_rows(at(ws, lse_acc_), acc_, b.q_row + qs.begin, qs.rows()),
+            rows_view(at(ws, o_blk_), hq_, 0, hq_, p.out_dtype(), b.q_row + qs.begin, qs.rows()),
+            lse_rows(at(ws, lse_blk_), DType::kFloat32, b.q_row + qs.begin, qs.rows()), stream));
       }
       if (R_ > 1) ULYSSES_RETURN_IF_ERROR(streams_->record(ev_computed(t), stream));
     }
@@ -576,7 +582,6 @@ class RingAttention final : public DistributedAttention {
         lb.workspace = kernel_ws_bytes_ ? at(ws, kernel_ws_) : nullptr;
         // The block's rows of the running sums; blocks the kernel cannot add into are staged.
         const TensorView dq_sum = rows_view(at(ws, dq_acc_), hq_, 0, hq_, acc_, b.q_row, b.q_rows);
-        const TensorView dkv_sum = rows_view(dkv, 2 * hkv_, 0, 2 * hkv_, acc_, b.kv_row, b.kv_rows);
         char* dkv_out = p.accumulate_dkv ? dkv : at(ws, dkv_blk_);
         lb.dq = p.accumulate_dq ? dq_sum
                                 : rows_view(at(ws, dq_blk_), hq_, 0, hq_, acc_, b.q_row, b.q_rows);
@@ -592,13 +597,24 @@ class RingAttention final : public DistributedAttention {
           continue;
         }
         ULYSSES_RETURN_IF_ERROR(kernel_.backward(p, lb, stream));
-        if (!p.accumulate_dq) ULYSSES_RETURN_IF_ERROR(kernels::accumulate(dq_sum, lb.dq, stream));
+        // Block gradients are 0 outside the rows the call's sequences span: only those add.
+        const RowSpan qs = span(lb.rows, false, b.q_rows);
+        if (!p.accumulate_dq && qs.rows() > 0) {
+          ULYSSES_RETURN_IF_ERROR(kernels::accumulate(
+              rows_view(at(ws, dq_acc_), hq_, 0, hq_, acc_, b.q_row + qs.begin, qs.rows()),
+              rows_view(at(ws, dq_blk_), hq_, 0, hq_, acc_, b.q_row + qs.begin, qs.rows()),
+              stream));
+        }
         if (!p.accumulate_dkv) {  // R > 1 or a kernel that cannot add: the sum may still travel
           if (first && t > 0) ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_dkv(t)));
-          ULYSSES_RETURN_IF_ERROR(kernels::accumulate(
-              dkv_sum,
-              rows_view(at(ws, dkv_blk_), 2 * hkv_, 0, 2 * hkv_, acc_, b.kv_row, b.kv_rows),
-              stream));
+          const RowSpan ks = span(lb.rows, true, b.kv_rows);
+          if (ks.rows() > 0) {
+            ULYSSES_RETURN_IF_ERROR(kernels::accumulate(
+                rows_view(dkv, 2 * hkv_, 0, 2 * hkv_, acc_, b.kv_row + ks.begin, ks.rows()),
+                rows_view(at(ws, dkv_blk_), 2 * hkv_, 0, 2 * hkv_, acc_, b.kv_row + ks.begin,
+                          ks.rows()),
+                stream));
+          }
         }
         first = false;
       }
@@ -736,10 +752,9 @@ class RingAttention final : public DistributedAttention {
           const auto [q0, q1] = local_run(cu[d], cu[d + 1], q_chunks, b.q_row, b.q_rows);
           const auto [k0, k1] = local_run(cu[d], cu[d + 1], kv_chunks, b.kv_row, b.kv_rows);
           if (q0 >= q1 || k0 >= k1) continue;
-          kernels::PairRows r{static_cast<std::int32_t>(q0 - b.q_row),
-                              static_cast<std::int32_t>(q1 - q0),
-                              static_cast<std::int32_t>(k0 - b.kv_row),
-                              static_cast<std::int32_t>(k1 - k0)};
+          kernels::PairRows r{
+              static_cast<std::int32_t>(q0 - b.q_row), static_cast<std::int32_t>(q1 - q0),
+              static_cast<std::int32_t>(k0 - b.kv_row), static_cast<std::int32_t>(k1 - k0)};
           if (b.part >= 0) {  // a window's pair of different chunks (one half each)
             const std::int64_t delta = position(q_chunks, q0) - position(kv_chunks, k0);
             r = kernels::band_rows(r.q_begin, r.kv_begin, r.q_len, r.kv_len, delta, band_.lo,
@@ -752,8 +767,8 @@ class RingAttention final : public DistributedAttention {
         const std::size_t n = qb.size();
         const auto room = static_cast<std::size_t>(stream_room(t == 0, b));
         if (n > room) {  // see stream_room(): cannot happen
-          return internal_error(str_cat(api, ": ", n, " packed pieces in one ring call (room for ",
-                                        room, ")"));
+          return internal_error(
+              str_cat(api, ": ", n, " packed pieces in one ring call (room for ", room, ")"));
         }
         stream_refs_[static_cast<std::size_t>(b.table)] = {stream_tables_.size(), n};
         for (const auto* v : {&qb, &ql, &kb, &kl}) {
@@ -862,6 +877,25 @@ class RingAttention final : public DistributedAttention {
     v.q_len_device = dev_row(1 + b.q_chunk);
     v.kv_len_device = dev_row(1 + b.kv_chunk);
     return v;
+  }
+
+  // Rows [begin, end) of one side of a block.
+  struct RowSpan {
+    std::int64_t begin = 0, end = 0;
+    std::int64_t rows() const { return end - begin; }
+  };
+  // The rows of one side (keys: kv_side) that a call's packed sequences with both query and key
+  // rows span, of `rows` (all of them when not packed); empty when there are none.
+  static RowSpan span(const VarlenRows& r, bool kv_side, std::int64_t rows) {
+    if (r.q_begin.empty()) return {0, rows};
+    RowSpan out{rows, 0};
+    for (std::size_t s = 0; s < r.q_begin.size(); ++s) {
+      if (r.q_len[s] == 0 || r.kv_len[s] == 0) continue;
+      const std::int64_t b = kv_side ? r.kv_begin[s] : r.q_begin[s];
+      out.begin = std::min(out.begin, b);
+      out.end = std::max<std::int64_t>(out.end, b + (kv_side ? r.kv_len[s] : r.q_len[s]));
+    }
+    return out.end > out.begin ? out : RowSpan{};
   }
 
   // Whether step 0's one call writes the accumulators itself this call (see the constructor):
