@@ -106,14 +106,15 @@ if [[ $mode == allgather ]]; then  # all-gather CP: tests, then beside ulysses a
   grep -h -A12 "Failure\|error:" "$OUT"/*.log 2>/dev/null | head -150
   exit $rc
 fi
-if [[ $mode == packed ]]; then  # packed documents (thd): the tests, then three strategies
+if [[ $mode == packed ]]; then  # packed documents (thd): the tests, then three strategies (ring
+  # both ways of cutting the documents: per sequence and the stream)
   run gpu_packed 400 $BIN/test_gpu_ulysses --gtest_filter='AllGather*:Packed*'
   run gpu_cudnn_rows 120 $BIN/test_gpu_cudnn --gtest_filter='*VarlenRows*'
   set_via
   for docs in 8 64; do
     run "bench_docs$docs" 400 $BIN/ulysses-bench --json "$OUT/bench_docs$docs.json" \
       --seq 32768,131072 --varlen "$docs" --seed 7 --strategy ulysses,ring,allgather --chunks 1 \
-      --iters 3 "${via[@]}" "${bench_args[@]}"
+      --packed-sharding per_sequence,stream --iters 3 "${via[@]}" "${bench_args[@]}"
     cat "$OUT/bench_docs$docs.log"
   done
   # With sinks (gpt-oss style): folded in after a sink-free cuDNN forward, dSinks from sink_grad.
@@ -123,7 +124,7 @@ if [[ $mode == packed ]]; then  # packed documents (thd): the tests, then three 
   cat "$OUT/bench_docs8_sinks.log"
   run bench_docs8_window 400 $BIN/ulysses-bench --json "$OUT/bench_docs8_window.json" \
     --seq 32768,131072 --varlen 8 --seed 7 --window 1024,-1 --strategy ulysses,ring,allgather \
-    --chunks 1 --iters 3 "${via[@]}" "${bench_args[@]}"
+    --packed-sharding per_sequence,stream --chunks 1 --iters 3 "${via[@]}" "${bench_args[@]}"
   cat "$OUT/bench_docs8_window.log"
   if ((ngpu >= 2)); then  # past 2^31 elements: cp = 1's backward runs in parts, cp = 2's fits
     run bench_640k 300 $BIN/ulysses-bench --json "$OUT/bench_640k.json" --seq 655360 --varlen 64 \

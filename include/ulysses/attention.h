@@ -314,9 +314,10 @@ struct ForwardArgs {
   TensorView o;      // out, like q
   TensorView
       lse;  // optional out: [batch, num_heads_q, seqlen/cp] (kBSHD) or [num_heads_q, seqlen/cp]
-  /// kTHD: global, host, same on every rank. Ulysses and allgather: offsets of the packed
-  /// sequences in the token stream. Ring/hybrid: the sequences' real lengths; each lies at its
-  /// padded offset (packed_sequence_offsets() in sharding.h), the padding between them is masked.
+  /// kTHD: global, host, same on every rank. Ulysses, allgather, and ring/hybrid with
+  /// PackedSharding::kStream: offsets of the packed sequences in the token stream. Ring/hybrid cut
+  /// per sequence (the default): the sequences' real lengths; each lies at its padded offset
+  /// (packed_sequence_offsets() in sharding.h), the padding between them is masked.
   /// Empty sequences (repeated offsets) are allowed anywhere and in any number.
   std::span<const std::int32_t> cu_seqlens;
   const std::int32_t* cu_seqlens_device =

@@ -262,7 +262,8 @@ ULYSSES_C_EXPORT int ulysses_shard_position_ids(const ulysses_plan_config* confi
                                                 int32_t* ids, int64_t max_ids, int64_t* num_ids);
 
 /* Where each packed sequence lies under config's strategy (ulysses::packed_sequence_offsets): ring
- * and hybrid pad every sequence to a multiple of 2 x ring size. Writes num_cu_seqlens offsets. */
+ * and hybrid cut per sequence (packed_sharding 0 or 1) pad every sequence to a multiple of 2 x ring
+ * size. Writes num_cu_seqlens offsets. */
 ULYSSES_C_EXPORT int ulysses_packed_sequence_offsets(const ulysses_plan_config* config,
                                                      const int32_t* cu_seqlens,
                                                      int64_t num_cu_seqlens, int32_t* offsets);

@@ -79,18 +79,23 @@ Result<PackedSharding> parse_packed_sharding(std::string_view name);
 ///   hybrid   U x R: rank r = j U + u (j: ring index, u: index in its Ulysses group) holds piece u
 ///            (of U) of zigzag chunks j and 2R-1-j of 2R chunks;
 ///   allgather zigzag, as ring.
+/// Packed batches (kTHD) are cut as the stream of tokens they are (contiguous for ulysses, zigzag
+/// chunks for the others), except that ring and hybrid by default cut every sequence into 2R
+/// chunks of its own (packed_sharding).
 /// With cp = 1 every strategy computes the same attention with nothing to send; ring, hybrid and
 /// allgather plans then run as Ulysses' one-rank plan (no copies where the caller's tensors are
 /// aligned; docs/DESIGN.md, "One rank"), except with fp8 payloads and, for ring and hybrid,
-/// packed batches, whose shards and rounding differ.
+/// packed batches cut per sequence, whose shards and rounding differ.
 struct ParallelConfig {
   Strategy strategy = Strategy::kUlysses;
   int cp = 1;  // ranks sharing one sequence (context-parallel degree); equals the communicator size
   /// kHybrid only: ranks per Ulysses group U (adjacent ranks); the cp / U groups form the ring.
   /// 0 for the other strategies.
   int ulysses_degree = 0;
-  /// Packed batches only (kTHD): how ring and hybrid cut the packed stream into zigzag chunks.
-  /// kPerSequence is refused for ulysses and allgather.
+  /// Packed batches only (kTHD): how ring and hybrid cut the packed stream into zigzag chunks
+  /// (PackedSharding). kStream ran ring 1.1-3.5x faster than kPerSequence on one H200 (device
+  /// loopback, docs/PERF.md), at up to a quarter more memory per rank. kPerSequence is refused for
+  /// ulysses and allgather.
   PackedSharding packed_sharding = PackedSharding::kDefault;
 
   /// Ranks that exchange heads by all-to-all: cp (ulysses), 1 (ring, allgather), ulysses_degree

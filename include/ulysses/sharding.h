@@ -59,11 +59,12 @@ struct TokenRange {
   bool operator==(const TokenRange&) const = default;
 };
 
-/// Packed sequences (kTHD) under ring and hybrid: every sequence is padded to a multiple of
-/// 2 * ring_size() so that it cuts into 2R zigzag chunks of its own. Sequence s of `cu_seqlens`
-/// (its real lengths) then lies at global rows [offsets[s], offsets[s] + length), padding up to
-/// offsets[s + 1]; rows past offsets.back() up to the plan's seqlen are padding too. Returns those
-/// n + 1 offsets; for ulysses and allgather, cu_seqlens itself (no padding between sequences).
+/// Packed sequences (kTHD) under ring and hybrid cut per sequence (parallel.packed_per_sequence()):
+/// every sequence is padded to a multiple of 2 * ring_size() so that it cuts into 2R zigzag chunks
+/// of its own. Sequence s of `cu_seqlens` (its real lengths) then lies at global rows [offsets[s],
+/// offsets[s] + length), padding up to offsets[s + 1]; rows past offsets.back() up to the plan's
+/// seqlen are padding too. Returns those n + 1 offsets; for ulysses, allgather and
+/// PackedSharding::kStream, cu_seqlens itself (no padding between sequences).
 Result<std::vector<std::int32_t>> packed_sequence_offsets(const ParallelConfig& parallel,
                                                           std::span<const std::int32_t> cu_seqlens);
 
@@ -71,12 +72,13 @@ Result<std::vector<std::int32_t>> packed_sequence_offsets(const ParallelConfig& 
 /// order they are stored in its shard. InvalidArgument when seqlen is not a multiple of
 /// parallel.sequence_multiple() or rank is out of range.
 ///
-/// Packed sequences under ring or hybrid (`cu_seqlens` given; see packed_sequence_offsets()): each
-/// padded sequence, and the tail after the last, is cut into 2R chunks of its own; ring index x
-/// owns H_x, the concatenation of chunk x of every segment (seqlen / 2R rows), and rank (j, u)
-/// holds piece u of U of H_j, then of H_{2R-1-j}. Ulysses ignores cu_seqlens (contiguous shards),
-/// and so does allgather: it shards the packed stream in zigzag chunks like one sequence (Llama 3's
-/// document masking: a chunk boundary may cut a document).
+/// Packed sequences under ring or hybrid cut per sequence (`cu_seqlens` given; see
+/// packed_sequence_offsets()): each padded sequence, and the tail after the last, is cut into 2R
+/// chunks of its own; ring index x owns H_x, the concatenation of chunk x of every segment
+/// (seqlen / 2R rows), and rank (j, u) holds piece u of U of H_j, then of H_{2R-1-j}. Ulysses
+/// ignores cu_seqlens (contiguous shards), and so do allgather and ring or hybrid with
+/// PackedSharding::kStream: they shard the packed stream in zigzag chunks like one sequence (Llama
+/// 3's document masking: a chunk boundary may cut a document).
 Result<std::vector<TokenRange>> shard_token_ranges(const ParallelConfig& parallel,
                                                    std::int64_t seqlen, int rank,
                                                    std::span<const std::int32_t> cu_seqlens = {});

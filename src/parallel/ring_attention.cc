@@ -49,6 +49,13 @@
 // same for all: the pairs that see each other whole, unmasked, and the rest with the diagonal on
 // the window's edge (kernels/packed_pairs.h); those calls' tables are written per call, and a
 // call that takes no sequence's rows in this batch is skipped.
+// The packed stream sharded like one sequence (PackedSharding::kStream): "chunk x" is chunk x of
+// the stream, as for a dense sequence; a sequence's rows in a call are one run on each side, a
+// pair of different chunks shares at most one sequence. Without a window the dense steps run as
+// they are, each sequence a VarlenRows entry; with one, the per-pair calls above, the one shared
+// sequence split by kernels::band_rows(). Every call's table is built on the host and written
+// once per forward/backward call. Merges and staged gradient sums cover only the rows a call's
+// sequences span (the rest of a call's output is O = 0, LSE = -inf, zero gradients).
 #include <algorithm>
 #include <array>
 #include <limits>
