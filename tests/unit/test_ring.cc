@@ -362,11 +362,20 @@ std::vector<Case> gradient_sum_cases() {
   Case packed_one_step{
       "packed_hybrid_2x1_one_step_mqa_bf16", hybrid, 2, 2, 1, 48, 4, 1, 8, bf16, true};
   packed_one_step.lens = {9, 20, 11};  // one ring step in several calls: dK/dV add too
+  // The packed stream: staged sums over the rows each call's documents span.
+  Case stream{"stream_ring_p4_gqa_fp32_causal", ring, 4, 0, 1, 64, 4, 2, 8, fp32, true};
+  stream.lens = {3, 30, 1, 17, 9};
+  stream.sharding = PackedSharding::kStream;
+  Case stream_window{"stream_ring_p2_bf16_window", ring, 2, 0, 1, 48, 4, 2, 8, bf16, true, 7};
+  stream_window.lens = {20, 4, 21};
+  stream_window.sharding = PackedSharding::kStream;
   return {
       Case{"ring_p2_gqa_causal_bf16", ring, 2, 0, 1, 64, 4, 2, 16, bf16, true},
       Case{"ring_p4_window_fp32", ring, 4, 0, 1, 64, 2, 1, 8, fp32, true, 9, 0},
       packed_one_step,
       Case{"hybrid_2x2_sinks_fp16", hybrid, 4, 2, 1, 64, 4, 2, 8, fp16, true, -1, -1, true},
+      stream,
+      stream_window,
   };
 }
 
@@ -429,11 +438,17 @@ std::vector<Case> lse_only_cases() {
   const auto ring = Strategy::kRing, hybrid = Strategy::kHybrid;
   Case packed{"packed_hybrid_2x2_gqa_bf16_causal", hybrid, 4, 2, 1, 48, 4, 2, 8, bf16, true};
   packed.lens = {9, 20, 11};
+  Case stream = packed;
+  stream.name = "stream_hybrid_2x2_gqa_bf16_causal_window_sinks";
+  stream.sharding = PackedSharding::kStream;
+  stream.wl = 6;
+  stream.sinks = true;
   return {
       Case{"ring_p2_gqa_causal_bf16", ring, 2, 0, 2, 64, 4, 2, 16, bf16, true},
       Case{"ring_p3_window_sinks_fp32", ring, 3, 0, 1, 96, 2, 1, 8, fp32, true, 9, 0, true},
       Case{"hybrid_2x2_mqa_fp16", hybrid, 4, 2, 1, 64, 4, 1, 8, fp16, false},
       packed,
+      stream,
   };
 }
 
@@ -531,6 +546,10 @@ std::vector<Case> fp8_cases() {
   const auto ring = Strategy::kRing, hybrid = Strategy::kHybrid;
   Case packed{"packed_ring_p2_gqa_bf16_causal", ring, 2, 0, 1, 40, 4, 2, 16, bf16, true};
   packed.lens = {5, 12, 1, 9};
+  Case stream = packed;
+  stream.name = "stream_ring_p4_gqa_bf16_causal";
+  stream.P = 4;
+  stream.sharding = PackedSharding::kStream;
   Case inference{"ring_p2_inference_bf16_sinks", ring, 2, 0, 1, 16, 4, 2, 16, bf16, true};
   inference.sinks = true;
   inference.training = false;
@@ -542,6 +561,7 @@ std::vector<Case> fp8_cases() {
       {"hybrid_4x2_replicated_kv_fp16_causal", hybrid, 8, 4, 1, 32, 8, 2, 8, fp16, true},
       {"hybrid_4x1_one_step_fp32_sinks", hybrid, 4, 4, 1, 16, 4, 4, 8, fp32, true, -1, -1, true},
       packed,
+      stream,
       inference,
   };
 }
