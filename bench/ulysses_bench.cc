@@ -346,10 +346,10 @@ void print_table(const std::vector<Row>& rows, const Options& o) {
   std::printf("# B=%lld Hq=%d Hkv=%d D=%d %s causal=%d window=%d,%d sinks=%d varlen=%d iters=%d\n",
               static_cast<long long>(o.batch), o.heads, o.kv_heads, o.head_dim, o.dtype.c_str(),
               o.causal ? 1 : 0, o.window[0], o.window[1], o.sinks ? 1 : 0, o.varlen, o.iters);
-  std::printf("%4s %8s %-11s %12s %12s %10s %10s %10s %10s %6s %5s\n", "cp", "seq", "strategy",
+  std::printf("%4s %8s %-17s %12s %12s %10s %10s %10s %10s %6s %5s\n", "cp", "seq", "strategy",
               "ms/step", "ms max-rank", "err O", "err dQ", "err dK", "err dV", "exact", "check");
   for (const Row& r : rows) {
-    std::printf("%4d %8lld %-11s %12.2f %12.2f %10.3g %10.3g %10.3g %10.3g %6s %5s\n", r.cp,
+    std::printf("%4d %8lld %-17s %12.2f %12.2f %10.3g %10.3g %10.3g %10.3g %6s %5s\n", r.cp,
                 static_cast<long long>(r.seq), r.strategy.c_str(), r.ms_median, r.ms_max_rank,
                 r.err_o, r.err_dq, r.err_dk, r.err_dv, r.checked ? (r.exact ? "yes" : "no") : "-",
                 r.checked ? (r.pass ? "PASS" : "FAIL") : "-");
