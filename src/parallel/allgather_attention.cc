@@ -712,7 +712,7 @@ Status allgather_check_support(const PlanConfig& config, const Communicator& com
         ", window_right ", a.window_right,
         ") with packed (thd) batches are not supported by strategy allgather (each document's "
         "keys would end at a different distance past its queries); use causal, or layout bshd, "
-        "or strategy ulysses or ring"));
+        "or strategy ulysses, or strategy ring with packed_sharding stream (the same shards)"));
   }
   if (config.payload != Payload::kNative) {
     return unsupported(

@@ -199,7 +199,8 @@ std::vector<PlanRule> plan_rules() {
          c.attention.window_right = 2;
        },
        SC::kUnsupported,
-       {"thd", "allgather", "without causal", "window_left 4", "window_right 2", "ring"}},
+       {"thd", "allgather", "without causal", "window_left 4", "window_right 2", "ring",
+        "packed_sharding stream"}},
       {"ulysses_per_sequence_packing",
        [](PlanConfig& c) { c.parallel.packed_sharding = PackedSharding::kPerSequence; },
        SC::kInvalidArgument,
