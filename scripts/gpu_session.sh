@@ -6,8 +6,8 @@
 # through ncclAlltoAll, a group of ncclSend/ncclRecv, and copy-engine copies, side by side, NCCL rows
 # also as CUDA graph replays), overlap
 # (bench only: head chunks pipelined with the kernel over NCCL and over copy engines), fp8 (bench
-# only: native vs fp8 payloads, ulysses' inbound exchanges and ring's K/V hops, over NCCL and copy
-# engines), targets (bench only: issue 3's rows, every chunk count and transport, heads and lse).
+# only: native vs fp8 payloads, ulysses' inbound exchanges, ring's K/V hops and all-gather's K/V
+# chunks, over NCCL and copy engines), targets (bench only: issue 3's rows, every chunk count and transport, heads and lse).
 # python (the torchrun example on every GPU: ulysses, ring, fp8; PyTorch from the machine's venv).
 # decode (the decode tests, then `ulysses-bench --decode`: a sharded KV cache, one new token).
 # allgather (its GPU tests, then ulysses, ring and allgather side by side at 8k/32k/128k: over
@@ -83,7 +83,7 @@ if [[ $mode == overlap ]]; then  # does overlap pay once the exchanges leave the
               --iters 3 "${bench_args[@]}")
 fi
 if [[ $mode == fp8 ]]; then  # what halving the inbound bytes buys, and what it costs in accuracy
-  bench_args=(--seq 8192,32768,131072 --strategy ulysses,ring --chunks 1 --payload native,fp8
+  bench_args=(--seq 8192,32768,131072 --strategy ulysses,ring,allgather --chunks 1 --payload native,fp8
               --transport nccl,peer --iters 5 "${bench_args[@]}")
 fi
 if [[ $mode == decode ]]; then  # decoding against a sharded cache: tests, then the sweep

@@ -234,7 +234,9 @@ Result<SavedActivations> parse_saved_activations(std::string_view name);  // "he
 /// exchanges, Q, K, V in forward (and again in backward with kLseOnly) and dO in backward. Ring
 /// and hybrid: the K/V blocks that travel the ring, forward and backward (the hybrid's Ulysses
 /// exchange inside a group stays native: groups are meant to sit on one node's fast links, the ring
-/// across slower ones). O, the LSE and the gradients always travel in the plan's dtype.
+/// across slower ones). All-gather: the K/V chunks gathered in forward (and again in backward with
+/// kLseOnly). O, the LSE and the gradients (all-gather's fp32 dK/dV partials too) always travel in
+/// the plan's dtype.
 enum class Payload : int {
   /// The plan's dtype: every result bitwise equal to one GPU running the whole sequence.
   kNative = 0,
@@ -246,11 +248,12 @@ enum class Payload : int {
   /// 0.50 for bf16 at head_dim 128. The receiving rank turns the rows back into the plan's dtype
   /// before the kernel reads them: results are exactly those of kNative on inputs rounded that way
   /// (straight-through: gradients are those of the rounded Q, K, V, for the rounded dO; ring and
-  /// hybrid round K and V only, and use the rounded K and V on the rank that owns them too, so
-  /// every query sees the same keys). Ulysses' workspace stays within ~1% of native's
+  /// hybrid, and all-gather, round K and V only, and use the rounded K and V on the rank that owns
+  /// them too, so every query sees the same keys). Ulysses' workspace stays within ~1% of native's
   /// (head-sharded saves with overlap_chunks > 1: + half of one dO-sized buffer); ring's holds the
   /// two ring buffers at half size plus one KV block to decode into (the same bytes as native's two
-  /// ring buffers, and half a block more with a single ring step). A row holding an infinity
+  /// ring buffers, and half a block more with a single ring step); all-gather's adds its own two
+  /// chunks and each arriving one as FP8 rows. A row holding an infinity
   /// travels unscaled with the infinity saturated to 448; NaN stays NaN. Device plans need bf16,
   /// fp16 or fp32.
   kFp8 = 1,

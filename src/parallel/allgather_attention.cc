@@ -42,8 +42,10 @@
 // Versus Ulysses: no head constraint (any H, G, P), the kernel runs on all heads of 1/P of the
 // queries, and the bytes moved per rank are K/V rows (2G of H + 2G channels): fewer when G << H
 // and P is small (P = 2, H = 32, G = 8: 16 MiB in, 32 MiB of fp32 partials out per 8k tokens,
-// against Ulysses' 80 MiB), more at large P. `saved` (kHeadSharded) keeps kv_all and copies of q
-// and o, so backward gathers nothing; kLseOnly keeps only the LSE and gathers K/V again.
+// against Ulysses' 80 MiB), more at large P. Payload::kFp8: the K/V chunks travel as FP8 rows
+// (gather_kv()), about half the bytes in; the partials go back in fp32. `saved` (kHeadSharded)
+// keeps kv_all and copies of q and o, so backward gathers nothing; kLseOnly keeps only the LSE and
+// gathers K/V again.
 #include <algorithm>
 #include <array>
 #include <vector>
@@ -202,6 +204,7 @@ class AllGatherAttention final : public DistributedAttention {
     accumulate_ = kernel.accumulates_grads();
     lse_only_ = config.training && config.saved_activations == SavedActivations::kLseOnly;
     packed_ = config.layout == Layout::kTHD;
+    fp8_ = config.payload == Payload::kFp8;
     calls_ = calls_of(config.attention, P_, j_, c_, packed_);
     for (const Call& call : calls_) parts_.push_back(split_parts(config.attention, call));
     refs_.resize(calls_.size());
@@ -283,7 +286,7 @@ class AllGatherAttention final : public DistributedAttention {
     void* keep = config_.training ? a.saved : a.workspace;
     char* kv_all = at(lse_only_ ? a.workspace : keep, kv_all_);
     char* lse = at(keep, lse_);
-    ULYSSES_RETURN_IF_ERROR(gather_kv(a.k, a.v, kv_all, stream));
+    ULYSSES_RETURN_IF_ERROR(gather_kv(a.k, a.v, kv_all, a.workspace, stream));
     for (std::size_t g = 0; g < calls_.size(); ++g) {
       const Call& call = calls_[g];
       LocalForwardArgs la;
@@ -314,7 +317,7 @@ class AllGatherAttention final : public DistributedAttention {
     char* ws = static_cast<char*>(a.workspace);
     char* kv_all = at(lse_only_ ? a.workspace : a.saved, kv_all_);
     char* lse = at(a.saved, lse_);
-    if (lse_only_) ULYSSES_RETURN_IF_ERROR(gather_kv(a.k, a.v, kv_all, stream));
+    if (lse_only_) ULYSSES_RETURN_IF_ERROR(gather_kv(a.k, a.v, kv_all, ws, stream));
     const TensorView q = lse_only_ ? act(a.q) : saved_act(a.saved, q_copy_, H_);
     const TensorView o = lse_only_ ? act(a.o) : saved_act(a.saved, o_copy_, H_);
     char* dkv_all = at(ws, dkv_all_);
@@ -513,35 +516,68 @@ class AllGatherAttention final : public DistributedAttention {
     return {host(0), host(1), host(2), host(3), dev(0), dev(1), dev(2), dev(3)};
   }
   // This rank's K and V into kv_all at their global rows, then the chunks other ranks' queries see
-  // to them, and the ones this rank's see from their owners, in one grouped exchange.
-  Status gather_kv(const TensorView& k, const TensorView& v, char* kv_all, Stream stream) {
+  // to them, and the ones this rank's see from their owners, in one grouped exchange. fp8: this
+  // rank's chunks are packed as FP8 rows into the workspace and turned back into kv_all (so it
+  // computes with the values its peers decode), the codes travel, and each arriving chunk is
+  // turned back into its rows of kv_all.
+  Status gather_kv(const TensorView& k, const TensorView& v, char* kv_all, void* ws,
+                   Stream stream) {
     const std::array<int, 2> own = chunks_of(j_);
     // Where chunk x lies in kv_all.
     auto chunk_at = [&](int x) { return kv_all + row_bytes(slot_row(x * c_), dtype_); };
-    for (int g = 0; g < 2; ++g) {
-      const kernels::MessageLayout msg{chunk_at(own[g]), dtype_, 1, c_, B_, 2 * G_, D_};
-      ULYSSES_RETURN_IF_ERROR(
-          kernels::pack_heads(sequence_rows(act(k), g * c_, c_), zero_map_, G_, msg, 0, stream));
-      ULYSSES_RETURN_IF_ERROR(
-          kernels::pack_heads(sequence_rows(act(v), g * c_, c_), zero_map_, G_, msg, G_, stream));
+    auto message = [&](int x) {
+      return kernels::MessageLayout{chunk_at(x), dtype_, 1, c_, B_, 2 * G_, D_};
+    };
+    auto codes = [&](std::size_t slot) {
+      return kernels::Fp8MessageLayout{
+          at(ws, codes_ + slot * fp8_chunk_bytes()), 1, c_, B_, 2 * G_, D_};
+    };
+    for (std::size_t g = 0; g < 2; ++g) {
+      const TensorView kg = sequence_rows(act(k), static_cast<std::int64_t>(g) * c_, c_);
+      const TensorView vg = sequence_rows(act(v), static_cast<std::int64_t>(g) * c_, c_);
+      if (fp8_) {
+        ULYSSES_RETURN_IF_ERROR(kernels::pack_heads_fp8(kg, zero_map_, G_, codes(g), 0, stream));
+        ULYSSES_RETURN_IF_ERROR(kernels::pack_heads_fp8(vg, zero_map_, G_, codes(g), G_, stream));
+        ULYSSES_RETURN_IF_ERROR(
+            kernels::dequantize_fp8(codes(g), message(own[g]), comm_.device(), stream));
+      } else {
+        ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(kg, zero_map_, G_, message(own[g]), 0, stream));
+        ULYSSES_RETURN_IF_ERROR(
+            kernels::pack_heads(vg, zero_map_, G_, message(own[g]), G_, stream));
+      }
     }
     if (P_ == 1) return Status::ok();
-    const std::size_t bytes = chunk_bytes(dtype_);
+    const std::size_t bytes = fp8_ ? fp8_chunk_bytes() : chunk_bytes(dtype_);
+    std::vector<std::pair<std::size_t, int>> arriving;  // fp8: (codes slot, chunk)
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
     for (int p = 0; p < P_; ++p) {
       if (p == j_) continue;
-      for (const int x : own) {
-        if (sees(p, x)) {
-          ULYSSES_RETURN_IF_ERROR(comm_.send(chunk_at(x), bytes, p, stream));
+      for (std::size_t g = 0; g < 2; ++g) {
+        if (sees(p, own[g])) {
+          void* send = fp8_ ? codes(g).data : chunk_at(own[g]);
+          ULYSSES_RETURN_IF_ERROR(comm_.send(send, bytes, p, stream));
         }
       }
       for (const int y : chunks_of(p)) {
-        if (sees(j_, y)) {
-          ULYSSES_RETURN_IF_ERROR(comm_.recv(chunk_at(y), bytes, p, stream));
+        if (!sees(j_, y)) continue;
+        void* recv = chunk_at(y);
+        if (fp8_) {
+          arriving.push_back({2 + arriving.size(), y});
+          recv = codes(arriving.back().first).data;
         }
+        ULYSSES_RETURN_IF_ERROR(comm_.recv(recv, bytes, p, stream));
       }
     }
-    return comm_.group_end();
+    ULYSSES_RETURN_IF_ERROR(comm_.group_end());
+    for (const auto& [slot, y] : arriving) {
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::dequantize_fp8(codes(slot), message(y), comm_.device(), stream));
+    }
+    return Status::ok();
+  }
+  // fp8: bytes of one chunk's K|V as FP8 rows.
+  std::size_t fp8_chunk_bytes() const {
+    return kernels::Fp8MessageLayout{nullptr, 1, c_, B_, 2 * G_, D_}.peer_bytes();
   }
 
   CallChecks checks() const {
@@ -632,6 +668,14 @@ class AllGatherAttention final : public DistributedAttention {
       tables_off_ = fwd.take(ints * 4);
       bwd.take(ints * 4);
     }
+    if (fp8_) {  // this rank's two chunks and every arriving one as FP8 rows (gather_kv())
+      std::size_t slots = 2;
+      for (int p = 0; p < P_; ++p) {
+        for (const int y : chunks_of(p)) slots += p != j_ && sees(j_, y) ? 1 : 0;
+      }
+      codes_ = fwd.take(slots * fp8_chunk_bytes());
+      if (lse_only_) bwd.take(slots * fp8_chunk_bytes());  // backward gathers again
+    }
     kv_all_ = (lse_only_ ? fwd : keep).take(kv_bytes);
     lse_ = keep.take(static_cast<std::size_t>(B_ * H_ * Sl_) * 4);
     if (config_.training && !lse_only_) {
@@ -681,6 +725,8 @@ class AllGatherAttention final : public DistributedAttention {
   bool accumulate_ = false;  // the kernel adds dK/dV into the fp32 sums itself
   bool lse_only_ = false;    // SavedActivations::kLseOnly (training)
   bool packed_ = false;      // layout thd
+  bool fp8_ = false;         // Payload::kFp8: K/V chunks travel as FP8 rows
+  std::size_t codes_ = 0;    // fp8: workspace offset of the FP8 rows (gather_kv())
   // Packed: this call's tables (packed_tables()), on the host and where the kernels read them.
   struct TableRef {
     std::size_t at = 0, n = 0;
@@ -713,12 +759,6 @@ Status allgather_check_support(const PlanConfig& config, const Communicator& com
         ") with packed (thd) batches are not supported by strategy allgather (each document's "
         "keys would end at a different distance past its queries); use causal, or layout bshd, "
         "or strategy ulysses, or strategy ring with packed_sharding stream (the same shards)"));
-  }
-  if (config.payload != Payload::kNative) {
-    return unsupported(
-        str_cat(kCreateApi, ": payload ", payload_name(config.payload),
-                " is not supported by strategy allgather (its K/V rows travel in "
-                "the plan's dtype); use payload native, or strategy ulysses or ring"));
   }
   for (const LocalProblem& p :
        AllGatherAttention::all_problems(config, comm.rank(), kernel.accumulates_grads())) {

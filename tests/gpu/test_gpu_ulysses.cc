@@ -117,29 +117,39 @@ GpuCase packed_case(std::string name, Strategy strategy, int P, int U, std::int6
 // Payload::kFp8: K and V travel the ring as fp8 rows and the owners compute with the rounded values
 // too, so the 2x rule holds against one GPU and the FP64 truth on K and V rounded by the host
 // model.
-INSTANTIATE_TEST_SUITE_P(Fp8, DeviceLoopbackRing,
-                         ::testing::Values(
-                             fp8_case(ring_case("fp8_ring_p2_gqa_causal", Strategy::kRing, 2, 0,
-                                                512, 8, 2, true, false)),
-                             [] {
-                               GpuCase c = fp8_case(ring_case("fp8_ring_p4_window_sinks_lse_only",
-                                                              Strategy::kRing, 4, 0, 1024, 8, 4,
-                                                              true, true, 100));
-                               c.saved = SavedActivations::kLseOnly;
-                               return c;
-                             }(),
-                             fp8_case(ring_case("fp8_hybrid_2x2_gqa_causal_sinks",
-                                                Strategy::kHybrid, 4, 2, 512, 8, 4, true, true)),
-                             fp8_case(ring_case("fp8_hybrid_4x2_replicated_kv_causal",
-                                                Strategy::kHybrid, 8, 4, 1024, 8, 2, true, false)),
-                             [] {
-                               GpuCase c = fp8_case(packed_case("fp8_packed_ring_p2_gqa_causal",
-                                                                Strategy::kRing, 2, 0, 1024, 8, 2,
-                                                                true, {100, 333, 7, 450}));
-                               c.dtype = DType::kFloat16;
-                               return c;
-                             }()),
-                         [](const auto& param_info) { return param_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(
+    Fp8, DeviceLoopbackRing,
+    ::testing::Values(
+        fp8_case(ring_case("fp8_ring_p2_gqa_causal", Strategy::kRing, 2, 0, 512, 8, 2, true,
+                           false)),
+        [] {
+          GpuCase c = fp8_case(ring_case("fp8_ring_p4_window_sinks_lse_only", Strategy::kRing, 4, 0,
+                                         1024, 8, 4, true, true, 100));
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
+        fp8_case(ring_case("fp8_hybrid_2x2_gqa_causal_sinks", Strategy::kHybrid, 4, 2, 512, 8, 4,
+                           true, true)),
+        fp8_case(ring_case("fp8_hybrid_4x2_replicated_kv_causal", Strategy::kHybrid, 8, 4, 1024, 8,
+                           2, true, false)),
+        [] {
+          GpuCase c = fp8_case(packed_case("fp8_packed_ring_p2_gqa_causal", Strategy::kRing, 2, 0,
+                                           1024, 8, 2, true, {100, 333, 7, 450}));
+          c.dtype = DType::kFloat16;
+          return c;
+        }(),
+        // All-gather: its K/V chunks travel as fp8 rows.
+        fp8_case(ring_case("fp8_allgather_p4_gqa_causal_sinks", Strategy::kAllGather, 4, 0, 1024, 8,
+                           2, true, true)),
+        [] {
+          GpuCase c = fp8_case(ring_case("fp8_allgather_p2_window_lse_only", Strategy::kAllGather,
+                                         2, 0, 1024, 8, 4, true, false, 100));
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
+        fp8_case(packed_case("fp8_packed_allgather_p2_gqa_causal", Strategy::kAllGather, 2, 0, 1024,
+                             8, 2, true, {100, 333, 7, 450}))),
+    [](const auto& param_info) { return param_info.param.name; });
 
 INSTANTIATE_TEST_SUITE_P(
     Packed, DeviceLoopbackRing,

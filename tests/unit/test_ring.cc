@@ -529,6 +529,16 @@ TEST_P(RingFp8, BitwiseTheNativeRingOnRoundedKeysAndValues) {
       }
     }
     if (name != "heads") continue;
+    if (c.strategy == Strategy::kAllGather) {
+      // FP8 rows of this rank's two chunks and of each arriving one (at most all 2 cp chunks):
+      // c rows of B x 2 Hkv heads, D + 1 bytes each. (At cp = 1 native runs the one-rank plan.)
+      if (c.P == 1) continue;
+      const std::size_t chunk = static_cast<std::size_t>(c.B * c.S / (2 * c.P) * 2 * c.Hkv) *
+                                static_cast<std::size_t>(c.D + 1);
+      EXPECT_LE(ws_fp8, ws_native + static_cast<std::size_t>(2 * c.P) * (chunk + 16) + 2 * 256)
+          << "fp8 " << ws_fp8 << " native " << ws_native;
+      continue;
+    }
     // One KV block of the group: 2c rows of B x 2 hkv heads.
     const int U = c.strategy == Strategy::kHybrid ? c.U : 1;
     const std::size_t rows = static_cast<std::size_t>(c.B * c.S / (c.P / U)) *
@@ -567,6 +577,30 @@ std::vector<Case> fp8_cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Loopback, RingFp8, ::testing::ValuesIn(fp8_cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+// All-gather: the K/V chunks travel as FP8 rows (the owner computes with them rounded too), so
+// again bitwise the native plan on K and V rounded that way.
+std::vector<Case> allgather_fp8_cases() {
+  const auto bf16 = DType::kBFloat16, fp16 = DType::kFloat16, fp32 = DType::kFloat32;
+  const auto ag = Strategy::kAllGather;
+  Case packed{"p4_packed_gqa_bf16_causal_window", ag, 4, 0, 1, 64, 4, 2, 16, bf16, true, 9};
+  packed.lens = {5, 30, 1, 17};
+  Case inference{"p2_inference_fp16_sinks", ag, 2, 0, 1, 16, 4, 2, 16, fp16, true};
+  inference.sinks = true;
+  inference.training = false;
+  return {
+      {"p1_gqa_bf16_causal", ag, 1, 0, 1, 16, 4, 2, 16, bf16, true},
+      {"p2_gqa_bf16_causal_sinks_b2", ag, 2, 0, 2, 32, 4, 2, 16, bf16, true, -1, -1, true},
+      {"p3_mqa_fp32_window", ag, 3, 0, 1, 36, 3, 1, 8, fp32, true, 5},
+      {"p4_fp16_full_two_sided", ag, 4, 0, 1, 32, 2, 2, 8, fp16, false, 6, 3},
+      {"p8_gqa_bf16_causal", ag, 8, 0, 1, 64, 8, 2, 8, bf16, true},
+      packed,
+      inference,
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(AllGather, RingFp8, ::testing::ValuesIn(allgather_fp8_cases()),
                          [](const auto& param_info) { return param_info.param.name; });
 
 std::vector<Case> cases() {

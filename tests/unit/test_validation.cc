@@ -219,13 +219,6 @@ std::vector<PlanRule> plan_rules() {
        },
        SC::kInvalidArgument,
        {"packed_sharding", "got 7", "default, per_sequence or stream"}},
-      {"allgather_fp8",
-       [](PlanConfig& c) {
-         c.parallel.strategy = Strategy::kAllGather;
-         c.payload = Payload::kFp8;
-       },
-       SC::kUnsupported,
-       {"payload fp8", "allgather", "native"}},
       {"allgather_seqlen_not_multiple_of_2cp",
        [](PlanConfig& c) {
          c.parallel.strategy = Strategy::kAllGather;
