@@ -187,6 +187,45 @@ class ZigzagStrategiesThroughCtypes(unittest.TestCase):
                     err = np.abs(whole - want[i]).max()
                     self.assertLess(err, 2.0**-20 * max(1.0, np.abs(want[i]).max()), what)
 
+    def test_packed_stream_under_ring_matches_the_unsharded_run(self):
+        """packed_sharding="stream": ring and hybrid take the packed stream's zigzag shards with
+        plain cu_seqlens (documents across chunk boundaries, padding after them)."""
+        rng = np.random.default_rng()
+        T, Hq, Hkv, D = 48, 4, 2, 8
+        cu = [0, 5, 27, 28, 41]
+        q, k, v, d_o = (x[0] for x in inputs(rng, np.float64, 1, T, Hq, Hkv, D))
+        base = dict(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D, causal=True, window_left=6,
+                    layout="thd", seqlen=T, dtype="fp64")
+
+        def run(cfg, comm, rows):
+            plan = ulysses.Plan(cfg, comm, ulysses.reference_kernel())
+            ws = np.empty(max(plan.workspace_bytes, 1), np.uint8)
+            saved = np.empty(max(plan.saved_bytes, 1), np.uint8)
+            o = np.full(q[rows].shape, np.nan)
+            plan.forward(q[rows], k[rows], v[rows], o, cu_seqlens=cu, workspace=ws, saved=saved)
+            dq, dk, dv = (np.full(x[rows].shape, np.nan) for x in (q, k, v))
+            plan.backward(np.ascontiguousarray(d_o[rows]), dq, dk, dv, cu_seqlens=cu,
+                          workspace=ws, saved=saved)
+            return o, dq, dk, dv
+
+        (want,), errs = run_ranks(1, lambda r, c: run(ulysses.PlanConfig(cp=1, **base), c,
+                                                      np.arange(T)))
+        self.assertIsNone(errs[0])
+        for cfg in (ulysses.PlanConfig(strategy="ring", cp=2, packed_sharding="stream", **base),
+                    ulysses.PlanConfig(strategy="hybrid", cp=4, ulysses_degree=2,
+                                       packed_sharding="stream", **base)):
+            with self.subTest(strategy=cfg.strategy):
+                rows = [np.array(ulysses.shard_indices(cfg, r, cu)) for r in range(cfg.cp)]
+                got, errs = run_ranks(cfg.cp, lambda r, c: run(cfg, c, rows[r]))
+                self.assertEqual(errs, [None] * cfg.cp)
+                for i, what in enumerate(("O", "dQ", "dK", "dV")):
+                    whole = np.full_like(want[i], np.nan)
+                    for r in range(cfg.cp):
+                        whole[rows[r]] = got[r][i]
+                    self.assertFalse(np.isnan(whole).any(), what + ": elements never written")
+                    err = np.abs(whole - want[i]).max()
+                    self.assertLess(err, 2.0**-20 * max(1.0, np.abs(want[i]).max()), what)
+
     def test_position_ids_and_packed_offsets(self):
         ring = ulysses.PlanConfig(strategy="ring", cp=2, seqlen=48)
         self.assertEqual(ulysses.shard_position_ids(ring, 0),
