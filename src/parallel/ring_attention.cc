@@ -740,11 +740,12 @@ class RingAttention final : public DistributedAttention {
     return Status::ok();
   }
   // The packed stream sharded (stream_): every block's table of sequence pieces, on the host and
-  // (device kernels) in the workspace, written once per call. Block b's query rows are chunk
-  // q_chunk of the stream ([q_chunk c, (q_chunk + 1) c)), its keys chunk kv_chunk; a sequence's
-  // piece is its part of each, both ranges as they are (a chunk against itself: the same rows,
-  // offset 0; different chunks, no window: every pair visible), or under a window the rows of
-  // the block's PairPart (kernels::band_rows()). Pieces with no query or no key are left out.
+  // (device kernels) in the workspace, written once per call. A block's rows are local rows of
+  // two chunks of the stream (queries: j, then J; keys: s, then S at step t), mapped to stream
+  // positions half by half (local_run()); a sequence's piece is its run on each side, as it is
+  // (the dense steps: offset 0 or no mask; a window's chunk against itself), or under a window
+  // the rows of the block's PairPart (kernels::band_rows()). Pieces with no query or no key are
+  // left out. The host work is one pass over the sequences per block.
   Status stream_tables(std::span<const std::int32_t> cu, void* workspace, Stream stream,
                        std::string_view api) {
     stream_tables_.clear();
