@@ -260,5 +260,70 @@ TEST(PairRows, CoverEveryVisiblePairOnce) {
   EXPECT_GT(masked_rows, 10000);  // the masked calls were exercised, not only empty
 }
 
+// band_rows(), the general form (ring with the packed stream: one sequence's queries in one chunk,
+// its keys in another): query and key rows from starts of their own, any distance with every query
+// after every key (delta >= kl) or before (delta <= -ql). The same properties as above.
+TEST(BandRows, CoverEveryVisiblePairOnceFromAnyStarts) {
+  constexpr std::int64_t kInf = std::int64_t{1} << 40;
+  std::vector<std::int64_t> los = {-kInf}, his = {kInf};
+  for (int b = 0; b <= 13; ++b) {
+    los.push_back(-b);
+    his.push_back(b);
+  }
+  constexpr std::int32_t kMax = 7, q_start = 3, k_start = 11;
+  int masked_rows = 0;
+  for (std::int32_t ql = 0; ql <= kMax; ++ql) {
+    for (std::int32_t kl = 0; kl <= kMax; ++kl) {
+      for (std::int64_t delta = -(kMax + 6); delta <= kMax + 6; ++delta) {
+        if (delta == 0 || (delta > 0 && delta < kl) || (delta < 0 && delta > -ql)) continue;
+        for (std::int64_t lo : los) {
+          for (std::int64_t hi : his) {
+            SCOPED_TRACE(::testing::Message() << "ql " << ql << " kl " << kl << " delta " << delta
+                                              << " lo " << lo << " hi " << hi);
+            auto visible = [&](std::int64_t i, std::int64_t k) {
+              return lo <= i - k + delta && i - k + delta <= hi;
+            };
+            std::vector<int> cover(static_cast<std::size_t>(kMax * kMax), 0);
+            for (PairPart part : {PairPart::kFull, PairPart::kEdge}) {
+              const PairRows r = band_rows(q_start, k_start, ql, kl, delta, lo, hi, part);
+              ASSERT_GE(r.q_begin, q_start);
+              ASSERT_GE(r.kv_begin, k_start);
+              ASSERT_LE(r.q_begin + r.q_len, q_start + ql);
+              ASSERT_LE(r.kv_begin + r.kv_len, k_start + kl);
+              ASSERT_EQ(r.q_len == 0, r.kv_len == 0);
+              const std::int64_t off = part == PairPart::kFull ? 0 : (delta > 0 ? hi : lo);
+              for (std::int32_t i2 = 0; i2 < r.q_len; ++i2) {
+                int seen = 0;
+                for (std::int32_t k2 = 0; k2 < r.kv_len; ++k2) {
+                  const std::int64_t i = r.q_begin - q_start + i2, k = r.kv_begin - k_start + k2;
+                  const std::int64_t x = i2 + off - k2;
+                  if (part == PairPart::kEdge) {
+                    ASSERT_EQ(x, i - k + delta);
+                    if (x < lo || x > hi) continue;
+                  }
+                  ++seen;
+                  ASSERT_TRUE(visible(i, k)) << i << " " << k;
+                  ++cover[static_cast<std::size_t>(i * kMax + k)];
+                }
+                if (part == PairPart::kEdge) {
+                  ASSERT_GT(seen, 0) << "row " << i2 << " of the masked call sees no key";
+                  ++masked_rows;
+                }
+              }
+            }
+            for (std::int64_t i = 0; i < ql; ++i) {
+              for (std::int64_t k = 0; k < kl; ++k) {
+                ASSERT_EQ(cover[static_cast<std::size_t>(i * kMax + k)], visible(i, k) ? 1 : 0)
+                    << i << " " << k;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(masked_rows, 10000);
+}
+
 }  // namespace
 }  // namespace ulysses::kernels
