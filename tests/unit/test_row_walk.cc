@@ -192,17 +192,74 @@ TEST(RowWalk, RefusesWhatOneLaunchCannotIndex) {
   EXPECT_EQ(ok->size(), 2u);
 }
 
-// Every chunk size, real-token counts (padding), chunk distance and mask band up to a few rows:
-// the two calls of a pair take each visible (query, key) pair exactly once and no other, their
-// masks (offset hi or lo on the call's own rows) agree with the true positions, each sequence's
-// rows stay inside its chunk, and every row of the masked call sees a key.
-TEST(PairRows, CoverEveryVisiblePairOnce) {
+// The two calls of one sequence's pair (rows from `split(part)`: ql query rows from q_start, kl key
+// rows from k_start, query 0 at delta positions after key 0, band [lo, hi]) take each visible
+// (query, key) pair exactly once and no other, the masked call's mask (offset hi or lo on its own
+// rows) agrees with the true positions, rows stay inside the sequence's, and every row of the
+// masked call sees a key. Returns the masked call's rows, so that a caller can see it exercised.
+template <typename Split>
+int expect_pair_split(std::int32_t q_start, std::int32_t k_start, std::int32_t ql, std::int32_t kl,
+                      std::int64_t delta, std::int64_t lo, std::int64_t hi, Split&& split) {
+  auto visible = [&](std::int64_t i, std::int64_t k) {
+    return lo <= i - k + delta && i - k + delta <= hi;
+  };
+  std::vector<int> cover(static_cast<std::size_t>(ql * kl), 0);
+  int masked_rows = 0;
+  for (PairPart part : {PairPart::kFull, PairPart::kEdge}) {
+    const PairRows r = split(part);
+    EXPECT_GE(r.q_begin, q_start);
+    EXPECT_GE(r.kv_begin, k_start);
+    EXPECT_LE(r.q_begin + r.q_len, q_start + ql);
+    EXPECT_LE(r.kv_begin + r.kv_len, k_start + kl);
+    EXPECT_EQ(r.q_len == 0, r.kv_len == 0);
+    if (r.q_begin < q_start || r.kv_begin < k_start || r.q_begin + r.q_len > q_start + ql ||
+        r.kv_begin + r.kv_len > k_start + kl) {
+      return masked_rows;  // (the rows below would index outside the sequence's)
+    }
+    const std::int64_t off = part == PairPart::kFull ? 0 : (delta > 0 ? hi : lo);
+    for (std::int32_t i2 = 0; i2 < r.q_len; ++i2) {
+      int seen = 0;
+      for (std::int32_t k2 = 0; k2 < r.kv_len; ++k2) {
+        const std::int64_t i = r.q_begin - q_start + i2, k = r.kv_begin - k_start + k2;
+        const std::int64_t x = i2 + off - k2;
+        if (part == PairPart::kEdge) {
+          EXPECT_EQ(x, i - k + delta);
+          if (x < lo || x > hi) continue;
+        }
+        ++seen;
+        EXPECT_TRUE(visible(i, k)) << i << " " << k;
+        ++cover[static_cast<std::size_t>(i * kl + k)];
+      }
+      if (part == PairPart::kEdge) {
+        EXPECT_GT(seen, 0) << "row " << i2 << " of the masked call sees no key";
+        ++masked_rows;
+      }
+    }
+  }
+  for (std::int64_t i = 0; i < ql; ++i) {
+    for (std::int64_t k = 0; k < kl; ++k) {
+      EXPECT_EQ(cover[static_cast<std::size_t>(i * kl + k)], visible(i, k) ? 1 : 0)
+          << i << " " << k;
+    }
+  }
+  return masked_rows;
+}
+
+// Bands up to a few rows either side, and unbounded.
+std::pair<std::vector<std::int64_t>, std::vector<std::int64_t>> bands(int widest) {
   constexpr std::int64_t kInf = std::int64_t{1} << 40;
   std::vector<std::int64_t> los = {-kInf}, his = {kInf};
-  for (int b = 0; b <= 11; ++b) {
+  for (int b = 0; b <= widest; ++b) {
     los.push_back(-b);
     his.push_back(b);
   }
+  return {los, his};
+}
+
+// pair_rows(), per-sequence chunks: every chunk size, real-token counts (padding), chunk distance
+// and mask band up to a few rows (expect_pair_split()'s properties).
+TEST(PairRows, CoverEveryVisiblePairOnce) {
+  const auto [los, his] = bands(11);
   int masked_rows = 0;
   for (std::int32_t c = 1; c <= 6; ++c) {
     for (std::int32_t ql = 0; ql <= c; ++ql) {
@@ -213,44 +270,11 @@ TEST(PairRows, CoverEveryVisiblePairOnce) {
             for (std::int64_t hi : his) {
               SCOPED_TRACE(::testing::Message() << "c " << c << " ql " << ql << " kl " << kl
                                                 << " d " << d << " lo " << lo << " hi " << hi);
-              const std::int64_t delta = std::int64_t{d} * c;
-              std::vector<int> cover(static_cast<std::size_t>(c * c), 0);
-              for (PairPart part : {PairPart::kFull, PairPart::kEdge}) {
-                const std::int32_t start = 7;
-                const PairRows r = pair_rows(start, c, ql, kl, d, lo, hi, part);
-                ASSERT_GE(r.q_begin, start);
-                ASSERT_GE(r.kv_begin, start);
-                ASSERT_LE(r.q_begin + r.q_len, start + ql);
-                ASSERT_LE(r.kv_begin + r.kv_len, start + kl);
-                ASSERT_EQ(r.q_len == 0, r.kv_len == 0);
-                const std::int64_t off = part == PairPart::kFull ? 0 : (d > 0 ? hi : lo);
-                for (std::int32_t i2 = 0; i2 < r.q_len; ++i2) {
-                  int seen = 0;
-                  for (std::int32_t k2 = 0; k2 < r.kv_len; ++k2) {
-                    const std::int64_t i = r.q_begin - start + i2, k = r.kv_begin - start + k2;
-                    const std::int64_t x = i2 + off - k2;
-                    if (part == PairPart::kEdge) {
-                      ASSERT_EQ(x, i - k + delta);
-                    }
-                    const bool visible = part == PairPart::kFull || (lo <= x && x <= hi);
-                    if (!visible) continue;
-                    ++seen;
-                    ASSERT_TRUE(lo <= i - k + delta && i - k + delta <= hi) << i << " " << k;
-                    ++cover[static_cast<std::size_t>(i * c + k)];
-                  }
-                  if (part == PairPart::kEdge) {
-                    ASSERT_GT(seen, 0) << "row " << i2 << " of the masked call sees no key";
-                    ++masked_rows;
-                  }
-                }
-              }
-              for (std::int64_t i = 0; i < ql; ++i) {
-                for (std::int64_t k = 0; k < kl; ++k) {
-                  const bool visible = lo <= i - k + delta && i - k + delta <= hi;
-                  ASSERT_EQ(cover[static_cast<std::size_t>(i * c + k)], visible ? 1 : 0)
-                      << i << " " << k;
-                }
-              }
+              const std::int32_t start = 7;
+              masked_rows += expect_pair_split(
+                  start, start, ql, kl, std::int64_t{d} * c, lo, hi,
+                  [&](PairPart part) { return pair_rows(start, c, ql, kl, d, lo, hi, part); });
+              if (HasFailure()) return;
             }
           }
         }
@@ -262,14 +286,9 @@ TEST(PairRows, CoverEveryVisiblePairOnce) {
 
 // band_rows(), the general form (ring with the packed stream: one sequence's queries in one chunk,
 // its keys in another): query and key rows from starts of their own, any distance with every query
-// after every key (delta >= kl) or before (delta <= -ql). The same properties as above.
+// after every key (delta >= kl) or before (delta <= -ql).
 TEST(BandRows, CoverEveryVisiblePairOnceFromAnyStarts) {
-  constexpr std::int64_t kInf = std::int64_t{1} << 40;
-  std::vector<std::int64_t> los = {-kInf}, his = {kInf};
-  for (int b = 0; b <= 13; ++b) {
-    los.push_back(-b);
-    his.push_back(b);
-  }
+  const auto [los, his] = bands(13);
   constexpr std::int32_t kMax = 7, q_start = 3, k_start = 11;
   int masked_rows = 0;
   for (std::int32_t ql = 0; ql <= kMax; ++ql) {
@@ -280,43 +299,11 @@ TEST(BandRows, CoverEveryVisiblePairOnceFromAnyStarts) {
           for (std::int64_t hi : his) {
             SCOPED_TRACE(::testing::Message() << "ql " << ql << " kl " << kl << " delta " << delta
                                               << " lo " << lo << " hi " << hi);
-            auto visible = [&](std::int64_t i, std::int64_t k) {
-              return lo <= i - k + delta && i - k + delta <= hi;
-            };
-            std::vector<int> cover(static_cast<std::size_t>(kMax * kMax), 0);
-            for (PairPart part : {PairPart::kFull, PairPart::kEdge}) {
-              const PairRows r = band_rows(q_start, k_start, ql, kl, delta, lo, hi, part);
-              ASSERT_GE(r.q_begin, q_start);
-              ASSERT_GE(r.kv_begin, k_start);
-              ASSERT_LE(r.q_begin + r.q_len, q_start + ql);
-              ASSERT_LE(r.kv_begin + r.kv_len, k_start + kl);
-              ASSERT_EQ(r.q_len == 0, r.kv_len == 0);
-              const std::int64_t off = part == PairPart::kFull ? 0 : (delta > 0 ? hi : lo);
-              for (std::int32_t i2 = 0; i2 < r.q_len; ++i2) {
-                int seen = 0;
-                for (std::int32_t k2 = 0; k2 < r.kv_len; ++k2) {
-                  const std::int64_t i = r.q_begin - q_start + i2, k = r.kv_begin - k_start + k2;
-                  const std::int64_t x = i2 + off - k2;
-                  if (part == PairPart::kEdge) {
-                    ASSERT_EQ(x, i - k + delta);
-                    if (x < lo || x > hi) continue;
-                  }
-                  ++seen;
-                  ASSERT_TRUE(visible(i, k)) << i << " " << k;
-                  ++cover[static_cast<std::size_t>(i * kMax + k)];
-                }
-                if (part == PairPart::kEdge) {
-                  ASSERT_GT(seen, 0) << "row " << i2 << " of the masked call sees no key";
-                  ++masked_rows;
-                }
-              }
-            }
-            for (std::int64_t i = 0; i < ql; ++i) {
-              for (std::int64_t k = 0; k < kl; ++k) {
-                ASSERT_EQ(cover[static_cast<std::size_t>(i * kMax + k)], visible(i, k) ? 1 : 0)
-                    << i << " " << k;
-              }
-            }
+            masked_rows +=
+                expect_pair_split(q_start, k_start, ql, kl, delta, lo, hi, [&](PairPart part) {
+                  return band_rows(q_start, k_start, ql, kl, delta, lo, hi, part);
+                });
+            if (HasFailure()) return;
           }
         }
       }
