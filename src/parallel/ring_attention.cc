@@ -756,10 +756,10 @@ class RingAttention final : public DistributedAttention {
       const std::array<int, 2> q_chunks = {j_, 2 * R_ - 1 - j_}, kv_chunks = {s, 2 * R_ - 1 - s};
       for (const Block& b : steps_[static_cast<std::size_t>(t)]) {
         qb.clear(), ql.clear(), kb.clear(), kl.clear();
-        for (std::size_t d = 0; d + 1 < cu.size(); ++d) {
+        for_each_sequence(cu, q_chunks, b.q_row, b.q_rows, [&](std::size_t d) {
           const auto [q0, q1] = local_run(cu[d], cu[d + 1], q_chunks, b.q_row, b.q_rows);
           const auto [k0, k1] = local_run(cu[d], cu[d + 1], kv_chunks, b.kv_row, b.kv_rows);
-          if (q0 >= q1 || k0 >= k1) continue;
+          if (q0 >= q1 || k0 >= k1) return;
           kernels::PairRows r{
               static_cast<std::int32_t>(q0 - b.q_row), static_cast<std::int32_t>(q1 - q0),
               static_cast<std::int32_t>(k0 - b.kv_row), static_cast<std::int32_t>(k1 - k0)};
@@ -767,11 +767,11 @@ class RingAttention final : public DistributedAttention {
             const std::int64_t delta = position(q_chunks, q0) - position(kv_chunks, k0);
             r = kernels::band_rows(r.q_begin, r.kv_begin, r.q_len, r.kv_len, delta, band_.lo,
                                    band_.hi, static_cast<kernels::PairPart>(b.part));
-            if (r.q_len == 0) continue;
+            if (r.q_len == 0) return;
           }
           qb.push_back(r.q_begin), ql.push_back(r.q_len);
           kb.push_back(r.kv_begin), kl.push_back(r.kv_len);
-        }
+        });
         const std::size_t n = qb.size();
         const auto room = static_cast<std::size_t>(stream_room(t == 0, b));
         if (n > room) {  // see stream_room(): cannot happen
@@ -791,6 +791,29 @@ class RingAttention final : public DistributedAttention {
       tables_device_ = dev;
     }
     return Status::ok();
+  }
+  // Stream sharding: fn(d) for each sequence d of `cu` that holds tokens among local rows [row0,
+  // row0 + rows) of a [2c] buffer whose halves hold chunks `chunks` (ascending), in order, once
+  // each: found by binary search per half, so a block costs its own sequences, not all of them.
+  template <typename Fn>
+  void for_each_sequence(std::span<const std::int32_t> cu, const std::array<int, 2>& chunks,
+                         std::int64_t row0, std::int64_t rows, Fn&& fn) const {
+    std::size_t next = 0;  // sequences before it are done
+    for (std::size_t h = 0; h < 2; ++h) {
+      const auto half = static_cast<std::int64_t>(h);
+      const std::int64_t lo = std::max(row0, half * c_);
+      const std::int64_t hi = std::min(row0 + rows, (half + 1) * c_);
+      if (lo >= hi) continue;
+      const std::int64_t p0 = chunks[h] * c_ + lo - half * c_, p1 = p0 + (hi - lo);
+      // The sequence holding position p0: the last offset <= p0 starts it.
+      const auto it = std::upper_bound(cu.begin(), cu.end(), p0);
+      auto d = static_cast<std::size_t>(it - cu.begin());
+      d = std::max(next, d == 0 ? 0 : d - 1);
+      for (; d + 1 < cu.size() && cu[d] < p1; ++d) {
+        if (cu[d + 1] > cu[d]) fn(d);
+      }
+      next = std::max(next, d);
+    }
   }
   // Stream sharding: the global position of local row `row` of a [2c] buffer whose halves hold
   // chunks `chunks`.
