@@ -297,7 +297,7 @@ class CudnnAttention final : public LocalAttention {
     // only over the rows the sequences span, the caller's rows outside it are zeroed directly, as
     // backward's gradients are (a ring call holding one document of a long view).
     const bool span_only = vl.rows && p.out_fp32 && !p.config.sinks;
-    const RowSpan qs = span_only ? span_of(a.rows, false) : RowSpan{0, p.seqlen};
+    const RowSpan qs = span_only ? detail::varlen_span(a.rows, false) : RowSpan{0, p.seqlen};
     if (vl.rows && !vl.q_rows_covered) {
       ULYSSES_RETURN_IF_ERROR(span_only ? zero_rows(o_out, qs, stream)
                                         : kernels::cuda::zero_tokens_from(o_out, 0, stream));
@@ -448,8 +448,8 @@ class CudnnAttention final : public LocalAttention {
     // gradient is zeroed, read and widened only over the rows its side's sequences span (qs, ks):
     // the caller's rows outside them are zeroed directly. A call whose few sequences sit in long
     // views (allgather's keys before a chunk: one document) then does not pay for the views.
-    const RowSpan qs = vl.rows ? span_of(a.rows, false) : RowSpan{0, p.seqlen};
-    const RowSpan ks = vl.rows ? span_of(a.rows, true) : RowSpan{0, p.kv_len()};
+    const RowSpan qs = vl.rows ? detail::varlen_span(a.rows, false) : RowSpan{0, p.seqlen};
+    const RowSpan ks = vl.rows ? detail::varlen_span(a.rows, true) : RowSpan{0, p.kv_len()};
     if (vl.rows) {
       ULYSSES_RETURN_IF_ERROR(p.grad_q_fp32 ? zero_rows(t.dq, qs, stream) : zero_all(a.dq, stream));
       for (const TensorView* g : {&t.dk, &t.dv}) {
@@ -490,23 +490,7 @@ class CudnnAttention final : public LocalAttention {
   }
 
  private:
-  // Rows [begin, end) of dimension 1 of a [B, S, H, D] view.
-  struct RowSpan {
-    std::int64_t begin = 0, end = 0;
-  };
-  // The rows that the sequences with both query and key rows span on one side (cuDNN is given
-  // none of either for the others); empty when there are none.
-  static RowSpan span_of(const VarlenRows& r, bool kv_side) {
-    RowSpan out{std::numeric_limits<std::int64_t>::max(), 0};
-    for (int s = 0; s < r.num_seqs(); ++s) {
-      const auto su = static_cast<std::size_t>(s);
-      if (r.q_len[su] == 0 || r.kv_len[su] == 0) continue;
-      const std::int64_t b = kv_side ? r.kv_begin[su] : r.q_begin[su];
-      out.begin = std::min(out.begin, b);
-      out.end = std::max<std::int64_t>(out.end, b + (kv_side ? r.kv_len[su] : r.q_len[su]));
-    }
-    return out.end > out.begin ? out : RowSpan{};
-  }
+  using RowSpan = detail::RowSpan;  // rows [begin, end) of dimension 1 of a [B, S, H, D] view
   static TensorView rows_of(const TensorView& t, std::int64_t begin, std::int64_t end) {
     return detail::sequence_rows(t, begin, end - begin);
   }

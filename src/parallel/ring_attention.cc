@@ -910,23 +910,11 @@ class RingAttention final : public DistributedAttention {
     return v;
   }
 
-  // Rows [begin, end) of one side of a block.
-  struct RowSpan {
-    std::int64_t begin = 0, end = 0;
-    std::int64_t rows() const { return end - begin; }
-  };
-  // The rows of one side (keys: kv_side) that a call's packed sequences with both query and key
-  // rows span, of `rows` (all of them when not packed); empty when there are none.
+  using RowSpan = detail::RowSpan;
+  // The rows of one side (keys: kv_side) of a block of `rows` rows that its call's packed
+  // sequences span (detail::varlen_span()); all of them when not packed.
   static RowSpan span(const VarlenRows& r, bool kv_side, std::int64_t rows) {
-    if (r.q_begin.empty()) return {0, rows};
-    RowSpan out{rows, 0};
-    for (std::size_t s = 0; s < r.q_begin.size(); ++s) {
-      if (r.q_len[s] == 0 || r.kv_len[s] == 0) continue;
-      const std::int64_t b = kv_side ? r.kv_begin[s] : r.q_begin[s];
-      out.begin = std::min(out.begin, b);
-      out.end = std::max<std::int64_t>(out.end, b + (kv_side ? r.kv_len[s] : r.q_len[s]));
-    }
-    return out.end > out.begin ? out : RowSpan{};
+    return r.q_begin.empty() ? RowSpan{0, rows} : detail::varlen_span(r, kv_side);
   }
 
   // Whether step 0's one call writes the accumulators itself this call (see the constructor):
