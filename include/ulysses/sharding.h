@@ -106,6 +106,48 @@ Status gather_sequence(Communicator& comm, const TensorView& shard, const Tensor
                        int seq_dim, const ParallelConfig& parallel, void* scratch, Stream stream,
                        std::span<const std::int32_t> cu_seqlens = {});
 
+// ---------------------------------------------------------------------------------------------------
+// Load balance of packed batches
+// ---------------------------------------------------------------------------------------------------
+
+/// The attention work each rank does: the (query, key) pairs its kernel calls leave visible under
+/// `attention`'s masks (causal, windows; inside each sequence), in units of all heads' pairs, so
+/// the cp entries sum to the unsharded total (a rank that splits heads, ulysses or hybrid, counts
+/// its share). Empty `cu_seqlens`: one `seqlen`-token sequence (per batch entry); else a packed
+/// batch of that many tokens laid out as `parallel` cuts it (packed_sequence_offsets()).
+///
+/// Ulysses splits heads, so every rank does 1/cp of the work, and zigzag balances a single causal
+/// sequence; but a packed stream cut into zigzag chunks like one sequence (allgather, and ring or
+/// hybrid with PackedSharding::kStream) gives each rank what the documents in its chunks hold: a
+/// chunk late in a long document sees many keys, one at a document's start few. On P GPUs the
+/// slowest rank sets the step, so max / mean of these entries is what such a layout costs (the
+/// kernel's per-row work is the same on every rank). balance_packed_sequences() evens it out.
+Result<std::vector<double>> attention_pairs_by_rank(const ParallelConfig& parallel,
+                                                    const AttentionConfig& attention,
+                                                    std::int64_t seqlen,
+                                                    std::span<const std::int32_t> cu_seqlens = {});
+
+/// A packed batch with its sequences in another order.
+struct PackedOrder {
+  /// order[k]: the index (into the given cu_seqlens) of the sequence placed k-th.
+  std::vector<std::int32_t> order;
+  /// The reordered batch's offsets: cu_seqlens of the sequences in `order`.
+  std::vector<std::int32_t> cu_seqlens;
+};
+
+/// An order of a packed batch's sequences that evens out attention_pairs_by_rank() on the packed
+/// stream layouts (allgather; ring and hybrid with PackedSharding::kStream): the largest rank's
+/// pairs as small as the search finds (every order when there are at most 8 sequences, else a
+/// local search of swaps and moves from several starts, a few tens of ms at most), ties broken
+/// towards even ranks. The sequences of a packed batch are independent, so a data loader may
+/// concatenate them in any order: build the batch (tokens, labels, cu_seqlens) in this order on
+/// every rank. Deterministic (same input, same order on every rank); the given order when no
+/// other is better, and for layouts where order changes nothing (ulysses, per-sequence
+/// sharding, one sequence).
+Result<PackedOrder> balance_packed_sequences(const ParallelConfig& parallel,
+                                             const AttentionConfig& attention, std::int64_t seqlen,
+                                             std::span<const std::int32_t> cu_seqlens);
+
 /// Checks global cu_seqlens for `total_tokens` packed tokens: starts at 0, never decreases, last <=
 /// total.
 Status validate_cu_seqlens(std::span<const std::int32_t> cu_seqlens, std::int64_t total_tokens,
