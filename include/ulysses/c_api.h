@@ -268,6 +268,21 @@ ULYSSES_C_EXPORT int ulysses_packed_sequence_offsets(const ulysses_plan_config* 
                                                      const int32_t* cu_seqlens,
                                                      int64_t num_cu_seqlens, int32_t* offsets);
 
+/* The attention work of each rank (ulysses::attention_pairs_by_rank): the (query, key) pairs its
+ * calls leave visible under config's masks, for config->seqlen tokens laid out by config's strategy
+ * (cu_seqlens: a packed batch, else NULL and one sequence). Writes config->cp entries. */
+ULYSSES_C_EXPORT int ulysses_attention_pairs_by_rank(const ulysses_plan_config* config,
+                                                     const int32_t* cu_seqlens,
+                                                     int64_t num_cu_seqlens, double* pairs);
+
+/* An order of a packed batch's sequences that evens out the ranks' work on the packed stream
+ * layouts (ulysses::balance_packed_sequences): writes num_cu_seqlens - 1 sequence indices into
+ * order (order[k]: the sequence placed k-th) and the reordered batch's num_cu_seqlens offsets. */
+ULYSSES_C_EXPORT int ulysses_balance_packed_sequences(const ulysses_plan_config* config,
+                                                      const int32_t* cu_seqlens,
+                                                      int64_t num_cu_seqlens, int32_t* order,
+                                                      int32_t* reordered_cu_seqlens);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -110,11 +110,12 @@ Status gather_sequence(Communicator& comm, const TensorView& shard, const Tensor
 // Load balance of packed batches
 // ---------------------------------------------------------------------------------------------------
 
-/// The attention work each rank does: the (query, key) pairs its kernel calls leave visible under
-/// `attention`'s masks (causal, windows; inside each sequence), in units of all heads' pairs, so
-/// the cp entries sum to the unsharded total (a rank that splits heads, ulysses or hybrid, counts
-/// its share). Empty `cu_seqlens`: one `seqlen`-token sequence (per batch entry); else a packed
-/// batch of that many tokens laid out as `parallel` cuts it (packed_sequence_offsets()).
+/// The attention work each rank does: the (query, key) position pairs its kernel calls leave
+/// visible under `attention`'s masks (causal, windows; inside each sequence; its other fields are
+/// not read). A rank that splits heads (ulysses, hybrid) counts its share of its group's pairs, so
+/// the cp entries sum to the unsharded total. Empty `cu_seqlens`: one `seqlen`-token sequence (per
+/// batch entry); else a packed batch of that many tokens laid out as `parallel` cuts it
+/// (packed_sequence_offsets()).
 ///
 /// Ulysses splits heads, so every rank does 1/cp of the work, and zigzag balances a single causal
 /// sequence; but a packed stream cut into zigzag chunks like one sequence (allgather, and ring or

@@ -42,6 +42,9 @@ __all__ = [
     "shard_indices",
     "shard_position_ids",
     "packed_sequence_offsets",
+    "attention_pairs_by_rank",
+    "balance_packed_sequences",
+    "packed_token_order",
     "cuda_device_count",
     "built_with_cuda",
     "cudnn_version",
@@ -508,6 +511,43 @@ def packed_sequence_offsets(config: PlanConfig, cu_seqlens) -> list:
     out = (ctypes.c_int32 * max(1, n_cu))()
     _check(_lib.ulysses_packed_sequence_offsets(ctypes.byref(c), cu, n_cu, out))
     return list(out[:n_cu])
+
+
+def attention_pairs_by_rank(config: PlanConfig, cu_seqlens=None) -> list:
+    """The attention work of each rank: the (query, key) pairs its kernel calls see under config's
+    masks for config.seqlen tokens laid out by config's strategy (cu_seqlens: a packed batch).
+    Only the masks of config's attention fields are read. max / mean is what the slowest rank
+    costs: the packed stream in zigzag chunks (allgather, packed_sharding="stream") is uneven for
+    documents; balance_packed_sequences() evens it."""
+    c = config._c()
+    cu, n_cu = _cu(cu_seqlens)
+    out = (ctypes.c_double * max(1, int(config.cp)))()
+    _check(_lib.ulysses_attention_pairs_by_rank(ctypes.byref(c), cu, n_cu, out))
+    return list(out[:int(config.cp)])
+
+
+def balance_packed_sequences(config: PlanConfig, cu_seqlens) -> tuple:
+    """An order of a packed batch's sequences that evens out the ranks' attention work (returns
+    (order, reordered_cu_seqlens); order[k] is the sequence placed k-th). Sequences of a packed
+    batch are independent: build the batch in this order on every rank (packed_token_order()
+    gives the token indices). Deterministic; the given order where order changes nothing."""
+    c = config._c()
+    cu, n_cu = _cu(cu_seqlens)
+    order = (ctypes.c_int32 * max(1, n_cu - 1))()
+    reordered = (ctypes.c_int32 * max(1, n_cu))()
+    _check(_lib.ulysses_balance_packed_sequences(ctypes.byref(c), cu, n_cu, order, reordered))
+    return list(order[:max(0, n_cu - 1)]), list(reordered[:n_cu])
+
+
+def packed_token_order(cu_seqlens, order, total_tokens=None) -> list:
+    """Token indices that put a packed batch's sequences in `order`: x[indices] (NumPy) or
+    x.index_select(0, torch.tensor(indices)) is the reordered batch (tokens, labels, any per-token
+    tensor). With total_tokens, the padding after cu_seqlens[-1] follows, in place."""
+    cu = [int(v) for v in cu_seqlens]
+    if sorted(int(s) for s in order) != list(range(len(cu) - 1)):
+        raise ValueError(f"order {list(order)} is not a permutation of the {len(cu) - 1} sequences")
+    tail = range(cu[-1], cu[-1] if total_tokens is None else int(total_tokens))
+    return [t for s in order for t in range(cu[s], cu[s + 1])] + list(tail)
 
 
 def cuda_device_count() -> int:

@@ -185,6 +185,25 @@ def load():
                 ctypes.POINTER(ctypes.c_int64),
             ],
         ),
+        "ulysses_attention_pairs_by_rank": (
+            c_int,
+            [
+                ctypes.POINTER(PlanConfig),
+                ctypes.POINTER(ctypes.c_int32),
+                ctypes.c_int64,
+                ctypes.POINTER(ctypes.c_double),
+            ],
+        ),
+        "ulysses_balance_packed_sequences": (
+            c_int,
+            [
+                ctypes.POINTER(PlanConfig),
+                ctypes.POINTER(ctypes.c_int32),
+                ctypes.c_int64,
+                ctypes.POINTER(ctypes.c_int32),
+                ctypes.POINTER(ctypes.c_int32),
+            ],
+        ),
         "ulysses_packed_sequence_offsets": (
             c_int,
             [

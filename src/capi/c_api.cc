@@ -499,4 +499,38 @@ int ulysses_packed_sequence_offsets(const ulysses_plan_config* config, const int
   });
 }
 
+int ulysses_attention_pairs_by_rank(const ulysses_plan_config* config, const int32_t* cu_seqlens,
+                                    int64_t num_cu_seqlens, double* pairs) {
+  return guarded([&]() -> Status {
+    constexpr std::string_view api = "ulysses_attention_pairs_by_rank";
+    if (config == nullptr) return null_arg(api, "config");
+    if (pairs == nullptr) return null_arg(api, "pairs");
+    const PlanConfig c = to_config(*config);
+    ULYSSES_ASSIGN_OR_RETURN(auto got,
+                             attention_pairs_by_rank(c.parallel, c.attention, c.seqlen,
+                                                     cu_span(cu_seqlens, num_cu_seqlens)));
+    std::copy(got.begin(), got.end(), pairs);
+    return Status::ok();
+  });
+}
+
+int ulysses_balance_packed_sequences(const ulysses_plan_config* config, const int32_t* cu_seqlens,
+                                     int64_t num_cu_seqlens, int32_t* order,
+                                     int32_t* reordered_cu_seqlens) {
+  return guarded([&]() -> Status {
+    constexpr std::string_view api = "ulysses_balance_packed_sequences";
+    if (config == nullptr) return null_arg(api, "config");
+    if (cu_seqlens == nullptr) return null_arg(api, "cu_seqlens");
+    if (order == nullptr) return null_arg(api, "order");
+    if (reordered_cu_seqlens == nullptr) return null_arg(api, "reordered_cu_seqlens");
+    const PlanConfig c = to_config(*config);
+    ULYSSES_ASSIGN_OR_RETURN(auto got,
+                             balance_packed_sequences(c.parallel, c.attention, c.seqlen,
+                                                      cu_span(cu_seqlens, num_cu_seqlens)));
+    std::copy(got.order.begin(), got.order.end(), order);
+    std::copy(got.cu_seqlens.begin(), got.cu_seqlens.end(), reordered_cu_seqlens);
+    return Status::ok();
+  });
+}
+
 }  // extern "C"

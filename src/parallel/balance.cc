@@ -172,6 +172,14 @@ std::vector<std::int32_t> best_order(StreamScorer& score, int R) {
   return best;
 }
 
+// Only the masks matter here: the rest of the config need not be filled in.
+Status validate_masks(const AttentionConfig& attention) {
+  AttentionConfig masks = attention;
+  masks.num_heads_q = masks.num_heads_kv = masks.head_dim = 1;
+  masks.softmax_scale.reset();
+  return masks.validate();
+}
+
 }  // namespace
 
 Result<std::vector<double>> attention_pairs_by_rank(const ParallelConfig& parallel,
@@ -180,7 +188,7 @@ Result<std::vector<double>> attention_pairs_by_rank(const ParallelConfig& parall
                                                     std::span<const std::int32_t> cu_seqlens) {
   constexpr std::string_view api = "ulysses::attention_pairs_by_rank";
   ULYSSES_RETURN_IF_ERROR(parallel.validate());
-  ULYSSES_RETURN_IF_ERROR(attention.validate());
+  ULYSSES_RETURN_IF_ERROR(validate_masks(attention));
   Layout1D seqs;
   if (cu_seqlens.empty()) {
     seqs = {{0}, {seqlen}};
@@ -214,7 +222,7 @@ Result<PackedOrder> balance_packed_sequences(const ParallelConfig& parallel,
                                              std::span<const std::int32_t> cu_seqlens) {
   constexpr std::string_view api = "ulysses::balance_packed_sequences";
   ULYSSES_RETURN_IF_ERROR(parallel.validate());
-  ULYSSES_RETURN_IF_ERROR(attention.validate());
+  ULYSSES_RETURN_IF_ERROR(validate_masks(attention));
   if (cu_seqlens.empty()) return arg_error(api, "cu_seqlens", "is empty", 0, ">= 2 entries");
   ULYSSES_RETURN_IF_ERROR(validate_cu_seqlens(cu_seqlens, seqlen, api));
   // seqlen's multiple and the per-sequence padding fitting, as for the shards themselves.

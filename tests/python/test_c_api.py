@@ -257,6 +257,57 @@ class ZigzagStrategiesThroughCtypes(unittest.TestCase):
             ulysses.shard_position_ids(ulysses.PlanConfig(strategy="ring", cp=2, seqlen=50), 0)
         self.assertIn("seqlen", str(e.exception))
 
+    def test_balanced_order_evens_the_ranks_and_keeps_the_results(self):
+        """balance_packed_sequences() reorders the documents so that the largest rank's pairs
+        shrink; the reordered batch, run through all-gather, gives each document the same
+        outputs as the given order."""
+        T, Hq, Hkv, D, cp = 64, 2, 1, 8, 2
+        cu = [0, 36, 48, 52, 60]  # a long document first: rank 1 holds its late rows
+        cfg = ulysses.PlanConfig(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D, causal=True,
+                                 strategy="allgather", cp=cp, layout="thd", seqlen=T,
+                                 dtype="fp64")
+        before = ulysses.attention_pairs_by_rank(cfg, cu)
+        self.assertEqual(sum(before), sum(n * (n + 1) // 2 for n in (36, 12, 4, 8)))
+        order, cu2 = ulysses.balance_packed_sequences(cfg, cu)
+        self.assertEqual(sorted(order), [0, 1, 2, 3])
+        self.assertEqual([cu2[i + 1] - cu2[i] for i in range(4)],
+                         [cu[s + 1] - cu[s] for s in order])
+        after = ulysses.attention_pairs_by_rank(cfg, cu2)
+        self.assertLess(max(after), max(before))
+        self.assertEqual(sum(after), sum(before))
+        idx = ulysses.packed_token_order(cu, order, total_tokens=T)
+        self.assertEqual(sorted(idx), list(range(T)))
+        self.assertEqual(idx[-4:], [60, 61, 62, 63])  # padding stays at the end
+        with self.assertRaises(ValueError):
+            ulysses.packed_token_order(cu, [0, 1, 1, 3])
+        # The reordered batch through the library: each token's outputs move with it.
+        rng = np.random.default_rng()
+        q, k, v, d_o = (x[0] for x in inputs(rng, np.float64, 1, T, Hq, Hkv, D))
+
+        def run(batch_cu, x):
+            def rank(r, comm):
+                rows = np.array(ulysses.shard_indices(cfg, r, batch_cu))
+                plan = ulysses.Plan(cfg, comm, ulysses.reference_kernel())
+                ws = np.empty(max(plan.workspace_bytes, 1), np.uint8)
+                saved = np.empty(max(plan.saved_bytes, 1), np.uint8)
+                o = np.full(x[0][rows].shape, np.nan)
+                plan.forward(*(t[rows] for t in x[:3]), o, cu_seqlens=batch_cu, workspace=ws,
+                             saved=saved)
+                return rows, o
+            got, errs = run_ranks(cp, rank)
+            self.assertEqual(errs, [None] * cp)
+            whole = np.full(x[0].shape, np.nan)
+            for rows, o in got:
+                whole[rows] = o
+            return whole
+
+        o1 = run(cu, (q, k, v))
+        o2 = run(cu2, tuple(t[idx] for t in (q, k, v)))
+        self.assertLess(np.abs(o2 - o1[idx])[:cu[-1]].max(), 1e-12)
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses.balance_packed_sequences(cfg, [0, 36, 70])
+        self.assertIn("cu_seqlens", str(e.exception))
+
     def test_token_ranges(self):
         cfg = ulysses.PlanConfig(strategy="ring", cp=2, seqlen=48)
         self.assertEqual(ulysses.shard_token_ranges(cfg, 0), [(0, 12), (36, 48)])

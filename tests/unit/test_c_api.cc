@@ -179,4 +179,36 @@ TEST(CApi, PositionIdsAndPackedOffsets) {
   EXPECT_NE(std::string(ulysses_last_error()).find("packed_sharding"), std::string::npos);
 }
 
+TEST(CApi, PairsByRankAndBalancedOrder) {
+  ulysses_plan_config c;
+  ulysses_plan_config_init(&c);
+  c.num_heads_q = 4;
+  c.num_heads_kv = 2;
+  c.head_dim = 8;
+  c.causal = 1;
+  c.strategy = 3;  // allgather: the stream in 4 zigzag chunks of 16
+  c.cp = 2;
+  c.seqlen = 64;
+  // A 48-token document then a 16-token one: rank 1 holds the first's rows 16-47.
+  const int32_t cu[] = {0, 48, 64};
+  double pairs[2] = {-1, -1};
+  ASSERT_EQ(ulysses_attention_pairs_by_rank(&c, cu, 3, pairs), ULYSSES_OK);
+  EXPECT_EQ(pairs[0], 136.0 + 136.0);
+  EXPECT_EQ(pairs[1], 1040.0);
+  int32_t order[2] = {-1, -1}, reordered[3] = {-1, -1, -1};
+  ASSERT_EQ(ulysses_balance_packed_sequences(&c, cu, 3, order, reordered), ULYSSES_OK);
+  EXPECT_EQ(std::vector<int32_t>(order, order + 2), (std::vector<int32_t>{1, 0}));
+  EXPECT_EQ(std::vector<int32_t>(reordered, reordered + 3), (std::vector<int32_t>{0, 16, 64}));
+  ASSERT_EQ(ulysses_attention_pairs_by_rank(&c, reordered, 3, pairs), ULYSSES_OK);
+  EXPECT_LT(std::max(pairs[0], pairs[1]), 1040.0);
+  ASSERT_EQ(ulysses_attention_pairs_by_rank(&c, nullptr, 0, pairs), ULYSSES_OK);  // one sequence
+  EXPECT_EQ(pairs[0], pairs[1]);
+  EXPECT_EQ(ulysses_balance_packed_sequences(&c, cu, 3, nullptr, reordered),
+            ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("order"), std::string::npos);
+  c.seqlen = 62;
+  EXPECT_EQ(ulysses_attention_pairs_by_rank(&c, cu, 3, pairs), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("seqlen"), std::string::npos);
+}
+
 }  // namespace
