@@ -41,6 +41,9 @@ struct Options {
   // With --varlen, ring and hybrid rows (list: default, per_sequence, stream):
   // ParallelConfig::packed_sharding, one row each.
   std::vector<std::string> packed_sharding = {"default"};
+  // With --varlen (list: given, balanced): the documents as generated, or reordered per row by
+  // balance_packed_sequences() for the row's layout.
+  std::vector<std::string> doc_order = {"given"};
   // --decode: DistributedDecode steps instead of training steps (GPU path): seq = cache tokens.
   bool decode = false;
   std::int64_t decode_tokens = 1;            // new tokens per step

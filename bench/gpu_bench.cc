@@ -64,8 +64,17 @@ struct GpuRow {
   bool cuda_graph = false;           // timed as replays of a captured CUDA graph
   std::string payload = "native";    // PlanConfig::payload (ulysses rows)
   std::string sharding = "default";  // ParallelConfig::packed_sharding (packed ring rows)
+  bool balanced = false;  // --doc-order balanced: the documents reordered for this row's layout
+  // The slowest rank's attention pairs over the mean (attention_pairs_by_rank()): what an uneven
+  // layout costs on cp GPUs, which the device loopback's sum of ranks does not show.
+  double balance = 1;
 
   bool kernel_alone() const { return transport == "none"; }
+  // The "via" column: the transport and what else sets the row apart.
+  std::string via() const {
+    return transport + (payload == "fp8" ? "+fp8" : "") + (sharding == "stream" ? "+stream" : "") +
+           (balanced ? "+balanced" : "") + (cuda_graph ? "+graph" : "");
+  }
 };
 
 // Device memory of one case, GiB: the peak above the level before it, what it allocated itself,
@@ -282,6 +291,22 @@ Inputs make_inputs(const Shape& s, std::uint64_t seed) {
     for (int h = 0; h < s.Hq; ++h) in.sinks.push_back(static_cast<float>(logit(rng)));
   }
   return in;
+}
+
+// --doc-order balanced: rows[i] of the reordered batch is token tokens[i] of the generated one.
+// Moves every per-token row (B = 1) into the new order, or back (`back`).
+template <typename T>
+std::vector<T> reorder_tokens(const std::vector<T>& x, const std::vector<std::int64_t>& tokens,
+                              bool back) {
+  if (x.empty()) return x;
+  const std::size_t row = x.size() / tokens.size();
+  std::vector<T> out(x.size());
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    const std::size_t at = static_cast<std::size_t>(tokens[i]);
+    std::copy_n(x.begin() + static_cast<std::ptrdiff_t>((back ? i : at) * row), row,
+                out.begin() + static_cast<std::ptrdiff_t>((back ? at : i) * row));
+  }
+  return out;
 }
 
 // One GPU, whole sequence, the cuDNN kernel called directly (no ulysses data movement).
@@ -702,6 +727,7 @@ struct PlanKnobs {
   int in_flight = 2;
   bool cuda_graph = false;  // time replays of a captured step (NCCL communicators only)
   Payload payload = Payload::kNative;
+  bool balanced = false;  // --doc-order balanced
 };
 
 // The training plan a row runs: the shape's attention and layout with the row's strategy and knobs.
@@ -978,8 +1004,8 @@ std::string repro(const Shape& s, int cp, const PlanKnobs& knobs, int iters,
      << (parallel.packed_sharding != PackedSharding::kDefault
              ? " --packed-sharding " + std::string(packed_sharding_name(parallel.packed_sharding))
              : std::string())
-     << (s.packed() ? " --varlen " + std::to_string(s.cu.size() - 1) : std::string()) << " --iters "
-     << iters;
+     << (s.packed() ? " --varlen " + std::to_string(s.cu.size() - 1) : std::string())
+     << (knobs.balanced ? " --doc-order balanced" : "") << " --iters " << iters;
   return os.str();
 }
 
@@ -1044,10 +1070,13 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
                 .c_str()
           : "",
       o.sinks ? " sinks" : "", o.iters);
-  std::printf("%8s %3s %-8s %-22s %5s %6s %10s %10s %6s %10s %10s %8s %9s %9s %9s %9s %9s %5s\n",
-              "seq", "cp", "strategy", "via", "saved", "chunks", "ms/step", "TFLOP/s/GPU", "eff",
-              "a2a GB/s", "NCCL GB/s", "peak GiB", "errO", "errdQ", "errdK", "errdV", "exact",
-              "check");
+  std::printf(
+      "# bal: the slowest rank's attention pairs over the mean (attention_pairs_by_rank(); 1 = "
+      "even), what an uneven layout adds to a step on cp GPUs\n");
+  std::printf(
+      "%8s %3s %-8s %-22s %5s %6s %10s %10s %6s %5s %10s %10s %8s %9s %9s %9s %9s %9s %5s\n", "seq",
+      "cp", "strategy", "via", "saved", "chunks", "ms/step", "TFLOP/s/GPU", "eff", "bal",
+      "a2a GB/s", "NCCL GB/s", "peak GiB", "errO", "errdQ", "errdK", "errdV", "exact", "check");
   std::vector<GpuRow> rows;
   bool all_pass = true;
   for (std::int64_t seq : o.seq) {
@@ -1220,7 +1249,11 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           if (graph == "on" && !nccl) continue;
           for (auto [parallel, knobs] : plans) {
             knobs.cuda_graph = graph == "on";
-            runs.push_back({parallel, knobs});
+            for (const std::string& order :
+                 s.packed() ? o.doc_order : std::vector<std::string>{"given"}) {
+              knobs.balanced = order == "balanced";
+              runs.push_back({parallel, knobs});
+            }
           }
         }
         for (const auto& [parallel, knobs] : runs) {
@@ -1235,12 +1268,42 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
                         transport.c_str(), support.to_string().c_str());
             continue;
           }
+          // --doc-order balanced: the documents in the order balance_packed_sequences() gives
+          // this row's layout, the inputs' tokens moved with them (and the results moved back
+          // for the check); skipped where the order changes nothing.
+          Shape rs = s;
+          Inputs moved;
+          std::vector<std::int64_t> tokens;
+          if (knobs.balanced) {
+            auto order = balance_packed_sequences(parallel, s.att, seq, s.cu);
+            if (!order.is_ok() || order->cu_seqlens == s.cu) {
+              std::printf("#   seq %lld cp %d %s via %s: documents not reordered (%s)\n",
+                          static_cast<long long>(seq), cp,
+                          std::string(strategy_name(parallel.strategy)).c_str(), transport.c_str(),
+                          order.is_ok() ? "already the best order found for this layout"
+                                        : order.status().to_string().c_str());
+              continue;
+            }
+            rs.cu = order->cu_seqlens;
+            for (const std::int32_t d : order->order) {
+              for (std::int64_t t = s.cu[d]; t < s.cu[d + 1]; ++t) tokens.push_back(t);
+            }
+            for (std::int64_t t = s.cu.back(); t < seq; ++t) tokens.push_back(t);  // padding
+            moved = {reorder_tokens(in.q, tokens, false), reorder_tokens(in.k, tokens, false),
+                     reorder_tokens(in.v, tokens, false), reorder_tokens(in.d_o, tokens, false),
+                     in.sinks};
+          }
           HostOut got;
           MemUse mem;
           std::vector<CallRecord> calls;
           const double tp =
-              run_plan(s, in, comms, parallel, knobs, o.iters, o.check ? &got : nullptr, &mem,
-                       loopback, o.trace_calls ? &calls : nullptr);
+              run_plan(rs, knobs.balanced ? moved : in, comms, parallel, knobs, o.iters,
+                       o.check ? &got : nullptr, &mem, loopback, o.trace_calls ? &calls : nullptr);
+          if (!tokens.empty()) {
+            for (std::vector<float>* x : {&got.o, &got.dq, &got.dk, &got.dv}) {
+              *x = reorder_tokens(*x, tokens, true);
+            }
+          }
           GpuRow row{seq,           cp, std::string(strategy_name(parallel.strategy)),
                      chunks,        tp, flops_per_step(s) / cp / (tp * 1e-3) / 1e12,
                      t1 / (cp * tp)};
@@ -1249,6 +1312,11 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           row.cuda_graph = knobs.cuda_graph;
           row.payload = payload_name(knobs.payload);
           row.sharding = packed_sharding_name(parallel.packed_sharding);
+          row.balanced = knobs.balanced;
+          if (auto pairs = attention_pairs_by_rank(parallel, s.att, seq, rs.cu); pairs.is_ok()) {
+            row.balance = *std::max_element(pairs->begin(), pairs->end()) /
+                          (std::accumulate(pairs->begin(), pairs->end(), 0.0) / cp);
+          }
           row.peak_gib = mem.peak;
           row.io_gib = mem.io;
           row.workspace_gib = mem.workspace;
@@ -1297,7 +1365,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           }
           row.transport = transport;
           row.calls = std::move(calls);
-          row.repro = repro(s, cp, knobs, o.iters, parallel) + " --transport " + transport +
+          row.repro = repro(rs, cp, knobs, o.iters, parallel) + " --transport " + transport +
                       (knobs.cuda_graph ? " --cuda-graph on" : "");
           rows.push_back(row);
         }
@@ -1308,15 +1376,12 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       if (r.seq != seq) continue;
       const bool alone = r.kernel_alone();
       std::printf(
-          "%8lld %3d %-8s %-22s %5s %6d %10.2f %10.1f %6.3f %10.1f %10.1f %8.2f %9.2e %9.2e %9.2e "
-          "%9.2e %9s %5s\n",
+          "%8lld %3d %-8s %-22s %5s %6d %10.2f %10.1f %6.3f %5.2f %10.1f %10.1f %8.2f %9.2e %9.2e "
+          "%9.2e %9.2e %9s %5s\n",
           static_cast<long long>(r.seq), r.cp, alone ? "-" : r.strategy.c_str(),
-          alone ? "kernel alone"
-                : (r.transport + (r.payload == "fp8" ? "+fp8" : "") +
-                   (r.sharding == "stream" ? "+stream" : "") + (r.cuda_graph ? "+graph" : ""))
-                      .c_str(),
-          alone ? "-" : r.saved.c_str(), r.chunks, r.ms, r.tflops, r.efficiency, r.a2a_gbs,
-          r.nccl_gbs, r.peak_gib, r.err_o, r.err_dq, r.err_dk, r.err_dv,
+          alone ? "kernel alone" : r.via().c_str(), alone ? "-" : r.saved.c_str(), r.chunks, r.ms,
+          r.tflops, r.efficiency, r.balance, r.a2a_gbs, r.nccl_gbs, r.peak_gib, r.err_o, r.err_dq,
+          r.err_dk, r.err_dv,
           alone ? "-" : (r.exact_o && r.exact_dkv ? "O,dK,dV" : (r.exact_o ? "O" : "no")),
           r.pass ? "PASS" : "FAIL");
       all_pass = all_pass && r.pass;
@@ -1327,14 +1392,13 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           "#   seq %lld cp %d %s via %s saved=%s chunks=%d in-flight=%d memory: peak %.2f GiB = "
           "inputs/outputs %.2f + workspace %.2f + saved %.2f + held %.2f (plan and kernel "
           "buffers) + other %.2f (NCCL, cuDNN internals)\n",
-          static_cast<long long>(r.seq), r.cp, r.strategy.c_str(),
-          (r.transport + (r.sharding == "stream" ? "+stream" : "")).c_str(), r.saved.c_str(),
+          static_cast<long long>(r.seq), r.cp, r.strategy.c_str(), r.via().c_str(), r.saved.c_str(),
           r.chunks, r.in_flight, r.peak_gib, r.io_gib, r.workspace_gib, r.saved_gib, r.held_gib,
           r.peak_gib - r.io_gib - r.workspace_gib - r.saved_gib - r.held_gib);
       if (!r.calls.empty()) {
         std::ostringstream what;
         what << "seq " << r.seq << " cp " << r.cp << " " << (r.kernel_alone() ? "-" : r.strategy)
-             << " via " << r.transport << (r.sharding == "stream" ? "+stream" : "");
+             << " via " << r.via();
         r.kernel_ms = print_calls(what.str(), r.calls);
         std::printf(
             "#   calls %s: kernel total %.2f ms over all ranks, step %.2f ms (%s): the rest "
@@ -1407,16 +1471,17 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         << "\", \"chunks\": " << r.chunks
         << ", \"cuda_graph\": " << (r.cuda_graph ? "true" : "false") << ", \"transport\": \""
         << r.transport << "\", \"payload\": \"" << r.payload << "\", \"packed_sharding\": \""
-        << r.sharding << "\", \"saved\": \"" << r.saved << "\", \"in_flight\": " << r.in_flight
-        << ", \"ms_per_step\": " << r.ms << ", \"tflops_per_gpu\": " << r.tflops
-        << ", \"efficiency\": " << r.efficiency << ", \"a2a_gbs\": " << r.a2a_gbs
-        << ", \"nccl_a2a_gbs\": " << r.nccl_gbs << ", \"a2a_mib_per_gpu\": " << r.a2a_mib
-        << ", \"a2a_host_us_per_call\": " << r.a2a_host_us << ", \"peak_gib\": " << r.peak_gib
-        << ", \"io_gib\": " << r.io_gib << ", \"workspace_gib\": " << r.workspace_gib
-        << ", \"saved_gib\": " << r.saved_gib << ", \"held_gib\": " << r.held_gib
-        << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
-        << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
-        << ", \"err_dsinks\": " << r.err_dsinks
+        << r.sharding << "\", \"doc_order\": \"" << (r.balanced ? "balanced" : "given")
+        << "\", \"rank_balance\": " << r.balance << ", \"saved\": \"" << r.saved
+        << "\", \"in_flight\": " << r.in_flight << ", \"ms_per_step\": " << r.ms
+        << ", \"tflops_per_gpu\": " << r.tflops << ", \"efficiency\": " << r.efficiency
+        << ", \"a2a_gbs\": " << r.a2a_gbs << ", \"nccl_a2a_gbs\": " << r.nccl_gbs
+        << ", \"a2a_mib_per_gpu\": " << r.a2a_mib << ", \"a2a_host_us_per_call\": " << r.a2a_host_us
+        << ", \"peak_gib\": " << r.peak_gib << ", \"io_gib\": " << r.io_gib
+        << ", \"workspace_gib\": " << r.workspace_gib << ", \"saved_gib\": " << r.saved_gib
+        << ", \"held_gib\": " << r.held_gib << ", \"err_o\": " << r.err_o
+        << ", \"err_dq\": " << r.err_dq << ", \"err_dk\": " << r.err_dk
+        << ", \"err_dv\": " << r.err_dv << ", \"err_dsinks\": " << r.err_dsinks
         << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
         << ", \"kernel_inplace_ms\": " << r.kernel_inplace_ms << ", \"pack_gbs\": " << r.pack_gbs
         << ", \"unpack_gbs\": " << r.unpack_gbs << ", \"copy_gbs\": " << r.copy_gbs

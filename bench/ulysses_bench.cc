@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <numeric>
 #include <random>
 #include <sstream>
 #include <string>
@@ -42,6 +43,8 @@ struct Row {
   bool exact = false;  // bitwise equal to the unsharded run where expected
   bool checked = false;
   bool pass = true;
+  bool skipped = false;  // --doc-order balanced where the order changes nothing
+  double balance = 1;    // the slowest rank's attention pairs over the mean
   std::string note;
   std::string repro;
 };
@@ -62,7 +65,7 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
 bool bitwise_equal(const Tensor& a, const Tensor& b) { return a.storage == b.storage; }
 
 std::string repro_command(const Options& o, int cp, std::int64_t seq, Strategy strategy,
-                          SavedActivations saved, PackedSharding sharding) {
+                          SavedActivations saved, PackedSharding sharding, bool balanced) {
   std::ostringstream os;
   os << "ulysses-bench --device cpu --cp " << cp << " --seq " << seq << " --batch " << o.batch
      << " --heads " << o.heads << " --kv-heads " << o.kv_heads << " --head-dim " << o.head_dim
@@ -83,7 +86,7 @@ std::string repro_command(const Options& o, int cp, std::int64_t seq, Strategy s
      << (strategy == Strategy::kUlysses && !o.chunks.empty()
              ? " --chunks " + std::to_string(o.chunks.front())
              : std::string())
-     << " --iters " << o.iters;
+     << (balanced ? " --doc-order balanced" : "") << " --iters " << o.iters;
   return os.str();
 }
 
@@ -103,15 +106,19 @@ std::vector<std::int32_t> make_cu_seqlens(int n, std::int64_t total, std::mt1993
 }
 
 // Runs one (cp, seq) case on the loopback communicator; returns the row, or a Status for bad input.
+// `balanced`: the documents in the order balance_packed_sequences() gives this layout (a row
+// marked skipped where that is the generated order).
 Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype, Strategy strategy,
-                         SavedActivations saved_activations, PackedSharding sharding) {
+                         SavedActivations saved_activations, PackedSharding sharding,
+                         bool balanced) {
   Row row;
   row.cp = cp;
   row.seq = seq;
   row.strategy = std::string(strategy_name(strategy)) +
                  (sharding == PackedSharding::kStream ? "+stream" : "") +
-                 (saved_activations == SavedActivations::kLseOnly ? "+lse" : "");
-  row.repro = repro_command(o, cp, seq, strategy, saved_activations, sharding);
+                 (saved_activations == SavedActivations::kLseOnly ? "+lse" : "") +
+                 (balanced ? "+balanced" : "");
+  row.repro = repro_command(o, cp, seq, strategy, saved_activations, sharding, balanced);
   const bool thd = o.varlen > 0;
   const std::int64_t B = thd ? 1 : o.batch;
   const PlanConfig cfg{
@@ -158,7 +165,18 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
     }
     cu = make_cu_seqlens(o.varlen, seq / unit, rng);
     for (std::int32_t& x : cu) x *= static_cast<std::int32_t>(unit);
+    if (balanced) {  // the inputs are random, so the new offsets alone make the reordered batch
+      ULYSSES_ASSIGN_OR_RETURN(auto order,
+                               balance_packed_sequences(cfg.parallel, cfg.attention, seq, cu));
+      row.skipped = order.cu_seqlens == cu;
+      if (row.skipped) return row;
+      cu = order.cu_seqlens;
+    }
   }
+  ULYSSES_ASSIGN_OR_RETURN(auto pairs,
+                           attention_pairs_by_rank(cfg.parallel, cfg.attention, seq, cu));
+  row.balance = *std::max_element(pairs.begin(), pairs.end()) /
+                (std::accumulate(pairs.begin(), pairs.end(), 0.0) / cp);
 
   // Views in the layout the user passes: [B, S, H, D], or [T, H, D] for packed batches.
   auto user_view = [&](const Tensor& t) {
@@ -346,12 +364,14 @@ void print_table(const std::vector<Row>& rows, const Options& o) {
   std::printf("# B=%lld Hq=%d Hkv=%d D=%d %s causal=%d window=%d,%d sinks=%d varlen=%d iters=%d\n",
               static_cast<long long>(o.batch), o.heads, o.kv_heads, o.head_dim, o.dtype.c_str(),
               o.causal ? 1 : 0, o.window[0], o.window[1], o.sinks ? 1 : 0, o.varlen, o.iters);
-  std::printf("%4s %8s %-17s %12s %12s %10s %10s %10s %10s %6s %5s\n", "cp", "seq", "strategy",
-              "ms/step", "ms max-rank", "err O", "err dQ", "err dK", "err dV", "exact", "check");
+  std::printf("%4s %8s %-26s %12s %12s %5s %10s %10s %10s %10s %6s %5s\n", "cp", "seq", "strategy",
+              "ms/step", "ms max-rank", "bal", "err O", "err dQ", "err dK", "err dV", "exact",
+              "check");
   for (const Row& r : rows) {
-    std::printf("%4d %8lld %-17s %12.2f %12.2f %10.3g %10.3g %10.3g %10.3g %6s %5s\n", r.cp,
+    std::printf("%4d %8lld %-26s %12.2f %12.2f %5.2f %10.3g %10.3g %10.3g %10.3g %6s %5s\n", r.cp,
                 static_cast<long long>(r.seq), r.strategy.c_str(), r.ms_median, r.ms_max_rank,
-                r.err_o, r.err_dq, r.err_dk, r.err_dv, r.checked ? (r.exact ? "yes" : "no") : "-",
+                r.balance, r.err_o, r.err_dq, r.err_dk, r.err_dv,
+                r.checked ? (r.exact ? "yes" : "no") : "-",
                 r.checked ? (r.pass ? "PASS" : "FAIL") : "-");
   }
   for (const Row& r : rows) {
@@ -383,7 +403,8 @@ bool write_json(const std::string& path, const std::vector<Row>& rows, const Opt
     const Row& r = rows[i];
     f << "    {\"cp\": " << r.cp << ", \"seq\": " << r.seq << ", \"strategy\": \"" << r.strategy
       << "\", \"ms_per_step\": " << r.ms_median << ", \"ms_per_step_max_rank\": " << r.ms_max_rank
-      << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq << ", \"err_dk\": " << r.err_dk
+      << ", \"rank_balance\": " << r.balance << ", \"err_o\": " << r.err_o
+      << ", \"err_dq\": " << r.err_dq << ", \"err_dk\": " << r.err_dk
       << ", \"err_dv\": " << r.err_dv << ", \"exact\": " << (r.exact ? "true" : "false")
       << ", \"checked\": " << (r.checked ? "true" : "false")
       << ", \"pass\": " << (r.pass ? "true" : "false") << ", \"repro\": \"" << json_escape(r.repro)
@@ -479,6 +500,14 @@ int main(int argc, char** argv) {
                  "like one sequence (Llama 3's, as allgather does); one row each")
       ->delimiter(',')
       ->check(CLI::IsMember({"default", "per_sequence", "per-sequence", "stream"}));
+  app.add_option("--doc-order", o.doc_order,
+                 "with --varlen (list of given, balanced): the documents as generated, or "
+                 "reordered for each row's layout by balance_packed_sequences() (the packed "
+                 "stream in zigzag chunks, allgather and --packed-sharding stream, is uneven for "
+                 "documents: the bal column shows the slowest rank's pairs over the mean); rows "
+                 "whose layout does not depend on the order are not repeated")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"given", "balanced"}));
   app.add_flag("--decode", o.decode,
                "GPU: decode steps against a KV cache sharded over cp ranks (DistributedDecode); "
                "--seq is the cache length (default 32768,131072,1048576), --cp defaults to 1 and "
@@ -565,16 +594,27 @@ int main(int argc, char** argv) {
         for (const PackedSharding sharding : packed_shardings(o, zigzag_ring && o.varlen > 0)) {
           for (const std::string& name : o.saved) {
             const SavedActivations saved = parse_saved_activations(name).value();  // CLI-checked
-            auto row = run_cpu_case(o, cp, seq, *dtype, strategy, saved, sharding);
-            if (!row.is_ok()) {
-              std::fprintf(stderr, "ulysses-bench: cp=%d seq=%lld: %s\n", cp,
-                           static_cast<long long>(seq), row.status().to_string().c_str());
-              return row.status().code() == StatusCode::kInvalidArgument ||
-                             row.status().code() == StatusCode::kUnsupported
-                         ? 2
-                         : 1;
+            for (const std::string& order :
+                 o.varlen > 0 ? o.doc_order : std::vector<std::string>{"given"}) {
+              auto row =
+                  run_cpu_case(o, cp, seq, *dtype, strategy, saved, sharding, order == "balanced");
+              if (!row.is_ok()) {
+                std::fprintf(stderr, "ulysses-bench: cp=%d seq=%lld: %s\n", cp,
+                             static_cast<long long>(seq), row.status().to_string().c_str());
+                return row.status().code() == StatusCode::kInvalidArgument ||
+                               row.status().code() == StatusCode::kUnsupported
+                           ? 2
+                           : 1;
+              }
+              if (row->skipped) {
+                std::printf(
+                    "# cp=%d seq=%lld %s: documents not reordered (already the best "
+                    "order found for this layout)\n",
+                    cp, static_cast<long long>(seq), row->strategy.c_str());
+                continue;
+              }
+              rows.push_back(*row);
             }
-            rows.push_back(*row);
           }
         }
       }
