@@ -16,7 +16,9 @@
 # at 32k/128k tokens, `--varlen`, transports as for allgather, 8 documents of 128k with sinks, and
 # 8 documents under a window of 1024 (ring and hybrid take windows on packed documents since c2e7b9f);
 # with 2+ GPUs also 640k tokens at cp = 1 and 2, whose cp = 1 backward runs in parts past 2^31
-# elements).
+# elements). balance (8 and 64 packed documents of 128k, ulysses, ring with the stream and
+# allgather, the documents as given and reordered by balance_packed_sequences, every kernel call
+# timed).
 # Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and writes logs and JSON to
 # $OUT (or ./gpu-out). Keeps NVLink multicast off for every process it starts.
 set -uo pipefail
@@ -131,6 +133,20 @@ if [[ $mode == packed ]]; then  # packed documents (thd): the tests, then three 
       --seed 7 --strategy ulysses --chunks 1 --iters 3 --cp 1,2 --transport nccl "${bench_args[@]}"
     cat "$OUT/bench_640k.log"
   fi
+  grep -h -A12 "Failure\|error:" "$OUT"/*.log 2>/dev/null | head -150
+  exit $rc
+fi
+if [[ $mode == balance ]]; then  # packed documents in the given and the balanced order
+  # (balance_packed_sequences) for the packed stream's zigzag layouts, every kernel call timed:
+  # per GPU (or, on one, per virtual rank) what the slowest rank's kernels cost
+  set_via
+  for docs in 8 64; do
+    run "bench_balance$docs" 400 $BIN/ulysses-bench --json "$OUT/bench_balance$docs.json" \
+      --seq 131072 --varlen "$docs" --seed 7 --strategy ulysses,ring,allgather --chunks 1 \
+      --packed-sharding stream --doc-order given,balanced --trace-calls --iters 3 "${via[@]}" \
+      "${bench_args[@]}"
+    cat "$OUT/bench_balance$docs.log"
+  done
   grep -h -A12 "Failure\|error:" "$OUT"/*.log 2>/dev/null | head -150
   exit $rc
 fi
