@@ -230,6 +230,11 @@ double print_calls(const std::string& what, const std::vector<CallRecord>& calls
   for (std::size_t r = 0; r < per_rank.size(); ++r) {
     std::printf("#   calls %s: rank %zu kernel total %.2f ms\n", what.c_str(), r, per_rank[r]);
   }
+  if (per_rank.size() > 1) {  // what a step on as many GPUs waits for
+    const double most = *std::max_element(per_rank.begin(), per_rank.end());
+    std::printf("#   calls %s: slowest rank's kernels %.2f ms, %.3f x the mean\n", what.c_str(),
+                most, most / (total / static_cast<double>(per_rank.size())));
+  }
   return total;
 }
 
