@@ -9,7 +9,8 @@
 
 #include "ulysses/sharding.h"
 using namespace ulysses;
-std::vector<std::int32_t> document_offsets(int n, std::int64_t S, std::int64_t unit, std::uint64_t seed) {
+std::vector<std::int32_t> document_offsets(int n, std::int64_t S, std::int64_t unit,
+                                           std::uint64_t seed) {
   const std::int64_t units = S / unit;
   std::mt19937_64 rng(seed);
   std::vector<double> w(n);
@@ -19,7 +20,8 @@ std::vector<std::int32_t> document_offsets(int n, std::int64_t S, std::int64_t u
   std::vector<std::int32_t> cu{0};
   std::int64_t left = units - n;
   for (int i = 0; i < n; ++i) {
-    std::int64_t extra = i + 1 == n ? left : std::min(left, static_cast<std::int64_t>(w[i] / total * (units - n)));
+    std::int64_t extra =
+        i + 1 == n ? left : std::min(left, static_cast<std::int64_t>(w[i] / total * (units - n)));
     left -= extra;
     cu.push_back(cu.back() + (1 + extra) * unit);
   }
@@ -32,8 +34,13 @@ int main() {
     printf("seed %2llu:", (unsigned long long)seed);
     for (int cp : {2, 4, 8}) {
       ParallelConfig p{.strategy = Strategy::kAllGather, .cp = cp};
-      auto r = [&](const std::vector<std::int32_t>& c) { auto w = *attention_pairs_by_rank(p, a, 131072, c); return *std::max_element(w.begin(), w.end()) / (std::accumulate(w.begin(), w.end(), 0.0) / cp); };
-      printf("  cp%d %.3f->%.3f", cp, r(cu), r(balance_packed_sequences(p, a, 131072, cu)->cu_seqlens));
+      auto r = [&](const std::vector<std::int32_t>& c) {
+        auto w = *attention_pairs_by_rank(p, a, 131072, c);
+        return *std::max_element(w.begin(), w.end()) /
+               (std::accumulate(w.begin(), w.end(), 0.0) / cp);
+      };
+      printf("  cp%d %.3f->%.3f", cp, r(cu),
+             r(balance_packed_sequences(p, a, 131072, cu)->cu_seqlens));
     }
     printf("\n");
   }
