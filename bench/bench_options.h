@@ -1,12 +1,16 @@
 // ulysses-bench options, shared by the CPU path (ulysses_bench.cc) and the GPU path (gpu_bench.cc).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <numeric>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "ulysses/config.h"
+#include "ulysses/sharding.h"
 
 namespace ulysses::bench {
 
@@ -65,6 +69,15 @@ inline std::vector<PackedSharding> packed_shardings(const Options& o, bool appli
   std::vector<PackedSharding> out;
   for (const std::string& name : o.packed_sharding) out.push_back(*parse_packed_sharding(name));
   return out;
+}
+
+/// The `bal` column: the slowest rank's attention pairs over the mean (attention_pairs_by_rank()).
+inline Result<double> rank_balance(const ParallelConfig& parallel, const AttentionConfig& attention,
+                                   std::int64_t seqlen, std::span<const std::int32_t> cu_seqlens) {
+  auto pairs = attention_pairs_by_rank(parallel, attention, seqlen, cu_seqlens);
+  if (!pairs.is_ok()) return pairs.status();
+  const double mean = std::accumulate(pairs->begin(), pairs->end(), 0.0) / parallel.cp;
+  return *std::max_element(pairs->begin(), pairs->end()) / mean;
 }
 
 /// The GPU path: returns the process exit code (0 all rows passed, 1 a check failed, 2 bad input).

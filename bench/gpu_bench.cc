@@ -1318,9 +1318,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           row.payload = payload_name(knobs.payload);
           row.sharding = packed_sharding_name(parallel.packed_sharding);
           row.balanced = knobs.balanced;
-          if (auto pairs = attention_pairs_by_rank(parallel, s.att, seq, rs.cu); pairs.is_ok()) {
-            row.balance = *std::max_element(pairs->begin(), pairs->end()) /
-                          (std::accumulate(pairs->begin(), pairs->end(), 0.0) / cp);
+          if (auto balance = rank_balance(parallel, s.att, seq, rs.cu); balance.is_ok()) {
+            row.balance = *balance;
           }
           row.peak_gib = mem.peak;
           row.io_gib = mem.io;

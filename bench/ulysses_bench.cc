@@ -15,7 +15,6 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <numeric>
 #include <random>
 #include <sstream>
 #include <string>
@@ -173,10 +172,7 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
       cu = order.cu_seqlens;
     }
   }
-  ULYSSES_ASSIGN_OR_RETURN(auto pairs,
-                           attention_pairs_by_rank(cfg.parallel, cfg.attention, seq, cu));
-  row.balance = *std::max_element(pairs.begin(), pairs.end()) /
-                (std::accumulate(pairs.begin(), pairs.end(), 0.0) / cp);
+  ULYSSES_ASSIGN_OR_RETURN(row.balance, bench::rank_balance(cfg.parallel, cfg.attention, seq, cu));
 
   // Views in the layout the user passes: [B, S, H, D], or [T, H, D] for packed batches.
   auto user_view = [&](const Tensor& t) {
