@@ -119,6 +119,16 @@ constexpr std::size_t kExhaustive = 8;
 constexpr int kStarts = 8;
 constexpr std::int64_t kScoredRows = 10'000'000;  // search effort: orders scored x their size
 
+// Moves v[from] to position `to`, the entries between shifting by one (undone by the reverse move).
+void move_entry(std::vector<std::int32_t>& v, std::size_t from, std::size_t to) {
+  const auto at = [&](std::size_t k) { return v.begin() + static_cast<std::ptrdiff_t>(k); };
+  if (from < to) {
+    std::rotate(at(from), at(from + 1), at(to + 1));
+  } else {
+    std::rotate(at(to), at(from), at(from + 1));
+  }
+}
+
 std::vector<std::int32_t> best_order(StreamScorer& score, int R) {
   const std::size_t n = score.size();
   std::vector<std::int32_t> given(n);
@@ -146,17 +156,10 @@ std::vector<std::int32_t> best_order(StreamScorer& score, int R) {
       const std::size_t i = draw(n), j = draw(n);
       if (i == j) continue;
       const bool swap = (rng() & 1) != 0;
-      const auto apply = [&](std::size_t from, std::size_t to) {  // move cur[from] to `to`
-        if (from < to) {
-          std::rotate(cur.begin() + from, cur.begin() + from + 1, cur.begin() + to + 1);
-        } else {
-          std::rotate(cur.begin() + to, cur.begin() + from, cur.begin() + from + 1);
-        }
-      };
       if (swap) {
         std::swap(cur[i], cur[j]);
       } else {
-        apply(i, j);
+        move_entry(cur, i, j);
       }
       const Score sc = score(cur);
       if (!(cur_score < sc)) {
@@ -164,7 +167,7 @@ std::vector<std::int32_t> best_order(StreamScorer& score, int R) {
       } else if (swap) {  // undo
         std::swap(cur[i], cur[j]);
       } else {
-        apply(j, i);
+        move_entry(cur, j, i);
       }
     }
     if (cur_score < best_score) best = cur, best_score = cur_score;
