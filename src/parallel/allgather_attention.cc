@@ -36,8 +36,10 @@
 // only calls whose keys start before their queries need it, see call_problem()).
 // Backward's split parts need no per-document offset (keys before the chunk: unmasked, or with a
 // window a band whose offset is the window; the chunk's own rows: causal from 0; see Table).
-// Everything else is the dense plan's. Windows need causal here (a
-// two-sided window's keys would end a per-document distance past its queries).
+// Everything else is the dense plan's. A window without causal (keys after a row too) has no one
+// alignment for all pieces: forward runs each chunk's rows in three classes, one call each, and
+// merges them (row_parts()); backward runs the square of the chunk's rows plus the keys before and
+// after it (window_parts(), dense too).
 //
 // Versus Ulysses: no head constraint (any H, G, P), the kernel runs on all heads of 1/P of the
 // queries, and the bytes moved per rank are K/V rows (2G of H + 2G channels): fewer when G << H
@@ -83,7 +85,20 @@ struct Call {
 //   kBand    keys [row - w, g), for the later rows (masked: top-left with diagonal offset w,
 //            since each such piece starts its keys w rows before its first query),
 // so no piece needs an offset that depends on where the document starts.
-enum Table : int { kWhole = 0, kBefore = 1, kOwn = 2, kBand = 3, kTables = 4 };
+// Windows without causal (a row also sees keys after it) add two mirrored tables for backward's
+// keys after the chunk, and three for forward (see row_parts()).
+enum Table : int {
+  kWhole = 0,
+  kBefore = 1,
+  kOwn = 2,
+  kBand = 3,
+  kAfter = 4,      // keys after the chunk, rows whose window reaches the document's last key
+  kAfterBand = 5,  // keys [g1, row + wr] after the chunk for the other rows (bottom-right)
+  kRowsBand = 6,   // forward, rows whose window starts after the document's first key
+  kRowsLeft = 7,   // forward, rows that see the document's first key but not its last
+  kRowsOpen = 8,   // forward, rows that see the whole document
+  kTables = 9
+};
 
 // The key rows [lo, hi) that query rows [q0, q1) can see (global positions).
 std::pair<std::int64_t, std::int64_t> key_range(const AttentionConfig& a, std::int64_t S,
@@ -140,7 +155,10 @@ std::vector<Call> calls_of(const AttentionConfig& a, int P, int j, std::int64_t 
 // offset w: cuDNN's left bound w + 1 - offset stays >= 1). A windowed call with more query than
 // key rows is one cuDNN refuses ("sliding window ... max_s_q <= max_s_kv" without a padding
 // mask).
+std::vector<Call> window_parts(const AttentionConfig& a, const Call& call);
+
 std::vector<Call> split_parts(const AttentionConfig& a, const Call& call) {
+  if (call.masked && !a.causal) return window_parts(a, call);
   if (!call.masked || !a.causal || call.q_global - call.k_lo <= 0) return {call};
   const std::int64_t keys = call.q_global - call.k_lo;
   Call before = call, square = call;
@@ -178,6 +196,109 @@ std::vector<Call> split_parts(const AttentionConfig& a, const Call& call) {
   return {square, before, band};
 }
 
+// Backward of a call under a window without causal (its rows see keys on both sides): the square
+// of its own rows (the window at offset 0, every row: part 0, dSinks), then the keys before the
+// chunk and the keys after it, each only for the rows whose window reaches them. cuDNN's backward
+// with a diagonal offset computes every tile of the rectangle (see split_parts()), so the square
+// keeps it off the bulk of the rows. Keys before, window_left w: the first min(rows, w) rows, as
+// split_parts() does for causal (dense: an unmasked part for the rows that see all of them when
+// they are fewer than w; packed: kBefore and kBand). No window_left: every row sees every key
+// before it (one unmasked part). Keys after, window_right w: the last n = min(rows, w) rows see
+// keys [g1, row + w]: dense, a masked part at diagonal offset -n (cuDNN's right bound w - n >= 0)
+// and an unmasked one for the rows whose window reaches past the last key; packed, kAfter
+// (unmasked: rows that see the document's last key) and kAfterBand (the band, bottom-right, see
+// call_problem()). No window_right: one unmasked part.
+std::vector<Call> window_parts(const AttentionConfig& a, const Call& call) {
+  const std::int64_t g0 = call.q_global, g1 = g0 + call.q_rows;
+  std::vector<Call> out;
+  Call square = call;
+  square.k_lo = g0;
+  square.k_hi = g1;
+  square.table = kOwn;
+  out.push_back(square);
+  auto add = [&](Call part, int table, bool masked) {
+    part.table = table;
+    part.masked = masked;
+    part.packed_offset = table == kBand ? a.window_left : 0;
+    out.push_back(part);
+  };
+  // Rows [g0 + r0, g0 + r1) of the call against keys [k_lo, k_hi).
+  auto rows = [&](std::int64_t r0, std::int64_t r1, std::int64_t k_lo, std::int64_t k_hi) {
+    Call part = call;
+    part.q_row += r0;
+    part.q_global += r0;
+    part.q_rows = r1 - r0;
+    part.k_lo = k_lo;
+    part.k_hi = k_hi;
+    return part;
+  };
+  if (call.k_lo < g0) {
+    const std::int64_t keys = g0 - call.k_lo, w = a.window_left;
+    if (w < 0) {
+      add(rows(0, call.q_rows, call.k_lo, g0), kBefore, false);
+    } else {
+      // Rows [g0, g0 + n) see keys before g0; those below w - keys see all of them.
+      const std::int64_t n = std::min(call.q_rows, w),
+                         all = std::clamp(w - keys, std::int64_t{0}, n);
+      if (call.packed) {
+        add(rows(0, n, call.k_lo, g0), kBefore, false);
+        add(rows(0, n, call.k_lo, g0), kBand, true);
+      } else {
+        if (all > 0) add(rows(0, all, call.k_lo, g0), kWhole, false);
+        if (all < n) add(rows(all, n, call.k_lo, g0), kWhole, true);
+      }
+    }
+  }
+  if (call.k_hi > g1) {
+    const std::int64_t keys = call.k_hi - g1, w = a.window_right;
+    if (w < 0) {
+      add(rows(0, call.q_rows, g1, call.k_hi), kAfter, false);
+    } else {
+      // Rows [g1 - n, g1) see keys after g1; those from g1 - 1 + keys - w on see all of them.
+      const std::int64_t n = std::min(call.q_rows, w);
+      const std::int64_t all = std::clamp(w + 1 - keys, std::int64_t{0}, n);
+      if (call.packed) {
+        add(rows(call.q_rows - n, call.q_rows, g1, call.k_hi), kAfter, false);
+        add(rows(call.q_rows - n, call.q_rows, g1, call.k_hi), kAfterBand, true);
+      } else {
+        if (all < n) add(rows(call.q_rows - n, call.q_rows - all, g1, call.k_hi), kWhole, true);
+        if (all > 0) add(rows(call.q_rows - all, call.q_rows, g1, call.k_hi), kWhole, false);
+      }
+    }
+  }
+  if (out.size() == 1) return out;  // the square (packed: kOwn's keys end with the chunk)
+  for (std::size_t i = 0; i < out.size(); ++i) out[i].part = static_cast<int>(i);
+  return out;
+}
+
+// Forward of a packed call under a window without causal. Each document piece's keys would start
+// and end at distances from its queries that differ between documents (the window cut by the
+// document's ends), which no single alignment expresses; but each row falls in one of three
+// classes whose pieces share one (rows i of document [d0, d1), windows wl, wr):
+//   kRowsBand  i > d0 + wl: keys [i - wl, min(d1, i + wr + 1)), top-left at offset wl;
+//   kRowsLeft  i <= d0 + wl, i + wr < d1 - 1: keys [d0, i + wr], bottom-right, right bound 0;
+//   kRowsOpen  the rest: every key of the document, unmasked.
+// One call per class (a class no window can make is left out), each over all of the chunk's rows:
+// the first writes O and the LSE, the others are staged and merged in (each row's keys are all in
+// its class's call, so the merge copies: a row another call left at LSE -inf takes the staged
+// one, bit for bit).
+std::vector<Call> row_parts(const AttentionConfig& a, const Call& call) {
+  if (!call.packed || !call.masked || a.causal) return {call};
+  std::vector<Call> out;
+  auto add = [&](int table, bool masked) {
+    Call part = call;
+    part.table = table;
+    part.masked = masked;
+    part.packed_offset = table == kRowsBand ? a.window_left : 0;
+    part.part = static_cast<int>(out.size());
+    out.push_back(part);
+  };
+  if (a.window_left >= 0) add(kRowsBand, true);
+  if (a.window_right >= 0) add(kRowsLeft, true);
+  add(kRowsOpen, false);
+  return out;
+}
+
 // Whether rank r's queries see some key of chunk x.
 bool needs(const AttentionConfig& a, int P, int r, int x, std::int64_t c, bool packed) {
   for (const Call& call : calls_of(a, P, r, c, packed)) {
@@ -206,7 +327,10 @@ class AllGatherAttention final : public DistributedAttention {
     packed_ = config.layout == Layout::kTHD;
     fp8_ = config.payload == Payload::kFp8;
     calls_ = calls_of(config.attention, P_, j_, c_, packed_);
-    for (const Call& call : calls_) parts_.push_back(split_parts(config.attention, call));
+    for (const Call& call : calls_) {
+      fwd_parts_.push_back(row_parts(config.attention, call));
+      parts_.push_back(split_parts(config.attention, call));
+    }
     refs_.resize(calls_.size());
     for (int r = 0; r < P_; ++r) {
       for (int x = 0; x < 2 * P_; ++x) {
@@ -226,15 +350,23 @@ class AllGatherAttention final : public DistributedAttention {
     // top-left is what cuDNN runs fast: its backward with bottom-right took 45.8 ms where the
     // same call top-left needs about 24 (1x H200, cuDNN 9.19, docs/PERF.md).
     p.bottom_right = call.packed && call.masked && call.part < 0 && call.k_lo < call.q_global;
-    if (call.part > 0) p.config.sinks = false;  // dSinks come from the group's first part
+    // Forward's row classes each hold their rows' every key (sinks too); a backward part's dSinks
+    // come from the group's first part.
+    const bool row_class = call.table >= kRowsBand;
+    if (call.part > 0 && !row_class) p.config.sinks = false;
     if (!call.masked) {
       p.config.causal = false;
+      p.config.window_left = p.config.window_right = -1;
+    } else if (call.table == kRowsLeft || call.table == kAfterBand) {
+      // Each piece's keys end at its last row + window_right: that corner, right bound 0.
+      p.bottom_right = true;
+      p.config.causal = true;
       p.config.window_left = p.config.window_right = -1;
     }
     p.seqlen_kv = call.k_hi - call.k_lo;
     p.diagonal_offset = call.masked ? call.diagonal_offset() : 0;
     p.grad_kv_dtype = c.dtype == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
-    if (call.part >= 0) {  // one part of a split backward call: dQ summed in fp32
+    if (call.part >= 0 && !row_class) {  // one part of a split backward call: dQ summed in fp32
       p.partial_keys = true;
       p.grad_q_fp32 = c.dtype != DType::kFloat64;
     }
@@ -248,7 +380,9 @@ class AllGatherAttention final : public DistributedAttention {
     const std::vector<Call> calls =
         calls_of(c.attention, P, rank, c.seqlen / (2 * P), c.layout == Layout::kTHD);
     std::vector<LocalProblem> out;
-    for (const Call& call : calls) out.push_back(call_problem(c, call));
+    for (const Call& call : calls) {
+      for (const Call& part : row_parts(c.attention, call)) out.push_back(call_problem(c, part));
+    }
     if (!c.training) return out;
     for (const Call& call : calls) {
       for (const Call& part : split_parts(c.attention, call)) {
@@ -288,17 +422,26 @@ class AllGatherAttention final : public DistributedAttention {
     char* lse = at(keep, lse_);
     ULYSSES_RETURN_IF_ERROR(gather_kv(a.k, a.v, kv_all, a.workspace, stream));
     for (std::size_t g = 0; g < calls_.size(); ++g) {
-      const Call& call = calls_[g];
-      LocalForwardArgs la;
-      la.rows = varlen_rows(g, kWhole);
-      la.q = sequence_rows(act(a.q), call.q_row, call.q_rows);
-      la.k = kv_rows(kv_all, 0, call.k_lo, call.k_hi - call.k_lo);
-      la.v = kv_rows(kv_all, G_, call.k_lo, call.k_hi - call.k_lo);
-      la.sinks = a.sinks;
-      la.o = sequence_rows(act(a.o), call.q_row, call.q_rows);
-      la.lse = lse_view(lse, call.q_row, call.q_rows);
-      la.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
-      ULYSSES_RETURN_IF_ERROR(kernel_.forward(call_problem(config_, call), la, stream));
+      const std::vector<Call>& parts = fwd_parts_[g];
+      for (std::size_t i = 0; i < parts.size(); ++i) {
+        const Call& call = parts[i];
+        // Row classes (row_parts()): the first writes every row, a later one with no piece would
+        // merge nothing.
+        if (i > 0 && no_pieces(g, call.table)) continue;
+        const TensorView o = sequence_rows(act(a.o), call.q_row, call.q_rows);
+        const TensorView l = lse_view(lse, call.q_row, call.q_rows);
+        LocalForwardArgs la;
+        la.rows = varlen_rows(g, call.table);
+        la.q = sequence_rows(act(a.q), call.q_row, call.q_rows);
+        la.k = kv_rows(kv_all, 0, call.k_lo, call.k_hi - call.k_lo);
+        la.v = kv_rows(kv_all, G_, call.k_lo, call.k_hi - call.k_lo);
+        la.sinks = a.sinks;
+        la.o = i == 0 ? o : stage_o(a.workspace, call.q_rows);
+        la.lse = i == 0 ? l : stage_lse(a.workspace, call.q_rows);
+        la.workspace = kernel_ws_bytes_ ? at(a.workspace, kernel_ws_) : nullptr;
+        ULYSSES_RETURN_IF_ERROR(kernel_.forward(call_problem(config_, call), la, stream));
+        if (i > 0) ULYSSES_RETURN_IF_ERROR(kernels::merge_partial(o, l, la.o, la.lse, stream));
+      }
     }
     if (!a.lse.empty_view()) {
       ULYSSES_RETURN_IF_ERROR(kernels::convert(as4(lse_as_bhs(a.lse, config_.layout)),
@@ -447,13 +590,9 @@ class AllGatherAttention final : public DistributedAttention {
     if (!packed_) return Status::ok();
     tables_.clear();
     const AttentionConfig& ac = config_.attention;
-    const std::int64_t w = ac.window_left;
+    const std::int64_t w = ac.window_left, wr = ac.window_right;
     for (std::size_t g = 0; g < calls_.size(); ++g) {
-      std::vector<const Call*> tabled = {&calls_[g]};
-      if (parts_[g].size() > 1) {
-        for (const Call& part : parts_[g]) tabled.push_back(&part);
-      }
-      for (const Call* call : tabled) {
+      for (const Call* call : tabled(g)) {
         TableRef& ref = refs_[g][static_cast<std::size_t>(call->table)];
         ref = {tables_.size(), 0};
         const std::int64_t g0 = call->q_global, g1 = g0 + call->q_rows;
@@ -462,6 +601,10 @@ class AllGatherAttention final : public DistributedAttention {
           const std::int64_t d0 = cu[s], d1 = cu[s + 1];
           std::int64_t q0 = std::max(d0, g0), q1 = std::min(d1, g1);
           std::int64_t k0 = d0, k1 = ac.causal ? q1 : d1;
+          // The first row past the rows whose window reaches d0, and the first row whose window
+          // reaches d1 - 1 (no window: every row).
+          const std::int64_t sees_d0 = w >= 0 ? d0 + w + 1 : d1;
+          const std::int64_t sees_last = wr >= 0 ? d1 - 1 - wr : d0;
           switch (call->table) {
             case kWhole:
               if (w >= 0) k0 = std::max(d0, q0 - w);
@@ -472,11 +615,34 @@ class AllGatherAttention final : public DistributedAttention {
               break;
             case kOwn:  // the chunk's own rows
               k0 = q0;
+              k1 = q1;
               break;
             case kBand:  // rows whose window starts after d0: keys [row - w, g)
               k1 = std::max(d0, g0);
               q0 = std::max(q0, d0 + w + 1);
               k0 = q0 - w;
+              break;
+            case kAfter:  // the keys after the chunk, rows that see d1 - 1
+              k0 = std::min(d1, g1);
+              q0 = std::max(q0, sees_last);
+              break;
+            case kAfterBand:  // rows whose window ends before d1 - 1: keys [g1, row + wr]
+              k0 = g1;
+              q1 = std::min(q1, sees_last);
+              k1 = q1 + wr;
+              break;
+            case kRowsBand:
+              q0 = std::max(q0, sees_d0);
+              k0 = q0 - w;
+              k1 = wr >= 0 ? std::min(d1, q1 + wr) : d1;
+              break;
+            case kRowsLeft:
+              q1 = std::min({q1, sees_d0, sees_last});
+              k1 = q1 + wr;
+              break;
+            case kRowsOpen:
+              q0 = std::max(q0, sees_last);
+              q1 = std::min(q1, sees_d0);
               break;
           }
           if (q0 >= q1 || k0 >= k1) continue;
@@ -498,6 +664,19 @@ class AllGatherAttention final : public DistributedAttention {
       tables_device_ = dev;
     }
     return Status::ok();
+  }
+  // The calls and parts whose tables packed_tables() writes for call g: forward's and backward's,
+  // each table once.
+  std::vector<const Call*> tabled(std::size_t g) const {
+    std::vector<const Call*> out;
+    for (const auto* list : {&fwd_parts_[g], &parts_[g]}) {
+      for (const Call& c : *list) {
+        const bool seen =
+            std::any_of(out.begin(), out.end(), [&](const Call* o) { return o->table == c.table; });
+        if (!seen) out.push_back(&c);
+      }
+    }
+    return out;
   }
   // Whether call g's table of kind k holds no document piece (packed only; see packed_tables()).
   bool no_pieces(std::size_t g, int k) const {
@@ -639,6 +818,14 @@ class AllGatherAttention final : public DistributedAttention {
     }
     return v;
   }
+  // Forward's staging of a row class (row_parts()): O [B, rows, H, D], LSE [B, H, rows].
+  TensorView stage_o(void* ws, std::int64_t rows) const {
+    return TensorView::contiguous(at(ws, o_stage_), dtype_, {B_, rows, H_, D_}, comm_.device());
+  }
+  TensorView stage_lse(void* ws, std::int64_t rows) const {
+    return TensorView::contiguous(at(ws, lse_stage_), DType::kFloat32, {B_, H_, rows},
+                                  comm_.device());
+  }
   // Call i's dSinks entries [H] fp32 in the workspace.
   TensorView dsinks_view(char* ws, std::size_t i) const {
     return TensorView::contiguous(at(ws, dsinks_ + i * static_cast<std::size_t>(H_) * 4),
@@ -663,7 +850,8 @@ class AllGatherAttention final : public DistributedAttention {
       // Each table: 4 ints per document piece, at most one piece per query row (or one entry).
       std::size_t ints = 0;
       for (std::size_t g = 0; g < calls_.size(); ++g) {
-        ints += kTables * 4 * static_cast<std::size_t>(std::max<std::int64_t>(1, calls_[g].q_rows));
+        ints += tabled(g).size() * 4 *
+                static_cast<std::size_t>(std::max<std::int64_t>(1, calls_[g].q_rows));
       }
       tables_off_ = fwd.take(ints * 4);
       bwd.take(ints * 4);
@@ -681,6 +869,17 @@ class AllGatherAttention final : public DistributedAttention {
     if (config_.training && !lse_only_) {
       q_copy_ = saved.take(act_q);
       o_copy_ = saved.take(act_q);
+    }
+    // Forward's row classes after the first (row_parts()); after kv_all, which backward (kLseOnly)
+    // finds at forward's offset.
+    std::int64_t staged_rows = 0;
+    for (std::size_t g = 0; g < calls_.size(); ++g) {
+      if (fwd_parts_[g].size() > 1) staged_rows = std::max(staged_rows, calls_[g].q_rows);
+    }
+    if (staged_rows > 0) {
+      o_stage_ =
+          fwd.take(static_cast<std::size_t>(B_ * staged_rows * H_ * D_) * dtype_size(dtype_));
+      lse_stage_ = fwd.take(static_cast<std::size_t>(B_ * H_ * staged_rows) * 4);
     }
     std::size_t scratch = fwd.total();
     if (config_.training) {
@@ -714,10 +913,11 @@ class AllGatherAttention final : public DistributedAttention {
   Communicator& comm_;
   LocalAttention& kernel_;
   std::vector<Call> calls_;
-  std::vector<std::vector<Call>> parts_;  // [call]: its backward parts (split_parts())
-  std::vector<char> sees_;                // [r][x]: needs(r, x)
-  std::vector<std::int64_t> chunk_slot_;  // [2P]: where chunk x lies in kv_all / dkv_all, or -1
-  std::int64_t seen_rows_ = 0;            // rows of kv_all / dkv_all
+  std::vector<std::vector<Call>> fwd_parts_;  // [call]: its forward calls (row_parts())
+  std::vector<std::vector<Call>> parts_;      // [call]: its backward parts (split_parts())
+  std::vector<char> sees_;                    // [r][x]: needs(r, x)
+  std::vector<std::int64_t> chunk_slot_;      // [2P]: where chunk x lies in kv_all / dkv_all, or -1
+  std::int64_t seen_rows_ = 0;                // rows of kv_all / dkv_all
   std::vector<int> zero_map_;
   int P_ = 1, j_ = 0, H_ = 0, G_ = 0;
   std::int64_t B_ = 1, S_ = 0, c_ = 0, Sl_ = 0, D_ = 0;
@@ -737,7 +937,8 @@ class AllGatherAttention final : public DistributedAttention {
   // Offsets into `saved` (training) or the workspace, and into the workspace.
   std::size_t kv_all_ = 0, lse_ = 0, q_copy_ = 0, o_copy_ = 0;
   std::size_t dkv_all_ = 0, dkv_blk_ = 0, dq_acc_ = 0, dq_blk_ = 0, recv_ = 0, dsinks_ = 0;
-  std::size_t tables_off_ = 0;  // packed
+  std::size_t tables_off_ = 0;               // packed
+  std::size_t o_stage_ = 0, lse_stage_ = 0;  // forward's row classes
   std::size_t kernel_ws_ = 0, kernel_ws_bytes_ = 0, workspace_bytes_ = 0, saved_bytes_ = 0;
 };
 
@@ -750,15 +951,6 @@ Status allgather_check_support(const PlanConfig& config, const Communicator& com
                                " provides no softmax statistics (LSE), which strategy allgather "
                                "keeps for backward and returns; use strategy ulysses with this "
                                "kernel"));
-  }
-  const AttentionConfig& a = config.attention;
-  if (config.layout == Layout::kTHD && !a.causal && (a.window_left >= 0 || a.window_right >= 0)) {
-    return unsupported(str_cat(
-        kCreateApi, ": sliding windows without causal (window_left ", a.window_left,
-        ", window_right ", a.window_right,
-        ") with packed (thd) batches are not supported by strategy allgather (each document's "
-        "keys would end at a different distance past its queries); use causal, or layout bshd, "
-        "or strategy ulysses, or strategy ring with packed_sharding stream (the same shards)"));
   }
   for (const LocalProblem& p :
        AllGatherAttention::all_problems(config, comm.rank(), kernel.accumulates_grads())) {

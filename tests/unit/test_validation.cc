@@ -189,18 +189,6 @@ std::vector<PlanRule> plan_rules() {
        },
        SC::kInvalidArgument,
        {"num_heads", "got 3"}},
-      {"allgather_thd_two_sided_window",
-       [](PlanConfig& c) {
-         c.parallel.strategy = Strategy::kAllGather;
-         c.layout = Layout::kTHD;
-         c.batch = 1;
-         c.attention.causal = false;
-         c.attention.window_left = 4;
-         c.attention.window_right = 2;
-       },
-       SC::kUnsupported,
-       {"thd", "allgather", "without causal", "window_left 4", "window_right 2", "ring",
-        "packed_sharding stream"}},
       {"ulysses_per_sequence_packing",
        [](PlanConfig& c) { c.parallel.packed_sharding = PackedSharding::kPerSequence; },
        SC::kInvalidArgument,
