@@ -391,35 +391,74 @@ INSTANTIATE_TEST_SUITE_P(
         ring_case("p4_one_token_chunks_causal_sinks", Strategy::kAllGather, 4, 0, 8, 4, 2, true,
                   true),
         ring_case("p4_one_token_chunks_window_2", Strategy::kAllGather, 4, 0, 8, 4, 1, true, false,
-                  2)),
+                  2),
+        // Windows without causal: backward's square of each call's rows plus the first (last)
+        // rows against the keys before (after) it; past the chunk near the sequence's ends, the
+        // rows that see all of those keys unmasked.
+        [] {
+          GpuCase c = ring_case("p2_batch2_two_sided_past_the_chunk_sinks", Strategy::kAllGather, 2,
+                                0, 1024, 8, 2, false, true, 300);
+          c.wr = 280;
+          c.B = 2;
+          return c;
+        }(),
+        [] {
+          GpuCase c = ring_case("p4_short_window_right_only", Strategy::kAllGather, 4, 0, 1024, 4,
+                                1, false, false);
+          c.wr = 50;
+          return c;
+        }()),
     [](const auto& param_info) { return param_info.param.name; });
 
 // All-gather with packed sequences: per-sequence zigzag chunks, each sequence's keys in one run of
 // the gathered rows, masks at each sequence's bottom-right corner (cuDNN's alignment).
-INSTANTIATE_TEST_SUITE_P(AllGatherPacked, DeviceLoopbackRing,
-                         ::testing::Values(
-                             packed_case("p2_gqa_causal", Strategy::kAllGather, 2, 0, 1024, 8, 2,
-                                         true, {100, 333, 7, 450}),
-                             packed_case("p4_mha_full", Strategy::kAllGather, 4, 0, 1024, 4, 4,
-                                         false, {200, 301, 64, 250}),
-                             packed_case("p8_mqa_causal_empty_seq", Strategy::kAllGather, 8, 0,
-                                         2048, 4, 1, true, {700, 90, 513, 0, 401}),
-                             [] {
-                               GpuCase c =
-                                   packed_case("p4_causal_window_100", Strategy::kAllGather, 4, 0,
-                                               2048, 8, 2, true, {700, 90, 513, 0, 401});
-                               c.wl = 100;  // (no sinks: cuDNN 9.19's thd backward has none)
-                               return c;
-                             }(),
-                             [] {
-                               GpuCase c =
-                                   packed_case("p2_gqa_causal_lse_only_fp16", Strategy::kAllGather,
-                                               2, 0, 1024, 8, 2, true, {100, 333, 7, 450});
-                               c.saved = SavedActivations::kLseOnly;
-                               c.dtype = DType::kFloat16;
-                               return c;
-                             }()),
-                         [](const auto& param_info) { return param_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(
+    AllGatherPacked, DeviceLoopbackRing,
+    ::testing::Values(
+        packed_case("p2_gqa_causal", Strategy::kAllGather, 2, 0, 1024, 8, 2, true,
+                    {100, 333, 7, 450}),
+        packed_case("p4_mha_full", Strategy::kAllGather, 4, 0, 1024, 4, 4, false,
+                    {200, 301, 64, 250}),
+        packed_case("p8_mqa_causal_empty_seq", Strategy::kAllGather, 8, 0, 2048, 4, 1, true,
+                    {700, 90, 513, 0, 401}),
+        [] {
+          GpuCase c = packed_case("p4_causal_window_100", Strategy::kAllGather, 4, 0, 2048, 8, 2,
+                                  true, {700, 90, 513, 0, 401});
+          c.wl = 100;  // (no sinks: cuDNN 9.19's thd backward has none)
+          return c;
+        }(),
+        [] {
+          GpuCase c = packed_case("p2_gqa_causal_lse_only_fp16", Strategy::kAllGather, 2, 0, 1024,
+                                  8, 2, true, {100, 333, 7, 450});
+          c.saved = SavedActivations::kLseOnly;
+          c.dtype = DType::kFloat16;
+          return c;
+        }(),
+        // Windows without causal (chunks of 256 rows): forward's three row
+        // classes, backward's square plus the keys before and after.
+        [] {
+          GpuCase c = packed_case("p2_two_sided_window_sinks", Strategy::kAllGather, 2, 0, 1024, 8,
+                                  2, false, {100, 333, 7, 450});
+          c.wl = 100;
+          c.wr = 60;
+          c.sinks = true;
+          return c;
+        }(),
+        [] {
+          GpuCase c = packed_case("p4_window_right_only_lse_only", Strategy::kAllGather, 4, 0, 2048,
+                                  8, 2, false, {700, 90, 513, 0, 401});
+          c.wr = 40;
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
+        [] {
+          GpuCase c = packed_case("p4_wide_two_sided_window", Strategy::kAllGather, 4, 0, 2048, 4,
+                                  1, false, {700, 90, 513, 0, 401});
+          c.wl = 300;
+          c.wr = 500;
+          return c;
+        }()),
+    [](const auto& param_info) { return param_info.param.name; });
 
 GpuCase lse_only(GpuCase c, int chunks = 1, int in_flight = 2) {
   c.saved = SavedActivations::kLseOnly;
