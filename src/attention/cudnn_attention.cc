@@ -188,8 +188,15 @@ class CudnnAttention final : public LocalAttention {
   // refused when it is created, not after its first forward (rules: cudnn_support.h).
   Status check_support(const LocalProblem& p) const override {
     ULYSSES_RETURN_IF_ERROR(detail::cudnn_forward_support(p, target()));
-    return p.backward ? detail::cudnn_backward_support(p, target()) : Status::ok();
+    if (!p.backward) return Status::ok();
+    ULYSSES_RETURN_IF_ERROR(detail::cudnn_backward_support(p, target()));
+    for (const Band& b : bands(p)) ULYSSES_RETURN_IF_ERROR(check_support(b.problem));
+    return Status::ok();
   }
+
+  // A backward under a window that is not causal runs as bands (detail::causal_bands()).
+  using Band = detail::CausalBand;
+  static std::vector<Band> bands(const LocalProblem& p) { return detail::causal_bands(p); }
 
   detail::CudnnTarget target() const { return {static_cast<int>(cudnnGetVersion()), cc_major_}; }
 
@@ -257,7 +264,78 @@ class CudnnAttention final : public LocalAttention {
     std::size_t extra = align_up(meta_bytes(p)) + align_up(B * hq * Sq * 4);
     if (p.grad_kv_dtype != p.dtype) extra += 2 * align_up(B * Skv * hkv * D * dtype_size(p.dtype));
     extra += stage_count(p) * align_up(B * Sq * hq * D * dtype_size(p.dtype));
-    return align_up(bound + (1u << 20)) + extra;
+    const std::size_t own = align_up(bound + (1u << 20)) + extra;
+    const std::vector<Band> bs = bands(p);
+    if (bs.empty()) return own;
+    // Banded backward: the fp32 sums it keeps, then any band's own workspace.
+    std::size_t most = 0;
+    for (const Band& b : bs) most = std::max(most, workspace_bytes(b.problem));
+    return std::max(own, band_sums_bytes(p) + most);
+  }
+  // The fp32 dQ (and dK, dV) sums of a banded backward whose caller's views are not fp32.
+  static std::size_t band_sums_bytes(const LocalProblem& p) {
+    const std::size_t rows = static_cast<std::size_t>(p.batch * p.seqlen * p.config.head_dim) * 4;
+    std::size_t n =
+        p.grad_q_fp32 ? 0 : align_up(rows * static_cast<std::size_t>(p.num_heads_q_local));
+    if (p.grad_kv_dtype != DType::kFloat32) {
+      n += 2 * align_up(rows * static_cast<std::size_t>(p.num_heads_kv_local));
+    }
+    return n;
+  }
+
+  // See detail::causal_bands().
+  Status banded_backward(const LocalProblem& p, const std::vector<Band>& bs,
+                         const LocalBackwardArgs& a, Stream stream) {
+    char* ws = static_cast<char*>(a.workspace);
+    auto sums = [&](const TensorView& caller, bool fp32, int heads) {
+      if (fp32) return caller;
+      TensorView t = TensorView::contiguous(
+          ws, DType::kFloat32, {p.batch, p.seqlen, heads, p.config.head_dim}, device());
+      ws += align_up(static_cast<std::size_t>(t.numel()) * 4);
+      return t;
+    };
+    const bool kv_fp32 = p.grad_kv_dtype == DType::kFloat32;
+    const TensorView dq = sums(a.dq, p.grad_q_fp32, p.num_heads_q_local);
+    const TensorView dk = sums(a.dk, kv_fp32, p.num_heads_kv_local);
+    const TensorView dv = sums(a.dv, kv_fp32, p.num_heads_kv_local);
+    auto rows = [](const TensorView& t, std::int64_t r0, std::int64_t n) {
+      return detail::sequence_rows(t, r0, n);
+    };
+    for (std::size_t i = 0; i < bs.size(); ++i) {
+      const Band& b = bs[i];
+      LocalProblem bp = b.problem;
+      // The first band (every row and key) writes the sums, unless the caller's own fp32 views
+      // are to be added to; the others add.
+      bp.accumulate_dq = i > 0 || (p.grad_q_fp32 && p.accumulate_dq);
+      bp.accumulate_dkv = i > 0 || (kv_fp32 && p.accumulate_dkv);
+      const std::int64_t n = bp.seqlen;
+      TensorView lse = a.lse;
+      lse.data = static_cast<char*>(a.lse.data) + b.q0 * a.lse.stride(2) * 4;
+      lse.shape[2] = n;
+      LocalBackwardArgs ba;
+      ba.q = rows(a.q, b.q0, n);
+      const std::int64_t nk = bp.kv_len();
+      ba.k = rows(a.k, b.kv0, nk);
+      ba.v = rows(a.v, b.kv0, nk);
+      ba.o = rows(a.o, b.q0, n);
+      ba.lse = lse;
+      ba.d_o = rows(a.d_o, b.q0, n);
+      ba.dq = rows(dq, b.q0, n);
+      ba.dk = rows(dk, b.kv0, nk);
+      ba.dv = rows(dv, b.kv0, nk);
+      ba.workspace = ws;
+      ULYSSES_RETURN_IF_ERROR(backward(bp, ba, stream));
+    }
+    if (!p.grad_q_fp32) ULYSSES_RETURN_IF_ERROR(kernels::cuda::convert(a.dq, dq, stream));
+    if (!kv_fp32) {
+      ULYSSES_RETURN_IF_ERROR(kernels::cuda::convert(a.dk, dk, stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::cuda::convert(a.dv, dv, stream));
+    }
+    if (p.config.sinks) {
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::cuda::sink_grad(a.o, a.d_o, a.lse, a.sinks, p.head_offset_q, a.dsinks, stream));
+    }
+    return Status::ok();
   }
 
   Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream stream) override {
@@ -377,6 +455,9 @@ class CudnnAttention final : public LocalAttention {
     ULYSSES_RETURN_IF_ERROR(detail::cudnn_forward_support(p, target()));
     ULYSSES_RETURN_IF_ERROR(detail::cudnn_backward_support(p, target()));
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
+    if (const std::vector<Band> bs = bands(p); !bs.empty()) {
+      return banded_backward(p, bs, a, stream);
+    }
     Varlen vl;
     ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, a.rows, vl));
     Layout ws = workspace_layout(p, a.workspace);

@@ -1,5 +1,7 @@
 #include "attention/cudnn_support.h"
 
+#include <algorithm>
+
 #include "attention/call_parts.h"
 #include "attention/local_checks.h"
 #include "common/check.h"
@@ -25,6 +27,36 @@ CudnnBand cudnn_band(const LocalProblem& p) {
     b.ok = b.ok && b.left >= 1;
   }
   return b;
+}
+
+std::vector<CausalBand> causal_bands(const LocalProblem& p) {
+  const AttentionConfig& c = p.config;
+  if (p.varlen || c.causal || c.window_right < 1 || p.diagonal_offset != 0 ||
+      p.seqlen != p.kv_len() || p.seqlen < 2 || !p.backward) {
+    return {};
+  }
+  const std::int64_t S = p.seqlen, wr = c.window_right;
+  auto band = [&](std::int64_t q0, std::int64_t kv0, std::int64_t rows, bool causal,
+                  std::int64_t window_left, std::int64_t kv_rows = 0) {
+    CausalBand b{p, q0, kv0};
+    b.problem.config.sinks = false;
+    b.problem.config.causal = causal;
+    b.problem.config.window_left = static_cast<int>(window_left);
+    b.problem.config.window_right = -1;
+    b.problem.seqlen = rows;
+    b.problem.seqlen_kv = kv_rows;
+    b.problem.partial_keys = true;
+    b.problem.grad_q_fp32 = true;
+    b.problem.grad_kv_dtype = DType::kFloat32;
+    b.problem.accumulate_dq = b.problem.accumulate_dkv = false;
+    return b;
+  };
+  const std::int64_t t = std::max<std::int64_t>(0, S - wr);
+  std::vector<CausalBand> out = {band(0, 0, S, true, c.window_left)};
+  if (t > 0) out.push_back(band(0, wr, t, true, wr - 1));
+  if (t > 0 && wr > 1) out.push_back(band(0, 1, std::min(t, wr - 1), false, 0, wr - 1));
+  if (S - 1 > t) out.push_back(band(t, t + 1, S - 1 - t, false, 0));
+  return out;
 }
 
 Status cudnn_forward_support(const LocalProblem& p, CudnnTarget t) {

@@ -243,6 +243,13 @@ std::vector<Case> cases() {
       {"fp16_d64_gqa_full", 1, 200, 4, 2, 64, fp16},
       {"bf16_d128_gqa_causal_window", 1, 320, 4, 2, 128, bf16, true, 37},
       {"bf16_d64_mqa_window_both", 1, 256, 4, 1, 64, bf16, false, 20, 10},
+      // Windows without causal: backward runs as causal bands (detail::causal_bands()): lower,
+      // upper, head and tail; the upper band alone (a right window of one); lower and tail only
+      // (a right window past the sequence); no left window.
+      {"bf16_d128_gqa_two_sided_sinks_b2", 2, 320, 4, 2, 128, bf16, false, 37, 50, true},
+      {"bf16_d64_window_right_of_one", 1, 130, 2, 1, 64, bf16, false, 3, 1},
+      {"bf16_d64_window_right_past_the_sequence", 1, 96, 2, 2, 64, bf16, false, 8, 200},
+      {"fp16_d64_window_right_only", 1, 256, 2, 1, 64, fp16, false, -1, 16},
       {"bf16_d128_gqa_causal_sinks", 1, 256, 4, 2, 128, bf16, true, -1, -1, true},
       {"fp16_d64_sinks_full", 2, 128, 2, 2, 64, fp16, false, -1, -1, true},
       {"bf16_d128_varlen_causal_gqa",

@@ -3,7 +3,9 @@
 // the feature and the version or GPU, and accepts the boundary case just inside it.
 #include <gtest/gtest.h>
 
+#include <set>
 #include <string>
+#include <utility>
 
 #include "attention/cudnn_support.h"
 
@@ -130,6 +132,73 @@ TEST(CudnnSupport, MaskBandsInCudnnBounds) {
 
 // cuDNN's SDPA backward builds no s_q = s_kv = 1 graph; the backend runs such calls through its
 // own kernel (kernels::cuda::one_key_backward), so they are taken (a ring step at a window's edge).
+// The visible (query, key) pairs of a dense problem, in the call's rows shifted by (q0, kv0).
+std::set<std::pair<std::int64_t, std::int64_t>> visible(const LocalProblem& p, std::int64_t q0 = 0,
+                                                        std::int64_t kv0 = 0) {
+  const AttentionConfig& c = p.config;
+  std::set<std::pair<std::int64_t, std::int64_t>> out;
+  for (std::int64_t i = 0; i < p.seqlen; ++i) {
+    const std::int64_t pos = i + p.diagonal_offset;
+    for (std::int64_t j = 0; j < p.kv_len(); ++j) {
+      if (c.causal && j > pos) continue;
+      if (c.window_left >= 0 && j < pos - c.window_left) continue;
+      if (c.window_right >= 0 && j > pos + c.window_right) continue;
+      out.insert({q0 + i, kv0 + j});
+    }
+  }
+  return out;
+}
+
+// The bands of a backward under a window that is not causal hold every visible pair once, each
+// band ends at a causal diagonal (or is the short tail), and cuDNN takes every band.
+TEST(CudnnSupport, WindowsWithoutCausalRunBackwardAsCausalBands) {
+  int checked = 0;
+  for (std::int64_t S : {2, 3, 7, 16, 33}) {
+    for (int wl : {-1, 0, 1, 5, 40}) {
+      for (int wr : {1, 2, 6, 15, 32, 50}) {
+        const LocalProblem p = problem({.window_left = wl, .window_right = wr}, 1, S);
+        const std::vector<CausalBand> bands = causal_bands(p);
+        ASSERT_FALSE(bands.empty()) << S << " " << wl << " " << wr;
+        std::set<std::pair<std::int64_t, std::int64_t>> seen;
+        std::size_t total = 0;
+        for (const CausalBand& b : bands) {
+          const auto v = visible(b.problem, b.q0, b.kv0);
+          total += v.size();
+          seen.insert(v.begin(), v.end());
+          EXPECT_TRUE(b.problem.partial_keys && b.problem.grad_q_fp32);
+          EXPECT_EQ(b.problem.grad_kv_dtype, DType::kFloat32);
+          EXPECT_FALSE(b.problem.config.sinks);
+          EXPECT_EQ(b.problem.config.window_right, -1);
+          EXPECT_LE(b.q0 + b.problem.seqlen, S);
+          EXPECT_LE(b.kv0 + b.problem.kv_len(), S);
+          // Only the tail (at most wr - 1 rows) may leave cuDNN every tile.
+          if (!b.problem.config.causal) {
+            EXPECT_LT(b.problem.seqlen, wr);
+          }
+          EXPECT_TRUE(cudnn_forward_support(b.problem, kHopper919).is_ok());
+          EXPECT_TRUE(cudnn_backward_support(b.problem, kHopper919).is_ok());
+        }
+        EXPECT_EQ(seen, visible(p)) << "S " << S << " window " << wl << "," << wr;
+        EXPECT_EQ(total, seen.size())
+            << "a pair in two bands: S " << S << " window " << wl << "," << wr;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_EQ(checked, 150);
+  // Problems the backward runs whole: causal, no right window, an offset, packed, forward-only.
+  EXPECT_TRUE(causal_bands(problem({.causal = true, .window_left = 4})).empty());
+  EXPECT_TRUE(causal_bands(problem({.window_left = 4})).empty());
+  LocalProblem offset = problem({.window_left = 4, .window_right = 3});
+  offset.diagonal_offset = 2;
+  offset.seqlen_kv = 258;
+  EXPECT_TRUE(causal_bands(offset).empty());
+  EXPECT_TRUE(causal_bands(problem({.window_left = 4, .window_right = 3}, 1, 256, true)).empty());
+  LocalProblem forward_only = problem({.window_left = 4, .window_right = 3});
+  forward_only.backward = false;
+  EXPECT_TRUE(causal_bands(forward_only).empty());
+}
+
 TEST(CudnnSupport, OneByOneDenseCallsAreTaken) {
   LocalProblem p = problem({.causal = true}, 1, 1);
   EXPECT_TRUE(cudnn_backward_support(p, kHopper919).is_ok());
