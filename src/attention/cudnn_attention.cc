@@ -190,13 +190,12 @@ class CudnnAttention final : public LocalAttention {
     ULYSSES_RETURN_IF_ERROR(detail::cudnn_forward_support(p, target()));
     if (!p.backward) return Status::ok();
     ULYSSES_RETURN_IF_ERROR(detail::cudnn_backward_support(p, target()));
-    for (const Band& b : bands(p)) ULYSSES_RETURN_IF_ERROR(check_support(b.problem));
+    for (const Band& b : detail::causal_bands(p)) ULYSSES_RETURN_IF_ERROR(check_support(b.problem));
     return Status::ok();
   }
 
   // A backward under a window that is not causal runs as bands (detail::causal_bands()).
   using Band = detail::CausalBand;
-  static std::vector<Band> bands(const LocalProblem& p) { return detail::causal_bands(p); }
 
   detail::CudnnTarget target() const { return {static_cast<int>(cudnnGetVersion()), cc_major_}; }
 
@@ -265,7 +264,7 @@ class CudnnAttention final : public LocalAttention {
     if (p.grad_kv_dtype != p.dtype) extra += 2 * align_up(B * Skv * hkv * D * dtype_size(p.dtype));
     extra += stage_count(p) * align_up(B * Sq * hq * D * dtype_size(p.dtype));
     const std::size_t own = align_up(bound + (1u << 20)) + extra;
-    const std::vector<Band> bs = bands(p);
+    const std::vector<Band> bs = detail::causal_bands(p);
     if (bs.empty()) return own;
     // Banded backward: the fp32 sums it keeps, then any band's own workspace.
     std::size_t most = 0;
@@ -455,7 +454,7 @@ class CudnnAttention final : public LocalAttention {
     ULYSSES_RETURN_IF_ERROR(detail::cudnn_forward_support(p, target()));
     ULYSSES_RETURN_IF_ERROR(detail::cudnn_backward_support(p, target()));
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
-    if (const std::vector<Band> bs = bands(p); !bs.empty()) {
+    if (const std::vector<Band> bs = detail::causal_bands(p); !bs.empty()) {
       return banded_backward(p, bs, a, stream);
     }
     Varlen vl;

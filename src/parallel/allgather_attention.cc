@@ -198,16 +198,18 @@ std::vector<Call> split_parts(const AttentionConfig& a, const Call& call) {
 
 // Backward of a call under a window without causal (its rows see keys on both sides): the square
 // of its own rows (the window at offset 0, every row: part 0, dSinks), then the keys before the
-// chunk and the keys after it, each only for the rows whose window reaches them. cuDNN's backward
-// with a diagonal offset computes every tile of the rectangle (see split_parts()), so the square
-// keeps it off the bulk of the rows. Keys before, window_left w: the first min(rows, w) rows, as
-// split_parts() does for causal (dense: an unmasked part for the rows that see all of them when
-// they are fewer than w; packed: kBefore and kBand). No window_left: every row sees every key
-// before it (one unmasked part). Keys after, window_right w: the last n = min(rows, w) rows see
-// keys [g1, row + w]: dense, a masked part at diagonal offset -n (cuDNN's right bound w - n >= 0)
-// and an unmasked one for the rows whose window reaches past the last key; packed, kAfter
-// (unmasked: rows that see the document's last key) and kAfterBand (the band, bottom-right, see
-// call_problem()). No window_right: one unmasked part.
+// chunk and the keys after it, each only for the rows whose window reaches them. cuDNN 9.19's
+// backward under such a window computes every tile at any offset (measured: the 16k square at
+// offset 0 as slow as the rectangle with its offset); the square at offset 0 with as many key as
+// query rows is what the backend runs as causal bands (detail::causal_bands()), which it skips
+// tiles for, and the parts before and after are at most a window of rows. Keys before, window_left
+// w: the first min(rows, w) rows, as split_parts() does for causal (dense: an unmasked part for the
+// rows that see all of them when they are fewer than w; packed: kBefore and kBand). No window_left:
+// every row sees every key before it (one unmasked part). Keys after, window_right w: the last n =
+// min(rows, w) rows see keys [g1, row + w]: dense, a masked part at diagonal offset -n (cuDNN's
+// right bound w - n >= 0) and an unmasked one for the rows whose window reaches past the last key;
+// packed, kAfter (unmasked: rows that see the document's last key) and kAfterBand (the band,
+// bottom-right, see call_problem()). No window_right: one unmasked part.
 std::vector<Call> window_parts(const AttentionConfig& a, const Call& call) {
   const std::int64_t g0 = call.q_global, g1 = g0 + call.q_rows;
   std::vector<Call> out;
@@ -352,7 +354,8 @@ class AllGatherAttention final : public DistributedAttention {
     p.bottom_right = call.packed && call.masked && call.part < 0 && call.k_lo < call.q_global;
     // Forward's row classes each hold their rows' every key (sinks too); a backward part's dSinks
     // come from the group's first part.
-    const bool row_class = call.table >= kRowsBand;
+    const bool row_class =
+        call.table == kRowsBand || call.table == kRowsLeft || call.table == kRowsOpen;
     if (call.part > 0 && !row_class) p.config.sinks = false;
     if (!call.masked) {
       p.config.causal = false;
