@@ -266,37 +266,69 @@ class CudnnAttention final : public LocalAttention {
     const std::size_t own = align_up(bound + (1u << 20)) + extra;
     const std::vector<Band> bs = detail::causal_bands(p);
     if (bs.empty()) return own;
-    // Banded backward: the fp32 sums it keeps, then any band's own workspace.
+    // Banded backward: the fp32 sums it keeps and (packed) one band's VarlenRows, then any band's
+    // own workspace.
     std::size_t most = 0;
     for (const Band& b : bs) most = std::max(most, workspace_bytes(b.problem));
-    return std::max(own, band_sums_bytes(p) + most);
+    return std::max(own, band_sums_bytes(p) + band_table_bytes(p) + most);
   }
   // The fp32 dQ (and dK, dV) sums of a banded backward whose caller's views are not fp32.
   static std::size_t band_sums_bytes(const LocalProblem& p) {
-    const std::size_t rows = static_cast<std::size_t>(p.batch * p.seqlen * p.config.head_dim) * 4;
-    std::size_t n =
-        p.grad_q_fp32 ? 0 : align_up(rows * static_cast<std::size_t>(p.num_heads_q_local));
-    if (p.grad_kv_dtype != DType::kFloat32) {
-      n += 2 * align_up(rows * static_cast<std::size_t>(p.num_heads_kv_local));
-    }
+    const auto rows = [&](std::int64_t n, int heads) {
+      return align_up(static_cast<std::size_t>(p.batch * n * heads * p.config.head_dim) * 4);
+    };
+    std::size_t n = p.grad_q_fp32 ? 0 : rows(p.seqlen, p.num_heads_q_local);
+    if (p.grad_kv_dtype != DType::kFloat32) n += 2 * rows(p.kv_len(), p.num_heads_kv_local);
     return n;
   }
+  // A packed band's VarlenRows in device memory: four rows of at most one entry per query row
+  // (each piece holds one), written before its call; the bands reuse it in stream order.
+  static std::size_t band_table_bytes(const LocalProblem& p) {
+    return p.varlen ? align_up(4 * static_cast<std::size_t>(p.seqlen) * sizeof(std::int32_t)) : 0;
+  }
 
-  // See detail::causal_bands().
-  Status banded_backward(const LocalProblem& p, const std::vector<Band>& bs,
-                         const LocalBackwardArgs& a, Stream stream) {
+  // See detail::causal_bands(). Packed: every band runs over the call's whole views, its
+  // sequences' pieces as VarlenRows.
+  Status banded_backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream stream) {
+    std::vector<Band> bs;
+    if (p.varlen) {
+      // cu_seqlens as VarlenRows: each sequence's query and key rows are the same.
+      std::vector<std::int32_t> begin, len;
+      VarlenRows seqs = a.rows;
+      if (!p.varlen_rows) {
+        for (std::size_t i = 0; i + 1 < a.cu_seqlens.size(); ++i) {
+          begin.push_back(a.cu_seqlens[i]);
+          len.push_back(a.cu_seqlens[i + 1] - a.cu_seqlens[i]);
+        }
+        seqs = VarlenRows{.q_begin = begin, .q_len = len, .kv_begin = begin, .kv_len = len};
+      }
+      bs = detail::causal_bands(p, seqs);
+    } else {
+      bs = detail::causal_bands(p);
+    }
     char* ws = static_cast<char*>(a.workspace);
-    auto sums = [&](const TensorView& caller, bool fp32, int heads) {
+    auto sums = [&](const TensorView& caller, bool fp32, std::int64_t rows, int heads) {
       if (fp32) return caller;
-      TensorView t = TensorView::contiguous(
-          ws, DType::kFloat32, {p.batch, p.seqlen, heads, p.config.head_dim}, device());
+      TensorView t = TensorView::contiguous(ws, DType::kFloat32,
+                                            {p.batch, rows, heads, p.config.head_dim}, device());
       ws += align_up(static_cast<std::size_t>(t.numel()) * 4);
       return t;
     };
     const bool kv_fp32 = p.grad_kv_dtype == DType::kFloat32;
-    const TensorView dq = sums(a.dq, p.grad_q_fp32, p.num_heads_q_local);
-    const TensorView dk = sums(a.dk, kv_fp32, p.num_heads_kv_local);
-    const TensorView dv = sums(a.dv, kv_fp32, p.num_heads_kv_local);
+    const TensorView dq = sums(a.dq, p.grad_q_fp32, p.seqlen, p.num_heads_q_local);
+    const TensorView dk = sums(a.dk, kv_fp32, p.kv_len(), p.num_heads_kv_local);
+    const TensorView dv = sums(a.dv, kv_fp32, p.kv_len(), p.num_heads_kv_local);
+    auto* table = reinterpret_cast<std::int32_t*>(ws);
+    ws += band_table_bytes(p);
+    // No sequence with query and key rows: zero gradients (nothing added to running sums).
+    if (p.varlen && bs.front().rows.empty()) bs.clear();
+    if (bs.empty()) {
+      if (!(p.grad_q_fp32 && p.accumulate_dq)) ULYSSES_RETURN_IF_ERROR(zero_all(dq, stream));
+      if (!(kv_fp32 && p.accumulate_dkv)) {
+        ULYSSES_RETURN_IF_ERROR(zero_all(dk, stream));
+        ULYSSES_RETURN_IF_ERROR(zero_all(dv, stream));
+      }
+    }
     auto rows = [](const TensorView& t, std::int64_t r0, std::int64_t n) {
       return detail::sequence_rows(t, r0, n);
     };
@@ -322,6 +354,16 @@ class CudnnAttention final : public LocalAttention {
       ba.dq = rows(dq, b.q0, n);
       ba.dk = rows(dk, b.kv0, nk);
       ba.dv = rows(dv, b.kv0, nk);
+      if (p.varlen) {
+        // Written after the previous band's call has read the table (one stream).
+        const std::size_t m = b.rows.size() / 4;
+        ULYSSES_RETURN_IF_ERROR(kernels::cuda::write_table(b.rows, table, stream));
+        auto host = [&](std::size_t r) {
+          return std::span<const std::int32_t>(b.rows.data() + r * m, m);
+        };
+        ba.rows = VarlenRows{host(0), host(1),   host(2),       host(3),
+                             table,   table + m, table + 2 * m, table + 3 * m};
+      }
       ba.workspace = ws;
       ULYSSES_RETURN_IF_ERROR(backward(bp, ba, stream));
     }
@@ -454,9 +496,7 @@ class CudnnAttention final : public LocalAttention {
     ULYSSES_RETURN_IF_ERROR(detail::cudnn_forward_support(p, target()));
     ULYSSES_RETURN_IF_ERROR(detail::cudnn_backward_support(p, target()));
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
-    if (const std::vector<Band> bs = detail::causal_bands(p); !bs.empty()) {
-      return banded_backward(p, bs, a, stream);
-    }
+    if (!detail::causal_bands(p).empty()) return banded_backward(p, a, stream);
     Varlen vl;
     ULYSSES_RETURN_IF_ERROR(varlen_geometry(p, a.cu_seqlens, a.cu_seqlens_device, a.rows, vl));
     Layout ws = workspace_layout(p, a.workspace);

@@ -1,6 +1,7 @@
 #include "attention/cudnn_support.h"
 
 #include <algorithm>
+#include <array>
 
 #include "attention/call_parts.h"
 #include "attention/local_checks.h"
@@ -31,31 +32,82 @@ CudnnBand cudnn_band(const LocalProblem& p) {
 
 std::vector<CausalBand> causal_bands(const LocalProblem& p) {
   const AttentionConfig& c = p.config;
-  if (p.varlen || c.causal || c.window_right < 1 || p.diagonal_offset != 0 ||
-      p.seqlen != p.kv_len() || p.seqlen < 2 || !p.backward) {
+  if (c.causal || c.window_right < 1 || p.diagonal_offset != 0 || !p.backward) return {};
+  if (p.varlen ? (p.varlen_rows && p.bottom_right) : (p.seqlen != p.kv_len() || p.seqlen < 2)) {
     return {};
   }
   const std::int64_t S = p.seqlen, wr = c.window_right;
-  auto band = [&](std::int64_t q0, std::int64_t kv0, std::int64_t rows, bool causal,
-                  std::int64_t window_left, std::int64_t kv_rows = 0) {
-    CausalBand b{p, q0, kv0};
+  auto band = [&](CausalBand::Kind kind, std::int64_t q0, std::int64_t kv0, std::int64_t rows,
+                  bool causal, std::int64_t window_left, std::int64_t kv_rows = 0) {
+    CausalBand b{kind, p, q0, kv0, {}};
     b.problem.config.sinks = false;
     b.problem.config.causal = causal;
     b.problem.config.window_left = static_cast<int>(window_left);
     b.problem.config.window_right = -1;
-    b.problem.seqlen = rows;
-    b.problem.seqlen_kv = kv_rows;
     b.problem.partial_keys = true;
     b.problem.grad_q_fp32 = true;
     b.problem.grad_kv_dtype = DType::kFloat32;
     b.problem.accumulate_dq = b.problem.accumulate_dkv = false;
+    if (p.varlen) {  // every row of the call; the sequences' pieces come with each call
+      b.problem.varlen_rows = true;
+      b.problem.bottom_right = false;
+    } else {
+      b.problem.seqlen = rows;
+      b.problem.seqlen_kv = kv_rows;
+    }
     return b;
   };
+  if (p.varlen) {
+    return {band(CausalBand::kLower, 0, 0, 0, true, c.window_left),
+            band(CausalBand::kUpper, 0, 0, 0, true, wr - 1),
+            band(CausalBand::kHead, 0, 0, 0, false, 0), band(CausalBand::kTail, 0, 0, 0, false, 0)};
+  }
   const std::int64_t t = std::max<std::int64_t>(0, S - wr);
-  std::vector<CausalBand> out = {band(0, 0, S, true, c.window_left)};
-  if (t > 0) out.push_back(band(0, wr, t, true, wr - 1));
-  if (t > 0 && wr > 1) out.push_back(band(0, 1, std::min(t, wr - 1), false, 0, wr - 1));
-  if (S - 1 > t) out.push_back(band(t, t + 1, S - 1 - t, false, 0));
+  std::vector<CausalBand> out = {band(CausalBand::kLower, 0, 0, S, true, c.window_left)};
+  if (t > 0) out.push_back(band(CausalBand::kUpper, 0, wr, t, true, wr - 1));
+  if (t > 0 && wr > 1) {
+    out.push_back(band(CausalBand::kHead, 0, 1, std::min(t, wr - 1), false, 0, wr - 1));
+  }
+  if (S - 1 > t) out.push_back(band(CausalBand::kTail, t, t + 1, S - 1 - t, false, 0));
+  return out;
+}
+
+std::vector<CausalBand> causal_bands(const LocalProblem& p, const VarlenRows& seqs) {
+  std::vector<CausalBand> bands = causal_bands(p);
+  if (bands.empty() || !p.varlen) return bands;
+  const std::int64_t wr = p.config.window_right;
+  std::vector<CausalBand> out;
+  for (CausalBand& b : bands) {
+    std::array<std::vector<std::int32_t>, 4> r;  // q_begin, q_len, kv_begin, kv_len
+    for (int s = 0; s < seqs.num_seqs(); ++s) {
+      const auto su = static_cast<std::size_t>(s);
+      const std::int64_t qb = seqs.q_begin[su], ql = seqs.q_len[su], kb = seqs.kv_begin[su],
+                         kl = seqs.kv_len[su];
+      const std::int64_t t = std::max<std::int64_t>(0, std::min(ql, kl - wr));
+      std::array<std::int64_t, 4> piece{};
+      switch (b.kind) {
+        case CausalBand::kLower:
+          piece = {qb, ql, kb, kl};
+          break;
+        case CausalBand::kUpper:
+          piece = {qb, t, kb + wr, t};
+          break;
+        case CausalBand::kHead:
+          piece = {qb, std::min(t, wr - 1), kb + 1, wr - 1};
+          break;
+        case CausalBand::kTail: {
+          const std::int64_t end = std::min(ql, kl - 1);
+          piece = {qb + t, end - t, kb + t + 1, kl - t - 1};
+          break;
+        }
+      }
+      if (piece[1] <= 0 || piece[3] <= 0) continue;
+      for (std::size_t i = 0; i < 4; ++i) r[i].push_back(static_cast<std::int32_t>(piece[i]));
+    }
+    if (r[0].empty() && b.kind != CausalBand::kLower) continue;
+    for (const auto& row : r) b.rows.insert(b.rows.end(), row.begin(), row.end());
+    out.push_back(std::move(b));
+  }
   return out;
 }
 

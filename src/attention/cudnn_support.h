@@ -33,24 +33,39 @@ CudnnBand cudnn_band(const LocalProblem& problem);
 /// cuDNN 9.19's backward under a window that is not causal (a right bound past the diagonal)
 /// computes every tile of the call, masked or not: 32k rows under window 128,128 took 83 ms
 /// against 0.58 ms forward, the cost of no mask at all (1x H200, docs/PERF.md, "Windows without
-/// causal"); under a causal diagonal it skips them. So a dense backward at diagonal offset 0 with
-/// as many key as query rows runs as bands, the long ones ending at a causal diagonal (rows i of
-/// S, windows wl, wr >= 1, t = max(0, S - wr)):
+/// causal"); under a causal diagonal it skips them. So such a backward at diagonal offset 0 runs as
+/// bands, the long ones ending at a causal diagonal. For query rows i of Sq, key rows of Skv
+/// (a dense call: Sq = Skv = S; packed: each sequence's), windows wl, wr >= 1,
+/// t = max(0, min(Sq, Skv - wr)):
 ///   lower  keys [i - wl, i]            every row: causal, window_left wl (-1: none);
-///   upper  keys [max(i + 1, wr), i + wr]   rows [0, t) against key rows [wr, S): causal,
+///   upper  keys [max(i + 1, wr), i + wr]   rows [0, t) against key rows [wr, wr + t): causal,
 ///                                      window_left wr - 1;
 ///   head   keys (i, wr)                rows [0, min(t, wr - 1)) against key rows [1, wr);
-///   tail   keys (i, S)                 rows [t, S - 1) against key rows [t + 1, S);
+///   tail   keys (i, Skv)               rows [t, min(Sq, Skv - 1)) against key rows [t + 1, Skv);
 /// head and tail (fewer than wr rows each) with window_left 0 and no right bound, every tile
 /// computed;
 /// each on the given O and LSE (partial_keys) with fp32 dQ, dK, dV (the backend sums them, rounds
 /// once, and takes dSinks from kernels::sink_grad). Together they hold each visible pair once.
-/// Empty for any other problem (packed, causal, no right window, an offset, a forward-only one).
 struct CausalBand {
+  enum Kind { kLower, kUpper, kHead, kTail };
+  Kind kind = kLower;
   LocalProblem problem;
-  std::int64_t q0 = 0, kv0 = 0;  // the band's first query and key row in the call's views
+  std::int64_t q0 = 0, kv0 = 0;  // dense: the band's first query and key row in the call's views
+  /// Packed: the band's sequences (place_packed_bands()) as VarlenRows, four rows of n values:
+  /// q_begin, q_len, kv_begin, kv_len.
+  std::vector<std::int32_t> rows;
 };
+/// Dense: the bands, for a call with as many key as query rows. Packed (cu_seqlens, or VarlenRows
+/// top-left): the four bands' problems (VarlenRows), their rows left to place_packed_bands() with
+/// each call's sequences. Empty for any other problem (causal, no right window, an offset,
+/// bottom-right, a forward-only one): the backward runs whole.
 std::vector<CausalBand> causal_bands(const LocalProblem& problem);
+
+/// A packed call's bands for its sequences `seqs` (cu_seqlens as VarlenRows with equal query and
+/// key rows; host spans): each band holds the pieces of the sequences that have rows in it, `rows`
+/// set; a band other than the first (every sequence with query and key rows) left with none is
+/// dropped. Empty where causal_bands(problem) is.
+std::vector<CausalBand> causal_bands(const LocalProblem& problem, const VarlenRows& seqs);
 
 /// Unsupported naming the feature, the version or GPU that lacks it, and what works instead; OK
 /// when the forward graph can be built. Checks the problem itself first (check_local_problem).

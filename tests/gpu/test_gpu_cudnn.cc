@@ -265,6 +265,45 @@ std::vector<Case> cases() {
        false,
        {0, 50, 51, 170, 200}},
       {"fp16_d64_varlen_window", 1, 192, 2, 1, 64, fp16, false, 16, 16, false, {0, 64, 64, 150}},
+      // Packed windows without causal: backward runs as causal bands over each document's pieces
+      // (VarlenRows calls): an empty document, one of a single token, padding rows, sinks; a
+      // right window only; right windows past every document (lower band and tails only).
+      {"bf16_d128_varlen_gqa_two_sided_sinks",
+       1,
+       320,
+       4,
+       2,
+       128,
+       bf16,
+       false,
+       37,
+       50,
+       true,
+       {0, 100, 100, 101, 250, 300}},
+      {"fp16_d64_varlen_window_right_only",
+       1,
+       256,
+       2,
+       1,
+       64,
+       fp16,
+       false,
+       -1,
+       16,
+       false,
+       {0, 10, 200, 256}},
+      {"bf16_d64_varlen_window_right_past_documents",
+       1,
+       192,
+       2,
+       2,
+       64,
+       bf16,
+       false,
+       8,
+       90,
+       false,
+       {0, 64, 150, 192}},
       {"bf16_d128_varlen_sinks", 1, 128, 2, 2, 128, bf16, true, -1, -1, true, {0, 40, 100}},
       // Packed with sinks: the backward runs without them, dSinks from sink_grad (padding rows,
       // an empty sequence, windows, GQA/MQA, head_dim 256).
@@ -374,6 +413,7 @@ struct RowsCase {
   std::vector<std::int32_t> q_begin, q_len, kv_begin, kv_len;
   bool bottom_right = false;
   int window_left = -1;
+  int window_right = -1;
 };
 
 class CudnnVarlenRows : public ::testing::TestWithParam<RowsCase> {};
@@ -391,7 +431,8 @@ TEST_P(CudnnVarlenRows, WithinTwiceThePlainError) {
                             .num_heads_kv = Hkv,
                             .head_dim = D,
                             .causal = rc.causal,
-                            .window_left = rc.window_left};
+                            .window_left = rc.window_left,
+                            .window_right = rc.window_right};
   LocalProblem p = LocalProblem::unsharded(cfg, dt, 1, Sq, true);
   p.varlen_rows = true;
   p.bottom_right = rc.bottom_right;
@@ -510,7 +551,19 @@ INSTANTIATE_TEST_SUITE_P(
                  {0, 22, 52},
                  {20, 30, 28},
                  true,
-                 7}),
+                 7},
+        // A window on both sides, top-left (backward as causal bands over each sequence's
+        // rectangle): more query than key rows, more key than query rows, a sequence without
+        // keys, one whose right window passes its keys.
+        RowsCase{"two_sided_rectangles",
+                 false,
+                 {0, 30, 70, 80},
+                 {25, 12, 8, 14},
+                 {2, 20, 60, 61},
+                 {15, 36, 0, 19},
+                 false,
+                 5,
+                 6}),
     [](const auto& param_info) { return param_info.param.name; });
 
 // accumulate_dq / accumulate_dkv (ring's block gradients): the fp32 views hold running sums and

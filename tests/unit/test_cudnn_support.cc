@@ -3,9 +3,12 @@
 // the feature and the version or GPU, and accepts the boundary case just inside it.
 #include <gtest/gtest.h>
 
+#include <random>
 #include <set>
+#include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "attention/cudnn_support.h"
 
@@ -193,10 +196,117 @@ TEST(CudnnSupport, WindowsWithoutCausalRunBackwardAsCausalBands) {
   offset.diagonal_offset = 2;
   offset.seqlen_kv = 258;
   EXPECT_TRUE(causal_bands(offset).empty());
-  EXPECT_TRUE(causal_bands(problem({.window_left = 4, .window_right = 3}, 1, 256, true)).empty());
+  LocalProblem corner = problem({.window_left = 4, .window_right = 3}, 1, 256, true);
+  corner.varlen_rows = corner.bottom_right = true;
+  EXPECT_TRUE(causal_bands(corner).empty());
   LocalProblem forward_only = problem({.window_left = 4, .window_right = 3});
   forward_only.backward = false;
   EXPECT_TRUE(causal_bands(forward_only).empty());
+}
+
+// The visible (query row, key row) pairs of packed sequences (top-left, positions inside each).
+std::set<std::pair<std::int64_t, std::int64_t>> visible_packed(const AttentionConfig& c,
+                                                               std::span<const std::int32_t> rows,
+                                                               std::size_t n) {
+  std::set<std::pair<std::int64_t, std::int64_t>> out;
+  for (std::size_t s = 0; s < n; ++s) {
+    if (rows[n + s] == 0 || rows[3 * n + s] == 0) continue;
+    LocalProblem one = problem(c, 1, rows[n + s]);
+    one.seqlen_kv = rows[3 * n + s];
+    const auto v = visible(one, rows[s], rows[2 * n + s]);
+    out.insert(v.begin(), v.end());
+  }
+  return out;
+}
+
+// Packed calls (cu_seqlens, or VarlenRows with rectangles and gaps) under a window without causal:
+// each sequence's pieces of the bands hold its visible pairs once, each band's pieces ascend
+// without overlap on both sides (what VarlenRows requires), fit the table the backend sizes (at
+// most one piece per query row), and only the short bands leave cuDNN every tile.
+TEST(CudnnSupport, PackedWindowsWithoutCausalRunBackwardAsCausalBands) {
+  std::mt19937 rng(20261203);
+  int checked = 0;
+  for (int draw = 0; draw < 300; ++draw) {
+    const int wl = std::uniform_int_distribution<int>(-1, 12)(rng);
+    const int wr = std::uniform_int_distribution<int>(1, 12)(rng);
+    const bool rows_given = draw % 2 == 1;
+    const int n = std::uniform_int_distribution<int>(0, 5)(rng);
+    std::vector<std::int32_t> qb, ql, kb, kl;
+    std::int32_t q = 0, k = 0;
+    for (int s = 0; s < n; ++s) {
+      auto len = [&] { return std::uniform_int_distribution<std::int32_t>(0, 30)(rng); };
+      const std::int32_t a = len();
+      const std::int32_t b = rows_given ? len() : a;
+      if (rows_given) {  // gaps between pieces, on each side
+        q += std::uniform_int_distribution<std::int32_t>(0, 3)(rng);
+        k += std::uniform_int_distribution<std::int32_t>(0, 3)(rng);
+      } else {
+        k = q;
+      }
+      qb.push_back(q);
+      ql.push_back(a);
+      kb.push_back(k);
+      kl.push_back(b);
+      q += a;
+      k += b;
+    }
+    LocalProblem p = problem({.window_left = wl, .window_right = wr}, 1, std::max(q, 1), true);
+    p.varlen_rows = rows_given;
+    p.seqlen_kv = rows_given ? std::max(k, 1) : 0;
+    const VarlenRows seqs{qb, ql, kb, kl};
+    const std::vector<CausalBand> bands = causal_bands(p, seqs);
+    ASSERT_FALSE(bands.empty());
+    EXPECT_EQ(bands.front().kind, CausalBand::kLower);
+    std::set<std::pair<std::int64_t, std::int64_t>> seen;
+    std::size_t total = 0;
+    for (const CausalBand& b : bands) {
+      ASSERT_EQ(b.rows.size() % 4, 0u);
+      const std::size_t m = b.rows.size() / 4;
+      EXPECT_LE(m, static_cast<std::size_t>(p.seqlen));
+      EXPECT_TRUE(b.kind == CausalBand::kLower || m > 0) << "an empty band kept";
+      const std::span<const std::int32_t> r = b.rows;
+      for (std::size_t s = 0; s < m; ++s) {
+        EXPECT_GT(r[m + s], 0);
+        EXPECT_GT(r[3 * m + s], 0);
+        EXPECT_LE(r[s] + r[m + s], p.seqlen);
+        EXPECT_LE(r[2 * m + s] + r[3 * m + s], p.kv_len());
+        if (s > 0) {
+          EXPECT_GE(r[s], r[s - 1] + r[m + s - 1]);
+          EXPECT_GE(r[2 * m + s], r[2 * m + s - 1] + r[3 * m + s - 1]);
+        }
+        if (!b.problem.config.causal) {
+          EXPECT_LT(r[m + s], wr);
+        }
+      }
+      EXPECT_TRUE(b.problem.varlen && b.problem.varlen_rows && !b.problem.bottom_right);
+      EXPECT_TRUE(b.problem.partial_keys && b.problem.grad_q_fp32);
+      EXPECT_EQ(b.problem.seqlen, p.seqlen);
+      EXPECT_EQ(b.problem.kv_len(), p.kv_len());
+      EXPECT_EQ(b.problem.config.window_right, -1);
+      EXPECT_TRUE(cudnn_forward_support(b.problem, kHopper919).is_ok());
+      EXPECT_TRUE(cudnn_backward_support(b.problem, kHopper919).is_ok());
+      const auto v = visible_packed(b.problem.config, r, m);
+      total += v.size();
+      seen.insert(v.begin(), v.end());
+    }
+    const std::vector<std::int32_t> all = [&] {
+      std::vector<std::int32_t> x = qb;
+      for (const auto* row : {&ql, &kb, &kl}) x.insert(x.end(), row->begin(), row->end());
+      return x;
+    }();
+    EXPECT_EQ(seen, visible_packed(p.config, all, qb.size())) << "draw " << draw << [&] {
+      std::string o = " wl " + std::to_string(wl) + " wr " + std::to_string(wr) + " rows";
+      for (auto x : all) o += " " + std::to_string(x);
+      for (const CausalBand& b : bands) {
+        o += "\n band";
+        for (auto x : b.rows) o += " " + std::to_string(x);
+      }
+      return o;
+    }();
+    EXPECT_EQ(total, seen.size()) << "a pair in two bands: draw " << draw;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 300);
 }
 
 TEST(CudnnSupport, OneByOneDenseCallsAreTaken) {
