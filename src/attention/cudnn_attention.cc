@@ -256,8 +256,11 @@ class CudnnAttention final : public LocalAttention {
       auto* self = const_cast<CudnnAttention*>(this);
       // (A forward-only problem, e.g. an inference plan's, needs no backward workspace: at 128k
       // tokens and 32 heads that is most of it.)
+      // (Nor one whose backward runs as bands: its own graph never runs; the bands' are sized
+      // below.)
+      const bool whole_backward = p.backward && !one_key(p) && detail::causal_bands(p).empty();
       const std::int64_t fwd = self->canonical_workspace(p, false);
-      const std::int64_t bwd = p.backward && !one_key(p) ? self->canonical_workspace(p, true) : 0;
+      const std::int64_t bwd = whole_backward ? self->canonical_workspace(p, true) : 0;
       if (fwd >= 0 && bwd >= 0) bound = static_cast<std::size_t>(std::max(fwd, bwd));
     }
     std::size_t extra = align_up(meta_bytes(p)) + align_up(B * hq * Sq * 4);
