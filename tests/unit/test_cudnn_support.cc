@@ -6,6 +6,7 @@
 #include <random>
 #include <set>
 #include <span>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -295,13 +296,14 @@ TEST(CudnnSupport, PackedWindowsWithoutCausalRunBackwardAsCausalBands) {
       return x;
     }();
     EXPECT_EQ(seen, visible_packed(p.config, all, qb.size())) << "draw " << draw << [&] {
-      std::string o = " wl " + std::to_string(wl) + " wr " + std::to_string(wr) + " rows";
-      for (auto x : all) o += " " + std::to_string(x);
+      std::ostringstream o;
+      o << " wl " << wl << " wr " << wr << " rows";
+      for (auto x : all) o << " " << x;
       for (const CausalBand& b : bands) {
-        o += "\n band";
-        for (auto x : b.rows) o += " " + std::to_string(x);
+        o << "\n band";
+        for (auto x : b.rows) o << " " << x;
       }
-      return o;
+      return o.str();
     }();
     EXPECT_EQ(total, seen.size()) << "a pair in two bands: draw " << draw;
     ++checked;
