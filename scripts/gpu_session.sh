@@ -14,7 +14,8 @@
 # NCCL and copy engines with 2+ GPUs, through the device loopback with one).
 # packed (the packed-sequence tests, then ulysses, ring and allgather on 8 and 64 packed documents
 # at 32k/128k tokens, `--varlen`, transports as for allgather, 8 documents of 128k with sinks, and
-# 8 documents under a window of 1024 (ring and hybrid take windows on packed documents since c2e7b9f);
+# 8 documents under a window of 1024 (ring and hybrid take windows on packed documents since c2e7b9f)
+# and under 128,128 without causal (backward as causal bands per document since 9f8c672);
 # with 2+ GPUs also 640k tokens at cp = 1 and 2, whose cp = 1 backward runs in parts past 2^31
 # elements). balance (8 and 64 packed documents of 128k, ulysses, ring with the stream and
 # allgather, the documents as given and reordered by balance_packed_sequences, every kernel call
@@ -128,6 +129,12 @@ if [[ $mode == packed ]]; then  # packed documents (thd): the tests, then three 
     --seq 32768,131072 --varlen 8 --seed 7 --window 1024,-1 --strategy ulysses,ring,allgather \
     --packed-sharding per_sequence,stream --chunks 1 --iters 3 "${via[@]}" "${bench_args[@]}"
   cat "$OUT/bench_docs8_window.log"
+  # A window without causal (ModernBERT-style, 128 each side): backward as causal bands per document.
+  run bench_docs8_two_sided 300 $BIN/ulysses-bench --json "$OUT/bench_docs8_two_sided.json" \
+    --seq 32768,131072 --varlen 8 --seed 7 --no-causal --window 128,128 \
+    --strategy ulysses,ring,allgather --packed-sharding stream --chunks 1 --iters 3 "${via[@]}" \
+    "${bench_args[@]}"
+  cat "$OUT/bench_docs8_two_sided.log"
   if ((ngpu >= 2)); then  # past 2^31 elements: cp = 1's backward runs in parts, cp = 2's fits
     run bench_640k 300 $BIN/ulysses-bench --json "$OUT/bench_640k.json" --seq 655360 --varlen 64 \
       --seed 7 --strategy ulysses --chunks 1 --iters 3 --cp 1,2 --transport nccl "${bench_args[@]}"
