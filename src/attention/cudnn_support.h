@@ -44,8 +44,9 @@ CudnnBand cudnn_band(const LocalProblem& problem);
 ///   tail   keys (i, Skv)               rows [t, min(Sq, Skv - 1)) against key rows [t + 1, Skv);
 /// head and tail (fewer than wr rows each) with window_left 0 and no right bound, every tile
 /// computed;
-/// each on the given O and LSE (partial_keys) with fp32 dQ, dK, dV (the backend sums them, rounds
-/// once, and takes dSinks from kernels::sink_grad). Together they hold each visible pair once.
+/// each on the given O and LSE (partial_keys) with fp32 dQ, dK, dV (cuDNN writes each band's part
+/// in the I/O dtype; the backend adds the parts in fp32, rounds the sums, and takes dSinks from
+/// kernels::sink_grad). Together they hold each visible pair once.
 struct CausalBand {
   enum Kind { kLower, kUpper, kHead, kTail };
   Kind kind = kLower;
