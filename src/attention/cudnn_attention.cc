@@ -293,22 +293,17 @@ class CudnnAttention final : public LocalAttention {
   // See detail::causal_bands(). Packed: every band runs over the call's whole views, its
   // sequences' pieces as VarlenRows.
   Status banded_backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream stream) {
-    std::vector<Band> bs;
-    if (p.varlen) {
-      // cu_seqlens as VarlenRows: each sequence's query and key rows are the same.
-      std::vector<std::int32_t> begin, len;
-      VarlenRows seqs = a.rows;
-      if (!p.varlen_rows) {
-        for (std::size_t i = 0; i + 1 < a.cu_seqlens.size(); ++i) {
-          begin.push_back(a.cu_seqlens[i]);
-          len.push_back(a.cu_seqlens[i + 1] - a.cu_seqlens[i]);
-        }
-        seqs = VarlenRows{.q_begin = begin, .q_len = len, .kv_begin = begin, .kv_len = len};
+    // cu_seqlens as VarlenRows: each sequence's query and key rows are the same.
+    std::vector<std::int32_t> begin, len;
+    VarlenRows seqs = a.rows;
+    if (p.varlen && !p.varlen_rows) {
+      for (std::size_t i = 0; i + 1 < a.cu_seqlens.size(); ++i) {
+        begin.push_back(a.cu_seqlens[i]);
+        len.push_back(a.cu_seqlens[i + 1] - a.cu_seqlens[i]);
       }
-      bs = detail::causal_bands(p, seqs);
-    } else {
-      bs = detail::causal_bands(p);
+      seqs = VarlenRows{.q_begin = begin, .q_len = len, .kv_begin = begin, .kv_len = len};
     }
+    std::vector<Band> bs = detail::causal_bands(p, seqs);
     char* ws = static_cast<char*>(a.workspace);
     auto sums = [&](const TensorView& caller, bool fp32, std::int64_t rows, int heads) {
       if (fp32) return caller;

@@ -52,12 +52,12 @@ struct CausalBand {
   Kind kind = kLower;
   LocalProblem problem;
   std::int64_t q0 = 0, kv0 = 0;  // dense: the band's first query and key row in the call's views
-  /// Packed: the band's sequences (place_packed_bands()) as VarlenRows, four rows of n values:
-  /// q_begin, q_len, kv_begin, kv_len.
+  /// Packed: the band's pieces of the call's sequences (causal_bands(problem, seqs)) as
+  /// VarlenRows, four rows of n values: q_begin, q_len, kv_begin, kv_len.
   std::vector<std::int32_t> rows;
 };
 /// Dense: the bands, for a call with as many key as query rows. Packed (cu_seqlens, or VarlenRows
-/// top-left): the four bands' problems (VarlenRows), their rows left to place_packed_bands() with
+/// top-left): the four bands' problems (VarlenRows), their rows left to the overload below with
 /// each call's sequences. Empty for any other problem (causal, no right window, an offset,
 /// bottom-right, a forward-only one): the backward runs whole.
 std::vector<CausalBand> causal_bands(const LocalProblem& problem);
@@ -65,7 +65,7 @@ std::vector<CausalBand> causal_bands(const LocalProblem& problem);
 /// A packed call's bands for its sequences `seqs` (cu_seqlens as VarlenRows with equal query and
 /// key rows; host spans): each band holds the pieces of the sequences that have rows in it, `rows`
 /// set; a band other than the first (every sequence with query and key rows) left with none is
-/// dropped. Empty where causal_bands(problem) is.
+/// dropped. Dense: causal_bands(problem).
 std::vector<CausalBand> causal_bands(const LocalProblem& problem, const VarlenRows& seqs);
 
 /// Unsupported naming the feature, the version or GPU that lacks it, and what works instead; OK
