@@ -44,6 +44,7 @@
 #include "common/cuda_check.h"
 #include "common/tensor_rows.h"
 #include "kernels/attention_aux.h"
+#include "kernels/elementwise.h"
 #include "kernels/merge.h"
 #include "ulysses/gpu.h"
 
@@ -568,9 +569,23 @@ class CudnnAttention final : public LocalAttention {
     // views (allgather's keys before a chunk: one document) then does not pay for the views.
     const RowSpan qs = vl.rows ? detail::varlen_span(a.rows, false) : RowSpan{0, p.seqlen};
     const RowSpan ks = vl.rows ? detail::varlen_span(a.rows, true) : RowSpan{0, p.kv_len()};
-    if (vl.rows) {
+    // Staged gradients added to running fp32 sums (a banded backward's later bands, ring's steps)
+    // take only the pieces' rows: nothing outside them is added, so the rows between them (the
+    // gaps of a band's pieces, one per sequence, in a long view) are neither zeroed nor walked.
+    // The pieces' rows are zeroed first, so a row cuDNN leaves unwritten adds nothing.
+    const bool q_pieces = vl.rows && p.grad_q_fp32 && p.accumulate_dq;
+    const bool kv_pieces = vl.rows && widen && p.accumulate_dkv;
+    const kernels::RowPieces q_rows{a.rows.q_begin, a.rows.q_len};
+    const kernels::RowPieces kv_rows{a.rows.kv_begin, a.rows.kv_len};
+    if (q_pieces) {
+      ULYSSES_RETURN_IF_ERROR(kernels::cuda::fill_zero_rows(t.dq, q_rows, stream));
+    } else if (vl.rows) {
       ULYSSES_RETURN_IF_ERROR(p.grad_q_fp32 ? zero_rows(t.dq, qs, stream) : zero_all(a.dq, stream));
-      for (const TensorView* g : {&t.dk, &t.dv}) {
+    }
+    for (const TensorView* g : {&t.dk, &t.dv}) {
+      if (kv_pieces) {
+        ULYSSES_RETURN_IF_ERROR(kernels::cuda::fill_zero_rows(*g, kv_rows, stream));
+      } else if (vl.rows) {
         ULYSSES_RETURN_IF_ERROR(widen ? zero_rows(*g, ks, stream) : zero_all(*g, stream));
       }
     }
@@ -596,12 +611,16 @@ class CudnnAttention final : public LocalAttention {
     }
     // Staged results into the caller's fp32 views over the spans: widened (zeros outside), or
     // added to running sums (nothing to add outside).
-    if (p.grad_q_fp32) {
+    if (q_pieces) {
+      ULYSSES_RETURN_IF_ERROR(kernels::cuda::convert_rows(a.dq, t.dq, q_rows, true, stream));
+    } else if (p.grad_q_fp32) {
       ULYSSES_RETURN_IF_ERROR(widen_rows(a.dq, t.dq, qs, p.accumulate_dq, stream));
     }
     if (widen) {
       for (auto [dst, src] : {std::pair{&a.dk, &t.dk}, std::pair{&a.dv, &t.dv}}) {
-        ULYSSES_RETURN_IF_ERROR(widen_rows(*dst, *src, ks, p.accumulate_dkv, stream));
+        ULYSSES_RETURN_IF_ERROR(kv_pieces
+                                    ? kernels::cuda::convert_rows(*dst, *src, kv_rows, true, stream)
+                                    : widen_rows(*dst, *src, ks, p.accumulate_dkv, stream));
       }
     }
     return Status::ok();

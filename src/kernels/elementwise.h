@@ -4,9 +4,11 @@
 // so they must move bytes at close to copy speed: 16-byte vectors along the rows both views hold
 // densely, 32-bit index decomposition (row_walk.h), memset / memcpy where a view is one block.
 //
-// Views of up to 4 dims, any non-negative strides, the same shape for dst and src.
+// Views of up to 4 dims, any non-negative strides, the same shape for dst and src; or the rows of
+// pieces of such views (a packed call's sequences, RowPieces).
 #pragma once
 
+#include "kernels/row_walk.h"
 #include "ulysses/status.h"
 #include "ulysses/types.h"
 
@@ -21,5 +23,14 @@ Status copy_elements(const TensorView& dst, const TensorView& src, Stream stream
 /// dst = src (add = false) or dst += src (add = true), each of fp32, fp16, bf16: values pass
 /// through fp32 and are rounded once to dst's dtype.
 Status convert_elements(const TensorView& dst, const TensorView& src, bool add, Stream stream);
+
+/// fill_zero over the rows of `rows` only (dst: [1, S, ...]).
+Status fill_zero_rows(const TensorView& dst, RowPieces rows, Stream stream);
+
+/// convert_elements over the rows of `rows` only (dst and src: [1, S, ...] of one shape); the
+/// other rows keep their bits. One launch per kPiecesPerLaunch pieces: the rows of a packed call's
+/// sequences inside long views, without walking the gaps between them.
+Status convert_rows(const TensorView& dst, const TensorView& src, RowPieces rows, bool add,
+                    Stream stream);
 
 }  // namespace ulysses::kernels::cuda

@@ -138,17 +138,87 @@ struct ConvertOp {
   }
 };
 
+// The same over pieces' rows (row_walk.h, RowPieces): flat vector i is vector i % per_row of the
+// launch's flat row i / per_row, found among the pieces by piece_row().
 template <class Op>
-Status run(const RowWalk& walk, const Op& op, Stream stream) {
-  ULYSSES_ASSIGN_OR_RETURN(auto launches, row_walk_launches(walk));
-  for (const RowWalkLaunch& l : launches) {
-    const std::uint32_t per_block = kThreads * kUnroll;
-    const auto blocks = static_cast<unsigned>((std::uint64_t{l.total} + per_block - 1) / per_block);
-    walk_kernel<<<blocks, kThreads, 0, stream>>>(l, op);
-    ULYSSES_CUDA_CHECK_LAUNCH();
+__global__ void __launch_bounds__(kThreads)
+    pieces_kernel(RowWalkLaunch row, FastDiv per_row, std::int64_t dst_row, std::int64_t src_row,
+                  RowPiecesLaunch l, Op op) {
+  const std::uint32_t first = blockIdx.x * (kThreads * kUnroll) + threadIdx.x;
+  typename Op::Item x[kUnroll];
+  std::int64_t at[kUnroll];
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const std::uint32_t i = first + static_cast<std::uint32_t>(u * kThreads);
+    if (i < l.total) {
+      std::uint32_t r = 0, j = 0;
+      per_row.divmod(i, r, j);
+      const std::int64_t v = piece_row(l, r);
+      std::int64_t src = 0;
+      locate(row, j, at[u], src);
+      at[u] += v * dst_row;
+      x[u] = op.load(at[u], src + v * src_row);
+    }
   }
-  return Status::ok();
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    if (first + static_cast<std::uint32_t>(u * kThreads) < l.total) op.store(at[u], x[u]);
+  }
 }
+
+unsigned blocks_for(std::uint32_t total) {
+  const std::uint32_t per_block = kThreads * kUnroll;
+  return static_cast<unsigned>((std::uint64_t{total} + per_block - 1) / per_block);
+}
+
+// A whole view (or two of one shape).
+struct WholeWalk {
+  RowWalk walk;
+  int vec() const { return walk.vec; }
+  template <class Op>
+  Status run(const Op& op, Stream stream) const {
+    ULYSSES_ASSIGN_OR_RETURN(auto launches, row_walk_launches(walk));
+    for (const RowWalkLaunch& l : launches) {
+      walk_kernel<<<blocks_for(l.total), kThreads, 0, stream>>>(l, op);
+      ULYSSES_CUDA_CHECK_LAUNCH();
+    }
+    return Status::ok();
+  }
+};
+struct PlanWhole {
+  WholeWalk operator()(const TensorView& dst, const TensorView* src,
+                       std::span<const int> widths) const {
+    return {plan_row_walk(dst, src, widths)};
+  }
+};
+
+// The rows of pieces of a view (or two of one shape).
+struct PiecesWalk {
+  PieceWalk walk;
+  RowPieces pieces;
+  int vec() const { return walk.row.vec; }
+  template <class Op>
+  Status run(const Op& op, Stream stream) const {
+    ULYSSES_ASSIGN_OR_RETURN(auto rows, row_walk_launches(walk.row));
+    if (rows.empty()) return Status::ok();
+    if (rows.size() != 1) return internal_error("ulysses::kernels::cuda: a row in two launches");
+    const RowWalkLaunch& row = rows.front();
+    ULYSSES_ASSIGN_OR_RETURN(auto launches, row_pieces_launches(pieces, row.total));
+    for (const RowPiecesLaunch& l : launches) {
+      pieces_kernel<<<blocks_for(l.total), kThreads, 0, stream>>>(
+          row, FastDiv(row.total), walk.dst_row, walk.src_row, l, op);
+      ULYSSES_CUDA_CHECK_LAUNCH();
+    }
+    return Status::ok();
+  }
+};
+struct PlanPieces {
+  RowPieces pieces;
+  PiecesWalk operator()(const TensorView& dst, const TensorView* src,
+                        std::span<const int> widths) const {
+    return {plan_piece_walk(dst, src, widths), pieces};
+  }
+};
 
 // Widths in elements giving 16, 8, 4, 2 and 1-byte accesses for an element of `bytes` bytes.
 std::span<const int> byte_widths(std::size_t bytes) {
@@ -183,37 +253,88 @@ bool is_float(DType t) {
   return t == DType::kFloat32 || t == DType::kFloat16 || t == DType::kBFloat16;
 }
 
-template <DType kD, DType kS, int W>
-Status convert_as(const RowWalk& walk, const TensorView& dst, const TensorView& src, bool add,
+template <DType kD, DType kS, int W, class Walk>
+Status convert_as(const Walk& walk, const TensorView& dst, const TensorView& src, bool add,
                   Stream stream) {
   using DPack = Pack<kD, W>;
   using SPack = Pack<kS, W>;
   auto* d = static_cast<DPack*>(dst.data);
   const auto* s = static_cast<const SPack*>(src.data);
-  if (add) return run(walk, ConvertOp<kD, kS, W, true>{d, s}, stream);
-  return run(walk, ConvertOp<kD, kS, W, false>{d, s}, stream);
+  if (add) return walk.run(ConvertOp<kD, kS, W, true>{d, s}, stream);
+  return walk.run(ConvertOp<kD, kS, W, false>{d, s}, stream);
 }
 
-template <DType kD, DType kS>
-Status convert_typed(const TensorView& dst, const TensorView& src, bool add, Stream stream) {
+template <DType kD, DType kS, class Plan>
+Status convert_typed(const Plan& plan, const TensorView& dst, const TensorView& src, bool add,
+                     Stream stream) {
   constexpr int kWide = 16 / static_cast<int>(std::max(sizeof(typename Elem<kD>::Bits),
                                                        sizeof(typename Elem<kS>::Bits)));
   static constexpr int kWidths[] = {kWide, 1};
-  const RowWalk walk = plan_row_walk(dst, &src, kWidths);
-  if (walk.vec == kWide) return convert_as<kD, kS, kWide>(walk, dst, src, add, stream);
+  const auto walk = plan(dst, &src, kWidths);
+  if (walk.vec() == kWide) return convert_as<kD, kS, kWide>(walk, dst, src, add, stream);
   return convert_as<kD, kS, 1>(walk, dst, src, add, stream);
 }
 
-template <DType kD>
-Status convert_to(const TensorView& dst, const TensorView& src, bool add, Stream stream) {
+template <DType kD, class Plan>
+Status convert_to(const Plan& plan, const TensorView& dst, const TensorView& src, bool add,
+                  Stream stream) {
   switch (src.dtype) {
     case DType::kFloat32:
-      return convert_typed<kD, DType::kFloat32>(dst, src, add, stream);
+      return convert_typed<kD, DType::kFloat32>(plan, dst, src, add, stream);
     case DType::kFloat16:
-      return convert_typed<kD, DType::kFloat16>(dst, src, add, stream);
+      return convert_typed<kD, DType::kFloat16>(plan, dst, src, add, stream);
     default:
-      return convert_typed<kD, DType::kBFloat16>(dst, src, add, stream);
+      return convert_typed<kD, DType::kBFloat16>(plan, dst, src, add, stream);
   }
+}
+
+// Checks both views, then dst = src or dst += src over what `plan` walks.
+template <class Plan>
+Status convert_with(const Plan& plan, const TensorView& dst, const TensorView& src, bool add,
+                    Stream stream) {
+  switch (dst.dtype) {
+    case DType::kFloat32:
+      return convert_to<DType::kFloat32>(plan, dst, src, add, stream);
+    case DType::kFloat16:
+      return convert_to<DType::kFloat16>(plan, dst, src, add, stream);
+    default:
+      return convert_to<DType::kBFloat16>(plan, dst, src, add, stream);
+  }
+}
+
+// Zero over what `walk` visits (vectors of walk.vec() elements of `bytes` bytes).
+template <class Walk>
+Status zero_with(const Walk& walk, void* data, std::size_t bytes, Stream stream) {
+  switch (static_cast<std::size_t>(walk.vec()) * bytes) {
+    case 16:
+      return walk.run(ZeroOp<uint4>{as<uint4>(data)}, stream);
+    case 8:
+      return walk.run(ZeroOp<uint2>{as<uint2>(data)}, stream);
+    case 4:
+      return walk.run(ZeroOp<unsigned>{as<unsigned>(data)}, stream);
+    case 2:
+      return walk.run(ZeroOp<unsigned short>{as<unsigned short>(data)}, stream);
+    default:
+      return walk.run(ZeroOp<unsigned char>{as<unsigned char>(data)}, stream);
+  }
+}
+
+Status check_convert(const TensorView& dst, const TensorView& src, const char* what) {
+  ULYSSES_RETURN_IF_ERROR(same_shape(dst, src, what));
+  if (!is_float(dst.dtype) || !is_float(src.dtype)) {
+    return unsupported(detail::str_cat("ulysses::kernels::cuda::", what, ": dtypes ",
+                                       dtype_name(dst.dtype), " <- ", dtype_name(src.dtype),
+                                       " (expected fp32, fp16 or bf16)"));
+  }
+  return Status::ok();
+}
+
+Status check_pieces_view(const TensorView& t, const char* what) {
+  if (t.ndim < 2 || t.size(0) != 1) {
+    return internal_error(detail::str_cat("ulysses::kernels::cuda::", what,
+                                          ": expected a view of [1, S, ...], got ", t.to_string()));
+  }
+  return Status::ok();
 }
 
 }  // namespace
@@ -228,18 +349,13 @@ Status fill_zero(const TensorView& dst, Stream stream) {
         static_cast<std::size_t>(walk.row_vecs) * static_cast<std::size_t>(walk.vec) * e, stream));
     return Status::ok();
   }
-  switch (static_cast<std::size_t>(walk.vec) * e) {
-    case 16:
-      return run(walk, ZeroOp<uint4>{as<uint4>(dst.data)}, stream);
-    case 8:
-      return run(walk, ZeroOp<uint2>{as<uint2>(dst.data)}, stream);
-    case 4:
-      return run(walk, ZeroOp<unsigned>{as<unsigned>(dst.data)}, stream);
-    case 2:
-      return run(walk, ZeroOp<unsigned short>{as<unsigned short>(dst.data)}, stream);
-    default:
-      return run(walk, ZeroOp<unsigned char>{as<unsigned char>(dst.data)}, stream);
-  }
+  return zero_with(WholeWalk{walk}, dst.data, e, stream);
+}
+
+Status fill_zero_rows(const TensorView& dst, RowPieces rows, Stream stream) {
+  ULYSSES_RETURN_IF_ERROR(check_pieces_view(dst, "fill_zero_rows"));
+  const std::size_t e = dtype_size(dst.dtype);
+  return zero_with(PlanPieces{rows}(dst, nullptr, byte_widths(e)), dst.data, e, stream);
 }
 
 Status copy_elements(const TensorView& dst, const TensorView& src, Stream stream) {
@@ -261,7 +377,7 @@ Status copy_elements(const TensorView& dst, const TensorView& src, Stream stream
   }
   auto copy = [&](auto* d) {
     using V = std::remove_pointer_t<decltype(d)>;
-    return run(walk, CopyOp<V>{d, static_cast<const V*>(src.data)}, stream);
+    return WholeWalk{walk}.run(CopyOp<V>{d, static_cast<const V*>(src.data)}, stream);
   };
   switch (static_cast<std::size_t>(walk.vec) * e) {
     case 16:
@@ -278,21 +394,16 @@ Status copy_elements(const TensorView& dst, const TensorView& src, Stream stream
 }
 
 Status convert_elements(const TensorView& dst, const TensorView& src, bool add, Stream stream) {
-  ULYSSES_RETURN_IF_ERROR(same_shape(dst, src, "convert_elements"));
-  if (!is_float(dst.dtype) || !is_float(src.dtype)) {
-    return unsupported(detail::str_cat("ulysses::kernels::cuda::convert_elements: dtypes ",
-                                       dtype_name(dst.dtype), " <- ", dtype_name(src.dtype),
-                                       " (expected fp32, fp16 or bf16)"));
-  }
+  ULYSSES_RETURN_IF_ERROR(check_convert(dst, src, "convert_elements"));
   if (!add && dst.dtype == src.dtype) return copy_elements(dst, src, stream);
-  switch (dst.dtype) {
-    case DType::kFloat32:
-      return convert_to<DType::kFloat32>(dst, src, add, stream);
-    case DType::kFloat16:
-      return convert_to<DType::kFloat16>(dst, src, add, stream);
-    default:
-      return convert_to<DType::kBFloat16>(dst, src, add, stream);
-  }
+  return convert_with(PlanWhole{}, dst, src, add, stream);
+}
+
+Status convert_rows(const TensorView& dst, const TensorView& src, RowPieces rows, bool add,
+                    Stream stream) {
+  ULYSSES_RETURN_IF_ERROR(check_convert(dst, src, "convert_rows"));
+  ULYSSES_RETURN_IF_ERROR(check_pieces_view(dst, "convert_rows"));
+  return convert_with(PlanPieces{rows}, dst, src, add, stream);
 }
 
 }  // namespace ulysses::kernels::cuda

@@ -100,4 +100,69 @@ Result<std::vector<RowWalkLaunch>> row_walk_launches(const RowWalk& walk, std::i
   return out;
 }
 
+Result<std::vector<RowPiecesLaunch>> row_pieces_launches(RowPieces pieces, std::int64_t per_row,
+                                                         std::int64_t limit) {
+  std::vector<RowPiecesLaunch> out;
+  limit = std::min(limit, kMaxLaunchVectors);
+  if (per_row <= 0) return out;
+  if (per_row > limit) {
+    return unsupported(detail::str_cat("ulysses::kernels: a row of ", per_row,
+                                       " vectors is more than one launch holds (", limit, ")"));
+  }
+  const std::int64_t most_rows = limit / per_row;
+  RowPiecesLaunch l;
+  std::int64_t rows = 0;  // in l
+  auto flush = [&] {
+    if (l.count == 0) return;
+    l.total = static_cast<std::uint32_t>(rows * per_row);
+    out.push_back(l);
+    l = RowPiecesLaunch{};
+    rows = 0;
+  };
+  const std::size_t n = std::min(pieces.begin.size(), pieces.len.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    std::int64_t first = pieces.begin[i], left = pieces.len[i];
+    while (left > 0) {
+      if (l.count == kPiecesPerLaunch || rows == most_rows) flush();
+      const std::int64_t take = std::min(left, most_rows - rows);
+      l.first[l.count] = static_cast<std::int32_t>(first);
+      l.start[l.count] = static_cast<std::uint32_t>(rows);
+      ++l.count;
+      rows += take;
+      l.start[l.count] = static_cast<std::uint32_t>(rows);
+      first += take;
+      left -= take;
+    }
+  }
+  flush();
+  return out;
+}
+
+PieceWalk plan_piece_walk(const TensorView& dst, const TensorView* src,
+                          std::span<const int> widths) {
+  const TensorView& s = src != nullptr ? *src : dst;
+  auto one_row = [](TensorView v) {
+    v.shape[0] = 1;
+    v.shape[1] = 1;
+    return v;
+  };
+  const TensorView dr = one_row(dst), sr = one_row(s);
+  const TensorView* srp = src != nullptr ? &sr : nullptr;
+  PieceWalk w;
+  bool found = false;
+  for (int v : widths) {
+    const int one[] = {v};
+    w.row = plan_row_walk(dr, srp, one);
+    found = w.row.vec == v && dst.stride(1) % v == 0 && s.stride(1) % v == 0;
+    if (found) break;
+  }
+  if (!found) {
+    const int scalar[] = {1};
+    w.row = plan_row_walk(dr, srp, scalar);
+  }
+  w.dst_row = dst.stride(1) / w.row.vec;
+  w.src_row = s.stride(1) / w.row.vec;
+  return w;
+}
+
 }  // namespace ulysses::kernels

@@ -81,4 +81,53 @@ ULYSSES_HOST_DEVICE void locate(const RowWalkLaunch& l, std::uint32_t i, std::in
   }
 }
 
+/// Rows picked out of dim 1 of a view whose dim 0 has size 1 (a packed call's [1, S, H, D]): rows
+/// [begin[i], begin[i] + len[i]) for each i, host values (one side of a VarlenRows). Empty pieces
+/// are allowed; pieces must not overlap (each row is visited once).
+struct RowPieces {
+  std::span<const std::int32_t> begin, len;
+};
+
+/// Pieces one launch holds (their tables travel as kernel arguments).
+inline constexpr int kPiecesPerLaunch = 96;
+
+/// One launch over pieces' rows, passed to a kernel by value: its flat row r is row
+/// first[i] + (r - start[i]) of the view for the i with start[i] <= r < start[i + 1].
+struct RowPiecesLaunch {
+  std::uint32_t total = 0;  // vectors: start[count] * vectors per row
+  int count = 0;            // non-empty pieces
+  std::int32_t first[kPiecesPerLaunch] = {};
+  std::uint32_t start[kPiecesPerLaunch + 1] = {};
+};
+
+/// The non-empty pieces in launches of at most kPiecesPerLaunch pieces and `limit` vectors,
+/// `per_row` vectors a row, in order; a piece longer than a launch is cut. Unsupported when one
+/// row holds more than `limit` vectors.
+Result<std::vector<RowPiecesLaunch>> row_pieces_launches(RowPieces pieces, std::int64_t per_row,
+                                                         std::int64_t limit = kMaxLaunchVectors);
+
+/// The view row of flat row r (< start[count]) of a launch.
+ULYSSES_HOST_DEVICE std::int64_t piece_row(const RowPiecesLaunch& l, std::uint32_t r) {
+  int lo = 0, hi = l.count - 1;  // the last i with start[i] <= r (start ascends strictly)
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (l.start[mid] <= r) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return static_cast<std::int64_t>(l.first[lo]) + static_cast<std::int64_t>(r - l.start[lo]);
+}
+
+/// A walk over one row of dst and src (the dims past 1) for the pieces' kernels, and each view's
+/// row stride in vectors: `row.vec` is the first of `widths` that plan_row_walk() takes for the row
+/// and that also divides both row strides.
+struct PieceWalk {
+  RowWalk row;
+  std::int64_t dst_row = 0, src_row = 0;
+};
+PieceWalk plan_piece_walk(const TensorView& dst, const TensorView* src,
+                          std::span<const int> widths);
+
 }  // namespace ulysses::kernels

@@ -344,6 +344,83 @@ TEST(GpuElementwise, MatchHostBitwiseOverWholeBuffers) {
   }
 }
 
+// fill_zero_rows / convert_rows (the cuDNN backend's staging of a packed call's gradients into
+// running fp32 sums): over the pieces' rows exactly what the whole-view kernels do there, every
+// other bit of dst (rows between pieces, gaps, rows past the last piece) untouched. Random pieces
+// with gaps and empty ones; one geometry with more pieces than one launch holds.
+void check_rows(const EwGeo& g, DType dt, DType st, const char* op, int pieces,
+                std::mt19937_64& rng) {
+  SCOPED_TRACE(std::string(g.name) + " rows " + op + " " + std::string(dtype_name(dt)) + " <- " +
+               std::string(dtype_name(st)) + ", " + std::to_string(pieces) + " pieces");
+  std::vector<std::int32_t> begin, len;
+  std::int64_t row = static_cast<std::int64_t>(rng() % 3);
+  for (int i = 0; i < pieces && row < g.shape[1]; ++i) {
+    const std::int64_t l = std::min<std::int64_t>(
+        rng() % 5 == 0 ? 0 : 1 + static_cast<std::int64_t>(rng() % 4), g.shape[1] - row);
+    begin.push_back(static_cast<std::int32_t>(row));
+    len.push_back(static_cast<std::int32_t>(l));
+    row += l + static_cast<std::int64_t>(rng() % 3);
+  }
+  Strided dst(dt, g.shape, g.dst_strides, g.dst_offset),
+      src(st, g.shape, g.src_strides, g.src_offset);
+  testing::poison(dst.buf);
+  testing::fill_uniform(src.buf, rng, -4.0, 4.0);
+  const std::string name(op);
+  // The pieces' rows of dst hold values (NaN elsewhere stays NaN's bits).
+  auto rows_of = [](TensorView v, std::int64_t r0, std::int64_t n) {
+    v.data = static_cast<char*>(v.data) +
+             r0 * v.stride(1) * static_cast<std::int64_t>(dtype_size(v.dtype));
+    v.shape[1] = n;
+    return v;
+  };
+  for (std::size_t i = 0; i < begin.size(); ++i) {
+    HostTensor vals(dt, {1, len[i], g.shape[2], g.shape[3]});
+    testing::fill_uniform(vals, rng, -4.0, 4.0);
+    ASSERT_TRUE(
+        kernels::host::convert(rows_of(dst.host_view(), begin[i], len[i]), vals.view).is_ok());
+  }
+  Strided want = dst;
+  for (std::size_t i = 0; i < begin.size(); ++i) {
+    const TensorView w = rows_of(want.host_view(), begin[i], len[i]);
+    const TensorView x = rows_of(src.host_view(), begin[i], len[i]);
+    const Status hs = name == "zero"         ? kernels::host::zero(w)
+                      : name == "accumulate" ? kernels::host::accumulate(w, x)
+                                             : kernels::host::convert(w, x);
+    ASSERT_TRUE(hs.is_ok()) << hs.to_string();
+  }
+  DeviceTensor dd = DeviceTensor::of(dst.buf), sd = DeviceTensor::of(src.buf);
+  const TensorView dv = dst.view(dd.ptr, Device::cuda(0)), sv = src.view(sd.ptr, Device::cuda(0));
+  const kernels::RowPieces rp{begin, len};
+  const Status ds = name == "zero"
+                        ? kernels::cuda::fill_zero_rows(dv, rp, nullptr)
+                        : kernels::cuda::convert_rows(dv, sv, rp, name == "accumulate", nullptr);
+  ASSERT_TRUE(ds.is_ok()) << ds.to_string();
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_BITWISE_EQ(want.buf, dd.download(dst.buf), "whole dst buffer");
+}
+
+TEST(GpuElementwise, RowsOfPiecesMatchHostAndLeaveTheRest) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const std::uint64_t seed = testing::fresh_seed();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  const DType f32 = DType::kFloat32, bf16 = DType::kBFloat16, f16 = DType::kFloat16;
+  std::vector<EwGeo> geos;
+  for (const EwGeo& g : ew_geometries()) {
+    if (g.shape[0] == 1) geos.push_back(g);
+  }
+  const std::array<std::int64_t, 4> r{1, 40, 2, 16};
+  // Rows 36 elements apart: no 16-byte vector lands on every row.
+  geos.push_back({"row stride off the 16-byte grid", r, {40 * 36, 36, 16, 1}, dense(r), 0, 0});
+  for (const EwGeo& g : geos) {
+    for (int pieces : {1, 7, 3 * kernels::kPiecesPerLaunch}) {
+      for (DType t : {f32, bf16}) check_rows(g, t, t, "zero", pieces, rng);
+      for (DType s : {bf16, f32, f16}) check_rows(g, f32, s, "accumulate", pieces, rng);
+      check_rows(g, f32, bf16, "convert", pieces, rng);
+    }
+  }
+}
+
 // zero_tokens_from (the backend's prefill of padding rows): rows before `first` and the gaps keep
 // their bits.
 TEST(GpuElementwise, ZeroTokensFromLeavesEarlierRows) {

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/check.h"
 #include "common/test_util.h"
 #include "kernels/fast_div.h"
 #include "kernels/packed_pairs.h"
@@ -190,6 +191,120 @@ TEST(RowWalk, RefusesWhatOneLaunchCannotIndex) {
   auto ok = row_walk_launches(w, 4096 * 2);
   ASSERT_TRUE(ok.is_ok());
   EXPECT_EQ(ok->size(), 2u);
+}
+
+// The view rows the pieces' launches visit, in order, and each launch within its limits.
+std::vector<std::int64_t> launched_rows(const std::vector<RowPiecesLaunch>& launches,
+                                        std::int64_t per_row, std::int64_t limit) {
+  std::vector<std::int64_t> out;
+  for (const RowPiecesLaunch& l : launches) {
+    EXPECT_GE(l.count, 1);
+    EXPECT_LE(l.count, kPiecesPerLaunch);
+    EXPECT_EQ(l.start[0], 0u);
+    for (int i = 0; i < l.count; ++i) EXPECT_LT(l.start[i], l.start[i + 1]) << "piece " << i;
+    EXPECT_EQ(std::int64_t{l.total}, std::int64_t{l.start[l.count]} * per_row);
+    EXPECT_LE(std::int64_t{l.total}, limit);
+    for (std::uint32_t r = 0; r < l.start[l.count]; ++r) out.push_back(piece_row(l, r));
+  }
+  return out;
+}
+
+TEST(RowPieces, LaunchesVisitEveryPieceRowOnceInOrder) {
+  const std::uint64_t seed = testing::fresh_seed();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  for (int draw = 0; draw < 300; ++draw) {
+    // Up to 3 launches' worth of pieces, rows of 1 to 40 vectors, limits that cut pieces.
+    const int n = static_cast<int>(rng() % (3 * kPiecesPerLaunch + 2));
+    std::vector<std::int32_t> begin, len, expected;
+    std::int32_t row = static_cast<std::int32_t>(rng() % 5);
+    for (int i = 0; i < n; ++i) {
+      const auto l = static_cast<std::int32_t>(rng() % 4 == 0 ? 0 : 1 + rng() % 30);
+      begin.push_back(row);
+      len.push_back(l);
+      for (std::int32_t r = 0; r < l; ++r) expected.push_back(row + r);
+      row += l + static_cast<std::int32_t>(rng() % 3 == 0 ? 0 : rng() % 50);
+    }
+    const std::int64_t per_row = 1 + static_cast<std::int64_t>(rng() % 40);
+    const std::int64_t limit =
+        draw % 3 == 0 ? kMaxLaunchVectors : per_row * (1 + static_cast<std::int64_t>(rng() % 64));
+    SCOPED_TRACE(detail::str_cat("draw ", draw, ": ", n, " pieces, ", per_row,
+                                 " vectors a row, limit ", limit));
+    auto launches = row_pieces_launches({begin, len}, per_row, limit);
+    ASSERT_TRUE(launches.is_ok()) << launches.status().to_string();
+    const std::vector<std::int64_t> got = launched_rows(*launches, per_row, limit);
+    ASSERT_EQ(got, std::vector<std::int64_t>(expected.begin(), expected.end()));
+    // As few launches as the limits allow: each one full but the last (of rows or of pieces).
+    for (std::size_t i = 0; i + 1 < launches->size(); ++i) {
+      const RowPiecesLaunch& l = (*launches)[i];
+      EXPECT_TRUE(l.count == kPiecesPerLaunch || std::int64_t{l.start[l.count]} == limit / per_row)
+          << "launch " << i << " of " << launches->size();
+    }
+  }
+}
+
+TEST(RowPieces, RefusesARowPastTheLimitAndTakesNoPieces) {
+  const std::int32_t begin[] = {0, 10}, len[] = {5, 5};
+  auto r = row_pieces_launches({begin, len}, 100, 64);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnsupported);
+  EXPECT_NE(r.status().message().find("100 vectors"), std::string::npos) << r.status().message();
+  const std::int32_t zero[] = {0, 0};
+  auto none = row_pieces_launches({begin, zero}, 4);
+  ASSERT_TRUE(none.is_ok());
+  EXPECT_TRUE(none->empty());
+}
+
+// plan_piece_walk(): one row's walk plus the row strides reach every element of every row exactly
+// as the view's own offsets do, with the widest vector both row strides allow.
+TEST(RowPieces, PieceWalkReachesEachRowsElements) {
+  const auto bf16 = DType::kBFloat16, f32 = DType::kFloat32;
+  const std::vector<int> w2 = {8, 4, 2, 1}, w4 = {4, 1};
+  struct Case {
+    const char* name;
+    TensorView dst, src;
+    std::vector<int> widths;
+    int expect_vec;
+  };
+  const Case cases[] = {
+      {"fp32 sums += bf16 stage", TensorView::contiguous(at(0x1000), f32, {1, 9, 4, 16}),
+       TensorView::contiguous(at(0x9000), bf16, {1, 9, 4, 16}), w4, 4},
+      {"Q out of a Q|K|V row", TensorView::contiguous(at(0x1000), bf16, {1, 7, 2, 16}),
+       TensorView::strided(at(0x9000), bf16, {1, 7, 2, 16}, {7 * 96, 96, 16, 1}), w2, 8},
+      // A row stride of 36 bf16 (72 bytes): no 16- or 8-byte vector lands on every row.
+      {"row stride off the grid",
+       TensorView::strided(at(0x1000), bf16, {1, 6, 2, 16}, {216, 36, 16, 1}),
+       TensorView::contiguous(at(0x9000), bf16, {1, 6, 2, 16}), w2, 4},
+      {"strided head_dim", TensorView::strided(at(0x1000), f32, {1, 5, 2, 4}, {80, 16, 8, 2}),
+       TensorView::contiguous(at(0x9000), f32, {1, 5, 2, 4}), w4, 1},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.name);
+    const PieceWalk w = plan_piece_walk(k.dst, &k.src, k.widths);
+    EXPECT_EQ(w.row.vec, k.expect_vec);
+    auto rows = row_walk_launches(w.row);
+    ASSERT_TRUE(rows.is_ok());
+    ASSERT_EQ(rows->size(), 1u);
+    const RowWalkLaunch& l = rows->front();
+    EXPECT_EQ(std::int64_t{l.total} * w.row.vec, k.dst.size(2) * k.dst.size(3));
+    for (std::int64_t r = 0; r < k.dst.size(1); ++r) {
+      std::vector<std::pair<std::int64_t, std::int64_t>> got, want;
+      for (std::uint32_t j = 0; j < l.total; ++j) {
+        std::int64_t d = 0, s = 0;
+        locate(l, j, d, s);
+        for (int e = 0; e < w.row.vec; ++e) {
+          got.emplace_back((d + r * w.dst_row) * w.row.vec + e,
+                           (s + r * w.src_row) * w.row.vec + e);
+        }
+      }
+      for (std::int64_t h = 0; h < k.dst.size(2); ++h)
+        for (std::int64_t e = 0; e < k.dst.size(3); ++e)
+          want.emplace_back(k.dst.offset({0, r, h, e}), k.src.offset({0, r, h, e}));
+      std::sort(got.begin(), got.end());
+      std::sort(want.begin(), want.end());
+      ASSERT_EQ(got, want) << "row " << r;
+    }
+  }
 }
 
 // The two calls of one sequence's pair (rows from `split(part)`: ql query rows from q_start, kl key
