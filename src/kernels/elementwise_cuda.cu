@@ -73,23 +73,50 @@ union Pack {
   Bits e[W];
 };
 
-template <class Op>
-__global__ void __launch_bounds__(kThreads) walk_kernel(RowWalkLaunch l, Op op) {
+// Where flat vector i of a launch lies in dst and src (in vectors): a whole walk's launch, or
+// the rows of pieces (row_walk.h, RowPieces), where flat vector i is vector i % per_row of the
+// launch's flat row i / per_row, found among the pieces by piece_row().
+struct WholeLocate {
+  RowWalkLaunch l;
+  __device__ std::uint32_t total() const { return l.total; }
+  __device__ void operator()(std::uint32_t i, std::int64_t& d, std::int64_t& s) const {
+    locate(l, i, d, s);
+  }
+};
+struct PiecesLocate {
+  RowWalkLaunch row;  // one row's walk
+  FastDiv per_row;
+  std::int64_t dst_row, src_row;  // row strides in vectors
+  RowPiecesLaunch l;
+  __device__ std::uint32_t total() const { return l.total; }
+  __device__ void operator()(std::uint32_t i, std::int64_t& d, std::int64_t& s) const {
+    std::uint32_t r = 0, j = 0;
+    per_row.divmod(i, r, j);
+    const std::int64_t v = piece_row(l, r);
+    locate(row, j, d, s);
+    d += v * dst_row;
+    s += v * src_row;
+  }
+};
+
+template <class Op, class Locate>
+__global__ void __launch_bounds__(kThreads) walk_kernel(Locate loc, Op op) {
   const std::uint32_t first = blockIdx.x * (kThreads * kUnroll) + threadIdx.x;
+  const std::uint32_t total = loc.total();
   typename Op::Item x[kUnroll];
   std::int64_t at[kUnroll];
 #pragma unroll
   for (int u = 0; u < kUnroll; ++u) {
     const std::uint32_t i = first + static_cast<std::uint32_t>(u * kThreads);
-    if (i < l.total) {
+    if (i < total) {
       std::int64_t src = 0;
-      locate(l, i, at[u], src);
+      loc(i, at[u], src);
       x[u] = op.load(at[u], src);
     }
   }
 #pragma unroll
   for (int u = 0; u < kUnroll; ++u) {
-    if (first + static_cast<std::uint32_t>(u * kThreads) < l.total) op.store(at[u], x[u]);
+    if (first + static_cast<std::uint32_t>(u * kThreads) < total) op.store(at[u], x[u]);
   }
 }
 
@@ -138,34 +165,6 @@ struct ConvertOp {
   }
 };
 
-// The same over pieces' rows (row_walk.h, RowPieces): flat vector i is vector i % per_row of the
-// launch's flat row i / per_row, found among the pieces by piece_row().
-template <class Op>
-__global__ void __launch_bounds__(kThreads)
-    pieces_kernel(RowWalkLaunch row, FastDiv per_row, std::int64_t dst_row, std::int64_t src_row,
-                  RowPiecesLaunch l, Op op) {
-  const std::uint32_t first = blockIdx.x * (kThreads * kUnroll) + threadIdx.x;
-  typename Op::Item x[kUnroll];
-  std::int64_t at[kUnroll];
-#pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
-    const std::uint32_t i = first + static_cast<std::uint32_t>(u * kThreads);
-    if (i < l.total) {
-      std::uint32_t r = 0, j = 0;
-      per_row.divmod(i, r, j);
-      const std::int64_t v = piece_row(l, r);
-      std::int64_t src = 0;
-      locate(row, j, at[u], src);
-      at[u] += v * dst_row;
-      x[u] = op.load(at[u], src + v * src_row);
-    }
-  }
-#pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
-    if (first + static_cast<std::uint32_t>(u * kThreads) < l.total) op.store(at[u], x[u]);
-  }
-}
-
 unsigned blocks_for(std::uint32_t total) {
   const std::uint32_t per_block = kThreads * kUnroll;
   return static_cast<unsigned>((std::uint64_t{total} + per_block - 1) / per_block);
@@ -179,7 +178,7 @@ struct WholeWalk {
   Status run(const Op& op, Stream stream) const {
     ULYSSES_ASSIGN_OR_RETURN(auto launches, row_walk_launches(walk));
     for (const RowWalkLaunch& l : launches) {
-      walk_kernel<<<blocks_for(l.total), kThreads, 0, stream>>>(l, op);
+      walk_kernel<<<blocks_for(l.total), kThreads, 0, stream>>>(WholeLocate{l}, op);
       ULYSSES_CUDA_CHECK_LAUNCH();
     }
     return Status::ok();
@@ -205,8 +204,8 @@ struct PiecesWalk {
     const RowWalkLaunch& row = rows.front();
     ULYSSES_ASSIGN_OR_RETURN(auto launches, row_pieces_launches(pieces, row.total));
     for (const RowPiecesLaunch& l : launches) {
-      pieces_kernel<<<blocks_for(l.total), kThreads, 0, stream>>>(
-          row, FastDiv(row.total), walk.dst_row, walk.src_row, l, op);
+      const PiecesLocate loc{row, FastDiv(row.total), walk.dst_row, walk.src_row, l};
+      walk_kernel<<<blocks_for(l.total), kThreads, 0, stream>>>(loc, op);
       ULYSSES_CUDA_CHECK_LAUNCH();
     }
     return Status::ok();
