@@ -609,8 +609,8 @@ class CudnnAttention final : public LocalAttention {
       ULYSSES_RETURN_IF_ERROR(kernels::cuda::copy_act(a.dk, t.dk, stream));
       ULYSSES_RETURN_IF_ERROR(kernels::cuda::copy_act(a.dv, t.dv, stream));
     }
-    // Staged results into the caller's fp32 views over the spans: widened (zeros outside), or
-    // added to running sums (nothing to add outside).
+    // Staged results into the caller's fp32 views: widened over the spans (zeros outside), or added
+    // to running sums over the pieces' rows (q_pieces, kv_pieces) or the spans.
     if (q_pieces) {
       ULYSSES_RETURN_IF_ERROR(kernels::cuda::convert_rows(a.dq, t.dq, q_rows, true, stream));
     } else if (p.grad_q_fp32) {

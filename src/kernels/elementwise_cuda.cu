@@ -287,7 +287,7 @@ Status convert_to(const Plan& plan, const TensorView& dst, const TensorView& src
   }
 }
 
-// Checks both views, then dst = src or dst += src over what `plan` walks.
+// dst = src or dst += src over what `plan` walks (views checked by the caller: check_convert()).
 template <class Plan>
 Status convert_with(const Plan& plan, const TensorView& dst, const TensorView& src, bool add,
                     Stream stream) {
