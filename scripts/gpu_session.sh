@@ -20,12 +20,20 @@
 # elements). balance (8 and 64 packed documents of 128k, ulysses, ring with the stream and
 # allgather, the documents as given and reordered by balance_packed_sequences, every kernel call
 # timed).
-# Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and writes logs and JSON to
-# $OUT (or ./gpu-out). Keeps NVLink multicast off for every process it starts.
+# Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and leaves in $OUT (or
+# ./gpu-out) summary.txt and session.tgz, every log and JSON: a device call brings back at most 8
+# files, so the logs are written to a work folder and packed after every step (a call cut short
+# keeps the steps before). Keeps NVLink multicast off for every process it starts.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT"
+DEST=${OUT:-$PWD/gpu-out}
+mkdir -p "$DEST"
+OUT=$(mktemp -d "${TMPDIR:-/tmp}/gpu-session.XXXXXX")
+pack() {
+  cp "$OUT/summary.txt" "$DEST/" 2>/dev/null
+  tar czf "$DEST/session.tgz.part" -C "$OUT" . && mv "$DEST/session.tgz.part" "$DEST/session.tgz"
+}
+trap pack EXIT
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 # cuDNN 9.19 (what the build's headers are) ships in PyTorch's wheel there; the system copy is older.
 for d in /opt/torch/.venv/lib/python3.12/site-packages/nvidia/cudnn/lib; do
@@ -50,6 +58,7 @@ run() {  # name, timeout, command...
   local r=$?
   grep -E "(^|>:)\[  (PASSED|FAILED) |tests? ran|FAILED TEST|timeout path|^Ran [0-9]+ tests?|^OK|^FAILED \(" "$OUT/$name.log" | tail -15 | tee -a "$OUT/summary.txt"
   [[ $r -ne 0 ]] && { echo "$name: exit $r" | tee -a "$OUT/summary.txt"; rc=1; }
+  pack
   return 0
 }
 # The cp > 1 rows' transports: NCCL and copy engines with 2+ GPUs; with one, cp = 2, 4 as virtual
