@@ -61,8 +61,7 @@ Status PlanConfig::validate() const {
                 layout == Layout::kTHD ? " (pad the packed batch: padded_token_count())" : ""),
         seqlen, str_cat("a multiple of ", multiple));
   }
-  ULYSSES_ASSIGN_OR_RETURN(auto routing,
-                           parallel::HeadRouting::create(attention, parallel.ulysses_size(), api));
+  ULYSSES_ASSIGN_OR_RETURN(auto routing, parallel::HeadRouting::create(attention, parallel, api));
   if (overlap_chunks < 1) {
     return arg_error(api, "overlap_chunks", "must be positive", overlap_chunks,
                      ">= 1 (1: no overlap)");
@@ -133,7 +132,7 @@ Status DistributedAttention::check_support(const PlanConfig& config, const Commu
   if (ulysses.parallel.strategy != Strategy::kUlysses) return Status::ok();
   ULYSSES_ASSIGN_OR_RETURN(
       auto routing,
-      parallel::HeadRouting::create(ulysses.attention, ulysses.parallel.cp, parallel::kCreateApi));
+      parallel::HeadRouting::create(ulysses.attention, ulysses.parallel, parallel::kCreateApi));
   return kernel.check_support(parallel::ulysses_local_problem(ulysses, routing, comm.rank()));
 }
 

@@ -14,7 +14,8 @@
 //                       Hq=8, Hkv=2, P=4: r0: q 0-1, kv 0 | r1: q 2-3, kv 0 | r2: q 4-5, kv 1 | ...
 //
 // Anything else cannot be routed without splitting a KV head's query group unevenly:
-// InvalidArgument.
+// InvalidArgument, naming what takes those heads instead (all-gather and ring take any head
+// count; a hybrid whose Ulysses groups are small enough to route them).
 #pragma once
 
 #include <string_view>
@@ -35,7 +36,10 @@ struct HeadRouting {
 
   bool replicated() const { return kv_replicas > 1; }
 
-  static Result<HeadRouting> create(const AttentionConfig& config, int cp, std::string_view api);
+  /// The routing over the Ulysses groups of `parallel` (ulysses_size() ranks: cp for Ulysses,
+  /// ulysses_degree for hybrid).
+  static Result<HeadRouting> create(const AttentionConfig& config, const ParallelConfig& parallel,
+                                    std::string_view api);
 };
 
 }  // namespace ulysses::parallel

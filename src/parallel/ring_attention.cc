@@ -1220,9 +1220,8 @@ Status ring_check_support(const PlanConfig& config, const Communicator& comm,
                                " provides no softmax statistics (LSE), which strategy ", strategy,
                                " needs to merge blocks; use strategy ulysses with this kernel"));
   }
-  ULYSSES_ASSIGN_OR_RETURN(
-      auto routing,
-      HeadRouting::create(config.attention, config.parallel.ulysses_size(), kCreateApi));
+  ULYSSES_ASSIGN_OR_RETURN(auto routing,
+                           HeadRouting::create(config.attention, config.parallel, kCreateApi));
   for (const LocalProblem& p :
        RingAttention::all_problems(config, routing, comm.rank(), kernel.accumulates_grads())) {
     ULYSSES_RETURN_IF_ERROR(check_plan_call(kernel, p, strategy));
@@ -1233,9 +1232,8 @@ Status ring_check_support(const PlanConfig& config, const Communicator& comm,
 Result<std::unique_ptr<DistributedAttention>> create_ring_plan(const PlanConfig& config,
                                                                Communicator& comm,
                                                                LocalAttention& kernel) {
-  ULYSSES_ASSIGN_OR_RETURN(
-      auto routing,
-      HeadRouting::create(config.attention, config.parallel.ulysses_size(), kCreateApi));
+  ULYSSES_ASSIGN_OR_RETURN(auto routing,
+                           HeadRouting::create(config.attention, config.parallel, kCreateApi));
   ULYSSES_ASSIGN_OR_RETURN(
       auto streams,
       kernels::StreamSet::create(comm.device(), 2 + 3 * (config.parallel.ring_size() + 1)));

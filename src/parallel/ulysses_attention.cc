@@ -990,7 +990,7 @@ Result<std::unique_ptr<DistributedAttention>> create_ulysses_plan(const PlanConf
                                                                   LocalAttention& kernel,
                                                                   const PlanConfig* reported) {
   ULYSSES_ASSIGN_OR_RETURN(auto routing,
-                           HeadRouting::create(config.attention, config.parallel.cp, kCreateApi));
+                           HeadRouting::create(config.attention, config.parallel, kCreateApi));
   ULYSSES_ASSIGN_OR_RETURN(
       auto streams, kernels::StreamSet::create(comm.device(), 2 + 3 * config.overlap_chunks, 2));
   return std::unique_ptr<DistributedAttention>(std::make_unique<UlyssesAttention>(

@@ -81,7 +81,7 @@ std::vector<PlanRule> plan_rules() {
          c.attention.num_heads_kv = 3;
        },
        SC::kInvalidArgument,
-       {"num_heads_q", "got 9", "divisible by cp 2"}},
+       {"num_heads_q", "got 9", "divisible by cp 2", "allgather or ring takes any head count"}},
       {"seqlen_not_divisible_by_cp",
        [](PlanConfig& c) { c.seqlen = 15; },
        SC::kInvalidArgument,
@@ -188,7 +188,7 @@ std::vector<PlanRule> plan_rules() {
          c.attention.num_heads_kv = 3;
        },
        SC::kInvalidArgument,
-       {"num_heads", "got 3"}},
+       {"num_heads_q", "got 3", "divisible by ulysses_degree 2", "allgather or ring"}},
       {"ulysses_per_sequence_packing",
        [](PlanConfig& c) { c.parallel.packed_sharding = PackedSharding::kPerSequence; },
        SC::kInvalidArgument,
@@ -476,6 +476,32 @@ TEST(Validation, StrategyNamesRoundTrip) {
   EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("all_gather"), std::string::npos);
   EXPECT_NE(bad.status().message().find("hybrid or allgather"), std::string::npos);
+}
+
+TEST(Validation, HeadsUlyssesCannotRouteNameTheHybridThatCan) {
+  // cp 4: 6 query heads over 2 KV heads route over groups of 2, not 4 (nor KV heads 2 over 4
+  // ranks' 6 query heads); the error names the hybrid degree that does, on every rank.
+  auto with = [](int hq, int hkv, Strategy strategy, int degree) {
+    return create_everywhere(4, [=](int) {
+      PlanConfig c = good_config(4);
+      c.attention.num_heads_q = hq;
+      c.attention.num_heads_kv = hkv;
+      c.parallel.strategy = strategy;
+      c.parallel.ulysses_degree = degree;
+      return c;
+    });
+  };
+  expect_everywhere(with(6, 2, Strategy::kUlysses, 0), StatusCode::kInvalidArgument,
+                    {"num_heads_q", "got 6", "divisible by cp 4", "allgather or ring",
+                     "hybrid with ulysses_degree 2 (2-rank rings)"});
+  // 12 query heads divide 4 ranks, but 3 KV heads neither divide nor are divided by 4.
+  expect_everywhere(with(12, 3, Strategy::kUlysses, 0), StatusCode::kInvalidArgument,
+                    {"num_heads_kv", "got 3", "over cp 4 ranks", "allgather or ring"});
+  const auto st = with(12, 3, Strategy::kUlysses, 0);
+  EXPECT_EQ(st[0].message().find("hybrid with"), std::string::npos) << st[0].message();
+  // A hybrid group of 4 that cannot route them points to the group of 2 that can.
+  expect_everywhere(with(6, 2, Strategy::kHybrid, 4), StatusCode::kInvalidArgument,
+                    {"divisible by ulysses_degree 4", "hybrid with ulysses_degree 2"});
 }
 
 TEST(Validation, AConfigBadOnOneRankOnlyFailsEverywhere) {
