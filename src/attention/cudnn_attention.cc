@@ -562,7 +562,15 @@ class CudnnAttention final : public LocalAttention {
     } else {
       ULYSSES_ASSIGN_OR_RETURN(parts, dense_parts(p, t));
     }
-    if (t.q.data != a.q.data) ULYSSES_RETURN_IF_ERROR(kernels::cuda::copy_act(t.q, a.q, stream));
+    // VarlenRows: cuDNN reads Q only in the pieces' rows, so only those are staged (a banded
+    // backward's head and tail bands hold < window_right rows of each sequence; ring's and
+    // all-gather's calls may hold one document of a long view).
+    const kernels::RowPieces q_rows{a.rows.q_begin, a.rows.q_len};
+    const kernels::RowPieces kv_rows{a.rows.kv_begin, a.rows.kv_len};
+    if (t.q.data != a.q.data) {
+      ULYSSES_RETURN_IF_ERROR(vl.rows ? kernels::cuda::copy_rows(t.q, a.q, q_rows, stream)
+                                      : kernels::cuda::copy_act(t.q, a.q, stream));
+    }
     // VarlenRows: cuDNN writes only the sequences' rows; the others get zero gradients. A staged
     // gradient is zeroed, read and widened only over the rows its side's sequences span (qs, ks):
     // the caller's rows outside them are zeroed directly. A call whose few sequences sit in long
@@ -575,8 +583,6 @@ class CudnnAttention final : public LocalAttention {
     // The pieces' rows are zeroed first, so a row cuDNN leaves unwritten adds nothing.
     const bool q_pieces = vl.rows && p.grad_q_fp32 && p.accumulate_dq;
     const bool kv_pieces = vl.rows && widen && p.accumulate_dkv;
-    const kernels::RowPieces q_rows{a.rows.q_begin, a.rows.q_len};
-    const kernels::RowPieces kv_rows{a.rows.kv_begin, a.rows.kv_len};
     if (q_pieces) {
       ULYSSES_RETURN_IF_ERROR(kernels::cuda::fill_zero_rows(t.dq, q_rows, stream));
     } else if (vl.rows) {

@@ -33,4 +33,8 @@ Status fill_zero_rows(const TensorView& dst, RowPieces rows, Stream stream);
 Status convert_rows(const TensorView& dst, const TensorView& src, RowPieces rows, bool add,
                     Stream stream);
 
+/// copy_elements over the rows of `rows` only (dst and src: [1, S, ...] of one shape and dtype);
+/// the other rows keep their bits.
+Status copy_rows(const TensorView& dst, const TensorView& src, RowPieces rows, Stream stream);
+
 }  // namespace ulysses::kernels::cuda

@@ -318,6 +318,37 @@ Status zero_with(const Walk& walk, void* data, std::size_t bytes, Stream stream)
   }
 }
 
+// dst = src, bits unchanged, over what `walk` visits (vectors of walk.vec() elements).
+template <class Walk>
+Status copy_with(const Walk& walk, const TensorView& dst, const TensorView& src, Stream stream) {
+  auto copy = [&](auto* d) {
+    using V = std::remove_pointer_t<decltype(d)>;
+    return walk.run(CopyOp<V>{d, static_cast<const V*>(src.data)}, stream);
+  };
+  switch (static_cast<std::size_t>(walk.vec()) * dtype_size(dst.dtype)) {
+    case 16:
+      return copy(as<uint4>(dst.data));
+    case 8:
+      return copy(as<uint2>(dst.data));
+    case 4:
+      return copy(as<unsigned>(dst.data));
+    case 2:
+      return copy(as<unsigned short>(dst.data));
+    default:
+      return copy(as<unsigned char>(dst.data));
+  }
+}
+
+Status check_copy(const TensorView& dst, const TensorView& src, const char* what) {
+  ULYSSES_RETURN_IF_ERROR(same_shape(dst, src, what));
+  if (dst.dtype != src.dtype) {
+    return internal_error(detail::str_cat("ulysses::kernels::cuda::", what, ": dtypes differ (",
+                                          dtype_name(dst.dtype), " vs ", dtype_name(src.dtype),
+                                          ")"));
+  }
+  return Status::ok();
+}
+
 Status check_convert(const TensorView& dst, const TensorView& src, const char* what) {
   ULYSSES_RETURN_IF_ERROR(same_shape(dst, src, what));
   if (!is_float(dst.dtype) || !is_float(src.dtype)) {
@@ -358,12 +389,7 @@ Status fill_zero_rows(const TensorView& dst, RowPieces rows, Stream stream) {
 }
 
 Status copy_elements(const TensorView& dst, const TensorView& src, Stream stream) {
-  ULYSSES_RETURN_IF_ERROR(same_shape(dst, src, "copy_elements"));
-  if (dst.dtype != src.dtype) {
-    return internal_error(detail::str_cat("ulysses::kernels::cuda::copy_elements: dtypes differ (",
-                                          dtype_name(dst.dtype), " vs ", dtype_name(src.dtype),
-                                          ")"));
-  }
+  ULYSSES_RETURN_IF_ERROR(check_copy(dst, src, "copy_elements"));
   const std::size_t e = dtype_size(dst.dtype);
   const RowWalk walk = plan_row_walk(dst, &src, byte_widths(e));
   if (walk.total() == 0) return Status::ok();
@@ -374,22 +400,7 @@ Status copy_elements(const TensorView& dst, const TensorView& src, Stream stream
         cudaMemcpyDeviceToDevice, stream));
     return Status::ok();
   }
-  auto copy = [&](auto* d) {
-    using V = std::remove_pointer_t<decltype(d)>;
-    return WholeWalk{walk}.run(CopyOp<V>{d, static_cast<const V*>(src.data)}, stream);
-  };
-  switch (static_cast<std::size_t>(walk.vec) * e) {
-    case 16:
-      return copy(as<uint4>(dst.data));
-    case 8:
-      return copy(as<uint2>(dst.data));
-    case 4:
-      return copy(as<unsigned>(dst.data));
-    case 2:
-      return copy(as<unsigned short>(dst.data));
-    default:
-      return copy(as<unsigned char>(dst.data));
-  }
+  return copy_with(WholeWalk{walk}, dst, src, stream);
 }
 
 Status convert_elements(const TensorView& dst, const TensorView& src, bool add, Stream stream) {
@@ -403,6 +414,13 @@ Status convert_rows(const TensorView& dst, const TensorView& src, RowPieces rows
   ULYSSES_RETURN_IF_ERROR(check_convert(dst, src, "convert_rows"));
   ULYSSES_RETURN_IF_ERROR(check_pieces_view(dst, "convert_rows"));
   return convert_with(PlanPieces{rows}, dst, src, add, stream);
+}
+
+Status copy_rows(const TensorView& dst, const TensorView& src, RowPieces rows, Stream stream) {
+  ULYSSES_RETURN_IF_ERROR(check_copy(dst, src, "copy_rows"));
+  ULYSSES_RETURN_IF_ERROR(check_pieces_view(dst, "copy_rows"));
+  return copy_with(PlanPieces{rows}(dst, &src, byte_widths(dtype_size(dst.dtype))), dst, src,
+                   stream);
 }
 
 }  // namespace ulysses::kernels::cuda

@@ -344,10 +344,11 @@ TEST(GpuElementwise, MatchHostBitwiseOverWholeBuffers) {
   }
 }
 
-// fill_zero_rows / convert_rows (the cuDNN backend's staging of a packed call's gradients into
-// running fp32 sums): over the pieces' rows exactly what the whole-view kernels do there, every
-// other bit of dst (rows between pieces, gaps, rows past the last piece) untouched. Random pieces
-// with gaps and empty ones; one geometry with more pieces than one launch holds.
+// fill_zero_rows / convert_rows / copy_rows (the cuDNN backend's staging of a packed call's
+// gradients into running fp32 sums, and of its Q into O's token stride): over the pieces' rows
+// exactly what the whole-view kernels do there, every other bit of dst (rows between pieces, gaps,
+// rows past the last piece) untouched. Random pieces with gaps and empty ones; one geometry with
+// more pieces than one launch holds.
 void check_rows(const EwGeo& g, DType dt, DType st, const char* op, int pieces,
                 std::mt19937_64& rng) {
   SCOPED_TRACE(std::string(g.name) + " rows " + op + " " + std::string(dtype_name(dt)) + " <- " +
@@ -391,8 +392,9 @@ void check_rows(const EwGeo& g, DType dt, DType st, const char* op, int pieces,
   DeviceTensor dd = DeviceTensor::of(dst.buf), sd = DeviceTensor::of(src.buf);
   const TensorView dv = dst.view(dd.ptr, Device::cuda(0)), sv = src.view(sd.ptr, Device::cuda(0));
   const kernels::RowPieces rp{begin, len};
-  const Status ds = name == "zero"
-                        ? kernels::cuda::fill_zero_rows(dv, rp, nullptr)
+  const Status ds = name == "zero" ? kernels::cuda::fill_zero_rows(dv, rp, nullptr)
+                    : name == "copy"
+                        ? kernels::cuda::copy_rows(dv, sv, rp, nullptr)
                         : kernels::cuda::convert_rows(dv, sv, rp, name == "accumulate", nullptr);
   ASSERT_TRUE(ds.is_ok()) << ds.to_string();
   ASSERT_CUDA(cudaDeviceSynchronize());
@@ -417,6 +419,7 @@ TEST(GpuElementwise, RowsOfPiecesMatchHostAndLeaveTheRest) {
       for (DType t : {f32, bf16}) check_rows(g, t, t, "zero", pieces, rng);
       for (DType s : {bf16, f32, f16}) check_rows(g, f32, s, "accumulate", pieces, rng);
       check_rows(g, f32, bf16, "convert", pieces, rng);
+      for (DType t : {bf16, f16, f32}) check_rows(g, t, t, "copy", pieces, rng);
     }
   }
 }
