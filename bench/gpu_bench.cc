@@ -1208,7 +1208,13 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
             for (const std::string& name_saved : o.saved) {
               const SavedActivations saved = parse_saved_activations(name_saved).value();
               for (int chunks : o.chunks) {
-                if (chunks > 1 && (hkv_local < 1 || hkv_local % chunks != 0)) continue;
+                if (chunks > 1 && cp > 1 && (hkv_local < 1 || hkv_local % chunks != 0)) {
+                  std::printf(
+                      "#   seq %lld cp %d ulysses via %s: --chunks %d skipped, it must "
+                      "divide the KV heads per rank (%d)\n",
+                      static_cast<long long>(seq), cp, transport.c_str(), chunks, hkv_local);
+                  continue;
+                }
                 if (chunks > 1 && cp == 1) continue;  // (one call for every head: no exchange)
                 // Slots in flight matter only for lse with several chunks: one row per value then.
                 const bool slots = saved == SavedActivations::kLseOnly && chunks > 1;
@@ -1244,6 +1250,11 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
                 }
               }
             }
+          } else {
+            std::printf(
+                "#   seq %lld cp %d hybrid via %s: skipped, --ulysses-degree %d must "
+                "divide cp and leave a ring of 2 or more (below cp)\n",
+                static_cast<long long>(seq), cp, transport.c_str(), o.ulysses_degree);
           }
         }
         // Every plan once per --cuda-graph choice; graphs only where one thread's capture can

@@ -449,7 +449,8 @@ int main(int argc, char** argv) {
                  "strategy; ring, hybrid and allgather shard in zigzag order)")
       ->delimiter(',');
   app.add_option("--ulysses-degree", o.ulysses_degree,
-                 "hybrid: ranks per Ulysses group (divides cp); the groups form the ring");
+                 "hybrid: ranks per Ulysses group (divides cp); the groups form the ring (a cp it "
+                 "does not divide, or equals, runs no hybrid row: named as skipped)");
   app.add_option("--chunks", o.chunks,
                  "overlap_chunks: pipeline the exchanges with the kernel in this many head chunks "
                  "(list; GPU default 1,2,4 where they divide the KV heads per rank)")
@@ -584,7 +585,12 @@ int main(int argc, char** argv) {
       for (Strategy strategy : strategies) {
         if (strategy == Strategy::kHybrid &&
             (o.ulysses_degree < 1 || cp % o.ulysses_degree != 0 || cp == o.ulysses_degree)) {
-          continue;  // the sweep's hybrid rows: cp = U x R with both above 1
+          // The sweep's hybrid rows: cp = U x R with both above 1.
+          std::printf(
+              "# cp=%d seq=%lld hybrid: skipped, --ulysses-degree %d must divide cp and "
+              "leave a ring of 2 or more (below cp)\n",
+              cp, static_cast<long long>(seq), o.ulysses_degree);
+          continue;
         }
         const bool zigzag_ring = strategy == Strategy::kRing || strategy == Strategy::kHybrid;
         for (const PackedSharding sharding : packed_shardings(o, zigzag_ring && o.varlen > 0)) {
