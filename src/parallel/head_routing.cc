@@ -12,10 +12,11 @@ bool routes(const AttentionConfig& c, int group) {
 }
 
 // What takes these heads on these cp ranks when a Ulysses group of `group` ranks cannot: every
-// strategy without a head constraint, and the largest other Ulysses group that routes them.
+// strategy without a head constraint, and the largest hybrid (a Ulysses group below cp) that
+// routes them. (A group routes whatever a larger group it divides routes.)
 std::string alternatives(const AttentionConfig& c, const ParallelConfig& parallel, int group) {
   int degree = 0;
-  for (int u = parallel.cp; u > 1 && degree == 0; --u) {
+  for (int u = parallel.cp / 2; u > 1 && degree == 0; --u) {
     if (parallel.cp % u == 0 && u != group && routes(c, u)) degree = u;
   }
   return detail::str_cat("; strategy allgather or ring takes any head count",
