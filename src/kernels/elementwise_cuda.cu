@@ -301,42 +301,41 @@ Status convert_with(const Plan& plan, const TensorView& dst, const TensorView& s
   }
 }
 
+// f(pointer to `data` as the unsigned type of `bytes` bytes: 16, 8, 4, 2, else 1), the vector
+// the walks below move.
+template <class F>
+Status with_vector(std::size_t bytes, void* data, F f) {
+  switch (bytes) {
+    case 16:
+      return f(as<uint4>(data));
+    case 8:
+      return f(as<uint2>(data));
+    case 4:
+      return f(as<unsigned>(data));
+    case 2:
+      return f(as<unsigned short>(data));
+    default:
+      return f(as<unsigned char>(data));
+  }
+}
+
 // Zero over what `walk` visits (vectors of walk.vec() elements of `bytes` bytes).
 template <class Walk>
 Status zero_with(const Walk& walk, void* data, std::size_t bytes, Stream stream) {
-  switch (static_cast<std::size_t>(walk.vec()) * bytes) {
-    case 16:
-      return walk.run(ZeroOp<uint4>{as<uint4>(data)}, stream);
-    case 8:
-      return walk.run(ZeroOp<uint2>{as<uint2>(data)}, stream);
-    case 4:
-      return walk.run(ZeroOp<unsigned>{as<unsigned>(data)}, stream);
-    case 2:
-      return walk.run(ZeroOp<unsigned short>{as<unsigned short>(data)}, stream);
-    default:
-      return walk.run(ZeroOp<unsigned char>{as<unsigned char>(data)}, stream);
-  }
+  return with_vector(static_cast<std::size_t>(walk.vec()) * bytes, data, [&](auto* d) {
+    using V = std::remove_pointer_t<decltype(d)>;
+    return walk.run(ZeroOp<V>{d}, stream);
+  });
 }
 
 // dst = src, bits unchanged, over what `walk` visits (vectors of walk.vec() elements).
 template <class Walk>
 Status copy_with(const Walk& walk, const TensorView& dst, const TensorView& src, Stream stream) {
-  auto copy = [&](auto* d) {
+  const std::size_t bytes = static_cast<std::size_t>(walk.vec()) * dtype_size(dst.dtype);
+  return with_vector(bytes, dst.data, [&](auto* d) {
     using V = std::remove_pointer_t<decltype(d)>;
     return walk.run(CopyOp<V>{d, static_cast<const V*>(src.data)}, stream);
-  };
-  switch (static_cast<std::size_t>(walk.vec()) * dtype_size(dst.dtype)) {
-    case 16:
-      return copy(as<uint4>(dst.data));
-    case 8:
-      return copy(as<uint2>(dst.data));
-    case 4:
-      return copy(as<unsigned>(dst.data));
-    case 2:
-      return copy(as<unsigned short>(dst.data));
-    default:
-      return copy(as<unsigned char>(dst.data));
-  }
+  });
 }
 
 Status check_copy(const TensorView& dst, const TensorView& src, const char* what) {
