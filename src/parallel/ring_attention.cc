@@ -53,7 +53,8 @@
 // the stream, as for a dense sequence; a sequence's rows in a call are one run on each side, a
 // pair of different chunks shares at most one sequence. Without a window the dense steps run as
 // they are, each sequence a VarlenRows entry; with one, the per-pair calls above, the one shared
-// sequence split by kernels::band_rows(). Every call's table is built on the host and written
+// sequence split by kernels::band_rows(), both calls over the rows the band lets see each other
+// (reach(), as a dense pair). Every call's table is built on the host and written
 // once per forward/backward call. Merges and staged gradient sums cover only the rows a call's
 // sequences span (the rest of a call's output is O = 0, LSE = -inf, zero gradients).
 #include <algorithm>
@@ -144,6 +145,26 @@ Visibility visibility(const Band& band, std::int64_t delta, std::int64_t c) {
   return Visibility::kPartial;
 }
 
+// The rows of two chunks of c tokens at global distance delta that can see anything of each other
+// under the band: queries [q0, q0 + qn), keys [k0, k0 + kn). Past the band's upper edge the first
+// queries see only the last keys (delta - hi keys of the chunk are seen by no query, and as many
+// queries see no key); past its lower edge, the other way round. `margin` rows a side are kept
+// of those.
+struct Reach {
+  std::int64_t q0 = 0, qn = 0, k0 = 0, kn = 0;
+};
+Reach reach(const Band& band, std::int64_t delta, std::int64_t c, std::int64_t margin = 0) {
+  if (delta > band.hi) {
+    const std::int64_t shift = std::max<std::int64_t>(0, std::min(delta - band.hi, c) - margin);
+    return {0, c - shift, shift, c - shift};
+  }
+  if (delta < band.lo) {
+    const std::int64_t shift = std::max<std::int64_t>(0, std::min(band.lo - delta, c) - margin);
+    return {shift, c - shift, 0, c - shift};
+  }
+  return {0, c, 0, c};
+}
+
 // The kernel calls of step t on ring index j (see the file comment).
 std::vector<Block> step_blocks(const AttentionConfig& a, int R, int j, int t, std::int64_t c) {
   const int s = ((j - t) % R + R) % R;
@@ -164,18 +185,13 @@ std::vector<Block> step_blocks(const AttentionConfig& a, int R, int j, int t, st
       const std::int64_t delta = (q_chunks[qi] - kv_chunks[ki]) * c;
       const Visibility v = visibility(bd, delta, c);
       if (v == Visibility::kNone) continue;
-      Block b{qi * c, c, ki * c, c, v == Visibility::kPartial, delta};
-      // A partial pair whose diagonal lies outside the band: the first (or last) `shift` query rows
-      // and keys see nothing of each other. Drop them, so the call's diagonal offset is inside the
-      // band (kernels such as cuDNN can only express that) and no row of it is fully masked.
-      if (b.masked && delta > bd.hi) {
-        const std::int64_t shift = delta - bd.hi;
-        b = {qi * c, c - shift, ki * c + shift, c - shift, true, bd.hi};
-      } else if (b.masked && delta < bd.lo) {
-        const std::int64_t shift = bd.lo - delta;
-        b = {qi * c + shift, c - shift, ki * c, c - shift, true, bd.lo};
-      }
-      out.push_back(b);
+      // A partial pair whose diagonal lies outside the band: the rows past reach() see nothing of
+      // each other. Drop them, so the call's diagonal offset is inside the band (kernels such as
+      // cuDNN can only express that) and no row of it is fully masked.
+      const Reach r = reach(bd, delta, c);
+      const std::int64_t offset = std::clamp(delta, bd.lo, bd.hi);
+      out.push_back({qi * c + r.q0, r.qn, ki * c + r.k0, r.kn, v == Visibility::kPartial,
+                     v == Visibility::kPartial ? offset : delta});
     }
   }
   return out;
@@ -218,10 +234,18 @@ std::vector<Block> packed_step_blocks(const AttentionConfig& a, int R, int j, in
       if (v == Visibility::kNone) continue;
       const auto full = static_cast<int>(kernels::PairPart::kFull);
       const auto edge = static_cast<int>(kernels::PairPart::kEdge);
-      out.push_back({qh * c, c, kh * c, c, false, 0, qc, kc, full});
+      // The stream's chunks are c rows of one order, so both calls lie inside the rows the band
+      // lets see each other (reach()): at a window w < c of adjacent chunks, w + 1 rows a side
+      // instead of c (a call's fixed costs follow its rows). The one row more keeps a sequence's
+      // piece starting outside the band where it did: kernels::band_rows() gives the unmasked
+      // call the queries that see every key of the piece, and with the piece cut at the band's
+      // edge query 0 (or, below the band, key 0) would be such a call of its own.
+      const Reach r = stream ? reach(bd, d * c, c, 1) : Reach{0, c, 0, c};
+      const std::int64_t q0 = qh * c + r.q0, k0 = kh * c + r.k0;
+      out.push_back({q0, r.qn, k0, r.kn, false, 0, qc, kc, full});
       const bool cut = d > 0 ? bd.hi < kInf : bd.lo > -kInf;
       if (cut && v == Visibility::kPartial) {
-        out.push_back({qh * c, c, kh * c, c, true, d > 0 ? bd.hi : bd.lo, qc, kc, edge});
+        out.push_back({q0, r.qn, k0, r.kn, true, d > 0 ? bd.hi : bd.lo, qc, kc, edge});
       }
     }
   }

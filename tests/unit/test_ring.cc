@@ -11,6 +11,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <mutex>
+#include <tuple>
 
 #include "common/check.h"
 #include "common/test_util.h"
@@ -181,6 +183,7 @@ struct RunOptions {
   std::size_t* saved_bytes = nullptr;
   bool strided = false;  // activations as views into wider tensors
   Payload payload = Payload::kNative;
+  LocalAttention* kernel = nullptr;  // this kernel instead (shared by the ranks' threads)
 };
 
 // The distributed run: each rank copies its (zigzag) shard in, runs, and places its outputs back.
@@ -188,8 +191,9 @@ Tensors distributed(const Case& c, const Inputs& in, std::vector<HostTensor>& ds
                     const RunOptions& run = {}) {
   Tensors out = poisoned(c, c.dtype, c.S);
   dsinks_per_rank.assign(static_cast<std::size_t>(c.P), out.dsinks);
-  std::unique_ptr<LocalAttention> kernel =
+  std::unique_ptr<LocalAttention> own =
       run.staged ? std::make_unique<NonAccumulating>() : make_reference_attention();
+  LocalAttention* kernel = run.kernel != nullptr ? run.kernel : own.get();
   const PlanConfig cfg{.attention = attention(c),
                        .parallel = parallel(c),
                        .layout = c.packed() ? Layout::kTHD : Layout::kBSHD,
@@ -957,6 +961,13 @@ std::vector<Case> stream_cases() {
        3},
       {50, 1, 40, 30});
   add({"stream_hybrid_2x2_gqa_bf16_full", hybrid, 4, 2, 1, 48, 4, 2, 8, bf16, false}, {20, 27});
+  // Windows far shorter than a chunk (c = 16): pairs of chunks run over the band's rows only.
+  add({"stream_ring_p4_fp32_causal_short_window_one_doc", ring, 4, 0, 1, 128, 2, 1, 8, fp32, true,
+       5},
+      {128});
+  add({"stream_ring_p4_bf16_two_sided_short_window", ring, 4, 0, 1, 128, 4, 2, 8, bf16, false, 5,
+       3},
+      {70, 3, 40, 15});
   // Nothing but padding: step 0's one call holds no sequence (skipped; the sums start from zero).
   add({"stream_ring_p2_fp32_causal_only_padding", ring, 2, 0, 1, 16, 2, 1, 8, fp32, true}, {0});
   add({"stream_hybrid_2x2_fp32_full_only_padding", hybrid, 4, 2, 1, 16, 2, 2, 8, fp32, false},
@@ -973,6 +984,83 @@ std::vector<Case> stream_cases() {
 
 INSTANTIATE_TEST_SUITE_P(Stream, RingVsReference, ::testing::ValuesIn(stream_cases()),
                          [](const auto& param_info) { return param_info.param.name; });
+
+// The reference kernel, recording the shape and mask of every call the ranks make.
+class RecordingKernel final : public LocalAttention {
+ public:
+  struct Call {
+    bool backward = false, masked = false;
+    std::int64_t seqlen = 0, seqlen_kv = 0, diagonal_offset = 0;
+  };
+  std::string_view name() const override { return "reference-recorded"; }
+  Device device() const override { return inner_->device(); }
+  bool provides_lse() const override { return inner_->provides_lse(); }
+  bool supports_backward() const override { return inner_->supports_backward(); }
+  bool accumulates_grads() const override { return inner_->accumulates_grads(); }
+  Status check_support(const LocalProblem& p) const override { return inner_->check_support(p); }
+  std::size_t workspace_bytes(const LocalProblem& p) const override {
+    return inner_->workspace_bytes(p);
+  }
+  Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream s) override {
+    record(p, false);
+    return inner_->forward(p, a, s);
+  }
+  Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream s) override {
+    record(p, true);
+    return inner_->backward(p, a, s);
+  }
+  std::vector<Call> calls() const {
+    const std::lock_guard<std::mutex> lock(mu_);
+    return calls_;
+  }
+
+ private:
+  void record(const LocalProblem& p, bool backward) {
+    const bool masked = p.config.causal || p.config.window_left >= 0 || p.config.window_right >= 0;
+    const std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back({backward, masked, p.seqlen, p.seqlen_kv, p.diagonal_offset});
+  }
+  std::unique_ptr<LocalAttention> inner_ = make_reference_attention();
+  mutable std::mutex mu_;  // the ranks' threads share the kernel
+  std::vector<Call> calls_;
+};
+
+// The packed stream under a window shorter than a chunk: a pair of different chunks runs over the
+// rows the window lets see each other, one row more a side, not over the chunks' c rows (a call's
+// fixed costs follow its rows); and where one document spans every chunk, no query sees all of a
+// pair's keys, so no pair runs an unmasked call (the extra row keeps it so).
+TEST(RingPackedStream, WindowedPairsRunOverTheBandsRowsOnly) {
+  for (const auto& [wl, wr, causal] : {std::tuple{5, -1, true}, std::tuple{5, 3, false}}) {
+    Case c{"one_doc", Strategy::kRing, 4, 0, 1, 128, 2, 1, 8, DType::kFloat32, causal, wl, wr};
+    c.lens = {128};
+    c.sharding = PackedSharding::kStream;
+    SCOPED_TRACE("window " + std::to_string(wl) + "," + std::to_string(wr));
+    std::mt19937_64 rng(testing::fresh_seed());
+    const Inputs in = make_inputs(c, rng);
+    RecordingKernel kernel;
+    std::vector<HostTensor> dsinks;
+    const Tensors got = distributed(c, in, dsinks, {.kernel = &kernel});
+    EXPECT_EQ(testing::count_nan(got.dq), 0);
+    const std::int64_t chunk = c.S / (2 * c.P), band = std::max(wl, wr) + 1;
+    int self = 0, pairs = 0;
+    for (const RecordingKernel::Call& call : kernel.calls()) {
+      EXPECT_TRUE(call.masked) << "an unmasked call of " << call.seqlen << " x " << call.seqlen_kv
+                               << " rows";
+      if (call.diagonal_offset == 0) {  // a chunk against itself
+        EXPECT_EQ(call.seqlen, chunk);
+        ++self;
+        continue;
+      }
+      EXPECT_LE(call.seqlen, band) << "offset " << call.diagonal_offset;
+      EXPECT_LE(call.seqlen_kv, band) << "offset " << call.diagonal_offset;
+      ++pairs;
+    }
+    // Forward and backward: 2P chunks against themselves; 2P - 1 pairs of adjacent chunks, and as
+    // many the other way round under the two-sided window.
+    EXPECT_EQ(self, 2 * 2 * c.P);
+    EXPECT_EQ(pairs, 2 * (2 * c.P - 1) * (causal ? 1 : 2));
+  }
+}
 
 // Strategy::kAllGather: zigzag shards like ring, one kernel call per query chunk on gathered K/V.
 std::vector<Case> allgather_cases() {
