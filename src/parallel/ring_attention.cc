@@ -54,9 +54,9 @@
 // pair of different chunks shares at most one sequence. Without a window the dense steps run as
 // they are, each sequence a VarlenRows entry; with one, the per-pair calls above, the one shared
 // sequence split by kernels::band_rows(), both calls over the rows the band lets see each other
-// (reach(), as a dense pair). Every call's table is built on the host and written
-// once per forward/backward call. Merges and staged gradient sums cover only the rows a call's
-// sequences span (the rest of a call's output is O = 0, LSE = -inf, zero gradients).
+// (reach(), as a dense pair). Every call's table is built on the host and written once per
+// forward/backward call. Merges and staged gradient sums cover only the rows a call's sequences
+// span (the rest of a call's output is O = 0, LSE = -inf, zero gradients).
 #include <algorithm>
 #include <array>
 #include <limits>

@@ -1042,8 +1042,9 @@ TEST(RingPackedStream, WindowedPairsRunOverTheBandsRowsOnly) {
     const Tensors got = distributed(c, in, dsinks, {.kernel = &kernel});
     EXPECT_EQ(testing::count_nan(got.dq), 0);
     const std::int64_t chunk = c.S / (2 * c.P), band = std::max(wl, wr) + 1;
-    int self = 0, pairs = 0;
+    int self = 0, pairs = 0, backward = 0;
     for (const RecordingKernel::Call& call : kernel.calls()) {
+      backward += call.backward ? 1 : 0;
       EXPECT_TRUE(call.masked) << "an unmasked call of " << call.seqlen << " x " << call.seqlen_kv
                                << " rows";
       if (call.diagonal_offset == 0) {  // a chunk against itself
@@ -1059,6 +1060,7 @@ TEST(RingPackedStream, WindowedPairsRunOverTheBandsRowsOnly) {
     // many the other way round under the two-sided window.
     EXPECT_EQ(self, 2 * 2 * c.P);
     EXPECT_EQ(pairs, 2 * (2 * c.P - 1) * (causal ? 1 : 2));
+    EXPECT_EQ(2 * backward, self + pairs) << "backward runs forward's calls";
   }
 }
 
