@@ -25,7 +25,12 @@ namespace ulysses {
 struct AttentionConfig {
   int num_heads_q = 0;   // query heads, a multiple of num_heads_kv
   int num_heads_kv = 0;  // key/value heads (== num_heads_q: MHA, 1: MQA, else GQA)
-  int head_dim = 0;      // 1..kMaxHeadDim; backends may require more (cuDNN: a multiple of 8)
+  int head_dim =
+      0;  // of Q and K: 1..kMaxHeadDim; backends may require more (cuDNN: a multiple of 8)
+  /// Of V, O (and dV, dO) when it differs from head_dim (MLA, DeepSeek-V2/V3: head_dim 192,
+  /// head_dim_v 128); 0: head_dim. Strategy kUlysses only (any strategy at cp = 1), native
+  /// payloads.
+  int head_dim_v = 0;
   std::optional<float> softmax_scale;  // default 1/sqrt(head_dim)
   bool causal = false;
   int window_left = -1;
@@ -35,6 +40,10 @@ struct AttentionConfig {
   static constexpr int kMaxHeadDim = 256;
 
   float scale() const;
+  /// head_dim of V and O: head_dim_v, or head_dim when that is 0.
+  int value_dim() const { return head_dim_v > 0 ? head_dim_v : head_dim; }
+  /// Whether V and O are narrower or wider than Q and K.
+  bool mixed_dims() const { return value_dim() != head_dim; }
   Status validate() const;
 };
 

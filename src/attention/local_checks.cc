@@ -167,12 +167,13 @@ Status check_sinks(const LocalProblem& p, const TensorView& sinks, std::string_v
 Status check_local_forward_args(const LocalProblem& p, const LocalForwardArgs& a, Device device,
                                 std::string_view api) {
   ULYSSES_RETURN_IF_ERROR(check_local_problem(p, api));
-  const std::int64_t B = p.batch, S = p.seqlen, Skv = p.kv_len(), D = p.config.head_dim;
+  const std::int64_t B = p.batch, S = p.seqlen, Skv = p.kv_len(), D = p.config.head_dim,
+                     Dv = p.config.value_dim();
   const std::int64_t hq = p.num_heads_q_local, hkv = p.num_heads_kv_local;
   ULYSSES_RETURN_IF_ERROR(check_view(a.q, "q", {B, S, hq, D}, p.dtype, device, true, api));
   ULYSSES_RETURN_IF_ERROR(check_view(a.k, "k", {B, Skv, hkv, D}, p.dtype, device, true, api));
-  ULYSSES_RETURN_IF_ERROR(check_view(a.v, "v", {B, Skv, hkv, D}, p.dtype, device, true, api));
-  ULYSSES_RETURN_IF_ERROR(check_view(a.o, "o", {B, S, hq, D}, p.out_dtype(), device, true, api));
+  ULYSSES_RETURN_IF_ERROR(check_view(a.v, "v", {B, Skv, hkv, Dv}, p.dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(check_view(a.o, "o", {B, S, hq, Dv}, p.out_dtype(), device, true, api));
   if (!a.lse.empty_view()) {
     ULYSSES_RETURN_IF_ERROR(
         check_view(a.lse, "lse", {B, hq, S}, DType::kFloat32, device, false, api));
@@ -185,23 +186,24 @@ Status check_local_backward_args(const LocalProblem& p, const LocalBackwardArgs&
                                  bool needs_o_lse, std::string_view api) {
   ULYSSES_RETURN_IF_ERROR(check_local_problem(p, api));
   needs_o_lse = needs_o_lse || p.partial_keys;
-  const std::int64_t B = p.batch, S = p.seqlen, Skv = p.kv_len(), D = p.config.head_dim;
+  const std::int64_t B = p.batch, S = p.seqlen, Skv = p.kv_len(), D = p.config.head_dim,
+                     Dv = p.config.value_dim();
   const std::int64_t hq = p.num_heads_q_local, hkv = p.num_heads_kv_local;
   ULYSSES_RETURN_IF_ERROR(check_view(a.q, "q", {B, S, hq, D}, p.dtype, device, true, api));
   ULYSSES_RETURN_IF_ERROR(check_view(a.k, "k", {B, Skv, hkv, D}, p.dtype, device, true, api));
-  ULYSSES_RETURN_IF_ERROR(check_view(a.v, "v", {B, Skv, hkv, D}, p.dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(check_view(a.v, "v", {B, Skv, hkv, Dv}, p.dtype, device, true, api));
   if (needs_o_lse) {
-    ULYSSES_RETURN_IF_ERROR(check_view(a.o, "o", {B, S, hq, D}, p.dtype, device, true, api));
+    ULYSSES_RETURN_IF_ERROR(check_view(a.o, "o", {B, S, hq, Dv}, p.dtype, device, true, api));
     ULYSSES_RETURN_IF_ERROR(
         check_view(a.lse, "lse", {B, hq, S}, DType::kFloat32, device, false, api));
   }
-  ULYSSES_RETURN_IF_ERROR(check_view(a.d_o, "d_o", {B, S, hq, D}, p.dtype, device, true, api));
+  ULYSSES_RETURN_IF_ERROR(check_view(a.d_o, "d_o", {B, S, hq, Dv}, p.dtype, device, true, api));
   ULYSSES_RETURN_IF_ERROR(
       check_view(a.dq, "dq", {B, S, hq, D}, p.grad_q_dtype(), device, true, api));
   ULYSSES_RETURN_IF_ERROR(
       check_view(a.dk, "dk", {B, Skv, hkv, D}, p.grad_kv_dtype, device, true, api));
   ULYSSES_RETURN_IF_ERROR(
-      check_view(a.dv, "dv", {B, Skv, hkv, D}, p.grad_kv_dtype, device, true, api));
+      check_view(a.dv, "dv", {B, Skv, hkv, Dv}, p.grad_kv_dtype, device, true, api));
   ULYSSES_RETURN_IF_ERROR(check_sinks(p, a.sinks, "sinks", device, api));
   ULYSSES_RETURN_IF_ERROR(check_sinks(p, a.dsinks, "dsinks", device, api));
   return check_varlen(p, a.cu_seqlens, a.rows, device, api);

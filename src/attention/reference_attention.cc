@@ -115,9 +115,9 @@ struct HeadForward {
 HeadForward head_forward(const LocalProblem& p, const KeyRanges& kr, const std::vector<double>& q,
                          const std::vector<double>& k, const std::vector<double>& v,
                          std::optional<double> sink) {
-  const std::int64_t S = p.seqlen, D = p.config.head_dim;
+  const std::int64_t S = p.seqlen, D = p.config.head_dim, Dv = p.config.value_dim();
   const double scale = p.config.scale();
-  HeadForward f{std::vector<double>(static_cast<std::size_t>(S * D), 0.0),
+  HeadForward f{std::vector<double>(static_cast<std::size_t>(S * Dv), 0.0),
                 std::vector<double>(static_cast<std::size_t>(S), kNegInf)};
   std::vector<double> logits(static_cast<std::size_t>(p.kv_len()));
   for (std::int64_t i = 0; i < S; ++i) {
@@ -132,14 +132,14 @@ HeadForward head_forward(const LocalProblem& p, const KeyRanges& kr, const std::
     }
     if (m == kNegInf) continue;  // sees no key and no sink: O = 0, LSE = -inf
     double l = (sink && !padding) ? std::exp(*sink - m) : 0.0;
-    double* o = &f.o[iu * static_cast<std::size_t>(D)];
+    double* o = &f.o[iu * static_cast<std::size_t>(Dv)];
     for (std::int64_t j = lo; j <= hi; ++j) {
       const double w = std::exp(logits[static_cast<std::size_t>(j)] - m);
       l += w;
-      const double* vj = &v[static_cast<std::size_t>(j * D)];
-      for (std::int64_t d = 0; d < D; ++d) o[d] += w * vj[d];
+      const double* vj = &v[static_cast<std::size_t>(j * Dv)];
+      for (std::int64_t d = 0; d < Dv; ++d) o[d] += w * vj[d];
     }
-    for (std::int64_t d = 0; d < D; ++d) o[d] /= l;
+    for (std::int64_t d = 0; d < Dv; ++d) o[d] /= l;
     f.lse[iu] = m + std::log(l);
   }
   return f;
@@ -210,14 +210,16 @@ class ReferenceAttention final : public LocalAttention {
   Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream) override {
     ULYSSES_RETURN_IF_ERROR(detail::check_local_backward_args(
         p, a, Device::host(), /*needs_o_lse=*/false, "ulysses::ReferenceAttention::backward"));
-    const std::int64_t S = p.seqlen, Skv = p.kv_len(), D = p.config.head_dim;
+    const std::int64_t S = p.seqlen, Skv = p.kv_len(), D = p.config.head_dim,
+                       Dv = p.config.value_dim();
     const double scale = p.config.scale();
     const KeyRanges kr = key_ranges(p, a.cu_seqlens, a.rows);
     std::vector<double> dsink(static_cast<std::size_t>(p.num_heads_q_local), 0.0);
     for (std::int64_t b = 0; b < p.batch; ++b) {
       for (int g = 0; g < p.num_heads_kv_local; ++g) {
         const std::vector<double> k = load_head(a.k, b, g), v = load_head(a.v, b, g);
-        std::vector<double> dk(static_cast<std::size_t>(Skv * D), 0.0), dv(dk.size(), 0.0);
+        std::vector<double> dk(static_cast<std::size_t>(Skv * D), 0.0),
+            dv(static_cast<std::size_t>(Skv * Dv), 0.0);
         for (int h = 0; h < p.num_heads_q_local; ++h) {
           if (kv_head_of(p, h) != g) continue;
           const std::vector<double> q = load_head(a.q, b, h), d_o = load_head(a.d_o, b, h);
@@ -229,17 +231,19 @@ class ReferenceAttention final : public LocalAttention {
             const auto iu = static_cast<std::size_t>(i);
             const double lse = f.lse[iu];
             if (lse == kNegInf) continue;
-            const double* doi = &d_o[iu * static_cast<std::size_t>(D)];
-            const double di = dot(doi, &f.o[iu * static_cast<std::size_t>(D)], D);
+            const double* doi = &d_o[iu * static_cast<std::size_t>(Dv)];
+            const double di = dot(doi, &f.o[iu * static_cast<std::size_t>(Dv)], Dv);
             if (sink) dsink[static_cast<std::size_t>(h)] -= std::exp(*sink - lse) * di;
             const double* qi = &q[iu * static_cast<std::size_t>(D)];
             for (std::int64_t j = kr.lo[iu]; j <= kr.hi[iu]; ++j) {
-              const auto jo = static_cast<std::size_t>(j * D);
+              const auto jo = static_cast<std::size_t>(j * D),
+                         jv = static_cast<std::size_t>(j * Dv);
               const double pij = std::exp(scale * dot(qi, &k[jo], D) - lse);
-              const double dpij = dot(doi, &v[jo], D);
+              const double dpij = dot(doi, &v[jv], Dv);
               const double dsij = pij * (dpij - di);
+              for (std::int64_t d = 0; d < Dv; ++d)
+                dv[jv + static_cast<std::size_t>(d)] += pij * doi[d];
               for (std::int64_t d = 0; d < D; ++d) {
-                dv[jo + static_cast<std::size_t>(d)] += pij * doi[d];
                 dq[iu * static_cast<std::size_t>(D) + static_cast<std::size_t>(d)] +=
                     scale * dsij * k[jo + static_cast<std::size_t>(d)];
                 dk[jo + static_cast<std::size_t>(d)] += scale * dsij * qi[d];

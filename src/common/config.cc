@@ -30,6 +30,10 @@ Status AttentionConfig::validate() const {
   if (head_dim < 1 || head_dim > kMaxHeadDim) {
     return arg_error(kApi, "head_dim", "is out of range", head_dim, str_cat("1..", kMaxHeadDim));
   }
+  if (head_dim_v < 0 || head_dim_v > kMaxHeadDim) {
+    return arg_error(kApi, "head_dim_v", "is out of range", head_dim_v,
+                     str_cat("0 (head_dim) or 1..", kMaxHeadDim));
+  }
   if (softmax_scale.has_value() && !(std::isfinite(*softmax_scale) && *softmax_scale > 0.0f)) {
     return arg_error(kApi, "softmax_scale", "must be finite and positive", *softmax_scale, "> 0");
   }

@@ -8,8 +8,11 @@
 // so the receive side, read as [S = P * Sl][B][C][D], is the full sequence in plain token order:
 // the local kernel reads Q, K and V from it through strides, with no further copy.
 //
-// An activation view is [B, Sl, H, D] with any strides (head_dim contiguous). `head_begin[p]` is
-// the first head of the activation that belongs to peer p's channels [c_begin, c_begin + heads).
+// An activation view is [B, Sl, H, Da] with any strides (head_dim contiguous). `head_begin[p]` is
+// the first head of the activation that belongs to peer p's channels from c_begin on. A channel is
+// D = MessageLayout::head_dim elements, and a head spans Da / D of them (Da a multiple of D): one,
+// except where a row mixes heads of two widths (Q|K|V rows with head_dim_v != head_dim, whose
+// channels are then gcd(head_dim, head_dim_v) wide).
 //
 // Host functions here run on the calling thread; CUDA versions of the same operations take a
 // stream.
@@ -34,17 +37,18 @@ struct MessageLayout {
   std::int64_t head_dim = 0;
 };
 
-/// msg[p][s][b][c_begin + h][:] = act[b][s][head_begin[p] + h][:] for h < heads, every p.
+/// msg[p][s][b][c_begin + h k .. + k][:] = act[b][s][head_begin[p] + h][:] for h < heads, every p
+/// (k = Da / D channels per head; 1 with FP8 rows).
 Status pack_heads(const TensorView& act, std::span<const int> head_begin, int heads,
                   const MessageLayout& msg, int c_begin, Stream stream);
 
-/// act[b][s][head_begin[p] + h][:] = msg[p][s][b][c_begin + h][:] for h < heads, every p.
+/// act[b][s][head_begin[p] + h][:] = msg[p][s][b][c_begin + h k .. + k][:] for h < heads, every p.
 /// Requires the destination heads of different peers to be disjoint.
 Status unpack_heads(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
                     int heads, const TensorView& act, Stream stream);
 
 /// Sums replicated partials: act[b][s][g][:] = sum over p with head_begin[p] == g (in p order,
-/// fp32) of msg[p][s][b][c_begin][:] for the single channel c_begin; msg is fp32 (on the host
+/// fp32) of msg[p][s][b][c_begin .. + k][:] for the one head at c_begin; msg is fp32 (on the host
 /// also fp64, summed in fp64: fp64 plans' partials), act any float dtype.
 Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
                            const TensorView& act, Stream stream);

@@ -33,8 +33,8 @@ struct HeadMap {
 struct SegGeometry {
   std::int64_t peers, seq, batch, head_groups;  // segment space: p, s, b, head group
   std::int64_t act_sb, act_ss, act_sh;          // activation strides (in vectors) of b, s, head
-  std::int64_t msg_channels, c_begin;
-  std::int64_t vecs_per_row, seg_vecs;
+  std::int64_t msg_row_vecs, c_begin_vecs;      // a message row (p, s, b); its first head's start
+  std::int64_t vecs_per_row, seg_vecs;          // one head's row; one segment
 };
 
 constexpr int kUnroll = 4;  // vectors in flight per thread
@@ -61,9 +61,8 @@ __global__ void move_segments(char* act, char* msg, SegGeometry g, HeadMap map) 
     const std::int64_t head = map.begin[p] + static_cast<std::int64_t>(h);
     Vec* a = act_v + (static_cast<std::int64_t>(b) * g.act_sb +
                       static_cast<std::int64_t>(s) * g.act_ss + head * g.act_sh);
-    Vec* m = msg_v + ((((static_cast<std::int64_t>(p) * g.seq + s) * g.batch + b) * g.msg_channels +
-                       g.c_begin + h) *
-                      g.vecs_per_row);
+    Vec* m = msg_v + (((static_cast<std::int64_t>(p) * g.seq + s) * g.batch + b) * g.msg_row_vecs +
+                      g.c_begin_vecs + static_cast<std::int64_t>(h) * g.vecs_per_row);
     Vec* src = kPack ? a : m;
     Vec* dst = kPack ? m : a;
     for (int v = lane; v < seg_vecs; v += kUnroll * kLanes) {
@@ -111,14 +110,17 @@ Status move(const TensorView& act, std::span<const int> head_begin, int heads,
             const MessageLayout& msg, int c_begin, Stream stream) {
   HeadMap map{};
   ULYSSES_RETURN_IF_ERROR(check_map(head_begin, map));
-  if (act.ndim != 4 || act.dtype != msg.dtype || act.size(3) != msg.head_dim ||
-      (act.size(3) > 1 && act.stride(3) != 1) || static_cast<int>(head_begin.size()) != msg.peers) {
+  // A head of act spans act.size(3) / msg.head_dim channels (see MessageLayout).
+  if (act.ndim != 4 || act.dtype != msg.dtype || msg.head_dim < 1 ||
+      act.size(3) % msg.head_dim != 0 || (act.size(3) > 1 && act.stride(3) != 1) ||
+      static_cast<int>(head_begin.size()) != msg.peers ||
+      c_begin + heads * (act.size(3) / msg.head_dim) > msg.channels) {
     return internal_error("ulysses::kernels::cuda: activation does not fit the message layout");
   }
   const auto e = static_cast<std::int64_t>(dtype_size(act.dtype));
-  const std::int64_t row_bytes = msg.head_dim * e;
+  const std::int64_t row_bytes = act.size(3) * e, unit_bytes = msg.head_dim * e;
   const int w = vector_bytes(row_bytes, act.data, msg.data,
-                             {act.stride(0) * e, act.stride(1) * e, act.stride(2) * e});
+                             {act.stride(0) * e, act.stride(1) * e, act.stride(2) * e, unit_bytes});
   const std::int64_t vw = w / e > 0 ? w / e : 1;  // elements per vector
   const std::int64_t vecs_per_row = row_bytes / w;
   // Dense heads (each head's row follows the previous one's) make a segment of all `heads` rows.
@@ -130,8 +132,8 @@ Status move(const TensorView& act, std::span<const int> head_begin, int heads,
                 act.stride(0) / vw,
                 act.stride(1) / vw,
                 act.stride(2) / vw,
-                msg.channels,
-                c_begin,
+                msg.channels * unit_bytes / w,
+                c_begin * unit_bytes / w,
                 vecs_per_row,
                 dense ? heads * vecs_per_row : vecs_per_row};
   const std::int64_t segments = g.peers * g.seq * g.batch * g.head_groups;
@@ -202,12 +204,13 @@ __device__ __half from_float<__half>(float x) {
   return __float2half_rn(x);
 }
 
-// act[b][s][g][d] = sum over p with map[p] == g (in p order) of msg[p][s][b][c_begin][d] (fp32).
+// act[b][s][g][d] = sum over p with map[p] == g (in p order) of msg[p][s][b][first + d] (fp32;
+// `row` elements per (p, s, b)).
 template <typename T>
 __global__ void sum_replicas(const float* msg, T* act, std::int64_t peers, std::int64_t seq,
                              std::int64_t batch, std::int64_t groups, std::int64_t D,
-                             std::int64_t channels, std::int64_t c_begin, std::int64_t sb,
-                             std::int64_t ss, std::int64_t sh, HeadMap map) {
+                             std::int64_t row, std::int64_t first, std::int64_t sb, std::int64_t ss,
+                             std::int64_t sh, HeadMap map) {
   const std::int64_t total = groups * seq * batch * D;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
@@ -221,7 +224,7 @@ __global__ void sum_replicas(const float* msg, T* act, std::int64_t peers, std::
     float acc = 0.0f;
     for (std::int64_t p = 0; p < peers; ++p) {
       if (map.begin[p] != g) continue;
-      acc += msg[(((p * seq + s) * batch + b) * channels + c_begin) * D + d];
+      acc += msg[((p * seq + s) * batch + b) * row + first + d];
     }
     act[b * sb + s * ss + g * sh + d] = from_float<T>(acc);
   }
@@ -524,17 +527,19 @@ Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<cons
                            const TensorView& act, Stream stream) {
   HeadMap map{};
   ULYSSES_RETURN_IF_ERROR(check_map(head_begin, map));
-  if (msg.dtype != DType::kFloat32 || act.ndim != 4 || act.size(3) != msg.head_dim) {
+  if (msg.dtype != DType::kFloat32 || act.ndim != 4 || msg.head_dim < 1 ||
+      act.size(3) % msg.head_dim != 0 || c_begin + act.size(3) / msg.head_dim > msg.channels) {
     return internal_error("ulysses::kernels::cuda::unpack_sum_replicas: geometry mismatch");
   }
-  const std::int64_t work = act.size(2) * msg.seq_per_peer * msg.batch * msg.head_dim;
+  const std::int64_t work = act.size(2) * msg.seq_per_peer * msg.batch * act.size(3);
   if (work == 0) return Status::ok();
   const int grid = grid_for(work, 256);
   const auto* m = static_cast<const float*>(msg.data);
   auto args = [&](auto* out) {
     sum_replicas<<<grid, 256, 0, stream>>>(m, out, msg.peers, msg.seq_per_peer, msg.batch,
-                                           act.size(2), msg.head_dim, msg.channels, c_begin,
-                                           act.stride(0), act.stride(1), act.stride(2), map);
+                                           act.size(2), act.size(3), msg.channels * msg.head_dim,
+                                           c_begin * msg.head_dim, act.stride(0), act.stride(1),
+                                           act.stride(2), map);
   };
   switch (act.dtype) {
     case DType::kFloat32:

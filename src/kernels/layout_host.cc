@@ -23,15 +23,25 @@ char* act_row(const TensorView& t, std::int64_t b, std::int64_t s, std::int64_t 
          t.offset({b, s, h, 0}) * static_cast<std::int64_t>(dtype_size(t.dtype));
 }
 
+// Channels one head of `act` spans (see MessageLayout), 0 if its head_dim is not a multiple of the
+// message's.
+std::int64_t head_channels(const TensorView& act, const MessageLayout& m) {
+  return act.ndim == 4 && m.head_dim > 0 && act.size(3) % m.head_dim == 0 ? act.size(3) / m.head_dim
+                                                                          : 0;
+}
+
+// `exact`: a head must be one channel (FP8 rows).
 Status check_geometry(const TensorView& act, std::span<const int> head_begin, int heads,
-                      const MessageLayout& m, int c_begin, std::string_view api) {
-  if (act.ndim != 4 || act.size(0) != m.batch || act.size(1) != m.seq_per_peer ||
-      act.size(3) != m.head_dim || (act.size(3) > 1 && act.stride(3) != 1)) {
+                      const MessageLayout& m, int c_begin, std::string_view api,
+                      bool exact = false) {
+  const std::int64_t k = head_channels(act, m);
+  if (act.ndim != 4 || act.size(0) != m.batch || act.size(1) != m.seq_per_peer || k == 0 ||
+      (exact && k != 1) || (act.size(3) > 1 && act.stride(3) != 1)) {
     return internal_error(
         detail::str_cat(api, ": activation ", act.to_string(), " does not fit the message layout"));
   }
   if (static_cast<int>(head_begin.size()) != m.peers || c_begin < 0 ||
-      c_begin + heads > m.channels) {
+      c_begin + heads * k > m.channels) {
     return internal_error(detail::str_cat(api, ": head routing does not fit the message layout"));
   }
   for (int hb : head_begin) {
@@ -48,12 +58,13 @@ Status pack_heads(const TensorView& act, std::span<const int> head_begin, int he
                   const MessageLayout& msg, int c_begin) {
   ULYSSES_RETURN_IF_ERROR(check_geometry(act, head_begin, heads, msg, c_begin, "pack_heads"));
   if (act.dtype != msg.dtype) return internal_error("pack_heads: dtype mismatch");
-  const std::size_t row_bytes = static_cast<std::size_t>(msg.head_dim) * dtype_size(msg.dtype);
+  const std::int64_t k = head_channels(act, msg);
+  const std::size_t row_bytes = static_cast<std::size_t>(act.size(3)) * dtype_size(msg.dtype);
   for (int p = 0; p < msg.peers; ++p) {
     for (std::int64_t s = 0; s < msg.seq_per_peer; ++s) {
       for (std::int64_t b = 0; b < msg.batch; ++b) {
         for (int h = 0; h < heads; ++h) {
-          std::memcpy(msg_row(msg, p, s, b, c_begin + h),
+          std::memcpy(msg_row(msg, p, s, b, static_cast<int>(c_begin + h * k)),
                       act_row(act, b, s, head_begin[static_cast<std::size_t>(p)] + h), row_bytes);
         }
       }
@@ -66,13 +77,14 @@ Status unpack_heads(const MessageLayout& msg, int c_begin, std::span<const int> 
                     int heads, const TensorView& act) {
   ULYSSES_RETURN_IF_ERROR(check_geometry(act, head_begin, heads, msg, c_begin, "unpack_heads"));
   if (act.dtype != msg.dtype) return internal_error("unpack_heads: dtype mismatch");
-  const std::size_t row_bytes = static_cast<std::size_t>(msg.head_dim) * dtype_size(msg.dtype);
+  const std::int64_t k = head_channels(act, msg);
+  const std::size_t row_bytes = static_cast<std::size_t>(act.size(3)) * dtype_size(msg.dtype);
   for (int p = 0; p < msg.peers; ++p) {
     for (std::int64_t s = 0; s < msg.seq_per_peer; ++s) {
       for (std::int64_t b = 0; b < msg.batch; ++b) {
         for (int h = 0; h < heads; ++h) {
           std::memcpy(act_row(act, b, s, head_begin[static_cast<std::size_t>(p)] + h),
-                      msg_row(msg, p, s, b, c_begin + h), row_bytes);
+                      msg_row(msg, p, s, b, static_cast<int>(c_begin + h * k)), row_bytes);
         }
       }
     }
@@ -86,7 +98,7 @@ namespace {
 template <typename Acc>
 void sum_replicas(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
                   const TensorView& act) {
-  const std::int64_t D = msg.head_dim;
+  const std::int64_t D = act.size(3);  // (head_channels() channels from c_begin on)
   std::vector<Acc> acc(static_cast<std::size_t>(D));
   for (std::int64_t g = 0; g < act.size(2); ++g) {
     for (std::int64_t s = 0; s < msg.seq_per_peer; ++s) {
@@ -151,7 +163,7 @@ Status pack_heads_fp8(const TensorView& act, std::span<const int> head_begin, in
   const MessageLayout geometry{nullptr,   act.dtype,    msg.peers,   msg.seq_per_peer,
                                msg.batch, msg.channels, msg.head_dim};
   ULYSSES_RETURN_IF_ERROR(
-      check_geometry(act, head_begin, heads, geometry, c_begin, "pack_heads_fp8"));
+      check_geometry(act, head_begin, heads, geometry, c_begin, "pack_heads_fp8", true));
   const std::int64_t D = msg.head_dim, rows = msg.rows_per_peer();
   std::vector<double> x(static_cast<std::size_t>(D));
   for (int p = 0; p < msg.peers; ++p) {

@@ -522,6 +522,13 @@ Status DecodePlan::check(const DecodeArgs& a) const {
 Status DecodeConfig::validate() const {
   constexpr std::string_view api = kConfig;
   ULYSSES_RETURN_IF_ERROR(attention.validate());
+  if (attention.mixed_dims()) {
+    // (The merged partial outputs and the cache pieces are rows of one width.)
+    return unsupported(str_cat(api, ": head_dim_v ", attention.head_dim_v, " != head_dim ",
+                               attention.head_dim,
+                               " is not supported by decoding (DistributedAttention takes it "
+                               "under strategy ulysses)"));
+  }
   if (cp < 1) return arg_error(api, "cp", "must be positive", cp, ">= 1");
   if (dtype != DType::kFloat64 && dtype != DType::kFloat32 && dtype != DType::kFloat16 &&
       dtype != DType::kBFloat16) {

@@ -40,7 +40,7 @@ namespace {
 
 // Every field that must agree across ranks, as integers (for the create-time consensus).
 struct Fingerprint {
-  static constexpr int kFields = 23;
+  static constexpr int kFields = 24;
   // clang-format off
   static constexpr std::array<std::string_view, kFields> kNames = {
       "format", "layout", "dtype", "batch", "seqlen", "training",
@@ -48,7 +48,7 @@ struct Fingerprint {
       "backward_keeps_saved",
       "saved_activations", "chunks_in_flight", "payload",
       "num_heads_q", "num_heads_kv", "head_dim", "softmax_scale", "causal",
-      "window_left", "window_right", "sinks"};
+      "window_left", "window_right", "sinks", "head_dim_v"};
   // clang-format on
   std::array<std::int64_t, kFields> v{};
 
@@ -79,7 +79,8 @@ struct Fingerprint {
            a.causal ? 1 : 0,
            a.window_left,
            a.window_right,
-           a.sinks ? 1 : 0};
+           a.sinks ? 1 : 0,
+           a.head_dim_v};
     return f;
   }
 };
@@ -134,13 +135,13 @@ Status agree_on_config(const PlanConfig& config, Communicator& comm, const Statu
 }
 
 Status CallChecks::activation(const TensorView& t, std::string_view name, int heads, DType dtype,
-                              std::string_view api) const {
+                              std::string_view api, bool value) const {
+  const int d = value ? config.attention.value_dim() : config.attention.head_dim;
   if (config.layout == Layout::kTHD) {
-    return detail::check_view(t, name, {local_tokens, heads, config.attention.head_dim}, dtype,
-                              comm.device(), true, api);
+    return detail::check_view(t, name, {local_tokens, heads, d}, dtype, comm.device(), true, api);
   }
-  return detail::check_view(t, name, {config.batch, local_tokens, heads, config.attention.head_dim},
-                            dtype, comm.device(), true, api);
+  return detail::check_view(t, name, {config.batch, local_tokens, heads, d}, dtype, comm.device(),
+                            true, api);
 }
 
 Status CallChecks::common(const TensorView& sinks, std::span<const std::int32_t> cu_seqlens,
@@ -176,8 +177,8 @@ Status CallChecks::forward(const ForwardArgs& a) const {
   const AttentionConfig& c = config.attention;
   ULYSSES_RETURN_IF_ERROR(activation(a.q, "q", c.num_heads_q, config.dtype, api));
   ULYSSES_RETURN_IF_ERROR(activation(a.k, "k", c.num_heads_kv, config.dtype, api));
-  ULYSSES_RETURN_IF_ERROR(activation(a.v, "v", c.num_heads_kv, config.dtype, api));
-  ULYSSES_RETURN_IF_ERROR(activation(a.o, "o", c.num_heads_q, config.dtype, api));
+  ULYSSES_RETURN_IF_ERROR(activation(a.v, "v", c.num_heads_kv, config.dtype, api, true));
+  ULYSSES_RETURN_IF_ERROR(activation(a.o, "o", c.num_heads_q, config.dtype, api, true));
   if (!a.lse.empty_view()) {
     if (!kernel.provides_lse()) {
       return unsupported(str_cat(api, ": lse was requested but kernel ", kernel.name(),
@@ -211,10 +212,10 @@ Status CallChecks::backward(const BackwardArgs& a) const {
   if (!kernel.supports_backward()) {
     return unsupported(str_cat(api, ": kernel ", kernel.name(), " has no backward"));
   }
-  ULYSSES_RETURN_IF_ERROR(activation(a.d_o, "d_o", c.num_heads_q, config.dtype, api));
+  ULYSSES_RETURN_IF_ERROR(activation(a.d_o, "d_o", c.num_heads_q, config.dtype, api, true));
   ULYSSES_RETURN_IF_ERROR(activation(a.dq, "dq", c.num_heads_q, config.dtype, api));
   ULYSSES_RETURN_IF_ERROR(activation(a.dk, "dk", c.num_heads_kv, config.dtype, api));
-  ULYSSES_RETURN_IF_ERROR(activation(a.dv, "dv", c.num_heads_kv, config.dtype, api));
+  ULYSSES_RETURN_IF_ERROR(activation(a.dv, "dv", c.num_heads_kv, config.dtype, api, true));
   if (c.sinks) {
     ULYSSES_RETURN_IF_ERROR(detail::check_view(a.dsinks, "dsinks", {c.num_heads_q}, DType::kFloat32,
                                                comm.device(), true, api));
@@ -231,9 +232,9 @@ Status CallChecks::backward(const BackwardArgs& a) const {
     ULYSSES_RETURN_IF_ERROR(
         activation(a.k, "k (saved_activations = lse)", c.num_heads_kv, config.dtype, api));
     ULYSSES_RETURN_IF_ERROR(
-        activation(a.v, "v (saved_activations = lse)", c.num_heads_kv, config.dtype, api));
+        activation(a.v, "v (saved_activations = lse)", c.num_heads_kv, config.dtype, api, true));
     ULYSSES_RETURN_IF_ERROR(
-        activation(a.o, "o (saved_activations = lse)", c.num_heads_q, config.dtype, api));
+        activation(a.o, "o (saved_activations = lse)", c.num_heads_q, config.dtype, api, true));
   }
   return Status::ok();
 }

@@ -71,8 +71,9 @@ struct CallChecks {
   Status backward(const BackwardArgs& a) const;
 
  private:
+  // `value`: a V, O, dO or dV view, of head_dim_v.
   Status activation(const TensorView& t, std::string_view name, int heads, DType dtype,
-                    std::string_view api) const;
+                    std::string_view api, bool value = false) const;
   Status common(const TensorView& sinks, std::span<const std::int32_t> cu_seqlens,
                 const std::int32_t* cu_seqlens_device, const void* workspace,
                 std::string_view api) const;

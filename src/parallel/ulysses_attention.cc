@@ -3,7 +3,8 @@
 //
 // Legend: P = cp ranks, this rank r; B batch; S global tokens, Sl = S / P per shard; D head_dim;
 // hq / hkv query / KV heads per rank after the exchange; C = hq + 2 hkv channels of a QKV message
-// row.
+// row. (With head_dim_v != head_dim, V, O, dO and dV heads are Dv wide: a channel is then
+// gcd(D, Dv) elements and a head spans D or Dv of them; see the members' comment.)
 //
 // Forward, on rank r:
 //
@@ -105,16 +106,22 @@ class UlyssesAttention final : public DistributedAttention {
     B_ = config.batch;
     S_ = config.seqlen;
     Sl_ = S_ / P_;
-    D_ = config.attention.head_dim;
+    Dq_ = config.attention.head_dim;
+    Dv_ = config.attention.value_dim();
+    U_ = std::gcd(Dq_, Dv_);
     hq_ = routing_.heads_q_local;
     hkv_ = routing_.heads_kv_local;
-    C_ = hq_ + 2 * hkv_;
     fp8_ = config.payload == Payload::kFp8;
     self_ = P_ == 1 && !fp8_;
     K_ = self_ ? 1 : config.overlap_chunks;
     qc_ = hq_ / K_;
     kc_ = hkv_ / K_;
-    Cc_ = qc_ + 2 * kc_;
+    qu_ = static_cast<int>(Dq_ / U_);
+    vu_ = static_cast<int>(Dv_ / U_);
+    Cc_ = (qc_ + kc_) * qu_ + kc_ * vu_;
+    oc_ = qc_ * vu_;
+    dqc_ = qc_ * qu_;
+    gkc_ = kc_ * (qu_ + vu_);
     dtype_ = config.dtype;
     kv_grad_dtype_ = routing_.replicated() ? DType::kFloat32 : dtype_;
     has_lse_ = kernel.provides_lse();
@@ -243,10 +250,10 @@ class UlyssesAttention final : public DistributedAttention {
     // Chunk c's returning dQ and dK/dV: in the workspace, or in chunk c's saved Q/K/V block.
     auto dq_recv = [&](int c) {
       return grads_into_saved_ ? qkv_full + c * qkv_block_
-                               : at(a.workspace, dq_recv_) + c * o_block_;
+                               : at(a.workspace, dq_recv_) + c * q_block_;
     };
     auto dkv_recv = [&](int c) {
-      return grads_into_saved_ ? qkv_full + c * qkv_block_ + o_block_
+      return grads_into_saved_ ? qkv_full + c * qkv_block_ + q_block_
                                : at(a.workspace, dkv_recv_) + c * gkv_block_;
     };
     float* dsinks_local = dsinks_of(a.workspace);
@@ -257,10 +264,10 @@ class UlyssesAttention final : public DistributedAttention {
     for (int c = 0; c < K_; ++c) {
       ULYSSES_RETURN_IF_ERROR(
           pack_in(as_bshd(a.d_o, config_.layout), q_begin_[static_cast<std::size_t>(c)], qc_,
-                  pack_to(send_do + c * o_block_, do_head + c * o_block_), qc_, 0, stream));
+                  pack_to(send_do + c * do_stride_, do_head + c * o_block_), oc_, 0, stream));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
-      ULYSSES_RETURN_IF_ERROR(exchange_in(send_do + c * o_block_, wire_do + c * do_in_block_,
-                                          do_head + c * o_block_, qc_, side));
+      ULYSSES_RETURN_IF_ERROR(exchange_in(send_do + c * do_stride_, wire_do + c * do_in_block_,
+                                          do_head + c * o_block_, oc_, side));
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
     }
     // 2. Per chunk: local backward (dQ, dK, dV land in the returning message buffers), then send
@@ -270,7 +277,9 @@ class UlyssesAttention final : public DistributedAttention {
     for (int c = 0; c < K_; ++c) {
       const Stream cs = compute_stream(c, two, stream);
       ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
-      char* gq = grad_q + c * o_block_;
+      // (Into send_dO's block c, which later chunks' dO exchanges do not read, or a region of its
+      // own.)
+      char* gq = grad_q + c * (grads_into_saved_ ? do_stride_ : q_block_);
       char* gkv = grad_kv + c * gkv_block_;
       ULYSSES_RETURN_IF_ERROR(
           run_backward(c,
@@ -335,7 +344,7 @@ class UlyssesAttention final : public DistributedAttention {
     const Stream side = exchange_stream(stream);
     char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
     float* dsinks_local = dsinks_of(a.workspace);
-    const std::size_t dkv_offset = align_up(o_block_);  // dK|dV after dQ in both slot buffers
+    const std::size_t dkv_offset = align_up(q_block_);  // dK|dV after dQ in both slot buffers
     // A slot's inputs as the kernel reads them: Q|K|V rows, then O rows, then dO rows (O, dO and
     // dQ share one token stride, which cuDNN's packed-batch backward needs).
     const std::size_t o_offset = align_up(qkv_block_), do_offset = o_offset + align_up(o_block_);
@@ -355,13 +364,13 @@ class UlyssesAttention final : public DistributedAttention {
       char* arrive_at = fp8_ ? send + wire : recv;
       const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
       const Layout l = config_.layout;
-      const std::size_t qkv_bytes = in_peer_bytes(Cc_), do_bytes = in_peer_bytes(qc_),
-                        o_bytes = peer_bytes(qc_, dtype_, -1);
+      const std::size_t qkv_bytes = in_peer_bytes(Cc_), do_bytes = in_peer_bytes(oc_),
+                        o_bytes = peer_bytes(oc_, dtype_, -1);
       ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send, side));
       ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
-          as_bshd(a.o, l), q_begin, qc_, {send + send_o, dtype_, P_, Sl_, B_, qc_, D_}, 0, side));
+          as_bshd(a.o, l), q_begin, qc_, {send + send_o, dtype_, P_, Sl_, B_, oc_, U_}, 0, side));
       ULYSSES_RETURN_IF_ERROR(
-          pack_in(as_bshd(a.d_o, l), q_begin, qc_, send + send_do, qc_, 0, side));
+          pack_in(as_bshd(a.d_o, l), q_begin, qc_, send + send_do, oc_, 0, side));
       if (!self_) {
         ULYSSES_RETURN_IF_ERROR(comm_.group_start());
         for (int p = 0; p < P_; ++p) {
@@ -375,7 +384,7 @@ class UlyssesAttention final : public DistributedAttention {
         ULYSSES_RETURN_IF_ERROR(comm_.group_end());
       }
       ULYSSES_RETURN_IF_ERROR(arrive(arrive_at, recv, Cc_, side));
-      ULYSSES_RETURN_IF_ERROR(arrive(arrive_at + wire_do, recv + do_offset, qc_, side));
+      ULYSSES_RETURN_IF_ERROR(arrive(arrive_at + wire_do, recv + do_offset, oc_, side));
       return streams_->record(kEvChunk + c, side);
     };
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
@@ -415,28 +424,29 @@ class UlyssesAttention final : public DistributedAttention {
     ULYSSES_RETURN_IF_ERROR(pack_in(as_bshd(q, l), q_begin, qc_, r.q, r.q_channels, 0, stream));
     ULYSSES_RETURN_IF_ERROR(
         pack_in(as_bshd(k, l), kv_begin, kc_, r.kv, r.kv_channels, r.k_channel, stream));
-    return pack_in(as_bshd(v, l), kv_begin, kc_, r.kv, r.kv_channels, r.k_channel + kc_, stream);
+    return pack_in(as_bshd(v, l), kv_begin, kc_, r.kv, r.kv_channels, r.v_channel, stream);
   }
 
   // Where a chunk's Q and K|V rows sit in its Q|K|V block (qkv_block_ bytes at `block`). cp > 1:
-  // one row set [S][B][Cc][D], Q's heads first, as peers' messages arrive whole. cp = 1, where
-  // nothing travels: Q rows [S][B][qc][D], then K|V rows [S][B][2 kc][D], so that Q has O's token
-  // stride (cuDNN's packed backward needs one for both, else its backend stages Q).
+  // one row set [S][B][Cc channels], Q's heads first, as peers' messages arrive whole. cp = 1,
+  // where nothing travels: Q rows [S][B][qc][Dq], then K|V rows [S][B][kc Dq + kc Dv], so that Q
+  // has O's token stride when the head dims agree (cuDNN's packed backward needs one for both,
+  // else its backend stages Q).
   struct QkvRows {
     char* q;
     int q_channels;
     char* kv;
-    int kv_channels, k_channel;  // K's first channel in the K|V rows (V's follow)
+    int kv_channels, k_channel, v_channel;  // K's and V's first channels in the K|V rows
   };
   QkvRows qkv_rows(char* block) const {
-    if (self_) return {block, qc_, block + o_block_, 2 * kc_, 0};
-    return {block, Cc_, block, Cc_, qc_};
+    if (self_) return {block, dqc_, block + q_block_, gkc_, 0, kc_ * qu_};
+    return {block, Cc_, block, Cc_, qc_ * qu_, (qc_ + kc_) * qu_};
   }
 
   // --- the inbound payload: rows in the plan's dtype, or FP8 rows turned back on arrival -----
 
   kernels::Fp8MessageLayout fp8_msg(void* base, int channels) const {
-    return {base, P_, Sl_, B_, channels, D_};
+    return {base, P_, Sl_, B_, channels, U_};  // (FP8 plans have one head_dim: U_)
   }
   // Bytes of one peer's inbound message with `channels` rows per token.
   std::size_t in_peer_bytes(int channels) const {
@@ -450,7 +460,7 @@ class UlyssesAttention final : public DistributedAttention {
       return kernels::pack_heads_fp8(act, head_begin, heads, fp8_msg(send, channels), c_begin,
                                      stream);
     }
-    return kernels::pack_heads(act, head_begin, heads, {send, dtype_, P_, Sl_, B_, channels, D_},
+    return kernels::pack_heads(act, head_begin, heads, {send, dtype_, P_, Sl_, B_, channels, U_},
                                c_begin, stream);
   }
 
@@ -459,7 +469,7 @@ class UlyssesAttention final : public DistributedAttention {
   Status arrive(char* wire, char* dst, int channels, Stream stream) {
     if (!fp8_) return Status::ok();
     return kernels::dequantize_fp8(
-        fp8_msg(wire, channels), {dst, dtype_, P_, Sl_, B_, channels, D_}, comm_.device(), stream);
+        fp8_msg(wire, channels), {dst, dtype_, P_, Sl_, B_, channels, U_}, comm_.device(), stream);
   }
 
   // An inbound all-to-all: `send` ==> `dst` rows (fp8: through `wire`). Nothing when nothing
@@ -482,10 +492,10 @@ class UlyssesAttention final : public DistributedAttention {
   LocalForwardArgs head_rows(char* qkv, char* o) const {
     LocalForwardArgs la;
     const QkvRows r = qkv_rows(qkv);
-    la.q = full_view(r.q, r.q_channels, 0, qc_, dtype_);
-    la.k = full_view(r.kv, r.kv_channels, r.k_channel, kc_, dtype_);
-    la.v = full_view(r.kv, r.kv_channels, r.k_channel + kc_, kc_, dtype_);
-    la.o = full_view(o, qc_, 0, qc_, dtype_);
+    la.q = full_view(r.q, r.q_channels, 0, qc_, Dq_, dtype_);
+    la.k = full_view(r.kv, r.kv_channels, r.k_channel, kc_, Dq_, dtype_);
+    la.v = full_view(r.kv, r.kv_channels, r.v_channel, kc_, Dv_, dtype_);
+    la.o = full_view(o, oc_, 0, qc_, Dv_, dtype_);
     return la;
   }
   LocalBackwardArgs head_rows(char* qkv, char* o, char* d_o, char* gq, char* gkv) const {
@@ -495,11 +505,11 @@ class UlyssesAttention final : public DistributedAttention {
     lb.k = f.k;
     lb.v = f.v;
     lb.o = f.o;
-    if (d_o) lb.d_o = full_view(d_o, qc_, 0, qc_, dtype_);
-    if (gq) lb.dq = full_view(gq, qc_, 0, qc_, dtype_);
+    if (d_o) lb.d_o = full_view(d_o, oc_, 0, qc_, Dv_, dtype_);
+    if (gq) lb.dq = full_view(gq, dqc_, 0, qc_, Dq_, dtype_);
     if (gkv) {
-      lb.dk = full_view(gkv, 2 * kc_, 0, kc_, kv_grad_dtype_);
-      lb.dv = full_view(gkv, 2 * kc_, kc_, kc_, kv_grad_dtype_);
+      lb.dk = full_view(gkv, gkc_, 0, kc_, Dq_, kv_grad_dtype_);
+      lb.dv = full_view(gkv, gkc_, kc_ * qu_, kc_, Dv_, kv_grad_dtype_);
     }
     return lb;
   }
@@ -521,9 +531,9 @@ class UlyssesAttention final : public DistributedAttention {
     if (self_) return Status::ok();
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
     for (int p = 0; p < P_; ++p) {
-      ULYSSES_RETURN_IF_ERROR(send_rows(o, qc_, dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(send_rows(o, oc_, dtype_, p, stream));
       if (lse) ULYSSES_RETURN_IF_ERROR(send_rows(lse, qc_, DType::kFloat32, p, stream, 1));
-      ULYSSES_RETURN_IF_ERROR(recv_rows(o_recv, qc_, dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(recv_rows(o_recv, oc_, dtype_, p, stream));
       if (lse) ULYSSES_RETURN_IF_ERROR(recv_rows(lse_recv, qc_, DType::kFloat32, p, stream, 1));
     }
     return comm_.group_end();
@@ -531,7 +541,7 @@ class UlyssesAttention final : public DistributedAttention {
 
   // Chunk c's returned O (and LSE, if the caller asked for it) into the caller's tensors.
   Status unpack_outputs(int c, char* o_recv, char* lse_recv, const ForwardArgs& a, Stream stream) {
-    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_recv, dtype_, P_, Sl_, B_, qc_, D_}, 0,
+    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_recv, dtype_, P_, Sl_, B_, oc_, U_}, 0,
                                                   q_begin_[static_cast<std::size_t>(c)], qc_,
                                                   as_bshd(a.o, config_.layout), stream));
     return unpack_lse(c, lse_recv, a, stream);
@@ -565,10 +575,10 @@ class UlyssesAttention final : public DistributedAttention {
     if (self_) return Status::ok();
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
     for (int p = 0; p < P_; ++p) {
-      ULYSSES_RETURN_IF_ERROR(send_rows(gq, qc_, dtype_, p, stream));
-      ULYSSES_RETURN_IF_ERROR(send_rows(gkv, 2 * kc_, kv_grad_dtype_, p, stream));
-      ULYSSES_RETURN_IF_ERROR(recv_rows(dq_recv, qc_, dtype_, p, stream));
-      ULYSSES_RETURN_IF_ERROR(recv_rows(dkv_recv, 2 * kc_, kv_grad_dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(send_rows(gq, dqc_, dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(send_rows(gkv, gkc_, kv_grad_dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(recv_rows(dq_recv, dqc_, dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(recv_rows(dkv_recv, gkc_, kv_grad_dtype_, p, stream));
     }
     return comm_.group_end();
   }
@@ -612,12 +622,12 @@ class UlyssesAttention final : public DistributedAttention {
   }
 
   // Whether the kernel may read or write the caller's view in place: aligned as the plan's own
-  // buffers are (bases 256-byte aligned, strides multiples of head_dim elements) to gcd(16,
-  // head_dim elements) bytes, which vectorised kernels such as cuDNN's assume. Otherwise the rows
+  // buffers are (bases 256-byte aligned, strides multiples of U_ elements) to gcd(16, U_ elements)
+  // bytes, which vectorised kernels such as cuDNN's assume. Otherwise the rows
   // are copied into the plan's buffers, as with cp > 1.
   bool kernel_may_use(const TensorView& t) const {
     const std::size_t e = dtype_size(t.dtype);
-    const std::size_t unit = std::gcd(std::size_t{16}, static_cast<std::size_t>(D_) * e);
+    const std::size_t unit = std::gcd(std::size_t{16}, static_cast<std::size_t>(U_) * e);
     if (reinterpret_cast<std::uintptr_t>(t.data) % unit != 0) return false;
     for (int d = 0; d + 1 < t.ndim; ++d) {
       if (t.stride(d) < 0 || static_cast<std::size_t>(t.stride(d)) * e % unit != 0) return false;
@@ -643,8 +653,9 @@ class UlyssesAttention final : public DistributedAttention {
       return false;
     }
     if (config_.layout != Layout::kTHD) return true;
-    // (The saved O rows: [S][B][hq][D], see full_view().)
-    const std::int64_t o_token = lse_only_ ? as_bshd(a.o, config_.layout).stride(1) : B_ * qc_ * D_;
+    // (The saved O rows: [S][B][hq][Dv], see full_view().)
+    const std::int64_t o_token =
+        lse_only_ ? as_bshd(a.o, config_.layout).stride(1) : B_ * qc_ * Dv_;
     return as_bshd(a.d_o, config_.layout).stride(1) == o_token &&
            as_bshd(a.dq, config_.layout).stride(1) == o_token;
   }
@@ -670,17 +681,18 @@ class UlyssesAttention final : public DistributedAttention {
   // Chunk c's returned gradients into the caller's dq, dk, dv (KV replicas summed in rank order).
   Status unpack_grads(int c, char* dq_recv, char* dkv_recv, const BackwardArgs& a, Stream stream) {
     const TensorView dk = as_bshd(a.dk, config_.layout), dv = as_bshd(a.dv, config_.layout);
-    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({dq_recv, dtype_, P_, Sl_, B_, qc_, D_}, 0,
+    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({dq_recv, dtype_, P_, Sl_, B_, dqc_, U_}, 0,
                                                   q_begin_[static_cast<std::size_t>(c)], qc_,
                                                   as_bshd(a.dq, config_.layout), stream));
-    const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, P_, Sl_, B_, 2 * kc_, D_};
+    const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, P_, Sl_, B_, gkc_, U_};
     const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
+    const int dv_channel = kc_ * qu_;
     if (routing_.replicated()) {
       ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 0, kv_begin, dk, stream));
-      return kernels::unpack_sum_replicas(kv_msg, 1, kv_begin, dv, stream);
+      return kernels::unpack_sum_replicas(kv_msg, dv_channel, kv_begin, dv, stream);
     }
     ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(kv_msg, 0, kv_begin, kc_, dk, stream));
-    return kernels::unpack_heads(kv_msg, kc_, kv_begin, kc_, dv, stream);
+    return kernels::unpack_heads(kv_msg, dv_channel, kv_begin, kc_, dv, stream);
   }
 
   std::size_t slot_of(int chunk) const { return static_cast<std::size_t>(chunk % slots_); }
@@ -763,9 +775,9 @@ class UlyssesAttention final : public DistributedAttention {
   }
 
   // Rows [p * Sl, (p + 1) * Sl) of a [S][B][channels][width] buffer: peer p's contiguous message
-  // (width defaults to head_dim; 1 for LSE).
+  // (width defaults to the channel width U_; 1 for LSE).
   std::size_t peer_bytes(int channels, DType dtype, std::int64_t width) const {
-    return static_cast<std::size_t>(Sl_ * B_ * channels * (width < 0 ? D_ : width)) *
+    return static_cast<std::size_t>(Sl_ * B_ * channels * (width < 0 ? U_ : width)) *
            dtype_size(dtype);
   }
   // Peer p's message of `bytes` at buf + p * bytes.
@@ -784,12 +796,14 @@ class UlyssesAttention final : public DistributedAttention {
     return recv_block(buf, peer_bytes(channels, dtype, width), p, stream);
   }
 
-  // [B, S, heads, D] view of channels [c_begin, c_begin + heads) of a [S][B][channels][D] buffer.
-  TensorView full_view(void* base, int channels, int c_begin, int heads, DType dtype) const {
-    const std::int64_t row = static_cast<std::int64_t>(channels) * D_;
+  // [B, S, heads, width] view of `heads` heads of `width` elements from channel c_begin on in a
+  // [S][B][channels][U] buffer.
+  TensorView full_view(void* base, int channels, int c_begin, int heads, std::int64_t width,
+                       DType dtype) const {
+    const std::int64_t row = static_cast<std::int64_t>(channels) * U_;
     return TensorView::strided(
-        static_cast<char*>(base) + static_cast<std::size_t>(c_begin * D_) * dtype_size(dtype),
-        dtype, {B_, S_, heads, D_}, {row, B_ * row, D_, 1}, comm_.device());
+        static_cast<char*>(base) + static_cast<std::size_t>(c_begin * U_) * dtype_size(dtype),
+        dtype, {B_, S_, heads, width}, {row, B_ * row, width, 1}, comm_.device());
   }
   // [B, qc, S] view of one chunk's [S][B][qc] fp32 buffer.
   TensorView lse_head_view(void* base) const {
@@ -801,14 +815,15 @@ class UlyssesAttention final : public DistributedAttention {
   void layout_buffers() {
     const std::size_t e = dtype_size(dtype_);
     const std::size_t tokens = static_cast<std::size_t>(S_ * B_);  // all P shards
-    const std::size_t d = static_cast<std::size_t>(D_);
+    const std::size_t u = static_cast<std::size_t>(U_);
     const std::size_t K = static_cast<std::size_t>(K_);
-    qkv_block_ = tokens * static_cast<std::size_t>(Cc_) * d * e;
-    o_block_ = tokens * static_cast<std::size_t>(qc_) * d * e;
+    qkv_block_ = tokens * static_cast<std::size_t>(Cc_) * u * e;
+    o_block_ = tokens * static_cast<std::size_t>(oc_) * u * e;
+    q_block_ = tokens * static_cast<std::size_t>(dqc_) * u * e;
     lse_block_ = has_lse_ ? tokens * static_cast<std::size_t>(qc_) * 4 : 0;
     qkv_in_block_ = static_cast<std::size_t>(P_) * in_peer_bytes(Cc_);
-    do_in_block_ = static_cast<std::size_t>(P_) * in_peer_bytes(qc_);
-    const std::size_t qkv_bytes = K * qkv_block_, o_bytes = K * o_block_,
+    do_in_block_ = static_cast<std::size_t>(P_) * in_peer_bytes(oc_);
+    const std::size_t qkv_bytes = K * qkv_block_, o_bytes = K * o_block_, q_bytes = K * q_block_,
                       lse_bytes = K * lse_block_;
     kernel_ws_bytes_ = kernel_.workspace_bytes(chunk_problem(0));
     // Chunks through one slot of exchange buffers run one after another anyway.
@@ -827,7 +842,7 @@ class UlyssesAttention final : public DistributedAttention {
       if (!config_.training) fwd_lse_[0] = front.take(lse_block_);  // (one chunk, one slot)
     }
     if (slotted_) {
-      layout_slots(tokens * d, lse_bytes, front.total());
+      layout_slots(tokens, lse_bytes, front.total());
       return;
     }
 
@@ -855,7 +870,7 @@ class UlyssesAttention final : public DistributedAttention {
       // exchange on one stream). dkv_recv reuses dO's buffer only without a pipeline: with chunks,
       // chunk c's gradients arrive while later chunks' kernels still read dO.
       const std::size_t kv_e = dtype_size(kv_grad_dtype_);
-      gkv_block_ = tokens * static_cast<std::size_t>(2 * kc_) * d * kv_e;
+      gkv_block_ = tokens * static_cast<std::size_t>(gkc_) * u * kv_e;
       const std::size_t gkv_bytes = K * gkv_block_;
       Arena bwd(front.total());
       // fp8: chunk c's dO codes leave from send_dO's block c (they are smaller than the rows) and
@@ -863,21 +878,24 @@ class UlyssesAttention final : public DistributedAttention {
       // into do_head, before the kernel writes dQ there) and is a region of its own with chunks
       // (later chunks' codes are still in flight when chunk c's dQ lands in send_dO).
       const bool wire_in_send = fp8_ && K_ == 1;
-      send_do_ = bwd.take(wire_in_send ? std::max(o_bytes, align_up(do_in_block_) + do_in_block_)
-                                       : o_bytes);
+      // Its blocks also take chunk c's dQ (into `saved`: sent from block c; else: received), which
+      // may be wider than dO (head_dim_v < head_dim).
+      do_stride_ = std::max(o_block_, q_block_);
+      send_do_ = bwd.take(std::max(
+          K * do_stride_, wire_in_send ? align_up(do_in_block_) + do_in_block_ : std::size_t{0}));
       do_head_ = bwd.take(o_bytes);
       if (fp8_)
         wire_do_ = wire_in_send ? send_do_ + align_up(do_in_block_) : bwd.take(K * do_in_block_);
       // Gradients into `saved` need dQ | dK dV rows as wide as Q | K V rows (not so with fp32
       // partials of replicated KV heads). Chunk c's kernel starts after chunk c's dO exchange, so
       // its dQ may overwrite the packed dO of chunk c.
-      grads_into_saved_ = !config_.backward_keeps_saved && o_block_ + gkv_block_ == qkv_block_;
+      grads_into_saved_ = !config_.backward_keeps_saved && q_block_ + gkv_block_ == qkv_block_;
       if (grads_into_saved_) {
         grad_q_ = send_do_;
       } else {
         dq_recv_ = send_do_;
         dkv_recv_ = (K_ == 1 && gkv_bytes <= o_bytes) ? do_head_ : bwd.take(gkv_bytes);
-        grad_q_ = bwd.take(o_bytes);
+        grad_q_ = bwd.take(q_bytes);
       }
       grad_kv_ = bwd.take(gkv_bytes);
       scratch = std::max(scratch, bwd.total());
@@ -901,10 +919,10 @@ class UlyssesAttention final : public DistributedAttention {
   // kLseOnly: `saved` holds every chunk's LSE; the workspace one set of exchange buffers per slot
   // (forward: send | receive | O, + LSE for inference; backward, when training: send | receive),
   // then the kernel's workspace.
-  // `row` = tokens * head_dim elements: the size of one channel of a message. Scratch from offset
-  // `start` on (see layout_buffers()).
-  void layout_slots(std::size_t row, std::size_t lse_bytes, std::size_t start) {
-    gkv_block_ = row * static_cast<std::size_t>(2 * kc_) * dtype_size(kv_grad_dtype_);
+  // `tokens`: S B, every shard's. Scratch from offset `start` on (see layout_buffers()).
+  void layout_slots(std::size_t tokens, std::size_t lse_bytes, std::size_t start) {
+    gkv_block_ = tokens * static_cast<std::size_t>(gkc_) * static_cast<std::size_t>(U_) *
+                 dtype_size(kv_grad_dtype_);
     Arena saved, fwd(start), bwd(start);
     if (lse_only_) lse_head_ = saved.take(lse_bytes);
     // Forward's send slot: Q|K|V (fp8: codes as sent, then as received), later O and LSE back.
@@ -916,7 +934,7 @@ class UlyssesAttention final : public DistributedAttention {
     const std::size_t fp8_send =
         align_up(align_up(qkv_in_block_) + align_up(o_block_) + do_in_block_);
     const std::size_t bwd_msg = std::max(align_up(qkv_block_) + align_up(o_block_) + o_block_,
-                                         align_up(o_block_) + gkv_block_);
+                                         align_up(q_block_) + gkv_block_);
     const std::size_t bwd_send =
         fp8_ ? std::max(bwd_msg, fp8_send + align_up(qkv_in_block_) + do_in_block_) : bwd_msg;
     for (std::size_t s = 0; s < static_cast<std::size_t>(slots_); ++s) {
@@ -942,9 +960,15 @@ class UlyssesAttention final : public DistributedAttention {
   HeadRouting routing_;
   LocalProblem problem_;
   std::unique_ptr<kernels::StreamSet> streams_;
-  int P_ = 1, rank_ = 0, hq_ = 0, hkv_ = 0, C_ = 0;
-  int K_ = 1, qc_ = 0, kc_ = 0, Cc_ = 0;  // pipeline chunks; q, kv heads and channels per chunk
-  std::size_t qkv_block_ = 0, o_block_ = 0, lse_block_ = 0, gkv_block_ = 0;  // bytes per chunk
+  int P_ = 1, rank_ = 0, hq_ = 0, hkv_ = 0;
+  int K_ = 1, qc_ = 0, kc_ = 0;  // pipeline chunks; q and kv heads per chunk
+  // Message channels are U_ = gcd(head_dim, head_dim_v) elements wide (head_dim when they are
+  // equal): a Q or K head spans qu_ of them, a V or O head vu_. Per chunk and token: Cc_ in a
+  // Q|K|V row, oc_ in an O or dO row, dqc_ in a dQ row, gkc_ in a dK|dV row.
+  int qu_ = 1, vu_ = 1, Cc_ = 0, oc_ = 0, dqc_ = 0, gkc_ = 0;
+  // Bytes per chunk: Q|K|V rows, O (and dO) rows, dQ rows, LSE, dK|dV rows.
+  std::size_t qkv_block_ = 0, o_block_ = 0, q_block_ = 0, lse_block_ = 0, gkv_block_ = 0;
+  std::size_t do_stride_ = 0;  // chunk c's block in send_dO: c * do_stride_
   // Payload::kFp8: Q|K|V and dO travel as fp8 rows (their messages' bytes per chunk below; equal
   // to qkv_block_ and o_block_ for the native payload).
   bool fp8_ = false;
@@ -952,7 +976,7 @@ class UlyssesAttention final : public DistributedAttention {
   std::size_t qkv_in_block_ = 0, do_in_block_ = 0;
   std::vector<std::vector<int>> q_begin_, kv_begin_;  // [chunk][peer], see build_chunk_maps()
   std::vector<std::size_t> counts_, offsets_;         // exchange_uniform's scratch
-  std::int64_t B_ = 1, S_ = 0, Sl_ = 0, D_ = 0;
+  std::int64_t B_ = 1, S_ = 0, Sl_ = 0, Dq_ = 0, Dv_ = 0, U_ = 0;
   DType dtype_ = DType::kBFloat16, kv_grad_dtype_ = DType::kBFloat16;
   bool has_lse_ = true;
   // SavedActivations::kLseOnly (training): chunks go through `slots_` sets of exchange buffers.

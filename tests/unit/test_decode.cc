@@ -643,6 +643,8 @@ TEST(DecodeConfig, InvalidFieldsAreNamed) {
                StatusCode::kInvalidArgument, "num_heads");
   expect_error(with([](DecodeConfig& c) { c.cache_rows = std::int64_t{1} << 31; }),
                StatusCode::kInvalidArgument, "batch * cache_rows");
+  expect_error(with([](DecodeConfig& c) { c.attention.head_dim_v = 16; }), StatusCode::kUnsupported,
+               "head_dim_v 16 != head_dim 8");
 }
 
 class NoLse final : public LocalAttention {

@@ -30,9 +30,9 @@ struct Tensors {
     const auto& c = p.cfg;
     q = HostTensor(p.dtype, {p.B, p.S, c.num_heads_q, c.head_dim});
     k = HostTensor(p.dtype, {p.B, p.S, c.num_heads_kv, c.head_dim});
-    v = HostTensor(p.dtype, {p.B, p.S, c.num_heads_kv, c.head_dim});
+    v = HostTensor(p.dtype, {p.B, p.S, c.num_heads_kv, c.value_dim()});
     sinks = HostTensor(DType::kFloat32, {c.num_heads_q});
-    o = HostTensor(p.dtype, {p.B, p.S, c.num_heads_q, c.head_dim});
+    o = HostTensor(p.dtype, {p.B, p.S, c.num_heads_q, c.value_dim()});
     lse = HostTensor(DType::kFloat32, {p.B, c.num_heads_q, p.S});
     d_o = o;
     dq = q;
@@ -117,16 +117,16 @@ void naive_forward(const Problem& p, Tensors& t, HostTensor& o, HostTensor& lse)
         const bool sink = c.sinks && !is_padding(p, i);
         if (sink) mx = std::max(mx, t.sinks.at(h));
         double denom = sink ? std::exp(t.sinks.at(h) - mx) : 0.0;
-        std::vector<double> acc(static_cast<std::size_t>(c.head_dim), 0.0);
+        std::vector<double> acc(static_cast<std::size_t>(c.value_dim()), 0.0);
         for (std::int64_t j = 0; j < p.S; ++j) {
           if (!visible(p, i, j)) continue;
           const double e = std::exp(w[static_cast<std::size_t>(j)] - mx);
           denom += e;
-          for (int d = 0; d < c.head_dim; ++d) {
+          for (int d = 0; d < c.value_dim(); ++d) {
             acc[static_cast<std::size_t>(d)] += e * t.v.at(t.v.view.offset({b, j, g, d}));
           }
         }
-        for (int d = 0; d < c.head_dim; ++d) {
+        for (int d = 0; d < c.value_dim(); ++d) {
           o.set(o.view.offset({b, i, h, d}),
                 denom > 0 ? acc[static_cast<std::size_t>(d)] / denom : 0.0);
         }
@@ -170,6 +170,29 @@ std::vector<Problem> problems() {
                 {0, 6, 10},
                 DType::kFloat64,
                 "varlen_full_custom_scale"});
+  // head_dim_v != head_dim (MLA): V and O narrower, or wider, than Q and K.
+  ps.push_back({{.num_heads_q = 4,
+                 .num_heads_kv = 2,
+                 .head_dim = 6,
+                 .head_dim_v = 4,
+                 .causal = true,
+                 .sinks = true},
+                2,
+                7,
+                {},
+                DType::kFloat64,
+                "mla_gqa_causal_sinks"});
+  ps.push_back({{.num_heads_q = 2,
+                 .num_heads_kv = 1,
+                 .head_dim = 3,
+                 .head_dim_v = 5,
+                 .window_left = 2,
+                 .window_right = 1},
+                1,
+                10,
+                {0, 4, 9},
+                DType::kFloat64,
+                "wider_values_varlen_window"});
   return ps;
 }
 
@@ -304,6 +327,72 @@ TEST(Reference, EmptyAndOneTokenSequencesWithSinks) {
   const double w = std::exp(s3 - lse);
   EXPECT_NEAR(t.o.at(t.o.view.offset({0, 3, 0, 1})), w * t.v.at(t.v.view.offset({0, 3, 0, 1})),
               1e-14);
+}
+
+// head_dim_v < head_dim: values (and dO) padded with zero columns to head_dim give bitwise the same
+// O, LSE, dQ, dK, dV and dSinks in the columns both have, and zeros in the others (a zero column
+// adds exact zeros to every sum).
+TEST(Reference, NarrowValuesEqualZeroPaddedValues) {
+  const AttentionConfig mixed{.num_heads_q = 4,
+                              .num_heads_kv = 2,
+                              .head_dim = 12,
+                              .head_dim_v = 8,
+                              .causal = true,
+                              .window_left = 5,
+                              .sinks = true};
+  AttentionConfig padded = mixed;
+  padded.head_dim_v = 0;
+  const Problem pm{mixed, 2, 9, {}, DType::kFloat64, "mixed"};
+  const Problem pp{padded, 2, 9, {}, DType::kFloat64, "padded"};
+  std::mt19937_64 rng(testing::fresh_seed());
+  Tensors m(pm, rng), z(pp, rng);
+  z.q = m.q;
+  z.k = m.k;
+  z.sinks = m.sinks;
+  // z.v and z.d_o: m's columns, then zeros.
+  auto pad = [](const HostTensor& narrow, HostTensor& wide) {
+    const TensorView& n = narrow.view;
+    for (std::int64_t i = 0; i < wide.numel(); ++i) wide.set(i, 0.0);
+    for (std::int64_t b = 0; b < n.size(0); ++b) {
+      for (std::int64_t s = 0; s < n.size(1); ++s) {
+        for (std::int64_t h = 0; h < n.size(2); ++h) {
+          for (std::int64_t d = 0; d < n.size(3); ++d) {
+            wide.set(wide.view.offset({b, s, h, d}), narrow.at(n.offset({b, s, h, d})));
+          }
+        }
+      }
+    }
+  };
+  pad(m.v, z.v);
+  pad(m.d_o, z.d_o);
+  for (auto [t, p] : {std::pair{&m, &pm}, std::pair{&z, &pp}}) {
+    ASSERT_TRUE(reference_forward(local(*p), t->fwd(*p)).is_ok());
+    ASSERT_TRUE(reference_backward(local(*p), t->bwd(*p)).is_ok());
+  }
+  EXPECT_EQ(testing::count_nan(m.o) + testing::count_nan(m.dv), 0);
+  // Narrow tensors against the padded run's first columns; the padded run's other columns are 0.
+  auto same = [](const HostTensor& narrow, const HostTensor& wide) {
+    std::int64_t diff = 0;
+    const TensorView& n = narrow.view;
+    for (std::int64_t b = 0; b < n.size(0); ++b) {
+      for (std::int64_t s = 0; s < n.size(1); ++s) {
+        for (std::int64_t h = 0; h < n.size(2); ++h) {
+          for (std::int64_t d = 0; d < wide.view.size(3); ++d) {
+            const double w = wide.at(wide.view.offset({b, s, h, d}));
+            diff += d < n.size(3) ? w != narrow.at(n.offset({b, s, h, d})) : w != 0.0;
+          }
+        }
+      }
+    }
+    return diff;
+  };
+  EXPECT_EQ(same(m.o, z.o), 0) << "O";
+  EXPECT_EQ(same(m.dv, z.dv), 0) << "dV";
+  EXPECT_EQ(testing::compare_bits(z.lse, m.lse).count, 0) << "LSE";
+  EXPECT_EQ(testing::compare_bits(z.dq, m.dq).count, 0) << "dQ";
+  EXPECT_EQ(testing::compare_bits(z.dk, m.dk).count, 0) << "dK";
+  EXPECT_EQ(testing::compare_bits(z.dsinks, m.dsinks).count, 0) << "dSinks";
+  EXPECT_GT(testing::max_abs(m.dq), 0.0);
 }
 
 TEST(Reference, HeadSubsetIsBitwiseEqualToAllHeads) {

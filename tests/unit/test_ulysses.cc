@@ -37,6 +37,7 @@ struct Case {
   int in_flight = 2;                                        // PlanConfig::chunks_in_flight
   Payload payload = Payload::kNative;                       // PlanConfig::payload
   bool concurrent = false;  // the kernel says its calls may overlap (ScribblingKernel)
+  int Dv = 0;               // AttentionConfig::head_dim_v (0: D)
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -45,15 +46,18 @@ AttentionConfig attention(const Case& c) {
   return {.num_heads_q = c.Hq,
           .num_heads_kv = c.Hkv,
           .head_dim = c.D,
+          .head_dim_v = c.Dv,
           .causal = c.causal,
           .window_left = c.wl,
           .window_right = c.wr,
           .sinks = c.sinks};
 }
 
-HostTensor activation(const Case& c, DType dtype, int heads) {
-  if (c.layout == Layout::kTHD) return HostTensor(dtype, {c.S, heads, c.D});
-  return HostTensor(dtype, {c.B, c.S, heads, c.D});
+// `value`: V, O, dO or dV, of head_dim_v.
+HostTensor activation(const Case& c, DType dtype, int heads, bool value = false) {
+  const std::int64_t d = value && c.Dv > 0 ? c.Dv : c.D;
+  if (c.layout == Layout::kTHD) return HostTensor(dtype, {c.S, heads, d});
+  return HostTensor(dtype, {c.B, c.S, heads, d});
 }
 HostTensor lse_tensor(const Case& c) {
   if (c.layout == Layout::kTHD) return HostTensor(DType::kFloat32, {c.Hq, c.S});
@@ -122,7 +126,7 @@ struct Inputs {
 
 Inputs make_inputs(const Case& c, std::mt19937_64& rng) {
   Inputs in{activation(c, c.dtype, c.Hq), activation(c, c.dtype, c.Hkv),
-            activation(c, c.dtype, c.Hkv), activation(c, c.dtype, c.Hq),
+            activation(c, c.dtype, c.Hkv, true), activation(c, c.dtype, c.Hq, true),
             HostTensor(DType::kFloat32, {c.Hq})};
   for (HostTensor* t : {&in.q, &in.k, &in.v, &in.d_o}) testing::fill_uniform(*t, rng, -2.0, 2.0);
   testing::fill_uniform(in.sinks, rng, -1.0, 1.0);
@@ -137,9 +141,9 @@ Inputs as_delivered(const Case& c, const Inputs& in) {
 }
 
 Outputs poisoned_outputs(const Case& c, DType dtype) {
-  Outputs r{activation(c, dtype, c.Hq),  lse_tensor(c),
-            activation(c, dtype, c.Hq),  activation(c, dtype, c.Hkv),
-            activation(c, dtype, c.Hkv), HostTensor(DType::kFloat32, {c.Hq})};
+  Outputs r{activation(c, dtype, c.Hq, true),  lse_tensor(c),
+            activation(c, dtype, c.Hq),        activation(c, dtype, c.Hkv),
+            activation(c, dtype, c.Hkv, true), HostTensor(DType::kFloat32, {c.Hq})};
   for (HostTensor* t : {&r.o, &r.lse, &r.dq, &r.dk, &r.dv, &r.dsinks}) testing::poison(*t);
   return r;
 }
@@ -309,6 +313,12 @@ Case fp8(Case c) {
 
 Case concurrent(Case c) {
   c.concurrent = true;
+  return c;
+}
+
+// V and O heads `dv` wide (head_dim_v; MLA: narrower than Q and K).
+Case mla(Case c, int dv) {
+  c.Dv = dv;
   return c;
 }
 
@@ -633,6 +643,75 @@ std::vector<Case> cases() {
         Case c = concurrent(
             {"p2_concurrent_inference_chunks4_bf16", 2, bshd, 2, 16, 8, 8, 8, bf16, true});
         c.training = false;
+        c.chunks = 4;
+        return c;
+      }(),
+      // head_dim_v != head_dim (MLA): Q|K|V message rows mix heads of two widths (channels of
+      // gcd(D, Dv) elements), O and dO rows are Dv wide and dQ rows D wide, through every buffer
+      // scheme. Narrower V (as MLA), wider V, and widths whose gcd is 1.
+      mla({"p1_mla_gqa_bf16_causal_sinks", 1, bshd, 2, 18, 4, 2, 24, bf16, true, -1, -1, true}, 16),
+      mla(lse_only({"p1_mla_lse_thd_fp32_causal",
+                    1,
+                    thd,
+                    1,
+                    24,
+                    2,
+                    1,
+                    16,
+                    fp32,
+                    true,
+                    -1,
+                    -1,
+                    false,
+                    {0, 7, 24}}),
+          8),
+      mla({"p2_mla_gqa_bf16_causal_sinks", 2, bshd, 2, 18, 4, 2, 24, bf16, true, -1, -1, true}, 16),
+      mla({"p2_mla_wider_v_fp32_window", 2, bshd, 1, 22, 4, 1, 8, fp32, false, 3, 2}, 24),
+      mla({"p3_mla_coprime_fp32_thd_sinks",
+           3,
+           thd,
+           1,
+           27,
+           6,
+           3,
+           5,
+           fp32,
+           false,
+           -1,
+           -1,
+           true,
+           {0, 4, 4, 19, 26}},
+          3),
+      mla({"p4_mla_replicated_fp32_causal_sinks", 4, bshd, 1, 20, 8, 2, 12, fp32, true, -1, -1,
+           true},
+          8),
+      mla({"p2_mla_inference_bf16", 2, bshd, 1, 16, 4, 2, 24, bf16, true, -1, -1, true, {}, false},
+          16),
+      [&] {
+        Case c = mla(
+            {"p2_mla_chunks2_two_rounds_bf16_causal", 2, bshd, 2, 18, 8, 4, 24, bf16, true}, 16);
+        c.chunks = 2;
+        c.rounds = 2;
+        return c;
+      }(),
+      [&] {
+        Case c = mla({"p2_mla_chunks2_keep_saved_fp32", 2, bshd, 1, 16, 4, 4, 16, fp32, true}, 24);
+        c.chunks = 2;
+        c.keep_saved = true;
+        c.rounds = 2;
+        return c;
+      }(),
+      mla(lse_only({"p2_mla_lse_chunks2_one_in_flight_bf16_sinks", 2, bshd, 2, 16, 8, 4, 24, bf16,
+                    true, -1, -1, true},
+                   2, 1),
+          16),
+      mla(lse_only({"p4_mla_lse_replicated_fp32_window", 4, bshd, 1, 24, 8, 2, 16, fp32, true, 5},
+                   1, 2, 2),
+          8),
+      [&] {
+        Case c = concurrent(mla(
+            {"p2_mla_concurrent_chunks4_gqa_bf16_causal", 2, bshd, 2, 16, 16, 8, 24, bf16, true},
+            16));
         c.chunks = 4;
         return c;
       }(),

@@ -102,6 +102,36 @@ std::vector<PlanRule> plan_rules() {
        [](PlanConfig& c) { c.attention.head_dim = 300; },
        SC::kInvalidArgument,
        {"head_dim", "got 300"}},
+      {"head_dim_v_negative",
+       [](PlanConfig& c) { c.attention.head_dim_v = -1; },
+       SC::kInvalidArgument,
+       {"head_dim_v", "got -1", "0 (head_dim) or 1..256"}},
+      {"head_dim_v_too_large",
+       [](PlanConfig& c) { c.attention.head_dim_v = 257; },
+       SC::kInvalidArgument,
+       {"head_dim_v", "got 257"}},
+      // V and O narrower than Q and K run under Ulysses' native rows only.
+      {"head_dim_v_under_ring",
+       [](PlanConfig& c) {
+         c.attention.head_dim_v = 8;
+         c.parallel.strategy = Strategy::kRing;
+       },
+       SC::kUnsupported,
+       {"head_dim_v 8 != head_dim 16", "strategy ulysses", "got ring at cp 2"}},
+      {"head_dim_v_under_allgather",
+       [](PlanConfig& c) {
+         c.attention.head_dim_v = 24;
+         c.parallel.strategy = Strategy::kAllGather;
+       },
+       SC::kUnsupported,
+       {"head_dim_v 24", "got allgather"}},
+      {"head_dim_v_with_fp8_payload",
+       [](PlanConfig& c) {
+         c.attention.head_dim_v = 8;
+         c.payload = Payload::kFp8;
+       },
+       SC::kUnsupported,
+       {"head_dim_v 8", "payload native", "payload fp8"}},
       {"window_left_below_minus_one",
        [](PlanConfig& c) { c.attention.window_left = -2; },
        SC::kInvalidArgument,
@@ -528,18 +558,19 @@ struct Fixture {
   explicit Fixture(PlanConfig c) : cfg(c) {
     const auto& a = c.attention;
     const std::int64_t sl = c.seqlen / c.parallel.cp;
-    auto act = [&](int h) {
-      return c.layout == Layout::kTHD ? HostTensor(c.dtype, {sl, h, a.head_dim})
-                                      : HostTensor(c.dtype, {c.batch, sl, h, a.head_dim});
+    auto act = [&](int h, int d) {
+      return c.layout == Layout::kTHD ? HostTensor(c.dtype, {sl, h, d})
+                                      : HostTensor(c.dtype, {c.batch, sl, h, d});
     };
-    q = act(a.num_heads_q);
-    k = act(a.num_heads_kv);
-    v = act(a.num_heads_kv);
-    o = act(a.num_heads_q);
-    d_o = act(a.num_heads_q);
-    dq = act(a.num_heads_q);
-    dk = act(a.num_heads_kv);
-    dv = act(a.num_heads_kv);
+    const int dqk = a.head_dim, dv_ = a.value_dim();
+    q = act(a.num_heads_q, dqk);
+    k = act(a.num_heads_kv, dqk);
+    v = act(a.num_heads_kv, dv_);
+    o = act(a.num_heads_q, dv_);
+    d_o = act(a.num_heads_q, dv_);
+    dq = act(a.num_heads_q, dqk);
+    dk = act(a.num_heads_kv, dqk);
+    dv = act(a.num_heads_kv, dv_);
     lse = c.layout == Layout::kTHD ? HostTensor(DType::kFloat32, {a.num_heads_q, sl})
                                    : HostTensor(DType::kFloat32, {c.batch, a.num_heads_q, sl});
     sinks = HostTensor(DType::kFloat32, {a.num_heads_q});
@@ -637,6 +668,38 @@ TEST(CallValidation, LseOnlyBackwardNeedsTheForwardsInputsAndOutput) {
   expect_rejected(r, StatusCode::kInvalidArgument,
                   {"backward", "o (saved_activations = lse)", "[2, 8, 4, 16]", "[2, 8, 8, 16]"});
   // (All four given: the Ulysses tests run it.)
+}
+
+// head_dim_v != head_dim: V, O, dO and dV are head_dim_v wide, Q, K, dQ and dK head_dim wide.
+TEST(CallValidation, ValueHeadDimIsChecked) {
+  PlanConfig cfg = good_config();
+  cfg.attention.head_dim_v = 8;
+  // v as wide as q.
+  Status r = call_with(cfg, Call::kForward, [](ForwardArgs& f, BackwardArgs&, Fixture& fx) {
+    fx.v = HostTensor(DType::kBFloat16, {2, 8, 4, 16});
+    f.v = fx.v.view;
+  });
+  expect_rejected(r, StatusCode::kInvalidArgument,
+                  {"forward", " v ", "[2, 8, 4, 16]", "[2, 8, 4, 8]"});
+  // o as wide as q.
+  r = call_with(cfg, Call::kForward, [](ForwardArgs& f, BackwardArgs&, Fixture& fx) {
+    fx.o = HostTensor(DType::kBFloat16, {2, 8, 8, 16});
+    f.o = fx.o.view;
+  });
+  expect_rejected(r, StatusCode::kInvalidArgument, {"forward", " o ", "[2, 8, 8, 8]"});
+  // dq as narrow as dO.
+  r = call_with(cfg, Call::kBackward, [](ForwardArgs&, BackwardArgs& b, Fixture& fx) {
+    fx.dq = HostTensor(DType::kBFloat16, {2, 8, 8, 8});
+    b.dq = fx.dq.view;
+  });
+  expect_rejected(r, StatusCode::kInvalidArgument, {"backward", "dq", "[2, 8, 8, 16]"});
+  // dv as wide as dk.
+  r = call_with(cfg, Call::kBackward, [](ForwardArgs&, BackwardArgs& b, Fixture& fx) {
+    fx.dv = HostTensor(DType::kBFloat16, {2, 8, 4, 16});
+    b.dv = fx.dv.view;
+  });
+  expect_rejected(r, StatusCode::kInvalidArgument, {"backward", "dv", "[2, 8, 4, 8]"});
+  // (The right widths: the Ulysses tests run them.)
 }
 
 TEST(CallValidation, DtypesMustAgree) {
