@@ -246,7 +246,8 @@ class CudnnAttention final : public LocalAttention {
                       Skv = static_cast<std::size_t>(p.kv_len());
     const std::size_t hq = static_cast<std::size_t>(p.num_heads_q_local);
     const std::size_t hkv = static_cast<std::size_t>(p.num_heads_kv_local);
-    const std::size_t D = static_cast<std::size_t>(p.config.head_dim);
+    // (head_dim_v != head_dim: the wider of the two sizes every row below.)
+    const std::size_t D = wide_dim(p);
     const std::size_t dq_acc = align_up(B * hq * S * D * 4), sums = align_up(B * hq * S * 4);
     const bool full_heads = hq != hkv || options_.deterministic || p.varlen;
     std::size_t bound = dq_acc + sums + (full_heads ? 2 * dq_acc : 0);
@@ -279,12 +280,17 @@ class CudnnAttention final : public LocalAttention {
   // The fp32 dQ (and dK, dV) sums of a banded backward whose caller's views are not fp32.
   static std::size_t band_sums_bytes(const LocalProblem& p) {
     const auto rows = [&](std::int64_t n, int heads) {
-      return align_up(static_cast<std::size_t>(p.batch * n * heads * p.config.head_dim) * 4);
+      return align_up(static_cast<std::size_t>(p.batch * n * heads) * wide_dim(p) * 4);
     };
     std::size_t n = p.grad_q_fp32 ? 0 : rows(p.seqlen, p.num_heads_q_local);
     if (p.grad_kv_dtype != DType::kFloat32) n += 2 * rows(p.kv_len(), p.num_heads_kv_local);
     return n;
   }
+  // The wider of head_dim and head_dim_v: what the workspace's staging rows are sized by.
+  static std::size_t wide_dim(const LocalProblem& p) {
+    return static_cast<std::size_t>(std::max(p.config.head_dim, p.config.value_dim()));
+  }
+
   // A packed band's VarlenRows in device memory: four rows of at most one entry per query row
   // (each piece holds one), written before its call; the bands reuse it in stream order.
   static std::size_t band_table_bytes(const LocalProblem& p) {
@@ -309,7 +315,7 @@ class CudnnAttention final : public LocalAttention {
     auto sums = [&](const TensorView& caller, bool fp32, std::int64_t rows, int heads) {
       if (fp32) return caller;
       TensorView t = TensorView::contiguous(ws, DType::kFloat32,
-                                            {p.batch, rows, heads, p.config.head_dim}, device());
+                                            {p.batch, rows, heads, caller.size(3)}, device());
       ws += align_up(static_cast<std::size_t>(t.numel()) * 4);
       return t;
     };
@@ -407,7 +413,7 @@ class CudnnAttention final : public LocalAttention {
     TensorView o_out = a.o;
     if (p.out_fp32) {
       o_out = TensorView::contiguous(ws.o_stage, p.dtype,
-                                     {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
+                                     {p.batch, p.seqlen, p.num_heads_q_local, p.config.value_dim()},
                                      device());
     }
     // Rows of no sequence: O = 0, LSE = -inf (cuDNN writes only sequences' rows). VarlenRows with
@@ -532,7 +538,7 @@ class CudnnAttention final : public LocalAttention {
       const std::int64_t B = p.batch, S = p.kv_len(), H = p.num_heads_kv_local,
                          D = p.config.head_dim;
       t.dk = TensorView::contiguous(ws.dk, p.dtype, {B, S, H, D}, device());
-      t.dv = TensorView::contiguous(ws.dv, p.dtype, {B, S, H, D}, device());
+      t.dv = TensorView::contiguous(ws.dv, p.dtype, {B, S, H, p.config.value_dim()}, device());
     }
     if (p.grad_q_fp32) {
       t.dq = TensorView::contiguous(ws.o_stage, p.dtype,
@@ -690,7 +696,7 @@ class CudnnAttention final : public LocalAttention {
     const std::size_t Skv = static_cast<std::size_t>(p.kv_len());
     const std::size_t hq = static_cast<std::size_t>(p.num_heads_q_local);
     const std::size_t hkv = static_cast<std::size_t>(p.num_heads_kv_local);
-    const std::size_t D = static_cast<std::size_t>(p.config.head_dim);
+    const std::size_t D = wide_dim(p);  // (as workspace_bytes() sized them)
     const std::size_t kv_bytes =
         p.grad_kv_dtype != p.dtype ? align_up(B * Skv * hkv * D * dtype_size(p.dtype)) : 0;
     const std::size_t stats_bytes = align_up(B * hq * S * 4);
@@ -723,7 +729,7 @@ class CudnnAttention final : public LocalAttention {
     // graphs that run have no sinks (forward(), backward()).
     LocalProblem p = problem;
     p.config.sinks = false;
-    const std::int64_t B = p.batch, S = p.seqlen, D = p.config.head_dim;
+    const std::int64_t B = p.batch, S = p.seqlen, D = p.config.head_dim, Dv = p.config.value_dim();
     const std::int64_t hq = p.num_heads_q_local, hkv = p.num_heads_kv_local;
     Varlen vl;
     // Packed: one sequence of S tokens in a batch padded to S entries. cuDNN's workspace grows
@@ -738,10 +744,11 @@ class CudnnAttention final : public LocalAttention {
     if (p.varlen && backward && !ragged_sized_workspace(p)) {
       vl = Varlen{.on = true, .num_seqs = 1, .padded = 1, .max_len = row_budget(p)};
     }
-    auto act = [&](std::int64_t h, std::int64_t rows) {
-      return TensorView::contiguous(nullptr, p.dtype, {B, rows, h, D}, device());
+    auto act = [&](std::int64_t h, std::int64_t rows, std::int64_t d) {
+      return TensorView::contiguous(nullptr, p.dtype, {B, rows, h, d}, device());
     };
-    const TensorView q = act(hq, S), k = act(hkv, p.kv_len()), o = act(hq, S);
+    const TensorView q = act(hq, S, D), k = act(hkv, p.kv_len(), D), v = act(hkv, p.kv_len(), Dv),
+                     o = act(hq, S, Dv);
     const TensorView lse = TensorView::contiguous(nullptr, DType::kFloat32, {B, hq, S}, device());
     std::ostringstream key;
     key << (backward ? "canon-bwd|" : "canon-fwd|") << describe(p, vl);
@@ -749,7 +756,7 @@ class CudnnAttention final : public LocalAttention {
       auto g = new_graph(p);
       auto Q = g->tensor(tensor("Q", kQ, act_desc(q, vl)));
       auto K = g->tensor(tensor("K", kK, act_desc(k, vl)));
-      auto V = g->tensor(tensor("V", kV, act_desc(k, vl)));
+      auto V = g->tensor(tensor("V", kV, act_desc(v, vl)));
       std::shared_ptr<fe::graph::Tensor_attributes> sq, skv;
       if (vl.on) std::tie(sq, skv) = seq_len_tensors(*g, vl);
       auto ragged = [&](auto& t, std::int64_t uid) {
@@ -798,10 +805,10 @@ class CudnnAttention final : public LocalAttention {
               .set_max_total_seq_len_q(S)
               .set_max_total_seq_len_kv(p.kv_len());
         auto [dQ, dK, dV] = g->sdpa_backward(Q, K, V, O, dO, Stats, at);
-        const TensorDesc qd = act_desc(q, vl), kd = act_desc(k, vl);
+        const TensorDesc qd = act_desc(q, vl), kd = act_desc(k, vl), vd = act_desc(v, vl);
         dQ->set_output(true).set_uid(kDQ).set_dim(qd.dim).set_stride(qd.stride);
         dK->set_output(true).set_uid(kDK).set_dim(kd.dim).set_stride(kd.stride);
-        dV->set_output(true).set_uid(kDV).set_dim(kd.dim).set_stride(kd.stride);
+        dV->set_output(true).set_uid(kDV).set_dim(vd.dim).set_stride(vd.stride);
         ragged(dQ, kDQ);
         ragged(dK, kDK);
         ragged(dV, kDV);
@@ -1039,9 +1046,10 @@ class CudnnAttention final : public LocalAttention {
   }
   Result<std::vector<detail::DensePart>> dense_parts(const LocalProblem& p,
                                                      const BackwardViews& t) const {
-    auto parts = detail::dense_parts(
-        p.batch, p.seqlen, p.kv_len(), p.num_heads_q_local, p.num_heads_kv_local, p.config.head_dim,
-        fits(t.k) && fits(t.o) && fits(t.d_o), detail::kCudnnIndexLimit);
+    auto parts =
+        detail::dense_parts(p.batch, p.seqlen, p.kv_len(), p.num_heads_q_local,
+                            p.num_heads_kv_local, static_cast<std::int64_t>(wide_dim(p)),
+                            fits(t.k) && fits(t.o) && fits(t.d_o), detail::kCudnnIndexLimit);
     if (!parts.is_ok()) return detail::cudnn_past_index_limit(parts.status(), target());
     return parts;
   }
@@ -1119,17 +1127,21 @@ class CudnnAttention final : public LocalAttention {
   // t.dk and t.dv point at them, in stage_.
   Result<bool> stage_packed_kv(const LocalProblem& p, bool widen, BackwardViews& t, Stream stream) {
     if (!p.varlen || widen || p.num_heads_q_local == p.num_heads_kv_local) return false;
-    const std::int64_t B = p.batch, S = p.kv_len(), H = p.num_heads_kv_local, D = p.config.head_dim;
+    const std::int64_t B = p.batch, S = p.kv_len(), H = p.num_heads_kv_local;
     // Only the rows count: a packed call's batch stride is the ragged offsets'.
     auto compact_rows = [&](const TensorView& g) {
+      const std::int64_t D = g.size(3);
       return g.stride(1) == H * D && g.stride(2) == D && g.stride(3) == 1;
     };
     if (compact_rows(t.dk) && compact_rows(t.dv)) return false;
+    const std::int64_t D = p.config.head_dim, Dv = p.config.value_dim();
     const std::size_t one = align_up(static_cast<std::size_t>(B * S * H * D) * dtype_size(p.dtype));
-    ULYSSES_RETURN_IF_ERROR(grow(stage_, stage_bytes_, 2 * one, stream));
+    const std::size_t two =
+        align_up(static_cast<std::size_t>(B * S * H * Dv) * dtype_size(p.dtype));
+    ULYSSES_RETURN_IF_ERROR(grow(stage_, stage_bytes_, one + two, stream));
     t.dk = TensorView::contiguous(stage_, p.dtype, {B, S, H, D}, device());
     t.dv =
-        TensorView::contiguous(static_cast<char*>(stage_) + one, p.dtype, {B, S, H, D}, device());
+        TensorView::contiguous(static_cast<char*>(stage_) + one, p.dtype, {B, S, H, Dv}, device());
     return true;
   }
 
@@ -1275,9 +1287,9 @@ class CudnnAttention final : public LocalAttention {
     const AttentionConfig& c = p.config;
     return str_cat(dtype_name(p.dtype), " B", p.batch, " S", p.seqlen, "x", p.kv_len(), "@",
                    p.diagonal_offset, p.bottom_right ? "br" : "", " hq", p.num_heads_q_local,
-                   " hkv", p.num_heads_kv_local, " D", c.head_dim, " scale", c.scale(), " causal",
-                   c.causal, " win", c.window_left, ",", c.window_right, " sinks", c.sinks,
-                   " varlen", p.varlen,
+                   " hkv", p.num_heads_kv_local, " D", c.head_dim, "/", c.value_dim(), " scale",
+                   c.scale(), " causal", c.causal, " win", c.window_left, ",", c.window_right,
+                   " sinks", c.sinks, " varlen", p.varlen,
                    vl.on ? str_cat(" nb", vl.padded, " smax", vl.max_len) : std::string(), " gkv",
                    dtype_name(p.grad_kv_dtype), " gq32", p.grad_q_fp32, " o32", p.out_fp32);
   }

@@ -130,6 +130,17 @@ Status cudnn_forward_support(const LocalProblem& p, CudnnTarget t) {
                                " is not supported by cuDNN SDPA (got ", p.config.head_dim,
                                ", expected a multiple of 8 up to 256)"));
   }
+  const int dv = p.config.value_dim();
+  if (dv % 8 != 0 || dv > 256) {
+    return unsupported(str_cat(kApi, ": head_dim_v ", dv, " is not supported by cuDNN SDPA (got ",
+                               dv, ", expected a multiple of 8 up to 256)"));
+  }
+  // cudnn-frontend (1.32) takes head dims that differ before Hopper only up to 128.
+  if (p.config.mixed_dims() && t.cc_major < 9 && std::max(p.config.head_dim, dv) > 128) {
+    return unsupported(str_cat(kApi, ": head_dim ", p.config.head_dim, " with head_dim_v ", dv,
+                               " on a compute capability ", t.cc_major,
+                               ".x GPU (cuDNN takes head dims that differ up to 128 there)"));
+  }
   const CudnnBand b = cudnn_band(p);
   if (!b.ok) {
     return unsupported(str_cat(
@@ -164,8 +175,9 @@ Status cudnn_forward_support(const LocalProblem& p, CudnnTarget t) {
 Status cudnn_backward_support(const LocalProblem& p, CudnnTarget t) {
   // cuDNN's support matrix (9.18): SDPA backward on Ampere and Ada takes head_dim up to 128,
   // Hopper and newer up to 256; forward takes 256 on all of them.
-  if (t.cc_major < 9 && p.config.head_dim > 128) {
-    return unsupported(str_cat(kApi, "::backward: head_dim ", p.config.head_dim,
+  if (t.cc_major < 9 && std::max(p.config.head_dim, p.config.value_dim()) > 128) {
+    return unsupported(str_cat(kApi, "::backward: head_dim ",
+                               std::max(p.config.head_dim, p.config.value_dim()),
                                " on a compute capability ", t.cc_major,
                                ".x GPU (cuDNN's SDPA backward before Hopper takes head_dim up to "
                                "128; forward alone, training = false, runs)"));
@@ -180,6 +192,16 @@ Status cudnn_backward_support(const LocalProblem& p, CudnnTarget t) {
                                ": 9.14 returned wrong gradients past head_dim 128; forward alone, "
                                "training = false, runs)"));
   }
+  // cuDNN 9.19's packed backward reads O with Q's ragged offsets (measured with equal head dims:
+  // CudnnAttention stages Q in O's token layout), so Q and O need one token stride, which rows of
+  // different widths cannot have.
+  if (p.varlen && p.config.mixed_dims()) {
+    return unsupported(str_cat(kApi, "::backward: packed (varlen) batches with head_dim_v ",
+                               p.config.value_dim(), " != head_dim ", p.config.head_dim, " (cuDNN ",
+                               t.version,
+                               "'s packed backward reads O with Q's ragged offsets; forward "
+                               "alone, training = false, runs)"));
+  }
   // (A dense call with s_q = s_kv = 1, which cudnn-frontend 1.32 builds no backward graph for,
   // runs through CudnnAttention's own kernel: kernels::cuda::one_key_backward.)
   // A dense call past 2^31 elements runs in parts (dense_parts()); one that cannot be split is
@@ -188,7 +210,7 @@ Status cudnn_backward_support(const LocalProblem& p, CudnnTarget t) {
   if (!p.varlen) {
     const auto parts =
         dense_parts(p.batch, p.seqlen, p.kv_len(), p.num_heads_q_local, p.num_heads_kv_local,
-                    p.config.head_dim, false, kCudnnIndexLimit);
+                    std::max(p.config.head_dim, p.config.value_dim()), false, kCudnnIndexLimit);
     if (!parts.is_ok()) return cudnn_past_index_limit(parts.status(), t);
   }
   return Status::ok();

@@ -141,20 +141,20 @@ __device__ float3 block_dots(float3 x) {
   return r;
 }
 
-// One block per (b, KV head), thread d of head_dim.
+// One block per (b, KV head), thread d of head_dim (D: Q and K; Dv: V, O and dO).
 __global__ void __launch_bounds__(kOneKeyThreads)
     one_key_backward_kernel(Act q, Act k, Act v, Act o, Act d_o, const float* lse,
                             std::int64_t lse_sb, std::int64_t lse_sh, Act dq, Act dk, Act dv,
-                            int hkv, int ratio, int D, float scale, bool visible) {
+                            int hkv, int ratio, int D, int Dv, float scale, bool visible) {
   const std::int64_t b = blockIdx.x / hkv, g = blockIdx.x % hkv;
   const int d = static_cast<int>(threadIdx.x);
-  const bool on = d < D;
-  const float kd = on ? get(k, b, g, d) : 0.0f, vd = on ? get(v, b, g, d) : 0.0f;
+  const bool on = d < D, on_v = d < Dv;
+  const float kd = on ? get(k, b, g, d) : 0.0f, vd = on_v ? get(v, b, g, d) : 0.0f;
   float dk_sum = 0.0f, dv_sum = 0.0f;
   for (int r = 0; r < ratio; ++r) {
     const std::int64_t h = g * ratio + r;
-    const float qd = on ? get(q, b, h, d) : 0.0f, od = on ? get(o, b, h, d) : 0.0f;
-    const float gd = on ? get(d_o, b, h, d) : 0.0f;
+    const float qd = on ? get(q, b, h, d) : 0.0f, od = on_v ? get(o, b, h, d) : 0.0f;
+    const float gd = on_v ? get(d_o, b, h, d) : 0.0f;
     const float3 dots = block_dots(make_float3(qd * kd, gd * vd, gd * od));
     const float l = lse[b * lse_sb + h * lse_sh];
     const float p = visible && l != -INFINITY ? expf(scale * dots.x - l) : 0.0f;
@@ -163,10 +163,8 @@ __global__ void __launch_bounds__(kOneKeyThreads)
     dk_sum += scale * ds * qd;
     dv_sum += p * gd;
   }
-  if (on) {
-    put(dk, b, g, d, dk_sum);
-    put(dv, b, g, d, dv_sum);
-  }
+  if (on) put(dk, b, g, d, dk_sum);
+  if (on_v) put(dv, b, g, d, dv_sum);
 }
 
 }  // namespace
@@ -175,16 +173,16 @@ Status one_key_backward(const TensorView& q, const TensorView& k, const TensorVi
                         const TensorView& o, const TensorView& d_o, const TensorView& lse,
                         const TensorView& dq, const TensorView& dk, const TensorView& dv,
                         float scale, bool visible, Stream stream) {
-  const std::int64_t B = q.size(0), hq = q.size(2), hkv = k.size(2), D = q.size(3);
+  const std::int64_t B = q.size(0), hq = q.size(2), hkv = k.size(2), D = q.size(3), Dv = v.size(3);
   if (q.size(1) != 1 || k.size(1) != 1 || hkv < 1 || hq % hkv != 0 || D > kOneKeyThreads ||
-      lse.dtype != DType::kFloat32 || B * hkv > 0x7fffffff) {
+      Dv > kOneKeyThreads || lse.dtype != DType::kFloat32 || B * hkv > 0x7fffffff) {
     return internal_error("ulysses::kernels::cuda::one_key_backward: bad arguments");
   }
   if (B == 0) return Status::ok();
   one_key_backward_kernel<<<static_cast<unsigned>(B * hkv), kOneKeyThreads, 0, stream>>>(
       act(q), act(k), act(v), act(o), act(d_o), static_cast<const float*>(lse.data), lse.stride(0),
       lse.stride(1), act(dq), act(dk), act(dv), static_cast<int>(hkv), static_cast<int>(hq / hkv),
-      static_cast<int>(D), scale, visible);
+      static_cast<int>(D), static_cast<int>(Dv), scale, visible);
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }

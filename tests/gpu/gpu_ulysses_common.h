@@ -35,6 +35,7 @@ struct GpuCase {
   bool cuda_graph = false;
   Payload payload = Payload::kNative;                  // PlanConfig::payload
   PackedSharding sharding = PackedSharding::kDefault;  // ParallelConfig::packed_sharding
+  int Dv = 0;                                          // AttentionConfig::head_dim_v (0: D)
 };
 
 inline ParallelConfig parallel_of(const GpuCase& c) {
@@ -81,6 +82,7 @@ inline AttentionConfig attention_of(const GpuCase& c) {
   return {.num_heads_q = c.Hq,
           .num_heads_kv = c.Hkv,
           .head_dim = c.D,
+          .head_dim_v = c.Dv,
           .causal = c.causal,
           .window_left = c.wl,
           .window_right = c.wr,
@@ -96,16 +98,18 @@ struct GpuInputs {
   GpuOutputs shapes;
 };
 
-inline HostTensor act_of(const GpuCase& c, int heads) {
-  if (c.layout == Layout::kTHD) return HostTensor(c.dtype, {c.S, heads, c.D});
-  return HostTensor(c.dtype, {c.B, c.S, heads, c.D});
+// `value`: V, O, dO or dV, of head_dim_v.
+inline HostTensor act_of(const GpuCase& c, int heads, bool value = false) {
+  const std::int64_t d = value && c.Dv > 0 ? c.Dv : c.D;
+  if (c.layout == Layout::kTHD) return HostTensor(c.dtype, {c.S, heads, d});
+  return HostTensor(c.dtype, {c.B, c.S, heads, d});
 }
 
 inline GpuInputs make_gpu_inputs(const GpuCase& c, std::mt19937_64& rng) {
   GpuInputs in{act_of(c, c.Hq),
                act_of(c, c.Hkv),
-               act_of(c, c.Hkv),
-               act_of(c, c.Hq),
+               act_of(c, c.Hkv, true),
+               act_of(c, c.Hq, true),
                HostTensor(DType::kFloat32, {c.Hq}),
                HostTensor(DType::kFloat32,
                           {static_cast<std::int64_t>(std::max<std::size_t>(c.cu.size(), 1))}),
@@ -131,12 +135,12 @@ inline GpuInputs make_gpu_inputs(const GpuCase& c, std::mt19937_64& rng) {
   }
   fill_uniform(in.sinks, rng, -0.5, 1.5);
   std::memcpy(in.cu.storage.data(), c.cu.data(), c.cu.size() * 4);
-  in.shapes = {act_of(c, c.Hq),
+  in.shapes = {act_of(c, c.Hq, true),
                c.layout == Layout::kTHD ? HostTensor(DType::kFloat32, {c.Hq, c.S})
                                         : HostTensor(DType::kFloat32, {c.B, c.Hq, c.S}),
                act_of(c, c.Hq),
                act_of(c, c.Hkv),
-               act_of(c, c.Hkv),
+               act_of(c, c.Hkv, true),
                HostTensor(DType::kFloat32, {c.Hq})};
   for (HostTensor* t : {&in.shapes.o, &in.shapes.lse, &in.shapes.dq, &in.shapes.dk, &in.shapes.dv,
                         &in.shapes.dsinks}) {
@@ -283,8 +287,9 @@ inline HostTensor shard_of(const GpuCase& c, const HostTensor& g, int r) {
   const std::span<const std::int32_t> packed =
       thd ? std::span<const std::int32_t>(c.cu) : std::span<const std::int32_t>{};
   if (c.strategy != Strategy::kUlysses) {
-    HostTensor h = thd ? HostTensor(g.view.dtype, {c.S / P, g.view.size(1), c.D})
-                       : HostTensor(g.view.dtype, {c.B, c.S / P, g.view.size(2), c.D});
+    const std::int64_t d = g.view.size(g.view.ndim - 1);
+    HostTensor h = thd ? HostTensor(g.view.dtype, {c.S / P, g.view.size(1), d})
+                       : HostTensor(g.view.dtype, {c.B, c.S / P, g.view.size(2), d});
     EXPECT_TRUE(copy_shard(g.view, h.view, thd ? 0 : 1, parallel, r, packed).is_ok());
     return h;
   }

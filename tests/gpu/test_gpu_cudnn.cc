@@ -34,9 +34,21 @@ struct Case {
   int wl = -1, wr = -1;
   bool sinks = false;
   std::vector<std::int32_t> cu = {};
+  int Dv = 0;  // head_dim_v (0: D)
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+AttentionConfig config_of(const Case& c) {
+  return {.num_heads_q = c.Hq,
+          .num_heads_kv = c.Hkv,
+          .head_dim = c.D,
+          .head_dim_v = c.Dv,
+          .causal = c.causal,
+          .window_left = c.wl,
+          .window_right = c.wr,
+          .sinks = c.sinks};
+}
 
 double ulp_rel(DType t) {
   return t == DType::kFloat16 ? 0x1p-10 : t == DType::kBFloat16 ? 0x1p-7 : 0x1p-23;
@@ -50,12 +62,13 @@ Host make(const Case& c, DType dt) {
   Host h;
   h.q = HostTensor(dt, {c.B, c.S, c.Hq, c.D});
   h.k = HostTensor(dt, {c.B, c.S, c.Hkv, c.D});
-  h.v = h.k;
-  h.d_o = h.q;
-  h.o = h.q;
+  const std::int64_t dv = c.Dv > 0 ? c.Dv : c.D;
+  h.v = HostTensor(dt, {c.B, c.S, c.Hkv, dv});
+  h.d_o = HostTensor(dt, {c.B, c.S, c.Hq, dv});
+  h.o = h.d_o;
   h.dq = h.q;
   h.dk = h.k;
-  h.dv = h.k;
+  h.dv = h.v;
   h.lse = HostTensor(DType::kFloat32, {c.B, c.Hq, c.S});
   h.sinks = HostTensor(DType::kFloat32, {c.Hq});
   h.dsinks = h.sinks;
@@ -63,14 +76,7 @@ Host make(const Case& c, DType dt) {
 }
 
 void run_reference(const Case& c, Host& h, DType dt) {
-  const LocalProblem p = LocalProblem::unsharded({.num_heads_q = c.Hq,
-                                                  .num_heads_kv = c.Hkv,
-                                                  .head_dim = c.D,
-                                                  .causal = c.causal,
-                                                  .window_left = c.wl,
-                                                  .window_right = c.wr,
-                                                  .sinks = c.sinks},
-                                                 dt, c.B, c.S, !c.cu.empty());
+  const LocalProblem p = LocalProblem::unsharded(config_of(c), dt, c.B, c.S, !c.cu.empty());
   LocalForwardArgs f{.q = h.q.view,
                      .k = h.k.view,
                      .v = h.v.view,
@@ -131,14 +137,7 @@ TEST_P(CudnnVsReference, WithinTwiceThePlainError) {
 
   auto kernel = create_cudnn_attention(0);
   ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
-  const LocalProblem p = LocalProblem::unsharded({.num_heads_q = c.Hq,
-                                                  .num_heads_kv = c.Hkv,
-                                                  .head_dim = c.D,
-                                                  .causal = c.causal,
-                                                  .window_left = c.wl,
-                                                  .window_right = c.wr,
-                                                  .sinks = c.sinks},
-                                                 c.dtype, c.B, c.S, !c.cu.empty());
+  const LocalProblem p = LocalProblem::unsharded(config_of(c), c.dtype, c.B, c.S, !c.cu.empty());
   // Where the running cuDNN lacks the backward (packed past head_dim 128 before 9.19, head_dim
   // past 128 before Hopper: the rules the CPU tests check), check_support() refuses a problem
   // that will run backward, naming the version, accepts it forward-only, and backward() refuses
@@ -362,6 +361,27 @@ std::vector<Case> cases() {
       {"fp16_d64_mqa_one_token_window_sinks", 2, 1, 4, 1, 64, fp16, true, 5, -1, true},
       {"bf16_d256_one_token_full", 1, 1, 2, 2, 256, bf16},
       {"fp16_d8_gqa_one_token_sinks", 2, 1, 6, 2, 8, fp16, false, -1, -1, true},
+      // head_dim_v != head_dim (MLA: 192 with 128): V, O, dO and dV narrower (or wider) than Q
+      // and K; windows without causal (bands), sinks, one token (the backend's own kernel), and
+      // packed batches, whose backward cuDNN's ragged offsets refuse (forward checked).
+      {"bf16_mla_d192_v128_gqa_causal", 2, 256, 4, 2, 192, bf16, true, -1, -1, false, {}, 128},
+      {"fp16_mla_d192_v128_two_sided_sinks", 1, 320, 4, 2, 192, fp16, false, 37, 50, true, {}, 128},
+      {"bf16_d128_v64_mqa_window", 1, 256, 4, 1, 128, bf16, true, 40, -1, false, {}, 64},
+      {"bf16_d64_v128_full", 1, 200, 2, 2, 64, bf16, false, -1, -1, false, {}, 128},
+      {"bf16_mla_one_token_gqa_sinks", 2, 1, 4, 2, 192, bf16, true, -1, -1, true, {}, 128},
+      {"bf16_mla_varlen_causal_sinks",
+       1,
+       256,
+       4,
+       2,
+       192,
+       bf16,
+       true,
+       -1,
+       -1,
+       true,
+       {0, 50, 51, 170, 200},
+       128},
   };
 }
 

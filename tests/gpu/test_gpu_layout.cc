@@ -28,6 +28,7 @@ struct Geo {
   DType dtype;
   int head_pad = 0;  // extra heads in the activation (non-contiguous head slices)
   int row_pad = 0;   // elements after each head's row in the activation (strided heads)
+  int unit = 0;      // message channel width when a head spans D / unit channels (0: D)
 };
 
 // [B, Sl, H, D] view of a [B, Sl, H, D + row_pad] buffer.
@@ -53,18 +54,19 @@ TEST_P(GpuLayout, PackAndUnpackMatchHostBitwise) {
   std::vector<int> begin;
   for (int p = 0; p < g.P; ++p) begin.push_back((p * g.heads) % (g.H - g.heads + 1));
   const std::int64_t Dp = g.D + g.row_pad;
+  const std::int64_t U = g.unit > 0 ? g.unit : g.D;
   HostTensor act = stamped(g.dtype, {g.B, g.Sl, H, Dp}, 3);
   const TensorView act_rows = rows_of(act.view.data, g.dtype, g.B, g.Sl, H, g.D, g.row_pad, {});
-  HostTensor msg(g.dtype, {g.P, g.Sl, g.B, g.C, g.D});
+  HostTensor msg(g.dtype, {g.P, g.Sl, g.B, g.C, U});
   testing::poison(msg);
   HostTensor msg_host = msg;
-  kernels::MessageLayout lh{msg_host.view.data, g.dtype, g.P, g.Sl, g.B, g.C, g.D};
+  kernels::MessageLayout lh{msg_host.view.data, g.dtype, g.P, g.Sl, g.B, g.C, U};
   ASSERT_TRUE(kernels::pack_heads(act_rows, begin, g.heads, lh, g.c_begin, nullptr).is_ok());
 
   DeviceTensor act_d = DeviceTensor::of(act), msg_d = DeviceTensor::of(msg);
   const TensorView act_d_rows =
       rows_of(act_d.ptr, g.dtype, g.B, g.Sl, H, g.D, g.row_pad, Device::cuda(0));
-  kernels::MessageLayout ld{msg_d.ptr, g.dtype, g.P, g.Sl, g.B, g.C, g.D};
+  kernels::MessageLayout ld{msg_d.ptr, g.dtype, g.P, g.Sl, g.B, g.C, U};
   Status s = kernels::pack_heads(act_d_rows, begin, g.heads, ld, g.c_begin, nullptr);
   ASSERT_TRUE(s.is_ok()) << s.to_string();
   ASSERT_CUDA(cudaDeviceSynchronize());
@@ -78,16 +80,16 @@ TEST_P(GpuLayout, PackAndUnpackMatchHostBitwise) {
   const std::int64_t Hout = g.P * g.heads;
   HostTensor out(g.dtype, {g.B, g.Sl, Hout, Dp});
   testing::poison(out);
-  HostTensor src = stamped(g.dtype, {g.P, g.Sl, g.B, g.C, g.D}, 11);
+  HostTensor src = stamped(g.dtype, {g.P, g.Sl, g.B, g.C, U}, 11);
   HostTensor out_host = out;
-  kernels::MessageLayout sh{src.view.data, g.dtype, g.P, g.Sl, g.B, g.C, g.D};
+  kernels::MessageLayout sh{src.view.data, g.dtype, g.P, g.Sl, g.B, g.C, U};
   ASSERT_TRUE(kernels::unpack_heads(
                   sh, g.c_begin, disjoint, g.heads,
                   rows_of(out_host.view.data, g.dtype, g.B, g.Sl, Hout, g.D, g.row_pad, {}),
                   nullptr)
                   .is_ok());
   DeviceTensor out_d = DeviceTensor::of(out), src_d = DeviceTensor::of(src);
-  kernels::MessageLayout sd{src_d.ptr, g.dtype, g.P, g.Sl, g.B, g.C, g.D};
+  kernels::MessageLayout sd{src_d.ptr, g.dtype, g.P, g.Sl, g.B, g.C, U};
   ASSERT_TRUE(kernels::unpack_heads(
                   sd, g.c_begin, disjoint, g.heads,
                   rows_of(out_d.ptr, g.dtype, g.B, g.Sl, Hout, g.D, g.row_pad, Device::cuda(0)),
@@ -112,7 +114,14 @@ INSTANTIATE_TEST_SUITE_P(
                       Geo{3, 301, 2, 12, 3, 5, 1, 120, DType::kBFloat16},
                       // Strided heads: one segment per row (16-byte and 4-byte vectors).
                       Geo{2, 257, 2, 8, 4, 12, 4, 64, DType::kBFloat16, 0, 64},
-                      Geo{4, 33, 1, 8, 2, 3, 1, 6, DType::kFloat16, 1, 2}),
+                      Geo{4, 33, 1, 8, 2, 3, 1, 6, DType::kFloat16, 1, 2},
+                      // Heads spanning several channels (head_dim_v != head_dim): 192-wide heads
+                      // in 64-wide channels (MLA's Q|K rows), dense and strided; 24-wide heads
+                      // in 8-wide channels (16-byte vectors); 12-wide in 4-wide (8-byte).
+                      Geo{2, 65, 2, 8, 4, 14, 1, 192, DType::kBFloat16, 0, 0, 64},
+                      Geo{3, 17, 1, 6, 2, 10, 3, 192, DType::kBFloat16, 1, 64, 64},
+                      Geo{2, 9, 2, 4, 2, 7, 1, 24, DType::kFloat16, 0, 0, 8},
+                      Geo{4, 5, 1, 6, 3, 11, 2, 12, DType::kBFloat16, 0, 4, 4}),
     [](const auto& param_info) { return "case" + std::to_string(param_info.index); });
 
 // FP8 rows: the device pack must write the host's bytes exactly (codes, exponent bytes, and no
@@ -218,6 +227,22 @@ TEST(GpuLayout, SumReplicasAndLseMatchHost) {
     ASSERT_CUDA(cudaDeviceSynchronize());
     EXPECT_BITWISE_EQ(out_host, out_d.download(out),
                       std::string("sum ") + std::string(dtype_name(dt)));
+  }
+  // A head spanning 2 channels of 8 (head_dim_v != head_dim), from channel 3 of 5.
+  HostTensor wide_msg(DType::kFloat32, {P, Sl, B, 5, 8});
+  testing::fill_uniform(wide_msg, rng);
+  {
+    HostTensor out(DType::kBFloat16, {B, Sl, 2, D});
+    testing::poison(out);
+    HostTensor out_host = out;
+    kernels::MessageLayout mh{wide_msg.view.data, DType::kFloat32, P, Sl, B, 5, 8};
+    ASSERT_TRUE(kernels::unpack_sum_replicas(mh, 3, kv, out_host.view, nullptr).is_ok());
+    DeviceTensor msg_d = DeviceTensor::of(wide_msg), out_d = DeviceTensor::of(out);
+    kernels::MessageLayout md{msg_d.ptr, DType::kFloat32, P, Sl, B, 5, 8};
+    ASSERT_TRUE(kernels::unpack_sum_replicas(md, 3, kv, out_d.view, nullptr).is_ok());
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    EXPECT_EQ(testing::count_nan(out_host), 0);
+    EXPECT_BITWISE_EQ(out_host, out_d.download(out), "sum of 2-channel heads");
   }
   HostTensor lmsg(DType::kFloat32, {P, Sl, B, 3});
   testing::fill_uniform(lmsg, rng);

@@ -460,6 +460,12 @@ INSTANTIATE_TEST_SUITE_P(
         }()),
     [](const auto& param_info) { return param_info.param.name; });
 
+// V and O heads `dv` wide (head_dim_v; MLA: 128 with head_dim 192).
+GpuCase mla(GpuCase c, int dv) {
+  c.Dv = dv;
+  return c;
+}
+
 GpuCase lse_only(GpuCase c, int chunks = 1, int in_flight = 2) {
   c.saved = SavedActivations::kLseOnly;
   c.chunks = chunks;
@@ -736,6 +742,25 @@ std::vector<GpuCase> cases() {
                 true,
                 {0, 100, 101, 300, 480}},
                2),
+      // head_dim_v != head_dim (MLA, DeepSeek-V3: 192 with 128): mixed-width Q|K|V message
+      // rows (64-element channels), O/dO rows 128 wide and dQ rows 192; the cp = 1 plan, head
+      // chunks, replicated KV heads (fp32 partials), LSE-only slots, a window without causal
+      // (cuDNN's bands) and sinks. (Packed batches: cuDNN's backward refuses them, test_gpu_cudnn.)
+      mla({"p1_mla_gqa_causal_sinks", 1, bshd, 1, 512, 8, 2, 192, bf16, true, -1, -1, true}, 128),
+      mla({"p2_mla_gqa_causal", 2, bshd, 2, 512, 8, 2, 192, bf16, true}, 128),
+      [] {
+        GpuCase c = mla({"p2_mla_chunks2_gqa_sinks", 2, Layout::kBSHD, 1, 512, 8, 4, 192,
+                         DType::kBFloat16, true, -1, -1, true},
+                        128);
+        c.chunks = 2;
+        return c;
+      }(),
+      mla({"p4_mla_replicated_kv_causal", 4, bshd, 1, 512, 8, 2, 192, bf16, true}, 128),
+      mla(lse_only({"p2_mla_lse_chunks2_one_in_flight", 2, bshd, 1, 512, 8, 4, 192, bf16, true}, 2,
+                   1),
+          128),
+      mla({"p2_mla_two_sided_window_fp16", 2, bshd, 1, 512, 4, 2, 192, fp16, false, 64, 32}, 128),
+      mla({"p2_wider_v_d64_v128", 2, bshd, 1, 512, 4, 2, 64, bf16, true}, 128),
   };
 }
 

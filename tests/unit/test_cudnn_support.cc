@@ -87,6 +87,30 @@ TEST(CudnnSupport, PackedBackwardPast128NeedsCudnn919) {
   EXPECT_TRUE(cudnn_backward_support(problem({.head_dim = 256}), {91400, 9}).is_ok());  // dense
 }
 
+// head_dim_v != head_dim (MLA: 192 with 128): dense both ways on Hopper; packed forward only
+// (the packed backward reads O with Q's ragged offsets); before Hopper both dims up to 128.
+TEST(CudnnSupport, ValueHeadDimsThatDiffer) {
+  const LocalProblem mla = problem({.head_dim = 192, .head_dim_v = 128, .causal = true});
+  EXPECT_TRUE(cudnn_forward_support(mla, kHopper919).is_ok());
+  EXPECT_TRUE(cudnn_backward_support(mla, kHopper919).is_ok());
+  expect_refused(cudnn_forward_support(mla, kAmpere919),
+                 {"head_dim 192", "head_dim_v 128", "compute capability 8", "up to 128"});
+  const LocalProblem small = problem({.head_dim = 128, .head_dim_v = 64});
+  EXPECT_TRUE(cudnn_forward_support(small, kAmpere919).is_ok());
+  EXPECT_TRUE(cudnn_backward_support(small, kAmpere919).is_ok());
+  expect_refused(cudnn_backward_support(problem({.head_dim = 64, .head_dim_v = 136}), kAmpere919),
+                 {"head_dim 136", "compute capability 8"});
+  for (int dv : {4, 100, 260}) {
+    const Status s = cudnn_forward_support(problem({.head_dim = 64, .head_dim_v = dv}), kHopper919);
+    EXPECT_NE(s.code(), StatusCode::kOk) << dv;
+    EXPECT_NE(s.message().find("head_dim_v"), std::string::npos) << s.message();
+  }
+  const LocalProblem packed = problem({.head_dim = 192, .head_dim_v = 128}, 1, 256, true);
+  EXPECT_TRUE(cudnn_forward_support(packed, kHopper919).is_ok());
+  expect_refused(cudnn_backward_support(packed, kHopper919),
+                 {"packed", "head_dim_v 128 != head_dim 192", "91900", "training = false"});
+}
+
 TEST(CudnnSupport, DtypesAndStagedSums) {
   expect_refused(cudnn_forward_support(problem({}, 1, 256, false, DType::kFloat32), kHopper919),
                  {"dtype fp32", "fp16 or bf16"});
