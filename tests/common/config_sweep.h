@@ -62,6 +62,7 @@ struct SweepCase {
   Payload payload = Payload::kNative;
   bool deterministic = false;
   PackedSharding sharding = PackedSharding::kDefault;
+  int Dv = 0;  // head_dim_v (0: D)
 
   ParallelConfig parallel() const {
     return {.strategy = strategy,
@@ -73,6 +74,7 @@ struct SweepCase {
     return {.num_heads_q = Hq,
             .num_heads_kv = Hkv,
             .head_dim = D,
+            .head_dim_v = Dv,
             .causal = causal,
             .window_left = wl,
             .window_right = wr,
@@ -100,7 +102,8 @@ struct SweepCase {
     if (strategy == Strategy::kHybrid) os << " U=" << U;
     os << " " << (layout == Layout::kTHD ? "thd" : "bshd")
        << (sharding == PackedSharding::kStream ? " sharding=stream" : "") << " B=" << B
-       << " S=" << S << " Hq=" << Hq << " Hkv=" << Hkv << " D=" << D << " " << dtype_name(dtype)
+       << " S=" << S << " Hq=" << Hq << " Hkv=" << Hkv << " D=" << D
+       << (Dv > 0 ? " Dv=" + std::to_string(Dv) : std::string()) << " " << dtype_name(dtype)
        << (causal ? " causal" : "") << " window=(" << wl << "," << wr << ")"
        << (sinks ? " sinks" : "");
     if (!cu.empty()) {
@@ -180,6 +183,11 @@ inline SweepCase draw_case(std::uint64_t seed, const SweepSpace& space) {
   // sized for per-sequence padding: the stream needs no more).
   const bool zigzag_ring = c.strategy == Strategy::kRing || c.strategy == Strategy::kHybrid;
   if (c.layout == Layout::kTHD && zigzag_ring && chance(0.5)) c.sharding = PackedSharding::kStream;
+  // V and O of another head_dim (MLA): Ulysses' native rows take it, the rest refuse it.
+  if (chance(0.15)) {
+    const int dv = pick(space.head_dims);
+    if (dv != c.D) c.Dv = dv;
+  }
   return c;
 }
 

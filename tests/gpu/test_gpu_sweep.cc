@@ -50,6 +50,8 @@ GpuCase gpu_case(const SweepCase& c) {
   g.saved = c.saved;
   g.in_flight = c.in_flight;
   g.payload = c.payload;
+  g.sharding = c.sharding;
+  g.Dv = c.Dv;
   return g;
 }
 
