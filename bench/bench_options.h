@@ -22,6 +22,7 @@ struct Options {
   int heads = 8;
   int kv_heads = 2;
   int head_dim = 64;
+  int head_dim_v = 0;  // of V and O (0: head_dim; MLA: 128 with head_dim 192)
   std::string dtype = "bf16";
   bool causal = true;
   std::vector<int> window = {-1, -1};

@@ -95,8 +95,10 @@ struct Shape {
   // strategy (no padding between documents; the rows after the last are padding). Empty: bshd.
   std::vector<std::int32_t> cu;
   bool packed() const { return !cu.empty(); }
-  std::size_t act_bytes(int heads) const {
-    return static_cast<std::size_t>(B * S * heads * D) * dtype_size(dtype);
+  // head_dim of V, O, dO and dV (`value`) or of Q, K, dQ and dK (att.head_dim_v: MLA).
+  std::int64_t dim(bool value) const { return value ? att.value_dim() : D; }
+  std::size_t act_bytes(int heads, bool value = false) const {
+    return static_cast<std::size_t>(B * S * heads * dim(value)) * dtype_size(dtype);
   }
 };
 
@@ -112,7 +114,8 @@ double flops_per_step(const Shape& s) {
     pairs = 0;
     for (std::size_t i = 0; i + 1 < s.cu.size(); ++i) pairs += pairs_of(s.cu[i + 1] - s.cu[i]);
   }
-  return 3.5 * 4.0 * pairs * s.Hq * s.D;
+  // (Q K^T over head_dim, P V over head_dim_v: 2 FLOPs per multiply-add each.)
+  return 3.5 * 2.0 * pairs * s.Hq * static_cast<double>(s.dim(false) + s.dim(true));
 }
 
 // --varlen N: N document lengths, multiples of `unit`, drawn from `seed`, that fill S exactly
@@ -281,15 +284,15 @@ struct Inputs {
 };
 
 Inputs make_inputs(const Shape& s, std::uint64_t seed) {
-  auto fill = [&](int heads, std::uint64_t stream) {
-    return detail::random_bf16_bits(static_cast<std::size_t>(s.B * s.S * heads * s.D), seed,
-                                    stream);
+  auto fill = [&](int heads, std::uint64_t stream, bool value) {
+    return detail::random_bf16_bits(static_cast<std::size_t>(s.B * s.S * heads * s.dim(value)),
+                                    seed, stream);
   };
   Inputs in;
-  in.q = fill(s.Hq, 0);
-  in.k = fill(s.Hkv, 1);
-  in.v = fill(s.Hkv, 2);
-  in.d_o = fill(s.Hq, 3);
+  in.q = fill(s.Hq, 0, false);
+  in.k = fill(s.Hkv, 1, false);
+  in.v = fill(s.Hkv, 2, true);
+  in.d_o = fill(s.Hq, 3, true);
   if (s.att.sinks) {
     std::mt19937_64 rng(seed);
     std::uniform_real_distribution<double> logit(-1.0, 2.0);
@@ -368,32 +371,33 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
   }
   BENCH_CUDA(cudaMalloc(&q, s.act_bytes(s.Hq)));
   BENCH_CUDA(cudaMalloc(&k, s.act_bytes(s.Hkv)));
-  BENCH_CUDA(cudaMalloc(&v, s.act_bytes(s.Hkv)));
-  BENCH_CUDA(cudaMalloc(&o, s.act_bytes(s.Hq)));
-  BENCH_CUDA(cudaMalloc(&d_o, s.act_bytes(s.Hq)));
+  BENCH_CUDA(cudaMalloc(&v, s.act_bytes(s.Hkv, true)));
+  BENCH_CUDA(cudaMalloc(&o, s.act_bytes(s.Hq, true)));
+  BENCH_CUDA(cudaMalloc(&d_o, s.act_bytes(s.Hq, true)));
   BENCH_CUDA(cudaMalloc(&dq, s.act_bytes(s.Hq)));
   BENCH_CUDA(cudaMalloc(&dk, s.act_bytes(s.Hkv)));
-  BENCH_CUDA(cudaMalloc(&dv, s.act_bytes(s.Hkv)));
+  BENCH_CUDA(cudaMalloc(&dv, s.act_bytes(s.Hkv, true)));
   BENCH_CUDA(cudaMalloc(&lse, static_cast<std::size_t>(s.B * s.Hq * s.S) * 4));
   const std::size_t ws_bytes = (*kernel)->workspace_bytes(p);
   BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
-  mem->io = static_cast<double>(4 * s.act_bytes(s.Hq) + 4 * s.act_bytes(s.Hkv) +
+  mem->io = static_cast<double>(2 * (s.act_bytes(s.Hq) + s.act_bytes(s.Hq, true) +
+                                     s.act_bytes(s.Hkv) + s.act_bytes(s.Hkv, true)) +
                                 static_cast<std::size_t>(s.B * s.Hq * s.S) * 4) /
             kGiB;
   mem->workspace = static_cast<double>(ws_bytes) / kGiB;
   BENCH_CUDA(cudaMemcpy(q, in.q.data(), s.act_bytes(s.Hq), cudaMemcpyHostToDevice));
   BENCH_CUDA(cudaMemcpy(k, in.k.data(), s.act_bytes(s.Hkv), cudaMemcpyHostToDevice));
-  BENCH_CUDA(cudaMemcpy(v, in.v.data(), s.act_bytes(s.Hkv), cudaMemcpyHostToDevice));
-  BENCH_CUDA(cudaMemcpy(d_o, in.d_o.data(), s.act_bytes(s.Hq), cudaMemcpyHostToDevice));
-  auto act = [&](void* ptr, int heads) {
-    return TensorView::contiguous(ptr, s.dtype, {s.B, s.S, heads, s.D}, Device::cuda(0));
+  BENCH_CUDA(cudaMemcpy(v, in.v.data(), s.act_bytes(s.Hkv, true), cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMemcpy(d_o, in.d_o.data(), s.act_bytes(s.Hq, true), cudaMemcpyHostToDevice));
+  auto act = [&](void* ptr, int heads, bool value = false) {
+    return TensorView::contiguous(ptr, s.dtype, {s.B, s.S, heads, s.dim(value)}, Device::cuda(0));
   };
   const TensorView lse_v =
       TensorView::contiguous(lse, DType::kFloat32, {s.B, s.Hq, s.S}, Device::cuda(0));
   LocalForwardArgs f{.q = act(q, s.Hq),
                      .k = act(k, s.Hkv),
-                     .v = act(v, s.Hkv),
-                     .o = act(o, s.Hq),
+                     .v = act(v, s.Hkv, true),
+                     .o = act(o, s.Hq, true),
                      .lse = lse_v,
                      .cu_seqlens = s.cu,
                      .cu_seqlens_device = static_cast<const std::int32_t*>(cu),
@@ -403,10 +407,10 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
                       .v = f.v,
                       .o = f.o,
                       .lse = lse_v,
-                      .d_o = act(d_o, s.Hq),
+                      .d_o = act(d_o, s.Hq, true),
                       .dq = act(dq, s.Hq),
                       .dk = act(dk, s.Hkv),
-                      .dv = act(dv, s.Hkv),
+                      .dv = act(dv, s.Hkv, true),
                       .cu_seqlens = s.cu,
                       .cu_seqlens_device = f.cu_seqlens_device,
                       .workspace = ws};
@@ -452,15 +456,15 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
   mem->peak = static_cast<double>(peak) / kGiB;
   mem->held = static_cast<double>(timer.held_bytes()) / kGiB;
   if (out) {
-    auto down = [&](void* ptr, int heads) {
-      std::vector<std::uint16_t> h(static_cast<std::size_t>(s.B * s.S * heads * s.D));
+    auto down = [&](void* ptr, int heads, bool value) {
+      std::vector<std::uint16_t> h(static_cast<std::size_t>(s.B * s.S * heads * s.dim(value)));
       BENCH_CUDA(cudaMemcpy(h.data(), ptr, h.size() * 2, cudaMemcpyDeviceToHost));
       return to_float(h);
     };
-    out->o = down(o, s.Hq);
-    out->dq = down(dq, s.Hq);
-    out->dk = down(dk, s.Hkv);
-    out->dv = down(dv, s.Hkv);
+    out->o = down(o, s.Hq, true);
+    out->dq = down(dq, s.Hq, false);
+    out->dk = down(dk, s.Hkv, false);
+    out->dv = down(dv, s.Hkv, true);
     if (s.att.sinks) {
       out->dsinks.resize(in.sinks.size());
       BENCH_CUDA(
@@ -490,42 +494,42 @@ double time_local_kernel(const Shape& s, int P, bool packed, int iters) {
   p.config.sinks = false;  // the kernel-alone breakdown runs without sinks (no sinks tensor here)
   p.num_heads_q_local = hq;
   p.num_heads_kv_local = hkv;
-  const std::int64_t C = hq + 2 * hkv, D = s.D, B = s.B, S = s.S;
+  // Elements per token: of a Q|K|V row, an O (dO) row, a dQ row and a dK|dV row.
+  const std::int64_t D = s.dim(false), Dv = s.dim(true), B = s.B, S = s.S;
+  const std::int64_t C = (hq + hkv) * D + hkv * Dv, Co = hq * Dv, Cq = hq * D, Ckv = hkv * (D + Dv);
   const std::size_t e = 2, tok = static_cast<std::size_t>(B * S);
   void *qkv, *o, *d_o, *dq, *dkv, *lse, *ws;
-  BENCH_CUDA(cudaMalloc(&qkv, tok * static_cast<std::size_t>(C * D) * e));
-  BENCH_CUDA(cudaMalloc(&o, tok * static_cast<std::size_t>(hq * D) * e));
-  BENCH_CUDA(cudaMalloc(&d_o, tok * static_cast<std::size_t>(hq * D) * e));
-  BENCH_CUDA(cudaMalloc(&dq, tok * static_cast<std::size_t>(hq * D) * e));
-  BENCH_CUDA(cudaMalloc(&dkv, tok * static_cast<std::size_t>(2 * hkv * D) * e));
+  BENCH_CUDA(cudaMalloc(&qkv, tok * static_cast<std::size_t>(C) * e));
+  BENCH_CUDA(cudaMalloc(&o, tok * static_cast<std::size_t>(Co) * e));
+  BENCH_CUDA(cudaMalloc(&d_o, tok * static_cast<std::size_t>(Co) * e));
+  BENCH_CUDA(cudaMalloc(&dq, tok * static_cast<std::size_t>(Cq) * e));
+  BENCH_CUDA(cudaMalloc(&dkv, tok * static_cast<std::size_t>(Ckv) * e));
   BENCH_CUDA(cudaMalloc(&lse, tok * static_cast<std::size_t>(hq) * 4));
   const std::size_t ws_bytes = (*kernel)->workspace_bytes(p);
   BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
   {  // Random inputs: constant data runs measurably faster than real data (docs/PERF.md).
     const std::vector<std::uint16_t> h =
-        detail::random_bf16_bits(tok * static_cast<std::size_t>(C * D), 1234, 0);
+        detail::random_bf16_bits(tok * static_cast<std::size_t>(C), 1234, 0);
     BENCH_CUDA(cudaMemcpy(qkv, h.data(), h.size() * e, cudaMemcpyHostToDevice));
-    BENCH_CUDA(cudaMemcpy(d_o, h.data(), tok * static_cast<std::size_t>(hq * D) * e,
-                          cudaMemcpyHostToDevice));
+    BENCH_CUDA(
+        cudaMemcpy(d_o, h.data(), tok * static_cast<std::size_t>(Co) * e, cudaMemcpyHostToDevice));
   }
   const Device dev = Device::cuda(0);
-  auto view = [&](void* base, std::int64_t channels, std::int64_t c0, std::int64_t h) {
-    char* ptr = static_cast<char*>(base) + static_cast<std::size_t>(c0 * D) * e;
-    if (packed) {
-      return TensorView::strided(ptr, s.dtype, {B, S, h, D}, {channels * D, B * channels * D, D, 1},
-                                 dev);
-    }
-    return TensorView::contiguous(
-        static_cast<char*>(base) + static_cast<std::size_t>(c0 * D) * e * tok, s.dtype,
-        {B, S, h, D}, dev);
+  // `h` heads of `d` elements from element c0 of each token's `row` elements (packed), or the
+  // contiguous [B, S, h, d] block at c0 * tokens.
+  auto view = [&](void* base, std::int64_t row, std::int64_t c0, std::int64_t h, std::int64_t d) {
+    char* ptr = static_cast<char*>(base) + static_cast<std::size_t>(c0) * e;
+    if (packed) return TensorView::strided(ptr, s.dtype, {B, S, h, d}, {row, B * row, d, 1}, dev);
+    return TensorView::contiguous(static_cast<char*>(base) + static_cast<std::size_t>(c0) * e * tok,
+                                  s.dtype, {B, S, h, d}, dev);
   };
   const TensorView lse_v =
       packed ? TensorView::strided(lse, DType::kFloat32, {B, hq, S}, {hq, 1, B * hq}, dev)
              : TensorView::contiguous(lse, DType::kFloat32, {B, hq, S}, dev);
-  LocalForwardArgs f{.q = view(qkv, C, 0, hq),
-                     .k = view(qkv, C, hq, hkv),
-                     .v = view(qkv, C, hq + hkv, hkv),
-                     .o = view(o, hq, 0, hq),
+  LocalForwardArgs f{.q = view(qkv, C, 0, hq, D),
+                     .k = view(qkv, C, hq * D, hkv, D),
+                     .v = view(qkv, C, (hq + hkv) * D, hkv, Dv),
+                     .o = view(o, Co, 0, hq, Dv),
                      .lse = lse_v,
                      .workspace = ws};
   LocalBackwardArgs b{.q = f.q,
@@ -533,10 +537,10 @@ double time_local_kernel(const Shape& s, int P, bool packed, int iters) {
                       .v = f.v,
                       .o = f.o,
                       .lse = lse_v,
-                      .d_o = view(d_o, hq, 0, hq),
-                      .dq = view(dq, hq, 0, hq),
-                      .dk = view(dkv, 2 * hkv, 0, hkv),
-                      .dv = view(dkv, 2 * hkv, hkv, hkv),
+                      .d_o = view(d_o, Co, 0, hq, Dv),
+                      .dq = view(dq, Cq, 0, hq, D),
+                      .dk = view(dkv, Ckv, 0, hkv, D),
+                      .dv = view(dkv, Ckv, hkv * D, hkv, Dv),
                       .workspace = ws};
   cudaStream_t st;
   cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking);
@@ -578,15 +582,16 @@ PackRate measure_pack(const Shape& s, int P, int iters) {
   const int hq = s.Hq / P, hkv = s.Hkv / P;
   const std::size_t bytes = s.act_bytes(s.Hq) / static_cast<std::size_t>(P);
   const std::size_t kv_bytes = s.act_bytes(s.Hkv) / static_cast<std::size_t>(P);
-  const std::size_t qkv_bytes = bytes + 2 * kv_bytes;
+  const std::size_t v_bytes = s.act_bytes(s.Hkv, true) / static_cast<std::size_t>(P);
+  const std::size_t qkv_bytes = bytes + kv_bytes + v_bytes;
   void *act = nullptr, *msg = nullptr, *k = nullptr, *v = nullptr;
   BENCH_CUDA(cudaMalloc(&act, bytes));
   BENCH_CUDA(cudaMalloc(&msg, qkv_bytes));
   BENCH_CUDA(cudaMalloc(&k, kv_bytes));
-  BENCH_CUDA(cudaMalloc(&v, kv_bytes));
+  BENCH_CUDA(cudaMalloc(&v, v_bytes));
   // Data movement does not depend on the values (unlike the attention kernel); nonzero (0x3C3C,
   // about 0.0115 in bf16) so that the fp8 pack scales its rows.
-  for (auto [ptr, n] : {std::pair{act, bytes}, std::pair{k, kv_bytes}, std::pair{v, kv_bytes}}) {
+  for (auto [ptr, n] : {std::pair{act, bytes}, std::pair{k, kv_bytes}, std::pair{v, v_bytes}}) {
     BENCH_CUDA(cudaMemset(ptr, 0x3C, n));
   }
   const TensorView view =
@@ -594,9 +599,12 @@ PackRate measure_pack(const Shape& s, int P, int iters) {
   const TensorView kview =
       TensorView::contiguous(k, s.dtype, {s.B, Sl, s.Hkv, s.D}, Device::cuda(0));
   const TensorView vview =
-      TensorView::contiguous(v, s.dtype, {s.B, Sl, s.Hkv, s.D}, Device::cuda(0));
+      TensorView::contiguous(v, s.dtype, {s.B, Sl, s.Hkv, s.dim(true)}, Device::cuda(0));
   const kernels::MessageLayout layout{msg, s.dtype, P, Sl, s.B, hq, s.D};
-  const kernels::MessageLayout merged{msg, s.dtype, P, Sl, s.B, hq + 2 * hkv, s.D};
+  // Q|K|V rows as Ulysses packs them: channels of gcd(head_dim, head_dim_v) elements.
+  const std::int64_t unit = std::gcd(s.dim(false), s.dim(true));
+  const int qu = static_cast<int>(s.dim(false) / unit), vu = static_cast<int>(s.dim(true) / unit);
+  const kernels::MessageLayout merged{msg, s.dtype, P, Sl, s.B, (hq + hkv) * qu + hkv * vu, unit};
   std::vector<int> begin(static_cast<std::size_t>(P)), kv_begin(static_cast<std::size_t>(P));
   for (int p = 0; p < P; ++p) {
     begin[static_cast<std::size_t>(p)] = p * hq;
@@ -636,8 +644,8 @@ PackRate measure_pack(const Shape& s, int P, int iters) {
   if (hkv > 0) {
     r.qkv_pack_gbs = time(qkv_bytes, [&] {
       (void)kernels::pack_heads(view, begin, hq, merged, 0, st);
-      (void)kernels::pack_heads(kview, kv_begin, hkv, merged, hq, st);
-      (void)kernels::pack_heads(vview, kv_begin, hkv, merged, hq + hkv, st);
+      (void)kernels::pack_heads(kview, kv_begin, hkv, merged, hq * qu, st);
+      (void)kernels::pack_heads(vview, kv_begin, hkv, merged, (hq + hkv) * qu, st);
     });
   }
   cudaEventDestroy(e0);
@@ -784,8 +792,8 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
         std::fprintf(stderr, "ulysses-bench: rank %d: %s\n", r, plan.status().to_string().c_str());
         std::exit(2);
       }
-      auto shard_bytes = [&](int heads) {
-        return static_cast<std::size_t>(s.B * Sl * heads * s.D) * 2;
+      auto shard_bytes = [&](int heads, bool value = false) {
+        return static_cast<std::size_t>(s.B * Sl * heads * s.dim(value)) * 2;
       };
       void *q, *k, *v, *o, *d_o, *dq, *dk, *dv, *ws, *saved, *sinks = nullptr, *dsinks = nullptr;
       if (s.att.sinks) {  // every head's sinks on every rank; dSinks complete on every rank
@@ -795,16 +803,18 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
       }
       BENCH_CUDA(cudaMalloc(&q, shard_bytes(s.Hq)));
       BENCH_CUDA(cudaMalloc(&k, shard_bytes(s.Hkv)));
-      BENCH_CUDA(cudaMalloc(&v, shard_bytes(s.Hkv)));
-      BENCH_CUDA(cudaMalloc(&o, shard_bytes(s.Hq)));
-      BENCH_CUDA(cudaMalloc(&d_o, shard_bytes(s.Hq)));
+      BENCH_CUDA(cudaMalloc(&v, shard_bytes(s.Hkv, true)));
+      BENCH_CUDA(cudaMalloc(&o, shard_bytes(s.Hq, true)));
+      BENCH_CUDA(cudaMalloc(&d_o, shard_bytes(s.Hq, true)));
       BENCH_CUDA(cudaMalloc(&dq, shard_bytes(s.Hq)));
       BENCH_CUDA(cudaMalloc(&dk, shard_bytes(s.Hkv)));
-      BENCH_CUDA(cudaMalloc(&dv, shard_bytes(s.Hkv)));
+      BENCH_CUDA(cudaMalloc(&dv, shard_bytes(s.Hkv, true)));
       BENCH_CUDA(cudaMalloc(&ws, (*plan)->workspace_bytes()));
       BENCH_CUDA(cudaMalloc(&saved, (*plan)->saved_bytes()));
       if (r == 0) {
-        mem->io = static_cast<double>(4 * shard_bytes(s.Hq) + 4 * shard_bytes(s.Hkv)) / kGiB;
+        mem->io = static_cast<double>(2 * (shard_bytes(s.Hq) + shard_bytes(s.Hq, true) +
+                                           shard_bytes(s.Hkv) + shard_bytes(s.Hkv, true))) /
+                  kGiB;
         mem->workspace = static_cast<double>((*plan)->workspace_bytes()) / kGiB;
         mem->saved = static_cast<double>((*plan)->saved_bytes()) / kGiB;
       }
@@ -815,8 +825,8 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
         BENCH_CUDA(cudaMalloc(&cu, s.cu.size() * 4));
         BENCH_CUDA(cudaMemcpy(cu, s.cu.data(), s.cu.size() * 4, cudaMemcpyHostToDevice));
       }
-      auto upload = [&](void* dst, const std::vector<std::uint16_t>& src, int heads) {
-        const std::size_t tok = static_cast<std::size_t>(heads * s.D);
+      auto upload = [&](void* dst, const std::vector<std::uint16_t>& src, int heads, bool value) {
+        const std::size_t tok = static_cast<std::size_t>(heads * s.dim(value));
         for (std::int64_t b = 0; b < s.B; ++b) {
           std::size_t at = static_cast<std::size_t>(b * Sl) * tok;
           for (const TokenRange& t : ranges) {
@@ -828,29 +838,30 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
           }
         }
       };
-      upload(q, in.q, s.Hq);
-      upload(k, in.k, s.Hkv);
-      upload(v, in.v, s.Hkv);
-      upload(d_o, in.d_o, s.Hq);
-      auto act = [&](void* ptr, int heads) {
+      upload(q, in.q, s.Hq, false);
+      upload(k, in.k, s.Hkv, false);
+      upload(v, in.v, s.Hkv, true);
+      upload(d_o, in.d_o, s.Hq, true);
+      auto act = [&](void* ptr, int heads, bool value = false) {
+        const std::int64_t d = s.dim(value);
         if (s.packed()) {  // [T / cp, H, D]
-          return TensorView::contiguous(ptr, s.dtype, {Sl, heads, s.D}, Device::cuda(dev(r)));
+          return TensorView::contiguous(ptr, s.dtype, {Sl, heads, d}, Device::cuda(dev(r)));
         }
-        return TensorView::contiguous(ptr, s.dtype, {s.B, Sl, heads, s.D}, Device::cuda(dev(r)));
+        return TensorView::contiguous(ptr, s.dtype, {s.B, Sl, heads, d}, Device::cuda(dev(r)));
       };
       const auto* cu_dev = static_cast<const std::int32_t*>(cu);
       ForwardArgs f{.q = act(q, s.Hq),
                     .k = act(k, s.Hkv),
-                    .v = act(v, s.Hkv),
-                    .o = act(o, s.Hq),
+                    .v = act(v, s.Hkv, true),
+                    .o = act(o, s.Hq, true),
                     .cu_seqlens = s.cu,
                     .cu_seqlens_device = cu_dev,
                     .workspace = ws,
                     .saved = saved};
-      BackwardArgs b{.d_o = act(d_o, s.Hq),
+      BackwardArgs b{.d_o = act(d_o, s.Hq, true),
                      .dq = act(dq, s.Hq),
                      .dk = act(dk, s.Hkv),
-                     .dv = act(dv, s.Hkv),
+                     .dv = act(dv, s.Hkv, true),
                      .cu_seqlens = s.cu,
                      .cu_seqlens_device = cu_dev,
                      .workspace = ws,
@@ -912,8 +923,8 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
       rank_peak[static_cast<std::size_t>(r)] = peak;
       rank_held[static_cast<std::size_t>(r)] = (*plan)->held_bytes() + timer.held_bytes();
       if (out) {
-        auto down = [&](void* src, std::vector<float>& dst, int heads) {
-          const std::size_t tok = static_cast<std::size_t>(heads * s.D);
+        auto down = [&](void* src, std::vector<float>& dst, int heads, bool value) {
+          const std::size_t tok = static_cast<std::size_t>(heads * s.dim(value));
           std::vector<std::uint16_t> h(static_cast<std::size_t>(s.B * Sl) * tok);
           BENCH_CUDA(cudaMemcpy(h.data(), src, h.size() * 2, cudaMemcpyDeviceToHost));
           const std::vector<float> fl = to_float(h);
@@ -929,10 +940,10 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
             }
           }
         };
-        down(o, out->o, s.Hq);
-        down(dq, out->dq, s.Hq);
-        down(dk, out->dk, s.Hkv);
-        down(dv, out->dv, s.Hkv);
+        down(o, out->o, s.Hq, true);
+        down(dq, out->dq, s.Hq, false);
+        down(dk, out->dk, s.Hkv, false);
+        down(dv, out->dv, s.Hkv, true);
         if (s.att.sinks && r == 0) {
           out->dsinks.resize(in.sinks.size());
           BENCH_CUDA(
@@ -992,8 +1003,9 @@ std::string repro(const Shape& s, int cp, const PlanKnobs& knobs, int iters,
              ? " --ulysses-degree " + std::to_string(parallel.ulysses_degree)
              : std::string())
      << " --chunks " << knobs.chunks << " --seq " << s.S << " --batch " << s.B << " --heads "
-     << s.Hq << " --kv-heads " << s.Hkv << " --head-dim " << s.D << " --dtype bf16"
-     << (s.att.causal ? " --causal" : " --no-causal")
+     << s.Hq << " --kv-heads " << s.Hkv << " --head-dim " << s.D
+     << (s.att.mixed_dims() ? " --head-dim-v " + std::to_string(s.att.value_dim()) : std::string())
+     << " --dtype bf16" << (s.att.causal ? " --causal" : " --no-causal")
      << (s.att.window_left >= 0 || s.att.window_right >= 0
              ? " --window " + std::to_string(s.att.window_left) + "," +
                    std::to_string(s.att.window_right)
@@ -1065,10 +1077,14 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         "speed\n");
   }
   std::printf(
-      "# ulysses-bench GPU path: %d GPU(s), cuDNN %d; B=%lld Hq=%d Hkv=%d D=%d bf16 %s%s%s, "
+      "# ulysses-bench GPU path: %d GPU(s), cuDNN %d; B=%lld Hq=%d Hkv=%d D=%d%s bf16 %s%s%s, "
       "fwd+bwd, %d timed iterations (median), backward counted as 2.5x forward\n",
       ngpu, cudnn_runtime_version(), static_cast<long long>(o.batch), o.heads, o.kv_heads,
-      o.head_dim, o.causal ? "causal" : "full",
+      o.head_dim,
+      o.head_dim_v > 0 && o.head_dim_v != o.head_dim
+          ? (" Dv=" + std::to_string(o.head_dim_v)).c_str()
+          : "",
+      o.causal ? "causal" : "full",
       o.window[0] >= 0 || o.window[1] >= 0
           ? (" window " + std::to_string(o.window[0]) + "," + std::to_string(o.window[1]) +
              " (TFLOP/s count the visible pairs)")
@@ -1094,6 +1110,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
             AttentionConfig{.num_heads_q = o.heads,
                             .num_heads_kv = o.kv_heads,
                             .head_dim = o.head_dim,
+                            .head_dim_v = o.head_dim_v,
                             .causal = o.causal,
                             .window_left = o.window[0],
                             .window_right = o.window[1],
@@ -1338,10 +1355,12 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           row.saved_gib = mem.saved;
           row.held_gib = mem.held;
           const bool ulysses = parallel.strategy == Strategy::kUlysses;
-          // The forward Q/K/V message: Sl * B * (hq + 2 hkv) * D elements per peer.
+          // The forward Q/K/V message: Sl * B * ((hq + hkv) D + hkv Dv) elements per peer.
           const std::int64_t hq = o.heads / cp, hkv = std::max(1, o.kv_heads / cp);
           const std::size_t msg =
-              static_cast<std::size_t>(seq / cp * o.batch * (hq + 2 * hkv) * o.head_dim) * 2;
+              static_cast<std::size_t>(seq / cp * o.batch *
+                                       ((hq + hkv) * s.dim(false) + hkv * s.dim(true))) *
+              2;
           // (Ulysses' exchange; other strategies' rows report none.)
           row.a2a_mib = ulysses && cp > 1 ? static_cast<double>(msg) * cp / (1 << 20) : 0.0;
           if (ulysses && cp > 1 && chunks == 1 && knobs.saved == SavedActivations::kHeadSharded &&
@@ -1477,9 +1496,10 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
   if (!o.json.empty()) {
     std::ofstream f(o.json);
     f << "{\n  \"tool\": \"ulysses-bench\",\n  \"path\": \"gpu\",\n  \"gpus\": " << ngpu
-      << ",\n  \"cudnn\": " << cudnn_runtime_version() << ",\n  \"varlen\": " << o.varlen
-      << ",\n  \"window\": [" << o.window[0] << ", " << o.window[1]
-      << "],\n  \"sinks\": " << (o.sinks ? "true" : "false") << ",\n  \"rows\": [\n";
+      << ",\n  \"cudnn\": " << cudnn_runtime_version() << ",\n  \"head_dim\": " << o.head_dim
+      << ",\n  \"head_dim_v\": " << (o.head_dim_v > 0 ? o.head_dim_v : o.head_dim)
+      << ",\n  \"varlen\": " << o.varlen << ",\n  \"window\": [" << o.window[0] << ", "
+      << o.window[1] << "],\n  \"sinks\": " << (o.sinks ? "true" : "false") << ",\n  \"rows\": [\n";
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const GpuRow& r = rows[i];
       f << "    {\"seq\": " << r.seq << ", \"cp\": " << r.cp << ", \"strategy\": \"" << r.strategy

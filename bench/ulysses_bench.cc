@@ -68,6 +68,7 @@ std::string repro_command(const Options& o, int cp, std::int64_t seq, Strategy s
   std::ostringstream os;
   os << "ulysses-bench --device cpu --cp " << cp << " --seq " << seq << " --batch " << o.batch
      << " --heads " << o.heads << " --kv-heads " << o.kv_heads << " --head-dim " << o.head_dim
+     << (o.head_dim_v > 0 ? " --head-dim-v " + std::to_string(o.head_dim_v) : std::string())
      << " --dtype " << o.dtype << (o.causal ? " --causal" : " --no-causal") << " --window "
      << o.window[0] << "," << o.window[1] << (o.sinks ? " --sinks" : "") << " --varlen " << o.varlen
      << " --strategy " << strategy_name(strategy)
@@ -124,6 +125,7 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
       .attention = {.num_heads_q = o.heads,
                     .num_heads_kv = o.kv_heads,
                     .head_dim = o.head_dim,
+                    .head_dim_v = o.head_dim_v,
                     .causal = o.causal,
                     .window_left = o.window[0],
                     .window_right = o.window[1],
@@ -145,9 +147,12 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
 
   std::mt19937_64 rng(o.seed ? o.seed : std::random_device{}());
   std::uniform_real_distribution<double> u(-1.0, 1.0);
-  const std::int64_t D = o.head_dim;
-  auto act = [&](int heads) { return Tensor(dtype, {B, seq, heads, D}); };
-  Tensor q = act(o.heads), k = act(o.kv_heads), v = act(o.kv_heads), d_o = act(o.heads);
+  const std::int64_t D = o.head_dim, Dv = cfg.attention.value_dim();
+  // `value`: V, O, dO and dV, of head_dim_v.
+  auto act = [&](int heads, bool value = false) {
+    return Tensor(dtype, {B, seq, heads, value ? Dv : D});
+  };
+  Tensor q = act(o.heads), k = act(o.kv_heads), v = act(o.kv_heads, true), d_o = act(o.heads, true);
   Tensor sinks(DType::kFloat32, {o.heads});
   for (Tensor* t : {&q, &k, &v, &d_o, &sinks}) {
     for (std::int64_t i = 0; i < t->view.numel(); ++i) t->set(i, u(rng));
@@ -177,7 +182,8 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
   // Views in the layout the user passes: [B, S, H, D], or [T, H, D] for packed batches.
   auto user_view = [&](const Tensor& t) {
     if (!thd) return t.view;
-    return TensorView::contiguous(t.view.data, t.view.dtype, {seq, t.view.shape[2], D});
+    return TensorView::contiguous(t.view.data, t.view.dtype,
+                                  {seq, t.view.shape[2], t.view.shape[3]});
   };
   auto lse_view = [&](Tensor& t) {
     if (!thd) return t.view;
@@ -185,7 +191,8 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
   };
 
   // Distributed run: every rank times its own steps.
-  Tensor o_d = act(o.heads), dq_d = act(o.heads), dk_d = act(o.kv_heads), dv_d = act(o.kv_heads);
+  Tensor o_d = act(o.heads, true), dq_d = act(o.heads), dk_d = act(o.kv_heads),
+         dv_d = act(o.kv_heads, true);
   Tensor lse_d(DType::kFloat32, {B, o.heads, seq});
   std::vector<Tensor> dsinks_d(static_cast<std::size_t>(cp), Tensor(DType::kFloat32, {o.heads}));
   auto kernel = make_reference_attention();
@@ -211,12 +218,15 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
       local.reserve(16);
       auto shard = [&](const Tensor& t) {
         if (!zigzag) return shard_view(user_view(t), layout, cp, r).value();
-        local.push_back(Tensor(t.view.dtype, {B, seq / cp, t.view.shape[2], D}));
+        local.push_back(Tensor(t.view.dtype, {B, seq / cp, t.view.shape[2], t.view.shape[3]}));
         if (Status s = copy_shard(t.view, local.back().view, 1, cfg.parallel, r, cu); !s.is_ok()) {
           st = s;
         }
         TensorView mine = local.back().view;
-        if (thd) mine = TensorView::contiguous(mine.data, mine.dtype, {seq / cp, mine.shape[2], D});
+        if (thd) {
+          mine = TensorView::contiguous(mine.data, mine.dtype,
+                                        {seq / cp, mine.shape[2], mine.shape[3]});
+        }
         return mine;
       };
       auto lse_shard = [&]() {
@@ -296,7 +306,8 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
 
   if (!o.check) return row;
   // Unsharded reference on the full sequence.
-  Tensor o_r = act(o.heads), dq_r = act(o.heads), dk_r = act(o.kv_heads), dv_r = act(o.kv_heads);
+  Tensor o_r = act(o.heads, true), dq_r = act(o.heads), dk_r = act(o.kv_heads),
+         dv_r = act(o.kv_heads, true);
   Tensor lse_r(DType::kFloat32, {B, o.heads, seq}), dsinks_r(DType::kFloat32, {o.heads});
   const LocalProblem p = LocalProblem::unsharded(cfg.attention, dtype, B, seq, thd);
   LocalForwardArgs lf{
@@ -344,8 +355,10 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
   } else if (replicated) {
     const double ulp = std::ldexp(1.0, dtype == DType::kFloat32 ? -23 : -7);
     double scale = 0;
-    for (std::int64_t i = 0; i < dk_r.view.numel(); ++i)
-      scale = std::max({scale, std::fabs(dk_r.at(i)), std::fabs(dv_r.at(i))});
+    for (const Tensor* t : {&dk_r, &dv_r}) {
+      for (std::int64_t i = 0; i < t->view.numel(); ++i)
+        scale = std::max(scale, std::fabs(t->at(i)));
+    }
     row.pass = exact && std::max(row.err_dk, row.err_dv) <= 2 * ulp * scale;
     row.note = "kv replicated: dK/dV held to 2 ulp";
   } else {
@@ -357,9 +370,11 @@ Result<Row> run_cpu_case(const Options& o, int cp, std::int64_t seq, DType dtype
 void print_table(const std::vector<Row>& rows, const Options& o) {
   std::printf(
       "# ulysses-bench, host loopback + FP64 reference kernel (CPU times, not GPU performance)\n");
-  std::printf("# B=%lld Hq=%d Hkv=%d D=%d %s causal=%d window=%d,%d sinks=%d varlen=%d iters=%d\n",
-              static_cast<long long>(o.batch), o.heads, o.kv_heads, o.head_dim, o.dtype.c_str(),
-              o.causal ? 1 : 0, o.window[0], o.window[1], o.sinks ? 1 : 0, o.varlen, o.iters);
+  std::printf(
+      "# B=%lld Hq=%d Hkv=%d D=%d Dv=%d %s causal=%d window=%d,%d sinks=%d varlen=%d iters=%d\n",
+      static_cast<long long>(o.batch), o.heads, o.kv_heads, o.head_dim,
+      o.head_dim_v > 0 ? o.head_dim_v : o.head_dim, o.dtype.c_str(), o.causal ? 1 : 0, o.window[0],
+      o.window[1], o.sinks ? 1 : 0, o.varlen, o.iters);
   std::printf("%4s %8s %-26s %12s %12s %5s %10s %10s %10s %10s %6s %5s\n", "cp", "seq", "strategy",
               "ms/step", "ms max-rank", "bal", "err O", "err dQ", "err dK", "err dV", "exact",
               "check");
@@ -391,7 +406,8 @@ bool write_json(const std::string& path, const std::vector<Row>& rows, const Opt
   if (!f) return false;
   f << "{\n  \"tool\": \"ulysses-bench\",\n  \"path\": \"host-loopback-reference\",\n"
     << "  \"config\": {\"batch\": " << o.batch << ", \"heads\": " << o.heads
-    << ", \"kv_heads\": " << o.kv_heads << ", \"head_dim\": " << o.head_dim << ", \"dtype\": \""
+    << ", \"kv_heads\": " << o.kv_heads << ", \"head_dim\": " << o.head_dim
+    << ", \"head_dim_v\": " << (o.head_dim_v > 0 ? o.head_dim_v : o.head_dim) << ", \"dtype\": \""
     << o.dtype << "\", \"causal\": " << (o.causal ? "true" : "false") << ", \"window\": ["
     << o.window[0] << ", " << o.window[1] << "], \"sinks\": " << (o.sinks ? "true" : "false")
     << ", \"varlen\": " << o.varlen << ", \"iters\": " << o.iters << "},\n  \"rows\": [\n";
@@ -431,7 +447,10 @@ int main(int argc, char** argv) {
   app.add_option("--batch", o.batch, "sequences per step (fixed-length layout)");
   app.add_option("--heads", o.heads, "query heads");
   app.add_option("--kv-heads", o.kv_heads, "key/value heads (GQA/MQA)");
-  app.add_option("--head-dim", o.head_dim, "head dimension");
+  app.add_option("--head-dim", o.head_dim, "head dimension (of Q and K)");
+  app.add_option("--head-dim-v", o.head_dim_v,
+                 "head dimension of V and O when it differs (MLA, DeepSeek-V3: 128 with --head-dim "
+                 "192); strategy ulysses, payload native");
   app.add_option("--dtype", o.dtype, "fp32, bf16, fp16, fp8e4m3, fp8e5m2");
   app.add_flag("--causal,!--no-causal", o.causal, "causal mask (default on)");
   app.add_option("--window", o.window,
@@ -590,6 +609,13 @@ int main(int argc, char** argv) {
               "# cp=%d seq=%lld hybrid: skipped, --ulysses-degree %d must divide cp and "
               "leave a ring of 2 or more (below cp)\n",
               cp, static_cast<long long>(seq), o.ulysses_degree);
+          continue;
+        }
+        if (o.head_dim_v > 0 && o.head_dim_v != o.head_dim && cp > 1 &&
+            strategy != Strategy::kUlysses) {
+          std::printf("# cp=%d seq=%lld %s: skipped, --head-dim-v runs under strategy ulysses\n",
+                      cp, static_cast<long long>(seq),
+                      std::string(strategy_name(strategy)).c_str());
           continue;
         }
         const bool zigzag_ring = strategy == Strategy::kRing || strategy == Strategy::kHybrid;
