@@ -244,6 +244,14 @@ inline bool plan_takes(const SweepCase& c, std::vector<std::unique_ptr<Communica
   return false;
 }
 
+/// Whether the kernel's refusal of `c` is one no plan can avoid, so that a sweep may meet it:
+/// cuDNN's packed backward with head_dim_v != head_dim. (Every other kernel refusal means a plan
+/// asked its kernel for a call it could have shaped otherwise.)
+inline bool kernel_refusal_expected(const SweepCase& c, const Status& refused) {
+  return c.Dv > 0 && c.layout == Layout::kTHD && c.training &&
+         refused.message().find("head_dim_v") != std::string::npos;
+}
+
 /// What a sweep ran and what the library refused, for the log.
 inline void print_sweep(const std::map<Strategy, int>& ran, int draws,
                         const std::map<std::string, int>& refusals) {

@@ -565,11 +565,9 @@ TEST(Sweep, WhatThePlanTakesItComputes) {
       ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
       Status refused;
       if (testing::plan_takes(c, *comms, kernel, refusals, &refused)) break;
-      // The plans ask cuDNN only for calls it runs, except what no plan can avoid: a packed
-      // backward with head_dim_v != head_dim (cuDNN's own rule).
-      const bool mixed_packed = c.Dv > 0 && c.layout == Layout::kTHD && c.training;
+      // The plans ask cuDNN only for calls it runs, except what no plan can avoid.
       EXPECT_TRUE(refused.message().find("CudnnAttention") == std::string::npos ||
-                  (mixed_packed && refused.message().find("head_dim_v") != std::string::npos))
+                  testing::kernel_refusal_expected(c, refused))
           << c.describe() << ": " << refused.to_string();
       c = testing::wanted_draw(std::mt19937_64(c.seed)(), draw);
     }
