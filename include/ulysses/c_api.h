@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 /* Bumped when a struct below changes layout; ulysses_c_api_version() returns the library's. */
-#define ULYSSES_C_API_VERSION 2
+#define ULYSSES_C_API_VERSION 3
 
 /* ulysses::StatusCode */
 typedef enum {
@@ -95,6 +95,8 @@ typedef struct {
   int32_t payload; /* 0 native, 1 fp8 */
   /* ParallelConfig::packed_sharding: 0 default, 1 per_sequence, 2 stream */
   int32_t packed_sharding;
+  /* AttentionConfig::head_dim_v: of V and O, 0 = head_dim (version 3) */
+  int32_t head_dim_v;
 } ulysses_plan_config;
 
 /* ulysses::ForwardArgs. cu_seqlens: host int32 array of num_cu_seqlens entries (layout thd). */

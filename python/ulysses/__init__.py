@@ -141,12 +141,13 @@ class PlanConfig(_Attention):
     chunks_in_flight: int = 2
     payload: str = "native"
     packed_sharding: str = "default"
+    head_dim_v: int = 0  # of V and O when it differs from head_dim (MLA); 0: head_dim
 
     def _c(self) -> _capi.PlanConfig:
         c = _capi.PlanConfig()
         _lib.ulysses_plan_config_init(ctypes.byref(c))
         _fill(c, self, ("cp", "ulysses_degree", "batch", "seqlen", "overlap_chunks",
-                        "chunks_in_flight"), ("training", "backward_keeps_saved"))
+                        "chunks_in_flight", "head_dim_v"), ("training", "backward_keeps_saved"))
         c.strategy = _enum(_STRATEGIES, self.strategy, "strategy")
         c.layout = _enum(_LAYOUTS, self.layout, "layout")
         c.dtype = _enum(_DTYPES, self.dtype, "dtype")

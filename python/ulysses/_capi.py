@@ -4,7 +4,7 @@ import ctypes
 import os
 import pathlib
 
-API_VERSION = 2
+API_VERSION = 3
 
 
 class Tensor(ctypes.Structure):
@@ -47,6 +47,7 @@ class PlanConfig(ctypes.Structure):
         ("chunks_in_flight", ctypes.c_int32),
         ("payload", ctypes.c_int32),
         ("packed_sharding", ctypes.c_int32),
+        ("head_dim_v", ctypes.c_int32),
     ]
 
 

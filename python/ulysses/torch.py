@@ -28,7 +28,7 @@ class _Attention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, module, q, k, v, sinks):
         plan = module.plan
-        o = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        o = torch.empty(q.shape[:-1] + v.shape[-1:], dtype=q.dtype, device=q.device)  # V's width
         saved = module._saved_buffer(q.device) if plan.config.training else None
         cu, cu_dev = module._cu
         plan.forward(q, k, v, o, sinks=sinks, cu_seqlens=cu, cu_seqlens_device=cu_dev,

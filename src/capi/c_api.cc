@@ -128,6 +128,7 @@ PlanConfig to_config(const ulysses_plan_config& c) {
   p.parallel.cp = c.cp;
   p.parallel.ulysses_degree = c.ulysses_degree;
   p.parallel.packed_sharding = static_cast<PackedSharding>(c.packed_sharding);
+  p.attention.head_dim_v = c.head_dim_v;
   p.layout = static_cast<Layout>(c.layout);
   p.dtype = static_cast<DType>(c.dtype);
   p.batch = c.batch;
@@ -289,6 +290,7 @@ void ulysses_plan_config_init(ulysses_plan_config* config) {
   config->chunks_in_flight = p.chunks_in_flight;
   config->payload = static_cast<int32_t>(p.payload);
   config->packed_sharding = static_cast<int32_t>(p.parallel.packed_sharding);
+  config->head_dim_v = p.attention.head_dim_v;
 }
 
 int ulysses_plan_create(const ulysses_plan_config* config, ulysses_comm* comm,

@@ -24,7 +24,7 @@ def step(cfg, comm, q, k, v, d_o):
     plan = ulysses.Plan(cfg, comm, ulysses.reference_kernel())
     ws = np.empty(max(plan.workspace_bytes, 1), np.uint8)
     saved = np.empty(max(plan.saved_bytes, 1), np.uint8)
-    o = np.full(q.shape, np.nan, q.dtype)
+    o = np.full(q.shape[:-1] + v.shape[-1:], np.nan, q.dtype)  # V's head_dim
     lse = np.full((q.shape[0], q.shape[2], q.shape[1]), np.nan, np.float32)
     plan.forward(q, k, v, o, lse=lse, workspace=ws, saved=saved)
     dq = np.full(q.shape, np.nan, q.dtype)
@@ -66,6 +66,36 @@ class UlyssesThroughCtypes(unittest.TestCase):
                     whole = np.concatenate([g[i] for g in got], axis=2 if what == "LSE" else 1)
                     self.assertFalse(np.isnan(whole).any(), what + ": elements never written")
                     self.assertTrue(np.array_equal(whole, want[i]), what + " differs")
+
+    def test_value_heads_of_another_width(self):
+        """head_dim_v != head_dim (MLA): V, O, dO, dV 8 wide, Q, K, dQ, dK 12; cp = 2 bitwise
+        cp = 1, and ring at cp = 2 refused naming head_dim_v."""
+        rng = np.random.default_rng()
+        B, S, Hq, Hkv, D, Dv, cp = 1, 16, 4, 2, 12, 8, 2
+        q = rng.uniform(-2, 2, (B, S, Hq, D)).astype(np.float32)
+        k = rng.uniform(-2, 2, (B, S, Hkv, D)).astype(np.float32)
+        v = rng.uniform(-2, 2, (B, S, Hkv, Dv)).astype(np.float32)
+        d_o = rng.uniform(-2, 2, (B, S, Hq, Dv)).astype(np.float32)
+        base = dict(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D, head_dim_v=Dv, causal=True,
+                    batch=B, seqlen=S, dtype="fp32")
+        (want,), errs = run_ranks(1, lambda r, c: step(
+            ulysses.PlanConfig(cp=1, **base), c, q, k, v, d_o))
+        self.assertIsNone(errs[0])
+        self.assertEqual(want[0].shape, (B, S, Hq, Dv))
+        Sl = S // cp
+        sl = lambda x, r: np.ascontiguousarray(x[:, r * Sl:(r + 1) * Sl])  # noqa: E731
+        got, errs = run_ranks(cp, lambda r, c: step(
+            ulysses.PlanConfig(cp=cp, **base), c, sl(q, r), sl(k, r), sl(v, r), sl(d_o, r)))
+        self.assertEqual(errs, [None] * cp)
+        for i, what in enumerate(("O", "LSE", "dQ", "dK", "dV")):
+            whole = np.concatenate([g[i] for g in got], axis=2 if what == "LSE" else 1)
+            self.assertFalse(np.isnan(whole).any(), what + ": elements never written")
+            self.assertTrue(np.array_equal(whole, want[i]), what + " differs")
+        _, errs = run_ranks(cp, lambda r, c: ulysses.Plan(
+            ulysses.PlanConfig(cp=cp, strategy="ring", **base), c, ulysses.reference_kernel()))
+        for e in errs:
+            self.assertIsInstance(e, ulysses.UlyssesError)
+            self.assertIn("head_dim_v 8 != head_dim 12", str(e))
 
     def test_held_bytes_are_counted_and_released(self):
         """cp = 1 on views 4 bytes off 16-byte alignment: the plan copies rows through buffers of

@@ -27,6 +27,7 @@ TEST(CApi, ConfigDefaultsAreThoseOfPlanConfig) {
   EXPECT_EQ(c.training, p.training ? 1 : 0);
   EXPECT_EQ(c.overlap_chunks, p.overlap_chunks);
   EXPECT_EQ(c.chunks_in_flight, p.chunks_in_flight);
+  EXPECT_EQ(c.head_dim_v, p.attention.head_dim_v);
   EXPECT_EQ(c.softmax_scale, 0.0f);  // 0: 1/sqrt(head_dim)
   EXPECT_EQ(ulysses_c_api_version(), ULYSSES_C_API_VERSION);
 }
