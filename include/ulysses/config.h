@@ -25,8 +25,9 @@ namespace ulysses {
 struct AttentionConfig {
   int num_heads_q = 0;   // query heads, a multiple of num_heads_kv
   int num_heads_kv = 0;  // key/value heads (== num_heads_q: MHA, 1: MQA, else GQA)
-  int head_dim =
-      0;  // of Q and K: 1..kMaxHeadDim; backends may require more (cuDNN: a multiple of 8)
+  /// Of Q and K (and V, O unless head_dim_v says otherwise): 1..kMaxHeadDim; backends may
+  /// require more (cuDNN: a multiple of 8).
+  int head_dim = 0;
   /// Of V, O (and dV, dO) when it differs from head_dim (MLA, DeepSeek-V2/V3: head_dim 192,
   /// head_dim_v 128); 0: head_dim. Strategy kUlysses only (any strategy at cp = 1), native
   /// payloads.

@@ -175,10 +175,10 @@ Status cudnn_forward_support(const LocalProblem& p, CudnnTarget t) {
 Status cudnn_backward_support(const LocalProblem& p, CudnnTarget t) {
   // cuDNN's support matrix (9.18): SDPA backward on Ampere and Ada takes head_dim up to 128,
   // Hopper and newer up to 256; forward takes 256 on all of them.
-  if (t.cc_major < 9 && std::max(p.config.head_dim, p.config.value_dim()) > 128) {
-    return unsupported(str_cat(kApi, "::backward: head_dim ",
-                               std::max(p.config.head_dim, p.config.value_dim()),
-                               " on a compute capability ", t.cc_major,
+  const int wide = std::max(p.config.head_dim, p.config.value_dim());
+  if (t.cc_major < 9 && wide > 128) {
+    return unsupported(str_cat(kApi, "::backward: head_dim ", wide, " on a compute capability ",
+                               t.cc_major,
                                ".x GPU (cuDNN's SDPA backward before Hopper takes head_dim up to "
                                "128; forward alone, training = false, runs)"));
   }
@@ -208,9 +208,8 @@ Status cudnn_backward_support(const LocalProblem& p, CudnnTarget t) {
   // refused here, when a training plan is made, rather than by its first backward. Compact views
   // bound every part: a part's view that reaches further is staged compact.
   if (!p.varlen) {
-    const auto parts =
-        dense_parts(p.batch, p.seqlen, p.kv_len(), p.num_heads_q_local, p.num_heads_kv_local,
-                    std::max(p.config.head_dim, p.config.value_dim()), false, kCudnnIndexLimit);
+    const auto parts = dense_parts(p.batch, p.seqlen, p.kv_len(), p.num_heads_q_local,
+                                   p.num_heads_kv_local, wide, false, kCudnnIndexLimit);
     if (!parts.is_ok()) return cudnn_past_index_limit(parts.status(), t);
   }
   return Status::ok();

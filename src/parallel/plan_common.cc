@@ -80,7 +80,7 @@ struct Fingerprint {
            a.window_left,
            a.window_right,
            a.sinks ? 1 : 0,
-           a.head_dim_v};
+           a.value_dim()};
     return f;
   }
 };
