@@ -54,7 +54,7 @@ def step_plan(cfg, comm, q, k, v, d_o):
     ws = torch.empty(max(plan.workspace_bytes, 1), dtype=torch.uint8, device="cuda")
     saved = torch.empty(max(plan.saved_bytes, 1), dtype=torch.uint8, device="cuda")
     stream = torch.cuda.current_stream()
-    o = torch.full_like(q, float("nan"))
+    o = torch.full(q.shape[:-1] + v.shape[-1:], float("nan"), dtype=q.dtype, device=q.device)
     plan.forward(q, k, v, o, workspace=ws, saved=saved, stream=stream)
     dq, dk, dv = (torch.full_like(x, float("nan")) for x in (q, k, v))
     plan.backward(d_o, dq, dk, dv, workspace=ws, saved=saved, q=q, k=k, v=v, o=o, stream=stream)
@@ -95,6 +95,34 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
                 for name, g, w in zip(("O", "dQ", "dK", "dV"), whole, want):
                     self.assertTrue(torch.equal(g, w), f"{name} differs from one rank")
         # One rank against PyTorch's SDPA (another implementation; bf16, so a tolerance).
+        qt, kt, vt = (x.detach().clone().transpose(1, 2).requires_grad_() for x in (q, k, v))
+        ot = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=True)
+        ot.backward(d_o.transpose(1, 2))
+        for name, mine, theirs in (("O", want[0], ot), ("dQ", want[1], qt.grad),
+                                   ("dK", want[2], kt.grad), ("dV", want[3], vt.grad)):
+            theirs = theirs.transpose(1, 2).float()
+            err = (mine.float() - theirs).abs().max().item()
+            self.assertLess(err, 4 * 2**-8 * max(1.0, theirs.abs().max().item()), name)
+
+    def test_mla_head_dims_cp2_bitwise_one_gpu_and_close_to_pytorch(self):
+        """head_dim 192 with head_dim_v 128 (MLA): the module's O takes V's width; two virtual
+        ranks bitwise one rank (O, dK, dV; dQ too with deterministic cuDNN), one rank close to
+        PyTorch's SDPA, which takes V of another width as well."""
+        g = torch.Generator(device="cuda").manual_seed(torch.seed() % (1 << 62))
+        make = lambda h, d: (torch.rand((self.B, self.S, h, d), generator=g,  # noqa: E731
+                                        device="cuda") * 2 - 1).to(torch.bfloat16)
+        q, k, v, d_o = make(self.Hq, 192), make(self.Hkv, 192), make(self.Hkv, 128), make(
+            self.Hq, 128)
+        cfg = lambda cp: ulysses.PlanConfig(  # noqa: E731
+            num_heads_q=self.Hq, num_heads_kv=self.Hkv, head_dim=192, head_dim_v=128, causal=True,
+            batch=self.B, seqlen=self.S, dtype="bf16", cp=cp)
+        (want,) = run_ranks(ulysses.device_loopback_group(1),
+                            lambda r, c: step_module(cfg(1), c, q, k, v, d_o))
+        self.assertEqual(tuple(want[0].shape), (self.B, self.S, self.Hq, 128))
+        got = run_ranks(ulysses.device_loopback_group(2),
+                        lambda r, c: step_plan(cfg(2), c, q, k, v, d_o))
+        for name, gg, w in zip(("O", "dQ", "dK", "dV"), unshard_all(got, cfg(2)), want):
+            self.assertTrue(torch.equal(gg, w), f"{name} differs from one rank")
         qt, kt, vt = (x.detach().clone().transpose(1, 2).requires_grad_() for x in (q, k, v))
         ot = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=True)
         ot.backward(d_o.transpose(1, 2))
