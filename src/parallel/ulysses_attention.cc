@@ -117,11 +117,11 @@ class UlyssesAttention final : public DistributedAttention {
     qc_ = hq_ / K_;
     kc_ = hkv_ / K_;
     qu_ = static_cast<int>(Dq_ / U_);
-    vu_ = static_cast<int>(Dv_ / U_);
-    Cc_ = (qc_ + kc_) * qu_ + kc_ * vu_;
-    oc_ = qc_ * vu_;
+    const int vu = static_cast<int>(Dv_ / U_);  // channels of a V or O head
+    Cc_ = (qc_ + kc_) * qu_ + kc_ * vu;
+    oc_ = qc_ * vu;
     dqc_ = qc_ * qu_;
-    gkc_ = kc_ * (qu_ + vu_);
+    gkc_ = kc_ * (qu_ + vu);
     dtype_ = config.dtype;
     kv_grad_dtype_ = routing_.replicated() ? DType::kFloat32 : dtype_;
     has_lse_ = kernel.provides_lse();
@@ -963,9 +963,9 @@ class UlyssesAttention final : public DistributedAttention {
   int P_ = 1, rank_ = 0, hq_ = 0, hkv_ = 0;
   int K_ = 1, qc_ = 0, kc_ = 0;  // pipeline chunks; q and kv heads per chunk
   // Message channels are U_ = gcd(head_dim, head_dim_v) elements wide (head_dim when they are
-  // equal): a Q or K head spans qu_ of them, a V or O head vu_. Per chunk and token: Cc_ in a
+  // equal): a Q or K head spans qu_ of them, a V or O head Dv_ / U_. Per chunk and token: Cc_ in a
   // Q|K|V row, oc_ in an O or dO row, dqc_ in a dQ row, gkc_ in a dK|dV row.
-  int qu_ = 1, vu_ = 1, Cc_ = 0, oc_ = 0, dqc_ = 0, gkc_ = 0;
+  int qu_ = 1, Cc_ = 0, oc_ = 0, dqc_ = 0, gkc_ = 0;
   // Bytes per chunk: Q|K|V rows, O (and dO) rows, dQ rows, LSE, dK|dV rows.
   std::size_t qkv_block_ = 0, o_block_ = 0, q_block_ = 0, lse_block_ = 0, gkv_block_ = 0;
   std::size_t do_stride_ = 0;  // chunk c's block in send_dO: c * do_stride_
