@@ -5,18 +5,19 @@
 // Legend: P = cp ranks, S global tokens in 2P zigzag chunks of c = S / (2P) rows; rank j holds
 // chunks j and J = 2P-1-j (shard rows [0, c) and [c, 2c)). H: all query heads, G: all KV heads.
 //
-//   k, v [B, 2c, G, D] (this rank's two chunks)
+//   k [B, 2c, G, D], v [B, 2c, G, Dv] (this rank's two chunks; Dv = head_dim_v, D unless MLA)
 //      | pack into kv_all at the chunks' global rows, then one grouped exchange: chunk x goes to
 //      | every rank whose queries see some key of x (needs(): causal rank j needs chunks
 //      | 0..2P-1-j, a window fewer), nowhere else
 //      v
-//   kv_all [rows][B][2G][D]   the chunks this rank sees, in global order (the others take no
-//      |                      room), so the keys of any call are one strided view
+//   kv_all [rows][B][G D + G Dv]   the chunks this rank sees, in global order (the others take
+//      |                           no room), so the keys of any call are one strided view; rows
+//      |                           travel as channels of gcd(D, Dv) (one K|V row of two widths)
 //      | per query chunk one kernel call: q rows of the chunk x keys [k_lo, k_hi), the chunk's
 //      | whole visible range (masks in global positions through the call's diagonal offset); the
 //      | rank holding chunks P-1 and P (adjacent) and calls without masks take both chunks at once
 //      v
-//   o [B, 2c, H, D] written in place, lse [B, H, 2c]   (sinks inside the kernel: it sees every key)
+//   o [B, 2c, H, Dv] written in place, lse [B, H, 2c]   (sinks inside the kernel: it sees all keys)
 //
 // Backward: the same calls on (q, k, v, o, lse, dO), a causal one whose keys start before its
 // queries split in two (split_parts()); dQ is complete per call and written in place (a split
@@ -50,6 +51,7 @@
 // gathers K/V again.
 #include <algorithm>
 #include <array>
+#include <numeric>
 #include <vector>
 
 #include "common/check.h"
@@ -310,6 +312,9 @@ bool needs(const AttentionConfig& a, int P, int r, int x, std::int64_t c, bool p
 }
 
 class AllGatherAttention final : public DistributedAttention {
+  // Which columns of a K|V row (kv_all, dkv_all) a view takes: K's heads, V's, or all of them.
+  enum class Cols { kK, kV, kAll };
+
  public:
   AllGatherAttention(const PlanConfig& config, Communicator& comm, LocalAttention& kernel)
       : config_(config), comm_(comm), kernel_(kernel) {
@@ -320,8 +325,11 @@ class AllGatherAttention final : public DistributedAttention {
     c_ = S_ / (2 * P_);
     Sl_ = 2 * c_;
     D_ = config.attention.head_dim;
+    Dv_ = config.attention.value_dim();
+    U_ = std::gcd(D_, Dv_);
     H_ = config.attention.num_heads_q;
     G_ = config.attention.num_heads_kv;
+    kv_row_ = G_ * (D_ + Dv_);
     dtype_ = config.dtype;
     acc_ = dtype_ == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
     accumulate_ = kernel.accumulates_grads();
@@ -436,8 +444,8 @@ class AllGatherAttention final : public DistributedAttention {
         LocalForwardArgs la;
         la.rows = varlen_rows(g, call.table);
         la.q = sequence_rows(act(a.q), call.q_row, call.q_rows);
-        la.k = kv_rows(kv_all, 0, call.k_lo, call.k_hi - call.k_lo);
-        la.v = kv_rows(kv_all, G_, call.k_lo, call.k_hi - call.k_lo);
+        la.k = kv_rows(kv_all, Cols::kK, call.k_lo, call.k_hi - call.k_lo);
+        la.v = kv_rows(kv_all, Cols::kV, call.k_lo, call.k_hi - call.k_lo);
         la.sinks = a.sinks;
         la.o = i == 0 ? o : stage_o(a.workspace, call.q_rows);
         la.lse = i == 0 ? l : stage_lse(a.workspace, call.q_rows);
@@ -451,8 +459,8 @@ class AllGatherAttention final : public DistributedAttention {
                                                as4(lse_view(lse, 0, Sl_)), stream));
     }
     if (config_.training && !lse_only_) {  // backward must not depend on the caller's q and o
-      ULYSSES_RETURN_IF_ERROR(kernels::convert(saved_act(a.saved, q_copy_, H_), act(a.q), stream));
-      ULYSSES_RETURN_IF_ERROR(kernels::convert(saved_act(a.saved, o_copy_, H_), act(a.o), stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::convert(saved_act(a.saved, q_copy_, D_), act(a.q), stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::convert(saved_act(a.saved, o_copy_, Dv_), act(a.o), stream));
     }
     return Status::ok();
   }
@@ -464,12 +472,12 @@ class AllGatherAttention final : public DistributedAttention {
     char* kv_all = at(lse_only_ ? a.workspace : a.saved, kv_all_);
     char* lse = at(a.saved, lse_);
     if (lse_only_) ULYSSES_RETURN_IF_ERROR(gather_kv(a.k, a.v, kv_all, ws, stream));
-    const TensorView q = lse_only_ ? act(a.q) : saved_act(a.saved, q_copy_, H_);
-    const TensorView o = lse_only_ ? act(a.o) : saved_act(a.saved, o_copy_, H_);
+    const TensorView q = lse_only_ ? act(a.q) : saved_act(a.saved, q_copy_, D_);
+    const TensorView o = lse_only_ ? act(a.o) : saved_act(a.saved, o_copy_, Dv_);
     char* dkv_all = at(ws, dkv_all_);
     // dK/dV: every call adds its partial to fp32 sums over the chunks this rank's queries see
     // (all of dkv_all).
-    ULYSSES_RETURN_IF_ERROR(kernels::zero(acc_rows(dkv_all, 0, 2 * G_, seen_rows_), stream));
+    ULYSSES_RETURN_IF_ERROR(kernels::zero(acc_rows(dkv_all, Cols::kAll, seen_rows_), stream));
     for (std::size_t g = 0; g < calls_.size(); ++g) {
       const std::vector<Call>& parts = parts_[g];
       const bool split = parts.size() > 1;
@@ -482,8 +490,8 @@ class AllGatherAttention final : public DistributedAttention {
         LocalBackwardArgs lb;
         lb.rows = varlen_rows(g, call.table);
         lb.q = sequence_rows(q, call.q_row, call.q_rows);
-        lb.k = kv_rows(kv_all, 0, call.k_lo, n);
-        lb.v = kv_rows(kv_all, G_, call.k_lo, n);
+        lb.k = kv_rows(kv_all, Cols::kK, call.k_lo, n);
+        lb.v = kv_rows(kv_all, Cols::kV, call.k_lo, n);
         lb.o = sequence_rows(o, call.q_row, call.q_rows);
         lb.lse = lse_view(lse, call.q_row, call.q_rows);
         lb.d_o = sequence_rows(act(a.d_o), call.q_row, call.q_rows);
@@ -502,14 +510,15 @@ class AllGatherAttention final : public DistributedAttention {
               call.part == 0 || accumulate_ ? dq_sum : grad_rows(at(ws, dq_blk_), H_, call.q_rows);
         }
         char* dkv_blk = at(ws, dkv_blk_);
-        lb.dk = accumulate_ ? dkv_rows(dkv_all, 0, G_, call.k_lo, n) : acc_rows(dkv_blk, 0, G_, n);
-        lb.dv =
-            accumulate_ ? dkv_rows(dkv_all, G_, G_, call.k_lo, n) : acc_rows(dkv_blk, G_, G_, n);
+        lb.dk = accumulate_ ? dkv_rows(dkv_all, Cols::kK, call.k_lo, n)
+                            : acc_rows(dkv_blk, Cols::kK, n);
+        lb.dv = accumulate_ ? dkv_rows(dkv_all, Cols::kV, call.k_lo, n)
+                            : acc_rows(dkv_blk, Cols::kV, n);
         lb.workspace = kernel_ws_bytes_ ? at(ws, kernel_ws_) : nullptr;
         ULYSSES_RETURN_IF_ERROR(kernel_.backward(p, lb, stream));
         if (!accumulate_) {
-          ULYSSES_RETURN_IF_ERROR(kernels::accumulate(dkv_rows(dkv_all, 0, 2 * G_, call.k_lo, n),
-                                                      acc_rows(dkv_blk, 0, 2 * G_, n), stream));
+          ULYSSES_RETURN_IF_ERROR(kernels::accumulate(dkv_rows(dkv_all, Cols::kAll, call.k_lo, n),
+                                                      acc_rows(dkv_blk, Cols::kAll, n), stream));
           if (split && call.part > 0) {
             ULYSSES_RETURN_IF_ERROR(kernels::accumulate(dq_sum, lb.dq, stream));
           }
@@ -544,7 +553,7 @@ class AllGatherAttention final : public DistributedAttention {
     ULYSSES_RETURN_IF_ERROR(comm_.group_end());
     for (int g = 0; g < 2; ++g) {
       const int y = chunks_of(j_)[g];
-      const TensorView own = dkv_rows(dkv_all, 0, 2 * G_, y * c_, c_);
+      const TensorView own = dkv_rows(dkv_all, Cols::kAll, y * c_, c_);
       std::size_t s = 0;
       for (int p = 0; p < P_; ++p) {
         if (p == j_) continue;
@@ -552,15 +561,15 @@ class AllGatherAttention final : public DistributedAttention {
           if (!sees(p, z)) continue;
           if (z == y) {
             ULYSSES_RETURN_IF_ERROR(kernels::accumulate(
-                own, acc_rows(at(ws, recv_) + s * part, 0, 2 * G_, c_), stream));
+                own, acc_rows(at(ws, recv_) + s * part, Cols::kAll, c_), stream));
           }
           ++s;
         }
       }
       ULYSSES_RETURN_IF_ERROR(kernels::convert(sequence_rows(act(a.dk), g * c_, c_),
-                                               dkv_rows(dkv_all, 0, G_, y * c_, c_), stream));
+                                               dkv_rows(dkv_all, Cols::kK, y * c_, c_), stream));
       ULYSSES_RETURN_IF_ERROR(kernels::convert(sequence_rows(act(a.dv), g * c_, c_),
-                                               dkv_rows(dkv_all, G_, G_, y * c_, c_), stream));
+                                               dkv_rows(dkv_all, Cols::kV, y * c_, c_), stream));
     }
     if (sinks_outside_kernel(config_)) {
       ULYSSES_RETURN_IF_ERROR(kernels::sink_grad(o, act(a.d_o), lse_view(lse, 0, Sl_), a.sinks, 0,
@@ -708,7 +717,7 @@ class AllGatherAttention final : public DistributedAttention {
     // Where chunk x lies in kv_all.
     auto chunk_at = [&](int x) { return kv_all + row_bytes(slot_row(x * c_), dtype_); };
     auto message = [&](int x) {
-      return kernels::MessageLayout{chunk_at(x), dtype_, 1, c_, B_, 2 * G_, D_};
+      return kernels::MessageLayout{chunk_at(x), dtype_, 1, c_, B_, kv_row_ / U_, U_};
     };
     auto codes = [&](std::size_t slot) {
       return kernels::Fp8MessageLayout{
@@ -724,8 +733,8 @@ class AllGatherAttention final : public DistributedAttention {
             kernels::dequantize_fp8(codes(g), message(own[g]), comm_.device(), stream));
       } else {
         ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(kg, zero_map_, G_, message(own[g]), 0, stream));
-        ULYSSES_RETURN_IF_ERROR(
-            kernels::pack_heads(vg, zero_map_, G_, message(own[g]), G_, stream));
+        ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(vg, zero_map_, G_, message(own[g]),
+                                                    static_cast<int>(G_ * D_ / U_), stream));
       }
     }
     if (P_ == 1) return Status::ok();
@@ -767,13 +776,13 @@ class AllGatherAttention final : public DistributedAttention {
   }
   TensorView act(const TensorView& t) const { return as_bshd(t, config_.layout); }
 
-  // A [B, 2c, heads, D] contiguous copy in `saved`.
-  TensorView saved_act(void* saved, std::size_t offset, int heads) const {
-    return TensorView::contiguous(at(saved, offset), dtype_, {B_, Sl_, heads, D_}, comm_.device());
+  // A [B, 2c, H, width] contiguous copy in `saved` (q: D, o: Dv).
+  TensorView saved_act(void* saved, std::size_t offset, std::int64_t width) const {
+    return TensorView::contiguous(at(saved, offset), dtype_, {B_, Sl_, H_, width}, comm_.device());
   }
-  // Bytes of `rows` rows of a [rows][B][2G][D] buffer of `dtype`, and of one chunk.
+  // Bytes of `rows` rows of a [rows][B][G D + G Dv] buffer of `dtype`, and of one chunk.
   std::size_t row_bytes(std::int64_t rows, DType dtype) const {
-    return static_cast<std::size_t>(rows * B_ * 2 * G_ * D_) * dtype_size(dtype);
+    return static_cast<std::size_t>(rows * B_ * kv_row_) * dtype_size(dtype);
   }
   std::size_t chunk_bytes(DType dtype) const { return row_bytes(c_, dtype); }
   // The row of kv_all / dkv_all that holds global row `row` (of a chunk this rank sees): the
@@ -782,24 +791,27 @@ class AllGatherAttention final : public DistributedAttention {
   std::int64_t slot_row(std::int64_t row) const {
     return chunk_slot_[static_cast<std::size_t>(row / c_)] * c_ + row % c_;
   }
-  // [B, rows, heads, D] view of channels [c0, c0 + heads) of rows [row0, row0 + rows) of a
-  // [rows][B][2G][D] buffer.
-  TensorView rows_of(char* base, DType dtype, int c0, int heads, std::int64_t row0,
+  // Rows [row0, row0 + rows) of a [rows][B][G D + G Dv] buffer as a [B, rows, heads, width] view:
+  // K heads [B, rows, G, D], V heads [B, rows, G, Dv], or the whole row as gcd(D, Dv)-wide
+  // channels (element-wise sums over K and V at once).
+  TensorView rows_of(char* base, DType dtype, Cols cols, std::int64_t row0,
                      std::int64_t rows) const {
-    const std::int64_t row = 2 * G_ * D_;
+    const std::int64_t c0 = cols == Cols::kV ? G_ * D_ : 0;
+    const std::int64_t heads = cols == Cols::kAll ? kv_row_ / U_ : G_;
+    const std::int64_t width = cols == Cols::kAll ? U_ : cols == Cols::kK ? D_ : Dv_;
     return TensorView::strided(
-        base + row_bytes(row0, dtype) + static_cast<std::size_t>(c0 * D_) * dtype_size(dtype),
-        dtype, {B_, rows, heads, D_}, {row, B_ * row, D_, 1}, comm_.device());
+        base + row_bytes(row0, dtype) + static_cast<std::size_t>(c0) * dtype_size(dtype), dtype,
+        {B_, rows, heads, width}, {kv_row_, B_ * kv_row_, width, 1}, comm_.device());
   }
   // Global rows [row0, row0 + rows) of kv_all, of dkv_all; rows of a plain fp32 buffer.
-  TensorView kv_rows(char* base, int c0, std::int64_t row0, std::int64_t rows) const {
-    return rows_of(base, dtype_, c0, G_, slot_row(row0), rows);
+  TensorView kv_rows(char* base, Cols cols, std::int64_t row0, std::int64_t rows) const {
+    return rows_of(base, dtype_, cols, slot_row(row0), rows);
   }
-  TensorView dkv_rows(char* base, int c0, int heads, std::int64_t row0, std::int64_t rows) const {
-    return rows_of(base, acc_, c0, heads, slot_row(row0), rows);
+  TensorView dkv_rows(char* base, Cols cols, std::int64_t row0, std::int64_t rows) const {
+    return rows_of(base, acc_, cols, slot_row(row0), rows);
   }
-  TensorView acc_rows(char* base, int c0, int heads, std::int64_t rows) const {
-    return rows_of(base, acc_, c0, heads, 0, rows);
+  TensorView acc_rows(char* base, Cols cols, std::int64_t rows) const {
+    return rows_of(base, acc_, cols, 0, rows);
   }
   // A contiguous [B, rows, heads, D] fp32 (fp64) gradient buffer.
   TensorView grad_rows(char* base, int heads, std::int64_t rows) const {
@@ -821,9 +833,9 @@ class AllGatherAttention final : public DistributedAttention {
     }
     return v;
   }
-  // Forward's staging of a row class (row_parts()): O [B, rows, H, D], LSE [B, H, rows].
+  // Forward's staging of a row class (row_parts()): O [B, rows, H, Dv], LSE [B, H, rows].
   TensorView stage_o(void* ws, std::int64_t rows) const {
-    return TensorView::contiguous(at(ws, o_stage_), dtype_, {B_, rows, H_, D_}, comm_.device());
+    return TensorView::contiguous(at(ws, o_stage_), dtype_, {B_, rows, H_, Dv_}, comm_.device());
   }
   TensorView stage_lse(void* ws, std::int64_t rows) const {
     return TensorView::contiguous(at(ws, lse_stage_), DType::kFloat32, {B_, H_, rows},
@@ -841,6 +853,7 @@ class AllGatherAttention final : public DistributedAttention {
       kernel_ws_bytes_ = std::max(kernel_ws_bytes_, kernel_.workspace_bytes(p));
     }
     const std::size_t act_q = static_cast<std::size_t>(B_ * Sl_ * H_ * D_) * dtype_size(dtype_);
+    const std::size_t act_o = static_cast<std::size_t>(B_ * Sl_ * H_ * Dv_) * dtype_size(dtype_);
     std::int64_t seen = 0;  // chunks this rank's queries see: kv_all's and dkv_all's rows
     for (int x = 0; x < 2 * P_; ++x) {
       chunk_slot_.push_back(sees(j_, x) ? seen++ : -1);
@@ -871,7 +884,7 @@ class AllGatherAttention final : public DistributedAttention {
     lse_ = keep.take(static_cast<std::size_t>(B_ * H_ * Sl_) * 4);
     if (config_.training && !lse_only_) {
       q_copy_ = saved.take(act_q);
-      o_copy_ = saved.take(act_q);
+      o_copy_ = saved.take(act_o);
     }
     // Forward's row classes after the first (row_parts()); after kv_all, which backward (kLseOnly)
     // finds at forward's offset.
@@ -881,7 +894,7 @@ class AllGatherAttention final : public DistributedAttention {
     }
     if (staged_rows > 0) {
       o_stage_ =
-          fwd.take(static_cast<std::size_t>(B_ * staged_rows * H_ * D_) * dtype_size(dtype_));
+          fwd.take(static_cast<std::size_t>(B_ * staged_rows * H_ * Dv_) * dtype_size(dtype_));
       lse_stage_ = fwd.take(static_cast<std::size_t>(B_ * H_ * staged_rows) * 4);
     }
     std::size_t scratch = fwd.total();
@@ -923,7 +936,10 @@ class AllGatherAttention final : public DistributedAttention {
   std::int64_t seen_rows_ = 0;                // rows of kv_all / dkv_all
   std::vector<int> zero_map_;
   int P_ = 1, j_ = 0, H_ = 0, G_ = 0;
-  std::int64_t B_ = 1, S_ = 0, c_ = 0, Sl_ = 0, D_ = 0;
+  std::int64_t B_ = 1, S_ = 0, c_ = 0, Sl_ = 0;
+  std::int64_t D_ = 0, Dv_ = 0;  // head_dim (Q, K), head_dim_v (V, O)
+  std::int64_t U_ = 0;           // gcd(D, Dv): the channel width that K|V rows are cut into
+  std::int64_t kv_row_ = 0;      // elements of one K|V row: G D + G Dv
   DType dtype_ = DType::kBFloat16, acc_ = DType::kFloat32;
   bool accumulate_ = false;  // the kernel adds dK/dV into the fp32 sums itself
   bool lse_only_ = false;    // SavedActivations::kLseOnly (training)

@@ -121,18 +121,21 @@ Status DistributedAttention::check_support(const PlanConfig& config, const Commu
         "fp32 (got ",
         dtype_name(config.dtype), ")"));
   }
-  // head_dim_v != head_dim: only Ulysses' native rows (and what runs as them at cp = 1) carry heads
-  // of two widths; ring, hybrid and all-gather move K|V blocks and merge O as rows of one width,
-  // and FP8 rows have one width per message.
+  // head_dim_v != head_dim: Ulysses' and all-gather's native rows (and what runs as them at
+  // cp = 1) carry heads of two widths; ring and hybrid move K|V blocks and merge O as rows of one
+  // width, and FP8 rows have one width per message.
   if (config.attention.mixed_dims()) {
     const std::optional<PlanConfig> runs = parallel::one_rank_as_ulysses(config);
     const PlanConfig& plan = runs ? *runs : config;
-    if (plan.parallel.strategy != Strategy::kUlysses || plan.payload != Payload::kNative) {
-      return unsupported(str_cat(
-          parallel::kCreateApi, ": head_dim_v ", config.attention.head_dim_v, " != head_dim ",
-          config.attention.head_dim, " runs under strategy ulysses with payload native only (got ",
-          strategy_name(config.parallel.strategy), " at cp ", config.parallel.cp, ", payload ",
-          payload_name(config.payload), ")"));
+    if ((plan.parallel.strategy != Strategy::kUlysses &&
+         plan.parallel.strategy != Strategy::kAllGather) ||
+        plan.payload != Payload::kNative) {
+      return unsupported(
+          str_cat(parallel::kCreateApi, ": head_dim_v ", config.attention.head_dim_v,
+                  " != head_dim ", config.attention.head_dim,
+                  " runs under strategy ulysses or allgather with payload native only (got ",
+                  strategy_name(config.parallel.strategy), " at cp ", config.parallel.cp,
+                  ", payload ", payload_name(config.payload), ")"));
     }
   }
   // Every strategy's own rules hold at cp = 1 too, also where its config runs as Ulysses.

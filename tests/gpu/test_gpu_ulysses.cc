@@ -466,6 +466,38 @@ GpuCase mla(GpuCase c, int dv) {
   return c;
 }
 
+// All-gather with two head widths: kv_all's rows hold K heads of D and V heads of Dv, its fp32
+// partials too; O is Dv wide.
+GpuCase with_dims(GpuCase c, int d, int dv) {
+  c.D = d;
+  return mla(std::move(c), dv);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllGatherMla, DeviceLoopbackRing,
+    ::testing::Values(
+        with_dims(ring_case("p2_gqa_causal_sinks", Strategy::kAllGather, 2, 0, 512, 8, 2, true,
+                            true),
+                  192, 128),
+        with_dims(ring_case("p8_mqa_causal", Strategy::kAllGather, 8, 0, 1024, 4, 1, true, false),
+                  192, 128),
+        [] {
+          GpuCase c = with_dims(ring_case("p4_batch2_window_100_lse_only", Strategy::kAllGather, 4,
+                                          0, 1024, 8, 2, true, false, 100),
+                                192, 128);
+          c.B = 2;
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
+        [] {
+          GpuCase c = with_dims(ring_case("p2_two_sided_window_wider_v", Strategy::kAllGather, 2, 0,
+                                          1024, 4, 2, false, false, 150),
+                                64, 128);
+          c.wr = 60;
+          return c;
+        }()),
+    [](const auto& param_info) { return param_info.param.name; });
+
 GpuCase lse_only(GpuCase c, int chunks = 1, int in_flight = 2) {
   c.saved = SavedActivations::kLseOnly;
   c.chunks = chunks;

@@ -36,8 +36,10 @@ struct Case {
   bool training = true;
   std::vector<std::int32_t> lens = {};  // packed sequences' real lengths (layout thd, B = 1)
   PackedSharding sharding = PackedSharding::kDefault;  // packed: how ring and hybrid cut them
+  int Dv = 0;                                          // head_dim_v (0: D)
 
   bool packed() const { return !lens.empty(); }
+  std::int64_t dv() const { return Dv > 0 ? Dv : D; }  // V, O, dO, dV heads' width
   std::vector<std::int32_t> cu() const {
     std::vector<std::int32_t> out{0};
     for (std::int32_t l : lens) out.push_back(out.back() + l);
@@ -46,6 +48,12 @@ struct Case {
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+// V and O heads `dv` wide (head_dim_v; MLA: narrower than Q and K).
+Case mla(Case c, int dv) {
+  c.Dv = dv;
+  return c;
+}
 
 void expect_invalid_packed(const Status& s) {
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
@@ -57,6 +65,7 @@ AttentionConfig attention(const Case& c) {
   return {.num_heads_q = c.Hq,
           .num_heads_kv = c.Hkv,
           .head_dim = c.D,
+          .head_dim_v = c.Dv,
           .causal = c.causal,
           .window_left = c.wl,
           .window_right = c.wr,
@@ -79,17 +88,17 @@ struct Inputs {
 
 Inputs make_inputs(const Case& c, std::mt19937_64& rng) {
   Inputs in{HostTensor(c.dtype, {c.B, c.S, c.Hq, c.D}), HostTensor(c.dtype, {c.B, c.S, c.Hkv, c.D}),
-            HostTensor(c.dtype, {c.B, c.S, c.Hkv, c.D}), HostTensor(c.dtype, {c.B, c.S, c.Hq, c.D}),
-            HostTensor(DType::kFloat32, {c.Hq})};
+            HostTensor(c.dtype, {c.B, c.S, c.Hkv, c.dv()}),
+            HostTensor(c.dtype, {c.B, c.S, c.Hq, c.dv()}), HostTensor(DType::kFloat32, {c.Hq})};
   for (HostTensor* t : {&in.q, &in.k, &in.v, &in.d_o}) testing::fill_uniform(*t, rng, -2.0, 2.0);
   testing::fill_uniform(in.sinks, rng, -1.0, 1.0);
   return in;
 }
 
 Tensors poisoned(const Case& c, DType dtype, std::int64_t S) {
-  Tensors t{HostTensor(dtype, {c.B, S, c.Hq, c.D}),  HostTensor(DType::kFloat32, {c.B, c.Hq, S}),
-            HostTensor(dtype, {c.B, S, c.Hq, c.D}),  HostTensor(dtype, {c.B, S, c.Hkv, c.D}),
-            HostTensor(dtype, {c.B, S, c.Hkv, c.D}), HostTensor(DType::kFloat32, {c.Hq})};
+  Tensors t{HostTensor(dtype, {c.B, S, c.Hq, c.dv()}),  HostTensor(DType::kFloat32, {c.B, c.Hq, S}),
+            HostTensor(dtype, {c.B, S, c.Hq, c.D}),     HostTensor(dtype, {c.B, S, c.Hkv, c.D}),
+            HostTensor(dtype, {c.B, S, c.Hkv, c.dv()}), HostTensor(DType::kFloat32, {c.Hq})};
   for (HostTensor* x : {&t.o, &t.lse, &t.dq, &t.dk, &t.dv, &t.dsinks}) testing::poison(*x);
   return t;
 }
@@ -215,8 +224,8 @@ Tensors distributed(const Case& c, const Inputs& in, std::vector<HostTensor>& ds
     // wider tensor (like q, k, v cut out of a fused projection), so no stride is the contiguous
     // one.
     const std::int64_t pad = run.strided ? 3 : 0;
-    auto tensor = [&](DType dtype, std::int64_t heads) {
-      HostTensor t(dtype, {c.B, Sl, heads + pad, c.D});
+    auto tensor = [&](DType dtype, std::int64_t heads, std::int64_t width) {
+      HostTensor t(dtype, {c.B, Sl, heads + pad, width});
       testing::poison(t);
       return t;
     };
@@ -229,13 +238,13 @@ Tensors distributed(const Case& c, const Inputs& in, std::vector<HostTensor>& ds
       return c.packed() ? testing::drop_dim0(view(t)) : view(t);
     };
     auto mine = [&](const HostTensor& global) {
-      HostTensor t = tensor(global.view.dtype, global.view.size(2));
+      HostTensor t = tensor(global.view.dtype, global.view.size(2), global.view.size(3));
       EXPECT_TRUE(copy_shard(global.view, view(t), 1, cfg.parallel, r, cu).is_ok());
       return t;
     };
     const HostTensor q = mine(in.q), k = mine(in.k), v = mine(in.v), d_o = mine(in.d_o);
-    HostTensor o = tensor(c.dtype, c.Hq), dq = tensor(c.dtype, c.Hq), dk = tensor(c.dtype, c.Hkv),
-               dv = tensor(c.dtype, c.Hkv);
+    HostTensor o = tensor(c.dtype, c.Hq, c.dv()), dq = tensor(c.dtype, c.Hq, c.D),
+               dk = tensor(c.dtype, c.Hkv, c.D), dv = tensor(c.dtype, c.Hkv, c.dv());
     HostTensor lse(DType::kFloat32, {c.B, c.Hq, Sl});
     testing::poison(lse);
     const TensorView lse_act = c.packed() ? testing::drop_dim0(lse.view) : lse.view;
@@ -462,6 +471,9 @@ INSTANTIATE_TEST_SUITE_P(Loopback, RingLseOnly, ::testing::ValuesIn(lse_only_cas
 std::vector<Case> allgather_lse_only_cases() {
   const auto ag = Strategy::kAllGather;
   return {
+      mla(Case{"allgather_mla_p2_gqa_causal_sinks_bf16", ag, 2, 0, 2, 64, 4, 2, 24,
+               DType::kBFloat16, true, -1, -1, true},
+          16),
       Case{"allgather_p2_gqa_causal_bf16", ag, 2, 0, 2, 64, 4, 2, 16, DType::kBFloat16, true},
       Case{"allgather_p3_window_sinks_fp32", ag, 3, 0, 1, 96, 2, 1, 8, DType::kFloat32, true, 9, 0,
            true},
@@ -1369,6 +1381,32 @@ std::vector<Case> allgather_cases() {
        true,
        false,
        {6, 11}},
+      // head_dim_v != head_dim (MLA): kv_all's rows hold G K heads of D and G V heads of Dv, the
+      // fp32 partials too; O, its staged row classes and the saved copy are Dv wide. Narrower V,
+      // wider V, widths whose gcd is 1, packed with staged row classes.
+      mla({"mla_p2_gqa_bf16_causal_sinks", ag, 2, 0, 2, 32, 4, 2, 24, bf16, true, -1, -1, true},
+          16),
+      mla({"mla_p3_mqa_fp32_two_sided_wider_v", ag, 3, 0, 1, 48, 3, 1, 8, fp32, false, 5, 3}, 24),
+      mla({"mla_p4_fp64_window_coprime", ag, 4, 0, 1, 64, 2, 2, 5, fp64, true, 9}, 3),
+      mla({"mla_packed_p2_fp32_two_sided_sinks",
+           ag,
+           2,
+           0,
+           1,
+           48,
+           4,
+           2,
+           12,
+           fp32,
+           false,
+           4,
+           6,
+           true,
+           true,
+           {9, 20, 13}},
+          8),
+      mla({"mla_p2_inference_bf16", ag, 2, 0, 1, 32, 4, 2, 16, bf16, true, -1, -1, false, false},
+          8),
   };
 }
 
