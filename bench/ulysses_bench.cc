@@ -450,7 +450,7 @@ int main(int argc, char** argv) {
   app.add_option("--head-dim", o.head_dim, "head dimension (of Q and K)");
   app.add_option("--head-dim-v", o.head_dim_v,
                  "head dimension of V and O when it differs (MLA, DeepSeek-V3: 128 with --head-dim "
-                 "192); strategy ulysses or allgather, payload native");
+                 "192); payload native");
   app.add_option("--dtype", o.dtype, "fp32, bf16, fp16, fp8e4m3, fp8e5m2");
   app.add_flag("--causal,!--no-causal", o.causal, "causal mask (default on)");
   app.add_option("--window", o.window,
@@ -609,14 +609,6 @@ int main(int argc, char** argv) {
               "# cp=%d seq=%lld hybrid: skipped, --ulysses-degree %d must divide cp and "
               "leave a ring of 2 or more (below cp)\n",
               cp, static_cast<long long>(seq), o.ulysses_degree);
-          continue;
-        }
-        if (o.head_dim_v > 0 && o.head_dim_v != o.head_dim && cp > 1 &&
-            strategy != Strategy::kUlysses && strategy != Strategy::kAllGather) {
-          std::printf(
-              "# cp=%d seq=%lld %s: skipped, --head-dim-v runs under strategy ulysses or "
-              "allgather\n",
-              cp, static_cast<long long>(seq), std::string(strategy_name(strategy)).c_str());
           continue;
         }
         const bool zigzag_ring = strategy == Strategy::kRing || strategy == Strategy::kHybrid;

@@ -121,21 +121,19 @@ Status DistributedAttention::check_support(const PlanConfig& config, const Commu
         "fp32 (got ",
         dtype_name(config.dtype), ")"));
   }
-  // head_dim_v != head_dim: Ulysses' and all-gather's native rows (and what runs as them at
-  // cp = 1) carry heads of two widths; ring and hybrid move K|V blocks and merge O as rows of one
-  // width, and FP8 rows have one width per message.
+  // head_dim_v != head_dim: every strategy's native rows carry heads of two widths; FP8 rows have
+  // one width per message.
   if (config.attention.mixed_dims()) {
     const std::optional<PlanConfig> runs = parallel::one_rank_as_ulysses(config);
     const PlanConfig& plan = runs ? *runs : config;
-    if ((plan.parallel.strategy != Strategy::kUlysses &&
-         plan.parallel.strategy != Strategy::kAllGather) ||
-        plan.payload != Payload::kNative) {
-      return unsupported(
-          str_cat(parallel::kCreateApi, ": head_dim_v ", config.attention.head_dim_v,
-                  " != head_dim ", config.attention.head_dim,
-                  " runs under strategy ulysses or allgather with payload native only (got ",
-                  strategy_name(config.parallel.strategy), " at cp ", config.parallel.cp,
-                  ", payload ", payload_name(config.payload), ")"));
+    if (plan.payload != Payload::kNative) {
+      return unsupported(str_cat(parallel::kCreateApi, ": head_dim_v ", config.attention.head_dim_v,
+                                 " != head_dim ", config.attention.head_dim,
+                                 " runs with payload native only: FP8 rows have one width (got "
+                                 "payload ",
+                                 payload_name(config.payload), ", strategy ",
+                                 strategy_name(config.parallel.strategy), " at cp ",
+                                 config.parallel.cp, ")"));
     }
   }
   // Every strategy's own rules hold at cp = 1 too, also where its config runs as Ulysses.

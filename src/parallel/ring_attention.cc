@@ -6,19 +6,20 @@
 // piece u of U of each of those two chunks: Sl = S / P = 2c / U tokens. hq / hkv: query / KV
 // heads per rank after the Ulysses exchange (all heads when U = 1).
 //
-//   q, k, v [B, Sl, H*, D] (this rank's two pieces)
+//   q, k [B, Sl, H*, D], v [B, Sl, Hkv, Dv] (this rank's two pieces; Dv = head_dim_v, D unless MLA)
 //      | Ulysses all-to-all inside the group (skipped when U = 1: a pack), two segments per peer
 //      v
-//   q_full [2c][B][hq][D], kv_own [2c][B][2 hkv][D]   rows: chunk j (c rows), then chunk J
+//   q_full [2c][B][hq D], kv_own [2c][B][hkv D + hkv Dv]   rows: chunk j (c rows), then chunk J
+//      |                                                 (K|V rows as channels of gcd(D, Dv))
 //      | R ring steps. Step t: the KV block of ring index s = j - t (chunks s, 2R-1-s) is here;
 //      | it travels on to j + 1 on a side stream while the kernel runs on it (double-buffered).
 //      | Each step is one to four kernel calls on (query rows, key rows) with global-position
 //      | masks; blocks the mask hides entirely are skipped. Outputs merge in fp32 by LSE.
 //      v
-//   o_head [2c][B][hq][D], lse_head [2c][B][hq]   (sinks folded in once, at the end)
+//   o_head [2c][B][hq Dv], lse_head [2c][B][hq]   (sinks folded in once, at the end)
 //      | Ulysses all-to-all back (or an unpack when U = 1)
 //      v
-//   o [B, Sl, Hq, D], lse [B, Hq, Sl]
+//   o [B, Sl, Hq, Dv], lse [B, Hq, Sl]
 //
 // Backward replays the steps with the final O and LSE: dQ accumulates in fp32 where it is; each KV
 // block's fp32 dK/dV accumulator travels with the block (one hop behind it) and reaches its owner
@@ -60,6 +61,7 @@
 #include <algorithm>
 #include <array>
 #include <limits>
+#include <numeric>
 #include <set>
 #include <tuple>
 #include <vector>
@@ -275,6 +277,9 @@ std::vector<Block> blocks_of_step(const PlanConfig& config, int j, int t) {
 }
 
 class RingAttention final : public DistributedAttention {
+  // The heads of a group buffer a view or row takes (rows_view(), row_bytes()).
+  enum class Heads { kQ, kO, kK, kV, kKV };
+
  public:
   RingAttention(const PlanConfig& config, Communicator& comm, LocalAttention& kernel,
                 HeadRouting routing, std::unique_ptr<kernels::StreamSet> streams)
@@ -297,6 +302,8 @@ class RingAttention final : public DistributedAttention {
     Sl_ = S_ / P_;
     half_ = Sl_ / 2;
     D_ = config.attention.head_dim;
+    Dv_ = config.attention.value_dim();
+    W_ = std::gcd(D_, Dv_);
     hq_ = routing_.heads_q_local;
     hkv_ = routing_.heads_kv_local;
     dtype_ = config.dtype;
@@ -410,7 +417,7 @@ class RingAttention final : public DistributedAttention {
     }
 
     // 2. Ring steps.
-    const TensorView o_acc = rows_view(at(ws, o_acc_), hq_, 0, hq_, acc_, 0, 2 * c_);
+    const TensorView o_acc = rows_view(at(ws, o_acc_), Heads::kO, acc_, 0, 2 * c_);
     const TensorView lse_acc = lse_rows(at(ws, lse_acc_), acc_, 0, 2 * c_);
     const bool direct = direct_first();
     if (!direct) ULYSSES_RETURN_IF_ERROR(kernels::reset_partial(o_acc, lse_acc, stream));
@@ -424,11 +431,11 @@ class RingAttention final : public DistributedAttention {
         if (idle(b)) continue;
         LocalForwardArgs la;
         la.q = qo_in_place_ ? shard_rows(a.q, b.q_row, b.q_rows)
-                            : rows_view(q_full, hq_, 0, hq_, dtype_, b.q_row, b.q_rows);
-        la.k = rows_view(cur, 2 * hkv_, 0, hkv_, dtype_, b.kv_row, b.kv_rows);
-        la.v = rows_view(cur, 2 * hkv_, hkv_, hkv_, dtype_, b.kv_row, b.kv_rows);
+                            : rows_view(q_full, Heads::kQ, dtype_, b.q_row, b.q_rows);
+        la.k = rows_view(cur, Heads::kK, dtype_, b.kv_row, b.kv_rows);
+        la.v = rows_view(cur, Heads::kV, dtype_, b.kv_row, b.kv_rows);
         const LocalProblem p = problem(b);
-        la.o = rows_view(at(ws, o_blk_), hq_, 0, hq_, p.out_dtype(), b.q_row, b.q_rows);
+        la.o = rows_view(at(ws, o_blk_), Heads::kO, p.out_dtype(), b.q_row, b.q_rows);
         la.lse = lse_rows(at(ws, lse_blk_), DType::kFloat32, b.q_row, b.q_rows);
         ULYSSES_ASSIGN_OR_RETURN(la.rows, rows_of(b, ws, stream));
         la.workspace = kernel_ws_bytes_ ? at(ws, kernel_ws_) : nullptr;
@@ -444,9 +451,9 @@ class RingAttention final : public DistributedAttention {
         const RowSpan qs = span(la.rows, false, b.q_rows);
         if (qs.rows() == 0) continue;
         ULYSSES_RETURN_IF_ERROR(kernels::merge_partial(
-            rows_view(at(ws, o_acc_), hq_, 0, hq_, acc_, b.q_row + qs.begin, qs.rows()),
+            rows_view(at(ws, o_acc_), Heads::kO, acc_, b.q_row + qs.begin, qs.rows()),
             lse_rows(at(ws, lse_acc_), acc_, b.q_row + qs.begin, qs.rows()),
-            rows_view(at(ws, o_blk_), hq_, 0, hq_, p.out_dtype(), b.q_row + qs.begin, qs.rows()),
+            rows_view(at(ws, o_blk_), Heads::kO, p.out_dtype(), b.q_row + qs.begin, qs.rows()),
             lse_rows(at(ws, lse_blk_), DType::kFloat32, b.q_row + qs.begin, qs.rows()), stream));
       }
       if (R_ > 1) ULYSSES_RETURN_IF_ERROR(streams_->record(ev_computed(t), stream));
@@ -454,7 +461,7 @@ class RingAttention final : public DistributedAttention {
 
     // 3. Sinks once, then the output back to the sequence owners.
     const TensorView o_fin =
-        qo_in_place_ ? act(a.o) : rows_view(o_head, hq_, 0, hq_, dtype_, 0, 2 * c_);
+        qo_in_place_ ? act(a.o) : rows_view(o_head, Heads::kO, dtype_, 0, 2 * c_);
     const TensorView lse_fin = lse_rows(lse_head, DType::kFloat32, 0, 2 * c_);
     ULYSSES_RETURN_IF_ERROR(
         kernels::finalize_partial(o_acc, lse_acc, a.sinks, q_offset(), o_fin, lse_fin, stream));
@@ -463,11 +470,11 @@ class RingAttention final : public DistributedAttention {
       // the blocks', doubling dSinks' error on bf16).
       ULYSSES_RETURN_IF_ERROR(kernels::finalize_partial(
           o_acc, lse_acc, a.sinks, q_offset(),
-          rows_view(at(keep, o_fine_), hq_, 0, hq_, acc_, 0, 2 * c_), lse_fin, stream));
+          rows_view(at(keep, o_fine_), Heads::kO, acc_, 0, 2 * c_), lse_fin, stream));
     }
     if (U_ == 1) {
       if (!qo_in_place_) {
-        ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_head, dtype_, 1, Sl_, B_, hq_, D_}, 0,
+        ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_head, dtype_, 1, Sl_, B_, hq_, Dv_}, 0,
                                                       zero_map_, hq_, act(a.o), stream));
       }
       if (!a.lse.empty_view()) {
@@ -480,11 +487,11 @@ class RingAttention final : public DistributedAttention {
     char* o_recv = at(ws, send_q_);  // send_q is dead once step 1's exchange has run
     char* lse_recv = at(ws, lse_recv_);
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
-    ULYSSES_RETURN_IF_ERROR(segments_to_seq(o_head, o_recv, row_bytes(hq_, dtype_), stream));
+    ULYSSES_RETURN_IF_ERROR(segments_to_seq(o_head, o_recv, row_bytes(Heads::kO, dtype_), stream));
     ULYSSES_RETURN_IF_ERROR(
-        segments_to_seq(lse_head, lse_recv, row_bytes(hq_, DType::kFloat32, 1), stream));
+        segments_to_seq(lse_head, lse_recv, lse_row_bytes(DType::kFloat32), stream));
     ULYSSES_RETURN_IF_ERROR(comm_.group_end());
-    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_recv, dtype_, U_, Sl_, B_, hq_, D_}, 0,
+    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_recv, dtype_, U_, Sl_, B_, hq_, Dv_}, 0,
                                                   routing_.q_begin, hq_, act(a.o), stream));
     if (!a.lse.empty_view()) {
       ULYSSES_RETURN_IF_ERROR(kernels::unpack_lse({lse_recv, DType::kFloat32, U_, Sl_, B_, hq_, 1},
@@ -517,28 +524,31 @@ class RingAttention final : public DistributedAttention {
     char* send_o = local ? o_head : at(ws, bwd_send_o_);
     if (!in_place_) {
       ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
-          act(a.d_o), qb, hq_, {send_do, dtype_, U_, Sl_, B_, hq_, D_}, 0, stream));
+          act(a.d_o), qb, hq_, {send_do, dtype_, U_, Sl_, B_, hq_, Dv_}, 0, stream));
     }
     if (qo_in_place_) {
       ULYSSES_RETURN_IF_ERROR(pack_kv(a.k, a.v, kv_own, stream));
     } else if (lse_only_) {
       const std::span<const int> kb = local ? zero_map_ : routing_.kv_begin;
-      const kernels::MessageLayout mkv{send_kv, dtype_, U_, Sl_, B_, 2 * hkv_, D_};
+      const kernels::MessageLayout mkv = kv_layout(send_kv, dtype_, U_, Sl_);
       ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
           act(a.q), qb, hq_, {send_q, dtype_, U_, Sl_, B_, hq_, D_}, 0, stream));
       ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(a.k), kb, hkv_, mkv, 0, stream));
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(a.v), kb, hkv_, mkv, hkv_, stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(a.v), kb, hkv_, mkv, v_channel(), stream));
       ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
-          act(a.o), qb, hq_, {send_o, dtype_, U_, Sl_, B_, hq_, D_}, 0, stream));
+          act(a.o), qb, hq_, {send_o, dtype_, U_, Sl_, B_, hq_, Dv_}, 0, stream));
     }
     if (!local) {
       ULYSSES_RETURN_IF_ERROR(comm_.group_start());
-      ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_do, do_head, row_bytes(hq_, dtype_), stream));
+      ULYSSES_RETURN_IF_ERROR(
+          seq_to_segments(send_do, do_head, row_bytes(Heads::kO, dtype_), stream));
       if (lse_only_) {
-        ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_q, q_full, row_bytes(hq_, dtype_), stream));
         ULYSSES_RETURN_IF_ERROR(
-            seq_to_segments(send_kv, kv_own, row_bytes(2 * hkv_, dtype_), stream));
-        ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_o, o_head, row_bytes(hq_, dtype_), stream));
+            seq_to_segments(send_q, q_full, row_bytes(Heads::kQ, dtype_), stream));
+        ULYSSES_RETURN_IF_ERROR(
+            seq_to_segments(send_kv, kv_own, row_bytes(Heads::kKV, dtype_), stream));
+        ULYSSES_RETURN_IF_ERROR(
+            seq_to_segments(send_o, o_head, row_bytes(Heads::kO, dtype_), stream));
       }
       ULYSSES_RETURN_IF_ERROR(comm_.group_end());
     }
@@ -554,18 +564,18 @@ class RingAttention final : public DistributedAttention {
     // Rows of the head-layout Q, O and dO, or of the caller's tensors where they are read in place.
     auto q_rows = [&](std::int64_t row0, std::int64_t rows) {
       return qo_in_place_ ? shard_rows(a.q, row0, rows)
-                          : rows_view(q_full, hq_, 0, hq_, dtype_, row0, rows);
+                          : rows_view(q_full, Heads::kQ, dtype_, row0, rows);
     };
     auto o_rows = [&](std::int64_t row0, std::int64_t rows) {
       return qo_in_place_ ? shard_rows(a.o, row0, rows)
-                          : rows_view(o_head, hq_, 0, hq_, dtype_, row0, rows);
+                          : rows_view(o_head, Heads::kO, dtype_, row0, rows);
     };
     auto do_rows = [&](std::int64_t row0, std::int64_t rows) {
       return in_place_ ? shard_rows(a.d_o, row0, rows)
-                       : rows_view(do_head, hq_, 0, hq_, dtype_, row0, rows);
+                       : rows_view(do_head, Heads::kO, dtype_, row0, rows);
     };
     const TensorView o_all = o_fine_bytes_ > 0
-                                 ? rows_view(at(a.saved, o_fine_), hq_, 0, hq_, acc_, 0, 2 * c_)
+                                 ? rows_view(at(a.saved, o_fine_), Heads::kO, acc_, 0, 2 * c_)
                                  : o_rows(0, 2 * c_);
     const TensorView do_all = do_rows(0, 2 * c_);
     const TensorView lse_all = lse_rows(lse_head, DType::kFloat32, 0, 2 * c_);
@@ -584,12 +594,12 @@ class RingAttention final : public DistributedAttention {
     }
 
     // 2. Ring steps: dQ stays, each block's dK/dV accumulator follows its block.
-    const TensorView dq_acc = rows_view(at(ws, dq_acc_), hq_, 0, hq_, acc_, 0, 2 * c_);
+    const TensorView dq_acc = rows_view(at(ws, dq_acc_), Heads::kQ, acc_, 0, 2 * c_);
     const bool direct = direct_first();
     if (!direct) {
       ULYSSES_RETURN_IF_ERROR(kernels::zero(dq_acc, stream));
-      ULYSSES_RETURN_IF_ERROR(kernels::zero(
-          rows_view(at(ws, dkv_buf_[0]), 2 * hkv_, 0, 2 * hkv_, acc_, 0, 2 * c_), stream));
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::zero(rows_view(at(ws, dkv_buf_[0]), Heads::kKV, acc_, 0, 2 * c_), stream));
     }
     ULYSSES_RETURN_IF_ERROR(streams_->record(kEvStart, stream));
     ULYSSES_RETURN_IF_ERROR(streams_->wait(side, kEvStart));
@@ -603,8 +613,8 @@ class RingAttention final : public DistributedAttention {
         if (idle(b)) continue;
         LocalBackwardArgs lb;
         lb.q = q_rows(b.q_row, b.q_rows);
-        lb.k = rows_view(cur, 2 * hkv_, 0, hkv_, dtype_, b.kv_row, b.kv_rows);
-        lb.v = rows_view(cur, 2 * hkv_, hkv_, hkv_, dtype_, b.kv_row, b.kv_rows);
+        lb.k = rows_view(cur, Heads::kK, dtype_, b.kv_row, b.kv_rows);
+        lb.v = rows_view(cur, Heads::kV, dtype_, b.kv_row, b.kv_rows);
         lb.o = o_rows(b.q_row, b.q_rows);
         lb.lse = lse_rows(lse_head, DType::kFloat32, b.q_row, b.q_rows);
         lb.d_o = do_rows(b.q_row, b.q_rows);
@@ -612,17 +622,17 @@ class RingAttention final : public DistributedAttention {
         ULYSSES_ASSIGN_OR_RETURN(lb.rows, rows_of(b, ws, stream));
         lb.workspace = kernel_ws_bytes_ ? at(ws, kernel_ws_) : nullptr;
         // The block's rows of the running sums; blocks the kernel cannot add into are staged.
-        const TensorView dq_sum = rows_view(at(ws, dq_acc_), hq_, 0, hq_, acc_, b.q_row, b.q_rows);
+        const TensorView dq_sum = rows_view(at(ws, dq_acc_), Heads::kQ, acc_, b.q_row, b.q_rows);
         char* dkv_out = p.accumulate_dkv ? dkv : at(ws, dkv_blk_);
         lb.dq = p.accumulate_dq ? dq_sum
-                                : rows_view(at(ws, dq_blk_), hq_, 0, hq_, acc_, b.q_row, b.q_rows);
-        lb.dk = rows_view(dkv_out, 2 * hkv_, 0, hkv_, acc_, b.kv_row, b.kv_rows);
-        lb.dv = rows_view(dkv_out, 2 * hkv_, hkv_, hkv_, acc_, b.kv_row, b.kv_rows);
+                                : rows_view(at(ws, dq_blk_), Heads::kQ, acc_, b.q_row, b.q_rows);
+        lb.dk = rows_view(dkv_out, Heads::kK, acc_, b.kv_row, b.kv_rows);
+        lb.dv = rows_view(dkv_out, Heads::kV, acc_, b.kv_row, b.kv_rows);
         if (t == 0 && direct) {  // the first block covers everything: it starts the sums
           p.accumulate_dq = p.accumulate_dkv = false;
           lb.dq = dq_acc;
-          lb.dk = rows_view(dkv, 2 * hkv_, 0, hkv_, acc_, 0, 2 * c_);
-          lb.dv = rows_view(dkv, 2 * hkv_, hkv_, hkv_, acc_, 0, 2 * c_);
+          lb.dk = rows_view(dkv, Heads::kK, acc_, 0, 2 * c_);
+          lb.dv = rows_view(dkv, Heads::kV, acc_, 0, 2 * c_);
           ULYSSES_RETURN_IF_ERROR(kernel_.backward(p, lb, stream));
           first = false;
           continue;
@@ -632,18 +642,16 @@ class RingAttention final : public DistributedAttention {
         const RowSpan qs = span(lb.rows, false, b.q_rows);
         if (!p.accumulate_dq && qs.rows() > 0) {
           ULYSSES_RETURN_IF_ERROR(kernels::accumulate(
-              rows_view(at(ws, dq_acc_), hq_, 0, hq_, acc_, b.q_row + qs.begin, qs.rows()),
-              rows_view(at(ws, dq_blk_), hq_, 0, hq_, acc_, b.q_row + qs.begin, qs.rows()),
-              stream));
+              rows_view(at(ws, dq_acc_), Heads::kQ, acc_, b.q_row + qs.begin, qs.rows()),
+              rows_view(at(ws, dq_blk_), Heads::kQ, acc_, b.q_row + qs.begin, qs.rows()), stream));
         }
         if (!p.accumulate_dkv) {  // R > 1 or a kernel that cannot add: the sum may still travel
           if (first && t > 0) ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_dkv(t)));
           const RowSpan ks = span(lb.rows, true, b.kv_rows);
           if (ks.rows() > 0) {
             ULYSSES_RETURN_IF_ERROR(kernels::accumulate(
-                rows_view(dkv, 2 * hkv_, 0, 2 * hkv_, acc_, b.kv_row + ks.begin, ks.rows()),
-                rows_view(at(ws, dkv_blk_), 2 * hkv_, 0, 2 * hkv_, acc_, b.kv_row + ks.begin,
-                          ks.rows()),
+                rows_view(dkv, Heads::kKV, acc_, b.kv_row + ks.begin, ks.rows()),
+                rows_view(at(ws, dkv_blk_), Heads::kKV, acc_, b.kv_row + ks.begin, ks.rows()),
                 stream));
           }
         }
@@ -670,40 +678,41 @@ class RingAttention final : public DistributedAttention {
     // 3. Gradients back to the sequence owners.
     if (U_ == 1) {
       ULYSSES_RETURN_IF_ERROR(kernels::convert(act(a.dq), dq_acc, stream));
-      ULYSSES_RETURN_IF_ERROR(kernels::convert(
-          act(a.dk), rows_view(dkv_final, 2 * hkv_, 0, hkv_, acc_, 0, 2 * c_), stream));
-      ULYSSES_RETURN_IF_ERROR(kernels::convert(
-          act(a.dv), rows_view(dkv_final, 2 * hkv_, hkv_, hkv_, acc_, 0, 2 * c_), stream));
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::convert(act(a.dk), rows_view(dkv_final, Heads::kK, acc_, 0, 2 * c_), stream));
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::convert(act(a.dv), rows_view(dkv_final, Heads::kV, acc_, 0, 2 * c_), stream));
     } else {
       char* grad_q = at(ws, grad_q_);
       char* grad_kv = kv_grad_dtype_ == acc_ ? dkv_final : at(ws, grad_kv_);
       ULYSSES_RETURN_IF_ERROR(
-          kernels::convert(rows_view(grad_q, hq_, 0, hq_, dtype_, 0, 2 * c_), dq_acc, stream));
+          kernels::convert(rows_view(grad_q, Heads::kQ, dtype_, 0, 2 * c_), dq_acc, stream));
       if (grad_kv != dkv_final) {
         ULYSSES_RETURN_IF_ERROR(
-            kernels::convert(rows_view(grad_kv, 2 * hkv_, 0, 2 * hkv_, kv_grad_dtype_, 0, 2 * c_),
-                             rows_view(dkv_final, 2 * hkv_, 0, 2 * hkv_, acc_, 0, 2 * c_), stream));
+            kernels::convert(rows_view(grad_kv, Heads::kKV, kv_grad_dtype_, 0, 2 * c_),
+                             rows_view(dkv_final, Heads::kKV, acc_, 0, 2 * c_), stream));
       }
       char* dq_recv = at(ws, send_do_);  // send_dO is dead once step 1's exchange has run
       char* dkv_recv = at(ws, dkv_recv_);
       ULYSSES_RETURN_IF_ERROR(comm_.group_start());
-      ULYSSES_RETURN_IF_ERROR(segments_to_seq(grad_q, dq_recv, row_bytes(hq_, dtype_), stream));
       ULYSSES_RETURN_IF_ERROR(
-          segments_to_seq(grad_kv, dkv_recv, row_bytes(2 * hkv_, kv_grad_dtype_), stream));
+          segments_to_seq(grad_q, dq_recv, row_bytes(Heads::kQ, dtype_), stream));
+      ULYSSES_RETURN_IF_ERROR(
+          segments_to_seq(grad_kv, dkv_recv, row_bytes(Heads::kKV, kv_grad_dtype_), stream));
       ULYSSES_RETURN_IF_ERROR(comm_.group_end());
       ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({dq_recv, dtype_, U_, Sl_, B_, hq_, D_}, 0,
                                                     routing_.q_begin, hq_, act(a.dq), stream));
-      const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, U_, Sl_, B_, 2 * hkv_, D_};
+      const kernels::MessageLayout kv_msg = kv_layout(dkv_recv, kv_grad_dtype_, U_, Sl_);
       if (routing_.replicated()) {
         ULYSSES_RETURN_IF_ERROR(
             kernels::unpack_sum_replicas(kv_msg, 0, routing_.kv_begin, act(a.dk), stream));
-        ULYSSES_RETURN_IF_ERROR(
-            kernels::unpack_sum_replicas(kv_msg, 1, routing_.kv_begin, act(a.dv), stream));
+        ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, v_channel(), routing_.kv_begin,
+                                                             act(a.dv), stream));
       } else {
         ULYSSES_RETURN_IF_ERROR(
             kernels::unpack_heads(kv_msg, 0, routing_.kv_begin, hkv_, act(a.dk), stream));
         ULYSSES_RETURN_IF_ERROR(
-            kernels::unpack_heads(kv_msg, hkv_, routing_.kv_begin, hkv_, act(a.dv), stream));
+            kernels::unpack_heads(kv_msg, v_channel(), routing_.kv_begin, hkv_, act(a.dv), stream));
       }
     }
     // 4. dSinks: every rank's rows contribute to its heads' entries; sum over all ranks.
@@ -986,8 +995,9 @@ class RingAttention final : public DistributedAttention {
                                    kv_message(at(ws, kv_cur_)), comm_.device(), stream);
   }
 
-  // fp8: this rank's block kv_own into FP8 rows in the first ring buffer (what step 0 sends), and
-  // those rows back into `dst` (plan dtype). Rows rounded once give the same values again.
+  // fp8 (K|V rows of one width: head_dim_v is refused with it): this rank's block kv_own into FP8
+  // rows in the first ring buffer (what step 0 sends), and those rows back into `dst` (plan
+  // dtype). Rows rounded once give the same values again.
   Status encode_own(char* kv_own, char* ws, Stream stream) {
     const std::int64_t row = static_cast<std::int64_t>(2 * hkv_) * D_;
     const TensorView own = TensorView::strided(kv_own, dtype_, {B_, 2 * c_, 2 * hkv_, D_},
@@ -1001,19 +1011,33 @@ class RingAttention final : public DistributedAttention {
   }
   // A KV block [2c][B][2 hkv][D] as FP8 rows, and as a one-peer message of the plan's dtype.
   kernels::Fp8MessageLayout fp8_kv(char* data) const { return {data, 1, 2 * c_, B_, 2 * hkv_, D_}; }
-  kernels::MessageLayout kv_message(char* data) const {
-    return {data, dtype_, 1, 2 * c_, B_, 2 * hkv_, D_};
-  }
+  kernels::MessageLayout kv_message(char* data) const { return kv_layout(data, dtype_, 1, 2 * c_); }
   // Bytes of one ring buffer: a KV block, or its FP8 rows.
   std::size_t ring_bytes() const { return fp8_ ? fp8_kv(nullptr).peer_bytes() : kv_bytes(dtype_); }
 
-  // Bytes of one group row ([B][channels][width]) and of a whole KV block.
-  std::size_t row_bytes(int channels, DType dtype, std::int64_t width = -1) const {
-    return static_cast<std::size_t>(B_ * channels * (width < 0 ? D_ : width)) * dtype_size(dtype);
+  // Elements of one token's row of a group buffer holding `h` (per batch entry): hq D (Q, dQ),
+  // hq Dv (O, dO), hkv D + hkv Dv (K|V blocks and their gradients).
+  std::int64_t row_elems(Heads h) const {
+    if (h == Heads::kQ) return hq_ * D_;
+    if (h == Heads::kO) return hq_ * Dv_;
+    return hkv_ * (D_ + Dv_);
+  }
+  // Bytes of one group row ([B][row_elems]) and of a whole KV block; of one LSE row ([B][hq]).
+  std::size_t row_bytes(Heads h, DType dtype) const {
+    return static_cast<std::size_t>(B_ * row_elems(h)) * dtype_size(dtype);
+  }
+  std::size_t lse_row_bytes(DType dtype) const {
+    return static_cast<std::size_t>(B_ * hq_) * dtype_size(dtype);
   }
   std::size_t kv_bytes(DType dtype) const {
-    return static_cast<std::size_t>(2 * c_) * row_bytes(2 * hkv_, dtype);
+    return static_cast<std::size_t>(2 * c_) * row_bytes(Heads::kKV, dtype);
   }
+  // A K|V message or block: rows of hkv K heads of D then hkv V heads of Dv, as channels of
+  // gcd(D, Dv) (a head spans D / gcd or Dv / gcd of them); V's heads start at v_channel().
+  kernels::MessageLayout kv_layout(char* data, DType dtype, int peers, std::int64_t rows) const {
+    return {data, dtype, peers, rows, B_, static_cast<int>(row_elems(Heads::kKV) / W_), W_};
+  }
+  int v_channel() const { return static_cast<int>(hkv_ * D_ / W_); }
 
   // The Ulysses exchange with two segments per peer. A sequence-side message buffer is
   // msg[p][Sl] rows, segment g of peer p at rows p Sl + g Sl/2; on the head side that segment is
@@ -1052,25 +1076,26 @@ class RingAttention final : public DistributedAttention {
                   char* send_kv, char* q_full, char* kv_own, Stream stream) {
     const bool local = U_ == 1;
     const kernels::MessageLayout mq{local ? q_full : send_q, dtype_, U_, Sl_, B_, hq_, D_};
-    const kernels::MessageLayout mkv{local ? kv_own : send_kv, dtype_, U_, Sl_, B_, 2 * hkv_, D_};
+    const kernels::MessageLayout mkv = kv_layout(local ? kv_own : send_kv, dtype_, U_, Sl_);
     const std::span<const int> qb = local ? zero_map_ : routing_.q_begin;
     const std::span<const int> kb = local ? zero_map_ : routing_.kv_begin;
     ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(q), qb, hq_, mq, 0, stream));
     ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(k), kb, hkv_, mkv, 0, stream));
-    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(v), kb, hkv_, mkv, hkv_, stream));
+    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(v), kb, hkv_, mkv, v_channel(), stream));
     if (local) return Status::ok();
     // One grouped exchange for Q and for K/V together.
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
-    ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_q, q_full, row_bytes(hq_, dtype_), stream));
-    ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_kv, kv_own, row_bytes(2 * hkv_, dtype_), stream));
+    ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_q, q_full, row_bytes(Heads::kQ, dtype_), stream));
+    ULYSSES_RETURN_IF_ERROR(
+        seq_to_segments(send_kv, kv_own, row_bytes(Heads::kKV, dtype_), stream));
     return comm_.group_end();
   }
 
   // K and V into kv_own (U = 1: a pack, no exchange).
   Status pack_kv(const TensorView& k, const TensorView& v, char* kv_own, Stream stream) {
-    const kernels::MessageLayout mkv{kv_own, dtype_, 1, Sl_, B_, 2 * hkv_, D_};
+    const kernels::MessageLayout mkv = kv_layout(kv_own, dtype_, 1, Sl_);
     ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(k), zero_map_, hkv_, mkv, 0, stream));
-    return kernels::pack_heads(act(v), zero_map_, hkv_, mkv, hkv_, stream);
+    return kernels::pack_heads(act(v), zero_map_, hkv_, mkv, v_channel(), stream);
   }
 
   // Rows [row0, row0 + rows) of this rank's activation t (U = 1, bshd): [B, rows, H, D], t's
@@ -1079,14 +1104,24 @@ class RingAttention final : public DistributedAttention {
     return sequence_rows(act(t), row0, rows);
   }
 
-  // [B, rows, heads, D] view of channels [c_begin, c_begin + heads), rows [row0, row0 + rows), of
-  // a [2c][B][channels][D] group buffer.
-  TensorView rows_view(char* base, int channels, int c_begin, int heads, DType dtype,
-                       std::int64_t row0, std::int64_t rows) const {
-    const std::int64_t row = static_cast<std::int64_t>(channels) * D_;
+  // [B, rows, heads, width] view of rows [row0, row0 + rows) of a [2c][B][row_elems] group
+  // buffer: Q's heads [B, rows, hq, D], O's [B, rows, hq, Dv], a KV block's K heads
+  // [B, rows, hkv, D] or V heads [B, rows, hkv, Dv], or the whole K|V row as gcd(D, Dv)-wide
+  // channels (element-wise sums over K and V at once).
+  TensorView rows_view(char* base, Heads h, DType dtype, std::int64_t row0,
+                       std::int64_t rows) const {
+    const std::int64_t row = row_elems(h);
+    std::int64_t c0 = 0, heads = hkv_, width = D_;
+    if (h == Heads::kQ || h == Heads::kO) heads = hq_;
+    if (h == Heads::kO || h == Heads::kV) width = Dv_;
+    if (h == Heads::kV) c0 = hkv_ * D_;
+    if (h == Heads::kKV) {
+      heads = row / W_;
+      width = W_;
+    }
     return TensorView::strided(
-        base + static_cast<std::size_t>(row0 * B_ * row + c_begin * D_) * dtype_size(dtype), dtype,
-        {B_, rows, heads, D_}, {row, B_ * row, D_, 1}, comm_.device());
+        base + static_cast<std::size_t>(row0 * B_ * row + c0) * dtype_size(dtype), dtype,
+        {B_, rows, heads, width}, {row, B_ * row, width, 1}, comm_.device());
   }
   // [B, hq, rows] view of rows [row0, row0 + rows) of a [2c][B][hq] LSE buffer.
   TensorView lse_rows(char* base, DType dtype, std::int64_t row0, std::int64_t rows) const {
@@ -1096,10 +1131,14 @@ class RingAttention final : public DistributedAttention {
 
   void layout_buffers() {
     const std::size_t rows = static_cast<std::size_t>(2 * c_);
-    const std::size_t q_bytes = rows * row_bytes(hq_, dtype_);
-    const std::size_t lse_bytes = rows * row_bytes(hq_, DType::kFloat32, 1);
-    const std::size_t msg_q = static_cast<std::size_t>(U_ * Sl_) * row_bytes(hq_, dtype_);
-    const std::size_t msg_kv = static_cast<std::size_t>(U_ * Sl_) * row_bytes(2 * hkv_, dtype_);
+    const std::size_t q_bytes = rows * row_bytes(Heads::kQ, dtype_);
+    const std::size_t o_bytes = rows * row_bytes(Heads::kO, dtype_);
+    const std::size_t lse_bytes = rows * lse_row_bytes(DType::kFloat32);
+    const auto msg = [&](Heads h, DType dtype) {
+      return static_cast<std::size_t>(U_ * Sl_) * row_bytes(h, dtype);
+    };
+    const std::size_t msg_q = msg(Heads::kQ, dtype_), msg_o = msg(Heads::kO, dtype_);
+    const std::size_t msg_kv = msg(Heads::kKV, dtype_);
     zero_map_ = {0};
     for (const LocalProblem& p : all_problems(config_, routing_, rank_, accumulate_)) {
       kernel_ws_bytes_ = std::max(kernel_ws_bytes_, kernel_.workspace_bytes(p));
@@ -1112,13 +1151,13 @@ class RingAttention final : public DistributedAttention {
     Arena& heads = lse_only_ ? fwd : keep;
     if (!qo_in_place_) q_full_ = heads.take(q_bytes);
     kv_own_ = heads.take(kv_bytes(dtype_));
-    if (!qo_in_place_) o_head_ = heads.take(q_bytes);
+    if (!qo_in_place_) o_head_ = heads.take(o_bytes);
     lse_head_ = keep.take(lse_bytes);
     if (config_.training && config_.attention.sinks) {
-      o_fine_bytes_ = rows * row_bytes(hq_, acc_);
+      o_fine_bytes_ = rows * row_bytes(Heads::kO, acc_);
       o_fine_ = keep.take(o_fine_bytes_);
     }
-    // Forward scratch (O comes back into send_q's region: same size, dead by then). The KV ring
+    // Forward scratch (O comes back into send_q's region, dead by then). The KV ring
     // buffers come first, at the offsets backward uses too.
     // fp8: the first ring buffer holds this rank's own codes even with one ring step; arriving
     // blocks are turned back into kv_cur.
@@ -1126,13 +1165,13 @@ class RingAttention final : public DistributedAttention {
     if (R_ > 1) kv_ring_[1] = fwd.take(ring_bytes());
     if (R_ > 1 && fp8_) kv_cur_ = fwd.take(kv_bytes(dtype_));
     if (U_ > 1) {
-      send_q_ = fwd.take(msg_q);
+      send_q_ = fwd.take(std::max(msg_q, msg_o));
       send_kv_ = fwd.take(msg_kv);
       lse_recv_ = fwd.take(lse_bytes);
     }
-    o_acc_ = fwd.take(rows * row_bytes(hq_, acc_));
-    lse_acc_ = fwd.take(rows * row_bytes(hq_, acc_, 1));
-    o_blk_ = fwd.take(rows * row_bytes(hq_, acc_));
+    o_acc_ = fwd.take(rows * row_bytes(Heads::kO, acc_));
+    lse_acc_ = fwd.take(rows * lse_row_bytes(acc_));
+    o_blk_ = fwd.take(rows * row_bytes(Heads::kO, acc_));
     lse_blk_ = fwd.take(lse_bytes);
     std::size_t scratch = fwd.total();
     if (config_.training) {
@@ -1141,29 +1180,28 @@ class RingAttention final : public DistributedAttention {
       if (lse_only_) {  // q_full_, kv_own_, o_head_ (as in forward)
         if (!qo_in_place_) bwd.take(q_bytes);
         bwd.take(kv_bytes(dtype_));
-        if (!qo_in_place_) bwd.take(q_bytes);
+        if (!qo_in_place_) bwd.take(o_bytes);
       }
       if (R_ > 1 || fp8_) bwd.take(ring_bytes());      // kv_ring_[0]
       if (R_ > 1) bwd.take(ring_bytes());              // kv_ring_[1]
       if (R_ > 1 && fp8_) bwd.take(kv_bytes(dtype_));  // kv_cur_
-      if (!in_place_) do_head_ = bwd.take(q_bytes);
-      dq_acc_ = bwd.take(rows * row_bytes(hq_, acc_));
+      if (!in_place_) do_head_ = bwd.take(o_bytes);
+      dq_acc_ = bwd.take(rows * row_bytes(Heads::kQ, acc_));
       // Per-block gradients, unless the kernel adds them to the sums itself (see block_problem).
-      if (!accumulate_) dq_blk_ = bwd.take(rows * row_bytes(hq_, acc_));
+      if (!accumulate_) dq_blk_ = bwd.take(rows * row_bytes(Heads::kQ, acc_));
       dkv_buf_[0] = bwd.take(kv_bytes(acc_));
       dkv_buf_[1] = R_ > 1 ? bwd.take(kv_bytes(acc_)) : dkv_buf_[0];
       if (!accumulate_ || R_ > 1) dkv_blk_ = bwd.take(kv_bytes(acc_));
       if (U_ > 1 && lse_only_) {  // q, k|v, o on their way to the head owners again
         bwd_send_q_ = bwd.take(msg_q);
         bwd_send_kv_ = bwd.take(msg_kv);
-        bwd_send_o_ = bwd.take(msg_q);
+        bwd_send_o_ = bwd.take(msg_o);
       }
       if (U_ > 1) {
-        send_do_ = bwd.take(msg_q);  // dQ comes back into it
+        send_do_ = bwd.take(std::max(msg_o, msg_q));  // dQ comes back into it
         grad_q_ = bwd.take(q_bytes);
         if (kv_grad_dtype_ != acc_) grad_kv_ = bwd.take(kv_bytes(kv_grad_dtype_));
-        dkv_recv_ =
-            bwd.take(static_cast<std::size_t>(U_ * Sl_) * row_bytes(2 * hkv_, kv_grad_dtype_));
+        dkv_recv_ = bwd.take(msg(Heads::kKV, kv_grad_dtype_));
       }
       dsinks_local_ = bwd.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
       scratch = std::max(scratch, bwd.total());
@@ -1193,7 +1231,9 @@ class RingAttention final : public DistributedAttention {
   std::vector<int> zero_map_;              // head map of a one-peer pack/unpack
   int P_ = 1, U_ = 1, R_ = 1, rank_ = 0, j_ = 0, u_ = 0, next_ = 0, prev_ = 0;
   int hq_ = 0, hkv_ = 0;
-  std::int64_t B_ = 1, S_ = 0, c_ = 0, Sl_ = 0, half_ = 0, D_ = 0;
+  std::int64_t B_ = 1, S_ = 0, c_ = 0, Sl_ = 0, half_ = 0;
+  std::int64_t D_ = 0, Dv_ = 0;  // head_dim (Q, K), head_dim_v (V, O)
+  std::int64_t W_ = 0;           // gcd(D, Dv): the channel width K|V rows are cut into
   DType dtype_ = DType::kBFloat16, acc_ = DType::kFloat32, kv_grad_dtype_ = DType::kBFloat16;
   // Offsets into `saved` (training) or the workspace, and into the workspace.
   std::size_t q_full_ = 0, kv_own_ = 0, o_head_ = 0, lse_head_ = 0;

@@ -183,8 +183,7 @@ inline SweepCase draw_case(std::uint64_t seed, const SweepSpace& space) {
   // sized for per-sequence padding: the stream needs no more).
   const bool zigzag_ring = c.strategy == Strategy::kRing || c.strategy == Strategy::kHybrid;
   if (c.layout == Layout::kTHD && zigzag_ring && chance(0.5)) c.sharding = PackedSharding::kStream;
-  // V and O of another head_dim (MLA): Ulysses' and all-gather's native rows take it, the rest
-  // refuse it.
+  // V and O of another head_dim (MLA): native rows take it, FP8 payloads refuse it.
   if (chance(0.15)) {
     const int dv = pick(space.head_dims);
     if (dv != c.D) c.Dv = dv;

@@ -466,33 +466,62 @@ GpuCase mla(GpuCase c, int dv) {
   return c;
 }
 
-// All-gather with two head widths: kv_all's rows hold K heads of D and V heads of Dv, its fp32
-// partials too; O is Dv wide.
+// Ring, hybrid and all-gather with two head widths: KV blocks (ring's travelling fp32 gradient
+// sums, all-gather's kv_all and partials) hold K heads of D and V heads of Dv; O is Dv wide.
 GpuCase with_dims(GpuCase c, int d, int dv) {
   c.D = d;
   return mla(std::move(c), dv);
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    AllGatherMla, DeviceLoopbackRing,
+    Mla, DeviceLoopbackRing,
     ::testing::Values(
-        with_dims(ring_case("p2_gqa_causal_sinks", Strategy::kAllGather, 2, 0, 512, 8, 2, true,
+        with_dims(ring_case("ring_p2_gqa_causal_sinks", Strategy::kRing, 2, 0, 512, 8, 2, true,
                             true),
                   192, 128),
-        with_dims(ring_case("p8_mqa_causal", Strategy::kAllGather, 8, 0, 1024, 4, 1, true, false),
+        with_dims(ring_case("ring_p4_causal_window_100", Strategy::kRing, 4, 0, 1024, 4, 2, true,
+                            false, 100),
                   192, 128),
         [] {
-          GpuCase c = with_dims(ring_case("p4_batch2_window_100_lse_only", Strategy::kAllGather, 4,
-                                          0, 1024, 8, 2, true, false, 100),
+          GpuCase c = with_dims(
+              ring_case("ring_p2_batch2_lse_only", Strategy::kRing, 2, 0, 1024, 8, 2, true, true),
+              192, 128);
+          c.B = 2;
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
+        with_dims(ring_case("hybrid_2x2_gqa_causal_sinks", Strategy::kHybrid, 4, 2, 512, 8, 4, true,
+                            true),
+                  192, 128),
+        with_dims(ring_case("hybrid_4x2_replicated_kv_causal", Strategy::kHybrid, 8, 4, 1024, 8, 2,
+                            true, false),
+                  192, 128),
+        [] {
+          GpuCase c = with_dims(ring_case("ring_p2_two_sided_window_wider_v", Strategy::kRing, 2, 0,
+                                          1024, 4, 2, false, false, 150),
+                                64, 128);
+          c.wr = 60;
+          return c;
+        }(),
+        with_dims(ring_case("allgather_p2_gqa_causal_sinks", Strategy::kAllGather, 2, 0, 512, 8, 2,
+                            true, true),
+                  192, 128),
+        with_dims(ring_case("allgather_p8_mqa_causal", Strategy::kAllGather, 8, 0, 1024, 4, 1, true,
+                            false),
+                  192, 128),
+        [] {
+          GpuCase c = with_dims(ring_case("allgather_p4_batch2_window_100_lse_only",
+                                          Strategy::kAllGather, 4, 0, 1024, 8, 2, true, false, 100),
                                 192, 128);
           c.B = 2;
           c.saved = SavedActivations::kLseOnly;
           return c;
         }(),
         [] {
-          GpuCase c = with_dims(ring_case("p2_two_sided_window_wider_v", Strategy::kAllGather, 2, 0,
-                                          1024, 4, 2, false, false, 150),
-                                64, 128);
+          GpuCase c =
+              with_dims(ring_case("allgather_p2_two_sided_window_wider_v", Strategy::kAllGather, 2,
+                                  0, 1024, 4, 2, false, false, 150),
+                        64, 128);
           c.wr = 60;
           return c;
         }()),

@@ -363,7 +363,7 @@ TEST_P(RingGradientSums, AccumulatedInTheKernelEqualStagedBitwise) {
   const std::size_t acc = c.dtype == DType::kFloat64 ? 8 : 4;
   const std::size_t dq_blk = rows * static_cast<std::size_t>(c.Hq / U * c.D) * acc;
   const std::size_t dkv_blk =
-      rows * static_cast<std::size_t>(2 * std::max(1, c.Hkv / U) * c.D) * acc;
+      rows * static_cast<std::size_t>(std::max(1, c.Hkv / U) * (c.D + c.dv())) * acc;
   const bool one_step = c.P == U;
   EXPECT_GE(ws_staged, ws_added + dq_blk + (one_step ? dkv_blk : 0))
       << "staged " << ws_staged << " accumulated " << ws_added;
@@ -389,6 +389,9 @@ std::vector<Case> gradient_sum_cases() {
       Case{"hybrid_2x2_sinks_fp16", hybrid, 4, 2, 1, 64, 4, 2, 8, fp16, true, -1, -1, true},
       stream,
       stream_window,
+      mla(Case{"mla_ring_p2_gqa_causal_bf16", ring, 2, 0, 1, 64, 4, 2, 24, bf16, true}, 16),
+      mla(Case{"mla_hybrid_2x1_one_step_fp32_window", hybrid, 2, 2, 1, 32, 4, 2, 8, fp32, true, 5},
+          24),
   };
 }
 
@@ -439,7 +442,7 @@ TEST_P(RingLseOnly, SameBitsAsSavingTheHeadsWithOnlyTheLseSaved) {
   std::size_t want = rows * hq * 4;
   // (all-gather's kernel calls see every key of their rows: the sinks are in the LSE already)
   if (c.sinks && c.strategy != Strategy::kAllGather) {
-    want += rows * hq * static_cast<std::size_t>(c.D) * 4;
+    want += rows * hq * static_cast<std::size_t>(c.dv()) * 4;
   }
   EXPECT_GE(saved_lse, want);
   EXPECT_LE(saved_lse, want + 2 * 256);
@@ -462,6 +465,10 @@ std::vector<Case> lse_only_cases() {
       Case{"hybrid_2x2_mqa_fp16", hybrid, 4, 2, 1, 64, 4, 1, 8, fp16, false},
       packed,
       stream,
+      mla(Case{"mla_ring_p3_window_sinks_fp32", ring, 3, 0, 1, 96, 2, 1, 16, fp32, true, 9, 0,
+               true},
+          8),
+      mla(Case{"mla_hybrid_2x2_gqa_bf16_causal", hybrid, 4, 2, 2, 64, 4, 2, 24, bf16, true}, 16),
   };
 }
 
@@ -934,6 +941,60 @@ std::vector<Case> cases() {
        false,
        false,
        {33, 11, 12}},
+      // head_dim_v != head_dim (MLA): KV blocks (and their travelling fp32 gradient sums) hold
+      // hkv K heads of D then hkv V heads of Dv; O, its sums and dO are Dv wide, Q and dQ D wide.
+      // Narrower V, wider V, coprime widths, replicated KV heads, packed documents.
+      mla({"mla_ring_p2_gqa_bf16_causal_sinks", ring, 2, 0, 2, 16, 4, 2, 24, bf16, true, -1, -1,
+           true},
+          16),
+      mla({"mla_ring_p3_fp32_two_sided_sinks_wider_v", ring, 3, 0, 1, 18, 3, 1, 8, fp32, false, 4,
+           2, true},
+          24),
+      mla({"mla_ring_p4_mqa_fp64_causal_window_coprime", ring, 4, 0, 1, 32, 2, 1, 5, fp64, true, 6},
+          3),
+      mla({"mla_hybrid_2x2_gqa_bf16_causal_sinks", hybrid, 4, 2, 2, 24, 8, 4, 24, bf16, true, -1,
+           -1, true},
+          16),
+      mla({"mla_hybrid_4x2_replicated_kv_fp32_window", hybrid, 8, 4, 1, 32, 8, 2, 16, fp32, true,
+           5},
+          8),
+      mla({"mla_hybrid_2x2_inference_fp32", hybrid, 4, 2, 1, 16, 4, 2, 12, fp32, true, -1, -1,
+           false, false},
+          8),
+      mla({"packed_mla_ring_p2_fp32_causal_window_sinks",
+           ring,
+           2,
+           0,
+           1,
+           40,
+           4,
+           2,
+           16,
+           fp32,
+           true,
+           6,
+           -1,
+           true,
+           true,
+           {5, 12, 1, 9}},
+          8),
+      mla({"packed_mla_hybrid_2x2_gqa_bf16_causal",
+           hybrid,
+           4,
+           2,
+           1,
+           48,
+           4,
+           2,
+           12,
+           bf16,
+           true,
+           -1,
+           -1,
+           false,
+           true,
+           {9, 20, 11}},
+          20),
   };
 }
 

@@ -110,22 +110,15 @@ std::vector<PlanRule> plan_rules() {
        [](PlanConfig& c) { c.attention.head_dim_v = 257; },
        SC::kInvalidArgument,
        {"head_dim_v", "got 257"}},
-      // V and O narrower than Q and K run under Ulysses' and all-gather's native rows only.
-      {"head_dim_v_under_ring",
+      // V and O narrower than Q and K: any strategy, native payloads only.
+      {"head_dim_v_with_fp8_payload_under_ring",
        [](PlanConfig& c) {
          c.attention.head_dim_v = 8;
          c.parallel.strategy = Strategy::kRing;
+         c.payload = Payload::kFp8;
        },
        SC::kUnsupported,
-       {"head_dim_v 8 != head_dim 16", "strategy ulysses or allgather", "got ring at cp 2"}},
-      {"head_dim_v_under_hybrid",
-       [](PlanConfig& c) {
-         c.attention.head_dim_v = 24;
-         c.parallel.strategy = Strategy::kHybrid;
-         c.parallel.ulysses_degree = 1;
-       },
-       SC::kUnsupported,
-       {"head_dim_v 24", "got hybrid"}},
+       {"head_dim_v 8 != head_dim 16", "payload native", "got payload fp8, strategy ring at cp 2"}},
       {"head_dim_v_with_fp8_payload",
        [](PlanConfig& c) {
          c.attention.head_dim_v = 8;
