@@ -8,7 +8,8 @@
 # (bench only: head chunks pipelined with the kernel over NCCL and over copy engines), fp8 (bench
 # only: native vs fp8 payloads, ulysses' inbound exchanges, ring's K/V hops and all-gather's K/V
 # chunks, over NCCL and copy engines), targets (bench only: issue 3's rows, every chunk count and transport, heads and lse),
-# mla (bench only: head_dim 192 with head_dim_v 128, 32 heads, chunks and transports as overlap).
+# mla (bench only: head_dim 192 with head_dim_v 128, 32 heads; ulysses with chunks as overlap, ring
+# and allgather beside it; transports as overlap).
 # python (the torchrun example on every GPU: ulysses, ring, fp8; PyTorch from the machine's venv).
 # decode (the decode tests, then `ulysses-bench --decode`: a sharded KV cache, one new token).
 # allgather (its GPU tests, then ulysses, ring and allgather side by side at 8k/32k/128k: over
@@ -96,8 +97,9 @@ if [[ $mode == overlap ]]; then  # does overlap pay once the exchanges leave the
               --iters 3 "${bench_args[@]}")
 fi
 if [[ $mode == mla ]]; then  # MLA's head dims (192 for Q/K, 128 for V/O), MHA as it trains
-  bench_args=(--seq 8192,32768,131072 --strategy ulysses --heads 32 --kv-heads 32 --head-dim 192
-              --head-dim-v 128 --chunks 1,2,4 --transport nccl,peer --iters 3 "${bench_args[@]}")
+  bench_args=(--seq 8192,32768,131072 --strategy ulysses,ring,allgather --heads 32 --kv-heads 32
+              --head-dim 192 --head-dim-v 128 --chunks 1,2,4 --transport nccl,peer --iters 3
+              "${bench_args[@]}")
 fi
 if [[ $mode == fp8 ]]; then  # what halving the inbound bytes buys, and what it costs in accuracy
   bench_args=(--seq 8192,32768,131072 --strategy ulysses,ring,allgather --chunks 1 --payload native,fp8
