@@ -717,7 +717,8 @@ class AllGatherAttention final : public DistributedAttention {
     // Where chunk x lies in kv_all.
     auto chunk_at = [&](int x) { return kv_all + row_bytes(slot_row(x * c_), dtype_); };
     auto message = [&](int x) {
-      return kernels::MessageLayout{chunk_at(x), dtype_, 1, c_, B_, kv_row_ / U_, U_};
+      return kernels::MessageLayout{chunk_at(x), dtype_, 1, c_, B_, static_cast<int>(kv_row_ / U_),
+                                    U_};
     };
     auto codes = [&](std::size_t slot) {
       return kernels::Fp8MessageLayout{
