@@ -129,9 +129,8 @@ Status DistributedAttention::check_support(const PlanConfig& config, const Commu
     if (plan.payload != Payload::kNative) {
       return unsupported(str_cat(parallel::kCreateApi, ": head_dim_v ", config.attention.head_dim_v,
                                  " != head_dim ", config.attention.head_dim,
-                                 " runs with payload native only: FP8 rows have one width (got "
-                                 "payload ",
-                                 payload_name(config.payload), ", strategy ",
+                                 " runs with payload native only, FP8 rows have one width (got ",
+                                 "payload ", payload_name(config.payload), ", strategy ",
                                  strategy_name(config.parallel.strategy), " at cp ",
                                  config.parallel.cp, ")"));
     }
