@@ -204,7 +204,8 @@ class CudnnAttention final : public LocalAttention {
   // (cudnn_support.h); otherwise by padded batch x longest sequence rows, which for many short
   // sequences beside a long one is many times the tokens.
   bool ragged_sized_workspace(const LocalProblem& p) const {
-    return detail::cudnn_packed_workspace_follows_tokens(p.config.head_dim, target());
+    return detail::cudnn_packed_workspace_follows_tokens(p.config.head_dim, p.config.value_dim(),
+                                                         target());
   }
   // Where it does not: the graph rows a packed backward call may span, those of one sequence as
   // long as the call (the canonical graph's, which sized the workspace).
@@ -514,23 +515,6 @@ class CudnnAttention final : public LocalAttention {
                     .dq = a.dq,
                     .dk = a.dk,
                     .dv = a.dv};
-    // Packed batches: cuDNN 9.19's backward reads O (for rowsum(dO * O)) with Q's ragged offsets,
-    // so Q, O, dO and dQ must share one token stride (seen on H100/H200: dV right, dQ/dK wrong when
-    // they differ). Ulysses reads Q from the packed Q|K|V buffer, so stage Q in O's layout then.
-    if (p.varlen && (a.q.stride(1) != a.o.stride(1) || a.d_o.stride(1) != a.o.stride(1) ||
-                     a.dq.stride(1) != a.o.stride(1))) {
-      if (a.d_o.stride(1) != a.o.stride(1) || a.dq.stride(1) != a.o.stride(1)) {
-        return unsupported(str_cat(kApi,
-                                   "::backward: packed batches need o, d_o and dq with one token "
-                                   "stride (got ",
-                                   a.o.stride(1), ", ", a.d_o.stride(1), ", ", a.dq.stride(1),
-                                   ")"));
-      }
-      t.q = TensorView::contiguous(ws.q_stage, p.dtype,
-                                   {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
-                                   device());
-      t.q.strides = a.o.strides;
-    }
     // dK/dV (dQ) in fp32 (partials summed across ranks or ring steps) come from cuDNN in the I/O
     // dtype, then widen.
     const bool widen = p.grad_kv_dtype != p.dtype;
@@ -545,6 +529,14 @@ class CudnnAttention final : public LocalAttention {
                                     {p.batch, p.seqlen, p.num_heads_q_local, p.config.head_dim},
                                     device());
     }
+    // Packed batches: cuDNN 9.19's backward reads O (for rowsum(dO * O)) with Q's ragged offsets,
+    // so Q, O, dO and dQ must share one token stride (seen on H100/H200: dV right, dQ/dK wrong when
+    // they differ). Views of another stride go through copies of the shared one: Q where Ulysses
+    // reads it from the packed Q|K|V buffer, and with head_dim_v != head_dim (rows of two widths)
+    // whichever of Q, O, dO and dQ are not in rows of hq x max(D, Dv).
+    if (p.varlen) ULYSSES_RETURN_IF_ERROR(stage_packed_q_side(p, a, ws, t));
+    // dQ staged in the I/O dtype (not widened below): copied back after the graph.
+    const bool dq_copy = !p.grad_q_fp32 && t.dq.data != a.dq.data;
     // Packed GQA: cuDNN's frontend keeps fp32 full-head dK and dV partials in the workspace, laid
     // out in dK's and dV's token strides times hq / hkv, so gradients written into wider rows
     // (Ulysses writes them into its K|V send rows) need that many times the workspace the plan
@@ -573,9 +565,11 @@ class CudnnAttention final : public LocalAttention {
     // all-gather's calls may hold one document of a long view).
     const kernels::RowPieces q_rows{a.rows.q_begin, a.rows.q_len};
     const kernels::RowPieces kv_rows{a.rows.kv_begin, a.rows.kv_len};
-    if (t.q.data != a.q.data) {
-      ULYSSES_RETURN_IF_ERROR(vl.rows ? kernels::cuda::copy_rows(t.q, a.q, q_rows, stream)
-                                      : kernels::cuda::copy_act(t.q, a.q, stream));
+    for (auto [dst, src] :
+         {std::pair{&t.q, &a.q}, std::pair{&t.o, &a.o}, std::pair{&t.d_o, &a.d_o}}) {
+      if (dst->data == src->data) continue;
+      ULYSSES_RETURN_IF_ERROR(vl.rows ? kernels::cuda::copy_rows(*dst, *src, q_rows, stream)
+                                      : kernels::cuda::copy_act(*dst, *src, stream));
     }
     // VarlenRows: cuDNN writes only the sequences' rows; the others get zero gradients. A staged
     // gradient is zeroed, read and widened only over the rows its side's sequences span (qs, ks):
@@ -616,6 +610,10 @@ class CudnnAttention final : public LocalAttention {
       for (const TensorView* g : {&t.dq, &t.dk, &t.dv}) {
         ULYSSES_RETURN_IF_ERROR(kernels::cuda::zero_tokens_from(*g, vl.valid, stream));
       }
+    }
+    if (dq_copy) {
+      ULYSSES_RETURN_IF_ERROR(vl.rows ? kernels::cuda::copy_rows(a.dq, t.dq, q_rows, stream)
+                                      : kernels::cuda::copy_act(a.dq, t.dq, stream));
     }
     if (staged_kv) {
       ULYSSES_RETURN_IF_ERROR(kernels::cuda::copy_act(a.dk, t.dk, stream));
@@ -672,12 +670,20 @@ class CudnnAttention final : public LocalAttention {
     void* stats = nullptr;
     void* dk = nullptr;
     void* dv = nullptr;
-    void* q_stage = nullptr;  // packed backward's Q in O's token layout
-    void* o_stage = nullptr;  // O or dQ in the I/O dtype before widening to fp32
+    void* q_stage = nullptr;  // packed backward's Q in the shared token stride
+    void* o_stage = nullptr;  // O or dQ in the I/O dtype before widening to fp32, or packed dQ
+    void* o_pad = nullptr;    // packed backward with head_dim_v != head_dim: O, dO in padded rows
+    void* do_pad = nullptr;
   };
 
-  // I/O-dtype copies of [B, S, hq, D] this problem may need: Q (packed backward), O / dQ (fp32).
+  // Packed backward with head_dim_v != head_dim: Q, O, dO and dQ in rows of hq x max(D, Dv).
+  static bool padded_q_side(const LocalProblem& p) {
+    return p.varlen && p.backward && p.config.mixed_dims();
+  }
+  // I/O-dtype copies of [B, S, hq, max(D, Dv)] this problem may need: Q (packed backward), O / dQ
+  // (fp32), and with padded_q_side() Q, O, dO and dQ.
   static std::size_t stage_count(const LocalProblem& p) {
+    if (padded_q_side(p)) return 4;
     return (p.varlen ? 1u : 0u) + (p.grad_q_fp32 || p.out_fp32 ? 1u : 0u);
   }
 
@@ -712,7 +718,40 @@ class CudnnAttention final : public LocalAttention {
     l.dv = static_cast<char*>(l.dk) + kv_bytes;
     l.q_stage = static_cast<char*>(l.dv) + kv_bytes;
     l.o_stage = p.varlen ? static_cast<char*>(l.q_stage) + stage_bytes : l.q_stage;
+    if (padded_q_side(p)) {
+      l.o_pad = static_cast<char*>(l.o_stage) + stage_bytes;
+      l.do_pad = static_cast<char*>(l.o_pad) + stage_bytes;
+    }
     return l;
+  }
+
+  // Packed backward: Q, O, dO and dQ in one token stride (see backward()): O's or, with
+  // head_dim_v != head_dim, hq x max(D, Dv). A view of another stride is replaced by one of
+  // [B, S, hq, d] in that stride in the workspace (backward() fills Q, O, dO and copies dQ back).
+  // (Measured with head dims that differ: without these copies Ulysses' packed backward, Q in its
+  // Q|K|V rows and dQ in its dQ|dK|dV rows, returned wrong dQ and dK; docs/results/
+  // 2026-12-03-h200-mla-packed/.)
+  Status stage_packed_q_side(const LocalProblem& p, const LocalBackwardArgs& a, const Layout& ws,
+                             BackwardViews& t) const {
+    const std::int64_t hq = p.num_heads_q_local, D = p.config.head_dim, Dv = p.config.value_dim();
+    const bool padded = padded_q_side(p);
+    const std::int64_t T = padded ? hq * std::max(D, Dv) : a.o.stride(1);
+    // (A problem with equal dims holds one copy, for Q; an fp32 dQ is staged compact.)
+    if (!padded && (a.d_o.stride(1) != T || a.dq.stride(1) != T)) {
+      return unsupported(str_cat(kApi,
+                                 "::backward: packed batches need o, d_o and dq with one token "
+                                 "stride (got ",
+                                 a.o.stride(1), ", ", a.d_o.stride(1), ", ", a.dq.stride(1), ")"));
+    }
+    auto at = [&](void* base, std::int64_t d) {
+      return TensorView::strided(base, p.dtype, {p.batch, p.seqlen, hq, d}, {p.seqlen * T, T, d, 1},
+                                 device());
+    };
+    if (a.q.stride(1) != T) t.q = at(ws.q_stage, D);
+    if (a.o.stride(1) != T) t.o = at(ws.o_pad, Dv);
+    if (a.d_o.stride(1) != T) t.d_o = at(ws.do_pad, Dv);
+    if (p.grad_q_fp32 || a.dq.stride(1) != T) t.dq = at(ws.o_stage, D);
+    return Status::ok();
   }
 
   std::size_t workspace_bytes_cached(const LocalProblem& p) const {

@@ -186,21 +186,35 @@ Status cudnn_backward_support(const LocalProblem& p, CudnnTarget t) {
   // dK and dV off by O(1) for every packed backward with head_dim past 128 (136 to 256, fp16 and
   // bf16, any mask, one sequence or several), with no error; head_dim 128 packed and 256 dense
   // were right, and 9.19 was right for all of them. The versions between were not available.
-  if (p.varlen && p.config.head_dim > 128 && t.version < 91900) {
-    return unsupported(str_cat(kApi, "::backward: packed (varlen) batches with head_dim ",
-                               p.config.head_dim, " need cuDNN 9.19 or newer (running ", t.version,
+  // (head_dim_v past 128, not measured apart, is held to the same rule.)
+  if (p.varlen && wide > 128 && t.version < 91900) {
+    const char* dim = p.config.head_dim < wide ? "head_dim_v " : "head_dim ";
+    return unsupported(str_cat(kApi, "::backward: packed (varlen) batches with ", dim, wide,
+                               " need cuDNN 9.19 or newer (running ", t.version,
                                ": 9.14 returned wrong gradients past head_dim 128; forward alone, "
                                "training = false, runs)"));
   }
-  // cuDNN 9.19's packed backward reads O with Q's ragged offsets (measured with equal head dims:
-  // CudnnAttention stages Q in O's token layout), so Q and O need one token stride, which rows of
-  // different widths cannot have.
+  // head_dim_v != head_dim, packed (docs/results/2026-12-03-h200-mla-packed/, one H200): cuDNN
+  // 9.19 right at 192/128, 192/72, 136/128, 128/72, 80/64, 72/128, 72/64, 64/128, 64/72, 40/64 and
+  // with head_dim_v 256 (head_dim 32, 64), but wrong dQ and dK with head_dim 256 and head_dim_v
+  // 72, 80 or 96 (no error; 32 and 64 were right), so head_dim past 192 is refused. cuDNN 9.14
+  // returned wrong dK and dV at 64/128 from Ulysses' rows. Dense calls were right throughout.
   if (p.varlen && p.config.mixed_dims()) {
-    return unsupported(str_cat(kApi, "::backward: packed (varlen) batches with head_dim_v ",
-                               p.config.value_dim(), " != head_dim ", p.config.head_dim, " (cuDNN ",
-                               t.version,
-                               "'s packed backward reads O with Q's ragged offsets; forward "
-                               "alone, training = false, runs)"));
+    const int D = p.config.head_dim, Dv = p.config.value_dim();
+    if (t.version < 91900) {
+      return unsupported(str_cat(kApi, "::backward: packed (varlen) batches with head_dim_v ", Dv,
+                                 " != head_dim ", D, " need cuDNN 9.19 or newer (running ",
+                                 t.version,
+                                 ": 9.14 returned wrong dK and dV; forward alone, training = "
+                                 "false, runs)"));
+    }
+    if (D > 192) {
+      return unsupported(str_cat(kApi, "::backward: packed (varlen) batches with head_dim ", D,
+                                 " past 192 and head_dim_v ", Dv,
+                                 " (cuDNN 9.19 returned wrong dQ and dK at head_dim 256 with "
+                                 "head_dim_v 72, 80 and 96; running ",
+                                 t.version, "; forward alone, training = false, runs)"));
+    }
   }
   // (A dense call with s_q = s_kv = 1, which cudnn-frontend 1.32 builds no backward graph for,
   // runs through CudnnAttention's own kernel: kernels::cuda::one_key_backward.)
@@ -221,8 +235,8 @@ Status cudnn_past_index_limit(const Status& split, CudnnTarget t) {
                              "dO"));
 }
 
-bool cudnn_packed_workspace_follows_tokens(int head_dim, CudnnTarget t) {
-  if (t.version < 90600 || head_dim % 16 != 0) return false;
+bool cudnn_packed_workspace_follows_tokens(int head_dim, int head_dim_v, CudnnTarget t) {
+  if (t.version < 90600 || head_dim % 16 != 0 || head_dim_v % 16 != 0) return false;
   return !(t.version >= 91801 && (t.cc_major == 8 || t.cc_major == 12));
 }
 

@@ -83,10 +83,10 @@ Status cudnn_past_index_limit(const Status& split, CudnnTarget target);
 
 /// Whether cudnn-frontend (1.32, the pinned version) sizes a packed backward's fp32 workspace
 /// tensors (dQ accumulator, GQA's full-head dK/dV partials, softmax sums) by the packed tokens
-/// (max_total_seq_len). Its SDPA backward node drops that count before cuDNN 9.6, for head_dim not
-/// a multiple of 16, and from cuDNN 9.18.1 on compute capability 8.x and 12.x ("a known functional
-/// issue"), and then sizes them as dense tensors of the graph's dims: padded batch x longest
-/// sequence rows.
-bool cudnn_packed_workspace_follows_tokens(int head_dim, CudnnTarget target);
+/// (max_total_seq_len). Its SDPA backward node drops that count before cuDNN 9.6, for head_dim or
+/// head_dim_v not a multiple of 16, and from cuDNN 9.18.1 on compute capability 8.x and 12.x ("a
+/// known functional issue"), and then sizes them as dense tensors of the graph's dims: padded
+/// batch x longest sequence rows.
+bool cudnn_packed_workspace_follows_tokens(int head_dim, int head_dim_v, CudnnTarget target);
 
 }  // namespace ulysses::detail

@@ -244,12 +244,13 @@ inline bool plan_takes(const SweepCase& c, std::vector<std::unique_ptr<Communica
   return false;
 }
 
-/// Whether the kernel's refusal of `c` is one no plan can avoid, so that a sweep may meet it:
-/// cuDNN's packed backward with head_dim_v != head_dim. (Every other kernel refusal means a plan
-/// asked its kernel for a call it could have shaped otherwise.)
+/// Whether the kernel's refusal of `c` is one no plan can avoid, so that a GPU sweep may meet it:
+/// cuDNN's packed backward with head_dim_v != head_dim and head_dim past 192.
+/// (Every other kernel refusal means a plan asked its kernel for a call it could have shaped
+/// otherwise.)
 inline bool kernel_refusal_expected(const SweepCase& c, const Status& refused) {
   return c.Dv > 0 && c.layout == Layout::kTHD && c.training &&
-         refused.message().find("head_dim_v") != std::string::npos;
+         refused.message().find("past 192 and head_dim_v") != std::string::npos;
 }
 
 /// What a sweep ran and what the library refused, for the log.

@@ -363,7 +363,7 @@ std::vector<Case> cases() {
       {"fp16_d8_gqa_one_token_sinks", 2, 1, 6, 2, 8, fp16, false, -1, -1, true},
       // head_dim_v != head_dim (MLA: 192 with 128): V, O, dO and dV narrower (or wider) than Q
       // and K; windows without causal (bands), sinks, one token (the backend's own kernel), and
-      // packed batches, whose backward cuDNN's ragged offsets refuse (forward checked).
+      // packed batches (cuDNN 9.19, head_dim up to 192: cudnn_support.cc).
       {"bf16_mla_d192_v128_gqa_causal", 2, 256, 4, 2, 192, bf16, true, -1, -1, false, {}, 128},
       {"fp16_mla_d192_v128_two_sided_sinks", 1, 320, 4, 2, 192, fp16, false, 37, 50, true, {}, 128},
       {"bf16_d128_v64_mqa_window", 1, 256, 4, 1, 128, bf16, true, 40, -1, false, {}, 64},
@@ -382,6 +382,74 @@ std::vector<Case> cases() {
        true,
        {0, 50, 51, 170, 200},
        128},
+      {"bf16_d64_v128_varlen_gqa_causal",
+       1,
+       300,
+       8,
+       2,
+       64,
+       bf16,
+       true,
+       -1,
+       -1,
+       false,
+       {0, 1, 130, 300},
+       128},
+      {"fp16_mla_varlen_mqa_two_sided",
+       1,
+       288,
+       4,
+       1,
+       192,
+       fp16,
+       false,
+       20,
+       9,
+       false,
+       {0, 100, 230, 288},
+       128},
+      {"bf16_d256_v64_varlen_full",
+       1,
+       160,
+       2,
+       2,
+       256,
+       bf16,
+       false,
+       -1,
+       -1,
+       false,
+       {0, 60, 160},
+       64},
+      // head_dim_v not a multiple of 16 (cudnn-frontend sizes the backward's workspace by the
+      // graph's rows, as for head_dim 72), windowed from the left only: with head_dim 192 it
+      // runs; with 256 its backward is refused (cuDNN 9.19 returned wrong dQ and dK).
+      {"bf16_d192_v72_varlen_gqa_window",
+       1,
+       200,
+       4,
+       2,
+       192,
+       bf16,
+       false,
+       12,
+       -1,
+       false,
+       {0, 5, 5, 130, 200},
+       72},
+      {"bf16_d256_v72_varlen_gqa_window",
+       1,
+       200,
+       4,
+       2,
+       256,
+       bf16,
+       false,
+       12,
+       -1,
+       false,
+       {0, 5, 5, 130, 200},
+       72},
   };
 }
 
@@ -400,10 +468,10 @@ RowsOut rows_reference(LocalProblem rp, DType t, const VarlenRows& rows, const H
                        const RowsOut* given, const HostTensor* sinks = nullptr) {
   rp.dtype = rp.grad_kv_dtype = t;
   const std::int64_t Sq = q.view.size(1), Skv = k.view.size(1), Hq = q.view.size(2),
-                     Hkv = k.view.size(2), D = q.view.size(3);
-  RowsOut r{HostTensor(t, {1, Sq, Hq, D}),   HostTensor(DType::kFloat32, {1, Hq, Sq}),
-            HostTensor(t, {1, Sq, Hq, D}),   HostTensor(t, {1, Skv, Hkv, D}),
-            HostTensor(t, {1, Skv, Hkv, D}), HostTensor(DType::kFloat32, {Hq})};
+                     Hkv = k.view.size(2), D = q.view.size(3), Dv = v.view.size(3);
+  RowsOut r{HostTensor(t, {1, Sq, Hq, Dv}),   HostTensor(DType::kFloat32, {1, Hq, Sq}),
+            HostTensor(t, {1, Sq, Hq, D}),    HostTensor(t, {1, Skv, Hkv, D}),
+            HostTensor(t, {1, Skv, Hkv, Dv}), HostTensor(DType::kFloat32, {Hq})};
   const HostTensor qt = testing::convert(q, t), kt = testing::convert(k, t),
                    vt = testing::convert(v, t), dot = testing::convert(d_o, t);
   const TensorView sv = sinks ? sinks->view : TensorView{};
@@ -445,6 +513,7 @@ struct RowsCase {
   bool bottom_right = false;
   int window_left = -1;
   int window_right = -1;
+  int head_dim_v = 0;  // 0: head_dim
 };
 
 class CudnnVarlenRows : public ::testing::TestWithParam<RowsCase> {};
@@ -461,6 +530,7 @@ TEST_P(CudnnVarlenRows, WithinTwiceThePlainError) {
   const AttentionConfig cfg{.num_heads_q = Hq,
                             .num_heads_kv = Hkv,
                             .head_dim = D,
+                            .head_dim_v = rc.head_dim_v,
                             .causal = rc.causal,
                             .window_left = rc.window_left,
                             .window_right = rc.window_right};
@@ -472,7 +542,9 @@ TEST_P(CudnnVarlenRows, WithinTwiceThePlainError) {
   const VarlenRows rows{
       .q_begin = rc.q_begin, .q_len = rc.q_len, .kv_begin = rc.kv_begin, .kv_len = rc.kv_len};
 
-  HostTensor q(dt, {1, Sq, Hq, D}), k(dt, {1, Skv, Hkv, D}), v = k, d_o = q;
+  const int Dv = cfg.value_dim();
+  HostTensor q(dt, {1, Sq, Hq, D}), k(dt, {1, Skv, Hkv, D}), v(dt, {1, Skv, Hkv, Dv}),
+      d_o(dt, {1, Sq, Hq, Dv});
   for (HostTensor* t : {&q, &k, &v, &d_o}) testing::fill_uniform(*t, rng, -1.0, 1.0);
   // Reference forward and backward in `dtype` (plain) and FP64 (truth); the backward of truth
   // reads the plain O and LSE, as ring's does with the merged ones.
@@ -485,9 +557,16 @@ TEST_P(CudnnVarlenRows, WithinTwiceThePlainError) {
   ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
   p.out_fp32 = p.grad_q_fp32 = true;
   p.grad_kv_dtype = f32;
+  int cc_major = 0;
+  ASSERT_CUDA(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, 0));
+  const Status rule = detail::cudnn_backward_support(p, {cudnn_runtime_version(), cc_major});
+  if (!rule.is_ok()) {  // (head_dim_v != head_dim before cuDNN 9.19: refused by name)
+    EXPECT_EQ((*kernel)->check_support(p).message(), rule.message());
+    return;
+  }
   ASSERT_TRUE((*kernel)->check_support(p).is_ok()) << (*kernel)->check_support(p).to_string();
-  HostTensor o32(f32, {1, Sq, Hq, D}), lse(f32, {1, Hq, Sq}),
-      dq32 = o32, dk32(f32, {1, Skv, Hkv, D}), dv32 = dk32;
+  HostTensor o32(f32, {1, Sq, Hq, Dv}), lse(f32, {1, Hq, Sq}), dq32(f32, {1, Sq, Hq, D}),
+      dk32(f32, {1, Skv, Hkv, D}), dv32(f32, {1, Skv, Hkv, Dv});
   for (HostTensor* t : {&o32, &lse, &dq32, &dk32, &dv32}) testing::poison(*t);
   DeviceTensor dq_ = DeviceTensor::of(q), dk_ = DeviceTensor::of(k), dv_ = DeviceTensor::of(v),
                ddo = DeviceTensor::of(d_o), dpo = DeviceTensor::of(plain.o),
@@ -594,7 +673,28 @@ INSTANTIATE_TEST_SUITE_P(
                  {15, 36, 0, 19},
                  false,
                  5,
-                 6}),
+                 6},
+        // head_dim_v != head_dim (MLA): values wider than keys and narrower.
+        RowsCase{"mla_causal_gaps_v128",
+                 true,
+                 {0, 30, 70},
+                 {20, 33, 26},
+                 {5, 28, 64},
+                 {20, 33, 0},
+                 false,
+                 -1,
+                 -1,
+                 128},
+        RowsCase{"mla_full_gaps_empty_sides_v32",
+                 false,
+                 {0, 30, 70, 95},
+                 {20, 40, 20, 0},
+                 {0, 40, 60, 60},
+                 {25, 12, 0, 15},
+                 false,
+                 -1,
+                 -1,
+                 32}),
     [](const auto& param_info) { return param_info.param.name; });
 
 // accumulate_dq / accumulate_dkv (ring's block gradients): the fp32 views hold running sums and
@@ -807,6 +907,141 @@ TEST(Cudnn, PackedGqaGradientsInWideRows) {
   EXPECT_EQ((*kernel)->held_bytes(), held_wide);
   EXPECT_BITWISE_EQ(want_k, got(0), "dK in wide rows after release_held()");
   EXPECT_BITWISE_EQ(want_v, got(1), "dV in wide rows after release_held()");
+}
+
+// Packed backward with head_dim_v != head_dim on the views Ulysses hands it: Q, K and V inside
+// one Q|K|V row, O and dO in rows wider than their heads, dQ, dK and dV written into one
+// dQ|dK|dV row (poisoned). cuDNN's packed backward reads O with Q's ragged offsets, so the backend
+// runs Q, O, dO and dQ through copies in rows of one stride (hq x max(D, Dv)): the same bits as
+// from compact views (deterministic backward), which CudnnVsReference holds to the reference.
+// (cuDNN 9.14 returned other dK and dV here: refused before 9.19.)
+void expect_packed_mixed_dims_strided(int D, int Dv) {
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed) + ", D " + std::to_string(D) + ", Dv " +
+               std::to_string(Dv));
+  std::mt19937_64 rng(seed);
+  const DType dt = DType::kBFloat16, f32 = DType::kFloat32;
+  const std::int64_t S = 640;
+  const int Hq = 4, Hkv = 2;
+  const std::vector<std::int32_t> cu = {0, 100, 101, 400, static_cast<std::int32_t>(S)};
+  const LocalProblem p = LocalProblem::unsharded(
+      {.num_heads_q = Hq, .num_heads_kv = Hkv, .head_dim = D, .head_dim_v = Dv, .causal = true}, dt,
+      1, S, true);
+  auto kernel = create_cudnn_attention(0, {.deterministic = true});
+  ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
+  int cc_major = 0;
+  ASSERT_CUDA(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, 0));
+  const Status rule = detail::cudnn_backward_support(p, {cudnn_runtime_version(), cc_major});
+  if (!rule.is_ok()) {  // (cuDNN before 9.19: CudnnVsReference checks the refusal)
+    EXPECT_EQ((*kernel)->check_support(p).message(), rule.message());
+    return;
+  }
+  ASSERT_TRUE((*kernel)->check_support(p).is_ok()) << (*kernel)->check_support(p).to_string();
+  HostTensor q(dt, {1, S, Hq, D}), k(dt, {1, S, Hkv, D}), v(dt, {1, S, Hkv, Dv}),
+      d_o(dt, {1, S, Hq, Dv}), lse(f32, {1, Hq, S});
+  for (HostTensor* t : {&q, &k, &v, &d_o}) testing::fill_uniform(*t, rng, -1.0, 1.0);
+  HostTensor o = d_o, dq = q, dk = k, dv = v;
+  for (HostTensor* t : {&o, &lse, &dq, &dk, &dv}) testing::poison(*t);
+  DeviceTensor gq = DeviceTensor::of(q), gk = DeviceTensor::of(k), gv = DeviceTensor::of(v),
+               gdo = DeviceTensor::of(d_o), go = DeviceTensor::of(o), gl = DeviceTensor::of(lse),
+               gdq = DeviceTensor::of(dq), gdk = DeviceTensor::of(dk), gdv = DeviceTensor::of(dv);
+  testing::DeviceBytes cu_dev(cu.size() * 4);
+  ASSERT_CUDA(cudaMemcpy(cu_dev.ptr, cu.data(), cu.size() * 4, cudaMemcpyHostToDevice));
+  const auto* cu_ptr = static_cast<const std::int32_t*>(cu_dev.ptr);
+  testing::DeviceBytes ws((*kernel)->workspace_bytes(p));
+  struct Views {
+    TensorView q, k, v, o, lse, d_o, dq, dk, dv;
+  };
+  auto run = [&](const Views& x) {
+    Status st = (*kernel)->forward(p,
+                                   {.q = x.q,
+                                    .k = x.k,
+                                    .v = x.v,
+                                    .o = x.o,
+                                    .lse = x.lse,
+                                    .cu_seqlens = cu,
+                                    .cu_seqlens_device = cu_ptr,
+                                    .workspace = ws.ptr},
+                                   nullptr);
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
+    st = (*kernel)->backward(p,
+                             {.q = x.q,
+                              .k = x.k,
+                              .v = x.v,
+                              .o = x.o,
+                              .lse = x.lse,
+                              .d_o = x.d_o,
+                              .dq = x.dq,
+                              .dk = x.dk,
+                              .dv = x.dv,
+                              .cu_seqlens = cu,
+                              .cu_seqlens_device = cu_ptr,
+                              .workspace = ws.ptr},
+                             nullptr);
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
+    ASSERT_CUDA(cudaDeviceSynchronize());
+  };
+  run({gq.view, gk.view, gv.view, go.view, gl.view, gdo.view, gdq.view, gdk.view, gdv.view});
+  const HostTensor want_o = go.download(o), want_lse = gl.download(lse), want_dq = gdq.download(dq),
+                   want_dk = gdk.download(dk), want_dv = gdv.download(dv);
+  for (const HostTensor* t : {&want_o, &want_dq, &want_dk, &want_dv}) {
+    EXPECT_EQ(testing::count_nan(*t), 0);
+  }
+  // Rows of C elements, each holding the listed views side by side (columns `at` on).
+  const std::int64_t C = Hq * D + Hkv * D + Hkv * Dv, Co = Hq * Dv + 72;
+  testing::DeviceBytes qkv(static_cast<std::size_t>(S * C) * 2),
+      grads(static_cast<std::size_t>(S * C) * 2), o_rows(static_cast<std::size_t>(S * Co) * 2),
+      do_rows(static_cast<std::size_t>(S * Co) * 2);
+  auto in_rows = [&](void* buf, std::int64_t c, std::int64_t at, std::int64_t H, std::int64_t d) {
+    return TensorView::strided(static_cast<char*>(buf) + at * 2, dt, {1, S, H, d}, {S * c, c, d, 1},
+                               Device::cuda(0));
+  };
+  auto put = [&](const TensorView& dst, const DeviceTensor& src) {
+    const std::size_t w = static_cast<std::size_t>(dst.size(2) * dst.size(3)) * 2;
+    ASSERT_CUDA(cudaMemcpy2D(dst.data, static_cast<std::size_t>(dst.stride(1)) * 2, src.ptr, w, w,
+                             static_cast<std::size_t>(S), cudaMemcpyDeviceToDevice));
+  };
+  auto get = [&](const TensorView& src, const HostTensor& like) {
+    HostTensor h = like;
+    const std::size_t w = static_cast<std::size_t>(src.size(2) * src.size(3)) * 2;
+    EXPECT_EQ(
+        cudaMemcpy2D(h.storage.data(), w, src.data, static_cast<std::size_t>(src.stride(1)) * 2, w,
+                     static_cast<std::size_t>(S), cudaMemcpyDeviceToHost),
+        cudaSuccess);
+    return h;
+  };
+  for (void* b : {qkv.ptr, grads.ptr, o_rows.ptr, do_rows.ptr}) {
+    ASSERT_CUDA(cudaMemset(b, 0xFF,
+                           b == o_rows.ptr || b == do_rows.ptr
+                               ? static_cast<std::size_t>(S * Co) * 2
+                               : static_cast<std::size_t>(S * C) * 2));
+  }
+  const Views x{in_rows(qkv.ptr, C, 0, Hq, D),
+                in_rows(qkv.ptr, C, Hq * D, Hkv, D),
+                in_rows(qkv.ptr, C, Hq * D + Hkv * D, Hkv, Dv),
+                in_rows(o_rows.ptr, Co, 0, Hq, Dv),
+                gl.view,
+                in_rows(do_rows.ptr, Co, 0, Hq, Dv),
+                in_rows(grads.ptr, C, 0, Hq, D),
+                in_rows(grads.ptr, C, Hq * D, Hkv, D),
+                in_rows(grads.ptr, C, Hq * D + Hkv * D, Hkv, Dv)};
+  put(x.q, gq);
+  put(x.k, gk);
+  put(x.v, gv);
+  put(x.d_o, gdo);
+  ASSERT_CUDA(cudaMemset(gl.ptr, 0xFF, gl.bytes));
+  run(x);
+  EXPECT_BITWISE_EQ(want_o, get(x.o, o), "O in wide rows");
+  EXPECT_BITWISE_EQ(want_lse, gl.download(lse), "LSE");
+  EXPECT_BITWISE_EQ(want_dq, get(x.dq, dq), "dQ in the dQ|dK|dV row");
+  EXPECT_BITWISE_EQ(want_dk, get(x.dk, dk), "dK in the dQ|dK|dV row");
+  EXPECT_BITWISE_EQ(want_dv, get(x.dv, dv), "dV in the dQ|dK|dV row");
+}
+
+TEST(Cudnn, PackedMixedDimsFromStridedViews) {
+  ULYSSES_REQUIRE_GPUS(1);
+  expect_packed_mixed_dims_strided(192, 128);
+  expect_packed_mixed_dims_strided(64, 128);
 }
 
 // What a packed plan is sized for, against the dense problem of the same shape: cuDNN's workspace

@@ -524,7 +524,21 @@ INSTANTIATE_TEST_SUITE_P(
                         64, 128);
           c.wr = 60;
           return c;
-        }()),
+        }(),
+        // Packed sequences (cuDNN's packed backward), per sequence and as the stream:
+        // VarlenRows on every step.
+        with_dims(packed_case("ring_p2_packed_gqa_causal", Strategy::kRing, 2, 0, 1024, 8, 2, true,
+                              {100, 333, 7, 450}),
+                  192, 128),
+        with_dims(packed_case("hybrid_2x2_packed_gqa_causal", Strategy::kHybrid, 4, 2, 1024, 8, 4,
+                              true, {200, 301, 64, 250}),
+                  192, 128),
+        with_dims(stream_case("ring_p4_stream_mqa_causal_wider_v", Strategy::kRing, 4, 0, 1024, 4,
+                              1, true, {500, 90, 0, 401}),
+                  64, 128),
+        with_dims(packed_case("allgather_p2_packed_gqa_causal", Strategy::kAllGather, 2, 0, 1024, 8,
+                              2, true, {100, 333, 7, 450}),
+                  192, 128)),
     [](const auto& param_info) { return param_info.param.name; });
 
 GpuCase lse_only(GpuCase c, int chunks = 1, int in_flight = 2) {
@@ -806,7 +820,8 @@ std::vector<GpuCase> cases() {
       // head_dim_v != head_dim (MLA, DeepSeek-V3: 192 with 128): mixed-width Q|K|V message
       // rows (64-element channels), O/dO rows 128 wide and dQ rows 192; the cp = 1 plan, head
       // chunks, replicated KV heads (fp32 partials), LSE-only slots, a window without causal
-      // (cuDNN's bands) and sinks. (Packed batches: cuDNN's backward refuses them, test_gpu_cudnn.)
+      // (cuDNN's bands) and sinks; packed batches (cuDNN's packed backward reading Q from the
+      // Q|K|V receive rows and writing dQ into the dQ|dK|dV send rows).
       mla({"p1_mla_gqa_causal_sinks", 1, bshd, 1, 512, 8, 2, 192, bf16, true, -1, -1, true}, 128),
       mla({"p2_mla_gqa_causal", 2, bshd, 2, 512, 8, 2, 192, bf16, true}, 128),
       [] {
@@ -822,6 +837,51 @@ std::vector<GpuCase> cases() {
           128),
       mla({"p2_mla_two_sided_window_fp16", 2, bshd, 1, 512, 4, 2, 192, fp16, false, 64, 32}, 128),
       mla({"p2_wider_v_d64_v128", 2, bshd, 1, 512, 4, 2, 64, bf16, true}, 128),
+      mla({"p2_mla_varlen_gqa_causal_sinks",
+           2,
+           thd,
+           1,
+           512,
+           8,
+           2,
+           192,
+           bf16,
+           true,
+           -1,
+           -1,
+           true,
+           {0, 100, 101, 300, 480}},
+          128),
+      mla(lse_only({"p4_mla_varlen_replicated_kv_lse",
+                    4,
+                    thd,
+                    1,
+                    512,
+                    8,
+                    2,
+                    192,
+                    bf16,
+                    true,
+                    -1,
+                    -1,
+                    false,
+                    {0, 200, 333, 512}}),
+          128),
+      mla({"p2_wider_v_varlen_d64_v128",
+           2,
+           thd,
+           1,
+           512,
+           4,
+           4,
+           64,
+           bf16,
+           true,
+           -1,
+           -1,
+           false,
+           {0, 7, 260, 512}},
+          128),
   };
 }
 

@@ -87,8 +87,8 @@ TEST(CudnnSupport, PackedBackwardPast128NeedsCudnn919) {
   EXPECT_TRUE(cudnn_backward_support(problem({.head_dim = 256}), {91400, 9}).is_ok());  // dense
 }
 
-// head_dim_v != head_dim (MLA: 192 with 128): dense both ways on Hopper; packed forward only
-// (the packed backward reads O with Q's ragged offsets); before Hopper both dims up to 128.
+// head_dim_v != head_dim (MLA: 192 with 128): dense and packed, both ways, on Hopper (packed
+// backward: cuDNN 9.19, head_dim up to 192); before Hopper both dims up to 128.
 TEST(CudnnSupport, ValueHeadDimsThatDiffer) {
   const LocalProblem mla = problem({.head_dim = 192, .head_dim_v = 128, .causal = true});
   EXPECT_TRUE(cudnn_forward_support(mla, kHopper919).is_ok());
@@ -107,8 +107,31 @@ TEST(CudnnSupport, ValueHeadDimsThatDiffer) {
   }
   const LocalProblem packed = problem({.head_dim = 192, .head_dim_v = 128}, 1, 256, true);
   EXPECT_TRUE(cudnn_forward_support(packed, kHopper919).is_ok());
-  expect_refused(cudnn_backward_support(packed, kHopper919),
-                 {"packed", "head_dim_v 128 != head_dim 192", "91900", "training = false"});
+  EXPECT_TRUE(cudnn_backward_support(packed, kHopper919).is_ok());
+  const LocalProblem packed_small = problem({.head_dim = 64, .head_dim_v = 128}, 1, 256, true);
+  EXPECT_TRUE(cudnn_backward_support(packed_small, kAmpere919).is_ok());
+  // cuDNN 9.14 returned wrong dK and dV for it; a dense call is not held to that.
+  expect_refused(cudnn_backward_support(packed_small, {91400, 9}),
+                 {"packed", "head_dim_v 128 != head_dim 64", "9.19", "91400", "training = false"});
+  EXPECT_TRUE(
+      cudnn_backward_support(problem({.head_dim = 64, .head_dim_v = 128}), {91400, 9}).is_ok());
+  // head_dim past 192 (cuDNN 9.19: wrong dQ and dK at 256 with 72, 80, 96); forward runs, and
+  // dense calls and narrower Q and K (head_dim_v 256, dims not multiples of 16) take it.
+  for (int dv : {32, 72, 128}) {
+    const LocalProblem wide_q = problem({.head_dim = 256, .head_dim_v = dv}, 1, 256, true);
+    expect_refused(cudnn_backward_support(wide_q, kHopper919),
+                   {"packed", "head_dim 256 past 192", "91900", "training = false"});
+    EXPECT_TRUE(cudnn_forward_support(wide_q, kHopper919).is_ok()) << dv;
+    EXPECT_TRUE(
+        cudnn_backward_support(problem({.head_dim = 256, .head_dim_v = dv}), kHopper919).is_ok())
+        << dv;
+  }
+  for (auto [d, dv] : {std::pair{64, 256}, std::pair{192, 72}, std::pair{72, 64}}) {
+    EXPECT_TRUE(
+        cudnn_backward_support(problem({.head_dim = d, .head_dim_v = dv}, 1, 256, true), kHopper919)
+            .is_ok())
+        << d << " " << dv;
+  }
 }
 
 TEST(CudnnSupport, DtypesAndStagedSums) {
@@ -365,23 +388,27 @@ TEST(CudnnSupport, DenseWindowsNeedNoMoreQueryThanKeyRows) {
 }
 
 // Where the packed backward's workspace follows the tokens (else the backend bounds its calls'
-// graph rows): head_dim a multiple of 16 from cuDNN 9.6, except Ampere/Ada and SM 12.x from
-// 9.18.1; Hopper and Blackwell (10.x) keep it.
+// graph rows): head_dim and head_dim_v multiples of 16 from cuDNN 9.6, except Ampere/Ada and
+// SM 12.x from 9.18.1; Hopper and Blackwell (10.x) keep it.
 TEST(CudnnSupport, PackedWorkspaceFollowsTokensWhereTheFrontendTrustsIt) {
-  EXPECT_TRUE(cudnn_packed_workspace_follows_tokens(128, kHopper919));
-  EXPECT_TRUE(cudnn_packed_workspace_follows_tokens(64, {90600, 9}));
-  EXPECT_FALSE(cudnn_packed_workspace_follows_tokens(64, {90500, 9}));
+  EXPECT_TRUE(cudnn_packed_workspace_follows_tokens(128, 128, kHopper919));
+  EXPECT_TRUE(cudnn_packed_workspace_follows_tokens(64, 64, {90600, 9}));
+  EXPECT_FALSE(cudnn_packed_workspace_follows_tokens(64, 64, {90500, 9}));
   for (int d : {8, 24, 40, 72, 120, 136, 248}) {
-    EXPECT_FALSE(cudnn_packed_workspace_follows_tokens(d, kHopper919)) << d;
+    EXPECT_FALSE(cudnn_packed_workspace_follows_tokens(d, d, kHopper919)) << d;
   }
   for (int d : {16, 80, 96, 112, 192, 256}) {
-    EXPECT_TRUE(cudnn_packed_workspace_follows_tokens(d, kHopper919)) << d;
+    EXPECT_TRUE(cudnn_packed_workspace_follows_tokens(d, d, kHopper919)) << d;
   }
-  EXPECT_TRUE(cudnn_packed_workspace_follows_tokens(128, {91800, 8}));
-  EXPECT_FALSE(cudnn_packed_workspace_follows_tokens(128, {91801, 8}));
-  EXPECT_FALSE(cudnn_packed_workspace_follows_tokens(128, kAmpere919));
-  EXPECT_FALSE(cudnn_packed_workspace_follows_tokens(128, {91900, 12}));
-  EXPECT_TRUE(cudnn_packed_workspace_follows_tokens(128, {91900, 10}));
+  EXPECT_TRUE(cudnn_packed_workspace_follows_tokens(128, 128, {91800, 8}));
+  EXPECT_FALSE(cudnn_packed_workspace_follows_tokens(128, 128, {91801, 8}));
+  EXPECT_FALSE(cudnn_packed_workspace_follows_tokens(128, 128, kAmpere919));
+  EXPECT_FALSE(cudnn_packed_workspace_follows_tokens(128, 128, {91900, 12}));
+  EXPECT_TRUE(cudnn_packed_workspace_follows_tokens(128, 128, {91900, 10}));
+  // head_dim_v counts the same (MLA).
+  EXPECT_TRUE(cudnn_packed_workspace_follows_tokens(192, 128, kHopper919));
+  EXPECT_FALSE(cudnn_packed_workspace_follows_tokens(256, 72, kHopper919));
+  EXPECT_FALSE(cudnn_packed_workspace_follows_tokens(72, 64, kHopper919));
 }
 
 TEST(CudnnSupport, BackwardThatNoSplitFitsIsRefusedUpFront) {

@@ -565,9 +565,8 @@ TEST(Sweep, WhatThePlanTakesItComputes) {
       ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
       Status refused;
       if (testing::plan_takes(c, *comms, kernel, refusals, &refused)) break;
-      // The plans ask cuDNN only for calls it runs, except what no plan can avoid.
-      EXPECT_TRUE(refused.message().find("CudnnAttention") == std::string::npos ||
-                  testing::kernel_refusal_expected(c, refused))
+      // The plans ask cuDNN only for calls it runs.
+      EXPECT_EQ(refused.message().find("CudnnAttention"), std::string::npos)
           << c.describe() << ": " << refused.to_string();
       c = testing::wanted_draw(std::mt19937_64(c.seed)(), draw);
     }
