@@ -54,6 +54,15 @@ double ulp_rel(DType t) {
   return t == DType::kFloat16 ? 0x1p-10 : t == DType::kBFloat16 ? 0x1p-7 : 0x1p-23;
 }
 
+// cuDNN's backward rules (cudnn_support.h) for the running cuDNN and GPU 0.
+Status running_backward_rule(const LocalProblem& p) {
+  int cc_major = 0;
+  if (cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess) {
+    return internal_error("cudaDeviceGetAttribute");
+  }
+  return detail::cudnn_backward_support(p, {cudnn_runtime_version(), cc_major});
+}
+
 struct Host {
   HostTensor q, k, v, d_o, sinks, o, lse, dq, dk, dv, dsinks;
 };
@@ -142,9 +151,7 @@ TEST_P(CudnnVsReference, WithinTwiceThePlainError) {
   // past 128 before Hopper: the rules the CPU tests check), check_support() refuses a problem
   // that will run backward, naming the version, accepts it forward-only, and backward() refuses
   // it too; forward still runs and is checked.
-  int cc_major = 0;
-  ASSERT_CUDA(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, 0));
-  const Status bwd_rule = detail::cudnn_backward_support(p, {cudnn_runtime_version(), cc_major});
+  const Status bwd_rule = running_backward_rule(p);
   const bool bwd_unsupported = !bwd_rule.is_ok();
   if (bwd_unsupported) {
     const Status s = (*kernel)->check_support(p);
@@ -557,9 +564,7 @@ TEST_P(CudnnVarlenRows, WithinTwiceThePlainError) {
   ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
   p.out_fp32 = p.grad_q_fp32 = true;
   p.grad_kv_dtype = f32;
-  int cc_major = 0;
-  ASSERT_CUDA(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, 0));
-  const Status rule = detail::cudnn_backward_support(p, {cudnn_runtime_version(), cc_major});
+  const Status rule = running_backward_rule(p);
   if (!rule.is_ok()) {  // (head_dim_v != head_dim before cuDNN 9.19: refused by name)
     EXPECT_EQ((*kernel)->check_support(p).message(), rule.message());
     return;
@@ -929,9 +934,7 @@ void expect_packed_mixed_dims_strided(int D, int Dv) {
       1, S, true);
   auto kernel = create_cudnn_attention(0, {.deterministic = true});
   ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
-  int cc_major = 0;
-  ASSERT_CUDA(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, 0));
-  const Status rule = detail::cudnn_backward_support(p, {cudnn_runtime_version(), cc_major});
+  const Status rule = running_backward_rule(p);
   if (!rule.is_ok()) {  // (cuDNN before 9.19: CudnnVsReference checks the refusal)
     EXPECT_EQ((*kernel)->check_support(p).message(), rule.message());
     return;
