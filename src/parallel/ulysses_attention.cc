@@ -642,7 +642,9 @@ class UlyssesAttention final : public DistributedAttention {
   }
   // Backward with the kernel on the caller's d_o, dq, dk, dv and, kLseOnly, q, k, v, o (else Q|K|V
   // and O from the saved rows). Packed batches: the kernel needs O, dO and dQ with one token
-  // stride, as the plan's own rows have.
+  // stride, as the plan's own rows have; with head_dim_v != head_dim no views have one (Q and dQ
+  // rows are wider or narrower than O's, the plan's too), so the kernel brings them into one itself
+  // (CudnnAttention stages them) and the caller's views serve as well as the plan's rows.
   bool direct_backward(const BackwardArgs& a) const {
     if (!self_) return false;
     for (const TensorView* t : {&a.d_o, &a.dq, &a.dk, &a.dv}) {
@@ -652,7 +654,7 @@ class UlyssesAttention final : public DistributedAttention {
                        kernel_may_use(a.o))) {
       return false;
     }
-    if (config_.layout != Layout::kTHD) return true;
+    if (config_.layout != Layout::kTHD || Dv_ != Dq_) return true;
     // (The saved O rows: [S][B][hq][Dv], see full_view().)
     const std::int64_t o_token =
         lse_only_ ? as_bshd(a.o, config_.layout).stride(1) : B_ * qc_ * Dv_;

@@ -208,19 +208,28 @@ inline double dsinks_rounding_bound(const HostTensor& d_o, const HostTensor& rou
   return bound;
 }
 
-/// Heads [h0, h0 + heads) of a buffer at `base` holding `channels` heads of head_dim D per token,
-/// `shift` elements past `base`: [B, S, heads, D] (kBSHD) or [S, heads, D] (kTHD), as a fused
-/// QKV projection hands Q, K or V over. Host or device memory (the view's `device`).
-inline TensorView head_slice(void* base, DType dtype, Layout layout, std::int64_t B, std::int64_t S,
-                             int channels, int h0, int heads, int D, std::int64_t shift = 0,
-                             Device device = Device::host()) {
-  void* at = static_cast<char*>(base) + (shift + static_cast<std::int64_t>(h0) * D) *
-                                            static_cast<std::int64_t>(dtype_size(dtype));
-  const std::int64_t row = static_cast<std::int64_t>(channels) * D;
+/// `heads` heads of head_dim D starting `offset` elements into rows of `row` elements per token of
+/// a buffer at `base`, `shift` elements past it: [B, S, heads, D] (kBSHD) or [S, heads, D] (kTHD),
+/// as a fused projection hands Q, K or V over (rows of heads of two widths with head_dim_v).
+/// Host or device memory (the view's `device`).
+inline TensorView row_slice(void* base, DType dtype, Layout layout, std::int64_t B, std::int64_t S,
+                            std::int64_t row, std::int64_t offset, int heads, int D,
+                            std::int64_t shift = 0, Device device = Device::host()) {
+  void* at =
+      static_cast<char*>(base) + (shift + offset) * static_cast<std::int64_t>(dtype_size(dtype));
   if (layout == Layout::kTHD) {
     return TensorView::strided(at, dtype, {S, heads, D}, {row, D, 1}, device);
   }
   return TensorView::strided(at, dtype, {B, S, heads, D}, {S * row, row, D, 1}, device);
+}
+
+/// Heads [h0, h0 + heads) of a buffer at `base` holding `channels` heads of head_dim D per token
+/// (row_slice()).
+inline TensorView head_slice(void* base, DType dtype, Layout layout, std::int64_t B, std::int64_t S,
+                             int channels, int h0, int heads, int D, std::int64_t shift = 0,
+                             Device device = Device::host()) {
+  return row_slice(base, dtype, layout, B, S, static_cast<std::int64_t>(channels) * D,
+                   static_cast<std::int64_t>(h0) * D, heads, D, shift, device);
 }
 
 /// Element i of `like`'s (contiguous) index order, as an offset into the strided host view `v`

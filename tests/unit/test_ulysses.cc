@@ -967,6 +967,7 @@ TEST(UlyssesSingleRank, KernelUsesTheCallersViewsWhereAligned) {
     std::int64_t shift;  // elements: 1 puts every view off 16 bytes
     bool fused_grads;    // dQ, dK, dV slices of one buffer (else contiguous tensors)
     bool direct_forward, direct_backward;
+    int Dv = 0;  // head_dim_v (0: head_dim)
   };
   const auto bshd = Layout::kBSHD, thd = Layout::kTHD;
   const auto lse = SavedActivations::kLseOnly, heads = SavedActivations::kHeadSharded;
@@ -981,6 +982,12 @@ TEST(UlyssesSingleRank, KernelUsesTheCallersViewsWhereAligned) {
       {"thd_lse", thd, lse, true, 0, false, true, true},
       {"thd_heads", thd, heads, true, 0, false, false, true},
       {"thd_heads_fused_grads", thd, heads, true, 0, true, false, false},
+      // Rows of two widths (head_dim_v != head_dim) have no one token stride: the kernel brings
+      // them into one itself (CudnnAttention stages them), so any aligned views serve.
+      {"thd_heads_mla", thd, heads, true, 0, false, false, true, 4},
+      {"thd_lse_mla_fused_grads", thd, lse, true, 0, true, true, true, 4},
+      {"thd_heads_mla_fused_grads", thd, heads, true, 0, true, false, true, 12},
+      {"heads_mla", bshd, heads, true, 0, true, false, true, 4},
   };
   for (const Scenario& sc : scenarios) {
     SCOPED_TRACE(sc.name);
@@ -988,26 +995,32 @@ TEST(UlyssesSingleRank, KernelUsesTheCallersViewsWhereAligned) {
            -1,      -1, true};
     if (sc.layout == thd) c.cu = {0, 6, 12};  // (even lengths: ring pads to 2 cp)
     c.training = sc.training;
+    c.Dv = sc.Dv;
     const auto seed = testing::fresh_seed();
     SCOPED_TRACE("seed " + std::to_string(seed));
     std::mt19937_64 rng(seed);
     const Inputs in = make_inputs(c, rng);
     const Outputs ref = unsharded(c, in, c.dtype);
 
-    const int C = c.Hq + 2 * c.Hkv;
-    HostTensor qkv(DType::kFloat32, {c.B * c.S * C * c.D + 1}),
-        dqkv(DType::kFloat32, {c.B * c.S * C * c.D + 1}),
-        o_buf(DType::kFloat32, {c.B * c.S * c.Hq * c.D + 1}),
-        do_buf(DType::kFloat32, {c.B * c.S * c.Hq * c.D + 1});
+    // Q|K|V rows (Q and K heads of D, V heads of Dv) and O rows per token.
+    const int Dv = sc.Dv > 0 ? sc.Dv : c.D;
+    const std::int64_t qkv_row = (c.Hq + c.Hkv) * c.D + c.Hkv * Dv, o_row = c.Hq * Dv;
+    HostTensor qkv(DType::kFloat32, {c.B * c.S * qkv_row + 1}),
+        dqkv(DType::kFloat32, {c.B * c.S * qkv_row + 1}),
+        o_buf(DType::kFloat32, {c.B * c.S * o_row + 1}),
+        do_buf(DType::kFloat32, {c.B * c.S * o_row + 1});
     for (HostTensor* t : {&dqkv, &o_buf}) testing::poison(*t);
-    // Heads [h0, h0 + heads) of a buffer of `channels` heads per token.
-    auto rows_of = [&](HostTensor& buf, int channels, int h0, int n) {
-      return testing::head_slice(buf.storage.data(), c.dtype, c.layout, c.B, c.S, channels, h0, n,
-                                 c.D, sc.shift);
+    // n heads of width d, `offset` elements into rows of `row`.
+    auto rows_of = [&](HostTensor& buf, std::int64_t row, std::int64_t offset, int n, int d) {
+      return testing::row_slice(buf.storage.data(), c.dtype, c.layout, c.B, c.S, row, offset, n, d,
+                                sc.shift);
     };
-    const TensorView q = rows_of(qkv, C, 0, c.Hq), k = rows_of(qkv, C, c.Hq, c.Hkv),
-                     v = rows_of(qkv, C, c.Hq + c.Hkv, c.Hkv), o = rows_of(o_buf, c.Hq, 0, c.Hq),
-                     d_o = rows_of(do_buf, c.Hq, 0, c.Hq);
+    const std::int64_t k_at = c.Hq * c.D, v_at = (c.Hq + c.Hkv) * c.D;
+    const TensorView q = rows_of(qkv, qkv_row, 0, c.Hq, c.D),
+                     k = rows_of(qkv, qkv_row, k_at, c.Hkv, c.D),
+                     v = rows_of(qkv, qkv_row, v_at, c.Hkv, Dv),
+                     o = rows_of(o_buf, o_row, 0, c.Hq, Dv),
+                     d_o = rows_of(do_buf, o_row, 0, c.Hq, Dv);
     testing::copy_into(q, in.q);
     testing::copy_into(k, in.k);
     testing::copy_into(v, in.v);
@@ -1015,9 +1028,9 @@ TEST(UlyssesSingleRank, KernelUsesTheCallersViewsWhereAligned) {
     Outputs got = poisoned_outputs(c, c.dtype);
     TensorView dq = got.dq.view, dk = got.dk.view, dv = got.dv.view;
     if (sc.fused_grads) {
-      dq = rows_of(dqkv, C, 0, c.Hq);
-      dk = rows_of(dqkv, C, c.Hq, c.Hkv);
-      dv = rows_of(dqkv, C, c.Hq + c.Hkv, c.Hkv);
+      dq = rows_of(dqkv, qkv_row, 0, c.Hq, c.D);
+      dk = rows_of(dqkv, qkv_row, k_at, c.Hkv, c.D);
+      dv = rows_of(dqkv, qkv_row, v_at, c.Hkv, Dv);
     } else if (sc.shift != 0) {
       GTEST_FAIL() << "misaligned scenarios use fused gradients";
     }
@@ -1118,8 +1131,9 @@ TEST(UlyssesSingleRank, KernelUsesTheCallersViewsWhereAligned) {
     EXPECT_EQ(grads_in_place, sc.direct_backward);
     // Head-sharded saves: Q|K|V and O come from `saved` whatever the caller's views.
     EXPECT_EQ(kb.q.data == q.data && kb.o.data == o.data, sc.direct_backward && sc.saved == lse);
-    // Saved Q rows have O's token stride (cuDNN's packed backward needs one for both).
-    if (sc.saved == heads) {
+    // Saved Q rows have O's token stride (cuDNN's packed backward needs one for both) where their
+    // heads are as wide.
+    if (sc.saved == heads && Dv == c.D) {
       EXPECT_EQ(kb.q.stride(1), kb.o.stride(1));
     }
     EXPECT_BITWISE_EQ(ref.dq, testing::copy_of(dq, ref.dq), "dQ");
