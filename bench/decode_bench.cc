@@ -1,7 +1,8 @@
 // ulysses-bench --decode: decode steps against a KV cache sharded by sequence (DistributedDecode).
 //
 // Rows: total cache tokens x cp x min_split_rows x max_splits. Each rank holds a contiguous 1/cp of
-// the cache (bf16, [B, L/cp, Hkv, D]); every step attends `query_tokens` new tokens to all of it.
+// the cache (bf16, K [B, L/cp, Hkv, D], V [.., Dv] with --head-dim-v); every step attends
+// `query_tokens` new tokens to all of it.
 // Reported: ms per step (median; rank 0's stream), the host time forward() takes to enqueue it
 // (median; near ms/step means the host, not the GPU, sets the pace), the GPU's time per step when
 // the steps are queued ahead behind a held stream ("queued ms"), the K/V bytes each GPU reads per
@@ -130,15 +131,17 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
     return 2;
   }
   const std::int64_t B = o.batch, T = o.decode_tokens;
-  const int Hq = o.heads, Hkv = o.kv_heads, D = o.head_dim;
+  // Q and K heads of D, V and O heads of Dv (--head-dim-v; MLA).
+  const int Hq = o.heads, Hkv = o.kv_heads, D = o.head_dim,
+            Dv = o.head_dim_v > 0 ? o.head_dim_v : o.head_dim;
   std::vector<double> bandwidth(static_cast<std::size_t>(ngpu));
   bandwidth[0] = copy_bandwidth(0);
   std::printf(
       "# ulysses-bench --decode: %d GPU(s), cuDNN %d; B=%lld, %lld new token(s) per step, Hq=%d "
-      "Hkv=%d D=%d bf16 %s%s%s; cache split evenly over cp ranks; %d timed steps (median); "
+      "Hkv=%d D=%d Dv=%d bf16 %s%s%s; cache split evenly over cp ranks; %d timed steps (median); "
       "device copy bandwidth %.0f GB/s%s\n",
       ngpu, cudnn_runtime_version(), static_cast<long long>(B), static_cast<long long>(T), Hq, Hkv,
-      D, o.causal ? "causal" : "full", o.window[0] >= 0 ? " window" : "",
+      D, Dv, o.causal ? "causal" : "full", o.window[0] >= 0 ? " window" : "",
       o.ragged ? "; ragged: sequence b holds L (b + 1) / B tokens" : "", o.iters, bandwidth[0],
       loopback ? "; --transport loopback: cp > 1 rows are virtual ranks on GPU 0 (their ms are "
                  "every rank's work and the device loopback's copies, not speed)"
@@ -164,6 +167,7 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
           DecodeConfig cfg{.attention = {.num_heads_q = Hq,
                                          .num_heads_kv = Hkv,
                                          .head_dim = D,
+                                         .head_dim_v = Dv,
                                          .causal = o.causal,
                                          .window_left = o.window[0]},
                            .cp = cp,
@@ -208,24 +212,26 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
               // Sequence b's share on this rank: positions [b0(b), b0(b) + rows_here(b)).
               auto b0 = [&](std::int64_t b) { return length(b) * r / cp; };
               auto rows_here = [&](std::int64_t b) { return length(b) * (r + 1) / cp - b0(b); };
-              const std::size_t cache_bytes = static_cast<std::size_t>(B * local * Hkv * D) * 2;
-              const std::size_t act = static_cast<std::size_t>(B * T * Hq * D) * 2;
+              // bf16 elements of a K row and a V row, and bytes of q and of o.
+              const auto k_row = static_cast<std::size_t>(Hkv * D),
+                         v_row = static_cast<std::size_t>(Hkv * Dv);
+              const std::size_t q_bytes = static_cast<std::size_t>(B * T * Hq * D) * 2,
+                                act = static_cast<std::size_t>(B * T * Hq * Dv) * 2;
               void *k, *v, *q, *out, *ws;
-              BENCH_CUDA(cudaMalloc(&k, cache_bytes));
-              BENCH_CUDA(cudaMalloc(&v, cache_bytes));
-              BENCH_CUDA(cudaMalloc(&q, act));
+              BENCH_CUDA(cudaMalloc(&k, static_cast<std::size_t>(B * local) * k_row * 2));
+              BENCH_CUDA(cudaMalloc(&v, static_cast<std::size_t>(B * local) * v_row * 2));
+              BENCH_CUDA(cudaMalloc(&q, q_bytes));
               BENCH_CUDA(cudaMalloc(&out, act));
               BENCH_CUDA(cudaMalloc(&ws, std::max<std::size_t>(1, (*plan)->workspace_bytes())));
-              const std::size_t row = static_cast<std::size_t>(Hkv * D);
               for (std::int64_t b = 0; b < B; ++b) {
-                const std::size_t at = static_cast<std::size_t>(b * local) * row * 2;
-                const std::size_t start = static_cast<std::size_t>(b * L + b0(b)) * row;
-                fill_tiled(static_cast<char*>(k) + at, static_cast<std::size_t>(local) * row * 2,
-                           tile, start);
-                fill_tiled(static_cast<char*>(v) + at, static_cast<std::size_t>(local) * row * 2,
-                           tile, start + 12345);
+                const auto first = static_cast<std::size_t>(b * L + b0(b));
+                const auto n = static_cast<std::size_t>(local);
+                fill_tiled(static_cast<char*>(k) + static_cast<std::size_t>(b * local) * k_row * 2,
+                           n * k_row * 2, tile, first * k_row);
+                fill_tiled(static_cast<char*>(v) + static_cast<std::size_t>(b * local) * v_row * 2,
+                           n * v_row * 2, tile, first * v_row + 12345);
               }
-              BENCH_CUDA(cudaMemcpy(q, q_host.data(), act, cudaMemcpyHostToDevice));
+              BENCH_CUDA(cudaMemcpy(q, q_host.data(), q_bytes, cudaMemcpyHostToDevice));
               cudaStream_t st;
               BENCH_CUDA(cudaStreamCreate(&st));
               const Device dev = Device::cuda(device);
@@ -241,10 +247,10 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
               DecodeArgs a{
                   .q = TensorView::contiguous(q, DType::kBFloat16, {B, T, Hq, D}, dev),
                   .k_cache = TensorView::contiguous(k, DType::kBFloat16, {B, local, Hkv, D}, dev),
-                  .v_cache = TensorView::contiguous(v, DType::kBFloat16, {B, local, Hkv, D}, dev),
+                  .v_cache = TensorView::contiguous(v, DType::kBFloat16, {B, local, Hkv, Dv}, dev),
                   .segments = segs,
                   .query_position = L - T,
-                  .o = TensorView::contiguous(out, DType::kBFloat16, {B, T, Hq, D}, dev),
+                  .o = TensorView::contiguous(out, DType::kBFloat16, {B, T, Hq, Dv}, dev),
                   .workspace = ws};
               if (o.ragged) {
                 a.segment_offsets = offsets;
@@ -319,7 +325,7 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
           all_pass = all_pass && pass;
           double bytes = 0;  // K and V of rank 0's share of every sequence
           for (std::int64_t b = 0; b < B; ++b) {
-            bytes += static_cast<double>(length(b) / cp) * Hkv * D * 2 * 2;
+            bytes += static_cast<double>(length(b) / cp) * Hkv * (D + Dv) * 2;
           }
           const Row row{L,         cp,    splits,
                         min_rows,  ms[0], host_ms[0],

@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 /* Bumped when a struct below changes layout; ulysses_c_api_version() returns the library's. */
-#define ULYSSES_C_API_VERSION 3
+#define ULYSSES_C_API_VERSION 4
 
 /* ulysses::StatusCode */
 typedef enum {
@@ -139,6 +139,8 @@ typedef struct {
   int32_t max_segments;
   int32_t max_splits;
   int64_t min_split_rows;
+  /* AttentionConfig::head_dim_v: of V and O, 0 = head_dim (version 4) */
+  int32_t head_dim_v;
 } ulysses_decode_config;
 
 /* ulysses::CacheSegment: cache rows [row, row + rows) hold positions [position, position + rows).

@@ -47,10 +47,11 @@ struct CacheSegment {
 
 /// Everything that fixes a decode plan. Must be identical on every rank (create() checks).
 struct DecodeConfig {
-  /// Heads, head_dim, scale, causal, windows and sinks, in global positions as for training. Query
-  /// token i of a step sits at position query_position + i: causal lets it see keys up to there
-  /// (so with several new tokens their own keys must be in a cache); window_left w keeps only the
-  /// last w + 1 positions, which also bounds the work (keys outside every window are not read).
+  /// Heads, head_dim (and head_dim_v: V and O heads may be narrower or wider than Q and K heads, as
+  /// with MLA's 192 / 128), scale, causal, windows and sinks, in global positions as for training.
+  /// Query token i of a step sits at position query_position + i: causal lets it see keys up to
+  /// there (so with several new tokens their own keys must be in a cache); window_left w keeps only
+  /// the last w + 1 positions, which also bounds the work (keys outside every window are not read).
   AttentionConfig attention;
   /// Ranks holding the cache: the communicator's size.
   int cp = 1;
@@ -63,7 +64,7 @@ struct DecodeConfig {
   /// chunked prefill against a sharded cache.
   std::int64_t query_tokens = 1;
   /// Rows of each rank's cache buffer per sequence (its capacity): k_cache and v_cache are
-  /// [batch, cache_rows, num_heads_kv, head_dim].
+  /// [batch, cache_rows, num_heads_kv, head_dim] and [.., head_dim_v].
   std::int64_t cache_rows = 0;
   /// Most segments a rank passes to one forward() call.
   int max_segments = 2;
@@ -87,7 +88,7 @@ struct DecodeArgs {
   /// must lie a whole number of rows apart (strides[0] = m strides[1], m >= cache_rows, the same m
   /// for k_cache and v_cache), e.g. one contiguous buffer or a slice of a longer one.
   TensorView k_cache;
-  TensorView v_cache;  // like k_cache
+  TensorView v_cache;  // like k_cache, heads of head_dim_v
   /// Which rows of this rank's cache hold keys, and their positions (rows in ascending order, not
   /// overlapping; at most max_segments; may be empty). A position must be held by one rank only.
   /// With segment_offsets: every sequence's segments, one after another.
@@ -103,7 +104,7 @@ struct DecodeArgs {
   /// query_position for all.
   std::span<const std::int64_t> query_positions;
   TensorView sinks;  // [num_heads_q] fp32 when attention.sinks (the same on every rank)
-  TensorView o;      // out: [batch, query_tokens, num_heads_q, head_dim], the same on every rank
+  TensorView o;      // out: [batch, query_tokens, num_heads_q, head_dim_v], the same on every rank
   TensorView lse;    // optional out: [batch, num_heads_q, query_tokens] fp32, natural log
   void* workspace = nullptr;  // workspace_bytes(), on the communicator's device
 };

@@ -170,12 +170,13 @@ class DecodeConfig(_Attention):
     max_segments: int = 2
     max_splits: int = 16
     min_split_rows: int = 1024
+    head_dim_v: int = 0  # of V and O when it differs from head_dim (MLA); 0: head_dim
 
     def _c(self) -> _capi.DecodeConfig:
         c = _capi.DecodeConfig()
         _lib.ulysses_decode_config_init(ctypes.byref(c))
         _fill(c, self, ("cp", "batch", "query_tokens", "cache_rows", "max_segments", "max_splits",
-                        "min_split_rows"), ())
+                        "min_split_rows", "head_dim_v"), ())
         c.dtype = _enum(_DTYPES, self.dtype, "dtype")
         return c
 

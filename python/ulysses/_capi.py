@@ -4,7 +4,7 @@ import ctypes
 import os
 import pathlib
 
-API_VERSION = 3
+API_VERSION = 4
 
 
 class Tensor(ctypes.Structure):
@@ -61,6 +61,7 @@ class DecodeConfig(ctypes.Structure):
         ("max_segments", ctypes.c_int32),
         ("max_splits", ctypes.c_int32),
         ("min_split_rows", ctypes.c_int64),
+        ("head_dim_v", ctypes.c_int32),
     ]
 
 

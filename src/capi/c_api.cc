@@ -117,6 +117,7 @@ DecodeConfig to_decode_config(const ulysses_decode_config& c) {
   d.max_segments = c.max_segments;
   d.max_splits = c.max_splits;
   d.min_split_rows = c.min_split_rows;
+  d.attention.head_dim_v = c.head_dim_v;
   return d;
 }
 
@@ -383,6 +384,7 @@ void ulysses_decode_config_init(ulysses_decode_config* config) {
   config->max_segments = d.max_segments;
   config->max_splits = d.max_splits;
   config->min_split_rows = d.min_split_rows;
+  config->head_dim_v = d.attention.head_dim_v;
 }
 
 int ulysses_decode_create(const ulysses_decode_config* config, ulysses_comm* comm,

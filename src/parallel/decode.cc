@@ -112,19 +112,21 @@ class DecodePlan final : public DistributedDecode {
   DecodePlan(const DecodeConfig& config, Communicator& comm, LocalAttention& kernel)
       : config_(config), comm_(comm), kernel_(kernel) {
     const AttentionConfig& a = config_.attention;
-    const std::int64_t B = config_.batch, T = config_.query_tokens, D = a.head_dim;
+    const std::int64_t B = config_.batch, T = config_.query_tokens, Dv = a.value_dim();
     acc_ = config_.dtype == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
     slots_ = piece_slots(config_);
     rows_cap_ = B * slots_ * T;
-    const std::size_t act_row =
-        static_cast<std::size_t>(a.num_heads_q * D) * dtype_size(config_.dtype);
+    // Rows of Hq query heads (head_dim) and of Hq output heads (head_dim_v).
+    auto act_row = [&](std::int64_t d) {
+      return static_cast<std::size_t>(a.num_heads_q * d) * dtype_size(config_.dtype);
+    };
     parallel::Arena arena;
-    q_rep_ = arena.take(static_cast<std::size_t>(rows_cap_) * act_row);
-    o_part_ = arena.take(static_cast<std::size_t>(rows_cap_) * act_row);
+    q_rep_ = arena.take(static_cast<std::size_t>(rows_cap_) * act_row(a.head_dim));
+    o_part_ = arena.take(static_cast<std::size_t>(rows_cap_) * act_row(Dv));
     lse_part_ = arena.take(static_cast<std::size_t>(rows_cap_ * a.num_heads_q) * 4);
     lse_open_ = arena.take(static_cast<std::size_t>(rows_cap_ * a.num_heads_q) * 4);
     table_offset_ = arena.take(static_cast<std::size_t>(4 * B * slots_) * sizeof(std::int32_t));
-    o_acc_bytes_ = static_cast<std::size_t>(B * T * a.num_heads_q * D) * dtype_size(acc_);
+    o_acc_bytes_ = static_cast<std::size_t>(B * T * a.num_heads_q * Dv) * dtype_size(acc_);
     part_bytes_ =
         parallel::align_up(o_acc_bytes_ + static_cast<std::size_t>(B * a.num_heads_q * T) * 4);
     send_ = arena.take(part_bytes_);
@@ -179,7 +181,9 @@ class DecodePlan final : public DistributedDecode {
   Status forward(const DecodeArgs& args, Stream stream) override {
     ULYSSES_RETURN_IF_ERROR(check(args));
     const AttentionConfig& a = config_.attention;
-    const std::int64_t B = config_.batch, T = config_.query_tokens, D = a.head_dim;
+    // Q and K heads are D wide, V and O heads Dv (head_dim_v).
+    const std::int64_t B = config_.batch, T = config_.query_tokens, D = a.head_dim,
+                       Dv = a.value_dim();
     const std::int64_t Hq = a.num_heads_q, Hkv = a.num_heads_kv;
     const Device dev = comm_.device();
     char* ws = static_cast<char*>(args.workspace);
@@ -213,14 +217,15 @@ class DecodePlan final : public DistributedDecode {
     const std::int64_t m = B > 1 ? args.k_cache.stride(0) / args.k_cache.stride(1) : 0;
     const std::int64_t kv_rows = (B - 1) * m + config_.cache_rows;
     auto cache_rows = [&](const TensorView& t) {
-      return TensorView::strided(t.data, t.dtype, {1, kv_rows, Hkv, D},
+      return TensorView::strided(t.data, t.dtype, {1, kv_rows, Hkv, t.size(3)},
                                  {0, t.stride(1), t.stride(2), 1}, dev);
     };
     const TensorView k = cache_rows(args.k_cache), v = cache_rows(args.v_cache);
-    // Workspace rows of T query tokens: the open region [B][n_open][T], then T per edge block.
-    auto act = [&](std::size_t region, std::int64_t first, std::int64_t rows) {
-      return TensorView::strided(ws + region + static_cast<std::size_t>(first * Hq * D) * esize,
-                                 config_.dtype, {1, rows, Hq, D}, {0, Hq * D, D, 1}, dev);
+    // Workspace rows of T query tokens: the open region [B][n_open][T], then T per edge block;
+    // heads of d (D: the query copies, Dv: the outputs).
+    auto act = [&](std::size_t region, std::int64_t d, std::int64_t first, std::int64_t rows) {
+      return TensorView::strided(ws + region + static_cast<std::size_t>(first * Hq * d) * esize,
+                                 config_.dtype, {1, rows, Hq, d}, {0, Hq * d, d, 1}, dev);
     };
     auto lse = [&](std::int64_t first, std::int64_t rows) {
       return TensorView::strided(ws + lse_part_ + static_cast<std::size_t>(first) * 4,
@@ -237,9 +242,9 @@ class DecodePlan final : public DistributedDecode {
     // The open region, GQA folded: [Hkv][sequence s = b n_open + j][token t][g][D], so that head
     // kv's rows are (s T + t) g + jj (query head kv g + jj), one row stride and one head stride.
     const std::int64_t g = Hq / Hkv, open_rows = B * n_open * T * g;
-    auto open_act = [&](std::size_t region) {
-      return TensorView::strided(ws + region, config_.dtype, {1, open_rows, Hkv, D},
-                                 {0, D, open_rows * D, 1}, dev);
+    auto open_act = [&](std::size_t region, std::int64_t d) {
+      return TensorView::strided(ws + region, config_.dtype, {1, open_rows, Hkv, d},
+                                 {0, d, open_rows * d, 1}, dev);
     };
     const TensorView open_lse = TensorView::strided(ws + lse_open_, DType::kFloat32,
                                                     {1, Hkv, open_rows}, {0, open_rows, 1}, dev);
@@ -262,7 +267,7 @@ class DecodePlan final : public DistributedDecode {
     std::int64_t block = 0;
     for (const std::vector<Block>& gr : groups) {
       for (const Block& bl : gr) {
-        ULYSSES_RETURN_IF_ERROR(kernels::convert(act(q_rep_, edge_base + block++ * T, T),
+        ULYSSES_RETURN_IF_ERROR(kernels::convert(act(q_rep_, D, edge_base + block++ * T, T),
                                                  seq_rows(args.q, bl.b), stream));
       }
     }
@@ -312,7 +317,7 @@ class DecodePlan final : public DistributedDecode {
         }
       }
       ULYSSES_RETURN_IF_ERROR(
-          call(open_act(q_rep_), open_act(o_part_), open_lse, entries, false, 0));
+          call(open_act(q_rep_, D), open_act(o_part_, Dv), open_lse, entries, false, 0));
     }
     block = 0;
     for (const std::vector<Block>& gr : groups) {
@@ -323,7 +328,7 @@ class DecodePlan final : public DistributedDecode {
       }
       const std::int64_t first = edge_base + block * T,
                          rows = static_cast<std::int64_t>(gr.size()) * T;
-      ULYSSES_RETURN_IF_ERROR(call(act(q_rep_, first, rows), act(o_part_, first, rows),
+      ULYSSES_RETURN_IF_ERROR(call(act(q_rep_, D, first, rows), act(o_part_, Dv, first, rows),
                                    lse(first, rows), entries, true,
                                    gr.front().edge.diagonal_offset));
       block += static_cast<std::int64_t>(gr.size());
@@ -331,24 +336,24 @@ class DecodePlan final : public DistributedDecode {
 
     // This rank's partial: the open pieces token by token (rows (b, kv, jj) of a [B, Hkv, g] view
     // stand for query head kv g + jj), then the edges.
-    const TensorView o_acc = TensorView::contiguous(ws + send_, acc_, {B, T, Hq, D}, dev);
+    const TensorView o_acc = TensorView::contiguous(ws + send_, acc_, {B, T, Hq, Dv}, dev);
     const TensorView lse_acc =
         TensorView::contiguous(ws + send_ + o_acc_bytes_, DType::kFloat32, {B, Hq, T}, dev);
     for (std::int64_t t = 0; t < T; ++t) {
       const TensorView parts = TensorView::strided(
-          ws + o_part_ + static_cast<std::size_t>(t * g * D) * esize, config_.dtype, {B, Hkv, g, D},
-          {n_open * T * g * D, open_rows * D, D, 1}, dev);
+          ws + o_part_ + static_cast<std::size_t>(t * g * Dv) * esize, config_.dtype,
+          {B, Hkv, g, Dv}, {n_open * T * g * Dv, open_rows * Dv, Dv, 1}, dev);
       const TensorView lse_parts =
           TensorView::strided(ws + lse_open_ + static_cast<std::size_t>(t * g) * 4, DType::kFloat32,
                               {B, g, Hkv}, {n_open * T * g, 1, open_rows}, dev);
       const TensorView acc =
-          TensorView::strided(ws + send_ + static_cast<std::size_t>(t * Hq * D) * dtype_size(acc_),
-                              acc_, {B, Hkv, g, D}, {T * Hq * D, g * D, D, 1}, dev);
+          TensorView::strided(ws + send_ + static_cast<std::size_t>(t * Hq * Dv) * dtype_size(acc_),
+                              acc_, {B, Hkv, g, Dv}, {T * Hq * Dv, g * Dv, Dv, 1}, dev);
       const TensorView lacc =
           TensorView::strided(ws + send_ + o_acc_bytes_ + static_cast<std::size_t>(t) * 4,
                               DType::kFloat32, {B, g, Hkv}, {Hq * T, T, g * T}, dev);
       ULYSSES_RETURN_IF_ERROR(kernels::merge_stacked(parts, lse_parts, static_cast<int>(n_open),
-                                                     T * g * D, T * g, TensorView{}, 0, acc, lacc,
+                                                     T * g * Dv, T * g, TensorView{}, 0, acc, lacc,
                                                      stream));
     }
     block = 0;
@@ -357,7 +362,7 @@ class DecodePlan final : public DistributedDecode {
         const std::int64_t first = edge_base + block++ * T;
         ULYSSES_RETURN_IF_ERROR(
             kernels::merge_partial(seq_rows(o_acc, bl.b), seq_rows(lse_acc, bl.b),
-                                   act(o_part_, first, T), lse(first, T), stream));
+                                   act(o_part_, Dv, first, T), lse(first, T), stream));
       }
     }
 
@@ -365,7 +370,7 @@ class DecodePlan final : public DistributedDecode {
     if (config_.cp > 1) {
       ULYSSES_RETURN_IF_ERROR(comm_.all_gather(ws + send_, ws + recv_, part_bytes_, stream));
     }
-    const TensorView o_parts = TensorView::contiguous(ws + recv_, acc_, {B, T, Hq, D}, dev);
+    const TensorView o_parts = TensorView::contiguous(ws + recv_, acc_, {B, T, Hq, Dv}, dev);
     const TensorView lse_parts =
         TensorView::contiguous(ws + recv_ + o_acc_bytes_, DType::kFloat32, {B, Hq, T}, dev);
     return kernels::merge_stacked(o_parts, lse_parts, config_.cp,
@@ -419,10 +424,10 @@ Status DecodePlan::check(const DecodeArgs& a) const {
                                              {B, config_.cache_rows, c.num_heads_kv, D},
                                              config_.dtype, dev, true, api));
   ULYSSES_RETURN_IF_ERROR(detail::check_view(a.v_cache, "v_cache",
-                                             {B, config_.cache_rows, c.num_heads_kv, D},
+                                             {B, config_.cache_rows, c.num_heads_kv, c.value_dim()},
                                              config_.dtype, dev, true, api));
-  ULYSSES_RETURN_IF_ERROR(
-      detail::check_view(a.o, "o", {B, T, c.num_heads_q, D}, config_.dtype, dev, true, api));
+  ULYSSES_RETURN_IF_ERROR(detail::check_view(a.o, "o", {B, T, c.num_heads_q, c.value_dim()},
+                                             config_.dtype, dev, true, api));
   if (!a.lse.empty_view()) {
     ULYSSES_RETURN_IF_ERROR(
         detail::check_view(a.lse, "lse", {B, c.num_heads_q, T}, DType::kFloat32, dev, false, api));
@@ -522,13 +527,6 @@ Status DecodePlan::check(const DecodeArgs& a) const {
 Status DecodeConfig::validate() const {
   constexpr std::string_view api = kConfig;
   ULYSSES_RETURN_IF_ERROR(attention.validate());
-  if (attention.mixed_dims()) {
-    // (The merged partial outputs and the cache pieces are rows of one width.)
-    return unsupported(str_cat(api, ": head_dim_v ", attention.head_dim_v, " != head_dim ",
-                               attention.head_dim,
-                               " is not supported by decoding (DistributedAttention takes it "
-                               "under strategy ulysses)"));
-  }
   if (cp < 1) return arg_error(api, "cp", "must be positive", cp, ">= 1");
   if (dtype != DType::kFloat64 && dtype != DType::kFloat32 && dtype != DType::kFloat16 &&
       dtype != DType::kBFloat16) {
@@ -588,7 +586,7 @@ Result<std::unique_ptr<DistributedDecode>> DistributedDecode::create(const Decod
     }
   }
   const AttentionConfig& a = config.attention;
-  const std::array<std::int64_t, 17> fields = {
+  const std::array<std::int64_t, 18> fields = {
       0x554c5944,  // "ULYD": catches ranks running different library builds
       static_cast<std::int64_t>(config.dtype),
       config.cp,
@@ -601,18 +599,17 @@ Result<std::unique_ptr<DistributedDecode>> DistributedDecode::create(const Decod
       a.num_heads_q,
       a.num_heads_kv,
       a.head_dim,
+      a.value_dim(),
       a.softmax_scale ? static_cast<std::int64_t>(std::bit_cast<std::uint32_t>(*a.softmax_scale))
                       : -1,
       a.causal ? 1 : 0,
       a.window_left,
       a.window_right,
       a.sinks ? 1 : 0};
-  static constexpr std::array<std::string_view, 17> kNames = {
-      "format",        "dtype",       "cp",           "batch",
-      "query_tokens",  "cache_rows",  "max_segments", "min_split_rows",
-      "max_splits",    "num_heads_q", "num_heads_kv", "head_dim",
-      "softmax_scale", "causal",      "window_left",  "window_right",
-      "sinks"};
+  static constexpr std::array<std::string_view, 18> kNames = {
+      "format",       "dtype",          "cp",         "batch",       "query_tokens", "cache_rows",
+      "max_segments", "min_split_rows", "max_splits", "num_heads_q", "num_heads_kv", "head_dim",
+      "head_dim_v",   "softmax_scale",  "causal",     "window_left", "window_right", "sinks"};
   ULYSSES_RETURN_IF_ERROR(parallel::agree_on_fields(fields, kNames, comm, local, kCreate));
   return std::unique_ptr<DistributedDecode>(std::move(plan));
 }

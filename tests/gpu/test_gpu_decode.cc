@@ -38,6 +38,9 @@ struct Case {
   std::int64_t min_split_rows = 512;
   int max_splits = 8;
   bool ragged = false;  // sequence b's prefill is prefill - b * prefill / (2 B)
+  int Dv = 0;           // head_dim_v (0: D)
+
+  int dv() const { return Dv > 0 ? Dv : D; }
 
   std::int64_t prefill_of(std::int64_t b) const {
     return ragged ? prefill - b * prefill / (2 * B) : prefill;
@@ -49,6 +52,7 @@ AttentionConfig attention(const Case& c) {
   return {.num_heads_q = c.Hq,
           .num_heads_kv = c.Hkv,
           .head_dim = c.D,
+          .head_dim_v = c.Dv,
           .causal = c.causal,
           .window_left = c.wl,
           .sinks = c.sinks};
@@ -61,7 +65,7 @@ void reference(const Case& c, const HostTensor& q, const HostTensor& k, const Ho
                HostTensor& o, HostTensor& lse) {
   const HostTensor qd = testing::convert(q, dtype), kd = testing::convert(k, dtype),
                    vd = testing::convert(v, dtype);
-  o = HostTensor(dtype, {c.B, c.T, c.Hq, c.D});
+  o = HostTensor(dtype, {c.B, c.T, c.Hq, c.dv()});
   lse = HostTensor(DType::kFloat32, {c.B, c.Hq, c.T});
   for (std::int64_t b = 0; b < c.B; ++b) {
     LocalProblem p = LocalProblem::unsharded(attention(c), dtype, 1, c.T);
@@ -91,7 +95,7 @@ TEST_P(DeviceLoopbackDecode, WithinTwiceThePlainError) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   const std::int64_t total = c.prefill + c.steps * c.T;
-  HostTensor k(c.dtype, {c.B, total, c.Hkv, c.D}), v(c.dtype, {c.B, total, c.Hkv, c.D}),
+  HostTensor k(c.dtype, {c.B, total, c.Hkv, c.D}), v(c.dtype, {c.B, total, c.Hkv, c.dv()}),
       sinks(DType::kFloat32, {c.Hq});
   testing::fill_uniform(k, rng, -1.0, 1.0);
   testing::fill_uniform(v, rng, -1.0, 1.0);
@@ -149,7 +153,7 @@ TEST_P(DeviceLoopbackDecode, WithinTwiceThePlainError) {
   std::vector<HostTensor> kc, vc;
   for (std::size_t r = 0; r < P; ++r) {
     kc.emplace_back(c.dtype, std::initializer_list<std::int64_t>{c.B, cap, c.Hkv, c.D});
-    vc.emplace_back(c.dtype, std::initializer_list<std::int64_t>{c.B, cap, c.Hkv, c.D});
+    vc.emplace_back(c.dtype, std::initializer_list<std::int64_t>{c.B, cap, c.Hkv, c.dv()});
     testing::poison(kc.back());
     testing::poison(vc.back());
     for (std::int64_t b = 0; b < c.B; ++b) {
@@ -158,10 +162,10 @@ TEST_P(DeviceLoopbackDecode, WithinTwiceThePlainError) {
         if (row < 0) continue;
         for (int h = 0; h < c.Hkv; ++h) {
           for (int d = 0; d < c.D; ++d) {
-            const std::int64_t src = k.view.offset({b, p, h, d});
-            const std::int64_t dst = kc.back().view.offset({b, row, h, d});
-            kc.back().set(dst, k.at(src));
-            vc.back().set(dst, v.at(src));
+            kc.back().set(kc.back().view.offset({b, row, h, d}), k.at(k.view.offset({b, p, h, d})));
+          }
+          for (int d = 0; d < c.dv(); ++d) {
+            vc.back().set(vc.back().view.offset({b, row, h, d}), v.at(v.view.offset({b, p, h, d})));
           }
         }
       }
@@ -203,7 +207,7 @@ TEST_P(DeviceLoopbackDecode, WithinTwiceThePlainError) {
                      sd = DeviceTensor::of(sinks);
         for (int s = 0; s < c.steps; ++s) {
           const auto si = static_cast<std::size_t>(s);
-          HostTensor o(c.dtype, {c.B, c.T, c.Hq, c.D}), lse(DType::kFloat32, {c.B, c.Hq, c.T});
+          HostTensor o(c.dtype, {c.B, c.T, c.Hq, c.dv()}), lse(DType::kFloat32, {c.B, c.Hq, c.T});
           testing::poison(o);
           testing::poison(lse);
           DeviceTensor qd = DeviceTensor::of(qs[si]), od = DeviceTensor::of(o),
@@ -272,7 +276,14 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"p2_one_token_ragged_batch4", 2, 4, 1, 8, 2, 128, DType::kBFloat16, true, -1, false,
              5000, 3, 512, 8, true},
         Case{"p3_four_tokens_window_ragged_batch3", 3, 3, 4, 4, 1, 128, DType::kBFloat16, true, 900,
-             true, 3000, 3, 512, 8, true}),
+             true, 3000, 3, 512, 8, true},
+        // head_dim_v != head_dim: MLA's 192 / 128, and V wider than Q and K.
+        Case{"p2_mla_one_token_gqa_sinks", 2, 2, 1, 8, 2, 192, DType::kBFloat16, true, -1, true,
+             5000, 3, 512, 8, false, 128},
+        Case{"p3_mla_three_tokens_window_ragged", 3, 3, 3, 8, 1, 192, DType::kBFloat16, true, 700,
+             false, 3000, 3, 512, 8, true, 128},
+        Case{"p2_wider_v_two_tokens_fp16", 2, 1, 2, 4, 4, 64, DType::kFloat16, true, -1, false,
+             4000, 3, 512, 8, false, 128}),
     [](const auto& param_info) { return param_info.param.name; });
 
 // A batch of caches that lie more than 2^31 elements apart (a slice of one large cache pool, or

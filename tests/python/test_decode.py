@@ -16,11 +16,12 @@ import ulysses
 
 
 def attention(q, k, v, p0, window_left, sinks):
-    """q [B, T, Hq, D] at positions p0.., k, v [B, N, Hkv, D] at 0..N-1; causal; fp64."""
+    """q [B, T, Hq, D] at positions p0.., k [B, N, Hkv, D], v [B, N, Hkv, Dv] at 0..N-1; causal;
+    fp64."""
     B, T, Hq, D = q.shape
     N, Hkv = k.shape[1], k.shape[2]
     g = Hq // Hkv
-    o = np.zeros(q.shape)
+    o = np.zeros((B, T, Hq, v.shape[3]))
     lse = np.zeros((B, Hq, T))
     pos = np.arange(N)
     for b in range(B):
@@ -47,12 +48,12 @@ class DecodeThroughCtypes(unittest.TestCase):
             self.assertLess(np.abs(lse - want_lse).max(), 1e-5, f"LSE, rank {r}")
             np.testing.assert_array_equal(o, outs[0][0])
 
-    def run_case(self, cp, T, window_left, with_sinks):
+    def run_case(self, cp, T, window_left, with_sinks, Dv=8):
         rng = np.random.default_rng()
         B, Hq, Hkv, D, prefill = 2, 4, 2, 8, 37
         N = prefill + T
         k = rng.uniform(-1, 1, (B, N, Hkv, D))
-        v = rng.uniform(-1, 1, (B, N, Hkv, D))
+        v = rng.uniform(-1, 1, (B, N, Hkv, Dv))
         q = rng.uniform(-1, 1, (B, T, Hq, D))
         sinks = rng.uniform(-1, 1, Hq).astype(np.float32) if with_sinks else None
         want_o, want_lse = attention(q, k, v, prefill, window_left,
@@ -61,12 +62,13 @@ class DecodeThroughCtypes(unittest.TestCase):
         cfg = ulysses.DecodeConfig(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D, causal=True,
                                    window_left=window_left, sinks=with_sinks, cp=cp,
                                    dtype="fp64", batch=B, query_tokens=T, cache_rows=cap,
-                                   max_segments=2, max_splits=3, min_split_rows=4)
+                                   max_segments=2, max_splits=3, min_split_rows=4,
+                                   head_dim_v=Dv)
 
         def rank(r, comm):
             lo, hi = prefill * r // cp, prefill * (r + 1) // cp
             kc = np.full((B, cap, Hkv, D), np.nan)
-            vc = np.full((B, cap, Hkv, D), np.nan)
+            vc = np.full((B, cap, Hkv, Dv), np.nan)
             kc[:, 1:1 + hi - lo], vc[:, 1:1 + hi - lo] = k[:, lo:hi], v[:, lo:hi]
             segments = [(1, hi - lo, lo)]
             if r == cp - 1:  # the new tokens' keys, after one more NaN row
@@ -75,7 +77,7 @@ class DecodeThroughCtypes(unittest.TestCase):
                 segments.append((at, T, prefill))
             dec = ulysses.Decode(cfg, comm, ulysses.reference_kernel())
             ws = np.empty(max(dec.workspace_bytes, 1), np.uint8)
-            o = np.full(q.shape, np.nan)
+            o = np.full(want_o.shape, np.nan)
             lse = np.full((B, Hq, T), np.nan, np.float32)
             dec.forward(q, kc, vc, o, segments=segments, query_position=prefill, lse=lse,
                         sinks=sinks, workspace=ws)
@@ -89,6 +91,10 @@ class DecodeThroughCtypes(unittest.TestCase):
 
     def test_three_tokens_window_sinks(self):
         self.run_case(cp=2, T=3, window_left=9, with_sinks=True)
+
+    def test_value_heads_of_another_width(self):
+        """head_dim_v != head_dim (MLA): V and O heads 4 wide, Q and K heads 8."""
+        self.run_case(cp=2, T=2, window_left=-1, with_sinks=True, Dv=4)
 
     def test_sequences_of_different_lengths(self):
         # Sequence b: prefill[b] cached positions, sharded contiguously over the ranks at rows
@@ -140,7 +146,7 @@ class DecodeThroughCtypes(unittest.TestCase):
         ulysses._lib.ulysses_decode_config_init(ctypes.byref(c))
         d = ulysses.DecodeConfig()
         for f in ("cp", "batch", "query_tokens", "cache_rows", "max_segments", "max_splits",
-                  "min_split_rows", "window_left", "window_right"):
+                  "min_split_rows", "window_left", "window_right", "head_dim_v"):
             self.assertEqual(getattr(d, f), getattr(c, f), f)
 
     def test_bad_segments_are_named(self):

@@ -38,6 +38,8 @@ struct Case {
   int max_splits = 5;
   int max_run = 12;     // longest run of positions dealt to one rank
   int empty_rank = -1;  // this rank holds nothing
+  int Dv = 0;           // head_dim_v (0: D)
+  int dv() const { return Dv > 0 ? Dv : D; }
 };
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
@@ -45,6 +47,7 @@ AttentionConfig attention(const Case& c) {
   return {.num_heads_q = c.Hq,
           .num_heads_kv = c.Hkv,
           .head_dim = c.D,
+          .head_dim_v = c.Dv,
           .causal = c.causal,
           .window_left = c.wl,
           .window_right = c.wr,
@@ -84,7 +87,7 @@ std::vector<RankCache> build_caches(const Case& c, const std::vector<PositionRun
   for (int r = 0; r < c.P; ++r) {
     RankCache& rc = out[static_cast<std::size_t>(r)];
     rc.k = HostTensor(DType::kFloat64, {c.B, cap, c.Hkv, c.D});
-    rc.v = HostTensor(DType::kFloat64, {c.B, cap, c.Hkv, c.D});
+    rc.v = HostTensor(DType::kFloat64, {c.B, cap, c.Hkv, c.dv()});
     testing::poison(rc.k);
     testing::poison(rc.v);
     std::vector<PositionRun> mine;
@@ -104,13 +107,16 @@ std::vector<RankCache> build_caches(const Case& c, const std::vector<PositionRun
         // Keys before the window of query token 0 are never visible: leave them NaN.
         const bool visible = c.wl < 0 || pos >= p0 - c.wl;
         for (std::int64_t b = 0; b < c.B; ++b)
-          for (int h = 0; h < c.Hkv; ++h)
+          for (int h = 0; h < c.Hkv; ++h) {
             for (int d = 0; d < c.D; ++d) {
-              const std::int64_t src = k.view.offset({b, pos, h, d});
-              const std::int64_t dst = rc.k.view.offset({b, row, h, d});
-              rc.k.set(dst, visible ? k.at(src) : std::nan(""));
-              rc.v.set(dst, visible ? v.at(src) : std::nan(""));
+              rc.k.set(rc.k.view.offset({b, row, h, d}),
+                       visible ? k.at(k.view.offset({b, pos, h, d})) : std::nan(""));
             }
+            for (int d = 0; d < c.dv(); ++d) {
+              rc.v.set(rc.v.view.offset({b, row, h, d}),
+                       visible ? v.at(v.view.offset({b, pos, h, d})) : std::nan(""));
+            }
+          }
       }
     }
   }
@@ -158,7 +164,7 @@ class NoEmptyRows final : public LocalAttention {
 void check_decode(const Case& c, std::mt19937_64& rng) {
   const std::int64_t total = c.prefill + c.steps * c.T;
   HostTensor k(DType::kFloat64, {c.B, total, c.Hkv, c.D}),
-      v(DType::kFloat64, {c.B, total, c.Hkv, c.D});
+      v(DType::kFloat64, {c.B, total, c.Hkv, c.dv()});
   testing::fill_uniform(k, rng, -1.0, 1.0);
   testing::fill_uniform(v, rng, -1.0, 1.0);
   HostTensor sinks(DType::kFloat32, {c.Hq});
@@ -188,7 +194,7 @@ void check_decode(const Case& c, std::mt19937_64& rng) {
   for (int s = 0; s < c.steps; ++s) {
     Step st{.p0 = c.prefill + s * c.T,
             .q = HostTensor(DType::kFloat64, {c.B, c.T, c.Hq, c.D}),
-            .o_ref = HostTensor(DType::kFloat64, {c.B, c.T, c.Hq, c.D}),
+            .o_ref = HostTensor(DType::kFloat64, {c.B, c.T, c.Hq, c.dv()}),
             .lse_ref = HostTensor(DType::kFloat32, {c.B, c.Hq, c.T})};
     testing::fill_uniform(st.q, rng, -1.0, 1.0);
     LocalProblem p = LocalProblem::unsharded(attention(c), DType::kFloat64, c.B, c.T);
@@ -218,7 +224,7 @@ void check_decode(const Case& c, std::mt19937_64& rng) {
   std::vector<std::vector<std::pair<HostTensor, HostTensor>>> outs(steps.size());
   for (auto& per_step : outs) {
     for (int r = 0; r < c.P; ++r) {
-      per_step.emplace_back(HostTensor(DType::kFloat64, {c.B, c.T, c.Hq, c.D}),
+      per_step.emplace_back(HostTensor(DType::kFloat64, {c.B, c.T, c.Hq, c.dv()}),
                             HostTensor(DType::kFloat32, {c.B, c.Hq, c.T}));
       testing::poison(per_step.back().first);
       testing::poison(per_step.back().second);
@@ -295,16 +301,17 @@ Case draw_decode_case(std::uint64_t seed) {
   c.max_splits = uniform(1, 8);
   c.max_run = uniform(1, 25);
   if (c.P > 1 && chance(0.2)) c.empty_rank = uniform(0, c.P - 1);
+  if (chance(0.3)) c.Dv = uniform(1, 12);  // (drawn last: earlier draws keep their seeds)
   return c;
 }
 
 std::string describe(const Case& c, std::uint64_t seed) {
   return detail::str_cat("cp=", c.P, " B=", c.B, " T=", c.T, " Hq=", c.Hq, " Hkv=", c.Hkv,
-                         " D=", c.D, c.causal ? " causal" : "", " window=(", c.wl, ",", c.wr, ")",
-                         c.sinks ? " sinks" : "", " prefill=", c.prefill, " steps=", c.steps,
-                         " min_split_rows=", c.min_split_rows, " max_splits=", c.max_splits,
-                         " max_run=", c.max_run, " empty_rank=", c.empty_rank,
-                         "  [ULYSSES_SWEEP_SEED=", seed, "]");
+                         " D=", c.D, " Dv=", c.dv(), c.causal ? " causal" : "", " window=(", c.wl,
+                         ",", c.wr, ")", c.sinks ? " sinks" : "", " prefill=", c.prefill,
+                         " steps=", c.steps, " min_split_rows=", c.min_split_rows,
+                         " max_splits=", c.max_splits, " max_run=", c.max_run,
+                         " empty_rank=", c.empty_rank, "  [ULYSSES_SWEEP_SEED=", seed, "]");
 }
 
 TEST(DecodeSweep, RandomCasesGetTheWholeCachesAttention) {
@@ -416,6 +423,28 @@ std::vector<Case> cases() {
        .D = 4,
        .causal = true,
        .max_run = 1000},
+      // head_dim_v != head_dim (MLA's narrower V, and a wider one).
+      {.name = "mla_one_token_gqa_window_sinks_batch2",
+       .P = 3,
+       .B = 2,
+       .T = 1,
+       .Hq = 4,
+       .Hkv = 2,
+       .D = 12,
+       .causal = true,
+       .wl = 20,
+       .sinks = true,
+       .prefill = 50,
+       .Dv = 8},
+      {.name = "wider_v_three_tokens_causal",
+       .P = 2,
+       .B = 1,
+       .T = 3,
+       .Hq = 2,
+       .Hkv = 1,
+       .D = 4,
+       .causal = true,
+       .Dv = 10},
   };
 }
 INSTANTIATE_TEST_SUITE_P(Layouts, Decode, ::testing::ValuesIn(cases()),
@@ -643,8 +672,9 @@ TEST(DecodeConfig, InvalidFieldsAreNamed) {
                StatusCode::kInvalidArgument, "num_heads");
   expect_error(with([](DecodeConfig& c) { c.cache_rows = std::int64_t{1} << 31; }),
                StatusCode::kInvalidArgument, "batch * cache_rows");
-  expect_error(with([](DecodeConfig& c) { c.attention.head_dim_v = 16; }), StatusCode::kUnsupported,
-               "head_dim_v 16 != head_dim 8");
+  EXPECT_TRUE(with([](DecodeConfig& c) { c.attention.head_dim_v = 16; }).is_ok());
+  expect_error(with([](DecodeConfig& c) { c.attention.head_dim_v = -2; }),
+               StatusCode::kInvalidArgument, "head_dim_v");
 }
 
 class NoLse final : public LocalAttention {
@@ -755,6 +785,44 @@ TEST(DecodeForward, BadArgumentsAreNamedBeforeAnythingRuns) {
   EXPECT_ALL_OK(st);
   for (const auto& [name, s] : got) expect_error(s, StatusCode::kInvalidArgument, name);
   EXPECT_EQ(testing::count_nan(o), o.numel()) << "a refused call wrote its output";
+}
+
+// With head_dim_v != head_dim, v_cache and o are checked against head_dim_v: heads of head_dim
+// there are named.
+TEST(DecodeForward, ValueAndOutputWidthsAreHeadDimV) {
+  DecodeConfig cfg = small_config();
+  cfg.attention.head_dim_v = 4;
+  auto kernel = make_reference_attention();
+  HostTensor q(DType::kFloat64, {2, 2, 4, 8}), k(DType::kFloat64, {2, 16, 2, 8}),
+      v(DType::kFloat64, {2, 16, 2, 4}), o(DType::kFloat64, {2, 2, 4, 4}),
+      v_wide(DType::kFloat64, {2, 16, 2, 8}), o_wide(DType::kFloat64, {2, 2, 4, 8});
+  std::mt19937_64 rng(testing::fresh_seed());
+  for (HostTensor* t : {&q, &k, &v}) testing::fill_uniform(*t, rng);
+  const std::vector<CacheSegment> segs = {{0, 5, 0}, {7, 3, 5}};
+  Status wrong_v, wrong_o, right;
+  const auto st = testing::run_ranks(1, [&](int, Communicator& comm) -> Status {
+    auto plan = DistributedDecode::create(cfg, comm, *kernel);
+    if (!plan.is_ok()) return plan.status();
+    std::vector<unsigned char> ws((*plan)->workspace_bytes());
+    DecodeArgs a{.q = q.view,
+                 .k_cache = k.view,
+                 .v_cache = v_wide.view,
+                 .segments = segs,
+                 .query_position = 10,
+                 .o = o.view,
+                 .workspace = ws.data()};
+    wrong_v = (*plan)->forward(a, nullptr);
+    a.v_cache = v.view;
+    a.o = o_wide.view;
+    wrong_o = (*plan)->forward(a, nullptr);
+    a.o = o.view;
+    right = (*plan)->forward(a, nullptr);
+    return Status::ok();
+  });
+  EXPECT_ALL_OK(st);
+  expect_error(wrong_v, StatusCode::kInvalidArgument, "forward: v_cache has the wrong shape");
+  expect_error(wrong_o, StatusCode::kInvalidArgument, "forward: o has the wrong shape");
+  EXPECT_TRUE(right.is_ok()) << right.to_string();
 }
 
 }  // namespace
