@@ -482,14 +482,16 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
   return ms[ms.size() / 2];
 }
 
-// The local kernel alone on one rank's problem (all S tokens, Hq/P and Hkv/P heads), fwd+bwd:
-// `packed` reads Q/K/V from a [S][B][hq + 2 hkv][D] receive buffer and writes O, dQ, dK/dV in the
-// layouts ulysses uses; otherwise every tensor is contiguous [B, S, H, D]. Separates what the
-// kernel costs on ulysses' layout from what the exchanges cost.
+// The local kernel alone on one rank's problem (all S tokens, Hq/P and Hkv/P heads: uneven, the
+// busiest rank's), fwd+bwd: `packed` reads Q/K/V from a [S][B][hq + 2 hkv][D] receive buffer and
+// writes O, dQ, dK/dV in the layouts ulysses uses; otherwise every tensor is contiguous [B, S, H,
+// D]. Separates what the kernel costs on ulysses' layout from what the exchanges cost.
 double time_local_kernel(const Shape& s, int P, bool packed, int iters) {
   cudaSetDevice(0);
   auto kernel = create_cudnn_attention(0);
-  const int hq = s.Hq / P, hkv = std::max(1, s.Hkv / P);
+  // (Uneven heads: the busiest rank's, ceil(Hkv / P) KV heads and their query groups.)
+  const int hkv = std::max(1, (s.Hkv + P - 1) / P);
+  const int hq = s.Hkv >= P ? hkv * (s.Hq / s.Hkv) : s.Hq / P;
   LocalProblem p = LocalProblem::unsharded(s.att, s.dtype, s.B, s.S);
   p.config.sinks = false;  // the kernel-alone breakdown runs without sinks (no sinks tensor here)
   p.num_heads_q_local = hq;
@@ -1165,13 +1167,11 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     // cp = 1 in --cp: the plans on one GPU too, beside the kernel alone (what the library costs
     // where nothing travels).
     for (int cp : cps) {
-      // Ulysses and hybrid split the heads; ring and allgather do not.
-      const bool splits_heads =
-          std::any_of(o.strategy.begin(), o.strategy.end(),
-                      [](const std::string& n) { return n == "ulysses" || n == "hybrid"; });
-      if (seq % cp != 0 || (splits_heads && o.heads % cp != 0)) {
-        std::fprintf(stderr, "ulysses-bench: seq %lld / heads %d not divisible by cp %d\n",
-                     static_cast<long long>(seq), o.heads, cp);
+      // (Which head counts a strategy takes on cp ranks, the library says when the plan is
+      // created: ulysses splits them unevenly where cp < num_heads_kv.)
+      if (seq % cp != 0) {
+        std::fprintf(stderr, "ulysses-bench: seq %lld not divisible by cp %d\n",
+                     static_cast<long long>(seq), cp);
         return 2;
       }
       for (const std::string& transport : o.transport) {
@@ -1225,7 +1225,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
             for (const std::string& name_saved : o.saved) {
               const SavedActivations saved = parse_saved_activations(name_saved).value();
               for (int chunks : o.chunks) {
-                if (chunks > 1 && cp > 1 && (hkv_local < 1 || hkv_local % chunks != 0)) {
+                if (chunks > 1 && cp > 1 &&
+                    (hkv_local < 1 || hkv_local % chunks != 0 || o.kv_heads % cp != 0)) {
                   std::printf(
                       "#   seq %lld cp %d ulysses via %s: --chunks %d skipped, it must "
                       "divide the KV heads per rank (%d)\n",

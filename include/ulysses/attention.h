@@ -279,7 +279,8 @@ struct PlanConfig {
   /// unpacked batches too small to fill the GPU, consecutive chunks' calls alternate between two
   /// streams, each with its own kernel workspace, so splitting the heads costs the kernel no
   /// efficiency). 1: no pipeline.
-  /// Must divide the KV heads per rank; 1 when cp > num_heads_kv. Results are bitwise the same
+  /// Must divide the KV heads per rank; 1 when cp > num_heads_kv or when the heads split
+  /// unevenly (cp < num_heads_kv not dividing it). Results are bitwise the same
   /// for every value (heads are independent). With cp = 1 (native payload) nothing travels and
   /// the plan makes one kernel call for every head whatever this says; its kernel then reads and
   /// writes the caller's tensors in place where they are aligned as its own buffers would be

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "common/check.h"
+#include "parallel/head_routing.h"
 #include "ulysses/sharding.h"
 
 namespace ulysses {
@@ -203,8 +204,19 @@ Result<std::vector<double>> attention_pairs_by_rank(const ParallelConfig& parall
       seqs.len.push_back(cu_seqlens[s + 1] - cu_seqlens[s]);
     }
   }
-  // Ranks that split heads (a Ulysses group of U) share their tokens' work evenly.
+  // Ranks that split heads (a Ulysses group of U) share their tokens' work as they share the query
+  // heads: evenly, or, split unevenly (head_routing.h), by each rank's count of them.
   const int cp = parallel.cp, U = parallel.ulysses_size();
+  std::vector<double> share(static_cast<std::size_t>(U), 1.0 / U);
+  if (attention.num_heads_q > 0 && attention.num_heads_kv > 0 &&
+      attention.num_heads_q % attention.num_heads_kv == 0) {
+    if (auto routing = parallel::HeadRouting::create(attention, parallel, api); routing.is_ok()) {
+      for (int u = 0; u < U; ++u) {
+        share[static_cast<std::size_t>(u)] =
+            static_cast<double>(routing->q_heads_of(u)) / attention.num_heads_q;
+      }
+    }
+  }
   std::vector<double> out(static_cast<std::size_t>(cp));
   for (int group = 0; group < cp / U; ++group) {
     std::int64_t sum = 0;
@@ -214,7 +226,8 @@ Result<std::vector<double>> attention_pairs_by_rank(const ParallelConfig& parall
       for (const TokenRange& r : ranges) sum += range_pairs(attention, seqs, r.begin, r.end);
     }
     for (int u = 0; u < U; ++u) {
-      out[static_cast<std::size_t>(group * U + u)] = static_cast<double>(sum) / U;
+      out[static_cast<std::size_t>(group * U + u)] =
+          static_cast<double>(sum) * share[static_cast<std::size_t>(u)];
     }
   }
   return out;

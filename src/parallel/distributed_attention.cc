@@ -72,6 +72,12 @@ Status PlanConfig::validate() const {
                              strategy_name(parallel.strategy), ")"),
                      overlap_chunks, "1");
   }
+  if (overlap_chunks > 1 && routing.uneven()) {
+    return arg_error(api, "overlap_chunks",
+                     str_cat("must be 1 when the heads split unevenly (num_heads_kv ",
+                             attention.num_heads_kv, " over cp ", parallel.cp, ")"),
+                     overlap_chunks, "1");
+  }
   if (overlap_chunks > 1 &&
       (routing.replicated() || routing.heads_kv_local % overlap_chunks != 0)) {
     return arg_error(api, "overlap_chunks",

@@ -78,6 +78,7 @@
 
 #include "common/check.h"
 #include "kernels/layout.h"
+#include "kernels/merge.h"
 #include "kernels/streams.h"
 #include "parallel/head_routing.h"
 #include "parallel/plan_common.h"
@@ -109,13 +110,16 @@ class UlyssesAttention final : public DistributedAttention {
     Dq_ = config.attention.head_dim;
     Dv_ = config.attention.value_dim();
     U_ = std::gcd(Dq_, Dv_);
-    hq_ = routing_.heads_q_local;
-    hkv_ = routing_.heads_kv_local;
+    hq_ = routing_.q_heads_of(rank_);
+    hkv_ = routing_.kv_heads_of(rank_);
+    uneven_ = routing_.uneven();
     fp8_ = config.payload == Payload::kFp8;
     self_ = P_ == 1 && !fp8_;
     K_ = self_ ? 1 : config.overlap_chunks;
-    qc_ = hq_ / K_;
-    kc_ = hkv_ / K_;
+    qc_ = routing_.heads_q_local / K_;
+    kc_ = routing_.heads_kv_local / K_;
+    qh_ = hq_ / K_;
+    kh_ = hkv_ / K_;
     qu_ = static_cast<int>(Dq_ / U_);
     const int vu = static_cast<int>(Dv_ / U_);  // channels of a V or O head
     Cc_ = (qc_ + kc_) * qu_ + kc_ * vu;
@@ -141,9 +145,9 @@ class UlyssesAttention final : public DistributedAttention {
     p.seqlen = c.seqlen;
     p.varlen = c.layout == Layout::kTHD;
     p.head_offset_q = r.q_begin[static_cast<std::size_t>(rank)];
-    p.num_heads_q_local = r.heads_q_local;
+    p.num_heads_q_local = r.q_heads_of(rank);
     p.head_offset_kv = r.kv_begin[static_cast<std::size_t>(rank)];
-    p.num_heads_kv_local = r.heads_kv_local;
+    p.num_heads_kv_local = r.kv_heads_of(rank);
     p.grad_kv_dtype = r.replicated() ? DType::kFloat32 : c.dtype;
     p.backward = c.training;
     return p;
@@ -257,13 +261,14 @@ class UlyssesAttention final : public DistributedAttention {
                                : at(a.workspace, dkv_recv_) + c * gkv_block_;
     };
     float* dsinks_local = dsinks_of(a.workspace);
+    ULYSSES_RETURN_IF_ERROR(zero_dsinks(dsinks_local, stream));
     const Stream side = exchange_stream(stream);
 
     // 1. dO to the head owners, chunk by chunk: packed on the caller's stream, sent on the exchange
     //    stream as soon as it is packed.
     for (int c = 0; c < K_; ++c) {
       ULYSSES_RETURN_IF_ERROR(
-          pack_in(as_bshd(a.d_o, config_.layout), q_begin_[static_cast<std::size_t>(c)], qc_,
+          pack_in(as_bshd(a.d_o, config_.layout), q_begin_[static_cast<std::size_t>(c)], q_count_,
                   pack_to(send_do + c * do_stride_, do_head + c * o_block_), oc_, 0, stream));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
       ULYSSES_RETURN_IF_ERROR(exchange_in(send_do + c * do_stride_, wire_do + c * do_in_block_,
@@ -344,6 +349,7 @@ class UlyssesAttention final : public DistributedAttention {
     const Stream side = exchange_stream(stream);
     char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
     float* dsinks_local = dsinks_of(a.workspace);
+    ULYSSES_RETURN_IF_ERROR(zero_dsinks(dsinks_local, stream));
     const std::size_t dkv_offset = align_up(q_block_);  // dK|dV after dQ in both slot buffers
     // A slot's inputs as the kernel reads them: Q|K|V rows, then O rows, then dO rows (O, dO and
     // dQ share one token stride, which cuDNN's packed-batch backward needs).
@@ -367,10 +373,11 @@ class UlyssesAttention final : public DistributedAttention {
       const std::size_t qkv_bytes = in_peer_bytes(Cc_), do_bytes = in_peer_bytes(oc_),
                         o_bytes = peer_bytes(oc_, dtype_, -1);
       ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send, side));
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
-          as_bshd(a.o, l), q_begin, qc_, {send + send_o, dtype_, P_, Sl_, B_, oc_, U_}, 0, side));
+      ULYSSES_RETURN_IF_ERROR(move_peers<true>(as_bshd(a.o, l), q_begin, q_count_,
+                                               {send + send_o, dtype_, P_, Sl_, B_, oc_, U_}, 0,
+                                               side));
       ULYSSES_RETURN_IF_ERROR(
-          pack_in(as_bshd(a.d_o, l), q_begin, qc_, send + send_do, oc_, 0, side));
+          pack_in(as_bshd(a.d_o, l), q_begin, q_count_, send + send_do, oc_, 0, side));
       if (!self_) {
         ULYSSES_RETURN_IF_ERROR(comm_.group_start());
         for (int p = 0; p < P_; ++p) {
@@ -421,10 +428,11 @@ class UlyssesAttention final : public DistributedAttention {
     const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
     const Layout l = config_.layout;
     const QkvRows r = qkv_rows(send);
-    ULYSSES_RETURN_IF_ERROR(pack_in(as_bshd(q, l), q_begin, qc_, r.q, r.q_channels, 0, stream));
     ULYSSES_RETURN_IF_ERROR(
-        pack_in(as_bshd(k, l), kv_begin, kc_, r.kv, r.kv_channels, r.k_channel, stream));
-    return pack_in(as_bshd(v, l), kv_begin, kc_, r.kv, r.kv_channels, r.v_channel, stream);
+        pack_in(as_bshd(q, l), q_begin, q_count_, r.q, r.q_channels, 0, stream));
+    ULYSSES_RETURN_IF_ERROR(
+        pack_in(as_bshd(k, l), kv_begin, kv_count_, r.kv, r.kv_channels, r.k_channel, stream));
+    return pack_in(as_bshd(v, l), kv_begin, kv_count_, r.kv, r.kv_channels, r.v_channel, stream);
   }
 
   // Where a chunk's Q and K|V rows sit in its Q|K|V block (qkv_block_ bytes at `block`). cp > 1:
@@ -453,15 +461,50 @@ class UlyssesAttention final : public DistributedAttention {
     return fp8_ ? fp8_msg(nullptr, channels).peer_bytes() : peer_bytes(channels, dtype_, -1);
   }
 
-  // Heads [c_begin, c_begin + heads) of every peer's inbound message at `send`, from `act`.
-  Status pack_in(const TensorView& act, const std::vector<int>& head_begin, int heads, char* send,
-                 int channels, int c_begin, Stream stream) {
-    if (fp8_) {
-      return kernels::pack_heads_fp8(act, head_begin, heads, fp8_msg(send, channels), c_begin,
-                                     stream);
+  // Peer p's heads [c_begin, c_begin + heads[p]) of every peer's inbound message at `send`, from
+  // `act`.
+  Status pack_in(const TensorView& act, const std::vector<int>& head_begin,
+                 const std::vector<int>& heads, char* send, int channels, int c_begin,
+                 Stream stream) {
+    if (!fp8_) {
+      return move_peers<true>(act, head_begin, heads, {send, dtype_, P_, Sl_, B_, channels, U_},
+                              c_begin, stream);
     }
-    return kernels::pack_heads(act, head_begin, heads, {send, dtype_, P_, Sl_, B_, channels, U_},
-                               c_begin, stream);
+    const kernels::Fp8MessageLayout msg = fp8_msg(send, channels);
+    if (!uneven_)
+      return kernels::pack_heads_fp8(act, head_begin, heads.front(), msg, c_begin, stream);
+    for (std::size_t p = 0; p < head_begin.size(); ++p) {
+      kernels::Fp8MessageLayout one = msg;
+      one.data = static_cast<char*>(msg.data) + p * msg.peer_bytes();
+      one.peers = 1;
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::pack_heads_fp8(act, {&head_begin[p], 1}, heads[p], one, c_begin, stream));
+    }
+    return Status::ok();
+  }
+
+  // pack_heads (kPack) or unpack_heads of peer p's heads[p] heads at head_begin[p]: one call over
+  // every peer when they have as many heads, else one per peer on its part of the message (the
+  // slots a peer with fewer heads leaves unused are neither written nor read).
+  template <bool kPack>
+  Status move_peers(const TensorView& act, const std::vector<int>& head_begin,
+                    const std::vector<int>& heads, const kernels::MessageLayout& msg, int c_begin,
+                    Stream stream) {
+    auto one_call = [&](const kernels::MessageLayout& m, std::span<const int> begin, int h) {
+      return kPack ? kernels::pack_heads(act, begin, h, m, c_begin, stream)
+                   : kernels::unpack_heads(m, c_begin, begin, h, act, stream);
+    };
+    if (!uneven_) return one_call(msg, head_begin, heads.front());
+    const std::size_t peer_bytes =
+        static_cast<std::size_t>(msg.seq_per_peer * msg.batch * msg.channels * msg.head_dim) *
+        dtype_size(msg.dtype);
+    for (std::size_t p = 0; p < head_begin.size(); ++p) {
+      kernels::MessageLayout one = msg;
+      one.data = static_cast<char*>(msg.data) + p * peer_bytes;
+      one.peers = 1;
+      ULYSSES_RETURN_IF_ERROR(one_call(one, {&head_begin[p], 1}, heads[p]));
+    }
+    return Status::ok();
   }
 
   // FP8: the rows that arrived at `wire` into `dst` in the plan's dtype. Native rows arrive in
@@ -492,10 +535,10 @@ class UlyssesAttention final : public DistributedAttention {
   LocalForwardArgs head_rows(char* qkv, char* o) const {
     LocalForwardArgs la;
     const QkvRows r = qkv_rows(qkv);
-    la.q = full_view(r.q, r.q_channels, 0, qc_, Dq_, dtype_);
-    la.k = full_view(r.kv, r.kv_channels, r.k_channel, kc_, Dq_, dtype_);
-    la.v = full_view(r.kv, r.kv_channels, r.v_channel, kc_, Dv_, dtype_);
-    la.o = full_view(o, oc_, 0, qc_, Dv_, dtype_);
+    la.q = full_view(r.q, r.q_channels, 0, qh_, Dq_, dtype_);
+    la.k = full_view(r.kv, r.kv_channels, r.k_channel, kh_, Dq_, dtype_);
+    la.v = full_view(r.kv, r.kv_channels, r.v_channel, kh_, Dv_, dtype_);
+    la.o = full_view(o, oc_, 0, qh_, Dv_, dtype_);
     return la;
   }
   LocalBackwardArgs head_rows(char* qkv, char* o, char* d_o, char* gq, char* gkv) const {
@@ -505,11 +548,11 @@ class UlyssesAttention final : public DistributedAttention {
     lb.k = f.k;
     lb.v = f.v;
     lb.o = f.o;
-    if (d_o) lb.d_o = full_view(d_o, oc_, 0, qc_, Dv_, dtype_);
-    if (gq) lb.dq = full_view(gq, dqc_, 0, qc_, Dq_, dtype_);
+    if (d_o) lb.d_o = full_view(d_o, oc_, 0, qh_, Dv_, dtype_);
+    if (gq) lb.dq = full_view(gq, dqc_, 0, qh_, Dq_, dtype_);
     if (gkv) {
-      lb.dk = full_view(gkv, gkc_, 0, kc_, Dq_, kv_grad_dtype_);
-      lb.dv = full_view(gkv, gkc_, kc_ * qu_, kc_, Dv_, kv_grad_dtype_);
+      lb.dk = full_view(gkv, gkc_, 0, kh_, Dq_, kv_grad_dtype_);
+      lb.dv = full_view(gkv, gkc_, kc_ * qu_, kh_, Dv_, kv_grad_dtype_);
     }
     return lb;
   }
@@ -541,16 +584,22 @@ class UlyssesAttention final : public DistributedAttention {
 
   // Chunk c's returned O (and LSE, if the caller asked for it) into the caller's tensors.
   Status unpack_outputs(int c, char* o_recv, char* lse_recv, const ForwardArgs& a, Stream stream) {
-    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_recv, dtype_, P_, Sl_, B_, oc_, U_}, 0,
-                                                  q_begin_[static_cast<std::size_t>(c)], qc_,
-                                                  as_bshd(a.o, config_.layout), stream));
+    ULYSSES_RETURN_IF_ERROR(move_peers<false>(as_bshd(a.o, config_.layout),
+                                              q_begin_[static_cast<std::size_t>(c)], q_count_,
+                                              {o_recv, dtype_, P_, Sl_, B_, oc_, U_}, 0, stream));
     return unpack_lse(c, lse_recv, a, stream);
   }
   Status unpack_lse(int c, char* lse_recv, const ForwardArgs& a, Stream stream) {
     if (a.lse.empty_view() || lse_recv == nullptr) return Status::ok();
-    return kernels::unpack_lse({lse_recv, DType::kFloat32, P_, Sl_, B_, qc_, 1},
-                               q_begin_[static_cast<std::size_t>(c)],
-                               lse_as_bhs(a.lse, config_.layout), stream);
+    const kernels::MessageLayout msg{lse_recv, DType::kFloat32, P_, Sl_, B_, qc_, 1};
+    const TensorView lse = lse_as_bhs(a.lse, config_.layout);
+    const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
+    if (!uneven_) return kernels::unpack_lse(msg, q_begin, lse, stream);
+    // Uneven heads: the [B, H, Sl] LSE as [B, Sl, H, 1] rows of one element, peer by peer.
+    const TensorView rows =
+        TensorView::strided(lse.data, lse.dtype, {lse.size(0), lse.size(2), lse.size(1), 1},
+                            {lse.stride(0), lse.stride(2), lse.stride(1), 1}, lse.device);
+    return move_peers<false>(rows, q_begin, q_count_, msg, 0, stream);
   }
 
   // Chunk c's backward kernel on lb's views (head-sharded rows, or cp = 1 some of the caller's) and
@@ -683,9 +732,9 @@ class UlyssesAttention final : public DistributedAttention {
   // Chunk c's returned gradients into the caller's dq, dk, dv (KV replicas summed in rank order).
   Status unpack_grads(int c, char* dq_recv, char* dkv_recv, const BackwardArgs& a, Stream stream) {
     const TensorView dk = as_bshd(a.dk, config_.layout), dv = as_bshd(a.dv, config_.layout);
-    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({dq_recv, dtype_, P_, Sl_, B_, dqc_, U_}, 0,
-                                                  q_begin_[static_cast<std::size_t>(c)], qc_,
-                                                  as_bshd(a.dq, config_.layout), stream));
+    ULYSSES_RETURN_IF_ERROR(move_peers<false>(as_bshd(a.dq, config_.layout),
+                                              q_begin_[static_cast<std::size_t>(c)], q_count_,
+                                              {dq_recv, dtype_, P_, Sl_, B_, dqc_, U_}, 0, stream));
     const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, P_, Sl_, B_, gkc_, U_};
     const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
     const int dv_channel = kc_ * qu_;
@@ -693,8 +742,8 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 0, kv_begin, dk, stream));
       return kernels::unpack_sum_replicas(kv_msg, dv_channel, kv_begin, dv, stream);
     }
-    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads(kv_msg, 0, kv_begin, kc_, dk, stream));
-    return kernels::unpack_heads(kv_msg, dv_channel, kv_begin, kc_, dv, stream);
+    ULYSSES_RETURN_IF_ERROR(move_peers<false>(dk, kv_begin, kv_count_, kv_msg, 0, stream));
+    return move_peers<false>(dv, kv_begin, kv_count_, kv_msg, dv_channel, stream);
   }
 
   std::size_t slot_of(int chunk) const { return static_cast<std::size_t>(chunk % slots_); }
@@ -702,9 +751,25 @@ class UlyssesAttention final : public DistributedAttention {
     return reinterpret_cast<float*>(at(workspace, dsinks_local_));
   }
 
-  // dSinks: each rank has the complete gradient of its own heads; gather them everywhere.
-  Status gather_dsinks(const float* dsinks_local, const TensorView& dsinks, Stream stream) {
+  // Uneven heads: dsinks_local zero before the kernel writes its heads' entries (gather_dsinks()).
+  Status zero_dsinks(float* dsinks_local, Stream stream) {
+    if (!uneven_ || !config_.attention.sinks) return Status::ok();
+    return kernels::zero(
+        TensorView::contiguous(dsinks_local, DType::kFloat32,
+                               {1, 1, 1, config_.attention.num_heads_q}, comm_.device()),
+        stream);
+  }
+
+  // dSinks: each rank has the complete gradient of its own heads; gather them everywhere. Uneven
+  // heads: ranks own different counts, so every rank's [Hq] buffer, zero but for its own heads
+  // (zero_dsinks()), is summed instead (x + 0 is x: the same bits).
+  Status gather_dsinks(float* dsinks_local, const TensorView& dsinks, Stream stream) {
     if (!config_.attention.sinks) return Status::ok();
+    if (uneven_) {
+      return comm_.all_reduce_sum(dsinks_local, dsinks.data,
+                                  static_cast<std::size_t>(config_.attention.num_heads_q),
+                                  DType::kFloat32, stream);
+    }
     return comm_.all_gather(dsinks_local + routing_.q_begin[static_cast<std::size_t>(rank_)],
                             dsinks.data, static_cast<std::size_t>(hq_) * sizeof(float), stream);
   }
@@ -749,10 +814,16 @@ class UlyssesAttention final : public DistributedAttention {
   void build_chunk_maps() {
     for (int c = 0; c < K_; ++c) {
       std::vector<int> q(routing_.q_begin), kv(routing_.kv_begin);
-      for (int& b : q) b += c * qc_;
-      for (int& b : kv) b += c * kc_;
+      for (std::size_t p = 0; p < q.size(); ++p) {
+        q[p] += c * (routing_.q_heads[p] / K_);
+        kv[p] += c * (routing_.kv_heads[p] / K_);
+      }
       q_begin_.push_back(std::move(q));
       kv_begin_.push_back(std::move(kv));
+    }
+    for (int p = 0; p < P_; ++p) {
+      q_count_.push_back(routing_.q_heads_of(p) / K_);
+      kv_count_.push_back(routing_.kv_heads_of(p) / K_);
     }
     counts_.assign(static_cast<std::size_t>(P_), 0);
     offsets_.assign(static_cast<std::size_t>(P_), 0);
@@ -760,10 +831,10 @@ class UlyssesAttention final : public DistributedAttention {
 
   LocalProblem chunk_problem(int c) const {
     LocalProblem p = problem_;
-    p.head_offset_q += c * qc_;
-    p.num_heads_q_local = qc_;
-    p.head_offset_kv += c * kc_;
-    p.num_heads_kv_local = kc_;
+    p.head_offset_q += c * qh_;
+    p.num_heads_q_local = qh_;
+    p.head_offset_kv += c * kh_;
+    p.num_heads_kv_local = kh_;
     return p;
   }
 
@@ -809,7 +880,7 @@ class UlyssesAttention final : public DistributedAttention {
   }
   // [B, qc, S] view of one chunk's [S][B][qc] fp32 buffer.
   TensorView lse_head_view(void* base) const {
-    return TensorView::strided(base, DType::kFloat32, {B_, qc_, S_}, {qc_, 1, B_ * qc_},
+    return TensorView::strided(base, DType::kFloat32, {B_, qh_, S_}, {qc_, 1, B_ * qc_},
                                comm_.device());
   }
 
@@ -963,7 +1034,11 @@ class UlyssesAttention final : public DistributedAttention {
   LocalProblem problem_;
   std::unique_ptr<kernels::StreamSet> streams_;
   int P_ = 1, rank_ = 0, hq_ = 0, hkv_ = 0;
-  int K_ = 1, qc_ = 0, kc_ = 0;  // pipeline chunks; q and kv heads per chunk
+  // Pipeline chunks; q and kv head slots per chunk in a message row; the q and kv heads of this
+  // rank per chunk (fewer than the slots on some ranks with uneven heads, see head_routing.h).
+  int K_ = 1, qc_ = 0, kc_ = 0, qh_ = 0, kh_ = 0;
+  bool uneven_ = false;
+  std::vector<int> q_count_, kv_count_;  // [peer] q and kv heads of each peer per chunk
   // Message channels are U_ = gcd(head_dim, head_dim_v) elements wide (head_dim when they are
   // equal): a Q or K head spans qu_ of them, a V or O head Dv_ / U_. Per chunk and token: Cc_ in a
   // Q|K|V row, oc_ in an O or dO row, dqc_ in a dQ row, gkc_ in a dK|dV row.

@@ -888,6 +888,57 @@ std::vector<GpuCase> cases() {
 INSTANTIATE_TEST_SUITE_P(Gpu, DeviceLoopbackUlysses, ::testing::ValuesIn(cases()),
                          [](const auto& param_info) { return param_info.param.name; });
 
+// Uneven heads (cp < num_heads_kv, cp not dividing it): the first num_heads_kv mod cp ranks own one
+// KV head (and its query group) more; cuDNN on every rank reads only its own heads out of rows with
+// the larger rank's slots. Every rule of MatchesSingleGpu, O and the LSE bitwise.
+std::vector<GpuCase> uneven_cases() {
+  const auto bshd = Layout::kBSHD, thd = Layout::kTHD;
+  const auto bf16 = DType::kBFloat16, fp16 = DType::kFloat16;
+  return {
+      {"p2_gqa_12_over_3_causal_sinks", 2, bshd, 2, 512, 12, 3, 128, bf16, true, -1, -1, true},
+      lse_only({"p4_mha_6_fp16_window", 4, bshd, 1, 512, 6, 6, 64, fp16, false, 100, 20}),
+      {"p3_gqa_10_over_5_varlen",
+       3,
+       thd,
+       1,
+       1002,
+       10,
+       5,
+       128,
+       bf16,
+       true,
+       -1,
+       -1,
+       false,
+       {0, 300, 301, 1000}},
+      [] {
+        GpuCase c{"p3_gqa_8_over_4_deterministic_graph", 3, bshd, 1, 768, 8, 4, 128, bf16, true};
+        c.deterministic = true;
+        c.cuda_graph = true;
+        return c;
+      }(),
+      fp8_case({"fp8_p2_gqa_6_over_3_sinks", 2, bshd, 1, 512, 6, 3, 128, bf16, true, -1, -1, true}),
+      mla({"mla_p3_mha_4_varlen_192_128",
+           3,
+           thd,
+           1,
+           513,
+           4,
+           4,
+           192,
+           bf16,
+           true,
+           -1,
+           -1,
+           false,
+           {0, 200, 333, 512}},
+          128),
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(Uneven, DeviceLoopbackUlysses, ::testing::ValuesIn(uneven_cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
 // Inputs produced on a non-default stream and freed (stream-ordered) right after the call returns
 // must still give the right results: ulysses reads them in stream order, never later.
 // cp = 1 on slices of fused buffers (Q|K|V and dQ|dK|dV, as a framework's projections hand them

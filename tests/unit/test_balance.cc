@@ -141,6 +141,27 @@ TEST(Balance, UlyssesAndZigzagOfOneSequenceAreEven) {
   EXPECT_EQ(*w, (std::vector<double>{272.0, 1040.0}));
 }
 
+TEST(Balance, UnevenHeadsShareAUlyssesGroupsWorkByHeadCount) {
+  // 6 KV heads (12 query heads) over 4 ranks: 2, 2, 1, 1 KV heads, so 4, 4, 2, 2 of 12 query heads.
+  AttentionConfig a = mask(true, -1, -1);
+  a.num_heads_q = 12;
+  a.num_heads_kv = 6;
+  const double total = 64.0 * 65 / 2;
+  auto w = attention_pairs_by_rank({.strategy = Strategy::kUlysses, .cp = 4}, a, 64);
+  ASSERT_TRUE(w.is_ok()) << w.status().to_string();
+  ASSERT_EQ(w->size(), 4u);
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_DOUBLE_EQ((*w)[static_cast<std::size_t>(r)], total * (r < 2 ? 4 : 2) / 12) << r;
+  }
+  EXPECT_DOUBLE_EQ(*std::max_element(w->begin(), w->end()) / (total / 4), 4.0 / 3);
+  // Hybrid groups of 2 split 6 KV heads evenly: half each, as without head counts.
+  const ParallelConfig hybrid{.strategy = Strategy::kHybrid, .cp = 4, .ulysses_degree = 2};
+  auto h = attention_pairs_by_rank(hybrid, a, 64);
+  auto plain = attention_pairs_by_rank(hybrid, mask(true, -1, -1), 64);
+  ASSERT_TRUE(h.is_ok() && plain.is_ok());
+  EXPECT_EQ(*h, *plain);
+}
+
 // Every permutation's cu_seqlens through attention_pairs_by_rank: the smallest largest entry.
 double best_by_every_order(const ParallelConfig& p, const AttentionConfig& a, std::int64_t seqlen,
                            std::span<const std::int32_t> cu) {

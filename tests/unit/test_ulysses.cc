@@ -715,6 +715,66 @@ std::vector<Case> cases() {
         c.chunks = 4;
         return c;
       }(),
+      // Uneven heads (P < Hkv, P not dividing Hkv): the first Hkv mod P ranks own one KV head
+      // (and its query group) more; messages keep the larger rank's slots.
+      {"p2_uneven_gqa_bf16_causal_sinks", 2, bshd, 2, 18, 6, 3, 16, bf16, true, -1, -1, true},
+      {"p4_uneven_mha_fp32_window", 4, bshd, 1, 24, 6, 6, 8, fp32, false, 5, 2},
+      {"p3_uneven_thd_bf16_causal_sinks",
+       3,
+       thd,
+       1,
+       27,
+       8,
+       4,
+       16,
+       bf16,
+       true,
+       -1,
+       -1,
+       true,
+       {0, 7, 15, 26}},
+      {"p2_uneven_inference_mha_bf16_sinks",
+       2,
+       bshd,
+       2,
+       16,
+       3,
+       3,
+       16,
+       bf16,
+       true,
+       -1,
+       -1,
+       true,
+       {},
+       false},
+      lse_only({"p4_uneven_lse_one_in_flight_two_rounds_gqa_fp32_sinks", 4, bshd, 1, 16, 10, 5, 8,
+                fp32, true, -1, -1, true},
+               1, 1, 2),
+      lse_only({"p3_uneven_lse_thd_inference_style_window_bf16",
+                3,
+                thd,
+                1,
+                24,
+                5,
+                5,
+                16,
+                bf16,
+                false,
+                4,
+                3,
+                false,
+                {0, 11, 20}}),
+      fp8({"p2_uneven_fp8_gqa_bf16_causal", 2, bshd, 1, 16, 6, 3, 16, bf16, true}),
+      fp8(lse_only({"p3_uneven_fp8_lse_mha_fp32_sinks", 3, bshd, 1, 18, 4, 4, 8, fp32, false, -1,
+                    -1, true})),
+      mla({"p3_uneven_mla_bf16_causal", 3, bshd, 2, 18, 4, 4, 24, bf16, true}, 16),
+      [&] {
+        Case c{"p2_uneven_keep_saved_backward_twice_fp32", 2, bshd, 1, 12, 5, 5, 8, fp32, true};
+        c.keep_saved = true;
+        c.rounds = 2;
+        return c;
+      }(),
   };
 }
 

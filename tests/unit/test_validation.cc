@@ -77,11 +77,12 @@ std::vector<PlanRule> plan_rules() {
   return {
       {"heads_not_divisible_by_cp",
        [](PlanConfig& c) {
-         c.attention.num_heads_q = 9;
-         c.attention.num_heads_kv = 3;
+         // (One KV head shared by both ranks: each needs half the query heads.)
+         c.attention.num_heads_q = 3;
+         c.attention.num_heads_kv = 1;
        },
        SC::kInvalidArgument,
-       {"num_heads_q", "got 9", "divisible by cp 2", "allgather or ring takes any head count"}},
+       {"num_heads_q", "got 3", "divisible by cp 2", "allgather or ring takes any head count"}},
       {"seqlen_not_divisible_by_cp",
        [](PlanConfig& c) { c.seqlen = 15; },
        SC::kInvalidArgument,
@@ -148,14 +149,15 @@ std::vector<PlanRule> plan_rules() {
        },
        SC::kInvalidArgument,
        {"num_heads_q", "num_heads_kv 3"}},
-      {"gqa_unroutable",
+      {"uneven_heads_with_overlap_chunks",
        [](PlanConfig& c) {
-         c.parallel.cp = 2;
+         // 3 KV heads over 2 ranks: 2 and 1, whose chunks could not match.
          c.attention.num_heads_q = 6;
          c.attention.num_heads_kv = 3;
+         c.overlap_chunks = 2;
        },
        SC::kInvalidArgument,
-       {"num_heads_kv", "got 3", "cp 2"}},
+       {"overlap_chunks", "got 2", "split unevenly", "num_heads_kv 3 over cp 2"}},
       {"thd_with_batch",
        [](PlanConfig& c) {
          c.layout = Layout::kTHD;
@@ -212,7 +214,7 @@ std::vector<PlanRule> plan_rules() {
          c.attention.num_heads_kv = 3;
        },
        SC::kInvalidArgument,
-       {"num_heads_q", "got 3", "divisible by ulysses_degree 2", "allgather or ring"}},
+       {"num_heads_kv", "got 3", "over ulysses_degree 2 ranks", "allgather or ring"}},
       {"ulysses_per_sequence_packing",
        [](PlanConfig& c) { c.parallel.packed_sharding = PackedSharding::kPerSequence; },
        SC::kInvalidArgument,
@@ -297,15 +299,15 @@ INSTANTIATE_TEST_SUITE_P(Validation, PlanRules, ::testing::ValuesIn(plan_rules()
                          [](const auto& param_info) { return param_info.param.name; });
 
 TEST(Validation, GqaUnroutableNamesBothNumbers) {
-  // P = 4 with 6 KV heads: neither divides the other.
+  // P = 4 with 3 KV heads: neither divides the other, and too few to split unevenly.
   const auto st = create_everywhere(4, [](int) {
     PlanConfig c = good_config(4);
     c.attention.num_heads_q = 12;
-    c.attention.num_heads_kv = 6;
+    c.attention.num_heads_kv = 3;
     return c;
   });
   expect_everywhere(st, StatusCode::kInvalidArgument,
-                    {"num_heads_kv", "got 6", "cp 4", "num_heads_q 12"});
+                    {"num_heads_kv", "got 3", "cp 4", "num_heads_q 12", "below it", "or above 4"});
 }
 
 TEST(Validation, ConfigsThatDifferBetweenRanksFailEverywhere) {
