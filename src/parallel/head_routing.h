@@ -13,10 +13,9 @@
 //
 //   P < Hkv, P does     uneven (strategy ulysses only): the first Hkv mod P ranks own
 //   not divide Hkv      ceil(Hkv / P) KV heads, the others floor(Hkv / P), each with its query
-//                       group. Hq=Hkv=12, P=8: r0-r3: 2 heads | r4-r7: 1 head. Messages keep one
-//                       size: every rank has `heads_q_local` (ceil) query slots and
-//                       `heads_kv_local` KV slots per token row, and a rank with fewer heads
-//                       leaves its last slots unused (docs/DESIGN.md, "Uneven heads").
+//                       group. Hq=Hkv=12, P=8: r0-r3: 2 heads | r4-r7: 1 head. heads_q_local
+//                       and heads_kv_local are then the busiest rank's (ceil), which size the
+//                       per-peer regions of messages (docs/DESIGN.md, "Uneven heads").
 //
 // Anything else cannot be routed without splitting a KV head's query group unevenly:
 // InvalidArgument, naming what takes those heads instead (all-gather and ring take any head
@@ -34,8 +33,8 @@ namespace ulysses::parallel {
 
 struct HeadRouting {
   int cp = 1;
-  int heads_q_local = 0;      // query slots per rank: Hq / P, or ceil when uneven
-  int heads_kv_local = 0;     // KV slots per rank: Hkv / P, ceil when uneven, 1 when replicated
+  int heads_q_local = 0;      // query heads per rank: Hq / P (uneven: the most, ceil)
+  int heads_kv_local = 0;     // KV heads per rank: Hkv / P (uneven: ceil), 1 when replicated
   int kv_replicas = 1;        // ranks sharing one KV head (P / Hkv when P > Hkv)
   std::vector<int> q_begin;   // [P] first query head of each rank
   std::vector<int> kv_begin;  // [P] first KV head of each rank
@@ -43,7 +42,7 @@ struct HeadRouting {
   std::vector<int> kv_heads;  // [P] KV heads each rank owns (<= heads_kv_local)
 
   bool replicated() const { return kv_replicas > 1; }
-  /// Whether some rank owns fewer heads than its slots (P < Hkv, P not dividing Hkv).
+  /// Whether ranks own different head counts (P < Hkv, P not dividing Hkv).
   bool uneven() const { return kv_heads.back() != heads_kv_local; }
   int q_heads_of(int rank) const { return q_heads[static_cast<std::size_t>(rank)]; }
   int kv_heads_of(int rank) const { return kv_heads[static_cast<std::size_t>(rank)]; }

@@ -64,6 +64,12 @@
 // workspace, dSinks, inference's LSE); a call that must copy rows runs in the plan's own scratch,
 // allocated when the first such call comes (with_copy_buffers()).
 //
+// Uneven heads (head_routing.h: cp < Hkv not dividing it; ranks own different head counts): every
+// rank's own rows (what arrives for it, what its kernel reads and writes, what leaves from it) are
+// laid out as above for its own heads, so its kernel sees the dense rows of an even split; on the
+// far side of each exchange peer p's rows sit in a region of their own, as wide as the busiest
+// rank's rows (slot_), packed and unpacked one peer at a time. Exactly each peer's bytes travel.
+//
 // Payload::kFp8: the inbound messages (Q|K|V, dO) carry fp8 rows instead (pack_heads_fp8 writes
 // them from the caller's tensors), and one pass on the exchange stream turns them back into the
 // plan's dtype where the kernel reads them (dequantize_fp8) before the chunk's "arrived" event.
@@ -111,21 +117,16 @@ class UlyssesAttention final : public DistributedAttention {
     Dv_ = config.attention.value_dim();
     U_ = std::gcd(Dq_, Dv_);
     hq_ = routing_.q_heads_of(rank_);
-    hkv_ = routing_.kv_heads_of(rank_);
     uneven_ = routing_.uneven();
     fp8_ = config.payload == Payload::kFp8;
     self_ = P_ == 1 && !fp8_;
     K_ = self_ ? 1 : config.overlap_chunks;
-    qc_ = routing_.heads_q_local / K_;
-    kc_ = routing_.heads_kv_local / K_;
-    qh_ = hq_ / K_;
-    kh_ = hkv_ / K_;
     qu_ = static_cast<int>(Dq_ / U_);
-    const int vu = static_cast<int>(Dv_ / U_);  // channels of a V or O head
-    Cc_ = (qc_ + kc_) * qu_ + kc_ * vu;
-    oc_ = qc_ * vu;
-    dqc_ = qc_ * qu_;
-    gkc_ = kc_ * (qu_ + vu);
+    slot_ = rows_of(routing_.heads_q_local / K_, routing_.heads_kv_local / K_);
+    for (int p = 0; p < P_; ++p) {
+      peer_.push_back(rows_of(routing_.q_heads_of(p) / K_, routing_.kv_heads_of(p) / K_));
+    }
+    mine_ = peer_[static_cast<std::size_t>(rank_)];
     dtype_ = config.dtype;
     kv_grad_dtype_ = routing_.replicated() ? DType::kFloat32 : dtype_;
     has_lse_ = kernel.provides_lse();
@@ -151,6 +152,30 @@ class UlyssesAttention final : public DistributedAttention {
     p.grad_kv_dtype = r.replicated() ? DType::kFloat32 : c.dtype;
     p.backward = c.training;
     return p;
+  }
+
+  // Per chunk and token, the rows of a rank that owns `q` query and `kv` KV heads: channels of a
+  // Q|K|V row (K from k_channel, V from v_channel), an O or dO row, a dQ row and a dK|dV row (dV
+  // from dv_channel). `none` is 0: the first channel, for member pointers.
+  struct Rows {
+    int q = 0, kv = 0;
+    int qkv = 0, o = 0, dq = 0, gkv = 0;
+    int k_channel = 0, v_channel = 0, dv_channel = 0;
+    int none = 0;
+  };
+  Rows rows_of(int q, int kv) const {
+    const int vu = static_cast<int>(Dv_ / U_);  // channels of a V or O head
+    Rows r;
+    r.q = q;
+    r.kv = kv;
+    r.qkv = (q + kv) * qu_ + kv * vu;
+    r.o = q * vu;
+    r.dq = q * qu_;
+    r.gkv = kv * (qu_ + vu);
+    r.k_channel = q * qu_;
+    r.v_channel = (q + kv) * qu_;
+    r.dv_channel = kv * qu_;
+    return r;
   }
 
   const PlanConfig& config() const override { return reported_; }
@@ -202,7 +227,7 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
       ULYSSES_RETURN_IF_ERROR(exchange_in(send_qkv + c * qkv_in_block_,
                                           wire_qkv + c * qkv_in_block_, qkv_full + c * qkv_block_,
-                                          Cc_, side));
+                                          &Rows::qkv, side));
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
     }
     // 3. Per chunk: local attention reading the receive buffer in place, then O (and LSE) back to
@@ -267,12 +292,13 @@ class UlyssesAttention final : public DistributedAttention {
     // 1. dO to the head owners, chunk by chunk: packed on the caller's stream, sent on the exchange
     //    stream as soon as it is packed.
     for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(
-          pack_in(as_bshd(a.d_o, config_.layout), q_begin_[static_cast<std::size_t>(c)], q_count_,
-                  pack_to(send_do + c * do_stride_, do_head + c * o_block_), oc_, 0, stream));
+      ULYSSES_RETURN_IF_ERROR(pack_in(as_bshd(a.d_o, config_.layout),
+                                      q_begin_[static_cast<std::size_t>(c)], &Rows::q,
+                                      pack_to(send_do + c * do_stride_, do_head + c * o_block_),
+                                      &Rows::o, &Rows::none, stream));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
       ULYSSES_RETURN_IF_ERROR(exchange_in(send_do + c * do_stride_, wire_do + c * do_in_block_,
-                                          do_head + c * o_block_, oc_, side));
+                                          do_head + c * o_block_, &Rows::o, side));
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
     }
     // 2. Per chunk: local backward (dQ, dK, dV land in the returning message buffers), then send
@@ -321,7 +347,8 @@ class UlyssesAttention final : public DistributedAttention {
       char* send = at(a.workspace, fwd_send_[s]);
       char* recv = at(a.workspace, fwd_recv_[s]);
       ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, pack_to(send, recv), side));
-      ULYSSES_RETURN_IF_ERROR(exchange_in(send, send + align_up(qkv_in_block_), recv, Cc_, side));
+      ULYSSES_RETURN_IF_ERROR(
+          exchange_in(send, send + align_up(qkv_in_block_), recv, &Rows::qkv, side));
       return streams_->record(kEvChunk + c, side);
     };
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
@@ -370,28 +397,35 @@ class UlyssesAttention final : public DistributedAttention {
       char* arrive_at = fp8_ ? send + wire : recv;
       const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
       const Layout l = config_.layout;
-      const std::size_t qkv_bytes = in_peer_bytes(Cc_), do_bytes = in_peer_bytes(oc_),
-                        o_bytes = peer_bytes(oc_, dtype_, -1);
       ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send, side));
-      ULYSSES_RETURN_IF_ERROR(move_peers<true>(as_bshd(a.o, l), q_begin, q_count_,
-                                               {send + send_o, dtype_, P_, Sl_, B_, oc_, U_}, 0,
-                                               side));
-      ULYSSES_RETURN_IF_ERROR(
-          pack_in(as_bshd(a.d_o, l), q_begin, q_count_, send + send_do, oc_, 0, side));
+      ULYSSES_RETURN_IF_ERROR(move_peers<true>(as_bshd(a.o, l), q_begin, &Rows::q, send + send_o,
+                                               dtype_, U_, &Rows::o, &Rows::none, side));
+      ULYSSES_RETURN_IF_ERROR(pack_in(as_bshd(a.d_o, l), q_begin, &Rows::q, send + send_do,
+                                      &Rows::o, &Rows::none, side));
       if (!self_) {
+        // Peer p's regions of the send slot are the slot's width apart; what arrives is this
+        // rank's rows from every peer, one after another.
         ULYSSES_RETURN_IF_ERROR(comm_.group_start());
         for (int p = 0; p < P_; ++p) {
-          ULYSSES_RETURN_IF_ERROR(send_block(send, qkv_bytes, p, side));
-          ULYSSES_RETURN_IF_ERROR(send_block(send + send_o, o_bytes, p, side));
-          ULYSSES_RETURN_IF_ERROR(send_block(send + send_do, do_bytes, p, side));
-          ULYSSES_RETURN_IF_ERROR(recv_block(arrive_at, qkv_bytes, p, side));
-          ULYSSES_RETURN_IF_ERROR(recv_block(recv + o_offset, o_bytes, p, side));
-          ULYSSES_RETURN_IF_ERROR(recv_block(arrive_at + wire_do, do_bytes, p, side));
+          const Rows& to = peer_[static_cast<std::size_t>(p)];
+          const std::size_t s_qkv = in_peer_bytes(slot_.qkv), s_do = in_peer_bytes(slot_.o),
+                            s_o = peer_bytes(slot_.o, dtype_, -1);
+          const std::size_t r_qkv = in_peer_bytes(mine_.qkv), r_do = in_peer_bytes(mine_.o),
+                            r_o = peer_bytes(mine_.o, dtype_, -1);
+          const auto i = static_cast<std::size_t>(p);
+          ULYSSES_RETURN_IF_ERROR(comm_.send(send + i * s_qkv, in_peer_bytes(to.qkv), p, side));
+          ULYSSES_RETURN_IF_ERROR(
+              comm_.send(send + send_o + i * s_o, peer_bytes(to.o, dtype_, -1), p, side));
+          ULYSSES_RETURN_IF_ERROR(
+              comm_.send(send + send_do + i * s_do, in_peer_bytes(to.o), p, side));
+          ULYSSES_RETURN_IF_ERROR(comm_.recv(arrive_at + i * r_qkv, r_qkv, p, side));
+          ULYSSES_RETURN_IF_ERROR(comm_.recv(recv + o_offset + i * r_o, r_o, p, side));
+          ULYSSES_RETURN_IF_ERROR(comm_.recv(arrive_at + wire_do + i * r_do, r_do, p, side));
         }
         ULYSSES_RETURN_IF_ERROR(comm_.group_end());
       }
-      ULYSSES_RETURN_IF_ERROR(arrive(arrive_at, recv, Cc_, side));
-      ULYSSES_RETURN_IF_ERROR(arrive(arrive_at + wire_do, recv + do_offset, oc_, side));
+      ULYSSES_RETURN_IF_ERROR(arrive(arrive_at, recv, mine_.qkv, side));
+      ULYSSES_RETURN_IF_ERROR(arrive(arrive_at + wire_do, recv + do_offset, mine_.o, side));
       return streams_->record(kEvChunk + c, side);
     };
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
@@ -427,12 +461,19 @@ class UlyssesAttention final : public DistributedAttention {
     const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
     const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
     const Layout l = config_.layout;
-    const QkvRows r = qkv_rows(send);
+    if (self_) {  // Q rows, then K|V rows (qkv_rows())
+      ULYSSES_RETURN_IF_ERROR(
+          pack_in(as_bshd(q, l), q_begin, &Rows::q, send, &Rows::dq, &Rows::none, stream));
+      char* kv = send + q_block_;
+      ULYSSES_RETURN_IF_ERROR(
+          pack_in(as_bshd(k, l), kv_begin, &Rows::kv, kv, &Rows::gkv, &Rows::none, stream));
+      return pack_in(as_bshd(v, l), kv_begin, &Rows::kv, kv, &Rows::gkv, &Rows::dv_channel, stream);
+    }
     ULYSSES_RETURN_IF_ERROR(
-        pack_in(as_bshd(q, l), q_begin, q_count_, r.q, r.q_channels, 0, stream));
+        pack_in(as_bshd(q, l), q_begin, &Rows::q, send, &Rows::qkv, &Rows::none, stream));
     ULYSSES_RETURN_IF_ERROR(
-        pack_in(as_bshd(k, l), kv_begin, kv_count_, r.kv, r.kv_channels, r.k_channel, stream));
-    return pack_in(as_bshd(v, l), kv_begin, kv_count_, r.kv, r.kv_channels, r.v_channel, stream);
+        pack_in(as_bshd(k, l), kv_begin, &Rows::kv, send, &Rows::qkv, &Rows::k_channel, stream));
+    return pack_in(as_bshd(v, l), kv_begin, &Rows::kv, send, &Rows::qkv, &Rows::v_channel, stream);
   }
 
   // Where a chunk's Q and K|V rows sit in its Q|K|V block (qkv_block_ bytes at `block`). cp > 1:
@@ -447,8 +488,8 @@ class UlyssesAttention final : public DistributedAttention {
     int kv_channels, k_channel, v_channel;  // K's and V's first channels in the K|V rows
   };
   QkvRows qkv_rows(char* block) const {
-    if (self_) return {block, dqc_, block + q_block_, gkc_, 0, kc_ * qu_};
-    return {block, Cc_, block, Cc_, qc_ * qu_, (qc_ + kc_) * qu_};
+    if (self_) return {block, mine_.dq, block + q_block_, mine_.gkv, 0, mine_.dv_channel};
+    return {block, mine_.qkv, block, mine_.qkv, mine_.k_channel, mine_.v_channel};
   }
 
   // --- the inbound payload: rows in the plan's dtype, or FP8 rows turned back on arrival -----
@@ -461,48 +502,49 @@ class UlyssesAttention final : public DistributedAttention {
     return fp8_ ? fp8_msg(nullptr, channels).peer_bytes() : peer_bytes(channels, dtype_, -1);
   }
 
-  // Peer p's heads [c_begin, c_begin + heads[p]) of every peer's inbound message at `send`, from
-  // `act`.
-  Status pack_in(const TensorView& act, const std::vector<int>& head_begin,
-                 const std::vector<int>& heads, char* send, int channels, int c_begin,
-                 Stream stream) {
-    if (!fp8_) {
-      return move_peers<true>(act, head_begin, heads, {send, dtype_, P_, Sl_, B_, channels, U_},
-                              c_begin, stream);
+  // Peer p's heads (`heads` of peer_[p]) of `act` into peer p's region of the inbound message at
+  // `send` (in the inbound payload), rows `ch` channels wide from channel `c0` on (see
+  // move_peers()).
+  Status pack_in(const TensorView& act, const std::vector<int>& head_begin, int Rows::*heads,
+                 char* send, int Rows::*ch, int Rows::*c0, Stream stream) {
+    if (!fp8_) return move_peers<true>(act, head_begin, heads, send, dtype_, U_, ch, c0, stream);
+    if (!uneven_) {
+      return kernels::pack_heads_fp8(act, head_begin, slot_.*heads, fp8_msg(send, slot_.*ch),
+                                     slot_.*c0, stream);
     }
-    const kernels::Fp8MessageLayout msg = fp8_msg(send, channels);
-    if (!uneven_)
-      return kernels::pack_heads_fp8(act, head_begin, heads.front(), msg, c_begin, stream);
-    for (std::size_t p = 0; p < head_begin.size(); ++p) {
-      kernels::Fp8MessageLayout one = msg;
-      one.data = static_cast<char*>(msg.data) + p * msg.peer_bytes();
+    const std::size_t region = fp8_msg(nullptr, slot_.*ch).peer_bytes();
+    for (std::size_t p = 0; p < peer_.size(); ++p) {
+      kernels::Fp8MessageLayout one = fp8_msg(send + p * region, peer_[p].*ch);
       one.peers = 1;
-      ULYSSES_RETURN_IF_ERROR(
-          kernels::pack_heads_fp8(act, {&head_begin[p], 1}, heads[p], one, c_begin, stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads_fp8(act, {&head_begin[p], 1}, peer_[p].*heads,
+                                                      one, peer_[p].*c0, stream));
     }
     return Status::ok();
   }
 
-  // pack_heads (kPack) or unpack_heads of peer p's heads[p] heads at head_begin[p]: one call over
-  // every peer when they have as many heads, else one per peer on its part of the message (the
-  // slots a peer with fewer heads leaves unused are neither written nor read).
+  // The rows of a message on the far side of an exchange (packed to send in, or returned): peer
+  // p's rows, Sl x B x (peer_[p].*ch) channels of `width` elements of `dtype`, start at p times a
+  // slot's bytes (slot_.*ch channels), and hold its `heads` of `act` from channel peer_[p].*c0 on.
+  // kPack: act into the message (pack_heads), else back (unpack_heads). One call over every peer
+  // when the heads split evenly, else one per peer.
   template <bool kPack>
-  Status move_peers(const TensorView& act, const std::vector<int>& head_begin,
-                    const std::vector<int>& heads, const kernels::MessageLayout& msg, int c_begin,
+  Status move_peers(const TensorView& act, const std::vector<int>& head_begin, int Rows::*heads,
+                    char* base, DType dtype, std::int64_t width, int Rows::*ch, int Rows::*c0,
                     Stream stream) {
-    auto one_call = [&](const kernels::MessageLayout& m, std::span<const int> begin, int h) {
+    auto one_call = [&](const kernels::MessageLayout& m, std::span<const int> begin, int h,
+                        int c_begin) {
       return kPack ? kernels::pack_heads(act, begin, h, m, c_begin, stream)
                    : kernels::unpack_heads(m, c_begin, begin, h, act, stream);
     };
-    if (!uneven_) return one_call(msg, head_begin, heads.front());
-    const std::size_t peer_bytes =
-        static_cast<std::size_t>(msg.seq_per_peer * msg.batch * msg.channels * msg.head_dim) *
-        dtype_size(msg.dtype);
-    for (std::size_t p = 0; p < head_begin.size(); ++p) {
-      kernels::MessageLayout one = msg;
-      one.data = static_cast<char*>(msg.data) + p * peer_bytes;
-      one.peers = 1;
-      ULYSSES_RETURN_IF_ERROR(one_call(one, {&head_begin[p], 1}, heads[p]));
+    if (!uneven_) {
+      return one_call({base, dtype, P_, Sl_, B_, slot_.*ch, width}, head_begin, slot_.*heads,
+                      slot_.*c0);
+    }
+    const std::size_t region = peer_bytes(slot_.*ch, dtype, width);
+    for (std::size_t p = 0; p < peer_.size(); ++p) {
+      const Rows& r = peer_[p];
+      ULYSSES_RETURN_IF_ERROR(one_call({base + p * region, dtype, 1, Sl_, B_, r.*ch, width},
+                                       {&head_begin[p], 1}, r.*heads, r.*c0));
     }
     return Status::ok();
   }
@@ -517,11 +559,20 @@ class UlyssesAttention final : public DistributedAttention {
 
   // An inbound all-to-all: `send` ==> `dst` rows (fp8: through `wire`). Nothing when nothing
   // travels (cp = 1: the rows were packed into `dst`).
-  Status exchange_in(const char* send, char* wire, char* dst, int channels, Stream stream) {
+  // Peer p's rows leave from its slot-wide region of `send` (peer_[p].*ch channels) and this
+  // rank's (mine_.*ch channels) arrive one peer after another.
+  Status exchange_in(const char* send, char* wire, char* dst, int Rows::*ch, Stream stream) {
     if (self_) return Status::ok();
-    ULYSSES_RETURN_IF_ERROR(
-        exchange_uniform(send, fp8_ ? wire : dst, in_peer_bytes(channels), stream));
-    return arrive(wire, dst, channels, stream);
+    const std::size_t region = in_peer_bytes(slot_.*ch), mine = in_peer_bytes(mine_.*ch);
+    for (std::size_t p = 0; p < peer_.size(); ++p) {
+      send_counts_[p] = in_peer_bytes(peer_[p].*ch);
+      send_offsets_[p] = p * region;
+      recv_counts_[p] = mine;
+      recv_offsets_[p] = p * mine;
+    }
+    ULYSSES_RETURN_IF_ERROR(comm_.all_to_all_v(send, send_counts_, send_offsets_, fp8_ ? wire : dst,
+                                               recv_counts_, recv_offsets_, stream));
+    return arrive(wire, dst, mine_.*ch, stream);
   }
 
   // cp = 1: where rows bound for the peers are packed (where they would arrive, not their send
@@ -535,10 +586,10 @@ class UlyssesAttention final : public DistributedAttention {
   LocalForwardArgs head_rows(char* qkv, char* o) const {
     LocalForwardArgs la;
     const QkvRows r = qkv_rows(qkv);
-    la.q = full_view(r.q, r.q_channels, 0, qh_, Dq_, dtype_);
-    la.k = full_view(r.kv, r.kv_channels, r.k_channel, kh_, Dq_, dtype_);
-    la.v = full_view(r.kv, r.kv_channels, r.v_channel, kh_, Dv_, dtype_);
-    la.o = full_view(o, oc_, 0, qh_, Dv_, dtype_);
+    la.q = full_view(r.q, r.q_channels, 0, mine_.q, Dq_, dtype_);
+    la.k = full_view(r.kv, r.kv_channels, r.k_channel, mine_.kv, Dq_, dtype_);
+    la.v = full_view(r.kv, r.kv_channels, r.v_channel, mine_.kv, Dv_, dtype_);
+    la.o = full_view(o, mine_.o, 0, mine_.q, Dv_, dtype_);
     return la;
   }
   LocalBackwardArgs head_rows(char* qkv, char* o, char* d_o, char* gq, char* gkv) const {
@@ -548,11 +599,11 @@ class UlyssesAttention final : public DistributedAttention {
     lb.k = f.k;
     lb.v = f.v;
     lb.o = f.o;
-    if (d_o) lb.d_o = full_view(d_o, oc_, 0, qh_, Dv_, dtype_);
-    if (gq) lb.dq = full_view(gq, dqc_, 0, qh_, Dq_, dtype_);
+    if (d_o) lb.d_o = full_view(d_o, mine_.o, 0, mine_.q, Dv_, dtype_);
+    if (gq) lb.dq = full_view(gq, mine_.dq, 0, mine_.q, Dq_, dtype_);
     if (gkv) {
-      lb.dk = full_view(gkv, gkc_, 0, kh_, Dq_, kv_grad_dtype_);
-      lb.dv = full_view(gkv, gkc_, kc_ * qu_, kh_, Dv_, kv_grad_dtype_);
+      lb.dk = full_view(gkv, mine_.gkv, 0, mine_.kv, Dq_, kv_grad_dtype_);
+      lb.dv = full_view(gkv, mine_.gkv, mine_.dv_channel, mine_.kv, Dv_, kv_grad_dtype_);
     }
     return lb;
   }
@@ -574,10 +625,12 @@ class UlyssesAttention final : public DistributedAttention {
     if (self_) return Status::ok();
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
     for (int p = 0; p < P_; ++p) {
-      ULYSSES_RETURN_IF_ERROR(send_rows(o, oc_, dtype_, p, stream));
-      if (lse) ULYSSES_RETURN_IF_ERROR(send_rows(lse, qc_, DType::kFloat32, p, stream, 1));
-      ULYSSES_RETURN_IF_ERROR(recv_rows(o_recv, oc_, dtype_, p, stream));
-      if (lse) ULYSSES_RETURN_IF_ERROR(recv_rows(lse_recv, qc_, DType::kFloat32, p, stream, 1));
+      ULYSSES_RETURN_IF_ERROR(send_rows(o, &Rows::o, dtype_, p, stream));
+      if (lse) ULYSSES_RETURN_IF_ERROR(send_rows(lse, &Rows::q, DType::kFloat32, p, stream, 1));
+      ULYSSES_RETURN_IF_ERROR(recv_rows(o_recv, &Rows::o, dtype_, p, stream));
+      if (lse) {
+        ULYSSES_RETURN_IF_ERROR(recv_rows(lse_recv, &Rows::q, DType::kFloat32, p, stream, 1));
+      }
     }
     return comm_.group_end();
   }
@@ -585,21 +638,24 @@ class UlyssesAttention final : public DistributedAttention {
   // Chunk c's returned O (and LSE, if the caller asked for it) into the caller's tensors.
   Status unpack_outputs(int c, char* o_recv, char* lse_recv, const ForwardArgs& a, Stream stream) {
     ULYSSES_RETURN_IF_ERROR(move_peers<false>(as_bshd(a.o, config_.layout),
-                                              q_begin_[static_cast<std::size_t>(c)], q_count_,
-                                              {o_recv, dtype_, P_, Sl_, B_, oc_, U_}, 0, stream));
+                                              q_begin_[static_cast<std::size_t>(c)], &Rows::q,
+                                              o_recv, dtype_, U_, &Rows::o, &Rows::none, stream));
     return unpack_lse(c, lse_recv, a, stream);
   }
   Status unpack_lse(int c, char* lse_recv, const ForwardArgs& a, Stream stream) {
     if (a.lse.empty_view() || lse_recv == nullptr) return Status::ok();
-    const kernels::MessageLayout msg{lse_recv, DType::kFloat32, P_, Sl_, B_, qc_, 1};
     const TensorView lse = lse_as_bhs(a.lse, config_.layout);
     const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
-    if (!uneven_) return kernels::unpack_lse(msg, q_begin, lse, stream);
+    if (!uneven_) {
+      return kernels::unpack_lse({lse_recv, DType::kFloat32, P_, Sl_, B_, slot_.q, 1}, q_begin, lse,
+                                 stream);
+    }
     // Uneven heads: the [B, H, Sl] LSE as [B, Sl, H, 1] rows of one element, peer by peer.
     const TensorView rows =
         TensorView::strided(lse.data, lse.dtype, {lse.size(0), lse.size(2), lse.size(1), 1},
                             {lse.stride(0), lse.stride(2), lse.stride(1), 1}, lse.device);
-    return move_peers<false>(rows, q_begin, q_count_, msg, 0, stream);
+    return move_peers<false>(rows, q_begin, &Rows::q, lse_recv, DType::kFloat32, 1, &Rows::q,
+                             &Rows::none, stream);
   }
 
   // Chunk c's backward kernel on lb's views (head-sharded rows, or cp = 1 some of the caller's) and
@@ -624,10 +680,10 @@ class UlyssesAttention final : public DistributedAttention {
     if (self_) return Status::ok();
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
     for (int p = 0; p < P_; ++p) {
-      ULYSSES_RETURN_IF_ERROR(send_rows(gq, dqc_, dtype_, p, stream));
-      ULYSSES_RETURN_IF_ERROR(send_rows(gkv, gkc_, kv_grad_dtype_, p, stream));
-      ULYSSES_RETURN_IF_ERROR(recv_rows(dq_recv, dqc_, dtype_, p, stream));
-      ULYSSES_RETURN_IF_ERROR(recv_rows(dkv_recv, gkc_, kv_grad_dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(send_rows(gq, &Rows::dq, dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(send_rows(gkv, &Rows::gkv, kv_grad_dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(recv_rows(dq_recv, &Rows::dq, dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(recv_rows(dkv_recv, &Rows::gkv, kv_grad_dtype_, p, stream));
     }
     return comm_.group_end();
   }
@@ -706,7 +762,7 @@ class UlyssesAttention final : public DistributedAttention {
     if (config_.layout != Layout::kTHD || Dv_ != Dq_) return true;
     // (The saved O rows: [S][B][hq][Dv], see full_view().)
     const std::int64_t o_token =
-        lse_only_ ? as_bshd(a.o, config_.layout).stride(1) : B_ * qc_ * Dv_;
+        lse_only_ ? as_bshd(a.o, config_.layout).stride(1) : B_ * mine_.o * U_;
     return as_bshd(a.d_o, config_.layout).stride(1) == o_token &&
            as_bshd(a.dq, config_.layout).stride(1) == o_token;
   }
@@ -733,17 +789,18 @@ class UlyssesAttention final : public DistributedAttention {
   Status unpack_grads(int c, char* dq_recv, char* dkv_recv, const BackwardArgs& a, Stream stream) {
     const TensorView dk = as_bshd(a.dk, config_.layout), dv = as_bshd(a.dv, config_.layout);
     ULYSSES_RETURN_IF_ERROR(move_peers<false>(as_bshd(a.dq, config_.layout),
-                                              q_begin_[static_cast<std::size_t>(c)], q_count_,
-                                              {dq_recv, dtype_, P_, Sl_, B_, dqc_, U_}, 0, stream));
-    const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, P_, Sl_, B_, gkc_, U_};
+                                              q_begin_[static_cast<std::size_t>(c)], &Rows::q,
+                                              dq_recv, dtype_, U_, &Rows::dq, &Rows::none, stream));
     const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
-    const int dv_channel = kc_ * qu_;
-    if (routing_.replicated()) {
+    if (routing_.replicated()) {  // (even: every peer's rows are the slot's)
+      const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, P_, Sl_, B_, slot_.gkv, U_};
       ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 0, kv_begin, dk, stream));
-      return kernels::unpack_sum_replicas(kv_msg, dv_channel, kv_begin, dv, stream);
+      return kernels::unpack_sum_replicas(kv_msg, slot_.dv_channel, kv_begin, dv, stream);
     }
-    ULYSSES_RETURN_IF_ERROR(move_peers<false>(dk, kv_begin, kv_count_, kv_msg, 0, stream));
-    return move_peers<false>(dv, kv_begin, kv_count_, kv_msg, dv_channel, stream);
+    ULYSSES_RETURN_IF_ERROR(move_peers<false>(dk, kv_begin, &Rows::kv, dkv_recv, kv_grad_dtype_, U_,
+                                              &Rows::gkv, &Rows::none, stream));
+    return move_peers<false>(dv, kv_begin, &Rows::kv, dkv_recv, kv_grad_dtype_, U_, &Rows::gkv,
+                             &Rows::dv_channel, stream);
   }
 
   std::size_t slot_of(int chunk) const { return static_cast<std::size_t>(chunk % slots_); }
@@ -815,58 +872,44 @@ class UlyssesAttention final : public DistributedAttention {
     for (int c = 0; c < K_; ++c) {
       std::vector<int> q(routing_.q_begin), kv(routing_.kv_begin);
       for (std::size_t p = 0; p < q.size(); ++p) {
-        q[p] += c * (routing_.q_heads[p] / K_);
-        kv[p] += c * (routing_.kv_heads[p] / K_);
+        q[p] += c * peer_[p].q;
+        kv[p] += c * peer_[p].kv;
       }
       q_begin_.push_back(std::move(q));
       kv_begin_.push_back(std::move(kv));
     }
-    for (int p = 0; p < P_; ++p) {
-      q_count_.push_back(routing_.q_heads_of(p) / K_);
-      kv_count_.push_back(routing_.kv_heads_of(p) / K_);
+    for (auto* v : {&send_counts_, &send_offsets_, &recv_counts_, &recv_offsets_}) {
+      v->assign(static_cast<std::size_t>(P_), 0);
     }
-    counts_.assign(static_cast<std::size_t>(P_), 0);
-    offsets_.assign(static_cast<std::size_t>(P_), 0);
   }
 
   LocalProblem chunk_problem(int c) const {
     LocalProblem p = problem_;
-    p.head_offset_q += c * qh_;
-    p.num_heads_q_local = qh_;
-    p.head_offset_kv += c * kh_;
-    p.num_heads_kv_local = kh_;
+    p.head_offset_q += c * mine_.q;
+    p.num_heads_q_local = mine_.q;
+    p.head_offset_kv += c * mine_.kv;
+    p.num_heads_kv_local = mine_.kv;
     return p;
   }
 
-  // Equal-sized all-to-all: peer p's message is [p * bytes, (p + 1) * bytes) on both sides.
-  Status exchange_uniform(const void* send, void* recv, std::size_t bytes, Stream stream) {
-    for (std::size_t p = 0; p < counts_.size(); ++p) {
-      counts_[p] = bytes;
-      offsets_[p] = p * bytes;
-    }
-    return comm_.all_to_all_v(send, counts_, offsets_, recv, counts_, offsets_, stream);
-  }
-
-  // Rows [p * Sl, (p + 1) * Sl) of a [S][B][channels][width] buffer: peer p's contiguous message
+  // Bytes of one peer's rows of a [S][B][channels][width] buffer, rows [p * Sl, (p + 1) * Sl)
   // (width defaults to the channel width U_; 1 for LSE).
   std::size_t peer_bytes(int channels, DType dtype, std::int64_t width) const {
     return static_cast<std::size_t>(Sl_ * B_ * channels * (width < 0 ? U_ : width)) *
            dtype_size(dtype);
   }
-  // Peer p's message of `bytes` at buf + p * bytes.
-  Status send_block(const char* buf, std::size_t bytes, int p, Stream stream) {
+  // A returning exchange: this rank's rows of `buf` (mine_.*ch channels, [S][B][..]) for peer p,
+  // and peer p's rows (peer_[p].*ch channels) into its slot-wide region of `buf`.
+  Status send_rows(const char* buf, int Rows::*ch, DType dtype, int p, Stream stream,
+                   std::int64_t width = -1) {
+    const std::size_t bytes = peer_bytes(mine_.*ch, dtype, width);
     return comm_.send(buf + static_cast<std::size_t>(p) * bytes, bytes, p, stream);
   }
-  Status recv_block(char* buf, std::size_t bytes, int p, Stream stream) {
-    return comm_.recv(buf + static_cast<std::size_t>(p) * bytes, bytes, p, stream);
-  }
-  Status send_rows(const char* buf, int channels, DType dtype, int p, Stream stream,
+  Status recv_rows(char* buf, int Rows::*ch, DType dtype, int p, Stream stream,
                    std::int64_t width = -1) {
-    return send_block(buf, peer_bytes(channels, dtype, width), p, stream);
-  }
-  Status recv_rows(char* buf, int channels, DType dtype, int p, Stream stream,
-                   std::int64_t width = -1) {
-    return recv_block(buf, peer_bytes(channels, dtype, width), p, stream);
+    const std::size_t region = peer_bytes(slot_.*ch, dtype, width);
+    return comm_.recv(buf + static_cast<std::size_t>(p) * region,
+                      peer_bytes(peer_[static_cast<std::size_t>(p)].*ch, dtype, width), p, stream);
   }
 
   // [B, S, heads, width] view of `heads` heads of `width` elements from channel c_begin on in a
@@ -880,7 +923,7 @@ class UlyssesAttention final : public DistributedAttention {
   }
   // [B, qc, S] view of one chunk's [S][B][qc] fp32 buffer.
   TensorView lse_head_view(void* base) const {
-    return TensorView::strided(base, DType::kFloat32, {B_, qh_, S_}, {qc_, 1, B_ * qc_},
+    return TensorView::strided(base, DType::kFloat32, {B_, mine_.q, S_}, {mine_.q, 1, B_ * mine_.q},
                                comm_.device());
   }
 
@@ -890,12 +933,12 @@ class UlyssesAttention final : public DistributedAttention {
     const std::size_t tokens = static_cast<std::size_t>(S_ * B_);  // all P shards
     const std::size_t u = static_cast<std::size_t>(U_);
     const std::size_t K = static_cast<std::size_t>(K_);
-    qkv_block_ = tokens * static_cast<std::size_t>(Cc_) * u * e;
-    o_block_ = tokens * static_cast<std::size_t>(oc_) * u * e;
-    q_block_ = tokens * static_cast<std::size_t>(dqc_) * u * e;
-    lse_block_ = has_lse_ ? tokens * static_cast<std::size_t>(qc_) * 4 : 0;
-    qkv_in_block_ = static_cast<std::size_t>(P_) * in_peer_bytes(Cc_);
-    do_in_block_ = static_cast<std::size_t>(P_) * in_peer_bytes(oc_);
+    qkv_block_ = tokens * static_cast<std::size_t>(slot_.qkv) * u * e;
+    o_block_ = tokens * static_cast<std::size_t>(slot_.o) * u * e;
+    q_block_ = tokens * static_cast<std::size_t>(slot_.dq) * u * e;
+    lse_block_ = has_lse_ ? tokens * static_cast<std::size_t>(slot_.q) * 4 : 0;
+    qkv_in_block_ = static_cast<std::size_t>(P_) * in_peer_bytes(slot_.qkv);
+    do_in_block_ = static_cast<std::size_t>(P_) * in_peer_bytes(slot_.o);
     const std::size_t qkv_bytes = K * qkv_block_, o_bytes = K * o_block_, q_bytes = K * q_block_,
                       lse_bytes = K * lse_block_;
     kernel_ws_bytes_ = kernel_.workspace_bytes(chunk_problem(0));
@@ -943,7 +986,7 @@ class UlyssesAttention final : public DistributedAttention {
       // exchange on one stream). dkv_recv reuses dO's buffer only without a pipeline: with chunks,
       // chunk c's gradients arrive while later chunks' kernels still read dO.
       const std::size_t kv_e = dtype_size(kv_grad_dtype_);
-      gkv_block_ = tokens * static_cast<std::size_t>(gkc_) * u * kv_e;
+      gkv_block_ = tokens * static_cast<std::size_t>(slot_.gkv) * u * kv_e;
       const std::size_t gkv_bytes = K * gkv_block_;
       Arena bwd(front.total());
       // fp8: chunk c's dO codes leave from send_dO's block c (they are smaller than the rows) and
@@ -994,7 +1037,7 @@ class UlyssesAttention final : public DistributedAttention {
   // then the kernel's workspace.
   // `tokens`: S B, every shard's. Scratch from offset `start` on (see layout_buffers()).
   void layout_slots(std::size_t tokens, std::size_t lse_bytes, std::size_t start) {
-    gkv_block_ = tokens * static_cast<std::size_t>(gkc_) * static_cast<std::size_t>(U_) *
+    gkv_block_ = tokens * static_cast<std::size_t>(slot_.gkv) * static_cast<std::size_t>(U_) *
                  dtype_size(kv_grad_dtype_);
     Arena saved, fwd(start), bwd(start);
     if (lse_only_) lse_head_ = saved.take(lse_bytes);
@@ -1033,16 +1076,18 @@ class UlyssesAttention final : public DistributedAttention {
   HeadRouting routing_;
   LocalProblem problem_;
   std::unique_ptr<kernels::StreamSet> streams_;
-  int P_ = 1, rank_ = 0, hq_ = 0, hkv_ = 0;
-  // Pipeline chunks; q and kv head slots per chunk in a message row; the q and kv heads of this
-  // rank per chunk (fewer than the slots on some ranks with uneven heads, see head_routing.h).
-  int K_ = 1, qc_ = 0, kc_ = 0, qh_ = 0, kh_ = 0;
-  bool uneven_ = false;
-  std::vector<int> q_count_, kv_count_;  // [peer] q and kv heads of each peer per chunk
+  int P_ = 1, rank_ = 0, hq_ = 0;  // hq_: this rank's query heads
+  int K_ = 1;                      // pipeline chunks
+  bool uneven_ = false;            // ranks own different head counts (head_routing.h)
   // Message channels are U_ = gcd(head_dim, head_dim_v) elements wide (head_dim when they are
-  // equal): a Q or K head spans qu_ of them, a V or O head Dv_ / U_. Per chunk and token: Cc_ in a
-  // Q|K|V row, oc_ in an O or dO row, dqc_ in a dQ row, gkc_ in a dK|dV row.
-  int qu_ = 1, Cc_ = 0, oc_ = 0, dqc_ = 0, gkc_ = 0;
+  // equal): a Q or K head spans qu_ of them, a V or O head Dv_ / U_.
+  int qu_ = 1;
+  // The rows of this rank (mine_: what its kernel reads and writes, and what arrives for it or
+  // leaves from it), of each peer (peer_[p]: its region of a message on the far side of an
+  // exchange), and the most any rank has (slot_: sizes every region, a peer's region slot_ wide).
+  // All equal unless the heads split unevenly.
+  Rows mine_, slot_;
+  std::vector<Rows> peer_;
   // Bytes per chunk: Q|K|V rows, O (and dO) rows, dQ rows, LSE, dK|dV rows.
   std::size_t qkv_block_ = 0, o_block_ = 0, q_block_ = 0, lse_block_ = 0, gkv_block_ = 0;
   std::size_t do_stride_ = 0;  // chunk c's block in send_dO: c * do_stride_
@@ -1052,7 +1097,8 @@ class UlyssesAttention final : public DistributedAttention {
   bool self_ = false;  // cp = 1 with native rows: nothing travels (see the top of this file)
   std::size_t qkv_in_block_ = 0, do_in_block_ = 0;
   std::vector<std::vector<int>> q_begin_, kv_begin_;  // [chunk][peer], see build_chunk_maps()
-  std::vector<std::size_t> counts_, offsets_;         // exchange_uniform's scratch
+  std::vector<std::size_t> send_counts_, send_offsets_, recv_counts_,
+      recv_offsets_;  // exchange_in()'s scratch
   std::int64_t B_ = 1, S_ = 0, Sl_ = 0, Dq_ = 0, Dv_ = 0, U_ = 0;
   DType dtype_ = DType::kBFloat16, kv_grad_dtype_ = DType::kBFloat16;
   bool has_lse_ = true;

@@ -120,6 +120,47 @@ class ScribblingKernel final : public LocalAttention {
   LocalAttention& inner_;
 };
 
+// Refuses a call whose O, dO or dQ rows are not dense rows of the call's own heads: with cp > 1
+// the plan's own rows hold exactly this rank's heads, as cuDNN's packed backward needs (Q, O, dO
+// and dQ in one token stride; it stages Q into rows of that stride). Rows with room for more heads
+// than the rank owns (uneven heads, first layout) overran that staging on an H200.
+class DenseRowsKernel final : public LocalAttention {
+ public:
+  explicit DenseRowsKernel(LocalAttention& inner) : inner_(inner) {}
+  std::string_view name() const override { return "dense-rows-reference"; }
+  Device device() const override { return inner_.device(); }
+  bool provides_lse() const override { return inner_.provides_lse(); }
+  bool supports_backward() const override { return inner_.supports_backward(); }
+  bool concurrent_calls(const LocalProblem& p) const override { return inner_.concurrent_calls(p); }
+  Status check_support(const LocalProblem& p) const override { return inner_.check_support(p); }
+  std::size_t workspace_bytes(const LocalProblem& p) const override {
+    return inner_.workspace_bytes(p);
+  }
+  Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream stream) override {
+    if (Status s = dense(p, a.o, "o"); !s.is_ok()) return s;
+    return inner_.forward(p, a, stream);
+  }
+  Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream stream) override {
+    for (auto [t, what] :
+         {std::pair{&a.o, "o"}, std::pair{&a.d_o, "d_o"}, std::pair{&a.dq, "dq"}}) {
+      if (Status s = dense(p, *t, what); !s.is_ok()) return s;
+    }
+    return inner_.backward(p, a, stream);
+  }
+
+ private:
+  static Status dense(const LocalProblem& p, const TensorView& t, const char* what) {
+    if (t.size(2) != p.num_heads_q_local ||
+        t.stride(1) != p.batch * p.num_heads_q_local * t.size(3)) {
+      return internal_error(std::string(what) + ": rows of " + std::to_string(t.stride(1)) +
+                            " elements per token for " + std::to_string(p.num_heads_q_local) +
+                            " heads");
+    }
+    return Status::ok();
+  }
+  LocalAttention& inner_;
+};
+
 struct Inputs {
   HostTensor q, k, v, d_o, sinks;
 };
@@ -206,8 +247,11 @@ Outputs ulysses(const Case& c, const Inputs& in, std::vector<HostTensor>& per_ra
   // A backward may run twice on one forward when `saved` is kept, or when it holds only the LSE.
   const bool saved_survives = c.keep_saved || c.saved == SavedActivations::kLseOnly;
   auto st = testing::run_ranks(c.P, [&](int r, Communicator& comm) -> Status {
-    ScribblingKernel scribbling(*kernel);
-    LocalAttention& k = c.concurrent ? static_cast<LocalAttention&>(scribbling) : *kernel;
+    // (cp = 1 hands the kernel the caller's views where it may: they need not be dense.)
+    DenseRowsKernel dense(*kernel);
+    LocalAttention& inner = c.P > 1 ? static_cast<LocalAttention&>(dense) : *kernel;
+    ScribblingKernel scribbling(inner);
+    LocalAttention& k = c.concurrent ? static_cast<LocalAttention&>(scribbling) : inner;
     auto plan = DistributedAttention::create(cfg, comm, k);
     if (!plan.is_ok()) return plan.status();
     std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
