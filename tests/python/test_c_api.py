@@ -67,6 +67,34 @@ class UlyssesThroughCtypes(unittest.TestCase):
                     self.assertFalse(np.isnan(whole).any(), what + ": elements never written")
                     self.assertTrue(np.array_equal(whole, want[i]), what + " differs")
 
+    def test_heads_split_unevenly(self):
+        """6 KV heads (12 query heads) on 4 ranks: 2, 2, 1, 1 KV heads each, bitwise cp = 1;
+        5 KV heads on 8 ranks is refused naming num_heads_kv and what takes those heads."""
+        rng = np.random.default_rng()
+        B, S, Hq, Hkv, D, cp = 1, 16, 12, 6, 8, 4
+        q, k, v, d_o = inputs(rng, np.float32, B, S, Hq, Hkv, D)
+        base = dict(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D, causal=True, batch=B,
+                    seqlen=S, dtype="fp32", sinks=False)
+        (want,), errs = run_ranks(1, lambda r, c: step(
+            ulysses.PlanConfig(cp=1, **base), c, q, k, v, d_o))
+        self.assertIsNone(errs[0])
+        Sl = S // cp
+        sl = lambda x, r: x[:, r * Sl:(r + 1) * Sl]  # noqa: E731
+        got, errs = run_ranks(cp, lambda r, c: step(
+            ulysses.PlanConfig(cp=cp, **base), c, sl(q, r), sl(k, r), sl(v, r), sl(d_o, r)))
+        self.assertEqual(errs, [None] * cp)
+        for i, what in enumerate(("O", "LSE", "dQ", "dK", "dV")):
+            whole = np.concatenate([g[i] for g in got], axis=2 if what == "LSE" else 1)
+            self.assertFalse(np.isnan(whole).any(), what + ": elements never written")
+            self.assertTrue(np.array_equal(whole, want[i]), what + " differs")
+        _, errs = run_ranks(8, lambda r, c: ulysses.Plan(
+            ulysses.PlanConfig(cp=8, num_heads_q=10, num_heads_kv=5, head_dim=D, batch=B,
+                               seqlen=S, dtype="fp32"), c, ulysses.reference_kernel()))
+        for e in errs:
+            self.assertIsInstance(e, ulysses.UlyssesError)
+            self.assertIn("num_heads_kv", str(e))
+            self.assertIn("allgather or ring", str(e))
+
     def test_value_heads_of_another_width(self):
         """head_dim_v != head_dim (MLA): V, O, dO, dV 8 wide, Q, K, dQ, dK 12; cp = 2 bitwise
         cp = 1, and FP8 payloads at cp = 2 refused naming head_dim_v."""
