@@ -10,6 +10,8 @@
 # chunks, over NCCL and copy engines), targets (bench only: issue 3's rows, every chunk count and transport, heads and lse),
 # mla (bench only: head_dim 192 with head_dim_v 128, 32 heads; ulysses with chunks as overlap, ring
 # and allgather beside it; transports as overlap).
+# uneven (bench only: KV heads that cp does not divide, split unevenly by ulysses, beside a count it
+# divides, and allgather; 8 query heads per KV head; transports as overlap).
 # python (the torchrun example on every GPU: ulysses, ring, fp8; PyTorch from the machine's venv).
 # decode (the decode tests, then `ulysses-bench --decode`: a sharded KV cache, one new token).
 # allgather (its GPU tests, then ulysses, ring and allgather side by side at 8k/32k/128k: over
@@ -100,6 +102,17 @@ if [[ $mode == mla ]]; then  # MLA's head dims (192 for Q/K, 128 for V/O), MHA a
   bench_args=(--seq 8192,32768,131072 --strategy ulysses,ring,allgather --heads 32 --kv-heads 32
               --head-dim 192 --head-dim-v 128 --chunks 1,2,4 --transport nccl,peer --iters 3
               "${bench_args[@]}")
+fi
+if [[ $mode == uneven ]]; then  # Ulysses with ranks owning different head counts (head_routing.h)
+  # 2 GPUs: 3 KV heads split 2 and 1 (bal 1.33) beside 4; 4 GPUs: 6 split 2, 2, 1, 1 beside 8.
+  kvs=(3 4)
+  ((ngpu >= 4)) && kvs=(6 8)
+  for kv in "${kvs[@]}"; do
+    run "bench_uneven_kv$kv" 300 $BIN/ulysses-bench --seq 8192,32768,131072 --strategy ulysses,allgather \
+      --heads $((8 * kv)) --kv-heads $kv --chunks 1 --transport nccl,peer --iters 3 \
+      --json "$OUT/uneven_kv$kv.json" "${bench_args[@]}"
+  done
+  exit $rc
 fi
 if [[ $mode == fp8 ]]; then  # what halving the inbound bytes buys, and what it costs in accuracy
   bench_args=(--seq 8192,32768,131072 --strategy ulysses,ring,allgather --chunks 1 --payload native,fp8
