@@ -136,8 +136,10 @@ TEST(PeerCopy, AllToAllVIsBitExactWithThreeRanks) {
 // inputs as the fp8 payload rounds them, for such cases).
 void ulysses_matches_single_gpu(GpuCase c, bool peer_copy) {
   c.P = peer_copy ? peer_copy_ranks() : cuda_device_count();
-  if (c.Hq % c.P != 0) GTEST_SKIP() << "heads do not divide over " << c.P << " GPUs";
-  if (c.chunks > 1 && (c.Hkv < c.P || (c.Hkv / c.P) % c.chunks != 0)) {
+  // (What Ulysses routes: head_routing.h. Above cp, KV heads split unevenly too.)
+  const bool routes = c.Hkv % c.P == 0 || c.Hkv > c.P || (c.P % c.Hkv == 0 && c.Hq % c.P == 0);
+  if (!routes) GTEST_SKIP() << "heads do not route over " << c.P << " GPUs";
+  if (c.chunks > 1 && (c.Hkv % c.P != 0 || (c.Hkv / c.P) % c.chunks != 0)) {
     GTEST_SKIP() << c.chunks << " chunks do not divide the KV heads per GPU with " << c.P
                  << " GPUs";
   }
@@ -195,7 +197,11 @@ INSTANTIATE_TEST_SUITE_P(AllGpus, NcclUlyssesGraph,
                                c.chunks = 2;
                                c.payload = Payload::kFp8;
                                return c;
-                             }()),
+                             }(),
+                             // 9 KV heads split unevenly on 2, 4 or 8 GPUs (5 and 4; 3, 2, 2, 2;
+                             // 2 and seven 1s): exchanges of per-peer sizes inside the graph.
+                             GpuCase{"uneven_heads_18_over_9", 0, Layout::kBSHD, 1, 2048, 18, 9,
+                                     128}),
                          [](const auto& param_info) { return param_info.param.name; });
 
 class PeerCopyUlysses : public ::testing::TestWithParam<GpuCase> {};
