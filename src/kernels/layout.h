@@ -38,7 +38,7 @@ struct MessageLayout {
 };
 
 /// msg[p][s][b][c_begin + h k .. + k][:] = act[b][s][head_begin[p] + h][:] for h < heads, every p
-/// (k = Da / D channels per head; 1 with FP8 rows).
+/// (k = Da / D channels per head).
 Status pack_heads(const TensorView& act, std::span<const int> head_begin, int heads,
                   const MessageLayout& msg, int c_begin, Stream stream);
 
@@ -80,8 +80,8 @@ struct Fp8MessageLayout {
 /// with amax <= 448 * 2^k (0 for a row of zeros or a non-finite amax). Host and device agree.
 int fp8_row_exponent(double amax);
 
-/// pack_heads into FP8 rows: the same row mapping; each row is divided by its 2^k and rounded to
-/// E4M3 (nearest even, saturating).
+/// pack_heads into FP8 rows: the same row mapping (a head of Da values spans Da / head_dim rows);
+/// each row is divided by its 2^k and rounded to E4M3 (nearest even, saturating).
 Status pack_heads_fp8(const TensorView& act, std::span<const int> head_begin, int heads,
                       const Fp8MessageLayout& msg, int c_begin, Stream stream);
 

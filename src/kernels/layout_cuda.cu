@@ -284,9 +284,10 @@ __device__ float exp2_exact(int n) {
 
 // The row space of an FP8 pack, (p, s, b, h), and where its rows go.
 struct Fp8Geometry {
-  std::int64_t peers, seq, batch, heads;
-  std::int64_t act_sb, act_ss, act_sh;  // activation strides (elements) of b, s, head
+  std::int64_t peers, seq, batch, heads;  // heads: rows per (p, s, b), head_units per head
+  std::int64_t act_sb, act_ss, act_sh;    // activation strides (elements) of b, s, head
   std::int64_t channels, c_begin, head_dim, peer_bytes;
+  std::int64_t head_units;  // channels (rows of head_dim values) a head spans
 };
 
 // kV elements per vector (8: 16-byte loads of bf16/fp16 rows; 1: any row), kLanes threads per row.
@@ -335,15 +336,17 @@ __global__ void __launch_bounds__(256, 4)
       const Index row = first + static_cast<Index>(group * kFp8Rows + j);
       valid[j] = row < rows;
       Index r = valid[j] ? row : Index{0};
-      const Index h = r % static_cast<Index>(g.heads);
+      const Index h = r % static_cast<Index>(g.heads);  // head h / units, its channel h % units
       r /= static_cast<Index>(g.heads);
       const Index b = r % static_cast<Index>(g.batch);
       r /= static_cast<Index>(g.batch);
       const Index s = r % static_cast<Index>(g.seq);
       const Index p = r / static_cast<Index>(g.seq);
+      const auto units = static_cast<Index>(g.head_units);
       const T* src = act + static_cast<std::int64_t>(b) * g.act_sb +
                      static_cast<std::int64_t>(s) * g.act_ss +
-                     (map.begin[p] + static_cast<std::int64_t>(h)) * g.act_sh;
+                     (map.begin[p] + static_cast<std::int64_t>(h / units)) * g.act_sh +
+                     static_cast<std::int64_t>(h % units) * g.head_dim;
       const std::int64_t msg_row =
           (static_cast<std::int64_t>(s) * g.batch + b) * g.channels + g.c_begin + h;
       codes_at[j] = static_cast<std::int64_t>(p) * g.peer_bytes + msg_row * g.head_dim;
@@ -579,21 +582,25 @@ Status pack_heads_fp8(const TensorView& act, std::span<const int> head_begin, in
                       const Fp8MessageLayout& msg, int c_begin, Stream stream) {
   HeadMap map{};
   ULYSSES_RETURN_IF_ERROR(check_map(head_begin, map));
-  if (act.ndim != 4 || act.size(3) != msg.head_dim || (act.size(3) > 1 && act.stride(3) != 1) ||
-      static_cast<int>(head_begin.size()) != msg.peers || act.size(3) > 256) {
+  // A head spans act.size(3) / head_dim channels (rows), each scaled on its own.
+  if (act.ndim != 4 || msg.head_dim < 1 || act.size(3) % msg.head_dim != 0 ||
+      (act.size(3) > 1 && act.stride(3) != 1) || static_cast<int>(head_begin.size()) != msg.peers ||
+      msg.head_dim > 256 || c_begin + heads * (act.size(3) / msg.head_dim) > msg.channels) {
     return internal_error("ulysses::kernels::cuda::pack_heads_fp8: geometry mismatch");
   }
+  const std::int64_t units = act.size(3) / msg.head_dim;
   const Fp8Geometry g{msg.peers,
                       msg.seq_per_peer,
                       msg.batch,
-                      heads,
+                      heads * units,
                       act.stride(0),
                       act.stride(1),
                       act.stride(2),
                       msg.channels,
                       c_begin,
                       msg.head_dim,
-                      static_cast<std::int64_t>(msg.peer_bytes())};
+                      static_cast<std::int64_t>(msg.peer_bytes()),
+                      units};
   const std::int64_t rows = g.peers * g.seq * g.batch * g.heads;
   if (rows == 0 || g.head_dim == 0) return Status::ok();
   const auto e = static_cast<std::int64_t>(dtype_size(act.dtype));

@@ -163,30 +163,32 @@ Status pack_heads_fp8(const TensorView& act, std::span<const int> head_begin, in
   const MessageLayout geometry{nullptr,   act.dtype,    msg.peers,   msg.seq_per_peer,
                                msg.batch, msg.channels, msg.head_dim};
   ULYSSES_RETURN_IF_ERROR(
-      check_geometry(act, head_begin, heads, geometry, c_begin, "pack_heads_fp8", true));
-  const std::int64_t D = msg.head_dim, rows = msg.rows_per_peer();
+      check_geometry(act, head_begin, heads, geometry, c_begin, "pack_heads_fp8"));
+  // A head spans k channels (rows of D values), each scaled on its own.
+  const std::int64_t D = msg.head_dim, rows = msg.rows_per_peer(), k = act.size(3) / D;
   std::vector<double> x(static_cast<std::size_t>(D));
   for (int p = 0; p < msg.peers; ++p) {
     auto* codes = static_cast<std::uint8_t*>(msg.data) + p * msg.peer_bytes();
     std::uint8_t* exponents = codes + rows * D;
     for (std::int64_t s = 0; s < msg.seq_per_peer; ++s) {
       for (std::int64_t b = 0; b < msg.batch; ++b) {
-        for (int h = 0; h < heads; ++h) {
+        for (std::int64_t hj = 0; hj < heads * k; ++hj) {  // head hj / k, its channel hj % k
           const std::int64_t base =
-              act.offset({b, s, head_begin[static_cast<std::size_t>(p)] + h, 0});
+              act.offset({b, s, head_begin[static_cast<std::size_t>(p)] + hj / k, 0}) +
+              (hj % k) * D;
           double amax = 0.0;
           for (std::int64_t d = 0; d < D; ++d) {
             x[static_cast<std::size_t>(d)] = detail::load_as_double(act.data, act.dtype, base + d);
             const double a = std::fabs(x[static_cast<std::size_t>(d)]);
             if (a > amax) amax = a;  // NaN never compares greater
           }
-          const int k = fp8_row_exponent(amax);
-          const std::int64_t row = (s * msg.batch + b) * msg.channels + c_begin + h;
+          const int e = fp8_row_exponent(amax);
+          const std::int64_t row = (s * msg.batch + b) * msg.channels + c_begin + hj;
           for (std::int64_t d = 0; d < D; ++d) {
             codes[row * D + d] =
-                detail::double_to_fp8e4m3_bits(std::ldexp(x[static_cast<std::size_t>(d)], -k));
+                detail::double_to_fp8e4m3_bits(std::ldexp(x[static_cast<std::size_t>(d)], -e));
           }
-          exponents[row] = static_cast<std::uint8_t>(k + 127);
+          exponents[row] = static_cast<std::uint8_t>(e + 127);
         }
       }
     }

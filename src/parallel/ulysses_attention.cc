@@ -495,7 +495,7 @@ class UlyssesAttention final : public DistributedAttention {
   // --- the inbound payload: rows in the plan's dtype, or FP8 rows turned back on arrival -----
 
   kernels::Fp8MessageLayout fp8_msg(void* base, int channels) const {
-    return {base, P_, Sl_, B_, channels, U_};  // (FP8 plans have one head_dim: U_)
+    return {base, P_, Sl_, B_, channels, U_};  // rows of U_ values, a head spans several
   }
   // Bytes of one peer's inbound message with `channels` rows per token.
   std::size_t in_peer_bytes(int channels) const {

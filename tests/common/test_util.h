@@ -103,12 +103,14 @@ inline std::string describe(const Mismatch& m, const std::string& what) {
     EXPECT_EQ(m_.count, 0) << ::ulysses::testing::describe(m_, (what));                          \
   } while (0)
 
-// What Payload::kFp8 delivers for `t` (contiguous, head_dim last): every row of D values rounded
-// to E4M3 under the smallest power-of-two scale 2^k (|k| <= 127) with max |row| <= 448 * 2^k, then
-// to t's dtype. Modelled from the definition, independently of the library's pack kernels.
-inline HostTensor fp8_rounded(const HostTensor& t) {
+// What Payload::kFp8 delivers for `t` (contiguous, head_dim last): every row of D values (or of
+// `row` values, a divisor of D: head_dim_v != head_dim scales rows of gcd(head_dim, head_dim_v))
+// rounded to E4M3 under the smallest power-of-two scale 2^k (|k| <= 127) with max |row| <= 448 *
+// 2^k, then to t's dtype. Modelled from the definition, independently of the library's pack
+// kernels.
+inline HostTensor fp8_rounded(const HostTensor& t, std::int64_t row_values = 0) {
   HostTensor r = convert(t, t.view.dtype);
-  const std::int64_t D = t.view.shape[t.view.ndim - 1];
+  const std::int64_t D = row_values > 0 ? row_values : t.view.shape[t.view.ndim - 1];
   for (std::int64_t row = 0; row < t.numel() / D; ++row) {
     double amax = 0.0;
     for (std::int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(t.at(row * D + d)));

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <numeric>
 #include <thread>
 
 #include "common/check.h"
@@ -156,7 +157,9 @@ inline GpuInputs as_delivered(const GpuCase& c, const GpuInputs& in) {
   GpuInputs r = in;
   if (c.payload != Payload::kFp8) return r;
   if (c.strategy == Strategy::kUlysses) {
-    for (HostTensor* t : {&r.q, &r.k, &r.v, &r.d_o}) *t = fp8_rounded(*t);
+    // (Two head widths: every tensor in rows of gcd(D, Dv) values.)
+    const std::int64_t u = std::gcd(c.D, c.Dv > 0 ? c.Dv : c.D);
+    for (HostTensor* t : {&r.q, &r.k, &r.v, &r.d_o}) *t = fp8_rounded(*t, u);
   } else {
     for (HostTensor* t : {&r.k, &r.v}) *t = fp8_rounded(*t);
   }

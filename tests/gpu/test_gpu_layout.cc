@@ -128,7 +128,8 @@ INSTANTIATE_TEST_SUITE_P(
 // byte of the padding), and the device dequantize must give the host's values bit for bit. Rows
 // span many binades (scales 2^-30..2^30, fp16: 2^-8..2^8), one row is zero; vectorized (D a
 // multiple of 8 with aligned strides: 8, 16 or 32 lanes per row) and scalar paths (odd row bytes,
-// strided heads, fp32). Same geometries as GpuLayout's (head_pad 0).
+// strided heads, fp32). Same geometries as GpuLayout's (head_pad 0); with `unit`, a head spans
+// D / unit rows, each scaled on its own (head_dim_v != head_dim: rows of gcd(D, Dv) values).
 class GpuFp8Rows : public ::testing::TestWithParam<Geo> {};
 
 TEST_P(GpuFp8Rows, PackAndDequantizeMatchHostBitwise) {
@@ -141,13 +142,19 @@ TEST_P(GpuFp8Rows, PackAndDequantizeMatchHostBitwise) {
   HostTensor act(g.dtype, {g.B, g.Sl, g.H, Dp});
   testing::fill_uniform(act, rng, -2.0, 2.0);
   const int span = g.dtype == DType::kFloat16 ? 8 : 30;
-  for (std::int64_t row = 0; row < act.numel() / Dp; ++row) {
-    const double scale =
-        row == 1 ? 0.0 : std::ldexp(1.0, static_cast<int>(row * 37 % (2 * span + 1)) - span);
-    for (std::int64_t d = 0; d < Dp; ++d) act.set(row * Dp + d, act.at(row * Dp + d) * scale);
+  const std::int64_t U = g.unit > 0 ? g.unit : g.D;
+  const int k = static_cast<int>(g.D / U);  // rows per head
+  for (std::int64_t head = 0; head < act.numel() / Dp; ++head) {
+    // Each of a head's rows in a binade of its own; head 1's first row zero.
+    for (std::int64_t d = 0; d < Dp; ++d) {
+      const std::int64_t row = head * (k + 1) + d / U;
+      const double scale =
+          row == k + 1 ? 0.0 : std::ldexp(1.0, static_cast<int>(row * 37 % (2 * span + 1)) - span);
+      act.set(head * Dp + d, act.at(head * Dp + d) * scale);
+    }
   }
   const TensorView act_rows = rows_of(act.view.data, g.dtype, g.B, g.Sl, g.H, g.D, g.row_pad, {});
-  const kernels::Fp8MessageLayout shape{nullptr, g.P, g.Sl, g.B, g.C, g.D};
+  const kernels::Fp8MessageLayout shape{nullptr, g.P, g.Sl, g.B, g.C, U};
   const auto bytes = static_cast<std::int64_t>(g.P * shape.peer_bytes());
   HostTensor msg(DType::kFloat8E4M3, {bytes});
   std::fill(msg.storage.begin(), msg.storage.end(), static_cast<unsigned char>(0xAB));
@@ -172,21 +179,20 @@ TEST_P(GpuFp8Rows, PackAndDequantizeMatchHostBitwise) {
   // codes of another activation, so every channel holds real codes).
   kernels::Fp8MessageLayout full_h = shape;
   full_h.data = msg_host.view.data;
-  for (int c0 = 0; c0 < g.C; c0 += g.heads) {
-    const int n = std::min(g.heads, g.C - c0);
+  for (int c0 = 0; c0 + k <= g.C; c0 += g.heads * k) {
+    const int n = std::min(g.heads, (g.C - c0) / k);
     ASSERT_TRUE(kernels::pack_heads_fp8(act_rows, begin, n, full_h, c0, nullptr).is_ok());
   }
-  HostTensor out(g.dtype, {g.P, g.Sl, g.B, g.C, g.D});
+  HostTensor out(g.dtype, {g.P, g.Sl, g.B, g.C, U});
   testing::poison(out);
   HostTensor out_host = out;
-  ASSERT_TRUE(kernels::dequantize_fp8(full_h,
-                                      {out_host.view.data, g.dtype, g.P, g.Sl, g.B, g.C, g.D},
+  ASSERT_TRUE(kernels::dequantize_fp8(full_h, {out_host.view.data, g.dtype, g.P, g.Sl, g.B, g.C, U},
                                       Device::host(), nullptr)
                   .is_ok());
   DeviceTensor full_d = DeviceTensor::of(msg_host), out_d = DeviceTensor::of(out);
   kernels::Fp8MessageLayout fd = shape;
   fd.data = full_d.ptr;
-  s = kernels::dequantize_fp8(fd, {out_d.ptr, g.dtype, g.P, g.Sl, g.B, g.C, g.D}, Device::cuda(0),
+  s = kernels::dequantize_fp8(fd, {out_d.ptr, g.dtype, g.P, g.Sl, g.B, g.C, U}, Device::cuda(0),
                               nullptr);
   ASSERT_TRUE(s.is_ok()) << s.to_string();
   ASSERT_CUDA(cudaDeviceSynchronize());
@@ -204,7 +210,13 @@ INSTANTIATE_TEST_SUITE_P(
                       Geo{4, 9, 1, 8, 2, 3, 1, 128, DType::kBFloat16, 0, 64},  // strided, aligned
                       Geo{2, 6, 1, 4, 2, 2, 0, 12, DType::kBFloat16},          // 24-byte rows
                       Geo{2, 5, 1, 8, 4, 4, 0, 128, DType::kBFloat16, 0, 4},   // unaligned stride
-                      Geo{2, 5, 1, 4, 2, 4, 0, 64, DType::kFloat32}),          // fp32 (scalar)
+                      Geo{2, 5, 1, 4, 2, 4, 0, 64, DType::kFloat32},           // fp32 (scalar)
+                      // Heads of several rows (head_dim_v != head_dim): 192 as 3 rows of 64,
+                      // 128 as 2 (fp16), strided heads, and fp32 rows of 8.
+                      Geo{2, 5, 2, 4, 2, 12, 0, 192, DType::kBFloat16, 0, 0, 64},
+                      Geo{3, 7, 1, 6, 2, 10, 2, 128, DType::kFloat16, 0, 0, 64},
+                      Geo{2, 4, 1, 4, 2, 8, 1, 192, DType::kBFloat16, 0, 64, 64},
+                      Geo{2, 5, 1, 4, 2, 8, 0, 24, DType::kFloat32, 0, 0, 8}),
     [](const auto& param_info) { return "case" + std::to_string(param_info.index); });
 
 TEST(GpuLayout, SumReplicasAndLseMatchHost) {

@@ -37,43 +37,61 @@ GpuCase fp8_case(GpuCase c) {
 // Payload::kFp8: the head owners' kernel reads Q, K, V and dO rounded row by row to fp8; the single
 // GPU runs on the inputs as testing::as_delivered rounds them (a host model), so every rule of a
 // native run holds against that run.
-INSTANTIATE_TEST_SUITE_P(Fp8, DeviceLoopbackUlysses,
-                         ::testing::Values(
-                             [] {
-                               GpuCase c = fp8_case({"fp8_p2_gqa_causal_deterministic", 2,
-                                                     Layout::kBSHD, 2, 512, 8, 4, 128});
-                               c.deterministic = true;
-                               return c;
-                             }(),
-                             [] {
-                               GpuCase c = fp8_case({"fp8_p4_fp16_window_sinks", 4, Layout::kBSHD,
-                                                     1, 512, 8, 4, 64, DType::kFloat16, true, 100});
-                               c.sinks = true;
-                               return c;
-                             }(),
-                             [] {
-                               GpuCase c = fp8_case({"fp8_p4_replicated_kv_lse_only", 4,
-                                                     Layout::kBSHD, 1, 512, 8, 2, 128});
-                               c.saved = SavedActivations::kLseOnly;
-                               return c;
-                             }(),
-                             [] {
-                               GpuCase c = fp8_case({"fp8_p2_thd_chunks2_lse_one_in_flight", 2,
-                                                     Layout::kTHD, 1, 1024, 8, 4, 128});
-                               c.cu = {0, 300, 301, 1000};
-                               c.chunks = 2;
-                               c.in_flight = 1;
-                               c.saved = SavedActivations::kLseOnly;
-                               return c;
-                             }(),
-                             [] {
-                               GpuCase c = fp8_case({"fp8_p2_chunks4_heads_sinks", 2, Layout::kBSHD,
-                                                     1, 512, 16, 8, 128});
-                               c.chunks = 4;
-                               c.sinks = true;
-                               return c;
-                             }()),
-                         [](const auto& param_info) { return param_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(
+    Fp8, DeviceLoopbackUlysses,
+    ::testing::Values(
+        [] {
+          GpuCase c =
+              fp8_case({"fp8_p2_gqa_causal_deterministic", 2, Layout::kBSHD, 2, 512, 8, 4, 128});
+          c.deterministic = true;
+          return c;
+        }(),
+        [] {
+          GpuCase c = fp8_case({"fp8_p4_fp16_window_sinks", 4, Layout::kBSHD, 1, 512, 8, 4, 64,
+                                DType::kFloat16, true, 100});
+          c.sinks = true;
+          return c;
+        }(),
+        [] {
+          GpuCase c =
+              fp8_case({"fp8_p4_replicated_kv_lse_only", 4, Layout::kBSHD, 1, 512, 8, 2, 128});
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
+        [] {
+          GpuCase c = fp8_case(
+              {"fp8_p2_thd_chunks2_lse_one_in_flight", 2, Layout::kTHD, 1, 1024, 8, 4, 128});
+          c.cu = {0, 300, 301, 1000};
+          c.chunks = 2;
+          c.in_flight = 1;
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
+        [] {
+          GpuCase c =
+              fp8_case({"fp8_p2_chunks4_heads_sinks", 2, Layout::kBSHD, 1, 512, 16, 8, 128});
+          c.chunks = 4;
+          c.sinks = true;
+          return c;
+        }(),
+        // Two head widths (MLA): rows of 64 values, 3 per Q/K head, 2 per V.
+        [] {
+          GpuCase c =
+              fp8_case({"fp8_p2_mla_192_128_gqa_chunks2", 2, Layout::kBSHD, 2, 512, 8, 4, 192});
+          c.Dv = 128;
+          c.chunks = 2;
+          return c;
+        }(),
+        [] {
+          GpuCase c = fp8_case(
+              {"fp8_p3_mla_192_128_varlen_lse_sinks", 3, Layout::kTHD, 1, 1026, 8, 8, 192});
+          c.Dv = 128;
+          c.cu = {0, 400, 401, 1000};
+          c.sinks = true;
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }()),
+    [](const auto& param_info) { return param_info.param.name; });
 
 class DeviceLoopbackRing : public ::testing::TestWithParam<GpuCase> {};
 

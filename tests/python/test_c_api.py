@@ -97,7 +97,7 @@ class UlyssesThroughCtypes(unittest.TestCase):
 
     def test_value_heads_of_another_width(self):
         """head_dim_v != head_dim (MLA): V, O, dO, dV 8 wide, Q, K, dQ, dK 12; cp = 2 bitwise
-        cp = 1, and FP8 payloads at cp = 2 refused naming head_dim_v."""
+        cp = 1, and FP8 payloads under ring at cp = 2 refused naming head_dim_v."""
         rng = np.random.default_rng()
         B, S, Hq, Hkv, D, Dv, cp = 1, 16, 4, 2, 12, 8, 2
         q = rng.uniform(-2, 2, (B, S, Hq, D)).astype(np.float32)

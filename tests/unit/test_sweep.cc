@@ -20,6 +20,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <numeric>
 
 #include "attention/cudnn_support.h"
 #include "common/check.h"
@@ -166,7 +167,9 @@ Inputs as_delivered(const SweepCase& c, const Inputs& in) {
   Inputs r = in;
   if (c.payload != Payload::kFp8) return r;
   if (c.strategy == Strategy::kUlysses) {
-    for (HostTensor* t : {&r.q, &r.k, &r.v, &r.d_o}) *t = testing::fp8_rounded(*t);
+    // (Two head widths: rows of gcd(D, Dv) values.)
+    const std::int64_t u = std::gcd(c.D, c.Dv > 0 ? c.Dv : c.D);
+    for (HostTensor* t : {&r.q, &r.k, &r.v, &r.d_o}) *t = testing::fp8_rounded(*t, u);
   } else {
     for (HostTensor* t : {&r.k, &r.v}) *t = testing::fp8_rounded(*t);
   }

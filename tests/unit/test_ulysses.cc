@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <numeric>
 
 #include "common/test_util.h"
 
@@ -177,8 +178,10 @@ Inputs make_inputs(const Case& c, std::mt19937_64& rng) {
 // The inputs as the head owners see them: Q, K, V and dO rounded as fp8 payload (sinks unchanged).
 Inputs as_delivered(const Case& c, const Inputs& in) {
   if (c.payload == Payload::kNative) return in;
-  using testing::fp8_rounded;
-  return {fp8_rounded(in.q), fp8_rounded(in.k), fp8_rounded(in.v), fp8_rounded(in.d_o), in.sinks};
+  // (Two head widths: every tensor in rows of gcd(D, Dv) values.)
+  const std::int64_t u = std::gcd(c.D, c.Dv > 0 ? c.Dv : c.D);
+  auto r = [&](const HostTensor& t) { return testing::fp8_rounded(t, u); };
+  return {r(in.q), r(in.k), r(in.v), r(in.d_o), in.sinks};
 }
 
 Outputs poisoned_outputs(const Case& c, DType dtype) {
@@ -313,7 +316,18 @@ TEST_P(UlyssesVsReference, ExactWhereHeadsAreIndependent) {
   const auto seed = testing::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  const Inputs in = make_inputs(c, rng);
+  Inputs in = make_inputs(c, rng);
+  // FP8 with two head widths scales every gcd(D, Dv) values of a head on their own: every other
+  // such piece 2^-20 smaller, which one scale per head would flush to zero.
+  const std::int64_t unit = std::gcd(c.D, c.Dv > 0 ? c.Dv : c.D);
+  if (c.payload == Payload::kFp8 && c.Dv > 0) {
+    for (HostTensor* t : {&in.q, &in.k, &in.v, &in.d_o}) {
+      const std::int64_t width = t->view.shape[t->view.ndim - 1];
+      for (std::int64_t i = 0; i < t->numel(); ++i) {
+        if ((i % width) / unit % 2 == 1) t->set(i, std::ldexp(t->at(i), -20));
+      }
+    }
+  }
   // fp8 payload: exact against the reference on the rounded inputs, which really differ.
   const Inputs delivered = as_delivered(c, in);
   if (c.payload == Payload::kFp8) {
@@ -813,6 +827,47 @@ std::vector<Case> cases() {
       fp8(lse_only({"p3_uneven_fp8_lse_mha_fp32_sinks", 3, bshd, 1, 18, 4, 4, 8, fp32, false, -1,
                     -1, true})),
       mla({"p3_uneven_mla_bf16_causal", 3, bshd, 2, 18, 4, 4, 24, bf16, true}, 16),
+      // FP8 payloads with two head widths: rows of gcd(D, Dv) values, a head spanning several.
+      fp8(mla(
+          {"p2_fp8_mla_gqa_bf16_causal_sinks", 2, bshd, 2, 16, 8, 4, 24, bf16, true, -1, -1, true},
+          16)),
+      fp8(mla(lse_only({"p3_fp8_mla_lse_thd_fp32_window",
+                        3,
+                        thd,
+                        1,
+                        24,
+                        6,
+                        3,
+                        12,
+                        fp32,
+                        false,
+                        4,
+                        2,
+                        false,
+                        {0, 10, 23}}),
+              8)),
+      [&] {
+        Case c =
+            fp8(mla({"p2_fp8_mla_wider_v_chunks2_bf16", 2, bshd, 1, 16, 8, 8, 16, bf16, true}, 24));
+        c.chunks = 2;
+        return c;
+      }(),
+      fp8(mla({"p2_fp8_mla_uneven_inference_bf16",
+               2,
+               bshd,
+               1,
+               16,
+               6,
+               3,
+               24,
+               bf16,
+               true,
+               -1,
+               -1,
+               false,
+               {},
+               false},
+              16)),
       [&] {
         Case c{"p2_uneven_keep_saved_backward_twice_fp32", 2, bshd, 1, 12, 5, 5, 8, fp32, true};
         c.keep_saved = true;
