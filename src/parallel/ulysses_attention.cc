@@ -405,13 +405,13 @@ class UlyssesAttention final : public DistributedAttention {
       if (!self_) {
         // Peer p's regions of the send slot are the slot's width apart; what arrives is this
         // rank's rows from every peer, one after another.
+        const std::size_t s_qkv = in_peer_bytes(slot_.qkv), s_do = in_peer_bytes(slot_.o),
+                          s_o = peer_bytes(slot_.o, dtype_, -1);
+        const std::size_t r_qkv = in_peer_bytes(mine_.qkv), r_do = in_peer_bytes(mine_.o),
+                          r_o = peer_bytes(mine_.o, dtype_, -1);
         ULYSSES_RETURN_IF_ERROR(comm_.group_start());
         for (int p = 0; p < P_; ++p) {
           const Rows& to = peer_[static_cast<std::size_t>(p)];
-          const std::size_t s_qkv = in_peer_bytes(slot_.qkv), s_do = in_peer_bytes(slot_.o),
-                            s_o = peer_bytes(slot_.o, dtype_, -1);
-          const std::size_t r_qkv = in_peer_bytes(mine_.qkv), r_do = in_peer_bytes(mine_.o),
-                            r_o = peer_bytes(mine_.o, dtype_, -1);
           const auto i = static_cast<std::size_t>(p);
           ULYSSES_RETURN_IF_ERROR(comm_.send(send + i * s_qkv, in_peer_bytes(to.qkv), p, side));
           ULYSSES_RETURN_IF_ERROR(
@@ -557,10 +557,10 @@ class UlyssesAttention final : public DistributedAttention {
         fp8_msg(wire, channels), {dst, dtype_, P_, Sl_, B_, channels, U_}, comm_.device(), stream);
   }
 
-  // An inbound all-to-all: `send` ==> `dst` rows (fp8: through `wire`). Nothing when nothing
-  // travels (cp = 1: the rows were packed into `dst`).
-  // Peer p's rows leave from its slot-wide region of `send` (peer_[p].*ch channels) and this
-  // rank's (mine_.*ch channels) arrive one peer after another.
+  // An inbound all-to-all: `send` ==> `dst` rows (fp8: through `wire`). Peer p's rows leave from
+  // its slot-wide region of `send` (peer_[p].*ch channels) and this rank's (mine_.*ch channels)
+  // arrive one peer after another. Nothing when nothing travels (cp = 1: the rows were packed into
+  // `dst`).
   Status exchange_in(const char* send, char* wire, char* dst, int Rows::*ch, Stream stream) {
     if (self_) return Status::ok();
     const std::size_t region = in_peer_bytes(slot_.*ch), mine = in_peer_bytes(mine_.*ch);
