@@ -30,13 +30,11 @@ std::int64_t head_channels(const TensorView& act, const MessageLayout& m) {
                                                                           : 0;
 }
 
-// `exact`: a head must be one channel (FP8 rows).
 Status check_geometry(const TensorView& act, std::span<const int> head_begin, int heads,
-                      const MessageLayout& m, int c_begin, std::string_view api,
-                      bool exact = false) {
+                      const MessageLayout& m, int c_begin, std::string_view api) {
   const std::int64_t k = head_channels(act, m);
   if (act.ndim != 4 || act.size(0) != m.batch || act.size(1) != m.seq_per_peer || k == 0 ||
-      (exact && k != 1) || (act.size(3) > 1 && act.stride(3) != 1)) {
+      (act.size(3) > 1 && act.stride(3) != 1)) {
     return internal_error(
         detail::str_cat(api, ": activation ", act.to_string(), " does not fit the message layout"));
   }
