@@ -7,14 +7,14 @@
 namespace ulysses::parallel {
 namespace {
 
-// Whether a group of `group` ranks routes the heads evenly.
+// Whether a group of `group` ranks routes the heads (evenly, or split unevenly below Hkv).
 bool routes(const AttentionConfig& c, int group) {
-  return c.num_heads_kv % group == 0 || (group % c.num_heads_kv == 0 && c.num_heads_q % group == 0);
+  return c.num_heads_kv >= group || (group % c.num_heads_kv == 0 && c.num_heads_q % group == 0);
 }
 
 // What takes these heads on these cp ranks when a Ulysses group of `group` ranks cannot: every
 // strategy without a head constraint, and the largest hybrid (a Ulysses group below cp) that
-// routes them. (A group routes whatever a larger group it divides routes.)
+// routes them.
 std::string alternatives(const AttentionConfig& c, const ParallelConfig& parallel, int group) {
   int degree = 0;
   for (int u = parallel.cp / 2; u > 1 && degree == 0; --u) {
@@ -34,12 +34,11 @@ Result<HeadRouting> HeadRouting::create(const AttentionConfig& c, const Parallel
   using detail::arg_error;
   using detail::str_cat;
   const int cp = parallel.ulysses_size();
-  const bool hybrid = parallel.strategy == Strategy::kHybrid;
-  const std::string_view group = hybrid ? "ulysses_degree " : "cp ";
+  const std::string_view group = parallel.strategy == Strategy::kHybrid ? "ulysses_degree " : "cp ";
   const int ratio = c.num_heads_q / c.num_heads_kv;
   HeadRouting r;
   r.cp = cp;
-  if (c.num_heads_kv % cp == 0 || (!hybrid && c.num_heads_kv > cp)) {
+  if (c.num_heads_kv >= cp) {
     // Whole query groups: the first Hkv mod P ranks take one KV head more (none when P | Hkv).
     const int base = c.num_heads_kv / cp, extra = c.num_heads_kv % cp;
     r.heads_kv_local = base + (extra > 0 ? 1 : 0);
@@ -59,10 +58,10 @@ Result<HeadRouting> HeadRouting::create(const AttentionConfig& c, const Parallel
     const Status s = arg_error(
         api, "num_heads_kv",
         str_cat("cannot be routed over ", group, cp, " ranks (num_heads_q ", c.num_heads_q,
-                "): ", group, cp, " must divide num_heads_kv or be a multiple of it",
-                hybrid ? "" : " (or, split unevenly, be below it)"),
-        c.num_heads_kv,
-        str_cat("a divisor or multiple of ", cp, hybrid ? "" : str_cat(", or above ", cp)));
+                "): ", group, cp,
+                " must divide num_heads_kv or be a multiple of it (or, split unevenly, be below "
+                "it)"),
+        c.num_heads_kv, str_cat("a divisor or multiple of ", cp, ", or above ", cp));
     return invalid_argument(str_cat(s.message(), alternatives(c, parallel, cp)));
   }
   if (c.num_heads_q % cp != 0) {

@@ -11,7 +11,7 @@
 //   and divides Hq      sums their partial dK/dV (fp32, in rank order).
 //                       Hq=8, Hkv=2, P=4: r0: q 0-1, kv 0 | r1: q 2-3, kv 0 | r2: q 4-5, kv 1 | ...
 //
-//   P < Hkv, P does     uneven (strategy ulysses only): the first Hkv mod P ranks own
+//   P < Hkv, P does     uneven: the first Hkv mod P ranks of the group own
 //   not divide Hkv      ceil(Hkv / P) KV heads, the others floor(Hkv / P), each with its query
 //                       group. Hq=Hkv=12, P=8: r0-r3: 2 heads | r4-r7: 1 head. heads_q_local
 //                       and heads_kv_local are then the busiest rank's (ceil), which size the
@@ -48,7 +48,7 @@ struct HeadRouting {
   int kv_heads_of(int rank) const { return kv_heads[static_cast<std::size_t>(rank)]; }
 
   /// The routing over the Ulysses groups of `parallel` (ulysses_size() ranks: cp for Ulysses,
-  /// ulysses_degree for hybrid; only Ulysses splits heads unevenly).
+  /// ulysses_degree for hybrid, whose ring peers share a group position and so its heads).
   static Result<HeadRouting> create(const AttentionConfig& config, const ParallelConfig& parallel,
                                     std::string_view api);
 };

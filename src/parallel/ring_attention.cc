@@ -4,7 +4,10 @@
 // Legend: P = cp ranks = U (Ulysses group) x R (ring); rank r = j U + u. S global tokens, cut into
 // 2R zigzag chunks of c = S / (2R); ring index j owns chunks j and J = 2R-1-j. Rank (j, u) holds
 // piece u of U of each of those two chunks: Sl = S / P = 2c / U tokens. hq / hkv: query / KV
-// heads per rank after the Ulysses exchange (all heads when U = 1).
+// heads per rank after the Ulysses exchange (all heads when U = 1; head_routing.h). Where U < Hkv
+// does not divide Hkv, group positions own different head counts (ring peers, one position, the
+// same): head-side buffers hold the rank's own heads, and on the sequence side of the in-group
+// exchange peer p's rows sit in a region as wide as the busiest position's (move_group()).
 //
 //   q, k [B, Sl, H*, D], v [B, Sl, Hkv, Dv] (this rank's two pieces; Dv = head_dim_v, D unless MLA)
 //      | Ulysses all-to-all inside the group (skipped when U = 1: a pack), two segments per peer
@@ -277,8 +280,9 @@ std::vector<Block> blocks_of_step(const PlanConfig& config, int j, int t) {
 }
 
 class RingAttention final : public DistributedAttention {
-  // The heads of a group buffer a view or row takes (rows_view(), row_bytes()).
-  enum class Heads { kQ, kO, kK, kV, kKV };
+  // The heads of a group buffer a view or row takes (rows_view(), row_bytes()); kLse: one fp32
+  // value per query head (row_bytes() and messages only, never rows_view()).
+  enum class Heads { kQ, kO, kK, kV, kKV, kLse };
 
  public:
   RingAttention(const PlanConfig& config, Communicator& comm, LocalAttention& kernel,
@@ -304,8 +308,9 @@ class RingAttention final : public DistributedAttention {
     D_ = config.attention.head_dim;
     Dv_ = config.attention.value_dim();
     W_ = std::gcd(D_, Dv_);
-    hq_ = routing_.heads_q_local;
-    hkv_ = routing_.heads_kv_local;
+    hq_ = routing_.q_heads_of(u_);
+    hkv_ = routing_.kv_heads_of(u_);
+    uneven_ = routing_.uneven();
     dtype_ = config.dtype;
     acc_ = dtype_ == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
     kv_grad_dtype_ = routing_.replicated() ? acc_ : dtype_;
@@ -358,9 +363,9 @@ class RingAttention final : public DistributedAttention {
     p.diagonal_offset = b.diagonal_offset;
     p.partial_keys = true;
     p.head_offset_q = r.q_begin[static_cast<std::size_t>(u)];
-    p.num_heads_q_local = r.heads_q_local;
+    p.num_heads_q_local = r.q_heads_of(u);
     p.head_offset_kv = r.kv_begin[static_cast<std::size_t>(u)];
-    p.num_heads_kv_local = r.heads_kv_local;
+    p.num_heads_kv_local = r.kv_heads_of(u);
     const bool f64 = c.dtype == DType::kFloat64;
     p.grad_kv_dtype = f64 ? DType::kFloat64 : DType::kFloat32;
     p.grad_q_fp32 = !f64;
@@ -472,33 +477,30 @@ class RingAttention final : public DistributedAttention {
           o_acc, lse_acc, a.sinks, q_offset(),
           rows_view(at(keep, o_fine_), Heads::kO, acc_, 0, 2 * c_), lse_fin, stream));
     }
-    if (U_ == 1) {
-      if (!qo_in_place_) {
-        ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_head, dtype_, 1, Sl_, B_, hq_, Dv_}, 0,
-                                                      zero_map_, hq_, act(a.o), stream));
-      }
-      if (!a.lse.empty_view()) {
-        ULYSSES_RETURN_IF_ERROR(kernels::unpack_lse({lse_head, DType::kFloat32, 1, Sl_, B_, hq_, 1},
-                                                    zero_map_, lse_as_bhs(a.lse, config_.layout),
-                                                    stream));
-      }
-      return Status::ok();
+    // (U = 1: the head buffers are this rank's sequence-side rows, nothing travels.)
+    char* o_recv = U_ == 1 ? o_head : at(ws, send_q_);  // send_q is dead after step 1's exchange
+    char* lse_recv = U_ == 1 ? lse_head : at(ws, lse_recv_);
+    if (U_ > 1) {
+      ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+      ULYSSES_RETURN_IF_ERROR(segments_to_seq(o_head, o_recv, Heads::kO, dtype_, stream));
+      ULYSSES_RETURN_IF_ERROR(
+          segments_to_seq(lse_head, lse_recv, Heads::kLse, DType::kFloat32, stream));
+      ULYSSES_RETURN_IF_ERROR(comm_.group_end());
     }
-    char* o_recv = at(ws, send_q_);  // send_q is dead once step 1's exchange has run
-    char* lse_recv = at(ws, lse_recv_);
-    ULYSSES_RETURN_IF_ERROR(comm_.group_start());
-    ULYSSES_RETURN_IF_ERROR(segments_to_seq(o_head, o_recv, row_bytes(Heads::kO, dtype_), stream));
-    ULYSSES_RETURN_IF_ERROR(
-        segments_to_seq(lse_head, lse_recv, lse_row_bytes(DType::kFloat32), stream));
-    ULYSSES_RETURN_IF_ERROR(comm_.group_end());
-    ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({o_recv, dtype_, U_, Sl_, B_, hq_, Dv_}, 0,
-                                                  routing_.q_begin, hq_, act(a.o), stream));
-    if (!a.lse.empty_view()) {
-      ULYSSES_RETURN_IF_ERROR(kernels::unpack_lse({lse_recv, DType::kFloat32, U_, Sl_, B_, hq_, 1},
-                                                  routing_.q_begin,
-                                                  lse_as_bhs(a.lse, config_.layout), stream));
+    if (!qo_in_place_) {
+      ULYSSES_RETURN_IF_ERROR(move_group<false>(act(a.o), Heads::kO, o_recv, dtype_, stream));
     }
-    return Status::ok();
+    if (a.lse.empty_view()) return Status::ok();
+    const TensorView lse = lse_as_bhs(a.lse, config_.layout);
+    if (!uneven_) {
+      return kernels::unpack_lse({lse_recv, DType::kFloat32, U_, Sl_, B_, hq_, 1}, routing_.q_begin,
+                                 lse, stream);
+    }
+    // Uneven heads: the [B, H, Sl] LSE as [B, Sl, H, 1] rows of one element, peer by peer.
+    const TensorView rows =
+        TensorView::strided(lse.data, lse.dtype, {lse.size(0), lse.size(2), lse.size(1), 1},
+                            {lse.stride(0), lse.stride(2), lse.stride(1), 1}, lse.device);
+    return move_group<false>(rows, Heads::kLse, lse_recv, DType::kFloat32, stream);
   }
 
   Status backward(const BackwardArgs& a, Stream stream) override {
@@ -517,38 +519,28 @@ class RingAttention final : public DistributedAttention {
     // 1. dO to the head owners (one exchange, or a pack when U = 1); with kLseOnly q, k, v and o
     // as well, in the same exchange.
     const bool local = U_ == 1;
-    const std::span<const int> qb = local ? zero_map_ : routing_.q_begin;
     char* send_do = local ? do_head : at(ws, send_do_);
     char* send_q = local ? q_full : at(ws, bwd_send_q_);
     char* send_kv = local ? kv_own : at(ws, bwd_send_kv_);
     char* send_o = local ? o_head : at(ws, bwd_send_o_);
     if (!in_place_) {
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
-          act(a.d_o), qb, hq_, {send_do, dtype_, U_, Sl_, B_, hq_, Dv_}, 0, stream));
+      ULYSSES_RETURN_IF_ERROR(move_group<true>(act(a.d_o), Heads::kO, send_do, dtype_, stream));
     }
     if (qo_in_place_) {
       ULYSSES_RETURN_IF_ERROR(pack_kv(a.k, a.v, kv_own, stream));
     } else if (lse_only_) {
-      const std::span<const int> kb = local ? zero_map_ : routing_.kv_begin;
-      const kernels::MessageLayout mkv = kv_layout(send_kv, dtype_, U_, Sl_);
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
-          act(a.q), qb, hq_, {send_q, dtype_, U_, Sl_, B_, hq_, D_}, 0, stream));
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(a.k), kb, hkv_, mkv, 0, stream));
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(a.v), kb, hkv_, mkv, v_channel(), stream));
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(
-          act(a.o), qb, hq_, {send_o, dtype_, U_, Sl_, B_, hq_, Dv_}, 0, stream));
+      ULYSSES_RETURN_IF_ERROR(move_group<true>(act(a.q), Heads::kQ, send_q, dtype_, stream));
+      ULYSSES_RETURN_IF_ERROR(move_group<true>(act(a.k), Heads::kK, send_kv, dtype_, stream));
+      ULYSSES_RETURN_IF_ERROR(move_group<true>(act(a.v), Heads::kV, send_kv, dtype_, stream));
+      ULYSSES_RETURN_IF_ERROR(move_group<true>(act(a.o), Heads::kO, send_o, dtype_, stream));
     }
     if (!local) {
       ULYSSES_RETURN_IF_ERROR(comm_.group_start());
-      ULYSSES_RETURN_IF_ERROR(
-          seq_to_segments(send_do, do_head, row_bytes(Heads::kO, dtype_), stream));
+      ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_do, do_head, Heads::kO, dtype_, stream));
       if (lse_only_) {
-        ULYSSES_RETURN_IF_ERROR(
-            seq_to_segments(send_q, q_full, row_bytes(Heads::kQ, dtype_), stream));
-        ULYSSES_RETURN_IF_ERROR(
-            seq_to_segments(send_kv, kv_own, row_bytes(Heads::kKV, dtype_), stream));
-        ULYSSES_RETURN_IF_ERROR(
-            seq_to_segments(send_o, o_head, row_bytes(Heads::kO, dtype_), stream));
+        ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_q, q_full, Heads::kQ, dtype_, stream));
+        ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_kv, kv_own, Heads::kKV, dtype_, stream));
+        ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_o, o_head, Heads::kO, dtype_, stream));
       }
       ULYSSES_RETURN_IF_ERROR(comm_.group_end());
     }
@@ -695,24 +687,22 @@ class RingAttention final : public DistributedAttention {
       char* dq_recv = at(ws, send_do_);  // send_dO is dead once step 1's exchange has run
       char* dkv_recv = at(ws, dkv_recv_);
       ULYSSES_RETURN_IF_ERROR(comm_.group_start());
+      ULYSSES_RETURN_IF_ERROR(segments_to_seq(grad_q, dq_recv, Heads::kQ, dtype_, stream));
       ULYSSES_RETURN_IF_ERROR(
-          segments_to_seq(grad_q, dq_recv, row_bytes(Heads::kQ, dtype_), stream));
-      ULYSSES_RETURN_IF_ERROR(
-          segments_to_seq(grad_kv, dkv_recv, row_bytes(Heads::kKV, kv_grad_dtype_), stream));
+          segments_to_seq(grad_kv, dkv_recv, Heads::kKV, kv_grad_dtype_, stream));
       ULYSSES_RETURN_IF_ERROR(comm_.group_end());
-      ULYSSES_RETURN_IF_ERROR(kernels::unpack_heads({dq_recv, dtype_, U_, Sl_, B_, hq_, D_}, 0,
-                                                    routing_.q_begin, hq_, act(a.dq), stream));
-      const kernels::MessageLayout kv_msg = kv_layout(dkv_recv, kv_grad_dtype_, U_, Sl_);
+      ULYSSES_RETURN_IF_ERROR(move_group<false>(act(a.dq), Heads::kQ, dq_recv, dtype_, stream));
       if (routing_.replicated()) {
+        const kernels::MessageLayout kv_msg = kv_layout(dkv_recv, kv_grad_dtype_, U_, Sl_);
         ULYSSES_RETURN_IF_ERROR(
             kernels::unpack_sum_replicas(kv_msg, 0, routing_.kv_begin, act(a.dk), stream));
         ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, v_channel(), routing_.kv_begin,
                                                              act(a.dv), stream));
       } else {
         ULYSSES_RETURN_IF_ERROR(
-            kernels::unpack_heads(kv_msg, 0, routing_.kv_begin, hkv_, act(a.dk), stream));
+            move_group<false>(act(a.dk), Heads::kK, dkv_recv, kv_grad_dtype_, stream));
         ULYSSES_RETURN_IF_ERROR(
-            kernels::unpack_heads(kv_msg, v_channel(), routing_.kv_begin, hkv_, act(a.dv), stream));
+            move_group<false>(act(a.dv), Heads::kV, dkv_recv, kv_grad_dtype_, stream));
       }
     }
     // 4. dSinks: every rank's rows contribute to its heads' entries; sum over all ranks.
@@ -1015,19 +1005,32 @@ class RingAttention final : public DistributedAttention {
   // Bytes of one ring buffer: a KV block, or its FP8 rows.
   std::size_t ring_bytes() const { return fp8_ ? fp8_kv(nullptr).peer_bytes() : kv_bytes(dtype_); }
 
-  // Elements of one token's row of a group buffer holding `h` (per batch entry): hq D (Q, dQ),
-  // hq Dv (O, dO), hkv D + hkv Dv (K|V blocks and their gradients).
-  std::int64_t row_elems(Heads h) const {
-    if (h == Heads::kQ) return hq_ * D_;
-    if (h == Heads::kO) return hq_ * Dv_;
-    return hkv_ * (D_ + Dv_);
+  // Elements of one token's row holding `h` (per batch entry) for `q` query and `kv` KV heads:
+  // q D (Q, dQ), q Dv (O, dO), kv D + kv Dv (K|V blocks and their gradients), q (LSE).
+  std::int64_t row_elems(Heads h, std::int64_t q, std::int64_t kv) const {
+    if (h == Heads::kQ) return q * D_;
+    if (h == Heads::kO) return q * Dv_;
+    if (h == Heads::kLse) return q;
+    return kv * (D_ + Dv_);
   }
-  // Bytes of one group row ([B][row_elems]) and of a whole KV block; of one LSE row ([B][hq]).
+  // This rank's heads (a group buffer's row).
+  std::int64_t row_elems(Heads h) const { return row_elems(h, hq_, hkv_); }
+  // Bytes of one group row ([B][row_elems]); of one LSE row ([B][hq]).
   std::size_t row_bytes(Heads h, DType dtype) const {
     return static_cast<std::size_t>(B_ * row_elems(h)) * dtype_size(dtype);
   }
-  std::size_t lse_row_bytes(DType dtype) const {
-    return static_cast<std::size_t>(B_ * hq_) * dtype_size(dtype);
+  std::size_t lse_row_bytes(DType dtype) const { return row_bytes(Heads::kLse, dtype); }
+  // Bytes of a row of peer p's heads in a sequence-side message, and of a region of Sl rows as
+  // wide as the busiest peer's (each peer's rows start at p times that).
+  std::size_t peer_row_bytes(Heads h, DType dtype, int p) const {
+    return static_cast<std::size_t>(B_ *
+                                    row_elems(h, routing_.q_heads_of(p), routing_.kv_heads_of(p))) *
+           dtype_size(dtype);
+  }
+  std::size_t region_bytes(Heads h, DType dtype) const {
+    return static_cast<std::size_t>(Sl_ * B_ *
+                                    row_elems(h, routing_.heads_q_local, routing_.heads_kv_local)) *
+           dtype_size(dtype);
   }
   std::size_t kv_bytes(DType dtype) const {
     return static_cast<std::size_t>(2 * c_) * row_bytes(Heads::kKV, dtype);
@@ -1039,55 +1042,83 @@ class RingAttention final : public DistributedAttention {
   }
   int v_channel() const { return static_cast<int>(hkv_ * D_ / W_); }
 
-  // The Ulysses exchange with two segments per peer. A sequence-side message buffer is
-  // msg[p][Sl] rows, segment g of peer p at rows p Sl + g Sl/2; on the head side that segment is
-  // rows g c + p Sl/2 (chunk g, piece p). Called between group_start() and group_end().
-  Status seq_to_segments(const char* msg, char* full, std::size_t row, Stream stream) {
-    const std::size_t seg = static_cast<std::size_t>(half_) * row;
+  // The Ulysses exchange with two segments per peer. A sequence-side message buffer holds peer
+  // p's Sl rows (of its heads `h`) from p region_bytes() on, segment g of them after g Sl/2 rows;
+  // on the head side that segment is rows g c + p Sl/2 (chunk g, piece p) of this rank's heads.
+  // Called between group_start() and group_end().
+  Status seq_to_segments(char* msg, char* full, Heads h, DType dtype, Stream stream) {
+    return segments(msg, full, h, dtype, true, stream);
+  }
+  Status segments_to_seq(char* full, char* msg, Heads h, DType dtype, Stream stream) {
+    return segments(msg, full, h, dtype, false, stream);
+  }
+  Status segments(char* msg, char* full, Heads h, DType dtype, bool to_heads, Stream stream) {
+    const std::size_t mine = row_bytes(h, dtype), region = region_bytes(h, dtype);
+    const auto half = static_cast<std::size_t>(half_);
     for (int p = 0; p < U_; ++p) {
       const int peer = j_ * U_ + p;
+      const std::size_t theirs = peer_row_bytes(h, dtype, p);
       for (int g = 0; g < 2; ++g) {
-        ULYSSES_RETURN_IF_ERROR(comm_.send(msg + seg_offset_seq(p, g) * row, seg, peer, stream));
-        ULYSSES_RETURN_IF_ERROR(comm_.recv(full + seg_offset_head(p, g) * row, seg, peer, stream));
+        char* seq = msg + static_cast<std::size_t>(p) * region +
+                    static_cast<std::size_t>(g) * half * theirs;
+        char* head = full + static_cast<std::size_t>(g * c_ + p * half_) * mine;
+        const char* send = to_heads ? seq : head;
+        char* recv = to_heads ? head : seq;
+        ULYSSES_RETURN_IF_ERROR(comm_.send(send, half * (to_heads ? theirs : mine), peer, stream));
+        ULYSSES_RETURN_IF_ERROR(comm_.recv(recv, half * (to_heads ? mine : theirs), peer, stream));
       }
     }
     return Status::ok();
   }
-  Status segments_to_seq(const char* full, char* msg, std::size_t row, Stream stream) {
-    const std::size_t seg = static_cast<std::size_t>(half_) * row;
-    for (int p = 0; p < U_; ++p) {
-      const int peer = j_ * U_ + p;
-      for (int g = 0; g < 2; ++g) {
-        ULYSSES_RETURN_IF_ERROR(comm_.send(full + seg_offset_head(p, g) * row, seg, peer, stream));
-        ULYSSES_RETURN_IF_ERROR(comm_.recv(msg + seg_offset_seq(p, g) * row, seg, peer, stream));
+
+  // Sequence-side rows (U > 1; U = 1: this rank's group buffer, its only peer's rows): peer p's
+  // Sl x B rows of `h` in `dtype` (K and V: of kKV, from channel 0 or V's) start at p
+  // region_bytes() and hold the heads p owns of `act`. kPack: act into them (pack_heads), else
+  // back (unpack_heads). One call over the group when the heads split evenly, else one per peer.
+  template <bool kPack>
+  Status move_group(const TensorView& act, Heads h, char* base, DType dtype, Stream stream) {
+    const bool kv = h == Heads::kK || h == Heads::kV;
+    const std::vector<int>& begin = kv ? routing_.kv_begin : routing_.q_begin;
+    auto one = [&](char* data, int peers, std::span<const int> b, int q, int kvh) {
+      std::int64_t channels = q, width = 1;
+      if (h == Heads::kQ || h == Heads::kO) width = h == Heads::kQ ? D_ : Dv_;
+      if (kv) {
+        channels = kvh * (D_ + Dv_) / W_;
+        width = W_;
       }
+      const kernels::MessageLayout m{data, dtype, peers, Sl_, B_, static_cast<int>(channels),
+                                     width};
+      const int heads = kv ? kvh : q;
+      const int c0 = h == Heads::kV ? static_cast<int>(kvh * D_ / W_) : 0;
+      return kPack ? kernels::pack_heads(act, b, heads, m, c0, stream)
+                   : kernels::unpack_heads(m, c0, b, heads, act, stream);
+    };
+    if (!uneven_) return one(base, U_, begin, hq_, hkv_);
+    const std::size_t region =
+        region_bytes(h == Heads::kK || h == Heads::kV ? Heads::kKV : h, dtype);
+    for (int p = 0; p < U_; ++p) {
+      const auto i = static_cast<std::size_t>(p);
+      ULYSSES_RETURN_IF_ERROR(one(base + i * region, 1, {&begin[i], 1}, routing_.q_heads_of(p),
+                                  routing_.kv_heads_of(p)));
     }
     return Status::ok();
-  }
-  std::size_t seg_offset_seq(int p, int g) const {
-    return static_cast<std::size_t>(p * Sl_ + g * half_);
-  }
-  std::size_t seg_offset_head(int p, int g) const {
-    return static_cast<std::size_t>(g * c_ + p * half_);
   }
 
   // Packs (U = 1) or exchanges (U > 1) this rank's q, k, v into the head-sharded group buffers.
   Status to_heads(const TensorView& q, const TensorView& k, const TensorView& v, char* send_q,
                   char* send_kv, char* q_full, char* kv_own, Stream stream) {
     const bool local = U_ == 1;
-    const kernels::MessageLayout mq{local ? q_full : send_q, dtype_, U_, Sl_, B_, hq_, D_};
-    const kernels::MessageLayout mkv = kv_layout(local ? kv_own : send_kv, dtype_, U_, Sl_);
-    const std::span<const int> qb = local ? zero_map_ : routing_.q_begin;
-    const std::span<const int> kb = local ? zero_map_ : routing_.kv_begin;
-    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(q), qb, hq_, mq, 0, stream));
-    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(k), kb, hkv_, mkv, 0, stream));
-    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(v), kb, hkv_, mkv, v_channel(), stream));
+    ULYSSES_RETURN_IF_ERROR(
+        move_group<true>(act(q), Heads::kQ, local ? q_full : send_q, dtype_, stream));
+    ULYSSES_RETURN_IF_ERROR(
+        move_group<true>(act(k), Heads::kK, local ? kv_own : send_kv, dtype_, stream));
+    ULYSSES_RETURN_IF_ERROR(
+        move_group<true>(act(v), Heads::kV, local ? kv_own : send_kv, dtype_, stream));
     if (local) return Status::ok();
     // One grouped exchange for Q and for K/V together.
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
-    ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_q, q_full, row_bytes(Heads::kQ, dtype_), stream));
-    ULYSSES_RETURN_IF_ERROR(
-        seq_to_segments(send_kv, kv_own, row_bytes(Heads::kKV, dtype_), stream));
+    ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_q, q_full, Heads::kQ, dtype_, stream));
+    ULYSSES_RETURN_IF_ERROR(seq_to_segments(send_kv, kv_own, Heads::kKV, dtype_, stream));
     return comm_.group_end();
   }
 
@@ -1134,8 +1165,9 @@ class RingAttention final : public DistributedAttention {
     const std::size_t q_bytes = rows * row_bytes(Heads::kQ, dtype_);
     const std::size_t o_bytes = rows * row_bytes(Heads::kO, dtype_);
     const std::size_t lse_bytes = rows * lse_row_bytes(DType::kFloat32);
+    // Sequence-side messages: U regions as wide as the busiest peer's rows.
     const auto msg = [&](Heads h, DType dtype) {
-      return static_cast<std::size_t>(U_ * Sl_) * row_bytes(h, dtype);
+      return static_cast<std::size_t>(U_) * region_bytes(h, dtype);
     };
     const std::size_t msg_q = msg(Heads::kQ, dtype_), msg_o = msg(Heads::kO, dtype_);
     const std::size_t msg_kv = msg(Heads::kKV, dtype_);
@@ -1167,7 +1199,7 @@ class RingAttention final : public DistributedAttention {
     if (U_ > 1) {
       send_q_ = fwd.take(std::max(msg_q, msg_o));
       send_kv_ = fwd.take(msg_kv);
-      lse_recv_ = fwd.take(lse_bytes);
+      lse_recv_ = fwd.take(msg(Heads::kLse, DType::kFloat32));
     }
     o_acc_ = fwd.take(rows * row_bytes(Heads::kO, acc_));
     lse_acc_ = fwd.take(rows * lse_row_bytes(acc_));
@@ -1230,7 +1262,8 @@ class RingAttention final : public DistributedAttention {
   std::vector<std::vector<Block>> steps_;  // [t]: kernel calls of step t
   std::vector<int> zero_map_;              // head map of a one-peer pack/unpack
   int P_ = 1, U_ = 1, R_ = 1, rank_ = 0, j_ = 0, u_ = 0, next_ = 0, prev_ = 0;
-  int hq_ = 0, hkv_ = 0;
+  int hq_ = 0, hkv_ = 0;  // this rank's heads (its group position's: head_routing.h)
+  bool uneven_ = false;   // the group's ranks own different head counts
   std::int64_t B_ = 1, S_ = 0, c_ = 0, Sl_ = 0, half_ = 0;
   std::int64_t D_ = 0, Dv_ = 0;  // head_dim (Q, K), head_dim_v (V, O)
   std::int64_t W_ = 0;           // gcd(D, Dv): the channel width K|V rows are cut into

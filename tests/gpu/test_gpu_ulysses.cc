@@ -355,6 +355,34 @@ INSTANTIATE_TEST_SUITE_P(
         }()),
     [](const auto& param_info) { return param_info.param.name; });
 
+// Hybrid groups that split the KV heads unevenly (ulysses_degree below num_heads_kv, not dividing
+// it): the first Hkv mod U group positions own one KV head more; ring peers share a position.
+INSTANTIATE_TEST_SUITE_P(
+    UnevenHybrid, DeviceLoopbackRing,
+    ::testing::Values(
+        ring_case("hybrid_2x2_gqa_12_over_3_causal_sinks", Strategy::kHybrid, 4, 2, 512, 12, 3,
+                  true, true),
+        [] {
+          GpuCase c = ring_case("hybrid_3x2_mha_4_window_200_lse_only", Strategy::kHybrid, 6, 3,
+                                1536, 4, 4, true, false, 200);
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
+        [] {
+          GpuCase c = ring_case("hybrid_2x2_fp16_batch2_gqa_6_over_3", Strategy::kHybrid, 4, 2, 512,
+                                6, 3, false, true);
+          c.B = 2;
+          c.dtype = DType::kFloat16;
+          return c;
+        }(),
+        packed_case("hybrid_2x2_packed_gqa_12_over_3_causal", Strategy::kHybrid, 4, 2, 1024, 12, 3,
+                    true, {129, 400, 33, 300}),
+        stream_case("hybrid_3x2_stream_mha_5_causal", Strategy::kHybrid, 6, 3, 1536, 5, 5, true,
+                    {500, 90, 0, 701}),
+        fp8_case(ring_case("fp8_hybrid_2x2_gqa_6_over_3_causal_sinks", Strategy::kHybrid, 4, 2, 512,
+                           6, 3, true, true))),
+    [](const auto& param_info) { return param_info.param.name; });
+
 // All-gather: every rank runs all heads of its zigzag chunks against the gathered K/V rows they
 // see; dK/dV partials are summed on the chunks' owners.
 INSTANTIATE_TEST_SUITE_P(
@@ -513,6 +541,10 @@ INSTANTIATE_TEST_SUITE_P(
                   192, 128),
         with_dims(ring_case("hybrid_4x2_replicated_kv_causal", Strategy::kHybrid, 8, 4, 1024, 8, 2,
                             true, false),
+                  192, 128),
+        // Heads split unevenly in the Ulysses groups (4 over 3: 2, 1, 1).
+        with_dims(ring_case("hybrid_3x2_uneven_mha_4_causal_sinks", Strategy::kHybrid, 6, 3, 1536,
+                            4, 4, true, true),
                   192, 128),
         [] {
           GpuCase c = with_dims(ring_case("ring_p2_two_sided_window_wider_v", Strategy::kRing, 2, 0,

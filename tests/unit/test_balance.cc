@@ -160,6 +160,15 @@ TEST(Balance, UnevenHeadsShareAUlyssesGroupsWorkByHeadCount) {
   auto plain = attention_pairs_by_rank(hybrid, mask(true, -1, -1), 64);
   ASSERT_TRUE(h.is_ok() && plain.is_ok());
   EXPECT_EQ(*h, *plain);
+  // Groups of 4 split them 2, 2, 1, 1 (position u of each group): a group's work by head count.
+  const ParallelConfig uneven{.strategy = Strategy::kHybrid, .cp = 8, .ulysses_degree = 4};
+  auto u = attention_pairs_by_rank(uneven, a, 64);
+  auto even = attention_pairs_by_rank(uneven, mask(true, -1, -1), 64);
+  ASSERT_TRUE(u.is_ok() && even.is_ok()) << u.status().to_string();
+  for (std::size_t r = 0; r < 8; ++r) {
+    const double group = 4 * (*even)[r];  // what the rank's group does, shared evenly by 4
+    EXPECT_DOUBLE_EQ((*u)[r], group * (r % 4 < 2 ? 4 : 2) / 12) << r;
+  }
 }
 
 // Every permutation's cu_seqlens through attention_pairs_by_rank: the smallest largest entry.

@@ -435,10 +435,12 @@ TEST_P(RingLseOnly, SameBitsAsSavingTheHeadsWithOnlyTheLseSaved) {
     EXPECT_BITWISE_EQ(heads.dk, strided.dk, "dK, strided, " + name);
     EXPECT_BITWISE_EQ(heads.dv, strided.dv, "dV, strided, " + name);
   }
-  // Saved: the fp32 LSE of the group's rows (plus their fp32 O with sinks), 256-byte aligned.
+  // Saved: the fp32 LSE of the group's rows (plus their fp32 O with sinks), 256-byte aligned,
+  // for rank 0's query heads (uneven heads: the group's most, ceil(Hkv / U) query groups).
   const int U = c.strategy == Strategy::kHybrid ? c.U : 1;
   const std::size_t rows = static_cast<std::size_t>(c.B * c.S / (c.P / U));
-  const std::size_t hq = static_cast<std::size_t>(c.Hq / U);
+  const std::size_t hq =
+      static_cast<std::size_t>(U <= c.Hkv ? (c.Hkv + U - 1) / U * (c.Hq / c.Hkv) : c.Hq / U);
   std::size_t want = rows * hq * 4;
   // (all-gather's kernel calls see every key of their rows: the sinks are in the LSE already)
   if (c.sinks && c.strategy != Strategy::kAllGather) {
@@ -469,6 +471,9 @@ std::vector<Case> lse_only_cases() {
                true},
           8),
       mla(Case{"mla_hybrid_2x2_gqa_bf16_causal", hybrid, 4, 2, 2, 64, 4, 2, 24, bf16, true}, 16),
+      // Uneven Ulysses groups (3 KV heads over 2: 2 and 1).
+      Case{"uneven_hybrid_2x2_gqa_fp32_causal_sinks", hybrid, 4, 2, 1, 48, 6, 3, 8, fp32, true, -1,
+           -1, true},
   };
 }
 
@@ -999,6 +1004,116 @@ std::vector<Case> cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Loopback, RingVsReference, ::testing::ValuesIn(cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+// Hybrid groups that split the KV heads unevenly (U < Hkv, U not dividing it: the first Hkv mod U
+// group positions own one KV head more, each with its query group; head_routing.h).
+std::vector<Case> uneven_hybrid_cases() {
+  const auto bf16 = DType::kBFloat16, fp16 = DType::kFloat16, fp32 = DType::kFloat32,
+             fp64 = DType::kFloat64;
+  const auto hybrid = Strategy::kHybrid;
+  Case packed{"packed_uneven_hybrid_2x2_gqa_bf16_causal_sinks",
+              hybrid,
+              4,
+              2,
+              1,
+              64,
+              6,
+              3,
+              8,
+              bf16,
+              true,
+              -1,
+              -1,
+              true};
+  packed.lens = {9, 20, 11};
+  Case stream{"stream_uneven_hybrid_2x2_mha_fp32_causal_window",
+              hybrid,
+              4,
+              2,
+              1,
+              64,
+              3,
+              3,
+              8,
+              fp32,
+              true,
+              9};
+  stream.lens = {17, 30, 9};
+  stream.sharding = PackedSharding::kStream;
+  return {
+      {"uneven_hybrid_2x2_mha_bf16_causal_sinks", hybrid, 4, 2, 2, 24, 3, 3, 8, bf16, true, -1, -1,
+       true},
+      {"uneven_hybrid_3x2_gqa_fp32_window", hybrid, 6, 3, 1, 48, 8, 4, 8, fp32, true, 7},
+      {"uneven_hybrid_2x3_gqa_fp16_two_sided", hybrid, 6, 2, 1, 36, 6, 3, 8, fp16, false, 5, 2},
+      {"uneven_hybrid_3x1_one_step_fp64_sinks", hybrid, 3, 3, 1, 12, 5, 5, 4, fp64, true, -1, -1,
+       true},
+      {"uneven_hybrid_2x2_inference_gqa_bf16", hybrid, 4, 2, 1, 16, 6, 3, 8, bf16, true, -1, -1,
+       false, false},
+      packed,
+      stream,
+      mla({"mla_uneven_hybrid_2x2_gqa_bf16_causal", hybrid, 4, 2, 1, 24, 6, 3, 24, bf16, true}, 16),
+      mla({"mla_uneven_hybrid_3x2_fp32_sinks_wider_v", hybrid, 6, 3, 1, 24, 4, 4, 8, fp32, false,
+           -1, -1, true},
+          24),
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(Uneven, RingVsReference, ::testing::ValuesIn(uneven_hybrid_cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+// Each rank of an uneven hybrid computes what ring rank j computes, for its own heads: the same
+// zigzag chunks, the same kernel calls head by head, merges element by element. So every output is
+// bitwise that of an R-rank ring on the same inputs, whatever the group's head counts, saved
+// activations, kernel (staged gradients), strides or payload (fp8 K/V rows are per head). (R > 1:
+// a one-rank ring is the unsharded kernel, with no merge.)
+class HybridUneven : public ::testing::TestWithParam<Case> {};
+
+TEST_P(HybridUneven, BitwiseTheRingOfItsGroups) {
+  const Case c = GetParam();
+  Case ring = c;
+  ring.strategy = Strategy::kRing;
+  ring.P = c.P / c.U;
+  ring.U = 0;
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Inputs in = make_inputs(c, rng);
+  std::vector<std::pair<std::string, RunOptions>> runs = {
+      {"heads", {}},
+      {"lse_strided", {.saved = SavedActivations::kLseOnly, .strided = true}},
+      {"staged", {.staged = true}},
+  };
+  if (c.Dv == 0) runs.push_back({"fp8", {.payload = Payload::kFp8}});
+  for (const auto& [name, run] : runs) {
+    SCOPED_TRACE(name);
+    std::vector<HostTensor> dsinks_hybrid, dsinks_ring;
+    const Tensors got = distributed(c, in, dsinks_hybrid, run);
+    const Tensors want = distributed(ring, in, dsinks_ring, run);
+    EXPECT_EQ(testing::count_nan(got.o), 0) << "O elements never written";
+    EXPECT_BITWISE_EQ(want.o, got.o, "O");
+    EXPECT_BITWISE_EQ(want.lse, got.lse, "LSE");
+    if (!c.training) continue;
+    EXPECT_EQ(testing::count_nan(got.dq), 0) << "dQ elements never written";
+    EXPECT_BITWISE_EQ(want.dq, got.dq, "dQ");
+    EXPECT_BITWISE_EQ(want.dk, got.dk, "dK");
+    EXPECT_BITWISE_EQ(want.dv, got.dv, "dV");
+    for (int r = 0; r < c.P && c.sinks; ++r) {
+      EXPECT_BITWISE_EQ(dsinks_ring[0], dsinks_hybrid[static_cast<std::size_t>(r)],
+                        "dSinks rank " + std::to_string(r));
+    }
+  }
+}
+
+std::vector<Case> uneven_hybrid_ring_cases() {
+  std::vector<Case> out;
+  for (const Case& c : uneven_hybrid_cases()) {
+    if (c.P > c.U) out.push_back(c);
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Loopback, HybridUneven, ::testing::ValuesIn(uneven_hybrid_ring_cases()),
                          [](const auto& param_info) { return param_info.param.name; });
 
 // The packed stream cut like one sequence (PackedSharding::kStream): every packed ring and hybrid

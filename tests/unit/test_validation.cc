@@ -210,13 +210,14 @@ std::vector<PlanRule> plan_rules() {
        {"ulysses_degree", "got 0"}},
       {"hybrid_heads_unroutable",
        [](PlanConfig& c) {
+         // Groups of 2 share the one KV head, but cannot split 3 query heads.
          c.parallel.strategy = Strategy::kHybrid;
          c.parallel.ulysses_degree = 2;
          c.attention.num_heads_q = 3;
-         c.attention.num_heads_kv = 3;
+         c.attention.num_heads_kv = 1;
        },
        SC::kInvalidArgument,
-       {"num_heads_kv", "got 3", "over ulysses_degree 2 ranks", "allgather or ring"}},
+       {"num_heads_q", "got 3", "divisible by ulysses_degree 2", "allgather or ring"}},
       {"ulysses_per_sequence_packing",
        [](PlanConfig& c) { c.parallel.packed_sharding = PackedSharding::kPerSequence; },
        SC::kInvalidArgument,
@@ -522,10 +523,15 @@ TEST(Validation, HeadsUlyssesCannotRouteNameTheHybridThatCan) {
   expect_everywhere(with(6, 2, Strategy::kUlysses, 0), StatusCode::kInvalidArgument,
                     {"num_heads_q", "got 6", "divisible by cp 4", "allgather or ring",
                      "hybrid with ulysses_degree 2 (2-rank rings)"});
-  // 12 query heads divide 4 ranks, but 3 KV heads neither divide nor are divided by 4.
+  // 12 query heads divide 4 ranks, but 3 KV heads neither divide nor are divided by 4; groups of
+  // 2 split them unevenly (2 and 1).
   expect_everywhere(with(12, 3, Strategy::kUlysses, 0), StatusCode::kInvalidArgument,
-                    {"num_heads_kv", "got 3", "over cp 4 ranks", "allgather or ring"});
-  const auto st = with(12, 3, Strategy::kUlysses, 0);
+                    {"num_heads_kv", "got 3", "over cp 4 ranks", "allgather or ring",
+                     "hybrid with ulysses_degree 2"});
+  // One KV head, 3 query heads: no group of 2 or 4 splits them, so no hybrid is named.
+  expect_everywhere(with(3, 1, Strategy::kUlysses, 0), StatusCode::kInvalidArgument,
+                    {"num_heads_q", "got 3", "divisible by cp 4", "allgather or ring"});
+  const auto st = with(3, 1, Strategy::kUlysses, 0);
   EXPECT_EQ(st[0].message().find("hybrid with"), std::string::npos) << st[0].message();
   // A hybrid group of 4 that cannot route them points to the group of 2 that can.
   expect_everywhere(with(6, 2, Strategy::kHybrid, 4), StatusCode::kInvalidArgument,
