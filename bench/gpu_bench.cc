@@ -570,10 +570,13 @@ double time_local_kernel(const Shape& s, int P, bool packed, int iters) {
   return ms[ms.size() / 2];
 }
 
-// The forward pack of one rank at cp = P on its own: Q [B, S/P, Hq, D] -> msg[P][S/P][B][Hq/P][D],
+// The forward pack of one rank at cp = P on its own: Q [B, S/P, P hq, D] -> msg[P][S/P][B][hq][D],
 // then the inverse unpack, beside a device-to-device cudaMemcpyAsync of the same bytes; and the
 // forward's whole pack as a step runs it: Q, K and V into one message
-// msg[P][S/P][B][(Hq + 2 Hkv)/P][D]. GB/s count bytes read plus bytes written.
+// msg[P][S/P][B][(hq + 2 hkv)][D]. hq, hkv: the heads of the busiest rank (head_routing.h: Hq / P
+// and Hkv / P when P divides Hkv; heads split unevenly, ceil(Hkv / P) KV heads' query groups), for
+// every peer. With head_dim_v, Q|K|V rows are channels of gcd(D, Dv) values, and so are Q's FP8
+// rows. GB/s count bytes read plus bytes written.
 struct PackRate {
   double pack_gbs = 0, unpack_gbs = 0, copy_gbs = 0, qkv_pack_gbs = 0;
   double fp8_pack_gbs = 0, fp8_dequant_gbs = 0;  // Q into fp8 rows, and those rows back
@@ -581,10 +584,12 @@ struct PackRate {
 PackRate measure_pack(const Shape& s, int P, int iters) {
   cudaSetDevice(0);
   const std::int64_t Sl = s.S / P;
-  const int hq = s.Hq / P, hkv = s.Hkv / P;
-  const std::size_t bytes = s.act_bytes(s.Hq) / static_cast<std::size_t>(P);
-  const std::size_t kv_bytes = s.act_bytes(s.Hkv) / static_cast<std::size_t>(P);
-  const std::size_t v_bytes = s.act_bytes(s.Hkv, true) / static_cast<std::size_t>(P);
+  const bool shared = P >= s.Hkv;  // (ranks share a KV head, or own one each)
+  const int hkv = shared ? 1 : (s.Hkv + P - 1) / P;
+  const int hq = shared ? s.Hq / P : hkv * (s.Hq / s.Hkv);
+  const std::size_t bytes = s.act_bytes(P * hq) / static_cast<std::size_t>(P);
+  const std::size_t kv_bytes = s.act_bytes(P * hkv) / static_cast<std::size_t>(P);
+  const std::size_t v_bytes = s.act_bytes(P * hkv, true) / static_cast<std::size_t>(P);
   const std::size_t qkv_bytes = bytes + kv_bytes + v_bytes;
   void *act = nullptr, *msg = nullptr, *k = nullptr, *v = nullptr;
   BENCH_CUDA(cudaMalloc(&act, bytes));
@@ -597,11 +602,11 @@ PackRate measure_pack(const Shape& s, int P, int iters) {
     BENCH_CUDA(cudaMemset(ptr, 0x3C, n));
   }
   const TensorView view =
-      TensorView::contiguous(act, s.dtype, {s.B, Sl, s.Hq, s.D}, Device::cuda(0));
+      TensorView::contiguous(act, s.dtype, {s.B, Sl, P * hq, s.D}, Device::cuda(0));
   const TensorView kview =
-      TensorView::contiguous(k, s.dtype, {s.B, Sl, s.Hkv, s.D}, Device::cuda(0));
+      TensorView::contiguous(k, s.dtype, {s.B, Sl, P * hkv, s.D}, Device::cuda(0));
   const TensorView vview =
-      TensorView::contiguous(v, s.dtype, {s.B, Sl, s.Hkv, s.dim(true)}, Device::cuda(0));
+      TensorView::contiguous(v, s.dtype, {s.B, Sl, P * hkv, s.dim(true)}, Device::cuda(0));
   const kernels::MessageLayout layout{msg, s.dtype, P, Sl, s.B, hq, s.D};
   // Q|K|V rows as Ulysses packs them: channels of gcd(head_dim, head_dim_v) elements.
   const std::int64_t unit = std::gcd(s.dim(false), s.dim(true));
@@ -635,21 +640,20 @@ PackRate measure_pack(const Shape& s, int P, int iters) {
   r.pack_gbs = time(bytes, [&] { (void)kernels::pack_heads(view, begin, hq, layout, 0, st); });
   r.unpack_gbs = time(bytes, [&] { (void)kernels::unpack_heads(layout, 0, begin, hq, view, st); });
   r.copy_gbs = time(bytes, [&] { cudaMemcpyAsync(msg, act, bytes, cudaMemcpyDeviceToDevice, st); });
-  // fp8 rows fit in the bf16 message buffer (D + 1 bytes per row instead of 2 D).
-  const kernels::Fp8MessageLayout fp8{msg, P, Sl, s.B, hq, s.D};
+  // fp8 rows fit in the bf16 message buffer (unit + 1 bytes per row instead of 2 unit).
+  const kernels::Fp8MessageLayout fp8{msg, P, Sl, s.B, hq * qu, unit};
   const auto fp8_moved = (bytes + static_cast<std::size_t>(P) * fp8.peer_bytes()) / 2;
   r.fp8_pack_gbs =
       time(fp8_moved, [&] { (void)kernels::pack_heads_fp8(view, begin, hq, fp8, 0, st); });
   r.fp8_dequant_gbs = time(fp8_moved, [&] {
-    (void)kernels::dequantize_fp8(fp8, {act, s.dtype, P, Sl, s.B, hq, s.D}, Device::cuda(0), st);
+    (void)kernels::dequantize_fp8(fp8, {act, s.dtype, P, Sl, s.B, hq * qu, unit}, Device::cuda(0),
+                                  st);
   });
-  if (hkv > 0) {
-    r.qkv_pack_gbs = time(qkv_bytes, [&] {
-      (void)kernels::pack_heads(view, begin, hq, merged, 0, st);
-      (void)kernels::pack_heads(kview, kv_begin, hkv, merged, hq * qu, st);
-      (void)kernels::pack_heads(vview, kv_begin, hkv, merged, (hq + hkv) * qu, st);
-    });
-  }
+  r.qkv_pack_gbs = time(qkv_bytes, [&] {
+    (void)kernels::pack_heads(view, begin, hq, merged, 0, st);
+    (void)kernels::pack_heads(kview, kv_begin, hkv, merged, hq * qu, st);
+    (void)kernels::pack_heads(vview, kv_begin, hkv, merged, (hq + hkv) * qu, st);
+  });
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   cudaStreamDestroy(st);

@@ -450,7 +450,7 @@ int main(int argc, char** argv) {
   app.add_option("--head-dim", o.head_dim, "head dimension (of Q and K)");
   app.add_option("--head-dim-v", o.head_dim_v,
                  "head dimension of V and O when it differs (MLA, DeepSeek-V3: 128 with --head-dim "
-                 "192); payload native");
+                 "192); payload fp8 scales rows of gcd(head-dim, head-dim-v) values");
   app.add_option("--dtype", o.dtype, "fp32, bf16, fp16, fp8e4m3, fp8e5m2");
   app.add_flag("--causal,!--no-causal", o.causal, "causal mask (default on)");
   app.add_option("--window", o.window,

@@ -241,8 +241,8 @@ enum class Payload : int {
   /// The plan's dtype: every result bitwise equal to one GPU running the whole sequence.
   kNative = 0,
   /// FP8 E4M3 codes with one scale per (token, head) row of head_dim values (with head_dim_v !=
-  /// head_dim, Ulysses only: per row of gcd(head_dim, head_dim_v) values, a head's rows scaled
-  /// each on its own, 3 rows of 64 for a 192-wide head): the smallest power of
+  /// head_dim: per row of gcd(head_dim, head_dim_v) values, a head's rows scaled each on its own,
+  /// 3 rows of 64 for a 192-wide head): the smallest power of
   /// two that brings the row's largest |value| to E4M3's range (<= 448), stored as one exponent
   /// byte (OCP MX's E8M0). Scaling is exact and every value keeps E4M3's 3 mantissa bits (relative
   /// error <= 2^-4; values under ~2^-14 of their row's largest lose bits, under ~2^-18 become 0).

@@ -29,9 +29,8 @@ struct AttentionConfig {
   /// require more (cuDNN: a multiple of 8).
   int head_dim = 0;
   /// Of V, O (and dV, dO) when it differs from head_dim (MLA, DeepSeek-V2/V3: head_dim 192,
-  /// head_dim_v 128); 0: head_dim. Every strategy and decoding with native payloads; FP8
-  /// payloads under strategy ulysses (scaled by rows of gcd(head_dim, head_dim_v) values; ring,
-  /// hybrid and all-gather refuse them). cuDNN: packed (thd) training needs cuDNN 9.19 and head_dim
+  /// head_dim_v 128); 0: head_dim. Every strategy and decoding; FP8 payloads scale rows of
+  /// gcd(head_dim, head_dim_v) values. cuDNN: packed (thd) training needs cuDNN 9.19 and head_dim
   /// up to 192.
   int head_dim_v = 0;
   std::optional<float> softmax_scale;  // default 1/sqrt(head_dim)

@@ -721,15 +721,15 @@ class AllGatherAttention final : public DistributedAttention {
                                     U_};
     };
     auto codes = [&](std::size_t slot) {
-      return kernels::Fp8MessageLayout{
-          at(ws, codes_ + slot * fp8_chunk_bytes()), 1, c_, B_, 2 * G_, D_};
+      return fp8_chunk(at(ws, codes_ + slot * fp8_chunk_bytes()));
     };
     for (std::size_t g = 0; g < 2; ++g) {
       const TensorView kg = sequence_rows(act(k), static_cast<std::int64_t>(g) * c_, c_);
       const TensorView vg = sequence_rows(act(v), static_cast<std::int64_t>(g) * c_, c_);
       if (fp8_) {
         ULYSSES_RETURN_IF_ERROR(kernels::pack_heads_fp8(kg, zero_map_, G_, codes(g), 0, stream));
-        ULYSSES_RETURN_IF_ERROR(kernels::pack_heads_fp8(vg, zero_map_, G_, codes(g), G_, stream));
+        ULYSSES_RETURN_IF_ERROR(kernels::pack_heads_fp8(vg, zero_map_, G_, codes(g),
+                                                        static_cast<int>(G_ * D_ / U_), stream));
         ULYSSES_RETURN_IF_ERROR(
             kernels::dequantize_fp8(codes(g), message(own[g]), comm_.device(), stream));
       } else {
@@ -767,10 +767,12 @@ class AllGatherAttention final : public DistributedAttention {
     }
     return Status::ok();
   }
-  // fp8: bytes of one chunk's K|V as FP8 rows.
-  std::size_t fp8_chunk_bytes() const {
-    return kernels::Fp8MessageLayout{nullptr, 1, c_, B_, 2 * G_, D_}.peer_bytes();
+  // fp8: one chunk's K|V as FP8 rows of gcd(D, Dv) values (a K head spans D / gcd of them, a V
+  // head Dv / gcd), and its bytes.
+  kernels::Fp8MessageLayout fp8_chunk(void* data) const {
+    return {data, 1, c_, B_, static_cast<int>(kv_row_ / U_), U_};
   }
+  std::size_t fp8_chunk_bytes() const { return fp8_chunk(nullptr).peer_bytes(); }
 
   CallChecks checks() const {
     return {config_, comm_, kernel_, Sl_, workspace_bytes_, saved_bytes_};

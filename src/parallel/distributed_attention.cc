@@ -127,18 +127,6 @@ Status DistributedAttention::check_support(const PlanConfig& config, const Commu
         "fp32 (got ",
         dtype_name(config.dtype), ")"));
   }
-  // head_dim_v != head_dim: every strategy's native rows carry heads of two widths; Ulysses' FP8
-  // rows are gcd(head_dim, head_dim_v) wide (a head spans several); ring's and all-gather's FP8
-  // K/V blocks have one width.
-  if (config.attention.mixed_dims() && config.payload == Payload::kFp8 &&
-      config.parallel.strategy != Strategy::kUlysses) {
-    return unsupported(str_cat(parallel::kCreateApi, ": head_dim_v ", config.attention.head_dim_v,
-                               " != head_dim ", config.attention.head_dim,
-                               " takes payload fp8 under strategy ulysses only, FP8 K/V blocks "
-                               "have one width (got strategy ",
-                               strategy_name(config.parallel.strategy), " at cp ",
-                               config.parallel.cp, ")"));
-  }
   // Every strategy's own rules hold at cp = 1 too, also where its config runs as Ulysses.
   if (config.parallel.strategy == Strategy::kAllGather) {
     ULYSSES_RETURN_IF_ERROR(parallel::allgather_check_support(config, comm, kernel));

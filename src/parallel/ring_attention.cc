@@ -985,22 +985,25 @@ class RingAttention final : public DistributedAttention {
                                    kv_message(at(ws, kv_cur_)), comm_.device(), stream);
   }
 
-  // fp8 (K|V rows of one width: head_dim_v is refused with it): this rank's block kv_own into FP8
-  // rows in the first ring buffer (what step 0 sends), and those rows back into `dst` (plan
-  // dtype). Rows rounded once give the same values again.
+  // fp8: this rank's block kv_own into FP8 rows in the first ring buffer (what step 0 sends), and
+  // those rows back into `dst` (plan dtype). Rows rounded once give the same values again. A row is
+  // one channel of a K|V row, gcd(D, Dv) values with a scale of its own (a head of D = Dv: one).
   Status encode_own(char* kv_own, char* ws, Stream stream) {
-    const std::int64_t row = static_cast<std::int64_t>(2 * hkv_) * D_;
-    const TensorView own = TensorView::strided(kv_own, dtype_, {B_, 2 * c_, 2 * hkv_, D_},
-                                               {row, B_ * row, D_, 1}, comm_.device());
-    return kernels::pack_heads_fp8(own, zero_map_, 2 * hkv_, fp8_kv(at(ws, kv_ring_[0])), 0,
-                                   stream);
+    const std::int64_t row = row_elems(Heads::kKV), channels = row / W_;
+    const TensorView own = TensorView::strided(kv_own, dtype_, {B_, 2 * c_, channels, W_},
+                                               {row, B_ * row, W_, 1}, comm_.device());
+    return kernels::pack_heads_fp8(own, zero_map_, static_cast<int>(channels),
+                                   fp8_kv(at(ws, kv_ring_[0])), 0, stream);
   }
   Status decode_own(char* dst, char* ws, Stream stream) {
     return kernels::dequantize_fp8(fp8_kv(at(ws, kv_ring_[0])), kv_message(dst), comm_.device(),
                                    stream);
   }
-  // A KV block [2c][B][2 hkv][D] as FP8 rows, and as a one-peer message of the plan's dtype.
-  kernels::Fp8MessageLayout fp8_kv(char* data) const { return {data, 1, 2 * c_, B_, 2 * hkv_, D_}; }
+  // A KV block [2c][B][K|V row] as FP8 rows of gcd(D, Dv) values, and as a one-peer message of the
+  // plan's dtype.
+  kernels::Fp8MessageLayout fp8_kv(char* data) const {
+    return {data, 1, 2 * c_, B_, static_cast<int>(row_elems(Heads::kKV) / W_), W_};
+  }
   kernels::MessageLayout kv_message(char* data) const { return kv_layout(data, dtype_, 1, 2 * c_); }
   // Bytes of one ring buffer: a KV block, or its FP8 rows.
   std::size_t ring_bytes() const { return fp8_ ? fp8_kv(nullptr).peer_bytes() : kv_bytes(dtype_); }

@@ -183,7 +183,8 @@ inline SweepCase draw_case(std::uint64_t seed, const SweepSpace& space) {
   // sized for per-sequence padding: the stream needs no more).
   const bool zigzag_ring = c.strategy == Strategy::kRing || c.strategy == Strategy::kHybrid;
   if (c.layout == Layout::kTHD && zigzag_ring && chance(0.5)) c.sharding = PackedSharding::kStream;
-  // V and O of another head_dim (MLA): native rows take it, FP8 payloads refuse it.
+  // V and O of another head_dim (MLA): every strategy takes it, FP8 payloads as rows of
+  // gcd(head_dim, head_dim_v) values.
   if (chance(0.15)) {
     const int dv = pick(space.head_dims);
     if (dv != c.D) c.Dv = dv;

@@ -151,17 +151,16 @@ inline GpuInputs make_gpu_inputs(const GpuCase& c, std::mt19937_64& rng) {
 }
 
 /// What the kernels read under c.payload: the inputs themselves, or (kFp8) what travels rounded row
-/// by row (fp8_rounded, modelled on the host from the definition): Ulysses' Q, K, V and dO; ring's
-/// and hybrid's K and V.
+/// by row (fp8_rounded, modelled on the host from the definition): Ulysses' Q, K, V and dO; ring's,
+/// hybrid's and all-gather's K and V. (Two head widths: rows of gcd(D, Dv) values.)
 inline GpuInputs as_delivered(const GpuCase& c, const GpuInputs& in) {
   GpuInputs r = in;
   if (c.payload != Payload::kFp8) return r;
+  const std::int64_t u = std::gcd(c.D, c.Dv > 0 ? c.Dv : c.D);
   if (c.strategy == Strategy::kUlysses) {
-    // (Two head widths: every tensor in rows of gcd(D, Dv) values.)
-    const std::int64_t u = std::gcd(c.D, c.Dv > 0 ? c.Dv : c.D);
     for (HostTensor* t : {&r.q, &r.k, &r.v, &r.d_o}) *t = fp8_rounded(*t, u);
   } else {
-    for (HostTensor* t : {&r.k, &r.v}) *t = fp8_rounded(*t);
+    for (HostTensor* t : {&r.k, &r.v}) *t = fp8_rounded(*t, u);
   }
   return r;
 }

@@ -588,7 +588,20 @@ INSTANTIATE_TEST_SUITE_P(
                   64, 128),
         with_dims(packed_case("allgather_p2_packed_gqa_causal", Strategy::kAllGather, 2, 0, 1024, 8,
                               2, true, {100, 333, 7, 450}),
-                  192, 128)),
+                  192, 128),
+        // FP8 K/V blocks as rows of gcd(D, Dv) = 64 values (a K head 3 rows, a V head 2).
+        fp8_case(with_dims(ring_case("fp8_ring_p2_gqa_causal_sinks", Strategy::kRing, 2, 0, 512, 8,
+                                     2, true, true),
+                           192, 128)),
+        fp8_case(with_dims(ring_case("fp8_hybrid_2x2_gqa_causal", Strategy::kHybrid, 4, 2, 1024, 8,
+                                     4, true, false),
+                           192, 128)),
+        fp8_case(with_dims(packed_case("fp8_ring_p2_packed_gqa_causal", Strategy::kRing, 2, 0, 1024,
+                                       8, 2, true, {100, 333, 7, 450}),
+                           192, 128)),
+        fp8_case(with_dims(ring_case("fp8_allgather_p2_gqa_causal_sinks", Strategy::kAllGather, 2,
+                                     0, 512, 8, 2, true, true),
+                           192, 128))),
     [](const auto& param_info) { return param_info.param.name; });
 
 GpuCase lse_only(GpuCase c, int chunks = 1, int in_flight = 2) {

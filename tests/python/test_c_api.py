@@ -97,7 +97,8 @@ class UlyssesThroughCtypes(unittest.TestCase):
 
     def test_value_heads_of_another_width(self):
         """head_dim_v != head_dim (MLA): V, O, dO, dV 8 wide, Q, K, dQ, dK 12; cp = 2 bitwise
-        cp = 1, and FP8 payloads under ring at cp = 2 refused naming head_dim_v."""
+        cp = 1, and a plan with FP8 payloads under ring at cp = 2 made (rows of gcd(D, Dv) = 4
+        values; its numbers are checked in tests/unit/test_ring.cc)."""
         rng = np.random.default_rng()
         B, S, Hq, Hkv, D, Dv, cp = 1, 16, 4, 2, 12, 8, 2
         q = rng.uniform(-2, 2, (B, S, Hq, D)).astype(np.float32)
@@ -119,12 +120,11 @@ class UlyssesThroughCtypes(unittest.TestCase):
             whole = np.concatenate([g[i] for g in got], axis=2 if what == "LSE" else 1)
             self.assertFalse(np.isnan(whole).any(), what + ": elements never written")
             self.assertTrue(np.array_equal(whole, want[i]), what + " differs")
-        _, errs = run_ranks(cp, lambda r, c: ulysses.Plan(
+        plans, errs = run_ranks(cp, lambda r, c: ulysses.Plan(
             ulysses.PlanConfig(cp=cp, strategy="ring", payload="fp8", **base), c,
             ulysses.reference_kernel()))
-        for e in errs:
-            self.assertIsInstance(e, ulysses.UlyssesError)
-            self.assertIn("head_dim_v 8 != head_dim 12", str(e))
+        self.assertEqual(errs, [None] * cp)
+        self.assertTrue(all(isinstance(p, ulysses.Plan) for p in plans))
 
     def test_held_bytes_are_counted_and_released(self):
         """cp = 1 on views 4 bytes off 16-byte alignment: the plan copies rows through buffers of

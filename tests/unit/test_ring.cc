@@ -541,10 +541,21 @@ TEST_P(RingFp8, BitwiseTheNativeRingOnRoundedKeysAndValues) {
   const auto seed = testing::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  const Inputs in = make_inputs(c, rng);
+  Inputs in = make_inputs(c, rng);
+  // Rows of gcd(D, Dv) values, each with its own scale. With two head widths every other such
+  // piece of K and V is 2^-20 smaller, which one scale per head would flush to zero.
+  const std::int64_t unit = std::gcd(c.D, c.dv());
+  if (c.Dv > 0) {
+    for (HostTensor* t : {&in.k, &in.v}) {
+      const std::int64_t width = t->view.shape[3];
+      for (std::int64_t i = 0; i < t->numel(); ++i) {
+        if ((i % width) / unit % 2 == 1) t->set(i, std::ldexp(t->at(i), -20));
+      }
+    }
+  }
   Inputs rounded = in;
-  rounded.k = testing::fp8_rounded(in.k);
-  rounded.v = testing::fp8_rounded(in.v);
+  rounded.k = testing::fp8_rounded(in.k, unit);
+  rounded.v = testing::fp8_rounded(in.v, unit);
   EXPECT_GT(testing::compare_bits(in.k, rounded.k).count, in.k.numel() / 2);
   EXPECT_GT(testing::compare_bits(in.v, rounded.v).count, in.v.numel() / 2);
   std::vector<HostTensor> dsinks_want;
@@ -575,21 +586,24 @@ TEST_P(RingFp8, BitwiseTheNativeRingOnRoundedKeysAndValues) {
       }
     }
     if (name != "heads") continue;
+    // FP8 rows per token and batch entry for `kv` KV heads: K|V rows of kv (D + Dv) values cut
+    // into rows of `unit` values, each unit + 1 bytes.
+    auto fp8_rows = [&](int kv) { return static_cast<std::size_t>(kv * (c.D + c.dv()) / unit); };
     if (c.strategy == Strategy::kAllGather) {
       // FP8 rows of this rank's two chunks and of each arriving one (at most all 2 cp chunks):
       // c rows of B x 2 Hkv heads, D + 1 bytes each. (At cp = 1 native runs the one-rank plan.)
       if (c.P == 1) continue;
-      const std::size_t chunk = static_cast<std::size_t>(c.B * c.S / (2 * c.P) * 2 * c.Hkv) *
-                                static_cast<std::size_t>(c.D + 1);
+      const std::size_t chunk = static_cast<std::size_t>(c.B * c.S / (2 * c.P)) * fp8_rows(c.Hkv) *
+                                static_cast<std::size_t>(unit + 1);
       EXPECT_LE(ws_fp8, ws_native + static_cast<std::size_t>(2 * c.P) * (chunk + 16) + 2 * 256)
           << "fp8 " << ws_fp8 << " native " << ws_native;
       continue;
     }
-    // One KV block of the group: 2c rows of B x 2 hkv heads.
+    // One KV block of the group: 2c tokens of B x rank 0's K|V rows (uneven: the most heads).
     const int U = c.strategy == Strategy::kHybrid ? c.U : 1;
     const std::size_t rows = static_cast<std::size_t>(c.B * c.S / (c.P / U)) *
-                             static_cast<std::size_t>(2 * std::max(1, c.Hkv / U));
-    const std::size_t codes = rows * static_cast<std::size_t>(c.D + 1);
+                             fp8_rows(std::max(1, (c.Hkv + U - 1) / U));
+    const std::size_t codes = rows * static_cast<std::size_t>(unit + 1);
     const bool one_step = c.P == U;
     EXPECT_LE(ws_fp8, ws_native + (one_step ? codes : 2 * rows) + 3 * 256)
         << "fp8 " << ws_fp8 << " native " << ws_native;
@@ -609,6 +623,8 @@ std::vector<Case> fp8_cases() {
   Case inference{"ring_p2_inference_bf16_sinks", ring, 2, 0, 1, 16, 4, 2, 16, bf16, true};
   inference.sinks = true;
   inference.training = false;
+  Case packed_mla = packed;
+  packed_mla.name = "mla_packed_ring_p2_gqa_bf16_causal";
   return {
       {"ring_p2_gqa_bf16_causal_sinks", ring, 2, 0, 2, 32, 4, 2, 16, bf16, true, -1, -1, true},
       {"ring_p4_mqa_fp32_window", ring, 4, 0, 1, 32, 4, 1, 8, fp32, true, 5},
@@ -619,6 +635,16 @@ std::vector<Case> fp8_cases() {
       packed,
       stream,
       inference,
+      // Two head widths (MLA): rows of gcd(D, Dv) values.
+      mla({"mla_ring_p2_gqa_bf16_causal_sinks", ring, 2, 0, 1, 32, 4, 2, 24, bf16, true, -1, -1,
+           true},
+          16),
+      mla({"mla_ring_p3_fp32_window_wider_v", ring, 3, 0, 1, 36, 3, 1, 8, fp32, true, 5}, 24),
+      mla({"mla_hybrid_2x2_gqa_fp16_causal", hybrid, 4, 2, 1, 24, 8, 4, 16, fp16, true}, 24),
+      mla({"mla_hybrid_2x1_one_step_fp32_sinks", hybrid, 2, 2, 1, 16, 4, 4, 8, fp32, true, -1, -1,
+           true},
+          12),
+      mla(packed_mla, 8),
   };
 }
 
@@ -647,6 +673,9 @@ std::vector<Case> allgather_fp8_cases() {
       packed,
       packed_two_sided,
       inference,
+      mla({"mla_p2_gqa_bf16_causal_sinks", ag, 2, 0, 1, 32, 4, 2, 24, bf16, true, -1, -1, true},
+          16),
+      mla({"mla_p3_fp32_window_wider_v", ag, 3, 0, 1, 36, 3, 1, 8, fp32, true, 5}, 24),
   };
 }
 
@@ -1065,8 +1094,8 @@ INSTANTIATE_TEST_SUITE_P(Uneven, RingVsReference, ::testing::ValuesIn(uneven_hyb
 // Each rank of an uneven hybrid computes what ring rank j computes, for its own heads: the same
 // zigzag chunks, the same kernel calls head by head, merges element by element. So every output is
 // bitwise that of an R-rank ring on the same inputs, whatever the group's head counts, saved
-// activations, kernel (staged gradients), strides or payload (fp8 K/V rows are per head). (R > 1:
-// a one-rank ring is the unsharded kernel, with no merge.)
+// activations, kernel (staged gradients), strides or payload (fp8 K/V rows never span two heads).
+// (R > 1: a one-rank ring is the unsharded kernel, with no merge.)
 class HybridUneven : public ::testing::TestWithParam<Case> {};
 
 TEST_P(HybridUneven, BitwiseTheRingOfItsGroups) {
@@ -1079,12 +1108,12 @@ TEST_P(HybridUneven, BitwiseTheRingOfItsGroups) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   const Inputs in = make_inputs(c, rng);
-  std::vector<std::pair<std::string, RunOptions>> runs = {
+  const std::vector<std::pair<std::string, RunOptions>> runs = {
       {"heads", {}},
       {"lse_strided", {.saved = SavedActivations::kLseOnly, .strided = true}},
       {"staged", {.staged = true}},
+      {"fp8", {.payload = Payload::kFp8}},
   };
-  if (c.Dv == 0) runs.push_back({"fp8", {.payload = Payload::kFp8}});
   for (const auto& [name, run] : runs) {
     SCOPED_TRACE(name);
     std::vector<HostTensor> dsinks_hybrid, dsinks_ring;

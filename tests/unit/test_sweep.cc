@@ -161,17 +161,17 @@ Inputs make_inputs(const SweepCase& c, std::mt19937_64& rng) {
   return in;
 }
 
-// What the kernels read under the payload: ulysses' Q, K, V, dO rounded to fp8 rows; ring's and
-// hybrid's K, V when they travel the ring (R > 1; one ring step sends nothing).
+// What the kernels read under the payload: ulysses' Q, K, V, dO rounded to fp8 rows; ring's,
+// hybrid's and all-gather's K, V (rounded even where one ring step sends nothing). Two head
+// widths: rows of gcd(D, Dv) values.
 Inputs as_delivered(const SweepCase& c, const Inputs& in) {
   Inputs r = in;
   if (c.payload != Payload::kFp8) return r;
+  const std::int64_t u = std::gcd(c.D, c.Dv > 0 ? c.Dv : c.D);
   if (c.strategy == Strategy::kUlysses) {
-    // (Two head widths: rows of gcd(D, Dv) values.)
-    const std::int64_t u = std::gcd(c.D, c.Dv > 0 ? c.Dv : c.D);
     for (HostTensor* t : {&r.q, &r.k, &r.v, &r.d_o}) *t = testing::fp8_rounded(*t, u);
   } else {
-    for (HostTensor* t : {&r.k, &r.v}) *t = testing::fp8_rounded(*t);
+    for (HostTensor* t : {&r.k, &r.v}) *t = testing::fp8_rounded(*t, u);
   }
   return r;
 }

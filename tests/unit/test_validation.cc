@@ -111,24 +111,6 @@ std::vector<PlanRule> plan_rules() {
        [](PlanConfig& c) { c.attention.head_dim_v = 257; },
        SC::kInvalidArgument,
        {"head_dim_v", "got 257"}},
-      // V and O narrower than Q and K: any strategy with native payloads, fp8 under ulysses only.
-      {"head_dim_v_with_fp8_payload_under_ring",
-       [](PlanConfig& c) {
-         c.attention.head_dim_v = 8;
-         c.parallel.strategy = Strategy::kRing;
-         c.payload = Payload::kFp8;
-       },
-       SC::kUnsupported,
-       {"head_dim_v 8 != head_dim 16", "payload fp8 under strategy ulysses only",
-        "got strategy ring at cp 2"}},
-      {"head_dim_v_with_fp8_payload_under_allgather",
-       [](PlanConfig& c) {
-         c.attention.head_dim_v = 8;
-         c.parallel.strategy = Strategy::kAllGather;
-         c.payload = Payload::kFp8;
-       },
-       SC::kUnsupported,
-       {"head_dim_v 8", "strategy ulysses only", "strategy allgather"}},
       {"window_left_below_minus_one",
        [](PlanConfig& c) { c.attention.window_left = -2; },
        SC::kInvalidArgument,
