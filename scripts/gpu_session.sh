@@ -11,7 +11,8 @@
 # mla (bench only: head_dim 192 with head_dim_v 128, 32 heads; ulysses with chunks as overlap, ring
 # and allgather beside it; transports as overlap).
 # uneven (bench only: KV heads that cp does not divide, split unevenly by ulysses, beside a count it
-# divides, and allgather; 8 query heads per KV head; transports as overlap).
+# divides, and allgather; 8 query heads per KV head; transports as overlap; 4+ GPUs also hybrid
+# groups of 2 with 3 KV heads beside 4).
 # python (the torchrun example on every GPU: ulysses, ring, fp8; PyTorch from the machine's venv).
 # decode (the decode tests, then `ulysses-bench --decode`: a sharded KV cache, one new token).
 # allgather (its GPU tests, then ulysses, ring and allgather side by side at 8k/32k/128k: over
@@ -112,6 +113,13 @@ if [[ $mode == uneven ]]; then  # Ulysses with ranks owning different head count
       --heads $((8 * kv)) --kv-heads $kv --chunks 1 --transport nccl,peer --iters 3 \
       --json "$OUT/uneven_kv$kv.json" "${bench_args[@]}"
   done
+  if ((ngpu >= 4)); then  # hybrid groups of 2 (2-rank rings): 3 KV heads split 2 and 1, beside 4
+    for kv in 3 4; do
+      run "bench_uneven_hybrid_kv$kv" 300 $BIN/ulysses-bench --seq 8192,32768,131072 \
+        --strategy hybrid,allgather --ulysses-degree 2 --heads $((8 * kv)) --kv-heads $kv \
+        --transport nccl,peer --iters 3 --json "$OUT/uneven_hybrid_kv$kv.json" "${bench_args[@]}"
+    done
+  fi
   exit $rc
 fi
 if [[ $mode == fp8 ]]; then  # what halving the inbound bytes buys, and what it costs in accuracy
