@@ -472,7 +472,7 @@ int main(int argc, char** argv) {
                  "does not divide, or equals, runs no hybrid row: named as skipped)");
   app.add_option("--chunks", o.chunks,
                  "overlap_chunks: pipeline the exchanges with the kernel in this many head chunks "
-                 "(list; GPU default 1,2,4 where they divide the KV heads per rank)")
+                 "(list; GPU default 1,2,4 up to the fewest KV heads a rank owns)")
       ->delimiter(',');
   app.add_flag("--keep-saved", o.keep_saved,
                "backward_keeps_saved: backward leaves `saved` intact (default: ulysses' backward "

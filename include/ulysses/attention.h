@@ -281,8 +281,9 @@ struct PlanConfig {
   /// unpacked batches too small to fill the GPU, consecutive chunks' calls alternate between two
   /// streams, each with its own kernel workspace, so splitting the heads costs the kernel no
   /// efficiency). 1: no pipeline.
-  /// Must divide the KV heads per rank; 1 when cp > num_heads_kv or when the heads split
-  /// unevenly (cp < num_heads_kv not dividing it). Results are bitwise the same
+  /// At most the fewest KV heads a rank owns (num_heads_kv / cp, rounded down); 1 when
+  /// cp > num_heads_kv. Chunks need not be equal: a rank's first (its KV heads mod K) chunks take
+  /// one KV head more. Results are bitwise the same
   /// for every value (heads are independent). With cp = 1 (native payload) nothing travels and
   /// the plan makes one kernel call for every head whatever this says; its kernel then reads and
   /// writes the caller's tensors in place where they are aligned as its own buffers would be

@@ -72,20 +72,19 @@ Status PlanConfig::validate() const {
                              strategy_name(parallel.strategy), ")"),
                      overlap_chunks, "1");
   }
-  if (overlap_chunks > 1 && routing.uneven()) {
-    return arg_error(api, "overlap_chunks",
-                     str_cat("must be 1 when the heads split unevenly (num_heads_kv ",
-                             attention.num_heads_kv, " over cp ", parallel.cp, ")"),
-                     overlap_chunks, "1");
-  }
-  if (overlap_chunks > 1 &&
-      (routing.replicated() || routing.heads_kv_local % overlap_chunks != 0)) {
-    return arg_error(api, "overlap_chunks",
-                     str_cat("must divide the key/value heads per rank (", routing.heads_kv_local,
-                             routing.replicated() ? ", shared by several ranks" : "", ")"),
-                     overlap_chunks,
-                     routing.replicated() ? std::string("1 when cp > num_heads_kv")
-                                          : str_cat("a divisor of ", routing.heads_kv_local));
+  // Chunks split each rank's KV heads (with their query groups): every chunk of every rank needs
+  // one, so at most the fewest KV heads a rank owns (not a divisor: chunks may differ by one).
+  const int fewest = routing.kv_heads.back();
+  if (overlap_chunks > 1 && (routing.replicated() || overlap_chunks > fewest)) {
+    return arg_error(
+        api, "overlap_chunks",
+        routing.replicated()
+            ? str_cat("must be 1 when ranks share key/value heads (cp ", parallel.cp,
+                      " > num_heads_kv ", attention.num_heads_kv, ")")
+            : str_cat("cannot exceed the key/value heads per rank (",
+                      routing.uneven() ? str_cat("the fewest, ", fewest) : str_cat(fewest),
+                      ": num_heads_kv ", attention.num_heads_kv, " over cp ", parallel.cp, ")"),
+        overlap_chunks, routing.replicated() ? std::string("1") : str_cat("1 to ", fewest));
   }
   if (saved_activations != SavedActivations::kHeadSharded &&
       saved_activations != SavedActivations::kLseOnly) {

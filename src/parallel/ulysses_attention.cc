@@ -68,7 +68,10 @@
 // rank's own rows (what arrives for it, what its kernel reads and writes, what leaves from it) are
 // laid out as above for its own heads, so its kernel sees the dense rows of an even split; on the
 // far side of each exchange peer p's rows sit in a region of their own, as wide as the busiest
-// rank's rows (slot_), packed and unpacked one peer at a time. Exactly each peer's bytes travel.
+// rank's rows (slot(c)), packed and unpacked one peer at a time. Exactly each peer's bytes travel.
+// Head chunks need not be equal either: each rank cuts its own KV heads into K chunks, its first
+// (KV heads mod K) one head more (build_rows()), so chunk c has rows of its own per rank and per
+// peer; blocks are as wide as the widest chunk's rows (slot_).
 //
 // Payload::kFp8: the inbound messages (Q|K|V, dO) carry fp8 rows instead (pack_heads_fp8 writes
 // them from the caller's tensors), and one pass on the exchange stream turns them back into the
@@ -122,11 +125,7 @@ class UlyssesAttention final : public DistributedAttention {
     self_ = P_ == 1 && !fp8_;
     K_ = self_ ? 1 : config.overlap_chunks;
     qu_ = static_cast<int>(Dq_ / U_);
-    slot_ = rows_of(routing_.heads_q_local / K_, routing_.heads_kv_local / K_);
-    for (int p = 0; p < P_; ++p) {
-      peer_.push_back(rows_of(routing_.q_heads_of(p) / K_, routing_.kv_heads_of(p) / K_));
-    }
-    mine_ = peer_[static_cast<std::size_t>(rank_)];
+    build_rows();
     dtype_ = config.dtype;
     kv_grad_dtype_ = routing_.replicated() ? DType::kFloat32 : dtype_;
     has_lse_ = kernel.provides_lse();
@@ -225,7 +224,7 @@ class UlyssesAttention final : public DistributedAttention {
           pack_qkv(c, a.q, a.k, a.v,
                    pack_to(send_qkv + c * qkv_in_block_, qkv_full + c * qkv_block_), stream));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
-      ULYSSES_RETURN_IF_ERROR(exchange_in(send_qkv + c * qkv_in_block_,
+      ULYSSES_RETURN_IF_ERROR(exchange_in(c, send_qkv + c * qkv_in_block_,
                                           wire_qkv + c * qkv_in_block_, qkv_full + c * qkv_block_,
                                           &Rows::qkv, side));
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
@@ -239,10 +238,10 @@ class UlyssesAttention final : public DistributedAttention {
       const Stream cs = compute_stream(c, two, stream);
       ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
       ULYSSES_RETURN_IF_ERROR(
-          run_forward(c, head_rows(qkv_full + c * qkv_block_, o_head + c * o_block_),
+          run_forward(c, head_rows(c, qkv_full + c * qkv_block_, o_head + c * o_block_),
                       lse_of(lse_head, c), a, cs));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
-      ULYSSES_RETURN_IF_ERROR(return_outputs(o_head + c * o_block_, lse_of(lse_head, c),
+      ULYSSES_RETURN_IF_ERROR(return_outputs(c, o_head + c * o_block_, lse_of(lse_head, c),
                                              o_recv + c * o_block_, lse_of(lse_recv, c), side));
       ULYSSES_RETURN_IF_ERROR(
           unpack_outputs(c, unpack_from(o_head + c * o_block_, o_recv + c * o_block_),
@@ -292,12 +291,12 @@ class UlyssesAttention final : public DistributedAttention {
     // 1. dO to the head owners, chunk by chunk: packed on the caller's stream, sent on the exchange
     //    stream as soon as it is packed.
     for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(pack_in(as_bshd(a.d_o, config_.layout),
+      ULYSSES_RETURN_IF_ERROR(pack_in(c, as_bshd(a.d_o, config_.layout),
                                       q_begin_[static_cast<std::size_t>(c)], &Rows::q,
                                       pack_to(send_do + c * do_stride_, do_head + c * o_block_),
                                       &Rows::o, &Rows::none, stream));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
-      ULYSSES_RETURN_IF_ERROR(exchange_in(send_do + c * do_stride_, wire_do + c * do_in_block_,
+      ULYSSES_RETURN_IF_ERROR(exchange_in(c, send_do + c * do_stride_, wire_do + c * do_in_block_,
                                           do_head + c * o_block_, &Rows::o, side));
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
     }
@@ -314,11 +313,11 @@ class UlyssesAttention final : public DistributedAttention {
       char* gkv = grad_kv + c * gkv_block_;
       ULYSSES_RETURN_IF_ERROR(
           run_backward(c,
-                       head_rows(qkv_full + c * qkv_block_, o_head + c * o_block_,
+                       head_rows(c, qkv_full + c * qkv_block_, o_head + c * o_block_,
                                  do_head + c * o_block_, gq, gkv),
                        has_lse_ ? lse_head + c * lse_block_ : nullptr, a, dsinks_local, cs));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
-      ULYSSES_RETURN_IF_ERROR(return_grads(gq, gkv, dq_recv(c), dkv_recv(c), side));
+      ULYSSES_RETURN_IF_ERROR(return_grads(c, gq, gkv, dq_recv(c), dkv_recv(c), side));
       ULYSSES_RETURN_IF_ERROR(
           unpack_grads(c, unpack_from(gq, dq_recv(c)), unpack_from(gkv, dkv_recv(c)), a, side));
     }
@@ -348,7 +347,7 @@ class UlyssesAttention final : public DistributedAttention {
       char* recv = at(a.workspace, fwd_recv_[s]);
       ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, pack_to(send, recv), side));
       ULYSSES_RETURN_IF_ERROR(
-          exchange_in(send, send + align_up(qkv_in_block_), recv, &Rows::qkv, side));
+          exchange_in(c, send, send + align_up(qkv_in_block_), recv, &Rows::qkv, side));
       return streams_->record(kEvChunk + c, side);
     };
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
@@ -362,9 +361,9 @@ class UlyssesAttention final : public DistributedAttention {
       const Stream cs = compute_stream(c, two, stream);
       ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
       ULYSSES_RETURN_IF_ERROR(
-          run_forward(c, head_rows(at(a.workspace, fwd_recv_[s]), o_head), lse_head(c), a, cs));
+          run_forward(c, head_rows(c, at(a.workspace, fwd_recv_[s]), o_head), lse_head(c), a, cs));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
-      ULYSSES_RETURN_IF_ERROR(return_outputs(o_head, lse_head(c), o_recv, lse_recv, side));
+      ULYSSES_RETURN_IF_ERROR(return_outputs(c, o_head, lse_head(c), o_recv, lse_recv, side));
       ULYSSES_RETURN_IF_ERROR(unpack_outputs(c, unpack_from(o_head, o_recv),
                                              unpack_from(lse_head(c), lse_recv), a, side));
       if (c + slots_ < K_) ULYSSES_RETURN_IF_ERROR(send_inputs(c + slots_));
@@ -398,20 +397,22 @@ class UlyssesAttention final : public DistributedAttention {
       const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
       const Layout l = config_.layout;
       ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send, side));
-      ULYSSES_RETURN_IF_ERROR(move_peers<true>(as_bshd(a.o, l), q_begin, &Rows::q, send + send_o,
+      ULYSSES_RETURN_IF_ERROR(move_peers<true>(c, as_bshd(a.o, l), q_begin, &Rows::q, send + send_o,
                                                dtype_, U_, &Rows::o, &Rows::none, side));
-      ULYSSES_RETURN_IF_ERROR(pack_in(as_bshd(a.d_o, l), q_begin, &Rows::q, send + send_do,
+      ULYSSES_RETURN_IF_ERROR(pack_in(c, as_bshd(a.d_o, l), q_begin, &Rows::q, send + send_do,
                                       &Rows::o, &Rows::none, side));
+      const Rows& m = mine(c);
       if (!self_) {
-        // Peer p's regions of the send slot are the slot's width apart; what arrives is this
-        // rank's rows from every peer, one after another.
-        const std::size_t s_qkv = in_peer_bytes(slot_.qkv), s_do = in_peer_bytes(slot_.o),
-                          s_o = peer_bytes(slot_.o, dtype_, -1);
-        const std::size_t r_qkv = in_peer_bytes(mine_.qkv), r_do = in_peer_bytes(mine_.o),
-                          r_o = peer_bytes(mine_.o, dtype_, -1);
+        // Peer p's regions of the send slot are the chunk's region width apart; what arrives is
+        // this rank's rows from every peer, one after another.
+        const Rows& wide = slot(c);
+        const std::size_t s_qkv = in_peer_bytes(wide.qkv), s_do = in_peer_bytes(wide.o),
+                          s_o = peer_bytes(wide.o, dtype_, -1);
+        const std::size_t r_qkv = in_peer_bytes(m.qkv), r_do = in_peer_bytes(m.o),
+                          r_o = peer_bytes(m.o, dtype_, -1);
         ULYSSES_RETURN_IF_ERROR(comm_.group_start());
         for (int p = 0; p < P_; ++p) {
-          const Rows& to = peer_[static_cast<std::size_t>(p)];
+          const Rows& to = peer(c, p);
           const auto i = static_cast<std::size_t>(p);
           ULYSSES_RETURN_IF_ERROR(comm_.send(send + i * s_qkv, in_peer_bytes(to.qkv), p, side));
           ULYSSES_RETURN_IF_ERROR(
@@ -424,8 +425,8 @@ class UlyssesAttention final : public DistributedAttention {
         }
         ULYSSES_RETURN_IF_ERROR(comm_.group_end());
       }
-      ULYSSES_RETURN_IF_ERROR(arrive(arrive_at, recv, mine_.qkv, side));
-      ULYSSES_RETURN_IF_ERROR(arrive(arrive_at + wire_do, recv + do_offset, mine_.o, side));
+      ULYSSES_RETURN_IF_ERROR(arrive(arrive_at, recv, m.qkv, side));
+      ULYSSES_RETURN_IF_ERROR(arrive(arrive_at + wire_do, recv + do_offset, m.o, side));
       return streams_->record(kEvChunk + c, side);
     };
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
@@ -438,12 +439,12 @@ class UlyssesAttention final : public DistributedAttention {
       char* gkv = gq + dkv_offset;
       const Stream cs = compute_stream(c, two, stream);
       ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
-      ULYSSES_RETURN_IF_ERROR(run_backward(c, head_rows(in, in + o_offset, in + do_offset, gq, gkv),
-                                           has_lse_ ? lse_head + c * lse_block_ : nullptr, a,
-                                           dsinks_local, cs));
+      ULYSSES_RETURN_IF_ERROR(
+          run_backward(c, head_rows(c, in, in + o_offset, in + do_offset, gq, gkv),
+                       has_lse_ ? lse_head + c * lse_block_ : nullptr, a, dsinks_local, cs));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       // The gradients come back into the receive slot (the kernel has read it).
-      ULYSSES_RETURN_IF_ERROR(return_grads(gq, gkv, in, in + dkv_offset, side));
+      ULYSSES_RETURN_IF_ERROR(return_grads(c, gq, gkv, in, in + dkv_offset, side));
       ULYSSES_RETURN_IF_ERROR(
           unpack_grads(c, unpack_from(gq, in), unpack_from(gkv, in + dkv_offset), a, side));
       if (c + slots_ < K_) ULYSSES_RETURN_IF_ERROR(send_inputs(c + slots_));
@@ -463,17 +464,19 @@ class UlyssesAttention final : public DistributedAttention {
     const Layout l = config_.layout;
     if (self_) {  // Q rows, then K|V rows (qkv_rows())
       ULYSSES_RETURN_IF_ERROR(
-          pack_in(as_bshd(q, l), q_begin, &Rows::q, send, &Rows::dq, &Rows::none, stream));
+          pack_in(c, as_bshd(q, l), q_begin, &Rows::q, send, &Rows::dq, &Rows::none, stream));
       char* kv = send + q_block_;
       ULYSSES_RETURN_IF_ERROR(
-          pack_in(as_bshd(k, l), kv_begin, &Rows::kv, kv, &Rows::gkv, &Rows::none, stream));
-      return pack_in(as_bshd(v, l), kv_begin, &Rows::kv, kv, &Rows::gkv, &Rows::dv_channel, stream);
+          pack_in(c, as_bshd(k, l), kv_begin, &Rows::kv, kv, &Rows::gkv, &Rows::none, stream));
+      return pack_in(c, as_bshd(v, l), kv_begin, &Rows::kv, kv, &Rows::gkv, &Rows::dv_channel,
+                     stream);
     }
     ULYSSES_RETURN_IF_ERROR(
-        pack_in(as_bshd(q, l), q_begin, &Rows::q, send, &Rows::qkv, &Rows::none, stream));
+        pack_in(c, as_bshd(q, l), q_begin, &Rows::q, send, &Rows::qkv, &Rows::none, stream));
     ULYSSES_RETURN_IF_ERROR(
-        pack_in(as_bshd(k, l), kv_begin, &Rows::kv, send, &Rows::qkv, &Rows::k_channel, stream));
-    return pack_in(as_bshd(v, l), kv_begin, &Rows::kv, send, &Rows::qkv, &Rows::v_channel, stream);
+        pack_in(c, as_bshd(k, l), kv_begin, &Rows::kv, send, &Rows::qkv, &Rows::k_channel, stream));
+    return pack_in(c, as_bshd(v, l), kv_begin, &Rows::kv, send, &Rows::qkv, &Rows::v_channel,
+                   stream);
   }
 
   // Where a chunk's Q and K|V rows sit in its Q|K|V block (qkv_block_ bytes at `block`). cp > 1:
@@ -487,9 +490,10 @@ class UlyssesAttention final : public DistributedAttention {
     char* kv;
     int kv_channels, k_channel, v_channel;  // K's and V's first channels in the K|V rows
   };
-  QkvRows qkv_rows(char* block) const {
-    if (self_) return {block, mine_.dq, block + q_block_, mine_.gkv, 0, mine_.dv_channel};
-    return {block, mine_.qkv, block, mine_.qkv, mine_.k_channel, mine_.v_channel};
+  QkvRows qkv_rows(int c, char* block) const {
+    const Rows& m = mine(c);
+    if (self_) return {block, m.dq, block + q_block_, m.gkv, 0, m.dv_channel};
+    return {block, m.qkv, block, m.qkv, m.k_channel, m.v_channel};
   }
 
   // --- the inbound payload: rows in the plan's dtype, or FP8 rows turned back on arrival -----
@@ -502,49 +506,54 @@ class UlyssesAttention final : public DistributedAttention {
     return fp8_ ? fp8_msg(nullptr, channels).peer_bytes() : peer_bytes(channels, dtype_, -1);
   }
 
-  // Peer p's heads (`heads` of peer_[p]) of `act` into peer p's region of the inbound message at
-  // `send` (in the inbound payload), rows `ch` channels wide from channel `c0` on (see
+  // Chunk c: peer p's heads (`heads` of peer(c, p)) of `act` into peer p's region of the inbound
+  // message at `send` (in the inbound payload), rows `ch` channels wide from channel `c0` on (see
   // move_peers()).
-  Status pack_in(const TensorView& act, const std::vector<int>& head_begin, int Rows::*heads,
+  Status pack_in(int c, const TensorView& act, const std::vector<int>& head_begin, int Rows::*heads,
                  char* send, int Rows::*ch, int Rows::*c0, Stream stream) {
-    if (!fp8_) return move_peers<true>(act, head_begin, heads, send, dtype_, U_, ch, c0, stream);
+    if (!fp8_) return move_peers<true>(c, act, head_begin, heads, send, dtype_, U_, ch, c0, stream);
+    const Rows& wide = slot(c);
     if (!uneven_) {
-      return kernels::pack_heads_fp8(act, head_begin, slot_.*heads, fp8_msg(send, slot_.*ch),
-                                     slot_.*c0, stream);
+      return kernels::pack_heads_fp8(act, head_begin, wide.*heads, fp8_msg(send, wide.*ch),
+                                     wide.*c0, stream);
     }
-    const std::size_t region = fp8_msg(nullptr, slot_.*ch).peer_bytes();
-    for (std::size_t p = 0; p < peer_.size(); ++p) {
-      kernels::Fp8MessageLayout one = fp8_msg(send + p * region, peer_[p].*ch);
+    const std::size_t region = fp8_msg(nullptr, wide.*ch).peer_bytes();
+    for (int p = 0; p < P_; ++p) {
+      const Rows& r = peer(c, p);
+      const auto i = static_cast<std::size_t>(p);
+      kernels::Fp8MessageLayout one = fp8_msg(send + i * region, r.*ch);
       one.peers = 1;
-      ULYSSES_RETURN_IF_ERROR(kernels::pack_heads_fp8(act, {&head_begin[p], 1}, peer_[p].*heads,
-                                                      one, peer_[p].*c0, stream));
+      ULYSSES_RETURN_IF_ERROR(
+          kernels::pack_heads_fp8(act, {&head_begin[i], 1}, r.*heads, one, r.*c0, stream));
     }
     return Status::ok();
   }
 
-  // The rows of a message on the far side of an exchange (packed to send in, or returned): peer
-  // p's rows, Sl x B x (peer_[p].*ch) channels of `width` elements of `dtype`, start at p times a
-  // slot's bytes (slot_.*ch channels), and hold its `heads` of `act` from channel peer_[p].*c0 on.
-  // kPack: act into the message (pack_heads), else back (unpack_heads). One call over every peer
-  // when the heads split evenly, else one per peer.
+  // Chunk c's rows of a message on the far side of an exchange (packed to send in, or returned):
+  // peer p's rows, Sl x B x (peer(c, p).*ch) channels of `width` elements of `dtype`, start at p
+  // times a region's bytes (slot(c).*ch channels), and hold its `heads` of `act` from channel
+  // peer(c, p).*c0 on. kPack: act into the message (pack_heads), else back (unpack_heads). One
+  // call over every peer when the heads split evenly, else one per peer.
   template <bool kPack>
-  Status move_peers(const TensorView& act, const std::vector<int>& head_begin, int Rows::*heads,
-                    char* base, DType dtype, std::int64_t width, int Rows::*ch, int Rows::*c0,
-                    Stream stream) {
+  Status move_peers(int c, const TensorView& act, const std::vector<int>& head_begin,
+                    int Rows::*heads, char* base, DType dtype, std::int64_t width, int Rows::*ch,
+                    int Rows::*c0, Stream stream) {
     auto one_call = [&](const kernels::MessageLayout& m, std::span<const int> begin, int h,
                         int c_begin) {
       return kPack ? kernels::pack_heads(act, begin, h, m, c_begin, stream)
                    : kernels::unpack_heads(m, c_begin, begin, h, act, stream);
     };
+    const Rows& wide = slot(c);
     if (!uneven_) {
-      return one_call({base, dtype, P_, Sl_, B_, slot_.*ch, width}, head_begin, slot_.*heads,
-                      slot_.*c0);
+      return one_call({base, dtype, P_, Sl_, B_, wide.*ch, width}, head_begin, wide.*heads,
+                      wide.*c0);
     }
-    const std::size_t region = peer_bytes(slot_.*ch, dtype, width);
-    for (std::size_t p = 0; p < peer_.size(); ++p) {
-      const Rows& r = peer_[p];
-      ULYSSES_RETURN_IF_ERROR(one_call({base + p * region, dtype, 1, Sl_, B_, r.*ch, width},
-                                       {&head_begin[p], 1}, r.*heads, r.*c0));
+    const std::size_t region = peer_bytes(wide.*ch, dtype, width);
+    for (int p = 0; p < P_; ++p) {
+      const Rows& r = peer(c, p);
+      const auto i = static_cast<std::size_t>(p);
+      ULYSSES_RETURN_IF_ERROR(one_call({base + i * region, dtype, 1, Sl_, B_, r.*ch, width},
+                                       {&head_begin[i], 1}, r.*heads, r.*c0));
     }
     return Status::ok();
   }
@@ -557,22 +566,24 @@ class UlyssesAttention final : public DistributedAttention {
         fp8_msg(wire, channels), {dst, dtype_, P_, Sl_, B_, channels, U_}, comm_.device(), stream);
   }
 
-  // An inbound all-to-all: `send` ==> `dst` rows (fp8: through `wire`). Peer p's rows leave from
-  // its slot-wide region of `send` (peer_[p].*ch channels) and this rank's (mine_.*ch channels)
-  // arrive one peer after another. Nothing when nothing travels (cp = 1: the rows were packed into
-  // `dst`).
-  Status exchange_in(const char* send, char* wire, char* dst, int Rows::*ch, Stream stream) {
+  // Chunk c's inbound all-to-all: `send` ==> `dst` rows (fp8: through `wire`). Peer p's rows leave
+  // from its region of `send` (peer(c, p).*ch channels, regions slot(c).*ch wide) and this rank's
+  // (mine(c).*ch channels) arrive one peer after another. Nothing when nothing travels (cp = 1:
+  // the rows were packed into `dst`).
+  Status exchange_in(int c, const char* send, char* wire, char* dst, int Rows::*ch, Stream stream) {
     if (self_) return Status::ok();
-    const std::size_t region = in_peer_bytes(slot_.*ch), mine = in_peer_bytes(mine_.*ch);
-    for (std::size_t p = 0; p < peer_.size(); ++p) {
-      send_counts_[p] = in_peer_bytes(peer_[p].*ch);
-      send_offsets_[p] = p * region;
-      recv_counts_[p] = mine;
-      recv_offsets_[p] = p * mine;
+    const int own = mine(c).*ch;
+    const std::size_t region = in_peer_bytes(slot(c).*ch), arriving = in_peer_bytes(own);
+    for (int p = 0; p < P_; ++p) {
+      const auto i = static_cast<std::size_t>(p);
+      send_counts_[i] = in_peer_bytes(peer(c, p).*ch);
+      send_offsets_[i] = i * region;
+      recv_counts_[i] = arriving;
+      recv_offsets_[i] = i * arriving;
     }
     ULYSSES_RETURN_IF_ERROR(comm_.all_to_all_v(send, send_counts_, send_offsets_, fp8_ ? wire : dst,
                                                recv_counts_, recv_offsets_, stream));
-    return arrive(wire, dst, mine_.*ch, stream);
+    return arrive(wire, dst, own, stream);
   }
 
   // cp = 1: where rows bound for the peers are packed (where they would arrive, not their send
@@ -583,27 +594,29 @@ class UlyssesAttention final : public DistributedAttention {
 
   // Chunk c's views of head-sharded rows: Q|K|V from `qkv` rows, O from or into `o` rows; for
   // backward also dO from `d_o` rows, dQ into `gq` rows and dK|dV into `gkv` rows (null: none).
-  LocalForwardArgs head_rows(char* qkv, char* o) const {
+  LocalForwardArgs head_rows(int c, char* qkv, char* o) const {
     LocalForwardArgs la;
-    const QkvRows r = qkv_rows(qkv);
-    la.q = full_view(r.q, r.q_channels, 0, mine_.q, Dq_, dtype_);
-    la.k = full_view(r.kv, r.kv_channels, r.k_channel, mine_.kv, Dq_, dtype_);
-    la.v = full_view(r.kv, r.kv_channels, r.v_channel, mine_.kv, Dv_, dtype_);
-    la.o = full_view(o, mine_.o, 0, mine_.q, Dv_, dtype_);
+    const QkvRows r = qkv_rows(c, qkv);
+    const Rows& m = mine(c);
+    la.q = full_view(r.q, r.q_channels, 0, m.q, Dq_, dtype_);
+    la.k = full_view(r.kv, r.kv_channels, r.k_channel, m.kv, Dq_, dtype_);
+    la.v = full_view(r.kv, r.kv_channels, r.v_channel, m.kv, Dv_, dtype_);
+    la.o = full_view(o, m.o, 0, m.q, Dv_, dtype_);
     return la;
   }
-  LocalBackwardArgs head_rows(char* qkv, char* o, char* d_o, char* gq, char* gkv) const {
-    const LocalForwardArgs f = head_rows(qkv, o);
+  LocalBackwardArgs head_rows(int c, char* qkv, char* o, char* d_o, char* gq, char* gkv) const {
+    const LocalForwardArgs f = head_rows(c, qkv, o);
+    const Rows& m = mine(c);
     LocalBackwardArgs lb;
     lb.q = f.q;
     lb.k = f.k;
     lb.v = f.v;
     lb.o = f.o;
-    if (d_o) lb.d_o = full_view(d_o, mine_.o, 0, mine_.q, Dv_, dtype_);
-    if (gq) lb.dq = full_view(gq, mine_.dq, 0, mine_.q, Dq_, dtype_);
+    if (d_o) lb.d_o = full_view(d_o, m.o, 0, m.q, Dv_, dtype_);
+    if (gq) lb.dq = full_view(gq, m.dq, 0, m.q, Dq_, dtype_);
     if (gkv) {
-      lb.dk = full_view(gkv, mine_.gkv, 0, mine_.kv, Dq_, kv_grad_dtype_);
-      lb.dv = full_view(gkv, mine_.gkv, mine_.dv_channel, mine_.kv, Dv_, kv_grad_dtype_);
+      lb.dk = full_view(gkv, m.gkv, 0, m.kv, Dq_, kv_grad_dtype_);
+      lb.dv = full_view(gkv, m.gkv, m.dv_channel, m.kv, Dv_, kv_grad_dtype_);
     }
     return lb;
   }
@@ -612,24 +625,25 @@ class UlyssesAttention final : public DistributedAttention {
   // into `lse` ([S][B][qc] fp32; null when the kernel provides none).
   Status run_forward(int c, LocalForwardArgs la, char* lse, const ForwardArgs& a, Stream stream) {
     la.sinks = a.sinks;
-    if (lse) la.lse = lse_head_view(lse);
+    if (lse) la.lse = lse_head_view(c, lse);
     la.cu_seqlens = a.cu_seqlens;
     la.cu_seqlens_device = a.cu_seqlens_device;
     la.workspace = kernel_workspace(a.workspace, c);
     return kernel_.forward(chunk_problem(c), la, stream);
   }
 
-  // O (and LSE) rows back to the sequence owners: one grouped exchange (none when cp = 1).
-  Status return_outputs(const char* o, const char* lse, char* o_recv, char* lse_recv,
+  // Chunk c's O (and LSE) rows back to the sequence owners: one grouped exchange (none when
+  // cp = 1).
+  Status return_outputs(int c, const char* o, const char* lse, char* o_recv, char* lse_recv,
                         Stream stream) {
     if (self_) return Status::ok();
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
     for (int p = 0; p < P_; ++p) {
-      ULYSSES_RETURN_IF_ERROR(send_rows(o, &Rows::o, dtype_, p, stream));
-      if (lse) ULYSSES_RETURN_IF_ERROR(send_rows(lse, &Rows::q, DType::kFloat32, p, stream, 1));
-      ULYSSES_RETURN_IF_ERROR(recv_rows(o_recv, &Rows::o, dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(send_rows(c, o, &Rows::o, dtype_, p, stream));
+      if (lse) ULYSSES_RETURN_IF_ERROR(send_rows(c, lse, &Rows::q, DType::kFloat32, p, stream, 1));
+      ULYSSES_RETURN_IF_ERROR(recv_rows(c, o_recv, &Rows::o, dtype_, p, stream));
       if (lse) {
-        ULYSSES_RETURN_IF_ERROR(recv_rows(lse_recv, &Rows::q, DType::kFloat32, p, stream, 1));
+        ULYSSES_RETURN_IF_ERROR(recv_rows(c, lse_recv, &Rows::q, DType::kFloat32, p, stream, 1));
       }
     }
     return comm_.group_end();
@@ -637,7 +651,7 @@ class UlyssesAttention final : public DistributedAttention {
 
   // Chunk c's returned O (and LSE, if the caller asked for it) into the caller's tensors.
   Status unpack_outputs(int c, char* o_recv, char* lse_recv, const ForwardArgs& a, Stream stream) {
-    ULYSSES_RETURN_IF_ERROR(move_peers<false>(as_bshd(a.o, config_.layout),
+    ULYSSES_RETURN_IF_ERROR(move_peers<false>(c, as_bshd(a.o, config_.layout),
                                               q_begin_[static_cast<std::size_t>(c)], &Rows::q,
                                               o_recv, dtype_, U_, &Rows::o, &Rows::none, stream));
     return unpack_lse(c, lse_recv, a, stream);
@@ -647,14 +661,14 @@ class UlyssesAttention final : public DistributedAttention {
     const TensorView lse = lse_as_bhs(a.lse, config_.layout);
     const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
     if (!uneven_) {
-      return kernels::unpack_lse({lse_recv, DType::kFloat32, P_, Sl_, B_, slot_.q, 1}, q_begin, lse,
-                                 stream);
+      return kernels::unpack_lse({lse_recv, DType::kFloat32, P_, Sl_, B_, slot(c).q, 1}, q_begin,
+                                 lse, stream);
     }
     // Uneven heads: the [B, H, Sl] LSE as [B, Sl, H, 1] rows of one element, peer by peer.
     const TensorView rows =
         TensorView::strided(lse.data, lse.dtype, {lse.size(0), lse.size(2), lse.size(1), 1},
                             {lse.stride(0), lse.stride(2), lse.stride(1), 1}, lse.device);
-    return move_peers<false>(rows, q_begin, &Rows::q, lse_recv, DType::kFloat32, 1, &Rows::q,
+    return move_peers<false>(c, rows, q_begin, &Rows::q, lse_recv, DType::kFloat32, 1, &Rows::q,
                              &Rows::none, stream);
   }
 
@@ -662,7 +676,7 @@ class UlyssesAttention final : public DistributedAttention {
   // the LSE the forward wrote; dSinks of its heads into dsinks_local.
   Status run_backward(int c, LocalBackwardArgs lb, char* lse, const BackwardArgs& a,
                       float* dsinks_local, Stream stream) {
-    if (lse) lb.lse = lse_head_view(lse);
+    if (lse) lb.lse = lse_head_view(c, lse);
     lb.sinks = a.sinks;
     if (config_.attention.sinks) {
       lb.dsinks = TensorView::contiguous(dsinks_local, DType::kFloat32,
@@ -674,16 +688,17 @@ class UlyssesAttention final : public DistributedAttention {
     return kernel_.backward(chunk_problem(c), lb, stream);
   }
 
-  // dQ and dK|dV rows back to the sequence owners: one grouped exchange (none when cp = 1).
-  Status return_grads(const char* gq, const char* gkv, char* dq_recv, char* dkv_recv,
+  // Chunk c's dQ and dK|dV rows back to the sequence owners: one grouped exchange (none when
+  // cp = 1).
+  Status return_grads(int c, const char* gq, const char* gkv, char* dq_recv, char* dkv_recv,
                       Stream stream) {
     if (self_) return Status::ok();
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
     for (int p = 0; p < P_; ++p) {
-      ULYSSES_RETURN_IF_ERROR(send_rows(gq, &Rows::dq, dtype_, p, stream));
-      ULYSSES_RETURN_IF_ERROR(send_rows(gkv, &Rows::gkv, kv_grad_dtype_, p, stream));
-      ULYSSES_RETURN_IF_ERROR(recv_rows(dq_recv, &Rows::dq, dtype_, p, stream));
-      ULYSSES_RETURN_IF_ERROR(recv_rows(dkv_recv, &Rows::gkv, kv_grad_dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(send_rows(c, gq, &Rows::dq, dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(send_rows(c, gkv, &Rows::gkv, kv_grad_dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(recv_rows(c, dq_recv, &Rows::dq, dtype_, p, stream));
+      ULYSSES_RETURN_IF_ERROR(recv_rows(c, dkv_recv, &Rows::gkv, kv_grad_dtype_, p, stream));
     }
     return comm_.group_end();
   }
@@ -704,7 +719,7 @@ class UlyssesAttention final : public DistributedAttention {
     if (lse_only_) {
       caller_inputs(a, lb);
     } else {
-      lb = head_rows(at(a.saved, qkv_full_), at(a.saved, o_head_), nullptr, nullptr, nullptr);
+      lb = head_rows(0, at(a.saved, qkv_full_), at(a.saved, o_head_), nullptr, nullptr, nullptr);
     }
     caller_grads(a, lb);
     float* dsinks_local = dsinks_of(a.workspace);
@@ -762,7 +777,7 @@ class UlyssesAttention final : public DistributedAttention {
     if (config_.layout != Layout::kTHD || Dv_ != Dq_) return true;
     // (The saved O rows: [S][B][hq][Dv], see full_view().)
     const std::int64_t o_token =
-        lse_only_ ? as_bshd(a.o, config_.layout).stride(1) : B_ * mine_.o * U_;
+        lse_only_ ? as_bshd(a.o, config_.layout).stride(1) : B_ * mine(0).o * U_;
     return as_bshd(a.d_o, config_.layout).stride(1) == o_token &&
            as_bshd(a.dq, config_.layout).stride(1) == o_token;
   }
@@ -788,18 +803,19 @@ class UlyssesAttention final : public DistributedAttention {
   // Chunk c's returned gradients into the caller's dq, dk, dv (KV replicas summed in rank order).
   Status unpack_grads(int c, char* dq_recv, char* dkv_recv, const BackwardArgs& a, Stream stream) {
     const TensorView dk = as_bshd(a.dk, config_.layout), dv = as_bshd(a.dv, config_.layout);
-    ULYSSES_RETURN_IF_ERROR(move_peers<false>(as_bshd(a.dq, config_.layout),
+    ULYSSES_RETURN_IF_ERROR(move_peers<false>(c, as_bshd(a.dq, config_.layout),
                                               q_begin_[static_cast<std::size_t>(c)], &Rows::q,
                                               dq_recv, dtype_, U_, &Rows::dq, &Rows::none, stream));
     const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
-    if (routing_.replicated()) {  // (even: every peer's rows are the slot's)
-      const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, P_, Sl_, B_, slot_.gkv, U_};
+    if (routing_.replicated()) {  // (one chunk, every peer's rows the slot's)
+      const Rows& wide = slot(c);
+      const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, P_, Sl_, B_, wide.gkv, U_};
       ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 0, kv_begin, dk, stream));
-      return kernels::unpack_sum_replicas(kv_msg, slot_.dv_channel, kv_begin, dv, stream);
+      return kernels::unpack_sum_replicas(kv_msg, wide.dv_channel, kv_begin, dv, stream);
     }
-    ULYSSES_RETURN_IF_ERROR(move_peers<false>(dk, kv_begin, &Rows::kv, dkv_recv, kv_grad_dtype_, U_,
-                                              &Rows::gkv, &Rows::none, stream));
-    return move_peers<false>(dv, kv_begin, &Rows::kv, dkv_recv, kv_grad_dtype_, U_, &Rows::gkv,
+    ULYSSES_RETURN_IF_ERROR(move_peers<false>(c, dk, kv_begin, &Rows::kv, dkv_recv, kv_grad_dtype_,
+                                              U_, &Rows::gkv, &Rows::none, stream));
+    return move_peers<false>(c, dv, kv_begin, &Rows::kv, dkv_recv, kv_grad_dtype_, U_, &Rows::gkv,
                              &Rows::dv_channel, stream);
   }
 
@@ -867,16 +883,45 @@ class UlyssesAttention final : public DistributedAttention {
     return streams_->wait(to, event);
   }
 
+  // Heads of chunk c of n split into K: n / K each, the first n mod K chunks one more.
+  static int chunk_heads(int n, int K, int c) { return n / K + (c < n % K ? 1 : 0); }
+
+  // Every chunk's rows, of this rank and of each peer, and the widest of each chunk (its regions)
+  // and of all (the blocks). A rank splits its KV heads into K chunks, each with its query group
+  // (K = 1 when KV heads are shared: every query head then in the one chunk).
+  void build_rows() {
+    rows_.assign(static_cast<std::size_t>(K_), {});
+    wide_.assign(static_cast<std::size_t>(K_), Rows{});
+    for (int c = 0; c < K_; ++c) {
+      for (int p = 0; p < P_; ++p) {
+        const int q = routing_.q_heads_of(p), kv = routing_.kv_heads_of(p);
+        const int kvc = chunk_heads(kv, K_, c);
+        rows_[static_cast<std::size_t>(c)].push_back(rows_of(K_ == 1 ? q : kvc * (q / kv), kvc));
+      }
+      const std::vector<Rows>& r = rows_[static_cast<std::size_t>(c)];
+      const Rows& most = *std::max_element(
+          r.begin(), r.end(), [](const Rows& a, const Rows& b) { return a.qkv < b.qkv; });
+      wide_[static_cast<std::size_t>(c)] = most;
+    }
+    // (Chunk 0 of the first rank holds the most heads of all.)
+    slot_ = wide_.front();
+  }
+  const Rows& mine(int c) const { return peer(c, rank_); }
+  const Rows& peer(int c, int p) const {
+    return rows_[static_cast<std::size_t>(c)][static_cast<std::size_t>(p)];
+  }
+  const Rows& slot(int c) const { return wide_[static_cast<std::size_t>(c)]; }
+
   // Per-chunk head maps, fixed at plan time: peer p's first query / KV head of chunk c.
   void build_chunk_maps() {
+    std::vector<int> q(routing_.q_begin), kv(routing_.kv_begin);
     for (int c = 0; c < K_; ++c) {
-      std::vector<int> q(routing_.q_begin), kv(routing_.kv_begin);
-      for (std::size_t p = 0; p < q.size(); ++p) {
-        q[p] += c * peer_[p].q;
-        kv[p] += c * peer_[p].kv;
+      q_begin_.push_back(q);
+      kv_begin_.push_back(kv);
+      for (int p = 0; p < P_; ++p) {
+        q[static_cast<std::size_t>(p)] += peer(c, p).q;
+        kv[static_cast<std::size_t>(p)] += peer(c, p).kv;
       }
-      q_begin_.push_back(std::move(q));
-      kv_begin_.push_back(std::move(kv));
     }
     for (auto* v : {&send_counts_, &send_offsets_, &recv_counts_, &recv_offsets_}) {
       v->assign(static_cast<std::size_t>(P_), 0);
@@ -884,11 +929,12 @@ class UlyssesAttention final : public DistributedAttention {
   }
 
   LocalProblem chunk_problem(int c) const {
+    const auto r = static_cast<std::size_t>(rank_), i = static_cast<std::size_t>(c);
     LocalProblem p = problem_;
-    p.head_offset_q += c * mine_.q;
-    p.num_heads_q_local = mine_.q;
-    p.head_offset_kv += c * mine_.kv;
-    p.num_heads_kv_local = mine_.kv;
+    p.head_offset_q = q_begin_[i][r];
+    p.num_heads_q_local = mine(c).q;
+    p.head_offset_kv = kv_begin_[i][r];
+    p.num_heads_kv_local = mine(c).kv;
     return p;
   }
 
@@ -898,18 +944,18 @@ class UlyssesAttention final : public DistributedAttention {
     return static_cast<std::size_t>(Sl_ * B_ * channels * (width < 0 ? U_ : width)) *
            dtype_size(dtype);
   }
-  // A returning exchange: this rank's rows of `buf` (mine_.*ch channels, [S][B][..]) for peer p,
-  // and peer p's rows (peer_[p].*ch channels) into its slot-wide region of `buf`.
-  Status send_rows(const char* buf, int Rows::*ch, DType dtype, int p, Stream stream,
+  // A returning exchange of chunk c: this rank's rows of `buf` (mine(c).*ch channels, [S][B][..])
+  // for peer p, and peer p's rows (peer(c, p).*ch channels) into its region of `buf`.
+  Status send_rows(int c, const char* buf, int Rows::*ch, DType dtype, int p, Stream stream,
                    std::int64_t width = -1) {
-    const std::size_t bytes = peer_bytes(mine_.*ch, dtype, width);
+    const std::size_t bytes = peer_bytes(mine(c).*ch, dtype, width);
     return comm_.send(buf + static_cast<std::size_t>(p) * bytes, bytes, p, stream);
   }
-  Status recv_rows(char* buf, int Rows::*ch, DType dtype, int p, Stream stream,
+  Status recv_rows(int c, char* buf, int Rows::*ch, DType dtype, int p, Stream stream,
                    std::int64_t width = -1) {
-    const std::size_t region = peer_bytes(slot_.*ch, dtype, width);
+    const std::size_t region = peer_bytes(slot(c).*ch, dtype, width);
     return comm_.recv(buf + static_cast<std::size_t>(p) * region,
-                      peer_bytes(peer_[static_cast<std::size_t>(p)].*ch, dtype, width), p, stream);
+                      peer_bytes(peer(c, p).*ch, dtype, width), p, stream);
   }
 
   // [B, S, heads, width] view of `heads` heads of `width` elements from channel c_begin on in a
@@ -921,9 +967,10 @@ class UlyssesAttention final : public DistributedAttention {
         static_cast<char*>(base) + static_cast<std::size_t>(c_begin * U_) * dtype_size(dtype),
         dtype, {B_, S_, heads, width}, {row, B_ * row, width, 1}, comm_.device());
   }
-  // [B, qc, S] view of one chunk's [S][B][qc] fp32 buffer.
-  TensorView lse_head_view(void* base) const {
-    return TensorView::strided(base, DType::kFloat32, {B_, mine_.q, S_}, {mine_.q, 1, B_ * mine_.q},
+  // [B, qc, S] view of chunk c's [S][B][qc] fp32 buffer.
+  TensorView lse_head_view(int c, void* base) const {
+    const std::int64_t qc = mine(c).q;
+    return TensorView::strided(base, DType::kFloat32, {B_, qc, S_}, {qc, 1, B_ * qc},
                                comm_.device());
   }
 
@@ -941,7 +988,9 @@ class UlyssesAttention final : public DistributedAttention {
     do_in_block_ = static_cast<std::size_t>(P_) * in_peer_bytes(slot_.o);
     const std::size_t qkv_bytes = K * qkv_block_, o_bytes = K * o_block_, q_bytes = K * q_block_,
                       lse_bytes = K * lse_block_;
-    kernel_ws_bytes_ = kernel_.workspace_bytes(chunk_problem(0));
+    for (int c = 0; c < K_; ++c) {
+      kernel_ws_bytes_ = std::max(kernel_ws_bytes_, kernel_.workspace_bytes(chunk_problem(c)));
+    }
     // Chunks through one slot of exchange buffers run one after another anyway.
     const bool may_overlap = K_ > 1 && (!slotted_ || slots_ > 1);
     kernel_slots_ = may_overlap && kernel_.concurrent_calls(chunk_problem(0)) ? 2 : 1;
@@ -1082,12 +1131,14 @@ class UlyssesAttention final : public DistributedAttention {
   // Message channels are U_ = gcd(head_dim, head_dim_v) elements wide (head_dim when they are
   // equal): a Q or K head spans qu_ of them, a V or O head Dv_ / U_.
   int qu_ = 1;
-  // The rows of this rank (mine_: what its kernel reads and writes, and what arrives for it or
-  // leaves from it), of each peer (peer_[p]: its region of a message on the far side of an
-  // exchange), and the most any rank has (slot_: sizes every region, a peer's region slot_ wide).
-  // All equal unless the heads split unevenly.
-  Rows mine_, slot_;
-  std::vector<Rows> peer_;
+  // Chunk c's rows of each peer (rows_[c][p], build_rows(); this rank's, mine(c), are what its
+  // kernel reads and writes and what arrives for it or leaves from it; peer(c, p) is p's region of
+  // a message on the far side of an exchange), the widest of chunk c (wide_[c], slot(c): every
+  // region of its messages is that wide) and of every chunk (slot_: sizes each chunk's block).
+  // All equal unless the heads or the chunks split unevenly.
+  std::vector<std::vector<Rows>> rows_;
+  std::vector<Rows> wide_;
+  Rows slot_;
   // Bytes per chunk: Q|K|V rows, O (and dO) rows, dQ rows, LSE, dK|dV rows.
   std::size_t qkv_block_ = 0, o_block_ = 0, q_block_ = 0, lse_block_ = 0, gkv_block_ = 0;
   std::size_t do_stride_ = 0;  // chunk c's block in send_dO: c * do_stride_

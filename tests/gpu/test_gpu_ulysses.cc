@@ -996,6 +996,52 @@ std::vector<GpuCase> uneven_cases() {
            false,
            {0, 200, 333, 512}},
           128),
+      // Head chunks of unequal sizes (a rank's first KV heads mod K chunks one head more), with
+      // uneven heads too: 8 KV heads on 3 ranks are 3, 3, 2, in 2 chunks (2, 1), (2, 1), (1, 1).
+      [] {
+        GpuCase c{"p3_gqa_16_over_8_chunks2_sinks",
+                  3,
+                  bshd,
+                  1,
+                  768,
+                  16,
+                  8,
+                  128,
+                  bf16,
+                  true,
+                  -1,
+                  -1,
+                  true};
+        c.chunks = 2;
+        return c;
+      }(),
+      lse_only({"p3_mha_7_lse_chunks2_one_in_flight_window", 3, bshd, 2, 768, 7, 7, 64, fp16, false,
+                100, 20},
+               2, 1),
+      [] {
+        GpuCase c{"p2_gqa_12_over_6_varlen_chunks2",
+                  2,
+                  thd,
+                  1,
+                  1000,
+                  12,
+                  6,
+                  128,
+                  bf16,
+                  true,
+                  -1,
+                  -1,
+                  false,
+                  {0, 300, 301, 1000}};
+        c.chunks = 2;
+        return c;
+      }(),
+      [] {
+        GpuCase c =
+            fp8_case({"fp8_p3_gqa_14_over_7_chunks2", 3, bshd, 1, 768, 14, 7, 128, bf16, true});
+        c.chunks = 2;
+        return c;
+      }(),
   };
 }
 

@@ -139,8 +139,8 @@ void ulysses_matches_single_gpu(GpuCase c, bool peer_copy) {
   // (What Ulysses routes: head_routing.h. Above cp, KV heads split unevenly too.)
   const bool routes = c.Hkv % c.P == 0 || c.Hkv > c.P || (c.P % c.Hkv == 0 && c.Hq % c.P == 0);
   if (!routes) GTEST_SKIP() << "heads do not route over " << c.P << " GPUs";
-  if (c.chunks > 1 && (c.Hkv % c.P != 0 || (c.Hkv / c.P) % c.chunks != 0)) {
-    GTEST_SKIP() << c.chunks << " chunks do not divide the KV heads per GPU with " << c.P
+  if (c.chunks > 1 && (c.P > c.Hkv || c.Hkv / c.P < c.chunks)) {
+    GTEST_SKIP() << c.chunks << " chunks exceed the fewest KV heads a GPU owns with " << c.P
                  << " GPUs";
   }
   const auto seed = testing::fresh_seed();
@@ -266,6 +266,16 @@ GpuCase ring_window_sinks_lse_only() {
   return c;
 }
 
+// One Ulysses group of every GPU with 9 KV heads (18 query heads): split unevenly on 2, 4 or 8
+// GPUs (5 and 4; 3, 2, 2, 2; 2 and seven 1s).
+GpuCase hybrid_uneven() {
+  GpuCase c = testing::multi_gpu_ring_case("hybrid_one_group_uneven_18_over_9", Strategy::kHybrid,
+                                           true, true);
+  c.Hq = 18;
+  c.Hkv = 9;
+  return c;
+}
+
 // K and V travel the ring as fp8 rows (the GQA causal case).
 GpuCase ring_fp8() {
   GpuCase c = testing::multi_gpu_ring_case("ring_fp8_gqa_causal", Strategy::kRing, true, false);
@@ -307,7 +317,7 @@ INSTANTIATE_TEST_SUITE_P(
                       ring_window_sinks_lse_only(),
                       testing::multi_gpu_ring_case("hybrid_one_group_window_sinks",
                                                    Strategy::kHybrid, true, true, 200),
-                      ring_fp8(),
+                      hybrid_uneven(), ring_fp8(),
                       testing::multi_gpu_ring_case("allgather_gqa_causal", Strategy::kAllGather,
                                                    true, false)),
     [](const auto& param_info) { return param_info.param.name; });
@@ -320,6 +330,7 @@ INSTANTIATE_TEST_SUITE_P(
         multi_gpu_ring_case("ring_gqa_causal", Strategy::kRing, true, false),
         multi_gpu_ring_case("ring_full_sinks", Strategy::kRing, false, true),
         multi_gpu_ring_case("hybrid_one_group_window_sinks", Strategy::kHybrid, true, true, 200),
+        hybrid_uneven(),
         multi_gpu_ring_case("ring_causal_window_300", Strategy::kRing, true, true, 300), ring_fp8(),
         multi_gpu_ring_case("allgather_gqa_causal", Strategy::kAllGather, true, false),
         multi_gpu_ring_case("allgather_full_sinks", Strategy::kAllGather, false, true),

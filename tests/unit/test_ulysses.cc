@@ -380,6 +380,12 @@ Case mla(Case c, int dv) {
   return c;
 }
 
+// Exchanges pipelined over `k` head chunks (PlanConfig::overlap_chunks).
+Case chunked(Case c, int k) {
+  c.chunks = k;
+  return c;
+}
+
 Case lse_only(Case c, int chunks = 1, int in_flight = 2, int rounds = 1) {
   c.saved = SavedActivations::kLseOnly;
   c.chunks = chunks;
@@ -870,6 +876,66 @@ std::vector<Case> cases() {
               16)),
       [&] {
         Case c{"p2_uneven_keep_saved_backward_twice_fp32", 2, bshd, 1, 12, 5, 5, 8, fp32, true};
+        c.keep_saved = true;
+        c.rounds = 2;
+        return c;
+      }(),
+      // Head chunks of unequal sizes: a rank's first (KV heads mod K) chunks hold one KV head more,
+      // also where the heads split unevenly (each rank its own chunk sizes; a chunk's messages
+      // have one region per peer as wide as its widest peer's rows).
+      chunked({"p2_chunks2_of_3_heads_gqa_bf16_causal_sinks", 2, bshd, 2, 16, 12, 6, 8, bf16, true,
+               -1, -1, true},
+              2),
+      chunked({"p3_uneven_chunks2_gqa_fp32_window", 3, bshd, 1, 18, 16, 8, 8, fp32, true, 5}, 2),
+      chunked({"p3_uneven_chunks3_thd_bf16_sinks",
+               3,
+               thd,
+               1,
+               27,
+               10,
+               10,
+               16,
+               bf16,
+               false,
+               -1,
+               -1,
+               true,
+               {0, 7, 15, 26}},
+              3),
+      lse_only({"p2_uneven_lse_chunks2_one_in_flight_mha_fp32_sinks", 2, bshd, 1, 16, 5, 5, 8, fp32,
+                true, -1, -1, true},
+               2, 1),
+      lse_only({"p3_uneven_lse_chunks2_two_rounds_gqa_bf16", 3, bshd, 2, 18, 14, 7, 8, bf16, true},
+               2, 2, 2),
+      chunked({"p2_uneven_chunks2_inference_gqa_bf16",
+               2,
+               bshd,
+               1,
+               16,
+               10,
+               5,
+               8,
+               bf16,
+               true,
+               -1,
+               -1,
+               true,
+               {},
+               false},
+              2),
+      fp8(lse_only({"p3_uneven_fp8_lse_chunks2_gqa_bf16", 3, bshd, 1, 18, 14, 7, 8, bf16, true},
+                   2)),
+      fp8(mla(
+          chunked({"p3_fp8_mla_uneven_chunks2_gqa_bf16", 3, bshd, 1, 18, 14, 7, 24, bf16, true}, 2),
+          16)),
+      concurrent(mla(chunked({"p2_mla_uneven_chunks2_concurrent_bf16_causal", 2, bshd, 2, 16, 10, 5,
+                              24, bf16, true},
+                             2),
+                     16)),
+      [&] {
+        Case c = chunked({"p3_uneven_chunks2_keep_saved_backward_twice_fp32", 3, bshd, 1, 12, 7, 7,
+                          8, fp32, true},
+                         2);
         c.keep_saved = true;
         c.rounds = 2;
         return c;

@@ -141,7 +141,7 @@ std::vector<PlanRule> plan_rules() {
          c.overlap_chunks = 2;
        },
        SC::kInvalidArgument,
-       {"overlap_chunks", "got 2", "split unevenly", "num_heads_kv 3 over cp 2"}},
+       {"overlap_chunks", "got 2", "the fewest, 1", "num_heads_kv 3 over cp 2", "1 to 1"}},
       {"thd_with_batch",
        [](PlanConfig& c) {
          c.layout = Layout::kTHD;
@@ -243,17 +243,17 @@ std::vector<PlanRule> plan_rules() {
        [](PlanConfig& c) { c.overlap_chunks = 0; },
        SC::kInvalidArgument,
        {"overlap_chunks", "got 0"}},
-      {"overlap_chunks_not_dividing_kv_heads",
+      {"overlap_chunks_above_the_kv_heads_per_rank",
        [](PlanConfig& c) { c.overlap_chunks = 3; },
        SC::kInvalidArgument,
-       {"overlap_chunks", "got 3", "divisor of 2"}},
+       {"overlap_chunks", "got 3", "cannot exceed the key/value heads per rank (2", "1 to 2"}},
       {"overlap_chunks_with_replicated_kv",
        [](PlanConfig& c) {
          c.attention.num_heads_kv = 1;
          c.overlap_chunks = 2;
        },
        SC::kInvalidArgument,
-       {"overlap_chunks", "got 2", "cp > num_heads_kv"}},
+       {"overlap_chunks", "got 2", "share key/value heads", "cp 2 > num_heads_kv 1"}},
       {"saved_activations_out_of_range",
        [](PlanConfig& c) { c.saved_activations = static_cast<SavedActivations>(5); },
        SC::kInvalidArgument,
