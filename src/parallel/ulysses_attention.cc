@@ -162,6 +162,12 @@ class UlyssesAttention final : public DistributedAttention {
     int k_channel = 0, v_channel = 0, dv_channel = 0;
     int none = 0;
   };
+  // Bytes of a chunk's block of each kind of buffer: Q|K|V, O (and dO), dQ, LSE and dK|dV rows of
+  // every token; a Q|K|V and a dO message in the inbound payload; a block of send_dO (dO, or the
+  // dQ that comes back into it).
+  struct Blocks {
+    std::size_t qkv = 0, o = 0, q = 0, lse = 0, gkv = 0, qkv_in = 0, do_in = 0, do_stride = 0;
+  };
   Rows rows_of(int q, int kv) const {
     const int vu = static_cast<int>(Dv_ / U_);  // channels of a V or O head
     Rows r;
@@ -210,23 +216,21 @@ class UlyssesAttention final : public DistributedAttention {
     char* o_head = at(a.saved, o_head_);
     char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
     char* send_qkv = at(a.workspace, send_qkv_);
-    char* wire_qkv = send_qkv + K_ * qkv_in_block_;  // fp8: where the codes arrive
+    char* wire_qkv = send_qkv + start(K_).qkv_in;  // fp8: where the codes arrive
     char* o_recv = at(a.workspace, o_recv_);
     char* lse_recv = at(a.workspace, lse_recv_);
-    auto lse_of = [&](char* base, int c) { return has_lse_ ? base + c * lse_block_ : nullptr; };
+    auto lse_of = [&](char* base, int c) { return has_lse_ ? base + start(c).lse : nullptr; };
     const Stream side = exchange_stream(stream);
 
     // 1. Per chunk: pack Q, K, V (one message buffer per chunk) on the caller's stream, then
     // 2. the chunk's all-to-all on the exchange stream, as soon as it is packed (in chunk order):
     //    the next chunk is packed while this one travels, and travels while this one computes.
     for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(
-          pack_qkv(c, a.q, a.k, a.v,
-                   pack_to(send_qkv + c * qkv_in_block_, qkv_full + c * qkv_block_), stream));
+      ULYSSES_RETURN_IF_ERROR(pack_qkv(
+          c, a.q, a.k, a.v, pack_to(send_qkv + start(c).qkv_in, qkv_full + start(c).qkv), stream));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
-      ULYSSES_RETURN_IF_ERROR(exchange_in(c, send_qkv + c * qkv_in_block_,
-                                          wire_qkv + c * qkv_in_block_, qkv_full + c * qkv_block_,
-                                          &Rows::qkv, side));
+      ULYSSES_RETURN_IF_ERROR(exchange_in(c, send_qkv + start(c).qkv_in, wire_qkv + start(c).qkv_in,
+                                          qkv_full + start(c).qkv, &Rows::qkv, side));
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
     }
     // 3. Per chunk: local attention reading the receive buffer in place, then O (and LSE) back to
@@ -238,13 +242,13 @@ class UlyssesAttention final : public DistributedAttention {
       const Stream cs = compute_stream(c, two, stream);
       ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
       ULYSSES_RETURN_IF_ERROR(
-          run_forward(c, head_rows(c, qkv_full + c * qkv_block_, o_head + c * o_block_),
+          run_forward(c, head_rows(c, qkv_full + start(c).qkv, o_head + start(c).o),
                       lse_of(lse_head, c), a, cs));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
-      ULYSSES_RETURN_IF_ERROR(return_outputs(c, o_head + c * o_block_, lse_of(lse_head, c),
-                                             o_recv + c * o_block_, lse_of(lse_recv, c), side));
+      ULYSSES_RETURN_IF_ERROR(return_outputs(c, o_head + start(c).o, lse_of(lse_head, c),
+                                             o_recv + start(c).o, lse_of(lse_recv, c), side));
       ULYSSES_RETURN_IF_ERROR(
-          unpack_outputs(c, unpack_from(o_head + c * o_block_, o_recv + c * o_block_),
+          unpack_outputs(c, unpack_from(o_head + start(c).o, o_recv + start(c).o),
                          unpack_from(lse_of(lse_head, c), lse_of(lse_recv, c)), a, side));
     }
     // 4. The caller's stream waits for the last unpack.
@@ -277,12 +281,11 @@ class UlyssesAttention final : public DistributedAttention {
     char* grad_kv = at(a.workspace, grad_kv_);
     // Chunk c's returning dQ and dK/dV: in the workspace, or in chunk c's saved Q/K/V block.
     auto dq_recv = [&](int c) {
-      return grads_into_saved_ ? qkv_full + c * qkv_block_
-                               : at(a.workspace, dq_recv_) + c * q_block_;
+      return grads_into_saved_ ? qkv_full + start(c).qkv : at(a.workspace, dq_recv_) + start(c).q;
     };
     auto dkv_recv = [&](int c) {
-      return grads_into_saved_ ? qkv_full + c * qkv_block_ + q_block_
-                               : at(a.workspace, dkv_recv_) + c * gkv_block_;
+      return grads_into_saved_ ? qkv_full + start(c).qkv + block(c).q
+                               : at(a.workspace, dkv_recv_) + start(c).gkv;
     };
     float* dsinks_local = dsinks_of(a.workspace);
     ULYSSES_RETURN_IF_ERROR(zero_dsinks(dsinks_local, stream));
@@ -293,11 +296,11 @@ class UlyssesAttention final : public DistributedAttention {
     for (int c = 0; c < K_; ++c) {
       ULYSSES_RETURN_IF_ERROR(pack_in(c, as_bshd(a.d_o, config_.layout),
                                       q_begin_[static_cast<std::size_t>(c)], &Rows::q,
-                                      pack_to(send_do + c * do_stride_, do_head + c * o_block_),
+                                      pack_to(send_do + start(c).do_stride, do_head + start(c).o),
                                       &Rows::o, &Rows::none, stream));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
-      ULYSSES_RETURN_IF_ERROR(exchange_in(c, send_do + c * do_stride_, wire_do + c * do_in_block_,
-                                          do_head + c * o_block_, &Rows::o, side));
+      ULYSSES_RETURN_IF_ERROR(exchange_in(c, send_do + start(c).do_stride, wire_do + start(c).do_in,
+                                          do_head + start(c).o, &Rows::o, side));
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
     }
     // 2. Per chunk: local backward (dQ, dK, dV land in the returning message buffers), then send
@@ -309,13 +312,12 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
       // (Into send_dO's block c, which later chunks' dO exchanges do not read, or a region of its
       // own.)
-      char* gq = grad_q + c * (grads_into_saved_ ? do_stride_ : q_block_);
-      char* gkv = grad_kv + c * gkv_block_;
-      ULYSSES_RETURN_IF_ERROR(
-          run_backward(c,
-                       head_rows(c, qkv_full + c * qkv_block_, o_head + c * o_block_,
-                                 do_head + c * o_block_, gq, gkv),
-                       has_lse_ ? lse_head + c * lse_block_ : nullptr, a, dsinks_local, cs));
+      char* gq = grad_q + (grads_into_saved_ ? start(c).do_stride : start(c).q);
+      char* gkv = grad_kv + start(c).gkv;
+      ULYSSES_RETURN_IF_ERROR(run_backward(
+          c,
+          head_rows(c, qkv_full + start(c).qkv, o_head + start(c).o, do_head + start(c).o, gq, gkv),
+          has_lse_ ? lse_head + start(c).lse : nullptr, a, dsinks_local, cs));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_grads(c, gq, gkv, dq_recv(c), dkv_recv(c), side));
       ULYSSES_RETURN_IF_ERROR(
@@ -333,7 +335,7 @@ class UlyssesAttention final : public DistributedAttention {
   // (inference). Null when the kernel provides none.
   char* slot_lse(const ForwardArgs& a, int c) const {
     if (!has_lse_) return nullptr;
-    return lse_only_ ? at(a.saved, lse_head_) + c * lse_block_
+    return lse_only_ ? at(a.saved, lse_head_) + start(c).lse
                      : at(a.workspace, fwd_lse_[slot_of(c)]);
   }
 
@@ -441,7 +443,7 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
       ULYSSES_RETURN_IF_ERROR(
           run_backward(c, head_rows(c, in, in + o_offset, in + do_offset, gq, gkv),
-                       has_lse_ ? lse_head + c * lse_block_ : nullptr, a, dsinks_local, cs));
+                       has_lse_ ? lse_head + start(c).lse : nullptr, a, dsinks_local, cs));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       // The gradients come back into the receive slot (the kernel has read it).
       ULYSSES_RETURN_IF_ERROR(return_grads(c, gq, gkv, in, in + dkv_offset, side));
@@ -974,20 +976,49 @@ class UlyssesAttention final : public DistributedAttention {
                                comm_.device());
   }
 
-  // Every head-sharded buffer is K chunk blocks, each laid out as the K = 1 buffer for its heads.
-  void layout_buffers() {
-    const std::size_t e = dtype_size(dtype_);
+  // Bytes of each kind of block for chunk rows `r` (a chunk's widest: slot(c)).
+  Blocks blocks_of(const Rows& r) const {
     const std::size_t tokens = static_cast<std::size_t>(S_ * B_);  // all P shards
-    const std::size_t u = static_cast<std::size_t>(U_);
-    const std::size_t K = static_cast<std::size_t>(K_);
-    qkv_block_ = tokens * static_cast<std::size_t>(slot_.qkv) * u * e;
-    o_block_ = tokens * static_cast<std::size_t>(slot_.o) * u * e;
-    q_block_ = tokens * static_cast<std::size_t>(slot_.dq) * u * e;
-    lse_block_ = has_lse_ ? tokens * static_cast<std::size_t>(slot_.q) * 4 : 0;
-    qkv_in_block_ = static_cast<std::size_t>(P_) * in_peer_bytes(slot_.qkv);
-    do_in_block_ = static_cast<std::size_t>(P_) * in_peer_bytes(slot_.o);
-    const std::size_t qkv_bytes = K * qkv_block_, o_bytes = K * o_block_, q_bytes = K * q_block_,
-                      lse_bytes = K * lse_block_;
+    const std::size_t e = dtype_size(dtype_), u = static_cast<std::size_t>(U_);
+    auto bytes = [&](int channels) { return tokens * static_cast<std::size_t>(channels) * u * e; };
+    Blocks b;
+    b.qkv = bytes(r.qkv);
+    b.o = bytes(r.o);
+    b.q = bytes(r.dq);
+    b.lse = has_lse_ ? tokens * static_cast<std::size_t>(r.q) * 4 : 0;
+    b.gkv = tokens * static_cast<std::size_t>(r.gkv) * u * dtype_size(kv_grad_dtype_);
+    b.qkv_in = static_cast<std::size_t>(P_) * in_peer_bytes(r.qkv);
+    b.do_in = static_cast<std::size_t>(P_) * in_peer_bytes(r.o);
+    b.do_stride = std::max(b.o, b.q);
+    return b;
+  }
+  // Where chunk c's block of each kind starts in a buffer of every chunk's blocks, one after
+  // another (c = K: the buffer's bytes), and its bytes.
+  const Blocks& start(int c) const { return starts_[static_cast<std::size_t>(c)]; }
+  const Blocks& block(int c) const { return blocks_[static_cast<std::size_t>(c)]; }
+
+  // Every head-sharded buffer is K chunk blocks, each laid out as the K = 1 buffer for its heads
+  // and sized for its chunk's widest rows (the busiest rank's: it has no bytes to spare).
+  void layout_buffers() {
+    starts_.assign(1, Blocks{});
+    for (int c = 0; c < K_; ++c) {
+      const Blocks b = blocks_of(slot(c));
+      const Blocks at = starts_.back();
+      blocks_.push_back(b);
+      starts_.push_back({at.qkv + b.qkv, at.o + b.o, at.q + b.q, at.lse + b.lse, at.gkv + b.gkv,
+                         at.qkv_in + b.qkv_in, at.do_in + b.do_in, at.do_stride + b.do_stride});
+    }
+    // The widest chunk's blocks: a slot of exchange buffers (kLseOnly, inference) takes any chunk.
+    const Blocks widest = blocks_of(slot_);
+    qkv_block_ = widest.qkv;
+    o_block_ = widest.o;
+    q_block_ = widest.q;
+    lse_block_ = widest.lse;
+    gkv_block_ = widest.gkv;
+    qkv_in_block_ = widest.qkv_in;
+    do_in_block_ = widest.do_in;
+    const Blocks& all = start(K_);
+    const std::size_t qkv_bytes = all.qkv, o_bytes = all.o, q_bytes = all.q, lse_bytes = all.lse;
     for (int c = 0; c < K_; ++c) {
       kernel_ws_bytes_ = std::max(kernel_ws_bytes_, kernel_.workspace_bytes(chunk_problem(c)));
     }
@@ -1007,7 +1038,7 @@ class UlyssesAttention final : public DistributedAttention {
       if (!config_.training) fwd_lse_[0] = front.take(lse_block_);  // (one chunk, one slot)
     }
     if (slotted_) {
-      layout_slots(tokens, lse_bytes, front.total());
+      layout_slots(lse_bytes, front.total());
       return;
     }
 
@@ -1020,7 +1051,7 @@ class UlyssesAttention final : public DistributedAttention {
     // the O exchanges on one stream), so O and LSE come back into the same region when they fit.
     // With fp8 the region holds every chunk's codes as sent, then as received (turned back into
     // qkv_full before any O exchange).
-    const std::size_t send_region = fp8_ ? 2 * K * qkv_in_block_ : qkv_bytes;
+    const std::size_t send_region = fp8_ ? 2 * all.qkv_in : qkv_bytes;
     send_qkv_ = fwd.take(send_region);
     if (align_up(o_bytes) + lse_bytes <= align_up(send_region)) {
       o_recv_ = send_qkv_;
@@ -1034,9 +1065,7 @@ class UlyssesAttention final : public DistributedAttention {
       // Backward scratch: dq_recv reuses send_dO (every dO exchange precedes every gradient
       // exchange on one stream). dkv_recv reuses dO's buffer only without a pipeline: with chunks,
       // chunk c's gradients arrive while later chunks' kernels still read dO.
-      const std::size_t kv_e = dtype_size(kv_grad_dtype_);
-      gkv_block_ = tokens * static_cast<std::size_t>(slot_.gkv) * u * kv_e;
-      const std::size_t gkv_bytes = K * gkv_block_;
+      const std::size_t gkv_bytes = all.gkv;
       Arena bwd(front.total());
       // fp8: chunk c's dO codes leave from send_dO's block c (they are smaller than the rows) and
       // arrive in wire_dO, which follows them in send_dO without a pipeline (dead once turned back
@@ -1044,13 +1073,11 @@ class UlyssesAttention final : public DistributedAttention {
       // (later chunks' codes are still in flight when chunk c's dQ lands in send_dO).
       const bool wire_in_send = fp8_ && K_ == 1;
       // Its blocks also take chunk c's dQ (into `saved`: sent from block c; else: received), which
-      // may be wider than dO (head_dim_v < head_dim).
-      do_stride_ = std::max(o_block_, q_block_);
+      // may be wider than dO (head_dim_v < head_dim): Blocks::do_stride.
       send_do_ = bwd.take(std::max(
-          K * do_stride_, wire_in_send ? align_up(do_in_block_) + do_in_block_ : std::size_t{0}));
+          all.do_stride, wire_in_send ? align_up(do_in_block_) + do_in_block_ : std::size_t{0}));
       do_head_ = bwd.take(o_bytes);
-      if (fp8_)
-        wire_do_ = wire_in_send ? send_do_ + align_up(do_in_block_) : bwd.take(K * do_in_block_);
+      if (fp8_) wire_do_ = wire_in_send ? send_do_ + align_up(do_in_block_) : bwd.take(all.do_in);
       // Gradients into `saved` need dQ | dK dV rows as wide as Q | K V rows (not so with fp32
       // partials of replicated KV heads). Chunk c's kernel starts after chunk c's dO exchange, so
       // its dQ may overwrite the packed dO of chunk c.
@@ -1084,11 +1111,9 @@ class UlyssesAttention final : public DistributedAttention {
   // kLseOnly: `saved` holds every chunk's LSE; the workspace one set of exchange buffers per slot
   // (forward: send | receive | O, + LSE for inference; backward, when training: send | receive),
   // then the kernel's workspace.
-  // `tokens`: S B, every shard's. Scratch from offset `start` on (see layout_buffers()).
-  void layout_slots(std::size_t tokens, std::size_t lse_bytes, std::size_t start) {
-    gkv_block_ = tokens * static_cast<std::size_t>(slot_.gkv) * static_cast<std::size_t>(U_) *
-                 dtype_size(kv_grad_dtype_);
-    Arena saved, fwd(start), bwd(start);
+  // Scratch from offset `from` on (see layout_buffers()).
+  void layout_slots(std::size_t lse_bytes, std::size_t from) {
+    Arena saved, fwd(from), bwd(from);
     if (lse_only_) lse_head_ = saved.take(lse_bytes);
     // Forward's send slot: Q|K|V (fp8: codes as sent, then as received), later O and LSE back.
     const std::size_t fwd_send =
@@ -1111,7 +1136,7 @@ class UlyssesAttention final : public DistributedAttention {
       bwd_send_[s] = bwd.take(bwd_send);
       bwd_recv_[s] = bwd.take(bwd_msg);
     }
-    finish_layout(std::max(fwd.total(), bwd.total()), start, saved.total());
+    finish_layout(std::max(fwd.total(), bwd.total()), from, saved.total());
   }
 
   CallChecks checks() const {
@@ -1141,7 +1166,9 @@ class UlyssesAttention final : public DistributedAttention {
   Rows slot_;
   // Bytes per chunk: Q|K|V rows, O (and dO) rows, dQ rows, LSE, dK|dV rows.
   std::size_t qkv_block_ = 0, o_block_ = 0, q_block_ = 0, lse_block_ = 0, gkv_block_ = 0;
-  std::size_t do_stride_ = 0;  // chunk c's block in send_dO: c * do_stride_
+  // Per chunk: bytes of each kind of block (blocks_of(slot(c))), and where it starts (starts_,
+  // K + 1 entries; start()).
+  std::vector<Blocks> blocks_, starts_;
   // Payload::kFp8: Q|K|V and dO travel as fp8 rows (their messages' bytes per chunk below; equal
   // to qkv_block_ and o_block_ for the native payload).
   bool fp8_ = false;

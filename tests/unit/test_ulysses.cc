@@ -990,6 +990,36 @@ TEST(Ulysses, LseOnlySavesOnlyTheLseAndChunksShareSlots) {
   EXPECT_LT(inference_two.second, inference_all.second * 6 / 10);
 }
 
+TEST(Ulysses, UnequalChunksSaveWhatOneChunkSaves) {
+  // 7 KV heads (and query heads) over P = 2: rank 0 owns 4, rank 1 owns 3. In 2 chunks: rank 0's
+  // are 2 and 2, rank 1's 2 and 1; in 3 chunks 2, 1, 1 and 1, 1, 1. Each chunk's blocks are as
+  // wide as its widest rank's rows (rank 0's), so rank 0 saves exactly what it saves in one chunk
+  // (its Q, K, V, O rows and LSE), whatever the split.
+  auto kernel = make_reference_attention();
+  auto saved_bytes = [&](int chunks) {
+    std::vector<std::size_t> bytes(2);
+    const PlanConfig cfg{.attention = {.num_heads_q = 7, .num_heads_kv = 7, .head_dim = 8},
+                         .parallel = {.cp = 2},
+                         .dtype = DType::kFloat32,
+                         .batch = 1,
+                         .seqlen = 32,
+                         .overlap_chunks = chunks};
+    EXPECT_ALL_OK(testing::run_ranks(2, [&](int r, Communicator& comm) -> Status {
+      auto plan = DistributedAttention::create(cfg, comm, *kernel);
+      if (!plan.is_ok()) return plan.status();
+      bytes[static_cast<std::size_t>(r)] = (*plan)->saved_bytes();
+      return Status::ok();
+    }));
+    return bytes;
+  };
+  const std::size_t rank0 = (4u + 4 + 4 + 4) * 32 * 8 * 4 + 4u * 32 * 4;  // Q K V O rows, LSE
+  for (int chunks : {1, 2, 3}) {
+    const std::vector<std::size_t> got = saved_bytes(chunks);
+    EXPECT_EQ(got[0], rank0) << chunks << " chunks";
+    EXPECT_LE(got[1], rank0) << chunks << " chunks";
+  }
+}
+
 TEST(Ulysses, OverlappingChunkKernelsAlternateBetweenTwoWorkspaces) {
   // P = 2, 16 query / 8 KV heads: 4 KV heads per rank, in 4 chunks. Chunk c's call runs beside
   // chunk c + 1's (on GPUs), so their workspaces must be disjoint; chunk c + 2 follows chunk c on
