@@ -36,6 +36,11 @@ TensorView lse_as_bhs(const TensorView& t, Layout layout) {
   return out;
 }
 
+TensorView lse_as_rows(const TensorView& bhs) {
+  return TensorView::strided(bhs.data, bhs.dtype, {bhs.size(0), bhs.size(2), bhs.size(1), 1},
+                             {bhs.stride(0), bhs.stride(2), bhs.stride(1), 1}, bhs.device);
+}
+
 namespace {
 
 // Every field that must agree across ranks, as integers (for the create-time consensus).

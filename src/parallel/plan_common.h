@@ -41,6 +41,9 @@ inline char* at(void* base, std::size_t offset) { return static_cast<char*>(base
 TensorView as_bshd(const TensorView& t, Layout layout);
 /// A [H, T] (kTHD) LSE view as [1, H, T]; kBSHD views pass through.
 TensorView lse_as_bhs(const TensorView& t, Layout layout);
+/// A [B, H, S] LSE view as [B, S, H, 1]: rows of one element per head, for the head-wise unpacks
+/// (pack_heads/unpack_heads) of one peer at a time.
+TensorView lse_as_rows(const TensorView& bhs);
 using detail::sequence_rows;  // rows [row0, row0 + rows) of a [B, S, H, D] view
 
 /// Every field of `config` that must agree across ranks, plus this rank's validation result, is

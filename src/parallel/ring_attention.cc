@@ -496,11 +496,8 @@ class RingAttention final : public DistributedAttention {
       return kernels::unpack_lse({lse_recv, DType::kFloat32, U_, Sl_, B_, hq_, 1}, routing_.q_begin,
                                  lse, stream);
     }
-    // Uneven heads: the [B, H, Sl] LSE as [B, Sl, H, 1] rows of one element, peer by peer.
-    const TensorView rows =
-        TensorView::strided(lse.data, lse.dtype, {lse.size(0), lse.size(2), lse.size(1), 1},
-                            {lse.stride(0), lse.stride(2), lse.stride(1), 1}, lse.device);
-    return move_group<false>(rows, Heads::kLse, lse_recv, DType::kFloat32, stream);
+    // Uneven heads: the LSE as rows of one element, peer by peer.
+    return move_group<false>(lse_as_rows(lse), Heads::kLse, lse_recv, DType::kFloat32, stream);
   }
 
   Status backward(const BackwardArgs& a, Stream stream) override {

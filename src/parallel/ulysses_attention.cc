@@ -666,12 +666,9 @@ class UlyssesAttention final : public DistributedAttention {
       return kernels::unpack_lse({lse_recv, DType::kFloat32, P_, Sl_, B_, slot(c).q, 1}, q_begin,
                                  lse, stream);
     }
-    // Uneven heads: the [B, H, Sl] LSE as [B, Sl, H, 1] rows of one element, peer by peer.
-    const TensorView rows =
-        TensorView::strided(lse.data, lse.dtype, {lse.size(0), lse.size(2), lse.size(1), 1},
-                            {lse.stride(0), lse.stride(2), lse.stride(1), 1}, lse.device);
-    return move_peers<false>(c, rows, q_begin, &Rows::q, lse_recv, DType::kFloat32, 1, &Rows::q,
-                             &Rows::none, stream);
+    // Uneven heads: the LSE as rows of one element, peer by peer.
+    return move_peers<false>(c, lse_as_rows(lse), q_begin, &Rows::q, lse_recv, DType::kFloat32, 1,
+                             &Rows::q, &Rows::none, stream);
   }
 
   // Chunk c's backward kernel on lb's views (head-sharded rows, or cp = 1 some of the caller's) and
