@@ -71,7 +71,7 @@
 // rank's rows (slot(c)), packed and unpacked one peer at a time. Exactly each peer's bytes travel.
 // Head chunks need not be equal either: each rank cuts its own KV heads into K chunks, its first
 // (KV heads mod K) one head more (build_rows()), so chunk c has rows of its own per rank and per
-// peer; blocks are as wide as the widest chunk's rows (slot_).
+// peer; chunk c's blocks follow chunk c - 1's, as wide as its widest rows (slot(c), start()).
 //
 // Payload::kFp8: the inbound messages (Q|K|V, dO) carry fp8 rows instead (pack_heads_fp8 writes
 // them from the caller's tensors), and one pass on the exchange stream turns them back into the
