@@ -113,11 +113,11 @@ Status gather_sequence(Communicator& comm, const TensorView& shard, const Tensor
 /// The attention work each rank does: the (query, key) position pairs its kernel calls leave
 /// visible under `attention`'s masks (causal, windows; inside each sequence; its other fields are
 /// not read, but for the head counts). A rank that splits heads (ulysses, hybrid) counts its share
-/// of its group's pairs, its share of the query heads (uneven with ulysses where cp < num_heads_kv
-/// does not divide it; 1 / group size when the head counts are 0), so the cp entries sum to the
-/// unsharded total. Empty `cu_seqlens`: one `seqlen`-token sequence (per
-/// batch entry); else a packed batch of that many tokens laid out as `parallel` cuts it
-/// (packed_sequence_offsets()).
+/// of its group's pairs, its share of the query heads (uneven where the group, cp or
+/// ulysses_degree ranks, is below num_heads_kv and does not divide it; 1 / group size when the
+/// head counts are 0), so the cp entries sum to the unsharded total. Empty `cu_seqlens`: one
+/// `seqlen`-token sequence (per batch entry); else a packed batch of that many tokens laid out as
+/// `parallel` cuts it (packed_sequence_offsets()).
 ///
 /// Ulysses splits heads, so every rank does 1/cp of the work (heads split unevenly: its heads'
 /// share; 12 heads over 8 ranks: max / mean 2 / 1.5), and zigzag balances a single causal
