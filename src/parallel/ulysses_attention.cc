@@ -349,7 +349,7 @@ class UlyssesAttention final : public DistributedAttention {
       char* recv = at(a.workspace, fwd_recv_[s]);
       ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, pack_to(send, recv), side));
       ULYSSES_RETURN_IF_ERROR(
-          exchange_in(c, send, send + align_up(qkv_in_block_), recv, &Rows::qkv, side));
+          exchange_in(c, send, send + align_up(slot_blocks_[s].qkv_in), recv, &Rows::qkv, side));
       return streams_->record(kEvChunk + c, side);
     };
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
@@ -359,7 +359,7 @@ class UlyssesAttention final : public DistributedAttention {
       const std::size_t s = slot_of(c);
       char* o_head = at(a.workspace, fwd_o_[s]);
       char* o_recv = at(a.workspace, fwd_send_[s]);  // the packed Q/K/V are dead once sent
-      char* lse_recv = has_lse_ ? o_recv + align_up(o_block_) : nullptr;
+      char* lse_recv = has_lse_ ? o_recv + align_up(slot_blocks_[s].o) : nullptr;
       const Stream cs = compute_stream(c, two, stream);
       ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
       ULYSSES_RETURN_IF_ERROR(
@@ -378,30 +378,23 @@ class UlyssesAttention final : public DistributedAttention {
     char* lse_head = has_lse_ ? at(a.saved, lse_head_) : nullptr;
     float* dsinks_local = dsinks_of(a.workspace);
     ULYSSES_RETURN_IF_ERROR(zero_dsinks(dsinks_local, stream));
-    const std::size_t dkv_offset = align_up(q_block_);  // dK|dV after dQ in both slot buffers
-    // A slot's inputs as the kernel reads them: Q|K|V rows, then O rows, then dO rows (O, dO and
-    // dQ share one token stride, which cuDNN's packed-batch backward needs).
-    const std::size_t o_offset = align_up(qkv_block_), do_offset = o_offset + align_up(o_block_);
-    // As they travel: Q|K|V and dO rows in the inbound payload (fp8: smaller), O in the plan's
-    // dtype. The sent rows at these offsets of the send slot; Q|K|V and dO arrive at wire offsets
-    // 0 and wire_do (fp8: behind the sent codes in the send slot, turned back into the receive
-    // slot before the kernel writes gradients there; native: in place).
-    const std::size_t send_o = align_up(qkv_in_block_), send_do = send_o + align_up(o_block_);
-    const std::size_t wire = align_up(send_do + do_in_block_);
-    const std::size_t wire_do = fp8_ ? align_up(qkv_in_block_) : do_offset;
+    // Where each kind of rows sits in slot s's buffers (see SlotOffsets).
+    const std::array<SlotOffsets, 2> offsets{slot_offsets(0), slot_offsets(1)};
     // Chunk c's Q, K, V, O and dO to the head owners in one grouped exchange, into its slot.
     auto send_inputs = [&](int c) -> Status {
       const std::size_t s = slot_of(c);
+      const SlotOffsets& off = offsets[s];
       char* recv = at(a.workspace, bwd_recv_[s]);
       // (Native rows leave from the offsets where they arrive: cp = 1 packs them there.)
       char* send = pack_to(at(a.workspace, bwd_send_[s]), recv);
-      char* arrive_at = fp8_ ? send + wire : recv;
+      char* arrive_at = fp8_ ? send + off.wire : recv;
       const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
       const Layout l = config_.layout;
       ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send, side));
-      ULYSSES_RETURN_IF_ERROR(move_peers<true>(c, as_bshd(a.o, l), q_begin, &Rows::q, send + send_o,
-                                               dtype_, U_, &Rows::o, &Rows::none, side));
-      ULYSSES_RETURN_IF_ERROR(pack_in(c, as_bshd(a.d_o, l), q_begin, &Rows::q, send + send_do,
+      ULYSSES_RETURN_IF_ERROR(move_peers<true>(c, as_bshd(a.o, l), q_begin, &Rows::q,
+                                               send + off.send_o, dtype_, U_, &Rows::o, &Rows::none,
+                                               side));
+      ULYSSES_RETURN_IF_ERROR(pack_in(c, as_bshd(a.d_o, l), q_begin, &Rows::q, send + off.send_do,
                                       &Rows::o, &Rows::none, side));
       const Rows& m = mine(c);
       if (!self_) {
@@ -418,17 +411,17 @@ class UlyssesAttention final : public DistributedAttention {
           const auto i = static_cast<std::size_t>(p);
           ULYSSES_RETURN_IF_ERROR(comm_.send(send + i * s_qkv, in_peer_bytes(to.qkv), p, side));
           ULYSSES_RETURN_IF_ERROR(
-              comm_.send(send + send_o + i * s_o, peer_bytes(to.o, dtype_, -1), p, side));
+              comm_.send(send + off.send_o + i * s_o, peer_bytes(to.o, dtype_, -1), p, side));
           ULYSSES_RETURN_IF_ERROR(
-              comm_.send(send + send_do + i * s_do, in_peer_bytes(to.o), p, side));
+              comm_.send(send + off.send_do + i * s_do, in_peer_bytes(to.o), p, side));
           ULYSSES_RETURN_IF_ERROR(comm_.recv(arrive_at + i * r_qkv, r_qkv, p, side));
-          ULYSSES_RETURN_IF_ERROR(comm_.recv(recv + o_offset + i * r_o, r_o, p, side));
-          ULYSSES_RETURN_IF_ERROR(comm_.recv(arrive_at + wire_do + i * r_do, r_do, p, side));
+          ULYSSES_RETURN_IF_ERROR(comm_.recv(recv + off.o + i * r_o, r_o, p, side));
+          ULYSSES_RETURN_IF_ERROR(comm_.recv(arrive_at + off.wire_do + i * r_do, r_do, p, side));
         }
         ULYSSES_RETURN_IF_ERROR(comm_.group_end());
       }
       ULYSSES_RETURN_IF_ERROR(arrive(arrive_at, recv, m.qkv, side));
-      ULYSSES_RETURN_IF_ERROR(arrive(arrive_at + wire_do, recv + do_offset, m.o, side));
+      ULYSSES_RETURN_IF_ERROR(arrive(arrive_at + off.wire_do, recv + off.d_o, m.o, side));
       return streams_->record(kEvChunk + c, side);
     };
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
@@ -436,23 +429,49 @@ class UlyssesAttention final : public DistributedAttention {
     const bool two = two_compute_streams();
     for (int c = 0; c < K_; ++c) {
       const std::size_t s = slot_of(c);
+      const SlotOffsets& off = offsets[s];
       char* in = at(a.workspace, bwd_recv_[s]);
       char* gq = at(a.workspace, bwd_send_[s]);  // the packed inputs are dead once sent
-      char* gkv = gq + dkv_offset;
+      char* gkv = gq + off.dkv;
       const Stream cs = compute_stream(c, two, stream);
       ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
-      ULYSSES_RETURN_IF_ERROR(
-          run_backward(c, head_rows(c, in, in + o_offset, in + do_offset, gq, gkv),
-                       has_lse_ ? lse_head + start(c).lse : nullptr, a, dsinks_local, cs));
+      ULYSSES_RETURN_IF_ERROR(run_backward(c, head_rows(c, in, in + off.o, in + off.d_o, gq, gkv),
+                                           has_lse_ ? lse_head + start(c).lse : nullptr, a,
+                                           dsinks_local, cs));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       // The gradients come back into the receive slot (the kernel has read it).
-      ULYSSES_RETURN_IF_ERROR(return_grads(c, gq, gkv, in, in + dkv_offset, side));
+      ULYSSES_RETURN_IF_ERROR(return_grads(c, gq, gkv, in, in + off.dkv, side));
       ULYSSES_RETURN_IF_ERROR(
-          unpack_grads(c, unpack_from(gq, in), unpack_from(gkv, in + dkv_offset), a, side));
+          unpack_grads(c, unpack_from(gq, in), unpack_from(gkv, in + off.dkv), a, side));
       if (c + slots_ < K_) ULYSSES_RETURN_IF_ERROR(send_inputs(c + slots_));
     }
     ULYSSES_RETURN_IF_ERROR(hand_over(side, stream, kEvDone));
     return gather_dsinks(dsinks_local, a.dsinks, stream);
+  }
+
+  // Backward's offsets in slot s's buffers, from its blocks (slot_blocks_[s]). The receive slot
+  // holds the inputs as the kernel reads them: Q|K|V rows, then O rows (at `o`), then dO rows (at
+  // `d_o`; O, dO and dQ share one token stride, which cuDNN's packed-batch backward needs). The
+  // kernel writes dQ, then dK|dV (at `dkv`), into the send slot, and they come back into the
+  // receive slot at the same offsets. As they travel, Q|K|V and dO rows are in the inbound payload
+  // (fp8: smaller), O in the plan's dtype: the sent rows at 0, `send_o` and `send_do` of the send
+  // slot; Q|K|V and dO arrive at wire offsets 0 and `wire_do` (fp8: at `wire` of the send slot,
+  // behind the sent codes, turned back into the receive slot before the kernel writes gradients
+  // there; native: in place).
+  struct SlotOffsets {
+    std::size_t o, d_o, dkv, send_o, send_do, wire, wire_do;
+  };
+  SlotOffsets slot_offsets(std::size_t s) const {
+    const Blocks& b = slot_blocks_[s];
+    SlotOffsets off;
+    off.o = align_up(b.qkv);
+    off.d_o = off.o + align_up(b.o);
+    off.dkv = align_up(b.q);
+    off.send_o = align_up(b.qkv_in);
+    off.send_do = off.send_o + align_up(b.o);
+    off.wire = align_up(off.send_do + b.do_in);
+    off.wire_do = fp8_ ? align_up(b.qkv_in) : off.d_o;
+    return off;
   }
 
   // --- one chunk's steps, shared by both buffer schemes ---------------------------------------
@@ -1109,26 +1128,30 @@ class UlyssesAttention final : public DistributedAttention {
   // (forward: send | receive | O, + LSE for inference; backward, when training: send | receive),
   // then the kernel's workspace.
   // Scratch from offset `from` on (see layout_buffers()).
+  // Slot s is sized for the widest chunk it takes (chunks s, s + slots, ...): with chunks of
+  // unequal sizes the second slot is narrower than the first.
   void layout_slots(std::size_t lse_bytes, std::size_t from) {
     Arena saved, fwd(from), bwd(from);
     if (lse_only_) lse_head_ = saved.take(lse_bytes);
-    // Forward's send slot: Q|K|V (fp8: codes as sent, then as received), later O and LSE back.
-    const std::size_t fwd_send =
-        std::max({qkv_block_, align_up(o_block_) + lse_block_,
-                  fp8_ ? align_up(qkv_in_block_) + qkv_in_block_ : std::size_t{0}});
-    // Backward: Q|K|V, O and dO rows in; then dQ and dK|dV rows out (see backward_in_slots()).
-    // fp8 sends less from the same slot, and its Q|K|V and dO codes arrive behind what it sent.
-    const std::size_t fp8_send =
-        align_up(align_up(qkv_in_block_) + align_up(o_block_) + do_in_block_);
-    const std::size_t bwd_msg = std::max(align_up(qkv_block_) + align_up(o_block_) + o_block_,
-                                         align_up(q_block_) + gkv_block_);
-    const std::size_t bwd_send =
-        fp8_ ? std::max(bwd_msg, fp8_send + align_up(qkv_in_block_) + do_in_block_) : bwd_msg;
     for (std::size_t s = 0; s < static_cast<std::size_t>(slots_); ++s) {
+      Rows widest;
+      for (int c = static_cast<int>(s); c < K_; c += slots_) {
+        if (slot(c).qkv > widest.qkv) widest = slot(c);
+      }
+      const Blocks b = slot_blocks_[s] = blocks_of(widest);
+      // Forward's send slot: Q|K|V (fp8: codes as sent, then as received), later O and LSE back.
+      const std::size_t fwd_send = std::max(
+          {b.qkv, align_up(b.o) + b.lse, fp8_ ? align_up(b.qkv_in) + b.qkv_in : std::size_t{0}});
+      // Backward: Q|K|V, O and dO rows in; then dQ and dK|dV rows out (slot_offsets()). fp8
+      // sends less from the same slot, and its Q|K|V and dO codes arrive behind what it sent.
+      const SlotOffsets off = slot_offsets(s);
+      const std::size_t bwd_msg = std::max(off.d_o + b.o, off.dkv + b.gkv);
+      const std::size_t bwd_send =
+          fp8_ ? std::max(bwd_msg, off.wire + align_up(b.qkv_in) + b.do_in) : bwd_msg;
       fwd_send_[s] = fwd.take(fwd_send);
-      fwd_recv_[s] = fwd.take(qkv_block_);
-      fwd_o_[s] = fwd.take(o_block_);
-      if (!lse_only_ && !self_) fwd_lse_[s] = fwd.take(lse_block_);  // inference: kernel's LSE
+      fwd_recv_[s] = fwd.take(b.qkv);
+      fwd_o_[s] = fwd.take(b.o);
+      if (!lse_only_ && !self_) fwd_lse_[s] = fwd.take(b.lse);  // inference: kernel's LSE
       if (!config_.training) continue;
       bwd_send_[s] = bwd.take(bwd_send);
       bwd_recv_[s] = bwd.take(bwd_msg);
@@ -1183,6 +1206,7 @@ class UlyssesAttention final : public DistributedAttention {
   bool slotted_ = false;  // forward through slots: kLseOnly, and inference
   std::array<std::size_t, 2> fwd_send_{}, fwd_recv_{}, fwd_o_{}, fwd_lse_{}, bwd_send_{},
       bwd_recv_{};
+  std::array<Blocks, 2> slot_blocks_{};  // each slot's blocks: its widest chunk's (layout_slots())
   // Backward's gradients come back into `saved` (see layout_buffers()). Unless the config keeps
   // `saved`, the buffers backward has consumed (the latest kConsumedMemory of them) so that a
   // second backward() on one is refused instead of reading gradients as Q/K/V; refused whether or

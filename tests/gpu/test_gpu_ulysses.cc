@@ -1042,6 +1042,14 @@ std::vector<GpuCase> uneven_cases() {
         c.chunks = 2;
         return c;
       }(),
+      // LSE-only slots of different widths: rank 0's 4 heads in chunks of 2, 1, 1, chunks 0 and 2
+      // through the first slot (2 heads wide), chunk 1 through the second (1 head).
+      mla(lse_only({"p2_mla_mha_7_lse_chunks3_two_slots_causal_sinks", 2, bshd, 1, 1024, 7, 7, 192,
+                    bf16, true, -1, -1, true},
+                   3, 2),
+          128),
+      lse_only(fp8_case({"fp8_p2_mha_7_lse_chunks3_two_slots", 2, bshd, 2, 512, 7, 7, 128, bf16}),
+               3, 2),
   };
 }
 

@@ -887,6 +887,9 @@ std::vector<Case> cases() {
                -1, -1, true},
               2),
       chunked({"p3_uneven_chunks2_gqa_fp32_window", 3, bshd, 1, 18, 16, 8, 8, fp32, true, 5}, 2),
+      chunked({"p1_chunks2_of_3_heads_gqa_fp32_causal", 1, bshd, 2, 12, 6, 3, 8, fp32, true}, 2),
+      chunked(mla({"p1_mla_chunks3_of_5_heads_bf16", 1, bshd, 1, 10, 5, 5, 24, bf16, false}, 16),
+              3),
       chunked({"p3_uneven_chunks3_thd_bf16_sinks",
                3,
                thd,
@@ -925,6 +928,15 @@ std::vector<Case> cases() {
               2),
       fp8(lse_only({"p3_uneven_fp8_lse_chunks2_gqa_bf16", 3, bshd, 1, 18, 14, 7, 8, bf16, true},
                    2)),
+      // Two slots of different widths (chunks 0 and 2 of 2, 1, 1 heads through the first).
+      mla(lse_only({"p2_uneven_mla_lse_chunks3_two_slots_bf16_causal_sinks", 2, bshd, 1, 16, 7, 7,
+                    24, bf16, true, -1, -1, true},
+                   3, 2, 2),
+          16),
+      fp8(mla(lse_only({"p2_uneven_fp8_mla_lse_chunks3_two_slots_bf16", 2, bshd, 2, 16, 7, 7, 24,
+                        bf16, true},
+                       3),
+              16)),
       fp8(mla(
           chunked({"p3_fp8_mla_uneven_chunks2_gqa_bf16", 3, bshd, 1, 18, 14, 7, 24, bf16, true}, 2),
           16)),
@@ -1018,6 +1030,37 @@ TEST(Ulysses, UnequalChunksSaveWhatOneChunkSaves) {
     EXPECT_EQ(got[0], rank0) << chunks << " chunks";
     EXPECT_LE(got[1], rank0) << chunks << " chunks";
   }
+}
+
+TEST(Ulysses, EachSlotIsAsWideAsItsWidestChunk) {
+  // 7 heads over P = 2: rank 0 owns 4. In 2 chunks both are 2 heads wide; in 3 chunks 2, 1, 1,
+  // so with 2 in flight the first slot takes chunks 0 and 2 (2 heads wide), the second chunk 1
+  // (1 head). The second slot costs half of what it costs with 2 equal chunks.
+  auto kernel = make_reference_attention();
+  auto workspace = [&](int chunks, int in_flight) {
+    std::size_t bytes = 0;
+    const PlanConfig cfg{.attention = {.num_heads_q = 7, .num_heads_kv = 7, .head_dim = 32},
+                         .parallel = {.cp = 2},
+                         .dtype = DType::kFloat32,
+                         .batch = 1,
+                         .seqlen = 256,
+                         .overlap_chunks = chunks,
+                         .saved_activations = SavedActivations::kLseOnly,
+                         .chunks_in_flight = in_flight};
+    EXPECT_ALL_OK(testing::run_ranks(2, [&](int r, Communicator& comm) -> Status {
+      auto plan = DistributedAttention::create(cfg, comm, *kernel);
+      if (!plan.is_ok()) return plan.status();
+      if (r == 0) bytes = (*plan)->workspace_bytes();
+      return Status::ok();
+    }));
+    return static_cast<double>(bytes);
+  };
+  const double wide_slot = workspace(2, 2) - workspace(2, 1);
+  const double narrow_slot = workspace(3, 2) - workspace(3, 1);
+  EXPECT_GT(wide_slot, 0);
+  EXPECT_NEAR(narrow_slot / wide_slot, 0.5, 0.02);
+  // One slot is as wide whether it takes 2 equal chunks or the widest of 3.
+  EXPECT_EQ(workspace(2, 1), workspace(3, 1));
 }
 
 TEST(Ulysses, OverlappingChunkKernelsAlternateBetweenTwoWorkspaces) {
