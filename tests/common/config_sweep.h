@@ -106,6 +106,9 @@ struct SweepCase {
        << (Dv > 0 ? " Dv=" + std::to_string(Dv) : std::string()) << " " << dtype_name(dtype)
        << (causal ? " causal" : "") << " window=(" << wl << "," << wr << ")"
        << (sinks ? " sinks" : "");
+    // Ulysses' (a hybrid's groups') ranks owning different head counts (head_routing.h).
+    const int group = strategy == Strategy::kUlysses ? P : strategy == Strategy::kHybrid ? U : 1;
+    if (group > 1 && group < Hkv && Hkv % group != 0) os << " heads=uneven";
     if (!cu.empty()) {
       os << " cu_seqlens={";
       for (std::size_t i = 0; i < cu.size(); ++i) os << (i ? "," : "") << cu[i];
@@ -267,7 +270,8 @@ inline void print_sweep(const std::map<Strategy, int>& ran, int draws,
 
 /// ULYSSES_SWEEP_MATCH="w1 w2 !w3": a sweep runs only draws whose describe() holds every word and
 /// none of the !words (e.g. "ring thd !window=(-1,-1)": ring plans on packed documents under a
-/// window); unset, every draw. `draw(seed)` makes a case; one that does not match is replaced by
+/// window; "heads=uneven": Ulysses and hybrid plans whose ranks own different head counts); unset,
+/// every draw. `draw(seed)` makes a case; one that does not match is replaced by
 /// the next draw of its own chain (so a printed seed replays as it is).
 template <class Draw>
 SweepCase wanted_draw(std::uint64_t seed, Draw draw) {
