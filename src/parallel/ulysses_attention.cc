@@ -889,9 +889,9 @@ class UlyssesAttention final : public DistributedAttention {
   }
   // Chunk c's kernel workspace (of kernel_slots_, one per compute stream), or null if none.
   void* kernel_workspace(void* workspace, int c) const {
-    if (kernel_ws_bytes_ == 0) return nullptr;
-    const std::size_t slot = static_cast<std::size_t>(c % kernel_slots_);
-    return at(workspace, kernel_ws_ + slot * align_up(kernel_ws_bytes_));
+    const std::size_t slot = static_cast<std::size_t>(c) % kernel_slots_;
+    if (kernel_ws_bytes_[slot] == 0) return nullptr;
+    return at(workspace, kernel_ws_ + (slot == 0 ? 0 : align_up(kernel_ws_bytes_[0])));
   }
 
   // Makes `to` wait for what `from` has enqueued so far (nothing to do when they are one stream).
@@ -1035,12 +1035,15 @@ class UlyssesAttention final : public DistributedAttention {
     do_in_block_ = widest.do_in;
     const Blocks& all = start(K_);
     const std::size_t qkv_bytes = all.qkv, o_bytes = all.o, q_bytes = all.q, lse_bytes = all.lse;
-    for (int c = 0; c < K_; ++c) {
-      kernel_ws_bytes_ = std::max(kernel_ws_bytes_, kernel_.workspace_bytes(chunk_problem(c)));
-    }
     // Chunks through one slot of exchange buffers run one after another anyway.
     const bool may_overlap = K_ > 1 && (!slotted_ || slots_ > 1);
     kernel_slots_ = may_overlap && kernel_.concurrent_calls(chunk_problem(0)) ? 2 : 1;
+    // Kernel workspace s serves chunks s, s + 2, ... (or every chunk): as large as the most of
+    // them.
+    for (int c = 0; c < K_; ++c) {
+      std::size_t& most = kernel_ws_bytes_[static_cast<std::size_t>(c) % kernel_slots_];
+      most = std::max(most, kernel_.workspace_bytes(chunk_problem(c)));
+    }
     // First what every call uses whichever way it runs: dSinks (training) and, at cp = 1, the
     // kernel's workspace and its LSE (inference). At cp = 1 that is the caller's whole workspace;
     // a call that copies rows runs in the plan's scratch, whose regions follow these
@@ -1050,7 +1053,7 @@ class UlyssesAttention final : public DistributedAttention {
       dsinks_local_ = front.take(static_cast<std::size_t>(config_.attention.num_heads_q) * 4);
     }
     if (self_) {
-      kernel_ws_ = front.take(kernel_slots_ * align_up(kernel_ws_bytes_));
+      kernel_ws_ = front.take(kernel_ws_total());
       if (!config_.training) fwd_lse_[0] = front.take(lse_block_);  // (one chunk, one slot)
     }
     if (slotted_) {
@@ -1121,7 +1124,7 @@ class UlyssesAttention final : public DistributedAttention {
       return;
     }
     kernel_ws_ = scratch_end;
-    workspace_bytes_ = scratch_end + kernel_slots_ * align_up(kernel_ws_bytes_);
+    workspace_bytes_ = scratch_end + kernel_ws_total();
   }
 
   // kLseOnly: `saved` holds every chunk's LSE; the workspace one set of exchange buffers per slot
@@ -1218,8 +1221,12 @@ class UlyssesAttention final : public DistributedAttention {
   std::size_t qkv_full_ = 0, o_head_ = 0, lse_head_ = 0, send_qkv_ = 0, o_recv_ = 0, lse_recv_ = 0;
   std::size_t send_do_ = 0, do_head_ = 0, grad_q_ = 0, grad_kv_ = 0, dq_recv_ = 0, dkv_recv_ = 0;
   std::size_t wire_do_ = 0;
-  std::size_t dsinks_local_ = 0, kernel_ws_ = 0, kernel_ws_bytes_ = 0;
+  std::size_t dsinks_local_ = 0, kernel_ws_ = 0;
   std::size_t kernel_slots_ = 1;  // kernel workspaces: 2 when chunks' kernels may overlap
+  std::array<std::size_t, 2> kernel_ws_bytes_{};  // each kernel workspace's bytes
+  std::size_t kernel_ws_total() const {
+    return align_up(kernel_ws_bytes_[0]) + align_up(kernel_ws_bytes_[1]);
+  }
   std::size_t workspace_bytes_ = 0, saved_bytes_ = 0;
   // cp = 1: the size of a workspace that also holds the copying buffers (with_copy_buffers()).
   std::size_t copy_bytes_ = 0;

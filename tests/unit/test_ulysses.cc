@@ -81,11 +81,12 @@ struct Outputs {
 
 // The reference kernel, saying that its calls may run concurrently and asking for workspace that
 // it fills with garbage on every call (as a kernel running beside another may): if two chunks'
-// calls shared a workspace, or one overlapped a live buffer, results would change. Records each
-// call's workspace.
+// calls shared a workspace, or one overlapped a live buffer, results would change. Its workspace
+// grows with the call's query heads, as cuDNN's does. Records each call's workspace.
 class ScribblingKernel final : public LocalAttention {
  public:
-  static constexpr std::size_t kScratch = 1000;  // not a multiple of the plan's alignment
+  // kScratch + kPerHead per query head (not a multiple of the plan's alignment).
+  static constexpr std::size_t kScratch = 1000, kPerHead = 512;
   explicit ScribblingKernel(LocalAttention& inner) : inner_(inner) {}
   std::vector<unsigned char*> workspaces;  // every call's, in order
   bool overlap = true;                     // what concurrent_calls() says
@@ -97,26 +98,29 @@ class ScribblingKernel final : public LocalAttention {
   bool concurrent_calls(const LocalProblem&) const override { return overlap; }
   Status check_support(const LocalProblem& p) const override { return inner_.check_support(p); }
   std::size_t workspace_bytes(const LocalProblem& p) const override {
-    return kScratch + inner_.workspace_bytes(p);
+    return own_bytes(p) + inner_.workspace_bytes(p);
   }
   Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream stream) override {
     LocalForwardArgs in = a;
-    in.workspace = scribble(a.workspace);
+    in.workspace = scribble(a.workspace, own_bytes(p));
     return inner_.forward(p, in, stream);
   }
   Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream stream) override {
     LocalBackwardArgs in = a;
-    in.workspace = scribble(a.workspace);
+    in.workspace = scribble(a.workspace, own_bytes(p));
     return inner_.backward(p, in, stream);
+  }
+  static std::size_t own_bytes(const LocalProblem& p) {
+    return kScratch + kPerHead * static_cast<std::size_t>(p.num_heads_q_local);
   }
 
  private:
-  void* scribble(void* workspace) {
+  void* scribble(void* workspace, std::size_t bytes) {
     auto* w = static_cast<unsigned char*>(workspace);
     workspaces.push_back(w);
     if (w == nullptr) return nullptr;
-    std::fill(w, w + kScratch, static_cast<unsigned char>(0xA5 + workspaces.size()));
-    return w + kScratch;
+    std::fill(w, w + bytes, static_cast<unsigned char>(0xA5 + workspaces.size()));
+    return w + bytes;
   }
   LocalAttention& inner_;
 };
@@ -940,6 +944,9 @@ std::vector<Case> cases() {
       fp8(mla(
           chunked({"p3_fp8_mla_uneven_chunks2_gqa_bf16", 3, bshd, 1, 18, 14, 7, 24, bf16, true}, 2),
           16)),
+      concurrent(chunked({"p2_uneven_chunks3_concurrent_fp32_sinks", 2, bshd, 1, 16, 7, 7, 8, fp32,
+                          true, -1, -1, true},
+                         3)),
       concurrent(mla(chunked({"p2_mla_uneven_chunks2_concurrent_bf16_causal", 2, bshd, 2, 16, 10, 5,
                               24, bf16, true},
                              2),
@@ -1155,15 +1162,45 @@ TEST(Ulysses, OverlappingChunkKernelsAlternateBetweenTwoWorkspaces) {
       EXPECT_EQ(bytes[0][0], bytes[0][1]);
       EXPECT_EQ(bytes[1][0], bytes[1][1]);
       // One more kernel workspace (aligned) with chunks whose calls may overlap; none without.
+      // Each chunk's call: 2 of the rank's 8 query heads.
       const std::size_t extra = bytes[1][0] - bytes[0][0];
+      const std::size_t call = ScribblingKernel::kScratch + 2 * ScribblingKernel::kPerHead;
       if (!two) {
         EXPECT_EQ(extra, 0u);
       } else {
-        EXPECT_GE(extra, ScribblingKernel::kScratch);
-        EXPECT_LT(extra, ScribblingKernel::kScratch + 1024);
+        EXPECT_GE(extra, call);
+        EXPECT_LT(extra, call + 1024);
       }
     }
   }
+}
+
+TEST(Ulysses, EachKernelWorkspaceIsAsLargeAsItsChunksNeed) {
+  // 7 heads over P = 2: rank 0 owns 4, in chunks of 2, 1, 1. Calls that may overlap alternate
+  // between two kernel workspaces: the first serves chunks 0 and 2 (2 heads' bytes), the second
+  // chunk 1 (1 head's), so overlapping costs one head's workspace, not the widest chunk's.
+  auto ref = make_reference_attention();
+  auto workspace = [&](bool overlap) {
+    std::size_t bytes = 0;
+    const PlanConfig cfg{.attention = {.num_heads_q = 7, .num_heads_kv = 7, .head_dim = 8},
+                         .parallel = {.cp = 2},
+                         .dtype = DType::kFloat32,
+                         .batch = 1,
+                         .seqlen = 16,
+                         .overlap_chunks = 3};
+    EXPECT_ALL_OK(testing::run_ranks(2, [&](int r, Communicator& comm) -> Status {
+      ScribblingKernel kernel(*ref);
+      kernel.overlap = overlap;
+      auto plan = DistributedAttention::create(cfg, comm, kernel);
+      if (!plan.is_ok()) return plan.status();
+      if (r == 0) bytes = (*plan)->workspace_bytes();
+      return Status::ok();
+    }));
+    return bytes;
+  };
+  const std::size_t extra = workspace(true) - workspace(false);
+  EXPECT_GE(extra, ScribblingKernel::kScratch + ScribblingKernel::kPerHead);
+  EXPECT_LT(extra, ScribblingKernel::kScratch + 2 * ScribblingKernel::kPerHead);
 }
 
 TEST(Ulysses, Fp8PayloadNeedsAboutTheNativeWorkspace) {
