@@ -44,7 +44,8 @@ struct GpuRow {
   double a2a_host_us = 0;  // host time to issue one ulysses all-to-all (the GPU time is a2a_gbs')
   double peak_gib = 0;
   double io_gib = 0, workspace_gib = 0, saved_gib = 0;  // what the peak holds, by owner
-  double held_gib = 0;  // the plan's and the kernel's own buffers (held_bytes())
+  double held_gib = 0;                   // the plan's and the kernel's own buffers (held_bytes())
+  std::vector<double> plan_gib_by_rank;  // each rank's plan buffers: workspace + saved
   double err_o = 0, err_dq = 0, err_dk = 0, err_dv = 0;
   double err_dsinks = 0;                                   // --sinks: max |dSinks - cp=1's|
   double kernel_contiguous_ms = 0, kernel_inplace_ms = 0;  // the local kernel alone (cp > 1 rows)
@@ -82,6 +83,7 @@ struct GpuRow {
 // the rest of the peak is NCCL's and cuDNN's own.
 struct MemUse {
   double peak = 0, io = 0, workspace = 0, saved = 0, held = 0;
+  std::vector<double> plan_by_rank;  // each rank's workspace + saved (ranks may differ)
 };
 constexpr double kGiB = 1u << 30;
 
@@ -779,6 +781,7 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
   std::vector<double> rank_ms(static_cast<std::size_t>(P));
   std::vector<std::size_t> rank_peak(static_cast<std::size_t>(P));
   std::vector<std::size_t> rank_held(static_cast<std::size_t>(P));
+  std::vector<std::size_t> rank_ws(static_cast<std::size_t>(P)), rank_saved(rank_ws);
   if (out) {
     out->o.assign(in.q.size(), 0);
     out->dq.assign(in.q.size(), 0);
@@ -817,12 +820,12 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
       BENCH_CUDA(cudaMalloc(&dv, shard_bytes(s.Hkv, true)));
       BENCH_CUDA(cudaMalloc(&ws, (*plan)->workspace_bytes()));
       BENCH_CUDA(cudaMalloc(&saved, (*plan)->saved_bytes()));
+      rank_ws[static_cast<std::size_t>(r)] = (*plan)->workspace_bytes();
+      rank_saved[static_cast<std::size_t>(r)] = (*plan)->saved_bytes();
       if (r == 0) {
         mem->io = static_cast<double>(2 * (shard_bytes(s.Hq) + shard_bytes(s.Hq, true) +
                                            shard_bytes(s.Hkv) + shard_bytes(s.Hkv, true))) /
                   kGiB;
-        mem->workspace = static_cast<double>((*plan)->workspace_bytes()) / kGiB;
-        mem->saved = static_cast<double>((*plan)->saved_bytes()) / kGiB;
       }
       // Shard r of [B, S, H, D]: this rank's token ranges of each batch entry, in order.
       const std::vector<TokenRange> ranges = shard_token_ranges(parallel, s.S, r, s.cu).value();
@@ -977,15 +980,27 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
     std::stable_sort(calls->begin(), calls->end(),
                      [](const CallRecord& a, const CallRecord& b) { return a.rank < b.rank; });
   }
+  // The breakdown is the peak rank's (its own GPU), or on the loopback, where every rank's memory
+  // is on one GPU, the mean per rank; plan_by_rank tells ranks apart either way.
   const auto top = std::max_element(rank_peak.begin(), rank_peak.end());
+  const auto t = static_cast<std::size_t>(top - rank_peak.begin());
+  auto mean = [&](const std::vector<std::size_t>& v) {
+    return static_cast<double>(std::accumulate(v.begin(), v.end(), std::size_t{0})) / P / kGiB;
+  };
   mem->peak = static_cast<double>(*top) / kGiB;
-  mem->held =
-      static_cast<double>(rank_held[static_cast<std::size_t>(top - rank_peak.begin())]) / kGiB;
-  if (loopback) {  // all ranks' memory on one GPU: the mean per rank
+  mem->held = static_cast<double>(rank_held[t]) / kGiB;
+  mem->workspace = static_cast<double>(rank_ws[t]) / kGiB;
+  mem->saved = static_cast<double>(rank_saved[t]) / kGiB;
+  if (loopback) {
     mem->peak /= P;
-    mem->held =
-        static_cast<double>(std::accumulate(rank_held.begin(), rank_held.end(), std::size_t{0})) /
-        P / kGiB;
+    mem->held = mean(rank_held);
+    mem->workspace = mean(rank_ws);
+    mem->saved = mean(rank_saved);
+  }
+  mem->plan_by_rank.clear();
+  for (int r = 0; r < P; ++r) {
+    const auto i = static_cast<std::size_t>(r);
+    mem->plan_by_rank.push_back(static_cast<double>(rank_ws[i] + rank_saved[i]) / kGiB);
   }
   return *std::max_element(rank_ms.begin(), rank_ms.end());
 }
@@ -1358,6 +1373,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           row.workspace_gib = mem.workspace;
           row.saved_gib = mem.saved;
           row.held_gib = mem.held;
+          row.plan_gib_by_rank = mem.plan_by_rank;
           const bool ulysses = parallel.strategy == Strategy::kUlysses;
           // The forward Q/K/V message: Sl * B * ((hq + hkv) D + hkv Dv) elements per peer.
           const std::int64_t hq = o.heads / cp, hkv = std::max(1, o.kv_heads / cp);
@@ -1433,6 +1449,21 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           static_cast<long long>(r.seq), r.cp, r.strategy.c_str(), r.via().c_str(), r.saved.c_str(),
           r.chunks, r.in_flight, r.peak_gib, r.io_gib, r.workspace_gib, r.saved_gib, r.held_gib,
           r.peak_gib - r.io_gib - r.workspace_gib - r.saved_gib - r.held_gib);
+      const std::vector<double>& by_rank = r.plan_gib_by_rank;
+      if (by_rank.size() > 1) {
+        const auto [least, most] = std::minmax_element(by_rank.begin(), by_rank.end());
+        if (*most - *least >= 0.005) {  // ranks whose buffers differ (printed to 0.01 GiB)
+          std::printf("#   seq %lld cp %d %s via %s: plan buffers (workspace + saved) by rank:",
+                      static_cast<long long>(r.seq), r.cp, r.strategy.c_str(), r.via().c_str());
+          for (std::size_t i = 0; i < by_rank.size(); ++i) {
+            std::printf("%s r%zu %.2f", i ? "," : "", i, by_rank[i]);
+          }
+          const double mean = std::accumulate(by_rank.begin(), by_rank.end(), 0.0) /
+                              static_cast<double>(by_rank.size());
+          std::printf(" GiB; the most %.2f GiB above the mean%s\n", *most - mean,
+                      r.transport == "loopback" ? " (the breakdown above is the mean rank's)" : "");
+        }
+      }
       if (!r.calls.empty()) {
         std::ostringstream what;
         what << "seq " << r.seq << " cp " << r.cp << " " << (r.kernel_alone() ? "-" : r.strategy)
@@ -1518,9 +1549,13 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         << ", \"a2a_mib_per_gpu\": " << r.a2a_mib << ", \"a2a_host_us_per_call\": " << r.a2a_host_us
         << ", \"peak_gib\": " << r.peak_gib << ", \"io_gib\": " << r.io_gib
         << ", \"workspace_gib\": " << r.workspace_gib << ", \"saved_gib\": " << r.saved_gib
-        << ", \"held_gib\": " << r.held_gib << ", \"err_o\": " << r.err_o
-        << ", \"err_dq\": " << r.err_dq << ", \"err_dk\": " << r.err_dk
-        << ", \"err_dv\": " << r.err_dv << ", \"err_dsinks\": " << r.err_dsinks
+        << ", \"held_gib\": " << r.held_gib << ", \"plan_gib_by_rank\": [";
+      for (std::size_t k = 0; k < r.plan_gib_by_rank.size(); ++k) {
+        f << (k ? ", " : "") << r.plan_gib_by_rank[k];
+      }
+      f << "], \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
+        << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
+        << ", \"err_dsinks\": " << r.err_dsinks
         << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms
         << ", \"kernel_inplace_ms\": " << r.kernel_inplace_ms << ", \"pack_gbs\": " << r.pack_gbs
         << ", \"unpack_gbs\": " << r.unpack_gbs << ", \"copy_gbs\": " << r.copy_gbs
