@@ -648,38 +648,51 @@ class RingAttention final : public DistributedAttention {
       }
       if (first && t > 0) ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_dkv(t)));
       if (R_ > 1) {
-        // The accumulator goes on to the next rank once this step's kernels are done with it.
+        // The accumulator goes on to the next rank once this step's kernels are done with it. The
+        // last hop carries complete sums to their owner: rounded to the gradients' dtype before
+        // it rather than after (the same bits, half the bytes for bf16; dkv_blk is dead by now).
+        const char* out = dkv;
+        std::size_t bytes = kv_bytes(acc_);
+        if (t == R_ - 1 && final_dkv_dtype() != acc_) {
+          out = at(ws, dkv_blk_);
+          bytes = kv_bytes(final_dkv_dtype());
+          ULYSSES_RETURN_IF_ERROR(kernels::convert(
+              rows_view(at(ws, dkv_blk_), Heads::kKV, final_dkv_dtype(), 0, 2 * c_),
+              rows_view(dkv, Heads::kKV, acc_, 0, 2 * c_), stream));
+        }
         ULYSSES_RETURN_IF_ERROR(streams_->record(ev_computed(t), stream));
         ULYSSES_RETURN_IF_ERROR(streams_->wait(side, ev_computed(t)));
         ULYSSES_RETURN_IF_ERROR(comm_.group_start());
-        const std::size_t bytes = kv_bytes(acc_);
-        ULYSSES_RETURN_IF_ERROR(comm_.send(dkv, bytes, next_, side));
+        ULYSSES_RETURN_IF_ERROR(comm_.send(out, bytes, next_, side));
         ULYSSES_RETURN_IF_ERROR(comm_.recv(at(ws, dkv_buf_[static_cast<std::size_t>((t + 1) % 2)]),
                                            bytes, prev_, side));
         ULYSSES_RETURN_IF_ERROR(comm_.group_end());
         ULYSSES_RETURN_IF_ERROR(streams_->record(ev_dkv(t + 1), side));
       }
     }
-    // After R steps (and R hops) each rank holds its own block's complete dK/dV.
+    // After R steps (and R hops) each rank holds its own block's complete dK/dV (in
+    // final_dkv_dtype()), the last hop of which dQ's conversion does not wait for.
     char* dkv_final = at(ws, dkv_buf_[static_cast<std::size_t>(R_ > 1 ? R_ % 2 : 0)]);
-    if (R_ > 1) ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_dkv(R_)));
+    const DType dkv_dtype = final_dkv_dtype();
 
     // 3. Gradients back to the sequence owners.
     if (U_ == 1) {
       ULYSSES_RETURN_IF_ERROR(kernels::convert(act(a.dq), dq_acc, stream));
-      ULYSSES_RETURN_IF_ERROR(
-          kernels::convert(act(a.dk), rows_view(dkv_final, Heads::kK, acc_, 0, 2 * c_), stream));
-      ULYSSES_RETURN_IF_ERROR(
-          kernels::convert(act(a.dv), rows_view(dkv_final, Heads::kV, acc_, 0, 2 * c_), stream));
+      if (R_ > 1) ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_dkv(R_)));
+      ULYSSES_RETURN_IF_ERROR(kernels::convert(
+          act(a.dk), rows_view(dkv_final, Heads::kK, dkv_dtype, 0, 2 * c_), stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::convert(
+          act(a.dv), rows_view(dkv_final, Heads::kV, dkv_dtype, 0, 2 * c_), stream));
     } else {
       char* grad_q = at(ws, grad_q_);
-      char* grad_kv = kv_grad_dtype_ == acc_ ? dkv_final : at(ws, grad_kv_);
+      char* grad_kv = kv_grad_dtype_ == dkv_dtype ? dkv_final : at(ws, grad_kv_);
       ULYSSES_RETURN_IF_ERROR(
           kernels::convert(rows_view(grad_q, Heads::kQ, dtype_, 0, 2 * c_), dq_acc, stream));
+      if (R_ > 1) ULYSSES_RETURN_IF_ERROR(streams_->wait(stream, ev_dkv(R_)));
       if (grad_kv != dkv_final) {
         ULYSSES_RETURN_IF_ERROR(
             kernels::convert(rows_view(grad_kv, Heads::kKV, kv_grad_dtype_, 0, 2 * c_),
-                             rows_view(dkv_final, Heads::kKV, acc_, 0, 2 * c_), stream));
+                             rows_view(dkv_final, Heads::kKV, dkv_dtype, 0, 2 * c_), stream));
       }
       char* dq_recv = at(ws, send_do_);  // send_dO is dead once step 1's exchange has run
       char* dkv_recv = at(ws, dkv_recv_);
@@ -717,6 +730,10 @@ class RingAttention final : public DistributedAttention {
   int ev_arrived(int t) const { return 1 + t; }
   int ev_computed(int t) const { return 1 + R_ + t; }
   int ev_dkv(int t) const { return 1 + 2 * R_ + t; }  // t in 1..R
+
+  // The dtype of the complete dK/dV sums a rank receives on the last hop: the gradients' own
+  // (kv_grad_dtype_) where the ring has hops and they are narrower than the fp32 sums.
+  DType final_dkv_dtype() const { return R_ > 1 ? kv_grad_dtype_ : acc_; }
 
   static constexpr std::string_view kFwdApi = "ulysses::DistributedAttention::forward";
   static constexpr std::string_view kBwdApi = "ulysses::DistributedAttention::backward";

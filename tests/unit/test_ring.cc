@@ -1928,3 +1928,96 @@ TEST(RingPacked, CallsWithTooManyTokensOrSequencesAreRefusedOnEveryRank) {
 
 }  // namespace
 }  // namespace ulysses
+
+namespace ulysses {
+namespace {
+
+// Passes every call on to `inner`, adding up the bytes of its point-to-point sends.
+class CountingComm final : public Communicator {
+ public:
+  explicit CountingComm(Communicator& inner) : inner_(inner) {}
+  std::size_t sent = 0;
+
+  int rank() const override { return inner_.rank(); }
+  int size() const override { return inner_.size(); }
+  Device device() const override { return inner_.device(); }
+  std::string_view backend_name() const override { return inner_.backend_name(); }
+  Status all_to_all_v(const void* send, std::span<const std::size_t> send_counts,
+                      std::span<const std::size_t> send_offsets, void* recv,
+                      std::span<const std::size_t> recv_counts,
+                      std::span<const std::size_t> recv_offsets, Stream stream) override {
+    return inner_.all_to_all_v(send, send_counts, send_offsets, recv, recv_counts, recv_offsets,
+                               stream);
+  }
+  Status send(const void* data, std::size_t bytes, int peer, Stream stream) override {
+    sent += bytes;
+    return inner_.send(data, bytes, peer, stream);
+  }
+  Status recv(void* data, std::size_t bytes, int peer, Stream stream) override {
+    return inner_.recv(data, bytes, peer, stream);
+  }
+  Status all_gather(const void* send, void* recv, std::size_t bytes, Stream stream) override {
+    return inner_.all_gather(send, recv, bytes, stream);
+  }
+  Status all_reduce_sum(const void* send, void* recv, std::size_t count, DType dtype,
+                        Stream stream) override {
+    return inner_.all_reduce_sum(send, recv, count, dtype, stream);
+  }
+  Status barrier(Stream stream) override { return inner_.barrier(stream); }
+  Status host_all_gather(const void* send, void* recv, std::size_t bytes) override {
+    return inner_.host_all_gather(send, recv, bytes);
+  }
+  Status group_start() override { return inner_.group_start(); }
+  Status group_end() override { return inner_.group_end(); }
+
+ private:
+  Communicator& inner_;
+};
+
+TEST(Ring, TheLastDkvHopCarriesTheGradientsDtype) {
+  // A 3-rank ring in bf16 (S = 24: 2 chunks of 4 rows per rank, 2 KV heads of D = 8): backward
+  // passes K|V blocks on twice (bf16) and the fp32 dK|dV sums three times, the last hop (complete
+  // sums on their way to their owner) rounded to bf16 first. fp32 sends every hop in fp32.
+  auto kernel = make_reference_attention();
+  for (const DType dtype : {DType::kBFloat16, DType::kFloat32}) {
+    SCOPED_TRACE(std::string(dtype_name(dtype)));
+    const std::size_t block = 8 * 2 * 16;  // rows x KV heads x (D + Dv) elements
+    const std::size_t e = dtype_size(dtype);
+    const std::size_t want = 2 * block * e + 2 * block * 4 + block * e;
+    std::vector<std::size_t> sent(3);
+    const PlanConfig cfg{
+        .attention = {.num_heads_q = 4, .num_heads_kv = 2, .head_dim = 8, .causal = true},
+        .parallel = {.strategy = Strategy::kRing, .cp = 3},
+        .dtype = dtype,
+        .batch = 1,
+        .seqlen = 24};
+    EXPECT_ALL_OK(testing::run_ranks(3, [&](int r, Communicator& comm) -> Status {
+      CountingComm counting(comm);
+      ULYSSES_ASSIGN_OR_RETURN(auto plan, DistributedAttention::create(cfg, counting, *kernel));
+      HostTensor q(dtype, {1, 8, 4, 8}), kv(dtype, {1, 8, 2, 8}), o = q, d_o = q, dq = q, dk = kv,
+                                                                  dv = kv;
+      std::vector<unsigned char> ws(plan->workspace_bytes()), saved(plan->saved_bytes());
+      ULYSSES_RETURN_IF_ERROR(plan->forward({.q = q.view,
+                                             .k = kv.view,
+                                             .v = kv.view,
+                                             .o = o.view,
+                                             .workspace = ws.data(),
+                                             .saved = saved.data()},
+                                            nullptr));
+      counting.sent = 0;
+      ULYSSES_RETURN_IF_ERROR(plan->backward({.d_o = d_o.view,
+                                              .dq = dq.view,
+                                              .dk = dk.view,
+                                              .dv = dv.view,
+                                              .workspace = ws.data(),
+                                              .saved = saved.data()},
+                                             nullptr));
+      sent[static_cast<std::size_t>(r)] = counting.sent;
+      return Status::ok();
+    }));
+    for (std::size_t r = 0; r < 3; ++r) EXPECT_EQ(sent[r], want) << "rank " << r;
+  }
+}
+
+}  // namespace
+}  // namespace ulysses
