@@ -1024,14 +1024,12 @@ class UlyssesAttention final : public DistributedAttention {
       starts_.push_back({at.qkv + b.qkv, at.o + b.o, at.q + b.q, at.lse + b.lse, at.gkv + b.gkv,
                          at.qkv_in + b.qkv_in, at.do_in + b.do_in, at.do_stride + b.do_stride});
     }
-    // The widest chunk's blocks: a slot of exchange buffers (kLseOnly, inference) takes any chunk.
+    // The widest chunk's blocks (the only chunk's at cp = 1 and wherever K = 1).
     const Blocks widest = blocks_of(slot_);
     qkv_block_ = widest.qkv;
-    o_block_ = widest.o;
     q_block_ = widest.q;
     lse_block_ = widest.lse;
     gkv_block_ = widest.gkv;
-    qkv_in_block_ = widest.qkv_in;
     do_in_block_ = widest.do_in;
     const Blocks& all = start(K_);
     const std::size_t qkv_bytes = all.qkv, o_bytes = all.o, q_bytes = all.q, lse_bytes = all.lse;
@@ -1187,16 +1185,14 @@ class UlyssesAttention final : public DistributedAttention {
   std::vector<std::vector<Rows>> rows_;
   std::vector<Rows> wide_;
   Rows slot_;
-  // Bytes per chunk: Q|K|V rows, O (and dO) rows, dQ rows, LSE, dK|dV rows.
-  std::size_t qkv_block_ = 0, o_block_ = 0, q_block_ = 0, lse_block_ = 0, gkv_block_ = 0;
+  // Bytes of the widest chunk's blocks: Q|K|V rows, dQ rows, LSE, dK|dV rows, and its dO message
+  // in the inbound payload (fp8: smaller than the rows).
+  std::size_t qkv_block_ = 0, q_block_ = 0, lse_block_ = 0, gkv_block_ = 0, do_in_block_ = 0;
   // Per chunk: bytes of each kind of block (blocks_of(slot(c))), and where it starts (starts_,
   // K + 1 entries; start()).
   std::vector<Blocks> blocks_, starts_;
-  // Payload::kFp8: Q|K|V and dO travel as fp8 rows (their messages' bytes per chunk below; equal
-  // to qkv_block_ and o_block_ for the native payload).
-  bool fp8_ = false;
+  bool fp8_ = false;   // Payload::kFp8: Q|K|V and dO travel as fp8 rows
   bool self_ = false;  // cp = 1 with native rows: nothing travels (see the top of this file)
-  std::size_t qkv_in_block_ = 0, do_in_block_ = 0;
   std::vector<std::vector<int>> q_begin_, kv_begin_;  // [chunk][peer], see build_chunk_maps()
   std::vector<std::size_t> send_counts_, send_offsets_, recv_counts_,
       recv_offsets_;  // exchange_in()'s scratch
