@@ -34,6 +34,21 @@
 namespace ulysses::bench {
 namespace {
 
+// What a case cost before its steps ran at speed: the host time from creating the kernel to the end
+// of the first step (plan creation and its connections included), and the cuDNN graphs built in it
+// (on every later step: none expected). The slowest rank's, per field.
+struct FirstStep {
+  double ms = 0;
+  std::int64_t graphs = 0, graphs_later = 0;
+  double build_s = 0;
+  void merge(const FirstStep& o) {
+    ms = std::max(ms, o.ms);
+    graphs = std::max(graphs, o.graphs);
+    graphs_later = std::max(graphs_later, o.graphs_later);
+    build_s = std::max(build_s, o.build_s);
+  }
+};
+
 struct GpuRow {
   std::int64_t seq = 0;
   int cp = 1;
@@ -45,6 +60,7 @@ struct GpuRow {
   double peak_gib = 0;
   double io_gib = 0, workspace_gib = 0, saved_gib = 0;  // what the peak holds, by owner
   double held_gib = 0;                   // the plan's and the kernel's own buffers (held_bytes())
+  FirstStep first;                       // plan creation, cuDNN graph builds, the first step
   std::vector<double> plan_gib_by_rank;  // each rank's plan buffers: workspace + saved
   double err_o = 0, err_dq = 0, err_dk = 0, err_dv = 0;
   double err_dsinks = 0;                                   // --sinks: max |dSinks - cp=1's|
@@ -86,6 +102,12 @@ struct MemUse {
   std::vector<double> plan_by_rank;  // each rank's workspace + saved (ranks may differ)
 };
 constexpr double kGiB = 1u << 30;
+
+// `kernel`'s cuDNN graphs so far (zeros for a kernel of another kind).
+CudnnGraphStats graph_stats(const LocalAttention& kernel) {
+  auto stats = cudnn_graph_stats(kernel);
+  return stats.is_ok() ? *stats : CudnnGraphStats{};
+}
 
 struct Shape {
   std::int64_t B, S;
@@ -350,10 +372,11 @@ void round_as_fp8_payload(const Shape& s, void* x, int heads, cudaStream_t st) {
 enum class Fp8Inputs { kNone, kQkvDo, kKv };
 
 double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, MemUse* mem,
-                  Fp8Inputs fp8_inputs = Fp8Inputs::kNone,
-                  std::vector<CallRecord>* calls = nullptr) {
+                  Fp8Inputs fp8_inputs = Fp8Inputs::kNone, std::vector<CallRecord>* calls = nullptr,
+                  FirstStep* first = nullptr) {
   cudaSetDevice(0);
   const std::size_t base = used_bytes(0);
+  const auto created = std::chrono::steady_clock::now();
   auto kernel = create_cudnn_attention(0);
   if (!kernel.is_ok()) {
     std::fprintf(stderr, "ulysses-bench: %s\n", kernel.status().to_string().c_str());
@@ -449,12 +472,20 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
     step();
     cudaEventRecord(e1, st);
     BENCH_CUDA(cudaEventSynchronize(e1));
+    if (it == 0 && first) {
+      first->ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - created)
+              .count();
+      first->graphs = graph_stats(**kernel).graphs;
+      first->build_s = graph_stats(**kernel).build_seconds;
+    }
     peak = std::max(peak, used_bytes(0) - base);
     float t = 0;
     cudaEventElapsedTime(&t, e0, e1);
     if (it >= 2) ms.push_back(t);
   }
   std::sort(ms.begin(), ms.end());
+  if (first) first->graphs_later = graph_stats(**kernel).graphs - first->graphs;
   mem->peak = static_cast<double>(peak) / kGiB;
   mem->held = static_cast<double>(timer.held_bytes()) / kGiB;
   if (out) {
@@ -771,7 +802,8 @@ PlanConfig plan_config(const Shape& s, const ParallelConfig& parallel, const Pla
 // and hybrid); results gathered to the host for the check.
 double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Communicator>>& comms,
                 const ParallelConfig& parallel, const PlanKnobs& knobs, int iters, HostOut* out,
-                MemUse* mem, bool loopback, std::vector<CallRecord>* calls = nullptr) {
+                MemUse* mem, bool loopback, std::vector<CallRecord>* calls = nullptr,
+                FirstStep* first = nullptr) {
   const int P = static_cast<int>(comms.size());
   // Device loopback: every rank on GPU 0, so memory is measured once for all of them.
   auto dev = [&](int r) { return loopback ? 0 : r; };
@@ -790,10 +822,12 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
   }
   std::vector<std::thread> threads;
   std::mutex calls_mutex;
+  std::vector<FirstStep> rank_first(static_cast<std::size_t>(P));
   for (int r = 0; r < P; ++r) {
     threads.emplace_back([&, r] {
       cudaSetDevice(dev(r));
       const std::size_t base = loopback ? shared_base : used_bytes(r);
+      const auto created = std::chrono::steady_clock::now();
       auto kernel = create_cudnn_attention(dev(r));
       CallTimer timer(**kernel, r);
       auto plan = DistributedAttention::create(cfg, *comms[static_cast<std::size_t>(r)], timer);
@@ -922,6 +956,16 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
         if (Status status = synchronize(*comms[static_cast<std::size_t>(r)], st); !status.is_ok()) {
           fail(status);
         }
+        FirstStep& mine = rank_first[static_cast<std::size_t>(r)];
+        if (it == 0) {
+          mine.ms =
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - created)
+                  .count();
+          mine.graphs = graph_stats(**kernel).graphs;
+          mine.build_s = graph_stats(**kernel).build_seconds;
+        } else {
+          mine.graphs_later = graph_stats(**kernel).graphs - mine.graphs;
+        }
         peak = std::max(peak, used_bytes(dev(r)) - base);
         float t = 0;
         cudaEventElapsedTime(&t, e0, e1);
@@ -976,6 +1020,10 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
     });
   }
   for (auto& t : threads) t.join();
+  if (first) {
+    *first = {};
+    for (const FirstStep& f : rank_first) first->merge(f);
+  }
   if (calls) {
     std::stable_sort(calls->begin(), calls->end(),
                      [](const CallRecord& a, const CallRecord& b) { return a.rank < b.rank; });
@@ -1156,8 +1204,9 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     HostOut ref;
     MemUse m1;
     std::vector<CallRecord> calls1;
+    FirstStep first1;
     const double t1 = run_single(s, in, o.iters, o.check ? &ref : nullptr, &m1, Fp8Inputs::kNone,
-                                 o.trace_calls ? &calls1 : nullptr);
+                                 o.trace_calls ? &calls1 : nullptr, &first1);
     // --payload fp8 rows are checked against cp = 1 on the inputs rounded as they travel (their
     // error columns stay against `ref`: what fp8 costs in accuracy): Q, K, V and dO for ulysses,
     // K and V for ring and hybrid.
@@ -1180,6 +1229,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     r1.io_gib = m1.io;
     r1.workspace_gib = m1.workspace;
     r1.held_gib = m1.held;
+    r1.first = first1;
     r1.repro = repro(s, 1, PlanKnobs{}, o.iters);
     r1.calls = std::move(calls1);
     rows.push_back(r1);
@@ -1348,9 +1398,10 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           HostOut got;
           MemUse mem;
           std::vector<CallRecord> calls;
-          const double tp =
-              run_plan(rs, knobs.balanced ? moved : in, comms, parallel, knobs, o.iters,
-                       o.check ? &got : nullptr, &mem, loopback, o.trace_calls ? &calls : nullptr);
+          FirstStep first;
+          const double tp = run_plan(rs, knobs.balanced ? moved : in, comms, parallel, knobs,
+                                     o.iters, o.check ? &got : nullptr, &mem, loopback,
+                                     o.trace_calls ? &calls : nullptr, &first);
           if (!tokens.empty()) {
             for (std::vector<float>* x : {&got.o, &got.dq, &got.dk, &got.dv}) {
               *x = reorder_tokens(*x, tokens, true);
@@ -1373,6 +1424,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           row.workspace_gib = mem.workspace;
           row.saved_gib = mem.saved;
           row.held_gib = mem.held;
+          row.first = first;
           row.plan_gib_by_rank = mem.plan_by_rank;
           const bool ulysses = parallel.strategy == Strategy::kUlysses;
           // The forward Q/K/V message: Sl * B * ((hq + hkv) D + hkv Dv) elements per peer.
@@ -1449,6 +1501,12 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           static_cast<long long>(r.seq), r.cp, r.strategy.c_str(), r.via().c_str(), r.saved.c_str(),
           r.chunks, r.in_flight, r.peak_gib, r.io_gib, r.workspace_gib, r.saved_gib, r.held_gib,
           r.peak_gib - r.io_gib - r.workspace_gib - r.saved_gib - r.held_gib);
+      std::printf(
+          "#   seq %lld cp %d %s via %s: first step %.0f ms after creating the kernel (plan, "
+          "cuDNN graphs: %lld built in %.2f s%s; later steps built %lld)\n",
+          static_cast<long long>(r.seq), r.cp, r.kernel_alone() ? "-" : r.strategy.c_str(),
+          r.via().c_str(), r.first.ms, static_cast<long long>(r.first.graphs), r.first.build_s,
+          r.cp > 1 ? ", the slowest rank" : "", static_cast<long long>(r.first.graphs_later));
       const std::vector<double>& by_rank = r.plan_gib_by_rank;
       if (by_rank.size() > 1) {
         const auto [least, most] = std::minmax_element(by_rank.begin(), by_rank.end());
@@ -1553,7 +1611,10 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       for (std::size_t k = 0; k < r.plan_gib_by_rank.size(); ++k) {
         f << (k ? ", " : "") << r.plan_gib_by_rank[k];
       }
-      f << "], \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
+      f << "], \"first_step_ms\": " << r.first.ms << ", \"graphs_built\": " << r.first.graphs
+        << ", \"graph_build_s\": " << r.first.build_s
+        << ", \"graphs_built_later\": " << r.first.graphs_later;
+      f << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
         << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
         << ", \"err_dsinks\": " << r.err_dsinks
         << ", \"kernel_contiguous_ms\": " << r.kernel_contiguous_ms

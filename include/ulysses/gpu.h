@@ -9,6 +9,7 @@
 
 #include <array>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <vector>
@@ -115,6 +116,19 @@ struct CudnnOptions {
 /// One instance per rank (it owns a cuDNN handle); not thread-safe.
 Result<std::unique_ptr<LocalAttention>> create_cudnn_attention(int device,
                                                                CudnnOptions options = {});
+
+/// What a cuDNN attention kernel has built so far. Its graphs are built on first use of each shape
+/// (including the probes a plan makes for its workspace size when it is created) and cached, so
+/// these say why a first step, or the first packed batch of a new geometry, is slower than the
+/// rest: a step that builds nothing leaves them unchanged.
+struct CudnnGraphStats {
+  std::int64_t graphs = 0;   ///< graphs built and cached (failed builds not counted)
+  std::int64_t failed = 0;   ///< builds cuDNN refused (the call got kUnsupported)
+  double build_seconds = 0;  ///< host time spent building, failed builds included
+};
+
+/// `kernel`'s graph statistics. kInvalidArgument if create_cudnn_attention() did not make it.
+Result<CudnnGraphStats> cudnn_graph_stats(const LocalAttention& kernel);
 
 /// The cuDNN library version at run time (e.g. 91900), 0 without CUDA.
 int cudnn_runtime_version();

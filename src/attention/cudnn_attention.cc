@@ -30,6 +30,7 @@
 #include <cudnn_frontend.h>
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
 #include <map>
 #include <memory>
@@ -862,11 +863,22 @@ class CudnnAttention final : public LocalAttention {
     auto it = cache_.find(key);
     if (it != cache_.end()) return &it->second;
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
+    const auto start = std::chrono::steady_clock::now();
     auto built = make();
-    if (!built.is_ok()) return built.status();
+    stats_.build_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (!built.is_ok()) {
+      ++stats_.failed;
+      return built.status();
+    }
+    ++stats_.graphs;
     return &(cache_[key] = std::move(built).value());
   }
 
+ public:
+  const CudnnGraphStats& graph_stats() const { return stats_; }
+
+ private:
   std::shared_ptr<fe::graph::Graph> new_graph(const LocalProblem& p) const {
     auto g = std::make_shared<fe::graph::Graph>();
     g->set_io_data_type(fe_type(p.dtype))
@@ -1345,6 +1357,7 @@ class CudnnAttention final : public LocalAttention {
   int cc_major_ = 0;  // its compute capability major
   cudnnHandle_t handle_;
   std::map<std::string, BuiltGraph> cache_;
+  CudnnGraphStats stats_;  // what cached() built
   mutable std::map<std::string, std::size_t> ws_cache_;
   void* overflow_ = nullptr;  // see execute()
   std::size_t overflow_bytes_ = 0;
@@ -1355,6 +1368,16 @@ class CudnnAttention final : public LocalAttention {
 };
 
 }  // namespace
+
+Result<CudnnGraphStats> cudnn_graph_stats(const LocalAttention& kernel) {
+  const auto* cudnn = dynamic_cast<const CudnnAttention*>(&kernel);
+  if (cudnn == nullptr) {
+    return detail::arg_error("ulysses::cudnn_graph_stats", "kernel",
+                             "was not made by create_cudnn_attention()", kernel.name(),
+                             "a cuDNN attention kernel");
+  }
+  return cudnn->graph_stats();
+}
 
 Result<std::unique_ptr<LocalAttention>> create_cudnn_attention(int device, CudnnOptions options) {
   const int n = cuda_device_count();

@@ -43,5 +43,8 @@ Result<std::vector<std::unique_ptr<Communicator>>> create_peer_copy_group(std::s
 Result<std::unique_ptr<LocalAttention>> create_cudnn_attention(int, CudnnOptions) {
   return no_cuda("ulysses::create_cudnn_attention");
 }
+Result<CudnnGraphStats> cudnn_graph_stats(const LocalAttention&) {
+  return no_cuda("ulysses::cudnn_graph_stats");
+}
 
 }  // namespace ulysses

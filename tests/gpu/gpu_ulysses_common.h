@@ -264,6 +264,7 @@ inline GpuCase multi_gpu_ring_case(std::string name, Strategy strategy, bool cau
 /// What one rank computed: its shards of O, LSE, dQ, dK, dV, and its copy of dSinks.
 struct RankOutputs {
   HostTensor o, lse, dq, dk, dv, dsinks;
+  CudnnGraphStats graphs;  // what the rank's cuDNN kernel built (where a case's time goes)
 };
 
 inline PlanConfig plan_config_of(const GpuCase& c) {
@@ -418,6 +419,7 @@ inline Status run_rank(const GpuCase& c, const GpuInputs& in, Communicator& comm
                          {&ds, &got->dsinks}});
   }
   if (s.is_ok()) s = synchronize(comm, stream);
+  if (auto g = cudnn_graph_stats(**kernel); g.is_ok()) got->graphs = *g;
   if (s.is_ok()) {
     got->o = o.download(got->o);
     got->lse = lse.download(got->lse);
@@ -486,6 +488,11 @@ inline GpuOutputs run_distributed(const GpuCase& c, const GpuInputs& in,
     });
   }
   for (auto& t : threads) t.join();
+  std::printf("cuDNN graphs built by rank:");
+  for (const RankOutputs& g : got) {
+    std::printf(" %lld in %.2f s", static_cast<long long>(g.graphs.graphs), g.graphs.build_seconds);
+  }
+  std::printf("\n");
   for (int r = 0; r < c.P; ++r) {
     EXPECT_TRUE(st[static_cast<std::size_t>(r)].is_ok())
         << "rank " << r << ": " << st[static_cast<std::size_t>(r)].to_string();

@@ -1706,5 +1706,64 @@ TEST(Cudnn, UnsupportedRequestsNameTheFeature) {
   EXPECT_EQ(create_cudnn_attention(99).status().code(), StatusCode::kInvalidArgument);
 }
 
+// Graphs are built once per shape: a second identical call builds nothing and takes no build
+// time, a new shape builds its own, and the statistics say so (what ulysses-bench's "first step"
+// line reports).
+TEST(Cudnn, GraphsAreBuiltOncePerShape) {
+  ULYSSES_REQUIRE_GPUS(1);
+  auto kernel = create_cudnn_attention(0);
+  ASSERT_TRUE(kernel.is_ok());
+  auto stats = [&] {
+    auto st = cudnn_graph_stats(**kernel);
+    EXPECT_TRUE(st.is_ok()) << st.status().to_string();
+    return st.is_ok() ? *st : CudnnGraphStats{};
+  };
+  EXPECT_EQ(stats().graphs, 0);
+  EXPECT_EQ(stats().build_seconds, 0);
+  const AttentionConfig att{.num_heads_q = 4, .num_heads_kv = 2, .head_dim = 64, .causal = true};
+  std::mt19937_64 rng(7);
+  auto call = [&](std::int64_t S) {
+    const LocalProblem p = LocalProblem::unsharded(att, DType::kBFloat16, 1, S);
+    HostTensor q(DType::kBFloat16, {1, S, 4, 64}), k(DType::kBFloat16, {1, S, 2, 64});
+    for (HostTensor* t : {&q, &k}) testing::fill_uniform(*t, rng);
+    HostTensor o = q, lse(DType::kFloat32, {1, 4, S});
+    DeviceTensor dq = DeviceTensor::of(q), dk = DeviceTensor::of(k), dv = DeviceTensor::of(k),
+                 d_o = DeviceTensor::of(o), dout = DeviceTensor::of(o),
+                 dlse = DeviceTensor::of(lse), gq = DeviceTensor::of(q), gk = DeviceTensor::of(k),
+                 gv = DeviceTensor::of(k);
+    testing::DeviceBytes ws((*kernel)->workspace_bytes(p), 0);
+    LocalForwardArgs f{.q = dq.view,
+                       .k = dk.view,
+                       .v = dv.view,
+                       .o = dout.view,
+                       .lse = dlse.view,
+                       .workspace = ws.ptr};
+    EXPECT_TRUE((*kernel)->forward(p, f, nullptr).is_ok());
+    LocalBackwardArgs b{.q = dq.view,
+                        .k = dk.view,
+                        .v = dv.view,
+                        .o = dout.view,
+                        .lse = dlse.view,
+                        .d_o = d_o.view,
+                        .dq = gq.view,
+                        .dk = gk.view,
+                        .dv = gv.view,
+                        .workspace = ws.ptr};
+    EXPECT_TRUE((*kernel)->backward(p, b, nullptr).is_ok());
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  };
+  call(256);
+  const CudnnGraphStats first = stats();
+  EXPECT_GE(first.graphs, 2);  // a forward and a backward graph at least
+  EXPECT_GT(first.build_seconds, 0);
+  EXPECT_EQ(first.failed, 0);
+  call(256);
+  EXPECT_EQ(stats().graphs, first.graphs);
+  EXPECT_EQ(stats().build_seconds, first.build_seconds);
+  call(512);
+  EXPECT_GT(stats().graphs, first.graphs);
+  EXPECT_GT(stats().build_seconds, first.build_seconds);
+}
+
 }  // namespace
 }  // namespace ulysses

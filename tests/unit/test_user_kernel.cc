@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "common/test_util.h"
+#include "ulysses/gpu.h"
 
 namespace ulysses {
 namespace {
@@ -140,6 +141,22 @@ TEST(UserKernel, RingHybridAndAllGatherRefuseAKernelWithoutSoftmaxStatistics) {
       EXPECT_NE(s.message().find("use strategy ulysses"), std::string::npos) << s.message();
     }
   }
+}
+
+// cudnn_graph_stats() reports on cuDNN kernels only: any other kernel is refused by name, in every
+// build (without CUDA, as every CUDA backend is: kUnsupported).
+TEST(UserKernel, HasNoCudnnGraphStats) {
+  CausalLinearAttention user;
+  const Status s = cudnn_graph_stats(user).status();
+  if (!built_with_cuda()) {
+    EXPECT_EQ(s.code(), StatusCode::kUnsupported) << s.to_string();
+    return;
+  }
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+  EXPECT_NE(s.message().find("user-causal-linear"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("create_cudnn_attention"), std::string::npos) << s.message();
+  EXPECT_EQ(cudnn_graph_stats(*make_reference_attention()).status().code(),
+            StatusCode::kInvalidArgument);
 }
 
 }  // namespace
