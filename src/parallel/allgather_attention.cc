@@ -14,8 +14,8 @@
 //      |                           no room), so the keys of any call are one strided view; rows
 //      |                           travel as channels of gcd(D, Dv) (one K|V row of two widths)
 //      | per query chunk one kernel call: q rows of the chunk x keys [k_lo, k_hi), the chunk's
-//      | whole visible range (masks in global positions through the call's diagonal offset); the
-//      | rank holding chunks P-1 and P (adjacent) and calls without masks take both chunks at once
+//      | whole visible range (masks in global positions through the call's diagonal offset); calls
+//      | without masks, P = 1, and small adjacent chunks (rank P-1) take both chunks at once
 //      v
 //   o [B, 2c, H, Dv] written in place, lse [B, H, 2c]   (sinks inside the kernel: it sees all keys)
 //
@@ -119,14 +119,26 @@ bool has_mask(const AttentionConfig& a) {
   return a.causal || a.window_left >= 0 || a.window_right >= 0;
 }
 
+// Rank P - 1's chunks are adjacent. One call of both (2c query rows) saves a call's fixed costs,
+// but needs twice the kernel workspace of the other ranks' calls of c rows (cuDNN's fp32 dQ
+// accumulator) and twice the fp32 dQ rows of its backward parts, so at cp = 2 that rank set the
+// step's peak memory. So one call only while batch x c x num_heads_q is at most this (8k tokens at
+// cp = 2 with 32 heads is half of it: there one call kept rank 1's kernels at 2.19 ms against
+// 2.35 as two), two calls beyond (32k: as fast; 128k: rank 1's workspace + saved 6.52 -> 5.52 GiB
+// against rank 0's 6.27; docs/PERF.md, "All-gather").
+constexpr std::int64_t kAdjacentInOneCall = std::int64_t{1} << 17;
+
 // The kernel calls of zigzag rank j (see the file comment).
-std::vector<Call> calls_of(const AttentionConfig& a, int P, int j, std::int64_t c, bool packed) {
+std::vector<Call> calls_of(const AttentionConfig& a, int P, int j, std::int64_t c, bool packed,
+                           std::int64_t batch) {
   const std::int64_t S = 2 * P * c;
   const int J = 2 * P - 1 - j;
   const bool masked = has_mask(a);
-  // Both chunks in one call when globally adjacent, or (dense) when nothing is masked; packed
-  // documents need each call's query rows to be one run of the stream.
-  if ((!masked && !packed) || J == j + 1) {
+  // Both chunks in one call when (dense) nothing is masked, when they are the whole sequence
+  // (P = 1), or when they are adjacent and small (kAdjacentInOneCall); packed documents need each
+  // call's query rows to be one run of the stream.
+  const bool small = batch * c * a.num_heads_q <= kAdjacentInOneCall;
+  if ((!masked && !packed) || P == 1 || (J == j + 1 && small)) {
     const std::int64_t q0 = masked || packed ? j * c : 0;
     const auto [lo, hi] = key_range(a, S, j * c, (J + 1) * c);
     return {{0, 2 * c, q0, lo, hi, masked, -1, packed}};
@@ -305,7 +317,8 @@ std::vector<Call> row_parts(const AttentionConfig& a, const Call& call) {
 
 // Whether rank r's queries see some key of chunk x.
 bool needs(const AttentionConfig& a, int P, int r, int x, std::int64_t c, bool packed) {
-  for (const Call& call : calls_of(a, P, r, c, packed)) {
+  // (Which calls a rank's chunks make does not change the keys they see: batch 1 will do.)
+  for (const Call& call : calls_of(a, P, r, c, packed, 1)) {
     if (call.k_lo < (x + 1) * c && x * c < call.k_hi) return true;
   }
   return false;
@@ -336,7 +349,7 @@ class AllGatherAttention final : public DistributedAttention {
     lse_only_ = config.training && config.saved_activations == SavedActivations::kLseOnly;
     packed_ = config.layout == Layout::kTHD;
     fp8_ = config.payload == Payload::kFp8;
-    calls_ = calls_of(config.attention, P_, j_, c_, packed_);
+    calls_ = calls_of(config.attention, P_, j_, c_, packed_, packed_ ? 1 : config.batch);
     for (const Call& call : calls_) {
       fwd_parts_.push_back(row_parts(config.attention, call));
       parts_.push_back(split_parts(config.attention, call));
@@ -388,8 +401,9 @@ class AllGatherAttention final : public DistributedAttention {
   // Every kernel problem of rank `rank`: forward calls and backward parts, as run.
   static std::vector<LocalProblem> all_problems(const PlanConfig& c, int rank, bool accumulate) {
     const int P = c.parallel.cp;
+    const bool thd = c.layout == Layout::kTHD;
     const std::vector<Call> calls =
-        calls_of(c.attention, P, rank, c.seqlen / (2 * P), c.layout == Layout::kTHD);
+        calls_of(c.attention, P, rank, c.seqlen / (2 * P), thd, thd ? 1 : c.batch);
     std::vector<LocalProblem> out;
     for (const Call& call : calls) {
       for (const Call& part : row_parts(c.attention, call)) out.push_back(call_problem(c, part));

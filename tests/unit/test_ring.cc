@@ -1304,9 +1304,9 @@ std::vector<Case> allgather_cases() {
       {"p2_gqa_bf16_causal_short_window_b2", ag, 2, 0, 2, 32, 4, 2, 8, bf16, true, 3},
       {"p2_fp32_causal_short_window_sinks_b2", ag, 2, 0, 2, 32, 2, 1, 8, fp32, true, 5, -1, true},
       {"p4_fp64_causal_window_of_one", ag, 4, 0, 1, 64, 2, 1, 4, fp64, true, 1},
-      // Window wider than a chunk near the start: rank 1's call (chunks 1 and 2, 16 rows) has 8
-      // keys before it that 11 rows see: backward splits them into 3 rows that see all 8 and 8
-      // that see a suffix (cuDNN takes no windowed call with more query than key rows). fp32: in
+      // Window wider than a chunk near the start: rank 1's call of chunk 1 (rows 8-15) has 8 keys
+      // before it: backward splits its rows into those that see all 8 (8-11) and those that see a
+      // suffix (cuDNN takes no windowed call with more query than key rows). fp32: in
       // bf16 the three parts' fp32 dK sum, rounded once, was an ulp off where the plain run's
       // rounding was not, at 2.04x its error, for about one seed in a hundred.
       {"p2_batch2_window_past_the_chunk_sinks", ag, 2, 0, 2, 32, 4, 2, 8, fp32, true, 11, -1, true},
@@ -1639,6 +1639,43 @@ TEST(AllGather, OneRankIsTheUnshardedKernelBitwise) {
     EXPECT_BITWISE_EQ(got.dq, plain.dq, "dQ");
     EXPECT_BITWISE_EQ(got.dk, plain.dk, "dK");
     EXPECT_BITWISE_EQ(got.dv, plain.dv, "dV");
+  }
+}
+
+// Under a mask each call takes one chunk of queries, except on one rank (the whole sequence) and
+// for rank P - 1's adjacent chunks while they are small (batch x c x heads up to 2^17): one call
+// of both saves its fixed costs, but past that size its twice as large workspace set the step's
+// peak memory. 4 heads of 8-row chunks are small; 2^15 heads of them are not (P = 2 only: the
+// host reference's time).
+TEST(AllGather, AdjacentChunksShareACallOnlyWhileSmall) {
+  for (const int heads : {4, 1 << 15}) {
+    for (const int P : heads == 4 ? std::vector<int>{1, 2, 4} : std::vector<int>{2}) {
+      for (const bool causal : {true, false}) {
+        const int wl = causal ? -1 : 5;  // causal, or a window on both sides
+        const Case c{"p", Strategy::kAllGather, P,      0,  1, 16 * P, heads, 1,
+                     8,   DType::kFloat32,      causal, wl, wl};
+        SCOPED_TRACE(std::to_string(heads) + " heads, P " + std::to_string(P) +
+                     (causal ? " causal" : " window 5,5"));
+        std::mt19937_64 rng(testing::fresh_seed());
+        const Inputs in = make_inputs(c, rng);
+        RecordingKernel kernel;
+        std::vector<HostTensor> dsinks;
+        const Tensors got = distributed(c, in, dsinks, {.kernel = &kernel});
+        EXPECT_EQ(testing::count_nan(got.dq), 0);
+        const std::int64_t chunk = c.S / (2 * P);
+        const bool both = P == 1 || heads == 4;  // rank P - 1 (every rank at P = 1) in one call
+        std::int64_t widest = 0;
+        int forward = 0;
+        for (const RecordingKernel::Call& call : kernel.calls()) {
+          widest = std::max(widest, call.seqlen);
+          forward += call.backward ? 0 : 1;
+        }
+        EXPECT_EQ(widest, both ? 2 * chunk : chunk);
+        // Causal: a forward call per query chunk, or per pair. (A window on both sides runs a
+        // call's rows in three classes: row_parts().)
+        if (causal) EXPECT_EQ(forward, P == 1 ? 1 : (both ? 2 * P - 1 : 2 * P));
+      }
+    }
   }
 }
 
