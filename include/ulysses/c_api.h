@@ -211,6 +211,11 @@ ULYSSES_C_EXPORT int ulysses_cudnn_kernel(int device, int deterministic, ulysses
  * ulysses_kernel_release_held() frees it in stream order on `stream`. */
 ULYSSES_C_EXPORT size_t ulysses_kernel_held_bytes(const ulysses_kernel* kernel);
 ULYSSES_C_EXPORT int ulysses_kernel_release_held(ulysses_kernel* kernel, void* stream);
+/* cudnn_graph_stats(): the graphs a cuDNN kernel has built (first use of each shape), the builds
+ * cuDNN refused, and the host seconds spent building. ULYSSES_INVALID_ARGUMENT for a kernel of
+ * another kind or a NULL argument. */
+ULYSSES_C_EXPORT int ulysses_kernel_cudnn_graph_stats(const ulysses_kernel* kernel, int64_t* graphs,
+                                                      int64_t* failed, double* build_seconds);
 ULYSSES_C_EXPORT void ulysses_kernel_destroy(ulysses_kernel* kernel);
 
 /* --- plans --------------------------------------------------------------------------------------

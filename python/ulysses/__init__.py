@@ -352,6 +352,15 @@ class Kernel(_Handle):
         it); a later call that needs it allocates again."""
         _check(_lib.ulysses_kernel_release_held(self._h, _stream(stream)))
 
+    def cudnn_graph_stats(self) -> dict:
+        """A cuDNN kernel's graph builds so far: {"graphs", "failed", "build_seconds"} (graphs are
+        built on first use of each shape, which is why a first step is slower). UlyssesError
+        (INVALID_ARGUMENT) for the reference kernel."""
+        graphs, failed, seconds = ctypes.c_int64(), ctypes.c_int64(), ctypes.c_double()
+        _check(_lib.ulysses_kernel_cudnn_graph_stats(self._h, ctypes.byref(graphs),
+                                                     ctypes.byref(failed), ctypes.byref(seconds)))
+        return {"graphs": graphs.value, "failed": failed.value, "build_seconds": seconds.value}
+
 
 def reference_kernel() -> Kernel:
     """The host reference kernel (CPU, any float dtype)."""

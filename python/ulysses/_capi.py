@@ -142,6 +142,9 @@ def load():
         "ulysses_cudnn_kernel": (c_int, [c_int, c_int, p_comm]),
         "ulysses_kernel_held_bytes": (c_size_t, [c_void_p]),
         "ulysses_kernel_release_held": (c_int, [c_void_p, c_void_p]),
+        "ulysses_kernel_cudnn_graph_stats": (
+            c_int, [c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64),
+                    ctypes.POINTER(ctypes.c_double)]),
         "ulysses_kernel_destroy": (None, [c_void_p]),
         "ulysses_plan_config_init": (None, [ctypes.POINTER(PlanConfig)]),
         "ulysses_plan_create": (

@@ -270,6 +270,22 @@ int ulysses_kernel_release_held(ulysses_kernel* kernel, void* stream) {
   });
 }
 
+int ulysses_kernel_cudnn_graph_stats(const ulysses_kernel* kernel, int64_t* graphs, int64_t* failed,
+                                     double* build_seconds) {
+  return guarded([&]() -> Status {
+    constexpr std::string_view api = "ulysses_kernel_cudnn_graph_stats";
+    if (kernel == nullptr) return null_arg(api, "kernel");
+    if (graphs == nullptr) return null_arg(api, "graphs");
+    if (failed == nullptr) return null_arg(api, "failed");
+    if (build_seconds == nullptr) return null_arg(api, "build_seconds");
+    ULYSSES_ASSIGN_OR_RETURN(const CudnnGraphStats stats, cudnn_graph_stats(*kernel->kernel));
+    *graphs = stats.graphs;
+    *failed = stats.failed;
+    *build_seconds = stats.build_seconds;
+    return Status::ok();
+  });
+}
+
 void ulysses_kernel_destroy(ulysses_kernel* kernel) { delete kernel; }
 
 void ulysses_plan_config_init(ulysses_plan_config* config) {

@@ -388,6 +388,14 @@ class Errors(unittest.TestCase):
             self.assertIn("num_heads", str(e))
             self.assertEqual(str(e), str(errs[0]))
 
+    def test_graph_stats_are_for_cudnn_kernels_only(self):
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses.reference_kernel().cudnn_graph_stats()
+        expected = "INVALID_ARGUMENT" if ulysses.built_with_cuda() else "UNSUPPORTED"
+        self.assertEqual(e.exception.code, expected)
+        if ulysses.built_with_cuda():
+            self.assertIn("create_cudnn_attention", str(e.exception))
+
     def test_out_of_range_enum_is_named_by_the_library(self):
         cfg = ulysses.PlanConfig(num_heads_q=2, num_heads_kv=1, head_dim=8, seqlen=8,
                                  dtype="fp32", strategy=7)

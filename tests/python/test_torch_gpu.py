@@ -205,6 +205,18 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
             err = (mine.float() - theirs).abs().max().item()
             self.assertLess(err, 4 * 2**-8 * max(1.0, theirs.abs().max().item()), name)
 
+    def test_cudnn_graph_stats_count_the_plans_builds(self):
+        kernel = ulysses.cudnn_kernel(0)
+        self.assertEqual(kernel.cudnn_graph_stats(),
+                         {"graphs": 0, "failed": 0, "build_seconds": 0.0})
+        (comm,) = ulysses.device_loopback_group(1)
+        plan = ulysses.Plan(self.config(cp=1), comm, kernel)  # sizes its workspace: builds
+        stats = kernel.cudnn_graph_stats()
+        self.assertGreater(stats["graphs"], 0)
+        self.assertGreater(stats["build_seconds"], 0)
+        self.assertEqual(stats["failed"], 0)
+        self.assertGreater(plan.workspace_bytes, 0)
+
     def test_module_on_a_one_rank_nccl_communicator(self):
         q, k, v, d_o = self.inputs()
         (want,) = run_ranks(ulysses.device_loopback_group(1),

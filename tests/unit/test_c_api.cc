@@ -76,6 +76,21 @@ TEST(CApi, NullArgumentsAreNamedNotDereferenced) {
   EXPECT_NE(std::string(ulysses_last_error()).find("plan is NULL"), std::string::npos);
   EXPECT_EQ(ulysses_kernel_release_held(nullptr, nullptr), ULYSSES_INVALID_ARGUMENT);
   EXPECT_NE(std::string(ulysses_last_error()).find("kernel is NULL"), std::string::npos);
+  int64_t graphs = -1, failed = -1;
+  double seconds = -1;
+  EXPECT_EQ(ulysses_kernel_cudnn_graph_stats(nullptr, &graphs, &failed, &seconds),
+            ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("kernel is NULL"), std::string::npos);
+  ulysses_kernel* reference = nullptr;
+  ASSERT_EQ(ulysses_reference_kernel(&reference), ULYSSES_OK);
+  EXPECT_EQ(ulysses_kernel_cudnn_graph_stats(reference, nullptr, &failed, &seconds),
+            ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("graphs is NULL"), std::string::npos);
+  // Not a cuDNN kernel (in a build without CUDA: no cuDNN at all).
+  EXPECT_EQ(ulysses_kernel_cudnn_graph_stats(reference, &graphs, &failed, &seconds),
+            ulysses_built_with_cuda() ? ULYSSES_INVALID_ARGUMENT : ULYSSES_UNSUPPORTED);
+  EXPECT_EQ(graphs, -1);  // untouched on error
+  ulysses_kernel_destroy(reference);
   ulysses_comm_destroy(nullptr);  // like free(NULL)
   ulysses_plan_destroy(nullptr);
 }
