@@ -1673,7 +1673,9 @@ TEST(AllGather, AdjacentChunksShareACallOnlyWhileSmall) {
         EXPECT_EQ(widest, both ? 2 * chunk : chunk);
         // Causal: a forward call per query chunk, or per pair. (A window on both sides runs a
         // call's rows in three classes: row_parts().)
-        if (causal) EXPECT_EQ(forward, P == 1 ? 1 : (both ? 2 * P - 1 : 2 * P));
+        if (causal) {
+          EXPECT_EQ(forward, P == 1 ? 1 : (both ? 2 * P - 1 : 2 * P));
+        }
       }
     }
   }
