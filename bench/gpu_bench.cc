@@ -476,8 +476,9 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
       first->ms =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - created)
               .count();
-      first->graphs = graph_stats(**kernel).graphs;
-      first->build_s = graph_stats(**kernel).build_seconds;
+      const CudnnGraphStats built = graph_stats(**kernel);
+      first->graphs = built.graphs;
+      first->build_s = built.build_seconds;
     }
     peak = std::max(peak, used_bytes(0) - base);
     float t = 0;
@@ -961,8 +962,9 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
           mine.ms =
               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - created)
                   .count();
-          mine.graphs = graph_stats(**kernel).graphs;
-          mine.build_s = graph_stats(**kernel).build_seconds;
+          const CudnnGraphStats built = graph_stats(**kernel);
+          mine.graphs = built.graphs;
+          mine.build_s = built.build_seconds;
         } else {
           mine.graphs_later = graph_stats(**kernel).graphs - mine.graphs;
         }

@@ -221,6 +221,8 @@ class CudnnAttention final : public LocalAttention {
   }
 
   std::size_t held_bytes() const override { return overflow_bytes_ + stage_bytes_; }
+  // What cached() has built (cudnn_graph_stats()).
+  const CudnnGraphStats& graph_stats() const { return stats_; }
   Status release_held(Stream stream) override {
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
     ULYSSES_RETURN_IF_ERROR(drop(overflow_, overflow_bytes_, stream));
@@ -875,10 +877,6 @@ class CudnnAttention final : public LocalAttention {
     return &(cache_[key] = std::move(built).value());
   }
 
- public:
-  const CudnnGraphStats& graph_stats() const { return stats_; }
-
- private:
   std::shared_ptr<fe::graph::Graph> new_graph(const LocalProblem& p) const {
     auto g = std::make_shared<fe::graph::Graph>();
     g->set_io_data_type(fe_type(p.dtype))
