@@ -349,7 +349,7 @@ class AllGatherAttention final : public DistributedAttention {
     lse_only_ = config.training && config.saved_activations == SavedActivations::kLseOnly;
     packed_ = config.layout == Layout::kTHD;
     fp8_ = config.payload == Payload::kFp8;
-    calls_ = calls_of(config.attention, P_, j_, c_, packed_, packed_ ? 1 : config.batch);
+    calls_ = calls_of(config.attention, P_, j_, c_, packed_, config.batch);
     for (const Call& call : calls_) {
       fwd_parts_.push_back(row_parts(config.attention, call));
       parts_.push_back(split_parts(config.attention, call));
@@ -401,9 +401,8 @@ class AllGatherAttention final : public DistributedAttention {
   // Every kernel problem of rank `rank`: forward calls and backward parts, as run.
   static std::vector<LocalProblem> all_problems(const PlanConfig& c, int rank, bool accumulate) {
     const int P = c.parallel.cp;
-    const bool thd = c.layout == Layout::kTHD;
     const std::vector<Call> calls =
-        calls_of(c.attention, P, rank, c.seqlen / (2 * P), thd, thd ? 1 : c.batch);
+        calls_of(c.attention, P, rank, c.seqlen / (2 * P), c.layout == Layout::kTHD, c.batch);
     std::vector<LocalProblem> out;
     for (const Call& call : calls) {
       for (const Call& part : row_parts(c.attention, call)) out.push_back(call_problem(c, part));
