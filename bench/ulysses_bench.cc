@@ -538,6 +538,11 @@ int main(int argc, char** argv) {
   app.add_option("--min-split-rows", o.min_split_rows,
                  "--decode: DecodeConfig::min_split_rows, the shortest piece (list)")
       ->delimiter(',');
+  app.add_option("--split-kernel", o.split_kernel,
+                 "--decode: DecodeConfig::split_kernel, what runs the pieces (list of auto, local: "
+                 "cuDNN, built_in: the library's split-KV kernel; default local,built_in)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"auto", "local", "built_in"}));
   app.add_flag("--trace-calls", o.trace_calls,
                "GPU path: after each row's timed steps, three more steps in which every local "
                "kernel call runs alone (ranks take turns) and is timed (its fastest of the three "

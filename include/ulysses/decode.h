@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string_view>
 
 #include "ulysses/attention.h"
 #include "ulysses/communicator.h"
@@ -44,6 +45,25 @@ struct CacheSegment {
   std::int64_t rows = 0;
   std::int64_t position = 0;
 };
+
+/// What runs the pieces of a decode step (DecodeConfig::split_kernel).
+enum class DecodeKernel {
+  /// The built-in split-KV kernel where it can run, else the LocalAttention given to create(). It
+  /// runs on a CUDA device, for bf16 and fp16, head_dim and head_dim_v multiples of 8 up to 256,
+  /// and caches whose rows start on 16-byte boundaries (a step with a cache that does not is run
+  /// by the LocalAttention).
+  kAuto,
+  /// The LocalAttention given to create() (e.g. cuDNN): the open pieces in one varlen call, each
+  /// group of edge pieces in one masked call, each piece with its own copy of the query rows.
+  kLocal,
+  /// The built-in kernel only: one launch for every piece, reading q and the cache in place (no
+  /// copies, no per-call tables beyond one row per piece). create() returns kUnsupported where it
+  /// cannot run, forward() kInvalidArgument for a cache that is not 16-byte aligned.
+  kBuiltIn,
+};
+
+/// "auto", "local" or "built_in".
+std::string_view decode_kernel_name(DecodeKernel k);
 
 /// Everything that fixes a decode plan. Must be identical on every rank (create() checks).
 struct DecodeConfig {
@@ -77,6 +97,8 @@ struct DecodeConfig {
   /// query tokens need come on top). 1: no splitting. 16 fills an H200 from one token at Hkv = 8
   /// (docs/PERF.md).
   int max_splits = 16;
+  /// What runs the pieces (the merges and the all-gather are the same either way).
+  DecodeKernel split_kernel = DecodeKernel::kAuto;
 
   Status validate() const;
 };
@@ -117,10 +139,11 @@ struct DecodeArgs {
 /// rather than hang. A query token that sees no key at all (outside every window, or an empty
 /// cache) gets O = 0 and LSE = -inf.
 ///
-/// The kernel needs provides_lse(). The cuDNN backend builds a graph per power-of-two bucket of the
-/// pieces' lengths, so a growing cache builds a new graph only when a piece crosses a power of two.
-/// forward() enqueues device work only (no host synchronisation; allocation only when a new bucket
-/// needs more cuDNN workspace).
+/// A kernel that may run pieces (split_kernel kAuto or kLocal) needs provides_lse(). The built-in
+/// kernel builds nothing and needs no workspace of its own. The cuDNN backend builds a graph per
+/// power-of-two bucket of the pieces' lengths, so a growing cache builds a new graph only when a
+/// piece crosses a power of two. forward() enqueues device work only (no host synchronisation;
+/// allocation only when a new bucket needs more cuDNN workspace).
 class DistributedDecode {
  public:
   virtual ~DistributedDecode() = default;

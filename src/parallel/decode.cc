@@ -17,6 +17,10 @@
 // its sequences' outputs, zeros elsewhere). The pieces merge into one partial (O and LSE in the
 // accumulator dtype), which is all-gathered; every rank merges the partials in rank order with the
 // sinks, so every rank's O is the same bits.
+//
+// With the built-in split-KV kernel (DecodeConfig::split_kernel) the same pieces are the slots of
+// one launch that reads q and the cache in place and writes each piece's partial where the local
+// kernel's calls would have: the merges do not know which ran.
 #include "ulysses/decode.h"
 
 #include <algorithm>
@@ -29,6 +33,7 @@
 #include "attention/local_checks.h"
 #include "common/check.h"
 #include "kernels/merge.h"
+#include "kernels/split_kv.h"
 #include "parallel/plan_common.h"
 
 namespace ulysses {
@@ -112,6 +117,8 @@ class DecodePlan final : public DistributedDecode {
   DecodePlan(const DecodeConfig& config, Communicator& comm, LocalAttention& kernel)
       : config_(config), comm_(comm), kernel_(kernel) {
     const AttentionConfig& a = config_.attention;
+    local_ = config_.split_kernel != DecodeKernel::kBuiltIn;
+    builtin_ = config_.split_kernel != DecodeKernel::kLocal && builtin_unsupported().empty();
     const std::int64_t B = config_.batch, T = config_.query_tokens, Dv = a.value_dim();
     acc_ = config_.dtype == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
     slots_ = piece_slots(config_);
@@ -125,7 +132,8 @@ class DecodePlan final : public DistributedDecode {
     o_part_ = arena.take(static_cast<std::size_t>(rows_cap_) * act_row(Dv));
     lse_part_ = arena.take(static_cast<std::size_t>(rows_cap_ * a.num_heads_q) * 4);
     lse_open_ = arena.take(static_cast<std::size_t>(rows_cap_ * a.num_heads_q) * 4);
-    table_offset_ = arena.take(static_cast<std::size_t>(4 * B * slots_) * sizeof(std::int32_t));
+    // VarlenRows of a call (4 rows) or the built-in kernel's slots (5 rows), one entry per piece.
+    table_offset_ = arena.take(static_cast<std::size_t>(5 * B * slots_) * sizeof(std::int32_t));
     o_acc_bytes_ = static_cast<std::size_t>(B * T * a.num_heads_q * Dv) * dtype_size(acc_);
     part_bytes_ =
         parallel::align_up(o_acc_bytes_ + static_cast<std::size_t>(B * a.num_heads_q * T) * 4);
@@ -173,6 +181,26 @@ class DecodePlan final : public DistributedDecode {
     if (a.window_left >= 0) out.push_back(problem(B * T, kv, true, a.window_left));
     if (T > 1 && r >= 0) out.push_back(problem(B * T, kv, true, -r));
     return out;
+  }
+
+  // Empty when the built-in kernel can run this plan's steps (given aligned caches), else why not.
+  std::string builtin_unsupported() const {
+    if (comm_.device().is_host()) {
+      return str_cat("it runs on CUDA devices (the communicator's is ", comm_.device().to_string(),
+                     ")");
+    }
+    const AttentionConfig& a = config_.attention;
+    return kernels::split_kv_unsupported(config_.dtype, a.head_dim, a.value_dim());
+  }
+  bool may_run_local() const { return local_; }
+
+  // Whether the built-in kernel's 16-byte loads can read this step's cache rows (sequences lie a
+  // whole number of rows apart, check()).
+  bool cache_aligned(const DecodeArgs& a) const {
+    return kernels::split_kv_aligned(a.k_cache.data, a.k_cache.dtype, a.k_cache.stride(1),
+                                     a.k_cache.stride(2)) &&
+           kernels::split_kv_aligned(a.v_cache.data, a.v_cache.dtype, a.v_cache.stride(1),
+                                     a.v_cache.stride(2));
   }
 
   const DecodeConfig& config() const override { return config_; }
@@ -248,90 +276,171 @@ class DecodePlan final : public DistributedDecode {
     };
     const TensorView open_lse = TensorView::strided(ws + lse_open_, DType::kFloat32,
                                                     {1, Hkv, open_rows}, {0, open_rows, 1}, dev);
-    for (std::int64_t b = 0; b < B; ++b) {
-      for (std::int64_t t = 0; n_open > 0 && t < T; ++t) {
-        // (piece j, kv, jj, d) of token t of sequence b.
-        const TensorView dst = TensorView::strided(
-            ws + q_rep_ + static_cast<std::size_t>(((b * n_open * T + t) * g) * D) * esize,
-            config_.dtype, {n_open, Hkv, g, D}, {T * g * D, open_rows * D, D, 1}, dev);
-        const TensorView src = TensorView::strided(
-            static_cast<char*>(args.q.data) +
-                (b * args.q.stride(0) + t * args.q.stride(1)) * static_cast<std::int64_t>(esize),
-            config_.dtype, {n_open, Hkv, g, D}, {0, g * args.q.stride(2), args.q.stride(2), 1},
-            dev);
-        ULYSSES_RETURN_IF_ERROR(kernels::convert(dst, src, stream));
-      }
-    }
-    // The edges' copies, unfolded after the open region: T rows of Hq heads per block.
+    // Edge blocks follow the open region: T rows of Hq heads each, unfolded.
     const std::int64_t edge_base = B * n_open * T;
     std::int64_t block = 0;
-    for (const std::vector<Block>& gr : groups) {
-      for (const Block& bl : gr) {
-        ULYSSES_RETURN_IF_ERROR(kernels::convert(act(q_rep_, D, edge_base + block++ * T, T),
-                                                 seq_rows(args.q, bl.b), stream));
-      }
-    }
-
-    // The kernel calls: every open piece in one, then one per edge group. Each VarlenRows entry:
-    // query rows [first, first + q_len) of the call's q view, cache rows of sequence b.
-    struct Entry {
-      std::int64_t b, first, q_len;
-      const Piece* piece;
-    };
-    std::size_t table_at = 0;
-    auto call = [&](const TensorView& q, const TensorView& o, const TensorView& l,
-                    const std::vector<Entry>& entries, bool masked,
-                    std::int64_t diagonal_offset) -> Status {
-      const std::size_t n = entries.size();
-      table_.assign(4 * n, 0);
-      for (std::size_t s = 0; s < n; ++s) {
-        const Entry& en = entries[s];
-        table_[s] = static_cast<std::int32_t>(en.first);
-        table_[n + s] = static_cast<std::int32_t>(en.q_len);
-        table_[2 * n + s] = static_cast<std::int32_t>(en.b * m + en.piece->kv_row);
-        table_[3 * n + s] = static_cast<std::int32_t>(en.piece->kv_len);
-      }
-      auto* device_table = reinterpret_cast<std::int32_t*>(ws + table_offset_) + table_at;
-      table_at += 4 * n;
-      ULYSSES_RETURN_IF_ERROR(kernels::write_table(table_, device_table, dev, stream));
-      const std::span<const std::int32_t> t(table_);
-      VarlenRows rows{.q_begin = t.subspan(0, n),
-                      .q_len = t.subspan(n, n),
-                      .kv_begin = t.subspan(2 * n, n),
-                      .kv_len = t.subspan(3 * n, n),
-                      .q_begin_device = device_table,
-                      .q_len_device = device_table + n,
-                      .kv_begin_device = device_table + 2 * n,
-                      .kv_len_device = device_table + 3 * n};
-      LocalForwardArgs f{
-          .q = q, .k = k, .v = v, .o = o, .lse = l, .rows = rows, .workspace = ws + kernel_ws_};
-      return kernel_.forward(problem(q.size(1), kv_rows, masked, diagonal_offset), f, stream);
-    };
-    if (n_open > 0) {
-      std::vector<Entry> entries;
+    if (builtin_ && cache_aligned(args)) {
+      // One launch: slot s < B n_open is open slot s (sequence s / n_open; piece s % n_open, or
+      // none: 0 keys), then the edge blocks in the order of `groups`. Its outputs are laid out as
+      // the local kernel's calls would write them.
+      const std::int64_t n_edges = [&] {
+        std::int64_t n = 0;
+        for (const std::vector<Block>& gr : groups) n += static_cast<std::int64_t>(gr.size());
+        return n;
+      }();
+      const std::int64_t slots = B * n_open + n_edges;
+      table_.assign(static_cast<std::size_t>(5 * slots), 0);
+      std::int64_t at = 0;
+      auto put = [&](std::int64_t b, const Piece* p) {
+        const auto i = static_cast<std::size_t>(at++), n = static_cast<std::size_t>(slots);
+        const std::int64_t delta = p != nullptr ? p->diagonal_offset - p->q_begin : 0;
+        table_[i] = static_cast<std::int32_t>(b * m + (p != nullptr ? p->kv_row : 0));
+        table_[n + i] = static_cast<std::int32_t>(p != nullptr ? p->kv_len : 0);
+        table_[2 * n + i] = static_cast<std::int32_t>(b);
+        table_[3 * n + i] = static_cast<std::int32_t>(static_cast<std::uint32_t>(delta));
+        table_[4 * n + i] = static_cast<std::int32_t>(delta >> 32);
+      };
       for (std::int64_t b = 0; b < B; ++b) {
         const std::vector<Piece>& open = plans[static_cast<std::size_t>(b)].open;
-        for (std::size_t j = 0; j < open.size(); ++j) {
-          const std::int64_t slot = b * n_open + static_cast<std::int64_t>(j);
-          entries.push_back({b, slot * T * g, T * g, &open[j]});
+        for (std::size_t j = 0; j < static_cast<std::size_t>(n_open); ++j) {
+          put(b, j < open.size() ? &open[j] : nullptr);
         }
       }
-      ULYSSES_RETURN_IF_ERROR(
-          call(open_act(q_rep_, D), open_act(o_part_, Dv), open_lse, entries, false, 0));
-    }
-    block = 0;
-    for (const std::vector<Block>& gr : groups) {
-      std::vector<Entry> entries;
-      for (std::size_t i = 0; i < gr.size(); ++i) {
-        const Piece& e = gr[i].edge;
-        entries.push_back({gr[i].b, static_cast<std::int64_t>(i) * T + e.q_begin, e.q_len, &e});
+      for (const std::vector<Block>& gr : groups) {
+        for (const Block& bl : gr) put(bl.b, &bl.edge);
       }
-      const std::int64_t first = edge_base + block * T,
-                         rows = static_cast<std::int64_t>(gr.size()) * T;
-      ULYSSES_RETURN_IF_ERROR(call(act(q_rep_, D, first, rows), act(o_part_, Dv, first, rows),
-                                   lse(first, rows), entries, true,
-                                   gr.front().edge.diagonal_offset));
-      block += static_cast<std::int64_t>(gr.size());
+      auto* table = reinterpret_cast<std::int32_t*>(ws + table_offset_);
+      ULYSSES_RETURN_IF_ERROR(kernels::write_table(table_, table, dev, stream));
+      kernels::SplitKvArgs s{
+          .dtype = config_.dtype,
+          .heads_q = static_cast<int>(Hq),
+          .heads_kv = static_cast<int>(Hkv),
+          .head_dim = static_cast<int>(D),
+          .head_dim_v = static_cast<int>(Dv),
+          .tokens = static_cast<int>(T),
+          .scale = a.scale(),
+          .q = args.q.data,
+          .q_batch = args.q.stride(0),
+          .q_token = args.q.stride(1),
+          .q_head = args.q.stride(2),
+          .k = k.data,
+          .k_row = k.stride(1),
+          .k_head = k.stride(2),
+          .v = v.data,
+          .v_row = v.stride(1),
+          .v_head = v.stride(2),
+          .table = table,
+          .slots = static_cast<int>(slots),
+          .masked_from = static_cast<int>(B * n_open),
+          .window_left = a.window_left,
+          .window_right = a.causal ? 0 : a.window_right,
+          // Open: row ((s T + t) g + jj) of KV head h's [open_rows] run; edges: row edge_base +
+          // block T + t of Hq heads.
+          .open = {.o = ws + o_part_,
+                   .lse = reinterpret_cast<float*>(ws + lse_open_),
+                   .o_slot = T * g * Dv,
+                   .o_head = open_rows * Dv,
+                   .o_token = g * Dv,
+                   .o_row = Dv,
+                   .l_slot = T * g,
+                   .l_head = open_rows,
+                   .l_token = g,
+                   .l_row = 1},
+          .edge = {.o = ws + o_part_ + static_cast<std::size_t>(edge_base * Hq * Dv) * esize,
+                   .lse = reinterpret_cast<float*>(ws + lse_part_) + edge_base,
+                   .o_slot = T * Hq * Dv,
+                   .o_head = g * Dv,
+                   .o_token = Hq * Dv,
+                   .o_row = Dv,
+                   .l_slot = T,
+                   .l_head = g * rows_cap_,
+                   .l_token = 1,
+                   .l_row = rows_cap_}};
+      ULYSSES_RETURN_IF_ERROR(kernels::split_kv_attention(s, stream));
+    } else {
+      for (std::int64_t b = 0; b < B; ++b) {
+        for (std::int64_t t = 0; n_open > 0 && t < T; ++t) {
+          // (piece j, kv, jj, d) of token t of sequence b.
+          const TensorView dst = TensorView::strided(
+              ws + q_rep_ + static_cast<std::size_t>(((b * n_open * T + t) * g) * D) * esize,
+              config_.dtype, {n_open, Hkv, g, D}, {T * g * D, open_rows * D, D, 1}, dev);
+          const TensorView src = TensorView::strided(
+              static_cast<char*>(args.q.data) +
+                  (b * args.q.stride(0) + t * args.q.stride(1)) * static_cast<std::int64_t>(esize),
+              config_.dtype, {n_open, Hkv, g, D}, {0, g * args.q.stride(2), args.q.stride(2), 1},
+              dev);
+          ULYSSES_RETURN_IF_ERROR(kernels::convert(dst, src, stream));
+        }
+      }
+      // The edges' copies, unfolded after the open region: T rows of Hq heads per block.
+      for (const std::vector<Block>& gr : groups) {
+        for (const Block& bl : gr) {
+          ULYSSES_RETURN_IF_ERROR(kernels::convert(act(q_rep_, D, edge_base + block++ * T, T),
+                                                   seq_rows(args.q, bl.b), stream));
+        }
+      }
+
+      // The kernel calls: every open piece in one, then one per edge group. Each VarlenRows entry:
+      // query rows [first, first + q_len) of the call's q view, cache rows of sequence b.
+      struct Entry {
+        std::int64_t b, first, q_len;
+        const Piece* piece;
+      };
+      std::size_t table_at = 0;
+      auto call = [&](const TensorView& q, const TensorView& o, const TensorView& l,
+                      const std::vector<Entry>& entries, bool masked,
+                      std::int64_t diagonal_offset) -> Status {
+        const std::size_t n = entries.size();
+        table_.assign(4 * n, 0);
+        for (std::size_t s = 0; s < n; ++s) {
+          const Entry& en = entries[s];
+          table_[s] = static_cast<std::int32_t>(en.first);
+          table_[n + s] = static_cast<std::int32_t>(en.q_len);
+          table_[2 * n + s] = static_cast<std::int32_t>(en.b * m + en.piece->kv_row);
+          table_[3 * n + s] = static_cast<std::int32_t>(en.piece->kv_len);
+        }
+        auto* device_table = reinterpret_cast<std::int32_t*>(ws + table_offset_) + table_at;
+        table_at += 4 * n;
+        ULYSSES_RETURN_IF_ERROR(kernels::write_table(table_, device_table, dev, stream));
+        const std::span<const std::int32_t> t(table_);
+        VarlenRows rows{.q_begin = t.subspan(0, n),
+                        .q_len = t.subspan(n, n),
+                        .kv_begin = t.subspan(2 * n, n),
+                        .kv_len = t.subspan(3 * n, n),
+                        .q_begin_device = device_table,
+                        .q_len_device = device_table + n,
+                        .kv_begin_device = device_table + 2 * n,
+                        .kv_len_device = device_table + 3 * n};
+        LocalForwardArgs f{
+            .q = q, .k = k, .v = v, .o = o, .lse = l, .rows = rows, .workspace = ws + kernel_ws_};
+        return kernel_.forward(problem(q.size(1), kv_rows, masked, diagonal_offset), f, stream);
+      };
+      if (n_open > 0) {
+        std::vector<Entry> entries;
+        for (std::int64_t b = 0; b < B; ++b) {
+          const std::vector<Piece>& open = plans[static_cast<std::size_t>(b)].open;
+          for (std::size_t j = 0; j < open.size(); ++j) {
+            const std::int64_t slot = b * n_open + static_cast<std::int64_t>(j);
+            entries.push_back({b, slot * T * g, T * g, &open[j]});
+          }
+        }
+        ULYSSES_RETURN_IF_ERROR(
+            call(open_act(q_rep_, D), open_act(o_part_, Dv), open_lse, entries, false, 0));
+      }
+      block = 0;
+      for (const std::vector<Block>& gr : groups) {
+        std::vector<Entry> entries;
+        for (std::size_t i = 0; i < gr.size(); ++i) {
+          const Piece& e = gr[i].edge;
+          entries.push_back({gr[i].b, static_cast<std::int64_t>(i) * T + e.q_begin, e.q_len, &e});
+        }
+        const std::int64_t first = edge_base + block * T,
+                           rows = static_cast<std::int64_t>(gr.size()) * T;
+        ULYSSES_RETURN_IF_ERROR(call(act(q_rep_, D, first, rows), act(o_part_, Dv, first, rows),
+                                     lse(first, rows), entries, true,
+                                     gr.front().edge.diagonal_offset));
+        block += static_cast<std::int64_t>(gr.size());
+      }
     }
 
     // This rank's partial: the open pieces token by token (rows (b, kv, jj) of a [B, Hkv, g] view
@@ -394,6 +503,7 @@ class DecodePlan final : public DistributedDecode {
 
   std::size_t kernel_ws_bytes() const {
     std::size_t n = 0;
+    if (!local_) return n;
     for (const LocalProblem& p : representative_problems()) {
       n = std::max(n, kernel_.workspace_bytes(p));
     }
@@ -406,6 +516,8 @@ class DecodePlan final : public DistributedDecode {
   Communicator& comm_;
   LocalAttention& kernel_;
   DType acc_ = DType::kFloat32;
+  bool local_ = true;     // the LocalAttention may run pieces
+  bool builtin_ = false;  // the built-in kernel runs pieces (of aligned caches)
   std::int64_t slots_ = 0, rows_cap_ = 0;
   std::size_t q_rep_ = 0, o_part_ = 0, lse_part_ = 0, lse_open_ = 0, table_offset_ = 0, send_ = 0,
               recv_ = 0, kernel_ws_ = 0;
@@ -515,6 +627,16 @@ Status DecodePlan::check(const DecodeArgs& a) const {
                        a.query_positions[b], ">= 0");
     }
   }
+  if (!local_ && !cache_aligned(a)) {
+    const bool k_ok = kernels::split_kv_aligned(a.k_cache.data, a.k_cache.dtype,
+                                                a.k_cache.stride(1), a.k_cache.stride(2));
+    const TensorView& t = k_ok ? a.v_cache : a.k_cache;
+    return arg_error(api, k_ok ? "v_cache" : "k_cache",
+                     "is not aligned for the built-in split-KV kernel's 16-byte loads",
+                     t.to_string(),
+                     "a 16-byte aligned pointer, row and head strides of whole 16 bytes (or "
+                     "split_kernel = auto / local)");
+  }
   if (workspace_bytes_ > 0 && a.workspace == nullptr) {
     return arg_error(api, "workspace", "is null", "nullptr",
                      str_cat(workspace_bytes_, " bytes (workspace_bytes())"));
@@ -523,6 +645,18 @@ Status DecodePlan::check(const DecodeArgs& a) const {
 }
 
 }  // namespace
+
+std::string_view decode_kernel_name(DecodeKernel k) {
+  switch (k) {
+    case DecodeKernel::kAuto:
+      return "auto";
+    case DecodeKernel::kLocal:
+      return "local";
+    case DecodeKernel::kBuiltIn:
+      return "built_in";
+  }
+  return "unknown";
+}
 
 Status DecodeConfig::validate() const {
   constexpr std::string_view api = kConfig;
@@ -545,6 +679,11 @@ Status DecodeConfig::validate() const {
     return arg_error(api, "min_split_rows", "must be positive", min_split_rows, ">= 1");
   }
   if (max_splits < 1) return arg_error(api, "max_splits", "must be positive", max_splits, ">= 1");
+  if (split_kernel != DecodeKernel::kAuto && split_kernel != DecodeKernel::kLocal &&
+      split_kernel != DecodeKernel::kBuiltIn) {
+    return arg_error(api, "split_kernel", "is not a DecodeKernel", static_cast<int>(split_kernel),
+                     "auto, local or built_in");
+  }
   // Rows the kernel addresses with int32 (VarlenRows): the pieces' query copies and the cache.
   constexpr std::int64_t kInt32 = std::numeric_limits<std::int32_t>::max();
   if (batch * piece_slots(*this) * query_tokens > kInt32 / std::max(1, attention.num_heads_q)) {
@@ -572,7 +711,7 @@ Result<std::unique_ptr<DistributedDecode>> DistributedDecode::create(const Decod
     local = arg_error(kCreate, "kernel", "runs on another device than the communicator",
                       kernel.device().to_string(), comm.device().to_string());
   }
-  if (local.is_ok() && !kernel.provides_lse()) {
+  if (local.is_ok() && config.split_kernel != DecodeKernel::kBuiltIn && !kernel.provides_lse()) {
     local = unsupported(str_cat(kCreate, ": kernel ", kernel.name(),
                                 " provides no softmax statistics (LSE), which decoding needs to "
                                 "merge the pieces of the cache"));
@@ -580,13 +719,21 @@ Result<std::unique_ptr<DistributedDecode>> DistributedDecode::create(const Decod
   std::unique_ptr<DecodePlan> plan;
   if (local.is_ok()) {
     plan = std::make_unique<DecodePlan>(config, comm, kernel);
+    if (config.split_kernel == DecodeKernel::kBuiltIn) {
+      if (const std::string why = plan->builtin_unsupported(); !why.empty()) {
+        local = unsupported(str_cat(kCreate,
+                                    ": split_kernel = built_in, but the built-in split-KV "
+                                    "kernel does not run here: ",
+                                    why));
+      }
+    }
     for (const LocalProblem& p : plan->representative_problems()) {
+      if (!local.is_ok() || !plan->may_run_local()) break;
       local = kernel.check_support(p);
-      if (!local.is_ok()) break;
     }
   }
   const AttentionConfig& a = config.attention;
-  const std::array<std::int64_t, 18> fields = {
+  const std::array<std::int64_t, 19> fields = {
       0x554c5944,  // "ULYD": catches ranks running different library builds
       static_cast<std::int64_t>(config.dtype),
       config.cp,
@@ -605,11 +752,13 @@ Result<std::unique_ptr<DistributedDecode>> DistributedDecode::create(const Decod
       a.causal ? 1 : 0,
       a.window_left,
       a.window_right,
-      a.sinks ? 1 : 0};
-  static constexpr std::array<std::string_view, 18> kNames = {
+      a.sinks ? 1 : 0,
+      static_cast<std::int64_t>(config.split_kernel)};
+  static constexpr std::array<std::string_view, 19> kNames = {
       "format",       "dtype",          "cp",         "batch",       "query_tokens", "cache_rows",
       "max_segments", "min_split_rows", "max_splits", "num_heads_q", "num_heads_kv", "head_dim",
-      "head_dim_v",   "softmax_scale",  "causal",     "window_left", "window_right", "sinks"};
+      "head_dim_v",   "softmax_scale",  "causal",     "window_left", "window_right", "sinks",
+      "split_kernel"};
   ULYSSES_RETURN_IF_ERROR(parallel::agree_on_fields(fields, kNames, comm, local, kCreate));
   return std::unique_ptr<DistributedDecode>(std::move(plan));
 }

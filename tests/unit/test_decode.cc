@@ -675,6 +675,14 @@ TEST(DecodeConfig, InvalidFieldsAreNamed) {
   EXPECT_TRUE(with([](DecodeConfig& c) { c.attention.head_dim_v = 16; }).is_ok());
   expect_error(with([](DecodeConfig& c) { c.attention.head_dim_v = -2; }),
                StatusCode::kInvalidArgument, "head_dim_v");
+  expect_error(with([](DecodeConfig& c) { c.split_kernel = static_cast<DecodeKernel>(7); }),
+               StatusCode::kInvalidArgument, "split_kernel");
+}
+
+TEST(DecodeConfig, SplitKernelNames) {
+  EXPECT_EQ(decode_kernel_name(DecodeKernel::kAuto), "auto");
+  EXPECT_EQ(decode_kernel_name(DecodeKernel::kLocal), "local");
+  EXPECT_EQ(decode_kernel_name(DecodeKernel::kBuiltIn), "built_in");
 }
 
 class NoLse final : public LocalAttention {
@@ -726,6 +734,47 @@ TEST(DecodeCreate, AKernelWithoutLseIsRefused) {
     return DistributedDecode::create(small_config(), comm, kernel).status();
   });
   expect_error(s[0], StatusCode::kUnsupported, "LSE");
+}
+
+// The built-in split-KV kernel runs on CUDA devices only: asked for on host ranks, create() says
+// so on every rank; auto and local run the reference kernel there (the Decode tests), and ranks
+// that disagree on the choice are told which field differs.
+TEST(DecodeCreate, BuiltInKernelIsRefusedOffTheGpu) {
+  auto kernel = make_reference_attention();
+  const auto built_in = testing::run_ranks(2, [&](int, Communicator& comm) -> Status {
+    DecodeConfig c = small_config();
+    c.cp = 2;
+    c.split_kernel = DecodeKernel::kBuiltIn;
+    return DistributedDecode::create(c, comm, *kernel).status();
+  });
+  for (const Status& s : built_in) {
+    expect_error(s, StatusCode::kUnsupported, "split_kernel = built_in");
+    EXPECT_NE(s.message().find("CUDA devices"), std::string::npos) << s.message();
+  }
+  NoLse no_lse;  // never asked: the built-in kernel does not need the LocalAttention's LSE
+  const auto refused = testing::run_ranks(1, [&](int, Communicator& comm) -> Status {
+    DecodeConfig c = small_config();
+    c.split_kernel = DecodeKernel::kBuiltIn;
+    return DistributedDecode::create(c, comm, no_lse).status();
+  });
+  expect_error(refused[0], StatusCode::kUnsupported, "CUDA devices");
+  EXPECT_EQ(refused[0].message().find("LSE"), std::string::npos) << refused[0].message();
+  for (DecodeKernel k : {DecodeKernel::kAuto, DecodeKernel::kLocal}) {
+    const auto ok = testing::run_ranks(2, [&](int, Communicator& comm) -> Status {
+      DecodeConfig c = small_config();
+      c.cp = 2;
+      c.split_kernel = k;
+      return DistributedDecode::create(c, comm, *kernel).status();
+    });
+    for (const Status& s : ok) EXPECT_TRUE(s.is_ok()) << s.to_string();
+  }
+  const auto diff = testing::run_ranks(2, [&](int r, Communicator& comm) -> Status {
+    DecodeConfig c = small_config();
+    c.cp = 2;
+    c.split_kernel = r == 0 ? DecodeKernel::kAuto : DecodeKernel::kLocal;
+    return DistributedDecode::create(c, comm, *kernel).status();
+  });
+  for (const Status& s : diff) expect_error(s, StatusCode::kConfigMismatch, "split_kernel");
 }
 
 TEST(DecodeForward, BadArgumentsAreNamedBeforeAnythingRuns) {

@@ -1,0 +1,67 @@
+// ulysses: split-KV attention for a few query rows against long key runs (flash-decoding).
+//
+// One launch runs every piece ("slot") of a decode step: slot i attends the query tokens of its
+// sequence to kv_len consecutive cache rows, for every KV head, and writes a normalised partial O
+// and its LSE (natural log) for each query row (token t, query head h g + jj of KV head h), which
+// the caller merges by log-sum-exp. GQA is folded: the g query heads of a KV head read its keys
+// once. A CTA holds up to 8 query rows of one (slot, KV head) in registers and streams its keys in
+// 16-byte loads, 16 lanes per key; rows that see no key get O = 0 and LSE = -inf.
+//
+// bf16 / fp16 only; head_dim and head_dim_v multiples of 8 up to 256; K and V rows 16-byte
+// aligned (split_kv_aligned). Raw pointers and strides in elements; no NCCL or cuDNN inside.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "ulysses/status.h"
+#include "ulysses/types.h"
+
+namespace ulysses::kernels {
+
+/// Where one kind of slot writes: row (slot s of the kind, KV head h, token t, query head h g + jj)
+/// goes to o[s o_slot + h o_head + t o_token + jj o_row .. + head_dim_v) and lse[s l_slot + h
+/// l_head
+/// + t l_token + jj l_row].
+struct SlotOutput {
+  void* o = nullptr;  // the kernel's dtype
+  float* lse = nullptr;
+  std::int64_t o_slot = 0, o_head = 0, o_token = 0, o_row = 0;
+  std::int64_t l_slot = 0, l_head = 0, l_token = 0, l_row = 0;
+};
+
+struct SplitKvArgs {
+  DType dtype = DType::kBFloat16;  // of q, k, v and o
+  int heads_q = 0, heads_kv = 0, head_dim = 0, head_dim_v = 0;
+  int tokens = 1;           // query tokens per sequence
+  float scale = 1.0f;       // softmax scale
+  const void* q = nullptr;  // [batch, tokens, heads_q, head_dim], head_dim contiguous
+  std::int64_t q_batch = 0, q_token = 0, q_head = 0;
+  const void* k = nullptr;  // row r, head h at k + r k_row + h k_head (head_dim contiguous)
+  std::int64_t k_row = 0, k_head = 0;
+  const void* v = nullptr;  // the same, head_dim_v wide
+  std::int64_t v_row = 0, v_head = 0;
+  /// Device table of slots, 5 rows of `slots` int32: first cache row, rows, sequence, and the low
+  /// and high 32 bits of delta = position of query token 0 minus position of the first row.
+  const std::int32_t* table = nullptr;
+  int slots = 0;
+  /// Slots [0, masked_from) see every key (no mask, output `open`); slots from masked_from on keep
+  /// key j for token t only where d = delta + t - j satisfies (window_right < 0 or d >=
+  /// -window_right) and (window_left < 0 or d <= window_left) (output `edge`, slot index s -
+  /// masked_from).
+  int masked_from = 0;
+  std::int64_t window_left = -1, window_right = -1;
+  SlotOutput open, edge;
+};
+
+/// Empty when split_kv_attention() can run this dtype and these head widths; else why not.
+std::string split_kv_unsupported(DType dtype, int head_dim, int head_dim_v);
+
+/// Whether a base pointer and row / head strides (elements) allow the kernel's 16-byte loads.
+bool split_kv_aligned(const void* base, DType dtype, std::int64_t row_stride,
+                      std::int64_t head_stride);
+
+/// Enqueues the slots on `stream` (CUDA builds; the stub returns kUnsupported).
+Status split_kv_attention(const SplitKvArgs& args, Stream stream);
+
+}  // namespace ulysses::kernels

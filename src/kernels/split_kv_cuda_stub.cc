@@ -1,0 +1,11 @@
+// Built instead of split_kv_cuda.cu when ulysses is built without CUDA.
+#include "common/check.h"
+#include "kernels/split_kv.h"
+
+namespace ulysses::kernels {
+
+Status split_kv_attention(const SplitKvArgs&, Stream) {
+  return unsupported("ulysses: device tensors need a build with CUDA (got a host-only build)");
+}
+
+}  // namespace ulysses::kernels
