@@ -49,7 +49,7 @@ struct CacheSegment {
 /// What runs the pieces of a decode step (DecodeConfig::split_kernel).
 enum class DecodeKernel {
   /// The built-in split-KV kernel where it can run, else the LocalAttention given to create(). It
-  /// runs on a CUDA device, for bf16 and fp16, head_dim and head_dim_v multiples of 8 up to 256,
+  /// runs on a CUDA device, for bf16 and fp16, head_dim and head_dim_v multiples of 16 up to 256,
   /// and caches whose rows start on 16-byte boundaries (a step with a cache that does not is run
   /// by the LocalAttention).
   kAuto,

@@ -12,8 +12,8 @@ std::string split_kv_unsupported(DType dtype, int head_dim, int head_dim_v) {
     return detail::str_cat("dtype ", dtype_name(dtype), " (it runs bf16 and fp16)");
   }
   for (const auto& [name, d] : {std::pair{"head_dim", head_dim}, {"head_dim_v", head_dim_v}}) {
-    if (d < 8 || d > 256 || d % 8 != 0) {
-      return detail::str_cat(name, " ", d, " (it runs multiples of 8 up to 256)");
+    if (d < 16 || d > 256 || d % 16 != 0) {
+      return detail::str_cat(name, " ", d, " (it runs multiples of 16 up to 256)");
     }
   }
   return {};

@@ -1,12 +1,15 @@
-// Split-KV attention (split_kv.h): one CTA per (slot, KV head, block of up to 8 query rows).
+// Split-KV attention (split_kv.h) on tensor cores: one CTA per (slot, KV head, block of 16 query
+// rows), eight warps.
 //
-// 256 threads = 16 groups of 16 lanes. A group owns one key at a time: each lane loads 8 (or 16)
-// elements of its K and V rows with 16-byte loads, multiplies them with the same elements of every
-// query row, and the group sums the products with four shuffles. Each group walks its own keys
-// (kKeys at a time, so that 16 kKeys rows per CTA are in flight) with a running maximum, sum and
-// output per query row (online softmax in base 2, scores pre-scaled by log2(e)); at the end the two
-// groups of a warp merge by shuffles and the eight warps in shared memory, in a fixed order, so
-// the result does not depend on timing.
+// Each warp takes every eighth tile of 16 keys of the slot. A tile's K and V rows come into the
+// warp's own ring in shared memory with cp.async, kStages - 1 tiles ahead of the one it computes
+// (rows padded by 16 bytes, so that ldmatrix reads them without bank conflicts). Per tile, S = Q
+// K^T is 2 x head_dim / 16 mma.sync m16n8k16 (Q's fragments stay in registers; K's come from
+// ldmatrix), an online softmax in base 2 updates the rows' maxima and sums (rows gq and gq + 8 of
+// the fragment layout, four lanes per row), and O += P V is head_dim_v / 8 more, P taken straight
+// from S's accumulators (rounded to the data's dtype, as flash attention does) and V through
+// ldmatrix.trans. At the end the eight warps' rows merge in shared memory in warp order, so the
+// result does not depend on timing.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -23,14 +26,34 @@
 namespace ulysses::kernels {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kLanes = 16;                  // lanes per key
-constexpr int kWarps = kThreads / 32;       // 8
-constexpr int kGroups = kThreads / kLanes;  // keys a CTA reads side by side
-constexpr int kChunk = 8;                   // elements per 16-byte load
-constexpr int kSpan = kLanes * kChunk;      // elements one load of a group covers (128)
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kTile = 16;  // keys per tile
+constexpr int kRows = 16;  // query rows per CTA (the mma's M)
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
+
+// Elements of a K / V row in shared memory: the template's width plus 16 bytes of padding.
+constexpr int padded(int n16) { return n16 * 16 + 8; }
+// Bytes of one tile (K and V rows of 16 keys) for 16-bit data.
+constexpr int tile_bytes(int nk, int nv) { return kTile * (padded(nk) + padded(nv)) * 2; }
+// Tiles in a warp's ring: up to 4, within 17 KiB per warp (eight warps' rings take 136 KiB: one
+// CTA per SM with the 227 KiB opt-in, and every warp's next tile in flight while it computes).
+constexpr int stages(int nk, int nv) {
+  const int s = 17408 / tile_bytes(nk, nv);
+  return s > 4 ? 4 : (s < 1 ? 1 : s);
+}
+// Bytes of the final merge: every warp's O rows (fp32, padded by 4 so that the fragments' eight
+// rows fall in different banks), and per warp and row its max, sum, weight,
+// then the rows' LSE.
+constexpr std::size_t merge_bytes(int nv) {
+  return static_cast<std::size_t>(kWarps * kRows * (nv * 16 + 4 + 3) + kRows) * 4;
+}
+// The rings, and the merge after them in the same bytes.
+constexpr std::size_t smem_bytes(int nk, int nv) {
+  const std::size_t ring = static_cast<std::size_t>(kWarps) * stages(nk, nv) * tile_bytes(nk, nv);
+  return ring > merge_bytes(nv) ? ring : merge_bytes(nv);
+}
 
 template <typename T>
 __device__ inline float to_float(T x) {
@@ -50,28 +73,63 @@ __device__ inline T from_float(float x) {
   }
 }
 
-// Eight fp16 / bf16 values of a 16-byte load as fp32.
+// Two values as one 32-bit register of the mma's A operand (lo in the low half).
 template <typename T>
-__device__ inline void unpack8(const uint4& u, float* f) {
-  const unsigned w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    float2 x;
-    if constexpr (std::is_same_v<T, __half>) {
-      x = __half22float2(*reinterpret_cast<const __half2*>(&w[i]));
-    } else {
-      x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[i]));
-    }
-    f[2 * i] = x.x;
-    f[2 * i + 1] = x.y;
+__device__ inline std::uint32_t pack(float lo, float hi) {
+  if constexpr (std::is_same_v<T, __half>) {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const std::uint32_t*>(&v);
+  } else {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const std::uint32_t*>(&v);
+  }
+}
+template <typename T>
+__device__ inline std::uint32_t pack(T lo, T hi) {
+  const std::uint16_t l = *reinterpret_cast<const std::uint16_t*>(&lo);
+  const std::uint16_t h = *reinterpret_cast<const std::uint16_t*>(&hi);
+  return static_cast<std::uint32_t>(l) | (static_cast<std::uint32_t>(h) << 16);
+}
+
+// c += a b, m16n8k16, fp32 accumulators.
+template <typename T>
+__device__ inline void mma(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
+                           std::uint32_t b1) {
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
 }
 
-// 16 bytes from global to shared memory, asynchronously (sm_80+), bypassing L1: the cache is read
-// once.
-__device__ inline void copy_async(uint4* dst, const void* src) {
-  const auto d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+__device__ inline unsigned shared_address(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// Four 8x8 matrices of 16-bit elements; lane i gives the address of row i % 8 of matrix i / 8.
+__device__ inline void ldmatrix_x4(std::uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_address(row)));
+}
+__device__ inline void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_address(row)));
+}
+
+// 16 bytes from global to shared memory, asynchronously, bypassing L1: the cache is read once.
+__device__ inline void copy_async(void* dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(shared_address(dst)), "l"(src)
+               : "memory");
 }
 __device__ inline void commit_copies() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int kPending>
@@ -79,25 +137,20 @@ __device__ inline void wait_copies() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
-// Keys per group per step: four, two where the registers per row would not fit.
-constexpr int keys_per_step(int nc, int ncv, int rb) { return rb * (nc + ncv) > 8 ? 2 : 4; }
-
-// Steps of keys in the shared-memory ring (split_kv_kernel).
-constexpr int kStages = 4;
-
-// NC / NCV: 16-byte loads per lane for a K / V row (head_dim up to 128 NC); RB: query rows.
-template <typename T, int NC, int NCV, int RB>
+// NK / NV: head_dim <= 16 NK, head_dim_v <= 16 NV (both multiples of 16).
+template <typename T, int NK, int NV>
 __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a) {
-  constexpr int kKeys = keys_per_step(NC, NCV, RB);
-  __shared__ float s_acc[kWarps][RB][NCV * kSpan];
-  __shared__ float s_m[kWarps][RB], s_l[kWarps][RB], s_f[kWarps][RB];
-  __shared__ float s_lse[RB];
+  constexpr int kStages = stages(NK, NV);
+  constexpr int kKRow = padded(NK), kVRow = padded(NV);
+  constexpr int kTileElems = kTile * (kKRow + kVRow);
+  extern __shared__ uint4 smem_raw[];
+  T* const smem = reinterpret_cast<T*>(smem_raw);
 
   const int slot = static_cast<int>(blockIdx.x);
   const int g = a.heads_q / a.heads_kv;
   const int h = static_cast<int>(blockIdx.y) % a.heads_kv;
-  const int row0 = static_cast<int>(blockIdx.y) / a.heads_kv * RB;
-  const int rows = min(RB, g * a.tokens - row0);
+  const int row0 = static_cast<int>(blockIdx.y) / a.heads_kv * kRows;
+  const int rows = min(kRows, g * a.tokens - row0);
   const std::int64_t kv_row = a.table[slot];
   const int kv_len = a.table[a.slots + slot];
   const int b = a.table[2 * a.slots + slot];
@@ -105,224 +158,224 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
       static_cast<std::int64_t>(static_cast<std::uint32_t>(a.table[3 * a.slots + slot])) |
       (static_cast<std::int64_t>(a.table[4 * a.slots + slot]) << 32);
   const bool masked = slot >= a.masked_from;
-  const int lane = static_cast<int>(threadIdx.x) % kLanes;
-  const int group = static_cast<int>(threadIdx.x) / kLanes;
-  const int warp = static_cast<int>(threadIdx.x) / 32;
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int gq = lane >> 2, tq = lane & 3;  // the mma fragments' row and column group
+  const int kchunks = a.head_dim / 16, vchunks = a.head_dim_v / 16;
 
-  // The query rows, scaled so that exp2(score) is the softmax numerator.
-  float q[RB][NC * kChunk];
-  int tok[RB];
-  const float qscale = a.scale * kLog2e;
+  // This thread's two rows (gq, gq + 8): their query token, and whether they exist.
+  int tok[2];
+  bool live[2];
 #pragma unroll
-  for (int r = 0; r < RB; ++r) {
-    tok[r] = 0;
-    const T* qp = nullptr;
-    if (r < rows) {
-      const int row = row0 + r, t = row / g, jj = row % g;
-      tok[r] = t;
-      qp = static_cast<const T*>(a.q) + b * a.q_batch + t * a.q_token + (h * g + jj) * a.q_head;
-    }
+  for (int i = 0; i < 2; ++i) {
+    const int rr = gq + 8 * i;
+    live[i] = rr < rows;
+    tok[i] = live[i] ? (row0 + rr) / g : 0;
+  }
+  // Q's A fragments: register k of chunk c holds row gq + 8 (k & 1), columns 16 c + 2 tq + 8 (k >>
+  // 1) and the next; zero past head_dim and for rows past the block.
+  std::uint32_t qa[NK][4];
 #pragma unroll
-    for (int c = 0; c < NC; ++c) {
-      const int e0 = (lane + kLanes * c) * kChunk;
+  for (int c = 0; c < NK; ++c) {
 #pragma unroll
-      for (int e = 0; e < kChunk; ++e) {
-        q[r][c * kChunk + e] =
-            qp != nullptr && e0 + e < a.head_dim ? to_float(qp[e0 + e]) * qscale : 0.0f;
+    for (int k = 0; k < 4; ++k) {
+      const int i = k & 1, col = 16 * c + 2 * tq + 8 * (k >> 1);
+      qa[c][k] = 0;
+      if (live[i] && c < kchunks) {
+        const int row = row0 + gq + 8 * i;
+        const T* qp = static_cast<const T*>(a.q) + b * a.q_batch + (row / g) * a.q_token +
+                      (h * g + row % g) * a.q_head + col;
+        qa[c][k] = pack<T>(qp[0], qp[1]);
       }
     }
   }
 
-  float m[RB], l[RB], acc[RB][NCV * kChunk];
+  float o[2 * NV][4];
 #pragma unroll
-  for (int r = 0; r < RB; ++r) {
-    m[r] = -INFINITY;
-    l[r] = 0.0f;
+  for (int n = 0; n < 2 * NV; ++n) {
 #pragma unroll
-    for (int i = 0; i < NCV * kChunk; ++i) acc[r][i] = 0.0f;
+    for (int k = 0; k < 4; ++k) o[n][k] = 0.0f;
   }
-  const T* kb = static_cast<const T*>(a.k) + h * a.k_head;
-  const T* vb = static_cast<const T*>(a.v) + h * a.v_head;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  const float scale = a.scale * kLog2e;
 
-  // Each thread copies its own 16-byte pieces of K and V rows into its own slots of a kStages-deep
-  // ring in shared memory (cp.async), kStages - 1 steps ahead of the step it computes, and reads
-  // back only what it copied: no barrier, and 3 steps of keys in flight per CTA.
-  extern __shared__ uint4 s_ring[];  // [kStages][kItems][kThreads]
-  constexpr int kItems = kKeys * (NC + NCV);
-  const int steps = (kv_len + kGroups * kKeys - 1) / (kGroups * kKeys);
-  auto issue = [&](int step) {
-    uint4* ring = s_ring + (step % kStages) * kItems * kThreads + threadIdx.x;
-#pragma unroll
-    for (int u = 0; u < kKeys; ++u) {
-      const int j = step * kGroups * kKeys + u * kGroups + group;
-      const std::int64_t row = kv_row + j;
-#pragma unroll
-      for (int c = 0; c < NC + NCV; ++c) {
-        const bool is_k = c < NC;
-        const int e0 = (lane + kLanes * (is_k ? c : c - NC)) * kChunk;
-        uint4* dst = ring + (u * (NC + NCV) + c) * kThreads;
-        if (j < kv_len && e0 < (is_k ? a.head_dim : a.head_dim_v)) {
-          copy_async(dst, is_k ? kb + row * a.k_row + e0 : vb + row * a.v_row + e0);
-        } else {
-          *dst = make_uint4(0, 0, 0, 0);
-        }
+  const T* const kb = static_cast<const T*>(a.k) + h * a.k_head;
+  const T* const vb = static_cast<const T*>(a.v) + h * a.v_head;
+  T* const ring = smem + warp * kStages * kTileElems;
+  const int tiles = (kv_len + kTile - 1) / kTile;
+  const int mine = tiles > warp ? (tiles - warp + kWarps - 1) / kWarps : 0;  // this warp's tiles
+  // Tile i of this warp (the slot's tile warp + 8 i) into its ring slot: 16-byte pieces, K then V.
+  auto issue = [&](int i) {
+    T* const kt = ring + (i % kStages) * kTileElems;
+    T* const vt = kt + kTile * kKRow;
+    const int key0 = (warp + kWarps * i) * kTile;
+    const T* const ks = kb + (kv_row + key0) * a.k_row;
+    const T* const vs = vb + (kv_row + key0) * a.v_row;
+    for (int p = lane; p < kTile * 2 * NK; p += 32) {
+      const int key = p / (2 * NK), piece = p % (2 * NK);
+      if (piece >= 2 * kchunks) continue;
+      T* dst = kt + key * kKRow + piece * 8;
+      if (key0 + key < kv_len) {
+        copy_async(dst, ks + key * a.k_row + piece * 8);
+      } else {
+        *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+      }
+    }
+    for (int p = lane; p < kTile * 2 * NV; p += 32) {
+      const int key = p / (2 * NV), piece = p % (2 * NV);
+      if (piece >= 2 * vchunks) continue;
+      T* dst = vt + key * kVRow + piece * 8;
+      if (key0 + key < kv_len) {
+        copy_async(dst, vs + key * a.v_row + piece * 8);
+      } else {
+        // Past the slot: zeros, since P = 0 times a NaN would still be NaN.
+        *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
       }
     }
   };
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) {
-    if (i < steps) issue(i);
+    if (i < mine) issue(i);
     commit_copies();
   }
 
-  for (int step = 0; step < steps; ++step) {
-    if (step + kStages - 1 < steps) issue(step + kStages - 1);
+  for (int i = 0; i < mine; ++i) {
+    __syncwarp();  // every lane is done reading the slot the next issue overwrites
+    if (i + kStages - 1 < mine) issue(i + kStages - 1);
     commit_copies();
-    wait_copies<kStages - 1>();  // this step's group has landed
-    const int j0 = step * kGroups * kKeys;
-    const uint4* ring = s_ring + (step % kStages) * kItems * kThreads + threadIdx.x;
-    uint4 kr[kKeys][NC], vr[kKeys][NCV];
+    wait_copies<kStages - 1>();
+    __syncwarp();  // and every lane's copies of tile i have landed
+    const T* const kt = ring + (i % kStages) * kTileElems;
+    const T* const vt = kt + kTile * kKRow;
+    const int key0 = (warp + kWarps * i) * kTile;
+
+    // S = Q K^T: s[n] holds keys 8 n + 2 tq (+1) of rows gq (k 0, 1) and gq + 8 (k 2, 3).
+    float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
-    for (int u = 0; u < kKeys; ++u) {
-#pragma unroll
-      for (int c = 0; c < NC; ++c) kr[u][c] = ring[(u * (NC + NCV) + c) * kThreads];
-#pragma unroll
-      for (int c = 0; c < NCV; ++c) vr[u][c] = ring[(u * (NC + NCV) + NC + c) * kThreads];
-    }
-    // Scores: each lane's share of the dot products, summed over the group's 16 lanes.
-    float s[kKeys][RB];
-#pragma unroll
-    for (int u = 0; u < kKeys; ++u) {
-      float kf[NC * kChunk];
-#pragma unroll
-      for (int c = 0; c < NC; ++c) unpack8<T>(kr[u][c], kf + c * kChunk);
-#pragma unroll
-      for (int r = 0; r < RB; ++r) {
-        float d = 0.0f;
-#pragma unroll
-        for (int i = 0; i < NC * kChunk; ++i) d = fmaf(q[r][i], kf[i], d);
-        s[u][r] = d;
+    for (int c = 0; c < NK; ++c) {
+      if (c < kchunks) {
+        // Matrices: keys 0-7 / dims 16 c + 0-7, keys 0-7 / + 8-15, keys 8-15 / 0-7, 8-15 / 8-15.
+        const int mi = lane / 8, rr = lane % 8;
+        std::uint32_t bk[4];
+        ldmatrix_x4(bk, kt + ((mi >> 1) * 8 + rr) * kKRow + 16 * c + (mi & 1) * 8);
+        mma<T>(s[0], qa[c], bk[0], bk[1]);
+        mma<T>(s[1], qa[c], bk[2], bk[3]);
       }
     }
+    // Scale into base 2, mask, and the online softmax of rows gq and gq + 8.
+    float mx[2] = {m[0], m[1]};
 #pragma unroll
-    for (int u = 0; u < kKeys; ++u) {
+    for (int n = 0; n < 2; ++n) {
 #pragma unroll
-      for (int r = 0; r < RB; ++r) {
-#pragma unroll
-        for (int off = kLanes / 2; off > 0; off /= 2) {
-          s[u][r] += __shfl_xor_sync(0xffffffffu, s[u][r], off);
-        }
-      }
-    }
-    // Masks: keys past the slot, rows past the block, and the window / causal band of edges.
-#pragma unroll
-    for (int u = 0; u < kKeys; ++u) {
-      const int j = j0 + u * kGroups + group;
-#pragma unroll
-      for (int r = 0; r < RB; ++r) {
-        bool seen = j < kv_len && r < rows;
+      for (int k = 0; k < 4; ++k) {
+        const int i2 = k >> 1, j = key0 + 8 * n + 2 * tq + (k & 1);
+        bool seen = live[i2] && j < kv_len;
         if (masked && seen) {
-          const std::int64_t d = delta + tok[r] - j;
+          const std::int64_t d = delta + tok[i2] - j;
           seen = (a.window_right < 0 || d >= -a.window_right) &&
                  (a.window_left < 0 || d <= a.window_left);
         }
-        if (!seen) s[u][r] = -INFINITY;
+        s[n][k] = seen ? s[n][k] * scale : -INFINITY;
+        mx[i2] = fmaxf(mx[i2], s[n][k]);
       }
     }
-    // Online softmax: scores become weights against the new running maximum.
+    float alpha[2];
 #pragma unroll
-    for (int r = 0; r < RB; ++r) {
-      float mx = m[r];
-#pragma unroll
-      for (int u = 0; u < kKeys; ++u) mx = fmaxf(mx, s[u][r]);
-      if (mx == -INFINITY) {
-#pragma unroll
-        for (int u = 0; u < kKeys; ++u) s[u][r] = 0.0f;
-        continue;
-      }
-      const float alpha = exp2f(m[r] - mx);
-      float sum = 0.0f;
-#pragma unroll
-      for (int u = 0; u < kKeys; ++u) {
-        s[u][r] = exp2f(s[u][r] - mx);
-        sum += s[u][r];
-      }
-      l[r] = l[r] * alpha + sum;
-      m[r] = mx;
-#pragma unroll
-      for (int i = 0; i < NCV * kChunk; ++i) acc[r][i] *= alpha;
+    for (int i2 = 0; i2 < 2; ++i2) {
+      mx[i2] = fmaxf(mx[i2], __shfl_xor_sync(0xffffffffu, mx[i2], 1));
+      mx[i2] = fmaxf(mx[i2], __shfl_xor_sync(0xffffffffu, mx[i2], 2));
+      alpha[i2] = mx[i2] == -INFINITY ? 1.0f : exp2f(m[i2] - mx[i2]);
+      m[i2] = mx[i2];
+      l[i2] *= alpha[i2];
     }
 #pragma unroll
-    for (int u = 0; u < kKeys; ++u) {
-      float vf[NCV * kChunk];
+    for (int n = 0; n < 2; ++n) {
 #pragma unroll
-      for (int c = 0; c < NCV; ++c) unpack8<T>(vr[u][c], vf + c * kChunk);
+      for (int k = 0; k < 4; ++k) {
+        const int i2 = k >> 1;
+        s[n][k] = mx[i2] == -INFINITY ? 0.0f : exp2f(s[n][k] - mx[i2]);
+        l[i2] += s[n][k];
+      }
+    }
 #pragma unroll
-      for (int r = 0; r < RB; ++r) {
+    for (int n = 0; n < 2 * NV; ++n) {
+      o[n][0] *= alpha[0];
+      o[n][1] *= alpha[0];
+      o[n][2] *= alpha[1];
+      o[n][3] *= alpha[1];
+    }
+    // P as the A operand: keys 2 tq (+1) of rows gq / gq + 8, then keys 8 + 2 tq.
+    const std::uint32_t pa[4] = {pack<T>(s[0][0], s[0][1]), pack<T>(s[0][2], s[0][3]),
+                                 pack<T>(s[1][0], s[1][1]), pack<T>(s[1][2], s[1][3])};
+    // O += P V, 16 columns of V at a time: matrices keys 0-7 / dims 16 c + 0-7, keys 8-15 / 0-7,
+    // keys 0-7 / 8-15, keys 8-15 / 8-15, transposed.
 #pragma unroll
-        for (int i = 0; i < NCV * kChunk; ++i) acc[r][i] = fmaf(s[u][r], vf[i], acc[r][i]);
+    for (int c = 0; c < NV; ++c) {
+      if (c < vchunks) {
+        const int mi = lane / 8, rr = lane % 8;
+        std::uint32_t bv[4];
+        ldmatrix_x4_trans(bv, vt + ((mi & 1) * 8 + rr) * kVRow + 16 * c + (mi >> 1) * 8);
+        mma<T>(o[2 * c], pa, bv[0], bv[1]);
+        mma<T>(o[2 * c + 1], pa, bv[2], bv[3]);
       }
     }
   }
 
-  // The warp's two groups merge (fp addition commutes, so both halves hold the same bits).
+  // The rows' sums over their four lanes; then the warps merge in shared memory (the ring's bytes:
+  // every copy has landed and been read).
 #pragma unroll
-  for (int r = 0; r < RB; ++r) {
-    const float mo = __shfl_xor_sync(0xffffffffu, m[r], kLanes);
-    const float lo = __shfl_xor_sync(0xffffffffu, l[r], kLanes);
-    const float mx = fmaxf(m[r], mo);
-    const float fa = mx == -INFINITY ? 0.0f : exp2f(m[r] - mx);
-    const float fb = mx == -INFINITY ? 0.0f : exp2f(mo - mx);
-    l[r] = l[r] * fa + lo * fb;
-    m[r] = mx;
+  for (int i2 = 0; i2 < 2; ++i2) {
+    l[i2] += __shfl_xor_sync(0xffffffffu, l[i2], 1);
+    l[i2] += __shfl_xor_sync(0xffffffffu, l[i2], 2);
+  }
+  constexpr int kOCols = NV * 16 + 4;                     // a row of O in the merge, padded
+  float* const s_o = reinterpret_cast<float*>(smem_raw);  // [warp][row][kOCols]
+  float* const s_m = s_o + kWarps * kRows * kOCols;       // [warp][row]
+  float* const s_l = s_m + kWarps * kRows;
+  float* const s_f = s_l + kWarps * kRows;  // each warp's weight per row
+  float* const s_lse = s_f + kWarps * kRows;
+  __syncthreads();
 #pragma unroll
-    for (int i = 0; i < NCV * kChunk; ++i) {
-      const float ao = __shfl_xor_sync(0xffffffffu, acc[r][i], kLanes);
-      acc[r][i] = acc[r][i] * fa + ao * fb;
+  for (int n = 0; n < 2 * NV; ++n) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int rr = gq + 8 * (k >> 1), col = 8 * n + 2 * tq + (k & 1);
+      s_o[(warp * kRows + rr) * kOCols + col] = o[n][k];
     }
   }
-  if (static_cast<int>(threadIdx.x) % 32 < kLanes) {
+  if (tq == 0) {
 #pragma unroll
-    for (int r = 0; r < RB; ++r) {
-      if (lane == 0) {
-        s_m[warp][r] = m[r];
-        s_l[warp][r] = l[r];
-      }
-#pragma unroll
-      for (int c = 0; c < NCV; ++c) {
-#pragma unroll
-        for (int e = 0; e < kChunk; ++e) {
-          s_acc[warp][r][(lane + kLanes * c) * kChunk + e] = acc[r][c * kChunk + e];
-        }
-      }
+    for (int i2 = 0; i2 < 2; ++i2) {
+      s_m[warp * kRows + gq + 8 * i2] = m[i2];
+      s_l[warp * kRows + gq + 8 * i2] = l[i2];
     }
   }
   __syncthreads();
-  // Per row: each warp's weight in the normalised output, and the LSE.
   if (static_cast<int>(threadIdx.x) < rows) {
     const int r = static_cast<int>(threadIdx.x);
-    float mx = -INFINITY;
-    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, s_m[w][r]);
+    float mxr = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) mxr = fmaxf(mxr, s_m[w * kRows + r]);
     float sum = 0.0f;
     for (int w = 0; w < kWarps; ++w) {
-      s_f[w][r] = mx == -INFINITY ? 0.0f : exp2f(s_m[w][r] - mx);
-      sum += s_l[w][r] * s_f[w][r];
+      const float f = mxr == -INFINITY ? 0.0f : exp2f(s_m[w * kRows + r] - mxr);
+      s_f[w * kRows + r] = f;
+      sum += s_l[w * kRows + r] * f;
     }
     const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-    for (int w = 0; w < kWarps; ++w) s_f[w][r] *= inv;
-    s_lse[r] = sum > 0.0f ? (mx + log2f(sum)) * kLn2 : -INFINITY;
+    for (int w = 0; w < kWarps; ++w) s_f[w * kRows + r] *= inv;
+    s_lse[r] = sum > 0.0f ? (mxr + log2f(sum)) * kLn2 : -INFINITY;
   }
   __syncthreads();
   const SlotOutput& out = masked ? a.edge : a.open;
   const std::int64_t s_index = masked ? slot - a.masked_from : slot;
-  T* o = static_cast<T*>(out.o);
+  T* const op = static_cast<T*>(out.o);
   for (int idx = static_cast<int>(threadIdx.x); idx < rows * a.head_dim_v; idx += kThreads) {
     const int r = idx / a.head_dim_v, d = idx % a.head_dim_v;
     const int row = row0 + r, t = row / g, jj = row % g;
     float x = 0.0f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) x = fmaf(s_acc[w][r][d], s_f[w][r], x);
-    o[s_index * out.o_slot + h * out.o_head + t * out.o_token + jj * out.o_row + d] =
+    for (int w = 0; w < kWarps; ++w)
+      x = fmaf(s_o[(w * kRows + r) * kOCols + d], s_f[w * kRows + r], x);
+    op[s_index * out.o_slot + h * out.o_head + t * out.o_token + jj * out.o_row + d] =
         from_float<T>(x);
     if (d == 0) {
       out.lse[s_index * out.l_slot + h * out.l_head + t * out.l_token + jj * out.l_row] = s_lse[r];
@@ -346,40 +399,32 @@ Status allow_shared_memory(const void* kernel, std::size_t bytes) {
   return Status::ok();
 }
 
-template <typename T, int NC, int NCV, int RB>
-Status launch(const SplitKvArgs& a, int row_blocks, Stream stream) {
+template <typename T, int NK, int NV>
+Status launch(const SplitKvArgs& a, Stream stream) {
+  const int row_blocks = (a.heads_q / a.heads_kv * a.tokens + kRows - 1) / kRows;
   const dim3 grid(static_cast<unsigned>(a.slots), static_cast<unsigned>(a.heads_kv * row_blocks));
-  // The ring: kStages x kItems 16-byte pieces per thread.
-  constexpr std::size_t smem =
-      std::size_t{kStages} * keys_per_step(NC, NCV, RB) * (NC + NCV) * kThreads * 16;
-  void (*kernel)(SplitKvArgs) = &split_kv_kernel<T, NC, NCV, RB>;
+  constexpr std::size_t smem = smem_bytes(NK, NV);
+  void (*kernel)(SplitKvArgs) = &split_kv_kernel<T, NK, NV>;
   ULYSSES_RETURN_IF_ERROR(allow_shared_memory(reinterpret_cast<const void*>(kernel), smem));
   kernel<<<grid, kThreads, smem, static_cast<cudaStream_t>(stream)>>>(a);
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }
 
-// RB: 2, 4 or 8 rows (at most 4 with 256-wide heads, whose registers per row double).
-template <typename T, int NC, int NCV>
-Status by_rows(const SplitKvArgs& a, Stream stream) {
-  const int R = a.heads_q / a.heads_kv * a.tokens;
-  constexpr int kMaxRows = NC == 1 && NCV == 1 ? 8 : 4;
-  const int rb = R <= 2 ? 2 : (R <= 4 || kMaxRows == 4 ? 4 : 8);
-  const int blocks = (R + rb - 1) / rb;
-  if (rb == 2) return launch<T, NC, NCV, 2>(a, blocks, stream);
-  if constexpr (kMaxRows == 8) {
-    if (rb == 8) return launch<T, NC, NCV, 8>(a, blocks, stream);
-  }
-  return launch<T, NC, NCV, 4>(a, blocks, stream);
+// Template widths: 64, 128, 192 or 256 for K (register arrays sized to fit), 64, 128 or 256 for V.
+template <typename T, int NK>
+Status by_value_width(const SplitKvArgs& a, Stream stream) {
+  if (a.head_dim_v <= 64) return launch<T, NK, 4>(a, stream);
+  if (a.head_dim_v <= 128) return launch<T, NK, 8>(a, stream);
+  return launch<T, NK, 16>(a, stream);
 }
 
 template <typename T>
 Status by_widths(const SplitKvArgs& a, Stream stream) {
-  const bool wide_k = a.head_dim > kSpan, wide_v = a.head_dim_v > kSpan;
-  if (wide_k && wide_v) return by_rows<T, 2, 2>(a, stream);
-  if (wide_k) return by_rows<T, 2, 1>(a, stream);
-  if (wide_v) return by_rows<T, 1, 2>(a, stream);
-  return by_rows<T, 1, 1>(a, stream);
+  if (a.head_dim <= 64) return by_value_width<T, 4>(a, stream);
+  if (a.head_dim <= 128) return by_value_width<T, 8>(a, stream);
+  if (a.head_dim <= 192) return by_value_width<T, 12>(a, stream);
+  return by_value_width<T, 16>(a, stream);
 }
 
 }  // namespace
@@ -390,11 +435,11 @@ Status split_kv_attention(const SplitKvArgs& a, Stream stream) {
     return unsupported("ulysses::kernels::split_kv_attention: " + why);
   }
   if (a.slots == 0) return Status::ok();
-  const int rows = a.heads_q / a.heads_kv * a.tokens;
-  if (static_cast<std::int64_t>(a.heads_kv) * ((rows + 1) / 2) > 65535) {
+  const std::int64_t row_blocks = (a.heads_q / a.heads_kv * a.tokens + kRows - 1) / kRows;
+  if (a.heads_kv * row_blocks > 65535) {
     return unsupported(detail::str_cat("ulysses::kernels::split_kv_attention: ", a.heads_kv,
-                                       " KV heads x ", rows,
-                                       " query rows each need more than 65535 CTA rows"));
+                                       " KV heads x ", row_blocks,
+                                       " blocks of 16 query rows need more than 65535 CTA rows"));
   }
   if (a.dtype == DType::kFloat16) return by_widths<__half>(a, stream);
   return by_widths<__nv_bfloat16>(a, stream);
