@@ -428,20 +428,32 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
+// One warp per row. The parts' LSE values are read a warp's width at a time (lanes over parts), so
+// the maximum and the sum are two reductions rather than a chain of n dependent loads per lane;
+// then each lane adds its columns' values in part order, with the weights shuffled from the lanes
+// that read them, and many loads issued before the first is used (a decode step merges 16 pieces
+// of 32 rows: latency, not bytes, is its cost).
 __global__ void merge_stacked_kernel(Rows g, View4 parts, View3 lparts, int n,
                                      std::int64_t o_stride, std::int64_t l_stride,
                                      const float* sinks, std::int64_t sink_stride, int head_offset,
                                      View4 out, View3 lout) {
+  constexpr unsigned kAll = 0xffffffffu;
   ULYSSES_ROW_LOOP(r, g) {
     Index x = row_of(g, r);
     const std::int64_t l_at = at3(lparts, x), o_at = at4(parts, x);
+    const int lane = lane_of_row();
+    auto lse_of = [&](int i) {
+      return i < n ? load(lparts.data, lparts.dtype, l_at + i * l_stride) : -INFINITY;
+    };
     float m = -INFINITY;
-    for (int i = 0; i < n; ++i) m = fmaxf(m, load(lparts.data, lparts.dtype, l_at + i * l_stride));
+    for (int c = 0; c < n; c += kLanes) m = fmaxf(m, lse_of(c + lane));
+    for (int off = kLanes / 2; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(kAll, m, off));
     float sum = 0.0f;
-    for (int i = 0; m != -INFINITY && i < n; ++i) {
-      const float li = load(lparts.data, lparts.dtype, l_at + i * l_stride);
+    for (int c = 0; m != -INFINITY && c < n; c += kLanes) {
+      const float li = lse_of(c + lane);
       if (li != -INFINITY) sum += expf(li - m);
     }
+    for (int off = kLanes / 2; off > 0; off /= 2) sum += __shfl_xor_sync(kAll, sum, off);
     float l = m == -INFINITY ? -INFINITY : m + logf(sum), scale = 0.0f;
     if (m != -INFINITY) {
       scale = 1.0f / sum;
@@ -451,17 +463,48 @@ __global__ void merge_stacked_kernel(Rows g, View4 parts, View3 lparts, int n,
         l = with_sink;
       }
     }
-    for (x.d = lane_of_row(); x.d < out.n3; x.d += kLanes) {
-      float acc = 0.0f;
-      for (int i = 0; m != -INFINITY && i < n; ++i) {
-        const float li = load(lparts.data, lparts.dtype, l_at + i * l_stride);
-        if (li != -INFINITY) {
-          acc += expf(li - m) * load(parts.data, parts.dtype, o_at + i * o_stride + x.d * parts.s3);
+    // Columns lane + 32 q of each 256-column block, four parts at a time: 32 loads in flight per
+    // lane before any is used.
+    constexpr int kCols = 8, kParts = 4;
+    for (std::int64_t d0 = 0; d0 < out.n3; d0 += kCols * kLanes) {
+      float acc[kCols];
+#pragma unroll
+      for (int q = 0; q < kCols; ++q) acc[q] = 0.0f;
+      for (int c = 0; m != -INFINITY && c < n; c += kLanes) {
+        // Part c + lane's weight; a part that saw no key (LSE -inf) weighs 0 and is not read.
+        const float li = lse_of(c + lane);
+        const float w = li == -INFINITY ? 0.0f : expf(li - m);
+        const int count = min(kLanes, n - c);
+        for (int k0 = 0; k0 < count; k0 += kParts) {
+          float wk[kParts], v[kParts][kCols];
+#pragma unroll
+          for (int k = 0; k < kParts; ++k) {
+            wk[k] = __shfl_sync(kAll, w, min(k0 + k, kLanes - 1));
+#pragma unroll
+            for (int q = 0; q < kCols; ++q) {
+              const std::int64_t d = d0 + lane + q * kLanes;
+              const bool read = d < out.n3 && k0 + k < count && wk[k] != 0.0f;
+              v[k][q] = read ? load(parts.data, parts.dtype,
+                                    o_at + (c + k0 + k) * o_stride + d * parts.s3)
+                             : 0.0f;
+            }
+          }
+#pragma unroll
+          for (int k = 0; k < kParts; ++k) {
+#pragma unroll
+            for (int q = 0; q < kCols; ++q) {
+              if (k0 + k < count) acc[q] += wk[k] * v[k][q];
+            }
+          }
         }
       }
-      store(out.data, out.dtype, at4(out, x), acc * scale);
+#pragma unroll
+      for (int q = 0; q < kCols; ++q) {
+        x.d = d0 + lane + q * kLanes;
+        if (x.d < out.n3) store(out.data, out.dtype, at4(out, x), acc[q] * scale);
+      }
     }
-    if (lane_of_row() == 0 && lout.data != nullptr) store(lout.data, lout.dtype, at3(lout, x), l);
+    if (lane == 0 && lout.data != nullptr) store(lout.data, lout.dtype, at3(lout, x), l);
   }
 }
 
