@@ -48,17 +48,19 @@ struct CacheSegment {
 
 /// What runs the pieces of a decode step (DecodeConfig::split_kernel).
 enum class DecodeKernel {
-  /// The built-in split-KV kernel where it can run, else the LocalAttention given to create(). It
-  /// runs on a CUDA device, for bf16 and fp16, head_dim and head_dim_v multiples of 16 up to 256,
-  /// and caches whose rows start on 16-byte boundaries (a step with a cache that does not is run
-  /// by the LocalAttention).
+  /// The LocalAttention given to create() where it can run the pieces, else the built-in kernel
+  /// (where that can: a CUDA device, bf16 or fp16, head_dim and head_dim_v multiples of 16 up to
+  /// 256, caches whose rows start on 16-byte boundaries). cuDNN first: on an H200 it takes less
+  /// GPU time per step in every shape measured (docs/PERF.md).
   kAuto,
   /// The LocalAttention given to create() (e.g. cuDNN): the open pieces in one varlen call, each
   /// group of edge pieces in one masked call, each piece with its own copy of the query rows.
   kLocal,
-  /// The built-in kernel only: one launch for every piece, reading q and the cache in place (no
-  /// copies, no per-call tables beyond one row per piece). create() returns kUnsupported where it
-  /// cannot run, forward() kInvalidArgument for a cache that is not 16-byte aligned.
+  /// The built-in kernel only: one launch for every piece on tensor cores, reading q and the cache
+  /// in place (no copies, no cuDNN graphs: nothing is built on a first step or when a growing
+  /// cache crosses a power of two), less than half of cuDNN's host time per step. create() returns
+  /// kUnsupported where it cannot run, forward() kInvalidArgument for a cache that is not 16-byte
+  /// aligned.
   kBuiltIn,
 };
 
@@ -139,11 +141,11 @@ struct DecodeArgs {
 /// rather than hang. A query token that sees no key at all (outside every window, or an empty
 /// cache) gets O = 0 and LSE = -inf.
 ///
-/// A kernel that may run pieces (split_kernel kAuto or kLocal) needs provides_lse(). The built-in
-/// kernel builds nothing and needs no workspace of its own. The cuDNN backend builds a graph per
+/// A LocalAttention that runs pieces needs provides_lse(). The cuDNN backend builds a graph per
 /// power-of-two bucket of the pieces' lengths, so a growing cache builds a new graph only when a
-/// piece crosses a power of two. forward() enqueues device work only (no host synchronisation;
-/// allocation only when a new bucket needs more cuDNN workspace).
+/// piece crosses a power of two; the built-in kernel builds nothing and needs no workspace of its
+/// own. forward() enqueues device work only (no host synchronisation; allocation only when a new
+/// bucket needs more cuDNN workspace).
 class DistributedDecode {
  public:
   virtual ~DistributedDecode() = default;

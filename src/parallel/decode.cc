@@ -118,7 +118,7 @@ class DecodePlan final : public DistributedDecode {
       : config_(config), comm_(comm), kernel_(kernel) {
     const AttentionConfig& a = config_.attention;
     local_ = config_.split_kernel != DecodeKernel::kBuiltIn;
-    builtin_ = config_.split_kernel != DecodeKernel::kLocal && builtin_unsupported().empty();
+    builtin_ = config_.split_kernel == DecodeKernel::kBuiltIn && builtin_unsupported().empty();
     const std::int64_t B = config_.batch, T = config_.query_tokens, Dv = a.value_dim();
     acc_ = config_.dtype == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
     slots_ = piece_slots(config_);
@@ -192,7 +192,12 @@ class DecodePlan final : public DistributedDecode {
     const AttentionConfig& a = config_.attention;
     return kernels::split_kv_unsupported(config_.dtype, a.head_dim, a.value_dim());
   }
-  bool may_run_local() const { return local_; }
+  // split_kernel = auto, and the LocalAttention cannot run the pieces: the built-in kernel runs
+  // them all (create()).
+  void run_builtin_only() {
+    local_ = false;
+    builtin_ = true;
+  }
 
   // Whether the built-in kernel's 16-byte loads can read this step's cache rows (sequences lie a
   // whole number of rows apart, check()).
@@ -517,7 +522,7 @@ class DecodePlan final : public DistributedDecode {
   LocalAttention& kernel_;
   DType acc_ = DType::kFloat32;
   bool local_ = true;     // the LocalAttention may run pieces
-  bool builtin_ = false;  // the built-in kernel runs pieces (of aligned caches)
+  bool builtin_ = false;  // the built-in kernel runs the pieces (of caches it can read)
   std::int64_t slots_ = 0, rows_cap_ = 0;
   std::size_t q_rep_ = 0, o_part_ = 0, lse_part_ = 0, lse_open_ = 0, table_offset_ = 0, send_ = 0,
               recv_ = 0, kernel_ws_ = 0;
@@ -634,8 +639,8 @@ Status DecodePlan::check(const DecodeArgs& a) const {
     return arg_error(api, k_ok ? "v_cache" : "k_cache",
                      "is not aligned for the built-in split-KV kernel's 16-byte loads",
                      t.to_string(),
-                     "a 16-byte aligned pointer, row and head strides of whole 16 bytes (or "
-                     "split_kernel = auto / local)");
+                     "a 16-byte aligned pointer, row and head strides of whole 16 bytes (the "
+                     "built-in kernel runs this plan's pieces)");
   }
   if (workspace_bytes_ > 0 && a.workspace == nullptr) {
     return arg_error(api, "workspace", "is null", "nullptr",
@@ -711,25 +716,33 @@ Result<std::unique_ptr<DistributedDecode>> DistributedDecode::create(const Decod
     local = arg_error(kCreate, "kernel", "runs on another device than the communicator",
                       kernel.device().to_string(), comm.device().to_string());
   }
-  if (local.is_ok() && config.split_kernel != DecodeKernel::kBuiltIn && !kernel.provides_lse()) {
-    local = unsupported(str_cat(kCreate, ": kernel ", kernel.name(),
-                                " provides no softmax statistics (LSE), which decoding needs to "
-                                "merge the pieces of the cache"));
-  }
   std::unique_ptr<DecodePlan> plan;
   if (local.is_ok()) {
     plan = std::make_unique<DecodePlan>(config, comm, kernel);
+    const std::string builtin_why = plan->builtin_unsupported();
     if (config.split_kernel == DecodeKernel::kBuiltIn) {
-      if (const std::string why = plan->builtin_unsupported(); !why.empty()) {
+      if (!builtin_why.empty()) {
         local = unsupported(str_cat(kCreate,
                                     ": split_kernel = built_in, but the built-in split-KV "
                                     "kernel does not run here: ",
-                                    why));
+                                    builtin_why));
       }
-    }
-    for (const LocalProblem& p : plan->representative_problems()) {
-      if (!local.is_ok() || !plan->may_run_local()) break;
-      local = kernel.check_support(p);
+    } else {
+      // Can the LocalAttention run every piece? auto falls back to the built-in kernel if not.
+      Status pieces = kernel.provides_lse()
+                          ? Status::ok()
+                          : unsupported(str_cat(kCreate, ": kernel ", kernel.name(),
+                                                " provides no softmax statistics (LSE), which "
+                                                "decoding needs to merge the pieces of the cache"));
+      for (const LocalProblem& p : plan->representative_problems()) {
+        if (!pieces.is_ok()) break;
+        pieces = kernel.check_support(p);
+      }
+      if (!pieces.is_ok() && config.split_kernel == DecodeKernel::kAuto && builtin_why.empty()) {
+        plan->run_builtin_only();
+      } else {
+        local = pieces;
+      }
     }
   }
   const AttentionConfig& a = config.attention;

@@ -406,8 +406,9 @@ TEST(DeviceLoopbackDecodeLarge, BatchOfCachesPast2To31Elements) {
 }
 
 // A cache whose rows do not start on 16-byte boundaries (here: 8 bytes into its buffer). The
-// built-in kernel cannot read it with 16-byte loads: built_in names k_cache before any work, and
-// auto runs the step as local does (the same status, and when local runs it, the same bits).
+// built-in kernel cannot read it with 16-byte loads: built_in names k_cache before any work; auto
+// prefers the LocalAttention and so gives what local gives (the same status, and the same bits when
+// it runs).
 TEST(DeviceLoopbackDecodeAligned, MisalignedCacheFallsBackUnderAuto) {
   ULYSSES_REQUIRE_GPUS(1);
   const auto seed = testing::fresh_seed();
@@ -467,6 +468,78 @@ TEST(DeviceLoopbackDecodeAligned, MisalignedCacheFallsBackUnderAuto) {
   if (local.is_ok() && autos.is_ok()) {
     EXPECT_BITWISE_EQ(o_local, o_auto, "O");
   }
+}
+
+// A LocalAttention that cannot run decoding's pieces (no LSE): auto runs them in the built-in
+// kernel instead, so its step gives the bits of split_kernel = built_in with cuDNN's kernel, and
+// local is refused naming the LSE.
+class NoLseOnDevice final : public LocalAttention {
+ public:
+  std::string_view name() const override { return "no-lse-device"; }
+  Device device() const override { return Device::cuda(0); }
+  bool provides_lse() const override { return false; }
+  bool supports_backward() const override { return false; }
+  Status check_support(const LocalProblem&) const override { return Status::ok(); }
+  Status forward(const LocalProblem&, const LocalForwardArgs&, Stream) override {
+    return internal_error("NoLseOnDevice::forward must not run");
+  }
+  Status backward(const LocalProblem&, const LocalBackwardArgs&, Stream) override {
+    return internal_error("NoLseOnDevice::backward must not run");
+  }
+};
+
+TEST(DeviceLoopbackDecodeAuto, FallsBackToTheBuiltInKernel) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Case c{"", 1, 1, 1, 8, 2, 128};
+  const std::int64_t L = 3000;
+  HostTensor k(c.dtype, {1, L, c.Hkv, c.D}), v = k, q(c.dtype, {1, 1, c.Hq, c.D});
+  for (HostTensor* t : {&k, &v, &q}) testing::fill_uniform(*t, rng, -1.0, 1.0);
+  DeviceTensor kd = DeviceTensor::of(k), vd = DeviceTensor::of(v), qd = DeviceTensor::of(q);
+  const std::vector<CacheSegment> segs = {{.row = 0, .rows = L, .position = 0}};
+  auto comms = create_device_loopback_group(1, 0);
+  ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
+  auto cudnn = create_cudnn_attention(0);
+  ASSERT_TRUE(cudnn.is_ok()) << cudnn.status().to_string();
+  NoLseOnDevice no_lse;
+  auto run = [&](DecodeKernel split_kernel, LocalAttention& kernel, HostTensor& o) -> Status {
+    const DecodeConfig cfg{.attention = attention(c),
+                           .cp = 1,
+                           .dtype = c.dtype,
+                           .cache_rows = L,
+                           .max_segments = 1,
+                           .min_split_rows = 512,
+                           .split_kernel = split_kernel};
+    auto plan = DistributedDecode::create(cfg, *(*comms)[0], kernel);
+    if (!plan.is_ok()) return plan.status();
+    DeviceBytes ws((*plan)->workspace_bytes());
+    o = HostTensor(c.dtype, {1, 1, c.Hq, c.D});
+    testing::poison(o);
+    DeviceTensor od = DeviceTensor::of(o);
+    ULYSSES_RETURN_IF_ERROR((*plan)->forward({.q = qd.view,
+                                              .k_cache = kd.view,
+                                              .v_cache = vd.view,
+                                              .segments = segs,
+                                              .query_position = L - 1,
+                                              .o = od.view,
+                                              .workspace = ws.ptr},
+                                             nullptr));
+    if (cudaDeviceSynchronize() != cudaSuccess) return internal_error("sync failed");
+    o = od.download(o);
+    return Status::ok();
+  };
+  HostTensor o_auto, o_builtin, o_local;
+  const Status autos = run(DecodeKernel::kAuto, no_lse, o_auto);
+  ASSERT_TRUE(autos.is_ok()) << autos.to_string();
+  const Status builtin = run(DecodeKernel::kBuiltIn, **cudnn, o_builtin);
+  ASSERT_TRUE(builtin.is_ok()) << builtin.to_string();
+  EXPECT_EQ(testing::count_nan(o_auto), 0);
+  EXPECT_BITWISE_EQ(o_builtin, o_auto, "O");
+  const Status local = run(DecodeKernel::kLocal, no_lse, o_local);
+  EXPECT_EQ(local.code(), StatusCode::kUnsupported) << local.to_string();
+  EXPECT_NE(local.message().find("LSE"), std::string::npos) << local.message();
 }
 
 }  // namespace
