@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 /* Bumped when a struct below changes layout; ulysses_c_api_version() returns the library's. */
-#define ULYSSES_C_API_VERSION 4
+#define ULYSSES_C_API_VERSION 5
 
 /* ulysses::StatusCode */
 typedef enum {
@@ -120,6 +120,13 @@ typedef struct {
   ulysses_tensor q, k, v, o;
 } ulysses_backward_args;
 
+/* ulysses::DecodeKernel */
+typedef enum {
+  ULYSSES_DECODE_KERNEL_AUTO = 0,
+  ULYSSES_DECODE_KERNEL_LOCAL = 1,
+  ULYSSES_DECODE_KERNEL_BUILT_IN = 2
+} ulysses_decode_kernel;
+
 /* ulysses::DecodeConfig, flattened (attention fields as in ulysses_plan_config).
  * ulysses_decode_config_init() fills the C++ defaults. */
 typedef struct {
@@ -141,6 +148,8 @@ typedef struct {
   int64_t min_split_rows;
   /* AttentionConfig::head_dim_v: of V and O, 0 = head_dim (version 4) */
   int32_t head_dim_v;
+  /* DecodeConfig::split_kernel: what runs the pieces, ULYSSES_DECODE_KERNEL_* (version 5) */
+  int32_t split_kernel;
 } ulysses_decode_config;
 
 /* ulysses::CacheSegment: cache rows [row, row + rows) hold positions [position, position + rows).

@@ -61,6 +61,7 @@ _CODES = {
     6: "OUT_OF_MEMORY",
     7: "INTERNAL",
 }
+_DECODE_KERNELS = {"auto": 0, "local": 1, "built_in": 2}
 _DTYPES = {"fp64": 0, "fp32": 1, "fp16": 2, "bf16": 3, "fp8e4m3": 4, "fp8e5m2": 5}
 _STRATEGIES = {"ulysses": 0, "ring": 1, "hybrid": 2, "allgather": 3}
 _LAYOUTS = {"bshd": 0, "thd": 1}
@@ -171,6 +172,7 @@ class DecodeConfig(_Attention):
     max_splits: int = 16
     min_split_rows: int = 1024
     head_dim_v: int = 0  # of V and O when it differs from head_dim (MLA); 0: head_dim
+    split_kernel: str = "auto"  # what runs the pieces: "auto" | "local" | "built_in"
 
     def _c(self) -> _capi.DecodeConfig:
         c = _capi.DecodeConfig()
@@ -178,6 +180,7 @@ class DecodeConfig(_Attention):
         _fill(c, self, ("cp", "batch", "query_tokens", "cache_rows", "max_segments", "max_splits",
                         "min_split_rows", "head_dim_v"), ())
         c.dtype = _enum(_DTYPES, self.dtype, "dtype")
+        c.split_kernel = _enum(_DECODE_KERNELS, self.split_kernel, "split_kernel")
         return c
 
 

@@ -4,7 +4,7 @@ import ctypes
 import os
 import pathlib
 
-API_VERSION = 4
+API_VERSION = 5
 
 
 class Tensor(ctypes.Structure):
@@ -62,6 +62,7 @@ class DecodeConfig(ctypes.Structure):
         ("max_splits", ctypes.c_int32),
         ("min_split_rows", ctypes.c_int64),
         ("head_dim_v", ctypes.c_int32),
+        ("split_kernel", ctypes.c_int32),
     ]
 
 

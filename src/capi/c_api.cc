@@ -118,6 +118,8 @@ DecodeConfig to_decode_config(const ulysses_decode_config& c) {
   d.max_splits = c.max_splits;
   d.min_split_rows = c.min_split_rows;
   d.attention.head_dim_v = c.head_dim_v;
+  // Out-of-range values are kept: validate() names them.
+  d.split_kernel = static_cast<DecodeKernel>(c.split_kernel);
   return d;
 }
 
@@ -401,6 +403,7 @@ void ulysses_decode_config_init(ulysses_decode_config* config) {
   config->max_splits = d.max_splits;
   config->min_split_rows = d.min_split_rows;
   config->head_dim_v = d.attention.head_dim_v;
+  config->split_kernel = static_cast<int32_t>(d.split_kernel);
 }
 
 int ulysses_decode_create(const ulysses_decode_config* config, ulysses_comm* comm,

@@ -148,6 +148,24 @@ class DecodeThroughCtypes(unittest.TestCase):
         for f in ("cp", "batch", "query_tokens", "cache_rows", "max_segments", "max_splits",
                   "min_split_rows", "window_left", "window_right", "head_dim_v"):
             self.assertEqual(getattr(d, f), getattr(c, f), f)
+        self.assertEqual(ulysses._DECODE_KERNELS[d.split_kernel], c.split_kernel)
+
+    def test_split_kernel_is_passed_and_checked(self):
+        # Off the GPU the built-in kernel is refused by name; a name outside the table is refused
+        # before the library sees it.
+        cfg = ulysses.DecodeConfig(num_heads_q=2, num_heads_kv=1, head_dim=4, cp=1, dtype="fp64",
+                                   cache_rows=8, split_kernel="built_in")
+
+        def rank(r, comm):
+            ulysses.Decode(cfg, comm, ulysses.reference_kernel())
+
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            rank_threads.results_or_raise(ulysses.loopback_group(1), rank)
+        self.assertEqual(e.exception.code, "UNSUPPORTED")
+        self.assertIn("split_kernel = built_in", str(e.exception))
+        with self.assertRaisesRegex(ulysses.UlyssesError, "split_kernel"):
+            ulysses.DecodeConfig(num_heads_q=2, num_heads_kv=1, head_dim=4,
+                                 split_kernel="cudnn")._c()
 
     def test_bad_segments_are_named(self):
         cfg = ulysses.DecodeConfig(num_heads_q=2, num_heads_kv=1, head_dim=4, cp=1, dtype="fp64",

@@ -45,6 +45,7 @@ TEST(CApi, DecodeConfigDefaultsAndNullArguments) {
   EXPECT_EQ(c.max_splits, d.max_splits);
   EXPECT_EQ(c.min_split_rows, d.min_split_rows);
   EXPECT_EQ(c.head_dim_v, d.attention.head_dim_v);
+  EXPECT_EQ(c.split_kernel, static_cast<int32_t>(d.split_kernel));
   EXPECT_EQ(c.softmax_scale, 0.0f);
   ulysses_decode* dec = nullptr;
   EXPECT_EQ(ulysses_decode_create(&c, nullptr, nullptr, &dec), ULYSSES_INVALID_ARGUMENT);
