@@ -405,6 +405,38 @@ TEST(DeviceLoopbackDecodeLarge, BatchOfCachesPast2To31Elements) {
   }
 }
 
+// One step of a one-rank plan over cache rows [0, L) (positions 0..L-1, the query at L - 1) with
+// min_split_rows = split_rows; O of c's shape, poisoned before the step.
+Status one_step(const Case& c, std::int64_t L, std::int64_t split_rows, DecodeKernel split_kernel,
+                Communicator& comm, LocalAttention& kernel, const TensorView& q,
+                const TensorView& k, const TensorView& v, HostTensor& o) {
+  const DecodeConfig cfg{.attention = attention(c),
+                         .cp = 1,
+                         .dtype = c.dtype,
+                         .cache_rows = L,
+                         .max_segments = 1,
+                         .min_split_rows = split_rows,
+                         .split_kernel = split_kernel};
+  auto plan = DistributedDecode::create(cfg, comm, kernel);
+  if (!plan.is_ok()) return plan.status();
+  DeviceBytes ws((*plan)->workspace_bytes());
+  o = HostTensor(c.dtype, {1, 1, c.Hq, c.D});
+  testing::poison(o);
+  DeviceTensor od = DeviceTensor::of(o);
+  const std::vector<CacheSegment> segs = {{.row = 0, .rows = L, .position = 0}};
+  ULYSSES_RETURN_IF_ERROR((*plan)->forward({.q = q,
+                                            .k_cache = k,
+                                            .v_cache = v,
+                                            .segments = segs,
+                                            .query_position = L - 1,
+                                            .o = od.view,
+                                            .workspace = ws.ptr},
+                                           nullptr));
+  if (cudaDeviceSynchronize() != cudaSuccess) return internal_error("sync failed");
+  o = od.download(o);
+  return Status::ok();
+}
+
 // A cache whose rows do not start on 16-byte boundaries (here: 8 bytes into its buffer). The
 // built-in kernel cannot read it with 16-byte loads: built_in names k_cache before any work; auto
 // prefers the LocalAttention and so gives what local gives (the same status, and the same bits when
@@ -426,37 +458,15 @@ TEST(DeviceLoopbackDecodeAligned, MisalignedCacheFallsBackUnderAuto) {
     x.shape[1] = L;
     return x;
   };
-  const std::vector<CacheSegment> segs = {{.row = 0, .rows = L, .position = 0}};
   auto comms = create_device_loopback_group(1, 0);
   ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
   auto kernel = create_cudnn_attention(0);
   ASSERT_TRUE(kernel.is_ok()) << kernel.status().to_string();
-  auto run = [&](DecodeKernel split_kernel, HostTensor& o) -> Status {
-    const DecodeConfig cfg{.attention = attention(c),
-                           .cp = 1,
-                           .dtype = c.dtype,
-                           .cache_rows = L,
-                           .max_segments = 1,
-                           .min_split_rows = 256,
-                           .split_kernel = split_kernel};
-    auto plan = DistributedDecode::create(cfg, *(*comms)[0], **kernel);
-    if (!plan.is_ok()) return plan.status();
-    DeviceBytes ws((*plan)->workspace_bytes());
-    o = HostTensor(c.dtype, {1, 1, c.Hq, c.D});
-    testing::poison(o);
-    DeviceTensor od = DeviceTensor::of(o);
-    ULYSSES_RETURN_IF_ERROR((*plan)->forward({.q = qd.view,
-                                              .k_cache = shifted(kd),
-                                              .v_cache = shifted(vd),
-                                              .segments = segs,
-                                              .query_position = L - 1,
-                                              .o = od.view,
-                                              .workspace = ws.ptr},
-                                             nullptr));
-    if (cudaDeviceSynchronize() != cudaSuccess) return internal_error("sync failed");
-    o = od.download(o);
-    return Status::ok();
+  auto run = [&](DecodeKernel split_kernel, HostTensor& o) {
+    return one_step(c, L, 256, split_kernel, *(*comms)[0], **kernel, qd.view, shifted(kd),
+                    shifted(vd), o);
   };
+
   HostTensor o_builtin, o_auto, o_local;
   const Status builtin = run(DecodeKernel::kBuiltIn, o_builtin);
   EXPECT_EQ(builtin.code(), StatusCode::kInvalidArgument) << builtin.to_string();
@@ -498,38 +508,15 @@ TEST(DeviceLoopbackDecodeAuto, FallsBackToTheBuiltInKernel) {
   HostTensor k(c.dtype, {1, L, c.Hkv, c.D}), v = k, q(c.dtype, {1, 1, c.Hq, c.D});
   for (HostTensor* t : {&k, &v, &q}) testing::fill_uniform(*t, rng, -1.0, 1.0);
   DeviceTensor kd = DeviceTensor::of(k), vd = DeviceTensor::of(v), qd = DeviceTensor::of(q);
-  const std::vector<CacheSegment> segs = {{.row = 0, .rows = L, .position = 0}};
   auto comms = create_device_loopback_group(1, 0);
   ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
   auto cudnn = create_cudnn_attention(0);
   ASSERT_TRUE(cudnn.is_ok()) << cudnn.status().to_string();
   NoLseOnDevice no_lse;
-  auto run = [&](DecodeKernel split_kernel, LocalAttention& kernel, HostTensor& o) -> Status {
-    const DecodeConfig cfg{.attention = attention(c),
-                           .cp = 1,
-                           .dtype = c.dtype,
-                           .cache_rows = L,
-                           .max_segments = 1,
-                           .min_split_rows = 512,
-                           .split_kernel = split_kernel};
-    auto plan = DistributedDecode::create(cfg, *(*comms)[0], kernel);
-    if (!plan.is_ok()) return plan.status();
-    DeviceBytes ws((*plan)->workspace_bytes());
-    o = HostTensor(c.dtype, {1, 1, c.Hq, c.D});
-    testing::poison(o);
-    DeviceTensor od = DeviceTensor::of(o);
-    ULYSSES_RETURN_IF_ERROR((*plan)->forward({.q = qd.view,
-                                              .k_cache = kd.view,
-                                              .v_cache = vd.view,
-                                              .segments = segs,
-                                              .query_position = L - 1,
-                                              .o = od.view,
-                                              .workspace = ws.ptr},
-                                             nullptr));
-    if (cudaDeviceSynchronize() != cudaSuccess) return internal_error("sync failed");
-    o = od.download(o);
-    return Status::ok();
+  auto run = [&](DecodeKernel split_kernel, LocalAttention& kernel, HostTensor& o) {
+    return one_step(c, L, 512, split_kernel, *(*comms)[0], kernel, qd.view, kd.view, vd.view, o);
   };
+
   HostTensor o_auto, o_builtin, o_local;
   const Status autos = run(DecodeKernel::kAuto, no_lse, o_auto);
   ASSERT_TRUE(autos.is_ok()) << autos.to_string();
