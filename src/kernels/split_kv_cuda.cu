@@ -56,15 +56,6 @@ constexpr std::size_t smem_bytes(int nk, int nv) {
 }
 
 template <typename T>
-__device__ inline float to_float(T x) {
-  if constexpr (std::is_same_v<T, __half>) {
-    return __half2float(x);
-  } else {
-    return __bfloat162float(x);
-  }
-}
-
-template <typename T>
 __device__ inline T from_float(float x) {
   if constexpr (std::is_same_v<T, __half>) {
     return __float2half_rn(x);
