@@ -199,13 +199,13 @@ class DecodePlan final : public DistributedDecode {
     builtin_ = true;
   }
 
-  // Whether the built-in kernel's 16-byte loads can read this step's cache rows (sequences lie a
-  // whole number of rows apart, check()).
-  bool cache_aligned(const DecodeArgs& a) const {
-    return kernels::split_kv_aligned(a.k_cache.data, a.k_cache.dtype, a.k_cache.stride(1),
-                                     a.k_cache.stride(2)) &&
-           kernels::split_kv_aligned(a.v_cache.data, a.v_cache.dtype, a.v_cache.stride(1),
-                                     a.v_cache.stride(2));
+  // Whether the built-in kernel's 16-byte loads can read a cache view's rows (sequences lie a
+  // whole number of rows apart, check()), and both of this step's.
+  static bool aligned(const TensorView& t) {
+    return kernels::split_kv_aligned(t.data, t.dtype, t.stride(1), t.stride(2));
+  }
+  static bool cache_aligned(const DecodeArgs& a) {
+    return aligned(a.k_cache) && aligned(a.v_cache);
   }
 
   const DecodeConfig& config() const override { return config_; }
@@ -633,8 +633,7 @@ Status DecodePlan::check(const DecodeArgs& a) const {
     }
   }
   if (!local_ && !cache_aligned(a)) {
-    const bool k_ok = kernels::split_kv_aligned(a.k_cache.data, a.k_cache.dtype,
-                                                a.k_cache.stride(1), a.k_cache.stride(2));
+    const bool k_ok = aligned(a.k_cache);
     const TensorView& t = k_ok ? a.v_cache : a.k_cache;
     return arg_error(api, k_ok ? "v_cache" : "k_cache",
                      "is not aligned for the built-in split-KV kernel's 16-byte loads",
