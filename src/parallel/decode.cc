@@ -16,7 +16,8 @@
 // Each piece has its own copy of q in the workspace (a varlen call writes every row of its q view:
 // its sequences' outputs, zeros elsewhere). The pieces merge into one partial (O and LSE in the
 // accumulator dtype), which is all-gathered; every rank merges the partials in rank order with the
-// sinks, so every rank's O is the same bits.
+// sinks, so every rank's O is the same bits. (One rank without edges or sinks: the pieces merge
+// straight into O.)
 //
 // With the built-in split-KV kernel (DecodeConfig::split_kernel) the same pieces are the slots of
 // one launch that reads q and the cache in place and writes each piece's partial where the local
@@ -448,28 +449,51 @@ class DecodePlan final : public DistributedDecode {
       }
     }
 
-    // This rank's partial: the open pieces token by token (rows (b, kv, jj) of a [B, Hkv, g] view
-    // stand for query head kv g + jj), then the edges.
+    // This rank's partial: the open pieces, then the edges. One merge of the pieces per sequence or
+    // per token, whichever is fewer, the other folded into its rows: rows (n, kv, jj) of a
+    // [n, Hkv, g] view stand for query head kv g + jj. With one rank, no edges and no sinks the
+    // pieces merge straight into O and LSE (the rank merge of one part would only convert).
     const TensorView o_acc = TensorView::contiguous(ws + send_, acc_, {B, T, Hq, Dv}, dev);
     const TensorView lse_acc =
         TensorView::contiguous(ws + send_ + o_acc_bytes_, DType::kFloat32, {B, Hq, T}, dev);
-    for (std::int64_t t = 0; t < T; ++t) {
+    const bool direct = config_.cp == 1 && groups.empty() && !a.sinks;
+    const TensorView& o_out = direct ? args.o : o_acc;
+    const TensorView& lse_out = direct ? args.lse : lse_acc;
+    // Strides, in elements, of a sequence and of a token: the pieces' O and LSE, the output's.
+    struct Dim {
+      std::int64_t n, o_part, l_part, o, l;
+    };
+    const Dim seq_dim{B, n_open * T * g * Dv, n_open * T * g, o_out.stride(0),
+                      lse_out.empty_view() ? 0 : lse_out.stride(0)};
+    const Dim tok_dim{T, g * Dv, g, o_out.stride(1), lse_out.empty_view() ? 0 : lse_out.stride(2)};
+    const bool fold_tokens = T >= B;
+    const Dim& fold = fold_tokens ? tok_dim : seq_dim;
+    const Dim& loop = fold_tokens ? seq_dim : tok_dim;
+    for (std::int64_t i = 0; i < loop.n; ++i) {
       const TensorView parts = TensorView::strided(
-          ws + o_part_ + static_cast<std::size_t>(t * g * Dv) * esize, config_.dtype,
-          {B, Hkv, g, Dv}, {n_open * T * g * Dv, open_rows * Dv, Dv, 1}, dev);
+          ws + o_part_ + static_cast<std::size_t>(i * loop.o_part) * esize, config_.dtype,
+          {fold.n, Hkv, g, Dv}, {fold.o_part, open_rows * Dv, Dv, 1}, dev);
       const TensorView lse_parts =
-          TensorView::strided(ws + lse_open_ + static_cast<std::size_t>(t * g) * 4, DType::kFloat32,
-                              {B, g, Hkv}, {n_open * T * g, 1, open_rows}, dev);
+          TensorView::strided(ws + lse_open_ + static_cast<std::size_t>(i * loop.l_part) * 4,
+                              DType::kFloat32, {fold.n, g, Hkv}, {fold.l_part, 1, open_rows}, dev);
       const TensorView acc =
-          TensorView::strided(ws + send_ + static_cast<std::size_t>(t * Hq * Dv) * dtype_size(acc_),
-                              acc_, {B, Hkv, g, Dv}, {T * Hq * Dv, g * Dv, Dv, 1}, dev);
+          TensorView::strided(static_cast<char*>(o_out.data) +
+                                  static_cast<std::size_t>(i * loop.o) * dtype_size(o_out.dtype),
+                              o_out.dtype, {fold.n, Hkv, g, Dv},
+                              {fold.o, g * o_out.stride(2), o_out.stride(2), o_out.stride(3)}, dev);
       const TensorView lacc =
-          TensorView::strided(ws + send_ + o_acc_bytes_ + static_cast<std::size_t>(t) * 4,
-                              DType::kFloat32, {B, g, Hkv}, {Hq * T, T, g * T}, dev);
+          lse_out.empty_view()
+              ? TensorView{}
+              : TensorView::strided(
+                    static_cast<char*>(lse_out.data) +
+                        static_cast<std::size_t>(i * loop.l) * dtype_size(lse_out.dtype),
+                    lse_out.dtype, {fold.n, g, Hkv},
+                    {fold.l, lse_out.stride(1), g * lse_out.stride(1)}, dev);
       ULYSSES_RETURN_IF_ERROR(kernels::merge_stacked(parts, lse_parts, static_cast<int>(n_open),
                                                      T * g * Dv, T * g, TensorView{}, 0, acc, lacc,
                                                      stream));
     }
+    if (direct) return Status::ok();
     block = 0;
     for (const std::vector<Block>& gr : groups) {
       for (const Block& bl : gr) {

@@ -405,6 +405,16 @@ std::vector<Case> cases() {
        .causal = true,
        .empty_rank = 1},
       {.name = "one_rank", .P = 1, .B = 2, .T = 2, .Hq = 4, .Hkv = 2, .D = 8, .causal = true},
+      // One rank, no edges, no sinks: the pieces merge straight into O and LSE, one merge per
+      // token (B > T) or per sequence (T >= B).
+      {.name = "one_rank_one_token_batch3", .P = 1, .B = 3, .T = 1, .Hq = 6, .Hkv = 2, .D = 8},
+      {.name = "one_rank_three_tokens_full_batch2",
+       .P = 1,
+       .B = 2,
+       .T = 3,
+       .Hq = 4,
+       .Hkv = 2,
+       .D = 8},
       {.name = "no_split",
        .P = 2,
        .B = 1,
