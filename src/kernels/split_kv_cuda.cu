@@ -2,8 +2,10 @@
 // rows), eight warps.
 //
 // Each warp takes every eighth tile of 16 keys of the slot. A tile's K and V rows come into the
-// warp's own ring in shared memory with cp.async, kStages - 1 tiles ahead of the one it computes
-// (rows padded by 16 bytes, so that ldmatrix reads them without bank conflicts). Per tile, S = Q
+// warp's own ring in shared memory kStages - 1 tiles ahead of the one it computes (rows padded by
+// 16 bytes, so that ldmatrix reads them without bank conflicts): on Hopper as one bulk copy per
+// row (lane k K's row k, lane 16 + k V's), completing on the ring slot's barrier; before it with
+// cp.async, 16 bytes per instruction. Per tile, S = Q
 // K^T is 2 x head_dim / 16 mma.sync m16n8k16 (Q's fragments stay in registers; K's come from
 // ldmatrix), an online softmax in base 2 updates the rows' maxima and sums (rows gq and gq + 8 of
 // the fragment layout, four lanes per row), and O += P V is head_dim_v / 8 more, P taken straight
@@ -49,11 +51,22 @@ constexpr int stages(int nk, int nv) {
 constexpr std::size_t merge_bytes(int nv) {
   return static_cast<std::size_t>(kWarps * kRows * (nv * 16 + 4 + 3) + kRows) * 4;
 }
-// The rings, and the merge after them in the same bytes.
+// Each warp's ring barriers (Hopper's bulk copies), 8 bytes per stage, padded to 16.
+constexpr std::size_t kBarrierBytes = kWarps * 4 * 8;
+// The barriers and rings, and the merge after them in the same bytes.
 constexpr std::size_t smem_bytes(int nk, int nv) {
-  const std::size_t ring = static_cast<std::size_t>(kWarps) * stages(nk, nv) * tile_bytes(nk, nv);
+  const std::size_t ring =
+      kBarrierBytes + static_cast<std::size_t>(kWarps) * stages(nk, nv) * tile_bytes(nk, nv);
   return ring > merge_bytes(nv) ? ring : merge_bytes(nv);
 }
+
+// Hopper and later copy a tile's rows with bulk copies (one instruction per row, completing on a
+// barrier); earlier GPUs with cp.async, 16 bytes per instruction.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+constexpr bool kBulkCopies = false;
+#else
+constexpr bool kBulkCopies = true;
+#endif
 
 template <typename T>
 __device__ inline T from_float(float x) {
@@ -118,14 +131,57 @@ __device__ inline void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* row)
 }
 
 // 16 bytes from global to shared memory, asynchronously, bypassing L1: the cache is read once.
-__device__ inline void copy_async(void* dst, const void* src) {
+[[maybe_unused]] __device__ inline void copy_async(void* dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(shared_address(dst)), "l"(src)
                : "memory");
 }
-__device__ inline void commit_copies() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+[[maybe_unused]] __device__ inline void commit_copies() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
 template <int kPending>
 __device__ inline void wait_copies() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+// A ring stage's barrier (sm_90): one arrival per phase, plus the bytes its copies bring.
+[[maybe_unused]] __device__ inline void barrier_init(std::uint64_t* bar) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(shared_address(bar)) : "memory");
+}
+[[maybe_unused]] __device__ inline void barrier_init_fence() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+[[maybe_unused]] __device__ inline void barrier_invalidate(std::uint64_t* bar) {
+  asm volatile("mbarrier.inval.shared::cta.b64 [%0];\n" ::"r"(shared_address(bar)) : "memory");
+}
+// Arrives on the barrier, announcing `bytes` of copies that complete this phase.
+[[maybe_unused]] __device__ inline void barrier_expect(std::uint64_t* bar, unsigned bytes) {
+  asm volatile(
+      "mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(shared_address(bar)),
+      "r"(bytes)
+      : "memory");
+}
+[[maybe_unused]] __device__ inline bool barrier_done(std::uint64_t* bar, unsigned parity) {
+  unsigned done = 0;
+  asm volatile(
+      "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, "
+      "0, p;\n}\n"
+      : "=r"(done)
+      : "r"(shared_address(bar)), "r"(parity)
+      : "memory");
+  return done != 0;
+}
+// Orders this thread's earlier shared memory accesses before later bulk copies into them.
+[[maybe_unused]] __device__ inline void fence_async_shared() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// `bytes` (a multiple of 16) from global to shared memory, completing on `bar`.
+[[maybe_unused]] __device__ inline void copy_bulk(void* dst, const void* src, unsigned bytes,
+                                                  std::uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
+          "r"(shared_address(dst)),
+      "l"(src), "r"(bytes), "r"(shared_address(bar))
+      : "memory");
 }
 
 // NK / NV: head_dim <= 16 NK, head_dim_v <= 16 NV (both multiples of 16).
@@ -135,7 +191,6 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
   constexpr int kKRow = padded(NK), kVRow = padded(NV);
   constexpr int kTileElems = kTile * (kKRow + kVRow);
   extern __shared__ uint4 smem_raw[];
-  T* const smem = reinterpret_cast<T*>(smem_raw);
 
   const int slot = static_cast<int>(blockIdx.x);
   const int g = a.heads_q / a.heads_kv;
@@ -191,50 +246,86 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
 
   const T* const kb = static_cast<const T*>(a.k) + h * a.k_head;
   const T* const vb = static_cast<const T*>(a.v) + h * a.v_head;
-  T* const ring = smem + warp * kStages * kTileElems;
+  std::uint64_t* const bars = reinterpret_cast<std::uint64_t*>(smem_raw) + warp * 4;
+  T* const ring = reinterpret_cast<T*>(reinterpret_cast<char*>(smem_raw) + kBarrierBytes) +
+                  warp * kStages * kTileElems;
   const int tiles = (kv_len + kTile - 1) / kTile;
   const int mine = tiles > warp ? (tiles - warp + kWarps - 1) / kWarps : 0;  // this warp's tiles
-  // Tile i of this warp (the slot's tile warp + 8 i) into its ring slot: 16-byte pieces, K then V.
+  if constexpr (kBulkCopies) {
+    if (lane == 0) {
+      for (int st = 0; st < kStages; ++st) barrier_init(bars + st);
+      barrier_init_fence();
+    }
+    __syncwarp();
+  }
+  // Tile i of this warp (the slot's tile warp + 8 i) into its ring slot: K then V rows.
   auto issue = [&](int i) {
     T* const kt = ring + (i % kStages) * kTileElems;
     T* const vt = kt + kTile * kKRow;
     const int key0 = (warp + kWarps * i) * kTile;
     const T* const ks = kb + (kv_row + key0) * a.k_row;
     const T* const vs = vb + (kv_row + key0) * a.v_row;
-    for (int p = lane; p < kTile * 2 * NK; p += 32) {
-      const int key = p / (2 * NK), piece = p % (2 * NK);
-      if (piece >= 2 * kchunks) continue;
-      T* dst = kt + key * kKRow + piece * 8;
-      if (key0 + key < kv_len) {
-        copy_async(dst, ks + key * a.k_row + piece * 8);
+    if constexpr (kBulkCopies) {
+      // Lane k copies K row k, lane 16 + k V row k, one bulk copy each; rows past the slot are
+      // zeros (P = 0 times a NaN would still be NaN).
+      const int valid = min(kTile, kv_len - key0);
+      const unsigned kbytes = static_cast<unsigned>(a.head_dim) * 2,
+                     vbytes = static_cast<unsigned>(a.head_dim_v) * 2;
+      std::uint64_t* const bar = bars + i % kStages;
+      fence_async_shared();  // the lanes' reads of this slot (synced above) before the copies
+      if (lane == 0) barrier_expect(bar, static_cast<unsigned>(valid) * (kbytes + vbytes));
+      const bool is_k = lane < kTile;
+      const int key = is_k ? lane : lane - kTile;
+      T* const dst = is_k ? kt + key * kKRow : vt + key * kVRow;
+      const unsigned bytes = is_k ? kbytes : vbytes;
+      if (key < valid) {
+        copy_bulk(dst, is_k ? ks + key * a.k_row : vs + key * a.v_row, bytes, bar);
       } else {
-        *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+        for (unsigned x = 0; x < bytes / 16; ++x) {
+          reinterpret_cast<uint4*>(dst)[x] = make_uint4(0, 0, 0, 0);
+        }
       }
-    }
-    for (int p = lane; p < kTile * 2 * NV; p += 32) {
-      const int key = p / (2 * NV), piece = p % (2 * NV);
-      if (piece >= 2 * vchunks) continue;
-      T* dst = vt + key * kVRow + piece * 8;
-      if (key0 + key < kv_len) {
-        copy_async(dst, vs + key * a.v_row + piece * 8);
-      } else {
-        // Past the slot: zeros, since P = 0 times a NaN would still be NaN.
-        *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+    } else {
+      for (int p = lane; p < kTile * 2 * NK; p += 32) {
+        const int key = p / (2 * NK), piece = p % (2 * NK);
+        if (piece >= 2 * kchunks) continue;
+        T* dst = kt + key * kKRow + piece * 8;
+        if (key0 + key < kv_len) {
+          copy_async(dst, ks + key * a.k_row + piece * 8);
+        } else {
+          *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+        }
+      }
+      for (int p = lane; p < kTile * 2 * NV; p += 32) {
+        const int key = p / (2 * NV), piece = p % (2 * NV);
+        if (piece >= 2 * vchunks) continue;
+        T* dst = vt + key * kVRow + piece * 8;
+        if (key0 + key < kv_len) {
+          copy_async(dst, vs + key * a.v_row + piece * 8);
+        } else {
+          // Past the slot: zeros, since P = 0 times a NaN would still be NaN.
+          *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+        }
       }
     }
   };
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) {
     if (i < mine) issue(i);
-    commit_copies();
+    if constexpr (!kBulkCopies) commit_copies();
   }
 
   for (int i = 0; i < mine; ++i) {
     __syncwarp();  // every lane is done reading the slot the next issue overwrites
     if (i + kStages - 1 < mine) issue(i + kStages - 1);
-    commit_copies();
-    wait_copies<kStages - 1>();
-    __syncwarp();  // and every lane's copies of tile i have landed
+    if constexpr (kBulkCopies) {
+      while (!barrier_done(bars + i % kStages, static_cast<unsigned>(i / kStages) & 1u)) {
+      }
+    } else {
+      commit_copies();
+      wait_copies<kStages - 1>();
+    }
+    __syncwarp();  // and every lane's copies (and zeros) of tile i have landed
     const T* const kt = ring + (i % kStages) * kTileElems;
     const T* const vt = kt + kTile * kKRow;
     const int key0 = (warp + kWarps * i) * kTile;
@@ -311,6 +402,12 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
     }
   }
 
+  if constexpr (kBulkCopies) {
+    __syncwarp();
+    if (lane == 0) {
+      for (int st = 0; st < kStages; ++st) barrier_invalidate(bars + st);
+    }
+  }
   // The rows' sums over their four lanes; then the warps merge in shared memory (the ring's bytes:
   // every copy has landed and been read).
 #pragma unroll
