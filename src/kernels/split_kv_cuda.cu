@@ -95,6 +95,14 @@ __device__ inline std::uint32_t pack(T lo, T hi) {
   return static_cast<std::uint32_t>(l) | (static_cast<std::uint32_t>(h) << 16);
 }
 
+// 2^x in one instruction (ex2.approx, flushing subnormals: a weight below 2^-126 of the row's
+// largest changes no sum), where exp2f adds a few for subnormal results.
+__device__ inline float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // c += a b, m16n8k16, fp32 accumulators.
 template <typename T>
 __device__ inline void mma(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
@@ -343,14 +351,16 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
         mma<T>(s[1], qa[c], bk[2], bk[3]);
       }
     }
-    // Scale into base 2, mask, and the online softmax of rows gq and gq + 8.
+    // Scale into base 2, mask, and the online softmax of rows gq and gq + 8. A whole tile of an
+    // open slot needs no mask (rows past the block hold finite values that nothing reads).
+    const bool plain = !masked && key0 + kTile <= kv_len;
     float mx[2] = {m[0], m[1]};
 #pragma unroll
     for (int n = 0; n < 2; ++n) {
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         const int i2 = k >> 1, j = key0 + 8 * n + 2 * tq + (k & 1);
-        bool seen = live[i2] && j < kv_len;
+        bool seen = plain || (live[i2] && j < kv_len);
         if (masked && seen) {
           const std::int64_t d = delta + tok[i2] - j;
           seen = (a.window_right < 0 || d >= -a.window_right) &&
@@ -365,7 +375,7 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
     for (int i2 = 0; i2 < 2; ++i2) {
       mx[i2] = fmaxf(mx[i2], __shfl_xor_sync(0xffffffffu, mx[i2], 1));
       mx[i2] = fmaxf(mx[i2], __shfl_xor_sync(0xffffffffu, mx[i2], 2));
-      alpha[i2] = mx[i2] == -INFINITY ? 1.0f : exp2f(m[i2] - mx[i2]);
+      alpha[i2] = mx[i2] == -INFINITY ? 1.0f : fast_exp2(m[i2] - mx[i2]);
       m[i2] = mx[i2];
       l[i2] *= alpha[i2];
     }
@@ -374,16 +384,19 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         const int i2 = k >> 1;
-        s[n][k] = mx[i2] == -INFINITY ? 0.0f : exp2f(s[n][k] - mx[i2]);
+        s[n][k] = mx[i2] == -INFINITY ? 0.0f : fast_exp2(s[n][k] - mx[i2]);
         l[i2] += s[n][k];
       }
     }
+    // O's rescale, unless no row's maximum moved (most tiles once the maxima settle).
+    if (!__all_sync(0xffffffffu, alpha[0] == 1.0f && alpha[1] == 1.0f)) {
 #pragma unroll
-    for (int n = 0; n < 2 * NV; ++n) {
-      o[n][0] *= alpha[0];
-      o[n][1] *= alpha[0];
-      o[n][2] *= alpha[1];
-      o[n][3] *= alpha[1];
+      for (int n = 0; n < 2 * NV; ++n) {
+        o[n][0] *= alpha[0];
+        o[n][1] *= alpha[0];
+        o[n][2] *= alpha[1];
+        o[n][3] *= alpha[1];
+      }
     }
     // P as the A operand: keys 2 tq (+1) of rows gq / gq + 8, then keys 8 + 2 tq.
     const std::uint32_t pa[4] = {pack<T>(s[0][0], s[0][1]), pack<T>(s[0][2], s[0][3]),
