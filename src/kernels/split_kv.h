@@ -58,6 +58,10 @@ struct SplitKvArgs {
 /// Empty when split_kv_attention() can run this dtype and these head widths; else why not.
 std::string split_kv_unsupported(DType dtype, int head_dim, int head_dim_v);
 
+/// Empty when CUDA device `device` has the shared memory per block that the kernel needs for these
+/// head widths (its rings are deeper from Hopper on: split_kv_layout.h); else why not.
+std::string split_kv_device_unsupported(int head_dim, int head_dim_v, int device);
+
 /// Whether a base pointer and row / head strides (elements) allow the kernel's 16-byte loads.
 bool split_kv_aligned(const void* base, DType dtype, std::int64_t row_stride,
                       std::int64_t head_stride);

@@ -17,55 +17,33 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <map>
 #include <mutex>
-#include <set>
 #include <type_traits>
 #include <utility>
 
 #include "common/cuda_check.h"
 #include "kernels/split_kv.h"
+#include "kernels/split_kv_layout.h"
 
 namespace ulysses::kernels {
 namespace {
 
-constexpr int kWarps = 8;
+using namespace split_kv_layout;
 constexpr int kThreads = kWarps * 32;
-constexpr int kTile = 16;  // keys per tile
-constexpr int kRows = 16;  // query rows per CTA (the mma's M)
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-// Elements of a K / V row in shared memory: the template's width plus 16 bytes of padding.
-constexpr int padded(int n16) { return n16 * 16 + 8; }
-// Bytes of one tile (K and V rows of 16 keys) for 16-bit data.
-constexpr int tile_bytes(int nk, int nv) { return kTile * (padded(nk) + padded(nv)) * 2; }
-// Tiles in a warp's ring: up to 4, within 17 KiB per warp (eight warps' rings take 136 KiB: one
-// CTA per SM with the 227 KiB opt-in, and every warp's next tile in flight while it computes).
-constexpr int stages(int nk, int nv) {
-  const int s = 17408 / tile_bytes(nk, nv);
-  return s > 4 ? 4 : (s < 1 ? 1 : s);
-}
-// Bytes of the final merge: every warp's O rows (fp32, padded by 4 so that the fragments' eight
-// rows fall in different banks), and per warp and row its max, sum, weight,
-// then the rows' LSE.
-constexpr std::size_t merge_bytes(int nv) {
-  return static_cast<std::size_t>(kWarps * kRows * (nv * 16 + 4 + 3) + kRows) * 4;
-}
-// Each warp's ring barriers (Hopper's bulk copies), 8 bytes per stage, padded to 16.
-constexpr std::size_t kBarrierBytes = kWarps * 4 * 8;
-// The barriers and rings, and the merge after them in the same bytes.
-constexpr std::size_t smem_bytes(int nk, int nv) {
-  const std::size_t ring =
-      kBarrierBytes + static_cast<std::size_t>(kWarps) * stages(nk, nv) * tile_bytes(nk, nv);
-  return ring > merge_bytes(nv) ? ring : merge_bytes(nv);
-}
-
 // Hopper and later copy a tile's rows with bulk copies (one instruction per row, completing on a
 // barrier); earlier GPUs with cp.async, 16 bytes per instruction.
+// The ring budget follows: the image for a GPU before Hopper is built with the smaller one, and
+// the host sizes the launch by the device's compute capability (split_kv_layout.h).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
 constexpr bool kBulkCopies = false;
+constexpr int kRingBytes = kRingBytesOlder;
 #else
 constexpr bool kBulkCopies = true;
+constexpr int kRingBytes = kRingBytesHopper;
 #endif
 
 template <typename T>
@@ -195,7 +173,7 @@ __device__ inline void wait_copies() {
 // NK / NV: head_dim <= 16 NK, head_dim_v <= 16 NV (both multiples of 16).
 template <typename T, int NK, int NV>
 __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a) {
-  constexpr int kStages = stages(NK, NV);
+  constexpr int kStages = stages(NK, NV, kRingBytes);
   constexpr int kKRow = padded(NK), kVRow = padded(NV);
   constexpr int kTileElems = kTile * (kKRow + kVRow);
   extern __shared__ uint4 smem_raw[];
@@ -254,7 +232,7 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
 
   const T* const kb = static_cast<const T*>(a.k) + h * a.k_head;
   const T* const vb = static_cast<const T*>(a.v) + h * a.v_head;
-  std::uint64_t* const bars = reinterpret_cast<std::uint64_t*>(smem_raw) + warp * 4;
+  std::uint64_t* const bars = reinterpret_cast<std::uint64_t*>(smem_raw) + warp * kMaxStages;
   T* const ring = reinterpret_cast<T*>(reinterpret_cast<char*>(smem_raw) + kBarrierBytes) +
                   warp * kStages * kTileElems;
   const int tiles = (kv_len + kTile - 1) / kTile;
@@ -484,30 +462,50 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
   }
 }
 
-// Lets `kernel` use `bytes` of dynamic shared memory (past the default 48 KiB) on the current
-// device. The limit belongs to the function in each device's context, and setting it synchronises
-// the runtime, so it is set once per function and device.
-Status allow_shared_memory(const void* kernel, std::size_t bytes) {
+// The dynamic shared memory a CTA of widths (nk, nv) takes on `device` (its rings follow the
+// compute capability), or why the device cannot give it.
+Result<std::size_t> shared_memory_on(int device, int nk, int nv) {
+  int major = 0, optin = 0;
+  ULYSSES_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  ULYSSES_CUDA_CHECK(
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const std::size_t bytes = shared_bytes(nk, nv, ring_bytes(major));
+  if (bytes > static_cast<std::size_t>(optin)) {
+    return unsupported(detail::str_cat("it needs ", bytes, " bytes of shared memory per block for ",
+                                       16 * nk, " / ", 16 * nv, "-wide heads; device ", device,
+                                       " (compute capability ", major, ".x) allows ", optin));
+  }
+  return bytes;
+}
+
+// Lets `kernel` use the dynamic shared memory it needs on the current device. The limit belongs
+// to the function in each device's context, and setting it synchronises the runtime, so it is set
+// once per function and device.
+Result<std::size_t> allow_shared_memory(const void* kernel, int nk, int nv) {
   int device = 0;
   ULYSSES_CUDA_CHECK(cudaGetDevice(&device));
   static std::mutex mu;
-  static std::set<std::pair<const void*, int>> done;
+  static std::map<std::pair<const void*, int>, std::size_t> done;
   const std::lock_guard<std::mutex> lock(mu);
-  if (done.count({kernel, device}) != 0) return Status::ok();
+  if (const auto it = done.find({kernel, device}); it != done.end()) return it->second;
+  ULYSSES_ASSIGN_OR_RETURN(const std::size_t bytes, shared_memory_on(device, nk, nv));
   ULYSSES_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(bytes)));
-  done.insert({kernel, device});
-  return Status::ok();
+  done.emplace(std::pair{kernel, device}, bytes);
+  return bytes;
 }
 
 template <typename T, int NK, int NV>
 Status launch(const SplitKvArgs& a, Stream stream) {
   const int row_blocks = (a.heads_q / a.heads_kv * a.tokens + kRows - 1) / kRows;
   const dim3 grid(static_cast<unsigned>(a.slots), static_cast<unsigned>(a.heads_kv * row_blocks));
-  constexpr std::size_t smem = smem_bytes(NK, NV);
   void (*kernel)(SplitKvArgs) = &split_kv_kernel<T, NK, NV>;
-  ULYSSES_RETURN_IF_ERROR(allow_shared_memory(reinterpret_cast<const void*>(kernel), smem));
-  kernel<<<grid, kThreads, smem, static_cast<cudaStream_t>(stream)>>>(a);
+  Result<std::size_t> smem = allow_shared_memory(reinterpret_cast<const void*>(kernel), NK, NV);
+  if (!smem.is_ok()) {
+    return Status(smem.status().code(),
+                  "ulysses::kernels::split_kv_attention: " + smem.status().message());
+  }
+  kernel<<<grid, kThreads, *smem, static_cast<cudaStream_t>(stream)>>>(a);
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }
@@ -544,6 +542,11 @@ Status split_kv_attention(const SplitKvArgs& a, Stream stream) {
   }
   if (a.dtype == DType::kFloat16) return by_widths<__half>(a, stream);
   return by_widths<__nv_bfloat16>(a, stream);
+}
+
+std::string split_kv_device_unsupported(int head_dim, int head_dim_v, int device) {
+  Result<std::size_t> bytes = shared_memory_on(device, k_blocks(head_dim), v_blocks(head_dim_v));
+  return bytes.is_ok() ? std::string{} : bytes.status().message();
 }
 
 }  // namespace ulysses::kernels

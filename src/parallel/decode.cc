@@ -191,7 +191,11 @@ class DecodePlan final : public DistributedDecode {
                      ")");
     }
     const AttentionConfig& a = config_.attention;
-    return kernels::split_kv_unsupported(config_.dtype, a.head_dim, a.value_dim());
+    std::string why = kernels::split_kv_unsupported(config_.dtype, a.head_dim, a.value_dim());
+    if (why.empty()) {
+      why = kernels::split_kv_device_unsupported(a.head_dim, a.value_dim(), comm_.device().index);
+    }
+    return why;
   }
   // split_kernel = auto, and the LocalAttention cannot run the pieces: the built-in kernel runs
   // them all (create()).

@@ -16,6 +16,7 @@
 
 #include "common/check.h"
 #include "common/test_util.h"
+#include "kernels/split_kv_layout.h"
 #include "ulysses/decode.h"
 #include "ulysses/reference.h"
 
@@ -882,6 +883,32 @@ TEST(DecodeForward, ValueAndOutputWidthsAreHeadDimV) {
   expect_error(wrong_v, StatusCode::kInvalidArgument, "forward: v_cache has the wrong shape");
   expect_error(wrong_o, StatusCode::kInvalidArgument, "forward: o has the wrong shape");
   EXPECT_TRUE(right.is_ok()) << right.to_string();
+}
+
+// The built-in split-KV kernel's shared memory (kernels/split_kv_layout.h): every head width it
+// accepts fits the opt-in limit of the GPUs it is sized for (Hopper's 227 KiB, A100's 163 KiB),
+// and on Hopper a warp keeps at least one tile in flight while it computes another (two stages)
+// for the widths decoding uses most: 64 and 128, and MLA's 192 / 128.
+TEST(SplitKvLayout, SharedMemoryFitsAndHopperRingsPrefetch) {
+  namespace L = kernels::split_kv_layout;
+  constexpr std::size_t kHopper = 232448, kA100 = 166912;
+  for (int d = 16; d <= 256; d += 16) {
+    for (int dv = 16; dv <= 256; dv += 16) {
+      const int nk = L::k_blocks(d), nv = L::v_blocks(dv);
+      SCOPED_TRACE(::testing::Message() << "head_dim " << d << ", head_dim_v " << dv);
+      EXPECT_GE(16 * nk, d);
+      EXPECT_GE(16 * nv, dv);
+      EXPECT_LE(L::shared_bytes(nk, nv, L::ring_bytes(9)), kHopper);
+      EXPECT_LE(L::shared_bytes(nk, nv, L::ring_bytes(8)), kA100);
+      EXPECT_GE(L::shared_bytes(nk, nv, L::ring_bytes(9)), L::merge_bytes(nv));
+      EXPECT_GE(L::shared_bytes(nk, nv, L::ring_bytes(9)),
+                L::kBarrierBytes + static_cast<std::size_t>(L::kWarps) *
+                                       L::stages(nk, nv, L::ring_bytes(9)) * L::tile_bytes(nk, nv));
+    }
+  }
+  for (const auto& [d, dv] : {std::pair{64, 64}, {128, 128}, {192, 128}}) {
+    EXPECT_GE(L::stages(L::k_blocks(d), L::v_blocks(dv), L::ring_bytes(9)), 2) << d << " / " << dv;
+  }
 }
 
 }  // namespace

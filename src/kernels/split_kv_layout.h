@@ -1,0 +1,57 @@
+// ulysses: the shared memory of the split-KV kernel (split_kv_cuda.cu), as constants the kernel
+// and the host checks (split_kv.cc) both use, so that what a launch asks for is what it takes.
+//
+// A CTA is kWarps warps; each warp streams tiles of kTile keys (K and V rows, padded by 16 bytes)
+// through its own ring of up to 4 tiles, within a byte budget per warp; the warps' final merge
+// reuses the same bytes. Widths are in blocks of 16 elements (the kernel's templates: K 4, 8, 12
+// or 16 blocks; V 4, 8 or 16).
+#pragma once
+
+#include <cstddef>
+
+namespace ulysses::kernels::split_kv_layout {
+
+inline constexpr int kWarps = 8;
+inline constexpr int kTile = 16;  // keys per tile
+inline constexpr int kRows = 16;  // query rows per CTA (the mma's M)
+inline constexpr int kMaxStages = 4;
+
+// A warp's ring budget: Hopper and later (227 KiB per CTA, bulk copies) keep two tiles in flight
+// at head_dim 128 and one at MLA's 192 / 128; before Hopper (A100: 163 KiB) one at 128.
+inline constexpr int kRingBytesHopper = 28672;
+inline constexpr int kRingBytesOlder = 17408;
+constexpr int ring_bytes(int cc_major) {
+  return cc_major >= 9 ? kRingBytesHopper : kRingBytesOlder;
+}
+
+// The template's blocks of 16 for a width.
+constexpr int k_blocks(int head_dim) {
+  return head_dim <= 64 ? 4 : head_dim <= 128 ? 8 : head_dim <= 192 ? 12 : 16;
+}
+constexpr int v_blocks(int head_dim_v) { return head_dim_v <= 64 ? 4 : head_dim_v <= 128 ? 8 : 16; }
+
+// Elements of a K / V row in shared memory: the template's width plus 16 bytes of padding (so
+// that ldmatrix reads rows without bank conflicts).
+constexpr int padded(int blocks) { return blocks * 16 + 8; }
+// Bytes of one tile (K and V rows of kTile keys) of 16-bit data.
+constexpr int tile_bytes(int nk, int nv) { return kTile * (padded(nk) + padded(nv)) * 2; }
+// Tiles in a warp's ring (1 to kMaxStages): kStages - 1 of them in flight while one is computed.
+constexpr int stages(int nk, int nv, int budget) {
+  const int s = budget / tile_bytes(nk, nv);
+  return s > kMaxStages ? kMaxStages : (s < 1 ? 1 : s);
+}
+// Each warp's ring barriers (bulk copies), 8 bytes per stage.
+inline constexpr std::size_t kBarrierBytes = kWarps * kMaxStages * 8;
+// The final merge: every warp's O rows (fp32, padded by 4 so that the fragments' eight rows fall
+// in different banks), per warp and row its max, sum and weight, then the rows' LSE.
+constexpr std::size_t merge_bytes(int nv) {
+  return static_cast<std::size_t>(kWarps * kRows * (nv * 16 + 4 + 3) + kRows) * 4;
+}
+// Dynamic shared memory of a CTA: the barriers and rings, or the merge after them if larger.
+constexpr std::size_t shared_bytes(int nk, int nv, int budget) {
+  const std::size_t ring = kBarrierBytes + static_cast<std::size_t>(kWarps) *
+                                               stages(nk, nv, budget) * tile_bytes(nk, nv);
+  return ring > merge_bytes(nv) ? ring : merge_bytes(nv);
+}
+
+}  // namespace ulysses::kernels::split_kv_layout
