@@ -16,9 +16,10 @@ inline constexpr int kTile = 16;  // keys per tile
 inline constexpr int kRows = 16;  // query rows per CTA (the mma's M)
 inline constexpr int kMaxStages = 4;
 
-// A warp's ring budget: Hopper and later (227 KiB per CTA, bulk copies) keep two tiles in flight
-// at head_dim 128 and one at MLA's 192 / 128; before Hopper (A100: 163 KiB) one at 128.
-inline constexpr int kRingBytesHopper = 28672;
+// A warp's ring budget: from Hopper on (227 KiB per CTA, bulk copies) two stages at head_dim 128
+// and at MLA's 192 / 128 (one tile in flight while one is computed; three stages at 128 measured
+// 3.5% slower at 1M keys, docs/PERF.md); before Hopper (A100: 163 KiB) two at 128, one at 192.
+inline constexpr int kRingBytesHopper = 21504;
 inline constexpr int kRingBytesOlder = 17408;
 constexpr int ring_bytes(int cc_major) {
   return cc_major >= 9 ? kRingBytesHopper : kRingBytesOlder;
