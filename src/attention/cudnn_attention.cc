@@ -167,7 +167,7 @@ class CudnnAttention final : public LocalAttention {
     cudnnDestroy(handle_);
   }
 
-  std::string_view name() const override { return "cudnn-sdpa"; }
+  std::string_view name() const override { return detail::kCudnnKernelName; }
   Device device() const override { return Device::cuda(device_); }
   bool provides_lse() const override { return true; }
   bool supports_backward() const override { return true; }

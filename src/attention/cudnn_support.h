@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 #include <vector>
 
 #include "ulysses/attention.h"
@@ -15,6 +16,9 @@ struct CudnnTarget {
   int version = 0;   // cudnnGetVersion(): major * 10000 + minor * 100 + patch (9.19.0: 91900)
   int cc_major = 0;  // compute capability major: 8 Ampere/Ada, 9 Hopper, 10+ Blackwell
 };
+
+/// LocalAttention::name() of the cuDNN backend (create_cudnn_attention).
+inline constexpr std::string_view kCudnnKernelName = "cudnn-sdpa";
 
 /// Elements of a view cuDNN 9.19's backward addresses correctly from its base: past it, K (for dQ)
 /// and O, dO (for rowsum(dO * O)) are read with 32-bit offsets, and dQ, dK came out wrong.

@@ -21,7 +21,8 @@
 //
 // With the built-in split-KV kernel (DecodeConfig::split_kernel) the same pieces are the slots of
 // one launch that reads q and the cache in place and writes each piece's partial where the local
-// kernel's calls would have: the merges do not know which ran.
+// kernel's calls would have: the merges do not know which ran. Under auto with the cuDNN backend
+// it runs the steps that read few keys (kAutoBuiltInKeys), cuDNN the longer ones.
 #include "ulysses/decode.h"
 
 #include <algorithm>
@@ -31,6 +32,7 @@
 #include <limits>
 #include <vector>
 
+#include "attention/cudnn_support.h"
 #include "attention/local_checks.h"
 #include "common/check.h"
 #include "kernels/merge.h"
@@ -47,6 +49,10 @@ namespace {
 constexpr std::string_view kCreate = "ulysses::DistributedDecode::create";
 constexpr std::string_view kForward = "ulysses::DistributedDecode::forward";
 constexpr std::string_view kConfig = "ulysses::DecodeConfig";
+// split_kernel = auto with the cuDNN backend: steps that read at most this many keys on a rank
+// run in the built-in kernel. On an H200 it took less GPU time per step up to 32k keys (and a
+// third of cuDNN's host time at every length), cuDNN less from 128k on (docs/PERF.md).
+constexpr std::int64_t kAutoBuiltInKeys = 65536;
 
 // Pieces per rank and sequence the workspace holds: open pieces (<= max_splits, plus one per
 // segment by rounding) and <= 2 edges per segment.
@@ -203,6 +209,9 @@ class DecodePlan final : public DistributedDecode {
     local_ = false;
     builtin_ = true;
   }
+  // split_kernel = auto with the cuDNN backend: the built-in kernel runs the steps that read at
+  // most kAutoBuiltInKeys keys on this rank, where it took less GPU and host time (create()).
+  void run_builtin_on_short_steps() { auto_builtin_ = true; }
 
   // Whether the built-in kernel's 16-byte loads can read a cache view's rows (sequences lie a
   // whole number of rows apart, check()), and both of this step's.
@@ -289,7 +298,12 @@ class DecodePlan final : public DistributedDecode {
     // Edge blocks follow the open region: T rows of Hq heads each, unfolded.
     const std::int64_t edge_base = B * n_open * T;
     std::int64_t block = 0;
-    if (builtin_ && cache_aligned(args)) {
+    std::int64_t keys = 0;  // this rank reads in this step
+    for (const PiecePlan& p : plans) {
+      for (const Piece& piece : p.open) keys += piece.kv_len;
+      for (const Piece& piece : p.edges) keys += piece.kv_len;
+    }
+    if ((builtin_ || (auto_builtin_ && keys <= kAutoBuiltInKeys)) && cache_aligned(args)) {
       // One launch: slot s < B n_open is open slot s (sequence s / n_open; piece s % n_open, or
       // none: 0 keys), then the edge blocks in the order of `groups`. Its outputs are laid out as
       // the local kernel's calls would write them.
@@ -549,8 +563,9 @@ class DecodePlan final : public DistributedDecode {
   Communicator& comm_;
   LocalAttention& kernel_;
   DType acc_ = DType::kFloat32;
-  bool local_ = true;     // the LocalAttention may run pieces
-  bool builtin_ = false;  // the built-in kernel runs the pieces (of caches it can read)
+  bool local_ = true;          // the LocalAttention may run pieces
+  bool builtin_ = false;       // the built-in kernel runs the pieces (of caches it can read)
+  bool auto_builtin_ = false;  // ... of steps of at most kAutoBuiltInKeys keys
   std::int64_t slots_ = 0, rows_cap_ = 0;
   std::size_t q_rep_ = 0, o_part_ = 0, lse_part_ = 0, lse_open_ = 0, table_offset_ = 0, send_ = 0,
               recv_ = 0, kernel_ws_ = 0;
@@ -769,6 +784,10 @@ Result<std::unique_ptr<DistributedDecode>> DistributedDecode::create(const Decod
         plan->run_builtin_only();
       } else {
         local = pieces;
+        if (pieces.is_ok() && config.split_kernel == DecodeKernel::kAuto && builtin_why.empty() &&
+            kernel.name() == detail::kCudnnKernelName) {
+          plan->run_builtin_on_short_steps();
+        }
       }
     }
   }

@@ -439,8 +439,8 @@ Status one_step(const Case& c, std::int64_t L, std::int64_t split_rows, DecodeKe
 
 // A cache whose rows do not start on 16-byte boundaries (here: 8 bytes into its buffer). The
 // built-in kernel cannot read it with 16-byte loads: built_in names k_cache before any work; auto
-// prefers the LocalAttention and so gives what local gives (the same status, and the same bits when
-// it runs).
+// runs the LocalAttention on it (a short step though it is) and so gives what local gives (the same
+// status, and the same bits when it runs).
 TEST(DeviceLoopbackDecodeAligned, MisalignedCacheFallsBackUnderAuto) {
   ULYSSES_REQUIRE_GPUS(1);
   const auto seed = testing::fresh_seed();
@@ -527,6 +527,42 @@ TEST(DeviceLoopbackDecodeAuto, FallsBackToTheBuiltInKernel) {
   const Status local = run(DecodeKernel::kLocal, no_lse, o_local);
   EXPECT_EQ(local.code(), StatusCode::kUnsupported) << local.to_string();
   EXPECT_NE(local.message().find("LSE"), std::string::npos) << local.message();
+}
+
+// Under auto with the cuDNN backend, a step that reads at most 64k keys on a rank runs in the
+// built-in kernel, a longer one in cuDNN (decode.cc's kAutoBuiltInKeys): auto's O is the bits of
+// built_in's at 4k cached keys and of local's at 80k. The two kernels' O differ in both, so each
+// comparison tells them apart.
+TEST(DeviceLoopbackDecodeAuto, ShortStepsRunTheBuiltInKernelLongOnesCudnn) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Case c{"", 1, 1, 1, 8, 2, 128};
+  auto comms = create_device_loopback_group(1, 0);
+  ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
+  auto cudnn = create_cudnn_attention(0);
+  ASSERT_TRUE(cudnn.is_ok()) << cudnn.status().to_string();
+  for (const std::int64_t L : {std::int64_t{4096}, std::int64_t{81920}}) {
+    SCOPED_TRACE("cache of " + std::to_string(L) + " keys");
+    HostTensor k(c.dtype, {1, L, c.Hkv, c.D}), v = k, q(c.dtype, {1, 1, c.Hq, c.D});
+    for (HostTensor* t : {&k, &v, &q}) testing::fill_uniform(*t, rng, -1.0, 1.0);
+    DeviceTensor kd = DeviceTensor::of(k), vd = DeviceTensor::of(v), qd = DeviceTensor::of(q);
+    HostTensor o_auto, o_builtin, o_local;
+    for (const auto& [split_kernel, o] : {std::pair{DecodeKernel::kAuto, &o_auto},
+                                          {DecodeKernel::kBuiltIn, &o_builtin},
+                                          {DecodeKernel::kLocal, &o_local}}) {
+      const Status st =
+          one_step(c, L, 1024, split_kernel, *(*comms)[0], **cudnn, qd.view, kd.view, vd.view, *o);
+      ASSERT_TRUE(st.is_ok()) << decode_kernel_name(split_kernel) << ": " << st.to_string();
+    }
+    EXPECT_GT(testing::compare_bits(o_local, o_builtin).count, 0);
+    if (L <= 65536) {
+      EXPECT_BITWISE_EQ(o_builtin, o_auto, "O");
+    } else {
+      EXPECT_BITWISE_EQ(o_local, o_auto, "O");
+    }
+  }
 }
 
 }  // namespace
