@@ -81,6 +81,14 @@ __device__ inline float fast_exp2(float x) {
   return y;
 }
 
+// An 8 x 8 matrix of 16-bit values, one register (row lane / 4, columns 2 (lane % 4) and the
+// next) per lane, transposed.
+__device__ inline std::uint32_t transpose8x8(std::uint32_t x) {
+  std::uint32_t y;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+}
+
 // c += a b, m16n8k16, fp32 accumulators.
 template <typename T>
 __device__ inline void mma(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
@@ -170,9 +178,12 @@ __device__ inline void wait_copies() {
       : "memory");
 }
 
-// NK / NV: head_dim <= 16 NK, head_dim_v <= 16 NV (both multiples of 16).
-template <typename T, int NK, int NV>
+// NK / NV: head_dim <= 16 NK, head_dim_v <= 16 NV (both multiples of 16). R: query rows per CTA,
+// 16 (the mma's M: S = Q K^T, O += P V) or 8 (transposed, keys as M: S^T = K Q^T, O^T += V^T P^T,
+// half the mma of 16 rows for blocks of at most 8 real rows, e.g. GQA 4 with one new token).
+template <typename T, int NK, int NV, int R>
 __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a) {
+  constexpr bool kT = R == 8;  // transposed
   constexpr int kStages = stages(NK, NV, kRingBytes);
   constexpr int kKRow = padded(NK), kVRow = padded(NV);
   constexpr int kTileElems = kTile * (kKRow + kVRow);
@@ -181,8 +192,8 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
   const int slot = static_cast<int>(blockIdx.x);
   const int g = a.heads_q / a.heads_kv;
   const int h = static_cast<int>(blockIdx.y) % a.heads_kv;
-  const int row0 = static_cast<int>(blockIdx.y) / a.heads_kv * kRows;
-  const int rows = min(kRows, g * a.tokens - row0);
+  const int row0 = static_cast<int>(blockIdx.y) / a.heads_kv * R;
+  const int rows = min(R, g * a.tokens - row0);
   const std::int64_t kv_row = a.table[slot];
   const int kv_len = a.table[a.slots + slot];
   const int b = a.table[2 * a.slots + slot];
@@ -194,36 +205,47 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
   const int gq = lane >> 2, tq = lane & 3;  // the mma fragments' row and column group
   const int kchunks = a.head_dim / 16, vchunks = a.head_dim_v / 16;
 
-  // This thread's two rows (gq, gq + 8): their query token, and whether they exist.
+  // This thread's two query rows (R = 16: gq, gq + 8; R = 8: 2 tq, 2 tq + 1): their query token,
+  // and whether they exist.
   int tok[2];
   bool live[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    const int rr = gq + 8 * i;
+    const int rr = kT ? 2 * tq + i : gq + 8 * i;
     live[i] = rr < rows;
     tok[i] = live[i] ? (row0 + rr) / g : 0;
   }
-  // Q's A fragments: register k of chunk c holds row gq + 8 (k & 1), columns 16 c + 2 tq + 8 (k >>
-  // 1) and the next; zero past head_dim and for rows past the block.
-  std::uint32_t qa[NK][4];
+  // Query row `rr` of the block, columns col and col + 1, packed; zero past head_dim and rows.
+  auto q_pair = [&](int rr, int col, bool c_ok) -> std::uint32_t {
+    if (rr >= rows || !c_ok) return 0;
+    const int row = row0 + rr;
+    const T* qp = static_cast<const T*>(a.q) + b * a.q_batch + (row / g) * a.q_token +
+                  (h * g + row % g) * a.q_head + col;
+    return pack<T>(qp[0], qp[1]);
+  };
+  // Q's fragments. R = 16, A operand: register k of chunk c holds row gq + 8 (k & 1), columns
+  // 16 c + 2 tq + 8 (k >> 1) and the next. R = 8, B operand (Q^T): register k holds row gq,
+  // columns 16 c + 2 tq + 8 k and the next.
+  std::uint32_t qa[NK][kT ? 2 : 4];
 #pragma unroll
   for (int c = 0; c < NK; ++c) {
+    if constexpr (kT) {
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const int i = k & 1, col = 16 * c + 2 * tq + 8 * (k >> 1);
-      qa[c][k] = 0;
-      if (live[i] && c < kchunks) {
-        const int row = row0 + gq + 8 * i;
-        const T* qp = static_cast<const T*>(a.q) + b * a.q_batch + (row / g) * a.q_token +
-                      (h * g + row % g) * a.q_head + col;
-        qa[c][k] = pack<T>(qp[0], qp[1]);
+      for (int k = 0; k < 2; ++k) qa[c][k] = q_pair(gq, 16 * c + 2 * tq + 8 * k, c < kchunks);
+    } else {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        qa[c][k] = q_pair(gq + 8 * (k & 1), 16 * c + 2 * tq + 8 * (k >> 1), c < kchunks);
       }
     }
   }
 
-  float o[2 * NV][4];
+  // R = 16: o[n] holds columns 8 n + 2 tq (+1) of rows gq (k 0, 1) and gq + 8 (k 2, 3).
+  // R = 8: o[c] holds O^T, columns 16 c + gq (k 0, 1) and + 8 (k 2, 3) of rows 2 tq (+1).
+  constexpr int kOFrags = kT ? NV : 2 * NV;
+  float o[kOFrags][4];
 #pragma unroll
-  for (int n = 0; n < 2 * NV; ++n) {
+  for (int n = 0; n < kOFrags; ++n) {
 #pragma unroll
     for (int k = 0; k < 4; ++k) o[n][k] = 0.0f;
   }
@@ -316,28 +338,40 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
     const T* const vt = kt + kTile * kKRow;
     const int key0 = (warp + kWarps * i) * kTile;
 
-    // S = Q K^T: s[n] holds keys 8 n + 2 tq (+1) of rows gq (k 0, 1) and gq + 8 (k 2, 3).
+    // R = 16, S = Q K^T: s[n] holds keys 8 n + 2 tq (+1) of rows gq (k 0, 1) and gq + 8 (k 2,
+    // 3). R = 8, S^T = K Q^T: s[0] holds keys gq (k 0, 1) and gq + 8 (k 2, 3) of rows 2 tq (+1).
     float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
     for (int c = 0; c < NK; ++c) {
       if (c < kchunks) {
-        // Matrices: keys 0-7 / dims 16 c + 0-7, keys 0-7 / + 8-15, keys 8-15 / 0-7, 8-15 / 8-15.
         const int mi = lane / 8, rr = lane % 8;
         std::uint32_t bk[4];
-        ldmatrix_x4(bk, kt + ((mi >> 1) * 8 + rr) * kKRow + 16 * c + (mi & 1) * 8);
-        mma<T>(s[0], qa[c], bk[0], bk[1]);
-        mma<T>(s[1], qa[c], bk[2], bk[3]);
+        if constexpr (kT) {
+          // K as the A operand: keys 0-7 / dims 16 c + 0-7, keys 8-15 / 0-7, 0-7 / 8-15, 8-15 /
+          // 8-15.
+          ldmatrix_x4(bk, kt + ((mi & 1) * 8 + rr) * kKRow + 16 * c + (mi >> 1) * 8);
+          mma<T>(s[0], bk, qa[c][0], qa[c][1]);
+        } else {
+          // Matrices: keys 0-7 / dims 16 c + 0-7, keys 0-7 / + 8-15, keys 8-15 / 0-7, 8-15 /
+          // 8-15.
+          ldmatrix_x4(bk, kt + ((mi >> 1) * 8 + rr) * kKRow + 16 * c + (mi & 1) * 8);
+          mma<T>(s[0], qa[c], bk[0], bk[1]);
+          mma<T>(s[1], qa[c], bk[2], bk[3]);
+        }
       }
     }
     // Scale into base 2, mask, and the online softmax of rows gq and gq + 8. A whole tile of an
     // open slot needs no mask (rows past the block hold finite values that nothing reads).
     const bool plain = !masked && key0 + kTile <= kv_len;
     float mx[2] = {m[0], m[1]};
+    constexpr int kSFrags = kT ? 1 : 2;
 #pragma unroll
-    for (int n = 0; n < 2; ++n) {
+    for (int n = 0; n < kSFrags; ++n) {
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        const int i2 = k >> 1, j = key0 + 8 * n + 2 * tq + (k & 1);
+        // The value's row (0: this thread's first, 1: its second) and key.
+        const int i2 = kT ? (k & 1) : (k >> 1);
+        const int j = kT ? key0 + gq + 8 * (k >> 1) : key0 + 8 * n + 2 * tq + (k & 1);
         bool seen = plain || (live[i2] && j < kv_len);
         if (masked && seen) {
           const std::int64_t d = delta + tok[i2] - j;
@@ -351,17 +385,25 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
     float alpha[2];
 #pragma unroll
     for (int i2 = 0; i2 < 2; ++i2) {
-      mx[i2] = fmaxf(mx[i2], __shfl_xor_sync(0xffffffffu, mx[i2], 1));
-      mx[i2] = fmaxf(mx[i2], __shfl_xor_sync(0xffffffffu, mx[i2], 2));
+      // Over the lanes that hold the row's other keys: the four of a gq (R = 16), the eight of a
+      // tq (R = 8).
+      if constexpr (kT) {
+        mx[i2] = fmaxf(mx[i2], __shfl_xor_sync(0xffffffffu, mx[i2], 4));
+        mx[i2] = fmaxf(mx[i2], __shfl_xor_sync(0xffffffffu, mx[i2], 8));
+        mx[i2] = fmaxf(mx[i2], __shfl_xor_sync(0xffffffffu, mx[i2], 16));
+      } else {
+        mx[i2] = fmaxf(mx[i2], __shfl_xor_sync(0xffffffffu, mx[i2], 1));
+        mx[i2] = fmaxf(mx[i2], __shfl_xor_sync(0xffffffffu, mx[i2], 2));
+      }
       alpha[i2] = mx[i2] == -INFINITY ? 1.0f : fast_exp2(m[i2] - mx[i2]);
       m[i2] = mx[i2];
       l[i2] *= alpha[i2];
     }
 #pragma unroll
-    for (int n = 0; n < 2; ++n) {
+    for (int n = 0; n < kSFrags; ++n) {
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        const int i2 = k >> 1;
+        const int i2 = kT ? (k & 1) : (k >> 1);
         s[n][k] = mx[i2] == -INFINITY ? 0.0f : fast_exp2(s[n][k] - mx[i2]);
         l[i2] += s[n][k];
       }
@@ -369,26 +411,44 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
     // O's rescale, unless no row's maximum moved (most tiles once the maxima settle).
     if (!__all_sync(0xffffffffu, alpha[0] == 1.0f && alpha[1] == 1.0f)) {
 #pragma unroll
-      for (int n = 0; n < 2 * NV; ++n) {
+      for (int n = 0; n < kOFrags; ++n) {
         o[n][0] *= alpha[0];
-        o[n][1] *= alpha[0];
-        o[n][2] *= alpha[1];
+        o[n][1] *= alpha[kT ? 1 : 0];
+        o[n][2] *= alpha[kT ? 0 : 1];
         o[n][3] *= alpha[1];
       }
     }
-    // P as the A operand: keys 2 tq (+1) of rows gq / gq + 8, then keys 8 + 2 tq.
-    const std::uint32_t pa[4] = {pack<T>(s[0][0], s[0][1]), pack<T>(s[0][2], s[0][3]),
-                                 pack<T>(s[1][0], s[1][1]), pack<T>(s[1][2], s[1][3])};
-    // O += P V, 16 columns of V at a time: matrices keys 0-7 / dims 16 c + 0-7, keys 8-15 / 0-7,
-    // keys 0-7 / 8-15, keys 8-15 / 8-15, transposed.
+    if constexpr (kT) {
+      // P^T as the B operand: keys 2 tq (+1) and 8 + 2 tq (+1) of row gq — S^T's 8 x 8 halves
+      // (key gq, rows 2 tq, 2 tq + 1 per lane) transposed in registers.
+      const std::uint32_t pb[2] = {transpose8x8(pack<T>(s[0][0], s[0][1])),
+                                   transpose8x8(pack<T>(s[0][2], s[0][3]))};
+      // O^T += V^T P^T, 16 columns of V (rows of O^T) at a time: matrices dims 16 c + 0-7 / keys
+      // 0-7, dims + 8-15 / keys 0-7, dims 0-7 / keys 8-15, 8-15 / 8-15, transposed from V's rows.
 #pragma unroll
-    for (int c = 0; c < NV; ++c) {
-      if (c < vchunks) {
-        const int mi = lane / 8, rr = lane % 8;
-        std::uint32_t bv[4];
-        ldmatrix_x4_trans(bv, vt + ((mi & 1) * 8 + rr) * kVRow + 16 * c + (mi >> 1) * 8);
-        mma<T>(o[2 * c], pa, bv[0], bv[1]);
-        mma<T>(o[2 * c + 1], pa, bv[2], bv[3]);
+      for (int c = 0; c < NV; ++c) {
+        if (c < vchunks) {
+          const int mi = lane / 8, rr = lane % 8;
+          std::uint32_t av[4];
+          ldmatrix_x4_trans(av, vt + ((mi >> 1) * 8 + rr) * kVRow + 16 * c + (mi & 1) * 8);
+          mma<T>(o[c], av, pb[0], pb[1]);
+        }
+      }
+    } else {
+      // P as the A operand: keys 2 tq (+1) of rows gq / gq + 8, then keys 8 + 2 tq.
+      const std::uint32_t pa[4] = {pack<T>(s[0][0], s[0][1]), pack<T>(s[0][2], s[0][3]),
+                                   pack<T>(s[1][0], s[1][1]), pack<T>(s[1][2], s[1][3])};
+      // O += P V, 16 columns of V at a time: matrices keys 0-7 / dims 16 c + 0-7, keys 8-15 /
+      // 0-7, keys 0-7 / 8-15, keys 8-15 / 8-15, transposed.
+#pragma unroll
+      for (int c = 0; c < NV; ++c) {
+        if (c < vchunks) {
+          const int mi = lane / 8, rr = lane % 8;
+          std::uint32_t bv[4];
+          ldmatrix_x4_trans(bv, vt + ((mi & 1) * 8 + rr) * kVRow + 16 * c + (mi >> 1) * 8);
+          mma<T>(o[2 * c], pa, bv[0], bv[1]);
+          mma<T>(o[2 * c + 1], pa, bv[2], bv[3]);
+        }
       }
     }
   }
@@ -399,12 +459,18 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
       for (int st = 0; st < kStages; ++st) barrier_invalidate(bars + st);
     }
   }
-  // The rows' sums over their four lanes; then the warps merge in shared memory (the ring's bytes:
-  // every copy has landed and been read).
+  // The rows' sums over their lanes (four, or eight transposed); then the warps merge in shared
+  // memory (the ring's bytes: every copy has landed and been read).
 #pragma unroll
   for (int i2 = 0; i2 < 2; ++i2) {
-    l[i2] += __shfl_xor_sync(0xffffffffu, l[i2], 1);
-    l[i2] += __shfl_xor_sync(0xffffffffu, l[i2], 2);
+    if constexpr (kT) {
+      l[i2] += __shfl_xor_sync(0xffffffffu, l[i2], 4);
+      l[i2] += __shfl_xor_sync(0xffffffffu, l[i2], 8);
+      l[i2] += __shfl_xor_sync(0xffffffffu, l[i2], 16);
+    } else {
+      l[i2] += __shfl_xor_sync(0xffffffffu, l[i2], 1);
+      l[i2] += __shfl_xor_sync(0xffffffffu, l[i2], 2);
+    }
   }
   constexpr int kOCols = NV * 16 + 4;                     // a row of O in the merge, padded
   float* const s_o = reinterpret_cast<float*>(smem_raw);  // [warp][row][kOCols]
@@ -414,18 +480,20 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
   float* const s_lse = s_f + kWarps * kRows;
   __syncthreads();
 #pragma unroll
-  for (int n = 0; n < 2 * NV; ++n) {
+  for (int n = 0; n < kOFrags; ++n) {
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      const int rr = gq + 8 * (k >> 1), col = 8 * n + 2 * tq + (k & 1);
+      const int rr = kT ? 2 * tq + (k & 1) : gq + 8 * (k >> 1);
+      const int col = kT ? 16 * n + gq + 8 * (k >> 1) : 8 * n + 2 * tq + (k & 1);
       s_o[(warp * kRows + rr) * kOCols + col] = o[n][k];
     }
   }
-  if (tq == 0) {
+  if (kT ? gq == 0 : tq == 0) {
 #pragma unroll
     for (int i2 = 0; i2 < 2; ++i2) {
-      s_m[warp * kRows + gq + 8 * i2] = m[i2];
-      s_l[warp * kRows + gq + 8 * i2] = l[i2];
+      const int rr = kT ? 2 * tq + i2 : gq + 8 * i2;
+      s_m[warp * kRows + rr] = m[i2];
+      s_l[warp * kRows + rr] = l[i2];
     }
   }
   __syncthreads();
@@ -495,11 +563,18 @@ Result<std::size_t> allow_shared_memory(const void* kernel, int nk, int nv) {
   return bytes;
 }
 
+// Query rows per CTA: 8 (the transposed kernel) when a KV head's rows fit, else 16.
+int rows_per_cta(const SplitKvArgs& a) {
+  return a.heads_q / a.heads_kv * a.tokens <= 8 ? 8 : kRows;
+}
+
 template <typename T, int NK, int NV>
 Status launch(const SplitKvArgs& a, Stream stream) {
-  const int row_blocks = (a.heads_q / a.heads_kv * a.tokens + kRows - 1) / kRows;
+  const int r = rows_per_cta(a);
+  const int row_blocks = (a.heads_q / a.heads_kv * a.tokens + r - 1) / r;
   const dim3 grid(static_cast<unsigned>(a.slots), static_cast<unsigned>(a.heads_kv * row_blocks));
-  void (*kernel)(SplitKvArgs) = &split_kv_kernel<T, NK, NV>;
+  void (*kernel)(SplitKvArgs) =
+      r == 8 ? &split_kv_kernel<T, NK, NV, 8> : &split_kv_kernel<T, NK, NV, kRows>;
   Result<std::size_t> smem = allow_shared_memory(reinterpret_cast<const void*>(kernel), NK, NV);
   if (!smem.is_ok()) {
     return Status(smem.status().code(),
