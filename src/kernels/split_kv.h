@@ -5,8 +5,8 @@
 // and its LSE (natural log) for each query row (token t, query head h g + jj of KV head h), which
 // the caller merges by log-sum-exp. GQA is folded: the g query heads of a KV head read its keys
 // once. A CTA takes 16 query rows of one (slot, KV head) on tensor cores (mma.sync; rows past the
-// last are padding) and streams the slot's keys through shared memory; rows that see no key get
-// O = 0 and LSE = -inf.
+// last are padding; 8 rows, transposed, when a KV head has at most 8) and streams the slot's keys
+// through shared memory; rows that see no key get O = 0 and LSE = -inf.
 //
 // bf16 / fp16 only; head_dim and head_dim_v multiples of 16 up to 256; K and V rows 16-byte
 // aligned (split_kv_aligned). Raw pointers and strides in elements; no NCCL or cuDNN inside.

@@ -1,17 +1,19 @@
 // Split-KV attention (split_kv.h) on tensor cores: one CTA per (slot, KV head, block of 16 query
-// rows), eight warps.
+// rows, or 8 when a KV head has at most 8), eight warps.
 //
 // Each warp takes every eighth tile of 16 keys of the slot. A tile's K and V rows come into the
 // warp's own ring in shared memory kStages - 1 tiles ahead of the one it computes (rows padded by
 // 16 bytes, so that ldmatrix reads them without bank conflicts): on Hopper as one bulk copy per
 // row (lane k K's row k, lane 16 + k V's), completing on the ring slot's barrier; before it with
-// cp.async, 16 bytes per instruction. Per tile, S = Q
-// K^T is 2 x head_dim / 16 mma.sync m16n8k16 (Q's fragments stay in registers; K's come from
-// ldmatrix), an online softmax in base 2 updates the rows' maxima and sums (rows gq and gq + 8 of
-// the fragment layout, four lanes per row), and O += P V is head_dim_v / 8 more, P taken straight
-// from S's accumulators (rounded to the data's dtype, as flash attention does) and V through
-// ldmatrix.trans. At the end the eight warps' rows merge in shared memory in warp order, so the
-// result does not depend on timing.
+// cp.async, 16 bytes per instruction. Per tile, with 16 rows, S = Q K^T is 2 x head_dim / 16
+// mma.sync m16n8k16 (Q's fragments stay in registers; K's come from ldmatrix), an online softmax
+// in base 2 updates the rows' maxima and sums (rows gq and gq + 8 of the fragment layout, four
+// lanes per row), and O += P V is head_dim_v / 8 more, P taken straight from S's accumulators
+// (rounded to the data's dtype, as flash attention does) and V through ldmatrix.trans. With 8
+// rows the same runs transposed, keys as the mma's M: S^T = K Q^T (head_dim / 16 mma, rows 2 tq
+// and 2 tq + 1 per lane, eight lanes per row) and O^T += V^T P^T (head_dim_v / 16), P^T's
+// fragments from S^T's accumulators through movmatrix. At the end the eight warps' rows merge in
+// shared memory in warp order, so the result does not depend on timing.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
