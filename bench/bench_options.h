@@ -56,7 +56,7 @@ struct Options {
   std::vector<int> splits = {1, 4, 16, 32};  // DecodeConfig::max_splits (list)
   std::vector<std::int64_t> min_split_rows = {4096};  // DecodeConfig::min_split_rows (list)
   // --decode: DecodeConfig::split_kernel (list of auto, local, built_in), one row each.
-  std::vector<std::string> split_kernel = {"local", "built_in"};
+  std::vector<std::string> split_kernel = {"auto", "local", "built_in"};
   // GPU path: after each row's timed steps, three more with every kernel call timed alone.
   bool trace_calls = false;
   int iters = 3;

@@ -540,7 +540,7 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("--split-kernel", o.split_kernel,
                  "--decode: DecodeConfig::split_kernel, what runs the pieces (list of auto, local: "
-                 "cuDNN, built_in: the library's split-KV kernel; default local,built_in)")
+                 "cuDNN, built_in: the library's split-KV kernel; default auto,local,built_in)")
       ->delimiter(',')
       ->check(CLI::IsMember({"auto", "local", "built_in"}));
   app.add_flag("--trace-calls", o.trace_calls,
