@@ -574,15 +574,30 @@ TEST_P(RingFp8, BitwiseTheNativeRingOnRoundedKeysAndValues) {
     std::vector<HostTensor> dsinks;
     const Tensors got = distributed(c, in, dsinks, run);
     EXPECT_EQ(testing::count_nan(got.o), 0) << "O elements never written";
-    EXPECT_BITWISE_EQ(want.o, got.o, "O");
-    EXPECT_BITWISE_EQ(want.lse, got.lse, "LSE");
+    // At cp = 1 native runs the one-rank plan (one kernel call) and fp8 the strategy's own plan
+    // (chunks whose fp32 partials are summed), so a value near a rounding boundary may land one
+    // ulp apart (seed 2404771321706860229 on all-gather p1: one element of dV): there both are
+    // held to one ulp of the largest value (fp32: four, LSE and dSinks sum differently); from
+    // cp = 2 both run the same plan, bit for bit.
+    auto same = [&](const HostTensor& w, const HostTensor& g, const std::string& what) {
+      if (c.P > 1) {
+        EXPECT_BITWISE_EQ(w, g, what);
+        return;
+      }
+      const double ulp = w.view.dtype == DType::kBFloat16  ? 0x1p-8
+                         : w.view.dtype == DType::kFloat16 ? 0x1p-11
+                                                           : 0x1p-22;
+      EXPECT_LE(testing::max_abs_diff(w, g), 2 * ulp * testing::max_abs(w)) << what;
+    };
+    same(want.o, got.o, "O");
+    same(want.lse, got.lse, "LSE");
     if (c.training) {
-      EXPECT_BITWISE_EQ(want.dq, got.dq, "dQ");
-      EXPECT_BITWISE_EQ(want.dk, got.dk, "dK");
-      EXPECT_BITWISE_EQ(want.dv, got.dv, "dV");
+      same(want.dq, got.dq, "dQ");
+      same(want.dk, got.dk, "dK");
+      same(want.dv, got.dv, "dV");
       for (int r = 0; r < c.P && c.sinks; ++r) {
         const auto i = static_cast<std::size_t>(r);
-        EXPECT_BITWISE_EQ(dsinks_want[i], dsinks[i], "dSinks rank " + std::to_string(r));
+        same(dsinks_want[i], dsinks[i], "dSinks rank " + std::to_string(r));
       }
     }
     if (name != "heads") continue;
