@@ -587,20 +587,32 @@ Status launch(const SplitKvArgs& a, Stream stream) {
   return Status::ok();
 }
 
-// Template widths: 64, 128, 192 or 256 for K (register arrays sized to fit), 64, 128 or 256 for V.
+// Template widths (register arrays sized to fit), as split_kv_layout.h maps them: 64, 128, 192 or
+// 256 for K, 64, 128 or 256 for V.
 template <typename T, int NK>
 Status by_value_width(const SplitKvArgs& a, Stream stream) {
-  if (a.head_dim_v <= 64) return launch<T, NK, 4>(a, stream);
-  if (a.head_dim_v <= 128) return launch<T, NK, 8>(a, stream);
-  return launch<T, NK, 16>(a, stream);
+  switch (v_blocks(a.head_dim_v)) {
+    case 4:
+      return launch<T, NK, 4>(a, stream);
+    case 8:
+      return launch<T, NK, 8>(a, stream);
+    default:
+      return launch<T, NK, 16>(a, stream);
+  }
 }
 
 template <typename T>
 Status by_widths(const SplitKvArgs& a, Stream stream) {
-  if (a.head_dim <= 64) return by_value_width<T, 4>(a, stream);
-  if (a.head_dim <= 128) return by_value_width<T, 8>(a, stream);
-  if (a.head_dim <= 192) return by_value_width<T, 12>(a, stream);
-  return by_value_width<T, 16>(a, stream);
+  switch (k_blocks(a.head_dim)) {
+    case 4:
+      return by_value_width<T, 4>(a, stream);
+    case 8:
+      return by_value_width<T, 8>(a, stream);
+    case 12:
+      return by_value_width<T, 12>(a, stream);
+    default:
+      return by_value_width<T, 16>(a, stream);
+  }
 }
 
 }  // namespace
