@@ -124,8 +124,8 @@ class DecodePlan final : public DistributedDecode {
   DecodePlan(const DecodeConfig& config, Communicator& comm, LocalAttention& kernel)
       : config_(config), comm_(comm), kernel_(kernel) {
     const AttentionConfig& a = config_.attention;
-    local_ = config_.split_kernel != DecodeKernel::kBuiltIn;
-    builtin_ = config_.split_kernel == DecodeKernel::kBuiltIn && builtin_unsupported().empty();
+    // (create() refuses built_in where the built-in kernel cannot run.)
+    builtin_ = config_.split_kernel == DecodeKernel::kBuiltIn;
     const std::int64_t B = config_.batch, T = config_.query_tokens, Dv = a.value_dim();
     acc_ = config_.dtype == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
     slots_ = piece_slots(config_);
@@ -205,10 +205,7 @@ class DecodePlan final : public DistributedDecode {
   }
   // split_kernel = auto, and the LocalAttention cannot run the pieces: the built-in kernel runs
   // them all (create()).
-  void run_builtin_only() {
-    local_ = false;
-    builtin_ = true;
-  }
+  void run_builtin_only() { builtin_ = true; }
   // split_kernel = auto with the cuDNN backend: the built-in kernel runs the steps that read at
   // most kAutoBuiltInKeys keys on this rank, where it took less GPU and host time (create()).
   void run_builtin_on_short_steps() { auto_builtin_ = true; }
@@ -298,12 +295,15 @@ class DecodePlan final : public DistributedDecode {
     // Edge blocks follow the open region: T rows of Hq heads each, unfolded.
     const std::int64_t edge_base = B * n_open * T;
     std::int64_t block = 0;
-    std::int64_t keys = 0;  // this rank reads in this step
-    for (const PiecePlan& p : plans) {
-      for (const Piece& piece : p.open) keys += piece.kv_len;
-      for (const Piece& piece : p.edges) keys += piece.kv_len;
-    }
-    if ((builtin_ || (auto_builtin_ && keys <= kAutoBuiltInKeys)) && cache_aligned(args)) {
+    auto keys = [&] {  // this rank reads in this step
+      std::int64_t n = 0;
+      for (const PiecePlan& p : plans) {
+        for (const Piece& piece : p.open) n += piece.kv_len;
+        for (const Piece& piece : p.edges) n += piece.kv_len;
+      }
+      return n;
+    };
+    if ((builtin_ || (auto_builtin_ && keys() <= kAutoBuiltInKeys)) && cache_aligned(args)) {
       // One launch: slot s < B n_open is open slot s (sequence s / n_open; piece s % n_open, or
       // none: 0 keys), then the edge blocks in the order of `groups`. Its outputs are laid out as
       // the local kernel's calls would write them.
@@ -550,7 +550,7 @@ class DecodePlan final : public DistributedDecode {
 
   std::size_t kernel_ws_bytes() const {
     std::size_t n = 0;
-    if (!local_) return n;
+    if (builtin_) return n;
     for (const LocalProblem& p : representative_problems()) {
       n = std::max(n, kernel_.workspace_bytes(p));
     }
@@ -563,9 +563,8 @@ class DecodePlan final : public DistributedDecode {
   Communicator& comm_;
   LocalAttention& kernel_;
   DType acc_ = DType::kFloat32;
-  bool local_ = true;          // the LocalAttention may run pieces
-  bool builtin_ = false;       // the built-in kernel runs the pieces (of caches it can read)
-  bool auto_builtin_ = false;  // ... of steps of at most kAutoBuiltInKeys keys
+  bool builtin_ = false;       // the built-in kernel runs every step, the LocalAttention none
+  bool auto_builtin_ = false;  // the built-in kernel runs steps of at most kAutoBuiltInKeys keys
   std::int64_t slots_ = 0, rows_cap_ = 0;
   std::size_t q_rep_ = 0, o_part_ = 0, lse_part_ = 0, lse_open_ = 0, table_offset_ = 0, send_ = 0,
               recv_ = 0, kernel_ws_ = 0;
@@ -675,7 +674,7 @@ Status DecodePlan::check(const DecodeArgs& a) const {
                        a.query_positions[b], ">= 0");
     }
   }
-  if (!local_ && !cache_aligned(a)) {
+  if (builtin_ && !cache_aligned(a)) {
     const bool k_ok = aligned(a.k_cache);
     const TensorView& t = k_ok ? a.v_cache : a.k_cache;
     return arg_error(api, k_ok ? "v_cache" : "k_cache",
