@@ -1,9 +1,12 @@
 // Host-side checks of the split-KV kernel (split_kv.h), built with and without CUDA.
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
 #include "common/check.h"
 #include "kernels/split_kv.h"
+#include "kernels/split_kv_layout.h"
 
 namespace ulysses::kernels {
 
@@ -17,6 +20,17 @@ std::string split_kv_unsupported(DType dtype, int head_dim, int head_dim_v) {
     }
   }
   return {};
+}
+
+std::string split_kv_shared_memory_unsupported(int head_dim, int head_dim_v, int cc_major,
+                                               int optin_bytes, int device) {
+  namespace L = split_kv_layout;
+  const std::size_t bytes =
+      L::shared_bytes(L::k_blocks(head_dim), L::v_blocks(head_dim_v), L::ring_bytes(cc_major));
+  if (bytes <= static_cast<std::size_t>(std::max(optin_bytes, 0))) return {};
+  return detail::str_cat("it needs ", bytes, " bytes of shared memory per block for head_dim ",
+                         head_dim, " / head_dim_v ", head_dim_v, "; device ", device,
+                         " (compute capability ", cc_major, ".x) allows ", optin_bytes);
 }
 
 bool split_kv_aligned(const void* base, DType dtype, std::int64_t row_stride,

@@ -62,6 +62,11 @@ std::string split_kv_unsupported(DType dtype, int head_dim, int head_dim_v);
 /// head widths (its rings are deeper from Hopper on: split_kv_layout.h); else why not.
 std::string split_kv_device_unsupported(int head_dim, int head_dim_v, int device);
 
+/// The same for a GPU of compute capability `cc_major` that allows `optin_bytes` of shared memory
+/// per block (what split_kv_device_unsupported() asks the device); `device` names it.
+std::string split_kv_shared_memory_unsupported(int head_dim, int head_dim_v, int cc_major,
+                                               int optin_bytes, int device);
+
 /// Whether a base pointer and row / head strides (elements) allow the kernel's 16-byte loads.
 bool split_kv_aligned(const void* base, DType dtype, std::int64_t row_stride,
                       std::int64_t head_stride);

@@ -532,33 +532,32 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
   }
 }
 
-// The dynamic shared memory a CTA of widths (nk, nv) takes on `device` (its rings follow the
+// The dynamic shared memory a CTA for these head widths takes on `device` (its rings follow the
 // compute capability), or why the device cannot give it.
-Result<std::size_t> shared_memory_on(int device, int nk, int nv) {
+Result<std::size_t> shared_memory_on(int device, int head_dim, int head_dim_v) {
   int major = 0, optin = 0;
   ULYSSES_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   ULYSSES_CUDA_CHECK(
       cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const std::size_t bytes = shared_bytes(nk, nv, ring_bytes(major));
-  if (bytes > static_cast<std::size_t>(optin)) {
-    return unsupported(detail::str_cat("it needs ", bytes, " bytes of shared memory per block for ",
-                                       16 * nk, " / ", 16 * nv, "-wide heads; device ", device,
-                                       " (compute capability ", major, ".x) allows ", optin));
+  if (std::string why =
+          split_kv_shared_memory_unsupported(head_dim, head_dim_v, major, optin, device);
+      !why.empty()) {
+    return unsupported(std::move(why));
   }
-  return bytes;
+  return shared_bytes(k_blocks(head_dim), v_blocks(head_dim_v), ring_bytes(major));
 }
 
 // Lets `kernel` use the dynamic shared memory it needs on the current device. The limit belongs
 // to the function in each device's context, and setting it synchronises the runtime, so it is set
 // once per function and device.
-Result<std::size_t> allow_shared_memory(const void* kernel, int nk, int nv) {
+Result<std::size_t> allow_shared_memory(const void* kernel, int head_dim, int head_dim_v) {
   int device = 0;
   ULYSSES_CUDA_CHECK(cudaGetDevice(&device));
   static std::mutex mu;
   static std::map<std::pair<const void*, int>, std::size_t> done;
   const std::lock_guard<std::mutex> lock(mu);
   if (const auto it = done.find({kernel, device}); it != done.end()) return it->second;
-  ULYSSES_ASSIGN_OR_RETURN(const std::size_t bytes, shared_memory_on(device, nk, nv));
+  ULYSSES_ASSIGN_OR_RETURN(const std::size_t bytes, shared_memory_on(device, head_dim, head_dim_v));
   ULYSSES_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(bytes)));
   done.emplace(std::pair{kernel, device}, bytes);
@@ -577,7 +576,8 @@ Status launch(const SplitKvArgs& a, Stream stream) {
   const dim3 grid(static_cast<unsigned>(a.slots), static_cast<unsigned>(a.heads_kv * row_blocks));
   void (*kernel)(SplitKvArgs) =
       r == 8 ? &split_kv_kernel<T, NK, NV, 8> : &split_kv_kernel<T, NK, NV, kRows>;
-  Result<std::size_t> smem = allow_shared_memory(reinterpret_cast<const void*>(kernel), NK, NV);
+  Result<std::size_t> smem =
+      allow_shared_memory(reinterpret_cast<const void*>(kernel), a.head_dim, a.head_dim_v);
   if (!smem.is_ok()) {
     return Status(smem.status().code(),
                   "ulysses::kernels::split_kv_attention: " + smem.status().message());
@@ -634,7 +634,7 @@ Status split_kv_attention(const SplitKvArgs& a, Stream stream) {
 }
 
 std::string split_kv_device_unsupported(int head_dim, int head_dim_v, int device) {
-  Result<std::size_t> bytes = shared_memory_on(device, k_blocks(head_dim), v_blocks(head_dim_v));
+  Result<std::size_t> bytes = shared_memory_on(device, head_dim, head_dim_v);
   return bytes.is_ok() ? std::string{} : bytes.status().message();
 }
 

@@ -16,6 +16,7 @@
 
 #include "common/check.h"
 #include "common/test_util.h"
+#include "kernels/split_kv.h"
 #include "kernels/split_kv_layout.h"
 #include "ulysses/decode.h"
 #include "ulysses/reference.h"
@@ -909,6 +910,19 @@ TEST(SplitKvLayout, SharedMemoryFitsAndHopperRingsPrefetch) {
   for (const auto& [d, dv] : {std::pair{64, 64}, {128, 128}, {192, 128}}) {
     EXPECT_GE(L::stages(L::k_blocks(d), L::v_blocks(dv), L::ring_bytes(9)), 2) << d << " / " << dv;
   }
+}
+
+// A GPU whose opt-in shared memory per block is below what the kernel needs for the widths (a
+// 99 KiB consumer part) is refused with the numbers; Hopper's and A100's limits are not.
+TEST(SplitKvLayout, TooLittleSharedMemoryIsNamed) {
+  EXPECT_EQ(kernels::split_kv_shared_memory_unsupported(128, 128, 9, 232448, 0), "");
+  EXPECT_EQ(kernels::split_kv_shared_memory_unsupported(192, 128, 9, 232448, 0), "");
+  EXPECT_EQ(kernels::split_kv_shared_memory_unsupported(256, 256, 8, 166912, 0), "");
+  const std::string why = kernels::split_kv_shared_memory_unsupported(128, 128, 12, 101376, 3);
+  EXPECT_NE(why.find("bytes of shared memory"), std::string::npos) << why;
+  EXPECT_NE(why.find("allows 101376"), std::string::npos) << why;
+  EXPECT_NE(why.find("device 3"), std::string::npos) << why;
+  EXPECT_NE(why.find("compute capability 12"), std::string::npos) << why;
 }
 
 }  // namespace
