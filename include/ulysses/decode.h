@@ -21,6 +21,11 @@
 // cache, or round robin): each rank describes its cache rows as segments of consecutive positions
 // (a prefill shard, then appended tokens), which may differ from rank to rank and step to step.
 //
+// A rank's cache may be paged, as in vLLM or FlashInfer (DecodeConfig::page_size): a pool of
+// fixed-size pages shared by the batch's sequences, and a page table per sequence mapping its rows
+// (those the segments name) to pages of the pool. Pages may be anywhere in the pool and shared by
+// several sequences (a common prefix). The built-in kernel looks the pages up as it reads them.
+//
 // Host-only header: no CUDA, NCCL or cuDNN include.
 #pragma once
 
@@ -104,6 +109,14 @@ struct DecodeConfig {
   int max_splits = 16;
   /// What runs the pieces (the merges and the all-gather are the same either way).
   DecodeKernel split_kernel = DecodeKernel::kAuto;
+  /// 0: each sequence's cache is its own run of cache_rows rows (DecodeArgs::k_cache is [batch,
+  /// cache_rows, ..]). > 0: the caches are paged, pages of page_size rows: k_cache and v_cache are
+  /// pools [num_pages, page_size, num_heads_kv, head_dim] (any num_pages), and row r of sequence b
+  /// is row r % page_size of page DecodeArgs::page_table[b][r / page_size]; cache_rows (a whole
+  /// number of pages) is then the rows a sequence's table can map. Paged caches run in the
+  /// built-in kernel (split_kernel auto or built_in; on the host too): the LocalAttention interface
+  /// reads rows, not pages.
+  std::int64_t page_size = 0;
 
   Status validate() const;
 };
@@ -114,8 +127,17 @@ struct DecodeArgs {
   /// [batch, cache_rows, num_heads_kv, head_dim]: this rank's cache. With batch > 1 its sequences
   /// must lie a whole number of rows apart (strides[0] = m strides[1], m >= cache_rows, the same m
   /// for k_cache and v_cache), e.g. one contiguous buffer or a slice of a longer one.
+  /// Paged (page_size > 0): the pool, [num_pages, page_size, num_heads_kv, head_dim], its pages a
+  /// whole number of rows apart in the same way (m >= page_size).
   TensorView k_cache;
   TensorView v_cache;  // like k_cache, heads of head_dim_v
+  /// Paged caches: [batch, cache_rows / page_size] int32, row-major, in host memory: sequence b's
+  /// row r lies in page page_table[b * (cache_rows / page_size) + r / page_size] of the pool. The
+  /// entries of pages that hold segment rows must lie in [0, num_pages); others are not read.
+  std::span<const std::int32_t> page_table;
+  /// Optional: the same table already on the communicator's device (e.g. the serving engine's);
+  /// null: forward() copies page_table into its workspace each step.
+  const std::int32_t* page_table_device = nullptr;
   /// Which rows of this rank's cache hold keys, and their positions (rows in ascending order, not
   /// overlapping; at most max_segments; may be empty). A position must be held by one rank only.
   /// With segment_offsets: every sequence's segments, one after another.

@@ -1,4 +1,5 @@
-// Host-side checks of the split-KV kernel (split_kv.h), built with and without CUDA.
+// Host-side checks of the split-KV kernel (split_kv.h) and its dispatch to the host or CUDA
+// implementation, built with and without CUDA.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -31,6 +32,11 @@ std::string split_kv_shared_memory_unsupported(int head_dim, int head_dim_v, int
   return detail::str_cat("it needs ", bytes, " bytes of shared memory per block for head_dim ",
                          head_dim, " / head_dim_v ", head_dim_v, "; device ", device,
                          " (compute capability ", cc_major, ".x) allows ", optin_bytes);
+}
+
+Status split_kv_attention(const SplitKvArgs& args, Device device, Stream stream) {
+  if (device.is_host()) return host::split_kv_attention(args);
+  return cuda::split_kv_attention(args, stream);
 }
 
 bool split_kv_aligned(const void* base, DType dtype, std::int64_t row_stride,

@@ -8,8 +8,10 @@
 // last are padding; 8 rows, transposed, when a KV head has at most 8) and streams the slot's keys
 // through shared memory; rows that see no key get O = 0 and LSE = -inf.
 //
-// bf16 / fp16 only; head_dim and head_dim_v multiples of 16 up to 256; K and V rows 16-byte
-// aligned (split_kv_aligned). Raw pointers and strides in elements; no NCCL or cuDNN inside.
+// On CUDA devices: bf16 / fp16 only; head_dim and head_dim_v multiples of 16 up to 256; K and V
+// rows 16-byte aligned (split_kv_aligned). On the host (loopback ranks, tests): every dtype and
+// width, in FP64 arithmetic. The cache may be paged (vLLM-style page tables): each slot's rows are
+// then looked up page by page. Raw pointers and strides in elements; no NCCL or cuDNN inside.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +47,12 @@ struct SplitKvArgs {
   /// Device table of slots, 5 rows of `slots` int32: first cache row, rows, sequence, and the low
   /// and high 32 bits of delta = position of query token 0 minus position of the first row.
   const std::int32_t* table = nullptr;
+  /// Paged cache (page_size > 0): a slot's first cache row counts in its sequence b's own rows, and
+  /// row r of sequence b is row pages[b page_stride + r / page_size] page_pitch + r % page_size of
+  /// k and v. page_size = 0: rows of k and v as the table gives them.
+  const std::int32_t* pages = nullptr;
+  int page_size = 0;
+  std::int64_t page_stride = 0, page_pitch = 0;
   int slots = 0;
   /// Slots [0, masked_from) see every key (no mask, output `open`); slots from masked_from on keep
   /// key j for token t only where d = delta + t - j satisfies (window_right < 0 or d >=
@@ -55,7 +63,8 @@ struct SplitKvArgs {
   SlotOutput open, edge;
 };
 
-/// Empty when split_kv_attention() can run this dtype and these head widths; else why not.
+/// Empty when split_kv_attention() can run this dtype and these head widths on a CUDA device; else
+/// why not. (The host runs every dtype and width.)
 std::string split_kv_unsupported(DType dtype, int head_dim, int head_dim_v);
 
 /// Empty when CUDA device `device` has the shared memory per block that the kernel needs for these
@@ -71,7 +80,15 @@ std::string split_kv_shared_memory_unsupported(int head_dim, int head_dim_v, int
 bool split_kv_aligned(const void* base, DType dtype, std::int64_t row_stride,
                       std::int64_t head_stride);
 
-/// Enqueues the slots on `stream` (CUDA builds; the stub returns kUnsupported).
+/// Runs the slots: enqueued on `stream` where `device` is a CUDA device (builds without CUDA
+/// return kUnsupported), at once on the host.
+Status split_kv_attention(const SplitKvArgs& args, Device device, Stream stream);
+
+namespace host {
+Status split_kv_attention(const SplitKvArgs& args);
+}  // namespace host
+namespace cuda {
 Status split_kv_attention(const SplitKvArgs& args, Stream stream);
+}  // namespace cuda
 
 }  // namespace ulysses::kernels

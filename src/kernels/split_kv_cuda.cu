@@ -259,6 +259,13 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
   std::uint64_t* const bars = reinterpret_cast<std::uint64_t*>(smem_raw) + warp * kMaxStages;
   T* const ring = reinterpret_cast<T*>(reinterpret_cast<char*>(smem_raw) + kBarrierBytes) +
                   warp * kStages * kTileElems;
+  // Cache row of the slot's key j: its first row plus j, or, paged, that row of sequence b looked
+  // up in b's pages.
+  auto cache_row = [&](int j) -> std::int64_t {
+    if (a.page_size == 0) return kv_row + j;
+    const auto r = static_cast<unsigned>(kv_row + j), p = static_cast<unsigned>(a.page_size);
+    return static_cast<std::int64_t>(a.pages[b * a.page_stride + r / p]) * a.page_pitch + r % p;
+  };
   const int tiles = (kv_len + kTile - 1) / kTile;
   const int mine = tiles > warp ? (tiles - warp + kWarps - 1) / kWarps : 0;  // this warp's tiles
   if constexpr (kBulkCopies) {
@@ -273,8 +280,6 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
     T* const kt = ring + (i % kStages) * kTileElems;
     T* const vt = kt + kTile * kKRow;
     const int key0 = (warp + kWarps * i) * kTile;
-    const T* const ks = kb + (kv_row + key0) * a.k_row;
-    const T* const vs = vb + (kv_row + key0) * a.v_row;
     if constexpr (kBulkCopies) {
       // Lane k copies K row k, lane 16 + k V row k, one bulk copy each; rows past the slot are
       // zeros (P = 0 times a NaN would still be NaN).
@@ -289,7 +294,8 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
       T* const dst = is_k ? kt + key * kKRow : vt + key * kVRow;
       const unsigned bytes = is_k ? kbytes : vbytes;
       if (key < valid) {
-        copy_bulk(dst, is_k ? ks + key * a.k_row : vs + key * a.v_row, bytes, bar);
+        const std::int64_t row = cache_row(key0 + key);
+        copy_bulk(dst, is_k ? kb + row * a.k_row : vb + row * a.v_row, bytes, bar);
       } else {
         for (unsigned x = 0; x < bytes / 16; ++x) {
           reinterpret_cast<uint4*>(dst)[x] = make_uint4(0, 0, 0, 0);
@@ -301,7 +307,7 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
         if (piece >= 2 * kchunks) continue;
         T* dst = kt + key * kKRow + piece * 8;
         if (key0 + key < kv_len) {
-          copy_async(dst, ks + key * a.k_row + piece * 8);
+          copy_async(dst, kb + cache_row(key0 + key) * a.k_row + piece * 8);
         } else {
           *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
         }
@@ -311,7 +317,7 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
         if (piece >= 2 * vchunks) continue;
         T* dst = vt + key * kVRow + piece * 8;
         if (key0 + key < kv_len) {
-          copy_async(dst, vs + key * a.v_row + piece * 8);
+          copy_async(dst, vb + cache_row(key0 + key) * a.v_row + piece * 8);
         } else {
           // Past the slot: zeros, since P = 0 times a NaN would still be NaN.
           *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
@@ -617,7 +623,7 @@ Status by_widths(const SplitKvArgs& a, Stream stream) {
 
 }  // namespace
 
-Status split_kv_attention(const SplitKvArgs& a, Stream stream) {
+Status cuda::split_kv_attention(const SplitKvArgs& a, Stream stream) {
   if (const std::string why = split_kv_unsupported(a.dtype, a.head_dim, a.head_dim_v);
       !why.empty()) {
     return unsupported("ulysses::kernels::split_kv_attention: " + why);

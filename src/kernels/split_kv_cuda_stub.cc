@@ -8,7 +8,7 @@ std::string split_kv_device_unsupported(int, int, int) {
   return "device tensors need a build with CUDA (got a host-only build)";
 }
 
-Status split_kv_attention(const SplitKvArgs&, Stream) {
+Status cuda::split_kv_attention(const SplitKvArgs&, Stream) {
   return unsupported("ulysses: device tensors need a build with CUDA (got a host-only build)");
 }
 

@@ -22,7 +22,9 @@
 // With the built-in split-KV kernel (DecodeConfig::split_kernel) the same pieces are the slots of
 // one launch that reads q and the cache in place and writes each piece's partial where the local
 // kernel's calls would have: the merges do not know which ran. Under auto with the cuDNN backend
-// it runs the steps that read few keys (kAutoBuiltInKeys), cuDNN the longer ones.
+// it runs the steps that read few keys (kAutoBuiltInKeys), cuDNN the longer ones. Paged caches
+// (DecodeConfig::page_size) run in it only: the pieces are planned in each sequence's own rows, as
+// without pages, and the kernel looks up the page of each row it reads.
 #include "ulysses/decode.h"
 
 #include <algorithm>
@@ -124,8 +126,8 @@ class DecodePlan final : public DistributedDecode {
   DecodePlan(const DecodeConfig& config, Communicator& comm, LocalAttention& kernel)
       : config_(config), comm_(comm), kernel_(kernel) {
     const AttentionConfig& a = config_.attention;
-    // (create() refuses built_in where the built-in kernel cannot run.)
-    builtin_ = config_.split_kernel == DecodeKernel::kBuiltIn;
+    // (create() refuses built_in, and paged caches, where the built-in kernel cannot run.)
+    builtin_ = config_.split_kernel == DecodeKernel::kBuiltIn || config_.page_size > 0;
     const std::int64_t B = config_.batch, T = config_.query_tokens, Dv = a.value_dim();
     acc_ = config_.dtype == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
     slots_ = piece_slots(config_);
@@ -141,6 +143,11 @@ class DecodePlan final : public DistributedDecode {
     lse_open_ = arena.take(static_cast<std::size_t>(rows_cap_ * a.num_heads_q) * 4);
     // VarlenRows of a call (4 rows) or the built-in kernel's slots (5 rows), one entry per piece.
     table_offset_ = arena.take(static_cast<std::size_t>(5 * B * slots_) * sizeof(std::int32_t));
+    // A paged cache's page table, copied in when DecodeArgs::page_table_device is null.
+    if (config_.page_size > 0) {
+      pages_ =
+          arena.take(static_cast<std::size_t>(B * pages_per_sequence()) * sizeof(std::int32_t));
+    }
     o_acc_bytes_ = static_cast<std::size_t>(B * T * a.num_heads_q * Dv) * dtype_size(acc_);
     part_bytes_ =
         parallel::align_up(o_acc_bytes_ + static_cast<std::size_t>(B * a.num_heads_q * T) * 4);
@@ -191,11 +198,9 @@ class DecodePlan final : public DistributedDecode {
   }
 
   // Empty when the built-in kernel can run this plan's steps (given aligned caches), else why not.
+  // The host runs every dtype and width.
   std::string builtin_unsupported() const {
-    if (comm_.device().is_host()) {
-      return str_cat("it runs on CUDA devices (the communicator's is ", comm_.device().to_string(),
-                     ")");
-    }
+    if (comm_.device().is_host()) return {};
     const AttentionConfig& a = config_.attention;
     std::string why = kernels::split_kv_unsupported(config_.dtype, a.head_dim, a.value_dim());
     if (why.empty()) {
@@ -210,10 +215,12 @@ class DecodePlan final : public DistributedDecode {
   // most kAutoBuiltInKeys keys on this rank, where it took less GPU and host time (create()).
   void run_builtin_on_short_steps() { auto_builtin_ = true; }
 
-  // Whether the built-in kernel's 16-byte loads can read a cache view's rows (sequences lie a
-  // whole number of rows apart, check()), and both of this step's.
+  // Whether the built-in kernel's 16-byte loads can read a cache view's rows (sequences or pages
+  // lie a whole number of rows apart, check()), and both of this step's. (The host's has no such
+  // loads.)
   static bool aligned(const TensorView& t) {
-    return kernels::split_kv_aligned(t.data, t.dtype, t.stride(1), t.stride(2));
+    return t.device.is_host() ||
+           kernels::split_kv_aligned(t.data, t.dtype, t.stride(1), t.stride(2));
   }
   static bool cache_aligned(const DecodeArgs& a) {
     return aligned(a.k_cache) && aligned(a.v_cache);
@@ -257,9 +264,12 @@ class DecodePlan final : public DistributedDecode {
     }
     const std::size_t esize = dtype_size(config_.dtype);
 
-    // The cache as one run of rows: row i of sequence b is row b * m + i.
-    const std::int64_t m = B > 1 ? args.k_cache.stride(0) / args.k_cache.stride(1) : 0;
-    const std::int64_t kv_rows = (B - 1) * m + config_.cache_rows;
+    // The cache as one run of rows: row i of sequence b is row b * m + i; paged, row i of page p is
+    // row p * m + i.
+    const bool paged = config_.page_size > 0;
+    const std::int64_t units = paged ? args.k_cache.size(0) : B;  // sequences, or pages
+    const std::int64_t m = units > 1 ? args.k_cache.stride(0) / args.k_cache.stride(1) : 0;
+    const std::int64_t kv_rows = (units - 1) * m + (paged ? config_.page_size : config_.cache_rows);
     auto cache_rows = [&](const TensorView& t) {
       return TensorView::strided(t.data, t.dtype, {1, kv_rows, Hkv, t.size(3)},
                                  {0, t.stride(1), t.stride(2), 1}, dev);
@@ -318,7 +328,8 @@ class DecodePlan final : public DistributedDecode {
       auto put = [&](std::int64_t b, const Piece* p) {
         const auto i = static_cast<std::size_t>(at++), n = static_cast<std::size_t>(slots);
         const std::int64_t delta = p != nullptr ? p->diagonal_offset - p->q_begin : 0;
-        table_[i] = static_cast<std::int32_t>(b * m + (p != nullptr ? p->kv_row : 0));
+        // Paged: the kernel looks the rows up in sequence b's pages.
+        table_[i] = static_cast<std::int32_t>((paged ? 0 : b * m) + (p != nullptr ? p->kv_row : 0));
         table_[n + i] = static_cast<std::int32_t>(p != nullptr ? p->kv_len : 0);
         table_[2 * n + i] = static_cast<std::int32_t>(b);
         table_[3 * n + i] = static_cast<std::int32_t>(static_cast<std::uint32_t>(delta));
@@ -335,6 +346,12 @@ class DecodePlan final : public DistributedDecode {
       }
       auto* table = reinterpret_cast<std::int32_t*>(ws + table_offset_);
       ULYSSES_RETURN_IF_ERROR(kernels::write_table(table_, table, dev, stream));
+      const std::int32_t* pages = args.page_table_device;
+      if (paged && pages == nullptr) {
+        auto* copy = reinterpret_cast<std::int32_t*>(ws + pages_);
+        ULYSSES_RETURN_IF_ERROR(kernels::write_table(args.page_table, copy, dev, stream));
+        pages = copy;
+      }
       kernels::SplitKvArgs s{
           .dtype = config_.dtype,
           .heads_q = static_cast<int>(Hq),
@@ -354,6 +371,10 @@ class DecodePlan final : public DistributedDecode {
           .v_row = v.stride(1),
           .v_head = v.stride(2),
           .table = table,
+          .pages = pages,
+          .page_size = static_cast<int>(config_.page_size),
+          .page_stride = paged ? pages_per_sequence() : 0,
+          .page_pitch = m,
           .slots = static_cast<int>(slots),
           .masked_from = static_cast<int>(B * n_open),
           .window_left = a.window_left,
@@ -380,7 +401,7 @@ class DecodePlan final : public DistributedDecode {
                    .l_head = g * rows_cap_,
                    .l_token = 1,
                    .l_row = rows_cap_}};
-      ULYSSES_RETURN_IF_ERROR(kernels::split_kv_attention(s, stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::split_kv_attention(s, dev, stream));
     } else {
       for (std::int64_t b = 0; b < B; ++b) {
         for (std::int64_t t = 0; n_open > 0 && t < T; ++t) {
@@ -548,6 +569,10 @@ class DecodePlan final : public DistributedDecode {
                                      : a.query_positions[static_cast<std::size_t>(b)];
   }
 
+  std::int64_t pages_per_sequence() const {
+    return config_.page_size > 0 ? config_.cache_rows / config_.page_size : 0;
+  }
+
   std::size_t kernel_ws_bytes() const {
     std::size_t n = 0;
     if (builtin_) return n;
@@ -558,6 +583,7 @@ class DecodePlan final : public DistributedDecode {
   }
 
   Status check(const DecodeArgs& a) const;
+  Status check_pages(const DecodeArgs& a, std::int64_t pool) const;
 
   DecodeConfig config_;
   Communicator& comm_;
@@ -566,11 +592,41 @@ class DecodePlan final : public DistributedDecode {
   bool builtin_ = false;       // the built-in kernel runs every step, the LocalAttention none
   bool auto_builtin_ = false;  // the built-in kernel runs steps of at most kAutoBuiltInKeys keys
   std::int64_t slots_ = 0, rows_cap_ = 0;
-  std::size_t q_rep_ = 0, o_part_ = 0, lse_part_ = 0, lse_open_ = 0, table_offset_ = 0, send_ = 0,
-              recv_ = 0, kernel_ws_ = 0;
+  std::size_t q_rep_ = 0, o_part_ = 0, lse_part_ = 0, lse_open_ = 0, table_offset_ = 0, pages_ = 0,
+              send_ = 0, recv_ = 0, kernel_ws_ = 0;
   std::size_t o_acc_bytes_ = 0, part_bytes_ = 0, workspace_bytes_ = 0;
   std::vector<std::int32_t> table_;  // host copy of one call's VarlenRows
 };
+
+// A paged cache's table: its size, and the pages of every segment row inside the pool.
+Status DecodePlan::check_pages(const DecodeArgs& a, std::int64_t pool) const {
+  constexpr std::string_view api = kForward;
+  const std::int64_t B = config_.batch, n = pages_per_sequence(), P = config_.page_size;
+  if (a.page_table.size() != static_cast<std::size_t>(B * n)) {
+    return arg_error(api, "page_table", "has the wrong length", a.page_table.size(),
+                     str_cat("batch * cache_rows / page_size = ", B, " * ", n, " = ", B * n,
+                             " entries (page_size = ", P, ")"));
+  }
+  // One unsigned comparison per entry (a long cache has many pages); the first bad one is named.
+  const auto in_pool = [pool](std::int32_t page) {
+    return static_cast<std::uint32_t>(page) < static_cast<std::uint64_t>(pool);
+  };
+  for (std::int64_t b = 0; b < B; ++b) {
+    for (const CacheSegment& s : segments_of(a, b)) {
+      if (s.rows == 0) continue;
+      const auto first = a.page_table.begin() + b * n + s.row / P,
+                 last = a.page_table.begin() + b * n + (s.row + s.rows - 1) / P + 1;
+      if (std::all_of(first, last, in_pool)) continue;
+      const std::int64_t p = std::find_if_not(first, last, in_pool) - a.page_table.begin() - b * n;
+      return arg_error(api, str_cat("page_table[", b, " * ", n, " + ", p, "]"),
+                       str_cat("is not a page of the pool (it holds rows [", p * P, ", ",
+                               (p + 1) * P, ") of sequence ", b, ", which a segment uses)"),
+                       a.page_table[static_cast<std::size_t>(b * n + p)],
+                       str_cat("[0, ", pool, ") (k_cache.shape[0] pages)"));
+    }
+  }
+  return Status::ok();
+}
 
 Status DecodePlan::check(const DecodeArgs& a) const {
   constexpr std::string_view api = kForward;
@@ -579,11 +635,16 @@ Status DecodePlan::check(const DecodeArgs& a) const {
   const Device dev = comm_.device();
   ULYSSES_RETURN_IF_ERROR(
       detail::check_view(a.q, "q", {B, T, c.num_heads_q, D}, config_.dtype, dev, true, api));
-  ULYSSES_RETURN_IF_ERROR(detail::check_view(a.k_cache, "k_cache",
-                                             {B, config_.cache_rows, c.num_heads_kv, D},
-                                             config_.dtype, dev, true, api));
+  // Paged: pools of any number of pages (k_cache's; at least one).
+  const bool paged = config_.page_size > 0;
+  const std::int64_t pool =
+      paged && a.k_cache.ndim == 4 ? std::max<std::int64_t>(1, a.k_cache.size(0)) : 1;
+  const std::int64_t units = paged ? pool : B,
+                     unit_rows = paged ? config_.page_size : config_.cache_rows;
+  ULYSSES_RETURN_IF_ERROR(detail::check_view(
+      a.k_cache, "k_cache", {units, unit_rows, c.num_heads_kv, D}, config_.dtype, dev, true, api));
   ULYSSES_RETURN_IF_ERROR(detail::check_view(a.v_cache, "v_cache",
-                                             {B, config_.cache_rows, c.num_heads_kv, c.value_dim()},
+                                             {units, unit_rows, c.num_heads_kv, c.value_dim()},
                                              config_.dtype, dev, true, api));
   ULYSSES_RETURN_IF_ERROR(detail::check_view(a.o, "o", {B, T, c.num_heads_q, c.value_dim()},
                                              config_.dtype, dev, true, api));
@@ -598,19 +659,25 @@ Status DecodePlan::check(const DecodeArgs& a) const {
     return arg_error(api, "sinks", "is given but attention.sinks is false", a.sinks.to_string(),
                      "an empty view");
   }
-  if (B > 1) {
-    // The kernel sees the cache as one run of rows: each sequence a whole number of rows apart.
+  if (units > 1) {
+    // The kernel sees the cache as one run of rows: each sequence (or page) a whole number of rows
+    // apart.
+    const std::string_view unit = paged ? "page" : "sequence";
+    const std::string_view bound = paged ? "page_size" : "cache_rows";
     const std::int64_t ks = a.k_cache.stride(1), m = ks > 0 ? a.k_cache.stride(0) / ks : 0;
     for (const TensorView* t : {&a.k_cache, &a.v_cache}) {
       const std::int64_t s1 = t->stride(1), s0 = t->stride(0);
-      if (s1 <= 0 || s0 % s1 != 0 || s0 / s1 != m || m < config_.cache_rows) {
+      if (s1 <= 0 || s0 % s1 != 0 || s0 / s1 != m || m < unit_rows) {
         return arg_error(api, t == &a.k_cache ? "k_cache.strides[0]" : "v_cache.strides[0]",
-                         "is not a whole number of rows apart from the next sequence",
+                         str_cat("is not a whole number of rows apart from the next ", unit),
                          str_cat(s0, " (row stride ", s1, ")"),
-                         str_cat("m * strides[1] with the same m >= cache_rows = ",
-                                 config_.cache_rows, " for k_cache and v_cache"));
+                         str_cat("m * strides[1] with the same m >= ", bound, " = ", unit_rows,
+                                 " for k_cache and v_cache"));
       }
     }
+  }
+  if (!paged && B > 1) {
+    const std::int64_t m = a.k_cache.stride(0) / a.k_cache.stride(1);
     // Row numbers of that run are int32 (VarlenRows).
     if ((B - 1) * m + config_.cache_rows > std::numeric_limits<std::int32_t>::max()) {
       return arg_error(api, "k_cache.strides[0]", "puts the last sequence's rows beyond int32",
@@ -619,6 +686,11 @@ Status DecodePlan::check(const DecodeArgs& a) const {
                        str_cat("(batch - 1) * strides[0] / strides[1] + cache_rows <= ",
                                std::numeric_limits<std::int32_t>::max()));
     }
+  }
+  if (!paged && (!a.page_table.empty() || a.page_table_device != nullptr)) {
+    return arg_error(api, a.page_table.empty() ? "page_table_device" : "page_table",
+                     "is given but page_size is 0 (an unpaged cache)", "a table",
+                     "none, or DecodeConfig::page_size > 0");
   }
   if (!a.segment_offsets.empty()) {
     const auto& so = a.segment_offsets;
@@ -674,6 +746,8 @@ Status DecodePlan::check(const DecodeArgs& a) const {
                        a.query_positions[b], ">= 0");
     }
   }
+  // (After the segments: their rows are inside cache_rows, so their pages inside the table.)
+  if (paged) ULYSSES_RETURN_IF_ERROR(check_pages(a, pool));
   if (builtin_ && !cache_aligned(a)) {
     const bool k_ok = aligned(a.k_cache);
     const TensorView& t = k_ok ? a.v_cache : a.k_cache;
@@ -730,6 +804,15 @@ Status DecodeConfig::validate() const {
     return arg_error(api, "split_kernel", "is not a DecodeKernel", static_cast<int>(split_kernel),
                      "auto, local or built_in");
   }
+  if (page_size < 0) return arg_error(api, "page_size", "is negative", page_size, ">= 0");
+  if (page_size > std::numeric_limits<std::int32_t>::max()) {
+    return arg_error(api, "page_size", "is too large", page_size,
+                     str_cat("at most ", std::numeric_limits<std::int32_t>::max()));
+  }
+  if (page_size > 0 && cache_rows % page_size != 0) {
+    return arg_error(api, "cache_rows", "is not a whole number of pages", cache_rows,
+                     str_cat("a multiple of page_size = ", page_size));
+  }
   // Rows the kernel addresses with int32 (VarlenRows): the pieces' query copies and the cache.
   constexpr std::int64_t kInt32 = std::numeric_limits<std::int32_t>::max();
   if (batch * piece_slots(*this) * query_tokens > kInt32 / std::max(1, attention.num_heads_q)) {
@@ -761,7 +844,23 @@ Result<std::unique_ptr<DistributedDecode>> DistributedDecode::create(const Decod
   if (local.is_ok()) {
     plan = std::make_unique<DecodePlan>(config, comm, kernel);
     const std::string builtin_why = plan->builtin_unsupported();
-    if (config.split_kernel == DecodeKernel::kBuiltIn) {
+    if (config.page_size > 0) {
+      // Only the built-in kernel reads pages.
+      if (config.split_kernel == DecodeKernel::kLocal) {
+        local = unsupported(str_cat(kCreate, ": page_size = ", config.page_size,
+                                    " (a paged cache) needs split_kernel = auto or built_in: ",
+                                    "split_kernel = local reads the cache through the "
+                                    "LocalAttention ",
+                                    kernel.name(), ", which takes rows, not pages"));
+      } else if (!builtin_why.empty()) {
+        local = unsupported(str_cat(kCreate, ": page_size = ", config.page_size,
+                                    " (a paged cache) needs the built-in split-KV kernel, which "
+                                    "does not run here: ",
+                                    builtin_why));
+      } else {
+        plan->run_builtin_only();
+      }
+    } else if (config.split_kernel == DecodeKernel::kBuiltIn) {
       if (!builtin_why.empty()) {
         local = unsupported(str_cat(kCreate,
                                     ": split_kernel = built_in, but the built-in split-KV "
@@ -791,7 +890,7 @@ Result<std::unique_ptr<DistributedDecode>> DistributedDecode::create(const Decod
     }
   }
   const AttentionConfig& a = config.attention;
-  const std::array<std::int64_t, 19> fields = {
+  const std::array<std::int64_t, 20> fields = {
       0x554c5944,  // "ULYD": catches ranks running different library builds
       static_cast<std::int64_t>(config.dtype),
       config.cp,
@@ -811,12 +910,13 @@ Result<std::unique_ptr<DistributedDecode>> DistributedDecode::create(const Decod
       a.window_left,
       a.window_right,
       a.sinks ? 1 : 0,
-      static_cast<std::int64_t>(config.split_kernel)};
-  static constexpr std::array<std::string_view, 19> kNames = {
+      static_cast<std::int64_t>(config.split_kernel),
+      config.page_size};
+  static constexpr std::array<std::string_view, 20> kNames = {
       "format",       "dtype",          "cp",         "batch",       "query_tokens", "cache_rows",
       "max_segments", "min_split_rows", "max_splits", "num_heads_q", "num_heads_kv", "head_dim",
       "head_dim_v",   "softmax_scale",  "causal",     "window_left", "window_right", "sinks",
-      "split_kernel"};
+      "split_kernel", "page_size"};
   ULYSSES_RETURN_IF_ERROR(parallel::agree_on_fields(fields, kNames, comm, local, kCreate));
   return std::unique_ptr<DistributedDecode>(std::move(plan));
 }

@@ -5,9 +5,14 @@
 // step % P as one more segment. Ragged cases give every sequence of the batch its own length
 // (DecodeArgs::segment_offsets and query_positions). Every cache row outside the step's segments is
 // NaN (later steps' tokens included), so reading a row the plan should not turns the output NaN.
-// Several steps run on one plan, and every rank's O and LSE must be the same bits.
+// Several steps run on one plan, and every rank's O and LSE must be the same bits. With the
+// built-in kernel each case also runs on the same caches paged (pages of a size drawn from the
+// seed, in shuffled order in a pool, page tables given on the host or also on the device by turns,
+// split_kernel = auto): O and LSE must be the unpaged run's bits.
 #include <gtest/gtest.h>
 
+#include <array>
+#include <numeric>
 #include <thread>
 
 #include "common/check.h"
@@ -87,6 +92,46 @@ void reference(const Case& c, const HostTensor& q, const HostTensor& k, const Ho
     if (c.sinks) f.sinks = sinks.view;
     ASSERT_TRUE(reference_forward(p, f).is_ok());
   }
+}
+
+// A rank's cache [B, cap, Hkv, d] in pages of `page` rows (cap rounded up to whole pages, the rows
+// past it NaN): sequence b's pages at shuffled places of a pool with two spare NaN pages. The table
+// [B, pages] gives -1 for pages without any of the first held[b] rows (never read).
+struct PagedCache {
+  HostTensor k, v;
+  std::vector<std::int32_t> table;
+};
+PagedCache to_pages(const HostTensor& k, const HostTensor& v, std::int64_t page,
+                    const std::vector<std::int64_t>& held, std::mt19937_64& rng) {
+  const std::int64_t B = k.view.size(0), cap = k.view.size(1), H = k.view.size(2);
+  const std::int64_t n = (cap + page - 1) / page, pool = B * n + 2;
+  std::vector<std::int32_t> where(static_cast<std::size_t>(pool));
+  std::iota(where.begin(), where.end(), 0);
+  std::shuffle(where.begin(), where.end(), rng);
+  PagedCache out{.k = HostTensor(k.view.dtype, {pool, page, H, k.view.size(3)}),
+                 .v = HostTensor(v.view.dtype, {pool, page, H, v.view.size(3)}),
+                 .table = std::vector<std::int32_t>(static_cast<std::size_t>(B * n), -1)};
+  testing::poison(out.k);
+  testing::poison(out.v);
+  for (std::int64_t b = 0; b < B; ++b) {
+    for (std::int64_t p = 0; p < n; ++p) {
+      const std::int32_t dst = where[static_cast<std::size_t>(b * n + p)];
+      for (std::int64_t r = 0; r < page && p * page + r < cap; ++r) {
+        for (std::int64_t h = 0; h < H; ++h) {
+          for (const auto& [from, to] : {std::pair{&k, &out.k}, {&v, &out.v}}) {
+            for (std::int64_t d = 0; d < from->view.size(3); ++d) {
+              to->set(to->view.offset({dst, r, h, d}),
+                      from->at(from->view.offset({b, p * page + r, h, d})));
+            }
+          }
+        }
+      }
+      if (p * page < held[static_cast<std::size_t>(b)]) {
+        out.table[static_cast<std::size_t>(b * n + p)] = dst;
+      }
+    }
+  }
+  return out;
 }
 
 // Each case runs with the pieces in cuDNN (local) and in the built-in split-KV kernel.
@@ -192,11 +237,23 @@ TEST_P(DeviceLoopbackDecode, WithinTwiceThePlainError) {
                          .min_split_rows = c.min_split_rows,
                          .max_splits = c.max_splits,
                          .split_kernel = split_kernel};
+  // The built-in kernel's run again on paged caches.
+  const bool paged = split_kernel == DecodeKernel::kBuiltIn;
+  const std::int64_t page = std::array<std::int64_t, 4>{1, 5, 16, 64}[seed % 4];
+  DecodeConfig paged_cfg = cfg;
+  paged_cfg.split_kernel = DecodeKernel::kAuto;
+  paged_cfg.page_size = page;
+  paged_cfg.cache_rows = (cap + page - 1) / page * page;
+  std::vector<PagedCache> pools;
+  for (std::size_t r = 0; paged && r < P; ++r)
+    pools.push_back(to_pages(kc[r], vc[r], page, used[r], rng));
+  SCOPED_TRACE(paged ? detail::str_cat("paged run: page_size ", page) : "no paged run");
   auto comms = create_device_loopback_group(c.P, 0);
   ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
-  // got[step][rank]: O and LSE.
+  // got[step][rank]: O and LSE; got_paged: the same, paged.
   std::vector<std::vector<std::pair<HostTensor, HostTensor>>> got(
-      static_cast<std::size_t>(c.steps), std::vector<std::pair<HostTensor, HostTensor>>(P));
+      static_cast<std::size_t>(c.steps), std::vector<std::pair<HostTensor, HostTensor>>(P)),
+      got_paged = got;
   std::vector<Status> st(P);
   std::vector<std::thread> threads;
   for (int r = 0; r < c.P; ++r) {
@@ -206,36 +263,52 @@ TEST_P(DeviceLoopbackDecode, WithinTwiceThePlainError) {
         cudaSetDevice(0);
         auto kernel = create_cudnn_attention(0);
         if (!kernel.is_ok()) return kernel.status();
-        auto plan = DistributedDecode::create(cfg, *(*comms)[ri], **kernel);
-        if (!plan.is_ok()) return plan.status();
-        DeviceBytes ws((*plan)->workspace_bytes());
-        DeviceTensor kd = DeviceTensor::of(kc[ri]), vd = DeviceTensor::of(vc[ri]),
-                     sd = DeviceTensor::of(sinks);
-        for (int s = 0; s < c.steps; ++s) {
-          const auto si = static_cast<std::size_t>(s);
-          HostTensor o(c.dtype, {c.B, c.T, c.Hq, c.dv()}), lse(DType::kFloat32, {c.B, c.Hq, c.T});
-          testing::poison(o);
-          testing::poison(lse);
-          DeviceTensor qd = DeviceTensor::of(qs[si]), od = DeviceTensor::of(o),
-                       ld = DeviceTensor::of(lse);
-          std::vector<std::int64_t> positions;
-          for (std::int64_t b = 0; b < c.B; ++b) positions.push_back(c.prefill_of(b) + s * c.T);
-          DecodeArgs a{.q = qd.view,
-                       .k_cache = kd.view,
-                       .v_cache = vd.view,
-                       .segments = segs[si][ri],
-                       .query_position = c.prefill + s * c.T,
-                       .o = od.view,
-                       .lse = ld.view,
-                       .workspace = ws.ptr};
-          if (c.ragged) {
-            a.segment_offsets = offs[si][ri];
-            a.query_positions = positions;
+        for (const bool in_pages : {false, true}) {
+          if (in_pages && !paged) break;
+          auto plan =
+              DistributedDecode::create(in_pages ? paged_cfg : cfg, *(*comms)[ri], **kernel);
+          if (!plan.is_ok()) return plan.status();
+          DeviceBytes ws((*plan)->workspace_bytes());
+          DeviceTensor kd = DeviceTensor::of(in_pages ? pools[ri].k : kc[ri]),
+                       vd = DeviceTensor::of(in_pages ? pools[ri].v : vc[ri]),
+                       sd = DeviceTensor::of(sinks);
+          const std::size_t table_bytes = in_pages ? pools[ri].table.size() * 4 : 0;
+          DeviceBytes td(table_bytes);
+          if (in_pages && cudaMemcpy(td.ptr, pools[ri].table.data(), table_bytes,
+                                     cudaMemcpyHostToDevice) != cudaSuccess) {
+            return internal_error("page table copy failed");
           }
-          if (c.sinks) a.sinks = sd.view;
-          ULYSSES_RETURN_IF_ERROR((*plan)->forward(a, nullptr));
-          if (cudaDeviceSynchronize() != cudaSuccess) return internal_error("sync failed");
-          got[si][ri] = {od.download(o), ld.download(lse)};
+          for (int s = 0; s < c.steps; ++s) {
+            const auto si = static_cast<std::size_t>(s);
+            HostTensor o(c.dtype, {c.B, c.T, c.Hq, c.dv()}), lse(DType::kFloat32, {c.B, c.Hq, c.T});
+            testing::poison(o);
+            testing::poison(lse);
+            DeviceTensor qd = DeviceTensor::of(qs[si]), od = DeviceTensor::of(o),
+                         ld = DeviceTensor::of(lse);
+            std::vector<std::int64_t> positions;
+            for (std::int64_t b = 0; b < c.B; ++b) positions.push_back(c.prefill_of(b) + s * c.T);
+            DecodeArgs a{.q = qd.view,
+                         .k_cache = kd.view,
+                         .v_cache = vd.view,
+                         .segments = segs[si][ri],
+                         .query_position = c.prefill + s * c.T,
+                         .o = od.view,
+                         .lse = ld.view,
+                         .workspace = ws.ptr};
+            if (c.ragged) {
+              a.segment_offsets = offs[si][ri];
+              a.query_positions = positions;
+            }
+            if (c.sinks) a.sinks = sd.view;
+            if (in_pages) {
+              a.page_table = pools[ri].table;
+              // Odd steps: the table on the device too; even steps: forward() copies it.
+              if (s % 2 == 1) a.page_table_device = static_cast<const std::int32_t*>(td.ptr);
+            }
+            ULYSSES_RETURN_IF_ERROR((*plan)->forward(a, nullptr));
+            if (cudaDeviceSynchronize() != cudaSuccess) return internal_error("sync failed");
+            (in_pages ? got_paged : got)[si][ri] = {od.download(o), ld.download(lse)};
+          }
         }
         return Status::ok();
       }();
@@ -264,6 +337,14 @@ TEST_P(DeviceLoopbackDecode, WithinTwiceThePlainError) {
           << "LSE, rank " << r;
       const testing::Mismatch mo = testing::compare_bits(got[si][0].first, o);
       EXPECT_EQ(mo.count, 0) << testing::describe(mo, "O of rank " + std::to_string(r));
+      if (paged) {
+        const testing::Mismatch po = testing::compare_bits(o, got_paged[si][r].first),
+                                pl = testing::compare_bits(lse, got_paged[si][r].second);
+        EXPECT_EQ(po.count, 0) << testing::describe(
+            po, detail::str_cat("paged O of rank ", r, " (page_size ", page, ") vs unpaged"));
+        EXPECT_EQ(pl.count, 0) << testing::describe(
+            pl, detail::str_cat("paged LSE of rank ", r, " (page_size ", page, ") vs unpaged"));
+      }
     }
   }
 }

@@ -8,10 +8,15 @@
 // new tokens each step. The kernel's LSE is fp32, so the merges weigh the pieces with fp32
 // log-sum-exps: results are held to 1e-5 of the FP64 truth (O values are O(1)), and every rank's O
 // and LSE to the same bits.
+//
+// Cases with split_kernel = built_in run the split-KV kernel's host implementation; paged cases
+// move each rank's cache into a pool of pages in shuffled order (NaN spare pages; table entries of
+// pages holding no segment row are -1) and must give the bits of the same cache unpaged.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <functional>
 #include <numeric>
 
 #include "common/check.h"
@@ -41,6 +46,8 @@ struct Case {
   int max_run = 12;     // longest run of positions dealt to one rank
   int empty_rank = -1;  // this rank holds nothing
   int Dv = 0;           // head_dim_v (0: D)
+  DecodeKernel kernel = DecodeKernel::kAuto;
+  int page = 0;  // page_size: 0 unpaged
   int dv() const { return Dv > 0 ? Dv : D; }
 };
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -125,6 +132,49 @@ std::vector<RankCache> build_caches(const Case& c, const std::vector<PositionRun
   return out;
 }
 
+// A rank's cache [B, cap, Hkv, *] (cap a whole number of pages) moved into a pool of pages of
+// `page` rows: every sequence's pages in shuffled order among two spare pages, NaN. The table
+// [B, cap / page] gives -1 for the pages that hold no row of sequence b's segments (never read).
+struct PagedCache {
+  HostTensor k, v;
+  std::vector<std::int32_t> table;
+};
+PagedCache page_out(const HostTensor& k, const HostTensor& v, std::int64_t page,
+                    const std::function<std::span<const CacheSegment>(std::int64_t)>& segments,
+                    std::mt19937_64& rng) {
+  const std::int64_t B = k.view.size(0), cap = k.view.size(1), H = k.view.size(2);
+  const std::int64_t n = cap / page, pool = B * n + 2;
+  std::vector<std::int32_t> where(static_cast<std::size_t>(pool));
+  std::iota(where.begin(), where.end(), 0);
+  std::shuffle(where.begin(), where.end(), rng);
+  PagedCache out{.k = HostTensor(k.view.dtype, {pool, page, H, k.view.size(3)}),
+                 .v = HostTensor(v.view.dtype, {pool, page, H, v.view.size(3)}),
+                 .table = std::vector<std::int32_t>(static_cast<std::size_t>(B * n), -1)};
+  testing::poison(out.k);
+  testing::poison(out.v);
+  for (std::int64_t b = 0; b < B; ++b) {
+    for (std::int64_t p = 0; p < n; ++p) {
+      const std::int32_t dst = where[static_cast<std::size_t>(b * n + p)];
+      for (std::int64_t r = 0; r < page; ++r) {
+        for (std::int64_t h = 0; h < H; ++h) {
+          for (const auto& [from, to] : {std::pair{&k, &out.k}, {&v, &out.v}}) {
+            for (std::int64_t d = 0; d < from->view.size(3); ++d) {
+              to->set(to->view.offset({dst, r, h, d}),
+                      from->at(from->view.offset({b, p * page + r, h, d})));
+            }
+          }
+        }
+      }
+      for (const CacheSegment& sg : segments(b)) {
+        if (sg.rows > 0 && sg.row < (p + 1) * page && sg.row + sg.rows > p * page) {
+          out.table[static_cast<std::size_t>(b * n + p)] = dst;
+        }
+      }
+    }
+  }
+  return out;
+}
+
 // The reference kernel, refusing a call in which a query row sees no key of its sequence (device
 // kernels such as cuDNN are not asked about empty softmax rows; the plan must not create them).
 class NoEmptyRows final : public LocalAttention {
@@ -183,7 +233,8 @@ void check_decode(const Case& c, std::mt19937_64& rng) {
   std::vector<int> per_rank(static_cast<std::size_t>(c.P), 0);
   for (const PositionRun& r : runs) ++per_rank[static_cast<std::size_t>(r.rank)];
   const int max_segments = std::max(1, *std::max_element(per_rank.begin(), per_rank.end()));
-  const std::int64_t cap = total + 3 * max_segments;  // room for the gaps
+  std::int64_t cap = total + 3 * max_segments;  // room for the gaps
+  if (c.page > 0) cap = (cap + c.page - 1) / c.page * c.page;
 
   // Each step's inputs and truth: one reference call, the new tokens against every key up to the
   // last of them.
@@ -212,46 +263,88 @@ void check_decode(const Case& c, std::mt19937_64& rng) {
     steps.push_back(std::move(st));
   }
 
-  const DecodeConfig cfg{.attention = attention(c),
-                         .cp = c.P,
-                         .dtype = DType::kFloat64,
-                         .batch = c.B,
-                         .query_tokens = c.T,
-                         .cache_rows = cap,
-                         .max_segments = max_segments,
-                         .min_split_rows = c.min_split_rows,
-                         .max_splits = c.max_splits};
-  auto kernel = std::make_unique<NoEmptyRows>();
-  // outs[step][rank]: O and LSE, poisoned before the call.
-  std::vector<std::vector<std::pair<HostTensor, HostTensor>>> outs(steps.size());
-  for (auto& per_step : outs) {
-    for (int r = 0; r < c.P; ++r) {
-      per_step.emplace_back(HostTensor(DType::kFloat64, {c.B, c.T, c.Hq, c.dv()}),
-                            HostTensor(DType::kFloat32, {c.B, c.Hq, c.T}));
-      testing::poison(per_step.back().first);
-      testing::poison(per_step.back().second);
+  DecodeConfig cfg{.attention = attention(c),
+                   .cp = c.P,
+                   .dtype = DType::kFloat64,
+                   .batch = c.B,
+                   .query_tokens = c.T,
+                   .cache_rows = cap,
+                   .max_segments = max_segments,
+                   .min_split_rows = c.min_split_rows,
+                   .max_splits = c.max_splits,
+                   .split_kernel = c.kernel};
+  // paged[step][rank]: the caches in pages.
+  std::vector<std::vector<PagedCache>> paged(steps.size());
+  for (std::size_t s = 0; c.page > 0 && s < steps.size(); ++s) {
+    for (const RankCache& rc : steps[s].caches) {
+      paged[s].push_back(page_out(
+          rc.k, rc.v, c.page, [&](std::int64_t) { return std::span(rc.segments); }, rng));
     }
   }
-  EXPECT_ALL_OK(testing::run_ranks(c.P, [&](int r, Communicator& comm) -> Status {
-    auto plan = DistributedDecode::create(cfg, comm, *kernel);
-    if (!plan.is_ok()) return plan.status();
-    std::vector<unsigned char> ws((*plan)->workspace_bytes());
-    for (std::size_t s = 0; s < steps.size(); ++s) {
-      const RankCache& rc = steps[s].caches[static_cast<std::size_t>(r)];
-      auto& [o, lse] = outs[s][static_cast<std::size_t>(r)];
-      DecodeArgs a{.q = steps[s].q.view,
-                   .k_cache = rc.k.view,
-                   .v_cache = rc.v.view,
-                   .segments = rc.segments,
-                   .query_position = steps[s].p0,
-                   .o = o.view,
-                   .lse = lse.view,
-                   .workspace = ws.data()};
-      if (c.sinks) a.sinks = sinks.view;
-      ULYSSES_RETURN_IF_ERROR((*plan)->forward(a, nullptr));
+  auto kernel = std::make_unique<NoEmptyRows>();
+  // Every step on one plan per rank; outs[step][rank]: O and LSE, poisoned before the call.
+  using Outs = std::vector<std::vector<std::pair<HostTensor, HostTensor>>>;
+  auto run = [&](const DecodeConfig& config, Outs& outs) {
+    outs.assign(steps.size(), {});
+    for (auto& per_step : outs) {
+      for (int r = 0; r < c.P; ++r) {
+        per_step.emplace_back(HostTensor(DType::kFloat64, {c.B, c.T, c.Hq, c.dv()}),
+                              HostTensor(DType::kFloat32, {c.B, c.Hq, c.T}));
+        testing::poison(per_step.back().first);
+        testing::poison(per_step.back().second);
+      }
     }
-    return Status::ok();
-  }));
+    EXPECT_ALL_OK(testing::run_ranks(c.P, [&](int r, Communicator& comm) -> Status {
+      auto plan = DistributedDecode::create(config, comm, *kernel);
+      if (!plan.is_ok()) return plan.status();
+      std::vector<unsigned char> ws((*plan)->workspace_bytes());
+      for (std::size_t s = 0; s < steps.size(); ++s) {
+        const auto ru = static_cast<std::size_t>(r);
+        const RankCache& rc = steps[s].caches[ru];
+        auto& [o, lse] = outs[s][ru];
+        DecodeArgs a{.q = steps[s].q.view,
+                     .k_cache = rc.k.view,
+                     .v_cache = rc.v.view,
+                     .segments = rc.segments,
+                     .query_position = steps[s].p0,
+                     .o = o.view,
+                     .lse = lse.view,
+                     .workspace = ws.data()};
+        if (config.page_size > 0) {
+          a.k_cache = paged[s][ru].k.view;
+          a.v_cache = paged[s][ru].v.view;
+          a.page_table = paged[s][ru].table;
+        }
+        if (c.sinks) a.sinks = sinks.view;
+        ULYSSES_RETURN_IF_ERROR((*plan)->forward(a, nullptr));
+      }
+      return Status::ok();
+    }));
+  };
+  Outs outs;
+  if (c.page > 0) {
+    // The same steps unpaged in the same kernel: the pages change only where rows are read from.
+    cfg.split_kernel = DecodeKernel::kBuiltIn;
+    Outs flat;
+    run(cfg, flat);
+    cfg.split_kernel = c.kernel;  // auto: the built-in kernel, the only one that reads pages
+    cfg.page_size = c.page;
+    run(cfg, outs);
+    for (std::size_t s = 0; s < steps.size(); ++s) {
+      for (int r = 0; r < c.P; ++r) {
+        const auto& [o, lse] = outs[s][static_cast<std::size_t>(r)];
+        const auto& [fo, flse] = flat[s][static_cast<std::size_t>(r)];
+        const testing::Mismatch mo = testing::compare_bits(fo, o),
+                                ml = testing::compare_bits(flse, lse);
+        EXPECT_EQ(mo.count, 0) << testing::describe(
+            mo, detail::str_cat("step ", s, " rank ", r, ": paged O vs unpaged"));
+        EXPECT_EQ(ml.count, 0) << testing::describe(
+            ml, detail::str_cat("step ", s, " rank ", r, ": paged LSE vs unpaged"));
+      }
+    }
+  } else {
+    run(cfg, outs);
+  }
   for (std::size_t s = 0; s < steps.size(); ++s) {
     SCOPED_TRACE("step " + std::to_string(s));
     for (int r = 0; r < c.P; ++r) {
@@ -304,16 +397,19 @@ Case draw_decode_case(std::uint64_t seed) {
   c.max_run = uniform(1, 25);
   if (c.P > 1 && chance(0.2)) c.empty_rank = uniform(0, c.P - 1);
   if (chance(0.3)) c.Dv = uniform(1, 12);  // (drawn last: earlier draws keep their seeds)
+  if (chance(0.3)) c.kernel = DecodeKernel::kBuiltIn;
+  if (chance(0.3)) c.page = uniform(1, 9);
   return c;
 }
 
 std::string describe(const Case& c, std::uint64_t seed) {
-  return detail::str_cat("cp=", c.P, " B=", c.B, " T=", c.T, " Hq=", c.Hq, " Hkv=", c.Hkv,
-                         " D=", c.D, " Dv=", c.dv(), c.causal ? " causal" : "", " window=(", c.wl,
-                         ",", c.wr, ")", c.sinks ? " sinks" : "", " prefill=", c.prefill,
-                         " steps=", c.steps, " min_split_rows=", c.min_split_rows,
-                         " max_splits=", c.max_splits, " max_run=", c.max_run,
-                         " empty_rank=", c.empty_rank, "  [ULYSSES_SWEEP_SEED=", seed, "]");
+  return detail::str_cat(
+      "cp=", c.P, " B=", c.B, " T=", c.T, " Hq=", c.Hq, " Hkv=", c.Hkv, " D=", c.D, " Dv=", c.dv(),
+      c.causal ? " causal" : "", " window=(", c.wl, ",", c.wr, ")", c.sinks ? " sinks" : "",
+      " prefill=", c.prefill, " steps=", c.steps, " min_split_rows=", c.min_split_rows,
+      " max_splits=", c.max_splits, " max_run=", c.max_run, " empty_rank=", c.empty_rank,
+      " split_kernel=", decode_kernel_name(c.kernel), " page_size=", c.page,
+      "  [ULYSSES_SWEEP_SEED=", seed, "]");
 }
 
 TEST(DecodeSweep, RandomCasesGetTheWholeCachesAttention) {
@@ -448,6 +544,49 @@ std::vector<Case> cases() {
        .sinks = true,
        .prefill = 50,
        .Dv = 8},
+      // The split-KV kernel's host implementation, and paged caches (in it).
+      {.name = "built_in_three_tokens_window_sinks_batch2",
+       .P = 3,
+       .B = 2,
+       .T = 3,
+       .Hq = 6,
+       .Hkv = 2,
+       .D = 8,
+       .causal = true,
+       .wl = 13,
+       .sinks = true,
+       .prefill = 45,
+       .kernel = DecodeKernel::kBuiltIn},
+      {.name = "paged_one_token_gqa_batch2",
+       .P = 2,
+       .B = 2,
+       .T = 1,
+       .Hq = 4,
+       .Hkv = 2,
+       .D = 8,
+       .page = 4},
+      {.name = "paged_four_tokens_causal_window_sinks",
+       .P = 3,
+       .B = 3,
+       .T = 4,
+       .Hq = 2,
+       .Hkv = 1,
+       .D = 6,
+       .causal = true,
+       .wl = 11,
+       .sinks = true,
+       .prefill = 50,
+       .page = 3},
+      {.name = "paged_one_row_pages_one_rank",
+       .P = 1,
+       .B = 2,
+       .T = 2,
+       .Hq = 4,
+       .Hkv = 2,
+       .D = 4,
+       .causal = true,
+       .Dv = 6,
+       .page = 1},
       {.name = "wider_v_three_tokens_causal",
        .P = 2,
        .B = 1,
@@ -689,6 +828,11 @@ TEST(DecodeConfig, InvalidFieldsAreNamed) {
                StatusCode::kInvalidArgument, "head_dim_v");
   expect_error(with([](DecodeConfig& c) { c.split_kernel = static_cast<DecodeKernel>(7); }),
                StatusCode::kInvalidArgument, "split_kernel");
+  expect_error(with([](DecodeConfig& c) { c.page_size = -1; }), StatusCode::kInvalidArgument,
+               "page_size");
+  expect_error(with([](DecodeConfig& c) { c.page_size = 5; }), StatusCode::kInvalidArgument,
+               "whole number of pages");
+  EXPECT_TRUE(with([](DecodeConfig& c) { c.page_size = 4; }).is_ok());
 }
 
 TEST(DecodeConfig, SplitKernelNames) {
@@ -727,6 +871,7 @@ TEST(DecodeCreate, RanksThatDisagreeAllFail) {
   const auto bad = testing::run_ranks(2, [&](int r, Communicator& comm) -> Status {
     DecodeConfig c = small_config();
     c.cp = 2;
+    c.split_kernel = DecodeKernel::kLocal;  // (auto would fall back to the built-in kernel)
     return DistributedDecode::create(c, comm,
                                      r == 0 ? static_cast<LocalAttention&>(no_lse) : *kernel)
         .status();
@@ -743,34 +888,52 @@ TEST(DecodeCreate, RanksThatDisagreeAllFail) {
 TEST(DecodeCreate, AKernelWithoutLseIsRefused) {
   NoLse kernel;
   const auto s = testing::run_ranks(1, [&](int, Communicator& comm) -> Status {
-    return DistributedDecode::create(small_config(), comm, kernel).status();
+    DecodeConfig c = small_config();
+    c.split_kernel = DecodeKernel::kLocal;
+    return DistributedDecode::create(c, comm, kernel).status();
   });
   expect_error(s[0], StatusCode::kUnsupported, "LSE");
 }
 
-// The built-in split-KV kernel runs on CUDA devices only: asked for on host ranks, create() says
-// so on every rank; auto and local run the reference kernel there (the Decode tests), and ranks
-// that disagree on the choice are told which field differs.
-TEST(DecodeCreate, BuiltInKernelIsRefusedOffTheGpu) {
+// The built-in split-KV kernel runs on host ranks too (its host implementation; the Decode cases
+// with split_kernel = built_in check its results) and never asks the LocalAttention for its LSE.
+// Paged caches need it: split_kernel = local is refused with them on every rank, naming page_size;
+// auto takes the built-in kernel. Ranks that disagree on the choice are told which field differs.
+TEST(DecodeCreate, BuiltInKernelRunsOnHostRanksAndPagedCachesNeedIt) {
   auto kernel = make_reference_attention();
-  const auto built_in = testing::run_ranks(2, [&](int, Communicator& comm) -> Status {
+  NoLse no_lse;  // never asked: the built-in kernel does not need the LocalAttention's LSE
+  for (const bool paged : {false, true}) {
+    for (const DecodeKernel k : {DecodeKernel::kBuiltIn, DecodeKernel::kAuto}) {
+      const auto st = testing::run_ranks(2, [&](int, Communicator& comm) -> Status {
+        DecodeConfig c = small_config();
+        c.cp = 2;
+        c.split_kernel = k;
+        if (paged) c.page_size = 4;
+        return DistributedDecode::create(c, comm, no_lse).status();
+      });
+      // Unpaged auto asks the LocalAttention first, and falls back to the built-in kernel.
+      for (const Status& s : st) EXPECT_TRUE(s.is_ok()) << s.to_string();
+    }
+  }
+  const auto local = testing::run_ranks(2, [&](int, Communicator& comm) -> Status {
     DecodeConfig c = small_config();
     c.cp = 2;
-    c.split_kernel = DecodeKernel::kBuiltIn;
+    c.split_kernel = DecodeKernel::kLocal;
+    c.page_size = 8;
     return DistributedDecode::create(c, comm, *kernel).status();
   });
-  for (const Status& s : built_in) {
-    expect_error(s, StatusCode::kUnsupported, "split_kernel = built_in");
-    EXPECT_NE(s.message().find("CUDA devices"), std::string::npos) << s.message();
+  for (const Status& s : local) {
+    expect_error(s, StatusCode::kUnsupported, "page_size = 8");
+    EXPECT_NE(s.message().find("split_kernel = auto or built_in"), std::string::npos)
+        << s.message();
   }
-  NoLse no_lse;  // never asked: the built-in kernel does not need the LocalAttention's LSE
-  const auto refused = testing::run_ranks(1, [&](int, Communicator& comm) -> Status {
+  const auto pages = testing::run_ranks(2, [&](int r, Communicator& comm) -> Status {
     DecodeConfig c = small_config();
-    c.split_kernel = DecodeKernel::kBuiltIn;
-    return DistributedDecode::create(c, comm, no_lse).status();
+    c.cp = 2;
+    c.page_size = r == 0 ? 4 : 8;
+    return DistributedDecode::create(c, comm, *kernel).status();
   });
-  expect_error(refused[0], StatusCode::kUnsupported, "CUDA devices");
-  EXPECT_EQ(refused[0].message().find("LSE"), std::string::npos) << refused[0].message();
+  for (const Status& s : pages) expect_error(s, StatusCode::kConfigMismatch, "page_size");
   for (DecodeKernel k : {DecodeKernel::kAuto, DecodeKernel::kLocal}) {
     const auto ok = testing::run_ranks(2, [&](int, Communicator& comm) -> Status {
       DecodeConfig c = small_config();
@@ -838,6 +1001,9 @@ TEST(DecodeForward, BadArgumentsAreNamedBeforeAnythingRuns) {
     run("query_positions[1]", [&](DecodeArgs& a, Segs&) { a.query_positions = negative_position; });
     run("k_cache.strides[0]", [&](DecodeArgs& a, Segs&) { a.k_cache.strides[0] = 15 * 16; });
     run("v_cache.strides[0]", [&](DecodeArgs& a, Segs&) { a.v_cache.strides[0] = 17 * 16; });
+    const std::vector<std::int32_t> table = {0, 1, 2, 3};  // unpaged plan
+    run("page_table", [&](DecodeArgs& a, Segs&) { a.page_table = table; });
+    run("page_table_device", [&](DecodeArgs& a, Segs&) { a.page_table_device = table.data(); });
     run("k_cache.strides[0]", [&](DecodeArgs& a, Segs&) {  // rows past int32 (never read)
       a.k_cache.strides[0] = a.v_cache.strides[0] = (std::int64_t{1} << 31) * 16;
     });
@@ -846,6 +1012,62 @@ TEST(DecodeForward, BadArgumentsAreNamedBeforeAnythingRuns) {
   EXPECT_ALL_OK(st);
   for (const auto& [name, s] : got) expect_error(s, StatusCode::kInvalidArgument, name);
   EXPECT_EQ(testing::count_nan(o), o.numel()) << "a refused call wrote its output";
+}
+
+// A paged cache's pool, its pages' strides and its page table are checked before anything runs:
+// the table's length, and every entry of a page that holds segment rows (entries of other pages
+// are never read: -1 there is fine).
+TEST(DecodeForward, PagedCacheArgumentsAreNamed) {
+  DecodeConfig cfg = small_config();  // batch 2, cache_rows 16
+  cfg.page_size = 4;                  // 4 pages per sequence
+  auto kernel = make_reference_attention();
+  HostTensor q(DType::kFloat64, {2, 2, 4, 8}), k(DType::kFloat64, {5, 4, 2, 8}),
+      v(DType::kFloat64, {5, 4, 2, 8}), o(DType::kFloat64, {2, 2, 4, 8}),
+      rows(DType::kFloat64, {5, 3, 2, 8});
+  std::mt19937_64 rng(testing::fresh_seed());
+  for (HostTensor* t : {&q, &k, &v}) testing::fill_uniform(*t, rng);
+  // Rows [0, 5) and [7, 10) of each sequence: pages 0, 1 and 2; page 3 unused (-1).
+  const std::vector<CacheSegment> segs = {{0, 5, 0}, {7, 3, 5}};
+  const std::vector<std::int32_t> fine = {4, 0, 2, -1, 1, 3, 2, -1};
+  testing::poison(o);
+  std::vector<std::pair<std::string, Status>> got;
+  Status right;
+  const auto st = testing::run_ranks(1, [&](int, Communicator& comm) -> Status {
+    auto plan = DistributedDecode::create(cfg, comm, *kernel);
+    if (!plan.is_ok()) return plan.status();
+    std::vector<unsigned char> ws((*plan)->workspace_bytes());
+    std::vector<std::int32_t> table;
+    auto args = [&] {
+      table = fine;
+      return DecodeArgs{.q = q.view,
+                        .k_cache = k.view,
+                        .v_cache = v.view,
+                        .page_table = table,
+                        .segments = segs,
+                        .query_position = 10,
+                        .o = o.view,
+                        .workspace = ws.data()};
+    };
+    auto run = [&](const std::string& name, auto edit) {
+      DecodeArgs a = args();
+      edit(a, table);
+      got.emplace_back(name, (*plan)->forward(a, nullptr));
+    };
+    using Table = std::vector<std::int32_t>;
+    const std::vector<std::int32_t> short_table(7, 0);
+    run("page_table", [&](DecodeArgs& a, Table&) { a.page_table = short_table; });
+    run("page_table[0 * 4 + 2]", [&](DecodeArgs&, Table& t) { t[2] = 5; });   // past the pool
+    run("page_table[1 * 4 + 1]", [&](DecodeArgs&, Table& t) { t[5] = -1; });  // used page
+    run("k_cache", [&](DecodeArgs& a, Table&) { a.k_cache = rows.view; });    // 3-row pages
+    run("v_cache.strides[0]", [&](DecodeArgs& a, Table&) { a.v_cache.strides[0] = 3 * 16; });
+    testing::poison(o);
+    right = (*plan)->forward(args(), nullptr);
+    return Status::ok();
+  });
+  EXPECT_ALL_OK(st);
+  for (const auto& [name, s] : got) expect_error(s, StatusCode::kInvalidArgument, name);
+  EXPECT_TRUE(right.is_ok()) << right.to_string();
+  EXPECT_EQ(testing::count_nan(o), 0) << "the call with the right table wrote no output";
 }
 
 // With head_dim_v != head_dim, v_cache and o are checked against head_dim_v: heads of head_dim
