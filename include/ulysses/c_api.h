@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 /* Bumped when a struct below changes layout; ulysses_c_api_version() returns the library's. */
-#define ULYSSES_C_API_VERSION 5
+#define ULYSSES_C_API_VERSION 6
 
 /* ulysses::StatusCode */
 typedef enum {
@@ -150,6 +150,8 @@ typedef struct {
   int32_t head_dim_v;
   /* DecodeConfig::split_kernel: what runs the pieces, ULYSSES_DECODE_KERNEL_* (version 5) */
   int32_t split_kernel;
+  /* DecodeConfig::page_size: rows per page of a paged KV cache, 0 = unpaged (version 6) */
+  int64_t page_size;
 } ulysses_decode_config;
 
 /* ulysses::CacheSegment: cache rows [row, row + rows) hold positions [position, position + rows).
@@ -172,6 +174,11 @@ typedef struct {
   void* workspace;
   const int64_t* segment_offsets;
   const int64_t* query_positions;
+  /* Paged caches (page_size > 0; k_cache and v_cache are pools [pages, page_size, Hkv, D]): the
+   * page table, batch * cache_rows / page_size host entries, and optionally the same on the device
+   * (NULL: the library copies it each step) (version 6) */
+  const int32_t* page_table;
+  const int32_t* page_table_device;
 } ulysses_decode_args;
 
 /* --- library ---------------------------------------------------------------------------------- */

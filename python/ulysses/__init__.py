@@ -173,12 +173,13 @@ class DecodeConfig(_Attention):
     min_split_rows: int = 1024
     head_dim_v: int = 0  # of V and O when it differs from head_dim (MLA); 0: head_dim
     split_kernel: str = "auto"  # what runs the pieces: "auto" | "local" | "built_in"
+    page_size: int = 0  # rows per page of a paged KV cache (forward's page_table); 0: unpaged
 
     def _c(self) -> _capi.DecodeConfig:
         c = _capi.DecodeConfig()
         _lib.ulysses_decode_config_init(ctypes.byref(c))
         _fill(c, self, ("cp", "batch", "query_tokens", "cache_rows", "max_segments", "max_splits",
-                        "min_split_rows", "head_dim_v"), ())
+                        "min_split_rows", "head_dim_v", "page_size"), ())
         c.dtype = _enum(_DTYPES, self.dtype, "dtype")
         c.split_kernel = _enum(_DECODE_KERNELS, self.split_kernel, "split_kernel")
         return c
@@ -248,6 +249,30 @@ def _fill_common(a, cu_seqlens, cu_seqlens_device, workspace, saved) -> None:
         a.cu_seqlens = cu
     a.cu_seqlens_device = _pointer(cu_seqlens_device)
     a.workspace, a.saved = _pointer(workspace), _pointer(saved)
+
+
+def _int32_host(x, name: str):
+    """A host int32 array for the C API: a contiguous int32 NumPy array or CPU tensor as it is
+    (no copy), anything else iterable copied. Returns (pointer, keep-alive)."""
+    int32_p = ctypes.POINTER(ctypes.c_int32)
+    if hasattr(x, "data_ptr") and hasattr(x, "is_contiguous"):  # torch.Tensor
+        if str(x.dtype) != "torch.int32" or x.device.type != "cpu" or not x.is_contiguous():
+            raise UlyssesError(1, f"ulysses: {name} must be a contiguous int32 CPU tensor (got "
+                                  f"{x.dtype} on {x.device})")
+        return ctypes.cast(x.data_ptr(), int32_p), x
+    ai = getattr(x, "__array_interface__", None)
+    if ai is not None and ai["typestr"] == "<i4" and ai.get("strides") is None:
+        return ctypes.cast(ai["data"][0], int32_p), x
+    def flat(v):  # nested lists ([B][pages]) row by row
+        for e in (v.ravel() if hasattr(v, "ravel") else v):
+            if hasattr(e, "__len__"):
+                yield from flat(e)
+            else:
+                yield int(e)
+
+    values = list(flat(x))
+    arr = (ctypes.c_int32 * max(1, len(values)))(*values)
+    return ctypes.cast(arr, int32_p), arr
 
 
 def _cu(cu_seqlens):
@@ -456,12 +481,18 @@ class Decode(_Collective):
         return _lib.ulysses_decode_workspace_bytes(self._h)
 
     def forward(self, q, k_cache, v_cache, o, *, segments, query_position, lse=None,
-                sinks=None, workspace=None, stream=None) -> None:
+                sinks=None, workspace=None, stream=None, page_table=None,
+                page_table_device=None) -> None:
         """q [B, T, Hq, D] (the same on every rank) against this rank's cache [B, cache_rows,
         Hkv, D]; o (and lse [B, Hq, T]) out, the same on every rank. segments: (row, rows,
         position) triples, the cache rows that hold keys and their global positions, shared by
         every sequence; or, with query_position a list of B positions (sequences of different
-        lengths), a list of B such lists, sequence b's in the rows of its own cache."""
+        lengths), a list of B such lists, sequence b's in the rows of its own cache.
+
+        Paged caches (config page_size > 0): k_cache and v_cache are pools [pages, page_size,
+        Hkv, D]; page_table [B, cache_rows / page_size] int32 on the host maps sequence b's row r
+        to page page_table[b][r // page_size]; page_table_device, optional, the same table on
+        the GPU (a tensor or an address; None: the library copies page_table each step)."""
         a = _capi.DecodeArgs()
         for n, x in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("o", o), ("lse", lse),
                      ("sinks", sinks)):
@@ -482,7 +513,12 @@ class Decode(_Collective):
         else:
             a.query_position = int(query_position)
         a.workspace = _pointer(workspace)
+        keep = None
+        if page_table is not None:
+            a.page_table, keep = _int32_host(page_table, "page_table")
+        a.page_table_device = _pointer(page_table_device)
         _check(_lib.ulysses_decode_forward(self._h, ctypes.byref(a), _stream(stream)))
+        del keep
 
 
 def shard_token_ranges(config: PlanConfig, rank: int, cu_seqlens=None) -> list:

@@ -4,7 +4,7 @@ import ctypes
 import os
 import pathlib
 
-API_VERSION = 5
+API_VERSION = 6
 
 
 class Tensor(ctypes.Structure):
@@ -63,6 +63,7 @@ class DecodeConfig(ctypes.Structure):
         ("min_split_rows", ctypes.c_int64),
         ("head_dim_v", ctypes.c_int32),
         ("split_kernel", ctypes.c_int32),
+        ("page_size", ctypes.c_int64),
     ]
 
 
@@ -78,6 +79,8 @@ class DecodeArgs(ctypes.Structure):
         ("workspace", ctypes.c_void_p),
         ("segment_offsets", ctypes.POINTER(ctypes.c_int64)),
         ("query_positions", ctypes.POINTER(ctypes.c_int64)),
+        ("page_table", ctypes.POINTER(ctypes.c_int32)),
+        ("page_table_device", ctypes.c_void_p),
     ]
 
 

@@ -120,6 +120,7 @@ DecodeConfig to_decode_config(const ulysses_decode_config& c) {
   d.attention.head_dim_v = c.head_dim_v;
   // Out-of-range values are kept: validate() names them.
   d.split_kernel = static_cast<DecodeKernel>(c.split_kernel);
+  d.page_size = c.page_size;
   return d;
 }
 
@@ -404,6 +405,7 @@ void ulysses_decode_config_init(ulysses_decode_config* config) {
   config->min_split_rows = d.min_split_rows;
   config->head_dim_v = d.attention.head_dim_v;
   config->split_kernel = static_cast<int32_t>(d.split_kernel);
+  config->page_size = d.page_size;
 }
 
 int ulysses_decode_create(const ulysses_decode_config* config, ulysses_comm* comm,
@@ -458,6 +460,15 @@ int ulysses_decode_forward(ulysses_decode* decode, const ulysses_decode_args* ar
     if (args->query_positions != nullptr) {
       a.query_positions = std::span<const std::int64_t>(args->query_positions, batch);
     }
+    // A plan's config is valid: page_size > 0 divides cache_rows. (Unpaged, a table given is
+    // passed on as one entry, which forward() refuses.)
+    const DecodeConfig& c = decode->decode->config();
+    if (args->page_table != nullptr) {
+      a.page_table = std::span<const std::int32_t>(
+          args->page_table,
+          c.page_size > 0 ? batch * static_cast<std::size_t>(c.cache_rows / c.page_size) : 1);
+    }
+    a.page_table_device = args->page_table_device;
     return decode->decode->forward(a, static_cast<Stream>(stream));
   });
 }

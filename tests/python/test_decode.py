@@ -48,7 +48,7 @@ class DecodeThroughCtypes(unittest.TestCase):
             self.assertLess(np.abs(lse - want_lse).max(), 1e-5, f"LSE, rank {r}")
             np.testing.assert_array_equal(o, outs[0][0])
 
-    def run_case(self, cp, T, window_left, with_sinks, Dv=8):
+    def run_case(self, cp, T, window_left, with_sinks, Dv=8, split_kernel="auto", page_size=0):
         rng = np.random.default_rng()
         B, Hq, Hkv, D, prefill = 2, 4, 2, 8, 37
         N = prefill + T
@@ -59,11 +59,14 @@ class DecodeThroughCtypes(unittest.TestCase):
         want_o, want_lse = attention(q, k, v, prefill, window_left,
                                      sinks.astype(np.float64) if with_sinks else None)
         cap = prefill // cp + 1 + T + 2
+        if page_size:
+            cap = -(-cap // page_size) * page_size
         cfg = ulysses.DecodeConfig(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D, causal=True,
                                    window_left=window_left, sinks=with_sinks, cp=cp,
                                    dtype="fp64", batch=B, query_tokens=T, cache_rows=cap,
                                    max_segments=2, max_splits=3, min_split_rows=4,
-                                   head_dim_v=Dv)
+                                   head_dim_v=Dv, split_kernel=split_kernel,
+                                   page_size=page_size)
 
         def rank(r, comm):
             lo, hi = prefill * r // cp, prefill * (r + 1) // cp
@@ -75,12 +78,25 @@ class DecodeThroughCtypes(unittest.TestCase):
                 at = 2 + hi - lo
                 kc[:, at:at + T], vc[:, at:at + T] = k[:, prefill:], v[:, prefill:]
                 segments.append((at, T, prefill))
+            paged = {}
+            if page_size:
+                # Sequence b's page i at place where[b, i] of a pool with one spare NaN page;
+                # the table as a NumPy array on rank 0, a list elsewhere.
+                n = cap // page_size
+                where = rng.permutation(B * n + 1)[:B * n].reshape(B, n).astype(np.int32)
+                pools = []
+                for c in (kc, vc):
+                    pool = np.full((B * n + 1, page_size) + c.shape[2:], np.nan)
+                    pool[where.ravel()] = c.reshape((B * n, page_size) + c.shape[2:])
+                    pools.append(pool)
+                kc, vc = pools
+                paged["page_table"] = where if r == 0 else where.tolist()
             dec = ulysses.Decode(cfg, comm, ulysses.reference_kernel())
             ws = np.empty(max(dec.workspace_bytes, 1), np.uint8)
             o = np.full(want_o.shape, np.nan)
             lse = np.full((B, Hq, T), np.nan, np.float32)
             dec.forward(q, kc, vc, o, segments=segments, query_position=prefill, lse=lse,
-                        sinks=sinks, workspace=ws)
+                        sinks=sinks, workspace=ws, **paged)
             return o, lse
 
         self.expect_everywhere(rank_threads.results_or_raise(ulysses.loopback_group(cp), rank),
@@ -91,6 +107,13 @@ class DecodeThroughCtypes(unittest.TestCase):
 
     def test_three_tokens_window_sinks(self):
         self.run_case(cp=2, T=3, window_left=9, with_sinks=True)
+
+    def test_built_in_kernel_on_the_host(self):
+        self.run_case(cp=2, T=3, window_left=9, with_sinks=True, split_kernel="built_in")
+
+    def test_paged_cache(self):
+        """Pages of 4 rows in shuffled order in a pool (auto: the built-in kernel)."""
+        self.run_case(cp=2, T=2, window_left=-1, with_sinks=True, page_size=4)
 
     def test_value_heads_of_another_width(self):
         """head_dim_v != head_dim (MLA): V and O heads 4 wide, Q and K heads 8."""
@@ -146,15 +169,15 @@ class DecodeThroughCtypes(unittest.TestCase):
         ulysses._lib.ulysses_decode_config_init(ctypes.byref(c))
         d = ulysses.DecodeConfig()
         for f in ("cp", "batch", "query_tokens", "cache_rows", "max_segments", "max_splits",
-                  "min_split_rows", "window_left", "window_right", "head_dim_v"):
+                  "min_split_rows", "window_left", "window_right", "head_dim_v", "page_size"):
             self.assertEqual(getattr(d, f), getattr(c, f), f)
         self.assertEqual(ulysses._DECODE_KERNELS[d.split_kernel], c.split_kernel)
 
-    def test_split_kernel_is_passed_and_checked(self):
-        # Off the GPU the built-in kernel is refused by name; a name outside the table is refused
-        # before the library sees it.
+    def test_split_kernel_and_page_size_are_passed_and_checked(self):
+        # A paged cache with split_kernel local is refused by name; a kernel name outside the
+        # table is refused before the library sees it.
         cfg = ulysses.DecodeConfig(num_heads_q=2, num_heads_kv=1, head_dim=4, cp=1, dtype="fp64",
-                                   cache_rows=8, split_kernel="built_in")
+                                   cache_rows=8, split_kernel="local", page_size=4)
 
         def rank(r, comm):
             ulysses.Decode(cfg, comm, ulysses.reference_kernel())
@@ -162,7 +185,7 @@ class DecodeThroughCtypes(unittest.TestCase):
         with self.assertRaises(ulysses.UlyssesError) as e:
             rank_threads.results_or_raise(ulysses.loopback_group(1), rank)
         self.assertEqual(e.exception.code, "UNSUPPORTED")
-        self.assertIn("split_kernel = built_in", str(e.exception))
+        self.assertIn("page_size = 4", str(e.exception))
         with self.assertRaisesRegex(ulysses.UlyssesError, "split_kernel"):
             ulysses.DecodeConfig(num_heads_q=2, num_heads_kv=1, head_dim=4,
                                  split_kernel="cudnn")._c()
