@@ -57,6 +57,8 @@ struct Options {
   std::vector<std::int64_t> min_split_rows = {4096};  // DecodeConfig::min_split_rows (list)
   // --decode: DecodeConfig::split_kernel (list of auto, local, built_in), one row each.
   std::vector<std::string> split_kernel = {"auto", "local", "built_in"};
+  // --decode: DecodeConfig::page_size (list; 0: unpaged), one row each.
+  std::vector<std::int64_t> page_size = {0};
   // GPU path: after each row's timed steps, three more with every kernel call timed alone.
   bool trace_calls = false;
   int iters = 3;

@@ -1,7 +1,8 @@
 // ulysses-bench --decode: decode steps against a KV cache sharded by sequence (DistributedDecode).
 //
-// Rows: total cache tokens x cp x min_split_rows x max_splits x split_kernel. Each rank holds a
-// contiguous 1/cp of the cache (bf16, K [B, L/cp, Hkv, D], V [.., Dv] with --head-dim-v); every
+// Rows: total cache tokens x cp x min_split_rows x max_splits x split_kernel x page_size. Each rank
+// holds a contiguous 1/cp of the cache (bf16, K [B, L/cp, Hkv, D], V [.., Dv] with --head-dim-v;
+// --page-size P: the same rows in pages of P rows at shuffled places of a pool); every
 // step attends `query_tokens` new tokens to all of it. Reported: ms per step (median; rank 0's
 // stream), the host time forward() takes to enqueue it (median; near ms/step means the host, not
 // the GPU, sets the pace), the GPU's time per step when the steps are queued ahead behind a held
@@ -19,6 +20,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <numeric>
 #include <random>
 #include <thread>
 #include <vector>
@@ -90,11 +92,20 @@ void fill_tiled(void* dst, std::size_t bytes, const std::vector<std::uint16_t>& 
   }
 }
 
+// One row's DecodeConfig choices besides the cache length and cp.
+struct Variant {
+  std::int64_t min_rows;
+  int splits;
+  std::string kernel;  // DecodeConfig::split_kernel
+  std::int64_t page;   // DecodeConfig::page_size
+};
+
 struct Row {
   std::int64_t cache;
   int cp, splits;
   std::int64_t min_rows;
   std::string kernel;  // DecodeConfig::split_kernel
+  std::int64_t page;   // DecodeConfig::page_size
   double ms, host_ms, gpu_ms, bytes_per_gpu, floor_ms, err;
   bool pass;
 };
@@ -146,9 +157,17 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
       loopback ? "; --transport loopback: cp > 1 rows are virtual ranks on GPU 0 (their ms are "
                  "every rank's work and the device loopback's copies, not speed)"
                : "");
-  std::printf("%9s %3s %6s %8s %9s %10s %10s %10s %12s %9s %10s %6s %10s %5s\n", "cache", "cp",
-              "splits", "min rows", "kernel", "ms/step", "host ms", "queued ms", "KV MiB/GPU",
-              "GB/s", "floor ms", "x floor", "err O", "check");
+  std::printf("%9s %3s %6s %8s %9s %5s %10s %10s %10s %12s %9s %10s %6s %10s %5s\n", "cache", "cp",
+              "splits", "min rows", "kernel", "page", "ms/step", "host ms", "queued ms",
+              "KV MiB/GPU", "GB/s", "floor ms", "x floor", "err O", "check");
+  // Paged caches run in the built-in kernel only: no local rows for them.
+  std::vector<Variant> variants;
+  for (std::int64_t min_rows : o.min_split_rows)
+    for (int splits : o.splits)
+      for (const std::string& kernel : o.split_kernel)
+        for (std::int64_t page : o.page_size) {
+          if (page == 0 || kernel != "local") variants.push_back({min_rows, splits, kernel, page});
+        }
   std::vector<Row> rows;
   bool all_pass = true;
   std::mt19937_64 rng(o.seed ? o.seed : std::random_device{}());
@@ -162,193 +181,235 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
     auto length = [&](std::int64_t b) { return o.ragged ? L * (b + 1) / B : L; };
     for (int cp : cps) {
       const std::int64_t local = L / cp + (L % cp ? 1 : 0);
-      for (std::int64_t min_rows : o.min_split_rows)
-        for (int splits : o.splits)
-          for (const std::string& kernel_name : o.split_kernel) {
-            const DecodeKernel split_kernel = kernel_name == "auto"    ? DecodeKernel::kAuto
-                                              : kernel_name == "local" ? DecodeKernel::kLocal
-                                                                       : DecodeKernel::kBuiltIn;
-            DecodeConfig cfg{.attention = {.num_heads_q = Hq,
-                                           .num_heads_kv = Hkv,
-                                           .head_dim = D,
-                                           .head_dim_v = Dv,
-                                           .causal = o.causal,
-                                           .window_left = o.window[0]},
-                             .cp = cp,
-                             .dtype = DType::kBFloat16,
-                             .batch = B,
-                             .query_tokens = T,
-                             .cache_rows = local,
-                             .max_segments = 1,  // per sequence
-                             .min_split_rows = min_rows,
-                             .max_splits = splits,
-                             .split_kernel = split_kernel};
-            std::vector<std::unique_ptr<Communicator>> comms(static_cast<std::size_t>(cp));
-            if (cp == 1 || loopback) {
-              auto g = create_device_loopback_group(cp, 0);
-              if (!g.is_ok()) die(g.status());
-              comms = std::move(g).value();
-            } else {
-              auto id = create_nccl_unique_id();
-              if (!id.is_ok()) die(id.status());
-              std::vector<std::thread> init;
-              for (int r = 0; r < cp; ++r) {
-                init.emplace_back([&, r] {
-                  auto c = create_nccl_communicator(*id, cp, r, r);
-                  if (!c.is_ok()) die(c.status());
-                  comms[static_cast<std::size_t>(r)] = std::move(c).value();
-                });
-              }
-              for (auto& t : init) t.join();
-            }
-            std::vector<double> ms(static_cast<std::size_t>(cp)), host_ms(ms.size()),
-                gpu_ms(ms.size());
-            std::vector<float> o_rank0;
-            std::vector<std::thread> threads;
-            for (int r = 0; r < cp; ++r) {
-              threads.emplace_back([&, r] {
-                const int device = loopback ? 0 : r;
-                BENCH_CUDA(cudaSetDevice(device));
-                auto kernel = create_cudnn_attention(device);
-                if (!kernel.is_ok()) die(kernel.status());
-                auto plan =
-                    DistributedDecode::create(cfg, *comms[static_cast<std::size_t>(r)], **kernel);
-                if (!plan.is_ok()) die(plan.status());
-                // Sequence b's share on this rank: positions [b0(b), b0(b) + rows_here(b)).
-                auto b0 = [&](std::int64_t b) { return length(b) * r / cp; };
-                auto rows_here = [&](std::int64_t b) { return length(b) * (r + 1) / cp - b0(b); };
-                // bf16 elements of a K row and a V row, and bytes of q and of o.
-                const auto k_row = static_cast<std::size_t>(Hkv * D),
-                           v_row = static_cast<std::size_t>(Hkv * Dv);
-                const std::size_t q_bytes = static_cast<std::size_t>(B * T * Hq * D) * 2,
-                                  act = static_cast<std::size_t>(B * T * Hq * Dv) * 2;
-                void *k, *v, *q, *out, *ws;
-                BENCH_CUDA(cudaMalloc(&k, static_cast<std::size_t>(B * local) * k_row * 2));
-                BENCH_CUDA(cudaMalloc(&v, static_cast<std::size_t>(B * local) * v_row * 2));
-                BENCH_CUDA(cudaMalloc(&q, q_bytes));
-                BENCH_CUDA(cudaMalloc(&out, act));
-                BENCH_CUDA(cudaMalloc(&ws, std::max<std::size_t>(1, (*plan)->workspace_bytes())));
-                for (std::int64_t b = 0; b < B; ++b) {
-                  const auto first = static_cast<std::size_t>(b * L + b0(b));
-                  const auto n = static_cast<std::size_t>(local);
-                  fill_tiled(
-                      static_cast<char*>(k) + static_cast<std::size_t>(b * local) * k_row * 2,
-                      n * k_row * 2, tile, first * k_row);
-                  fill_tiled(
-                      static_cast<char*>(v) + static_cast<std::size_t>(b * local) * v_row * 2,
-                      n * v_row * 2, tile, first * v_row + 12345);
-                }
-                BENCH_CUDA(cudaMemcpy(q, q_host.data(), q_bytes, cudaMemcpyHostToDevice));
-                cudaStream_t st;
-                BENCH_CUDA(cudaStreamCreate(&st));
-                const Device dev = Device::cuda(device);
-                // The new tokens sit at the end of each sequence (positions L_b - T ..): the last
-                // rank holds them, so causal lets each see every key up to itself.
-                std::vector<CacheSegment> segs;
-                std::vector<std::int64_t> offsets = {0}, positions;
-                for (std::int64_t b = 0; b < (o.ragged ? B : 1); ++b) {
-                  segs.push_back({0, rows_here(b), b0(b)});
-                  offsets.push_back(b + 1);
-                  positions.push_back(length(b) - T);
-                }
-                DecodeArgs a{
-                    .q = TensorView::contiguous(q, DType::kBFloat16, {B, T, Hq, D}, dev),
-                    .k_cache = TensorView::contiguous(k, DType::kBFloat16, {B, local, Hkv, D}, dev),
-                    .v_cache =
-                        TensorView::contiguous(v, DType::kBFloat16, {B, local, Hkv, Dv}, dev),
-                    .segments = segs,
-                    .query_position = L - T,
-                    .o = TensorView::contiguous(out, DType::kBFloat16, {B, T, Hq, Dv}, dev),
-                    .workspace = ws};
-                if (o.ragged) {
-                  a.segment_offsets = offsets;
-                  a.query_positions = positions;
-                }
-                for (int i = 0; i < 3; ++i) {
-                  if (Status s = (*plan)->forward(a, st); !s.is_ok()) die(s);
-                }
-                BENCH_CUDA(cudaStreamSynchronize(st));
-                cudaEvent_t e0, e1;
-                BENCH_CUDA(cudaEventCreate(&e0));
-                BENCH_CUDA(cudaEventCreate(&e1));
-                std::vector<float> times;
-                std::vector<double> host;
-                for (int i = 0; i < o.iters; ++i) {
-                  BENCH_CUDA(cudaEventRecord(e0, st));
-                  const auto h0 = std::chrono::steady_clock::now();
-                  if (Status s = (*plan)->forward(a, st); !s.is_ok()) die(s);
-                  host.push_back(std::chrono::duration<double, std::milli>(
-                                     std::chrono::steady_clock::now() - h0)
-                                     .count());
-                  BENCH_CUDA(cudaEventRecord(e1, st));
-                  BENCH_CUDA(cudaEventSynchronize(e1));
-                  float t = 0;
-                  BENCH_CUDA(cudaEventElapsedTime(&t, e0, e1));
-                  times.push_back(t);
-                }
-                std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
-                ms[static_cast<std::size_t>(r)] = times[times.size() / 2];
-                std::nth_element(host.begin(), host.begin() + host.size() / 2, host.end());
-                host_ms[static_cast<std::size_t>(r)] = host[host.size() / 2];
-                // The same steps queued behind a held stream: the GPU's own time per step, without
-                // the gaps a slower host leaves (what a caller that queues ahead would see).
-                BENCH_CUDA(cudaLaunchHostFunc(st, hold_stream, nullptr));
-                BENCH_CUDA(cudaEventRecord(e0, st));
-                for (int i = 0; i < o.iters; ++i) {
-                  if (Status s = (*plan)->forward(a, st); !s.is_ok()) die(s);
-                }
-                BENCH_CUDA(cudaEventRecord(e1, st));
-                BENCH_CUDA(cudaEventSynchronize(e1));
-                float queued = 0;
-                BENCH_CUDA(cudaEventElapsedTime(&queued, e0, e1));
-                gpu_ms[static_cast<std::size_t>(r)] = static_cast<double>(queued) / o.iters;
-                if (r == 0) {
-                  std::vector<std::uint16_t> bits(act / 2);
-                  BENCH_CUDA(cudaMemcpy(bits.data(), out, act, cudaMemcpyDeviceToHost));
-                  o_rank0.resize(bits.size());
-                  for (std::size_t i = 0; i < bits.size(); ++i) {
-                    o_rank0[i] = static_cast<float>(detail::bf16_bits_to_double(bits[i]));
-                  }
-                }
-                cudaEventDestroy(e0);
-                cudaEventDestroy(e1);
-                cudaStreamDestroy(st);
-                for (void* p : {k, v, q, out, ws}) cudaFree(p);
-              });
-            }
-            for (auto& t : threads) t.join();
-            if (first_o.empty()) first_o = o_rank0;
-            double err = 0, scale = 0;
-            bool finite = true;
-            for (std::size_t i = 0; i < o_rank0.size(); ++i) {
-              finite = finite && std::isfinite(o_rank0[i]);
-              err = std::max(err, std::fabs(static_cast<double>(o_rank0[i]) - first_o[i]));
-              scale = std::max(scale, std::fabs(static_cast<double>(first_o[i])));
-            }
-            // Each piece's partial O is rounded to bf16 before the merge; with nearly uniform
-            // attention a piece's partial is about sqrt(pieces) times the merged O: a few bf16 ulps
-            // of that.
-            const bool pass =
-                finite && err <= 4 * 0x1p-7 * scale * std::sqrt(static_cast<double>(cp * splits));
-            all_pass = all_pass && pass;
-            double bytes = 0;  // K and V of rank 0's share of every sequence
-            for (std::int64_t b = 0; b < B; ++b) {
-              bytes += static_cast<double>(length(b) / cp) * Hkv * (D + Dv) * 2;
-            }
-            const Row row{
-                L,     cp,         splits,    min_rows, kernel_name,
-                ms[0], host_ms[0], gpu_ms[0], bytes,    bytes / (bandwidth[0] * 1e9) * 1e3,
-                err,   pass};
-            rows.push_back(row);
-            std::printf(
-                "%9lld %3d %6d %8lld %9s %10.4f %10.4f %10.4f %12.1f %9.0f %10.4f %6.2f %10.2e "
-                "%5s\n",
-                static_cast<long long>(L), cp, splits, static_cast<long long>(min_rows),
-                kernel_name.c_str(), row.ms, row.host_ms, row.gpu_ms, bytes / (1 << 20),
-                bytes / (row.ms * 1e-3) / 1e9, row.floor_ms, row.ms / row.floor_ms, err,
-                pass ? "PASS" : "FAIL");
-            std::fflush(stdout);
+      for (const auto& [min_rows, splits, kernel_name, page] : variants) {
+        // Rows per sequence on a rank: its share, paged in whole pages.
+        const std::int64_t cache_rows = page > 0 ? (local + page - 1) / page * page : local;
+        const DecodeKernel split_kernel = kernel_name == "auto"    ? DecodeKernel::kAuto
+                                          : kernel_name == "local" ? DecodeKernel::kLocal
+                                                                   : DecodeKernel::kBuiltIn;
+        DecodeConfig cfg{.attention = {.num_heads_q = Hq,
+                                       .num_heads_kv = Hkv,
+                                       .head_dim = D,
+                                       .head_dim_v = Dv,
+                                       .causal = o.causal,
+                                       .window_left = o.window[0]},
+                         .cp = cp,
+                         .dtype = DType::kBFloat16,
+                         .batch = B,
+                         .query_tokens = T,
+                         .cache_rows = cache_rows,
+                         .max_segments = 1,  // per sequence
+                         .min_split_rows = min_rows,
+                         .max_splits = splits,
+                         .split_kernel = split_kernel,
+                         .page_size = page};
+        std::vector<std::unique_ptr<Communicator>> comms(static_cast<std::size_t>(cp));
+        if (cp == 1 || loopback) {
+          auto g = create_device_loopback_group(cp, 0);
+          if (!g.is_ok()) die(g.status());
+          comms = std::move(g).value();
+        } else {
+          auto id = create_nccl_unique_id();
+          if (!id.is_ok()) die(id.status());
+          std::vector<std::thread> init;
+          for (int r = 0; r < cp; ++r) {
+            init.emplace_back([&, r] {
+              auto c = create_nccl_communicator(*id, cp, r, r);
+              if (!c.is_ok()) die(c.status());
+              comms[static_cast<std::size_t>(r)] = std::move(c).value();
+            });
           }
+          for (auto& t : init) t.join();
+        }
+        std::vector<double> ms(static_cast<std::size_t>(cp)), host_ms(ms.size()), gpu_ms(ms.size());
+        std::vector<float> o_rank0;
+        std::vector<std::thread> threads;
+        for (int r = 0; r < cp; ++r) {
+          threads.emplace_back([&, r] {
+            const int device = loopback ? 0 : r;
+            BENCH_CUDA(cudaSetDevice(device));
+            auto kernel = create_cudnn_attention(device);
+            if (!kernel.is_ok()) die(kernel.status());
+            auto plan =
+                DistributedDecode::create(cfg, *comms[static_cast<std::size_t>(r)], **kernel);
+            if (!plan.is_ok()) die(plan.status());
+            // Sequence b's share on this rank: positions [b0(b), b0(b) + rows_here(b)).
+            auto b0 = [&](std::int64_t b) { return length(b) * r / cp; };
+            auto rows_here = [&](std::int64_t b) { return length(b) * (r + 1) / cp - b0(b); };
+            // bf16 elements of a K row and a V row, and bytes of q and of o.
+            const auto k_row = static_cast<std::size_t>(Hkv * D),
+                       v_row = static_cast<std::size_t>(Hkv * Dv);
+            const std::size_t q_bytes = static_cast<std::size_t>(B * T * Hq * D) * 2,
+                              act = static_cast<std::size_t>(B * T * Hq * Dv) * 2;
+            void *k, *v, *q, *out, *ws, *table_device = nullptr;
+            const auto all_rows = static_cast<std::size_t>(B * cache_rows);
+            BENCH_CUDA(cudaMalloc(&k, all_rows * k_row * 2));
+            BENCH_CUDA(cudaMalloc(&v, all_rows * v_row * 2));
+            BENCH_CUDA(cudaMalloc(&q, q_bytes));
+            BENCH_CUDA(cudaMalloc(&out, act));
+            BENCH_CUDA(cudaMalloc(&ws, std::max<std::size_t>(1, (*plan)->workspace_bytes())));
+            for (std::int64_t b = 0; b < B; ++b) {
+              const auto first = static_cast<std::size_t>(b * L + b0(b));
+              const auto n = static_cast<std::size_t>(cache_rows);
+              fill_tiled(
+                  static_cast<char*>(k) + static_cast<std::size_t>(b * cache_rows) * k_row * 2,
+                  n * k_row * 2, tile, first * k_row);
+              fill_tiled(
+                  static_cast<char*>(v) + static_cast<std::size_t>(b * cache_rows) * v_row * 2,
+                  n * v_row * 2, tile, first * v_row + 12345);
+            }
+            // Paged: the rows above, page by page, moved to shuffled places of a pool of as
+            // many pages; sequence b's page i is pool page table[b n + i].
+            std::vector<std::int32_t> table;
+            if (page > 0) {
+              const std::int64_t pages = B * cache_rows / page;
+              table.resize(static_cast<std::size_t>(pages));
+              std::iota(table.begin(), table.end(), 0);
+              std::shuffle(table.begin(), table.end(), std::mt19937_64(1234 + r));
+              for (void** buf : {&k, &v}) {
+                const std::size_t page_bytes =
+                    static_cast<std::size_t>(page) * (buf == &k ? k_row : v_row) * 2;
+                void* pool;
+                BENCH_CUDA(cudaMalloc(&pool, all_rows * (buf == &k ? k_row : v_row) * 2));
+                for (std::size_t i = 0; i < table.size(); ++i) {
+                  BENCH_CUDA(cudaMemcpyAsync(
+                      static_cast<char*>(pool) + static_cast<std::size_t>(table[i]) * page_bytes,
+                      static_cast<char*>(*buf) + i * page_bytes, page_bytes,
+                      cudaMemcpyDeviceToDevice));
+                }
+                BENCH_CUDA(cudaDeviceSynchronize());
+                BENCH_CUDA(cudaFree(*buf));
+                *buf = pool;
+              }
+              BENCH_CUDA(cudaMalloc(&table_device, table.size() * 4));
+              BENCH_CUDA(
+                  cudaMemcpy(table_device, table.data(), table.size() * 4, cudaMemcpyHostToDevice));
+            }
+            BENCH_CUDA(cudaMemcpy(q, q_host.data(), q_bytes, cudaMemcpyHostToDevice));
+            cudaStream_t st;
+            BENCH_CUDA(cudaStreamCreate(&st));
+            const Device dev = Device::cuda(device);
+            // The new tokens sit at the end of each sequence (positions L_b - T ..): the last
+            // rank holds them, so causal lets each see every key up to itself.
+            std::vector<CacheSegment> segs;
+            std::vector<std::int64_t> offsets = {0}, positions;
+            for (std::int64_t b = 0; b < (o.ragged ? B : 1); ++b) {
+              segs.push_back({0, rows_here(b), b0(b)});
+              offsets.push_back(b + 1);
+              positions.push_back(length(b) - T);
+            }
+            // [sequences, cache_rows, ..], or paged [pages, page, ..].
+            const std::int64_t units = page > 0 ? B * cache_rows / page : B,
+                               unit_rows = page > 0 ? page : cache_rows;
+            DecodeArgs a{.q = TensorView::contiguous(q, DType::kBFloat16, {B, T, Hq, D}, dev),
+                         .k_cache = TensorView::contiguous(k, DType::kBFloat16,
+                                                           {units, unit_rows, Hkv, D}, dev),
+                         .v_cache = TensorView::contiguous(v, DType::kBFloat16,
+                                                           {units, unit_rows, Hkv, Dv}, dev),
+                         .page_table = table,
+                         .page_table_device = static_cast<const std::int32_t*>(table_device),
+                         .segments = segs,
+                         .query_position = L - T,
+                         .o = TensorView::contiguous(out, DType::kBFloat16, {B, T, Hq, Dv}, dev),
+                         .workspace = ws};
+            if (o.ragged) {
+              a.segment_offsets = offsets;
+              a.query_positions = positions;
+            }
+            for (int i = 0; i < 3; ++i) {
+              if (Status s = (*plan)->forward(a, st); !s.is_ok()) die(s);
+            }
+            BENCH_CUDA(cudaStreamSynchronize(st));
+            cudaEvent_t e0, e1;
+            BENCH_CUDA(cudaEventCreate(&e0));
+            BENCH_CUDA(cudaEventCreate(&e1));
+            std::vector<float> times;
+            std::vector<double> host;
+            for (int i = 0; i < o.iters; ++i) {
+              BENCH_CUDA(cudaEventRecord(e0, st));
+              const auto h0 = std::chrono::steady_clock::now();
+              if (Status s = (*plan)->forward(a, st); !s.is_ok()) die(s);
+              host.push_back(
+                  std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - h0)
+                      .count());
+              BENCH_CUDA(cudaEventRecord(e1, st));
+              BENCH_CUDA(cudaEventSynchronize(e1));
+              float t = 0;
+              BENCH_CUDA(cudaEventElapsedTime(&t, e0, e1));
+              times.push_back(t);
+            }
+            std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+            ms[static_cast<std::size_t>(r)] = times[times.size() / 2];
+            std::nth_element(host.begin(), host.begin() + host.size() / 2, host.end());
+            host_ms[static_cast<std::size_t>(r)] = host[host.size() / 2];
+            // The same steps queued behind a held stream: the GPU's own time per step, without
+            // the gaps a slower host leaves (what a caller that queues ahead would see).
+            BENCH_CUDA(cudaLaunchHostFunc(st, hold_stream, nullptr));
+            BENCH_CUDA(cudaEventRecord(e0, st));
+            for (int i = 0; i < o.iters; ++i) {
+              if (Status s = (*plan)->forward(a, st); !s.is_ok()) die(s);
+            }
+            BENCH_CUDA(cudaEventRecord(e1, st));
+            BENCH_CUDA(cudaEventSynchronize(e1));
+            float queued = 0;
+            BENCH_CUDA(cudaEventElapsedTime(&queued, e0, e1));
+            gpu_ms[static_cast<std::size_t>(r)] = static_cast<double>(queued) / o.iters;
+            if (r == 0) {
+              std::vector<std::uint16_t> bits(act / 2);
+              BENCH_CUDA(cudaMemcpy(bits.data(), out, act, cudaMemcpyDeviceToHost));
+              o_rank0.resize(bits.size());
+              for (std::size_t i = 0; i < bits.size(); ++i) {
+                o_rank0[i] = static_cast<float>(detail::bf16_bits_to_double(bits[i]));
+              }
+            }
+            cudaEventDestroy(e0);
+            cudaEventDestroy(e1);
+            cudaStreamDestroy(st);
+            for (void* p : {k, v, q, out, ws, table_device}) cudaFree(p);
+          });
+        }
+        for (auto& t : threads) t.join();
+        if (first_o.empty()) first_o = o_rank0;
+        double err = 0, scale = 0;
+        bool finite = true;
+        for (std::size_t i = 0; i < o_rank0.size(); ++i) {
+          finite = finite && std::isfinite(o_rank0[i]);
+          err = std::max(err, std::fabs(static_cast<double>(o_rank0[i]) - first_o[i]));
+          scale = std::max(scale, std::fabs(static_cast<double>(first_o[i])));
+        }
+        // Each piece's partial O is rounded to bf16 before the merge; with nearly uniform
+        // attention a piece's partial is about sqrt(pieces) times the merged O: a few bf16 ulps
+        // of that.
+        const bool pass =
+            finite && err <= 4 * 0x1p-7 * scale * std::sqrt(static_cast<double>(cp * splits));
+        all_pass = all_pass && pass;
+        double bytes = 0;  // K and V of rank 0's share of every sequence
+        for (std::int64_t b = 0; b < B; ++b) {
+          bytes += static_cast<double>(length(b) / cp) * Hkv * (D + Dv) * 2;
+        }
+        const Row row{L,
+                      cp,
+                      splits,
+                      min_rows,
+                      kernel_name,
+                      page,
+                      ms[0],
+                      host_ms[0],
+                      gpu_ms[0],
+                      bytes,
+                      bytes / (bandwidth[0] * 1e9) * 1e3,
+                      err,
+                      pass};
+        rows.push_back(row);
+        std::printf(
+            "%9lld %3d %6d %8lld %9s %5lld %10.4f %10.4f %10.4f %12.1f %9.0f %10.4f %6.2f "
+            "%10.2e %5s\n",
+            static_cast<long long>(L), cp, splits, static_cast<long long>(min_rows),
+            kernel_name.c_str(), static_cast<long long>(page), row.ms, row.host_ms, row.gpu_ms,
+            bytes / (1 << 20), bytes / (row.ms * 1e-3) / 1e9, row.floor_ms, row.ms / row.floor_ms,
+            err, pass ? "PASS" : "FAIL");
+        std::fflush(stdout);
+      }
     }
   }
   std::printf("%s\n", all_pass ? "ALL PASS" : "SOME ROWS FAILED");
@@ -360,7 +421,7 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
       const Row& r = rows[i];
       js << (i ? ", " : "") << "{\"cache\": " << r.cache << ", \"cp\": " << r.cp
          << ", \"max_splits\": " << r.splits << ", \"min_split_rows\": " << r.min_rows
-         << ", \"split_kernel\": \"" << r.kernel << "\""
+         << ", \"split_kernel\": \"" << r.kernel << "\", \"page_size\": " << r.page
          << ", \"ms\": " << r.ms << ", \"host_ms\": " << r.host_ms
          << ", \"queued_ms\": " << r.gpu_ms << ", \"kv_bytes_per_gpu\": " << r.bytes_per_gpu
          << ", \"floor_ms\": " << r.floor_ms << ", \"err_o\": " << r.err

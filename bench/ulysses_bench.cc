@@ -543,6 +543,13 @@ int main(int argc, char** argv) {
                  "cuDNN, built_in: the library's split-KV kernel; default auto,local,built_in)")
       ->delimiter(',')
       ->check(CLI::IsMember({"auto", "local", "built_in"}));
+  app.add_option("--page-size", o.page_size,
+                 "--decode: DecodeConfig::page_size, rows per page of a paged KV cache (list; 0: "
+                 "unpaged, the default): the cache's pages lie in shuffled order in a pool, the "
+                 "page table on the device; paged rows run the built-in kernel (split_kernel "
+                 "local is skipped for them)")
+      ->delimiter(',')
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--trace-calls", o.trace_calls,
                "GPU path: after each row's timed steps, three more steps in which every local "
                "kernel call runs alone (ranks take turns) and is timed (its fastest of the three "
