@@ -25,6 +25,7 @@
 #include <utility>
 
 #include "common/cuda_check.h"
+#include "kernels/fast_div.h"
 #include "kernels/split_kv.h"
 #include "kernels/split_kv_layout.h"
 
@@ -183,8 +184,10 @@ __device__ inline void wait_copies() {
 // NK / NV: head_dim <= 16 NK, head_dim_v <= 16 NV (both multiples of 16). R: query rows per CTA,
 // 16 (the mma's M: S = Q K^T, O += P V) or 8 (transposed, keys as M: S^T = K Q^T, O^T += V^T P^T,
 // half the mma of 16 rows for blocks of at most 8 real rows, e.g. GQA 4 with one new token).
-template <typename T, int NK, int NV, int R>
-__global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a) {
+// kPaged: the cache is paged (SplitKvArgs::page_size > 0); `page` divides by the page size.
+template <typename T, int NK, int NV, int R, bool kPaged>
+__global__ void __launch_bounds__(kThreads)
+    split_kv_kernel(const SplitKvArgs a, const FastDiv page) {
   constexpr bool kT = R == 8;  // transposed
   constexpr int kStages = stages(NK, NV, kRingBytes);
   constexpr int kKRow = padded(NK), kVRow = padded(NV);
@@ -259,13 +262,6 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
   std::uint64_t* const bars = reinterpret_cast<std::uint64_t*>(smem_raw) + warp * kMaxStages;
   T* const ring = reinterpret_cast<T*>(reinterpret_cast<char*>(smem_raw) + kBarrierBytes) +
                   warp * kStages * kTileElems;
-  // Cache row of the slot's key j: its first row plus j, or, paged, that row of sequence b looked
-  // up in b's pages.
-  auto cache_row = [&](int j) -> std::int64_t {
-    if (a.page_size == 0) return kv_row + j;
-    const auto r = static_cast<unsigned>(kv_row + j), p = static_cast<unsigned>(a.page_size);
-    return static_cast<std::int64_t>(a.pages[b * a.page_stride + r / p]) * a.page_pitch + r % p;
-  };
   const int tiles = (kv_len + kTile - 1) / kTile;
   const int mine = tiles > warp ? (tiles - warp + kWarps - 1) / kWarps : 0;  // this warp's tiles
   if constexpr (kBulkCopies) {
@@ -275,11 +271,20 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
     }
     __syncwarp();
   }
+  // Paged: the cache row of the slot's key j, that row of sequence b looked up in b's pages.
+  // (Looking it up a tile ahead of its copies measured no faster: docs/PERF.md.)
+  auto paged_row = [&](int j) -> std::int64_t {
+    std::uint32_t q, r;
+    page.divmod(static_cast<std::uint32_t>(kv_row + j), q, r);
+    return static_cast<std::int64_t>(a.pages[b * a.page_stride + q]) * a.page_pitch + r;
+  };
   // Tile i of this warp (the slot's tile warp + 8 i) into its ring slot: K then V rows.
   auto issue = [&](int i) {
     T* const kt = ring + (i % kStages) * kTileElems;
     T* const vt = kt + kTile * kKRow;
     const int key0 = (warp + kWarps * i) * kTile;
+    const T* const ks = kb + (kv_row + key0) * a.k_row;
+    const T* const vs = vb + (kv_row + key0) * a.v_row;
     if constexpr (kBulkCopies) {
       // Lane k copies K row k, lane 16 + k V row k, one bulk copy each; rows past the slot are
       // zeros (P = 0 times a NaN would still be NaN).
@@ -294,8 +299,12 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
       T* const dst = is_k ? kt + key * kKRow : vt + key * kVRow;
       const unsigned bytes = is_k ? kbytes : vbytes;
       if (key < valid) {
-        const std::int64_t row = cache_row(key0 + key);
-        copy_bulk(dst, is_k ? kb + row * a.k_row : vb + row * a.v_row, bytes, bar);
+        const T* src = is_k ? ks + key * a.k_row : vs + key * a.v_row;
+        if constexpr (kPaged) {
+          const std::int64_t row = paged_row(key0 + key);
+          src = is_k ? kb + row * a.k_row : vb + row * a.v_row;
+        }
+        copy_bulk(dst, src, bytes, bar);
       } else {
         for (unsigned x = 0; x < bytes / 16; ++x) {
           reinterpret_cast<uint4*>(dst)[x] = make_uint4(0, 0, 0, 0);
@@ -307,7 +316,8 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
         if (piece >= 2 * kchunks) continue;
         T* dst = kt + key * kKRow + piece * 8;
         if (key0 + key < kv_len) {
-          copy_async(dst, kb + cache_row(key0 + key) * a.k_row + piece * 8);
+          const T* const src = kPaged ? kb + paged_row(key0 + key) * a.k_row : ks + key * a.k_row;
+          copy_async(dst, src + piece * 8);
         } else {
           *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
         }
@@ -317,7 +327,8 @@ __global__ void __launch_bounds__(kThreads) split_kv_kernel(const SplitKvArgs a)
         if (piece >= 2 * vchunks) continue;
         T* dst = vt + key * kVRow + piece * 8;
         if (key0 + key < kv_len) {
-          copy_async(dst, vb + cache_row(key0 + key) * a.v_row + piece * 8);
+          const T* const src = kPaged ? vb + paged_row(key0 + key) * a.v_row : vs + key * a.v_row;
+          copy_async(dst, src + piece * 8);
         } else {
           // Past the slot: zeros, since P = 0 times a NaN would still be NaN.
           *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
@@ -580,15 +591,20 @@ Status launch(const SplitKvArgs& a, Stream stream) {
   const int r = rows_per_cta(a);
   const int row_blocks = (a.heads_q / a.heads_kv * a.tokens + r - 1) / r;
   const dim3 grid(static_cast<unsigned>(a.slots), static_cast<unsigned>(a.heads_kv * row_blocks));
-  void (*kernel)(SplitKvArgs) =
-      r == 8 ? &split_kv_kernel<T, NK, NV, 8> : &split_kv_kernel<T, NK, NV, kRows>;
+  const bool paged = a.page_size > 0;
+  void (*kernel)(SplitKvArgs, FastDiv) =
+      r == 8
+          ? (paged ? &split_kv_kernel<T, NK, NV, 8, true> : &split_kv_kernel<T, NK, NV, 8, false>)
+          : (paged ? &split_kv_kernel<T, NK, NV, kRows, true>
+                   : &split_kv_kernel<T, NK, NV, kRows, false>);
   Result<std::size_t> smem =
       allow_shared_memory(reinterpret_cast<const void*>(kernel), a.head_dim, a.head_dim_v);
   if (!smem.is_ok()) {
     return Status(smem.status().code(),
                   "ulysses::kernels::split_kv_attention: " + smem.status().message());
   }
-  kernel<<<grid, kThreads, *smem, static_cast<cudaStream_t>(stream)>>>(a);
+  kernel<<<grid, kThreads, *smem, static_cast<cudaStream_t>(stream)>>>(
+      a, FastDiv(static_cast<std::uint32_t>(a.page_size)));
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }
