@@ -59,6 +59,8 @@ struct Options {
   std::vector<std::string> split_kernel = {"auto", "local", "built_in"};
   // --decode: DecodeConfig::page_size (list; 0: unpaged), one row each.
   std::vector<std::int64_t> page_size = {0};
+  // --decode with --page-size: where a sequence's pages lie in the pool (shuffled, in_order).
+  std::string page_order = "shuffled";
   // GPU path: after each row's timed steps, three more with every kernel call timed alone.
   bool trace_calls = false;
   int iters = 3;

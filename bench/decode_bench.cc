@@ -157,6 +157,10 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
       loopback ? "; --transport loopback: cp > 1 rows are virtual ranks on GPU 0 (their ms are "
                  "every rank's work and the device loopback's copies, not speed)"
                : "");
+  if (std::any_of(o.page_size.begin(), o.page_size.end(), [](std::int64_t p) { return p > 0; })) {
+    std::printf("# paged rows: each sequence's pages %s in the pool, page table on the device\n",
+                o.page_order == "shuffled" ? "at shuffled places" : "in order");
+  }
   std::printf("%9s %3s %6s %8s %9s %5s %10s %10s %10s %12s %9s %10s %6s %10s %5s\n", "cache", "cp",
               "splits", "min rows", "kernel", "page", "ms/step", "host ms", "queued ms",
               "KV MiB/GPU", "GB/s", "floor ms", "x floor", "err O", "check");
@@ -259,13 +263,16 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
                   n * v_row * 2, tile, first * v_row + 12345);
             }
             // Paged: the rows above, page by page, moved to shuffled places of a pool of as
-            // many pages; sequence b's page i is pool page table[b n + i].
+            // many pages (--page-order in_order: left in place); sequence b's page i is pool
+            // page table[b n + i].
             std::vector<std::int32_t> table;
             if (page > 0) {
               const std::int64_t pages = B * cache_rows / page;
               table.resize(static_cast<std::size_t>(pages));
               std::iota(table.begin(), table.end(), 0);
-              std::shuffle(table.begin(), table.end(), std::mt19937_64(1234 + r));
+              if (o.page_order == "shuffled") {
+                std::shuffle(table.begin(), table.end(), std::mt19937_64(1234 + r));
+              }
               for (void** buf : {&k, &v}) {
                 const std::size_t page_bytes =
                     static_cast<std::size_t>(page) * (buf == &k ? k_row : v_row) * 2;

@@ -550,6 +550,11 @@ int main(int argc, char** argv) {
                  "local is skipped for them)")
       ->delimiter(',')
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--page-order", o.page_order,
+                 "--decode with --page-size: shuffled (the default: pages at random places of the "
+                 "pool, as a serving engine's free list leaves them) or in_order (each "
+                 "sequence's pages one after another: the unpaged layout read through a table)")
+      ->check(CLI::IsMember({"shuffled", "in_order"}));
   app.add_flag("--trace-calls", o.trace_calls,
                "GPU path: after each row's timed steps, three more steps in which every local "
                "kernel call runs alone (ranks take turns) and is timed (its fastest of the three "
