@@ -134,6 +134,10 @@ if [[ $mode == decode ]]; then  # decoding against a sharded cache: tests, then 
   run decode_ragged 300 $BIN/ulysses-bench --decode --batch 8 --ragged --seq 131072,1048576 \
     --splits 16 --json "$OUT/decode_ragged.json"
   cat "$OUT/decode_ragged.log"
+  # Paged caches (16-row pages, shuffled in a pool) beside unpaged, in the built-in kernel.
+  run decode_paged 300 $BIN/ulysses-bench --decode --split-kernel built_in --page-size 0,16 \
+    --seq 131072,1048576 --splits 16 --min-split-rows 1024 --json "$OUT/decode_paged.json"
+  cat "$OUT/decode_paged.log"
   exit $rc
 fi
 if [[ $mode == allgather ]]; then  # all-gather CP: tests, then beside ulysses and ring
