@@ -12,10 +12,10 @@
 #include <gtest/gtest.h>
 
 #include <array>
-#include <numeric>
 #include <thread>
 
 #include "common/check.h"
+#include "common/paged_cache.h"
 #include "common/test_util.h"
 #include "gpu/gpu_util.h"
 #include "ulysses/decode.h"
@@ -92,46 +92,6 @@ void reference(const Case& c, const HostTensor& q, const HostTensor& k, const Ho
     if (c.sinks) f.sinks = sinks.view;
     ASSERT_TRUE(reference_forward(p, f).is_ok());
   }
-}
-
-// A rank's cache [B, cap, Hkv, d] in pages of `page` rows (cap rounded up to whole pages, the rows
-// past it NaN): sequence b's pages at shuffled places of a pool with two spare NaN pages. The table
-// [B, pages] gives -1 for pages without any of the first held[b] rows (never read).
-struct PagedCache {
-  HostTensor k, v;
-  std::vector<std::int32_t> table;
-};
-PagedCache to_pages(const HostTensor& k, const HostTensor& v, std::int64_t page,
-                    const std::vector<std::int64_t>& held, std::mt19937_64& rng) {
-  const std::int64_t B = k.view.size(0), cap = k.view.size(1), H = k.view.size(2);
-  const std::int64_t n = (cap + page - 1) / page, pool = B * n + 2;
-  std::vector<std::int32_t> where(static_cast<std::size_t>(pool));
-  std::iota(where.begin(), where.end(), 0);
-  std::shuffle(where.begin(), where.end(), rng);
-  PagedCache out{.k = HostTensor(k.view.dtype, {pool, page, H, k.view.size(3)}),
-                 .v = HostTensor(v.view.dtype, {pool, page, H, v.view.size(3)}),
-                 .table = std::vector<std::int32_t>(static_cast<std::size_t>(B * n), -1)};
-  testing::poison(out.k);
-  testing::poison(out.v);
-  for (std::int64_t b = 0; b < B; ++b) {
-    for (std::int64_t p = 0; p < n; ++p) {
-      const std::int32_t dst = where[static_cast<std::size_t>(b * n + p)];
-      for (std::int64_t r = 0; r < page && p * page + r < cap; ++r) {
-        for (std::int64_t h = 0; h < H; ++h) {
-          for (const auto& [from, to] : {std::pair{&k, &out.k}, {&v, &out.v}}) {
-            for (std::int64_t d = 0; d < from->view.size(3); ++d) {
-              to->set(to->view.offset({dst, r, h, d}),
-                      from->at(from->view.offset({b, p * page + r, h, d})));
-            }
-          }
-        }
-      }
-      if (p * page < held[static_cast<std::size_t>(b)]) {
-        out.table[static_cast<std::size_t>(b * n + p)] = dst;
-      }
-    }
-  }
-  return out;
 }
 
 // Each case runs with the pieces in cuDNN (local) and in the built-in split-KV kernel.
@@ -244,9 +204,14 @@ TEST_P(DeviceLoopbackDecode, WithinTwiceThePlainError) {
   paged_cfg.split_kernel = DecodeKernel::kAuto;
   paged_cfg.page_size = page;
   paged_cfg.cache_rows = (cap + page - 1) / page * page;
-  std::vector<PagedCache> pools;
-  for (std::size_t r = 0; paged && r < P; ++r)
-    pools.push_back(to_pages(kc[r], vc[r], page, used[r], rng));
+  std::vector<testing::PagedCache> pools;
+  for (std::size_t r = 0; paged && r < P; ++r) {
+    // A page holds keys where it starts below the rows the rank ever uses.
+    auto holds = [&](std::int64_t b, std::int64_t p) {
+      return p * page < used[r][static_cast<std::size_t>(b)];
+    };
+    pools.push_back(testing::page_out(kc[r], vc[r], page, holds, rng));
+  }
   SCOPED_TRACE(paged ? detail::str_cat("paged run: page_size ", page) : "no paged run");
   auto comms = create_device_loopback_group(c.P, 0);
   ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();

@@ -20,6 +20,7 @@
 #include <numeric>
 
 #include "common/check.h"
+#include "common/paged_cache.h"
 #include "common/test_util.h"
 #include "kernels/split_kv.h"
 #include "kernels/split_kv_layout.h"
@@ -132,49 +133,6 @@ std::vector<RankCache> build_caches(const Case& c, const std::vector<PositionRun
   return out;
 }
 
-// A rank's cache [B, cap, Hkv, *] (cap a whole number of pages) moved into a pool of pages of
-// `page` rows: every sequence's pages in shuffled order among two spare pages, NaN. The table
-// [B, cap / page] gives -1 for the pages that hold no row of sequence b's segments (never read).
-struct PagedCache {
-  HostTensor k, v;
-  std::vector<std::int32_t> table;
-};
-PagedCache page_out(const HostTensor& k, const HostTensor& v, std::int64_t page,
-                    const std::function<std::span<const CacheSegment>(std::int64_t)>& segments,
-                    std::mt19937_64& rng) {
-  const std::int64_t B = k.view.size(0), cap = k.view.size(1), H = k.view.size(2);
-  const std::int64_t n = cap / page, pool = B * n + 2;
-  std::vector<std::int32_t> where(static_cast<std::size_t>(pool));
-  std::iota(where.begin(), where.end(), 0);
-  std::shuffle(where.begin(), where.end(), rng);
-  PagedCache out{.k = HostTensor(k.view.dtype, {pool, page, H, k.view.size(3)}),
-                 .v = HostTensor(v.view.dtype, {pool, page, H, v.view.size(3)}),
-                 .table = std::vector<std::int32_t>(static_cast<std::size_t>(B * n), -1)};
-  testing::poison(out.k);
-  testing::poison(out.v);
-  for (std::int64_t b = 0; b < B; ++b) {
-    for (std::int64_t p = 0; p < n; ++p) {
-      const std::int32_t dst = where[static_cast<std::size_t>(b * n + p)];
-      for (std::int64_t r = 0; r < page; ++r) {
-        for (std::int64_t h = 0; h < H; ++h) {
-          for (const auto& [from, to] : {std::pair{&k, &out.k}, {&v, &out.v}}) {
-            for (std::int64_t d = 0; d < from->view.size(3); ++d) {
-              to->set(to->view.offset({dst, r, h, d}),
-                      from->at(from->view.offset({b, p * page + r, h, d})));
-            }
-          }
-        }
-      }
-      for (const CacheSegment& sg : segments(b)) {
-        if (sg.rows > 0 && sg.row < (p + 1) * page && sg.row + sg.rows > p * page) {
-          out.table[static_cast<std::size_t>(b * n + p)] = dst;
-        }
-      }
-    }
-  }
-  return out;
-}
-
 // The reference kernel, refusing a call in which a query row sees no key of its sequence (device
 // kernels such as cuDNN are not asked about empty softmax rows; the plan must not create them).
 class NoEmptyRows final : public LocalAttention {
@@ -274,11 +232,16 @@ void check_decode(const Case& c, std::mt19937_64& rng) {
                    .max_splits = c.max_splits,
                    .split_kernel = c.kernel};
   // paged[step][rank]: the caches in pages.
-  std::vector<std::vector<PagedCache>> paged(steps.size());
+  std::vector<std::vector<testing::PagedCache>> paged(steps.size());
   for (std::size_t s = 0; c.page > 0 && s < steps.size(); ++s) {
     for (const RankCache& rc : steps[s].caches) {
-      paged[s].push_back(page_out(
-          rc.k, rc.v, c.page, [&](std::int64_t) { return std::span(rc.segments); }, rng));
+      // A page holds keys where a segment's rows reach into it.
+      auto holds = [&](std::int64_t, std::int64_t p) {
+        return std::any_of(rc.segments.begin(), rc.segments.end(), [&](const CacheSegment& sg) {
+          return sg.rows > 0 && sg.row < (p + 1) * c.page && sg.row + sg.rows > p * c.page;
+        });
+      };
+      paged[s].push_back(testing::page_out(rc.k, rc.v, c.page, holds, rng));
     }
   }
   auto kernel = std::make_unique<NoEmptyRows>();
