@@ -251,17 +251,25 @@ def _fill_common(a, cu_seqlens, cu_seqlens_device, workspace, saved) -> None:
     a.workspace, a.saved = _pointer(workspace), _pointer(saved)
 
 
-def _int32_host(x, name: str):
-    """A host int32 array for the C API: a contiguous int32 NumPy array or CPU tensor as it is
-    (no copy), anything else iterable copied. Returns (pointer, keep-alive)."""
+def _int32_host(x, name: str, count: Optional[int]):
+    """A host int32 array of `count` entries (None: any) for the C API, which reads that many: a contiguous
+    int32 NumPy array or CPU tensor as it is (no copy), anything else iterable copied. Returns
+    (pointer, keep-alive)."""
     int32_p = ctypes.POINTER(ctypes.c_int32)
+
+    def sized(n):
+        if count is not None and n != count:
+            raise UlyssesError(1, f"ulysses: {name} has {n} entries, expected {count}")
+
     if hasattr(x, "data_ptr") and hasattr(x, "is_contiguous"):  # torch.Tensor
         if str(x.dtype) != "torch.int32" or x.device.type != "cpu" or not x.is_contiguous():
             raise UlyssesError(1, f"ulysses: {name} must be a contiguous int32 CPU tensor (got "
                                   f"{x.dtype} on {x.device})")
+        sized(x.numel())
         return ctypes.cast(x.data_ptr(), int32_p), x
     ai = getattr(x, "__array_interface__", None)
     if ai is not None and ai["typestr"] == "<i4" and ai.get("strides") is None:
+        sized(x.size)
         return ctypes.cast(ai["data"][0], int32_p), x
     def flat(v):  # nested lists ([B][pages]) row by row
         for e in (v.ravel() if hasattr(v, "ravel") else v):
@@ -271,6 +279,7 @@ def _int32_host(x, name: str):
                 yield int(e)
 
     values = list(flat(x))
+    sized(len(values))
     arr = (ctypes.c_int32 * max(1, len(values)))(*values)
     return ctypes.cast(arr, int32_p), arr
 
@@ -515,7 +524,10 @@ class Decode(_Collective):
         a.workspace = _pointer(workspace)
         keep = None
         if page_table is not None:
-            a.page_table, keep = _int32_host(page_table, "page_table")
+            c = self.config
+            # (Unpaged, the library refuses a table before reading more than its first entry.)
+            count = c.batch * c.cache_rows // c.page_size if c.page_size > 0 else None
+            a.page_table, keep = _int32_host(page_table, "page_table", count)
         a.page_table_device = _pointer(page_table_device)
         _check(_lib.ulysses_decode_forward(self._h, ctypes.byref(a), _stream(stream)))
         del keep

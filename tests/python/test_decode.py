@@ -190,6 +190,31 @@ class DecodeThroughCtypes(unittest.TestCase):
             ulysses.DecodeConfig(num_heads_q=2, num_heads_kv=1, head_dim=4,
                                  split_kernel="cudnn")._c()
 
+    def test_page_tables_of_the_wrong_size_or_without_pages_are_named(self):
+        def forward(page_size, table):
+            cfg = ulysses.DecodeConfig(num_heads_q=2, num_heads_kv=1, head_dim=4, cp=1,
+                                       dtype="fp64", batch=2, cache_rows=8, page_size=page_size)
+
+            def rank(r, comm):
+                dec = ulysses.Decode(cfg, comm, ulysses.reference_kernel())
+                q, o = np.zeros((2, 1, 2, 4)), np.zeros((2, 1, 2, 4))
+                pool = np.zeros((4, page_size, 1, 4)) if page_size else np.zeros((2, 8, 1, 4))
+                ws = np.empty(max(dec.workspace_bytes, 1), np.uint8)
+                dec.forward(q, pool, pool, o, segments=[(0, 3, 0)], query_position=3,
+                            workspace=ws, page_table=table)
+
+            rank_threads.results_or_raise(ulysses.loopback_group(1), rank)
+
+        # 2 sequences of 8 rows in 4-row pages: 4 entries; 3 are refused before the C call.
+        forward(4, np.array([[0, 1], [2, 3]], np.int32))
+        for short in (np.zeros(3, np.int32), [0, 1, 2]):
+            with self.assertRaisesRegex(ulysses.UlyssesError, "page_table has 3 entries"):
+                forward(4, short)
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            forward(0, [0, 1])
+        self.assertEqual(e.exception.code, "INVALID_ARGUMENT")
+        self.assertIn("page_size is 0", str(e.exception))
+
     def test_bad_segments_are_named(self):
         cfg = ulysses.DecodeConfig(num_heads_q=2, num_heads_kv=1, head_dim=4, cp=1, dtype="fp64",
                                    cache_rows=8)
