@@ -748,6 +748,137 @@ std::vector<RaggedCase> ragged_cases() {
 INSTANTIATE_TEST_SUITE_P(Batches, DecodeRagged, ::testing::ValuesIn(ragged_cases()),
                          [](const auto& param_info) { return param_info.param.name; });
 
+// Prefix caching: three sequences whose first 16 positions are one common prompt, held once in
+// rank 0's pool (four 4-row pages that every sequence's table names) and each sequence's own
+// tokens in its own pages on rank 1, each sequence at its own length. Every sequence's O and LSE
+// must match the FP64 reference over the prompt followed by its own keys, and both ranks agree.
+TEST(DecodePaged, SequencesShareThePagesOfACommonPrefix) {
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  constexpr std::int64_t B = 3, T = 2, S = 16, page = 4, cap = 48;
+  constexpr int Hq = 4, Hkv = 2, D = 8;
+  const std::vector<std::int64_t> own = {5, 17, 30};  // positions after the prompt, new ones too
+  const AttentionConfig att{
+      .num_heads_q = Hq, .num_heads_kv = Hkv, .head_dim = D, .causal = true, .sinks = true};
+  HostTensor prompt_k(DType::kFloat64, {1, S, Hkv, D}),
+      prompt_v = prompt_k, q(DType::kFloat64, {B, T, Hq, D}), sinks(DType::kFloat32, {Hq});
+  for (HostTensor* t : {&prompt_k, &prompt_v, &q}) testing::fill_uniform(*t, rng);
+  testing::fill_uniform(sinks, rng, -1.0, 2.0);
+  // Each sequence's whole keys (prompt, then its own) for the reference; its own on rank 1.
+  std::vector<HostTensor> k_seq, v_seq;
+  HostTensor k1(DType::kFloat64, {B, cap, Hkv, D}), v1 = k1;
+  testing::poison(k1);
+  testing::poison(v1);
+  for (std::int64_t b = 0; b < B; ++b) {
+    const std::int64_t n = S + own[static_cast<std::size_t>(b)];
+    k_seq.emplace_back(DType::kFloat64, std::initializer_list<std::int64_t>{1, n, Hkv, D});
+    v_seq.emplace_back(DType::kFloat64, std::initializer_list<std::int64_t>{1, n, Hkv, D});
+    testing::fill_uniform(k_seq.back(), rng);
+    testing::fill_uniform(v_seq.back(), rng);
+    for (std::int64_t i = 0; i < n * Hkv * D; ++i) {
+      HostTensor& kb = k_seq.back();
+      HostTensor& vb = v_seq.back();
+      if (i < S * Hkv * D) {
+        kb.set(i, prompt_k.at(i));
+        vb.set(i, prompt_v.at(i));
+      } else {
+        k1.set(b * cap * Hkv * D + i - S * Hkv * D, kb.at(i));
+        v1.set(b * cap * Hkv * D + i - S * Hkv * D, vb.at(i));
+      }
+    }
+  }
+  // Rank 0: the prompt once, in pool pages 2..5 (pages 0, 1 spare, NaN); every table names them.
+  HostTensor pool0(DType::kFloat64, {6, page, Hkv, D}), vpool0 = pool0;
+  testing::poison(pool0);
+  testing::poison(vpool0);
+  for (std::int64_t i = 0; i < S * Hkv * D; ++i) {
+    pool0.set(2 * page * Hkv * D + i, prompt_k.at(i));
+    vpool0.set(2 * page * Hkv * D + i, prompt_v.at(i));
+  }
+  std::vector<std::int32_t> table0(static_cast<std::size_t>(B * cap / page), -1);
+  for (std::int64_t b = 0; b < B; ++b) {
+    for (std::int64_t p = 0; p < S / page; ++p) {
+      table0[static_cast<std::size_t>(b * cap / page + p)] = static_cast<std::int32_t>(2 + p);
+    }
+  }
+  // Rank 1: each sequence's own rows, paged out in shuffled order.
+  const testing::PagedCache pool1 = testing::page_out(
+      k1, v1, page, [](std::int64_t, std::int64_t) { return true; }, rng);
+  std::vector<CacheSegment> segs0(B, CacheSegment{0, S, 0}), segs1;
+  std::vector<std::int64_t> offsets = {0, 1, 2, 3}, positions;
+  for (std::int64_t b = 0; b < B; ++b) {
+    segs1.push_back({0, own[static_cast<std::size_t>(b)], S});
+    positions.push_back(S + own[static_cast<std::size_t>(b)] - T);
+  }
+
+  HostTensor o_ref(DType::kFloat64, {B, T, Hq, D}), lse_ref(DType::kFloat32, {B, Hq, T});
+  for (std::int64_t b = 0; b < B; ++b) {
+    LocalProblem p = LocalProblem::unsharded(att, DType::kFloat64, 1, T);
+    p.seqlen_kv = S + own[static_cast<std::size_t>(b)];
+    p.diagonal_offset = positions[static_cast<std::size_t>(b)];
+    auto row_of = [&](const HostTensor& t) {
+      TensorView x = t.view;
+      x.data = static_cast<char*>(x.data) +
+               b * x.stride(0) * static_cast<std::int64_t>(dtype_size(x.dtype));
+      x.shape[0] = 1;
+      return x;
+    };
+    LocalForwardArgs f{.q = row_of(q),
+                       .k = k_seq[static_cast<std::size_t>(b)].view,
+                       .v = v_seq[static_cast<std::size_t>(b)].view,
+                       .o = row_of(o_ref),
+                       .lse = row_of(lse_ref)};
+    f.sinks = sinks.view;
+    ASSERT_TRUE(reference_forward(p, f).is_ok());
+  }
+
+  const DecodeConfig cfg{.attention = att,
+                         .cp = 2,
+                         .dtype = DType::kFloat64,
+                         .batch = B,
+                         .query_tokens = T,
+                         .cache_rows = cap,
+                         .max_segments = 1,
+                         .min_split_rows = 4,
+                         .max_splits = 3,
+                         .page_size = page};
+  auto kernel = make_reference_attention();
+  std::vector<std::pair<HostTensor, HostTensor>> outs;
+  for (int r = 0; r < 2; ++r) {
+    outs.emplace_back(HostTensor(DType::kFloat64, {B, T, Hq, D}),
+                      HostTensor(DType::kFloat32, {B, Hq, T}));
+    testing::poison(outs.back().first);
+    testing::poison(outs.back().second);
+  }
+  EXPECT_ALL_OK(testing::run_ranks(2, [&](int r, Communicator& comm) -> Status {
+    auto plan = DistributedDecode::create(cfg, comm, *kernel);
+    if (!plan.is_ok()) return plan.status();
+    std::vector<unsigned char> ws((*plan)->workspace_bytes());
+    auto& [o, lse] = outs[static_cast<std::size_t>(r)];
+    DecodeArgs a{.q = q.view,
+                 .k_cache = r == 0 ? pool0.view : pool1.k.view,
+                 .v_cache = r == 0 ? vpool0.view : pool1.v.view,
+                 .page_table = r == 0 ? table0 : pool1.table,
+                 .segments = r == 0 ? segs0 : segs1,
+                 .segment_offsets = offsets,
+                 .query_positions = positions,
+                 .sinks = sinks.view,
+                 .o = o.view,
+                 .lse = lse.view,
+                 .workspace = ws.data()};
+    return (*plan)->forward(a, nullptr);
+  }));
+  for (int r = 0; r < 2; ++r) {
+    const auto& [o, lse] = outs[static_cast<std::size_t>(r)];
+    EXPECT_EQ(testing::count_nan(o), 0) << "rank " << r;
+    EXPECT_LE(testing::max_abs_diff(o_ref, o), 1e-5) << "O, rank " << r;
+    EXPECT_LE(testing::max_abs_diff(lse_ref, lse), 1e-5) << "LSE, rank " << r;
+    const testing::Mismatch mo = testing::compare_bits(outs[0].first, o);
+    EXPECT_EQ(mo.count, 0) << testing::describe(mo, "O of rank " + std::to_string(r));
+  }
+}
+
 void expect_error(const Status& s, StatusCode code, const std::string& names) {
   EXPECT_EQ(s.code(), code) << s.to_string();
   EXPECT_NE(s.message().find(names), std::string::npos) << s.message();
