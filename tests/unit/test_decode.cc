@@ -926,6 +926,8 @@ TEST(DecodeConfig, InvalidFieldsAreNamed) {
                "page_size");
   expect_error(with([](DecodeConfig& c) { c.page_size = 5; }), StatusCode::kInvalidArgument,
                "whole number of pages");
+  expect_error(with([](DecodeConfig& c) { c.page_size = std::int64_t{1} << 31; }),
+               StatusCode::kInvalidArgument, "page_size is too large");
   EXPECT_TRUE(with([](DecodeConfig& c) { c.page_size = 4; }).is_ok());
 }
 
