@@ -11,7 +11,8 @@
 // On CUDA devices: bf16 / fp16 only; head_dim and head_dim_v multiples of 16 up to 256; K and V
 // rows 16-byte aligned (split_kv_aligned). On the host (loopback ranks, tests): every dtype and
 // width, in FP64 arithmetic. The cache may be paged (vLLM-style page tables): each slot's rows are
-// then looked up page by page. Raw pointers and strides in elements; no NCCL or cuDNN inside.
+// then looked up page by page (a tile of 16 rows at once where pages are multiples of 16 rows). Raw
+// pointers and strides in elements; no NCCL or cuDNN inside.
 #pragma once
 
 #include <cstdint>
@@ -44,9 +45,18 @@ struct SplitKvArgs {
   std::int64_t k_row = 0, k_head = 0;
   const void* v = nullptr;  // the same, head_dim_v wide
   std::int64_t v_row = 0, v_head = 0;
+  /// Rows of k and v (every row that may be read: [0, rows)), or 0 if unknown. With it, from
+  /// Hopper on, tiles of 16 rows arrive as tensor copies (TMA), which may read rows next to a
+  /// slot's (never outside [0, rows)) and then ignore them; without it, or with more than 2^31 - 1
+  /// rows, every row of a slot is copied on its own.
+  std::int64_t rows = 0;
   /// Device table of slots, 5 rows of `slots` int32: first cache row, rows, sequence, and the low
   /// and high 32 bits of delta = position of query token 0 minus position of the first row.
   const std::int32_t* table = nullptr;
+  /// Unpaged: a slot's first cache row is b seq_pitch + r, r counted in its sequence b's own rows.
+  /// Tiles of 16 rows start at multiples of 16 of r (paged: of the row in the sequence's pages),
+  /// so that a step's bits depend neither on where sequences lie nor on paging.
+  std::int64_t seq_pitch = 0;
   /// Paged cache (page_size > 0): a slot's first cache row counts in its sequence b's own rows, and
   /// row r of sequence b is row pages[b page_stride + r / page_size] page_pitch + r % page_size of
   /// k and v. page_size = 0: rows of k and v as the table gives them.

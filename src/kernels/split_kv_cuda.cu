@@ -1,24 +1,31 @@
 // Split-KV attention (split_kv.h) on tensor cores: one CTA per (slot, KV head, block of 16 query
 // rows, or 8 when a KV head has at most 8), eight warps.
 //
-// Each warp takes every eighth tile of 16 keys of the slot. A tile's K and V rows come into the
-// warp's own ring in shared memory kStages - 1 tiles ahead of the one it computes (rows padded by
-// 16 bytes, so that ldmatrix reads them without bank conflicts): on Hopper as one bulk copy per
-// row (lane k K's row k, lane 16 + k V's), completing on the ring slot's barrier; before it with
-// cp.async, 16 bytes per instruction. Per tile, with 16 rows, S = Q K^T is 2 x head_dim / 16
-// mma.sync m16n8k16 (Q's fragments stay in registers; K's come from ldmatrix), an online softmax
-// in base 2 updates the rows' maxima and sums (rows gq and gq + 8 of the fragment layout, four
-// lanes per row), and O += P V is head_dim_v / 8 more, P taken straight from S's accumulators
-// (rounded to the data's dtype, as flash attention does) and V through ldmatrix.trans. With 8
-// rows the same runs transposed, keys as the mma's M: S^T = K Q^T (head_dim / 16 mma, rows 2 tq
-// and 2 tq + 1 per lane, eight lanes per row) and O^T += V^T P^T (head_dim_v / 16), P^T's
-// fragments from S^T's accumulators through movmatrix. At the end the eight warps' rows merge in
-// shared memory in warp order, so the result does not depend on timing.
+// Each warp takes every eighth tile of 16 keys of the slot (tiles aligned to 16 rows of the
+// sequence's own rows, so the first and last may hold rows of neighbours, which are masked). A
+// tile's K and V rows come into the warp's own ring in shared memory kStages - 1 tiles ahead of
+// the one it computes (split_kv_layout.h): on Hopper, by one lane, as tensor copies (TMA) of
+// 16 x 64 boxes, 128-byte swizzled so that ldmatrix reads them without bank conflicts; where no
+// tensor map can describe the cache (paged with pages that are not whole tiles; no row count),
+// as one bulk copy per row (lane k K's row k, lane 16 + k V's) into rows padded by 16 bytes; both
+// complete on the ring slot's barrier. Before Hopper with cp.async, 16 bytes per instruction. Per
+// tile, with 16 rows, S = Q K^T is 2 x head_dim / 16 mma.sync m16n8k16 (Q's fragments stay in
+// registers; K's come from ldmatrix), an online softmax in base 2 updates the rows' maxima and sums
+// (rows gq and gq + 8 of the fragment layout, four lanes per row), and O += P V is head_dim_v / 8
+// more, P taken straight from S's accumulators (rounded to the data's dtype, as flash attention
+// does) and V through ldmatrix.trans. With 8 rows the same runs transposed, keys as the mma's M:
+// S^T = K Q^T (head_dim / 16 mma, rows 2 tq and 2 tq + 1 per lane, eight lanes per row) and O^T +=
+// V^T P^T (head_dim_v / 16), P^T's fragments from S^T's accumulators through movmatrix. At the end
+// the eight warps' rows merge in shared memory in warp order, so the result does not depend on
+// timing.
+#include <cuda.h>  // CUtensorMap (the runtime fetches the driver's encoder: no libcuda link)
+#include <cudaTypedefs.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <type_traits>
@@ -181,17 +188,34 @@ __device__ inline void wait_copies() {
       : "memory");
 }
 
+// A box of the tensor map (3D: columns, rows, heads) at (x, y, z) to shared memory, completing on
+// `bar` with the box's bytes (zeros where it leaves the tensor).
+[[maybe_unused]] __device__ inline void copy_tensor(void* dst, const CUtensorMap* map, int x, int y,
+                                                    int z, std::uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, "
+      "{%2, %3, %4}], [%5];\n" ::"r"(shared_address(dst)),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(x), "r"(y), "r"(z), "r"(shared_address(bar))
+      : "memory");
+}
+
 // NK / NV: head_dim <= 16 NK, head_dim_v <= 16 NV (both multiples of 16). R: query rows per CTA,
 // 16 (the mma's M: S = Q K^T, O += P V) or 8 (transposed, keys as M: S^T = K Q^T, O^T += V^T P^T,
 // half the mma of 16 rows for blocks of at most 8 real rows, e.g. GQA 4 with one new token).
 // kPaged: the cache is paged (SplitKvArgs::page_size > 0); `page` divides by the page size.
-template <typename T, int NK, int NV, int R, bool kPaged>
+// kTensor: tiles arrive as tensor copies through `tk` (K) and `tv` (V); else row by row.
+template <typename T, int NK, int NV, int R, bool kPaged, bool kTensor>
 __global__ void __launch_bounds__(kThreads)
-    split_kv_kernel(const SplitKvArgs a, const FastDiv page) {
+    split_kv_kernel(const SplitKvArgs a, const FastDiv page, const __grid_constant__ CUtensorMap tk,
+                    const __grid_constant__ CUtensorMap tv) {
   constexpr bool kT = R == 8;  // transposed
-  constexpr int kStages = stages(NK, NV, kRingBytes);
+  // The host launches tensor copies from compute capability 9 on only; an older GPU's image keeps
+  // the row layout for them (never run).
+  constexpr bool kTma = kTensor && kBulkCopies;
+  constexpr int kStages = stages(NK, NV, kRingBytes, kTma);
   constexpr int kKRow = padded(NK), kVRow = padded(NV);
-  constexpr int kTileElems = kTile * (kKRow + kVRow);
+  constexpr int kTileElems = tile_bytes(NK, NV, kTma) / 2;
+  constexpr int kVAt = kTma ? kTile * 16 * NK : kTile * kKRow;  // V's rows in a tile
   extern __shared__ uint4 smem_raw[];
 
   const int slot = static_cast<int>(blockIdx.x);
@@ -260,9 +284,29 @@ __global__ void __launch_bounds__(kThreads)
   const T* const kb = static_cast<const T*>(a.k) + h * a.k_head;
   const T* const vb = static_cast<const T*>(a.v) + h * a.v_head;
   std::uint64_t* const bars = reinterpret_cast<std::uint64_t*>(smem_raw) + warp * kMaxStages;
-  T* const ring = reinterpret_cast<T*>(reinterpret_cast<char*>(smem_raw) + kBarrierBytes) +
-                  warp * kStages * kTileElems;
-  const int tiles = (kv_len + kTile - 1) / kTile;
+  char* const raw = reinterpret_cast<char*>(smem_raw);
+  unsigned ring_at = kBarrierBytes;
+  if constexpr (kTma) {
+    ring_at +=
+        (kSwizzleAlign - shared_address(raw + kBarrierBytes) % kSwizzleAlign) % kSwizzleAlign;
+  }
+  T* const ring = reinterpret_cast<T*>(raw + ring_at) + warp * kStages * kTileElems;
+  // Element (key, col) of a tile's K or V rows (col a multiple of 8 plus an offset below 8): rows
+  // `pitch` apart, or (tensor copies) boxes of 16 rows x 64 columns, the 16-byte chunk c of row
+  // key at chunk c ^ (key % 8) (the 128-byte swizzle).
+  auto at = [](const T* tile, int key, int col, int pitch) -> const T* {
+    if constexpr (kTma) {
+      return tile + (col / kBoxCols) * (kTile * kBoxCols) + key * kBoxCols +
+             (((col / 8) % 8) ^ (key % 8)) * 8 + col % 8;
+    } else {
+      return tile + key * pitch + col;
+    }
+  };
+  // Tiles start at multiples of 16 of the sequence's own rows (so that pages of a multiple of 16
+  // rows hold whole tiles, and a step's bits do not depend on where the rows lie): the slot's key
+  // j sits at position lead + j of its tiles, and a tile's positions outside the slot are masked.
+  const int lead = static_cast<int>((kPaged ? kv_row : kv_row - b * a.seq_pitch) % kTile);
+  const int tiles = kv_len > 0 ? (lead + kv_len + kTile - 1) / kTile : 0;
   const int mine = tiles > warp ? (tiles - warp + kWarps - 1) / kWarps : 0;  // this warp's tiles
   if constexpr (kBulkCopies) {
     if (lane == 0) {
@@ -281,30 +325,48 @@ __global__ void __launch_bounds__(kThreads)
   // Tile i of this warp (the slot's tile warp + 8 i) into its ring slot: K then V rows.
   auto issue = [&](int i) {
     T* const kt = ring + (i % kStages) * kTileElems;
-    T* const vt = kt + kTile * kKRow;
-    const int key0 = (warp + kWarps * i) * kTile;
-    const T* const ks = kb + (kv_row + key0) * a.k_row;
-    const T* const vs = vb + (kv_row + key0) * a.v_row;
-    if constexpr (kBulkCopies) {
-      // Lane k copies K row k, lane 16 + k V row k, one bulk copy each; rows past the slot are
-      // zeros (P = 0 times a NaN would still be NaN).
-      const int valid = min(kTile, kv_len - key0);
+    T* const vt = kt + kVAt;
+    const int key0 = (warp + kWarps * i) * kTile - lead;  // the slot's key at position 0
+    // The cache row of the slot's key j.
+    auto row_of = [&](int j) -> std::int64_t {
+      if constexpr (kPaged) {
+        return paged_row(j);
+      } else {
+        return kv_row + j;
+      }
+    };
+    if constexpr (kTma) {
+      // One lane copies the tile's boxes: K's head_dim / 64, then V's, rounded up (zeros past the
+      // widths and past the cache's rows); positions outside the slot become zeros after they land.
+      fence_async_shared();  // the lanes' reads and zeros of this slot before the copies
+      __syncwarp();
+      if (lane == 0) {
+        const int nbk = (a.head_dim + kBoxCols - 1) / kBoxCols,
+                  nbv = (a.head_dim_v + kBoxCols - 1) / kBoxCols;
+        std::uint64_t* const bar = bars + i % kStages;
+        barrier_expect(bar, static_cast<unsigned>((nbk + nbv) * kBoxBytes));
+        const int y = static_cast<int>(row_of(key0));  // < 2^31: the host checks the rows
+        for (int c = 0; c < nbk; ++c)
+          copy_tensor(kt + c * kTile * kBoxCols, &tk, c * kBoxCols, y, h, bar);
+        for (int c = 0; c < nbv; ++c)
+          copy_tensor(vt + c * kTile * kBoxCols, &tv, c * kBoxCols, y, h, bar);
+      }
+    } else if constexpr (kBulkCopies) {
+      // Lane k copies K row k, lane 16 + k V row k, one bulk copy each; positions outside the
+      // slot are zeros (P = 0 times a NaN would still be NaN).
+      const int lo = max(0, -key0), hi = min(kTile, kv_len - key0);  // positions holding keys
       const unsigned kbytes = static_cast<unsigned>(a.head_dim) * 2,
                      vbytes = static_cast<unsigned>(a.head_dim_v) * 2;
       std::uint64_t* const bar = bars + i % kStages;
       fence_async_shared();  // the lanes' reads of this slot (synced above) before the copies
-      if (lane == 0) barrier_expect(bar, static_cast<unsigned>(valid) * (kbytes + vbytes));
+      if (lane == 0) barrier_expect(bar, static_cast<unsigned>(hi - lo) * (kbytes + vbytes));
       const bool is_k = lane < kTile;
       const int key = is_k ? lane : lane - kTile;
       T* const dst = is_k ? kt + key * kKRow : vt + key * kVRow;
       const unsigned bytes = is_k ? kbytes : vbytes;
-      if (key < valid) {
-        const T* src = is_k ? ks + key * a.k_row : vs + key * a.v_row;
-        if constexpr (kPaged) {
-          const std::int64_t row = paged_row(key0 + key);
-          src = is_k ? kb + row * a.k_row : vb + row * a.v_row;
-        }
-        copy_bulk(dst, src, bytes, bar);
+      if (key >= lo && key < hi) {
+        const std::int64_t row = row_of(key0 + key);
+        copy_bulk(dst, is_k ? kb + row * a.k_row : vb + row * a.v_row, bytes, bar);
       } else {
         for (unsigned x = 0; x < bytes / 16; ++x) {
           reinterpret_cast<uint4*>(dst)[x] = make_uint4(0, 0, 0, 0);
@@ -315,9 +377,8 @@ __global__ void __launch_bounds__(kThreads)
         const int key = p / (2 * NK), piece = p % (2 * NK);
         if (piece >= 2 * kchunks) continue;
         T* dst = kt + key * kKRow + piece * 8;
-        if (key0 + key < kv_len) {
-          const T* const src = kPaged ? kb + paged_row(key0 + key) * a.k_row : ks + key * a.k_row;
-          copy_async(dst, src + piece * 8);
+        if (const int j = key0 + key; j >= 0 && j < kv_len) {
+          copy_async(dst, kb + row_of(j) * a.k_row + piece * 8);
         } else {
           *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
         }
@@ -326,9 +387,8 @@ __global__ void __launch_bounds__(kThreads)
         const int key = p / (2 * NV), piece = p % (2 * NV);
         if (piece >= 2 * vchunks) continue;
         T* dst = vt + key * kVRow + piece * 8;
-        if (key0 + key < kv_len) {
-          const T* const src = kPaged ? vb + paged_row(key0 + key) * a.v_row : vs + key * a.v_row;
-          copy_async(dst, src + piece * 8);
+        if (const int j = key0 + key; j >= 0 && j < kv_len) {
+          copy_async(dst, vb + row_of(j) * a.v_row + piece * 8);
         } else {
           // Past the slot: zeros, since P = 0 times a NaN would still be NaN.
           *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
@@ -354,8 +414,21 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncwarp();  // and every lane's copies (and zeros) of tile i have landed
     const T* const kt = ring + (i % kStages) * kTileElems;
-    const T* const vt = kt + kTile * kKRow;
-    const int key0 = (warp + kWarps * i) * kTile;
+    const T* const vt = kt + kVAt;
+    const int key0 = (warp + kWarps * i) * kTile - lead;
+    if constexpr (kTma) {
+      // Positions outside the slot: V's rows become zeros (P = 0 times a NaN would still be
+      // NaN); K's scores are masked below. A row of a box is 8 chunks of 16 bytes.
+      if (key0 < 0 || key0 + kTile > kv_len) {
+        const int chunks = (a.head_dim_v + kBoxCols - 1) / kBoxCols * kTile * 8;
+        for (int p = lane; p < chunks; p += 32) {
+          if (const int j = key0 + p / 8 % kTile; j < 0 || j >= kv_len) {
+            reinterpret_cast<uint4*>(const_cast<T*>(vt))[p] = make_uint4(0, 0, 0, 0);
+          }
+        }
+        __syncwarp();
+      }
+    }
 
     // R = 16, S = Q K^T: s[n] holds keys 8 n + 2 tq (+1) of rows gq (k 0, 1) and gq + 8 (k 2,
     // 3). R = 8, S^T = K Q^T: s[0] holds keys gq (k 0, 1) and gq + 8 (k 2, 3) of rows 2 tq (+1).
@@ -368,12 +441,12 @@ __global__ void __launch_bounds__(kThreads)
         if constexpr (kT) {
           // K as the A operand: keys 0-7 / dims 16 c + 0-7, keys 8-15 / 0-7, 0-7 / 8-15, 8-15 /
           // 8-15.
-          ldmatrix_x4(bk, kt + ((mi & 1) * 8 + rr) * kKRow + 16 * c + (mi >> 1) * 8);
+          ldmatrix_x4(bk, at(kt, (mi & 1) * 8 + rr, 16 * c + (mi >> 1) * 8, kKRow));
           mma<T>(s[0], bk, qa[c][0], qa[c][1]);
         } else {
           // Matrices: keys 0-7 / dims 16 c + 0-7, keys 0-7 / + 8-15, keys 8-15 / 0-7, 8-15 /
           // 8-15.
-          ldmatrix_x4(bk, kt + ((mi >> 1) * 8 + rr) * kKRow + 16 * c + (mi & 1) * 8);
+          ldmatrix_x4(bk, at(kt, (mi >> 1) * 8 + rr, 16 * c + (mi & 1) * 8, kKRow));
           mma<T>(s[0], qa[c], bk[0], bk[1]);
           mma<T>(s[1], qa[c], bk[2], bk[3]);
         }
@@ -381,7 +454,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     // Scale into base 2, mask, and the online softmax of rows gq and gq + 8. A whole tile of an
     // open slot needs no mask (rows past the block hold finite values that nothing reads).
-    const bool plain = !masked && key0 + kTile <= kv_len;
+    const bool plain = !masked && key0 >= 0 && key0 + kTile <= kv_len;
     float mx[2] = {m[0], m[1]};
     constexpr int kSFrags = kT ? 1 : 2;
 #pragma unroll
@@ -391,7 +464,7 @@ __global__ void __launch_bounds__(kThreads)
         // The value's row (0: this thread's first, 1: its second) and key.
         const int i2 = kT ? (k & 1) : (k >> 1);
         const int j = kT ? key0 + gq + 8 * (k >> 1) : key0 + 8 * n + 2 * tq + (k & 1);
-        bool seen = plain || (live[i2] && j < kv_len);
+        bool seen = plain || (live[i2] && j >= 0 && j < kv_len);
         if (masked && seen) {
           const std::int64_t d = delta + tok[i2] - j;
           seen = (a.window_right < 0 || d >= -a.window_right) &&
@@ -449,7 +522,7 @@ __global__ void __launch_bounds__(kThreads)
         if (c < vchunks) {
           const int mi = lane / 8, rr = lane % 8;
           std::uint32_t av[4];
-          ldmatrix_x4_trans(av, vt + ((mi >> 1) * 8 + rr) * kVRow + 16 * c + (mi & 1) * 8);
+          ldmatrix_x4_trans(av, at(vt, (mi >> 1) * 8 + rr, 16 * c + (mi & 1) * 8, kVRow));
           mma<T>(o[c], av, pb[0], pb[1]);
         }
       }
@@ -464,7 +537,7 @@ __global__ void __launch_bounds__(kThreads)
         if (c < vchunks) {
           const int mi = lane / 8, rr = lane % 8;
           std::uint32_t bv[4];
-          ldmatrix_x4_trans(bv, vt + ((mi & 1) * 8 + rr) * kVRow + 16 * c + (mi >> 1) * 8);
+          ldmatrix_x4_trans(bv, at(vt, (mi & 1) * 8 + rr, 16 * c + (mi >> 1) * 8, kVRow));
           mma<T>(o[2 * c], pa, bv[0], bv[1]);
           mma<T>(o[2 * c + 1], pa, bv[2], bv[3]);
         }
@@ -549,9 +622,9 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// The dynamic shared memory a CTA for these head widths takes on `device` (its rings follow the
-// compute capability), or why the device cannot give it.
-Result<std::size_t> shared_memory_on(int device, int head_dim, int head_dim_v) {
+// The dynamic shared memory a CTA for these head widths and tile layout takes on `device` (its
+// rings follow the compute capability), or why the device cannot give it.
+Result<std::size_t> shared_memory_on(int device, int head_dim, int head_dim_v, bool tensor) {
   int major = 0, optin = 0;
   ULYSSES_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   ULYSSES_CUDA_CHECK(
@@ -561,29 +634,79 @@ Result<std::size_t> shared_memory_on(int device, int head_dim, int head_dim_v) {
       !why.empty()) {
     return unsupported(std::move(why));
   }
-  return shared_bytes(k_blocks(head_dim), v_blocks(head_dim_v), ring_bytes(major));
+  return shared_bytes(k_blocks(head_dim), v_blocks(head_dim_v), ring_bytes(major), tensor);
 }
 
-// Lets `kernel` use the dynamic shared memory it needs on the current device. The limit belongs
-// to the function in each device's context, and setting it synchronises the runtime, so it is set
-// once per function and device.
-Result<std::size_t> allow_shared_memory(const void* kernel, int head_dim, int head_dim_v) {
-  int device = 0;
-  ULYSSES_CUDA_CHECK(cudaGetDevice(&device));
+// Lets `kernel` use the dynamic shared memory it needs on `device`. The limit belongs to the
+// function in each device's context, and setting it synchronises the runtime, so it is set once
+// per function and device.
+Result<std::size_t> allow_shared_memory(const void* kernel, int device, int head_dim,
+                                        int head_dim_v, bool tensor) {
   static std::mutex mu;
   static std::map<std::pair<const void*, int>, std::size_t> done;
   const std::lock_guard<std::mutex> lock(mu);
   if (const auto it = done.find({kernel, device}); it != done.end()) return it->second;
-  ULYSSES_ASSIGN_OR_RETURN(const std::size_t bytes, shared_memory_on(device, head_dim, head_dim_v));
+  ULYSSES_ASSIGN_OR_RETURN(const std::size_t bytes,
+                           shared_memory_on(device, head_dim, head_dim_v, tensor));
   ULYSSES_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(bytes)));
   done.emplace(std::pair{kernel, device}, bytes);
   return bytes;
 }
 
+// The driver's cuTensorMapEncodeTiled (the runtime hands it out, so nothing links libcuda), or null
+// where the driver has none.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      static_cast<void>(cudaGetLastError());  // not sticky; the launch copies rows instead
+      return PFN_cuTensorMapEncodeTiled_v12000{};
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encode;
+}
+
+// A tensor map of K or V: columns [0, width), rows [0, rows), KV heads; boxes of 16 rows x 64
+// columns, 128-byte swizzled (split_kv_layout.h). False where the driver describes no such map
+// (then the launch copies rows).
+bool tensor_map(CUtensorMap& map, DType dtype, const void* base, int width, std::int64_t rows,
+                int heads, std::int64_t row_stride, std::int64_t head_stride) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  if (encode == nullptr) return false;
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(width), static_cast<cuuint64_t>(rows),
+                              static_cast<cuuint64_t>(heads)};
+  // One KV head: its stride is never stepped, but must be a valid one.
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(row_stride) * 2,
+                                 static_cast<cuuint64_t>(heads > 1 ? head_stride : row_stride) * 2};
+  const cuuint32_t box[3] = {kBoxCols, kTile, 1}, steps[3] = {1, 1, 1};
+  return encode(&map,
+                dtype == DType::kFloat16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                         : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                3, const_cast<void*>(base), dims, strides, box, steps,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 // Query rows per CTA: 8 (the transposed kernel) when a KV head's rows fit, else 16.
 int rows_per_cta(const SplitKvArgs& a) {
   return a.heads_q / a.heads_kv * a.tokens <= 8 ? 8 : kRows;
+}
+
+using Kernel = void (*)(SplitKvArgs, FastDiv, CUtensorMap, CUtensorMap);
+template <typename T, int NK, int NV, int R>
+Kernel kernel_for(bool paged, bool tensor) {
+  if (paged) {
+    return tensor ? &split_kv_kernel<T, NK, NV, R, true, true>
+                  : &split_kv_kernel<T, NK, NV, R, true, false>;
+  }
+  return tensor ? &split_kv_kernel<T, NK, NV, R, false, true>
+                : &split_kv_kernel<T, NK, NV, R, false, false>;
 }
 
 template <typename T, int NK, int NV>
@@ -592,19 +715,27 @@ Status launch(const SplitKvArgs& a, Stream stream) {
   const int row_blocks = (a.heads_q / a.heads_kv * a.tokens + r - 1) / r;
   const dim3 grid(static_cast<unsigned>(a.slots), static_cast<unsigned>(a.heads_kv * row_blocks));
   const bool paged = a.page_size > 0;
-  void (*kernel)(SplitKvArgs, FastDiv) =
-      r == 8
-          ? (paged ? &split_kv_kernel<T, NK, NV, 8, true> : &split_kv_kernel<T, NK, NV, 8, false>)
-          : (paged ? &split_kv_kernel<T, NK, NV, kRows, true>
-                   : &split_kv_kernel<T, NK, NV, kRows, false>);
-  Result<std::size_t> smem =
-      allow_shared_memory(reinterpret_cast<const void*>(kernel), a.head_dim, a.head_dim_v);
+  int device = 0, major = 0;
+  ULYSSES_CUDA_CHECK(cudaGetDevice(&device));
+  ULYSSES_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  // Tensor copies: Hopper on, rows known and addressable by int32 coordinates, and (paged) pages
+  // of whole tiles.
+  CUtensorMap tk{}, tv{};
+  const bool tensor =
+      major >= 9 && a.rows > 0 && a.rows <= std::numeric_limits<std::int32_t>::max() &&
+      (!paged || a.page_size % kTile == 0) &&
+      tensor_map(tk, a.dtype, a.k, a.head_dim, a.rows, a.heads_kv, a.k_row, a.k_head) &&
+      tensor_map(tv, a.dtype, a.v, a.head_dim_v, a.rows, a.heads_kv, a.v_row, a.v_head);
+  const Kernel kernel = r == 8 ? kernel_for<T, NK, NV, 8>(paged, tensor)
+                               : kernel_for<T, NK, NV, kRows>(paged, tensor);
+  Result<std::size_t> smem = allow_shared_memory(reinterpret_cast<const void*>(kernel), device,
+                                                 a.head_dim, a.head_dim_v, tensor);
   if (!smem.is_ok()) {
     return Status(smem.status().code(),
                   "ulysses::kernels::split_kv_attention: " + smem.status().message());
   }
   kernel<<<grid, kThreads, *smem, static_cast<cudaStream_t>(stream)>>>(
-      a, FastDiv(static_cast<std::uint32_t>(a.page_size)));
+      a, FastDiv(static_cast<std::uint32_t>(a.page_size)), tk, tv);
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }
@@ -656,7 +787,7 @@ Status cuda::split_kv_attention(const SplitKvArgs& a, Stream stream) {
 }
 
 std::string split_kv_device_unsupported(int head_dim, int head_dim_v, int device) {
-  Result<std::size_t> bytes = shared_memory_on(device, head_dim, head_dim_v);
+  Result<std::size_t> bytes = shared_memory_on(device, head_dim, head_dim_v, false);
   return bytes.is_ok() ? std::string{} : bytes.status().message();
 }
 

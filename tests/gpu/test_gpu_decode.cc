@@ -342,7 +342,11 @@ const std::vector<Case> kCases = {
     Case{"p1_mqa_32_rows", 1, 1, 2, 16, 1, 64, DType::kBFloat16, true, 100, false, 2000},
     Case{"p2_mha_one_row", 2, 2, 1, 4, 4, 128, DType::kBFloat16, true, -1, false, 3000},
     Case{"p1_short_pieces", 1, 1, 3, 8, 2, 128, DType::kBFloat16, true, -1, false, 300, 3, 8, 64},
-    Case{"p2_not_causal_left_window", 2, 1, 3, 8, 2, 128, DType::kBFloat16, false, 200}};
+    Case{"p2_not_causal_left_window", 2, 1, 3, 8, 2, 128, DType::kBFloat16, false, 200},
+    // Widths that are not whole boxes of the kernel's tensor copies (64 columns): the last box
+    // reaches past head_dim (80), or the one box past it (32).
+    Case{"p1_d80_two_tokens", 1, 1, 2, 8, 2, 80},
+    Case{"p2_d32_mha_fp16", 2, 2, 1, 4, 4, 32, DType::kFloat16, true, -1, false, 3000}};
 
 INSTANTIATE_TEST_SUITE_P(Cases, DeviceLoopbackDecode,
                          ::testing::Combine(::testing::ValuesIn(kCases),

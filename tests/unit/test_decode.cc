@@ -1217,16 +1217,28 @@ TEST(SplitKvLayout, SharedMemoryFitsAndHopperRingsPrefetch) {
       SCOPED_TRACE(::testing::Message() << "head_dim " << d << ", head_dim_v " << dv);
       EXPECT_GE(16 * nk, d);
       EXPECT_GE(16 * nv, dv);
-      EXPECT_LE(L::shared_bytes(nk, nv, L::ring_bytes(9)), kHopper);
-      EXPECT_LE(L::shared_bytes(nk, nv, L::ring_bytes(8)), kA100);
-      EXPECT_GE(L::shared_bytes(nk, nv, L::ring_bytes(9)), L::merge_bytes(nv));
-      EXPECT_GE(L::shared_bytes(nk, nv, L::ring_bytes(9)),
-                L::kBarrierBytes + static_cast<std::size_t>(L::kWarps) *
-                                       L::stages(nk, nv, L::ring_bytes(9)) * L::tile_bytes(nk, nv));
+      // A tensor-copied tile holds whole boxes of 64 columns.
+      EXPECT_GE(nk * 16, (d + L::kBoxCols - 1) / L::kBoxCols * L::kBoxCols);
+      EXPECT_GE(nv * 16, (dv + L::kBoxCols - 1) / L::kBoxCols * L::kBoxCols);
+      EXPECT_EQ(L::tile_bytes(nk, nv, true) % L::kSwizzleAlign, 0u);
+      EXPECT_LE(L::shared_bytes(nk, nv, L::ring_bytes(8), false), kA100);
+      for (const bool tensor : {false, true}) {
+        SCOPED_TRACE(tensor ? "tensor copies" : "row copies");
+        const std::size_t bytes = L::shared_bytes(nk, nv, L::ring_bytes(9), tensor);
+        EXPECT_LE(bytes, kHopper);
+        EXPECT_GE(bytes, L::merge_bytes(nv));
+        EXPECT_GE(bytes,
+                  L::ring_offset_max(tensor) + static_cast<std::size_t>(L::kWarps) *
+                                                   L::stages(nk, nv, L::ring_bytes(9), tensor) *
+                                                   L::tile_bytes(nk, nv, tensor));
+      }
     }
   }
   for (const auto& [d, dv] : {std::pair{64, 64}, {128, 128}, {192, 128}}) {
-    EXPECT_GE(L::stages(L::k_blocks(d), L::v_blocks(dv), L::ring_bytes(9)), 2) << d << " / " << dv;
+    for (const bool tensor : {false, true}) {
+      EXPECT_GE(L::stages(L::k_blocks(d), L::v_blocks(dv), L::ring_bytes(9), tensor), 2)
+          << d << " / " << dv << (tensor ? ", tensor copies" : ", row copies");
+    }
   }
 }
 
