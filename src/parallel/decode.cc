@@ -52,9 +52,10 @@ constexpr std::string_view kCreate = "ulysses::DistributedDecode::create";
 constexpr std::string_view kForward = "ulysses::DistributedDecode::forward";
 constexpr std::string_view kConfig = "ulysses::DecodeConfig";
 // split_kernel = auto with the cuDNN backend: steps that read at most this many keys on a rank
-// run in the built-in kernel. On an H200 it took less GPU time per step up to 32k keys (and a
-// third of cuDNN's host time at every length), cuDNN less from 128k on (docs/PERF.md).
-constexpr std::int64_t kAutoBuiltInKeys = 65536;
+// run in the built-in kernel. On an H200 (tensor copies) it took less GPU time per step than cuDNN
+// up to 128k keys in every shape measured but one (B = 1, one token: 2% more), and a third to a
+// half of cuDNN's host time; from 256k on it depends on the shape (docs/PERF.md).
+constexpr std::int64_t kAutoBuiltInKeys = 131072;
 
 // Pieces per rank and sequence the workspace holds: open pieces (<= max_splits, plus one per
 // segment by rounding) and <= 2 edges per segment.
