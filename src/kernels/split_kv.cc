@@ -27,11 +27,16 @@ std::string split_kv_shared_memory_unsupported(int head_dim, int head_dim_v, int
                                                int optin_bytes, int device) {
   namespace L = split_kv_layout;
   // A launch takes the layout of tensor copies from Hopper on, or of row copies where those cannot
-  // run (split_kv_cuda.cu): the device must have room for either.
-  const int nk = L::k_blocks(head_dim), nv = L::v_blocks(head_dim_v),
-            ring = L::ring_bytes(cc_major);
-  std::size_t bytes = L::shared_bytes(nk, nv, ring, false);
-  if (cc_major >= 9) bytes = std::max(bytes, L::shared_bytes(nk, nv, ring, true));
+  // run, with 16 or 8 query rows per CTA (split_kv_cuda.cu): the device must have room for each.
+  const int nk = L::k_blocks(head_dim), nv = L::v_blocks(head_dim_v);
+  std::size_t bytes = 0;
+  for (const int rows : {L::kRows, 8}) {
+    for (const bool tensor : {false, true}) {
+      if (tensor && cc_major < 9) continue;
+      bytes =
+          std::max(bytes, L::shared_bytes(nk, nv, L::ring_bytes(cc_major, rows, tensor), tensor));
+    }
+  }
   if (bytes <= static_cast<std::size_t>(std::max(optin_bytes, 0))) return {};
   return detail::str_cat("it needs ", bytes, " bytes of shared memory per block for head_dim ",
                          head_dim, " / head_dim_v ", head_dim_v, "; device ", device,

@@ -17,7 +17,7 @@ namespace ulysses::kernels::split_kv_layout {
 
 inline constexpr int kWarps = 8;
 inline constexpr int kTile = 16;  // keys per tile
-inline constexpr int kRows = 16;  // query rows per CTA (the mma's M)
+inline constexpr int kRows = 16;  // query rows per CTA (the mma's M), or 8 (transposed)
 inline constexpr int kMaxStages = 4;
 inline constexpr int kBoxCols = 64;                     // a tensor copy's columns
 inline constexpr int kBoxBytes = kTile * kBoxCols * 2;  // and bytes (16-bit data)
@@ -25,11 +25,15 @@ inline constexpr std::size_t kSwizzleAlign = 1024;      // where a swizzled box 
 
 // A warp's ring budget: from Hopper on (227 KiB per CTA, bulk copies) two stages at head_dim 128
 // and at MLA's 192 / 128 (one tile in flight while one is computed; three stages at 128 measured
-// 3.5% slower at 1M keys, docs/PERF.md); before Hopper (A100: 163 KiB) two at 128, one at 192.
+// 3.5% slower at 1M keys, docs/PERF.md); but one stage for tensor copies into CTAs of 8 query rows
+// (GQA up to 8, one token), measured 4% faster at D = 128 and 6-8% for MLA than two; before Hopper
+// (A100: 163 KiB) two at 128, one at 192.
 inline constexpr int kRingBytesHopper = 21504;
+inline constexpr int kRingBytesHopperNarrow = 12288;
 inline constexpr int kRingBytesOlder = 17408;
-constexpr int ring_bytes(int cc_major) {
-  return cc_major >= 9 ? kRingBytesHopper : kRingBytesOlder;
+constexpr int ring_bytes(int cc_major, int rows, bool tensor) {
+  if (cc_major < 9) return kRingBytesOlder;
+  return tensor && rows == 8 ? kRingBytesHopperNarrow : kRingBytesHopper;
 }
 
 // The template's blocks of 16 for a width.
