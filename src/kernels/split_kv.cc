@@ -27,14 +27,17 @@ std::string split_kv_shared_memory_unsupported(int head_dim, int head_dim_v, int
                                                int optin_bytes, int device) {
   namespace L = split_kv_layout;
   // A launch takes the layout of tensor copies from Hopper on, or of row copies where those cannot
-  // run, with 16 or 8 query rows per CTA (split_kv_cuda.cu): the device must have room for each.
+  // run, with 16 or 8 query rows per CTA, paged or not (split_kv_cuda.cu): the device must have
+  // room for each.
   const int nk = L::k_blocks(head_dim), nv = L::v_blocks(head_dim_v);
   std::size_t bytes = 0;
   for (const int rows : {L::kRows, 8}) {
     for (const bool tensor : {false, true}) {
-      if (tensor && cc_major < 9) continue;
-      bytes =
-          std::max(bytes, L::shared_bytes(nk, nv, L::ring_bytes(cc_major, rows, tensor), tensor));
+      for (const bool paged : {false, true}) {
+        if (tensor && cc_major < 9) continue;
+        const int budget = L::ring_bytes(cc_major, rows, tensor, paged);
+        bytes = std::max(bytes, L::shared_bytes(nk, nv, budget, tensor));
+      }
     }
   }
   if (bytes <= static_cast<std::size_t>(std::max(optin_bytes, 0))) return {};

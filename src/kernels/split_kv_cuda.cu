@@ -212,7 +212,7 @@ __global__ void __launch_bounds__(kThreads)
   // The host launches tensor copies from compute capability 9 on only; an older GPU's image keeps
   // the row layout for them (never run).
   constexpr bool kTma = kTensor && kBulkCopies;
-  constexpr int kStages = stages(NK, NV, ring_bytes(kArchMajor, R, kTma), kTma);
+  constexpr int kStages = stages(NK, NV, ring_bytes(kArchMajor, R, kTma, kPaged), kTma);
   constexpr int kKRow = padded(NK), kVRow = padded(NV);
   constexpr int kTileElems = tile_bytes(NK, NV, kTma) / 2;
   constexpr int kVAt = kTma ? kTile * 16 * NK : kTile * kKRow;  // V's rows in a tile
@@ -622,10 +622,10 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// The dynamic shared memory a CTA for these head widths, query rows and tile layout takes on
-// `device` (its rings follow the compute capability), or why the device cannot give it.
+// The dynamic shared memory a CTA for these head widths, query rows, tile layout and cache takes
+// on `device` (its rings follow the compute capability), or why the device cannot give it.
 Result<std::size_t> shared_memory_on(int device, int head_dim, int head_dim_v, int rows,
-                                     bool tensor) {
+                                     bool tensor, bool paged) {
   int major = 0, optin = 0;
   ULYSSES_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   ULYSSES_CUDA_CHECK(
@@ -635,21 +635,21 @@ Result<std::size_t> shared_memory_on(int device, int head_dim, int head_dim_v, i
       !why.empty()) {
     return unsupported(std::move(why));
   }
-  return shared_bytes(k_blocks(head_dim), v_blocks(head_dim_v), ring_bytes(major, rows, tensor),
-                      tensor);
+  return shared_bytes(k_blocks(head_dim), v_blocks(head_dim_v),
+                      ring_bytes(major, rows, tensor, paged), tensor);
 }
 
 // Lets `kernel` use the dynamic shared memory it needs on `device`. The limit belongs to the
 // function in each device's context, and setting it synchronises the runtime, so it is set once
 // per function and device.
 Result<std::size_t> allow_shared_memory(const void* kernel, int device, int head_dim,
-                                        int head_dim_v, int rows, bool tensor) {
+                                        int head_dim_v, int rows, bool tensor, bool paged) {
   static std::mutex mu;
   static std::map<std::pair<const void*, int>, std::size_t> done;
   const std::lock_guard<std::mutex> lock(mu);
   if (const auto it = done.find({kernel, device}); it != done.end()) return it->second;
   ULYSSES_ASSIGN_OR_RETURN(const std::size_t bytes,
-                           shared_memory_on(device, head_dim, head_dim_v, rows, tensor));
+                           shared_memory_on(device, head_dim, head_dim_v, rows, tensor, paged));
   ULYSSES_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(bytes)));
   done.emplace(std::pair{kernel, device}, bytes);
@@ -731,7 +731,7 @@ Status launch(const SplitKvArgs& a, Stream stream) {
   const Kernel kernel = r == 8 ? kernel_for<T, NK, NV, 8>(paged, tensor)
                                : kernel_for<T, NK, NV, kRows>(paged, tensor);
   Result<std::size_t> smem = allow_shared_memory(reinterpret_cast<const void*>(kernel), device,
-                                                 a.head_dim, a.head_dim_v, r, tensor);
+                                                 a.head_dim, a.head_dim_v, r, tensor, paged);
   if (!smem.is_ok()) {
     return Status(smem.status().code(),
                   "ulysses::kernels::split_kv_attention: " + smem.status().message());
@@ -789,7 +789,7 @@ Status cuda::split_kv_attention(const SplitKvArgs& a, Stream stream) {
 }
 
 std::string split_kv_device_unsupported(int head_dim, int head_dim_v, int device) {
-  Result<std::size_t> bytes = shared_memory_on(device, head_dim, head_dim_v, kRows, false);
+  Result<std::size_t> bytes = shared_memory_on(device, head_dim, head_dim_v, kRows, false, false);
   return bytes.is_ok() ? std::string{} : bytes.status().message();
 }
 

@@ -25,15 +25,16 @@ inline constexpr std::size_t kSwizzleAlign = 1024;      // where a swizzled box 
 
 // A warp's ring budget: from Hopper on (227 KiB per CTA, bulk copies) two stages at head_dim 128
 // and at MLA's 192 / 128 (one tile in flight while one is computed; three stages at 128 measured
-// 3.5% slower at 1M keys, docs/PERF.md); but one stage for tensor copies into CTAs of 8 query rows
-// (GQA up to 8, one token), measured 4% faster at D = 128 and 6-8% for MLA than two; before Hopper
+// 3.5% slower at 1M keys, docs/PERF.md); but one stage for tensor copies of an unpaged cache into
+// CTAs of 8 query rows (GQA up to 8, one token), measured 4% faster at D = 128 and 6-10% for MLA
+// than two (paged, two stages hide the page lookup in front of each tile's copies); before Hopper
 // (A100: 163 KiB) two at 128, one at 192.
 inline constexpr int kRingBytesHopper = 21504;
 inline constexpr int kRingBytesHopperNarrow = 12288;
 inline constexpr int kRingBytesOlder = 17408;
-constexpr int ring_bytes(int cc_major, int rows, bool tensor) {
+constexpr int ring_bytes(int cc_major, int rows, bool tensor, bool paged) {
   if (cc_major < 9) return kRingBytesOlder;
-  return tensor && rows == 8 ? kRingBytesHopperNarrow : kRingBytesHopper;
+  return tensor && rows == 8 && !paged ? kRingBytesHopperNarrow : kRingBytesHopper;
 }
 
 // The template's blocks of 16 for a width.

@@ -1206,9 +1206,9 @@ TEST(DecodeForward, ValueAndOutputWidthsAreHeadDimV) {
 
 // The built-in split-KV kernel's shared memory (kernels/split_kv_layout.h): every head width it
 // accepts fits the opt-in limit of the GPUs it is sized for (Hopper's 227 KiB, A100's 163 KiB) in
-// each layout (row or tensor copies, 16 or 8 query rows per CTA), and on Hopper a warp of a CTA of
-// 16 rows keeps at least one tile in flight while it computes another (two stages) for the widths
-// decoding uses most: 64 and 128, and MLA's 192 / 128.
+// each layout (row or tensor copies, 16 or 8 query rows per CTA, paged or not), and on Hopper a
+// warp of a CTA of 16 rows keeps at least one tile in flight while it computes another (two
+// stages) for the widths decoding uses most: 64 and 128, and MLA's 192 / 128.
 TEST(SplitKvLayout, SharedMemoryFitsAndHopperRingsPrefetch) {
   namespace L = kernels::split_kv_layout;
   constexpr std::size_t kHopper = 232448, kA100 = 166912;
@@ -1223,25 +1223,28 @@ TEST(SplitKvLayout, SharedMemoryFitsAndHopperRingsPrefetch) {
       EXPECT_GE(nv * 16, (dv + L::kBoxCols - 1) / L::kBoxCols * L::kBoxCols);
       EXPECT_EQ(L::tile_bytes(nk, nv, true) % L::kSwizzleAlign, 0u);
       for (const int rows : {L::kRows, 8}) {
-        EXPECT_LE(L::shared_bytes(nk, nv, L::ring_bytes(8, rows, false), false), kA100);
-        for (const bool tensor : {false, true}) {
-          SCOPED_TRACE(::testing::Message()
-                       << (tensor ? "tensor copies, " : "row copies, ") << rows << " rows");
-          const int budget = L::ring_bytes(9, rows, tensor);
-          const std::size_t bytes = L::shared_bytes(nk, nv, budget, tensor);
-          EXPECT_LE(bytes, kHopper);
-          EXPECT_GE(bytes, L::merge_bytes(nv));
-          EXPECT_GE(bytes, L::ring_offset_max(tensor) + static_cast<std::size_t>(L::kWarps) *
-                                                            L::stages(nk, nv, budget, tensor) *
-                                                            L::tile_bytes(nk, nv, tensor));
+        for (const bool paged : {false, true}) {
+          EXPECT_LE(L::shared_bytes(nk, nv, L::ring_bytes(8, rows, false, paged), false), kA100);
+          for (const bool tensor : {false, true}) {
+            SCOPED_TRACE(::testing::Message() << (tensor ? "tensor copies, " : "row copies, ")
+                                              << rows << " rows" << (paged ? ", paged" : ""));
+            const int budget = L::ring_bytes(9, rows, tensor, paged);
+            const std::size_t bytes = L::shared_bytes(nk, nv, budget, tensor);
+            EXPECT_LE(bytes, kHopper);
+            EXPECT_GE(bytes, L::merge_bytes(nv));
+            EXPECT_GE(bytes, L::ring_offset_max(tensor) + static_cast<std::size_t>(L::kWarps) *
+                                                              L::stages(nk, nv, budget, tensor) *
+                                                              L::tile_bytes(nk, nv, tensor));
+          }
         }
       }
     }
   }
   for (const auto& [d, dv] : {std::pair{64, 64}, {128, 128}, {192, 128}}) {
     for (const bool tensor : {false, true}) {
-      EXPECT_GE(
-          L::stages(L::k_blocks(d), L::v_blocks(dv), L::ring_bytes(9, L::kRows, tensor), tensor), 2)
+      EXPECT_GE(L::stages(L::k_blocks(d), L::v_blocks(dv),
+                          L::ring_bytes(9, L::kRows, tensor, false), tensor),
+                2)
           << d << " / " << dv << (tensor ? ", tensor copies" : ", row copies");
     }
   }
