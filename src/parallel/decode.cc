@@ -53,8 +53,8 @@ constexpr std::string_view kForward = "ulysses::DistributedDecode::forward";
 constexpr std::string_view kConfig = "ulysses::DecodeConfig";
 // split_kernel = auto with the cuDNN backend: steps that read at most this many keys on a rank
 // run in the built-in kernel. On an H200 (tensor copies) it took less GPU time per step than cuDNN
-// up to 128k keys in every shape measured but one (B = 1, one token: 2% more), and a third to a
-// half of cuDNN's host time; from 256k on it depends on the shape (docs/PERF.md).
+// up to 128k keys in every shape measured, and a third to a half of cuDNN's host time; from 256k
+// on it depends on the shape (docs/PERF.md).
 constexpr std::int64_t kAutoBuiltInKeys = 131072;
 
 // Pieces per rank and sequence the workspace holds: open pieces (<= max_splits, plus one per
