@@ -346,10 +346,12 @@ __global__ void __launch_bounds__(kThreads)
         std::uint64_t* const bar = bars + i % kStages;
         barrier_expect(bar, static_cast<unsigned>((nbk + nbv) * kBoxBytes));
         const int y = static_cast<int>(row_of(key0));  // < 2^31: the host checks the rows
-        for (int c = 0; c < nbk; ++c)
+        for (int c = 0; c < nbk; ++c) {
           copy_tensor(kt + c * kTile * kBoxCols, &tk, c * kBoxCols, y, h, bar);
-        for (int c = 0; c < nbv; ++c)
+        }
+        for (int c = 0; c < nbv; ++c) {
           copy_tensor(vt + c * kTile * kBoxCols, &tv, c * kBoxCols, y, h, bar);
+        }
       }
     } else if constexpr (kBulkCopies) {
       // Lane k copies K row k, lane 16 + k V row k, one bulk copy each; positions outside the

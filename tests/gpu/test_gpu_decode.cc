@@ -581,8 +581,8 @@ TEST(DeviceLoopbackDecodeAuto, FallsBackToTheBuiltInKernel) {
 
 // Under auto with the cuDNN backend, a step that reads at most 128k keys on a rank runs in the
 // built-in kernel, a longer one in cuDNN (decode.cc's kAutoBuiltInKeys): auto's O is the bits of
-// built_in's at 4k and 128k cached keys and of local's at 160k. The two kernels' O differ in both,
-// so each comparison tells them apart.
+// built_in's at 4k and 128k cached keys and of local's at 160k. The two kernels' O differ at every
+// length, so each comparison tells them apart.
 TEST(DeviceLoopbackDecodeAuto, ShortStepsRunTheBuiltInKernelLongOnesCudnn) {
   ULYSSES_REQUIRE_GPUS(1);
   const auto seed = testing::fresh_seed();
