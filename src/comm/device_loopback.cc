@@ -3,8 +3,13 @@
 // data is ready, the matching receive makes its own stream wait for that event and copies from the
 // sender's buffer (same device, or a peer device over NVLink/PCIe: the copy engine either way),
 // then records an event the sender's stream waits on before it may overwrite the buffer. No host
-// synchronisation on the data path; copies are bit-exact.
+// synchronisation on the data path; copies are bit-exact. A rank's copy to itself on one stream
+// needs no events. Events come from a pool per transport (creating and destroying two per send cost
+// host time on every exchange).
 #include <cuda_runtime.h>
+
+#include <mutex>
+#include <vector>
 
 #include "comm/loopback_transport.h"
 #include "common/cuda_check.h"
@@ -15,22 +20,48 @@ namespace {
 
 using comm::PostedSend;
 
-std::shared_ptr<void> wrap_event(cudaEvent_t e) {
-  return std::shared_ptr<void>(e, [](void* p) { cudaEventDestroy(static_cast<cudaEvent_t>(p)); });
-}
+// Events of one device, reused: a token holds one until its last owner lets go, then it returns
+// here (re-recording an event that a stream still waits on is safe: the wait captured the earlier
+// record). Destroyed with the last token and the transport.
+class EventPool : public std::enable_shared_from_this<EventPool> {
+ public:
+  ~EventPool() {
+    for (cudaEvent_t e : free_) cudaEventDestroy(e);
+  }
+
+  // An event of the current device (the caller set it), as a token that gives it back.
+  Result<std::shared_ptr<void>> take() {
+    cudaEvent_t e = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!free_.empty()) {
+        e = free_.back();
+        free_.pop_back();
+      }
+    }
+    if (e == nullptr) ULYSSES_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    return std::shared_ptr<void>(e, [pool = shared_from_this()](void* p) {
+      std::lock_guard<std::mutex> lock(pool->mu_);
+      pool->free_.push_back(static_cast<cudaEvent_t>(p));
+    });
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<cudaEvent_t> free_;
+};
 
 class DeviceTransport final : public comm::LoopbackTransport {
  public:
-  DeviceTransport(int device, std::string_view name) : device_(device), name_(name) {}
+  DeviceTransport(int device, std::string_view name)
+      : device_(device), name_(name), events_(std::make_shared<EventPool>()) {}
   Device device() const override { return Device::cuda(device_); }
   std::string_view name() const override { return name_; }
 
   Result<std::shared_ptr<void>> ready_token(Stream stream) override {
     ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
-    cudaEvent_t e = nullptr;
-    ULYSSES_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-    auto token = wrap_event(e);
-    ULYSSES_CUDA_CHECK(cudaEventRecord(e, stream));
+    ULYSSES_ASSIGN_OR_RETURN(auto token, events_->take());
+    ULYSSES_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(token.get()), stream));
     return token;
   }
 
@@ -42,10 +73,14 @@ class DeviceTransport final : public comm::LoopbackTransport {
     }
     // cudaMemcpyDefault: the source may live on a peer device (unified addressing finds it).
     ULYSSES_CUDA_CHECK(cudaMemcpyAsync(dst, send.data, send.bytes, cudaMemcpyDefault, stream));
-    cudaEvent_t done = nullptr;
-    ULYSSES_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-    send.done = wrap_event(done);
-    ULYSSES_CUDA_CHECK(cudaEventRecord(done, stream));
+    ULYSSES_ASSIGN_OR_RETURN(send.done, events_->take());
+    ULYSSES_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(send.done.get()), stream));
+    return Status::ok();
+  }
+
+  Status local_copy(void* dst, const void* src, std::size_t bytes, Stream stream) override {
+    ULYSSES_CUDA_CHECK(cudaSetDevice(device_));
+    ULYSSES_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream));
     return Status::ok();
   }
 
@@ -75,6 +110,7 @@ class DeviceTransport final : public comm::LoopbackTransport {
  private:
   int device_;
   std::string_view name_;
+  std::shared_ptr<EventPool> events_;
 };
 
 }  // namespace

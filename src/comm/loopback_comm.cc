@@ -193,13 +193,14 @@ class LoopbackComm final : public Communicator {
     in_group_ = false;
     std::vector<Op> ops;
     ops.swap(pending_);
+    Status first = copy_to_self(ops);
     struct Posted {
       std::shared_ptr<PostedSend> send;
       const Op* op;
     };
     std::vector<Posted> posted;
     for (const Op& op : ops) {
-      if (!op.is_send) continue;
+      if (!op.is_send || op.done) continue;
       ULYSSES_ASSIGN_OR_RETURN(auto ready, transport_->ready_token(op.stream));
       posted.push_back({hub_->post_send(rank_, op.peer, op.data, op.bytes, std::move(ready)), &op});
     }
@@ -209,13 +210,12 @@ class LoopbackComm final : public Communicator {
     // queueing on rank 0, then on rank 1, ...). Receives from one peer keep their order.
     std::vector<const Op*> receives;
     for (const Op& op : ops) {
-      if (!op.is_send) receives.push_back(&op);
+      if (!op.is_send && !op.done) receives.push_back(&op);
     }
     const int n = size();
     std::stable_sort(receives.begin(), receives.end(), [&](const Op* a, const Op* b) {
       return (a->peer - rank_ + n) % n < (b->peer - rank_ + n) % n;
     });
-    Status first;
     for (const Op* r : receives) {
       const Op& op = *r;
       Status st = hub_->receive(op.peer, rank_, op.data, op.bytes, [&](void* dst, PostedSend& s) {
@@ -240,7 +240,29 @@ class LoopbackComm final : public Communicator {
     std::size_t bytes;
     int peer;
     Stream stream;
+    bool done = false;  // served by copy_to_self(), not through the hub
   };
+
+  // A group's sends to this rank meet its receives from it in order (the k-th with the k-th, as
+  // through the hub). Pairs on one stream are copied here directly: no rendezvous, no events.
+  // Other pairs (two streams) are left to the hub, which orders them with the transport's tokens.
+  Status copy_to_self(std::vector<Op>& ops) {
+    std::vector<Op*> sends, recvs;
+    for (Op& op : ops) {
+      if (op.peer == rank_) (op.is_send ? sends : recvs).push_back(&op);
+    }
+    Status first;
+    for (std::size_t k = 0; k < std::min(sends.size(), recvs.size()); ++k) {
+      Op& s = *sends[k];
+      Op& r = *recvs[k];
+      if (s.stream != r.stream) continue;
+      s.done = r.done = true;
+      Status st = Hub::size_mismatch(rank_, rank_, r.bytes, s.bytes);
+      if (st.is_ok() && r.bytes > 0) st = transport_->local_copy(r.data, s.data, r.bytes, r.stream);
+      if (first.is_ok() && !st.is_ok()) first = st;
+    }
+    return first;
+  }
 
   Status check_p2p(std::string_view what, const void* data, std::size_t bytes, int peer) const {
     const std::string api = str_cat("ulysses::LoopbackComm::", what);
@@ -266,6 +288,10 @@ class HostTransport final : public comm::LoopbackTransport {
   std::string_view name() const override { return "loopback"; }
   Result<std::shared_ptr<void>> ready_token(Stream) override { return std::shared_ptr<void>(); }
   Status copy(void* dst, PostedSend& send, Stream) override { return comm::host_copy(dst, send); }
+  Status local_copy(void* dst, const void* src, std::size_t bytes, Stream) override {
+    std::memcpy(dst, src, bytes);
+    return Status::ok();
+  }
   Status after_consumed(const PostedSend&, Stream) override { return Status::ok(); }
   Status to_host(void* dst, const void* src, std::size_t bytes, Stream) override {
     if (bytes > 0) std::memcpy(dst, src, bytes);

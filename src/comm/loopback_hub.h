@@ -14,8 +14,14 @@
 //
 // Every wait is bounded by LoopbackOptions::timeout. A rank that times out marks the hub broken and
 // wakes everybody: all pending and later operations on any rank fail instead of hanging.
+//
+// A wait spins (yielding) for up to kSpin before it sleeps on the condition variable: the ranks of
+// one step reach a rendezvous within microseconds of each other, while a sleep and its wake-up cost
+// tens of microseconds per exchange (the peer-copy group drives real GPUs from these threads).
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -23,6 +29,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/check.h"
@@ -75,7 +82,7 @@ class Hub {
     s->ready = std::move(ready);
     std::lock_guard<std::mutex> lock(mu_);
     box(src, dst).push_back(s);
-    cv_.notify_all();
+    changed();
     return s;
   }
 
@@ -83,7 +90,10 @@ class Hub {
     std::unique_lock<std::mutex> lock(mu_);
     if (!wait(
             lock, [&] { return s->consumed; },
-            str_cat("rank ", src, " waiting for rank ", dst, " to receive ", s->bytes, " bytes"))) {
+            [&] {
+              return str_cat("rank ", src, " waiting for rank ", dst, " to receive ", s->bytes,
+                             " bytes");
+            })) {
       return broken_status_;
     }
     return s->status;
@@ -94,25 +104,32 @@ class Hub {
     auto& q = box(src, dst);
     if (!wait(
             lock, [&] { return !q.empty(); },
-            str_cat("rank ", dst, " waiting for ", bytes, " bytes from rank ", src))) {
+            [&] {
+              return str_cat("rank ", dst, " waiting for ", bytes, " bytes from rank ", src);
+            })) {
       return broken_status_;
     }
     std::shared_ptr<PostedSend> s = q.front();
     q.pop_front();
-    Status st;
-    if (s->bytes != bytes) {
-      st = Status(StatusCode::kCommError, str_cat("ulysses::LoopbackComm: rank ", dst, " expects ",
-                                                  bytes, " bytes from rank ", src, ", which sends ",
-                                                  s->bytes, " (send and recv sizes must match)"));
-    } else if (bytes > 0) {
-      // Copying under the lock keeps the protocol trivially race-free; the loopback is for
-      // correctness, not speed.
-      st = copy(data, *s);
-    }
+    // Taken off the mailbox, the send is this receiver's alone until it is marked consumed: the
+    // copy runs outside the lock, so the ranks' copies (CUDA calls on their own devices) overlap.
+    lock.unlock();
+    Status st = size_mismatch(src, dst, bytes, s->bytes);
+    if (st.is_ok() && bytes > 0) st = copy(data, *s);
+    lock.lock();
     s->status = st;
     s->consumed = true;
-    cv_.notify_all();
+    changed();
     return st;
+  }
+
+  /// The error a receive of `expected` bytes returns for a send of `sent` (ok when they match).
+  static Status size_mismatch(int src, int dst, std::size_t expected, std::size_t sent) {
+    if (sent == expected) return Status::ok();
+    return Status(
+        StatusCode::kCommError,
+        str_cat("ulysses::LoopbackComm: rank ", dst, " expects ", expected, " bytes from rank ",
+                src, ", which sends ", sent, " (send and recv sizes must match)"));
   }
 
   // --- collectives
@@ -124,7 +141,7 @@ class Hub {
   Status collective(int rank, const CollSlot& slot, std::string_view what, Body&& body) {
     std::unique_lock<std::mutex> lock(mu_);
     slots_[static_cast<std::size_t>(rank)] = slot;
-    if (!arrive(lock, str_cat("rank ", rank, " in ", what, " (first barrier)"))) {
+    if (!arrive(lock, [&] { return str_cat("rank ", rank, " in ", what, " (first barrier)"); })) {
       return broken_status_;
     }
     // All slots are posted and stay untouched until everybody passed the second barrier.
@@ -134,7 +151,7 @@ class Hub {
       body(slots_);
       lock.lock();
     }
-    if (!arrive(lock, str_cat("rank ", rank, " in ", what, " (second barrier)"))) {
+    if (!arrive(lock, [&] { return str_cat("rank ", rank, " in ", what, " (second barrier)"); })) {
       return broken_status_;
     }
     return verdict;
@@ -147,33 +164,54 @@ class Hub {
 
   // Generation barrier. Returns false (and the hub is broken) on timeout or when another rank broke
   // it.
-  bool arrive(std::unique_lock<std::mutex>& lock, const std::string& who) {
+  template <typename Who>
+  bool arrive(std::unique_lock<std::mutex>& lock, Who&& who) {
     const std::uint64_t gen = generation_;
     if (++arrived_ == size_) {
       arrived_ = 0;
       ++generation_;
-      cv_.notify_all();
+      changed();
       return !broken_;
     }
     return wait(
         lock, [&] { return generation_ != gen; }, who);
   }
 
-  template <typename Pred>
-  bool wait(std::unique_lock<std::mutex>& lock, Pred pred, const std::string& who) {
+  // Under mu_: the hub's state changed; wakes sleepers and ends spinners' current round.
+  void changed() {
+    changes_.fetch_add(1, std::memory_order_release);
+    cv_.notify_all();
+  }
+
+  // Waits under `lock` until `pred` holds; `who()` names the waiter in the timeout's message.
+  template <typename Pred, typename Who>
+  bool wait(std::unique_lock<std::mutex>& lock, Pred pred, Who&& who) {
+    using Clock = std::chrono::steady_clock;
+    const auto spin_end = Clock::now() + kSpin;
+    while (!broken_ && !pred() && Clock::now() < spin_end) {
+      const std::uint64_t seen = changes_.load(std::memory_order_acquire);
+      lock.unlock();
+      while (changes_.load(std::memory_order_acquire) == seen && Clock::now() < spin_end) {
+        std::this_thread::yield();
+      }
+      lock.lock();
+    }
     const bool done = cv_.wait_for(lock, options_.timeout, [&] { return broken_ || pred(); });
     if (broken_) return false;
     if (!done) {
       broken_ = true;
       broken_status_ = Status(
           StatusCode::kTimeout,
-          str_cat("ulysses::LoopbackComm: timed out after ", options_.timeout.count(), " ms: ", who,
+          str_cat("ulysses::LoopbackComm: timed out after ", options_.timeout.count(),
+                  " ms: ", who(),
                   " (a peer never arrived; every communicator of this group is now aborted)"));
-      cv_.notify_all();
+      changed();
       return false;
     }
     return true;
   }
+
+  static constexpr std::chrono::microseconds kSpin{200};
 
   Status check_same_kind(std::string_view what) const {
     const CollSlot& first = slots_[0];
@@ -198,6 +236,7 @@ class Hub {
   const LoopbackOptions options_;
   std::mutex mu_;
   std::condition_variable cv_;
+  std::atomic<std::uint64_t> changes_{0};  // bumped by changed(): what spinning waiters watch
   std::vector<std::deque<std::shared_ptr<PostedSend>>> mailbox_;
   std::vector<CollSlot> slots_;
   int arrived_ = 0;

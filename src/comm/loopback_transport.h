@@ -18,6 +18,8 @@ class LoopbackTransport {
   virtual Result<std::shared_ptr<void>> ready_token(Stream stream) = 0;
   /// Receiver side: copies the matched send into `dst`, ordered on `stream`; may set send.done.
   virtual Status copy(void* dst, PostedSend& send, Stream stream) = 0;
+  /// A rank's copy to itself, ordered on `stream` (both sides' stream): no tokens needed.
+  virtual Status local_copy(void* dst, const void* src, std::size_t bytes, Stream stream) = 0;
   /// Sender side, once its send was consumed: later work on `stream` must not overtake the copy.
   virtual Status after_consumed(const PostedSend& send, Stream stream) = 0;
   /// Makes `bytes` at `src` (transport memory) readable on the host in `dst` (blocking).

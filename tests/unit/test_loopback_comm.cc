@@ -81,15 +81,19 @@ class RecordingTransport final : public comm::LoopbackTransport {
   Device device() const override { return Device::host(); }
   std::string_view name() const override { return "recording"; }
   Result<std::shared_ptr<void>> ready_token(Stream) override { return std::shared_ptr<void>(); }
-  Status copy(void* dst, comm::PostedSend& send, Stream) override {
+  Status copy(void* dst, comm::PostedSend& send, Stream stream) override {
+    return local_copy(dst, send.data, send.bytes, stream);
+  }
+  // (A rank's copy to itself comes here directly, the others through copy().)
+  Status local_copy(void* dst, const void* data, std::size_t bytes, Stream) override {
     for (std::size_t src = 0; src < sends_->size(); ++src) {
       const auto* begin = (*sends_)[src].data();
-      const auto* at = static_cast<const std::uint32_t*>(send.data);
+      const auto* at = static_cast<const std::uint32_t*>(data);
       if (at >= begin && at < begin + (*sends_)[src].size()) {
         sources_->push_back(static_cast<int>(src));
       }
     }
-    std::memcpy(dst, send.data, send.bytes);
+    std::memcpy(dst, data, bytes);
     return Status::ok();
   }
   Status after_consumed(const comm::PostedSend&, Stream) override { return Status::ok(); }
@@ -262,6 +266,49 @@ TEST(Loopback, SizeMismatchIsAnErrorOnBothSides) {
   for (const Status& s : st) {
     EXPECT_EQ(s.code(), StatusCode::kCommError) << s.to_string();
     EXPECT_NE(s.message().find("expects 64 bytes from rank 0, which sends 32"), std::string::npos)
+        << s.message();
+  }
+}
+
+// A rank's sends to itself meet its receives from itself in order: pairs on one stream are copied
+// directly, pairs on two streams go through the hub; either way the k-th send lands in the k-th
+// receive, bit-exact, and a size mismatch is the same error as between two ranks.
+TEST(Loopback, CopiesToItselfKeepTheirOrderOnOneStreamOrTwo) {
+  auto st = run_ranks(2, [&](int r, Communicator& comm) -> Status {
+    // Host loopback ignores streams; distinct handles still pick the hub's path.
+    Stream one = nullptr, two = reinterpret_cast<Stream>(std::uintptr_t{0x10});
+    std::vector<std::uint32_t> a(9), b(5), c(7), got_a(9, 0), got_b(5, 0), got_c(7, 0), peer(3),
+        from_peer(3, 0);
+    for (std::size_t i = 0; i < a.size(); ++i) a[i] = stamp(r, 0, i);
+    for (std::size_t i = 0; i < b.size(); ++i) b[i] = stamp(r, 1, i);
+    for (std::size_t i = 0; i < c.size(); ++i) c[i] = stamp(r, 2, i);
+    for (std::size_t i = 0; i < peer.size(); ++i) peer[i] = stamp(r, 3, i);
+    if (Status s = comm.group_start(); !s.is_ok()) return s;
+    (void)comm.send(a.data(), 9 * 4, r, one);
+    (void)comm.send(peer.data(), 3 * 4, 1 - r, one);
+    (void)comm.send(b.data(), 5 * 4, r, one);
+    (void)comm.send(c.data(), 7 * 4, r, one);
+    (void)comm.recv(got_a.data(), 9 * 4, r, one);  // with a: one stream, direct
+    (void)comm.recv(got_b.data(), 5 * 4, r, two);  // with b: two streams, through the hub
+    (void)comm.recv(from_peer.data(), 3 * 4, 1 - r, one);
+    (void)comm.recv(got_c.data(), 7 * 4, r, one);  // with c: direct again
+    if (Status s = comm.group_end(); !s.is_ok()) return s;
+    if (got_a != a || got_b != b || got_c != c) return internal_error("self copies out of order");
+    for (std::size_t i = 0; i < 3; ++i) {
+      if (from_peer[i] != stamp(1 - r, 3, i)) return internal_error("peer data wrong");
+    }
+    // A mismatch on the direct path: the receive's rank names itself as both ends.
+    if (Status s = comm.group_start(); !s.is_ok()) return s;
+    (void)comm.send(a.data(), 8, r, one);
+    (void)comm.recv(got_a.data(), 12, r, one);
+    return comm.group_end();
+  });
+  for (int r = 0; r < 2; ++r) {
+    const Status& s = st[static_cast<std::size_t>(r)];
+    EXPECT_EQ(s.code(), StatusCode::kCommError) << s.to_string();
+    EXPECT_NE(s.message().find(detail::str_cat("rank ", r, " expects 12 bytes from rank ", r,
+                                               ", which sends 8")),
+              std::string::npos)
         << s.message();
   }
 }
