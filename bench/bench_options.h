@@ -41,6 +41,10 @@ struct Options {
   // GPU path, NCCL rows (list: off, on): "on" captures a cp > 1 step (forward + backward) into a
   // CUDA graph after the warm-up steps and times its replays, which shows what the host costs.
   std::vector<std::string> cuda_graph = {"off"};
+  // GPU path, plan rows (list: synced, queued): each timed step waited for on its own (its ms
+  // include whatever the host adds), or all of them issued back to back and their mean taken (the
+  // host issues ahead while the GPU works, as in a training loop over many layers).
+  std::vector<std::string> steps = {"synced"};
   // GPU path (list: native, fp8): PlanConfig::payload (ulysses: inbound exchanges; ring: K/V hops).
   std::vector<std::string> payload = {"native"};
   // With --varlen, ring and hybrid rows (list: default, per_sequence, stream):

@@ -57,6 +57,9 @@ struct GpuRow {
   double ms = 0, tflops = 0, efficiency = 1;
   double a2a_gbs = 0, nccl_gbs = 0, a2a_mib = 0;
   double a2a_host_us = 0;  // host time to issue one ulysses all-to-all (the GPU time is a2a_gbs')
+  // Host time to issue one step (forward + backward calls, or the graph launch), median of the
+  // timed steps, slowest rank: where it reaches ms, the host, not the GPU, sets the step's pace.
+  double host_ms = 0;
   double peak_gib = 0;
   double io_gib = 0, workspace_gib = 0, saved_gib = 0;  // what the peak holds, by owner
   double held_gib = 0;                   // the plan's and the kernel's own buffers (held_bytes())
@@ -74,11 +77,12 @@ struct GpuRow {
   bool pass = true;
   std::string repro;
   std::string saved = "heads";  // PlanConfig::saved_activations (plan rows)
-  // The plan rows' communicator: nccl, nccl-grouped, peer, loopback; "none": the kernel alone on
-  // the whole sequence (the cp = 1 row every other row is measured against).
+  // The plan rows' communicator: nccl, nccl-grouped, nccl-blocking, peer, loopback; "none": the
+  // kernel alone on the whole sequence (the cp = 1 row every other row is measured against).
   std::string transport = "nccl";
   int in_flight = 2;                 // PlanConfig::chunks_in_flight (lse rows with chunks > 1)
   bool cuda_graph = false;           // timed as replays of a captured CUDA graph
+  bool queued = false;               // --steps queued: timed steps issued back to back (mean)
   std::string payload = "native";    // PlanConfig::payload (ulysses rows)
   std::string sharding = "default";  // ParallelConfig::packed_sharding (packed ring rows)
   bool balanced = false;  // --doc-order balanced: the documents reordered for this row's layout
@@ -90,7 +94,7 @@ struct GpuRow {
   // The "via" column: the transport and what else sets the row apart.
   std::string via() const {
     return transport + (payload == "fp8" ? "+fp8" : "") + (sharding == "stream" ? "+stream" : "") +
-           (balanced ? "+balanced" : "") + (cuda_graph ? "+graph" : "");
+           (balanced ? "+balanced" : "") + (cuda_graph ? "+graph" : "") + (queued ? "+queued" : "");
   }
 };
 
@@ -779,6 +783,7 @@ struct PlanKnobs {
   SavedActivations saved = SavedActivations::kHeadSharded;
   int in_flight = 2;
   bool cuda_graph = false;  // time replays of a captured step (NCCL communicators only)
+  bool queued = false;      // --steps queued: the timed steps issued back to back, their mean
   Payload payload = Payload::kNative;
   bool balanced = false;  // --doc-order balanced
 };
@@ -804,14 +809,14 @@ PlanConfig plan_config(const Shape& s, const ParallelConfig& parallel, const Pla
 double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Communicator>>& comms,
                 const ParallelConfig& parallel, const PlanKnobs& knobs, int iters, HostOut* out,
                 MemUse* mem, bool loopback, std::vector<CallRecord>* calls = nullptr,
-                FirstStep* first = nullptr) {
+                FirstStep* first = nullptr, double* host_ms = nullptr) {
   const int P = static_cast<int>(comms.size());
   // Device loopback: every rank on GPU 0, so memory is measured once for all of them.
   auto dev = [&](int r) { return loopback ? 0 : r; };
   const std::size_t shared_base = loopback ? used_bytes(0) : 0;
   const std::int64_t Sl = s.S / P;
   const PlanConfig cfg = plan_config(s, parallel, knobs);
-  std::vector<double> rank_ms(static_cast<std::size_t>(P));
+  std::vector<double> rank_ms(static_cast<std::size_t>(P)), rank_host_ms(rank_ms);
   std::vector<std::size_t> rank_peak(static_cast<std::size_t>(P));
   std::vector<std::size_t> rank_held(static_cast<std::size_t>(P));
   std::vector<std::size_t> rank_ws(static_cast<std::size_t>(P)), rank_saved(rank_ws);
@@ -936,9 +941,10 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
       // With --cuda-graph on, the two warm-up steps run directly (they build the caches), then one
       // step is captured and the timed steps are its replays.
       cudaGraphExec_t graph = nullptr;
-      std::vector<double> ms;
+      std::vector<double> ms, host;
       std::size_t peak = 0;
-      for (int it = 0; it < iters + 2; ++it) {
+      // Queued rows wait for the two warm-up steps only; their timed steps follow below.
+      for (int it = 0; it < (knobs.queued ? 2 : iters + 2); ++it) {
         if (knobs.cuda_graph && it == 2) {
           cudaGraph_t captured = nullptr;
           BENCH_CUDA(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
@@ -948,11 +954,13 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
           BENCH_CUDA(cudaGraphDestroy(captured));
         }
         cudaEventRecord(e0, st);
+        const auto h0 = std::chrono::steady_clock::now();
         if (graph) {
           BENCH_CUDA(cudaGraphLaunch(graph, st));
         } else {
           step();
         }
+        const auto h1 = std::chrono::steady_clock::now();
         cudaEventRecord(e1, st);
         if (Status status = synchronize(*comms[static_cast<std::size_t>(r)], st); !status.is_ok()) {
           fail(status);
@@ -971,10 +979,36 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
         peak = std::max(peak, used_bytes(dev(r)) - base);
         float t = 0;
         cudaEventElapsedTime(&t, e0, e1);
-        if (it >= 2) ms.push_back(t);
+        if (it >= 2) {
+          ms.push_back(t);
+          host.push_back(std::chrono::duration<double, std::milli>(h1 - h0).count());
+        }
+      }
+      if (knobs.queued) {  // iters steps back to back: one interval, its mean per step
+        cudaEventRecord(e0, st);
+        const auto h0 = std::chrono::steady_clock::now();
+        for (int it = 0; it < iters; ++it) {
+          if (graph) {
+            BENCH_CUDA(cudaGraphLaunch(graph, st));
+          } else {
+            step();
+          }
+        }
+        const auto h1 = std::chrono::steady_clock::now();
+        cudaEventRecord(e1, st);
+        if (Status status = synchronize(*comms[static_cast<std::size_t>(r)], st); !status.is_ok()) {
+          fail(status);
+        }
+        peak = std::max(peak, used_bytes(dev(r)) - base);
+        float t = 0;
+        cudaEventElapsedTime(&t, e0, e1);
+        ms.push_back(static_cast<double>(t) / iters);
+        host.push_back(std::chrono::duration<double, std::milli>(h1 - h0).count() / iters);
       }
       std::sort(ms.begin(), ms.end());
+      std::sort(host.begin(), host.end());
       rank_ms[static_cast<std::size_t>(r)] = ms[ms.size() / 2];
+      rank_host_ms[static_cast<std::size_t>(r)] = host[host.size() / 2];
       rank_peak[static_cast<std::size_t>(r)] = peak;
       rank_held[static_cast<std::size_t>(r)] = (*plan)->held_bytes() + timer.held_bytes();
       if (out) {
@@ -1026,6 +1060,7 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
     *first = {};
     for (const FirstStep& f : rank_first) first->merge(f);
   }
+  if (host_ms) *host_ms = *std::max_element(rank_host_ms.begin(), rank_host_ms.end());
   if (calls) {
     std::stable_sort(calls->begin(), calls->end(),
                      [](const CallRecord& a, const CallRecord& b) { return a.rank < b.rank; });
@@ -1285,6 +1320,16 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           for (int r = 0; r < cp; ++r) devs[static_cast<std::size_t>(r)] = r;
           ncclCommInitAll(raw.data(), cp, devs.data());
         }
+        if (transport == "nccl-blocking") {  // those (blocking) communicators, wrapped
+          for (int r = 0; r < cp; ++r) {
+            auto c = wrap_nccl_communicator(raw[static_cast<std::size_t>(r)], r);
+            if (!c.is_ok()) {
+              std::fprintf(stderr, "ulysses-bench: %s\n", c.status().to_string().c_str());
+              return 1;
+            }
+            comms[static_cast<std::size_t>(r)] = std::move(c).value();
+          }
+        }
 
         const int hkv_local = o.kv_heads / cp;
         // One row per strategy (ulysses: per saved-activations choice and pipeline chunk count).
@@ -1345,18 +1390,23 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
                 static_cast<long long>(seq), cp, transport.c_str(), o.ulysses_degree);
           }
         }
-        // Every plan once per --cuda-graph choice; graphs only where one thread's capture can
-        // hold a rank's step (NCCL: ranks do not hand events to each other across threads).
-        const bool nccl = transport == "nccl" || transport == "nccl-grouped";
+        // Every plan once per --cuda-graph and --steps choice; graphs only where one thread's
+        // capture can hold a rank's step (NCCL: ranks do not hand events to each other across
+        // threads).
+        const bool nccl =
+            transport == "nccl" || transport == "nccl-grouped" || transport == "nccl-blocking";
         std::vector<std::pair<ParallelConfig, PlanKnobs>> runs;
         for (const std::string& graph : o.cuda_graph) {
           if (graph == "on" && !nccl) continue;
           for (auto [parallel, knobs] : plans) {
-            knobs.cuda_graph = graph == "on";
-            for (const std::string& order :
-                 s.packed() ? o.doc_order : std::vector<std::string>{"given"}) {
-              knobs.balanced = order == "balanced";
-              runs.push_back({parallel, knobs});
+            for (const std::string& steps : o.steps) {
+              knobs.cuda_graph = graph == "on";
+              knobs.queued = steps == "queued";
+              for (const std::string& order :
+                   s.packed() ? o.doc_order : std::vector<std::string>{"given"}) {
+                knobs.balanced = order == "balanced";
+                runs.push_back({parallel, knobs});
+              }
             }
           }
         }
@@ -1401,9 +1451,10 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           MemUse mem;
           std::vector<CallRecord> calls;
           FirstStep first;
+          double host_ms = 0;
           const double tp = run_plan(rs, knobs.balanced ? moved : in, comms, parallel, knobs,
                                      o.iters, o.check ? &got : nullptr, &mem, loopback,
-                                     o.trace_calls ? &calls : nullptr, &first);
+                                     o.trace_calls ? &calls : nullptr, &first, &host_ms);
           if (!tokens.empty()) {
             for (std::vector<float>* x : {&got.o, &got.dq, &got.dk, &got.dv}) {
               *x = reorder_tokens(*x, tokens, true);
@@ -1415,6 +1466,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           row.saved = saved_activations_name(knobs.saved);
           row.in_flight = knobs.in_flight;
           row.cuda_graph = knobs.cuda_graph;
+          row.queued = knobs.queued;
           row.payload = payload_name(knobs.payload);
           row.sharding = packed_sharding_name(parallel.packed_sharding);
           row.balanced = knobs.balanced;
@@ -1427,6 +1479,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           row.saved_gib = mem.saved;
           row.held_gib = mem.held;
           row.first = first;
+          row.host_ms = host_ms;
           row.plan_gib_by_rank = mem.plan_by_rank;
           const bool ulysses = parallel.strategy == Strategy::kUlysses;
           // The forward Q/K/V message: Sl * B * ((hq + hkv) D + hkv Dv) elements per peer.
@@ -1474,9 +1527,11 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           row.transport = transport;
           row.calls = std::move(calls);
           row.repro = repro(rs, cp, knobs, o.iters, parallel) + " --transport " + transport +
-                      (knobs.cuda_graph ? " --cuda-graph on" : "");
+                      (knobs.cuda_graph ? " --cuda-graph on" : "") +
+                      (knobs.queued ? " --steps queued" : "");
           rows.push_back(row);
         }
+        comms.clear();  // (nccl-blocking's wrap the raw communicators)
         for (ncclComm_t c : raw) ncclCommDestroy(c);
       }
     }
@@ -1505,10 +1560,14 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           r.peak_gib - r.io_gib - r.workspace_gib - r.saved_gib - r.held_gib);
       std::printf(
           "#   seq %lld cp %d %s via %s: first step %.0f ms after creating the kernel (plan, "
-          "cuDNN graphs: %lld built in %.2f s%s; later steps built %lld)\n",
+          "cuDNN graphs: %lld built in %.2f s%s; later steps built %lld)",
           static_cast<long long>(r.seq), r.cp, r.kernel_alone() ? "-" : r.strategy.c_str(),
           r.via().c_str(), r.first.ms, static_cast<long long>(r.first.graphs), r.first.build_s,
           r.cp > 1 ? ", the slowest rank" : "", static_cast<long long>(r.first.graphs_later));
+      if (r.host_ms > 0) {  // plan rows
+        std::printf("; host time to issue a step %.3f ms of its %.3f", r.host_ms, r.ms);
+      }
+      std::printf("\n");
       const std::vector<double>& by_rank = r.plan_gib_by_rank;
       if (by_rank.size() > 1) {
         const auto [least, most] = std::minmax_element(by_rank.begin(), by_rank.end());
@@ -1599,9 +1658,10 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       const GpuRow& r = rows[i];
       f << "    {\"seq\": " << r.seq << ", \"cp\": " << r.cp << ", \"strategy\": \"" << r.strategy
         << "\", \"chunks\": " << r.chunks
-        << ", \"cuda_graph\": " << (r.cuda_graph ? "true" : "false") << ", \"transport\": \""
-        << r.transport << "\", \"payload\": \"" << r.payload << "\", \"packed_sharding\": \""
-        << r.sharding << "\", \"doc_order\": \"" << (r.balanced ? "balanced" : "given")
+        << ", \"cuda_graph\": " << (r.cuda_graph ? "true" : "false")
+        << ", \"queued\": " << (r.queued ? "true" : "false") << ", \"transport\": \"" << r.transport
+        << "\", \"payload\": \"" << r.payload << "\", \"packed_sharding\": \"" << r.sharding
+        << "\", \"doc_order\": \"" << (r.balanced ? "balanced" : "given")
         << "\", \"rank_balance\": " << r.balance << ", \"saved\": \"" << r.saved
         << "\", \"in_flight\": " << r.in_flight << ", \"ms_per_step\": " << r.ms
         << ", \"tflops_per_gpu\": " << r.tflops << ", \"efficiency\": " << r.efficiency
@@ -1615,7 +1675,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       }
       f << "], \"first_step_ms\": " << r.first.ms << ", \"graphs_built\": " << r.first.graphs
         << ", \"graph_build_s\": " << r.first.build_s
-        << ", \"graphs_built_later\": " << r.first.graphs_later;
+        << ", \"graphs_built_later\": " << r.first.graphs_later
+        << ", \"host_ms_per_step\": " << r.host_ms;
       f << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
         << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
         << ", \"err_dsinks\": " << r.err_dsinks

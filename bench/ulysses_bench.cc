@@ -492,16 +492,25 @@ int main(int argc, char** argv) {
          "--transport", o.transport,
          "GPU path, the cp > 1 rows' communicator (list): nccl (default; uniform exchanges "
          "through ncclAlltoAll), nccl-grouped (every exchange a group of ncclSend/ncclRecv), "
+         "nccl-blocking (blocking NCCL communicators made by the bench and wrapped, as a "
+         "framework's would be: no host thread per call, which a non-blocking one starts), "
          "peer (copy-engine copies between this process's GPUs, no NCCL), loopback (cp "
          "virtual ranks on GPU 0: checks and memory per rank, not speed)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"nccl", "nccl-grouped", "peer", "loopback"}));
+      ->check(CLI::IsMember({"nccl", "nccl-grouped", "nccl-blocking", "peer", "loopback"}));
   app.add_option("--cuda-graph", o.cuda_graph,
                  "GPU path, NCCL rows (list of off, on): on captures each cp > 1 step (forward + "
                  "backward) into a CUDA graph after the warm-up steps and times its replays, "
                  "which takes the host's share out of the step time")
       ->delimiter(',')
       ->check(CLI::IsMember({"off", "on"}));
+  app.add_option("--steps", o.steps,
+                 "GPU path, plan rows (list of synced, queued): synced waits for every timed step "
+                 "on its own and reports the median (the host's share included); queued issues the "
+                 "timed steps back to back and reports their mean (the host issues ahead while "
+                 "the GPU works, as in a training loop over many layers)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"synced", "queued"}));
   app.add_option("--payload", o.payload,
                  "GPU path (list of native, fp8): what travels to the ranks that compute on it "
                  "(ulysses: the inbound exchanges, Q, K, V, dO; ring and hybrid: the K/V blocks "
