@@ -7,7 +7,8 @@
 # also as CUDA graph replays), overlap
 # (bench only: head chunks pipelined with the kernel over NCCL and over copy engines), fp8 (bench
 # only: native vs fp8 payloads, ulysses' inbound exchanges, ring's K/V hops and all-gather's K/V
-# chunks, over NCCL and copy engines), targets (bench only: issue 3's rows, every chunk count and transport, heads and lse),
+# chunks, over NCCL and copy engines), targets (bench only: issue 3's rows, every chunk count over
+# copy engines, blocking and non-blocking NCCL, synced and queued steps),
 # mla (bench only: head_dim 192 with head_dim_v 128, 32 heads; ulysses with chunks as overlap, ring
 # and allgather beside it; transports as overlap).
 # uneven (bench only: KV heads that cp does not divide, split unevenly by ulysses, beside a count it
@@ -81,10 +82,12 @@ if [[ $mode == compare ]]; then  # heads vs lse, 1 vs 4 chunks, NCCL vs copy-eng
               --in-flight 1,2 --transport nccl,peer --iters 3 "${bench_args[@]}")
 fi
 if [[ $mode == targets ]]; then  # issue 3's targets in one table (bench only): efficiency per
-  # sequence length for every chunk count and transport, a2a GB/s beside NCCL's raw all-to-all,
-  # and the memory rows (lse, one chunk in flight)
-  bench_args=(--seq 8192,32768,131072 --strategy ulysses --saved heads,lse --chunks 1,2,4
-              --in-flight 1 --transport nccl,peer --iters 5 "${bench_args[@]}")
+  # sequence length for every chunk count over copy engines, blocking (wrapped) NCCL and ulysses'
+  # non-blocking NCCL, each step waited for and the steps queued; a2a GB/s beside NCCL's raw
+  # all-to-all (the memory rows, lse with one chunk in flight, are `compare`'s)
+  bench_args=(--seq 8192,32768,131072 --strategy ulysses --saved heads --chunks 1,2,4
+              --transport peer,nccl-blocking,nccl --steps synced,queued --iters 5
+              "${bench_args[@]}")
 fi
 if [[ $mode == ring ]]; then  # ring: heads vs lse, NCCL vs copy-engine hops (bench only)
   bench_args=(--seq 8192,32768,131072 --strategy ring --saved heads,lse --transport nccl,peer
