@@ -943,51 +943,12 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
       cudaGraphExec_t graph = nullptr;
       std::vector<double> ms, host;
       std::size_t peak = 0;
-      // Queued rows wait for the two warm-up steps only; their timed steps follow below.
-      for (int it = 0; it < (knobs.queued ? 2 : iters + 2); ++it) {
-        if (knobs.cuda_graph && it == 2) {
-          cudaGraph_t captured = nullptr;
-          BENCH_CUDA(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-          step();
-          BENCH_CUDA(cudaStreamEndCapture(st, &captured));
-          BENCH_CUDA(cudaGraphInstantiate(&graph, captured, 0));
-          BENCH_CUDA(cudaGraphDestroy(captured));
-        }
+      // Issues n steps (or replays) between two events and waits for them: their GPU ms and the
+      // host ms it took to issue them.
+      auto run_steps = [&](int n) {
         cudaEventRecord(e0, st);
         const auto h0 = std::chrono::steady_clock::now();
-        if (graph) {
-          BENCH_CUDA(cudaGraphLaunch(graph, st));
-        } else {
-          step();
-        }
-        const auto h1 = std::chrono::steady_clock::now();
-        cudaEventRecord(e1, st);
-        if (Status status = synchronize(*comms[static_cast<std::size_t>(r)], st); !status.is_ok()) {
-          fail(status);
-        }
-        FirstStep& mine = rank_first[static_cast<std::size_t>(r)];
-        if (it == 0) {
-          mine.ms =
-              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - created)
-                  .count();
-          const CudnnGraphStats built = graph_stats(**kernel);
-          mine.graphs = built.graphs;
-          mine.build_s = built.build_seconds;
-        } else {
-          mine.graphs_later = graph_stats(**kernel).graphs - mine.graphs;
-        }
-        peak = std::max(peak, used_bytes(dev(r)) - base);
-        float t = 0;
-        cudaEventElapsedTime(&t, e0, e1);
-        if (it >= 2) {
-          ms.push_back(t);
-          host.push_back(std::chrono::duration<double, std::milli>(h1 - h0).count());
-        }
-      }
-      if (knobs.queued) {  // iters steps back to back: one interval, its mean per step
-        cudaEventRecord(e0, st);
-        const auto h0 = std::chrono::steady_clock::now();
-        for (int it = 0; it < iters; ++it) {
+        for (int i = 0; i < n; ++i) {
           if (graph) {
             BENCH_CUDA(cudaGraphLaunch(graph, st));
           } else {
@@ -1002,9 +963,41 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
         peak = std::max(peak, used_bytes(dev(r)) - base);
         float t = 0;
         cudaEventElapsedTime(&t, e0, e1);
-        ms.push_back(static_cast<double>(t) / iters);
-        host.push_back(std::chrono::duration<double, std::milli>(h1 - h0).count() / iters);
+        return std::pair<double, double>(
+            t, std::chrono::duration<double, std::milli>(h1 - h0).count());
+      };
+      FirstStep& mine = rank_first[static_cast<std::size_t>(r)];
+      for (int it = 0; it < 2; ++it) {  // warm-up
+        run_steps(1);
+        if (it == 0) {
+          mine.ms =
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - created)
+                  .count();
+          const CudnnGraphStats built = graph_stats(**kernel);
+          mine.graphs = built.graphs;
+          mine.build_s = built.build_seconds;
+        }
       }
+      if (knobs.cuda_graph) {
+        cudaGraph_t captured = nullptr;
+        BENCH_CUDA(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        step();
+        BENCH_CUDA(cudaStreamEndCapture(st, &captured));
+        BENCH_CUDA(cudaGraphInstantiate(&graph, captured, 0));
+        BENCH_CUDA(cudaGraphDestroy(captured));
+      }
+      if (knobs.queued) {  // iters steps back to back: one interval, its mean per step
+        const auto [t, h] = run_steps(iters);
+        ms.push_back(t / iters);
+        host.push_back(h / iters);
+      } else {  // each step waited for on its own: their median
+        for (int it = 0; it < iters; ++it) {
+          const auto [t, h] = run_steps(1);
+          ms.push_back(t);
+          host.push_back(h);
+        }
+      }
+      mine.graphs_later = graph_stats(**kernel).graphs - mine.graphs;
       std::sort(ms.begin(), ms.end());
       std::sort(host.begin(), host.end());
       rank_ms[static_cast<std::size_t>(r)] = ms[ms.size() / 2];
