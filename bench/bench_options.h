@@ -35,8 +35,10 @@ struct Options {
   bool keep_saved = false;        // PlanConfig::backward_keeps_saved
   std::vector<std::string> saved = {"heads"};  // PlanConfig::saved_activations (list: heads, lse)
   std::vector<int> in_flight = {2};  // PlanConfig::chunks_in_flight (list: GPU rows; CPU: first)
-  // GPU path, the cp > 1 rows' communicator (list): nccl; peer (copy-engine copies between the GPUs
-  // of this process); loopback (cp virtual ranks on GPU 0: memory and checks, not speed).
+  // GPU path, the cp > 1 rows' communicator (list): nccl (ulysses' non-blocking communicators);
+  // nccl-grouped (every exchange a group of send/recv); nccl-blocking (blocking communicators made
+  // by the bench, wrapped); peer (copy-engine copies between the GPUs of this process); loopback
+  // (cp virtual ranks on GPU 0: memory and checks, not speed).
   std::vector<std::string> transport = {"nccl"};
   // GPU path, NCCL rows (list: off, on): "on" captures a cp > 1 step (forward + backward) into a
   // CUDA graph after the warm-up steps and times its replays, which shows what the host costs.
