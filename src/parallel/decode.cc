@@ -52,10 +52,11 @@ constexpr std::string_view kCreate = "ulysses::DistributedDecode::create";
 constexpr std::string_view kForward = "ulysses::DistributedDecode::forward";
 constexpr std::string_view kConfig = "ulysses::DecodeConfig";
 // split_kernel = auto with the cuDNN backend: steps that read at most this many keys on a rank
-// run in the built-in kernel. On an H200 (tensor copies) it took less GPU time per step than cuDNN
-// up to 128k keys in every shape measured, and a third to a half of cuDNN's host time; from 256k
-// on it depends on the shape (docs/PERF.md).
-constexpr std::int64_t kAutoBuiltInKeys = 131072;
+// run in the built-in kernel. On an H200 (tensor copies, one-tile rings) it took less GPU time per
+// step than cuDNN up to 192k keys in every shape measured and tied at 256k for one sequence (0.277
+// against 0.276 ms; batches, 4 tokens and MLA still faster there), at a third to a half of cuDNN's
+// host time; at 512k and 1M cuDNN wins for one sequence by 4-5% (docs/PERF.md).
+constexpr std::int64_t kAutoBuiltInKeys = 262144;
 
 // Pieces per rank and sequence the workspace holds: open pieces (<= max_splits, plus one per
 // segment by rounding) and <= 2 edges per segment.

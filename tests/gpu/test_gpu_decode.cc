@@ -579,9 +579,9 @@ TEST(DeviceLoopbackDecodeAuto, FallsBackToTheBuiltInKernel) {
   EXPECT_NE(local.message().find("LSE"), std::string::npos) << local.message();
 }
 
-// Under auto with the cuDNN backend, a step that reads at most 128k keys on a rank runs in the
+// Under auto with the cuDNN backend, a step that reads at most 256k keys on a rank runs in the
 // built-in kernel, a longer one in cuDNN (decode.cc's kAutoBuiltInKeys): auto's O is the bits of
-// built_in's at 4k and 128k cached keys and of local's at 160k. The two kernels' O differ at every
+// built_in's at 4k and 256k cached keys and of local's at 320k. The two kernels' O differ at every
 // length, so each comparison tells them apart.
 TEST(DeviceLoopbackDecodeAuto, ShortStepsRunTheBuiltInKernelLongOnesCudnn) {
   ULYSSES_REQUIRE_GPUS(1);
@@ -593,7 +593,7 @@ TEST(DeviceLoopbackDecodeAuto, ShortStepsRunTheBuiltInKernelLongOnesCudnn) {
   ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
   auto cudnn = create_cudnn_attention(0);
   ASSERT_TRUE(cudnn.is_ok()) << cudnn.status().to_string();
-  for (const std::int64_t L : {std::int64_t{4096}, std::int64_t{131072}, std::int64_t{163840}}) {
+  for (const std::int64_t L : {std::int64_t{4096}, std::int64_t{262144}, std::int64_t{327680}}) {
     SCOPED_TRACE("cache of " + std::to_string(L) + " keys");
     HostTensor k(c.dtype, {1, L, c.Hkv, c.D}), v = k, q(c.dtype, {1, 1, c.Hq, c.D});
     for (HostTensor* t : {&k, &v, &q}) testing::fill_uniform(*t, rng, -1.0, 1.0);
@@ -607,7 +607,7 @@ TEST(DeviceLoopbackDecodeAuto, ShortStepsRunTheBuiltInKernelLongOnesCudnn) {
       ASSERT_TRUE(st.is_ok()) << decode_kernel_name(split_kernel) << ": " << st.to_string();
     }
     EXPECT_GT(testing::compare_bits(o_local, o_builtin).count, 0);
-    if (L <= 131072) {
+    if (L <= 262144) {
       EXPECT_BITWISE_EQ(o_builtin, o_auto, "O");
     } else {
       EXPECT_BITWISE_EQ(o_local, o_auto, "O");
