@@ -54,6 +54,14 @@ inline TensorView drop_dim0(const TensorView& v) {
   return out;
 }
 
+/// Entry b of a view's leading (batch) dimension, as a view of size 1 there: [B, ..] -> [1, ..].
+inline TensorView batch_entry(TensorView v, std::int64_t b) {
+  v.data =
+      static_cast<char*>(v.data) + b * v.stride(0) * static_cast<std::int64_t>(dtype_size(v.dtype));
+  v.shape[0] = 1;
+  return v;
+}
+
 inline HostTensor convert(const HostTensor& src, DType dtype) {
   HostTensor out;
   out.storage.assign(static_cast<std::size_t>(src.numel()) * dtype_size(dtype), 0);

@@ -79,13 +79,7 @@ void reference(const Case& c, const HostTensor& q, const HostTensor& k, const Ho
     LocalProblem p = LocalProblem::unsharded(attention(c), dtype, 1, c.T);
     p.seqlen_kv = p0[static_cast<std::size_t>(b)] + c.T;
     p.diagonal_offset = p0[static_cast<std::size_t>(b)];
-    auto seq = [&](const HostTensor& t) {
-      TensorView x = t.view;
-      x.data = static_cast<char*>(x.data) +
-               b * x.stride(0) * static_cast<std::int64_t>(dtype_size(x.dtype));
-      x.shape[0] = 1;
-      return x;
-    };
+    auto seq = [&](const HostTensor& t) { return testing::batch_entry(t.view, b); };
     TensorView kk = seq(kd), vv = seq(vd);
     kk.shape[1] = vv.shape[1] = p.seqlen_kv;
     LocalForwardArgs f{.q = seq(qd), .k = kk, .v = vv, .o = seq(o), .lse = seq(lse)};

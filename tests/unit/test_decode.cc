@@ -661,17 +661,13 @@ TEST_P(DecodeRagged, EachSequenceItsOwnSegmentsAndPosition) {
     LocalProblem p = LocalProblem::unsharded(attention(c), DType::kFloat64, 1, rc.T);
     p.seqlen_kv = len[static_cast<std::size_t>(b)] + rc.T;
     p.diagonal_offset = len[static_cast<std::size_t>(b)];
-    auto seq = [&](const HostTensor& t) {
-      TensorView x = t.view;
-      x.data = static_cast<char*>(x.data) + b * x.stride(0) * 8;
-      x.shape[0] = 1;
-      return x;
-    };
-    TensorView kk = seq(k), vv = seq(v), ll = lse_ref.view;
+    TensorView kk = testing::batch_entry(k.view, b), vv = testing::batch_entry(v.view, b);
     kk.shape[1] = vv.shape[1] = p.seqlen_kv;
-    ll.data = static_cast<char*>(ll.data) + b * ll.stride(0) * 4;
-    ll.shape[0] = 1;
-    LocalForwardArgs f{.q = seq(q), .k = kk, .v = vv, .o = seq(o_ref), .lse = ll};
+    LocalForwardArgs f{.q = testing::batch_entry(q.view, b),
+                       .k = kk,
+                       .v = vv,
+                       .o = testing::batch_entry(o_ref.view, b),
+                       .lse = testing::batch_entry(lse_ref.view, b)};
     if (rc.sinks) f.sinks = sinks.view;
     ASSERT_TRUE(reference_forward(p, f).is_ok());
   }
@@ -817,13 +813,7 @@ TEST(DecodePaged, SequencesShareThePagesOfACommonPrefix) {
     LocalProblem p = LocalProblem::unsharded(att, DType::kFloat64, 1, T);
     p.seqlen_kv = S + own[static_cast<std::size_t>(b)];
     p.diagonal_offset = positions[static_cast<std::size_t>(b)];
-    auto row_of = [&](const HostTensor& t) {
-      TensorView x = t.view;
-      x.data = static_cast<char*>(x.data) +
-               b * x.stride(0) * static_cast<std::int64_t>(dtype_size(x.dtype));
-      x.shape[0] = 1;
-      return x;
-    };
+    auto row_of = [&](const HostTensor& t) { return testing::batch_entry(t.view, b); };
     LocalForwardArgs f{.q = row_of(q),
                        .k = k_seq[static_cast<std::size_t>(b)].view,
                        .v = v_seq[static_cast<std::size_t>(b)].view,
