@@ -69,6 +69,9 @@ struct Options {
   std::string page_order = "shuffled";
   // GPU path: after each row's timed steps, three more with every kernel call timed alone.
   bool trace_calls = false;
+  // GPU path, plan rows: after each row's timed steps, three more with every kernel call and
+  // exchange marked by CUDA events where it runs (nothing serialised): each rank's timeline.
+  bool timeline = false;
   int iters = 3;
   bool check = true;
   std::string json;

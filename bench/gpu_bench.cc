@@ -25,6 +25,7 @@
 #include "bench/bench_cuda.h"
 #include "bench/bench_options.h"
 #include "bench/call_trace.h"
+#include "bench/step_timeline.h"
 #include "common/dtype_convert.h"
 #include "common/random_fill.h"
 #include "kernels/layout.h"
@@ -69,7 +70,10 @@ struct GpuRow {
   double err_dsinks = 0;                                   // --sinks: max |dSinks - cp=1's|
   double kernel_contiguous_ms = 0, kernel_inplace_ms = 0;  // the local kernel alone (cp > 1 rows)
   std::vector<CallRecord> calls;  // --trace-calls: every kernel call of one step, timed alone
-  double kernel_ms = 0;           // their sum over all ranks
+  // --timeline: every rank's spans of its fastest marked step, and that step's ms per rank.
+  std::vector<TimelineSpan> timeline;
+  std::vector<double> timeline_step_ms;
+  double kernel_ms = 0;                               // their sum over all ranks
   double pack_gbs = 0, unpack_gbs = 0, copy_gbs = 0;  // pack/unpack alone vs a device copy
   double qkv_pack_gbs = 0;  // the forward's three packs (Q, K, V) into one merged message
   double fp8_pack_gbs = 0, fp8_dequant_gbs = 0;  // Q packed into fp8 rows, and back
@@ -181,6 +185,98 @@ std::size_t used_bytes(int device) {
 // --trace-calls: steps timed call by call after a row's timed steps (each call's fastest kept).
 constexpr int kTraceSteps = 3;
 
+// --timeline: CUDA events recorded on the streams where a rank's step issues its kernel calls and
+// exchanges, read back once the step is done (StepMarks::spans()). Used by one rank's thread.
+class StepMarks {
+ public:
+  explicit StepMarks(int rank) : rank_(rank) {}
+  ~StepMarks() {
+    for (cudaEvent_t e : pool_) cudaEventDestroy(e);
+  }
+  StepMarks(const StepMarks&) = delete;
+  StepMarks& operator=(const StepMarks&) = delete;
+
+  bool on = false;  // marks only while on (the timeline's steps), so timed steps carry none
+
+  // A new step: forgets the last one's marks and records its start on the caller's stream.
+  void start(cudaStream_t caller) {
+    used_ = 0;
+    marks_.clear();
+    streams_ = {caller};
+    start_ = take();
+    BENCH_CUDA(cudaEventRecord(start_, caller));
+  }
+  // Opens a span on `stream` (an event recorded there now); close(index, ...) ends it.
+  std::size_t open(cudaStream_t stream, bool kernel, std::string what, double bytes) {
+    Mark m{.stream = stream_index(stream), .kernel = kernel, .what = std::move(what)};
+    m.bytes = bytes;
+    m.begin = take();
+    BENCH_CUDA(cudaEventRecord(m.begin, stream));
+    marks_.push_back(std::move(m));
+    return marks_.size() - 1;
+  }
+  void add_bytes(std::size_t index, double bytes) { marks_[index].bytes += bytes; }
+  // ms from the step's start to `e` (recorded after it on the caller's stream, and complete).
+  double ms_to(cudaEvent_t e) const {
+    float ms = 0;
+    BENCH_CUDA(cudaEventElapsedTime(&ms, start_, e));
+    return ms;
+  }
+  void close(std::size_t index, cudaStream_t stream) {
+    marks_[index].end = take();
+    BENCH_CUDA(cudaEventRecord(marks_[index].end, stream));
+  }
+  // The step's spans in ms from its start; call after the step finished on the device.
+  std::vector<TimelineSpan> spans() const {
+    std::vector<TimelineSpan> out;
+    for (const Mark& m : marks_) {
+      if (m.end == nullptr) continue;  // (an operation that failed before it was closed)
+      float b = 0, e = 0;
+      BENCH_CUDA(cudaEventElapsedTime(&b, start_, m.begin));
+      BENCH_CUDA(cudaEventElapsedTime(&e, start_, m.end));
+      out.push_back({.rank = rank_,
+                     .stream = m.stream,
+                     .kernel = m.kernel,
+                     .what = m.what,
+                     .begin_ms = b,
+                     .end_ms = e,
+                     .bytes = m.bytes});
+    }
+    std::sort(out.begin(), out.end(),
+              [](const TimelineSpan& a, const TimelineSpan& b) { return a.begin_ms < b.begin_ms; });
+    return out;
+  }
+
+ private:
+  struct Mark {
+    int stream = 0;
+    bool kernel = false;
+    std::string what;
+    double bytes = 0;
+    cudaEvent_t begin = nullptr, end = nullptr;
+  };
+  cudaEvent_t take() {
+    if (used_ == pool_.size()) {
+      cudaEvent_t e = nullptr;
+      BENCH_CUDA(cudaEventCreate(&e));
+      pool_.push_back(e);
+    }
+    return pool_[used_++];
+  }
+  int stream_index(cudaStream_t s) {
+    const auto it = std::find(streams_.begin(), streams_.end(), s);
+    if (it != streams_.end()) return static_cast<int>(it - streams_.begin());
+    streams_.push_back(s);
+    return static_cast<int>(streams_.size()) - 1;
+  }
+  int rank_;
+  std::vector<cudaEvent_t> pool_;
+  std::size_t used_ = 0;
+  cudaEvent_t start_ = nullptr;
+  std::vector<cudaStream_t> streams_;
+  std::vector<Mark> marks_;
+};
+
 // --trace-calls: a LocalAttention that forwards to `inner` and, while `on`, times every call
 // alone: it waits for the stream's earlier work (exchanges, packs), then runs the call holding a
 // lock that every rank's timer shares, so virtual ranks on one GPU do not overlap their calls.
@@ -213,15 +309,23 @@ class CallTimer final : public LocalAttention {
   std::size_t held_bytes() const override { return inner_.held_bytes(); }
   Status release_held(Stream stream) override { return inner_.release_held(stream); }
   Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream stream) override {
+    if (marks != nullptr && marks->on) {
+      return marked(p, false, stream, [&] { return inner_.forward(p, a, stream); });
+    }
     if (!on) return inner_.forward(p, a, stream);
     return timed(describe_call(p, a.cu_seqlens, a.rows, false, rank_), stream,
                  [&] { return inner_.forward(p, a, stream); });
   }
   Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream stream) override {
+    if (marks != nullptr && marks->on) {
+      return marked(p, true, stream, [&] { return inner_.backward(p, a, stream); });
+    }
     if (!on) return inner_.backward(p, a, stream);
     return timed(describe_call(p, a.cu_seqlens, a.rows, true, rank_), stream,
                  [&] { return inner_.backward(p, a, stream); });
   }
+  // --timeline: while its marks are on, each call is a span of the step (not run alone).
+  StepMarks* marks = nullptr;
 
  private:
   template <typename F>
@@ -239,9 +343,121 @@ class CallTimer final : public LocalAttention {
     records.push_back(record);
     return status;
   }
+  template <typename F>
+  Status marked(const LocalProblem& p, bool backward, Stream stream, F&& call) {
+    const int heads = p.num_heads_q_local > 0 ? p.num_heads_q_local : p.config.num_heads_q;
+    const std::size_t index =
+        marks->open(stream, true,
+                    std::string(backward ? "bwd " : "fwd ") + std::to_string(heads) + " heads, " +
+                        std::to_string(p.seqlen) + " rows",
+                    0);
+    Status status = call();
+    marks->close(index, stream);
+    return status;
+  }
   LocalAttention& inner_;
   int rank_;
   cudaEvent_t e0_ = nullptr, e1_ = nullptr;
+};
+
+// --timeline: a Communicator that forwards to `inner` and, while the marks are on, opens a span
+// around each exchange on the stream it is issued on: an all_to_all_v, a group (from its first send
+// or receive on a stream to group_end(), one span per stream it used), a lone send or receive, or
+// another collective. The plan sees the inner communicator's rank, size, device and name.
+class TimedComm final : public Communicator {
+ public:
+  TimedComm(Communicator& inner, StepMarks& marks) : inner_(inner), marks_(marks) {}
+  int rank() const override { return inner_.rank(); }
+  int size() const override { return inner_.size(); }
+  Device device() const override { return inner_.device(); }
+  std::string_view backend_name() const override { return inner_.backend_name(); }
+  Status all_to_all_v(const void* send, std::span<const std::size_t> send_counts,
+                      std::span<const std::size_t> send_offsets, void* recv,
+                      std::span<const std::size_t> recv_counts,
+                      std::span<const std::size_t> recv_offsets, Stream stream) override {
+    double bytes = 0;
+    for (std::size_t p = 0; p < send_counts.size(); ++p) {
+      if (static_cast<int>(p) != rank()) bytes += static_cast<double>(send_counts[p]);
+    }
+    if (in_group_) {
+      note(stream, bytes);
+      return inner_.all_to_all_v(send, send_counts, send_offsets, recv, recv_counts, recv_offsets,
+                                 stream);
+    }
+    return spanned("exchange", bytes, stream, [&] {
+      return inner_.all_to_all_v(send, send_counts, send_offsets, recv, recv_counts, recv_offsets,
+                                 stream);
+    });
+  }
+  Status send(const void* data, std::size_t bytes, int peer, Stream stream) override {
+    const double sent = peer == rank() ? 0.0 : static_cast<double>(bytes);
+    if (in_group_) {
+      note(stream, sent);
+      return inner_.send(data, bytes, peer, stream);
+    }
+    return spanned("send", sent, stream, [&] { return inner_.send(data, bytes, peer, stream); });
+  }
+  Status recv(void* data, std::size_t bytes, int peer, Stream stream) override {
+    if (in_group_) {
+      note(stream, 0);
+      return inner_.recv(data, bytes, peer, stream);
+    }
+    return spanned("recv", 0, stream, [&] { return inner_.recv(data, bytes, peer, stream); });
+  }
+  Status all_gather(const void* send, void* recv, std::size_t bytes_per_rank,
+                    Stream stream) override {
+    return spanned("all-gather", static_cast<double>(bytes_per_rank), stream,
+                   [&] { return inner_.all_gather(send, recv, bytes_per_rank, stream); });
+  }
+  Status all_reduce_sum(const void* send, void* recv, std::size_t count, DType dtype,
+                        Stream stream) override {
+    return spanned("all-reduce", 0, stream,
+                   [&] { return inner_.all_reduce_sum(send, recv, count, dtype, stream); });
+  }
+  Status barrier(Stream stream) override { return inner_.barrier(stream); }
+  Status warm_up() override { return inner_.warm_up(); }
+  Status host_all_gather(const void* send, void* recv, std::size_t bytes_per_rank) override {
+    return inner_.host_all_gather(send, recv, bytes_per_rank);
+  }
+  Status group_start() override {
+    in_group_ = true;
+    group_.clear();
+    return inner_.group_start();
+  }
+  Status group_end() override {
+    in_group_ = false;
+    Status status = inner_.group_end();
+    for (const auto& [stream, index] : group_) marks_.close(index, stream);
+    group_.clear();
+    return status;
+  }
+
+ private:
+  template <typename F>
+  Status spanned(const char* what, double bytes, Stream stream, F&& op) {
+    if (!marks_.on) return op();
+    const cudaStream_t s = stream;
+    const std::size_t index = marks_.open(s, false, what, bytes);
+    Status status = op();
+    marks_.close(index, s);
+    return status;
+  }
+  // A grouped operation on `stream`: opens the group's span there at its first one.
+  void note(Stream stream, double bytes) {
+    if (!marks_.on) return;
+    const cudaStream_t s = stream;
+    auto it =
+        std::find_if(group_.begin(), group_.end(), [&](const auto& g) { return g.first == s; });
+    if (it == group_.end()) {
+      group_.emplace_back(s, marks_.open(s, false, "exchange", 0));
+      it = group_.end() - 1;
+    }
+    marks_.add_bytes(it->second, bytes);
+  }
+  Communicator& inner_;
+  StepMarks& marks_;
+  bool in_group_ = false;
+  std::vector<std::pair<cudaStream_t, std::size_t>> group_;  // (stream, its open span)
 };
 
 // --trace-calls output: one line per call, then each rank's sum.
@@ -267,6 +483,47 @@ double print_calls(const std::string& what, const std::vector<CallRecord>& calls
                 most, most / (total / static_cast<double>(per_rank.size())));
   }
   return total;
+}
+
+// The summary of each rank's marked step (--timeline): spans grouped by rank.
+std::vector<TimelineSummary> timeline_summaries(const std::vector<TimelineSpan>& spans,
+                                                const std::vector<double>& step_ms) {
+  std::vector<TimelineSummary> out;
+  for (std::size_t r = 0; r < step_ms.size(); ++r) {
+    std::vector<TimelineSpan> mine;
+    for (const TimelineSpan& t : spans) {
+      if (t.rank == static_cast<int>(r)) mine.push_back(t);
+    }
+    out.push_back(summarize_step(mine, step_ms[r]));
+  }
+  return out;
+}
+
+// --timeline output: per rank, each span of its fastest marked step, then its summary.
+void print_timeline(const std::string& what, const std::vector<TimelineSpan>& spans,
+                    const std::vector<double>& step_ms) {
+  const std::vector<TimelineSummary> sums = timeline_summaries(spans, step_ms);
+  for (std::size_t r = 0; r < sums.size(); ++r) {
+    std::printf("#   timeline %s, rank %zu: step %.3f ms (the fastest of %d marked steps)\n",
+                what.c_str(), r, step_ms[r], kTraceSteps);
+    for (const TimelineSpan& t : spans) {
+      if (t.rank != static_cast<int>(r)) continue;
+      const double ms = t.end_ms - t.begin_ms;
+      std::printf("#     stream %d %8.3f - %8.3f ms (%7.3f) %s", t.stream, t.begin_ms, t.end_ms, ms,
+                  t.what.c_str());
+      if (t.bytes > 0) {
+        std::printf(", %.1f MiB out (%.0f GB/s)", t.bytes / (1 << 20),
+                    ms > 0 ? t.bytes / (ms * 1e-3) / 1e9 : 0.0);
+      }
+      std::printf("\n");
+    }
+    const TimelineSummary& x = sums[r];
+    std::printf(
+        "#   timeline %s, rank %zu: kernels busy %.3f ms (%.3f summed over calls), exchanges "
+        "%.3f ms of which %.3f beside no kernel, neither %.3f ms (packs, unpacks, waits)\n",
+        what.c_str(), r, x.kernel_busy_ms, x.kernel_sum_ms, x.exchange_busy_ms,
+        x.exchange_exposed_ms, x.idle_ms);
+  }
 }
 
 // Host copies of one run's outputs (fp32 for comparison).
@@ -809,7 +1066,9 @@ PlanConfig plan_config(const Shape& s, const ParallelConfig& parallel, const Pla
 double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Communicator>>& comms,
                 const ParallelConfig& parallel, const PlanKnobs& knobs, int iters, HostOut* out,
                 MemUse* mem, bool loopback, std::vector<CallRecord>* calls = nullptr,
-                FirstStep* first = nullptr, double* host_ms = nullptr) {
+                FirstStep* first = nullptr, double* host_ms = nullptr,
+                std::vector<TimelineSpan>* timeline = nullptr,
+                std::vector<double>* timeline_ms = nullptr) {
   const int P = static_cast<int>(comms.size());
   // Device loopback: every rank on GPU 0, so memory is measured once for all of them.
   auto dev = [&](int r) { return loopback ? 0 : r; };
@@ -829,6 +1088,10 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
   std::vector<std::thread> threads;
   std::mutex calls_mutex;
   std::vector<FirstStep> rank_first(static_cast<std::size_t>(P));
+  if (timeline) {
+    timeline->clear();
+    timeline_ms->assign(static_cast<std::size_t>(P), 0.0);
+  }
   for (int r = 0; r < P; ++r) {
     threads.emplace_back([&, r] {
       cudaSetDevice(dev(r));
@@ -836,7 +1099,13 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
       const auto created = std::chrono::steady_clock::now();
       auto kernel = create_cudnn_attention(dev(r));
       CallTimer timer(**kernel, r);
-      auto plan = DistributedAttention::create(cfg, *comms[static_cast<std::size_t>(r)], timer);
+      // --timeline: the plan talks through a TimedComm and calls the kernel through the timer,
+      // both marking spans while marks.on.
+      StepMarks marks(r);
+      TimedComm timed_comm(*comms[static_cast<std::size_t>(r)], marks);
+      if (timeline) timer.marks = &marks;
+      Communicator& plan_comm = timeline ? timed_comm : *comms[static_cast<std::size_t>(r)];
+      auto plan = DistributedAttention::create(cfg, plan_comm, timer);
       if (!plan.is_ok()) {
         std::fprintf(stderr, "ulysses-bench: rank %d: %s\n", r, plan.status().to_string().c_str());
         std::exit(2);
@@ -1043,12 +1312,39 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
         std::lock_guard<std::mutex> lock(calls_mutex);
         calls->insert(calls->end(), fastest.begin(), fastest.end());
       }
+      if (timeline) {  // --timeline: more steps with their spans marked; the fastest one kept
+        marks.on = true;
+        double best = INFINITY;
+        std::vector<TimelineSpan> kept;
+        for (int t = 0; t < kTraceSteps; ++t) {
+          marks.start(st);
+          step();
+          BENCH_CUDA(cudaEventRecord(e1, st));
+          if (Status status = synchronize(*comms[static_cast<std::size_t>(r)], st);
+              !status.is_ok()) {
+            fail(status);
+          }
+          const double step_ms = marks.ms_to(e1);
+          if (step_ms < best) {
+            best = step_ms;
+            kept = marks.spans();
+          }
+        }
+        marks.on = false;
+        std::lock_guard<std::mutex> lock(calls_mutex);
+        timeline->insert(timeline->end(), kept.begin(), kept.end());
+        (*timeline_ms)[static_cast<std::size_t>(r)] = best;
+      }
       if (graph) cudaGraphExecDestroy(graph);
       for (void* x : {q, k, v, o, d_o, dq, dk, dv, ws, saved, cu, sinks, dsinks}) cudaFree(x);
       cudaStreamDestroy(st);
     });
   }
   for (auto& t : threads) t.join();
+  if (timeline) {
+    std::stable_sort(timeline->begin(), timeline->end(),
+                     [](const TimelineSpan& a, const TimelineSpan& b) { return a.rank < b.rank; });
+  }
   if (first) {
     *first = {};
     for (const FirstStep& f : rank_first) first->merge(f);
@@ -1445,9 +1741,12 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           std::vector<CallRecord> calls;
           FirstStep first;
           double host_ms = 0;
-          const double tp = run_plan(rs, knobs.balanced ? moved : in, comms, parallel, knobs,
-                                     o.iters, o.check ? &got : nullptr, &mem, loopback,
-                                     o.trace_calls ? &calls : nullptr, &first, &host_ms);
+          std::vector<TimelineSpan> timeline;
+          std::vector<double> timeline_ms;
+          const double tp =
+              run_plan(rs, knobs.balanced ? moved : in, comms, parallel, knobs, o.iters,
+                       o.check ? &got : nullptr, &mem, loopback, o.trace_calls ? &calls : nullptr,
+                       &first, &host_ms, o.timeline ? &timeline : nullptr, &timeline_ms);
           if (!tokens.empty()) {
             for (std::vector<float>* x : {&got.o, &got.dq, &got.dk, &got.dv}) {
               *x = reorder_tokens(*x, tokens, true);
@@ -1519,6 +1818,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           }
           row.transport = transport;
           row.calls = std::move(calls);
+          row.timeline = std::move(timeline);
+          row.timeline_step_ms = std::move(timeline_ms);
           row.repro = repro(rs, cp, knobs, o.iters, parallel) + " --transport " + transport +
                       (knobs.cuda_graph ? " --cuda-graph on" : "") +
                       (knobs.queued ? " --steps queued" : "");
@@ -1587,6 +1888,12 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
             what.str().c_str(), r.kernel_ms, r.ms,
             r.transport == "loopback" ? "every rank on one GPU" : "slowest rank",
             r.ms - (r.transport == "loopback" ? r.kernel_ms : r.kernel_ms / r.cp));
+      }
+      if (!r.timeline_step_ms.empty()) {
+        std::ostringstream what;
+        what << "seq " << r.seq << " cp " << r.cp << " " << r.strategy << " via " << r.via()
+             << " chunks " << r.chunks;
+        print_timeline(what.str(), r.timeline, r.timeline_step_ms);
       }
       if (r.a2a_host_us > 0) {
         std::printf(
@@ -1688,6 +1995,27 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           << (k.backward ? "bwd" : "fwd") << "\", \"q\": " << k.q_rows << ", \"kv\": " << k.kv_rows
           << ", \"pieces\": " << k.pieces << ", \"mask\": \"" << k.mask
           << "\", \"pairs\": " << k.pairs << ", \"ms\": " << k.ms << "}";
+      }
+      f << "], \"timeline\": [";
+      const std::vector<TimelineSummary> sums = timeline_summaries(r.timeline, r.timeline_step_ms);
+      for (std::size_t k = 0; k < sums.size(); ++k) {
+        const TimelineSummary& x = sums[k];
+        f << (k ? ", " : "") << "{\"rank\": " << k << ", \"step_ms\": " << x.step_ms
+          << ", \"kernel_busy_ms\": " << x.kernel_busy_ms
+          << ", \"kernel_sum_ms\": " << x.kernel_sum_ms
+          << ", \"exchange_busy_ms\": " << x.exchange_busy_ms
+          << ", \"exchange_exposed_ms\": " << x.exchange_exposed_ms
+          << ", \"idle_ms\": " << x.idle_ms << ", \"spans\": [";
+        bool any = false;
+        for (const TimelineSpan& t : r.timeline) {
+          if (t.rank != static_cast<int>(k)) continue;
+          f << (any ? ", " : "") << "{\"stream\": " << t.stream
+            << ", \"kernel\": " << (t.kernel ? "true" : "false") << ", \"what\": \"" << t.what
+            << "\", \"begin_ms\": " << t.begin_ms << ", \"end_ms\": " << t.end_ms
+            << ", \"bytes\": " << t.bytes << "}";
+          any = true;
+        }
+        f << "]}";
       }
       f << "], \"repro\": \"" << r.repro << "\"}" << (i + 1 < rows.size() ? "," : "") << "\n";
     }

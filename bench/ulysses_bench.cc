@@ -571,6 +571,12 @@ int main(int argc, char** argv) {
                "beside a call); prints per call its direction, query and key rows, sequences, "
                "mask, visible (query, key) pairs, ms and TFLOP/s, and the step's time outside "
                "the kernel");
+  app.add_flag("--timeline", o.timeline,
+               "GPU path, cp > 1 rows: after each row's timed steps, three more in which CUDA "
+               "events mark every local kernel call and every exchange on the stream it runs on "
+               "(nothing serialised, unlike --trace-calls); prints each rank's fastest marked step "
+               "span by span, then its kernel-busy time, its exchange time beside no kernel (not "
+               "hidden) and the time neither ran (packs, unpacks, waits); the JSON gets the same");
   app.add_option("--iters", o.iters, "timed steps per row (median reported)");
   app.add_flag("--check,!--no-check", o.check, "compare with the unsharded run (default on)");
   app.add_option("--json", o.json, "also write the rows as JSON to this file");
@@ -588,8 +594,9 @@ int main(int argc, char** argv) {
     }
     return o.decode ? bench::run_gpu_decode_bench(o, given) : bench::run_gpu_bench(o, given);
   }
-  if (o.trace_calls) {
-    std::fprintf(stderr, "ulysses-bench: --trace-calls times GPU kernel calls (--device gpu)\n");
+  if (o.trace_calls || o.timeline) {
+    std::fprintf(stderr, "ulysses-bench: %s times GPU kernel calls (--device gpu)\n",
+                 o.trace_calls ? "--trace-calls" : "--timeline");
     return 2;
   }
   if (o.decode) {

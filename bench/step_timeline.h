@@ -1,0 +1,104 @@
+// ulysses-bench --timeline: where one step's time goes on each rank, from CUDA events recorded
+// around every local kernel call and every exchange of an ordinary step (nothing serialised, unlike
+// --trace-calls). Host-only: the events live in gpu_bench.cc; the interval arithmetic here is what
+// the CPU tests check.
+#pragma once
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ulysses::bench {
+
+/// One marked piece of a step, in ms from the step's start on its rank's caller stream.
+struct TimelineSpan {
+  int rank = 0;
+  int stream = 0;       // 0: the caller's stream; 1, 2, ...: the plan's others, in order seen
+  bool kernel = false;  // a local kernel call; else an exchange (or another collective)
+  std::string what;     // "fwd 16 heads", "exchange", ...
+  double begin_ms = 0, end_ms = 0;
+  double bytes = 0;  // exchanges: bytes this rank sends to other ranks
+};
+
+/// A step's spans reduced to what limits it.
+struct TimelineSummary {
+  double step_ms = 0;
+  double kernel_busy_ms = 0;  // time at least one kernel call ran
+  double kernel_sum_ms = 0;   // the calls' durations added (> busy where calls overlap)
+  double exchange_busy_ms = 0;
+  double exchange_exposed_ms = 0;  // exchange time beside no kernel call: not hidden
+  double idle_ms = 0;              // neither a kernel call nor an exchange (packs, waits, host)
+};
+
+using Intervals = std::vector<std::pair<double, double>>;
+
+/// Sorted, disjoint intervals covering the same points as `in` (empty ones dropped).
+inline Intervals merge_intervals(Intervals in) {
+  std::sort(in.begin(), in.end());
+  Intervals out;
+  for (const auto& [b, e] : in) {
+    if (e <= b) {
+      continue;
+    }
+    if (!out.empty() && b <= out.back().second) {
+      out.back().second = std::max(out.back().second, e);
+    } else {
+      out.emplace_back(b, e);
+    }
+  }
+  return out;
+}
+
+/// Total length of the union of `in`.
+inline double covered_ms(const Intervals& in) {
+  double total = 0;
+  for (const auto& [b, e] : merge_intervals(in)) {
+    total += e - b;
+  }
+  return total;
+}
+
+/// Length of the points `a` and `b` both cover.
+inline double overlap_ms(const Intervals& a, const Intervals& b) {
+  const Intervals x = merge_intervals(a), y = merge_intervals(b);
+  double total = 0;
+  std::size_t i = 0, j = 0;
+  while (i < x.size() && j < y.size()) {
+    const double lo = std::max(x[i].first, y[j].first);
+    const double hi = std::min(x[i].second, y[j].second);
+    if (hi > lo) {
+      total += hi - lo;
+    }
+    if (x[i].second < y[j].second) {
+      ++i;
+    } else {
+      ++j;
+    }
+  }
+  return total;
+}
+
+/// The summary of one rank's step of `step_ms` (spans clipped to [0, step_ms]).
+inline TimelineSummary summarize_step(const std::vector<TimelineSpan>& spans, double step_ms) {
+  TimelineSummary s;
+  s.step_ms = step_ms;
+  Intervals kernels, exchanges;
+  for (const TimelineSpan& t : spans) {
+    const double b = std::clamp(t.begin_ms, 0.0, step_ms);
+    const double e = std::clamp(t.end_ms, 0.0, step_ms);
+    (t.kernel ? kernels : exchanges).emplace_back(b, e);
+    if (t.kernel) {
+      s.kernel_sum_ms += std::max(0.0, e - b);
+    }
+  }
+  s.kernel_busy_ms = covered_ms(kernels);
+  s.exchange_busy_ms = covered_ms(exchanges);
+  s.exchange_exposed_ms = s.exchange_busy_ms - overlap_ms(exchanges, kernels);
+  Intervals both = kernels;
+  both.insert(both.end(), exchanges.begin(), exchanges.end());
+  s.idle_ms = std::max(0.0, step_ms - covered_ms(both));
+  return s;
+}
+
+}  // namespace ulysses::bench
