@@ -8,7 +8,9 @@
 # (bench only: head chunks pipelined with the kernel over NCCL and over copy engines), fp8 (bench
 # only: native vs fp8 payloads, ulysses' inbound exchanges, ring's K/V hops and all-gather's K/V
 # chunks, over NCCL and copy engines), targets (bench only: issue 3's rows, every chunk count over
-# copy engines, blocking and non-blocking NCCL, synced and queued steps),
+# copy engines, blocking and non-blocking NCCL, synced and queued steps), timeline (bench only:
+# the overlap rows with --timeline and --trace-calls: each rank's kernel calls and exchanges of
+# one step where they ran, beside each call timed alone),
 # mla (bench only: head_dim 192 with head_dim_v 128, 32 heads; ulysses with chunks as overlap, ring
 # and allgather beside it; transports as overlap).
 # uneven (bench only: KV heads that cp does not divide, split unevenly by ulysses, beside a count it
@@ -88,6 +90,11 @@ if [[ $mode == targets ]]; then  # issue 3's targets in one table (bench only): 
   bench_args=(--seq 8192,32768,131072 --strategy ulysses --saved heads --chunks 1,2,4
               --transport peer,nccl-blocking,nccl --steps synced,queued --iters 5
               "${bench_args[@]}")
+fi
+if [[ $mode == timeline ]]; then  # why a chunked step takes what it takes: per rank, each kernel
+  # call and exchange of a step as it ran (--timeline), and each call alone (--trace-calls)
+  bench_args=(--seq 8192,32768,131072 --strategy ulysses --saved heads --chunks 1,2,4
+              --transport peer,nccl --timeline --trace-calls --iters 3 "${bench_args[@]}")
 fi
 if [[ $mode == ring ]]; then  # ring: heads vs lse, NCCL vs copy-engine hops (bench only)
   bench_args=(--seq 8192,32768,131072 --strategy ring --saved heads,lse --transport nccl,peer
@@ -216,6 +223,7 @@ if [[ $mode == python ]]; then  # the Python package from torchrun, one process 
   exit $rc
 fi
 if [[ $mode != bench-only && $mode != ring && $mode != a2a && $mode != overlap && $mode != targets &&
+      $mode != timeline &&
       $mode != fp8 && $mode != mla ]]; then
   if [[ $mode != distributed && $mode != compare ]]; then
     run gpu_layout 120 $BIN/test_gpu_layout
