@@ -73,6 +73,10 @@ struct Options {
   // exchange marked by CUDA events where it runs (nothing serialised): each rank's timeline.
   bool timeline = false;
   int iters = 3;
+  // GPU path: warm-up steps before the timed ones last at least this long (ms of GPU time, after
+  // the two fixed warm-up steps), so that the timed steps run at the clocks a sustained run
+  // settles to under the power cap, as training does (0: the two fixed steps only).
+  double warmup_ms = 500;
   bool check = true;
   std::string json;
   std::uint64_t seed = 0;  // 0: fresh

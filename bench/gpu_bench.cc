@@ -11,6 +11,7 @@
 #include <nccl.h>
 
 #include <algorithm>
+#include <barrier>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -180,6 +181,13 @@ std::size_t used_bytes(int device) {
   cudaSetDevice(device);
   cudaMemGetInfo(&free, &total);
   return total - free;
+}
+
+// GPU ms between two completed events.
+double ms_last(cudaEvent_t e0, cudaEvent_t e1) {
+  float t = 0;
+  BENCH_CUDA(cudaEventElapsedTime(&t, e0, e1));
+  return t;
 }
 
 // --trace-calls: steps timed call by call after a row's timed steps (each call's fastest kept).
@@ -634,7 +642,7 @@ enum class Fp8Inputs { kNone, kQkvDo, kKv };
 
 double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, MemUse* mem,
                   Fp8Inputs fp8_inputs = Fp8Inputs::kNone, std::vector<CallRecord>* calls = nullptr,
-                  FirstStep* first = nullptr) {
+                  FirstStep* first = nullptr, double warmup_ms = 0) {
   cudaSetDevice(0);
   const std::size_t base = used_bytes(0);
   const auto created = std::chrono::steady_clock::now();
@@ -729,6 +737,12 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
     }
   };
   for (int it = 0; it < iters + 2; ++it) {
+    if (it == 2) {  // --warmup-ms: more warm-up steps, back to back, before the timed ones (the
+      // second step's pace counts for both: the first one's time includes building the graphs)
+      const double second = ms_last(e0, e1);
+      for (int n = extra_warmup_steps(warmup_ms, 2 * second, second); n > 0; --n) step();
+      BENCH_CUDA(cudaStreamSynchronize(st));
+    }
     cudaEventRecord(e0, st);
     step();
     cudaEventRecord(e1, st);
@@ -781,7 +795,7 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
 // busiest rank's), fwd+bwd: `packed` reads Q/K/V from a [S][B][hq + 2 hkv][D] receive buffer and
 // writes O, dQ, dK/dV in the layouts ulysses uses; otherwise every tensor is contiguous [B, S, H,
 // D]. Separates what the kernel costs on ulysses' layout from what the exchanges cost.
-double time_local_kernel(const Shape& s, int P, bool packed, int iters) {
+double time_local_kernel(const Shape& s, int P, bool packed, int iters, double warmup_ms) {
   cudaSetDevice(0);
   auto kernel = create_cudnn_attention(0);
   // (Uneven heads: the busiest rank's, ceil(Hkv / P) KV heads and their query groups.)
@@ -845,19 +859,25 @@ double time_local_kernel(const Shape& s, int P, bool packed, int iters) {
   cudaEventCreate(&e0);
   cudaEventCreate(&e1);
   std::vector<double> ms;
-  for (int it = 0; it < iters + 2; ++it) {
-    cudaEventRecord(e0, st);
+  auto step = [&] {
     Status status = (*kernel)->forward(p, f, st);
     if (status.is_ok()) status = (*kernel)->backward(p, b, st);
     if (!status.is_ok()) {
       std::fprintf(stderr, "ulysses-bench: local kernel: %s\n", status.to_string().c_str());
       std::exit(1);
     }
+  };
+  for (int it = 0; it < iters + 2; ++it) {
+    if (it == 2) {  // --warmup-ms, as the rows' steps
+      const double second = ms_last(e0, e1);
+      for (int n = extra_warmup_steps(warmup_ms, 2 * second, second); n > 0; --n) step();
+      BENCH_CUDA(cudaStreamSynchronize(st));
+    }
+    cudaEventRecord(e0, st);
+    step();
     cudaEventRecord(e1, st);
     cudaEventSynchronize(e1);
-    float t = 0;
-    cudaEventElapsedTime(&t, e0, e1);
-    if (it >= 2) ms.push_back(t);
+    if (it >= 2) ms.push_back(ms_last(e0, e1));
   }
   for (void* x : {qkv, o, d_o, dq, dkv, lse, ws}) cudaFree(x);
   cudaStreamDestroy(st);
@@ -1068,7 +1088,7 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
                 MemUse* mem, bool loopback, std::vector<CallRecord>* calls = nullptr,
                 FirstStep* first = nullptr, double* host_ms = nullptr,
                 std::vector<TimelineSpan>* timeline = nullptr,
-                std::vector<double>* timeline_ms = nullptr) {
+                std::vector<double>* timeline_ms = nullptr, double warmup_ms = 0) {
   const int P = static_cast<int>(comms.size());
   // Device loopback: every rank on GPU 0, so memory is measured once for all of them.
   auto dev = [&](int r) { return loopback ? 0 : r; };
@@ -1092,6 +1112,10 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
     timeline->clear();
     timeline_ms->assign(static_cast<std::size_t>(P), 0.0);
   }
+  // --warmup-ms: every rank's second warm-up step, so that all ranks run the same number of
+  // extra warm-up steps (the slowest rank's count), which collective steps require.
+  std::vector<double> rank_warm_ms(static_cast<std::size_t>(P));
+  std::barrier warm_sync(P);
   for (int r = 0; r < P; ++r) {
     threads.emplace_back([&, r] {
       cudaSetDevice(dev(r));
@@ -1237,7 +1261,8 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
       };
       FirstStep& mine = rank_first[static_cast<std::size_t>(r)];
       for (int it = 0; it < 2; ++it) {  // warm-up
-        run_steps(1);
+        const double t = run_steps(1).first;
+        if (it == 1) rank_warm_ms[static_cast<std::size_t>(r)] = t;
         if (it == 0) {
           mine.ms =
               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - created)
@@ -1246,6 +1271,12 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
           mine.graphs = built.graphs;
           mine.build_s = built.build_seconds;
         }
+      }
+      warm_sync.arrive_and_wait();
+      {
+        const double slowest = *std::max_element(rank_warm_ms.begin(), rank_warm_ms.end());
+        const int n = extra_warmup_steps(warmup_ms, 2 * slowest, slowest);
+        if (n > 0) run_steps(n);
       }
       if (knobs.cuda_graph) {
         cudaGraph_t captured = nullptr;
@@ -1389,6 +1420,14 @@ Status check_plan_support(const Shape& s, const ParallelConfig& parallel, const 
   return DistributedAttention::check_support(cfg, comm, **kernel);
 }
 
+// " --warmup-ms X" where the run did not use the default.
+std::string warmup_flag(const Options& o) {
+  if (o.warmup_ms == Options{}.warmup_ms) return "";
+  std::ostringstream os;
+  os << " --warmup-ms " << o.warmup_ms;
+  return os.str();
+}
+
 std::string repro(const Shape& s, int cp, const PlanKnobs& knobs, int iters,
                   const ParallelConfig& parallel = {}) {
   std::ostringstream os;
@@ -1473,7 +1512,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
   }
   std::printf(
       "# ulysses-bench GPU path: %d GPU(s), cuDNN %d; B=%lld Hq=%d Hkv=%d D=%d%s bf16 %s%s%s, "
-      "fwd+bwd, %d timed iterations (median), backward counted as 2.5x forward\n",
+      "fwd+bwd, %d timed iterations (median) after >= %.0f ms of warm-up, backward counted as "
+      "2.5x forward\n",
       ngpu, cudnn_runtime_version(), static_cast<long long>(o.batch), o.heads, o.kv_heads,
       o.head_dim,
       o.head_dim_v > 0 && o.head_dim_v != o.head_dim
@@ -1485,7 +1525,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
              " (TFLOP/s count the visible pairs)")
                 .c_str()
           : "",
-      o.sinks ? " sinks" : "", o.iters);
+      o.sinks ? " sinks" : "", o.iters, o.warmup_ms);
   std::printf(
       "# bal: the slowest rank's attention pairs over the mean (attention_pairs_by_rank(); 1 = "
       "even), what an uneven layout adds to a step on cp GPUs\n");
@@ -1532,7 +1572,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     std::vector<CallRecord> calls1;
     FirstStep first1;
     const double t1 = run_single(s, in, o.iters, o.check ? &ref : nullptr, &m1, Fp8Inputs::kNone,
-                                 o.trace_calls ? &calls1 : nullptr, &first1);
+                                 o.trace_calls ? &calls1 : nullptr, &first1, o.warmup_ms);
     // --payload fp8 rows are checked against cp = 1 on the inputs rounded as they travel (their
     // error columns stay against `ref`: what fp8 costs in accuracy): Q, K, V and dO for ulysses,
     // K and V for ring and hybrid.
@@ -1556,7 +1596,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     r1.workspace_gib = m1.workspace;
     r1.held_gib = m1.held;
     r1.first = first1;
-    r1.repro = repro(s, 1, PlanKnobs{}, o.iters);
+    r1.repro = repro(s, 1, PlanKnobs{}, o.iters) + warmup_flag(o);
     r1.calls = std::move(calls1);
     rows.push_back(r1);
     // cp = 1 in --cp: the plans on one GPU too, beside the kernel alone (what the library costs
@@ -1743,10 +1783,10 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           double host_ms = 0;
           std::vector<TimelineSpan> timeline;
           std::vector<double> timeline_ms;
-          const double tp =
-              run_plan(rs, knobs.balanced ? moved : in, comms, parallel, knobs, o.iters,
-                       o.check ? &got : nullptr, &mem, loopback, o.trace_calls ? &calls : nullptr,
-                       &first, &host_ms, o.timeline ? &timeline : nullptr, &timeline_ms);
+          const double tp = run_plan(rs, knobs.balanced ? moved : in, comms, parallel, knobs,
+                                     o.iters, o.check ? &got : nullptr, &mem, loopback,
+                                     o.trace_calls ? &calls : nullptr, &first, &host_ms,
+                                     o.timeline ? &timeline : nullptr, &timeline_ms, o.warmup_ms);
           if (!tokens.empty()) {
             for (std::vector<float>* x : {&got.o, &got.dq, &got.dk, &got.dv}) {
               *x = reorder_tokens(*x, tokens, true);
@@ -1820,8 +1860,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
           row.calls = std::move(calls);
           row.timeline = std::move(timeline);
           row.timeline_step_ms = std::move(timeline_ms);
-          row.repro = repro(rs, cp, knobs, o.iters, parallel) + " --transport " + transport +
-                      (knobs.cuda_graph ? " --cuda-graph on" : "") +
+          row.repro = repro(rs, cp, knobs, o.iters, parallel) + warmup_flag(o) + " --transport " +
+                      transport + (knobs.cuda_graph ? " --cuda-graph on" : "") +
                       (knobs.queued ? " --steps queued" : "");
           rows.push_back(row);
         }
@@ -1916,8 +1956,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       // The kernel/rest breakdown is about the step's speed, which virtual ranks sharing one GPU
       // do not show; the pack rates are one GPU's work either way.
       if (!all_loopback) {
-        const double contiguous = time_local_kernel(s, cp, false, o.iters);
-        const double in_place = time_local_kernel(s, cp, true, o.iters);
+        const double contiguous = time_local_kernel(s, cp, false, o.iters, o.warmup_ms);
+        const double in_place = time_local_kernel(s, cp, true, o.iters, o.warmup_ms);
         if (row) {
           row->kernel_contiguous_ms = contiguous;
           row->kernel_inplace_ms = in_place;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
@@ -99,6 +100,21 @@ inline TimelineSummary summarize_step(const std::vector<TimelineSpan>& spans, do
   both.insert(both.end(), exchanges.begin(), exchanges.end());
   s.idle_ms = std::max(0.0, step_ms - covered_ms(both));
   return s;
+}
+
+/// Most warm-up steps extra_warmup_steps() asks for (a bound for tiny steps).
+inline constexpr int kMaxWarmupSteps = 20000;
+
+/// Warm-up steps to run after the first ones, which took `done_ms` of GPU time at `step_ms` per
+/// step now, so that the warm-up lasts at least `warmup_ms` (--warmup-ms): a GPU fresh from idle
+/// runs at its boost clock for the first ~0.1 s of load before its power cap pulls it down, so
+/// timed steps after a short warm-up read faster than a sustained run (PERF.md, Method).
+inline int extra_warmup_steps(double warmup_ms, double done_ms, double step_ms) {
+  if (!(warmup_ms > done_ms) || !(step_ms > 0)) {
+    return 0;
+  }
+  const double n = std::ceil((warmup_ms - done_ms) / step_ms);
+  return n >= kMaxWarmupSteps ? kMaxWarmupSteps : static_cast<int>(n);
 }
 
 }  // namespace ulysses::bench

@@ -578,6 +578,13 @@ int main(int argc, char** argv) {
                "span by span, then its kernel-busy time, its exchange time beside no kernel (not "
                "hidden) and the time neither ran (packs, unpacks, waits); the JSON gets the same");
   app.add_option("--iters", o.iters, "timed steps per row (median reported)");
+  app.add_option("--warmup-ms", o.warmup_ms,
+                 "GPU path, training rows (not --decode): after the two warm-up steps, more until "
+                 "the warm-up has lasted this many "
+                 "ms of GPU time (default 500; 0: two steps only), so the timed steps run at the "
+                 "clocks a sustained run settles to under the power cap (an idle H200 starts at "
+                 "its boost clock and runs long steps ~10% faster for the first ~0.1 s)")
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--check,!--no-check", o.check, "compare with the unsharded run (default on)");
   app.add_option("--json", o.json, "also write the rows as JSON to this file");
   app.add_option("--seed", o.seed, "random seed (0: fresh)");

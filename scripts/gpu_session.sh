@@ -88,13 +88,13 @@ if [[ $mode == targets ]]; then  # issue 3's targets in one table (bench only): 
   # non-blocking NCCL, each step waited for and the steps queued; a2a GB/s beside NCCL's raw
   # all-to-all (the memory rows, lse with one chunk in flight, are `compare`'s)
   bench_args=(--seq 8192,32768,131072 --strategy ulysses --saved heads --chunks 1,2,4
-              --transport peer,nccl-blocking,nccl --steps synced,queued --iters 5
+              --transport peer,nccl-blocking,nccl --steps synced,queued --iters 9
               "${bench_args[@]}")
 fi
 if [[ $mode == timeline ]]; then  # why a chunked step takes what it takes: per rank, each kernel
   # call and exchange of a step as it ran (--timeline), and each call alone (--trace-calls)
   bench_args=(--seq 8192,32768,131072 --strategy ulysses --saved heads --chunks 1,2,4
-              --transport peer,nccl --timeline --trace-calls --iters 3 "${bench_args[@]}")
+              --transport peer,nccl --timeline --trace-calls --iters 9 "${bench_args[@]}")
 fi
 if [[ $mode == ring ]]; then  # ring: heads vs lse, NCCL vs copy-engine hops (bench only)
   bench_args=(--seq 8192,32768,131072 --strategy ring --saved heads,lse --transport nccl,peer

@@ -87,5 +87,22 @@ TEST(Timeline, EmptyStepIsAllIdle) {
   EXPECT_EQ(s.idle_ms, 3);
 }
 
+TEST(Warmup, ExtraStepsFillTheRequestedTime) {
+  EXPECT_EQ(extra_warmup_steps(0, 7, 3.5), 0);      // --warmup-ms 0: the two fixed steps only
+  EXPECT_EQ(extra_warmup_steps(500, 600, 300), 0);  // already long enough
+  EXPECT_EQ(extra_warmup_steps(500, 7, 3.5), 141);  // ceil(493 / 3.5)
+  EXPECT_EQ(extra_warmup_steps(500, 100, 50), 8);   // exactly 400 more
+  EXPECT_EQ(extra_warmup_steps(500, 0, 0), 0);      // no step time measured: none
+  EXPECT_EQ(extra_warmup_steps(1e9, 0, 1e-3), kMaxWarmupSteps);
+  for (double step :
+       {0.2, 1.9, 28.0, 460.0}) {  // the steps added reach the time, one fewer would not
+    const int n = extra_warmup_steps(500, 2 * step, step);
+    EXPECT_GE(2 * step + n * step, 500 - 1e-9) << step;
+    if (n > 0) {
+      EXPECT_LT(2 * step + (n - 1) * step, 500) << step;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ulysses::bench
