@@ -736,12 +736,17 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
       std::exit(1);
     }
   };
+  int extra = 0;  // --warmup-ms: warm-up steps after the first two
+  auto rewarm = [&] {
+    for (int n = extra; n > 0; --n) step();
+    BENCH_CUDA(cudaStreamSynchronize(st));
+  };
   for (int it = 0; it < iters + 2; ++it) {
     if (it == 2) {  // --warmup-ms: more warm-up steps, back to back, before the timed ones (the
       // second step's pace counts for both: the first one's time includes building the graphs)
       const double second = ms_last(e0, e1);
-      for (int n = extra_warmup_steps(warmup_ms, 2 * second, second); n > 0; --n) step();
-      BENCH_CUDA(cudaStreamSynchronize(st));
+      extra = extra_warmup_steps(warmup_ms, 2 * second, second);
+      rewarm();
     }
     cudaEventRecord(e0, st);
     step();
@@ -780,7 +785,9 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
           cudaMemcpy(out->dsinks.data(), dsinks, in.sinks.size() * 4, cudaMemcpyDeviceToHost));
     }
   }
-  if (calls) {  // --trace-calls: more steps, each call timed alone
+  if (calls) {  // --trace-calls: more steps, each call timed alone (after the checks' idle time,
+    // warmed up again to the timed steps' clocks)
+    rewarm();
     timer.on = true;
     for (int t = 0; t < kTraceSteps; ++t) step();
     BENCH_CUDA(cudaStreamSynchronize(st));
@@ -1273,11 +1280,9 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
         }
       }
       warm_sync.arrive_and_wait();
-      {
-        const double slowest = *std::max_element(rank_warm_ms.begin(), rank_warm_ms.end());
-        const int n = extra_warmup_steps(warmup_ms, 2 * slowest, slowest);
-        if (n > 0) run_steps(n);
-      }
+      const double slowest = *std::max_element(rank_warm_ms.begin(), rank_warm_ms.end());
+      const int extra = extra_warmup_steps(warmup_ms, 2 * slowest, slowest);  // same on every rank
+      if (extra > 0) run_steps(extra);
       if (knobs.cuda_graph) {
         cudaGraph_t captured = nullptr;
         BENCH_CUDA(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
@@ -1332,7 +1337,9 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
               cudaMemcpy(out->dsinks.data(), dsinks, in.sinks.size() * 4, cudaMemcpyDeviceToHost));
         }
       }
-      if (calls) {  // --trace-calls: more steps, each kernel call timed alone
+      if (calls) {  // --trace-calls: more steps, each kernel call timed alone (warmed up again
+        // after the checks' idle time, to the timed steps' clocks)
+        if (extra > 0) run_steps(extra);
         timer.on = true;
         for (int t = 0; t < kTraceSteps; ++t) step();
         if (Status status = synchronize(*comms[static_cast<std::size_t>(r)], st); !status.is_ok()) {
@@ -1344,6 +1351,7 @@ double run_plan(const Shape& s, const Inputs& in, std::vector<std::unique_ptr<Co
         calls->insert(calls->end(), fastest.begin(), fastest.end());
       }
       if (timeline) {  // --timeline: more steps with their spans marked; the fastest one kept
+        if (extra > 0) run_steps(extra);
         marks.on = true;
         double best = INFINITY;
         std::vector<TimelineSpan> kept;

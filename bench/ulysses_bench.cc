@@ -565,18 +565,21 @@ int main(int argc, char** argv) {
                  "sequence's pages one after another: the unpaged layout read through a table)")
       ->check(CLI::IsMember({"shuffled", "in_order"}));
   app.add_flag("--trace-calls", o.trace_calls,
-               "GPU path: after each row's timed steps, three more steps in which every local "
-               "kernel call runs alone (ranks take turns) and is timed (its fastest of the three "
+               "GPU path: after each row's timed steps, a fresh warm-up (--warmup-ms) and three "
+               "more steps in which every local kernel call runs alone (ranks take turns) and is "
+               "timed (its fastest of the three "
                "kept: with --transport loopback another rank's exchanges and sums may still run "
                "beside a call); prints per call its direction, query and key rows, sequences, "
                "mask, visible (query, key) pairs, ms and TFLOP/s, and the step's time outside "
                "the kernel");
-  app.add_flag("--timeline", o.timeline,
-               "GPU path, cp > 1 rows: after each row's timed steps, three more in which CUDA "
-               "events mark every local kernel call and every exchange on the stream it runs on "
-               "(nothing serialised, unlike --trace-calls); prints each rank's fastest marked step "
-               "span by span, then its kernel-busy time, its exchange time beside no kernel (not "
-               "hidden) and the time neither ran (packs, unpacks, waits); the JSON gets the same");
+  app.add_flag(
+      "--timeline", o.timeline,
+      "GPU path, cp > 1 rows: after each row's timed steps, a fresh warm-up and three more "
+      "in which CUDA "
+      "events mark every local kernel call and every exchange on the stream it runs on "
+      "(nothing serialised, unlike --trace-calls); prints each rank's fastest marked step "
+      "span by span, then its kernel-busy time, its exchange time beside no kernel (not "
+      "hidden) and the time neither ran (packs, unpacks, waits); the JSON gets the same");
   app.add_option("--iters", o.iters, "timed steps per row (median reported)");
   app.add_option("--warmup-ms", o.warmup_ms,
                  "GPU path, training rows (not --decode): after the two warm-up steps, more until "
