@@ -71,10 +71,10 @@ struct GpuRow {
   double err_dsinks = 0;                                   // --sinks: max |dSinks - cp=1's|
   double kernel_contiguous_ms = 0, kernel_inplace_ms = 0;  // the local kernel alone (cp > 1 rows)
   std::vector<CallRecord> calls;  // --trace-calls: every kernel call of one step, timed alone
+  double kernel_ms = 0;           // their sum over all ranks
   // --timeline: every rank's spans of its fastest marked step, and that step's ms per rank.
   std::vector<TimelineSpan> timeline;
   std::vector<double> timeline_step_ms;
-  double kernel_ms = 0;                               // their sum over all ranks
   double pack_gbs = 0, unpack_gbs = 0, copy_gbs = 0;  // pack/unpack alone vs a device copy
   double qkv_pack_gbs = 0;  // the forward's three packs (Q, K, V) into one merged message
   double fp8_pack_gbs = 0, fp8_dequant_gbs = 0;  // Q packed into fp8 rows, and back
