@@ -148,8 +148,8 @@ int main() {
           }
           const char* modes[] = {"1 stream", "2 streams", "2 streams, even chunks first",
                                  "a stream per chunk, by priority"};
-          std::printf("S %6lld  chunks %d  %-32s %s %8.3f ms; chunks done at", static_cast<long long>(S),
-                      K, modes[mode], phase == 0 ? "fwd" : "bwd", best);
+          std::printf("S %6lld  chunks %d  %-32s %s %8.3f ms; chunks done at",
+                      static_cast<long long>(S), K, modes[mode], phase == 0 ? "fwd" : "bwd", best);
           for (int c = 0; c < K; ++c) std::printf(" %.3f", fin_best[c]);
           std::printf("\n");
           std::fflush(stdout);

@@ -116,7 +116,8 @@ int main() {
           cudaEventRecord(c1, cs);
           if (mode == 2) {
             cudaEventRecord(c2a, cs2);
-            for (int i = 0; i < n; ++i) cudaMemcpyAsync(hdst, src, chunk, cudaMemcpyDeviceToHost, cs2);
+            for (int i = 0; i < n; ++i)
+              cudaMemcpyAsync(hdst, src, chunk, cudaMemcpyDeviceToHost, cs2);
             cudaEventRecord(c2b, cs2);
           }
         }
@@ -130,12 +131,13 @@ int main() {
           best = ms;
           gbs = mode > 0 ? n * chunk / (cms * 1e-3) / 1e9 : 0;
           gbs2 = mode == 2 ? n * chunk / (cms2 * 1e-3) / 1e9 : 0;
-          if (mode > 0 && cms < ms) std::printf("  (copies ended before the kernel: %.3f ms)\n", cms);
+          if (mode > 0 && cms < ms)
+            std::printf("  (copies ended before the kernel: %.3f ms)\n", cms);
         }
       }
       const char* what[] = {"alone", "beside D2D copies", "beside H2D + D2H copies"};
-      std::printf("S %6lld  16/4 heads fwd+bwd %-26s %8.3f ms", static_cast<long long>(S), what[mode],
-                  best);
+      std::printf("S %6lld  16/4 heads fwd+bwd %-26s %8.3f ms", static_cast<long long>(S),
+                  what[mode], best);
       if (mode == 1) std::printf("; copies %.0f GB/s (read + write each)", gbs);
       if (mode == 2) std::printf("; H2D %.0f GB/s, D2H %.0f GB/s", gbs, gbs2);
       std::printf("\n");

@@ -1,10 +1,10 @@
 // Ad-hoc (not built by CMake), second version: does copy traffic beside cuDNN slow it down once
-// the GPU runs at its power cap (as in sustained steps), not just after an idle moment? On two GPUs, chunked
-// steps hide the exchanges (copy-engine copies over NVLink) behind the kernel yet gain ~nothing
-// at 32k and 128k. Here, one rank's cuDNN call at cp = 2 (16 q / 4 kv heads, D = 128, causal,
-// bf16, random inputs, forward + backward) runs alone, then beside a stream of copies: device to
-// device (the most memory traffic), and host to device plus device to host from pinned memory
-// (copy engines for sure, at PCIe rates).
+// the GPU runs at its power cap (as in sustained steps), not just after an idle moment? On two
+// GPUs, chunked steps hide the exchanges (copy-engine copies over NVLink) behind the kernel yet
+// gain ~nothing at 32k and 128k. Here, one rank's cuDNN call at cp = 2 (16 q / 4 kv heads, D = 128,
+// causal, bf16, random inputs, forward + backward) runs alone, then beside a stream of copies:
+// device to device (the most memory traffic), and host to device plus device to host from pinned
+// memory (copy engines for sure, at PCIe rates).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -160,8 +160,10 @@ int main(int argc, char** argv) {
   for (int mode = 0; mode < 3; ++mode) {
     std::vector<float> v = ms[mode];
     std::sort(v.begin(), v.end());
-    std::printf("S %6lld  16/4 heads fwd+bwd at the power cap, %-24s median %8.3f ms (min %8.3f, max %8.3f)",
-                static_cast<long long>(S), what[mode], v[v.size() / 2], v.front(), v.back());
+    std::printf(
+        "S %6lld  16/4 heads fwd+bwd at the power cap, %-24s median %8.3f ms (min %8.3f, max "
+        "%8.3f)",
+        static_cast<long long>(S), what[mode], v[v.size() / 2], v.front(), v.back());
     if (mode > 0) {
       std::vector<float> c = cms[mode];
       std::sort(c.begin(), c.end());
@@ -172,7 +174,13 @@ int main(int argc, char** argv) {
     std::printf("\n");
   }
   std::printf("per-step order (mode: ms):");
-  for (std::size_t i = 0; i < recs.size(); ++i) std::printf(" %d:%.2f", recs[i].mode, ms[recs[i].mode][0] * 0 + [&] { float t = 0; cudaEventElapsedTime(&t, recs[i].a, recs[i].b); return t; }());
+  for (std::size_t i = 0; i < recs.size(); ++i)
+    std::printf(
+        " %d:%.2f", recs[i].mode, ms[recs[i].mode][0] * 0 + [&] {
+          float t = 0;
+          cudaEventElapsedTime(&t, recs[i].a, recs[i].b);
+          return t;
+        }());
   std::printf("\n");
   return 0;
 }
