@@ -49,6 +49,7 @@ for d in /opt/torch/.venv/lib/python3.12/site-packages/nvidia/cudnn/lib; do
 done
 BIN=.carry/bin
 mode=${1:-all}
+per_seq=()  # targets, timeline: "seq:limit" entries, one bench run each
 {
   date -u
   nvidia-smi -L
@@ -87,14 +88,18 @@ if [[ $mode == targets ]]; then  # issue 3's targets in one table (bench only): 
   # sequence length for every chunk count over copy engines, blocking (wrapped) NCCL and ulysses'
   # non-blocking NCCL, each step waited for and the steps queued; a2a GB/s beside NCCL's raw
   # all-to-all (the memory rows, lse with one chunk in flight, are `compare`'s)
-  bench_args=(--seq 8192,32768,131072 --strategy ulysses --saved heads --chunks 1,2,4
+  bench_args=(--strategy ulysses --saved heads --chunks 1,2,4
               --transport peer,nccl-blocking,nccl --steps synced,queued --iters 9
               "${bench_args[@]}")
+  # One bench run per length, each with its own limit (s): a call cut short keeps the shorter
+  # lengths' rows.
+  per_seq=(8192:100 32768:130 131072:300)
 fi
 if [[ $mode == timeline ]]; then  # why a chunked step takes what it takes: per rank, each kernel
   # call and exchange of a step as it ran (--timeline), and each call alone (--trace-calls)
-  bench_args=(--seq 8192,32768,131072 --strategy ulysses --saved heads --chunks 1,2,4
-              --transport peer,nccl --timeline --trace-calls --iters 9 "${bench_args[@]}")
+  bench_args=(--strategy ulysses --saved heads --chunks 1,2,4 --transport peer,nccl --timeline
+              --trace-calls --iters 9 "${bench_args[@]}")
+  per_seq=(8192:90 32768:120 131072:300)
 fi
 if [[ $mode == ring ]]; then  # ring: heads vs lse, NCCL vs copy-engine hops (bench only)
   bench_args=(--seq 8192,32768,131072 --strategy ring --saved heads,lse --transport nccl,peer
@@ -248,7 +253,13 @@ if [[ $mode != bench-only && $mode != ring && $mode != a2a && $mode != overlap &
     if ((ngpu > 2)); then run mpi_np2 300 "${mpi[@]}" -np 2 $BIN/test_mpi --gtest_color=no; fi
   fi
 fi
-if [[ $mode != tests-only && -x $BIN/ulysses-bench ]]; then
+if [[ $mode != tests-only && -x $BIN/ulysses-bench && ${#per_seq[@]} -gt 0 ]]; then
+  for entry in "${per_seq[@]}"; do  # seq:limit
+    run "bench_${entry%%:*}" "${entry##*:}" $BIN/ulysses-bench --json "$OUT/bench_${entry%%:*}.json" \
+      --seq "${entry%%:*}" "${bench_args[@]}"
+    cat "$OUT/bench_${entry%%:*}.log"
+  done
+elif [[ $mode != tests-only && -x $BIN/ulysses-bench ]]; then
   run bench 540 $BIN/ulysses-bench --json "$OUT/bench.json" "${bench_args[@]}"
   cat "$OUT/bench.log"
 fi
