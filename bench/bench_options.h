@@ -72,6 +72,8 @@ struct Options {
   // GPU path, plan rows: after each row's timed steps, three more with every kernel call and
   // exchange marked by CUDA events where it runs (nothing serialised): each rank's timeline.
   bool timeline = false;
+  // --timeline-trace: also write the timelines as a Trace Event file (Perfetto, chrome://tracing).
+  std::string timeline_trace;
   int iters = 3;
   // GPU path: warm-up steps before the timed ones last at least this long (ms of GPU time, after
   // the two fixed warm-up steps), so that the timed steps run at the clocks a sustained run

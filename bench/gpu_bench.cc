@@ -1477,6 +1477,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     return 2;
   }
   if (!given.count("--seq")) o.seq = {8192, 32768, 131072};
+  if (!o.timeline_trace.empty()) o.timeline = true;
   if (!given.count("--heads")) o.heads = 32;
   if (!given.count("--kv-heads")) o.kv_heads = 8;
   if (!given.count("--head-dim")) o.head_dim = 128;
@@ -1995,6 +1996,23 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     std::fflush(stdout);
   }
   for (const GpuRow& r : rows) std::printf("# repro: %s\n", r.repro.c_str());
+  if (!o.timeline_trace.empty()) {
+    std::vector<TimelineTrace> traces;
+    for (const GpuRow& r : rows) {
+      if (r.timeline.empty()) continue;
+      std::ostringstream name;
+      name << "seq " << r.seq << " cp " << r.cp << " " << r.strategy << " via " << r.via()
+           << " chunks " << r.chunks;
+      traces.push_back({name.str(), r.timeline});
+    }
+    std::ofstream f(o.timeline_trace);
+    write_trace_events(f, traces);
+    if (!f) {
+      std::fprintf(stderr, "ulysses-bench: could not write --timeline-trace %s\n",
+                   o.timeline_trace.c_str());
+      return 2;
+    }
+  }
   if (!o.json.empty()) {
     std::ofstream f(o.json);
     f << "{\n  \"tool\": \"ulysses-bench\",\n  \"path\": \"gpu\",\n  \"gpus\": " << ngpu

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <ostream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -100,6 +102,82 @@ inline TimelineSummary summarize_step(const std::vector<TimelineSpan>& spans, do
   both.insert(both.end(), exchanges.begin(), exchanges.end());
   s.idle_ms = std::max(0.0, step_ms - covered_ms(both));
   return s;
+}
+
+/// One row's marked step for a trace file: its name ("seq 8192 cp 2 ulysses via peer chunks 2")
+/// and every rank's spans.
+struct TimelineTrace {
+  std::string row;
+  std::vector<TimelineSpan> spans;
+};
+
+/// `text` as the inside of a JSON string.
+inline std::string json_escaped(const std::string& text) {
+  std::string out;
+  for (const char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x",
+                    static_cast<unsigned>(static_cast<unsigned char>(c)));
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+/// Writes `rows` in the Trace Event Format that Perfetto and chrome://tracing open
+/// (--timeline-trace): one process per row and rank, named after both, one thread per stream
+/// (0: the caller's), one complete event per span, in microseconds from the step's start.
+inline void write_trace_events(std::ostream& os, const std::vector<TimelineTrace>& rows) {
+  // ms as microseconds to the nanosecond, whatever the stream's precision (steps reach seconds).
+  auto micros = [](double ms) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3f", ms * 1e3);
+    std::string text = buf;
+    text.erase(text.find_last_not_of('0') + 1);  // 1500.000 -> 1500.
+    if (text.back() == '.') {
+      text.pop_back();
+    }
+    return text;
+  };
+  os << "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [";
+  bool first = true;
+  auto sep = [&] {
+    os << (first ? "\n" : ",\n");
+    first = false;
+  };
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    std::vector<int> ranks;
+    for (const TimelineSpan& t : rows[i].spans) {
+      if (std::find(ranks.begin(), ranks.end(), t.rank) == ranks.end()) {
+        ranks.push_back(t.rank);
+      }
+    }
+    for (const int r : ranks) {
+      const std::size_t pid = i * 1000 + static_cast<std::size_t>(r);
+      sep();
+      os << "{\"ph\": \"M\", \"name\": \"process_name\", \"pid\": " << pid
+         << ", \"args\": {\"name\": \"" << json_escaped(rows[i].row) << ", rank " << r << "\"}}";
+      sep();
+      os << "{\"ph\": \"M\", \"name\": \"process_sort_index\", \"pid\": " << pid
+         << ", \"args\": {\"sort_index\": " << pid << "}}";
+    }
+    for (const TimelineSpan& t : rows[i].spans) {
+      sep();
+      os << "{\"ph\": \"X\", \"name\": \"" << json_escaped(t.what) << "\", \"cat\": \""
+         << (t.kernel ? "kernel" : "exchange")
+         << "\", \"pid\": " << i * 1000 + static_cast<std::size_t>(t.rank)
+         << ", \"tid\": " << t.stream << ", \"ts\": " << micros(t.begin_ms)
+         << ", \"dur\": " << micros(t.end_ms - t.begin_ms)
+         << ", \"args\": {\"bytes\": " << static_cast<long long>(t.bytes) << "}}";
+    }
+  }
+  os << "\n]}\n";
 }
 
 /// Most warm-up steps extra_warmup_steps() asks for (a bound for tiny steps).

@@ -580,6 +580,10 @@ int main(int argc, char** argv) {
       "(nothing serialised, unlike --trace-calls); prints each rank's fastest marked step "
       "span by span, then its kernel-busy time, its exchange time beside no kernel (not "
       "hidden) and the time neither ran (packs, unpacks, waits); the JSON gets the same");
+  app.add_option("--timeline-trace", o.timeline_trace,
+                 "with --timeline (implied): also write every row's marked steps to this file in "
+                 "the Trace Event Format that ui.perfetto.dev and chrome://tracing open: a process "
+                 "per row and rank, a thread per stream");
   app.add_option("--iters", o.iters, "timed steps per row (median reported)");
   app.add_option("--warmup-ms", o.warmup_ms,
                  "GPU path, training rows (not --decode): after the two warm-up steps, more until "
@@ -604,9 +608,10 @@ int main(int argc, char** argv) {
     }
     return o.decode ? bench::run_gpu_decode_bench(o, given) : bench::run_gpu_bench(o, given);
   }
-  if (o.trace_calls || o.timeline) {
-    std::fprintf(stderr, "ulysses-bench: %s times GPU kernel calls (--device gpu)\n",
-                 o.trace_calls ? "--trace-calls" : "--timeline");
+  if (o.trace_calls || o.timeline || !o.timeline_trace.empty()) {
+    std::fprintf(
+        stderr, "ulysses-bench: %s times GPU kernel calls (--device gpu)\n",
+        o.trace_calls ? "--trace-calls" : (o.timeline ? "--timeline" : "--timeline-trace"));
     return 2;
   }
   if (o.decode) {

@@ -255,8 +255,10 @@ if [[ $mode != bench-only && $mode != ring && $mode != a2a && $mode != overlap &
 fi
 if [[ $mode != tests-only && -x $BIN/ulysses-bench && ${#per_seq[@]} -gt 0 ]]; then
   for entry in "${per_seq[@]}"; do  # seq:limit
+    trace=()  # timeline: each length's marked steps also as a Perfetto / chrome://tracing file
+    [[ $mode == timeline ]] && trace=(--timeline-trace "$OUT/trace_${entry%%:*}.json")
     run "bench_${entry%%:*}" "${entry##*:}" $BIN/ulysses-bench --json "$OUT/bench_${entry%%:*}.json" \
-      --seq "${entry%%:*}" "${bench_args[@]}"
+      --seq "${entry%%:*}" "${trace[@]}" "${bench_args[@]}"
     cat "$OUT/bench_${entry%%:*}.log"
   done
 elif [[ $mode != tests-only && -x $BIN/ulysses-bench ]]; then

@@ -3,7 +3,10 @@
 // arithmetic is checked against counting unit cells on random intervals.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <random>
+#include <sstream>
+#include <string>
 
 #include "bench/step_timeline.h"
 
@@ -102,6 +105,178 @@ TEST(Warmup, ExtraStepsFillTheRequestedTime) {
       EXPECT_LT(2 * step + (n - 1) * step, 500) << step;
     }
   }
+}
+
+// A minimal JSON syntax check (RFC 8259 values; numbers as the writer prints them), so the trace
+// file is known to load in Perfetto / chrome://tracing: true if `text` is one valid value.
+class JsonCheck {
+ public:
+  explicit JsonCheck(std::string text) : s_(std::move(text)) {}
+  bool valid() {
+    ws();
+    if (!value()) {
+      return false;
+    }
+    ws();
+    return i_ == s_.size();
+  }
+
+ private:
+  bool value() {
+    if (i_ >= s_.size()) {
+      return false;
+    }
+    const char c = s_[i_];
+    if (c == '{') {
+      return object();
+    }
+    if (c == '[') {
+      return array();
+    }
+    if (c == '"') {
+      return string();
+    }
+    return number();
+  }
+  bool object() {
+    ++i_;
+    ws();
+    if (peek('}')) {
+      return true;
+    }
+    do {
+      ws();
+      if (!string()) {
+        return false;
+      }
+      ws();
+      if (!peek(':')) {
+        return false;
+      }
+      ws();
+      if (!value()) {
+        return false;
+      }
+      ws();
+    } while (peek(','));
+    return peek('}');
+  }
+  bool array() {
+    ++i_;
+    ws();
+    if (peek(']')) {
+      return true;
+    }
+    do {
+      ws();
+      if (!value()) {
+        return false;
+      }
+      ws();
+    } while (peek(','));
+    return peek(']');
+  }
+  bool string() {
+    if (!peek('"')) {
+      return false;
+    }
+    while (i_ < s_.size() && s_[i_] != '"') {
+      if (static_cast<unsigned char>(s_[i_]) < 0x20) {
+        return false;
+      }
+      if (s_[i_] == '\\') {
+        ++i_;
+        if (i_ < s_.size() && s_[i_] == 'u') {
+          for (int k = 0; k < 4; ++k) {
+            if (++i_ >= s_.size() || !std::isxdigit(static_cast<unsigned char>(s_[i_]))) {
+              return false;
+            }
+          }
+        } else if (i_ >= s_.size() || std::string("\"\\/bfnrt").find(s_[i_]) == std::string::npos) {
+          return false;
+        }
+      }
+      ++i_;
+    }
+    return peek('"');
+  }
+  bool number() {
+    const std::size_t start = i_;
+    while (i_ < s_.size() && (std::isdigit(static_cast<unsigned char>(s_[i_])) ||
+                              std::string("+-.eE").find(s_[i_]) != std::string::npos)) {
+      ++i_;
+    }
+    return i_ > start;
+  }
+  bool peek(char c) {
+    if (i_ < s_.size() && s_[i_] == c) {
+      ++i_;
+      return true;
+    }
+    return false;
+  }
+  void ws() {
+    while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) {
+      ++i_;
+    }
+  }
+  std::string s_;
+  std::size_t i_ = 0;
+};
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+TEST(Timeline, TraceFileIsValidJsonWithAnEventPerSpan) {
+  const std::vector<TimelineTrace> rows = {
+      {.row = "seq 8192 cp 2 ulysses via peer chunks 2",
+       .spans =
+           {{.rank = 0,
+             .stream = 0,
+             .kernel = true,
+             .what = "fwd 8 heads",
+             .begin_ms = 1.5,
+             .end_ms = 4},
+            {.rank = 0,
+             .stream = 1,
+             .what = "exchange",
+             .begin_ms = 0,
+             .end_ms = 1.5,
+             .bytes = 12582912},
+            {.rank = 1, .stream = 0, .kernel = true, .what = "bwd", .begin_ms = 2, .end_ms = 9}}},
+      {.row = "a \"quoted\"\nname\\", .spans = {{.rank = 0, .what = "x", .end_ms = 1}}},
+      {.row = "no spans"},
+  };
+  std::ostringstream os;
+  write_trace_events(os, rows);
+  const std::string trace = os.str();
+  EXPECT_TRUE(JsonCheck(trace).valid()) << trace;
+  EXPECT_EQ(count_of(trace, "\"ph\": \"X\""), 4u);
+  // A process per (row, rank) that has spans, each named and sorted.
+  EXPECT_EQ(count_of(trace, "\"process_name\""), 3u);
+  EXPECT_NE(trace.find("\"name\": \"seq 8192 cp 2 ulysses via peer chunks 2, rank 1\""),
+            std::string::npos);
+  EXPECT_NE(trace.find("\"name\": \"a \\\"quoted\\\"\\u000aname\\\\, rank 0\""), std::string::npos)
+      << trace;
+  // Microseconds from the step's start; the second row's process ids are apart from the first's.
+  EXPECT_NE(trace.find("\"name\": \"fwd 8 heads\", \"cat\": \"kernel\", \"pid\": 0, \"tid\": 0, "
+                       "\"ts\": 1500, \"dur\": 2500"),
+            std::string::npos)
+      << trace;
+  EXPECT_NE(trace.find("\"cat\": \"exchange\", \"pid\": 0, \"tid\": 1, \"ts\": 0, \"dur\": 1500, "
+                       "\"args\": {\"bytes\": 12582912}"),
+            std::string::npos)
+      << trace;
+  EXPECT_NE(trace.find("\"pid\": 1000, \"tid\": 0"), std::string::npos) << trace;
+  // The checker itself rejects what a broken writer would produce.
+  EXPECT_FALSE(JsonCheck("{\"a\": [1, 2,]}").valid());
+  EXPECT_FALSE(JsonCheck("{\"a\": \"x\ny\"}").valid());
+  EXPECT_FALSE(JsonCheck("{\"a\": 1} {").valid());
 }
 
 }  // namespace
