@@ -22,6 +22,7 @@
 #pragma once
 
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <memory>
 #include <span>
@@ -82,6 +83,58 @@ class Communicator {
   /// beyond what the backend allows; collectives other than all_to_all_v are not batched.
   virtual Status group_start() = 0;
   virtual Status group_end() = 0;
+};
+
+/// A Communicator that passes every call on to `inner` (which must outlive it). Derive from it to
+/// observe or change some calls — count bytes, time exchanges, inject faults — and keep the rest
+/// of `inner`'s behaviour, including calls added to the interface later. ulysses::synchronize()
+/// and split_nccl_communicator() see through it to `inner` (gpu.h).
+class ForwardingCommunicator : public Communicator {
+ public:
+  // (A template, so that wrapping a ForwardingCommunicator wraps it rather than copying it.)
+  template <typename C>
+  requires std::derived_from<C, Communicator>
+  explicit ForwardingCommunicator(C& inner) : inner_(inner) {}
+  ForwardingCommunicator(const ForwardingCommunicator&) = delete;
+  ForwardingCommunicator& operator=(const ForwardingCommunicator&) = delete;
+
+  Communicator& inner() const { return inner_; }
+
+  int rank() const override { return inner_.rank(); }
+  int size() const override { return inner_.size(); }
+  Device device() const override { return inner_.device(); }
+  std::string_view backend_name() const override { return inner_.backend_name(); }
+  Status all_to_all_v(const void* send, std::span<const std::size_t> send_counts,
+                      std::span<const std::size_t> send_offsets, void* recv,
+                      std::span<const std::size_t> recv_counts,
+                      std::span<const std::size_t> recv_offsets, Stream stream) override {
+    return inner_.all_to_all_v(send, send_counts, send_offsets, recv, recv_counts, recv_offsets,
+                               stream);
+  }
+  Status send(const void* data, std::size_t bytes, int peer, Stream stream) override {
+    return inner_.send(data, bytes, peer, stream);
+  }
+  Status recv(void* data, std::size_t bytes, int peer, Stream stream) override {
+    return inner_.recv(data, bytes, peer, stream);
+  }
+  Status all_gather(const void* send, void* recv, std::size_t bytes_per_rank,
+                    Stream stream) override {
+    return inner_.all_gather(send, recv, bytes_per_rank, stream);
+  }
+  Status all_reduce_sum(const void* send, void* recv, std::size_t count, DType dtype,
+                        Stream stream) override {
+    return inner_.all_reduce_sum(send, recv, count, dtype, stream);
+  }
+  Status barrier(Stream stream) override { return inner_.barrier(stream); }
+  Status warm_up() override { return inner_.warm_up(); }
+  Status host_all_gather(const void* send, void* recv, std::size_t bytes_per_rank) override {
+    return inner_.host_all_gather(send, recv, bytes_per_rank);
+  }
+  Status group_start() override { return inner_.group_start(); }
+  Status group_end() override { return inner_.group_end(); }
+
+ private:
+  Communicator& inner_;
 };
 
 /// Options of the host loopback communicator.

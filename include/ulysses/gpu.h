@@ -63,16 +63,18 @@ Result<std::unique_ptr<Communicator>> create_nccl_communicator(const NcclUniqueI
 Result<std::unique_ptr<Communicator>> wrap_nccl_communicator(ncclComm* comm, int device,
                                                              NcclOptions options = {});
 
-/// The sub-communicator of `parent` (an NCCL communicator over the whole mesh) along `axis`:
-/// ncclCommSplit with colour = mesh.group_color(axis, rank) and key = the rank's index on that
-/// axis. Collective over `parent`.
+/// The sub-communicator of `parent` (an NCCL communicator over the whole mesh, or a
+/// ForwardingCommunicator around one) along `axis`: the group mesh.group(axis, rank), ranked by
+/// the index on that axis. Each group's first rank makes an NCCL unique id, `parent` all-gathers
+/// the ids, and each member initialises from its group's (not ncclCommSplit, which handed back no
+/// child on NCCL 2.28 with non-blocking communicators: docs/DESIGN.md). Collective over `parent`.
 Result<std::unique_ptr<Communicator>> split_nccl_communicator(Communicator& parent,
                                                               const Mesh& mesh, MeshAxis axis);
 
 /// Waits until the work enqueued on `stream` has finished, for at most the communicator's timeout,
-/// watching for NCCL asynchronous errors. On a timeout or an error every communicator of the
-/// library is aborted (a hung peer cannot stall the others forever). Host communicators return at
-/// once.
+/// watching for NCCL asynchronous errors (also through ForwardingCommunicator wrappers). On a
+/// timeout or an error every communicator of the library is aborted (a hung peer cannot stall the
+/// others forever). Host communicators return at once.
 Status synchronize(Communicator& comm, Stream stream);
 
 // --- device loopback

@@ -352,6 +352,13 @@ Status wait_init(ncclComm_t comm, ncclResult_t r, const NcclOptions& options, co
   }
 }
 
+// The communicator under any ForwardingCommunicator wrappers.
+Communicator& unwrapped(Communicator& comm) {
+  Communicator* c = &comm;
+  while (auto* f = dynamic_cast<ForwardingCommunicator*>(c)) c = &f->inner();
+  return *c;
+}
+
 }  // namespace
 
 Result<NcclUniqueId> create_nccl_unique_id() {
@@ -399,7 +406,7 @@ Result<std::unique_ptr<Communicator>> wrap_nccl_communicator(ncclComm* comm, int
 Result<std::unique_ptr<Communicator>> split_nccl_communicator(Communicator& parent,
                                                               const Mesh& mesh, MeshAxis axis) {
   constexpr std::string_view api = "ulysses::split_nccl_communicator";
-  auto* p = dynamic_cast<NcclComm*>(&parent);
+  auto* p = dynamic_cast<NcclComm*>(&unwrapped(parent));
   if (p == nullptr) {
     return detail::arg_error(api, "parent", "is not an NCCL communicator", parent.backend_name(),
                              "a communicator from create_nccl_communicator()");
@@ -434,7 +441,7 @@ Result<std::unique_ptr<Communicator>> split_nccl_communicator(Communicator& pare
 
 Status synchronize(Communicator& comm, Stream stream) {
   if (comm.device().is_host()) return Status::ok();
-  if (auto* n = dynamic_cast<NcclComm*>(&comm)) return n->wait_stream(stream);
+  if (auto* n = dynamic_cast<NcclComm*>(&unwrapped(comm))) return n->wait_stream(stream);
   ULYSSES_CUDA_CHECK(cudaSetDevice(comm.device().index));
   ULYSSES_CUDA_CHECK(cudaStreamSynchronize(stream));
   return Status::ok();

@@ -457,6 +457,48 @@ TEST(Nccl, MeshSplitGivesWorkingGroups) {
     EXPECT_EQ(sums[static_cast<std::size_t>(r)], static_cast<float>(4 * (r / 2) + 1)) << r;
 }
 
+TEST(Nccl, ForwardingWrappersSeeThroughToTheNcclCommunicator) {
+  // A user's ForwardingCommunicator around an NCCL communicator (instrumentation, fault
+  // injection) keeps split_nccl_communicator() and synchronize()'s bounded, error-watching wait.
+  // One GPU is enough: a one-rank communicator over a one-rank mesh.
+  ULYSSES_REQUIRE_GPUS(1);
+  auto world = nccl_group(1);
+  ASSERT_EQ(world.size(), 1u);
+  ASSERT_NE(world[0], nullptr);
+  ForwardingCommunicator outer(*world[0]);
+  ForwardingCommunicator outermost(outer);
+  EXPECT_EQ(&outermost.inner(), &outer);
+  auto mesh = Mesh::create({.dp = 1, .cp = 1, .tp = 1}, 1);
+  ASSERT_TRUE(mesh.is_ok());
+  cudaSetDevice(0);
+  auto cp = split_nccl_communicator(outermost, *mesh, MeshAxis::kCp);
+  ASSERT_TRUE(cp.is_ok()) << cp.status().to_string();
+  EXPECT_EQ((*cp)->backend_name(), "nccl");
+  EXPECT_EQ((*cp)->size(), 1);
+  float* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, 4), cudaSuccess);
+  const float three = 3;
+  cudaMemcpy(d, &three, 4, cudaMemcpyHostToDevice);
+  cudaStream_t s = nullptr;
+  cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+  ForwardingCommunicator child(**cp);
+  EXPECT_ALL_OK((std::vector<Status>{child.all_reduce_sum(d, d, 1, DType::kFloat32, s),
+                                     synchronize(child, s), synchronize(outermost, s)}));
+  float got = 0;
+  cudaMemcpy(&got, d, 4, cudaMemcpyDeviceToHost);
+  EXPECT_EQ(got, 3.0f);
+  // Not NCCL underneath: refused by name, as without a wrapper.
+  auto host = create_loopback_group(1);
+  ASSERT_TRUE(host.is_ok());
+  ForwardingCommunicator host_outer(*(*host)[0]);
+  auto refused = split_nccl_communicator(host_outer, *mesh, MeshAxis::kCp);
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("not an NCCL communicator"), std::string::npos)
+      << refused.status().message();
+  cudaFree(d);
+  cudaStreamDestroy(s);
+}
+
 TEST(Nccl, APeerThatNeverCallsEndsInTimeoutNotAHang) {
   ULYSSES_REQUIRE_GPUS(2);
   // Rank 1 never enters the all-to-all: rank 0's kernel waits forever on the GPU. synchronize()

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <string>
 #include <thread>
 
 #include "comm/exchange_shape.h"
@@ -203,6 +205,114 @@ TEST_P(LoopbackRanks, GroupedRingExchangeDoesNotDeadlock) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Ranks, LoopbackRanks, ::testing::Values(1, 2, 3, 4, 8));
+
+// Counts every call that reaches it (then passes it on): what a ForwardingCommunicator in front of
+// it must forward.
+class CallCounter final : public ForwardingCommunicator {
+ public:
+  using ForwardingCommunicator::ForwardingCommunicator;
+  std::map<std::string, int> calls;
+  Status all_to_all_v(const void* s, std::span<const std::size_t> sc,
+                      std::span<const std::size_t> so, void* r, std::span<const std::size_t> rc,
+                      std::span<const std::size_t> ro, Stream st) override {
+    ++calls["all_to_all_v"];
+    return ForwardingCommunicator::all_to_all_v(s, sc, so, r, rc, ro, st);
+  }
+  Status send(const void* d, std::size_t b, int p, Stream st) override {
+    ++calls["send"];
+    return ForwardingCommunicator::send(d, b, p, st);
+  }
+  Status recv(void* d, std::size_t b, int p, Stream st) override {
+    ++calls["recv"];
+    return ForwardingCommunicator::recv(d, b, p, st);
+  }
+  Status all_gather(const void* s, void* r, std::size_t b, Stream st) override {
+    ++calls["all_gather"];
+    return ForwardingCommunicator::all_gather(s, r, b, st);
+  }
+  Status all_reduce_sum(const void* s, void* r, std::size_t n, DType t, Stream st) override {
+    ++calls["all_reduce_sum"];
+    return ForwardingCommunicator::all_reduce_sum(s, r, n, t, st);
+  }
+  Status barrier(Stream st) override {
+    ++calls["barrier"];
+    return ForwardingCommunicator::barrier(st);
+  }
+  Status warm_up() override {
+    ++calls["warm_up"];
+    return ForwardingCommunicator::warm_up();
+  }
+  Status host_all_gather(const void* s, void* r, std::size_t b) override {
+    ++calls["host_all_gather"];
+    return ForwardingCommunicator::host_all_gather(s, r, b);
+  }
+  Status group_start() override {
+    ++calls["group_start"];
+    return ForwardingCommunicator::group_start();
+  }
+  Status group_end() override {
+    ++calls["group_end"];
+    return ForwardingCommunicator::group_end();
+  }
+};
+
+TEST(Forwarding, EveryCallReachesTheInnerCommunicatorAndMovesTheSameBits) {
+  constexpr int P = 3;
+  std::atomic<std::int64_t> wrong{0};
+  std::vector<std::map<std::string, int>> seen(P);
+  auto st = run_ranks(P, [&](int r, Communicator& comm) -> Status {
+    CallCounter counter(comm);
+    ForwardingCommunicator front(counter);  // what a user's wrapper would be
+    wrong += front.rank() != comm.rank() || front.size() != comm.size() ||
+             front.device() != comm.device() || front.backend_name() != comm.backend_name();
+    wrong += &front.inner() != &counter;
+    if (Status s = front.warm_up(); !s.is_ok()) return s;
+    const Exchange e = exchange_of(r, P);
+    std::vector<std::uint32_t> send(e.s_total / 4), recv(e.r_total / 4, 0xDEADBEEF);
+    for (int p = 0; p < P; ++p) {
+      for (std::size_t i = 0; i < words(r, p); ++i) send[e.so[p] / 4 + i] = stamp(r, p, i);
+    }
+    if (Status s = front.all_to_all_v(send.data(), e.sc, e.so, recv.data(), e.rc, e.ro, nullptr);
+        !s.is_ok()) {
+      return s;
+    }
+    for (int p = 0; p < P; ++p) {
+      for (std::size_t i = 0; i < words(p, r); ++i)
+        wrong += recv[e.ro[p] / 4 + i] != stamp(p, r, i);
+    }
+    const int right = (r + 1) % P, left = (r + P - 1) % P;
+    std::vector<std::uint32_t> out(9), in(9, 0);
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = stamp(r, right, i);
+    if (Status s = front.group_start(); !s.is_ok()) return s;
+    if (Status s = front.send(out.data(), 9 * 4, right, nullptr); !s.is_ok()) return s;
+    if (Status s = front.recv(in.data(), 9 * 4, left, nullptr); !s.is_ok()) return s;
+    if (Status s = front.group_end(); !s.is_ok()) return s;
+    for (std::size_t i = 0; i < in.size(); ++i) wrong += in[i] != stamp(left, r, i);
+    std::vector<std::uint32_t> mine(4), all(4 * P, 0), host_all(4 * P, 0);
+    for (std::size_t i = 0; i < 4; ++i) mine[i] = stamp(r, 7, i);
+    if (Status s = front.all_gather(mine.data(), all.data(), 16, nullptr); !s.is_ok()) return s;
+    if (Status s = front.host_all_gather(mine.data(), host_all.data(), 16); !s.is_ok()) return s;
+    for (int p = 0; p < P; ++p) {
+      for (std::size_t i = 0; i < 4; ++i) {
+        wrong += all[p * 4 + i] != stamp(p, 7, i);
+        wrong += host_all[p * 4 + i] != stamp(p, 7, i);
+      }
+    }
+    double x = r + 1.0;
+    if (Status s = front.all_reduce_sum(&x, &x, 1, DType::kFloat64, nullptr); !s.is_ok()) return s;
+    wrong += x != P * (P + 1) / 2.0;
+    if (Status s = front.barrier(nullptr); !s.is_ok()) return s;
+    seen[static_cast<std::size_t>(r)] = counter.calls;
+    return Status::ok();
+  });
+  EXPECT_ALL_OK(st);
+  EXPECT_EQ(wrong.load(), 0);
+  const std::map<std::string, int> once = {
+      {"all_gather", 1}, {"all_reduce_sum", 1}, {"all_to_all_v", 1},    {"barrier", 1},
+      {"group_end", 1},  {"group_start", 1},    {"host_all_gather", 1}, {"recv", 1},
+      {"send", 1},       {"warm_up", 1}};
+  for (int r = 0; r < P; ++r) EXPECT_EQ(seen[static_cast<std::size_t>(r)], once) << "rank " << r;
+}
 
 // The shape NCCL's ncclAlltoAll takes (NcclComm sends exactly these exchanges through it): one
 // count for every peer at offsets peer · count on both sides, distinct buffers, nonzero.

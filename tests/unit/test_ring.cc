@@ -1987,45 +1987,15 @@ namespace ulysses {
 namespace {
 
 // Passes every call on to `inner`, adding up the bytes of its point-to-point sends.
-class CountingComm final : public Communicator {
+class CountingComm final : public ForwardingCommunicator {
  public:
-  explicit CountingComm(Communicator& inner) : inner_(inner) {}
+  using ForwardingCommunicator::ForwardingCommunicator;
   std::size_t sent = 0;
 
-  int rank() const override { return inner_.rank(); }
-  int size() const override { return inner_.size(); }
-  Device device() const override { return inner_.device(); }
-  std::string_view backend_name() const override { return inner_.backend_name(); }
-  Status all_to_all_v(const void* send, std::span<const std::size_t> send_counts,
-                      std::span<const std::size_t> send_offsets, void* recv,
-                      std::span<const std::size_t> recv_counts,
-                      std::span<const std::size_t> recv_offsets, Stream stream) override {
-    return inner_.all_to_all_v(send, send_counts, send_offsets, recv, recv_counts, recv_offsets,
-                               stream);
-  }
   Status send(const void* data, std::size_t bytes, int peer, Stream stream) override {
     sent += bytes;
-    return inner_.send(data, bytes, peer, stream);
+    return inner().send(data, bytes, peer, stream);
   }
-  Status recv(void* data, std::size_t bytes, int peer, Stream stream) override {
-    return inner_.recv(data, bytes, peer, stream);
-  }
-  Status all_gather(const void* send, void* recv, std::size_t bytes, Stream stream) override {
-    return inner_.all_gather(send, recv, bytes, stream);
-  }
-  Status all_reduce_sum(const void* send, void* recv, std::size_t count, DType dtype,
-                        Stream stream) override {
-    return inner_.all_reduce_sum(send, recv, count, dtype, stream);
-  }
-  Status barrier(Stream stream) override { return inner_.barrier(stream); }
-  Status host_all_gather(const void* send, void* recv, std::size_t bytes) override {
-    return inner_.host_all_gather(send, recv, bytes);
-  }
-  Status group_start() override { return inner_.group_start(); }
-  Status group_end() override { return inner_.group_end(); }
-
- private:
-  Communicator& inner_;
 };
 
 TEST(Ring, TheLastDkvHopCarriesTheGradientsDtype) {
