@@ -368,17 +368,13 @@ class CallTimer final : public LocalAttention {
   cudaEvent_t e0_ = nullptr, e1_ = nullptr;
 };
 
-// --timeline: a Communicator that forwards to `inner` and, while the marks are on, opens a span
+// --timeline: a communicator that forwards to `inner` and, while the marks are on, opens a span
 // around each exchange on the stream it is issued on: an all_to_all_v, a group (from its first send
 // or receive on a stream to group_end(), one span per stream it used), a lone send or receive, or
 // another collective. The plan sees the inner communicator's rank, size, device and name.
-class TimedComm final : public Communicator {
+class TimedComm final : public ForwardingCommunicator {
  public:
-  TimedComm(Communicator& inner, StepMarks& marks) : inner_(inner), marks_(marks) {}
-  int rank() const override { return inner_.rank(); }
-  int size() const override { return inner_.size(); }
-  Device device() const override { return inner_.device(); }
-  std::string_view backend_name() const override { return inner_.backend_name(); }
+  TimedComm(Communicator& inner, StepMarks& marks) : ForwardingCommunicator(inner), marks_(marks) {}
   Status all_to_all_v(const void* send, std::span<const std::size_t> send_counts,
                       std::span<const std::size_t> send_offsets, void* recv,
                       std::span<const std::size_t> recv_counts,
@@ -387,54 +383,51 @@ class TimedComm final : public Communicator {
     for (std::size_t p = 0; p < send_counts.size(); ++p) {
       if (static_cast<int>(p) != rank()) bytes += static_cast<double>(send_counts[p]);
     }
+    auto op = [&] {
+      return inner().all_to_all_v(send, send_counts, send_offsets, recv, recv_counts, recv_offsets,
+                                  stream);
+    };
     if (in_group_) {
       note(stream, bytes);
-      return inner_.all_to_all_v(send, send_counts, send_offsets, recv, recv_counts, recv_offsets,
-                                 stream);
+      return op();
     }
-    return spanned("exchange", bytes, stream, [&] {
-      return inner_.all_to_all_v(send, send_counts, send_offsets, recv, recv_counts, recv_offsets,
-                                 stream);
-    });
+    return spanned("exchange", bytes, stream, op);
   }
   Status send(const void* data, std::size_t bytes, int peer, Stream stream) override {
     const double sent = peer == rank() ? 0.0 : static_cast<double>(bytes);
+    auto op = [&] { return inner().send(data, bytes, peer, stream); };
     if (in_group_) {
       note(stream, sent);
-      return inner_.send(data, bytes, peer, stream);
+      return op();
     }
-    return spanned("send", sent, stream, [&] { return inner_.send(data, bytes, peer, stream); });
+    return spanned("send", sent, stream, op);
   }
   Status recv(void* data, std::size_t bytes, int peer, Stream stream) override {
+    auto op = [&] { return inner().recv(data, bytes, peer, stream); };
     if (in_group_) {
       note(stream, 0);
-      return inner_.recv(data, bytes, peer, stream);
+      return op();
     }
-    return spanned("recv", 0, stream, [&] { return inner_.recv(data, bytes, peer, stream); });
+    return spanned("recv", 0, stream, op);
   }
   Status all_gather(const void* send, void* recv, std::size_t bytes_per_rank,
                     Stream stream) override {
     return spanned("all-gather", static_cast<double>(bytes_per_rank), stream,
-                   [&] { return inner_.all_gather(send, recv, bytes_per_rank, stream); });
+                   [&] { return inner().all_gather(send, recv, bytes_per_rank, stream); });
   }
   Status all_reduce_sum(const void* send, void* recv, std::size_t count, DType dtype,
                         Stream stream) override {
     return spanned("all-reduce", 0, stream,
-                   [&] { return inner_.all_reduce_sum(send, recv, count, dtype, stream); });
-  }
-  Status barrier(Stream stream) override { return inner_.barrier(stream); }
-  Status warm_up() override { return inner_.warm_up(); }
-  Status host_all_gather(const void* send, void* recv, std::size_t bytes_per_rank) override {
-    return inner_.host_all_gather(send, recv, bytes_per_rank);
+                   [&] { return inner().all_reduce_sum(send, recv, count, dtype, stream); });
   }
   Status group_start() override {
     in_group_ = true;
     group_.clear();
-    return inner_.group_start();
+    return inner().group_start();
   }
   Status group_end() override {
     in_group_ = false;
-    Status status = inner_.group_end();
+    Status status = inner().group_end();
     for (const auto& [stream, index] : group_) marks_.close(index, stream);
     group_.clear();
     return status;
@@ -462,7 +455,6 @@ class TimedComm final : public Communicator {
     }
     marks_.add_bytes(it->second, bytes);
   }
-  Communicator& inner_;
   StepMarks& marks_;
   bool in_group_ = false;
   std::vector<std::pair<cudaStream_t, std::size_t>> group_;  // (stream, its open span)
