@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -100,7 +101,9 @@ int main() {
   for (auto& e : done) cudaEventCreate(&e);
   cudaEvent_t gate;
   cudaEventCreateWithFlags(&gate, cudaEventDisableTiming);
+  const bool at_cap = std::getenv("AT_CAP") != nullptr;  // heat up ~2 s before each case
   for (std::int64_t S : {8192, 32768}) {
+    if (at_cap && S != 8192) continue;
     for (int K : {1, 2, 4}) {
       std::vector<Chunk> ch;
       for (int c = 0; c < K; ++c)
@@ -122,6 +125,15 @@ int main() {
           if (mode == 1 || mode == 2) return s[c % 2];
           return s[c];
         };
+        if (at_cap) {  // ~2 s of back-to-back calls: the power cap's clocks
+          for (int i = 0; i < 1000; ++i) {
+            for (int c = 0; c < K; ++c) {
+              check(att.forward(ch[c].p, ch[c].fa, s[0]));
+              check(att.backward(ch[c].p, ch[c].ba, s[0]));
+            }
+          }
+          cudaDeviceSynchronize();
+        }
         for (int phase = 0; phase < 2; ++phase) {  // 0 forward, 1 backward
           float best = 1e9f;
           std::vector<float> fin_best(static_cast<std::size_t>(K));
