@@ -567,18 +567,16 @@ int main(int argc, char** argv) {
   app.add_flag("--trace-calls", o.trace_calls,
                "GPU path: after each row's timed steps, a fresh warm-up (--warmup-ms) and three "
                "more steps in which every local kernel call runs alone (ranks take turns) and is "
-               "timed (its fastest of the three "
-               "kept: with --transport loopback another rank's exchanges and sums may still run "
-               "beside a call); prints per call its direction, query and key rows, sequences, "
-               "mask, visible (query, key) pairs, ms and TFLOP/s, and the step's time outside "
-               "the kernel");
+               "timed (its fastest of the three kept: with --transport loopback another rank's "
+               "exchanges and sums may still run beside a call); prints per call its direction, "
+               "query and key rows, sequences, mask, visible (query, key) pairs, ms and TFLOP/s, "
+               "and the step's time outside the kernel");
   app.add_flag(
       "--timeline", o.timeline,
       "GPU path, cp > 1 rows: after each row's timed steps, a fresh warm-up and three more "
-      "in which CUDA "
-      "events mark every local kernel call and every exchange on the stream it runs on "
-      "(nothing serialised, unlike --trace-calls); prints each rank's fastest marked step "
-      "span by span, then its kernel-busy time, its exchange time beside no kernel (not "
+      "in which CUDA events mark every local kernel call and every exchange on the stream it "
+      "runs on (nothing serialised, unlike --trace-calls); prints each rank's fastest marked "
+      "step span by span, then its kernel-busy time, its exchange time beside no kernel (not "
       "hidden) and the time neither ran (packs, unpacks, waits); the JSON gets the same");
   app.add_option("--timeline-trace", o.timeline_trace,
                  "with --timeline (implied): also write every row's marked steps to this file in "
@@ -587,10 +585,10 @@ int main(int argc, char** argv) {
   app.add_option("--iters", o.iters, "timed steps per row (median reported)");
   app.add_option("--warmup-ms", o.warmup_ms,
                  "GPU path, training rows (not --decode): after the two warm-up steps, more until "
-                 "the warm-up has lasted this many "
-                 "ms of GPU time (default 500; 0: two steps only), so the timed steps run at the "
-                 "clocks a sustained run settles to under the power cap (an idle H200 starts at "
-                 "its boost clock and runs long steps ~10% faster for the first ~0.1 s)")
+                 "the warm-up has lasted this many ms of GPU time (default 500; 0: two steps "
+                 "only), so the timed steps run at the clocks a sustained run settles to under "
+                 "the power cap (an idle H200 starts at its boost clock and runs long steps ~10% "
+                 "faster for the first ~0.1 s)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--check,!--no-check", o.check, "compare with the unsharded run (default on)");
   app.add_option("--json", o.json, "also write the rows as JSON to this file");
