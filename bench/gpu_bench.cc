@@ -216,8 +216,8 @@ class StepMarks {
   }
   // Opens a span on `stream` (an event recorded there now); close(index, ...) ends it.
   std::size_t open(cudaStream_t stream, bool kernel, std::string what, double bytes) {
-    Mark m{.stream = stream_index(stream), .kernel = kernel, .what = std::move(what)};
-    m.bytes = bytes;
+    Mark m{
+        .stream = stream_index(stream), .kernel = kernel, .what = std::move(what), .bytes = bytes};
     m.begin = take();
     BENCH_CUDA(cudaEventRecord(m.begin, stream));
     marks_.push_back(std::move(m));
@@ -225,11 +225,7 @@ class StepMarks {
   }
   void add_bytes(std::size_t index, double bytes) { marks_[index].bytes += bytes; }
   // ms from the step's start to `e` (recorded after it on the caller's stream, and complete).
-  double ms_to(cudaEvent_t e) const {
-    float ms = 0;
-    BENCH_CUDA(cudaEventElapsedTime(&ms, start_, e));
-    return ms;
-  }
+  double ms_to(cudaEvent_t e) const { return ms_last(start_, e); }
   void close(std::size_t index, cudaStream_t stream) {
     marks_[index].end = take();
     BENCH_CUDA(cudaEventRecord(marks_[index].end, stream));
@@ -239,15 +235,12 @@ class StepMarks {
     std::vector<TimelineSpan> out;
     for (const Mark& m : marks_) {
       if (m.end == nullptr) continue;  // (an operation that failed before it was closed)
-      float b = 0, e = 0;
-      BENCH_CUDA(cudaEventElapsedTime(&b, start_, m.begin));
-      BENCH_CUDA(cudaEventElapsedTime(&e, start_, m.end));
       out.push_back({.rank = rank_,
                      .stream = m.stream,
                      .kernel = m.kernel,
                      .what = m.what,
-                     .begin_ms = b,
-                     .end_ms = e,
+                     .begin_ms = ms_to(m.begin),
+                     .end_ms = ms_to(m.end),
                      .bytes = m.bytes});
     }
     std::sort(out.begin(), out.end(),
@@ -753,9 +746,7 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
       first->build_s = built.build_seconds;
     }
     peak = std::max(peak, used_bytes(0) - base);
-    float t = 0;
-    cudaEventElapsedTime(&t, e0, e1);
-    if (it >= 2) ms.push_back(t);
+    if (it >= 2) ms.push_back(ms_last(e0, e1));
   }
   std::sort(ms.begin(), ms.end());
   if (first) first->graphs_later = graph_stats(**kernel).graphs - first->graphs;
