@@ -282,8 +282,11 @@ struct PlanConfig {
   /// streams, each with its own kernel workspace, so splitting the heads costs the kernel no
   /// efficiency). 1: no pipeline.
   /// At most the fewest KV heads a rank owns (num_heads_kv / cp, rounded down); 1 when
-  /// cp > num_heads_kv. Chunks need not be equal: a rank's first (its KV heads mod K) chunks take
-  /// one KV head more. Results are bitwise the same
+  /// cp > num_heads_kv. Chunks need not be equal. Only the first chunk's inbound exchange and the
+  /// last chunk's returning one are not hidden behind a kernel call, so from K = 3 on the first
+  /// and last chunk are the small ones (max(1, n / (2 (K - 1))) of a rank's n KV heads each, about
+  /// half a middle chunk; 4 KV heads in 3 chunks: 1, 2, 1); K = 2 halves them, the first one more
+  /// where n is odd. Results are bitwise the same
   /// for every value (heads are independent). With cp = 1 (native payload) nothing travels and
   /// the plan makes one kernel call for every head whatever this says; its kernel then reads and
   /// writes the caller's tensors in place where they are aligned as its own buffers would be

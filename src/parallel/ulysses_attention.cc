@@ -69,8 +69,8 @@
 // laid out as above for its own heads, so its kernel sees the dense rows of an even split; on the
 // far side of each exchange peer p's rows sit in a region of their own, as wide as the busiest
 // rank's rows (slot(c)), packed and unpacked one peer at a time. Exactly each peer's bytes travel.
-// Head chunks need not be equal either: each rank cuts its own KV heads into K chunks, its first
-// (KV heads mod K) one head more (build_rows()), so chunk c has rows of its own per rank and per
+// Head chunks need not be equal either: each rank cuts its own KV heads into K chunks (with K >= 3
+// the first and last small, chunk_heads()), so chunk c has rows of its own per rank and per
 // peer; chunk c's blocks follow chunk c - 1's, as wide as its widest rows (slot(c), start()).
 //
 // Payload::kFp8: the inbound messages (Q|K|V, dO) carry fp8 rows instead (pack_heads_fp8 writes
@@ -880,7 +880,7 @@ class UlyssesAttention final : public DistributedAttention {
   // plan made room for two kernel workspaces, and the kernel allows it now (a kernel may decline
   // per call, e.g. while a profiler times its calls one by one).
   bool two_compute_streams() const {
-    return kernel_slots_ == 2 && kernel_.concurrent_calls(chunk_problem(0));
+    return kernel_slots_ == 2 && kernel_.concurrent_calls(chunk_problem(widest_chunk_));
   }
   // Chunk c's kernel stream: odd chunks on side stream 1 when `two`, else the caller's stream.
   // Chunk c and c + 2 share a stream and a kernel workspace, so they stay ordered.
@@ -901,8 +901,19 @@ class UlyssesAttention final : public DistributedAttention {
     return streams_->wait(to, event);
   }
 
-  // Heads of chunk c of n split into K: n / K each, the first n mod K chunks one more.
-  static int chunk_heads(int n, int K, int c) { return n / K + (c < n % K ? 1 : 0); }
+  // Heads of chunk c of n split into K (K <= n). Only the first chunk's inbound exchange and the
+  // last chunk's returning one have no kernel call to hide behind, so with K >= 3 those two end
+  // chunks are the small ones: e = max(1, n / (2 (K - 1))) heads each (about half a middle
+  // chunk), the middle K - 2 share the rest, the first of them one more where it does not divide.
+  // (4 heads in 3 chunks: 1, 2, 1, so a quarter of the bytes is exposed at each end, not half.)
+  // K <= 2: n / K each, the first n mod K one more (what is exposed is the same either way).
+  static int chunk_heads(int n, int K, int c) {
+    if (K <= 2) return n / K + (c < n % K ? 1 : 0);
+    const int e = std::max(1, n / (2 * (K - 1)));
+    if (c == 0 || c == K - 1) return e;
+    const int m = n - 2 * e, mid = K - 2;
+    return m / mid + (c - 1 < m % mid ? 1 : 0);
+  }
 
   // Every chunk's rows, of this rank and of each peer, and the widest of each chunk (its regions)
   // and of all (the blocks). A rank splits its KV heads into K chunks, each with its query group
@@ -921,8 +932,12 @@ class UlyssesAttention final : public DistributedAttention {
           r.begin(), r.end(), [](const Rows& a, const Rows& b) { return a.qkv < b.qkv; });
       wide_[static_cast<std::size_t>(c)] = most;
     }
-    // (Chunk 0 of the first rank holds the most heads of all.)
-    slot_ = wide_.front();
+    // The widest chunk sizes every chunk's block (the middle ones are the widest for K >= 3).
+    widest_chunk_ = static_cast<int>(
+        std::max_element(wide_.begin(), wide_.end(),
+                         [](const Rows& a, const Rows& b) { return a.qkv < b.qkv; }) -
+        wide_.begin());
+    slot_ = wide_[static_cast<std::size_t>(widest_chunk_)];
   }
   const Rows& mine(int c) const { return peer(c, rank_); }
   const Rows& peer(int c, int p) const {
@@ -1035,7 +1050,7 @@ class UlyssesAttention final : public DistributedAttention {
     const std::size_t qkv_bytes = all.qkv, o_bytes = all.o, q_bytes = all.q, lse_bytes = all.lse;
     // Chunks through one slot of exchange buffers run one after another anyway.
     const bool may_overlap = K_ > 1 && (!slotted_ || slots_ > 1);
-    kernel_slots_ = may_overlap && kernel_.concurrent_calls(chunk_problem(0)) ? 2 : 1;
+    kernel_slots_ = may_overlap && kernel_.concurrent_calls(chunk_problem(widest_chunk_)) ? 2 : 1;
     // Kernel workspace s serves chunks s, s + 2, ... (or every chunk): as large as the most of
     // them.
     for (int c = 0; c < K_; ++c) {
@@ -1185,6 +1200,7 @@ class UlyssesAttention final : public DistributedAttention {
   std::vector<std::vector<Rows>> rows_;
   std::vector<Rows> wide_;
   Rows slot_;
+  int widest_chunk_ = 0;  // a chunk whose rows are slot_ (the one concurrent_calls() is asked of)
   // Bytes of the widest chunk's blocks: Q|K|V rows, dQ rows, LSE, dK|dV rows, and its dO message
   // in the inbound payload (fp8: smaller than the rows).
   std::size_t qkv_block_ = 0, q_block_ = 0, lse_block_ = 0, gkv_block_ = 0, do_in_block_ = 0;

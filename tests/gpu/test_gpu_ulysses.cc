@@ -996,7 +996,7 @@ std::vector<GpuCase> uneven_cases() {
            false,
            {0, 200, 333, 512}},
           128),
-      // Head chunks of unequal sizes (a rank's first KV heads mod K chunks one head more), with
+      // Head chunks of unequal sizes (2 chunks: the first one head more where they are odd), with
       // uneven heads too: 8 KV heads on 3 ranks are 3, 3, 2, in 2 chunks (2, 1), (2, 1), (1, 1).
       [] {
         GpuCase c{"p3_gqa_16_over_8_chunks2_sinks",

@@ -884,9 +884,10 @@ std::vector<Case> cases() {
         c.rounds = 2;
         return c;
       }(),
-      // Head chunks of unequal sizes: a rank's first (KV heads mod K) chunks hold one KV head more,
-      // also where the heads split unevenly (each rank its own chunk sizes; a chunk's messages
-      // have one region per peer as wide as its widest peer's rows).
+      // Head chunks of unequal sizes (2 chunks: the first one KV head more where they are odd; 3
+      // and more: the first and last the small ones), also where the heads split unevenly (each
+      // rank its own chunk sizes; a chunk's messages have one region per peer as wide as its
+      // widest peer's rows).
       chunked({"p2_chunks2_of_3_heads_gqa_bf16_causal_sinks", 2, bshd, 2, 16, 12, 6, 8, bf16, true,
                -1, -1, true},
               2),
@@ -932,7 +933,7 @@ std::vector<Case> cases() {
               2),
       fp8(lse_only({"p3_uneven_fp8_lse_chunks2_gqa_bf16", 3, bshd, 1, 18, 14, 7, 8, bf16, true},
                    2)),
-      // Two slots of different widths (chunks 0 and 2 of 2, 1, 1 heads through the first).
+      // Two slots of different widths (chunks 0 and 2 of 1, 2, 1 heads through the first).
       mla(lse_only({"p2_uneven_mla_lse_chunks3_two_slots_bf16_causal_sinks", 2, bshd, 1, 16, 7, 7,
                     24, bf16, true, -1, -1, true},
                    3, 2, 2),
@@ -1011,7 +1012,7 @@ TEST(Ulysses, LseOnlySavesOnlyTheLseAndChunksShareSlots) {
 
 TEST(Ulysses, UnequalChunksSaveWhatOneChunkSaves) {
   // 7 KV heads (and query heads) over P = 2: rank 0 owns 4, rank 1 owns 3. In 2 chunks: rank 0's
-  // are 2 and 2, rank 1's 2 and 1; in 3 chunks 2, 1, 1 and 1, 1, 1. Each chunk's blocks are as
+  // are 2 and 2, rank 1's 2 and 1; in 3 chunks 1, 2, 1 and 1, 1, 1. Each chunk's blocks are as
   // wide as its widest rank's rows (rank 0's), so rank 0 saves exactly what it saves in one chunk
   // (its Q, K, V, O rows and LSE), whatever the split.
   auto kernel = make_reference_attention();
@@ -1040,9 +1041,9 @@ TEST(Ulysses, UnequalChunksSaveWhatOneChunkSaves) {
 }
 
 TEST(Ulysses, EachSlotIsAsWideAsItsWidestChunk) {
-  // 7 heads over P = 2: rank 0 owns 4. In 2 chunks both are 2 heads wide; in 3 chunks 2, 1, 1,
-  // so with 2 in flight the first slot takes chunks 0 and 2 (2 heads wide), the second chunk 1
-  // (1 head). The second slot costs half of what it costs with 2 equal chunks.
+  // 7 heads over P = 2: rank 0 owns 4. In 2 chunks both are 2 heads wide; in 3 chunks 1, 2, 1,
+  // so with 2 in flight the first slot takes chunks 0 and 2 (1 head wide), the second chunk 1
+  // (2 heads). The two slots cost 3 heads' buffers, against 4 with 2 equal chunks.
   auto kernel = make_reference_attention();
   auto workspace = [&](int chunks, int in_flight) {
     std::size_t bytes = 0;
@@ -1176,9 +1177,9 @@ TEST(Ulysses, OverlappingChunkKernelsAlternateBetweenTwoWorkspaces) {
 }
 
 TEST(Ulysses, EachKernelWorkspaceIsAsLargeAsItsChunksNeed) {
-  // 7 heads over P = 2: rank 0 owns 4, in chunks of 2, 1, 1. Calls that may overlap alternate
-  // between two kernel workspaces: the first serves chunks 0 and 2 (2 heads' bytes), the second
-  // chunk 1 (1 head's), so overlapping costs one head's workspace, not the widest chunk's.
+  // 7 heads over P = 2: rank 0 owns 4, in chunks of 1, 2, 1. Calls that may overlap alternate
+  // between two kernel workspaces: the first serves chunks 0 and 2 (1 head's bytes), the second
+  // chunk 1 (2 heads'), so overlapping costs one head's workspace, not the widest chunk's.
   auto ref = make_reference_attention();
   auto workspace = [&](bool overlap) {
     std::size_t bytes = 0;
@@ -1201,6 +1202,100 @@ TEST(Ulysses, EachKernelWorkspaceIsAsLargeAsItsChunksNeed) {
   const std::size_t extra = workspace(true) - workspace(false);
   EXPECT_GE(extra, ScribblingKernel::kScratch + ScribblingKernel::kPerHead);
   EXPECT_LT(extra, ScribblingKernel::kScratch + 2 * ScribblingKernel::kPerHead);
+}
+
+// Bytes each exchange sends to the other ranks, in the order they are issued (an all_to_all_v, or
+// the sends of one group).
+class ExchangeLog final : public ForwardingCommunicator {
+ public:
+  using ForwardingCommunicator::ForwardingCommunicator;
+  std::vector<std::size_t> sent;
+
+  Status all_to_all_v(const void* send, std::span<const std::size_t> send_counts,
+                      std::span<const std::size_t> send_offsets, void* recv,
+                      std::span<const std::size_t> recv_counts,
+                      std::span<const std::size_t> recv_offsets, Stream stream) override {
+    std::size_t bytes = 0;
+    for (int p = 0; p < size(); ++p) {
+      if (p != rank()) bytes += send_counts[static_cast<std::size_t>(p)];
+    }
+    sent.push_back(bytes);
+    return ForwardingCommunicator::all_to_all_v(send, send_counts, send_offsets, recv, recv_counts,
+                                                recv_offsets, stream);
+  }
+  Status send(const void* data, std::size_t bytes, int peer, Stream stream) override {
+    if (peer != rank()) grouped_ += bytes;
+    if (depth_ == 0) close();
+    return ForwardingCommunicator::send(data, bytes, peer, stream);
+  }
+  Status group_start() override {
+    ++depth_;
+    return ForwardingCommunicator::group_start();
+  }
+  Status group_end() override {
+    if (--depth_ == 0) close();
+    return ForwardingCommunicator::group_end();
+  }
+
+ private:
+  void close() {
+    sent.push_back(grouped_);
+    grouped_ = 0;
+  }
+  int depth_ = 0;
+  std::size_t grouped_ = 0;
+};
+
+TEST(Ulysses, ChunksAtTheEndsOfThePipelineAreTheSmallOnes) {
+  // P = 2, 16 query / 8 KV heads: 4 KV heads per rank. The first chunk's inbound exchange and the
+  // last chunk's returning one have no kernel call to hide behind; in 3 chunks the heads split
+  // 1, 2, 1, so each of those carries a quarter of its exchange's bytes (2, 1, 1 carried half at
+  // the start), and in 2 chunks each half.
+  auto kernel = make_reference_attention();
+  auto forward_exchanges = [&](int chunks) {
+    std::vector<std::size_t> sent;
+    const PlanConfig cfg{.attention = {.num_heads_q = 16, .num_heads_kv = 8, .head_dim = 8},
+                         .parallel = {.cp = 2},
+                         .dtype = DType::kFloat32,
+                         .batch = 1,
+                         .seqlen = 32,
+                         .overlap_chunks = chunks};
+    EXPECT_ALL_OK(testing::run_ranks(2, [&](int r, Communicator& comm) -> Status {
+      ExchangeLog log(comm);
+      auto plan = DistributedAttention::create(cfg, log, *kernel);
+      if (!plan.is_ok()) return plan.status();
+      std::vector<float> q(16 * 16 * 8, 0.5f), kv(16 * 8 * 8, 0.25f), o(q.size());
+      std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
+      auto view = [](std::vector<float>& v, int heads) {
+        return TensorView::contiguous(v.data(), DType::kFloat32, {1, 16, heads, 8});
+      };
+      log.sent.clear();  // (what create() exchanged)
+      ForwardArgs f{.q = view(q, 16),
+                    .k = view(kv, 8),
+                    .v = view(kv, 8),
+                    .o = view(o, 16),
+                    .workspace = ws.data(),
+                    .saved = saved.data()};
+      if (Status s = (*plan)->forward(f, nullptr); !s.is_ok()) return s;
+      if (r == 0) sent = log.sent;
+      return Status::ok();
+    }));
+    return sent;
+  };
+  const std::vector<std::size_t> one = forward_exchanges(1);
+  ASSERT_EQ(one.size(), 2u);  // Q|K|V in, O back
+  const std::size_t in = one.front(), back = one.back();
+  ASSERT_GT(in, back);
+  for (const auto& [chunks, first, last] :
+       {std::tuple{2, in / 2, back / 2}, std::tuple{3, in / 4, back / 4},
+        std::tuple{4, in / 4, back / 4}}) {
+    const std::vector<std::size_t> sent = forward_exchanges(chunks);
+    ASSERT_EQ(sent.size(), 2u * static_cast<std::size_t>(chunks)) << chunks << " chunks";
+    EXPECT_EQ(sent.front(), first) << chunks << " chunks";
+    EXPECT_EQ(sent.back(), last) << chunks << " chunks";
+    EXPECT_EQ(std::accumulate(sent.begin(), sent.end(), std::size_t{0}), in + back)
+        << chunks << " chunks";
+  }
 }
 
 TEST(Ulysses, Fp8PayloadNeedsAboutTheNativeWorkspace) {
