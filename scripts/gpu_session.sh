@@ -88,7 +88,8 @@ if [[ $mode == targets ]]; then  # issue 3's targets in one table (bench only): 
   # sequence length for every chunk count over copy engines, blocking (wrapped) NCCL and ulysses'
   # non-blocking NCCL, each step waited for and the steps queued; a2a GB/s beside NCCL's raw
   # all-to-all (the memory rows, lse with one chunk in flight, are `compare`'s)
-  bench_args=(--strategy ulysses --saved heads --chunks 1,2,4
+  # (chunks 3: 1, 2, 1 KV heads, small at the ends since the forty-fifth session)
+  bench_args=(--strategy ulysses --saved heads --chunks 1,2,3,4
               --transport peer,nccl-blocking,nccl --steps synced,queued --iters 9
               "${bench_args[@]}")
   # One bench run per length, each with its own limit (s): a call cut short keeps the shorter
@@ -97,7 +98,7 @@ if [[ $mode == targets ]]; then  # issue 3's targets in one table (bench only): 
 fi
 if [[ $mode == timeline ]]; then  # why a chunked step takes what it takes: per rank, each kernel
   # call and exchange of a step as it ran (--timeline), and each call alone (--trace-calls)
-  bench_args=(--strategy ulysses --saved heads --chunks 1,2,4 --transport peer,nccl --timeline
+  bench_args=(--strategy ulysses --saved heads --chunks 1,2,3,4 --transport peer,nccl --timeline
               --trace-calls --iters 9 "${bench_args[@]}")
   per_seq=(8192:90 32768:120 131072:300)
 fi
