@@ -20,7 +20,10 @@
 // of cp = 2 with saved heads and 1, 2, 3, 4 head chunks over the emulated link, and 1 and 2 chunks
 // with no wait (the copies only: the bound for an infinitely fast link).
 //
-// Usage: emulate SEQ [GBPS [LATENCY_US [ROUNDS]]]  (defaults 8192 335 30 6; 3 steps per round)
+// Usage: emulate SEQ [GBPS [LATENCY_US [ROUNDS [mirror|ce|ce-noself]]]]  (defaults 8192 335 30 6
+// mirror; 3 steps per round; ce: the peer's rows are not copied, ce-noself: nor the rank's own,
+// see MirrorComm::remote_copies; the workspace and `saved` start with random values then, so
+// what is not copied is not zeros, which cuDNN runs faster at the power cap)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -54,6 +57,33 @@ void check(const Status& s) {
   }
 }
 
+// Spans of a traced step: kernel calls ('f' forward, 'b' backward) and exchanges ('x', from the
+// first copy to the end of the wait), each bracketed by events on the stream it runs on.
+struct Trace {
+  bool on = false;
+  struct Span {
+    char kind;
+    std::size_t bytes;
+    cudaEvent_t a, b;
+  };
+  std::vector<Span> spans;
+  template <typename F>
+  void span(char kind, std::size_t bytes, Stream stream, F&& body) {
+    if (!on) {
+      body();
+      return;
+    }
+    Span sp{kind, bytes, nullptr, nullptr};
+    cu(cudaEventCreate(&sp.a), "event");
+    cu(cudaEventCreate(&sp.b), "event");
+    cu(cudaEventRecord(sp.a, stream), "record");
+    body();
+    cu(cudaEventRecord(sp.b, stream), "record");
+    spans.push_back(sp);
+  }
+};
+Trace trace;
+
 // Rank 0 of `size` ranks whose peers mirror it.
 class MirrorComm final : public Communicator {
  public:
@@ -84,7 +114,7 @@ class MirrorComm final : public Communicator {
       const auto i = static_cast<std::size_t>(p);
       copies.push_back({static_cast<const char*>(send) + send_offsets[i],
                         static_cast<char*>(recv) + recv_offsets[i],
-                        std::min(send_counts[i], recv_counts[i])});
+                        std::min(send_counts[i], recv_counts[i]), p});
       if (p != 0) out += send_counts[i], in += recv_counts[i];
     }
     return exchange(copies, std::max(out, in), stream);
@@ -104,7 +134,7 @@ class MirrorComm final : public Communicator {
   Status all_gather(const void* send, void* recv, std::size_t bytes, Stream stream) override {
     std::vector<Copy> copies;
     for (int p = 0; p < size_; ++p)
-      copies.push_back({send, static_cast<char*>(recv) + p * bytes, bytes});
+      copies.push_back({send, static_cast<char*>(recv) + p * bytes, bytes, p});
     return exchange(copies, bytes * (size_ - 1), stream);
   }
   Status all_reduce_sum(const void* send, void* recv, std::size_t count, DType dtype,
@@ -134,7 +164,7 @@ class MirrorComm final : public Communicator {
       for (const Copy& s : sends_) {
         if (s.peer != r.peer) continue;
         if (seen++ == taken[static_cast<std::size_t>(r.peer)]) {
-          copies.push_back({s.src, r.dst, std::min(s.bytes, r.bytes)});
+          copies.push_back({s.src, r.dst, std::min(s.bytes, r.bytes), r.peer});
           break;
         }
       }
@@ -159,9 +189,13 @@ class MirrorComm final : public Communicator {
   // The copies on `stream`, then (with a link) a device-to-host copy for the rest of
   // latency + remote / link: the exchange lasts about that long on `stream`.
   Status exchange(const std::vector<Copy>& copies, std::size_t remote, Stream stream) {
+    trace.span('x', remote, stream, [&] { enqueue(copies, remote, stream); });
+    return Status::ok();
+  }
+  void enqueue(const std::vector<Copy>& copies, std::size_t remote, Stream stream) {
     std::size_t copied = 0;
     for (const Copy& c : copies) {
-      if (c.bytes > 0 && c.src != c.dst) {
+      if (c.bytes > 0 && c.src != c.dst && (remote_copies || (c.peer == 0 && self_copies))) {
         cu(cudaMemcpyAsync(c.dst, c.src, c.bytes, cudaMemcpyDeviceToDevice, stream), "copy");
         copied += c.bytes;
       }
@@ -176,11 +210,21 @@ class MirrorComm final : public Communicator {
            "pad");
       }
     }
-    return Status::ok();
   }
 
   int size_;
   double gbps_, latency_us_, d2d_gbps_, d2h_gbps_;
+
+ public:
+  // false: only the rank's own rows are copied (device to device, as the peer-copy transport's
+  // copy to itself); what the peer sends is the link's wait alone (a copy engine's, as a copy
+  // from another GPU), so nothing of it needs an SM.
+  bool remote_copies = true;
+  // false (with remote_copies false): the rank's own rows are not copied either, as if its packs
+  // wrote them where they arrive.
+  bool self_copies = true;
+
+ private:
   void* pad_dev_;
   void* pad_host_;
   std::size_t pad_bytes_;
@@ -227,16 +271,10 @@ double copy_gbps(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind k
   return static_cast<double>(bytes) / (best * 1e-3) / 1e9;
 }
 
-// The kernel, its calls bracketed by events while `on` (the spans of a step as it runs).
+// The kernel, its calls traced (`trace`) while a traced step runs.
 class TimedKernel final : public LocalAttention {
  public:
   explicit TimedKernel(LocalAttention& inner) : inner_(inner) {}
-  bool on = false;
-  struct Span {
-    bool backward;
-    cudaEvent_t a, b;
-  };
-  std::vector<Span> spans;
 
   std::string_view name() const override { return inner_.name(); }
   Device device() const override { return inner_.device(); }
@@ -251,25 +289,17 @@ class TimedKernel final : public LocalAttention {
   std::size_t held_bytes() const override { return inner_.held_bytes(); }
   Status release_held(Stream stream) override { return inner_.release_held(stream); }
   Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream stream) override {
-    return timed(false, stream, [&] { return inner_.forward(p, a, stream); });
+    Status st;
+    trace.span('f', 0, stream, [&] { st = inner_.forward(p, a, stream); });
+    return st;
   }
   Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream stream) override {
-    return timed(true, stream, [&] { return inner_.backward(p, a, stream); });
+    Status st;
+    trace.span('b', 0, stream, [&] { st = inner_.backward(p, a, stream); });
+    return st;
   }
 
  private:
-  template <typename F>
-  Status timed(bool backward, Stream stream, F&& call) {
-    if (!on) return call();
-    Span sp{backward, nullptr, nullptr};
-    cu(cudaEventCreate(&sp.a), "event");
-    cu(cudaEventCreate(&sp.b), "event");
-    cu(cudaEventRecord(sp.a, stream), "record");
-    Status st = call();
-    cu(cudaEventRecord(sp.b, stream), "record");
-    spans.push_back(sp);
-    return st;
-  }
   LocalAttention& inner_;
 };
 
@@ -287,13 +317,17 @@ int main(int argc, char** argv) {
   const double gbps = argc > 2 ? std::atof(argv[2]) : 335.0;
   const double latency = argc > 3 ? std::atof(argv[3]) : 30.0;
   const int rounds = argc > 4 ? std::atoi(argv[4]) : 6;
+  // "mirror": the peer's rows copied device to device (calls 2-5); "ce": not copied, the link's
+  // wait alone (a same-device copy waits for SMs while a cuDNN call holds them: d2dbeside.cc).
+  const std::string mode = argc > 5 ? argv[5] : "mirror";
+  const bool remote_copies = mode == "mirror", self_copies = mode != "ce-noself";
   const int Hq = 32, Hkv = 8, D = 128, P = 2;
   const Device dev = Device::cuda(0);
   cu(cudaSetDevice(0), "device");
   auto att_r = create_cudnn_attention(0);
   check(att_r.status());
   LocalAttention& att = **att_r;
-  TimedKernel timed(att);
+  TimedKernel timed(att);  // (pass-through but for traced steps)
   cudaStream_t s;
   cu(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "stream");
   const std::size_t pad_bytes = std::size_t{256} << 20;
@@ -305,8 +339,11 @@ int main(int argc, char** argv) {
   const double d2h = copy_gbps(pad_host, pad_dev, pad_bytes / 4, cudaMemcpyDeviceToHost, s);
   std::printf(
       "S %lld: link %.0f GB/s + %.0f us per exchange; copies: device to device %.0f GB/s, device "
-      "to host %.1f GB/s\n",
-      static_cast<long long>(S), gbps, latency, d2d, d2h);
+      "to host %.1f GB/s; the peer's rows %s\n",
+      static_cast<long long>(S), gbps, latency, d2d, d2h,
+      remote_copies ? "copied device to device"
+      : self_copies ? "not copied (the wait alone)"
+                    : "not copied (the wait alone), nor the rank's own");
   std::mt19937 rng(51);
 
   // cp = 1: cuDNN on the whole sequence.
@@ -371,6 +408,8 @@ int main(int argc, char** argv) {
     c.name = "cp 2 rank 0, chunks " + std::to_string(chunks) +
              (link > 0 ? ", emulated link" : ", copies only");
     c.comm = std::make_unique<MirrorComm>(P, link, latency, d2d, d2h, pad_dev, pad_host, pad_bytes);
+    c.comm->remote_copies = remote_copies;
+    c.comm->self_copies = self_copies;
     PlanConfig cfg{
         .attention = {.num_heads_q = Hq, .num_heads_kv = Hkv, .head_dim = D, .causal = true},
         .parallel = {.cp = P},
@@ -393,6 +432,15 @@ int main(int argc, char** argv) {
     saved_bytes = std::max(saved_bytes, c.plan->saved_bytes());
   }
   void *ws = dalloc(ws_bytes), *saved = dalloc(saved_bytes);
+  // Random values everywhere a receive buffer may lie (copied from q1, random bf16).
+  for (void* buf : {ws, saved}) {
+    const std::size_t n = buf == ws ? ws_bytes : saved_bytes;
+    for (std::size_t at = 0; at < n; at += qb1) {
+      cu(cudaMemcpy(static_cast<char*>(buf) + at, q1, std::min(qb1, n - at),
+                    cudaMemcpyDeviceToDevice),
+         "random fill");
+    }
+  }
   ForwardArgs f{.q = act(q, Hq),
                 .k = act(k, Hkv),
                 .v = act(v, Hkv),
@@ -484,25 +532,33 @@ int main(int argc, char** argv) {
   };
   for (std::size_t i = 0; i < cases.size(); ++i) {
     for (int j = 0; j < 3; ++j) {
-      timed.spans.clear();
-      timed.on = true;
+      trace.spans.clear();
+      trace.on = true;
       cudaEvent_t a, b;
       cu(cudaEventCreate(&a), "event");
       cu(cudaEventCreate(&b), "event");
       cu(cudaEventRecord(a, s), "record");
       step(static_cast<int>(i));
       cu(cudaEventRecord(b, s), "record");
-      timed.on = false;
+      trace.on = false;
       cu(cudaStreamSynchronize(s), "sync");
       float ms = 0;
       cu(cudaEventElapsedTime(&ms, a, b), "elapsed");
+      struct At {
+        char kind;
+        std::size_t bytes;
+        float t0, t1;
+      };
+      std::vector<At> at;
       std::vector<std::pair<float, float>> fwd, bwd, all;
-      for (const TimedKernel::Span& sp : timed.spans) {
-        float t0 = 0, t1e = 0;
-        cu(cudaEventElapsedTime(&t0, a, sp.a), "elapsed");
-        cu(cudaEventElapsedTime(&t1e, a, sp.b), "elapsed");
-        (sp.backward ? bwd : fwd).push_back({t0, t1e});
-        all.push_back({t0, t1e});
+      for (const Trace::Span& sp : trace.spans) {
+        At x{sp.kind, sp.bytes, 0, 0};
+        cu(cudaEventElapsedTime(&x.t0, a, sp.a), "elapsed");
+        cu(cudaEventElapsedTime(&x.t1, a, sp.b), "elapsed");
+        at.push_back(x);
+        if (sp.kind == 'x') continue;
+        (sp.kind == 'b' ? bwd : fwd).push_back({x.t0, x.t1});
+        all.push_back({x.t0, x.t1});
       }
       float first = 1e30f, fwd_end = 0, bwd_start = 1e30f, last = 0;
       for (const auto& [x, y] : fwd) first = std::min(first, x), fwd_end = std::max(fwd_end, y);
@@ -513,6 +569,16 @@ int main(int argc, char** argv) {
           "ends %8.3f\n",
           static_cast<long long>(S), cases[i].name.c_str(), ms, busy(all), busy(fwd), busy(bwd),
           ms - busy(all), first, fwd_end, bwd_start, last);
+      if (j == 0) {  // the first traced step's spans in order of their start
+        std::sort(at.begin(), at.end(), [](const At& x, const At& y) { return x.t0 < y.t0; });
+        std::printf("    spans (ms from the step's start):");
+        for (const At& x : at) {
+          std::printf(" %c", x.kind);
+          if (x.kind == 'x') std::printf("%.1fM", static_cast<double>(x.bytes) / (1 << 20));
+          std::printf(" %.3f-%.3f", x.t0, x.t1);
+        }
+        std::printf(" | end %.3f\n", ms);
+      }
     }
   }
   return 0;
