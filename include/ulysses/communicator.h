@@ -83,6 +83,14 @@ class Communicator {
   /// beyond what the backend allows; collectives other than all_to_all_v are not batched.
   virtual Status group_start() = 0;
   virtual Status group_end() = 0;
+
+  /// Whether a rank's rows to itself (all_to_all_v's own slot, a send to itself) cost a separate
+  /// copy on its own device, which a caller saves by writing those rows where they arrive and
+  /// leaving them out of the exchange (a zero count, no send). On a GPU such a copy runs on the
+  /// SMs, so beside a kernel that fills the GPU it waits for that kernel's tail (docs/PERF.md).
+  /// true for the loopback, device loopback and peer-copy groups (LoopbackOptions); false by
+  /// default, e.g. NCCL, whose all-to-all takes every rank's slot in its one call.
+  virtual bool copies_own_rows() const { return false; }
 };
 
 /// A Communicator that passes every call on to `inner` (which must outlive it). Derive from it to
@@ -132,6 +140,7 @@ class ForwardingCommunicator : public Communicator {
   }
   Status group_start() override { return inner_.group_start(); }
   Status group_end() override { return inner_.group_end(); }
+  bool copies_own_rows() const override { return inner_.copies_own_rows(); }
 
  private:
   Communicator& inner_;
@@ -141,6 +150,9 @@ class ForwardingCommunicator : public Communicator {
 struct LoopbackOptions {
   /// Longest a rank waits for its peers in one operation before it returns kTimeout.
   std::chrono::milliseconds timeout{30000};
+  /// What copies_own_rows() reports (a copy to itself is a separate copy here); false makes
+  /// callers send their own rows through the exchange, as they do over NCCL.
+  bool copies_own_rows = true;
 };
 
 /// Creates `size` host communicators that talk to each other through shared memory: give one to

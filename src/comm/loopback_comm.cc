@@ -28,10 +28,14 @@ using detail::str_cat;
 class LoopbackComm final : public Communicator {
  public:
   LoopbackComm(std::shared_ptr<Hub> hub, int rank,
-               std::shared_ptr<comm::LoopbackTransport> transport)
-      : hub_(std::move(hub)), rank_(rank), transport_(std::move(transport)) {}
+               std::shared_ptr<comm::LoopbackTransport> transport, bool copies_own_rows)
+      : hub_(std::move(hub)),
+        rank_(rank),
+        transport_(std::move(transport)),
+        copies_own_rows_(copies_own_rows) {}
 
   int rank() const override { return rank_; }
+  bool copies_own_rows() const override { return copies_own_rows_; }
   int size() const override { return hub_->size(); }
   Device device() const override { return transport_->device(); }
   std::string_view backend_name() const override { return transport_->name(); }
@@ -278,6 +282,7 @@ class LoopbackComm final : public Communicator {
   std::shared_ptr<Hub> hub_;
   const int rank_;
   std::shared_ptr<comm::LoopbackTransport> transport_;
+  const bool copies_own_rows_;
   bool in_group_ = false;
   std::vector<Op> pending_;
 };
@@ -318,8 +323,8 @@ std::vector<std::unique_ptr<Communicator>> make_loopback_comms(
   auto hub = std::make_shared<Hub>(size, options);
   std::vector<std::unique_ptr<Communicator>> comms;
   for (int r = 0; r < size; ++r) {
-    comms.push_back(
-        std::make_unique<LoopbackComm>(hub, r, std::move(transports[static_cast<std::size_t>(r)])));
+    comms.push_back(std::make_unique<LoopbackComm>(
+        hub, r, std::move(transports[static_cast<std::size_t>(r)]), options.copies_own_rows));
   }
   return comms;
 }

@@ -51,6 +51,16 @@
 // this call precedes what the caller enqueues next. On one H200, two 8-head cuDNN calls of 8k
 // tokens on two streams take as long as one 16-head call, one after another +14% (docs/PERF.md).
 //
+// A rank's own rows (own_in_place_): where the communicator's copy of them to itself is a
+// separate copy on the rank's device (copies_own_rows(): the loopback and peer-copy groups), they
+// skip the exchanges. The packs write them where they arrive (own_in(): the receive buffer or, fp8,
+// the payload's arrival region), the exchange gives them a zero count, the returning exchanges do
+// not send them, and the unpacks read them where the kernel wrote them (own_out()). Such a copy
+// runs on the SMs, so beside a kernel that fills the GPU it waited for that kernel's tail (one
+// H200: a chunk's copy to itself ended with the previous chunk's call; docs/PERF.md). Not with
+// replicated KV heads (their gradients are summed over every peer's region in one pass) nor over
+// NCCL (its all-to-all takes every rank's slot in one call). Results are bitwise the same.
+//
 // cp = 1 (native rows): nothing travels, so no exchange runs and there are no chunks (K = 1
 // whatever overlap_chunks says: there is no exchange to overlap). Rows are packed where they would
 // arrive and unpacked from where they were sent (pack_to(), unpack_from()), and where the caller's
@@ -123,6 +133,8 @@ class UlyssesAttention final : public DistributedAttention {
     uneven_ = routing_.uneven();
     fp8_ = config.payload == Payload::kFp8;
     self_ = P_ == 1 && !fp8_;
+    // (Replicated KV heads: their gradients are summed over every peer's region in one pass.)
+    own_in_place_ = !self_ && comm.copies_own_rows() && !routing_.replicated();
     K_ = self_ ? 1 : config.overlap_chunks;
     qu_ = static_cast<int>(Dq_ / U_);
     build_rows();
@@ -227,7 +239,8 @@ class UlyssesAttention final : public DistributedAttention {
     //    the next chunk is packed while this one travels, and travels while this one computes.
     for (int c = 0; c < K_; ++c) {
       ULYSSES_RETURN_IF_ERROR(pack_qkv(
-          c, a.q, a.k, a.v, pack_to(send_qkv + start(c).qkv_in, qkv_full + start(c).qkv), stream));
+          c, a.q, a.k, a.v, pack_to(send_qkv + start(c).qkv_in, qkv_full + start(c).qkv), stream,
+          own_in(c, wire_qkv + start(c).qkv_in, qkv_full + start(c).qkv, &Rows::qkv)));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
       ULYSSES_RETURN_IF_ERROR(exchange_in(c, send_qkv + start(c).qkv_in, wire_qkv + start(c).qkv_in,
                                           qkv_full + start(c).qkv, &Rows::qkv, side));
@@ -247,9 +260,10 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_outputs(c, o_head + start(c).o, lse_of(lse_head, c),
                                              o_recv + start(c).o, lse_of(lse_recv, c), side));
-      ULYSSES_RETURN_IF_ERROR(
-          unpack_outputs(c, unpack_from(o_head + start(c).o, o_recv + start(c).o),
-                         unpack_from(lse_of(lse_head, c), lse_of(lse_recv, c)), a, side));
+      ULYSSES_RETURN_IF_ERROR(unpack_outputs(c,
+                                             unpack_from(o_head + start(c).o, o_recv + start(c).o),
+                                             unpack_from(lse_of(lse_head, c), lse_of(lse_recv, c)),
+                                             a, side, o_head + start(c).o, lse_of(lse_head, c)));
     }
     // 4. The caller's stream waits for the last unpack.
     return hand_over(side, stream, kEvDone);
@@ -294,10 +308,10 @@ class UlyssesAttention final : public DistributedAttention {
     // 1. dO to the head owners, chunk by chunk: packed on the caller's stream, sent on the exchange
     //    stream as soon as it is packed.
     for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(pack_in(c, as_bshd(a.d_o, config_.layout),
-                                      q_begin_[static_cast<std::size_t>(c)], &Rows::q,
-                                      pack_to(send_do + start(c).do_stride, do_head + start(c).o),
-                                      &Rows::o, &Rows::none, stream));
+      ULYSSES_RETURN_IF_ERROR(pack_in(
+          c, as_bshd(a.d_o, config_.layout), q_begin_[static_cast<std::size_t>(c)], &Rows::q,
+          pack_to(send_do + start(c).do_stride, do_head + start(c).o), &Rows::o, &Rows::none,
+          stream, own_in(c, wire_do + start(c).do_in, do_head + start(c).o, &Rows::o)));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
       ULYSSES_RETURN_IF_ERROR(exchange_in(c, send_do + start(c).do_stride, wire_do + start(c).do_in,
                                           do_head + start(c).o, &Rows::o, side));
@@ -320,8 +334,8 @@ class UlyssesAttention final : public DistributedAttention {
           has_lse_ ? lse_head + start(c).lse : nullptr, a, dsinks_local, cs));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_grads(c, gq, gkv, dq_recv(c), dkv_recv(c), side));
-      ULYSSES_RETURN_IF_ERROR(
-          unpack_grads(c, unpack_from(gq, dq_recv(c)), unpack_from(gkv, dkv_recv(c)), a, side));
+      ULYSSES_RETURN_IF_ERROR(unpack_grads(c, unpack_from(gq, dq_recv(c)),
+                                           unpack_from(gkv, dkv_recv(c)), a, side, gq, gkv));
     }
     // 3. The caller's stream waits for the last unpack.
     ULYSSES_RETURN_IF_ERROR(hand_over(side, stream, kEvDone));
@@ -347,9 +361,10 @@ class UlyssesAttention final : public DistributedAttention {
       const std::size_t s = slot_of(c);
       char* send = at(a.workspace, fwd_send_[s]);
       char* recv = at(a.workspace, fwd_recv_[s]);
-      ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, pack_to(send, recv), side));
+      char* wire = send + align_up(slot_blocks_[s].qkv_in);
       ULYSSES_RETURN_IF_ERROR(
-          exchange_in(c, send, send + align_up(slot_blocks_[s].qkv_in), recv, &Rows::qkv, side));
+          pack_qkv(c, a.q, a.k, a.v, pack_to(send, recv), side, own_in(c, wire, recv, &Rows::qkv)));
+      ULYSSES_RETURN_IF_ERROR(exchange_in(c, send, wire, recv, &Rows::qkv, side));
       return streams_->record(kEvChunk + c, side);
     };
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
@@ -367,7 +382,8 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_outputs(c, o_head, lse_head(c), o_recv, lse_recv, side));
       ULYSSES_RETURN_IF_ERROR(unpack_outputs(c, unpack_from(o_head, o_recv),
-                                             unpack_from(lse_head(c), lse_recv), a, side));
+                                             unpack_from(lse_head(c), lse_recv), a, side, o_head,
+                                             lse_head(c)));
       if (c + slots_ < K_) ULYSSES_RETURN_IF_ERROR(send_inputs(c + slots_));
     }
     return hand_over(side, stream, kEvDone);
@@ -390,13 +406,18 @@ class UlyssesAttention final : public DistributedAttention {
       char* arrive_at = fp8_ ? send + off.wire : recv;
       const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
       const Layout l = config_.layout;
-      ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send, side));
+      const Rows& m = mine(c);
+      // This rank's own rows where they arrive (own_in_place_), at its offsets below.
+      const std::size_t own = static_cast<std::size_t>(rank_);
+      char* own_qkv = own_in_place_ ? arrive_at + own * in_peer_bytes(m.qkv) : nullptr;
+      char* own_o = own_in_place_ ? recv + off.o + own * peer_bytes(m.o, dtype_, -1) : nullptr;
+      char* own_do = own_in_place_ ? arrive_at + off.wire_do + own * in_peer_bytes(m.o) : nullptr;
+      ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send, side, own_qkv));
       ULYSSES_RETURN_IF_ERROR(move_peers<true>(c, as_bshd(a.o, l), q_begin, &Rows::q,
                                                send + off.send_o, dtype_, U_, &Rows::o, &Rows::none,
-                                               side));
+                                               side, own_o));
       ULYSSES_RETURN_IF_ERROR(pack_in(c, as_bshd(a.d_o, l), q_begin, &Rows::q, send + off.send_do,
-                                      &Rows::o, &Rows::none, side));
-      const Rows& m = mine(c);
+                                      &Rows::o, &Rows::none, side, own_do));
       if (!self_) {
         // Peer p's regions of the send slot are the chunk's region width apart; what arrives is
         // this rank's rows from every peer, one after another.
@@ -407,6 +428,7 @@ class UlyssesAttention final : public DistributedAttention {
                           r_o = peer_bytes(m.o, dtype_, -1);
         ULYSSES_RETURN_IF_ERROR(comm_.group_start());
         for (int p = 0; p < P_; ++p) {
+          if (own_in_place_ && p == rank_) continue;  // (packed where they arrive)
           const Rows& to = peer(c, p);
           const auto i = static_cast<std::size_t>(p);
           ULYSSES_RETURN_IF_ERROR(comm_.send(send + i * s_qkv, in_peer_bytes(to.qkv), p, side));
@@ -442,7 +464,7 @@ class UlyssesAttention final : public DistributedAttention {
       // The gradients come back into the receive slot (the kernel has read it).
       ULYSSES_RETURN_IF_ERROR(return_grads(c, gq, gkv, in, in + off.dkv, side));
       ULYSSES_RETURN_IF_ERROR(
-          unpack_grads(c, unpack_from(gq, in), unpack_from(gkv, in + off.dkv), a, side));
+          unpack_grads(c, unpack_from(gq, in), unpack_from(gkv, in + off.dkv), a, side, gq, gkv));
       if (c + slots_ < K_) ULYSSES_RETURN_IF_ERROR(send_inputs(c + slots_));
     }
     ULYSSES_RETURN_IF_ERROR(hand_over(side, stream, kEvDone));
@@ -479,7 +501,7 @@ class UlyssesAttention final : public DistributedAttention {
   // Chunk c's Q, K, V heads for every peer into the [p][Sl][B][Cc][D] message at `send` (in the
   // inbound payload: fp8 rows with Payload::kFp8); cp = 1: Q rows, then K|V rows (qkv_rows()).
   Status pack_qkv(int c, const TensorView& q, const TensorView& k, const TensorView& v, char* send,
-                  Stream stream) {
+                  Stream stream, char* own = nullptr) {
     const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
     const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
     const Layout l = config_.layout;
@@ -493,11 +515,11 @@ class UlyssesAttention final : public DistributedAttention {
                      stream);
     }
     ULYSSES_RETURN_IF_ERROR(
-        pack_in(c, as_bshd(q, l), q_begin, &Rows::q, send, &Rows::qkv, &Rows::none, stream));
-    ULYSSES_RETURN_IF_ERROR(
-        pack_in(c, as_bshd(k, l), kv_begin, &Rows::kv, send, &Rows::qkv, &Rows::k_channel, stream));
+        pack_in(c, as_bshd(q, l), q_begin, &Rows::q, send, &Rows::qkv, &Rows::none, stream, own));
+    ULYSSES_RETURN_IF_ERROR(pack_in(c, as_bshd(k, l), kv_begin, &Rows::kv, send, &Rows::qkv,
+                                    &Rows::k_channel, stream, own));
     return pack_in(c, as_bshd(v, l), kv_begin, &Rows::kv, send, &Rows::qkv, &Rows::v_channel,
-                   stream);
+                   stream, own);
   }
 
   // Where a chunk's Q and K|V rows sit in its Q|K|V block (qkv_block_ bytes at `block`). cp > 1:
@@ -529,25 +551,50 @@ class UlyssesAttention final : public DistributedAttention {
 
   // Chunk c: peer p's heads (`heads` of peer(c, p)) of `act` into peer p's region of the inbound
   // message at `send` (in the inbound payload), rows `ch` channels wide from channel `c0` on (see
-  // move_peers()).
+  // move_peers()); this rank's own rows at `own` instead when it is given (own_in()).
   Status pack_in(int c, const TensorView& act, const std::vector<int>& head_begin, int Rows::*heads,
-                 char* send, int Rows::*ch, int Rows::*c0, Stream stream) {
-    if (!fp8_) return move_peers<true>(c, act, head_begin, heads, send, dtype_, U_, ch, c0, stream);
-    const Rows& wide = slot(c);
-    if (!uneven_) {
-      return kernels::pack_heads_fp8(act, head_begin, wide.*heads, fp8_msg(send, wide.*ch),
-                                     wide.*c0, stream);
+                 char* send, int Rows::*ch, int Rows::*c0, Stream stream, char* own = nullptr) {
+    if (!fp8_) {
+      return move_peers<true>(c, act, head_begin, heads, send, dtype_, U_, ch, c0, stream, own);
     }
+    const Rows& wide = slot(c);
     const std::size_t region = fp8_msg(nullptr, wide.*ch).peer_bytes();
+    if (!uneven_) {
+      for (const auto& [first, count] : peer_runs(own != nullptr)) {
+        kernels::Fp8MessageLayout m =
+            fp8_msg(first == rank_ && own != nullptr ? own : send + first * region, wide.*ch);
+        m.peers = count;
+        ULYSSES_RETURN_IF_ERROR(kernels::pack_heads_fp8(
+            act, {&head_begin[static_cast<std::size_t>(first)], static_cast<std::size_t>(count)},
+            wide.*heads, m, wide.*c0, stream));
+      }
+      return Status::ok();
+    }
     for (int p = 0; p < P_; ++p) {
       const Rows& r = peer(c, p);
       const auto i = static_cast<std::size_t>(p);
-      kernels::Fp8MessageLayout one = fp8_msg(send + i * region, r.*ch);
+      kernels::Fp8MessageLayout one =
+          fp8_msg(p == rank_ && own != nullptr ? own : send + i * region, r.*ch);
       one.peers = 1;
       ULYSSES_RETURN_IF_ERROR(
           kernels::pack_heads_fp8(act, {&head_begin[i], 1}, r.*heads, one, r.*c0, stream));
     }
     return Status::ok();
+  }
+
+  // Where this rank's own rows of chunk c's inbound message (`ch` channels) arrive: in `dst`, or
+  // in the payload at `wire` (fp8), at its offset of exchange_in(); null unless own_in_place_ (the
+  // packs then write them there and the exchange leaves them out).
+  char* own_in(int c, char* wire, char* dst, int Rows::*ch) const {
+    if (!own_in_place_) return nullptr;
+    return (fp8_ ? wire : dst) + static_cast<std::size_t>(rank_) * in_peer_bytes(mine(c).*ch);
+  }
+  // Where this rank's own rows of a returning exchange leave from (send_rows()): rows of `buf`,
+  // or null unless own_in_place_ (the unpacks then read them there).
+  char* own_out(int c, const char* buf, int Rows::*ch, DType dtype, std::int64_t width = -1) const {
+    if (!own_in_place_ || buf == nullptr) return nullptr;
+    return const_cast<char*>(buf) +
+           static_cast<std::size_t>(rank_) * peer_bytes(mine(c).*ch, dtype, width);
   }
 
   // Chunk c's rows of a message on the far side of an exchange (packed to send in, or returned):
@@ -558,25 +605,44 @@ class UlyssesAttention final : public DistributedAttention {
   template <bool kPack>
   Status move_peers(int c, const TensorView& act, const std::vector<int>& head_begin,
                     int Rows::*heads, char* base, DType dtype, std::int64_t width, int Rows::*ch,
-                    int Rows::*c0, Stream stream) {
+                    int Rows::*c0, Stream stream, char* own = nullptr) {
     auto one_call = [&](const kernels::MessageLayout& m, std::span<const int> begin, int h,
                         int c_begin) {
       return kPack ? kernels::pack_heads(act, begin, h, m, c_begin, stream)
                    : kernels::unpack_heads(m, c_begin, begin, h, act, stream);
     };
     const Rows& wide = slot(c);
-    if (!uneven_) {
-      return one_call({base, dtype, P_, Sl_, B_, wide.*ch, width}, head_begin, wide.*heads,
-                      wide.*c0);
-    }
     const std::size_t region = peer_bytes(wide.*ch, dtype, width);
+    if (!uneven_) {
+      // One call over the peers, or (own rows at `own`) one over those before this rank, one for
+      // its own rows and one over those after it.
+      for (const auto& [first, count] : peer_runs(own != nullptr)) {
+        char* at = first == rank_ && own != nullptr ? own : base + first * region;
+        ULYSSES_RETURN_IF_ERROR(one_call(
+            {at, dtype, count, Sl_, B_, wide.*ch, width},
+            {&head_begin[static_cast<std::size_t>(first)], static_cast<std::size_t>(count)},
+            wide.*heads, wide.*c0));
+      }
+      return Status::ok();
+    }
     for (int p = 0; p < P_; ++p) {
       const Rows& r = peer(c, p);
       const auto i = static_cast<std::size_t>(p);
-      ULYSSES_RETURN_IF_ERROR(one_call({base + i * region, dtype, 1, Sl_, B_, r.*ch, width},
-                                       {&head_begin[i], 1}, r.*heads, r.*c0));
+      char* at = p == rank_ && own != nullptr ? own : base + i * region;
+      ULYSSES_RETURN_IF_ERROR(
+          one_call({at, dtype, 1, Sl_, B_, r.*ch, width}, {&head_begin[i], 1}, r.*heads, r.*c0));
     }
     return Status::ok();
+  }
+  // Runs of peers (first, count) that one pack or unpack call covers: every peer, or (split) the
+  // peers before this rank, this rank alone and the peers after it (empty runs left out).
+  std::vector<std::pair<int, int>> peer_runs(bool split) const {
+    if (!split) return {{0, P_}};
+    std::vector<std::pair<int, int>> runs;
+    if (rank_ > 0) runs.push_back({0, rank_});
+    runs.push_back({rank_, 1});
+    if (rank_ + 1 < P_) runs.push_back({rank_ + 1, P_ - rank_ - 1});
+    return runs;
   }
 
   // FP8: the rows that arrived at `wire` into `dst` in the plan's dtype. Native rows arrive in
@@ -597,9 +663,10 @@ class UlyssesAttention final : public DistributedAttention {
     const std::size_t region = in_peer_bytes(slot(c).*ch), arriving = in_peer_bytes(own);
     for (int p = 0; p < P_; ++p) {
       const auto i = static_cast<std::size_t>(p);
-      send_counts_[i] = in_peer_bytes(peer(c, p).*ch);
+      const bool moves = !(own_in_place_ && p == rank_);  // (else packed where it arrives)
+      send_counts_[i] = moves ? in_peer_bytes(peer(c, p).*ch) : 0;
       send_offsets_[i] = i * region;
-      recv_counts_[i] = arriving;
+      recv_counts_[i] = moves ? arriving : 0;
       recv_offsets_[i] = i * arriving;
     }
     ULYSSES_RETURN_IF_ERROR(comm_.all_to_all_v(send, send_counts_, send_offsets_, fp8_ ? wire : dst,
@@ -660,6 +727,7 @@ class UlyssesAttention final : public DistributedAttention {
     if (self_) return Status::ok();
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
     for (int p = 0; p < P_; ++p) {
+      if (own_in_place_ && p == rank_) continue;  // (unpacked from where the kernel wrote them)
       ULYSSES_RETURN_IF_ERROR(send_rows(c, o, &Rows::o, dtype_, p, stream));
       if (lse) ULYSSES_RETURN_IF_ERROR(send_rows(c, lse, &Rows::q, DType::kFloat32, p, stream, 1));
       ULYSSES_RETURN_IF_ERROR(recv_rows(c, o_recv, &Rows::o, dtype_, p, stream));
@@ -670,24 +738,26 @@ class UlyssesAttention final : public DistributedAttention {
     return comm_.group_end();
   }
 
-  // Chunk c's returned O (and LSE, if the caller asked for it) into the caller's tensors.
-  Status unpack_outputs(int c, char* o_recv, char* lse_recv, const ForwardArgs& a, Stream stream) {
-    ULYSSES_RETURN_IF_ERROR(move_peers<false>(c, as_bshd(a.o, config_.layout),
-                                              q_begin_[static_cast<std::size_t>(c)], &Rows::q,
-                                              o_recv, dtype_, U_, &Rows::o, &Rows::none, stream));
-    return unpack_lse(c, lse_recv, a, stream);
+  // Chunk c's returned O (and LSE, if the caller asked for it) into the caller's tensors; this
+  // rank's own rows from where the kernel wrote them (o_sent, lse_sent) when own_in_place_.
+  Status unpack_outputs(int c, char* o_recv, char* lse_recv, const ForwardArgs& a, Stream stream,
+                        const char* o_sent, const char* lse_sent) {
+    ULYSSES_RETURN_IF_ERROR(move_peers<false>(
+        c, as_bshd(a.o, config_.layout), q_begin_[static_cast<std::size_t>(c)], &Rows::q, o_recv,
+        dtype_, U_, &Rows::o, &Rows::none, stream, own_out(c, o_sent, &Rows::o, dtype_)));
+    return unpack_lse(c, lse_recv, a, stream, own_out(c, lse_sent, &Rows::q, DType::kFloat32, 1));
   }
-  Status unpack_lse(int c, char* lse_recv, const ForwardArgs& a, Stream stream) {
+  Status unpack_lse(int c, char* lse_recv, const ForwardArgs& a, Stream stream, char* own) {
     if (a.lse.empty_view() || lse_recv == nullptr) return Status::ok();
     const TensorView lse = lse_as_bhs(a.lse, config_.layout);
     const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
-    if (!uneven_) {
+    if (!uneven_ && own == nullptr) {
       return kernels::unpack_lse({lse_recv, DType::kFloat32, P_, Sl_, B_, slot(c).q, 1}, q_begin,
                                  lse, stream);
     }
-    // Uneven heads: the LSE as rows of one element, peer by peer.
+    // Uneven heads, or this rank's own rows apart: the LSE as rows of one element.
     return move_peers<false>(c, lse_as_rows(lse), q_begin, &Rows::q, lse_recv, DType::kFloat32, 1,
-                             &Rows::q, &Rows::none, stream);
+                             &Rows::q, &Rows::none, stream, own);
   }
 
   // Chunk c's backward kernel on lb's views (head-sharded rows, or cp = 1 some of the caller's) and
@@ -713,6 +783,7 @@ class UlyssesAttention final : public DistributedAttention {
     if (self_) return Status::ok();
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
     for (int p = 0; p < P_; ++p) {
+      if (own_in_place_ && p == rank_) continue;  // (unpacked from where the kernel wrote them)
       ULYSSES_RETURN_IF_ERROR(send_rows(c, gq, &Rows::dq, dtype_, p, stream));
       ULYSSES_RETURN_IF_ERROR(send_rows(c, gkv, &Rows::gkv, kv_grad_dtype_, p, stream));
       ULYSSES_RETURN_IF_ERROR(recv_rows(c, dq_recv, &Rows::dq, dtype_, p, stream));
@@ -728,7 +799,7 @@ class UlyssesAttention final : public DistributedAttention {
     LocalForwardArgs la;
     caller_inputs(a, la);
     ULYSSES_RETURN_IF_ERROR(run_forward(0, la, slot_lse(a, 0), a, stream));
-    return unpack_lse(0, slot_lse(a, 0), a, stream);
+    return unpack_lse(0, slot_lse(a, 0), a, stream, nullptr);
   }
   // Backward with the kernel reading d_o (kLseOnly: q, k, v, o too; else Q|K|V and O from `saved`)
   // and writing dq, dk, dv in place.
@@ -818,12 +889,15 @@ class UlyssesAttention final : public DistributedAttention {
     lb.dv = as_bshd(a.dv, l);
   }
 
-  // Chunk c's returned gradients into the caller's dq, dk, dv (KV replicas summed in rank order).
-  Status unpack_grads(int c, char* dq_recv, char* dkv_recv, const BackwardArgs& a, Stream stream) {
+  // Chunk c's returned gradients into the caller's dq, dk, dv (KV replicas summed in rank order);
+  // this rank's own rows from where the kernel wrote them (gq_sent, gkv_sent) when own_in_place_.
+  Status unpack_grads(int c, char* dq_recv, char* dkv_recv, const BackwardArgs& a, Stream stream,
+                      const char* gq_sent, const char* gkv_sent) {
     const TensorView dk = as_bshd(a.dk, config_.layout), dv = as_bshd(a.dv, config_.layout);
-    ULYSSES_RETURN_IF_ERROR(move_peers<false>(c, as_bshd(a.dq, config_.layout),
-                                              q_begin_[static_cast<std::size_t>(c)], &Rows::q,
-                                              dq_recv, dtype_, U_, &Rows::dq, &Rows::none, stream));
+    ULYSSES_RETURN_IF_ERROR(move_peers<false>(
+        c, as_bshd(a.dq, config_.layout), q_begin_[static_cast<std::size_t>(c)], &Rows::q, dq_recv,
+        dtype_, U_, &Rows::dq, &Rows::none, stream, own_out(c, gq_sent, &Rows::dq, dtype_)));
+    char* own_kv = own_out(c, gkv_sent, &Rows::gkv, kv_grad_dtype_);
     const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
     if (routing_.replicated()) {  // (one chunk, every peer's rows the slot's)
       const Rows& wide = slot(c);
@@ -832,9 +906,9 @@ class UlyssesAttention final : public DistributedAttention {
       return kernels::unpack_sum_replicas(kv_msg, wide.dv_channel, kv_begin, dv, stream);
     }
     ULYSSES_RETURN_IF_ERROR(move_peers<false>(c, dk, kv_begin, &Rows::kv, dkv_recv, kv_grad_dtype_,
-                                              U_, &Rows::gkv, &Rows::none, stream));
+                                              U_, &Rows::gkv, &Rows::none, stream, own_kv));
     return move_peers<false>(c, dv, kv_begin, &Rows::kv, dkv_recv, kv_grad_dtype_, U_, &Rows::gkv,
-                             &Rows::dv_channel, stream);
+                             &Rows::dv_channel, stream, own_kv);
   }
 
   std::size_t slot_of(int chunk) const { return static_cast<std::size_t>(chunk % slots_); }
@@ -1209,6 +1283,9 @@ class UlyssesAttention final : public DistributedAttention {
   std::vector<Blocks> blocks_, starts_;
   bool fp8_ = false;   // Payload::kFp8: Q|K|V and dO travel as fp8 rows
   bool self_ = false;  // cp = 1 with native rows: nothing travels (see the top of this file)
+  // This rank's own rows skip the exchanges: packed where they arrive, unpacked from where the
+  // kernel wrote them (the communicator's copies_own_rows(); see the top of this file).
+  bool own_in_place_ = false;
   std::vector<std::vector<int>> q_begin_, kv_begin_;  // [chunk][peer], see build_chunk_maps()
   std::vector<std::size_t> send_counts_, send_offsets_, recv_counts_,
       recv_offsets_;  // exchange_in()'s scratch

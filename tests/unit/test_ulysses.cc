@@ -39,6 +39,9 @@ struct Case {
   Payload payload = Payload::kNative;                       // PlanConfig::payload
   bool concurrent = false;  // the kernel says its calls may overlap (ScribblingKernel)
   int Dv = 0;               // AttentionConfig::head_dim_v (0: D)
+  // LoopbackOptions::copies_own_rows: false sends each rank's own rows through the exchanges, as
+  // over NCCL; true (the loopback's default) packs them where they arrive.
+  bool copies_own_rows = true;
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -253,62 +256,67 @@ Outputs ulysses(const Case& c, const Inputs& in, std::vector<HostTensor>& per_ra
                        .payload = c.payload};
   // A backward may run twice on one forward when `saved` is kept, or when it holds only the LSE.
   const bool saved_survives = c.keep_saved || c.saved == SavedActivations::kLseOnly;
-  auto st = testing::run_ranks(c.P, [&](int r, Communicator& comm) -> Status {
-    // (cp = 1 hands the kernel the caller's views where it may: they need not be dense.)
-    DenseRowsKernel dense(*kernel);
-    LocalAttention& inner = c.P > 1 ? static_cast<LocalAttention&>(dense) : *kernel;
-    ScribblingKernel scribbling(inner);
-    LocalAttention& k = c.concurrent ? static_cast<LocalAttention&>(scribbling) : inner;
-    auto plan = DistributedAttention::create(cfg, comm, k);
-    if (!plan.is_ok()) return plan.status();
-    std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
-    auto shard = [&](const HostTensor& t) { return shard_view(t.view, c.layout, c.P, r).value(); };
-    ForwardArgs f;
-    f.q = shard(in.q);
-    f.k = shard(in.k);
-    f.v = shard(in.v);
-    if (c.sinks) f.sinks = in.sinks.view;
-    f.o = shard(out.o);
-    f.lse = shard_lse_view(out.lse.view, c.layout, c.P, r).value();
-    f.cu_seqlens = c.cu;
-    f.workspace = ws.data();
-    f.saved = saved.data();
-    if (!c.training) return (*plan)->forward(f, nullptr);
-    BackwardArgs b;
-    b.d_o = shard(in.d_o);
-    if (c.sinks) {
-      b.sinks = in.sinks.view;
-      b.dsinks = per_rank_dsinks[static_cast<std::size_t>(r)].view;
-    }
-    b.dq = shard(out.dq);
-    b.dk = shard(out.dk);
-    b.dv = shard(out.dv);
-    b.cu_seqlens = c.cu;
-    b.workspace = ws.data();
-    b.saved = saved.data();
-    if (c.saved == SavedActivations::kLseOnly) {  // exchanged again by backward
-      b.q = f.q;
-      b.k = f.k;
-      b.v = f.v;
-      b.o = f.o;
-    }
-    for (int round = 0; round < c.rounds; ++round) {
-      if (Status s = (*plan)->forward(f, nullptr); !s.is_ok()) return s;
-      std::fill(ws.begin(), ws.end(), 0xFF);  // scratch: backward may not find forward's there
-      if (Status s = (*plan)->backward(b, nullptr); !s.is_ok()) return s;
-      if (c.rounds == 1) break;
-      // Again on the same `saved`: kept, it gives the same gradients (the caller checks them);
-      // consumed, it is refused on every rank before data moves.
-      Status again = (*plan)->backward(b, nullptr);
-      if (saved_survives && !again.is_ok()) return again;
-      if (!saved_survives && (again.code() != StatusCode::kInvalidArgument ||
-                              again.message().find("consumed") == std::string::npos)) {
-        return internal_error("a second backward() on a consumed `saved` returned " +
-                              again.to_string());
-      }
-    }
-    return Status::ok();
-  });
+  auto st = testing::run_ranks(
+      c.P,
+      [&](int r, Communicator& comm) -> Status {
+        // (cp = 1 hands the kernel the caller's views where it may: they need not be dense.)
+        DenseRowsKernel dense(*kernel);
+        LocalAttention& inner = c.P > 1 ? static_cast<LocalAttention&>(dense) : *kernel;
+        ScribblingKernel scribbling(inner);
+        LocalAttention& k = c.concurrent ? static_cast<LocalAttention&>(scribbling) : inner;
+        auto plan = DistributedAttention::create(cfg, comm, k);
+        if (!plan.is_ok()) return plan.status();
+        std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
+        auto shard = [&](const HostTensor& t) {
+          return shard_view(t.view, c.layout, c.P, r).value();
+        };
+        ForwardArgs f;
+        f.q = shard(in.q);
+        f.k = shard(in.k);
+        f.v = shard(in.v);
+        if (c.sinks) f.sinks = in.sinks.view;
+        f.o = shard(out.o);
+        f.lse = shard_lse_view(out.lse.view, c.layout, c.P, r).value();
+        f.cu_seqlens = c.cu;
+        f.workspace = ws.data();
+        f.saved = saved.data();
+        if (!c.training) return (*plan)->forward(f, nullptr);
+        BackwardArgs b;
+        b.d_o = shard(in.d_o);
+        if (c.sinks) {
+          b.sinks = in.sinks.view;
+          b.dsinks = per_rank_dsinks[static_cast<std::size_t>(r)].view;
+        }
+        b.dq = shard(out.dq);
+        b.dk = shard(out.dk);
+        b.dv = shard(out.dv);
+        b.cu_seqlens = c.cu;
+        b.workspace = ws.data();
+        b.saved = saved.data();
+        if (c.saved == SavedActivations::kLseOnly) {  // exchanged again by backward
+          b.q = f.q;
+          b.k = f.k;
+          b.v = f.v;
+          b.o = f.o;
+        }
+        for (int round = 0; round < c.rounds; ++round) {
+          if (Status s = (*plan)->forward(f, nullptr); !s.is_ok()) return s;
+          std::fill(ws.begin(), ws.end(), 0xFF);  // scratch: backward may not find forward's there
+          if (Status s = (*plan)->backward(b, nullptr); !s.is_ok()) return s;
+          if (c.rounds == 1) break;
+          // Again on the same `saved`: kept, it gives the same gradients (the caller checks them);
+          // consumed, it is refused on every rank before data moves.
+          Status again = (*plan)->backward(b, nullptr);
+          if (saved_survives && !again.is_ok()) return again;
+          if (!saved_survives && (again.code() != StatusCode::kInvalidArgument ||
+                                  again.message().find("consumed") == std::string::npos)) {
+            return internal_error("a second backward() on a consumed `saved` returned " +
+                                  again.to_string());
+          }
+        }
+        return Status::ok();
+      },
+      LoopbackOptions{.copies_own_rows = c.copies_own_rows});
   EXPECT_ALL_OK(st);
   return out;
 }
@@ -966,6 +974,16 @@ std::vector<Case> cases() {
 INSTANTIATE_TEST_SUITE_P(Loopback, UlyssesVsReference, ::testing::ValuesIn(cases()),
                          [](const auto& param_info) { return param_info.param.name; });
 
+// The same cases with each rank's own rows sent through the exchanges (the path NCCL takes).
+std::vector<Case> own_rows_exchanged() {
+  std::vector<Case> v = cases();
+  for (Case& c : v) c.copies_own_rows = false;
+  return v;
+}
+INSTANTIATE_TEST_SUITE_P(OwnRowsExchanged, UlyssesVsReference,
+                         ::testing::ValuesIn(own_rows_exchanged()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
 TEST(Ulysses, LseOnlySavesOnlyTheLseAndChunksShareSlots) {
   // P = 2, B = 2, S = 64 (32 per rank), Hq = 16, Hkv = 8, D = 8, fp32: 8 query heads per rank.
   auto kernel = make_reference_attention();
@@ -1210,6 +1228,7 @@ class ExchangeLog final : public ForwardingCommunicator {
  public:
   using ForwardingCommunicator::ForwardingCommunicator;
   std::vector<std::size_t> sent;
+  std::size_t to_itself = 0;  // bytes of every exchange to this rank itself
 
   Status all_to_all_v(const void* send, std::span<const std::size_t> send_counts,
                       std::span<const std::size_t> send_offsets, void* recv,
@@ -1217,14 +1236,14 @@ class ExchangeLog final : public ForwardingCommunicator {
                       std::span<const std::size_t> recv_offsets, Stream stream) override {
     std::size_t bytes = 0;
     for (int p = 0; p < size(); ++p) {
-      if (p != rank()) bytes += send_counts[static_cast<std::size_t>(p)];
+      (p != rank() ? bytes : to_itself) += send_counts[static_cast<std::size_t>(p)];
     }
     sent.push_back(bytes);
     return ForwardingCommunicator::all_to_all_v(send, send_counts, send_offsets, recv, recv_counts,
                                                 recv_offsets, stream);
   }
   Status send(const void* data, std::size_t bytes, int peer, Stream stream) override {
-    if (peer != rank()) grouped_ += bytes;
+    (peer != rank() ? grouped_ : to_itself) += bytes;
     if (depth_ == 0) close();
     return ForwardingCommunicator::send(data, bytes, peer, stream);
   }
@@ -1295,6 +1314,77 @@ TEST(Ulysses, ChunksAtTheEndsOfThePipelineAreTheSmallOnes) {
     EXPECT_EQ(sent.back(), last) << chunks << " chunks";
     EXPECT_EQ(std::accumulate(sent.begin(), sent.end(), std::size_t{0}), in + back)
         << chunks << " chunks";
+  }
+}
+
+TEST(Ulysses, OwnRowsSkipTheExchangesWhereTheyWouldCostACopy) {
+  // A communicator whose copy of a rank's rows to itself is a separate copy (the loopback groups:
+  // on a GPU it waits for the SMs) gets none of them: they are packed where they arrive and
+  // unpacked from where the kernel wrote them. Others (NCCL) get them in every exchange. The
+  // bytes to the other ranks are the same either way, and so are the results (the
+  // OwnRowsExchanged cases).
+  auto kernel = make_reference_attention();
+  for (const auto& [chunks, saved] :
+       {std::pair{1, SavedActivations::kHeadSharded}, std::pair{2, SavedActivations::kHeadSharded},
+        std::pair{2, SavedActivations::kLseOnly}}) {
+    SCOPED_TRACE("chunks " + std::to_string(chunks) + " " +
+                 std::string(saved_activations_name(saved)));
+    std::size_t to_others[2] = {0, 0}, to_itself[2] = {0, 0};
+    for (const bool copies : {false, true}) {
+      const PlanConfig cfg{.attention = {.num_heads_q = 8, .num_heads_kv = 4, .head_dim = 8},
+                           .parallel = {.cp = 2},
+                           .dtype = DType::kFloat32,
+                           .batch = 1,
+                           .seqlen = 32,
+                           .overlap_chunks = chunks,
+                           .saved_activations = saved};
+      EXPECT_ALL_OK(testing::run_ranks(
+          2,
+          [&](int r, Communicator& comm) -> Status {
+            ExchangeLog log(comm);
+            auto plan = DistributedAttention::create(cfg, log, *kernel);
+            if (!plan.is_ok()) return plan.status();
+            std::vector<float> q(16 * 8 * 8, 0.5f), kv(16 * 4 * 8, 0.25f), o(q.size()),
+                d_o(q.size(), 1.0f), dq(q.size()), dk(kv.size()), dv(kv.size());
+            std::vector<unsigned char> ws((*plan)->workspace_bytes()),
+                saved_buf((*plan)->saved_bytes());
+            auto view = [](std::vector<float>& v, int heads) {
+              return TensorView::contiguous(v.data(), DType::kFloat32, {1, 16, heads, 8});
+            };
+            log.sent.clear();
+            log.to_itself = 0;
+            ForwardArgs f{.q = view(q, 8),
+                          .k = view(kv, 4),
+                          .v = view(kv, 4),
+                          .o = view(o, 8),
+                          .workspace = ws.data(),
+                          .saved = saved_buf.data()};
+            if (Status st = (*plan)->forward(f, nullptr); !st.is_ok()) return st;
+            BackwardArgs b{.d_o = view(d_o, 8),
+                           .dq = view(dq, 8),
+                           .dk = view(dk, 4),
+                           .dv = view(dv, 4),
+                           .workspace = ws.data(),
+                           .saved = saved_buf.data()};
+            if (saved == SavedActivations::kLseOnly) {
+              b.q = f.q;
+              b.k = f.k;
+              b.v = f.v;
+              b.o = f.o;
+            }
+            if (Status st = (*plan)->backward(b, nullptr); !st.is_ok()) return st;
+            if (r == 0) {
+              to_others[copies] = std::accumulate(log.sent.begin(), log.sent.end(), std::size_t{0});
+              to_itself[copies] = log.to_itself;
+            }
+            return Status::ok();
+          },
+          LoopbackOptions{.copies_own_rows = copies}));
+    }
+    EXPECT_GT(to_itself[false], 0u);
+    EXPECT_EQ(to_itself[true], 0u);
+    EXPECT_GT(to_others[true], 0u);
+    EXPECT_EQ(to_others[true], to_others[false]);
   }
 }
 
