@@ -20,10 +20,11 @@
 // of cp = 2 with saved heads and 1, 2, 3, 4 head chunks over the emulated link, and 1 and 2 chunks
 // with no wait (the copies only: the bound for an infinitely fast link).
 //
-// Usage: emulate SEQ [GBPS [LATENCY_US [ROUNDS [mirror|ce|ce-noself]]]]  (defaults 8192 335 30 6
-// mirror; 3 steps per round; ce: the peer's rows are not copied, ce-noself: nor the rank's own,
-// see MirrorComm::remote_copies; the workspace and `saved` start with random values then, so
-// what is not copied is not zeros, which cuDNN runs faster at the power cap)
+// Usage: emulate SEQ [GBPS [LATENCY_US [ROUNDS [mirror|ce|ce-noself|ce-own]]]]  (defaults 8192 335
+// 30 6 mirror; 3 steps per round; ce: the peer's rows are not copied, ce-noself: nor the rank's
+// own, ce-own: as ce, and the communicator reports copies_own_rows() (the plan packs them in
+// place), see MirrorComm::remote_copies; the workspace and `saved` start with random values then,
+// so what is not copied is not zeros, which cuDNN runs faster at the power cap)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -103,6 +104,10 @@ class MirrorComm final : public Communicator {
   int size() const override { return size_; }
   Device device() const override { return Device::cuda(0); }
   std::string_view backend_name() const override { return "mirror"; }
+  // Mode "ce-own": say so, as the peer-copy group does (the plan then packs this rank's own rows
+  // where they arrive, since this session).
+  bool copies_own_rows() const override { return own_rows_in_place; }
+  bool own_rows_in_place = false;
 
   Status all_to_all_v(const void* send, std::span<const std::size_t> send_counts,
                       std::span<const std::size_t> send_offsets, void* recv,
@@ -321,6 +326,7 @@ int main(int argc, char** argv) {
   // wait alone (a same-device copy waits for SMs while a cuDNN call holds them: d2dbeside.cc).
   const std::string mode = argc > 5 ? argv[5] : "mirror";
   const bool remote_copies = mode == "mirror", self_copies = mode != "ce-noself";
+  const bool own_rows_in_place = mode == "ce-own";
   const int Hq = 32, Hkv = 8, D = 128, P = 2;
   const Device dev = Device::cuda(0);
   cu(cudaSetDevice(0), "device");
@@ -341,9 +347,10 @@ int main(int argc, char** argv) {
       "S %lld: link %.0f GB/s + %.0f us per exchange; copies: device to device %.0f GB/s, device "
       "to host %.1f GB/s; the peer's rows %s\n",
       static_cast<long long>(S), gbps, latency, d2d, d2h,
-      remote_copies ? "copied device to device"
-      : self_copies ? "not copied (the wait alone)"
-                    : "not copied (the wait alone), nor the rank's own");
+      remote_copies       ? "copied device to device"
+      : own_rows_in_place ? "not copied (the wait alone), the rank's own packed in place"
+      : self_copies       ? "not copied (the wait alone)"
+                          : "not copied (the wait alone), nor the rank's own");
   std::mt19937 rng(51);
 
   // cp = 1: cuDNN on the whole sequence.
@@ -410,6 +417,7 @@ int main(int argc, char** argv) {
     c.comm = std::make_unique<MirrorComm>(P, link, latency, d2d, d2h, pad_dev, pad_host, pad_bytes);
     c.comm->remote_copies = remote_copies;
     c.comm->self_copies = self_copies;
+    c.comm->own_rows_in_place = own_rows_in_place;
     PlanConfig cfg{
         .attention = {.num_heads_q = Hq, .num_heads_kv = Hkv, .head_dim = D, .causal = true},
         .parallel = {.cp = P},
