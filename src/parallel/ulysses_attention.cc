@@ -636,13 +636,22 @@ class UlyssesAttention final : public DistributedAttention {
   }
   // Runs of peers (first, count) that one pack or unpack call covers: every peer, or (split) the
   // peers before this rank, this rank alone and the peers after it (empty runs left out).
-  std::vector<std::pair<int, int>> peer_runs(bool split) const {
-    if (!split) return {{0, P_}};
-    std::vector<std::pair<int, int>> runs;
-    if (rank_ > 0) runs.push_back({0, rank_});
-    runs.push_back({rank_, 1});
-    if (rank_ + 1 < P_) runs.push_back({rank_ + 1, P_ - rank_ - 1});
-    return runs;
+  struct PeerRuns {
+    std::array<std::pair<int, int>, 3> run{};
+    int n = 0;
+    const std::pair<int, int>* begin() const { return run.data(); }
+    const std::pair<int, int>* end() const { return run.data() + n; }
+  };
+  PeerRuns peer_runs(bool split) const {
+    PeerRuns r;
+    if (!split) {
+      r.run[r.n++] = {0, P_};
+      return r;
+    }
+    if (rank_ > 0) r.run[r.n++] = {0, rank_};
+    r.run[r.n++] = {rank_, 1};
+    if (rank_ + 1 < P_) r.run[r.n++] = {rank_ + 1, P_ - rank_ - 1};
+    return r;
   }
 
   // FP8: the rows that arrived at `wire` into `dst` in the plan's dtype. Native rows arrive in

@@ -264,7 +264,8 @@ TEST(Forwarding, EveryCallReachesTheInnerCommunicatorAndMovesTheSameBits) {
     CallCounter counter(comm);
     ForwardingCommunicator front(counter);  // what a user's wrapper would be
     wrong += front.rank() != comm.rank() || front.size() != comm.size() ||
-             front.device() != comm.device() || front.backend_name() != comm.backend_name();
+             front.device() != comm.device() || front.backend_name() != comm.backend_name() ||
+             front.copies_own_rows() != comm.copies_own_rows();
     wrong += &front.inner() != &counter;
     if (Status s = front.warm_up(); !s.is_ok()) return s;
     const Exchange e = exchange_of(r, P);
@@ -312,6 +313,20 @@ TEST(Forwarding, EveryCallReachesTheInnerCommunicatorAndMovesTheSameBits) {
       {"group_end", 1},  {"group_start", 1},    {"host_all_gather", 1}, {"recv", 1},
       {"send", 1},       {"warm_up", 1}};
   for (int r = 0; r < P; ++r) EXPECT_EQ(seen[static_cast<std::size_t>(r)], once) << "rank " << r;
+}
+
+TEST(Loopback, ReportsWhetherItsCopyToItselfIsASeparateCopy) {
+  // (What Ulysses' plans ask before leaving a rank's own rows out of the exchanges.) A plain
+  // Communicator says no; a wrapper says what its inner communicator says.
+  for (const bool copies : {true, false}) {
+    auto comms = create_loopback_group(2, LoopbackOptions{.copies_own_rows = copies});
+    ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
+    for (const auto& c : *comms) {
+      EXPECT_EQ(c->copies_own_rows(), copies);
+      ForwardingCommunicator front(*c);
+      EXPECT_EQ(front.copies_own_rows(), copies);
+    }
+  }
 }
 
 // The shape NCCL's ncclAlltoAll takes (NcclComm sends exactly these exchanges through it): one
