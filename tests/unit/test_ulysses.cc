@@ -1265,41 +1265,75 @@ class ExchangeLog final : public ForwardingCommunicator {
   std::size_t grouped_ = 0;
 };
 
+// Rank 0's exchanges in one step of `cfg` (fp32, cp = 2, batch 1) on two loopback ranks, the
+// inputs constant: forward, and backward too when `backward`. (What create() exchanges is left
+// out.)
+struct LoggedStep {
+  std::vector<std::size_t> sent;  // ExchangeLog::sent
+  std::size_t to_itself = 0;
+};
+LoggedStep logged_step(const PlanConfig& cfg, bool backward, LoopbackOptions options = {}) {
+  auto kernel = make_reference_attention();
+  const std::int64_t Sl = cfg.seqlen / 2, D = cfg.attention.head_dim;
+  const int hq = cfg.attention.num_heads_q, hkv = cfg.attention.num_heads_kv;
+  LoggedStep out;
+  EXPECT_ALL_OK(testing::run_ranks(
+      2,
+      [&](int r, Communicator& comm) -> Status {
+        ExchangeLog log(comm);
+        auto plan = DistributedAttention::create(cfg, log, *kernel);
+        if (!plan.is_ok()) return plan.status();
+        const auto qn = static_cast<std::size_t>(Sl * hq * D),
+                   kn = static_cast<std::size_t>(Sl * hkv * D);
+        std::vector<float> q(qn, 0.5f), kv(kn, 0.25f), o(qn), d_o(qn, 1.0f), dq(qn), dk(kn), dv(kn);
+        std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
+        auto view = [&](std::vector<float>& v, int heads) {
+          return TensorView::contiguous(v.data(), DType::kFloat32, {1, Sl, heads, D});
+        };
+        log.sent.clear();
+        log.to_itself = 0;
+        ForwardArgs f{.q = view(q, hq),
+                      .k = view(kv, hkv),
+                      .v = view(kv, hkv),
+                      .o = view(o, hq),
+                      .workspace = ws.data(),
+                      .saved = saved.data()};
+        if (Status st = (*plan)->forward(f, nullptr); !st.is_ok()) return st;
+        if (backward) {
+          BackwardArgs b{.d_o = view(d_o, hq),
+                         .dq = view(dq, hq),
+                         .dk = view(dk, hkv),
+                         .dv = view(dv, hkv),
+                         .workspace = ws.data(),
+                         .saved = saved.data()};
+          if (cfg.saved_activations == SavedActivations::kLseOnly) {
+            b.q = f.q;
+            b.k = f.k;
+            b.v = f.v;
+            b.o = f.o;
+          }
+          if (Status st = (*plan)->backward(b, nullptr); !st.is_ok()) return st;
+        }
+        if (r == 0) out = {log.sent, log.to_itself};
+        return Status::ok();
+      },
+      options));
+  return out;
+}
+
 TEST(Ulysses, ChunksAtTheEndsOfThePipelineAreTheSmallOnes) {
   // P = 2, 16 query / 8 KV heads: 4 KV heads per rank. The first chunk's inbound exchange and the
   // last chunk's returning one have no kernel call to hide behind; in 3 chunks the heads split
   // 1, 2, 1, so each of those carries a quarter of its exchange's bytes (2, 1, 1 carried half at
   // the start), and in 2 chunks each half.
-  auto kernel = make_reference_attention();
-  auto forward_exchanges = [&](int chunks) {
-    std::vector<std::size_t> sent;
+  auto forward_exchanges = [](int chunks) {
     const PlanConfig cfg{.attention = {.num_heads_q = 16, .num_heads_kv = 8, .head_dim = 8},
                          .parallel = {.cp = 2},
                          .dtype = DType::kFloat32,
                          .batch = 1,
                          .seqlen = 32,
                          .overlap_chunks = chunks};
-    EXPECT_ALL_OK(testing::run_ranks(2, [&](int r, Communicator& comm) -> Status {
-      ExchangeLog log(comm);
-      auto plan = DistributedAttention::create(cfg, log, *kernel);
-      if (!plan.is_ok()) return plan.status();
-      std::vector<float> q(16 * 16 * 8, 0.5f), kv(16 * 8 * 8, 0.25f), o(q.size());
-      std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
-      auto view = [](std::vector<float>& v, int heads) {
-        return TensorView::contiguous(v.data(), DType::kFloat32, {1, 16, heads, 8});
-      };
-      log.sent.clear();  // (what create() exchanged)
-      ForwardArgs f{.q = view(q, 16),
-                    .k = view(kv, 8),
-                    .v = view(kv, 8),
-                    .o = view(o, 16),
-                    .workspace = ws.data(),
-                    .saved = saved.data()};
-      if (Status s = (*plan)->forward(f, nullptr); !s.is_ok()) return s;
-      if (r == 0) sent = log.sent;
-      return Status::ok();
-    }));
-    return sent;
+    return logged_step(cfg, false).sent;
   };
   const std::vector<std::size_t> one = forward_exchanges(1);
   ASSERT_EQ(one.size(), 2u);  // Q|K|V in, O back
@@ -1323,68 +1357,27 @@ TEST(Ulysses, OwnRowsSkipTheExchangesWhereTheyWouldCostACopy) {
   // unpacked from where the kernel wrote them. Others (NCCL) get them in every exchange. The
   // bytes to the other ranks are the same either way, and so are the results (the
   // OwnRowsExchanged cases).
-  auto kernel = make_reference_attention();
   for (const auto& [chunks, saved] :
        {std::pair{1, SavedActivations::kHeadSharded}, std::pair{2, SavedActivations::kHeadSharded},
         std::pair{2, SavedActivations::kLseOnly}}) {
     SCOPED_TRACE("chunks " + std::to_string(chunks) + " " +
                  std::string(saved_activations_name(saved)));
-    std::size_t to_others[2] = {0, 0}, to_itself[2] = {0, 0};
-    for (const bool copies : {false, true}) {
-      const PlanConfig cfg{.attention = {.num_heads_q = 8, .num_heads_kv = 4, .head_dim = 8},
-                           .parallel = {.cp = 2},
-                           .dtype = DType::kFloat32,
-                           .batch = 1,
-                           .seqlen = 32,
-                           .overlap_chunks = chunks,
-                           .saved_activations = saved};
-      EXPECT_ALL_OK(testing::run_ranks(
-          2,
-          [&](int r, Communicator& comm) -> Status {
-            ExchangeLog log(comm);
-            auto plan = DistributedAttention::create(cfg, log, *kernel);
-            if (!plan.is_ok()) return plan.status();
-            std::vector<float> q(16 * 8 * 8, 0.5f), kv(16 * 4 * 8, 0.25f), o(q.size()),
-                d_o(q.size(), 1.0f), dq(q.size()), dk(kv.size()), dv(kv.size());
-            std::vector<unsigned char> ws((*plan)->workspace_bytes()),
-                saved_buf((*plan)->saved_bytes());
-            auto view = [](std::vector<float>& v, int heads) {
-              return TensorView::contiguous(v.data(), DType::kFloat32, {1, 16, heads, 8});
-            };
-            log.sent.clear();
-            log.to_itself = 0;
-            ForwardArgs f{.q = view(q, 8),
-                          .k = view(kv, 4),
-                          .v = view(kv, 4),
-                          .o = view(o, 8),
-                          .workspace = ws.data(),
-                          .saved = saved_buf.data()};
-            if (Status st = (*plan)->forward(f, nullptr); !st.is_ok()) return st;
-            BackwardArgs b{.d_o = view(d_o, 8),
-                           .dq = view(dq, 8),
-                           .dk = view(dk, 4),
-                           .dv = view(dv, 4),
-                           .workspace = ws.data(),
-                           .saved = saved_buf.data()};
-            if (saved == SavedActivations::kLseOnly) {
-              b.q = f.q;
-              b.k = f.k;
-              b.v = f.v;
-              b.o = f.o;
-            }
-            if (Status st = (*plan)->backward(b, nullptr); !st.is_ok()) return st;
-            if (r == 0) {
-              to_others[copies] = std::accumulate(log.sent.begin(), log.sent.end(), std::size_t{0});
-              to_itself[copies] = log.to_itself;
-            }
-            return Status::ok();
-          },
-          LoopbackOptions{.copies_own_rows = copies}));
-    }
-    EXPECT_GT(to_itself[false], 0u);
-    EXPECT_EQ(to_itself[true], 0u);
-    EXPECT_GT(to_others[true], 0u);
-    EXPECT_EQ(to_others[true], to_others[false]);
+    const PlanConfig cfg{.attention = {.num_heads_q = 8, .num_heads_kv = 4, .head_dim = 8},
+                         .parallel = {.cp = 2},
+                         .dtype = DType::kFloat32,
+                         .batch = 1,
+                         .seqlen = 32,
+                         .overlap_chunks = chunks,
+                         .saved_activations = saved};
+    const LoggedStep exchanged = logged_step(cfg, true, {.copies_own_rows = false});
+    const LoggedStep in_place = logged_step(cfg, true, {.copies_own_rows = true});
+    auto total = [](const LoggedStep& s) {
+      return std::accumulate(s.sent.begin(), s.sent.end(), std::size_t{0});
+    };
+    EXPECT_GT(exchanged.to_itself, 0u);
+    EXPECT_EQ(in_place.to_itself, 0u);
+    EXPECT_GT(total(in_place), 0u);
+    EXPECT_EQ(total(in_place), total(exchanged));
   }
 }
 
