@@ -407,11 +407,11 @@ class UlyssesAttention final : public DistributedAttention {
       const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
       const Layout l = config_.layout;
       const Rows& m = mine(c);
-      // This rank's own rows where they arrive (own_in_place_), at its offsets below.
-      const std::size_t own = static_cast<std::size_t>(rank_);
-      char* own_qkv = own_in_place_ ? arrive_at + own * in_peer_bytes(m.qkv) : nullptr;
-      char* own_o = own_in_place_ ? recv + off.o + own * peer_bytes(m.o, dtype_, -1) : nullptr;
-      char* own_do = own_in_place_ ? arrive_at + off.wire_do + own * in_peer_bytes(m.o) : nullptr;
+      // This rank's own rows where they arrive (own_in_place_), at its offsets below; O is not
+      // in the inbound payload, so its rows are the plan's dtype (as where they leave from).
+      char* own_qkv = own_in(c, send + off.wire, recv, &Rows::qkv);
+      char* own_o = own_out(c, recv + off.o, &Rows::o, dtype_);
+      char* own_do = own_in(c, send + off.wire + off.wire_do, recv + off.wire_do, &Rows::o);
       ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send, side, own_qkv));
       ULYSSES_RETURN_IF_ERROR(move_peers<true>(c, as_bshd(a.o, l), q_begin, &Rows::q,
                                                send + off.send_o, dtype_, U_, &Rows::o, &Rows::none,
@@ -428,7 +428,7 @@ class UlyssesAttention final : public DistributedAttention {
                           r_o = peer_bytes(m.o, dtype_, -1);
         ULYSSES_RETURN_IF_ERROR(comm_.group_start());
         for (int p = 0; p < P_; ++p) {
-          if (own_in_place_ && p == rank_) continue;  // (packed where they arrive)
+          if (!travels(p)) continue;
           const Rows& to = peer(c, p);
           const auto i = static_cast<std::size_t>(p);
           ULYSSES_RETURN_IF_ERROR(comm_.send(send + i * s_qkv, in_peer_bytes(to.qkv), p, side));
@@ -582,6 +582,9 @@ class UlyssesAttention final : public DistributedAttention {
     return Status::ok();
   }
 
+  // Whether peer p's rows go through the exchanges: all but this rank's own when own_in_place_
+  // (packed where they arrive, unpacked from where the kernel wrote them).
+  bool travels(int p) const { return !(own_in_place_ && p == rank_); }
   // Where this rank's own rows of chunk c's inbound message (`ch` channels) arrive: in `dst`, or
   // in the payload at `wire` (fp8), at its offset of exchange_in(); null unless own_in_place_ (the
   // packs then write them there and the exchange leaves them out).
@@ -589,8 +592,9 @@ class UlyssesAttention final : public DistributedAttention {
     if (!own_in_place_) return nullptr;
     return (fp8_ ? wire : dst) + static_cast<std::size_t>(rank_) * in_peer_bytes(mine(c).*ch);
   }
-  // Where this rank's own rows of a returning exchange leave from (send_rows()): rows of `buf`,
-  // or null unless own_in_place_ (the unpacks then read them there).
+  // This rank's region of `buf` in rows of its own width and `dtype`: where its own rows of a
+  // returning exchange leave from (send_rows()) or, not in the inbound payload, arrive; null
+  // unless own_in_place_.
   char* own_out(int c, const char* buf, int Rows::*ch, DType dtype, std::int64_t width = -1) const {
     if (!own_in_place_ || buf == nullptr) return nullptr;
     return const_cast<char*>(buf) +
@@ -672,10 +676,9 @@ class UlyssesAttention final : public DistributedAttention {
     const std::size_t region = in_peer_bytes(slot(c).*ch), arriving = in_peer_bytes(own);
     for (int p = 0; p < P_; ++p) {
       const auto i = static_cast<std::size_t>(p);
-      const bool moves = !(own_in_place_ && p == rank_);  // (else packed where it arrives)
-      send_counts_[i] = moves ? in_peer_bytes(peer(c, p).*ch) : 0;
+      send_counts_[i] = travels(p) ? in_peer_bytes(peer(c, p).*ch) : 0;
       send_offsets_[i] = i * region;
-      recv_counts_[i] = moves ? arriving : 0;
+      recv_counts_[i] = travels(p) ? arriving : 0;
       recv_offsets_[i] = i * arriving;
     }
     ULYSSES_RETURN_IF_ERROR(comm_.all_to_all_v(send, send_counts_, send_offsets_, fp8_ ? wire : dst,
@@ -736,7 +739,7 @@ class UlyssesAttention final : public DistributedAttention {
     if (self_) return Status::ok();
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
     for (int p = 0; p < P_; ++p) {
-      if (own_in_place_ && p == rank_) continue;  // (unpacked from where the kernel wrote them)
+      if (!travels(p)) continue;
       ULYSSES_RETURN_IF_ERROR(send_rows(c, o, &Rows::o, dtype_, p, stream));
       if (lse) ULYSSES_RETURN_IF_ERROR(send_rows(c, lse, &Rows::q, DType::kFloat32, p, stream, 1));
       ULYSSES_RETURN_IF_ERROR(recv_rows(c, o_recv, &Rows::o, dtype_, p, stream));
@@ -792,7 +795,7 @@ class UlyssesAttention final : public DistributedAttention {
     if (self_) return Status::ok();
     ULYSSES_RETURN_IF_ERROR(comm_.group_start());
     for (int p = 0; p < P_; ++p) {
-      if (own_in_place_ && p == rank_) continue;  // (unpacked from where the kernel wrote them)
+      if (!travels(p)) continue;
       ULYSSES_RETURN_IF_ERROR(send_rows(c, gq, &Rows::dq, dtype_, p, stream));
       ULYSSES_RETURN_IF_ERROR(send_rows(c, gkv, &Rows::gkv, kv_grad_dtype_, p, stream));
       ULYSSES_RETURN_IF_ERROR(recv_rows(c, dq_recv, &Rows::dq, dtype_, p, stream));
@@ -1020,7 +1023,6 @@ class UlyssesAttention final : public DistributedAttention {
         std::max_element(wide_.begin(), wide_.end(),
                          [](const Rows& a, const Rows& b) { return a.qkv < b.qkv; }) -
         wide_.begin());
-    slot_ = wide_[static_cast<std::size_t>(widest_chunk_)];
   }
   const Rows& mine(int c) const { return peer(c, rank_); }
   const Rows& peer(int c, int p) const {
@@ -1123,7 +1125,7 @@ class UlyssesAttention final : public DistributedAttention {
                          at.qkv_in + b.qkv_in, at.do_in + b.do_in, at.do_stride + b.do_stride});
     }
     // The widest chunk's blocks (the only chunk's at cp = 1 and wherever K = 1).
-    const Blocks widest = blocks_of(slot_);
+    const Blocks widest = blocks_of(slot(widest_chunk_));
     qkv_block_ = widest.qkv;
     q_block_ = widest.q;
     lse_block_ = widest.lse;
@@ -1278,12 +1280,12 @@ class UlyssesAttention final : public DistributedAttention {
   // Chunk c's rows of each peer (rows_[c][p], build_rows(); this rank's, mine(c), are what its
   // kernel reads and writes and what arrives for it or leaves from it; peer(c, p) is p's region of
   // a message on the far side of an exchange), the widest of chunk c (wide_[c], slot(c): every
-  // region of its messages is that wide) and of every chunk (slot_: sizes each chunk's block).
+  // region of its messages is that wide) and of every chunk (slot(widest_chunk_): sizes each
+  // chunk's block).
   // All equal unless the heads or the chunks split unevenly.
   std::vector<std::vector<Rows>> rows_;
   std::vector<Rows> wide_;
-  Rows slot_;
-  int widest_chunk_ = 0;  // a chunk whose rows are slot_ (the one concurrent_calls() is asked of)
+  int widest_chunk_ = 0;  // the widest chunk (sizes the blocks; concurrent_calls() is asked of it)
   // Bytes of the widest chunk's blocks: Q|K|V rows, dQ rows, LSE, dK|dV rows, and its dO message
   // in the inbound payload (fp8: smaller than the rows).
   std::size_t qkv_block_ = 0, q_block_ = 0, lse_block_ = 0, gkv_block_ = 0, do_in_block_ = 0;
