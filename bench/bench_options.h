@@ -79,6 +79,10 @@ struct Options {
   // the two fixed warm-up steps), so that the timed steps run at the clocks a sustained run
   // settles to under the power cap, as training does (0: the two fixed steps only).
   double warmup_ms = 500;
+  // GPU path, training rows: the cp = 1 run and every row of a length R times in turn; each row
+  // reports its median step and the median of its efficiencies against its round's cp = 1 run
+  // (bench/sweep_rounds.h).
+  int rounds = 1;
   bool check = true;
   std::string json;
   std::uint64_t seed = 0;  // 0: fresh

@@ -27,6 +27,7 @@
 #include "bench/bench_options.h"
 #include "bench/call_trace.h"
 #include "bench/step_timeline.h"
+#include "bench/sweep_rounds.h"
 #include "common/dtype_convert.h"
 #include "common/random_fill.h"
 #include "kernels/layout.h"
@@ -75,6 +76,8 @@ struct GpuRow {
   // --timeline: every rank's spans of its fastest marked step, and that step's ms per rank.
   std::vector<TimelineSpan> timeline;
   std::vector<double> timeline_step_ms;
+  // --rounds: the row's step time and paired efficiency in every round (empty with one round).
+  std::vector<double> round_ms, round_efficiency;
   double pack_gbs = 0, unpack_gbs = 0, copy_gbs = 0;  // pack/unpack alone vs a device copy
   double qkv_pack_gbs = 0;  // the forward's three packs (Q, K, V) into one merged message
   double fp8_pack_gbs = 0, fp8_dequant_gbs = 0;  // Q packed into fp8 rows, and back
@@ -1411,12 +1414,51 @@ Status check_plan_support(const Shape& s, const ParallelConfig& parallel, const 
   return DistributedAttention::check_support(cfg, comm, **kernel);
 }
 
-// " --warmup-ms X" where the run did not use the default.
-std::string warmup_flag(const Options& o) {
-  if (o.warmup_ms == Options{}.warmup_ms) return "";
+// " --warmup-ms X" and " --rounds R" where the run did not use the defaults.
+std::string timing_flags(const Options& o) {
   std::ostringstream os;
-  os << " --warmup-ms " << o.warmup_ms;
+  if (o.warmup_ms != Options{}.warmup_ms) os << " --warmup-ms " << o.warmup_ms;
+  if (o.rounds != Options{}.rounds) os << " --rounds " << o.rounds;
   return os.str();
+}
+
+// --rounds: rows[begin..] holds R rounds of one sequence length's rows, the same rows in the same
+// order each round, each round's first the cp = 1 run. Leaves one row each: the median of its step
+// times and of its efficiencies paired within a round (sweep_rounds.h), every round's values, and
+// round 0's other fields (its checks, traces, memory and first step). False where the rounds did
+// not hold the same rows.
+bool merge_rounds(std::vector<GpuRow>& rows, std::size_t begin, int R) {
+  const std::size_t all = rows.size() - begin, rounds = static_cast<std::size_t>(R);
+  if (all % rounds != 0) return false;
+  const std::size_t n = all / rounds;
+  std::vector<double> t1(rounds);
+  for (std::size_t r = 0; r < rounds; ++r) {
+    const GpuRow& first = rows[begin + r * n];
+    if (!first.kernel_alone()) return false;
+    t1[r] = first.ms;
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    GpuRow& row = rows[begin + i];
+    std::vector<double> ms(rounds), host(rounds);
+    for (std::size_t r = 0; r < rounds; ++r) {
+      const GpuRow& x = rows[begin + r * n + i];
+      if (x.cp != row.cp || x.via() != row.via() || x.chunks != row.chunks ||
+          x.strategy != row.strategy || x.saved != row.saved) {
+        return false;
+      }
+      ms[r] = x.ms;
+      host[r] = x.host_ms;
+    }
+    const RoundSummary sum = summarize_rounds(t1, ms, row.cp);
+    row.tflops *= row.ms / sum.ms;
+    row.ms = sum.ms;
+    row.efficiency = sum.efficiency;
+    row.host_ms = median_of(host);
+    row.round_ms = std::move(ms);
+    row.round_efficiency = sum.efficiencies;
+  }
+  rows.resize(begin + n);
+  return true;
 }
 
 std::string repro(const Shape& s, int cp, const PlanKnobs& knobs, int iters,
@@ -1504,7 +1546,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
   }
   std::printf(
       "# ulysses-bench GPU path: %d GPU(s), cuDNN %d; B=%lld Hq=%d Hkv=%d D=%d%s bf16 %s%s%s, "
-      "fwd+bwd, %d timed iterations (median) after >= %.0f ms of warm-up, backward counted as "
+      "fwd+bwd, %d timed iterations (median) after >= %.0f ms of warm-up%s, backward counted as "
       "2.5x forward\n",
       ngpu, cudnn_runtime_version(), static_cast<long long>(o.batch), o.heads, o.kv_heads,
       o.head_dim,
@@ -1517,7 +1559,12 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
              " (TFLOP/s count the visible pairs)")
                 .c_str()
           : "",
-      o.sinks ? " sinks" : "", o.iters, o.warmup_ms);
+      o.sinks ? " sinks" : "", o.iters, o.warmup_ms,
+      o.rounds > 1 ? (", " + std::to_string(o.rounds) +
+                      " rounds (cp = 1 and every row in turn; ms: the median over the rounds, "
+                      "eff: the median of each round's T1 / (cp ms))")
+                         .c_str()
+                   : "");
   std::printf(
       "# bal: the slowest rank's attention pairs over the mean (attention_pairs_by_rank(); 1 = "
       "even), what an uneven layout adds to a step on cp GPUs\n");
@@ -1560,307 +1607,335 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
     }
     const Inputs in = make_inputs(s, seed);
     HostOut ref;
-    MemUse m1;
-    std::vector<CallRecord> calls1;
-    FirstStep first1;
-    const double t1 = run_single(s, in, o.iters, o.check ? &ref : nullptr, &m1, Fp8Inputs::kNone,
-                                 o.trace_calls ? &calls1 : nullptr, &first1, o.warmup_ms);
     // --payload fp8 rows are checked against cp = 1 on the inputs rounded as they travel (their
     // error columns stay against `ref`: what fp8 costs in accuracy): Q, K, V and dO for ulysses,
     // K and V for ring and hybrid.
     HostOut ref_fp8, ref_fp8_kv;
-    const bool any_ulysses =
-        std::find(o.strategy.begin(), o.strategy.end(), "ulysses") != o.strategy.end();
-    const bool any_ring = std::any_of(o.strategy.begin(), o.strategy.end(),
-                                      [](const std::string& n) { return n != "ulysses"; });
-    if (any_fp8 && o.check) {
-      MemUse unused;
-      if (any_ulysses) run_single(s, in, 1, &ref_fp8, &unused, Fp8Inputs::kQkvDo);
-      if (any_ring) run_single(s, in, 1, &ref_fp8_kv, &unused, Fp8Inputs::kKv);
-    }
-    GpuRow r1;  // cp = 1: the kernel on the whole sequence, no communicator
-    r1.seq = seq;
-    r1.ms = t1;
-    r1.tflops = flops_per_step(s) / (t1 * 1e-3) / 1e12;
-    r1.peak_gib = m1.peak;
-    r1.transport = "none";
-    r1.io_gib = m1.io;
-    r1.workspace_gib = m1.workspace;
-    r1.held_gib = m1.held;
-    r1.first = first1;
-    r1.repro = repro(s, 1, PlanKnobs{}, o.iters) + warmup_flag(o);
-    r1.calls = std::move(calls1);
-    rows.push_back(r1);
-    // cp = 1 in --cp: the plans on one GPU too, beside the kernel alone (what the library costs
-    // where nothing travels).
-    for (int cp : cps) {
-      // (Which head counts a strategy takes on cp ranks, the library says when the plan is
-      // created: ulysses splits them unevenly where cp < num_heads_kv.)
-      if (seq % cp != 0) {
-        std::fprintf(stderr, "ulysses-bench: seq %lld not divisible by cp %d\n",
-                     static_cast<long long>(seq), cp);
-        return 2;
+    const std::size_t seq_rows = rows.size();  // this length's first row
+    // --rounds: cp = 1 and every row in turn, R times (merged below); the checks, call traces and
+    // timelines in round 0 only.
+    for (int round = 0; round < o.rounds; ++round) {
+      const bool first_round = round == 0;
+      const bool check = o.check && first_round;
+      MemUse m1;
+      std::vector<CallRecord> calls1;
+      FirstStep first1;
+      const double t1 =
+          run_single(s, in, o.iters, check ? &ref : nullptr, &m1, Fp8Inputs::kNone,
+                     o.trace_calls && first_round ? &calls1 : nullptr, &first1, o.warmup_ms);
+      const bool any_ulysses =
+          std::find(o.strategy.begin(), o.strategy.end(), "ulysses") != o.strategy.end();
+      const bool any_ring = std::any_of(o.strategy.begin(), o.strategy.end(),
+                                        [](const std::string& n) { return n != "ulysses"; });
+      if (any_fp8 && check) {
+        MemUse unused;
+        if (any_ulysses) run_single(s, in, 1, &ref_fp8, &unused, Fp8Inputs::kQkvDo);
+        if (any_ring) run_single(s, in, 1, &ref_fp8_kv, &unused, Fp8Inputs::kKv);
       }
-      for (const std::string& transport : o.transport) {
-        const bool loopback = transport == "loopback";
-        // Communicators: ulysses' (NCCL, peer copies or device loopback), and raw NCCL ones for
-        // the reference all-to-all.
-        std::vector<std::unique_ptr<Communicator>> comms(static_cast<std::size_t>(cp));
-        std::vector<ncclComm_t> raw;  // NCCL's own communicators, for its raw all-to-all
-        if (loopback || transport == "peer") {
-          std::vector<int> devices(static_cast<std::size_t>(cp), 0);
-          for (int r = 0; r < cp && !loopback; ++r) devices[static_cast<std::size_t>(r)] = r;
-          auto group =
-              loopback ? create_device_loopback_group(cp, 0) : create_peer_copy_group(devices);
-          if (!group.is_ok()) {
-            std::fprintf(stderr, "ulysses-bench: %s\n", group.status().to_string().c_str());
-            return 1;
-          }
-          comms = std::move(group).value();
+      GpuRow r1;  // cp = 1: the kernel on the whole sequence, no communicator
+      r1.seq = seq;
+      r1.ms = t1;
+      r1.tflops = flops_per_step(s) / (t1 * 1e-3) / 1e12;
+      r1.peak_gib = m1.peak;
+      r1.transport = "none";
+      r1.io_gib = m1.io;
+      r1.workspace_gib = m1.workspace;
+      r1.held_gib = m1.held;
+      r1.first = first1;
+      r1.repro = repro(s, 1, PlanKnobs{}, o.iters) + timing_flags(o);
+      r1.calls = std::move(calls1);
+      rows.push_back(r1);
+      // cp = 1 in --cp: the plans on one GPU too, beside the kernel alone (what the library costs
+      // where nothing travels).
+      for (int cp : cps) {
+        // (Which head counts a strategy takes on cp ranks, the library says when the plan is
+        // created: ulysses splits them unevenly where cp < num_heads_kv.)
+        if (seq % cp != 0) {
+          std::fprintf(stderr, "ulysses-bench: seq %lld not divisible by cp %d\n",
+                       static_cast<long long>(seq), cp);
+          return 2;
         }
-        if (transport == "nccl" || transport == "nccl-grouped") {
-          auto id = create_nccl_unique_id();
-          NcclOptions options;
-          options.native_all_to_all = transport == "nccl";
-          std::vector<std::thread> init;
-          for (int r = 0; r < cp; ++r) {
-            init.emplace_back([&, r] {
-              auto c = create_nccl_communicator(*id, cp, r, r, options);
-              if (!c.is_ok()) {
-                std::fprintf(stderr, "ulysses-bench: %s\n", c.status().to_string().c_str());
-                std::exit(1);
-              }
-              comms[static_cast<std::size_t>(r)] = std::move(c).value();
-            });
-          }
-          for (auto& t : init) t.join();
-        }
-        if (!loopback) {  // NCCL's own all-to-all on the same bytes, for comparison
-          raw.resize(static_cast<std::size_t>(cp));
-          std::vector<int> devs(static_cast<std::size_t>(cp));
-          for (int r = 0; r < cp; ++r) devs[static_cast<std::size_t>(r)] = r;
-          ncclCommInitAll(raw.data(), cp, devs.data());
-        }
-        if (transport == "nccl-blocking") {  // those (blocking) communicators, wrapped
-          for (int r = 0; r < cp; ++r) {
-            auto c = wrap_nccl_communicator(raw[static_cast<std::size_t>(r)], r);
-            if (!c.is_ok()) {
-              std::fprintf(stderr, "ulysses-bench: %s\n", c.status().to_string().c_str());
+        for (const std::string& transport : o.transport) {
+          const bool loopback = transport == "loopback";
+          // Communicators: ulysses' (NCCL, peer copies or device loopback), and raw NCCL ones for
+          // the reference all-to-all.
+          std::vector<std::unique_ptr<Communicator>> comms(static_cast<std::size_t>(cp));
+          std::vector<ncclComm_t> raw;  // NCCL's own communicators, for its raw all-to-all
+          if (loopback || transport == "peer") {
+            std::vector<int> devices(static_cast<std::size_t>(cp), 0);
+            for (int r = 0; r < cp && !loopback; ++r) devices[static_cast<std::size_t>(r)] = r;
+            auto group =
+                loopback ? create_device_loopback_group(cp, 0) : create_peer_copy_group(devices);
+            if (!group.is_ok()) {
+              std::fprintf(stderr, "ulysses-bench: %s\n", group.status().to_string().c_str());
               return 1;
             }
-            comms[static_cast<std::size_t>(r)] = std::move(c).value();
+            comms = std::move(group).value();
           }
-        }
-
-        const int hkv_local = o.kv_heads / cp;
-        // One row per strategy (ulysses: per saved-activations choice and pipeline chunk count).
-        std::vector<std::pair<ParallelConfig, PlanKnobs>> plans;
-        const PlanKnobs plain{.keep_saved = o.keep_saved};
-        for (const std::string& name : o.strategy) {
-          const Strategy strategy = parse_strategy(name).value();
-          if (strategy == Strategy::kUlysses) {
-            for (const std::string& name_saved : o.saved) {
-              const SavedActivations saved = parse_saved_activations(name_saved).value();
-              for (int chunks : o.chunks) {
-                if (chunks > 1 && cp > 1 && hkv_local < chunks) {
-                  std::printf(
-                      "#   seq %lld cp %d ulysses via %s: --chunks %d skipped, it exceeds the "
-                      "fewest KV heads a rank owns (%d)\n",
-                      static_cast<long long>(seq), cp, transport.c_str(), chunks, hkv_local);
-                  continue;
+          if (transport == "nccl" || transport == "nccl-grouped") {
+            auto id = create_nccl_unique_id();
+            NcclOptions options;
+            options.native_all_to_all = transport == "nccl";
+            std::vector<std::thread> init;
+            for (int r = 0; r < cp; ++r) {
+              init.emplace_back([&, r] {
+                auto c = create_nccl_communicator(*id, cp, r, r, options);
+                if (!c.is_ok()) {
+                  std::fprintf(stderr, "ulysses-bench: %s\n", c.status().to_string().c_str());
+                  std::exit(1);
                 }
-                if (chunks > 1 && cp == 1) continue;  // (one call for every head: no exchange)
-                // Slots in flight matter only for lse with several chunks: one row per value then.
-                const bool slots = saved == SavedActivations::kLseOnly && chunks > 1;
-                for (int in_flight : slots ? o.in_flight : std::vector<int>{2}) {
-                  for (const std::string& payload : o.payload) {
-                    plans.push_back(
-                        {ParallelConfig{.cp = cp},
-                         PlanKnobs{.chunks = chunks,
-                                   .keep_saved = o.keep_saved,
-                                   .saved = saved,
-                                   .in_flight = in_flight,
-                                   .payload = parse_payload(payload).value()}});  // CLI-checked
+                comms[static_cast<std::size_t>(r)] = std::move(c).value();
+              });
+            }
+            for (auto& t : init) t.join();
+          }
+          if (!loopback) {  // NCCL's own all-to-all on the same bytes, for comparison
+            raw.resize(static_cast<std::size_t>(cp));
+            std::vector<int> devs(static_cast<std::size_t>(cp));
+            for (int r = 0; r < cp; ++r) devs[static_cast<std::size_t>(r)] = r;
+            ncclCommInitAll(raw.data(), cp, devs.data());
+          }
+          if (transport == "nccl-blocking") {  // those (blocking) communicators, wrapped
+            for (int r = 0; r < cp; ++r) {
+              auto c = wrap_nccl_communicator(raw[static_cast<std::size_t>(r)], r);
+              if (!c.is_ok()) {
+                std::fprintf(stderr, "ulysses-bench: %s\n", c.status().to_string().c_str());
+                return 1;
+              }
+              comms[static_cast<std::size_t>(r)] = std::move(c).value();
+            }
+          }
+
+          const int hkv_local = o.kv_heads / cp;
+          // One row per strategy (ulysses: per saved-activations choice and pipeline chunk count).
+          std::vector<std::pair<ParallelConfig, PlanKnobs>> plans;
+          const PlanKnobs plain{.keep_saved = o.keep_saved};
+          for (const std::string& name : o.strategy) {
+            const Strategy strategy = parse_strategy(name).value();
+            if (strategy == Strategy::kUlysses) {
+              for (const std::string& name_saved : o.saved) {
+                const SavedActivations saved = parse_saved_activations(name_saved).value();
+                for (int chunks : o.chunks) {
+                  if (chunks > 1 && cp > 1 && hkv_local < chunks) {
+                    if (first_round) {
+                      std::printf(
+                          "#   seq %lld cp %d ulysses via %s: --chunks %d skipped, it exceeds the "
+                          "fewest KV heads a rank owns (%d)\n",
+                          static_cast<long long>(seq), cp, transport.c_str(), chunks, hkv_local);
+                    }
+                    continue;
+                  }
+                  if (chunks > 1 && cp == 1) continue;  // (one call for every head: no exchange)
+                  // Slots in flight matter only for lse with several chunks: one row per value
+                  // then.
+                  const bool slots = saved == SavedActivations::kLseOnly && chunks > 1;
+                  for (int in_flight : slots ? o.in_flight : std::vector<int>{2}) {
+                    for (const std::string& payload : o.payload) {
+                      plans.push_back(
+                          {ParallelConfig{.cp = cp},
+                           PlanKnobs{.chunks = chunks,
+                                     .keep_saved = o.keep_saved,
+                                     .saved = saved,
+                                     .in_flight = in_flight,
+                                     .payload = parse_payload(payload).value()}});  // CLI-checked
+                    }
                   }
                 }
               }
+            } else if (strategy == Strategy::kRing || strategy == Strategy::kAllGather ||
+                       (o.ulysses_degree > 1 && cp % o.ulysses_degree == 0 &&
+                        cp > o.ulysses_degree)) {
+              const bool zigzag_ring = strategy == Strategy::kRing || strategy == Strategy::kHybrid;
+              for (const PackedSharding sharding : packed_shardings(o, zigzag_ring && s.packed())) {
+                for (const std::string& name_saved : o.saved) {
+                  const ParallelConfig parallel{
+                      .strategy = strategy,
+                      .cp = cp,
+                      .ulysses_degree = strategy == Strategy::kHybrid ? o.ulysses_degree : 0,
+                      .packed_sharding = sharding};
+                  for (const std::string& payload : o.payload) {
+                    PlanKnobs knobs = plain;
+                    knobs.saved = parse_saved_activations(name_saved).value();
+                    knobs.payload = parse_payload(payload).value();  // CLI-checked
+                    plans.push_back({parallel, knobs});
+                  }
+                }
+              }
+            } else {
+              if (first_round) {
+                std::printf(
+                    "#   seq %lld cp %d hybrid via %s: skipped, --ulysses-degree %d must "
+                    "divide cp and leave a ring of 2 or more (below cp)\n",
+                    static_cast<long long>(seq), cp, transport.c_str(), o.ulysses_degree);
+              }
             }
-          } else if (strategy == Strategy::kRing || strategy == Strategy::kAllGather ||
-                     (o.ulysses_degree > 1 && cp % o.ulysses_degree == 0 &&
-                      cp > o.ulysses_degree)) {
-            const bool zigzag_ring = strategy == Strategy::kRing || strategy == Strategy::kHybrid;
-            for (const PackedSharding sharding : packed_shardings(o, zigzag_ring && s.packed())) {
-              for (const std::string& name_saved : o.saved) {
-                const ParallelConfig parallel{
-                    .strategy = strategy,
-                    .cp = cp,
-                    .ulysses_degree = strategy == Strategy::kHybrid ? o.ulysses_degree : 0,
-                    .packed_sharding = sharding};
-                for (const std::string& payload : o.payload) {
-                  PlanKnobs knobs = plain;
-                  knobs.saved = parse_saved_activations(name_saved).value();
-                  knobs.payload = parse_payload(payload).value();  // CLI-checked
-                  plans.push_back({parallel, knobs});
+          }
+          // Every plan once per --cuda-graph and --steps choice; graphs only where one thread's
+          // capture can hold a rank's step (NCCL: ranks do not hand events to each other across
+          // threads).
+          const bool nccl =
+              transport == "nccl" || transport == "nccl-grouped" || transport == "nccl-blocking";
+          std::vector<std::pair<ParallelConfig, PlanKnobs>> runs;
+          for (const std::string& graph : o.cuda_graph) {
+            if (graph == "on" && !nccl) continue;
+            for (auto [parallel, knobs] : plans) {
+              for (const std::string& steps : o.steps) {
+                knobs.cuda_graph = graph == "on";
+                knobs.queued = steps == "queued";
+                for (const std::string& order :
+                     s.packed() ? o.doc_order : std::vector<std::string>{"given"}) {
+                  knobs.balanced = order == "balanced";
+                  runs.push_back({parallel, knobs});
                 }
               }
             }
-          } else {
-            std::printf(
-                "#   seq %lld cp %d hybrid via %s: skipped, --ulysses-degree %d must "
-                "divide cp and leave a ring of 2 or more (below cp)\n",
-                static_cast<long long>(seq), cp, transport.c_str(), o.ulysses_degree);
           }
-        }
-        // Every plan once per --cuda-graph and --steps choice; graphs only where one thread's
-        // capture can hold a rank's step (NCCL: ranks do not hand events to each other across
-        // threads).
-        const bool nccl =
-            transport == "nccl" || transport == "nccl-grouped" || transport == "nccl-blocking";
-        std::vector<std::pair<ParallelConfig, PlanKnobs>> runs;
-        for (const std::string& graph : o.cuda_graph) {
-          if (graph == "on" && !nccl) continue;
-          for (auto [parallel, knobs] : plans) {
-            for (const std::string& steps : o.steps) {
-              knobs.cuda_graph = graph == "on";
-              knobs.queued = steps == "queued";
-              for (const std::string& order :
-                   s.packed() ? o.doc_order : std::vector<std::string>{"given"}) {
-                knobs.balanced = order == "balanced";
-                runs.push_back({parallel, knobs});
+          for (const auto& [parallel, knobs] : runs) {
+            const int chunks = knobs.chunks;
+            if (seq % parallel.sequence_multiple() != 0) continue;
+            // A combination the plan refuses (e.g. ring with windows on packed documents) is named
+            // and skipped rather than ending the sweep; the check communicates nothing.
+            if (Status support = check_plan_support(s, parallel, knobs, *comms.front());
+                !support.is_ok()) {
+              if (first_round) {
+                std::printf("#   seq %lld cp %d %s via %s: skipped, %s\n",
+                            static_cast<long long>(seq), cp,
+                            std::string(strategy_name(parallel.strategy)).c_str(),
+                            transport.c_str(), support.to_string().c_str());
               }
-            }
-          }
-        }
-        for (const auto& [parallel, knobs] : runs) {
-          const int chunks = knobs.chunks;
-          if (seq % parallel.sequence_multiple() != 0) continue;
-          // A combination the plan refuses (e.g. ring with windows on packed documents) is named
-          // and skipped rather than ending the sweep; the check communicates nothing.
-          if (Status support = check_plan_support(s, parallel, knobs, *comms.front());
-              !support.is_ok()) {
-            std::printf("#   seq %lld cp %d %s via %s: skipped, %s\n", static_cast<long long>(seq),
-                        cp, std::string(strategy_name(parallel.strategy)).c_str(),
-                        transport.c_str(), support.to_string().c_str());
-            continue;
-          }
-          // --doc-order balanced: the documents in the order balance_packed_sequences() gives
-          // this row's layout, the inputs' tokens moved with them (and the results moved back
-          // for the check); skipped where the order changes nothing.
-          Shape rs = s;
-          Inputs moved;
-          std::vector<std::int64_t> tokens;
-          if (knobs.balanced) {
-            auto order = balance_packed_sequences(parallel, s.att, seq, s.cu);
-            if (!order.is_ok() || order->cu_seqlens == s.cu) {
-              std::printf("#   seq %lld cp %d %s via %s: documents not reordered (%s)\n",
-                          static_cast<long long>(seq), cp,
-                          std::string(strategy_name(parallel.strategy)).c_str(), transport.c_str(),
-                          order.is_ok() ? "already the best order found for this layout"
-                                        : order.status().to_string().c_str());
               continue;
             }
-            rs.cu = order->cu_seqlens;
-            for (const std::int32_t d : order->order) {
-              for (std::int64_t t = s.cu[d]; t < s.cu[d + 1]; ++t) tokens.push_back(t);
+            // --doc-order balanced: the documents in the order balance_packed_sequences() gives
+            // this row's layout, the inputs' tokens moved with them (and the results moved back
+            // for the check); skipped where the order changes nothing.
+            Shape rs = s;
+            Inputs moved;
+            std::vector<std::int64_t> tokens;
+            if (knobs.balanced) {
+              auto order = balance_packed_sequences(parallel, s.att, seq, s.cu);
+              if (!order.is_ok() || order->cu_seqlens == s.cu) {
+                if (first_round) {
+                  std::printf("#   seq %lld cp %d %s via %s: documents not reordered (%s)\n",
+                              static_cast<long long>(seq), cp,
+                              std::string(strategy_name(parallel.strategy)).c_str(),
+                              transport.c_str(),
+                              order.is_ok() ? "already the best order found for this layout"
+                                            : order.status().to_string().c_str());
+                }
+                continue;
+              }
+              rs.cu = order->cu_seqlens;
+              for (const std::int32_t d : order->order) {
+                for (std::int64_t t = s.cu[d]; t < s.cu[d + 1]; ++t) tokens.push_back(t);
+              }
+              for (std::int64_t t = s.cu.back(); t < seq; ++t) tokens.push_back(t);  // padding
+              moved = {reorder_tokens(in.q, tokens, false), reorder_tokens(in.k, tokens, false),
+                       reorder_tokens(in.v, tokens, false), reorder_tokens(in.d_o, tokens, false),
+                       in.sinks};
             }
-            for (std::int64_t t = s.cu.back(); t < seq; ++t) tokens.push_back(t);  // padding
-            moved = {reorder_tokens(in.q, tokens, false), reorder_tokens(in.k, tokens, false),
-                     reorder_tokens(in.v, tokens, false), reorder_tokens(in.d_o, tokens, false),
-                     in.sinks};
-          }
-          HostOut got;
-          MemUse mem;
-          std::vector<CallRecord> calls;
-          FirstStep first;
-          double host_ms = 0;
-          std::vector<TimelineSpan> timeline;
-          std::vector<double> timeline_ms;
-          const double tp = run_plan(rs, knobs.balanced ? moved : in, comms, parallel, knobs,
-                                     o.iters, o.check ? &got : nullptr, &mem, loopback,
-                                     o.trace_calls ? &calls : nullptr, &first, &host_ms,
-                                     o.timeline ? &timeline : nullptr, &timeline_ms, o.warmup_ms);
-          if (!tokens.empty()) {
-            for (std::vector<float>* x : {&got.o, &got.dq, &got.dk, &got.dv}) {
-              *x = reorder_tokens(*x, tokens, true);
+            HostOut got;
+            MemUse mem;
+            std::vector<CallRecord> calls;
+            FirstStep first;
+            double host_ms = 0;
+            std::vector<TimelineSpan> timeline;
+            std::vector<double> timeline_ms;
+            const double tp = run_plan(rs, knobs.balanced ? moved : in, comms, parallel, knobs,
+                                       o.iters, check ? &got : nullptr, &mem, loopback,
+                                       o.trace_calls && first_round ? &calls : nullptr, &first,
+                                       &host_ms, o.timeline && first_round ? &timeline : nullptr,
+                                       &timeline_ms, o.warmup_ms);
+            if (!tokens.empty()) {
+              for (std::vector<float>* x : {&got.o, &got.dq, &got.dk, &got.dv}) {
+                *x = reorder_tokens(*x, tokens, true);
+              }
             }
-          }
-          GpuRow row{seq,           cp, std::string(strategy_name(parallel.strategy)),
-                     chunks,        tp, flops_per_step(s) / cp / (tp * 1e-3) / 1e12,
-                     t1 / (cp * tp)};
-          row.saved = saved_activations_name(knobs.saved);
-          row.in_flight = knobs.in_flight;
-          row.cuda_graph = knobs.cuda_graph;
-          row.queued = knobs.queued;
-          row.payload = payload_name(knobs.payload);
-          row.sharding = packed_sharding_name(parallel.packed_sharding);
-          row.balanced = knobs.balanced;
-          if (auto balance = rank_balance(parallel, s.att, seq, rs.cu); balance.is_ok()) {
-            row.balance = *balance;
-          }
-          row.peak_gib = mem.peak;
-          row.io_gib = mem.io;
-          row.workspace_gib = mem.workspace;
-          row.saved_gib = mem.saved;
-          row.held_gib = mem.held;
-          row.first = first;
-          row.host_ms = host_ms;
-          row.plan_gib_by_rank = mem.plan_by_rank;
-          const bool ulysses = parallel.strategy == Strategy::kUlysses;
-          // The forward Q/K/V message: Sl * B * ((hq + hkv) D + hkv Dv) elements per peer.
-          const std::int64_t hq = o.heads / cp, hkv = std::max(1, o.kv_heads / cp);
-          const std::size_t msg =
-              static_cast<std::size_t>(seq / cp * o.batch *
-                                       ((hq + hkv) * s.dim(false) + hkv * s.dim(true))) *
-              2;
-          // (Ulysses' exchange; other strategies' rows report none.)
-          row.a2a_mib = ulysses && cp > 1 ? static_cast<double>(msg) * cp / (1 << 20) : 0.0;
-          if (ulysses && cp > 1 && chunks == 1 && knobs.saved == SavedActivations::kHeadSharded &&
-              !loopback && !knobs.cuda_graph && knobs.payload == Payload::kNative) {
-            measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs, &row.a2a_host_us);
-          }
-          if (o.check) {
-            // Against the reference of this payload: O/dK/dV are expected bitwise (heads
-            // independent); dQ (atomic accumulation in cuDNN) and replicated KV heads within 2
-            // bf16 ulps of the largest value. The error columns are against cp = 1 on the
-            // original inputs.
-            const bool fp8 = knobs.payload == Payload::kFp8;
-            const HostOut& want = fp8 ? (ulysses ? ref_fp8 : ref_fp8_kv) : ref;
-            const Cmp co = compare(want.o, got.o), cq = compare(want.dq, got.dq),
-                      ck = compare(want.dk, got.dk), cv = compare(want.dv, got.dv);
-            row.exact_o = co.bitwise;
-            row.exact_dkv = ck.bitwise && cv.bitwise;
-            const double tol = 2 * 0x1p-7;
-            row.pass =
-                co.max_abs <= tol * max_abs_of(want.o) && cq.max_abs <= tol * max_abs_of(want.dq) &&
-                ck.max_abs <= tol * max_abs_of(want.dk) && cv.max_abs <= tol * max_abs_of(want.dv);
-            if (s.att.sinks) {  // fp32 sums over every row in another order: same tolerance
-              const Cmp cs = compare(want.dsinks, got.dsinks);
-              row.err_dsinks = cs.max_abs;
-              row.pass = row.pass && cs.max_abs <= tol * max_abs_of(want.dsinks);
-              std::printf(
-                  "#   seq %lld cp %d %s via %s: dSinks max |diff| vs cp=1 %.2e (largest "
-                  "|dSinks| %.2e)\n",
-                  static_cast<long long>(seq), cp, row.strategy.c_str(), transport.c_str(),
-                  cs.max_abs, max_abs_of(want.dsinks));
+            GpuRow row{seq,           cp, std::string(strategy_name(parallel.strategy)),
+                       chunks,        tp, flops_per_step(s) / cp / (tp * 1e-3) / 1e12,
+                       t1 / (cp * tp)};
+            row.saved = saved_activations_name(knobs.saved);
+            row.in_flight = knobs.in_flight;
+            row.cuda_graph = knobs.cuda_graph;
+            row.queued = knobs.queued;
+            row.payload = payload_name(knobs.payload);
+            row.sharding = packed_sharding_name(parallel.packed_sharding);
+            row.balanced = knobs.balanced;
+            if (auto balance = rank_balance(parallel, s.att, seq, rs.cu); balance.is_ok()) {
+              row.balance = *balance;
             }
-            row.err_o = fp8 ? compare(ref.o, got.o).max_abs : co.max_abs;
-            row.err_dq = fp8 ? compare(ref.dq, got.dq).max_abs : cq.max_abs;
-            row.err_dk = fp8 ? compare(ref.dk, got.dk).max_abs : ck.max_abs;
-            row.err_dv = fp8 ? compare(ref.dv, got.dv).max_abs : cv.max_abs;
+            row.peak_gib = mem.peak;
+            row.io_gib = mem.io;
+            row.workspace_gib = mem.workspace;
+            row.saved_gib = mem.saved;
+            row.held_gib = mem.held;
+            row.first = first;
+            row.host_ms = host_ms;
+            row.plan_gib_by_rank = mem.plan_by_rank;
+            const bool ulysses = parallel.strategy == Strategy::kUlysses;
+            // The forward Q/K/V message: Sl * B * ((hq + hkv) D + hkv Dv) elements per peer.
+            const std::int64_t hq = o.heads / cp, hkv = std::max(1, o.kv_heads / cp);
+            const std::size_t msg =
+                static_cast<std::size_t>(seq / cp * o.batch *
+                                         ((hq + hkv) * s.dim(false) + hkv * s.dim(true))) *
+                2;
+            // (Ulysses' exchange; other strategies' rows report none.)
+            row.a2a_mib = ulysses && cp > 1 ? static_cast<double>(msg) * cp / (1 << 20) : 0.0;
+            if (first_round && ulysses && cp > 1 && chunks == 1 &&
+                knobs.saved == SavedActivations::kHeadSharded && !loopback && !knobs.cuda_graph &&
+                knobs.payload == Payload::kNative) {
+              measure_a2a(comms, raw, msg, &row.a2a_gbs, &row.nccl_gbs, &row.a2a_host_us);
+            }
+            if (check) {
+              // Against the reference of this payload: O/dK/dV are expected bitwise (heads
+              // independent); dQ (atomic accumulation in cuDNN) and replicated KV heads within 2
+              // bf16 ulps of the largest value. The error columns are against cp = 1 on the
+              // original inputs.
+              const bool fp8 = knobs.payload == Payload::kFp8;
+              const HostOut& want = fp8 ? (ulysses ? ref_fp8 : ref_fp8_kv) : ref;
+              const Cmp co = compare(want.o, got.o), cq = compare(want.dq, got.dq),
+                        ck = compare(want.dk, got.dk), cv = compare(want.dv, got.dv);
+              row.exact_o = co.bitwise;
+              row.exact_dkv = ck.bitwise && cv.bitwise;
+              const double tol = 2 * 0x1p-7;
+              row.pass = co.max_abs <= tol * max_abs_of(want.o) &&
+                         cq.max_abs <= tol * max_abs_of(want.dq) &&
+                         ck.max_abs <= tol * max_abs_of(want.dk) &&
+                         cv.max_abs <= tol * max_abs_of(want.dv);
+              if (s.att.sinks) {  // fp32 sums over every row in another order: same tolerance
+                const Cmp cs = compare(want.dsinks, got.dsinks);
+                row.err_dsinks = cs.max_abs;
+                row.pass = row.pass && cs.max_abs <= tol * max_abs_of(want.dsinks);
+                std::printf(
+                    "#   seq %lld cp %d %s via %s: dSinks max |diff| vs cp=1 %.2e (largest "
+                    "|dSinks| %.2e)\n",
+                    static_cast<long long>(seq), cp, row.strategy.c_str(), transport.c_str(),
+                    cs.max_abs, max_abs_of(want.dsinks));
+              }
+              row.err_o = fp8 ? compare(ref.o, got.o).max_abs : co.max_abs;
+              row.err_dq = fp8 ? compare(ref.dq, got.dq).max_abs : cq.max_abs;
+              row.err_dk = fp8 ? compare(ref.dk, got.dk).max_abs : ck.max_abs;
+              row.err_dv = fp8 ? compare(ref.dv, got.dv).max_abs : cv.max_abs;
+            }
+            row.transport = transport;
+            row.calls = std::move(calls);
+            row.timeline = std::move(timeline);
+            row.timeline_step_ms = std::move(timeline_ms);
+            row.repro = repro(rs, cp, knobs, o.iters, parallel) + timing_flags(o) +
+                        " --transport " + transport + (knobs.cuda_graph ? " --cuda-graph on" : "") +
+                        (knobs.queued ? " --steps queued" : "");
+            rows.push_back(row);
           }
-          row.transport = transport;
-          row.calls = std::move(calls);
-          row.timeline = std::move(timeline);
-          row.timeline_step_ms = std::move(timeline_ms);
-          row.repro = repro(rs, cp, knobs, o.iters, parallel) + warmup_flag(o) + " --transport " +
-                      transport + (knobs.cuda_graph ? " --cuda-graph on" : "") +
-                      (knobs.queued ? " --steps queued" : "");
-          rows.push_back(row);
+          comms.clear();  // (nccl-blocking's wrap the raw communicators)
+          for (ncclComm_t c : raw) ncclCommDestroy(c);
         }
-        comms.clear();  // (nccl-blocking's wrap the raw communicators)
-        for (ncclComm_t c : raw) ncclCommDestroy(c);
       }
+    }  // rounds
+    if (!merge_rounds(rows, seq_rows, o.rounds)) {
+      std::fprintf(stderr, "ulysses-bench: seq %lld: the rounds did not run the same rows\n",
+                   static_cast<long long>(seq));
+      return 1;
     }
+    const double t1 = rows[seq_rows].ms;  // cp = 1 (the median over the rounds)
     for (const GpuRow& r : rows) {
       if (r.seq != seq) continue;
       const bool alone = r.kernel_alone();
@@ -1894,6 +1969,17 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         std::printf("; host time to issue a step %.3f ms of its %.3f", r.host_ms, r.ms);
       }
       std::printf("\n");
+      if (r.round_ms.size() > 1) {
+        std::printf("#   seq %lld cp %d %s via %s chunks %d: by round, ms",
+                    static_cast<long long>(r.seq), r.cp,
+                    r.kernel_alone() ? "-" : r.strategy.c_str(), r.via().c_str(), r.chunks);
+        for (double x : r.round_ms) std::printf(" %.3f", x);
+        if (!r.kernel_alone()) {
+          std::printf(", eff");
+          for (double x : r.round_efficiency) std::printf(" %.3f", x);
+        }
+        std::printf("\n");
+      }
       const std::vector<double>& by_rank = r.plan_gib_by_rank;
       if (by_rank.size() > 1) {
         const auto [least, most] = std::minmax_element(by_rank.begin(), by_rank.end());
@@ -2025,7 +2111,13 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       f << "], \"first_step_ms\": " << r.first.ms << ", \"graphs_built\": " << r.first.graphs
         << ", \"graph_build_s\": " << r.first.build_s
         << ", \"graphs_built_later\": " << r.first.graphs_later
-        << ", \"host_ms_per_step\": " << r.host_ms;
+        << ", \"host_ms_per_step\": " << r.host_ms << ", \"rounds_ms\": [";
+      for (std::size_t k = 0; k < r.round_ms.size(); ++k) f << (k ? ", " : "") << r.round_ms[k];
+      f << "], \"rounds_efficiency\": [";
+      for (std::size_t k = 0; k < r.round_efficiency.size(); ++k) {
+        f << (k ? ", " : "") << r.round_efficiency[k];
+      }
+      f << "]";
       f << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
         << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
         << ", \"err_dsinks\": " << r.err_dsinks

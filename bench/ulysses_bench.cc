@@ -590,6 +590,13 @@ int main(int argc, char** argv) {
                  "the power cap (an idle H200 starts at its boost clock and runs long steps ~10% "
                  "faster for the first ~0.1 s)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--rounds", o.rounds,
+                 "GPU path, training rows (not --decode): run cp = 1 and every row of a length "
+                 "this many times in turn (default 1); ms is then each row's median over the "
+                 "rounds and eff the median of its efficiencies against the cp = 1 run of the "
+                 "same round, so that the clock's drift under the power cap over a sweep cancels "
+                 "in each pair (checks, --trace-calls and --timeline in the first round)")
+      ->check(CLI::Range(1, 100));
   app.add_flag("--check,!--no-check", o.check, "compare with the unsharded run (default on)");
   app.add_option("--json", o.json, "also write the rows as JSON to this file");
   app.add_option("--seed", o.seed, "random seed (0: fresh)");
@@ -598,6 +605,11 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   const bool gpu = o.device == "gpu" || (o.device == "auto" && cuda_device_count() > 0);
+  if (o.rounds > 1 && (o.decode || !gpu)) {
+    std::fprintf(stderr, "ulysses-bench: --rounds %d repeats the GPU path's training rows (%s)\n",
+                 o.rounds, o.decode ? "not --decode" : "this run takes the CPU path");
+    return 2;
+  }
   if (gpu) {
     std::set<std::string> given;
     for (const char* flag : {"--cp", "--seq", "--batch", "--heads", "--kv-heads", "--head-dim",
