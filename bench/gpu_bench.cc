@@ -6,7 +6,9 @@
 // per-GPU efficiency T1 / (P * TP), all-to-all GB/s of ulysses' exchange and of NCCL's own
 // ncclAlltoAll for the same bytes, peak device memory of the step, and the max difference of O,
 // dQ, dK, dV (and dSinks with --sinks) from the cp=1 run. A strategy the plan refuses for the
-// shape (DistributedAttention::check_support) is named in a comment line and skipped.
+// shape (DistributedAttention::check_support) is named in a comment line and skipped. T1 is GPU
+// 0's; the kernel alone on every other GPU the rows use is printed beside it. --rounds R runs cp=1
+// and every row R times in turn and pairs each row's efficiency with its own round's T1.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -78,6 +80,8 @@ struct GpuRow {
   std::vector<double> timeline_step_ms;
   // --rounds: the row's step time and paired efficiency in every round (empty with one round).
   std::vector<double> round_ms, round_efficiency;
+  // The cp = 1 row: the kernel alone on each GPU the rows use, one after another (GPU 0's is ms).
+  std::vector<double> t1_by_gpu;
   double pack_gbs = 0, unpack_gbs = 0, copy_gbs = 0;  // pack/unpack alone vs a device copy
   double qkv_pack_gbs = 0;  // the forward's three packs (Q, K, V) into one merged message
   double fp8_pack_gbs = 0, fp8_dequant_gbs = 0;  // Q packed into fp8 rows, and back
@@ -630,11 +634,11 @@ enum class Fp8Inputs { kNone, kQkvDo, kKv };
 
 double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, MemUse* mem,
                   Fp8Inputs fp8_inputs = Fp8Inputs::kNone, std::vector<CallRecord>* calls = nullptr,
-                  FirstStep* first = nullptr, double warmup_ms = 0) {
-  cudaSetDevice(0);
-  const std::size_t base = used_bytes(0);
+                  FirstStep* first = nullptr, double warmup_ms = 0, int device = 0) {
+  BENCH_CUDA(cudaSetDevice(device));
+  const std::size_t base = used_bytes(device);
   const auto created = std::chrono::steady_clock::now();
-  auto kernel = create_cudnn_attention(0);
+  auto kernel = create_cudnn_attention(device);
   if (!kernel.is_ok()) {
     std::fprintf(stderr, "ulysses-bench: %s\n", kernel.status().to_string().c_str());
     std::exit(1);
@@ -672,10 +676,11 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
   BENCH_CUDA(cudaMemcpy(v, in.v.data(), s.act_bytes(s.Hkv, true), cudaMemcpyHostToDevice));
   BENCH_CUDA(cudaMemcpy(d_o, in.d_o.data(), s.act_bytes(s.Hq, true), cudaMemcpyHostToDevice));
   auto act = [&](void* ptr, int heads, bool value = false) {
-    return TensorView::contiguous(ptr, s.dtype, {s.B, s.S, heads, s.dim(value)}, Device::cuda(0));
+    return TensorView::contiguous(ptr, s.dtype, {s.B, s.S, heads, s.dim(value)},
+                                  Device::cuda(device));
   };
   const TensorView lse_v =
-      TensorView::contiguous(lse, DType::kFloat32, {s.B, s.Hq, s.S}, Device::cuda(0));
+      TensorView::contiguous(lse, DType::kFloat32, {s.B, s.Hq, s.S}, Device::cuda(device));
   LocalForwardArgs f{.q = act(q, s.Hq),
                      .k = act(k, s.Hkv),
                      .v = act(v, s.Hkv, true),
@@ -697,8 +702,9 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
                       .cu_seqlens_device = f.cu_seqlens_device,
                       .workspace = ws};
   if (s.att.sinks) {
-    f.sinks = b.sinks = TensorView::contiguous(sinks, DType::kFloat32, {s.Hq}, Device::cuda(0));
-    b.dsinks = TensorView::contiguous(dsinks, DType::kFloat32, {s.Hq}, Device::cuda(0));
+    f.sinks = b.sinks =
+        TensorView::contiguous(sinks, DType::kFloat32, {s.Hq}, Device::cuda(device));
+    b.dsinks = TensorView::contiguous(dsinks, DType::kFloat32, {s.Hq}, Device::cuda(device));
   }
   cudaStream_t st;
   BENCH_CUDA(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
@@ -748,7 +754,7 @@ double run_single(const Shape& s, const Inputs& in, int iters, HostOut* out, Mem
       first->graphs = built.graphs;
       first->build_s = built.build_seconds;
     }
-    peak = std::max(peak, used_bytes(0) - base);
+    peak = std::max(peak, used_bytes(device) - base);
     if (it >= 2) ms.push_back(ms_last(e0, e1));
   }
   std::sort(ms.begin(), ms.end());
@@ -1456,6 +1462,11 @@ bool merge_rounds(std::vector<GpuRow>& rows, std::size_t begin, int R) {
     row.host_ms = median_of(host);
     row.round_ms = std::move(ms);
     row.round_efficiency = sum.efficiencies;
+    for (std::size_t d = 0; d < row.t1_by_gpu.size(); ++d) {  // (the cp = 1 row)
+      std::vector<double> by_round(rounds);
+      for (std::size_t r = 0; r < rounds; ++r) by_round[r] = rows[begin + r * n].t1_by_gpu[d];
+      row.t1_by_gpu[d] = median_of(by_round);
+    }
   }
   rows.resize(begin + n);
   return true;
@@ -1644,6 +1655,14 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       r1.first = first1;
       r1.repro = repro(s, 1, PlanKnobs{}, o.iters) + timing_flags(o);
       r1.calls = std::move(calls1);
+      // cp = 1 on each other GPU the rows use, alone: a cp > 1 step runs at its slowest GPU's
+      // pace, so GPUs of unequal speed show here rather than as the library's share of the step.
+      r1.t1_by_gpu.push_back(t1);
+      for (int d = 1; d < (all_loopback ? 1 : max_cp); ++d) {
+        MemUse unused;
+        r1.t1_by_gpu.push_back(run_single(s, in, o.iters, nullptr, &unused, Fp8Inputs::kNone,
+                                          nullptr, nullptr, o.warmup_ms, d));
+      }
       rows.push_back(r1);
       // cp = 1 in --cp: the plans on one GPU too, beside the kernel alone (what the library costs
       // where nothing travels).
@@ -1980,6 +1999,18 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         }
         std::printf("\n");
       }
+      if (r.t1_by_gpu.size() > 1) {
+        std::printf("#   seq %lld cp 1: the kernel alone on each GPU, ms:",
+                    static_cast<long long>(r.seq));
+        for (std::size_t d = 0; d < r.t1_by_gpu.size(); ++d) {
+          std::printf(" GPU %zu %.3f", d, r.t1_by_gpu[d]);
+        }
+        const double slowest = *std::max_element(r.t1_by_gpu.begin(), r.t1_by_gpu.end());
+        std::printf(
+            " (eff is against GPU 0; a cp > 1 step runs at its slowest GPU's pace: against that "
+            "GPU's T1 every eff would be %.3fx)\n",
+            slowest / r.t1_by_gpu.front());
+      }
       const std::vector<double>& by_rank = r.plan_gib_by_rank;
       if (by_rank.size() > 1) {
         const auto [least, most] = std::minmax_element(by_rank.begin(), by_rank.end());
@@ -2117,6 +2148,8 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
       for (std::size_t k = 0; k < r.round_efficiency.size(); ++k) {
         f << (k ? ", " : "") << r.round_efficiency[k];
       }
+      f << "], \"t1_ms_by_gpu\": [";
+      for (std::size_t k = 0; k < r.t1_by_gpu.size(); ++k) f << (k ? ", " : "") << r.t1_by_gpu[k];
       f << "]";
       f << ", \"err_o\": " << r.err_o << ", \"err_dq\": " << r.err_dq
         << ", \"err_dk\": " << r.err_dk << ", \"err_dv\": " << r.err_dv
