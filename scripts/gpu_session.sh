@@ -8,7 +8,7 @@
 # (bench only: head chunks pipelined with the kernel over NCCL and over copy engines), fp8 (bench
 # only: native vs fp8 payloads, ulysses' inbound exchanges, ring's K/V hops and all-gather's K/V
 # chunks, over NCCL and copy engines), targets (bench only: issue 3's rows, every chunk count over
-# copy engines, blocking and non-blocking NCCL, synced and queued steps), timeline (bench only:
+# copy engines and NCCL, in 3 rounds of cp = 1 and every row in turn), timeline (bench only:
 # the overlap rows with --timeline and --trace-calls: each rank's kernel calls and exchanges of
 # one step where they ran, beside each call timed alone),
 # mla (bench only: head_dim 192 with head_dim_v 128, 32 heads; ulysses with chunks as overlap, ring
@@ -85,16 +85,17 @@ if [[ $mode == compare ]]; then  # heads vs lse, 1 vs 4 chunks, NCCL vs copy-eng
               --in-flight 1,2 --transport nccl,peer --iters 3 "${bench_args[@]}")
 fi
 if [[ $mode == targets ]]; then  # issue 3's targets in one table (bench only): efficiency per
-  # sequence length for every chunk count over copy engines, blocking (wrapped) NCCL and ulysses'
-  # non-blocking NCCL, each step waited for and the steps queued; a2a GB/s beside NCCL's raw
-  # all-to-all (the memory rows, lse with one chunk in flight, are `compare`'s)
+  # sequence length for every chunk count over copy engines and ulysses' non-blocking NCCL, in 3
+  # rounds (cp = 1 on each GPU and every row in turn, each row's efficiency against its round's
+  # cp = 1: the clock drifts by a few percent under the power cap over a sweep); a2a GB/s beside
+  # NCCL's raw all-to-all (the memory rows, lse with one chunk in flight, are `compare`'s; blocking
+  # NCCL and queued steps, what the host adds, were the forty-third session's)
   # (chunks 3: 1, 2, 1 KV heads, small at the ends since the forty-fifth session)
-  bench_args=(--strategy ulysses --saved heads --chunks 1,2,3,4
-              --transport peer,nccl-blocking,nccl --steps synced,queued --iters 9
-              "${bench_args[@]}")
+  bench_args=(--strategy ulysses --saved heads --chunks 1,2,3,4 --transport peer,nccl
+              --steps synced --iters 7 --rounds 3 "${bench_args[@]}")
   # One bench run per length, each with its own limit (s): a call cut short keeps the shorter
   # lengths' rows.
-  per_seq=(8192:100 32768:130 131072:300)
+  per_seq=(8192:100 32768:150 131072:330)
 fi
 if [[ $mode == timeline ]]; then  # why a chunked step takes what it takes: per rank, each kernel
   # call and exchange of a step as it ran (--timeline), and each call alone (--trace-calls)
