@@ -1663,6 +1663,7 @@ int run_gpu_bench(Options o, const std::set<std::string>& given) {
         r1.t1_by_gpu.push_back(run_single(s, in, o.iters, nullptr, &unused, Fp8Inputs::kNone,
                                           nullptr, nullptr, o.warmup_ms, d));
       }
+      BENCH_CUDA(cudaSetDevice(0));
       rows.push_back(r1);
       // cp = 1 in --cp: the plans on one GPU too, beside the kernel alone (what the library costs
       // where nothing travels).
