@@ -5,6 +5,8 @@
 // Checked as the hand-written suites check them (gpu_ulysses_common.h): ulysses bitwise one GPU's
 // O, LSE, dK, dV (dQ too with the deterministic backward; else within 2 ulps), ring, hybrid and
 // allgather within STYLE.md's 2x rule of the FP64 truth. Every draw trains (forward + backward).
+// Half the draws' loopback says its copy to a rank itself is no separate copy (as NCCL), so
+// Ulysses sends own rows through the exchange there and packs them in place in the others.
 //
 // ULYSSES_SWEEP_CASES=n runs n draws (default below), ULYSSES_SWEEP_SEED=s replays one,
 // ULYSSES_SWEEP_MATCH="words" keeps to draws whose description holds them (config_sweep.h).
@@ -92,7 +94,10 @@ TEST(GpuSweep, WhatThePlanTakesItComputesOnCudnn) {
     const testing::GpuInputs in = testing::make_gpu_inputs(g, rng);
     const testing::GpuInputs delivered = testing::as_delivered(g, in);
     const testing::GpuOutputs single = testing::run_single_gpu(g, delivered);
-    auto comms = create_device_loopback_group(c.P, 0);
+    // Half the draws send a rank's own rows through the exchange (copies_own_rows() false, as over
+    // NCCL) instead of packing them in place.
+    const bool own_rows = std::bernoulli_distribution(0.5)(rng);
+    auto comms = create_device_loopback_group(c.P, 0, LoopbackOptions{.copies_own_rows = own_rows});
     ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
     const testing::GpuOutputs dist = testing::run_distributed(g, in, *comms, [](int) { return 0; });
     if (c.strategy == Strategy::kUlysses) {
@@ -101,7 +106,8 @@ TEST(GpuSweep, WhatThePlanTakesItComputesOnCudnn) {
       testing::expect_ring_within_2x(g, single, dist, testing::run_reference_fp64(g, delivered));
     }
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("%s %s (%.1f s)\n", HasFailure() ? "FAIL" : "ok  ", c.describe().c_str(), s);
+    std::printf("%s %s%s (%.1f s)\n", HasFailure() ? "FAIL" : "ok  ", c.describe().c_str(),
+                own_rows ? "" : " own-rows-exchanged", s);
     std::fflush(stdout);
     ++ran[c.strategy];
     if (HasFailure()) break;  // one failing draw is enough to replay
