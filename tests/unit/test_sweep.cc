@@ -275,142 +275,140 @@ Run distributed(const SweepCase& c, const Inputs& in, bool strided, Mistake mist
   const PlanConfig cfg = c.plan();
   const std::int64_t Sl = c.S / c.P;
   const std::span<const std::int32_t> cu = c.cu;
-  auto st = testing::run_ranks(
-      c.P,
-      [&](int r, Communicator& comm) -> Status {
-        auto plan = DistributedAttention::create(cfg, comm, *kernel);
-        if (!plan.is_ok()) return plan.status();
-        std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
-        const std::int64_t pad = strided ? 3 : 0;
-        auto tensor = [&](DType dtype, std::int64_t heads, std::int64_t d) {
-          HostTensor t(dtype, {c.B, Sl, heads + pad, d});
-          testing::poison(t);
-          return t;
-        };
-        auto view = [&](const HostTensor& t) {
-          TensorView v = t.view;
-          v.shape[2] -= pad;
-          return v;
-        };
-        auto arg = [&](const HostTensor& t) {
-          return packed(c) ? testing::drop_dim0(view(t)) : view(t);
-        };
-        auto mine = [&](const HostTensor& global) {
-          HostTensor t = tensor(global.view.dtype, global.view.size(2), global.view.size(3));
-          EXPECT_TRUE(copy_shard(global.view, view(t), 1, cfg.parallel, r, cu).is_ok());
-          return t;
-        };
-        auto put = [&](const HostTensor& t, HostTensor& global) {
-          return place_shard(view(t), global.view, 1, cfg.parallel, r, cu);
-        };
-        const HostTensor q = mine(in.q), k = mine(in.k), v = mine(in.v), d_o = mine(in.d_o);
-        const std::int64_t dv_dim = c.Dv > 0 ? c.Dv : c.D;
-        HostTensor o = tensor(c.dtype, c.Hq, dv_dim), dq = tensor(c.dtype, c.Hq, c.D),
-                   dk = tensor(c.dtype, c.Hkv, c.D), dv = tensor(c.dtype, c.Hkv, dv_dim);
-        HostTensor lse(DType::kFloat32, {c.B, c.Hq, Sl});
-        testing::poison(lse);
-        ForwardArgs f{.q = arg(q),
-                      .k = arg(k),
-                      .v = arg(v),
-                      .o = arg(o),
-                      .lse = packed(c) ? testing::drop_dim0(lse.view) : lse.view,
-                      .cu_seqlens = cu,
-                      .workspace = ws.data(),
-                      .saved = saved.data()};
-        if (c.sinks) f.sinks = in.sinks.view;
-        const auto ri = static_cast<std::size_t>(r);
-        std::vector<std::int32_t> bad_cu = {0, static_cast<std::int32_t>(c.S)};
-        if (mistake != Mistake::kNone && !in_backward(mistake)) {
-          ForwardArgs bad = f;
-          switch (mistake) {
-            case Mistake::kQHeads:
-              bad.q = fewer_heads(f.q);
-              break;
-            case Mistake::kKDtype:
-              bad.k = other_dtype(f.k);
-              break;
-            case Mistake::kVStride:
-              bad.v = strided_head_dim(f.v);
-              break;
-            case Mistake::kONull:
-              bad.o.data = nullptr;
-              break;
-            case Mistake::kWorkspaceNull:
-              bad.workspace = nullptr;
-              break;
-            case Mistake::kSinks:
-              bad.sinks = c.sinks ? TensorView{} : in.sinks.view;
-              break;
-            case Mistake::kLseShape:
-              bad.lse.shape[static_cast<std::size_t>(f.lse.ndim - 1)] -= 1;
-              break;
-            case Mistake::kCuSeqlens:
-              if (packed(c)) bad_cu = {0, static_cast<std::int32_t>(c.S + 1)};
-              bad.cu_seqlens = bad_cu;
-              break;
-            default:
-              break;
-          }
-          run.refused[ri] = (*plan)->forward(bad, nullptr);
-          run.untouched[ri] =
-              testing::count_nan(o) == o.numel() && testing::count_nan(lse) == lse.numel();
-        }
-        ULYSSES_RETURN_IF_ERROR((*plan)->forward(f, nullptr));
-        ULYSSES_RETURN_IF_ERROR(put(o, run.out.o));
-        ULYSSES_RETURN_IF_ERROR(place_shard(lse.view, run.out.lse.view, 2, cfg.parallel, r, cu));
-        if (!c.training) return Status::ok();
-        std::fill(ws.begin(), ws.end(), 0xFF);  // scratch: backward may not find forward's there
-        BackwardArgs b{.d_o = arg(d_o),
-                       .dq = arg(dq),
-                       .dk = arg(dk),
-                       .dv = arg(dv),
-                       .cu_seqlens = cu,
-                       .workspace = ws.data(),
-                       .saved = saved.data(),
-                       .q = arg(q),  // read with saved_activations = lse
-                       .k = arg(k),
-                       .v = arg(v),
-                       .o = arg(o)};
-        if (c.sinks) {
-          b.sinks = in.sinks.view;
-          b.dsinks = run.dsinks[static_cast<std::size_t>(r)].view;
-        }
-        if (in_backward(mistake)) {  // refused without consuming `saved`: the valid call follows
-          BackwardArgs bad = b;
-          switch (mistake) {
-            case Mistake::kDqHeads:
-              bad.dq = fewer_heads(b.dq);
-              break;
-            case Mistake::kDoDtype:
-              bad.d_o = other_dtype(b.d_o);
-              break;
-            case Mistake::kSavedNull:
-              bad.saved = nullptr;
-              break;
-            case Mistake::kDkStride:
-              bad.dk = strided_head_dim(b.dk);
-              break;
-            default:
-              break;
-          }
-          run.refused[ri] = (*plan)->backward(bad, nullptr);
-          run.untouched[ri] = testing::count_nan(dq) == dq.numel() &&
-                              testing::count_nan(dk) == dk.numel() &&
-                              testing::count_nan(dv) == dv.numel();
-        }
-        ULYSSES_RETURN_IF_ERROR((*plan)->backward(b, nullptr));
-        ULYSSES_RETURN_IF_ERROR(put(dq, run.out.dq));
-        ULYSSES_RETURN_IF_ERROR(put(dk, run.out.dk));
-        ULYSSES_RETURN_IF_ERROR(put(dv, run.out.dv));
-        if (!c.keep_saved) return Status::ok();
-        for (HostTensor* t : {&dq, &dk, &dv}) testing::poison(*t);
-        std::fill(ws.begin(), ws.end(), 0xA5);
-        ULYSSES_RETURN_IF_ERROR((*plan)->backward(b, nullptr));
-        ULYSSES_RETURN_IF_ERROR(put(dq, run.again.dq));
-        ULYSSES_RETURN_IF_ERROR(put(dk, run.again.dk));
-        return put(dv, run.again.dv);
-      },
-      LoopbackOptions{.copies_own_rows = own_rows});
+  const auto rank = [&](int r, Communicator& comm) -> Status {
+    auto plan = DistributedAttention::create(cfg, comm, *kernel);
+    if (!plan.is_ok()) return plan.status();
+    std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
+    const std::int64_t pad = strided ? 3 : 0;
+    auto tensor = [&](DType dtype, std::int64_t heads, std::int64_t d) {
+      HostTensor t(dtype, {c.B, Sl, heads + pad, d});
+      testing::poison(t);
+      return t;
+    };
+    auto view = [&](const HostTensor& t) {
+      TensorView v = t.view;
+      v.shape[2] -= pad;
+      return v;
+    };
+    auto arg = [&](const HostTensor& t) {
+      return packed(c) ? testing::drop_dim0(view(t)) : view(t);
+    };
+    auto mine = [&](const HostTensor& global) {
+      HostTensor t = tensor(global.view.dtype, global.view.size(2), global.view.size(3));
+      EXPECT_TRUE(copy_shard(global.view, view(t), 1, cfg.parallel, r, cu).is_ok());
+      return t;
+    };
+    auto put = [&](const HostTensor& t, HostTensor& global) {
+      return place_shard(view(t), global.view, 1, cfg.parallel, r, cu);
+    };
+    const HostTensor q = mine(in.q), k = mine(in.k), v = mine(in.v), d_o = mine(in.d_o);
+    const std::int64_t dv_dim = c.Dv > 0 ? c.Dv : c.D;
+    HostTensor o = tensor(c.dtype, c.Hq, dv_dim), dq = tensor(c.dtype, c.Hq, c.D),
+               dk = tensor(c.dtype, c.Hkv, c.D), dv = tensor(c.dtype, c.Hkv, dv_dim);
+    HostTensor lse(DType::kFloat32, {c.B, c.Hq, Sl});
+    testing::poison(lse);
+    ForwardArgs f{.q = arg(q),
+                  .k = arg(k),
+                  .v = arg(v),
+                  .o = arg(o),
+                  .lse = packed(c) ? testing::drop_dim0(lse.view) : lse.view,
+                  .cu_seqlens = cu,
+                  .workspace = ws.data(),
+                  .saved = saved.data()};
+    if (c.sinks) f.sinks = in.sinks.view;
+    const auto ri = static_cast<std::size_t>(r);
+    std::vector<std::int32_t> bad_cu = {0, static_cast<std::int32_t>(c.S)};
+    if (mistake != Mistake::kNone && !in_backward(mistake)) {
+      ForwardArgs bad = f;
+      switch (mistake) {
+        case Mistake::kQHeads:
+          bad.q = fewer_heads(f.q);
+          break;
+        case Mistake::kKDtype:
+          bad.k = other_dtype(f.k);
+          break;
+        case Mistake::kVStride:
+          bad.v = strided_head_dim(f.v);
+          break;
+        case Mistake::kONull:
+          bad.o.data = nullptr;
+          break;
+        case Mistake::kWorkspaceNull:
+          bad.workspace = nullptr;
+          break;
+        case Mistake::kSinks:
+          bad.sinks = c.sinks ? TensorView{} : in.sinks.view;
+          break;
+        case Mistake::kLseShape:
+          bad.lse.shape[static_cast<std::size_t>(f.lse.ndim - 1)] -= 1;
+          break;
+        case Mistake::kCuSeqlens:
+          if (packed(c)) bad_cu = {0, static_cast<std::int32_t>(c.S + 1)};
+          bad.cu_seqlens = bad_cu;
+          break;
+        default:
+          break;
+      }
+      run.refused[ri] = (*plan)->forward(bad, nullptr);
+      run.untouched[ri] =
+          testing::count_nan(o) == o.numel() && testing::count_nan(lse) == lse.numel();
+    }
+    ULYSSES_RETURN_IF_ERROR((*plan)->forward(f, nullptr));
+    ULYSSES_RETURN_IF_ERROR(put(o, run.out.o));
+    ULYSSES_RETURN_IF_ERROR(place_shard(lse.view, run.out.lse.view, 2, cfg.parallel, r, cu));
+    if (!c.training) return Status::ok();
+    std::fill(ws.begin(), ws.end(), 0xFF);  // scratch: backward may not find forward's there
+    BackwardArgs b{.d_o = arg(d_o),
+                   .dq = arg(dq),
+                   .dk = arg(dk),
+                   .dv = arg(dv),
+                   .cu_seqlens = cu,
+                   .workspace = ws.data(),
+                   .saved = saved.data(),
+                   .q = arg(q),  // read with saved_activations = lse
+                   .k = arg(k),
+                   .v = arg(v),
+                   .o = arg(o)};
+    if (c.sinks) {
+      b.sinks = in.sinks.view;
+      b.dsinks = run.dsinks[static_cast<std::size_t>(r)].view;
+    }
+    if (in_backward(mistake)) {  // refused without consuming `saved`: the valid call follows
+      BackwardArgs bad = b;
+      switch (mistake) {
+        case Mistake::kDqHeads:
+          bad.dq = fewer_heads(b.dq);
+          break;
+        case Mistake::kDoDtype:
+          bad.d_o = other_dtype(b.d_o);
+          break;
+        case Mistake::kSavedNull:
+          bad.saved = nullptr;
+          break;
+        case Mistake::kDkStride:
+          bad.dk = strided_head_dim(b.dk);
+          break;
+        default:
+          break;
+      }
+      run.refused[ri] = (*plan)->backward(bad, nullptr);
+      run.untouched[ri] = testing::count_nan(dq) == dq.numel() &&
+                          testing::count_nan(dk) == dk.numel() &&
+                          testing::count_nan(dv) == dv.numel();
+    }
+    ULYSSES_RETURN_IF_ERROR((*plan)->backward(b, nullptr));
+    ULYSSES_RETURN_IF_ERROR(put(dq, run.out.dq));
+    ULYSSES_RETURN_IF_ERROR(put(dk, run.out.dk));
+    ULYSSES_RETURN_IF_ERROR(put(dv, run.out.dv));
+    if (!c.keep_saved) return Status::ok();
+    for (HostTensor* t : {&dq, &dk, &dv}) testing::poison(*t);
+    std::fill(ws.begin(), ws.end(), 0xA5);
+    ULYSSES_RETURN_IF_ERROR((*plan)->backward(b, nullptr));
+    ULYSSES_RETURN_IF_ERROR(put(dq, run.again.dq));
+    ULYSSES_RETURN_IF_ERROR(put(dk, run.again.dk));
+    return put(dv, run.again.dv);
+  };
+  auto st = testing::run_ranks(c.P, rank, LoopbackOptions{.copies_own_rows = own_rows});
   EXPECT_ALL_OK(st);
   return run;
 }
