@@ -17,6 +17,8 @@
 # divides, and allgather; 8 query heads per KV head; transports as overlap; 4+ GPUs also hybrid
 # groups of 2 with 3 KV heads beside 4).
 # python (the torchrun example on every GPU: ulysses, ring, fp8; PyTorch from the machine's venv).
+# copies (ulysses-copy-bench: 2D copies of rows of each width against 1D copies, every route, and
+# whether each route's copies need SMs: what packs as copy-engine copies between GPUs would get).
 # decode (the decode tests, then `ulysses-bench --decode`: a sharded KV cache, one new token).
 # allgather (its GPU tests, then ulysses, ring and allgather side by side at 8k/32k/128k: over
 # NCCL and copy engines with 2+ GPUs, through the device loopback with one).
@@ -215,6 +217,17 @@ if [[ $mode == balance ]]; then  # packed documents in the given and the balance
     cat "$OUT/bench_balance$docs.log"
   done
   grep -h -A12 "Failure\|error:" "$OUT"/*.log 2>/dev/null | head -150
+  exit $rc
+fi
+if [[ $mode == copies ]]; then  # what copy engines make of rows (ulysses-copy-bench): 2D copies
+  # that take a chunk's heads out of every token's row, against 1D copies of the same bytes, on
+  # every route (a GPU to itself, to the host, to each peer), and whether each route needs SMs
+  run copies 300 $BIN/ulysses-copy-bench --json "$OUT/copies.json"
+  cat "$OUT/copies.log"
+  # Half of each row (cp = 2, one chunk: 16 of 32 heads, 4 KiB of 8 KiB)
+  run copies_half 300 $BIN/ulysses-copy-bench --spread 2 --widths 2048,4096 \
+    --json "$OUT/copies_half.json"
+  cat "$OUT/copies_half.log"
   exit $rc
 fi
 if [[ $mode == python ]]; then  # the Python package from torchrun, one process per GPU

@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 scripts/build.sh
 mkdir -p .carry/bin
 cp build/tests/test_gpu_layout build/tests/test_gpu_cudnn build/tests/test_gpu_ulysses build/tests/test_gpu_decode \
-   build/tests/test_gpu_sweep build/tests/test_multigpu build/bench/ulysses-bench build/libulysses_c.so .carry/bin/
+   build/tests/test_gpu_sweep build/tests/test_multigpu build/bench/ulysses-bench build/bench/ulysses-copy-bench build/libulysses_c.so .carry/bin/
 # test_mpi exists when the build found MPI.
 if [[ -x build/tests/test_mpi ]]; then cp build/tests/test_mpi .carry/bin/; fi
 du -sh .carry
