@@ -9,23 +9,23 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <cudnn_frontend.h>
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <cudnn_frontend.h>
 #include <random>
 #include <string>
 #include <vector>
 
 namespace fe = cudnn_frontend;
 
-#define CK(x)                                                                          \
-  do {                                                                                 \
-    cudaError_t e_ = (x);                                                              \
-    if (e_ != cudaSuccess) {                                                           \
-      std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_));                    \
-      std::exit(1);                                                                    \
-    }                                                                                  \
+#define CK(x)                                                       \
+  do {                                                              \
+    cudaError_t e_ = (x);                                           \
+    if (e_ != cudaSuccess) {                                        \
+      std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_)); \
+      std::exit(1);                                                 \
+    }                                                               \
   } while (0)
 
 void* random_bf16(std::size_t n, std::mt19937& rng) {
@@ -74,9 +74,9 @@ int main(int argc, char** argv) {
   CK(cudaMalloc(&dv, B * S * Hkv * D * 2));
   CK(cudaMalloc(&stats, B * Hq * S * 4));
   enum { kQ = 1, kK, kV, kO, kStats, kdO, kdQ, kdK, kdV };
-  std::unordered_map<int64_t, void*> pack = {{kQ, q},   {kK, k},     {kV, v},   {kO, o},
-                                             {kStats, stats}, {kdO, dO}, {kdQ, dq}, {kdK, dk},
-                                             {kdV, dv}};
+  std::unordered_map<int64_t, void*> pack = {{kQ, q},   {kK, k},         {kV, v},
+                                             {kO, o},   {kStats, stats}, {kdO, dO},
+                                             {kdQ, dq}, {kdK, dk},       {kdV, dv}};
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
@@ -95,8 +95,11 @@ int main(int argc, char** argv) {
       at.set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT).set_diagonal_band_right_bound(0);
       auto [O, Stats] = g->sdpa(Q, K, V, at);
       O->set_output(true).set_uid(kO).set_dim({B, Hq, S, D}).set_stride({S * Hq * D, D, Hq * D, 1});
-      Stats->set_output(true).set_uid(kStats).set_data_type(fe::DataType_t::FLOAT)
-          .set_dim({B, Hq, S, 1}).set_stride({Hq * S, S, 1, 1});
+      Stats->set_output(true)
+          .set_uid(kStats)
+          .set_data_type(fe::DataType_t::FLOAT)
+          .set_dim({B, Hq, S, 1})
+          .set_stride({Hq * S, S, 1, 1});
     } else {
       auto O = bshd(*g, "O", kO, B, Hq, S, D);
       auto dOt = bshd(*g, "dO", kdO, B, Hq, S, D);
@@ -110,9 +113,18 @@ int main(int argc, char** argv) {
       at.set_name("sdpa_backward").set_attn_scale(scale);
       at.set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT).set_diagonal_band_right_bound(0);
       auto [dQ, dK, dV] = g->sdpa_backward(Q, K, V, O, dOt, Stats_in, at);
-      dQ->set_output(true).set_uid(kdQ).set_dim({B, Hq, S, D}).set_stride({S * Hq * D, D, Hq * D, 1});
-      dK->set_output(true).set_uid(kdK).set_dim({B, Hkv, S, D}).set_stride({S * Hkv * D, D, Hkv * D, 1});
-      dV->set_output(true).set_uid(kdV).set_dim({B, Hkv, S, D}).set_stride({S * Hkv * D, D, Hkv * D, 1});
+      dQ->set_output(true)
+          .set_uid(kdQ)
+          .set_dim({B, Hq, S, D})
+          .set_stride({S * Hq * D, D, Hq * D, 1});
+      dK->set_output(true)
+          .set_uid(kdK)
+          .set_dim({B, Hkv, S, D})
+          .set_stride({S * Hkv * D, D, Hkv * D, 1});
+      dV->set_output(true)
+          .set_uid(kdV)
+          .set_dim({B, Hkv, S, D})
+          .set_stride({S * Hkv * D, D, Hkv * D, 1});
     }
     if (auto v = g->validate(); !v.is_good()) {
       std::printf("validate: %s\n", v.get_message().c_str());
@@ -122,7 +134,8 @@ int main(int argc, char** argv) {
       std::printf("build_operation_graph: %s\n", v.get_message().c_str());
       return 2;
     }
-    auto e = g->create_execution_plans({fe::HeurMode_t::A, fe::HeurMode_t::B, fe::HeurMode_t::FALLBACK});
+    auto e =
+        g->create_execution_plans({fe::HeurMode_t::A, fe::HeurMode_t::B, fe::HeurMode_t::FALLBACK});
     if (!e.is_good()) std::printf("create_execution_plans: %s\n", e.get_message().c_str());
     (void)g->check_support(handle);
     e = g->build_plans(handle, fe::BuildPlanPolicy_t::ALL);
@@ -155,7 +168,8 @@ int main(int argc, char** argv) {
         CK(cudaEventElapsedTime(&t, e0, e1));
         if (it >= 5) ms.push_back(t);
       }
-      std::printf("  plan %lld %-60s ws %8.1f MiB  %s\n", (long long)i, name.c_str(), wsb / 1048576.0,
+      std::printf("  plan %lld %-60s ws %8.1f MiB  %s\n", (long long)i, name.c_str(),
+                  wsb / 1048576.0,
                   ok ? (std::to_string(median(ms)) + " ms").c_str() : "FAILED to execute");
       CK(cudaFree(ws));
     }
