@@ -1,5 +1,6 @@
 // ulysses-bench's GPU helpers shared by the training (gpu_bench.cc) and decode (decode_bench.cc)
-// paths: a CUDA call that exits with its error, and a host callback that holds a stream.
+// paths and ulysses-copy-bench: a CUDA call that exits with its error, the time between two
+// events, and a host callback that holds a stream.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -19,6 +20,13 @@
   } while (0)
 
 namespace ulysses::bench {
+
+/// GPU ms between two completed events of one device.
+inline double ms_last(cudaEvent_t e0, cudaEvent_t e1) {
+  float t = 0;
+  BENCH_CUDA(cudaEventElapsedTime(&t, e0, e1));
+  return t;
+}
 
 /// Enqueued with cudaLaunchHostFunc: the stream waits 50 ms so that work queued behind
 /// it starts at once when it is released.

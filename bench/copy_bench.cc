@@ -62,8 +62,7 @@ double time_copies(cudaStream_t stream, int iters, Copy copy) {
   for (int i = 0; i < iters; ++i) copy();
   BENCH_CUDA(cudaEventRecord(e1, stream));
   BENCH_CUDA(cudaEventSynchronize(e1));
-  float ms = 0;
-  BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+  const double ms = ms_last(e0, e1);
   BENCH_CUDA(cudaEventDestroy(e0));
   BENCH_CUDA(cudaEventDestroy(e1));
   return ms;
@@ -232,24 +231,14 @@ int run(int argc, char** argv) {
     for (std::size_t k = 0; k < held.size(); ++k) {
       BENCH_CUDA(cudaSetDevice(held[k]));
       BENCH_CUDA(cudaEventSynchronize(spin_end[k]));
-      float kernel = 0;
-      BENCH_CUDA(cudaEventElapsedTime(&kernel, spin_start[k], spin_end[k]));
-      b.kernel_ms = std::max(b.kernel_ms, static_cast<double>(kernel));
-      if (held[k] == r.exec) {  // (events of one device only can be compared)
-        float after = 0;
-        BENCH_CUDA(cudaEventElapsedTime(&after, c1, spin_end[k]));
-        b.before_kernel_end = after > 0;
-      }
+      b.kernel_ms = std::max(b.kernel_ms, ms_last(spin_start[k], spin_end[k]));
+      // (The copies' stream is on a held device: events of one device only can be compared.)
+      if (held[k] == r.exec) b.before_kernel_end = ms_last(c1, spin_end[k]) > 0;
       BENCH_CUDA(cudaEventDestroy(spin_start[k]));
       BENCH_CUDA(cudaEventDestroy(spin_end[k]));
       BENCH_CUDA(cudaStreamDestroy(spin_streams[k]));
     }
-    float copy = 0;
-    BENCH_CUDA(cudaEventElapsedTime(&copy, c0, c1));
-    b.beside_ms = copy;
-    if (std::find(held.begin(), held.end(), r.exec) == held.end()) {
-      b.before_kernel_end = b.beside_ms < b.kernel_ms;  // (a receiver's stream: by durations)
-    }
+    b.beside_ms = ms_last(c0, c1);
     std::printf(
         "#   %s, width %zu: a copy alone %.3f ms; beside a kernel holding every SM "
         "(%.1f ms) %.3f ms, %s\n",

@@ -190,13 +190,6 @@ std::size_t used_bytes(int device) {
   return total - free;
 }
 
-// GPU ms between two completed events.
-double ms_last(cudaEvent_t e0, cudaEvent_t e1) {
-  float t = 0;
-  BENCH_CUDA(cudaEventElapsedTime(&t, e0, e1));
-  return t;
-}
-
 // --trace-calls: steps timed call by call after a row's timed steps (each call's fastest kept).
 constexpr int kTraceSteps = 3;
 

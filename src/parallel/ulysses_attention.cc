@@ -561,8 +561,7 @@ class UlyssesAttention final : public DistributedAttention {
     const std::size_t region = fp8_msg(nullptr, wide.*ch).peer_bytes();
     if (!uneven_) {
       for (const auto& [first, count] : peer_runs(own != nullptr)) {
-        kernels::Fp8MessageLayout m =
-            fp8_msg(first == rank_ && own != nullptr ? own : send + first * region, wide.*ch);
+        kernels::Fp8MessageLayout m = fp8_msg(region_of(first, send, region, own), wide.*ch);
         m.peers = count;
         ULYSSES_RETURN_IF_ERROR(kernels::pack_heads_fp8(
             act, {&head_begin[static_cast<std::size_t>(first)], static_cast<std::size_t>(count)},
@@ -573,8 +572,7 @@ class UlyssesAttention final : public DistributedAttention {
     for (int p = 0; p < P_; ++p) {
       const Rows& r = peer(c, p);
       const auto i = static_cast<std::size_t>(p);
-      kernels::Fp8MessageLayout one =
-          fp8_msg(p == rank_ && own != nullptr ? own : send + i * region, r.*ch);
+      kernels::Fp8MessageLayout one = fp8_msg(region_of(p, send, region, own), r.*ch);
       one.peers = 1;
       ULYSSES_RETURN_IF_ERROR(
           kernels::pack_heads_fp8(act, {&head_begin[i], 1}, r.*heads, one, r.*c0, stream));
@@ -621,7 +619,7 @@ class UlyssesAttention final : public DistributedAttention {
       // One call over the peers, or (own rows at `own`) one over those before this rank, one for
       // its own rows and one over those after it.
       for (const auto& [first, count] : peer_runs(own != nullptr)) {
-        char* at = first == rank_ && own != nullptr ? own : base + first * region;
+        char* at = region_of(first, base, region, own);
         ULYSSES_RETURN_IF_ERROR(one_call(
             {at, dtype, count, Sl_, B_, wide.*ch, width},
             {&head_begin[static_cast<std::size_t>(first)], static_cast<std::size_t>(count)},
@@ -632,11 +630,16 @@ class UlyssesAttention final : public DistributedAttention {
     for (int p = 0; p < P_; ++p) {
       const Rows& r = peer(c, p);
       const auto i = static_cast<std::size_t>(p);
-      char* at = p == rank_ && own != nullptr ? own : base + i * region;
+      char* at = region_of(p, base, region, own);
       ULYSSES_RETURN_IF_ERROR(
           one_call({at, dtype, 1, Sl_, B_, r.*ch, width}, {&head_begin[i], 1}, r.*heads, r.*c0));
     }
     return Status::ok();
+  }
+  // Peer p's region of a message at `base` (`region` bytes each), or `own` for this rank's own
+  // rows where they are given (own_in(), own_out()).
+  char* region_of(int p, char* base, std::size_t region, char* own) const {
+    return p == rank_ && own != nullptr ? own : base + static_cast<std::size_t>(p) * region;
   }
   // Runs of peers (first, count) that one pack or unpack call covers: every peer, or (split) the
   // peers before this rank, this rank alone and the peers after it (empty runs left out).
