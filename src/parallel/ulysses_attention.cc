@@ -60,6 +60,12 @@
 // H200: a chunk's copy to itself ended with the previous chunk's call; docs/PERF.md). Not with
 // replicated KV heads (their gradients are summed over every peer's region in one pass) nor over
 // NCCL (its all-to-all takes every rank's slot in one call). Results are bitwise the same.
+// With saved heads they also leave the exchanges' critical path (own_apart(); not fp8, and only
+// for chunks whose kernel runs on the caller's stream): the exchanges then run on side stream 0
+// even with one chunk, the peers' rows are packed first and travel while the caller's stream packs
+// the rank's own, and the last chunk's own rows are unpacked on the caller's stream while the
+// peers' rows return (2x H200, 32k: the SM work outside the kernels 0.46 -> 0.26 ms per step with
+// one chunk, 0.31 -> 0.20 with two; docs/PERF.md "Own rows beside the exchange").
 //
 // cp = 1 (native rows): nothing travels, so no exchange runs and there are no chunks (K = 1
 // whatever overlap_chunks says: there is no exchange to overlap). Rows are packed where they would
@@ -233,24 +239,30 @@ class UlyssesAttention final : public DistributedAttention {
     char* lse_recv = at(a.workspace, lse_recv_);
     auto lse_of = [&](char* base, int c) { return has_lse_ ? base + start(c).lse : nullptr; };
     const Stream side = exchange_stream(stream);
+    const bool two = two_compute_streams();
 
     // 1. Per chunk: pack Q, K, V (one message buffer per chunk) on the caller's stream, then
     // 2. the chunk's all-to-all on the exchange stream, as soon as it is packed (in chunk order):
     //    the next chunk is packed while this one travels, and travels while this one computes.
+    //    Where this rank's own rows are packed apart (own_apart()), they follow the exchange's
+    //    start, so they are packed while the peers' rows travel.
     for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(pack_qkv(
-          c, a.q, a.k, a.v, pack_to(send_qkv + start(c).qkv_in, qkv_full + start(c).qkv), stream,
-          own_in(c, wire_qkv + start(c).qkv_in, qkv_full + start(c).qkv, &Rows::qkv)));
+      char* send = pack_to(send_qkv + start(c).qkv_in, qkv_full + start(c).qkv);
+      char* own = own_in(c, wire_qkv + start(c).qkv_in, qkv_full + start(c).qkv, &Rows::qkv);
+      const bool apart = own_apart(c, two, stream);
+      ULYSSES_RETURN_IF_ERROR(
+          pack_qkv(c, a.q, a.k, a.v, send, stream, own, apart ? Part::kPeers : Part::kAll));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
       ULYSSES_RETURN_IF_ERROR(exchange_in(c, send_qkv + start(c).qkv_in, wire_qkv + start(c).qkv_in,
                                           qkv_full + start(c).qkv, &Rows::qkv, side));
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
+      if (apart) ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send, stream, own, Part::kOwn));
     }
     // 3. Per chunk: local attention reading the receive buffer in place, then O (and LSE) back to
     //    the sequence owners and into the caller's tensors on the exchange stream while the next
-    //    chunk computes.
+    //    chunk computes (the last chunk's own rows apart: on the caller's stream, beside the
+    //    exchange, not after it).
     //    Consecutive chunks' kernels alternate between two streams when the kernel allows it.
-    const bool two = two_compute_streams();
     for (int c = 0; c < K_; ++c) {
       const Stream cs = compute_stream(c, two, stream);
       ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
@@ -260,10 +272,16 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_outputs(c, o_head + start(c).o, lse_of(lse_head, c),
                                              o_recv + start(c).o, lse_of(lse_recv, c), side));
-      ULYSSES_RETURN_IF_ERROR(unpack_outputs(c,
-                                             unpack_from(o_head + start(c).o, o_recv + start(c).o),
-                                             unpack_from(lse_of(lse_head, c), lse_of(lse_recv, c)),
-                                             a, side, o_head + start(c).o, lse_of(lse_head, c)));
+      char* o_in = unpack_from(o_head + start(c).o, o_recv + start(c).o);
+      char* lse_in = unpack_from(lse_of(lse_head, c), lse_of(lse_recv, c));
+      const bool apart = c == K_ - 1 && own_apart(c, two, stream);
+      if (apart) {
+        ULYSSES_RETURN_IF_ERROR(unpack_outputs(c, o_in, lse_in, a, stream, o_head + start(c).o,
+                                               lse_of(lse_head, c), Part::kOwn));
+      }
+      ULYSSES_RETURN_IF_ERROR(unpack_outputs(c, o_in, lse_in, a, side, o_head + start(c).o,
+                                             lse_of(lse_head, c),
+                                             apart ? Part::kPeers : Part::kAll));
     }
     // 4. The caller's stream waits for the last unpack.
     return hand_over(side, stream, kEvDone);
@@ -304,23 +322,31 @@ class UlyssesAttention final : public DistributedAttention {
     float* dsinks_local = dsinks_of(a.workspace);
     ULYSSES_RETURN_IF_ERROR(zero_dsinks(dsinks_local, stream));
     const Stream side = exchange_stream(stream);
+    const bool two = two_compute_streams();
 
     // 1. dO to the head owners, chunk by chunk: packed on the caller's stream, sent on the exchange
-    //    stream as soon as it is packed.
+    //    stream as soon as it is packed (own rows apart: packed while the peers' rows travel).
+    const TensorView d_o = as_bshd(a.d_o, config_.layout);
     for (int c = 0; c < K_; ++c) {
-      ULYSSES_RETURN_IF_ERROR(pack_in(
-          c, as_bshd(a.d_o, config_.layout), q_begin_[static_cast<std::size_t>(c)], &Rows::q,
-          pack_to(send_do + start(c).do_stride, do_head + start(c).o), &Rows::o, &Rows::none,
-          stream, own_in(c, wire_do + start(c).do_in, do_head + start(c).o, &Rows::o)));
+      const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
+      char* send = pack_to(send_do + start(c).do_stride, do_head + start(c).o);
+      char* own = own_in(c, wire_do + start(c).do_in, do_head + start(c).o, &Rows::o);
+      const bool apart = own_apart(c, two, stream);
+      ULYSSES_RETURN_IF_ERROR(pack_in(c, d_o, q_begin, &Rows::q, send, &Rows::o, &Rows::none,
+                                      stream, own, apart ? Part::kPeers : Part::kAll));
       ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
       ULYSSES_RETURN_IF_ERROR(exchange_in(c, send_do + start(c).do_stride, wire_do + start(c).do_in,
                                           do_head + start(c).o, &Rows::o, side));
       ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
+      if (apart) {
+        ULYSSES_RETURN_IF_ERROR(pack_in(c, d_o, q_begin, &Rows::q, send, &Rows::o, &Rows::none,
+                                        stream, own, Part::kOwn));
+      }
     }
     // 2. Per chunk: local backward (dQ, dK, dV land in the returning message buffers), then send
     //    them back and unpack them (summing KV replicas) on the exchange stream while the next
-    //    chunk computes.
-    const bool two = two_compute_streams();
+    //    chunk computes (the last chunk's own rows apart: on the caller's stream, beside the
+    //    exchange).
     for (int c = 0; c < K_; ++c) {
       const Stream cs = compute_stream(c, two, stream);
       ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
@@ -334,8 +360,14 @@ class UlyssesAttention final : public DistributedAttention {
           has_lse_ ? lse_head + start(c).lse : nullptr, a, dsinks_local, cs));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_grads(c, gq, gkv, dq_recv(c), dkv_recv(c), side));
-      ULYSSES_RETURN_IF_ERROR(unpack_grads(c, unpack_from(gq, dq_recv(c)),
-                                           unpack_from(gkv, dkv_recv(c)), a, side, gq, gkv));
+      char* dq_in = unpack_from(gq, dq_recv(c));
+      char* dkv_in = unpack_from(gkv, dkv_recv(c));
+      const bool apart = c == K_ - 1 && own_apart(c, two, stream);
+      if (apart) {
+        ULYSSES_RETURN_IF_ERROR(unpack_grads(c, dq_in, dkv_in, a, stream, gq, gkv, Part::kOwn));
+      }
+      ULYSSES_RETURN_IF_ERROR(
+          unpack_grads(c, dq_in, dkv_in, a, side, gq, gkv, apart ? Part::kPeers : Part::kAll));
     }
     // 3. The caller's stream waits for the last unpack.
     ULYSSES_RETURN_IF_ERROR(hand_over(side, stream, kEvDone));
@@ -498,10 +530,14 @@ class UlyssesAttention final : public DistributedAttention {
 
   // --- one chunk's steps, shared by both buffer schemes ---------------------------------------
 
+  // Which rows a pack or unpack moves: every peer's; all but this rank's own where those have a
+  // place of their own (own_in(), own_out()); or only those (nothing where they have none).
+  enum class Part { kAll, kPeers, kOwn };
+
   // Chunk c's Q, K, V heads for every peer into the [p][Sl][B][Cc][D] message at `send` (in the
   // inbound payload: fp8 rows with Payload::kFp8); cp = 1: Q rows, then K|V rows (qkv_rows()).
   Status pack_qkv(int c, const TensorView& q, const TensorView& k, const TensorView& v, char* send,
-                  Stream stream, char* own = nullptr) {
+                  Stream stream, char* own = nullptr, Part part = Part::kAll) {
     const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
     const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
     const Layout l = config_.layout;
@@ -514,12 +550,12 @@ class UlyssesAttention final : public DistributedAttention {
       return pack_in(c, as_bshd(v, l), kv_begin, &Rows::kv, kv, &Rows::gkv, &Rows::dv_channel,
                      stream);
     }
-    ULYSSES_RETURN_IF_ERROR(
-        pack_in(c, as_bshd(q, l), q_begin, &Rows::q, send, &Rows::qkv, &Rows::none, stream, own));
+    ULYSSES_RETURN_IF_ERROR(pack_in(c, as_bshd(q, l), q_begin, &Rows::q, send, &Rows::qkv,
+                                    &Rows::none, stream, own, part));
     ULYSSES_RETURN_IF_ERROR(pack_in(c, as_bshd(k, l), kv_begin, &Rows::kv, send, &Rows::qkv,
-                                    &Rows::k_channel, stream, own));
+                                    &Rows::k_channel, stream, own, part));
     return pack_in(c, as_bshd(v, l), kv_begin, &Rows::kv, send, &Rows::qkv, &Rows::v_channel,
-                   stream, own);
+                   stream, own, part);
   }
 
   // Where a chunk's Q and K|V rows sit in its Q|K|V block (qkv_block_ bytes at `block`). cp > 1:
@@ -553,14 +589,16 @@ class UlyssesAttention final : public DistributedAttention {
   // message at `send` (in the inbound payload), rows `ch` channels wide from channel `c0` on (see
   // move_peers()); this rank's own rows at `own` instead when it is given (own_in()).
   Status pack_in(int c, const TensorView& act, const std::vector<int>& head_begin, int Rows::*heads,
-                 char* send, int Rows::*ch, int Rows::*c0, Stream stream, char* own = nullptr) {
+                 char* send, int Rows::*ch, int Rows::*c0, Stream stream, char* own = nullptr,
+                 Part part = Part::kAll) {
     if (!fp8_) {
-      return move_peers<true>(c, act, head_begin, heads, send, dtype_, U_, ch, c0, stream, own);
+      return move_peers<true>(c, act, head_begin, heads, send, dtype_, U_, ch, c0, stream, own,
+                              part);
     }
     const Rows& wide = slot(c);
     const std::size_t region = fp8_msg(nullptr, wide.*ch).peer_bytes();
     if (!uneven_) {
-      for (const auto& [first, count] : peer_runs(own != nullptr)) {
+      for (const auto& [first, count] : peer_runs(own != nullptr, part)) {
         kernels::Fp8MessageLayout m = fp8_msg(region_of(first, send, region, own), wide.*ch);
         m.peers = count;
         ULYSSES_RETURN_IF_ERROR(kernels::pack_heads_fp8(
@@ -570,6 +608,7 @@ class UlyssesAttention final : public DistributedAttention {
       return Status::ok();
     }
     for (int p = 0; p < P_; ++p) {
+      if (!wanted(p, own != nullptr, part)) continue;
       const Rows& r = peer(c, p);
       const auto i = static_cast<std::size_t>(p);
       kernels::Fp8MessageLayout one = fp8_msg(region_of(p, send, region, own), r.*ch);
@@ -607,7 +646,7 @@ class UlyssesAttention final : public DistributedAttention {
   template <bool kPack>
   Status move_peers(int c, const TensorView& act, const std::vector<int>& head_begin,
                     int Rows::*heads, char* base, DType dtype, std::int64_t width, int Rows::*ch,
-                    int Rows::*c0, Stream stream, char* own = nullptr) {
+                    int Rows::*c0, Stream stream, char* own = nullptr, Part part = Part::kAll) {
     auto one_call = [&](const kernels::MessageLayout& m, std::span<const int> begin, int h,
                         int c_begin) {
       return kPack ? kernels::pack_heads(act, begin, h, m, c_begin, stream)
@@ -618,7 +657,7 @@ class UlyssesAttention final : public DistributedAttention {
     if (!uneven_) {
       // One call over the peers, or (own rows at `own`) one over those before this rank, one for
       // its own rows and one over those after it.
-      for (const auto& [first, count] : peer_runs(own != nullptr)) {
+      for (const auto& [first, count] : peer_runs(own != nullptr, part)) {
         char* at = region_of(first, base, region, own);
         ULYSSES_RETURN_IF_ERROR(one_call(
             {at, dtype, count, Sl_, B_, wide.*ch, width},
@@ -628,6 +667,7 @@ class UlyssesAttention final : public DistributedAttention {
       return Status::ok();
     }
     for (int p = 0; p < P_; ++p) {
+      if (!wanted(p, own != nullptr, part)) continue;
       const Rows& r = peer(c, p);
       const auto i = static_cast<std::size_t>(p);
       char* at = region_of(p, base, region, own);
@@ -642,23 +682,42 @@ class UlyssesAttention final : public DistributedAttention {
     return p == rank_ && own != nullptr ? own : base + static_cast<std::size_t>(p) * region;
   }
   // Runs of peers (first, count) that one pack or unpack call covers: every peer, or (split) the
-  // peers before this rank, this rank alone and the peers after it (empty runs left out).
+  // peers before this rank, this rank alone and the peers after it (empty runs left out); of
+  // those, the ones `part` asks for (wanted()).
   struct PeerRuns {
     std::array<std::pair<int, int>, 3> run{};
     int n = 0;
     const std::pair<int, int>* begin() const { return run.data(); }
     const std::pair<int, int>* end() const { return run.data() + n; }
   };
-  PeerRuns peer_runs(bool split) const {
+  PeerRuns peer_runs(bool split, Part part = Part::kAll) const {
     PeerRuns r;
+    auto add = [&](int first, int count) {
+      if (count > 0 && wanted(first, split, part)) r.run[r.n++] = {first, count};
+    };
     if (!split) {
-      r.run[r.n++] = {0, P_};
+      add(0, P_);
       return r;
     }
-    if (rank_ > 0) r.run[r.n++] = {0, rank_};
-    r.run[r.n++] = {rank_, 1};
-    if (rank_ + 1 < P_) r.run[r.n++] = {rank_ + 1, P_ - rank_ - 1};
+    add(0, rank_);
+    add(rank_, 1);
+    add(rank_ + 1, P_ - rank_ - 1);
     return r;
+  }
+  // Whether a pack or unpack of `part` moves peer p's rows (a run's first peer: the rank's own
+  // run is itself alone). `own_apart`: this rank's own rows have a place of their own (own_in(),
+  // own_out()); else every run is the peers'.
+  bool wanted(int p, bool own_apart, Part part) const {
+    if (part == Part::kAll) return true;
+    const bool own = own_apart && p == rank_;
+    return part == Part::kOwn ? own : !own;
+  }
+  // Whether chunk c's own rows are packed and (last chunk) unpacked apart from the peers' rows,
+  // on the caller's stream while the peers' rows travel: where they skip the exchanges
+  // (own_in_place_), the chunk's kernel runs on the caller's stream (so it follows them), and not
+  // with fp8 payloads (own codes are turned back with the arrivals, in exchange_in()'s pass).
+  bool own_apart(int c, bool two, Stream stream) const {
+    return own_in_place_ && !fp8_ && compute_stream(c, two, stream) == stream;
   }
 
   // FP8: the rows that arrived at `wire` into `dst` in the plan's dtype. Native rows arrive in
@@ -756,23 +815,26 @@ class UlyssesAttention final : public DistributedAttention {
   // Chunk c's returned O (and LSE, if the caller asked for it) into the caller's tensors; this
   // rank's own rows from where the kernel wrote them (o_sent, lse_sent) when own_in_place_.
   Status unpack_outputs(int c, char* o_recv, char* lse_recv, const ForwardArgs& a, Stream stream,
-                        const char* o_sent, const char* lse_sent) {
+                        const char* o_sent, const char* lse_sent, Part part = Part::kAll) {
     ULYSSES_RETURN_IF_ERROR(move_peers<false>(
         c, as_bshd(a.o, config_.layout), q_begin_[static_cast<std::size_t>(c)], &Rows::q, o_recv,
-        dtype_, U_, &Rows::o, &Rows::none, stream, own_out(c, o_sent, &Rows::o, dtype_)));
-    return unpack_lse(c, lse_recv, a, stream, own_out(c, lse_sent, &Rows::q, DType::kFloat32, 1));
+        dtype_, U_, &Rows::o, &Rows::none, stream, own_out(c, o_sent, &Rows::o, dtype_), part));
+    return unpack_lse(c, lse_recv, a, stream, own_out(c, lse_sent, &Rows::q, DType::kFloat32, 1),
+                      part);
   }
-  Status unpack_lse(int c, char* lse_recv, const ForwardArgs& a, Stream stream, char* own) {
+  Status unpack_lse(int c, char* lse_recv, const ForwardArgs& a, Stream stream, char* own,
+                    Part part = Part::kAll) {
     if (a.lse.empty_view() || lse_recv == nullptr) return Status::ok();
     const TensorView lse = lse_as_bhs(a.lse, config_.layout);
     const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
     if (!uneven_ && own == nullptr) {
+      if (part == Part::kOwn) return Status::ok();  // (no rows of this rank's own apart)
       return kernels::unpack_lse({lse_recv, DType::kFloat32, P_, Sl_, B_, slot(c).q, 1}, q_begin,
                                  lse, stream);
     }
     // Uneven heads, or this rank's own rows apart: the LSE as rows of one element.
     return move_peers<false>(c, lse_as_rows(lse), q_begin, &Rows::q, lse_recv, DType::kFloat32, 1,
-                             &Rows::q, &Rows::none, stream, own);
+                             &Rows::q, &Rows::none, stream, own, part);
   }
 
   // Chunk c's backward kernel on lb's views (head-sharded rows, or cp = 1 some of the caller's) and
@@ -907,23 +969,24 @@ class UlyssesAttention final : public DistributedAttention {
   // Chunk c's returned gradients into the caller's dq, dk, dv (KV replicas summed in rank order);
   // this rank's own rows from where the kernel wrote them (gq_sent, gkv_sent) when own_in_place_.
   Status unpack_grads(int c, char* dq_recv, char* dkv_recv, const BackwardArgs& a, Stream stream,
-                      const char* gq_sent, const char* gkv_sent) {
+                      const char* gq_sent, const char* gkv_sent, Part part = Part::kAll) {
     const TensorView dk = as_bshd(a.dk, config_.layout), dv = as_bshd(a.dv, config_.layout);
     ULYSSES_RETURN_IF_ERROR(move_peers<false>(
         c, as_bshd(a.dq, config_.layout), q_begin_[static_cast<std::size_t>(c)], &Rows::q, dq_recv,
-        dtype_, U_, &Rows::dq, &Rows::none, stream, own_out(c, gq_sent, &Rows::dq, dtype_)));
+        dtype_, U_, &Rows::dq, &Rows::none, stream, own_out(c, gq_sent, &Rows::dq, dtype_), part));
     char* own_kv = own_out(c, gkv_sent, &Rows::gkv, kv_grad_dtype_);
     const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
-    if (routing_.replicated()) {  // (one chunk, every peer's rows the slot's)
+    if (routing_.replicated()) {                    // (one chunk, every peer's rows the slot's)
+      if (part == Part::kOwn) return Status::ok();  // (no rows of this rank's own apart)
       const Rows& wide = slot(c);
       const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, P_, Sl_, B_, wide.gkv, U_};
       ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 0, kv_begin, dk, stream));
       return kernels::unpack_sum_replicas(kv_msg, wide.dv_channel, kv_begin, dv, stream);
     }
     ULYSSES_RETURN_IF_ERROR(move_peers<false>(c, dk, kv_begin, &Rows::kv, dkv_recv, kv_grad_dtype_,
-                                              U_, &Rows::gkv, &Rows::none, stream, own_kv));
+                                              U_, &Rows::gkv, &Rows::none, stream, own_kv, part));
     return move_peers<false>(c, dv, kv_begin, &Rows::kv, dkv_recv, kv_grad_dtype_, U_, &Rows::gkv,
-                             &Rows::dv_channel, stream, own_kv);
+                             &Rows::dv_channel, stream, own_kv, part);
   }
 
   std::size_t slot_of(int chunk) const { return static_cast<std::size_t>(chunk % slots_); }
@@ -962,8 +1025,11 @@ class UlyssesAttention final : public DistributedAttention {
   int ev_packed(int c) const { return kEvChunk + 2 * K_ + c; }    // chunk c's message packed
 
   // Where the exchanges run: a side stream on devices when the pipeline has several chunks (so they
-  // overlap the kernel), else the caller's stream.
-  Stream exchange_stream(Stream stream) const { return K_ > 1 ? streams_->side(0) : stream; }
+  // overlap the kernel) or this rank's own rows skip them (so they are packed and unpacked while
+  // the peers' rows travel: own_apart()), else the caller's stream.
+  Stream exchange_stream(Stream stream) const {
+    return K_ > 1 || own_in_place_ ? streams_->side(0) : stream;
+  }
 
   // Whether this call's chunk kernels alternate between the caller's stream and a second one: the
   // plan made room for two kernel workspaces, and the kernel allows it now (a kernel may decline
