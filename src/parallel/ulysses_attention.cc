@@ -241,21 +241,27 @@ class UlyssesAttention final : public DistributedAttention {
     const Stream side = exchange_stream(stream);
     const bool two = two_compute_streams();
 
+    // Chunk c's all-to-all on the exchange stream, once its rows are packed.
+    auto send_chunk = [&](int c) -> Status {
+      ULYSSES_RETURN_IF_ERROR(after_packed(c, stream, side));
+      ULYSSES_RETURN_IF_ERROR(exchange_in(c, send_qkv + start(c).qkv_in, wire_qkv + start(c).qkv_in,
+                                          qkv_full + start(c).qkv, &Rows::qkv, side));
+      return streams_->record(kEvChunk + c, side);
+    };
     // 1. Per chunk: pack Q, K, V (one message buffer per chunk) on the caller's stream, then
     // 2. the chunk's all-to-all on the exchange stream, as soon as it is packed (in chunk order):
     //    the next chunk is packed while this one travels, and travels while this one computes.
     //    Where this rank's own rows are packed apart (own_apart()), they follow the exchange's
-    //    start, so they are packed while the peers' rows travel.
+    //    start, so they are packed while the peers' rows travel. The later chunks' exchanges are
+    //    issued once the first chunk's kernel is (first_kernel_then()).
     for (int c = 0; c < K_; ++c) {
       char* send = pack_to(send_qkv + start(c).qkv_in, qkv_full + start(c).qkv);
       char* own = own_in(c, wire_qkv + start(c).qkv_in, qkv_full + start(c).qkv, &Rows::qkv);
       const bool apart = own_apart(c, two, stream);
       ULYSSES_RETURN_IF_ERROR(
           pack_qkv(c, a.q, a.k, a.v, send, stream, own, apart ? Part::kPeers : Part::kAll));
-      ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
-      ULYSSES_RETURN_IF_ERROR(exchange_in(c, send_qkv + start(c).qkv_in, wire_qkv + start(c).qkv_in,
-                                          qkv_full + start(c).qkv, &Rows::qkv, side));
-      ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
+      ULYSSES_RETURN_IF_ERROR(packed(c, stream, side));
+      if (c == 0) ULYSSES_RETURN_IF_ERROR(send_chunk(0));
       if (apart) ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send, stream, own, Part::kOwn));
     }
     // 3. Per chunk: local attention reading the receive buffer in place, then O (and LSE) back to
@@ -269,6 +275,7 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(
           run_forward(c, head_rows(c, qkv_full + start(c).qkv, o_head + start(c).o),
                       lse_of(lse_head, c), a, cs));
+      ULYSSES_RETURN_IF_ERROR(first_kernel_then(c, send_chunk));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_outputs(c, o_head + start(c).o, lse_of(lse_head, c),
                                              o_recv + start(c).o, lse_of(lse_recv, c), side));
@@ -326,7 +333,14 @@ class UlyssesAttention final : public DistributedAttention {
 
     // 1. dO to the head owners, chunk by chunk: packed on the caller's stream, sent on the exchange
     //    stream as soon as it is packed (own rows apart: packed while the peers' rows travel).
+    //    (The later chunks' exchanges are issued once the first chunk's kernel is.)
     const TensorView d_o = as_bshd(a.d_o, config_.layout);
+    auto send_chunk = [&](int c) -> Status {
+      ULYSSES_RETURN_IF_ERROR(after_packed(c, stream, side));
+      ULYSSES_RETURN_IF_ERROR(exchange_in(c, send_do + start(c).do_stride, wire_do + start(c).do_in,
+                                          do_head + start(c).o, &Rows::o, side));
+      return streams_->record(kEvChunk + c, side);
+    };
     for (int c = 0; c < K_; ++c) {
       const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
       char* send = pack_to(send_do + start(c).do_stride, do_head + start(c).o);
@@ -334,10 +348,8 @@ class UlyssesAttention final : public DistributedAttention {
       const bool apart = own_apart(c, two, stream);
       ULYSSES_RETURN_IF_ERROR(pack_in(c, d_o, q_begin, &Rows::q, send, &Rows::o, &Rows::none,
                                       stream, own, apart ? Part::kPeers : Part::kAll));
-      ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, ev_packed(c)));
-      ULYSSES_RETURN_IF_ERROR(exchange_in(c, send_do + start(c).do_stride, wire_do + start(c).do_in,
-                                          do_head + start(c).o, &Rows::o, side));
-      ULYSSES_RETURN_IF_ERROR(streams_->record(kEvChunk + c, side));
+      ULYSSES_RETURN_IF_ERROR(packed(c, stream, side));
+      if (c == 0) ULYSSES_RETURN_IF_ERROR(send_chunk(0));
       if (apart) {
         ULYSSES_RETURN_IF_ERROR(pack_in(c, d_o, q_begin, &Rows::q, send, &Rows::o, &Rows::none,
                                         stream, own, Part::kOwn));
@@ -358,6 +370,7 @@ class UlyssesAttention final : public DistributedAttention {
           c,
           head_rows(c, qkv_full + start(c).qkv, o_head + start(c).o, do_head + start(c).o, gq, gkv),
           has_lse_ ? lse_head + start(c).lse : nullptr, a, dsinks_local, cs));
+      ULYSSES_RETURN_IF_ERROR(first_kernel_then(c, send_chunk));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_grads(c, gq, gkv, dq_recv(c), dkv_recv(c), side));
       char* dq_in = unpack_from(gq, dq_recv(c));
@@ -1054,6 +1067,25 @@ class UlyssesAttention final : public DistributedAttention {
     if (from == to) return Status::ok();
     ULYSSES_RETURN_IF_ERROR(streams_->record(event, from));
     return streams_->wait(to, event);
+  }
+  // hand_over(stream, side, ev_packed(c)) in two halves: packed() when chunk c's rows are packed
+  // on `stream`, after_packed() right before its exchange is issued on `side`.
+  Status packed(int c, Stream stream, Stream side) {
+    return stream == side ? Status::ok() : streams_->record(ev_packed(c), stream);
+  }
+  Status after_packed(int c, Stream stream, Stream side) {
+    return stream == side ? Status::ok() : streams_->wait(side, ev_packed(c));
+  }
+  // After chunk c's kernel is issued: with c = 0, every later chunk's inbound exchange
+  // (send_chunk(j) for j = 1 .. K - 1, in order). The streams run the same work in the same order
+  // as with every exchange issued right after its packs; only the host issues the first kernel
+  // sooner, which at 8k waited for the host to issue every chunk's exchange (2x H200: ~25 us of
+  // host time each over peer copies, more over NCCL; docs/PERF.md).
+  template <typename SendChunk>
+  Status first_kernel_then(int c, SendChunk& send_chunk) {
+    if (c != 0) return Status::ok();
+    for (int j = 1; j < K_; ++j) ULYSSES_RETURN_IF_ERROR(send_chunk(j));
+    return Status::ok();
   }
 
   // Heads of chunk c of n split into K (K <= n). Only the first chunk's inbound exchange and the
