@@ -718,11 +718,11 @@ class UlyssesAttention final : public DistributedAttention {
     return r;
   }
   // Whether a pack or unpack of `part` moves peer p's rows (a run's first peer: the rank's own
-  // run is itself alone). `own_apart`: this rank's own rows have a place of their own (own_in(),
+  // run is itself alone). `split`: this rank's own rows have a place of their own (own_in(),
   // own_out()); else every run is the peers'.
-  bool wanted(int p, bool own_apart, Part part) const {
+  bool wanted(int p, bool split, Part part) const {
     if (part == Part::kAll) return true;
-    const bool own = own_apart && p == rank_;
+    const bool own = split && p == rank_;
     return part == Part::kOwn ? own : !own;
   }
   // Whether chunk c's own rows are packed and (last chunk) unpacked apart from the peers' rows,
@@ -989,8 +989,8 @@ class UlyssesAttention final : public DistributedAttention {
         dtype_, U_, &Rows::dq, &Rows::none, stream, own_out(c, gq_sent, &Rows::dq, dtype_), part));
     char* own_kv = own_out(c, gkv_sent, &Rows::gkv, kv_grad_dtype_);
     const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
-    if (routing_.replicated()) {                    // (one chunk, every peer's rows the slot's)
-      if (part == Part::kOwn) return Status::ok();  // (no rows of this rank's own apart)
+    if (routing_.replicated()) {  // (one chunk, every peer's rows the slot's; none apart)
+      if (part == Part::kOwn) return Status::ok();
       const Rows& wide = slot(c);
       const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, P_, Sl_, B_, wide.gkv, U_};
       ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 0, kv_begin, dk, stream));
