@@ -10,7 +10,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <numeric>
+#include <string>
 
 #include "common/test_util.h"
 
@@ -1348,6 +1350,122 @@ TEST(Ulysses, ChunksAtTheEndsOfThePipelineAreTheSmallOnes) {
     EXPECT_EQ(sent.back(), last) << chunks << " chunks";
     EXPECT_EQ(std::accumulate(sent.begin(), sent.end(), std::size_t{0}), in + back)
         << chunks << " chunks";
+  }
+}
+
+// One rank's exchanges ('x': an all_to_all_v, or a group of sends and receives) and kernel calls
+// ('f', 'b') in the order the plan issues them.
+class IssueLog final : public ForwardingCommunicator, public LocalAttention {
+ public:
+  IssueLog(Communicator& comm, LocalAttention& kernel)
+      : ForwardingCommunicator(comm), kernel_(kernel) {}
+  std::string order;
+
+  Status all_to_all_v(const void* send, std::span<const std::size_t> send_counts,
+                      std::span<const std::size_t> send_offsets, void* recv,
+                      std::span<const std::size_t> recv_counts,
+                      std::span<const std::size_t> recv_offsets, Stream stream) override {
+    order += 'x';
+    return ForwardingCommunicator::all_to_all_v(send, send_counts, send_offsets, recv, recv_counts,
+                                                recv_offsets, stream);
+  }
+  Status group_start() override {
+    if (depth_++ == 0) order += 'x';
+    return ForwardingCommunicator::group_start();
+  }
+  Status group_end() override {
+    --depth_;
+    return ForwardingCommunicator::group_end();
+  }
+  Device device() const override { return ForwardingCommunicator::device(); }
+
+  std::string_view name() const override { return "issue-log"; }
+  bool provides_lse() const override { return kernel_.provides_lse(); }
+  bool supports_backward() const override { return kernel_.supports_backward(); }
+  Status check_support(const LocalProblem& p) const override { return kernel_.check_support(p); }
+  std::size_t workspace_bytes(const LocalProblem& p) const override {
+    return kernel_.workspace_bytes(p);
+  }
+  Status forward(const LocalProblem& p, const LocalForwardArgs& a, Stream stream) override {
+    order += 'f';
+    return kernel_.forward(p, a, stream);
+  }
+  Status backward(const LocalProblem& p, const LocalBackwardArgs& a, Stream stream) override {
+    order += 'b';
+    return kernel_.backward(p, a, stream);
+  }
+
+ private:
+  LocalAttention& kernel_;
+  int depth_ = 0;
+};
+
+TEST(Ulysses, TheFirstChunksKernelIsIssuedBeforeTheLaterChunksExchanges) {
+  // With head chunks, chunk 0's inbound exchange goes out right after its packs and its kernel
+  // right after that; only then the later chunks' inbound exchanges (on a GPU each costs host
+  // time, ~25 us over peer copies and ~150 us over a non-blocking NCCL communicator, which the
+  // first kernel would otherwise wait for). Then each chunk's results go back after its kernel.
+  // The same for backward, and over either kind of communicator (own rows apart or exchanged).
+  for (const bool copies_own_rows : {true, false}) {
+    for (const auto& [chunks, expected] :
+         {std::pair{1, std::string("xk x")}, std::pair{2, std::string("xkx x kx")},
+          std::pair{3, std::string("xkxx x kx kx")}}) {
+      SCOPED_TRACE(std::to_string(chunks) + " chunks, copies_own_rows " +
+                   std::to_string(copies_own_rows));
+      const PlanConfig cfg{.attention = {.num_heads_q = 24, .num_heads_kv = 6, .head_dim = 8},
+                           .parallel = {.cp = 2},
+                           .dtype = DType::kFloat32,
+                           .batch = 1,
+                           .seqlen = 16,
+                           .overlap_chunks = chunks};
+      std::array<std::string, 2> order;
+      EXPECT_ALL_OK(testing::run_ranks(
+          2,
+          [&](int r, Communicator& comm) -> Status {
+            auto reference = make_reference_attention();
+            IssueLog log(comm, *reference);
+            auto plan = DistributedAttention::create(cfg, log, log);
+            if (!plan.is_ok()) return plan.status();
+            const std::int64_t Sl = cfg.seqlen / 2, D = cfg.attention.head_dim;
+            const auto qn = static_cast<std::size_t>(Sl * 24 * D),
+                       kn = static_cast<std::size_t>(Sl * 6 * D);
+            std::vector<float> q(qn, 0.5f), kv(kn, 0.25f), o(qn), d_o(qn, 1.0f), dq(qn), dk(kn),
+                dv(kn);
+            std::vector<unsigned char> ws((*plan)->workspace_bytes()),
+                saved((*plan)->saved_bytes());
+            auto view = [&](std::vector<float>& v, int heads) {
+              return TensorView::contiguous(v.data(), DType::kFloat32, {1, Sl, heads, D});
+            };
+            log.order.clear();
+            const ForwardArgs f{.q = view(q, 24),
+                                .k = view(kv, 6),
+                                .v = view(kv, 6),
+                                .o = view(o, 24),
+                                .workspace = ws.data(),
+                                .saved = saved.data()};
+            if (Status st = (*plan)->forward(f, nullptr); !st.is_ok()) return st;
+            log.order += '|';
+            const BackwardArgs b{.d_o = view(d_o, 24),
+                                 .dq = view(dq, 24),
+                                 .dk = view(dk, 6),
+                                 .dv = view(dv, 6),
+                                 .workspace = ws.data(),
+                                 .saved = saved.data()};
+            if (Status st = (*plan)->backward(b, nullptr); !st.is_ok()) return st;
+            order[static_cast<std::size_t>(r)] = log.order;
+            return Status::ok();
+          },
+          {.copies_own_rows = copies_own_rows}));
+      // `expected` with k for the kernel and spaces dropped, forward with f and backward with b.
+      std::string pattern;
+      for (char ch : expected) {
+        if (ch != ' ') pattern += ch;
+      }
+      std::string fwd = pattern, bwd = pattern;
+      std::replace(fwd.begin(), fwd.end(), 'k', 'f');
+      std::replace(bwd.begin(), bwd.end(), 'k', 'b');
+      for (const std::string& o : order) EXPECT_EQ(o, fwd + "|" + bwd);
+    }
   }
 }
 
