@@ -257,12 +257,10 @@ class UlyssesAttention final : public DistributedAttention {
     for (int c = 0; c < K_; ++c) {
       char* send = pack_to(send_qkv + start(c).qkv_in, qkv_full + start(c).qkv);
       char* own = own_in(c, wire_qkv + start(c).qkv_in, qkv_full + start(c).qkv, &Rows::qkv);
-      const bool apart = own_apart(c, two, stream);
-      ULYSSES_RETURN_IF_ERROR(
-          pack_qkv(c, a.q, a.k, a.v, send, stream, own, apart ? Part::kPeers : Part::kAll));
-      ULYSSES_RETURN_IF_ERROR(packed(c, stream, side));
-      if (c == 0) ULYSSES_RETURN_IF_ERROR(send_chunk(0));
-      if (apart) ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send, stream, own, Part::kOwn));
+      ULYSSES_RETURN_IF_ERROR(pack_chunk(
+          c, two, stream, side,
+          [&](Part part) { return pack_qkv(c, a.q, a.k, a.v, send, stream, own, part); },
+          send_chunk));
     }
     // 3. Per chunk: local attention reading the receive buffer in place, then O (and LSE) back to
     //    the sequence owners and into the caller's tensors on the exchange stream while the next
@@ -281,14 +279,10 @@ class UlyssesAttention final : public DistributedAttention {
                                              o_recv + start(c).o, lse_of(lse_recv, c), side));
       char* o_in = unpack_from(o_head + start(c).o, o_recv + start(c).o);
       char* lse_in = unpack_from(lse_of(lse_head, c), lse_of(lse_recv, c));
-      const bool apart = c == K_ - 1 && own_apart(c, two, stream);
-      if (apart) {
-        ULYSSES_RETURN_IF_ERROR(unpack_outputs(c, o_in, lse_in, a, stream, o_head + start(c).o,
-                                               lse_of(lse_head, c), Part::kOwn));
-      }
-      ULYSSES_RETURN_IF_ERROR(unpack_outputs(c, o_in, lse_in, a, side, o_head + start(c).o,
-                                             lse_of(lse_head, c),
-                                             apart ? Part::kPeers : Part::kAll));
+      ULYSSES_RETURN_IF_ERROR(unpack_chunk(c, two, stream, side, [&](Stream on, Part part) {
+        return unpack_outputs(c, o_in, lse_in, a, on, o_head + start(c).o, lse_of(lse_head, c),
+                              part);
+      }));
     }
     // 4. The caller's stream waits for the last unpack.
     return hand_over(side, stream, kEvDone);
@@ -345,15 +339,13 @@ class UlyssesAttention final : public DistributedAttention {
       const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
       char* send = pack_to(send_do + start(c).do_stride, do_head + start(c).o);
       char* own = own_in(c, wire_do + start(c).do_in, do_head + start(c).o, &Rows::o);
-      const bool apart = own_apart(c, two, stream);
-      ULYSSES_RETURN_IF_ERROR(pack_in(c, d_o, q_begin, &Rows::q, send, &Rows::o, &Rows::none,
-                                      stream, own, apart ? Part::kPeers : Part::kAll));
-      ULYSSES_RETURN_IF_ERROR(packed(c, stream, side));
-      if (c == 0) ULYSSES_RETURN_IF_ERROR(send_chunk(0));
-      if (apart) {
-        ULYSSES_RETURN_IF_ERROR(pack_in(c, d_o, q_begin, &Rows::q, send, &Rows::o, &Rows::none,
-                                        stream, own, Part::kOwn));
-      }
+      ULYSSES_RETURN_IF_ERROR(pack_chunk(
+          c, two, stream, side,
+          [&](Part part) {
+            return pack_in(c, d_o, q_begin, &Rows::q, send, &Rows::o, &Rows::none, stream, own,
+                           part);
+          },
+          send_chunk));
     }
     // 2. Per chunk: local backward (dQ, dK, dV land in the returning message buffers), then send
     //    them back and unpack them (summing KV replicas) on the exchange stream while the next
@@ -375,12 +367,9 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(return_grads(c, gq, gkv, dq_recv(c), dkv_recv(c), side));
       char* dq_in = unpack_from(gq, dq_recv(c));
       char* dkv_in = unpack_from(gkv, dkv_recv(c));
-      const bool apart = c == K_ - 1 && own_apart(c, two, stream);
-      if (apart) {
-        ULYSSES_RETURN_IF_ERROR(unpack_grads(c, dq_in, dkv_in, a, stream, gq, gkv, Part::kOwn));
-      }
-      ULYSSES_RETURN_IF_ERROR(
-          unpack_grads(c, dq_in, dkv_in, a, side, gq, gkv, apart ? Part::kPeers : Part::kAll));
+      ULYSSES_RETURN_IF_ERROR(unpack_chunk(c, two, stream, side, [&](Stream on, Part part) {
+        return unpack_grads(c, dq_in, dkv_in, a, on, gq, gkv, part);
+      }));
     }
     // 3. The caller's stream waits for the last unpack.
     ULYSSES_RETURN_IF_ERROR(hand_over(side, stream, kEvDone));
@@ -1068,13 +1057,30 @@ class UlyssesAttention final : public DistributedAttention {
     ULYSSES_RETURN_IF_ERROR(streams_->record(event, from));
     return streams_->wait(to, event);
   }
-  // hand_over(stream, side, ev_packed(c)) in two halves: packed() when chunk c's rows are packed
-  // on `stream`, after_packed() right before its exchange is issued on `side`.
-  Status packed(int c, Stream stream, Stream side) {
-    return stream == side ? Status::ok() : streams_->record(ev_packed(c), stream);
+  // Chunk c's inbound rows packed on the caller's stream by pack(part), then ev_packed(c) recorded
+  // (after_packed() makes `side` wait for it right before the chunk's exchange is issued) and,
+  // for chunk 0, its exchange issued (send_chunk(0)). Where the rank's own rows are apart
+  // (own_apart()), the peers' rows are packed first and the own ones after that, while the peers'
+  // rows travel.
+  template <typename Pack, typename SendChunk>
+  Status pack_chunk(int c, bool two, Stream stream, Stream side, Pack&& pack,
+                    SendChunk& send_chunk) {
+    const bool apart = own_apart(c, two, stream);
+    ULYSSES_RETURN_IF_ERROR(pack(apart ? Part::kPeers : Part::kAll));
+    if (stream != side) ULYSSES_RETURN_IF_ERROR(streams_->record(ev_packed(c), stream));
+    if (c == 0) ULYSSES_RETURN_IF_ERROR(send_chunk(0));
+    return apart ? pack(Part::kOwn) : Status::ok();
   }
   Status after_packed(int c, Stream stream, Stream side) {
     return stream == side ? Status::ok() : streams_->wait(side, ev_packed(c));
+  }
+  // Chunk c's returned rows unpacked by unpack(on, part) on the exchange stream; the last chunk's
+  // own rows, where they are apart, on the caller's stream instead, while the peers' rows return.
+  template <typename Unpack>
+  Status unpack_chunk(int c, bool two, Stream stream, Stream side, Unpack&& unpack) {
+    const bool apart = c == K_ - 1 && own_apart(c, two, stream);
+    if (apart) ULYSSES_RETURN_IF_ERROR(unpack(stream, Part::kOwn));
+    return unpack(side, apart ? Part::kPeers : Part::kAll);
   }
   // After chunk c's kernel is issued: with c = 0, every later chunk's inbound exchange
   // (send_chunk(j) for j = 1 .. K - 1, in order). The streams run the same work in the same order
