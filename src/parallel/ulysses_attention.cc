@@ -273,7 +273,7 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(
           run_forward(c, head_rows(c, qkv_full + start(c).qkv, o_head + start(c).o),
                       lse_of(lse_head, c), a, cs));
-      ULYSSES_RETURN_IF_ERROR(first_kernel_then(c, send_chunk));
+      ULYSSES_RETURN_IF_ERROR(first_kernel_then(c, K_, send_chunk));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_outputs(c, o_head + start(c).o, lse_of(lse_head, c),
                                              o_recv + start(c).o, lse_of(lse_recv, c), side));
@@ -362,7 +362,7 @@ class UlyssesAttention final : public DistributedAttention {
           c,
           head_rows(c, qkv_full + start(c).qkv, o_head + start(c).o, do_head + start(c).o, gq, gkv),
           has_lse_ ? lse_head + start(c).lse : nullptr, a, dsinks_local, cs));
-      ULYSSES_RETURN_IF_ERROR(first_kernel_then(c, send_chunk));
+      ULYSSES_RETURN_IF_ERROR(first_kernel_then(c, K_, send_chunk));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_grads(c, gq, gkv, dq_recv(c), dkv_recv(c), side));
       char* dq_in = unpack_from(gq, dq_recv(c));
@@ -401,8 +401,9 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(exchange_in(c, send, wire, recv, &Rows::qkv, side));
       return streams_->record(kEvChunk + c, side);
     };
+    // Chunk 0's inputs first; the other slots' chunks once its kernel is issued.
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
-    for (int c = 0; c < slots_; ++c) ULYSSES_RETURN_IF_ERROR(send_inputs(c));
+    ULYSSES_RETURN_IF_ERROR(send_inputs(0));
     const bool two = two_compute_streams();
     for (int c = 0; c < K_; ++c) {
       const std::size_t s = slot_of(c);
@@ -413,6 +414,7 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(streams_->wait(cs, kEvChunk + c));
       ULYSSES_RETURN_IF_ERROR(
           run_forward(c, head_rows(c, at(a.workspace, fwd_recv_[s]), o_head), lse_head(c), a, cs));
+      ULYSSES_RETURN_IF_ERROR(first_kernel_then(c, slots_, send_inputs));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       ULYSSES_RETURN_IF_ERROR(return_outputs(c, o_head, lse_head(c), o_recv, lse_recv, side));
       ULYSSES_RETURN_IF_ERROR(unpack_outputs(c, unpack_from(o_head, o_recv),
@@ -480,8 +482,9 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(arrive(arrive_at + off.wire_do, recv + off.d_o, m.o, side));
       return streams_->record(kEvChunk + c, side);
     };
+    // Chunk 0's inputs first; the other slots' chunks once its kernel is issued.
     ULYSSES_RETURN_IF_ERROR(hand_over(stream, side, kEvPacked));
-    for (int c = 0; c < slots_; ++c) ULYSSES_RETURN_IF_ERROR(send_inputs(c));
+    ULYSSES_RETURN_IF_ERROR(send_inputs(0));
     const bool two = two_compute_streams();
     for (int c = 0; c < K_; ++c) {
       const std::size_t s = slot_of(c);
@@ -494,6 +497,7 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(run_backward(c, head_rows(c, in, in + off.o, in + off.d_o, gq, gkv),
                                            has_lse_ ? lse_head + start(c).lse : nullptr, a,
                                            dsinks_local, cs));
+      ULYSSES_RETURN_IF_ERROR(first_kernel_then(c, slots_, send_inputs));
       ULYSSES_RETURN_IF_ERROR(hand_over(cs, side, ev_computed(c)));
       // The gradients come back into the receive slot (the kernel has read it).
       ULYSSES_RETURN_IF_ERROR(return_grads(c, gq, gkv, in, in + off.dkv, side));
@@ -1082,15 +1086,16 @@ class UlyssesAttention final : public DistributedAttention {
     if (apart) ULYSSES_RETURN_IF_ERROR(unpack(stream, Part::kOwn));
     return unpack(side, apart ? Part::kPeers : Part::kAll);
   }
-  // After chunk c's kernel is issued: with c = 0, every later chunk's inbound exchange
-  // (send_chunk(j) for j = 1 .. K - 1, in order). The streams run the same work in the same order
-  // as with every exchange issued right after its packs; only the host issues the first kernel
-  // sooner, which at 8k waited for the host to issue every chunk's exchange (2x H200: ~25 us of
-  // host time each over peer copies, more over NCCL; docs/PERF.md).
+  // After chunk c's kernel is issued: with c = 0, the later chunks' inbound exchanges that go out
+  // before any result returns (send_chunk(j) for j = 1 .. ahead - 1, in order: every chunk with
+  // saved heads, the other slots' chunks in slots). The streams run the same work in the same
+  // order as with every exchange issued right after its packs; only the host issues the first
+  // kernel sooner, which at 8k waited for the host to issue every chunk's exchange (2x H200:
+  // ~25 us of host time each over peer copies, more over NCCL; docs/PERF.md).
   template <typename SendChunk>
-  Status first_kernel_then(int c, SendChunk& send_chunk) {
+  Status first_kernel_then(int c, int ahead, SendChunk& send_chunk) {
     if (c != 0) return Status::ok();
-    for (int j = 1; j < K_; ++j) ULYSSES_RETURN_IF_ERROR(send_chunk(j));
+    for (int j = 1; j < ahead; ++j) ULYSSES_RETURN_IF_ERROR(send_chunk(j));
     return Status::ok();
   }
 

@@ -1406,18 +1406,30 @@ TEST(Ulysses, TheFirstChunksKernelIsIssuedBeforeTheLaterChunksExchanges) {
   // time, ~25 us over peer copies and ~150 us over a non-blocking NCCL communicator, which the
   // first kernel would otherwise wait for). Then each chunk's results go back after its kernel.
   // The same for backward, and over either kind of communicator (own rows apart or exchanged).
+  // Saving only the LSE, the chunks in the other slots go out after chunk 0's kernel, and a
+  // chunk waiting for a slot once that slot's results have gone back (as before).
+  struct Order {
+    SavedActivations saved;
+    int chunks, in_flight;
+    std::string expected;
+  };
+  const SavedActivations kHeads = SavedActivations::kHeadSharded, kLse = SavedActivations::kLseOnly;
   for (const bool copies_own_rows : {true, false}) {
-    for (const auto& [chunks, expected] :
-         {std::pair{1, std::string("xk x")}, std::pair{2, std::string("xkx x kx")},
-          std::pair{3, std::string("xkxx x kx kx")}}) {
-      SCOPED_TRACE(std::to_string(chunks) + " chunks, copies_own_rows " +
+    for (const Order& t : {Order{kHeads, 1, 2, "xk x"}, Order{kHeads, 2, 2, "xkx x kx"},
+                           Order{kHeads, 3, 2, "xkxx x kx kx"}, Order{kLse, 2, 2, "xkx x kx"},
+                           Order{kLse, 3, 2, "xkx xx kx kx"}, Order{kLse, 3, 1, "xk xx kxx kx"}}) {
+      const std::string& expected = t.expected;
+      SCOPED_TRACE(std::string(saved_activations_name(t.saved)) + ", " + std::to_string(t.chunks) +
+                   " chunks, " + std::to_string(t.in_flight) + " in flight, copies_own_rows " +
                    std::to_string(copies_own_rows));
       const PlanConfig cfg{.attention = {.num_heads_q = 24, .num_heads_kv = 6, .head_dim = 8},
                            .parallel = {.cp = 2},
                            .dtype = DType::kFloat32,
                            .batch = 1,
                            .seqlen = 16,
-                           .overlap_chunks = chunks};
+                           .overlap_chunks = t.chunks,
+                           .saved_activations = t.saved,
+                           .chunks_in_flight = t.in_flight};
       std::array<std::string, 2> order;
       EXPECT_ALL_OK(testing::run_ranks(
           2,
@@ -1450,7 +1462,11 @@ TEST(Ulysses, TheFirstChunksKernelIsIssuedBeforeTheLaterChunksExchanges) {
                                  .dk = view(dk, 6),
                                  .dv = view(dv, 6),
                                  .workspace = ws.data(),
-                                 .saved = saved.data()};
+                                 .saved = saved.data(),
+                                 .q = f.q,
+                                 .k = f.k,
+                                 .v = f.v,
+                                 .o = f.o};
             if (Status st = (*plan)->backward(b, nullptr); !st.is_ok()) return st;
             order[static_cast<std::size_t>(r)] = log.order;
             return Status::ok();
