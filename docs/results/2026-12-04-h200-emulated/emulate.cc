@@ -20,11 +20,14 @@
 // of cp = 2 with saved heads and 1, 2, 3, 4 head chunks over the emulated link, and 1 and 2 chunks
 // with no wait (the copies only: the bound for an infinitely fast link).
 //
-// Usage: emulate SEQ [GBPS [LATENCY_US [ROUNDS [mirror|ce|ce-noself|ce-own]]]]  (defaults 8192 335
-// 30 6 mirror; 3 steps per round; ce: the peer's rows are not copied, ce-noself: nor the rank's
-// own, ce-own: as ce, and the communicator reports copies_own_rows() (the plan packs them in
-// place), see MirrorComm::remote_copies; the workspace and `saved` start with random values then,
-// so what is not copied is not zeros, which cuDNN runs faster at the power cap)
+// Usage: emulate SEQ [GBPS [LATENCY_US [ROUNDS [mirror|ce|ce-noself|ce-own [heads|lse]]]]]
+// (defaults 8192 335 30 6 mirror heads; 3 steps per round; ce: the peer's rows are not copied,
+// ce-noself: nor the rank's own, ce-own: as ce, and the communicator reports copies_own_rows() (the
+// plan packs them in place), see MirrorComm::remote_copies; the workspace and `saved` start with
+// random values then, so what is not copied is not zeros, which cuDNN runs faster at the power
+// cap). "lse" (added in the forty-eighth session, docs/results/2026-12-04-h200-slots-issue-order/):
+// the cases are saved heads with 2 chunks (the reference) and saved_activations = kLseOnly with 2,
+// 3, 4 chunks, two in flight, and 4 chunks, one in flight, all over the emulated link.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -327,6 +330,7 @@ int main(int argc, char** argv) {
   const std::string mode = argc > 5 ? argv[5] : "mirror";
   const bool remote_copies = mode == "mirror", self_copies = mode != "ce-noself";
   const bool own_rows_in_place = mode == "ce-own";
+  const bool lse_cases = argc > 6 && std::string(argv[6]) == "lse";
   const int Hq = 32, Hkv = 8, D = 128, P = 2;
   const Device dev = Device::cuda(0);
   cu(cudaSetDevice(0), "device");
@@ -410,10 +414,14 @@ int main(int argc, char** argv) {
     return TensorView::contiguous(d, DType::kBFloat16, {1, Sl, h, D}, dev);
   };
   std::vector<Case> cases;
-  auto add = [&](int chunks, double link) {
+  auto add = [&](int chunks, double link, SavedActivations saved = SavedActivations::kHeadSharded,
+                 int in_flight = 2) {
     Case c;
-    c.name = "cp 2 rank 0, chunks " + std::to_string(chunks) +
-             (link > 0 ? ", emulated link" : ", copies only");
+    c.name =
+        "cp 2 rank 0, chunks " + std::to_string(chunks) +
+        (saved == SavedActivations::kLseOnly ? ", lse, " + std::to_string(in_flight) + " in flight"
+                                             : std::string()) +
+        (link > 0 ? ", emulated link" : ", copies only");
     c.comm = std::make_unique<MirrorComm>(P, link, latency, d2d, d2h, pad_dev, pad_host, pad_bytes);
     c.comm->remote_copies = remote_copies;
     c.comm->self_copies = self_copies;
@@ -426,14 +434,22 @@ int main(int argc, char** argv) {
         .batch = 1,
         .seqlen = S};
     cfg.overlap_chunks = chunks;
+    cfg.saved_activations = saved;
+    cfg.chunks_in_flight = in_flight;
     auto plan = DistributedAttention::create(cfg, *c.comm, timed);
     check(plan.status());
     c.plan = std::move(plan).value();
     cases.push_back(std::move(c));
   };
-  for (int chunks : {1, 2, 3, 4}) add(chunks, gbps);
-  add(1, 0);
-  add(2, 0);
+  if (lse_cases) {
+    add(2, gbps);
+    for (int chunks : {2, 3, 4}) add(chunks, gbps, SavedActivations::kLseOnly, 2);
+    add(4, gbps, SavedActivations::kLseOnly, 1);
+  } else {
+    for (int chunks : {1, 2, 3, 4}) add(chunks, gbps);
+    add(1, 0);
+    add(2, 0);
+  }
   std::size_t ws_bytes = 0, saved_bytes = 0;
   for (const Case& c : cases) {
     ws_bytes = std::max(ws_bytes, c.plan->workspace_bytes());
@@ -460,7 +476,11 @@ int main(int argc, char** argv) {
                  .dk = act(dk, Hkv),
                  .dv = act(dv, Hkv),
                  .workspace = ws,
-                 .saved = saved};
+                 .saved = saved,
+                 .q = f.q,  // (read by the lse cases only)
+                 .k = f.k,
+                 .v = f.v,
+                 .o = f.o};
 
   auto step = [&](int i) {  // -1: cp = 1; -2: cp = 2's call alone
     if (i == -1) {
