@@ -20,6 +20,12 @@ Status unpack_heads(const MessageLayout& msg, int c_begin, std::span<const int> 
   return cuda::unpack_heads(msg, c_begin, head_begin, heads, act, stream);
 }
 
+Status move_heads(bool pack, std::span<const HeadMove> moves, Stream stream) {
+  if (moves.empty()) return Status::ok();
+  if (moves.front().act.device.is_host()) return host::move_heads(pack, moves);
+  return cuda::move_heads(pack, moves, stream);
+}
+
 Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
                            const TensorView& act, Stream stream) {
   if (act.device.is_host()) return host::unpack_sum_replicas(msg, c_begin, head_begin, act);

@@ -47,6 +47,27 @@ Status pack_heads(const TensorView& act, std::span<const int> head_begin, int he
 Status unpack_heads(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
                     int heads, const TensorView& act, Stream stream);
 
+/// One pack_heads or unpack_heads call of a batch (move_heads): its arguments.
+struct HeadMove {
+  TensorView act;
+  std::span<const int> head_begin;
+  int heads = 0;
+  MessageLayout msg;
+  int c_begin = 0;
+};
+
+/// pack_heads (pack) or unpack_heads for every move, with the same results as one call each:
+/// on a GPU as one launch where the moves allow it (kMaxBatchMoves moves or fewer, whose rows
+/// move in vectors of one width, each over kMaxBatchPeers peers or fewer), else one launch per
+/// move. The moves run concurrently, so none may write what another reads or writes. At 8k tokens
+/// a pack of one head chunk's Q, K and V is ~1-4 us of bytes per tensor, as short as a launch's
+/// own cost, so one launch instead of three (and one per peer run) shortens the critical path.
+Status move_heads(bool pack, std::span<const HeadMove> moves, Stream stream);
+
+/// Most moves and peers a batched launch takes (move_heads).
+inline constexpr int kMaxBatchMoves = 16;
+inline constexpr int kMaxBatchPeers = 32;
+
 /// Sums replicated partials: act[b][s][g][:] = sum over p with head_begin[p] == g (in p order,
 /// fp32) of msg[p][s][b][c_begin .. + k][:] for the one head at c_begin; msg is fp32 (on the host
 /// also fp64, summed in fp64: fp64 plans' partials), act any float dtype.
@@ -102,6 +123,7 @@ Status unpack_heads(const MessageLayout& msg, int c_begin, std::span<const int> 
 Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
                            const TensorView& act);
 Status unpack_lse(const MessageLayout& msg, std::span<const int> head_begin, const TensorView& lse);
+Status move_heads(bool pack, std::span<const HeadMove> moves);
 Status pack_heads_fp8(const TensorView& act, std::span<const int> head_begin, int heads,
                       const Fp8MessageLayout& msg, int c_begin);
 Status dequantize_fp8(const Fp8MessageLayout& src, const MessageLayout& dst);
@@ -116,6 +138,7 @@ Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<cons
                            const TensorView& act, Stream stream);
 Status unpack_lse(const MessageLayout& msg, std::span<const int> head_begin, const TensorView& lse,
                   Stream stream);
+Status move_heads(bool pack, std::span<const HeadMove> moves, Stream stream);
 Status pack_heads_fp8(const TensorView& act, std::span<const int> head_begin, int heads,
                       const Fp8MessageLayout& msg, int c_begin, Stream stream);
 Status dequantize_fp8(const Fp8MessageLayout& src, const MessageLayout& dst, Stream stream);

@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
@@ -39,18 +40,19 @@ struct SegGeometry {
 
 constexpr int kUnroll = 4;  // vectors in flight per thread
 
+// Moves segments [first, segments) in steps of `stride` (a group of kLanes lanes per segment):
+// the body of both kernels below. `begin[p]`: peer p's first head.
 // Index is the type of the segment decomposition: 32-bit whenever the segment count allows (the
 // divisions dominated the old per-vector 64-bit decomposition, which ran at ~0.7 of copy speed).
 template <typename Vec, bool kPack, typename Index, int kLanes>
-__global__ void move_segments(char* act, char* msg, SegGeometry g, HeadMap map) {
+__device__ __forceinline__ void move_range(char* act, char* msg, const SegGeometry& g,
+                                           const int* begin, Index first, Index stride) {
   const auto segments = static_cast<Index>(g.peers * g.seq * g.batch * g.head_groups);
-  const auto groups_in_grid = static_cast<Index>(gridDim.x * (blockDim.x / kLanes));
   const int lane = static_cast<int>(threadIdx.x % kLanes);
   const auto seg_vecs = static_cast<int>(g.seg_vecs);
   auto* act_v = reinterpret_cast<Vec*>(act);
   auto* msg_v = reinterpret_cast<Vec*>(msg);
-  for (Index seg = static_cast<Index>(blockIdx.x * (blockDim.x / kLanes) + threadIdx.x / kLanes);
-       seg < segments; seg += groups_in_grid) {
+  for (Index seg = first; seg < segments; seg += stride) {
     Index r = seg;
     const Index h = r % static_cast<Index>(g.head_groups);
     r /= static_cast<Index>(g.head_groups);
@@ -58,7 +60,7 @@ __global__ void move_segments(char* act, char* msg, SegGeometry g, HeadMap map) 
     r /= static_cast<Index>(g.batch);
     const Index s = r % static_cast<Index>(g.seq);
     const Index p = r / static_cast<Index>(g.seq);
-    const std::int64_t head = map.begin[p] + static_cast<std::int64_t>(h);
+    const std::int64_t head = begin[p] + static_cast<std::int64_t>(h);
     Vec* a = act_v + (static_cast<std::int64_t>(b) * g.act_sb +
                       static_cast<std::int64_t>(s) * g.act_ss + head * g.act_sh);
     Vec* m = msg_v + (((static_cast<std::int64_t>(p) * g.seq + s) * g.batch + b) * g.msg_row_vecs +
@@ -77,6 +79,40 @@ __global__ void move_segments(char* act, char* msg, SegGeometry g, HeadMap map) 
       }
     }
   }
+}
+
+template <typename Vec, bool kPack, typename Index, int kLanes>
+__global__ void move_segments(char* act, char* msg, const __grid_constant__ SegGeometry g,
+                              const __grid_constant__ HeadMap map) {
+  const auto groups = static_cast<Index>(blockDim.x / kLanes);
+  move_range<Vec, kPack, Index, kLanes>(
+      act, msg, g, map.begin, static_cast<Index>(blockIdx.x * groups + threadIdx.x / kLanes),
+      static_cast<Index>(gridDim.x) * groups);
+}
+
+// A batch of moves (move_heads): move j takes blocks [first_block, first_block + blocks).
+struct BatchMove {
+  char* act;
+  char* msg;
+  SegGeometry g;
+  int begin[kMaxBatchPeers];
+  int first_block, blocks;
+};
+struct Batch {
+  BatchMove move[kMaxBatchMoves];
+  int n;
+};
+
+template <typename Vec, bool kPack, int kLanes>
+__global__ void move_batch(const __grid_constant__ Batch batch) {
+  int j = 0;
+  while (j + 1 < batch.n && static_cast<int>(blockIdx.x) >= batch.move[j + 1].first_block) ++j;
+  const BatchMove& mv = batch.move[j];
+  const auto groups = static_cast<std::uint32_t>(blockDim.x / kLanes);
+  const auto block = static_cast<std::uint32_t>(blockIdx.x) - mv.first_block;
+  move_range<Vec, kPack, std::uint32_t, kLanes>(mv.act, mv.msg, mv.g, mv.begin,
+                                                block * groups + threadIdx.x / kLanes,
+                                                static_cast<std::uint32_t>(mv.blocks) * groups);
 }
 
 // Widest vector (bytes) dividing the row, the base pointers and every stride in bytes.
@@ -105,11 +141,17 @@ Status check_map(std::span<const int> head_begin, HeadMap& map) {
   return Status::ok();
 }
 
-template <bool kPack>
-Status move(const TensorView& act, std::span<const int> head_begin, int heads,
-            const MessageLayout& msg, int c_begin, Stream stream) {
-  HeadMap map{};
-  ULYSSES_RETURN_IF_ERROR(check_map(head_begin, map));
+// One move's launch geometry: the segments, their vector width and lanes per segment.
+struct Planned {
+  SegGeometry g;
+  char* act;
+  char* msg;
+  int vector_bytes, lanes;
+  std::int64_t segments;  // 0: nothing to move
+};
+
+Status plan_move(const TensorView& act, std::span<const int> head_begin, int heads,
+                 const MessageLayout& msg, int c_begin, Planned& out) {
   // A head of act spans act.size(3) / msg.head_dim channels (see MessageLayout).
   if (act.ndim != 4 || act.dtype != msg.dtype || msg.head_dim < 1 ||
       act.size(3) % msg.head_dim != 0 || (act.size(3) > 1 && act.stride(3) != 1) ||
@@ -125,66 +167,146 @@ Status move(const TensorView& act, std::span<const int> head_begin, int heads,
   const std::int64_t vecs_per_row = row_bytes / w;
   // Dense heads (each head's row follows the previous one's) make a segment of all `heads` rows.
   const bool dense = heads == 1 || act.stride(2) * e == row_bytes;
-  SegGeometry g{msg.peers,
-                msg.seq_per_peer,
-                msg.batch,
-                dense ? 1 : heads,
-                act.stride(0) / vw,
-                act.stride(1) / vw,
-                act.stride(2) / vw,
-                msg.channels * unit_bytes / w,
-                c_begin * unit_bytes / w,
-                vecs_per_row,
-                dense ? heads * vecs_per_row : vecs_per_row};
-  const std::int64_t segments = g.peers * g.seq * g.batch * g.head_groups;
-  if (segments == 0 || g.seg_vecs == 0) return Status::ok();
-  if (g.seg_vecs > std::numeric_limits<int>::max()) {
+  out.g = {msg.peers,
+           msg.seq_per_peer,
+           msg.batch,
+           dense ? 1 : heads,
+           act.stride(0) / vw,
+           act.stride(1) / vw,
+           act.stride(2) / vw,
+           msg.channels * unit_bytes / w,
+           c_begin * unit_bytes / w,
+           vecs_per_row,
+           dense ? heads * vecs_per_row : vecs_per_row};
+  out.act = static_cast<char*>(act.data);
+  out.msg = static_cast<char*>(msg.data);
+  out.vector_bytes = w;
+  out.segments =
+      out.g.seg_vecs == 0 ? 0 : out.g.peers * out.g.seq * out.g.batch * out.g.head_groups;
+  if (out.g.seg_vecs > std::numeric_limits<int>::max()) {
     return unsupported("ulysses::kernels::cuda: a pack segment exceeds 2^31 vectors");
   }
-  auto* a = static_cast<char*>(act.data);
-  auto* m = static_cast<char*>(msg.data);
   // Lanes per segment: a warp for segments of a warp's width or more, else the smallest power of
   // two that covers one (so short rows do not idle most of a warp).
-  const int lanes = g.seg_vecs >= 32 ? 32 : g.seg_vecs > 8 ? 16 : 8;
-  constexpr int kThreads = 256;
-  const std::int64_t groups_per_block = kThreads / lanes;
-  const int grid = static_cast<int>(
-      std::min<std::int64_t>((segments + groups_per_block - 1) / groups_per_block, 65535 * 8));
-  const bool narrow = segments < (std::int64_t{1} << 31);
-  auto launch = [&]<typename Vec>(Vec*) {
-    auto go = [&]<int kLanes>(std::integral_constant<int, kLanes>) {
-      if (narrow) {
-        move_segments<Vec, kPack, std::uint32_t, kLanes>
-            <<<grid, kThreads, 0, stream>>>(a, m, g, map);
-      } else {
-        move_segments<Vec, kPack, std::int64_t, kLanes>
-            <<<grid, kThreads, 0, stream>>>(a, m, g, map);
-      }
-    };
-    if (lanes == 32) {
-      go(std::integral_constant<int, 32>{});
-    } else if (lanes == 16) {
-      go(std::integral_constant<int, 16>{});
-    } else {
-      go(std::integral_constant<int, 8>{});
-    }
-  };
+  out.lanes = out.g.seg_vecs >= 32 ? 32 : out.g.seg_vecs > 8 ? 16 : 8;
+  return Status::ok();
+}
+
+constexpr int kMoveThreads = 256;
+
+// Calls go(Vec*) with the vector type of `w` bytes, and go.template operator()<kLanes> inside
+// with_lanes() picks the lanes.
+template <typename Go>
+void with_vector(int w, Go&& go) {
   switch (w) {
     case 16:
-      launch(static_cast<uint4*>(nullptr));
+      go(static_cast<uint4*>(nullptr));
       break;
     case 8:
-      launch(static_cast<uint2*>(nullptr));
+      go(static_cast<uint2*>(nullptr));
       break;
     case 4:
-      launch(static_cast<unsigned*>(nullptr));
+      go(static_cast<unsigned*>(nullptr));
       break;
     case 2:
-      launch(static_cast<unsigned short*>(nullptr));
+      go(static_cast<unsigned short*>(nullptr));
       break;
     default:
-      launch(static_cast<unsigned char*>(nullptr));
+      go(static_cast<unsigned char*>(nullptr));
   }
+}
+template <typename Go>
+void with_lanes(int lanes, Go&& go) {
+  if (lanes == 32) {
+    go(std::integral_constant<int, 32>{});
+  } else if (lanes == 16) {
+    go(std::integral_constant<int, 16>{});
+  } else {
+    go(std::integral_constant<int, 8>{});
+  }
+}
+
+template <bool kPack>
+Status launch_move(const Planned& m, const HeadMap& map, Stream stream) {
+  const std::int64_t groups_per_block = kMoveThreads / m.lanes;
+  const int grid = static_cast<int>(
+      std::min<std::int64_t>((m.segments + groups_per_block - 1) / groups_per_block, 65535 * 8));
+  const bool narrow = m.segments < (std::int64_t{1} << 31);
+  with_vector(m.vector_bytes, [&]<typename Vec>(Vec*) {
+    with_lanes(m.lanes, [&]<int kLanes>(std::integral_constant<int, kLanes>) {
+      if (narrow) {
+        move_segments<Vec, kPack, std::uint32_t, kLanes>
+            <<<grid, kMoveThreads, 0, stream>>>(m.act, m.msg, m.g, map);
+      } else {
+        move_segments<Vec, kPack, std::int64_t, kLanes>
+            <<<grid, kMoveThreads, 0, stream>>>(m.act, m.msg, m.g, map);
+      }
+    });
+  });
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+template <bool kPack>
+Status move(const TensorView& act, std::span<const int> head_begin, int heads,
+            const MessageLayout& msg, int c_begin, Stream stream) {
+  HeadMap map{};
+  ULYSSES_RETURN_IF_ERROR(check_map(head_begin, map));
+  Planned m{};
+  ULYSSES_RETURN_IF_ERROR(plan_move(act, head_begin, heads, msg, c_begin, m));
+  if (m.segments == 0) return Status::ok();
+  return launch_move<kPack>(m, map, stream);
+}
+
+// Every move of a batch in one launch where they allow it (move_heads()), else one each.
+template <bool kPack>
+Status move_all(std::span<const HeadMove> moves, Stream stream) {
+  std::array<Planned, kMaxBatchMoves> planned{};
+  Batch batch{};
+  bool one_launch = moves.size() <= static_cast<std::size_t>(kMaxBatchMoves);
+  int lanes = 32, w = 0;
+  for (std::size_t i = 0; i < moves.size() && one_launch; ++i) {
+    const HeadMove& mv = moves[i];
+    Planned& m = planned[i];
+    ULYSSES_RETURN_IF_ERROR(plan_move(mv.act, mv.head_begin, mv.heads, mv.msg, mv.c_begin, m));
+    if (m.segments == 0) continue;
+    if (w == 0) w = m.vector_bytes;
+    one_launch = m.vector_bytes == w && m.segments < (std::int64_t{1} << 31) &&
+                 mv.head_begin.size() <= static_cast<std::size_t>(kMaxBatchPeers);
+    lanes = std::min(lanes, m.lanes);
+  }
+  if (!one_launch) {
+    for (const HeadMove& mv : moves) {
+      ULYSSES_RETURN_IF_ERROR(
+          move<kPack>(mv.act, mv.head_begin, mv.heads, mv.msg, mv.c_begin, stream));
+    }
+    return Status::ok();
+  }
+  // Each move gets blocks for its own segments (lanes: the narrowest any move asks for, so every
+  // segment is covered as in its own launch); the grid stays within one launch's limit.
+  const std::int64_t groups_per_block = kMoveThreads / lanes;
+  const std::int64_t cap = 65535 * 8 / kMaxBatchMoves;
+  int blocks = 0;
+  for (std::size_t i = 0; i < moves.size(); ++i) {
+    const Planned& m = planned[i];
+    if (m.segments == 0) continue;
+    BatchMove& b = batch.move[batch.n++];
+    b.act = m.act;
+    b.msg = m.msg;
+    b.g = m.g;
+    for (std::size_t p = 0; p < moves[i].head_begin.size(); ++p)
+      b.begin[p] = moves[i].head_begin[p];
+    b.first_block = blocks;
+    b.blocks = static_cast<int>(
+        std::min<std::int64_t>((m.segments + groups_per_block - 1) / groups_per_block, cap));
+    blocks += b.blocks;
+  }
+  if (batch.n == 0) return Status::ok();
+  with_vector(w, [&]<typename Vec>(Vec*) {
+    with_lanes(lanes, [&]<int kLanes>(std::integral_constant<int, kLanes>) {
+      move_batch<Vec, kPack, kLanes><<<blocks, kMoveThreads, 0, stream>>>(batch);
+    });
+  });
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }
@@ -524,6 +646,10 @@ Status pack_heads(const TensorView& act, std::span<const int> head_begin, int he
 Status unpack_heads(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,
                     int heads, const TensorView& act, Stream stream) {
   return move<false>(act, head_begin, heads, msg, c_begin, stream);
+}
+
+Status move_heads(bool pack, std::span<const HeadMove> moves, Stream stream) {
+  return pack ? move_all<true>(moves, stream) : move_all<false>(moves, stream);
 }
 
 Status unpack_sum_replicas(const MessageLayout& msg, int c_begin, std::span<const int> head_begin,

@@ -23,6 +23,7 @@ Status unpack_sum_replicas(const MessageLayout&, int, std::span<const int>, cons
 Status unpack_lse(const MessageLayout&, std::span<const int>, const TensorView&, Stream) {
   return no_cuda();
 }
+Status move_heads(bool, std::span<const HeadMove>, Stream) { return no_cuda(); }
 
 Status pack_heads_fp8(const TensorView&, std::span<const int>, int, const Fp8MessageLayout&, int,
                       Stream) {

@@ -90,6 +90,14 @@ Status unpack_heads(const MessageLayout& msg, int c_begin, std::span<const int> 
   return Status::ok();
 }
 
+Status move_heads(bool pack, std::span<const HeadMove> moves) {
+  for (const HeadMove& m : moves) {
+    ULYSSES_RETURN_IF_ERROR(pack ? pack_heads(m.act, m.head_begin, m.heads, m.msg, m.c_begin)
+                                 : unpack_heads(m.msg, m.c_begin, m.head_begin, m.heads, m.act));
+  }
+  return Status::ok();
+}
+
 namespace {
 // unpack_sum_replicas in the message's own precision (Acc: float for fp32 partials, double for the
 // fp64 partials of fp64 plans).

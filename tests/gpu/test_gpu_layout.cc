@@ -274,6 +274,158 @@ TEST(GpuLayout, SumReplicasAndLseMatchHost) {
   EXPECT_BITWISE_EQ(lse_host, lse_d.download(lse), "lse");
 }
 
+// move_heads: a batch of packs (or unpacks) on the device, one launch where the moves allow it,
+// must give the bytes of one host call per move over whole poisoned buffers. The batches mirror
+// what a plan issues (a chunk's Q, K and V into one message, peers' rows and the rank's own apart,
+// bf16 and fp32 rows of one vector width in one launch), and the ones that must fall back to one
+// launch per move (vector widths that differ, more peers or moves than a launch takes).
+struct BatchCase {
+  std::string name;
+  int P;
+  std::int64_t Sl, B;
+  struct Act {
+    DType dtype;
+    int H;
+    std::int64_t D;
+  };
+  struct Msg {
+    DType dtype;
+    int C;
+    std::int64_t U;
+  };
+  struct Move {
+    int act, msg, heads, c_begin;
+    std::vector<int> begin;  // per peer
+  };
+  std::vector<Act> acts;
+  std::vector<Msg> msgs;
+  std::vector<Move> moves;
+};
+
+std::vector<BatchCase> batch_cases() {
+  // Every case's moves write distinct channels of the messages and distinct heads of the
+  // activations (over the moves and their peers), so they hold as packs and as unpacks.
+  std::vector<BatchCase> out;
+  const DType bf = DType::kBFloat16;
+  {  // a chunk's Q (2 heads of 8 per peer, dense), K and V (1 of 4) into one Q|K|V message and
+    // into an own-rows message, as pack_qkv() with a rank's own rows apart
+    BatchCase c{
+        "qkv", 2, 37, 2, {{bf, 8, 64}, {bf, 4, 64}, {bf, 4, 64}}, {{bf, 4, 64}, {bf, 4, 64}}, {}};
+    c.moves = {{0, 0, 2, 0, {0, 2}}, {1, 0, 1, 2, {0, 1}}, {2, 0, 1, 3, {0, 1}},
+               {0, 1, 2, 0, {4, 6}}, {1, 1, 1, 2, {2, 3}}, {2, 1, 1, 3, {2, 3}}};
+    out.push_back(c);
+  }
+  {  // bf16 rows of 64 and fp32 rows of 32 (128 bytes each): one launch, 16-byte vectors
+    BatchCase c{"dtypes",
+                3,
+                19,
+                1,
+                {{bf, 6, 64}, {DType::kFloat32, 3, 32}},
+                {{bf, 4, 64}, {DType::kFloat32, 2, 32}},
+                {}};
+    c.moves = {{0, 0, 2, 1, {0, 2, 4}}, {1, 1, 1, 1, {0, 1, 2}}};
+    out.push_back(c);
+  }
+  {  // heads spanning 3 channels (192 in 64: MLA's Q|K rows) beside 1-channel V heads
+    BatchCase c{"mla", 2, 11, 2, {{bf, 4, 192}, {bf, 2, 64}}, {{bf, 8, 64}}, {}};
+    c.moves = {{0, 0, 2, 0, {0, 2}}, {1, 0, 1, 6, {0, 1}}};
+    out.push_back(c);
+  }
+  {  // vector widths that differ (16 and 2 bytes): one launch per move
+    BatchCase c{"widths",
+                2,
+                9,
+                2,
+                {{bf, 4, 64}, {DType::kFloat16, 4, 3}},
+                {{bf, 2, 64}, {DType::kFloat16, 3, 3}},
+                {}};
+    c.moves = {{0, 0, 2, 0, {0, 2}}, {1, 1, 1, 2, {3, 1}}};
+    out.push_back(c);
+  }
+  {  // 33 peers (more than a batched launch takes): one launch per move
+    BatchCase c{"peers", 33, 3, 1, {{bf, 33, 64}, {bf, 33, 64}}, {{bf, 2, 64}}, {}};
+    std::vector<int> up(33), down(33);
+    for (int p = 0; p < 33; ++p) {
+      up[static_cast<std::size_t>(p)] = p;
+      down[static_cast<std::size_t>(p)] = 32 - p;
+    }
+    c.moves = {{0, 0, 1, 0, up}, {1, 0, 1, 1, down}};
+    out.push_back(c);
+  }
+  {  // 17 moves (more than one launch takes), each a channel of its own
+    BatchCase c{"moves", 2, 5, 1, {{bf, 34, 64}}, {{bf, 17, 64}}, {}};
+    for (int h = 0; h < 17; ++h) c.moves.push_back({0, 0, 1, h, {h, 17 + h}});
+    out.push_back(c);
+  }
+  return out;
+}
+
+TEST(GpuLayout, MoveHeadsBatchMatchesOneHostCallEach) {
+  ULYSSES_REQUIRE_GPUS(1);
+  for (const BatchCase& bc : batch_cases()) {
+    for (const bool pack : {true, false}) {
+      SCOPED_TRACE(bc.name + (pack ? " pack" : " unpack"));
+      std::vector<HostTensor> acts, msgs;
+      int salt = 1;
+      for (const auto& a : bc.acts) {
+        acts.push_back(pack ? stamped(a.dtype, {bc.B, bc.Sl, a.H, a.D}, salt++)
+                            : HostTensor(a.dtype, {bc.B, bc.Sl, a.H, a.D}));
+        if (!pack) testing::poison(acts.back());
+      }
+      for (const auto& m : bc.msgs) {
+        msgs.push_back(pack ? HostTensor(m.dtype, {bc.P, bc.Sl, bc.B, m.C, m.U})
+                            : stamped(m.dtype, {bc.P, bc.Sl, bc.B, m.C, m.U}, salt++));
+        if (pack) testing::poison(msgs.back());
+      }
+      std::vector<HostTensor> acts_host = acts, msgs_host = msgs;
+      std::vector<DeviceTensor> acts_d, msgs_d;
+      for (const HostTensor& t : acts) acts_d.push_back(DeviceTensor::of(t));
+      for (const HostTensor& t : msgs) msgs_d.push_back(DeviceTensor::of(t));
+      std::vector<kernels::HeadMove> device_moves;
+      for (const auto& mv : bc.moves) {
+        const auto& m = bc.msgs[static_cast<std::size_t>(mv.msg)];
+        auto host_msg =
+            kernels::MessageLayout{msgs_host[static_cast<std::size_t>(mv.msg)].view.data,
+                                   m.dtype,
+                                   bc.P,
+                                   bc.Sl,
+                                   bc.B,
+                                   m.C,
+                                   m.U};
+        const TensorView host_act = acts_host[static_cast<std::size_t>(mv.act)].view;
+        const Status st =
+            pack ? kernels::pack_heads(host_act, mv.begin, mv.heads, host_msg, mv.c_begin, nullptr)
+                 : kernels::unpack_heads(host_msg, mv.c_begin, mv.begin, mv.heads, host_act,
+                                         nullptr);
+        ASSERT_TRUE(st.is_ok()) << st.to_string();
+        device_moves.push_back(
+            {acts_d[static_cast<std::size_t>(mv.act)].view,
+             mv.begin,
+             mv.heads,
+             {msgs_d[static_cast<std::size_t>(mv.msg)].ptr, m.dtype, bc.P, bc.Sl, bc.B, m.C, m.U},
+             mv.c_begin});
+      }
+      const Status st = kernels::move_heads(pack, device_moves, nullptr);
+      ASSERT_TRUE(st.is_ok()) << st.to_string();
+      ASSERT_CUDA(cudaDeviceSynchronize());
+      for (std::size_t i = 0; i < acts.size(); ++i) {
+        EXPECT_BITWISE_EQ(acts_host[i], acts_d[i].download(acts[i]),
+                          "activation " + std::to_string(i));
+      }
+      for (std::size_t i = 0; i < msgs.size(); ++i) {
+        EXPECT_BITWISE_EQ(msgs_host[i], msgs_d[i].download(msgs[i]),
+                          "message " + std::to_string(i));
+      }
+      // The batch moved something: the outputs are not all poison any more.
+      std::int64_t poison_left = 0, outputs = 0;
+      for (const HostTensor& t : pack ? msgs_host : acts_host) {
+        poison_left += testing::count_nan(t), outputs += t.numel();
+      }
+      EXPECT_LT(poison_left, outputs);
+    }
+  }
+}
+
 // A strided [n0, n1, n2, n3] view `offset` elements into a flat buffer that holds it (and the
 // gaps between its rows), on the host and mirrored on the device.
 struct Strided {
