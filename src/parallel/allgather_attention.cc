@@ -736,6 +736,7 @@ class AllGatherAttention final : public DistributedAttention {
     auto codes = [&](std::size_t slot) {
       return fp8_chunk(at(ws, codes_ + slot * fp8_chunk_bytes()));
     };
+    std::array<kernels::HeadMove, 4> moves{};  // native rows: both chunks' K and V, one launch
     for (std::size_t g = 0; g < 2; ++g) {
       const TensorView kg = sequence_rows(act(k), static_cast<std::int64_t>(g) * c_, c_);
       const TensorView vg = sequence_rows(act(v), static_cast<std::int64_t>(g) * c_, c_);
@@ -746,11 +747,11 @@ class AllGatherAttention final : public DistributedAttention {
         ULYSSES_RETURN_IF_ERROR(
             kernels::dequantize_fp8(codes(g), message(own[g]), comm_.device(), stream));
       } else {
-        ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(kg, zero_map_, G_, message(own[g]), 0, stream));
-        ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(vg, zero_map_, G_, message(own[g]),
-                                                    static_cast<int>(G_ * D_ / U_), stream));
+        moves[2 * g] = {kg, zero_map_, G_, message(own[g]), 0};
+        moves[2 * g + 1] = {vg, zero_map_, G_, message(own[g]), static_cast<int>(G_ * D_ / U_)};
       }
     }
+    if (!fp8_) ULYSSES_RETURN_IF_ERROR(kernels::move_heads(true, moves, stream));
     if (P_ == 1) return Status::ok();
     const std::size_t bytes = fp8_ ? fp8_chunk_bytes() : chunk_bytes(dtype_);
     std::vector<std::pair<std::size_t, int>> arriving;  // fp8: (codes slot, chunk)

@@ -1142,8 +1142,9 @@ class RingAttention final : public DistributedAttention {
   // K and V into kv_own (U = 1: a pack, no exchange).
   Status pack_kv(const TensorView& k, const TensorView& v, char* kv_own, Stream stream) {
     const kernels::MessageLayout mkv = kv_layout(kv_own, dtype_, 1, Sl_);
-    ULYSSES_RETURN_IF_ERROR(kernels::pack_heads(act(k), zero_map_, hkv_, mkv, 0, stream));
-    return kernels::pack_heads(act(v), zero_map_, hkv_, mkv, v_channel(), stream);
+    const std::array<kernels::HeadMove, 2> moves{
+        {{act(k), zero_map_, hkv_, mkv, 0}, {act(v), zero_map_, hkv_, mkv, v_channel()}}};
+    return kernels::move_heads(true, moves, stream);  // one launch (a few us each at 8k)
   }
 
   // Rows [row0, row0 + rows) of this rank's activation t (U = 1, bshd): [B, rows, H, D], t's

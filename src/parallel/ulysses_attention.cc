@@ -342,8 +342,10 @@ class UlyssesAttention final : public DistributedAttention {
       ULYSSES_RETURN_IF_ERROR(pack_chunk(
           c, two, stream, side,
           [&](Part part) {
-            return pack_in(c, d_o, q_begin, &Rows::q, send, &Rows::o, &Rows::none, stream, own,
-                           part);
+            return batched<true>(stream, [&] {
+              return pack_in(c, d_o, q_begin, &Rows::q, send, &Rows::o, &Rows::none, stream, own,
+                             part);
+            });
           },
           send_chunk));
     }
@@ -449,11 +451,14 @@ class UlyssesAttention final : public DistributedAttention {
       char* own_o = own_out(c, recv + off.o, &Rows::o, dtype_);
       char* own_do = own_in(c, send + off.wire + off.wire_do, recv + off.wire_do, &Rows::o);
       ULYSSES_RETURN_IF_ERROR(pack_qkv(c, a.q, a.k, a.v, send, side, own_qkv));
-      ULYSSES_RETURN_IF_ERROR(move_peers<true>(c, as_bshd(a.o, l), q_begin, &Rows::q,
-                                               send + off.send_o, dtype_, U_, &Rows::o, &Rows::none,
-                                               side, own_o));
-      ULYSSES_RETURN_IF_ERROR(pack_in(c, as_bshd(a.d_o, l), q_begin, &Rows::q, send + off.send_do,
-                                      &Rows::o, &Rows::none, side, own_do));
+      const Status packed = batched<true>(side, [&]() -> Status {
+        ULYSSES_RETURN_IF_ERROR(move_peers<true>(c, as_bshd(a.o, l), q_begin, &Rows::q,
+                                                 send + off.send_o, dtype_, U_, &Rows::o,
+                                                 &Rows::none, side, own_o));
+        return pack_in(c, as_bshd(a.d_o, l), q_begin, &Rows::q, send + off.send_do, &Rows::o,
+                       &Rows::none, side, own_do);
+      });
+      ULYSSES_RETURN_IF_ERROR(packed);
       if (!self_) {
         // Peer p's regions of the send slot are the chunk's region width apart; what arrives is
         // this rank's rows from every peer, one after another.
@@ -547,21 +552,23 @@ class UlyssesAttention final : public DistributedAttention {
     const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
     const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
     const Layout l = config_.layout;
-    if (self_) {  // Q rows, then K|V rows (qkv_rows())
-      ULYSSES_RETURN_IF_ERROR(
-          pack_in(c, as_bshd(q, l), q_begin, &Rows::q, send, &Rows::dq, &Rows::none, stream));
-      char* kv = send + q_block_;
-      ULYSSES_RETURN_IF_ERROR(
-          pack_in(c, as_bshd(k, l), kv_begin, &Rows::kv, kv, &Rows::gkv, &Rows::none, stream));
-      return pack_in(c, as_bshd(v, l), kv_begin, &Rows::kv, kv, &Rows::gkv, &Rows::dv_channel,
-                     stream);
-    }
-    ULYSSES_RETURN_IF_ERROR(pack_in(c, as_bshd(q, l), q_begin, &Rows::q, send, &Rows::qkv,
-                                    &Rows::none, stream, own, part));
-    ULYSSES_RETURN_IF_ERROR(pack_in(c, as_bshd(k, l), kv_begin, &Rows::kv, send, &Rows::qkv,
-                                    &Rows::k_channel, stream, own, part));
-    return pack_in(c, as_bshd(v, l), kv_begin, &Rows::kv, send, &Rows::qkv, &Rows::v_channel,
-                   stream, own, part);
+    return batched<true>(stream, [&]() -> Status {
+      if (self_) {  // Q rows, then K|V rows (qkv_rows())
+        ULYSSES_RETURN_IF_ERROR(
+            pack_in(c, as_bshd(q, l), q_begin, &Rows::q, send, &Rows::dq, &Rows::none, stream));
+        char* kv = send + q_block_;
+        ULYSSES_RETURN_IF_ERROR(
+            pack_in(c, as_bshd(k, l), kv_begin, &Rows::kv, kv, &Rows::gkv, &Rows::none, stream));
+        return pack_in(c, as_bshd(v, l), kv_begin, &Rows::kv, kv, &Rows::gkv, &Rows::dv_channel,
+                       stream);
+      }
+      ULYSSES_RETURN_IF_ERROR(pack_in(c, as_bshd(q, l), q_begin, &Rows::q, send, &Rows::qkv,
+                                      &Rows::none, stream, own, part));
+      ULYSSES_RETURN_IF_ERROR(pack_in(c, as_bshd(k, l), kv_begin, &Rows::kv, send, &Rows::qkv,
+                                      &Rows::k_channel, stream, own, part));
+      return pack_in(c, as_bshd(v, l), kv_begin, &Rows::kv, send, &Rows::qkv, &Rows::v_channel,
+                     stream, own, part);
+    });
   }
 
   // Where a chunk's Q and K|V rows sit in its Q|K|V block (qkv_block_ bytes at `block`). cp > 1:
@@ -644,6 +651,24 @@ class UlyssesAttention final : public DistributedAttention {
            static_cast<std::size_t>(rank_) * peer_bytes(mine(c).*ch, dtype, width);
   }
 
+  // Runs body(), whose move_peers() calls on `stream` (packs if kPack, else unpacks) are deferred
+  // and then issued together as one launch where they allow it (kernels::move_heads()): at 8k
+  // tokens one head chunk's Q, K and V each move in a few microseconds, about what a launch of
+  // its own costs on the GPU, and they sit on the step's critical path (docs/PERF.md). Whatever
+  // else body() launches goes out at once, so it must not touch what the moves read or write.
+  template <bool kPack, typename Body>
+  Status batched(Stream stream, Body&& body) {
+    if (batching_) return internal_error("ulysses: batched() inside batched()");
+    batch_.clear();
+    batching_ = true;
+    batch_packs_ = kPack;
+    batch_stream_ = stream;
+    const Status status = body();
+    batching_ = false;
+    ULYSSES_RETURN_IF_ERROR(status);
+    return kernels::move_heads(kPack, batch_, stream);
+  }
+
   // Chunk c's rows of a message on the far side of an exchange (packed to send in, or returned):
   // peer p's rows, Sl x B x (peer(c, p).*ch) channels of `width` elements of `dtype`, start at p
   // times a region's bytes (slot(c).*ch channels), and hold its `heads` of `act` from channel
@@ -654,7 +679,14 @@ class UlyssesAttention final : public DistributedAttention {
                     int Rows::*heads, char* base, DType dtype, std::int64_t width, int Rows::*ch,
                     int Rows::*c0, Stream stream, char* own = nullptr, Part part = Part::kAll) {
     auto one_call = [&](const kernels::MessageLayout& m, std::span<const int> begin, int h,
-                        int c_begin) {
+                        int c_begin) -> Status {
+      if (batching_) {
+        if (kPack != batch_packs_ || stream != batch_stream_) {
+          return internal_error("ulysses: a batch mixes packs and unpacks, or streams");
+        }
+        batch_.push_back({act, begin, h, m, c_begin});
+        return Status::ok();
+      }
       return kPack ? kernels::pack_heads(act, begin, h, m, c_begin, stream)
                    : kernels::unpack_heads(m, c_begin, begin, h, act, stream);
     };
@@ -822,9 +854,12 @@ class UlyssesAttention final : public DistributedAttention {
   // rank's own rows from where the kernel wrote them (o_sent, lse_sent) when own_in_place_.
   Status unpack_outputs(int c, char* o_recv, char* lse_recv, const ForwardArgs& a, Stream stream,
                         const char* o_sent, const char* lse_sent, Part part = Part::kAll) {
-    ULYSSES_RETURN_IF_ERROR(move_peers<false>(
-        c, as_bshd(a.o, config_.layout), q_begin_[static_cast<std::size_t>(c)], &Rows::q, o_recv,
-        dtype_, U_, &Rows::o, &Rows::none, stream, own_out(c, o_sent, &Rows::o, dtype_), part));
+    const Status o_moved = batched<false>(stream, [&] {
+      return move_peers<false>(
+          c, as_bshd(a.o, config_.layout), q_begin_[static_cast<std::size_t>(c)], &Rows::q, o_recv,
+          dtype_, U_, &Rows::o, &Rows::none, stream, own_out(c, o_sent, &Rows::o, dtype_), part);
+    });
+    ULYSSES_RETURN_IF_ERROR(o_moved);
     return unpack_lse(c, lse_recv, a, stream, own_out(c, lse_sent, &Rows::q, DType::kFloat32, 1),
                       part);
   }
@@ -977,22 +1012,26 @@ class UlyssesAttention final : public DistributedAttention {
   Status unpack_grads(int c, char* dq_recv, char* dkv_recv, const BackwardArgs& a, Stream stream,
                       const char* gq_sent, const char* gkv_sent, Part part = Part::kAll) {
     const TensorView dk = as_bshd(a.dk, config_.layout), dv = as_bshd(a.dv, config_.layout);
-    ULYSSES_RETURN_IF_ERROR(move_peers<false>(
-        c, as_bshd(a.dq, config_.layout), q_begin_[static_cast<std::size_t>(c)], &Rows::q, dq_recv,
-        dtype_, U_, &Rows::dq, &Rows::none, stream, own_out(c, gq_sent, &Rows::dq, dtype_), part));
-    char* own_kv = own_out(c, gkv_sent, &Rows::gkv, kv_grad_dtype_);
-    const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
-    if (routing_.replicated()) {  // (one chunk, every peer's rows the slot's; none apart)
-      if (part == Part::kOwn) return Status::ok();
-      const Rows& wide = slot(c);
-      const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, P_, Sl_, B_, wide.gkv, U_};
-      ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 0, kv_begin, dk, stream));
-      return kernels::unpack_sum_replicas(kv_msg, wide.dv_channel, kv_begin, dv, stream);
-    }
-    ULYSSES_RETURN_IF_ERROR(move_peers<false>(c, dk, kv_begin, &Rows::kv, dkv_recv, kv_grad_dtype_,
-                                              U_, &Rows::gkv, &Rows::none, stream, own_kv, part));
-    return move_peers<false>(c, dv, kv_begin, &Rows::kv, dkv_recv, kv_grad_dtype_, U_, &Rows::gkv,
-                             &Rows::dv_channel, stream, own_kv, part);
+    return batched<false>(stream, [&]() -> Status {
+      ULYSSES_RETURN_IF_ERROR(move_peers<false>(c, as_bshd(a.dq, config_.layout),
+                                                q_begin_[static_cast<std::size_t>(c)], &Rows::q,
+                                                dq_recv, dtype_, U_, &Rows::dq, &Rows::none, stream,
+                                                own_out(c, gq_sent, &Rows::dq, dtype_), part));
+      char* own_kv = own_out(c, gkv_sent, &Rows::gkv, kv_grad_dtype_);
+      const std::vector<int>& kv_begin = kv_begin_[static_cast<std::size_t>(c)];
+      if (routing_.replicated()) {  // (one chunk, every peer's rows the slot's; none apart)
+        if (part == Part::kOwn) return Status::ok();
+        const Rows& wide = slot(c);
+        const kernels::MessageLayout kv_msg{dkv_recv, kv_grad_dtype_, P_, Sl_, B_, wide.gkv, U_};
+        ULYSSES_RETURN_IF_ERROR(kernels::unpack_sum_replicas(kv_msg, 0, kv_begin, dk, stream));
+        return kernels::unpack_sum_replicas(kv_msg, wide.dv_channel, kv_begin, dv, stream);
+      }
+      ULYSSES_RETURN_IF_ERROR(move_peers<false>(c, dk, kv_begin, &Rows::kv, dkv_recv,
+                                                kv_grad_dtype_, U_, &Rows::gkv, &Rows::none, stream,
+                                                own_kv, part));
+      return move_peers<false>(c, dv, kv_begin, &Rows::kv, dkv_recv, kv_grad_dtype_, U_, &Rows::gkv,
+                               &Rows::dv_channel, stream, own_kv, part);
+    });
   }
 
   std::size_t slot_of(int chunk) const { return static_cast<std::size_t>(chunk % slots_); }
@@ -1412,6 +1451,10 @@ class UlyssesAttention final : public DistributedAttention {
   std::vector<std::vector<int>> q_begin_, kv_begin_;  // [chunk][peer], see build_chunk_maps()
   std::vector<std::size_t> send_counts_, send_offsets_, recv_counts_,
       recv_offsets_;  // exchange_in()'s scratch
+  // The packs or unpacks move_peers() has deferred inside batched(), and batched()'s stream.
+  std::vector<kernels::HeadMove> batch_;
+  bool batching_ = false, batch_packs_ = false;
+  Stream batch_stream_ = nullptr;
   std::int64_t B_ = 1, S_ = 0, Sl_ = 0, Dq_ = 0, Dv_ = 0, U_ = 0;
   DType dtype_ = DType::kBFloat16, kv_grad_dtype_ = DType::kBFloat16;
   bool has_lse_ = true;
