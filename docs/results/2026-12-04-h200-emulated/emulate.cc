@@ -31,12 +31,14 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ulysses/attention.h"
@@ -63,12 +65,15 @@ void check(const Status& s) {
 
 // Spans of a traced step: kernel calls ('f' forward, 'b' backward) and exchanges ('x', from the
 // first copy to the end of the wait), each bracketed by events on the stream it runs on.
+// Each span also keeps when the host issued it (ms after `host0`, the step's start on the host).
 struct Trace {
   bool on = false;
+  std::chrono::steady_clock::time_point host0;
   struct Span {
     char kind;
     std::size_t bytes;
     cudaEvent_t a, b;
+    double host_ms;
   };
   std::vector<Span> spans;
   template <typename F>
@@ -77,7 +82,9 @@ struct Trace {
       body();
       return;
     }
-    Span sp{kind, bytes, nullptr, nullptr};
+    Span sp{kind, bytes, nullptr, nullptr,
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - host0)
+                .count()};
     cu(cudaEventCreate(&sp.a), "event");
     cu(cudaEventCreate(&sp.b), "event");
     cu(cudaEventRecord(sp.a, stream), "record");
@@ -558,15 +565,29 @@ int main(int argc, char** argv) {
     }
     return total;
   };
+  // Synced steps start on an idle GPU, so what the host takes to issue the first work shows in
+  // them; held ones (since the forty-ninth session) start behind a host function that holds the
+  // stream for 5 ms while the host issues the whole step: the GPU's part alone.
   for (std::size_t i = 0; i < cases.size(); ++i) {
-    for (int j = 0; j < 3; ++j) {
+    for (int j = 0; j < 6; ++j) {
+      const bool held = j >= 3;
       trace.spans.clear();
       trace.on = true;
       cudaEvent_t a, b;
       cu(cudaEventCreate(&a), "event");
       cu(cudaEventCreate(&b), "event");
+      if (held) {
+        cu(cudaLaunchHostFunc(
+               s, [](void*) { std::this_thread::sleep_for(std::chrono::milliseconds(5)); },
+               nullptr),
+           "hold");
+      }
       cu(cudaEventRecord(a, s), "record");
+      trace.host0 = std::chrono::steady_clock::now();
       step(static_cast<int>(i));
+      const double host_ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - trace.host0)
+              .count();
       cu(cudaEventRecord(b, s), "record");
       trace.on = false;
       cu(cudaStreamSynchronize(s), "sync");
@@ -576,11 +597,12 @@ int main(int argc, char** argv) {
         char kind;
         std::size_t bytes;
         float t0, t1;
+        double host_ms;
       };
       std::vector<At> at;
       std::vector<std::pair<float, float>> fwd, bwd, all;
       for (const Trace::Span& sp : trace.spans) {
-        At x{sp.kind, sp.bytes, 0, 0};
+        At x{sp.kind, sp.bytes, 0, 0, sp.host_ms};
         cu(cudaEventElapsedTime(&x.t0, a, sp.a), "elapsed");
         cu(cudaEventElapsedTime(&x.t1, a, sp.b), "elapsed");
         at.push_back(x);
@@ -592,18 +614,19 @@ int main(int argc, char** argv) {
       for (const auto& [x, y] : fwd) first = std::min(first, x), fwd_end = std::max(fwd_end, y);
       for (const auto& [x, y] : bwd) bwd_start = std::min(bwd_start, x), last = std::max(last, y);
       std::printf(
-          "S %6lld  %-40s traced step %8.3f ms: kernels busy %8.3f (fwd %7.3f, bwd %8.3f), the "
+          "S %6lld  %-40s %s step %8.3f ms: kernels busy %8.3f (fwd %7.3f, bwd %8.3f), the "
           "rest %6.3f; first call at %6.3f, fwd's last ends %7.3f, bwd's first at %7.3f, last "
-          "ends %8.3f\n",
-          static_cast<long long>(S), cases[i].name.c_str(), ms, busy(all), busy(fwd), busy(bwd),
-          ms - busy(all), first, fwd_end, bwd_start, last);
-      if (j == 0) {  // the first traced step's spans in order of their start
+          "ends %8.3f; host %6.3f\n",
+          static_cast<long long>(S), cases[i].name.c_str(), held ? "held  " : "traced", ms,
+          busy(all), busy(fwd), busy(bwd), ms - busy(all), first, fwd_end, bwd_start, last,
+          host_ms);
+      if (j == 0 || j == 3) {  // the first synced and held steps' spans in order of their start
         std::sort(at.begin(), at.end(), [](const At& x, const At& y) { return x.t0 < y.t0; });
-        std::printf("    spans (ms from the step's start):");
+        std::printf("    spans (ms from the step's start; @ when the host issued them):");
         for (const At& x : at) {
           std::printf(" %c", x.kind);
           if (x.kind == 'x') std::printf("%.1fM", static_cast<double>(x.bytes) / (1 << 20));
-          std::printf(" %.3f-%.3f", x.t0, x.t1);
+          std::printf(" %.3f-%.3f@%.3f", x.t0, x.t1, x.host_ms);
         }
         std::printf(" | end %.3f\n", ms);
       }
