@@ -56,12 +56,13 @@ struct HeadMove {
   int c_begin = 0;
 };
 
-/// pack_heads (pack) or unpack_heads for every move, with the same results as one call each:
-/// on a GPU as one launch where the moves allow it (kMaxBatchMoves moves or fewer, whose rows
-/// move in vectors of one width, each over kMaxBatchPeers peers or fewer), else one launch per
-/// move. The moves run concurrently, so none may write what another reads or writes. At 8k tokens
-/// a pack of one head chunk's Q, K and V is ~1-4 us of bytes per tensor, as short as a launch's
-/// own cost, so one launch instead of three (and one per peer run) shortens the critical path.
+/// pack_heads (pack) or unpack_heads for every move, with the same results as one call each. On
+/// a GPU the moves go out in as few launches as they allow: one per kMaxBatchMoves moves whose rows
+/// move in vectors of one width (each over kMaxBatchPeers peers or fewer; a move over more goes
+/// out alone). The moves run concurrently, so none may write what another reads or writes. At 8k
+/// tokens a pack of one head chunk's Q, K and V is ~1-4 us of bytes per tensor, as short as a
+/// launch's own cost, so one launch instead of three (and one per peer run) shortens the critical
+/// path.
 Status move_heads(bool pack, std::span<const HeadMove> moves, Stream stream);
 
 /// Most moves and peers a batched launch takes (move_heads).

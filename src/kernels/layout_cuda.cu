@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "common/cuda_check.h"
 #include "kernels/layout.h"
@@ -258,56 +259,71 @@ Status move(const TensorView& act, std::span<const int> head_begin, int heads,
   return launch_move<kPack>(m, map, stream);
 }
 
-// Every move of a batch in one launch where they allow it (move_heads()), else one each.
+// Moves `group` (indices into `moves`, whose rows share `w`-byte vectors) in one launch. Each move
+// gets blocks for its own segments (lanes: the narrowest any move asks for, so every segment is
+// covered as in its own launch); the grid stays within one launch's limit.
 template <bool kPack>
-Status move_all(std::span<const HeadMove> moves, Stream stream) {
-  std::array<Planned, kMaxBatchMoves> planned{};
+Status launch_batch(std::span<const HeadMove> moves, std::span<const Planned> planned,
+                    std::span<const std::size_t> group, int w, Stream stream) {
   Batch batch{};
-  bool one_launch = moves.size() <= static_cast<std::size_t>(kMaxBatchMoves);
-  int lanes = 32, w = 0;
-  for (std::size_t i = 0; i < moves.size() && one_launch; ++i) {
-    const HeadMove& mv = moves[i];
-    Planned& m = planned[i];
-    ULYSSES_RETURN_IF_ERROR(plan_move(mv.act, mv.head_begin, mv.heads, mv.msg, mv.c_begin, m));
-    if (m.segments == 0) continue;
-    if (w == 0) w = m.vector_bytes;
-    one_launch = m.vector_bytes == w && m.segments < (std::int64_t{1} << 31) &&
-                 mv.head_begin.size() <= static_cast<std::size_t>(kMaxBatchPeers);
-    lanes = std::min(lanes, m.lanes);
-  }
-  if (!one_launch) {
-    for (const HeadMove& mv : moves) {
-      ULYSSES_RETURN_IF_ERROR(
-          move<kPack>(mv.act, mv.head_begin, mv.heads, mv.msg, mv.c_begin, stream));
-    }
-    return Status::ok();
-  }
-  // Each move gets blocks for its own segments (lanes: the narrowest any move asks for, so every
-  // segment is covered as in its own launch); the grid stays within one launch's limit.
+  int lanes = 32;
+  for (std::size_t i : group) lanes = std::min(lanes, planned[i].lanes);
   const std::int64_t groups_per_block = kMoveThreads / lanes;
   const std::int64_t cap = 65535 * 8 / kMaxBatchMoves;
   int blocks = 0;
-  for (std::size_t i = 0; i < moves.size(); ++i) {
+  for (std::size_t i : group) {
     const Planned& m = planned[i];
-    if (m.segments == 0) continue;
     BatchMove& b = batch.move[batch.n++];
     b.act = m.act;
     b.msg = m.msg;
     b.g = m.g;
-    for (std::size_t p = 0; p < moves[i].head_begin.size(); ++p)
+    for (std::size_t p = 0; p < moves[i].head_begin.size(); ++p) {
       b.begin[p] = moves[i].head_begin[p];
+    }
     b.first_block = blocks;
     b.blocks = static_cast<int>(
         std::min<std::int64_t>((m.segments + groups_per_block - 1) / groups_per_block, cap));
     blocks += b.blocks;
   }
-  if (batch.n == 0) return Status::ok();
   with_vector(w, [&]<typename Vec>(Vec*) {
     with_lanes(lanes, [&]<int kLanes>(std::integral_constant<int, kLanes>) {
       move_batch<Vec, kPack, kLanes><<<blocks, kMoveThreads, 0, stream>>>(batch);
     });
   });
   ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
+// Every move of a batch (move_heads()): those a batched launch cannot take (more than
+// kMaxBatchPeers peers, 2^31 segments or more) one launch each, the others in launches of up to
+// kMaxBatchMoves moves whose rows share a vector width.
+template <bool kPack>
+Status move_all(std::span<const HeadMove> moves, Stream stream) {
+  std::vector<Planned> planned(moves.size());
+  std::array<std::vector<std::size_t>, 17> by_width;  // [vector bytes]: batchable moves
+  for (std::size_t i = 0; i < moves.size(); ++i) {
+    const HeadMove& mv = moves[i];
+    Planned& m = planned[i];
+    ULYSSES_RETURN_IF_ERROR(plan_move(mv.act, mv.head_begin, mv.heads, mv.msg, mv.c_begin, m));
+    if (m.segments == 0) continue;
+    if (m.segments < (std::int64_t{1} << 31) &&
+        mv.head_begin.size() <= static_cast<std::size_t>(kMaxBatchPeers)) {
+      by_width[static_cast<std::size_t>(m.vector_bytes)].push_back(i);
+      continue;
+    }
+    HeadMap map{};
+    ULYSSES_RETURN_IF_ERROR(check_map(mv.head_begin, map));
+    ULYSSES_RETURN_IF_ERROR(launch_move<kPack>(m, map, stream));
+  }
+  for (std::size_t w = 0; w < by_width.size(); ++w) {
+    const std::vector<std::size_t>& all = by_width[w];
+    for (std::size_t at = 0; at < all.size(); at += kMaxBatchMoves) {
+      const std::size_t n = std::min<std::size_t>(kMaxBatchMoves, all.size() - at);
+      ULYSSES_RETURN_IF_ERROR(launch_batch<kPack>(moves, planned,
+                                                  std::span<const std::size_t>(all).subspan(at, n),
+                                                  static_cast<int>(w), stream));
+    }
+  }
   return Status::ok();
 }
 

@@ -277,8 +277,9 @@ TEST(GpuLayout, SumReplicasAndLseMatchHost) {
 // move_heads: a batch of packs (or unpacks) on the device, one launch where the moves allow it,
 // must give the bytes of one host call per move over whole poisoned buffers. The batches mirror
 // what a plan issues (a chunk's Q, K and V into one message, peers' rows and the rank's own apart,
-// bf16 and fp32 rows of one vector width in one launch), and the ones that must fall back to one
-// launch per move (vector widths that differ, more peers or moves than a launch takes).
+// bf16 and fp32 rows of one vector width in one launch), and the ones that take more launches
+// (vector widths that differ: one per width; more moves than a launch takes: groups; more peers:
+// a launch of their own).
 struct BatchCase {
   std::string name;
   int P;
@@ -331,7 +332,7 @@ std::vector<BatchCase> batch_cases() {
     c.moves = {{0, 0, 2, 0, {0, 2}}, {1, 0, 1, 6, {0, 1}}};
     out.push_back(c);
   }
-  {  // vector widths that differ (16 and 2 bytes): one launch per move
+  {  // vector widths that differ (16 and 2 bytes): one launch per width
     BatchCase c{"widths",
                 2,
                 9,
@@ -342,7 +343,7 @@ std::vector<BatchCase> batch_cases() {
     c.moves = {{0, 0, 2, 0, {0, 2}}, {1, 1, 1, 2, {3, 1}}};
     out.push_back(c);
   }
-  {  // 33 peers (more than a batched launch takes): one launch per move
+  {  // 33 peers (more than a batched launch takes): a launch per move
     BatchCase c{"peers", 33, 3, 1, {{bf, 33, 64}, {bf, 33, 64}}, {{bf, 2, 64}}, {}};
     std::vector<int> up(33), down(33);
     for (int p = 0; p < 33; ++p) {
@@ -352,7 +353,7 @@ std::vector<BatchCase> batch_cases() {
     c.moves = {{0, 0, 1, 0, up}, {1, 0, 1, 1, down}};
     out.push_back(c);
   }
-  {  // 17 moves (more than one launch takes), each a channel of its own
+  {  // 17 moves (more than one launch takes: 16 and 1), each a channel of its own
     BatchCase c{"moves", 2, 5, 1, {{bf, 34, 64}}, {{bf, 17, 64}}, {}};
     for (int h = 0; h < 17; ++h) c.moves.push_back({0, 0, 1, h, {h, 17 + h}});
     out.push_back(c);
