@@ -254,14 +254,14 @@ class UlyssesAttention final : public DistributedAttention {
     //    Where this rank's own rows are packed apart (own_apart()), they follow the exchange's
     //    start, so they are packed while the peers' rows travel. The later chunks' exchanges are
     //    issued once the first chunk's kernel is (first_kernel_then()).
-    for (int c = 0; c < K_; ++c) {
-      char* send = pack_to(send_qkv + start(c).qkv_in, qkv_full + start(c).qkv);
-      char* own = own_in(c, wire_qkv + start(c).qkv_in, qkv_full + start(c).qkv, &Rows::qkv);
-      ULYSSES_RETURN_IF_ERROR(pack_chunk(
-          c, two, stream, side,
-          [&](Part part) { return pack_qkv(c, a.q, a.k, a.v, send, stream, own, part); },
-          send_chunk));
-    }
+    ULYSSES_RETURN_IF_ERROR(pack_chunks(
+        two, stream, side,
+        [&](int c, Part part) {
+          char* send = pack_to(send_qkv + start(c).qkv_in, qkv_full + start(c).qkv);
+          char* own = own_in(c, wire_qkv + start(c).qkv_in, qkv_full + start(c).qkv, &Rows::qkv);
+          return pack_qkv(c, a.q, a.k, a.v, send, stream, own, part);
+        },
+        send_chunk));
     // 3. Per chunk: local attention reading the receive buffer in place, then O (and LSE) back to
     //    the sequence owners and into the caller's tensors on the exchange stream while the next
     //    chunk computes (the last chunk's own rows apart: on the caller's stream, beside the
@@ -335,20 +335,18 @@ class UlyssesAttention final : public DistributedAttention {
                                           do_head + start(c).o, &Rows::o, side));
       return streams_->record(kEvChunk + c, side);
     };
-    for (int c = 0; c < K_; ++c) {
-      const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
-      char* send = pack_to(send_do + start(c).do_stride, do_head + start(c).o);
-      char* own = own_in(c, wire_do + start(c).do_in, do_head + start(c).o, &Rows::o);
-      ULYSSES_RETURN_IF_ERROR(pack_chunk(
-          c, two, stream, side,
-          [&](Part part) {
-            return batched<true>(stream, [&] {
-              return pack_in(c, d_o, q_begin, &Rows::q, send, &Rows::o, &Rows::none, stream, own,
-                             part);
-            });
-          },
-          send_chunk));
-    }
+    ULYSSES_RETURN_IF_ERROR(pack_chunks(
+        two, stream, side,
+        [&](int c, Part part) {
+          const std::vector<int>& q_begin = q_begin_[static_cast<std::size_t>(c)];
+          char* send = pack_to(send_do + start(c).do_stride, do_head + start(c).o);
+          char* own = own_in(c, wire_do + start(c).do_in, do_head + start(c).o, &Rows::o);
+          return batched<true>(stream, [&] {
+            return pack_in(c, d_o, q_begin, &Rows::q, send, &Rows::o, &Rows::none, stream, own,
+                           part);
+          });
+        },
+        send_chunk));
     // 2. Per chunk: local backward (dQ, dK, dV land in the returning message buffers), then send
     //    them back and unpack them (summing KV replicas) on the exchange stream while the next
     //    chunk computes (the last chunk's own rows apart: on the caller's stream, beside the
@@ -652,13 +650,19 @@ class UlyssesAttention final : public DistributedAttention {
   }
 
   // Runs body(), whose move_peers() calls on `stream` (packs if kPack, else unpacks) are deferred
-  // and then issued together as one launch where they allow it (kernels::move_heads()): at 8k
+  // and then issued together in as few launches as they allow (kernels::move_heads()): at 8k
   // tokens one head chunk's Q, K and V each move in a few microseconds, about what a launch of
   // its own costs on the GPU, and they sit on the step's critical path (docs/PERF.md). Whatever
   // else body() launches goes out at once, so it must not touch what the moves read or write.
+  // Inside another batch, body()'s moves join that one.
   template <bool kPack, typename Body>
   Status batched(Stream stream, Body&& body) {
-    if (batching_) return internal_error("ulysses: batched() inside batched()");
+    if (batching_) {  // inside another batch: its moves join that one
+      if (kPack != batch_packs_ || stream != batch_stream_) {
+        return internal_error("ulysses: a batch mixes packs and unpacks, or streams");
+      }
+      return body();
+    }
     batch_.clear();
     batching_ = true;
     batch_packs_ = kPack;
@@ -1100,19 +1104,33 @@ class UlyssesAttention final : public DistributedAttention {
     ULYSSES_RETURN_IF_ERROR(streams_->record(event, from));
     return streams_->wait(to, event);
   }
-  // Chunk c's inbound rows packed on the caller's stream by pack(part), then ev_packed(c) recorded
-  // (after_packed() makes `side` wait for it right before the chunk's exchange is issued) and,
-  // for chunk 0, its exchange issued (send_chunk(0)). Where the rank's own rows are apart
-  // (own_apart()), the peers' rows are packed first and the own ones after that, while the peers'
-  // rows travel.
+  // Every chunk's inbound rows packed on the caller's stream by pack(c, part), ev_packed(c)
+  // recorded once chunk c's are (after_packed() makes `side` wait for it right before the chunk's
+  // exchange is issued), and chunk 0's exchange issued (send_chunk(0)) as soon as its rows are.
+  // Where a chunk's own rows are apart (own_apart()), its peers' rows are packed first and its own
+  // after them. Chunk 0's peers' rows go first, alone; then chunk 0's own rows and every later
+  // chunk's rows go out together while chunk 0's travel, in as few launches as the moves allow
+  // (batched()): at 8k tokens each would be a launch of a few microseconds, and chunk 0's kernel
+  // on the caller's stream waits for them all.
   template <typename Pack, typename SendChunk>
-  Status pack_chunk(int c, bool two, Stream stream, Stream side, Pack&& pack,
-                    SendChunk& send_chunk) {
-    const bool apart = own_apart(c, two, stream);
-    ULYSSES_RETURN_IF_ERROR(pack(apart ? Part::kPeers : Part::kAll));
-    if (stream != side) ULYSSES_RETURN_IF_ERROR(streams_->record(ev_packed(c), stream));
-    if (c == 0) ULYSSES_RETURN_IF_ERROR(send_chunk(0));
-    return apart ? pack(Part::kOwn) : Status::ok();
+  Status pack_chunks(bool two, Stream stream, Stream side, Pack&& pack, SendChunk& send_chunk) {
+    const bool apart0 = own_apart(0, two, stream);
+    ULYSSES_RETURN_IF_ERROR(pack(0, apart0 ? Part::kPeers : Part::kAll));
+    if (stream != side) ULYSSES_RETURN_IF_ERROR(streams_->record(ev_packed(0), stream));
+    ULYSSES_RETURN_IF_ERROR(send_chunk(0));
+    const Status packed = batched<true>(stream, [&]() -> Status {
+      if (apart0) ULYSSES_RETURN_IF_ERROR(pack(0, Part::kOwn));
+      for (int c = 1; c < K_; ++c) {
+        const bool apart = own_apart(c, two, stream);
+        ULYSSES_RETURN_IF_ERROR(pack(c, apart ? Part::kPeers : Part::kAll));
+        if (apart) ULYSSES_RETURN_IF_ERROR(pack(c, Part::kOwn));
+      }
+      return Status::ok();
+    });
+    ULYSSES_RETURN_IF_ERROR(packed);
+    if (stream == side) return Status::ok();
+    for (int c = 1; c < K_; ++c) ULYSSES_RETURN_IF_ERROR(streams_->record(ev_packed(c), stream));
+    return Status::ok();
   }
   Status after_packed(int c, Stream stream, Stream side) {
     return stream == side ? Status::ok() : streams_->wait(side, ev_packed(c));
