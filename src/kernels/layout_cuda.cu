@@ -195,8 +195,8 @@ Status plan_move(const TensorView& act, std::span<const int> head_begin, int hea
 
 constexpr int kMoveThreads = 256;
 
-// Calls go(Vec*) with the vector type of `w` bytes, and go.template operator()<kLanes> inside
-// with_lanes() picks the lanes.
+// Calls go(static_cast<Vec*>(nullptr)) with Vec the vector type of `w` bytes; with_lanes()
+// likewise calls go(std::integral_constant<int, kLanes>{}) with 32, 16 or 8 lanes.
 template <typename Go>
 void with_vector(int w, Go&& go) {
   switch (w) {

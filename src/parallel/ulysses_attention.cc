@@ -250,10 +250,9 @@ class UlyssesAttention final : public DistributedAttention {
     };
     // 1. Per chunk: pack Q, K, V (one message buffer per chunk) on the caller's stream, then
     // 2. the chunk's all-to-all on the exchange stream, as soon as it is packed (in chunk order):
-    //    the next chunk is packed while this one travels, and travels while this one computes.
-    //    Where this rank's own rows are packed apart (own_apart()), they follow the exchange's
-    //    start, so they are packed while the peers' rows travel. The later chunks' exchanges are
-    //    issued once the first chunk's kernel is (first_kernel_then()).
+    //    chunk 0's peers' rows first, then the rest of every chunk's rows while they travel
+    //    (pack_chunks()), and each later chunk travels while the one before it computes. The
+    //    later chunks' exchanges are issued once the first chunk's kernel is (first_kernel_then()).
     ULYSSES_RETURN_IF_ERROR(pack_chunks(
         two, stream, side,
         [&](int c, Part part) {
@@ -325,9 +324,10 @@ class UlyssesAttention final : public DistributedAttention {
     const Stream side = exchange_stream(stream);
     const bool two = two_compute_streams();
 
-    // 1. dO to the head owners, chunk by chunk: packed on the caller's stream, sent on the exchange
-    //    stream as soon as it is packed (own rows apart: packed while the peers' rows travel).
-    //    (The later chunks' exchanges are issued once the first chunk's kernel is.)
+    // 1. dO to the head owners, chunk by chunk: packed on the caller's stream (chunk 0's peers'
+    //    rows first, the rest while they travel: pack_chunks()), sent on the exchange stream as
+    //    soon as it is packed. (The later chunks' exchanges are issued once the first chunk's
+    //    kernel is.)
     const TensorView d_o = as_bshd(a.d_o, config_.layout);
     auto send_chunk = [&](int c) -> Status {
       ULYSSES_RETURN_IF_ERROR(after_packed(c, stream, side));
