@@ -657,12 +657,9 @@ class UlyssesAttention final : public DistributedAttention {
   // Inside another batch, body()'s moves join that one.
   template <bool kPack, typename Body>
   Status batched(Stream stream, Body&& body) {
-    if (batching_) {  // inside another batch: its moves join that one
-      if (kPack != batch_packs_ || stream != batch_stream_) {
-        return internal_error("ulysses: a batch mixes packs and unpacks, or streams");
-      }
-      return body();
-    }
+    // Inside another batch its moves join that one (move_peers() refuses moves of the other
+    // kind or stream).
+    if (batching_) return body();
     batch_.clear();
     batching_ = true;
     batch_packs_ = kPack;
