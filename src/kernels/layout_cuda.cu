@@ -13,10 +13,10 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
-#include <vector>
 
 #include "common/cuda_check.h"
 #include "kernels/layout.h"
@@ -259,32 +259,39 @@ Status move(const TensorView& act, std::span<const int> head_begin, int heads,
   return launch_move<kPack>(m, map, stream);
 }
 
-// Moves `group` (indices into `moves`, whose rows share `w`-byte vectors) in one launch. Each move
-// gets blocks for its own segments (lanes: the narrowest any move asks for, so every segment is
-// covered as in its own launch); the grid stays within one launch's limit.
+// Moves of one vector width waiting for a batched launch (move_all), with their geometry.
+struct PendingBatch {
+  const HeadMove* move[kMaxBatchMoves];
+  Planned planned[kMaxBatchMoves];
+  int n = 0;
+};
+
+// Moves every pending move of `p` (rows in `w`-byte vectors) in one launch and empties it. Each
+// move gets blocks for its own segments (lanes: the narrowest any move asks for, so every segment
+// is covered as in its own launch); the grid stays within one launch's limit.
 template <bool kPack>
-Status launch_batch(std::span<const HeadMove> moves, std::span<const Planned> planned,
-                    std::span<const std::size_t> group, int w, Stream stream) {
+Status launch_batch(PendingBatch& p, int w, Stream stream) {
+  if (p.n == 0) return Status::ok();
   Batch batch{};
   int lanes = 32;
-  for (std::size_t i : group) lanes = std::min(lanes, planned[i].lanes);
+  for (int i = 0; i < p.n; ++i) lanes = std::min(lanes, p.planned[i].lanes);
   const std::int64_t groups_per_block = kMoveThreads / lanes;
   const std::int64_t cap = 65535 * 8 / kMaxBatchMoves;
   int blocks = 0;
-  for (std::size_t i : group) {
-    const Planned& m = planned[i];
+  for (int i = 0; i < p.n; ++i) {
+    const Planned& m = p.planned[i];
     BatchMove& b = batch.move[batch.n++];
     b.act = m.act;
     b.msg = m.msg;
     b.g = m.g;
-    for (std::size_t p = 0; p < moves[i].head_begin.size(); ++p) {
-      b.begin[p] = moves[i].head_begin[p];
-    }
+    const std::span<const int> begin = p.move[i]->head_begin;
+    for (std::size_t q = 0; q < begin.size(); ++q) b.begin[q] = begin[q];
     b.first_block = blocks;
     b.blocks = static_cast<int>(
         std::min<std::int64_t>((m.segments + groups_per_block - 1) / groups_per_block, cap));
     blocks += b.blocks;
   }
+  p.n = 0;
   with_vector(w, [&]<typename Vec>(Vec*) {
     with_lanes(lanes, [&]<int kLanes>(std::integral_constant<int, kLanes>) {
       move_batch<Vec, kPack, kLanes><<<blocks, kMoveThreads, 0, stream>>>(batch);
@@ -294,35 +301,42 @@ Status launch_batch(std::span<const HeadMove> moves, std::span<const Planned> pl
   return Status::ok();
 }
 
-// Every move of a batch (move_heads()): those a batched launch cannot take (more than
-// kMaxBatchPeers peers, 2^31 segments or more) one launch each, the others in launches of up to
-// kMaxBatchMoves moves whose rows share a vector width.
+// Every move of a batch (move_heads()), without allocating: each move is checked before any
+// launch; then those a batched launch cannot take (more than kMaxBatchPeers peers, 2^31 segments
+// or more) go out one launch each, the others in launches of up to kMaxBatchMoves moves whose rows
+// share a vector width (a width's launch goes out when it is full, the rest at the end).
 template <bool kPack>
 Status move_all(std::span<const HeadMove> moves, Stream stream) {
-  std::vector<Planned> planned(moves.size());
-  std::array<std::vector<std::size_t>, 17> by_width;  // [vector bytes]: batchable moves
-  for (std::size_t i = 0; i < moves.size(); ++i) {
-    const HeadMove& mv = moves[i];
-    Planned& m = planned[i];
+  for (const HeadMove& mv : moves) {
+    Planned m{};
     ULYSSES_RETURN_IF_ERROR(plan_move(mv.act, mv.head_begin, mv.heads, mv.msg, mv.c_begin, m));
-    if (m.segments == 0) continue;
-    if (m.segments < (std::int64_t{1} << 31) &&
-        mv.head_begin.size() <= static_cast<std::size_t>(kMaxBatchPeers)) {
-      by_width[static_cast<std::size_t>(m.vector_bytes)].push_back(i);
-      continue;
-    }
     HeadMap map{};
     ULYSSES_RETURN_IF_ERROR(check_map(mv.head_begin, map));
-    ULYSSES_RETURN_IF_ERROR(launch_move<kPack>(m, map, stream));
   }
-  for (std::size_t w = 0; w < by_width.size(); ++w) {
-    const std::vector<std::size_t>& all = by_width[w];
-    for (std::size_t at = 0; at < all.size(); at += kMaxBatchMoves) {
-      const std::size_t n = std::min<std::size_t>(kMaxBatchMoves, all.size() - at);
-      ULYSSES_RETURN_IF_ERROR(launch_batch<kPack>(moves, planned,
-                                                  std::span<const std::size_t>(all).subspan(at, n),
-                                                  static_cast<int>(w), stream));
+  constexpr int kWidths = 5;  // vectors of 1, 2, 4, 8, 16 bytes
+  std::array<PendingBatch, kWidths> pending;
+  const auto width_at = [](int w) { return std::countr_zero(static_cast<unsigned>(w)); };
+  for (const HeadMove& mv : moves) {
+    Planned m{};
+    ULYSSES_RETURN_IF_ERROR(plan_move(mv.act, mv.head_begin, mv.heads, mv.msg, mv.c_begin, m));
+    if (m.segments == 0) continue;
+    if (m.segments >= (std::int64_t{1} << 31) ||
+        mv.head_begin.size() > static_cast<std::size_t>(kMaxBatchPeers)) {
+      HeadMap map{};
+      ULYSSES_RETURN_IF_ERROR(check_map(mv.head_begin, map));
+      ULYSSES_RETURN_IF_ERROR(launch_move<kPack>(m, map, stream));
+      continue;
     }
+    PendingBatch& p = pending[static_cast<std::size_t>(width_at(m.vector_bytes))];
+    p.move[p.n] = &mv;
+    p.planned[p.n] = m;
+    if (++p.n == kMaxBatchMoves) {
+      ULYSSES_RETURN_IF_ERROR(launch_batch<kPack>(p, m.vector_bytes, stream));
+    }
+  }
+  for (int i = 0; i < kWidths; ++i) {
+    ULYSSES_RETURN_IF_ERROR(
+        launch_batch<kPack>(pending[static_cast<std::size_t>(i)], 1 << i, stream));
   }
   return Status::ok();
 }

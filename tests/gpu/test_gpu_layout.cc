@@ -358,6 +358,20 @@ std::vector<BatchCase> batch_cases() {
     for (int h = 0; h < 17; ++h) c.moves.push_back({0, 0, 1, h, {h, 17 + h}});
     out.push_back(c);
   }
+  {  // 17 moves of 16-byte rows between two of 2-byte rows: the full width goes out while the
+    // other waits, then both widths' rest
+    BatchCase c{"interleaved",
+                2,
+                5,
+                1,
+                {{bf, 34, 64}, {DType::kFloat16, 4, 3}},
+                {{bf, 17, 64}, {DType::kFloat16, 3, 3}},
+                {}};
+    c.moves.push_back({1, 1, 1, 0, {0, 2}});
+    for (int h = 0; h < 17; ++h) c.moves.push_back({0, 0, 1, h, {h, 17 + h}});
+    c.moves.push_back({1, 1, 1, 2, {3, 1}});
+    out.push_back(c);
+  }
   return out;
 }
 
