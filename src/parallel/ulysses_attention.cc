@@ -657,9 +657,7 @@ class UlyssesAttention final : public DistributedAttention {
   // Inside another batch, body()'s moves join that one.
   template <bool kPack, typename Body>
   Status batched(Stream stream, Body&& body) {
-    // Inside another batch its moves join that one (move_peers() refuses moves of the other
-    // kind or stream).
-    if (batching_) return body();
+    if (batching_) return body();  // (move_peers() refuses moves of the other kind or stream)
     batch_.clear();
     batching_ = true;
     batch_packs_ = kPack;
