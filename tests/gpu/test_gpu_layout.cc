@@ -441,6 +441,30 @@ TEST(GpuLayout, MoveHeadsBatchMatchesOneHostCallEach) {
   }
 }
 
+// A batch with a move that does not fit its message is refused before anything moves: the first
+// move (over 33 peers, so a launch of its own) must not have written the message either.
+TEST(GpuLayout, MoveHeadsChecksEveryMoveBeforeAnyLaunch) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const DType bf = DType::kBFloat16;
+  HostTensor act = stamped(bf, {1, 3, 33, 64}, 1);
+  HostTensor wrong = stamped(DType::kFloat16, {1, 3, 33, 64}, 2);  // not the message's dtype
+  HostTensor msg(bf, {33, 3, 1, 1, 64});
+  testing::poison(msg);
+  DeviceTensor act_d = DeviceTensor::of(act), wrong_d = DeviceTensor::of(wrong);
+  DeviceTensor msg_d = DeviceTensor::of(msg);
+  std::vector<int> up(33);
+  for (int p = 0; p < 33; ++p) up[static_cast<std::size_t>(p)] = p;
+  const kernels::MessageLayout m{msg_d.ptr, bf, 33, 3, 1, 1, 64};
+  const std::vector<kernels::HeadMove> moves{{act_d.view, up, 1, m, 0},
+                                             {wrong_d.view, up, 1, m, 0}};
+  const Status st = kernels::move_heads(true, moves, nullptr);
+  EXPECT_FALSE(st.is_ok());
+  EXPECT_NE(st.to_string().find("message layout"), std::string::npos) << st.to_string();
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  const HostTensor after = msg_d.download(msg);
+  EXPECT_EQ(testing::count_nan(after), after.numel());
+}
+
 // A strided [n0, n1, n2, n3] view `offset` elements into a flat buffer that holds it (and the
 // gaps between its rows), on the host and mirrored on the device.
 struct Strided {
