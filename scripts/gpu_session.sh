@@ -30,7 +30,7 @@
 # elements). balance (8 and 64 packed documents of 128k, ulysses, ring with the stream and
 # allgather, the documents as given and reordered by balance_packed_sequences, every kernel call
 # timed).
-# Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh) and leaves in $OUT (or
+# Expects prebuilt binaries in .carry/bin (scripts/prepare_gpu_carry.sh MODE) and leaves in $OUT (or
 # ./gpu-out) summary.txt and session.tgz, every log and JSON: a device call brings back at most 8
 # files, so the logs are written to a work folder and packed after every step (a call cut short
 # keeps the steps before). Keeps NVLink multicast off for every process it starts.
@@ -57,7 +57,8 @@ per_seq=()  # targets, timeline: "seq:limit" entries, one bench run each
   nvidia-smi -L
   nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv
   nvidia-smi topo -m 2>/dev/null | head -5
-  ldd $BIN/test_gpu_cudnn | grep -E "cudnn|nccl|cudart|nvrtc"
+  # The libraries the carried binaries load (prepare_gpu_carry.sh MODE carries only MODE's).
+  for b in $BIN/*; do ldd "$b" | grep -E "cudnn|nccl|cudart|nvrtc"; break; done
 } 2>&1 | tee "$OUT/env.txt"
 ngpu=$(nvidia-smi -L | wc -l)
 rc=0
