@@ -38,7 +38,8 @@ for b in "${bins[@]}"; do
   strip --strip-unneeded -o ".carry/bin/$(basename "$b")" "build/$b"
 done
 carry=$(du -sb .carry/bin | cut -f1)
-tree=$(git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1)
+# (Tracked files deleted in the working tree do not travel: du skips them.)
+tree=$(git ls-files -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1 || true)
 echo "prepare_gpu_carry.sh ($mode): .carry/bin $((carry >> 20)) MiB + tree $((tree >> 20)) MiB" \
      "of the device tool's 64 MiB"
 if ((carry + tree > 64 << 20)); then
