@@ -210,6 +210,9 @@ def _tensor(x, name: str) -> _capi.Tensor:
             raise UlyssesError(1, f"ulysses: {name} has an unsupported dtype (got {ai['typestr']})")
         t.data, t.dtype, t.device = ai["data"][0], _NUMPY_DTYPES[ai["typestr"]], -1
         shape, itemsize = tuple(x.shape), x.itemsize
+        if any(s % itemsize for s in x.strides):  # (a view no element stride can describe)
+            raise UlyssesError(1, f"ulysses: {name} has byte strides {tuple(x.strides)} that are "
+                                  f"not multiples of its {itemsize}-byte elements")
         strides = tuple(s // itemsize for s in x.strides)
     else:
         raise UlyssesError(1, f"ulysses: {name} is neither a torch.Tensor nor a numpy.ndarray "

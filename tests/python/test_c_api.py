@@ -463,6 +463,18 @@ class Errors(unittest.TestCase):
             ulysses._tensor(np.zeros(4, np.int32), "k")
         self.assertIn("k has an unsupported dtype", str(e.exception))
 
+    def test_byte_strides_between_elements_are_refused(self):
+        # Rows 66 bytes apart hold no whole number of fp32 elements: dividing would shift the view.
+        base = np.zeros(4 * 66 + 64, np.uint8)
+        q = np.lib.stride_tricks.as_strided(base.view(np.float32), shape=(1, 4, 2, 8),
+                                            strides=(0, 66, 32, 4))
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses._tensor(q, "q")
+        self.assertIn("q has byte strides (0, 66, 32, 4)", str(e.exception))
+        ok = np.lib.stride_tricks.as_strided(base.view(np.float32), shape=(1, 4, 2, 8),
+                                             strides=(0, 68, 32, 4))
+        self.assertEqual(list(ulysses._tensor(ok, "q").strides[:4]), [0, 17, 8, 1])
+
 
 if __name__ == "__main__":
     unittest.main()
