@@ -279,18 +279,30 @@ def _int32_host(x, name: str, count: Optional[int]):
             if hasattr(e, "__len__"):
                 yield from flat(e)
             else:
-                yield int(e)
+                yield e
 
-    values = list(flat(x))
+    values = _int32_values(flat(x), name)
     sized(len(values))
     arr = (ctypes.c_int32 * max(1, len(values)))(*values)
     return ctypes.cast(arr, int32_p), arr
 
 
+def _int32_values(values, name: str) -> list:
+    """`values` as Python ints, each a whole number that int32 holds (never truncated or
+    wrapped)."""
+    out = []
+    for v in values:
+        i = int(v)
+        if i != v or not -(1 << 31) <= i < (1 << 31):
+            raise UlyssesError(1, f"ulysses: {name} holds {v!r}, which is not an int32 value")
+        out.append(i)
+    return out
+
+
 def _cu(cu_seqlens):
     if cu_seqlens is None:
         return None, 0
-    values = [int(v) for v in cu_seqlens]
+    values = _int32_values(cu_seqlens, "cu_seqlens")
     return (ctypes.c_int32 * len(values))(*values), len(values)
 
 

@@ -475,6 +475,21 @@ class Errors(unittest.TestCase):
                                              strides=(0, 68, 32, 4))
         self.assertEqual(list(ulysses._tensor(ok, "q").strides[:4]), [0, 17, 8, 1])
 
+    def test_host_int32_lists_are_never_truncated_or_wrapped(self):
+        for bad, what in (([0, 4.5, 8], "4.5"), ([0, 1 << 31], str(1 << 31)),
+                          ([0, -(1 << 31) - 1], str(-(1 << 31) - 1))):
+            with self.assertRaises(ulysses.UlyssesError) as e:
+                ulysses._cu(bad)
+            self.assertIn(f"cu_seqlens holds {what}", str(e.exception))
+        # A page table of nested rows: an entry past int32 would have wrapped to page 5.
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses._int32_host([[1, (1 << 32) + 5]], "page_table", None)
+        self.assertIn("page_table holds 4294967301", str(e.exception))
+        arr, n = ulysses._cu(np.array([0, 3, 8], np.int64))
+        self.assertEqual((list(arr), n), ([0, 3, 8], 3))
+        ptr, _ = ulysses._int32_host([[1, 2], [3.0, -4]], "page_table", 4)
+        self.assertEqual([ptr[i] for i in range(4)], [1, 2, 3, -4])
+
 
 if __name__ == "__main__":
     unittest.main()
