@@ -93,10 +93,24 @@ def _enum(table: dict, value, name: str) -> int:
     return table[value]
 
 
+def _set_int(c, field: str, value) -> None:
+    """c.field = value, a whole number its C type holds (ctypes would truncate or wrap it)."""
+    try:
+        i = int(value)
+    except (TypeError, ValueError):
+        i = None
+    if i is not None and i == value:
+        setattr(c, field, i)
+        if getattr(c, field) == i:
+            return
+    raise UlyssesError(1, f"ulysses: {field} is {value!r}, which is not a whole number the C "
+                          "API's field holds")
+
+
 def _fill(c, config, ints, flags) -> None:
     """The attention fields and the named int and bool fields of a config struct."""
     for f in ("num_heads_q", "num_heads_kv", "head_dim", "window_left", "window_right") + ints:
-        setattr(c, f, int(getattr(config, f)))
+        _set_int(c, f, getattr(config, f))
     for f in ("causal", "sinks") + flags:
         setattr(c, f, 1 if getattr(config, f) else 0)
     # None: the default (0 in the C struct); an explicit value goes to validate() as it is.
@@ -149,12 +163,10 @@ class PlanConfig(_Attention):
         _lib.ulysses_plan_config_init(ctypes.byref(c))
         _fill(c, self, ("cp", "ulysses_degree", "batch", "seqlen", "overlap_chunks",
                         "chunks_in_flight", "head_dim_v"), ("training", "backward_keeps_saved"))
-        c.strategy = _enum(_STRATEGIES, self.strategy, "strategy")
-        c.layout = _enum(_LAYOUTS, self.layout, "layout")
-        c.dtype = _enum(_DTYPES, self.dtype, "dtype")
-        c.saved_activations = _enum(_SAVED, self.saved_activations, "saved_activations")
-        c.payload = _enum(_PAYLOADS, self.payload, "payload")
-        c.packed_sharding = _enum(_PACKED_SHARDINGS, self.packed_sharding, "packed_sharding")
+        for field, table in (("strategy", _STRATEGIES), ("layout", _LAYOUTS), ("dtype", _DTYPES),
+                             ("saved_activations", _SAVED), ("payload", _PAYLOADS),
+                             ("packed_sharding", _PACKED_SHARDINGS)):
+            _set_int(c, field, _enum(table, getattr(self, field), field))
         return c
 
 
@@ -180,8 +192,8 @@ class DecodeConfig(_Attention):
         _lib.ulysses_decode_config_init(ctypes.byref(c))
         _fill(c, self, ("cp", "batch", "query_tokens", "cache_rows", "max_segments", "max_splits",
                         "min_split_rows", "head_dim_v", "page_size"), ())
-        c.dtype = _enum(_DTYPES, self.dtype, "dtype")
-        c.split_kernel = _enum(_DECODE_KERNELS, self.split_kernel, "split_kernel")
+        _set_int(c, "dtype", _enum(_DTYPES, self.dtype, "dtype"))
+        _set_int(c, "split_kernel", _enum(_DECODE_KERNELS, self.split_kernel, "split_kernel"))
         return c
 
 

@@ -475,6 +475,22 @@ class Errors(unittest.TestCase):
                                              strides=(0, 68, 32, 4))
         self.assertEqual(list(ulysses._tensor(ok, "q").strides[:4]), [0, 17, 8, 1])
 
+    def test_config_fields_are_never_truncated_or_wrapped(self):
+        base = dict(num_heads_q=8, num_heads_kv=2, head_dim=64, seqlen=128)
+        for field, value in (("num_heads_q", (1 << 32) + 8), ("head_dim", 64.5),
+                             ("strategy", 1 << 32), ("window_left", None), ("cp", "2")):
+            with self.subTest(field=field):
+                with self.assertRaises(ulysses.UlyssesError) as e:
+                    ulysses.PlanConfig(**{**base, field: value})._c()
+                self.assertEqual(e.exception.code, "INVALID_ARGUMENT")
+                self.assertIn(f"{field} is {value!r}", str(e.exception))
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses.DecodeConfig(num_heads_q=8, num_heads_kv=2, head_dim=64,
+                                 cache_rows=(1 << 64) + 1)._c()
+        self.assertIn("cache_rows is", str(e.exception))
+        c = ulysses.PlanConfig(**{**base, "head_dim": 64.0, "seqlen": np.int64(1 << 40)})._c()
+        self.assertEqual((c.head_dim, c.seqlen), (64, 1 << 40))
+
     def test_host_int32_lists_are_never_truncated_or_wrapped(self):
         for bad, what in (([0, 4.5, 8], "4.5"), ([0, 1 << 31], str(1 << 31)),
                           ([0, -(1 << 31) - 1], str(-(1 << 31) - 1))):
