@@ -50,7 +50,12 @@ __all__ = [
     "cudnn_version",
 ]
 
-_lib = _capi.load()
+
+def _refuse(message: str):
+    raise UlyssesError(1, message)
+
+
+_lib = _capi.load(_refuse)
 
 _CODES = {
     1: "INVALID_ARGUMENT",

@@ -119,7 +119,36 @@ def _find_library():
     )
 
 
-def load():
+_INTS = (ctypes.c_int, ctypes.c_int32, ctypes.c_int64, ctypes.c_size_t)
+
+
+class _Functions:
+    """The library's functions by name. One that takes integers refuses (`refuse(message)`
+    raises) an int its C parameter cannot hold, which ctypes would wrap without a word (rank
+    2^32 + 1 becoming rank 1)."""
+
+    def __init__(self, lib, sig, refuse):
+        for name, (restype, argtypes) in sig.items():
+            fn = getattr(lib, name)
+            fn.restype = restype
+            fn.argtypes = argtypes
+            ints = [(i, t) for i, t in enumerate(argtypes) if t in _INTS]
+            setattr(self, name, _checked(fn, name, ints, refuse) if ints else fn)
+
+
+def _checked(fn, name, ints, refuse):
+    def call(*args):
+        for i, t in ints:
+            a = args[i]
+            if isinstance(a, int) and t(a).value != a:
+                refuse(f"ulysses: {name}'s argument {i + 1} is {a}, which its C type "
+                       f"({t.__name__}) cannot hold")
+        return fn(*args)
+
+    return call
+
+
+def load(refuse):
     lib = ctypes.CDLL(_find_library())
     c_int, c_void_p, c_size_t = ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t
     p_comm = ctypes.POINTER(c_void_p)
@@ -223,10 +252,7 @@ def load():
             ],
         ),
     }
-    for name, (restype, argtypes) in sig.items():
-        fn = getattr(lib, name)
-        fn.restype = restype
-        fn.argtypes = argtypes
+    lib = _Functions(lib, sig, refuse)
     version = lib.ulysses_c_api_version()
     if version != API_VERSION:
         raise OSError(

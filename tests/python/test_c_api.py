@@ -491,6 +491,19 @@ class Errors(unittest.TestCase):
         c = ulysses.PlanConfig(**{**base, "head_dim": 64.0, "seqlen": np.int64(1 << 40)})._c()
         self.assertEqual((c.head_dim, c.seqlen), (64, 1 << 40))
 
+    def test_int_arguments_are_never_wrapped(self):
+        # ctypes would pass 2^32 as 0 and 2^32 + 1 as 1: device 0, rank 1's shard.
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses.device_loopback_group(2, 1 << 32)
+        self.assertIn("ulysses_device_loopback_group's argument 2 is 4294967296",
+                      str(e.exception))
+        cfg = ulysses.PlanConfig(num_heads_q=2, num_heads_kv=1, head_dim=8, cp=2, seqlen=8,
+                                 dtype="fp32")
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses.shard_token_ranges(cfg, (1 << 32) + 1)
+        self.assertIn("argument 2 is 4294967297", str(e.exception))
+        self.assertEqual(len(ulysses.loopback_group(2)), 2)
+
     def test_host_int32_lists_are_never_truncated_or_wrapped(self):
         for bad, what in (([0, 4.5, 8], "4.5"), ([0, 1 << 31], str(1 << 31)),
                           ([0, -(1 << 31) - 1], str(-(1 << 31) - 1))):
