@@ -298,20 +298,23 @@ def _int32_host(x, name: str, count: Optional[int]):
             else:
                 yield e
 
-    values = _int32_values(flat(x), name)
+    values = _whole_ints(flat(x), name)
     sized(len(values))
     arr = (ctypes.c_int32 * max(1, len(values)))(*values)
     return ctypes.cast(arr, int32_p), arr
 
 
-def _int32_values(values, name: str) -> list:
-    """`values` as Python ints, each a whole number that int32 holds (never truncated or
-    wrapped)."""
+def _whole_ints(values, name: str, bits: int = 32) -> list:
+    """`values` as Python ints, each a whole number that int`bits` holds (never
+    truncated or wrapped)."""
     out = []
     for v in values:
-        i = int(v)
-        if i != v or not -(1 << 31) <= i < (1 << 31):
-            raise UlyssesError(1, f"ulysses: {name} holds {v!r}, which is not an int32 value")
+        try:
+            i = int(v)
+        except (TypeError, ValueError):
+            i = None
+        if i is None or i != v or not -(1 << (bits - 1)) <= i < (1 << (bits - 1)):
+            raise UlyssesError(1, f"ulysses: {name} holds {v!r}, which is not an int{bits} value")
         out.append(i)
     return out
 
@@ -319,7 +322,7 @@ def _int32_values(values, name: str) -> list:
 def _cu(cu_seqlens):
     if cu_seqlens is None:
         return None, 0
-    values = _int32_values(cu_seqlens, "cu_seqlens")
+    values = _whole_ints(cu_seqlens, "cu_seqlens")
     return (ctypes.c_int32 * len(values))(*values), len(values)
 
 
@@ -540,7 +543,7 @@ class Decode(_Collective):
             setattr(a, n, _tensor(x, n))
         ragged = isinstance(query_position, (list, tuple))
         per_seq = [list(s) for s in segments] if ragged else [list(segments)]
-        segs = [tuple(int(v) for v in s) for seq in per_seq for s in seq]
+        segs = [tuple(_whole_ints(s, "segments", 64)) for seq in per_seq for s in seq]
         arr = (_capi.CacheSegment * max(1, len(segs)))(*[_capi.CacheSegment(*s) for s in segs])
         a.segments = arr
         a.num_segments = len(segs)
@@ -549,10 +552,11 @@ class Decode(_Collective):
             for seq in per_seq:
                 offsets.append(offsets[-1] + len(seq))
             offs = (ctypes.c_int64 * len(offsets))(*offsets)
-            pos = (ctypes.c_int64 * max(1, len(query_position)))(*map(int, query_position))
+            pos = (ctypes.c_int64 * max(1, len(query_position)))(
+                *_whole_ints(query_position, "query_position", 64))
             a.segment_offsets, a.query_positions = offs, pos
         else:
-            a.query_position = int(query_position)
+            (a.query_position,) = _whole_ints([query_position], "query_position", 64)
         a.workspace = _pointer(workspace)
         keep = None
         if page_table is not None:

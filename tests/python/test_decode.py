@@ -231,6 +231,26 @@ class DecodeThroughCtypes(unittest.TestCase):
         self.assertEqual(e.exception.code, "INVALID_ARGUMENT")
         self.assertIn("segments[0]", str(e.exception))
 
+    def test_fractional_or_wrapping_rows_and_positions_are_refused(self):
+        cfg = ulysses.DecodeConfig(num_heads_q=2, num_heads_kv=1, head_dim=4, cp=1, dtype="fp64",
+                                   cache_rows=8)
+        q, o = np.zeros((1, 1, 2, 4)), np.zeros((1, 1, 2, 4))
+        kc = np.zeros((1, 8, 1, 4))
+        for segments, position, what in (([(0, 4.5, 0)], 4, "segments holds 4.5"),
+                                         ([(0, 4, 0)], 1 << 63, "query_position holds"),
+                                         ([(0, 4, 0)], [3.5], "query_position holds 3.5")):
+            def rank(r, comm):
+                dec = ulysses.Decode(cfg, comm, ulysses.reference_kernel())
+                ws = np.empty(max(dec.workspace_bytes, 1), np.uint8)
+                segs = [segments] if isinstance(position, list) else segments
+                dec.forward(q, kc, kc, o, segments=segs, query_position=position, workspace=ws)
+
+            with self.subTest(what=what):
+                with self.assertRaises(ulysses.UlyssesError) as e:
+                    rank_threads.results_or_raise(ulysses.loopback_group(1), rank)
+                self.assertEqual(e.exception.code, "INVALID_ARGUMENT")
+                self.assertIn(what, str(e.exception))
+
 
 if __name__ == "__main__":
     unittest.main()
