@@ -99,7 +99,9 @@ typedef struct {
   int32_t head_dim_v;
 } ulysses_plan_config;
 
-/* ulysses::ForwardArgs. cu_seqlens: host int32 array of num_cu_seqlens entries (layout thd). */
+/* ulysses::ForwardArgs. cu_seqlens: host int32 array of num_cu_seqlens entries (layout thd), or
+ * none with num_cu_seqlens = 0; here and in every function below, a negative count or a count
+ * without an array is kInvalidArgument, never read as none. */
 typedef struct {
   ulysses_tensor q, k, v, sinks, o, lse;
   const int32_t* cu_seqlens;

@@ -146,9 +146,17 @@ PlanConfig to_config(const ulysses_plan_config& c) {
   return p;
 }
 
-std::span<const std::int32_t> cu_span(const std::int32_t* cu, std::int64_t n) {
-  if (cu == nullptr || n <= 0) return {};
-  return {cu, static_cast<std::size_t>(n)};
+// cu_seqlens and its count as a span: none (a count of 0), or that many entries. A negative count,
+// or entries without an array, is refused by name rather than read as none.
+Result<std::span<const std::int32_t>> cu_span(const std::int32_t* cu, std::int64_t n,
+                                              std::string_view api) {
+  if (n < 0) return arg_error(api, "num_cu_seqlens", "is negative", n, ">= 0");
+  if (n == 0) return std::span<const std::int32_t>{};
+  if (cu == nullptr) {
+    return arg_error(api, "cu_seqlens", "is NULL", "NULL",
+                     str_cat("an array of num_cu_seqlens = ", n, " entries"));
+  }
+  return std::span<const std::int32_t>{cu, static_cast<std::size_t>(n)};
 }
 
 // Hands a group's communicators to the caller's array, one handle each.
@@ -356,7 +364,7 @@ int ulysses_plan_forward(ulysses_plan* plan, const ulysses_forward_args* args, v
     ULYSSES_ASSIGN_OR_RETURN(f.sinks, to_view(args->sinks, api, "sinks"));
     ULYSSES_ASSIGN_OR_RETURN(f.o, to_view(args->o, api, "o"));
     ULYSSES_ASSIGN_OR_RETURN(f.lse, to_view(args->lse, api, "lse"));
-    f.cu_seqlens = cu_span(args->cu_seqlens, args->num_cu_seqlens);
+    ULYSSES_ASSIGN_OR_RETURN(f.cu_seqlens, cu_span(args->cu_seqlens, args->num_cu_seqlens, api));
     f.cu_seqlens_device = args->cu_seqlens_device;
     f.workspace = args->workspace;
     f.saved = args->saved;
@@ -380,7 +388,7 @@ int ulysses_plan_backward(ulysses_plan* plan, const ulysses_backward_args* args,
     ULYSSES_ASSIGN_OR_RETURN(b.k, to_view(args->k, api, "k"));
     ULYSSES_ASSIGN_OR_RETURN(b.v, to_view(args->v, api, "v"));
     ULYSSES_ASSIGN_OR_RETURN(b.o, to_view(args->o, api, "o"));
-    b.cu_seqlens = cu_span(args->cu_seqlens, args->num_cu_seqlens);
+    ULYSSES_ASSIGN_OR_RETURN(b.cu_seqlens, cu_span(args->cu_seqlens, args->num_cu_seqlens, api));
     b.cu_seqlens_device = args->cu_seqlens_device;
     b.workspace = args->workspace;
     b.saved = args->saved;
@@ -482,9 +490,9 @@ int ulysses_shard_token_ranges(const ulysses_plan_config* config, int rank,
     constexpr std::string_view api = "ulysses_shard_token_ranges";
     if (config == nullptr) return null_arg(api, "config");
     if (num_ranges == nullptr) return null_arg(api, "num_ranges");
+    ULYSSES_ASSIGN_OR_RETURN(const auto cu, cu_span(cu_seqlens, num_cu_seqlens, api));
     const PlanConfig c = to_config(*config);
-    ULYSSES_ASSIGN_OR_RETURN(auto got, shard_token_ranges(c.parallel, c.seqlen, rank,
-                                                          cu_span(cu_seqlens, num_cu_seqlens)));
+    ULYSSES_ASSIGN_OR_RETURN(auto got, shard_token_ranges(c.parallel, c.seqlen, rank, cu));
     *num_ranges = static_cast<int64_t>(got.size());
     if (*num_ranges > max_ranges || (ranges == nullptr && !got.empty())) {
       return arg_error(api, "max_ranges", "is too small for this rank's ranges", max_ranges,
@@ -505,9 +513,9 @@ int ulysses_shard_position_ids(const ulysses_plan_config* config, int rank,
     constexpr std::string_view api = "ulysses_shard_position_ids";
     if (config == nullptr) return null_arg(api, "config");
     if (num_ids == nullptr) return null_arg(api, "num_ids");
+    ULYSSES_ASSIGN_OR_RETURN(const auto cu, cu_span(cu_seqlens, num_cu_seqlens, api));
     const PlanConfig c = to_config(*config);
-    ULYSSES_ASSIGN_OR_RETURN(auto got, shard_position_ids(c.parallel, c.seqlen, rank,
-                                                          cu_span(cu_seqlens, num_cu_seqlens)));
+    ULYSSES_ASSIGN_OR_RETURN(auto got, shard_position_ids(c.parallel, c.seqlen, rank, cu));
     *num_ids = static_cast<int64_t>(got.size());
     if (*num_ids > max_ids || (ids == nullptr && !got.empty())) {
       return arg_error(api, "max_ids", "is too small for this rank's tokens", max_ids,
@@ -525,9 +533,8 @@ int ulysses_packed_sequence_offsets(const ulysses_plan_config* config, const int
     if (config == nullptr) return null_arg(api, "config");
     if (cu_seqlens == nullptr) return null_arg(api, "cu_seqlens");
     if (offsets == nullptr) return null_arg(api, "offsets");
-    ULYSSES_ASSIGN_OR_RETURN(
-        auto got,
-        packed_sequence_offsets(to_config(*config).parallel, cu_span(cu_seqlens, num_cu_seqlens)));
+    ULYSSES_ASSIGN_OR_RETURN(const auto cu, cu_span(cu_seqlens, num_cu_seqlens, api));
+    ULYSSES_ASSIGN_OR_RETURN(auto got, packed_sequence_offsets(to_config(*config).parallel, cu));
     std::copy(got.begin(), got.end(), offsets);
     return Status::ok();
   });
@@ -539,10 +546,10 @@ int ulysses_attention_pairs_by_rank(const ulysses_plan_config* config, const int
     constexpr std::string_view api = "ulysses_attention_pairs_by_rank";
     if (config == nullptr) return null_arg(api, "config");
     if (pairs == nullptr) return null_arg(api, "pairs");
+    ULYSSES_ASSIGN_OR_RETURN(const auto cu, cu_span(cu_seqlens, num_cu_seqlens, api));
     const PlanConfig c = to_config(*config);
     ULYSSES_ASSIGN_OR_RETURN(auto got,
-                             attention_pairs_by_rank(c.parallel, c.attention, c.seqlen,
-                                                     cu_span(cu_seqlens, num_cu_seqlens)));
+                             attention_pairs_by_rank(c.parallel, c.attention, c.seqlen, cu));
     std::copy(got.begin(), got.end(), pairs);
     return Status::ok();
   });
@@ -557,10 +564,10 @@ int ulysses_balance_packed_sequences(const ulysses_plan_config* config, const in
     if (cu_seqlens == nullptr) return null_arg(api, "cu_seqlens");
     if (order == nullptr) return null_arg(api, "order");
     if (reordered_cu_seqlens == nullptr) return null_arg(api, "reordered_cu_seqlens");
+    ULYSSES_ASSIGN_OR_RETURN(const auto cu, cu_span(cu_seqlens, num_cu_seqlens, api));
     const PlanConfig c = to_config(*config);
     ULYSSES_ASSIGN_OR_RETURN(auto got,
-                             balance_packed_sequences(c.parallel, c.attention, c.seqlen,
-                                                      cu_span(cu_seqlens, num_cu_seqlens)));
+                             balance_packed_sequences(c.parallel, c.attention, c.seqlen, cu));
     std::copy(got.order.begin(), got.order.end(), order);
     std::copy(got.cu_seqlens.begin(), got.cu_seqlens.end(), reordered_cu_seqlens);
     return Status::ok();

@@ -170,6 +170,62 @@ TEST(CApi, ShardRangesNeedRoomForEveryRange) {
   EXPECT_NE(std::string(ulysses_last_error()).find("max_ranges"), std::string::npos);
 }
 
+TEST(CApi, CuSeqlensCountsAreTakenAsGivenNotAsNone) {
+  // A count without an array, or a negative count, used to read as "no cu_seqlens": a packed
+  // batch cut like one dense sequence.
+  ulysses_plan_config c;
+  ulysses_plan_config_init(&c);
+  c.strategy = 1;  // ring
+  c.layout = 1;    // thd
+  c.cp = 2;
+  c.seqlen = 48;
+  int64_t ranges[8];
+  int64_t n = -1;
+  EXPECT_EQ(ulysses_shard_token_ranges(&c, 1, nullptr, 3, ranges, 4, &n), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("cu_seqlens is NULL"), std::string::npos)
+      << ulysses_last_error();
+  EXPECT_EQ(n, -1);  // untouched
+  const int32_t cu[3] = {0, 20, 48};
+  EXPECT_EQ(ulysses_shard_token_ranges(&c, 1, cu, -3, ranges, 4, &n), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("num_cu_seqlens is negative"), std::string::npos)
+      << ulysses_last_error();
+  double pairs[2];
+  EXPECT_EQ(ulysses_attention_pairs_by_rank(&c, nullptr, 3, pairs), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("ulysses_attention_pairs_by_rank"),
+            std::string::npos)
+      << ulysses_last_error();
+  // A plan's forward and backward too, before any tensor is read.
+  c.strategy = 0;  // ulysses, one rank
+  c.cp = 1;
+  c.num_heads_q = 2;
+  c.num_heads_kv = 1;
+  c.head_dim = 8;
+  c.dtype = 1;  // fp32
+  c.seqlen = 48;
+  ulysses_comm* comm = nullptr;
+  ulysses_kernel* kernel = nullptr;
+  ulysses_plan* plan = nullptr;
+  ASSERT_EQ(ulysses_loopback_group(1, &comm), ULYSSES_OK);
+  ASSERT_EQ(ulysses_reference_kernel(&kernel), ULYSSES_OK);
+  ASSERT_EQ(ulysses_plan_create(&c, comm, kernel, &plan), ULYSSES_OK) << ulysses_last_error();
+  ulysses_forward_args f;
+  std::memset(&f, 0, sizeof f);
+  f.num_cu_seqlens = 3;
+  EXPECT_EQ(ulysses_plan_forward(plan, &f, nullptr), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("ulysses_plan_forward: cu_seqlens is NULL"),
+            std::string::npos)
+      << ulysses_last_error();
+  ulysses_backward_args b;
+  std::memset(&b, 0, sizeof b);
+  b.num_cu_seqlens = -1;
+  EXPECT_EQ(ulysses_plan_backward(plan, &b, nullptr), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("num_cu_seqlens is negative"), std::string::npos)
+      << ulysses_last_error();
+  ulysses_plan_destroy(plan);
+  ulysses_kernel_destroy(kernel);
+  ulysses_comm_destroy(comm);
+}
+
 TEST(CApi, PositionIdsAndPackedOffsets) {
   ulysses_plan_config c;
   ulysses_plan_config_init(&c);
