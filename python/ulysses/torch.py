@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from . import Communicator, Kernel, Plan, PlanConfig, shard_indices
+from . import Communicator, Kernel, Plan, PlanConfig, _whole_ints, shard_indices
 
 __all__ = ["UlyssesAttention", "shard", "unshard"]
 
@@ -88,7 +88,7 @@ class UlyssesAttention(torch.nn.Module):
         if cu_seqlens is None:
             self._cu = (None, None)
         else:
-            host = [int(x) for x in cu_seqlens]
+            host = _whole_ints(cu_seqlens, "cu_seqlens")
             dev = (torch.tensor(host, dtype=torch.int32, device=q.device)
                    if q.device.type == "cuda" else None)
             self._cu = (host, dev)

@@ -59,6 +59,20 @@ class TorchModuleOnLoopbackRanks(unittest.TestCase):
                     err = (got[r][4] - want[4]).abs().max().item()
                     self.assertLess(err, 1e-5 * max(1.0, want[4].abs().max().item()), "dSinks")
 
+    def test_fractional_cu_seqlens_are_refused_not_floored(self):
+        cfg = ulysses.PlanConfig(num_heads_q=2, num_heads_kv=1, head_dim=8, seqlen=8,
+                                 dtype="fp64", layout="thd")
+        x = torch.zeros((8, 2, 8), dtype=torch.float64)
+        kv = torch.zeros((8, 1, 8), dtype=torch.float64)
+
+        def step(r, comm):
+            attn = ut.UlyssesAttention(cfg, comm, ulysses.reference_kernel())
+            return attn(x, kv, kv, cu_seqlens=[0, 3.5, 8])
+
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            run_ranks(1, step)
+        self.assertIn("cu_seqlens holds 3.5", str(e.exception))
+
 
 if __name__ == "__main__":
     unittest.main()
