@@ -242,10 +242,19 @@ def _tensor(x, name: str) -> _capi.Tensor:
     return t
 
 
+def _address(x: int, what: str) -> int:
+    """An int given as an address: one a pointer holds (ctypes would wrap -1 to 2^64 - 1)."""
+    if not 0 <= x < (1 << 64):
+        raise UlyssesError(1, f"ulysses: {what} is {x}, which is not an address")
+    return x
+
+
 def _pointer(x) -> Optional[int]:
     """The address of a buffer: a tensor, an array, or an int (None: NULL)."""
-    if x is None or isinstance(x, int):
+    if x is None:
         return x
+    if isinstance(x, int):
+        return _address(x, "a buffer address")
     if hasattr(x, "data_ptr"):
         return x.data_ptr()
     if hasattr(x, "__array_interface__"):
@@ -256,8 +265,10 @@ def _pointer(x) -> Optional[int]:
 
 def _stream(stream) -> Optional[int]:
     """A cudaStream_t: None (the legacy default stream), an int, or a torch.cuda.Stream."""
-    if stream is None or isinstance(stream, int):
+    if stream is None:
         return stream
+    if isinstance(stream, int):
+        return _address(stream, "stream")
     return stream.cuda_stream
 
 

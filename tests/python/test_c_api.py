@@ -504,6 +504,16 @@ class Errors(unittest.TestCase):
         self.assertIn("argument 2 is 4294967297", str(e.exception))
         self.assertEqual(len(ulysses.loopback_group(2)), 2)
 
+    def test_addresses_given_as_ints_are_never_wrapped(self):
+        for bad in (-1, 1 << 64):
+            with self.assertRaises(ulysses.UlyssesError) as e:
+                ulysses._pointer(bad)
+            self.assertIn(f"is {bad}, which is not an address", str(e.exception))
+            with self.assertRaises(ulysses.UlyssesError) as e:
+                ulysses._stream(bad)
+            self.assertIn(f"stream is {bad}", str(e.exception))
+        self.assertEqual((ulysses._pointer(0x1000), ulysses._stream(0)), (0x1000, 0))
+
     def test_host_int32_lists_are_never_truncated_or_wrapped(self):
         for bad, what in (([0, 4.5, 8], "4.5"), ([0, 1 << 31], str(1 << 31)),
                           ([0, -(1 << 31) - 1], str(-(1 << 31) - 1))):
