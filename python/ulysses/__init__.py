@@ -117,7 +117,10 @@ def _fill(c, config, ints, flags) -> None:
     for f in ("num_heads_q", "num_heads_kv", "head_dim", "window_left", "window_right") + ints:
         _set_int(c, f, getattr(config, f))
     for f in ("causal", "sinks") + flags:
-        setattr(c, f, 1 if getattr(config, f) else 0)
+        value = getattr(config, f)
+        if isinstance(value, str) or value not in (0, 1):  # (a string such as "false" is truthy)
+            raise UlyssesError(1, f"ulysses: {f} is {value!r}, expected True or False")
+        setattr(c, f, 1 if value else 0)
     # None: the default (0 in the C struct); an explicit value goes to validate() as it is.
     if config.softmax_scale is not None and float(config.softmax_scale) == 0.0:
         raise UlyssesError(1, "ulysses: softmax_scale must be finite and positive (got 0.0; "

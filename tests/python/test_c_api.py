@@ -490,6 +490,14 @@ class Errors(unittest.TestCase):
         self.assertIn("cache_rows is", str(e.exception))
         c = ulysses.PlanConfig(**{**base, "head_dim": 64.0, "seqlen": np.int64(1 << 40)})._c()
         self.assertEqual((c.head_dim, c.seqlen), (64, 1 << 40))
+        # Flags: "false" is a truthy string, not False.
+        for field, value in (("causal", "false"), ("training", 2), ("sinks", None)):
+            with self.subTest(field=field):
+                with self.assertRaises(ulysses.UlyssesError) as e:
+                    ulysses.PlanConfig(**{**base, field: value})._c()
+                self.assertIn(f"{field} is {value!r}, expected True or False", str(e.exception))
+        c = ulysses.PlanConfig(**{**base, "causal": np.bool_(True), "training": 0})._c()
+        self.assertEqual((c.causal, c.training), (1, 0))
 
     def test_int_arguments_are_never_wrapped(self):
         # ctypes would pass 2^32 as 0 and 2^32 + 1 as 1: device 0, rank 1's shard.
