@@ -112,15 +112,20 @@ def _set_int(c, field: str, value) -> None:
                           "API's field holds")
 
 
+def _flag(value, name: str) -> int:
+    """1 or 0 for True or False (NumPy's bools, 0 and 1 too); a string such as "false", which is
+    truthy, or anything else is refused."""
+    if isinstance(value, str) or value not in (0, 1):
+        raise UlyssesError(1, f"ulysses: {name} is {value!r}, expected True or False")
+    return 1 if value else 0
+
+
 def _fill(c, config, ints, flags) -> None:
     """The attention fields and the named int and bool fields of a config struct."""
     for f in ("num_heads_q", "num_heads_kv", "head_dim", "window_left", "window_right") + ints:
         _set_int(c, f, getattr(config, f))
     for f in ("causal", "sinks") + flags:
-        value = getattr(config, f)
-        if isinstance(value, str) or value not in (0, 1):  # (a string such as "false" is truthy)
-            raise UlyssesError(1, f"ulysses: {f} is {value!r}, expected True or False")
-        setattr(c, f, 1 if value else 0)
+        setattr(c, f, _flag(getattr(config, f), f))
     # None: the default (0 in the C struct); an explicit value goes to validate() as it is.
     if config.softmax_scale is not None and float(config.softmax_scale) == 0.0:
         raise UlyssesError(1, "ulysses: softmax_scale must be finite and positive (got 0.0; "
@@ -458,7 +463,8 @@ def reference_kernel() -> Kernel:
 def cudnn_kernel(device: int, deterministic: bool = False) -> Kernel:
     """cuDNN's fused attention on `device` (bf16/fp16)."""
     out = ctypes.c_void_p()
-    _check(_lib.ulysses_cudnn_kernel(device, 1 if deterministic else 0, ctypes.byref(out)))
+    _check(_lib.ulysses_cudnn_kernel(device, _flag(deterministic, "deterministic"),
+                                     ctypes.byref(out)))
     return Kernel(out.value)
 
 

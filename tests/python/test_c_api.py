@@ -498,6 +498,9 @@ class Errors(unittest.TestCase):
                 self.assertIn(f"{field} is {value!r}, expected True or False", str(e.exception))
         c = ulysses.PlanConfig(**{**base, "causal": np.bool_(True), "training": 0})._c()
         self.assertEqual((c.causal, c.training), (1, 0))
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses.cudnn_kernel(0, deterministic="no")
+        self.assertIn("deterministic is 'no'", str(e.exception))
 
     def test_int_arguments_are_never_wrapped(self):
         # ctypes would pass 2^32 as 0 and 2^32 + 1 as 1: device 0, rank 1's shard.
