@@ -98,13 +98,20 @@ def _enum(table: dict, value, name: str) -> int:
     return table[value]
 
 
-def _set_int(c, field: str, value) -> None:
-    """c.field = value, a whole number its C type holds (ctypes would truncate or wrap it)."""
+def _whole(value) -> Optional[int]:
+    """value as an int if it is a whole number (3, 3.0, NumPy's ints), else None (3.5, "3",
+    None): what int() alone would floor or parse."""
     try:
         i = int(value)
     except (TypeError, ValueError):
-        i = None
-    if i is not None and i == value:
+        return None
+    return i if i == value else None
+
+
+def _set_int(c, field: str, value) -> None:
+    """c.field = value, a whole number its C type holds (ctypes would truncate or wrap it)."""
+    i = _whole(value)
+    if i is not None:
         setattr(c, field, i)
         if getattr(c, field) == i:
             return
@@ -328,11 +335,8 @@ def _whole_ints(values, name: str, bits: int = 32) -> list:
     truncated or wrapped)."""
     out = []
     for v in values:
-        try:
-            i = int(v)
-        except (TypeError, ValueError):
-            i = None
-        if i is None or i != v or not -(1 << (bits - 1)) <= i < (1 << (bits - 1)):
+        i = _whole(v)
+        if i is None or not -(1 << (bits - 1)) <= i < (1 << (bits - 1)):
             raise UlyssesError(1, f"ulysses: {name} holds {v!r}, which is not an int{bits} value")
         out.append(i)
     return out
