@@ -57,6 +57,68 @@ TEST(Sharding, GatherSequenceRoundTripsStampedData) {
   }
 }
 
+// Each helper refuses a mismatch by name before it reads or writes a byte: the destination is
+// poisoned and must stay so.
+TEST(Sharding, HelpersRefuseMismatchesByNameBeforeMovingData) {
+  HostTensor src(DType::kFloat32, {2, 4, 3}), dst(DType::kFloat32, {2, 4, 3});
+  std::mt19937_64 rng(testing::fresh_seed());
+  testing::fill_uniform(src, rng);
+  testing::poison(dst);
+  const HostTensor poisoned = dst;
+  auto refused = [&](const Status& st, const std::string& argument, const std::string& what) {
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+    EXPECT_NE(st.message().find(argument), std::string::npos) << st.to_string();
+    EXPECT_NE(st.message().find(what), std::string::npos) << st.to_string();
+    EXPECT_BITWISE_EQ(poisoned, dst, argument + " " + what);
+  };
+  HostTensor longer(DType::kFloat32, {2, 5, 3});
+  refused(copy_tensor(dst.view, longer.view), "dst", "another shape");
+  HostTensor half(DType::kBFloat16, {2, 4, 3});
+  refused(copy_tensor(dst.view, half.view), "dst", "another dtype");
+  TensorView on_gpu = src.view;
+  on_gpu.device = Device::cuda(0);
+  refused(copy_tensor(dst.view, on_gpu), "dst/src", "cuda:0");
+  ASSERT_TRUE(copy_tensor(dst.view, src.view).is_ok());
+  EXPECT_BITWISE_EQ(src, dst, "copy_tensor");
+
+  // cu_seqlens: too short, and decreasing (position ids of packed tokens).
+  Status short_cu =
+      shard_position_ids(Layout::kTHD, 8, std::vector<std::int32_t>{0}, 2, 0).status();
+  EXPECT_EQ(short_cu.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(short_cu.message().find("cu_seqlens is too short"), std::string::npos)
+      << short_cu.to_string();
+  Status decreasing =
+      shard_position_ids(Layout::kTHD, 8, std::vector<std::int32_t>{0, 5, 3, 8}, 2, 0).status();
+  EXPECT_NE(decreasing.message().find("cu_seqlens[2]"), std::string::npos)
+      << decreasing.to_string();
+  EXPECT_NE(decreasing.message().find("decreases"), std::string::npos) << decreasing.to_string();
+
+  // gather_sequence: checked on one rank alone, so a check that let the call through would hang
+  // in the all-gather until the loopback's timeout instead of returning at once.
+  auto comms = create_loopback_group(2).value();
+  HostTensor global(DType::kFloat32, {2, 8, 3});
+  testing::poison(global);
+  const HostTensor global_poisoned = global;
+  std::vector<unsigned char> scratch(static_cast<std::size_t>(global.numel()) * 4);
+  Status no_scratch = gather_sequence(*comms[0], src.view, global.view, 1, ParallelConfig{.cp = 2},
+                                      nullptr, nullptr);
+  EXPECT_EQ(no_scratch.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(no_scratch.message().find("scratch is null"), std::string::npos)
+      << no_scratch.to_string();
+  Status other_cp = gather_sequence(*comms[0], src.view, global.view, 1, ParallelConfig{.cp = 4},
+                                    scratch.data(), nullptr);
+  EXPECT_NE(other_cp.message().find("parallel.cp"), std::string::npos) << other_cp.to_string();
+  struct OnGpu : ForwardingCommunicator {
+    using ForwardingCommunicator::ForwardingCommunicator;
+    Device device() const override { return Device::cuda(0); }
+  } on_device(*comms[0]);
+  Status device_comm = gather_sequence(on_device, src.view, global.view, 1, ParallelConfig{.cp = 2},
+                                       scratch.data(), nullptr);
+  EXPECT_EQ(device_comm.code(), StatusCode::kUnsupported) << device_comm.to_string();
+  EXPECT_NE(device_comm.message().find("host communicator"), std::string::npos);
+  EXPECT_BITWISE_EQ(global_poisoned, global, "gather_sequence refused");
+}
+
 TEST(Sharding, PositionIds) {
   auto bshd = shard_position_ids(Layout::kBSHD, 12, {}, 3, 2);
   ASSERT_TRUE(bshd.is_ok());
