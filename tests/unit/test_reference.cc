@@ -485,6 +485,71 @@ TEST(Reference, CausalFirstRowCopiesFirstValue) {
   }
 }
 
+// What a pluggable kernel is handed is checked against the problem before it runs: each
+// inconsistency is refused by name (the same checks guard cuDNN's kernel).
+TEST(Reference, BadLocalProblemsAreNamed) {
+  auto kernel = make_reference_attention();
+  const AttentionConfig cfg{.num_heads_q = 4, .num_heads_kv = 2, .head_dim = 4};
+  const LocalProblem good = LocalProblem::unsharded(cfg, DType::kFloat64, 1, 8, false);
+  ASSERT_TRUE(kernel->check_support(good).is_ok());
+  auto expect = [](const Status& s, std::initializer_list<std::string_view> needles) {
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+    for (auto n : needles) EXPECT_NE(s.message().find(n), std::string::npos) << s.message();
+  };
+  auto with = [&](auto change) {
+    LocalProblem p = good;
+    change(p);
+    return kernel->check_support(p);
+  };
+  expect(with([](LocalProblem& p) {
+           p.varlen = true;
+           p.batch = 2;
+         }),
+         {"batch", "must be 1 for a packed"});
+  expect(with([](LocalProblem& p) {
+           p.head_offset_q = 2;
+           p.num_heads_q_local = 3;
+         }),
+         {"query head slice", "[2, 5)", "inside [0, 4)"});
+  expect(with([](LocalProblem& p) { p.num_heads_kv_local = 0; }),
+         {"key/value head slice", "[0, 0)", "inside [0, 2)"});
+  // Query heads 2..3 use KV head 1; a slice of KV head 0 alone does not hold it.
+  expect(with([](LocalProblem& p) {
+           p.head_offset_q = 2;
+           p.num_heads_q_local = 2;
+           p.num_heads_kv_local = 1;
+         }),
+         {"does not hold the heads the query slice uses", "[0, 1)", "covering [1, 2)"});
+  expect(with([](LocalProblem& p) {
+           p.varlen = true;
+           p.seqlen_kv = 16;
+         }),
+         {"seqlen_kv / diagonal_offset", "16 / 0"});
+  expect(with([](LocalProblem& p) { p.grad_kv_dtype = DType::kBFloat16; }),
+         {"grad_kv_dtype", "bf16", "fp64 or fp32"});
+
+  // Views: a tensor on another device than the kernel's, and cu_seqlens beside VarlenRows.
+  HostTensor q(DType::kFloat64, {1, 8, 4, 4}), kv(DType::kFloat64, {1, 8, 2, 4});
+  HostTensor o(DType::kFloat64, {1, 8, 4, 4});
+  TensorView k_on_gpu = kv.view;
+  k_on_gpu.device = Device::cuda(0);
+  expect(kernel->forward(good, {.q = q.view, .k = k_on_gpu, .v = kv.view, .o = o.view}, nullptr),
+         {"k", "is on the wrong device", "cuda:0", "host"});
+  LocalProblem rows = LocalProblem::unsharded(cfg, DType::kFloat64, 1, 8, true);
+  rows.varlen_rows = true;
+  const std::vector<std::int32_t> cu{0, 8}, begin{0}, len{8};
+  expect(
+      kernel->forward(rows,
+                      {.q = q.view,
+                       .k = kv.view,
+                       .v = kv.view,
+                       .o = o.view,
+                       .cu_seqlens = cu,
+                       .rows = {.q_begin = begin, .q_len = len, .kv_begin = begin, .kv_len = len}},
+                      nullptr),
+      {"cu_seqlens", "is given with varlen_rows"});
+}
+
 }  // namespace
 }  // namespace ulysses
 
