@@ -919,6 +919,10 @@ TEST(DecodeConfig, InvalidFieldsAreNamed) {
   expect_error(with([](DecodeConfig& c) { c.page_size = std::int64_t{1} << 31; }),
                StatusCode::kInvalidArgument, "page_size is too large");
   EXPECT_TRUE(with([](DecodeConfig& c) { c.page_size = 4; }).is_ok());
+  // The pieces' query rows are addressed with int32: batch 2 * (max_splits 16 + 3 * max_segments
+  // 2) * 2^26 query tokens is past int32 / 4 query heads.
+  expect_error(with([](DecodeConfig& c) { c.query_tokens = std::int64_t{1} << 26; }),
+               StatusCode::kInvalidArgument, "too large for int32 row offsets");
 }
 
 TEST(DecodeConfig, SplitKernelNames) {
@@ -941,6 +945,17 @@ class NoLse final : public LocalAttention {
     return Status::ok();
   }
 };
+
+TEST(DecodeCreate, KernelOnAnotherDeviceThanTheCommunicatorIsNamed) {
+  auto kernel = make_reference_attention();  // host
+  auto comms = create_loopback_group(1).value();
+  struct OnGpu : ForwardingCommunicator {
+    using ForwardingCommunicator::ForwardingCommunicator;
+    Device device() const override { return Device::cuda(0); }
+  } on_gpu(*comms[0]);
+  expect_error(DistributedDecode::create(small_config(), on_gpu, *kernel).status(),
+               StatusCode::kInvalidArgument, "kernel runs on another device");
+}
 
 TEST(DecodeCreate, RanksThatDisagreeAllFail) {
   auto kernel = make_reference_attention();
