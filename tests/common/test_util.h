@@ -72,6 +72,13 @@ inline HostTensor convert(const HostTensor& src, DType dtype) {
   return out;
 }
 
+// `inner` (a host communicator) reporting a GPU as its device: reaches the refusals of device
+// communicators without one.
+struct ClaimsGpu final : ForwardingCommunicator {
+  using ForwardingCommunicator::ForwardingCommunicator;
+  Device device() const override { return Device::cuda(0); }
+};
+
 struct Mismatch {
   std::int64_t count = 0;
   std::int64_t first = -1;

@@ -949,10 +949,7 @@ class NoLse final : public LocalAttention {
 TEST(DecodeCreate, KernelOnAnotherDeviceThanTheCommunicatorIsNamed) {
   auto kernel = make_reference_attention();  // host
   auto comms = create_loopback_group(1).value();
-  struct OnGpu : ForwardingCommunicator {
-    using ForwardingCommunicator::ForwardingCommunicator;
-    Device device() const override { return Device::cuda(0); }
-  } on_gpu(*comms[0]);
+  testing::ClaimsGpu on_gpu(*comms[0]);
   expect_error(DistributedDecode::create(small_config(), on_gpu, *kernel).status(),
                StatusCode::kInvalidArgument, "kernel runs on another device");
 }

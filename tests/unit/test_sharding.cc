@@ -108,10 +108,7 @@ TEST(Sharding, HelpersRefuseMismatchesByNameBeforeMovingData) {
   Status other_cp = gather_sequence(*comms[0], src.view, global.view, 1, ParallelConfig{.cp = 4},
                                     scratch.data(), nullptr);
   EXPECT_NE(other_cp.message().find("parallel.cp"), std::string::npos) << other_cp.to_string();
-  struct OnGpu : ForwardingCommunicator {
-    using ForwardingCommunicator::ForwardingCommunicator;
-    Device device() const override { return Device::cuda(0); }
-  } on_device(*comms[0]);
+  testing::ClaimsGpu on_device(*comms[0]);
   Status device_comm = gather_sequence(on_device, src.view, global.view, 1, ParallelConfig{.cp = 2},
                                        scratch.data(), nullptr);
   EXPECT_EQ(device_comm.code(), StatusCode::kUnsupported) << device_comm.to_string();
