@@ -9,9 +9,6 @@ cd "$(dirname "$0")/.."
 scripts/install_deps.sh
 kinds=("$@")
 [[ ${#kinds[@]} -eq 0 ]] && kinds=(asan tsan)
-extra=()
-[[ "${CI:-}" == "true" ]] && extra+=(-DULYSSES_WERROR=ON)
-command -v python3 >/dev/null && extra+=("-DPython3_EXECUTABLE=$(command -v python3)")
 for kind in "${kinds[@]}"; do
   case "$kind" in
     asan) sanitizers=address,undefined ;;
@@ -20,9 +17,8 @@ for kind in "${kinds[@]}"; do
   esac
   dir="build-$kind"
   echo "== $kind: -fsanitize=$sanitizers in $dir/"
-  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DULYSSES_CUDA=OFF \
-    "-DULYSSES_SANITIZE=$sanitizers" "${extra[@]}" >/dev/null
-  cmake --build "$dir" -j "$(nproc)"
+  ULYSSES_BUILD_DIR="$dir" scripts/build.sh -DCMAKE_BUILD_TYPE=RelWithDebInfo -DULYSSES_CUDA=OFF \
+    "-DULYSSES_SANITIZE=$sanitizers"
   (cd "$dir" && ASAN_OPTIONS="${ASAN_OPTIONS:-detect_stack_use_after_return=1}" \
      UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}" TSAN_OPTIONS="${TSAN_OPTIONS:-second_deadlock_stack=1}" \
      ctest --output-on-failure -j "$(nproc)" -L unit --timeout 1800)
