@@ -234,8 +234,9 @@ fi
 if [[ $mode == python ]]; then  # the Python package from torchrun, one process per GPU
   py=${PYTHON:-/opt/torch/.venv/bin/python3}
   export PYTHONPATH="$PWD/python" ULYSSES_LIBRARY="$PWD/$BIN/libulysses_c.so"
-  for args in "--seq 8192" "--seq 32768" "--seq 131072" "--seq 32768 --strategy ring" \
-              "--seq 32768 --strategy allgather" \
+  # (--comm torch, the default: PyTorch's NCCL communicator; --comm ulysses: one of ulysses' own)
+  for args in "--seq 8192" "--seq 8192 --comm ulysses" "--seq 32768" "--seq 131072" \
+              "--seq 32768 --strategy ring" "--seq 32768 --strategy allgather" \
               "--seq 32768 --payload fp8"; do
     run "torchrun${args//[- ]/_}" 300 "$py" -m torch.distributed.run --nproc_per_node="$ngpu" \
       python/examples/torchrun_attention.py $args

@@ -4,10 +4,11 @@
 
 Every rank builds the same random global q, k, v, dO (same seed), keeps its shard
 (ulysses.torch.shard: contiguous for ulysses, zigzag for ring/hybrid), runs forward and backward
-through ulysses.torch.UlyssesAttention on an NCCL communicator of its own (the unique id travels over
-torch.distributed), and gathers the outputs. Rank 0 compares them with PyTorch's
-scaled_dot_product_attention on the whole sequence and prints the step time. Exit code 1 if the
-difference exceeds a few bf16 ulps of the largest value.
+through ulysses.torch.UlyssesAttention on PyTorch's own NCCL communicator (`--comm torch`, the
+default: ulysses.torch.communicator_from_process_group) or on one of ulysses' own (`--comm
+ulysses`: non-blocking, its unique id sent over torch.distributed), and gathers the outputs. Rank 0
+compares them with PyTorch's scaled_dot_product_attention on the whole sequence and prints the step
+time. Exit code 1 if the difference exceeds a few bf16 ulps of the largest value.
 """
 
 import argparse
@@ -34,6 +35,9 @@ def main():
     p.add_argument("--saved", default="heads", choices=["heads", "lse"])
     p.add_argument("--payload", default="native", choices=["native", "fp8"])
     p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--comm", default="torch", choices=["torch", "ulysses"],
+                   help="torch: PyTorch's NCCL communicator of the world group; ulysses: one of "
+                        "ulysses' own (non-blocking, every wait bounded)")
     a = p.parse_args()
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -41,9 +45,12 @@ def main():
     torch.cuda.set_device(device)
     dist.init_process_group("nccl", device_id=torch.device("cuda", device))
 
-    uid = [ulysses.nccl_unique_id() if rank == 0 else None]
-    dist.broadcast_object_list(uid, src=0)
-    comm = ulysses.nccl_communicator(uid[0], world, rank, device)
+    if a.comm == "torch":
+        comm = ut.communicator_from_process_group(device=device)
+    else:
+        uid = [ulysses.nccl_unique_id() if rank == 0 else None]
+        dist.broadcast_object_list(uid, src=0)
+        comm = ulysses.nccl_communicator(uid[0], world, rank, device)
     cfg = ulysses.PlanConfig(num_heads_q=a.heads, num_heads_kv=a.kv_heads, head_dim=a.head_dim,
                              causal=True, strategy=a.strategy, cp=world,
                              ulysses_degree=a.ulysses_degree, seqlen=a.seq, dtype="bf16",
@@ -86,7 +93,8 @@ def main():
             ok &= err <= tol
             print(f"{name}: max |ulysses - torch SDPA| = {err:.3e} (tolerance {tol:.3e})")
         flops = 3.5 * 4 * a.seq * a.seq * a.heads * a.head_dim / 2  # causal, backward = 2.5x
-        print(f"{a.strategy} cp={world} seq={a.seq}: {ms:.2f} ms per forward+backward, "
+        print(f"{a.strategy} cp={world} seq={a.seq} comm={a.comm}: {ms:.2f} ms per forward+"
+              "backward, "
               f"{flops / (ms * 1e-3) / world / 1e12:.0f} TFLOP/s per GPU -> {'PASS' if ok else 'FAIL'}")
     else:
         ok = True

@@ -36,6 +36,7 @@ __all__ = [
     "peer_copy_group",
     "nccl_unique_id",
     "nccl_communicator",
+    "wrap_nccl_communicator",
     "reference_kernel",
     "cudnn_kernel",
     "shard_token_ranges",
@@ -428,6 +429,24 @@ def nccl_communicator(unique_id: bytes, size: int, rank: int, device: int,
     _check(_lib.ulysses_nccl_communicator(unique_id, size, rank, device, timeout_ms,
                                           ctypes.byref(out)))
     return Communicator(out.value)
+
+
+def wrap_nccl_communicator(nccl_comm: int, device: int, timeout_ms: int = 0,
+                           owner: object = None) -> Communicator:
+    """A communicator over an NCCL communicator the caller already has: `nccl_comm` is its
+    ncclComm_t as an integer, created on CUDA device `device` (ulysses.torch's
+    communicator_from_process_group() takes PyTorch's). ulysses never destroys it: keep it alive
+    as long as the Communicator and its plans (`owner`, if given, is kept alive by the
+    Communicator for that)."""
+    if not isinstance(nccl_comm, int) or isinstance(nccl_comm, bool):
+        raise UlyssesError(1, "ulysses.wrap_nccl_communicator: nccl_comm is "
+                              f"{type(nccl_comm).__name__}, expected an int (the ncclComm_t)")
+    out = ctypes.c_void_p()
+    _check(_lib.ulysses_nccl_wrap(ctypes.c_void_p(nccl_comm), device, timeout_ms,
+                                  ctypes.byref(out)))
+    comm = Communicator(out.value)
+    comm._owner = owner
+    return comm
 
 
 class Kernel(_Handle):

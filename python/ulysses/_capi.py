@@ -166,6 +166,7 @@ def load(refuse):
             c_int,
             [ctypes.c_char_p, c_int, c_int, c_int, ctypes.c_int64, p_comm],
         ),
+        "ulysses_nccl_wrap": (c_int, [c_void_p, c_int, ctypes.c_int64, p_comm]),
         "ulysses_comm_rank": (c_int, [c_void_p]),
         "ulysses_comm_size": (c_int, [c_void_p]),
         "ulysses_comm_device": (c_int, [c_void_p]),

@@ -236,6 +236,20 @@ int ulysses_nccl_communicator(const uint8_t id[128], int size, int rank, int dev
   });
 }
 
+int ulysses_nccl_wrap(void* nccl_comm, int device, int64_t timeout_ms, ulysses_comm** comm) {
+  return guarded([&]() -> Status {
+    constexpr std::string_view api = "ulysses_nccl_wrap";
+    if (nccl_comm == nullptr) return null_arg(api, "nccl_comm");
+    if (comm == nullptr) return null_arg(api, "comm");
+    NcclOptions options;
+    if (timeout_ms > 0) options.timeout = std::chrono::milliseconds(timeout_ms);
+    ULYSSES_ASSIGN_OR_RETURN(
+        auto c, wrap_nccl_communicator(static_cast<ncclComm*>(nccl_comm), device, options));
+    *comm = new ulysses_comm{std::move(c)};
+    return Status::ok();
+  });
+}
+
 int ulysses_comm_rank(const ulysses_comm* comm) { return comm ? comm->comm->rank() : -1; }
 int ulysses_comm_size(const ulysses_comm* comm) { return comm ? comm->comm->size() : -1; }
 int ulysses_comm_device(const ulysses_comm* comm) {

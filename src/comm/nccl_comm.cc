@@ -396,9 +396,21 @@ Result<std::unique_ptr<Communicator>> create_nccl_communicator(const NcclUniqueI
 
 Result<std::unique_ptr<Communicator>> wrap_nccl_communicator(ncclComm* comm, int device,
                                                              NcclOptions options) {
+  constexpr std::string_view api = "ulysses::wrap_nccl_communicator";
   if (comm == nullptr) {
-    return detail::arg_error("ulysses::wrap_nccl_communicator", "comm", "is null", "nullptr",
-                             "an initialised ncclComm_t");
+    return detail::arg_error(api, "comm", "is null", "nullptr", "an initialised ncclComm_t");
+  }
+  const int n = cuda_device_count();
+  if (device < 0 || device >= n) {
+    return detail::arg_error(api, "device", "is not a visible CUDA device", device,
+                             str_cat("0..", n - 1, " (", n, " visible)"));
+  }
+  // The device the communicator was created on (a framework's comm for another GPU would run
+  // ulysses' exchanges on the wrong device's streams).
+  int comm_device = -1;
+  if (ncclCommCuDevice(comm, &comm_device) == ncclSuccess && comm_device != device) {
+    return detail::arg_error(api, "device", "is not the communicator's device", device,
+                             str_cat(comm_device, " (ncclCommCuDevice)"));
   }
   return std::unique_ptr<Communicator>(std::make_unique<NcclComm>(comm, false, device, options));
 }

@@ -396,6 +396,21 @@ class Errors(unittest.TestCase):
         if ulysses.built_with_cuda():
             self.assertIn("create_cudnn_attention", str(e.exception))
 
+    def test_wrapped_nccl_communicator_arguments_are_checked(self):
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses.wrap_nccl_communicator(0, 0)  # NULL
+        self.assertEqual(e.exception.code, "INVALID_ARGUMENT")
+        self.assertIn("nccl_comm is NULL", str(e.exception))
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses.wrap_nccl_communicator("comm", 0)
+        self.assertIn("expected an int", str(e.exception))
+        # A device no machine has: refused before the (fake) communicator is read.
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses.wrap_nccl_communicator(0x1000, 1 << 20)
+        expected = "INVALID_ARGUMENT" if ulysses.built_with_cuda() else "UNSUPPORTED"
+        self.assertEqual(e.exception.code, expected)
+        self.assertIn("wrap_nccl_communicator", str(e.exception))
+
     def test_out_of_range_enum_is_named_by_the_library(self):
         cfg = ulysses.PlanConfig(num_heads_q=2, num_heads_kv=1, head_dim=8, seqlen=8,
                                  dtype="fp32", strategy=7)

@@ -227,6 +227,39 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
         for name, g, w in zip(("O", "dQ", "dK", "dV"), got, want):
             self.assertTrue(torch.equal(g, w), f"{name} differs from the loopback run")
 
+    def test_module_on_pytorchs_own_nccl_communicator(self):
+        """A one-rank NCCL process group's communicator through
+        ulysses.torch.communicator_from_process_group (PyTorch's blocking one, not a second of
+        ulysses' own): the same bits as the loopback's; a group without NCCL refused by name."""
+        import os
+        import tempfile
+
+        import torch.distributed as dist
+
+        q, k, v, d_o = self.inputs()
+        (want,) = run_ranks(ulysses.device_loopback_group(1),
+                            lambda r, c: step_module(self.config(cp=1), c, q, k, v, d_o))
+        with self.assertRaises(ulysses.UlyssesError) as e:  # before init_process_group
+            ut.communicator_from_process_group()
+        self.assertIn("not initialised", str(e.exception))
+        with tempfile.TemporaryDirectory() as tmp:
+            store = dist.FileStore(os.path.join(tmp, "store"), 1)
+            dist.init_process_group("nccl", store=store, rank=0, world_size=1)
+            try:
+                comm = ut.communicator_from_process_group()
+                self.assertEqual((comm.rank, comm.size, comm.device), (0, 1, 0))
+                (got,) = run_ranks([comm], lambda r, c: step_module(self.config(cp=1), c, q, k, v,
+                                                                    d_o))
+                for name, g, w in zip(("O", "dQ", "dK", "dV"), got, want):
+                    self.assertTrue(torch.equal(g, w), f"{name} differs from the loopback run")
+                gloo = dist.new_group([0], backend="gloo")
+                with self.assertRaises(ulysses.UlyssesError) as e:
+                    ut.communicator_from_process_group(gloo)
+                self.assertIn("communicator_from_process_group", str(e.exception))
+                del comm
+            finally:
+                dist.destroy_process_group()
+
     def test_ring_cp2_zigzag_close_to_one_rank(self):
         q, k, v, d_o = self.inputs()
         (want,) = run_ranks(ulysses.device_loopback_group(1),

@@ -96,6 +96,25 @@ TEST(CApi, NullArgumentsAreNamedNotDereferenced) {
   ulysses_plan_destroy(nullptr);
 }
 
+TEST(CApi, WrappingAnNcclCommunicatorChecksItsArguments) {
+  ulysses_comm* comm = nullptr;
+  EXPECT_EQ(ulysses_nccl_wrap(nullptr, 0, 0, &comm), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("nccl_comm is NULL"), std::string::npos)
+      << ulysses_last_error();
+  EXPECT_EQ(comm, nullptr);
+  int not_a_comm = 0;  // never dereferenced: every check below comes before the communicator's
+  EXPECT_EQ(ulysses_nccl_wrap(&not_a_comm, 0, 0, nullptr), ULYSSES_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(ulysses_last_error()).find("comm is NULL"), std::string::npos)
+      << ulysses_last_error();
+  // A device no machine has is refused by name (a build without CUDA refuses every device).
+  EXPECT_EQ(ulysses_nccl_wrap(&not_a_comm, 1 << 20, 0, &comm),
+            ulysses_built_with_cuda() ? ULYSSES_INVALID_ARGUMENT : ULYSSES_UNSUPPORTED);
+  const std::string error = ulysses_last_error();
+  EXPECT_NE(error.find(ulysses_built_with_cuda() ? "device" : "CUDA"), std::string::npos) << error;
+  EXPECT_NE(error.find("wrap_nccl_communicator"), std::string::npos) << error;
+  EXPECT_EQ(comm, nullptr);
+}
+
 TEST(CApi, LastErrorIsPerThreadAndClearedBySuccess) {
   std::string other;
   std::thread t([&] {
