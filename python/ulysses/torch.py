@@ -57,10 +57,18 @@ def communicator_from_process_group(group=None, device=None, timeout_ms: int = 0
                               "which gives no NCCL communicator (expected ProcessGroupNCCL with "
                               f"_comm_ptr(); PyTorch {torch.__version__}); "
                               "ulysses.nccl_communicator makes one of ulysses' own")
-    ptr = comm_ptr()
+
+    def current_ptr():  # PyTorch answers for its current device; 0 (or an error) before it has one
+        with torch.cuda.device(device):
+            try:
+                return comm_ptr()
+            except RuntimeError:
+                return 0
+
+    ptr = current_ptr()
     if not ptr:
         dist.all_reduce(torch.zeros(1, device=cuda), group=group)
-        ptr = comm_ptr()
+        ptr = current_ptr()
     if not ptr:
         raise UlyssesError(4, f"{api}: PyTorch made no NCCL communicator for the group on device "
                               f"{device}, even after a collective")
