@@ -2,6 +2,7 @@
 // too: a device listed twice holds two ranks): data movement bit-exact, Ulysses against
 // the single-GPU cuDNN run, mesh splits, and the timeout path (a peer that never calls).
 #include <gtest/gtest.h>
+#include <nccl.h>
 
 #include <algorithm>
 #include <atomic>
@@ -497,6 +498,39 @@ TEST(Nccl, ForwardingWrappersSeeThroughToTheNcclCommunicator) {
       << refused.status().message();
   cudaFree(d);
   cudaStreamDestroy(s);
+}
+
+TEST(Nccl, WrappedCommunicatorsAreTheCallersOnTheirOwnDevices) {
+  // A framework's communicators (here blocking ones from ncclCommInitAll, as PyTorch's are)
+  // wrapped: bit-exact exchanges through them, a device that is not the communicator's refused by
+  // name, and the caller's to destroy afterwards (ulysses does not own them). One GPU is enough.
+  ULYSSES_REQUIRE_GPUS(1);
+  const int n = cuda_device_count();
+  std::vector<ncclComm_t> raw(static_cast<std::size_t>(n));
+  std::vector<int> devices(static_cast<std::size_t>(n));
+  for (int r = 0; r < n; ++r) devices[static_cast<std::size_t>(r)] = r;
+  ASSERT_EQ(ncclCommInitAll(raw.data(), n, devices.data()), ncclSuccess);
+  {
+    std::vector<std::unique_ptr<Communicator>> comms;
+    for (int r = 0; r < n; ++r) {
+      auto c = wrap_nccl_communicator(raw[static_cast<std::size_t>(r)], r);
+      ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+      comms.push_back(std::move(c).value());
+    }
+    expect_all_to_all_bit_exact(comms);
+    expect_all_to_all_bit_exact(comms, /*uniform=*/true);
+  }  // the wrappers are gone; the communicators are not
+  auto invisible = wrap_nccl_communicator(raw[0], n);
+  EXPECT_EQ(invisible.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(invisible.status().message().find("not a visible CUDA device"), std::string::npos)
+      << invisible.status().message();
+  if (n >= 2) {
+    auto other = wrap_nccl_communicator(raw[0], 1);
+    EXPECT_EQ(other.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(other.status().message().find("not the communicator's device"), std::string::npos)
+        << other.status().message();
+  }
+  for (ncclComm_t c : raw) EXPECT_EQ(ncclCommDestroy(c), ncclSuccess);
 }
 
 TEST(Nccl, APeerThatNeverCallsEndsInTimeoutNotAHang) {
