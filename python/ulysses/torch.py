@@ -1,10 +1,9 @@
 """PyTorch integration: UlyssesAttention, an autograd module over one rank's Plan.
 
-    comm = ulysses.torch.communicator_from_process_group(cp_group)  # PyTorch's NCCL communicator
     attn = ulysses.torch.UlyssesAttention(
         ulysses.PlanConfig(num_heads_q=32, num_heads_kv=8, head_dim=128, causal=True,
                            cp=cp, seqlen=131072, dtype="bf16"),
-        comm, ulysses.cudnn_kernel(device))
+        cp_group)        # exchanges over PyTorch's NCCL communicator of the group, cuDNN kernel
     o = attn(q, k, v)        # this rank's shard [B, S/cp, H, D]; o.backward(...) fills q.grad, ...
 
 Work is enqueued on PyTorch's current stream. The workspace is one uint8 tensor per module, reused
@@ -19,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from . import (Communicator, Kernel, Plan, PlanConfig, UlyssesError, _whole_ints, shard_indices,
-               wrap_nccl_communicator)
+from . import (Communicator, Kernel, Plan, PlanConfig, UlyssesError, _whole_ints, cudnn_kernel,
+               reference_kernel, shard_indices, wrap_nccl_communicator)
 
 __all__ = ["UlyssesAttention", "communicator_from_process_group", "shard", "unshard"]
 
@@ -33,8 +32,10 @@ def communicator_from_process_group(group=None, device=None, timeout_ms: int = 0
     each exchange costs ~13 us of host time instead of the ~150-190 us of ulysses' own
     non-blocking communicators (ulysses.nccl_communicator). Collective over the group when
     PyTorch has not made the communicator yet (it makes it at the group's first collective: this
-    runs one, an all_reduce of one element). The Communicator keeps the group alive; on a
-    timeout ulysses aborts PyTorch's communicator with its own."""
+    runs one, an all_reduce of one element). The Communicator keeps the group object alive, but
+    destroy_process_group() frees PyTorch's communicator whatever holds the group: drop the
+    Communicator and the plans made with it first. On a timeout ulysses aborts PyTorch's
+    communicator with its own."""
     import torch.distributed as dist
 
     api = "ulysses.torch.communicator_from_process_group"
@@ -112,10 +113,19 @@ class _Attention(torch.autograd.Function):
 
 class UlyssesAttention(torch.nn.Module):
     """Context-parallel attention on this rank's shard. Collective: every rank of the
-    communicator constructs it with the same config and calls it in the same order."""
+    communicator constructs it with the same config and calls it in the same order.
 
-    def __init__(self, config: PlanConfig, comm: Communicator, kernel: Kernel):
+    `comm`: a ulysses Communicator, or a torch.distributed process group of the NCCL backend, whose
+    NCCL communicator then carries the exchanges (communicator_from_process_group, on the current
+    CUDA device). `kernel`: None takes cuDNN on the communicator's device (the host reference kernel
+    on a host communicator)."""
+
+    def __init__(self, config: PlanConfig, comm, kernel: Kernel = None):
         super().__init__()
+        if not isinstance(comm, Communicator):
+            comm = communicator_from_process_group(comm)
+        if kernel is None:
+            kernel = cudnn_kernel(comm.device) if comm.device >= 0 else reference_kernel()
         self.plan = Plan(config, comm, kernel)
         self._ws = None
         self._cu = (None, None)

@@ -39,7 +39,12 @@ def run_ranks(comms, fn):
 
 def step_module(cfg, comm, q, k, v, d_o):
     """Forward and backward through the autograd module (one rank: the whole sequence)."""
-    attn = ut.UlyssesAttention(cfg, comm, ulysses.cudnn_kernel(0, deterministic=True))
+    return step_attn(ut.UlyssesAttention(cfg, comm, ulysses.cudnn_kernel(0, deterministic=True)),
+                     q, k, v, d_o)
+
+
+def step_attn(attn, q, k, v, d_o):
+    """Forward and backward through a module: O, dQ, dK, dV."""
     q, k, v = (x.detach().clone().requires_grad_() for x in (q, k, v))
     o = attn(q, k, v)
     o.backward(d_o)
@@ -252,12 +257,24 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
                                                                     d_o))
                 for name, g, w in zip(("O", "dQ", "dK", "dV"), got, want):
                     self.assertTrue(torch.equal(g, w), f"{name} differs from the loopback run")
+                # The group itself in place of a Communicator: the same bits.
+                deterministic = ulysses.cudnn_kernel(0, deterministic=True)
+                got = step_attn(ut.UlyssesAttention(self.config(cp=1), dist.group.WORLD,
+                                                    deterministic), q, k, v, d_o)
+                for name, g, w in zip(("O", "dQ", "dK", "dV"), got, want):
+                    self.assertTrue(torch.equal(g, w), f"{name} differs (group as comm)")
+                # And no kernel: cuDNN's by default (its backward need not be deterministic).
+                o = ut.UlyssesAttention(self.config(cp=1), dist.group.WORLD)(q, k, v)
+                self.assertTrue(torch.equal(o, want[0]), "O differs (cuDNN by default)")
                 gloo = dist.new_group([0], backend="gloo")
                 with self.assertRaises(ulysses.UlyssesError) as e:
                     ut.communicator_from_process_group(gloo)
                 self.assertIn("communicator_from_process_group", str(e.exception))
                 del comm
             finally:
+                import gc
+
+                gc.collect()  # every Communicator over the group before PyTorch frees its comm
                 dist.destroy_process_group()
 
     def test_ring_cp2_zigzag_close_to_one_rank(self):
