@@ -45,6 +45,8 @@ def communicator_from_process_group(group=None, device=None, timeout_ms: int = 0
     if group is None:
         group = dist.distributed_c10d._get_default_group()
     if device is None:
+        if not torch.cuda.is_available():
+            raise UlyssesError(3, f"{api}: PyTorch sees no CUDA device (NCCL groups need one)")
         device = torch.cuda.current_device()
     cuda = torch.device("cuda", device)
     try:
@@ -52,11 +54,11 @@ def communicator_from_process_group(group=None, device=None, timeout_ms: int = 0
     except (RuntimeError, ValueError) as e:
         raise UlyssesError(1, f"{api}: the group has no CUDA backend ({e}); expected an NCCL "
                               "process group") from None
-    comm_ptr = getattr(backend, "_comm_ptr", None)
+    comm_ptr = getattr(backend, "comm_ptr", None) or getattr(backend, "_comm_ptr", None)
     if comm_ptr is None:
         raise UlyssesError(3, f"{api}: the group's CUDA backend is {type(backend).__name__}, "
                               "which gives no NCCL communicator (expected ProcessGroupNCCL with "
-                              f"_comm_ptr(); PyTorch {torch.__version__}); "
+                              f"comm_ptr() or _comm_ptr(); PyTorch {torch.__version__}); "
                               "ulysses.nccl_communicator makes one of ulysses' own")
 
     def current_ptr():  # PyTorch answers for its current device; 0 (or an error) before it has one

@@ -76,5 +76,38 @@ class TorchModuleOnLoopbackRanks(unittest.TestCase):
         self.assertIn("cu_seqlens holds 3.5", str(e.exception))
 
 
+@unittest.skipUnless(torch is not None, "needs PyTorch")
+class ProcessGroups(unittest.TestCase):
+    def test_a_group_without_nccl_is_refused_by_name(self):
+        """communicator_from_process_group before torch.distributed is up, and on a gloo group
+        (no NCCL communicator to take): a UlyssesError naming the call, never a crash."""
+        import os
+        import tempfile
+
+        import torch.distributed as dist
+
+        api = "communicator_from_process_group"
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ut.communicator_from_process_group(device=0)
+        self.assertEqual(e.exception.code, "INVALID_ARGUMENT")
+        self.assertIn("not initialised", str(e.exception))
+        with tempfile.TemporaryDirectory() as tmp:
+            dist.init_process_group("gloo", store=dist.FileStore(os.path.join(tmp, "store"), 1),
+                                    rank=0, world_size=1)
+            try:
+                with self.assertRaises(ulysses.UlyssesError) as e:
+                    ut.communicator_from_process_group(device=0)
+                self.assertIn(api, str(e.exception))
+                # (gloo's backend for CUDA tensors has no NCCL communicator, or there is none)
+                self.assertIn(e.exception.code, ("UNSUPPORTED", "INVALID_ARGUMENT"))
+                if not torch.cuda.is_available():
+                    with self.assertRaises(ulysses.UlyssesError) as e:
+                        ut.communicator_from_process_group()
+                    self.assertEqual(e.exception.code, "UNSUPPORTED")
+                    self.assertIn("no CUDA device", str(e.exception))
+            finally:
+                dist.destroy_process_group()
+
+
 if __name__ == "__main__":
     unittest.main()
