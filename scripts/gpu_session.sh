@@ -16,7 +16,8 @@
 # uneven (bench only: KV heads that cp does not divide, split unevenly by ulysses, beside a count it
 # divides, and allgather; 8 query heads per KV head; transports as overlap; 4+ GPUs also hybrid
 # groups of 2 with 3 KV heads beside 4).
-# python (the torchrun example on every GPU: ulysses, ring, fp8; PyTorch from the machine's venv).
+# python (the package's PyTorch tests, then the torchrun example on every GPU: ulysses, ring, fp8,
+# over PyTorch's NCCL communicator and ulysses' own; PyTorch from the machine's venv).
 # copies (ulysses-copy-bench: 2D copies of rows of each width against 1D copies, every route, and
 # whether each route's copies need SMs: what packs as copy-engine copies between GPUs would get).
 # decode (the decode tests, then `ulysses-bench --decode`: a sharded KV cache, one new token).
@@ -234,6 +235,11 @@ fi
 if [[ $mode == python ]]; then  # the Python package from torchrun, one process per GPU
   py=${PYTHON:-/opt/torch/.venv/bin/python3}
   export PYTHONPATH="$PWD/python" ULYSSES_LIBRARY="$PWD/$BIN/libulysses_c.so"
+  # The package's tests with PyTorch on the GPU first (incl. PyTorch's own NCCL communicator of a
+  # one-rank group), and the C++ side of wrapped communicators.
+  run python_torch 300 env -C tests/python "$py" -m unittest -v test_torch_gpu test_torch_cpu \
+    test_c_api
+  run multigpu_wrapped 120 $BIN/test_multigpu --gtest_filter='Nccl.Wrapped*:Nccl.Uniform*'
   # (--comm torch, the default: PyTorch's NCCL communicator; --comm ulysses: one of ulysses' own)
   for args in "--seq 8192" "--seq 8192 --comm ulysses" "--seq 32768" "--seq 131072" \
               "--seq 32768 --strategy ring" "--seq 32768 --strategy allgather" \

@@ -17,7 +17,7 @@ case $mode in
   decode) bins=(tests/test_gpu_decode bench/ulysses-bench) ;;
   allgather) bins=(tests/test_gpu_ulysses tests/test_multigpu bench/ulysses-bench) ;;
   packed) bins=(tests/test_gpu_ulysses tests/test_gpu_cudnn bench/ulysses-bench) ;;
-  python) bins=(libulysses_c.so) ;;
+  python) bins=(libulysses_c.so tests/test_multigpu) ;;
   distributed | compare)
     bins=(tests/test_gpu_ulysses tests/test_multigpu bench/ulysses-bench libulysses_c.so
           tests/test_mpi) ;;
