@@ -210,7 +210,7 @@ ULYSSES_C_EXPORT int ulysses_nccl_unique_id(uint8_t id[128]);
 ULYSSES_C_EXPORT int ulysses_nccl_communicator(const uint8_t id[128], int size, int rank,
                                                int device, int64_t timeout_ms, ulysses_comm** comm);
 /* Wraps an NCCL communicator the caller already has: `nccl_comm` is its ncclComm_t (e.g. PyTorch's
- * ProcessGroupNCCL's, `_comm_ptr()` of the group's CUDA backend), initialised, on CUDA device
+ * ProcessGroupNCCL's, `comm_ptr()` of the group's CUDA backend), initialised, on CUDA device
  * `device`. Not owned: destroying the handle leaves it to the caller, who keeps it alive as long as
  * the handle (and any plan made with it). A blocking communicator (PyTorch's default) issues each
  * exchange in ~13 us of host time instead of ulysses' own non-blocking ones' ~150-190 us; on a
