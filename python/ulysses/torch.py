@@ -34,8 +34,11 @@ def communicator_from_process_group(group=None, device=None, timeout_ms: int = 0
     PyTorch has not made the communicator yet (it makes it at the group's first collective: this
     runs one, an all_reduce of one element). The Communicator keeps the group object alive, but
     destroy_process_group() frees PyTorch's communicator whatever holds the group: drop the
-    Communicator and the plans made with it first. On a timeout ulysses aborts PyTorch's
-    communicator with its own."""
+    Communicator and the plans made with it first. PyTorch's collectives on the group and
+    ulysses' calls share one NCCL communicator, which runs operations in the order they were
+    issued: every rank must issue them in the same order, as any SPMD program does (a sequence-
+    parallel group of its own, apart from the data-parallel one, keeps them apart altogether). On
+    a timeout ulysses aborts PyTorch's communicator with its own."""
     import torch.distributed as dist
 
     api = "ulysses.torch.communicator_from_process_group"
