@@ -43,6 +43,9 @@ def main():
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     device = int(os.environ.get("LOCAL_RANK", rank))
     torch.cuda.set_device(device)
+    # NVLink multicast (NVLS) off in PyTorch's communicators too, as in ulysses' own, unless the
+    # environment says otherwise.
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
     dist.init_process_group("nccl", device_id=torch.device("cuda", device))
 
     if a.comm == "torch":

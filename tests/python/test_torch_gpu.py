@@ -247,6 +247,7 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
         with self.assertRaises(ulysses.UlyssesError) as e:  # before init_process_group
             ut.communicator_from_process_group()
         self.assertIn("not initialised", str(e.exception))
+        os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # PyTorch's communicator: no multicast
         with tempfile.TemporaryDirectory() as tmp:
             store = dist.FileStore(os.path.join(tmp, "store"), 1)
             dist.init_process_group("nccl", store=store, rank=0, world_size=1)
