@@ -442,8 +442,8 @@ def wrap_nccl_communicator(nccl_comm: int, device: int, timeout_ms: int = 0,
         raise UlyssesError(1, "ulysses.wrap_nccl_communicator: nccl_comm is "
                               f"{type(nccl_comm).__name__}, expected an int (the ncclComm_t)")
     out = ctypes.c_void_p()
-    _check(_lib.ulysses_nccl_wrap(ctypes.c_void_p(nccl_comm), device, timeout_ms,
-                                  ctypes.byref(out)))
+    _check(_lib.ulysses_nccl_wrap(ctypes.c_void_p(_address(nccl_comm, "nccl_comm")), device,
+                                  timeout_ms, ctypes.byref(out)))
     comm = Communicator(out.value)
     comm._owner = owner
     return comm

@@ -404,6 +404,9 @@ class Errors(unittest.TestCase):
         with self.assertRaises(ulysses.UlyssesError) as e:
             ulysses.wrap_nccl_communicator("comm", 0)
         self.assertIn("expected an int", str(e.exception))
+        with self.assertRaises(ulysses.UlyssesError) as e:
+            ulysses.wrap_nccl_communicator(-1, 0)
+        self.assertIn("nccl_comm is -1, which is not an address", str(e.exception))
         # A device no machine has: refused before the (fake) communicator is read.
         with self.assertRaises(ulysses.UlyssesError) as e:
             ulysses.wrap_nccl_communicator(0x1000, 1 << 20)
