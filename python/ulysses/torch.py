@@ -6,15 +6,21 @@
         cp_group)        # exchanges over PyTorch's NCCL communicator of the group, cuDNN kernel
     o = attn(q, k, v)        # this rank's shard [B, S/cp, H, D]; o.backward(...) fills q.grad, ...
 
-Work is enqueued on PyTorch's current stream. The workspace is one uint8 tensor per module, reused
-by every call; each forward allocates its `saved` buffer, which its autograd node keeps until
-backward. Use one process per GPU (or one thread per GPU): PyTorch runs all backward work of a
+Work is enqueued on PyTorch's current stream. The workspace is one uint8 tensor, reused by every
+call (modules of one config, communicator and kernel, a model's layers, run on one module's plan
+and workspace); each forward allocates its `saved` buffer, which its autograd node keeps until
+backward. torch.compile(fullgraph=True) compiles through the module: its forward and backward are
+the custom operators torch.ops.ulysses.attention_forward / attention_backward. Use one process per GPU (or one thread per GPU): PyTorch runs all backward work of a
 device on that device's one autograd thread, so ranks sharing a GPU in one process (the device
 loopback) would wait for each other there; call Plan.forward/backward directly for those. This
 module imports torch; the rest of the package does not.
 """
 
 from __future__ import annotations
+
+import itertools
+import weakref
+from typing import Optional, Tuple
 
 import torch
 
@@ -81,39 +87,145 @@ def communicator_from_process_group(group=None, device=None, timeout_ms: int = 0
     return wrap_nccl_communicator(ptr, device, timeout_ms, owner=group)
 
 
-class _Attention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, module, q, k, v, sinks):
-        plan = module.plan
-        o = torch.empty(q.shape[:-1] + v.shape[-1:], dtype=q.dtype, device=q.device)  # V's width
-        saved = module._saved_buffer(q.device) if plan.config.training else None
-        cu, cu_dev = module._cu
-        plan.forward(q, k, v, o, sinks=sinks, cu_seqlens=cu, cu_seqlens_device=cu_dev,
-                     workspace=module._workspace(q.device), saved=saved,
-                     stream=module._stream(q.device))
-        ctx.module, ctx.saved_buffer, ctx.cu = module, saved, module._cu
-        ctx.save_for_backward(q, k, v, o, sinks)
-        return o
+# The module's forward and backward are custom operators (torch.library), so torch.compile traces
+# through UlyssesAttention without a graph break (fullgraph=True works): the compiler sees each op
+# as an opaque call with a shape function (the fake), and autograd through register_autograd.
+#
+# The ops find their plan by an int id, which the compiler takes as a constant of the graph.
+# Modules whose plans are interchangeable (the same config, communicator and kernel) share one
+# id, so the layers of a model compile to one graph instead of one each (past
+# torch._dynamo.config.recompile_limit, 8, the rest would run uncompiled); a call runs on any
+# live module of its id, whose plan and workspace then serve all of them in turn.
+class _Interchangeable:
+    def __init__(self, op_id: int):
+        self.op_id = op_id
+        self.modules: "weakref.WeakSet[UlyssesAttention]" = weakref.WeakSet()
+        self.serving = lambda: None  # weakref to the module whose plan runs the calls
 
-    @staticmethod
-    def backward(ctx, d_o):
-        module = ctx.module
-        q, k, v, o, sinks = ctx.saved_tensors
-        d_o = d_o.contiguous()
-        dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-        dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
-        dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
-        dsinks = torch.empty_like(sinks) if sinks is not None else None
-        lse_only = module.plan.config.saved_activations == "lse"
-        cu, cu_dev = ctx.cu
-        module.plan.backward(d_o, dq, dk, dv, dsinks=dsinks, sinks=sinks, cu_seqlens=cu,
-                             cu_seqlens_device=cu_dev, workspace=module._workspace(q.device),
-                             saved=ctx.saved_buffer,
-                             q=q if lse_only else None, k=k if lse_only else None,
-                             v=v if lse_only else None, o=o if lse_only else None,
-                             stream=module._stream(q.device))
-        ctx.saved_buffer = None
-        return None, dq, dk, dv, dsinks
+    def module(self) -> "Optional[UlyssesAttention]":
+        m = self.serving()
+        if m is None:  # the first call, or the serving module is gone: another one serves
+            m = next(iter(self.modules), None)
+            self.serving = weakref.ref(m) if m is not None else (lambda: None)
+        return m
+
+
+_by_key: dict = {}  # (config, communicator, kernel) -> _Interchangeable
+_by_id: dict = {}  # op id -> _Interchangeable
+_op_ids = itertools.count()
+_default_kernels: "weakref.WeakKeyDictionary[Communicator, Kernel]" = weakref.WeakKeyDictionary()
+
+
+def _op_id(module: "UlyssesAttention") -> int:
+    plan = module.plan
+    # The plan keeps its communicator and kernel alive, so while a module of the key lives, no
+    # other object can take their ids; once none lives, the key starts over with a new op id.
+    key = (repr(plan.config), id(plan._comm), id(plan._kernel))
+    group = _by_key.get(key)
+    if group is None or not group.modules:
+        for k in [k for k, g in _by_key.items() if not g.modules]:  # retire dead ids
+            del _by_id[_by_key.pop(k).op_id]
+        group = _Interchangeable(next(_op_ids))
+        _by_key[key], _by_id[group.op_id] = group, group
+    group.modules.add(module)
+    return group.op_id
+
+
+def _module(op_id: int) -> "UlyssesAttention":
+    group = _by_id.get(op_id)
+    m = group.module() if group is not None else None
+    if m is None:
+        raise UlyssesError(1, f"ulysses.torch: no UlyssesAttention of op id {op_id} is alive")
+    return m
+
+
+def _cu_pair(cu_seqlens: Optional[torch.Tensor], device: torch.device):
+    """(host int32 tensor, its device copy or None) from the op's cu_seqlens tensor, any integer
+    dtype on any device (a device tensor costs a synchronizing copy to the host: the plan needs
+    the values there); every value checked to be a whole int32."""
+    if cu_seqlens is None:
+        return None, None
+    if cu_seqlens.dtype.is_floating_point or cu_seqlens.dtype.is_complex or cu_seqlens.dim() != 1:
+        raise UlyssesError(1, "ulysses.torch: cu_seqlens must be a 1-D integer tensor (got "
+                              f"{cu_seqlens.dtype}, {cu_seqlens.dim()}-D)")
+    host = torch.tensor(_whole_ints(cu_seqlens.tolist(), "cu_seqlens"), dtype=torch.int32)
+    if device.type != "cuda":
+        return host, None
+    if cu_seqlens.device == device and cu_seqlens.dtype == torch.int32:
+        return host, cu_seqlens.contiguous()
+    return host, host.to(device)
+
+
+# (Schemas written out: annotations are strings under `from __future__ import annotations`, which
+# not every PyTorch release infers a schema from.)
+@torch.library.custom_op("ulysses::attention_forward", mutates_args=(), schema=(
+    "(Tensor q, Tensor k, Tensor v, Tensor? sinks, Tensor? cu_seqlens, int module_id) -> "
+    "(Tensor, Tensor)"))
+def _forward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: Optional[torch.Tensor],
+                cu_seqlens: Optional[torch.Tensor], module_id: int
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    m = _module(module_id)
+    plan = m.plan
+    o = q.new_empty(q.shape[:-1] + v.shape[-1:])  # V's width
+    saved = m._saved_buffer(q.device)
+    cu, cu_dev = _cu_pair(cu_seqlens, q.device)
+    plan.forward(q, k, v, o, sinks=sinks, cu_seqlens=cu, cu_seqlens_device=cu_dev,
+                 workspace=m._workspace(q.device), saved=saved if saved.numel() else None,
+                 stream=m._stream(q.device))
+    return o, saved
+
+
+@_forward_op.register_fake
+def _(q, k, v, sinks, cu_seqlens, module_id):
+    m = _module(module_id)
+    return (q.new_empty(q.shape[:-1] + v.shape[-1:]),
+            q.new_empty((m._saved_len(),), dtype=torch.uint8))
+
+
+@torch.library.custom_op("ulysses::attention_backward", mutates_args=(), schema=(
+    "(Tensor d_o, Tensor q, Tensor k, Tensor v, Tensor o, Tensor saved, Tensor? sinks, "
+    "Tensor? cu_seqlens, int module_id) -> (Tensor, Tensor, Tensor, Tensor)"))
+def _backward_op(d_o: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                 o: torch.Tensor, saved: torch.Tensor, sinks: Optional[torch.Tensor],
+                 cu_seqlens: Optional[torch.Tensor], module_id: int
+                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    m = _module(module_id)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dsinks = (torch.empty_like(sinks) if sinks is not None
+              else q.new_empty((0,), dtype=torch.float32))
+    lse_only = m.plan.config.saved_activations == "lse"
+    cu, cu_dev = _cu_pair(cu_seqlens, q.device)
+    m.plan.backward(d_o, dq, dk, dv, dsinks=dsinks if sinks is not None else None, sinks=sinks,
+                    cu_seqlens=cu, cu_seqlens_device=cu_dev, workspace=m._workspace(q.device),
+                    saved=saved if saved.numel() else None,
+                    q=q if lse_only else None, k=k if lse_only else None,
+                    v=v if lse_only else None, o=o if lse_only else None,
+                    stream=m._stream(q.device))
+    return dq, dk, dv, dsinks
+
+
+@_backward_op.register_fake
+def _(d_o, q, k, v, o, saved, sinks, cu_seqlens, module_id):
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v),
+            torch.empty_like(sinks) if sinks is not None
+            else q.new_empty((0,), dtype=torch.float32))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, sinks, cu_seqlens, module_id = inputs
+    o, saved = output
+    ctx.save_for_backward(q, k, v, o, saved, sinks, cu_seqlens)
+    ctx.module_id = module_id
+
+
+def _backward(ctx, d_o, _d_saved):
+    q, k, v, o, saved, sinks, cu_seqlens = ctx.saved_tensors
+    dq, dk, dv, dsinks = _backward_op(d_o.contiguous(), q, k, v, o, saved, sinks, cu_seqlens,
+                                      ctx.module_id)
+    return dq, dk, dv, (dsinks if sinks is not None else None), None, None
+
+
+_forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 class UlyssesAttention(torch.nn.Module):
@@ -123,17 +235,25 @@ class UlyssesAttention(torch.nn.Module):
     `comm`: a ulysses Communicator, or a torch.distributed process group of the NCCL backend, whose
     NCCL communicator then carries the exchanges (communicator_from_process_group, on the current
     CUDA device). `kernel`: None takes cuDNN on the communicator's device (the host reference kernel
-    on a host communicator)."""
+    on a host communicator), one kernel for every module on that communicator.
+
+    Forward and backward are the custom operators torch.ops.ulysses.attention_forward and
+    attention_backward, so torch.compile (fullgraph=True too) compiles a model around the module
+    without a graph break, and the layers of a model (modules of one config, communicator and
+    kernel: give them the same Kernel, or none) compile once between them."""
 
     def __init__(self, config: PlanConfig, comm, kernel: Kernel = None):
         super().__init__()
         if not isinstance(comm, Communicator):
             comm = communicator_from_process_group(comm)
-        if kernel is None:
-            kernel = cudnn_kernel(comm.device) if comm.device >= 0 else reference_kernel()
+        if kernel is None:  # one per communicator, so that the layers' ops share an id
+            kernel = _default_kernels.get(comm)
+            if kernel is None:
+                kernel = cudnn_kernel(comm.device) if comm.device >= 0 else reference_kernel()
+                _default_kernels[comm] = kernel
         self.plan = Plan(config, comm, kernel)
         self._ws = None
-        self._cu = (None, None)
+        self._id = _op_id(self)
 
     def _workspace(self, device):
         n = self.plan.workspace_bytes
@@ -141,8 +261,12 @@ class UlyssesAttention(torch.nn.Module):
             self._ws = torch.empty(max(n, 1), dtype=torch.uint8, device=device)
         return self._ws
 
+    def _saved_len(self) -> int:
+        """Bytes of each forward's `saved` output (none in inference)."""
+        return max(self.plan.saved_bytes, 1) if self.plan.config.training else 0
+
     def _saved_buffer(self, device):
-        return torch.empty(max(self.plan.saved_bytes, 1), dtype=torch.uint8, device=device)
+        return torch.empty(self._saved_len(), dtype=torch.uint8, device=device)
 
     @staticmethod
     def _stream(device):
@@ -150,15 +274,12 @@ class UlyssesAttention(torch.nn.Module):
 
     def forward(self, q, k, v, sinks=None, cu_seqlens=None):
         """q [B, S/cp, Hq, D] (or [T/cp, Hq, D] for layout thd), k, v likewise with Hkv heads;
-        sinks [Hq] fp32 when config.sinks; cu_seqlens (thd): the global cumulative lengths."""
-        if cu_seqlens is None:
-            self._cu = (None, None)
-        else:
-            host = _whole_ints(cu_seqlens, "cu_seqlens")
-            dev = (torch.tensor(host, dtype=torch.int32, device=q.device)
-                   if q.device.type == "cuda" else None)
-            self._cu = (host, dev)
-        return _Attention.apply(self, q, k, v, sinks)
+        sinks [Hq] fp32 when config.sinks; cu_seqlens (thd): the global cumulative lengths, a
+        list of ints or an integer tensor (under torch.compile give a CPU tensor: a list's values
+        are compiled in, so each new list compiles again; a GPU tensor is copied to the host)."""
+        if cu_seqlens is not None and not isinstance(cu_seqlens, torch.Tensor):
+            cu_seqlens = torch.tensor(_whole_ints(cu_seqlens, "cu_seqlens"), dtype=torch.int32)
+        return _forward_op(q, k, v, sinks, cu_seqlens, self._id)[0]
 
 
 def shard(x: torch.Tensor, config: PlanConfig, rank: int, dim: int = 1,
