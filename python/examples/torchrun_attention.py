@@ -38,6 +38,8 @@ def main():
     p.add_argument("--comm", default="torch", choices=["torch", "ulysses"],
                    help="torch: PyTorch's NCCL communicator of the world group; ulysses: one of "
                         "ulysses' own (non-blocking, every wait bounded)")
+    p.add_argument("--compile", action="store_true",
+                   help="run the module under torch.compile(fullgraph=True)")
     a = p.parse_args()
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -59,6 +61,8 @@ def main():
                              ulysses_degree=a.ulysses_degree, seqlen=a.seq, dtype="bf16",
                              saved_activations=a.saved, payload=a.payload)
     attn = ut.UlyssesAttention(cfg, comm, ulysses.cudnn_kernel(device))
+    if a.compile:  # one graph: the module's forward and backward are custom operators
+        attn = torch.compile(attn, fullgraph=True)
 
     g = torch.Generator(device="cuda").manual_seed(1234)
     rand = lambda h: (torch.rand((1, a.seq, h, a.head_dim), generator=g, device="cuda") * 2  # noqa
@@ -96,7 +100,8 @@ def main():
             ok &= err <= tol
             print(f"{name}: max |ulysses - torch SDPA| = {err:.3e} (tolerance {tol:.3e})")
         flops = 3.5 * 4 * a.seq * a.seq * a.heads * a.head_dim / 2  # causal, backward = 2.5x
-        print(f"{a.strategy} cp={world} seq={a.seq} comm={a.comm}: {ms:.2f} ms per forward+"
+        print(f"{a.strategy} cp={world} seq={a.seq} comm={a.comm}"
+              f"{' compiled' if a.compile else ''}: {ms:.2f} ms per forward+"
               "backward, "
               f"{flops / (ms * 1e-3) / world / 1e12:.0f} TFLOP/s per GPU -> {'PASS' if ok else 'FAIL'}")
     else:

@@ -278,6 +278,42 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
                 gc.collect()  # every Communicator over the group before PyTorch frees its comm
                 dist.destroy_process_group()
 
+    def test_compiled_layers_give_the_eager_bits_in_one_graph(self):
+        """torch.compile with Inductor and fullgraph=True around two layers of one config on a
+        one-rank NCCL communicator, cuDNN's deterministic backward: one graph for both layers,
+        and O, dQ, dK, dV bitwise the eager run's (the ops around the calls, scalings by powers
+        of two, are exact in bf16)."""
+        import torch._dynamo.testing
+
+        q, k, v, d_o = self.inputs()
+        comm = ulysses.nccl_communicator(ulysses.nccl_unique_id(), 1, 0, 0)
+        kernel = ulysses.cudnn_kernel(0, deterministic=True)
+        layers = [ut.UlyssesAttention(self.config(cp=1), comm, kernel) for _ in range(2)]
+        self.assertEqual(layers[0]._id, layers[1]._id)
+
+        def model(q, k, v):
+            for attn in layers:
+                q = attn(q * 2, k, v) * 0.5
+            return q
+
+        counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+        compiled = torch.compile(model, backend=counter, fullgraph=True)
+
+        def step(r, c):
+            out = []
+            for fn in (model, compiled, compiled):  # the second compiled call: no recompile
+                xs = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+                y = fn(*xs)
+                y.backward(d_o)
+                out.append((y.detach(), *(x.grad for x in xs)))
+            return out
+
+        (results,) = run_ranks([comm], step)
+        for got in results[1:]:
+            for name, g, w in zip(("O", "dQ", "dK", "dV"), got, results[0]):
+                self.assertTrue(torch.equal(g, w), f"{name}: compiled differs from eager")
+        self.assertEqual(counter.frame_count, 1)
+
     def test_ring_cp2_zigzag_close_to_one_rank(self):
         q, k, v, d_o = self.inputs()
         (want,) = run_ranks(ulysses.device_loopback_group(1),
