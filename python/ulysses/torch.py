@@ -9,18 +9,19 @@
 Work is enqueued on PyTorch's current stream. The workspace is one uint8 tensor, reused by every
 call (modules of one config, communicator and kernel, a model's layers, run on one module's plan
 and workspace); each forward allocates its `saved` buffer, which its autograd node keeps until
-backward. torch.compile(fullgraph=True) compiles through the module: its forward and backward are
-the custom operators torch.ops.ulysses.attention_forward / attention_backward. Use one process per GPU (or one thread per GPU): PyTorch runs all backward work of a
-device on that device's one autograd thread, so ranks sharing a GPU in one process (the device
-loopback) would wait for each other there; call Plan.forward/backward directly for those. This
-module imports torch; the rest of the package does not.
+backward. torch.compile(fullgraph=True) compiles through the module: there its forward and
+backward are the custom operators torch.ops.ulysses.attention_forward / attention_backward. Use
+one process per GPU (or one thread per GPU): PyTorch runs all backward work of a device on that
+device's one autograd thread, so ranks sharing a GPU in one process (the device loopback) would
+wait for each other there; call Plan.forward/backward directly for those. This module imports
+torch; the rest of the package does not.
 """
 
 from __future__ import annotations
 
 import itertools
 import weakref
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 
@@ -87,9 +88,10 @@ def communicator_from_process_group(group=None, device=None, timeout_ms: int = 0
     return wrap_nccl_communicator(ptr, device, timeout_ms, owner=group)
 
 
-# The module's forward and backward are custom operators (torch.library), so torch.compile traces
-# through UlyssesAttention without a graph break (fullgraph=True works): the compiler sees each op
-# as an opaque call with a shape function (the fake), and autograd through register_autograd.
+# Under torch.compile the module's forward and backward are custom operators (torch.library), so
+# the compiler traces through UlyssesAttention without a graph break (fullgraph=True works): it
+# sees each op as an opaque call with a shape function (the fake), and autograd through
+# register_autograd. Eager calls take a plain autograd.Function over the same two functions.
 #
 # The ops find their plan by an int id, which the compiler takes as a constant of the graph.
 # Modules whose plans are interchangeable (the same config, communicator and kernel) share one
@@ -156,23 +158,58 @@ def _cu_pair(cu_seqlens: Optional[torch.Tensor], device: torch.device):
     return host, host.to(device)
 
 
+def _run_forward(m: "UlyssesAttention", q, k, v, sinks, cu_seqlens):
+    """The plan's forward: (o, saved)."""
+    o = q.new_empty(q.shape[:-1] + v.shape[-1:])  # V's width
+    saved = m._saved_buffer(q.device)
+    cu, cu_dev = _cu_pair(cu_seqlens, q.device)
+    m.plan.forward(q, k, v, o, sinks=sinks, cu_seqlens=cu, cu_seqlens_device=cu_dev,
+                   workspace=m._workspace(q.device), saved=saved if saved.numel() else None,
+                   stream=m._stream(q.device))
+    return o, saved
+
+
+def _run_backward(m: "UlyssesAttention", d_o, q, k, v, o, saved, sinks, cu_seqlens):
+    """The plan's backward: (dq, dk, dv, dsinks), dsinks empty without sinks."""
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dsinks = (torch.empty_like(sinks) if sinks is not None
+              else q.new_empty((0,), dtype=torch.float32))
+    lse_only = m.plan.config.saved_activations == "lse"
+    cu, cu_dev = _cu_pair(cu_seqlens, q.device)
+    m.plan.backward(d_o.contiguous(), dq, dk, dv, dsinks=dsinks if sinks is not None else None,
+                    sinks=sinks, cu_seqlens=cu, cu_seqlens_device=cu_dev,
+                    workspace=m._workspace(q.device), saved=saved if saved.numel() else None,
+                    q=q if lse_only else None, k=k if lse_only else None,
+                    v=v if lse_only else None, o=o if lse_only else None,
+                    stream=m._stream(q.device))
+    return dq, dk, dv, dsinks
+
+
+class _Eager(torch.autograd.Function):
+    """Outside torch.compile: the same calls without the custom operators' dispatch, which
+    costs ~30 us of host time per forward + backward on the development machine's CPU."""
+
+    @staticmethod
+    def forward(ctx, m, q, k, v, sinks, cu_seqlens):
+        o, saved = _run_forward(m, q, k, v, sinks, cu_seqlens)
+        ctx.save_for_backward(q, k, v, o, saved, sinks, cu_seqlens)
+        ctx.module = m
+        return o
+
+    @staticmethod
+    def backward(ctx, d_o):
+        q, k, v, o, saved, sinks, cu_seqlens = ctx.saved_tensors
+        dq, dk, dv, dsinks = _run_backward(ctx.module, d_o, q, k, v, o, saved, sinks, cu_seqlens)
+        return None, dq, dk, dv, (dsinks if sinks is not None else None), None
+
+
 # (Schemas written out: annotations are strings under `from __future__ import annotations`, which
 # not every PyTorch release infers a schema from.)
 @torch.library.custom_op("ulysses::attention_forward", mutates_args=(), schema=(
     "(Tensor q, Tensor k, Tensor v, Tensor? sinks, Tensor? cu_seqlens, int module_id) -> "
     "(Tensor, Tensor)"))
-def _forward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: Optional[torch.Tensor],
-                cu_seqlens: Optional[torch.Tensor], module_id: int
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
-    m = _module(module_id)
-    plan = m.plan
-    o = q.new_empty(q.shape[:-1] + v.shape[-1:])  # V's width
-    saved = m._saved_buffer(q.device)
-    cu, cu_dev = _cu_pair(cu_seqlens, q.device)
-    plan.forward(q, k, v, o, sinks=sinks, cu_seqlens=cu, cu_seqlens_device=cu_dev,
-                 workspace=m._workspace(q.device), saved=saved if saved.numel() else None,
-                 stream=m._stream(q.device))
-    return o, saved
+def _forward_op(q, k, v, sinks, cu_seqlens, module_id):
+    return _run_forward(_module(module_id), q, k, v, sinks, cu_seqlens)
 
 
 @_forward_op.register_fake
@@ -185,23 +222,8 @@ def _(q, k, v, sinks, cu_seqlens, module_id):
 @torch.library.custom_op("ulysses::attention_backward", mutates_args=(), schema=(
     "(Tensor d_o, Tensor q, Tensor k, Tensor v, Tensor o, Tensor saved, Tensor? sinks, "
     "Tensor? cu_seqlens, int module_id) -> (Tensor, Tensor, Tensor, Tensor)"))
-def _backward_op(d_o: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                 o: torch.Tensor, saved: torch.Tensor, sinks: Optional[torch.Tensor],
-                 cu_seqlens: Optional[torch.Tensor], module_id: int
-                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    m = _module(module_id)
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    dsinks = (torch.empty_like(sinks) if sinks is not None
-              else q.new_empty((0,), dtype=torch.float32))
-    lse_only = m.plan.config.saved_activations == "lse"
-    cu, cu_dev = _cu_pair(cu_seqlens, q.device)
-    m.plan.backward(d_o, dq, dk, dv, dsinks=dsinks if sinks is not None else None, sinks=sinks,
-                    cu_seqlens=cu, cu_seqlens_device=cu_dev, workspace=m._workspace(q.device),
-                    saved=saved if saved.numel() else None,
-                    q=q if lse_only else None, k=k if lse_only else None,
-                    v=v if lse_only else None, o=o if lse_only else None,
-                    stream=m._stream(q.device))
-    return dq, dk, dv, dsinks
+def _backward_op(d_o, q, k, v, o, saved, sinks, cu_seqlens, module_id):
+    return _run_backward(_module(module_id), d_o, q, k, v, o, saved, sinks, cu_seqlens)
 
 
 @_backward_op.register_fake
@@ -220,8 +242,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, d_o, _d_saved):
     q, k, v, o, saved, sinks, cu_seqlens = ctx.saved_tensors
-    dq, dk, dv, dsinks = _backward_op(d_o.contiguous(), q, k, v, o, saved, sinks, cu_seqlens,
-                                      ctx.module_id)
+    dq, dk, dv, dsinks = _backward_op(d_o, q, k, v, o, saved, sinks, cu_seqlens, ctx.module_id)
     return dq, dk, dv, (dsinks if sinks is not None else None), None, None
 
 
@@ -237,10 +258,11 @@ class UlyssesAttention(torch.nn.Module):
     CUDA device). `kernel`: None takes cuDNN on the communicator's device (the host reference kernel
     on a host communicator), one kernel for every module on that communicator.
 
-    Forward and backward are the custom operators torch.ops.ulysses.attention_forward and
-    attention_backward, so torch.compile (fullgraph=True too) compiles a model around the module
-    without a graph break, and the layers of a model (modules of one config, communicator and
-    kernel: give them the same Kernel, or none) compile once between them."""
+    Under torch.compile forward and backward are the custom operators
+    torch.ops.ulysses.attention_forward and attention_backward, so a model compiles around the
+    module without a graph break (fullgraph=True too), and the layers of a model (modules of one
+    config, communicator and kernel: give them the same Kernel, or none) compile once between
+    them."""
 
     def __init__(self, config: PlanConfig, comm, kernel: Kernel = None):
         super().__init__()
@@ -279,7 +301,9 @@ class UlyssesAttention(torch.nn.Module):
         are compiled in, so each new list compiles again; a GPU tensor is copied to the host)."""
         if cu_seqlens is not None and not isinstance(cu_seqlens, torch.Tensor):
             cu_seqlens = torch.tensor(_whole_ints(cu_seqlens, "cu_seqlens"), dtype=torch.int32)
-        return _forward_op(q, k, v, sinks, cu_seqlens, self._id)[0]
+        if torch.compiler.is_compiling():
+            return _forward_op(q, k, v, sinks, cu_seqlens, self._id)[0]
+        return _Eager.apply(_module(self._id), q, k, v, sinks, cu_seqlens)
 
 
 def shard(x: torch.Tensor, config: PlanConfig, rank: int, dim: int = 1,
