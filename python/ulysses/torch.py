@@ -118,6 +118,29 @@ _op_ids = itertools.count()
 _default_kernels: "weakref.WeakKeyDictionary[Communicator, Kernel]" = weakref.WeakKeyDictionary()
 
 
+_group_comms: dict = {}  # (id(process group), device) -> weakref to the Communicator over it
+
+
+def _group_communicator(group) -> Communicator:
+    """One Communicator per process group and device while modules use it: layers constructed
+    from one group share it, hence their op id (the Communicator keeps the group alive, so no
+    other group takes its id meanwhile)."""
+    import torch.distributed as dist
+
+    if group is None and dist.is_available() and dist.is_initialized():
+        group = dist.distributed_c10d._get_default_group()
+    device = torch.cuda.current_device() if torch.cuda.is_available() else None
+    key = (id(group), device)
+    ref = _group_comms.get(key)
+    comm = ref() if ref is not None else None
+    if comm is None:
+        comm = communicator_from_process_group(group)
+        for k in [k for k, r in _group_comms.items() if r() is None]:
+            del _group_comms[k]
+        _group_comms[key] = weakref.ref(comm)
+    return comm
+
+
 def _op_id(module: "UlyssesAttention") -> int:
     plan = module.plan
     # The plan keeps its communicator and kernel alive, so while a module of the key lives, no
@@ -255,7 +278,7 @@ class UlyssesAttention(torch.nn.Module):
 
     `comm`: a ulysses Communicator, or a torch.distributed process group of the NCCL backend, whose
     NCCL communicator then carries the exchanges (communicator_from_process_group, on the current
-    CUDA device). `kernel`: None takes cuDNN on the communicator's device (the host reference kernel
+    CUDA device; one Communicator for every module on the group). `kernel`: None takes cuDNN on the communicator's device (the host reference kernel
     on a host communicator), one kernel for every module on that communicator.
 
     Under torch.compile forward and backward are the custom operators
@@ -267,7 +290,7 @@ class UlyssesAttention(torch.nn.Module):
     def __init__(self, config: PlanConfig, comm, kernel: Kernel = None):
         super().__init__()
         if not isinstance(comm, Communicator):
-            comm = communicator_from_process_group(comm)
+            comm = _group_communicator(comm)
         if kernel is None:  # one per communicator, so that the layers' ops share an id
             kernel = _default_kernels.get(comm)
             if kernel is None:

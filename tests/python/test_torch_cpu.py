@@ -181,6 +181,32 @@ class Compiled(unittest.TestCase):
                                  ut.UlyssesAttention(cfg, c, ulysses.reference_kernel())])
         self.assertEqual(len({layers[0][0]._id, others[0][0]._id, others[0][1]._id}), 3)
 
+    def test_layers_built_from_one_group_share_its_communicator(self):
+        """Modules given a process group (PyTorch's NCCL communicator wrapped, here a stand-in
+        that hands out one-rank loopbacks): one Communicator per group while modules use it, so
+        a model's layers share an op id; another group is another."""
+        made = []
+
+        def stand_in(group):
+            made.append(group)
+            return ulysses.loopback_group(1)[0]
+
+        cfg = self.config(batch=self.B)
+        real, ut.communicator_from_process_group = ut.communicator_from_process_group, stand_in
+        try:
+            group_a, group_b = object(), object()
+            layers = [ut.UlyssesAttention(cfg, group_a) for _ in range(3)]
+            self.assertEqual(made, [group_a])
+            self.assertEqual(len({a._id for a in layers}), 1)
+            other = ut.UlyssesAttention(cfg, group_b)
+            self.assertEqual(made, [group_a, group_b])
+            self.assertNotEqual(other._id, layers[0]._id)
+            del layers  # none left on group_a: the next module wraps the group again
+            ut.UlyssesAttention(cfg, group_a)
+            self.assertEqual(made, [group_a, group_b, group_a])
+        finally:
+            ut.communicator_from_process_group = real
+
     def test_when_the_serving_layer_is_gone_another_serves(self):
         q, k, v, d_o, sinks = self.inputs()
         cfg = self.config(batch=self.B)

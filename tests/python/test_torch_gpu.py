@@ -267,6 +267,11 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
                 # And no kernel: cuDNN's by default (its backward need not be deterministic).
                 o = ut.UlyssesAttention(self.config(cp=1), dist.group.WORLD)(q, k, v)
                 self.assertTrue(torch.equal(o, want[0]), "O differs (cuDNN by default)")
+                # Layers built from one group: one Communicator, one op id (one compiled graph).
+                a, b = (ut.UlyssesAttention(self.config(cp=1), dist.group.WORLD) for _ in "ab")
+                self.assertIs(a.plan._comm, b.plan._comm)
+                self.assertEqual(a._id, b._id)
+                del a, b
                 gloo = dist.new_group([0], backend="gloo")
                 with self.assertRaises(ulysses.UlyssesError) as e:
                     ut.communicator_from_process_group(gloo)
