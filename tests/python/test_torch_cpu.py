@@ -63,33 +63,23 @@ class TorchModuleOnLoopbackRanks(unittest.TestCase):
                     err = (got[r][4] - want[4]).abs().max().item()
                     self.assertLess(err, 1e-5 * max(1.0, want[4].abs().max().item()), "dSinks")
 
-    def test_fractional_cu_seqlens_are_refused_not_floored(self):
+    def test_cu_seqlens_that_are_not_whole_ints_are_refused_not_floored(self):
         cfg = ulysses.PlanConfig(num_heads_q=2, num_heads_kv=1, head_dim=8, seqlen=8,
                                  dtype="fp64", layout="thd")
         x = torch.zeros((8, 2, 8), dtype=torch.float64)
         kv = torch.zeros((8, 1, 8), dtype=torch.float64)
+        for cu, message in (([0, 3.5, 8], "cu_seqlens holds 3.5"),
+                            (torch.tensor([0.0, 3.0, 8.0]),
+                             "cu_seqlens must be a 1-D integer tensor"),
+                            (torch.tensor([0, 1 << 33, 8]), "which is not an int32 value")):
+            with self.subTest(cu=cu):
+                def step(r, comm):
+                    attn = ut.UlyssesAttention(cfg, comm, ulysses.reference_kernel())
+                    return attn(x, kv, kv, cu_seqlens=cu)
 
-        def step(r, comm):
-            attn = ut.UlyssesAttention(cfg, comm, ulysses.reference_kernel())
-            return attn(x, kv, kv, cu_seqlens=[0, 3.5, 8])
-
-        with self.assertRaises(ulysses.UlyssesError) as e:
-            run_ranks(1, step)
-        self.assertIn("cu_seqlens holds 3.5", str(e.exception))
-
-    def test_a_cu_seqlens_tensor_that_is_not_integer_is_refused(self):
-        cfg = ulysses.PlanConfig(num_heads_q=2, num_heads_kv=1, head_dim=8, seqlen=8,
-                                 dtype="fp64", layout="thd")
-        x = torch.zeros((8, 2, 8), dtype=torch.float64)
-        kv = torch.zeros((8, 1, 8), dtype=torch.float64)
-
-        def step(r, comm):
-            attn = ut.UlyssesAttention(cfg, comm, ulysses.reference_kernel())
-            return attn(x, kv, kv, cu_seqlens=torch.tensor([0.0, 3.0, 8.0]))
-
-        with self.assertRaises(ulysses.UlyssesError) as e:
-            run_ranks(1, step)
-        self.assertIn("cu_seqlens must be a 1-D integer tensor", str(e.exception))
+                with self.assertRaises(ulysses.UlyssesError) as e:
+                    run_ranks(1, step)
+                self.assertIn(message, str(e.exception))
 
 
 @unittest.skipUnless(torch is not None, "needs PyTorch")
