@@ -20,6 +20,7 @@ torch; the rest of the package does not.
 from __future__ import annotations
 
 import itertools
+import threading
 import weakref
 from typing import Optional
 
@@ -112,6 +113,7 @@ class _Interchangeable:
         return m
 
 
+_registry = threading.Lock()  # ranks in threads of one process build modules concurrently
 _by_key: dict = {}  # (config, communicator, kernel) -> _Interchangeable
 _by_id: dict = {}  # op id -> _Interchangeable
 _op_ids = itertools.count()
@@ -131,13 +133,15 @@ def _group_communicator(group) -> Communicator:
         group = dist.distributed_c10d._get_default_group()
     device = torch.cuda.current_device() if torch.cuda.is_available() else None
     key = (id(group), device)
-    ref = _group_comms.get(key)
-    comm = ref() if ref is not None else None
-    if comm is None:
+    with _registry:
+        ref = _group_comms.get(key)
+        comm = ref() if ref is not None else None
+    if comm is None:  # (collective over the group when PyTorch has no communicator yet: unlocked)
         comm = communicator_from_process_group(group)
-        for k in [k for k, r in _group_comms.items() if r() is None]:
-            del _group_comms[k]
-        _group_comms[key] = weakref.ref(comm)
+        with _registry:
+            for k in [k for k, r in _group_comms.items() if r() is None]:
+                del _group_comms[k]
+            _group_comms[key] = weakref.ref(comm)
     return comm
 
 
@@ -146,19 +150,21 @@ def _op_id(module: "UlyssesAttention") -> int:
     # The plan keeps its communicator and kernel alive, so while a module of the key lives, no
     # other object can take their ids; once none lives, the key starts over with a new op id.
     key = (repr(plan.config), id(plan._comm), id(plan._kernel))
-    group = _by_key.get(key)
-    if group is None or not group.modules:
-        for k in [k for k, g in _by_key.items() if not g.modules]:  # retire dead ids
-            del _by_id[_by_key.pop(k).op_id]
-        group = _Interchangeable(next(_op_ids))
-        _by_key[key], _by_id[group.op_id] = group, group
-    group.modules.add(module)
-    return group.op_id
+    with _registry:
+        group = _by_key.get(key)
+        if group is None or not group.modules:
+            for k in [k for k, g in _by_key.items() if not g.modules]:  # retire dead ids
+                del _by_id[_by_key.pop(k).op_id]
+            group = _Interchangeable(next(_op_ids))
+            _by_key[key], _by_id[group.op_id] = group, group
+        group.modules.add(module)
+        return group.op_id
 
 
 def _module(op_id: int) -> "UlyssesAttention":
-    group = _by_id.get(op_id)
-    m = group.module() if group is not None else None
+    with _registry:
+        group = _by_id.get(op_id)
+        m = group.module() if group is not None else None
     if m is None:
         raise UlyssesError(1, f"ulysses.torch: no UlyssesAttention of op id {op_id} is alive")
     return m
@@ -292,10 +298,11 @@ class UlyssesAttention(torch.nn.Module):
         if not isinstance(comm, Communicator):
             comm = _group_communicator(comm)
         if kernel is None:  # one per communicator, so that the layers' ops share an id
-            kernel = _default_kernels.get(comm)
-            if kernel is None:
-                kernel = cudnn_kernel(comm.device) if comm.device >= 0 else reference_kernel()
-                _default_kernels[comm] = kernel
+            with _registry:
+                kernel = _default_kernels.get(comm)
+                if kernel is None:
+                    kernel = cudnn_kernel(comm.device) if comm.device >= 0 else reference_kernel()
+                    _default_kernels[comm] = kernel
         self.plan = Plan(config, comm, kernel)
         self._ws = None
         self._id = _op_id(self)
