@@ -171,6 +171,22 @@ class Compiled(unittest.TestCase):
                                  ut.UlyssesAttention(cfg, c, ulysses.reference_kernel())])
         self.assertEqual(len({layers[0][0]._id, others[0][0]._id, others[0][1]._id}), 3)
 
+    def test_inference_plans_compile_and_save_nothing(self):
+        cfg = self.config(batch=self.B, cp=2, training=False)
+        q, k, v, _, sinks = self.inputs()
+
+        def step(r, comm):
+            attn = ut.UlyssesAttention(cfg, comm)
+            fn = torch.compile(lambda *xs: attn(*xs, sinks=sinks), backend="aot_eager",
+                               fullgraph=True)
+            xs = [ut.shard(x, cfg, r) for x in (q, k, v)]
+            with torch.no_grad():
+                compiled, eager = fn(*xs), attn(*xs, sinks=sinks)
+            self.assertEqual(attn._saved_len(), 0)
+            return torch.equal(compiled, eager)
+
+        self.assertEqual(run_ranks(2, step), [True, True])
+
     def test_layers_built_from_one_group_share_its_communicator(self):
         """Modules given a process group (PyTorch's NCCL communicator wrapped, here a stand-in
         that hands out one-rank loopbacks): one Communicator per group while modules use it, so
