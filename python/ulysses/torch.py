@@ -284,8 +284,9 @@ class UlyssesAttention(torch.nn.Module):
 
     `comm`: a ulysses Communicator, or a torch.distributed process group of the NCCL backend, whose
     NCCL communicator then carries the exchanges (communicator_from_process_group, on the current
-    CUDA device; one Communicator for every module on the group). `kernel`: None takes cuDNN on the communicator's device (the host reference kernel
-    on a host communicator), one kernel for every module on that communicator.
+    CUDA device; one Communicator for every module on the group). `kernel`: None takes cuDNN on
+    the communicator's device (the host reference kernel on a host communicator), one kernel for
+    every module on that communicator.
 
     Under torch.compile forward and backward are the custom operators
     torch.ops.ulysses.attention_forward and attention_backward, so a model compiles around the
