@@ -84,8 +84,9 @@ class TorchModuleOnLoopbackRanks(unittest.TestCase):
 
 @unittest.skipUnless(torch is not None, "needs PyTorch")
 class Compiled(unittest.TestCase):
-    """torch.compile around the module: its forward and backward are custom operators, so the
-    whole function compiles as one graph (fullgraph=True), and gives the eager module's bits."""
+    """torch.compile around the module: there its forward and backward are custom operators, so
+    the whole function compiles as one graph (fullgraph=True) and gives the bits of the eager
+    module (whose calls go through a plain autograd.Function instead)."""
 
     B, S, Hq, Hkv, D = 1, 24, 4, 2, 8
 
