@@ -170,41 +170,46 @@ def _module(op_id: int) -> "UlyssesAttention":
     return m
 
 
-def _cu_pair(cu_seqlens: Optional[torch.Tensor], device: torch.device):
-    """(host int32 tensor, its device copy or None) from the op's cu_seqlens tensor, any integer
-    dtype on any device (a device tensor costs a synchronizing copy to the host: the plan needs
-    the values there); every value checked to be a whole int32."""
+def _cu_pair(cu_seqlens, device: torch.device):
+    """(host int32 tensor, its device copy or None) from cu_seqlens: ints, or a 1-D tensor of any
+    integer dtype on any device (a device tensor costs a synchronizing copy to the host: the plan
+    needs the values there); every value checked to be a whole int32."""
     if cu_seqlens is None:
         return None, None
-    if cu_seqlens.dtype.is_floating_point or cu_seqlens.dtype.is_complex or cu_seqlens.dim() != 1:
-        raise UlyssesError(1, "ulysses.torch: cu_seqlens must be a 1-D integer tensor (got "
-                              f"{cu_seqlens.dtype}, {cu_seqlens.dim()}-D)")
-    host = torch.tensor(_whole_ints(cu_seqlens.tolist(), "cu_seqlens"), dtype=torch.int32)
+    values = cu_seqlens
+    if isinstance(cu_seqlens, torch.Tensor):
+        if (cu_seqlens.dtype.is_floating_point or cu_seqlens.dtype.is_complex
+                or cu_seqlens.dim() != 1):
+            raise UlyssesError(1, "ulysses.torch: cu_seqlens must be a 1-D integer tensor (got "
+                                  f"{cu_seqlens.dtype}, {cu_seqlens.dim()}-D)")
+        values = cu_seqlens.tolist()
+    host = torch.tensor(_whole_ints(values, "cu_seqlens"), dtype=torch.int32)
     if device.type != "cuda":
         return host, None
-    if cu_seqlens.device == device and cu_seqlens.dtype == torch.int32:
+    if isinstance(cu_seqlens, torch.Tensor) and cu_seqlens.device == device and \
+            cu_seqlens.dtype == torch.int32:
         return host, cu_seqlens.contiguous()
     return host, host.to(device)
 
 
-def _run_forward(m: "UlyssesAttention", q, k, v, sinks, cu_seqlens):
-    """The plan's forward: (o, saved)."""
+def _run_forward(m: "UlyssesAttention", q, k, v, sinks, cu_pair):
+    """The plan's forward: (o, saved). cu_pair: _cu_pair()'s."""
     o = q.new_empty(q.shape[:-1] + v.shape[-1:])  # V's width
     saved = m._saved_buffer(q.device)
-    cu, cu_dev = _cu_pair(cu_seqlens, q.device)
+    cu, cu_dev = cu_pair
     m.plan.forward(q, k, v, o, sinks=sinks, cu_seqlens=cu, cu_seqlens_device=cu_dev,
                    workspace=m._workspace(q.device), saved=saved if saved.numel() else None,
                    stream=m._stream(q.device))
     return o, saved
 
 
-def _run_backward(m: "UlyssesAttention", d_o, q, k, v, o, saved, sinks, cu_seqlens):
+def _run_backward(m: "UlyssesAttention", d_o, q, k, v, o, saved, sinks, cu_pair):
     """The plan's backward: (dq, dk, dv, dsinks), dsinks empty without sinks."""
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dsinks = (torch.empty_like(sinks) if sinks is not None
               else q.new_empty((0,), dtype=torch.float32))
     lse_only = m.plan.config.saved_activations == "lse"
-    cu, cu_dev = _cu_pair(cu_seqlens, q.device)
+    cu, cu_dev = cu_pair
     m.plan.backward(d_o.contiguous(), dq, dk, dv, dsinks=dsinks if sinks is not None else None,
                     sinks=sinks, cu_seqlens=cu, cu_seqlens_device=cu_dev,
                     workspace=m._workspace(q.device), saved=saved if saved.numel() else None,
@@ -219,16 +224,16 @@ class _Eager(torch.autograd.Function):
     costs ~30 us of host time per forward + backward on the development machine's CPU."""
 
     @staticmethod
-    def forward(ctx, m, q, k, v, sinks, cu_seqlens):
-        o, saved = _run_forward(m, q, k, v, sinks, cu_seqlens)
-        ctx.save_for_backward(q, k, v, o, saved, sinks, cu_seqlens)
-        ctx.module = m
+    def forward(ctx, m, q, k, v, sinks, cu_pair):
+        o, saved = _run_forward(m, q, k, v, sinks, cu_pair)
+        ctx.save_for_backward(q, k, v, o, saved, sinks)
+        ctx.module, ctx.cu_pair = m, cu_pair  # backward reuses forward's device copy
         return o
 
     @staticmethod
     def backward(ctx, d_o):
-        q, k, v, o, saved, sinks, cu_seqlens = ctx.saved_tensors
-        dq, dk, dv, dsinks = _run_backward(ctx.module, d_o, q, k, v, o, saved, sinks, cu_seqlens)
+        q, k, v, o, saved, sinks = ctx.saved_tensors
+        dq, dk, dv, dsinks = _run_backward(ctx.module, d_o, q, k, v, o, saved, sinks, ctx.cu_pair)
         return None, dq, dk, dv, (dsinks if sinks is not None else None), None
 
 
@@ -238,7 +243,7 @@ class _Eager(torch.autograd.Function):
     "(Tensor q, Tensor k, Tensor v, Tensor? sinks, Tensor? cu_seqlens, int module_id) -> "
     "(Tensor, Tensor)"))
 def _forward_op(q, k, v, sinks, cu_seqlens, module_id):
-    return _run_forward(_module(module_id), q, k, v, sinks, cu_seqlens)
+    return _run_forward(_module(module_id), q, k, v, sinks, _cu_pair(cu_seqlens, q.device))
 
 
 @_forward_op.register_fake
@@ -252,7 +257,8 @@ def _(q, k, v, sinks, cu_seqlens, module_id):
     "(Tensor d_o, Tensor q, Tensor k, Tensor v, Tensor o, Tensor saved, Tensor? sinks, "
     "Tensor? cu_seqlens, int module_id) -> (Tensor, Tensor, Tensor, Tensor)"))
 def _backward_op(d_o, q, k, v, o, saved, sinks, cu_seqlens, module_id):
-    return _run_backward(_module(module_id), d_o, q, k, v, o, saved, sinks, cu_seqlens)
+    return _run_backward(_module(module_id), d_o, q, k, v, o, saved, sinks,
+                         _cu_pair(cu_seqlens, q.device))
 
 
 @_backward_op.register_fake
@@ -330,11 +336,11 @@ class UlyssesAttention(torch.nn.Module):
         sinks [Hq] fp32 when config.sinks; cu_seqlens (thd): the global cumulative lengths, a
         list of ints or an integer tensor (under torch.compile give a CPU tensor: a list's values
         are compiled in, so each new list compiles again; a GPU tensor is copied to the host)."""
+        if not torch.compiler.is_compiling():
+            return _Eager.apply(_module(self._id), q, k, v, sinks, _cu_pair(cu_seqlens, q.device))
         if cu_seqlens is not None and not isinstance(cu_seqlens, torch.Tensor):
             cu_seqlens = torch.tensor(_whole_ints(cu_seqlens, "cu_seqlens"), dtype=torch.int32)
-        if torch.compiler.is_compiling():
-            return _forward_op(q, k, v, sinks, cu_seqlens, self._id)[0]
-        return _Eager.apply(_module(self._id), q, k, v, sinks, cu_seqlens)
+        return _forward_op(q, k, v, sinks, cu_seqlens, self._id)[0]
 
 
 def shard(x: torch.Tensor, config: PlanConfig, rank: int, dim: int = 1,
