@@ -17,8 +17,8 @@
 # divides, and allgather; 8 query heads per KV head; transports as overlap; 4+ GPUs also hybrid
 # groups of 2 with 3 KV heads beside 4).
 # python (the package's PyTorch tests, then the torchrun example on every GPU: ulysses, ring, fp8,
-# over PyTorch's NCCL communicator and ulysses' own, and under torch.compile; PyTorch from the
-# machine's venv).
+# over PyTorch's NCCL communicator and ulysses' own, under torch.compile and as CUDA graph
+# replays; PyTorch from the machine's venv).
 # copies (ulysses-copy-bench: 2D copies of rows of each width against 1D copies, every route, and
 # whether each route's copies need SMs: what packs as copy-engine copies between GPUs would get).
 # decode (the decode tests, then `ulysses-bench --decode`: a sharded KV cache, one new token).
@@ -244,7 +244,8 @@ if [[ $mode == python ]]; then  # the Python package from torchrun, one process 
   # (--comm torch, the default: PyTorch's NCCL communicator; --comm ulysses: one of ulysses' own)
   for args in "--seq 8192" "--seq 8192 --comm ulysses" "--seq 32768" "--seq 131072" \
               "--seq 32768 --strategy ring" "--seq 32768 --strategy allgather" \
-              "--seq 32768 --payload fp8" "--seq 8192 --compile" "--seq 32768 --compile"; do
+              "--seq 32768 --payload fp8" "--seq 8192 --compile" "--seq 32768 --compile" \
+              "--seq 8192 --cuda-graph" "--seq 32768 --cuda-graph"; do
     run "torchrun${args//[- ]/_}" 300 "$py" -m torch.distributed.run --nproc_per_node="$ngpu" \
       python/examples/torchrun_attention.py $args
     grep -E "max \||PASS|FAIL" "$OUT/torchrun${args//[- ]/_}.log" | tee -a "$OUT/summary.txt"

@@ -8,7 +8,9 @@ through ulysses.torch.UlyssesAttention on PyTorch's own NCCL communicator (`--co
 default: ulysses.torch.communicator_from_process_group) or on one of ulysses' own (`--comm
 ulysses`: non-blocking, its unique id sent over torch.distributed), and gathers the outputs. Rank 0
 compares them with PyTorch's scaled_dot_product_attention on the whole sequence and prints the step
-time. Exit code 1 if the difference exceeds a few bf16 ulps of the largest value.
+time. Exit code 1 if the difference exceeds a few bf16 ulps of the largest value. `--compile` runs
+the module under torch.compile; `--cuda-graph` captures a whole step into a CUDA graph and times
+its replays (no host work in the step).
 """
 
 import argparse
@@ -40,6 +42,9 @@ def main():
                         "ulysses' own (non-blocking, every wait bounded)")
     p.add_argument("--compile", action="store_true",
                    help="run the module under torch.compile(fullgraph=True)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="capture a whole step (forward + backward) with torch.cuda.graph after "
+                        "two warm-up steps, and time its replays")
     a = p.parse_args()
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -70,14 +75,35 @@ def main():
     q, k, v, d_o = rand(a.heads), rand(a.kv_heads), rand(a.kv_heads), rand(a.heads)
     mine = [ut.shard(x, cfg, rank).requires_grad_(x is not d_o) for x in (q, k, v, d_o)]
 
-    times = []
-    for _ in range(a.iters + 2):
-        for x in mine[:3]:
-            x.grad = None
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
+    def step():
         o = attn(*mine[:3])
         o.backward(mine[3])
+        return o
+
+    if a.cuda_graph:  # warm-up on a side stream (cuDNN's graphs), then one step captured
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        for x in mine[:3]:
+            x.grad = None  # the graph's own gradients, overwritten by each replay
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            o = step()
+
+    times = []
+    for _ in range(a.iters + 2):
+        if not a.cuda_graph:
+            for x in mine[:3]:
+                x.grad = None
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        if a.cuda_graph:
+            graph.replay()
+        else:
+            o = step()
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     ms = sorted(times[2:])[len(times[2:]) // 2] * 1e3
@@ -101,7 +127,8 @@ def main():
             print(f"{name}: max |ulysses - torch SDPA| = {err:.3e} (tolerance {tol:.3e})")
         flops = 3.5 * 4 * a.seq * a.seq * a.heads * a.head_dim / 2  # causal, backward = 2.5x
         print(f"{a.strategy} cp={world} seq={a.seq} comm={a.comm}"
-              f"{' compiled' if a.compile else ''}: {ms:.2f} ms per forward+"
+              f"{' compiled' if a.compile else ''}"
+              f"{' cuda-graph' if a.cuda_graph else ''}: {ms:.2f} ms per forward+"
               "backward, "
               f"{flops / (ms * 1e-3) / world / 1e12:.0f} TFLOP/s per GPU -> {'PASS' if ok else 'FAIL'}")
     else:

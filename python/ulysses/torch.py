@@ -15,6 +15,15 @@ one process per GPU (or one thread per GPU): PyTorch runs all backward work of a
 device's one autograd thread, so ranks sharing a GPU in one process (the device loopback) would
 wait for each other there; call Plan.forward/backward directly for those. This module imports
 torch; the rest of the package does not.
+
+CUDA graphs: after an eager step with the same shapes (it builds cuDNN's graphs and the
+workspace), a step can be captured with torch.cuda.graph or torch.cuda.make_graphed_callables on
+a NCCL communicator (PyTorch's or ulysses' own). The graph holds the serving module's plan and
+workspace: keep the modules alive, and do not call release_held, while it is replayed. Packed
+batches: cu_seqlens given as host values (a list or a CPU tensor) that an eager step used before
+capture; replays run on the captured lengths. torch.compile(mode="reduce-overhead") is not
+supported yet: Inductor's warm-up runs in its graphs' memory pool, where a module's first call
+makes its workspace, and Inductor refuses it there.
 """
 
 from __future__ import annotations
@@ -170,26 +179,78 @@ def _module(op_id: int) -> "UlyssesAttention":
     return m
 
 
+# Device copies of packed batches' cu_seqlens, shared by every module: a model's layers take one
+# batch's lengths each, so one copy serves them all, and lengths seen before cost no copy. The
+# copy goes through pinned memory without waiting for the stream (from pageable memory PyTorch
+# would wait for all the GPU work enqueued before it). A copy used while a CUDA graph was being
+# captured stays for the life of the process: the graph's replays read it.
+_cu_copies: dict = {}  # (device, values) -> (int32 tensor, stream it was made on), oldest first
+_cu_captured: dict = {}  # the same, for copies that a captured graph holds
+_CU_COPIES = 16
+
+
+def _cu_device_copy(host: torch.Tensor, values: tuple, device: torch.device,
+                    capturing: bool) -> torch.Tensor:
+    key = (device, values)
+    stream = torch.cuda.current_stream(device)
+    with _registry:
+        entry = _cu_captured.get(key) or _cu_copies.pop(key, None)
+        if entry is not None and capturing:
+            _cu_captured[key] = entry
+        elif entry is not None and key not in _cu_captured:
+            _cu_copies[key] = entry  # the newest now
+    if entry is None:
+        if capturing:
+            raise UlyssesError(1, "ulysses.torch: cu_seqlens " + _short(values) + " have no "
+                                  "device copy yet, and none can be made while a CUDA graph is "
+                                  "captured: run one step with them before capturing "
+                                  "(torch.cuda.make_graphed_callables' warm-up does)")
+        copy = host.pin_memory().to(device, non_blocking=True)
+        entry = (copy, stream)
+        with _registry:
+            _cu_copies[key] = entry
+            while len(_cu_copies) > _CU_COPIES:
+                del _cu_copies[next(iter(_cu_copies))]  # its users keep it while they need it
+    copy, made_on = entry
+    if made_on != stream and not capturing:  # freed memory must wait for this stream's reads
+        copy.record_stream(stream)
+    return copy
+
+
+def _short(values: tuple) -> str:
+    return str(list(values)) if len(values) <= 8 else \
+        f"[{', '.join(map(str, values[:4]))}, ..., {values[-1]}] ({len(values)} values)"
+
+
 def _cu_pair(cu_seqlens, device: torch.device):
     """(host int32 tensor, its device copy or None) from cu_seqlens: ints, or a 1-D tensor of any
     integer dtype on any device (a device tensor costs a synchronizing copy to the host: the plan
-    needs the values there); every value checked to be a whole int32."""
+    needs the values there; an int32 one on `device` is used as the device copy); every value
+    checked to be a whole int32. While the current stream is captured into a CUDA graph the values
+    must be on the host and have been seen before (their device copy is made outside capture)."""
     if cu_seqlens is None:
         return None, None
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
     values = cu_seqlens
     if isinstance(cu_seqlens, torch.Tensor):
         if (cu_seqlens.dtype.is_floating_point or cu_seqlens.dtype.is_complex
                 or cu_seqlens.dim() != 1):
             raise UlyssesError(1, "ulysses.torch: cu_seqlens must be a 1-D integer tensor (got "
                                   f"{cu_seqlens.dtype}, {cu_seqlens.dim()}-D)")
+        if capturing and cu_seqlens.device.type != "cpu":
+            raise UlyssesError(1, "ulysses.torch: cu_seqlens is a tensor on "
+                                  f"{cu_seqlens.device} while a CUDA graph is captured: the plan "
+                                  "needs the values on the host, and they cannot be read back "
+                                  "during capture; pass them as a list or a CPU tensor")
         values = cu_seqlens.tolist()
-    host = torch.tensor(_whole_ints(values, "cu_seqlens"), dtype=torch.int32)
+    values = tuple(_whole_ints(values, "cu_seqlens"))
+    host = torch.tensor(values, dtype=torch.int32)
     if device.type != "cuda":
         return host, None
     if isinstance(cu_seqlens, torch.Tensor) and cu_seqlens.device == device and \
             cu_seqlens.dtype == torch.int32:
         return host, cu_seqlens.contiguous()
-    return host, host.to(device)
+    return host, _cu_device_copy(host, values, device, capturing)
 
 
 def _run_forward(m: "UlyssesAttention", q, k, v, sinks, cu_pair):

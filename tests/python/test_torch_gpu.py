@@ -319,6 +319,133 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
                 self.assertTrue(torch.equal(g, w), f"{name}: compiled differs from eager")
         self.assertEqual(counter.frame_count, 1)
 
+    def nccl_module(self, cfg):
+        """A module on a one-rank NCCL communicator of ulysses' own (the communicator a CUDA graph
+        can capture; the loopback's ranks hand events between threads) with cuDNN's deterministic
+        backward, and the loopback module of the same config, to give the expected bits."""
+        comm = ulysses.nccl_communicator(ulysses.nccl_unique_id(), 1, 0, 0)
+        return ut.UlyssesAttention(cfg, comm, ulysses.cudnn_kernel(0, deterministic=True))
+
+    def assert_same_bits(self, got, want, what):
+        for name, g, w in zip(("O", "dQ", "dK", "dV", "dSinks"), got, want):
+            self.assertFalse(g.isnan().any(), f"{what}: {name} has elements never written")
+            self.assertTrue(torch.equal(g, w), f"{what}: {name} differs from the eager step")
+
+    def test_cuda_graph_replays_give_the_eager_bits(self):
+        """A whole step (forward + backward) captured with torch.cuda.graph after a warm-up on a
+        side stream, replayed on new inputs copied into the captured ones, outputs poisoned
+        before each replay: the eager step's bits. Packed batches too (layout thd, window,
+        sinks, cu_seqlens as a list), whose device copy of cu_seqlens the warm-up made."""
+        T, cu = 1024, [0, 300, 301, 1000]
+        packed = dict(layout="thd", window_left=100, sinks=True, seqlen=T)
+        for name, cfg, kw in (("dense", self.config(cp=1), {}),
+                              ("packed", ulysses.PlanConfig(
+                                  num_heads_q=self.Hq, num_heads_kv=self.Hkv, head_dim=self.D,
+                                  causal=True, cp=1, dtype="bf16", **packed),
+                               {"cu_seqlens": cu})):
+            with self.subTest(name):
+                attn = self.nccl_module(cfg)
+
+                def fresh():
+                    q, k, v, d_o = self.inputs()
+                    if cfg.layout == "thd":
+                        q, k, v, d_o = (x[0, :T] for x in (q, k, v, d_o))
+                    sinks = (torch.rand(self.Hq, device="cuda") * 2 - 1 if cfg.sinks else None)
+                    return [q, k, v, sinks], d_o
+
+                def leaves(xs):
+                    return [x.detach().clone().requires_grad_() if x is not None else None
+                            for x in xs]
+
+                def step(xs, d_o):
+                    o = attn(*xs[:3], sinks=xs[3], **kw)
+                    o.backward(d_o)
+                    return o
+
+                def eager(xs, d_o):
+                    xs = leaves(xs)
+                    o = step(xs, d_o)
+                    return [o.detach()] + [x.grad for x in xs if x is not None]
+
+                xs, d_o = fresh()
+                static, static_d_o = leaves(xs), d_o.clone()
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):  # warm-up: cuDNN's graphs, cu_seqlens' copy
+                    for _ in range(2):
+                        step(static, static_d_o)
+                torch.cuda.current_stream().wait_stream(side)
+                for x in static:
+                    if x is not None:
+                        x.grad = None  # the graph's own gradient buffers, written each replay
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    static_o = step(static, static_d_o)
+                outs = [static_o] + [x.grad for x in static if x is not None]
+                for replay in range(2):
+                    xs, d_o = fresh()
+                    for dst, src in zip(static + [static_d_o], xs + [d_o]):
+                        if dst is not None:
+                            dst.detach().copy_(src)
+                    for out in outs:
+                        out.detach().fill_(float("nan"))
+                    graph.replay()
+                    self.assert_same_bits([x.detach() for x in outs], eager(xs, d_o),
+                                          f"{name} replay {replay}")
+
+    def test_graphed_callables_give_the_eager_bits(self):
+        """The module as torch.cuda.make_graphed_callables' callable (forward and backward each a
+        graph): the eager step's bits, call after call on new inputs."""
+        # (make_graphed_callables replaces a module's forward: two modules.)
+        attn, graphed = (self.nccl_module(self.config(cp=1)) for _ in range(2))
+        sample = [x.requires_grad_() for x in self.inputs()[:3]]
+        graphed = torch.cuda.make_graphed_callables(graphed, tuple(sample))
+
+        def step(fn, q, k, v, d_o):
+            xs = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+            o = fn(*xs)
+            o.backward(d_o)
+            return [t.detach().clone() for t in [o] + [x.grad for x in xs]]
+
+        for call in range(3):
+            q, k, v, d_o = self.inputs()
+            want = step(attn, q, k, v, d_o)
+            self.assert_same_bits(step(graphed, q, k, v, d_o), want, f"graphed call {call}")
+
+    def test_cuda_graph_capture_refuses_cu_seqlens_it_cannot_copy(self):
+        """During capture, cu_seqlens on the GPU (values cannot be read back) and lengths not seen
+        before (no copy can be made) are refused with an error that says what to do, not a
+        failed capture; lengths seen before are taken, and keep their copy."""
+        T = 1024
+        cfg = ulysses.PlanConfig(num_heads_q=self.Hq, num_heads_kv=self.Hkv, head_dim=self.D,
+                                 causal=True, cp=1, dtype="bf16", layout="thd", seqlen=T)
+        attn = self.nccl_module(cfg)
+        q, k, v = (x[0, :T] for x in self.inputs()[:3])
+        seen, unseen = [0, 512, 1024], [0, 100, 1024]
+        attn(q, k, v, cu_seqlens=seen)
+        attn(q, k, v, cu_seqlens=seen)
+        copies = [p for p in ut._cu_copies if p[1] == tuple(seen)]
+        self.assertEqual(len(copies), 1, "one device copy for lengths seen twice")
+        on_gpu = torch.tensor(seen, dtype=torch.int32, device="cuda")
+        errors = []
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for cu in (unseen, on_gpu):
+                try:
+                    attn(q, k, v, cu_seqlens=cu)
+                except ulysses.UlyssesError as e:
+                    errors.append(str(e))
+            o = attn(q, k, v, cu_seqlens=seen)
+        self.assertEqual(len(errors), 2)
+        self.assertIn("before capturing", errors[0])
+        self.assertIn("pass them as a list or a CPU tensor", errors[1])
+        self.assertIn(copies[0], ut._cu_captured, "the captured copy is kept")
+        o.fill_(float("nan"))
+        graph.replay()
+        want = attn(q, k, v, cu_seqlens=seen)
+        torch.cuda.synchronize()
+        self.assertTrue(torch.equal(o, want), "replay differs from the eager call")
+
     def test_ring_cp2_zigzag_close_to_one_rank(self):
         q, k, v, d_o = self.inputs()
         (want,) = run_ranks(ulysses.device_loopback_group(1),
@@ -331,10 +458,6 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
         for name, g, w in zip(("O", "dQ", "dK", "dV"), unshard_all(got, cfg), want):
             err = (g.float() - w.float()).abs().max().item()
             self.assertLess(err, 2 * 2**-7 * max(1.0, w.float().abs().max().item()), name)
-
-
-if __name__ == "__main__":
-    unittest.main()
 
 
 @unittest.skipUnless(GPU, "needs PyTorch with CUDA and a GPU")
@@ -376,3 +499,7 @@ class DecodeOnDeviceLoopback(unittest.TestCase):
             err = (o.double() - truth).abs().max().item()
             self.assertLessEqual(err, 2 * (plain - truth).abs().max().item() + floor)
             self.assertTrue(torch.equal(o, outs[0]))
+
+
+if __name__ == "__main__":
+    unittest.main()
