@@ -18,13 +18,12 @@ torch; the rest of the package does not.
 
 CUDA graphs: after an eager step with the same shapes (it builds cuDNN's graphs and the
 workspace), a step can be captured with torch.cuda.graph on a NCCL communicator (PyTorch's or
-ulysses' own). The graph holds the serving module's plan and
-workspace: keep the modules alive, and do not call release_held, while it is replayed. Packed
-batches: cu_seqlens given as host values (a list or a CPU tensor) that an eager step used before
-capture; replays run on the captured lengths. torch.compile(mode="reduce-overhead") is not
-supported yet: Inductor's warm-up runs in its graphs' memory pool, where a module's first call
-makes its workspace, and Inductor refuses it there (torch.cuda.make_graphed_callables is not
-checked yet either).
+ulysses' own). The graph holds the serving module's plan and workspace: keep the modules alive,
+and do not call release_held, while it is replayed. Packed batches: cu_seqlens given as host
+values (a list or a CPU tensor) that an eager step used before capture; replays run on the
+captured lengths. torch.compile(mode="reduce-overhead") is not supported yet: Inductor's warm-up
+runs in its graphs' memory pool, where a module's first call makes its workspace, and Inductor
+refuses it there (torch.cuda.make_graphed_callables is not checked yet either).
 """
 
 from __future__ import annotations
