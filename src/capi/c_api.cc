@@ -173,6 +173,13 @@ Status give_group(Result<std::vector<std::unique_ptr<Communicator>>> group, ulys
 constexpr std::string_view kGroupApi = "ulysses_*_group";
 constexpr std::string_view kPlanApi = "ulysses_plan";
 
+// The C API's timeout argument: <= 0 keeps NcclOptions' default.
+NcclOptions nccl_options(int64_t timeout_ms) {
+  NcclOptions options;
+  if (timeout_ms > 0) options.timeout = std::chrono::milliseconds(timeout_ms);
+  return options;
+}
+
 }  // namespace
 }  // namespace ulysses
 
@@ -228,9 +235,8 @@ int ulysses_nccl_communicator(const uint8_t id[128], int size, int rank, int dev
     if (comm == nullptr) return null_arg(api, "comm");
     NcclUniqueId uid;
     std::memcpy(uid.bytes.data(), id, uid.bytes.size());
-    NcclOptions options;
-    if (timeout_ms > 0) options.timeout = std::chrono::milliseconds(timeout_ms);
-    ULYSSES_ASSIGN_OR_RETURN(auto c, create_nccl_communicator(uid, size, rank, device, options));
+    ULYSSES_ASSIGN_OR_RETURN(
+        auto c, create_nccl_communicator(uid, size, rank, device, nccl_options(timeout_ms)));
     *comm = new ulysses_comm{std::move(c)};
     return Status::ok();
   });
@@ -241,10 +247,8 @@ int ulysses_nccl_wrap(void* nccl_comm, int device, int64_t timeout_ms, ulysses_c
     constexpr std::string_view api = "ulysses_nccl_wrap";
     if (nccl_comm == nullptr) return null_arg(api, "nccl_comm");
     if (comm == nullptr) return null_arg(api, "comm");
-    NcclOptions options;
-    if (timeout_ms > 0) options.timeout = std::chrono::milliseconds(timeout_ms);
-    ULYSSES_ASSIGN_OR_RETURN(
-        auto c, wrap_nccl_communicator(static_cast<ncclComm*>(nccl_comm), device, options));
+    ULYSSES_ASSIGN_OR_RETURN(auto c, wrap_nccl_communicator(static_cast<ncclComm*>(nccl_comm),
+                                                            device, nccl_options(timeout_ms)));
     *comm = new ulysses_comm{std::move(c)};
     return Status::ok();
   });
