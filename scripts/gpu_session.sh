@@ -245,7 +245,8 @@ if [[ $mode == python ]]; then  # the Python package from torchrun, one process 
   for args in "--seq 8192" "--seq 8192 --comm ulysses" "--seq 32768" "--seq 131072" \
               "--seq 32768 --strategy ring" "--seq 32768 --strategy allgather" \
               "--seq 32768 --payload fp8" "--seq 8192 --compile" "--seq 32768 --compile" \
-              "--seq 8192 --cuda-graph" "--seq 32768 --cuda-graph"; do
+              "--seq 8192 --cuda-graph" "--seq 8192 --compile reduce-overhead" \
+              "--seq 32768 --cuda-graph"; do
     run "torchrun${args//[- ]/_}" 300 "$py" -m torch.distributed.run --nproc_per_node="$ngpu" \
       python/examples/torchrun_attention.py $args
     grep -E "max \||PASS|FAIL" "$OUT/torchrun${args//[- ]/_}.log" | tee -a "$OUT/summary.txt"

@@ -8,9 +8,9 @@ through ulysses.torch.UlyssesAttention on PyTorch's own NCCL communicator (`--co
 default: ulysses.torch.communicator_from_process_group) or on one of ulysses' own (`--comm
 ulysses`: non-blocking, its unique id sent over torch.distributed), and gathers the outputs. Rank 0
 compares them with PyTorch's scaled_dot_product_attention on the whole sequence and prints the step
-time. Exit code 1 if the difference exceeds a few bf16 ulps of the largest value. `--compile` runs
-the module under torch.compile; `--cuda-graph` captures a whole step into a CUDA graph and times
-its replays (no host work in the step).
+time. Exit code 1 if the difference exceeds a few bf16 ulps of the largest value. `--compile [MODE]`
+runs the module under torch.compile; `--cuda-graph` captures a whole step into a CUDA graph and
+times its replays (no host work in the step).
 """
 
 import argparse
@@ -40,12 +40,16 @@ def main():
     p.add_argument("--comm", default="torch", choices=["torch", "ulysses"],
                    help="torch: PyTorch's NCCL communicator of the world group; ulysses: one of "
                         "ulysses' own (non-blocking, every wait bounded)")
-    p.add_argument("--compile", action="store_true",
-                   help="run the module under torch.compile(fullgraph=True)")
+    p.add_argument("--compile", nargs="?", const="default", metavar="MODE",
+                   choices=["default", "reduce-overhead", "max-autotune"],
+                   help="run the module under torch.compile(fullgraph=True, mode=MODE); "
+                        "reduce-overhead replays its steps as CUDA graphs")
     p.add_argument("--cuda-graph", action="store_true",
                    help="capture a whole step (forward + backward) with torch.cuda.graph after "
                         "two warm-up steps, and time its replays")
     a = p.parse_args()
+    if a.cuda_graph and a.compile == "reduce-overhead":
+        p.error("--cuda-graph captures the step itself; reduce-overhead already replays graphs")
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     device = int(os.environ.get("LOCAL_RANK", rank))
@@ -67,7 +71,7 @@ def main():
                              saved_activations=a.saved, payload=a.payload)
     attn = ut.UlyssesAttention(cfg, comm, ulysses.cudnn_kernel(device))
     if a.compile:  # one graph: the module's forward and backward are custom operators
-        attn = torch.compile(attn, fullgraph=True)
+        attn = torch.compile(attn, fullgraph=True, mode=a.compile)
 
     g = torch.Generator(device="cuda").manual_seed(1234)
     rand = lambda h: (torch.rand((1, a.seq, h, a.head_dim), generator=g, device="cuda") * 2  # noqa
@@ -127,7 +131,7 @@ def main():
             print(f"{name}: max |ulysses - torch SDPA| = {err:.3e} (tolerance {tol:.3e})")
         flops = 3.5 * 4 * a.seq * a.seq * a.heads * a.head_dim / 2  # causal, backward = 2.5x
         print(f"{a.strategy} cp={world} seq={a.seq} comm={a.comm}"
-              f"{' compiled' if a.compile else ''}"
+              f"{' compiled ' + a.compile if a.compile else ''}"
               f"{' cuda-graph' if a.cuda_graph else ''}: {ms:.2f} ms per forward+"
               "backward, "
               f"{flops / (ms * 1e-3) / world / 1e12:.0f} TFLOP/s per GPU -> {'PASS' if ok else 'FAIL'}")

@@ -16,14 +16,14 @@ device's one autograd thread, so ranks sharing a GPU in one process (the device 
 wait for each other there; call Plan.forward/backward directly for those. This module imports
 torch; the rest of the package does not.
 
-CUDA graphs: after an eager step with the same shapes (it builds cuDNN's graphs and the
-workspace), a step can be captured with torch.cuda.graph on a NCCL communicator (PyTorch's or
-ulysses' own). The graph holds the serving module's plan and workspace: keep the modules alive,
-and do not call release_held, while it is replayed. Packed batches: cu_seqlens given as host
-values (a list or a CPU tensor) that an eager step used before capture; replays run on the
-captured lengths. torch.compile(mode="reduce-overhead") is not supported yet: Inductor's warm-up
-runs in its graphs' memory pool, where a module's first call makes its workspace, and Inductor
-refuses it there (torch.cuda.make_graphed_callables is not checked yet either).
+CUDA graphs: after an eager step with the same shapes (it builds cuDNN's graphs), a step can be
+captured with torch.cuda.graph or torch.cuda.make_graphed_callables, or replayed by
+torch.compile(mode="reduce-overhead"), on a NCCL communicator (PyTorch's or ulysses' own). The
+graph holds the serving module's plan and workspace: keep the modules alive, and do not call
+release_held, while it is replayed. Packed batches: cu_seqlens given as host values (a list or a
+CPU tensor) that an eager step used before capture; replays run on the captured lengths (Inductor
+takes no CUDA graph for a graph with a CPU tensor input, so reduce-overhead runs those steps
+without one).
 """
 
 from __future__ import annotations
@@ -372,7 +372,11 @@ class UlyssesAttention(torch.nn.Module):
                     kernel = cudnn_kernel(comm.device) if comm.device >= 0 else reference_kernel()
                     _default_kernels[comm] = kernel
         self.plan = Plan(config, comm, kernel)
+        # The workspace is made with the plan, outside any CUDA graph's memory pool (Inductor's
+        # CUDA graphs refuse a tensor that outlives a recorded call without being its output).
         self._ws = None
+        if comm.device >= 0:
+            self._workspace(torch.device("cuda", comm.device))
         self._id = _op_id(self)
 
     def _workspace(self, device):

@@ -393,6 +393,33 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
                     self.assert_same_bits([x.detach() for x in outs], eager(xs, d_o),
                                           f"{name} replay {replay}")
 
+    def test_graphed_callables_and_reduce_overhead_give_the_eager_bits(self):
+        """The module as torch.cuda.make_graphed_callables' callable (forward and backward each a
+        graph) and under torch.compile(mode="reduce-overhead") (CUDA graphs by Inductor, none
+        skipped): the eager step's bits, call after call on new inputs."""
+        from torch._dynamo.utils import counters
+
+        # (make_graphed_callables replaces a module's forward: three modules.)
+        attn, graphed, compiled = (self.nccl_module(self.config(cp=1)) for _ in range(3))
+        sample = [x.requires_grad_() for x in self.inputs()[:3]]
+        graphed = torch.cuda.make_graphed_callables(graphed, tuple(sample))
+        counters.clear()
+        compiled = torch.compile(compiled, mode="reduce-overhead", fullgraph=True)
+
+        def step(fn, q, k, v, d_o):
+            xs = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+            o = fn(*xs)
+            o.backward(d_o)
+            return [t.detach().clone() for t in [o] + [x.grad for x in xs]]
+
+        for call in range(3):
+            q, k, v, d_o = self.inputs()
+            want = step(attn, q, k, v, d_o)
+            self.assert_same_bits(step(graphed, q, k, v, d_o), want, f"graphed call {call}")
+            self.assert_same_bits(step(compiled, q, k, v, d_o), want, f"compiled call {call}")
+        self.assertEqual(counters["inductor"]["cudagraph_skips"], 0,
+                         "Inductor skipped CUDA graphs")
+
     def test_cuda_graph_capture_refuses_cu_seqlens_it_cannot_copy(self):
         """During capture, cu_seqlens on the GPU (values cannot be read back) and lengths not seen
         before (no copy can be made) are refused with an error that says what to do, not a
