@@ -21,9 +21,10 @@ captured with torch.cuda.graph or torch.cuda.make_graphed_callables, or replayed
 torch.compile(mode="reduce-overhead"), on a NCCL communicator (PyTorch's or ulysses' own). The
 graph holds the serving module's plan and workspace: keep the modules alive, and do not call
 release_held, while it is replayed. Packed batches: cu_seqlens given as host values (a list or a
-CPU tensor) that an eager step used before capture; replays run on the captured lengths (Inductor
-takes no CUDA graph for a graph with a CPU tensor input, so reduce-overhead runs those steps
-without one).
+CPU tensor) that an eager step used before capture; replays run on the captured lengths. Under
+reduce-overhead compile the model rather than this module alone: Inductor's graphs copy each input
+that is not their own output into static buffers (Q, K, V and dO each call). Packed batches'
+cu_seqlens are a CPU tensor input, for which Inductor may skip CUDA graphs (not checked here).
 """
 
 from __future__ import annotations
