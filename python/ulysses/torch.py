@@ -195,11 +195,11 @@ def _cu_device_copy(host: torch.Tensor, values: tuple, device: torch.device,
     key = (device, values)
     stream = torch.cuda.current_stream(device)
     with _registry:
-        entry = _cu_captured.get(key) or _cu_copies.pop(key, None)
-        if entry is not None and capturing:
-            _cu_captured[key] = entry
-        elif entry is not None and key not in _cu_captured:
-            _cu_copies[key] = entry  # the newest now
+        entry = _cu_captured.get(key)
+        if entry is None:
+            entry = _cu_copies.pop(key, None)
+            if entry is not None:  # kept for the graph being captured, or the newest now
+                (_cu_captured if capturing else _cu_copies)[key] = entry
     if entry is None:
         if capturing:
             raise UlyssesError(1, "ulysses.torch: cu_seqlens " + _short(values) + " have no "
