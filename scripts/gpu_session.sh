@@ -18,7 +18,8 @@
 # groups of 2 with 3 KV heads beside 4).
 # python (the package's PyTorch tests, then the torchrun example on every GPU: ulysses, ring, fp8,
 # over PyTorch's NCCL communicator and ulysses' own, under torch.compile and as CUDA graph
-# replays; PyTorch from the machine's venv).
+# replays; then python/examples/compiled_model.py: the module inside a compiled model; PyTorch from
+# the machine's venv).
 # copies (ulysses-copy-bench: 2D copies of rows of each width against 1D copies, every route, and
 # whether each route's copies need SMs: what packs as copy-engine copies between GPUs would get).
 # decode (the decode tests, then `ulysses-bench --decode`: a sharded KV cache, one new token).
@@ -251,6 +252,9 @@ if [[ $mode == python ]]; then  # the Python package from torchrun, one process 
       python/examples/torchrun_attention.py $args
     grep -E "max \||PASS|FAIL" "$OUT/torchrun${args//[- ]/_}.log" | tee -a "$OUT/summary.txt"
   done
+  # The module inside a model: eager, torch.compile and reduce-overhead of the whole model (GPU 0).
+  run compiled_model 300 "$py" python/examples/compiled_model.py --seq 8192
+  grep -E "^round|skipped" "$OUT/compiled_model.log" | tee -a "$OUT/summary.txt"
   exit $rc
 fi
 if [[ $mode != bench-only && $mode != ring && $mode != a2a && $mode != overlap && $mode != targets &&
