@@ -18,8 +18,9 @@
 # groups of 2 with 3 KV heads beside 4).
 # python (the package's PyTorch tests, then the torchrun example on every GPU: ulysses, ring, fp8,
 # over PyTorch's NCCL communicator and ulysses' own, under torch.compile and as CUDA graph
-# replays; then python/examples/compiled_model.py: the module inside a compiled model; PyTorch from
-# the machine's venv).
+# replays; then python/examples/compiled_model.py: the module inside a compiled model, and
+# python/examples/side_by_side.py: ulysses against DeepSpeed-Ulysses' recipe in PyTorch and one
+# GPU's SDPA; PyTorch from the machine's venv).
 # copies (ulysses-copy-bench: 2D copies of rows of each width against 1D copies, every route, and
 # whether each route's copies need SMs: what packs as copy-engine copies between GPUs would get).
 # decode (the decode tests, then `ulysses-bench --decode`: a sharded KV cache, one new token).
@@ -255,6 +256,10 @@ if [[ $mode == python ]]; then  # the Python package from torchrun, one process 
   # The module inside a model: eager, torch.compile and reduce-overhead of the whole model (GPU 0).
   run compiled_model 300 "$py" python/examples/compiled_model.py --seq 8192
   grep -E "^round|skipped" "$OUT/compiled_model.log" | tee -a "$OUT/summary.txt"
+  # ulysses against the DeepSpeed-Ulysses recipe in PyTorch, and one GPU's SDPA, in rounds.
+  run side_by_side 400 "$py" -m torch.distributed.run --standalone --nproc_per_node="$ngpu" \
+    python/examples/side_by_side.py --seq 8192,32768,131072 --json "$OUT/side_by_side.json"
+  grep -E "^seq|^  (sdpa|ulysses|torch-|SDPA)" "$OUT/side_by_side.log" | tee -a "$OUT/summary.txt"
   exit $rc
 fi
 if [[ $mode != bench-only && $mode != ring && $mode != a2a && $mode != overlap && $mode != targets &&
