@@ -219,10 +219,11 @@ def one_length(a, seq, rank, world, comm, one_comm, device):
         for i, n in enumerate(names):
             gpus = 1 if cases[n][0] else world
             ms, mem = med[i].item(), med[len(names) + i].item() / 2**30
+            # (a one-GPU row is its distributed case's T1: no efficiency of its own)
             eff = med[names.index(own_one_gpu[n])].item() / (gpus * ms) if n in own_one_gpu \
-                else 1.0
+                else None
             print(f"  {n:22s} {ms:9.3f} ms  {flops / (ms * 1e-3) / gpus / 1e12:5.0f} TFLOP/s per "
-                  f"GPU  " + (f"efficiency {eff:.3f}" if n in own_one_gpu else " " * 16) +
+                  f"GPU  " + (f"efficiency {eff:.3f}" if eff is not None else " " * 16) +
                   f"  step peak {mem:.2f} GiB")
             rows.append({"seq": seq, "case": n, "gpus": gpus, "ms": ms, "efficiency": eff,
                          "step_peak_gib": mem})
