@@ -117,8 +117,8 @@ def step(fn, xs):
     return o
 
 
-SDPA_BACKENDS = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION",
-                 "efficient": "EFFICIENT_ATTENTION"}
+SDPA_BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+                 "efficient": SDPBackend.EFFICIENT_ATTENTION}
 
 
 def sdpa_kernel_name(xs):
@@ -140,8 +140,9 @@ def sdpa(q, k, v):
                                           is_causal=True, enable_gqa=True).transpose(1, 2)
 
 
-def one_length(a, seq, rank, world, comm, one_comm, device):
-    """The four cases at one sequence length: (rank 0's printed rows, whether the check passed)."""
+def one_length(a, seq, rank, world, comm, one_comm, device, show_kernel):
+    """The four cases at one sequence length (show_kernel: also the kernel SDPA ran); returns
+    (rank 0's printed rows, whether the check passed)."""
     def plan(cp):
         return ulysses.PlanConfig(num_heads_q=a.heads, num_heads_kv=a.kv_heads, head_dim=a.head_dim,
                                   causal=True, strategy="ulysses", cp=cp, seqlen=seq, dtype="bf16",
@@ -227,7 +228,7 @@ def one_length(a, seq, rank, world, comm, one_comm, device):
                   f"  step peak {mem:.2f} GiB")
             rows.append({"seq": seq, "case": n, "gpus": gpus, "ms": ms, "efficiency": eff,
                          "step_peak_gib": mem})
-        if a.first:
+        if show_kernel:
             print(f"  SDPA's kernel: {sdpa_kernel_name(cases['sdpa, one GPU'][2])}")
         print(f"  ulysses against torch-ulysses (O, dQ, dK, dV): max |difference| "
               f"{err[0].item():.3e} (tolerance {tol:.3e}) -> {'PASS' if ok else 'FAIL'}",
@@ -268,11 +269,10 @@ def main():
         if rank == 0 else None
     rows, ok = [], True
     backend = contextlib.nullcontext() if a.sdpa == "default" else \
-        sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[a.sdpa]))
+        sdpa_kernel(SDPA_BACKENDS[a.sdpa])
     with backend:
         for i, seq in enumerate(int(s) for s in a.seq.split(",")):
-            a.first = i == 0
-            got, passed = one_length(a, seq, rank, world, comm, one_comm, device)
+            got, passed = one_length(a, seq, rank, world, comm, one_comm, device, i == 0)
             rows += got
             ok &= passed
     if rank == 0 and a.json:
