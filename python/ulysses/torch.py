@@ -265,19 +265,35 @@ def _run_forward(m: "UlyssesAttention", q, k, v, sinks, cu_pair):
     return o, saved
 
 
-def _run_backward(m: "UlyssesAttention", d_o, q, k, v, o, saved, sinks, cu_pair):
-    """The plan's backward: (dq, dk, dv, dsinks), dsinks empty without sinks."""
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+def _for_backward(m: "UlyssesAttention", q, k, v, o) -> tuple:
+    """What backward needs of the caller's q, k, v and o: all four when the plan saves only the
+    LSE; nothing when it saves its own head-sharded rows (keeping them would then hold memory a
+    model frees after forward: the projections' backward needs their inputs, not q, k, v)."""
+    keep = m.plan.config.saved_activations == "lse"
+    return (q, k, v, o) if keep else (None, None, None, None)
+
+
+def _grads_like(m: "UlyssesAttention", d_o, sinks) -> tuple:
+    """Empty dq, dk, dv (the shard's rows, shaped from dO and the config) and dsinks (empty
+    without sinks)."""
+    c = m.plan.config
+    lead = d_o.shape[:-2]  # [B, S/cp] (bshd) or [T/cp] (thd)
     dsinks = (torch.empty_like(sinks) if sinks is not None
-              else q.new_empty((0,), dtype=torch.float32))
-    lse_only = m.plan.config.saved_activations == "lse"
+              else d_o.new_empty((0,), dtype=torch.float32))
+    return (d_o.new_empty(lead + (c.num_heads_q, c.head_dim)),
+            d_o.new_empty(lead + (c.num_heads_kv, c.head_dim)),
+            d_o.new_empty(lead + (c.num_heads_kv, c.head_dim_v or c.head_dim)), dsinks)
+
+
+def _run_backward(m: "UlyssesAttention", d_o, q, k, v, o, saved, sinks, cu_pair):
+    """The plan's backward: (dq, dk, dv, dsinks), dsinks empty without sinks. q, k, v, o: as
+    _for_backward() kept them."""
+    dq, dk, dv, dsinks = _grads_like(m, d_o, sinks)
     cu, cu_dev = cu_pair
     m.plan.backward(d_o.contiguous(), dq, dk, dv, dsinks=dsinks if sinks is not None else None,
                     sinks=sinks, cu_seqlens=cu, cu_seqlens_device=cu_dev,
-                    workspace=m._workspace(q.device), saved=saved if saved.numel() else None,
-                    q=q if lse_only else None, k=k if lse_only else None,
-                    v=v if lse_only else None, o=o if lse_only else None,
-                    stream=m._stream(q.device))
+                    workspace=m._workspace(d_o.device), saved=saved if saved.numel() else None,
+                    q=q, k=k, v=v, o=o, stream=m._stream(d_o.device))
     return dq, dk, dv, dsinks
 
 
@@ -288,7 +304,7 @@ class _Eager(torch.autograd.Function):
     @staticmethod
     def forward(ctx, m, q, k, v, sinks, cu_pair):
         o, saved = _run_forward(m, q, k, v, sinks, cu_pair)
-        ctx.save_for_backward(q, k, v, o, saved, sinks)
+        ctx.save_for_backward(*_for_backward(m, q, k, v, o), saved, sinks)
         ctx.module, ctx.cu_pair = m, cu_pair  # backward reuses forward's device copy
         return o
 
@@ -316,24 +332,23 @@ def _(q, k, v, sinks, cu_seqlens, module_id):
 
 
 @torch.library.custom_op("ulysses::attention_backward", mutates_args=(), schema=(
-    "(Tensor d_o, Tensor q, Tensor k, Tensor v, Tensor o, Tensor saved, Tensor? sinks, "
+    "(Tensor d_o, Tensor? q, Tensor? k, Tensor? v, Tensor? o, Tensor saved, Tensor? sinks, "
     "Tensor? cu_seqlens, int module_id) -> (Tensor, Tensor, Tensor, Tensor)"))
 def _backward_op(d_o, q, k, v, o, saved, sinks, cu_seqlens, module_id):
     return _run_backward(_module(module_id), d_o, q, k, v, o, saved, sinks,
-                         _cu_pair(cu_seqlens, q.device))
+                         _cu_pair(cu_seqlens, d_o.device))
 
 
 @_backward_op.register_fake
 def _(d_o, q, k, v, o, saved, sinks, cu_seqlens, module_id):
-    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v),
-            torch.empty_like(sinks) if sinks is not None
-            else q.new_empty((0,), dtype=torch.float32))
+    return _grads_like(_module(module_id), d_o, sinks)
 
 
 def _setup_context(ctx, inputs, output):
     q, k, v, sinks, cu_seqlens, module_id = inputs
     o, saved = output
-    ctx.save_for_backward(q, k, v, o, saved, sinks, cu_seqlens)
+    ctx.save_for_backward(*_for_backward(_module(module_id), q, k, v, o), saved, sinks,
+                          cu_seqlens)
     ctx.module_id = module_id
 
 

@@ -63,6 +63,57 @@ class TorchModuleOnLoopbackRanks(unittest.TestCase):
                     err = (got[r][4] - want[4]).abs().max().item()
                     self.assertLess(err, 1e-5 * max(1.0, want[4].abs().max().item()), "dSinks")
 
+    def test_heads_saves_do_not_keep_the_callers_q_k_v(self):
+        """With saved_activations "heads" backward reads the plan's own saved rows only, so the
+        module must not keep the caller's q, k, v alive until backward (a model frees them after
+        forward: its projections' backward needs their inputs). "lse" recomputes from them and
+        must keep them. Eager and compiled; the gradients still match the one-rank reference's
+        bits (cp = 2), also with V of another width (head_dim_v) and in layout thd."""
+        import gc
+        import weakref
+
+        B, S, Hq, Hkv, D, Dv = 2, 16, 4, 2, 8, 6
+        g = torch.Generator().manual_seed(torch.seed() % (1 << 62))
+        for saved, compiled, layout in (("heads", False, "bshd"), ("lse", False, "bshd"),
+                                        ("heads", True, "bshd"), ("lse", True, "bshd"),
+                                        ("heads", False, "thd")):
+            with self.subTest(saved=saved, compiled=compiled, layout=layout):
+                lead = (B * S,) if layout == "thd" else (B, S)
+                make = lambda h, d: torch.rand(lead + (h, d), generator=g,  # noqa: E731
+                                               dtype=torch.float64) * 4 - 2
+                q, k, v, d_o = make(Hq, D), make(Hkv, D), make(Hkv, Dv), make(Hq, Dv)
+                cu = [0, S, 2 * S] if layout == "thd" else None
+                cfg = ulysses.PlanConfig(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D,
+                                         head_dim_v=Dv, causal=True, layout=layout, cp=2,
+                                         batch=1 if layout == "thd" else B, seqlen=lead[-1],
+                                         dtype="fp64", saved_activations=saved)
+
+                def step(r, comm, cfg, watch):
+                    attn = ut.UlyssesAttention(cfg, comm, ulysses.reference_kernel())
+                    fn = (torch.compile(attn, backend="aot_eager", fullgraph=True) if watch and
+                          compiled else attn)
+                    shard = (lambda x: ut.shard(x, cfg, r, dim=len(lead) - 1,  # noqa: E731
+                                                cu_seqlens=cu))
+                    leaves = [shard(x).requires_grad_() for x in (q, k, v)]
+                    xs = [x * 1.0 for x in leaves]  # only the module's graph could keep these
+                    refs = [weakref.ref(x) for x in xs]
+                    o = fn(*xs, cu_seqlens=cu)
+                    del xs
+                    gc.collect()
+                    alive = [ref() is not None for ref in refs]
+                    o.backward(shard(d_o))
+                    return alive, [o.detach()] + [x.grad for x in leaves]
+
+                got = run_ranks(2, lambda r, c: step(r, c, cfg, True))
+                for alive, _ in got:
+                    self.assertEqual(alive, [saved == "lse"] * 3)
+                lse = ulysses.PlanConfig(**{**cfg.__dict__, "saved_activations": "lse"})
+                want = run_ranks(2, lambda r, c: step(r, c, lse, False))
+                for (_, mine), (_, ref) in zip(got, want):
+                    for name, a, b in zip(("O", "dQ", "dK", "dV"), mine, ref):
+                        self.assertEqual(a.shape, b.shape, name)
+                        self.assertTrue(torch.equal(a, b), f"{name} differs")
+
     def test_cu_seqlens_that_are_not_whole_ints_are_refused_not_floored(self):
         cfg = ulysses.PlanConfig(num_heads_q=2, num_heads_kv=1, head_dim=8, seqlen=8,
                                  dtype="fp64", layout="thd")
