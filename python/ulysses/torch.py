@@ -317,18 +317,25 @@ class _Eager(torch.autograd.Function):
 
 # (Schemas written out: annotations are strings under `from __future__ import annotations`, which
 # not every PyTorch release infers a schema from.)
+# saved_bytes, the length of forward's `saved` output, is an argument although the module knows
+# it: the graph then holds it as a constant, so Inductor's on-disk cache, whose key is the graph,
+# cannot hand a compiled graph of another config (another `saved` length, the same shapes and op
+# id, e.g. from an earlier process) to this one.
 @torch.library.custom_op("ulysses::attention_forward", mutates_args=(), schema=(
-    "(Tensor q, Tensor k, Tensor v, Tensor? sinks, Tensor? cu_seqlens, int module_id) -> "
-    "(Tensor, Tensor)"))
-def _forward_op(q, k, v, sinks, cu_seqlens, module_id):
-    return _run_forward(_module(module_id), q, k, v, sinks, _cu_pair(cu_seqlens, q.device))
+    "(Tensor q, Tensor k, Tensor v, Tensor? sinks, Tensor? cu_seqlens, int module_id, "
+    "int saved_bytes) -> (Tensor, Tensor)"))
+def _forward_op(q, k, v, sinks, cu_seqlens, module_id, saved_bytes):
+    m = _module(module_id)
+    if m._saved_len() != saved_bytes:
+        raise UlyssesError(1, f"ulysses.torch: attention_forward: saved_bytes is {saved_bytes}, "
+                              f"but op id {module_id}'s plan saves {m._saved_len()} bytes")
+    return _run_forward(m, q, k, v, sinks, _cu_pair(cu_seqlens, q.device))
 
 
 @_forward_op.register_fake
-def _(q, k, v, sinks, cu_seqlens, module_id):
-    m = _module(module_id)
+def _(q, k, v, sinks, cu_seqlens, module_id, saved_bytes):
     return (q.new_empty(q.shape[:-1] + v.shape[-1:]),
-            q.new_empty((m._saved_len(),), dtype=torch.uint8))
+            q.new_empty((saved_bytes,), dtype=torch.uint8))
 
 
 @torch.library.custom_op("ulysses::attention_backward", mutates_args=(), schema=(
@@ -345,7 +352,7 @@ def _(d_o, q, k, v, o, saved, sinks, cu_seqlens, module_id):
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, sinks, cu_seqlens, module_id = inputs
+    q, k, v, sinks, cu_seqlens, module_id, _ = inputs
     o, saved = output
     ctx.save_for_backward(*_for_backward(_module(module_id), q, k, v, o), saved, sinks,
                           cu_seqlens)
@@ -355,7 +362,7 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, d_o, _d_saved):
     q, k, v, o, saved, sinks, cu_seqlens = ctx.saved_tensors
     dq, dk, dv, dsinks = _backward_op(d_o, q, k, v, o, saved, sinks, cu_seqlens, ctx.module_id)
-    return dq, dk, dv, (dsinks if sinks is not None else None), None, None
+    return dq, dk, dv, (dsinks if sinks is not None else None), None, None, None
 
 
 _forward_op.register_autograd(_backward, setup_context=_setup_context)
@@ -388,6 +395,8 @@ class UlyssesAttention(torch.nn.Module):
                     kernel = cudnn_kernel(comm.device) if comm.device >= 0 else reference_kernel()
                     _default_kernels[comm] = kernel
         self.plan = Plan(config, comm, kernel)
+        # (a plain int: torch.compile reads it while tracing, where a library call cannot run)
+        self._saved_bytes = max(self.plan.saved_bytes, 1) if config.training else 0
         # The workspace is made with the plan, outside any CUDA graph's memory pool (Inductor's
         # CUDA graphs refuse a tensor that outlives a recorded call without being its output).
         self._ws = None
@@ -403,7 +412,7 @@ class UlyssesAttention(torch.nn.Module):
 
     def _saved_len(self) -> int:
         """Bytes of each forward's `saved` output (none in inference)."""
-        return max(self.plan.saved_bytes, 1) if self.plan.config.training else 0
+        return self._saved_bytes
 
     def _saved_buffer(self, device):
         return torch.empty(self._saved_len(), dtype=torch.uint8, device=device)
@@ -421,7 +430,7 @@ class UlyssesAttention(torch.nn.Module):
             return _Eager.apply(_module(self._id), q, k, v, sinks, _cu_pair(cu_seqlens, q.device))
         if cu_seqlens is not None and not isinstance(cu_seqlens, torch.Tensor):
             cu_seqlens = torch.tensor(_whole_ints(cu_seqlens, "cu_seqlens"), dtype=torch.int32)
-        return _forward_op(q, k, v, sinks, cu_seqlens, self._id)[0]
+        return _forward_op(q, k, v, sinks, cu_seqlens, self._id, self._saved_len())[0]
 
 
 def shard(x: torch.Tensor, config: PlanConfig, rank: int, dim: int = 1,

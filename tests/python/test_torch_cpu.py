@@ -67,24 +67,24 @@ class TorchModuleOnLoopbackRanks(unittest.TestCase):
         """With saved_activations "heads" backward reads the plan's own saved rows only, so the
         module must not keep the caller's q, k, v alive until backward (a model frees them after
         forward: its projections' backward needs their inputs). "lse" recomputes from them and
-        must keep them. Eager and compiled; the gradients still match the one-rank reference's
-        bits (cp = 2), also with V of another width (head_dim_v) and in layout thd."""
+        must keep them. Eager and compiled; the gradients match the lse module's bits, also with V
+        of another width (head_dim_v) and in layout thd."""
         import gc
         import weakref
 
         B, S, Hq, Hkv, D, Dv = 2, 16, 4, 2, 8, 6
         g = torch.Generator().manual_seed(torch.seed() % (1 << 62))
-        for saved, compiled, layout in (("heads", False, "bshd"), ("lse", False, "bshd"),
-                                        ("heads", True, "bshd"), ("lse", True, "bshd"),
-                                        ("heads", False, "thd")):
-            with self.subTest(saved=saved, compiled=compiled, layout=layout):
+        for saved, compiled, layout, cp in (("heads", False, "bshd", 2), ("lse", False, "bshd", 2),
+                                            ("heads", True, "bshd", 2), ("lse", True, "bshd", 2),
+                                            ("heads", False, "thd", 2)):
+            with self.subTest(saved=saved, compiled=compiled, layout=layout, cp=cp):
                 lead = (B * S,) if layout == "thd" else (B, S)
                 make = lambda h, d: torch.rand(lead + (h, d), generator=g,  # noqa: E731
                                                dtype=torch.float64) * 4 - 2
                 q, k, v, d_o = make(Hq, D), make(Hkv, D), make(Hkv, Dv), make(Hq, Dv)
                 cu = [0, S, 2 * S] if layout == "thd" else None
                 cfg = ulysses.PlanConfig(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D,
-                                         head_dim_v=Dv, causal=True, layout=layout, cp=2,
+                                         head_dim_v=Dv, causal=True, layout=layout, cp=cp,
                                          batch=1 if layout == "thd" else B, seqlen=lead[-1],
                                          dtype="fp64", saved_activations=saved)
 
@@ -92,6 +92,7 @@ class TorchModuleOnLoopbackRanks(unittest.TestCase):
                     attn = ut.UlyssesAttention(cfg, comm, ulysses.reference_kernel())
                     fn = (torch.compile(attn, backend="aot_eager", fullgraph=True) if watch and
                           compiled else attn)
+                    saves.append((attn.plan.config.saved_activations, attn.plan.saved_bytes))
                     shard = (lambda x: ut.shard(x, cfg, r, dim=len(lead) - 1,  # noqa: E731
                                                 cu_seqlens=cu))
                     leaves = [shard(x).requires_grad_() for x in (q, k, v)]
@@ -104,11 +105,15 @@ class TorchModuleOnLoopbackRanks(unittest.TestCase):
                     o.backward(shard(d_o))
                     return alive, [o.detach()] + [x.grad for x in leaves]
 
-                got = run_ranks(2, lambda r, c: step(r, c, cfg, True))
-                for alive, _ in got:
-                    self.assertEqual(alive, [saved == "lse"] * 3)
+                saves = []
+                got = run_ranks(cp, lambda r, c: step(r, c, cfg, True))
+                for alive, _ in got:  # (one rank saves as lse: nothing to exchange)
+                    self.assertEqual(alive, [saved == "lse" or cp == 1] * 3)
                 lse = ulysses.PlanConfig(**{**cfg.__dict__, "saved_activations": "lse"})
-                want = run_ranks(2, lambda r, c: step(r, c, lse, False))
+                want = run_ranks(cp, lambda r, c: step(r, c, lse, False))
+                if cp == 1:  # the module's plan is an lse plan: it saves the LSE alone
+                    self.assertEqual(saves[0], saves[1])
+                    self.assertEqual(saves[0][0], "lse")
                 for (_, mine), (_, ref) in zip(got, want):
                     for name, a, b in zip(("O", "dQ", "dK", "dV"), mine, ref):
                         self.assertEqual(a.shape, b.shape, name)
@@ -283,8 +288,43 @@ class Compiled(unittest.TestCase):
 
         (op_id,) = run_ranks(1, step)
         with self.assertRaises(ulysses.UlyssesError) as e:  # none left: a clear error
-            torch.ops.ulysses.attention_forward(q, k, v, sinks, None, op_id)
+            torch.ops.ulysses.attention_forward(q, k, v, sinks, None, op_id, 1)
         self.assertIn(f"no UlyssesAttention of op id {op_id} is alive", str(e.exception))
+
+    def test_a_graph_cached_on_disk_for_another_config_is_not_reused(self):
+        """Two processes compile the same function over the module with one Inductor cache
+        directory, the second with saved_activations "lse" instead of "heads": the same shapes
+        and op id, another length of `saved`. The graph must differ, or the cache hands the
+        second process the first one's graph, which then fails its own output-size check."""
+        import os
+        import subprocess
+        import sys
+        import tempfile
+
+        script = (
+            "import sys, torch, rank_threads, ulysses, ulysses.torch as ut\n"
+            "cfg = ulysses.PlanConfig(num_heads_q=4, num_heads_kv=2, head_dim=8, causal=True,\n"
+            "    cp=2, seqlen=16, dtype='fp32', saved_activations=sys.argv[1])\n"
+            "def step(r, comm):\n"
+            "    attn = ut.UlyssesAttention(cfg, comm, ulysses.reference_kernel())\n"
+            "    fn = torch.compile(lambda q, k, v: attn(q, k, v) * 2.0, fullgraph=True)\n"
+            "    xs = [torch.rand((1, 8, h, 8), requires_grad=True) for h in (4, 2, 2)]\n"
+            "    fn(*xs).sum().backward()\n"
+            "    return attn._saved_len()\n"
+            "print('saved', rank_threads.results_or_raise(ulysses.loopback_group(2), step))\n")
+        here = os.path.dirname(os.path.abspath(__file__))
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TORCHINDUCTOR_CACHE_DIR=cache,
+                       PYTHONPATH=os.pathsep.join(filter(None, [
+                           here, os.path.join(here, "..", "..", "python"),
+                           os.environ.get("PYTHONPATH")])))
+            lengths = []
+            for saved in ("heads", "lse"):
+                done = subprocess.run([sys.executable, "-c", script, saved], env=env,
+                                      capture_output=True, text=True, timeout=600)
+                self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+                lengths.append([ln for ln in done.stdout.splitlines() if ln.startswith("saved")])
+            self.assertNotEqual(lengths[0], lengths[1])  # (the case needs two lengths)
 
     def test_the_operators_pass_opcheck(self):
         """torch.library.opcheck on the real op: schema (no input mutated), fake tensors (the
@@ -301,7 +341,7 @@ class Compiled(unittest.TestCase):
                     # `saved` holds padding the plan never writes; the tests above compare
                     # compiled and eager results instead)
                     torch.library.opcheck(torch.ops.ulysses.attention_forward.default,
-                                          (*args, None, attn._id),
+                                          (*args, None, attn._id, attn._saved_len()),
                                           test_utils=("test_schema", "test_autograd_registration",
                                                       "test_faketensor"))
 
