@@ -67,8 +67,9 @@ class TorchModuleOnLoopbackRanks(unittest.TestCase):
         """With saved_activations "heads" backward reads the plan's own saved rows only, so the
         module must not keep the caller's q, k, v alive until backward (a model frees them after
         forward: its projections' backward needs their inputs). "lse" recomputes from them and
-        must keep them. Eager and compiled; the gradients match the lse module's bits, also with V
-        of another width (head_dim_v) and in layout thd."""
+        must keep them, and so does one rank, which saves as "lse" (nothing to exchange). Eager and
+        compiled; the gradients match the lse module's bits, also with V of another width
+        (head_dim_v) and in layout thd."""
         import gc
         import weakref
 
@@ -76,7 +77,8 @@ class TorchModuleOnLoopbackRanks(unittest.TestCase):
         g = torch.Generator().manual_seed(torch.seed() % (1 << 62))
         for saved, compiled, layout, cp in (("heads", False, "bshd", 2), ("lse", False, "bshd", 2),
                                             ("heads", True, "bshd", 2), ("lse", True, "bshd", 2),
-                                            ("heads", False, "thd", 2)):
+                                            ("heads", False, "thd", 2), ("heads", False, "bshd", 1),
+                                            ("heads", True, "thd", 1)):
             with self.subTest(saved=saved, compiled=compiled, layout=layout, cp=cp):
                 lead = (B * S,) if layout == "thd" else (B, S)
                 make = lambda h, d: torch.rand(lead + (h, d), generator=g,  # noqa: E731
