@@ -346,6 +346,11 @@ class Compiled(unittest.TestCase):
                                           (*args, None, attn._id, attn._saved_len()),
                                           test_utils=("test_schema", "test_autograd_registration",
                                                       "test_faketensor"))
+                    with self.assertRaises(ulysses.UlyssesError) as e:  # a graph of another plan
+                        torch.ops.ulysses.attention_forward(*args, None, attn._id,
+                                                            attn._saved_len() + 1)
+                    self.assertIn(f"saved_bytes is {attn._saved_len() + 1}, but op id",
+                                  str(e.exception))
 
                 run_ranks(1, check)
 
