@@ -51,9 +51,9 @@ struct Buffers {
   char *q, *k, *v, *o, *o32, *dO, *dq, *dq32, *dk, *dv, *dk32, *dv32, *lse;
 };
 
-Call make(LocalAttention& kern, const Buffers& m, std::int64_t q0, std::int64_t sq,
-          std::int64_t k0, std::int64_t skv, std::int64_t off, bool kv32, bool acc_kv,
-          bool partial, bool acc_q, void* ws) {
+Call make(LocalAttention& kern, const Buffers& m, std::int64_t q0, std::int64_t sq, std::int64_t k0,
+          std::int64_t skv, std::int64_t off, bool kv32, bool acc_kv, bool partial, bool acc_q,
+          void* ws) {
   AttentionConfig a{.num_heads_q = H, .num_heads_kv = G, .head_dim = D, .causal = true};
   Call c;
   c.p = LocalProblem::unsharded(a, DType::kBFloat16, 1, sq);
@@ -124,8 +124,8 @@ int main(int argc, char** argv) {
   std::size_t wsb = 0;
   auto add = [&](int ci, std::int64_t q0, std::int64_t sq, std::int64_t k0, std::int64_t skv,
                  std::int64_t off, bool kv32, bool acc_kv, bool partial, bool acc_q) {
-    cases[ci].calls.push_back(make(kern, m, q0, sq, k0, skv, off, kv32, acc_kv, partial, acc_q,
-                                   nullptr));
+    cases[ci].calls.push_back(
+        make(kern, m, q0, sq, k0, skv, off, kv32, acc_kv, partial, acc_q, nullptr));
   };
   cases[0].name = "base (one call)";
   add(0, 0, S, 0, S, 0, false, false, false, false);
