@@ -118,6 +118,21 @@ struct DecodeConfig {
   /// built-in kernel (split_kernel auto or built_in; on the host too): the LocalAttention interface
   /// reads rows, not pages.
   std::int64_t page_size = 0;
+  /// Steps that a CUDA graph can replay while the caches grow (serving engines capture their decode
+  /// steps). false: forward() plans each step's pieces on the host from DecodeArgs::segments, so a
+  /// captured step replays the layout it was captured with. true: forward() enqueues a kernel that
+  /// plans them on the device, when the step runs, from the layout in device memory
+  /// (DecodeArgs::segments_device, query_positions_device), over a fixed set of slots per sequence
+  /// (max_splits + max_segments open pieces, and max_segments + 1 edges when query_tokens > 1;
+  /// unused slots cost a CTA that returns at once). Run one step eagerly, capture one, then
+  /// rewrite the arrays (and the page table) at the same addresses before each replay. Runs in
+  /// the built-in kernel only (split_kernel auto or built_in; create() returns kUnsupported where
+  /// it cannot run). The same pieces as a host layout: with one query token the same bits.
+  /// forward() cannot check the arrays' contents without waiting for the device: on the device a
+  /// segment outside [0, cache_rows) counts as empty and query positions are clamped to
+  /// [0, 2^60], so nothing outside the cache is read; check_device_layout() reads them back and
+  /// checks them as forward() checks a host layout.
+  bool device_layout = false;
 
   Status validate() const;
 };
@@ -153,6 +168,15 @@ struct DecodeArgs {
   /// Optional: query token 0's position per sequence ([batch], the same on every rank), instead of
   /// query_position for all.
   std::span<const std::int64_t> query_positions;
+  /// DecodeConfig::device_layout: the layout on the communicator's device, read when the step
+  /// runs (segments, segment_offsets and query_positions stay empty; page_table too, and a paged
+  /// cache's table is page_table_device). [batch, max_segments, 3] int64, contiguous: segment i of
+  /// sequence b is (row, rows, position) at entries (b max_segments + i) 3 + {0, 1, 2}, in the
+  /// rows of its own cache as CacheSegment; unused entries have rows = 0.
+  const std::int64_t* segments_device = nullptr;
+  /// DecodeConfig::device_layout: [batch] int64 on the device, query token 0's position per
+  /// sequence.
+  const std::int64_t* query_positions_device = nullptr;
   TensorView sinks;  // [num_heads_q] fp32 when attention.sinks (the same on every rank)
   TensorView o;      // out: [batch, query_tokens, num_heads_q, head_dim_v], the same on every rank
   TensorView lse;    // optional out: [batch, num_heads_q, query_tokens] fp32, natural log
@@ -187,6 +211,11 @@ class DistributedDecode {
   virtual std::size_t workspace_bytes() const = 0;
   /// Enqueues one decode step on `stream`.
   virtual Status forward(const DecodeArgs& args, Stream stream) = 0;
+  /// DecodeConfig::device_layout: waits for `stream`, copies the layout (and page_table_device) to
+  /// the host and checks args as forward() checks a host layout, naming the first bad entry; ok
+  /// where forward() would take it. For tests and debugging: it synchronises, so not inside a
+  /// captured step. Local: no other rank takes part.
+  virtual Status check_device_layout(const DecodeArgs& args, Stream stream) = 0;
 };
 
 }  // namespace ulysses

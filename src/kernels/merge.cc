@@ -56,6 +56,11 @@ Status write_table(std::span<const std::int32_t> values, std::int32_t* dst, Devi
   return cuda::write_table(values, dst, stream);
 }
 
+Status read_back(const void* src, void* dst, std::size_t bytes, Device device, Stream stream) {
+  if (device.is_host()) return host::read_back(src, dst, bytes);
+  return cuda::read_back(src, dst, bytes, stream);
+}
+
 Status accumulate(const TensorView& acc, const TensorView& src, Stream stream) {
   if (acc.device.is_host()) return host::accumulate(acc, src);
   return cuda::accumulate(acc, src, stream);

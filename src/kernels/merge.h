@@ -10,6 +10,7 @@
 // stream. Dispatch is by the device of the first view.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 
@@ -51,6 +52,10 @@ Status merge_stacked(const TensorView& o_parts, const TensorView& lse_parts, int
 /// arguments, so the host span may be reused at once and the write can be captured in a graph).
 Status write_table(std::span<const std::int32_t> values, std::int32_t* dst, Device device,
                    Stream stream);
+
+/// dst[0, bytes) = src[0, bytes), src in `device`'s memory, dst on the host: waits for `stream`
+/// first (the host: a plain copy). Not for hot paths.
+Status read_back(const void* src, void* dst, std::size_t bytes, Device device, Stream stream);
 
 /// acc += src (acc fp32 or fp64, src any float dtype).
 Status accumulate(const TensorView& acc, const TensorView& src, Stream stream);
@@ -101,6 +106,7 @@ Status merge_stacked(const TensorView& o_parts, const TensorView& lse_parts, int
                      const TensorView& sinks, int head_offset, const TensorView& o,
                      const TensorView& lse);
 Status write_table(std::span<const std::int32_t> values, std::int32_t* dst);
+Status read_back(const void* src, void* dst, std::size_t bytes);
 Status accumulate(const TensorView& acc, const TensorView& src);
 Status convert(const TensorView& dst, const TensorView& src);
 Status zero(const TensorView& dst);
@@ -123,6 +129,7 @@ Status merge_stacked(const TensorView& o_parts, const TensorView& lse_parts, int
                      const TensorView& sinks, int head_offset, const TensorView& o,
                      const TensorView& lse, Stream stream);
 Status write_table(std::span<const std::int32_t> values, std::int32_t* dst, Stream stream);
+Status read_back(const void* src, void* dst, std::size_t bytes, Stream stream);
 Status accumulate(const TensorView& acc, const TensorView& src, Stream stream);
 Status convert(const TensorView& dst, const TensorView& src, Stream stream);
 Status zero(const TensorView& dst, Stream stream);

@@ -926,6 +926,12 @@ Status write_table(std::span<const std::int32_t> values, std::int32_t* dst, Stre
   return Status::ok();
 }
 
+Status read_back(const void* src, void* dst, std::size_t bytes, Stream stream) {
+  ULYSSES_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+  if (bytes > 0) ULYSSES_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+  return Status::ok();
+}
+
 Status accumulate(const TensorView& acc, const TensorView& src, Stream stream) {
   ULYSSES_RETURN_IF_ERROR(same4(acc, src, "accumulate"));
   ULYSSES_RETURN_IF_ERROR(check({&acc, &src}, "accumulate"));

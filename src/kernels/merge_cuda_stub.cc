@@ -30,6 +30,7 @@ Status merge_stacked(const TensorView&, const TensorView&, int, std::int64_t, st
   return no_cuda();
 }
 Status write_table(std::span<const std::int32_t>, std::int32_t*, Stream) { return no_cuda(); }
+Status read_back(const void*, void*, std::size_t, Stream) { return no_cuda(); }
 Status accumulate(const TensorView&, const TensorView&, Stream) { return no_cuda(); }
 Status convert(const TensorView&, const TensorView&, Stream) { return no_cuda(); }
 Status zero(const TensorView&, Stream) { return no_cuda(); }

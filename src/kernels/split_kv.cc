@@ -51,6 +51,11 @@ Status split_kv_attention(const SplitKvArgs& args, Device device, Stream stream)
   return cuda::split_kv_attention(args, stream);
 }
 
+Status decode_slot_table(const DecodeSlotTableArgs& args, Device device, Stream stream) {
+  if (device.is_host()) return host::decode_slot_table(args);
+  return cuda::decode_slot_table(args, stream);
+}
+
 bool split_kv_aligned(const void* base, DType dtype, std::int64_t row_stride,
                       std::int64_t head_stride) {
   const auto bytes = static_cast<std::int64_t>(dtype_size(dtype));

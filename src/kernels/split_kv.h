@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/decode_pieces.h"
 #include "ulysses/status.h"
 #include "ulysses/types.h"
 
@@ -94,11 +95,18 @@ bool split_kv_aligned(const void* base, DType dtype, std::int64_t row_stride,
 /// return kUnsupported), at once on the host.
 Status split_kv_attention(const SplitKvArgs& args, Device device, Stream stream);
 
+/// Writes a decode step's slot table from the layout in device memory (DecodeSlotTableArgs, read
+/// when the work runs: a CUDA graph replay reads the layout of that moment). Enqueued on `stream`
+/// where `device` is a CUDA device, at once on the host.
+Status decode_slot_table(const DecodeSlotTableArgs& args, Device device, Stream stream);
+
 namespace host {
 Status split_kv_attention(const SplitKvArgs& args);
+Status decode_slot_table(const DecodeSlotTableArgs& args);
 }  // namespace host
 namespace cuda {
 Status split_kv_attention(const SplitKvArgs& args, Stream stream);
+Status decode_slot_table(const DecodeSlotTableArgs& args, Stream stream);
 }  // namespace cuda
 
 }  // namespace ulysses::kernels

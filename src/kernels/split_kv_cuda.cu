@@ -790,6 +790,22 @@ Status cuda::split_kv_attention(const SplitKvArgs& a, Stream stream) {
   return by_widths<__nv_bfloat16>(a, stream);
 }
 
+namespace {
+__global__ void decode_slot_table_kernel(DecodeSlotTableArgs a) {
+  const int b = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (b < a.batch) write_decode_slots(a, b);
+}
+}  // namespace
+
+Status cuda::decode_slot_table(const DecodeSlotTableArgs& a, Stream stream) {
+  if (a.batch == 0) return Status::ok();
+  constexpr int kThreadsPerBlock = 128;
+  decode_slot_table_kernel<<<(a.batch + kThreadsPerBlock - 1) / kThreadsPerBlock,
+                             kThreadsPerBlock, 0, static_cast<cudaStream_t>(stream)>>>(a);
+  ULYSSES_CUDA_CHECK_LAUNCH();
+  return Status::ok();
+}
+
 std::string split_kv_device_unsupported(int head_dim, int head_dim_v, int device) {
   Result<std::size_t> bytes = shared_memory_on(device, head_dim, head_dim_v, kRows, false, false);
   return bytes.is_ok() ? std::string{} : bytes.status().message();

@@ -12,4 +12,8 @@ Status cuda::split_kv_attention(const SplitKvArgs&, Stream) {
   return unsupported("ulysses: device tensors need a build with CUDA (got a host-only build)");
 }
 
+Status cuda::decode_slot_table(const DecodeSlotTableArgs&, Stream) {
+  return unsupported("ulysses: device tensors need a build with CUDA (got a host-only build)");
+}
+
 }  // namespace ulysses::kernels

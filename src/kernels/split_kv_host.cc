@@ -85,4 +85,9 @@ Status split_kv_attention(const SplitKvArgs& a) {
   return Status::ok();
 }
 
+Status decode_slot_table(const DecodeSlotTableArgs& a) {
+  for (int b = 0; b < a.batch; ++b) write_decode_slots(a, b);
+  return Status::ok();
+}
+
 }  // namespace ulysses::kernels::host

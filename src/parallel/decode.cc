@@ -32,11 +32,13 @@
 #include <bit>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "attention/cudnn_support.h"
 #include "attention/local_checks.h"
 #include "common/check.h"
+#include "kernels/decode_pieces.h"
 #include "kernels/merge.h"
 #include "kernels/split_kv.h"
 #include "parallel/plan_common.h"
@@ -50,6 +52,7 @@ namespace {
 
 constexpr std::string_view kCreate = "ulysses::DistributedDecode::create";
 constexpr std::string_view kForward = "ulysses::DistributedDecode::forward";
+constexpr std::string_view kCheckLayout = "ulysses::DistributedDecode::check_device_layout";
 constexpr std::string_view kConfig = "ulysses::DecodeConfig";
 // split_kernel = auto with the cuDNN backend: steps that read at most this many keys on a rank
 // run in the built-in kernel. On an H200 (tensor copies, one-tile rings) it took less GPU time per
@@ -62,64 +65,33 @@ constexpr std::int64_t kAutoBuiltInKeys = 262144;
 // segment by rounding) and <= 2 edges per segment.
 std::int64_t piece_slots(const DecodeConfig& c) { return c.max_splits + 3ll * c.max_segments; }
 
-struct Piece {
-  std::int64_t kv_row = 0, kv_len = 0;  // rows of the rank's cache
-  std::int64_t q_begin = 0, q_len = 0;  // query tokens that see it (edges; open: all)
-  std::int64_t diagonal_offset = 0;     // position of query q_begin minus that of key kv_row
-};
+using Piece = kernels::DecodePiece;
 struct PiecePlan {
   std::vector<Piece> open, edges;
 };
 
+kernels::DecodePieceRules piece_rules(const DecodeConfig& c) {
+  const AttentionConfig& a = c.attention;
+  return {.tokens = c.query_tokens,
+          .window_left = a.window_left,
+          .right = a.causal ? 0 : a.window_right,
+          .min_split_rows = c.min_split_rows,
+          .max_splits = c.max_splits};
+}
+
 PiecePlan plan_pieces(const DecodeConfig& c, std::span<const CacheSegment> segments,
                       std::int64_t p0) {
-  constexpr std::int64_t kFar = std::numeric_limits<std::int64_t>::max() / 4;
-  const AttentionConfig& a = c.attention;
-  const std::int64_t T = c.query_tokens;
-  const std::int64_t wl = a.window_left, r = a.causal ? 0 : a.window_right;
-  // Query token i sees keys at positions [lo(i), hi(i)].
-  auto lo = [&](std::int64_t i) { return wl >= 0 ? p0 + i - wl : -kFar; };
-  auto hi = [&](std::int64_t i) { return r >= 0 ? p0 + i + r : kFar; };
   PiecePlan plan;
-  struct Open {
-    std::int64_t row, len;
-  };
-  std::vector<Open> open;
-  for (const CacheSegment& s : segments) {
-    const std::int64_t s0 = s.position, s1 = s.position + s.rows;
-    auto row = [&](std::int64_t key) { return s.row + (key - s0); };
-    // Keys some token sees [v0, v1), keys every token sees [f0, f1).
-    const std::int64_t v0 = std::max(s0, lo(0)), v1 = std::min(s1, hi(T - 1) + 1);
-    if (v0 >= v1) continue;
-    const std::int64_t f0 = std::max(v0, lo(T - 1)), f1 = std::min(v1, hi(0) + 1);
-    auto edge = [&](std::int64_t k0, std::int64_t k1) {
-      if (k0 >= k1) return;
-      // Tokens [i0, i1) see at least one key of [k0, k1): hi(i) >= k0 and lo(i) < k1.
-      const std::int64_t i0 = r >= 0 ? std::max<std::int64_t>(0, k0 - p0 - r) : 0;
-      const std::int64_t i1 = wl >= 0 ? std::min(T, k1 - p0 + wl) : T;
-      if (i0 >= i1) return;  // not reached: [v0, v1) is visible to someone
-      plan.edges.push_back({row(k0), k1 - k0, i0, i1 - i0, p0 + i0 - k0});
-    };
-    if (f0 >= f1) {
-      edge(v0, v1);
-    } else {
-      edge(v0, f0);
-      open.push_back({row(f0), f1 - f0});
-      edge(f1, v1);
-    }
-  }
-  std::int64_t total = 0;
-  for (const Open& o : open) total += o.len;
-  if (total == 0) return plan;
-  const std::int64_t target = std::max(
-      c.min_split_rows, (total + c.max_splits - 1) / static_cast<std::int64_t>(c.max_splits));
-  for (const Open& o : open) {
-    const std::int64_t n = (o.len + target - 1) / target;
-    for (std::int64_t k = 0; k < n; ++k) {
-      const std::int64_t b = o.len * k / n, e = o.len * (k + 1) / n;
-      plan.open.push_back({o.row + b, e - b, 0, c.query_tokens, 0});
-    }
-  }
+  kernels::plan_decode_pieces(
+      piece_rules(c), static_cast<int>(segments.size()),
+      [&](int i, std::int64_t& row, std::int64_t& rows, std::int64_t& position) {
+        const CacheSegment& s = segments[static_cast<std::size_t>(i)];
+        row = s.row;
+        rows = s.rows;
+        position = s.position;
+      },
+      p0, [&](const Piece& p) { plan.open.push_back(p); },
+      [&](const Piece& p) { plan.edges.push_back(p); });
   return plan;
 }
 
@@ -128,8 +100,10 @@ class DecodePlan final : public DistributedDecode {
   DecodePlan(const DecodeConfig& config, Communicator& comm, LocalAttention& kernel)
       : config_(config), comm_(comm), kernel_(kernel) {
     const AttentionConfig& a = config_.attention;
-    // (create() refuses built_in, and paged caches, where the built-in kernel cannot run.)
-    builtin_ = config_.split_kernel == DecodeKernel::kBuiltIn || config_.page_size > 0;
+    // (create() refuses built_in, paged caches and device layouts where the built-in kernel cannot
+    // run.)
+    builtin_ = config_.split_kernel == DecodeKernel::kBuiltIn || config_.page_size > 0 ||
+               config_.device_layout;
     const std::int64_t B = config_.batch, T = config_.query_tokens, Dv = a.value_dim();
     acc_ = config_.dtype == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
     slots_ = piece_slots(config_);
@@ -155,6 +129,9 @@ class DecodePlan final : public DistributedDecode {
         parallel::align_up(o_acc_bytes_ + static_cast<std::size_t>(B * a.num_heads_q * T) * 4);
     send_ = arena.take(part_bytes_);
     recv_ = config_.cp > 1 ? arena.take(part_bytes_ * static_cast<std::size_t>(config_.cp)) : send_;
+    // Device layouts with edges: the open pieces' merge and the edges' merge, laid out like send_,
+    // one part_bytes_ apart.
+    if (device_edges() > 0) device_parts_ = arena.take(2 * part_bytes_);
     kernel_ws_ = arena.take(kernel_ws_bytes());
     workspace_bytes_ = arena.total();
   }
@@ -240,10 +217,13 @@ class DecodePlan final : public DistributedDecode {
     const std::int64_t Hq = a.num_heads_q, Hkv = a.num_heads_kv;
     const Device dev = comm_.device();
     char* ws = static_cast<char*>(args.workspace);
-    // Per sequence: its pieces; the open region has n_open slots per sequence.
+    // Per sequence: its pieces; the open region has n_open slots per sequence. A device layout is
+    // planned on the device into a fixed number of slots, open and edges (n_edge per sequence).
+    const bool on_device = config_.device_layout;
     std::vector<PiecePlan> plans;
-    std::int64_t n_open = 0;
-    for (std::int64_t b = 0; b < B; ++b) {
+    std::int64_t n_open = on_device ? config_.max_splits + config_.max_segments : 0;
+    const std::int64_t n_edge = device_edges();
+    for (std::int64_t b = 0; !on_device && b < B; ++b) {
       plans.push_back(plan_pieces(config_, segments_of(args, b), position_of(args, b)));
       n_open = std::max(n_open, static_cast<std::int64_t>(plans.back().open.size()));
     }
@@ -254,7 +234,7 @@ class DecodePlan final : public DistributedDecode {
       Piece edge;
     };
     std::vector<std::vector<Block>> groups;
-    for (std::int64_t b = 0; b < B; ++b) {
+    for (std::int64_t b = 0; b < static_cast<std::int64_t>(plans.size()); ++b) {
       for (const Piece& e : plans[static_cast<std::size_t>(b)].edges) {
         auto fits = [&](const std::vector<Block>& gr) {
           return gr.front().edge.diagonal_offset == e.diagonal_offset;
@@ -320,34 +300,49 @@ class DecodePlan final : public DistributedDecode {
       // none: 0 keys), then the edge blocks in the order of `groups`. Its outputs are laid out as
       // the local kernel's calls would write them.
       const std::int64_t n_edges = [&] {
-        std::int64_t n = 0;
+        std::int64_t n = B * n_edge;
         for (const std::vector<Block>& gr : groups) n += static_cast<std::int64_t>(gr.size());
         return n;
       }();
       const std::int64_t slots = B * n_open + n_edges;
-      table_.assign(static_cast<std::size_t>(5 * slots), 0);
-      std::int64_t at = 0;
-      auto put = [&](std::int64_t b, const Piece* p) {
-        const auto i = static_cast<std::size_t>(at++), n = static_cast<std::size_t>(slots);
-        const std::int64_t delta = p != nullptr ? p->diagonal_offset - p->q_begin : 0;
-        // Paged: the kernel looks the rows up in sequence b's pages.
-        table_[i] = static_cast<std::int32_t>((paged ? 0 : b * m) + (p != nullptr ? p->kv_row : 0));
-        table_[n + i] = static_cast<std::int32_t>(p != nullptr ? p->kv_len : 0);
-        table_[2 * n + i] = static_cast<std::int32_t>(b);
-        table_[3 * n + i] = static_cast<std::int32_t>(static_cast<std::uint32_t>(delta));
-        table_[4 * n + i] = static_cast<std::int32_t>(delta >> 32);
-      };
-      for (std::int64_t b = 0; b < B; ++b) {
-        const std::vector<Piece>& open = plans[static_cast<std::size_t>(b)].open;
-        for (std::size_t j = 0; j < static_cast<std::size_t>(n_open); ++j) {
-          put(b, j < open.size() ? &open[j] : nullptr);
-        }
-      }
-      for (const std::vector<Block>& gr : groups) {
-        for (const Block& bl : gr) put(bl.b, &bl.edge);
-      }
       auto* table = reinterpret_cast<std::int32_t*>(ws + table_offset_);
-      ULYSSES_RETURN_IF_ERROR(kernels::write_table(table_, table, dev, stream));
+      if (on_device) {
+        const kernels::DecodeSlotTableArgs t{.segments = args.segments_device,
+                                             .query_positions = args.query_positions_device,
+                                             .batch = static_cast<int>(B),
+                                             .max_segments = config_.max_segments,
+                                             .cache_rows = config_.cache_rows,
+                                             .seq_pitch = paged ? 0 : m,
+                                             .rules = piece_rules(config_),
+                                             .n_open = static_cast<int>(n_open),
+                                             .n_edge = static_cast<int>(n_edge),
+                                             .table = table};
+        ULYSSES_RETURN_IF_ERROR(kernels::decode_slot_table(t, dev, stream));
+      } else {
+        table_.assign(static_cast<std::size_t>(5 * slots), 0);
+        std::int64_t at = 0;
+        auto put = [&](std::int64_t b, const Piece* p) {
+          const auto i = static_cast<std::size_t>(at++), n = static_cast<std::size_t>(slots);
+          const std::int64_t delta = p != nullptr ? p->diagonal_offset - p->q_begin : 0;
+          // Paged: the kernel looks the rows up in sequence b's pages.
+          table_[i] =
+              static_cast<std::int32_t>((paged ? 0 : b * m) + (p != nullptr ? p->kv_row : 0));
+          table_[n + i] = static_cast<std::int32_t>(p != nullptr ? p->kv_len : 0);
+          table_[2 * n + i] = static_cast<std::int32_t>(b);
+          table_[3 * n + i] = static_cast<std::int32_t>(static_cast<std::uint32_t>(delta));
+          table_[4 * n + i] = static_cast<std::int32_t>(delta >> 32);
+        };
+        for (std::int64_t b = 0; b < B; ++b) {
+          const std::vector<Piece>& open = plans[static_cast<std::size_t>(b)].open;
+          for (std::size_t j = 0; j < static_cast<std::size_t>(n_open); ++j) {
+            put(b, j < open.size() ? &open[j] : nullptr);
+          }
+        }
+        for (const std::vector<Block>& gr : groups) {
+          for (const Block& bl : gr) put(bl.b, &bl.edge);
+        }
+        ULYSSES_RETURN_IF_ERROR(kernels::write_table(table_, table, dev, stream));
+      }
       const std::int32_t* pages = args.page_table_device;
       if (paged && pages == nullptr) {
         auto* copy = reinterpret_cast<std::int32_t*>(ws + pages_);
@@ -495,13 +490,20 @@ class DecodePlan final : public DistributedDecode {
     // This rank's partial: the open pieces, then the edges. One merge of the pieces per sequence or
     // per token, whichever is fewer, the other folded into its rows: rows (n, kv, jj) of a
     // [n, Hkv, g] view stand for query head kv g + jj. With one rank, no edges and no sinks the
-    // pieces merge straight into O and LSE (the rank merge of one part would only convert).
-    const TensorView o_acc = TensorView::contiguous(ws + send_, acc_, {B, T, Hq, Dv}, dev);
-    const TensorView lse_acc =
-        TensorView::contiguous(ws + send_ + o_acc_bytes_, DType::kFloat32, {B, Hq, T}, dev);
-    const bool direct = config_.cp == 1 && groups.empty() && !a.sinks;
-    const TensorView& o_out = direct ? args.o : o_acc;
-    const TensorView& lse_out = direct ? args.lse : lse_acc;
+    // pieces merge straight into O and LSE (the rank merge of one part would only convert). A
+    // device layout's edges: the open pieces merge into part 0 of device_parts_, every sequence's
+    // edges at once into part 1, then the two parts into the partial.
+    auto partial = [&](std::size_t at) {
+      return std::pair{
+          TensorView::contiguous(ws + at, acc_, {B, T, Hq, Dv}, dev),
+          TensorView::contiguous(ws + at + o_acc_bytes_, DType::kFloat32, {B, Hq, T}, dev)};
+    };
+    const auto [o_acc, lse_acc] = partial(send_);
+    const bool stacked_edges = n_edge > 0;
+    const auto [o_open, lse_open] = stacked_edges ? partial(device_parts_) : partial(send_);
+    const bool direct = config_.cp == 1 && groups.empty() && !stacked_edges && !a.sinks;
+    const TensorView& o_out = direct ? args.o : o_open;
+    const TensorView& lse_out = direct ? args.lse : lse_open;
     // Strides, in elements, of a sequence and of a token: the pieces' O and LSE, the output's.
     struct Dim {
       std::int64_t n, o_part, l_part, o, l;
@@ -546,6 +548,22 @@ class DecodePlan final : public DistributedDecode {
                                    act(o_part_, Dv, first, T), lse(first, T), stream));
       }
     }
+    if (stacked_edges) {
+      // Sequence b's edge k: slot B n_open + b n_edge + k, T rows of Hq heads from edge_base.
+      const TensorView edge_o = TensorView::strided(
+          ws + o_part_ + static_cast<std::size_t>(edge_base * Hq * Dv) * esize, config_.dtype,
+          {B, T, Hq, Dv}, {n_edge * T * Hq * Dv, Hq * Dv, Dv, 1}, dev);
+      const TensorView edge_lse =
+          TensorView::strided(ws + lse_part_ + static_cast<std::size_t>(edge_base) * 4,
+                              DType::kFloat32, {B, Hq, T}, {n_edge * T, rows_cap_, 1}, dev);
+      const auto [o_edges, lse_edges] = partial(device_parts_ + part_bytes_);
+      ULYSSES_RETURN_IF_ERROR(kernels::merge_stacked(edge_o, edge_lse, static_cast<int>(n_edge),
+                                                     T * Hq * Dv, T, TensorView{}, 0, o_edges,
+                                                     lse_edges, stream));
+      ULYSSES_RETURN_IF_ERROR(kernels::merge_stacked(
+          o_open, lse_open, 2, static_cast<std::int64_t>(part_bytes_ / dtype_size(acc_)),
+          static_cast<std::int64_t>(part_bytes_ / 4), TensorView{}, 0, o_acc, lse_acc, stream));
+    }
 
     // Every rank's partial, merged in rank order with the sinks.
     if (config_.cp > 1) {
@@ -558,6 +576,53 @@ class DecodePlan final : public DistributedDecode {
                                   static_cast<std::int64_t>(part_bytes_ / dtype_size(acc_)),
                                   static_cast<std::int64_t>(part_bytes_ / 4),
                                   a.sinks ? args.sinks : TensorView{}, 0, args.o, args.lse, stream);
+  }
+
+  Status check_device_layout(const DecodeArgs& args, Stream stream) override {
+    if (!config_.device_layout) {
+      return arg_error(kCheckLayout, "device_layout",
+                       "is false in this plan's config (forward() checks a host layout itself)",
+                       "false", "true");
+    }
+    ULYSSES_RETURN_IF_ERROR(check(args));
+    const std::int64_t B = config_.batch, S = config_.max_segments;
+    const Device dev = comm_.device();
+    std::vector<std::int64_t> entries(static_cast<std::size_t>(B * S * 3));
+    std::vector<std::int64_t> positions(static_cast<std::size_t>(B));
+    std::vector<std::int32_t> pages;
+    ULYSSES_RETURN_IF_ERROR(kernels::read_back(args.segments_device, entries.data(),
+                                               entries.size() * sizeof(std::int64_t), dev, stream));
+    ULYSSES_RETURN_IF_ERROR(kernels::read_back(args.query_positions_device, positions.data(),
+                                               positions.size() * sizeof(std::int64_t), dev,
+                                               stream));
+    const bool paged = config_.page_size > 0;
+    if (paged) {
+      pages.resize(static_cast<std::size_t>(B * pages_per_sequence()));
+      ULYSSES_RETURN_IF_ERROR(kernels::read_back(args.page_table_device, pages.data(),
+                                                 pages.size() * sizeof(std::int32_t), dev, stream));
+    }
+    // The host layout the device arrays describe: every sequence's segments that hold rows.
+    std::vector<CacheSegment> segments;
+    std::vector<std::int64_t> offsets = {0};
+    DeviceEntries of;
+    for (std::int64_t b = 0; b < B; ++b) {
+      for (std::int64_t i = 0; i < S; ++i) {
+        const std::size_t e = static_cast<std::size_t>(b * S + i);
+        const CacheSegment seg{entries[3 * e], entries[3 * e + 1], entries[3 * e + 2]};
+        if (seg.rows == 0) continue;
+        segments.push_back(seg);
+        of.of_segment.push_back(e);
+      }
+      offsets.push_back(static_cast<std::int64_t>(segments.size()));
+    }
+    DecodeArgs host = args;
+    host.segments_device = host.query_positions_device = nullptr;
+    host.segments = segments;
+    host.segment_offsets = offsets;
+    host.query_positions = positions;
+    host.page_table = pages;
+    const std::int64_t pool = paged ? std::max<std::int64_t>(1, args.k_cache.size(0)) : 1;
+    return check_layout(host, pool, &of);
   }
 
  private:
@@ -573,6 +638,14 @@ class DecodePlan final : public DistributedDecode {
                                      : a.query_positions[static_cast<std::size_t>(b)];
   }
 
+  // Edge slots per sequence of a device layout: none with one query token, which has no edges;
+  // else max_segments + 1. A segment has an edge on each side only if it holds every key between
+  // (positions lo(T - 1) to hi(0) of decode_pieces.h, which are not empty then), so one segment at
+  // most; every other one has at most one.
+  std::int64_t device_edges() const {
+    return config_.device_layout && config_.query_tokens > 1 ? config_.max_segments + 1ll : 0;
+  }
+
   std::int64_t pages_per_sequence() const {
     return config_.page_size > 0 ? config_.cache_rows / config_.page_size : 0;
   }
@@ -586,8 +659,16 @@ class DecodePlan final : public DistributedDecode {
     return n;
   }
 
+  // Device layouts checked on the host (check_device_layout()): the entry of segments_device that
+  // each of the host copy's segments came from, to name it.
+  struct DeviceEntries {
+    std::vector<std::size_t> of_segment;
+  };
   Status check(const DecodeArgs& a) const;
-  Status check_pages(const DecodeArgs& a, std::int64_t pool) const;
+  // The layout: segments, query positions and (paged) the page table.
+  Status check_layout(const DecodeArgs& a, std::int64_t pool,
+                      const DeviceEntries* device = nullptr) const;
+  Status check_pages(const DecodeArgs& a, std::int64_t pool, const DeviceEntries* device) const;
 
   DecodeConfig config_;
   Communicator& comm_;
@@ -597,13 +678,14 @@ class DecodePlan final : public DistributedDecode {
   bool auto_builtin_ = false;  // the built-in kernel runs steps of at most kAutoBuiltInKeys keys
   std::int64_t slots_ = 0, rows_cap_ = 0;
   std::size_t q_rep_ = 0, o_part_ = 0, lse_part_ = 0, lse_open_ = 0, table_offset_ = 0, pages_ = 0,
-              send_ = 0, recv_ = 0, kernel_ws_ = 0;
+              send_ = 0, recv_ = 0, kernel_ws_ = 0, device_parts_ = 0;
   std::size_t o_acc_bytes_ = 0, part_bytes_ = 0, workspace_bytes_ = 0;
   std::vector<std::int32_t> table_;  // host copy of one call's VarlenRows
 };
 
 // A paged cache's table: its size, and the pages of every segment row inside the pool.
-Status DecodePlan::check_pages(const DecodeArgs& a, std::int64_t pool) const {
+Status DecodePlan::check_pages(const DecodeArgs& a, std::int64_t pool,
+                               const DeviceEntries* device) const {
   constexpr std::string_view api = kForward;
   const std::int64_t B = config_.batch, n = pages_per_sequence(), P = config_.page_size;
   if (a.page_table.size() != static_cast<std::size_t>(B * n)) {
@@ -628,13 +710,84 @@ Status DecodePlan::check_pages(const DecodeArgs& a, std::int64_t pool) const {
       }
       if (most < static_cast<std::uint64_t>(pool)) continue;
       const std::int64_t p = std::find_if_not(table + first, table + last, in_pool) - table;
-      return arg_error(api, str_cat("page_table[", b, " * ", n, " + ", p, "]"),
-                       str_cat("is not a page of the pool (it holds rows [", p * P, ", ",
-                               (p + 1) * P, ") of sequence ", b, ", which a segment uses)"),
-                       a.page_table[static_cast<std::size_t>(b * n + p)],
-                       str_cat("[0, ", pool, ") (k_cache.shape[0] pages)"));
+      return arg_error(
+          api, str_cat(device ? "page_table_device[" : "page_table[", b, " * ", n, " + ", p, "]"),
+          str_cat("is not a page of the pool (it holds rows [", p * P, ", ", (p + 1) * P,
+                  ") of sequence ", b, ", which a segment uses)"),
+          a.page_table[static_cast<std::size_t>(b * n + p)],
+          str_cat("[0, ", pool, ") (k_cache.shape[0] pages)"));
     }
   }
+  return Status::ok();
+}
+
+Status DecodePlan::check_layout(const DecodeArgs& a, std::int64_t pool,
+                                const DeviceEntries* device) const {
+  constexpr std::string_view api = kForward;
+  const std::int64_t B = config_.batch;
+  // A device layout's entries by (sequence, index) of segments_device.
+  auto segment_name = [&](std::size_t at) {
+    if (device == nullptr) return str_cat("segments[", at, "]");
+    const std::size_t e = device->of_segment[at],
+                      S = static_cast<std::size_t>(config_.max_segments);
+    return str_cat("segments_device[", e / S, "][", e % S, "]");
+  };
+  const std::string_view positions = device ? "query_positions_device" : "query_positions";
+  if (!a.segment_offsets.empty()) {
+    const auto& so = a.segment_offsets;
+    if (so.size() != static_cast<std::size_t>(B) + 1) {
+      return arg_error(api, "segment_offsets", "has the wrong length", so.size(),
+                       str_cat("batch + 1 = ", B + 1, " entries (or none)"));
+    }
+    const auto last = static_cast<std::int64_t>(a.segments.size());
+    for (std::size_t i = 0; i < so.size(); ++i) {
+      const bool ok = i == 0 ? so[0] == 0 : so[i] >= so[i - 1];
+      if (!ok || (i + 1 == so.size() && so[i] != last)) {
+        return arg_error(api, str_cat("segment_offsets[", i, "]"), "is out of order", so[i],
+                         str_cat("0 first, ascending, segments.size() = ", last, " last"));
+      }
+    }
+  }
+  if (!a.query_positions.empty() && a.query_positions.size() != static_cast<std::size_t>(B)) {
+    return arg_error(api, "query_positions", "has the wrong length", a.query_positions.size(),
+                     str_cat("batch = ", B, " entries (or none)"));
+  }
+  const std::int64_t layouts = a.segment_offsets.empty() ? 1 : B;
+  for (std::int64_t b = 0; b < layouts; ++b) {
+    const std::span<const CacheSegment> segs = segments_of(a, b);
+    const std::string of = a.segment_offsets.empty() ? "" : str_cat(" of sequence ", b);
+    if (segs.size() > static_cast<std::size_t>(config_.max_segments)) {
+      return arg_error(api, str_cat("segments", of), "are too many", segs.size(),
+                       str_cat("at most max_segments = ", config_.max_segments));
+    }
+    std::int64_t end = 0;
+    for (std::size_t i = 0; i < segs.size(); ++i) {
+      const CacheSegment& s = segs[i];
+      const std::size_t at = static_cast<std::size_t>(&s - a.segments.data());
+      if (s.rows < 0 || s.row < end || s.row + s.rows > config_.cache_rows) {
+        return arg_error(api, segment_name(at), str_cat("lies outside the free cache rows", of),
+                         str_cat("rows [", s.row, ", ", s.row + s.rows, ")"),
+                         str_cat("a range inside [", end, ", ", config_.cache_rows,
+                                 ") (ascending, not overlapping the previous segment)"));
+      }
+      if (s.position < 0) {
+        return arg_error(api, str_cat(segment_name(at), ".position"), "is negative", s.position,
+                         ">= 0");
+      }
+      end = s.row + s.rows;
+    }
+  }
+  if (a.query_position < 0) {
+    return arg_error(api, "query_position", "is negative", a.query_position, ">= 0");
+  }
+  for (std::size_t b = 0; b < a.query_positions.size(); ++b) {
+    if (a.query_positions[b] < 0) {
+      return arg_error(api, str_cat(positions, "[", b, "]"), "is negative", a.query_positions[b],
+                       ">= 0");
+    }
+  }
+  // (After the segments: their rows are inside cache_rows, so their pages inside the table.)
+  if (config_.page_size > 0) ULYSSES_RETURN_IF_ERROR(check_pages(a, pool, device));
   return Status::ok();
 }
 
@@ -702,62 +855,39 @@ Status DecodePlan::check(const DecodeArgs& a) const {
                      "is given but page_size is 0 (an unpaged cache)", "a table",
                      "none, or DecodeConfig::page_size > 0");
   }
-  if (!a.segment_offsets.empty()) {
-    const auto& so = a.segment_offsets;
-    if (so.size() != static_cast<std::size_t>(B) + 1) {
-      return arg_error(api, "segment_offsets", "has the wrong length", so.size(),
-                       str_cat("batch + 1 = ", B + 1, " entries (or none)"));
+  if (!config_.device_layout) {
+    for (const auto& [given, name] :
+         {std::pair{a.segments_device != nullptr, "segments_device"},
+          {a.query_positions_device != nullptr, "query_positions_device"}}) {
+      if (given) {
+        return arg_error(api, name, "is given but device_layout is false", "a pointer",
+                         "nullptr, or DecodeConfig::device_layout = true");
+      }
     }
-    const auto last = static_cast<std::int64_t>(a.segments.size());
-    for (std::size_t i = 0; i < so.size(); ++i) {
-      const bool ok = i == 0 ? so[0] == 0 : so[i] >= so[i - 1];
-      if (!ok || (i + 1 == so.size() && so[i] != last)) {
-        return arg_error(api, str_cat("segment_offsets[", i, "]"), "is out of order", so[i],
-                         str_cat("0 first, ascending, segments.size() = ", last, " last"));
+    ULYSSES_RETURN_IF_ERROR(check_layout(a, pool));
+  } else {
+    // The layout is on the device; the host fields that would describe it stay empty.
+    for (const auto& [given, name] : {std::pair{!a.segments.empty(), "segments"},
+                                      {!a.segment_offsets.empty(), "segment_offsets"},
+                                      {!a.query_positions.empty(), "query_positions"},
+                                      {!a.page_table.empty(), "page_table"}}) {
+      if (given) {
+        return arg_error(api, name, "is given but device_layout reads the layout on the device",
+                         "a host span",
+                         "empty (segments_device, query_positions_device, page_table_device)");
+      }
+    }
+    for (const auto& [missing, name] :
+         {std::pair{a.segments_device == nullptr, "segments_device"},
+          {a.query_positions_device == nullptr, "query_positions_device"},
+          {paged && a.page_table_device == nullptr, "page_table_device"}}) {
+      if (missing) {
+        return arg_error(api, name, "is null", "nullptr",
+                         str_cat("device memory of the communicator's device (device_layout",
+                                 paged ? ", a paged cache" : "", ")"));
       }
     }
   }
-  if (!a.query_positions.empty() && a.query_positions.size() != static_cast<std::size_t>(B)) {
-    return arg_error(api, "query_positions", "has the wrong length", a.query_positions.size(),
-                     str_cat("batch = ", B, " entries (or none)"));
-  }
-  const std::int64_t layouts = a.segment_offsets.empty() ? 1 : B;
-  for (std::int64_t b = 0; b < layouts; ++b) {
-    const std::span<const CacheSegment> segs = segments_of(a, b);
-    const std::string of = a.segment_offsets.empty() ? "" : str_cat(" of sequence ", b);
-    if (segs.size() > static_cast<std::size_t>(config_.max_segments)) {
-      return arg_error(api, str_cat("segments", of), "are too many", segs.size(),
-                       str_cat("at most max_segments = ", config_.max_segments));
-    }
-    std::int64_t end = 0;
-    for (std::size_t i = 0; i < segs.size(); ++i) {
-      const CacheSegment& s = segs[i];
-      const std::size_t at = static_cast<std::size_t>(&s - a.segments.data());
-      if (s.rows < 0 || s.row < end || s.row + s.rows > config_.cache_rows) {
-        return arg_error(api, str_cat("segments[", at, "]"),
-                         str_cat("lies outside the free cache rows", of),
-                         str_cat("rows [", s.row, ", ", s.row + s.rows, ")"),
-                         str_cat("a range inside [", end, ", ", config_.cache_rows,
-                                 ") (ascending, not overlapping the previous segment)"));
-      }
-      if (s.position < 0) {
-        return arg_error(api, str_cat("segments[", at, "].position"), "is negative", s.position,
-                         ">= 0");
-      }
-      end = s.row + s.rows;
-    }
-  }
-  if (a.query_position < 0) {
-    return arg_error(api, "query_position", "is negative", a.query_position, ">= 0");
-  }
-  for (std::size_t b = 0; b < a.query_positions.size(); ++b) {
-    if (a.query_positions[b] < 0) {
-      return arg_error(api, str_cat("query_positions[", b, "]"), "is negative",
-                       a.query_positions[b], ">= 0");
-    }
-  }
-  // (After the segments: their rows are inside cache_rows, so their pages inside the table.)
-  if (paged) ULYSSES_RETURN_IF_ERROR(check_pages(a, pool));
   if (builtin_ && !cache_aligned(a)) {
     const bool k_ok = aligned(a.k_cache);
     const TensorView& t = k_ok ? a.v_cache : a.k_cache;
@@ -819,6 +949,10 @@ Status DecodeConfig::validate() const {
     return arg_error(api, "page_size", "is too large", page_size,
                      str_cat("at most ", std::numeric_limits<std::int32_t>::max()));
   }
+  if (device_layout && split_kernel == DecodeKernel::kLocal) {
+    return arg_error(api, "split_kernel", "cannot run a device layout (device_layout = true)",
+                     "local", "auto or built_in (the built-in kernel reads the layout's slots)");
+  }
   if (page_size > 0 && cache_rows % page_size != 0) {
     return arg_error(api, "cache_rows", "is not a whole number of pages", cache_rows,
                      str_cat("a multiple of page_size = ", page_size));
@@ -854,7 +988,17 @@ Result<std::unique_ptr<DistributedDecode>> DistributedDecode::create(const Decod
   if (local.is_ok()) {
     plan = std::make_unique<DecodePlan>(config, comm, kernel);
     const std::string builtin_why = plan->builtin_unsupported();
-    if (config.page_size > 0) {
+    if (config.device_layout) {
+      // Only the built-in kernel plans its slots on the device (validate() refused local).
+      if (!builtin_why.empty()) {
+        local = unsupported(str_cat(kCreate,
+                                    ": device_layout = true needs the built-in split-KV kernel, "
+                                    "which does not run here: ",
+                                    builtin_why));
+      } else {
+        plan->run_builtin_only();
+      }
+    } else if (config.page_size > 0) {
       // Only the built-in kernel reads pages.
       if (config.split_kernel == DecodeKernel::kLocal) {
         local = unsupported(str_cat(kCreate, ": page_size = ", config.page_size,
@@ -900,7 +1044,7 @@ Result<std::unique_ptr<DistributedDecode>> DistributedDecode::create(const Decod
     }
   }
   const AttentionConfig& a = config.attention;
-  const std::array<std::int64_t, 20> fields = {
+  const std::array<std::int64_t, 21> fields = {
       0x554c5944,  // "ULYD": catches ranks running different library builds
       static_cast<std::int64_t>(config.dtype),
       config.cp,
@@ -921,12 +1065,13 @@ Result<std::unique_ptr<DistributedDecode>> DistributedDecode::create(const Decod
       a.window_right,
       a.sinks ? 1 : 0,
       static_cast<std::int64_t>(config.split_kernel),
-      config.page_size};
-  static constexpr std::array<std::string_view, 20> kNames = {
-      "format",       "dtype",          "cp",         "batch",       "query_tokens", "cache_rows",
-      "max_segments", "min_split_rows", "max_splits", "num_heads_q", "num_heads_kv", "head_dim",
-      "head_dim_v",   "softmax_scale",  "causal",     "window_left", "window_right", "sinks",
-      "split_kernel", "page_size"};
+      config.page_size,
+      config.device_layout ? 1 : 0};
+  static constexpr std::array<std::string_view, 21> kNames = {
+      "format",       "dtype",          "cp",           "batch",       "query_tokens", "cache_rows",
+      "max_segments", "min_split_rows", "max_splits",   "num_heads_q", "num_heads_kv", "head_dim",
+      "head_dim_v",   "softmax_scale",  "causal",       "window_left", "window_right", "sinks",
+      "split_kernel", "page_size",      "device_layout"};
   ULYSSES_RETURN_IF_ERROR(parallel::agree_on_fields(fields, kNames, comm, local, kCreate));
   return std::unique_ptr<DistributedDecode>(std::move(plan));
 }

@@ -609,5 +609,205 @@ TEST(DeviceLoopbackDecodeAuto, ShortStepsRunTheBuiltInKernelLongOnesCudnn) {
   }
 }
 
+// Decode steps as CUDA graph replays (DecodeConfig::device_layout): one step captured after an
+// eager one, then replayed while every sequence's cache grows, its segments, query position and
+// new tokens' q rewritten at the same device addresses before each replay (as a serving engine
+// does). Sequence 1's cache is two segments (rows [0, 600) and, 600 rows on, the rest), the others
+// one; O is poisoned before each run. A replay must give the bits of an eager step on the same
+// layout; with one query token also the bits of the host layout's step (the same pieces in the
+// built-in kernel), with three (edges merged in another order) O within one bf16 rounding of it.
+struct GraphCase {
+  std::string name;
+  std::int64_t T;
+  int wl = -1;
+  bool sinks = false;
+  int page = 0;
+};
+void PrintTo(const GraphCase& c, std::ostream* os) { *os << c.name; }
+class DecodeGraphs : public ::testing::TestWithParam<GraphCase> {};
+
+TEST_P(DecodeGraphs, ReplaysFollowTheLayoutInDeviceMemory) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const GraphCase gc = GetParam();
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Case c{"", 1, 3, gc.T, 8, 2, 128};
+  c.wl = gc.wl;
+  c.sinks = gc.sinks;
+  const std::int64_t cap = 4096, B = c.B, T = c.T;
+  constexpr int S = 2, kSteps = 4;
+  HostTensor k(c.dtype, {B, cap, c.Hkv, c.D}), v = k, sinks(DType::kFloat32, {c.Hq});
+  for (HostTensor* t : {&k, &v}) testing::fill_uniform(*t, rng, -1.0, 1.0);
+  testing::fill_uniform(sinks, rng, -1.0, 2.0);
+  // Step s: sequence b holds L = 900 + 700 b + 41 T s keys, the last T of them the new tokens'.
+  struct Layout {
+    std::vector<CacheSegment> segments;
+    std::vector<std::int64_t> offsets{0}, positions, device;  // device: [B, S, 3]
+    HostTensor q;
+  };
+  std::vector<Layout> steps(kSteps);
+  for (int s = 0; s < kSteps; ++s) {
+    Layout& l = steps[static_cast<std::size_t>(s)];
+    l.device.assign(static_cast<std::size_t>(B * S * 3), 0);
+    for (std::int64_t b = 0; b < B; ++b) {
+      const std::int64_t L = 900 + 700 * b + 41 * T * s;
+      std::vector<CacheSegment> segs = {{0, L, 0}};
+      if (b == 1) segs = {{0, 600, 0}, {1200, L - 600, 600}};
+      for (std::size_t i = 0; i < segs.size(); ++i) {
+        std::int64_t* e = &l.device[(static_cast<std::size_t>(b) * S + i) * 3];
+        e[0] = segs[i].row;
+        e[1] = segs[i].rows;
+        e[2] = segs[i].position;
+      }
+      l.segments.insert(l.segments.end(), segs.begin(), segs.end());
+      l.offsets.push_back(static_cast<std::int64_t>(l.segments.size()));
+      l.positions.push_back(L - T);
+    }
+    l.q = HostTensor(c.dtype, {B, T, c.Hq, c.D});
+    testing::fill_uniform(l.q, rng, -1.0, 1.0);
+  }
+  testing::PagedCache pages;
+  if (gc.page > 0) {
+    pages = testing::page_out(
+        k, v, gc.page, [](std::int64_t, std::int64_t) { return true; }, rng);
+  }
+  DeviceTensor kd = DeviceTensor::of(gc.page > 0 ? pages.k : k),
+               vd = DeviceTensor::of(gc.page > 0 ? pages.v : v), sd = DeviceTensor::of(sinks),
+               qd = DeviceTensor::of(steps[0].q);
+  DeviceBytes seg_d(static_cast<std::size_t>(B * S * 3) * 8),
+      pos_d(static_cast<std::size_t>(B) * 8),
+      table_d(std::max<std::size_t>(1, pages.table.size() * 4));
+  if (gc.page > 0) {
+    ASSERT_EQ(
+        cudaMemcpy(table_d.ptr, pages.table.data(), pages.table.size() * 4, cudaMemcpyHostToDevice),
+        cudaSuccess);
+  }
+  auto comms = create_device_loopback_group(1, 0);
+  ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
+  auto cudnn = create_cudnn_attention(0);
+  ASSERT_TRUE(cudnn.is_ok()) << cudnn.status().to_string();
+  DecodeConfig cfg{.attention = attention(c),
+                   .cp = 1,
+                   .dtype = c.dtype,
+                   .batch = B,
+                   .query_tokens = T,
+                   .cache_rows = cap,
+                   .max_segments = S,
+                   .min_split_rows = 256,
+                   .max_splits = 8,
+                   .split_kernel = DecodeKernel::kBuiltIn,
+                   .page_size = gc.page};
+  auto host_plan = DistributedDecode::create(cfg, *(*comms)[0], **cudnn);
+  ASSERT_TRUE(host_plan.is_ok()) << host_plan.status().to_string();
+  cfg.split_kernel = DecodeKernel::kAuto;
+  cfg.device_layout = true;
+  auto plan = DistributedDecode::create(cfg, *(*comms)[0], **cudnn);
+  ASSERT_TRUE(plan.is_ok()) << plan.status().to_string();
+  DeviceBytes ws((*plan)->workspace_bytes()), host_ws((*host_plan)->workspace_bytes());
+  HostTensor o(c.dtype, {B, T, c.Hq, c.D}), lse(DType::kFloat32, {B, c.Hq, T});
+  testing::poison(o);
+  testing::poison(lse);
+  DeviceTensor od = DeviceTensor::of(o), lsed = DeviceTensor::of(lse);
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  DecodeArgs dev{
+      .q = qd.view,
+      .k_cache = kd.view,
+      .v_cache = vd.view,
+      .page_table_device = gc.page > 0 ? static_cast<const std::int32_t*>(table_d.ptr) : nullptr,
+      .segments_device = static_cast<const std::int64_t*>(seg_d.ptr),
+      .query_positions_device = static_cast<const std::int64_t*>(pos_d.ptr),
+      .o = od.view,
+      .lse = lsed.view,
+      .workspace = ws.ptr};
+  if (c.sinks) dev.sinks = sd.view;
+  // Step s's layout and q into the fixed device buffers (before a run, in stream order).
+  auto write_step = [&](int s) {
+    const Layout& l = steps[static_cast<std::size_t>(s)];
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(seg_d.ptr, l.device.data(), l.device.size() * 8, cudaMemcpyHostToDevice),
+              cudaSuccess);
+    ASSERT_EQ(
+        cudaMemcpy(pos_d.ptr, l.positions.data(), l.positions.size() * 8, cudaMemcpyHostToDevice),
+        cudaSuccess);
+    qd.upload(l.q);
+    od.upload(o);
+    lsed.upload(lse);
+  };
+  auto results = [&](HostTensor& got_o, HostTensor& got_lse) {
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    got_o = od.download(o);
+    got_lse = lsed.download(lse);
+  };
+
+  write_step(0);
+  ASSERT_TRUE((*plan)->check_device_layout(dev, stream).is_ok());
+  const Status eager0 = (*plan)->forward(dev, stream);  // builds nothing, warms up
+  ASSERT_TRUE(eager0.is_ok()) << eager0.to_string();
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  const Status captured = (*plan)->forward(dev, stream);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  ASSERT_TRUE(captured.is_ok()) << captured.to_string();
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+
+  HostTensor previous;
+  for (int s = 1; s < kSteps; ++s) {
+    SCOPED_TRACE("step " + std::to_string(s));
+    const Layout& l = steps[static_cast<std::size_t>(s)];
+    HostTensor replay_o, replay_lse, eager_o, eager_lse, host_o, host_lse;
+    write_step(s);
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    results(replay_o, replay_lse);
+    write_step(s);
+    ASSERT_TRUE((*plan)->check_device_layout(dev, stream).is_ok());
+    ASSERT_TRUE((*plan)->forward(dev, stream).is_ok());
+    results(eager_o, eager_lse);
+    write_step(s);
+    DecodeArgs host = dev;
+    host.segments_device = host.query_positions_device = nullptr;
+    host.page_table_device = nullptr;
+    host.segments = l.segments;
+    host.segment_offsets = l.offsets;
+    host.query_positions = l.positions;
+    host.page_table = pages.table;
+    host.workspace = host_ws.ptr;
+    const Status hs = (*host_plan)->forward(host, stream);
+    ASSERT_TRUE(hs.is_ok()) << hs.to_string();
+    results(host_o, host_lse);
+
+    EXPECT_EQ(testing::count_nan(replay_o), 0);
+    EXPECT_BITWISE_EQ(eager_o, replay_o, "O, replay vs eager");
+    EXPECT_BITWISE_EQ(eager_lse, replay_lse, "LSE, replay vs eager");
+    if (T == 1) {
+      EXPECT_BITWISE_EQ(host_o, eager_o, "O, device layout vs host layout");
+      EXPECT_BITWISE_EQ(host_lse, eager_lse, "LSE, device layout vs host layout");
+    } else {
+      EXPECT_LE(testing::max_abs_diff(host_o, eager_o), 1.0 / 128) << "O vs host layout";
+      EXPECT_LE(testing::max_abs_diff(host_lse, eager_lse), 1e-4) << "LSE vs host layout";
+    }
+    if (s > 1) {
+      EXPECT_GT(testing::compare_bits(previous, replay_o).count, 0) << "a stale replay";
+    }
+    previous = replay_o;
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Steps, DecodeGraphs,
+    ::testing::Values(
+        GraphCase{.name = "one_token_causal", .T = 1},
+        GraphCase{
+            .name = "one_token_window_sinks_paged", .T = 1, .wl = 1500, .sinks = true, .page = 64},
+        GraphCase{.name = "three_tokens_window_sinks", .T = 3, .wl = 700, .sinks = true},
+        GraphCase{.name = "three_tokens_paged", .T = 3, .page = 16}),
+    [](const auto& param_info) { return param_info.param.name; });
+
 }  // namespace
 }  // namespace ulysses

@@ -247,6 +247,10 @@ void check_decode(const Case& c, std::mt19937_64& rng) {
   auto kernel = std::make_unique<NoEmptyRows>();
   // Every step on one plan per rank; outs[step][rank]: O and LSE, poisoned before the call.
   using Outs = std::vector<std::vector<std::pair<HostTensor, HostTensor>>>;
+  // config.device_layout: the layout goes in per-rank arrays at fixed addresses ("device" memory of
+  // the host ranks), rewritten before each step as a serving engine does between graph replays,
+  // with every unused entry holding garbage rows = 0; the workspace starts as 0xff bytes (NaN,
+  // table entries -1), so a slot the plan leaves unwritten shows.
   auto run = [&](const DecodeConfig& config, Outs& outs) {
     outs.assign(steps.size(), {});
     for (auto& per_step : outs) {
@@ -260,7 +264,12 @@ void check_decode(const Case& c, std::mt19937_64& rng) {
     EXPECT_ALL_OK(testing::run_ranks(c.P, [&](int r, Communicator& comm) -> Status {
       auto plan = DistributedDecode::create(config, comm, *kernel);
       if (!plan.is_ok()) return plan.status();
-      std::vector<unsigned char> ws((*plan)->workspace_bytes());
+      const bool device = config.device_layout;
+      std::vector<unsigned char> ws((*plan)->workspace_bytes(), device ? 0xff : 0);
+      const auto S = static_cast<std::size_t>(config.max_segments);
+      std::vector<std::int64_t> seg_dev(static_cast<std::size_t>(c.B) * S * 3),
+          pos_dev(static_cast<std::size_t>(c.B));
+      std::vector<std::int32_t> pages_dev;
       for (std::size_t s = 0; s < steps.size(); ++s) {
         const auto ru = static_cast<std::size_t>(r);
         const RankCache& rc = steps[s].caches[ru];
@@ -279,6 +288,28 @@ void check_decode(const Case& c, std::mt19937_64& rng) {
           a.page_table = paged[s][ru].table;
         }
         if (c.sinks) a.sinks = sinks.view;
+        if (device) {
+          for (std::size_t b = 0; b < static_cast<std::size_t>(c.B); ++b) {
+            pos_dev[b] = steps[s].p0;
+            for (std::size_t i = 0; i < S; ++i) {
+              std::int64_t* e = &seg_dev[(b * S + i) * 3];
+              const bool used = i < rc.segments.size();
+              e[0] = used ? rc.segments[i].row : 1000 + static_cast<std::int64_t>(i);
+              e[1] = used ? rc.segments[i].rows : 0;
+              e[2] = used ? rc.segments[i].position : -7;
+            }
+          }
+          a.segments = {};
+          a.query_position = 0;
+          a.segments_device = seg_dev.data();
+          a.query_positions_device = pos_dev.data();
+          if (config.page_size > 0) {
+            pages_dev.assign(paged[s][ru].table.begin(), paged[s][ru].table.end());
+            a.page_table = {};
+            a.page_table_device = pages_dev.data();
+          }
+          ULYSSES_RETURN_IF_ERROR((*plan)->check_device_layout(a, nullptr));
+        }
         ULYSSES_RETURN_IF_ERROR((*plan)->forward(a, nullptr));
       }
       return Status::ok();
@@ -308,20 +339,56 @@ void check_decode(const Case& c, std::mt19937_64& rng) {
   } else {
     run(cfg, outs);
   }
+  // Every rank's O and LSE against the truth, and the same bits on every rank.
+  auto verify = [&](const Outs& got) {
+    for (std::size_t s = 0; s < steps.size(); ++s) {
+      SCOPED_TRACE("step " + std::to_string(s));
+      for (int r = 0; r < c.P; ++r) {
+        const auto& [o, lse] = got[s][static_cast<std::size_t>(r)];
+        EXPECT_EQ(testing::count_nan(o), 0) << "rank " << r;
+        EXPECT_LE(testing::max_abs_diff(steps[s].o_ref, o), 1e-5) << "O, rank " << r;
+        EXPECT_LE(testing::max_abs_diff(steps[s].lse_ref, lse), 1e-5) << "LSE, rank " << r;
+        const auto& [o0, lse0] = got[s][0];
+        const testing::Mismatch mo = testing::compare_bits(o0, o),
+                                ml = testing::compare_bits(lse0, lse);
+        EXPECT_EQ(mo.count, 0) << testing::describe(
+            mo, "O of rank " + std::to_string(r) + " vs rank 0");
+        EXPECT_EQ(ml.count, 0) << testing::describe(
+            ml, "LSE of rank " + std::to_string(r) + " vs rank 0");
+      }
+    }
+  };
+  verify(outs);
+
+  // The same steps with the layout read on the "device" (DecodeConfig::device_layout). With one
+  // query token the pieces and their merges are the host layout's in the built-in kernel: the
+  // same bits; with more, edges merge in another order: held to the truth.
+  if (cfg.split_kernel == DecodeKernel::kLocal) return;
+  SCOPED_TRACE("device_layout");
+  DecodeConfig on_device = cfg;
+  on_device.device_layout = true;
+  Outs dev;
+  run(on_device, dev);
+  verify(dev);
+  if (c.T > 1) return;
+  Outs host_builtin;
+  if (cfg.page_size > 0 || cfg.split_kernel == DecodeKernel::kBuiltIn) {
+    host_builtin = outs;
+  } else {
+    DecodeConfig builtin = cfg;
+    builtin.split_kernel = DecodeKernel::kBuiltIn;
+    run(builtin, host_builtin);
+  }
   for (std::size_t s = 0; s < steps.size(); ++s) {
-    SCOPED_TRACE("step " + std::to_string(s));
     for (int r = 0; r < c.P; ++r) {
-      const auto& [o, lse] = outs[s][static_cast<std::size_t>(r)];
-      EXPECT_EQ(testing::count_nan(o), 0) << "rank " << r;
-      EXPECT_LE(testing::max_abs_diff(steps[s].o_ref, o), 1e-5) << "O, rank " << r;
-      EXPECT_LE(testing::max_abs_diff(steps[s].lse_ref, lse), 1e-5) << "LSE, rank " << r;
-      const auto& [o0, lse0] = outs[s][0];
-      const testing::Mismatch mo = testing::compare_bits(o0, o),
-                              ml = testing::compare_bits(lse0, lse);
-      EXPECT_EQ(mo.count, 0) << testing::describe(mo,
-                                                  "O of rank " + std::to_string(r) + " vs rank 0");
+      const auto& [o, lse] = dev[s][static_cast<std::size_t>(r)];
+      const auto& [ho, hlse] = host_builtin[s][static_cast<std::size_t>(r)];
+      const testing::Mismatch mo = testing::compare_bits(ho, o),
+                              ml = testing::compare_bits(hlse, lse);
+      EXPECT_EQ(mo.count, 0) << testing::describe(
+          mo, detail::str_cat("step ", s, " rank ", r, ": device layout O vs host layout"));
       EXPECT_EQ(ml.count, 0) << testing::describe(
-          ml, "LSE of rank " + std::to_string(r) + " vs rank 0");
+          ml, detail::str_cat("step ", s, " rank ", r, ": device layout LSE vs host layout"));
     }
   }
 }
@@ -672,49 +739,76 @@ TEST_P(DecodeRagged, EachSequenceItsOwnSegmentsAndPosition) {
     ASSERT_TRUE(reference_forward(p, f).is_ok());
   }
 
-  const DecodeConfig cfg{.attention = attention(c),
-                         .cp = rc.P,
-                         .dtype = DType::kFloat64,
-                         .batch = rc.B,
-                         .query_tokens = rc.T,
-                         .cache_rows = cap,
-                         .max_segments = max_segments,
-                         .min_split_rows = 4,
-                         .max_splits = 5};
+  DecodeConfig cfg{.attention = attention(c),
+                   .cp = rc.P,
+                   .dtype = DType::kFloat64,
+                   .batch = rc.B,
+                   .query_tokens = rc.T,
+                   .cache_rows = cap,
+                   .max_segments = max_segments,
+                   .min_split_rows = 4,
+                   .max_splits = 5};
   std::vector<std::int64_t> positions(len.begin(), len.end());
   auto kernel = std::make_unique<NoEmptyRows>();
-  std::vector<std::pair<HostTensor, HostTensor>> outs;
-  for (int r = 0; r < rc.P; ++r) {
-    outs.emplace_back(HostTensor(DType::kFloat64, {rc.B, rc.T, rc.Hq, rc.D}),
-                      HostTensor(DType::kFloat32, {rc.B, rc.Hq, rc.T}));
-    testing::poison(outs.back().first);
-    testing::poison(outs.back().second);
-  }
-  EXPECT_ALL_OK(testing::run_ranks(rc.P, [&](int r, Communicator& comm) -> Status {
-    auto plan = DistributedDecode::create(cfg, comm, *kernel);
-    if (!plan.is_ok()) return plan.status();
-    std::vector<unsigned char> ws((*plan)->workspace_bytes());
-    const RankArgs& ra = ranks[static_cast<std::size_t>(r)];
-    auto& [o, lse] = outs[static_cast<std::size_t>(r)];
-    DecodeArgs a{.q = q.view,
-                 .k_cache = ra.k.view,
-                 .v_cache = ra.v.view,
-                 .segments = ra.segments,
-                 .segment_offsets = ra.offsets,
-                 .query_positions = positions,
-                 .o = o.view,
-                 .lse = lse.view,
-                 .workspace = ws.data()};
-    if (rc.sinks) a.sinks = sinks.view;
-    return (*plan)->forward(a, nullptr);
-  }));
-  for (int r = 0; r < rc.P; ++r) {
-    const auto& [o, lse] = outs[static_cast<std::size_t>(r)];
-    EXPECT_EQ(testing::count_nan(o), 0) << "rank " << r;
-    EXPECT_LE(testing::max_abs_diff(o_ref, o), 1e-5) << "O, rank " << r;
-    EXPECT_LE(testing::max_abs_diff(lse_ref, lse), 1e-5) << "LSE, rank " << r;
-    const testing::Mismatch mo = testing::compare_bits(outs[0].first, o);
-    EXPECT_EQ(mo.count, 0) << testing::describe(mo, "O of rank " + std::to_string(r));
+  // Host layouts, then the same in "device" memory (DecodeConfig::device_layout): each sequence's
+  // segments in its row of the array, unused entries rows = 0.
+  for (const bool device : {false, true}) {
+    SCOPED_TRACE(device ? "device_layout" : "host layout");
+    cfg.device_layout = device;
+    std::vector<std::pair<HostTensor, HostTensor>> outs;
+    for (int r = 0; r < rc.P; ++r) {
+      outs.emplace_back(HostTensor(DType::kFloat64, {rc.B, rc.T, rc.Hq, rc.D}),
+                        HostTensor(DType::kFloat32, {rc.B, rc.Hq, rc.T}));
+      testing::poison(outs.back().first);
+      testing::poison(outs.back().second);
+    }
+    EXPECT_ALL_OK(testing::run_ranks(rc.P, [&](int r, Communicator& comm) -> Status {
+      auto plan = DistributedDecode::create(cfg, comm, *kernel);
+      if (!plan.is_ok()) return plan.status();
+      std::vector<unsigned char> ws((*plan)->workspace_bytes());
+      const RankArgs& ra = ranks[static_cast<std::size_t>(r)];
+      auto& [o, lse] = outs[static_cast<std::size_t>(r)];
+      DecodeArgs a{.q = q.view,
+                   .k_cache = ra.k.view,
+                   .v_cache = ra.v.view,
+                   .segments = ra.segments,
+                   .segment_offsets = ra.offsets,
+                   .query_positions = positions,
+                   .o = o.view,
+                   .lse = lse.view,
+                   .workspace = ws.data()};
+      if (rc.sinks) a.sinks = sinks.view;
+      const auto S = static_cast<std::size_t>(max_segments);
+      std::vector<std::int64_t> seg_dev(static_cast<std::size_t>(rc.B) * S * 3, 0);
+      if (device) {
+        for (std::size_t b = 0; b < static_cast<std::size_t>(rc.B); ++b) {
+          const auto first = static_cast<std::size_t>(ra.offsets[b]);
+          const auto n = static_cast<std::size_t>(ra.offsets[b + 1]) - first;
+          for (std::size_t i = 0; i < n; ++i) {
+            const CacheSegment& sg = ra.segments[first + i];
+            std::int64_t* e = &seg_dev[(b * S + i) * 3];
+            e[0] = sg.row;
+            e[1] = sg.rows;
+            e[2] = sg.position;
+          }
+        }
+        a.segments = {};
+        a.segment_offsets = {};
+        a.query_positions = {};
+        a.segments_device = seg_dev.data();
+        a.query_positions_device = positions.data();
+        ULYSSES_RETURN_IF_ERROR((*plan)->check_device_layout(a, nullptr));
+      }
+      return (*plan)->forward(a, nullptr);
+    }));
+    for (int r = 0; r < rc.P; ++r) {
+      const auto& [o, lse] = outs[static_cast<std::size_t>(r)];
+      EXPECT_EQ(testing::count_nan(o), 0) << "rank " << r;
+      EXPECT_LE(testing::max_abs_diff(o_ref, o), 1e-5) << "O, rank " << r;
+      EXPECT_LE(testing::max_abs_diff(lse_ref, lse), 1e-5) << "LSE, rank " << r;
+      const testing::Mismatch mo = testing::compare_bits(outs[0].first, o);
+      EXPECT_EQ(mo.count, 0) << testing::describe(mo, "O of rank " + std::to_string(r));
+    }
   }
 }
 
@@ -1110,6 +1204,165 @@ TEST(DecodeForward, BadArgumentsAreNamedBeforeAnythingRuns) {
   EXPECT_ALL_OK(st);
   for (const auto& [name, s] : got) expect_error(s, StatusCode::kInvalidArgument, name);
   EXPECT_EQ(testing::count_nan(o), o.numel()) << "a refused call wrote its output";
+}
+
+// The device planner's table (DecodeConfig::device_layout), worked by hand: query tokens at 20..23,
+// causal, window_left 6 (token i sees keys [14 + i, 20 + i]), 4 open pieces at most of >= 1 key.
+// Sequence 0's three segments give max_segments + 1 = 4 edges, the most there can be: the middle
+// one holds every key all tokens see (17..20) and an edge on each side. Sequence 1's entries are
+// garbage (rows before the cache, past it, a negative position, rows <= 0) and its query position
+// is negative: every one of its slots reads nothing.
+TEST(DecodeDeviceLayout, SlotTableHoldsEverySlotAndReadsNothingOutsideTheCache) {
+  constexpr int B = 2, S = 3, kOpen = 4 + S, kEdge = S + 1;
+  constexpr std::int64_t kPitch = 100, kRows = 30;
+  const std::vector<std::int64_t> segments = {
+      0,  16, 0, 16, 6, 16, 22, 2, 22,  // sequence 0: (row, rows, position)
+      -1, 5,  0, 25, 6, 30, 3,  4, -1,  // sequence 1: before, past the end, negative position
+  };
+  const std::vector<std::int64_t> positions = {20, -5};
+  std::vector<std::int32_t> table(5 * B * (kOpen + kEdge), 12345);
+  const kernels::DecodeSlotTableArgs a{
+      .segments = segments.data(),
+      .query_positions = positions.data(),
+      .batch = B,
+      .max_segments = S,
+      .cache_rows = kRows,
+      .seq_pitch = kPitch,
+      .rules = {.tokens = 4, .window_left = 6, .right = 0, .min_split_rows = 1, .max_splits = 4},
+      .n_open = kOpen,
+      .n_edge = kEdge,
+      .table = table.data()};
+  ASSERT_TRUE(kernels::decode_slot_table(a, Device::host(), nullptr).is_ok());
+  const int n = B * (kOpen + kEdge);
+  struct Slot {
+    std::int32_t row, rows, seq;
+    std::int64_t delta;
+  };
+  auto slot = [&](int i) {
+    const auto u = [&](int r) { return table[static_cast<std::size_t>(r * n + i)]; };
+    return Slot{u(0), u(1), u(2),
+                static_cast<std::int64_t>(static_cast<std::uint32_t>(u(3))) |
+                    (static_cast<std::int64_t>(u(4)) << 32)};
+  };
+  auto expect = [&](int i, Slot want) {
+    const Slot got = slot(i);
+    EXPECT_EQ(got.row, want.row) << "slot " << i;
+    EXPECT_EQ(got.rows, want.rows) << "slot " << i;
+    EXPECT_EQ(got.seq, want.seq) << "slot " << i;
+    EXPECT_EQ(got.delta, want.delta) << "slot " << i;
+  };
+  // Sequence 0's open pieces: keys 17..20 of the middle segment, one each; then 3 unused.
+  for (int j = 0; j < 4; ++j) expect(j, {17 + j, 1, 0, 0});
+  for (int j = 4; j < kOpen; ++j) expect(j, {0, 0, 0, 0});
+  // Sequence 1: nothing.
+  for (int j = 0; j < kOpen; ++j) expect(kOpen + j, {0, 0, 1, 0});
+  // Sequence 0's edges, delta = position of token 0 minus that of the edge's first key: keys 14-15
+  // (left of the window of tokens 2, 3), 16, 21 (right of token 0), 22-23.
+  const int e0 = B * kOpen;
+  expect(e0 + 0, {14, 2, 0, 6});
+  expect(e0 + 1, {16, 1, 0, 4});
+  expect(e0 + 2, {21, 1, 0, -1});
+  expect(e0 + 3, {22, 2, 0, -2});
+  for (int k = 0; k < kEdge; ++k) expect(e0 + kEdge + k, {0, 0, 1, 0});
+
+  // The host planner cuts the same pieces from the same layout (sequence 0).
+  const std::vector<CacheSegment> host = {{0, 16, 0}, {16, 6, 16}, {22, 2, 22}};
+  std::vector<kernels::DecodePiece> open, edges;
+  kernels::plan_decode_pieces(
+      a.rules, S,
+      [&](int i, std::int64_t& row, std::int64_t& rows, std::int64_t& position) {
+        row = host[static_cast<std::size_t>(i)].row;
+        rows = host[static_cast<std::size_t>(i)].rows;
+        position = host[static_cast<std::size_t>(i)].position;
+      },
+      20, [&](const kernels::DecodePiece& p) { open.push_back(p); },
+      [&](const kernels::DecodePiece& p) { edges.push_back(p); });
+  ASSERT_EQ(open.size(), 4u);
+  ASSERT_EQ(edges.size(), 4u);
+  EXPECT_EQ(edges[2].q_begin, 1);  // keys right of token 0: tokens 1..3 see key 21
+  EXPECT_EQ(edges[2].q_len, 3);
+  EXPECT_EQ(edges[0].q_len, 2);  // keys 14, 15: tokens 0 and 1 only
+}
+
+// Device layouts: the config, the plan and forward()'s arguments name what is wrong, and
+// check_device_layout() names the device entry a host layout's check would refuse.
+TEST(DecodeDeviceLayout, BadLayoutsAreNamed) {
+  DecodeConfig cfg = small_config();  // batch 2, 2 query tokens, cache_rows 16, max_segments 2
+  cfg.device_layout = true;
+  DecodeConfig local = cfg;
+  local.split_kernel = DecodeKernel::kLocal;
+  expect_error(local.validate(), StatusCode::kInvalidArgument, "split_kernel");
+  auto kernel = make_reference_attention();
+  HostTensor q(DType::kFloat64, {2, 2, 4, 8}), k(DType::kFloat64, {2, 16, 2, 8}),
+      v(DType::kFloat64, {2, 16, 2, 8}), o(DType::kFloat64, {2, 2, 4, 8});
+  testing::poison(o);
+  // (row, rows, position) x 2 per sequence.
+  const std::vector<std::int64_t> fine = {0, 5, 0, 7, 3, 5, 0, 4, 0, 0, 0, 0}, at = {10, 4};
+  const std::vector<CacheSegment> host_segments = {{0, 5, 0}};
+  std::vector<std::pair<std::string, Status>> got, checked;
+  EXPECT_ALL_OK(testing::run_ranks(1, [&](int, Communicator& comm) -> Status {
+    auto plan = DistributedDecode::create(cfg, comm, *kernel);
+    if (!plan.is_ok()) return plan.status();
+    std::vector<unsigned char> ws((*plan)->workspace_bytes());
+    auto args = [&](const std::vector<std::int64_t>& segs, const std::vector<std::int64_t>& pos) {
+      return DecodeArgs{.q = q.view,
+                        .k_cache = k.view,
+                        .v_cache = v.view,
+                        .segments_device = segs.data(),
+                        .query_positions_device = pos.data(),
+                        .o = o.view,
+                        .workspace = ws.data()};
+    };
+    ULYSSES_RETURN_IF_ERROR((*plan)->check_device_layout(args(fine, at), nullptr));
+    auto run = [&](const std::string& name, auto edit) {
+      DecodeArgs a = args(fine, at);
+      edit(a);
+      got.emplace_back(name, (*plan)->forward(a, nullptr));
+      checked.emplace_back(name, (*plan)->check_device_layout(a, nullptr));
+    };
+    run("segments_device", [](DecodeArgs& a) { a.segments_device = nullptr; });
+    run("query_positions_device", [](DecodeArgs& a) { a.query_positions_device = nullptr; });
+    run("segments", [&](DecodeArgs& a) { a.segments = host_segments; });
+    run("query_positions", [&](DecodeArgs& a) { a.query_positions = at; });
+    // The contents: refused by check_device_layout() only (forward() cannot see them).
+    auto contents = [&](const std::string& name, std::vector<std::int64_t> segs,
+                        std::vector<std::int64_t> pos) {
+      checked.emplace_back(name, (*plan)->check_device_layout(args(segs, pos), nullptr));
+    };
+    std::vector<std::int64_t> overlap = fine, past = fine, negative = fine;
+    overlap[3] = 2;    // sequence 0's second segment starts inside its first
+    past[6 + 1] = 17;  // sequence 1's first segment runs past cache_rows
+    negative[6 + 2] = -3;
+    contents("segments_device[0][1]", overlap, at);
+    contents("segments_device[1][0]", past, at);
+    contents("segments_device[1][0].position", negative, at);
+    contents("query_positions_device[1]", fine, {10, -1});
+    return Status::ok();
+  }));
+  for (const auto& [name, s] : got) expect_error(s, StatusCode::kInvalidArgument, name);
+  for (const auto& [name, s] : checked) expect_error(s, StatusCode::kInvalidArgument, name);
+  EXPECT_EQ(testing::count_nan(o), o.numel()) << "a refused call wrote its output";
+
+  // A host-layout plan refuses device arrays, and has no device layout to check.
+  EXPECT_ALL_OK(testing::run_ranks(1, [&](int, Communicator& comm) -> Status {
+    DecodeConfig host_cfg = small_config();
+    auto plan = DistributedDecode::create(host_cfg, comm, *kernel);
+    if (!plan.is_ok()) return plan.status();
+    std::vector<unsigned char> ws((*plan)->workspace_bytes());
+    const std::vector<CacheSegment> segs = {{0, 5, 0}};
+    DecodeArgs a{.q = q.view,
+                 .k_cache = k.view,
+                 .v_cache = v.view,
+                 .segments = segs,
+                 .query_position = 10,
+                 .segments_device = fine.data(),
+                 .o = o.view,
+                 .workspace = ws.data()};
+    expect_error((*plan)->forward(a, nullptr), StatusCode::kInvalidArgument, "segments_device");
+    expect_error((*plan)->check_device_layout(a, nullptr), StatusCode::kInvalidArgument,
+                 "device_layout");
+    return Status::ok();
+  }));
 }
 
 // A paged cache's pool, its pages' strides and its page table are checked before anything runs:
