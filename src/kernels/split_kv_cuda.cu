@@ -218,10 +218,15 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kVAt = kTma ? kTile * 16 * NK : kTile * kKRow;  // V's rows in a tile
   extern __shared__ uint4 smem_raw[];
 
-  const int slot = static_cast<int>(blockIdx.x);
+  // Blocks in slot order (a slot's KV heads and row blocks adjacent): the hardware starts blocks
+  // in index order, so slots that read nothing (padding of the batch's or a device layout's fixed
+  // slot count, which sit after a sequence's pieces) start after the pieces before them.
   const int g = a.heads_q / a.heads_kv;
-  const int h = static_cast<int>(blockIdx.y) % a.heads_kv;
-  const int row0 = static_cast<int>(blockIdx.y) / a.heads_kv * R;
+  const int per_slot = a.heads_kv * ((g * a.tokens + R - 1) / R);
+  const int slot = static_cast<int>(blockIdx.x) / per_slot;
+  const int hr = static_cast<int>(blockIdx.x) % per_slot;
+  const int h = hr % a.heads_kv;
+  const int row0 = hr / a.heads_kv * R;
   const int rows = min(R, g * a.tokens - row0);
   const std::int64_t kv_row = a.table[slot];
   const int kv_len = a.table[a.slots + slot];
@@ -717,7 +722,8 @@ template <typename T, int NK, int NV>
 Status launch(const SplitKvArgs& a, Stream stream) {
   const int r = rows_per_cta(a);
   const int row_blocks = (a.heads_q / a.heads_kv * a.tokens + r - 1) / r;
-  const dim3 grid(static_cast<unsigned>(a.slots), static_cast<unsigned>(a.heads_kv * row_blocks));
+  // One dimension, slot-major (the kernel's first lines).
+  const dim3 grid(static_cast<unsigned>(a.slots) * static_cast<unsigned>(a.heads_kv * row_blocks));
   const bool paged = a.page_size > 0;
   int device = 0, major = 0;
   ULYSSES_CUDA_CHECK(cudaGetDevice(&device));
@@ -780,11 +786,13 @@ Status cuda::split_kv_attention(const SplitKvArgs& a, Stream stream) {
     return unsupported("ulysses::kernels::split_kv_attention: " + why);
   }
   if (a.slots == 0) return Status::ok();
+  // (Blocks of 8 rows where those fit: at most twice these.)
   const std::int64_t row_blocks = (a.heads_q / a.heads_kv * a.tokens + kRows - 1) / kRows;
-  if (a.heads_kv * row_blocks > 65535) {
-    return unsupported(detail::str_cat("ulysses::kernels::split_kv_attention: ", a.heads_kv,
-                                       " KV heads x ", row_blocks,
-                                       " blocks of 16 query rows need more than 65535 CTA rows"));
+  if (static_cast<std::int64_t>(a.slots) * a.heads_kv * row_blocks * 2 >
+      std::numeric_limits<std::int32_t>::max()) {
+    return unsupported(detail::str_cat("ulysses::kernels::split_kv_attention: ", a.slots,
+                                       " slots x ", a.heads_kv, " KV heads x ", row_blocks,
+                                       " blocks of 16 query rows need more than 2^31 - 1 CTAs"));
   }
   if (a.dtype == DType::kFloat16) return by_widths<__half>(a, stream);
   return by_widths<__nv_bfloat16>(a, stream);
