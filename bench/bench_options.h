@@ -42,6 +42,7 @@ struct Options {
   std::vector<std::string> transport = {"nccl"};
   // GPU path, NCCL rows (list: off, on): "on" captures a cp > 1 step (forward + backward) into a
   // CUDA graph after the warm-up steps and times its replays, which shows what the host costs.
+  // --decode: "on" rows keep the layout in device memory (device_layout) and replay one step.
   std::vector<std::string> cuda_graph = {"off"};
   // GPU path, plan rows (list: synced, queued): each timed step waited for on its own (its ms
   // include whatever the host adds), or all of them issued back to back and their mean taken (the

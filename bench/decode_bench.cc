@@ -12,7 +12,10 @@
 // |O| x sqrt(pieces)). cp > 1 needs one GPU per rank (NCCL, one thread each), or --transport
 // loopback: cp virtual ranks on GPU 0, which checks the sharded rows against cp = 1 but times
 // nothing meaningful. --ragged: sequence b of the batch holds L (b + 1) / B tokens (each rank 1/cp
-// of each), given per sequence (segment_offsets, query_positions).
+// of each), given per sequence (segment_offsets, query_positions). --cuda-graph on: rows whose
+// layout is in device memory (DecodeConfig::device_layout), one step captured into a CUDA graph
+// after the warm-up and its replays timed (host ms: cudaGraphLaunch); not with split_kernel local,
+// nor for virtual ranks (--transport loopback, cp > 1).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -98,6 +101,7 @@ struct Variant {
   int splits;
   std::string kernel;  // DecodeConfig::split_kernel
   std::int64_t page;   // DecodeConfig::page_size
+  bool graph;          // device_layout, the steps timed as CUDA graph replays
 };
 
 struct Row {
@@ -106,6 +110,7 @@ struct Row {
   std::int64_t min_rows;
   std::string kernel;  // DecodeConfig::split_kernel
   std::int64_t page;   // DecodeConfig::page_size
+  bool graph;
   double ms, host_ms, gpu_ms, bytes_per_gpu, floor_ms, err;
   bool pass;
 };
@@ -161,17 +166,21 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
     std::printf("# paged rows: each sequence's pages %s in the pool, page table on the device\n",
                 o.page_order == "shuffled" ? "at shuffled places" : "in order");
   }
-  std::printf("%9s %3s %6s %8s %9s %5s %10s %10s %10s %12s %9s %10s %6s %10s %5s\n", "cache", "cp",
-              "splits", "min rows", "kernel", "page", "ms/step", "host ms", "queued ms",
-              "KV MiB/GPU", "GB/s", "floor ms", "x floor", "err O", "check");
-  // Paged caches run in the built-in kernel only: no local rows for them.
+  std::printf("%9s %3s %6s %8s %9s %5s %5s %10s %10s %10s %12s %9s %10s %6s %10s %5s\n", "cache",
+              "cp", "splits", "min rows", "kernel", "page", "graph", "ms/step", "host ms",
+              "queued ms", "KV MiB/GPU", "GB/s", "floor ms", "x floor", "err O", "check");
+  // Paged caches and device layouts run in the built-in kernel only: no local rows for them.
   std::vector<Variant> variants;
   for (std::int64_t min_rows : o.min_split_rows)
     for (int splits : o.splits)
       for (const std::string& kernel : o.split_kernel)
-        for (std::int64_t page : o.page_size) {
-          if (page == 0 || kernel != "local") variants.push_back({min_rows, splits, kernel, page});
-        }
+        for (std::int64_t page : o.page_size)
+          for (const std::string& graph : o.cuda_graph) {
+            const bool on = graph == "on";
+            if ((page == 0 && !on) || kernel != "local") {
+              variants.push_back({min_rows, splits, kernel, page, on});
+            }
+          }
   std::vector<Row> rows;
   bool all_pass = true;
   std::mt19937_64 rng(o.seed ? o.seed : std::random_device{}());
@@ -185,7 +194,8 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
     auto length = [&](std::int64_t b) { return o.ragged ? L * (b + 1) / B : L; };
     for (int cp : cps) {
       const std::int64_t local = L / cp + (L % cp ? 1 : 0);
-      for (const auto& [min_rows, splits, kernel_name, page] : variants) {
+      for (const auto& [min_rows, splits, kernel_name, page, graph] : variants) {
+        if (graph && cp > 1 && loopback) continue;  // virtual ranks' copies are not captured
         // Rows per sequence on a rank: its share, paged in whole pages.
         const std::int64_t cache_rows = page > 0 ? (local + page - 1) / page * page : local;
         const DecodeKernel split_kernel = kernel_name == "auto"    ? DecodeKernel::kAuto
@@ -206,7 +216,8 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
                          .min_split_rows = min_rows,
                          .max_splits = splits,
                          .split_kernel = split_kernel,
-                         .page_size = page};
+                         .page_size = page,
+                         .device_layout = graph};
         std::vector<std::unique_ptr<Communicator>> comms(static_cast<std::size_t>(cp));
         if (cp == 1 || loopback) {
           auto g = create_device_loopback_group(cp, 0);
@@ -323,10 +334,54 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
               a.segment_offsets = offsets;
               a.query_positions = positions;
             }
+            // --cuda-graph on: the same layout in device memory, [B, 1, 3] and [B].
+            void *seg_device = nullptr, *pos_device = nullptr;
+            if (graph) {
+              std::vector<std::int64_t> seg_rows, pos_rows;
+              for (std::int64_t b = 0; b < B; ++b) {
+                const CacheSegment& sg = segs[static_cast<std::size_t>(o.ragged ? b : 0)];
+                seg_rows.insert(seg_rows.end(), {sg.row, sg.rows, sg.position});
+                pos_rows.push_back(o.ragged ? positions[static_cast<std::size_t>(b)] : L - T);
+              }
+              BENCH_CUDA(cudaMalloc(&seg_device, seg_rows.size() * 8));
+              BENCH_CUDA(cudaMalloc(&pos_device, pos_rows.size() * 8));
+              BENCH_CUDA(cudaMemcpy(seg_device, seg_rows.data(), seg_rows.size() * 8,
+                                    cudaMemcpyHostToDevice));
+              BENCH_CUDA(cudaMemcpy(pos_device, pos_rows.data(), pos_rows.size() * 8,
+                                    cudaMemcpyHostToDevice));
+              a.segments = {};
+              a.segment_offsets = {};
+              a.query_positions = {};
+              a.query_position = 0;
+              a.page_table = {};
+              a.segments_device = static_cast<const std::int64_t*>(seg_device);
+              a.query_positions_device = static_cast<const std::int64_t*>(pos_device);
+              if (Status s = (*plan)->check_device_layout(a, st); !s.is_ok()) die(s);
+            }
             for (int i = 0; i < 3; ++i) {
               if (Status s = (*plan)->forward(a, st); !s.is_ok()) die(s);
             }
             BENCH_CUDA(cudaStreamSynchronize(st));
+            cudaGraphExec_t exec = nullptr;
+            if (graph) {
+              cudaGraph_t g = nullptr;
+              BENCH_CUDA(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+              const Status captured = (*plan)->forward(a, st);
+              BENCH_CUDA(cudaStreamEndCapture(st, &g));
+              if (!captured.is_ok()) die(captured);
+              BENCH_CUDA(cudaGraphInstantiate(&exec, g, 0));
+              BENCH_CUDA(cudaGraphDestroy(g));
+              BENCH_CUDA(cudaGraphLaunch(exec, st));
+              BENCH_CUDA(cudaStreamSynchronize(st));
+            }
+            // One step: forward(), or a replay of the captured one.
+            auto step = [&] {
+              if (exec != nullptr) {
+                BENCH_CUDA(cudaGraphLaunch(exec, st));
+              } else if (Status s = (*plan)->forward(a, st); !s.is_ok()) {
+                die(s);
+              }
+            };
             cudaEvent_t e0, e1;
             BENCH_CUDA(cudaEventCreate(&e0));
             BENCH_CUDA(cudaEventCreate(&e1));
@@ -335,7 +390,7 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
             for (int i = 0; i < o.iters; ++i) {
               BENCH_CUDA(cudaEventRecord(e0, st));
               const auto h0 = std::chrono::steady_clock::now();
-              if (Status s = (*plan)->forward(a, st); !s.is_ok()) die(s);
+              step();
               host.push_back(
                   std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - h0)
                       .count());
@@ -353,9 +408,7 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
             // the gaps a slower host leaves (what a caller that queues ahead would see).
             BENCH_CUDA(cudaLaunchHostFunc(st, hold_stream, nullptr));
             BENCH_CUDA(cudaEventRecord(e0, st));
-            for (int i = 0; i < o.iters; ++i) {
-              if (Status s = (*plan)->forward(a, st); !s.is_ok()) die(s);
-            }
+            for (int i = 0; i < o.iters; ++i) step();
             BENCH_CUDA(cudaEventRecord(e1, st));
             BENCH_CUDA(cudaEventSynchronize(e1));
             float queued = 0;
@@ -371,8 +424,9 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
             }
             cudaEventDestroy(e0);
             cudaEventDestroy(e1);
+            if (exec != nullptr) cudaGraphExecDestroy(exec);
             cudaStreamDestroy(st);
-            for (void* p : {k, v, q, out, ws, table_device}) cudaFree(p);
+            for (void* p : {k, v, q, out, ws, table_device, seg_device, pos_device}) cudaFree(p);
           });
         }
         for (auto& t : threads) t.join();
@@ -394,27 +448,18 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
         for (std::int64_t b = 0; b < B; ++b) {
           bytes += static_cast<double>(length(b) / cp) * Hkv * (D + Dv) * 2;
         }
-        const Row row{L,
-                      cp,
-                      splits,
-                      min_rows,
-                      kernel_name,
-                      page,
-                      ms[0],
-                      host_ms[0],
-                      gpu_ms[0],
-                      bytes,
-                      bytes / (bandwidth[0] * 1e9) * 1e3,
-                      err,
-                      pass};
+        const Row row{L,           cp,        splits, min_rows,
+                      kernel_name, page,      graph,  ms[0],
+                      host_ms[0],  gpu_ms[0], bytes,  bytes / (bandwidth[0] * 1e9) * 1e3,
+                      err,         pass};
         rows.push_back(row);
         std::printf(
-            "%9lld %3d %6d %8lld %9s %5lld %10.4f %10.4f %10.4f %12.1f %9.0f %10.4f %6.2f "
+            "%9lld %3d %6d %8lld %9s %5lld %5s %10.4f %10.4f %10.4f %12.1f %9.0f %10.4f %6.2f "
             "%10.2e %5s\n",
             static_cast<long long>(L), cp, splits, static_cast<long long>(min_rows),
-            kernel_name.c_str(), static_cast<long long>(page), row.ms, row.host_ms, row.gpu_ms,
-            bytes / (1 << 20), bytes / (row.ms * 1e-3) / 1e9, row.floor_ms, row.ms / row.floor_ms,
-            err, pass ? "PASS" : "FAIL");
+            kernel_name.c_str(), static_cast<long long>(page), graph ? "on" : "off", row.ms,
+            row.host_ms, row.gpu_ms, bytes / (1 << 20), bytes / (row.ms * 1e-3) / 1e9, row.floor_ms,
+            row.ms / row.floor_ms, err, pass ? "PASS" : "FAIL");
         std::fflush(stdout);
       }
     }
@@ -429,10 +474,10 @@ int run_gpu_decode_bench(Options o, const std::set<std::string>& given) {
       js << (i ? ", " : "") << "{\"cache\": " << r.cache << ", \"cp\": " << r.cp
          << ", \"max_splits\": " << r.splits << ", \"min_split_rows\": " << r.min_rows
          << ", \"split_kernel\": \"" << r.kernel << "\", \"page_size\": " << r.page
-         << ", \"ms\": " << r.ms << ", \"host_ms\": " << r.host_ms
-         << ", \"queued_ms\": " << r.gpu_ms << ", \"kv_bytes_per_gpu\": " << r.bytes_per_gpu
-         << ", \"floor_ms\": " << r.floor_ms << ", \"err_o\": " << r.err
-         << ", \"pass\": " << (r.pass ? "true" : "false") << "}";
+         << ", \"cuda_graph\": " << (r.graph ? "true" : "false") << ", \"ms\": " << r.ms
+         << ", \"host_ms\": " << r.host_ms << ", \"queued_ms\": " << r.gpu_ms
+         << ", \"kv_bytes_per_gpu\": " << r.bytes_per_gpu << ", \"floor_ms\": " << r.floor_ms
+         << ", \"err_o\": " << r.err << ", \"pass\": " << (r.pass ? "true" : "false") << "}";
     }
     js << "]}\n";
   }

@@ -501,7 +501,9 @@ int main(int argc, char** argv) {
   app.add_option("--cuda-graph", o.cuda_graph,
                  "GPU path, NCCL rows (list of off, on): on captures each cp > 1 step (forward + "
                  "backward) into a CUDA graph after the warm-up steps and times its replays, "
-                 "which takes the host's share out of the step time")
+                 "which takes the host's share out of the step time. --decode: on rows keep the "
+                 "cache layout in device memory (DecodeConfig::device_layout, built-in kernel) "
+                 "and time replays of one captured step")
       ->delimiter(',')
       ->check(CLI::IsMember({"off", "on"}));
   app.add_option("--steps", o.steps,
