@@ -122,16 +122,16 @@ struct DecodeConfig {
   /// steps). false: forward() plans each step's pieces on the host from DecodeArgs::segments, so a
   /// captured step replays the layout it was captured with. true: forward() enqueues a kernel that
   /// plans them on the device, when the step runs, from the layout in device memory
-  /// (DecodeArgs::segments_device, query_positions_device), over a fixed set of slots per sequence
-  /// (max_splits + max_segments open pieces, and max_segments + 1 edges when query_tokens > 1;
-  /// unused slots cost a CTA that returns at once). Run one step eagerly, capture one, then
-  /// rewrite the arrays (and the page table) at the same addresses before each replay. Runs in
-  /// the built-in kernel only (split_kernel auto or built_in; create() returns kUnsupported where
-  /// it cannot run). The same pieces as a host layout: with one query token the same bits.
-  /// forward() cannot check the arrays' contents without waiting for the device: on the device a
-  /// segment outside [0, cache_rows) counts as empty and query positions are clamped to
-  /// [0, 2^60], so nothing outside the cache is read; check_device_layout() reads them back and
-  /// checks them as forward() checks a host layout.
+  /// (DecodeArgs::segments_device, query_positions_device), into a fixed number of slots per
+  /// sequence: min(max_splits, cache_rows / min_split_rows) + max_segments open pieces, and
+  /// max_segments + 1 edges when query_tokens > 1 (slots a step leaves unused read nothing and run
+  /// last). Run one step eagerly, capture one, then rewrite the arrays (and the page table) at the
+  /// same addresses before each replay. Runs in the built-in kernel only (split_kernel auto or
+  /// built_in; create() returns kUnsupported where it cannot run). The pieces are a host layout's:
+  /// with one query token the same bits. forward() cannot check the arrays' contents without
+  /// waiting for the device: there a segment outside [0, cache_rows) counts as empty and query
+  /// positions are clamped to [0, 2^60], so nothing outside the cache is read;
+  /// check_device_layout() reads them back and checks them as forward() checks a host layout.
   bool device_layout = false;
 
   Status validate() const;

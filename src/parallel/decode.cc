@@ -221,7 +221,7 @@ class DecodePlan final : public DistributedDecode {
     // planned on the device into a fixed number of slots, open and edges (n_edge per sequence).
     const bool on_device = config_.device_layout;
     std::vector<PiecePlan> plans;
-    std::int64_t n_open = on_device ? config_.max_splits + config_.max_segments : 0;
+    std::int64_t n_open = on_device ? device_open() : 0;
     const std::int64_t n_edge = device_edges();
     for (std::int64_t b = 0; !on_device && b < B; ++b) {
       plans.push_back(plan_pieces(config_, segments_of(args, b), position_of(args, b)));
@@ -636,6 +636,16 @@ class DecodePlan final : public DistributedDecode {
   static std::int64_t position_of(const DecodeArgs& a, std::int64_t b) {
     return a.query_positions.empty() ? a.query_position
                                      : a.query_positions[static_cast<std::size_t>(b)];
+  }
+
+  // Open slots per sequence of a device layout: a segment of n keys is cut into ceil(n / target)
+  // <= floor(n / target) + 1 pieces, target >= min_split_rows and >= the open keys / max_splits,
+  // and a sequence's segments hold at most cache_rows keys, so at most min(max_splits, cache_rows
+  // / min_split_rows) + max_segments pieces (fewer unused slots than max_splits + max_segments
+  // where the cache is short).
+  std::int64_t device_open() const {
+    return std::min<std::int64_t>(config_.max_splits, config_.cache_rows / config_.min_split_rows) +
+           config_.max_segments;
   }
 
   // Edge slots per sequence of a device layout: none with one query token, which has no edges;
