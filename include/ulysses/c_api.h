@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 /* Bumped when a struct below changes layout; ulysses_c_api_version() returns the library's. */
-#define ULYSSES_C_API_VERSION 6
+#define ULYSSES_C_API_VERSION 7
 
 /* ulysses::StatusCode */
 typedef enum {
@@ -154,6 +154,9 @@ typedef struct {
   int32_t split_kernel;
   /* DecodeConfig::page_size: rows per page of a paged KV cache, 0 = unpaged (version 6) */
   int64_t page_size;
+  /* DecodeConfig::device_layout: nonzero = the layout is read on the device when the step runs,
+   * so that a CUDA graph of a step can be replayed while the caches grow (version 7) */
+  int32_t device_layout;
 } ulysses_decode_config;
 
 /* ulysses::CacheSegment: cache rows [row, row + rows) hold positions [position, position + rows).
@@ -181,6 +184,11 @@ typedef struct {
    * (NULL: the library copies it each step) (version 6) */
   const int32_t* page_table;
   const int32_t* page_table_device;
+  /* device_layout: the layout in device memory, segments [batch, max_segments, 3] of (row, rows,
+   * position) (rows = 0: unused) and query_positions [batch], read when the step runs; segments,
+   * segment_offsets, query_positions and page_table stay NULL (version 7) */
+  const int64_t* segments_device;
+  const int64_t* query_positions_device;
 } ulysses_decode_args;
 
 /* --- library ---------------------------------------------------------------------------------- */
@@ -272,6 +280,11 @@ ULYSSES_C_EXPORT int ulysses_decode_create(const ulysses_decode_config* config, 
 ULYSSES_C_EXPORT size_t ulysses_decode_workspace_bytes(const ulysses_decode* decode);
 ULYSSES_C_EXPORT int ulysses_decode_forward(ulysses_decode* decode, const ulysses_decode_args* args,
                                             void* stream);
+/* device_layout: waits for `stream`, reads the layout back and checks it as forward() checks a
+ * host layout (DistributedDecode::check_device_layout; not inside a captured step). */
+ULYSSES_C_EXPORT int ulysses_decode_check_device_layout(ulysses_decode* decode,
+                                                        const ulysses_decode_args* args,
+                                                        void* stream);
 ULYSSES_C_EXPORT void ulysses_decode_destroy(ulysses_decode* decode);
 
 /* --- sharding -----------------------------------------------------------------------------------

@@ -207,12 +207,15 @@ class DecodeConfig(_Attention):
     head_dim_v: int = 0  # of V and O when it differs from head_dim (MLA); 0: head_dim
     split_kernel: str = "auto"  # what runs the pieces: "auto" | "local" | "built_in"
     page_size: int = 0  # rows per page of a paged KV cache (forward's page_table); 0: unpaged
+    # The layout read on the device when a step runs (forward's segments_device and
+    # query_positions_device), so that a captured step replays while the caches grow
+    device_layout: bool = False
 
     def _c(self) -> _capi.DecodeConfig:
         c = _capi.DecodeConfig()
         _lib.ulysses_decode_config_init(ctypes.byref(c))
         _fill(c, self, ("cp", "batch", "query_tokens", "cache_rows", "max_segments", "max_splits",
-                        "min_split_rows", "head_dim_v", "page_size"), ())
+                        "min_split_rows", "head_dim_v", "page_size"), ("device_layout",))
         _set_int(c, "dtype", _enum(_DTYPES, self.dtype, "dtype"))
         _set_int(c, "split_kernel", _enum(_DECODE_KERNELS, self.split_kernel, "split_kernel"))
         return c
@@ -299,9 +302,9 @@ def _fill_common(a, cu_seqlens, cu_seqlens_device, workspace, saved) -> None:
 
 
 def _int32_host(x, name: str, count: Optional[int]):
-    """A host int32 array of `count` entries (None: any) for the C API, which reads that many: a contiguous
-    int32 NumPy array or CPU tensor as it is (no copy), anything else iterable copied. Returns
-    (pointer, keep-alive)."""
+    """A host int32 array of `count` entries (None: any) for the C API, which reads that many: a
+    contiguous int32 NumPy array or CPU tensor as it is (no copy), anything else iterable copied.
+    Returns (pointer, keep-alive)."""
     int32_p = ctypes.POINTER(ctypes.c_int32)
 
     def sized(n):
@@ -567,9 +570,10 @@ class Decode(_Collective):
     def workspace_bytes(self) -> int:
         return _lib.ulysses_decode_workspace_bytes(self._h)
 
-    def forward(self, q, k_cache, v_cache, o, *, segments, query_position, lse=None,
+    def forward(self, q, k_cache, v_cache, o, *, segments=None, query_position=None, lse=None,
                 sinks=None, workspace=None, stream=None, page_table=None,
-                page_table_device=None) -> None:
+                page_table_device=None, segments_device=None,
+                query_positions_device=None) -> None:
         """q [B, T, Hq, D] (the same on every rank) against this rank's cache [B, cache_rows,
         Hkv, D]; o (and lse [B, Hq, T]) out, the same on every rank. segments: (row, rows,
         position) triples, the cache rows that hold keys and their global positions, shared by
@@ -579,37 +583,71 @@ class Decode(_Collective):
         Paged caches (config page_size > 0): k_cache and v_cache are pools [pages, page_size,
         Hkv, D]; page_table [B, cache_rows / page_size] int32 on the host maps sequence b's row r
         to page page_table[b][r // page_size]; page_table_device, optional, the same table on
-        the GPU (a tensor or an address; None: the library copies page_table each step)."""
+        the GPU (a tensor or an address; None: the library copies page_table each step).
+
+        config device_layout: no segments, query_position or page_table; instead
+        segments_device, int64 [B, max_segments, 3] of (row, rows, position) (rows 0: unused),
+        query_positions_device, int64 [B], and a paged cache's page_table_device, all on the
+        device and read when the step runs: a step captured in a CUDA graph (torch.cuda.graph)
+        follows what they hold at each replay."""
+        a, keep = self._args(q, k_cache, v_cache, o, segments, query_position, lse, sinks,
+                             workspace, page_table, page_table_device, segments_device,
+                             query_positions_device)
+        _check(_lib.ulysses_decode_forward(self._h, ctypes.byref(a), _stream(stream)))
+        del keep
+
+    def check_device_layout(self, q, k_cache, v_cache, o, *, lse=None, sinks=None,
+                            workspace=None, stream=None, page_table_device=None,
+                            segments_device=None, query_positions_device=None) -> None:
+        """config device_layout: waits for `stream`, reads the device layout back and raises
+        UlyssesError naming its first bad entry where forward() would refuse it as a host
+        layout. For tests and debugging, not inside a captured step; local (no other rank)."""
+        a, keep = self._args(q, k_cache, v_cache, o, None, None, lse, sinks, workspace, None,
+                             page_table_device, segments_device, query_positions_device)
+        _check(_lib.ulysses_decode_check_device_layout(self._h, ctypes.byref(a),
+                                                       _stream(stream)))
+        del keep
+
+    def _args(self, q, k_cache, v_cache, o, segments, query_position, lse, sinks, workspace,
+              page_table, page_table_device, segments_device, query_positions_device):
+        """The C arguments of a step, and what must stay alive while the library reads them."""
         a = _capi.DecodeArgs()
         for n, x in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("o", o), ("lse", lse),
                      ("sinks", sinks)):
             setattr(a, n, _tensor(x, n))
-        ragged = isinstance(query_position, (list, tuple))
-        per_seq = [list(s) for s in segments] if ragged else [list(segments)]
-        segs = [tuple(_whole_ints(s, "segments", 64)) for seq in per_seq for s in seq]
-        arr = (_capi.CacheSegment * max(1, len(segs)))(*[_capi.CacheSegment(*s) for s in segs])
-        a.segments = arr
-        a.num_segments = len(segs)
-        if ragged:
-            offsets = [0]
-            for seq in per_seq:
-                offsets.append(offsets[-1] + len(seq))
-            offs = (ctypes.c_int64 * len(offsets))(*offsets)
-            pos = (ctypes.c_int64 * max(1, len(query_position)))(
-                *_whole_ints(query_position, "query_position", 64))
-            a.segment_offsets, a.query_positions = offs, pos
-        else:
-            (a.query_position,) = _whole_ints([query_position], "query_position", 64)
+        keep = []
+        if segments is not None or query_position is not None:
+            if segments is None or query_position is None:
+                raise UlyssesError(1, "ulysses: segments and query_position go together (a "
+                                      "device layout passes neither)")
+            ragged = isinstance(query_position, (list, tuple))
+            per_seq = [list(s) for s in segments] if ragged else [list(segments)]
+            segs = [tuple(_whole_ints(s, "segments", 64)) for seq in per_seq for s in seq]
+            arr = (_capi.CacheSegment * max(1, len(segs)))(
+                *[_capi.CacheSegment(*s) for s in segs])
+            a.segments = arr
+            a.num_segments = len(segs)
+            if ragged:
+                offsets = [0]
+                for seq in per_seq:
+                    offsets.append(offsets[-1] + len(seq))
+                offs = (ctypes.c_int64 * len(offsets))(*offsets)
+                pos = (ctypes.c_int64 * max(1, len(query_position)))(
+                    *_whole_ints(query_position, "query_position", 64))
+                a.segment_offsets, a.query_positions = offs, pos
+            else:
+                (a.query_position,) = _whole_ints([query_position], "query_position", 64)
         a.workspace = _pointer(workspace)
-        keep = None
         if page_table is not None:
             c = self.config
             # (Unpaged, the library refuses a table before reading more than its first entry.)
             count = c.batch * c.cache_rows // c.page_size if c.page_size > 0 else None
-            a.page_table, keep = _int32_host(page_table, "page_table", count)
+            a.page_table, table = _int32_host(page_table, "page_table", count)
+            keep.append(table)
         a.page_table_device = _pointer(page_table_device)
-        _check(_lib.ulysses_decode_forward(self._h, ctypes.byref(a), _stream(stream)))
-        del keep
+        a.segments_device = _pointer(segments_device)
+        a.query_positions_device = _pointer(query_positions_device)
+        return a, keep
 
 
 def shard_token_ranges(config: PlanConfig, rank: int, cu_seqlens=None) -> list:

@@ -4,7 +4,7 @@ import ctypes
 import os
 import pathlib
 
-API_VERSION = 6
+API_VERSION = 7
 
 
 class Tensor(ctypes.Structure):
@@ -64,6 +64,7 @@ class DecodeConfig(ctypes.Structure):
         ("head_dim_v", ctypes.c_int32),
         ("split_kernel", ctypes.c_int32),
         ("page_size", ctypes.c_int64),
+        ("device_layout", ctypes.c_int32),
     ]
 
 
@@ -81,6 +82,8 @@ class DecodeArgs(ctypes.Structure):
         ("query_positions", ctypes.POINTER(ctypes.c_int64)),
         ("page_table", ctypes.POINTER(ctypes.c_int32)),
         ("page_table_device", ctypes.c_void_p),
+        ("segments_device", ctypes.c_void_p),
+        ("query_positions_device", ctypes.c_void_p),
     ]
 
 
@@ -199,6 +202,10 @@ def load(refuse):
         ),
         "ulysses_decode_workspace_bytes": (c_size_t, [c_void_p]),
         "ulysses_decode_forward": (c_int, [c_void_p, ctypes.POINTER(DecodeArgs), c_void_p]),
+        "ulysses_decode_check_device_layout": (
+            c_int,
+            [c_void_p, ctypes.POINTER(DecodeArgs), c_void_p],
+        ),
         "ulysses_decode_destroy": (None, [c_void_p]),
         "ulysses_shard_token_ranges": (
             c_int,

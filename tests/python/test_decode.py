@@ -48,7 +48,8 @@ class DecodeThroughCtypes(unittest.TestCase):
             self.assertLess(np.abs(lse - want_lse).max(), 1e-5, f"LSE, rank {r}")
             np.testing.assert_array_equal(o, outs[0][0])
 
-    def run_case(self, cp, T, window_left, with_sinks, Dv=8, split_kernel="auto", page_size=0):
+    def run_case(self, cp, T, window_left, with_sinks, Dv=8, split_kernel="auto", page_size=0,
+                 device_layout=False):
         rng = np.random.default_rng()
         B, Hq, Hkv, D, prefill = 2, 4, 2, 8, 37
         N = prefill + T
@@ -66,7 +67,7 @@ class DecodeThroughCtypes(unittest.TestCase):
                                    dtype="fp64", batch=B, query_tokens=T, cache_rows=cap,
                                    max_segments=2, max_splits=3, min_split_rows=4,
                                    head_dim_v=Dv, split_kernel=split_kernel,
-                                   page_size=page_size)
+                                   page_size=page_size, device_layout=device_layout)
 
         def rank(r, comm):
             lo, hi = prefill * r // cp, prefill * (r + 1) // cp
@@ -95,6 +96,18 @@ class DecodeThroughCtypes(unittest.TestCase):
             ws = np.empty(max(dec.workspace_bytes, 1), np.uint8)
             o = np.full(want_o.shape, np.nan)
             lse = np.full((B, Hq, T), np.nan, np.float32)
+            if device_layout:
+                # The layout as arrays the host ranks read as device memory: every sequence
+                # holds `segments`, unused entries rows 0.
+                seg_dev = np.zeros((B, 2, 3), np.int64)
+                seg_dev[:, :len(segments)] = segments
+                dev = dict(segments_device=seg_dev,
+                           query_positions_device=np.full(B, prefill, np.int64))
+                if page_size:
+                    dev["page_table_device"] = np.ascontiguousarray(where)
+                dec.check_device_layout(q, kc, vc, o, lse=lse, sinks=sinks, workspace=ws, **dev)
+                dec.forward(q, kc, vc, o, lse=lse, sinks=sinks, workspace=ws, **dev)
+                return o, lse
             dec.forward(q, kc, vc, o, segments=segments, query_position=prefill, lse=lse,
                         sinks=sinks, workspace=ws, **paged)
             return o, lse
@@ -114,6 +127,35 @@ class DecodeThroughCtypes(unittest.TestCase):
     def test_paged_cache(self):
         """Pages of 4 rows in shuffled order in a pool (auto: the built-in kernel)."""
         self.run_case(cp=2, T=2, window_left=-1, with_sinks=True, page_size=4)
+
+    def test_device_layout(self):
+        """The layout in (host ranks') device memory, read when the step runs."""
+        self.run_case(cp=3, T=1, window_left=-1, with_sinks=False, device_layout=True)
+
+    def test_device_layout_paged_tokens_window_sinks(self):
+        self.run_case(cp=2, T=3, window_left=9, with_sinks=True, page_size=4, device_layout=True)
+
+    def test_device_layout_errors_are_named(self):
+        cfg = ulysses.DecodeConfig(num_heads_q=2, num_heads_kv=1, head_dim=4, cp=1, dtype="fp64",
+                                   batch=1, cache_rows=8, max_segments=2, device_layout=True)
+
+        def rank(r, comm):
+            dec = ulysses.Decode(cfg, comm, ulysses.reference_kernel())
+            q, o = np.zeros((1, 1, 2, 4)), np.zeros((1, 1, 2, 4))
+            kc = np.zeros((1, 8, 1, 4))
+            ws = np.empty(max(dec.workspace_bytes, 1), np.uint8)
+            overlap = np.array([[[0, 4, 0], [2, 2, 4]]], np.int64)
+            pos = np.array([6], np.int64)
+            with self.assertRaisesRegex(ulysses.UlyssesError, r"segments_device\[0\]\[1\]"):
+                dec.check_device_layout(q, kc, kc, o, workspace=ws, segments_device=overlap,
+                                        query_positions_device=pos)
+            with self.assertRaisesRegex(ulysses.UlyssesError, "segments_device"):
+                dec.forward(q, kc, kc, o, workspace=ws, query_positions_device=pos)
+            with self.assertRaisesRegex(ulysses.UlyssesError, "segments and query_position"):
+                dec.forward(q, kc, kc, o, workspace=ws, segments=[(0, 4, 0)])
+            return True
+
+        rank_threads.results_or_raise(ulysses.loopback_group(1), rank)
 
     def test_value_heads_of_another_width(self):
         """head_dim_v != head_dim (MLA): V and O heads 4 wide, Q and K heads 8."""
@@ -169,7 +211,8 @@ class DecodeThroughCtypes(unittest.TestCase):
         ulysses._lib.ulysses_decode_config_init(ctypes.byref(c))
         d = ulysses.DecodeConfig()
         for f in ("cp", "batch", "query_tokens", "cache_rows", "max_segments", "max_splits",
-                  "min_split_rows", "window_left", "window_right", "head_dim_v", "page_size"):
+                  "min_split_rows", "window_left", "window_right", "head_dim_v", "page_size",
+                  "device_layout"):
             self.assertEqual(getattr(d, f), getattr(c, f), f)
         self.assertEqual(ulysses._DECODE_KERNELS[d.split_kernel], c.split_kernel)
 
