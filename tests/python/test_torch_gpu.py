@@ -508,6 +508,79 @@ class DecodeOnDeviceLoopback(unittest.TestCase):
             self.assertLessEqual(err, 2 * (plain - truth).abs().max().item() + floor)
             self.assertTrue(torch.equal(o, outs[0]))
 
+    def test_cuda_graph_replays_follow_the_device_layout(self):
+        """DecodeConfig(device_layout=True), one rank: a step captured with torch.cuda.graph after
+        an eager one, then replayed while the cache grows (the layout tensors and q rewritten in
+        place, O poisoned): each replay the bits of an eager step on the same layout and, with
+        one token, of the host layout's step."""
+        B, cap, Hq, Hkv, D = 2, 4096, 8, 2, 128
+        g = torch.Generator(device="cuda").manual_seed(torch.seed() % (1 << 62))
+        rand = lambda *s: (torch.rand(s, generator=g, device="cuda") * 2 - 1).to(  # noqa: E731
+            torch.bfloat16)
+        kc, vc = rand(B, cap, Hkv, D), rand(B, cap, Hkv, D)
+        base = dict(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D, causal=True, cp=1,
+                    dtype="bf16", batch=B, cache_rows=cap, max_segments=2, min_split_rows=256)
+        comm = ulysses.device_loopback_group(1)[0]
+        kernel = ulysses.cudnn_kernel(0)
+        dec = ulysses.Decode(ulysses.DecodeConfig(device_layout=True, **base), comm, kernel)
+        host = ulysses.Decode(ulysses.DecodeConfig(split_kernel="built_in", **base), comm, kernel)
+        ws = torch.empty(max(dec.workspace_bytes, 1), dtype=torch.uint8, device="cuda")
+        host_ws = torch.empty(max(host.workspace_bytes, 1), dtype=torch.uint8, device="cuda")
+        q, o = rand(B, 1, Hq, D), torch.empty(B, 1, Hq, D, dtype=torch.bfloat16, device="cuda")
+        seg_dev = torch.zeros(B, 2, 3, dtype=torch.int64, device="cuda")
+        pos_dev = torch.zeros(B, dtype=torch.int64, device="cuda")
+
+        def layout(step):
+            """Sequence b holds 1000 + 900 b + 37 step keys; sequence 1 as two segments."""
+            segs, pos = [], []
+            for b in range(B):
+                n = 1000 + 900 * b + 37 * step
+                segs.append([(0, n, 0)] if b == 0 else [(0, 500, 0), (2000, n - 500, 500)])
+                pos.append(n - 1)
+            return segs, pos
+
+        def load(step):
+            segs, pos = layout(step)
+            table = torch.zeros(B, 2, 3, dtype=torch.int64)
+            for b, sb in enumerate(segs):
+                table[b, :len(sb)] = torch.tensor(sb)
+            seg_dev.copy_(table)
+            pos_dev.copy_(torch.tensor(pos))
+            q.copy_(rand(B, 1, Hq, D))
+            o.fill_(float("nan"))
+            return segs, pos
+
+        def device_step():
+            dec.forward(q, kc, vc, o, workspace=ws, segments_device=seg_dev,
+                        query_positions_device=pos_dev, stream=torch.cuda.current_stream())
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        load(0)
+        with torch.cuda.stream(side):
+            device_step()  # eager warm-up
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            device_step()
+        for step in range(1, 4):
+            segs, pos = load(step)
+            graph.replay()
+            replay = o.clone()
+            dec.check_device_layout(q, kc, vc, o, workspace=ws, segments_device=seg_dev,
+                                    query_positions_device=pos_dev,
+                                    stream=torch.cuda.current_stream())
+            o.fill_(float("nan"))
+            device_step()
+            eager = o.clone()
+            o.fill_(float("nan"))
+            host.forward(q, kc, vc, o, segments=segs, query_position=pos, workspace=host_ws,
+                         stream=torch.cuda.current_stream())
+            torch.cuda.current_stream().synchronize()
+            self.assertFalse(torch.isnan(replay).any().item(), f"step {step}")
+            self.assertTrue(torch.equal(replay, eager), f"step {step}: replay vs eager")
+            self.assertTrue(torch.equal(eager, o), f"step {step}: device vs host layout")
+
 
 if __name__ == "__main__":
     unittest.main()
