@@ -186,6 +186,68 @@ NcclOptions nccl_options(int64_t timeout_ms) {
 
 using namespace ulysses;  // NOLINT: the C entry points below are the only definitions here
 
+namespace {
+
+// The C++ view of a decode step's C arguments; `segments` holds the copied host segments.
+Status to_decode_args(const DistributedDecode& decode, const ulysses_decode_args& args,
+                      std::string_view api, DecodeArgs& a, std::vector<CacheSegment>& segments) {
+  if (args.num_segments < 0 || (args.num_segments > 0 && args.segments == nullptr)) {
+    return arg_error(
+        api, "segments", "does not hold num_segments entries",
+        str_cat(args.num_segments, " entries at ", args.segments ? "a pointer" : "NULL"),
+        "a host array of num_segments >= 0 entries");
+  }
+  ULYSSES_ASSIGN_OR_RETURN(a.q, to_view(args.q, api, "q"));
+  ULYSSES_ASSIGN_OR_RETURN(a.k_cache, to_view(args.k_cache, api, "k_cache"));
+  ULYSSES_ASSIGN_OR_RETURN(a.v_cache, to_view(args.v_cache, api, "v_cache"));
+  ULYSSES_ASSIGN_OR_RETURN(a.sinks, to_view(args.sinks, api, "sinks"));
+  ULYSSES_ASSIGN_OR_RETURN(a.o, to_view(args.o, api, "o"));
+  ULYSSES_ASSIGN_OR_RETURN(a.lse, to_view(args.lse, api, "lse"));
+  // The C struct has the C++ one's layout in spirit only: copy the fields.
+  segments.resize(static_cast<std::size_t>(args.num_segments));
+  for (std::size_t i = 0; i < segments.size(); ++i) {
+    segments[i] = {args.segments[i].row, args.segments[i].rows, args.segments[i].position};
+  }
+  a.segments = segments;
+  a.query_position = args.query_position;
+  a.workspace = args.workspace;
+  const DecodeConfig& c = decode.config();
+  const auto batch = static_cast<std::size_t>(c.batch);
+  if (args.segment_offsets != nullptr) {
+    a.segment_offsets = std::span<const std::int64_t>(args.segment_offsets, batch + 1);
+  }
+  if (args.query_positions != nullptr) {
+    a.query_positions = std::span<const std::int64_t>(args.query_positions, batch);
+  }
+  // A plan's config is valid: page_size > 0 divides cache_rows. (Unpaged, a table given is
+  // passed on as one entry, which forward() refuses.)
+  if (args.page_table != nullptr) {
+    a.page_table = std::span<const std::int32_t>(
+        args.page_table,
+        c.page_size > 0 ? batch * static_cast<std::size_t>(c.cache_rows / c.page_size) : 1);
+  }
+  a.page_table_device = args.page_table_device;
+  a.segments_device = args.segments_device;
+  a.query_positions_device = args.query_positions_device;
+  return Status::ok();
+}
+
+// A decode step's arguments checked and converted, then `call(plan, args)`.
+template <typename Call>
+int decode_call(ulysses_decode* decode, const ulysses_decode_args* args, std::string_view api,
+                Call call) {
+  return guarded([&]() -> Status {
+    if (decode == nullptr) return null_arg(api, "decode");
+    if (args == nullptr) return null_arg(api, "args");
+    DecodeArgs a;
+    std::vector<CacheSegment> segments;
+    ULYSSES_RETURN_IF_ERROR(to_decode_args(*decode->decode, *args, api, a, segments));
+    return call(*decode->decode, a);
+  });
+}
+
+}  // namespace
+
 extern "C" {
 
 int ulysses_c_api_version(void) { return ULYSSES_C_API_VERSION; }
@@ -455,77 +517,19 @@ size_t ulysses_decode_workspace_bytes(const ulysses_decode* decode) {
   return decode ? decode->decode->workspace_bytes() : 0;
 }
 
-namespace {
-
-// The C++ view of a decode step's C arguments; `segments` holds the copied host segments.
-Status to_decode_args(const DistributedDecode& decode, const ulysses_decode_args& args,
-                      std::string_view api, DecodeArgs& a, std::vector<CacheSegment>& segments) {
-  if (args.num_segments < 0 || (args.num_segments > 0 && args.segments == nullptr)) {
-    return arg_error(
-        api, "segments", "does not hold num_segments entries",
-        str_cat(args.num_segments, " entries at ", args.segments ? "a pointer" : "NULL"),
-        "a host array of num_segments >= 0 entries");
-  }
-  ULYSSES_ASSIGN_OR_RETURN(a.q, to_view(args.q, api, "q"));
-  ULYSSES_ASSIGN_OR_RETURN(a.k_cache, to_view(args.k_cache, api, "k_cache"));
-  ULYSSES_ASSIGN_OR_RETURN(a.v_cache, to_view(args.v_cache, api, "v_cache"));
-  ULYSSES_ASSIGN_OR_RETURN(a.sinks, to_view(args.sinks, api, "sinks"));
-  ULYSSES_ASSIGN_OR_RETURN(a.o, to_view(args.o, api, "o"));
-  ULYSSES_ASSIGN_OR_RETURN(a.lse, to_view(args.lse, api, "lse"));
-  // The C struct has the C++ one's layout in spirit only: copy the fields.
-  segments.resize(static_cast<std::size_t>(args.num_segments));
-  for (std::size_t i = 0; i < segments.size(); ++i) {
-    segments[i] = {args.segments[i].row, args.segments[i].rows, args.segments[i].position};
-  }
-  a.segments = segments;
-  a.query_position = args.query_position;
-  a.workspace = args.workspace;
-  const DecodeConfig& c = decode.config();
-  const auto batch = static_cast<std::size_t>(c.batch);
-  if (args.segment_offsets != nullptr) {
-    a.segment_offsets = std::span<const std::int64_t>(args.segment_offsets, batch + 1);
-  }
-  if (args.query_positions != nullptr) {
-    a.query_positions = std::span<const std::int64_t>(args.query_positions, batch);
-  }
-  // A plan's config is valid: page_size > 0 divides cache_rows. (Unpaged, a table given is
-  // passed on as one entry, which forward() refuses.)
-  if (args.page_table != nullptr) {
-    a.page_table = std::span<const std::int32_t>(
-        args.page_table,
-        c.page_size > 0 ? batch * static_cast<std::size_t>(c.cache_rows / c.page_size) : 1);
-  }
-  a.page_table_device = args.page_table_device;
-  a.segments_device = args.segments_device;
-  a.query_positions_device = args.query_positions_device;
-  return Status::ok();
-}
-
-}  // namespace
-
 int ulysses_decode_forward(ulysses_decode* decode, const ulysses_decode_args* args, void* stream) {
-  return guarded([&]() -> Status {
-    constexpr std::string_view api = "ulysses_decode_forward";
-    if (decode == nullptr) return null_arg(api, "decode");
-    if (args == nullptr) return null_arg(api, "args");
-    DecodeArgs a;
-    std::vector<CacheSegment> segments;
-    ULYSSES_RETURN_IF_ERROR(to_decode_args(*decode->decode, *args, api, a, segments));
-    return decode->decode->forward(a, static_cast<Stream>(stream));
-  });
+  return decode_call(decode, args, "ulysses_decode_forward",
+                     [&](DistributedDecode& d, const DecodeArgs& a) {
+                       return d.forward(a, static_cast<Stream>(stream));
+                     });
 }
 
 int ulysses_decode_check_device_layout(ulysses_decode* decode, const ulysses_decode_args* args,
                                        void* stream) {
-  return guarded([&]() -> Status {
-    constexpr std::string_view api = "ulysses_decode_check_device_layout";
-    if (decode == nullptr) return null_arg(api, "decode");
-    if (args == nullptr) return null_arg(api, "args");
-    DecodeArgs a;
-    std::vector<CacheSegment> segments;
-    ULYSSES_RETURN_IF_ERROR(to_decode_args(*decode->decode, *args, api, a, segments));
-    return decode->decode->check_device_layout(a, static_cast<Stream>(stream));
-  });
+  return decode_call(decode, args, "ulysses_decode_check_device_layout",
+                     [&](DistributedDecode& d, const DecodeArgs& a) {
+                       return d.check_device_layout(a, static_cast<Stream>(stream));
+                     });
 }
 
 void ulysses_decode_destroy(ulysses_decode* decode) { delete decode; }

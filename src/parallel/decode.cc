@@ -998,16 +998,19 @@ Result<std::unique_ptr<DistributedDecode>> DistributedDecode::create(const Decod
   if (local.is_ok()) {
     plan = std::make_unique<DecodePlan>(config, comm, kernel);
     const std::string builtin_why = plan->builtin_unsupported();
-    if (config.device_layout) {
-      // Only the built-in kernel plans its slots on the device (validate() refused local).
-      if (!builtin_why.empty()) {
-        local = unsupported(str_cat(kCreate,
-                                    ": device_layout = true needs the built-in split-KV kernel, "
-                                    "which does not run here: ",
-                                    builtin_why));
-      } else {
+    // What only the built-in kernel runs: refused where it cannot, else it runs every step.
+    auto builtin_only = [&](const std::string& what) {
+      if (builtin_why.empty()) {
         plan->run_builtin_only();
+        return Status::ok();
       }
+      return unsupported(
+          str_cat(kCreate, ": ", what,
+                  " needs the built-in split-KV kernel, which does not run here: ", builtin_why));
+    };
+    if (config.device_layout) {
+      // The device plans the built-in kernel's slots (validate() refused split_kernel local).
+      local = builtin_only("device_layout = true");
     } else if (config.page_size > 0) {
       // Only the built-in kernel reads pages.
       if (config.split_kernel == DecodeKernel::kLocal) {
@@ -1016,13 +1019,8 @@ Result<std::unique_ptr<DistributedDecode>> DistributedDecode::create(const Decod
                                     "split_kernel = local reads the cache through the "
                                     "LocalAttention ",
                                     kernel.name(), ", which takes rows, not pages"));
-      } else if (!builtin_why.empty()) {
-        local = unsupported(str_cat(kCreate, ": page_size = ", config.page_size,
-                                    " (a paged cache) needs the built-in split-KV kernel, which "
-                                    "does not run here: ",
-                                    builtin_why));
       } else {
-        plan->run_builtin_only();
+        local = builtin_only(str_cat("page_size = ", config.page_size, " (a paged cache)"));
       }
     } else if (config.split_kernel == DecodeKernel::kBuiltIn) {
       if (!builtin_why.empty()) {
