@@ -808,8 +808,8 @@ __global__ void decode_slot_table_kernel(DecodeSlotTableArgs a) {
 Status cuda::decode_slot_table(const DecodeSlotTableArgs& a, Stream stream) {
   if (a.batch == 0) return Status::ok();
   constexpr int kThreadsPerBlock = 128;
-  decode_slot_table_kernel<<<(a.batch + kThreadsPerBlock - 1) / kThreadsPerBlock,
-                             kThreadsPerBlock, 0, static_cast<cudaStream_t>(stream)>>>(a);
+  decode_slot_table_kernel<<<(a.batch + kThreadsPerBlock - 1) / kThreadsPerBlock, kThreadsPerBlock,
+                             0, static_cast<cudaStream_t>(stream)>>>(a);
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }
