@@ -39,10 +39,14 @@ struct DecodePiece {
 
 /// Plans one sequence: `segment(i, row, rows, position)` fills in segment i of n (rows <= 0: it
 /// holds nothing), p0 is query token 0's position. Calls edge(piece) for each edge in segment
-/// order, then open(piece) for each open piece in segment order.
+/// order, then open(index, piece) for the open pieces, index counting them in segment order from
+/// 0; returns how many open pieces there are. Several threads may share the open pieces: thread
+/// `lane` of `lanes` gets those whose index within their segment is lane modulo lanes (each
+/// thread still gets every edge).
 template <class Segment, class Open, class Edge>
-ULYSSES_HOST_DEVICE void plan_decode_pieces(const DecodePieceRules& c, int n, Segment segment,
-                                            std::int64_t p0, Open open, Edge edge) {
+ULYSSES_HOST_DEVICE std::int64_t plan_decode_pieces(const DecodePieceRules& c, int n,
+                                                    Segment segment, std::int64_t p0, Open open,
+                                                    Edge edge, int lane = 0, int lanes = 1) {
   constexpr std::int64_t kFar = INT64_MAX / 4;
   const std::int64_t T = c.tokens, wl = c.window_left, r = c.right;
   const auto lo = [&](std::int64_t i) { return wl >= 0 ? p0 + i - wl : -kFar; };
@@ -86,18 +90,21 @@ ULYSSES_HOST_DEVICE void plan_decode_pieces(const DecodePieceRules& c, int n, Se
       put_edge(s.f1, s.v1);
     }
   }
-  if (total == 0) return;
+  if (total == 0) return 0;
   const std::int64_t target = max(c.min_split_rows, (total + c.max_splits - 1) / c.max_splits);
+  std::int64_t index = 0;
   for (int i = 0; i < n; ++i) {
     Seen s{};
     if (!seen(i, s) || s.f0 >= s.f1) continue;
     const std::int64_t row = s.row + (s.f0 - s.s0), len = s.f1 - s.f0;
     const std::int64_t pieces = (len + target - 1) / target;
-    for (std::int64_t k = 0; k < pieces; ++k) {
+    for (std::int64_t k = lane; k < pieces; k += lanes) {
       const std::int64_t b = len * k / pieces, e = len * (k + 1) / pieces;
-      open(DecodePiece{row + b, e - b, 0, T, 0});
+      open(index + k, DecodePiece{row + b, e - b, 0, T, 0});
     }
+    index += pieces;
   }
+  return index;
 }
 
 /// DecodeConfig::device_layout: what the device reads to write a step's slot table (split_kv.h,
@@ -121,8 +128,10 @@ struct DecodeSlotTableArgs {
   std::int32_t* table = nullptr;  // 5 rows of batch (n_open + n_edge) int32
 };
 
-/// Sequence b's slots of the table (every one of them written).
-ULYSSES_HOST_DEVICE void write_decode_slots(const DecodeSlotTableArgs& a, int b) {
+/// Sequence b's slots of the table, every one of them written: by thread `lane` of `lanes` that
+/// share the sequence, its share of the open pieces and of the unused slots (lane 0 the edges).
+ULYSSES_HOST_DEVICE void write_decode_slots(const DecodeSlotTableArgs& a, int b, int lane = 0,
+                                            int lanes = 1) {
   constexpr std::int64_t kMaxPosition = std::int64_t{1} << 60;
   const std::int64_t n = static_cast<std::int64_t>(a.batch) * (a.n_open + a.n_edge);
   const auto put = [&](std::int64_t slot, std::int64_t row, std::int64_t rows, std::int64_t delta) {
@@ -135,14 +144,14 @@ ULYSSES_HOST_DEVICE void write_decode_slots(const DecodeSlotTableArgs& a, int b)
   const std::int64_t first_open = static_cast<std::int64_t>(b) * a.n_open;
   const std::int64_t first_edge =
       static_cast<std::int64_t>(a.batch) * a.n_open + static_cast<std::int64_t>(b) * a.n_edge;
-  for (int j = 0; j < a.n_open; ++j) put(first_open + j, 0, 0, 0);
-  for (int k = 0; k < a.n_edge; ++k) put(first_edge + k, 0, 0, 0);
   const std::int64_t* seg = a.segments + static_cast<std::int64_t>(b) * a.max_segments * 3;
   std::int64_t p0 = a.query_positions[b];
   p0 = p0 < 0 ? 0 : (p0 > kMaxPosition ? kMaxPosition : p0);
   const std::int64_t base = static_cast<std::int64_t>(b) * a.seq_pitch;
-  int opens = 0, edges = 0;
-  plan_decode_pieces(
+  std::int64_t edges = 0;
+  // (The slot counts hold every piece of a valid layout, decode.cc; the guards keep a bad one
+  // inside the sequence's slots.)
+  const std::int64_t opens = plan_decode_pieces(
       a.rules, a.max_segments,
       [&](int i, std::int64_t& row, std::int64_t& rows, std::int64_t& position) {
         row = seg[3 * i];
@@ -153,14 +162,19 @@ ULYSSES_HOST_DEVICE void write_decode_slots(const DecodeSlotTableArgs& a, int b)
         if (!inside) rows = 0;
       },
       p0,
-      [&](const DecodePiece& p) {
-        if (opens < a.n_open) put(first_open + opens++, base + p.kv_row, p.kv_len, 0);
+      [&](std::int64_t index, const DecodePiece& p) {
+        if (index < a.n_open) put(first_open + index, base + p.kv_row, p.kv_len, 0);
       },
       [&](const DecodePiece& p) {
-        if (edges < a.n_edge) {
-          put(first_edge + edges++, base + p.kv_row, p.kv_len, p.diagonal_offset - p.q_begin);
+        if (lane == 0 && edges < a.n_edge) {
+          put(first_edge + edges, base + p.kv_row, p.kv_len, p.diagonal_offset - p.q_begin);
         }
-      });
+        ++edges;
+      },
+      lane, lanes);
+  // The slots no piece took read nothing.
+  for (std::int64_t j = opens + lane; j < a.n_open; j += lanes) put(first_open + j, 0, 0, 0);
+  for (std::int64_t k = edges + lane; k < a.n_edge; k += lanes) put(first_edge + k, 0, 0, 0);
 }
 
 }  // namespace ulysses::kernels

@@ -799,17 +799,19 @@ Status cuda::split_kv_attention(const SplitKvArgs& a, Stream stream) {
 }
 
 namespace {
+// One warp per sequence: its lanes share the sequence's open pieces and unused slots.
 __global__ void decode_slot_table_kernel(DecodeSlotTableArgs a) {
-  const int b = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
-  if (b < a.batch) write_decode_slots(a, b);
+  const int thread = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  const int b = thread / 32;
+  if (b < a.batch) write_decode_slots(a, b, thread % 32, 32);
 }
 }  // namespace
 
 Status cuda::decode_slot_table(const DecodeSlotTableArgs& a, Stream stream) {
   if (a.batch == 0) return Status::ok();
-  constexpr int kThreadsPerBlock = 128;
-  decode_slot_table_kernel<<<(a.batch + kThreadsPerBlock - 1) / kThreadsPerBlock, kThreadsPerBlock,
-                             0, static_cast<cudaStream_t>(stream)>>>(a);
+  constexpr int kSequencesPerBlock = 4;
+  decode_slot_table_kernel<<<(a.batch + kSequencesPerBlock - 1) / kSequencesPerBlock,
+                             32 * kSequencesPerBlock, 0, static_cast<cudaStream_t>(stream)>>>(a);
   ULYSSES_CUDA_CHECK_LAUNCH();
   return Status::ok();
 }

@@ -90,7 +90,7 @@ PiecePlan plan_pieces(const DecodeConfig& c, std::span<const CacheSegment> segme
         rows = s.rows;
         position = s.position;
       },
-      p0, [&](const Piece& p) { plan.open.push_back(p); },
+      p0, [&](std::int64_t, const Piece& p) { plan.open.push_back(p); },
       [&](const Piece& p) { plan.edges.push_back(p); });
   return plan;
 }

@@ -1265,6 +1265,18 @@ TEST(DecodeDeviceLayout, SlotTableHoldsEverySlotAndReadsNothingOutsideTheCache) 
   expect(e0 + 3, {22, 2, 0, -2});
   for (int k = 0; k < kEdge; ++k) expect(e0 + kEdge + k, {0, 0, 1, 0});
 
+  // The device's threads share a sequence (a warp: lane l of 32 takes the open pieces and unused
+  // slots l, l + 32, ...): any number of lanes writes the same table.
+  for (const int lanes : {2, 3, 32}) {
+    std::vector<std::int32_t> shared(table.size(), 777);
+    kernels::DecodeSlotTableArgs sa = a;
+    sa.table = shared.data();
+    for (int b = 0; b < B; ++b) {
+      for (int lane = 0; lane < lanes; ++lane) kernels::write_decode_slots(sa, b, lane, lanes);
+    }
+    EXPECT_EQ(shared, table) << lanes << " lanes";
+  }
+
   // The host planner cuts the same pieces from the same layout (sequence 0).
   const std::vector<CacheSegment> host = {{0, 16, 0}, {16, 6, 16}, {22, 2, 22}};
   std::vector<kernels::DecodePiece> open, edges;
@@ -1275,7 +1287,7 @@ TEST(DecodeDeviceLayout, SlotTableHoldsEverySlotAndReadsNothingOutsideTheCache) 
         rows = host[static_cast<std::size_t>(i)].rows;
         position = host[static_cast<std::size_t>(i)].position;
       },
-      20, [&](const kernels::DecodePiece& p) { open.push_back(p); },
+      20, [&](std::int64_t, const kernels::DecodePiece& p) { open.push_back(p); },
       [&](const kernels::DecodePiece& p) { edges.push_back(p); });
   ASSERT_EQ(open.size(), 4u);
   ASSERT_EQ(edges.size(), 4u);
