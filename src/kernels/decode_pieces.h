@@ -122,8 +122,7 @@ struct DecodeSlotTableArgs {
   /// Slots per sequence: open ones (min(max_splits, cache_rows / min_split_rows) + max_segments:
   /// the rounding adds at most one per segment) and edges (max_segments + 1 when tokens > 1, else
   /// 0). The table holds batch (n_open + n_edge) slots: sequence b's open pieces at b n_open + j,
-  /// its edges at batch n_open + b n_edge
-  /// + k; unused slots read no rows.
+  /// its edges at batch n_open + b n_edge + k; unused slots read no rows.
   int n_open = 0, n_edge = 0;
   std::int32_t* table = nullptr;  // 5 rows of batch (n_open + n_edge) int32
 };
