@@ -129,8 +129,8 @@ struct DecodeSlotTableArgs {
 
 /// Sequence b's slots of the table, every one of them written: by thread `lane` of `lanes` that
 /// share the sequence, its share of the open pieces and of the unused slots (lane 0 the edges).
-ULYSSES_HOST_DEVICE void write_decode_slots(const DecodeSlotTableArgs& a, int b, int lane = 0,
-                                            int lanes = 1) {
+ULYSSES_HOST_DEVICE void write_decode_slots(const DecodeSlotTableArgs& a, int b, int lane,
+                                            int lanes) {
   constexpr std::int64_t kMaxPosition = std::int64_t{1} << 60;
   const std::int64_t n = static_cast<std::int64_t>(a.batch) * (a.n_open + a.n_edge);
   const auto put = [&](std::int64_t slot, std::int64_t row, std::int64_t rows, std::int64_t delta) {

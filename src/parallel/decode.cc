@@ -621,8 +621,7 @@ class DecodePlan final : public DistributedDecode {
     host.segment_offsets = offsets;
     host.query_positions = positions;
     host.page_table = pages;
-    const std::int64_t pool = paged ? std::max<std::int64_t>(1, args.k_cache.size(0)) : 1;
-    return check_layout(host, pool, &of);
+    return check_layout(host, pool_pages(args), &of);
   }
 
  private:
@@ -654,6 +653,13 @@ class DecodePlan final : public DistributedDecode {
   // most; every other one has at most one.
   std::int64_t device_edges() const {
     return config_.device_layout && config_.query_tokens > 1 ? config_.max_segments + 1ll : 0;
+  }
+
+  // Paged: the pool's pages (k_cache's, any number; at least one); unpaged 1.
+  std::int64_t pool_pages(const DecodeArgs& a) const {
+    return config_.page_size > 0 && a.k_cache.ndim == 4
+               ? std::max<std::int64_t>(1, a.k_cache.size(0))
+               : 1;
   }
 
   std::int64_t pages_per_sequence() const {
@@ -808,10 +814,8 @@ Status DecodePlan::check(const DecodeArgs& a) const {
   const Device dev = comm_.device();
   ULYSSES_RETURN_IF_ERROR(
       detail::check_view(a.q, "q", {B, T, c.num_heads_q, D}, config_.dtype, dev, true, api));
-  // Paged: pools of any number of pages (k_cache's; at least one).
   const bool paged = config_.page_size > 0;
-  const std::int64_t pool =
-      paged && a.k_cache.ndim == 4 ? std::max<std::int64_t>(1, a.k_cache.size(0)) : 1;
+  const std::int64_t pool = pool_pages(a);
   const std::int64_t units = paged ? pool : B,
                      unit_rows = paged ? config_.page_size : config_.cache_rows;
   ULYSSES_RETURN_IF_ERROR(detail::check_view(
