@@ -1336,6 +1336,8 @@ TEST(DecodeDeviceLayout, BadLayoutsAreNamed) {
     run("query_positions_device", [](DecodeArgs& a) { a.query_positions_device = nullptr; });
     run("segments", [&](DecodeArgs& a) { a.segments = host_segments; });
     run("query_positions", [&](DecodeArgs& a) { a.query_positions = at; });
+    const std::vector<std::int64_t> offsets = {0, 1, 1};
+    run("segment_offsets is given", [&](DecodeArgs& a) { a.segment_offsets = offsets; });
     // The contents: refused by check_device_layout() only (forward() cannot see them).
     auto contents = [&](const std::string& name, std::vector<std::int64_t> segs,
                         std::vector<std::int64_t> pos) {
@@ -1373,8 +1375,39 @@ TEST(DecodeDeviceLayout, BadLayoutsAreNamed) {
     expect_error((*plan)->forward(a, nullptr), StatusCode::kInvalidArgument, "segments_device");
     expect_error((*plan)->check_device_layout(a, nullptr), StatusCode::kInvalidArgument,
                  "device_layout");
+    a.segments_device = nullptr;
+    a.query_positions_device = at.data();
+    expect_error((*plan)->forward(a, nullptr), StatusCode::kInvalidArgument,
+                 "query_positions_device");
     return Status::ok();
   }));
+
+  // A paged device layout reads its page table on the device: page_table_device is required,
+  // a host page_table refused.
+  EXPECT_ALL_OK(testing::run_ranks(1, [&](int, Communicator& comm) -> Status {
+    DecodeConfig paged_cfg = cfg;
+    paged_cfg.page_size = 4;
+    auto plan = DistributedDecode::create(paged_cfg, comm, *kernel);
+    if (!plan.is_ok()) return plan.status();
+    std::vector<unsigned char> ws((*plan)->workspace_bytes());
+    HostTensor pool(DType::kFloat64, {8, 4, 2, 8});
+    const std::vector<std::int32_t> table = {0, 1, 2, 3, 4, 5, 6, 7};
+    DecodeArgs a{.q = q.view,
+                 .k_cache = pool.view,
+                 .v_cache = pool.view,
+                 .segments_device = fine.data(),
+                 .query_positions_device = at.data(),
+                 .o = o.view,
+                 .workspace = ws.data()};
+    expect_error((*plan)->forward(a, nullptr), StatusCode::kInvalidArgument, "page_table_device");
+    a.page_table_device = table.data();
+    a.page_table = table;
+    expect_error((*plan)->forward(a, nullptr), StatusCode::kInvalidArgument,
+                 "page_table is given but device_layout");
+    a.page_table = {};
+    return (*plan)->check_device_layout(a, nullptr);  // the same arguments, taken
+  }));
+  EXPECT_EQ(testing::count_nan(o), o.numel()) << "a refused call wrote its output";
 }
 
 // A paged cache's pool, its pages' strides and its page table are checked before anything runs:
