@@ -609,6 +609,64 @@ TEST(DeviceLoopbackDecodeAuto, ShortStepsRunTheBuiltInKernelLongOnesCudnn) {
   }
 }
 
+// What only the built-in kernel runs (device layouts, paged caches, split_kernel = built_in) is
+// refused by create() where that kernel cannot run, naming what asked for it and why, while auto
+// on the same heads runs in cuDNN: head_dim 72 is a multiple of 8 (cuDNN runs it), not of 16 (the
+// built-in kernel's tiles).
+TEST(DeviceLoopbackDecodeBuiltInOnly, RefusedWhereTheBuiltInKernelCannotRun) {
+  ULYSSES_REQUIRE_GPUS(1);
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Case c{"", 1, 1, 1, 8, 2, 72};
+  const std::int64_t L = 2048;
+  auto comms = create_device_loopback_group(1, 0);
+  ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
+  auto cudnn = create_cudnn_attention(0);
+  ASSERT_TRUE(cudnn.is_ok()) << cudnn.status().to_string();
+  const DecodeConfig base{.attention = attention(c),
+                          .cp = 1,
+                          .dtype = c.dtype,
+                          .cache_rows = L,
+                          .max_segments = 1,
+                          .min_split_rows = 512};
+  struct Refused {
+    std::string what;
+    DecodeConfig config;
+  };
+  DecodeConfig device_layout = base, paged = base, builtin = base;
+  device_layout.device_layout = true;
+  paged.page_size = 64;
+  builtin.split_kernel = DecodeKernel::kBuiltIn;
+  for (const Refused& r :
+       {Refused{"device_layout = true", device_layout}, Refused{"page_size = 64", paged},
+        Refused{"split_kernel = built_in", builtin}}) {
+    SCOPED_TRACE(r.what);
+    auto plan = DistributedDecode::create(r.config, *(*comms)[0], **cudnn);
+    ASSERT_FALSE(plan.is_ok());
+    const Status& st = plan.status();
+    EXPECT_EQ(st.code(), StatusCode::kUnsupported) << st.to_string();
+    EXPECT_NE(st.message().find(r.what), std::string::npos) << st.message();
+    EXPECT_NE(st.message().find("head_dim 72"), std::string::npos) << st.message();
+  }
+
+  // auto runs the same heads in cuDNN: O within the 2x rule of the FP64 reference.
+  HostTensor k(c.dtype, {1, L, c.Hkv, c.D}), v = k, q(c.dtype, {1, 1, c.Hq, c.D});
+  for (HostTensor* t : {&k, &v, &q}) testing::fill_uniform(*t, rng, -1.0, 1.0);
+  DeviceTensor kd = DeviceTensor::of(k), vd = DeviceTensor::of(v), qd = DeviceTensor::of(q);
+  HostTensor o;
+  const Status st =
+      one_step(c, L, 512, DecodeKernel::kAuto, *(*comms)[0], **cudnn, qd.view, kd.view, vd.view, o);
+  ASSERT_TRUE(st.is_ok()) << st.to_string();
+  const std::vector<std::int64_t> p0 = {L - 1};
+  HostTensor truth_o, truth_lse, plain_o, plain_lse;
+  reference(c, q, k, v, HostTensor{}, p0, DType::kFloat64, truth_o, truth_lse);
+  reference(c, q, k, v, HostTensor{}, p0, c.dtype, plain_o, plain_lse);
+  EXPECT_EQ(testing::count_nan(o), 0);
+  EXPECT_TRUE(testing::within_2x_rule(o, plain_o, truth_o, 2 * 0x1p-7 * testing::max_abs(truth_o)))
+      << "O";
+}
+
 // Decode steps as CUDA graph replays (DecodeConfig::device_layout): one step captured after an
 // eager one, then replayed while every sequence's cache grows, its segments, query position and
 // new tokens' q rewritten at the same device addresses before each replay (as a serving engine
