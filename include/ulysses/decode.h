@@ -55,12 +55,14 @@ struct CacheSegment {
 enum class DecodeKernel {
   /// The LocalAttention given to create() where it can run the pieces, else the built-in kernel
   /// (where that can: a CUDA device, bf16 or fp16, head_dim and head_dim_v multiples of 16 up to
-  /// 256, caches whose rows start on 16-byte boundaries). With the library's cuDNN backend, steps
-  /// that read at most 262144 keys on a rank run in the built-in kernel and longer ones in cuDNN:
-  /// on an H200 the built-in kernel took less GPU time than cuDNN up to 192k keys in every shape
-  /// measured and tied at 256k for one sequence (at a third to a half of the host time); beyond,
-  /// it depends on the shape, cuDNN 4-5% faster at 512k and 1M keys for one sequence
-  /// (docs/PERF.md). A kernel of the caller's own always runs when it can.
+  /// 256, caches whose rows start on 16-byte boundaries). With the library's cuDNN backend the
+  /// built-in kernel runs every step on GPUs whose peak memory bandwidth is at most 4 TB/s (on an
+  /// H100 it took 2-18% less GPU time than cuDNN in every shape measured, 128k to 1M keys, and a
+  /// fraction of the host time); on faster memory (an H200) the steps that read at most
+  /// 262144 keys on a rank, and cuDNN the longer ones: there the built-in kernel took less GPU time
+  /// up to 192k keys in every shape measured and tied at 256k for one sequence, and cuDNN was 4-5%
+  /// faster at 512k and 1M keys for one sequence (docs/PERF.md). A kernel of the caller's own
+  /// always runs when it can.
   kAuto,
   /// The LocalAttention given to create() (e.g. cuDNN): the open pieces in one varlen call, each
   /// group of edge pieces in one masked call, each piece with its own copy of the query rows.

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "kernels/decode_pieces.h"
@@ -81,6 +82,22 @@ std::string split_kv_unsupported(DType dtype, int head_dim, int head_dim_v);
 /// Empty when CUDA device `device` has the shared memory per block that the kernel needs for these
 /// head widths (its rings are deeper from Hopper on: split_kv_layout.h); else why not.
 std::string split_kv_device_unsupported(int head_dim, int head_dim_v, int device);
+
+/// DecodeConfig::split_kernel = auto with the cuDNN backend: the most keys a rank may read in one
+/// step for the built-in kernel rather than cuDNN to run it, on a device of `bytes_per_s` peak
+/// memory bandwidth (0: unknown). Every step where that is at most 4 TB/s: on an H100 (3.35 TB/s)
+/// the built-in kernel took 2-18% less GPU time than cuDNN in every shape measured, 128k to 1M
+/// keys. 262144 above, or where unknown: on an H200 (4.8 TB/s) cuDNN was 4-5% faster at 512k and
+/// 1M keys for one sequence (docs/PERF.md, "auto's threshold").
+inline constexpr double kSplitKvAutoAllBytesPerS = 4e12;
+inline constexpr std::int64_t kSplitKvAutoKeys = 262144;
+constexpr std::int64_t split_kv_auto_keys_for(double bytes_per_s) {
+  return bytes_per_s > 0 && bytes_per_s <= kSplitKvAutoAllBytesPerS
+             ? std::numeric_limits<std::int64_t>::max()
+             : kSplitKvAutoKeys;
+}
+/// The same for CUDA device `device`, asked for its memory clock and bus width.
+std::int64_t split_kv_auto_keys(int device);
 
 /// The same for a GPU of compute capability `cc_major` that allows `optin_bytes` of shared memory
 /// per block (what split_kv_device_unsupported() asks the device); `device` names it.

@@ -816,6 +816,17 @@ Status cuda::decode_slot_table(const DecodeSlotTableArgs& a, Stream stream) {
   return Status::ok();
 }
 
+std::int64_t split_kv_auto_keys(int device) {
+  int khz = 0, bits = 0;
+  if (cudaDeviceGetAttribute(&khz, cudaDevAttrMemoryClockRate, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&bits, cudaDevAttrGlobalMemoryBusWidth, device) != cudaSuccess) {
+    cudaGetLastError();  // unknown: the rule's default, not an error of the plan
+    return split_kv_auto_keys_for(0);
+  }
+  // Two transfers per clock (DDR / HBM).
+  return split_kv_auto_keys_for(2.0 * khz * 1e3 * bits / 8);
+}
+
 std::string split_kv_device_unsupported(int head_dim, int head_dim_v, int device) {
   Result<std::size_t> bytes = shared_memory_on(device, head_dim, head_dim_v, kRows, false, false);
   return bytes.is_ok() ? std::string{} : bytes.status().message();

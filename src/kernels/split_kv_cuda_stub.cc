@@ -4,6 +4,8 @@
 
 namespace ulysses::kernels {
 
+std::int64_t split_kv_auto_keys(int) { return split_kv_auto_keys_for(0); }
+
 std::string split_kv_device_unsupported(int, int, int) {
   return "device tensors need a build with CUDA (got a host-only build)";
 }

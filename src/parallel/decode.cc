@@ -22,7 +22,8 @@
 // With the built-in split-KV kernel (DecodeConfig::split_kernel) the same pieces are the slots of
 // one launch that reads q and the cache in place and writes each piece's partial where the local
 // kernel's calls would have: the merges do not know which ran. Under auto with the cuDNN backend
-// it runs the steps that read few keys (kAutoBuiltInKeys), cuDNN the longer ones. Paged caches
+// it runs every step on GPUs of up to 4 TB/s, elsewhere the steps that read few keys
+// (kernels::split_kv_auto_keys()), cuDNN the longer ones. Paged caches
 // (DecodeConfig::page_size) run in it only: the pieces are planned in each sequence's own rows, as
 // without pages, and the kernel looks up the page of each row it reads.
 #include "ulysses/decode.h"
@@ -54,12 +55,6 @@ constexpr std::string_view kCreate = "ulysses::DistributedDecode::create";
 constexpr std::string_view kForward = "ulysses::DistributedDecode::forward";
 constexpr std::string_view kCheckLayout = "ulysses::DistributedDecode::check_device_layout";
 constexpr std::string_view kConfig = "ulysses::DecodeConfig";
-// split_kernel = auto with the cuDNN backend: steps that read at most this many keys on a rank
-// run in the built-in kernel. On an H200 (tensor copies, one-tile rings) it took less GPU time per
-// step than cuDNN up to 192k keys in every shape measured and tied at 256k for one sequence (0.277
-// against 0.276 ms; batches, 4 tokens and MLA still faster there), at a third to a half of cuDNN's
-// host time; at 512k and 1M cuDNN wins for one sequence by 4-5% (docs/PERF.md).
-constexpr std::int64_t kAutoBuiltInKeys = 262144;
 
 // Pieces per rank and sequence the workspace holds: open pieces (<= max_splits, plus one per
 // segment by rounding) and <= 2 edges per segment.
@@ -191,8 +186,9 @@ class DecodePlan final : public DistributedDecode {
   // them all (create()).
   void run_builtin_only() { builtin_ = true; }
   // split_kernel = auto with the cuDNN backend: the built-in kernel runs the steps that read at
-  // most kAutoBuiltInKeys keys on this rank, where it took less GPU and host time (create()).
-  void run_builtin_on_short_steps() { auto_builtin_ = true; }
+  // most `keys` keys on this rank, where it took less GPU and host time (create(),
+  // kernels::split_kv_auto_keys()).
+  void run_builtin_on_short_steps(std::int64_t keys) { auto_builtin_keys_ = keys; }
 
   // Whether the built-in kernel's 16-byte loads can read a cache view's rows (sequences or pages
   // lie a whole number of rows apart, check()), and both of this step's. (The host's has no such
@@ -295,7 +291,8 @@ class DecodePlan final : public DistributedDecode {
       }
       return n;
     };
-    if ((builtin_ || (auto_builtin_ && keys() <= kAutoBuiltInKeys)) && cache_aligned(args)) {
+    if ((builtin_ || (auto_builtin_keys_ >= 0 && keys() <= auto_builtin_keys_)) &&
+        cache_aligned(args)) {
       // One launch: slot s < B n_open is open slot s (sequence s / n_open; piece s % n_open, or
       // none: 0 keys), then the edge blocks in the order of `groups`. Its outputs are laid out as
       // the local kernel's calls would write them.
@@ -690,8 +687,8 @@ class DecodePlan final : public DistributedDecode {
   Communicator& comm_;
   LocalAttention& kernel_;
   DType acc_ = DType::kFloat32;
-  bool builtin_ = false;       // the built-in kernel runs every step, the LocalAttention none
-  bool auto_builtin_ = false;  // the built-in kernel runs steps of at most kAutoBuiltInKeys keys
+  bool builtin_ = false;  // the built-in kernel runs every step, the LocalAttention none
+  std::int64_t auto_builtin_keys_ = -1;  // the built-in kernel runs steps of at most these keys
   std::int64_t slots_ = 0, rows_cap_ = 0;
   std::size_t q_rep_ = 0, o_part_ = 0, lse_part_ = 0, lse_open_ = 0, table_offset_ = 0, pages_ = 0,
               send_ = 0, recv_ = 0, kernel_ws_ = 0, device_parts_ = 0;
@@ -1050,7 +1047,7 @@ Result<std::unique_ptr<DistributedDecode>> DistributedDecode::create(const Decod
         local = pieces;
         if (pieces.is_ok() && config.split_kernel == DecodeKernel::kAuto && builtin_why.empty() &&
             kernel.name() == detail::kCudnnKernelName) {
-          plan->run_builtin_on_short_steps();
+          plan->run_builtin_on_short_steps(kernels::split_kv_auto_keys(comm.device().index));
         }
       }
     }

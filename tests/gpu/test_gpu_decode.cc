@@ -18,6 +18,7 @@
 #include "common/paged_cache.h"
 #include "common/test_util.h"
 #include "gpu/gpu_util.h"
+#include "kernels/split_kv.h"
 #include "ulysses/decode.h"
 #include "ulysses/gpu.h"
 #include "ulysses/reference.h"
@@ -573,10 +574,11 @@ TEST(DeviceLoopbackDecodeAuto, FallsBackToTheBuiltInKernel) {
   EXPECT_NE(local.message().find("LSE"), std::string::npos) << local.message();
 }
 
-// Under auto with the cuDNN backend, a step that reads at most 256k keys on a rank runs in the
-// built-in kernel, a longer one in cuDNN (decode.cc's kAutoBuiltInKeys): auto's O is the bits of
-// built_in's at 4k and 256k cached keys and of local's at 320k. The two kernels' O differ at every
-// length, so each comparison tells them apart.
+// Under auto with the cuDNN backend, a step that reads at most kernels::split_kv_auto_keys() keys
+// on a rank runs in the built-in kernel, a longer one in cuDNN: on a GPU of up to 4 TB/s every
+// step, else those of at most 256k keys. auto's O must be the bits of built_in's at 4k and 256k
+// cached keys, and at 320k of built_in's or local's as that rule says. The two kernels' O differ at
+// every length, so each comparison tells them apart.
 TEST(DeviceLoopbackDecodeAuto, ShortStepsRunTheBuiltInKernelLongOnesCudnn) {
   ULYSSES_REQUIRE_GPUS(1);
   const auto seed = testing::fresh_seed();
@@ -587,6 +589,9 @@ TEST(DeviceLoopbackDecodeAuto, ShortStepsRunTheBuiltInKernelLongOnesCudnn) {
   ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
   auto cudnn = create_cudnn_attention(0);
   ASSERT_TRUE(cudnn.is_ok()) << cudnn.status().to_string();
+  const std::int64_t auto_keys = kernels::split_kv_auto_keys(0);
+  std::cout << "auto runs the built-in kernel on device 0 for steps of at most " << auto_keys
+            << " keys\n";
   for (const std::int64_t L : {std::int64_t{4096}, std::int64_t{262144}, std::int64_t{327680}}) {
     SCOPED_TRACE("cache of " + std::to_string(L) + " keys");
     HostTensor k(c.dtype, {1, L, c.Hkv, c.D}), v = k, q(c.dtype, {1, 1, c.Hq, c.D});
@@ -601,7 +606,7 @@ TEST(DeviceLoopbackDecodeAuto, ShortStepsRunTheBuiltInKernelLongOnesCudnn) {
       ASSERT_TRUE(st.is_ok()) << decode_kernel_name(split_kernel) << ": " << st.to_string();
     }
     EXPECT_GT(testing::compare_bits(o_local, o_builtin).count, 0);
-    if (L <= 262144) {
+    if (L <= auto_keys) {
       EXPECT_BITWISE_EQ(o_builtin, o_auto, "O");
     } else {
       EXPECT_BITWISE_EQ(o_local, o_auto, "O");

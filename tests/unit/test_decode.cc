@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <functional>
+#include <limits>
 #include <numeric>
 
 #include "common/check.h"
@@ -1561,6 +1562,19 @@ TEST(SplitKvLayout, TooLittleSharedMemoryIsNamed) {
   EXPECT_NE(why.find("allows 101376"), std::string::npos) << why;
   EXPECT_NE(why.find("device 3"), std::string::npos) << why;
   EXPECT_NE(why.find("compute capability 12"), std::string::npos) << why;
+}
+
+// auto's rule for the cuDNN backend (kernels::split_kv_auto_keys): every step in the built-in
+// kernel on an H100's 3.35 TB/s (where it measured faster at every length), steps of at most 256k
+// keys on an H200's 4.8 TB/s, and those too where the bandwidth is unknown.
+TEST(SplitKvAuto, KeysFollowTheMemoryBandwidth) {
+  constexpr std::int64_t kAll = std::numeric_limits<std::int64_t>::max();
+  EXPECT_EQ(kernels::split_kv_auto_keys_for(2.0 * 2619e6 * 5120 / 8), kAll);  // H100 SXM
+  EXPECT_EQ(kernels::split_kv_auto_keys_for(2.0 * 1593e6 * 5120 / 8), kAll);  // A100 80GB
+  EXPECT_EQ(kernels::split_kv_auto_keys_for(4e12), kAll);
+  EXPECT_EQ(kernels::split_kv_auto_keys_for(2.0 * 3201e6 * 6144 / 8), 262144);  // H200
+  EXPECT_EQ(kernels::split_kv_auto_keys_for(4.001e12), 262144);
+  EXPECT_EQ(kernels::split_kv_auto_keys_for(0), 262144);
 }
 
 }  // namespace
