@@ -83,12 +83,18 @@ std::string split_kv_unsupported(DType dtype, int head_dim, int head_dim_v);
 /// head widths (its rings are deeper from Hopper on: split_kv_layout.h); else why not.
 std::string split_kv_device_unsupported(int head_dim, int head_dim_v, int device);
 
+/// The same for a GPU of compute capability `cc_major` that allows `optin_bytes` of shared memory
+/// per block (what split_kv_device_unsupported() asks the device); `device` names it.
+std::string split_kv_shared_memory_unsupported(int head_dim, int head_dim_v, int cc_major,
+                                               int optin_bytes, int device);
+
 /// DecodeConfig::split_kernel = auto with the cuDNN backend: the most keys a rank may read in one
 /// step for the built-in kernel rather than cuDNN to run it, on a device of `bytes_per_s` peak
 /// memory bandwidth (0: unknown). Every step where that is at most 4 TB/s: on an H100 (3.35 TB/s)
 /// the built-in kernel took 2-18% less GPU time than cuDNN in every shape measured, 128k to 1M
 /// keys. 262144 above, or where unknown: on an H200 (4.8 TB/s) cuDNN was 4-5% faster at 512k and
-/// 1M keys for one sequence (docs/PERF.md, "auto's threshold").
+/// 1M keys for one sequence (docs/PERF.md, "auto's threshold"). No other GPU was measured: the
+/// 4 TB/s line lies between the two.
 inline constexpr double kSplitKvAutoAllBytesPerS = 4e12;
 inline constexpr std::int64_t kSplitKvAutoKeys = 262144;
 constexpr std::int64_t split_kv_auto_keys_for(double bytes_per_s) {
@@ -98,11 +104,6 @@ constexpr std::int64_t split_kv_auto_keys_for(double bytes_per_s) {
 }
 /// The same for CUDA device `device`, asked for its memory clock and bus width.
 std::int64_t split_kv_auto_keys(int device);
-
-/// The same for a GPU of compute capability `cc_major` that allows `optin_bytes` of shared memory
-/// per block (what split_kv_device_unsupported() asks the device); `device` names it.
-std::string split_kv_shared_memory_unsupported(int head_dim, int head_dim_v, int cc_major,
-                                               int optin_bytes, int device);
 
 /// Whether a base pointer and row / head strides (elements) allow the kernel's 16-byte loads.
 bool split_kv_aligned(const void* base, DType dtype, std::int64_t row_stride,
