@@ -23,7 +23,7 @@ namespace ulysses {
 /// Sinks (GPT-OSS style): each query head h has a learnable logit sink[h] that joins the softmax
 /// denominator, exp(sink[h]), and contributes no value. Its gradient is dSinks[h].
 struct AttentionConfig {
-  int num_heads_q = 0;   // query heads, a multiple of num_heads_kv
+  int num_heads_q = 0;   // query heads, a multiple of num_heads_kv; at most kMaxHeads
   int num_heads_kv = 0;  // key/value heads (== num_heads_q: MHA, 1: MQA, else GQA)
   /// Of Q and K (and V, O unless head_dim_v says otherwise): 1..kMaxHeadDim; backends may
   /// require more (cuDNN: a multiple of 8).
@@ -40,6 +40,8 @@ struct AttentionConfig {
   bool sinks = false;
 
   static constexpr int kMaxHeadDim = 256;
+  /// Most query heads (the plans count heads and head channels in int).
+  static constexpr int kMaxHeads = 65536;
 
   float scale() const;
   /// head_dim of V and O: head_dim_v, or head_dim when that is 0.

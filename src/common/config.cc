@@ -22,6 +22,10 @@ Status AttentionConfig::validate() const {
   if (num_heads_kv < 1) {
     return arg_error(kApi, "num_heads_kv", "must be positive", num_heads_kv, ">= 1");
   }
+  if (num_heads_q > kMaxHeads) {
+    return arg_error(kApi, "num_heads_q", "is out of range", num_heads_q,
+                     str_cat("1..", kMaxHeads));
+  }
   if (num_heads_q % num_heads_kv != 0) {
     return arg_error(kApi, "num_heads_q",
                      str_cat("must be a multiple of num_heads_kv ", num_heads_kv), num_heads_q,

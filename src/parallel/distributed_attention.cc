@@ -1,4 +1,7 @@
 // DistributedAttention::create(): validation, cross-rank agreement and dispatch by strategy.
+#include <algorithm>
+#include <optional>
+
 #include "common/check.h"
 #include "parallel/head_routing.h"
 #include "parallel/plan_common.h"
@@ -52,6 +55,16 @@ Status PlanConfig::validate() const {
     return arg_error(api, "batch", "must be 1 for layout thd (packed sequences)", batch, "1");
   }
   if (seqlen < 1) return arg_error(api, "seqlen", "must be positive", seqlen, ">= 1");
+  const std::int64_t widest = std::max(attention.head_dim, attention.value_dim());
+  const std::optional<std::int64_t> elements = detail::checked_product(
+      {batch, seqlen, std::max(attention.num_heads_q, attention.num_heads_kv), widest});
+  if (!elements || *elements > detail::kMaxTensorElements) {
+    return arg_error(
+        api, "batch * seqlen * num_heads_q * max(head_dim, head_dim_v)", "is too large",
+        detail::product_text(
+            {batch, seqlen, std::max(attention.num_heads_q, attention.num_heads_kv), widest}),
+        str_cat("at most 2^48 = ", detail::kMaxTensorElements, " elements per tensor"));
+  }
   const int multiple = parallel.sequence_multiple();
   if (seqlen % multiple != 0) {
     return arg_error(

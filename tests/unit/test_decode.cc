@@ -1018,6 +1018,22 @@ TEST(DecodeConfig, InvalidFieldsAreNamed) {
   // 2) * 2^26 query tokens is past int32 / 4 query heads.
   expect_error(with([](DecodeConfig& c) { c.query_tokens = std::int64_t{1} << 26; }),
                StatusCode::kInvalidArgument, "too large for int32 row offsets");
+  // Sizes past the plans' int64 arithmetic are named before any of it runs (a config fuzz under
+  // UBSan found these products overflowing).
+  expect_error(
+      with([](DecodeConfig& c) { c.query_tokens = std::numeric_limits<std::int64_t>::max(); }),
+      StatusCode::kInvalidArgument,
+      "batch * query_tokens * num_heads_q * max(head_dim, head_dim_v) is too large (got "
+      "more than 2^63 - 1");
+  expect_error(with([](DecodeConfig& c) { c.cache_rows = std::int64_t{1} << 45; }),
+               StatusCode::kInvalidArgument,
+               "batch * cache_rows * num_heads_kv * max(head_dim, head_dim_v) is too large");
+  expect_error(with([](DecodeConfig& c) {
+                 c.batch = std::int64_t{1} << 40;
+                 c.cache_rows = 1;
+                 c.max_splits = 1 << 30;
+               }),
+               StatusCode::kInvalidArgument, "too large for int32 row offsets (got more than");
 }
 
 TEST(DecodeConfig, SplitKernelNames) {

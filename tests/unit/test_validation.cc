@@ -2,6 +2,7 @@
 // the same verdict on every rank, before any data moves.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <mutex>
 
 #include "common/test_util.h"
@@ -99,6 +100,31 @@ std::vector<PlanRule> plan_rules() {
        [](PlanConfig& c) { c.attention.head_dim = 0; },
        SC::kInvalidArgument,
        {"head_dim", "got 0", "1..256"}},
+      {"too_many_heads",
+       [](PlanConfig& c) {
+         c.attention.num_heads_q = 65537 * 4;
+         c.attention.num_heads_kv = 4;
+       },
+       SC::kInvalidArgument,
+       {"num_heads_q", "got 262148", "1..65536"}},
+      // Sizes past what the plans' int64 arithmetic holds, named before any of it runs (a config
+      // fuzz over create() under UBSan found the products overflowing; one that overflows int64
+      // itself too).
+      {"tensor_past_2_to_48_elements",
+       [](PlanConfig& c) {
+         c.batch = std::int64_t{1} << 30;
+         c.seqlen = std::int64_t{1} << 20;  // x 8 heads x 16 = 2^57
+       },
+       SC::kInvalidArgument,
+       {"batch * seqlen * num_heads_q * max(head_dim, head_dim_v)", "got 144115188075855872",
+        "at most 2^48 = 281474976710656"}},
+      {"tensor_size_past_int64",
+       [](PlanConfig& c) {
+         c.batch = std::numeric_limits<std::int64_t>::max();
+         c.seqlen = 16;
+       },
+       SC::kInvalidArgument,
+       {"batch * seqlen", "got more than 2^63 - 1"}},
       {"head_dim_too_large",
        [](PlanConfig& c) { c.attention.head_dim = 300; },
        SC::kInvalidArgument,
