@@ -1,0 +1,173 @@
+// Random configurations, most of them near valid and some with one field pushed to an extreme
+// (zero, negative, past int32, past what int64 size arithmetic holds, not an enum value), through
+// DistributedAttention::create() and DistributedDecode::create() on host loopback ranks. Every rank
+// must return the same verdict; a refusal must be kInvalidArgument or kUnsupported with a message
+// that names the API; a plan that is made is asked for its sizes. Under CI's sanitizer builds
+// (UBSan) any overflow on the way fails the test: such a fuzz found DecodeConfig's and the plans'
+// size products overflowing before they refused. A printed seed replays a failure.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <random>
+
+#include "common/test_util.h"
+#include "ulysses/decode.h"
+
+namespace ulysses {
+namespace {
+
+constexpr int kIntMax = std::numeric_limits<int>::max();
+constexpr std::int64_t kInt64Max = std::numeric_limits<std::int64_t>::max();
+
+class Draw {
+ public:
+  explicit Draw(std::uint64_t seed) : g_(seed) {}
+  bool coin(int one_in) { return g_() % static_cast<unsigned>(one_in) == 0; }
+  template <typename T>
+  T any(std::initializer_list<T> v) {
+    return *(v.begin() + g_() % v.size());
+  }
+  // Mostly one of `valid`, one time in 15 one of `extreme`.
+  template <typename T>
+  T field(std::initializer_list<T> valid, std::initializer_list<T> extreme) {
+    return coin(15) ? any(extreme) : any(valid);
+  }
+
+ private:
+  std::mt19937_64 g_;
+};
+
+AttentionConfig attention_of(Draw& d) {
+  AttentionConfig a;
+  a.num_heads_q = d.field<int>({1, 2, 3, 4, 8, 12, 32, 64}, {0, -1, 65537, 1 << 20, kIntMax});
+  a.num_heads_kv = d.field<int>({1, 2, 4}, {0, -1, 3, kIntMax});
+  if (!d.coin(4)) a.num_heads_kv = std::max(1, a.num_heads_q / d.any<int>({1, 2, 4, 8}));
+  a.head_dim = d.field<int>({1, 4, 8, 16}, {0, -1, 192, 256, 257, kIntMax});
+  a.head_dim_v = d.field<int>({0, 0, 0, 4, 8}, {-1, 257, kIntMax});
+  a.causal = d.coin(2);
+  a.window_left = d.field<int>({-1, -1, 0, 1, 5}, {-2, kIntMax, std::numeric_limits<int>::min()});
+  a.window_right = d.field<int>({-1, -1, 0, 3}, {-2, kIntMax, std::numeric_limits<int>::min()});
+  if (a.causal && !d.coin(8)) a.window_right = -1;
+  a.sinks = d.coin(2);
+  if (d.coin(50)) a.softmax_scale = d.any<float>({0.f, -1.f, NAN, INFINITY});
+  return a;
+}
+
+PlanConfig plan_of(Draw& d, int P) {
+  PlanConfig c;
+  c.attention = attention_of(d);
+  c.parallel.strategy = d.field<Strategy>(
+      {Strategy::kUlysses, Strategy::kRing, Strategy::kHybrid, Strategy::kAllGather},
+      {static_cast<Strategy>(7)});
+  c.parallel.cp = d.coin(20) ? d.any<int>({0, -1, P + 1}) : P;
+  const bool hybrid = c.parallel.strategy == Strategy::kHybrid;
+  c.parallel.ulysses_degree = hybrid ? d.field<int>({1, 2, 4, std::max(1, P / 2)}, {0, 3, -1})
+                                     : d.field<int>({0}, {1, 2, -1});
+  c.parallel.packed_sharding =
+      d.field<PackedSharding>({PackedSharding::kDefault, PackedSharding::kDefault,
+                               PackedSharding::kStream, PackedSharding::kPerSequence},
+                              {static_cast<PackedSharding>(9)});
+  c.layout = d.field<Layout>({Layout::kBSHD, Layout::kTHD}, {static_cast<Layout>(9)});
+  c.dtype = d.field<DType>({DType::kFloat32, DType::kFloat64, DType::kBFloat16},
+                           {DType::kFloat16, static_cast<DType>(99)});
+  c.batch = d.field<std::int64_t>({1, 1, 2, 3, 1 << 10},
+                                  {0, -1, std::int64_t{1} << 31, std::int64_t{1} << 40, kInt64Max});
+  if (c.layout == Layout::kTHD && !d.coin(4)) c.batch = 1;
+  c.seqlen = d.field<std::int64_t>(
+      {8, 16, 48, 96, 1024, 1 << 20, std::int64_t{1} << 30, std::int64_t{3} << 33},
+      {0, -1, 1, 7, std::int64_t{1} << 40, std::int64_t{1} << 62, kInt64Max});
+  c.training = d.coin(2);
+  c.overlap_chunks = d.field<int>({1, 1, 2, 3}, {0, -1, 8, kIntMax});
+  c.backward_keeps_saved = d.coin(2);
+  c.saved_activations =
+      d.field<SavedActivations>({SavedActivations::kHeadSharded, SavedActivations::kLseOnly},
+                                {static_cast<SavedActivations>(7)});
+  c.chunks_in_flight = d.field<int>({1, 2, 2}, {0, 3, -1});
+  c.payload = d.field<Payload>({Payload::kNative, Payload::kNative, Payload::kFp8},
+                               {static_cast<Payload>(7)});
+  return c;
+}
+
+DecodeConfig decode_of(Draw& d, int P) {
+  DecodeConfig c;
+  c.attention = attention_of(d);
+  c.cp = d.coin(20) ? d.any<int>({0, -1, P + 1}) : P;
+  c.dtype = d.field<DType>({DType::kFloat32, DType::kFloat64, DType::kBFloat16},
+                           {DType::kFloat8E4M3, static_cast<DType>(99)});
+  c.batch = d.field<std::int64_t>({1, 2, 8}, {0, -1, std::int64_t{1} << 40, kInt64Max});
+  c.query_tokens = d.field<std::int64_t>({1, 1, 4}, {0, -1, 1 << 20, kInt64Max});
+  c.cache_rows =
+      d.field<std::int64_t>({16, 1000, 4096, std::int64_t{1} << 31},
+                            {0, -1, 1, std::int64_t{1} << 40, std::int64_t{1} << 62, kInt64Max});
+  c.max_segments = d.field<int>({1, 2, 3}, {0, -1, kIntMax});
+  c.min_split_rows = d.field<std::int64_t>({1, 16, 1024}, {0, -1, kInt64Max});
+  c.max_splits = d.field<int>({1, 16}, {0, -1, kIntMax});
+  c.split_kernel =
+      d.field<DecodeKernel>({DecodeKernel::kAuto, DecodeKernel::kLocal, DecodeKernel::kBuiltIn},
+                            {static_cast<DecodeKernel>(7)});
+  c.page_size =
+      d.field<std::int64_t>({0, 0, 0, 1, 8, 16}, {-1, 3, std::int64_t{1} << 40, kInt64Max});
+  c.device_layout = d.coin(4);
+  if (c.device_layout && c.split_kernel == DecodeKernel::kLocal && !d.coin(8)) {
+    c.split_kernel = DecodeKernel::kAuto;
+  }
+  return c;
+}
+
+// Every rank's verdict the same; a refusal an argument error or kUnsupported naming its API.
+void expect_one_verdict(const std::vector<Status>& st) {
+  ASSERT_FALSE(st.empty());
+  for (std::size_t r = 0; r < st.size(); ++r) {
+    EXPECT_EQ(st[r].code(), st[0].code())
+        << "rank " << r << ": " << st[r].to_string() << " vs " << st[0].to_string();
+    EXPECT_EQ(st[r].message(), st[0].message()) << "rank " << r;
+    if (!st[r].is_ok()) {
+      EXPECT_TRUE(st[r].code() == StatusCode::kInvalidArgument ||
+                  st[r].code() == StatusCode::kUnsupported)
+          << st[r].to_string();
+      EXPECT_EQ(st[r].message().rfind("ulysses::", 0), 0u) << st[r].message();
+    }
+  }
+}
+
+TEST(ConfigFuzz, EveryRankGivesOneNamedVerdict) {
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Draw d(seed);
+  auto kernel = make_reference_attention();
+  int plans = 0, refused = 0;
+  std::atomic<std::size_t> sizes{0};  // (read, so that the size queries run)
+  for (int i = 0; i < 5000 && !::testing::Test::HasFailure(); ++i) {
+    SCOPED_TRACE("draw " + std::to_string(i));
+    const int P = d.any<int>({1, 2, 3, 4, 8});
+    const bool decode = d.coin(3);
+    const PlanConfig plan_config = plan_of(d, P);
+    const DecodeConfig decode_config = decode_of(d, P);
+    const std::vector<Status> st = testing::run_ranks(P, [&](int, Communicator& comm) -> Status {
+      if (decode) {
+        auto plan = DistributedDecode::create(decode_config, comm, *kernel);
+        if (!plan.is_ok()) return plan.status();
+        sizes += (*plan)->workspace_bytes();
+        return Status::ok();
+      }
+      auto plan = DistributedAttention::create(plan_config, comm, *kernel);
+      if (!plan.is_ok()) return plan.status();
+      sizes += (*plan)->workspace_bytes() + (*plan)->saved_bytes() + (*plan)->held_bytes();
+      return Status::ok();
+    });
+    expect_one_verdict(st);
+    (st[0].is_ok() ? plans : refused) += 1;
+  }
+  std::cout << "seed " << seed << ": " << plans << " plans made, " << refused << " refused ("
+            << sizes.load() % 1000 << ")\n";
+  // The draws are near valid: both verdicts come up (so neither side is skipped).
+  EXPECT_GT(plans, 100);
+  EXPECT_GT(refused, 100);
+}
+
+}  // namespace
+}  // namespace ulysses
