@@ -7,12 +7,15 @@
 // size products overflowing before they refused. A printed seed replays a failure.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
+#include <numeric>
 #include <random>
+#include <vector>
 
 #include "common/test_util.h"
 #include "ulysses/decode.h"
@@ -166,6 +169,178 @@ TEST(ConfigFuzz, EveryRankGivesOneNamedVerdict) {
             << sizes.load() % 1000 << ")\n";
   // The draws are near valid: both verdicts come up (so neither side is skipped).
   EXPECT_GT(plans, 100);
+  EXPECT_GT(refused, 100);
+}
+
+// Decode steps on one host rank with layouts that are often wrong: each sequence's segments drawn
+// valid, then sometimes one field pushed off (a row, a length, a position, an offset, one segment
+// too many, a negative query position, a page-table entry outside the pool, a short table). Only
+// the rows of the segments hold values, every other cache row is NaN: forward() must refuse by name
+// (kInvalidArgument, its API) or give O and LSE without a NaN (so it read no row outside the
+// segments; under CI's ASan build nothing outside the buffers either).
+TEST(DecodeArgsFuzz, RefusedByNameOrReadsOnlyTheSegments) {
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 g(seed);
+  auto U = [&](std::int64_t lo, std::int64_t hi) {  // in [lo, hi]
+    return lo + static_cast<std::int64_t>(g() % static_cast<std::uint64_t>(hi - lo + 1));
+  };
+  auto value = [&] { return static_cast<float>(U(0, 999)) / 500.0f - 1.0f; };
+  auto comms = create_loopback_group(1);
+  ASSERT_TRUE(comms.is_ok());
+  Communicator& comm = *(*comms)[0];
+  auto kernel = make_reference_attention();
+  constexpr int Hq = 4, Hkv = 2, D = 8;
+  int computed = 0, refused = 0;
+  for (int draw = 0; draw < 3000 && !::testing::Test::HasFailure(); ++draw) {
+    SCOPED_TRACE("draw " + std::to_string(draw));
+    const std::int64_t B = U(1, 3), T = U(1, 3), page = U(0, 1) ? 0 : 4;
+    const std::int64_t C = page ? 4 * U(2, 5) : U(8, 20);
+    const DecodeConfig c{
+        .attention = {.num_heads_q = Hq,
+                      .num_heads_kv = Hkv,
+                      .head_dim = D,
+                      .causal = U(0, 1) == 1,
+                      .window_left = U(0, 2) ? -1 : static_cast<int>(U(0, 10)),
+                      .sinks = U(0, 3) == 0},
+        .cp = 1,
+        .dtype = DType::kFloat32,
+        .batch = B,
+        .query_tokens = T,
+        .cache_rows = C,
+        .max_segments = static_cast<int>(U(1, 3)),
+        .min_split_rows = U(1, 8),
+        .max_splits = static_cast<int>(U(1, 4)),
+        .split_kernel = page || U(0, 1) ? DecodeKernel::kBuiltIn : DecodeKernel::kLocal,
+        .page_size = page};
+    auto plan = DistributedDecode::create(c, comm, *kernel);
+    ASSERT_TRUE(plan.is_ok()) << plan.status().to_string();
+
+    // A valid layout per sequence (or one for all), then at most one field pushed off.
+    std::vector<CacheSegment> segs;
+    std::vector<std::int64_t> offsets{0}, qpos;
+    const bool per_sequence = B > 1 && U(0, 1) == 1;
+    for (std::int64_t b = 0; b < (per_sequence ? B : 1); ++b) {
+      std::int64_t row = 0, pos = 0;
+      for (std::int64_t i = 0, n = U(0, c.max_segments); i < n; ++i) {
+        row += U(0, 3);
+        if (row >= C) break;
+        const std::int64_t rows = U(1, C - row);
+        pos += U(0, 5);
+        segs.push_back({.row = row, .rows = rows, .position = pos});
+        row += rows;
+        pos += rows;
+      }
+      offsets.push_back(static_cast<std::int64_t>(segs.size()));
+      qpos.push_back(pos + U(-1, 3));
+    }
+    std::int64_t query_position = qpos[0];
+    const std::int64_t pages = page ? U(1, B * C / page + 2) : 0;
+    std::vector<std::int32_t> table;
+    if (page) {
+      std::vector<std::int32_t> pool(static_cast<std::size_t>(pages));
+      std::iota(pool.begin(), pool.end(), 0);
+      std::shuffle(pool.begin(), pool.end(), g);
+      for (std::int64_t i = 0; i < B * (C / page); ++i) {
+        table.push_back(pool[static_cast<std::size_t>(i % pages)]);
+      }
+    }
+    auto any_of = [&](auto& v) -> auto& { return v[static_cast<std::size_t>(U(0, v.size() - 1))]; };
+    switch (U(0, 9)) {
+      case 0:
+        if (!segs.empty()) any_of(segs).row = U(-3, C + 3);
+        break;
+      case 1:
+        if (!segs.empty()) any_of(segs).rows = U(-2, C + 3);
+        break;
+      case 2:
+        if (!segs.empty()) any_of(segs).position = U(-3, 50);
+        break;
+      case 3:
+        if (per_sequence) any_of(offsets) = U(-1, segs.size() + 1);
+        break;
+      case 4:
+        segs.push_back({.row = U(-1, C), .rows = U(-1, C), .position = U(-1, 40)});
+        break;
+      case 5:
+        query_position = U(-3, 3);
+        break;
+      case 6:
+        if (per_sequence) any_of(qpos) = U(-3, 3);
+        break;
+      case 7:
+        if (page) any_of(table) = static_cast<std::int32_t>(U(-2, pages + 1));
+        break;
+      case 8:
+        if (table.size() > 1) table.pop_back();
+        break;
+      default:
+        break;
+    }
+
+    // NaN everywhere but the rows of the segments (those inside the buffers).
+    const std::int64_t cache_elements = (page ? pages * page : B * C) * Hkv * D;
+    std::vector<float> k(static_cast<std::size_t>(cache_elements), NAN), v = k;
+    auto fill_row = [&](std::int64_t b, std::int64_t r) {
+      if (r < 0 || r >= C) return;
+      std::int64_t row = b * C + r;
+      if (page) {
+        const std::int64_t e = b * (C / page) + r / page;
+        if (e >= static_cast<std::int64_t>(table.size())) return;
+        const std::int32_t p = table[static_cast<std::size_t>(e)];
+        if (p < 0 || p >= pages) return;
+        row = p * page + r % page;
+      }
+      for (std::int64_t i = row * Hkv * D; i < (row + 1) * Hkv * D; ++i) {
+        k[static_cast<std::size_t>(i)] = value();
+        v[static_cast<std::size_t>(i)] = value();
+      }
+    };
+    for (std::int64_t b = 0; b < B; ++b) {
+      const std::int64_t n = static_cast<std::int64_t>(segs.size());
+      const std::int64_t lo = per_sequence ? std::clamp<std::int64_t>(offsets[b], 0, n) : 0;
+      const std::int64_t hi = per_sequence ? std::clamp<std::int64_t>(offsets[b + 1], 0, n) : n;
+      for (std::int64_t i = lo; i < hi; ++i) {
+        const CacheSegment& s = segs[static_cast<std::size_t>(i)];
+        for (std::int64_t r = s.row; r < s.row + s.rows; ++r) fill_row(b, r);
+      }
+    }
+    std::vector<float> q(static_cast<std::size_t>(B * T * Hq * D)), sinks(Hq);
+    for (float& x : q) x = value();
+    for (float& x : sinks) x = value();
+    std::vector<float> o(q.size(), NAN), lse(static_cast<std::size_t>(B * Hq * T), NAN);
+    std::vector<char> workspace((*plan)->workspace_bytes());
+    const std::int64_t cache_rows = page ? page : C, sequences = page ? pages : B;
+    DecodeArgs a{.q = TensorView::contiguous(q.data(), DType::kFloat32, {B, T, Hq, D}),
+                 .k_cache = TensorView::contiguous(k.data(), DType::kFloat32,
+                                                   {sequences, cache_rows, Hkv, D}),
+                 .v_cache = TensorView::contiguous(v.data(), DType::kFloat32,
+                                                   {sequences, cache_rows, Hkv, D}),
+                 .page_table = table,
+                 .segments = segs,
+                 .query_position = query_position,
+                 .o = TensorView::contiguous(o.data(), DType::kFloat32, {B, T, Hq, D}),
+                 .lse = TensorView::contiguous(lse.data(), DType::kFloat32, {B, Hq, T}),
+                 .workspace = workspace.data()};
+    if (per_sequence) {
+      a.segment_offsets = offsets;
+      a.query_positions = qpos;
+    }
+    if (c.attention.sinks) a.sinks = TensorView::contiguous(sinks.data(), DType::kFloat32, {Hq});
+    const Status st = (*plan)->forward(a, nullptr);
+    if (!st.is_ok()) {
+      ++refused;
+      EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+      EXPECT_EQ(st.message().rfind("ulysses::DistributedDecode::forward", 0), 0u) << st.message();
+      continue;
+    }
+    ++computed;
+    EXPECT_EQ(std::count_if(o.begin(), o.end(), [](float x) { return std::isnan(x); }), 0);
+    EXPECT_EQ(std::count_if(lse.begin(), lse.end(), [](float x) { return std::isnan(x); }), 0);
+  }
+  std::cout << "seed " << seed << ": " << computed << " steps computed, " << refused
+            << " refused\n";
+  EXPECT_GT(computed, 100);
   EXPECT_GT(refused, 100);
 }
 
