@@ -264,6 +264,8 @@ std::string_view payload_name(Payload payload);
 Result<Payload> parse_payload(std::string_view name);  // "native" | "fp8"
 
 /// Everything that fixes a plan. Must be identical on every rank of the group (create() checks).
+/// A tensor it describes holds at most 2^48 elements (batch * seqlen * heads * head_dim: far past
+/// any device, so that the plans' size arithmetic fits in int64).
 struct PlanConfig {
   AttentionConfig attention;
   ParallelConfig parallel;

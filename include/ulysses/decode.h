@@ -78,7 +78,8 @@ enum class DecodeKernel {
 /// "auto", "local" or "built_in".
 std::string_view decode_kernel_name(DecodeKernel k);
 
-/// Everything that fixes a decode plan. Must be identical on every rank (create() checks).
+/// Everything that fixes a decode plan. Must be identical on every rank (create() checks). q, o
+/// and a rank's cache hold at most 2^48 elements each (batch * rows * heads * head_dim).
 struct DecodeConfig {
   /// Heads, head_dim (and head_dim_v: V and O heads may be narrower or wider than Q and K heads, as
   /// with MLA's 192 / 128), scale, causal, windows and sinks, in global positions as for training.
