@@ -1,14 +1,17 @@
-// Random configurations, most of them near valid and some with one field pushed to an extreme
-// (zero, negative, past int32, past what int64 size arithmetic holds, not an enum value), through
-// DistributedAttention::create() and DistributedDecode::create() on host loopback ranks. Every rank
-// must return the same verdict; a refusal must be kInvalidArgument or kUnsupported with a message
-// that names the API; a plan that is made is asked for its sizes. Under CI's sanitizer builds
-// (UBSan) any overflow on the way fails the test: such a fuzz found DecodeConfig's and the plans'
-// size products overflowing before they refused. A printed seed replays a failure.
+// Bad input at random, on host loopback ranks: it must get a named refusal, never a crash, an
+// overflow or a read outside the caller's views (CI runs these under ASan and UBSan too). A printed
+// seed replays a failure.
+//  - ConfigFuzz: configurations, most near valid, some with one field pushed to an extreme (zero,
+//    negative, past int32, past what int64 size arithmetic holds, not an enum value), through
+//    DistributedAttention::create() and DistributedDecode::create(). Such a fuzz found the
+//    plans' and DecodeConfig's size products overflowing before they refused.
+//  - DecodeArgsFuzz: decode steps with layouts pushed off (DistributedDecode::forward()).
+//  - CallArgsFuzz: forward and backward calls with one view or buffer spoiled.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
@@ -17,11 +20,14 @@
 #include <random>
 #include <vector>
 
+#include "common/check.h"
 #include "common/test_util.h"
 #include "ulysses/decode.h"
 
 namespace ulysses {
 namespace {
+
+using testing::HostTensor;
 
 constexpr int kIntMax = std::numeric_limits<int>::max();
 constexpr std::int64_t kInt64Max = std::numeric_limits<std::int64_t>::max();
@@ -341,6 +347,197 @@ TEST(DecodeArgsFuzz, RefusedByNameOrReadsOnlyTheSegments) {
   std::cout << "seed " << seed << ": " << computed << " steps computed, " << refused
             << " refused\n";
   EXPECT_GT(computed, 100);
+  EXPECT_GT(refused, 100);
+}
+
+// Forward and backward calls of valid plans on host ranks with one argument spoiled the same way on
+// every rank: a dimension off by one, head_dim not contiguous, a negative stride, another dtype, a
+// null pointer, another device, sinks missing or unexpected, a workspace or saved buffer missing,
+// packed cu_seqlens that do not add up. A spoiled call must be refused by name (kInvalidArgument,
+// the plan's API) on every rank, before any data moves; an untouched one must give outputs
+// without a NaN. (Under CI's ASan build, no call may read or write past the views.)
+struct CallViews {
+  HostTensor q, k, v, o, lse, d_o, dq, dk, dv, sinks, dsinks;
+  std::vector<std::int32_t> cu;
+};
+
+TEST(CallArgsFuzz, SpoiledArgumentsAreRefusedOnEveryRank) {
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 g(seed);
+  auto U = [&](std::int64_t lo, std::int64_t hi) {  // in [lo, hi]
+    return lo + static_cast<std::int64_t>(g() % static_cast<std::uint64_t>(hi - lo + 1));
+  };
+  int computed = 0, refused = 0;
+  for (int draw = 0; draw < 300 && !::testing::Test::HasFailure(); ++draw) {
+    SCOPED_TRACE("draw " + std::to_string(draw));
+    const int P = static_cast<int>(U(1, 2));
+    PlanConfig c{
+        .attention = {.num_heads_q = 4,
+                      .num_heads_kv = static_cast<int>(U(0, 1) ? 2 : 4),
+                      .head_dim = 8,
+                      .head_dim_v = static_cast<int>(U(0, 3) ? 0 : 4),
+                      .causal = U(0, 1) == 1,
+                      .sinks = U(0, 3) == 0},
+        .parallel = {.strategy = static_cast<Strategy>(U(0, 3)), .cp = P, .ulysses_degree = 0},
+        .layout = U(0, 2) ? Layout::kBSHD : Layout::kTHD,
+        .dtype = DType::kFloat32,
+        .batch = 1,
+        .seqlen = 8 * P,
+        .training = U(0, 3) != 0,
+        .saved_activations = U(0, 3) ? SavedActivations::kHeadSharded : SavedActivations::kLseOnly};
+    if (c.parallel.strategy == Strategy::kHybrid) c.parallel.ulysses_degree = P;
+    if (c.layout == Layout::kBSHD) c.batch = U(1, 2);
+    const int spoil = static_cast<int>(U(0, 15));  // 12..15: untouched
+    const int tensor = static_cast<int>(U(0, 3));  // which view a spoil touches
+    const bool in_backward = c.training && U(0, 1) == 1;
+    const int dim_draw = static_cast<int>(U(0, 3));
+    std::vector<Status> verdicts(static_cast<std::size_t>(P));
+    std::vector<int> nans(static_cast<std::size_t>(P), 0);
+    auto kernel = make_reference_attention();
+    const auto st = testing::run_ranks(
+        P,
+        [&](int r, Communicator& comm) -> Status {
+          auto plan = DistributedAttention::create(c, comm, *kernel);
+          if (!plan.is_ok()) return plan.status();
+          const AttentionConfig& a = c.attention;
+          const std::int64_t sl = c.seqlen / P;
+          auto act = [&](int h, int d) {
+            HostTensor t = c.layout == Layout::kTHD ? HostTensor(c.dtype, {sl, h, d})
+                                                    : HostTensor(c.dtype, {c.batch, sl, h, d});
+            testing::poison(t);
+            return t;
+          };
+          auto input = [&](int h, int d) {
+            HostTensor t = act(h, d);
+            std::mt19937_64 fill(seed + static_cast<std::uint64_t>(draw));
+            testing::fill_uniform(t, fill);
+            return t;
+          };
+          CallViews x{.q = input(a.num_heads_q, a.head_dim),
+                      .k = input(a.num_heads_kv, a.head_dim),
+                      .v = input(a.num_heads_kv, a.value_dim()),
+                      .o = act(a.num_heads_q, a.value_dim()),
+                      .lse = c.layout == Layout::kTHD
+                                 ? HostTensor(DType::kFloat32, {a.num_heads_q, sl})
+                                 : HostTensor(DType::kFloat32, {c.batch, a.num_heads_q, sl}),
+                      .d_o = input(a.num_heads_q, a.value_dim()),
+                      .dq = act(a.num_heads_q, a.head_dim),
+                      .dk = act(a.num_heads_kv, a.head_dim),
+                      .dv = act(a.num_heads_kv, a.value_dim()),
+                      .sinks = HostTensor(DType::kFloat32, {a.num_heads_q}),
+                      .dsinks = HostTensor(DType::kFloat32, {a.num_heads_q}),
+                      .cu = {0, static_cast<std::int32_t>(c.seqlen / 2),
+                             static_cast<std::int32_t>(c.seqlen)}};
+          std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
+          ForwardArgs f{.q = x.q.view,
+                        .k = x.k.view,
+                        .v = x.v.view,
+                        .o = x.o.view,
+                        .lse = x.lse.view,
+                        .workspace = ws.data(),
+                        .saved = saved.data()};
+          BackwardArgs b{.d_o = x.d_o.view,
+                         .dq = x.dq.view,
+                         .dk = x.dk.view,
+                         .dv = x.dv.view,
+                         .workspace = ws.data(),
+                         .saved = saved.data()};
+          if (c.saved_activations == SavedActivations::kLseOnly) {
+            b.q = f.q;
+            b.k = f.k;
+            b.v = f.v;
+            b.o = f.o;
+          }
+          if (a.sinks) {
+            f.sinks = b.sinks = x.sinks.view;
+            b.dsinks = x.dsinks.view;
+          }
+          if (c.layout == Layout::kTHD) f.cu_seqlens = b.cu_seqlens = x.cu;
+          if (in_backward) {  // a valid forward first
+            ULYSSES_RETURN_IF_ERROR((*plan)->forward(f, nullptr));
+          }
+          // The view the spoil touches: an input or an output of the call that runs.
+          TensorView* views[4] = {in_backward ? &b.d_o : &f.q, in_backward ? &b.dk : &f.k,
+                                  in_backward ? &b.dv : &f.v, in_backward ? &b.dq : &f.o};
+          TensorView& t = *views[tensor];
+          const int dim = dim_draw % t.ndim;
+          switch (spoil) {
+            case 0:
+              t.shape[static_cast<std::size_t>(dim)] += 1;
+              break;
+            case 1:
+              t.shape[static_cast<std::size_t>(dim)] -= 1;
+              break;
+            case 2:
+              t.strides[static_cast<std::size_t>(t.ndim - 1)] = 2;
+              break;
+            case 3:
+              t.strides[static_cast<std::size_t>(dim == t.ndim - 1 ? 0 : dim)] *= -1;
+              break;
+            case 4:
+              t.dtype = DType::kFloat64;
+              break;
+            case 5:
+              t.data = nullptr;
+              break;
+            case 6:
+              t.device = Device::cuda(0);
+              break;
+            case 7:
+              f.sinks = b.sinks = a.sinks ? TensorView{} : x.sinks.view;
+              break;
+            case 8:
+              f.workspace = b.workspace = nullptr;
+              break;
+            case 9:
+              if (c.training) f.saved = b.saved = nullptr;
+              break;
+            case 10:
+              x.cu = {0, static_cast<std::int32_t>(c.seqlen) + 1};
+              f.cu_seqlens = b.cu_seqlens = x.cu;
+              break;
+            case 11:
+              x.cu = {0, 6, 3, static_cast<std::int32_t>(c.seqlen)};
+              f.cu_seqlens = b.cu_seqlens = x.cu;
+              break;
+            default:
+              break;  // untouched
+          }
+          const Status call =
+              in_backward ? (*plan)->backward(b, nullptr) : (*plan)->forward(f, nullptr);
+          verdicts[static_cast<std::size_t>(r)] = call;
+          if (call.is_ok()) {
+            const std::vector<HostTensor*> outs =
+                in_backward ? std::vector<HostTensor*>{&x.dq, &x.dk, &x.dv}
+                            : std::vector<HostTensor*>{&x.o};
+            for (HostTensor* out : outs) {
+              nans[static_cast<std::size_t>(r)] += static_cast<int>(testing::count_nan(*out));
+            }
+          }
+          return Status::ok();
+        },
+        LoopbackOptions{std::chrono::milliseconds(5000)});
+    for (const Status& s : st) ASSERT_TRUE(s.is_ok()) << s.to_string();
+    // One verdict: the same code on every rank (a message may differ by the rank's own sizes, e.g.
+    // all-gather's last rank's workspace).
+    for (const Status& v : verdicts) {
+      EXPECT_EQ(v.code(), verdicts[0].code()) << v.to_string() << " vs " << verdicts[0].to_string();
+      if (!v.is_ok()) {
+        EXPECT_EQ(v.message().rfind("ulysses::DistributedAttention::", 0), 0u) << v.message();
+      }
+    }
+    if (verdicts[0].is_ok()) {
+      ++computed;
+      for (int n : nans) EXPECT_EQ(n, 0) << "spoil " << spoil;
+    } else {
+      ++refused;
+      EXPECT_EQ(verdicts[0].code(), StatusCode::kInvalidArgument) << verdicts[0].to_string();
+    }
+  }
+  std::cout << "seed " << seed << ": " << computed << " calls computed, " << refused
+            << " refused\n";
+  EXPECT_GT(computed, 30);
   EXPECT_GT(refused, 100);
 }
 
