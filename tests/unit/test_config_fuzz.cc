@@ -20,6 +20,7 @@
 #include <random>
 #include <vector>
 
+#include "common/call_fixture.h"
 #include "common/check.h"
 #include "common/test_util.h"
 #include "ulysses/decode.h"
@@ -356,11 +357,6 @@ TEST(DecodeArgsFuzz, RefusedByNameOrReadsOnlyTheSegments) {
 // packed cu_seqlens that do not add up. A spoiled call must be refused by name (kInvalidArgument,
 // the plan's API) on every rank, before any data moves; an untouched one must give outputs
 // without a NaN. (Under CI's ASan build, no call may read or write past the views.)
-struct CallViews {
-  HostTensor q, k, v, o, lse, d_o, dq, dk, dv, sinks, dsinks;
-  std::vector<std::int32_t> cu;
-};
-
 TEST(CallArgsFuzz, SpoiledArgumentsAreRefusedOnEveryRank) {
   const auto seed = testing::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -401,34 +397,14 @@ TEST(CallArgsFuzz, SpoiledArgumentsAreRefusedOnEveryRank) {
           auto plan = DistributedAttention::create(c, comm, *kernel);
           if (!plan.is_ok()) return plan.status();
           const AttentionConfig& a = c.attention;
-          const std::int64_t sl = c.seqlen / P;
-          auto act = [&](int h, int d) {
-            HostTensor t = c.layout == Layout::kTHD ? HostTensor(c.dtype, {sl, h, d})
-                                                    : HostTensor(c.dtype, {c.batch, sl, h, d});
-            testing::poison(t);
-            return t;
-          };
-          auto input = [&](int h, int d) {
-            HostTensor t = act(h, d);
+          // Inputs drawn (each from the same stream), outputs NaN.
+          testing::CallFixture x(c);
+          for (HostTensor* t : {&x.q, &x.k, &x.v, &x.d_o}) {
             std::mt19937_64 fill(seed + static_cast<std::uint64_t>(draw));
-            testing::fill_uniform(t, fill);
-            return t;
-          };
-          CallViews x{.q = input(a.num_heads_q, a.head_dim),
-                      .k = input(a.num_heads_kv, a.head_dim),
-                      .v = input(a.num_heads_kv, a.value_dim()),
-                      .o = act(a.num_heads_q, a.value_dim()),
-                      .lse = c.layout == Layout::kTHD
-                                 ? HostTensor(DType::kFloat32, {a.num_heads_q, sl})
-                                 : HostTensor(DType::kFloat32, {c.batch, a.num_heads_q, sl}),
-                      .d_o = input(a.num_heads_q, a.value_dim()),
-                      .dq = act(a.num_heads_q, a.head_dim),
-                      .dk = act(a.num_heads_kv, a.head_dim),
-                      .dv = act(a.num_heads_kv, a.value_dim()),
-                      .sinks = HostTensor(DType::kFloat32, {a.num_heads_q}),
-                      .dsinks = HostTensor(DType::kFloat32, {a.num_heads_q}),
-                      .cu = {0, static_cast<std::int32_t>(c.seqlen / 2),
-                             static_cast<std::int32_t>(c.seqlen)}};
+            testing::fill_uniform(*t, fill);
+          }
+          for (HostTensor* t : {&x.o, &x.dq, &x.dk, &x.dv}) testing::poison(*t);
+          x.cu = {0, static_cast<std::int32_t>(c.seqlen / 2), static_cast<std::int32_t>(c.seqlen)};
           std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
           ForwardArgs f{.q = x.q.view,
                         .k = x.k.view,

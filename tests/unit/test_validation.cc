@@ -5,6 +5,7 @@
 #include <limits>
 #include <mutex>
 
+#include "common/call_fixture.h"
 #include "common/test_util.h"
 
 namespace ulysses {
@@ -563,32 +564,7 @@ TEST(Validation, AConfigBadOnOneRankOnlyFailsEverywhere) {
 // --- per-call view checks
 // --------------------------------------------------------------------------
 
-struct Fixture {
-  PlanConfig cfg;
-  HostTensor q, k, v, o, lse, d_o, dq, dk, dv, sinks, dsinks;
-  std::vector<std::int32_t> cu;
-  explicit Fixture(PlanConfig c) : cfg(c) {
-    const auto& a = c.attention;
-    const std::int64_t sl = c.seqlen / c.parallel.cp;
-    auto act = [&](int h, int d) {
-      return c.layout == Layout::kTHD ? HostTensor(c.dtype, {sl, h, d})
-                                      : HostTensor(c.dtype, {c.batch, sl, h, d});
-    };
-    const int dqk = a.head_dim, dv_ = a.value_dim();
-    q = act(a.num_heads_q, dqk);
-    k = act(a.num_heads_kv, dqk);
-    v = act(a.num_heads_kv, dv_);
-    o = act(a.num_heads_q, dv_);
-    d_o = act(a.num_heads_q, dv_);
-    dq = act(a.num_heads_q, dqk);
-    dk = act(a.num_heads_kv, dqk);
-    dv = act(a.num_heads_kv, dv_);
-    lse = c.layout == Layout::kTHD ? HostTensor(DType::kFloat32, {a.num_heads_q, sl})
-                                   : HostTensor(DType::kFloat32, {c.batch, a.num_heads_q, sl});
-    sinks = HostTensor(DType::kFloat32, {a.num_heads_q});
-    dsinks = sinks;
-  }
-};
+using Fixture = testing::CallFixture;
 
 // Spoils rank 0's arguments with `mutate` and returns what rank 0's call reported. The check must
 // happen before any data moves, so the peers do not take part in the rejected call:
