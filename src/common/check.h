@@ -29,24 +29,21 @@ Status arg_error(std::string_view api, std::string_view argument, std::string_vi
       str_cat(api, ": ", argument, " ", problem, " (got ", value, ", expected ", constraint, ")"));
 }
 
-/// The product of non-negative factors, or nullopt where it does not fit in int64 (sizes of
-/// configurations checked before any arithmetic on them).
-inline std::optional<std::int64_t> checked_product(std::initializer_list<std::int64_t> factors) {
-  std::int64_t p = 1;
-  for (const std::int64_t f : factors) {
-    if (__builtin_mul_overflow(p, f, &p)) return std::nullopt;
-  }
-  return p;
-}
-
 /// Most elements a tensor of a configuration may hold (2^48: 512 TiB of bf16, far past any
 /// device), so that the plans' size arithmetic (elements times bytes, chunks, ranks) fits in int64.
 inline constexpr std::int64_t kMaxTensorElements = std::int64_t{1} << 48;
 
-/// A product for a message: its value, or "more than 2^63 - 1" where it does not fit.
-inline std::string product_text(std::initializer_list<std::int64_t> factors) {
-  const std::optional<std::int64_t> p = checked_product(factors);
-  return p ? str_cat(*p) : std::string("more than 2^63 - 1");
+/// Where the product of non-negative factors exceeds `limit`, or int64 itself: its value for the
+/// message ("more than 2^63 - 1" where it overflows); else nullopt. Sizes of configurations are
+/// checked with it before any arithmetic on them.
+inline std::optional<std::string> product_over(std::initializer_list<std::int64_t> factors,
+                                               std::int64_t limit) {
+  std::int64_t p = 1;
+  for (const std::int64_t f : factors) {
+    if (__builtin_mul_overflow(p, f, &p)) return std::string("more than 2^63 - 1");
+  }
+  if (p > limit) return str_cat(p);
+  return std::nullopt;
 }
 
 }  // namespace ulysses::detail

@@ -976,29 +976,25 @@ Status DecodeConfig::validate() const {
                    attention.num_heads_q},
         std::tuple{"batch * cache_rows * num_heads_kv * max(head_dim, head_dim_v)", cache_rows,
                    attention.num_heads_kv}}) {
-    const std::optional<std::int64_t> elements =
-        detail::checked_product({batch, rows, heads, widest});
-    if (!elements || *elements > detail::kMaxTensorElements) {
+    if (const auto over =
+            detail::product_over({batch, rows, heads, widest}, detail::kMaxTensorElements)) {
       return arg_error(
-          api, what, "is too large", detail::product_text({batch, rows, heads, widest}),
+          api, what, "is too large", *over,
           str_cat("at most 2^48 = ", detail::kMaxTensorElements, " elements per tensor"));
     }
   }
   // Rows the kernel addresses with int32 (VarlenRows): the pieces' query copies and the cache.
   constexpr std::int64_t kInt32 = std::numeric_limits<std::int32_t>::max();
   const std::int64_t q_rows_max = kInt32 / std::max(1, attention.num_heads_q);
-  const std::optional<std::int64_t> q_rows =
-      detail::checked_product({batch, piece_slots(*this), query_tokens});
-  if (!q_rows || *q_rows > q_rows_max) {
+  if (const auto over =
+          detail::product_over({batch, piece_slots(*this), query_tokens}, q_rows_max)) {
     return arg_error(api, "batch * (max_splits + 3 max_segments) * query_tokens",
-                     "is too large for int32 row offsets",
-                     detail::product_text({batch, piece_slots(*this), query_tokens}),
+                     "is too large for int32 row offsets", *over,
                      str_cat("at most ", q_rows_max, " (int32 / num_heads_q)"));
   }
-  const std::optional<std::int64_t> cache = detail::checked_product({batch, cache_rows});
-  if (!cache || *cache > kInt32) {
-    return arg_error(api, "batch * cache_rows", "is too large for int32 row offsets",
-                     detail::product_text({batch, cache_rows}), str_cat("at most ", kInt32));
+  if (const auto over = detail::product_over({batch, cache_rows}, kInt32)) {
+    return arg_error(api, "batch * cache_rows", "is too large for int32 row offsets", *over,
+                     str_cat("at most ", kInt32));
   }
   return Status::ok();
 }

@@ -56,13 +56,11 @@ Status PlanConfig::validate() const {
   }
   if (seqlen < 1) return arg_error(api, "seqlen", "must be positive", seqlen, ">= 1");
   const std::int64_t widest = std::max(attention.head_dim, attention.value_dim());
-  const std::optional<std::int64_t> elements = detail::checked_product(
-      {batch, seqlen, std::max(attention.num_heads_q, attention.num_heads_kv), widest});
-  if (!elements || *elements > detail::kMaxTensorElements) {
+  const int heads = std::max(attention.num_heads_q, attention.num_heads_kv);
+  if (const auto over =
+          detail::product_over({batch, seqlen, heads, widest}, detail::kMaxTensorElements)) {
     return arg_error(
-        api, "batch * seqlen * num_heads_q * max(head_dim, head_dim_v)", "is too large",
-        detail::product_text(
-            {batch, seqlen, std::max(attention.num_heads_q, attention.num_heads_kv), widest}),
+        api, "batch * seqlen * num_heads_q * max(head_dim, head_dim_v)", "is too large", *over,
         str_cat("at most 2^48 = ", detail::kMaxTensorElements, " elements per tensor"));
   }
   const int multiple = parallel.sequence_multiple();
