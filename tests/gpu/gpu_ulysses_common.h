@@ -37,6 +37,9 @@ struct GpuCase {
   Payload payload = Payload::kNative;                  // PlanConfig::payload
   PackedSharding sharding = PackedSharding::kDefault;  // ParallelConfig::packed_sharding
   int Dv = 0;                                          // AttentionConfig::head_dim_v (0: D)
+  // Each rank's activations and gradients in [S/cp, B, H, D] memory seen as [B, S/cp, H, D]
+  // views (Megatron's sbhd); dense layouts only.
+  bool seq_major = false;
 };
 
 inline ParallelConfig parallel_of(const GpuCase& c) {
@@ -283,7 +286,7 @@ inline PlanConfig plan_config_of(const GpuCase& c) {
 }
 
 // Shard r of a global host tensor, contiguous (ring and hybrid: zigzag ranges; packed: padded).
-inline HostTensor shard_of(const GpuCase& c, const HostTensor& g, int r) {
+inline HostTensor contiguous_shard_of(const GpuCase& c, const HostTensor& g, int r) {
   const int P = c.P;
   const bool thd = c.layout == Layout::kTHD;
   const ParallelConfig parallel = parallel_of(c);
@@ -308,6 +311,23 @@ inline HostTensor shard_of(const GpuCase& c, const HostTensor& g, int r) {
   h.view.data = h.storage.data();
   EXPECT_TRUE(copy_tensor(h.view, sv).is_ok());
   return h;
+}
+
+// The values of a contiguous [B, S, H, D] tensor in [S, B, H, D] memory, viewed as [B, S, H, D].
+inline HostTensor seq_major_copy(const HostTensor& t) {
+  const TensorView& v = t.view;
+  HostTensor out(v.dtype, {v.size(1), v.size(0), v.size(2), v.size(3)});
+  std::swap(out.view.shape[0], out.view.shape[1]);
+  std::swap(out.view.strides[0], out.view.strides[1]);
+  EXPECT_TRUE(copy_tensor(out.view, v).is_ok());
+  return out;
+}
+
+// Shard r of a global host tensor as a rank holds it: contiguous_shard_of(), or sequence-major
+// where the case says so.
+inline HostTensor shard_of(const GpuCase& c, const HostTensor& g, int r) {
+  const HostTensor h = contiguous_shard_of(c, g, r);
+  return c.seq_major && c.layout == Layout::kBSHD ? seq_major_copy(h) : h;
 }
 
 /// The shapes of what rank r returns (poisoned), so that a receiver can rebuild them from bytes.

@@ -6,7 +6,8 @@
 // O, LSE, dK, dV (dQ too with the deterministic backward; else within 2 ulps), ring, hybrid and
 // allgather within STYLE.md's 2x rule of the FP64 truth. Every draw trains (forward + backward).
 // Half the draws' loopback says its copy to a rank itself is no separate copy (as NCCL), so
-// Ulysses sends own rows through the exchange there and packs them in place in the others.
+// Ulysses sends own rows through the exchange there and packs them in place in the others; a third
+// of the dense draws give the ranks sequence-major ([S/cp, B, H, D], sbhd) activations.
 //
 // ULYSSES_SWEEP_CASES=n runs n draws (default below), ULYSSES_SWEEP_SEED=s replays one,
 // ULYSSES_SWEEP_MATCH="words" keeps to draws whose description holds them (config_sweep.h).
@@ -97,17 +98,21 @@ TEST(GpuSweep, WhatThePlanTakesItComputesOnCudnn) {
     // Half the draws send a rank's own rows through the exchange (copies_own_rows() false, as over
     // NCCL) instead of packing them in place.
     const bool own_rows = std::bernoulli_distribution(0.5)(rng);
+    // A third of the dense draws hand the ranks' activations over sequence-major (sbhd).
+    GpuCase ranks = g;
+    ranks.seq_major = c.layout == Layout::kBSHD && std::bernoulli_distribution(1.0 / 3)(rng);
     auto comms = create_device_loopback_group(c.P, 0, LoopbackOptions{.copies_own_rows = own_rows});
     ASSERT_TRUE(comms.is_ok()) << comms.status().to_string();
-    const testing::GpuOutputs dist = testing::run_distributed(g, in, *comms, [](int) { return 0; });
+    const testing::GpuOutputs dist =
+        testing::run_distributed(ranks, in, *comms, [](int) { return 0; });
     if (c.strategy == Strategy::kUlysses) {
       testing::expect_matches_single_gpu(g, single, dist);
     } else {
       testing::expect_ring_within_2x(g, single, dist, testing::run_reference_fp64(g, delivered));
     }
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("%s %s%s (%.1f s)\n", HasFailure() ? "FAIL" : "ok  ", c.describe().c_str(),
-                own_rows ? "" : " own-rows-exchanged", s);
+    std::printf("%s %s%s%s (%.1f s)\n", HasFailure() ? "FAIL" : "ok  ", c.describe().c_str(),
+                own_rows ? "" : " own-rows-exchanged", ranks.seq_major ? " sbhd" : "", s);
     std::fflush(stdout);
     ++ran[c.strategy];
     if (HasFailure()) break;  // one failing draw is enough to replay

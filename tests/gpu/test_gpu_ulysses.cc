@@ -604,6 +604,80 @@ INSTANTIATE_TEST_SUITE_P(
                            192, 128))),
     [](const auto& param_info) { return param_info.param.name; });
 
+GpuCase sbhd(GpuCase c) {
+  c.name = "sbhd_" + c.name;
+  c.seq_major = true;
+  return c;
+}
+
+// Megatron's [s, b, h, d] activations, passed as [b, s, h, d] views with the sequence stride
+// outermost, no transpose: the same results as contiguous ones (Ulysses bitwise one GPU's, the
+// others within the 2x rule). At P = 1 the plan hands such views to cuDNN in place.
+INSTANTIATE_TEST_SUITE_P(
+    Sbhd, DeviceLoopbackUlysses,
+    ::testing::Values(
+        sbhd({"p1_gqa_causal_sinks", 1, Layout::kBSHD, 2, 512, 8, 4, 128, DType::kBFloat16, true,
+              -1, -1, true}),
+        [] {
+          GpuCase c = sbhd(
+              {"p1_lse_window", 1, Layout::kBSHD, 3, 512, 8, 2, 64, DType::kFloat16, true, 100});
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
+        [] {
+          GpuCase c = sbhd({"p2_gqa_causal_chunks2", 2, Layout::kBSHD, 2, 512, 8, 4, 128});
+          c.chunks = 2;
+          c.deterministic = true;
+          return c;
+        }(),
+        [] {
+          GpuCase c = sbhd({"p4_replicated_kv_lse_sinks", 4, Layout::kBSHD, 3, 512, 8, 2, 64,
+                            DType::kFloat16, true, -1, -1, true});
+          c.saved = SavedActivations::kLseOnly;
+          return c;
+        }(),
+        [] {
+          GpuCase c = sbhd({"p2_mla_192_128_fp8", 2, Layout::kBSHD, 2, 512, 8, 4, 192});
+          c.Dv = 128;
+          c.payload = Payload::kFp8;
+          return c;
+        }()),
+    [](const auto& param_info) { return param_info.param.name; });
+
+INSTANTIATE_TEST_SUITE_P(Sbhd, DeviceLoopbackRing,
+                         ::testing::Values(
+                             [] {
+                               GpuCase c =
+                                   sbhd(ring_case("ring_p2_gqa_causal_sinks", Strategy::kRing, 2, 0,
+                                                  512, 8, 2, true, true));
+                               c.B = 2;
+                               return c;
+                             }(),
+                             [] {
+                               GpuCase c =
+                                   sbhd(ring_case("hybrid_2x2_window_lse", Strategy::kHybrid, 4, 2,
+                                                  1024, 8, 4, true, false, 100));
+                               c.B = 2;
+                               c.saved = SavedActivations::kLseOnly;
+                               return c;
+                             }(),
+                             [] {
+                               GpuCase c =
+                                   sbhd(ring_case("allgather_p2_gqa_causal", Strategy::kAllGather,
+                                                  2, 0, 512, 8, 2, true, false));
+                               c.B = 3;
+                               return c;
+                             }(),
+                             [] {
+                               GpuCase c =
+                                   sbhd(ring_case("allgather_p4_full_lse", Strategy::kAllGather, 4,
+                                                  0, 1024, 8, 4, false, false));
+                               c.B = 2;
+                               c.saved = SavedActivations::kLseOnly;
+                               return c;
+                             }()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
 GpuCase lse_only(GpuCase c, int chunks = 1, int in_flight = 2) {
   c.saved = SavedActivations::kLseOnly;
   c.chunks = chunks;

@@ -260,12 +260,19 @@ TensorView strided_head_dim(TensorView v) {
   return v;
 }
 
-// The plan on c.P loopback ranks: each rank copies its shard in (strided: views of the first heads
-// of wider tensors, as a fused projection hands them over), runs, and places its outputs back.
+// How a rank's activations lie in memory: `padded_heads`, views of the first heads of wider
+// tensors (as a fused projection hands them over); `seq_major`, [S/cp, B, H, D] tensors seen as
+// [B, S/cp, H, D] (Megatron's sbhd: the batch's rows of a token adjacent).
+struct Views {
+  bool padded_heads = false;
+  bool seq_major = false;
+};
+
+// The plan on c.P loopback ranks: each rank copies its shard in (laid out as `views` says), runs,
+// and places its outputs back.
 // `own_rows`: what the loopback says of its copy to a rank itself (copies_own_rows()), so Ulysses
 // plans either pack a rank's own rows in place or send them through the exchange as over NCCL.
-Run distributed(const SweepCase& c, const Inputs& in, bool strided, Mistake mistake,
-                bool own_rows) {
+Run distributed(const SweepCase& c, const Inputs& in, Views views, Mistake mistake, bool own_rows) {
   Run run{poisoned(c, c.dtype, c.S), {}, poisoned(c, c.dtype, c.S), {}, {}};
   run.refused.resize(static_cast<std::size_t>(c.P));
   run.untouched.assign(static_cast<std::size_t>(c.P), 1);
@@ -279,14 +286,19 @@ Run distributed(const SweepCase& c, const Inputs& in, bool strided, Mistake mist
     auto plan = DistributedAttention::create(cfg, comm, *kernel);
     if (!plan.is_ok()) return plan.status();
     std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
-    const std::int64_t pad = strided ? 3 : 0;
+    const std::int64_t pad = views.padded_heads ? 3 : 0;
     auto tensor = [&](DType dtype, std::int64_t heads, std::int64_t d) {
-      HostTensor t(dtype, {c.B, Sl, heads + pad, d});
+      HostTensor t = views.seq_major ? HostTensor(dtype, {Sl, c.B, heads + pad, d})
+                                     : HostTensor(dtype, {c.B, Sl, heads + pad, d});
       testing::poison(t);
       return t;
     };
     auto view = [&](const HostTensor& t) {
       TensorView v = t.view;
+      if (views.seq_major) {
+        std::swap(v.shape[0], v.shape[1]);
+        std::swap(v.strides[0], v.strides[1]);
+      }
       v.shape[2] -= pad;
       return v;
     };
@@ -434,11 +446,11 @@ bool applies(const SweepCase& c, Mistake mistake) {
   return true;
 }
 
-void check(const SweepCase& c, bool strided, std::mt19937_64& rng, Mistake mistake,
+void check(const SweepCase& c, Views views, std::mt19937_64& rng, Mistake mistake,
            bool own_rows = true) {
   const Inputs in = make_inputs(c, rng);
   const Inputs delivered = as_delivered(c, in);
-  const Run got = distributed(c, in, strided, mistake, own_rows);
+  const Run got = distributed(c, in, views, mistake, own_rows);
   if (mistake != Mistake::kNone) {  // refused alike on every rank, nothing written, plan usable
     for (int r = 0; r < c.P; ++r) {
       const Status& s = got.refused[static_cast<std::size_t>(r)];
@@ -557,7 +569,7 @@ TEST(Sweep, KernelRefusalsNameThePlansCall) {
     return DistributedAttention::create(c.plan(), comm, cudnn).status();
   }));
   std::mt19937_64 rng(testing::fresh_seed());
-  check(c, false, rng, Mistake::kNone);
+  check(c, Views{}, rng, Mistake::kNone);
 }
 
 TEST(Sweep, WhatThePlanTakesItComputes) {
@@ -565,7 +577,7 @@ TEST(Sweep, WhatThePlanTakesItComputes) {
   std::map<std::string, int> refusals;
   std::map<Strategy, int> ran;
   CudnnShaped kernel;
-  int draws = 0, mistakes = 0;
+  int draws = 0, mistakes = 0, seq_major = 0;
   for (std::uint64_t seed : seeds.seeds) {
     // A refused draw is replaced by the next draw of its own chain, so n seeds give n runs.
     auto draw = [](std::uint64_t s) { return testing::draw_case(s, host_space()); };
@@ -582,7 +594,7 @@ TEST(Sweep, WhatThePlanTakesItComputes) {
     }
     ++draws;
     std::mt19937_64 rng(c.seed ^ 0x5eedULL);
-    const bool strided = std::bernoulli_distribution(0.3)(rng);
+    Views views{.padded_heads = std::bernoulli_distribution(0.3)(rng)};
     auto mistake = Mistake::kNone;
     if (std::bernoulli_distribution(0.4)(rng)) {
       mistake = static_cast<Mistake>(
@@ -591,19 +603,23 @@ TEST(Sweep, WhatThePlanTakesItComputes) {
     }
     // Half the draws send a rank's own rows through the exchange, as over NCCL.
     const bool own_rows = std::bernoulli_distribution(0.5)(rng);
+    // A third of the dense draws hand the activations over sequence-major (sbhd).
+    views.seq_major = !packed(c) && std::bernoulli_distribution(1.0 / 3)(rng);
     const std::string how =
-        std::string(strided ? " strided" : "") +
+        std::string(views.padded_heads ? " strided" : "") + (views.seq_major ? " sbhd" : "") +
         (mistake == Mistake::kNone ? "" : " mistake " + std::to_string(static_cast<int>(mistake))) +
         (own_rows ? "" : " own-rows-exchanged");
     SCOPED_TRACE(c.describe() + how);
     if (seeds.replay) std::printf("%s%s\n", c.describe().c_str(), how.c_str());
-    check(c, strided, rng, mistake, own_rows);
+    check(c, views, rng, mistake, own_rows);
     mistakes += mistake != Mistake::kNone;
+    seq_major += views.seq_major;
     ++ran[c.strategy];
     if (HasFailure()) break;  // one failing draw is enough to replay
   }
   testing::print_sweep(ran, draws, refusals);
-  std::printf("%d of them after a call with a mistake, refused\n", mistakes);
+  std::printf("%d of them after a call with a mistake, refused; %d with sbhd views\n", mistakes,
+              seq_major);
   // The sweep is not vacuous: the draws reach every strategy (at the default size).
   if (!seeds.replay && seeds.seeds.size() >= 60 && std::getenv("ULYSSES_SWEEP_MATCH") == nullptr) {
     EXPECT_EQ(ran.size(), 4u);
