@@ -255,9 +255,28 @@ def _cu_pair(cu_seqlens, device: torch.device):
     return host, _cu_device_copy(host, values, device, capturing)
 
 
+def _empty_in_order_of(ref: torch.Tensor, shape) -> torch.Tensor:
+    """An empty tensor of `shape` (as many dimensions as `ref`) whose leading dimensions lie in
+    memory in the order of ref's strides, outermost first, the last one innermost. Outputs and
+    gradients then follow the caller's layout: Megatron's [s, b, h, d] tensors passed as
+    x.transpose(0, 1) give an O whose transpose(0, 1) is contiguous, with no copy either way."""
+    lead = sorted(range(ref.dim() - 1), key=lambda d: (-ref.stride(d), d))
+    order = lead + [ref.dim() - 1]
+    out = ref.new_empty([shape[d] for d in order])
+    return out.permute([order.index(d) for d in range(ref.dim())])
+
+
+def _readable(t: torch.Tensor) -> torch.Tensor:
+    """`t` itself where the library can read it in place (the last dimension contiguous, every
+    other stride positive), else a contiguous copy (e.g. the expanded gradient of a sum)."""
+    if t.stride(-1) == 1 and all(st > 0 for st, n in zip(t.stride(), t.shape) if n > 1):
+        return t
+    return t.contiguous()
+
+
 def _run_forward(m: "UlyssesAttention", q, k, v, sinks, cu_pair):
     """The plan's forward: (o, saved). cu_pair: _cu_pair()'s."""
-    o = q.new_empty(q.shape[:-1] + v.shape[-1:])  # V's width
+    o = _empty_in_order_of(q, q.shape[:-1] + v.shape[-1:])  # V's width, q's layout
     saved = m._saved_buffer(q.device)
     cu, cu_dev = cu_pair
     m.plan.forward(q, k, v, o, sinks=sinks, cu_seqlens=cu, cu_seqlens_device=cu_dev,
@@ -275,15 +294,15 @@ def _for_backward(m: "UlyssesAttention", q, k, v, o) -> tuple:
 
 
 def _grads_like(m: "UlyssesAttention", d_o, sinks) -> tuple:
-    """Empty dq, dk, dv (the shard's rows, shaped from dO and the config) and dsinks (empty
-    without sinks)."""
+    """Empty dq, dk, dv (the shard's rows, shaped from dO and the config, in dO's layout) and
+    dsinks (empty without sinks)."""
     c = m.plan.config
     lead = d_o.shape[:-2]  # [B, S/cp] (bshd) or [T/cp] (thd)
     dsinks = (torch.empty_like(sinks) if sinks is not None
               else d_o.new_empty((0,), dtype=torch.float32))
-    return (d_o.new_empty(lead + (c.num_heads_q, c.head_dim)),
-            d_o.new_empty(lead + (c.num_heads_kv, c.head_dim)),
-            d_o.new_empty(lead + (c.num_heads_kv, c.head_dim_v or c.head_dim)), dsinks)
+    return (_empty_in_order_of(d_o, lead + (c.num_heads_q, c.head_dim)),
+            _empty_in_order_of(d_o, lead + (c.num_heads_kv, c.head_dim)),
+            _empty_in_order_of(d_o, lead + (c.num_heads_kv, c.head_dim_v or c.head_dim)), dsinks)
 
 
 def _run_backward(m: "UlyssesAttention", d_o, q, k, v, o, saved, sinks, cu_pair):
@@ -291,7 +310,7 @@ def _run_backward(m: "UlyssesAttention", d_o, q, k, v, o, saved, sinks, cu_pair)
     _for_backward() kept them."""
     dq, dk, dv, dsinks = _grads_like(m, d_o, sinks)
     cu, cu_dev = cu_pair
-    m.plan.backward(d_o.contiguous(), dq, dk, dv, dsinks=dsinks if sinks is not None else None,
+    m.plan.backward(_readable(d_o), dq, dk, dv, dsinks=dsinks if sinks is not None else None,
                     sinks=sinks, cu_seqlens=cu, cu_seqlens_device=cu_dev,
                     workspace=m._workspace(d_o.device), saved=saved if saved.numel() else None,
                     q=q, k=k, v=v, o=o, stream=m._stream(d_o.device))
@@ -335,7 +354,7 @@ def _forward_op(q, k, v, sinks, cu_seqlens, module_id, saved_bytes):
 
 @_forward_op.register_fake
 def _(q, k, v, sinks, cu_seqlens, module_id, saved_bytes):
-    return (q.new_empty(q.shape[:-1] + v.shape[-1:]),
+    return (_empty_in_order_of(q, q.shape[:-1] + v.shape[-1:]),
             q.new_empty((saved_bytes,), dtype=torch.uint8))
 
 

@@ -63,6 +63,54 @@ class TorchModuleOnLoopbackRanks(unittest.TestCase):
                     err = (got[r][4] - want[4]).abs().max().item()
                     self.assertLess(err, 1e-5 * max(1.0, want[4].abs().max().item()), "dSinks")
 
+    def test_sequence_major_tensors_keep_their_layout_and_the_bits(self):
+        """Megatron's [s, b, h, d] activations, passed as x.transpose(0, 1): O and the gradients
+        the module hands back lie in the same order (their transpose(0, 1) is contiguous, so the
+        projections around it copy nothing), with the bits of contiguous [b, s, h, d] inputs.
+        Eager and compiled, every strategy."""
+        B, S, Hq, Hkv, D = 2, 32, 4, 2, 8
+        g = torch.Generator().manual_seed(torch.seed() % (1 << 62))
+        make = lambda h: torch.rand((B, S, h, D), generator=g, dtype=torch.float64) * 4 - 2  # noqa
+        q, k, v, d_o = make(Hq), make(Hkv), make(Hkv), make(Hq)
+        for strategy, saved, compiled in (("ulysses", "heads", False), ("ulysses", "lse", True),
+                                          ("ring", "lse", False), ("allgather", "heads", True)):
+            with self.subTest(strategy=strategy, saved=saved, compiled=compiled):
+                cfg = ulysses.PlanConfig(num_heads_q=Hq, num_heads_kv=Hkv, head_dim=D,
+                                         causal=True, batch=B, seqlen=S, dtype="fp64",
+                                         strategy=strategy, cp=2, saved_activations=saved)
+                torch._dynamo.reset()  # (the module's forward: compiled by earlier tests too)
+
+                def step(r, comm, seq_major):
+                    attn = ut.UlyssesAttention(cfg, comm)
+                    fn = torch.compile(attn, backend="aot_eager", fullgraph=True) if \
+                        compiled else attn
+                    shards = [ut.shard(x, cfg, r) for x in (q, k, v, d_o)]
+                    if seq_major:  # [s, b, h, d] memory, seen as [b, s, h, d]
+                        shards = [x.transpose(0, 1).contiguous().transpose(0, 1) for x in shards]
+                    leaves = [x.requires_grad_() for x in shards[:3]]
+                    grads = [None] * 3  # what the module hands back, before any copy
+
+                    def keep(i):
+                        def hook(grad):
+                            grads[i] = grad
+                        return hook
+
+                    xs = [x * 1.0 for x in leaves]
+                    for i, x in enumerate(xs):
+                        x.register_hook(keep(i))
+                    o = fn(*xs)
+                    o.backward(shards[3])
+                    return [o.detach()] + grads
+
+                want = run_ranks(2, lambda r, c: step(r, c, False))
+                got = run_ranks(2, lambda r, c: step(r, c, True))
+                for mine, ref in zip(got, want):
+                    for name, a, b in zip(("O", "dQ", "dK", "dV"), mine, ref):
+                        self.assertTrue(a.transpose(0, 1).is_contiguous(),
+                                        f"{name} strides {a.stride()}: not sequence-major")
+                        self.assertTrue(b.is_contiguous(), f"{name} strides {b.stride()}")
+                        self.assertTrue(torch.equal(a, b), f"{name} differs")
+
     def test_heads_saves_do_not_keep_the_callers_q_k_v(self):
         """With saved_activations "heads" backward reads the plan's own saved rows only, so the
         module must not keep the caller's q, k, v alive until backward (a model frees them after

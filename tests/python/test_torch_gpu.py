@@ -51,15 +51,22 @@ def step_attn(attn, q, k, v, d_o):
     return o.detach(), q.grad, k.grad, v.grad
 
 
-def step_plan(cfg, comm, q, k, v, d_o):
+def seq_major(x):
+    """x's values in [s, b, h, d] memory, seen as [b, s, h, d] (Megatron's sbhd tensors, passed
+    as x.transpose(0, 1))."""
+    return x.transpose(0, 1).contiguous().transpose(0, 1)
+
+
+def step_plan(cfg, comm, q, k, v, d_o, arrange=lambda x: x):
     """Forward and backward of the plan on this rank's shard of the inputs (ulysses.torch.shard:
-    contiguous for ulysses, zigzag for ring)."""
+    contiguous for ulysses, zigzag for ring), each shard and O laid out by `arrange`."""
     plan = ulysses.Plan(cfg, comm, ulysses.cudnn_kernel(0, deterministic=True))
-    q, k, v, d_o = (ut.shard(x, cfg, comm.rank) for x in (q, k, v, d_o))
+    q, k, v, d_o = (arrange(ut.shard(x, cfg, comm.rank)) for x in (q, k, v, d_o))
     ws = torch.empty(max(plan.workspace_bytes, 1), dtype=torch.uint8, device="cuda")
     saved = torch.empty(max(plan.saved_bytes, 1), dtype=torch.uint8, device="cuda")
     stream = torch.cuda.current_stream()
-    o = torch.full(q.shape[:-1] + v.shape[-1:], float("nan"), dtype=q.dtype, device=q.device)
+    o = arrange(torch.full(q.shape[:-1] + v.shape[-1:], float("nan"), dtype=q.dtype,
+                           device=q.device))
     plan.forward(q, k, v, o, workspace=ws, saved=saved, stream=stream)
     dq, dk, dv = (torch.full_like(x, float("nan")) for x in (q, k, v))
     plan.backward(d_o, dq, dk, dv, workspace=ws, saved=saved, q=q, k=k, v=v, o=o, stream=stream)
@@ -112,6 +119,31 @@ class TorchModuleOnDeviceLoopback(unittest.TestCase):
             theirs = theirs.transpose(1, 2).float()
             err = (mine.float() - theirs).abs().max().item()
             self.assertLess(err, 4 * 2**-8 * max(1.0, theirs.abs().max().item()), name)
+
+    def test_sequence_major_tensors_give_the_contiguous_bits(self):
+        """Megatron's [s, b, h, d] tensors passed as x.transpose(0, 1), two batch entries: one
+        rank's module, whose plan hands them to cuDNN in place, gives the bits of contiguous
+        tensors and hands O and the gradients back sequence-major; so do two virtual ranks'
+        plans, whose packs read them and whose unpacks write them."""
+        B = 2
+        g = torch.Generator(device="cuda").manual_seed(torch.seed() % (1 << 62))
+        make = lambda h: (torch.rand((B, self.S, h, self.D), generator=g,  # noqa: E731
+                                     device="cuda") * 2 - 1).to(torch.bfloat16)
+        q, k, v, d_o = make(self.Hq), make(self.Hkv), make(self.Hkv), make(self.Hq)
+        cfg = lambda cp: ulysses.PlanConfig(  # noqa: E731
+            num_heads_q=self.Hq, num_heads_kv=self.Hkv, head_dim=self.D, causal=True, batch=B,
+            seqlen=self.S, dtype="bf16", cp=cp)
+        (want,) = run_ranks(ulysses.device_loopback_group(1),
+                            lambda r, c: step_module(cfg(1), c, q, k, v, d_o))
+        (got,) = run_ranks(ulysses.device_loopback_group(1), lambda r, c: step_module(
+            cfg(1), c, *(seq_major(x) for x in (q, k, v, d_o))))
+        for name, gg, w in zip(("O", "dQ", "dK", "dV"), got, want):
+            self.assertTrue(gg.transpose(0, 1).is_contiguous(), f"{name} {gg.stride()}")
+            self.assertTrue(torch.equal(gg, w), f"{name} differs from contiguous tensors")
+        got = run_ranks(ulysses.device_loopback_group(2),
+                        lambda r, c: step_plan(cfg(2), c, q, k, v, d_o, seq_major))
+        for name, gg, w in zip(("O", "dQ", "dK", "dV"), unshard_all(got, cfg(2)), want):
+            self.assertTrue(torch.equal(gg, w), f"{name} differs from one rank (cp = 2)")
 
     def test_mla_head_dims_cp2_bitwise_one_gpu_and_close_to_pytorch(self):
         """head_dim 192 with head_dim_v 128 (MLA): the module's O takes V's width; two virtual
