@@ -317,7 +317,8 @@ struct PlanConfig {
 
 /// One rank's inputs and outputs for forward. Activations are this rank's contiguous shard of the
 /// sequence: [batch, seqlen/cp, heads, head_dim] (kBSHD) or [seqlen/cp, heads, head_dim] (kTHD),
-/// any strides with head_dim contiguous.
+/// any strides with head_dim contiguous: heads of a wider fused-projection row, or Megatron's
+/// [seqlen/cp, batch, heads, head_dim] memory seen with the sequence stride outermost (sbhd).
 struct ForwardArgs {
   TensorView q;      // [.., num_heads_q, head_dim]
   TensorView k;      // [.., num_heads_kv, head_dim]
