@@ -719,6 +719,31 @@ TEST(CallValidation, ShapeAndStridesOfDifferentRank) {
   expect_rejected(r, StatusCode::kInvalidArgument, {" q ", "shape"});
 }
 
+TEST(CallValidation, SequenceMajorTensorsPassedAsIsAreToldHowToGoIn) {
+  // One rank: q is [batch 2, seq 16, heads 8, dim 16]. Given [seq, batch, heads, dim] memory with
+  // that shape instead of as a transposed view, the refusal says how it goes in.
+  Status r =
+      call_with(good_config(1), Call::kForward, [](ForwardArgs& f, BackwardArgs&, Fixture& fx) {
+        f.q = TensorView::contiguous(fx.q.view.data, DType::kBFloat16, {16, 2, 8, 16});
+      });
+  expect_rejected(r, StatusCode::kInvalidArgument,
+                  {" q ", "first two dimensions swapped", "transpose(0, 1)", "[2, 16, 8, 16]"});
+  // The same memory as a [batch, seq, heads, dim] view with the sequence stride outermost runs.
+  Status ok =
+      call_with(good_config(1), Call::kForward, [](ForwardArgs& f, BackwardArgs&, Fixture& fx) {
+        f.q = TensorView::strided(fx.q.view.data, DType::kBFloat16, {2, 16, 8, 16},
+                                  {128, 256, 16, 1});
+      });
+  EXPECT_TRUE(ok.is_ok()) << ok.to_string();
+  // Another wrong shape keeps the plain message.
+  Status k =
+      call_with(good_config(1), Call::kForward, [](ForwardArgs& f, BackwardArgs&, Fixture& fx) {
+        f.k = TensorView::contiguous(fx.k.view.data, DType::kBFloat16, {16, 2, 2, 16});
+      });
+  expect_rejected(k, StatusCode::kInvalidArgument,
+                  {" k ", "has the wrong shape", "[2, 16, 4, 16]"});
+}
+
 TEST(CallValidation, LseShapeMustMatch) {
   Status r =
       call_with(good_config(), Call::kForward, [](ForwardArgs& f, BackwardArgs&, Fixture& fx) {
