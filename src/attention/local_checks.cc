@@ -32,9 +32,9 @@ Status check_view(const TensorView& view, std::string_view name,
   }
   if (!same_shape) {
     // [seq, batch, heads, dim] memory (Megatron's sbhd) handed over as is: say how it goes in.
-    const std::int64_t d0 = *shape.begin(), d1 = *(shape.begin() + 1);
-    if (ndim == 4 && view.ndim == 4 && d0 != d1 && view.size(0) == d1 && view.size(1) == d0 &&
-        view.size(2) == *(shape.begin() + 2) && view.size(3) == *(shape.begin() + 3)) {
+    const std::int64_t* want = shape.begin();
+    if (ndim == 4 && view.ndim == 4 && want[0] != want[1] && view.size(0) == want[1] &&
+        view.size(1) == want[0] && view.size(2) == want[2] && view.size(3) == want[3]) {
       return arg_error(api, name,
                        "has its first two dimensions swapped (a [seq, batch, heads, dim] tensor "
                        "goes in as a [batch, seq, heads, dim] view with no copy, e.g. "
