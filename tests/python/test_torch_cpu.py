@@ -82,8 +82,8 @@ class TorchModuleOnLoopbackRanks(unittest.TestCase):
 
                 def step(r, comm, seq_major):
                     attn = ut.UlyssesAttention(cfg, comm)
-                    fn = torch.compile(attn, backend="aot_eager", fullgraph=True) if \
-                        compiled else attn
+                    fn = (torch.compile(attn, backend="aot_eager", fullgraph=True) if compiled
+                          else attn)
                     shards = [ut.shard(x, cfg, r) for x in (q, k, v, d_o)]
                     if seq_major:  # [s, b, h, d] memory, seen as [b, s, h, d]
                         shards = [x.transpose(0, 1).contiguous().transpose(0, 1) for x in shards]
