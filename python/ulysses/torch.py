@@ -6,6 +6,10 @@
         cp_group)        # exchanges over PyTorch's NCCL communicator of the group, cuDNN kernel
     o = attn(q, k, v)        # this rank's shard [B, S/cp, H, D]; o.backward(...) fills q.grad, ...
 
+Any strides with head_dim contiguous; O and the gradients come back in the order the inputs lie in
+memory. Megatron's [s, b, h, d] activations go in as q.transpose(0, 1) (and k, v alike), and
+attn(...).transpose(0, 1) is then a contiguous [s, b, h, d] O: nothing is copied either way.
+
 Work is enqueued on PyTorch's current stream. The workspace is one uint8 tensor, reused by every
 call (modules of one config, communicator and kernel, a model's layers, run on one module's plan
 and workspace); each forward allocates its `saved` buffer, which its autograd node keeps until
