@@ -451,6 +451,16 @@ void check(const SweepCase& c, Views views, std::mt19937_64& rng, Mistake mistak
   const Inputs in = make_inputs(c, rng);
   const Inputs delivered = as_delivered(c, in);
   const Run got = distributed(c, in, views, mistake, own_rows);
+  if (views.seq_major) {  // the arithmetic does not depend on the layout: the contiguous bits
+    Views contiguous = views;
+    contiguous.seq_major = false;
+    const Run want = distributed(c, in, contiguous, Mistake::kNone, own_rows);
+    EXPECT_BITWISE_EQ(want.out.o, got.out.o, "O, sbhd against contiguous");
+    EXPECT_BITWISE_EQ(want.out.lse, got.out.lse, "LSE, sbhd against contiguous");
+    EXPECT_BITWISE_EQ(want.out.dq, got.out.dq, "dQ, sbhd against contiguous");
+    EXPECT_BITWISE_EQ(want.out.dk, got.out.dk, "dK, sbhd against contiguous");
+    EXPECT_BITWISE_EQ(want.out.dv, got.out.dv, "dV, sbhd against contiguous");
+  }
   if (mistake != Mistake::kNone) {  // refused alike on every rank, nothing written, plan usable
     for (int r = 0; r < c.P; ++r) {
       const Status& s = got.refused[static_cast<std::size_t>(r)];
