@@ -36,6 +36,36 @@ struct CallFixture {
     sinks = HostTensor(DType::kFloat32, {a.num_heads_q});
     dsinks = sinks;
   }
+
+  // Forward's and backward's arguments over these tensors with `workspace` and `saved`: sinks
+  // where the config has them, `cu` as cu_seqlens in layout thd (set it first). Backward's q, k,
+  // v and o (read with saved_activations = lse) are left for the test to give.
+  ForwardArgs forward_args(void* workspace, void* saved) const {
+    ForwardArgs f{.q = q.view,
+                  .k = k.view,
+                  .v = v.view,
+                  .o = o.view,
+                  .lse = lse.view,
+                  .workspace = workspace,
+                  .saved = saved};
+    if (cfg.attention.sinks) f.sinks = sinks.view;
+    if (cfg.layout == Layout::kTHD) f.cu_seqlens = cu;
+    return f;
+  }
+  BackwardArgs backward_args(void* workspace, void* saved) const {
+    BackwardArgs b{.d_o = d_o.view,
+                   .dq = dq.view,
+                   .dk = dk.view,
+                   .dv = dv.view,
+                   .workspace = workspace,
+                   .saved = saved};
+    if (cfg.attention.sinks) {
+      b.sinks = sinks.view;
+      b.dsinks = dsinks.view;
+    }
+    if (cfg.layout == Layout::kTHD) b.cu_seqlens = cu;
+    return b;
+  }
 };
 
 }  // namespace ulysses::testing

@@ -406,30 +406,14 @@ TEST(CallArgsFuzz, SpoiledArgumentsAreRefusedOnEveryRank) {
           for (HostTensor* t : {&x.o, &x.dq, &x.dk, &x.dv}) testing::poison(*t);
           x.cu = {0, static_cast<std::int32_t>(c.seqlen / 2), static_cast<std::int32_t>(c.seqlen)};
           std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
-          ForwardArgs f{.q = x.q.view,
-                        .k = x.k.view,
-                        .v = x.v.view,
-                        .o = x.o.view,
-                        .lse = x.lse.view,
-                        .workspace = ws.data(),
-                        .saved = saved.data()};
-          BackwardArgs b{.d_o = x.d_o.view,
-                         .dq = x.dq.view,
-                         .dk = x.dk.view,
-                         .dv = x.dv.view,
-                         .workspace = ws.data(),
-                         .saved = saved.data()};
+          ForwardArgs f = x.forward_args(ws.data(), saved.data());
+          BackwardArgs b = x.backward_args(ws.data(), saved.data());
           if (c.saved_activations == SavedActivations::kLseOnly) {
             b.q = f.q;
             b.k = f.k;
             b.v = f.v;
             b.o = f.o;
           }
-          if (a.sinks) {
-            f.sinks = b.sinks = x.sinks.view;
-            b.dsinks = x.dsinks.view;
-          }
-          if (c.layout == Layout::kTHD) f.cu_seqlens = b.cu_seqlens = x.cu;
           if (in_backward) {  // a valid forward first
             ULYSSES_RETURN_IF_ERROR((*plan)->forward(f, nullptr));
           }

@@ -582,27 +582,9 @@ Status call_with(PlanConfig cfg, Call call,
         auto plan = DistributedAttention::create(cfg, comm, *kernel);
         if (!plan.is_ok()) return plan.status();
         std::vector<unsigned char> ws((*plan)->workspace_bytes()), saved((*plan)->saved_bytes());
-        ForwardArgs f{.q = fx.q.view,
-                      .k = fx.k.view,
-                      .v = fx.v.view,
-                      .o = fx.o.view,
-                      .lse = fx.lse.view,
-                      .workspace = ws.data(),
-                      .saved = saved.data()};
-        BackwardArgs b{.d_o = fx.d_o.view,
-                       .dq = fx.dq.view,
-                       .dk = fx.dk.view,
-                       .dv = fx.dv.view,
-                       .workspace = ws.data(),
-                       .saved = saved.data()};
-        if (cfg.attention.sinks) {
-          f.sinks = b.sinks = fx.sinks.view;
-          b.dsinks = fx.dsinks.view;
-        }
-        if (cfg.layout == Layout::kTHD) {
-          fx.cu = {0, static_cast<std::int32_t>(cfg.seqlen)};
-          f.cu_seqlens = b.cu_seqlens = fx.cu;
-        }
+        fx.cu = {0, static_cast<std::int32_t>(cfg.seqlen)};  // (layout thd only)
+        ForwardArgs f = fx.forward_args(ws.data(), saved.data());
+        BackwardArgs b = fx.backward_args(ws.data(), saved.data());
         if (call == Call::kBackward) {
           if (Status s = (*plan)->forward(f, nullptr); !s.is_ok()) return s;
         }
